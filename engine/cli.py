@@ -1,0 +1,212 @@
+"""The ``finetune-studio`` command: a thin layer over the engine.
+
+With no subcommand it opens the GUI. The GUI is a separate program (``python -m gui``):
+the engine never imports Qt or ``gui``, so the CLI hands over to it with ``exec``.
+
+Every run-config key can be overridden on ``train``/``estimate``/``export-launch`` with
+its own name (``--max_steps 30 --method ia3``); unknown keys get the closest suggestion.
+Each subcommand dispatches to one function in the module that owns the feature, imported
+lazily so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from engine import __version__
+from engine.config import RunConfig, parse_override
+from engine.errors import StudioError
+
+# subcommand -> "module:function". The function takes the argparse Namespace, returns an exit code.
+HANDLERS = {
+    "train": "engine.train:cli_train",
+    "estimate": "engine.memory:cli_estimate",
+    "data check": "engine.data:cli_check",
+    "adapters list": "engine.adapters:cli_list",
+    "adapters export": "engine.adapters:cli_export",
+    "generate": "engine.generate:cli_generate",
+    "merge": "engine.adapters:cli_merge",
+    "export-launch": "engine.launch:cli_export_launch",
+    "runs list": "engine.runs:cli_list",
+    "worker": "engine.worker:cli_worker",
+    "self-check": "engine.selfcheck:run_self_check",
+}
+
+
+def _handler(name: str) -> Callable[[argparse.Namespace], int]:
+    module, func = HANDLERS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _config_epilog() -> str:
+    meta = RunConfig.field_meta()
+    lines = ["run-config keys (override any with --KEY VALUE):"]
+    for name, m in meta.items():
+        allowed = f" [{'|'.join(m['choices'])}]" if m.get("choices") else ""
+        lines.append(f"  --{name}{allowed} (default {m['default']!r}): {m['help']}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="finetune-studio",
+        description="Fine-tune an LLM on one GPU, and build its instruction dataset. "
+        "With no command, opens the app on the embedded demo.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--version", action="version", version=f"finetune-studio {__version__}")
+    p.add_argument("--screenshot", metavar="OUT.png", help="render the main window offscreen with the "
+                   "demo loaded and save it as a PNG, then exit")
+    p.add_argument("--tab", choices=["dataset", "train", "adapters", "runs"], default="dataset",
+                   help="with --screenshot: which area to show")
+    p.add_argument("--self-check", action="store_true", help="check that the installed app works "
+                   "(imports, GPU, window, 3 training steps) and exit non-zero on any failure")
+    p.add_argument("--json", action="store_true", help="with --self-check: print the report as JSON")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    t = sub.add_parser("train", help="train a run config (in this process; Ctrl-C stops with a checkpoint)",
+                       epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)
+    t.add_argument("config", metavar="RUN.yaml")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    t.add_argument("--events", action="store_true", help="print JSON-line events instead of a progress log")
+
+    e = sub.add_parser("estimate", help="estimate peak GPU memory for a run config",
+                       epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)
+    e.add_argument("config", metavar="RUN.yaml")
+    e.add_argument("--json", action="store_true", help="print one JSON object (see README)")
+    e.add_argument("--gpu-memory", type=float, metavar="GiB", help="GPU memory to fit into "
+                   "(default: the detected GPU)")
+
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    dc = dsub.add_parser("check", help="lint a dataset: consistency, balance, diversity, length")
+    dc.add_argument("file", metavar="FILE")
+    dc.add_argument("--json", action="store_true", help="machine-readable report; exit 1 on errors")
+    dc.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
+    dc.add_argument("--seq-len", type=int, dest="seq_len", help="report records longer than this")
+    dc.add_argument("--model", help="count tokens with this model's tokenizer")
+
+    a = sub.add_parser("adapters", help="the adapter library")
+    asub = a.add_subparsers(dest="adapters_command", metavar="ADAPTERS_COMMAND", required=True)
+    al = asub.add_parser("list", help="list adapters from runs and added folders")
+    al.add_argument("--json", action="store_true")
+    ax = asub.add_parser("export", help="copy an adapter on its own to a folder")
+    ax.add_argument("adapter", metavar="ADAPTER")
+    ax.add_argument("--out", required=True, metavar="DIR")
+
+    g = sub.add_parser("generate", help="generate with a base model and adapters")
+    g.add_argument("--base", required=True, metavar="MODEL")
+    g.add_argument("--adapter", action="append", default=[], metavar="ADAPTER")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--system", default=None)
+    g.add_argument("--max_new_tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top_p", type=float, default=1.0)
+    g.add_argument("--repetition_penalty", type=float, default=1.0)
+    g.add_argument("--load_in", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "nf4"])
+    g.add_argument("--no-base", action="store_true", dest="no_base", help="skip the base model's answer")
+    g.add_argument("--seed", type=int, default=0)
+
+    m = sub.add_parser("merge", help="merge LoRA adapters into the base and save a model folder")
+    m.add_argument("--base", required=True, metavar="MODEL")
+    m.add_argument("--adapter", action="append", required=True, metavar="ADAPTER")
+    m.add_argument("--weights", type=float, nargs="+", help="one weight per adapter (combine)")
+    m.add_argument("--combination", default="linear", help="PEFT combination type when combining")
+    m.add_argument("--out", required=True, metavar="DIR")
+    m.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+
+    x = sub.add_parser("export-launch", help="write accelerate/DeepSpeed configs and a launch script",
+                       epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)
+    x.add_argument("config", metavar="RUN.yaml")
+    x.add_argument("--out", default=None, metavar="DIR", help="default: <output_dir>/launch")
+    x.add_argument("--zero", type=int, choices=[2, 3], default=2, help="DeepSpeed ZeRO stage")
+    x.add_argument("--offload", action="store_true", help="ZeRO CPU offload of optimizer (and params for 3)")
+    x.add_argument("--num-processes", type=int, default=2, dest="num_processes")
+
+    r = sub.add_parser("runs", help="run history")
+    rsub = r.add_subparsers(dest="runs_command", metavar="RUNS_COMMAND", required=True)
+    rl = rsub.add_parser("list", help="list runs with status, losses and peak memory")
+    rl.add_argument("--json", action="store_true")
+
+    w = sub.add_parser("worker", help="(internal) the training worker process: JSON events on stdout, "
+                       "commands on stdin")
+    w.add_argument("config", metavar="RUN.yaml")
+    w.add_argument("--resume", action="store_true")
+    return p
+
+
+def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[str, object]:
+    """Turn leftover ``--key value`` pairs into run-config overrides, or fail with a suggestion."""
+    names = RunConfig.field_names()
+    out: dict[str, object] = {}
+    i = 0
+    while i < len(rest):
+        tok = rest[i]
+        if not tok.startswith("--"):
+            parser.error(f"unexpected argument '{tok}'")
+        key, _, value = tok[2:].partition("=")
+        key = key.replace("-", "_") if key.replace("-", "_") in names else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            parser.error(f"unknown option '--{key}'" + (f"; did you mean '--{close[0]}'?" if close else ""))
+        if not _:
+            if i + 1 >= len(rest):
+                parser.error(f"option '--{key}' needs a value")
+            value = rest[i + 1]
+            i += 1
+        out[key] = parse_override(key, value)
+        i += 1
+    return out
+
+
+def _run_gui(argv: Sequence[str]) -> int:
+    """Hand over to the GUI program; the engine never imports Qt itself."""
+    cmd = [sys.executable, "-m", "gui", *argv]
+    if os.name == "posix":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, cmd)
+    import subprocess
+
+    return subprocess.call(cmd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    overrides = {}
+    if args.command in ("train", "estimate", "export-launch", "worker"):
+        overrides = _split_overrides(parser, rest)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.overrides = overrides
+
+    if args.self_check:
+        return _handler("self-check")(args)
+    if args.command is None:
+        gui_args = []
+        if args.screenshot:
+            gui_args += ["--screenshot", args.screenshot, "--tab", args.tab]
+        return _run_gui(gui_args)
+    key = args.command
+    for sub_attr in ("data_command", "adapters_command", "runs_command"):
+        if getattr(args, sub_attr, None):
+            key = f"{args.command} {getattr(args, sub_attr)}"
+    try:
+        return int(_handler(key)(args) or 0)
+    except StudioError as e:
+        print(f"finetune-studio {key}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""The one run config: a typed dataclass with flat keys, YAML on disk.
+
+The GUI, the CLI, the memory estimate, the trainer and ``accelerate launch`` all read
+this one object. Each field's ``help`` is both the GUI tooltip and the CLI help; its
+``choices`` or ``min``/``max`` drive validation and the GUI's widgets.
+
+Validation collects every problem at once and raises :class:`ConfigErrors` whose
+messages name the key and the allowed values, suggest the closest key for a typo and
+explain impossible combinations. It never lets a traceback through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import ConfigError, ConfigErrors
+
+METHODS = ("full", "freeze", "lora", "qlora", "adapter", "prefix", "prompt", "ia3")
+LOAD_IN = ("fp32", "fp16", "bf16", "int8", "nf4")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd")
+DATASET_FORMATS = ("auto", "alpaca", "sharegpt", "messages", "csv", "parquet")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+TEMPLATES = ("auto", "chat", "alpaca")
+ATTENTION = ("sdpa", "eager")
+DEVICES = ("auto", "cuda", "cpu")
+ADAPTER_STYLES = ("pfeiffer", "houlsby")
+NAN_POLICIES = ("rollback", "stop")
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field with GUI/CLI metadata (help text, choices, bounds, group)."""
+    meta["help"] = help
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    """Everything one fine-tuning run needs. Flat keys; the README documents them."""
+
+    # ---- Model and data
+    model: str = _f("demo", "Local model folder (with config.json) or a Hugging Face cache id such as "
+                    "'Qwen/Qwen2.5-0.5B'; 'demo' is the embedded tiny model.", group="model")
+    trust_remote_code: bool = _f(False, "Run Python code shipped with the model. Off unless you trust its "
+                                 "author.", group="model")
+    allow_pickle: bool = _f(False, "Allow loading pickle (.bin/.pt) weights, which can run code. "
+                            "safetensors is always preferred.", group="model")
+    attn_implementation: str = _f("sdpa", "Attention kernel: sdpa (memory-efficient) or eager.",
+                                  choices=ATTENTION, group="model")
+    dataset: str = _f("demo", "Dataset file (JSON, JSONL, CSV or Parquet); 'demo' is the embedded "
+                      "sample dataset.", group="data")
+    dataset_format: str = _f("auto", "Record format; auto detects it from the file.",
+                             choices=DATASET_FORMATS, group="data")
+    template: str = _f("auto", "How records become text: the tokenizer's chat template, the Alpaca "
+                       "prompt (for base models), or auto (chat template if the tokenizer has one).",
+                       choices=TEMPLATES, group="data")
+    seq_len: int = _f(512, "Maximum tokens per training sequence; longer records are truncated and "
+                      "counted.", min=16, max=1_048_576, group="data")
+    packing: bool = _f(False, "Pack several short records into each sequence (faster; records still "
+                       "only train on their answers).", group="data")
+    eval_split: float = _f(0.0, "Fraction of records held out for evaluation (0 = no eval).",
+                           min=0.0, max=0.5, group="data")
+    output_dir: str = _f("", "Where checkpoints, metrics and the final adapter go; empty = a new "
+                         "folder in the runs directory.", group="run")
+    run_name: str = _f("", "A short name for the run history; empty = method and time.", group="run")
+
+    # ---- Method
+    method: str = _f("lora", "Fine-tuning method: full, freeze (top layers), lora, qlora (LoRA on a "
+                     "4-bit base), adapter (bottleneck), prefix, prompt or ia3.", choices=METHODS,
+                     group="method")
+    lora_r: int = _f(8, "LoRA rank: the size of the low-rank update.", min=1, max=4096, group="lora")
+    lora_alpha: int = _f(16, "LoRA scaling numerator; the update is scaled by alpha/r (usually 2*r).",
+                         min=1, max=65536, group="lora")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.", min=0.0, max=0.9, group="lora")
+    lora_target_modules: Any = _f(["q_proj", "v_proj"], "Module names that get LoRA (a list), or "
+                                  "'all-linear' for every linear layer but the output head.",
+                                  group="lora")
+    use_dora: bool = _f(False, "DoRA: weight-decomposed LoRA (slower, often better at low rank).",
+                        group="lora")
+    use_rslora: bool = _f(False, "rsLoRA: scale by alpha/sqrt(r), which keeps high ranks stable.",
+                          group="lora")
+    freeze_trainable_layers: int = _f(2, "Freeze method: how many top decoder layers train.",
+                                      min=1, max=1024, group="freeze")
+    freeze_extra_modules: list = _f([], "Freeze method: extra module names that also train, e.g. "
+                                    "['norm', 'lm_head'].", group="freeze")
+    num_virtual_tokens: int = _f(20, "Prefix/prompt tuning: number of learned virtual tokens.",
+                                 min=1, max=1024, group="prompt")
+    prefix_projection: bool = _f(False, "Prefix tuning: learn the prefix through an MLP (more "
+                                 "parameters, often more stable).", group="prompt")
+    adapter_reduction_factor: int = _f(16, "Bottleneck adapter: hidden size / bottleneck size.",
+                                       min=1, max=1024, group="adapter")
+    adapter_style: str = _f("pfeiffer", "Bottleneck adapter placement: pfeiffer (after the MLP) or "
+                            "houlsby (after attention and after the MLP).", choices=ADAPTER_STYLES,
+                            group="adapter")
+    ia3_target_modules: Any = _f("auto", "IA3: modules whose activations are rescaled; auto = the "
+                                 "PEFT default for the architecture (k, v, down for Llama).",
+                                 group="ia3")
+
+    # ---- Precision
+    load_in: str = _f("bf16", "How base weights are loaded: fp32, fp16, bf16, int8 (LLM.int8) or nf4 "
+                      "(4-bit, QLoRA). qlora means nf4.", choices=LOAD_IN, group="precision")
+    mixed_precision: str = _f("bf16", "Autocast during training: no, fp16 (with loss scaling) or bf16.",
+                              choices=MIXED_PRECISION, group="precision")
+    int8_threshold: float = _f(6.0, "LLM.int8 outlier threshold (bitsandbytes default 6.0).",
+                               min=0.0, max=100.0, group="precision")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward: much less memory, "
+                                      "about 30% slower.", group="precision")
+    device: str = _f("auto", "Where to train: auto (the GPU if there is one), cuda or cpu.",
+                     choices=DEVICES, group="precision")
+
+    # ---- Optimisation
+    optimizer: str = _f("adamw", "adamw (fused on GPU), adamw_8bit, paged_adamw_8bit (bitsandbytes) "
+                        "or sgd.", choices=OPTIMIZERS, group="optim")
+    learning_rate: float = _f(2e-4, "Peak learning rate.", min=0.0, max=10.0, group="optim")
+    lr_scheduler: str = _f("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULERS,
+                           group="optim")
+    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming the learning rate up.",
+                             min=0.0, max=0.5, group="optim")
+    weight_decay: float = _f(0.0, "Decoupled weight decay.", min=0.0, max=1.0, group="optim")
+    adam_epsilon: float = _f(1e-8, "Adam epsilon; 1e-7 or larger helps fp16 stability.",
+                             min=0.0, max=1.0, group="optim")
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0 = no clipping).",
+                              min=0.0, max=1e6, group="optim")
+    num_epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0).",
+                           min=0.0, max=1e6, group="optim")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 = use num_epochs.",
+                        min=-1, max=10**9, group="optim")
+    batch_size: int = _f(4, "Micro-batch: sequences per forward pass.", min=1, max=65536, group="optim")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step; effective batch = "
+                                          "batch_size x this.", min=1, max=65536, group="optim")
+    seed: int = _f(42, "Random seed for init, shuffling and dropout.", min=0, max=2**32 - 1,
+                   group="optim")
+
+    # ---- Run behaviour
+    save_steps: int = _f(50, "Save a checkpoint every N optimizer steps (0 = only at the end and on "
+                         "stop).", min=0, max=10**9, group="run")
+    save_total_limit: int = _f(3, "Keep at most this many checkpoints (0 = keep all).", min=0,
+                               max=10**6, group="run")
+    logging_steps: int = _f(1, "Log loss and metrics every N optimizer steps.", min=1, max=10**6,
+                            group="run")
+    eval_steps: int = _f(0, "Evaluate every N steps (0 = once per epoch when eval_split > 0).",
+                         min=0, max=10**9, group="run")
+    nan_policy: str = _f("rollback", "On a NaN/inf loss: roll back to the last good checkpoint and "
+                         "halve the LR, or stop.", choices=NAN_POLICIES, group="run")
+    oom_recovery: bool = _f(True, "On CUDA out-of-memory: halve the micro-batch, double accumulation "
+                            "and resume from the last checkpoint.", group="run")
+
+    # ---------------------------------------------------------------- Public API
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def field_meta(cls) -> dict[str, dict[str, Any]]:
+        """Name -> metadata (help, choices, min, max, group, default) for GUIs and help text."""
+        out = {}
+        for f in fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out[f.name] = {**f.metadata, "default": default, "type": _kind(f.name, default)}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> RunConfig:
+        """Build and validate a config from plain values (YAML, CLI overrides, the GUI form).
+
+        Raises:
+            ConfigErrors: every problem found, each naming its key.
+        """
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigErrors([ConfigError(f"{source}: the top level must be a mapping of keys to "
+                                            f"values, got {type(data).__name__}")])
+        errors: list[ConfigError] = []
+        names = cls.field_names()
+        meta = cls.field_meta()
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+                tip = f"; did you mean '{close[0]}'?" if close else ""
+                errors.append(ConfigError(f"{source}: unknown key '{key}'{tip}", key=str(key),
+                                          fix={key: None} if not close else {}))
+                continue
+            try:
+                values[key] = _coerce(key, raw, meta[key])
+            except ConfigError as e:
+                errors.append(e)
+        # qlora means a 4-bit NF4 base unless the user said otherwise (and then we explain).
+        if values.get("method") == "qlora" and "load_in" not in data:
+            values["load_in"] = "nf4"
+        if errors:
+            raise ConfigErrors(errors)
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
+        """Read a YAML run config, apply ``overrides`` and validate.
+
+        Raises:
+            ConfigErrors: unreadable YAML (with line and column) or invalid values.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise ConfigErrors([ConfigError(f"{path}: no such run config file")]) from None
+        except OSError as e:
+            raise ConfigErrors([ConfigError(f"{path}: can't read: {e.strerror}")]) from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problem = getattr(e, "problem", None) or str(e)
+            raise ConfigErrors([ConfigError(f"{where}: invalid YAML: {problem}")]) from None
+        if isinstance(data, dict) and overrides:
+            data = {**data, **overrides}
+        cfg = cls.from_dict(data, source=str(path))
+        return cfg.resolve_paths(path.parent)
+
+    def resolve_paths(self, base: Path) -> RunConfig:
+        """Make relative model/dataset/output paths relative to the config file's folder."""
+        changes = {}
+        for key in ("model", "dataset", "output_dir"):
+            value = getattr(self, key)
+            if not value or value == "demo" or os.path.isabs(value):
+                continue
+            candidate = (base / value)
+            # A Hugging Face id ('org/name') is kept when no such local folder exists.
+            if key == "model" and not candidate.exists() and not Path(value).exists():
+                continue
+            if Path(value).exists() and not candidate.exists():
+                continue
+            changes[key] = str(candidate.resolve()) if candidate.exists() or key == "output_dir" else value
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A validated copy with ``changes`` applied (the GUI's and the advisor's way to edit)."""
+        data = {**self.to_dict(), **changes}
+        return RunConfig.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, *, with_help: bool = True, only_changed: bool = False) -> str:
+        """YAML text; with ``with_help`` each key carries its help as a comment."""
+        meta = self.field_meta()
+        lines = ["# Finetune Studio run config. Keys: see README 'Run config'."]
+        for name, value in self.to_dict().items():
+            if only_changed and value == meta[name]["default"]:
+                continue
+            dumped = yaml.safe_dump({name: value}, default_flow_style=True, allow_unicode=True,
+                                    sort_keys=False).strip()
+            if dumped.startswith("{") and dumped.endswith("}"):
+                dumped = dumped[1:-1]
+            lines.append(f"{dumped}  # {meta[name]['help']}" if with_help else dumped)
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | os.PathLike, **kw: Any) -> Path:
+        """Write YAML atomically (temp file + rename), so a crash never leaves half a file."""
+        from engine.files import atomic_write_text
+
+        return atomic_write_text(Path(path), self.to_yaml(**kw))
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size * self.gradient_accumulation_steps
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.load_in in ("int8", "nf4")
+
+    @property
+    def target_modules(self) -> list[str] | str:
+        t = self.lora_target_modules
+        return t if t == "all-linear" else list(t)
+
+    def validate(self) -> None:
+        """Check combinations that can't work, before anything is loaded.
+
+        Raises:
+            ConfigErrors: each impossible combination, with the reason and a fix.
+        """
+        errors: list[ConfigError] = []
+
+        def bad(key: str, msg: str, fix: dict | None = None) -> None:
+            errors.append(ConfigError(msg, key=key, fix=fix))
+
+        if self.method in ("full", "freeze") and self.is_quantized:
+            bad("load_in", f"method '{self.method}' updates the base weights, which can't be trained when "
+                f"they are loaded quantized (load_in: {self.load_in}). Load them in bf16/fp32, or use "
+                "qlora/lora to train adapters on a quantized base.",
+                fix={"load_in": "bf16", "mixed_precision": "bf16"})
+        if self.method == "qlora" and self.load_in != "nf4":
+            bad("load_in", f"method 'qlora' is LoRA on a 4-bit NF4 base, but load_in is '{self.load_in}'. "
+                "Set load_in: nf4, or use method: lora for a 16/32-bit or int8 base.",
+                fix={"load_in": "nf4"})
+        if self.method in ("full", "freeze") and self.load_in == "fp16":
+            bad("load_in", f"method '{self.method}' with fp16 weights trains fp16 master weights: the "
+                "optimizer updates underflow and fp16 loss scaling refuses fp16 gradients. Load in fp32 "
+                "with mixed_precision fp16, or use bf16.",
+                fix={"load_in": "fp32", "mixed_precision": "fp16"})
+        if self.mixed_precision == "fp16" and self.load_in == "bf16":
+            bad("mixed_precision", "mixed_precision fp16 with bf16 weights would cast every weight to the "
+                "narrower-range fp16 on each step; use mixed_precision bf16 with bf16 weights.",
+                fix={"mixed_precision": "bf16"})
+        if self.mixed_precision == "bf16" and self.load_in == "fp16":
+            bad("mixed_precision", "mixed_precision bf16 with fp16 weights mixes two half formats; use "
+                "mixed_precision fp16 with fp16 weights, or load in bf16.", fix={"load_in": "bf16"})
+        t = self.lora_target_modules
+        if not (t == "all-linear" or (isinstance(t, list) and t and all(isinstance(x, str) and x for x in t))):
+            bad("lora_target_modules", "lora_target_modules must be a non-empty list of module names "
+                f"(e.g. [q_proj, v_proj]) or 'all-linear', got {t!r}")
+        t = self.ia3_target_modules
+        if not (t == "auto" or (isinstance(t, list) and t and all(isinstance(x, str) and x for x in t))):
+            bad("ia3_target_modules", f"ia3_target_modules must be 'auto' or a list of module names, got {t!r}")
+        if not all(isinstance(x, str) and x for x in self.freeze_extra_modules):
+            bad("freeze_extra_modules", "freeze_extra_modules must be a list of module names")
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            bad("num_epochs", "num_epochs must be > 0 when max_steps is -1 (otherwise nothing trains)",
+                fix={"num_epochs": 1.0})
+        if self.max_steps == 0:
+            bad("max_steps", "max_steps must be -1 (use num_epochs) or a positive number of steps",
+                fix={"max_steps": -1})
+        if self.optimizer in ("adamw_8bit", "paged_adamw_8bit") and self.device == "cpu":
+            bad("optimizer", f"optimizer '{self.optimizer}' is a bitsandbytes CUDA optimizer; with "
+                "device: cpu use adamw or sgd.", fix={"optimizer": "adamw"})
+        if self.is_quantized and self.device == "cpu":
+            bad("load_in", f"load_in '{self.load_in}' uses bitsandbytes CUDA kernels; with device: cpu "
+                "load in fp32 or bf16.", fix={"load_in": "fp32", "mixed_precision": "no"})
+        if self.method in ("prefix", "prompt") and self.packing:
+            bad("packing", f"method '{self.method}' prepends virtual tokens to each sequence, which "
+                "would leak across packed records; turn packing off.", fix={"packing": False})
+        if errors:
+            raise ConfigErrors(errors)
+
+
+# ---------------------------------------------------------------- Coercion helpers
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+               "false": False, "no": False, "off": False, "0": False}
+
+
+def _kind(name: str, default: Any) -> str:
+    if name in ("lora_target_modules", "ia3_target_modules"):
+        return "modules"
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list"}[type(default)]
+
+
+def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
+    """Check and convert one value; raise a ConfigError naming the key and what is allowed."""
+    kind = meta["type"]
+    choices = meta.get("choices")
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[raw.lower()]
+        raise ConfigError(f"'{key}' must be true or false, got {raw!r}", key=key)
+    if kind in ("int", "float"):
+        if isinstance(raw, bool):
+            raise ConfigError(f"'{key}' must be a number, got {raw!r}", key=key)
+        try:
+            if kind == "int":
+                if isinstance(raw, float) and not raw.is_integer():
+                    raise ValueError
+                value: Any = int(raw) if not isinstance(raw, str) else int(float(raw)) if float(raw).is_integer() else None
+                if value is None:
+                    raise ValueError
+            else:
+                value = float(raw)
+        except (TypeError, ValueError):
+            what = "a whole number" if kind == "int" else "a number"
+            raise ConfigError(f"'{key}' must be {what}, got {raw!r}", key=key) from None
+        lo, hi = meta.get("min"), meta.get("max")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"'{key}' must be between {lo} and {hi}, got {value}", key=key)
+        return value
+    if kind == "str":
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool) and not choices:
+            raw = str(raw)
+        if not isinstance(raw, str):
+            raise ConfigError(f"'{key}' must be text, got {raw!r}", key=key)
+        if choices and raw not in choices:
+            close = difflib.get_close_matches(raw, choices, n=1, cutoff=0.5)
+            tip = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}; got '{raw}'{tip}", key=key,
+                              fix={key: close[0]} if close else None)
+        return raw
+    if kind == "list":
+        if isinstance(raw, str):
+            raw = [s.strip() for s in raw.split(",") if s.strip()]
+        if not isinstance(raw, list):
+            raise ConfigError(f"'{key}' must be a list, got {raw!r}", key=key)
+        return list(raw)
+    if kind == "modules":
+        special = "all-linear" if key == "lora_target_modules" else "auto"
+        if raw == special:
+            return raw
+        if isinstance(raw, str):
+            raw = [s.strip() for s in raw.split(",") if s.strip()]
+        if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
+            raise ConfigError(f"'{key}' must be '{special}' or a list of module names, got {raw!r}", key=key)
+        return list(raw)
+    raise AssertionError(kind)
+
+
+def parse_override(key: str, text: str) -> Any:
+    """Turn a CLI ``--key value`` string into a YAML scalar/list (``[q_proj, v_proj]`` works)."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text

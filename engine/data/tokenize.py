@@ -1,0 +1,147 @@
+"""Records into training tokens: chat template (or Alpaca prompt), answer-only labels.
+
+The loss is only on the assistant's tokens. For each assistant turn we render the
+conversation up to it with ``add_generation_prompt=True`` (the prompt) and with the turn
+itself (the full text), check that the prompt's tokens are a prefix of the full
+sequence's, and train on the difference. This is what LLaMA-Factory
+(``processor/supervised.py``) and Axolotl (``train_on_inputs: false``) do; the
+``{% generation %}`` mask of ``apply_chat_template`` would be simpler, but most hub
+templates lack those markers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import DataError
+
+IGNORE_INDEX = -100  # the label value torch's cross_entropy skips
+
+ALPACA_SYSTEM = ("Below is an instruction that describes a task. "
+                 "Write a response that appropriately completes the request.")
+
+
+def uses_chat_template(tokenizer: Any, template: str) -> bool:
+    """Whether ``template`` ('auto'|'chat'|'alpaca') means the tokenizer's chat template."""
+    if template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise DataError("template 'chat' was chosen but the tokenizer has no chat template",
+                            fix={"template": "alpaca"})
+        return True
+    if template == "alpaca":
+        return False
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _alpaca_text(messages: list[dict], upto: int, add_generation_prompt: bool, eos: str) -> str:
+    """The Alpaca prompt format for base models without a chat template."""
+    system = next((m["content"] for m in messages if m["role"] == "system"), ALPACA_SYSTEM)
+    parts = [system.strip() + "\n\n"]
+    for m in messages[:upto]:
+        if m["role"] == "user":
+            parts.append(f"### Instruction:\n{m['content']}\n\n### Response:\n")
+        elif m["role"] == "assistant":
+            parts.append(m["content"] + eos + "\n\n")
+    if add_generation_prompt and (not messages[:upto] or messages[upto - 1]["role"] != "user"):
+        parts.append("### Response:\n")
+    return "".join(parts)
+
+
+def _render_ids(tokenizer: Any, messages: list[dict], upto: int, add_generation_prompt: bool,
+                chat: bool) -> list[int]:
+    if chat:
+        ids = tokenizer.apply_chat_template(messages[:upto], tokenize=True,
+                                            add_generation_prompt=add_generation_prompt,
+                                            return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+    text = _alpaca_text(messages, upto, add_generation_prompt, tokenizer.eos_token or "")
+    return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
+def render_record(messages: list[dict], tokenizer: Any, template: str = "auto") -> dict[str, list[int]]:
+    """Tokenize one conversation; labels are -100 everywhere but on assistant turns.
+
+    Args:
+        messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``.
+        tokenizer: a Hugging Face tokenizer.
+        template: 'auto', 'chat' or 'alpaca'.
+
+    Returns:
+        ``{"input_ids": [...], "labels": [...]}`` of equal length.
+
+    Raises:
+        DataError: no assistant turn, or the template renders a prompt that is not a prefix of
+            the full conversation (then answer-only masking would be wrong).
+    """
+    chat = uses_chat_template(tokenizer, template)
+    if not any(m.get("role") == "assistant" for m in messages):
+        raise DataError("the record has no answer (assistant/output) to train on")
+    full = _render_ids(tokenizer, messages, len(messages), False, chat)
+    labels = [IGNORE_INDEX] * len(full)
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt = _render_ids(tokenizer, messages, i, True, chat)
+        upto = _render_ids(tokenizer, messages, i + 1, False, chat)
+        if full[: len(prompt)] != prompt or full[: len(upto)] != upto:
+            raise DataError("the template's rendering of the prompt is not a prefix of the full "
+                            "conversation, so the answer tokens can't be located",
+                            hint="Use template: alpaca, or a tokenizer whose chat template renders "
+                            "turns independently.")
+        labels[len(prompt): len(upto)] = full[len(prompt): len(upto)]
+    return {"input_ids": full, "labels": labels}
+
+
+@dataclass
+class TokenizeStats:
+    """What happened to the records on their way to tokens, for the started event and the card."""
+
+    records: int = 0
+    truncated: int = 0
+    dropped: int = 0          # nothing left to train on after truncation, or no answer
+    tokens: int = 0
+    trained_tokens: int = 0
+    longest: int = 0
+    problems: list[dict] = field(default_factory=list)  # first few {index, line, message}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"records": self.records, "truncated": self.truncated, "dropped": self.dropped,
+                "tokens": self.tokens, "trained_tokens": self.trained_tokens, "longest": self.longest,
+                "problems": self.problems[:20]}
+
+
+def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len: int
+                     ) -> tuple[list[dict[str, list[int]]], TokenizeStats]:
+    """Tokenize engine records (with ``.messages()`` and ``.line``) for training.
+
+    Longer sequences are truncated to ``seq_len`` and counted; records with nothing left to
+    train on are dropped and listed, never silently.
+    """
+    stats = TokenizeStats()
+    rows = []
+    for index, rec in enumerate(records):
+        stats.records += 1
+        try:
+            row = render_record(rec.messages(), tokenizer, template)
+        except DataError as e:
+            stats.dropped += 1
+            stats.problems.append({"index": index, "line": getattr(rec, "line", None), "message": e.message})
+            continue
+        n = len(row["input_ids"])
+        stats.longest = max(stats.longest, n)
+        if n > seq_len:
+            stats.truncated += 1
+            row = {k: v[:seq_len] for k, v in row.items()}
+        trained = sum(1 for x in row["labels"] if x != IGNORE_INDEX)
+        if trained == 0:
+            stats.dropped += 1
+            stats.problems.append({"index": index, "line": getattr(rec, "line", None),
+                                   "message": f"the prompt alone is longer than seq_len={seq_len}"})
+            continue
+        stats.tokens += len(row["input_ids"])
+        stats.trained_tokens += trained
+        rows.append(row)
+    return rows, stats

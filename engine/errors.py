@@ -1,0 +1,111 @@
+"""Typed errors: each carries a message for the user and, where one exists, a fix.
+
+The GUI shows ``message`` and offers ``fix`` (a dict of run-config changes) as a button;
+the CLI prints both. Neither ever shows a bare traceback for these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StudioError(Exception):
+    """Base class of every error the user is meant to read.
+
+    Args:
+        message: What is wrong and where (file, line, key...), in plain words.
+        fix: Run-config changes that would fix it, e.g. ``{"mixed_precision": "bf16"}``.
+        hint: A sentence of advice when no mechanical fix exists.
+    """
+
+    kind = "error"
+
+    def __init__(self, message: str, *, fix: dict[str, Any] | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix or {}
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "fix": self.fix, "hint": self.hint}
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        if self.fix:
+            text += "\n  fix: " + ", ".join(f"{k}={v!r}" for k, v in self.fix.items())
+        return text
+
+
+class ConfigError(StudioError):
+    """A run config key is unknown, has a wrong type or value, or clashes with another."""
+
+    kind = "config"
+
+    def __init__(self, message: str, *, key: str | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.key = key
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "key": self.key}
+
+
+class ConfigErrors(ConfigError):
+    """Several config problems found at once, so the user can fix them in one go."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = errors
+        super().__init__("\n".join(f"- {e.message}" for e in errors), key=errors[0].key if errors else None)
+
+
+class DataError(StudioError):
+    """A dataset file could not be read, or a record is malformed.
+
+    Args:
+        path: The file.
+        line: 1-based line, when known.
+        column: 1-based column, when known.
+    """
+
+    kind = "data"
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 column: int | None = None, **kw: Any):
+        where = ""
+        if path:
+            where = str(path)
+            if line is not None:
+                where += f":{line}"
+                if column is not None:
+                    where += f":{column}"
+            where += ": "
+        super().__init__(where + message, **kw)
+        self.path, self.line, self.column = path, line, column
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "path": self.path, "line": self.line, "column": self.column}
+
+
+class ModelError(StudioError):
+    """A model can't be found or loaded safely (offline, no remote code, no pickle without consent)."""
+
+    kind = "model"
+
+
+class OutOfMemory(StudioError):
+    """The GPU ran out of memory."""
+
+    kind = "oom"
+
+
+class NonFiniteLoss(StudioError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+    kind = "nonfinite"
+
+
+class StoppedByUser(StudioError):
+    """The user asked the run to stop; it saved a checkpoint first."""
+
+    kind = "stopped"

@@ -1,0 +1,152 @@
+"""Finding and loading models safely: local folders or the Hugging Face cache, offline.
+
+No code path here touches the network: cache lookups use ``local_files_only``; remote
+code runs only when the run config says ``trust_remote_code: true``; pickle weights load
+only with ``allow_pickle: true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ModelError
+from engine.paths import demo_model_dir
+
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "adapter_model.bin")
+
+
+def resolve_model_path(model: str) -> Path:
+    """Turn the run config's ``model`` into a local folder, never downloading.
+
+    Args:
+        model: ``demo``, a folder path, or a Hugging Face id present in the local cache.
+
+    Raises:
+        ModelError: not a folder with ``config.json`` and not in the cache.
+    """
+    if model == "demo":
+        path = demo_model_dir()
+        if not (path / "config.json").exists():
+            from engine.demo import ensure_demo_model
+
+            ensure_demo_model()
+        return path
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"model folder '{path}' has no config.json", hint="Pick the folder that "
+                             "holds config.json and the weights.")
+        return path
+    if path.suffix == ".json" and path.is_file():
+        return path.parent
+    if "/" in model and not path.exists() and not model.startswith((".", "/", "~")):
+        found = _from_hf_cache(model)
+        if found is not None:
+            return found
+        raise ModelError(f"model '{model}' is not in the local Hugging Face cache and Finetune Studio "
+                         "does not download models", hint="Download it once with `hf download "
+                         f"{model}` on a connected machine, or pick a local folder.")
+    raise ModelError(f"model '{model}': no such folder", hint="Give a folder with config.json, a "
+                     "Hugging Face id from your cache, or 'demo'.")
+
+
+def _from_hf_cache(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means "not cached"
+        return None
+
+
+def read_model_config(model: str) -> dict[str, Any]:
+    """The model's ``config.json`` as a dict (enough for the memory estimate)."""
+    path = resolve_model_path(model) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+
+
+@dataclass
+class ModelInfo:
+    """What the model picker shows, read from the folder without loading weights."""
+
+    path: str
+    architecture: str
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    context_length: int | None
+    dtype: str | None
+    has_chat_template: bool
+    safetensors: bool
+    pickle_only: bool
+    tied_embeddings: bool
+
+
+def model_info(model: str) -> ModelInfo:
+    path = resolve_model_path(model)
+    cfg = read_model_config(str(path))
+    text_cfg = cfg.get("text_config", cfg)
+    tok_cfg = path / "tokenizer_config.json"
+    chat = (path / "chat_template.jinja").exists() or (path / "chat_template.json").exists()
+    if tok_cfg.exists():
+        try:
+            chat = chat or bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template"))
+        except json.JSONDecodeError:
+            pass
+    files = {p.name for p in path.iterdir()}
+    safe = any(n in files for n in SAFE_WEIGHTS) or any(n.endswith(".safetensors") for n in files)
+    pickle = any(n in files for n in PICKLE_WEIGHTS) or any(n.endswith(".bin") for n in files)
+    return ModelInfo(
+        path=str(path),
+        architecture=(cfg.get("architectures") or ["?"])[0],
+        model_type=cfg.get("model_type", "?"),
+        vocab_size=int(text_cfg.get("vocab_size", 0)),
+        hidden_size=int(text_cfg.get("hidden_size", 0)),
+        num_layers=int(text_cfg.get("num_hidden_layers", 0)),
+        context_length=text_cfg.get("max_position_embeddings"),
+        dtype=cfg.get("dtype") or cfg.get("torch_dtype"),
+        has_chat_template=chat,
+        safetensors=safe,
+        pickle_only=pickle and not safe,
+        tied_embeddings=bool(text_cfg.get("tie_word_embeddings", cfg.get("tie_word_embeddings", False))),
+    )
+
+
+def check_weights_safe(path: Path, allow_pickle: bool) -> None:
+    """Refuse pickle-only checkpoints unless the user consented.
+
+    Raises:
+        ModelError: only pickle weights are present and ``allow_pickle`` is false.
+    """
+    files = {p.name for p in path.iterdir()}
+    safe = any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in files)
+    pickle = any(n.endswith((".bin", ".pt", ".pth")) for n in files)
+    if pickle and not safe and not allow_pickle:
+        raise ModelError(f"'{path}' holds only pickle weights (.bin), which can run arbitrary code when "
+                         "loaded", fix={"allow_pickle": True},
+                         hint="Convert it to safetensors, or set allow_pickle: true if you trust its source.")
+
+
+def load_tokenizer(model: str, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise ModelError(f"the tokenizer of '{model}' needs its own code to run",
+                             fix={"trust_remote_code": True}) from None
+        raise ModelError(f"can't load the tokenizer of '{model}': {e}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok

@@ -1,0 +1,91 @@
+"""Start Qt: preflight checks, the application object, the main window, screenshots.
+
+``python -m gui [--screenshot OUT.png --tab dataset|train|adapters|runs]``;
+``finetune-studio`` with no command hands over to this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from gui.preflight import preflight
+
+AREAS = ("dataset", "train", "adapters", "runs")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="finetune-studio (GUI)")
+    p.add_argument("--screenshot", metavar="OUT.png")
+    p.add_argument("--tab", choices=AREAS, default="dataset")
+    p.add_argument("--size", default="1360x860", help="window size for --screenshot, WxH")
+    return p.parse_args(argv)
+
+
+def make_app(argv: list[str] | None = None):
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
+    app.setApplicationName("Finetune Studio")
+    app.setOrganizationName("finetune-studio")
+    app.setApplicationDisplayName("Finetune Studio")
+    app.setDesktopFileName("finetune-studio")
+    icon = Path(__file__).parent / "resources" / "icon.svg"
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    return app
+
+
+def screenshot(out: str, tab: str = "dataset", size: str = "1360x860") -> int:
+    """Render the main window offscreen with the demo loaded and save a PNG."""
+    from PySide6.QtCore import QCoreApplication
+
+    from gui.main_window import MainWindow
+
+    app = make_app()
+    win = MainWindow(load_demo=True, restore_geometry=False)
+    w, h = (int(x) for x in size.lower().split("x"))
+    win.resize(w, h)
+    win.show_area(tab)
+    win.show()
+    for _ in range(20):
+        QCoreApplication.processEvents()
+    win.prepare_screenshot(tab)
+    for _ in range(20):
+        QCoreApplication.processEvents()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    ok = win.grab().save(out)
+    win.discard_for_screenshot()
+    win.close()
+    app.processEvents()
+    if not ok or not Path(out).exists() or Path(out).stat().st_size == 0:
+        print(f"could not write {out}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
+    if args.screenshot:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    problem = preflight()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 3
+    if args.screenshot:
+        return screenshot(args.screenshot, args.tab, args.size)
+    from gui.main_window import MainWindow
+
+    app = make_app()
+    win = MainWindow(load_demo=True)
+    win.show()
+    win.after_show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

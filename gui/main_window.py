@@ -1,0 +1,197 @@
+"""The main window: a sidebar of areas (Dataset, Train, Adapters, Runs) over a stack.
+
+It composes the areas and wires them to each other (a run's "Try it" opens the
+Adapters playground; "Resume" opens the Train area); each area owns its own widgets.
+Window geometry and the last area are remembered in QSettings.
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+
+from PySide6.QtCore import QSettings, QSize, Qt
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import __version__
+from engine.paths import settings_path
+
+# key -> (label, "module:Class", tooltip)
+AREAS = {
+    "dataset": ("Dataset", "gui.dataset.editor:DatasetEditor",
+                "Edit and lint instruction data (Alpaca, ShareGPT, messages, CSV, Parquet)"),
+    "train": ("Train", "gui.train.area:TrainArea",
+              "Pick model, method and precision; check memory; run and watch training"),
+    "adapters": ("Adapters", "gui.adapters.area:AdaptersArea",
+                 "Adapter library and playground: compare adapters side by side"),
+    "runs": ("Runs", "gui.runs.area:RunsArea", "Run history: compare curves, resume, try adapters"),
+}
+
+
+def settings() -> QSettings:
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return QSettings(str(path), QSettings.Format.IniFormat)
+
+
+class MainWindow(QMainWindow):
+    """The application window."""
+
+    # ---- Public API
+    def __init__(self, *, load_demo: bool = True, restore_geometry: bool = True):
+        super().__init__()
+        self.setObjectName("MainWindow")
+        self._base_title = "Finetune Studio"
+        self.setWindowTitle(self._base_title)
+        self.setMinimumSize(QSize(960, 640))
+        self.areas: dict[str, QWidget] = {}
+        self._area_titles: dict[str, str] = {}
+
+        self.nav = QListWidget()
+        self.nav.setObjectName("nav")
+        self.nav.setFixedWidth(150)
+        self.nav.setSpacing(2)
+        self.nav.setStyleSheet(
+            "QListWidget#nav { border: none; background: palette(window); font-size: 14px; padding-top: 8px; }"
+            "QListWidget#nav::item { padding: 10px 14px; border-radius: 6px; margin: 1px 6px; }"
+            "QListWidget#nav::item:selected { background: palette(highlight); color: palette(highlighted-text); }"
+        )
+        self.stack = QStackedWidget()
+        for key, (label, target, tip) in AREAS.items():
+            item = QListWidgetItem(label)
+            item.setToolTip(tip)
+            item.setData(Qt.ItemDataRole.UserRole, key)
+            self.nav.addItem(item)
+            area = self._build_area(key, target)
+            self.areas[key] = area
+            self.stack.addWidget(area)
+        version = QLabel(f"v{__version__}")
+        version.setStyleSheet("color: palette(mid); padding: 8px 14px;")
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addWidget(self.nav, 1)
+        side_layout.addWidget(version)
+        splitter = QSplitter()
+        splitter.addWidget(side)
+        splitter.addWidget(self.stack)
+        splitter.setStretchFactor(1, 1)
+        splitter.setChildrenCollapsible(False)
+        self.setCentralWidget(splitter)
+        self.nav.currentRowChanged.connect(self._on_nav_changed)
+        self._wire_areas()
+        for i, key in enumerate(AREAS):
+            QShortcut(QKeySequence(f"Ctrl+{i + 1}"), self, activated=lambda k=key: self.show_area(k))
+        self.statusBar().showMessage("Ready")
+
+        s = settings()
+        if restore_geometry and s.value("main/geometry"):
+            self.restoreGeometry(s.value("main/geometry"))
+        else:
+            self.resize(1360, 860)
+        self.show_area(s.value("main/area", "dataset") if restore_geometry else "dataset")
+        if load_demo:
+            self.load_demo()
+
+    def show_area(self, key: str) -> None:
+        keys = list(AREAS)
+        if key not in keys:
+            key = "dataset"
+        self.nav.setCurrentRow(keys.index(key))
+
+    def current_area(self) -> str:
+        return list(AREAS)[max(self.nav.currentRow(), 0)]
+
+    def load_demo(self) -> None:
+        """Open the embedded demo dataset in the editor (the demo model is the Train default)."""
+        from engine.paths import demo_dataset_path
+
+        editor = self.areas.get("dataset")
+        if hasattr(editor, "open_file") and demo_dataset_path().exists():
+            editor.open_file(demo_dataset_path())
+
+    def after_show(self) -> None:
+        """Things that may ask the user something: crash recovery, re-attaching to live runs."""
+        for area in self.areas.values():
+            for hook in ("check_recovery", "reattach_running"):
+                if hasattr(area, hook):
+                    getattr(area, hook)()
+
+    def prepare_screenshot(self, key: str) -> None:
+        area = self.areas.get(key)
+        if hasattr(area, "prepare_screenshot"):
+            area.prepare_screenshot()
+
+    def discard_for_screenshot(self) -> None:
+        """A screenshot window must close without prompts or saved state."""
+        self._screenshot_mode = True
+
+    # ---- Internals
+    def _build_area(self, key: str, target: str) -> QWidget:
+        module, cls = target.split(":")
+        try:
+            area = getattr(importlib.import_module(module), cls)()
+        except Exception as e:  # noqa: BLE001 - one broken area must not take the app down
+            label = QLabel(f"The {AREAS[key][0]} area failed to load:\n{type(e).__name__}: {e}")
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            label.setWordWrap(True)
+            label.setToolTip(traceback.format_exc())
+            return label
+        if hasattr(area, "sig_title_changed"):
+            area.sig_title_changed.connect(lambda text, k=key: self._on_area_title(k, text))
+        return area
+
+    def _wire_areas(self) -> None:
+        runs, adapters, train = self.areas.get("runs"), self.areas.get("adapters"), self.areas.get("train")
+        if hasattr(runs, "sig_try_adapter") and hasattr(adapters, "try_adapter"):
+            runs.sig_try_adapter.connect(lambda path: (self.show_area("adapters"), adapters.try_adapter(path)))
+        if hasattr(runs, "sig_resume_run") and hasattr(train, "resume_run"):
+            runs.sig_resume_run.connect(lambda path: (self.show_area("train"), train.resume_run(path)))
+        if hasattr(runs, "sig_open_config") and hasattr(train, "load_config_file"):
+            runs.sig_open_config.connect(lambda path: (self.show_area("train"), train.load_config_file(path)))
+        if hasattr(train, "sig_run_finished") and hasattr(runs, "refresh"):
+            train.sig_run_finished.connect(lambda *_: runs.refresh())
+        if hasattr(train, "sig_run_finished") and hasattr(adapters, "refresh"):
+            train.sig_run_finished.connect(lambda *_: adapters.refresh())
+        if hasattr(train, "sig_try_adapter") and hasattr(adapters, "try_adapter"):
+            train.sig_try_adapter.connect(lambda path: (self.show_area("adapters"), adapters.try_adapter(path)))
+
+    def _on_nav_changed(self, row: int) -> None:
+        self.stack.setCurrentIndex(row)
+        key = list(AREAS)[row]
+        area = self.areas[key]
+        if hasattr(area, "on_shown"):
+            area.on_shown()
+        self._update_title()
+
+    def _on_area_title(self, key: str, text: str) -> None:
+        self._area_titles[key] = text
+        self._update_title()
+
+    def _update_title(self) -> None:
+        extra = self._area_titles.get(self.current_area()) or self._area_titles.get("dataset")
+        self.setWindowTitle(f"{extra} — {self._base_title}" if extra else self._base_title)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        if not getattr(self, "_screenshot_mode", False):
+            for area in self.areas.values():
+                if hasattr(area, "maybe_close") and not area.maybe_close():
+                    event.ignore()
+                    return
+            s = settings()
+            s.setValue("main/geometry", self.saveGeometry())
+            s.setValue("main/area", self.current_area())
+        for area in self.areas.values():
+            if hasattr(area, "shutdown"):
+                area.shutdown()
+        event.accept()

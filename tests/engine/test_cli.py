@@ -1,0 +1,80 @@
+"""The finetune-studio command: parsing, overrides, help and honest errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from engine import __version__
+from engine.cli import build_parser, main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_train_help_lists_every_config_key(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for key in ("--lora_r", "--load_in", "--mixed_precision", "--max_steps", "--gradient_checkpointing"):
+        assert key in out
+    assert "LoRA rank" in out  # the help text comes from the config's metadata
+
+
+def test_unknown_override_suggests(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "x.yaml", "--max_step", "3"])
+    assert e.value.code == 2
+    assert "did you mean '--max_steps'" in capsys.readouterr().err
+
+
+def test_override_needs_value(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "x.yaml", "--max_steps"])
+    assert "needs a value" in capsys.readouterr().err
+
+
+def test_bad_config_is_an_error_not_a_traceback(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("method: full\nload_in: nf4\n")
+    rc = main(["train", str(cfg)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "can't be trained when they are loaded quantized" in err
+    assert "Traceback" not in err
+
+
+def test_bad_override_value(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("method: lora\n")
+    rc = main(["train", str(cfg), "--method", "loar"])
+    assert rc == 2
+    assert "did you mean 'lora'" in capsys.readouterr().err
+
+
+def test_every_subcommand_dispatches_to_a_real_function():
+    import importlib
+
+    from engine.cli import HANDLERS
+
+    for name, target in HANDLERS.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+
+
+def test_parser_has_subcommands():
+    p = build_parser()
+    text = p.format_help()
+    for cmd in ("train", "estimate", "data", "adapters", "generate", "merge", "export-launch", "runs"):
+        assert cmd in text
+
+
+def test_entry_point_runs_as_module():
+    out = subprocess.run([sys.executable, "-m", "engine", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout

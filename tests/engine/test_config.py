@@ -1,0 +1,146 @@
+"""The run config: defaults, YAML round trip, and the messages bad configs get."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from engine.config import RunConfig
+from engine.errors import ConfigErrors
+
+
+def messages(exc: ConfigErrors) -> list[str]:
+    return [e.message for e in exc.errors]
+
+
+def test_every_field_has_a_default_and_help():
+    meta = RunConfig.field_meta()
+    assert len(meta) >= 40
+    for name, m in meta.items():
+        assert m["help"] and len(m["help"]) > 10, name
+        assert "default" in m
+    RunConfig()  # all defaults form a valid config
+
+
+def test_public_keys_exist():
+    public = """model dataset dataset_format output_dir method lora_r lora_alpha lora_dropout
+    lora_target_modules use_dora use_rslora freeze_trainable_layers num_virtual_tokens
+    adapter_reduction_factor load_in mixed_precision optimizer learning_rate lr_scheduler warmup_ratio
+    weight_decay num_epochs max_steps batch_size gradient_accumulation_steps seq_len
+    gradient_checkpointing eval_split save_steps logging_steps seed""".split()
+    assert set(public) <= set(RunConfig.field_names())
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = RunConfig.from_dict({"method": "ia3", "lora_target_modules": "all-linear", "max_steps": 7,
+                               "learning_rate": 1e-3})
+    path = cfg.save(tmp_path / "run.yaml")
+    text = path.read_text()
+    assert "# Fine-tuning method" in text  # help travels as comments
+    again = RunConfig.load(path)
+    assert again.to_dict() == {**cfg.to_dict(), "output_dir": again.output_dir}
+    assert again.method == "ia3" and again.max_steps == 7 and again.lora_target_modules == "all-linear"
+
+
+def test_unknown_key_names_it_and_suggests_closest():
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.from_dict({"lora_rank": 8})
+    assert "unknown key 'lora_rank'" in messages(e.value)[0]
+    assert "did you mean 'lora_r'" in messages(e.value)[0]
+    assert e.value.errors[0].key == "lora_rank"
+
+
+def test_wrong_choice_lists_allowed_values():
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.from_dict({"method": "loraa"})
+    msg = messages(e.value)[0]
+    assert "'method' must be one of full, freeze, lora, qlora, adapter, prefix, prompt, ia3" in msg
+    assert "did you mean 'lora'" in msg
+
+
+@pytest.mark.parametrize("key,value,expect", [
+    ("batch_size", "four", "'batch_size' must be a whole number"),
+    ("batch_size", 0, "'batch_size' must be between 1 and"),
+    ("learning_rate", -1, "'learning_rate' must be between 0.0 and"),
+    ("eval_split", 0.9, "'eval_split' must be between 0.0 and 0.5"),
+    ("gradient_checkpointing", "maybe", "'gradient_checkpointing' must be true or false"),
+    ("lora_r", 2.5, "'lora_r' must be a whole number"),
+    ("lora_target_modules", 5, "'lora_target_modules' must be 'all-linear' or a list"),
+])
+def test_wrong_type_or_range_names_key(key, value, expect):
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.from_dict({key: value})
+    assert expect in messages(e.value)[0]
+    assert e.value.errors[0].key == key
+
+
+@pytest.mark.parametrize("data,key,words", [
+    ({"method": "full", "load_in": "nf4"}, "load_in", "can't be trained when they are loaded quantized"),
+    ({"method": "freeze", "load_in": "int8"}, "load_in", "can't be trained"),
+    ({"method": "qlora", "load_in": "bf16"}, "load_in", "4-bit NF4 base"),
+    ({"method": "full", "load_in": "fp16", "mixed_precision": "fp16"}, "load_in", "fp16 master weights"),
+    ({"load_in": "bf16", "mixed_precision": "fp16"}, "mixed_precision", "narrower-range fp16"),
+    ({"optimizer": "adamw_8bit", "device": "cpu"}, "optimizer", "bitsandbytes CUDA optimizer"),
+    ({"method": "prefix", "packing": True}, "packing", "virtual tokens"),
+])
+def test_impossible_combinations_explain_why(data, key, words):
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.from_dict(data)
+    assert any(words in m for m in messages(e.value)), messages(e.value)
+    assert any(err.key == key and err.fix for err in e.value.errors)
+
+
+def test_qlora_implies_nf4():
+    assert RunConfig.from_dict({"method": "qlora"}).load_in == "nf4"
+
+
+def test_several_errors_reported_together():
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.from_dict({"batch_size": -1, "optimzer": "sgd", "method": "x"})
+    assert len(e.value.errors) == 3
+
+
+def test_invalid_yaml_reports_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("method: lora\nlora_r: [8\nseed: 1\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    assert f"{path}:3:" in messages(e.value)[0] and "invalid YAML" in messages(e.value)[0]
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    assert "must be a mapping" in messages(e.value)[0]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(tmp_path / "nope.yaml")
+    assert "no such run config file" in messages(e.value)[0]
+
+
+def test_replace_validates():
+    cfg = RunConfig()
+    assert cfg.replace(batch_size=2).batch_size == 2
+    with pytest.raises(ConfigErrors):
+        cfg.replace(method="full", load_in="nf4")
+
+
+def test_relative_paths_resolve_against_config_folder(tmp_path):
+    (tmp_path / "data.jsonl").write_text("")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"dataset": "data.jsonl", "output_dir": "out"}))
+    cfg = RunConfig.load(tmp_path / "run.yaml")
+    assert cfg.dataset == str((tmp_path / "data.jsonl").resolve())
+    assert cfg.output_dir == str((tmp_path / "out").resolve())
+
+
+def test_shipped_presets_load():
+    from engine.paths import presets_dir
+
+    presets = sorted(presets_dir().glob("*.yaml"))
+    assert presets, "no presets shipped"
+    for p in presets:
+        RunConfig.load(p)
