@@ -83,7 +83,8 @@ class EventWriter:
         self.stream = stream or sys.stdout
         self.mirror = mirror  # e.g. output_dir/events.jsonl, so a re-attached GUI can replay
 
-    def emit(self, kind: str, **data: Any) -> Event:
+    def emit(self, kind: str, /, **data: Any) -> Event:
+        # Positional-only: error events carry their own "kind" field (StudioError.to_dict()).
         ev = Event(kind, data, time.time())
         line = ev.to_json() + "\n"
         for s in (self.stream, self.mirror):

@@ -64,7 +64,7 @@ def read_summary(output_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def write_summary(output_dir: Path, **changes: Any) -> dict[str, Any]:
+def write_summary(output_dir: Path, /, **changes: Any) -> dict[str, Any]:
     """Merge ``changes`` into summary.json, atomically."""
     data = read_summary(output_dir)
     data.update(changes)

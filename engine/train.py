@@ -302,8 +302,6 @@ def _training_arguments(cfg: RunConfig, prep: Prepared):
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps (transformers 5)
         weight_decay=cfg.weight_decay,
-        adam_epsilon=cfg.adam_epsilon,
-        max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
         logging_nan_inf_filter=False,  # we must see a NaN to act on it
@@ -317,9 +315,8 @@ def _training_arguments(cfg: RunConfig, prep: Prepared):
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_pin_memory=False,
-        gradient_checkpointing=False,  # applied by precision.load_model, before the method
-        **precision.trainer_precision_kwargs(cfg, prep.env),
-    )
+    )  # gradient checkpointing is applied by precision.load_model, before the method
+    kwargs.update(precision.trainer_precision_kwargs(cfg, prep.env))  # bf16/fp16, optim, device, eps, clip
     return TrainingArguments(**kwargs)
 
 
@@ -456,7 +453,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                        fault_injector: Callable[[int], None] | None, is_main: bool) -> dict[str, Any]:
     """Run Trainer.train(); on NaN roll back, on OOM shrink the micro-batch; then save."""
     import torch
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback
 
     cfg = prep.cfg
     collator = (DataCollatorWithFlattening() if cfg.packing else
@@ -474,6 +471,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                               eval_dataset=_ListDataset(prep.eval_rows) if prep.eval_rows else None,
                               data_collator=collator, callbacks=[cb])
         trainer.fault_injector = fault_injector
+        trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except Exception as e:  # noqa: BLE001
@@ -651,10 +649,16 @@ def _trainer_class():
 
 # ---------------------------------------------------------------- CLI entry points
 class _ConsoleWriter(EventWriter):
-    """Human-readable progress for ``finetune-studio train`` (``--events`` prints JSON)."""
+    """Human-readable progress for ``finetune-studio train`` (``--events`` prints JSON).
 
-    def emit(self, kind: str, **data: Any):
-        e = super().emit(kind, **data) if self.mirror else ev.Event(kind, data, time.time())
+    JSON events still go to the run folder's events.jsonl (the mirror), not to the console.
+    """
+
+    def __init__(self):
+        super().__init__(stream=open(os.devnull, "w"))
+
+    def emit(self, kind: str, /, **data: Any):
+        e = super().emit(kind, **data)
         out = sys.stderr if kind in (ev.ERROR, ev.WARNING) else sys.stdout
         if kind == ev.STARTED:
             print(f"training {data['config']['method']} on {data['config']['model']} -> {data['output_dir']}\n"

@@ -24,6 +24,20 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def offscreen_platform(width: int = 1920, height: int = 1200) -> str:
+    """The offscreen platform with a desktop-sized screen (Qt's default is 800x800, smaller
+    than the window, which would clamp it)."""
+    import json
+    import tempfile
+
+    cfg = {"screens": [{"name": "offscreen", "x": 0, "y": 0, "width": width, "height": height,
+                        "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}
+    path = Path(tempfile.gettempdir()) / f"finetune-studio-offscreen-{width}x{height}.json"
+    if not path.exists():
+        path.write_text(json.dumps(cfg))
+    return f"offscreen:configfile={path}"
+
+
 def make_app(argv: list[str] | None = None):
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
@@ -70,8 +84,8 @@ def screenshot(out: str, tab: str = "dataset", size: str = "1360x860") -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
-    if args.screenshot:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if args.screenshot and os.environ.get("QT_QPA_PLATFORM", "offscreen") == "offscreen":
+        os.environ["QT_QPA_PLATFORM"] = offscreen_platform()
     problem = preflight()
     if problem:
         print(problem, file=sys.stderr)

@@ -63,14 +63,14 @@ def xcb_missing_libs() -> list[str]:
     if not plugin.exists() or not shutil.which("ldd"):
         return []
     out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if "not found" in line]
+    return list(dict.fromkeys(line.split()[0] for line in out.splitlines() if "not found" in line))
 
 
 def check_display() -> str | None:
     """On Linux with a real display (xcb), check the plugin's libraries before Qt aborts."""
     if not sys.platform.startswith("linux"):
         return None
-    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
     if platform in ("offscreen", "minimal", "wayland") or platform.startswith("wayland"):
         return None
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):

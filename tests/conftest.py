@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+if os.environ.get("QT_QPA_PLATFORM", "offscreen") == "offscreen":
+    # A desktop-sized offscreen screen: Qt's default 800x800 would clamp the main window.
+    from gui.app import offscreen_platform
+
+    os.environ["QT_QPA_PLATFORM"] = offscreen_platform()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

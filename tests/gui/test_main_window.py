@@ -1,0 +1,69 @@
+"""The main window: areas, navigation, remembered geometry, screenshots, preflight."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from gui import preflight
+from gui.main_window import AREAS, MainWindow, settings
+
+
+def test_all_areas_load_and_navigate(qtbot):
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    for key in AREAS:
+        area = win.areas[key]
+        assert area.__class__.__name__ != "QLabel", f"the {key} area failed: {area.text()}"
+        win.show_area(key)
+        assert win.stack.currentWidget() is area
+        assert win.current_area() == key
+
+
+def test_geometry_is_remembered(qtbot):
+    win = MainWindow(load_demo=False, restore_geometry=True)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.resize(1111, 777)
+    win.show_area("adapters")
+    win._screenshot_mode = False
+    win.close()
+    assert settings().value("main/area") == "adapters"
+    again = MainWindow(load_demo=False, restore_geometry=True)
+    qtbot.addWidget(again)
+    again.show()
+    qtbot.waitExposed(again)
+    assert (again.width(), again.height()) == (1111, 777)
+    assert again.current_area() == "adapters"
+
+
+def test_screenshot_command_writes_png(tmp_path):
+    out = tmp_path / "main.png"
+    proc = subprocess.run([sys.executable, "-m", "engine", "--screenshot", str(out), "--tab", "dataset"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_missing_xcb_library_names_the_package():
+    msg = preflight.missing_message(["libxcb-cursor.so.0"], "its window (Qt xcb platform)")
+    assert "libxcb-cursor.so.0" in msg and "sudo apt-get install libxcb-cursor0" in msg
+
+
+def test_no_display_gives_advice_not_a_crash(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert "QT_QPA_PLATFORM=offscreen" in preflight.check_display()
+
+
+def test_xcb_check_reads_ldd(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(preflight, "xcb_missing_libs", lambda: ["libxkbcommon-x11.so.0"])
+    assert "libxkbcommon-x11-0" in preflight.check_display()
