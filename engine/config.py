@@ -96,6 +96,8 @@ class RunConfig:
                                  min=1, max=1024, group="prompt")
     prefix_projection: bool = _f(False, "Prefix tuning: learn the prefix through an MLP (more "
                                  "parameters, often more stable).", group="prompt")
+    prompt_init_text: str = _f("", "Prompt tuning: initialise the virtual tokens from this text's "
+                               "embeddings (empty = random init).", group="prompt")
     adapter_reduction_factor: int = _f(16, "Bottleneck adapter: hidden size / bottleneck size.",
                                        min=1, max=1024, group="adapter")
     adapter_style: str = _f("pfeiffer", "Bottleneck adapter placement: pfeiffer (after the MLP) or "
@@ -274,6 +276,20 @@ class RunConfig:
 
         return atomic_write_text(Path(path), self.to_yaml(**kw))
 
+    @classmethod
+    def markdown_table(cls) -> str:
+        """The README's key table, generated from the metadata so the two never drift."""
+        rows = ["| key | default | allowed | what it does |", "|---|---|---|---|"]
+        for name, m in cls.field_meta().items():
+            if m.get("choices"):
+                allowed = " \\| ".join(f"`{c}`" for c in m["choices"])
+            elif m.get("min") is not None:
+                allowed = f"{m['min']} … {m['max']}"
+            else:
+                allowed = m["type"]
+            rows.append(f"| `{name}` | `{m['default']!r}` | {allowed} | {m['help']} |")
+        return "\n".join(rows) + "\n"
+
     @property
     def effective_batch_size(self) -> int:
         return self.batch_size * self.gradient_accumulation_steps
@@ -343,6 +359,10 @@ class RunConfig:
         if self.method in ("prefix", "prompt") and self.packing:
             bad("packing", f"method '{self.method}' prepends virtual tokens to each sequence, which "
                 "would leak across packed records; turn packing off.", fix={"packing": False})
+        if self.method == "prefix" and self.gradient_checkpointing:
+            bad("gradient_checkpointing", "prefix tuning passes its learned key/values through the "
+                "cache, which gradient checkpointing disables (PEFT refuses the pair); turn it off.",
+                fix={"gradient_checkpointing": False})
         if errors:
             raise ConfigErrors(errors)
 
@@ -422,3 +442,24 @@ def parse_override(key: str, text: str) -> Any:
         return yaml.safe_load(text) if text != "" else ""
     except yaml.YAMLError:
         return text
+
+
+def update_readme(path: Path) -> bool:
+    """Rewrite the key table between the README's config-table markers; True if it changed."""
+    text = path.read_text(encoding="utf-8")
+    start, end = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = head + start + RunConfig.markdown_table() + end + tail
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--update-readme"]:
+        from engine.paths import REPO_ROOT
+
+        print("updated" if update_readme(REPO_ROOT / "README.md") else "up to date")

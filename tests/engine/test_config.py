@@ -144,3 +144,14 @@ def test_shipped_presets_load():
     assert presets, "no presets shipped"
     for p in presets:
         RunConfig.load(p)
+
+
+def test_readme_documents_every_key():
+    """The README's key table is generated from the config; regenerate with
+    `python -m engine.config --update-readme` after changing a key."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
+    table = readme.split(start, 1)[1].split(end, 1)[0]
+    assert table == RunConfig.markdown_table()
