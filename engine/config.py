@@ -155,6 +155,8 @@ class RunConfig:
                          "halve the LR, or stop.", choices=NAN_POLICIES, group="run")
     oom_recovery: bool = _f(True, "On CUDA out-of-memory: halve the micro-batch, double accumulation "
                             "and resume from the last checkpoint.", group="run")
+    deepspeed: str = _f("", "DeepSpeed config JSON for multi-GPU runs under `accelerate launch` (written by "
+                        "`finetune-studio export-launch`); empty = no DeepSpeed.", group="run")
 
     # ---------------------------------------------------------------- Public API
     @classmethod
@@ -235,7 +237,7 @@ class RunConfig:
     def resolve_paths(self, base: Path) -> RunConfig:
         """Make relative model/dataset/output paths relative to the config file's folder."""
         changes = {}
-        for key in ("model", "dataset", "output_dir"):
+        for key in ("model", "dataset", "output_dir", "deepspeed"):
             value = getattr(self, key)
             if not value or value == "demo" or os.path.isabs(value):
                 continue
@@ -359,10 +361,6 @@ class RunConfig:
         if self.method in ("prefix", "prompt") and self.packing:
             bad("packing", f"method '{self.method}' prepends virtual tokens to each sequence, which "
                 "would leak across packed records; turn packing off.", fix={"packing": False})
-        if self.method == "prefix" and self.gradient_checkpointing:
-            bad("gradient_checkpointing", "prefix tuning passes its learned key/values through the "
-                "cache, which gradient checkpointing disables (PEFT refuses the pair); turn it off.",
-                fix={"gradient_checkpointing": False})
         if errors:
             raise ConfigErrors(errors)
 

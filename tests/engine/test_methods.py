@@ -7,7 +7,6 @@ written as formulas of the tiny model's shape, so a wrong target set fails loudl
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import pytest
@@ -205,9 +204,8 @@ def test_prompt_text_init_uses_the_text_embeddings(base_dir, tmp_path):
     fresh_base(base_dir).save_pretrained(model_dir)
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>").save_pretrained(model_dir)
 
-    cfg = make_cfg({"method": "prompt", "num_virtual_tokens": 6, "model": str(model_dir)})
-    # prompt_init_text is read if the run config has it (see engine/methods/prompt.py).
-    cfg_text = types.SimpleNamespace(**cfg.to_dict(), prompt_init_text="answer the question briefly")
+    cfg_text = make_cfg({"method": "prompt", "num_virtual_tokens": 6, "model": str(model_dir),
+                         "prompt_init_text": "answer the question briefly"})
     model = get_method("prompt").apply(fresh_base(base_dir), cfg_text)
     prompt = model.prompt_encoder["default"].embedding.weight
     emb = model.get_input_embeddings().weight

@@ -1,0 +1,79 @@
+"""``finetune-studio estimate RUN.yaml [--json] [--gpu-memory GiB]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from engine.errors import StudioError
+from engine.memory.terms import GIB
+
+
+def cli_estimate(args: argparse.Namespace) -> int:
+    """Print the estimate of ``args.config`` (with ``args.overrides``) as text or JSON.
+
+    Args:
+        args: ``config`` (path), ``json`` (bool), ``gpu_memory`` (GiB or None),
+            ``overrides`` (run-config keys from the command line).
+
+    Returns:
+        0 on success, 2 when the config, the model or the calibration file is unusable
+        (the message goes to stderr).
+    """
+    from engine.config import RunConfig
+    from engine.memory.peak import estimate
+
+    try:
+        cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
+        gpu_bytes = None
+        if getattr(args, "gpu_memory", None) is not None:
+            if not args.gpu_memory > 0:
+                raise StudioError(f"--gpu-memory must be a positive number of GiB, got {args.gpu_memory}")
+            gpu_bytes = int(args.gpu_memory * GIB)
+        result = estimate(cfg, gpu_bytes, with_measured=True)
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_text(result.to_dict(), model=cfg.model))
+    return 0
+
+
+def _gib(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / (1 << 20):.1f} MiB"
+
+
+def format_text(d: dict, *, model: str = "") -> str:
+    """A readable report of an estimate's ``to_dict()``."""
+    share = f" = {100 * d['trainable_params'] / d['total_params']:.2f}%" if d["total_params"] else ""
+    lines = [f"Estimated peak GPU memory: {_gib(d['peak_bytes'])} ({d['peak_bytes'] / 1e9:.1f} GB, as "
+             f"nvidia-smi shows it), at the {d['peak_phase']}",
+             f"  model: {model}: {d['total_params']:,} parameters, {d['trainable_params']:,} trainable{share}",
+             "  breakdown at the peak:"]
+    for name, value in d["breakdown"].items():
+        if value:
+            lines.append(f"    {name.replace('_', ' '):<24} {_gib(value):>12}")
+    if d["gpu_bytes"]:
+        gpu = d["gpu_name"] or "GPU"
+        pct = 100 * d["peak_bytes"] / d["gpu_bytes"]
+        lines.append(f"  {gpu} ({d['gpu_source']}): {_gib(d['gpu_bytes'])} -> fits: {d['fits']} "
+                     f"({pct:.0f}% of it)")
+        lines.append(f"  largest micro-batch that fits: {d['max_batch_size']}")
+    for m in d["measured"]:
+        peak = m.get("peak_gpu_device_bytes") or m.get("peak_gpu_reserved_bytes")
+        lines.append(f"  measured on this machine: {_gib(peak)} on {m.get('gpu_name') or 'GPU'} "
+                     f"({m['run_dir']}, {m.get('finished') or m.get('status')})")
+    if d["suggestions"]:
+        lines.append("  to lower it (each step includes the ones above):")
+        for i, s in enumerate(d["suggestions"], 1):
+            verdict = f", fits: {s['fits']}" if s["fits"] else ""
+            changes = ", ".join(f"{k}={v}" for k, v in s["changes"].items())
+            lines.append(f"    {i}. {s['description']}: {_gib(s['peak_bytes'])}{verdict}  [{changes}]")
+    for note in d["notes"]:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)

@@ -1,0 +1,378 @@
+"""The peak-memory estimate: terms composed over the phases of one training step.
+
+A step's memory is highest at one of five moments; the peak is the largest of them and
+the breakdown lists what is alive at that moment, so it sums exactly to the peak:
+
+- ``forward``: end of the forward pass and loss (all activations, autocast's weight
+  cache, the logits and their fp32 copies);
+- ``loss backward``: the cross-entropy's backward (12 B per logit element, measured);
+- ``block backward``: backward through the top block (all activations still alive, one
+  block rebuilt under checkpointing, its gradient temporaries, bnb's dequantized weight);
+- ``end of backward``: every gradient allocated;
+- ``optimizer step``: weights, gradients, states and the step's temporaries.
+
+Then torch's caching allocator reserves more than it hands out (``allocator_slack``) and
+the CUDA context sits outside it (``cuda_context``): the result is what ``nvidia-smi``
+shows. An optional per-GPU factor (``memory_calibration.json``, see
+:mod:`engine.memory.history`) scales the total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.memory import terms
+from engine.memory.structure import ModelStructure, model_structure
+from engine.memory.terms import GIB, Assumptions, Setup
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
+
+SCHEMA_VERSION = 1
+BREAKDOWN_KEYS = ("weights", "quant_constants", "gradients", "optimizer_states", "autocast_weight_copies",
+                  "activations", "logits_and_loss", "temporaries", "workspace", "allocator_slack", "cuda_context",
+                  "gpu_correction")
+# A run whose estimate is above this share of the GPU is "tight": the estimate's error band
+# on the H100 table is about +-10%, so it may or may not fit.
+TIGHT_SHARE = 0.90
+MAX_BATCH = 65536
+# A suggestion must lower the peak by at least this share to be worth a config change.
+MIN_SAVING = 0.02
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """The GPU the estimate compares against."""
+
+    name: str | None
+    total_bytes: int
+    free_bytes: int | None = None
+
+
+@dataclass
+class Estimate:
+    """Expected peak GPU memory of one run config, as the driver (``nvidia-smi``) reports it.
+
+    Attributes:
+        peak_bytes: The peak, CUDA context and allocator slack included.
+        breakdown: Name -> bytes alive at the peak; sums exactly to ``peak_bytes``.
+        trainable_params: Trainable parameters, as PEFT counts them.
+        total_params: All parameters (adapters included, tied embeddings once).
+        gpu_bytes: The GPU's memory (detected or given), or None.
+        fits: ``yes`` (peak <= 90% of the GPU), ``tight`` (90-100%), ``no``; None without a GPU.
+        max_batch_size: The largest micro-batch whose estimate fits in ``gpu_bytes`` (0 if
+            none does); None without a GPU.
+        suggestions: Config changes that lower the peak, cumulative and in order, each
+            ``{"changes", "peak_bytes", "fits", "description"}``.
+        peak_phase: The moment of the step that sets the peak.
+        gpu_name: The detected GPU's name.
+        gpu_source: ``detected``, ``given`` or None.
+        correction: The per-GPU factor applied (1.0 when none).
+        measured: Peaks measured by earlier runs of an equivalent config on this machine.
+        notes: Caveats (no GPU, uncalibrated terms, architecture guesses).
+    """
+
+    peak_bytes: int
+    breakdown: dict[str, int]
+    trainable_params: int
+    total_params: int
+    gpu_bytes: int | None
+    fits: str | None
+    max_batch_size: int | None
+    suggestions: list[dict[str, Any]]
+    peak_phase: str = ""
+    gpu_name: str | None = None
+    gpu_source: str | None = None
+    correction: float = 1.0
+    measured: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``estimate --json`` object (docs/memory.md "JSON output" is its contract)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "peak_bytes": self.peak_bytes,
+            "peak_gib": round(self.peak_bytes / GIB, 2),
+            "breakdown": dict(self.breakdown),
+            "peak_phase": self.peak_phase,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "gpu_bytes": self.gpu_bytes,
+            "gpu_name": self.gpu_name,
+            "gpu_source": self.gpu_source,
+            "fits": self.fits,
+            "max_batch_size": self.max_batch_size,
+            "suggestions": [dict(s) for s in self.suggestions],
+            "correction": self.correction,
+            "measured": [dict(m) for m in self.measured],
+            "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------- Public API
+def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | None = None,
+             assumptions: Assumptions | None = None, with_measured: bool = False) -> Estimate:
+    """Estimate the peak GPU memory of training ``cfg``, from config.json alone.
+
+    Args:
+        cfg: The run config.
+        gpu_bytes: GPU memory to fit into; None detects the GPU (none on a CPU-only machine,
+            or when the run config says ``device: cpu``).
+        gpu_name: The GPU's name for the per-GPU correction, when ``gpu_bytes`` is given.
+        assumptions: Training-loop facts; the default describes engine/train.py.
+        with_measured: Also scan the runs folder for measured peaks of equivalent configs
+            (file I/O; the GUI's live estimate leaves it off).
+
+    Raises:
+        ModelError: the model or its config.json can't be read or built.
+        ConfigError: the method doesn't fit the model (e.g. unknown LoRA target modules).
+    """
+    from engine.memory import history
+
+    st = model_structure(cfg)
+    setup = Setup.from_config(cfg, assumptions)
+    notes = list(st.notes)
+    source: str | None = "given" if gpu_bytes is not None else None
+    if gpu_bytes is None and cfg.device != "cpu":
+        info = detect_gpu()
+        if info is not None:
+            gpu_bytes, gpu_name, source = info.total_bytes, info.name, "detected"
+    if gpu_bytes is None:
+        notes.append("no GPU detected: give --gpu-memory GiB to check whether it fits"
+                     if cfg.device != "cpu" else "device is cpu: this is the GPU memory the run would need")
+    factor = history.correction_factor(gpu_name) if gpu_name else 1.0
+    peak, breakdown, phase = peak_breakdown(st, setup, factor)
+    if factor != 1.0:
+        notes.append(f"per-GPU correction x{factor:g} for {gpu_name} from {history.calibration_path()}")
+    if st.dora:
+        notes.append("DoRA's temporaries are estimated from PEFT's code, not measured")
+    if setup.optimizer == "paged_adamw_8bit":
+        notes.append("paged optimizer states are counted on the GPU; under pressure they move to CPU memory")
+    fits = verdict(peak, gpu_bytes)
+    max_b = max_batch_size(st, setup, gpu_bytes, factor) if gpu_bytes else None
+    suggestions = [] if fits == "yes" else suggest(cfg, setup, gpu_bytes, factor)
+    return Estimate(
+        peak_bytes=peak,
+        breakdown=breakdown,
+        trainable_params=st.trainable_at(cfg.lora_r),
+        total_params=st.total_at(cfg.lora_r),
+        gpu_bytes=gpu_bytes,
+        fits=fits,
+        max_batch_size=max_b,
+        suggestions=suggestions,
+        peak_phase=phase,
+        gpu_name=gpu_name,
+        gpu_source=source,
+        correction=factor,
+        measured=history.measured_peaks(cfg) if with_measured else [],
+        notes=notes,
+    )
+
+
+def verdict(peak_bytes: int, gpu_bytes: int | None) -> str | None:
+    """``yes`` (<= 90% of the GPU), ``tight`` (90-100%), ``no`` (> 100%), None without a GPU."""
+    if not gpu_bytes:
+        return None
+    if peak_bytes <= TIGHT_SHARE * gpu_bytes:
+        return "yes"
+    return "tight" if peak_bytes <= gpu_bytes else "no"
+
+
+def peak_bytes(st: ModelStructure, setup: Setup, factor: float = 1.0) -> int:
+    """The estimated peak alone (what the batch search and the suggestions compare)."""
+    return peak_breakdown(st, setup, factor)[0]
+
+
+def peak_breakdown(st: ModelStructure, setup: Setup, factor: float = 1.0) -> tuple[int, dict[str, int], str]:
+    """``(peak, breakdown, phase)``: the largest phase plus allocator slack and context.
+
+    The breakdown holds every key of :data:`BREAKDOWN_KEYS` (zeros included) and sums
+    exactly to the peak.
+    """
+    phases = step_phases(st, setup)
+    name, parts = max(phases.items(), key=lambda kv: sum(kv[1].values()))
+    allocated = sum(parts.values())
+    persistent = sum(parts.get(k, 0) for k in ("weights", "quant_constants", "optimizer_states", "workspace"))
+    transient = allocated - persistent
+    breakdown = {k: int(parts.get(k, 0)) for k in BREAKDOWN_KEYS}
+    breakdown["allocator_slack"] = terms.allocator_slack_bytes(transient, _largest_transient(st, setup, name))
+    breakdown["cuda_context"] = terms.cuda_context_bytes(setup)
+    raw = sum(breakdown.values())
+    if factor != 1.0:
+        breakdown["gpu_correction"] = int(round(raw * factor)) - raw
+    return sum(breakdown.values()), breakdown, name
+
+
+def step_phases(st: ModelStructure, setup: Setup) -> dict[str, dict[str, int]]:
+    """Allocated bytes by term at each moment of a training step (see the module doc)."""
+    w = terms.weight_bytes(st, setup)
+    q = terms.quant_constant_bytes(st, setup)
+    g = terms.gradient_bytes(st, setup)
+    o = terms.optimizer_state_bytes(st, setup)
+    act = terms.activations(st, setup)
+    loss_fwd, loss_bwd = terms.logits_and_loss_bytes(st, setup, act)
+    # With accumulation, gradients live through the next micro-batches' forward passes.
+    kept_grads = g if setup.gradient_accumulation_steps > 1 else 0
+    head_grads = 0
+    if st.head_trainable:
+        head_grads += st.vocab * st.hidden * setup.base_bytes
+    if st.final_norm_trainable:
+        head_grads += st.final_norm_params * setup.base_bytes
+    base = {"weights": w, "quant_constants": q, "optimizer_states": o, "gradients": kept_grads,
+            "workspace": terms.workspace_bytes(setup)}
+    block_tmp = (act.recompute + terms.backward_temp_bytes(st, setup, act) + terms.bnb_temp_bytes(st, setup)
+                 + terms.dora_temp_bytes(st, setup))
+    return {
+        "forward": {**base, "autocast_weight_copies": act.weight_copies_forward, "activations": act.saved,
+                    "logits_and_loss": loss_fwd},
+        "loss backward": {**base, "autocast_weight_copies": act.weight_copies_backward,
+                          "activations": act.saved, "logits_and_loss": loss_bwd},
+        "block backward": {**base, "gradients": max(kept_grads, head_grads),
+                           "autocast_weight_copies": act.weight_copies_backward, "activations": act.saved,
+                           "temporaries": block_tmp},
+        "end of backward": {**base, "gradients": g,
+                            "temporaries": terms.embedding_backward_temp_bytes(st, setup)},
+        "optimizer step": {**base, "gradients": g, "temporaries": terms.optimizer_step_temp_bytes(st, setup)},
+    }
+
+
+def max_batch_size(st: ModelStructure, setup: Setup, gpu_bytes: int, factor: float = 1.0) -> int:
+    """The largest micro-batch whose estimated peak is within ``gpu_bytes`` (0: none is).
+
+    The peak grows with the batch (every term is non-decreasing in it), so a binary search
+    over 1..65536 finds it in about 17 estimates.
+    """
+    def ok(b: int) -> bool:
+        return peak_bytes(st, setup.with_(batch_size=b), factor) <= gpu_bytes
+
+    if not ok(1):
+        return 0
+    lo, hi = 1, 2
+    while hi <= MAX_BATCH and ok(hi):
+        lo, hi = hi, hi * 2
+    hi = min(hi, MAX_BATCH + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def suggest(cfg: RunConfig, setup: Setup, gpu_bytes: int | None, factor: float = 1.0) -> list[dict[str, Any]]:
+    """Config changes that lower the peak, cumulative, in the order that costs least.
+
+    1. gradient checkpointing (same result, ~30% slower);
+    2. a smaller micro-batch with more accumulation (same effective batch, slower);
+    3. the 8-bit AdamW (bitsandbytes; states 2 B/param instead of 8);
+    4. LoRA instead of full/freeze fine-tuning, then a 4-bit NF4 base (QLoRA);
+    5. a shorter ``seq_len`` (longer records get truncated).
+
+    Each rung is kept only if it lowers the previous rung's peak by at least 2% and is a
+    valid config; the
+    ladder stops at the first rung that fits ``gpu_bytes`` (without a GPU it runs to the end).
+    """
+    from engine.errors import ConfigErrors, StudioError
+
+    out: list[dict[str, Any]] = []
+    changes: dict[str, Any] = {}
+    current = cfg
+    current_peak = peak_bytes(model_structure(cfg), setup, factor)
+
+    def rung(step: dict[str, Any], description: str) -> bool:
+        nonlocal changes, current, current_peak
+        trial = {**changes, **step}
+        try:
+            new_cfg = cfg.replace(**trial)
+            st = model_structure(new_cfg)
+        except (ConfigErrors, StudioError):
+            return False
+        new_setup = Setup.from_config(new_cfg, setup.assumptions)
+        peak = peak_bytes(st, new_setup, factor)
+        if peak > current_peak * (1 - MIN_SAVING):
+            return False
+        changes, current, current_peak = trial, new_cfg, peak
+        fits = verdict(peak, gpu_bytes)
+        out.append({"changes": dict(trial), "peak_bytes": peak, "fits": fits, "description": description})
+        return fits == "yes"
+
+    if not cfg.gradient_checkpointing and rung({"gradient_checkpointing": True},
+                                               "turn on gradient checkpointing (about 30% slower, same result)"):
+        return out
+    if current.batch_size > 1:
+        st = model_structure(current)
+        cur_setup = Setup.from_config(current, setup.assumptions)
+        effective = current.batch_size * current.gradient_accumulation_steps
+        limit = 1
+        if gpu_bytes:
+            # The largest micro-batch that fits comfortably (<= 90%), else the largest at all.
+            roomy = max_batch_size(st, cur_setup, int(TIGHT_SHARE * gpu_bytes), factor)
+            limit = max(1, min(current.batch_size - 1, roomy or max_batch_size(st, cur_setup, gpu_bytes, factor)))
+        # A divisor of the effective batch keeps it exactly the same.
+        b = max(d for d in range(1, limit + 1) if effective % d == 0)
+        ga = effective // b
+        if rung({"batch_size": b, "gradient_accumulation_steps": ga},
+                f"micro-batch {b} with {ga} accumulation steps (same effective batch, slower)"):
+            return out
+    if current.optimizer == "adamw" and cfg.device != "cpu" and rung(
+            {"optimizer": "adamw_8bit"}, "8-bit AdamW (bitsandbytes): optimizer states 2 instead of 8 bytes per "
+            "trainable parameter"):
+        return out
+    if current.method in ("full", "freeze") and rung(
+            {"method": "lora", "load_in": "bf16", "mixed_precision": "bf16"},
+            "LoRA adapters instead of updating the base weights"):
+        return out
+    if current.method == "lora" and current.load_in != "nf4" and cfg.device != "cpu" and rung(
+            {"method": "qlora", "load_in": "nf4", "mixed_precision": "bf16"},
+            "QLoRA: LoRA on a 4-bit NF4 base"):
+        return out
+    if current.method in ("prefix", "prompt", "ia3", "adapter") and not current.is_quantized and \
+            cfg.device != "cpu" and rung({"load_in": "nf4", "mixed_precision": "bf16"}, "a 4-bit NF4 base"):
+        return out
+    seq = current.seq_len
+    target = max(16, seq // 2)
+    if gpu_bytes:
+        st = model_structure(current)
+        cur_setup = Setup.from_config(current, setup.assumptions)
+        while target > 64 and peak_bytes(st, cur_setup.with_(seq_len=target), factor) > gpu_bytes:
+            target //= 2
+    if target < seq:
+        rung({"seq_len": target}, f"seq_len {target}: records longer than {target} tokens are truncated")
+    return out
+
+
+def detect_gpu() -> GpuInfo | None:
+    """The first CUDA GPU's name and memory, or None without one.
+
+    ``torch.cuda.mem_get_info`` is used only when this process already holds a CUDA
+    context: creating one just to ask would pin ~0.5 GB of GPU memory in the GUI's
+    process for its lifetime. Otherwise the device properties give the total.
+    """
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device() if torch.cuda.is_initialized() else 0
+    props = torch.cuda.get_device_properties(index)
+    free = None
+    total = int(props.total_memory)
+    if torch.cuda.is_initialized():
+        free, total = (int(x) for x in torch.cuda.mem_get_info(index))
+    return GpuInfo(name=props.name, total_bytes=total, free_bytes=free)
+
+
+# ---------------------------------------------------------------- Internals
+def _largest_transient(st: ModelStructure, setup: Setup, phase: str) -> int:
+    """The largest single tensor allocated and freed during ``phase`` (for the slack)."""
+    positions = setup.tokens_per_sequence(st)
+    tokens = setup.batch_size * positions
+    if phase in ("forward", "loss backward"):
+        return tokens * st.vocab * 4  # the fp32 logits / log-softmax / their gradients
+    if phase == "block backward":
+        return tokens * max(st.intermediate, st.hidden) * 4
+    biggest = max([st.embed_params, st.head_params] + [x.d_in * x.d_out for x in st.layer_linears])
+    return biggest * setup.base_bytes if st.base_trainable else 0

@@ -1,0 +1,486 @@
+"""The memory estimate: exact parameter counts, the activation model against autograd,
+the H100 calibration table, monotonicity, the fit verdict, suggestions, run history and
+the ``estimate`` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from engine.config import RunConfig
+from engine.errors import ConfigError
+from engine.memory import (
+    BREAKDOWN_KEYS,
+    Setup,
+    cli_estimate,
+    estimate,
+    max_batch_size,
+    measured_peaks,
+    model_structure,
+    peak_breakdown,
+    peak_bytes,
+    verdict,
+)
+from engine.memory.activations import LayerPlan, Numerics, layer_activations
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bench" / "model_configs"
+GIB = 1 << 30
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _tiny_config(tied: bool) -> dict:
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512,
+            "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "head_dim": 32, "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": tied, "attention_bias": False, "mlp_bias": False, "hidden_act": "silu"}
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+def tiny_dir(request, tmp_path_factory) -> Path:
+    """A config-only tiny Llama (no weights: the estimate reads config.json alone)."""
+    d = tmp_path_factory.mktemp("tiny-llama")
+    (d / "config.json").write_text(json.dumps(_tiny_config(request.param)), encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="module")
+def untied_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tiny-llama-untied")
+    (d / "config.json").write_text(json.dumps(_tiny_config(False)), encoding="utf-8")
+    return d
+
+
+def _cfg(model: Path | str, **kw) -> RunConfig:
+    return RunConfig.from_dict({"model": str(model), **kw})
+
+
+def _real_model(model_dir: Path, dtype=None, attn: str = "sdpa"):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    conf = AutoConfig.from_pretrained(str(model_dir))
+    return AutoModelForCausalLM.from_config(conf, dtype=dtype or torch.float32, attn_implementation=attn)
+
+
+def _count(model) -> tuple[int, int]:
+    """The independent count: PEFT's own for PEFT models, unique parameters otherwise."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+# ---------------------------------------------------------------- Parameter counts
+METHOD_CASES = {
+    "full": dict(method="full"),
+    "freeze": dict(method="freeze", freeze_trainable_layers=1, freeze_extra_modules=["norm"]),
+    "lora-qv": dict(method="lora", lora_r=8),
+    "lora-all": dict(method="lora", lora_r=4, lora_target_modules="all-linear"),
+    "dora": dict(method="lora", lora_r=4, lora_target_modules=["q_proj", "down_proj"], use_dora=True),
+    "ia3": dict(method="ia3"),
+    "prefix": dict(method="prefix", num_virtual_tokens=7),
+    "prefix-mlp": dict(method="prefix", num_virtual_tokens=5, prefix_projection=True),
+    "prompt": dict(method="prompt", num_virtual_tokens=9),
+    "adapter-pfeiffer": dict(method="adapter", adapter_reduction_factor=16),
+    "adapter-houlsby": dict(method="adapter", adapter_reduction_factor=8, adapter_style="houlsby"),
+}
+
+
+@pytest.mark.parametrize("case", list(METHOD_CASES))
+def test_counts_match_the_method_applied_to_a_real_model(tiny_dir, case):
+    from engine.methods import get_method
+
+    cfg = _cfg(tiny_dir, **METHOD_CASES[case])
+    st = model_structure(cfg)
+    real = get_method(cfg.method).apply(_real_model(tiny_dir), cfg)
+    assert (st.trainable_at(cfg.lora_r), st.total_at(cfg.lora_r)) == _count(real)
+
+
+def test_lora_rank_scales_the_count_exactly(untied_dir):
+    from engine.methods import get_method
+
+    st = model_structure(_cfg(untied_dir, method="lora", lora_r=8, lora_target_modules="all-linear"))
+    for r in (1, 3, 16, 64):
+        cfg = _cfg(untied_dir, method="lora", lora_r=r, lora_target_modules="all-linear")
+        assert model_structure(cfg) is st  # the rank isn't part of the cache key
+        real = get_method("lora").apply(_real_model(untied_dir), cfg)
+        assert (st.trainable_at(r), st.total_at(r)) == _count(real)
+
+
+def test_bottleneck_adapter_count_is_2hm_h_m_per_adapter(untied_dir):
+    h, layers = 128, 2
+    for style, per_layer, factor in (("pfeiffer", 1, 16), ("houlsby", 2, 8)):
+        st = model_structure(_cfg(untied_dir, method="adapter", adapter_style=style,
+                                  adapter_reduction_factor=factor))
+        m = h // factor
+        assert st.trainable_params == layers * per_layer * (2 * h * m + h + m)
+
+
+def test_tied_embeddings_count_once(tiny_dir):
+    st = model_structure(_cfg(tiny_dir, method="full"))
+    conf = _tiny_config(st.tied)
+    v, h, i, n = conf["vocab_size"], conf["hidden_size"], conf["intermediate_size"], conf["num_hidden_layers"]
+    layer = h * 128 + 2 * h * 64 + 128 * h + 3 * h * i + 2 * h
+    assert st.total_params == n * layer + v * h * (1 if st.tied else 2) + h
+
+
+def test_llama2_7b_lora_qv_r8_count_from_public_config():
+    st = model_structure(_cfg(CONFIGS / "llama2-7b", method="lora", lora_r=8,
+                              lora_target_modules=["q_proj", "v_proj"]))
+    assert (st.trainable_params, st.total_params) == (4_194_304, 6_742_609_920)
+
+
+# ---------------------------------------------------------------- Activations vs autograd
+def _saved_per_layer(model, ids, autocast: bool) -> list[int]:
+    """Bytes autograd keeps per decoder layer (parameters and weight-shaped copies excluded)."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = base.model.layers
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    weight_shapes = {tuple(p.shape) for p in model.parameters() if p.dim() == 2}
+    weight_shapes |= {s[::-1] for s in weight_shapes}
+    where = {"layer": None}
+    saved: dict[int, tuple] = {}
+    handles = []
+    for i, layer in enumerate(layers):
+        handles.append(layer.register_forward_pre_hook(lambda m, a, i=i: where.update(layer=i)))
+        handles.append(layer.register_forward_hook(lambda m, a, o: where.update(layer=None)))
+
+    def pack(t):
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in params and where["layer"] is not None and tuple(t.shape) not in weight_shapes:
+            saved.setdefault(ptr, (where["layer"], storage.nbytes()))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if autocast:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                model(input_ids=ids, labels=ids)
+        else:
+            model(input_ids=ids, labels=ids)
+    for h in handles:
+        h.remove()
+    out = [0] * len(layers)
+    for layer, n in saved.values():
+        out[layer] += n
+    return out
+
+
+ACT_CASES = {
+    "full bf16 autocast": (dict(method="full", load_in="bf16"), "bf16", True, "sdpa"),
+    "full fp32 autocast": (dict(method="full", load_in="fp32"), "fp32", True, "sdpa"),
+    "full fp32": (dict(method="full", load_in="fp32", mixed_precision="no"), "fp32", False, "sdpa"),
+    "lora bf16 autocast": (dict(method="lora", lora_dropout=0.0), "bf16", True, "sdpa"),
+    "lora all-linear bf16 no autocast": (dict(method="lora", lora_target_modules="all-linear", lora_dropout=0.1,
+                                              mixed_precision="no"), "bf16", False, "sdpa"),
+    "ia3 bf16": (dict(method="ia3"), "bf16", True, "sdpa"),
+    "prompt bf16": (dict(method="prompt", num_virtual_tokens=8), "bf16", True, "sdpa"),
+    "freeze top 1": (dict(method="freeze", freeze_trainable_layers=1), "bf16", True, "sdpa"),
+    "adapter houlsby": (dict(method="adapter", adapter_style="houlsby"), "bf16", True, "sdpa"),
+    "full bf16 eager": (dict(method="full", load_in="bf16"), "bf16", True, "eager"),
+    "lora bf16 eager": (dict(method="lora", lora_dropout=0.0), "bf16", True, "eager"),
+}
+
+
+@pytest.mark.parametrize("case", list(ACT_CASES))
+def test_activation_model_matches_autograd_saved_tensors(untied_dir, case):
+    """The symbolic block replay vs what autograd really saves, per layer (CPU, b=2, s=48)."""
+    import torch
+
+    from engine.methods import get_method
+
+    overrides, dtype, autocast, attn = ACT_CASES[case]
+    cfg = _cfg(untied_dir, attn_implementation=attn, **overrides)
+    model = get_method(cfg.method).apply(
+        _real_model(untied_dir, torch.bfloat16 if dtype == "bf16" else torch.float32, attn), cfg)
+    model.train()
+    b, s = 2, 48  # b*s must differ from every weight dimension (weight-shaped tensors are skipped)
+    ids = torch.randint(0, 512, (b, s), generator=torch.Generator().manual_seed(0))
+    measured = _saved_per_layer(model, ids, autocast)
+
+    st = model_structure(cfg)
+    setup = Setup.from_config(cfg)
+    load_b = 2 if dtype == "bf16" else 4
+    # CPU: dropout keeps its noise in the input's dtype, not a bool mask.
+    num = Numerics(autocast=2 if autocast else 0, weight_bytes=load_b, linear_kind="dense", compute_bytes=2,
+                   embed_bytes=load_b, mask_bytes=0)
+    res, rg = load_b, st.embed_trainable or st.virtual_tokens > 0
+    positions = s + st.virtual_tokens
+    for i in range(st.n_layers):
+        plan = LayerPlan(trainable=i >= st.n_layers - st.trainable_layers, input_requires_grad=rg,
+                         lora=st.lora_modules, lora_rank=cfg.lora_r, lora_dropout=cfg.lora_dropout > 0,
+                         dora=st.dora, ia3=st.ia3_modules, adapters=st.adapters_per_layer,
+                         adapter_size=st.adapter_size, masked=False, eager=attn == "eager", seq=positions)
+        r = layer_activations(st, num, plan, res)
+        predicted = r.saved * b * positions
+        # rotary cos/sin (b x s x head_dim) are shared by all layers and land in layer 0.
+        assert predicted == pytest.approx(measured[i], rel=0.04, abs=16 * 1024), (case, i, measured)
+        res, rg = r.output_bytes, r.output_requires_grad
+    assert setup.autocast_bytes == (2 if autocast else 0)
+
+
+# ---------------------------------------------------------------- Calibration (H100 table)
+def test_calibration_table_stays_within_the_band():
+    """Every measured H100 case: within +-10% of the driver's peak, never 5% under."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from calibration import calibration_rows
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    rows = calibration_rows()
+    assert len(rows) == 8
+    for r in rows:
+        assert -5.0 <= r["error_pct"] <= 10.0, r
+        assert r["trainable"] == r["measured_trainable"], r
+        assert r["total"] == r["measured_total"], r
+        # The allocator-level model (before slack and context) is within 0.35 GiB.
+        assert abs(r["estimate_alloc_gib"] - r["measured_alloc_gib"]) < 0.35, r
+
+
+# ---------------------------------------------------------------- Monotonicity and sums
+def _peak(model_dir, **kw) -> int:
+    cfg = _cfg(model_dir, **kw)
+    return peak_bytes(model_structure(cfg), Setup.from_config(cfg))
+
+
+@pytest.mark.parametrize("method,ckpt", [(m, c) for m in ("lora", "full", "prefix", "ia3", "freeze", "adapter")
+                                         for c in (False, True) if not (m == "prefix" and c)])
+def test_peak_grows_with_batch_and_sequence(method, ckpt):
+    """Never down; and up whenever activations or logits set the peak (full fine-tuning at
+    small batches peaks at the optimizer step, which doesn't depend on the batch)."""
+    model = CONFIGS / "llama3.2-1b"
+    peaks_b = [_peak(model, method=method, gradient_checkpointing=ckpt, batch_size=b) for b in (1, 2, 4, 8, 16)]
+    peaks_s = [_peak(model, method=method, gradient_checkpointing=ckpt, seq_len=s) for s in (128, 512, 2048, 8192)]
+    for peaks in (peaks_b, peaks_s):
+        assert peaks == sorted(peaks)
+        assert peaks[-1] > peaks[-2] > peaks[0]
+
+
+def test_peak_grows_with_lora_rank_and_checkpointing_lowers_it():
+    model = CONFIGS / "llama2-7b"
+    peaks = [_peak(model, method="lora", lora_target_modules="all-linear", lora_r=r) for r in (4, 16, 64, 256)]
+    assert peaks == sorted(peaks) and len(set(peaks)) == len(peaks)
+    for method in ("lora", "full", "qlora", "prompt", "freeze", "ia3", "adapter"):
+        extra = {"load_in": "nf4"} if method == "qlora" else {}
+        assert _peak(model, method=method, gradient_checkpointing=True, batch_size=8, seq_len=2048, **extra) < \
+            _peak(model, method=method, gradient_checkpointing=False, batch_size=8, seq_len=2048, **extra)
+
+
+def test_lower_precision_weights_take_less_memory():
+    model = CONFIGS / "mistral-7b"
+    weights = {}
+    for load, mixed in (("nf4", "bf16"), ("int8", "bf16"), ("bf16", "bf16"), ("fp32", "bf16")):
+        cfg = _cfg(model, method="lora", load_in=load, mixed_precision=mixed, gradient_checkpointing=True)
+        peak, breakdown, _ = peak_breakdown(model_structure(cfg), Setup.from_config(cfg))
+        weights[load] = (breakdown["weights"] + breakdown["quant_constants"], peak)
+    assert weights["nf4"][0] < weights["int8"][0] < weights["bf16"][0] < weights["fp32"][0]
+    assert weights["nf4"][1] < weights["bf16"][1] < weights["fp32"][1]
+    # Full fine-tuning: 8-bit AdamW < AdamW; fused AdamW < foreach (no sqrt temporary).
+    from engine.memory import Assumptions
+
+    full = _cfg(model, method="full", load_in="fp32", gradient_checkpointing=True)
+    st = model_structure(full)
+    fused = peak_bytes(st, Setup.from_config(full))
+    foreach = peak_bytes(st, Setup.from_config(full, Assumptions(adamw_impl="foreach")))
+    eight = peak_bytes(st, Setup.from_config(full.replace(optimizer="adamw_8bit")))
+    assert eight < fused < foreach
+
+
+@pytest.mark.parametrize("method,load", [("full", "fp32"), ("full", "bf16"), ("freeze", "bf16"), ("lora", "bf16"),
+                                         ("lora", "int8"), ("qlora", "nf4"), ("prefix", "bf16"), ("prompt", "fp32"),
+                                         ("ia3", "nf4"), ("adapter", "bf16")])
+@pytest.mark.parametrize("ckpt,ga", [(False, 1), (True, 4)])
+def test_breakdown_sums_exactly_to_the_peak(method, load, ckpt, ga):
+    if method == "prefix" and ckpt:
+        ckpt = False  # prefix tuning can't be checkpointed (RunConfig refuses it)
+    cfg = _cfg(CONFIGS / "qwen2.5-0.5b", method=method, load_in=load, gradient_checkpointing=ckpt,
+               gradient_accumulation_steps=ga, use_dora=method == "lora" and load == "int8")
+    est = estimate(cfg, 80 * GIB)
+    assert set(est.breakdown) == set(BREAKDOWN_KEYS)
+    assert sum(est.breakdown.values()) == est.peak_bytes
+    assert all(v >= 0 for v in est.breakdown.values())
+    for s in est.suggestions:
+        assert s["peak_bytes"] < est.peak_bytes
+
+
+# ---------------------------------------------------------------- Fit verdict, batch, suggestions
+def test_verdict_thresholds():
+    assert verdict(90, 100) == "yes"
+    assert verdict(91, 100) == "tight"
+    assert verdict(100, 100) == "tight"
+    assert verdict(101, 100) == "no"
+    assert verdict(5, None) is None
+
+
+@pytest.mark.parametrize("gpu_gib", [8, 24, 80])
+def test_max_batch_size_is_consistent_with_the_estimate(gpu_gib):
+    cfg = _cfg(CONFIGS / "llama3.2-1b", method="lora", seq_len=1024, gradient_checkpointing=True)
+    gpu = gpu_gib * GIB
+    est = estimate(cfg, gpu)
+    b = est.max_batch_size
+    assert b >= 1
+    assert estimate(cfg.replace(batch_size=b), gpu).fits in ("yes", "tight")
+    assert estimate(cfg.replace(batch_size=b + 1), gpu).fits == "no"
+
+
+def test_max_batch_size_is_zero_when_nothing_fits():
+    cfg = _cfg(CONFIGS / "llama2-7b", method="full", load_in="fp32")
+    st = model_structure(cfg)
+    assert max_batch_size(st, Setup.from_config(cfg), 16 * GIB) == 0
+    assert estimate(cfg, 16 * GIB).fits == "no"
+
+
+def test_suggestions_lower_the_peak_step_by_step_until_it_fits():
+    cfg = _cfg(CONFIGS / "llama2-7b", method="lora", batch_size=8, seq_len=2048,
+               lora_target_modules="all-linear")
+    est = estimate(cfg, 24 * GIB)
+    assert est.fits == "no"
+    assert est.suggestions
+    previous = est.peak_bytes
+    for s in est.suggestions:
+        assert s["peak_bytes"] < previous
+        previous = s["peak_bytes"]
+        applied = estimate(cfg.replace(**s["changes"]), 24 * GIB)
+        assert applied.peak_bytes == s["peak_bytes"]
+        assert applied.fits == s["fits"]
+    assert est.suggestions[0]["changes"] == {"gradient_checkpointing": True}
+    assert est.suggestions[-1]["fits"] == "yes"
+    # The micro-batch rung keeps the effective batch.
+    batch = next(s["changes"] for s in est.suggestions if "batch_size" in s["changes"])
+    assert batch["batch_size"] * batch["gradient_accumulation_steps"] == 8
+
+
+def test_no_suggestions_when_it_fits_and_no_verdict_without_a_gpu(monkeypatch):
+    import engine.memory.peak as mod
+
+    cfg = _cfg(CONFIGS / "qwen2.5-0.5b", method="lora", batch_size=1, seq_len=256)
+    assert estimate(cfg, 80 * GIB).suggestions == []
+    monkeypatch.setattr(mod, "detect_gpu", lambda: None)
+    est = estimate(cfg)
+    assert est.gpu_bytes is None and est.fits is None and est.max_batch_size is None
+    assert any("no GPU detected" in n for n in est.notes)
+
+
+def test_re_estimate_after_an_edit_reuses_the_cached_structure():
+    import time
+
+    cfg = _cfg(CONFIGS / "llama2-7b", method="lora", lora_target_modules="all-linear")
+    st = model_structure(cfg)
+    edits = [dict(batch_size=16), dict(seq_len=4096), dict(lora_r=64), dict(load_in="fp32"),
+             dict(gradient_checkpointing=True), dict(optimizer="adamw_8bit")]
+    times = []
+    for e in edits:
+        edited = cfg.replace(**e)
+        assert model_structure(edited) is st
+        t = time.perf_counter()
+        estimate(edited, 24 * GIB)
+        times.append(time.perf_counter() - t)
+    # bench/estimate_speed.py measures ~2 ms; this only catches a rebuild per edit.
+    assert sorted(times)[len(times) // 2] < 0.2
+
+
+# ---------------------------------------------------------------- Learning from real runs
+def _write_run(root: Path, name: str, config: dict, **summary) -> Path:
+    run = root / "runs" / name
+    run.mkdir(parents=True)
+    data = {"status": "finished", "finished": summary.pop("finished", "2026-11-20T10:00:00"),
+            "gpu_name": "NVIDIA H100 80GB HBM3", "peak_gpu_allocated_bytes": 10 * GIB,
+            "peak_gpu_reserved_bytes": 11 * GIB, "peak_gpu_device_bytes": 12 * GIB, "config": config, **summary}
+    (run / "summary.json").write_text(json.dumps(data), encoding="utf-8")
+    return run
+
+
+def test_measured_peaks_finds_runs_with_the_same_memory_settings(studio_home):
+    model = str(CONFIGS / "qwen2.5-0.5b")
+    cfg = _cfg(model, method="lora", batch_size=4, seq_len=512, learning_rate=1e-4)
+    same = {**cfg.to_dict(), "learning_rate": 3e-4, "num_epochs": 1.0, "dataset": "other.jsonl",
+            "lora_dropout": 0.1, "freeze_trainable_layers": 5}
+    _write_run(studio_home, "a-old", same, finished="2026-11-01T00:00:00")
+    _write_run(studio_home, "b-new", same, finished="2026-11-25T00:00:00", peak_gpu_device_bytes=13 * GIB)
+    _write_run(studio_home, "c-other-batch", {**cfg.to_dict(), "batch_size": 8})
+    _write_run(studio_home, "d-other-rank", {**cfg.to_dict(), "lora_r": 16})
+    _write_run(studio_home, "e-no-peak", same, peak_gpu_allocated_bytes=None, peak_gpu_reserved_bytes=None,
+               peak_gpu_device_bytes=None)
+    broken = studio_home / "runs" / "f-broken"
+    broken.mkdir()
+    (broken / "summary.json").write_text("{not json", encoding="utf-8")
+    found = measured_peaks(cfg)
+    assert [Path(r["run_dir"]).name for r in found] == ["b-new", "a-old"]
+    assert found[0]["peak_gpu_device_bytes"] == 13 * GIB
+    assert found[0]["gpu_name"] == "NVIDIA H100 80GB HBM3"
+    assert estimate(cfg, 80 * GIB, with_measured=True).measured == found
+
+
+def test_per_gpu_correction_scales_the_estimate(studio_home):
+    cfg = _cfg(CONFIGS / "qwen2.5-0.5b", method="lora")
+    plain = estimate(cfg, 80 * GIB, gpu_name="NVIDIA GeForce RTX 4090")
+    (studio_home / "memory_calibration.json").write_text(
+        json.dumps({"NVIDIA GeForce RTX 4090": 1.1, "NVIDIA H100 80GB HBM3": 0.95}), encoding="utf-8")
+    corrected = estimate(cfg, 80 * GIB, gpu_name="NVIDIA GeForce RTX 4090")
+    assert corrected.correction == 1.1
+    assert corrected.peak_bytes == round(plain.peak_bytes * 1.1)
+    assert corrected.breakdown["gpu_correction"] == corrected.peak_bytes - plain.peak_bytes
+    assert sum(corrected.breakdown.values()) == corrected.peak_bytes
+    other = estimate(cfg, 80 * GIB, gpu_name="Some Other GPU")
+    assert other.peak_bytes == plain.peak_bytes and other.correction == 1.0
+    (studio_home / "memory_calibration.json").write_text(json.dumps({"NVIDIA GeForce RTX 4090": "big"}))
+    with pytest.raises(ConfigError, match="RTX 4090.*between 0.5 and 2"):
+        estimate(cfg, 80 * GIB, gpu_name="NVIDIA GeForce RTX 4090")
+
+
+# ---------------------------------------------------------------- CLI
+def _cli(path: Path, **kw) -> tuple[int, str, str]:
+    args = argparse.Namespace(config=str(path), json=kw.pop("json", True), gpu_memory=kw.pop("gpu_memory", None),
+                              overrides=kw.pop("overrides", {}))
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli_estimate(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_json_is_the_documented_contract(tmp_path, studio_home):
+    run = tmp_path / "run.yaml"
+    run.write_text(f"model: {CONFIGS / 'llama2-7b'}\nmethod: lora\nlora_r: 8\n"
+                   "lora_target_modules: [q_proj, v_proj]\nbatch_size: 4\nseq_len: 512\n", encoding="utf-8")
+    code, out, err = _cli(run, gpu_memory=24.0, overrides={"gradient_checkpointing": True})
+    assert code == 0, err
+    d = json.loads(out)
+    for key in ("schema_version", "peak_bytes", "breakdown", "trainable_params", "total_params", "gpu_bytes",
+                "fits", "max_batch_size", "suggestions", "peak_phase", "gpu_source", "measured", "notes"):
+        assert key in d
+    assert (d["trainable_params"], d["total_params"]) == (4_194_304, 6_742_609_920)
+    assert d["gpu_bytes"] == 24 * GIB and d["gpu_source"] == "given"
+    assert sum(d["breakdown"].values()) == d["peak_bytes"]
+    assert d["fits"] == "yes" and d["max_batch_size"] >= 4
+    code, text, _ = _cli(run, json=False, gpu_memory=24.0)
+    assert code == 0 and "Estimated peak GPU memory" in text and "fits:" in text
+
+
+def test_cli_reports_config_errors_on_stderr_with_exit_2(tmp_path):
+    run = tmp_path / "bad.yaml"
+    run.write_text("model: demo\nbatch_sise: 4\n", encoding="utf-8")
+    code, out, err = _cli(run)
+    assert code == 2 and out == ""
+    assert "batch_sise" in err and "batch_size" in err
+    code, _, err = _cli(tmp_path / "missing.yaml")
+    assert code == 2 and "no such run config file" in err
+    good = tmp_path / "good.yaml"
+    good.write_text(f"model: {tmp_path / 'nowhere'}\n", encoding="utf-8")
+    code, _, err = _cli(good)
+    assert code == 2 and "nowhere" in err
