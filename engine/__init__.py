@@ -6,3 +6,20 @@ that ``import engine`` stays cheap for the GUI and the CLI's help.
 """
 
 __version__ = "0.1.0"
+
+
+def _quiet_known_library_noise() -> None:
+    """Silence two messages every run would print that are neither actionable nor ours.
+
+    - bitsandbytes' CPU backend logs a warning when the optional ``kernels`` package (which
+      would fetch a kernel from the Hub, which we never do) is absent.
+    - transformers 5.24 deprecates ``is_gradient_checkpointing``, which PEFT 0.21 still calls.
+    """
+    import logging
+    import warnings
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+_quiet_known_library_noise()

@@ -105,7 +105,8 @@ class TokenizeStats:
     tokens: int = 0
     trained_tokens: int = 0
     longest: int = 0
-    problems: list[dict] = field(default_factory=list)  # first few {index, line, message}
+    problems: list[dict] = field(default_factory=list)  # every dropped record: {index, line, message}
+    sources: list[int] = field(default_factory=list)   # for each kept row, its record's index
 
     def to_dict(self) -> dict[str, Any]:
         return {"records": self.records, "truncated": self.truncated, "dropped": self.dropped,
@@ -143,5 +144,6 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len:
             continue
         stats.tokens += len(row["input_ids"])
         stats.trained_tokens += trained
+        stats.sources.append(index)
         rows.append(row)
     return rows, stats

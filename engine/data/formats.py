@@ -1,0 +1,906 @@
+"""Reading and writing dataset files: JSON, JSONL, CSV and Parquet; Alpaca, ShareGPT, messages.
+
+Round trips are byte-identical where the format allows: an unedited JSONL line, JSON array
+element or CSV row is written back as its original text, and edited ones in the file's own
+style (separators, ``ensure_ascii``, indent, line ending, BOM). Broken records are written
+back as their raw text. Parquet keeps the data, not the bytes. Saves are atomic
+(:mod:`engine.files`).
+
+Malformed input never stops the good records from loading: a line that is not JSON becomes
+a broken :class:`~engine.data.records.Record` with its line, column and the parser's reason.
+Only a file that can't be read at all (missing, not UTF-8 CSV, not Parquet, a JSON document
+that is not a list of records) raises :class:`~engine.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from engine.data.records import (
+    ALPACA_FIELDS,
+    CONVERSATION_KEY,
+    DatasetFile,
+    Record,
+    RecordFormat,
+    Schema,
+    _json_type,
+    format_fields,
+    guess_format,
+    messages_to_format,
+)
+from engine.errors import DataError
+from engine.files import atomic_write_bytes
+
+BOM = b"\xef\xbb\xbf"
+FMT_CHOICES = ("auto", "alpaca", "sharegpt", "messages", "json", "jsonl", "csv", "parquet")
+FORMAT_NAMES = {"alpaca": "Alpaca", "sharegpt": "ShareGPT", "messages": "Messages"}
+# Fields whose CSV cells hold JSON (lists of turns or pairs).
+JSON_COLUMNS = ("history", "conversations", "messages")
+# Common column names of "odd" files, tried when no standard key is present, in order.
+ALIASES = {
+    "instruction": ("prompt", "question", "query", "instruction"),
+    "input": ("context", "input"),
+    "output": ("completion", "response", "answer", "output"),
+}
+_DEFAULT_STYLE = {"separators": (", ", ": "), "ensure_ascii": False, "indent": None}
+
+
+# ---- Public API
+
+
+def load_dataset_file(path: str | Path, fmt: str = "auto", mapping: dict[str, str] | None = None
+                      ) -> DatasetFile:
+    """Read a dataset file, detecting its container and record format.
+
+    Args:
+        path: A ``.json``, ``.jsonl``, ``.csv``/``.tsv`` or ``.parquet`` file.
+        fmt: ``auto``, a record format (``alpaca``, ``sharegpt``, ``messages``) or a container
+            (``json``, ``jsonl``, ``csv``, ``parquet``); the run config's ``dataset_format``.
+        mapping: Renames the file's column, key or role names to the standard ones, e.g.
+            ``{"prompt": "instruction", "response": "output"}``.
+
+    Returns:
+        The records (broken ones included), with ``detected`` saying what was found.
+
+    Raises:
+        DataError: the file is missing or can't be read at all (names the file, and the line
+            and column where known).
+    """
+    path = Path(path)
+    if fmt not in FMT_CHOICES:
+        raise DataError(f"unknown dataset format {fmt!r}; allowed: {', '.join(FMT_CHOICES)}",
+                        path=str(path))
+    if not path.is_file():
+        raise DataError("no such file" if not path.exists() else "not a file", path=str(path))
+    mapping = dict(mapping or {})
+    container = fmt if fmt in RecordFormat.CONTAINERS else None
+    ds = DatasetFile(path=path, mapping=mapping)
+    if container == RecordFormat.PARQUET or (container is None and path.suffix.lower() == ".parquet"):
+        ds.container = RecordFormat.PARQUET
+        _read_parquet(path, ds)
+    elif container == RecordFormat.CSV or (container is None and path.suffix.lower() in (".csv", ".tsv")):
+        ds.container = RecordFormat.CSV
+        _read_csv(path, ds)
+    else:
+        ds.container = container or _sniff_json_container(path)
+        if ds.container == RecordFormat.JSONL:
+            _read_jsonl(path, ds)
+        else:
+            _read_json(path, ds)
+    _settle_format(ds, fmt if fmt in RecordFormat.FORMATS else "auto")
+    ds._loaded = tuple(ds.records)
+    ds.detected = describe(ds)
+    return ds
+
+
+def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container: str | None = None,
+                      fmt: str | None = None) -> Path:
+    """Write ``ds`` atomically, unedited records as their original text.
+
+    With the file's own container and format (the usual Save, or Save As elsewhere), ``ds``
+    then mirrors the written file: ``ds.path`` is updated and later saves compare against it.
+    A different ``container`` or ``fmt`` converts through :func:`export` and leaves ``ds`` as is.
+
+    Args:
+        ds: The dataset.
+        path: Where to write; defaults to ``ds.path``.
+        container: json, jsonl, csv or parquet; defaults to ``ds.container``.
+        fmt: alpaca, sharegpt or messages; defaults to ``ds.format``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        DataError: no path, or the data can't be written in that container.
+    """
+    if path is None and ds.path is None:
+        raise DataError("the dataset has no file yet; give a path to save it to")
+    path = Path(path if path is not None else ds.path)
+    container = container or ds.container
+    fmt = fmt or ds.format
+    if container != ds.container or fmt != ds.format:
+        return export(ds, path, container, fmt)
+    data, sources, lines = _serialize(ds, container)
+    atomic_write_bytes(path, data)
+    # The file on disk is now what we wrote: make it the new baseline.
+    for i, r in enumerate(ds.records):
+        if sources is not None:
+            if r.broken:
+                r._source = sources[i]
+            elif record_changed(r, ds):
+                r._source = sources[i] if container != RecordFormat.PARQUET else _dumps(r.peek())
+        r._edited = False
+        if lines is not None:
+            r.line = lines[i]
+    ds.path = path
+    ds._loaded = tuple(ds.records)
+    # Gaps are keyed by id(); drop those of deleted records before their ids can be reused.
+    alive = {id(r) for r in ds.records}
+    ds._gaps = {k: v for k, v in ds._gaps.items() if k in alive}
+    ds.errors = []
+    _collect_errors(ds)
+    ds.detected = describe(ds)
+    return path
+
+
+def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt: str | None = None
+           ) -> Path:
+    """Write ``ds`` converted to another container and/or record format.
+
+    Extra fields (anything that isn't part of the record format, e.g. ``task``, ``lang``)
+    are kept. Parquet is written with pyarrow.
+
+    Args:
+        ds: The dataset.
+        path: The new file.
+        container: json, jsonl, csv or parquet; defaults to the path's extension.
+        fmt: alpaca, sharegpt or messages; defaults to ``ds.format``.
+
+    Raises:
+        DataError: broken records (fix or delete them first), a conversation the target
+            format can't hold, or a column with mixed types for Parquet.
+    """
+    path = Path(path)
+    container = container or _container_from_suffix(path) or ds.container
+    fmt = fmt or ds.format
+    if container not in RecordFormat.CONTAINERS:
+        raise DataError(f"unknown container {container!r}; allowed: {', '.join(RecordFormat.CONTAINERS)}")
+    if fmt not in RecordFormat.FORMATS:
+        raise DataError(f"unknown record format {fmt!r}; allowed: {', '.join(RecordFormat.FORMATS)}")
+    broken = ds.broken_indices()
+    if broken:
+        first = ds.records[broken[0]]
+        raise DataError(f"{len(broken)} broken record(s) can't be exported; the first is at line "
+                        f"{first.line}: {first.error}", path=str(ds.path) if ds.path else None,
+                        line=first.line, column=first.column, hint="Fix or delete them first.")
+    schema = ds.schema
+    out = DatasetFile(path=path, format=fmt, container=container, newline=ds.newline,
+                      bom=ds.bom and container in (RecordFormat.JSON, RecordFormat.JSONL, RecordFormat.CSV),
+                      style=dict(_DEFAULT_STYLE))
+    if container == RecordFormat.JSON:
+        out.style["indent"] = 2
+    standard = set(format_fields(ds.format)) | set(ds.mapping)
+    for i, r in enumerate(ds.records):
+        data = r.peek()
+        if fmt == ds.format and not ds.mapping:
+            new = dict(data)
+        else:
+            extras = {k: v for k, v in data.items() if k not in standard}
+            new = messages_to_format(r.messages(schema), fmt, extras,
+                                     where=f"record {i} (line {r.line})")
+        out.records.append(Record(new, r.line))
+    data, _, _ = _serialize(out, container)
+    return atomic_write_bytes(path, data)
+
+
+def record_changed(r: Record, ds: DatasetFile) -> bool:
+    """Whether a save must re-serialise ``r`` (it was added, fixed or edited since the read)."""
+    src = r._source
+    if src is None or r._edited:
+        return True
+    if r.broken:
+        return r.raw != _raw_text(src)
+    if r._data is None:
+        return False  # never parsed, so never edited
+    if ds.container == RecordFormat.CSV:
+        return _dumps(r._data) != _dumps(_parse_csv_row(src, ds))
+    style = ds.style or _DEFAULT_STYLE
+    if ds.container == RecordFormat.JSONL and _dumps(r._data, style) == _raw_text(src):
+        return False
+    try:
+        return _dumps(r._data) != _dumps(json.loads(src))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True
+
+
+def describe(ds: DatasetFile) -> str:
+    """The human sentence for what was detected, e.g. "Alpaca JSONL, 320 records, UTF-8 with BOM, CRLF"."""
+    n = len(ds.records)
+    parts = [f"{FORMAT_NAMES.get(ds.format, ds.format)} {ds.container.upper()}",
+             f"{n} record{'s' if n != 1 else ''}"]
+    broken = sum(1 for r in ds.records if r.broken)
+    if broken:
+        parts[-1] += f" ({broken} broken)"
+    if ds.container != RecordFormat.PARQUET:
+        parts.append("UTF-8 with BOM" if ds.bom else "UTF-8")
+        parts.append("CRLF" if ds.newline == "\r\n" else "LF")
+    if ds.mapping:
+        parts.append("mapped " + ", ".join(f"{k}→{v}" for k, v in ds.mapping.items()))
+    return ", ".join(parts)
+
+
+# ---- Detection
+
+
+def _container_from_suffix(path: Path) -> str | None:
+    return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
+            ".parquet": "parquet"}.get(path.suffix.lower())
+
+
+def _sniff_json_container(path: Path) -> str:
+    """JSON array or JSON lines, from the first bytes (not the extension alone: many .json are JSONL)."""
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return RecordFormat.JSONL
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head.startswith(BOM):
+        head = head[3:]
+    stripped = head.lstrip()
+    if stripped.startswith(b"["):
+        return RecordFormat.JSON
+    if not stripped.startswith(b"{"):
+        return RecordFormat.JSON if path.suffix.lower() == ".json" else RecordFormat.JSONL
+    # Starts with "{": JSON lines if the first line is a whole object by itself and more follows.
+    first = stripped.split(b"\n", 1)[0]
+    try:
+        json.loads(first)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        # A pretty-printed object (.json: _read_json names the top-level problem) or a broken line.
+        return RecordFormat.JSON if path.suffix.lower() == ".json" else RecordFormat.JSONL
+    if path.suffix.lower() != ".json":
+        return RecordFormat.JSONL
+    return RecordFormat.JSONL if stripped[len(first):].strip() else RecordFormat.JSON
+
+
+def _settle_format(ds: DatasetFile, fmt: str) -> None:
+    """Pick the record format (given, or from the first records' keys) and any alias mapping."""
+    good = [r for r in ds.records[:200] if not r.broken]
+    if fmt != "auto":
+        ds.format = fmt
+    else:
+        votes: dict[str, int] = {}
+        for r in good:
+            g = guess_format(r.peek(), ds.mapping)
+            if g:
+                votes[g] = votes.get(g, 0) + 1
+        if votes:
+            ds.format = max(votes, key=votes.get)
+        elif good:
+            alias = _alias_mapping(good[0].peek())
+            if alias is None:
+                keys = ", ".join(list(good[0].peek())[:12]) or "(none)"
+                raise DataError(
+                    f"can't tell the record format: the first record has the keys {keys}; expected "
+                    "instruction/input/output (Alpaca), conversations (ShareGPT) or messages",
+                    path=str(ds.path), line=good[0].line,
+                    hint="Give a mapping from your names to the standard ones, e.g. "
+                         '{"prompt": "instruction", "response": "output"}.')
+            ds.mapping.update(alias)
+            ds.format = RecordFormat.ALPACA
+        else:
+            ds.format = RecordFormat.ALPACA
+    ds._schema = None
+    _ = ds.schema  # attaches the shared schema to every record
+
+
+def _alias_mapping(data: dict) -> dict[str, str] | None:
+    mapping = {}
+    for standard, names in ALIASES.items():
+        for name in names:
+            if name in data and name not in mapping:
+                mapping[name] = standard
+                break
+    if "instruction" in mapping.values() and "output" in mapping.values():
+        return {k: v for k, v in mapping.items() if k != v}
+    return None
+
+
+# ---- JSONL
+
+
+def _read_jsonl(path: Path, ds: DatasetFile) -> None:
+    """One record per line, validated now, parsed again lazily on access (see records.py)."""
+    records: list[Record] = []
+    gaps: dict[int, bytes] = {}
+    preamble = b""
+    crlf = lf = 0
+    loads = json.loads
+    style_candidates = [
+        {"separators": (", ", ": "), "ensure_ascii": False, "indent": None},
+        {"separators": (",", ":"), "ensure_ascii": False, "indent": None},
+        {"separators": (", ", ": "), "ensure_ascii": True, "indent": None},
+        {"separators": (",", ":"), "ensure_ascii": True, "indent": None},
+    ]
+    styled = 0
+    with open(path, "rb") as fh:
+        for lineno, chunk in enumerate(fh, 1):
+            if lineno == 1 and chunk.startswith(BOM):
+                ds.bom = True
+                chunk = chunk[3:]
+            if chunk.endswith(b"\r\n"):
+                crlf += 1
+            elif chunk.endswith(b"\n"):
+                lf += 1
+            if chunk.isspace() or not chunk:
+                if records:
+                    key = id(records[-1])
+                    gaps[key] = gaps.get(key, b"") + chunk
+                else:
+                    preamble += chunk
+                continue
+            try:
+                value = loads(chunk)
+            except json.JSONDecodeError:
+                e = _decode_error(chunk)
+                records.append(_broken(chunk, lineno, f"line {lineno}, column {e.colno}: {e.msg}", e.colno))
+                continue
+            except UnicodeDecodeError as e:
+                records.append(_broken(chunk, lineno, f"line {lineno}, column {e.start + 1}: invalid "
+                                       f"UTF-8 byte 0x{chunk[e.start]:02x}", e.start + 1))
+                continue
+            if type(value) is not dict:
+                records.append(_broken(chunk, lineno, f"line {lineno}, column 1: expected a record "
+                                       f"object {{...}}, got {_json_type(value)}", 1))
+                continue
+            if styled < 20:
+                styled += 1
+                text = _raw_text(chunk)
+                kept = [s for s in style_candidates if _dumps(value, s) == text]
+                if kept:
+                    style_candidates = kept
+            records.append(Record(None, lineno, source=chunk))
+    ds.records = records
+    ds._gaps = gaps
+    ds._preamble = preamble
+    ds.newline = "\r\n" if crlf > lf else "\n"
+    ds.style = dict(style_candidates[0])
+    _collect_errors(ds)
+    if not records:
+        ds.errors.insert(0, DataError("the file is empty: no records", path=str(path)))
+
+
+def _decode_error(chunk: bytes) -> json.JSONDecodeError:
+    """The parser's error for one JSONL line, positioned within the line (not past its line ending)."""
+    try:
+        json.loads(chunk.rstrip(b"\r\n"))
+    except json.JSONDecodeError as e:
+        return e
+    return json.JSONDecodeError("Extra data", chunk.decode("utf-8", "replace"), 0)
+
+
+def _broken(source: bytes | str, line: int, error: str, column: int | None) -> Record:
+    return Record(None, line, _raw_text(source), error, source=source, column=column)
+
+
+def _raw_text(source: bytes | str) -> str:
+    if isinstance(source, bytes):
+        source = source.decode("utf-8", errors="replace")
+    return source.rstrip("\r\n")
+
+
+_POSITION = re.compile(r"line (\d+)(?:, column (\d+))?: ")
+
+
+def _collect_errors(ds: DatasetFile) -> None:
+    for r in ds.records:
+        if r.broken:
+            # The error's own position (inside a multi-line JSON element) beats the record's start.
+            m = _POSITION.match(r.error)
+            line, column = (int(m.group(1)), int(m.group(2)) if m.group(2) else None) if m else (r.line, r.column)
+            ds.errors.append(DataError(r.error[m.end():] if m else r.error, path=str(ds.path),
+                                       line=line, column=column))
+
+
+def _dumps(value: Any, style: dict | None = None) -> str:
+    # default=str: Parquet can hold dates and bytes, which JSON can't; they become text.
+    if style is None:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return json.dumps(value, ensure_ascii=style["ensure_ascii"], separators=tuple(style["separators"]),
+                      default=str)
+
+
+def _jsonl_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
+    nl = ds.newline.encode()
+    style = ds.style or _DEFAULT_STYLE
+    out: list[bytes] = [BOM] if ds.bom else []
+    if isinstance(ds._preamble, bytes):
+        out.append(ds._preamble)
+    sources: list[bytes | None] = []
+    lines: list[int] = []
+    line = 1 + (ds._preamble or b"").count(b"\n")
+    last = len(ds.records) - 1
+    for i, r in enumerate(ds.records):
+        src = r._source
+        if isinstance(src, str):
+            src = src.encode("utf-8")
+        if r.broken:
+            chunk = src if src is not None and r.raw == _raw_text(src) else r.raw.encode("utf-8") + nl
+        elif src is not None and not record_changed(r, ds) and b"\n" not in src.rstrip(b"\r\n"):
+            chunk = src
+        else:
+            chunk = _dumps(r.data, style).encode("utf-8") + nl
+        if i < last and not chunk.endswith(b"\n"):
+            chunk += nl  # the old last line had no line ending and now has records after it
+        out.append(chunk)
+        sources.append(chunk)
+        lines.append(line)
+        line += chunk.count(b"\n")
+        gap = ds._gaps.get(id(r))
+        if gap:
+            out.append(gap)
+            line += gap.count(b"\n")
+    return b"".join(out), sources, lines
+
+
+# ---- JSON array
+
+
+_WS = re.compile(r"[ \t\r\n]*")
+
+
+def _read_json(path: Path, ds: DatasetFile) -> None:
+    raw = path.read_bytes()
+    if raw.startswith(BOM):
+        ds.bom = True
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"not UTF-8 text: byte 0x{raw[e.start]:02x}", path=str(path), line=line,
+                        column=e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1) from None
+    ds.newline = "\r\n" if "\r\n" in text[: 1 << 16] else "\n"
+    pos = _WS.match(text, 0).end()
+    if pos == len(text):
+        ds.errors.append(DataError("the file is empty: no records", path=str(path)))
+        ds._preamble, ds._trailer = text, ""
+        ds.style = dict(_DEFAULT_STYLE, indent=2)
+        return
+    if text[pos] != "[":
+        _top_level_error(path, text)
+    lines = _LineIndex(text)
+    decoder = json.JSONDecoder()
+    i = _WS.match(text, pos + 1).end()
+    records: list[Record] = []
+    seps: list[str] = []
+    first_start = i
+    end = i
+    close = None
+    while i < len(text):
+        if text[i] == "]" and not records:
+            close = i
+            break
+        start = i
+        line, col = lines.at(start)
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as e:
+            end = _element_end(text, start)
+            records.append(_broken(text[start:end], line, f"line {e.lineno}, column {e.colno}: {e.msg}",
+                                   e.colno))
+        else:
+            if type(value) is dict:
+                records.append(Record(value, line, source=text[start:end]))
+            else:
+                records.append(_broken(text[start:end], line, f"line {line}, column {col}: expected a "
+                                       f"record object {{...}}, got {_json_type(value)}", col))
+        j = _WS.match(text, end).end()
+        if j >= len(text):
+            ds.errors.append(DataError("the list of records is not closed: ']' is missing at the end",
+                                       path=str(path), line=lines.at(end)[0]))
+            break
+        if text[j] == "]":
+            close = j
+            break
+        if text[j] == ",":
+            k = _WS.match(text, j + 1).end()
+            if k < len(text) and text[k] == "]":
+                ds.errors.append(DataError("a comma after the last record", path=str(path),
+                                           line=lines.at(j)[0], column=lines.at(j)[1]))
+                close = k
+                end = j  # keep the stray comma in the trailer, so an unedited save is identical
+                break
+            seps.append(text[end:k])
+            i = k
+            continue
+        ln, cl = lines.at(j)
+        ds.errors.append(DataError(f"expected ',' or ']' after the record that starts at line {line}",
+                                   path=str(path), line=ln, column=cl))
+        seps.append(text[end:j])
+        i = j
+    ds.records = records
+    ds._preamble = text[:first_start] if records else text[: (close if close is not None else len(text))]
+    ds._trailer = text[end:] if records else text[close:] if close is not None else "]"
+    ds._gaps = {id(r): s for r, s in zip(records, seps, strict=False)}
+    ds.style = _json_style(records, text[pos + 1:first_start], ds.newline)
+    errors = ds.errors
+    ds.errors = []
+    _collect_errors(ds)
+    ds.errors.extend(errors)
+    if not records:
+        ds.errors.insert(0, DataError("the file has no records: the list is empty", path=str(path)))
+
+
+def _top_level_error(path: Path, text: str) -> None:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e.msg}", path=str(path), line=e.lineno, column=e.colno,
+                        hint="A JSON dataset is a list of records [{...}, ...]; JSON Lines has one "
+                             "record per line.") from None
+    hint = "A JSON dataset is a list of records: [{...}, {...}]."
+    if isinstance(value, dict):
+        inner = [k for k, v in value.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
+        if inner:
+            hint = (f"The records seem to be in the list under '{inner[0]}'; save that list on its "
+                    "own, or as JSON Lines.")
+    raise DataError(f"the top-level JSON value is {_json_type(value)}, expected a list of records",
+                    path=str(path), line=1, column=1, hint=hint)
+
+
+def _element_end(text: str, start: int) -> int:
+    """Best guess at where a broken array element ends, so the records after it still load."""
+    for string_aware in (True, False):
+        depth, k, in_str = 0, start, False
+        while k < len(text):
+            c = text[k]
+            if in_str:
+                if c == "\\":
+                    k += 1
+                elif c == '"':
+                    in_str = False
+            elif c == '"' and string_aware:
+                in_str = True
+            elif c in "{[":
+                depth += 1
+            elif c in "}]":
+                depth -= 1
+                if depth == 0:
+                    k += 1
+                    nxt = _WS.match(text, k).end()
+                    if nxt >= len(text) or text[nxt] in ",]":
+                        return k
+                    break
+                if depth < 0:
+                    return k
+            elif c == "," and depth == 0:
+                return k
+            k += 1
+    # No structure to go by: the rest up to the closing bracket.
+    last = text.rstrip().rfind("]")
+    return last if last > start else len(text)
+
+
+def _json_style(records: list[Record], lead: str, nl: str) -> dict[str, Any]:
+    indent: Any = None
+    if "\n" in lead:
+        indent_text = lead.rsplit("\n", 1)[1]
+        indent = "\t" if indent_text.startswith("\t") else len(indent_text) or None
+    candidates = [dict(_DEFAULT_STYLE, indent=indent, ensure_ascii=ea, separators=sep)
+                  for ea in (False, True) for sep in ((", ", ": "), (",", ":"))]
+    for r in [r for r in records if not r.broken][:20]:
+        kept = [s for s in candidates if _json_elem(r.peek(), s, nl) == r._source]
+        if kept:
+            candidates = kept
+    return candidates[0]
+
+
+def _json_elem(data: dict, style: dict, nl: str) -> str:
+    indent = style.get("indent")
+    if indent is None:
+        return _dumps(data, style)
+    key_sep = style["separators"][1]
+    text = json.dumps([data], ensure_ascii=style["ensure_ascii"], indent=indent, separators=(",", key_sep))
+    body = text.split("\n")[1:-1]
+    pad = indent if isinstance(indent, str) else " " * indent
+    body[0] = body[0][len(pad):]
+    return nl.join(body)
+
+
+def _json_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
+    style = ds.style or dict(_DEFAULT_STYLE, indent=2)
+    nl = ds.newline
+    indent = style.get("indent")
+    pad = "" if indent is None else (indent if isinstance(indent, str) else " " * indent)
+    same_order = len(ds.records) == len(ds._loaded) and all(
+        a is b for a, b in zip(ds.records, ds._loaded, strict=True))
+    default_sep = "," + (nl + pad if indent is not None else " ")
+    if ds._preamble is not None and ds.records and ds._loaded:
+        preamble = ds._preamble
+        trailer = ds._trailer
+    elif indent is None:
+        preamble, trailer = "[", "]" + nl
+    else:
+        preamble, trailer = "[" + nl + pad, nl + "]" + nl
+    if not ds.records:
+        preamble, trailer = "[", "]" + nl
+    parts = [preamble]
+    sources: list = []
+    lines: list[int] = []
+    line = 1 + preamble.count("\n")
+    last = len(ds.records) - 1
+    for i, r in enumerate(ds.records):
+        if r.broken:
+            elem = r.raw
+        elif r._source is not None and not record_changed(r, ds):
+            elem = r._source if isinstance(r._source, str) else r._source.decode("utf-8")
+        else:
+            elem = _json_elem(r.data, style, nl)
+        parts.append(elem)
+        sources.append(elem)
+        lines.append(line)
+        line += elem.count("\n")
+        if i < last:
+            gap = ds._gaps.get(id(r)) if same_order else None
+            gap = gap if gap is not None and "," in gap else default_sep
+            parts.append(gap)
+            line += gap.count("\n")
+    parts.append(trailer)
+    body = "".join(parts).encode("utf-8")
+    return (BOM + body if ds.bom else body), sources, lines
+
+
+class _LineIndex:
+    """1-based (line, column) of a character offset, by bisecting the newline offsets."""
+
+    def __init__(self, text: str):
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def at(self, offset: int) -> tuple[int, int]:
+        k = bisect.bisect_right(self.starts, offset) - 1
+        return k + 1, offset - self.starts[k] + 1
+
+
+# ---- CSV
+
+
+class _LineTap:
+    """Feeds lines to csv.reader and remembers them, so each row keeps its original text."""
+
+    def __init__(self, lines):
+        self.lines = iter(lines)
+        self.taken: list[str] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.lines)
+        self.taken.append(line)
+        return line
+
+
+def _read_csv(path: Path, ds: DatasetFile) -> None:
+    raw = path.read_bytes()
+    if raw.startswith(BOM):
+        ds.bom = True
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"not UTF-8 text: byte 0x{raw[e.start]:02x}", path=str(path), line=line,
+                        hint="Save the file as UTF-8 (with or without BOM).") from None
+    first_line = text.split("\n", 1)[0]
+    ds.newline = "\r\n" if first_line.endswith("\r") else "\n"
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or first_line.count("\t") > first_line.count(",") else ","
+    tap = _LineTap(io.StringIO(text, newline=""))
+    reader = csv.reader(tap, delimiter=delimiter)
+    ds.style = {"delimiter": delimiter, "columns": [], "json_columns": []}
+    try:
+        header = next(reader)
+    except StopIteration:
+        ds.errors.append(DataError("the file is empty: no header and no records", path=str(path)))
+        ds._preamble = ""
+        return
+    except csv.Error as e:
+        raise DataError(f"unreadable CSV header: {e}", path=str(path), line=1) from None
+    ds._preamble = "".join(tap.taken)
+    tap.taken = []
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise DataError(f"the header has the column(s) {', '.join(map(repr, dupes))} more than once",
+                        path=str(path), line=1)
+    ds.style["columns"] = header
+    ds.style["json_columns"] = [c for c in header if ds.mapping.get(c, c) in JSON_COLUMNS]
+    line = 2
+    records: list[Record] = []
+    gaps: dict[int, str] = {}
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            chunk = "".join(tap.taken)
+            tap.taken = []
+            records.append(_broken(chunk, line, f"line {line}: {e}", None))
+            line += chunk.count("\n") or 1
+            continue
+        chunk = "".join(tap.taken)
+        tap.taken = []
+        if not row:
+            if records:
+                gaps[id(records[-1])] = gaps.get(id(records[-1]), "") + chunk
+            else:
+                ds._preamble += chunk
+            line += 1
+            continue
+        if len(row) != len(header):
+            records.append(_broken(chunk, line, f"line {line}, column 1: the row has {len(row)} "
+                                   f"fields, the header has {len(header)}", 1))
+        else:
+            records.append(Record(_row_dict(row, ds), line, source=chunk))
+        line += max(chunk.count("\n"), 1)
+    ds.records = records
+    ds._gaps = gaps
+    _collect_errors(ds)
+    if not records:
+        ds.errors.insert(0, DataError("the file has a header but no records", path=str(path)))
+
+
+def _row_dict(row: list[str], ds: DatasetFile) -> dict:
+    data = dict(zip(ds.style["columns"], row, strict=False))
+    for c in ds.style["json_columns"]:
+        v = data.get(c)
+        if isinstance(v, str) and v.lstrip().startswith(("[", "{")):
+            try:
+                data[c] = json.loads(v)
+            except json.JSONDecodeError:
+                pass  # left as text; lint reports the wrong type with the reason
+    return data
+
+
+def _parse_csv_row(source: str, ds: DatasetFile) -> dict:
+    row = next(csv.reader(io.StringIO(source, newline=""), delimiter=ds.style.get("delimiter", ",")), [])
+    return _row_dict(row, ds)
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _csv_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
+    style = ds.style or {}
+    columns: list[str] = list(style.get("columns") or [])
+    seen = set(columns)
+    for r in ds.records:
+        if not r.broken:
+            for k in r.peek():
+                if k not in seen:
+                    seen.add(k)
+                    columns.append(k)
+    same_columns = columns == list(style.get("columns") or [])
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=style.get("delimiter", ","), lineterminator=ds.newline)
+    parts: list[str] = []
+    if same_columns and ds._preamble:
+        parts.append(ds._preamble)
+    else:
+        writer.writerow(columns)
+        parts.append(buf.getvalue())
+    if not same_columns:
+        ds.style = dict(style, columns=columns,
+                        json_columns=[c for c in columns if ds.mapping.get(c, c) in JSON_COLUMNS])
+    sources: list = []
+    lines: list[int] = []
+    line = 1 + "".join(parts).count("\n")
+    last = len(ds.records) - 1
+    for i, r in enumerate(ds.records):
+        if r.broken:
+            chunk = r._source if r._source is not None and r.raw == _raw_text(r._source) else r.raw + ds.newline
+        elif same_columns and r._source is not None and not record_changed(r, ds):
+            chunk = r._source
+        else:
+            buf.seek(0)
+            buf.truncate()
+            data = r.peek()
+            writer.writerow([_csv_cell(data.get(c)) for c in columns])
+            chunk = buf.getvalue()
+        if isinstance(chunk, bytes):
+            chunk = chunk.decode("utf-8")
+        if i < last and not chunk.endswith(("\n", "\r")):
+            chunk += ds.newline
+        parts.append(chunk)
+        sources.append(chunk)
+        lines.append(line)
+        line += chunk.count("\n")
+        gap = ds._gaps.get(id(r))
+        if gap:
+            parts.append(gap)
+            line += gap.count("\n")
+    body = "".join(parts).encode("utf-8")
+    return (BOM + body if ds.bom else body), sources, lines
+
+
+# ---- Parquet
+
+
+def _read_parquet(path: Path, ds: DatasetFile) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"not a readable Parquet file: {e}", path=str(path)) from None
+    ds.style = {"columns": table.column_names}
+    # The source is the row as canonical JSON: enough to tell an edited record from an unedited one.
+    ds.records = [Record(row, i + 1, source=_dumps(row))
+                  for i, row in enumerate(_drop_nulls(table.to_pylist()))]
+    if not ds.records:
+        ds.errors.append(DataError("the file has no records", path=str(path)))
+
+
+def _drop_nulls(value: Any) -> Any:
+    # Arrow fills keys missing from some rows (or some turns) with null; a null means "absent".
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _parquet_bytes(ds: DatasetFile) -> tuple[bytes, None, None]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [r.peek() for r in ds.records if not r.broken]
+    columns: list[str] = list((ds.style or {}).get("columns") or [])
+    seen = set(columns)
+    for row in rows:
+        for k in row:
+            if k not in seen:
+                seen.add(k)
+                columns.append(k)
+    columns = [c for c in columns if any(c in row for row in rows)]
+    arrays = {}
+    for c in columns:
+        values = [row.get(c) for row in rows]
+        try:
+            arrays[c] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            kinds = sorted({_json_type(v) for v in values if v is not None})
+            raise DataError(f"column '{c}' mixes {', '.join(kinds)}, which Parquet can't hold in one "
+                            f"column ({e})", path=str(ds.path) if ds.path else None,
+                            hint="Make the field the same type in every record, or export to JSONL.") from None
+    buf = io.BytesIO()
+    pq.write_table(pa.table(arrays) if arrays else pa.table({}), buf)
+    return buf.getvalue(), None, None
+
+
+def _serialize(ds: DatasetFile, container: str) -> tuple[bytes, list | None, list[int] | None]:
+    """The file's bytes, plus each record's written text and start line (None for Parquet)."""
+    if container == RecordFormat.JSONL:
+        return _jsonl_bytes(ds)
+    if container == RecordFormat.JSON:
+        return _json_bytes(ds)
+    if container == RecordFormat.CSV:
+        return _csv_bytes(ds)
+    if container == RecordFormat.PARQUET:
+        return _parquet_bytes(ds)
+    raise DataError(f"unknown container {container!r}; allowed: {', '.join(RecordFormat.CONTAINERS)}")
+
+
+__all__ = ["load_dataset_file", "save_dataset_file", "export", "describe", "record_changed",
+           "ALPACA_FIELDS", "CONVERSATION_KEY", "Schema"]

@@ -1,0 +1,86 @@
+"""``finetune-studio data check``: human and JSON output, exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.data import cli_check
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def check(path, *, as_json=True, fmt="auto", seq_len=None, model=None) -> argparse.Namespace:
+    return argparse.Namespace(file=str(path), json=as_json, format=fmt, seq_len=seq_len, model=model)
+
+
+def test_json_report_lists_per_record_findings_and_exits_1_on_errors(capsys):
+    rc = cli_check(check(FIXTURES / "broken.jsonl", seq_len=64))
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert out["detected"] == "Alpaca JSONL, 5 records (2 broken), UTF-8, LF"
+    assert out["counts"]["records"] == 5 and out["counts"]["broken"] == 2 and out["counts"]["errors"] == 2
+    first = out["findings"][0]
+    assert first == {"index": 1, "line": 2, "rule": "broken-record", "severity": "error",
+                     "message": "not a valid record: line 2, column 34: Expecting ',' delimiter", "key": None}
+    assert set(out["stats"]) >= {"task_types", "languages", "diversity", "length", "duplicates"}
+    assert out["stats"]["length"]["seq_len"] == 64 and "per_record" not in out["stats"]["length"]
+
+
+def test_clean_file_exits_0(tmp_path, capsys):
+    path = tmp_path / "ok.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"Explain idea {i}", "output": f"Idea {i} is {i}."}) + "\n"
+                            for i in range(3)))
+    assert cli_check(check(path)) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["errors"] == 0
+
+
+@pytest.mark.parametrize("name", ["top_level_object.json", "nope.jsonl"])
+def test_unreadable_file_exits_2(name, capsys):
+    assert cli_check(check(FIXTURES / name)) == 2
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert err["kind"] == "data" and name in err["message"]
+    assert cli_check(check(FIXTURES / name, as_json=False)) == 2
+    assert name in capsys.readouterr().err
+
+
+def test_human_report_groups_findings_by_rule(capsys):
+    rc = cli_check(check(FIXTURES / "broken.jsonl", as_json=False, seq_len=4))
+    text = capsys.readouterr().out
+    assert rc == 1
+    path = str(FIXTURES / "broken.jsonl")
+    assert text.startswith(f"{path}: Alpaca JSONL, 5 records (2 broken), UTF-8, LF\n2 error(s), 3 warning(s)")
+    assert f"broken-record (error, 2)\n  {path}:2: [record 1] not a valid record: line 2, column 34" in text
+    assert "truncated (warning, 3)" in text
+    assert "Length (estimate" in text and "3 longer than seq_len 4" in text
+
+
+def test_format_option_and_model_tokenizer(capsys):
+    model = Path(__file__).resolve().parents[3] / "resources" / "demo" / "model"
+    rc = cli_check(check(FIXTURES / "messages.jsonl", fmt="messages", model=str(model), seq_len=10))
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["stats"]["format"] == "messages"
+    assert out["stats"]["length"]["method"].startswith("tokenizer") and out["stats"]["length"]["truncated"] == 2
+
+
+def test_through_the_real_cli(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "data", "check", str(FIXTURES / "broken.jsonl"),
+                           "--json"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[3])
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["counts"]["broken"] == 2
+
+
+def test_demo_dataset_checks_clean(capsys):
+    from engine.paths import demo_dataset_path
+
+    if not demo_dataset_path().exists():
+        pytest.skip("the demo dataset is not generated yet")
+    assert cli_check(check(demo_dataset_path(), seq_len=512)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["counts"]["errors"] == 0 and out["counts"]["records"] >= 300

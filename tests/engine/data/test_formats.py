@@ -1,0 +1,345 @@
+"""Reading and writing every format: round trips, auto-detection, malformed input, edits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.data import DatasetFile, Record, export, load_dataset_file, save_dataset_file
+from engine.errors import DataError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def copy(tmp_path: Path, name: str) -> Path:
+    dst = tmp_path / name
+    shutil.copy(FIXTURES / name, dst)
+    return dst
+
+
+# ---- Round trips
+
+
+@pytest.mark.parametrize("name", [
+    "alpaca_bom_crlf.jsonl", "alpaca_indent2.json", "compact_ascii.jsonl", "broken.jsonl",
+    "bad_utf8.jsonl", "broken_array.json", "sharegpt.json", "messages.jsonl", "odd_columns.csv",
+    "empty.jsonl",
+])
+def test_unedited_save_is_byte_identical(tmp_path, name):
+    path = copy(tmp_path, name)
+    before = path.read_bytes()
+    ds = load_dataset_file(path)
+    assert not ds.modified
+    save_dataset_file(ds)
+    assert path.read_bytes() == before
+    # Saving elsewhere writes the same bytes too.
+    other = save_dataset_file(ds, tmp_path / ("copy" + path.suffix))
+    assert other.read_bytes() == before
+
+
+def test_detects_bom_crlf_chinese_and_keeps_extra_fields(tmp_path):
+    ds = load_dataset_file(copy(tmp_path, "alpaca_bom_crlf.jsonl"))
+    assert (ds.format, ds.container, ds.bom, ds.newline) == ("alpaca", "jsonl", True, "\r\n")
+    assert ds.detected == "Alpaca JSONL, 3 records, UTF-8 with BOM, CRLF"
+    first = ds.records[0].data
+    assert list(first) == ["instruction", "input", "output", "task", "lang", "meta"]
+    assert first["instruction"] == "把这句话翻译成英文。"
+    assert first["meta"] == {"source": "annotator-3", "score": 4.5}
+    assert [r.line for r in ds.records] == [1, 2, 3]
+
+
+def test_edited_jsonl_line_is_rewritten_in_the_files_style_and_others_kept(tmp_path):
+    path = copy(tmp_path, "alpaca_bom_crlf.jsonl")
+    original = path.read_bytes().split(b"\r\n")
+    ds = load_dataset_file(path)
+    ds.records[1].data["output"] = "Cats nap ~16 h a day. 猫"
+    ds.records.append(ds.new_record({"instruction": "新的", "input": "", "output": "记录"}))
+    assert ds.modified
+    save_dataset_file(ds)
+    raw = path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    lines = raw.split(b"\r\n")
+    assert lines[0] == original[0] and lines[2] == original[2]
+    # The old last line had no line ending: a CRLF now separates it from the new record.
+    assert lines[3] == '{"instruction": "新的", "input": "", "output": "记录"}'.encode()
+    assert json.loads(lines[1])["output"] == "Cats nap ~16 h a day. 猫"
+    assert list(json.loads(lines[1])) == ["instruction", "input", "output", "task", "lang", "tags"]
+    again = load_dataset_file(path)
+    assert [r.data for r in again.records] == [r.data for r in ds.records]
+    assert not ds.modified and [r.line for r in ds.records] == [1, 2, 3, 4]
+
+
+def test_compact_ascii_style_is_kept_for_edited_lines(tmp_path):
+    path = copy(tmp_path, "compact_ascii.jsonl")
+    ds = load_dataset_file(path)
+    assert ds.style["separators"] == (",", ":") and ds.style["ensure_ascii"] is True
+    ds.records[0].data["output"] = "好天气"
+    save_dataset_file(ds)
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first == json.dumps(ds.records[0].data, separators=(",", ":"))
+    assert "\\u597d" in first
+
+
+def test_json_array_edit_keeps_indent_and_other_elements(tmp_path):
+    path = copy(tmp_path, "alpaca_indent2.json")
+    ds = load_dataset_file(path)
+    assert ds.style["indent"] == 2
+    ds.records[2].data["output"] = "11"
+    del ds.records[0]
+    save_dataset_file(ds)
+    expected = [r.data for r in ds.records]
+    text = path.read_text(encoding="utf-8")
+    assert text == json.dumps(expected, indent=2, ensure_ascii=False) + "\n"
+    starts = [n for n, line in enumerate(text.split("\n"), 1) if line == "  {"]
+    assert [r.line for r in ds.records] == starts
+
+
+def test_lazy_jsonl_records_are_not_parsed_until_touched(tmp_path):
+    path = tmp_path / "lazy.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(50)))
+    ds = load_dataset_file(path)
+    assert sum(r.materialized for r in ds.records[1:]) == 0  # only record 0 may be peeked for the format
+    assert ds.records[7].peek()["output"] == "a7"
+    assert not ds.records[7].materialized
+    ds.records[7].data["output"] = "changed"
+    assert ds.records[7].materialized and ds.modified
+
+
+@pytest.mark.parametrize("container,suffix", [("csv", ".csv"), ("parquet", ".parquet"), ("json", ".json"),
+                                              ("jsonl", ".jsonl")])
+@pytest.mark.parametrize("fmt", ["alpaca", "sharegpt", "messages"])
+def test_export_to_every_container_and_format_round_trips(tmp_path, container, suffix, fmt):
+    src = load_dataset_file(copy(tmp_path, "alpaca_bom_crlf.jsonl"))
+    out = export(src, tmp_path / f"out{suffix}", container, fmt)
+    back = load_dataset_file(out)
+    assert (back.container, back.format, len(back.records)) == (container, fmt, 3)
+    assert [r.messages() for r in back.records] == [r.messages() for r in src.records]
+    extras = back.records[0].data
+    if container == "csv":  # CSV cells are text; nested values come back as their JSON text
+        assert extras["task"] == "translation" and json.loads(extras["meta"])["score"] == 4.5
+    else:
+        assert extras["task"] == "translation" and extras["meta"] == {"source": "annotator-3", "score": 4.5}
+    # And the exported file itself saves back unchanged.
+    before = out.read_bytes()
+    save_dataset_file(back)
+    if container != "parquet":
+        assert out.read_bytes() == before
+    else:
+        assert [r.data for r in load_dataset_file(out).records] == [r.data for r in back.records]
+
+
+def test_alpaca_round_trip_through_sharegpt_keeps_fields(tmp_path):
+    src = load_dataset_file(copy(tmp_path, "alpaca_bom_crlf.jsonl"))
+    sg = load_dataset_file(export(src, tmp_path / "sg.jsonl", "jsonl", "sharegpt"))
+    assert sg.records[2].data["conversations"][0] == {"from": "system", "value": "You are terse."}
+    back = load_dataset_file(export(sg, tmp_path / "back.jsonl", "jsonl", "alpaca"))
+    for a, b in zip(src.records, back.records, strict=True):
+        a, b = a.data, b.data
+        # instruction + "\n" + input is one user turn; converting back puts it all in instruction.
+        assert b["output"] == a["output"] and b.get("history") == a.get("history")
+        assert b["task"] == a["task"] and b.get("system") == a.get("system")
+
+
+def test_csv_edit_keeps_other_rows_verbatim(tmp_path):
+    path = copy(tmp_path, "odd_columns.csv")
+    raw = path.read_bytes()
+    ds = load_dataset_file(path)
+    assert ds.mapping == {"prompt": "instruction", "completion": "output"}
+    ds.records[1].data["completion"] = "one, two, three"
+    save_dataset_file(ds)
+    text = path.read_bytes()
+    assert text.startswith(raw[: raw.index(b"\"Count")])  # BOM, header and the multi-line row kept
+    assert text.endswith(b'"Count, to three","one, two, three",counting\r\n')
+
+
+def test_parquet_round_trip_keeps_nested_data(tmp_path):
+    src = load_dataset_file(copy(tmp_path, "sharegpt.json"))
+    out = export(src, tmp_path / "x.parquet", "parquet", "sharegpt")
+    back = load_dataset_file(out)
+    assert [r.data for r in back.records] == [r.data for r in src.records]
+    assert back.detected == "ShareGPT PARQUET, 2 records"
+
+
+def test_parquet_mixed_column_types_are_a_clear_error(tmp_path):
+    ds = DatasetFile(records=[Record({"instruction": "a", "output": "x"}),
+                              Record({"instruction": "b", "output": 3})])
+    with pytest.raises(DataError, match="column 'output' mixes a number, a string"):
+        export(ds, tmp_path / "x.parquet", "parquet", "alpaca")
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+    path = copy(tmp_path, "messages.jsonl")
+    ds = load_dataset_file(path)
+    ds.records[0].data["messages"][2]["content"] = "Paris!"
+    save_dataset_file(ds)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messages.jsonl"]
+
+
+# ---- Detection
+
+
+def test_json_extension_with_jsonl_content_is_read_as_jsonl(tmp_path):
+    path = tmp_path / "lines.json"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"}\n')
+    ds = load_dataset_file(path)
+    assert ds.container == "jsonl" and len(ds.records) == 2
+
+
+@pytest.mark.parametrize("name,fmt,container", [
+    ("sharegpt.json", "sharegpt", "json"), ("messages.jsonl", "messages", "jsonl"),
+    ("alpaca_indent2.json", "alpaca", "json"), ("odd_columns.csv", "alpaca", "csv"),
+])
+def test_auto_detects_format(tmp_path, name, fmt, container):
+    ds = load_dataset_file(copy(tmp_path, name))
+    assert (ds.format, ds.container) == (fmt, container)
+
+
+def test_sharegpt_roles_are_mapped():
+    ds = load_dataset_file(FIXTURES / "sharegpt.json")
+    roles = [m["role"] for m in ds.records[1].messages()]
+    assert roles == ["system", "user", "assistant", "tool", "assistant"]
+
+
+def test_mapping_renames_keys_and_roles_for_odd_files():
+    with pytest.raises(DataError, match="can't tell the record format.*dialog"):
+        load_dataset_file(FIXTURES / "odd_roles.jsonl")
+    ds = load_dataset_file(FIXTURES / "odd_roles.jsonl", mapping={
+        "dialog": "conversations", "speaker": "from", "text": "value", "customer": "human", "agent": "gpt"})
+    assert ds.format == "sharegpt"
+    assert ds.records[0].messages() == [{"role": "user", "content": "Where is my order?"},
+                                        {"role": "assistant", "content": "On its way."}]
+    assert "dialog" in ds.records[0].data  # data keeps the file's own names
+
+
+def test_forced_format_and_unknown_format():
+    ds = load_dataset_file(FIXTURES / "messages.jsonl", "messages")
+    assert ds.format == "messages"
+    with pytest.raises(DataError, match="unknown dataset format 'yaml'; allowed: auto"):
+        load_dataset_file(FIXTURES / "messages.jsonl", "yaml")
+
+
+# ---- Malformed input
+
+
+def test_broken_lines_are_kept_with_line_column_and_reason(tmp_path):
+    path = copy(tmp_path, "broken.jsonl")
+    ds = load_dataset_file(path)
+    assert len(ds.records) == 5 and ds.broken_indices() == [1, 3]
+    bad = ds.records[1]
+    assert bad.broken and bad.line == 2 and bad.column == 34
+    assert bad.error == "line 2, column 34: Expecting ',' delimiter"
+    assert bad.raw == '{"instruction": "b", "input": "" "output": "B"}'
+    assert ds.records[3].error == "line 5, column 1: expected a record object {...}, got a list"
+    assert [r.data["output"] for r in ds.records if not r.broken] == ["A", "C", "D"]
+    assert [r.line for r in ds.records] == [1, 2, 4, 5, 6]
+    assert [(e.line, e.column) for e in ds.errors] == [(2, 34), (5, 1)]
+    assert str(ds.errors[0]) == f"{path}:2:34: Expecting ',' delimiter"
+    with pytest.raises(DataError, match=r"broken.jsonl:2:34"):
+        ds.check_trainable()
+
+
+def test_broken_record_is_fixed_in_place_and_written_back(tmp_path):
+    path = copy(tmp_path, "broken.jsonl")
+    ds = load_dataset_file(path)
+    ds.records[0].data["output"] = "AA"  # an edit elsewhere must not drop the broken lines
+    save_dataset_file(ds)
+    text = path.read_text()
+    assert '{"instruction": "b", "input": "" "output": "B"}\n' in text and '["not", "an", "object"]\n' in text
+    assert not ds.records[1].fix('{"instruction": "b", "output": "B"')
+    assert ds.records[1].broken and "line 1, column 35" in ds.records[1].error
+    assert ds.records[1].fix('{"instruction": "b", "input": "", "output": "B"}')
+    assert not ds.records[1].broken and ds.records[1].data["output"] == "B"
+    save_dataset_file(ds)
+    again = load_dataset_file(path)
+    assert again.broken_indices() == [3]
+    assert again.records[1].data == {"instruction": "b", "input": "", "output": "B"}
+
+
+def test_invalid_utf8_line_is_broken_not_fatal():
+    ds = load_dataset_file(FIXTURES / "bad_utf8.jsonl")
+    assert ds.records[0].data["output"] == "fine"
+    assert ds.records[1].broken and "invalid UTF-8 byte 0xe9" in ds.records[1].error
+
+
+def test_broken_element_in_json_array(tmp_path):
+    ds = load_dataset_file(copy(tmp_path, "broken_array.json"))
+    assert [r.broken for r in ds.records] == [False, True, False]
+    assert ds.records[1].line == 6 and ds.records[1].error == "line 9, column 5: Expecting ',' delimiter"
+    assert ds.records[2].data["output"] == "3"
+    assert (ds.errors[0].line, ds.errors[0].column) == (9, 5)
+
+
+@pytest.mark.parametrize("name", ["empty.jsonl", "whitespace_only.json"])
+def test_empty_file_is_a_clear_error(name):
+    ds = load_dataset_file(FIXTURES / name)
+    assert ds.records == [] and "empty" in ds.errors[0].message
+    with pytest.raises(DataError, match="no records"):
+        ds.check_trainable()
+
+
+def test_empty_csv(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text("")
+    assert "empty" in load_dataset_file(path).errors[0].message
+
+
+@pytest.mark.parametrize("name,what", [("top_level_object.json", "an object"),
+                                       ("top_level_string.json", "a string")])
+def test_wrong_top_level_type_names_the_file(name, what):
+    with pytest.raises(DataError) as e:
+        load_dataset_file(FIXTURES / name)
+    assert f"{name}:1:1: the top-level JSON value is {what}, expected a list of records" in str(e.value)
+    if name == "top_level_object.json":
+        assert "under 'data'" in e.value.hint
+
+
+def test_wrong_field_type_is_reported_by_messages():
+    r = Record({"instruction": "x", "output": 3}, 7)
+    with pytest.raises(DataError, match="record at line 7: 'output' is a number, expected text"):
+        r.messages()
+
+
+def test_csv_row_with_wrong_field_count_is_broken(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"instruction,output\na,b\nc,d,e\nf,g\n")
+    ds = load_dataset_file(path)
+    assert ds.broken_indices() == [1]
+    assert ds.records[1].error == "line 3, column 1: the row has 3 fields, the header has 2"
+    ds.records[0].data["output"] = "B"
+    save_dataset_file(ds)
+    assert path.read_bytes() == b"instruction,output\na,B\nc,d,e\nf,g\n"
+
+
+def test_missing_and_unreadable_files():
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset_file(FIXTURES / "nope.jsonl")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        load_dataset_file(FIXTURES / "broken.jsonl", "parquet")
+
+
+def test_export_refuses_broken_records(tmp_path):
+    ds = load_dataset_file(FIXTURES / "broken.jsonl")
+    with pytest.raises(DataError, match="2 broken record.*line 2"):
+        export(ds, tmp_path / "x.parquet")
+
+
+def test_demo_dataset_loads(small_dataset):
+    ds = load_dataset_file(small_dataset)
+    assert ds.format == "alpaca" and len(ds.records) == 64 and not ds.errors
+
+
+def test_new_records_and_iter_messages(tmp_path):
+    ds = load_dataset_file(copy(tmp_path, "sharegpt.json"))
+    blank = ds.new_record()
+    assert blank.data == {"conversations": []} and blank.line is None and blank.schema is ds.schema
+    ds.records.insert(0, ds.new_record({"conversations": [{"from": "human", "value": "Q"},
+                                                          {"from": "gpt", "value": "A"}]}))
+    got = [(i, msgs[-1]["content"]) for i, _, msgs in ds.iter_messages()]
+    assert got == [(0, "A"), (1, "4"), (2, "18 °C in Paris.")]
+    save_dataset_file(ds)
+    again = load_dataset_file(ds.path)
+    assert [r.data for r in again.records] == [r.data for r in ds.records]
+    assert again.style["indent"] == 2 and [r.line for r in again.records] == [r.line for r in ds.records]

@@ -1,0 +1,250 @@
+"""Each lint rule on a small crafted dataset, the statistics, and the demo dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.data import load_dataset_file
+from engine.data.lint import approx_tokens, detect_language, infer_task, lint, normalize
+from engine.paths import demo_dataset_path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def make(tmp_path: Path, records: list, name: str = "d.jsonl", fmt: str = "auto"):
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
+                            for r in records), encoding="utf-8")
+    return load_dataset_file(path, fmt)
+
+
+def rules(report, rule: str) -> list[tuple[int | None, int | None, str]]:
+    return [(f.index, f.line, f.severity) for f in report.findings if f.rule == rule]
+
+
+def varied(n: int) -> list[dict]:
+    """n distinct, clean records spread over task types and leading verbs."""
+    verbs = ["Explain", "Summarize", "Translate", "Classify", "Write", "List", "Describe", "Compare"]
+    return [{"instruction": f"{verbs[i % len(verbs)]} topic number {i} in detail {'x' * (i % 7)}",
+             "input": "", "output": f"Answer {i}: " + " ".join(f"w{i}_{k}" for k in range(8))}
+            for i in range(n)]
+
+
+def test_clean_dataset_has_no_findings_but_stats(tmp_path):
+    report = lint(make(tmp_path, varied(12)))
+    assert [f for f in report.findings if f.severity != "info"] == []
+    s = report.stats
+    assert s["records"] == 12 and s["duplicates"] == {"exact": 0, "near": 0, "conflicting": 0}
+    assert s["diversity"]["distinct_instruction_ratio"] == 1.0
+    assert s["length"]["histogram"]["counts"] and sum(s["length"]["histogram"]["counts"]) == 12
+    json.dumps(report.to_dict())  # plain values only
+
+
+def test_broken_record_and_empty_file(tmp_path):
+    report = lint(make(tmp_path, ['{"instruction": "a", "output": "b"}', '{"instruction": oops}']))
+    assert rules(report, "broken-record") == [(1, 2, "error")]
+    assert "line 2, column 17: Expecting value" in report.findings[0].message
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("")
+    report = lint(load_dataset_file(empty))
+    assert rules(report, "empty-file") == [(None, None, "error")] and report.has_errors
+
+
+def test_wrong_field_types_name_record_and_key(tmp_path):
+    report = lint(make(tmp_path, [
+        {"instruction": "a", "output": 42},
+        {"instruction": "b", "output": ["x", "y"]},
+        {"instruction": "c", "output": "ok", "history": [["only one"]]},
+        {"instruction": {"nested": 1}, "output": "ok"},
+    ]))
+    found = [(f.index, f.line, f.key, f.message) for f in report.findings if f.rule == "wrong-type"]
+    assert found == [
+        (0, 1, "output", "'output' is a number, expected text"),
+        (1, 2, "output", "'output' is a list, expected text"),
+        (2, 3, "history", "history[0] is not an [instruction, answer] pair of texts"),
+        (3, 4, "instruction", "'instruction' is an object, expected text"),
+    ]
+
+
+def test_missing_and_empty_fields(tmp_path):
+    report = lint(make(tmp_path, [
+        {"instruction": "no output here"},
+        {"instruction": "   ", "input": "", "output": "x"},
+        {"instruction": "q", "input": "  ", "output": ""},
+        {"instruction": "fine", "input": "", "output": "fine"},
+    ]))
+    assert rules(report, "missing-field") == [(0, 1, "error")]
+    assert sorted(rules(report, "empty-field")) == [(1, 2, "error"), (2, 3, "error"), (2, 3, "warning")]
+    messages = {f.message for f in report.findings if f.rule == "empty-field"}
+    assert "'instruction' is only whitespace" in messages and "'output' is empty" in messages
+
+
+def test_chat_rules(tmp_path):
+    report = lint(make(tmp_path, [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {"messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [{"role": "narrator", "content": "x"}, {"role": "assistant", "content": "y"}]},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                      {"role": "user", "content": "c"}]},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 5}]},
+        {"messages": "not a list"},
+    ]))
+    assert rules(report, "missing-field") == [(1, 2, "error")]
+    assert rules(report, "unknown-role") == [(2, 3, "error")]
+    assert "'narrator'" in report.for_record(2)[0].message
+    assert rules(report, "turn-order") == [(3, 4, "warning")]
+    assert rules(report, "wrong-type") == [(4, 5, "error"), (5, 6, "error")]
+
+
+def test_exact_duplicates_after_normalising(tmp_path):
+    base = varied(10)
+    dup = {"instruction": base[3]["instruction"].upper() + "  !!", "input": "",
+           "output": base[3]["output"].replace(" ", "   ") + "."}
+    report = lint(make(tmp_path, [*base, dup]))
+    assert rules(report, "duplicate") == [(10, 11, "warning")]
+    assert "record 3 (line 4)" in report.for_record(10)[0].message
+
+
+def test_near_duplicates_and_conflicting_outputs(tmp_path):
+    text = ("The city council approved a new budget on Monday that adds funding for parks, libraries "
+            "and road repairs over the next two years, officials said.")
+    records = varied(8) + [
+        {"instruction": "Summarize.", "input": text, "output": "More money for parks, libraries and roads."},
+        {"instruction": "Summarize.", "input": text.replace("Monday", "Tuesday"),
+         "output": "More money for parks, libraries and roads."},
+        {"instruction": "Summarize.", "input": text, "output": "The council cut the budget."},
+    ]
+    report = lint(make(tmp_path, records))
+    assert rules(report, "near-duplicate") == [(9, 10, "warning")]
+    assert "record 8 (line 9)" in report.for_record(9)[0].message
+    assert rules(report, "conflicting-output") == [(10, 11, "warning")]
+
+
+def test_near_duplicates_in_chinese(tmp_path):
+    text = "今天市议会通过了新的预算，增加了公园、图书馆和道路维修的资金，官员们表示这将持续两年时间。"
+    records = [{"instruction": "总结这段话。", "input": text, "output": "预算增加了公园和道路的资金。"},
+               {"instruction": "总结这段话。", "input": text.replace("今天", "昨天"),
+                "output": "预算增加了公园和道路的资金。"},
+               {"instruction": "翻译成英文。", "input": "我喜欢猫。", "output": "I like cats."}]
+    report = lint(make(tmp_path, records))
+    assert rules(report, "near-duplicate") == [(1, 2, "warning")]
+
+
+def test_output_format_within_a_task(tmp_path):
+    records = [{"instruction": f"Extract the name from text {i}.", "input": f"Ann{i} met Bob.",
+                "output": json.dumps({"name": f"Ann{i}"}), "task": "extraction"} for i in range(6)]
+    records.append({"instruction": "Extract the name.", "input": "Cy met Di.", "output": '{"name": "Cy",}',
+                    "task": "extraction"})
+    records.append({"instruction": "Extract the name.", "input": "Ed met Fa.", "output": "Ed",
+                    "task": "extraction"})
+    records.append({"instruction": "Say hi", "input": "", "output": "hi", "task": "chat"})
+    report = lint(make(tmp_path, records))
+    assert rules(report, "output-format") == [(6, 7, "error"), (7, 8, "warning")]
+    assert "not valid JSON (line 1, column 15: Expecting property name" in report.for_record(6)[0].message
+    assert "6 of 8 'extraction' outputs are JSON" in report.for_record(7)[0].message
+
+
+def test_label_spellings_in_classification(tmp_path):
+    labels = ["positive"] * 5 + ["negative"] * 4 + ["Positive", "pos", "Negative."]
+    records = [{"instruction": f"What is the sentiment of review {i}?", "input": f"review text {i}",
+                "output": lab, "task": "classification"} for i, lab in enumerate(labels)]
+    report = lint(make(tmp_path, records))
+    flagged = {report.findings[k].index for k, f in enumerate(report.findings) if f.rule == "label-spelling"}
+    assert flagged == {9, 10, 11}
+    msg = report.for_record(10)[0].message
+    assert "'pos'" in msg and "use 'positive'" in msg
+
+
+def test_balance_from_tag_field_and_inferred(tmp_path):
+    tagged = [dict(r, task="qa" if i < 7 else "code") for i, r in enumerate(varied(10))]
+    report = lint(make(tmp_path, tagged, "t.jsonl"))
+    assert rules(report, "balance") == [(None, None, "warning")]
+    assert report.stats["task_types"]["shares"] == {"qa": 0.7, "code": 0.3}
+    assert report.stats["task_types"]["source"] == "tag field"
+    untagged = [{"instruction": f"Translate sentence {i} into French.", "input": "", "output": f"phrase {i}"}
+                for i in range(6)] + [{"instruction": f"请总结第{i}段。", "input": "", "output": f"摘要{i}"}
+                                      for i in range(5)]
+    report = lint(make(tmp_path, untagged, "u.jsonl"))
+    assert report.stats["task_types"]["counts"] == {"translation": 6, "summarization": 5}
+    assert rules(report, "balance") == [(None, None, "warning")]  # 55% translation
+
+
+@pytest.mark.parametrize("text,task", [
+    ("Translate this question into English", "translation"), ("把下面的句子翻译成中文", "translation"),
+    ("Summarize the article", "summarization"), ("请概括这段话的主要内容", "summarization"),
+    ("Classify the sentiment of the review", "classification"), ("判断这条评论的情感", "classification"),
+    ("Extract all dates", "extraction"), ("Write a Python function that reverses a list", "code"),
+    ("Calculate 15% of 80", "math"), ("Rewrite this sentence to be more formal", "rewriting"),
+    ("Write a haiku about rain", "generation"), ("写一首关于春天的诗", "generation"),
+    ("Why is the sky blue?", "qa"), ("地球为什么是圆的？", "qa"), ("Hello there", "other"),
+])
+def test_task_keyword_table(text, task):
+    assert infer_task(text) == task
+
+
+def test_languages_and_language_tags(tmp_path):
+    records = varied(6) + [{"instruction": "解释一下光合作用。", "input": "", "output": "植物利用阳光制造养分。",
+                            "lang": "zh"},
+                           {"instruction": "用一句话介绍北京。", "input": "", "output": "北京是中国的首都。",
+                            "lang": "en"}]
+    report = lint(make(tmp_path, records))
+    assert report.stats["languages"]["counts"] == {"en": 6, "zh": 2}
+    assert rules(report, "language-mix") == [(None, None, "info")]
+    assert rules(report, "language-tag") == [(7, 8, "warning")]
+    assert detect_language("Привет, как дела?") == "other"
+    assert detect_language("Use the pandas 库 to 读取 CSV 文件，然后统计每一列的缺失值。") == "zh"
+
+
+def test_low_diversity(tmp_path):
+    records = [{"instruction": "Summarize the text.", "input": f"Text number {i} about topic {i * 7}.",
+                "output": f"Topic {i * 7}."} for i in range(12)]
+    report = lint(make(tmp_path, records))
+    msgs = [f.message for f in report.findings if f.rule == "diversity"]
+    assert len(msgs) == 2
+    assert msgs[0].startswith("only 1 distinct instructions for 12 records (8%)")
+    assert "100% of the instructions start with 'summarize'" in msgs[1]
+    assert report.stats["diversity"]["leading_words"]["top"][0] == ("summarize", 12)
+
+
+def test_length_estimate_and_truncation(tmp_path):
+    records = [{"instruction": "Short?", "input": "", "output": "Yes."},
+               {"instruction": "Long one", "input": "", "output": "word " * 400},
+               {"instruction": "长的", "input": "", "output": "字" * 300}]
+    report = lint(make(tmp_path, records), seq_len=128)
+    assert rules(report, "truncated") == [(1, 2, "warning"), (2, 3, "warning")]
+    ln = report.stats["length"]
+    assert ln["truncated"] == 2 and ln["seq_len"] == 128 and "estimate" in ln["method"]
+    assert approx_tokens(["word " * 400]) == 504  # 2000 chars / 4 + 4 for the message
+    assert approx_tokens(["字" * 300]) == 204      # 300 Han / 1.5 + 4
+    assert report.stats["length"]["per_record"][1] == approx_tokens(["Long one", "word " * 400])
+
+
+def test_length_with_tokenizer_matches_the_trainers_rendering(tmp_path):
+    from transformers import AutoTokenizer
+
+    from engine.data.tokenize import render_record
+
+    tok = AutoTokenizer.from_pretrained(REPO / "resources" / "demo" / "model")
+    ds = make(tmp_path, varied(4))
+    report = lint(ds, tokenizer=tok, seq_len=8)
+    per = report.stats["length"]["per_record"]
+    for i, r in enumerate(ds.records):
+        assert per[i] == len(render_record(r.messages(), tok, "auto")["input_ids"])
+    assert report.stats["length"]["truncated"] == 4 and "tokenizer" in report.stats["length"]["method"]
+
+
+def test_normalize():
+    assert normalize("  Hello,   WORLD!! ") == "hello world"
+    assert normalize("你好，世界！") == "你好 世界"
+
+
+def test_demo_dataset_lints_without_errors():
+    path = demo_dataset_path()
+    if not path.exists():
+        pytest.skip("the demo dataset is not generated yet")
+    report = lint(load_dataset_file(path), seq_len=512)
+    assert not report.has_errors, [f for f in report.findings if f.severity == "error"][:5]
+    assert report.counts["records"] >= 300
