@@ -1,0 +1,764 @@
+"""Generation with one base model and many adapters: the worker process and its client.
+
+The base loads once; adapters load next to it under names (PEFT ``load_adapter``) and
+are switched with ``set_adapter``, which only flips which low-rank weights the forward
+pass reads, so it takes milliseconds. The base's own answer runs inside
+``disable_adapter()``. Prompts go through the tokenizer's chat template, or the Alpaca
+prompt that training uses for tokenizers without one (``engine.data.tokenize``).
+
+Three ways in:
+
+- :class:`Generator`: the in-process core (the CLI and tests use it).
+- ``python -m engine.generate --base M [--load_in auto|fp32|bf16|fp16|int8|nf4]
+  [--device auto|cpu|cuda] [--trust_remote_code] [--allow_pickle]``: the worker process.
+  It speaks the JSON-lines protocol of :mod:`engine.events`: events on stdout, commands
+  on stdin. Like training, generation runs in a child process so the GUI never holds a
+  model (../shared/notes/engineering.md).
+- :class:`GenerationClient`: starts the worker, sends commands, iterates its events. The
+  GUI's QThread wraps it.
+
+Worker commands (one JSON object per line on stdin)::
+
+    {"cmd": "load_adapter", "path": DIR, "name": NAME?}   -> LOADED (or ERROR), READY
+    {"cmd": "unload", "name": NAME}                       -> LOADED (or ERROR), READY
+    {"cmd": "generate", "request": ID, "prompt": TEXT, "system": TEXT?,
+     "adapters": [BASE or NAME, ...], "settings": {max_new_tokens, temperature,
+     top_p, repetition_penalty, seed}}                   -> per adapter: TOKEN..., GENERATED
+                                                             (or ERROR with "adapter"); READY
+    {"cmd": "stop"}     ends the current generate request after the current token
+    {"cmd": "quit"}     -> FINISHED, exit 0 (closing stdin does the same)
+
+Events: ``loaded`` {base, base_path, adapters: {name: path}, adapter?, load_s, device,
+dtype, load_in, base_loads, base_id}, ``token`` {request, adapter, text}, ``generated``
+{request, adapter, text, tokens, prompt_tokens, time_s, tokens_per_s, switch_s, stopped},
+``error`` (a StudioError's dict, plus request/adapter/cmd), ``ready`` {cmd, request}.
+``base_loads`` counts how often the base weights were read (it stays 1) and ``base_id``
+is the base model object's id, so a client can check that switching never reloads.
+
+CLI: ``finetune-studio generate`` -> :func:`cli_generate` (arguments in its docstring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import IO, Any
+
+from engine.errors import ConfigError, ModelError, OutOfMemory, StudioError
+from engine.events import ERROR, FINISHED, GENERATED, LOADED, LOG, READY, TOKEN, Event, EventWriter
+
+# The base model's column name. Adapter names are sanitised to [A-Za-z0-9_-], so it can't clash.
+BASE = "(base)"
+LOAD_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8", "nf4")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+# ---------------------------------------------------------------------------- Settings
+@dataclass
+class GenerationSettings:
+    """The usual sampling knobs. ``temperature`` 0 means greedy decoding (``do_sample=False``).
+
+    Attributes:
+        max_new_tokens: Tokens to generate at most (1..32768).
+        temperature: Softmax temperature; 0 = greedy (0..5).
+        top_p: Nucleus sampling mass (0 < top_p <= 1); ignored when greedy.
+        repetition_penalty: >1 discourages repeats (CTRL paper, arXiv 1909.05858); 1 = off.
+        seed: Seeds sampling before each answer, so every column gets the same random
+            stream (None: not reseeded).
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = 0
+
+    BOUNDS = {"max_new_tokens": (1, 32768), "temperature": (0.0, 5.0), "top_p": (0.0, 1.0),
+              "repetition_penalty": (0.5, 5.0)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> GenerationSettings:
+        """Build and validate settings from plain values.
+
+        Raises:
+            ConfigError: an unknown key, a wrong type or a value out of range (key named).
+        """
+        data = dict(data or {})
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown generation setting '{unknown[0]}'; allowed: {', '.join(sorted(names))}",
+                              key=unknown[0])
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            if key == "seed" and raw is None:
+                values[key] = None
+                continue
+            kind = int if key in ("max_new_tokens", "seed") else float
+            try:
+                if isinstance(raw, bool) or (kind is int and isinstance(raw, float) and not raw.is_integer()):
+                    raise ValueError
+                values[key] = kind(raw)
+            except (TypeError, ValueError):
+                raise ConfigError(f"generation setting '{key}' must be {'an integer' if kind is int else 'a number'}"
+                                  f"; got {raw!r}", key=key) from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for key, (lo, hi) in self.BOUNDS.items():
+            v = getattr(self, key)
+            if not lo <= v <= hi or (key == "top_p" and v == 0):
+                rng = f"(0, {hi}]" if key == "top_p" else f"[{lo}, {hi}]"
+                raise ConfigError(f"generation setting '{key}' must be in {rng}; got {v}", key=key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "BOUNDS"}
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class GenerationResult:
+    """One answer: its text and how fast it came."""
+
+    adapter: str
+    text: str
+    tokens: int
+    prompt_tokens: int
+    time_s: float
+    tokens_per_s: float
+    switch_s: float
+    stopped: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------- Loading
+def _precision_config(base: str, load_in: str, device: str, trust_remote_code: bool, allow_pickle: bool):
+    """A RunConfig carrying just the loading choices, so generation loads exactly like training."""
+    from engine.config import RunConfig
+    from engine.precision import check_environment, detect_environment
+
+    env = detect_environment()
+    if load_in == "auto":
+        on_gpu = env.cuda and device != "cpu"
+        load_in = ("bf16" if env.bf16_supported else "fp16") if on_gpu else "fp32"
+    if load_in not in LOAD_CHOICES:
+        raise ConfigError(f"load_in must be one of {', '.join(LOAD_CHOICES)}; got {load_in!r}", key="load_in")
+    if device not in DEVICE_CHOICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICE_CHOICES)}; got {device!r}", key="device")
+    # mixed_precision only picks the compute dtype of quantized layers here; fp16 AMP is
+    # refused on the CPU by the training rules, so plain fp16 weights say "no".
+    if load_in in ("int8", "nf4"):
+        mixed = "bf16" if env.bf16_supported else "fp16"
+    elif load_in == "bf16":
+        mixed = "bf16"
+    else:
+        mixed = "no"
+    cfg = RunConfig.from_dict({"model": base, "load_in": load_in, "mixed_precision": mixed, "device": device,
+                               "method": "lora", "trust_remote_code": trust_remote_code,
+                               "allow_pickle": allow_pickle})
+    check_environment(cfg, env)
+    return cfg, env
+
+
+class Generator:
+    """One base model with named adapters, generating one answer at a time.
+
+    Args:
+        base: ``demo``, a model folder or a cached hub id (never downloaded).
+        load_in: ``auto`` (bf16/fp16 on a GPU, fp32 on the CPU), ``fp32``, ``bf16``,
+            ``fp16``, or ``int8``/``nf4`` (bitsandbytes; CUDA only).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        trust_remote_code: Run the model's own code (off unless asked).
+        allow_pickle: Allow pickle weights for the base and adapters.
+
+    Raises:
+        ModelError: the model can't be found or loaded safely.
+        ConfigErrors: the precision can't work on this machine (e.g. nf4 without CUDA).
+    """
+
+    def __init__(self, base: str, *, load_in: str = "auto", device: str = "auto",
+                 trust_remote_code: bool = False, allow_pickle: bool = False):
+        from engine.models import resolve_model_path
+
+        self.base_ref = base
+        self.base_path = resolve_model_path(base)
+        self.trust_remote_code = trust_remote_code
+        self.allow_pickle = allow_pickle
+        self.cfg, self.env = _precision_config(base, load_in, device, trust_remote_code, allow_pickle)
+        self.load_in = self.cfg.load_in
+        self.base_loads = 0
+        self.adapters: dict[str, Path] = {}
+        self.peft_type: str | None = None
+        self.peft = None  # the PeftModel wrapping self.model once an adapter is loaded
+        self.active: str | None = None
+        t0 = time.perf_counter()
+        self.model = self._load_base()
+        self.tokenizer = self._load_tokenizer()
+        self.load_s = time.perf_counter() - t0
+
+    # ---- Public API
+    def describe(self) -> dict[str, Any]:
+        """Plain values about the loaded state, for the LOADED event."""
+        param = next(self.model.parameters())
+        return {"base": self.base_ref, "base_path": str(self.base_path),
+                "adapters": {n: str(p) for n, p in self.adapters.items()}, "load_s": round(self.load_s, 3),
+                "device": str(param.device), "dtype": str(param.dtype).replace("torch.", ""),
+                "load_in": self.load_in,
+                "base_loads": self.base_loads, "base_id": id(self.model),
+                "chat_template": bool(getattr(self.tokenizer, "chat_template", None))}
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> str:
+        """Load an adapter next to the others, checking that it fits the base first.
+
+        Args:
+            path: The adapter folder (or any reference :func:`engine.adapters.resolve_adapter` takes).
+            name: Its name for :meth:`generate`; default: the run or folder name.
+
+        Returns:
+            The name it was loaded under. Loading a folder that is already loaded returns
+            its existing name.
+
+        Raises:
+            ModelError: not a PEFT adapter, trained on a different base, a different
+                adapter type than those loaded, or pickle weights without consent.
+        """
+        from peft import PeftModel
+
+        from engine.adapters import (
+            adapter_name,
+            check_adapter_fits,
+            read_card,
+            require_base_match,
+            resolve_adapter,
+        )
+        from engine.models import check_weights_safe
+
+        folder = resolve_adapter(path)
+        for n, p in self.adapters.items():
+            if p == folder:
+                return n
+        card = read_card(folder)
+        if not card.loadable:
+            raise ModelError(f"adapter '{card.name}' can't be loaded: {card.problem}")
+        check_weights_safe(folder, self.allow_pickle)
+        require_base_match(folder, self.base_path)
+        problems = check_adapter_fits(folder, self.peft or self.model)
+        if problems:
+            raise ModelError(f"adapter '{card.name}' doesn't fit the base '{self.base_ref}': "
+                             + "; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4
+                                                          else ""),
+                             hint="It was trained on a model of another size or architecture; load that base.")
+        if self.peft_type is not None and card.peft_type != self.peft_type:
+            raise ModelError(f"adapter '{card.name}' is {card.peft_type} but the loaded adapters are "
+                             f"{self.peft_type}; one base holds one adapter type at a time",
+                             hint="Unload the others first, or compare them in two sessions.")
+        if name is not None:
+            # PEFT keeps adapters in nn.ModuleDicts, whose keys can't contain dots.
+            if name in self.adapters or name == BASE or not name.replace("-", "_").isidentifier():
+                raise ConfigError(f"adapter name {name!r} is taken or not a plain identifier", key="name")
+        else:
+            name = adapter_name(card, set(self.adapters))
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+            self.peft.eval()
+        else:
+            self.peft.load_adapter(str(folder), adapter_name=name)
+        self.adapters[name] = folder
+        self.peft_type = card.peft_type
+        self._switch(name)
+        return name
+
+    def unload(self, name: str) -> None:
+        """Remove one adapter; the base stays loaded.
+
+        Raises:
+            ModelError: no adapter of that name is loaded.
+        """
+        if name not in self.adapters:
+            raise ModelError(f"no adapter named {name!r} is loaded; loaded: {', '.join(self.adapters) or 'none'}")
+        assert self.peft is not None
+        if len(self.adapters) == 1:
+            # Take the adapter layers out of the base in place, so the same base object is reused.
+            inner = self.peft.base_model
+            if hasattr(inner, "unload"):
+                inner.unload()
+            self.peft = None
+            self.peft_type = None
+            self.active = None
+        else:
+            import warnings
+
+            with warnings.catch_warnings():
+                # PEFT warns that it moved the active adapter; we track it ourselves.
+                warnings.simplefilter("ignore", UserWarning)
+                self.peft.delete_adapter(name)
+            self.active = self.peft.active_adapter
+        del self.adapters[name]
+
+    def prompt_ids(self, prompt: str, system: str | None = None) -> list[int]:
+        """Token ids of the prompt with the generation prompt appended (chat template or Alpaca)."""
+        # The same rendering as training (engine.data.tokenize), so adapters see the format they learnt.
+        from engine.data.tokenize import _render_ids, uses_chat_template
+
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        chat = uses_chat_template(self.tokenizer, "auto")
+        return list(_render_ids(self.tokenizer, messages, len(messages), True, chat))
+
+    def generate(self, prompt: str, adapter: str = BASE, settings: GenerationSettings | None = None, *,
+                 system: str | None = None, on_text: Callable[[str], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> GenerationResult:
+        """Answer ``prompt`` with the base (``BASE``) or a loaded adapter.
+
+        Args:
+            prompt: The user message.
+            adapter: ``BASE`` or the name of a loaded adapter.
+            settings: Sampling settings (default: greedy, 128 tokens).
+            system: An optional system message.
+            on_text: Called with each streamed piece of text.
+            should_stop: Polled after every token; True ends the answer early.
+
+        Raises:
+            ModelError: unknown adapter name.
+            OutOfMemory: the GPU ran out of memory.
+        """
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+        settings = settings or GenerationSettings()
+        t_switch = time.perf_counter()
+        if adapter != BASE:
+            if adapter not in self.adapters:
+                raise ModelError(f"no adapter named {adapter!r} is loaded; loaded: "
+                                 f"{', '.join(self.adapters) or 'none'}")
+            self._switch(adapter)
+        switch_s = time.perf_counter() - t_switch
+
+        ids = self.prompt_ids(prompt, system)
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([ids], device=device)
+        stopped = {"flag": False}
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                hit = bool(should_stop and should_stop())
+                stopped["flag"] = stopped["flag"] or hit
+                return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
+
+        class _Stream(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text and on_text is not None:
+                    on_text(text)
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": settings.max_new_tokens, "do_sample": not settings.greedy,
+            "repetition_penalty": settings.repetition_penalty,
+            "pad_token_id": self.tokenizer.pad_token_id, "stopping_criteria": StoppingCriteriaList([_Stop()]),
+            "streamer": _Stream(self.tokenizer, skip_prompt=True, skip_special_tokens=True),
+        }
+        if not settings.greedy:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+        else:
+            # The model's generation_config may carry sampling defaults; greedy must not warn about them.
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        eos = self._eos_ids()
+        if eos:
+            kwargs["eos_token_id"] = eos
+        model = self.peft if (self.peft is not None) else self.model
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                if adapter == BASE and self.peft is not None:
+                    with self.peft.disable_adapter():
+                        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                             **kwargs)
+                else:
+                    out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise OutOfMemory(f"the GPU ran out of memory generating {settings.max_new_tokens} tokens "
+                              f"with '{adapter}'", hint="Lower max_new_tokens, or load the base in nf4.") from None
+        elapsed = time.perf_counter() - t0
+        new = out[0, len(ids):].tolist()
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return GenerationResult(adapter=adapter, text=text, tokens=len(new), prompt_tokens=len(ids),
+                                time_s=elapsed, tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
+                                switch_s=switch_s, stopped=stopped["flag"])
+
+    # ---- Internals
+    def _switch(self, name: str) -> None:
+        if self.active != name:
+            assert self.peft is not None
+            self.peft.set_adapter(name)
+            self.active = name
+
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for v in (self.tokenizer.eos_token_id, gen_eos):
+            for i in (v if isinstance(v, list) else [v]):
+                if i is not None and i not in ids:
+                    ids.append(int(i))
+        return ids
+
+    def _load_base(self):
+        from transformers import AutoModelForCausalLM
+
+        from engine.models import check_weights_safe
+        from engine.precision import from_pretrained_kwargs
+
+        check_weights_safe(self.base_path, self.allow_pickle)
+        kwargs = from_pretrained_kwargs(self.cfg, self.env)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.base_path, **kwargs)
+        except ValueError as e:
+            if "trust_remote_code" in str(e):
+                raise ModelError(f"the model in '{self.base_path}' needs its own code to run",
+                                 fix={"trust_remote_code": True},
+                                 hint="Only enable trust_remote_code if you trust the model's author.") from None
+            raise ModelError(f"can't load the model in '{self.base_path}': {e}") from None
+        except OSError as e:
+            raise ModelError(f"can't load the model in '{self.base_path}': {e}") from None
+        model.eval()
+        self.base_loads += 1
+        return model
+
+    def _load_tokenizer(self):
+        from engine.models import load_tokenizer
+
+        return load_tokenizer(str(self.base_path), trust_remote_code=self.trust_remote_code)
+
+
+# ---------------------------------------------------------------------------- Worker process
+def _read_commands(stream: IO[str], commands: queue.Queue, stop: threading.Event) -> None:
+    """Reader thread: a ``stop`` acts at once (mid-generation); the rest queue in order."""
+    for line in stream:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            cmd = json.loads(line)
+            if not isinstance(cmd, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            commands.put({"cmd": "_bad", "line": line, "why": str(e)})
+            continue
+        if cmd.get("cmd") == "stop":
+            stop.set()
+        commands.put(cmd)
+    commands.put({"cmd": "quit"})
+
+
+def _run_generate(gen: Generator, cmd: dict[str, Any], w: EventWriter, stop: threading.Event) -> None:
+    request = cmd.get("request")
+    prompt = cmd.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError("generate needs a non-empty 'prompt'", key="prompt")
+    settings = GenerationSettings.from_dict(cmd.get("settings"))
+    targets = cmd.get("adapters") or [BASE]
+    for adapter in targets:
+        if stop.is_set():
+            break
+        try:
+            result = gen.generate(prompt, adapter, settings, system=cmd.get("system"),
+                                  on_text=lambda s, a=adapter: w.emit(TOKEN, request=request, adapter=a, text=s),
+                                  should_stop=stop.is_set)
+        except StudioError as e:
+            w.emit(ERROR, **e.to_dict(), request=request, adapter=adapter, cmd="generate")
+            if isinstance(e, OutOfMemory):
+                break
+            continue
+        w.emit(GENERATED, request=request, **result.to_dict())
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m engine.generate`` (arguments in the module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m engine.generate",
+                                description="Generation worker: JSON-line events on stdout, commands on stdin.")
+    p.add_argument("--base", required=True)
+    p.add_argument("--load_in", default="auto", choices=LOAD_CHOICES)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--trust_remote_code", action="store_true")
+    p.add_argument("--allow_pickle", action="store_true")
+    args = p.parse_args(argv)
+
+    # Events own the real stdout; anything a library prints goes to stderr instead.
+    w = EventWriter(sys.stdout)
+    sys.stdout = sys.stderr
+    from engine.adapters import quiet_loading
+
+    quiet_loading()
+    try:
+        gen = Generator(args.base, load_in=args.load_in, device=args.device,
+                        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    except StudioError as e:
+        w.emit(ERROR, **e.to_dict(), cmd="start", fatal=True)
+        w.emit(FINISHED, status="failed")
+        return 2
+    w.emit(LOADED, **gen.describe())
+    w.emit(READY, cmd="start", request=None)
+
+    commands: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=_read_commands, args=(sys.stdin, commands, stop), daemon=True).start()
+    while True:
+        cmd = commands.get()
+        kind = cmd.get("cmd")
+        if kind == "quit":
+            break
+        if kind == "stop":
+            continue  # acted on by the reader already; nothing was running, or it has ended
+        request = cmd.get("request")
+        try:
+            if kind == "load_adapter":
+                t0 = time.perf_counter()
+                name = gen.load_adapter(cmd.get("path", ""), cmd.get("name"))
+                w.emit(LOADED, **{**gen.describe(), "adapter": name, "load_s": round(time.perf_counter() - t0, 4)})
+            elif kind == "unload":
+                gen.unload(str(cmd.get("name")))
+                w.emit(LOADED, **gen.describe())
+            elif kind == "generate":
+                stop.clear()
+                _run_generate(gen, cmd, w, stop)
+            elif kind == "_bad":
+                raise ConfigError(f"command line is not a JSON object ({cmd['why']}): {cmd['line'][:200]}",
+                                  key="cmd")
+            else:
+                raise ConfigError(f"unknown command {kind!r}; allowed: load_adapter, unload, generate, stop, quit",
+                                  key="cmd")
+        except StudioError as e:
+            w.emit(ERROR, **e.to_dict(), request=request, cmd=kind, path=cmd.get("path"))
+        except Exception as e:  # noqa: BLE001 - the worker must survive one bad command
+            traceback.print_exc()
+            w.emit(ERROR, kind="internal", message=f"{type(e).__name__}: {e}", fix={}, hint=None,
+                   request=request, cmd=kind, path=cmd.get("path"))
+        w.emit(READY, cmd=kind, request=request)
+    w.emit(FINISHED, status="completed")
+    return 0
+
+
+# ---------------------------------------------------------------------------- Client
+class GenerationClient:
+    """Starts the generation worker and talks to it; plain Python, no Qt.
+
+    Events arrive on a background thread and queue up; iterate :meth:`events` (or call
+    :meth:`next_event`) from one consumer. Commands may be sent from any thread, even
+    before the worker has finished loading (they wait in its stdin).
+
+    Args:
+        base: The base model for the worker (``demo``, folder or cached id).
+        load_in: See :class:`Generator`.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        trust_remote_code: Passed to the worker.
+        allow_pickle: Passed to the worker.
+        python: The interpreter to run (default: this one).
+    """
+
+    def __init__(self, base: str, *, load_in: str = "auto", device: str = "auto",
+                 trust_remote_code: bool = False, allow_pickle: bool = False, python: str | None = None):
+        self.base = base
+        self.args = ["--base", base, "--load_in", load_in, "--device", device]
+        if trust_remote_code:
+            self.args.append("--trust_remote_code")
+        if allow_pickle:
+            self.args.append("--allow_pickle")
+        self.python = python or sys.executable
+        self.proc: subprocess.Popen | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=60)
+        self._events: queue.Queue[Event | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._next_request = 0
+        self._saw_error = False
+        self._done = False
+
+    # ---- Public API
+    def start(self) -> None:
+        """Start the worker process (returns at once; the LOADED event says when the base is in)."""
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   TOKENIZERS_PARALLELISM="false")
+        self.proc = subprocess.Popen([self.python, "-m", "engine.generate", *self.args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                                     errors="replace", bufsize=1, env=env)
+        threading.Thread(target=self._pump_stdout, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+
+    def send(self, cmd: str, **fields_: Any) -> None:
+        """Send one command line; ignored (with no error) once the worker has gone."""
+        if self.proc is None or self.proc.stdin is None:
+            raise RuntimeError("GenerationClient.start() was not called")
+        line = json.dumps({"cmd": cmd, **fields_}, ensure_ascii=False) + "\n"
+        with self._lock:
+            try:
+                self.proc.stdin.write(line)
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> None:
+        self.send("load_adapter", path=str(path), **({"name": name} if name else {}))
+
+    def unload(self, name: str) -> None:
+        self.send("unload", name=name)
+
+    def generate(self, prompt: str, adapters: list[str], settings: GenerationSettings | dict | None = None,
+                 system: str | None = None, request: str | None = None) -> str:
+        """Ask for one answer per adapter (``BASE`` for the base); returns the request id."""
+        if request is None:
+            self._next_request += 1
+            request = f"r{self._next_request}"
+        if isinstance(settings, GenerationSettings):
+            settings = settings.to_dict()
+        self.send("generate", request=request, prompt=prompt, system=system, adapters=list(adapters),
+                  settings=settings or {})
+        return request
+
+    def stop(self) -> None:
+        """End the current generate request after the current token."""
+        self.send("stop")
+
+    def close(self, timeout: float = 10.0) -> int | None:
+        """Ask the worker to quit; kill it if it doesn't within ``timeout``. Returns its exit code."""
+        if self.proc is None:
+            return None
+        self.send("quit")
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def next_event(self, timeout: float | None = None) -> Event | None:
+        """The next event, or None when the worker has exited and every event was read.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        if self._done:
+            return None
+        try:
+            ev = self._events.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no event from the generation worker in {timeout} s") from None
+        if ev is None:
+            self._done = True
+        return ev
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Iterate events until the worker exits (``timeout`` applies to each wait)."""
+        while True:
+            ev = self.next_event(timeout)
+            if ev is None:
+                return
+            yield ev
+
+    def wait_ready(self, timeout: float | None = 120.0) -> list[Event]:
+        """Collect events up to and including the next READY (or the worker's exit)."""
+        out = []
+        for ev in self.events(timeout):
+            out.append(ev)
+            if ev.type == READY:
+                break
+        return out
+
+    # ---- Internals
+    def _pump_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            ev = Event.from_line(line)
+            if ev.type == ERROR:
+                self._saw_error = True
+            self._events.put(ev)
+        code = self.proc.wait()
+        if code != 0 and not self._saw_error:
+            # A crash in native code (CUDA, bitsandbytes) leaves no ERROR event: report it with stderr.
+            tail = "\n".join(list(self.stderr_tail)[-15:])
+            self._events.put(Event(ERROR, {"kind": "crash", "message": f"the generation worker exited with code "
+                                           f"{code}", "fix": {}, "hint": tail or None, "fatal": True}, time.time()))
+        self._events.put(Event(FINISHED, {"status": "exited", "returncode": code}, time.time()))
+        self._events.put(None)
+
+    def _pump_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            line = line.rstrip("\r\n")
+            if line:
+                self.stderr_tail.append(line)
+                self._events.put(Event(LOG, {"text": line, "stream": "stderr"}, time.time()))
+
+
+# ---------------------------------------------------------------------------- CLI
+def cli_generate(args: argparse.Namespace) -> int:
+    """``finetune-studio generate``: print one block per answer, base first.
+
+    Args:
+        args: ``base`` (str), ``adapter`` (list[str]; folders, run names or library
+            names), ``prompt`` (str), optional ``system`` (str), ``max_new_tokens`` (int),
+            ``temperature`` (float, 0 = greedy), ``top_p`` (float), ``repetition_penalty``
+            (float), ``seed`` (int), ``load_in`` (fp32|bf16|fp16|int8|nf4|auto), ``no_base``
+            (bool: skip the base's answer), optional ``device`` (auto|cpu|cuda),
+            ``trust_remote_code`` and ``allow_pickle`` (bool).
+
+    Returns:
+        0. Errors are raised as StudioError (the CLI prints them and exits 2).
+    """
+    from engine.adapters import quiet_loading, resolve_adapter
+
+    quiet_loading()
+    settings = GenerationSettings.from_dict({
+        "max_new_tokens": getattr(args, "max_new_tokens", 128), "temperature": getattr(args, "temperature", 0.0),
+        "top_p": getattr(args, "top_p", 1.0), "repetition_penalty": getattr(args, "repetition_penalty", 1.0),
+        "seed": getattr(args, "seed", 0)})
+    adapters = [resolve_adapter(a) for a in (getattr(args, "adapter", None) or [])]
+    if getattr(args, "no_base", False) and not adapters:
+        raise ConfigError("--no-base leaves nothing to generate: give at least one --adapter", key="no_base")
+    gen = Generator(args.base, load_in=getattr(args, "load_in", "auto") or "auto",
+                    device=getattr(args, "device", "auto") or "auto",
+                    trust_remote_code=getattr(args, "trust_remote_code", False),
+                    allow_pickle=getattr(args, "allow_pickle", False))
+    print(f"loaded {args.base} ({gen.describe()['dtype']} on {gen.describe()['device']}) in {gen.load_s:.1f} s",
+          file=sys.stderr)
+    names = [gen.load_adapter(a) for a in adapters]
+    targets = ([] if getattr(args, "no_base", False) else [BASE]) + names
+    for i, target in enumerate(targets):
+        title = f"base: {args.base}" if target == BASE else f"adapter: {target} ({gen.adapters[target]})"
+        print(("\n" if i else "") + f"=== {title} ===", flush=True)
+        result = gen.generate(args.prompt, target, settings, system=getattr(args, "system", None),
+                              on_text=lambda s: print(s, end="", flush=True))
+        print()
+        print(f"--- {result.tokens} tokens in {result.time_s:.2f} s, {result.tokens_per_s:.1f} tokens/s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

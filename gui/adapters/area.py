@@ -1,0 +1,763 @@
+"""The Adapters area: the library of adapter cards beside a playground that compares them.
+
+One prompt goes to the base and to each checked adapter; their answers stream into
+columns side by side, each with its tokens/s. The models live in a generation worker
+process (``engine.generate``), which loads the base once and switches adapters with
+``set_adapter``; this widget only sends commands and shows events.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import adapters as lib
+from engine.errors import StudioError
+from engine.generate import BASE, LOAD_CHOICES, GenerationSettings
+from gui.adapters.generation_thread import GenerationThread
+from gui.adapters.library_model import AdapterCardDelegate, AdapterLibraryModel, PathRole
+from gui.adapters.prompts import PromptStore, SavedPrompt
+
+COLUMN_COLORS = ("#1565c0", "#2e7d32", "#ad1457", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037")
+BASE_COLOR = "#616161"
+BANNER_STYLE = ("background: #fdecea; color: #8a1c14; border: 1px solid #f0b4ae; border-radius: 4px; "
+                "padding: 6px;")
+
+
+def _base_choice(recorded: str | None) -> str | None:
+    """What to put in the base box for an adapter's recorded base: ``demo`` for the demo folder."""
+    if not recorded:
+        return None
+    return "demo" if lib.base_label(recorded) == "demo" else recorded
+
+
+class OutputColumn(QFrame):
+    """One answer: who answered, the streamed text, and its speed."""
+
+    def __init__(self, key: str, title: str, subtitle: str, color: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.key = key
+        self.setObjectName("outputColumn")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setMinimumWidth(260)
+        self.setStyleSheet(f"QFrame#outputColumn {{ border: 1px solid palette(mid); border-top: 3px solid {color}; "
+                           "border-radius: 4px; }")
+        self.title = QLabel(title)
+        self.title.setStyleSheet(f"font-weight: bold; font-size: 13px; color: {color}; border: none;")
+        self.subtitle = QLabel(subtitle)
+        self.subtitle.setStyleSheet("color: palette(placeholder-text); border: none;")
+        self.subtitle.setToolTip(subtitle)
+        self.subtitle.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setFrameShape(QFrame.Shape.NoFrame)
+        self.stats = QLabel("waiting…")
+        self.stats.setStyleSheet("color: palette(placeholder-text); border: none;")
+        self.error = ""
+        self.done = False
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 6, 8, 6)
+        lay.setSpacing(3)
+        lay.addWidget(self.title)
+        lay.addWidget(self.subtitle)
+        lay.addWidget(self.text, 1)
+        lay.addWidget(self.stats)
+        self._started = time.perf_counter()
+        self._chars = 0
+
+    # ---- Public API
+    def append(self, text: str) -> None:
+        if self.error:
+            return
+        if not self._chars:
+            self.stats.setText("streaming…")
+        self._chars += len(text)
+        cursor = self.text.textCursor()
+        cursor.movePosition(cursor.MoveOperation.End)
+        cursor.insertText(text)
+        self.text.setTextCursor(cursor)
+
+    def finish(self, data: dict[str, Any]) -> None:
+        """Show the final text (the worker's decode is authoritative) and the speed."""
+        self.done = True
+        if self.text.toPlainText() != data.get("text", ""):
+            self.text.setPlainText(data.get("text", ""))
+        tokens, rate = data.get("tokens", 0), data.get("tokens_per_s", 0.0)
+        parts = [f"{tokens} tokens", f"{rate:.1f} tokens/s", f"{data.get('time_s', 0.0):.2f} s"]
+        if data.get("adapter") != BASE:
+            parts.append(f"switch {data.get('switch_s', 0.0) * 1000:.1f} ms")
+        if data.get("stopped"):
+            parts.append("stopped")
+        self.stats.setText(" · ".join(parts))
+
+    def show_error(self, message: str) -> None:
+        self.done = True
+        self.error = message
+        self.text.setPlainText(message)
+        self.text.setStyleSheet("color: #b3261e;")
+        self.stats.setText("failed")
+
+    def answer(self) -> str:
+        return self.text.toPlainText()
+
+
+class AdaptersArea(QWidget):
+    """The adapter library and the playground."""
+
+    sig_title_changed = Signal(str)
+    """Text for the window title (the base model of the playground)."""
+    sig_base_loaded = Signal(dict)
+    """The worker loaded the base or an adapter: base, adapters, adapter?, load_s, device, dtype, base_loads."""
+    sig_generation_finished = Signal(str)
+    """Every column of a request has its answer (or its error); the request id."""
+    sig_error = Signal(dict)
+    """An error was shown to the user (the worker's error dict)."""
+
+    # ---- Public API
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.thread: GenerationThread | None = None
+        self._worker_key: tuple[str, str] | None = None
+        self._names: dict[str, str] = {}          # adapter folder -> its name in the worker
+        self.columns: dict[str, OutputColumn] = {}
+        self._request = ""
+        self._request_count = 0
+        self.busy = False
+        self.last_loaded: dict[str, Any] = {}
+        self.prompts = PromptStore()
+        self._build()
+        self._match_timer = QTimer(self)
+        self._match_timer.setSingleShot(True)
+        self._match_timer.setInterval(300)
+        self._match_timer.timeout.connect(self._update_matches)
+        self.base_box.currentTextChanged.connect(lambda _: self._match_timer.start())
+        self.refresh()
+        self._reload_prompt_names()
+        self._update_buttons()
+
+    def refresh(self) -> None:
+        """Re-read the library (runs, library folder, added folders) and each card's fit with the base."""
+        selected = self._selected_path()
+        self.model.set_cards(lib.list_adapters())
+        self._update_matches()
+        n = len(self.model.cards)
+        self.library_title.setText(f"Adapter library ({n})" if n else "Adapter library")
+        self.empty_hint.setVisible(n == 0)
+        if selected:
+            self._select(selected)
+
+    def try_adapter(self, path: str | Path) -> None:
+        """Open the playground on one adapter (a run's "Try it"): add it, fit the base, load it.
+
+        Args:
+            path: The adapter folder (a run's ``final/``) or its run folder.
+        """
+        try:
+            card = lib.read_card(path)
+        except StudioError as e:
+            folder = Path(path)
+            if (folder / "config.json").exists():
+                # Full and freeze runs save a whole model, not an adapter: try it as the base.
+                self.base_box.setCurrentText(str(folder))
+                for other in list(self.model.checked):
+                    self.model.set_checked(other, False)
+                self.compare_base.setChecked(True)
+                self._show_banner("")
+                self._ensure_worker()
+                self.status.setText(f"{folder.parent.name}: a whole model, loaded as the base…")
+                self.prompt_edit.setFocus()
+                return
+            self._show_banner(f"Can't try {path}: {e.message}")
+            return
+        if self.model.row_of(card.path) < 0:
+            lib.add_adapter(card.path)
+            self.refresh()
+        choice = _base_choice(card.base_model)
+        if choice and lib.check_base_match(card.path, self.base_text()).ok is not True:
+            self.base_box.setCurrentText(choice)
+        self._update_matches()
+        for other in list(self.model.checked):
+            self.model.set_checked(other, False)
+        if not self.model.set_checked(card.path, True):
+            match = self.model.matches.get(card.path)
+            self._show_banner(f"{card.name} can't be loaded: "
+                              f"{card.problem or (match.message if match else 'unknown reason')}")
+            return
+        self._select(card.path)
+        self._show_banner("")
+        self._ensure_worker()
+        self._ensure_loaded(card)
+        self.prompt_edit.setFocus()
+
+    def base_text(self) -> str:
+        return self.base_box.currentText().strip() or "demo"
+
+    def settings(self) -> GenerationSettings:
+        """The generation settings as the widgets show them."""
+        return GenerationSettings(max_new_tokens=self.max_tokens.value(), temperature=self.temperature.value(),
+                                  top_p=self.top_p.value(), repetition_penalty=self.repetition.value(),
+                                  seed=self.seed.value())
+
+    def set_settings(self, values: dict[str, Any]) -> None:
+        try:
+            s = GenerationSettings.from_dict(values)
+        except StudioError:
+            return
+        self.max_tokens.setValue(s.max_new_tokens)
+        self.temperature.setValue(s.temperature)
+        self.top_p.setValue(s.top_p)
+        self.repetition.setValue(s.repetition_penalty)
+        self.seed.setValue(s.seed or 0)
+
+    def load_base(self) -> None:
+        """(Re)start the worker on the base and precision shown, and load the checked adapters."""
+        self._ensure_worker(restart=True)
+        for card in self.model.checked_cards():
+            self._ensure_loaded(card)
+
+    def generate(self) -> str | None:
+        """Send the prompt to the base (if compared) and every checked adapter. Returns the request id."""
+        prompt = self.prompt_edit.toPlainText().strip()
+        cards = self.model.checked_cards()
+        with_base = self.compare_base.isChecked()
+        if not prompt:
+            self._show_banner("Type a prompt first.")
+            return None
+        if not cards and not with_base:
+            self._show_banner("Check at least one adapter in the library, or tick \"Compare with base\".")
+            return None
+        if self.busy:
+            return None
+        self._show_banner("")
+        self._ensure_worker()
+        assert self.thread is not None
+        names = [self._ensure_loaded(card) for card in cards]
+        self._request_count += 1
+        self._request = f"g{self._request_count}"
+        self._build_columns(with_base, cards, names)
+        self.thread.generate(self._request, prompt, ([BASE] if with_base else []) + names,
+                             self.settings().to_dict(), self.system_edit.text().strip() or None)
+        self.busy = True
+        self._update_buttons()
+        return self._request
+
+    def stop(self) -> None:
+        """Stop the current request after the current token."""
+        if self.thread is not None and self.busy:
+            self.thread.stop_generation()
+
+    def save_prompt(self, name: str | None = None) -> str | None:
+        """Save the prompt, system message and settings under ``name`` (asked for when None)."""
+        prompt = self.prompt_edit.toPlainText().strip()
+        if not prompt:
+            self._show_banner("Type a prompt to save first.")
+            return None
+        if name is None:
+            suggested = prompt.splitlines()[0][:40]
+            name, ok = QInputDialog.getText(self, "Save prompt", "Name:", text=suggested)
+            if not ok:
+                return None
+        name = name.strip()
+        if not name:
+            return None
+        self.prompts.save(SavedPrompt(name=name, prompt=prompt, system=self.system_edit.text().strip(),
+                                      settings=self.settings().to_dict()))
+        self._reload_prompt_names(select=name)
+        return name
+
+    def open_prompt(self, name: str) -> bool:
+        """Put a saved prompt (text, system message, settings) into the editors."""
+        saved = self.prompts.get(name)
+        if saved is None:
+            return False
+        self.prompt_edit.setPlainText(saved.prompt)
+        self.system_edit.setText(saved.system)
+        self.set_settings(saved.settings)
+        return True
+
+    def replay_prompt(self, name: str | None = None) -> str | None:
+        """Open a saved prompt and generate with it against the current selection."""
+        name = name or self.saved_box.currentText()
+        if not name or not self.open_prompt(name):
+            return None
+        return self.generate()
+
+    def on_shown(self) -> None:
+        self.refresh()
+
+    def prepare_screenshot(self) -> None:
+        """For ``--screenshot``: the library with its first two adapters checked."""
+        self.refresh()
+        fitting = [c for c in self.model.cards if self.model.set_checked(c.path, True)]
+        for card in fitting[2:]:
+            self.model.set_checked(card.path, False)
+        if not self.prompt_edit.toPlainText():
+            self.prompt_edit.setPlainText("What should I do today?")
+
+    def shutdown(self) -> None:
+        """Quit the worker before the app exits."""
+        self._stop_worker()
+
+    # ---- Building
+    def _build(self) -> None:
+        # Left: the library.
+        self.library_title = QLabel("Adapter library")
+        self.library_title.setStyleSheet("font-weight: bold; font-size: 14px;")
+        self.model = AdapterLibraryModel(self)
+        self.list = QListView()
+        self.list.setModel(self.model)
+        self.list.setItemDelegate(AdapterCardDelegate(self.list))
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.list.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.list.setMouseTracking(True)
+        self.list.setStyleSheet("QListView { border: none; background: transparent; }")
+        self.list.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
+        self.model.dataChanged.connect(lambda *_: self._update_buttons())
+        self.empty_hint = QLabel("No adapters yet. Train a LoRA, IA3 or prompt-tuning run, or add a PEFT "
+                                 "adapter folder.")
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setStyleSheet("color: palette(placeholder-text); padding: 12px;")
+        self.add_button = QPushButton("Add folder…")
+        self.add_button.setToolTip("Add a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Forget an added folder (its files stay on disk)")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Copy the selected adapter on its own, with its card, to a folder")
+        self.refresh_button = QPushButton("Refresh")
+        self.add_button.clicked.connect(self._on_add_clicked)
+        self.remove_button.clicked.connect(self._on_remove_clicked)
+        self.export_button.clicked.connect(self._on_export_clicked)
+        self.refresh_button.clicked.connect(self.refresh)
+        lib_buttons = QHBoxLayout()
+        for b in (self.add_button, self.remove_button, self.export_button, self.refresh_button):
+            lib_buttons.addWidget(b)
+        lib_hint = QLabel("Tick adapters to compare them in the playground.")
+        lib_hint.setStyleSheet("color: palette(placeholder-text);")
+        left = QWidget()
+        left_lay = QVBoxLayout(left)
+        left_lay.setContentsMargins(8, 8, 4, 8)
+        left_lay.addWidget(self.library_title)
+        left_lay.addWidget(lib_hint)
+        left_lay.addWidget(self.empty_hint)
+        left_lay.addWidget(self.list, 1)
+        left_lay.addLayout(lib_buttons)
+
+        # Right: the playground.
+        title = QLabel("Playground")
+        title.setStyleSheet("font-weight: bold; font-size: 14px;")
+        self.base_box = QComboBox()
+        self.base_box.setEditable(True)
+        self.base_box.addItem("demo")
+        self.base_box.setMinimumWidth(220)
+        self.base_box.setToolTip("The base model: 'demo', a model folder, or a Hugging Face id in your cache")
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._on_browse_clicked)
+        self.precision_box = QComboBox()
+        self.precision_box.addItems(list(LOAD_CHOICES))
+        self.precision_box.setToolTip("How the base is loaded, as in training: auto = bf16/fp16 on a GPU, fp32 on "
+                                      "the CPU; int8 and nf4 need CUDA")
+        self.load_button = QPushButton("Load base")
+        self.load_button.clicked.connect(self.load_base)
+        self.status = QLabel("base not loaded")
+        self.status.setStyleSheet("color: palette(placeholder-text);")
+        base_row = QHBoxLayout()
+        base_row.addWidget(QLabel("Base"))
+        base_row.addWidget(self.base_box, 1)
+        base_row.addWidget(self.browse_button)
+        base_row.addWidget(QLabel("Precision"))
+        base_row.addWidget(self.precision_box)
+        base_row.addWidget(self.load_button)
+
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("Prompt: the same text goes to the base and to each ticked adapter "
+                                            "(Ctrl+Enter to generate)")
+        self.prompt_edit.setFixedHeight(72)
+        self.system_edit = QLineEdit()
+        self.system_edit.setPlaceholderText("System message (optional)")
+
+        d = GenerationSettings()
+        b = GenerationSettings.BOUNDS
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(*b["max_new_tokens"])
+        self.max_tokens.setValue(d.max_new_tokens)
+        self.max_tokens.setToolTip("Generate at most this many tokens per answer")
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(*b["temperature"])
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(d.temperature)
+        self.temperature.setToolTip("0 = greedy (deterministic); higher = more random")
+        self.top_p = QDoubleSpinBox()
+        self.top_p.setRange(0.01, 1.0)
+        self.top_p.setSingleStep(0.05)
+        self.top_p.setValue(d.top_p)
+        self.top_p.setToolTip("Nucleus sampling: keep the smallest set of tokens with this much probability "
+                              "(ignored when greedy)")
+        self.repetition = QDoubleSpinBox()
+        self.repetition.setRange(*b["repetition_penalty"])
+        self.repetition.setSingleStep(0.05)
+        self.repetition.setValue(d.repetition_penalty)
+        self.repetition.setToolTip("Above 1 discourages repeating tokens; 1 = off")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(d.seed or 0)
+        self.seed.setToolTip("Sampling seed, the same for every column so they are comparable")
+        self.compare_base = QCheckBox("Compare with base")
+        self.compare_base.setChecked(True)
+        self.compare_base.setToolTip("Also answer with the base model alone (adapters disabled)")
+        settings_row = QGridLayout()
+        settings_row.setHorizontalSpacing(6)
+        for i, (label, w, tip) in enumerate((
+                ("Max tokens", self.max_tokens, "max_new_tokens"), ("Temperature", self.temperature, "temperature"),
+                ("Top-p", self.top_p, "top_p"), ("Rep. penalty", self.repetition, "repetition_penalty"),
+                ("Seed", self.seed, "seed"))):
+            lab = QLabel(label)
+            lab.setToolTip(f"{w.toolTip()} ({tip})")
+            w.setMaximumWidth(90)
+            settings_row.addWidget(lab, 0, 2 * i)
+            settings_row.addWidget(w, 0, 2 * i + 1)
+        settings_row.addWidget(self.compare_base, 0, 10)
+        settings_row.setColumnStretch(11, 1)
+
+        self.saved_box = QComboBox()
+        self.saved_box.setMinimumWidth(200)
+        self.saved_box.setPlaceholderText("Saved prompts")
+        self.saved_box.setToolTip("Pick a saved prompt to put it (and its settings) in the editor")
+        self.saved_box.activated.connect(lambda _: self.open_prompt(self.saved_box.currentText()))
+        self.saved_box.currentIndexChanged.connect(lambda _: self._update_buttons())
+        self.save_button = QPushButton("Save prompt…")
+        self.save_button.clicked.connect(lambda: self.save_prompt())
+        self.replay_button = QPushButton("Replay")
+        self.replay_button.setToolTip("Run the selected saved prompt again against the ticked adapters")
+        self.replay_button.clicked.connect(lambda: self.replay_prompt())
+        self.delete_prompt_button = QPushButton("Delete")
+        self.delete_prompt_button.clicked.connect(self._on_delete_prompt)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setObjectName("generateButton")
+        self.generate_button.setStyleSheet("QPushButton#generateButton { font-weight: bold; padding: 4px 18px; }")
+        self.generate_button.setDefault(True)
+        self.generate_button.clicked.connect(self.generate)
+        actions = QHBoxLayout()
+        actions.addWidget(self.saved_box)
+        actions.addWidget(self.replay_button)
+        actions.addWidget(self.save_button)
+        actions.addWidget(self.delete_prompt_button)
+        actions.addStretch(1)
+        actions.addWidget(self.status)
+        actions.addSpacing(12)
+        actions.addWidget(self.stop_button)
+        actions.addWidget(self.generate_button)
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
+
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner.setStyleSheet(BANNER_STYLE)
+        self.banner.hide()
+
+        self.columns_host = QWidget()
+        self.columns_layout = QHBoxLayout(self.columns_host)
+        self.columns_layout.setContentsMargins(0, 0, 0, 0)
+        self.columns_layout.setSpacing(8)
+        self.columns_placeholder = QLabel("Answers appear here, one column per model, side by side.")
+        self.columns_placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.columns_placeholder.setStyleSheet("color: palette(placeholder-text);")
+        self.columns_layout.addWidget(self.columns_placeholder)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.columns_host)
+
+        right = QWidget()
+        right_lay = QVBoxLayout(right)
+        right_lay.setContentsMargins(4, 8, 8, 8)
+        right_lay.setSpacing(6)
+        right_lay.addWidget(title)
+        right_lay.addLayout(base_row)
+        right_lay.addWidget(self.prompt_edit)
+        right_lay.addWidget(self.system_edit)
+        right_lay.addLayout(settings_row)
+        right_lay.addLayout(actions)
+        right_lay.addWidget(self.banner)
+        right_lay.addWidget(scroll, 1)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([360, 900])
+        splitter.setChildrenCollapsible(False)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(splitter)
+
+    def _build_columns(self, with_base: bool, cards: list[lib.AdapterCard], names: list[str]) -> None:
+        while self.columns_layout.count():
+            item = self.columns_layout.takeAt(0)
+            w = item.widget()
+            if w is not None and w is not self.columns_placeholder:
+                w.deleteLater()
+        self.columns_placeholder.hide()
+        self.columns = {}
+        if with_base:
+            self.columns[BASE] = OutputColumn(BASE, "Base", f"{self.base_text()} · adapters off", BASE_COLOR)
+        for i, (card, name) in enumerate(zip(cards, names, strict=True)):
+            parts = [(card.method or "?").upper() + (f" r{card.rank}" if card.rank else "")]
+            if card.dataset_records is not None:
+                parts.append(f"{card.dataset_records} records")
+            if card.best_eval_loss is not None:
+                parts.append(f"eval {card.best_eval_loss:.3f}")
+            col = OutputColumn(name, card.name, " · ".join(parts), COLUMN_COLORS[i % len(COLUMN_COLORS)])
+            col.subtitle.setToolTip(card.path)
+            self.columns[name] = col
+        for col in self.columns.values():
+            self.columns_layout.addWidget(col, 1)
+
+    # ---- Worker
+    def _ensure_worker(self, restart: bool = False) -> None:
+        key = (self.base_text(), self.precision_box.currentText())
+        if self.thread is not None and not self.thread.exited and self._worker_key == key and not restart:
+            return
+        self._stop_worker()
+        self._worker_key = key
+        self._names = {}
+        self.busy = False
+        thread = GenerationThread(key[0], key[1], parent=self)
+        thread.sig_loaded.connect(self._on_loaded)
+        thread.sig_tokens.connect(self._on_tokens)
+        thread.sig_generated.connect(self._on_generated)
+        thread.sig_error.connect(self._on_error)
+        thread.sig_ready.connect(self._on_ready)
+        thread.sig_exited.connect(self._on_exited)
+        self.thread = thread
+        self.status.setText(f"loading {key[0]} ({key[1]})…")
+        self.sig_title_changed.emit(f"Playground: {key[0]}")
+        thread.begin()
+        self._update_buttons()
+
+    def _stop_worker(self) -> None:
+        thread, self.thread = self.thread, None
+        if thread is None:
+            return
+        for sig in (thread.sig_loaded, thread.sig_tokens, thread.sig_generated, thread.sig_error,
+                    thread.sig_ready, thread.sig_exited):
+            sig.disconnect()
+        thread.shutdown()
+        thread.deleteLater()
+        self.busy = False
+
+    def _ensure_loaded(self, card: lib.AdapterCard) -> str:
+        """The adapter's name in the worker, asking the worker to load it the first time."""
+        assert self.thread is not None
+        name = self._names.get(card.path)
+        if name is None:
+            name = lib.adapter_name(card, set(self._names.values()))
+            self._names[card.path] = name
+            self.thread.load_adapter(card.path, name)
+        return name
+
+    # ---- Slots
+    def _on_loaded(self, data: dict) -> None:
+        self.last_loaded = data
+        n = len(data.get("adapters") or {})
+        self.status.setText(f"{data.get('base')} · {data.get('dtype')} on {data.get('device')} · "
+                            f"{n} adapter{'s' if n != 1 else ''} loaded")
+        self.sig_base_loaded.emit(data)
+
+    def _on_tokens(self, request: str, adapter: str, text: str) -> None:
+        col = self.columns.get(adapter)
+        if request == self._request and col is not None:
+            col.append(text)
+
+    def _on_generated(self, data: dict) -> None:
+        col = self.columns.get(str(data.get("adapter")))
+        if data.get("request") == self._request and col is not None:
+            col.finish(data)
+            self._check_request_done()
+
+    def _on_error(self, data: dict) -> None:
+        message = str(data.get("message", "error"))
+        if data.get("hint"):
+            message += f"\n{data['hint']}"
+        cmd = data.get("cmd")
+        if cmd == "load_adapter":
+            path = str(data.get("path") or "")
+            name = self._names.pop(path, None)  # sent as card.path, so it comes back the same
+            col = self.columns.get(name or "")
+            if col is not None and not col.done:
+                col.show_error(message)
+            else:
+                self._show_banner(f"Could not load adapter {Path(path).name or path}: {message}")
+        elif cmd == "generate" and data.get("adapter") in self.columns:
+            col = self.columns[data["adapter"]]
+            if not col.error:
+                col.show_error(message)
+            self._check_request_done()
+        elif cmd == "generate":
+            for col in self.columns.values():
+                if not col.done:
+                    col.show_error(message)
+            self._check_request_done()
+        else:
+            what = "load the base" if cmd == "start" else str(cmd or "run the generation worker")
+            self._show_banner(f"Could not {what}: {message}")
+            if data.get("fatal"):
+                self.status.setText("base not loaded")
+        self.sig_error.emit(data)
+
+    def _on_ready(self, data: dict) -> None:
+        if data.get("cmd") == "generate" and data.get("request") == self._request:
+            for col in self.columns.values():
+                if not col.done:
+                    col.show_error("no answer (stopped)")
+            self._finish_request()
+
+    def _on_exited(self, data: dict) -> None:
+        if self.thread is not None:
+            self.thread = None
+            self._names = {}
+            if self.columns and self.busy:
+                for col in self.columns.values():
+                    if not col.done:
+                        col.show_error("the generation worker stopped")
+            if data.get("returncode") not in (0, 2):
+                self._show_banner(f"The generation worker exited unexpectedly (code {data.get('returncode')}).")
+            self.status.setText("base not loaded")
+            self._finish_request()
+
+    def _check_request_done(self) -> None:
+        if self.busy and self.columns and all(c.done for c in self.columns.values()):
+            self._finish_request()
+
+    def _finish_request(self) -> None:
+        if not self.busy:
+            return
+        self.busy = False
+        self._update_buttons()
+        self.sig_generation_finished.emit(self._request)
+
+    def _on_add_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a PEFT adapter folder")
+        if folder:
+            self._add_folder(folder)
+
+    def _add_folder(self, folder: str) -> None:
+        try:
+            card = lib.add_adapter(folder)
+        except StudioError as e:
+            self._show_banner(f"Can't add {folder}: {e.message}")
+            return
+        self._show_banner("")
+        self.refresh()
+        self._select(card.path)
+
+    def _on_remove_clicked(self) -> None:
+        path = self._selected_path()
+        card = self._card(path)
+        if card is None:
+            return
+        if card.source != "added":
+            self._show_banner(f"{card.name} comes from {'a run' if card.source == 'run' else 'the library folder'}; "
+                              "only added folders can be removed here.")
+            return
+        lib.remove_adapter(card.path)
+        self.refresh()
+
+    def _on_export_clicked(self) -> None:
+        card = self._card(self._selected_path())
+        if card is None:
+            return
+        parent = QFileDialog.getExistingDirectory(self, f"Export {card.name} into")
+        if parent:
+            self.export_selected(Path(parent) / card.name)
+
+    def export_selected(self, out: str | Path) -> Path | None:
+        card = self._card(self._selected_path())
+        if card is None:
+            return None
+        try:
+            done = lib.export_adapter(card.path, out)
+        except StudioError as e:
+            self._show_banner(f"Export failed: {e.message}")
+            return None
+        self.status.setText(f"exported {card.name} to {done}")
+        return done
+
+    def _on_browse_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Base model folder (with config.json)")
+        if folder:
+            self.base_box.setCurrentText(folder)
+
+    def _on_delete_prompt(self) -> None:
+        name = self.saved_box.currentText()
+        if name and self.prompts.delete(name):
+            self._reload_prompt_names()
+
+    # ---- Internals
+    def _update_matches(self) -> None:
+        base = self.base_text()
+        self.model.set_matches({c.path: lib.check_base_match(c.path, base) for c in self.model.cards if c.loadable})
+
+    def _reload_prompt_names(self, select: str | None = None) -> None:
+        self.saved_box.clear()
+        self.saved_box.addItems(self.prompts.names())
+        if select:
+            self.saved_box.setCurrentText(select)
+        else:
+            self.saved_box.setCurrentIndex(-1)
+        self._update_buttons()
+
+    def _selected_path(self) -> str | None:
+        rows = self.list.selectionModel().selectedRows() if self.list.selectionModel() else []
+        return rows[0].data(PathRole) if rows else None
+
+    def _card(self, path: str | None) -> lib.AdapterCard | None:
+        return next((c for c in self.model.cards if c.path == path), None) if path else None
+
+    def _select(self, path: str) -> None:
+        row = self.model.row_of(path)
+        if row >= 0:
+            index = self.model.index(row)
+            self.list.selectionModel().select(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            self.list.scrollTo(index)
+
+    def _show_banner(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+
+    def _update_buttons(self) -> None:
+        card = self._card(self._selected_path())
+        self.remove_button.setEnabled(card is not None and card.source == "added")
+        self.export_button.setEnabled(card is not None and card.loadable)
+        self.generate_button.setEnabled(not self.busy)
+        self.stop_button.setEnabled(self.busy)
+        picked = self.saved_box.currentIndex() >= 0
+        self.replay_button.setEnabled(picked and not self.busy)
+        self.delete_prompt_button.setEnabled(picked)

@@ -1,0 +1,220 @@
+"""The adapter library: cards, the base-match rule, merge, combine and export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from engine import adapters as lib
+from engine.errors import ConfigError, ModelError
+
+
+def _logits(model, ids):
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def _prompt_ids(base_dir: Path):
+    import torch
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    ids = tok.apply_chat_template([{"role": "user", "content": "What should I do today?"}], tokenize=True,
+                                  add_generation_prompt=True, return_dict=False)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    return torch.tensor([list(ids)])
+
+
+# ---------------------------------------------------------------------------- Library
+def test_library_lists_run_adapters_with_full_cards(runs_home, demo_base):
+    cards = {c.name: c for c in lib.list_adapters()}
+    assert set(cards) == {"medical", "legal"}
+    card = cards["medical"]
+    assert card.source == "run"
+    assert Path(card.path) == runs_home["medical"].resolve()
+    assert Path(card.base_model).resolve() == demo_base.resolve()
+    assert (card.method, card.peft_type, card.rank, card.alpha) == ("lora", "LORA", 4, 8)
+    assert {"q_proj", "v_proj", "down_proj"} <= set(card.targets)
+    assert (card.dataset_hash, card.dataset_records) == ("sha256:medical", 4)
+    assert (card.final_loss, card.best_eval_loss) == (0.123, 0.456)
+    assert card.date and card.date[:2] == "20"
+    weights = runs_home["medical"] / "adapter_model.safetensors"
+    assert card.size_bytes >= weights.stat().st_size > 0
+    assert card.loadable and card.problem is None
+
+
+def test_added_folder_is_remembered_and_removable(trained_runs, tmp_path, studio_home):
+    folder = tmp_path / "my-adapter"
+    shutil.copytree(trained_runs["legal"] / "final", folder)
+    card = lib.add_adapter(folder)
+    assert card.source == "added" and card.name == "my-adapter"
+    stored = json.loads((studio_home / lib.LIBRARY_FILE).read_text())
+    assert stored["added"] == [str(folder.resolve())]
+    assert [c.name for c in lib.list_adapters()] == ["my-adapter"]
+    # Adding it again doesn't duplicate it.
+    lib.add_adapter(folder)
+    assert len(lib.list_adapters()) == 1
+    # A folder that vanished stays listed with its problem, so the user can remove it.
+    shutil.rmtree(folder)
+    (gone,) = lib.list_adapters()
+    assert not gone.loadable and "adapter_config.json" in gone.problem
+    assert lib.remove_adapter(folder)
+    assert lib.list_adapters() == []
+
+
+def test_non_adapter_folder_is_refused_with_a_clear_message(tmp_path):
+    with pytest.raises(ModelError, match="no adapter_config.json"):
+        lib.read_card(tmp_path)
+    (tmp_path / "adapter_config.json").write_text('{"peft_type": "LORA",\n "r": }')
+    with pytest.raises(ModelError, match=r"adapter_config.json:2:\d+: invalid JSON"):
+        lib.read_card(tmp_path)
+
+
+def test_resolve_adapter_by_run_name_folder_and_run_folder(runs_home):
+    final = runs_home["legal"].resolve()
+    assert lib.resolve_adapter("legal") == final
+    assert lib.resolve_adapter(final) == final
+    assert lib.resolve_adapter(final.parent) == final
+    with pytest.raises(ModelError, match="Known adapters: legal, medical"):
+        lib.resolve_adapter("nope")
+
+
+def test_cli_list_table_and_json(runs_home, capsys):
+    assert lib.cli_list(Namespace(json=False)) == 0
+    table = capsys.readouterr().out
+    assert "medical" in table and "legal" in table and "demo" in table and "0.4560" in table
+    assert lib.cli_list(Namespace(json=True)) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"medical", "legal"}
+    assert all(r["rank"] == 4 and r["dataset_records"] == 4 for r in rows)
+
+
+# ---------------------------------------------------------------------------- Base match
+def test_base_match_rule(runs_home, demo_base, tiny_model_dir, tmp_path):
+    medical = runs_home["medical"]
+    exact = lib.check_base_match(medical, "demo")
+    assert exact.ok is True and exact.exact
+
+    # Same config in another folder (a copy): fits, but noted as not the same folder.
+    copy = tmp_path / "demo-copy"
+    shutil.copytree(demo_base, copy)
+    other = lib.check_base_match(medical, copy)
+    assert other.ok is True and not other.exact and "same architecture" in other.message
+
+    # A different model: refused, naming every differing key.
+    wrong = lib.check_base_match(medical, tiny_model_dir)
+    assert wrong.ok is False
+    assert "hidden_size 128 vs 32" in wrong.message and "num_hidden_layers 4 vs 2" in wrong.message
+    with pytest.raises(ModelError, match="can't be used with this base") as e:
+        lib.require_base_match(medical, tiny_model_dir)
+    assert "Load the base the adapter was trained on" in str(e.value)
+
+    # The recorded base is not on this machine: undecided from files.
+    loose = tmp_path / "loose"
+    shutil.copytree(medical, loose)
+    cfg = json.loads((loose / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "/nowhere/base-model"
+    (loose / "adapter_config.json").write_text(json.dumps(cfg))
+    undecided = lib.check_base_match(loose, tiny_model_dir)
+    assert undecided.ok is None and "not on this machine" in undecided.message
+
+
+def test_shape_check_catches_what_names_cannot(runs_home, demo_base, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    assert lib.check_adapter_fits(runs_home["medical"], AutoModelForCausalLM.from_pretrained(demo_base)) == []
+    problems = lib.check_adapter_fits(runs_home["medical"], AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    # Layers 2 and 3 don't exist in the 2-layer model; the rest have the wrong width.
+    assert any("has no module 'model.layers.3.mlp.down_proj'" in p for p in problems)
+    assert any("made for 128 input features" in p and "has 32 in the base" in p for p in problems)
+
+
+# ---------------------------------------------------------------------------- Merge, combine, export
+def test_merged_model_logits_equal_base_plus_adapter(runs_home, demo_base, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = lib.cli_merge(Namespace(base="demo", adapter=["medical"], weights=None, combination="linear",
+                                  out=str(tmp_path / "merged"), dtype="fp32"))
+    assert out == 0
+    merged_dir = tmp_path / "merged"
+    assert (merged_dir / "model.safetensors").exists() and not (merged_dir / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)  # plain transformers, no PEFT
+    assert type(merged).__name__ == "LlamaForCausalLM"
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo_base), runs_home["medical"])
+    ids = _prompt_ids(demo_base)
+    expected = _logits(peft_model, ids)
+    torch.testing.assert_close(_logits(merged, ids), expected, atol=1e-4, rtol=1e-4)
+    # And it really is the adapter's model, not the base's.
+    base_logits = _logits(AutoModelForCausalLM.from_pretrained(demo_base), ids)
+    assert (base_logits - expected).abs().max() > 0.1
+    tok = AutoTokenizer.from_pretrained(merged_dir)
+    assert tok.chat_template and tok.eos_token == "<|im_end|>"
+    record = json.loads((merged_dir / "merge.json").read_text())
+    assert record["adapters"] == [str(runs_home["medical"].resolve())] and record["combination"] is None
+
+
+def test_weighted_cat_combination_is_the_weighted_sum_of_deltas(runs_home, demo_base, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def weights(path):
+        return AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+    lib.merge_adapters("demo", ["medical"], tmp_path / "m")
+    lib.merge_adapters("demo", ["legal"], tmp_path / "l")
+    lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "c", weights=[0.7, 0.3], combination="cat")
+    base, med, leg, comb = (weights(p) for p in (demo_base, tmp_path / "m", tmp_path / "l", tmp_path / "c"))
+    changed = 0
+    for key, w in base.items():
+        expected = w + 0.7 * (med[key] - w) + 0.3 * (leg[key] - w)
+        torch.testing.assert_close(comb[key], expected, atol=1e-5, rtol=1e-5)
+        changed += int((med[key] - w).abs().max() > 1e-3)
+    assert changed >= 7 * 4  # every targeted projection of every layer moved
+
+
+def test_merge_refuses_bad_arguments_naming_the_option(runs_home, tmp_path, tiny_model_dir):
+    with pytest.raises(ConfigError, match="2 adapters") as e:
+        lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "a", weights=[1.0])
+    assert e.value.key == "weights"
+    with pytest.raises(ConfigError, match="needs --density") as e:
+        lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "b", combination="ties")
+    assert e.value.key == "density"
+    with pytest.raises(ConfigError, match="one of linear, cat") as e:
+        lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "c", combination="average")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    with pytest.raises(ConfigError, match="not an empty folder") as e:
+        lib.merge_adapters("demo", ["medical"], tmp_path / "full")
+    assert e.value.key == "out" and (tmp_path / "full" / "x").read_text() == "keep me"
+    with pytest.raises(ModelError, match="hidden_size 128 vs 32"):
+        lib.merge_adapters(str(tiny_model_dir), ["medical"], tmp_path / "d")
+
+
+def test_export_copies_the_adapter_alone_with_its_card(runs_home, tmp_path, capsys):
+    run_dir = runs_home["legal"].parent
+    (run_dir / "README.md").write_text("# legal run\nThe run's model card.\n")
+    assert lib.cli_export(Namespace(adapter="legal", out=str(tmp_path / "exp"))) == 0
+    out = tmp_path / "exp"
+    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "README.md",
+                                                "card.json"}
+    assert (out / "README.md").read_text().startswith("# legal run")
+    card = json.loads((out / "card.json").read_text())
+    assert card["name"] == "legal" and card["dataset_hash"] == "sha256:legal"
+    assert card["exported_from"] == str(runs_home["legal"].resolve())
+    assert (out / "adapter_model.safetensors").read_bytes() == (runs_home["legal"] / "adapter_model.safetensors"
+                                                                ).read_bytes()
+    # A folder with no card at all gets one written from the library card.
+    bare = tmp_path / "bare"
+    shutil.copytree(runs_home["legal"], bare)
+    (bare / "README.md").unlink(missing_ok=True)
+    lib.export_adapter(bare, tmp_path / "exp2")
+    readme = (tmp_path / "exp2" / "README.md").read_text()
+    assert "| Rank / alpha | 4 / 8 |" in readme and "PeftModel.from_pretrained" in readme

@@ -1,0 +1,196 @@
+"""Generation: many adapters on one base, switching, the worker protocol and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from engine.cli import main as cli_main
+from engine.errors import ConfigError, ConfigErrors, ModelError
+from engine.events import ERROR, FINISHED, GENERATED, LOADED, READY, TOKEN
+from engine.generate import BASE, GenerationClient, GenerationSettings, Generator
+
+PROMPT = "What should I do today?"
+GREEDY = GenerationSettings(max_new_tokens=20)
+
+
+@pytest.fixture
+def gen(runs_home) -> Generator:
+    return Generator("demo", load_in="fp32", device="cpu")
+
+
+def test_two_adapters_trained_on_different_data_answer_differently(gen, runs_home):
+    base_text = gen.generate(PROMPT, BASE, GREEDY).text
+    gen.load_adapter(runs_home["medical"])
+    gen.load_adapter("legal")
+    medical = gen.generate(PROMPT, "medical", GREEDY).text
+    legal = gen.generate(PROMPT, "legal", GREEDY).text
+    assert medical.startswith("Rest, drink water")
+    assert legal.startswith("Read the contract twice")
+    assert len({base_text, medical, legal}) == 3
+    # The base's answer with adapters loaded (inside disable_adapter) is the plain base's.
+    assert gen.generate(PROMPT, BASE, GREEDY).text == base_text
+
+
+def test_switching_changes_the_output_without_reloading_the_base(gen, runs_home):
+    model = gen.model
+    weight = model.get_input_embeddings().weight
+    a = gen.load_adapter(runs_home["medical"])
+    b = gen.load_adapter(runs_home["legal"])
+    short = GenerationSettings(max_new_tokens=6)
+    texts, switches = [], []
+    for name in (a, b, a, b):
+        r = gen.generate(PROMPT, name, short)
+        texts.append(r.text)
+        switches.append(r.switch_s)
+    assert texts[0] == texts[2] != texts[1] == texts[3]
+    assert gen.base_loads == 1
+    assert gen.model is model and gen.peft.get_base_model() is model
+    assert gen.model.get_input_embeddings().weight is weight  # the same tensors, not a reload
+    assert max(switches) < 0.5, switches  # "well under a second"; ~2 ms measured on the tiny model
+    # Unloading the last adapter hands back the very same base, adapter-free.
+    gen.unload(b)
+    gen.unload(a)
+    assert gen.peft is None and gen.model is model
+    assert not any("lora" in n for n, _ in model.named_modules())
+    again = gen.load_adapter(runs_home["legal"])
+    assert gen.generate(PROMPT, again, short).text == texts[1]
+    assert gen.base_loads == 1
+
+
+def test_mismatched_base_is_refused(tiny_model_dir, runs_home, tmp_path):
+    gen = Generator(str(tiny_model_dir), load_in="fp32", device="cpu")
+    with pytest.raises(ModelError, match="can't be used with this base") as e:
+        gen.load_adapter(runs_home["medical"])
+    assert "hidden_size 128 vs 32" in e.value.message
+    # An adapter whose recorded base isn't on this machine is refused by its shapes instead.
+    loose = tmp_path / "loose"
+    shutil.copytree(runs_home["medical"], loose)
+    cfg = json.loads((loose / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "/nowhere/base"
+    (loose / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="doesn't fit the base"):
+        gen.load_adapter(loose)
+    assert gen.adapters == {} and gen.peft is None
+
+
+def test_quantized_base_without_cuda_is_refused_clearly():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; bench/gpu_check_generation.py covers nf4")
+    with pytest.raises(ConfigErrors, match="needs a CUDA GPU") as e:
+        Generator("demo", load_in="nf4")
+    assert e.value.errors[0].key == "load_in" and e.value.errors[0].fix["load_in"] == "fp32"
+
+
+def test_settings_are_validated_with_the_key_named():
+    with pytest.raises(ConfigError, match="'temperature' must be in") as e:
+        GenerationSettings.from_dict({"temperature": -1})
+    assert e.value.key == "temperature"
+    with pytest.raises(ConfigError, match="'top_p' must be in \\(0, 1.0\\]"):
+        GenerationSettings.from_dict({"top_p": 0})
+    with pytest.raises(ConfigError, match="unknown generation setting 'top_k'"):
+        GenerationSettings.from_dict({"top_k": 5})
+    with pytest.raises(ConfigError, match="must be an integer"):
+        GenerationSettings.from_dict({"max_new_tokens": "many"})
+    assert GenerationSettings.from_dict({"temperature": 0}).greedy
+
+
+def test_sampling_is_reproducible_with_a_seed_and_stop_ends_early(gen, runs_home):
+    warm = GenerationSettings(max_new_tokens=12, temperature=1.5, top_p=0.95, seed=7)
+    one, two = (gen.generate(PROMPT, BASE, warm).text for _ in range(2))
+    assert one == two
+    other = gen.generate(PROMPT, BASE, GenerationSettings(max_new_tokens=12, temperature=1.5, seed=8)).text
+    assert other != one
+    calls = []
+    streamed = []
+    r = gen.generate(PROMPT, BASE, GenerationSettings(max_new_tokens=40), on_text=streamed.append,
+                     should_stop=lambda: calls.append(1) or len(calls) >= 3)
+    assert r.stopped and r.tokens == 3
+    assert "".join(streamed) == r.text
+
+
+def test_alpaca_prompt_for_tokenizers_without_a_chat_template(tiny_model_dir, tmp_path):
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    tok_cfg = json.loads((plain / "tokenizer_config.json").read_text())
+    tok_cfg.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    gen = Generator(str(plain), load_in="fp32", device="cpu")
+    assert not gen.tokenizer.chat_template
+    text = gen.tokenizer.decode(gen.prompt_ids("Name a colour."))
+    assert text.startswith("Below is an instruction")
+    assert text.endswith("### Instruction:\nName a colour.\n\n### Response:\n")
+
+
+def test_cli_generate_prints_one_block_per_adapter_greedily(runs_home, capsys):
+    argv = ["generate", "--base", "demo", "--adapter", "medical", "--adapter", str(runs_home["legal"]),
+            "--prompt", PROMPT, "--max_new_tokens", "12"]
+    assert cli_main(argv) == 0
+    first = capsys.readouterr().out
+    headers = [line for line in first.splitlines() if line.startswith("=== ")]
+    assert headers == ["=== base: demo ===", f"=== adapter: medical ({runs_home['medical'].resolve()}) ===",
+                       f"=== adapter: legal ({runs_home['legal'].resolve()}) ==="]
+    assert first.count("tokens/s") == 3 and "Rest, drink water" in first and "Read the contract" in first
+    def answers(out: str) -> list[str]:  # everything but the timing lines
+        return [line for line in out.splitlines() if not line.startswith("--- ")]
+
+    assert cli_main(argv) == 0
+    assert answers(capsys.readouterr().out) == answers(first)  # greedy: the same text again
+    assert cli_main([*argv, "--no-base"]) == 0
+    assert "=== base" not in capsys.readouterr().out
+    assert cli_main(["generate", "--base", "demo", "--adapter", "nope", "--prompt", "x"]) == 2
+    assert "adapter 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(180)
+def test_worker_process_streams_and_switches_without_reloading(runs_home):
+    client = GenerationClient("demo", load_in="fp32", device="cpu")
+    client.start()
+    try:
+        client.load_adapter(runs_home["medical"])
+        client.load_adapter(runs_home["legal"], name="contract")
+        client.load_adapter("/nowhere/adapter")
+        request = client.generate(PROMPT, [BASE, "medical", "contract", "missing"], GREEDY)
+        client.send("bogus")
+        events = []
+        readies = 0
+        for ev in client.events(timeout=120):
+            events.append(ev)
+            readies += ev.type == READY
+            if readies == 6:  # start, 3 load_adapter, generate, bogus
+                break
+    finally:
+        code = client.close()
+    assert code == 0
+    loaded = [e for e in events if e.type == LOADED]
+    assert [e.get("adapter") for e in loaded] == [None, "medical", "contract"]
+    assert len({e["base_id"] for e in loaded}) == 1 and {e["base_loads"] for e in loaded} == {1}
+    errors = [e for e in events if e.type == ERROR]
+    assert errors[0]["cmd"] == "load_adapter" and "/nowhere/adapter" in errors[0]["message"]
+    assert errors[1]["adapter"] == "missing" and "no adapter named 'missing'" in errors[1]["message"]
+    assert errors[2]["key"] == "cmd" and "unknown command 'bogus'" in errors[2]["message"]
+    generated = {e["adapter"]: e for e in events if e.type == GENERATED}
+    assert list(generated) == [BASE, "medical", "contract"]
+    for name, ev in generated.items():
+        assert ev["request"] == request and ev["tokens"] > 0 and ev["tokens_per_s"] > 0
+        streamed = "".join(e["text"] for e in events if e.type == TOKEN and e["adapter"] == name)
+        assert streamed == ev["text"]
+    assert generated["medical"]["text"].startswith("Rest, drink water")
+    assert generated["contract"]["text"].startswith("Read the contract")
+    assert generated["contract"]["switch_s"] < 0.5
+
+
+def test_worker_reports_a_bad_base_and_exits(tmp_path):
+    client = GenerationClient(str(tmp_path / "no-model"), python=sys.executable)
+    client.start()
+    events = list(client.events(timeout=60))
+    kinds = [e.type for e in events if e.type != "log"]
+    assert kinds[:2] == [ERROR, FINISHED]
+    assert "no such folder" in events[[e.type for e in events].index(ERROR)]["message"]
+    assert client.proc.returncode == 2

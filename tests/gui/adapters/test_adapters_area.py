@@ -1,0 +1,139 @@
+"""The Adapters area: library cards, the side-by-side playground, saved prompts, "Try it"."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from PySide6.QtCore import QPoint, Qt
+
+from engine.generate import BASE
+from engine.paths import data_home
+from gui.adapters.library_model import AdapterLibraryModel, MatchRole
+from gui.adapters.prompts import PromptStore
+
+WAIT_MS = 180_000  # a worker start imports torch; the 2 shared CPU cores can be slow
+
+
+def test_library_model_passes_qtmodeltester(qtmodeltester, runs_home, foreign_adapter):
+    from engine.adapters import add_adapter, check_base_match, list_adapters
+
+    add_adapter(foreign_adapter)
+    model = AdapterLibraryModel()
+    model.set_cards(list_adapters())
+    model.set_matches({c.path: check_base_match(c.path, "demo") for c in model.cards})
+    qtmodeltester.check(model)
+    assert model.rowCount() == 3
+
+
+def test_library_shows_cards_and_refuses_a_foreign_adapter(qtbot, make_area, runs_home, foreign_adapter):
+    from engine.adapters import add_adapter
+
+    add_adapter(foreign_adapter)
+    area = make_area()
+    area.refresh()
+    area.show()
+    qtbot.waitExposed(area)
+    names = [area.model.data(area.model.index(r)) for r in range(area.model.rowCount())]
+    assert sorted(names) == ["legal", "medical", "tiny-chat"]
+    assert area.library_title.text() == "Adapter library (3)"
+    foreign = area.model.index(area.model.row_of(foreign_adapter))
+    match = foreign.data(MatchRole)
+    assert match.ok is False and "hidden_size 32 vs 128" in match.message
+    assert not area.model.set_checked(str(foreign_adapter), True)  # refused: can't be ticked
+    assert "hidden_size" in foreign.data(Qt.ItemDataRole.ToolTipRole)
+    # Clicking a card's check box ticks it.
+    medical = area.model.index(area.model.row_of(runs_home["medical"]))
+    rect = area.list.visualRect(medical)
+    qtbot.mouseClick(area.list.viewport(), Qt.MouseButton.LeftButton, pos=rect.topLeft() + QPoint(20, 20))
+    assert [c.name for c in area.model.checked_cards()] == ["medical"]
+    # Nothing to generate without a prompt: a message, not a crash.
+    area.generate()
+    assert area.banner.isVisible() and "Type a prompt" in area.banner.text()
+    assert area.thread is None
+
+
+def test_playground_streams_side_by_side_and_replays_saved_prompts(qtbot, make_area, runs_home, tmp_path):
+    area = make_area()
+    area.show()
+    for final in runs_home.values():
+        assert area.model.set_checked(str(final), True)
+    area.prompt_edit.setPlainText("What should I do today?")
+    area.max_tokens.setValue(16)
+    with qtbot.waitSignal(area.sig_generation_finished, timeout=WAIT_MS):
+        request = area.generate()
+    streamed: dict[str, str] = {}
+    area.thread.sig_tokens.connect(lambda req, name, text: streamed.__setitem__(name, streamed.get(name, "") + text))
+    cols = area.columns
+    assert list(cols) == [BASE, "legal", "medical"]  # base first, then the library order
+    assert cols["medical"].answer().startswith("Rest, drink water")
+    assert cols["legal"].answer().startswith("Read the contract")
+    assert cols[BASE].answer() not in (cols["medical"].answer(), cols["legal"].answer())
+    for col in cols.values():
+        assert "tokens/s" in col.stats.text() and not col.error
+    # Columns sit side by side.
+    xs = [col.geometry().x() for col in cols.values()]
+    assert xs == sorted(xs) and len(set(xs)) == 3
+    shot = tmp_path / "adapters.png"
+    assert area.grab().save(str(shot)) and shot.stat().st_size > 10_000
+    worker, base_id = area.thread, area.last_loaded["base_id"]
+
+    # Save the prompt with other settings; a fresh store reads it back from the data home.
+    area.max_tokens.setValue(8)
+    assert area.save_prompt("today") == "today"
+    saved = json.loads((data_home() / "saved_prompts.json").read_text())["prompts"]
+    assert saved[0]["prompt"] == "What should I do today?" and saved[0]["settings"]["max_new_tokens"] == 8
+    assert PromptStore().names() == ["today"]
+
+    # Replay it against one adapter only: same worker, base never reloaded, text streamed.
+    area.prompt_edit.setPlainText("something else")
+    area.max_tokens.setValue(30)
+    area.compare_base.setChecked(False)
+    area.model.set_checked(str(runs_home["medical"]), False)
+    with qtbot.waitSignal(area.sig_generation_finished, timeout=WAIT_MS) as blocker:
+        second = area.replay_prompt("today")
+    assert blocker.args == [second] and second != request
+    assert area.prompt_edit.toPlainText() == "What should I do today?" and area.max_tokens.value() == 8
+    assert list(area.columns) == ["legal"]
+    assert area.columns["legal"].answer().startswith("Read the contract")
+    assert streamed["legal"] == area.columns["legal"].answer()
+    assert area.thread is worker and area.last_loaded["base_id"] == base_id
+    assert area.last_loaded["base_loads"] == 1
+
+
+def test_try_adapter_opens_the_playground_on_it(qtbot, make_area, trained_runs, tmp_path, tiny_model_dir):
+    # A run kept outside the runs folder (output_dir set by the user) is added to the library.
+    run = tmp_path / "elsewhere"
+    shutil.copytree(trained_runs["legal"], run)
+    area = make_area()
+    area.base_box.setCurrentText(str(tiny_model_dir))  # the wrong base: "Try it" must switch to demo
+    with qtbot.waitSignal(area.sig_base_loaded, timeout=WAIT_MS,
+                          check_params_cb=lambda d: d.get("adapter") == "elsewhere"):
+        area.try_adapter(run / "final")
+    assert area.base_text() == "demo"
+    assert [c.name for c in area.model.checked_cards()] == ["elsewhere"]
+    assert area.model.checked_cards()[0].source == "added"
+    assert area.last_loaded["adapters"] == {"elsewhere": str((run / "final").resolve())}
+    assert area.banner.isHidden()
+
+
+def test_a_base_that_cannot_load_is_reported(qtbot, make_area, tmp_path):
+    area = make_area()
+    area.base_box.setCurrentText(str(tmp_path / "no-such-model"))
+    area.compare_base.setChecked(True)
+    area.prompt_edit.setPlainText("hi")
+    with qtbot.waitSignal(area.sig_error, timeout=WAIT_MS):
+        area.generate()
+    qtbot.waitUntil(lambda: not area.busy, timeout=WAIT_MS)
+    assert "no such folder" in area.columns[BASE].answer() or "no such folder" in area.banner.text()
+    assert "Traceback" not in area.banner.text()
+
+
+def test_try_on_a_full_model_run_loads_it_as_the_base(qtbot, make_area, tiny_model_dir):
+    area = make_area()
+    with qtbot.waitSignal(area.sig_base_loaded, timeout=WAIT_MS) as blocker:
+        area.try_adapter(tiny_model_dir)  # a full/freeze run's final/ is a model folder
+    assert area.base_text() == str(tiny_model_dir)
+    assert blocker.args[0]["base_path"] == str(tiny_model_dir) and blocker.args[0]["adapters"] == {}
+    assert area.model.checked_cards() == [] and area.compare_base.isChecked()
+    assert area.banner.isHidden()
