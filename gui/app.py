@@ -72,11 +72,16 @@ def screenshot(out: str, tab: str = "dataset", size: str = "1360x860") -> int:
         QCoreApplication.processEvents()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     ok = win.grab().save(out)
+    failed = dict(win.failed_areas)
     win.discard_for_screenshot()
     win.close()
     app.processEvents()
     if not ok or not Path(out).exists() or Path(out).stat().st_size == 0:
         print(f"could not write {out}", file=sys.stderr)
+        return 1
+    if failed:
+        for key, error in failed.items():
+            print(f"the {key} area failed to load: {error}", file=sys.stderr)
         return 1
     print(out)
     return 0

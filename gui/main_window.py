@@ -55,6 +55,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(self._base_title)
         self.setMinimumSize(QSize(960, 640))
         self.areas: dict[str, QWidget] = {}
+        self.failed_areas: dict[str, str] = {}  # key -> the error, for --screenshot/--self-check
         self._area_titles: dict[str, str] = {}
 
         self.nav = QListWidget()
@@ -142,6 +143,7 @@ class MainWindow(QMainWindow):
         try:
             area = getattr(importlib.import_module(module), cls)()
         except Exception as e:  # noqa: BLE001 - one broken area must not take the app down
+            self.failed_areas[key] = f"{type(e).__name__}: {e}"
             label = QLabel(f"The {AREAS[key][0]} area failed to load:\n{type(e).__name__}: {e}")
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
             label.setWordWrap(True)

@@ -15,24 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-# shared library (soname prefix) -> Debian/Ubuntu package
-LIB_PACKAGES = {
-    "libglib-2.0": "libglib2.0-0", "libGL.so": "libgl1", "libEGL": "libegl1",
-    "libxkbcommon.so": "libxkbcommon0", "libxkbcommon-x11": "libxkbcommon-x11-0",
-    "libfontconfig": "libfontconfig1", "libdbus-1": "libdbus-1-3", "libxcb-cursor": "libxcb-cursor0",
-    "libxcb-icccm": "libxcb-icccm4", "libxcb-image": "libxcb-image0", "libxcb-keysyms": "libxcb-keysyms1",
-    "libxcb-render-util": "libxcb-render-util0", "libxcb-shape": "libxcb-shape0",
-    "libxcb-xinerama": "libxcb-xinerama0", "libxcb-randr": "libxcb-randr0", "libxcb-xkb": "libxcb-xkb1",
-    "libX11-xcb": "libx11-xcb1", "libxcb.so": "libxcb1", "libfreetype": "libfreetype6",
-    "libSM": "libsm6", "libICE": "libice6",
-}
-
-
-def package_for(lib: str) -> str | None:
-    for prefix, pkg in LIB_PACKAGES.items():
-        if lib.startswith(prefix):
-            return pkg
-    return None
+from engine.selfcheck import debian_package_for as package_for  # one soname -> package table
 
 
 def missing_message(libs: list[str], what: str) -> str:

