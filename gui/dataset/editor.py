@@ -1,0 +1,1376 @@
+"""The Dataset area: a table and a form over one dataset file, find/replace, filters, undo,
+the lint panel, a prompt preview, and the machinery that never loses an edit (dirty marker,
+autosave and crash recovery, a warning before closing, a notice when the file changes on disk).
+
+Data flow: the engine's :class:`DatasetFile` is the only store. The table model is a thin
+adapter over its record list; every change is an undo command on :attr:`DatasetEditor.undo_stack`
+that swaps record objects in that list; save hands the same object back to the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from PySide6.QtCore import QFileSystemWatcher, QItemSelectionModel, QModelIndex, QRect, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence, QShortcut, QUndoStack
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QStyledItemDelegate,
+    QTableView,
+    QTabWidget,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.data import load_dataset_file, save_dataset_file
+from engine.data.records import CONVERSATION_KEY, DatasetFile, Record, RecordFormat
+from engine.errors import StudioError
+from gui.dataset import recovery
+from gui.dataset.commands import (
+    InsertRecordsCommand,
+    MoveRecordsCommand,
+    RemoveRecordsCommand,
+    ReplaceRecordsCommand,
+)
+from gui.dataset.filter_proxy import ANY_FINDING, BROKEN, RecordFilterProxy
+from gui.dataset.form import RecordForm
+from gui.dataset.lint_child import file_signature
+from gui.dataset.lint_panel import LintPanel
+from gui.dataset.lint_runner import LintRunner
+from gui.dataset.preview import PreviewPane
+from gui.dataset.search import (
+    TextQuery,
+    all_matches,
+    copy_data,
+    field_labels,
+    record_texts,
+    replace_in_record,
+    replace_one,
+)
+from gui.dataset.table_model import RecordTableModel, fixed_record, with_data
+
+RELINT_MS = 1500  # after the last edit, small files are checked again
+FILTER_MS = 250  # typing pause before the filter applies
+WATCH_MS = 300  # file-change notifications come in bursts (write, rename, chmod)
+_BANNER_STYLES = {
+    "info": "background: #e8f1fb; border: 1px solid #b6d0ee; border-radius: 4px;",
+    "warning": "background: #fff4d6; border: 1px solid #e9cf85; border-radius: 4px;",
+    "error": "background: #fde7e6; border: 1px solid #eeb3ae; border-radius: 4px;",
+}
+
+
+class CellDelegate(QStyledItemDelegate):
+    """Edits cells in a multi-line box taller than the row, so newlines survive an edit.
+
+    Enter adds a line (as in the form); Tab or a click elsewhere commits, Escape cancels.
+    """
+
+    def createEditor(self, parent, option, index):  # noqa: N802 - Qt's name
+        edit = QPlainTextEdit(parent)
+        edit.setTabChangesFocus(True)
+        edit.setFrameShape(QFrame.Shape.Box)
+        return edit
+
+    def setEditorData(self, editor, index) -> None:  # noqa: N802
+        editor.setPlainText(index.data(Qt.ItemDataRole.EditRole) or "")
+        editor.moveCursor(editor.textCursor().MoveOperation.End)
+
+    def setModelData(self, editor, model, index) -> None:  # noqa: N802
+        model.setData(index, editor.toPlainText(), Qt.ItemDataRole.EditRole)
+
+    def updateEditorGeometry(self, editor, option, index) -> None:  # noqa: N802
+        rect = QRect(option.rect)
+        rect.setHeight(max(rect.height(), 120))
+        rect.setWidth(max(rect.width(), 320))
+        viewport = editor.parentWidget().rect()
+        if rect.bottom() > viewport.bottom():
+            rect.moveBottom(viewport.bottom())
+        if rect.right() > viewport.right():
+            rect.moveRight(viewport.right())
+        editor.setGeometry(rect)
+
+
+class Banner(QFrame):
+    """A one-line notice above the table with up to two action buttons and a close button."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.buttons = [QPushButton(), QPushButton()]
+        close = QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self.hide)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 6, 6, 6)
+        lay.addWidget(self.label, 1)
+        for b in self.buttons:
+            lay.addWidget(b)
+        lay.addWidget(close)
+        self._handlers: list = [None, None]
+        for i, b in enumerate(self.buttons):
+            b.clicked.connect(lambda _c=False, i=i: self._on_button(i))
+        self.kind = ""
+        self.hide()
+
+    def show_message(self, kind: str, text: str, actions: list[tuple[str, object]] | None = None) -> None:
+        """Show ``text``; ``actions`` are ``(label, callable)`` pairs for the buttons."""
+        self.kind = kind
+        self.setStyleSheet(f"Banner {{ {_BANNER_STYLES.get(kind, '')} }}")
+        self.label.setText(text)
+        actions = actions or []
+        for i, b in enumerate(self.buttons):
+            if i < len(actions):
+                b.setText(actions[i][0])
+                self._handlers[i] = actions[i][1]
+                b.show()
+            else:
+                self._handlers[i] = None
+                b.hide()
+        self.show()
+
+    def _on_button(self, i: int) -> None:
+        handler = self._handlers[i]
+        self.hide()
+        if handler is not None:
+            handler()
+
+
+class FindBar(QFrame):
+    """Find and replace: text or regex, case, in one field or all; Enter finds the next match."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.find = QLineEdit()
+        self.find.setPlaceholderText("Find")
+        self.find.setClearButtonEnabled(True)
+        self.replace = QLineEdit()
+        self.replace.setPlaceholderText("Replace with (regex: \\1 for groups)")
+        self.regex = QCheckBox("Regex")
+        self.case = QCheckBox("Aa")
+        self.case.setToolTip("Match case")
+        self.field = QComboBox()
+        self.field.setToolTip("Look in this field only")
+        self.prev_button = QPushButton("◀")
+        self.prev_button.setToolTip("Previous match (Shift+F3)")
+        self.next_button = QPushButton("Next ▶")
+        self.next_button.setToolTip("Next match (Enter, F3)")
+        self.replace_button = QPushButton("Replace")
+        self.replace_button.setToolTip("Replace this match and find the next")
+        self.replace_all_button = QPushButton("Replace all")
+        self.replace_all_button.setToolTip("Replace every match in the records shown (one undo step)")
+        self.status = QLabel()
+        self.status.setStyleSheet("color: palette(mid);")
+        self.close_button = QToolButton()
+        self.close_button.setText("✕")
+        self.close_button.setAutoRaise(True)
+        self.close_button.setToolTip("Close (Escape)")
+        top = QHBoxLayout()
+        top.addWidget(self.find, 1)
+        top.addWidget(self.regex)
+        top.addWidget(self.case)
+        top.addWidget(QLabel("in"))
+        top.addWidget(self.field)
+        top.addWidget(self.prev_button)
+        top.addWidget(self.next_button)
+        top.addWidget(self.close_button)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.replace, 1)
+        bottom.addWidget(self.replace_button)
+        bottom.addWidget(self.replace_all_button)
+        bottom.addWidget(self.status)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 6, 8, 6)
+        lay.setSpacing(4)
+        lay.addLayout(top)
+        lay.addLayout(bottom)
+        self.close_button.clicked.connect(self.hide)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.hide,
+                  context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+
+    def query(self) -> TextQuery:
+        field = self.field.currentData()
+        return TextQuery(self.find.text(), self.regex.isChecked(), self.case.isChecked(), field)
+
+
+class DatasetEditor(QWidget):
+    """The Dataset area of the main window."""
+
+    sig_title_changed = Signal(str)
+    """The window title part for this area changed, e.g. ``"Dataset — data.jsonl*"``."""
+
+    sig_dirty_changed = Signal(bool)
+    """Unsaved edits appeared (True) or were saved or discarded (False)."""
+
+    sig_file_opened = Signal(str)
+    """A file was opened (its path)."""
+
+    sig_saved = Signal(str)
+    """The dataset was saved (the path)."""
+
+    sig_file_changed_on_disk = Signal(str)
+    """The open file was changed by another program (its path)."""
+
+    sig_lint_finished = Signal(object)
+    """A lint report for the current records arrived (the LintReport)."""
+
+    sig_status = Signal(str)
+    """A short status message."""
+
+    # ---- Public API
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("DatasetEditor")
+        self._ds: DatasetFile | None = None
+        self._baseline: tuple[Record, ...] = ()
+        self._signature: tuple[int, int] | None = None
+        self._report = None
+        self._report_records: list[Record] = []
+        self._lint_stale = False
+        self._last_match: tuple[Record, tuple, int, int] | None = None
+        self._restoring = False
+
+        self.undo_stack = QUndoStack(self)
+        self.model = RecordTableModel(self)
+        self.model.edit_handler = self._push_replace
+        self.proxy = RecordFilterProxy(self)
+        self.proxy.setSourceModel(self.model)
+
+        self._build_widgets()
+        self._build_actions()
+        self._wire()
+
+        self.autosaver = recovery.Autosaver(self._autosave_snapshot, parent=self)
+        self.autosaver.sig_autosaved.connect(self._on_autosaved)
+        self.autosaver.sig_failed.connect(self._on_autosave_failed)
+        self.lint_runner = LintRunner(self)
+        self.lint_runner.sig_finished.connect(self._on_lint_finished)
+        self.lint_runner.sig_failed.connect(self._on_lint_failed)
+        self.lint_runner.sig_started.connect(self._on_lint_started)
+        self.watcher = QFileSystemWatcher(self)
+        self.watcher.fileChanged.connect(self._on_path_changed)
+        self.watcher.directoryChanged.connect(self._on_path_changed)
+        self._watch_timer = QTimer(self, singleShot=True, interval=WATCH_MS)
+        self._watch_timer.timeout.connect(self._check_disk)
+        self._relint_timer = QTimer(self, singleShot=True, interval=RELINT_MS)
+        self._relint_timer.timeout.connect(self.run_lint)
+        self._filter_timer = QTimer(self, singleShot=True, interval=FILTER_MS)
+        self._filter_timer.timeout.connect(self._apply_filter)
+        self._update_title()
+        self._update_actions()
+
+    def open_file(self, path) -> None:
+        """Open a dataset file (unsaved edits to the current one are dropped: call
+        :meth:`maybe_close` first when they matter)."""
+        path = Path(path)
+        self.form.flush()
+        t0 = time.perf_counter()
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            ds = load_dataset_file(path)
+        except StudioError as e:
+            self.banner.show_message("error", f"Can't open {path.name}: {e.message}")
+            return
+        finally:
+            QApplication.restoreOverrideCursor()
+        self._set_dataset(ds, baseline=tuple(ds.records))
+        took = time.perf_counter() - t0
+        self._show_load_problems(ds)
+        self.sig_status.emit(f"Opened {path.name}: {ds.detected} ({took:.1f} s)")
+        self.sig_file_opened.emit(str(path))
+
+    def dataset(self) -> DatasetFile | None:
+        return self._ds
+
+    def path(self) -> Path | None:
+        return Path(self._ds.path) if self._ds is not None and self._ds.path else None
+
+    def is_dirty(self) -> bool:
+        return self._ds is not None and not self.undo_stack.isClean()
+
+    def title(self) -> str:
+        if self._ds is None:
+            return "Dataset"
+        name = Path(self._ds.path).name if self._ds.path else "untitled"
+        return f"Dataset — {name}{'*' if self.is_dirty() else ''}"
+
+    def save(self) -> bool:
+        """Save to the file (atomically). Returns False, with a message shown, if it failed."""
+        if self._ds is None:
+            return False
+        self.form.flush()
+        ds = self._ds
+        if ds.container == RecordFormat.JSONL:
+            # A broken record is written back as its raw text, one line per record: keep it one line.
+            for r in ds.records:
+                if r.broken and r.raw and "\n" in r.raw:
+                    r.raw = r.raw.replace("\r\n", " ").replace("\n", " ")
+        t0 = time.perf_counter()
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            path = save_dataset_file(ds)
+        except (StudioError, OSError) as e:
+            msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            self.banner.show_message("error", f"Not saved: {msg}")
+            return False
+        finally:
+            QApplication.restoreOverrideCursor()
+        self._after_write(path)
+        self.sig_status.emit(f"Saved {len(ds.records):,} records to {path} ({time.perf_counter() - t0:.1f} s)")
+        self.sig_saved.emit(str(path))
+        return True
+
+    def save_as(self, path, container: str | None = None, fmt: str | None = None) -> bool:
+        """Write to another file, in another container or record format if given.
+
+        In the same container and format the editor then edits the new file; a conversion is an
+        export, and the editor stays on the current file.
+        """
+        if self._ds is None:
+            return False
+        self.form.flush()
+        ds = self._ds
+        converting = (container or ds.container) != ds.container or (fmt or ds.format) != ds.format
+        try:
+            written = save_dataset_file(ds, path, container=container, fmt=fmt)
+        except (StudioError, OSError) as e:
+            msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            self.banner.show_message("error", f"Not written: {msg}")
+            return False
+        if converting:
+            self.sig_status.emit(f"Exported {len(ds.records):,} records to {written}")
+            return True
+        old = self.path()
+        if old is not None and old != Path(written):
+            self.autosaver.discard(old)
+            self.watcher.removePaths(self.watcher.files() + self.watcher.directories())
+        self._after_write(Path(written))
+        self.sig_saved.emit(str(written))
+        return True
+
+    def maybe_close(self) -> bool:
+        """Ask to save, discard or cancel when there are unsaved edits. True: go ahead and close."""
+        self.form.flush()
+        if not self.is_dirty():
+            return True
+        answer = self._ask_save_changes()
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save()
+        if answer == QMessageBox.StandardButton.Discard:
+            self.autosaver.discard(self.path())
+            self.undo_stack.setClean()
+            return True
+        return False
+
+    def check_recovery(self) -> bool:
+        """Offer to restore unsaved edits left by a crash. Returns True if some were restored.
+
+        The main window calls this once after it is shown. It offers the open file's recovery if
+        there is one, else the newest; "Discard" deletes the one offered, "Later" keeps it.
+        """
+        infos = recovery.list_recoveries()
+        if not infos:
+            return False
+        current = self.path().resolve() if self.path() else None
+        info = next((i for i in infos if current is not None and i.source == current), infos[0])
+        answer = self._ask_restore(info)
+        if answer == QMessageBox.StandardButton.Discard:
+            recovery.discard(info.path)
+            return False
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        return self.restore_recovery(info.path)
+
+    def restore_recovery(self, path) -> bool:
+        """Load the edits of a recovery file (they stay unsaved until the user saves)."""
+        try:
+            ds, baseline = recovery.restore(Path(path))
+        except StudioError as e:
+            self.banner.show_message("error", f"Can't restore: {e}")
+            return False
+        self._set_dataset(ds, baseline=baseline)
+        self.undo_stack.resetClean()  # unsaved from the start; Ctrl+S writes the file
+        self.autosaver.touch()
+        self._update_title()
+        self.banner.show_message("info", f"Restored unsaved edits to {Path(ds.path).name} from "
+                                 f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(path)))}."
+                                 " Save to keep them.")
+        return True
+
+    def select_record(self, index: int, column: int | None = None) -> bool:
+        """Make the record at ``ds.records[index]`` current (clearing filters that hide it)."""
+        if self._ds is None or not 0 <= index < len(self._ds.records):
+            return False
+        pidx = self._proxy_index_of(index, column)
+        if not pidx.isValid() and self.proxy.is_filtering():
+            self.clear_filter()
+            pidx = self._proxy_index_of(index, column)
+        if not pidx.isValid():
+            return False
+        self.table.selectionModel().setCurrentIndex(
+            pidx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.table.scrollTo(pidx)
+        return True
+
+    def current_record_index(self) -> int:
+        """Index in ``ds.records`` of the current record, or -1."""
+        cur = self.table.currentIndex()
+        if not cur.isValid():
+            return -1
+        return self.model.record_index(self.proxy.mapToSource(cur).row())
+
+    def selected_record_indices(self) -> list[int]:
+        rows = self.table.selectionModel().selectedRows()
+        idx = sorted({self.model.record_index(self.proxy.mapToSource(r).row()) for r in rows})
+        if not idx and self.current_record_index() >= 0:
+            idx = [self.current_record_index()]
+        return idx
+
+    def set_filter(self, text: str = "", *, regex: bool = False, field: str | None = None,
+                   rule: str | None = None) -> None:
+        """Show only matching records (what the filter bar does)."""
+        self.filter_edit.blockSignals(True)
+        self.filter_edit.setText(text)
+        self.filter_edit.blockSignals(False)
+        self.filter_regex.setChecked(regex)
+        self._select_combo_data(self.filter_field, field)
+        self._select_combo_data(self.filter_rule, rule)
+        self._apply_filter()
+
+    def clear_filter(self) -> None:
+        self.set_filter("")
+
+    def visible_count(self) -> int:
+        return self.proxy.rowCount()
+
+    def run_lint(self) -> None:
+        """Check the records as they are now (in the background)."""
+        if self._ds is None:
+            return
+        tok = self.preview.tokenizer()
+        use_tok = tok is not None and len(self._ds.records) <= self.lint_runner.in_process_max
+        self.lint_runner.request(self._ds, baseline=self._baseline, signature=self._signature,
+                                 tokenizer=tok if use_tok else None,
+                                 tokenizer_path=self.preview.tokenizer_path() if use_tok else None,
+                                 seq_len=self.lint_panel.seq_len.value())
+        self._lint_stale = False
+
+    def lint_report(self):
+        return self._report
+
+    def find_next(self, backward: bool = False) -> bool:
+        """Go to the next (or previous) match of the find bar's query. False if there is none."""
+        query = self._find_query()
+        if query is None:
+            return False
+        pattern = query.pattern()
+        fmt = self._ds.format
+        cur = self.current_record_index()
+        # Further matches inside the current record come first.
+        if cur >= 0:
+            rec = self._ds.records[cur]
+            matches = all_matches(rec, fmt, query, pattern)
+            last = self._last_match if self._last_match and self._last_match[0] is rec else None
+            if matches and last is None and not backward:
+                self._goto_match(cur, rec, matches[0])
+                return True
+            if matches and last is not None:
+                here = self._match_key(rec, ("", last[1], last[2], 0))
+                keyed = [(self._match_key(rec, m), m) for m in matches]
+                later = [m for k, m in keyed if (k < here if backward else k > here)]
+                if later:
+                    self._goto_match(cur, rec, later[-1] if backward else later[0])
+                    return True
+        with self._busy():
+            hit = next(((idx, m) for idx in self._view_record_indices(cur, backward)
+                        for m in [all_matches(self._ds.records[idx], fmt, query, pattern)] if m), None)
+        if hit is not None:
+            idx, matches = hit
+            self._goto_match(idx, self._ds.records[idx], matches[-1] if backward else matches[0])
+            return True
+        if cur >= 0:  # the only matches are in this record: wrap around inside it
+            matches = all_matches(self._ds.records[cur], fmt, query, pattern)
+            if matches:
+                self._goto_match(cur, self._ds.records[cur], matches[-1] if backward else matches[0])
+                return True
+        self.find_bar.status.setText("No match")
+        return False
+
+    def replace_current(self) -> bool:
+        """Replace the current match and go to the next one."""
+        query = self._find_query()
+        if query is None:
+            return False
+        cur = self.current_record_index()
+        rec = self._ds.records[cur] if cur >= 0 else None
+        last = self._last_match
+        if rec is None or last is None or last[0] is not rec:
+            return self.find_next()
+        new = replace_one(rec, self._ds.format, query, self.find_bar.replace.text(), last[1], last[2])
+        if new is None:
+            return self.find_next()
+        new_rec = fixed_record(rec, new) if rec.broken else with_data(rec, new)
+        grown = len(self._leaf(new_rec, last[1])) - len(self._leaf(rec, last[1]))
+        self.undo_stack.push(ReplaceRecordsCommand(self.model, [(cur, new_rec)], "Replace"))
+        # Continue after the replacement (its end moved by what the replacement added).
+        self._last_match = (new_rec, last[1], last[3] + grown - 1, last[3] + grown)
+        self.find_next()
+        return True
+
+    @contextmanager
+    def _busy(self):
+        """A wait cursor around work that visits every record of a big file."""
+        big = self._ds is not None and len(self._ds.records) > 20_000
+        if big:
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            yield
+        finally:
+            if big:
+                QApplication.restoreOverrideCursor()
+
+    def _leaf(self, rec: Record, path: tuple) -> str:
+        return next((t for _l, p, t in record_texts(rec, self._ds.format) if p == path), "")
+
+    def replace_all(self) -> int:
+        """Replace every match in the records shown; one undo step. Returns the number replaced."""
+        query = self._find_query()
+        if query is None:
+            return 0
+        pattern = query.pattern()
+        fmt = self._ds.format
+        changes: list[tuple[int, Record]] = []
+        total = 0
+        with self._busy():
+            for idx in self._view_record_indices(-1, False, wrap=False):
+                rec = self._ds.records[idx]
+                new, n = replace_in_record(rec, fmt, query, self.find_bar.replace.text(), pattern)
+                if new is None:
+                    continue
+                changes.append((idx, fixed_record(rec, new) if rec.broken else with_data(rec, new)))
+                total += n
+        if changes:
+            self.undo_stack.push(ReplaceRecordsCommand(
+                self.model, changes, f"Replace all '{query.text}' ({total} in {len(changes)} records)"))
+        self.find_bar.status.setText(f"Replaced {total:,} in {len(changes):,} records" if total else "No match")
+        return total
+
+    def add_record(self) -> None:
+        """Insert an empty record after the current one (at the end if none) and edit it."""
+        if self._ds is None:
+            return
+        self.form.flush()
+        at = self.current_record_index() + 1 if self.current_record_index() >= 0 else len(self._ds.records)
+        rec = self._ds.new_record(self._empty_data())
+        self.undo_stack.push(InsertRecordsCommand(self.model, at, [rec], "Add record"))
+        self.select_record(at, self._first_text_column())
+        self._focus_form()
+
+    def duplicate_records(self) -> None:
+        """Copy the selected records and insert the copies after the last of them."""
+        sel = self.selected_record_indices()
+        if not sel:
+            return
+        self.form.flush()
+        copies = []
+        for i in sel:
+            r = self._ds.records[i]
+            if r.broken:
+                copies.append(Record(None, None, raw=r.raw, error=r.error, column=r.column, schema=r.schema))
+            else:
+                copies.append(Record(copy_data(r.peek()), None, schema=r.schema))
+        at = sel[-1] + 1
+        n = len(copies)
+        self.undo_stack.push(InsertRecordsCommand(self.model, at, copies,
+                                                  f"Duplicate {n} record{'s' if n > 1 else ''}"))
+        self._select_indices(list(range(at, at + n)))
+
+    def delete_records(self) -> None:
+        sel = self.selected_record_indices()
+        if not sel:
+            return
+        self.form.flush()
+        n = len(sel)
+        self.undo_stack.push(RemoveRecordsCommand(self.model, sel, f"Delete {n} record{'s' if n > 1 else ''}"))
+        remaining = len(self._ds.records)
+        if remaining:
+            self.select_record(min(sel[0], remaining - 1))
+
+    def move_records(self, delta: int) -> None:
+        """Move the selected records up (-1) or down (+1) in the file."""
+        sel = self.selected_record_indices()
+        if not sel:
+            return
+        self.form.flush()
+        cmd = MoveRecordsCommand(self.model, sel, delta, "Move up" if delta < 0 else "Move down")
+        if not cmd.new_indices:
+            return
+        new = sorted(set(sel) - {i for i, _ in cmd._moves} | set(cmd.new_indices))
+        self.undo_stack.push(cmd)
+        self._select_indices(new)
+
+    def goto_record(self, delta: int) -> None:
+        """Go to the next (+1) or previous (-1) record shown."""
+        cur = self.table.currentIndex()
+        n = self.proxy.rowCount()
+        if n == 0:
+            return
+        self.form.seal()
+        row = 0 if not cur.isValid() else max(0, min(n - 1, cur.row() + delta))
+        col = cur.column() if cur.isValid() else self._first_text_column()
+        pidx = self.proxy.index(row, col)
+        self.table.selectionModel().setCurrentIndex(
+            pidx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.table.scrollTo(pidx)
+
+    def goto_finding(self, delta: int = 1) -> bool:
+        """Go to the next (or previous) record with a lint finding or broken JSON."""
+        if self._ds is None:
+            return False
+        cur = self.current_record_index()
+        for idx in self._view_record_indices(cur, delta < 0):
+            rec = self._ds.records[idx]
+            if rec.broken or self.model.findings_for(rec):
+                self.select_record(idx)
+                return True
+        self.sig_status.emit("No records with findings" + (" (checks are out of date)" if self._lint_stale else ""))
+        return False
+
+    def shutdown(self) -> None:
+        """Stop background work (the main window calls this when closing)."""
+        self.autosaver.stop()
+        self.lint_runner.stop()
+        self.preview.stop()
+
+    def resizeEvent(self, e) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(e)
+        if not self._split_done and self.width() > 600:
+            # Size hints would give the form half; the table is where annotators scan.
+            w = self.splitter.width() or self.width()
+            self.splitter.setSizes([int(w * 0.6), w - int(w * 0.6)])
+            self._split_done = True
+
+    def on_shown(self) -> None:
+        self._update_title()
+
+    def prepare_screenshot(self) -> None:
+        if self._ds is not None and self.current_record_index() < 0 and self._ds.records:
+            self.select_record(0, self._first_text_column())
+
+    # ---- Building
+    def _build_widgets(self) -> None:
+        self.toolbar = QToolBar()
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.toolbar.setMovable(False)
+        self.banner = Banner()
+        self.find_bar = FindBar()
+        self.find_bar.hide()
+
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter records (Ctrl+Shift+F)")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.setMinimumWidth(180)
+        self.filter_regex = QCheckBox("Regex")
+        self.filter_field = QComboBox()
+        self.filter_field.setToolTip("Filter on this field only")
+        self.filter_rule = QComboBox()
+        self.filter_rule.setToolTip("Show only records with this lint finding")
+        self.filter_rule.setMinimumContentsLength(14)
+        self.count_label = QLabel()
+        self.count_label.setStyleSheet("color: #666;")
+        filter_row = QHBoxLayout()
+        filter_row.setContentsMargins(0, 0, 0, 0)
+        filter_row.addWidget(self.filter_edit, 2)
+        filter_row.addWidget(self.filter_regex)
+        filter_row.addWidget(QLabel("in"))
+        filter_row.addWidget(self.filter_field)
+        filter_row.addWidget(QLabel("with"))
+        filter_row.addWidget(self.filter_rule, 1)
+        filter_row.addWidget(self.count_label)
+
+        self.table = QTableView()
+        self.table.setObjectName("records")
+        self.table.setModel(self.proxy)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
+                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.table.setItemDelegate(CellDelegate(self.table))
+        self.table.setWordWrap(False)
+        self.table.setAlternatingRowColors(True)
+        self.table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        vh = self.table.verticalHeader()
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # never measures 100k rows
+        vh.setDefaultSectionSize(self.fontMetrics().height() + 8)
+        vh.setDefaultAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        hh = self.table.horizontalHeader()
+        hh.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        hh.setSortIndicatorShown(True)
+        hh.setHighlightSections(False)
+        self.table.setSortingEnabled(True)
+
+        self.form = RecordForm()
+        self.lint_panel = LintPanel()
+        self.preview = PreviewPane()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.form, "Record")
+        self.tabs.addTab(self.lint_panel, "Checks")
+        self.tabs.addTab(self.preview, "Prompt preview")
+        self.tabs.setDocumentMode(True)
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.setSpacing(4)
+        ll.addLayout(filter_row)
+        ll.addWidget(self.table, 1)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setChildrenCollapsible(False)
+        self._split_done = False
+        self.status = QLabel()
+        self.status.setStyleSheet("color: #666;")
+        self.autosave_label = QLabel()
+        self.autosave_label.setStyleSheet("color: #666;")
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.autosave_label)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 4, 8, 6)
+        lay.setSpacing(4)
+        lay.addWidget(self.toolbar)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.find_bar)
+        lay.addWidget(self.splitter, 1)
+        lay.addLayout(status_row)
+
+    def _action(self, text: str, slot, shortcuts=(), tip: str = "", toolbar: bool = True,
+                context=Qt.ShortcutContext.WidgetWithChildrenShortcut) -> QAction:
+        act = QAction(text, self)
+        keys = [QKeySequence(s) for s in shortcuts]
+        if keys:
+            act.setShortcuts(keys)
+        act.setShortcutContext(context)
+        shown = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in keys)
+        act.setToolTip(f"{tip or text}" + (f" ({shown})" if shown else ""))
+        act.triggered.connect(slot)
+        self.addAction(act)
+        if toolbar:
+            self.toolbar.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        K = QKeySequence.StandardKey  # noqa: N806 - Qt's naming
+        self.act_open = self._action("Open…", self._on_open, [K.Open], "Open a dataset file")
+        self.act_save = self._action("Save", self.save, [K.Save], "Save the file (atomic)")
+        self.act_save_as = self._action("Save as / Export…", self._on_save_as, [K.SaveAs],
+                                        "Write to another file, container (JSON, JSONL, CSV, Parquet) or format")
+        self.toolbar.addSeparator()
+        self.act_undo = self._action("Undo", self._on_undo, [K.Undo])
+        self.act_redo = self._action("Redo", self._on_redo, [K.Redo, "Ctrl+Y"])
+        self.toolbar.addSeparator()
+        self.act_add = self._action("Add", self.add_record, ["Ctrl+N"], "Add a record after the current one")
+        self.act_duplicate = self._action("Duplicate", self.duplicate_records, ["Ctrl+D"],
+                                          "Duplicate the selected records")
+        self.act_delete = self._action("Delete", self.delete_records, ["Ctrl+Delete"],
+                                       "Delete the selected records (Delete in the table)")
+        self.act_up = self._action("Move up", lambda: self.move_records(-1), ["Alt+Shift+Up"],
+                                   "Move the selected records up")
+        self.act_down = self._action("Move down", lambda: self.move_records(1), ["Alt+Shift+Down"],
+                                     "Move the selected records down")
+        self.toolbar.addSeparator()
+        self.act_find = self._action("Find", self._on_find, [K.Find], "Find and replace")
+        self.act_replace = self._action("Replace", self._on_replace, ["Ctrl+H"], toolbar=False)
+        self.act_find_next = self._action("Find next", lambda: self.find_next(), [K.FindNext], toolbar=False)
+        self.act_find_prev = self._action("Find previous", lambda: self.find_next(True), [K.FindPrevious],
+                                          toolbar=False)
+        self.act_next_finding = self._action("Next finding", lambda: self.goto_finding(1), ["F8"],
+                                             "Go to the next record with a lint finding")
+        self.act_prev_finding = self._action("Previous finding", lambda: self.goto_finding(-1), ["Shift+F8"],
+                                             toolbar=False)
+        self.act_file_order = self._action("File order", self._on_file_order, [],
+                                           "Undo the column sort: show records in file order")
+        self.act_next = self._action("Next record", lambda: self.goto_record(1), ["Alt+Down", "Ctrl+J"],
+                                     toolbar=False)
+        self.act_prev = self._action("Previous record", lambda: self.goto_record(-1), ["Alt+Up", "Ctrl+K"],
+                                     toolbar=False)
+        self.act_filter = self._action("Filter", self._on_focus_filter, ["Ctrl+Shift+F"], toolbar=False)
+        self.act_check = self._action("Check", self.run_lint, ["Ctrl+Shift+L"], "Run the checks again",
+                                      toolbar=False)
+        # Delete alone must stay a text key in the form: only the table maps it to "delete records".
+        QShortcut(QKeySequence(Qt.Key.Key_Delete), self.table, activated=self.delete_records,
+                  context=Qt.ShortcutContext.WidgetShortcut)
+
+    def _wire(self) -> None:
+        self.undo_stack.cleanChanged.connect(self._on_clean_changed)
+        self.undo_stack.indexChanged.connect(self._on_stack_index_changed)
+        self.undo_stack.canUndoChanged.connect(self._on_can_undo_changed)
+        self.undo_stack.canRedoChanged.connect(self._on_can_undo_changed)
+        self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        self.model.dataChanged.connect(self._on_model_data_changed)
+        self.model.rowsInserted.connect(self._on_rows_changed)
+        self.model.rowsRemoved.connect(self._on_rows_changed)
+        self.model.rowsMoved.connect(self._on_rows_changed)
+        self.model.layoutChanged.connect(self._on_rows_changed)
+        self.model.sig_records_changed.connect(self._on_records_changed)
+        self.model.sig_sort_reset.connect(self._on_sort_reset)
+        self.proxy.rowsInserted.connect(self._update_count)
+        self.proxy.rowsRemoved.connect(self._update_count)
+        self.proxy.modelReset.connect(self._update_count)
+        self.proxy.layoutChanged.connect(self._update_count)
+        self.form.sig_edited.connect(self._on_form_edited)
+        self.lint_panel.sig_finding_activated.connect(self._on_finding_activated)
+        self.lint_panel.sig_filter_rule.connect(lambda rule: self.set_filter(rule=rule))
+        self.lint_panel.sig_recheck.connect(self.run_lint)
+        self.lint_panel.sig_seq_len_changed.connect(lambda _n: self._relint_timer.start())
+        self.preview.sig_tokenizer_loaded.connect(self._on_tokenizer_loaded)
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.filter_edit.textChanged.connect(lambda _t: self._filter_timer.start())
+        self.filter_regex.toggled.connect(lambda _b: self._apply_filter())
+        self.filter_field.currentIndexChanged.connect(lambda _i: self._apply_filter())
+        self.filter_rule.currentIndexChanged.connect(lambda _i: self._apply_filter())
+        fb = self.find_bar
+        fb.find.returnPressed.connect(lambda: self.find_next())
+        fb.find.textChanged.connect(lambda _t: self._on_find_text_changed())
+        fb.next_button.clicked.connect(lambda: self.find_next())
+        fb.prev_button.clicked.connect(lambda: self.find_next(True))
+        fb.replace.returnPressed.connect(self.replace_current)
+        fb.replace_button.clicked.connect(self.replace_current)
+        fb.replace_all_button.clicked.connect(self.replace_all)
+
+    # ---- Dataset lifecycle
+    def _set_dataset(self, ds: DatasetFile, baseline: tuple[Record, ...]) -> None:
+        self._restoring = True
+        self.form.set_record(-1, None, ds.format)
+        self.undo_stack.clear()
+        self.proxy.pin(None)
+        self._ds = ds
+        self._baseline = baseline
+        self._report = None
+        self._report_records = []
+        self._last_match = None
+        self.model.set_dataset(ds)
+        self.table.horizontalHeader().blockSignals(True)
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self.table.horizontalHeader().blockSignals(False)
+        self._size_columns()
+        self._fill_field_combos()
+        self._fill_rule_combo(None)
+        self._apply_filter()
+        self._watch(ds.path)
+        self._restoring = False
+        self.banner.hide()
+        self._update_title()
+        self._update_status()
+        self._update_actions()
+        self._update_count()
+        if ds.records:
+            self.select_record(0, self._first_text_column())
+        self.lint_panel.set_running(True)
+        self.run_lint()
+
+    def _after_write(self, path: Path) -> None:
+        self.undo_stack.setClean()
+        self._baseline = tuple(self._ds.records)
+        self.autosaver.discard(path)
+        self._watch(path)
+        self._update_title()
+        self._update_status()
+        self.model.headerDataChanged.emit(Qt.Orientation.Vertical, 0, max(0, self.model.rowCount() - 1))
+        self._show_current()
+
+    def _show_load_problems(self, ds: DatasetFile) -> None:
+        broken = sum(1 for r in ds.records if r.broken)
+        if broken:
+            first = next(r for r in ds.records if r.broken)
+            self.banner.show_message(
+                "warning", f"{broken} record{'s' if broken > 1 else ''} in {Path(ds.path).name} "
+                f"{'are' if broken > 1 else 'is'} not valid JSON (first: "
+                f"{first.error if first.error.startswith('line ') else f'line {first.line}: {first.error}'}). "
+                "They are kept as text; fix them in the form. The other records loaded normally.",
+                [("Show broken", lambda: self.set_filter(rule=BROKEN))])
+        elif ds.errors:
+            self.banner.show_message("warning", "; ".join(e.message for e in ds.errors[:3]))
+
+    # ---- Undo plumbing
+    def _push_replace(self, index: int, new: Record, text: str, merge_key=None) -> None:
+        self.undo_stack.push(ReplaceRecordsCommand(self.model, [(index, new)], text, merge_key=merge_key))
+
+    def _on_form_edited(self, index: int, new: Record, text: str, merge_key) -> None:
+        # The form's index may be stale (records inserted above since); its record object is not.
+        idx = self.model.index_of_record(self.form.record(), hint=index) if self.form.record() else -1
+        if idx >= 0:
+            self._push_replace(idx, new, text, merge_key)
+
+    def _on_undo(self) -> None:
+        self.form.flush()
+        self._seal_top()
+        self.undo_stack.undo()
+
+    def _on_redo(self) -> None:
+        self.form.flush()
+        self.undo_stack.redo()
+
+    def _seal_top(self) -> None:
+        top = self.undo_stack.command(self.undo_stack.index() - 1) if self.undo_stack.index() else None
+        if isinstance(top, ReplaceRecordsCommand):
+            top.seal()
+
+    # ---- Slots
+    def _on_clean_changed(self, _clean: bool) -> None:
+        self._update_title()
+        self.sig_dirty_changed.emit(self.is_dirty())
+
+    def _on_selection_changed(self, *_args) -> None:
+        self._update_actions()
+
+    def _on_can_undo_changed(self, _can: bool) -> None:
+        self._update_actions()
+
+    def _on_stack_index_changed(self, _i: int) -> None:
+        self._update_title()
+        self._update_actions()
+
+    def _on_records_changed(self) -> None:
+        self.autosaver.touch()
+        self._lint_stale = True
+        self.lint_panel.set_stale(True)
+        if self._ds is not None and len(self._ds.records) <= self.lint_runner.in_process_max:
+            self._relint_timer.start()
+        self._update_status()
+
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self.form.seal()
+        self._show_current()
+        self._update_actions()
+
+    def _on_model_data_changed(self, top_left: QModelIndex, bottom_right: QModelIndex, _roles=()) -> None:
+        cur = self.current_record_index()
+        if cur < 0:
+            return
+        row = self.model.row_of_index(cur)
+        if top_left.row() <= row <= bottom_right.row():
+            self._show_current()
+
+    def _on_rows_changed(self, *_args) -> None:
+        self._show_current()
+
+    def _show_current(self) -> None:
+        if self._ds is None:
+            return
+        idx = self.current_record_index()
+        rec = self._ds.records[idx] if idx >= 0 else None
+        self.proxy.pin(rec)
+        self.form.set_record(idx, rec, self._ds.format, self.model.findings_for(rec) if rec else None,
+                             len(self._ds.records))
+        self.preview.set_record(rec)
+
+    def _on_sort_reset(self) -> None:
+        hh = self.table.horizontalHeader()
+        hh.blockSignals(True)
+        hh.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        hh.blockSignals(False)
+        hh.viewport().update()
+
+    def _on_file_order(self) -> None:
+        self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+        self._on_sort_reset()
+
+    def _on_open(self) -> None:
+        if not self.maybe_close():
+            return
+        start = str(self.path().parent) if self.path() else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open dataset", start,
+                                              "Datasets (*.jsonl *.json *.ndjson *.csv *.tsv *.parquet);;All files (*)")
+        if path:
+            self.open_file(path)
+
+    def _on_save_as(self) -> None:
+        if self._ds is None:
+            return
+        filters = {"JSON lines (*.jsonl)": "jsonl", "JSON (*.json)": "json", "CSV (*.csv)": "csv",
+                   "Parquet (*.parquet)": "parquet"}
+        path, chosen = QFileDialog.getSaveFileName(self, "Save as / export", str(self.path() or ""),
+                                                   ";;".join(filters))
+        if path:
+            self.save_as(path, container=filters.get(chosen))
+
+    def _on_find(self) -> None:
+        self.find_bar.show()
+        text = self._selected_text()
+        if text:
+            self.find_bar.find.setText(text)
+        self.find_bar.find.setFocus()
+        self.find_bar.find.selectAll()
+
+    def _on_replace(self) -> None:
+        self._on_find()
+        self.find_bar.replace.setFocus()
+
+    def _on_find_text_changed(self) -> None:
+        self._last_match = None
+        self.find_bar.status.clear()
+        self.find_bar.find.setStyleSheet("")
+
+    def _on_focus_filter(self) -> None:
+        self.filter_edit.setFocus()
+        self.filter_edit.selectAll()
+
+    def _on_finding_activated(self, finding) -> None:
+        if finding.index is None or finding.index >= len(self._report_records):
+            self.sig_status.emit(finding.message)
+            return
+        rec = self._report_records[finding.index]
+        idx = self.model.index_of_record(rec, hint=finding.index)
+        if idx < 0:
+            self.sig_status.emit("That record was edited or deleted since the check; re-check to refresh")
+            return
+        col = self.model.column_of(finding.key) if getattr(finding, "key", None) else -1
+        self.select_record(idx, col if col >= 0 else self._first_text_column())
+        self.tabs.setCurrentWidget(self.lint_panel)
+
+    def _on_lint_started(self, in_child: bool) -> None:
+        self.lint_panel.set_running(True)
+        if in_child:
+            self.sig_status.emit(f"Checking {len(self._ds.records):,} records in the background…")
+
+    def _on_lint_finished(self, report, records: list[Record], seconds: float) -> None:
+        self._report = report
+        self._report_records = records
+        findings: dict[int, tuple[Record, list]] = {}
+        for f in report.findings:
+            if f.index is not None and f.index < len(records):
+                rec = records[f.index]
+                findings.setdefault(id(rec), (rec, []))[1].append(f)
+        self.model.set_findings(findings)
+        self.lint_panel.set_running(False)
+        self.lint_panel.show_report(report, seconds, stale=self._lint_stale)
+        self._fill_rule_combo(report)
+        if self.proxy.is_filtering():
+            self.proxy.refilter()
+        self._show_current()
+        self._update_count()
+        self.sig_lint_finished.emit(report)
+
+    def _on_lint_failed(self, message: str) -> None:
+        self.lint_panel.set_running(False)
+        if message != "cancelled":
+            self.lint_panel.show_error(message)
+
+    def _on_tab_changed(self, _i: int) -> None:
+        if self.tabs.currentWidget() is self.preview:
+            self.preview.activate()
+
+    def _on_tokenizer_loaded(self, _tok) -> None:
+        if self._ds is not None and len(self._ds.records) <= self.lint_runner.in_process_max:
+            self.run_lint()  # exact token lengths now
+
+    def _on_autosaved(self, path: str) -> None:
+        self.autosave_label.setText(f"Autosaved {time.strftime('%H:%M:%S')}")
+        self.autosave_label.setToolTip(f"Unsaved edits are kept in {path} until you save")
+
+    def _on_autosave_failed(self, message: str) -> None:
+        self.autosave_label.setText("Autosave failed")
+        self.autosave_label.setToolTip(message)
+
+    # ---- File watching
+    def _watch(self, path) -> None:
+        old = self.watcher.files() + self.watcher.directories()
+        if old:
+            self.watcher.removePaths(old)
+        if path is None:
+            self._signature = None
+            return
+        path = Path(path)
+        self._signature = file_signature(path)
+        if path.exists():
+            self.watcher.addPath(str(path))
+        # Editors and our own saves replace the file by renaming; watch the folder to see that.
+        self.watcher.addPath(str(path.parent))
+
+    def _on_path_changed(self, _path: str) -> None:
+        self._watch_timer.start()
+
+    def _check_disk(self) -> None:
+        path = self.path()
+        if path is None:
+            return
+        if str(path) not in self.watcher.files() and path.exists():
+            self.watcher.addPath(str(path))  # a rename replaced the inode we watched
+        now = file_signature(path)
+        if now == self._signature:
+            return
+        self._signature = now
+        if now is None:
+            self.banner.show_message("warning", f"{path.name} was deleted or moved on disk. Save to write it again.")
+            self.sig_file_changed_on_disk.emit(str(path))
+            return
+        edits = " Reloading discards your unsaved edits." if self.is_dirty() else ""
+        self.banner.show_message("warning", f"{path.name} changed on disk (another program wrote it).{edits}",
+                                 [("Reload", lambda: self.open_file(path)),
+                                  ("Keep mine", lambda: None)])
+        self.sig_file_changed_on_disk.emit(str(path))
+
+    # ---- Autosave
+    def _autosave_snapshot(self):
+        if self._ds is None or self._ds.path is None or not self.is_dirty():
+            return None
+        self.form.flush()
+        return (Path(self._ds.path), self._ds.format, self._ds.container, list(self._ds.records), self._baseline)
+
+    # ---- Questions (tests replace these)
+    def _ask_save_changes(self) -> QMessageBox.StandardButton:
+        name = self.path().name if self.path() else "the dataset"
+        return QMessageBox.question(
+            self, "Unsaved edits", f"Save your edits to {name} before closing?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+            | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
+
+    def _ask_restore(self, info: recovery.RecoveryInfo) -> QMessageBox.StandardButton:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.saved_at))
+        box = QMessageBox(QMessageBox.Icon.Question, "Restore unsaved edits?",
+                          f"Finetune Studio closed with unsaved edits to {info.source.name} "
+                          f"({info.edited:,} edited of {info.records:,} records, autosaved {when}).\n\n"
+                          "Restore them? Discard deletes the recovery copy.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Discard
+                          | QMessageBox.StandardButton.Cancel, self)
+        box.button(QMessageBox.StandardButton.Yes).setText("Restore")
+        box.button(QMessageBox.StandardButton.Cancel).setText("Later")
+        return QMessageBox.StandardButton(box.exec())
+
+    # ---- Helpers
+    def _update_title(self) -> None:
+        self.sig_title_changed.emit(self.title())
+
+    def _update_status(self) -> None:
+        ds = self._ds
+        if ds is None:
+            self.status.setText("No file open.")
+            return
+        broken = sum(1 for r in ds.records if r.broken) if len(ds.records) <= 200_000 else 0
+        parts = [str(ds.path) if ds.path else "untitled", ds.detected.split(",")[0] if ds.detected else
+                 f"{ds.format} {ds.container}", f"{len(ds.records):,} records"]
+        if broken:
+            parts.append(f"{broken} broken")
+        self.status.setText(" · ".join(parts))
+        self.status.setToolTip(ds.detected)
+
+    def _update_count(self, *_args) -> None:
+        total = len(self._ds.records) if self._ds is not None else 0
+        shown = self.proxy.rowCount()
+        self.count_label.setText(f"{shown:,} of {total:,}" if shown != total else f"{total:,} records")
+
+    def _update_actions(self) -> None:
+        has = self._ds is not None
+        sel = has and self.table.currentIndex().isValid()
+        self.act_undo.setEnabled(self.undo_stack.canUndo())
+        self.act_redo.setEnabled(self.undo_stack.canRedo())
+        self.act_undo.setToolTip(f"Undo {self.undo_stack.undoText()} (Ctrl+Z)" if self.undo_stack.canUndo()
+                                 else "Nothing to undo")
+        self.act_redo.setToolTip(f"Redo {self.undo_stack.redoText()} (Ctrl+Shift+Z)" if self.undo_stack.canRedo()
+                                 else "Nothing to redo")
+        for act in (self.act_save, self.act_save_as, self.act_add, self.act_find, self.act_next_finding):
+            act.setEnabled(has)
+        for act in (self.act_duplicate, self.act_delete, self.act_up, self.act_down):
+            act.setEnabled(bool(sel))
+
+    def _size_columns(self) -> None:
+        hh = self.table.horizontalHeader()
+        widths = {"#status": 44, "#turns": 50, "instruction": 260, "input": 180, "output": 260, "system": 120,
+                  "@system": 120, "@user": 260, "@assistant": 260}
+        for i, col in enumerate(self.model.columns()):
+            hh.resizeSection(i, widths.get(col.key, 90))
+        hh.setStretchLastSection(False)
+
+    def _fill_field_combos(self) -> None:
+        labels = field_labels(self._ds.records, self._ds.format) if self._ds is not None else []
+        for combo in (self.filter_field, self.find_bar.field):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItem("all fields", None)
+            for label in labels:
+                combo.addItem(label, label)
+            combo.blockSignals(False)
+
+    def _fill_rule_combo(self, report) -> None:
+        combo = self.filter_rule
+        current = combo.currentData()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("any or no finding", None)
+        combo.addItem("any finding", ANY_FINDING)
+        combo.addItem("broken JSON", BROKEN)
+        if report is not None:
+            for rule, n in sorted(report.counts.get("by_rule", {}).items()):
+                if any(f.rule == rule and f.index is not None for f in report.findings):
+                    combo.addItem(f"{rule} ({n:,})", rule)
+        i = combo.findData(current)
+        if i < 0 and current is not None:
+            combo.addItem(str(current), current)  # keep a filter chosen before the check finished
+            i = combo.count() - 1
+        combo.setCurrentIndex(max(i, 0))
+        combo.blockSignals(False)
+
+    @staticmethod
+    def _select_combo_data(combo: QComboBox, data) -> None:
+        i = combo.findData(data)
+        if i < 0 and data is not None:
+            combo.addItem(str(data), data)
+            i = combo.count() - 1
+        combo.blockSignals(True)
+        combo.setCurrentIndex(max(i, 0))
+        combo.blockSignals(False)
+
+    def _apply_filter(self) -> None:
+        if self._ds is None:
+            return
+        text = self.filter_edit.text()
+        query = TextQuery(text, self.filter_regex.isChecked(), False, self.filter_field.currentData())
+        current = self.current_record_index()
+        rec = self._ds.records[current] if current >= 0 else None
+        try:
+            with self._busy():
+                self.proxy.set_filter(query if text else None, self.filter_rule.currentData())
+        except re.error as e:
+            self.filter_edit.setStyleSheet("QLineEdit { border: 1px solid #c62828; }")
+            self.filter_edit.setToolTip(f"Not a valid regular expression: {e.msg} at position {e.pos}")
+            return
+        self.filter_edit.setStyleSheet("")
+        self.filter_edit.setToolTip("")
+        self._update_count()
+        # The proxy was reset: stay on the same record if it is still shown, else go to the first.
+        idx = self.model.index_of_record(rec, hint=current) if rec is not None else -1
+        pidx = self._proxy_index_of(idx, None) if idx >= 0 else QModelIndex()
+        if pidx.isValid():
+            self.table.selectionModel().setCurrentIndex(
+                pidx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+            self.table.scrollTo(pidx, QAbstractItemView.ScrollHint.PositionAtCenter)
+        elif self.proxy.rowCount():
+            self.goto_record(0)
+        else:
+            self._show_current()
+
+    def _find_query(self) -> TextQuery | None:
+        if self._ds is None:
+            return None
+        q = self.find_bar.query()
+        if not q.text:
+            return None
+        try:
+            q.pattern()
+        except re.error as e:
+            self.find_bar.find.setStyleSheet("QLineEdit { border: 1px solid #c62828; }")
+            self.find_bar.status.setText(f"Bad regex: {e.msg}")
+            return None
+        self.find_bar.find.setStyleSheet("")
+        return q
+
+    def _match_key(self, rec: Record, match) -> tuple:
+        order = {p: i for i, (_l, p, _t) in enumerate(record_texts(rec, self._ds.format))}
+        return (order.get(match[1], -1), match[2])
+
+    def _goto_match(self, idx: int, rec: Record, match) -> None:
+        label, path, start, end = match
+        self._last_match = (rec, path, start, end)
+        col = self.model.column_of(path[0]) if path and isinstance(path[0], str) else -1
+        if idx != self.current_record_index():
+            self.select_record(idx, col if col >= 0 else None)
+        self.tabs.setCurrentWidget(self.form)
+        self.form.highlight(path, start, end)
+        self.find_bar.status.setText(f"Record {idx + 1:,}, {label}")
+
+    def _view_record_indices(self, start: int, backward: bool, wrap: bool = True):
+        """Record indices in view order after (or before) ``start``, wrapping around once."""
+        model, proxy = self.model, self.proxy
+        if not proxy.is_filtering() and not model.is_sorted():
+            n = len(self._ds.records)
+            order = range(n)
+            pos = start
+        else:
+            n = proxy.rowCount()
+            order = [model.record_index(proxy.mapToSource(proxy.index(r, 0)).row()) for r in range(n)]
+            pos = order.index(start) if start in order else -1
+        if n == 0:
+            return
+        if not wrap:
+            yield from order
+            return
+        step = -1 if backward else 1
+        p = pos if pos >= 0 else (n if backward else -1)
+        for _ in range(n):
+            p = (p + step) % n
+            if order[p] == start:
+                return
+            yield order[p]
+
+    def _proxy_index_of(self, index: int, column: int | None) -> QModelIndex:
+        col = column if column is not None and column >= 0 else max(self.table.currentIndex().column(),
+                                                                  self._first_text_column())
+        src = self.model.index(self.model.row_of_index(index), col)
+        return self.proxy.mapFromSource(src)
+
+    def _select_indices(self, indices: list[int]) -> None:
+        if not indices:
+            return
+        self.select_record(indices[0])
+        sm = self.table.selectionModel()
+        for i in indices[1:]:
+            pidx = self._proxy_index_of(i, 0)
+            if pidx.isValid():
+                sm.select(pidx, QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+
+    def _first_text_column(self) -> int:
+        return 1 if self.model.columnCount() > 1 else 0
+
+    def _empty_data(self) -> dict | None:
+        fmt = self._ds.format
+        if fmt == RecordFormat.MESSAGES:
+            return {CONVERSATION_KEY[fmt]: [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}
+        if fmt == RecordFormat.SHAREGPT:
+            return {CONVERSATION_KEY[fmt]: [{"from": "human", "value": ""}, {"from": "gpt", "value": ""}]}
+        return None
+
+    def _focus_form(self) -> None:
+        self.tabs.setCurrentWidget(self.form)
+        edit = self.form.field_edit("instruction") if self._ds.format == RecordFormat.ALPACA else None
+        if edit is None and self.form.turns:
+            edit = self.form.turns[0].content
+        if edit is not None:
+            edit.setFocus()
+
+    def _selected_text(self) -> str:
+        w = QApplication.focusWidget()
+        if isinstance(w, QPlainTextEdit):
+            text = w.textCursor().selectedText()
+            return text if "\u2029" not in text else ""
+        if isinstance(w, QLineEdit) and w is not self.find_bar.find:
+            return w.selectedText()
+        return ""

@@ -1,0 +1,119 @@
+"""The table's filter: text or regex in one field or all, and/or a lint rule.
+
+Filtering stays in QSortFilterProxyModel (C++ keeps the row mapping; only the predicate
+runs in Python, ~0.1 s per 100k rows with no filter). Sorting does *not*: the proxy hands
+it to :meth:`RecordTableModel.sort`, which sorts the view in one Python ``sorted``.
+
+The record open in the form is *pinned*: it stays visible even when an edit makes it stop
+matching, so fixing a record found by "show only records with finding X" doesn't yank it
+out from under the annotator's cursor. It drops out when they move on.
+"""
+
+from __future__ import annotations
+
+import re
+
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QGuiApplication
+
+from engine.data.records import Record
+from gui.dataset.search import TextQuery, record_matches
+
+ANY_FINDING = "*any*"
+BROKEN = "*broken*"
+
+
+class RecordFilterProxy(QSortFilterProxyModel):
+    """Filters a :class:`~gui.dataset.table_model.RecordTableModel` by text and lint rule."""
+
+    # ---- Public API
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._query: TextQuery | None = None
+        self._pattern: re.Pattern[str] | None = None
+        self._rule: str | None = None
+        self._pinned: Record | None = None
+        self.setDynamicSortFilter(True)
+
+    def set_filter(self, query: TextQuery | None, rule: str | None) -> None:
+        """Show only records matching ``query`` (None/empty: all) and having ``rule`` findings.
+
+        Raises:
+            re.error: an invalid regular expression (nothing is changed then).
+        """
+        pattern = query.pattern() if query is not None and query.text else None
+        # A reset, not a filter change: Qt then maps rows lazily instead of announcing every
+        # removed or re-added range to the view (0.15 s instead of 0.7 s to clear a filter over
+        # 100k records, 1.5 s instead of 4 s to apply one). Views lose their current row; the
+        # editor restores it.
+        self.beginResetModel()
+        self._query = query if pattern is not None else None
+        self._pattern = pattern
+        self._rule = rule or None
+        self._pinned = None  # new criteria: the current record must match them like any other
+        self.endResetModel()
+
+    def refilter(self) -> None:
+        """Evaluate the filter again (after lint findings changed, say)."""
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.10; invalidateFilter is deprecated there
+            self.beginFilterChange()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.invalidateFilter()
+
+    def is_filtering(self) -> bool:
+        return self._query is not None or self._rule is not None
+
+    def pin(self, record: Record | None) -> None:
+        """Keep ``record`` visible whatever the filter says (the one open in the form)."""
+        previous, self._pinned = self._pinned, record
+        if previous is not None and previous is not record and self.is_filtering():
+            src = self.sourceModel()
+            idx = src.index_of_record(previous)
+            if idx >= 0:
+                row = src.row_of_index(idx)
+                # Re-evaluating one row: dynamic filtering reacts to dataChanged.
+                src.dataChanged.emit(src.index(row, 0), src.index(row, 0))
+
+    def setSourceModel(self, model) -> None:  # noqa: N802 - Qt's name
+        super().setSourceModel(model)
+        model.sig_replaced.connect(self.follow_replacements)
+
+    def follow_replacements(self, pairs) -> None:
+        """Keep the pin on a record that an edit just replaced by a new object."""
+        for old, new in pairs:
+            if old is self._pinned:
+                self._pinned = new
+
+    def sort(self, column: int, order=Qt.SortOrder.AscendingOrder) -> None:
+        big = self.sourceModel().rowCount() > 20_000  # seconds for 100k: parses every record
+        if big:
+            QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            self.sourceModel().sort(column, order)
+        finally:
+            if big:
+                QGuiApplication.restoreOverrideCursor()
+
+    # ---- Qt interface
+    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex) -> bool:  # noqa: N802
+        if self._query is None and self._rule is None:
+            return True
+        model = self.sourceModel()
+        rec = model.record(source_row)
+        if rec is self._pinned:
+            return True
+        if self._rule is not None:
+            if self._rule == BROKEN:
+                if not rec.broken:
+                    return False
+            else:
+                findings = model.findings_for(rec)
+                if self._rule == ANY_FINDING:
+                    if not findings and not rec.broken:
+                        return False
+                elif not any(getattr(f, "rule", None) == self._rule for f in findings):
+                    return False
+        if self._query is not None:
+            return record_matches(rec, model.dataset().format, self._query, self._pattern)
+        return True

@@ -1,0 +1,625 @@
+"""The form editor for the selected record: one multi-line box per field, a list of turns for
+conversations, and a raw JSON editor for broken records (and for any record, on request).
+
+The form never edits a record itself. It asks for an edit with :attr:`RecordForm.sig_edited`
+(a new record object), the editor pushes an undo command, and the model change comes back
+through :meth:`RecordForm.set_record`. Typing is committed after a short pause, and the
+commits of one typing burst in one field merge into one undo step.
+"""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QFontDatabase, QKeySequence, QTextCursor
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QStackedWidget,
+    QTextEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.data.records import CONVERSATION_KEY, MESSAGE_ROLES, Record, RecordFormat
+from gui.dataset.search import copy_data
+from gui.dataset.table_model import fixed_record, with_data
+
+COMMIT_MS = 400  # pause in typing after which the edit becomes an undo step
+_SHAREGPT_TAGS = ("human", "gpt", "system", "function_call", "observation")
+_ALPACA_FIELDS = (("instruction", 3), ("input", 2), ("output", 4), ("system", 2))
+_ERROR_STYLE = "color: #b71c1c;"
+_FINDING_STYLE = "color: #8a5a00;"
+_CAPTION_STYLE = "color: #555; font-weight: 600; margin-top: 6px;"
+
+
+class FieldEdit(QPlainTextEdit):
+    """A multi-line field that grows with its text and leaves Ctrl+Z to the editor's undo stack.
+
+    The editor's stack holds every edit, so the box's own undo is off; Tab moves to the next
+    field so an annotator can work without the mouse.
+    """
+
+    def __init__(self, min_lines: int = 2, max_lines: int = 14, parent=None):
+        super().__init__(parent)
+        self._min_lines, self._max_lines = min_lines, max_lines
+        self.setUndoRedoEnabled(False)
+        self.setTabChangesFocus(True)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.document().contentsChanged.connect(self._fit)
+        self._fit()
+
+    def event(self, e) -> bool:
+        # Let Undo/Redo reach the editor's shortcuts instead of this box.
+        if e.type() == QEvent.Type.ShortcutOverride and (
+                e.matches(QKeySequence.StandardKey.Undo) or e.matches(QKeySequence.StandardKey.Redo)):
+            e.ignore()
+            return False
+        return super().event(e)
+
+    def resizeEvent(self, e) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(e)
+        self._fit()
+
+    def set_text_quietly(self, text: str) -> None:
+        """Replace the text without emitting an edit, keeping the cursor where it was if possible."""
+        if self.toPlainText() == text:
+            return
+        pos = self.textCursor().position()
+        self.blockSignals(True)
+        self.setPlainText(text)
+        self.blockSignals(False)
+        cursor = self.textCursor()
+        cursor.setPosition(min(pos, len(text)))
+        self.setTextCursor(cursor)
+        self._fit()
+
+    def _fit(self) -> None:
+        # Visual lines after wrapping: the plain-text layout counts them per block.
+        doc = self.document()
+        lines = 0
+        block = doc.begin()
+        while block.isValid() and lines <= self._max_lines:
+            layout = block.layout()
+            lines += max(1, layout.lineCount() if layout is not None else 1)
+            block = block.next()
+        lines = max(self._min_lines, min(self._max_lines, lines))
+        margins = self.contentsMargins()
+        height = lines * self.fontMetrics().lineSpacing() + 2 * doc.documentMargin() + \
+            margins.top() + margins.bottom() + 2
+        if self.height() != int(height):
+            self.setFixedHeight(int(height))
+
+
+def _caption(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setStyleSheet(_CAPTION_STYLE)
+    return label
+
+
+class TurnEdit(QFrame):
+    """One conversation turn: its role and its content."""
+
+    sig_changed = Signal()
+    """The role or the content changed."""
+
+    sig_move = Signal(object, int)
+    """Move this turn up (-1) or down (+1)."""
+
+    sig_remove = Signal(object)
+    """Remove this turn."""
+
+    def __init__(self, roles: tuple[str, ...], turn: dict, tag_key: str, text_key: str, parent=None):
+        super().__init__(parent)
+        self.turn = turn
+        self.tag_key, self.text_key = tag_key, text_key
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.role = QComboBox()
+        self.role.setEditable(True)
+        self.role.addItems(list(roles))
+        tag = turn.get(tag_key)
+        self.role.setCurrentText(tag if isinstance(tag, str) else "")
+        self.role.setMinimumContentsLength(9)
+        self.role.setToolTip("Who speaks this turn")
+        self.content = FieldEdit(2, 12)
+        text = turn.get(text_key)
+        self.content.setPlainText(text if isinstance(text, str) else json.dumps(text, ensure_ascii=False))
+        up, down, remove = QToolButton(), QToolButton(), QToolButton()
+        for b, t, tip in ((up, "↑", "Move turn up"), (down, "↓", "Move turn down"), (remove, "✕", "Remove turn")):
+            b.setText(t)
+            b.setToolTip(tip)
+            b.setAutoRaise(True)
+        up.clicked.connect(lambda: self.sig_move.emit(self, -1))
+        down.clicked.connect(lambda: self.sig_move.emit(self, 1))
+        remove.clicked.connect(lambda: self.sig_remove.emit(self))
+        head = QHBoxLayout()
+        head.setContentsMargins(0, 0, 0, 0)
+        head.addWidget(self.role)
+        head.addStretch(1)
+        head.addWidget(up)
+        head.addWidget(down)
+        head.addWidget(remove)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 4, 6, 6)
+        lay.setSpacing(3)
+        lay.addLayout(head)
+        lay.addWidget(self.content)
+        self.role.currentTextChanged.connect(self.sig_changed)
+        self.content.textChanged.connect(self.sig_changed)
+
+    def value(self) -> dict:
+        out = dict(self.turn)
+        out[self.tag_key] = self.role.currentText()
+        out[self.text_key] = self.content.toPlainText()
+        return out
+
+
+class RecordForm(QWidget):
+    """Shows one record and turns typing into edit requests."""
+
+    sig_edited = Signal(int, object, str, object)
+    """An edit: (record index, new Record, undo text, merge key or None)."""
+
+    sig_message = Signal(str)
+    """A short status message for the user."""
+
+    # ---- Public API
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._record: Record | None = None
+        self._index = -1
+        self._fmt = RecordFormat.ALPACA
+        self._expected: Record | None = None  # the record our last commit created
+        self._burst = 0
+        self._dirty_fields: set[str] = set()
+        self._json_mode = False
+        self._building = False
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(COMMIT_MS)
+        self._timer.timeout.connect(self.flush)
+
+        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        self.title = QLabel()
+        self.title.setStyleSheet("font-weight: 600; font-size: 13px;")
+        self.json_button = QPushButton("Edit as JSON")
+        self.json_button.setCheckable(True)
+        self.json_button.setToolTip("Edit the whole record as JSON (add or rename fields)")
+        self.json_button.toggled.connect(self._on_json_toggled)
+        self.findings = QLabel()
+        self.findings.setWordWrap(True)
+        self.findings.setStyleSheet(_FINDING_STYLE)
+        self.findings.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        head = QHBoxLayout()
+        head.addWidget(self.title, 1)
+        head.addWidget(self.json_button)
+
+        # Page 0: nothing selected.
+        empty = QLabel("Select a record to edit it.\n\nAlt+Down / Alt+Up: next / previous record")
+        empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        empty.setStyleSheet("color: palette(mid);")
+
+        # Page 1: Alpaca fields.
+        self.fields: dict[str, FieldEdit] = {}
+        alpaca = QWidget()
+        al = QVBoxLayout(alpaca)
+        al.setContentsMargins(0, 0, 0, 0)
+        al.setSpacing(2)
+        for key, lines in _ALPACA_FIELDS:
+            edit = FieldEdit(lines, 16 if key == "output" else 12)
+            edit.setObjectName(f"field_{key}")
+            edit.textChanged.connect(lambda k=key: self._on_field_changed(k))
+            self.fields[key] = edit
+            al.addWidget(_caption(key))
+            al.addWidget(edit)
+        self.alpaca_extras = QWidget()
+        self.alpaca_extras_layout = QVBoxLayout(self.alpaca_extras)
+        self.alpaca_extras_layout.setContentsMargins(0, 0, 0, 0)
+        al.addWidget(self.alpaca_extras)
+        al.addStretch(1)
+
+        # Page 2: a conversation.
+        chat = QWidget()
+        cl = QVBoxLayout(chat)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.setSpacing(4)
+        self.chat_system_caption = _caption("system")
+        self.chat_system = FieldEdit(2, 8)
+        self.chat_system.textChanged.connect(lambda: self._on_field_changed("system"))
+        cl.addWidget(self.chat_system_caption)
+        cl.addWidget(self.chat_system)
+        cl.addWidget(_caption("turns"))
+        self.turns_box = QWidget()
+        self.turns_layout = QVBoxLayout(self.turns_box)
+        self.turns_layout.setContentsMargins(0, 0, 0, 0)
+        self.turns_layout.setSpacing(6)
+        cl.addWidget(self.turns_box)
+        self.add_turn_button = QPushButton("+ Add turn")
+        self.add_turn_button.clicked.connect(self._on_add_turn)
+        row = QHBoxLayout()
+        row.addWidget(self.add_turn_button)
+        row.addStretch(1)
+        cl.addLayout(row)
+        self.chat_extras = QWidget()
+        self.chat_extras_layout = QVBoxLayout(self.chat_extras)
+        self.chat_extras_layout.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(self.chat_extras)
+        cl.addStretch(1)
+        self.turns: list[TurnEdit] = []
+
+        # Page 3: raw JSON (broken records, or "Edit as JSON").
+        raw = QWidget()
+        rl = QVBoxLayout(raw)
+        rl.setContentsMargins(0, 0, 0, 0)
+        self.raw_error = QLabel()
+        self.raw_error.setWordWrap(True)
+        self.raw_error.setStyleSheet(_ERROR_STYLE)
+        self.raw_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.raw = FieldEdit(6, 40)
+        self.raw.setFont(mono)
+        self.raw.setObjectName("field_raw")
+        self.raw.setTabChangesFocus(False)
+        self.raw.textChanged.connect(lambda: self._on_field_changed("raw"))
+        rl.addWidget(self.raw_error)
+        rl.addWidget(self.raw)
+        rl.addStretch(1)
+
+        self.pages = QStackedWidget()
+        for page in (empty, alpaca, chat, raw):
+            self.pages.addWidget(page)
+        inner = QWidget()
+        il = QVBoxLayout(inner)
+        il.setContentsMargins(10, 8, 10, 8)
+        il.addLayout(head)
+        il.addWidget(self.findings)
+        il.addWidget(self.pages, 1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(inner)
+        self.scroll = scroll
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(scroll)
+        self._extra_edits: dict[str, QLineEdit] = {}
+        self._extra_json: FieldEdit | None = None
+        self._extra_json_error: QLabel | None = None
+        self.set_record(-1, None)
+
+    def set_record(self, index: int, record: Record | None, fmt: str | None = None,
+                   findings: list | None = None, total: int | None = None) -> None:
+        """Show ``record`` (at record index ``index``), or nothing when None."""
+        if fmt is not None:
+            self._fmt = fmt
+        same_kind = (record is not None and self._record is not None
+                     and record.broken == self._record.broken)
+        if record is not None and same_kind and (record is self._expected or record is self._record):
+            # Our own commit coming back, or the same record again: the widgets already show it.
+            self._record, self._index = record, index
+            self._show_header(index, record, findings, total)
+            return
+        if self._timer.isActive() and record is not self._record:
+            self.flush()
+        self._burst += 1
+        self._record, self._index, self._expected = record, index, None
+        self._dirty_fields.clear()
+        self._show_header(index, record, findings, total)
+        self._building = True
+        try:
+            if record is None:
+                self.pages.setCurrentIndex(0)
+            elif record.broken:
+                self._show_raw(record.raw or "", record.error)
+            elif self._json_mode:
+                self._show_raw(json.dumps(record.peek(), ensure_ascii=False, indent=2), None)
+            elif self._fmt in CONVERSATION_KEY:
+                self._show_chat(record.peek())
+            else:
+                self._show_alpaca(record.peek())
+        finally:
+            self._building = False
+        self.json_button.setEnabled(record is not None and not record.broken)
+
+    def record(self) -> Record | None:
+        return self._record
+
+    def record_index(self) -> int:
+        return self._index
+
+    def flush(self) -> None:
+        """Commit pending typing now (before undo, save, navigation)."""
+        self._timer.stop()
+        if self._record is None or not self._dirty_fields:
+            return
+        fields = sorted(self._dirty_fields)
+        new = self._build_record()
+        if new is None:
+            return
+        self._dirty_fields.clear()
+        label = "Edit " + (fields[0] if len(fields) == 1 else "record")
+        if fields == ["raw"] and self._record.broken:
+            label = "Fix broken record" if not new.broken else "Edit broken record"
+        self._expected = new
+        self.sig_edited.emit(self._index, new, label, (self._index, tuple(fields), self._burst))
+
+    def seal(self) -> None:
+        """End the current typing burst: the next commit starts a new undo step."""
+        self.flush()
+        self._burst += 1
+
+    def highlight(self, path: tuple, start: int, end: int) -> None:
+        """Select characters ``start:end`` of the text at ``path`` (a find match)."""
+        edit = self._edit_for(path)
+        if edit is None:
+            return
+        cursor = edit.textCursor()
+        cursor.setPosition(start)
+        cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+        edit.setTextCursor(cursor)
+        edit.ensureCursorVisible()
+        self.scroll.ensureWidgetVisible(edit)
+
+    def field_edit(self, key: str) -> QPlainTextEdit | None:
+        """The box of an Alpaca field (``instruction``...), ``raw``, or ``system`` of a chat."""
+        if key == "raw":
+            return self.raw
+        if self._fmt in CONVERSATION_KEY and key == "system":
+            return self.chat_system
+        return self.fields.get(key)
+
+    # ---- Pages
+    def _show_header(self, index: int, record: Record | None, findings: list | None, total: int | None) -> None:
+        if record is None:
+            self.title.setText("No record selected")
+            self.findings.hide()
+            return
+        where = f"line {record.line}" if record.line else "new, not saved yet"
+        of = f" of {total:,}" if total is not None else ""
+        state = " · broken" if record.broken else ""
+        self.title.setText(f"Record {index + 1:,}{of} · {where}{state}")
+        # A broken record's parse error is shown above its text already.
+        lines = [f"⚠ {getattr(f, 'rule', '?')}: {getattr(f, 'message', f)}" for f in (findings or [])
+                 if not (record.broken and getattr(f, "rule", "") == "broken-record")]
+        self.findings.setText("\n".join(lines[:8]) + (f"\n… {len(lines) - 8} more" if len(lines) > 8 else ""))
+        self.findings.setVisible(bool(lines))
+
+    def _show_raw(self, text: str, error: str | None) -> None:
+        self.pages.setCurrentIndex(3)
+        self.raw.set_text_quietly(text)
+        self._set_raw_error(error)
+        self._mark_error_column()
+
+    def _mark_error_column(self) -> None:
+        """Put the cursor on the parser's error position and tint that character."""
+        rec = self._record
+        selections = []
+        if rec is not None and rec.broken and rec.column:
+            cursor = self.raw.textCursor()
+            pos = min(max(rec.column - 1, 0), len(self.raw.toPlainText()))
+            cursor.setPosition(pos)
+            self.raw.setTextCursor(cursor)
+            mark = QTextEdit.ExtraSelection()
+            mark.cursor = self.raw.textCursor()
+            mark.cursor.movePosition(QTextCursor.MoveOperation.Right, QTextCursor.MoveMode.KeepAnchor)
+            mark.format.setBackground(QColor(255, 170, 160))
+            selections.append(mark)
+        self.raw.setExtraSelections(selections)
+
+    def _set_raw_error(self, error: str | None) -> None:
+        rec = self._record
+        if error and rec is not None and not rec.broken:
+            self.raw_error.setText(f"Not valid JSON yet: {error}. The record keeps its last valid "
+                                   "version until the text parses.")
+        elif error:
+            where = f" (record from file line {rec.line})" if rec is not None and rec.line else ""
+            self.raw_error.setText(f"Not valid JSON{where}: {error}. Fix the text below; the record "
+                                   "is kept as it is until it parses, and is never dropped.")
+        else:
+            self.raw_error.setText("Editing the record as JSON; changes apply when the text parses.")
+        self.raw_error.setStyleSheet(_ERROR_STYLE if error else "color: #666;")
+
+    def _show_alpaca(self, data: dict) -> None:
+        self.pages.setCurrentIndex(1)
+        for key, edit in self.fields.items():
+            value = data.get(key)
+            edit.set_text_quietly(value if isinstance(value, str) else
+                                  "" if value is None else json.dumps(value, ensure_ascii=False))
+            edit.setPlaceholderText("(empty)" if key in data else "(not set)")
+        self._build_extras(data, set(k for k, _ in _ALPACA_FIELDS), self.alpaca_extras_layout)
+
+    def _show_chat(self, data: dict) -> None:
+        self.pages.setCurrentIndex(2)
+        key = CONVERSATION_KEY[self._fmt]
+        system = data.get("system")
+        has_system = isinstance(system, str)
+        self.chat_system.set_text_quietly(system if has_system else "")
+        self.chat_system.setVisible(has_system)
+        self.chat_system_caption.setVisible(has_system)
+        self._clear_turns()
+        turns = data.get(key)
+        for t in turns if isinstance(turns, list) else []:
+            if isinstance(t, dict):
+                self._add_turn_widget(t)
+        self._build_extras(data, {key, "system"}, self.chat_extras_layout)
+
+    def _clear_turns(self) -> None:
+        for t in self.turns:
+            t.setParent(None)
+            t.deleteLater()
+        self.turns = []
+
+    def _tag_keys(self) -> tuple[str, str, tuple[str, ...]]:
+        if self._fmt == RecordFormat.SHAREGPT:
+            return "from", "value", _SHAREGPT_TAGS
+        return "role", "content", MESSAGE_ROLES
+
+    def _add_turn_widget(self, turn: dict) -> TurnEdit:
+        tag_key, text_key, roles = self._tag_keys()
+        if tag_key not in turn and ("role" in turn or "from" in turn):
+            tag_key = "role" if "role" in turn else "from"
+        if text_key not in turn and ("content" in turn or "value" in turn):
+            text_key = "content" if "content" in turn else "value"
+        w = TurnEdit(roles, turn, tag_key, text_key)
+        w.sig_changed.connect(lambda: self._on_field_changed("turns"))
+        w.sig_move.connect(self._on_move_turn)
+        w.sig_remove.connect(self._on_remove_turn)
+        self.turns_layout.addWidget(w)
+        self.turns.append(w)
+        return w
+
+    def _build_extras(self, data: dict, standard: set[str], layout: QVBoxLayout) -> None:
+        while layout.count():
+            w = layout.takeAt(0).widget()
+            if w is not None:
+                w.setParent(None)
+                w.deleteLater()
+        self._extra_edits = {}
+        self._extra_json = self._extra_json_error = None
+        extras = {k: v for k, v in data.items() if k not in standard}
+        text_extras = {k: v for k, v in extras.items() if isinstance(v, str)}
+        other = {k: v for k, v in extras.items() if not isinstance(v, str)}
+        if text_extras:
+            box = QWidget()
+            form = QFormLayout(box)
+            form.setContentsMargins(0, 4, 0, 0)
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+            for k, v in text_extras.items():
+                edit = QLineEdit(v)
+                edit.setObjectName(f"extra_{k}")
+                edit.textChanged.connect(lambda _t, k=k: self._on_field_changed(k))
+                self._extra_edits[k] = edit
+                form.addRow(k, edit)
+            layout.addWidget(_caption("other fields"))
+            layout.addWidget(box)
+        if other:
+            layout.addWidget(_caption("other fields (JSON)"))
+            self._extra_json = FieldEdit(2, 10)
+            self._extra_json.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+            self._extra_json.setPlainText(json.dumps(other, ensure_ascii=False, indent=1))
+            self._extra_json.textChanged.connect(lambda: self._on_field_changed("other fields"))
+            self._extra_json_error = QLabel()
+            self._extra_json_error.setStyleSheet(_ERROR_STYLE)
+            self._extra_json_error.hide()
+            layout.addWidget(self._extra_json)
+            layout.addWidget(self._extra_json_error)
+
+    # ---- Building the edited record
+    def _build_record(self) -> Record | None:
+        rec = self._record
+        if rec is None:
+            return None
+        if self.pages.currentIndex() == 3:
+            text = self.raw.toPlainText()
+            if rec.broken:
+                new = fixed_record(rec, text)
+                self._set_raw_error(new.error)
+                return new
+            try:
+                value = json.loads(text)
+            except ValueError as e:
+                self._set_raw_error(str(e))
+                return None
+            if not isinstance(value, dict):
+                self._set_raw_error("the record must be a JSON object {...}")
+                return None
+            self._set_raw_error(None)
+            return with_data(rec, value) if value != rec.peek() else None
+        # Only touched fields are written back: a field of the wrong type (a number, a list)
+        # shown as text must not silently turn into a string because another field was edited.
+        dirty = self._dirty_fields
+        data = copy_data(rec.peek())
+        if self.pages.currentIndex() == 1:
+            for key, edit in self.fields.items():
+                if key in dirty:
+                    data[key] = edit.toPlainText()
+        elif self.pages.currentIndex() == 2:
+            if "turns" in dirty:
+                data[CONVERSATION_KEY[self._fmt]] = [t.value() for t in self.turns]
+            if "system" in dirty:
+                data["system"] = self.chat_system.toPlainText()
+        for k, edit in self._extra_edits.items():
+            if k in dirty:
+                data[k] = edit.text()
+        if self._extra_json is not None and "other fields" in dirty:
+            try:
+                other = json.loads(self._extra_json.toPlainText() or "{}")
+                if not isinstance(other, dict):
+                    raise ValueError("expected a JSON object {...}")
+            except ValueError as e:
+                self._extra_json_error.setText(f"other fields: not valid JSON — {e}")
+                self._extra_json_error.show()
+                return None
+            self._extra_json_error.hide()
+            standard = set(self._extra_edits) | {k for k, _ in _ALPACA_FIELDS} | {
+                CONVERSATION_KEY.get(self._fmt, "")}
+            for k in [k for k in data if k not in standard and k not in other]:
+                del data[k]  # removed from the JSON box
+            data.update(other)
+        if data == rec.peek():
+            return None
+        return with_data(rec, data)
+
+    def _edit_for(self, path: tuple) -> QPlainTextEdit | None:
+        if not path:
+            return self.raw
+        key = path[0]
+        if self.pages.currentIndex() == 2:
+            if key == CONVERSATION_KEY.get(self._fmt) and len(path) == 3 and path[1] < len(self.turns):
+                return self.turns[path[1]].content
+            if key == "system":
+                return self.chat_system
+            return None
+        return self.fields.get(key)
+
+    # ---- Slots
+    def _on_field_changed(self, key: str) -> None:
+        if self._building or self._record is None:
+            return
+        if key == "raw":
+            self.raw.setExtraSelections([])  # the error position may have moved
+        self._dirty_fields.add(key)
+        self._timer.start()
+
+    def _on_json_toggled(self, on: bool) -> None:
+        self.flush()
+        self._json_mode = on
+        rec, self._record = self._record, None  # force a rebuild
+        self.set_record(self._index, rec, findings=None)
+
+    def _on_add_turn(self) -> None:
+        tag_key, text_key, _ = self._tag_keys()
+        last = self.turns[-1].role.currentText() if self.turns else ""
+        user, assistant = ("human", "gpt") if self._fmt == RecordFormat.SHAREGPT else ("user", "assistant")
+        role = assistant if last in ("human", "user") else user
+        w = self._add_turn_widget({tag_key: role, text_key: ""})
+        w.content.setFocus()
+        self._on_field_changed("turns")
+
+    def _on_move_turn(self, turn: TurnEdit, delta: int) -> None:
+        i = self.turns.index(turn)
+        j = i + delta
+        if not 0 <= j < len(self.turns):
+            return
+        self.turns[i], self.turns[j] = self.turns[j], self.turns[i]
+        self.turns_layout.removeWidget(turn)
+        self.turns_layout.insertWidget(j, turn)
+        self._on_field_changed("turns")
+        self.seal()
+
+    def _on_remove_turn(self, turn: TurnEdit) -> None:
+        self.turns.remove(turn)
+        turn.setParent(None)
+        turn.deleteLater()
+        self._on_field_changed("turns")
+        self.seal()

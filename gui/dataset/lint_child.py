@@ -1,0 +1,83 @@
+"""The lint of a big dataset, run in a child process (no Qt here: the child imports only this).
+
+Why a process: on a 100,000-record file :func:`engine.data.lint.lint` takes ~12 s of CPU and
+peaks at ~300 MB (docs/dataset-bench.md). On a thread it would hold the GIL that long, making
+every table repaint wait on it, and its memory would count against the editor's. In a child
+it costs neither, and the memory is returned when it exits.
+
+The records are not pickled across. The child re-reads the source file, and the parent sends
+the current order as references into it (an int per unchanged record) plus the edited
+records in full; see :func:`encode_records`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def encode_records(records: list, baseline: tuple) -> list:
+    """Records as ``int`` (index into ``baseline``, unchanged) or a small tuple (edited)."""
+    where = {id(r): k for k, r in enumerate(baseline)}
+    out: list = []
+    for r in records:
+        k = where.get(id(r))
+        if k is not None and baseline[k] is r:
+            out.append(k)
+        elif r.broken:
+            out.append(("b", r.raw, r.error, r.column, r.line))
+        else:
+            out.append(("d", r.peek(), r.line))
+    return out
+
+
+def file_signature(path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError):
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def run_job(job: dict[str, Any]):
+    """Rebuild the dataset from ``job`` and lint it; returns the LintReport."""
+    from engine.data import DatasetFile, Record, load_dataset_file
+    from engine.data.lint import lint
+
+    source = job.get("source")
+    base: list = []
+    ds = None
+    if source and job.get("signature") and file_signature(source) == tuple(job["signature"]):
+        ds = load_dataset_file(source, job["format"])
+        base = ds.records
+    if ds is None:
+        ds = DatasetFile(path=source, format=job["format"], container=job["container"])
+    schema = ds.schema
+    records = []
+    for e in job["entries"]:
+        if isinstance(e, int):
+            if e >= len(base):
+                raise RuntimeError("the source file changed while linting")
+            records.append(base[e])
+        elif e[0] == "b":
+            records.append(Record(None, e[4], raw=e[1], error=e[2], column=e[3], schema=schema))
+        else:
+            records.append(Record(e[1], e[2], schema=schema))
+    ds.records = records
+    tokenizer = None
+    if job.get("tokenizer_path"):
+        from engine.models import load_tokenizer
+
+        tokenizer = load_tokenizer(job["tokenizer_path"])
+    return lint(ds, tokenizer=tokenizer, seq_len=job.get("seq_len") or None)
+
+
+def main(conn, job: dict[str, Any]) -> None:
+    """Child process entry: lint, send ``(report, None)`` or ``(None, message)``, exit."""
+    try:
+        report = run_job(job)
+    except BaseException as e:  # noqa: BLE001 - the parent shows the message
+        conn.send((None, f"{type(e).__name__}: {e}"))
+    else:
+        conn.send((report, None))
+    conn.close()

@@ -1,0 +1,284 @@
+"""The lint panel: findings grouped by rule (each clickable to its record), and the balance
+and token-length charts.
+
+Lint runs off the GUI thread (:class:`~gui.dataset.lint_runner.LintRunner`) on a snapshot
+of the record list; the panel only shows a :class:`~engine.data.lint.LintReport`. Findings come back by record index
+in that snapshot, and the editor turns them into record objects, so a click still finds its
+record after rows were inserted or moved since.
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QBrush, QColor, QPalette
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+MAX_ITEMS_PER_RULE = 300  # a rule with 10,000 hits is filtered in the table, not listed here
+FindingRole = Qt.ItemDataRole.UserRole + 1
+_SEVERITY_COLORS = {"error": QColor(190, 30, 30), "warning": QColor(170, 110, 0), "info": QColor(60, 110, 170)}
+_SEVERITY_MARK = {"error": "✖", "warning": "⚠", "info": "ℹ"}
+
+
+def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
+    plot.setBackground(palette.color(QPalette.ColorRole.Base))
+    text = palette.color(QPalette.ColorRole.Text)
+    for name in ("left", "bottom"):
+        axis = plot.getAxis(name)
+        axis.setTextPen(text)
+        axis.setPen(palette.color(QPalette.ColorRole.Mid))
+    plot.setMenuEnabled(False)
+    plot.setMouseEnabled(x=False, y=False)
+    plot.hideButtons()
+    plot.setMinimumHeight(150)
+
+
+class LintPanel(QWidget):
+    """Findings by rule, and the balance and length charts."""
+
+    sig_finding_activated = Signal(object)
+    """A finding was clicked or activated with Enter (the Finding)."""
+
+    sig_filter_rule = Signal(str)
+    """Show only the records with findings of this rule."""
+
+    sig_recheck = Signal()
+    """The user asked to run lint again."""
+
+    sig_seq_len_changed = Signal(int)
+    """The seq_len to count truncation against changed."""
+
+    # ---- Public API
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.summary = QLabel("Not checked yet.")
+        self.detail = QLabel()
+        self.detail.setStyleSheet("color: #666;")
+        self.detail.setWordWrap(True)
+        self.seq_len = QSpinBox()
+        self.seq_len.setRange(16, 1_048_576)
+        self.seq_len.setValue(512)
+        self.seq_len.setSingleStep(128)
+        self.seq_len.setToolTip("Maximum tokens per training sequence (the run config's seq_len): "
+                                "longer records are counted as truncated")
+        self.seq_len.setKeyboardTracking(False)
+        self.seq_len.valueChanged.connect(self.sig_seq_len_changed)
+        self.recheck = QPushButton("Re-check")
+        self.recheck.setToolTip("Run the checks again on the records as they are now")
+        self.recheck.clicked.connect(self.sig_recheck)
+        head = QHBoxLayout()
+        head.addWidget(self.summary, 1)
+        head.addWidget(QLabel("seq_len"))
+        head.addWidget(self.seq_len)
+        head.addWidget(self.recheck)
+
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Finding", "Where"])
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setRootIsDecorated(True)
+        self.tree.header().setStretchLastSection(False)
+        self.tree.header().setSectionResizeMode(0, self.tree.header().ResizeMode.Stretch)
+        self.tree.header().setSectionResizeMode(1, self.tree.header().ResizeMode.ResizeToContents)
+        self.tree.itemClicked.connect(self._on_item_activated)
+        self.tree.itemActivated.connect(self._on_item_activated)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._on_context_menu)
+
+        self.balance_plot = pg.PlotWidget()
+        _style_plot(self.balance_plot, self.palette())
+        self.balance_plot.setTitle("Task types (share of records)", size="9pt")
+        self.balance_plot.setLabel("bottom", "% of records")
+        self.balance_bars = pg.BarGraphItem(x0=[], y=[], height=0.6, width=[], brush=QColor(70, 130, 180))
+        self.balance_plot.addItem(self.balance_bars)
+        self.balance_labels: list[pg.TextItem] = []
+        self.balance_note = QLabel()
+        self.balance_note.setWordWrap(True)
+        self.balance_note.setStyleSheet("color: #666; font-size: 11px;")
+
+        self.length_plot = pg.PlotWidget()
+        _style_plot(self.length_plot, self.palette())
+        self.length_plot.setTitle("Token length (records per bin)", size="9pt")
+        self.length_plot.setLabel("bottom", "tokens")
+        self.length_curve = pg.PlotDataItem([0, 1], [0], stepMode="center", fillLevel=0,
+                                            brush=QColor(70, 130, 180, 160), pen=QColor(70, 130, 180))
+        self.length_plot.addItem(self.length_curve)
+        self.seq_line = pg.InfiniteLine(angle=90, movable=False,
+                                        pen=pg.mkPen(QColor(200, 40, 40), width=2, style=Qt.PenStyle.DashLine),
+                                        label="seq_len", labelOpts={"position": 0.9, "color": (200, 40, 40)})
+        self.length_plot.addItem(self.seq_line)
+        self.length_note = QLabel()
+        self.length_note.setWordWrap(True)
+        self.length_note.setStyleSheet("color: #666; font-size: 11px;")
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.tree)
+        for plot, note in ((self.balance_plot, self.balance_note), (self.length_plot, self.length_note)):
+            box = QWidget()
+            col = QVBoxLayout(box)
+            col.setContentsMargins(0, 4, 0, 0)
+            col.setSpacing(2)
+            col.addWidget(plot, 1)
+            col.addWidget(note)
+            split.addWidget(box)
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 3)
+        split.setStretchFactor(2, 3)
+        split.setSizes([500, 300, 300])  # stretch factors alone leave the tree at its small hint
+        split.setChildrenCollapsible(False)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 8, 8, 8)
+        lay.addLayout(head)
+        lay.addWidget(self.detail)
+        lay.addWidget(split, 1)
+        self._report = None
+
+    def show_report(self, report, seconds: float | None = None, stale: bool = False) -> None:
+        """Show a lint report (findings tree, summary and charts)."""
+        self._report = report
+        c = report.counts
+        parts = [f"{c.get('errors', 0)} error{'s' if c.get('errors', 0) != 1 else ''}",
+                 f"{c.get('warnings', 0)} warning{'s' if c.get('warnings', 0) != 1 else ''}",
+                 f"{c.get('infos', 0)} info"]
+        took = f" in {seconds:.1f} s" if seconds is not None else ""
+        self.summary.setText(f"<b>{' · '.join(parts)}</b>")
+        self.detail.setText(f"{c.get('records', 0):,} records checked{took}. Click a finding to open its "
+                            "record; right-click a rule to filter the table.")
+        self._fill_tree(report)
+        self._draw_balance(report.stats)
+        self._draw_lengths(report.stats)
+        self.set_stale(stale)
+
+    def set_stale(self, stale: bool) -> None:
+        """Mark the findings as out of date (edits since the last check)."""
+        self.recheck.setText("Re-check*" if stale else "Re-check")
+        self.recheck.setToolTip("Records changed since the last check; run the checks again" if stale
+                                else "Run the checks again on the records as they are now")
+
+    def set_running(self, running: bool) -> None:
+        if running:
+            self.summary.setText("Checking…" if self._report is None else self.summary.text())
+        self.recheck.setEnabled(not running)
+
+    def show_error(self, message: str) -> None:
+        self.summary.setText(f"<span style='color:#b71c1c'>The checks failed: {message}</span>")
+
+    def report(self):
+        return self._report
+
+    def rule_items(self) -> dict[str, QTreeWidgetItem]:
+        """The top-level item of each rule (for tests and keyboard navigation)."""
+        return {self.tree.topLevelItem(i).data(0, FindingRole): self.tree.topLevelItem(i)
+                for i in range(self.tree.topLevelItemCount())}
+
+    # ---- Internals
+    def _fill_tree(self, report) -> None:
+        self.tree.setUpdatesEnabled(False)
+        self.tree.clear()
+        groups = report.by_rule()
+        order = {"error": 0, "warning": 1, "info": 2}
+        for rule, findings in sorted(groups.items(), key=lambda kv: (
+                min(order.get(f.severity, 3) for f in kv[1]), kv[0])):
+            sev = min((f.severity for f in findings), key=lambda s: order.get(s, 3))
+            top = QTreeWidgetItem([f"{_SEVERITY_MARK.get(sev, '')} {rule} ({len(findings):,})", ""])
+            top.setData(0, FindingRole, rule)
+            top.setForeground(0, QBrush(_SEVERITY_COLORS.get(sev, QColor(0, 0, 0))))
+            font = top.font(0)
+            font.setBold(True)
+            top.setFont(0, font)
+            top.setToolTip(0, "Right-click: show only the records with this finding")
+            children = []
+            for f in findings[:MAX_ITEMS_PER_RULE]:
+                where = "dataset" if f.index is None else f"#{f.index + 1}" + (
+                    f" · line {f.line}" if f.line else "")
+                item = QTreeWidgetItem([f.message, where])
+                item.setData(0, FindingRole, f)
+                item.setToolTip(0, f.message)
+                if f.severity != sev:
+                    item.setForeground(0, QBrush(_SEVERITY_COLORS.get(f.severity, QColor(0, 0, 0))))
+                children.append(item)
+            if len(findings) > MAX_ITEMS_PER_RULE:
+                more = QTreeWidgetItem([f"… {len(findings) - MAX_ITEMS_PER_RULE:,} more: right-click "
+                                        f"'{rule}' to filter the table to them", ""])
+                more.setForeground(0, QBrush(QColor(120, 120, 120)))
+                children.append(more)
+            top.addChildren(children)
+            self.tree.addTopLevelItem(top)
+            top.setExpanded(len(groups) <= 3 or sev == "error")
+        self.tree.setUpdatesEnabled(True)
+
+    def _draw_balance(self, stats: dict) -> None:
+        tt = stats.get("task_types") or {}
+        shares = list((tt.get("shares") or {}).items())[:12]
+        shares.reverse()  # largest at the top
+        ys = list(range(len(shares)))
+        widths = [v * 100 for _, v in shares]
+        self.balance_bars.setOpts(x0=[0] * len(ys), y=ys, height=0.6, width=widths)
+        self.balance_plot.getAxis("left").setTicks([[(i, name) for i, (name, _) in enumerate(shares)]])
+        for item in self.balance_labels:
+            self.balance_plot.removeItem(item)
+        self.balance_labels = []
+        for y, w in zip(ys, widths, strict=True):
+            label = pg.TextItem(f"{w:.0f}%", anchor=(0, 0.5), color=self.palette().color(QPalette.ColorRole.Text))
+            label.setPos(w, y)
+            self.balance_plot.addItem(label)
+            self.balance_labels.append(label)
+        self.balance_plot.getViewBox().disableAutoRange()
+        self.balance_plot.setXRange(0, max(widths + [10]) * 1.18, padding=0)
+        self.balance_plot.setYRange(-0.6, max(len(ys) - 0.4, 0.6), padding=0)
+        langs = (stats.get("languages") or {}).get("shares") or {}
+        lang_text = ", ".join(f"{k} {v:.0%}" for k, v in langs.items())
+        source = tt.get("source", "")
+        self.balance_note.setText(f"Types {source}." + (f" Languages: {lang_text}." if lang_text else ""))
+
+    def _draw_lengths(self, stats: dict) -> None:
+        info = stats.get("length") or {}
+        hist = info.get("histogram") or {}
+        edges, counts = hist.get("edges") or [], hist.get("counts") or []
+        if counts:
+            self.length_curve.setData(edges, counts)
+        else:
+            self.length_curve.setData([0, 1], [0])
+        seq_len = info.get("seq_len")
+        self.seq_line.setVisible(bool(seq_len))
+        if seq_len:
+            self.seq_line.setValue(seq_len)
+            self.seq_line.label.setFormat(f"seq_len {seq_len}")
+        top = max([edges[-1] if edges else 1] + ([seq_len * 1.08] if seq_len else []))
+        self.length_plot.getViewBox().disableAutoRange()
+        self.length_plot.setXRange(0, top, padding=0.02)
+        self.length_plot.setYRange(0, max(counts + [1]) * 1.1, padding=0)
+        method = info.get("method", "")
+        over = info.get("truncated")
+        over_text = f" · <b>{over:,} over seq_len</b>" if over else (" · none over seq_len" if over == 0 else "")
+        self.length_note.setText(
+            f"median {info.get('median', 0):,} · p95 {info.get('p95', 0):,} · max {info.get('max', 0):,} tokens"
+            f"{over_text}. Lengths: {method}.")
+
+    def _on_item_activated(self, item: QTreeWidgetItem, _column: int = 0) -> None:
+        finding = item.data(0, FindingRole)
+        if finding is not None and not isinstance(finding, str):
+            self.sig_finding_activated.emit(finding)
+
+    def _on_context_menu(self, pos) -> None:
+        item = self.tree.itemAt(pos)
+        if item is None:
+            return
+        top = item if item.parent() is None else item.parent()
+        rule = top.data(0, FindingRole)
+        menu = QMenu(self)
+        act = QAction(f"Show only records with '{rule}'", menu)
+        act.triggered.connect(lambda: self.sig_filter_rule.emit(rule))
+        menu.addAction(act)
+        menu.exec(self.tree.viewport().mapToGlobal(pos))

@@ -1,0 +1,284 @@
+"""Crash recovery: autosave the editor's records every few seconds, offer them back on start.
+
+A recovery file lives in :func:`engine.paths.recovery_dir`, one per source file, and is
+written atomically with :mod:`engine.files`. It is JSON lines: a header, then one line per
+record. A record still identical to the file as last opened or saved is written as a
+reference ``{"k": index}`` into that file, so autosaving a 100 MB file after a few edits
+writes about a megabyte, not 100 MB; edited records are written in full. Small files also
+carry every record's data, so they can be restored even if the file changed on disk since.
+
+Restoring resolves references only when the source still has the fingerprint the header
+recorded (size and SHA-1); otherwise it refuses with a message that says why, and keeps
+the recovery file.
+
+The writing runs on a Python thread (the GUI must not stall for a big file); a lock and
+an epoch counter make sure a write that finishes after the user saved or discarded can't
+bring back a stale recovery file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from engine.data import DatasetFile, Record, load_dataset_file
+from engine.errors import DataError
+from engine.files import atomic_write_bytes
+from engine.paths import recovery_dir
+
+MAGIC = "finetune-studio-recovery"
+SUFFIX = ".recovery.jsonl"
+FULL_COPY_BYTES = 8 << 20  # below this source size, unchanged records are also copied in full
+AUTOSAVE_MS = 5000
+
+
+@dataclass
+class RecoveryInfo:
+    """The header of a recovery file."""
+
+    path: Path
+    source: Path
+    saved_at: float
+    records: int
+    edited: int
+    format: str
+    container: str
+
+
+def recovery_path(source: str | Path) -> Path:
+    """The recovery file for a source file (one per absolute path)."""
+    source = Path(source).resolve()
+    digest = hashlib.sha1(str(source).encode("utf-8")).hexdigest()[:12]
+    return recovery_dir() / f"{source.stem}-{digest}{SUFFIX}"
+
+
+_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
+def source_fingerprint(path: Path) -> dict | None:
+    """Size, mtime and SHA-1 of a file (the hash cached per size and mtime)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    digest = _fingerprints.get(key)
+    if digest is None:
+        h = hashlib.sha1()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        digest = _fingerprints[key] = h.hexdigest()
+    return {"size": st.st_size, "sha1": digest}
+
+
+def write_recovery(source: Path, ds_format: str, container: str, records: list[Record],
+                   baseline: tuple[Record, ...]) -> Path:
+    """Write the recovery file for ``source`` from a snapshot of the records.
+
+    Args:
+        source: The file being edited.
+        ds_format: Its record format.
+        container: Its container.
+        records: The records now (a snapshot list; the records themselves are never mutated).
+        baseline: The records as the file on disk holds them (as last opened or saved).
+    """
+    fp = source_fingerprint(source)
+    full = fp is None or fp["size"] <= FULL_COPY_BYTES
+    where = {id(r): k for k, r in enumerate(baseline)}
+    lines = []
+    edited = 0
+    for r in records:
+        k = where.get(id(r))
+        if k is not None and baseline[k] is r:
+            entry: dict = {"k": k}
+            if full:
+                entry.update(_full(r))
+        else:
+            edited += 1
+            entry = _full(r)
+        lines.append(json.dumps(entry, ensure_ascii=False))
+    header = {"magic": MAGIC, "version": 1, "source": str(Path(source).resolve()), "format": ds_format,
+              "container": container, "saved_at": time.time(), "records": len(records), "edited": edited,
+              "source_fingerprint": fp}
+    text = json.dumps(header, ensure_ascii=False) + "\n" + "\n".join(lines) + "\n"
+    return atomic_write_bytes(recovery_path(source), text.encode("utf-8"))
+
+
+def _full(r: Record) -> dict:
+    if r.broken:
+        return {"raw": r.raw, "error": r.error, "column": r.column, "line": r.line}
+    return {"d": r.peek(), "line": r.line}
+
+
+def read_header(path: Path) -> RecoveryInfo | None:
+    """The header of a recovery file, or None if it isn't one."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(head, dict) or head.get("magic") != MAGIC:
+        return None
+    return RecoveryInfo(Path(path), Path(head["source"]), float(head["saved_at"]), int(head["records"]),
+                        int(head.get("edited", 0)), head["format"], head["container"])
+
+
+def list_recoveries() -> list[RecoveryInfo]:
+    """Every recovery file in the recovery folder, newest first."""
+    folder = recovery_dir()
+    if not folder.is_dir():
+        return []
+    infos = [read_header(p) for p in folder.glob(f"*{SUFFIX}")]
+    return sorted((i for i in infos if i is not None), key=lambda i: i.saved_at, reverse=True)
+
+
+def restore(path: Path) -> tuple[DatasetFile, tuple[Record, ...]]:
+    """Rebuild the edited dataset from a recovery file.
+
+    Returns:
+        ``(ds, baseline)``: the dataset with the recovered records (its ``path`` is the
+        source), and the records of the file on disk (to tell later which ones changed).
+
+    Raises:
+        DataError: the recovery file can't be read, or it refers to records of a source file
+            that has changed or gone since.
+    """
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = json.loads(fh.readline())
+            entries = [json.loads(line) for line in fh if line.strip()]
+    except (OSError, ValueError) as e:
+        raise DataError(f"can't read the recovery file: {e}", path=str(path)) from None
+    source = Path(head["source"])
+    ds: DatasetFile | None = None
+    baseline: tuple[Record, ...] = ()
+    fp_then = head.get("source_fingerprint")
+    same_source = False
+    if source.is_file():
+        fp_now = source_fingerprint(source)
+        same_source = bool(fp_then) and fp_now == fp_then
+        try:
+            ds = load_dataset_file(source, head["format"])
+            baseline = tuple(ds.records)
+        except DataError:
+            ds = None
+    if ds is None:
+        ds = DatasetFile(path=source, format=head["format"], container=head["container"])
+    schema = ds.schema
+    records: list[Record] = []
+    for n, e in enumerate(entries):
+        if "k" in e and same_source and e["k"] < len(baseline):
+            records.append(baseline[e["k"]])
+        elif "d" in e:
+            records.append(Record(e["d"], e.get("line"), schema=schema))
+        elif "raw" in e:
+            records.append(Record(None, e.get("line"), raw=e["raw"], error=e.get("error") or "not valid JSON",
+                                  column=e.get("column"), schema=schema))
+        else:
+            raise DataError(f"record {n + 1} of the recovery refers to the file as it was at "
+                            f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(head['saved_at']))}, "
+                            "and the file has changed or gone since", path=str(source),
+                            hint=f"The recovery file is kept at {path}.")
+    ds.records = records
+    return ds, baseline
+
+
+def discard(path: Path) -> None:
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        pass
+
+
+class Autosaver(QObject):
+    """Writes the editor's recovery file every few seconds while there are unsaved edits.
+
+    Args:
+        snapshot: Called on the GUI thread; returns ``(source, format, container, records,
+            baseline)`` to write, or None when there is nothing to save.
+        interval_ms: How often to check.
+    """
+
+    sig_autosaved = Signal(str)
+    """A recovery file was written (its path)."""
+
+    sig_failed = Signal(str)
+    """An autosave failed (the reason)."""
+
+    # ---- Public API
+    def __init__(self, snapshot, interval_ms: int = AUTOSAVE_MS, parent=None):
+        super().__init__(parent)
+        self._snapshot = snapshot
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._generation = 0
+        self._written_generation = -1
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._on_tick)
+        self.timer.start()
+
+    def touch(self) -> None:
+        """Note that the records changed since the last autosave."""
+        self._generation += 1
+
+    def save_now(self, wait: bool = False) -> bool:
+        """Start an autosave now if anything changed; with ``wait``, block until written."""
+        started = self._start()
+        if wait and self._thread is not None:
+            self._thread.join()
+        return started
+
+    def discard(self, source: Path | None) -> None:
+        """Delete the recovery file of ``source`` (saved or discarded); cancel pending writes."""
+        with self._lock:
+            self._epoch += 1
+            self._written_generation = -1
+            if source is not None:
+                discard(recovery_path(source))
+
+    def stop(self) -> None:
+        self.timer.stop()
+        if self._thread is not None:
+            self._thread.join()
+
+    # ---- Internals
+    def _on_tick(self) -> None:
+        self._start()
+
+    def _start(self) -> bool:
+        if self._busy or self._generation == self._written_generation:
+            return False
+        snap = self._snapshot()
+        if snap is None:
+            return False
+        self._busy = True
+        generation, epoch = self._generation, self._epoch
+        self._thread = threading.Thread(target=self._write, args=(snap, generation, epoch),
+                                        name="dataset-autosave", daemon=True)
+        self._thread.start()
+        return True
+
+    def _write(self, snap, generation: int, epoch: int) -> None:
+        try:
+            with self._lock:
+                if epoch != self._epoch:
+                    return
+                path = write_recovery(*snap)
+                self._written_generation = generation
+            self.sig_autosaved.emit(str(path))
+        except Exception as e:  # noqa: BLE001 - autosave must never take the editor down
+            self.sig_failed.emit(f"{type(e).__name__}: {e}")
+        finally:
+            self._busy = False

@@ -1,0 +1,160 @@
+"""The record form: broken records as raw text, conversations as turns, JSON mode."""
+
+from __future__ import annotations
+
+import json
+
+from engine.data import load_dataset_file
+
+
+def test_broken_record_is_shown_as_raw_text_and_fixed_in_place(make_editor, broken_file, qtbot):
+    ed = make_editor(broken_file)
+    assert ed.banner.isVisibleTo(ed) and "line 3" in ed.banner.label.text()
+    assert ed.model.data(ed.model.index(2, 0)) == "✖"
+    ed.select_record(2)
+    form = ed.form
+    assert form.pages.currentIndex() == 3  # raw page
+    assert "line 3" in form.raw_error.text().lower() and "Expecting" in form.raw_error.text()
+    assert form.raw.toPlainText().startswith('{"instruction": "Count to three"')
+
+    form.raw.setPlainText(form.raw.toPlainText() + " oops")  # still broken: stays raw
+    form.flush()
+    rec = ed.dataset().records[2]
+    assert rec.broken and rec.raw.endswith(" oops")
+    assert form.pages.currentIndex() == 3
+
+    form.raw.setPlainText('{"instruction": "Count to three", "input": "",\n "output": "1, 2, 3"}')
+    form.flush()
+    rec = ed.dataset().records[2]
+    assert not rec.broken and rec.peek()["output"] == "1, 2, 3"
+    assert form.pages.currentIndex() == 1  # the structured form now
+    assert ed.save()
+    lines = broken_file.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 4 and json.loads(lines[2])["output"] == "1, 2, 3"  # one line again
+    ed.act_undo.trigger()
+    ed.act_undo.trigger()
+    assert ed.dataset().records[2].broken
+
+
+def test_broken_record_kept_on_save(make_editor, broken_file):
+    raw_line = broken_file.read_text(encoding="utf-8").splitlines()[2]
+    ed = make_editor(broken_file)
+    ed.proxy.setData(ed.proxy.index(0, ed.model.column_of("output")), "Hello!")
+    assert ed.save()
+    assert broken_file.read_text(encoding="utf-8").splitlines()[2] == raw_line
+
+
+def test_conversation_turns_edit(make_editor, messages_file, qtbot):
+    ed = make_editor(messages_file)
+    ed.select_record(0)
+    form = ed.form
+    assert form.pages.currentIndex() == 2
+    assert [t.role.currentText() for t in form.turns] == ["system", "user", "assistant"]
+    form.turns[2].content.setPlainText("Hello there!")
+    form.flush()
+    msgs = ed.dataset().records[0].peek()["messages"]
+    assert msgs[2] == {"role": "assistant", "content": "Hello there!"}
+    form._on_add_turn()
+    assert form.turns[-1].role.currentText() == "user"
+    form.turns[-1].content.setPlainText("And you?")
+    form.flush()
+    assert ed.dataset().records[0].peek()["messages"][-1] == {"role": "user", "content": "And you?"}
+    assert ed.dataset().records[0].peek()["id"] == 1  # extra fields kept
+    form._on_remove_turn(form.turns[0])
+    assert [m["role"] for m in ed.dataset().records[0].peek()["messages"]] == ["user", "assistant", "user"]
+    assert ed.save()
+    again = load_dataset_file(messages_file)
+    assert again.records[0].peek()["messages"][0]["content"] == "Hi"
+
+
+def test_extra_fields_and_json_mode(make_editor, small_dataset):
+    ed = make_editor(small_dataset)
+    ed.select_record(0)
+    form = ed.form
+    form._extra_edits["task"].setText("qa-checked")
+    form.flush()
+    assert ed.dataset().records[0].peek()["task"] == "qa-checked"
+    form.json_button.setChecked(True)
+    assert form.pages.currentIndex() == 3
+    data = json.loads(form.raw.toPlainText())
+    data["reviewer"] = "ann"
+    form.raw.setPlainText(json.dumps(data))
+    form.flush()
+    assert ed.dataset().records[0].peek()["reviewer"] == "ann"
+    form.raw.setPlainText("{ not json")
+    form.flush()
+    assert not ed.dataset().records[0].broken  # a good record is never broken by JSON mode
+    assert "Not valid JSON yet" in form.raw_error.text()
+    form.json_button.setChecked(False)
+    assert form.pages.currentIndex() == 1
+
+
+def test_undo_shortcut_is_not_eaten_by_the_text_box(make_editor, small_dataset):
+    from PySide6.QtCore import QEvent, Qt
+    from PySide6.QtGui import QKeyEvent
+
+    ed = make_editor(small_dataset)
+    ed.select_record(0)
+    box = ed.form.field_edit("output")
+    ev = QKeyEvent(QEvent.Type.ShortcutOverride, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    box.event(ev)
+    assert not ev.isAccepted()
+    ev = QKeyEvent(QEvent.Type.ShortcutOverride, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    box.event(ev)
+    assert ev.isAccepted()  # copy still belongs to the box
+
+
+def test_sharegpt_turns_keep_their_tags(make_editor, tmp_path):
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hi"},
+                                                   {"from": "gpt", "value": "Hello"}], "system": "Be kind."}]),
+                    encoding="utf-8")
+    ed = make_editor(path)
+    form = ed.form
+    assert ed.dataset().format == "sharegpt"
+    assert form.chat_system.isVisibleTo(form) and form.chat_system.toPlainText() == "Be kind."
+    assert [t.role.currentText() for t in form.turns] == ["human", "gpt"]
+    form._on_add_turn()
+    form.turns[-1].content.setPlainText("More?")
+    form.flush()
+    assert ed.dataset().records[0].peek()["conversations"][-1] == {"from": "human", "value": "More?"}
+    assert ed.save()
+    assert json.loads(path.read_text(encoding="utf-8"))[0]["conversations"][-1]["value"] == "More?"
+
+
+def test_unreadable_files_show_a_message(make_editor, tmp_path, small_dataset):
+    ed = make_editor(small_dataset)
+    ed.open_file(tmp_path / "missing.jsonl")
+    assert "Can't open missing.jsonl" in ed.banner.label.text() and "no such file" in ed.banner.label.text()
+    assert ed.path() == small_dataset  # the open file stays
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('"just a string"', encoding="utf-8")
+    ed.open_file(wrong)
+    assert "Can't open wrong.json" in ed.banner.label.text()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    ed.open_file(empty)
+    assert ed.path() == empty and ed.visible_count() == 0
+    assert "empty" in ed.banner.label.text()
+    assert ed.form.record() is None
+
+
+def test_broken_record_can_be_fixed_in_its_cell(make_editor, broken_file):
+    ed = make_editor(broken_file)
+    cell = ed.proxy.index(2, 1)
+    assert "Count to three" in cell.data()
+    ed.proxy.setData(cell, '{"instruction": "Count to three", "input": "", "output": "1, 2, 3"}')
+    assert ed.dataset().records[2].peek()["output"] == "1, 2, 3"
+    assert ed.model.data(ed.model.index(2, 0)) != "✖"
+
+
+def test_untouched_fields_keep_their_type(make_editor, tmp_path):
+    path = tmp_path / "typed.jsonl"
+    path.write_text(json.dumps({"instruction": "a", "input": "", "output": ["x", "y"], "score": 3}) + "\n",
+                    encoding="utf-8")
+    ed = make_editor(path)
+    ed.select_record(0)
+    assert ed.form.field_edit("output").toPlainText() == '["x", "y"]'
+    ed.form.field_edit("instruction").setPlainText("b")
+    ed.form.flush()
+    assert ed.dataset().records[0].peek() == {"instruction": "b", "input": "", "output": ["x", "y"], "score": 3}

@@ -1,0 +1,156 @@
+"""Never lose an edit: save, dirty marker, autosave and recovery, close warning, disk changes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from engine.data import load_dataset_file
+from engine.errors import DataError
+from gui.dataset import recovery
+
+
+def records_data(ed) -> list[dict]:
+    return [dict(r.peek()) for r in ed.dataset().records]
+
+
+def _edit_output(ed, index: int, text: str) -> None:
+    ed.proxy.setData(ed.proxy.index(ed.model.row_of_index(index), ed.model.column_of("output")), text,
+                     Qt.ItemDataRole.EditRole)
+
+
+def test_save_writes_a_file_that_reloads_equal(make_editor, demo_copy, qtbot):
+    original_lines = demo_copy.read_bytes().splitlines(keepends=True)
+    ed = make_editor(demo_copy)
+    _edit_output(ed, 3, "Edited answer.\nWith a second line.")
+    ed.select_record(0)
+    ed.act_add.trigger()
+    ed.form.field_edit("instruction").setPlainText("A new instruction")
+    ed.form.field_edit("output").setPlainText("A new answer")
+    ed.form.flush()
+    ed._select_indices([10])
+    ed.act_delete.trigger()
+    with qtbot.waitSignal(ed.sig_title_changed, check_params_cb=lambda t: not t.endswith("*")):
+        assert ed.save()
+    assert not ed.is_dirty()
+    again = load_dataset_file(demo_copy)
+    assert [r.peek() for r in again.records] == records_data(ed)
+    assert again.records[4].peek()["output"] == "Edited answer.\nWith a second line."
+    # Untouched records are written back byte for byte.
+    new_lines = demo_copy.read_bytes().splitlines(keepends=True)
+    assert new_lines[0] == original_lines[0] and new_lines[-1] == original_lines[-1]
+
+
+def test_save_failure_is_reported_not_raised(make_editor, small_dataset, tmp_path):
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "x")
+    ed.dataset().path = tmp_path / "no-such-dir" / "file.jsonl"
+    (tmp_path / "no-such-dir").write_text("a file where a folder should be")
+    assert not ed.save()
+    assert ed.banner.isVisibleTo(ed) and "Not saved" in ed.banner.label.text()
+    assert ed.is_dirty()
+
+
+def test_dirty_marker_in_title(make_editor, small_dataset, qtbot):
+    ed = make_editor(small_dataset)
+    assert ed.title() == "Dataset — small.jsonl"
+    with qtbot.waitSignal(ed.sig_title_changed, check_params_cb=lambda t: t == "Dataset — small.jsonl*"):
+        _edit_output(ed, 0, "changed")
+    with qtbot.waitSignal(ed.sig_title_changed, check_params_cb=lambda t: t == "Dataset — small.jsonl"):
+        ed.act_undo.trigger()
+
+
+def test_autosave_writes_a_recovery_file_and_check_recovery_restores_it(make_editor, demo_copy, qtbot,
+                                                                        monkeypatch):
+    ed = make_editor(demo_copy)
+    _edit_output(ed, 2, "recovered answer")
+    ed.select_record(0)
+    ed.act_delete.trigger()
+    expected = records_data(ed)
+    ed.autosaver.timer.setInterval(50)
+    with qtbot.waitSignal(ed.autosaver.sig_autosaved, timeout=5000) as sig:
+        pass
+    path = recovery.recovery_path(demo_copy)
+    assert sig.args == [str(path)] and path.exists()
+    head = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    assert head["source"] == str(demo_copy.resolve()) and head["edited"] == 1
+    # "Crash": the editor goes away without saving; the file on disk is unchanged.
+    ed.autosaver.stop()
+
+    fresh = make_editor(demo_copy)
+    asked = []
+    monkeypatch.setattr(fresh, "_ask_restore",
+                        lambda info: asked.append(info) or QMessageBox.StandardButton.Yes)
+    assert fresh.check_recovery()
+    assert asked[0].source == demo_copy.resolve()
+    assert records_data(fresh) == expected
+    assert fresh.is_dirty() and fresh.title().endswith("*")
+    assert fresh.save()
+    assert [r.peek() for r in load_dataset_file(demo_copy).records] == expected
+    assert not path.exists()  # saved: the recovery copy is gone
+
+
+def test_recovery_refuses_references_to_a_changed_file(tmp_path, small_dataset, monkeypatch):
+    monkeypatch.setattr(recovery, "FULL_COPY_BYTES", 0)  # references only, as for a big file
+    ds = load_dataset_file(small_dataset)
+    recs = list(ds.records)
+    recovery.write_recovery(small_dataset, ds.format, ds.container, recs[1:], tuple(recs))
+    small_dataset.write_text(small_dataset.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    with pytest.raises(DataError, match="changed or gone"):
+        recovery.restore(recovery.recovery_path(small_dataset))
+
+
+def test_discarding_the_recovery(make_editor, small_dataset, monkeypatch):
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "x")
+    ed.autosaver.save_now(wait=True)
+    assert recovery.list_recoveries()
+    monkeypatch.setattr(ed, "_ask_restore", lambda info: QMessageBox.StandardButton.Discard)
+    assert not ed.check_recovery()
+    assert not recovery.list_recoveries()
+
+
+def test_maybe_close_asks_when_dirty(make_editor, small_dataset, monkeypatch):
+    ed = make_editor(small_dataset)
+    assert ed.maybe_close()  # clean: no question
+    _edit_output(ed, 0, "unsaved")
+    answers = []
+
+    def ask(answer):
+        def _ask():
+            answers.append(answer)
+            return answer
+        return _ask
+
+    monkeypatch.setattr(ed, "_ask_save_changes", ask(QMessageBox.StandardButton.Cancel))
+    assert not ed.maybe_close() and ed.is_dirty()
+    monkeypatch.setattr(ed, "_ask_save_changes", ask(QMessageBox.StandardButton.Save))
+    assert ed.maybe_close() and not ed.is_dirty()
+    assert load_dataset_file(small_dataset).records[0].peek()["output"] == "unsaved"
+    _edit_output(ed, 0, "discard me")
+    ed.autosaver.save_now(wait=True)
+    monkeypatch.setattr(ed, "_ask_save_changes", ask(QMessageBox.StandardButton.Discard))
+    assert ed.maybe_close()
+    assert not recovery.list_recoveries()
+    assert len(answers) == 3
+
+
+def test_external_change_is_noticed_and_reload_offered(make_editor, small_dataset, qtbot):
+    ed = make_editor(small_dataset)
+    with qtbot.waitSignal(ed.sig_file_changed_on_disk, timeout=5000):
+        with open(small_dataset, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"instruction": "added elsewhere", "input": "", "output": "ok"}) + "\n")
+    assert ed.banner.isVisibleTo(ed) and "changed on disk" in ed.banner.label.text()
+    n = len(ed.dataset().records)
+    ed.banner.buttons[0].click()  # Reload
+    assert len(ed.dataset().records) == n + 1
+
+
+def test_own_save_is_not_an_external_change(make_editor, small_dataset, qtbot):
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "mine")
+    with qtbot.assertNotEmitted(ed.sig_file_changed_on_disk, wait=800):  # > the watcher's debounce
+        assert ed.save()

@@ -1,0 +1,33 @@
+"""The prompt preview: the demo tokenizer loads off the UI thread; trained tokens are highlighted."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.paths import demo_model_dir
+
+
+@pytest.mark.skipif(not (demo_model_dir() / "tokenizer_config.json").exists(), reason="no demo tokenizer")
+def test_preview_marks_the_answer_as_trained(make_editor, small_dataset, qtbot):
+    ed = make_editor(small_dataset)
+    ed.select_record(0)
+    with qtbot.waitSignal(ed.preview.sig_tokenizer_loaded, timeout=120000):
+        ed.tabs.setCurrentWidget(ed.preview)  # first show loads the tokenizer, on a worker thread
+    answer = ed.dataset().records[0].peek()["output"]
+    doc = ed.preview.text.document()
+    trained, prompt = [], []
+    block = doc.begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            frag = it.fragment()
+            (trained if frag.charFormat().background().color().green() == 240 else prompt).append(frag.text())
+            it += 1
+        block = block.next()
+    assert answer.split()[0] in "".join(trained)
+    assert ed.dataset().records[0].peek()["instruction"].split()[0] in "".join(prompt)
+    assert "trained" in ed.preview.stats.text()
+    # A check with the tokenizer gives exact token lengths.
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=60000) as sig:
+        pass
+    assert sig.args[0].stats["length"]["method"].startswith("tokenizer")
