@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
+def atomic_write_bytes(path: Path, data: bytes | Iterable[bytes]) -> Path:
     """Write ``data`` to a temp file in the same folder, fsync it, then rename over ``path``.
+
+    ``data`` may be a sequence of chunks, written one by one: a large dataset's lines then
+    never need to be joined into one more full-size copy in memory.
 
     The rename is atomic on POSIX and on NTFS (``os.replace``), so readers see either the
     old file or the new one, never a mix.
@@ -18,7 +22,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                fh.write(data)
+            else:
+                fh.writelines(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -415,7 +415,9 @@ def _dumps(value: Any, style: dict | None = None) -> str:
                       default=str)
 
 
-def _jsonl_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
+def _jsonl_bytes(ds: DatasetFile) -> tuple[list[bytes], list, list[int]]:
+    """The file as a list of chunks (mostly the records' own source bytes, shared, not
+    copied); ``atomic_write_bytes`` writes them one by one."""
     nl = ds.newline.encode()
     style = ds.style or _DEFAULT_STYLE
     out: list[bytes] = [BOM] if ds.bom else []
@@ -445,7 +447,7 @@ def _jsonl_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
         if gap:
             out.append(gap)
             line += gap.count(b"\n")
-    return b"".join(out), sources, lines
+    return out, sources, lines
 
 
 # ---- JSON array
@@ -889,7 +891,7 @@ def _parquet_bytes(ds: DatasetFile) -> tuple[bytes, None, None]:
     return buf.getvalue(), None, None
 
 
-def _serialize(ds: DatasetFile, container: str) -> tuple[bytes, list | None, list[int] | None]:
+def _serialize(ds: DatasetFile, container: str) -> tuple[bytes | list[bytes], list | None, list[int] | None]:
     """The file's bytes, plus each record's written text and start line (None for Parquet)."""
     if container == RecordFormat.JSONL:
         return _jsonl_bytes(ds)
