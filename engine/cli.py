@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--load_in", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "nf4"])
     g.add_argument("--no-base", action="store_true", dest="no_base", help="skip the base model's answer")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
     m = sub.add_parser("merge", help="merge LoRA adapters into the base and save a model folder")
     m.add_argument("--base", required=True, metavar="MODEL")
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--combination", default="linear", help="PEFT combination type when combining")
     m.add_argument("--out", required=True, metavar="DIR")
     m.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    m.add_argument("--density", type=float, default=None, help="fraction of weights kept by the ties, dare_* "
+                   "and magnitude_prune combinations (0 < density <= 1)")
 
     x = sub.add_parser("export-launch", help="write accelerate/DeepSpeed configs and a launch script",
                        epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.events import FINISHED, Event
+from engine.events import FINISHED, STARTED, Event
 from engine.runs import pid_alive, read_summary
 
 
@@ -159,14 +159,26 @@ class WorkerClient:
         return None
 
     def detach(self) -> None:
-        """Stop listening but leave the worker running (the GUI is closing, run kept)."""
-        if self.proc is not None:
-            try:
-                if self.proc.stdin:
-                    self.proc.stdin.close()
-            except OSError:
-                pass
-            self.proc = None
+        """Stop listening but leave the worker running (the GUI is closing, run kept).
+
+        Closes the worker's stdin (it notices, and keeps training). Its stdout is not closed
+        here: closing a pipe another thread is blocked reading waits for that read to end,
+        which could freeze the caller while the worker is silent (loading a model). Instead a
+        daemon thread drains it, so an unread pipe never fills up and blocks the worker's
+        event writes, and reaps the process when it exits, so :meth:`attach` in this same
+        process does not mistake a zombie for a running worker. If this process exits, the
+        pipe closes and the worker's writes to it fail, which it ignores.
+        """
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+        except OSError:
+            pass
+        threading.Thread(target=_drain_and_reap, args=(proc,), daemon=True,
+                         name=f"drain-worker-{proc.pid}").start()
 
     # ---- Internals
     def _crashed_event(self, code: int | None) -> Event:
@@ -195,10 +207,16 @@ class WorkerClient:
             yield self.finished
 
     def _events_from_file(self, poll_s: float) -> Iterator[Event]:
+        # A run that was stopped or crashed and then resumed has an earlier `finished` in its
+        # events.jsonl, followed by the resumed attempt's `started`. Only the last `finished`
+        # ends the stream, so it is held back until the file is read to the end with the
+        # worker gone (or a later `started` shows it was not the last).
         path = self.output_dir / "events.jsonl"
         pos = 0
         buf = ""
+        pending: Event | None = None
         while True:
+            running = self.is_running()
             if path.exists():
                 with open(path, encoding="utf-8") as fh:
                     fh.seek(pos)
@@ -210,11 +228,16 @@ class WorkerClient:
                     if line.strip():
                         event = Event.from_line(line)
                         if event.type == FINISHED:
-                            self.finished = event
-                            yield event
-                            return
+                            pending = event
+                            continue
+                        if event.type == STARTED:
+                            pending = None
                         yield event
-            if not self.is_running():
+            if not running:
+                if pending is not None:
+                    self.finished = pending
+                    yield pending
+                    return
                 if self.finished is None:
                     status = read_summary(self.output_dir).get("status")
                     if status in ("completed", "stopped", "failed"):
@@ -224,3 +247,14 @@ class WorkerClient:
                     yield self.finished
                 return
             time.sleep(poll_s)
+
+
+def _drain_and_reap(proc: subprocess.Popen) -> None:
+    """Read a detached worker's stdout to EOF (discarding it), then collect its exit status."""
+    try:
+        if proc.stdout:
+            for _ in proc.stdout:
+                pass
+    except (OSError, ValueError):  # closed by a reader thread that was still running
+        pass
+    proc.wait()

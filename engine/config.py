@@ -406,6 +406,9 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
             raise ConfigError(f"'{key}' must be between {lo} and {hi}, got {value}", key=key)
         return value
     if kind == "str":
+        # YAML 1.1 reads a bare `no` as false: `mixed_precision: no` means the choice "no".
+        if raw is False and choices and "no" in choices:
+            raw = "no"
         if isinstance(raw, (int, float)) and not isinstance(raw, bool) and not choices:
             raw = str(raw)
         if not isinstance(raw, str):

@@ -16,14 +16,19 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 # Training worker events.
-STARTED = "started"          # config, total_params, trainable_params, device, gpu, dataset stats
-STEP = "step"                # step, max_steps, epoch, loss, lr, grad_norm, tokens_per_s, samples_per_s, gpu_mem_*, eta_s
+STARTED = "started"          # config, total_params, trainable_params, device, gpu, world_size, dataset stats,
+                             # resumed, resume_step (a resumed run redoes the steps after it: drop them from plots)
+STEP = "step"                # step, max_steps, epoch, loss, lr, grad_norm, tokens_per_s, tokens_seen, samples_per_s,
+                             # gpu_mem_* (CUDA only), eta_s
 EVAL = "eval"                # step, eval_loss
 CHECKPOINT = "checkpoint"    # step, path
 WARNING = "warning"          # kind, message, fix, hint
-ERROR = "error"              # kind, message, fix, hint (a typed StudioError.to_dict())
-RECOVERED = "recovered"      # kind (oom|nonfinite), message, changes, resume_from
-FINISHED = "finished"        # status (completed|stopped|failed), output_dir, final_loss, best_eval_loss, peak_*
+ERROR = "error"              # kind, message, fix, hint (a typed StudioError.to_dict()); config errors add
+                             # errors (each with key); oom adds step, levers; nonfinite adds step, batch
+RECOVERED = "recovered"      # kind (oom|nonfinite), step, message, before, changes, resume_from, resume_step
+                             # (steps after it are redone); nonfinite adds loss, grad_norm, batch, advice
+FINISHED = "finished"        # status (completed|stopped|failed; crashed = made up by the client when the
+                             # worker died without one), output_dir, step, final_loss, best_eval_loss, peak_*
 LOG = "log"                  # text: a line a library printed
 # Generation worker events.
 LOADED = "loaded"            # base, adapters, load_s

@@ -49,6 +49,14 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_step(path: Path) -> int:
+    """The global step a ``checkpoint-N`` folder was saved at."""
+    m = CHECKPOINT_RE.match(Path(path).name)
+    if not m:
+        raise ValueError(f"'{path}' is not a checkpoint folder (checkpoint-N)")
+    return int(m.group(1))
+
+
 def last_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint (one with trainer_state.json, written last by Trainer)."""
     for path in reversed(checkpoints(output_dir)):

@@ -6,12 +6,18 @@ Trainer: checkpoints (model/adapter, optimizer, scheduler, RNG, data position), 
 gradient accumulation, mixed precision and DDP come from there. Our part is the
 :class:`EventCallback`, which turns Trainer's logs into JSON-line events and
 ``metrics.jsonl`` rows and obeys stop/save commands, and the guards around ``train()``:
-non-finite loss (roll back to the last good checkpoint with a lower learning rate) and
-CUDA out-of-memory (halve the micro-batch, double accumulation, resume).
+
+- non-finite loss or gradient norm, checked after every optimizer step (not only at
+  logging steps): roll back to the last good checkpoint with the learning rate halved;
+- CUDA out-of-memory: halve the micro-batch, double accumulation, resume.
+
+Both guards resume through Trainer's own ``resume_from_checkpoint``; rows of
+``metrics.jsonl`` after the checkpoint are dropped so the curve stays one line.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -30,7 +36,12 @@ from engine.config import RunConfig
 from engine.errors import ConfigErrors, NonFiniteLoss, OutOfMemory, StudioError
 from engine.events import EventWriter
 from engine.files import atomic_write_text
-from engine.runs import last_checkpoint, new_run_dir, write_summary
+from engine.runs import checkpoint_step, last_checkpoint, new_run_dir, write_summary
+
+NAN_ADVICE = ("Use bf16 instead of fp16 (same range as fp32), lower the learning rate, keep fp16 loss "
+              "scaling on, raise adam_epsilon to 1e-7, and keep gradient clipping on (max_grad_norm 1.0).")
+MAX_NAN_ROLLBACKS = 2
+MAX_OOM_RETRIES = 4
 
 
 # ---------------------------------------------------------------- Commands from the client
@@ -47,6 +58,7 @@ class Commands:
     stop_requested: bool = False
 
     def put(self, cmd: str) -> None:
+        """Queue a command ('stop' or 'save'); safe from any thread or a signal handler."""
         self._queue.put(cmd)
 
     def poll(self) -> set[str]:
@@ -99,6 +111,9 @@ class Prepared:
     data_stats: dict
     total_params: int
     trainable_params: int
+    model_path: Path | None = None
+    train_lines: list = field(default_factory=list)  # source file line of each train row (None if unknown)
+    dropped_records: list = field(default_factory=list)  # every dropped record: {index, line, message}
 
 
 def _count_params(model: Any) -> tuple[int, int]:
@@ -117,7 +132,12 @@ def _count_params(model: Any) -> tuple[int, int]:
 
 
 def load_training_records(cfg: RunConfig) -> tuple[list, dict]:
-    """Read the dataset (the demo one for 'demo'); broken records are reported, not used."""
+    """Read the dataset (the demo one for 'demo'); broken records are reported, not used.
+
+    Returns:
+        ``(records, info)`` with info's ``path``, ``detected`` format, ``records`` (usable),
+        ``broken`` and the content ``hash`` of the usable records.
+    """
     from engine.data.formats import load_dataset_file
     from engine.data.split import content_hash
     from engine.paths import demo_dataset_path
@@ -130,8 +150,34 @@ def load_training_records(cfg: RunConfig) -> tuple[list, dict]:
     return good, info
 
 
+def _shared_output_dir(cfg: RunConfig, is_main: bool) -> Path:
+    """The run folder; under DDP rank 0 makes a new one and every rank gets its name."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    from accelerate import PartialState
+
+    path = str(new_run_dir(cfg.method, cfg.run_name)) if is_main else ""
+    if PartialState().num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        path = broadcast_object_list([path], from_process=0)[0]
+    return Path(path)
+
+
 def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main: bool = True) -> Prepared:
-    """Check, load data and model, apply the method. Fails before loading anything heavy."""
+    """Check, load data and model, apply the method. Fails before loading anything heavy.
+
+    Args:
+        cfg: the run config.
+        writer: where warnings (truncation, dropped records, no checkpoint) go.
+        resume: the run continues from its newest checkpoint; metric rows logged after that
+            checkpoint (lost progress after a kill) are dropped so the curve continues cleanly.
+        is_main: this is rank 0 (or the only process); only it writes files.
+
+    Raises:
+        ConfigErrors: the config can't run on this machine (checked before any loading).
+        StudioError: data or model problems.
+    """
     import torch
 
     from engine import precision
@@ -146,11 +192,14 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     model_path = resolve_model_path(cfg.model)
     check_weights_safe(model_path, cfg.allow_pickle)
 
-    output_dir = Path(cfg.output_dir) if cfg.output_dir else new_run_dir(cfg.method, cfg.run_name)
+    output_dir = _shared_output_dir(cfg, is_main)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if resume and last_checkpoint(output_dir) is None:
+    ckpt = last_checkpoint(output_dir) if resume else None
+    if resume and ckpt is None:
         writer.emit(ev.WARNING, kind="resume", message=f"no checkpoint in {output_dir}; starting from "
                     "the beginning")
+    if is_main and ckpt is not None:
+        _rewind_metrics(output_dir, checkpoint_step(ckpt))
     cfg = cfg.replace(output_dir=str(output_dir))
     if is_main:
         cfg.save(output_dir / "run.yaml")
@@ -163,6 +212,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     train_rows = [rows[i] for i in train_idx]
     eval_rows = [rows[i] for i in eval_idx]
+    train_lines = [getattr(records[stats.sources[i]], "line", None) for i in train_idx]
     data_stats = {**data_info, **stats.to_dict(), "train": len(train_rows), "eval": len(eval_rows)}
     if stats.truncated:
         writer.emit(ev.WARNING, kind="truncation", message=f"{stats.truncated} of {stats.records} records "
@@ -170,14 +220,31 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     "tokens)", fix={"seq_len": _next_pow2(stats.longest)})
     if stats.dropped:
         writer.emit(ev.WARNING, kind="dropped", message=f"{stats.dropped} records had nothing to train on "
-                    "and were left out", hint=json.dumps(stats.problems[:5], ensure_ascii=False))
+                    "and were left out", hint=json.dumps(stats.problems[:5], ensure_ascii=False),
+                    records=stats.problems[:100])
 
     torch.manual_seed(cfg.seed)
     model = precision.load_model(cfg, model_path, env)
     model = method.apply(model, cfg)
     total, trainable = _count_params(model)
     return Prepared(cfg, output_dir, tokenizer, model, method, env, train_rows, eval_rows, data_stats,
-                    total, trainable)
+                    total, trainable, model_path=model_path, train_lines=train_lines,
+                    dropped_records=stats.problems)
+
+
+def _reload_model(prep: Prepared) -> None:
+    """A fresh base with a fresh method, for a rollback when there is no checkpoint to go back to."""
+    import torch
+
+    from engine import precision
+
+    prep.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    torch.manual_seed(prep.cfg.seed)
+    model = precision.load_model(prep.cfg, prep.model_path, prep.env)
+    prep.model = prep.method.apply(model, prep.cfg)
 
 
 def _next_pow2(n: int) -> int:
@@ -196,14 +263,25 @@ def _gpu_memory() -> dict[str, int]:
             "gpu_mem_peak_reserved": int(torch.cuda.max_memory_reserved())}
 
 
+def _finite(x: float | None) -> bool:
+    return x is None or math.isfinite(x)
+
+
 def _make_callback_class():
     from transformers import TrainerCallback
 
     class EventCallback(TrainerCallback):
-        """Trainer logs -> events and metrics.jsonl; commands -> control flags; NaN guard."""
+        """Trainer logs -> events and metrics.jsonl; commands -> control flags; NaN guard.
 
-        def __init__(self, writer: EventWriter, commands: Commands, output_dir: Path, is_main: bool):
+        ``trainer`` is set after the Trainer is built: the per-step health check reads the
+        step's losses and gradient norm from it.
+        """
+
+        def __init__(self, writer: EventWriter, commands: Commands, output_dir: Path, is_main: bool,
+                     train_lines: list | None = None):
             self.writer, self.commands, self.output_dir, self.is_main = writer, commands, output_dir, is_main
+            self.train_lines = train_lines or []
+            self.trainer: Any = None
             self.metrics = open(output_dir / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
             self.t_last = time.time()
             self.tokens_last = 0
@@ -213,13 +291,17 @@ def _make_callback_class():
             self.nonfinite: dict | None = None
             self.last_loss: float | None = None
             self.best_eval: float | None = None
+            self.skipped_steps = 0  # fp16 loss-scaler overflows (the step was skipped, which is normal)
 
         def close(self) -> None:
             if self.metrics:
                 self.metrics.close()
+                self.metrics = None
 
         def _row(self, row: dict) -> None:
             if self.metrics:
+                # One line per log, flushed so a kill -9 loses at most the line being written
+                # (read_metrics skips a torn last line).
                 self.metrics.write(json.dumps(row) + "\n")
                 self.metrics.flush()
 
@@ -230,9 +312,25 @@ def _make_callback_class():
 
         def on_step_end(self, args, state, control, **kw):
             got = self.commands.poll()
-            if "save" in got or "stop" in got:
+            health = self.trainer.take_step_health(stop="stop" in got, save="save" in got) \
+                if self.trainer is not None else {"stop": "stop" in got, "save": "save" in got}
+            if health.get("nonfinite"):
+                # The update with the bad gradient has been applied: never checkpoint or
+                # evaluate these weights; stop and let the guard roll back.
+                self.nonfinite = {"step": state.global_step, "loss": health.get("loss"),
+                                  "grad_norm": health.get("grad_norm"),
+                                  "sample_indices": health.get("samples") or [],
+                                  "record_lines": [self.train_lines[i] for i in health.get("samples") or []
+                                                   if 0 <= i < len(self.train_lines)]}
+                control.should_training_stop = True
+                control.should_save = control.should_evaluate = control.should_log = False
+                return
+            if health.get("skipped"):
+                self.skipped_steps += 1
+            if health.get("save") or health.get("stop"):
                 control.should_save = True
-            if "stop" in got:
+            if health.get("stop"):
+                self.commands.stop_requested = True
                 control.should_training_stop = True
                 self.writer.emit(ev.WARNING, kind="stopping", message=f"stopping after step "
                                  f"{state.global_step}; saving a checkpoint")
@@ -252,14 +350,19 @@ def _make_callback_class():
                 eta = (state.max_steps - step) / rate if rate > 0 else None
                 row = {"step": step, "epoch": round(float(logs.get("epoch", state.epoch or 0)), 4),
                        "loss": loss, "lr": float(logs.get("learning_rate", 0.0)), "grad_norm": grad_norm,
-                       "tokens_per_s": (tokens - self.tokens_last) / dt,
+                       "tokens_per_s": (tokens - self.tokens_last) / dt, "tokens_seen": tokens,
                        "samples_per_s": dsteps * args.per_device_train_batch_size
                        * args.gradient_accumulation_steps * max(args.world_size, 1) / dt,
                        "time": now, **_gpu_memory()}
                 self.t_last, self.tokens_last, self.step_last = now, tokens, step
-                if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
-                    self.nonfinite = {"step": step, "loss": loss, "grad_norm": grad_norm}
+                fp16_overflow = args.fp16 and math.isfinite(loss) and not _finite(grad_norm)
+                if not math.isfinite(loss) or (not _finite(grad_norm) and not fp16_overflow):
+                    # Backstop for a trainer without the per-step check (it normally fires first).
+                    if self.nonfinite is None:
+                        self.nonfinite = {"step": step, "loss": loss, "grad_norm": grad_norm,
+                                          "sample_indices": [], "record_lines": []}
                     control.should_training_stop = True
+                    control.should_save = control.should_evaluate = False
                     return
                 self.last_loss = loss
                 self._row(row)
@@ -284,14 +387,151 @@ def _make_callback_class():
     return EventCallback
 
 
-# ---------------------------------------------------------------- Train
-def _training_arguments(cfg: RunConfig, prep: Prepared):
-    from transformers import TrainingArguments
+# ---------------------------------------------------------------- The Trainer
+class _ListDataset:
+    """Tokenized rows as a map-style dataset; each item carries its index for error reports."""
 
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.rows[i], "sample_index": i}
+
+
+class _IndexedCollator:
+    """Wraps a collator: strips ``sample_index`` before it and adds it back as a tensor.
+
+    The trainer pops it again before the forward pass; it lets a non-finite step name the
+    exact training rows (and their source lines) of its batch.
+    """
+
+    def __init__(self, base: Callable):
+        self.base = base
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        index = [f.get("sample_index", -1) for f in features]
+        batch = self.base([{k: v for k, v in f.items() if k != "sample_index"} for f in features])
+        batch["sample_index"] = torch.tensor(index, dtype=torch.long)
+        return batch
+
+
+def _trainer_class():
+    import torch
+    from transformers import Trainer
+
+    class StudioTrainer(Trainer):
+        """Trainer plus what the guards need.
+
+        - a per-step health check (:meth:`take_step_health`): the step's micro-batch losses
+          and gradient norm, one device sync per optimizer step;
+        - the run config's learning rate wins over the one stored in a checkpoint when
+          resuming (:meth:`_load_optimizer_and_scheduler`), so a rollback's halved learning
+          rate really takes effect;
+        - ``fault_injector(global_step)``, called before every micro-batch (tests only): it may
+          raise (e.g. ``torch.OutOfMemoryError``) or return ``"nan"`` to make that micro-batch's
+          loss NaN, whose gradient then poisons the weights like a real divergence.
+        """
+
+        fault_injector: Callable[[int], Any] | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self._step_losses: list = []
+            self._step_samples: list = []
+            self._step_grad_norm: Any = None
+            self._poison = False
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self._poison = False
+            if self.fault_injector is not None:
+                self._poison = self.fault_injector(self.state.global_step) == "nan"
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            self._step_losses.append(loss)
+            return loss
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            samples = inputs.pop("sample_index", None)
+            if samples is not None and model.training:
+                self._step_samples.append(samples)  # a tensor: no device sync here
+            out = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                       num_items_in_batch=num_items_in_batch)
+            if self._poison and model.training:
+                nan = float("nan")
+                out = (out[0] * nan, *out[1:]) if return_outputs else out * nan
+            return out
+
+        def _get_grad_norm(self, model, grad_norm=None):
+            self._step_grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+            return self._step_grad_norm
+
+        def take_step_health(self, *, stop: bool = False, save: bool = False) -> dict[str, Any]:
+            """Was the optimizer step that just ended finite? Also agrees stop/save across ranks.
+
+            Under DDP the flags are max-reduced, so every rank stops, saves or rolls back at the
+            same step (a rank that decided alone would hang the others in the next collective).
+
+            Returns:
+                ``{"nonfinite", "skipped", "stop", "save"}``, plus ``loss``, ``grad_norm`` and
+                ``samples`` (training-row indices of this rank's batch) when non-finite.
+            """
+            losses, samples, gn = self._step_losses, self._step_samples, self._step_grad_norm
+            self._step_losses, self._step_samples, self._step_grad_norm = [], [], None
+            device = self.args.device
+            loss = torch.stack([x.float().reshape(()) for x in losses]).sum().to(device) if losses \
+                else torch.zeros((), device=device)
+            norm = torch.as_tensor(0.0 if gn is None else gn, dtype=torch.float32).to(device)
+            flags = torch.stack([(~torch.isfinite(loss)).float(), (~torch.isfinite(norm)).float(),
+                                 torch.tensor(float(stop), device=device), torch.tensor(float(save), device=device)])
+            if self.args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            bad_loss, bad_norm, stop_all, save_all = (flags > 0).tolist()  # the one sync per step
+            # With fp16 loss scaling an inf/NaN gradient and a finite loss is the scaler's normal
+            # overflow: the optimizer skipped the step and lowered the scale. Not a divergence.
+            overflow = bad_norm and not bad_loss and getattr(self.accelerator, "scaler", None) is not None
+            out: dict[str, Any] = {"nonfinite": bad_loss or (bad_norm and not overflow), "skipped": overflow,
+                                   "stop": stop_all, "save": save_all}
+            if out["nonfinite"]:
+                out.update(loss=float(loss), grad_norm=None if gn is None else float(norm),
+                           samples=torch.cat([s.reshape(-1) for s in samples]).tolist() if samples else [])
+            return out
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            scheduler = self.lr_scheduler
+            fresh = list(getattr(scheduler, "base_lrs", None) or [])
+            super()._load_optimizer_and_scheduler(checkpoint)
+            if checkpoint is None or not fresh or self.is_deepspeed_enabled:
+                return
+            restored = list(scheduler.base_lrs)
+            if restored == fresh or len(restored) != len(fresh):
+                return
+            # The checkpoint brought back the learning rate it was saved with. The run config's
+            # wins (a rollback halves it; a user may lower it before resuming): rescale the
+            # schedule's base and the current value, keeping the schedule's position.
+            scheduler.base_lrs = fresh
+            for group, old, new in zip(self.optimizer.param_groups, restored, fresh, strict=True):
+                group["lr"] = group["lr"] * (new / old) if old else new
+                group["initial_lr"] = new
+            scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    return StudioTrainer
+
+
+def training_arguments_kwargs(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
+    """The ``TrainingArguments`` keyword arguments for this run (split out to be testable).
+
+    Args:
+        cfg: the run config (possibly changed by a guard since setup).
+        prep: the prepared run (output folder, eval rows, environment).
+    """
     from engine import precision
 
     has_eval = bool(prep.eval_rows)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         output_dir=str(prep.output_dir),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
@@ -317,9 +557,69 @@ def _training_arguments(cfg: RunConfig, prep: Prepared):
         dataloader_pin_memory=False,
     )  # gradient checkpointing is applied by precision.load_model, before the method
     kwargs.update(precision.trainer_precision_kwargs(cfg, prep.env))  # bf16/fp16, optim, device, eps, clip
-    return TrainingArguments(**kwargs)
+    if cfg.deepspeed:
+        # HF fills the JSON's "auto" values (batch, accumulation, lr, precision) from these arguments.
+        kwargs["deepspeed"] = cfg.deepspeed
+    return kwargs
 
 
+def _build_trainer(prep: Prepared, writer: EventWriter, commands: Commands, callback_cls: type,
+                   fault_injector: Callable[[int], Any] | None, is_main: bool) -> tuple[Any, Any]:
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        DataCollatorWithFlattening,
+        PrinterCallback,
+        TrainingArguments,
+    )
+
+    cfg = prep.cfg
+    # Packing: each micro-batch becomes one row with restarting position_ids; transformers'
+    # masks detect the boundaries from them, so records never attend to each other.
+    base_collator = (DataCollatorWithFlattening() if cfg.packing else
+                     DataCollatorForSeq2Seq(prep.tokenizer, padding=True, label_pad_token_id=-100,
+                                            pad_to_multiple_of=8 if prep.env.cuda else None))
+    cb = callback_cls(writer, commands, prep.output_dir, is_main, prep.train_lines)
+    trainer = _trainer_class()(model=prep.model, args=TrainingArguments(**training_arguments_kwargs(cfg, prep)),
+                               train_dataset=_ListDataset(prep.train_rows),
+                               eval_dataset=_ListDataset(prep.eval_rows) if prep.eval_rows else None,
+                               data_collator=_IndexedCollator(base_collator), callbacks=[cb])
+    trainer.fault_injector = fault_injector
+    trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
+    cb.trainer = trainer
+    return trainer, cb
+
+
+def _release(trainer: Any) -> None:
+    """Drop a failed Trainer's gradients, optimizer state and references before the next try.
+
+    After a CUDA OOM the half-done step's gradients and the optimizer's states are still
+    allocated; the next try (or a model reload) needs that memory.
+    """
+    import torch
+
+    try:
+        trainer.model.zero_grad(set_to_none=True)
+        trainer.accelerator.free_memory()
+    except Exception:  # noqa: BLE001 - best effort; the next Trainer builds its own
+        pass
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.model = trainer.model_wrapped = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _go_back_to(prep: Prepared, checkpoint: Path | None, is_main: bool) -> None:
+    """Prepare to resume from ``checkpoint``, or from scratch (a fresh model) when it is None."""
+    if is_main:
+        _discard_checkpoints_after(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
+        _rewind_metrics(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
+    if checkpoint is None:
+        # The weights in memory are past the point we go back to (or broken): start afresh.
+        _reload_model(prep)
+
+
+# ---------------------------------------------------------------- Train
 def _model_card(prep: Prepared, result: dict) -> str:
     cfg = prep.cfg
     hp = "\n".join(f"| {k} | {v} |" for k, v in cfg.to_dict().items()
@@ -336,7 +636,7 @@ Fine-tuned with Finetune Studio.
 - **Base model:** `{cfg.model}`
 - **Method:** {prep.method.label} (`{cfg.method}`), weights loaded as `{cfg.load_in}`, mixed precision `{cfg.mixed_precision}`
 - **Trainable parameters:** {prep.trainable_params:,} of {prep.total_params:,}
-- **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval records; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens
+- **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('records')} records, {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens, {prep.data_stats.get('dropped')} dropped
 - **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss'))}; **best eval loss:** {_fmt(result.get('best_eval_loss'))}
 - **Status:** {result.get('status')}
 
@@ -357,14 +657,18 @@ def _fmt(x: Any) -> str:
 
 
 def _load_snippet(prep: Prepared) -> str:
+    final = str(prep.output_dir / "final")
     if prep.method.peft:
         return ("from peft import AutoPeftModelForCausalLM\n"
-                f"model = AutoPeftModelForCausalLM.from_pretrained({str(prep.output_dir / 'final')!r})")
+                f"model = AutoPeftModelForCausalLM.from_pretrained({final!r})")
     if prep.cfg.method == "adapter":
-        return ("from engine.methods import get_method\n"
-                f"# bottleneck adapter: get_method('adapter').load(base_model, {str(prep.output_dir / 'final')!r}, cfg)")
+        return ("from transformers import AutoModelForCausalLM\n"
+                "from engine.config import RunConfig\n"
+                "from engine.methods import get_method\n"
+                f"base = AutoModelForCausalLM.from_pretrained({str(prep.model_path or prep.cfg.model)!r})\n"
+                f"model = get_method('adapter').load(base, {final!r}, RunConfig.load({str(prep.output_dir / 'run.yaml')!r}))")
     return ("from transformers import AutoModelForCausalLM\n"
-            f"model = AutoModelForCausalLM.from_pretrained({str(prep.output_dir / 'final')!r})")
+            f"model = AutoModelForCausalLM.from_pretrained({final!r})")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -375,7 +679,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: bool = False,
                  commands: Commands | None = None,
-                 fault_injector: Callable[[int], None] | None = None) -> dict[str, Any]:
+                 fault_injector: Callable[[int], Any] | None = None,
+                 on_trained: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run one training from a validated config; emit events; never lose progress.
 
     Args:
@@ -383,15 +688,23 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
         writer: where events go (default: stdout as JSON lines).
         resume: continue from the newest checkpoint in ``cfg.output_dir``.
         commands: stop/save requests (the worker feeds it from stdin).
-        fault_injector: tests only: called with the global step before each step; may raise
-            (e.g. ``torch.OutOfMemoryError``) to exercise the guards on a CPU.
+        fault_injector: tests only: called with the global step before each micro-batch; may
+            raise (e.g. ``torch.OutOfMemoryError``) or return ``"nan"`` to poison that
+            micro-batch's loss, to exercise the guards on a CPU.
+        on_trained: called with the trained model after the final save (in-process callers
+            such as tests compare it with what was saved). Not called when training failed.
 
     Returns:
         The final summary (status, output_dir, final_loss, best_eval_loss, peaks...).
     """
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    from engine.precision import resolve_device
+
+    # cpu=True matters under a launcher: without it accelerate sees no GPU backend and sets up
+    # a single process, while TrainingArguments(use_cpu=True) would later set up gloo DDP.
+    state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
     is_main = state.is_main_process
     writer = writer or EventWriter()
     if not is_main:
@@ -409,29 +722,38 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
             writer.mirror = mirror
             write_summary(prep.output_dir, status="running", started=started, finished=None,
                           config=cfg.to_dict(), dataset_hash=prep.data_stats["hash"],
-                          dataset_records=prep.data_stats["records"], pid=os.getpid())
-            atomic_write_text(prep.output_dir / "dataset.json", json.dumps(prep.data_stats, indent=2,
-                                                                          ensure_ascii=False))
+                          dataset_records=prep.data_stats["records"], pid=os.getpid(),
+                          world_size=state.num_processes)
+            atomic_write_text(prep.output_dir / "dataset.json", json.dumps(
+                {**prep.data_stats, "problems": prep.dropped_records}, indent=2, ensure_ascii=False))
+        ckpt = last_checkpoint(prep.output_dir) if resume else None
         writer.emit(ev.STARTED, config=cfg.to_dict(), output_dir=str(prep.output_dir),
                     total_params=prep.total_params, trainable_params=prep.trainable_params,
-                    device=prep.env.device_name if hasattr(prep.env, "device_name") else
-                    ("cuda" if prep.env.cuda else "cpu"),
+                    device=resolve_device(cfg, prep.env),
                     gpu={"name": prep.env.gpu_name, "total_bytes": prep.env.gpu_total_bytes},
-                    dataset=prep.data_stats, resumed=bool(resume and last_checkpoint(prep.output_dir)))
+                    world_size=state.num_processes, dataset=prep.data_stats, resumed=ckpt is not None,
+                    resume_step=checkpoint_step(ckpt) if ckpt else 0)
         result = _train_with_guards(prep, writer, commands, resume, fault_injector, is_main)
+        if on_trained is not None:
+            on_trained(result.pop("_model"))
+        result.pop("_model", None)
     except ConfigErrors as e:
         writer.emit(ev.ERROR, **e.to_dict(), errors=[x.to_dict() for x in e.errors])
         result = {"status": "failed", "error": e.to_dict()}
     except StudioError as e:
-        writer.emit(ev.ERROR, **e.to_dict())
-        result = {"status": "failed", "error": e.to_dict()}
+        details = getattr(e, "details", {})
+        writer.emit(ev.ERROR, **e.to_dict(), **details)
+        result = {"status": "failed", "error": {**e.to_dict(), **details}}
     except Exception as e:  # noqa: BLE001 - a worker must report, not die silently
         import traceback
 
-        err = StudioError(f"training failed: {type(e).__name__}: {e}",
-                          hint="This is a bug or an unexpected library error; the traceback is in the log.")
+        if _is_oom(e):  # e.g. while loading the model, before the Trainer's guard is in place
+            err = _oom_error(cfg, None, str(e).splitlines()[0] if str(e) else "")
+        else:
+            err = StudioError(f"training failed: {type(e).__name__}: {e}",
+                              hint="This is a bug or an unexpected library error; the traceback is in the log.")
         writer.emit(ev.LOG, text=traceback.format_exc())
-        writer.emit(ev.ERROR, **err.to_dict())
+        writer.emit(ev.ERROR, **err.to_dict(), **getattr(err, "details", {}))
         result = {"status": "failed", "error": err.to_dict()}
     result.update(started=started, finished=time.time())
     if prep is not None:
@@ -450,79 +772,84 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
 
 
 def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, resume: bool,
-                       fault_injector: Callable[[int], None] | None, is_main: bool) -> dict[str, Any]:
+                       fault_injector: Callable[[int], Any] | None, is_main: bool) -> dict[str, Any]:
     """Run Trainer.train(); on NaN roll back, on OOM shrink the micro-batch; then save."""
     import torch
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback
 
     cfg = prep.cfg
-    collator = (DataCollatorWithFlattening() if cfg.packing else
-                DataCollatorForSeq2Seq(prep.tokenizer, padding=True, label_pad_token_id=-100,
-                                       pad_to_multiple_of=8 if prep.env.cuda else None))
     callback_cls = _make_callback_class()
     resume_from = last_checkpoint(prep.output_dir) if resume else None
-    nan_retries = oom_retries = 0
+    nan_rollbacks = oom_retries = 0
     best_eval = None
     while True:
-        args = _training_arguments(cfg, prep)
-        cb = callback_cls(writer, commands, prep.output_dir, is_main)
-        trainer_cls = _trainer_class()
-        trainer = trainer_cls(model=prep.model, args=args, train_dataset=_ListDataset(prep.train_rows),
-                              eval_dataset=_ListDataset(prep.eval_rows) if prep.eval_rows else None,
-                              data_collator=collator, callbacks=[cb])
-        trainer.fault_injector = fault_injector
-        trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
+        trainer, cb = _build_trainer(prep, writer, commands, callback_cls, fault_injector, is_main)
+        oom_step = None
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except Exception as e:  # noqa: BLE001
-            cb.close()
             if not _is_oom(e):
                 raise
-            torch.cuda.empty_cache() if torch.cuda.is_available() else None
-            step = trainer.state.global_step
+            oom_step = trainer.state.global_step + 1  # the step that was running
+        finally:
+            cb.close()
+        best_eval = cb.best_eval if cb.best_eval is not None else best_eval
+
+        if oom_step is not None:
+            _release(trainer)
+            trainer = cb.trainer = None
             change = _oom_change(cfg)
-            if not cfg.oom_recovery or change is None or oom_retries >= 4:
-                raise OutOfMemory(f"CUDA ran out of memory at step {step} with micro-batch {cfg.batch_size}",
-                                  fix=_oom_next_lever(cfg), hint=_oom_levers_text(cfg)) from None
+            if not cfg.oom_recovery or change is None or oom_retries >= MAX_OOM_RETRIES:
+                raise _oom_error(cfg, oom_step)
             oom_retries += 1
-            cfg = cfg.replace(**change)
-            prep.cfg = cfg
+            before = {"batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.gradient_accumulation_steps}
+            cfg = prep.cfg = cfg.replace(**change)
             resume_from = last_checkpoint(prep.output_dir)
-            writer.emit(ev.RECOVERED, kind="oom", step=step, changes=change,
+            _go_back_to(prep, resume_from, is_main)
+            writer.emit(ev.RECOVERED, kind="oom", step=oom_step, before=before, changes=change,
                         resume_from=str(resume_from) if resume_from else None,
-                        message=f"Out of memory at step {step}: micro-batch {change['batch_size'] * 2} -> "
-                        f"{change['batch_size']}, accumulation -> {change['gradient_accumulation_steps']} "
-                        f"(effective batch unchanged at {cfg.effective_batch_size}); resuming from "
-                        f"{resume_from.name if resume_from else 'the start'}")
+                        resume_step=checkpoint_step(resume_from) if resume_from else 0,
+                        message=f"Out of memory at step {oom_step}: micro-batch {before['batch_size']} -> "
+                        f"{change['batch_size']}, gradient accumulation {before['gradient_accumulation_steps']} "
+                        f"-> {change['gradient_accumulation_steps']} (effective batch unchanged at "
+                        f"{cfg.effective_batch_size}); resuming from "
+                        f"{resume_from.name if resume_from else 'the start (no checkpoint yet)'}")
             if is_main:
                 cfg.save(prep.output_dir / "run.yaml")
             continue
-        cb.close()
-        best_eval = cb.best_eval if cb.best_eval is not None else best_eval
+
         if cb.nonfinite is not None:
             bad = cb.nonfinite
-            resume_from = _last_good_checkpoint(prep.output_dir, bad["step"])
-            advice = ("Use bf16 instead of fp16, lower the learning rate, keep gradient clipping on "
-                      "(max_grad_norm 1.0), or raise adam_epsilon to 1e-7.")
-            fix = {"learning_rate": cfg.learning_rate / 2}
+            _release(trainer)
+            trainer = cb.trainer = None
+            batch = _batch_description(bad, cfg)
+            what = f"loss={bad['loss']}, grad_norm={bad['grad_norm']}"
+            if cfg.nan_policy == "rollback" and nan_rollbacks < MAX_NAN_ROLLBACKS:
+                nan_rollbacks += 1
+                resume_from = _last_good_checkpoint(prep.output_dir, bad["step"])
+                old_lr = cfg.learning_rate
+                cfg = prep.cfg = cfg.replace(learning_rate=old_lr / 2)
+                _go_back_to(prep, resume_from, is_main)
+                writer.emit(ev.RECOVERED, kind="nonfinite", step=bad["step"], loss=bad["loss"],
+                            grad_norm=bad["grad_norm"], batch=batch,
+                            before={"learning_rate": old_lr}, changes={"learning_rate": cfg.learning_rate},
+                            resume_from=str(resume_from) if resume_from else None,
+                            resume_step=checkpoint_step(resume_from) if resume_from else 0, advice=NAN_ADVICE,
+                            message=f"Non-finite loss at step {bad['step']} ({what}); rolled back to "
+                            f"{resume_from.name if resume_from else 'the start'} with the learning rate "
+                            f"halved from {old_lr:g} to {cfg.learning_rate:g}. {batch['description']}. "
+                            f"{NAN_ADVICE}")
+                if is_main:
+                    cfg.save(prep.output_dir / "run.yaml")
+                continue
+            fix: dict[str, Any] = {"learning_rate": cfg.learning_rate / 2}
             if cfg.mixed_precision == "fp16":
                 fix = {"mixed_precision": "bf16", **({"load_in": "bf16"} if cfg.load_in == "fp16" else {})}
-            if cfg.nan_policy == "rollback" and resume_from is not None and nan_retries < 2:
-                nan_retries += 1
-                cfg = cfg.replace(learning_rate=cfg.learning_rate / 2)
-                prep.cfg = cfg
-                writer.emit(ev.RECOVERED, kind="nonfinite", step=bad["step"], changes={"learning_rate":
-                            cfg.learning_rate}, resume_from=str(resume_from),
-                            batch=_batch_description(bad["step"], cfg),
-                            message=f"Non-finite loss at step {bad['step']} (loss={bad['loss']}, "
-                            f"grad_norm={bad['grad_norm']}); rolled back to {resume_from.name} with the "
-                            f"learning rate halved to {cfg.learning_rate:g}. {advice}")
-                _discard_checkpoints_after(prep.output_dir, resume_from)
-                _rewind_metrics(prep.output_dir, int(resume_from.name.split("-")[1]))
-                continue
-            raise NonFiniteLoss(f"the loss became non-finite at step {bad['step']} (loss={bad['loss']}, "
-                                f"grad_norm={bad['grad_norm']}); "
-                                f"{_batch_description(bad['step'], cfg)}", fix=fix, hint=advice)
+            why = ("nan_policy is 'stop'" if cfg.nan_policy == "stop"
+                   else f"it happened again after {nan_rollbacks} rollbacks")
+            err = NonFiniteLoss(f"the loss became non-finite at step {bad['step']} ({what}); {why}. "
+                                f"{batch['description']}", fix=fix, hint=NAN_ADVICE)
+            err.details = {"step": bad["step"], "batch": batch, "rollbacks": nan_rollbacks}
+            raise err
         break
 
     stopped = commands.stop_requested
@@ -538,47 +865,65 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
     result = {"status": "stopped" if stopped else "completed", "step": trainer.state.global_step,
               "final_loss": cb.last_loss, "best_eval_loss": best_eval,
               "final_dir": str(final_dir), "trainable_params": prep.trainable_params,
-              "total_params": prep.total_params,
+              "total_params": prep.total_params, "dataset_hash": prep.data_stats["hash"],
+              "dataset_records": prep.data_stats["records"],
               "peak_gpu_allocated_bytes": peaks.get("gpu_mem_peak_allocated"),
               "peak_gpu_reserved_bytes": peaks.get("gpu_mem_peak_reserved"),
               "peak_gpu_device_bytes": device_bytes, "gpu_name": prep.env.gpu_name,
+              "nan_rollbacks": nan_rollbacks, "oom_retries": oom_retries, "skipped_steps": cb.skipped_steps,
               "config": cfg.to_dict()}
     if is_main:
         atomic_write_text(prep.output_dir / "README.md", _model_card(prep, result))
+    # Without accelerate's autocast wrapper on forward, so in-process callers get the plain model.
+    result["_model"] = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     return result
 
 
-def _batch_description(step: int, cfg: RunConfig) -> str:
-    first = (step - 1) * cfg.effective_batch_size
-    return (f"the offending optimizer step {step} used training samples ~{first}..{first + cfg.effective_batch_size - 1} "
-            "of the shuffled order")
+def _batch_description(bad: dict, cfg: RunConfig) -> dict[str, Any]:
+    """The offending optimizer step's batch: training-row indices and their source lines."""
+    lines = [x for x in bad.get("record_lines") or [] if x is not None]
+    indices = bad.get("sample_indices") or []
+    if lines:
+        text = f"Its batch held the records at lines {', '.join(map(str, lines[:16]))} of the dataset file"
+    elif indices:
+        text = f"Its batch held training rows {', '.join(map(str, indices[:16]))}"
+    else:
+        text = f"Its batch was the {cfg.effective_batch_size} samples of optimizer step {bad['step']}"
+    return {"step": bad["step"], "sample_indices": indices, "record_lines": lines, "description": text}
 
 
 def _last_good_checkpoint(output_dir: Path, bad_step: int) -> Path | None:
     from engine.runs import checkpoints
 
-    good = [p for p in checkpoints(output_dir) if int(p.name.split("-")[1]) < bad_step
+    good = [p for p in checkpoints(output_dir) if checkpoint_step(p) < bad_step
             and (p / "trainer_state.json").exists()]
     return good[-1] if good else None
 
 
-def _discard_checkpoints_after(output_dir: Path, keep: Path) -> None:
+def _discard_checkpoints_after(output_dir: Path, step: int) -> None:
+    """Delete checkpoints newer than ``step`` (they hold weights from after a divergence)."""
     import shutil
 
     from engine.runs import checkpoints
 
-    n = int(keep.name.split("-")[1])
     for p in checkpoints(output_dir):
-        if int(p.name.split("-")[1]) > n:
+        if checkpoint_step(p) > step:
             shutil.rmtree(p, ignore_errors=True)
 
 
 def _rewind_metrics(output_dir: Path, step: int) -> None:
-    """Drop metric rows after ``step`` so a rolled-back run's curve continues cleanly."""
+    """Drop metric rows after ``step`` so a resumed or rolled-back run's curve continues cleanly.
+
+    Rows logged after the checkpoint we go back to describe progress that was lost (a kill
+    -9) or undone (a rollback); the resumed run logs those steps again.
+    """
     from engine.runs import read_metrics
 
+    path = output_dir / "metrics.jsonl"
+    if not path.exists():
+        return
     rows = [r for r in read_metrics(output_dir) if r.get("step", 0) <= step]
-    atomic_write_text(output_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _oom_change(cfg: RunConfig) -> dict[str, int] | None:
@@ -588,63 +933,63 @@ def _oom_change(cfg: RunConfig) -> dict[str, int] | None:
 
 
 def _oom_levers(cfg: RunConfig) -> list[dict[str, Any]]:
-    """The next levers at micro-batch 1, in order, each with its new estimate when available."""
-    levers: list[dict[str, Any]] = []
-    if not cfg.gradient_checkpointing:
-        levers.append({"gradient_checkpointing": True})
+    """The next levers, in order, each with the estimated peak after it and the ones before.
+
+    Order: a smaller micro-batch (while above 1), gradient checkpointing, an 8-bit
+    optimizer, QLoRA, DeepSpeed ZeRO-3 with CPU offload. The estimate comes from
+    ``engine.memory.estimate`` and is cumulative (lever 3's includes levers 1-2); it is
+    advice and never blocks the error.
+    """
+    steps: list[tuple[str, dict[str, Any]]] = []
+    if cfg.batch_size > 1:
+        steps.append(("smaller micro-batch, more accumulation", _oom_change(cfg) or {}))
+    if not cfg.gradient_checkpointing and cfg.method != "prefix":
+        steps.append(("gradient checkpointing", {"gradient_checkpointing": True}))
     if cfg.optimizer == "adamw":
-        levers.append({"optimizer": "adamw_8bit"})
+        steps.append(("8-bit AdamW", {"optimizer": "adamw_8bit"}))
     if cfg.method in ("lora", "full", "freeze"):
-        levers.append({"method": "qlora", "load_in": "nf4"})
+        steps.append(("QLoRA (LoRA on a 4-bit NF4 base)", {"method": "qlora", "load_in": "nf4"}))
+    levers: list[dict[str, Any]] = []
+    # The estimate is of GPU memory: price the levers as on a GPU even when the config says cpu
+    # (where 8-bit optimizers and NF4 would not validate).
+    current = cfg
+    for name, changes in steps:
+        lever: dict[str, Any] = {"lever": name, "changes": changes, "estimated_peak_bytes": None}
+        try:
+            current = current.replace(**changes, **({"device": "auto"} if current.device == "cpu" else {}))
+            from engine.memory import estimate
+
+            lever["estimated_peak_bytes"] = int(estimate(current).peak_bytes)
+        except Exception:  # noqa: BLE001 - the estimate is advice, never a blocker here
+            pass
+        levers.append(lever)
+    levers.append({"lever": "DeepSpeed ZeRO-3 with CPU offload", "changes": {},
+                   "command": "finetune-studio export-launch RUN.yaml --zero 3 --offload",
+                   "estimated_peak_bytes": None})
     return levers
 
 
-def _oom_next_lever(cfg: RunConfig) -> dict[str, Any]:
-    levers = _oom_levers(cfg)
-    return levers[0] if levers else {}
-
-
-def _oom_levers_text(cfg: RunConfig) -> str:
+def _oom_levers_text(levers: list[dict[str, Any]]) -> str:
     parts = []
-    for lever in _oom_levers(cfg):
-        try:
-            from engine.memory import estimate
-
-            est = estimate(cfg.replace(**lever))
-            parts.append(f"{lever} -> estimated peak {est.peak_bytes / 2**30:.1f} GiB")
-        except Exception:  # noqa: BLE001 - the estimate is advice, never a blocker here
-            parts.append(str(lever))
-    parts.append("DeepSpeed ZeRO-3 with CPU offload: `finetune-studio export-launch RUN.yaml --zero 3 --offload`")
-    return "At micro-batch 1, try in order: " + "; ".join(parts)
+    for i, lever in enumerate(levers, 1):
+        est = lever.get("estimated_peak_bytes")
+        est_text = f" -> estimated peak {est / 2**30:.2f} GiB" if est else " (not estimated)"
+        how = ", ".join(f"{k}: {v}" for k, v in lever["changes"].items()) or lever.get("command", "")
+        parts.append(f"{i}. {lever['lever']} ({how}){est_text}")
+    return "Try, in this order (estimates include the levers before): " + "; ".join(parts)
 
 
-class _ListDataset:
-    """A list of tokenized rows as a map-style dataset (Trainer only needs len and getitem)."""
-
-    def __init__(self, rows: list[dict]):
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.rows[i]
-
-
-def _trainer_class():
-    from transformers import Trainer
-
-    class StudioTrainer(Trainer):
-        """Trainer with a fault-injection hook so the OOM guard can be tested on a CPU."""
-
-        fault_injector: Callable[[int], None] | None = None
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            if self.fault_injector is not None:
-                self.fault_injector(self.state.global_step)
-            return super().training_step(model, inputs, num_items_in_batch)
-
-    return StudioTrainer
+def _oom_error(cfg: RunConfig, step: int | None, detail: str = "") -> OutOfMemory:
+    levers = _oom_levers(cfg)
+    where = f"at step {step}" if step is not None else "before training started"
+    why = "" if cfg.batch_size <= 1 else (" (oom_recovery is off)" if not cfg.oom_recovery
+                                          else " after repeated micro-batch halving")
+    err = OutOfMemory(f"the GPU ran out of memory {where} with micro-batch {cfg.batch_size}{why}"
+                      + (f": {detail}" if detail else ""),
+                      fix=levers[0]["changes"] if levers and levers[0]["changes"] else None,
+                      hint=_oom_levers_text(levers))
+    err.details = {"step": step, "levers": levers}
+    return err
 
 
 # ---------------------------------------------------------------- CLI entry points

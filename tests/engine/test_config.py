@@ -155,3 +155,15 @@ def test_readme_documents_every_key():
     start, end = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
     table = readme.split(start, 1)[1].split(end, 1)[0]
     assert table == RunConfig.markdown_table()
+
+
+def test_bare_no_in_yaml_and_on_the_command_line_means_the_choice_no(tmp_path):
+    # YAML 1.1 reads `no` as false; for a choice that has "no" it must stay the choice.
+    path = tmp_path / "run.yaml"
+    path.write_text("mixed_precision: no\nmethod: lora\n", encoding="utf-8")
+    assert RunConfig.load(path).mixed_precision == "no"
+    from engine.config import parse_override
+    assert RunConfig.from_dict({"mixed_precision": parse_override("mixed_precision", "no")}).mixed_precision == "no"
+    with pytest.raises(ConfigErrors) as e:  # false is still not a valid method
+        RunConfig.from_dict({"method": False})
+    assert "'method'" in messages(e.value)[0]

@@ -1,0 +1,171 @@
+"""Beyond one GPU: write an accelerate config, a DeepSpeed ZeRO config and a launch script.
+
+``finetune-studio export-launch RUN.yaml [--out DIR] [--zero 2|3] [--offload]
+[--num-processes N]`` writes into ``DIR`` (default ``<output_dir>/launch``):
+
+- ``ds_zero{2,3}[_offload].json``: a DeepSpeed config in the shape of the ZeRO-3 CPU-offload
+  example of the transformers DeepSpeed guide. Every value Trainer knows is ``"auto"``, so
+  HF's ``HfTrainerDeepSpeedConfig`` fills batch size, accumulation, learning rate, Adam
+  betas/epsilon, weight decay, clipping and bf16/fp16 from the run config. Unlike the
+  example there is no ``scheduler`` block: without one Trainer keeps the run's own
+  ``lr_scheduler`` and warm-up (a WarmupLR block would silently replace a cosine schedule).
+  The ``optimizer`` block is kept: with offload DeepSpeed then uses its fast CPU Adam.
+- ``accelerate_config.yaml``: ``distributed_type: DEEPSPEED`` with that JSON and N processes.
+- ``run.yaml``: the run config with ``deepspeed`` pointing at the JSON (Trainer reads it
+  through ``TrainingArguments(deepspeed=...)``).
+- ``launch.sh``: ``accelerate launch --config_file accelerate_config.yaml -m engine.train run.yaml``;
+  extra arguments (``--resume``, ``--max_steps 10``) are passed on.
+
+Plain DDP needs none of this: ``accelerate launch --multi_gpu --num_processes N -m
+engine.train RUN.yaml`` runs the same config (README, "Several GPUs").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.config import RunConfig
+from engine.errors import ConfigError
+from engine.files import atomic_write_text
+
+# The keys HF Trainer fills when they are "auto" (transformers' HfTrainerDeepSpeedConfig.trainer_config_process).
+AUTO_FROM_TRAINER = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size",
+                     "gradient_clipping", "optimizer.params.lr", "optimizer.params.betas",
+                     "optimizer.params.eps", "optimizer.params.weight_decay", "fp16.enabled", "bf16.enabled")
+
+
+def deepspeed_config(zero: int, offload: bool) -> dict[str, Any]:
+    """A DeepSpeed config for ZeRO stage ``zero``, optionally offloading to the CPU.
+
+    Args:
+        zero: 2 (shard optimizer states and gradients) or 3 (also the parameters).
+        offload: keep optimizer states (and for ZeRO-3 the parameters) in CPU memory.
+
+    Raises:
+        ValueError: ``zero`` is not 2 or 3.
+    """
+    if zero not in (2, 3):
+        raise ValueError(f"zero must be 2 or 3, got {zero}")
+    cpu = {"device": "cpu", "pin_memory": True}
+    zero_opt: dict[str, Any] = {"stage": zero}
+    if offload:
+        zero_opt["offload_optimizer"] = dict(cpu)
+        if zero == 3:
+            zero_opt["offload_param"] = dict(cpu)
+    if zero == 2:
+        zero_opt.update({"allgather_partitions": True, "allgather_bucket_size": 2e8, "overlap_comm": True,
+                         "reduce_scatter": True, "reduce_bucket_size": "auto", "contiguous_gradients": True})
+    else:
+        zero_opt.update({"overlap_comm": True, "contiguous_gradients": True, "sub_group_size": 1e9,
+                         "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+                         "stage3_param_persistence_threshold": "auto", "stage3_max_live_parameters": 1e9,
+                         "stage3_max_reuse_distance": 1e9,
+                         # One consolidated safetensors model at save time, not only sharded states.
+                         "stage3_gather_16bit_weights_on_model_save": True})
+    return {
+        "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16,
+                 "hysteresis": 2, "min_loss_scale": 1},
+        "bf16": {"enabled": "auto"},
+        "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto",
+                                                  "weight_decay": "auto"}},
+        "zero_optimization": zero_opt,
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "steps_per_print": 2000,
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "wall_clock_breakdown": False,
+    }
+
+
+def accelerate_config(ds_json: Path, num_processes: int, zero: int) -> str:
+    """The accelerate config YAML (what ``accelerate config`` would write) for one machine."""
+    return "\n".join([
+        "# Written by finetune-studio export-launch. Precision comes from the DeepSpeed JSON",
+        "# (\"auto\" = the run config's mixed_precision), so mixed_precision is not set here.",
+        "compute_environment: LOCAL_MACHINE",
+        "distributed_type: DEEPSPEED",
+        "deepspeed_config:",
+        f"  deepspeed_config_file: {json.dumps(str(ds_json))}",
+        f"  zero3_init_flag: {'true' if zero == 3 else 'false'}",
+        "machine_rank: 0",
+        "main_training_function: main",
+        "num_machines: 1",
+        f"num_processes: {num_processes}",
+        "rdzv_backend: static",
+        "same_network: true",
+        "use_cpu: false",
+        "",
+    ])
+
+
+def launch_script(config_yaml: str, run_yaml: str) -> str:
+    """A bash script that launches the run from the folder it lives in."""
+    return f"""#!/usr/bin/env bash
+# Written by finetune-studio export-launch on {time.strftime('%Y-%m-%d %H:%M')}.
+# Extra arguments go to the training command, e.g. ./launch.sh --resume
+set -euo pipefail
+HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+exec "${{ACCELERATE:-accelerate}}" launch --config_file "$HERE/{config_yaml}" -m engine.train "$HERE/{run_yaml}" "$@"
+"""
+
+
+def export_launch(cfg: RunConfig, out_dir: Path, *, zero: int = 2, offload: bool = False,
+                  num_processes: int = 2) -> dict[str, Path]:
+    """Write the DeepSpeed JSON, the accelerate config, the run config and ``launch.sh``.
+
+    Args:
+        cfg: the run config to launch.
+        out_dir: the folder to write into (created).
+        zero: DeepSpeed ZeRO stage, 2 or 3.
+        offload: CPU offload of optimizer states (and parameters for ZeRO-3).
+        num_processes: processes (GPUs) on this machine.
+
+    Returns:
+        ``{"deepspeed", "accelerate", "run", "script"}`` -> the written files.
+
+    Raises:
+        ConfigError: ZeRO-3 with a quantized base, fewer than one process, or a CPU-only config.
+    """
+    if num_processes < 1:
+        raise ConfigError(f"--num-processes must be at least 1, got {num_processes}", key="num_processes")
+    if zero == 3 and cfg.is_quantized:
+        raise ConfigError(f"ZeRO-3 shards every parameter across GPUs, which bitsandbytes {cfg.load_in} weights "
+                          "don't support here; use --zero 2 (optimizer and gradient sharding) for "
+                          f"load_in {cfg.load_in}.", key="load_in", fix={"load_in": "bf16"})
+    if cfg.device == "cpu":
+        raise ConfigError("DeepSpeed needs GPUs, but this run config says device: cpu. For several CPU "
+                          "processes use `accelerate launch --multi_gpu --num_processes N -m engine.train RUN.yaml`.",
+                          key="device", fix={"device": "auto"})
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds_path = out_dir / f"ds_zero{zero}{'_offload' if offload else ''}.json"
+    atomic_write_text(ds_path, json.dumps(deepspeed_config(zero, offload), indent=2) + "\n")
+    acc_path = atomic_write_text(out_dir / "accelerate_config.yaml", accelerate_config(ds_path, num_processes, zero))
+    run_path = cfg.replace(deepspeed=str(ds_path)).save(out_dir / "run.yaml")
+    script = atomic_write_text(out_dir / "launch.sh", launch_script(acc_path.name, run_path.name))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return {"deepspeed": ds_path, "accelerate": acc_path, "run": run_path, "script": script}
+
+
+def cli_export_launch(args: Any) -> int:
+    """``finetune-studio export-launch RUN.yaml [--out DIR] [--zero 2|3] [--offload] [--num-processes N]``."""
+    cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
+    if args.out:
+        out = Path(args.out)
+    elif cfg.output_dir:
+        out = Path(cfg.output_dir) / "launch"
+    else:
+        out = Path(args.config).resolve().parent / "launch"
+    files = export_launch(cfg, out, zero=args.zero, offload=args.offload, num_processes=args.num_processes)
+    print(f"wrote {files['deepspeed']}\n      {files['accelerate']}\n      {files['run']}\n      {files['script']}")
+    if cfg.optimizer != "adamw":
+        print(f"note: the DeepSpeed optimizer (AdamW{', CPU Adam with offload' if args.offload else ''}) "
+              f"replaces optimizer '{cfg.optimizer}' under DeepSpeed")
+    print(f"run it with: {os.path.relpath(files['script'])}")
+    return 0

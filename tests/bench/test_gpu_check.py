@@ -1,0 +1,26 @@
+"""bench/gpu_check.py can't run here (no GPU); its CPU dry run exercises the same code paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_check_dry_run_trains_cpu_cases_and_refuses_cuda_ones(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--dry-run",
+                           "--only", "lora-bf16,qlora-nf4,adapter,oom", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (report,) = tmp_path.glob("gpu-check-dry-*.json")
+    cases = {c["case"]: c for c in json.loads(report.read_text())["cases"]}
+    assert set(cases) == {"lora-bf16", "qlora-nf4", "qlora-nf4-gc", "adapter-houlsby", "oom-recovery-lora"}
+    for name in ("lora-bf16", "adapter-houlsby", "oom-recovery-lora"):
+        assert cases[name]["status"] == "completed" and cases[name]["loss_finite"] and cases[name]["steps"] == 2
+        assert cases[name]["trainable"] > 0
+    assert cases["qlora-nf4"]["status"] == "refused" and "CUDA" in cases["qlora-nf4"]["reason"]
+    table = next(tmp_path.glob("gpu-check-dry-*.md")).read_text()
+    assert "| qlora-nf4 | qlora | nf4 |" in table and "| lora-bf16 | lora | bf16 | bf16 | adamw | completed |" in table

@@ -1,0 +1,124 @@
+"""Records into training tokens: answer-only labels, templates, truncation, packing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.data.records import Record
+from engine.data.tokenize import IGNORE_INDEX, render_record, tokenize_records
+from engine.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def base_tok(tiny_model_dir):
+    """The same tokenizer without a chat template, like a base model's."""
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(tiny_model_dir)
+    t.chat_template = None
+    return t
+
+
+def trained_text(tokenizer, row) -> str:
+    return tokenizer.decode([i for i, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != IGNORE_INDEX])
+
+
+def test_answer_only_labels_with_the_chat_template(tok):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris."}]
+    row = render_record(msgs, tok)
+    prompt = tok.apply_chat_template(msgs[:2], tokenize=True, add_generation_prompt=True, return_dict=False)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    n = len(prompt)
+    assert row["input_ids"][:n] == prompt  # the prompt is a prefix of the full sequence
+    assert row["labels"][:n] == [IGNORE_INDEX] * n
+    assert row["labels"][n:] == row["input_ids"][n:]
+    assert trained_text(tok, row) == "Paris.<|im_end|>\n"
+
+
+def test_multi_turn_trains_on_every_answer_and_nothing_else(tok):
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Count to two"}, {"role": "assistant", "content": "One, two."}]
+    row = render_record(msgs, tok)
+    assert trained_text(tok, row) == "Hello!<|im_end|>\nOne, two.<|im_end|>\n"
+    # The second user turn sits between two trained spans and is masked.
+    labelled = [lab != IGNORE_INDEX for lab in row["labels"]]
+    spans = sum(1 for i, x in enumerate(labelled) if x and (i == 0 or not labelled[i - 1]))
+    assert spans == 2
+    assert "Count to two" not in trained_text(tok, row)
+
+
+def test_alpaca_template_for_a_tokenizer_without_chat_template(base_tok):
+    rec = Record({"instruction": "Translate to French", "input": "cat", "output": "chat"}, line=7)
+    row = render_record(rec.messages(), base_tok, "auto")
+    text = base_tok.decode(row["input_ids"])
+    assert "### Instruction:\nTranslate to French\ncat" in text and "### Response:\nchat" in text
+    assert "Below is an instruction" in text
+    assert trained_text(base_tok, row) == "chat" + base_tok.eos_token + "\n\n"
+
+
+def test_chat_template_requested_but_missing_is_a_data_error_with_fix(base_tok):
+    with pytest.raises(DataError) as e:
+        render_record([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], base_tok, "chat")
+    assert e.value.fix == {"template": "alpaca"}
+
+
+def test_a_template_whose_prompt_is_not_a_prefix_is_refused(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(tiny_model_dir)
+    # Renders finished assistant turns as 'bot' but prompts with 'assistant': answers can't be located.
+    t.chat_template = ("{% for m in messages %}{{ '<|im_start|>' + ('bot' if m['role'] == 'assistant' else m['role'])"
+                       " + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+                       "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    records = [Record({"instruction": "q", "output": "a"}, line=1)]
+    rows, stats = tokenize_records(records, t, "auto", 64)
+    assert rows == [] and stats.dropped == 1
+    assert "not a prefix" in stats.problems[0]["message"] and stats.problems[0]["line"] == 1
+
+
+def test_truncation_is_counted_and_dropped_records_are_listed(tok):
+    long_answer = " ".join(["word"] * 80)
+    records = [Record({"instruction": "short", "output": "fine"}, line=1),
+               Record({"instruction": "short", "output": long_answer}, line=2),
+               Record({"instruction": " ".join(["prompt"] * 80), "output": "x"}, line=3),
+               Record({"instruction": "no answer here"}, line=4)]
+    rows, stats = tokenize_records(records, tok, "auto", 48)
+    assert stats.records == 4 and stats.truncated == 2 and stats.dropped == 2
+    assert len(rows) == 2 and all(len(r["input_ids"]) <= 48 for r in rows)
+    assert len(rows[1]["input_ids"]) == 48 and rows[1]["labels"][-1] != IGNORE_INDEX
+    assert [p["line"] for p in stats.problems] == [3, 4]
+    assert "longer than seq_len=48" in stats.problems[0]["message"]
+    assert "no answer" in stats.problems[1]["message"]
+    assert stats.sources == [0, 1]  # which record each row came from (for NaN batch reports)
+    assert stats.longest > 48 and stats.trained_tokens == sum(
+        sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows)
+
+
+def test_packed_batch_gives_each_record_its_own_logits(tok, tiny_model_dir):
+    """DataCollatorWithFlattening rows: position_ids restart per record, so attention doesn't leak."""
+    from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    records = [Record({"instruction": "one", "output": "first answer"}, line=1),
+               Record({"instruction": "two two", "output": "second"}, line=2)]
+    rows, _ = tokenize_records(records, tok, "auto", 64)
+    batch = DataCollatorWithFlattening()(rows)
+    assert batch["input_ids"].shape[0] == 1
+    n0 = len(rows[0]["input_ids"])
+    assert batch["position_ids"][0, n0].item() == 0
+    assert batch["labels"][0, n0].item() == IGNORE_INDEX  # no loss across the boundary
+    with torch.no_grad():
+        # No cache, as in training: transformers then reads record boundaries from position_ids.
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        alone = [model(input_ids=torch.tensor([r["input_ids"]])).logits[0] for r in rows]
+    torch.testing.assert_close(packed[:n0], alone[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(packed[n0:], alone[1], rtol=1e-4, atol=1e-4)

@@ -1,0 +1,379 @@
+"""The training recipe on a tiny random Llama: every method x CPU precision, guards, outputs.
+
+Each case runs ``run_training`` for a few steps (seq_len 64, 3 steps) and checks that the
+loss is finite, that training changed the model, and that save -> load on a fresh base
+gives the trained model's logits. The guards (non-finite loss, out-of-memory) are driven
+by the trainer's fault injector, so they run on a CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.config import RunConfig
+from engine.events import Event, EventWriter
+from engine.runs import read_metrics
+
+METHODS = ("full", "freeze", "lora", "adapter", "prefix", "prompt", "ia3")
+# (load_in, mixed_precision) that train on a CPU: plain fp32, pure bf16, and fp32 under bf16 autocast.
+CPU_PRECISIONS = (("fp32", "no"), ("bf16", "bf16"), ("fp32", "bf16"))
+METHOD_SETTINGS = {"freeze": {"freeze_trainable_layers": 1, "freeze_extra_modules": ["norm"]},
+                   "lora": {"lora_target_modules": "all-linear", "use_rslora": True},
+                   "adapter": {"adapter_reduction_factor": 4, "adapter_style": "houlsby"},
+                   "prefix": {"num_virtual_tokens": 4}, "prompt": {"num_virtual_tokens": 4}}
+
+
+def make_cfg(model_dir: Path, dataset: Path, out: Path, **changes) -> RunConfig:
+    base = dict(model=str(model_dir), dataset=str(dataset), method="lora", load_in="fp32", mixed_precision="no",
+                device="cpu", max_steps=3, seq_len=64, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0,
+                lora_dropout=0.0, save_steps=0, logging_steps=1, output_dir=str(out), seed=7)
+    return RunConfig.from_dict({**base, **changes})
+
+
+class Recorder(EventWriter):
+    """Keeps every event in a list (and still serialises it, as the worker would)."""
+
+    def __init__(self):
+        super().__init__(stream=io.StringIO())
+        self.events: list[Event] = []
+
+    def emit(self, kind, /, **data):
+        event = super().emit(kind, **data)
+        self.events.append(Event.from_line(event.to_json()))
+        return event
+
+    def of(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e.type == kind]
+
+
+def train(cfg: RunConfig, **kw) -> tuple[dict, Recorder, list]:
+    rec = Recorder()
+    trained: list = []
+    result = run(cfg, rec, trained, **kw)
+    return result, rec, trained
+
+
+def run(cfg, rec, trained, **kw):
+    from engine.train import run_training
+
+    return run_training(cfg, rec, on_trained=trained.append, **kw)
+
+
+def probe_ids(model_dir: Path) -> torch.Tensor:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return torch.tensor([tok("Name three colours of the rainbow.")["input_ids"]])
+
+
+def logits(model, ids: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
+
+
+def fresh(cfg: RunConfig, model_dir: Path):
+    from engine import precision
+
+    return precision.load_model(cfg, model_dir, precision.detect_environment())
+
+
+def initial_model(cfg: RunConfig, model_dir: Path):
+    """The model exactly as setup builds it before training (same seed, same method init)."""
+    from engine.methods import get_method
+
+    torch.manual_seed(cfg.seed)
+    return get_method(cfg.method).apply(fresh(cfg, model_dir), cfg)
+
+
+# ---------------------------------------------------------------- Every method x precision
+@pytest.mark.parametrize("load_in,mixed", CPU_PRECISIONS, ids=[f"{a}-{b}" for a, b in CPU_PRECISIONS])
+@pytest.mark.parametrize("method", METHODS)
+def test_method_precision_trains_saves_and_loads(method, load_in, mixed, tiny_model_dir, small_dataset, tmp_path):
+    from engine.methods import get_method
+
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", method=method, load_in=load_in,
+                   mixed_precision=mixed, **METHOD_SETTINGS.get(method, {}))
+    result, rec, trained = train(cfg)
+    assert result["status"] == "completed", result.get("error")
+    losses = [e["loss"] for e in rec.of("step")]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert len(set(losses)) > 1
+
+    ids = probe_ids(tiny_model_dir)
+    after = logits(trained[0], ids)
+    before = logits(initial_model(cfg, tiny_model_dir), ids)
+    assert after.shape == before.shape
+    assert not torch.allclose(after, before, atol=1e-4), "training did not change the model"
+
+    # Save -> load on a fresh base gives the trained model's function.
+    loaded = get_method(method).load(fresh(cfg, tiny_model_dir), tmp_path / "run" / "final", cfg)
+    torch.testing.assert_close(logits(loaded, ids), after)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[load_in]
+    assert next(p for n, p in loaded.named_parameters() if "embed_tokens" in n).dtype == dtype
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_resumes_from_its_checkpoint(method, tiny_model_dir, small_dataset, tmp_path):
+    """A run resumed from checkpoint-2 ends where the uninterrupted run ends (weights, losses)."""
+    settings = {**METHOD_SETTINGS.get(method, {}), "max_steps": 4, "save_steps": 2, "lora_dropout": 0.1}
+    full_cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "a", method=method, **settings)
+    _, rec_a, trained_a = train(full_cfg)
+    resumed_dir = tmp_path / "b"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", resumed_dir / "checkpoint-2")
+    result, rec_b, trained_b = train(full_cfg.replace(output_dir=str(resumed_dir)), resume=True)
+    assert result["status"] == "completed" and result["step"] == 4
+    assert rec_b.of("started")[0]["resume_step"] == 2
+    loss_a = [e["loss"] for e in rec_a.of("step")][2:]
+    loss_b = [e["loss"] for e in rec_b.of("step")]
+    assert [e["step"] for e in rec_b.of("step")] == [3, 4]
+    torch.testing.assert_close(torch.tensor(loss_b), torch.tensor(loss_a), rtol=1e-5, atol=1e-5)
+    ids = probe_ids(tiny_model_dir)
+    torch.testing.assert_close(logits(trained_b[0], ids), logits(trained_a[0], ids), rtol=1e-4, atol=1e-4)
+
+
+def test_qlora_is_refused_on_cpu_before_loading(tiny_model_dir, small_dataset, tmp_path):
+    cfg = RunConfig.from_dict({"model": str(tiny_model_dir), "dataset": str(small_dataset), "method": "qlora",
+                               "output_dir": str(tmp_path / "run"), "max_steps": 2})
+    result, rec, trained = train(cfg)
+    assert result["status"] == "failed" and not trained
+    error = rec.of("error")[0]
+    assert error["kind"] == "config" and error["key"] == "load_in"
+    (load_in,) = [e for e in error["errors"] if e["key"] == "load_in"]
+    assert "CUDA" in load_in["message"] and "qlora" in load_in["message"]
+    assert load_in["fix"]["method"] == "lora"
+    assert not rec.of("started") and not (tmp_path / "run").exists()  # nothing loaded, nothing written
+
+
+@pytest.mark.parametrize("load_in,mixed", [("fp16", "fp16"), ("fp32", "fp16")])
+def test_fp16_is_refused_on_cpu_with_a_reason(load_in, mixed, tiny_model_dir, small_dataset, tmp_path):
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", load_in=load_in, mixed_precision=mixed)
+    result, rec, _ = train(cfg)
+    assert result["status"] == "failed"
+    error = rec.of("error")[0]
+    messages = " ".join(e["message"] for e in error["errors"])
+    assert "fp16" in messages and "loss scaling" in messages and "CPU" in messages
+    assert any(e["key"] == "mixed_precision" for e in error["errors"])
+
+
+# ---------------------------------------------------------------- Guards: non-finite loss
+def poison_once(at_step: int):
+    fired: list[int] = []
+
+    def inject(step: int):
+        if step == at_step and not fired:
+            fired.append(step)
+            return "nan"
+        return None
+    return inject
+
+
+def test_nonfinite_loss_rolls_back_with_the_lr_really_halved(tiny_model_dir, small_dataset, tmp_path):
+    """NaN at step 5 (checked every step, though logging is every 2): back to checkpoint-4, LR / 2."""
+    common = dict(max_steps=8, save_steps=2, logging_steps=2, lr_scheduler="linear")
+    _, clean, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / "clean", **common))
+    out = tmp_path / "run"
+    result, rec, trained = train(make_cfg(tiny_model_dir, small_dataset, out, **common),
+                                 fault_injector=poison_once(4))  # global_step 4 = during step 5
+    assert result["status"] == "completed", result.get("error")
+    (event,) = rec.of("recovered")
+    assert event["kind"] == "nonfinite" and event["step"] == 5
+    assert event["resume_step"] == 4 and event["resume_from"].endswith("checkpoint-4")
+    assert event["changes"] == {"learning_rate": 5e-3} and event["before"] == {"learning_rate": 1e-2}
+    batch = event["batch"]
+    assert batch["step"] == 5 and len(batch["sample_indices"]) == 4 and len(batch["record_lines"]) == 4
+    assert all(isinstance(x, int) and 1 <= x <= 64 for x in batch["record_lines"])
+    for advice in ("bf16", "learning rate", "1e-7", "clipping"):
+        assert advice in event["advice"]
+    # The halving took effect although the checkpoint stored the old schedule.
+    lr_clean = {e["step"]: e["lr"] for e in clean.of("step")}
+    steps = rec.of("step")
+    after = [e for e in rec.events[rec.events.index(event):] if e.type == "step"]
+    assert [e["step"] for e in after] == [6, 8]
+    for e in after:
+        assert e["lr"] == pytest.approx(lr_clean[e["step"]] / 2, rel=1e-6)
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in steps)
+    rows = [r["step"] for r in read_metrics(out) if "loss" in r]
+    assert rows == [2, 4, 6, 8]  # the curve is one line: nothing from the bad branch
+    assert all(torch.isfinite(p).all() for p in trained[0].parameters())
+    assert RunConfig.load(out / "run.yaml").learning_rate == 5e-3
+
+
+def test_nonfinite_loss_with_policy_stop_reports_step_batch_and_advice(tiny_model_dir, small_dataset, tmp_path):
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=4, nan_policy="stop")
+    result, rec, trained = train(cfg, fault_injector=poison_once(1))
+    assert result["status"] == "failed" and not trained
+    error = rec.of("error")[0]
+    assert error["kind"] == "nonfinite" and error["step"] == 2
+    assert "step 2" in error["message"] and "lines" in error["message"]
+    assert error["fix"] == {"learning_rate": 5e-3} and "bf16" in error["hint"]
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_nonfinite_without_a_checkpoint_restarts_from_a_fresh_model(tiny_model_dir, small_dataset, tmp_path):
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=3)
+    result, rec, trained = train(cfg, fault_injector=poison_once(1))
+    assert result["status"] == "completed" and result["nan_rollbacks"] == 1
+    (event,) = rec.of("recovered")
+    assert event["resume_from"] is None and event["resume_step"] == 0
+    assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r] == [1, 2, 3]
+    assert all(torch.isfinite(p).all() for p in trained[0].parameters())
+
+
+# ---------------------------------------------------------------- Guards: out of memory
+def oom_at(step_to_fail: int, times: int):
+    fired: list[int] = []
+
+    def inject(step: int):
+        if step == step_to_fail and len(fired) < times:
+            fired.append(step)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+    return inject
+
+
+def test_oom_halves_the_micro_batch_keeps_the_effective_batch_and_resumes(tiny_model_dir, small_dataset, tmp_path):
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=6, save_steps=3, batch_size=4)
+    result, rec, trained = train(cfg, fault_injector=oom_at(4, 1))
+    assert result["status"] == "completed" and result["step"] == 6 and result["oom_retries"] == 1
+    (event,) = rec.of("recovered")
+    assert event["kind"] == "oom" and event["step"] == 5
+    assert event["before"] == {"batch_size": 4, "gradient_accumulation_steps": 1}
+    assert event["changes"] == {"batch_size": 2, "gradient_accumulation_steps": 2}
+    assert event["resume_step"] == 3 and "effective batch unchanged at 4" in event["message"]
+    saved = RunConfig.load(out / "run.yaml")
+    assert (saved.batch_size, saved.gradient_accumulation_steps) == (2, 2)
+    assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert (out / "final" / "adapter_model.safetensors").exists()
+
+
+def test_oom_at_micro_batch_one_fails_with_the_next_levers_in_order(tiny_model_dir, small_dataset, tmp_path):
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=4, batch_size=2)
+    result, rec, trained = train(cfg, fault_injector=oom_at(1, 99))
+    assert result["status"] == "failed" and not trained
+    assert [e["changes"] for e in rec.of("recovered")] == [{"batch_size": 1, "gradient_accumulation_steps": 2}]
+    error = rec.of("error")[0]
+    assert error["kind"] == "oom" and "micro-batch 1" in error["message"]
+    names = [lever["lever"] for lever in error["levers"]]
+    assert names == ["gradient checkpointing", "8-bit AdamW", "QLoRA (LoRA on a 4-bit NF4 base)",
+                     "DeepSpeed ZeRO-3 with CPU offload"]
+    estimates = [lever["estimated_peak_bytes"] for lever in error["levers"][:3]]
+    assert all(isinstance(x, int) and x > 0 for x in estimates)  # from engine.memory.estimate
+    assert error["fix"] == {"gradient_checkpointing": True}
+    hint = error["hint"]
+    assert hint.index("gradient checkpointing") < hint.index("8-bit") < hint.index("QLoRA") < hint.index("DeepSpeed")
+    assert "export-launch" in hint and "GiB" in hint
+
+
+# ---------------------------------------------------------------- Outputs
+def test_run_folder_outputs(tiny_model_dir, small_dataset, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=4, eval_split=0.1, eval_steps=2, save_steps=2)
+    result, rec, trained = train(cfg)
+    assert result["status"] == "completed"
+    assert RunConfig.load(out / "run.yaml").to_dict() == {**cfg.to_dict(), "output_dir": str(out)}
+
+    data = json.loads((out / "dataset.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert data["records"] == 64 and data["hash"].startswith("sha256:") and len(data["hash"]) == 71
+    assert summary["dataset_hash"] == data["hash"] and summary["dataset_records"] == 64
+    assert data["dropped"] == len(data["problems"]) > 0 and all("line" in p for p in data["problems"])
+    assert data["train"] + data["eval"] == 64 - data["dropped"]
+    assert summary["status"] == "completed" and summary["step"] == 4 and summary["final_loss"] is not None
+    assert summary["best_eval_loss"] is not None
+
+    rows = read_metrics(out)
+    train_rows = [r for r in rows if "loss" in r]
+    eval_rows = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4] and [r["step"] for r in eval_rows] == [2, 4]
+    for r in train_rows:
+        assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "epoch", "time"} <= set(r)
+        assert r["tokens_per_s"] > 0
+        gpu_keys = {"gpu_mem_allocated", "gpu_mem_reserved"}
+        assert gpu_keys <= set(r) if torch.cuda.is_available() else not gpu_keys & set(r)
+
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: peft")
+    for needle in (str(tiny_model_dir), "LoRA", data["hash"], "final training loss", "best eval loss",
+                   "| learning_rate | 0.01 |"):
+        assert needle in card
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = PeftModel.from_pretrained(base, out / "final")
+    ids = probe_ids(tiny_model_dir)
+    torch.testing.assert_close(logits(model, ids), logits(trained[0], ids))
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert events[0]["event"] == "started" and events[-1]["event"] == "finished"
+    assert not (out / "worker.pid").exists()
+
+
+@pytest.mark.parametrize("method", ["full", "freeze"])
+def test_full_and_freeze_save_a_safetensors_model(method, tiny_model_dir, small_dataset, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, method=method, max_steps=2)
+    result, _, trained = train(cfg)
+    assert result["status"] == "completed"
+    assert (out / "final" / "model.safetensors").exists() and (out / "final" / "config.json").exists()
+    assert not list((out / "final").glob("*.bin"))
+    assert (out / "final" / "tokenizer.json").exists()
+    assert "library_name: transformers" in (out / "README.md").read_text()
+    ids = probe_ids(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    torch.testing.assert_close(logits(model, ids), logits(trained[0], ids))
+
+
+def test_packing_trains_and_records_do_not_see_each_other(tiny_model_dir, small_dataset, tmp_path):
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", packing=True, max_steps=3)
+    result, rec, _ = train(cfg)
+    assert result["status"] == "completed"
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in rec.of("step"))
+
+
+def test_training_arguments_carry_the_deepspeed_config(tiny_model_dir, small_dataset, tmp_path):
+    from engine.precision import Environment
+    from engine.train import Prepared, training_arguments_kwargs
+
+    ds = tmp_path / "ds.json"
+    ds.write_text("{}")
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", deepspeed=str(ds))
+    prep = Prepared(cfg, tmp_path / "run", None, None, None, Environment.cpu_only(), [], [], {}, 0, 0)
+    assert training_arguments_kwargs(cfg, prep)["deepspeed"] == str(ds)
+    assert "deepspeed" not in training_arguments_kwargs(cfg.replace(deepspeed=""), prep)
+
+
+def test_cli_train_invalid_combination_exits_non_zero(tiny_model_dir, small_dataset, tmp_path, capsys):
+    from engine.cli import main
+
+    run_yaml = tmp_path / "run.yaml"
+    make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", load_in="int8", device="auto").save(run_yaml)
+    import signal
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(["train", str(run_yaml)])
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "load_in" in err and "CUDA" in err
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_resume_without_a_checkpoint_warns_and_starts_over(tiny_model_dir, small_dataset, tmp_path):
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2)
+    result, rec, _ = train(cfg, resume=True)
+    assert result["status"] == "completed"
+    assert any(e["kind"] == "resume" for e in rec.of("warning"))
+    assert rec.of("started")[0]["resumed"] is False
