@@ -1,0 +1,1 @@
+"""The Runs area: the history of every run, overlaid curves, resume and "Try it"."""

@@ -1,0 +1,368 @@
+"""The Runs area: every run with its status, duration, losses and measured peak memory.
+
+Select several runs to overlay their curves; open a run's config in the Train area,
+resume a stopped or interrupted run, open its folder, or try its adapter. The table is a
+thin ``QAbstractTableModel`` adapter over ``engine.runs.list_runs()``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    QUrl,
+    Signal,
+)
+from PySide6.QtGui import QColor, QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.runs import RunInfo, last_checkpoint, list_runs, read_metrics
+from gui.train.plots import debiased_ema
+
+GiB = 2**30
+COLUMNS = ("Run", "Status", "Method", "Model", "Steps", "Duration", "Final loss", "Best eval loss",
+           "Peak GPU", "Started")
+STATUS_COLORS = {"running": "#1f5fa8", "completed": "#2e8540", "stopped": "#d98e04", "interrupted": "#d98e04",
+                 "failed": "#d0342c", "crashed": "#d0342c"}
+CURVE_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+                "#bcbd22", "#7f7f7f"]
+METRICS = {"loss": "Training loss", "eval_loss": "Eval loss", "lr": "Learning rate", "grad_norm": "Gradient norm",
+           "tokens_per_s": "Tokens / s"}
+RESUMABLE = ("stopped", "interrupted", "failed", "crashed")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
+class RunsTableModel(QAbstractTableModel):
+    """Rows of ``RunInfo``; ``Qt.UserRole`` gives the raw value for sorting."""
+
+    def __init__(self, parent: Any = None):
+        super().__init__(parent)
+        self.runs: list[RunInfo] = []
+
+    def set_runs(self, runs: list[RunInfo]) -> None:
+        self.beginResetModel()
+        self.runs = list(runs)
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.runs)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self.runs):
+            return None
+        r = self.runs[index.row()]
+        col = COLUMNS[index.column()]
+        raw = {"Run": r.name, "Status": r.status, "Method": r.method, "Model": r.model, "Steps": r.steps,
+               "Duration": r.duration_s, "Final loss": r.final_loss, "Best eval loss": r.best_eval_loss,
+               "Peak GPU": r.peak_gpu_bytes, "Started": r.started}[col]
+        if role == Qt.ItemDataRole.UserRole:
+            return raw if raw is not None else -1
+        if role == Qt.ItemDataRole.DisplayRole:
+            if raw is None:
+                return "–"
+            if col in ("Final loss", "Best eval loss"):
+                return f"{raw:.4f}"
+            if col == "Duration":
+                return _duration(raw)
+            if col == "Peak GPU":
+                return f"{raw / GiB:.2f} GiB"
+            if col == "Started":
+                return time.strftime("%Y-%m-%d %H:%M", time.localtime(raw))
+            if col == "Model" and "/" in str(raw) and Path(str(raw)).is_absolute():
+                return Path(str(raw)).name
+            return str(raw)
+        if role == Qt.ItemDataRole.ForegroundRole and col == "Status":
+            return QColor(STATUS_COLORS.get(r.status, "#555"))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col == "Status" and r.status == "interrupted":
+                return "The worker ended without finishing (killed, crashed or the machine went down); resume " \
+                       "continues from the last checkpoint."
+            if col == "Peak GPU" and r.peak_gpu_bytes is None:
+                return "No GPU peak: the run trained on the CPU, or it did not get far enough."
+            return str(r.path) if col == "Run" else None
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in ("Steps", "Duration", "Final loss",
+                                                                   "Best eval loss", "Peak GPU"):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class RunsArea(QWidget):
+    """Run history with overlaid curves, resume, open config and folder, and "Try it"."""
+
+    sig_try_adapter = Signal(str)
+    """Open a run's adapter (its ``final`` folder) in the Adapters playground."""
+    sig_resume_run = Signal(str)
+    """Resume this run folder in the Train area."""
+    sig_open_config = Signal(str)
+    """Open this run's run.yaml in the Train area."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("RunsArea")
+        self._metrics_cache: dict[str, tuple[float, list[dict]]] = {}
+        self.model = RunsTableModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(Qt.ItemDataRole.UserRole)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(COLUMNS.index("Started"), Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.empty = QLabel("No runs yet. Start one in the Train area; every run appears here with its "
+                            "status, losses and peak memory.")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.empty.setStyleSheet("color: palette(mid); padding: 24px;")
+
+        self.refresh_button = QPushButton("Refresh")
+        self.config_button = QPushButton("Open config")
+        self.config_button.setToolTip("Load this run's config into the Train area (for a new run)")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue this stopped or interrupted run from its last checkpoint")
+        self.folder_button = QPushButton("Open folder")
+        self.folder_button.setToolTip("Show the run folder (checkpoints, metrics, final adapter, model card)")
+        self.try_button = QPushButton("Try it")
+        self.try_button.setToolTip("Open this run's adapter in the Adapters playground")
+        self.summary = QLabel("")
+        self.summary.setStyleSheet("color: palette(mid);")
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.refresh_button)
+        buttons.addSpacing(12)
+        for b in (self.config_button, self.resume_button, self.folder_button, self.try_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+
+        self.metric_combo = QComboBox()
+        for key, label in METRICS.items():
+            self.metric_combo.addItem(label, key)
+        self.smooth = QCheckBox("Smooth (EMA 0.9)")
+        self.smooth.setChecked(True)
+        self.log_y = QCheckBox("Log scale")
+        pg.setConfigOptions(antialias=False, background="w", foreground="#333")
+        self.plot = pg.PlotWidget()
+        self.plot.showGrid(x=True, y=True, alpha=1.0)  # opaque light lines: cheap to draw, calm to read
+        for name in ("left", "bottom"):
+            self.plot.getAxis(name).setPen(pg.mkPen("#555"))
+            self.plot.getAxis(name).setTickPen(pg.mkPen("#e6e6e6"))
+        self.plot.setLabel("bottom", "step")
+        self.plot.getPlotItem().setMenuEnabled(False)
+        self.legend = self.plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        self.plot_hint = pg.TextItem("Select one or more runs to compare their curves", color="#888",
+                                     anchor=(0.5, 0.5))
+        self.plot.addItem(self.plot_hint, ignoreBounds=True)
+        self.plot_hint.setPos(0.5, 0.5)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        plot_controls = QHBoxLayout()
+        plot_controls.addWidget(QLabel("Compare"))
+        plot_controls.addWidget(self.metric_combo)
+        plot_controls.addWidget(self.smooth)
+        plot_controls.addWidget(self.log_y)
+        plot_controls.addStretch(1)
+        plot_box = QWidget()
+        pl = QVBoxLayout(plot_box)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addLayout(plot_controls)
+        pl.addWidget(self.plot, 1)
+
+        table_box = QWidget()
+        tl = QVBoxLayout(table_box)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addLayout(buttons)
+        tl.addWidget(self.empty)
+        tl.addWidget(self.table, 1)
+        tl.addWidget(self.summary)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(table_box)
+        split.addWidget(plot_box)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setSizes([320, 480])
+        split.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        layout.addWidget(split)
+
+        self.refresh_button.clicked.connect(self.refresh)
+        self.config_button.clicked.connect(self._on_open_config)
+        self.resume_button.clicked.connect(self._on_resume)
+        self.folder_button.clicked.connect(self._on_open_folder)
+        self.try_button.clicked.connect(self._on_try)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection)
+        self.table.doubleClicked.connect(lambda _: self._on_open_config())
+        self.metric_combo.currentIndexChanged.connect(self._replot)
+        self.smooth.toggled.connect(self._replot)
+        self.log_y.toggled.connect(lambda on: (self.plot.setLogMode(y=on), self._replot()))
+        self._live = QTimer(self)
+        self._live.setInterval(3000)
+        self._live.timeout.connect(self._on_live_tick)
+        self.refresh()
+
+    # ---- Public API
+    def refresh(self) -> None:
+        """Re-read the runs folder; keeps the selection."""
+        keep = {str(r.path) for r in self.selected_runs()}
+        runs = list_runs()
+        self.model.set_runs(runs)
+        self.empty.setVisible(not runs)
+        self.table.setVisible(bool(runs))
+        sel = self.table.selectionModel()
+        for row in range(self.proxy.rowCount()):
+            info = self.model.runs[self.proxy.mapToSource(self.proxy.index(row, 0)).row()]
+            if str(info.path) in keep:
+                sel.select(self.proxy.index(row, 0), sel.SelectionFlag.Select | sel.SelectionFlag.Rows)
+        if any(r.status == "running" for r in runs):
+            self._live.start()
+        else:
+            self._live.stop()
+        self._on_selection()
+
+    def selected_runs(self) -> list[RunInfo]:
+        rows = sorted({self.proxy.mapToSource(i).row() for i in self.table.selectionModel().selectedRows()})
+        return [self.model.runs[r] for r in rows if r < len(self.model.runs)]
+
+    def select_paths(self, paths: list[str | Path]) -> None:
+        want = {str(p) for p in paths}
+        sel = self.table.selectionModel()
+        sel.clearSelection()
+        for row in range(self.proxy.rowCount()):
+            info = self.model.runs[self.proxy.mapToSource(self.proxy.index(row, 0)).row()]
+            if str(info.path) in want:
+                sel.select(self.proxy.index(row, 0), sel.SelectionFlag.Select | sel.SelectionFlag.Rows)
+
+    def on_shown(self) -> None:
+        self.refresh()
+
+    # ---- Internals
+    def _current(self) -> RunInfo | None:
+        runs = self.selected_runs()
+        return runs[0] if len(runs) == 1 else None
+
+    def _on_selection(self, *_: Any) -> None:
+        run = self._current()
+        self.config_button.setEnabled(run is not None and (run.path / "run.yaml").exists())
+        self.folder_button.setEnabled(run is not None)
+        resumable = run is not None and run.status in RESUMABLE and last_checkpoint(run.path) is not None
+        self.resume_button.setEnabled(resumable)
+        self.resume_button.setToolTip("Continue this run from its last checkpoint" if resumable else
+                                      "Only a stopped or interrupted run with a checkpoint can be resumed")
+        self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
+        runs = self.selected_runs()
+        if run is not None:
+            ckpt = last_checkpoint(run.path)
+            self.summary.setText(f"{run.path}" + (f" · last checkpoint {ckpt.name}" if ckpt else ""))
+        else:
+            self.summary.setText(f"{len(runs)} runs selected" if runs else
+                                 "Select a run for its actions; select several to compare their curves.")
+        self._replot()
+
+    def _metrics(self, path: Path) -> list[dict]:
+        f = path / "metrics.jsonl"
+        mtime = f.stat().st_mtime if f.exists() else 0.0
+        cached = self._metrics_cache.get(str(path))
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, read_metrics(path))
+            self._metrics_cache[str(path)] = cached
+        return cached[1]
+
+    def _replot(self, *_: Any) -> None:
+        key = self.metric_combo.currentData()
+        runs = self.selected_runs()[: len(CURVE_COLORS)]
+        for curve in self.curves.values():
+            self.plot.removeItem(curve)
+        self.curves.clear()
+        self.legend.clear()
+        plotted = 0
+        for i, run in enumerate(runs):
+            rows = [r for r in self._metrics(run.path) if r.get(key) is not None and r.get("step") is not None]
+            if not rows:
+                continue
+            x = np.array([r["step"] for r in rows], dtype=float)
+            y = np.array([r[key] for r in rows], dtype=float)
+            if self.smooth.isChecked() and key in ("loss", "grad_norm", "tokens_per_s"):
+                y = debiased_ema(y, 0.9)
+            curve = self.plot.plot(x, y, pen=pg.mkPen(CURVE_COLORS[i], width=2), name=run.name,
+                                   symbol="o" if key == "eval_loss" else None, symbolSize=5,
+                                   symbolBrush=CURVE_COLORS[i], symbolPen=None)
+            curve.setDownsampling(auto=True, method="peak")
+            curve.setClipToView(True)
+            self.curves[str(run.path)] = curve
+            plotted += 1
+        self.plot_hint.setVisible(plotted == 0)
+        if plotted == 0:
+            self.plot_hint.setText("Select one or more runs to compare their curves" if not runs else
+                                   f"No {METRICS[key].lower()} recorded for the selected runs")
+            self.plot.setXRange(0, 1)
+            self.plot.setYRange(0, 1)
+        else:
+            self.plot.enableAutoRange()
+
+    def _on_live_tick(self) -> None:
+        if self.isVisible():
+            self.refresh()
+
+    def _on_open_config(self) -> None:
+        run = self._current()
+        if run is not None and (run.path / "run.yaml").exists():
+            self.sig_open_config.emit(str(run.path / "run.yaml"))
+
+    def _on_resume(self) -> None:
+        run = self._current()
+        if run is not None:
+            self.sig_resume_run.emit(str(run.path))
+
+    def _on_open_folder(self) -> None:
+        run = self._current()
+        if run is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(run.path)))
+
+    def _on_try(self) -> None:
+        run = self._current()
+        if run is not None and (run.path / "final").is_dir():
+            self.sig_try_adapter.emit(str(run.path / "final"))

@@ -1,0 +1,811 @@
+"""The Train area: choose (model, method, precision, hyperparameters), check that it fits,
+then start, watch, fix and resume a run.
+
+Left, the run config as a form built from ``RunConfig.field_meta()``; right, the live VRAM
+gauge, the progress line, the curves, the advisor and the log. The config being edited is
+a :class:`~gui.train.config_model.ConfigModel`; every widget is a view of it. Training runs
+in a worker process; :class:`~gui.train.worker_thread.RunClient` turns its events into
+signals that arrive here at most 10 times a second.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PySide6.QtCore import QDeadlineTimer, Qt, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.config import RunConfig
+from engine.errors import ConfigErrors
+from engine.paths import presets_dir
+from gui.train.advisor import Advisor, AdvisorPanel
+from gui.train.background import BackgroundCalls
+from gui.train.config_model import ConfigModel
+from gui.train.estimator import EstimateScheduler
+from gui.train.fields import ChoiceEditor, FieldEditor, format_number, label_for, make_editor, tooltip_for
+from gui.train.gpu_panel import GpuPanel, cancel_detection, detect_environment_isolated
+from gui.train.log_console import LogConsole
+from gui.train.method_picker import MethodPicker, PrecisionGrid
+from gui.train.model_picker import ModelPicker, remember_model
+from gui.train.notify import notify
+from gui.train.plots import TrainPlots
+from gui.train.vram_gauge import FitDialog, VramGauge
+from gui.train.worker_thread import RunClient
+
+PRESETS = {"demo": "Demo (tiny model, CPU)", "lora": "LoRA", "qlora": "QLoRA (4-bit)",
+           "full": "Full fine-tuning"}
+# Applying a preset changes the recipe, not what it is applied to.
+KEEP_ON_PRESET = ("model", "dataset", "dataset_format", "template", "output_dir", "run_name",
+                  "trust_remote_code", "allow_pickle")
+SECTIONS = {
+    "Precision and memory": ("optimizer", "gradient_checkpointing", "batch_size",
+                             "gradient_accumulation_steps"),
+    "Data": ("dataset", "dataset_format", "template", "seq_len", "packing", "eval_split"),
+    "Training": ("learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_steps", "weight_decay",
+                 "max_grad_norm", "seed"),
+    "Run and checkpoints": ("run_name", "output_dir", "save_steps", "save_total_limit", "logging_steps",
+                            "eval_steps", "nan_policy", "oom_recovery"),
+    "Advanced": ("device", "attn_implementation", "adam_epsilon", "int8_threshold", "trust_remote_code",
+                 "allow_pickle", "deepspeed"),
+}
+# Keys with a widget of their own (model picker, method combo, precision grid).
+OWN_WIDGETS = ("model", "method", "load_in", "mixed_precision")
+
+
+# A CPU-training worker saturates every core; at this niceness it still gets ~90% of the
+# CPU while the GUI gets the few milliseconds it needs per frame (docs/ui-stall.md).
+CPU_TRAINING_NICE = 10
+
+
+def preset_path(name: str) -> Path:
+    return presets_dir() / f"{name}.yaml"
+
+
+def override_text(value: Any) -> str:
+    """A value as ``--key VALUE`` text that ``engine.config.parse_override`` reads back exactly."""
+    if isinstance(value, str):
+        try:
+            if value and yaml.safe_load(value) == value and value.strip() == value:
+                return value
+        except yaml.YAMLError:
+            pass
+    if isinstance(value, float):
+        text = format_number(value)
+        if yaml.safe_load(text) == value:
+            return text
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    if text.endswith("\n..."):
+        text = text[: -len("\n...")].strip()
+    return text
+
+
+def shell_quote(text: str) -> str:
+    """Quote for a POSIX shell; prefer "..." when the text holds single quotes (YAML's 'no')."""
+    if "'" in text and not any(c in text for c in '"$`\\!'):
+        return f'"{text}"'
+    return shlex.quote(text)
+
+
+class TrainArea(QWidget):
+    """Choose, check, run, watch, fix and resume a fine-tuning run."""
+
+    sig_run_finished = Signal(dict)
+    """A run ended (its finished event, with output_dir)."""
+    sig_try_adapter = Signal(str)
+    """Open a finished run's adapter in the Adapters playground: the ``final`` folder."""
+
+    # ---- Public API
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("TrainArea")
+        self.config_model = ConfigModel(self)
+        self.editors: dict[str, FieldEditor] = {}
+        self.advisor = Advisor()
+        self.run = RunClient(self)
+        self.estimator = EstimateScheduler(self)
+        self._calls = BackgroundCalls(self, max_threads=1)
+        self.env: Any = None
+        self.estimate: Any = None
+        self.run_dir: str | None = None      # the run being watched, or the last one
+        self.last_finished: dict | None = None
+        self.notifications: list[tuple[str, str]] = []
+        self._base_path: Path | None = None  # the YAML that "Copy as command" starts from
+        self._base_values: dict[str, Any] = {}
+        self._started_at: float | None = None
+        self._max_steps = 0
+        self._progress_shown = 0.0
+        self._resumable = False
+
+        self._build()
+        self._connect()
+        self.apply_preset("demo")
+        self._calls.submit("env", detect_environment_isolated)
+        self._on_config_changed({"*"})
+
+    def config(self) -> RunConfig:
+        """The form's run config (raises ``ConfigErrors`` naming each bad key)."""
+        return self.config_model.config()
+
+    def set_config(self, cfg: RunConfig) -> None:
+        self.config_model.set_config(cfg)
+
+    def apply_preset(self, name: str) -> None:
+        """Load a preset's recipe; keeps the chosen model and dataset (except for the demo)."""
+        path = preset_path(name)
+        try:
+            cfg = RunConfig.load(path)
+        except ConfigErrors as e:
+            self._show_banner(f"Preset {name} is broken: {e.message}")
+            return
+        values = cfg.to_dict()
+        if name != "demo" and self._base_path is not None:
+            current = self.config_model.values()
+            values.update({k: current[k] for k in KEEP_ON_PRESET})
+        self.config_model.update(values)
+        self._set_base(path)
+        index = self.preset_combo.findData(name)
+        if index >= 0:
+            self.preset_combo.setCurrentIndex(index)
+
+    def apply_fix(self, changes: dict[str, Any]) -> None:
+        """Apply run-config changes (from the advisor or the gauge) to the form."""
+        changes = {k: v for k, v in changes.items() if k in self.config_model.values() and v is not None}
+        self.config_model.update(changes)
+        self.log.append("applied to the run config: " + ", ".join(f"{k} = {v}" for k, v in changes.items()))
+
+    def load_config_file(self, path: str | Path) -> bool:
+        """Open a run config YAML (or a run folder's run.yaml) into the form."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "run.yaml"
+        try:
+            cfg = RunConfig.load(path)
+        except ConfigErrors as e:
+            self._show_banner(f"Could not open {path}:\n{e.message}")
+            return False
+        if (path.parent / "summary.json").exists():
+            # A finished run's config: a new run from it gets a folder of its own.
+            cfg = cfg.replace(output_dir="", run_name="")
+        self.config_model.set_config(cfg)
+        self._set_base(path)
+        self.log.append(f"opened run config {path}")
+        return True
+
+    def save_config_file(self, path: str | Path) -> Path:
+        """Write the form's config as commented YAML (machine-specific problems are allowed)."""
+        cfg = self.config_model.config_ignoring_machine()
+        if cfg is None:
+            raise ConfigErrors([])  # the banner already lists the problems
+        written = cfg.save(path)
+        self._set_base(Path(path))
+        return written
+
+    def command_line(self) -> str:
+        """The ``finetune-studio train RUN.yaml --key value ...`` line for the form's config."""
+        base = self._base_path or preset_path("demo")
+        current = self.config_model.values()
+        parts = ["finetune-studio", "train", shell_quote(str(base))]
+        for key, value in current.items():
+            if key in self._base_values and self._base_values[key] == value:
+                continue
+            text = override_text(value)
+            if text.startswith("-"):
+                parts.append(f"--{key}={shell_quote(text)}")
+            else:
+                parts += [f"--{key}", shell_quote(text)]
+        return " ".join(parts)
+
+    def copy_command(self) -> str:
+        line = self.command_line()
+        QGuiApplication.clipboard().setText(line)
+        self.log.append(f"copied: {line}")
+        return line
+
+    def start_run(self, *, resume: bool = False, run_dir: str | Path | None = None) -> bool:
+        """Start training the form's config (or resume ``run_dir`` with it); returns at once."""
+        if self.run.is_active():
+            self._show_banner("A run is already in progress; stop it first.")
+            return False
+        try:
+            cfg = self.config_model.config()
+        except ConfigErrors:
+            self._on_config_changed(set())  # shows the problems in the banner
+            return False
+        if resume:
+            run_dir = str(run_dir or self.run_dir or "")
+            if not run_dir:
+                self._show_banner("Nothing to resume: no run folder.")
+                return False
+            cfg = cfg.replace(output_dir=run_dir)
+            from engine.runs import read_metrics
+
+            self.plots.load_metrics(read_metrics(Path(run_dir)))
+        else:
+            self.plots.clear()
+            self.run_dir = cfg.output_dir or None
+        self.advisor.reset(cfg.learning_rate)
+        self.advisor_panel.clear()
+        self.last_finished = None
+        self.try_button.hide()
+        self._max_steps = 0
+        self._started_at = time.time()
+        self.log.append(("resuming " + run_dir if resume else "starting a new run") +
+                        f": {cfg.method} on {cfg.model}")
+        remember_model(cfg.model)
+        on_cpu = cfg.device == "cpu" or self.env is None or not self.env.cuda
+        self.run.start(cfg, resume=resume, nice=CPU_TRAINING_NICE if on_cpu else None)
+        self.progress.setRange(0, 0)  # busy until the worker reports its step count
+        self.progress_label.setText("Starting the worker (loading libraries, model and data)…")
+        self._update_buttons()
+        return True
+
+    def resume_run(self, path: str | Path) -> bool:
+        """Resume a stopped or interrupted run from its last checkpoint (the Runs area's Resume)."""
+        path = Path(path)
+        if self.run.is_active():
+            self._show_banner("A run is already in progress; stop it before resuming another.")
+            return False
+        try:
+            cfg = RunConfig.load(path / "run.yaml")
+        except ConfigErrors as e:
+            self._show_banner(f"Can't resume {path.name}: {e.message}")
+            return False
+        self.config_model.set_config(cfg.replace(output_dir="", run_name=""))
+        self._set_base(path / "run.yaml")
+        self.run_dir = str(path)
+        return self.start_run(resume=True, run_dir=path)
+
+    def stop_run(self) -> None:
+        if self.run.is_active():
+            self.run.stop()
+            self.progress_label.setText("Stopping after this step, with a checkpoint…")
+            self._update_buttons()
+
+    def save_now(self) -> None:
+        if self.run.is_active() and self.run.save():
+            self.log.append("asked the worker to save a checkpoint now")
+
+    def reattach_running(self) -> str | None:
+        """Follow a run that kept going after the app closed; returns its folder."""
+        from engine.runs import list_runs
+
+        if self.run.is_active():
+            return None
+        live = [r for r in list_runs() if r.status == "running"]
+        if not live:
+            return None
+        r = live[0]
+        try:
+            cfg = RunConfig.load(r.path / "run.yaml")
+            self.config_model.set_config(cfg.replace(output_dir="", run_name=""))
+            self._set_base(r.path / "run.yaml")
+        except ConfigErrors:
+            pass
+        self.run_dir = str(r.path)
+        self.plots.clear()
+        self.advisor_panel.clear()
+        self._started_at = r.started or time.time()
+        self.run.attach(r.path)
+        self.log.append(f"re-attached to the running run {r.path}")
+        if len(live) > 1:
+            self.log.append("other runs are still running: " + ", ".join(x.name for x in live[1:]), "warning")
+        self.progress.setRange(0, 0)
+        self.progress_label.setText(f"Re-attached to {r.name}; replaying its events…")
+        self._update_buttons()
+        return str(r.path)
+
+    def maybe_close(self) -> bool:
+        """The window is closing: ask what to do with a live run. False = don't close."""
+        if not self.run.is_active():
+            return True
+        choice = self._ask_close_choice()
+        if choice == "cancel":
+            return False
+        if choice == "stop":
+            self.run.stop()
+        self.run.detach()
+        return True
+
+    def shutdown(self) -> None:
+        self.run.shutdown()
+        self.estimator.shutdown()
+        cancel_detection()
+        self._calls.wait(30_000)
+        self.model_picker.wait(30_000)
+
+    def wait_ready(self, msecs: int = 60_000) -> bool:
+        """Block (processing events) until the GPU is detected, the model described and the
+        estimate current. For tests and screenshots; the GUI itself never waits."""
+        deadline = QDeadlineTimer(msecs)
+        while self.env is None or (self.model_picker.info is None and self.model_picker.problem.isHidden()):
+            if deadline.hasExpired():
+                return False
+            QApplication.processEvents()
+            self._calls.wait(10)
+            self.model_picker.wait(10)
+        return self.estimator.wait(max(deadline.remainingTime(), 1))
+
+    def prepare_screenshot(self) -> None:
+        self.wait_ready(60_000)
+
+    def on_shown(self) -> None:
+        pass
+
+    # ---- Building
+    def _build(self) -> None:
+        m = self.config_model
+        # Top bar: presets, files, command, run controls.
+        self.preset_combo = QComboBox()
+        for name, label in PRESETS.items():
+            if preset_path(name).exists():
+                self.preset_combo.addItem(label, name)
+        self.preset_combo.setToolTip("A starting recipe; your model and dataset are kept")
+        self.preset_button = QPushButton("Apply")
+        self.preset_button.setToolTip("Apply the preset's method and hyperparameters to the form")
+        self.open_button = QPushButton("Open…")
+        self.open_button.setToolTip("Load a run config YAML")
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Save the run config as commented YAML")
+        self.command_button = QPushButton("Copy as command")
+        self.command_button.setToolTip("Copy the exact `finetune-studio train` line for this config")
+        self.start_button = QPushButton("Start")
+        self.start_button.setObjectName("startButton")
+        self.start_button.setStyleSheet("QPushButton#startButton { font-weight: bold; padding: 4px 18px; }")
+        self.start_button.setToolTip("Start training this config in a worker process")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the last run from its newest checkpoint, with the form's "
+                                      "settings (e.g. after applying a fix)")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current step and save a checkpoint")
+        self.save_now_button = QPushButton("Save now")
+        self.save_now_button.setToolTip("Save a checkpoint now and keep training")
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(QLabel("Preset"))
+        top.addWidget(self.preset_combo)
+        top.addWidget(self.preset_button)
+        top.addSpacing(12)
+        top.addWidget(self.open_button)
+        top.addWidget(self.save_button)
+        top.addWidget(self.command_button)
+        top.addStretch(1)
+        for b in (self.start_button, self.resume_button, self.stop_button, self.save_now_button):
+            top.addWidget(b)
+
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner.setStyleSheet("background: #fdecea; color: #8a1c14; border: 1px solid #f0b4ae; "
+                                  "border-radius: 4px; padding: 6px;")
+        self.banner.hide()
+
+        # Left: the form.
+        form_widget = QWidget()
+        form_layout = QVBoxLayout(form_widget)
+        form_layout.setContentsMargins(0, 0, 6, 0)
+        form_layout.setSpacing(8)
+        self.model_picker = ModelPicker(m)
+        self.gpu_panel = GpuPanel()
+        box = QGroupBox("Model and machine")
+        lay = QVBoxLayout(box)
+        lay.addWidget(self.model_picker)
+        line = QFrame()
+        line.setFrameShape(QFrame.Shape.HLine)
+        line.setFrameShadow(QFrame.Shadow.Sunken)
+        lay.addWidget(line)
+        lay.addWidget(self.gpu_panel)
+        form_layout.addWidget(box)
+
+        self.method_picker = MethodPicker(m)
+        self.editors.update(self.method_picker.editors)
+        box = QGroupBox("Method")
+        QVBoxLayout(box).addWidget(self.method_picker)
+        form_layout.addWidget(box)
+
+        self.precision_grid = PrecisionGrid(m)
+        placed = set(OWN_WIDGETS) | set(self.editors) | {k for keys in SECTIONS.values() for k in keys}
+        # A key added to RunConfig later still gets an editor (under Advanced) until it is placed.
+        sections = {**SECTIONS, "Advanced": SECTIONS["Advanced"] + tuple(k for k in RunConfig.field_names()
+                                                                         if k not in placed)}
+        for title, keys in sections.items():
+            box = QGroupBox(title)
+            outer = QVBoxLayout(box)
+            if title == "Precision and memory":
+                outer.addWidget(self.precision_grid)
+            form = QFormLayout()
+            form.setContentsMargins(0, 0, 0, 0)
+            for key in keys:
+                editor = make_editor(m, key)
+                self.editors[key] = editor
+                label = QLabel(label_for(key))
+                label.setToolTip(tooltip_for(key))
+                form.addRow(label, editor)
+            outer.addLayout(form)
+            if title == "Precision and memory":
+                self.effective_batch = QLabel("")
+                self.effective_batch.setStyleSheet("color: palette(mid);")
+                outer.addWidget(self.effective_batch)
+            form_layout.addWidget(box)
+        form_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(form_widget)
+        scroll.setMinimumWidth(400)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+        # Right: gauge, progress, plots, advice and log.
+        self.gauge = VramGauge()
+        gauge_box = QGroupBox("Memory")
+        QVBoxLayout(gauge_box).addWidget(self.gauge)
+        gauge_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("no run yet")
+        self.progress.setTextVisible(True)
+        self.progress_label = QLabel("No run yet. Press Start to train the form's config.")
+        self.progress_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.try_button = QPushButton("Try it")
+        self.try_button.setToolTip("Open the trained adapter in the Adapters playground")
+        self.try_button.hide()
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.try_button)
+        self.plots = TrainPlots()
+        self.advisor_panel = AdvisorPanel()
+        self.log = LogConsole()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.advisor_panel, "Advice")
+        self.tabs.addTab(self.log, "Log")
+        lower = QSplitter(Qt.Orientation.Vertical)
+        lower.addWidget(self.plots)
+        lower.addWidget(self.tabs)
+        lower.setStretchFactor(0, 3)
+        lower.setStretchFactor(1, 1)
+        lower.setChildrenCollapsible(False)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(6, 0, 0, 0)
+        right_layout.setSpacing(6)
+        right_layout.addWidget(gauge_box)
+        right_layout.addLayout(progress_row)
+        right_layout.addWidget(self.progress_label)
+        right_layout.addWidget(lower, 1)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(scroll)
+        split.addWidget(right)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([440, 760])
+        split.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        layout.setSpacing(6)
+        layout.addLayout(top)
+        layout.addWidget(self.banner)
+        layout.addWidget(split, 1)
+        self._update_buttons()
+
+    def _connect(self) -> None:
+        self.config_model.sig_changed.connect(self._on_config_changed)
+        self.preset_button.clicked.connect(lambda: self.apply_preset(self.preset_combo.currentData()))
+        self.open_button.clicked.connect(self._on_open)
+        self.save_button.clicked.connect(self._on_save)
+        self.command_button.clicked.connect(self.copy_command)
+        self.start_button.clicked.connect(lambda: self.start_run())
+        self.resume_button.clicked.connect(lambda: self.start_run(resume=True))
+        self.stop_button.clicked.connect(self._on_stop_clicked)
+        self.save_now_button.clicked.connect(self.save_now)
+        self.try_button.clicked.connect(self._on_try)
+        self.gauge.sig_fit_requested.connect(self._on_fit)
+        self.gauge.sig_target_changed.connect(lambda _: self._request_estimate())
+        self.estimator.sig_estimate.connect(self._on_estimate)
+        self.estimator.sig_failed.connect(self.gauge.set_error)
+        self._calls.sig_done.connect(self._on_background_done)
+        self._calls.sig_failed.connect(self._on_background_failed)
+        self.advisor_panel.sig_apply_fix.connect(self.apply_fix)
+        self.advisor_panel.sig_action.connect(self._on_advice_action)
+        self.advisor_panel.sig_count_changed.connect(
+            lambda n: self.tabs.setTabText(0, f"Advice ({n})" if n else "Advice"))
+        r = self.run
+        r.sig_launched.connect(self._on_launched)
+        r.sig_started.connect(self._on_started)
+        r.sig_steps.connect(self._on_steps)
+        r.sig_eval.connect(self._on_eval)
+        r.sig_checkpoint.connect(self._on_checkpoint)
+        r.sig_warning.connect(lambda d: self._on_problem("warning", d))
+        r.sig_error.connect(lambda d: self._on_problem("error", d))
+        r.sig_recovered.connect(lambda d: self._on_problem("recovered", d))
+        r.sig_log.connect(lambda text: self.log.append(text))
+        r.sig_finished.connect(self._on_finished)
+
+    # ---- Config state
+    def _set_base(self, path: Path) -> None:
+        try:
+            self._base_values = RunConfig.load(path).to_dict()
+            self._base_path = path.resolve()
+        except ConfigErrors:
+            self._base_values, self._base_path = {}, None
+
+    def _on_config_changed(self, keys: set[str]) -> None:
+        errors = self.config_model.errors()
+        for key, editor in self.editors.items():
+            editor.set_error(errors.get(key))
+        if errors:
+            lines = [f"• {label_for(k) + ' (' + k + ')' if k else 'Config'}: {msg}" for k, msg in errors.items()]
+            self._show_banner("This config can't run here yet:\n" + "\n".join(lines))
+        else:
+            self._show_banner("")
+        values = self.config_model.values()
+        try:
+            eff = int(values["batch_size"]) * int(values["gradient_accumulation_steps"])
+            self.effective_batch.setText(f"Effective batch: {eff} sequences per optimizer step")
+        except (TypeError, ValueError):
+            pass
+        self._update_buttons()
+        self._request_estimate()
+
+    def _request_estimate(self) -> None:
+        cfg = self.config_model.config_ignoring_machine()
+        if cfg is None:
+            self.gauge.set_error("fix the config problems listed above first")
+            return
+        target = self.gauge.target_bytes()
+        detected = bool(self.env is not None and self.env.cuda and target == self.env.gpu_total_bytes)
+        self.estimator.request(cfg, target, self.env.gpu_name if detected else None)
+
+    def _show_banner(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+
+    def _update_buttons(self, *, run_changed: bool = False) -> None:
+        active = self.run.is_active()
+        valid = not self.config_model.errors()
+        if run_changed:  # a folder listing: only when the run's state changed, not per keystroke
+            from engine.runs import last_checkpoint
+
+            self._resumable = bool(self.run_dir) and last_checkpoint(Path(self.run_dir)) is not None
+        resumable = self._resumable
+        self.start_button.setEnabled(not active and valid)
+        self.start_button.setToolTip("Start training this config in a worker process" if valid else
+                                     "Fix the problems listed above first")
+        self.resume_button.setEnabled(not active and valid and resumable)
+        self.stop_button.setEnabled(active)
+        self.stop_button.setText("Kill…" if active and self.run.stop_requested else "Stop")
+        self.save_now_button.setEnabled(active and not self.run.stop_requested)
+        for w in (self.preset_button, self.open_button):
+            w.setEnabled(not active)
+
+    # ---- Slots: background jobs
+    def _on_background_done(self, tag: str, result: Any) -> None:
+        if tag == "env":
+            self._set_environment(result)
+
+    def _on_background_failed(self, tag: str, message: str, trace: str) -> None:
+        if tag == "env":
+            self.gpu_panel.set_error(message)
+            self.log.append(trace, "error")
+
+    def _set_environment(self, env: Any) -> None:
+        self.env = env
+        self.gpu_panel.set_environment(env)
+        self.gauge.set_detected_gpu(env.gpu_name if env.cuda else None, env.gpu_total_bytes if env.cuda else None)
+        self.plots.set_gpu_available(bool(env.cuda))
+        self.config_model.set_environment(env)
+        opt = self.editors.get("optimizer")
+        if isinstance(opt, ChoiceEditor):
+            from engine.precision import environment_errors
+
+            for choice in opt.meta["choices"]:
+                probe = RunConfig(optimizer=choice, load_in="fp32", mixed_precision="no", method="lora")
+                errs = [e.message for e in environment_errors(probe, env) if e.key == "optimizer"]
+                opt.set_item_enabled(choice, not errs, " ".join(errs))
+
+    def _on_estimate(self, est: Any, latency_ms: float) -> None:
+        self.estimate = est
+        self.gauge.set_estimate(est)
+
+    def _on_fit(self) -> None:
+        suggestions = getattr(self.estimate, "suggestions", None) or []
+        if not suggestions:
+            return
+        dialog = FitDialog(suggestions, self.gauge.target_bytes(), self)
+        if dialog.exec():
+            self.apply_fix(dialog.chosen_changes())
+
+    # ---- Slots: the run
+    def _on_launched(self, output_dir: str) -> None:
+        self.run_dir = output_dir
+        self.log.append(f"worker started; run folder {output_dir}")
+
+    def _on_started(self, data: dict) -> None:
+        ds = data.get("dataset") or {}
+        self.advisor.on_event("started", data)
+        self.run_dir = data.get("output_dir") or self.run_dir
+        self.log.append(f"training {data.get('trainable_params', 0):,} of {data.get('total_params', 0):,} "
+                        f"parameters on {data.get('device')}; {ds.get('train', '?')} train / "
+                        f"{ds.get('eval', '?')} eval records" + (" (resumed)" if data.get("resumed") else ""))
+        self.progress_label.setText("Training started; waiting for the first step…")
+        self._update_buttons()
+
+    def _on_steps(self, rows: list[dict]) -> None:
+        if rows[-1].get("max_steps"):
+            self.plots.set_step_range(int(rows[-1]["max_steps"]))
+        self.plots.add_steps(rows)
+        # Redraw now, with the progress and log updates of this batch, so the window
+        # paints once per drain instead of once for the widgets and once for the plots.
+        self.plots.redraw()
+        self.advisor_panel.add_all(self.advisor.on_steps(rows))
+        self.log.append_many([("info", f"step {r.get('step')}/{r.get('max_steps')} loss {r.get('loss', 0):.4f} "
+                                       f"lr {r.get('lr', 0):.2e} grad {r.get('grad_norm') or 0:.3f} "
+                                       f"{r.get('tokens_per_s', 0):.0f} tok/s") for r in rows])
+        last = rows[-1]
+        self._max_steps = int(last.get("max_steps") or self._max_steps or 0)
+        if self._max_steps:
+            if self.progress.maximum() != self._max_steps:
+                self.progress.setFormat("%v / %m steps")
+                self.progress.setRange(0, self._max_steps)
+            value = min(int(last.get("step", 0)), self._max_steps)
+            now = time.monotonic()
+            # QProgressBar repaints synchronously when its text changes (~3 ms here), so
+            # it moves at most 4 times a second; the label below says the exact step.
+            if self.progress.value() != value and now - self._progress_shown >= 0.25:
+                self._progress_shown = now
+                self.progress.setValue(value)
+        eta = last.get("eta_s")
+        eta_text = f"ETA {_duration(eta)}" if eta is not None else "ETA –"
+        stopping = " · stopping after this step…" if self.run.stop_requested else ""
+        self.progress_label.setText(
+            f"Step {last.get('step')} of {self._max_steps} · epoch {last.get('epoch', 0):.2f} · {eta_text} · "
+            f"loss {last.get('loss', 0):.4f} · {last.get('tokens_per_s', 0):,.0f} tokens/s{stopping}")
+
+    def _on_eval(self, data: dict) -> None:
+        self.plots.add_eval(data)
+        self.log.append(f"eval at step {data.get('step')}: eval_loss {data.get('eval_loss', 0):.4f}")
+
+    def _on_checkpoint(self, data: dict) -> None:
+        self.log.append(f"checkpoint saved at step {data.get('step')}: {data.get('path')}")
+        self._update_buttons(run_changed=True)
+
+    def _on_problem(self, kind: str, data: dict) -> None:
+        level = {"warning": "warning", "error": "error", "recovered": "warning"}[kind]
+        text = data.get("message", "")
+        if data.get("hint"):
+            text += f"\n  hint: {data['hint']}"
+        self.log.append(f"{kind}: {text}", level)
+        advice = self.advisor.on_event(kind, data)
+        self.advisor_panel.add_all(advice)
+        if advice and level == "error":
+            self.tabs.setCurrentWidget(self.advisor_panel)
+
+    def _on_finished(self, data: dict) -> None:
+        self.last_finished = data
+        status = data.get("status", "?")
+        self.run_dir = data.get("output_dir") or self.run_dir
+        advice = self.advisor.on_event("finished", data)
+        self.advisor_panel.add_all(advice)
+        peak = data.get("peak_gpu_device_bytes") or data.get("peak_gpu_reserved_bytes")
+        if peak:
+            self.gauge.set_measured(int(peak), "(whole GPU)" if data.get("peak_gpu_device_bytes") else "")
+        elif status in ("completed", "stopped"):
+            self.gauge.set_measured(None, "The last run trained on the CPU: no GPU peak to compare.")
+        final_loss = data.get("final_loss")
+        loss_text = f"; final loss {final_loss:.4f}" if isinstance(final_loss, (int, float)) else ""
+        if self._max_steps and status == "completed":
+            self.progress.setRange(0, self._max_steps)
+            self.progress.setValue(self._max_steps)
+        elif self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        took = f" in {_duration(time.time() - self._started_at)}" if self._started_at else ""
+        name = Path(self.run_dir).name if self.run_dir else "the run"
+        if status in ("completed", "stopped"):
+            self.progress_label.setText(f"Run {status}{took}{loss_text}. Folder: {self.run_dir}")
+            title = "Training finished" if status == "completed" else "Training stopped"
+            self._notify(title, f"{name} {status}{loss_text}", ok=True)
+        else:
+            message = data.get("message") or (data.get("error") or {}).get("message") or "see Advice and Log"
+            self.progress_label.setText(f"Run {status}: {message.splitlines()[0]}")
+            self._notify("Training failed", f"{name}: {message.splitlines()[0]}", ok=False)
+            self.tabs.setCurrentWidget(self.advisor_panel if self.advisor_panel.cards else self.log)
+        self.log.append(f"run {status}{took}{loss_text}", "info" if status in ("completed", "stopped") else "error")
+        final = Path(self.run_dir) / "final" if self.run_dir else None
+        self.try_button.setVisible(bool(final and status == "completed" and final.is_dir()))
+        self._update_buttons(run_changed=True)
+        self.sig_run_finished.emit(data)
+
+    def _notify(self, title: str, message: str, ok: bool) -> None:
+        self.notifications.append((title, message))
+        notify(self, title, message, ok=ok)
+
+    # ---- Slots: buttons
+    def _on_stop_clicked(self) -> None:
+        if not self.run.stop_requested:
+            self.stop_run()
+            return
+        answer = QMessageBox.question(self, "Kill the worker?", "The run was asked to stop and is finishing "
+                                      "its step and checkpoint. Kill it now? Progress since the last "
+                                      "checkpoint is lost.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.run.kill()
+
+    def _on_try(self) -> None:
+        if self.run_dir:
+            self.sig_try_adapter.emit(str(Path(self.run_dir) / "final"))
+
+    def _on_advice_action(self, action: str) -> None:
+        if action == "stop":
+            self.stop_run()
+        elif action == "resume":
+            self.start_run(resume=True)
+
+    def _on_open(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open run config", str(presets_dir()),
+                                              "Run configs (*.yaml *.yml);;All files (*)")
+        if path:
+            self.load_config_file(path)
+
+    def _on_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save run config", "run.yaml", "Run configs (*.yaml *.yml)")
+        if not path:
+            return
+        try:
+            written = self.save_config_file(path)
+        except ConfigErrors:
+            QMessageBox.warning(self, "Can't save", "Fix the problems listed at the top first.")
+            return
+        self.log.append(f"saved run config {written}")
+
+    def _ask_close_choice(self) -> str:
+        """'stop', 'keep' or 'cancel' (tests replace this; it is the only modal question)."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("A run is in progress")
+        box.setText("Training is still running. Stop it, or keep it running in the background?")
+        box.setInformativeText("A run kept running goes on without the window; Finetune Studio re-attaches "
+                               "to it the next time it starts. A stopped run saves a checkpoint and can be "
+                               "resumed later.")
+        stop = box.addButton("Stop the run", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep it running", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep)
+        box.exec()
+        clicked = box.clickedButton()
+        return "stop" if clicked is stop else "keep" if clicked is keep else "cancel"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+__all__ = ["TrainArea"]

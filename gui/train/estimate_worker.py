@@ -1,0 +1,49 @@
+"""A child process that answers memory-estimate requests, so the GUI never imports torch.
+
+The estimate builds a meta-device model with torch and transformers. Importing torch
+loads hundreds of megabytes of shared libraries while holding the GIL; measured in the
+GUI process it froze the window for 0.7 s (docs/ui-stall.md). Here it happens in a
+child: the GUI sends one JSON line per request on stdin and reads one JSON line back.
+
+Request: ``{"config": {...RunConfig.to_dict()...}, "gpu_bytes": int|null, "gpu_name": str|null}``.
+Answer: ``{"ok": true, "estimate": Estimate.to_dict()}`` or ``{"ok": false, "error": "..."}``.
+
+No Qt here: ``python -m gui.train.estimate_worker`` only needs the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def serve(stdin=None, stdout=None) -> int:
+    stdin = stdin or sys.stdin
+    out = stdout or os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
+    if stdout is None:
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # library prints must not corrupt the answers
+    from engine.config import RunConfig
+    from engine.errors import StudioError
+
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            from engine.memory import estimate
+
+            cfg = RunConfig.from_dict(req["config"])
+            est = estimate(cfg, gpu_bytes=req.get("gpu_bytes"), gpu_name=req.get("gpu_name"))
+            answer = {"ok": True, "estimate": est.to_dict()}
+        except StudioError as e:
+            answer = {"ok": False, "error": e.message}
+        except Exception as e:  # noqa: BLE001 - one bad request must not end the service
+            answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

@@ -1,0 +1,283 @@
+"""One editor widget per run-config key, built from ``RunConfig.field_meta()``.
+
+The metadata decides the widget: a check box for a bool, a combo box for choices, a
+spin box for an integer with bounds, a text field for floats (so ``2e-5`` reads as
+such), module lists and paths. The ``help`` text becomes the tooltip, with the key and
+its allowed range, so the GUI, the CLI ``--help`` and the YAML comments say the same.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLineEdit,
+    QSpinBox,
+    QToolButton,
+    QWidget,
+)
+
+from engine.config import RunConfig
+from gui.train.config_model import ConfigModel
+
+LABELS = {
+    "model": "Model", "dataset": "Dataset", "dataset_format": "Format", "template": "Template",
+    "seq_len": "Sequence length", "packing": "Packing", "eval_split": "Eval split",
+    "output_dir": "Output folder", "run_name": "Run name", "method": "Method",
+    "lora_r": "Rank (r)", "lora_alpha": "Alpha", "lora_dropout": "Dropout",
+    "lora_target_modules": "Target modules", "use_dora": "DoRA", "use_rslora": "rsLoRA",
+    "freeze_trainable_layers": "Trainable top layers", "freeze_extra_modules": "Extra modules",
+    "num_virtual_tokens": "Virtual tokens", "prefix_projection": "Prefix projection (MLP)",
+    "adapter_reduction_factor": "Reduction factor", "adapter_style": "Placement",
+    "ia3_target_modules": "Target modules", "load_in": "Load weights in",
+    "mixed_precision": "Mixed precision", "int8_threshold": "int8 outlier threshold",
+    "gradient_checkpointing": "Gradient checkpointing", "device": "Device", "optimizer": "Optimizer",
+    "learning_rate": "Learning rate", "lr_scheduler": "LR schedule", "warmup_ratio": "Warm-up ratio",
+    "weight_decay": "Weight decay", "adam_epsilon": "Adam epsilon", "max_grad_norm": "Max grad norm",
+    "num_epochs": "Epochs", "max_steps": "Max steps", "batch_size": "Micro-batch",
+    "gradient_accumulation_steps": "Accumulation", "seed": "Seed", "save_steps": "Save every (steps)",
+    "save_total_limit": "Keep checkpoints", "logging_steps": "Log every (steps)",
+    "eval_steps": "Eval every (steps)", "nan_policy": "On NaN loss", "oom_recovery": "OOM recovery",
+    "trust_remote_code": "Trust remote code", "allow_pickle": "Allow pickle weights",
+    "attn_implementation": "Attention", "deepspeed": "DeepSpeed config",
+}
+# Qt spin boxes hold a C int.
+_INT_MAX = 2**31 - 1
+
+
+def label_for(key: str) -> str:
+    return LABELS.get(key, key.replace("_", " ").capitalize())
+
+
+def tooltip_for(key: str, meta: dict[str, Any] | None = None) -> str:
+    """The field's help, its key (as in YAML and on the command line) and what is allowed."""
+    meta = meta or RunConfig.field_meta()[key]
+    parts = [meta["help"]]
+    if meta.get("choices"):
+        parts.append("Allowed: " + ", ".join(meta["choices"]))
+    elif meta.get("min") is not None and meta.get("max") is not None:
+        parts.append(f"Range: {_fmt(meta['min'])} to {_fmt(meta['max'])}")
+    parts.append(f"Key: {key} (default {meta['default']!r})")
+    return "\n".join(parts)
+
+
+def _fmt(x: Any) -> str:
+    return format_number(x) if isinstance(x, float) else str(x)
+
+
+def format_number(x: float) -> str:
+    """A float as a user types it: 2e-05 -> '2e-5', 0.05 -> '0.05', 3.0 -> '3'."""
+    if not math.isfinite(x):
+        return str(x)
+    text = f"{x:.6g}"
+    if "e" in text:
+        mant, exp = text.split("e")
+        text = f"{mant}e{int(exp)}"
+    return text
+
+
+class FieldEditor(QWidget):
+    """Edits one key of a :class:`ConfigModel`; shows the key's validation error in red."""
+
+    def __init__(self, model: ConfigModel, key: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model, self.key = model, key
+        self.meta = RunConfig.field_meta()[key]
+        self._tooltip = tooltip_for(key, self.meta)
+        self._layout = QHBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(4)
+        self.setToolTip(self._tooltip)
+        self.setObjectName(f"field_{key}")
+        model.sig_changed.connect(self._on_model_changed)
+
+    # ---- Public API
+    def value(self) -> Any:
+        raise NotImplementedError
+
+    def set_value(self, value: Any) -> None:
+        raise NotImplementedError
+
+    def set_error(self, message: str | None) -> None:
+        if message == getattr(self, "_error", None):
+            return  # restyling is costly; most config changes leave most fields as they were
+        self._error = message
+        self.setToolTip(self._tooltip if not message else f"⚠ {message}\n\n{self._tooltip}")
+        self.setStyleSheet("" if not message else
+                           "QLineEdit, QComboBox, QSpinBox { border: 1px solid #d0342c; }")
+
+    # ---- Internals
+    def _commit(self, *_: Any) -> None:
+        self.model.set(self.key, self.value())
+
+    def _on_model_changed(self, keys: set[str]) -> None:
+        if self.key in keys and self.model.get(self.key) != self.value():
+            self.set_value(self.model.get(self.key))
+
+
+class BoolEditor(FieldEditor):
+    def __init__(self, model: ConfigModel, key: str, parent: QWidget | None = None):
+        super().__init__(model, key, parent)
+        self.box = QCheckBox()
+        self.box.setToolTip(self._tooltip)
+        self._layout.addWidget(self.box)
+        self._layout.addStretch(1)
+        self.set_value(model.get(key))
+        self.box.toggled.connect(self._commit)
+
+    def value(self) -> bool:
+        return self.box.isChecked()
+
+    def set_value(self, value: Any) -> None:
+        self.box.blockSignals(True)
+        self.box.setChecked(bool(value))
+        self.box.blockSignals(False)
+
+
+class ChoiceEditor(FieldEditor):
+    def __init__(self, model: ConfigModel, key: str, parent: QWidget | None = None):
+        super().__init__(model, key, parent)
+        self.combo = QComboBox()
+        self.combo.addItems(list(self.meta["choices"]))
+        self.combo.setToolTip(self._tooltip)
+        self._layout.addWidget(self.combo, 1)
+        self.set_value(model.get(key))
+        self.combo.currentTextChanged.connect(self._commit)
+
+    def value(self) -> str:
+        return self.combo.currentText()
+
+    def set_value(self, value: Any) -> None:
+        self.combo.blockSignals(True)
+        self.combo.setCurrentText(str(value))
+        self.combo.blockSignals(False)
+
+    def set_item_enabled(self, choice: str, enabled: bool, reason: str = "") -> None:
+        """Disable one choice (e.g. an 8-bit optimizer on a CPU) with the reason as its tooltip."""
+        index = self.combo.findText(choice)
+        item = self.combo.model().item(index) if index >= 0 else None
+        if item is None:
+            return
+        item.setEnabled(enabled)
+        item.setToolTip("" if enabled else reason)
+
+
+class IntEditor(FieldEditor):
+    def __init__(self, model: ConfigModel, key: str, parent: QWidget | None = None):
+        super().__init__(model, key, parent)
+        self.spin = QSpinBox()
+        self.spin.setRange(max(int(self.meta.get("min", 0)), -_INT_MAX), min(int(self.meta.get("max", _INT_MAX)), _INT_MAX))
+        self.spin.setAccelerated(True)
+        self.spin.setKeyboardTracking(True)
+        self.spin.setToolTip(self._tooltip)
+        if key == "max_steps":
+            self.spin.setSpecialValueText("off (use epochs)")
+        elif key in ("save_steps", "eval_steps"):
+            self.spin.setSpecialValueText("off" if key == "save_steps" else "auto")
+        elif key == "save_total_limit":
+            self.spin.setSpecialValueText("all")
+        self._layout.addWidget(self.spin, 1)
+        self.set_value(model.get(key))
+        self.spin.valueChanged.connect(self._commit)
+
+    def value(self) -> int:
+        return self.spin.value()
+
+    def set_value(self, value: Any) -> None:
+        self.spin.blockSignals(True)
+        try:
+            self.spin.setValue(int(value))
+        except (TypeError, ValueError):
+            pass
+        self.spin.blockSignals(False)
+
+
+class TextEditor(FieldEditor):
+    """Free text: floats (parsed on the fly), module lists, names and paths."""
+
+    def __init__(self, model: ConfigModel, key: str, parent: QWidget | None = None, *,
+                 browse: str | None = None):
+        super().__init__(model, key, parent)
+        self.edit = QLineEdit()
+        self.edit.setToolTip(self._tooltip)
+        self._layout.addWidget(self.edit, 1)
+        kind = self.meta["type"]
+        if kind == "modules":
+            self.edit.setPlaceholderText("all-linear" if key == "lora_target_modules" else "auto")
+        elif kind == "list":
+            self.edit.setPlaceholderText("none (comma-separated names)")
+        elif key == "output_dir":
+            self.edit.setPlaceholderText("a new folder in the runs directory")
+        elif key == "run_name":
+            self.edit.setPlaceholderText("method and time")
+        elif key == "deepspeed":
+            self.edit.setPlaceholderText("none (one GPU)")
+        if browse:
+            button = QToolButton()
+            button.setText("…")
+            button.setToolTip("Browse")
+            button.clicked.connect(lambda: self._browse(browse))
+            self._layout.addWidget(button)
+        self.set_value(model.get(key))
+        self.edit.textEdited.connect(self._commit)
+
+    def value(self) -> Any:
+        text = self.edit.text().strip()
+        kind = self.meta["type"]
+        if kind == "float":
+            try:
+                return float(text)
+            except ValueError:
+                return text  # the engine's validation names the key and what is allowed
+        if kind == "modules":
+            special = "all-linear" if self.key == "lora_target_modules" else "auto"
+            if text in ("", special):
+                return special
+            return [s.strip() for s in text.split(",") if s.strip()]
+        if kind == "list":
+            return [s.strip() for s in text.split(",") if s.strip()]
+        return text
+
+    def set_value(self, value: Any) -> None:
+        if isinstance(value, float):
+            text = format_number(value)
+        elif isinstance(value, list):
+            text = ", ".join(str(v) for v in value)
+        else:
+            text = "" if value is None else str(value)
+        if text != self.edit.text():
+            self.edit.setText(text)
+
+    def _browse(self, what: str) -> None:
+        if what == "dir":
+            path = QFileDialog.getExistingDirectory(self, label_for(self.key), self.edit.text())
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, label_for(self.key), "", what)
+        if path:
+            self.edit.setText(path)
+            self._commit()
+
+
+def make_editor(model: ConfigModel, key: str, parent: QWidget | None = None) -> FieldEditor:
+    """The right editor for ``key`` according to its metadata."""
+    meta = RunConfig.field_meta()[key]
+    kind = meta["type"]
+    if kind == "bool":
+        return BoolEditor(model, key, parent)
+    if meta.get("choices"):
+        return ChoiceEditor(model, key, parent)
+    if kind == "int":
+        return IntEditor(model, key, parent)
+    if key == "dataset":
+        return TextEditor(model, key, parent,
+                          browse="Datasets (*.json *.jsonl *.csv *.parquet);;All files (*)")
+    if key == "output_dir":
+        return TextEditor(model, key, parent, browse="dir")
+    if key == "deepspeed":
+        return TextEditor(model, key, parent, browse="DeepSpeed config (*.json);;All files (*)")
+    return TextEditor(model, key, parent)

@@ -1,0 +1,194 @@
+"""Method and precision: every method from the engine's table, with only its own settings,
+and every ``load_in`` x ``mixed_precision`` combination, impossible ones disabled with the
+reason as the tooltip.
+
+The method list, its settings and the validity rules all come from the engine
+(``engine.methods.METHODS``, ``invalid_reason``, ``engine.precision.validity_matrix``),
+so adding a method there adds it here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QLabel,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.config import LOAD_IN, MIXED_PRECISION
+from engine.methods import METHODS, invalid_reason
+from gui.train.config_model import ConfigModel
+from gui.train.fields import FieldEditor, label_for, make_editor, tooltip_for
+
+LOAD_LABELS = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8 (LLM.int8)", "nf4": "nf4 (4-bit)"}
+MIXED_LABELS = {"no": "no AMP", "fp16": "fp16 AMP", "bf16": "bf16 AMP"}
+# When a new method rules out the current precision, the first valid one of these is chosen.
+PREFERRED = (("bf16", "bf16"), ("nf4", "bf16"), ("fp32", "no"), ("fp32", "bf16"), ("fp16", "fp16"),
+             ("fp32", "fp16"), ("int8", "bf16"), ("int8", "no"), ("nf4", "no"), ("nf4", "fp16"))
+
+
+class MethodPicker(QWidget):
+    """The method, its description, and the settings that method reads (and only those)."""
+
+    def __init__(self, model: ConfigModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = model
+        self.combo = QComboBox()
+        for name, m in METHODS.items():
+            self.combo.addItem(f"{m.label}", name)
+            self.combo.setItemData(self.combo.count() - 1, m.description, Qt.ItemDataRole.ToolTipRole)
+        self.combo.setToolTip(tooltip_for("method"))
+        self.description = QLabel("")
+        self.description.setWordWrap(True)
+        self.description.setStyleSheet("color: palette(mid);")
+        self.form = QFormLayout()
+        self.form.setContentsMargins(0, 0, 0, 0)
+        self.editors: dict[str, FieldEditor] = {}
+        for m in METHODS.values():
+            for key in m.settings:
+                if key not in self.editors:
+                    editor = make_editor(model, key)
+                    label = QLabel(label_for(key))
+                    label.setToolTip(tooltip_for(key))
+                    self.editors[key] = editor
+                    self.form.addRow(label, editor)
+        self.no_settings = QLabel("This method has no settings of its own.")
+        self.no_settings.setStyleSheet("color: palette(mid);")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo)
+        layout.addWidget(self.description)
+        layout.addLayout(self.form)
+        layout.addWidget(self.no_settings)
+        self._show(model.get("method"))
+        self.combo.activated.connect(self._on_activated)
+        model.sig_changed.connect(self._on_model_changed)
+
+    # ---- Public API
+    def visible_settings(self) -> list[str]:
+        return [k for k, e in self.editors.items() if self.form.isRowVisible(e)]
+
+    # ---- Internals
+    def _show(self, method: str) -> None:
+        index = self.combo.findData(method)
+        if index >= 0:
+            self.combo.setCurrentIndex(index)
+        m = METHODS.get(method)
+        self.description.setText(m.description if m else "")
+        settings = set(m.settings) if m else set()
+        for key, editor in self.editors.items():
+            self.form.setRowVisible(editor, key in settings)
+        self.no_settings.setVisible(not settings)
+
+    def _on_activated(self, index: int) -> None:
+        method = self.combo.itemData(index)
+        changes: dict[str, Any] = {"method": method}
+        li, mp = self.model.get("load_in"), self.model.get("mixed_precision")
+        if invalid_reason(method, li, mp, self.model.environment) is not None:
+            better = first_valid(method, li, self.model.environment)
+            if better:
+                changes.update(load_in=better[0], mixed_precision=better[1])
+        self.model.update(changes)
+
+    def _on_model_changed(self, keys: set[str]) -> None:
+        if "method" in keys:
+            self._show(self.model.get("method"))
+
+
+def first_valid(method: str, load_in: str, env: Any) -> tuple[str, str] | None:
+    """The precision to switch to when ``method`` rules the current one out."""
+    same_load = [(load_in, mp) for mp in MIXED_PRECISION]
+    others = [(li, mp) for li in LOAD_IN for mp in MIXED_PRECISION]
+    for li, mp in [*same_load, *PREFERRED, *others]:
+        if invalid_reason(method, li, mp, env) is None:
+            return li, mp
+    return None
+
+
+class PrecisionGrid(QWidget):
+    """``load_in`` rows x ``mixed_precision`` columns of radio buttons; impossible cells disabled."""
+
+    def __init__(self, model: ConfigModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = model
+        self.group = QButtonGroup(self)
+        self.group.setExclusive(True)
+        self.cells: dict[tuple[str, str], QRadioButton] = {}
+        self.reasons: dict[tuple[str, str], str | None] = {}
+        # A disabled radio button looks almost like an enabled one; show an ✕ instead.
+        self.setStyleSheet("QRadioButton:disabled { color: #b0b0b0; spacing: 0px; }"
+                           "QRadioButton::indicator:disabled { image: none; border: none; width: 0px; "
+                           "height: 0px; }")
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(10)
+        grid.setVerticalSpacing(2)
+        corner = QLabel("weights ↓  autocast →")
+        corner.setStyleSheet("color: palette(mid);")
+        grid.addWidget(corner, 0, 0)
+        for c, mp in enumerate(MIXED_PRECISION, start=1):
+            head = QLabel(MIXED_LABELS[mp])
+            head.setToolTip(tooltip_for("mixed_precision"))
+            grid.addWidget(head, 0, c, Qt.AlignmentFlag.AlignHCenter)
+        for r, li in enumerate(LOAD_IN, start=1):
+            head = QLabel(LOAD_LABELS[li])
+            head.setToolTip(tooltip_for("load_in"))
+            grid.addWidget(head, r, 0)
+            for c, mp in enumerate(MIXED_PRECISION, start=1):
+                cell = QRadioButton()
+                cell.setObjectName(f"precision_{li}_{mp}")
+                self.cells[(li, mp)] = cell
+                self.group.addButton(cell)
+                grid.addWidget(cell, r, c, Qt.AlignmentFlag.AlignHCenter)
+                cell.toggled.connect(lambda on, li=li, mp=mp: on and self._on_picked(li, mp))
+        self.refresh()
+        model.sig_changed.connect(self._on_model_changed)
+
+    # ---- Public API
+    def refresh(self) -> None:
+        """Recompute which cells are possible for the method on this machine."""
+        method, env = self.model.get("method"), self.model.environment
+        for (li, mp), cell in self.cells.items():
+            try:
+                reason = invalid_reason(method, li, mp, env)
+            except Exception as e:  # noqa: BLE001 - an unknown method from a bad YAML
+                reason = str(e)
+            self.reasons[(li, mp)] = reason
+            cell.setEnabled(reason is None)
+            cell.setText("" if reason is None else "✕")
+            cell.setToolTip(f"load_in: {li}, mixed_precision: {mp}\n" +
+                            ("Possible." if reason is None else f"Not possible: {reason}"))
+        self._check_current()
+
+    def is_enabled(self, load_in: str, mixed_precision: str) -> bool:
+        return self.cells[(load_in, mixed_precision)].isEnabled()
+
+    # ---- Internals
+    def _check_current(self) -> None:
+        current = (self.model.get("load_in"), self.model.get("mixed_precision"))
+        cell = self.cells.get(current)
+        self.group.blockSignals(True)
+        for c in self.cells.values():
+            c.blockSignals(True)
+        if cell is not None:
+            cell.setChecked(True)
+        for c in self.cells.values():
+            c.blockSignals(False)
+        self.group.blockSignals(False)
+
+    def _on_picked(self, li: str, mp: str) -> None:
+        self.model.update({"load_in": li, "mixed_precision": mp})
+
+    def _on_model_changed(self, keys: set[str]) -> None:
+        if not keys or keys & {"method", "device"}:
+            self.refresh()
+        elif keys & {"load_in", "mixed_precision"}:
+            self._check_current()

@@ -1,0 +1,420 @@
+"""Live training curves with pyqtgraph, redrawn from a timer over growing numpy arrays.
+
+Each curve is created once; new points go into preallocated arrays that double when
+full, and a 10 Hz timer calls ``setData`` only if something changed. Curves use
+``setDownsampling(auto=True, method='peak')`` and ``setClipToView(True)``, so a 100k-step
+run draws about as fast as a 100-step one (the pyqtgraph examples' recipe; see
+../../shared/notes/engineering.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QGraphicsItem,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+REDRAW_INTERVAL_MS = 100
+GiB = 2**30
+
+
+class Series:
+    """A growing (x, y) series in preallocated arrays that double when full.
+
+    A point whose x is not after the last one rewinds the series first: a resumed or
+    rolled-back run continues from its checkpoint's step, and its curve must too.
+    """
+
+    def __init__(self, capacity: int = 1024):
+        self.x = np.empty(capacity, dtype=np.float64)
+        self.y = np.empty(capacity, dtype=np.float64)
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, x: float, y: float) -> None:
+        if self.n and x <= self.x[self.n - 1]:
+            self.n = int(np.searchsorted(self.x[: self.n], x, side="left"))
+        if self.n == len(self.x):
+            self.x = np.concatenate([self.x, np.empty_like(self.x)])
+            self.y = np.concatenate([self.y, np.empty_like(self.y)])
+        self.x[self.n] = x
+        self.y[self.n] = y
+        self.n += 1
+
+    def clear(self) -> None:
+        self.n = 0
+
+    def set(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Replace the contents (keeps the spare capacity)."""
+        n = len(x)
+        if n > len(self.x):
+            cap = max(n, 2 * len(self.x))
+            self.x, self.y = np.empty(cap), np.empty(cap)
+        self.x[:n], self.y[:n] = x, y
+        self.n = n
+
+    @property
+    def xs(self) -> np.ndarray:
+        return self.x[: self.n]
+
+    @property
+    def ys(self) -> np.ndarray:
+        return self.y[: self.n]
+
+
+def debiased_ema(y: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: ``last = w*last + (1-w)*y; out = last / (1 - w**k)``.
+
+    The debiasing divides out the zero start, so the first points are not dragged to 0.
+    Non-finite points are skipped (they show the last smoothed value). Vectorised, so
+    re-smoothing 100k points when the slider moves takes milliseconds.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    finite = np.isfinite(y)
+    vals = y[finite]
+    out = np.full(len(y), np.nan)
+    if len(vals) == 0:
+        return out
+    if weight <= 0:
+        ema = vals
+    else:
+        k = np.arange(1, len(vals) + 1, dtype=np.float64)
+        ema = _ema(vals, weight) / (1 - weight ** k)
+    counts = np.cumsum(finite)
+    has = counts > 0
+    out[has] = ema[counts[has] - 1]
+    return out
+
+
+def _ema(v: np.ndarray, w: float) -> np.ndarray:
+    """``state_i = w*state_(i-1) + (1-w)*v_i`` from a zero start, without a Python loop per point."""
+    n = len(v)
+    depth = math.ceil(40 / -math.log(w))  # w**depth < e**-40: beyond float64 precision
+    if depth <= 64:
+        # Short memory: a truncated convolution is exact to float precision.
+        kernel = (1 - w) * w ** np.arange(min(depth, n), dtype=np.float64)
+        return np.convolve(v, kernel)[:n]
+    # Long memory: unroll the recursion as a weighted cumulative sum, in chunks short
+    # enough that w**-chunk can't overflow.
+    chunk = int(min(4096, 300 / -math.log(w)))
+    out = np.empty(n)
+    last = 0.0
+    for start in range(0, n, chunk):
+        c = v[start:start + chunk]
+        p = np.arange(1, len(c) + 1, dtype=np.float64)
+        state = w ** p * (last + np.cumsum((1 - w) * c * w ** -p))
+        out[start:start + chunk] = state
+        last = float(state[-1])
+    return out
+
+
+class _Panel:
+    """One plot with its curves; curves are created once and fed by ``Series``."""
+
+    def __init__(self, widget: pg.PlotWidget, title: str, unit: str = "", *, step_label: bool = False):
+        self.widget = widget
+        widget.setMinimumSize(80, 60)  # the panel, not each plot, decides how wide the row is
+        widget.setTitle(title, size="10pt")
+        # Opaque light grid lines: pyqtgraph draws the grid from the axis items, and
+        # alpha-blended lines over the whole plot are slow to rasterise in software.
+        widget.showGrid(x=True, y=True, alpha=1.0)
+        for name in ("left", "bottom"):
+            widget.getAxis(name).setPen(pg.mkPen("#555"))
+            widget.getAxis(name).setTickPen(pg.mkPen("#e6e6e6"))
+        if step_label:
+            widget.setLabel("bottom", "step")
+        if unit:
+            widget.setLabel("left", unit)
+        widget.setMouseEnabled(x=True, y=False)
+        widget.getPlotItem().setMenuEnabled(False)
+        # With the grid on, an axis item spans the whole plot, so every curve update
+        # repainted both axes by replaying their QPicture (tick text and grid): 4 ms each,
+        # most of the UI thread's time during a run. A device-coordinate cache turns
+        # that into a pixmap blit until the axis really changes (docs/ui-stall.md).
+        for name in ("left", "bottom"):
+            widget.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # A fixed width: the axis would otherwise resize itself as tick texts change
+        # (another re-layout per frame), and a cached axis can miss that resize.
+        widget.getAxis("left").setWidth(46)
+        self.legend = None
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.series: dict[str, Series] = {}
+        self.dirty = False
+        self.ranging: bool | None = None  # auto-ranging on data (True) or showing the empty 0..1 frame
+
+    def add(self, name: str, color: str, *, width: float = 1, symbol: str | None = None,
+            legend: bool = False) -> None:
+        if legend and self.legend is None:
+            self.legend = self.widget.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        kw = {"pen": pg.mkPen(color, width=width), "name": name if legend else None}
+        if symbol:
+            kw.update(symbol=symbol, symbolSize=6, symbolBrush=color, symbolPen=None)
+        curve = self.widget.plot(**kw)
+        curve.setDownsampling(auto=True, method="peak")
+        curve.setClipToView(True)
+        self.curves[name] = curve
+        self.series[name] = Series()
+
+
+class TrainPlots(QWidget):
+    """Loss (raw, smoothed, eval), learning rate, gradient norm, tokens/s and GPU memory."""
+
+    sig_smoothing_changed = Signal(float)
+    """The smoothing slider moved: the EMA weight."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=False, background="w", foreground="#333")
+        self.smoothing = 0.9
+        grid = QGridLayout()
+        grid.setSpacing(6)
+        grid.setContentsMargins(0, 0, 0, 0)
+        self.loss = _Panel(pg.PlotWidget(), "Loss", step_label=True)
+        # 1-pixel (cosmetic) pens: wider lines go through Qt's stroker, which made the
+        # curves the costliest part of a frame (docs/ui-stall.md).
+        self.loss.add("loss", "#b7cde6")
+        self.loss.add("smoothed", "#1f5fa8", legend=True)
+        self.loss.add("eval", "#d9822b", symbol="o", legend=True)
+        self.loss.curves["loss"].setZValue(-1)
+        self.lr = _Panel(pg.PlotWidget(), "Learning rate")
+        self.lr.add("lr", "#6a51a3")
+        self.grad = _Panel(pg.PlotWidget(), "Gradient norm")
+        self.grad.add("grad_norm", "#2a9d8f")
+        self.speed = _Panel(pg.PlotWidget(), "Tokens / s")
+        self.speed.add("tokens_per_s", "#e76f51")
+        self.memory = _Panel(pg.PlotWidget(), "GPU memory (GiB)")
+        self.memory.add("allocated", "#264653", legend=True)
+        self.memory.add("reserved", "#8ab17d", legend=True)
+        self.panels = [self.loss, self.lr, self.grad, self.speed, self.memory]
+        # The loss gets the full width; the four diagnostics share the row below.
+        grid.addWidget(self.loss.widget, 0, 0, 1, 4)
+        for col, p in enumerate(self.panels[1:]):
+            grid.addWidget(p.widget, 1, col)
+            grid.setColumnStretch(col, 1)
+        grid.setRowStretch(0, 3)
+        grid.setRowStretch(1, 2)
+
+        controls = QHBoxLayout()
+        controls.setContentsMargins(0, 0, 0, 0)
+        controls.addWidget(QLabel("Smoothing"))
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, 99)
+        self.slider.setValue(int(self.smoothing * 100))
+        self.slider.setMaximumWidth(160)
+        self.slider.setToolTip("EMA weight for the smoothed loss (TensorBoard's debiased EMA); 0 = off")
+        self.slider_label = QLabel(f"{self.smoothing:.2f}")
+        self.slider_label.setMinimumWidth(32)
+        controls.addWidget(self.slider)
+        controls.addWidget(self.slider_label)
+        self.log_y = QCheckBox("Log scale")
+        self.log_y.setToolTip("Show the loss on a logarithmic axis")
+        controls.addSpacing(12)
+        controls.addWidget(self.log_y)
+        controls.addStretch(1)
+        self.status = QLabel("")
+        self.status.setStyleSheet("color: palette(mid);")
+        controls.addWidget(self.status)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addLayout(controls)
+        layout.addLayout(grid, 1)
+
+        self._placeholder = pg.TextItem("Start a run to see live curves", color="#888", anchor=(0.5, 0.5))
+        self.loss.widget.addItem(self._placeholder, ignoreBounds=True)
+        self._placeholder.setPos(0.5, 0.5)
+        self._gpu = True
+        self._no_gpu_text = pg.TextItem("no GPU:\nCPU run", color="#888", anchor=(0.5, 0.5))
+        self.memory.widget.addItem(self._no_gpu_text, ignoreBounds=True)
+        self._no_gpu_text.setPos(0.5, 0.5)
+        self._no_gpu_text.hide()
+
+        self.slider.valueChanged.connect(self._on_slider)
+        self.log_y.toggled.connect(self._on_log_toggled)
+        self._timer = QTimer(self)
+        self._timer.setInterval(REDRAW_INTERVAL_MS)
+        self._timer.timeout.connect(self.redraw)
+        self._timer.start()
+        self._ema_last = 0.0
+        self._ema_k = 0
+        self._resmooth_pending = False
+        self._max_steps = 0
+        self.redraws = 0
+        for p in self.panels:
+            p.dirty = True
+        self.redraw()
+
+    # ---- Public API
+    def set_step_range(self, max_steps: int) -> None:
+        """Fix the x axis to the run's length, so it isn't re-laid out on every new step."""
+        if max_steps and max_steps != self._max_steps:
+            self._max_steps = max_steps
+            for p in self.panels:
+                if p is not self.memory or self._gpu:
+                    p.widget.setXRange(0, max_steps, padding=0.01)
+
+    def clear(self) -> None:
+        self._max_steps = 0
+        for p in self.panels:
+            for s in p.series.values():
+                s.clear()
+            p.dirty = True
+        self._ema_last, self._ema_k = 0.0, 0
+        self._placeholder.setVisible(True)
+        self.redraw()
+
+    def add_steps(self, rows: Iterable[dict]) -> None:
+        """Append training-step rows (step events or metrics.jsonl rows)."""
+        loss, smooth = self.loss.series["loss"], self.loss.series["smoothed"]
+        for r in rows:
+            step = r.get("step")
+            if step is None:
+                continue
+            if "eval_loss" in r and "loss" not in r:
+                self.add_eval(r)
+                continue
+            value = r.get("loss")
+            if value is not None and math.isfinite(value):
+                rewound = len(loss) and step <= loss.xs[-1]
+                loss.append(step, value)
+                if rewound:
+                    self._resmooth()
+                else:
+                    w = self.smoothing
+                    self._ema_last = w * self._ema_last + (1 - w) * value
+                    self._ema_k += 1
+                    smooth.append(step, self._ema_last / (1 - w ** self._ema_k) if w > 0 else value)
+                self.loss.dirty = True
+            self._add(self.lr, "lr", step, r.get("lr"))
+            self._add(self.grad, "grad_norm", step, r.get("grad_norm"))
+            self._add(self.speed, "tokens_per_s", step, r.get("tokens_per_s"))
+            for name, key in (("allocated", "gpu_mem_allocated"), ("reserved", "gpu_mem_reserved")):
+                v = r.get(key)
+                self._add(self.memory, name, step, v / GiB if v is not None else None)
+
+    def add_eval(self, row: dict) -> None:
+        v = row.get("eval_loss")
+        if row.get("step") is not None and v is not None and math.isfinite(v):
+            self.loss.series["eval"].append(row["step"], v)
+            self.loss.dirty = True
+
+    def load_metrics(self, rows: list[dict]) -> None:
+        """Show a run's metrics.jsonl (a resumed or re-attached run continues from it)."""
+        self.clear()
+        self.add_steps(rows)
+        self.redraw()
+
+    def set_gpu_available(self, available: bool) -> None:
+        """Say on the memory plot why it stays empty on a CPU-only machine."""
+        self._gpu = available
+        self._no_gpu_text.setVisible(not available)
+        if not available:
+            self.memory.widget.setXRange(0, 1, padding=0.02)
+            self.memory.widget.setYRange(0, 1, padding=0.02)
+
+    def point_count(self, panel: str = "loss", curve: str = "loss") -> int:
+        return len(getattr(self, panel).series[curve])
+
+    def curve_data(self, panel: str = "loss", curve: str = "loss") -> tuple[np.ndarray, np.ndarray]:
+        """What the curve shows now (after the last redraw)."""
+        x, y = getattr(self, panel).curves[curve].getData()
+        return (np.array([]), np.array([])) if x is None else (x, y)
+
+    def redraw(self) -> None:
+        """Push changed series into their curves (the timer calls this at 10 Hz)."""
+        if self._resmooth_pending:
+            self._resmooth_pending = False
+            self._resmooth()
+        drew = False
+        for p in self.panels:
+            if not p.dirty:
+                continue
+            for name, s in p.series.items():
+                p.curves[name].setData(s.xs, s.ys)
+            p.dirty = False
+            drew = True
+        if drew:
+            self.redraws += 1
+            has_data = len(self.loss.series["loss"]) > 0
+            self._placeholder.setVisible(not has_data)
+            for p in self.panels:
+                p_has = any(len(s) for s in p.series.values())
+                if p.legend is not None:
+                    p.legend.setVisible(p_has)
+                if p_has:
+                    if not p.ranging:
+                        p.ranging = True
+                        p.widget.disableAutoRange(axis="y")
+                        if not self._max_steps:
+                            p.widget.enableAutoRange(axis="x")
+                    self._fit_y(p)
+                elif not p_has and p.ranging is not False:
+                    p.ranging = False
+                    p.widget.setXRange(0, 1, padding=0.02)
+                    p.widget.setYRange(0, 1, padding=0.02)
+
+    # ---- Internals
+    def _fit_y(self, p: _Panel) -> None:
+        """Keep the y range until the data leaves it (or fills less than a quarter of it).
+
+        pyqtgraph's auto-range refits y on every new point; each refit regenerates the
+        axis (tick text and grid), the most expensive thing a frame can do. With this
+        hysteresis the axis changes a few times per run instead of every frame.
+        """
+        ys = [s.ys for s in p.series.values() if len(s)]
+        if not ys:
+            return
+        y = np.concatenate(ys)
+        log = p is self.loss and self.log_y.isChecked()
+        if log:
+            y = y[y > 0]
+            y = np.log10(y) if len(y) else y
+        y = y[np.isfinite(y)]
+        if not len(y):
+            return
+        lo, hi = float(y.min()), float(y.max())
+        span = max(hi - lo, abs(hi) * 1e-3, 1e-12)
+        cur_lo, cur_hi = p.widget.getViewBox().viewRange()[1]
+        if lo < cur_lo or hi > cur_hi or (cur_hi - cur_lo) > 4 * span:
+            p.widget.setYRange(lo - 0.08 * span, hi + 0.08 * span, padding=0)
+
+    def _add(self, panel: _Panel, name: str, step: float, value: float | None) -> None:
+        if value is not None and math.isfinite(value):
+            panel.series[name].append(step, value)
+            panel.dirty = True
+
+    def _resmooth(self) -> None:
+        loss, smooth = self.loss.series["loss"], self.loss.series["smoothed"]
+        ys = debiased_ema(loss.ys, self.smoothing)
+        smooth.set(loss.xs, ys)
+        w = self.smoothing
+        self._ema_k = len(loss)
+        self._ema_last = float(ys[-1] * (1 - w ** self._ema_k)) if len(ys) and w > 0 else 0.0
+        self.loss.dirty = True
+
+    def _on_slider(self, value: int) -> None:
+        self.smoothing = value / 100
+        self.slider_label.setText(f"{self.smoothing:.2f}")
+        self._resmooth_pending = True  # done on the next redraw tick: a dragged slider resmooths at 10 Hz
+        self.sig_smoothing_changed.emit(self.smoothing)
+
+    def _on_log_toggled(self, on: bool) -> None:
+        self.loss.widget.setLogMode(y=on)
+        self.loss.dirty = True
+        self.redraw()
+        self._fit_y(self.loss)

@@ -1,0 +1,301 @@
+"""The live VRAM gauge: the estimate's breakdown as a stacked bar against the GPU's memory.
+
+The bar is scaled to the larger of the GPU's memory and the estimated peak, so a config
+that doesn't fit visibly runs past the GPU line. After a run, the measured peak is drawn
+as a marker on the same bar, beside the estimate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+GiB = 2**30
+# One fixed colour per breakdown term (engine.memory.BREAKDOWN_KEYS), so a term keeps its
+# colour as others appear and vanish; unknown terms take the spares.
+COLORS = {"weights": "#264653", "quant_constants": "#3d6b7d", "gradients": "#2a9d8f",
+          "optimizer_states": "#e9c46a", "autocast_weight_copies": "#8ab17d", "activations": "#e76f51",
+          "logits_and_loss": "#6a51a3", "temporaries": "#f4a261", "workspace": "#b5838d",
+          "allocator_slack": "#c9c9c9", "cuda_context": "#8d99ae", "gpu_correction": "#6d6875"}
+SPARE = ["#9ab9dd", "#d4a5a5", "#a3c4bc", "#bfb48f"]
+FITS_TEXT = {"yes": ("fits", "#2e8540"), "tight": ("tight", "#d98e04"), "no": ("does not fit", "#d0342c")}
+PLAN_SIZES_GIB = (8, 12, 16, 24, 40, 48, 80, 141)
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    if n >= GiB:
+        return f"{n / GiB:.2f} GiB"
+    return f"{n / 2**20:.0f} MiB"
+
+
+def field(obj: Any, key: str, default: Any = None) -> Any:
+    """An attribute of a dataclass or a key of a dict (suggestions may be either)."""
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+class VramBar(QWidget):
+    """The stacked bar itself."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.parts: list[tuple[str, int, QColor]] = []
+        self.gpu_bytes: int | None = None
+        self.measured: int | None = None
+        self.setMinimumHeight(34)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(400, 38)
+
+    def set_data(self, parts: list[tuple[str, int, QColor]], gpu_bytes: int | None,
+                 measured: int | None) -> None:
+        self.parts, self.gpu_bytes, self.measured = parts, gpu_bytes, measured
+        self.update()
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(1, 6, -1, -6)
+        p.setPen(QPen(self.palette().mid().color()))
+        p.setBrush(self.palette().base())
+        p.drawRoundedRect(rect, 4, 4)
+        total = sum(b for _, b, _ in self.parts)
+        scale = max(total, self.gpu_bytes or 0, self.measured or 0) * 1.04 or 1
+        x = rect.left()
+        p.setPen(Qt.PenStyle.NoPen)
+        for _name, nbytes, color in self.parts:
+            w = rect.width() * nbytes / scale
+            p.setBrush(color)
+            p.drawRect(QRectF(x, rect.top() + 1, max(w, 0), rect.height() - 2))
+            x += w
+        if self.gpu_bytes:
+            gx = rect.left() + rect.width() * self.gpu_bytes / scale
+            if total > self.gpu_bytes:
+                p.setBrush(QColor(208, 52, 44, 70))
+                p.drawRect(QRectF(gx, rect.top(), x - gx, rect.height()))
+            p.setPen(QPen(QColor("#222"), 2, Qt.PenStyle.DashLine))
+            p.drawLine(int(gx), int(rect.top()) - 5, int(gx), int(rect.bottom()) + 5)
+        if self.measured:
+            mx = rect.left() + rect.width() * self.measured / scale
+            p.setPen(QPen(QColor("#d0342c"), 2))
+            p.drawLine(int(mx), int(rect.top()) - 5, int(mx), int(rect.bottom()) + 5)
+        p.end()
+
+
+class FitDialog(QDialog):
+    """Asks which of the estimate's suggestions to apply."""
+
+    def __init__(self, suggestions: list[Any], gpu_bytes: int | None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Fit to my GPU")
+        self.suggestions = suggestions
+        intro = QLabel(f"Each step below adds to the ones above it (cumulative), lowering the estimated "
+                       f"peak towards {fmt_bytes(gpu_bytes)}. The first step that fits is selected; "
+                       "pick another if you prefer, then Apply:")
+        intro.setWordWrap(True)
+        self.list = QListWidget()
+        for i, s in enumerate(suggestions, start=1):
+            changes = ", ".join(f"{k} = {v}" for k, v in (field(s, "changes") or {}).items())
+            verdict = FITS_TEXT.get(field(s, "fits"), ("?", ""))[0]
+            item = QListWidgetItem(f"{i}. {field(s, 'description', '')}: peak {fmt_bytes(field(s, 'peak_bytes'))}"
+                                   f" ({verdict})\n    {changes}")
+            self.list.addItem(item)
+        self.list.setCurrentRow(self.best_index(suggestions))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Apply | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Apply).clicked.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addWidget(self.list)
+        layout.addWidget(buttons)
+        self.resize(560, 300)
+
+    @staticmethod
+    def best_index(suggestions: list[Any]) -> int:
+        """The first suggestion that fits, else the first that is tight, else the last."""
+        for wanted in ("yes", "tight"):
+            for i, s in enumerate(suggestions):
+                if field(s, "fits") == wanted:
+                    return i
+        return len(suggestions) - 1
+
+    def chosen_changes(self) -> dict[str, Any]:
+        row = self.list.currentRow()
+        return dict(field(self.suggestions[row], "changes") or {}) if row >= 0 else {}
+
+
+class VramGauge(QWidget):
+    """Header (verdict, target GPU, Fit button), the bar, a legend and the numbers."""
+
+    sig_fit_requested = Signal()
+    """The user pressed "Fit to my GPU"."""
+    sig_target_changed = Signal(object)
+    """The GPU memory to plan for changed (bytes, or None for the detected GPU / none)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.estimate: Any = None
+        self.measured: int | None = None
+        self.measured_note = ""
+        self.detected_bytes: int | None = None
+        self.title = QLabel("<b>GPU memory estimate</b>")
+        self.verdict = QLabel("")
+        self.verdict.setObjectName("verdict")
+        self.target = QComboBox()
+        self.target.setToolTip("Which GPU to plan for: the one in this machine, or another size (to plan a "
+                               "run for a bigger machine)")
+        self.fit_button = QPushButton("Fit to my GPU…")
+        self.fit_button.setToolTip("Apply the estimate's suggestions (micro-batch, accumulation, "
+                                   "checkpointing, precision) so the run fits; asks first")
+        self.fit_button.setEnabled(False)
+        self.bar = VramBar()
+        self.legend = QGridLayout()
+        self._legend_labels: list[QLabel] = []
+        self.legend.setHorizontalSpacing(14)
+        self.legend.setVerticalSpacing(2)
+        self.details = QLabel("Estimating… (the first estimate reads the model's structure, which takes a "
+                              "few seconds; later ones are instant)")
+        self.details.setWordWrap(True)
+        self.details.setTextFormat(Qt.TextFormat.RichText)
+        header = QHBoxLayout()
+        header.addWidget(self.title)
+        header.addWidget(self.verdict)
+        header.addStretch(1)
+        header.addWidget(QLabel("Plan for"))
+        header.addWidget(self.target)
+        header.addWidget(self.fit_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addLayout(header)
+        layout.addWidget(self.bar)
+        layout.addLayout(self.legend)
+        layout.addWidget(self.details)
+        self.set_detected_gpu(None, None)
+        self.target.currentIndexChanged.connect(lambda _: self.sig_target_changed.emit(self.target_bytes()))
+        self.fit_button.clicked.connect(self.sig_fit_requested)
+
+    # ---- Public API
+    def set_detected_gpu(self, name: str | None, total_bytes: int | None) -> None:
+        """Fill the "Plan for" list: the detected GPU first, then common sizes."""
+        self.detected_bytes = total_bytes
+        # The byte counts live in a Python list, not in item data: PySide6 6.12 on Python
+        # 3.11 drops a reference to None each time currentData() returns an empty
+        # QVariant, and enough calls crash the interpreter ("deallocating None").
+        self._targets: list[int | None] = [total_bytes or None] + [g * GiB for g in PLAN_SIZES_GIB]
+        self.target.blockSignals(True)
+        self.target.clear()
+        self.target.addItem(f"this GPU ({total_bytes / GiB:.0f} GiB)" if total_bytes else "no GPU (estimate only)")
+        for g in PLAN_SIZES_GIB:
+            self.target.addItem(f"a {g} GiB GPU")
+        self.target.setCurrentIndex(0)
+        self.target.blockSignals(False)
+
+    def target_bytes(self) -> int | None:
+        index = self.target.currentIndex()
+        return self._targets[index] if 0 <= index < len(self._targets) else None
+
+    def select_target(self, nbytes: int | None) -> bool:
+        """Plan for this much GPU memory, if it is one of the offered sizes."""
+        if nbytes not in self._targets:
+            return False
+        self.target.setCurrentIndex(self._targets.index(nbytes))
+        return True
+
+    def set_estimate(self, est: Any) -> None:
+        self.estimate = est
+        self._render()
+
+    def set_error(self, message: str) -> None:
+        self.estimate = None
+        self.verdict.setText("")
+        self.bar.set_data([], self.target_bytes(), self.measured)
+        self._fill_legend([])
+        self.details.setText(f"<span style='color:#d0342c'>No estimate: {message}</span>")
+        self.fit_button.setEnabled(False)
+
+    def set_measured(self, nbytes: int | None, note: str = "") -> None:
+        """The peak a finished run measured (device or reserved bytes), shown beside the estimate."""
+        self.measured = nbytes
+        self.measured_note = note
+        self._render()
+
+    # ---- Internals
+    def _fill_legend(self, parts: list[tuple[str, int, QColor]]) -> None:
+        # Labels are reused: the gauge updates on every keystroke, and widget churn is slow.
+        cols = 4
+        while len(self._legend_labels) < len(parts):
+            i = len(self._legend_labels)
+            label = QLabel()
+            self._legend_labels.append(label)
+            self.legend.addWidget(label, i // cols, i % cols)
+        for i, label in enumerate(self._legend_labels):
+            if i < len(parts):
+                name, nbytes, color = parts[i]
+                text = (f"<span style='color:{color.name()}'>■</span> {name.replace('_', ' ')} "
+                        f"<span style='color:palette(mid)'>{fmt_bytes(nbytes)}</span>")
+                if label.text() != text:
+                    label.setText(text)
+            label.setVisible(i < len(parts))
+
+    def _render(self) -> None:
+        est = self.estimate
+        if est is None:
+            return
+        breakdown = dict(field(est, "breakdown") or {})
+        parts = [(name, int(b), QColor(COLORS.get(name, SPARE[i % len(SPARE)])))
+                 for i, (name, b) in enumerate(breakdown.items()) if b and b > 0]
+        gpu = field(est, "gpu_bytes") or self.target_bytes()
+        self.bar.set_data(parts, gpu, self.measured)
+        self._fill_legend(parts)
+        peak = field(est, "peak_bytes")
+        fits = field(est, "fits")
+        if gpu and fits in FITS_TEXT:
+            text, color = FITS_TEXT[fits]
+            self.verdict.setText(f"<span style='color:white; background:{color}; padding:2px 6px;'>"
+                                 f"&nbsp;{text}&nbsp;</span>")
+        else:
+            self.verdict.setText("")
+        lines = [f"Peak ≈ <b>{fmt_bytes(peak)}</b>" + (f" of {fmt_bytes(gpu)}" if gpu else "")]
+        trainable, total = field(est, "trainable_params"), field(est, "total_params")
+        if trainable is not None and total:
+            lines.append(f"trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2g}%)")
+        mbs = field(est, "max_batch_size")
+        if gpu and mbs is not None:
+            lines.append(f"largest micro-batch that fits: <b>{mbs}</b>" if mbs > 0 else
+                         "<span style='color:#d0342c'>even micro-batch 1 does not fit</span>")
+        text = " · ".join(lines)
+        if self.measured:
+            diff = (peak - self.measured) / self.measured * 100 if peak else 0
+            text += (f"<br><span style='color:#d0342c'>▍</span>Measured peak {fmt_bytes(self.measured)}"
+                     f"{' ' + self.measured_note if self.measured_note else ''} (estimate {diff:+.0f}%)")
+        elif self.measured_note:
+            text += f"<br>{self.measured_note}"
+        # The engine's "no GPU" note speaks CLI (--gpu-memory); here the "Plan for" list does that.
+        notes = [n for n in (field(est, "notes") or []) if n and not n.startswith("no GPU detected")]
+        if not gpu:
+            notes.insert(0, "no GPU to compare with: pick a size under “Plan for” to see whether it fits")
+        if notes:
+            text += "<br><span style='color:palette(mid)'>" + "; ".join(notes) + "</span>"
+        self.details.setText(text)
+        self.fit_button.setEnabled(bool(gpu) and bool(field(est, "suggestions")) and fits != "yes")

@@ -1,0 +1,80 @@
+"""The advisor: typed events become plain advice; fixes apply to the form in one click."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from gui.train.advisor import Advisor, DivergenceDetector
+from gui.train.log_console import LogConsole
+
+
+def test_divergence_is_detected_once_and_not_on_noise():
+    d = DivergenceDetector()
+    noisy_but_falling = [3.0 - 0.02 * i + (0.3 if i % 2 else -0.3) for i in range(100)]
+    assert not any(d.update(i, v) for i, v in enumerate(noisy_but_falling))
+    d = DivergenceDetector()
+    falling = [3.0 - 0.02 * i for i in range(60)]  # down to ~1.8
+    rising = [1.8 + 0.15 * i for i in range(60)]
+    hits = [h for i, v in enumerate(falling + rising) if (h := d.update(i, v))]
+    assert len(hits) == 1
+    low, low_step, now, step = hits[0]
+    assert now >= 1.5 * low and 55 <= low_step <= 65 and step > low_step
+
+
+def test_advisor_turns_events_into_advice_with_fixes():
+    a = Advisor()
+    a.on_event("started", {"config": {"learning_rate": 2e-4}})
+    oom = a.on_event("error", {"kind": "oom", "message": "CUDA ran out of memory at step 3 with micro-batch 1",
+                               "fix": {"gradient_checkpointing": True}, "hint": "At micro-batch 1, try ..."})
+    assert oom[0].title == "Out of GPU memory" and oom[0].fix == {"gradient_checkpointing": True}
+    nan = a.on_event("error", {"kind": "nonfinite", "message": "the loss became non-finite at step 9",
+                               "fix": {"mixed_precision": "bf16"}, "hint": "Use bf16 instead of fp16"})
+    assert nan[0].fix == {"mixed_precision": "bf16"} and "bf16" in nan[0].text
+    rec = a.on_event("recovered", {"kind": "oom", "message": "Out of memory at step 4: micro-batch 8 -> 4",
+                                   "changes": {"batch_size": 4, "gradient_accumulation_steps": 2}})
+    assert rec[0].level == "info" and rec[0].fix == {"batch_size": 4, "gradient_accumulation_steps": 2}
+    trunc = a.on_event("warning", {"kind": "truncation", "message": "12 of 300 records are longer than "
+                                   "seq_len=256", "fix": {"seq_len": 512}})
+    assert trunc[0].fix == {"seq_len": 512}
+    assert a.on_event("warning", {"kind": "stopping", "message": "stopping after step 3"}) == []
+    cfg = a.on_event("error", {"kind": "config", "message": "x", "errors": [
+        {"key": "load_in", "message": "needs a GPU", "fix": {"load_in": "fp32", "mixed_precision": "no"}},
+        {"key": "typo", "message": "unknown key", "fix": {"typo": None}}]})
+    assert [c.fix for c in cfg] == [{"load_in": "fp32", "mixed_precision": "no"}, {}]
+    crash = a.on_event("finished", {"status": "crashed", "message": "ended unexpectedly", "log_tail": "a\nb"})
+    assert crash[0].action == "resume" and "b" in crash[0].text
+    diverging = a.on_steps([{"step": i, "loss": v} for i, v in
+                            enumerate([3.0 - 0.02 * i for i in range(60)] + [1.8 + 0.15 * i for i in range(60)])])
+    assert diverging and diverging[0].fix == {"learning_rate": 1e-4}
+
+
+def test_one_click_fix_changes_the_form(make_area, qtbot):
+    area = make_area()
+    area.run.sig_error.emit({"kind": "oom", "message": "CUDA ran out of memory at step 3 with micro-batch 1",
+                             "fix": {"gradient_checkpointing": True}})
+    area.run.sig_warning.emit({"kind": "truncation", "message": "3 of 10 records are longer than seq_len=256",
+                               "fix": {"seq_len": 512}})
+    assert area.tabs.tabText(0) == "Advice (2)"
+    card = area.advisor_panel.cards["oom"]
+    qtbot.mouseClick(card.fix_button, Qt.MouseButton.LeftButton)
+    assert area.config_model.get("gradient_checkpointing") is True
+    assert area.editors["gradient_checkpointing"].box.isChecked()
+    qtbot.mouseClick(area.advisor_panel.cards["truncation"].fix_button, Qt.MouseButton.LeftButton)
+    assert area.config_model.get("seq_len") == 512
+    assert "warning" in area.log.visible_text()
+
+
+def test_log_console_filters_and_copies(qtbot):
+    from PySide6.QtGui import QGuiApplication
+
+    log = LogConsole()
+    qtbot.addWidget(log)
+    log.append_many([("info", "step 1 loss 2.0"), ("warning", "records truncated"), ("error", "out of memory")])
+    log.level.setCurrentIndex(1)
+    assert "step 1" not in log.view.toPlainText() and "truncated" in log.view.toPlainText()
+    log.level.setCurrentIndex(0)
+    log.filter.setText("memory")
+    assert log.view.toPlainText().strip().endswith("out of memory")
+    assert len(log.view.toPlainText().splitlines()) == 1
+    log.copy()
+    assert QGuiApplication.clipboard().text().endswith("out of memory")

@@ -1,0 +1,151 @@
+"""The Train area's form: every key editable, tooltips, methods, invalid combinations,
+presets, YAML save/load and "Copy as command"."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from PySide6.QtCore import Qt
+
+from engine.config import RunConfig
+from engine.paths import presets_dir
+
+
+def test_every_config_key_has_an_editor_with_its_help_as_tooltip(make_area):
+    area = make_area()
+    meta = RunConfig.field_meta()
+    special = {"model", "method", "load_in", "mixed_precision"}  # picker, method combo, precision grid
+    assert set(area.editors) | special == set(meta)
+    for key, editor in area.editors.items():
+        assert meta[key]["help"] in editor.toolTip(), key
+    assert meta["model"]["help"] in area.model_picker.combo.toolTip()
+    assert meta["method"]["help"] in area.method_picker.combo.toolTip()
+
+
+def test_method_shows_only_its_own_settings(make_area):
+    from engine.methods import METHODS
+
+    area = make_area()
+    picker = area.method_picker
+    for name, method in METHODS.items():
+        picker.combo.setCurrentIndex(picker.combo.findData(name))
+        picker.combo.activated.emit(picker.combo.currentIndex())
+        assert area.config_model.get("method") == name
+        assert set(picker.visible_settings()) == set(method.settings), name
+        assert picker.no_settings.isVisible() == (not method.settings)
+
+
+def test_invalid_precision_combinations_are_disabled_with_the_reason(make_area):
+    area = make_area()  # no GPU
+    grid = area.precision_grid
+    for mp in ("no", "fp16", "bf16"):
+        assert not grid.is_enabled("nf4", mp)
+        assert "needs a CUDA GPU" in grid.cells[("nf4", mp)].toolTip()
+    assert not grid.is_enabled("fp32", "fp16")
+    assert "fp16" in grid.cells[("fp32", "fp16")].toolTip()
+    assert grid.is_enabled("fp32", "no") and grid.is_enabled("bf16", "bf16")
+    # Full fine-tuning can't train quantized or fp16 weights, whatever the machine.
+    area.config_model.update({"method": "full", "load_in": "fp32", "mixed_precision": "no"})
+    assert not grid.is_enabled("fp16", "no")
+    assert "full" in grid.cells[("fp16", "no")].toolTip()
+    # 8-bit optimizers are disabled on a CPU-only machine, with the reason.
+    opt = area.editors["optimizer"].combo
+    item = opt.model().item(opt.findText("adamw_8bit"))
+    assert not item.isEnabled() and "CPU" in item.toolTip()
+
+
+def test_machine_rules_follow_the_detected_gpu(make_area, gpu_env):
+    area = make_area(gpu_env)  # a GPU without native bf16
+    grid = area.precision_grid
+    assert grid.is_enabled("nf4", "fp16") and grid.is_enabled("fp32", "fp16")
+    assert not grid.is_enabled("bf16", "bf16")
+    assert "bf16" in grid.cells[("bf16", "bf16")].toolTip()
+    # Choosing QLoRA moves the precision to a valid cell (4-bit NF4) by itself.
+    picker = area.method_picker
+    picker.combo.setCurrentIndex(picker.combo.findData("qlora"))
+    picker.combo.activated.emit(picker.combo.currentIndex())
+    assert area.config_model.get("load_in") == "nf4"
+    assert area.config_model.errors() == {}
+    assert "Test GPU 24GB" in area.gpu_panel.label.text()
+
+
+def test_no_gpu_is_said_plainly(make_area):
+    area = make_area()
+    assert "training will run on the cpu" in area.gpu_panel.label.text().lower()
+
+
+def test_bad_value_names_the_key_and_blocks_start(make_area, qtbot):
+    area = make_area()
+    edit = area.editors["learning_rate"].edit
+    edit.clear()
+    qtbot.keyClicks(edit, "fast")
+    assert not area.start_button.isEnabled()
+    assert "learning_rate" in area.banner.text() and area.banner.isVisible()
+    assert "learning_rate" in area.editors["learning_rate"].toolTip()
+    edit.clear()
+    qtbot.keyClicks(edit, "1e-4")
+    assert area.config_model.get("learning_rate") == pytest.approx(1e-4)
+    assert area.start_button.isEnabled() and not area.banner.isVisible()
+
+
+@pytest.mark.parametrize("name", ["demo", "full", "lora", "qlora"])
+def test_presets_load_and_apply(make_area, name):
+    cfg = RunConfig.load(presets_dir() / f"{name}.yaml")  # every shipped preset is a valid config
+    area = make_area()
+    area.config_model.set("model", "/somewhere/my-model")
+    area.apply_preset(name)
+    values = area.config_model.values()
+    assert values["method"] == cfg.method and values["learning_rate"] == cfg.learning_rate
+    assert values["model"] == ("demo" if name == "demo" else "/somewhere/my-model")
+    if name == "full":
+        assert (values["batch_size"], values["gradient_accumulation_steps"], values["num_epochs"],
+                values["learning_rate"]) == (4, 8, 3.0, 2e-5)
+    if name == "lora":
+        assert (values["lora_r"], values["lora_alpha"], values["lora_target_modules"],
+                values["lora_dropout"]) == (8, 32, ["q_proj", "v_proj"], 0.05)
+    if name == "qlora":
+        assert values["load_in"] == "nf4"
+        assert "load_in" in area.config_model.errors()  # no GPU here: said, not hidden
+
+
+def test_save_and_load_yaml_round_trip(make_area, tmp_path):
+    area = make_area()
+    area.config_model.update({"lora_r": 4, "learning_rate": 5e-4, "lora_target_modules": ["q_proj", "k_proj"],
+                              "max_steps": 7, "run_name": "round trip"})
+    path = tmp_path / "mine.yaml"
+    area.save_config_file(path)
+    assert "# LoRA rank" in path.read_text()
+    other = make_area()
+    assert other.load_config_file(path)
+    assert other.config_model.values() == area.config_model.values()
+
+
+def test_loading_a_broken_yaml_reports_the_line(make_area, tmp_path):
+    area = make_area()
+    path = tmp_path / "bad.yaml"
+    path.write_text("method: lora\nlora_r: [\n")
+    before = area.config_model.values()
+    assert not area.load_config_file(path)
+    assert f"{path}:" in area.banner.text() and area.config_model.values() == before
+
+
+def test_copy_as_command_gives_the_exact_cli_line(make_area, qtbot):
+    from PySide6.QtGui import QGuiApplication
+
+    from engine.cli import _split_overrides, build_parser
+
+    area = make_area()
+    area.config_model.update({"max_steps": 30, "save_steps": 10, "mixed_precision": "bf16",
+                              "lora_target_modules": ["q_proj", "v_proj"], "learning_rate": 2.5e-4,
+                              "run_name": "my run", "seed": 7, "eval_split": 0.0, "packing": True})
+    qtbot.mouseClick(area.command_button, Qt.MouseButton.LeftButton)
+    line = QGuiApplication.clipboard().text()
+    assert line == area.command_line()
+    argv = shlex.split(line)
+    assert argv[:2] == ["finetune-studio", "train"]
+    assert "--max_steps" in argv and "--model" not in argv  # only what differs from the YAML
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv[1:])
+    cfg = RunConfig.load(args.config, _split_overrides(parser, rest))
+    assert cfg.to_dict() == area.config_model.config().to_dict()

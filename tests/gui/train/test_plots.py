@@ -1,0 +1,91 @@
+"""Live plots: growing arrays, rewinds on resume, TensorBoard's EMA, throttled redraws."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from gui.train.plots import Series, TrainPlots, debiased_ema
+
+
+def naive_ema(y, w):
+    last, k, out = 0.0, 0, []
+    for v in y:
+        if np.isfinite(v):
+            last = w * last + (1 - w) * v
+            k += 1
+        out.append(last / (1 - w**k) if k else np.nan)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("w", [0.0, 0.05, 0.5, 0.6, 0.9, 0.99, 0.999])
+def test_debiased_ema_matches_tensorboard(w):
+    rng = np.random.default_rng(0)
+    y = rng.random(5000) * 3 + 1
+    y[[0, 7, 100]] = np.nan
+    got = debiased_ema(y, w)
+    want = naive_ema(y, w) if w else np.where(np.isfinite(y), y, np.nan)
+    if not w:
+        want = np.array([want[i] if np.isfinite(want[i]) else (want[i - 1] if i else np.nan) for i in range(len(y))])
+    np.testing.assert_allclose(got[1:], want[1:], rtol=1e-10)
+    assert np.isnan(got[0])
+
+
+def test_series_grows_and_rewinds_on_resume():
+    s = Series(capacity=4)
+    for step in range(1, 11):
+        s.append(step, step * 10)
+    assert len(s) == 10 and len(s.x) >= 10
+    s.append(6, -1.0)  # a run resumed from checkpoint-5 reports step 6 again
+    assert list(s.xs) == [1, 2, 3, 4, 5, 6] and s.ys[-1] == -1.0
+
+
+def test_plots_hold_100k_steps_and_redraw_fast(qtbot):
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.resize(900, 600)
+    plots.show()
+    rows = [{"step": i, "loss": 3.0 / (1 + i / 1000) + 0.01 * (i % 7), "lr": 1e-4, "grad_norm": 1.0,
+             "tokens_per_s": 5000.0} for i in range(1, 100_001)]
+    for start in range(0, len(rows), 1000):
+        plots.add_steps(rows[start:start + 1000])
+    assert plots.point_count() == 100_000
+    t0 = time.perf_counter()
+    plots.redraw()
+    qtbot.wait(1)  # let the scene paint once
+    first_ms = (time.perf_counter() - t0) * 1000
+    plots.add_steps([{"step": 100_001, "loss": 0.5}])
+    t0 = time.perf_counter()
+    plots.redraw()
+    again_ms = (time.perf_counter() - t0) * 1000
+    x, y = plots.curve_data("loss", "smoothed")
+    assert len(x) > 0
+    np.testing.assert_allclose(plots.loss.series["smoothed"].ys[:-1],
+                               debiased_ema(plots.loss.series["loss"].ys[:-1], 0.9), rtol=1e-9)
+    assert again_ms < 200, f"redraw of 100k points took {again_ms:.0f} ms (first {first_ms:.0f} ms)"
+
+
+def test_smoothing_slider_and_log_scale(qtbot):
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.add_steps([{"step": i, "loss": float(10 - i % 3)} for i in range(1, 50)])
+    plots.slider.setValue(0)
+    plots.redraw()
+    np.testing.assert_allclose(plots.loss.series["smoothed"].ys, plots.loss.series["loss"].ys)
+    plots.slider.setValue(95)
+    plots.redraw()
+    np.testing.assert_allclose(plots.loss.series["smoothed"].ys, debiased_ema(plots.loss.series["loss"].ys, 0.95))
+    plots.log_y.setChecked(True)
+    assert plots.loss.widget.getPlotItem().ctrl.logYCheck.isChecked()
+
+
+def test_eval_and_placeholder(qtbot):
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    assert plots._placeholder.isVisible()
+    plots.add_steps([{"step": 1, "loss": 2.0}, {"step": 2, "eval_loss": 1.5}])
+    plots.redraw()
+    assert not plots._placeholder.isVisible()
+    assert plots.point_count("loss", "eval") == 1

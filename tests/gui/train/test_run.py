@@ -1,0 +1,102 @@
+"""A real demo run driven from the GUI on the CPU: start, watch, stop, resume, keep running
+when the window closes, re-attach, finish. Each worker start costs ~8 s of imports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+
+from engine.config import RunConfig
+from engine.runs import last_checkpoint, list_runs, read_metrics, read_summary
+from gui.train.gpu_panel import detect_environment_isolated
+
+FAST = {"max_steps": 30, "save_steps": 10, "eval_steps": 15, "logging_steps": 1}
+RUN_TIMEOUT_MS = 180_000
+
+
+def test_real_gpu_detection_runs_out_of_process():
+    env = detect_environment_isolated()
+    import torch
+
+    assert env.cuda == torch.cuda.is_available()
+
+
+def test_start_stop_resume_keep_running_and_reattach(make_area, qtbot):
+    area = make_area()
+    area.config_model.update(FAST)
+    steps: list[dict] = []
+    area.run.sig_steps.connect(steps.extend)
+
+    # Start: the worker reports, steps arrive, the first checkpoint is saved.
+    with qtbot.waitSignal(area.run.sig_checkpoint, timeout=RUN_TIMEOUT_MS):
+        qtbot.mouseClick(area.start_button, Qt.MouseButton.LeftButton)
+        assert not area.start_button.isEnabled() and area.stop_button.isEnabled()
+    assert steps and steps[0]["step"] == 1 and "loss" in steps[0]
+    assert area.plots.point_count() >= 1
+    run_dir = Path(area.run_dir)
+    assert run_dir.is_dir() and run_dir.parent.name == "runs"
+
+    # Stop: the worker finishes its step and saves a checkpoint.
+    with qtbot.waitSignal(area.run.sig_finished, timeout=RUN_TIMEOUT_MS) as stopped:
+        qtbot.mouseClick(area.stop_button, Qt.MouseButton.LeftButton)
+    assert stopped.args[0]["status"] == "stopped"
+    stop_step = stopped.args[0]["step"]
+    assert 10 <= stop_step < 30
+    assert last_checkpoint(run_dir).name == f"checkpoint-{stop_step}"
+    assert area.notifications[-1][0] == "Training stopped"
+    assert area.resume_button.isEnabled() and area.start_button.isEnabled()
+    assert "stopped" in area.progress_label.text()
+
+    # Resume with the form's config: continues from the checkpoint, not from step 1.
+    steps.clear()
+    with qtbot.waitSignal(area.run.sig_started, timeout=RUN_TIMEOUT_MS) as started:
+        qtbot.mouseClick(area.resume_button, Qt.MouseButton.LeftButton)
+    assert started.args[0]["resumed"] is True
+    assert area.plots.point_count() >= stop_step  # the curve so far was reloaded from metrics.jsonl
+
+    # Close the window while it trains and keep the run: the worker goes on without us.
+    area._ask_close_choice = lambda: "keep"
+    assert area.maybe_close()
+    assert not area.run.is_active()
+    assert any(r.status == "running" and r.path == run_dir for r in list_runs())
+
+    # Next start: the new window re-attaches and follows the run to its end.
+    again = make_area()
+    again.config_model.update(FAST)
+    with qtbot.waitSignal(again.run.sig_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        assert again.reattach_running() == str(run_dir)
+    assert finished.args[0]["status"] == "completed", finished.args[0]
+    assert again.plots.point_count() == 30  # both sessions replayed, the resumed one continuing the first
+    again.plots.redraw()
+    assert again.plots.curve_data()[0][-1] == 30
+    summary = read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["step"] == 30
+    assert [r["step"] for r in read_metrics(run_dir) if "loss" in r][-1] == 30
+    assert (run_dir / "final" / "adapter_config.json").exists()
+    assert again.notifications[-1][0] == "Training finished"
+    assert again.try_button.isVisibleTo(again)
+    with qtbot.waitSignal(again.sig_try_adapter) as tried:
+        qtbot.mouseClick(again.try_button, Qt.MouseButton.LeftButton)
+    assert tried.args[0] == str(run_dir / "final")
+    assert "CPU" in again.gauge.details.text()  # no GPU peak to show beside the estimate
+
+
+def test_reattach_to_a_worker_started_by_the_engine_client(make_area, qtbot, tmp_path):
+    from engine.client import WorkerClient
+
+    cfg = RunConfig.load(Path(__file__).resolve().parents[3] / "resources" / "presets" / "demo.yaml",
+                         {**FAST, "max_steps": 40, "save_steps": 0, "eval_split": 0.0})
+    client = WorkerClient.start(cfg)  # detached: its own session, as the GUI starts it
+    try:
+        qtbot.waitUntil(lambda: any(r.status == "running" for r in list_runs()), timeout=RUN_TIMEOUT_MS)
+        client.detach()  # this "GUI" goes away; the worker keeps training
+        area = make_area()
+        with qtbot.waitSignal(area.run.sig_finished, timeout=RUN_TIMEOUT_MS) as finished:
+            assert area.reattach_running() == str(client.output_dir)
+            assert area.stop_button.isEnabled()
+        assert finished.args[0]["status"] == "completed"
+        assert area.plots.point_count() == 40
+        assert area.run.events_seen > 40
+    finally:
+        client.kill()
