@@ -316,11 +316,10 @@ class Generator:
     def prompt_ids(self, prompt: str, system: str | None = None) -> list[int]:
         """Token ids of the prompt with the generation prompt appended (chat template or Alpaca)."""
         # The same rendering as training (engine.data.tokenize), so adapters see the format they learnt.
-        from engine.data.tokenize import _render_ids, uses_chat_template
+        from engine.data.tokenize import render_prompt
 
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        chat = uses_chat_template(self.tokenizer, "auto")
-        return list(_render_ids(self.tokenizer, messages, len(messages), True, chat))
+        return render_prompt(self.tokenizer, messages)
 
     def generate(self, prompt: str, adapter: str = BASE, settings: GenerationSettings | None = None, *,
                  system: str | None = None, on_text: Callable[[str], None] | None = None,

@@ -43,9 +43,21 @@ def _alpaca_text(messages: list[dict], upto: int, add_generation_prompt: bool, e
             parts.append(f"### Instruction:\n{m['content']}\n\n### Response:\n")
         elif m["role"] == "assistant":
             parts.append(m["content"] + eos + "\n\n")
-    if add_generation_prompt and (not messages[:upto] or messages[upto - 1]["role"] != "user"):
+        elif m["role"] == "tool":  # a tool's result (ShareGPT observation), fed back as prompt
+            parts.append(f"### Observation:\n{m['content']}\n\n### Response:\n")
+    if add_generation_prompt and (not messages[:upto] or messages[upto - 1]["role"] not in ("user", "tool")):
         parts.append("### Response:\n")
     return "".join(parts)
+
+
+def render_prompt(tokenizer: Any, messages: list[dict], template: str = "auto") -> list[int]:
+    """Token ids of a conversation followed by the prompt for the model's next answer.
+
+    The same rendering training used (chat template, or the Alpaca format for base models),
+    so generation sees the prompt the adapter was trained on.
+    """
+    chat = uses_chat_template(tokenizer, template)
+    return list(_render_ids(tokenizer, messages, len(messages), True, chat))
 
 
 def _render_ids(tokenizer: Any, messages: list[dict], upto: int, add_generation_prompt: bool,

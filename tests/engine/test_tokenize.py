@@ -65,6 +65,33 @@ def test_alpaca_template_for_a_tokenizer_without_chat_template(base_tok):
     assert trained_text(base_tok, row) == "chat" + base_tok.eos_token + "\n\n"
 
 
+def test_alpaca_format_keeps_tool_results_as_prompt_and_trains_the_calls(base_tok):
+    # ShareGPT tool use: function_call is trained (the model's output), observation is prompt.
+    rec = Record({"conversations": [
+        {"from": "human", "value": "Weather in Oslo?"},
+        {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
+        {"from": "observation", "value": "3 C, rain"},
+        {"from": "gpt", "value": "Cold and rainy."}]}, line=1)
+    row = render_record(rec.messages(), base_tok, "alpaca")
+    text = base_tok.decode(row["input_ids"])
+    assert "### Observation:\n3 C, rain\n\n### Response:\nCold and rainy." in text
+    trained = trained_text(base_tok, row)
+    assert '"city": "Oslo"' in trained and "Cold and rainy." in trained
+    assert "3 C, rain" not in trained and "Weather in Oslo" not in trained
+
+
+def test_render_prompt_is_the_training_prompt(tok, base_tok):
+    from engine.data.tokenize import render_prompt
+
+    msgs = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]
+    for t in (tok, base_tok):
+        row = render_record(msgs, t)
+        prompt = render_prompt(t, msgs[:1])
+        assert row["input_ids"][: len(prompt)] == prompt
+        assert all(lab == IGNORE_INDEX for lab in row["labels"][: len(prompt)])
+        assert row["labels"][len(prompt)] != IGNORE_INDEX
+
+
 def test_chat_template_requested_but_missing_is_a_data_error_with_fix(base_tok):
     with pytest.raises(DataError) as e:
         render_record([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], base_tok, "chat")
