@@ -42,6 +42,7 @@ from engine.errors import StudioError
 from engine.generate import BASE, LOAD_CHOICES, GenerationSettings
 from gui.adapters.generation_thread import GenerationThread
 from gui.adapters.library_model import AdapterCardDelegate, AdapterLibraryModel, PathRole
+from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
 
 COLUMN_COLORS = ("#1565c0", "#2e7d32", "#ad1457", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037")
@@ -349,14 +350,24 @@ class AdaptersArea(QWidget):
         self.remove_button.setToolTip("Forget an added folder (its files stay on disk)")
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Copy the selected adapter on its own, with its card, to a folder")
+        self.merge_button = QPushButton("Merge…")
+        self.merge_button.setToolTip("Merge the ticked LoRA/IA3 adapters (or the selected one) into the base "
+                                     "and save a plain model folder")
         self.refresh_button = QPushButton("Refresh")
+        self.merge_button.clicked.connect(self._on_merge_clicked)
         self.add_button.clicked.connect(self._on_add_clicked)
         self.remove_button.clicked.connect(self._on_remove_clicked)
         self.export_button.clicked.connect(self._on_export_clicked)
         self.refresh_button.clicked.connect(self.refresh)
-        lib_buttons = QHBoxLayout()
-        for b in (self.add_button, self.remove_button, self.export_button, self.refresh_button):
-            lib_buttons.addWidget(b)
+        # Two rows keep the library pane narrow: what acts on the selection, then the library itself.
+        lib_buttons = QGridLayout()
+        lib_buttons.setHorizontalSpacing(6)
+        lib_buttons.addWidget(self.export_button, 0, 0)
+        lib_buttons.addWidget(self.merge_button, 0, 1)
+        lib_buttons.addWidget(self.add_button, 1, 0)
+        lib_buttons.addWidget(self.remove_button, 1, 1)
+        lib_buttons.addWidget(self.refresh_button, 1, 3)
+        lib_buttons.setColumnStretch(2, 1)
         lib_hint = QLabel("Tick adapters to compare them in the playground.")
         lib_hint.setStyleSheet("color: palette(placeholder-text);")
         left = QWidget()
@@ -710,6 +721,30 @@ class AdaptersArea(QWidget):
         self.status.setText(f"exported {card.name} to {done}")
         return done
 
+    def merge_cards(self) -> list[lib.AdapterCard]:
+        """What "Merge…" merges: the ticked adapters, or else the selected one."""
+        cards = self.model.checked_cards()
+        if not cards:
+            card = self._card(self._selected_path())
+            cards = [card] if card is not None else []
+        return cards
+
+    def open_merge_dialog(self) -> MergeDialog | None:
+        """The merge dialog for :meth:`merge_cards` onto the current base (None, with a banner, if impossible)."""
+        cards = self.merge_cards()
+        problem = merge_problem(cards)
+        if problem:
+            self._show_banner(problem)
+            return None
+        dialog = MergeDialog(self.base_text(), cards, self)
+        dialog.sig_merged.connect(lambda out: self.status.setText(f"merged model saved to {out}"))
+        return dialog
+
+    def _on_merge_clicked(self) -> None:
+        dialog = self.open_merge_dialog()
+        if dialog is not None:
+            dialog.open()
+
     def _on_browse_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Base model folder (with config.json)")
         if folder:
@@ -756,6 +791,7 @@ class AdaptersArea(QWidget):
         card = self._card(self._selected_path())
         self.remove_button.setEnabled(card is not None and card.source == "added")
         self.export_button.setEnabled(card is not None and card.loadable)
+        self.merge_button.setEnabled(bool(self.model.checked) or card is not None)
         self.generate_button.setEnabled(not self.busy)
         self.stop_button.setEnabled(self.busy)
         picked = self.saved_box.currentIndex() >= 0

@@ -137,3 +137,51 @@ def test_try_on_a_full_model_run_loads_it_as_the_base(qtbot, make_area, tiny_mod
     assert blocker.args[0]["base_path"] == str(tiny_model_dir) and blocker.args[0]["adapters"] == {}
     assert area.model.checked_cards() == [] and area.compare_base.isChecked()
     assert area.banner.isHidden()
+
+
+def test_merge_dialog_runs_the_merge_in_a_child_process(qtbot, make_area, runs_home, foreign_adapter, tmp_path):
+    from engine.adapters import read_card
+    from gui.adapters.merge_dialog import MergeDialog
+
+    area = make_area()
+    area.show()
+    # Nothing ticked or selected: a message instead of a dialog.
+    assert area.open_merge_dialog() is None and "Tick the adapters" in area.banner.text()
+    for final in runs_home.values():
+        assert area.model.set_checked(str(final), True)
+    both = area.open_merge_dialog()
+    qtbot.addWidget(both)
+    cmd = both.command()
+    assert cmd[cmd.index("--weights") + 1: cmd.index("--weights") + 3] == ["0.5", "0.5"]
+    assert cmd[cmd.index("--combination") + 1] == "linear" and "--density" not in cmd
+    both.combination.setCurrentText("ties")
+    assert "--density" in both.command() and both.density.isEnabled()
+
+    area.model.set_checked(str(runs_home["legal"]), False)
+    dialog = area.open_merge_dialog()
+    qtbot.addWidget(dialog)
+    assert [c.name for c in dialog.cards] == ["medical"] and "--weights" not in dialog.command()
+    # An output folder that holds files is refused before anything runs.
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x.txt").write_text("keep me")
+    dialog.out_edit.setText(str(tmp_path / "busy"))
+    assert not dialog.start() and "not an empty folder" in dialog.result.text()
+    out = tmp_path / "merged"
+    dialog.out_edit.setText(str(out))
+    assert dialog.command_label.text().startswith("finetune-studio merge --base demo --adapter ")
+    with qtbot.waitSignal(dialog.sig_merged, timeout=WAIT_MS) as merged:
+        assert dialog.start()
+    assert merged.args == [str(out)]
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    assert "Merged into" in dialog.result.text()
+    shot = tmp_path / "merge.png"
+    assert dialog.grab().save(str(shot))
+
+    # A base the adapter was not trained on: the engine's refusal is shown, nothing is written.
+    bad = MergeDialog("demo", [read_card(foreign_adapter)])
+    qtbot.addWidget(bad)
+    bad.out_edit.setText(str(tmp_path / "bad"))
+    assert bad.start() and bad.wait(WAIT_MS)
+    qtbot.waitUntil(lambda: bad.merge_button.isEnabled())
+    assert "can't be used with this base" in bad.result.text() and "hidden_size 32 vs 128" in bad.result.text()
+    assert not (tmp_path / "bad" / "model.safetensors").exists()

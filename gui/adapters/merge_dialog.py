@@ -1,0 +1,234 @@
+"""Merge one adapter, or a weighted combination of several, into the base: a model folder.
+
+The merge itself is ``finetune-studio merge`` run in a child process (``QProcess``), so the
+GUI process never holds a model and stays responsive while the base loads and is saved.
+What the dialog runs is shown as a command line, the same the user could type.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QProcess, QProcessEnvironment, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import adapters as lib
+from engine.paths import data_home
+
+MERGEABLE = ("LORA", "IA3")
+
+
+def merge_problem(cards: list[lib.AdapterCard]) -> str | None:
+    """Why these adapters can't be merged, or None when they can."""
+    if not cards:
+        return "Tick the adapters to merge in the library, or select one."
+    for card in cards:
+        if not card.loadable:
+            return f"{card.name} can't be loaded: {card.problem or 'not a PEFT adapter'}"
+        if (card.peft_type or "").upper() not in MERGEABLE:
+            return (f"{card.name} is a {card.method} adapter; only LoRA and IA3 adapters merge into the "
+                    "weights (prompt learning and bottleneck adapters add layers instead).")
+    if len(cards) > 1 and any((c.peft_type or "").upper() != "LORA" for c in cards):
+        return "Combining several adapters works for LoRA adapters only."
+    return None
+
+
+class MergeDialog(QDialog):
+    """Ask where and how to merge, run the merge in a child process, report the outcome."""
+
+    sig_merged = Signal(str)
+    """The merge finished: the output folder."""
+
+    def __init__(self, base: str, cards: list[lib.AdapterCard], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Merge into the base model")
+        self.setMinimumWidth(560)
+        self.base = base
+        self.cards = list(cards)
+        self.proc: QProcess | None = None
+        self.output = ""
+        self.weights: list[QDoubleSpinBox] = []
+
+        intro = QLabel(f"Writes a plain safetensors model folder: <b>{base}</b> with "
+                       + (f"<b>{cards[0].name}</b> merged in." if len(cards) == 1 else
+                          f"{len(cards)} adapters combined and merged in.")
+                       + " It loads with <code>AutoModelForCausalLM.from_pretrained</code>, without PEFT.")
+        intro.setWordWrap(True)
+        form = QFormLayout()
+        for card in self.cards:
+            spin = QDoubleSpinBox()
+            spin.setRange(-10.0, 10.0)
+            spin.setSingleStep(0.1)
+            spin.setDecimals(2)
+            spin.setValue(1.0 if len(cards) == 1 else round(1.0 / len(cards), 2))
+            spin.setToolTip("Weight of this adapter in the merge (1 = as trained)")
+            self.weights.append(spin)
+            form.addRow(f"Weight of {card.name}:", spin)
+        self.combination = QComboBox()
+        self.combination.addItems(lib.COMBINATIONS)
+        self.combination.setToolTip("PEFT's add_weighted_adapter combination type; 'linear' needs equal "
+                                    "ranks, 'cat' does not")
+        self.density = QDoubleSpinBox()
+        self.density.setRange(0.01, 1.0)
+        self.density.setSingleStep(0.05)
+        self.density.setValue(0.5)
+        self.density.setToolTip("Fraction of weights kept by the ties, dare_* and magnitude_prune types")
+        if len(cards) > 1:
+            form.addRow("Combination:", self.combination)
+            form.addRow("Density:", self.density)
+            self.combination.currentTextChanged.connect(self._update)
+        self.dtype = QComboBox()
+        self.dtype.addItems(["fp32", "fp16", "bf16"])
+        self.dtype.setToolTip("The dtype the merge is done and saved in")
+        form.addRow("Save as:", self.dtype)
+        self.out_edit = QLineEdit(str(self._default_out()))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._on_browse)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit, 1)
+        out_row.addWidget(browse)
+        form.addRow("Output folder:", out_row)
+        self.out_edit.textChanged.connect(self._update)
+
+        self.command_label = QLabel()
+        self.command_label.setWordWrap(True)
+        self.command_label.setStyleSheet("color: palette(placeholder-text); font-family: monospace;")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(False)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumHeight(110)
+        self.log.setVisible(False)
+        self.result = QLabel()
+        self.result.setWordWrap(True)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.merge_button = self.buttons.addButton("Merge", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.merge_button.clicked.connect(self.start)
+        self.buttons.rejected.connect(self._on_cancel)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(intro)
+        lay.addLayout(form)
+        lay.addWidget(self.command_label)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.result)
+        lay.addWidget(self.log)
+        lay.addWidget(self.buttons)
+        self._update()
+
+    # ---- Public API
+    def command(self) -> list[str]:
+        """The ``finetune-studio merge`` arguments the dialog will run (without the program)."""
+        args = ["merge", "--base", self.base]
+        for card in self.cards:
+            args += ["--adapter", card.path]
+        weights = [w.value() for w in self.weights]
+        if len(self.cards) > 1 or weights != [1.0]:
+            args += ["--weights", *(f"{w:g}" for w in weights)]
+        if len(self.cards) > 1:
+            args += ["--combination", self.combination.currentText()]
+            if self.combination.currentText() in lib.NEEDS_DENSITY:
+                args += ["--density", f"{self.density.value():g}"]
+        args += ["--dtype", self.dtype.currentText(), "--out", self.out_edit.text().strip()]
+        return args
+
+    def start(self) -> bool:
+        """Run the merge; False (with the reason shown) when the output folder is not usable."""
+        out = Path(self.out_edit.text().strip()).expanduser()
+        if not self.out_edit.text().strip():
+            self._fail("Choose an output folder.")
+            return False
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            self._fail(f"{out} already exists and is not an empty folder; choose a new one.")
+            return False
+        self.proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        root = str(Path(__file__).resolve().parents[2])
+        env.insert("PYTHONPATH", root + (":" + env.value("PYTHONPATH") if env.contains("PYTHONPATH") else ""))
+        self.proc.setProcessEnvironment(env)
+        self.proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        self.proc.readyReadStandardOutput.connect(self._on_output)
+        self.proc.finished.connect(self._on_finished)
+        self.output = ""
+        self.log.clear()
+        self.result.setText("Merging… the base loads, the adapters are applied and the folder is written.")
+        self.result.setStyleSheet("")
+        self.progress.setVisible(True)
+        self.merge_button.setEnabled(False)
+        self.proc.start(sys.executable, ["-m", "engine", *self.command()])
+        return True
+
+    def wait(self, msecs: int = 300_000) -> bool:
+        """Block until the merge process ends (for tests and scripts)."""
+        return self.proc is not None and self.proc.waitForFinished(msecs)
+
+    # ---- Internals
+    def _default_out(self) -> Path:
+        stem = "+".join(c.name for c in self.cards)[:80] or "merged"
+        root = data_home() / "merged"
+        out = root / stem
+        n = 2
+        while out.exists():
+            out = root / f"{stem}-{n}"
+            n += 1
+        return out
+
+    def _update(self) -> None:
+        self.density.setEnabled(self.combination.currentText() in lib.NEEDS_DENSITY)
+        self.command_label.setText("finetune-studio " + " ".join(shlex.quote(a) for a in self.command()))
+
+    def _fail(self, text: str) -> None:
+        self.result.setText(text)
+        self.result.setStyleSheet("color: #8a1c14;")
+
+    def _on_browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Parent folder for the merged model")
+        if folder:
+            self.out_edit.setText(str(Path(folder) / Path(self.out_edit.text()).name))
+
+    def _on_output(self) -> None:
+        assert self.proc is not None
+        text = bytes(self.proc.readAllStandardOutput().data()).decode("utf-8", errors="replace")
+        self.output += text
+        self.log.setVisible(True)
+        self.log.appendPlainText(text.rstrip("\n"))
+
+    def _on_finished(self, code: int, _status) -> None:
+        self.progress.setVisible(False)
+        self.merge_button.setEnabled(True)
+        if code == 0:
+            out = self.out_edit.text().strip()
+            self.result.setText(f"Merged into {out}. Load it as a base model in the playground or in the "
+                                "Train area.")
+            self.result.setStyleSheet("color: #1b5e20;")
+            self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
+            self.sig_merged.emit(out)
+        else:
+            lines = [line for line in self.output.splitlines() if line.startswith("finetune-studio merge:")]
+            self._fail(lines[-1].removeprefix("finetune-studio merge: ") if lines else
+                       f"The merge failed (exit code {code}); see the log below.")
+
+    def _on_cancel(self) -> None:
+        if self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning:
+            self.proc.kill()
+            self.proc.waitForFinished(5000)
+        self.reject()
