@@ -58,6 +58,54 @@ def neutralize_none_refcount_bug() -> bool:
     return True
 
 
+class StackSampler:
+    """Samples the main thread's Python stack from a background thread (every ~2 ms).
+
+    A stall's window then says which code ran during it. Samples are taken only when the
+    sampler gets the GIL, so time in C++ that holds the GIL shows as the Python frame that
+    called into it, which is what we want to know.
+    """
+
+    def __init__(self, interval_s: float = 0.002):
+        import threading
+
+        self.main = threading.main_thread().ident
+        self.samples: list[tuple[float, tuple[str, ...]]] = []
+        self._stop = threading.Event()
+        self._interval = interval_s
+        self._thread = threading.Thread(target=self._run, daemon=True, name="stack-sampler")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            frame = sys._current_frames().get(self.main)
+            stack = []
+            while frame is not None and len(stack) < 40:
+                code = frame.f_code
+                stack.append(f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}")
+                frame = frame.f_back
+            self.samples.append((time.perf_counter(), tuple(stack)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def where(self, t0: float, t1: float, top: int = 3) -> list[str]:
+        """The most frequent innermost project frame (and its leaf) among samples in [t0, t1]."""
+        from collections import Counter
+
+        ours = ("area.py", "plots.py", "vram_gauge.py", "worker_thread.py", "log_console.py", "advisor.py",
+                "notify.py", "main_window.py", "fields.py", "config_model.py", "estimator.py", "gpu_panel.py",
+                "method_picker.py", "model_picker.py", "background.py")
+        counts: Counter = Counter()
+        for t, stack in self.samples:
+            if t0 <= t <= t1 and stack:
+                mine = next((f for f in stack if f.split(":")[0] in ours), "-")
+                counts[f"{mine} <- leaf {stack[0]}"] += 1
+        total = sum(counts.values())
+        return [f"{n}/{total} {k}" for k, n in counts.most_common(top)]
+
+
 def stats(values: list[float]) -> dict[str, float]:
     import numpy as np
 
@@ -74,6 +122,9 @@ def main() -> int:
     p.add_argument("--idle-s", type=float, default=3.0)
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--nice", type=int, default=None, help="override the CPU worker's niceness (0 = off)")
+    p.add_argument("--stacks", action="store_true",
+                   help="sample the GUI thread's Python stack every 2 ms and report where each stall "
+                        "over 20 ms was spent")
     args = p.parse_args()
     os.environ.setdefault("FINETUNE_STUDIO_HOME", tempfile.mkdtemp(prefix="ui-stall-"))
 
@@ -92,6 +143,8 @@ def main() -> int:
     # ~0 CPU is the OS running something else (other processes, the worker), one with
     # CPU ~ its length is this process busy (our code, Qt, the GC).
     stalls: list[tuple[float, str, float, float]] = []
+    sampler = StackSampler() if args.stacks else None
+    stall_windows: list[tuple[float, float, float]] = []  # (lateness, start, end) in perf_counter s
 
     def tick() -> None:
         now = clock.nsecsElapsed() / 1e6
@@ -102,6 +155,8 @@ def main() -> int:
             if lateness > worst.get(phase["name"], -1):
                 worst[phase["name"]] = lateness
             if lateness > 20:
+                end = time.perf_counter()
+                stall_windows.append((lateness, end - (lateness + TICK_MS) / 1000, end))
                 stalls.append((round(lateness, 1), phase["name"], round(now / 1000, 2), round(cpu - last["cpu"], 1)))
         last["t"], last["cpu"] = now, cpu
 
@@ -222,6 +277,10 @@ def main() -> int:
         "gc_pause_ms": {f"gen{g}": stats([ms for gen, ms in gc_pauses if gen == g]) for g in (0, 1, 2)},
         "drain_cost_ms": stats(costs["drain"]), "redraw_cost_ms": stats(costs["redraw"]),
     }
+    if sampler is not None:
+        sampler.stop()
+        result["stall_stacks"] = [{"ms": round(ms, 1), "where": sampler.where(t0, t1)}
+                                  for ms, t0, t1 in sorted(stall_windows, reverse=True)[:12]]
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

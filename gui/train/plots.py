@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 REDRAW_INTERVAL_MS = 100
+MAX_RANGE_CHANGES_PER_FRAME = 1  # axis regenerations per redraw tick (each 7-9 ms in software)
 GiB = 2**30
 
 
@@ -155,6 +156,7 @@ class _Panel:
         self.series: dict[str, Series] = {}
         self.dirty = False
         self.ranging: bool | None = None  # auto-ranging on data (True) or showing the empty 0..1 frame
+        self.fit_pending = False  # drawn since its y range was last checked
 
     def add(self, name: str, color: str, *, width: float = 1, symbol: str | None = None,
             legend: bool = False) -> None:
@@ -336,7 +338,12 @@ class TrainPlots(QWidget):
         return (np.array([]), np.array([])) if x is None else (x, y)
 
     def redraw(self) -> None:
-        """Push changed series into their curves (the timer calls this at 10 Hz)."""
+        """Push changed series into their curves (the timer calls this at 10 Hz).
+
+        A y-range change regenerates the panel's axis (tick text and grid, 7-9 ms in
+        software). At most one panel changes its range per frame; others wait for the next
+        tick, so the first frame of a run does not regenerate five axes at once.
+        """
         if self._resmooth_pending:
             self._resmooth_pending = False
             self._resmooth()
@@ -347,38 +354,56 @@ class TrainPlots(QWidget):
             for name, s in p.series.items():
                 p.curves[name].setData(s.xs, s.ys)
             p.dirty = False
+            p.fit_pending = True
             drew = True
         if drew:
             self.redraws += 1
             has_data = len(self.loss.series["loss"]) > 0
             self._placeholder.setVisible(not has_data)
-            for p in self.panels:
-                p_has = any(len(s) for s in p.series.values())
-                if p.legend is not None:
-                    p.legend.setVisible(p_has)
-                if p_has:
-                    if not p.ranging:
-                        p.ranging = True
-                        p.widget.disableAutoRange(axis="y")
-                        if not self._max_steps:
-                            p.widget.enableAutoRange(axis="x")
-                    self._fit_y(p)
-                elif not p_has and p.ranging is not False:
+        range_changes = 0
+        for p in self.panels:
+            if not p.fit_pending:
+                continue
+            p_has = any(len(s) for s in p.series.values())
+            if p.legend is not None:
+                p.legend.setVisible(p_has)
+            if p_has:
+                if not p.ranging:
+                    p.ranging = True
+                    p.widget.disableAutoRange(axis="y")
+                    if not self._max_steps:
+                        p.widget.enableAutoRange(axis="x")
+                wanted = self._wanted_y(p)
+                if wanted is None:
+                    p.fit_pending = False
+                elif range_changes < MAX_RANGE_CHANGES_PER_FRAME:
+                    p.widget.setYRange(*wanted, padding=0)
+                    range_changes += 1
+                    p.fit_pending = False
+            else:
+                p.fit_pending = False
+                if p.ranging is not False:
                     p.ranging = False
                     p.widget.setXRange(0, 1, padding=0.02)
                     p.widget.setYRange(0, 1, padding=0.02)
 
     # ---- Internals
     def _fit_y(self, p: _Panel) -> None:
-        """Keep the y range until the data leaves it (or fills less than a quarter of it).
+        wanted = self._wanted_y(p)
+        if wanted is not None:
+            p.widget.setYRange(*wanted, padding=0)
 
+    def _wanted_y(self, p: _Panel) -> tuple[float, float] | None:
+        """The y range the panel should change to, or None to keep it.
+
+        The range is kept until the data leaves it (or fills less than a quarter of it).
         pyqtgraph's auto-range refits y on every new point; each refit regenerates the
         axis (tick text and grid), the most expensive thing a frame can do. With this
         hysteresis the axis changes a few times per run instead of every frame.
         """
         ys = [s.ys for s in p.series.values() if len(s)]
         if not ys:
-            return
+            return None
         y = np.concatenate(ys)
         log = p is self.loss and self.log_y.isChecked()
         if log:
@@ -386,12 +411,13 @@ class TrainPlots(QWidget):
             y = np.log10(y) if len(y) else y
         y = y[np.isfinite(y)]
         if not len(y):
-            return
+            return None
         lo, hi = float(y.min()), float(y.max())
         span = max(hi - lo, abs(hi) * 1e-3, 1e-12)
         cur_lo, cur_hi = p.widget.getViewBox().viewRange()[1]
         if lo < cur_lo or hi > cur_hi or (cur_hi - cur_lo) > 4 * span:
-            p.widget.setYRange(lo - 0.08 * span, hi + 0.08 * span, padding=0)
+            return lo - 0.08 * span, hi + 0.08 * span
+        return None
 
     def _add(self, panel: _Panel, name: str, step: float, value: float | None) -> None:
         if value is not None and math.isfinite(value):

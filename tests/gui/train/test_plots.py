@@ -89,3 +89,27 @@ def test_eval_and_placeholder(qtbot):
     plots.redraw()
     assert not plots._placeholder.isVisible()
     assert plots.point_count("loss", "eval") == 1
+
+
+def test_y_ranges_follow_the_data_one_axis_per_frame(qtbot):
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.resize(900, 600)
+    plots.show()
+    plots.add_steps([{"step": i, "loss": 5.0 - i / 10, "lr": 1e-4 * i, "grad_norm": 2.0 + i,
+                      "tokens_per_s": 4000.0 + i} for i in range(1, 21)])
+    panels = [plots.loss, plots.lr, plots.grad, plots.speed]
+
+    def fitted():  # the panel's y range holds its data and is not more than 4x too tall
+        return [plots._wanted_y(p) is None for p in panels]
+
+    plots.redraw()
+    assert sum(fitted()) == 1  # the first frame regenerates one axis, the loss plot's
+    assert fitted()[0]
+    for _ in range(3):
+        plots.redraw()
+    assert all(fitted())
+    # Data leaving the range refits that panel on the next frame.
+    plots.add_steps([{"step": 21, "loss": 50.0}])
+    plots.redraw()
+    assert all(fitted())
