@@ -651,6 +651,11 @@ class TrainArea(QWidget):
                         f"parameters on {data.get('device')}; {ds.get('train', '?')} train / "
                         f"{ds.get('eval', '?')} eval records" + (" (resumed)" if data.get("resumed") else ""))
         self.progress_label.setText("Training started; waiting for the first step…")
+        # Lay the x axes out now, while nothing else is drawn, rather than in the first
+        # frame with data (max_steps 0 means epochs: the first step event says how many).
+        max_steps = (data.get("config") or {}).get("max_steps")
+        if isinstance(max_steps, int) and max_steps > 0 and not data.get("resumed"):
+            self.plots.set_step_range(max_steps)
         self._update_buttons()
 
     def _on_steps(self, rows: list[dict]) -> None:

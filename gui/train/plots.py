@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QLineF, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsItem,
@@ -123,6 +123,63 @@ def _ema(v: np.ndarray, w: float) -> np.ndarray:
     return out
 
 
+class _Grid(pg.GraphicsObject):
+    """Light grid lines at the axes' major and minor ticks, drawn in the view's coordinates.
+
+    It repaints with the curves (a dozen cosmetic lines: well under a millisecond) and adds
+    nothing to the axes, which stay small and cached.
+    """
+
+    MAJOR = "#e3e3e3"
+    MINOR = "#f1f1f1"
+
+    def __init__(self, plot: pg.PlotItem):
+        super().__init__()
+        self._plot = plot
+        self._vb = plot.getViewBox()
+        self._pens = (pg.mkPen(self.MAJOR), pg.mkPen(self.MINOR))
+        self._key: tuple = ()
+        self._lines: tuple[list, list] = ([], [])
+        self.setZValue(-1000)
+        self._vb.sigRangeChanged.connect(self._on_range)
+
+    def dataBounds(self, axis, frac=1.0, orthoRange=None):  # noqa: N802 (pyqtgraph's API)
+        return None  # never part of auto-range
+
+    def boundingRect(self):  # noqa: N802 (Qt's API)
+        return self._vb.viewRect()
+
+    def paint(self, painter, *_):
+        (x0, x1), (y0, y1) = self._vb.viewRange()
+        rect = self._vb.sceneBoundingRect()
+        key = (x0, x1, y0, y1, rect.width(), rect.height())
+        if key != self._key:  # tick positions only change with the range or the size
+            self._key = key
+            self._lines = self._grid_lines(x0, x1, y0, y1, rect.width(), rect.height())
+        for pen, lines in zip(self._pens[::-1], self._lines[::-1], strict=True):
+            if lines:
+                painter.setPen(pen)
+                painter.drawLines(lines)
+
+    def _grid_lines(self, x0, x1, y0, y1, width, height) -> tuple[list, list]:
+        """(major, minor) grid lines for this view range, as QLineF lists."""
+        major: list = []
+        minor: list = []
+        for axis_name, lo, hi, pixels, horizontal in (("left", y0, y1, height, True),
+                                                       ("bottom", x0, x1, width, False)):
+            if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo or pixels <= 0:
+                continue
+            levels = self._plot.getAxis(axis_name).tickValues(lo, hi, pixels)
+            for out, (_spacing, values) in zip((major, minor), levels[:2], strict=False):
+                for v in values:
+                    out.append(QLineF(x0, v, x1, v) if horizontal else QLineF(v, y0, v, y1))
+        return major, minor
+
+    def _on_range(self, *_):
+        self.prepareGeometryChange()
+        self.update()
+
+
 class _Panel:
     """One plot with its curves; curves are created once and fed by ``Series``."""
 
@@ -130,12 +187,13 @@ class _Panel:
         self.widget = widget
         widget.setMinimumSize(80, 60)  # the panel, not each plot, decides how wide the row is
         widget.setTitle(title, size="10pt")
-        # Opaque light grid lines: pyqtgraph draws the grid from the axis items, and
-        # alpha-blended lines over the whole plot are slow to rasterise in software.
-        widget.showGrid(x=True, y=True, alpha=1.0)
+        # The grid is a small item inside the view, not pyqtgraph's axis grid: that one makes
+        # each axis item span the whole plot, so every range change re-rendered a plot-sized
+        # cached pixmap (24 ms on the loss plot, against 6 ms without; docs/ui-stall.md).
+        self.grid = _Grid(widget.getPlotItem())
+        widget.addItem(self.grid, ignoreBounds=True)
         for name in ("left", "bottom"):
             widget.getAxis(name).setPen(pg.mkPen("#555"))
-            widget.getAxis(name).setTickPen(pg.mkPen("#e6e6e6"))
         if step_label:
             widget.setLabel("bottom", "step")
         if unit:
@@ -159,10 +217,12 @@ class _Panel:
         self.fit_pending = False  # drawn since its y range was last checked
 
     def add(self, name: str, color: str, *, width: float = 1, symbol: str | None = None,
-            legend: bool = False) -> None:
+            legend: bool | str = False) -> None:
+        """A curve fed by ``series[name]``; ``legend`` True (or the label to show) lists it."""
         if legend and self.legend is None:
             self.legend = self.widget.addLegend(offset=(-8, 8), labelTextSize="8pt")
-        kw = {"pen": pg.mkPen(color, width=width), "name": name if legend else None}
+        label = legend if isinstance(legend, str) else name
+        kw = {"pen": pg.mkPen(color, width=width), "name": label if legend else None}
         if symbol:
             kw.update(symbol=symbol, symbolSize=6, symbolBrush=color, symbolPen=None)
         curve = self.widget.plot(**kw)
@@ -188,7 +248,7 @@ class TrainPlots(QWidget):
         self.loss = _Panel(pg.PlotWidget(), "Loss", step_label=True)
         # 1-pixel (cosmetic) pens: wider lines go through Qt's stroker, which made the
         # curves the costliest part of a frame (docs/ui-stall.md).
-        self.loss.add("loss", "#b7cde6")
+        self.loss.add("loss", "#b7cde6", legend="raw")
         self.loss.add("smoothed", "#1f5fa8", legend=True)
         self.loss.add("eval", "#d9822b", symbol="o", legend=True)
         self.loss.curves["loss"].setZValue(-1)
@@ -441,6 +501,8 @@ class TrainPlots(QWidget):
 
     def _on_log_toggled(self, on: bool) -> None:
         self.loss.widget.setLogMode(y=on)
+        if self._max_steps:  # setLogMode auto-ranges x; keep the run's length
+            self.loss.widget.setXRange(0, self._max_steps, padding=0.01)
         self.loss.dirty = True
         self.redraw()
         self._fit_y(self.loss)

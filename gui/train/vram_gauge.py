@@ -176,6 +176,11 @@ class VramGauge(QWidget):
         self.details = QLabel("Estimating… (the first estimate reads the model's structure, which takes a "
                               "few seconds; later ones are instant)")
         self.details.setWordWrap(True)
+        # Room for three lines (estimate, measured peak, notes) from the start: a line that
+        # appears when a run ends would otherwise shrink the plots below, and a resized plot
+        # redraws all its axes in one frame (docs/ui-stall.md).
+        self.details.setMinimumHeight(3 * self.details.fontMetrics().lineSpacing() + 2)
+        self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.details.setTextFormat(Qt.TextFormat.RichText)
         header = QHBoxLayout()
         header.addWidget(self.title)

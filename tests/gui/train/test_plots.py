@@ -113,3 +113,27 @@ def test_y_ranges_follow_the_data_one_axis_per_frame(qtbot):
     plots.add_steps([{"step": 21, "loss": 50.0}])
     plots.redraw()
     assert all(fitted())
+
+
+def test_grid_lines_follow_the_axes_ticks(qtbot):
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.resize(900, 600)
+    plots.show()
+    plots.set_step_range(100)
+    plots.add_steps([{"step": i, "loss": 2.0 + i / 50} for i in range(1, 51)])
+    for _ in range(3):
+        plots.redraw()
+    qtbot.waitUntil(lambda: bool(plots.loss.grid._lines[0]), timeout=2000)
+    major, _minor = plots.loss.grid._lines
+    ys = sorted({round(line.y1(), 6) for line in major if line.y1() == line.y2()})
+    xs = sorted({round(line.x1(), 6) for line in major if line.x1() == line.x2()})
+    lo, hi = plots.loss.widget.getViewBox().viewRange()[1]
+    ticks = [v for _s, values in plots.loss.widget.getAxis("left").tickValues(
+        lo, hi, plots.loss.widget.getViewBox().sceneBoundingRect().height())[:1] for v in values]
+    assert ys and all(lo <= y <= hi for y in ys) and set(ys) <= {round(t, 6) for t in ticks}
+    assert 0.0 in xs and 100.0 in xs
+    # A new range moves the lines on the next paint.
+    plots.loss.widget.setYRange(10, 20, padding=0)
+    qtbot.waitUntil(lambda: min(line.y1() for line in plots.loss.grid._lines[0] if line.y1() == line.y2()) >= 10,
+                    timeout=2000)
