@@ -137,3 +137,22 @@ def test_grid_lines_follow_the_axes_ticks(qtbot):
     plots.loss.widget.setYRange(10, 20, padding=0)
     qtbot.waitUntil(lambda: min(line.y1() for line in plots.loss.grid._lines[0] if line.y1() == line.y2()) >= 10,
                     timeout=2000)
+
+
+def test_gpu_memory_plot_shows_allocated_and_reserved_in_gib(qtbot):
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.set_gpu_available(True)
+    gib = 2**30
+    plots.add_steps([{"step": i, "loss": 1.0, "gpu_mem_allocated": (3 + i / 10) * gib,
+                      "gpu_mem_reserved": 5 * gib} for i in range(1, 11)])
+    for _ in range(5):
+        plots.redraw()
+    x, y = plots.curve_data("memory", "allocated")
+    np.testing.assert_allclose(y, [3 + i / 10 for i in range(1, 11)])
+    assert list(plots.curve_data("memory", "reserved")[1]) == [5.0] * 10
+    lo, hi = plots.memory.widget.getViewBox().viewRange()[1]
+    assert lo <= 3.1 and hi >= 5.0
+    assert not plots._no_gpu_text.isVisible()
+    plots.set_gpu_available(False)
+    assert plots._no_gpu_text.isVisible()
