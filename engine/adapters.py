@@ -31,6 +31,10 @@ CLI (engine/cli.py builds the parsers; each function takes its argparse Namespac
 -------------------------------------------------------------------------------
 ``finetune-studio adapters list [--json]`` -> :func:`cli_list`
     json (bool): print the cards as one JSON list instead of a table.
+``finetune-studio adapters add PATH`` -> :func:`cli_add`
+    path (str): a PEFT adapter folder, or a run folder with ``final/``.
+``finetune-studio adapters remove PATH`` -> :func:`cli_remove`
+    path (str): an added folder, or an added adapter's name.
 ``finetune-studio adapters export ADAPTER --out DIR`` -> :func:`cli_export`
     adapter (str): a folder, a run folder, a run name or a library name.
     out (str): a new or empty folder.
@@ -882,6 +886,60 @@ def cli_export(args: argparse.Namespace) -> int:
     out = export_adapter(args.adapter, args.out, allow_pickle=getattr(args, "allow_pickle", False))
     print(f"exported {args.adapter} -> {out}")
     return 0
+
+
+def cli_add(args: argparse.Namespace) -> int:
+    """``finetune-studio adapters add PATH``: the GUI's "Add folder…".
+
+    Args:
+        args: ``path`` (str): a PEFT adapter folder (with ``adapter_config.json``), or a run
+            folder whose ``final/`` holds one.
+
+    Returns:
+        0 (also when it was listed already); errors are raised as StudioError (exit 2).
+    """
+    known = {Path(c.path) for c in list_adapters()}
+    card = add_adapter(args.path)
+    base = base_label(card.base_model)
+    if Path(card.path) in known:
+        print(f"already in the library ({card.source}): {card.name}, {card.method or '?'} on {base} - {card.path}")
+    else:
+        print(f"added {card.name}, {card.method or '?'} on {base} - {card.path}")
+    if card.problem:
+        print(f"  note: {card.problem}")
+    return 0
+
+
+def cli_remove(args: argparse.Namespace) -> int:
+    """``finetune-studio adapters remove PATH``: the GUI's "Remove" (the files stay).
+
+    Args:
+        args: ``path`` (str): an added folder (or the run folder holding it), or the name
+            of an added adapter as ``adapters list`` shows it.
+
+    Returns:
+        0; errors are raised as StudioError (exit 2): adapters listed from runs or from
+        the library folder can't be removed this way, and the error says where they live.
+    """
+    ref = str(args.path)
+    folder = Path(ref).expanduser().resolve()
+    cards = list_adapters()
+    added = [c for c in cards if c.source == "added"]
+    # The folder itself, the run folder around an added final/, or the name the list shows.
+    candidates = [folder, folder / "final"] + [Path(c.path) for c in added if c.name == ref]
+    for cand in candidates:
+        if remove_adapter(cand):
+            print(f"removed {cand} from the library (its files are kept)")
+            return 0
+    other = next((c for c in cards if Path(c.path) in (folder, folder / "final") or c.name == ref), None)
+    if other is not None and other.source == "run":
+        raise ModelError(f"'{ref}' is the adapter of run '{other.name}', listed from the runs folder; only "
+                         "added folders can be removed", hint=f"Delete the run folder {other.run_dir} to drop it.")
+    if other is not None and other.source == "library":
+        raise ModelError(f"'{ref}' lives in the library folder {adapters_dir()}; only added folders can be "
+                         "removed", hint=f"Move or delete {other.path} to drop it.")
+    names = ", ".join(c.path for c in added) or "none"
+    raise ModelError(f"'{ref}' is not an added adapter folder", hint=f"Added folders: {names}.")
 
 
 def cli_merge(args: argparse.Namespace) -> int:

@@ -27,12 +27,19 @@ HANDLERS = {
     "train": "engine.train:cli_train",
     "estimate": "engine.memory:cli_estimate",
     "data check": "engine.data:cli_check",
+    "data convert": "engine.data:cli_convert",
+    "data preview": "engine.data:cli_preview",
+    "data split": "engine.data:cli_split",
     "adapters list": "engine.adapters:cli_list",
+    "adapters add": "engine.adapters:cli_add",
+    "adapters remove": "engine.adapters:cli_remove",
     "adapters export": "engine.adapters:cli_export",
     "generate": "engine.generate:cli_generate",
     "merge": "engine.adapters:cli_merge",
     "export-launch": "engine.launch:cli_export_launch",
     "runs list": "engine.runs:cli_list",
+    "runs show": "engine.runs:cli_show",
+    "runs compare": "engine.runs:cli_compare",
     "worker": "engine.worker:cli_worker",
     "self-check": "engine.selfcheck:run_self_check",
 }
@@ -91,11 +98,46 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
     dc.add_argument("--seq-len", type=int, dest="seq_len", help="report records longer than this")
     dc.add_argument("--model", help="count tokens with this model's tokenizer")
+    dv = dsub.add_parser("convert", help="export a dataset to another container and/or record format")
+    dv.add_argument("input", metavar="IN")
+    dv.add_argument("output", metavar="OUT", help="the new file; its extension picks the container unless "
+                    "--format names one")
+    dv.add_argument("--format", action="append", metavar="F", help="record format alpaca|sharegpt|messages "
+                    "and/or container json|jsonl|csv|parquet (give both as --format sharegpt --format "
+                    "parquet); default: IN's record format, OUT's extension")
+    dv.add_argument("--input-format", default="auto", dest="input_format", metavar="F",
+                    help="how to read IN: auto|alpaca|sharegpt|messages|json|jsonl|csv|parquet")
+    dv.add_argument("--force", action="store_true", help="replace OUT if it exists (never IN)")
+    dp = dsub.add_parser("preview", help="show a record as the model sees it, the trained tokens marked")
+    dp.add_argument("file", metavar="FILE")
+    dp.add_argument("--index", type=int, default=0, metavar="N", help="the record, from 0 (default 0)")
+    dp.add_argument("--model", default="demo", help="tokenizer and chat template of this model: demo, a "
+                    "model folder or a cached hub id (default demo)")
+    dp.add_argument("--template", default="auto", choices=["auto", "chat", "alpaca"],
+                    help="as the run config's template key (default auto)")
+    dp.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
+    dp.add_argument("--json", action="store_true", help="print the segments as JSON")
+    seed_default = RunConfig.field_meta()["seed"]["default"]
+    ds_ = dsub.add_parser("split", help="write train and eval files, split the way a run's eval_split splits")
+    ds_.add_argument("file", metavar="FILE")
+    ds_.add_argument("--eval-ratio", type=float, required=True, dest="eval_ratio", metavar="R",
+                     help="share of records held out for eval, above 0 and below 1")
+    ds_.add_argument("--seed", type=int, default=seed_default, help=f"the run's seed (default {seed_default}, "
+                     "the run config's default)")
+    ds_.add_argument("--out-dir", required=True, dest="out_dir", metavar="DIR",
+                     help="where FILE's -train and -eval files go")
+    ds_.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
+    ds_.add_argument("--force", action="store_true", help="replace existing output files")
+    ds_.add_argument("--json", action="store_true")
 
     a = sub.add_parser("adapters", help="the adapter library")
     asub = a.add_subparsers(dest="adapters_command", metavar="ADAPTERS_COMMAND", required=True)
     al = asub.add_parser("list", help="list adapters from runs and added folders")
     al.add_argument("--json", action="store_true")
+    aa = asub.add_parser("add", help="add a PEFT adapter folder to the library")
+    aa.add_argument("path", metavar="PATH", help="an adapter folder, or a run folder with final/")
+    ar = asub.add_parser("remove", help="forget an added folder (its files stay)")
+    ar.add_argument("path", metavar="PATH", help="an added folder, or its name in 'adapters list'")
     ax = asub.add_parser("export", help="copy an adapter on its own to a folder")
     ax.add_argument("adapter", metavar="ADAPTER")
     ax.add_argument("--out", required=True, metavar="DIR")
@@ -136,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = r.add_subparsers(dest="runs_command", metavar="RUNS_COMMAND", required=True)
     rl = rsub.add_parser("list", help="list runs with status, losses and peak memory")
     rl.add_argument("--json", action="store_true")
+    rs = rsub.add_parser("show", help="one run: status, times, losses, memory, checkpoints, config")
+    rs.add_argument("run", metavar="RUN", help="a run folder, or a run name from 'runs list'")
+    rs.add_argument("--json", action="store_true")
+    rc = rsub.add_parser("compare", help="runs side by side: losses and the config keys that differ")
+    rc.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders or names")
+    rc.add_argument("--json", action="store_true")
 
     w = sub.add_parser("worker", help="(internal) the training worker process: JSON events on stdout, "
                        "commands on stdin")

@@ -10,10 +10,14 @@ A run folder holds::
     final/            the final PEFT adapter, or a safetensors model for full/freeze
     README.md         the model card
     worker.pid        the live worker's process id (removed when it exits)
+
+``finetune-studio runs list|show|compare`` read these files (:func:`cli_list`, :func:`cli_show`,
+:func:`cli_compare`); nothing here loads torch.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import StudioError
 from engine.files import atomic_write_text
 from engine.paths import runs_dir
 
@@ -163,6 +168,236 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
         return []
     runs = [run_info(p) for p in root.iterdir() if (p / "summary.json").exists()]
     return sorted(runs, key=lambda r: r.started or 0, reverse=True)
+
+
+def resolve_run(ref: str | Path) -> Path:
+    """Turn what the user typed into a run folder.
+
+    Args:
+        ref: A run folder (with ``summary.json`` or ``run.yaml``), or the name of one in the
+            runs directory.
+
+    Raises:
+        StudioError: no such run; names the closest run names.
+    """
+    path = Path(str(ref)).expanduser()
+    for cand in (path, runs_dir() / str(ref)):
+        if cand.is_dir() and ((cand / "summary.json").exists() or (cand / "run.yaml").exists()):
+            return cand.resolve()
+    if path.is_dir():
+        raise StudioError(f"'{ref}' is not a run folder: it has no summary.json or run.yaml")
+    names = [r.name for r in list_runs()]
+    close = difflib.get_close_matches(str(ref), names, n=3, cutoff=0.5)
+    hint = (f"Did you mean {', '.join(close)}?" if close else
+            f"Runs: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}" if names else None)
+    raise StudioError(f"run '{ref}': no such folder, and no run of that name in {runs_dir()}", hint=hint)
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """The run's resolved config: ``run.yaml``, else the copy in ``summary.json``; ``{}`` if neither."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(path) / "run.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        data = None
+    if isinstance(data, dict):
+        return data
+    cfg = read_summary(path).get("config")
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def run_details(path: Path) -> dict[str, Any]:
+    """Everything ``runs show`` prints about one run, as plain values.
+
+    Returns:
+        :meth:`RunInfo.to_dict` plus ``dataset``, ``dataset_hash``, ``dataset_records``,
+        ``error`` (a failed run's message), ``checkpoints`` (``[{name, step, path}]``),
+        ``final_dir`` (or None), ``metrics`` (row counts, last and lowest train loss, lowest
+        eval loss, read from metrics.jsonl) and ``config`` (the resolved run config).
+    """
+    info = run_info(path)
+    summary = read_summary(path)
+    config = read_run_config(path)
+    rows = read_metrics(path)
+    train = [r for r in rows if isinstance(r.get("loss"), (int, float))]
+    evals = [r for r in rows if isinstance(r.get("eval_loss"), (int, float))]
+    lowest = min(train, key=lambda r: r["loss"], default=None)
+    lowest_eval = min(evals, key=lambda r: r["eval_loss"], default=None)
+    error = summary.get("error")
+    final = path / "final"
+    return {
+        **info.to_dict(),
+        "dataset": config.get("dataset"), "dataset_hash": summary.get("dataset_hash"),
+        "dataset_records": summary.get("dataset_records"),
+        "error": error.get("message") if isinstance(error, dict) else error,
+        "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
+        "final_dir": str(final) if final.is_dir() else None,
+        "metrics": {"train_rows": len(train), "eval_rows": len(evals),
+                    "last_loss": train[-1]["loss"] if train else None,
+                    "lowest_loss": lowest["loss"] if lowest else None,
+                    "lowest_loss_step": lowest.get("step") if lowest else None,
+                    "lowest_eval_loss": lowest_eval["eval_loss"] if lowest_eval else None,
+                    "lowest_eval_loss_step": lowest_eval.get("step") if lowest_eval else None},
+        "config": config,
+    }
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds as "42 s", "3 min 05 s" or "1 h 02 min"; "-" when unknown."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _time(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return "-" if value is None else str(value)
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _at_step(v: float | None, step: Any) -> str:
+    return "-" if v is None else f"{v:.4f}" + (f" (step {step})" if step is not None else "")
+
+
+def cli_show(args: Any) -> int:
+    """``finetune-studio runs show RUN [--json]``: one run's summary and its resolved config.
+
+    Args:
+        args: ``run`` (str): a run folder or a run name in the runs directory; ``json``
+            (bool): print :func:`run_details` as one JSON object.
+
+    Returns:
+        0; errors are raised as StudioError (the CLI prints them, exit 2).
+    """
+    d = run_details(resolve_run(args.run))
+    if getattr(args, "json", False):
+        print(json.dumps(d, indent=2, ensure_ascii=False, default=str))
+        return 0
+    m = d["metrics"]
+    fields = [
+        ("run", d["name"]), ("folder", d["path"]), ("status", d["status"]), ("method", d["method"]),
+        ("model", d["model"]), ("started", _time(d["started"])), ("finished", _time(d["finished"])),
+        ("duration", format_duration(d["duration_s"])), ("steps", _num(d["steps"])),
+        ("final loss", _num(d["final_loss"])), ("best eval loss", _num(d["best_eval_loss"])),
+        ("lowest train loss", _at_step(m["lowest_loss"], m["lowest_loss_step"])),
+        ("metrics rows", f"{m['train_rows']} train, {m['eval_rows']} eval"),
+        ("peak GPU memory", _gib(d["peak_gpu_bytes"])), ("dataset", _num(d["dataset"])),
+        ("dataset hash", _num(d["dataset_hash"])), ("dataset records", _num(d["dataset_records"])),
+        ("checkpoints", ", ".join(c["name"] for c in d["checkpoints"]) or "none"),
+        ("final", d["final_dir"] or "none"),
+    ]
+    if d["error"]:
+        fields.append(("error", str(d["error"])))
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        print(f"{key:{width}}  {value}")
+    print()
+    if d["config"]:
+        print("config (run.yaml):")
+        for key, value in d["config"].items():
+            print(f"  {key}: {_config_value(value)}")
+    else:
+        print("config: none recorded (no run.yaml, no config in summary.json)")
+    return 0
+
+
+def _config_value(value: Any) -> str:
+    """A config value as YAML would show it: text bare, everything else (and empty text) as JSON."""
+    if isinstance(value, str) and value:
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+# Always different between runs, so never a difference worth showing.
+_NOT_COMPARED = ("output_dir",)
+
+
+def compare_runs(paths: list[Path]) -> dict[str, Any]:
+    """The numbers ``runs compare`` prints, as plain values.
+
+    Returns:
+        ``runs``: each run's :func:`run_details` without its config; ``config_differences``:
+        ``{key: [value per run]}`` for every config key whose value differs (None where a
+        run doesn't record it; ``output_dir`` left out); ``same_config_keys``: how many keys
+        are equal in all runs.
+    """
+    details = [run_details(p) for p in paths]
+    configs = [d.pop("config") for d in details]
+    keys: list[str] = []
+    for cfg in configs:
+        keys += [k for k in cfg if k not in keys and k not in _NOT_COMPARED]
+    diffs = {k: [cfg.get(k) for cfg in configs] for k in keys
+             if any(cfg.get(k) != configs[0].get(k) or (k in cfg) != (k in configs[0]) for cfg in configs)}
+    return {"runs": details, "config_differences": diffs, "same_config_keys": len(keys) - len(diffs)}
+
+
+def cli_compare(args: Any) -> int:
+    """``finetune-studio runs compare RUN RUN... [--json]``: runs side by side.
+
+    The numbers behind the GUI's overlaid curves: status, steps, duration, final, best eval
+    and lowest train losses, peak memory, dataset hash, and the config keys that differ.
+    The lowest final and best eval losses are starred.
+
+    Args:
+        args: ``runs`` (list[str]): two or more run folders or run names; ``json`` (bool):
+            print :func:`compare_runs` as one JSON object.
+
+    Returns:
+        0; errors are raised as StudioError (the CLI prints them, exit 2).
+    """
+    from engine.adapters import base_label
+
+    refs = list(args.runs)
+    if len(refs) < 2:
+        raise StudioError("runs compare needs two runs or more", hint="finetune-studio runs list shows them.")
+    result = compare_runs([resolve_run(r) for r in refs])
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+        return 0
+    runs = result["runs"]
+
+    def best(key: str) -> list[str]:
+        values = [r[key] for r in runs]
+        low = min((v for v in values if v is not None), default=None)
+        return [_num(v) + (" *" if v is not None and v == low and len(runs) > 1 else "") for v in values]
+
+    table: list[tuple[str, list[str]]] = [
+        ("status", [r["status"] for r in runs]), ("method", [r["method"] for r in runs]),
+        ("model", [base_label(r["model"]) for r in runs]), ("steps", [_num(r["steps"]) for r in runs]),
+        ("duration", [format_duration(r["duration_s"]) for r in runs]),
+        ("final loss", best("final_loss")), ("best eval loss", best("best_eval_loss")),
+        ("lowest train loss", [_num(r["metrics"]["lowest_loss"]) for r in runs]),
+        ("peak GPU memory", [_gib(r["peak_gpu_bytes"]) for r in runs]),
+        ("dataset hash", [(r["dataset_hash"] or "-")[:19] for r in runs]),
+    ]
+    diffs = result["config_differences"]
+    table += [(key, [_config_value(v) for v in values]) for key, values in diffs.items()]
+    header = ("", [r["name"] for r in runs])
+    widths = [max(len(k) for k, _ in (header, *table))]
+    widths += [max(len(vals[i]) for _, vals in (header, *table)) for i in range(len(runs))]
+    n_fixed = len(table) - len(diffs)
+    for i, (key, values) in enumerate((header, *table)):
+        if i == n_fixed + 1 and diffs:
+            print("config differences:")
+        print("  ".join(v.ljust(w) for v, w in zip((key, *values), widths, strict=True)).rstrip())
+    same = result["same_config_keys"]
+    print(f"{'no config differences' if not diffs else f'{len(diffs)} config key(s) differ'}; "
+          f"{same} other key{'s' if same != 1 else ''} equal in all runs")
+    return 0
 
 
 def cli_list(args: Any) -> int:

@@ -185,6 +185,9 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
                       style=dict(_DEFAULT_STYLE))
     if container == RecordFormat.JSON:
         out.style["indent"] = 2
+    elif container == RecordFormat.CSV:
+        # _read_csv reads a .tsv tab-separated whatever its content, so write it that way.
+        out.style["delimiter"] = "\t" if path.suffix.lower() == ".tsv" else ","
     standard = set(format_fields(ds.format)) | set(ds.mapping)
     for i, r in enumerate(ds.records):
         data = r.peek()
@@ -904,5 +907,97 @@ def _serialize(ds: DatasetFile, container: str) -> tuple[bytes | list[bytes], li
     raise DataError(f"unknown container {container!r}; allowed: {', '.join(RecordFormat.CONTAINERS)}")
 
 
+# ---- CLI
+
+
+def check_output_path(path: str | Path, *, source: str | Path, force: bool = False) -> Path:
+    """Refuse a write target that is the input file, a folder, or (without ``force``) an existing file.
+
+    Args:
+        path: Where the command is about to write.
+        source: The file the command reads; never overwritten, even with ``force``.
+        force: Replace an existing file other than ``source``.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        DataError: naming the target and what to do instead.
+    """
+    path, source = Path(path), Path(source)
+    if not path.exists():
+        return path
+    if path.is_dir():
+        raise DataError("the output is a folder; give a file name", path=str(path))
+    if source.exists() and path.samefile(source):
+        raise DataError("refusing to overwrite the input file; give another output name", path=str(path),
+                        hint="Write to a new file, check it, then replace the original yourself.")
+    if not force:
+        raise DataError("the output file already exists", path=str(path), hint="Give --force to replace it.")
+    return path
+
+
+def cli_convert(args: Any) -> int:
+    """``finetune-studio data convert IN OUT [--format F ...] [--input-format F] [--force]``.
+
+    The GUI's Export: the records of ``IN`` written to ``OUT`` in another container and/or
+    record format, through :func:`export` (extra fields kept, atomic write). Broken records
+    are refused as :func:`export` refuses them, never dropped.
+
+    Args:
+        args: ``input`` and ``output`` (str); ``format`` (list[str] | None): a record format
+            (alpaca, sharegpt, messages), a container (json, jsonl, csv, parquet) or one of
+            each; without a container, ``OUT``'s extension decides, and without a record
+            format the input's is kept. ``input_format`` (str, default auto): how to read
+            ``IN``, as ``data check --format``. ``force`` (bool): replace an existing ``OUT``
+            (never ``IN``).
+
+    Returns:
+        0; errors are raised as StudioError (the CLI prints them, exit 2).
+    """
+    src, out = Path(args.input), Path(args.output)
+    fmt, container = _convert_target(list(getattr(args, "format", None) or []), out)
+    check_output_path(out, source=src, force=getattr(args, "force", False))
+    ds = load_dataset_file(src, getattr(args, "input_format", None) or "auto")
+    if not ds.records:
+        raise DataError("the file has no records; nothing to convert", path=str(src))
+    fmt = fmt or ds.format
+    export(ds, out, container, fmt)
+    n = len(ds.records)
+    print(f"{src} ({ds.detected}) -> {out} ({FORMAT_NAMES[fmt]} {container.upper()}, "
+          f"{n} record{'s' if n != 1 else ''})")
+    return 0
+
+
+def _convert_target(values: list[str], out: Path) -> tuple[str | None, str]:
+    """``--format`` values and the output's extension -> (record format or None, container)."""
+    fmt = container = None
+    allowed = ", ".join((*RecordFormat.FORMATS, *RecordFormat.CONTAINERS))
+    for v in values:
+        name = v.lower()
+        if name in RecordFormat.FORMATS and fmt in (None, name):
+            fmt = name
+        elif name in RecordFormat.CONTAINERS and container in (None, name):
+            container = name
+        elif name in RecordFormat.FORMATS or name in RecordFormat.CONTAINERS:
+            kind, first = ("record format", fmt) if name in RecordFormat.FORMATS else ("container", container)
+            raise DataError(f"--format names two {kind}s ({first} and {name}); give at most one record "
+                            "format and one container")
+        else:
+            raise DataError(f"unknown --format {v!r}; allowed: {allowed}")
+    by_suffix = _container_from_suffix(out)
+    if container is None:
+        if by_suffix is None:
+            raise DataError(f"can't tell the output container from the name '{out.name}'", path=str(out),
+                            hint="Name it .json, .jsonl, .csv, .tsv or .parquet, or give --format "
+                            "json|jsonl|csv|parquet.")
+        return fmt, by_suffix
+    # JSON lines in a .json file read back fine (the reader sniffs); every other mismatch doesn't.
+    if by_suffix not in (None, container) and not (container == "jsonl" and by_suffix == "json"):
+        raise DataError(f"--format {container} doesn't match the extension '{out.suffix}' (read back as "
+                        f"{by_suffix})", path=str(out), hint=f"Name the output .{container}.")
+    return fmt, container
+
+
 __all__ = ["load_dataset_file", "save_dataset_file", "export", "describe", "record_changed",
-           "ALPACA_FIELDS", "CONVERSATION_KEY", "Schema"]
+           "check_output_path", "cli_convert", "ALPACA_FIELDS", "CONVERSATION_KEY", "Schema"]

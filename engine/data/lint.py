@@ -849,7 +849,8 @@ def cli_check(args: Any) -> int:
             print(f"finetune-studio data check: {e}", file=sys.stderr)
         return 2
     if getattr(args, "json", False):
-        payload = {"file": str(path), "detected": ds.detected, **report.to_dict()}
+        payload = {"file": str(path), "detected": ds.detected, "content_hash": usable_content_hash(ds),
+                   **report.to_dict()}
         payload["stats"] = {**report.stats, "length": {k: v for k, v in report.stats["length"].items()
                                                       if k != "per_record"}}
         print(json.dumps(payload, ensure_ascii=False, indent=2))
@@ -862,6 +863,13 @@ def _load_for_check(path: str, fmt: str) -> DatasetFile:
     from engine.data.formats import load_dataset_file
 
     return load_dataset_file(path, fmt)
+
+
+def usable_content_hash(ds: DatasetFile) -> str:
+    """The content hash of the records a run would train on: the ``dataset_hash`` it records."""
+    from engine.data.split import content_hash
+
+    return content_hash(r for r in ds.records if not r.broken)
 
 
 def format_report(report: LintReport, ds: DatasetFile, path: str, per_rule: int = 20) -> str:
@@ -904,4 +912,7 @@ def format_report(report: LintReport, ds: DatasetFile, path: str, per_rule: int 
         if ln.get("seq_len"):
             text += f"; {ln['truncated']} longer than seq_len {ln['seq_len']}"
         lines.append(text)
+    usable = len(ds.records) - len(ds.broken_indices())
+    lines.append(f"Content hash: {usable_content_hash(ds)} (of the {usable} usable records: the "
+                 "dataset_hash a run on this file records)")
     return "\n".join(lines)

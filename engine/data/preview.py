@@ -44,3 +44,93 @@ def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto")
     if run:
         pieces.append((tokenizer.decode(run), bool(run_trained)))
     return pieces
+
+
+# ---- CLI
+
+TEMPLATES = ("auto", "chat", "alpaca")
+# ANSI: trained tokens bold green, prompt tokens dim, as the GUI highlights the answer.
+_ANSI_TRAINED, _ANSI_PROMPT, _ANSI_RESET = "\x1b[1;32m", "\x1b[2m", "\x1b[0m"
+OPEN, CLOSE = "[[", "]]"
+
+
+def cli_preview(args: Any) -> int:
+    """``finetune-studio data preview FILE [--index N] [--model M] [--template T] [--format F] [--json]``.
+
+    The GUI's prompt preview: record N rendered with the model's tokenizer (chat template or
+    the Alpaca prompt), the trained (answer) tokens marked: in bold green on a terminal,
+    else between ``[[`` and ``]]`` (``NO_COLOR`` set also gives brackets).
+
+    Args:
+        args: ``file`` (str); ``index`` (int, default 0); ``model`` (str, default ``demo``):
+            ``demo``, a model folder or a cached hub id; ``template`` (auto|chat|alpaca);
+            ``format`` (str, default auto): how to read the file, as ``data check --format``;
+            ``json`` (bool): print the segments as JSON instead.
+
+    Returns:
+        0; errors are raised as StudioError (the CLI prints them, exit 2).
+    """
+    import json
+    import os
+    import sys
+
+    from engine.data.formats import load_dataset_file
+    from engine.data.tokenize import IGNORE_INDEX, render_record, uses_chat_template
+    from engine.errors import DataError
+    from engine.models import load_tokenizer
+
+    path = str(args.file)
+    index = getattr(args, "index", 0) or 0
+    model = getattr(args, "model", None) or "demo"
+    template = getattr(args, "template", None) or "auto"
+    if template not in TEMPLATES:
+        raise DataError(f"unknown template {template!r}; allowed: {', '.join(TEMPLATES)}")
+    ds = load_dataset_file(path, getattr(args, "format", None) or "auto")
+    n = len(ds.records)
+    if n == 0:
+        raise DataError("the file has no records to preview", path=path)
+    if not 0 <= index < n:
+        raise DataError(f"record index {index} is out of range: the file has {n} record{'s' if n != 1 else ''}, "
+                        f"so --index takes 0 to {n - 1}", path=path)
+    record = ds.records[index]
+    if record.broken:
+        raise DataError(f"record {index} is broken: {record.error}", path=path, line=record.line,
+                        column=record.column, hint="Fix it first; `finetune-studio data check` lists every "
+                        "broken record.")
+    tokenizer = load_tokenizer(model)
+    try:
+        pieces = preview(record, tokenizer, template)
+        # The exact counts, from the labels preview() marks by (its texts are decoded runs).
+        row = render_record(record.messages(), tokenizer, template)
+    except DataError as e:
+        raise DataError(f"record {index}: {e.message}", path=path, line=record.line, fix=e.fix,
+                        hint=e.hint) from None
+    tokens = len(row["input_ids"])
+    trained = sum(1 for x in row["labels"] if x != IGNORE_INDEX)
+    rendering = "chat" if uses_chat_template(tokenizer, template) else "alpaca"
+    if getattr(args, "json", False):
+        print(json.dumps({"file": path, "index": index, "line": record.line, "model": model,
+                          "template": template, "rendering": rendering, "tokens": tokens,
+                          "trained_tokens": trained,
+                          "segments": [{"text": t, "trained": on} for t, on in pieces]},
+                         ensure_ascii=False, indent=2))
+        return 0
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    how = "the chat template" if rendering == "chat" else "the Alpaca prompt format"
+    mark = f"{_ANSI_TRAINED}like this{_ANSI_RESET}" if colour else f"{OPEN}like this{CLOSE}"
+    print(f"{path}:{record.line}: record {index} of {n}, rendered with {how} of {model}")
+    print(f"{tokens} tokens, {trained} trained (the answer, marked {mark}); the rest is prompt (label -100)")
+    print()
+    print(render_marked(pieces, colour=colour))
+    return 0
+
+
+def render_marked(pieces: list[tuple[str, bool]], *, colour: bool = False) -> str:
+    """The preview's pieces as one text, trained pieces in ``[[...]]`` (or ANSI colour)."""
+    out = []
+    for text, trained in pieces:
+        if colour:
+            out.append((_ANSI_TRAINED if trained else _ANSI_PROMPT) + text + _ANSI_RESET)
+        else:
+            out.append(f"{OPEN}{text}{CLOSE}" if trained else text)
+    return "".join(out)

@@ -68,6 +68,27 @@ def test_every_subcommand_dispatches_to_a_real_function():
         assert callable(getattr(importlib.import_module(module), func)), name
 
 
+def test_every_parser_command_has_a_handler_and_back():
+    """A subcommand added to the parser but not to HANDLERS (or the reverse) would fail only when run."""
+    import argparse
+
+    from engine.cli import HANDLERS
+
+    def leaves(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
+        found = set()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    key = f"{prefix} {name}".strip()
+                    found |= leaves(sub, key) or {key}
+        return found
+
+    assert leaves(build_parser()) == set(HANDLERS) - {"self-check"}
+    for cmd in ("data convert", "data preview", "data split", "adapters add", "adapters remove", "runs show",
+                "runs compare"):
+        assert cmd in HANDLERS
+
+
 def test_parser_has_subcommands():
     p = build_parser()
     text = p.format_help()

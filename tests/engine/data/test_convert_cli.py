@@ -1,0 +1,116 @@
+"""``finetune-studio data convert``: the GUI's Export from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.data import cli_convert, load_dataset_file
+from engine.errors import DataError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def convert(src, out, *formats: str, force: bool = False, input_format: str = "auto") -> int:
+    return cli_convert(argparse.Namespace(input=str(src), output=str(out), format=list(formats) or None,
+                                          input_format=input_format, force=force))
+
+
+def datas(path: Path) -> list[dict]:
+    return [r.data for r in load_dataset_file(path).records]
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.tsv", "out.parquet", "out.json"])
+def test_container_round_trip_keeps_every_record(small_dataset, tmp_path, name, capsys):
+    out = tmp_path / name
+    assert convert(small_dataset, out) == 0
+    assert f"-> {out} (Alpaca " in capsys.readouterr().out
+    back = tmp_path / "back.jsonl"
+    assert convert(out, back) == 0
+    assert datas(back) == datas(small_dataset)
+    assert len(datas(back)) == 64
+
+
+@pytest.mark.parametrize("fmt, container", [("sharegpt", "jsonl"), ("messages", "json"), ("sharegpt", "parquet")])
+def test_record_format_round_trip_keeps_conversations_and_extras(small_dataset, tmp_path, fmt, container):
+    out = tmp_path / f"chat.{container}"
+    assert convert(small_dataset, out, fmt) == 0
+    converted = load_dataset_file(out)
+    assert (converted.format, converted.container) == (fmt, container)
+    back = tmp_path / "back.jsonl"
+    assert convert(out, back, "alpaca") == 0
+    original = load_dataset_file(small_dataset).records
+    again = load_dataset_file(back).records
+    # Alpaca's instruction + input become one user turn, so compare what the model sees.
+    assert [r.messages() for r in again] == [r.messages() for r in original]
+    assert [(r.data["task"], r.data["lang"]) for r in again] == [(r.data["task"], r.data["lang"]) for r in original]
+
+
+def test_format_option_may_name_record_format_and_container(small_dataset, tmp_path):
+    out = tmp_path / "chat.json"  # JSON lines in a .json file read back fine
+    assert convert(small_dataset, out, "messages", "jsonl") == 0
+    ds = load_dataset_file(out)
+    assert (ds.format, ds.container, len(ds.records)) == ("messages", "jsonl", 64)
+
+
+def test_refuses_to_overwrite_the_input_even_with_force(small_dataset, tmp_path, capsys):
+    before = small_dataset.read_bytes()
+    same = tmp_path / "sub" / ".." / small_dataset.name
+    (tmp_path / "sub").mkdir()
+    for path, force in ((small_dataset, False), (same, True)):
+        with pytest.raises(DataError, match="refusing to overwrite the input file"):
+            convert(small_dataset, path, "sharegpt", force=force)
+    assert main(["data", "convert", str(small_dataset), str(small_dataset), "--force"]) == 2
+    assert "refusing to overwrite the input file" in capsys.readouterr().err
+    assert small_dataset.read_bytes() == before
+
+
+def test_existing_output_needs_force(small_dataset, tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("keep me\n")
+    with pytest.raises(DataError, match=r"already exists(.|\n)*--force"):
+        convert(small_dataset, out)
+    assert out.read_text() == "keep me\n"
+    assert convert(small_dataset, out, force=True) == 0
+    assert len(datas(out)) == 64
+
+
+def test_broken_records_are_refused_not_dropped(tmp_path):
+    src = tmp_path / "broken.jsonl"
+    src.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n'
+                   '{"instruction": "d", "output": "e"}\n')
+    out = tmp_path / "out.csv"
+    with pytest.raises(DataError, match=r"1 broken record\(s\) can't be exported; the first is at line 2") as e:
+        convert(src, out)
+    assert e.value.line == 2 and str(src) in str(e.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("formats, out, message", [
+    (["yaml"], "out.jsonl", "unknown --format 'yaml'; allowed: alpaca, sharegpt, messages, json, jsonl, csv, parquet"),
+    (["alpaca", "sharegpt"], "out.jsonl", "--format names two record formats (alpaca and sharegpt)"),
+    (["parquet"], "out.csv", "--format parquet doesn't match the extension '.csv'"),
+    ([], "out.txt", "can't tell the output container from the name 'out.txt'"),
+])
+def test_bad_target_is_a_clear_error(small_dataset, tmp_path, formats, out, message):
+    with pytest.raises(DataError) as e:
+        convert(small_dataset, tmp_path / out, *formats)
+    assert message in str(e.value)
+    assert not (tmp_path / out).exists()
+
+
+def test_convert_runs_as_a_command(small_dataset, tmp_path):
+    out = tmp_path / "chat.parquet"
+    proc = subprocess.run([sys.executable, "-m", "engine", "data", "convert", str(small_dataset), str(out),
+                           "--format", "sharegpt"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith(f"-> {out} (ShareGPT PARQUET, 64 records)")
+    ds = load_dataset_file(out)
+    assert (ds.format, ds.container, len(ds.records)) == ("sharegpt", "parquet", 64)
+    assert json.loads(json.dumps(ds.records[0].data))["task"] == "extraction"

@@ -1,0 +1,113 @@
+"""``finetune-studio data preview``: a record as the model sees it, exactly the trained tokens marked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.data import cli_preview, load_dataset_file
+from engine.data.tokenize import IGNORE_INDEX, render_record
+from engine.errors import DataError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from engine.models import load_tokenizer
+
+    return load_tokenizer(str(REPO / "resources" / "demo" / "model"))
+
+
+def args(path, *, index=0, template="auto", as_json=False, model="demo") -> argparse.Namespace:
+    return argparse.Namespace(file=str(path), index=index, model=model, template=template, format="auto",
+                              json=as_json)
+
+
+def trained_text(tok, record, template: str) -> str:
+    """The trainer's answer tokens, straight from the labels, decoded."""
+    row = render_record(record.messages(), tok, template)
+    return tok.decode([t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != IGNORE_INDEX])
+
+
+@pytest.mark.parametrize("template", ["auto", "alpaca"])
+def test_json_segments_mark_exactly_the_answer_tokens(demo_base, small_dataset, tok, template, capsys):
+    assert cli_preview(args(small_dataset, index=1, template=template, as_json=True)) == 0
+    out = json.loads(capsys.readouterr().out)
+    record = load_dataset_file(small_dataset).records[1]
+    row = render_record(record.messages(), tok, template)
+    segments = out["segments"]
+    trained = "".join(s["text"] for s in segments if s["trained"])
+    prompt = "".join(s["text"] for s in segments if not s["trained"])
+    assert trained == trained_text(tok, record, template)
+    assert trained.startswith(record.data["output"])
+    assert record.data["instruction"] in prompt and record.data["output"] not in prompt
+    assert "".join(s["text"] for s in segments) == tok.decode(row["input_ids"])
+    assert out["tokens"] == len(row["input_ids"])
+    assert out["trained_tokens"] == sum(1 for x in row["labels"] if x != IGNORE_INDEX)
+    assert (out["index"], out["line"], out["model"]) == (1, 2, "demo")
+    assert out["rendering"] == ("chat" if template == "auto" else "alpaca")
+
+
+def test_plain_output_brackets_each_answer(demo_base, tmp_path, tok, capsys):
+    path = tmp_path / "multi.jsonl"
+    path.write_text(json.dumps({"history": [["Hi", "Hello there!"]], "instruction": "Capital of France?",
+                                "output": "Paris."}) + "\n")
+    assert cli_preview(args(path)) == 0
+    out = capsys.readouterr().out
+    head, body = out.split("\n\n", 1)
+    assert "record 0 of 1, rendered with the chat template of demo" in head and "[[like this]]" in head
+    assert "\x1b[" not in out  # not a terminal: brackets, no colour
+    spans = [part.split("]]")[0] for part in body.split("[[")[1:]]
+    assert len(spans) == 2 and spans[0].startswith("Hello there!") and spans[1].startswith("Paris.")
+    record = load_dataset_file(path).records[0]
+    assert "".join(spans) == trained_text(tok, record, "auto")
+    assert "Capital of France?" in body.split("[[")[1]  # the question sits between the two answers, unmarked
+
+
+def test_colour_only_on_a_terminal(demo_base, small_dataset, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert cli_preview(args(small_dataset)) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[1;32m" in out and "[[" not in out
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert cli_preview(args(small_dataset)) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out and "[[" in out
+
+
+@pytest.mark.parametrize("index", [64, -1])
+def test_bad_index_names_the_valid_range(demo_base, small_dataset, index, capsys):
+    with pytest.raises(DataError) as e:
+        cli_preview(args(small_dataset, index=index))
+    assert f"record index {index} is out of range: the file has 64 records, so --index takes 0 to 63" in str(e.value)
+    assert main(["data", "preview", str(small_dataset), "--index", str(index)]) == 2
+    err = capsys.readouterr().err
+    assert "--index takes 0 to 63" in err and "Traceback" not in err
+
+
+def test_broken_record_and_missing_answer_name_the_line(demo_base, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n{"instruction": "no answer"}\n')
+    with pytest.raises(DataError, match="record 1 is broken") as e:
+        cli_preview(args(path, index=1))
+    assert e.value.line == 2
+    with pytest.raises(DataError, match="record 2: the record has no answer") as e:
+        cli_preview(args(path, index=2))
+    assert e.value.line == 3
+
+
+def test_preview_runs_as_a_command(demo_base, small_dataset):
+    proc = subprocess.run([sys.executable, "-m", "engine", "data", "preview", str(small_dataset), "--index", "1",
+                           "--template", "alpaca"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    record = load_dataset_file(small_dataset).records[1]
+    assert "### Response:\n[[" + record.data["output"] in proc.stdout
+    assert "\x1b[" not in proc.stdout

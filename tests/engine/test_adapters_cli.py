@@ -1,0 +1,97 @@
+"""``finetune-studio adapters add|remove``: the library's "Add folder…" and "Remove" from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.adapters import cli_add, cli_list, cli_remove
+from engine.cli import main
+from engine.errors import ModelError
+from engine.paths import runs_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fake_adapter(folder: Path, r: int = 4) -> Path:
+    """An adapter folder as PEFT writes it; the library reads files only, so the weights can be empty."""
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "target_modules": ["q_proj", "v_proj"],
+        "base_model_name_or_path": str(REPO / "resources" / "demo" / "model")}))
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    return folder.resolve()  # the library keeps resolved paths
+
+
+def listed(capsys) -> dict[str, str]:
+    """``adapters list --json`` as {path: source}."""
+    capsys.readouterr()
+    assert cli_list(argparse.Namespace(json=True)) == 0
+    return {c["path"]: c["source"] for c in json.loads(capsys.readouterr().out)}
+
+
+def ns(path) -> argparse.Namespace:
+    return argparse.Namespace(path=str(path))
+
+
+def test_add_then_remove_changes_the_list(tmp_path, capsys):
+    folder = fake_adapter(tmp_path / "medical")
+    assert listed(capsys) == {}
+    assert cli_add(ns(folder)) == 0
+    assert capsys.readouterr().out.startswith(f"added medical, lora on demo - {folder}")
+    assert listed(capsys) == {str(folder): "added"}
+    assert cli_add(ns(folder)) == 0  # twice: listed once
+    assert "already in the library (added)" in capsys.readouterr().out
+    assert listed(capsys) == {str(folder): "added"}
+    assert cli_remove(ns(folder)) == 0
+    assert "its files are kept" in capsys.readouterr().out
+    assert listed(capsys) == {}
+    assert (folder / "adapter_config.json").exists()
+
+
+def test_remove_by_the_listed_name(tmp_path, capsys):
+    keep, drop = fake_adapter(tmp_path / "a" / "keep"), fake_adapter(tmp_path / "b" / "legal")
+    cli_add(ns(keep))
+    cli_add(ns(drop))
+    assert cli_remove(ns("legal")) == 0
+    assert listed(capsys) == {str(keep): "added"}
+
+
+def test_remove_explains_what_it_cannot_remove(tmp_path):
+    run = runs_dir() / "20261128-100000-lora"
+    fake_adapter(run / "final")
+    (run / "summary.json").write_text(json.dumps({"status": "completed"}))
+    with pytest.raises(ModelError, match="is the adapter of run '20261128-100000-lora'") as e:
+        cli_remove(ns(run))
+    assert str(run) in e.value.hint
+    other = fake_adapter(tmp_path / "never-added")
+    with pytest.raises(ModelError, match="is not an added adapter folder"):
+        cli_remove(ns(other))
+
+
+def test_add_refuses_a_folder_without_adapter_config(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["adapters", "add", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "has no adapter_config.json" in err and "Traceback" not in err
+    assert listed(capsys) == {}
+
+
+def test_add_and_remove_run_as_commands(tmp_path):
+    folder = fake_adapter(tmp_path / "medical")
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "engine", "adapters", *argv], capture_output=True,
+                              text=True, cwd=REPO)
+
+    assert run("add", str(folder)).returncode == 0
+    assert json.loads(run("list", "--json").stdout)[0]["path"] == str(folder)
+    assert run("remove", str(folder)).returncode == 0
+    assert json.loads(run("list", "--json").stdout) == []
+    bad = run("remove", str(folder))
+    assert bad.returncode == 2 and "is not an added adapter folder" in bad.stderr

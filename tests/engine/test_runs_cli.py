@@ -1,0 +1,122 @@
+"""``finetune-studio runs show|compare``: one run's summary, and runs side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.config import RunConfig
+from engine.errors import StudioError
+from engine.paths import runs_dir
+from engine.runs import cli_compare, cli_show
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_run(name: str, *, steps: int = 10, lr: float = 2e-4, final_loss: float = 0.5, best_eval: float = 0.7,
+             status: str = "completed", peak: int | None = 3 * 2**30, checkpoints: tuple[int, ...] = (5, 10),
+             error: str | None = None) -> Path:
+    """A run folder laid out as engine.train writes it: run.yaml, summary.json, metrics.jsonl, checkpoints."""
+    path = runs_dir() / name
+    path.mkdir(parents=True)
+    cfg = RunConfig(max_steps=steps, learning_rate=lr, output_dir=str(path))
+    cfg.save(path / "run.yaml")
+    started = 1_790_000_000.0
+    summary = {"status": status, "started": started, "finished": started + 65, "step": steps,
+               "final_loss": final_loss, "best_eval_loss": best_eval, "peak_gpu_device_bytes": peak,
+               "dataset_hash": f"sha256:{'ab' * 32}", "dataset_records": 366, "config": cfg.to_dict()}
+    if error:
+        summary["error"] = {"kind": "oom", "message": error}
+    (path / "summary.json").write_text(json.dumps(summary))
+    rows = [{"step": i, "loss": 3.0 / i, "lr": lr} for i in range(1, steps + 1)]
+    rows += [{"step": steps, "eval_loss": best_eval}]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for step in checkpoints:
+        (path / f"checkpoint-{step}").mkdir()
+    (path / "final").mkdir()
+    return path
+
+
+def show(run, as_json=True) -> argparse.Namespace:
+    return argparse.Namespace(run=str(run), json=as_json)
+
+
+def test_show_by_name_or_folder(capsys):
+    path = make_run("20261128-100000-lora")
+    for ref in ("20261128-100000-lora", path):
+        assert cli_show(show(ref)) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert d["path"] == str(path.resolve()) and d["status"] == "completed" and d["duration_s"] == 65
+        assert (d["final_loss"], d["best_eval_loss"], d["peak_gpu_bytes"]) == (0.5, 0.7, 3 * 2**30)
+        assert d["dataset_hash"] == f"sha256:{'ab' * 32}" and d["dataset_records"] == 366
+        assert [c["name"] for c in d["checkpoints"]] == ["checkpoint-5", "checkpoint-10"]  # step order
+        assert d["metrics"]["lowest_loss"] == pytest.approx(0.3) and d["metrics"]["lowest_loss_step"] == 10
+        assert d["metrics"]["train_rows"] == 10 and d["metrics"]["eval_rows"] == 1
+        assert d["config"]["learning_rate"] == 2e-4 and d["config"]["max_steps"] == 10
+
+
+def test_show_plain_text(capsys):
+    make_run("20261128-100000-lora", status="failed", error="CUDA out of memory")
+    assert cli_show(show("20261128-100000-lora", as_json=False)) == 0
+    out = capsys.readouterr().out
+    for line in ("status             failed", "duration           1 min 05 s", "final loss         0.5000",
+                 "peak GPU memory    3.00 GiB", "checkpoints        checkpoint-5, checkpoint-10",
+                 "error              CUDA out of memory", "config (run.yaml):", "  learning_rate: 0.0002",
+                 "  trust_remote_code: false"):
+        assert line in out
+
+
+def test_unknown_run_suggests_the_closest(capsys):
+    make_run("20261128-100000-lora")
+    with pytest.raises(StudioError, match="run '20261128-100000-lorb': no such folder") as e:
+        cli_show(show("20261128-100000-lorb"))
+    assert "20261128-100000-lora" in e.value.hint
+    assert main(["runs", "show", "nope"]) == 2
+    assert "run 'nope'" in capsys.readouterr().err
+
+
+def test_compare_lists_losses_and_only_the_config_keys_that_differ(capsys):
+    a = make_run("20261128-100000-lora", steps=10, lr=2e-4, final_loss=0.5, best_eval=0.7)
+    b = make_run("20261128-110000-lora", steps=20, lr=1e-3, final_loss=0.3, best_eval=0.9, peak=None)
+    assert cli_compare(argparse.Namespace(runs=[str(a), "20261128-110000-lora"], json=True)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in out["runs"]] == [a.name, b.name]
+    assert [r["final_loss"] for r in out["runs"]] == [0.5, 0.3]
+    assert out["config_differences"] == {"learning_rate": [2e-4, 1e-3], "max_steps": [10, 20]}  # not output_dir
+    assert out["same_config_keys"] == len(RunConfig.field_names()) - 3
+    assert cli_compare(argparse.Namespace(runs=[a.name, b.name], json=False)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = {line.split("  ")[0]: line.split() for line in lines}
+    assert row["final loss"][-2:] == ["0.3000", "*"] and row["best eval loss"][-3:] == ["0.7000", "*", "0.9000"]
+    assert row["learning_rate"][1:] == ["0.0002", "0.001"] and row["max_steps"][1:] == ["10", "20"]
+    assert "config differences:" in lines and lines[-1].startswith("2 config key(s) differ")
+
+
+def test_compare_needs_two_runs():
+    make_run("20261128-100000-lora")
+    with pytest.raises(StudioError, match="needs two runs or more"):
+        cli_compare(argparse.Namespace(runs=["20261128-100000-lora"], json=False))
+
+
+def test_show_and_compare_run_as_commands():
+    make_run("20261128-100000-lora")
+    make_run("20261128-110000-lora", lr=1e-3)
+    cmd = [sys.executable, "-m", "engine", "runs"]
+    shown = subprocess.run([*cmd, "show", "20261128-100000-lora", "--json"], capture_output=True, text=True,
+                           cwd=REPO)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "completed"
+    compared = subprocess.run([*cmd, "compare", "20261128-100000-lora", "20261128-110000-lora"],
+                              capture_output=True, text=True, cwd=REPO)
+    assert compared.returncode == 0, compared.stderr
+    assert "learning_rate" in compared.stdout and "1 config key(s) differ" in compared.stdout
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(1_790_000_000.0))
+    text = subprocess.run([*cmd, "show", "20261128-100000-lora"], capture_output=True, text=True, cwd=REPO).stdout
+    assert started in text
