@@ -151,6 +151,11 @@ class RunConfig:
                             group="run")
     eval_steps: int = _f(0, "Evaluate every N steps (0 = once per epoch when eval_split > 0).",
                          min=0, max=10**9, group="run")
+    early_stopping_patience: int = _f(0, "Stop when the eval loss has not improved for this many evaluations "
+                                      "in a row, and keep the best checkpoint as the result (0 = off; needs "
+                                      "eval_split > 0; with eval_steps 0 it evaluates at every checkpoint).", min=0, max=10**6, group="run")
+    early_stopping_threshold: float = _f(0.0, "With early stopping: how much lower the eval loss must be to "
+                                         "count as an improvement.", min=0.0, max=1e6, group="run")
     nan_policy: str = _f("rollback", "On a NaN/inf loss: roll back to the last good checkpoint and "
                          "halve the LR, or stop.", choices=NAN_POLICIES, group="run")
     oom_recovery: bool = _f(True, "On CUDA out-of-memory: halve the micro-batch, double accumulation "
@@ -358,6 +363,15 @@ class RunConfig:
         if self.is_quantized and self.device == "cpu":
             bad("load_in", f"load_in '{self.load_in}' uses bitsandbytes CUDA kernels; with device: cpu "
                 "load in fp32 or bf16.", fix={"load_in": "fp32", "mixed_precision": "no"})
+        if self.early_stopping_patience and self.eval_split <= 0:
+            bad("early_stopping_patience", "early stopping watches the eval loss, but eval_split is 0 so "
+                "nothing is evaluated; hold out some records (e.g. eval_split: 0.05) or set "
+                "early_stopping_patience: 0.", fix={"eval_split": 0.05})
+        if self.early_stopping_patience and self.eval_steps and self.save_steps \
+                and self.save_steps % self.eval_steps:
+            bad("save_steps", f"with early stopping the best evaluation must have a checkpoint, so save_steps "
+                f"({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}).",
+                fix={"save_steps": self.eval_steps * max(1, self.save_steps // self.eval_steps)})
         if self.method in ("prefix", "prompt") and self.packing:
             bad("packing", f"method '{self.method}' prepends virtual tokens to each sequence, which "
                 "would leak across packed records; turn packing off.", fix={"packing": False})

@@ -556,6 +556,14 @@ def training_arguments_kwargs(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
         remove_unused_columns=False,
         dataloader_pin_memory=False,
     )  # gradient checkpointing is applied by precision.load_model, before the method
+    if cfg.early_stopping_patience and has_eval:
+        # Trainer keeps the best checkpoint and loads it at the end; that needs a checkpoint at
+        # every evaluation. Without eval_steps, evaluate at each checkpoint (or each epoch).
+        every = cfg.eval_steps or cfg.save_steps
+        strategy = "steps" if every else "epoch"
+        kwargs.update(eval_strategy=strategy, eval_steps=every or None, save_strategy=strategy,
+                      save_steps=cfg.save_steps or every or 500, load_best_model_at_end=True,
+                      metric_for_best_model="eval_loss", greater_is_better=False)
     kwargs.update(precision.trainer_precision_kwargs(cfg, prep.env))  # bf16/fp16, optim, device, eps, clip
     if cfg.deepspeed:
         # HF fills the JSON's "auto" values (batch, accumulation, lr, precision) from these arguments.
@@ -579,10 +587,16 @@ def _build_trainer(prep: Prepared, writer: EventWriter, commands: Commands, call
                      DataCollatorForSeq2Seq(prep.tokenizer, padding=True, label_pad_token_id=-100,
                                             pad_to_multiple_of=8 if prep.env.cuda else None))
     cb = callback_cls(writer, commands, prep.output_dir, is_main, prep.train_lines)
+    callbacks = [cb]
+    if cfg.early_stopping_patience and prep.eval_rows:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience,
+                                               early_stopping_threshold=cfg.early_stopping_threshold))
     trainer = _trainer_class()(model=prep.model, args=TrainingArguments(**training_arguments_kwargs(cfg, prep)),
                                train_dataset=_ListDataset(prep.train_rows),
                                eval_dataset=_ListDataset(prep.eval_rows) if prep.eval_rows else None,
-                               data_collator=_IndexedCollator(base_collator), callbacks=[cb])
+                               data_collator=_IndexedCollator(base_collator), callbacks=callbacks)
     trainer.fault_injector = fault_injector
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
     cb.trainer = trainer
@@ -624,6 +638,8 @@ def _model_card(prep: Prepared, result: dict) -> str:
     cfg = prep.cfg
     hp = "\n".join(f"| {k} | {v} |" for k, v in cfg.to_dict().items()
                    if k not in ("output_dir",))
+    early_note = (f" (stopped early; these weights are the best checkpoint, step {result.get('best_step')})"
+                  if result.get("early_stopped") else "")
     return f"""---
 library_name: {'peft' if prep.method.peft else 'transformers'}
 base_model: {cfg.model}
@@ -638,7 +654,7 @@ Fine-tuned with Finetune Studio.
 - **Trainable parameters:** {prep.trainable_params:,} of {prep.total_params:,}
 - **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('records')} records, {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens, {prep.data_stats.get('dropped')} dropped
 - **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss'))}; **best eval loss:** {_fmt(result.get('best_eval_loss'))}
-- **Status:** {result.get('status')}
+- **Status:** {result.get('status')}{early_note}
 
 ## Load it
 ```python
@@ -853,6 +869,20 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
         break
 
     stopped = commands.stop_requested
+    state = trainer.state
+    early = {}
+    if cfg.early_stopping_patience and prep.eval_rows and not stopped and state.global_step < state.max_steps:
+        best_step = checkpoint_step(Path(state.best_model_checkpoint)) if state.best_model_checkpoint else None
+        early = {"early_stopped": True, "best_step": best_step, "best_checkpoint": state.best_model_checkpoint}
+        by = f" by more than {cfg.early_stopping_threshold:g}" if cfg.early_stopping_threshold else ""
+        when = (" at the last evaluation" if cfg.early_stopping_patience == 1 else
+                f" for {cfg.early_stopping_patience} evaluations in a row")
+        best = (f" (step {best_step}, eval loss {state.best_metric:.4f})"
+                if best_step is not None and state.best_metric is not None else "")
+        writer.emit(ev.WARNING, kind="early_stopped", step=state.global_step, best_step=best_step,
+                    best_eval_loss=state.best_metric,
+                    message=f"Stopped early at step {state.global_step} of {state.max_steps}: the eval loss did "
+                    f"not improve{by}{when}. The result is the best checkpoint{best}")
     final_dir = prep.output_dir / "final"
     if is_main:
         prep.method.save(trainer.model, final_dir, cfg)
@@ -871,6 +901,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
               "peak_gpu_reserved_bytes": peaks.get("gpu_mem_peak_reserved"),
               "peak_gpu_device_bytes": device_bytes, "gpu_name": prep.env.gpu_name,
               "nan_rollbacks": nan_rollbacks, "oom_retries": oom_retries, "skipped_steps": cb.skipped_steps,
+              **early,
               "config": cfg.to_dict()}
     if is_main:
         atomic_write_text(prep.output_dir / "README.md", _model_card(prep, result))

@@ -173,6 +173,9 @@ class Advisor:
         kind = data.get("kind", "warning")
         if kind == "stopping":
             return []  # the progress line says it; not advice
+        if kind == "early_stopped":
+            return [Advice("info", "Stopped early: the eval loss stopped improving", data.get("message", ""),
+                           None, key="early_stopped")]
         message = data.get("message", "")
         fix = _clean_fix(data.get("fix"))
         hint = data.get("hint")

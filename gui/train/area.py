@@ -67,7 +67,8 @@ SECTIONS = {
     "Training": ("learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_steps", "weight_decay",
                  "max_grad_norm", "seed"),
     "Run and checkpoints": ("run_name", "output_dir", "save_steps", "save_total_limit", "logging_steps",
-                            "eval_steps", "nan_policy", "oom_recovery"),
+                            "eval_steps", "early_stopping_patience", "early_stopping_threshold", "nan_policy",
+                            "oom_recovery"),
     "Advanced": ("device", "attn_implementation", "adam_epsilon", "int8_threshold", "trust_remote_code",
                  "allow_pickle", "deepspeed"),
 }

@@ -377,3 +377,57 @@ def test_resume_without_a_checkpoint_warns_and_starts_over(tiny_model_dir, small
     assert result["status"] == "completed"
     assert any(e["kind"] == "resume" for e in rec.of("warning"))
     assert rec.of("started")[0]["resumed"] is False
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "full"])
+def test_early_stopping_stops_and_keeps_the_best_checkpoint(method, tiny_model_dir, small_dataset, tmp_path):
+    """A threshold no evaluation can beat: the first eval is the best, the run stops after patience evals."""
+    from engine.methods import get_method
+
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", method=method, max_steps=20, eval_split=0.25,
+                   eval_steps=2, save_steps=2, save_total_limit=1, early_stopping_patience=2,
+                   early_stopping_threshold=1e3, **METHOD_SETTINGS.get(method, {}),
+                   # full fine-tuning at this LR overshoots after step 4 (eval 11.8, 7.3, 8.5 at steps
+                   # 2, 4, 6), so its best checkpoint is not the last one
+                   **({"learning_rate": 0.3} if method == "full" else {}))
+    result, rec, trained = train(cfg)
+    assert result["status"] == "completed", result.get("error")
+    evals = {e["step"]: e["eval_loss"] for e in rec.of("eval")}
+    best_step = min(evals, key=evals.get)
+    assert result["early_stopped"] is True and result["step"] == 6 and list(evals) == [2, 4, 6]
+    assert result["best_step"] == best_step and result["best_eval_loss"] == pytest.approx(evals[best_step])
+    if method == "full":
+        assert best_step < 6  # so the final model being the best one is not the last step's by chance
+    (warning,) = [e for e in rec.of("warning") if e["kind"] == "early_stopped"]
+    assert warning["best_step"] == best_step and "Stopped early at step 6 of 20" in warning["message"]
+    # The result is the lowest-eval-loss checkpoint's model, kept despite save_total_limit 1.
+    out = tmp_path / "run"
+    assert (out / f"checkpoint-{best_step}").is_dir()
+    ids = probe_ids(tiny_model_dir)
+    method_ = get_method(method)
+    final = logits(method_.load(fresh(cfg, tiny_model_dir), out / "final", cfg), ids)
+    ckpt = out / f"checkpoint-{best_step}"
+    if (ckpt / "adapter_config.json").exists():  # a PEFT checkpoint
+        best_model = method_.load(fresh(cfg, tiny_model_dir), ckpt, cfg)
+    else:  # Trainer saved the whole model (full, or the base with its bottleneck adapters)
+        from safetensors.torch import load_file
+
+        best_model = initial_model(cfg, tiny_model_dir)
+        _missing, unexpected = best_model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
+        assert not unexpected
+    torch.testing.assert_close(final, logits(best_model, ids))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["early_stopped"] is True and summary["best_step"] == best_step
+    assert f"stopped early; these weights are the best checkpoint, step {best_step}" in (out / "README.md").read_text()
+
+
+def test_early_stopping_needs_an_eval_split():
+    from engine.errors import ConfigErrors
+
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.from_dict({"early_stopping_patience": 3})
+    (err,) = e.value.errors
+    assert err.key == "early_stopping_patience" and "eval_split is 0" in err.message and err.fix == {"eval_split": 0.05}
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.from_dict({"early_stopping_patience": 3, "eval_split": 0.1, "eval_steps": 20, "save_steps": 50})
+    assert e.value.errors[0].key == "save_steps" and e.value.errors[0].fix == {"save_steps": 40}

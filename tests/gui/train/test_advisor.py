@@ -37,6 +37,8 @@ def test_advisor_turns_events_into_advice_with_fixes():
                                    "seq_len=256", "fix": {"seq_len": 512}})
     assert trunc[0].fix == {"seq_len": 512}
     assert a.on_event("warning", {"kind": "stopping", "message": "stopping after step 3"}) == []
+    early = a.on_event("warning", {"kind": "early_stopped", "message": "Stopped early at step 6 of 20", "best_step": 4})
+    assert early[0].level == "info" and "Stopped early" in early[0].title and early[0].fix is None
     cfg = a.on_event("error", {"kind": "config", "message": "x", "errors": [
         {"key": "load_in", "message": "needs a GPU", "fix": {"load_in": "fp32", "mixed_precision": "no"}},
         {"key": "typo", "message": "unknown key", "fix": {"typo": None}}]})
