@@ -100,3 +100,23 @@ def test_reattach_to_a_worker_started_by_the_engine_client(make_area, qtbot, tmp
         assert area.run.events_seen > 40
     finally:
         client.kill()
+
+
+def test_cpu_training_leaves_a_core_to_the_window(make_area, monkeypatch):
+    from gui.train import area as area_module
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(area_module.os, "cpu_count", lambda: 8)
+    assert area_module.cpu_training_env() == {"OMP_NUM_THREADS": "7"}
+    monkeypatch.setattr(area_module.os, "cpu_count", lambda: 1)
+    assert area_module.cpu_training_env() == {"OMP_NUM_THREADS": "1"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting is kept
+    assert area_module.cpu_training_env() == {}
+    monkeypatch.delenv("OMP_NUM_THREADS")
+
+    area = make_area()  # no GPU: the run trains on the CPU
+    calls: list[dict] = []
+    monkeypatch.setattr(area.run, "start", lambda cfg, **kw: calls.append(kw))
+    area.config_model.update(FAST)
+    assert area.start_run()
+    assert calls and calls[0]["env"] == {"OMP_NUM_THREADS": "1"}
