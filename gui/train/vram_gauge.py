@@ -243,6 +243,11 @@ class VramGauge(QWidget):
         """The peak a finished run measured (device or reserved bytes), shown beside the estimate."""
         self.measured = nbytes
         self.measured_note = note
+        if self.estimate is None:  # the estimate is still coming: say what was measured meanwhile
+            what = f"Measured peak {fmt_bytes(nbytes)} {note}".strip() if nbytes else note
+            if what:
+                self.details.setText(f"Estimating…<br>{what}")
+            return
         self._render()
 
     # ---- Internals

@@ -74,3 +74,15 @@ def test_measured_peak_is_shown_beside_the_estimate(make_area):
     area.gauge.set_measured(3 * GiB, "(whole GPU)")
     assert "Measured peak 3.00 GiB" in area.gauge.details.text()
     assert area.gauge.bar.measured == 3 * GiB
+
+
+def test_a_measured_peak_before_the_first_estimate_is_not_lost(qtbot):
+    from gui.train.vram_gauge import VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    assert gauge.estimate is None
+    gauge.set_measured(None, "The last run trained on the CPU: no GPU peak to compare.")
+    assert "trained on the CPU" in gauge.details.text()
+    gauge.set_measured(3 * GiB, "(whole GPU)")
+    assert "Measured peak 3.00 GiB (whole GPU)" in gauge.details.text()
