@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.runs import RunInfo, last_checkpoint, list_runs, read_metrics
+from engine.runs import RunInfo, compare_runs, last_checkpoint, list_runs, read_metrics
 from gui.train.plots import debiased_ema
 
 GiB = 2**30
@@ -171,6 +171,7 @@ class RunsArea(QWidget):
         self.try_button.setToolTip("Open this run's adapter in the Adapters playground")
         self.summary = QLabel("")
         self.summary.setStyleSheet("color: palette(mid);")
+        self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         buttons = QHBoxLayout()
         buttons.addWidget(self.refresh_button)
@@ -297,10 +298,34 @@ class RunsArea(QWidget):
         if run is not None:
             ckpt = last_checkpoint(run.path)
             self.summary.setText(f"{run.path}" + (f" · last checkpoint {ckpt.name}" if ckpt else ""))
+        elif len(runs) > 1:
+            self.summary.setText(self._differences_text(runs))
         else:
-            self.summary.setText(f"{len(runs)} runs selected" if runs else
-                                 "Select a run for its actions; select several to compare their curves.")
+            self.summary.setText("Select a run for its actions; select several to compare their curves.")
         self._replot()
+
+    def _differences_text(self, runs: list[RunInfo], shown: int = 6) -> str:
+        """What differs between the selected runs' configs, each value in its curve's colour."""
+        runs = runs[: len(CURVE_COLORS)]
+        try:
+            diffs = compare_runs([r.path for r in runs])["config_differences"]
+        except Exception as e:  # noqa: BLE001 - an unreadable run folder must not break the selection
+            return f"{len(runs)} runs selected (their configs could not be compared: {e})"
+        if not diffs:
+            return f"{len(runs)} runs selected · same config"
+
+        def value(v: Any) -> str:
+            text = "–" if v is None else str(v)
+            return (text[:24] + "…") if len(text) > 25 else text
+
+        parts = []
+        for key, values in list(diffs.items())[:shown]:
+            colored = " / ".join(f"<span style='color:{CURVE_COLORS[i]}'>{value(v)}</span>"
+                                 for i, v in enumerate(values))
+            parts.append(f"<b style='color:#333'>{key}</b> {colored}")
+        more = f" · +{len(diffs) - shown} more" if len(diffs) > shown else ""
+        self.summary.setToolTip("\n".join(f"{k}: {' / '.join(map(str, v))}" for k, v in diffs.items()))
+        return f"{len(runs)} runs · differ in: " + " · ".join(parts) + more
 
     def _metrics(self, path: Path) -> list[dict]:
         f = path / "metrics.jsonl"

@@ -123,3 +123,18 @@ def test_refresh_keeps_the_selection_and_picks_up_new_runs(qtbot, runs):
 def test_table_model_alone(qtmodeltester):
     model = RunsTableModel()
     qtmodeltester.check(model)
+
+
+def test_selecting_runs_says_how_their_configs_differ(qtbot, runs):
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([runs["done"], runs["stopped"]])
+    text = area.summary.text()
+    assert text.startswith("2 runs · differ in: ") and "max_steps</b>" in text
+    # each run's value in its curve's colour, in the order the curves are drawn
+    order = [r.path for r in area.selected_runs()]
+    values = ["20" if p == runs["done"] else "12" for p in order]
+    assert f"#1f77b4'>{values[0]}</span> / <span style='color:#d62728'>{values[1]}</span>" in text
+    assert f"max_steps: {values[0]} / {values[1]}" in area.summary.toolTip()
+    area.select_paths([runs["done"]])
+    assert "differ" not in area.summary.text()
