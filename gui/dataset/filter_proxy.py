@@ -12,6 +12,8 @@ out from under the annotator's cursor. It drops out when they move on.
 from __future__ import annotations
 
 import re
+import time
+from dataclasses import dataclass
 
 from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QGuiApplication
@@ -21,6 +23,55 @@ from gui.dataset.search import TextQuery, record_matches
 
 ANY_FINDING = "*any*"
 BROKEN = "*broken*"
+
+
+@dataclass
+class TextMatches:
+    """Which records of a snapshot match a text query (computed by :class:`FilterScan`).
+
+    ``records`` keeps the scanned objects alive, so their ``id`` can't be reused by a new
+    record while these sets are in use.
+    """
+
+    query: TextQuery
+    records: list[Record]
+    scanned: set[int]
+    accepted: set[int]
+
+
+class FilterScan:
+    """Matches a snapshot of records against a text query a slice at a time.
+
+    The editor calls :meth:`step` from a zero-interval timer, so the window repaints between
+    slices; :meth:`result` gives the :class:`TextMatches` once every record was seen.
+    """
+
+    def __init__(self, generation: int, records: list[Record], fmt: str, query: TextQuery):
+        self.generation = generation
+        self.records = records
+        self.fmt = fmt
+        self.query = query
+        self.pattern = query.pattern()
+        self.done = 0
+        self.accepted: set[int] = set()
+
+    def step(self, budget_s: float) -> bool:
+        """Match records for about ``budget_s`` seconds; True when every record is done."""
+        deadline = time.perf_counter() + budget_s
+        records, fmt, query, pattern, accepted = self.records, self.fmt, self.query, self.pattern, self.accepted
+        i, n = self.done, len(records)
+        while i < n:
+            rec = records[i]
+            if record_matches(rec, fmt, query, pattern):
+                accepted.add(id(rec))
+            i += 1
+            if not i % 64 and time.perf_counter() > deadline:
+                break
+        self.done = i
+        return i >= n
+
+    def result(self) -> TextMatches:
+        return TextMatches(self.query, self.records, {id(r) for r in self.records}, self.accepted)
 
 
 class RecordFilterProxy(QSortFilterProxyModel):
@@ -33,10 +84,18 @@ class RecordFilterProxy(QSortFilterProxyModel):
         self._pattern: re.Pattern[str] | None = None
         self._rule: str | None = None
         self._pinned: Record | None = None
+        self._matches: TextMatches | None = None
         self.setDynamicSortFilter(True)
 
-    def set_filter(self, query: TextQuery | None, rule: str | None) -> None:
+    def set_filter(self, query: TextQuery | None, rule: str | None, matches: TextMatches | None = None) -> None:
         """Show only records matching ``query`` (None/empty: all) and having ``rule`` findings.
+
+        Args:
+            query: The text filter.
+            rule: A lint rule, :data:`ANY_FINDING` or :data:`BROKEN`.
+            matches: ``query``'s result computed beforehand (on a thread, by :func:`scan_matches`).
+                Records it scanned are decided from it; records created since (edits) are
+                matched directly.
 
         Raises:
             re.error: an invalid regular expression (nothing is changed then).
@@ -51,6 +110,7 @@ class RecordFilterProxy(QSortFilterProxyModel):
         self._pattern = pattern
         self._rule = rule or None
         self._pinned = None  # new criteria: the current record must match them like any other
+        self._matches = matches if pattern is not None else None
         self.endResetModel()
 
     def refilter(self) -> None:
@@ -115,5 +175,8 @@ class RecordFilterProxy(QSortFilterProxyModel):
                 elif not any(getattr(f, "rule", None) == self._rule for f in findings):
                     return False
         if self._query is not None:
+            m = self._matches
+            if m is not None and id(rec) in m.scanned:
+                return id(rec) in m.accepted
             return record_matches(rec, model.dataset().format, self._query, self._pattern)
         return True

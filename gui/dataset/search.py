@@ -78,7 +78,9 @@ class TextQuery:
         return re.compile(self.text if self.regex else re.escape(self.text), flags)
 
 
-_last_prefilter: list = [None, None]  # [query, prefilter]: one query is applied to many records
+# (query, prefilter) of the last query: one query is applied to many records. Replaced as one
+# tuple, so a filter scanning on a thread and a find on the UI thread never mix two queries.
+_last_prefilter: tuple = (None, None)
 
 
 def _prefilter(query: TextQuery) -> tuple[bytes, bool] | None:
@@ -89,15 +91,17 @@ def _prefilter(query: TextQuery) -> tuple[bytes, bool] | None:
     JSON writes unescaped: no quote, backslash or control character, and ASCII unless the search
     is case-sensitive (``bytes.lower`` folds only ASCII). None when it doesn't apply.
     """
-    if _last_prefilter[0] is query:
-        return _last_prefilter[1]
+    global _last_prefilter
+    last_query, last_pf = _last_prefilter
+    if last_query is query:
+        return last_pf
     text = query.text
     pf = None
     if (not query.regex and text and not any(c in text for c in '"\\') and text.isprintable()
             and (text.isascii() or query.case_sensitive)):
         pf = (text.encode("utf-8") if query.case_sensitive else text.lower().encode("utf-8"),
               not query.case_sensitive)
-    _last_prefilter[:] = [query, pf]
+    _last_prefilter = (query, pf)
     return pf
 
 

@@ -152,3 +152,30 @@ def test_replace_steps_through_matches_in_one_record(make_editor, tmp_path):
     assert ed.dataset().records[0].peek() == {"instruction": "big cat big cat", "input": "",
                                               "output": "a big cat"}
     assert ed.undo_stack.count() == 3
+
+
+def test_a_big_file_is_filtered_on_a_thread_and_only_the_last_filter_applies(make_editor, demo_copy, monkeypatch,
+                                                                               qtbot):
+    from gui.dataset import editor as editor_module
+
+    monkeypatch.setattr(editor_module, "ASYNC_FILTER_MIN", 1)  # the demo file counts as big
+    ed = make_editor(demo_copy)
+    total = len(ed.dataset().records)
+    started = []
+    real_start = ed._start_filter_scan
+    monkeypatch.setattr(ed, "_start_filter_scan", lambda q, r: (started.append(q.text), real_start(q, r)))
+    ed.set_filter("zzz-no-such-text")
+    ed.set_filter("capital")  # typed on before the first scan came back
+    assert started and started[-1] == "capital"
+    assert ed.count_label.text().startswith("filtering")
+    expect = _count(ed, lambda d: any("capital" in v.lower() for v in d.values() if isinstance(v, str)))
+    qtbot.waitUntil(lambda: not ed.count_label.text().startswith("filtering"), timeout=20_000)
+    qtbot.wait(200)  # a stale scan arriving late must not replace the newest filter
+    assert 0 < ed.visible_count() == expect < total
+    # A record edited after the scan is a new object: it is matched on its new text.
+    first_other = next(i for i, d in enumerate(records_data(ed)) if "capital" not in str(d).lower())
+    col = ed.model.column_of("output")
+    assert ed.model.setData(ed.model.index(ed.model.row_of_index(first_other), col), "The capital is Paris.")
+    qtbot.waitUntil(lambda: ed.visible_count() == expect + 1, timeout=5000)
+    ed.clear_filter()
+    assert ed.visible_count() == total
