@@ -205,8 +205,23 @@ def run(path: Path) -> dict:
     out["filter"]["regex_ui_stall_ms"] = stalls[r"^Explain \w+ data"]
     out["filter"]["text_shown"], out["filter"]["regex_shown"] = shown["river market"], shown[r"^Explain \w+ data"]
     ed.clear_filter()
-    out["sort"] = {"by_output": timed(lambda: ed.table.sortByColumn(col, Qt.SortOrder.AscendingOrder)),
-                   "file_order": timed(ed._on_file_order)}
+    def sort_by_output():
+        # A big file's sort keys are computed in slices: wait for the order, recording stalls.
+        stall["max"], stall["last"] = 0.0, None
+        ticker.start()
+        ed.table.sortByColumn(col, Qt.SortOrder.AscendingOrder)
+        while ed.proxy.sorting():
+            app.processEvents()
+            time.sleep(0.002)
+        end = time.perf_counter() + 0.1
+        while time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.002)
+        ticker.stop()
+        stalls["sort"] = round(stall["max"], 1)
+
+    out["sort"] = {"by_output": timed(sort_by_output), "file_order": timed(ed._on_file_order)}
+    out["sort"]["ui_stall_ms"] = stalls["sort"]
 
     needle = f"needle-for-the-bench-{time.time_ns()}"  # unique: the file may hold an earlier run's
     ed.proxy.setData(ed.proxy.index(records - 3, col), needle, Qt.ItemDataRole.EditRole)
@@ -285,8 +300,10 @@ def to_markdown(r: dict, date: str, machine: str) -> str:
         f"shown) / clear, until the table shows the result | {_t(f['text'])} / {_t(f['regex'])} / {_t(f['clear'])} | |",
         f"| worst UI stall while a filter is matched (in slices) and applied: text / regex | "
         f"{f.get('text_ui_stall_ms')} ms / {f.get('regex_ui_stall_ms')} ms (the apply; slices stay short) | |",
-        f"| sort the view by `output` / back to file order | {_t(r['sort']['by_output'])} / "
+        f"| sort the view by `output` (until shown) / back to file order | {_t(r['sort']['by_output'])} / "
         f"{_t(r['sort']['file_order'])} | |",
+        f"| worst UI stall while the sort's keys are computed (in slices) and applied | "
+        f"{r['sort'].get('ui_stall_ms')} ms | |",
         f"| find next, match near the end | {_t(r['find']['next_match_near_the_end'])} | |",
         f"| autosave (recovery file {r['autosave']['recovery_file_mb']} MB, written on a thread) | "
         f"{_t(r['autosave'])} | |",
@@ -319,8 +336,9 @@ def to_markdown(r: dict, date: str, machine: str) -> str:
         "  while painting then queued for the GIL, and the window stalled for up to 0.9 s.",
         "  Applying the result is one stall of about 0.3 s: the proxy maps all 100k rows through its",
         "  Python predicate once, the same floor as clearing a filter (0.2 s).",
-        "- Not fluid yet: a sort parses every record (about 2.5 s of CPU for 100k) on the UI thread,",
-        "  behind a wait cursor.",
+        "- Sorting a big file computes its keys (one record parse each) the same way, in 12 ms slices",
+        "  under a busy cursor, then sorts them in one C-level `sorted`; a sort whose records were",
+        "  added or deleted meanwhile is dropped.",
         END,
     ]
     return "\n".join(lines) + "\n"

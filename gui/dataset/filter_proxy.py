@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 
 from engine.data.records import Record
@@ -23,6 +23,8 @@ from gui.dataset.search import TextQuery, record_matches
 
 ANY_FINDING = "*any*"
 BROKEN = "*broken*"
+ASYNC_SORT_MIN = 20_000  # from this many records a sort's keys are computed in slices between frames
+SLICE_S = 0.012
 
 
 @dataclass
@@ -77,6 +79,9 @@ class FilterScan:
 class RecordFilterProxy(QSortFilterProxyModel):
     """Filters a :class:`~gui.dataset.table_model.RecordTableModel` by text and lint rule."""
 
+    sig_sorted = Signal()
+    """The view shows the order a :meth:`sort` asked for."""
+
     # ---- Public API
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -85,6 +90,9 @@ class RecordFilterProxy(QSortFilterProxyModel):
         self._rule: str | None = None
         self._pinned: Record | None = None
         self._matches: TextMatches | None = None
+        self._sort_job = None
+        self._sort_timer = QTimer(self, interval=0)  # one slice of a big sort's keys per event-loop turn
+        self._sort_timer.timeout.connect(self._on_sort_tick)
         self.setDynamicSortFilter(True)
 
     def set_filter(self, query: TextQuery | None, rule: str | None, matches: TextMatches | None = None) -> None:
@@ -146,14 +154,42 @@ class RecordFilterProxy(QSortFilterProxyModel):
                 self._pinned = new
 
     def sort(self, column: int, order=Qt.SortOrder.AscendingOrder) -> None:
-        big = self.sourceModel().rowCount() > 20_000  # seconds for 100k: parses every record
-        if big:
-            QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            self.sourceModel().sort(column, order)
-        finally:
-            if big:
-                QGuiApplication.restoreOverrideCursor()
+        """Sort the view (the source model sorts; see :meth:`RecordTableModel.sort`).
+
+        A big file's keys take seconds to compute, so from :data:`ASYNC_SORT_MIN` records they
+        are computed in 12 ms slices between frames (a busy cursor meanwhile, the window
+        still responsive); :attr:`sig_sorted` says when the order is shown.
+        """
+        model = self.sourceModel()
+        self._cancel_sort()
+        if column < 0 or model.rowCount() < ASYNC_SORT_MIN:
+            model.sort(column, order)
+            self.sig_sorted.emit()
+            return
+        self._sort_job = model.sort_job(column, order)
+        QGuiApplication.setOverrideCursor(Qt.CursorShape.BusyCursor)
+        self._sort_timer.start()
+
+    def sorting(self) -> bool:
+        """A sort's keys are being computed."""
+        return self._sort_job is not None
+
+    def _on_sort_tick(self) -> None:
+        job = self._sort_job
+        if job is None or job.stale():
+            self._cancel_sort()
+            return
+        if not job.step(SLICE_S):
+            return
+        self._cancel_sort()
+        job.apply()
+        self.sig_sorted.emit()
+
+    def _cancel_sort(self) -> None:
+        if self._sort_job is not None:
+            self._sort_job = None
+            self._sort_timer.stop()
+            QGuiApplication.restoreOverrideCursor()
 
     # ---- Qt interface
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex) -> bool:  # noqa: N802

@@ -151,3 +151,29 @@ def test_next_finding_goes_to_records_with_findings(make_editor, broken_file):
     ed.select_record(0)
     assert ed.goto_finding()
     assert ed.dataset().records[ed.current_record_index()].broken
+
+
+def test_a_big_file_sorts_in_slices_and_a_stale_sort_is_dropped(make_editor, demo_copy, monkeypatch, qtbot):
+    from gui.dataset import filter_proxy
+
+    monkeypatch.setattr(filter_proxy, "ASYNC_SORT_MIN", 1)  # the demo file counts as big
+    monkeypatch.setattr(filter_proxy, "SLICE_S", 0.0005)  # many slices even on 366 records
+    ed = make_editor(demo_copy)
+    col = ed.model.column_of("output")
+    ticks = []
+    ed.proxy._sort_timer.timeout.connect(lambda: ticks.append(1))
+    with qtbot.waitSignal(ed.proxy.sig_sorted, timeout=20_000):
+        ed.table.sortByColumn(col, Qt.SortOrder.AscendingOrder)
+        assert ed.proxy.sorting() and not ed.model.is_sorted()  # returns at once; keys come in slices
+    assert len(ticks) > 1 and not ed.proxy.sorting()
+    shown = [ed.model.data(ed.model.index(r, col), Qt.ItemDataRole.EditRole).casefold()[:64]
+             for r in range(ed.model.rowCount())]
+    assert shown == sorted(shown)
+
+    # Records added while the keys are computed: the job is stale and the view is not reordered.
+    ed.table.sortByColumn(col, Qt.SortOrder.DescendingOrder)
+    assert ed.proxy.sorting()
+    ed.select_record(0)
+    ed.act_add.trigger()
+    qtbot.waitUntil(lambda: not ed.proxy.sorting(), timeout=20_000)
+    assert not ed.model.is_sorted()
