@@ -17,11 +17,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.events import FINISHED, STARTED, Event
+from engine.events import FINISHED, LOG, STARTED, Event
 from engine.runs import pid_alive, read_summary
 
 
@@ -105,16 +105,22 @@ class WorkerClient:
         pid = self.pid
         return pid is not None and pid_alive(pid)
 
-    def events(self, poll_s: float = 0.2) -> Iterator[Event]:
+    def events(self, poll_s: float = 0.2, should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
         """Yield events until the worker finishes (a ``finished`` event ends the stream).
 
         If the worker dies without a ``finished`` event (kill -9, a native crash), a synthetic
         ``finished`` event with status ``crashed`` and the tail of its log is yielded.
+
+        Args:
+            poll_s: For an attached run: how often its ``events.jsonl`` is read.
+            should_stop: For an attached run: checked before each read; when it returns
+                True the stream ends without a ``finished`` (a closing GUI stops following).
+                A started worker's pipe can't be interrupted this way.
         """
         if self.proc is not None:
             yield from self._events_from_pipe()
         else:
-            yield from self._events_from_file(poll_s)
+            yield from self._events_from_file(poll_s, should_stop or (lambda: False))
 
     def send(self, cmd: str, **data) -> bool:
         """Send a command; returns False if the worker is gone."""
@@ -206,7 +212,7 @@ class WorkerClient:
             self.finished = self._crashed_event(code)
             yield self.finished
 
-    def _events_from_file(self, poll_s: float) -> Iterator[Event]:
+    def _events_from_file(self, poll_s: float, should_stop: Callable[[], bool]) -> Iterator[Event]:
         # A run that was stopped or crashed and then resumed has an earlier `finished` in its
         # events.jsonl, followed by the resumed attempt's `started`. Only the last `finished`
         # ends the stream, so it is held back until the file is read to the end with the
@@ -215,8 +221,8 @@ class WorkerClient:
         pos = 0
         buf = ""
         pending: Event | None = None
-        while True:
-            running = self.is_running()
+        while not should_stop():
+            running = self.is_running()  # before reading: all a dead worker wrote is then in the file
             if path.exists():
                 with open(path, encoding="utf-8") as fh:
                     fh.seek(pos)
@@ -230,7 +236,10 @@ class WorkerClient:
                         if event.type == FINISHED:
                             pending = event
                             continue
-                        if event.type == STARTED:
+                        if event.type == STARTED and pending is not None:
+                            yield Event(LOG, {"text": f"(an earlier session of this run ended: "
+                                                      f"{pending.get('status')} at step {pending.get('step')})"},
+                                        pending.time)
                             pending = None
                         yield event
             if not running:

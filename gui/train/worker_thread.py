@@ -19,7 +19,6 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,54 +31,6 @@ DRAIN_INTERVAL_MS = 100   # 10 Hz: fast enough to feel live, slow enough to neve
 DRAIN_BUDGET_S = 0.008    # per tick, so the UI thread stays well under a 20 ms stall
 
 
-def follow_run_events(client: Any, should_stop: Callable[[], bool], poll_s: float = 0.2) -> Iterator[ev.Event]:
-    """Replay, then follow, the ``events.jsonl`` of a run the client attached to.
-
-    Like ``WorkerClient.events()`` for an attached client, with two differences the GUI
-    needs: it ends when ``should_stop()`` says so (the window is closing), and it skips
-    the ``finished`` events of earlier sessions. A resumed run appends to the same
-    events.jsonl, so its file holds one ``finished`` per session; only one seen while
-    the worker is no longer running ends the stream. (The worker removes worker.pid
-    before it writes its last ``finished``, so the last one always ends it.)
-    """
-    from engine.runs import read_summary
-
-    path = Path(client.output_dir) / "events.jsonl"
-    pos, buf = 0, ""
-    while not should_stop():
-        alive = client.is_running()  # before reading: all a dead worker wrote is then in the file
-        if path.exists():
-            with open(path, encoding="utf-8") as fh:
-                fh.seek(pos)
-                chunk = fh.read()
-                pos = fh.tell()
-            buf += chunk
-            *lines, buf = buf.split("\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = ev.Event.from_line(line)
-                if event.type == ev.FINISHED:
-                    if client.is_running():
-                        yield ev.Event(ev.LOG, {"text": f"(an earlier session of this run ended: "
-                                                        f"{event.get('status')} at step {event.get('step')})"},
-                                       event.time)
-                        continue
-                    client.finished = event
-                    yield event
-                    return
-                yield event
-        if not alive:
-            summary = read_summary(Path(client.output_dir))
-            if summary.get("status") in ("completed", "stopped", "failed"):
-                client.finished = ev.Event(ev.FINISHED, summary, time.time())
-            else:
-                client.finished = client._crashed_event(None)
-            yield client.finished
-            return
-        time.sleep(poll_s)
-
-
 class _EventPump(QThread):
     """Starts (or attaches to) the worker, then reads its events into a shared buffer.
 
@@ -87,7 +38,8 @@ class _EventPump(QThread):
     can't be interrupted, so that iteration runs in a daemon Python thread and this
     QThread only waits for it, checking ``isInterruptionRequested()``: a GUI that
     detaches (closing with "keep running") never waits on a silent worker. A re-attached
-    run is followed here with :func:`follow_run_events`, which checks the same flag.
+    run is followed here through ``WorkerClient.events(should_stop=...)``, which checks the
+    same flag.
     """
 
     def __init__(self, launch: Any, buffer: deque, lock: threading.Lock, parent: QObject | None = None,
@@ -126,7 +78,7 @@ class _EventPump(QThread):
         for cmd in self.pending:
             client.send(cmd)
         if client.proc is None:  # re-attached: follow its events.jsonl, interruptibly, right here
-            for event in follow_run_events(client, self.isInterruptionRequested):
+            for event in client.events(should_stop=self.isInterruptionRequested):
                 with self._lock:
                     self._buffer.append(event)
             return

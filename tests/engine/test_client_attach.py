@@ -28,8 +28,20 @@ def test_attach_to_a_resumed_run_ends_at_the_last_finished_not_the_first(tmp_pat
     events = list(WorkerClient.attach(tmp_path).events(poll_s=0.01))
 
     types = [e.type for e in events]
-    assert types == ["started", "step", "started", "step", "finished"]
+    assert types == ["started", "step", "log", "started", "step", "finished"]
+    assert events[2]["text"] == "(an earlier session of this run ended: stopped at step 1)"
     assert events[-1]["status"] == "completed" and events[-1]["step"] == 2
+
+
+def test_following_an_attached_run_stops_when_asked(tmp_path):
+    import os
+
+    _write_events(tmp_path / "events.jsonl", [("started", {}), ("step", {"step": 1, "loss": 2.0})])
+    (tmp_path / "worker.pid").write_text(str(os.getpid()))  # "running": this very process
+    seen = []
+    for event in WorkerClient.attach(tmp_path).events(poll_s=0.01, should_stop=lambda: len(seen) >= 2):
+        seen.append(event)
+    assert [e.type for e in seen] == ["started", "step"]  # no made-up finished: the run goes on
 
 
 def test_attach_to_a_run_killed_mid_way_reports_crashed(tmp_path):
