@@ -30,6 +30,10 @@ OK_COLOR = QColor("#1e7b34")
 BAD_COLOR = QColor("#b3261e")
 UNKNOWN_COLOR = QColor("#8a6d00")
 
+# How people write the methods' names (a card's method is the run config's, lower case).
+METHOD_LABELS = {"lora": "LoRA", "qlora": "QLoRA", "ia3": "IA3", "prefix": "Prefix tuning",
+                 "prompt": "Prompt tuning", "adapter": "Bottleneck adapter", "full": "Full", "freeze": "Freeze"}
+
 
 # Llama-style projection order, so "q k v o gate up down" reads like the architecture.
 _TARGET_ORDER = ("q", "k", "v", "o", "gate", "up", "down", "lm_head", "embed_tokens")
@@ -52,7 +56,7 @@ def _short_targets(targets: list[str] | str | None) -> str:
 
 def card_summary(card: AdapterCard) -> list[str]:
     """The three detail lines under a card's name."""
-    method = (card.method or "?").upper() if (card.method or "") in ("lora", "qlora", "ia3") else (card.method or "?")
+    method = METHOD_LABELS.get(card.method or "", card.method or "?")
     rank = f" r{card.rank}" + (f" α{card.alpha:g}" if card.alpha else "") if card.rank else ""
     targets = _short_targets(card.targets)
     line1 = f"{method}{rank} on {base_label(card.base_model)}" + (f" · {targets}" if targets else "")
