@@ -827,6 +827,9 @@ def base_label(base_model: str | None) -> str:
     except OSError:
         pass
     if path.is_absolute() or base_model.startswith((".", "~")):
+        # "model" or "final" alone says nothing: name the folder it sits in too (demo/model).
+        if path.name in ("model", "final", "base", "merged") or path.name.startswith("checkpoint-"):
+            return f"{path.parent.name}/{path.name}"
         return path.name
     return base_model
 

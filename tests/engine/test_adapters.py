@@ -218,3 +218,17 @@ def test_export_copies_the_adapter_alone_with_its_card(runs_home, tmp_path, caps
     lib.export_adapter(bare, tmp_path / "exp2")
     readme = (tmp_path / "exp2" / "README.md").read_text()
     assert "| Rank / alpha | 4 / 8 |" in readme and "PeftModel.from_pretrained" in readme
+
+
+def test_base_label_names_the_demo_and_generic_folders_by_their_parent(tmp_path):
+    from engine.adapters import base_label
+    from engine.paths import demo_model_dir
+
+    assert base_label(str(demo_model_dir())) == "demo"
+    other_copy = tmp_path / "checkout" / "resources" / "demo" / "model"
+    other_copy.mkdir(parents=True)
+    assert base_label(str(other_copy)) == "demo/model"
+    assert base_label(str(tmp_path / "runs" / "r1" / "final")) == "r1/final"
+    assert base_label(str(tmp_path / "Llama-3.2-1B")) == "Llama-3.2-1B"
+    assert base_label("meta-llama/Llama-3.2-1B") == "meta-llama/Llama-3.2-1B"
+    assert base_label(None) == "?"
