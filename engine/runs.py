@@ -99,6 +99,25 @@ def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def final_loss_mean(output_dir: Path, window: int = 10) -> tuple[float | None, int]:
+    """The mean training loss of the last ``window`` logged steps, and how many there were.
+
+    One step's loss on one micro-batch is noisy; this is the number to compare runs by. The
+    curve is the one a resumed or rolled-back run ended with: a step logged again replaces
+    what came after it.
+    """
+    curve: list[tuple[int, float]] = []
+    for row in read_metrics(output_dir):
+        step, loss = row.get("step"), row.get("loss")
+        if step is None or not isinstance(loss, (int, float)) or "eval_loss" in row:
+            continue
+        while curve and curve[-1][0] >= step:
+            curve.pop()
+        curve.append((int(step), float(loss)))
+    tail = [loss for _, loss in curve[-window:] if loss == loss and abs(loss) != float("inf")]
+    return (sum(tail) / len(tail), len(tail)) if tail else (None, 0)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -124,6 +143,7 @@ class RunInfo:
     finished: float | None
     final_loss: float | None
     best_eval_loss: float | None
+    final_loss_mean: float | None
     peak_gpu_bytes: int | None
     steps: int | None
 
@@ -138,6 +158,7 @@ class RunInfo:
         return {"path": str(self.path), "name": self.name, "status": self.status, "method": self.method,
                 "model": self.model, "started": self.started, "finished": self.finished,
                 "duration_s": self.duration_s, "final_loss": self.final_loss,
+                "final_loss_mean": self.final_loss_mean,
                 "best_eval_loss": self.best_eval_loss, "peak_gpu_bytes": self.peak_gpu_bytes,
                 "steps": self.steps}
 
@@ -157,6 +178,7 @@ def run_info(path: Path) -> RunInfo:
     return RunInfo(path=path, name=path.name, status=status, method=cfg.get("method", "?"),
                    model=cfg.get("model", "?"), started=s.get("started"), finished=s.get("finished"),
                    final_loss=s.get("final_loss"), best_eval_loss=s.get("best_eval_loss"),
+                   final_loss_mean=s.get("final_loss_mean"),
                    peak_gpu_bytes=s.get("peak_gpu_device_bytes") or s.get("peak_gpu_reserved_bytes"),
                    steps=s.get("step"))
 
@@ -229,7 +251,7 @@ def run_details(path: Path) -> dict[str, Any]:
     return {
         **info.to_dict(),
         "dataset": config.get("dataset"), "dataset_hash": summary.get("dataset_hash"),
-        "dataset_records": summary.get("dataset_records"),
+        "dataset_records": summary.get("dataset_records"), "final_loss_window": summary.get("final_loss_window"),
         "error": error.get("message") if isinstance(error, dict) else error,
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
         "final_dir": str(final) if final.is_dir() else None,
@@ -265,6 +287,11 @@ def _gib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**30:.2f} GiB"
 
 
+def _final(d: dict[str, Any]) -> float | None:
+    """A run's final loss: the mean of its last logged steps, or (older runs) the last step's."""
+    return d.get("final_loss_mean") if d.get("final_loss_mean") is not None else d.get("final_loss")
+
+
 def _num(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -292,7 +319,10 @@ def cli_show(args: Any) -> int:
         ("run", d["name"]), ("folder", d["path"]), ("status", d["status"]), ("method", d["method"]),
         ("model", d["model"]), ("started", _time(d["started"])), ("finished", _time(d["finished"])),
         ("duration", format_duration(d["duration_s"])), ("steps", _num(d["steps"])),
-        ("final loss", _num(d["final_loss"])), ("best eval loss", _num(d["best_eval_loss"])),
+        ("final loss", _num(_final(d)) + (f" (mean of the last {d.get('final_loss_window') or 10} steps; "
+                                          f"last step {_num(d['final_loss'])})"
+                                          if d.get("final_loss_mean") is not None else "")),
+        ("best eval loss", _num(d["best_eval_loss"])),
         ("lowest train loss", _at_step(m["lowest_loss"], m["lowest_loss_step"])),
         ("metrics rows", f"{m['train_rows']} train, {m['eval_rows']} eval"),
         ("peak GPU memory", _gib(d["peak_gpu_bytes"])), ("dataset", _num(d["dataset"])),
@@ -371,7 +401,7 @@ def cli_compare(args: Any) -> int:
     runs = result["runs"]
 
     def best(key: str) -> list[str]:
-        values = [r[key] for r in runs]
+        values = [_final(r) if key == "final_loss" else r[key] for r in runs]
         low = min((v for v in values if v is not None), default=None)
         return [_num(v) + (" *" if v is not None and v == low and len(runs) > 1 else "") for v in values]
 
@@ -411,7 +441,8 @@ def cli_list(args: Any) -> int:
         return 0
     print(f"{'run':40} {'status':12} {'method':8} {'steps':>6} {'final loss':>10} {'best eval':>10}")
     for r in runs:
-        fl = f"{r.final_loss:.4f}" if r.final_loss is not None else "-"
+        final = r.final_loss_mean if r.final_loss_mean is not None else r.final_loss
+        fl = f"{final:.4f}" if final is not None else "-"
         be = f"{r.best_eval_loss:.4f}" if r.best_eval_loss is not None else "-"
         print(f"{r.name[:40]:40} {r.status:12} {r.method:8} {r.steps or 0:>6} {fl:>10} {be:>10}")
     return 0

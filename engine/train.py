@@ -36,7 +36,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigErrors, NonFiniteLoss, OutOfMemory, StudioError
 from engine.events import EventWriter
 from engine.files import atomic_write_text
-from engine.runs import checkpoint_step, last_checkpoint, new_run_dir, write_summary
+from engine.runs import checkpoint_step, final_loss_mean, last_checkpoint, new_run_dir, write_summary
 
 NAN_ADVICE = ("Use bf16 instead of fp16 (same range as fp32), lower the learning rate, keep fp16 loss "
               "scaling on, raise adam_epsilon to 1e-7, and keep gradient clipping on (max_grad_norm 1.0).")
@@ -653,7 +653,7 @@ Fine-tuned with Finetune Studio.
 - **Method:** {prep.method.label} (`{cfg.method}`), weights loaded as `{cfg.load_in}`, mixed precision `{cfg.mixed_precision}`
 - **Trainable parameters:** {prep.trainable_params:,} of {prep.total_params:,}
 - **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('records')} records, {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens, {prep.data_stats.get('dropped')} dropped
-- **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss'))}; **best eval loss:** {_fmt(result.get('best_eval_loss'))}
+- **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss_mean'))} (mean of the last {result.get('final_loss_window')} logged steps; the last step alone {_fmt(result.get('final_loss'))}); **best eval loss:** {_fmt(result.get('best_eval_loss'))}
 - **Status:** {result.get('status')}{early_note}
 
 ## Load it
@@ -892,8 +892,10 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
     if torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info()
         device_bytes = int(total - free)
+    mean_loss, mean_window = final_loss_mean(prep.output_dir) if is_main else (None, 0)
     result = {"status": "stopped" if stopped else "completed", "step": trainer.state.global_step,
-              "final_loss": cb.last_loss, "best_eval_loss": best_eval,
+              "final_loss": cb.last_loss, "final_loss_mean": mean_loss, "final_loss_window": mean_window,
+              "best_eval_loss": best_eval,
               "final_dir": str(final_dir), "trainable_params": prep.trainable_params,
               "total_params": prep.total_params, "dataset_hash": prep.data_stats["hash"],
               "dataset_records": prep.data_stats["records"],
@@ -1054,7 +1056,8 @@ class _ConsoleWriter(EventWriter):
         elif kind == ev.ERROR:
             print(f"error: {StudioError(data['message'], fix=data.get('fix'), hint=data.get('hint'))}", file=out)
         elif kind == ev.FINISHED:
-            print(f"{data.get('status')}: {data.get('output_dir')} (final loss {_fmt(data.get('final_loss'))})",
+            print(f"{data.get('status')}: {data.get('output_dir')} (final loss {_fmt(data.get('final_loss_mean'))}, "
+                  f"the mean of the last {data.get('final_loss_window')} steps)",
                   file=out)
         return e
 

@@ -91,7 +91,9 @@ class RunsTableModel(QAbstractTableModel):
         r = self.runs[index.row()]
         col = COLUMNS[index.column()]
         raw = {"Run": r.name, "Status": r.status, "Method": r.method, "Model": r.model, "Steps": r.steps,
-               "Duration": r.duration_s, "Final loss": r.final_loss, "Best eval loss": r.best_eval_loss,
+               "Duration": r.duration_s,
+               "Final loss": r.final_loss_mean if r.final_loss_mean is not None else r.final_loss,
+               "Best eval loss": r.best_eval_loss,
                "Peak GPU": r.peak_gpu_bytes, "Started": r.started}[col]
         if role == Qt.ItemDataRole.UserRole:
             return raw if raw is not None else -1
@@ -115,6 +117,10 @@ class RunsTableModel(QAbstractTableModel):
             if col == "Status" and r.status == "interrupted":
                 return "The worker ended without finishing (killed, crashed or the machine went down); resume " \
                        "continues from the last checkpoint."
+            if col == "Final loss" and r.final_loss is not None:
+                return (f"Mean training loss of the last logged steps (up to 10); the last step alone: "
+                        f"{r.final_loss:.4f}" if r.final_loss_mean is not None else
+                        "The last step's training loss (this run predates the mean of the last steps)")
             if col == "Peak GPU" and r.peak_gpu_bytes is None:
                 return "No GPU peak: the run trained on the CPU, or it did not get far enough."
             return str(r.path) if col == "Run" else None

@@ -735,8 +735,12 @@ class TrainArea(QWidget):
             self.gauge.set_measured(int(peak), "(whole GPU)" if data.get("peak_gpu_device_bytes") else "")
         elif status in ("completed", "stopped"):
             self.gauge.set_measured(None, "The last run trained on the CPU: no GPU peak to compare.")
-        final_loss = data.get("final_loss")
+        final_loss = data.get("final_loss_mean")
+        if not isinstance(final_loss, (int, float)):
+            final_loss = data.get("final_loss")
         loss_text = f"; final loss {final_loss:.4f}" if isinstance(final_loss, (int, float)) else ""
+        if isinstance(data.get("final_loss_mean"), (int, float)):
+            loss_text += f" (mean of the last {data.get('final_loss_window')} steps)"
         if self._max_steps and status == "completed":
             self.progress.setRange(0, self._max_steps)
             self.progress.setValue(self._max_steps)

@@ -120,3 +120,16 @@ def test_show_and_compare_run_as_commands():
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(1_790_000_000.0))
     text = subprocess.run([*cmd, "show", "20261128-100000-lora"], capture_output=True, text=True, cwd=REPO).stdout
     assert started in text
+
+
+def test_final_loss_mean_follows_the_curve_a_resumed_run_ended_with(tmp_path):
+    from engine.runs import final_loss_mean
+
+    rows = [{"step": s, "loss": float(s)} for s in range(1, 13)]           # first session: steps 1-12
+    rows += [{"step": 10, "eval_loss": 0.5}]
+    rows += [{"step": s, "loss": 100.0 + s} for s in range(9, 15)]        # resumed from step 8: 9-14 again
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 15, "lo')
+    mean, n = final_loss_mean(tmp_path, window=10)
+    # the curve is 1..8 then 109..114: its last 10 are 5..8 and 109..114
+    assert n == 10 and mean == pytest.approx((5 + 6 + 7 + 8 + sum(range(109, 115))) / 10)
+    assert final_loss_mean(tmp_path / "missing") == (None, 0)

@@ -296,6 +296,9 @@ def test_run_folder_outputs(tiny_model_dir, small_dataset, tmp_path):
     train_rows = [r for r in rows if "loss" in r]
     eval_rows = [r for r in rows if "eval_loss" in r]
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4] and [r["step"] for r in eval_rows] == [2, 4]
+    step_losses = [e["loss"] for e in rec.of("step")]
+    assert summary["final_loss"] == pytest.approx(step_losses[-1])
+    assert summary["final_loss_window"] == 4 and summary["final_loss_mean"] == pytest.approx(sum(step_losses) / 4)
     for r in train_rows:
         assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "epoch", "time"} <= set(r)
         assert r["tokens_per_s"] > 0
