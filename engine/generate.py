@@ -44,6 +44,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -271,9 +272,13 @@ class Generator:
                              f"{self.peft_type}; one base holds one adapter type at a time",
                              hint="Unload the others first, or compare them in two sessions.")
         if name is not None:
-            # PEFT keeps adapters in nn.ModuleDicts, whose keys can't contain dots.
-            if name in self.adapters or name == BASE or not name.replace("-", "_").isidentifier():
-                raise ConfigError(f"adapter name {name!r} is taken or not a plain identifier", key="name")
+            # PEFT keeps adapters in nn.ModuleDicts, whose keys can't contain dots. Run names
+            # (20261128-125652-lora) start with a digit; a ModuleDict key may.
+            if name in self.adapters or name == BASE:
+                raise ConfigError(f"adapter name {name!r} is already loaded", key="name")
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ConfigError(f"adapter name {name!r} may hold only letters, digits, '_' and '-'",
+                                  key="name", hint="adapter_name() makes a safe one from a folder.")
         else:
             name = adapter_name(card, set(self.adapters))
         if self.peft is None:

@@ -41,7 +41,7 @@ from engine import adapters as lib
 from engine.errors import StudioError
 from engine.generate import BASE, LOAD_CHOICES, GenerationSettings
 from gui.adapters.generation_thread import GenerationThread
-from gui.adapters.library_model import AdapterCardDelegate, AdapterLibraryModel, PathRole
+from gui.adapters.library_model import METHOD_LABELS, AdapterCardDelegate, AdapterLibraryModel, PathRole
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
 
@@ -49,6 +49,41 @@ COLUMN_COLORS = ("#1565c0", "#2e7d32", "#ad1457", "#ef6c00", "#6a1b9a", "#00838f
 BASE_COLOR = "#616161"
 BANNER_STYLE = ("background: #fdecea; color: #8a1c14; border: 1px solid #f0b4ae; border-radius: 4px; "
                 "padding: 6px;")
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that elides (…) instead of being clipped; the whole text is its tooltip."""
+
+    def __init__(self, text: str = "", mode: Qt.TextElideMode = Qt.TextElideMode.ElideRight,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self._full = ""
+        self._mode = mode
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(40)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def text(self) -> str:  # the whole text; what is painted may be elided
+        return self._full
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._elide()
+
+    def sizeHint(self):  # noqa: D102 - the unelided width, so layouts give it room when they can
+        hint = super().sizeHint()
+        hint.setWidth(self.fontMetrics().horizontalAdvance(self._full) + 4)
+        return hint
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(self._full, self._mode, max(self.width() - 2, 0))
+        if shown != super().text():
+            super().setText(shown)
 
 
 def _base_choice(recorded: str | None) -> str | None:
@@ -79,6 +114,7 @@ class OutputColumn(QFrame):
         self.text.setReadOnly(True)
         self.text.setFrameShape(QFrame.Shape.NoFrame)
         self.stats = QLabel("waiting…")
+        self.stats.setWordWrap(True)  # "16 tokens · 61.2 tokens/s · 0.26 s · switch 0.5 ms" on a narrow column
         self.stats.setStyleSheet("color: palette(placeholder-text); border: none;")
         self.error = ""
         self.done = False
@@ -336,6 +372,7 @@ class AdaptersArea(QWidget):
         self.list.setItemDelegate(AdapterCardDelegate(self.list))
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.list.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # cards elide instead
         self.list.setMouseTracking(True)
         self.list.setStyleSheet("QListView { border: none; background: transparent; }")
         self.list.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
@@ -395,8 +432,10 @@ class AdaptersArea(QWidget):
                                       "the CPU; int8 and nf4 need CUDA")
         self.load_button = QPushButton("Load base")
         self.load_button.clicked.connect(self.load_base)
-        self.status = QLabel("base not loaded")
+        # Middle elision keeps both ends of "merged model saved to /long/path/out".
+        self.status = ElidedLabel("base not loaded", Qt.TextElideMode.ElideMiddle)
         self.status.setStyleSheet("color: palette(placeholder-text);")
+        self.status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         base_row = QHBoxLayout()
         base_row.addWidget(QLabel("Base"))
         base_row.addWidget(self.base_box, 1)
@@ -481,7 +520,6 @@ class AdaptersArea(QWidget):
         actions.addWidget(self.save_button)
         actions.addWidget(self.delete_prompt_button)
         actions.addStretch(1)
-        actions.addWidget(self.status)
         actions.addSpacing(12)
         actions.addWidget(self.stop_button)
         actions.addWidget(self.generate_button)
@@ -510,7 +548,11 @@ class AdaptersArea(QWidget):
         right_lay = QVBoxLayout(right)
         right_lay.setContentsMargins(4, 8, 8, 8)
         right_lay.setSpacing(6)
-        right_lay.addWidget(title)
+        title_row = QHBoxLayout()
+        title_row.addWidget(title)
+        title_row.addSpacing(24)
+        title_row.addWidget(self.status, 1)  # what is loaded, where the eye starts
+        right_lay.addLayout(title_row)
         right_lay.addLayout(base_row)
         right_lay.addWidget(self.prompt_edit)
         right_lay.addWidget(self.system_edit)
@@ -523,6 +565,8 @@ class AdaptersArea(QWidget):
         splitter.addWidget(left)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
+        # The cards need their width: answer columns appearing must not squeeze the library.
+        left.setMinimumWidth(372)
         splitter.setSizes([360, 900])
         splitter.setChildrenCollapsible(False)
         lay = QVBoxLayout(self)
@@ -540,7 +584,7 @@ class AdaptersArea(QWidget):
         if with_base:
             self.columns[BASE] = OutputColumn(BASE, "Base", f"{self.base_text()} · adapters off", BASE_COLOR)
         for i, (card, name) in enumerate(zip(cards, names, strict=True)):
-            parts = [(card.method or "?").upper() + (f" r{card.rank}" if card.rank else "")]
+            parts = [METHOD_LABELS.get(card.method or "", card.method or "?") + (f" r{card.rank}" if card.rank else "")]
             if card.dataset_records is not None:
                 parts.append(f"{card.dataset_records} records")
             if card.best_eval_loss is not None:

@@ -194,3 +194,18 @@ def test_worker_reports_a_bad_base_and_exits(tmp_path):
     assert kinds[:2] == [ERROR, FINISHED]
     assert "no such folder" in events[[e.type for e in events].index(ERROR)]["message"]
     assert client.proc.returncode == 2
+
+
+def test_an_adapter_from_a_default_named_run_loads_under_the_run_name(gen, runs_home, tmp_path):
+    # Runs are named <date>-<time>-<method> by default: a name that starts with a digit.
+    run = tmp_path / "20261128-125652-lora"
+    shutil.copytree(runs_home["medical"].parent, run)
+    name = gen.load_adapter(run / "final")
+    assert name == "20261128-125652-lora"
+    assert gen.generate(PROMPT, name, GREEDY).text.startswith("Rest, drink water")
+    with pytest.raises(ConfigError) as e:
+        gen.load_adapter(runs_home["legal"], name="legal.v2")
+    assert "only letters, digits" in e.value.message
+    with pytest.raises(ConfigError) as e:
+        gen.load_adapter(runs_home["legal"], name=name)
+    assert "already loaded" in e.value.message

@@ -185,3 +185,21 @@ def test_merge_dialog_runs_the_merge_in_a_child_process(qtbot, make_area, runs_h
     qtbot.waitUntil(lambda: bad.merge_button.isEnabled())
     assert "can't be used with this base" in bad.result.text() and "hidden_size 32 vs 128" in bad.result.text()
     assert not (tmp_path / "bad" / "model.safetensors").exists()
+
+
+def test_a_long_status_is_elided_not_clipped_and_keeps_its_whole_text(qtbot):
+    from gui.adapters.area import ElidedLabel
+
+    label = ElidedLabel("", Qt.TextElideMode.ElideMiddle)
+    qtbot.addWidget(label)
+    whole = "merged model saved to /home/me/finetune-studio/merged/20261128-125652-lora-merged"
+    label.setText(whole)
+    label.resize(160, 20)
+    label.show()
+    qtbot.waitExposed(label)
+    painted = super(ElidedLabel, label).text()
+    assert label.text() == whole and label.toolTip() == whole
+    assert "…" in painted and painted.startswith("merged") and painted.endswith("merged")
+    assert label.fontMetrics().horizontalAdvance(painted) <= 160
+    label.resize(2000, 20)
+    assert super(ElidedLabel, label).text() == whole  # widened: shown whole again
