@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from engine.memory.structure import ModelStructure
+from engine.memory.structure import _FUSED_ACTS, ModelStructure
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class Numerics:
         embed_bytes: Bytes of the embedding output (the residual stream starts there).
         mask_bytes: Bytes per element of a dropout mask: 1 on CUDA (``native_dropout``
             keeps a bool mask), the input's size on the CPU (``input * noise`` keeps noise).
+        fp32_autocast_ops: Autocast runs ``layer_norm`` and ``pow`` in fp32 (CUDA's lists;
+            CPU autocast doesn't).
     """
 
     autocast: int
@@ -51,6 +53,7 @@ class Numerics:
     compute_bytes: int
     embed_bytes: int
     mask_bytes: int = 1
+    fp32_autocast_ops: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,18 +161,43 @@ class _Block:
         self.mlp_bytes = 0
 
     # ---- ops
-    def norm(self, x: _T, trainable: bool | None = None) -> _T:
-        """HF ``LlamaRMSNorm``: ``x.float()``, ``* rsqrt(mean(x^2))``, ``.to(in)``, ``weight *``."""
-        t, h = self.tape, self.st.hidden
+    def norm(self, x: _T, trainable: bool | None = None, n: float | None = None) -> _T:
+        """The block's norm over ``n`` elements per token (default h), by ``st.norm_kind``.
+
+        ``rms``: HF ``LlamaRMSNorm``: ``x.float()``, ``* rsqrt(mean(x^2))``, ``.to(in)``,
+        ``weight *``. ``rms_fp32``: ``GemmaRMSNorm`` (``* (1 + w)``) and ``Olmo2RMSNorm``
+        (``w *``) multiply in fp32, then cast back. ``layer``: ``nn.LayerNorm``
+        (``native_layer_norm`` keeps its input; CUDA autocast runs it in fp32 on a cast copy).
+        ``layer_py``: ``CohereLayerNorm``: ``x - mean`` twice in fp32, then ``w.float() *``.
+        """
+        t = self.tape
+        n = self.st.hidden if n is None else n
         trainable = self.plan.trainable if trainable is None else trainable
+        kind = self.st.norm_kind
+        if kind == "layer":
+            ac = self.num.autocast and self.num.fp32_autocast_ops
+            xin = t.cast(x, 4) if ac else x
+            if x.rg or trainable:
+                t.save(xin)
+            return t.new(n, 4 if ac else _promote(x.b, self.num.weight_bytes), x.rg or trainable)
+        if kind == "layer_py":
+            if x.rg:
+                t.save(t.new(n, 4, True), t.new(n, 4, True))  # pow's and mul's (x - mean)
+            if trainable:
+                t.save(t.new(n, 4, True))
+            return t.new(n, x.b, x.rg or trainable)
         xf = t.cast(x, 4)
         if x.rg:
             t.save(xf)  # pow and mul keep the fp32 input (rsqrt's output is 1 per token)
-        normed = t.new(h, 4, x.rg)
+        normed = t.new(n, 4, x.rg)
+        if kind == "rms_fp32":
+            if trainable:
+                t.save(normed)  # the weight's gradient needs the fp32 normalised input
+            return t.new(n, x.b, x.rg or trainable)
         n2 = t.cast(normed, x.b)
         if trainable:
             t.save(n2)  # weight's gradient needs the normalised input
-        return t.new(h, _promote(self.num.weight_bytes, n2.b), x.rg or trainable)
+        return t.new(n, _promote(self.num.weight_bytes, n2.b), x.rg or trainable)
 
     def linear(self, x: _T, role: str, d_in: int, d_out: int, *, trainable: bool | None = None,
                kind: str | None = None, weight_bytes: int | None = None) -> _T:
@@ -304,6 +332,8 @@ class _Block:
         qc, kc = (t.cast(x, ac) for x in (q, k)) if ac else (q, k)
         scores = t.new(st.n_heads * s_kv, ac or q.b, q.rg or k.rg)
         self._matmul(qc, kc)
+        if st.attn_softcap and scores.rg:
+            t.save(t.new(scores.n, scores.b, True))  # Gemma 2: tanh(scores / cap) keeps its output
         # softmax(..., dtype=float32) keeps its fp32 output; .to(query dtype) is new.
         probs32 = t.new(scores.n, 4, scores.rg)
         if scores.rg:
@@ -323,27 +353,88 @@ class _Block:
         if b.rg:
             self.tape.save(a)
 
+    def act(self, x: _T) -> _T:
+        """The MLP's activation: one PyTorch op keeps its input; ``gelu_new`` (a Python tanh
+        formula, ``transformers/activations.py``) keeps four tensors, in fp32 on CUDA under
+        autocast (``pow`` is on its fp32 list)."""
+        t = self.tape
+        if self.st.mlp_act in _FUSED_ACTS:
+            if x.rg:
+                t.save(x)
+            return t.new(x.n, x.b, x.rg)
+        wide = 4 if (self.num.autocast and self.num.fp32_autocast_ops) else x.b
+        if x.rg:
+            t.save(t.cast(x, wide), t.new(x.n, wide, True), t.new(x.n, x.b, True), t.new(x.n, wide, True))
+        return t.new(x.n, wide, x.rg)
+
     def mlp(self, x: _T) -> _T:
         t = self.tape
+        if self.st.moe_experts:
+            return self.moe(x)
         if self.st.gated_mlp:
-            g = self.lin(x, "gate")
-            u = self.lin(x, "up")
-            act = t.new(g.n, g.b, g.rg)
-            if g.rg:
-                t.save(g)  # SiLU keeps its input
+            if any(s.role == "gate_up" for s in self.st.layer_linears):
+                gu = self.lin(x, "gate_up")  # chunk(2): gate and up are views of one tensor
+                g = u = t.new(gu.n / 2, gu.b, gu.rg)
+                saved_gu = gu
+            else:
+                g, u, saved_gu = self.lin(x, "gate"), self.lin(x, "up"), None
+            act = self.act(g)
+            if saved_gu is not None and g.rg:
+                t._saved.pop(id(g), None)
+                t.save(saved_gu)  # the views keep the whole gate_up output alive
             p = t.new(g.n, _promote(act.b, u.b), act.rg or u.rg)
             if u.rg:
                 t.save(act)
             if act.rg:
-                t.save(u)
+                t.save(saved_gu if saved_gu is not None else u)
             self.mlp_bytes = p.b
             return self.lin(p, "down")
         h1 = self.lin(x, "fc1")
-        a = t.new(h1.n, h1.b, h1.rg)
-        if h1.rg:
-            t.save(h1)  # GELU keeps its input
+        a = self.act(h1)
         self.mlp_bytes = a.b
         return self.lin(a, "fc2")
+
+    def moe(self, x: _T) -> _T:
+        """A routed mixture of experts (transformers' ``*Experts``: 3D weights, a loop over the
+        experts hit): per token, ``top_k`` gathered copies through a gated expert MLP, plus the
+        router's fp32 softmax and an optional shared expert (Qwen2-MoE)."""
+        t, st, plan, ac = self.tape, self.st, self.plan, self.num.autocast
+        k, width, h, e = st.moe_top_k or 1, st.moe_intermediate, st.hidden, st.moe_experts
+        tr = plan.trainable
+        if x.rg or tr:
+            t.save(t.cast(x, ac) if ac else x)  # the router's linear (its weight trains in full FT)
+        rg = x.rg or tr
+        if rg:
+            t.save(t.new(e, 4, False), t.new(2 * k, 4, False))  # softmax output; top-k weights
+        b = ac or self.num.weight_bytes
+        if tr or st.moe_lora_experts:
+            t.save(t.new(k * h, b, False))  # each expert's gathered input (gate_up's weight grad)
+        if rg:
+            t.save(t.new(k * 2 * width, b, False))  # gate_up output: act keeps gate, mul keeps up
+            t.save(t.new(k * width, b, False))  # act(gate), kept by the product with up
+            t.save(t.new(k * h, b, False))  # the expert's output, kept by * routing weight
+        if tr or st.moe_lora_experts:
+            t.save(t.new(k * width, b, False))  # down's input
+        if st.moe_lora_experts:
+            # PEFT's ParamWrapper adds B @ A to each 3D expert weight on every forward; the
+            # grouped matmuls keep those merged gate_up and down weights (measured).
+            t.weight_copies += e * 3 * width * h * b
+            # ... and their B and A factors cast for the batched matmul (small at low rank).
+            t.weight_copies += e * 2 * plan.lora_rank * (3 * h + 3 * width) * b
+        out = t.new(h, x.b, rg)
+        if any(s.role == "gate" for s in st.layer_linears):  # a shared expert beside the routed ones
+            g, u = self.lin(x, "gate"), self.lin(x, "up")
+            act = self.act(g)
+            if u.rg:
+                t.save(act)
+            if act.rg:
+                t.save(u)
+            shared = self.lin(t.new(g.n, _promote(act.b, u.b), act.rg or u.rg), "down")
+            if shared.rg:
+                t.save(shared, t.new(1, shared.b, False))  # sigmoid(gate) * shared
+            out = t.new(h, _promote(out.b, shared.b), True)
+        self.mlp_bytes = b
+        return out
 
     def adapter(self, x: _T) -> _T:
         """Bottleneck adapter (engine/methods/bottleneck.py): x + up(act(down(x.float())))."""
@@ -361,22 +452,52 @@ class _Block:
     def add(self, a: _T, b: _T) -> _T:
         return self.tape.new(a.n, _promote(a.b, b.b), a.rg or b.rg)
 
-    def run(self, x: _T) -> _T:
-        h = self.norm(x)
-        if any(s.role == "qkv" for s in self.st.layer_linears):
+    def attn_block(self, h: _T) -> _T:
+        st, t = self.st, self.tape
+        fused = any(s.role == "qkv" for s in st.layer_linears)
+        if fused:
             qkv = self.lin(h, "qkv")
-            q = self.tape.new(self.st.q_dim, qkv.b, qkv.rg)
-            k = self.tape.new(self.st.kv_dim, qkv.b, qkv.rg)
-            v = self.tape.new(self.st.kv_dim, qkv.b, qkv.rg)
+            q = t.new(st.q_dim, qkv.b, qkv.rg)
+            k = t.new(st.kv_dim, qkv.b, qkv.rg)
+            v = t.new(st.kv_dim, qkv.b, qkv.rg)
         else:
             q, k, v = self.lin(h, "q"), self.lin(h, "k"), self.lin(h, "v")
-        o = self.lin(self.attention(q, k, v), "o")
+        if st.qk_norm:  # Qwen3, OLMo2, Gemma 3: RMSNorm on queries and keys before RoPE
+            q, k = self.norm(q, n=st.q_dim), self.norm(k, n=st.kv_dim)
+        att = self.attention(q, k, v)
+        if fused:
+            # Sliced q/k/v are strided: the attention output is re-laid out (a copy) before
+            # o_proj, which keeps that copy when it trains (Phi-3, measured).
+            att = t.new(att.n, att.b, att.rg)
+        o = self.lin(att, "o")
         if self.plan.adapters >= 2:
             o = self.adapter(o)
-        x2 = self.add(x, o)
-        m = self.mlp(self.norm(x2))
+        return o
+
+    def mlp_block(self, h: _T) -> _T:
+        m = self.mlp(h)
         if self.plan.adapters >= 1:
             m = self.adapter(m)
+        return m
+
+    def run(self, x: _T) -> _T:
+        layout = self.st.layout
+        if layout == "parallel":
+            # Phi / Cohere: one norm feeds both branches; GPT-NeoX: one norm per branch.
+            h = self.norm(x)
+            o = self.attn_block(h)
+            m = self.mlp_block(self.norm(x) if self.st.parallel_norms > 1 else h)
+            return self.add(self.add(x, o), m)
+        if layout == "post":  # OLMo2: x + norm(attn(x)), then x + norm(mlp(x))
+            x2 = self.add(x, self.norm(self.attn_block(x)))
+            return self.add(x2, self.norm(self.mlp_block(x2)))
+        o = self.attn_block(self.norm(x))
+        if layout == "sandwich":  # Gemma 2/3: norms after attention and around the MLP
+            o = self.norm(o)
+        x2 = self.add(x, o)
+        m = self.mlp_block(self.norm(x2))
+        if layout == "sandwich":
+            m = self.norm(m)
         return self.add(x2, m)
 
 

@@ -145,6 +145,9 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
     peak, breakdown, phase = peak_breakdown(st, setup, factor)
     if factor != 1.0:
         notes.append(f"per-GPU correction x{factor:g} for {gpu_name} from {history.calibration_path()}")
+    if not st.supports_sdpa and cfg.attn_implementation == "sdpa":
+        notes.append(f"{st.arch} has no SDPA attention: the run needs attn_implementation: eager, "
+                     "which this estimate assumes")
     if st.dora:
         notes.append("DoRA's temporaries are estimated from PEFT's code, not measured")
     if setup.optimizer == "paged_adamw_8bit":

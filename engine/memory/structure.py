@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 # model gives them. Covers Llama/Mistral/Qwen/Gemma/Phi-3-style blocks (and the usual
 # GPT-style names for a plain two-layer MLP).
 _ROLES = {
+    "qkv": ("qkv_proj", "query_key_value", "Wqkv", "c_attn"),
+    "gate_up": ("gate_up_proj",),
     "q": ("q_proj", "query", "wq"),
     "k": ("k_proj", "key", "wk"),
     "v": ("v_proj", "value", "wv"),
@@ -40,8 +42,12 @@ _ROLES = {
     "up": ("up_proj", "w3"),
     "down": ("down_proj", "w2"),
     "fc1": ("fc1", "c_fc", "dense_h_to_4h", "fc_in"),
-    "fc2": ("fc2", "dense_4h_to_h", "fc_out"),
+    "fc2": ("fc2", "dense_4h_to_h", "fc_out", "c_proj"),
 }
+
+# Activation functions whose PyTorch op keeps only its input for backward; anything else
+# (``gelu_new``, ``gelu_fast``: tanh formulas written in Python) keeps its intermediates.
+_FUSED_ACTS = ("silu", "swish", "gelu", "gelu_pytorch_tanh", "relu", "gelu_python_tanh", "relu2")
 
 # bitsandbytes and PEFT skip layers with fewer elements than this for 8-bit optimizer
 # states (bnb ``Optimizer8bit`` ``min_8bit_size`` default).
@@ -101,6 +107,24 @@ class ModelStructure:
         adapter_size: Bottleneck width m.
         virtual_tokens: Prompt-tuning tokens prepended to every sequence.
         prefix_tokens: Prefix-tuning key/value positions added to every attention.
+        norm_kind: ``rms`` (Llama's RMSNorm), ``rms_fp32`` (Gemma's ``x * (1 + w)``, OLMo2's
+            ``w * x``: in fp32, then cast back), ``layer`` (``nn.LayerNorm``) or ``layer_py``
+            (a LayerNorm written in Python in fp32, Cohere's).
+        qk_norm: Queries and keys are normalised before RoPE (Qwen3, OLMo2, Gemma 3).
+        layout: Where the norms sit: ``pre`` (Llama), ``sandwich`` (Gemma 2/3: also after
+            attention and around the MLP), ``post`` (OLMo2: after attention and MLP only),
+            ``parallel`` (Phi, GPT-NeoX, Cohere: attention and MLP read the same input).
+        parallel_norms: Norms of a parallel block (GPT-NeoX has one per branch).
+        mlp_act: ``config.hidden_act``.
+        moe_experts: Routed experts per block (0 for a dense MLP).
+        moe_top_k: Experts each token is routed to.
+        moe_intermediate: Width of one routed expert's MLP.
+        moe_lora_experts: LoRA wraps the experts' 3D weights (PEFT's ``ParamWrapper``, which
+            ``all-linear`` selects for MoE models): every forward builds the merged weights.
+        attn_softcap: Attention scores go through ``tanh`` soft-capping (Gemma 2, eager).
+        final_logit_softcap: The logits go through ``tanh`` soft-capping (Gemma 2).
+        supports_sdpa: transformers accepts ``attn_implementation="sdpa"`` for the model.
+        arch: The model class, e.g. ``Gemma2ForCausalLM``.
     """
 
     model_type: str
@@ -137,6 +161,19 @@ class ModelStructure:
     adapter_size: int = 0
     virtual_tokens: int = 0
     prefix_tokens: int = 0
+    norm_kind: str = "rms"
+    qk_norm: bool = False
+    layout: str = "pre"
+    parallel_norms: int = 1
+    mlp_act: str = "silu"
+    moe_experts: int = 0
+    moe_top_k: int = 0
+    moe_intermediate: int = 0
+    moe_lora_experts: bool = False
+    attn_softcap: bool = False
+    final_logit_softcap: bool = False
+    supports_sdpa: bool = True
+    arch: str = ""
     notes: tuple[str, ...] = field(default=())
 
     # ---- Public API
@@ -333,7 +370,16 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
 
     base_param_ids = {id(p) for p in base.parameters()}
     notes: list[str] = []
-    if not gated and not ({"fc1", "fc2"} <= roles):
+    variant = _block_variant(layer0, text)
+    sdpa_ok = bool(getattr(type(base), "_supports_sdpa", True))
+    arch_name = type(base).__name__
+    if variant["moe_experts"]:
+        notes.append(f"mixture of experts ({variant['moe_experts']} experts, {variant['moe_top_k']} per token): "
+                     "activations follow transformers' expert loop and grouped matmuls, checked on the CPU only")
+    gated = gated or "gate_up" in roles
+    if variant["moe_experts"]:
+        intermediate = max(intermediate if gated else 0, variant["moe_intermediate"])
+    if not variant["moe_experts"] and not gated and not ({"fc1", "fc2"} <= roles):
         notes.append(f"{type(base).__name__}: the activation model assumes a Llama-style block "
                      "(RMSNorm, attention, gated MLP); this architecture may differ")
 
@@ -387,7 +433,11 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
     adapter_size = 0
     lora_coef = 0
     dora = False
+    moe_lora = False
     for name, m in model.named_modules():
+        if (hasattr(m, "lora_A") and getattr(m, "parameter_name", None) in ("gate_up_proj", "down_proj", "up_proj")
+                and len(m.lora_A) > 0):
+            moe_lora = True
         if hasattr(m, "lora_A") and hasattr(m, "base_layer") and len(m.lora_A) > 0:
             a = next(iter(m.lora_A.values()))
             b = next(iter(m.lora_B.values()))
@@ -449,5 +499,57 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
         adapter_size=adapter_size,
         virtual_tokens=virtual,
         prefix_tokens=prefix,
+        **variant,
+        moe_lora_experts=moe_lora and bool(variant["moe_experts"]),
+        supports_sdpa=sdpa_ok,
+        arch=arch_name,
         notes=tuple(notes),
+    )
+
+
+def _block_variant(layer: nn.Module, text: Any) -> dict[str, Any]:
+    """The block's norms, layout, activation and experts, from its module names.
+
+    ``tests/engine/test_memory.py`` checks the replay for each family against autograd.
+    """
+    norms = {name: type(m).__name__ for name, m in layer.named_modules()
+             if name and "norm" in type(m).__name__.lower()}
+    leaves = {name.rsplit(".", 1)[-1] for name in norms}
+    kinds = set(norms.values())
+    if "LayerNorm" in kinds:
+        kind = "layer"  # torch.nn.LayerNorm
+    elif any("LayerNorm" in k for k in kinds):
+        kind = "layer_py"  # written in Python in fp32 (CohereLayerNorm)
+    elif any(k.startswith(("Gemma", "Olmo2", "Olmo3")) for k in kinds):
+        kind = "rms_fp32"  # the weight multiplies in fp32, then .to(input dtype)
+    else:
+        kind = "rms"
+    block_norms = leaves - {"q_norm", "k_norm", "q_layernorm", "k_layernorm"}
+    if {"pre_feedforward_layernorm", "post_feedforward_layernorm"} <= block_norms:
+        layout = "sandwich"
+    elif "input_layernorm" not in block_norms and "post_feedforward_layernorm" in block_norms:
+        layout = "post"
+    elif len(block_norms) == 1 or getattr(text, "use_parallel_residual", False):
+        layout = "parallel"
+    else:
+        layout = "pre"
+    experts = 0
+    for _name, m in layer.named_modules():
+        e = getattr(m, "num_experts", None)
+        if isinstance(e, int) and e > 1:
+            experts = e
+            break
+    act = getattr(text, "hidden_act", None) or getattr(text, "hidden_activation", None) or "silu"
+    return dict(
+        norm_kind=kind,
+        qk_norm=bool({"q_norm", "k_norm"} <= leaves or {"q_layernorm", "k_layernorm"} <= leaves),
+        layout=layout,
+        parallel_norms=max(1, len(block_norms)) if layout == "parallel" else 1,
+        mlp_act=str(act),
+        moe_experts=experts,
+        moe_top_k=int(getattr(text, "num_experts_per_tok", 0) or 0) if experts else 0,
+        moe_intermediate=int(getattr(text, "moe_intermediate_size", None) or getattr(text, "intermediate_size", 0))
+        if experts else 0,
+        attn_softcap=bool(getattr(text, "attn_logit_softcapping", None)),
+        final_logit_softcap=bool(getattr(text, "final_logit_softcapping", None)),
     )

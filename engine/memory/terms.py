@@ -294,7 +294,8 @@ def activations(st: ModelStructure, s: Setup) -> Activations:
     # lower blocks (freeze) keep their checkpointed inputs.
     rg = st.embed_trainable or st.virtual_tokens > 0 or s.gradient_checkpointing
     masked = s.masked(st)
-    eager = s.attn_implementation == "eager"
+    # A model without SDPA support (Gemma 2) refuses "sdpa" at load; it trains eager.
+    eager = s.attn_implementation == "eager" or not st.supports_sdpa
     saved = 0.0
     ckpt_inputs = 0.0
     recompute = 0.0
@@ -349,8 +350,11 @@ def logits_and_loss_bytes(st: ModelStructure, s: Setup, act: Activations) -> tup
     """
     elems = act.tokens * st.vocab
     lb = act.head.logits_bytes
-    forward = elems * (lb + (4 if lb != 4 else 0) + 4)
-    return forward, elems * LOSS_BACKWARD_BYTES_PER_LOGIT
+    # Gemma 2's final soft-capping (``tanh(logits / cap) * cap``) keeps tanh's output until
+    # its backward, after the loss's (from modeling_gemma2.py; not measured on a GPU).
+    capped = elems * lb if st.final_logit_softcap else 0
+    forward = elems * (lb + (4 if lb != 4 else 0) + 4) + capped
+    return forward, elems * LOSS_BACKWARD_BYTES_PER_LOGIT + capped
 
 
 # ---------------------------------------------------------------- Temporaries

@@ -149,8 +149,10 @@ def _saved_per_layer(model, ids, autocast: bool) -> list[int]:
     """Bytes autograd keeps per decoder layer (parameters and weight-shaped copies excluded)."""
     import torch
 
+    from engine.methods.freeze import decoder_layers
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    layers = base.model.layers
+    _, layers = decoder_layers(base)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     weight_shapes = {tuple(p.shape) for p in model.parameters() if p.dim() == 2}
     weight_shapes |= {s[::-1] for s in weight_shapes}
@@ -233,6 +235,107 @@ def test_activation_model_matches_autograd_saved_tensors(untied_dir, case):
         assert predicted == pytest.approx(measured[i], rel=0.04, abs=16 * 1024), (case, i, measured)
         res, rg = r.output_bytes, r.output_requires_grad
     assert setup.autocast_bytes == (2 if autocast else 0)
+
+
+# Tiny configs of the families people fine-tune, each in its transformers class: the block
+# replay must follow their norms (Gemma's and OLMo2's fp32 weight multiply, Cohere's Python
+# LayerNorm, nn.LayerNorm), q/k norms (Qwen3, OLMo2, Gemma 3), layouts (Gemma's sandwich,
+# OLMo2's post-norm, Phi/GPT-NeoX/Cohere's parallel block), fused projections (Phi-3,
+# GPT-NeoX), Gemma 2's soft-capped eager attention and routed experts (Qwen2-MoE, Mixtral,
+# where PEFT's all-linear also wraps the 3D expert weights).
+ARCH_COMMON = dict(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=512,
+                   tie_word_embeddings=False, pad_token_id=0)
+ARCHS = {
+    "qwen3": dict(model_type="qwen3"),
+    "gemma": dict(model_type="gemma", hidden_activation="gelu_pytorch_tanh"),
+    "gemma2": dict(model_type="gemma2"),
+    "gemma3_text": dict(model_type="gemma3_text"),
+    "olmo2": dict(model_type="olmo2"),
+    "phi3": dict(model_type="phi3", num_key_value_heads=4),
+    "phi": dict(model_type="phi", num_key_value_heads=4),
+    "gpt_neox": dict(model_type="gpt_neox", num_key_value_heads=4, intermediate_size=512),
+    "starcoder2": dict(model_type="starcoder2"),
+    "cohere": dict(model_type="cohere"),
+    "qwen2_moe": dict(model_type="qwen2_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+                      shared_expert_intermediate_size=128),
+    "mixtral": dict(model_type="mixtral", num_local_experts=4, num_experts_per_tok=2),
+}
+# Phi's full fine-tuning measures 5% over the replay: with its partial rotary, o_proj's input
+# is a copy on the CPU's attention kernel; the replay doesn't count it.
+ARCH_TOLERANCE = {("phi", "full"): 0.06}
+
+
+@pytest.fixture(scope="module")
+def arch_dirs(tmp_path_factory) -> dict[str, Path]:
+    from transformers import AutoConfig
+
+    out = {}
+    for name, extra in ARCHS.items():
+        d = tmp_path_factory.mktemp(name)
+        AutoConfig.for_model(**{**ARCH_COMMON, **extra}).save_pretrained(d)
+        out[name] = d
+    return out
+
+
+@pytest.mark.parametrize("method", ["full", "lora-all"])
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_activation_model_follows_each_architecture(arch_dirs, arch, method):
+    """Per layer, the replay vs autograd's saved tensors (bf16, CPU autocast, b=2, s=48)."""
+    import torch
+
+    from engine.methods import get_method
+
+    eager = arch == "gemma2"  # transformers refuses SDPA for Gemma 2
+    kw = dict(method="full", load_in="bf16") if method == "full" else dict(
+        method="lora", lora_target_modules="all-linear", lora_dropout=0.0)
+    cfg = _cfg(arch_dirs[arch], attn_implementation="eager" if eager else "sdpa", **kw)
+    model = get_method(cfg.method).apply(_real_model(arch_dirs[arch], torch.bfloat16, "eager" if eager else "sdpa"),
+                                         cfg)
+    model.train()
+    b, s = 2, 48
+    ids = torch.randint(0, 512, (b, s), generator=torch.Generator().manual_seed(0))
+    measured = _saved_per_layer(model, ids, autocast=True)
+    st = model_structure(cfg)
+    assert st.notes == () or st.moe_experts, st.notes  # a known family: no "may differ" caveat
+    num = Numerics(autocast=2, weight_bytes=2, linear_kind="dense", compute_bytes=2, embed_bytes=2, mask_bytes=0,
+                   fp32_autocast_ops=False)  # CPU autocast runs layer_norm and pow in bf16
+    res, rg = 2, st.embed_trainable
+    for i in range(st.n_layers):
+        plan = LayerPlan(trainable=method == "full", input_requires_grad=rg, lora=st.lora_modules,
+                         lora_rank=cfg.lora_r, lora_dropout=False, eager=eager, seq=s)
+        r = layer_activations(st, num, plan, res)
+        predicted = r.saved * b * s + r.weight_copies
+        tol = ARCH_TOLERANCE.get((arch, method), 0.04)
+        assert predicted == pytest.approx(measured[i], rel=tol, abs=16 * 1024), (arch, method, i, measured)
+        res, rg = r.output_bytes, r.output_requires_grad
+
+
+def test_gemma2_is_estimated_eager_with_its_soft_capped_logits(arch_dirs):
+    """Gemma 2 has no SDPA: the estimate says the run needs eager and counts it so; its
+    final soft-capping keeps tanh's output, one more logits-sized tensor (measured on the
+    CPU with saved_tensors_hooks)."""
+    sdpa = estimate(_cfg(arch_dirs["gemma2"], method="lora", attn_implementation="sdpa"), gpu_bytes=80 * GIB)
+    eager = estimate(_cfg(arch_dirs["gemma2"], method="lora", attn_implementation="eager"), gpu_bytes=80 * GIB)
+    assert sdpa.peak_bytes == eager.peak_bytes
+    assert any("needs attn_implementation: eager" in n for n in sdpa.notes)
+    assert not any("eager" in n for n in eager.notes)
+    gemma = estimate(_cfg(arch_dirs["gemma"], method="lora"), gpu_bytes=80 * GIB)
+    cfg = _cfg(arch_dirs["gemma2"], method="lora")
+    tokens = cfg.batch_size * cfg.seq_len
+    logits_bf16 = tokens * 512 * 2
+    # Same vocabulary and head: the loss's part differs only by the capped copy.
+    assert (eager.breakdown["logits_and_loss"] - gemma.breakdown["logits_and_loss"]) == logits_bf16
+
+
+def test_lora_on_moe_experts_counts_the_merged_expert_weights(arch_dirs):
+    """PEFT's all-linear wraps Mixtral's 3D expert weights; each forward merges them."""
+    attn_only = _cfg(arch_dirs["mixtral"], method="lora", lora_target_modules=["q_proj", "v_proj"])
+    all_linear = _cfg(arch_dirs["mixtral"], method="lora", lora_target_modules="all-linear", lora_dropout=0.0)
+    assert not model_structure(attn_only).moe_lora_experts
+    st = model_structure(all_linear)
+    assert st.moe_lora_experts and st.moe_experts == 4 and st.moe_top_k == 2
+    assert any("mixture of experts" in n for n in estimate(all_linear).notes)
 
 
 # ---------------------------------------------------------------- Calibration (H100 table)
