@@ -92,6 +92,12 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
     "l2-7b/freeze-4/bf16/ckpt/b4s1024/adamw8bit": ("llama2-7b", dict(method="freeze", freeze_trainable_layers=4,
                                                                       gradient_checkpointing=True, seq_len=1024,
                                                                       optimizer="adamw_8bit"), False),
+    # other block families (q/k norms, Gemma 3's sandwich norms and 262k vocabulary); last,
+    # so a tight budget skips them before the 7B cases
+    "q3-1.7b/lora-all-r16/bf16/nockpt/b4s1024": ("qwen3-1.7b", dict(method="lora", lora_r=16, lora_target_modules=ALL,
+                                                                     seq_len=1024), False),
+    "g3-1b/full/bf16/ckpt/b2s1024": ("gemma3-1b", dict(method="full", gradient_checkpointing=True, batch_size=2,
+                                                        seq_len=1024), False),
 }
 SMOKE_SKIP = ("int8", "nf4", "8bit", "fp16")  # bitsandbytes and fp16 AMP need CUDA
 
