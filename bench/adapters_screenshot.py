@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def train(extra: list[str]) -> None:
@@ -33,19 +34,9 @@ def main() -> int:
     os.environ.setdefault("FINETUNE_STUDIO_HOME", tempfile.mkdtemp(prefix="adapter-shots-"))
     train(["--max_steps", "60", "--lora_r", "8", "--lora_alpha", "16"])
     train(["--max_steps", "90"])
-    from gui.app import offscreen_platform
+    from screens import open_demo_window, spin
 
-    os.environ.setdefault("QT_QPA_PLATFORM", offscreen_platform())
-    from PySide6.QtCore import QCoreApplication
-
-    from gui.app import make_app
-    from gui.main_window import MainWindow
-
-    app = make_app()
-    win = MainWindow(load_demo=True, restore_geometry=False)
-    win.resize(1360, 860)
-    win.show_area("adapters")
-    win.show()
+    app, win = open_demo_window("adapters")
     area = win.areas["adapters"]
     area.refresh()
     cards = area.model.cards
@@ -61,15 +52,11 @@ def main() -> int:
     area.generate()
     deadline = time.time() + 300
     while not done and time.time() < deadline:
-        QCoreApplication.processEvents()
-        time.sleep(0.02)
+        spin(0.05)
     if not done:
         print("no answers in 5 minutes", file=sys.stderr)
         return 1
-    end = time.time() + 0.5
-    while time.time() < end:
-        QCoreApplication.processEvents()
-        time.sleep(0.02)
+    spin(0.5)
     win.grab().save(str(out / "adapters.png"))
     errors = [c.error for c in area.columns.values() if c.error]
     win.close()

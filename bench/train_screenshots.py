@@ -15,33 +15,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/img")
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FINETUNE_STUDIO_HOME", tempfile.mkdtemp(prefix="train-shots-"))
-    from gui.app import offscreen_platform
+    from screens import open_demo_window, spin
 
-    os.environ.setdefault("QT_QPA_PLATFORM", offscreen_platform())
-    from PySide6.QtCore import QCoreApplication
-
-    from gui.app import make_app
-    from gui.main_window import MainWindow
-
-    app = make_app()
-    win = MainWindow(load_demo=True, restore_geometry=False)
-    win.resize(1360, 860)
-    win.show_area("train")
-    win.show()
+    app, win = open_demo_window("train")
     area = win.areas["train"]
     area.prepare_screenshot()  # waits for the GPU detection and the first estimate
-
-    def spin(seconds: float) -> None:
-        end = time.time() + seconds
-        while time.time() < end:
-            QCoreApplication.processEvents()
-            time.sleep(0.02)
 
     spin(0.5)
     win.grab().save(str(out / "train-before.png"))
