@@ -145,6 +145,12 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
     peak, breakdown, phase = peak_breakdown(st, setup, factor)
     if factor != 1.0:
         notes.append(f"per-GPU correction x{factor:g} for {gpu_name} from {history.calibration_path()}")
+    if st.moe_lora_experts and not setup.gradient_checkpointing:
+        merged = st.n_layers * st.moe_experts * 3 * st.moe_intermediate * st.hidden * (setup.autocast_bytes or setup.base_bytes)
+        linears = ", ".join(sorted({spec.name.rsplit(".", 1)[-1] for spec in st.layer_linears}))
+        notes.append(f"LoRA wraps the experts' 3D weights: every layer keeps its merged expert weights for "
+                     f"backward, {merged / 2**30:.1f} GiB in all; gradient checkpointing keeps one layer's, and "
+                     f"lora_target_modules: [{linears}] none")
     if not st.supports_sdpa and cfg.attn_implementation == "sdpa":
         notes.append(f"{st.arch} has no SDPA attention: the run needs attn_implementation: eager, "
                      "which this estimate assumes")

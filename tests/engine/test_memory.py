@@ -338,6 +338,24 @@ def test_lora_on_moe_experts_counts_the_merged_expert_weights(arch_dirs):
     assert any("mixture of experts" in n for n in estimate(all_linear).notes)
 
 
+def test_lora_on_moe_experts_says_what_the_merged_weights_cost(tmp_path):
+    from transformers import AutoConfig
+
+    AutoConfig.for_model(model_type="mixtral", vocab_size=32000, hidden_size=1024, intermediate_size=3584,
+                         num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, num_local_experts=8,
+                         num_experts_per_tok=2).save_pretrained(tmp_path)
+    cfg = _cfg(tmp_path, method="lora", lora_target_modules="all-linear", lora_dropout=0.0, batch_size=1)
+    merged = 4 * 8 * 3 * 3584 * 1024 * 2  # layers x experts x (gate, up, down) x I x h x bf16
+    note = next(n for n in estimate(cfg).notes if "merged expert weights" in n)
+    assert f"{merged / GIB:.1f} GiB" in note and "[k_proj, o_proj, q_proj, v_proj]" in note
+    attention_only = estimate(cfg.replace(lora_target_modules=["k_proj", "o_proj", "q_proj", "v_proj"]))
+    assert not any("merged expert weights" in n for n in attention_only.notes)
+    # The merged copies are most of the difference (LoRA's own parameters are tiny).
+    assert estimate(cfg).peak_bytes - attention_only.peak_bytes >= merged * 0.9
+    assert not any("merged expert weights" in n
+                   for n in estimate(cfg.replace(gradient_checkpointing=True)).notes)
+
+
 # ---------------------------------------------------------------- Calibration (H100 table)
 def test_calibration_table_stays_within_the_band():
     """Every measured H100 case: within +-10% of the driver's peak, never 5% under."""
