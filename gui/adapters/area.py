@@ -727,7 +727,12 @@ class AdaptersArea(QWidget):
         try:
             card = lib.add_adapter(folder)
         except StudioError as e:
-            self._show_banner(f"Can't add {folder}: {e.message}")
+            if (Path(folder) / "config.json").is_file() and not (Path(folder) / "adapter_config.json").exists():
+                # A full or freeze run's final/ (or any model folder): the playground takes it as the base.
+                self._show_banner(f"Can't add {folder}: it is a whole model (config.json), not an adapter. "
+                                  "To try it, choose it as the Base (Browse…) and tick \"Compare with base\".")
+            else:
+                self._show_banner(f"Can't add {folder}: {e.message}")
             return
         self._show_banner("")
         self.refresh()
@@ -780,6 +785,7 @@ class AdaptersArea(QWidget):
         if problem:
             self._show_banner(problem)
             return None
+        self._show_banner("")  # an earlier refusal no longer applies
         dialog = MergeDialog(self.base_text(), cards, self)
         dialog.sig_merged.connect(lambda out: self.status.setText(f"merged model saved to {out}"))
         return dialog

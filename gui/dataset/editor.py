@@ -875,6 +875,7 @@ class DatasetEditor(QWidget):
     # ---- Dataset lifecycle
     def _set_dataset(self, ds: DatasetFile, baseline: tuple[Record, ...]) -> None:
         self._restoring = True
+        self.form.container = ds.container
         self.form.set_record(-1, None, ds.format)
         self.undo_stack.clear()
         self.proxy.pin(None)
@@ -917,9 +918,11 @@ class DatasetEditor(QWidget):
         broken = sum(1 for r in ds.records if r.broken)
         if broken:
             first = next(r for r in ds.records if r.broken)
+            what = ("not a valid CSV row" if broken == 1 else "not valid CSV rows") \
+                if ds.container == RecordFormat.CSV else "not valid JSON"
             self.banner.show_message(
                 "warning", f"{broken} record{'s' if broken > 1 else ''} in {Path(ds.path).name} "
-                f"{'are' if broken > 1 else 'is'} not valid JSON (first: "
+                f"{'are' if broken > 1 else 'is'} {what} (first: "
                 f"{first.error if first.error.startswith('line ') else f'line {first.line}: {first.error}'}). "
                 "They are kept as text; fix them in the form. The other records loaded normally.",
                 [("Show broken", lambda: self.set_filter(rule=BROKEN))])
@@ -1183,7 +1186,7 @@ class DatasetEditor(QWidget):
             return
         broken = sum(1 for r in ds.records if r.broken) if len(ds.records) <= 200_000 else 0
         parts = [str(ds.path) if ds.path else "untitled", ds.detected.split(",")[0] if ds.detected else
-                 f"{ds.format} {ds.container}", f"{len(ds.records):,} records"]
+                 f"{ds.format} {ds.container}", _records(len(ds.records))]
         if broken:
             parts.append(f"{broken} broken")
         self.status.setText(" · ".join(parts))
@@ -1192,7 +1195,7 @@ class DatasetEditor(QWidget):
     def _update_count(self, *_args) -> None:
         total = len(self._ds.records) if self._ds is not None else 0
         shown = self.proxy.rowCount()
-        self.count_label.setText(f"{shown:,} of {total:,}" if shown != total else f"{total:,} records")
+        self.count_label.setText(f"{shown:,} of {total:,}" if shown != total else _records(total))
 
     def _update_actions(self) -> None:
         has = self._ds is not None
@@ -1421,3 +1424,7 @@ class DatasetEditor(QWidget):
         if isinstance(w, QLineEdit) and w is not self.find_bar.find:
             return w.selectedText()
         return ""
+
+
+def _records(n: int) -> str:
+    return f"{n:,} record{'' if n == 1 else 's'}"

@@ -180,6 +180,7 @@ class RecordForm(QWidget):
         self._record: Record | None = None
         self._index = -1
         self._fmt = RecordFormat.ALPACA
+        self.container = RecordFormat.JSON  # the file container; the editor sets it (CSV rows are fixed as JSON)
         self._expected: Record | None = None  # the record our last commit created
         self._burst = 0
         self._dirty_fields: set[str] = set()
@@ -421,6 +422,12 @@ class RecordForm(QWidget):
         if error and rec is not None and not rec.broken:
             self.raw_error.setText(f"Not valid JSON yet: {error}. The record keeps its last valid "
                                    "version until the text parses.")
+        elif error and self.container == RecordFormat.CSV:
+            # A broken row is fixed by typing the record as JSON (Record.fix); saving writes it as a row.
+            where = f" (file line {rec.line})" if rec is not None and rec.line else ""
+            self.raw_error.setText(f"Not a valid CSV row{where}: {error}. Replace the text below with the "
+                                   'record as a JSON object, e.g. {"instruction": "…", "output": "…"}; it is '
+                                   "saved as a CSV row. Until then the row is kept as it is, and is never dropped.")
         elif error:
             where = f" (record from file line {rec.line})" if rec is not None and rec.line else ""
             self.raw_error.setText(f"Not valid JSON{where}: {error}. Fix the text below; the record "

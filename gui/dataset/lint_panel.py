@@ -44,6 +44,31 @@ def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
     plot.setMinimumHeight(150)
 
 
+class NoteLabel(QLabel):
+    """A word-wrapped note under a chart that asks for the height its wrapped text needs.
+
+    A splitter sizes its panes from minimum sizes, which ignore a wrapped label's
+    height-for-width: a two-line note was given one line and drawn over the chart's axis title.
+    """
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWordWrap(True)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, e) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(e)
+        self._fit()
+
+    def _fit(self) -> None:
+        need = self.heightForWidth(max(self.width(), 1))
+        if need > 0 and need != self.minimumHeight():
+            self.setMinimumHeight(need)
+
+
 class LintPanel(QWidget):
     """Findings by rule, and the balance and length charts."""
 
@@ -103,8 +128,7 @@ class LintPanel(QWidget):
         self.balance_bars = pg.BarGraphItem(x0=[], y=[], height=0.6, width=[], brush=QColor(70, 130, 180))
         self.balance_plot.addItem(self.balance_bars)
         self.balance_labels: list[pg.TextItem] = []
-        self.balance_note = QLabel()
-        self.balance_note.setWordWrap(True)
+        self.balance_note = NoteLabel()
         self.balance_note.setStyleSheet("color: #666; font-size: 11px;")
 
         self.length_plot = pg.PlotWidget()
@@ -118,8 +142,7 @@ class LintPanel(QWidget):
                                         pen=pg.mkPen(QColor(200, 40, 40), width=2, style=Qt.PenStyle.DashLine),
                                         label="seq_len", labelOpts={"position": 0.9, "color": (200, 40, 40)})
         self.length_plot.addItem(self.seq_line)
-        self.length_note = QLabel()
-        self.length_note.setWordWrap(True)
+        self.length_note = NoteLabel()
         self.length_note.setStyleSheet("color: #666; font-size: 11px;")
 
         split = QSplitter(Qt.Orientation.Vertical)

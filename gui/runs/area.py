@@ -7,6 +7,7 @@ thin ``QAbstractTableModel`` adapter over ``engine.runs.list_runs()``.
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.runs import RunInfo, compare_runs, last_checkpoint, list_runs, read_metrics
+from engine.runs import RunInfo, compare_runs, last_checkpoint, list_runs, read_metrics, read_summary
 from gui.train.plots import debiased_ema
 
 GiB = 2**30
@@ -60,6 +61,24 @@ def _duration(seconds: float | None) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
+def failure_text(run: RunInfo) -> str:
+    """Why a failed run failed, from its summary.json: the message, its hint and suggested fix."""
+    if run.status in ("completed", "running"):
+        return ""
+    error = read_summary(run.path).get("error")
+    if not isinstance(error, dict) or not error.get("message"):
+        return ""
+    step = error.get("step")
+    lines = [f"{run.status.capitalize()}" + (f" at step {step}" if isinstance(step, int) else "") +
+             f": {error['message']}"]
+    if error.get("hint"):
+        lines.append(f"Hint: {error['hint']}")
+    fix = error.get("fix")
+    if isinstance(fix, dict) and fix:
+        lines.append("Suggested fix: " + ", ".join(f"{k} = {v}" for k, v in fix.items()))
+    return "\n".join(lines)
 
 
 class RunsTableModel(QAbstractTableModel):
@@ -114,6 +133,8 @@ class RunsTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and col == "Status":
             return QColor(STATUS_COLORS.get(r.status, "#555"))
         if role == Qt.ItemDataRole.ToolTipRole:
+            if col == "Status" and (failure := failure_text(r)):
+                return failure
             if col == "Status" and r.status == "interrupted":
                 return "The worker ended without finishing (killed, crashed or the machine went down); resume " \
                        "continues from the last checkpoint."
@@ -301,9 +322,14 @@ class RunsArea(QWidget):
                                       "Only a stopped or interrupted run with a checkpoint can be resumed")
         self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
         runs = self.selected_runs()
+        self.summary.setToolTip("")  # the differences of an earlier multi-selection
         if run is not None:
             ckpt = last_checkpoint(run.path)
-            self.summary.setText(f"{run.path}" + (f" · last checkpoint {ckpt.name}" if ckpt else ""))
+            text = html.escape(f"{run.path}" + (f" · last checkpoint {ckpt.name}" if ckpt else ""))
+            failure = failure_text(run)
+            if failure:
+                text += "<br><span style='color:#d0342c'>" + html.escape(failure).replace("\n", "<br>") + "</span>"
+            self.summary.setText(text)
         elif len(runs) > 1:
             self.summary.setText(self._differences_text(runs))
         else:
@@ -321,7 +347,7 @@ class RunsArea(QWidget):
             return f"{len(runs)} runs selected · same config"
 
         def value(v: Any) -> str:
-            text = "–" if v is None else str(v)
+            text = "–" if v is None or v == "" else str(v)  # an empty run_name must not read as nothing
             return (text[:24] + "…") if len(text) > 25 else text
 
         parts = []

@@ -93,7 +93,10 @@ class MethodPicker(QWidget):
         changes: dict[str, Any] = {"method": method}
         li, mp = self.model.get("load_in"), self.model.get("mixed_precision")
         if invalid_reason(method, li, mp, self.model.environment) is not None:
-            better = first_valid(method, li, self.model.environment)
+            # No precision works on this machine (QLoRA on a CPU): take one the method itself
+            # allows, so the banner names the machine's problem ("nf4 needs a CUDA GPU")
+            # rather than asking for a cell that is crossed out, and the estimate can plan it.
+            better = first_valid(method, li, self.model.environment) or first_valid(method, li, None)
             if better:
                 changes.update(load_in=better[0], mixed_precision=better[1])
         self.model.update(changes)

@@ -46,6 +46,12 @@ def fmt_bytes(n: float | None) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
+def fmt_percent(fraction: float) -> str:
+    """A share as people read it: 1.0 -> '100%', 0.0102 -> '1%', 0.000123 -> '0.012%'."""
+    pct = 100 * fraction
+    return f"{pct:.0f}%" if pct >= 10 else f"{pct:.2g}%"
+
+
 def field(obj: Any, key: str, default: Any = None) -> Any:
     """An attribute of a dataclass or a key of a dict (suggestions may be either)."""
     if isinstance(obj, dict):
@@ -289,7 +295,7 @@ class VramGauge(QWidget):
         lines = [f"Peak ≈ <b>{fmt_bytes(peak)}</b>" + (f" of {fmt_bytes(gpu)}" if gpu else "")]
         trainable, total = field(est, "trainable_params"), field(est, "total_params")
         if trainable is not None and total:
-            lines.append(f"trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2g}%)")
+            lines.append(f"trainable {trainable:,} of {total:,} parameters ({fmt_percent(trainable / total)})")
         mbs = field(est, "max_batch_size")
         if gpu and mbs is not None:
             lines.append(f"largest micro-batch that fits: <b>{mbs}</b>" if mbs > 0 else

@@ -203,3 +203,25 @@ def test_a_long_status_is_elided_not_clipped_and_keeps_its_whole_text(qtbot):
     assert label.fontMetrics().horizontalAdvance(painted) <= 160
     label.resize(2000, 20)
     assert super(ElidedLabel, label).text() == whole  # widened: shown whole again
+
+
+def test_adding_a_whole_model_folder_says_to_use_it_as_the_base(make_area, tiny_model_dir, tmp_path):
+    """A full/freeze run's final/ is a model, not an adapter: say what to do with it."""
+    area = make_area()
+    area._add_folder(str(tiny_model_dir))
+    assert area.banner.isVisibleTo(area)
+    assert "whole model" in area.banner.text() and "Base" in area.banner.text()
+    (tmp_path / "notes").mkdir()
+    area._add_folder(str(tmp_path / "notes"))
+    assert "no adapter_config.json" in area.banner.text()  # a plain folder keeps the engine's reason
+    assert area.model.rowCount() == 0
+
+
+def test_a_merge_refusal_is_cleared_when_a_merge_becomes_possible(qtbot, make_area, runs_home):
+    area = make_area()
+    assert area.open_merge_dialog() is None and "Tick the adapters" in area.banner.text()
+    assert area.model.set_checked(str(runs_home["medical"]), True)
+    dialog = area.open_merge_dialog()
+    qtbot.addWidget(dialog)
+    assert dialog is not None
+    assert area.banner.isHidden() and area.banner.text() == ""

@@ -122,6 +122,24 @@ def test_sharegpt_turns_keep_their_tags(make_editor, tmp_path):
     assert json.loads(path.read_text(encoding="utf-8"))[0]["conversations"][-1]["value"] == "More?"
 
 
+def test_a_broken_csv_row_is_called_a_csv_row_and_fixed_as_json(make_editor, tmp_path):
+    """A CSV row with an unclosed quote is not "not valid JSON"; the form says how to fix it."""
+    path = tmp_path / "bad.csv"
+    path.write_text('instruction,output\n"a,b\nc,d\n', encoding="utf-8")
+    ed = make_editor(path)
+    text = ed.banner.label.text()
+    assert "1 record in bad.csv is not a valid CSV row" in text and "JSON" not in text
+    assert ed.count_label.text() == "1 record"
+    ed.select_record(0)
+    assert "Not a valid CSV row (file line 2)" in ed.form.raw_error.text()
+    assert "JSON object" in ed.form.raw_error.text()
+    ed.form.raw.setPlainText('{"instruction": "a,b", "output": "c,d"}')
+    ed.form.flush()
+    assert not ed.dataset().records[0].broken
+    assert ed.save()
+    assert path.read_text(encoding="utf-8").splitlines()[1] == '"a,b","c,d"'
+
+
 def test_unreadable_files_show_a_message(make_editor, tmp_path, small_dataset):
     ed = make_editor(small_dataset)
     ed.open_file(tmp_path / "missing.jsonl")

@@ -49,6 +49,24 @@ def test_charts_show_balance_and_lengths(make_editor, demo_copy, qtbot):
     assert ed.visible_count() == report.stats["length"]["truncated"]
 
 
+def test_a_wrapped_chart_note_is_not_drawn_over_its_chart(make_editor, demo_copy, qtbot):
+    """The length note wraps to two lines in a narrow panel: it must sit below the chart, not
+    over its "tokens" axis title."""
+    ed = make_editor(demo_copy)
+    ed.resize(1360, 800)
+    ed.show()
+    panel = ed.lint_panel
+    tabs = panel.parentWidget().parentWidget()
+    tabs.setCurrentWidget(panel)
+    qtbot.waitExposed(panel)
+    for plot, note in ((panel.balance_plot, panel.balance_note), (panel.length_plot, panel.length_note)):
+        qtbot.waitUntil(lambda note=note: note.isVisible() and note.width() > 1)
+        assert note.height() >= note.heightForWidth(note.width())
+        assert note.geometry().top() >= plot.geometry().bottom(), (note.geometry(), plot.geometry())
+    note = panel.length_note
+    assert note.heightForWidth(note.width()) > note.fontMetrics().lineSpacing()  # it does wrap here
+
+
 def test_edits_trigger_a_fresh_check(make_editor, small_dataset, qtbot):
     ed = make_editor(small_dataset)
     with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000) as sig:

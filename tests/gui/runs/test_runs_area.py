@@ -138,3 +138,45 @@ def test_selecting_runs_says_how_their_configs_differ(qtbot, runs):
     assert f"max_steps: {values[0]} / {values[1]}" in area.summary.toolTip()
     area.select_paths([runs["done"]])
     assert "differ" not in area.summary.text()
+
+
+def test_a_failed_run_says_why_it_failed(qtbot, studio_home):
+    """Selecting a failed run shows the error its summary.json holds, not just its folder."""
+    path = make_run("20261128-130000-lora", "failed", steps=4)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["error"] = {"kind": "nonfinite", "message": "the loss became non-finite at step 4 (loss=13.9, "
+                        "grad_norm=nan); nan_policy is 'stop'", "hint": "lower the learning rate",
+                        "fix": {"learning_rate": 5.0}, "step": 4}
+    (path / "summary.json").write_text(json.dumps(summary))
+    make_run("20261128-140000-lora", "completed", final=True)
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([path])
+    text = area.summary.text()
+    assert "Failed at step 4: the loss became non-finite" in text
+    assert "nan_policy is &#x27;stop&#x27;" in text  # escaped: the label is rich text
+    assert "lower the learning rate" in text and "learning_rate = 5.0" in text
+    row = next(r for r in range(area.model.rowCount()) if area.model.runs[r].path == path)
+    tip = area.model.data(area.model.index(row, COLUMNS.index("Status")), Qt.ItemDataRole.ToolTipRole)
+    assert tip.startswith("Failed at step 4: the loss became non-finite")
+    done = next(r for r in area.model.runs if r.status == "completed")
+    area.select_paths([done.path])
+    assert "Failed" not in area.summary.text()
+
+
+def test_an_empty_config_value_is_shown_as_a_dash_when_comparing(qtbot, studio_home):
+    """A default run name ('') differs from a named one: the comparison must show both values."""
+    a = make_run("20261128-150000-lora", "completed")
+    b = make_run("20261128-160000-ia3", "completed")
+    cfg = RunConfig.load(b / "run.yaml").replace(run_name="my ia3")
+    summary = json.loads((b / "summary.json").read_text())
+    summary["config"] = cfg.to_dict()
+    (b / "summary.json").write_text(json.dumps(summary))
+    cfg.save(b / "run.yaml")
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([a, b])
+    text = area.summary.text()
+    assert "run_name</b>" in text
+    assert "'></span>" not in text  # no empty coloured value
+    assert ">–</span>" in text and ">my ia3</span>" in text

@@ -70,6 +70,22 @@ def test_machine_rules_follow_the_detected_gpu(make_area, gpu_env):
     assert "Test GPU 24GB" in area.gpu_panel.label.text()
 
 
+def test_qlora_on_a_cpu_says_it_needs_a_gpu_and_still_gets_an_estimate(make_area, qtbot):
+    """No precision is possible for QLoRA without CUDA; the form must not ask for the
+    crossed-out nf4 cell ("Set load_in: nf4") and refuse to estimate a legitimate plan."""
+    area = make_area()  # no GPU
+    picker = area.method_picker
+    picker.combo.setCurrentIndex(picker.combo.findData("qlora"))
+    picker.combo.activated.emit(picker.combo.currentIndex())
+    assert area.config_model.get("load_in") == "nf4"
+    assert "needs a CUDA GPU" in area.banner.text()
+    assert "Set load_in: nf4" not in area.banner.text()
+    assert not area.start_button.isEnabled()
+    assert area.config_model.config_ignoring_machine() is not None  # the estimate can plan it
+    assert area.estimator.wait(120_000)
+    assert area.gauge.estimate is not None, area.gauge.details.text()
+
+
 def test_no_gpu_is_said_plainly(make_area):
     area = make_area()
     assert "training will run on the cpu" in area.gpu_panel.label.text().lower()

@@ -86,3 +86,19 @@ def test_a_measured_peak_before_the_first_estimate_is_not_lost(qtbot):
     assert "trained on the CPU" in gauge.details.text()
     gauge.set_measured(3 * GiB, "(whole GPU)")
     assert "Measured peak 3.00 GiB (whole GPU)" in gauge.details.text()
+
+
+def test_the_trainable_share_of_a_full_run_reads_100_percent(qtbot):
+    """A full fine-tune trains every weight: '(100%)', not the '%.2g' '(1e+02%)'."""
+    from gui.train.vram_gauge import VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    est = {"peak_bytes": GiB, "breakdown": {"weights": GiB}, "trainable_params": 1_000_576,
+           "total_params": 1_000_576, "notes": []}
+    gauge.set_estimate(est)
+    assert "parameters (100%)" in gauge.details.text()
+    gauge.set_estimate({**est, "trainable_params": 10_240, "total_params": 1_010_816})
+    assert "parameters (1%)" in gauge.details.text()
+    gauge.set_estimate({**est, "trainable_params": 123, "total_params": 1_000_000})
+    assert "parameters (0.012%)" in gauge.details.text()
