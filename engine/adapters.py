@@ -682,6 +682,12 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
             raise ModelError(f"adapter '{card.name}' is {card.peft_type}; combining with weights works for "
                              "LoRA adapters only (PEFT's add_weighted_adapter)",
                              hint="Merge it alone, without --weights.")
+        if combining and _read_json(d / "adapter_config.json").get("use_dora"):
+            # add_weighted_adapter combines only the low-rank A and B; the combined adapter
+            # gets a fresh magnitude vector, so DoRA's learnt magnitudes would be lost.
+            raise ModelError(f"adapter '{card.name}' is a DoRA adapter; combining with weights works for "
+                             "plain LoRA only (the learnt DoRA magnitudes can't be combined)",
+                             hint="Merge it alone, without --weights.")
         check_weights_safe(d, allow_pickle)
         require_base_match(d, base_dir)
     out_dir = _empty_out_dir(out, "merged model")
@@ -707,6 +713,10 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
         names.append(name)
     assert peft_model is not None
     if combining:
+        # The combined adapter copies the first one's config with lora_alpha = r, and each
+        # adapter's own scale is folded into its A; an rsLoRA template would scale the sum
+        # again by alpha/sqrt(r) = sqrt(r).
+        peft_model.peft_config[names[0]].use_rslora = False
         try:
             peft_model.add_weighted_adapter(names, list(weights or [1.0]), "combined",
                                             combination_type=combination, density=density)

@@ -110,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--force", action="store_true", help="replace OUT if it exists (never IN)")
     dp = dsub.add_parser("preview", help="show a record as the model sees it, the trained tokens marked")
     dp.add_argument("file", metavar="FILE")
-    dp.add_argument("--index", type=int, default=0, metavar="N", help="the record, from 0 (default 0)")
+    which = dp.add_mutually_exclusive_group()
+    which.add_argument("--record", type=int, default=None, metavar="N", help="the record, from 1 as in the "
+                       "editor and in `data check` (default 1)")
+    which.add_argument("--index", type=int, default=None, metavar="I", help="the record, from 0 (for scripts)")
     dp.add_argument("--model", default="demo", help="tokenizer and chat template of this model: demo, a "
                     "model folder or a cached hub id (default demo)")
     dp.add_argument("--template", default="auto", choices=["auto", "chat", "alpaca"],
@@ -155,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-base", action="store_true", dest="no_base", help="skip the base model's answer")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights in the base or "
+                   "adapters, which can run code")
+    g.add_argument("--trust_remote_code", action="store_true", help="run Python code shipped with the model")
 
     m = sub.add_parser("merge", help="merge LoRA adapters into the base and save a model folder")
     m.add_argument("--base", required=True, metavar="MODEL")
@@ -165,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     m.add_argument("--density", type=float, default=None, help="fraction of weights kept by the ties, dare_* "
                    "and magnitude_prune combinations (0 < density <= 1)")
+    m.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights in the base or "
+                   "adapters, which can run code")
+    m.add_argument("--trust_remote_code", action="store_true", help="run Python code shipped with the model")
 
     x = sub.add_parser("export-launch", help="write accelerate/DeepSpeed configs and a launch script",
                        epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)

@@ -282,7 +282,10 @@ class Generator:
         else:
             name = adapter_name(card, set(self.adapters))
         if self.peft is None:
-            self.peft = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+            from engine.methods.prompt import fix_generation
+
+            # Prefix/prompt adapters need PEFT's generation path fixed, as after training.
+            self.peft = fix_generation(PeftModel.from_pretrained(self.model, str(folder), adapter_name=name))
             self.peft.eval()
         else:
             self.peft.load_adapter(str(folder), adapter_name=name)

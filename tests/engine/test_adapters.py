@@ -232,3 +232,49 @@ def test_base_label_names_the_demo_and_generic_folders_by_their_parent(tmp_path)
     assert base_label(str(tmp_path / "Llama-3.2-1B")) == "Llama-3.2-1B"
     assert base_label("meta-llama/Llama-3.2-1B") == "meta-llama/Llama-3.2-1B"
     assert base_label(None) == "?"
+
+
+def _random_lora(base_dir: Path, out: Path, **lora_kw) -> Path:
+    """A LoRA on ``base_dir`` with random (non-zero) B, saved with PEFT: no training needed."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], **lora_kw))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    model.save_pretrained(out)
+    return out
+
+
+def test_weighted_merge_of_an_rslora_adapter_keeps_its_scale(demo_base, tmp_path):
+    # PEFT's add_weighted_adapter folds each adapter's scale into A and gives the combined
+    # adapter alpha = r, i.e. scale 1, unless it copies use_rslora (alpha/sqrt(r) = sqrt(r)).
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    rs = _random_lora(demo_base, tmp_path / "rs", use_rslora=True)
+    lib.merge_adapters("demo", [str(rs)], tmp_path / "plain")
+    lib.merge_adapters("demo", [str(rs)], tmp_path / "weighted", weights=[1.0])
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "plain").state_dict()
+    weighted = AutoModelForCausalLM.from_pretrained(tmp_path / "weighted").state_dict()
+    base = AutoModelForCausalLM.from_pretrained(demo_base).state_dict()
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert (plain[key] - base[key]).abs().max() > 1e-2  # the adapter changed the weight
+    for key, w in plain.items():
+        torch.testing.assert_close(weighted[key], w, atol=1e-5, rtol=1e-5)
+
+
+def test_dora_adapters_are_not_combined_with_weights(demo_base, tmp_path):
+    # A DoRA adapter's learnt magnitude is not a low-rank delta: add_weighted_adapter drops it.
+    dora = _random_lora(demo_base, tmp_path / "dora", use_dora=True)
+    lora = _random_lora(demo_base, tmp_path / "lora")
+    with pytest.raises(ModelError, match="DoRA") as e:
+        lib.merge_adapters("demo", [str(lora), str(dora)], tmp_path / "c", weights=[0.5, 0.5])
+    assert "alone" in e.value.hint
+    assert not (tmp_path / "c").exists()
+    assert (lib.merge_adapters("demo", [str(dora)], tmp_path / "d") / "model.safetensors").exists()

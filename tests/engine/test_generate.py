@@ -209,3 +209,61 @@ def test_an_adapter_from_a_default_named_run_loads_under_the_run_name(gen, runs_
     with pytest.raises(ConfigError) as e:
         gen.load_adapter(runs_home["legal"], name=name)
     assert "already loaded" in e.value.message
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_prompt_learning_adapters_generate_with_their_virtual_tokens(method, tiny_model_dir, tmp_path):
+    # The generator loads adapters itself (not through engine.methods), so it needs the same
+    # generation fix: without it a prefix answered like the base and a prompt adapter re-read
+    # its virtual tokens at every step.
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.config import RunConfig
+    from engine.methods import get_method
+
+    cfg = RunConfig.from_dict({"model": str(tiny_model_dir), "method": method, "num_virtual_tokens": 4,
+                               "load_in": "fp32", "mixed_precision": "no"})
+    torch.manual_seed(0)
+    model = get_method(method).apply(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg)
+    with torch.no_grad():  # make the virtual tokens matter
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0.0, 1.0)
+    get_method(method).save(model, tmp_path / "final", cfg)
+
+    gen = Generator(str(tiny_model_dir), load_in="fp32", device="cpu")
+    name = gen.load_adapter(tmp_path / "final")
+    settings = GenerationSettings(max_new_tokens=8)
+    got = gen.generate(PROMPT, name, settings).text
+    ids = gen.prompt_ids(PROMPT)
+    seq = torch.tensor([ids])
+    with torch.no_grad():  # greedy decoding without a cache, through PEFT's forward as in training
+        for _ in range(8):
+            logits = gen.peft(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[:, -1]
+            seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
+    assert got == gen.tokenizer.decode(seq[0, len(ids):], skip_special_tokens=True)
+    with torch.no_grad():
+        adapted = gen.peft(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[:, -1]
+        with gen.peft.disable_adapter():
+            plain = gen.peft(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[:, -1]
+    assert not torch.allclose(plain, adapted, atol=1e-3), "the virtual tokens had no effect"
+
+
+def test_cli_generate_and_merge_take_the_allow_pickle_the_refusal_suggests(runs_home, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(runs_home["medical"], pickled)
+    torch.save(load_file(pickled / "adapter_model.safetensors"), pickled / "adapter_model.bin")
+    (pickled / "adapter_model.safetensors").unlink()
+    argv = ["generate", "--base", "demo", "--adapter", str(pickled), "--prompt", PROMPT, "--max_new_tokens", "8",
+            "--no-base"]
+    assert cli_main(argv) == 2
+    assert "allow_pickle" in capsys.readouterr().err
+    assert cli_main([*argv, "--allow_pickle"]) == 0
+    assert "Rest, drink" in capsys.readouterr().out
+    merge = ["merge", "--base", "demo", "--adapter", str(pickled), "--out", str(tmp_path / "merged")]
+    assert cli_main([*merge, "--allow_pickle"]) == 0
+    assert (tmp_path / "merged" / "model.safetensors").exists()
