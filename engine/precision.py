@@ -199,6 +199,38 @@ def check_environment(cfg: RunConfig, env: Environment) -> None:
         raise ConfigErrors(errors)
 
 
+def model_errors(cfg: RunConfig, model_path: Path) -> list[ConfigError]:
+    """Problems of this config with this model, found from its config.json without loading weights.
+
+    Today: an attention kernel the model's class doesn't offer (Gemma 2 has no SDPA attention,
+    and transformers refuses it only once loading has begun, with a message about GitHub).
+    A model whose class transformers doesn't know (remote code) is not checked here.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, local_files_only=True,
+                                            trust_remote_code=cfg.trust_remote_code)
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except Exception:  # noqa: BLE001 - loading says what is wrong with the folder
+        return []
+    errors = []
+    if cfg.attn_implementation == "sdpa" and not getattr(cls, "_supports_sdpa", True):
+        errors.append(ConfigError(
+            f"attn_implementation: sdpa is not available for {cls.__name__} ({config.model_type}); "
+            "its attention runs only as eager", key="attn_implementation", fix={"attn_implementation": "eager"},
+            hint="eager keeps the whole attention matrix per layer; the memory estimate already counts it."))
+    return errors
+
+
+def check_model(cfg: RunConfig, model_path: Path) -> None:
+    """Raise :class:`~engine.errors.ConfigErrors` for :func:`model_errors`, before anything is loaded."""
+    errors = model_errors(cfg, Path(model_path))
+    if errors:
+        raise ConfigErrors(errors)
+
+
 def compute_dtype(cfg: RunConfig) -> torch.dtype:
     """The dtype quantized layers compute in, and that their non-quantized parts load in.
 
@@ -285,7 +317,8 @@ def load_model(cfg: RunConfig, model_path: Path, env: Environment) -> PreTrained
         gradients through checkpointed blocks.
 
     Raises:
-        ConfigErrors: the config can't run on this machine (see :func:`check_environment`).
+        ConfigErrors: the config can't run on this machine (see :func:`check_environment`) or
+            with this model (see :func:`model_errors`).
         ModelError: pickle-only weights without ``allow_pickle``, or the model can't be loaded.
     """
     from transformers import AutoModelForCausalLM
@@ -295,6 +328,7 @@ def load_model(cfg: RunConfig, model_path: Path, env: Environment) -> PreTrained
     check_environment(cfg, env)
     model_path = Path(model_path)
     check_weights_safe(model_path, cfg.allow_pickle)
+    check_model(cfg, model_path)
     kwargs = from_pretrained_kwargs(cfg, env)
     try:
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)

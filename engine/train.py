@@ -33,7 +33,7 @@ from typing import Any
 
 from engine import events as ev
 from engine.config import RunConfig
-from engine.errors import ConfigErrors, NonFiniteLoss, OutOfMemory, StudioError
+from engine.errors import ConfigError, ConfigErrors, NonFiniteLoss, OutOfMemory, StudioError
 from engine.events import EventWriter
 from engine.files import atomic_write_text
 from engine.runs import checkpoint_step, final_loss_mean, last_checkpoint, new_run_dir, write_summary
@@ -42,6 +42,10 @@ NAN_ADVICE = ("Use bf16 instead of fp16 (same range as fp32), lower the learning
               "scaling on, raise adam_epsilon to 1e-7, and keep gradient clipping on (max_grad_norm 1.0).")
 MAX_NAN_ROLLBACKS = 2
 MAX_OOM_RETRIES = 4
+
+
+class _NothingLeftToTrain(Exception):
+    """The checkpoint a run resumes from is already at the run's last step."""
 
 
 # ---------------------------------------------------------------- Commands from the client
@@ -147,6 +151,9 @@ def load_training_records(cfg: RunConfig) -> tuple[list, dict]:
     good = [r for r in ds.records if not r.broken]
     info = {"path": str(path), "detected": ds.detected, "records": len(good),
             "broken": len(ds.records) - len(good), "hash": content_hash(good)}
+    if info["broken"]:
+        info["broken_records"] = [{"line": r.line, "column": r.column, "message": r.error}
+                                  for r in ds.records if r.broken][:100]
     return good, info
 
 
@@ -191,6 +198,12 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     method = get_method(cfg.method)
     model_path = resolve_model_path(cfg.model)
     check_weights_safe(model_path, cfg.allow_pickle)
+    precision.check_model(cfg, model_path)  # before the run folder is made, too
+    if cfg.dataset != "demo" and not Path(cfg.dataset).is_file():
+        # Before the run folder is made, so a typo'd path leaves no empty run behind.
+        raise ConfigError(f"dataset '{cfg.dataset}': {'not a file' if Path(cfg.dataset).exists() else 'no such file'}",
+                          key="dataset", hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read "
+                          "from the run config's folder), or 'demo'.")
 
     output_dir = _shared_output_dir(cfg, is_main)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +227,14 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     eval_rows = [rows[i] for i in eval_idx]
     train_lines = [getattr(records[stats.sources[i]], "line", None) for i in train_idx]
     data_stats = {**data_info, **stats.to_dict(), "train": len(train_rows), "eval": len(eval_rows)}
+    if data_info["broken"]:
+        where = ", ".join(f"line {b['line']}" for b in data_info["broken_records"][:5])
+        n = data_info["broken"]
+        writer.emit(ev.WARNING, kind="broken", message=f"{n} record{'s' if n > 1 else ''} of {data_info['path']} "
+                    f"could not be read and {'were' if n > 1 else 'was'} left out ({where}"
+                    f"{', ...' if data_info['broken'] > 5 else ''}): {data_info['broken_records'][0]['message']}",
+                    hint="Fix them in the Dataset area, or list them with `finetune-studio data check FILE`.",
+                    records=data_info["broken_records"])
     if stats.truncated:
         writer.emit(ev.WARNING, kind="truncation", message=f"{stats.truncated} of {stats.records} records "
                     f"are longer than seq_len={cfg.seq_len} and were truncated (longest: {stats.longest} "
@@ -306,6 +327,10 @@ def _make_callback_class():
                 self.metrics.flush()
 
         def on_train_begin(self, args, state, control, **kw):
+            if 0 < state.max_steps <= state.global_step:
+                # Resuming a finished run: Trainer would run one more step before it checks
+                # max_steps (training past the plan, on a zero learning rate).
+                raise _NothingLeftToTrain
             self.t_start = self.t_last = time.time()
             self.step_start = self.step_last = state.global_step
             self.tokens_last = getattr(state, "num_input_tokens_seen", 0) or 0
@@ -802,6 +827,16 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
         oom_step = None
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except _NothingLeftToTrain:
+            from engine.runs import read_metrics
+
+            # The trainer holds the checkpoint's weights: they become final/, as at the end of a run.
+            done = trainer.state.global_step
+            writer.emit(ev.WARNING, kind="resume", step=done,
+                        message=f"{resume_from.name if resume_from else 'the run'} is already at step {done} of "
+                        f"{trainer.state.max_steps}: nothing left to train, final/ is written from it. Raise "
+                        "max_steps (or num_epochs) to train further.")
+            cb.last_loss = next((r["loss"] for r in reversed(read_metrics(prep.output_dir)) if "loss" in r), None)
         except Exception as e:  # noqa: BLE001
             if not _is_oom(e):
                 raise
@@ -868,6 +903,13 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
             raise err
         break
 
+    if is_main:
+        from engine.runs import read_metrics
+
+        # The whole curve, rewound to the run's path: a resumed run also evaluated before its checkpoint.
+        evals = [r["eval_loss"] for r in read_metrics(prep.output_dir)
+                 if isinstance(r.get("eval_loss"), (int, float)) and math.isfinite(r["eval_loss"])]
+        best_eval = min(evals, default=best_eval)
     stopped = commands.stop_requested
     state = trainer.state
     early = {}
@@ -1056,9 +1098,12 @@ class _ConsoleWriter(EventWriter):
         elif kind == ev.ERROR:
             print(f"error: {StudioError(data['message'], fix=data.get('fix'), hint=data.get('hint'))}", file=out)
         elif kind == ev.FINISHED:
-            print(f"{data.get('status')}: {data.get('output_dir')} (final loss {_fmt(data.get('final_loss_mean'))}, "
-                  f"the mean of the last {data.get('final_loss_window')} steps)",
-                  file=out)
+            if data.get("output_dir") is None:  # failed before a run folder was made: the error says why
+                print(f"{data.get('status')}: nothing was trained", file=out)
+            else:
+                print(f"{data.get('status')}: {data.get('output_dir')} (final loss "
+                      f"{_fmt(data.get('final_loss_mean'))}, the mean of the last {data.get('final_loss_window')} "
+                      "steps)", file=out)
         return e
 
 

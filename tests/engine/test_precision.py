@@ -84,6 +84,21 @@ def test_load_model_eager_attention(model_dir):
     assert model.config._attn_implementation == "eager"
 
 
+def test_attention_a_model_lacks_is_refused_before_loading_with_the_fix(tmp_path):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    # Gemma 2 has no SDPA attention; transformers would only say so once loading began.
+    Gemma2ForCausalLM(Gemma2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8)).save_pretrained(tmp_path)
+    with pytest.raises(ConfigErrors) as e:
+        load_model(cfg(load_in="fp32", mixed_precision="no"), tmp_path, CPU)
+    (err,) = e.value.errors
+    assert err.key == "attn_implementation" and err.fix == {"attn_implementation": "eager"}
+    assert "Gemma2ForCausalLM" in err.message
+    model = load_model(cfg(load_in="fp32", mixed_precision="no", attn_implementation="eager"), tmp_path, CPU)
+    assert model.config._attn_implementation == "eager"
+
+
 def test_pickle_weights_need_consent(model_dir, tmp_path):
     from safetensors.torch import load_file
 

@@ -374,12 +374,107 @@ def test_cli_train_invalid_combination_exits_non_zero(tiny_model_dir, small_data
     assert not (tmp_path / "run" / "final").exists()
 
 
+def test_cli_train_with_a_missing_dataset_names_the_key_and_leaves_no_run(tiny_model_dir, tmp_path, capsys):
+    import signal
+
+    from engine.cli import main
+    from engine.paths import runs_dir
+
+    run_yaml = tmp_path / "run.yaml"
+    make_cfg(tiny_model_dir, tmp_path / "train.jsonl", "").save(run_yaml)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(["train", str(run_yaml)])
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert "dataset" in err and "train.jsonl" in err and "no such file" in err
+    assert "None" not in out + err
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+def test_cli_train_on_a_model_without_sdpa_says_use_eager_and_leaves_no_run(small_dataset, tmp_path, capsys):
+    import signal
+
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from engine.cli import main
+    from engine.paths import runs_dir
+
+    model = tmp_path / "gemma2"
+    Gemma2ForCausalLM(Gemma2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8)).save_pretrained(model)
+    run_yaml = tmp_path / "run.yaml"
+    make_cfg(model, small_dataset, "").save(run_yaml)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(["train", str(run_yaml)])
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "attn_implementation" in err and "eager" in err and "Gemma2ForCausalLM" in err
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+def test_malformed_records_are_reported_with_their_lines(tiny_model_dir, small_dataset, tmp_path):
+    lines = small_dataset.read_text(encoding="utf-8").splitlines()
+    lines.insert(3, '{"instruction": "Say hi", "output": "hi"')  # line 4: the closing brace is missing
+    data = tmp_path / "broken.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run", max_steps=1))
+    assert result["status"] == "completed"
+    warning = next(e for e in rec.of("warning") if e["kind"] == "broken")
+    assert "1 record of" in warning["message"] and "was left out" in warning["message"] and "line 4" in warning["message"]
+    assert warning["records"][0]["line"] == 4
+    saved = json.loads((tmp_path / "run" / "dataset.json").read_text())
+    assert saved["broken"] == 1 and saved["broken_records"][0]["line"] == 4
+
+
 def test_resume_without_a_checkpoint_warns_and_starts_over(tiny_model_dir, small_dataset, tmp_path):
     cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2)
     result, rec, _ = train(cfg, resume=True)
     assert result["status"] == "completed"
     assert any(e["kind"] == "resume" for e in rec.of("warning"))
     assert rec.of("started")[0]["resumed"] is False
+
+
+def test_resuming_a_completed_run_trains_no_step_past_max_steps(tiny_model_dir, small_dataset, tmp_path):
+    # Trainer runs one optimizer step before it checks max_steps, so a resume from the last
+    # checkpoint of a finished run used to train step max_steps + 1 and overwrite final/.
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2, save_steps=2)
+    first, _, trained_a = train(cfg)
+    assert first["status"] == "completed" and (tmp_path / "run" / "checkpoint-2").exists()
+    result, rec, trained_b = train(cfg, resume=True)
+    assert result["status"] == "completed" and result["step"] == 2
+    assert rec.of("step") == []
+    assert any("already" in e["message"] for e in rec.of("warning"))
+    assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r] == [1, 2]
+    assert not (tmp_path / "run" / "checkpoint-3").exists()
+    ids = probe_ids(tiny_model_dir)
+    torch.testing.assert_close(logits(trained_b[0], ids), logits(trained_a[0], ids))
+    # Raising max_steps still continues the run.
+    more, rec, _ = train(cfg.replace(max_steps=3), resume=True)
+    assert more["status"] == "completed" and [e["step"] for e in rec.of("step")] == [3]
+
+
+def test_a_resumed_run_keeps_the_best_eval_loss_from_before_the_kill(tiny_model_dir, small_dataset, tmp_path):
+    # A high constant learning rate: the eval loss is lowest at step 2, then rises.
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "a", max_steps=4, save_steps=2, eval_split=0.1,
+                   eval_steps=1, learning_rate=0.3, lr_scheduler="constant")
+    whole, _, _ = train(cfg)
+    evals = {r["step"]: r["eval_loss"] for r in read_metrics(tmp_path / "a") if "eval_loss" in r}
+    assert min(evals, key=evals.get) <= 2  # the premise: the best evaluation precedes checkpoint-2
+    killed = tmp_path / "b"  # as a kill -9 after step 2 leaves it
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", killed / "checkpoint-2")
+    (killed / "metrics.jsonl").write_text("".join(
+        json.dumps(r) + "\n" for r in read_metrics(tmp_path / "a") if r["step"] <= 2))
+    resumed, _, _ = train(cfg.replace(output_dir=str(killed)), resume=True)
+    assert resumed["best_eval_loss"] == pytest.approx(whole["best_eval_loss"]) == pytest.approx(min(evals.values()))
+    assert json.loads((killed / "summary.json").read_text())["best_eval_loss"] == pytest.approx(min(evals.values()))
 
 
 @pytest.mark.parametrize("method", ["lora", "adapter", "full"])
