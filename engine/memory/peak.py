@@ -151,6 +151,9 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         notes.append(f"LoRA wraps the experts' 3D weights: every layer keeps its merged expert weights for "
                      f"backward, {merged / 2**30:.1f} GiB in all; gradient checkpointing keeps one layer's, and "
                      f"lora_target_modules: [{linears}] none")
+    if st.moe_lora_experts and cfg.lora_dropout:
+        notes.append(f"PEFT adapts the experts' 3D weights without dropout: the run needs lora_dropout: 0 "
+                     f"(it is {cfg.lora_dropout:g})")
     if not st.supports_sdpa and cfg.attn_implementation == "sdpa":
         notes.append(f"{st.arch} has no SDPA attention: the run needs attn_implementation: eager, "
                      "which this estimate assumes")

@@ -38,8 +38,26 @@ def lora_config(cfg: RunConfig) -> LoraConfig:
 
 
 def apply(model: nn.Module, cfg: RunConfig, *, method: str = "lora") -> PeftModel:
-    """Wrap ``model`` with LoRA adapters; only the adapters train."""
-    return peft_adapter.wrap(model, lora_config(cfg), key="lora_target_modules")
+    """Wrap ``model`` with LoRA adapters; only the adapters train.
+
+    Raises:
+        ConfigError: on ``lora_target_modules`` when PEFT refuses the targets; on
+            ``lora_dropout`` when the targets include a mixture-of-experts' 3D expert weights
+            (PEFT's ``ParamWrapper``, which ``all-linear`` selects), which take no dropout.
+    """
+    from engine.errors import ConfigError
+
+    try:
+        return peft_adapter.wrap(model, lora_config(cfg), key="lora_target_modules")
+    except ConfigError as e:
+        if "ParamWrapper" not in e.message or "lora_dropout" not in e.message:
+            raise
+        raise ConfigError(
+            f"lora_dropout: {cfg.lora_dropout} can't be used with LoRA on this model's expert weights "
+            f"(lora_target_modules: {cfg.lora_target_modules} reaches its mixture-of-experts layers, whose 3D "
+            "weights PEFT adapts without dropout)", key="lora_dropout", fix={"lora_dropout": 0.0},
+            hint="Or keep the dropout and adapt only attention: lora_target_modules [q_proj, k_proj, v_proj, "
+            "o_proj].") from None
 
 
 def save(model: PeftModel, out_dir: Path, cfg: RunConfig) -> Path:

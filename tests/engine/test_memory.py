@@ -354,6 +354,8 @@ def test_lora_on_moe_experts_says_what_the_merged_weights_cost(tmp_path):
     assert estimate(cfg).peak_bytes - attention_only.peak_bytes >= merged * 0.9
     assert not any("merged expert weights" in n
                    for n in estimate(cfg.replace(gradient_checkpointing=True)).notes)
+    assert not any("lora_dropout" in n for n in estimate(cfg).notes)
+    assert any("needs lora_dropout: 0 (it is 0.05)" in n for n in estimate(cfg.replace(lora_dropout=0.05)).notes)
 
 
 # ---------------------------------------------------------------- Calibration (H100 table)
