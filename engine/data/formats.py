@@ -196,7 +196,7 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
         else:
             extras = {k: v for k, v in data.items() if k not in standard}
             new = messages_to_format(r.messages(schema), fmt, extras,
-                                     where=f"record {i} (line {r.line})")
+                                     where=f"record {i + 1} (line {r.line})")
         out.records.append(Record(new, r.line))
     data, _, _ = _serialize(out, container)
     return atomic_write_bytes(path, data)

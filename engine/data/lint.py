@@ -290,7 +290,7 @@ class _Scan:
         if any(f.severity == "error" and f.rule in ("wrong-type", "unknown-role") for f in out[before:]):
             return
         try:
-            msgs = to_messages(data, schema, f"record {i}")
+            msgs = to_messages(data, schema, f"record {i + 1}")
         except DataError as e:  # a shape the checks above didn't foresee: still reported, never lost
             out.append(Finding(i, line, "wrong-type", "error", e.message))
             return
@@ -481,7 +481,8 @@ def _check_chat(i: int, line: int | None, data: dict, schema: Schema, out: list[
 
 
 def _where(row: _Row) -> str:
-    return f"record {row.index} (line {row.line})" if row.line else f"record {row.index}"
+    # Numbered from 1, as the editor's rows are (Finding.index stays 0-based).
+    return f"record {row.index + 1} (line {row.line})" if row.line else f"record {row.index + 1}"
 
 
 def _content(n_instruction: str, extra: str, n_output: str) -> str:
@@ -882,7 +883,7 @@ def format_report(report: LintReport, ds: DatasetFile, path: str, per_rule: int 
         lines.append(f"{rule} ({sev}, {len(findings)})")
         for f in findings[:per_rule]:
             where = f"{path}:{f.line}" if f.line else path
-            rec = f" [record {f.index}]" if f.index is not None else ""
+            rec = f" [record {f.index + 1}]" if f.index is not None else ""
             lines.append(f"  {where}:{rec} {f.message}")
         if len(findings) > per_rule:
             lines.append(f"  ... and {len(findings) - per_rule} more (use --json for all)")

@@ -62,7 +62,8 @@ def cli_preview(args: Any) -> int:
     else between ``[[`` and ``]]`` (``NO_COLOR`` set also gives brackets).
 
     Args:
-        args: ``file`` (str); ``index`` (int, default 0); ``model`` (str, default ``demo``):
+        args: ``file`` (str); ``record`` (int or None): the record from 1, as the editor numbers
+            rows; else ``index`` (int, default 0): the record from 0; ``model`` (str, default ``demo``):
             ``demo``, a model folder or a cached hub id; ``template`` (auto|chat|alpaca);
             ``format`` (str, default auto): how to read the file, as ``data check --format``;
             ``json`` (bool): print the segments as JSON instead.
@@ -80,7 +81,8 @@ def cli_preview(args: Any) -> int:
     from engine.models import load_tokenizer
 
     path = str(args.file)
-    index = getattr(args, "index", 0) or 0
+    number = getattr(args, "record", None)  # 1-based, as the editor numbers rows; --index is 0-based
+    index = number - 1 if number is not None else (getattr(args, "index", 0) or 0)
     model = getattr(args, "model", None) or "demo"
     template = getattr(args, "template", None) or "auto"
     if template not in TEMPLATES:
@@ -90,11 +92,13 @@ def cli_preview(args: Any) -> int:
     if n == 0:
         raise DataError("the file has no records to preview", path=path)
     if not 0 <= index < n:
-        raise DataError(f"record index {index} is out of range: the file has {n} record{'s' if n != 1 else ''}, "
-                        f"so --index takes 0 to {n - 1}", path=path)
+        has = f"the file has {n} record{'s' if n != 1 else ''}"
+        if number is not None:
+            raise DataError(f"record {number} is out of range: {has}, so --record takes 1 to {n}", path=path)
+        raise DataError(f"record index {index} is out of range: {has}, so --index takes 0 to {n - 1}", path=path)
     record = ds.records[index]
     if record.broken:
-        raise DataError(f"record {index} is broken: {record.error}", path=path, line=record.line,
+        raise DataError(f"record {index + 1} is broken: {record.error}", path=path, line=record.line,
                         column=record.column, hint="Fix it first; `finetune-studio data check` lists every "
                         "broken record.")
     tokenizer = load_tokenizer(model)
@@ -103,13 +107,13 @@ def cli_preview(args: Any) -> int:
         # The exact counts, from the labels preview() marks by (its texts are decoded runs).
         row = render_record(record.messages(), tokenizer, template)
     except DataError as e:
-        raise DataError(f"record {index}: {e.message}", path=path, line=record.line, fix=e.fix,
+        raise DataError(f"record {index + 1}: {e.message}", path=path, line=record.line, fix=e.fix,
                         hint=e.hint) from None
     tokens = len(row["input_ids"])
     trained = sum(1 for x in row["labels"] if x != IGNORE_INDEX)
     rendering = "chat" if uses_chat_template(tokenizer, template) else "alpaca"
     if getattr(args, "json", False):
-        print(json.dumps({"file": path, "index": index, "line": record.line, "model": model,
+        print(json.dumps({"file": path, "record": index + 1, "index": index, "line": record.line, "model": model,
                           "template": template, "rendering": rendering, "tokens": tokens,
                           "trained_tokens": trained,
                           "segments": [{"text": t, "trained": on} for t, on in pieces]},
@@ -118,7 +122,7 @@ def cli_preview(args: Any) -> int:
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     how = "the chat template" if rendering == "chat" else "the Alpaca prompt format"
     mark = f"{_ANSI_TRAINED}like this{_ANSI_RESET}" if colour else f"{OPEN}like this{CLOSE}"
-    print(f"{path}:{record.line}: record {index} of {n}, rendered with {how} of {model}")
+    print(f"{path}:{record.line}: record {index + 1} of {n}, rendered with {how} of {model}")
     print(f"{tokens} tokens, {trained} trained (the answer, marked {mark}); the rest is prompt (label -100)")
     print()
     print(render_marked(pieces, colour=colour))

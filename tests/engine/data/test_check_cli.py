@@ -53,7 +53,7 @@ def test_human_report_groups_findings_by_rule(capsys):
     assert rc == 1
     path = str(FIXTURES / "broken.jsonl")
     assert text.startswith(f"{path}: Alpaca JSONL, 5 records (2 broken), UTF-8, LF\n2 error(s), 3 warning(s)")
-    assert f"broken-record (error, 2)\n  {path}:2: [record 1] not a valid record: line 2, column 34" in text
+    assert f"broken-record (error, 2)\n  {path}:2: [record 2] not a valid record: line 2, column 34" in text
     assert "truncated (warning, 3)" in text
     assert "Length (estimate" in text and "3 longer than seq_len 4" in text
 

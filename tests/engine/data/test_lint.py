@@ -105,7 +105,7 @@ def test_exact_duplicates_after_normalising(tmp_path):
            "output": base[3]["output"].replace(" ", "   ") + "."}
     report = lint(make(tmp_path, [*base, dup]))
     assert rules(report, "duplicate") == [(10, 11, "warning")]
-    assert "record 3 (line 4)" in report.for_record(10)[0].message
+    assert "record 4 (line 4)" in report.for_record(10)[0].message
 
 
 def test_near_duplicates_and_conflicting_outputs(tmp_path):
@@ -119,7 +119,7 @@ def test_near_duplicates_and_conflicting_outputs(tmp_path):
     ]
     report = lint(make(tmp_path, records))
     assert rules(report, "near-duplicate") == [(9, 10, "warning")]
-    assert "record 8 (line 9)" in report.for_record(9)[0].message
+    assert "record 9 (line 9)" in report.for_record(9)[0].message
     assert rules(report, "conflicting-output") == [(10, 11, "warning")]
 
 

@@ -25,8 +25,8 @@ def tok():
     return load_tokenizer(str(REPO / "resources" / "demo" / "model"))
 
 
-def args(path, *, index=0, template="auto", as_json=False, model="demo") -> argparse.Namespace:
-    return argparse.Namespace(file=str(path), index=index, model=model, template=template, format="auto",
+def args(path, *, index=0, template="auto", as_json=False, model="demo", record=None) -> argparse.Namespace:
+    return argparse.Namespace(file=str(path), index=index, record=record, model=model, template=template, format="auto",
                               json=as_json)
 
 
@@ -51,7 +51,7 @@ def test_json_segments_mark_exactly_the_answer_tokens(demo_base, small_dataset, 
     assert "".join(s["text"] for s in segments) == tok.decode(row["input_ids"])
     assert out["tokens"] == len(row["input_ids"])
     assert out["trained_tokens"] == sum(1 for x in row["labels"] if x != IGNORE_INDEX)
-    assert (out["index"], out["line"], out["model"]) == (1, 2, "demo")
+    assert (out["record"], out["index"], out["line"], out["model"]) == (2, 1, 2, "demo")
     assert out["rendering"] == ("chat" if template == "auto" else "alpaca")
 
 
@@ -62,7 +62,7 @@ def test_plain_output_brackets_each_answer(demo_base, tmp_path, tok, capsys):
     assert cli_preview(args(path)) == 0
     out = capsys.readouterr().out
     head, body = out.split("\n\n", 1)
-    assert "record 0 of 1, rendered with the chat template of demo" in head and "[[like this]]" in head
+    assert "record 1 of 1, rendered with the chat template of demo" in head and "[[like this]]" in head
     assert "\x1b[" not in out  # not a terminal: brackets, no colour
     spans = [part.split("]]")[0] for part in body.split("[[")[1:]]
     assert len(spans) == 2 and spans[0].startswith("Hello there!") and spans[1].startswith("Paris.")
@@ -93,13 +93,27 @@ def test_bad_index_names_the_valid_range(demo_base, small_dataset, index, capsys
     assert "--index takes 0 to 63" in err and "Traceback" not in err
 
 
+def test_record_counts_from_one_as_the_editor_and_data_check_do(demo_base, small_dataset, capsys):
+    assert main(["data", "preview", str(small_dataset), "--record", "2", "--json"]) == 0
+    by_record = json.loads(capsys.readouterr().out)
+    assert main(["data", "preview", str(small_dataset), "--index", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == by_record
+    assert (by_record["record"], by_record["line"]) == (2, 2)
+    for bad in ("0", "65"):
+        assert main(["data", "preview", str(small_dataset), "--record", bad]) == 2
+        assert "--record takes 1 to 64" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-m", "engine", "data", "preview", str(small_dataset), "--record", "1",
+                           "--index", "0"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "--index: not allowed with argument --record" in proc.stderr
+
+
 def test_broken_record_and_missing_answer_name_the_line(demo_base, tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n{"instruction": "no answer"}\n')
-    with pytest.raises(DataError, match="record 1 is broken") as e:
+    with pytest.raises(DataError, match="record 2 is broken") as e:
         cli_preview(args(path, index=1))
     assert e.value.line == 2
-    with pytest.raises(DataError, match="record 2: the record has no answer") as e:
+    with pytest.raises(DataError, match="record 3: the record has no answer") as e:
         cli_preview(args(path, index=2))
     assert e.value.line == 3
 
