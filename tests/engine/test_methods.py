@@ -274,15 +274,17 @@ def test_lora_dropout_on_moe_expert_weights_names_the_key_and_fix():
     from transformers import MixtralConfig, MixtralForCausalLM
 
     # all-linear reaches the experts' 3D weights (PEFT's ParamWrapper), which take no dropout.
-    moe = MixtralForCausalLM(MixtralConfig(vocab_size=V, hidden_size=H, intermediate_size=FF, num_hidden_layers=2,
-                                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
-                                           num_experts_per_tok=2))
+    def moe():
+        return MixtralForCausalLM(MixtralConfig(vocab_size=V, hidden_size=H, intermediate_size=FF,
+                                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                num_local_experts=4, num_experts_per_tok=2))
+
     cfg = make_cfg({"method": "lora", "lora_target_modules": "all-linear", "lora_dropout": 0.05})
     with pytest.raises(ConfigError) as e:
-        get_method("lora").apply(moe, cfg)
+        get_method("lora").apply(moe(), cfg)
     assert e.value.key == "lora_dropout" and e.value.fix == {"lora_dropout": 0.0}
     assert "q_proj" in e.value.hint
-    model = get_method("lora").apply(moe, cfg.replace(**e.value.fix))
+    model = get_method("lora").apply(moe(), cfg.replace(**e.value.fix))
     assert any("experts" in n and "lora_A" in n for n, p in model.named_parameters() if p.requires_grad)
 
 
