@@ -276,6 +276,8 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
     card.best_eval_loss = summary.get("best_eval_loss")
     card.status = summary.get("status")
     date, ts = _when(summary.get("finished") or summary.get("started"))
+    if run_dir is None:
+        date, ts = _apply_exported_card(card, folder, date, ts)
     if date is None:
         weights = folder / "adapter_model.safetensors"
         ts = (weights if weights.exists() else cfg_file).stat().st_mtime
@@ -283,6 +285,39 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
     card.date, card.timestamp = date, ts
     card.size_bytes = _folder_size(folder)
     return card
+
+
+# What an exported folder's card.json restores: the facts of the run, which the adapter's own
+# files don't hold. Where the folder is, its size and whether it loads are read from the files.
+EXPORTED_CARD_FIELDS = ("base_model", "method", "dataset", "dataset_hash", "dataset_records", "final_loss",
+                        "best_eval_loss", "status")
+
+
+def _apply_exported_card(card: AdapterCard, folder: Path, date: str | None,
+                         ts: float | None) -> tuple[str | None, float | None]:
+    """Fill ``card`` from the ``card.json`` that :func:`export_adapter` wrote next to the adapter.
+
+    An exported folder has left its run, so without this its card would be bare (no method,
+    dataset or losses; a QLoRA adapter would read as plain ``lora``). An unreadable
+    card.json is ignored: the folder's files still make a card.
+
+    Returns:
+        The card's date and timestamp: the exported card's when it has them, else ``date``, ``ts``.
+    """
+    try:
+        saved = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return date, ts
+    if not isinstance(saved, dict):
+        return date, ts
+    for key in EXPORTED_CARD_FIELDS:
+        if saved.get(key) is not None and (key != "base_model" or not card.base_model):
+            setattr(card, key, saved[key])
+    if saved.get("exported_from"):
+        card.extra["exported_from"] = saved["exported_from"]
+    if isinstance(saved.get("timestamp"), (int, float)):
+        return _when(saved["timestamp"])
+    return (saved["date"], ts) if isinstance(saved.get("date"), str) else (date, ts)
 
 
 # ---------------------------------------------------------------------------- Library

@@ -220,6 +220,29 @@ def test_export_copies_the_adapter_alone_with_its_card(runs_home, tmp_path, caps
     assert "| Rank / alpha | 4 / 8 |" in readme and "PeftModel.from_pretrained" in readme
 
 
+def test_an_exported_adapter_added_back_keeps_its_card(runs_home, tmp_path, capsys):
+    # Out of its run, the folder's own files know only the PEFT config: the run's facts come
+    # back from the card.json the export wrote.
+    run_dir = runs_home["legal"].parent
+    run_yaml = run_dir / "run.yaml"
+    run_yaml.write_text(run_yaml.read_text().replace("method: lora", "method: qlora"))
+    original = lib.read_card(runs_home["legal"])
+    assert original.method == "qlora"  # the premise: not what the PEFT type alone would say
+    out = lib.export_adapter("legal", tmp_path / "shared" / "legal-v1")
+    assert lib.cli_add(Namespace(path=str(out))) == 0
+    assert "added legal-v1, qlora on" in capsys.readouterr().out
+    added = next(c for c in lib.list_adapters() if c.source == "added")
+    assert Path(added.path) == out.resolve() and added.name == "legal-v1"
+    same = ("base_model", "method", "peft_type", "rank", "alpha", "targets", "dataset", "dataset_hash",
+            "dataset_records", "final_loss", "best_eval_loss", "status", "date", "timestamp", "loadable")
+    assert {k: getattr(added, k) for k in same} == {k: getattr(original, k) for k in same}
+    assert added.extra["exported_from"] == original.path and added.run_dir is None
+    # A broken card.json leaves the card the folder's own files make.
+    (out / "card.json").write_text("{not json")
+    bare = lib.read_card(out)
+    assert (bare.method, bare.rank, bare.dataset_hash) == ("lora", 4, None)
+
+
 def test_base_label_names_the_demo_and_generic_folders_by_their_parent(tmp_path):
     from engine.adapters import base_label
     from engine.paths import demo_model_dir
