@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     ax.add_argument("--out", required=True, metavar="DIR")
 
     g = sub.add_parser("generate", help="generate with a base model and adapters")
-    g.add_argument("--base", required=True, metavar="MODEL")
+    g.add_argument("--base", required=True, metavar="MODEL", help="demo, a model folder, a cached hub id, or a "
+                   "run (folder or name): a full/freeze run's trained model, or a LoRA run's base with its adapter")
     g.add_argument("--adapter", action="append", default=[], metavar="ADAPTER")
     g.add_argument("--prompt", required=True)
     g.add_argument("--system", default=None)
@@ -238,6 +239,29 @@ def _run_gui(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``finetune-studio`` command; returns its exit code.
+
+    Output piped into a reader that stops early (``runs show RUN | head -1``) ends the
+    command quietly, as ``cat`` would, instead of with a BrokenPipeError traceback.
+    """
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a broken pipe can surface only at this last flush
+        return code
+    except BrokenPipeError:
+        # The recipe from Python's signal module docs: point stdout at devnull so the flush at
+        # interpreter exit doesn't raise (and print "Exception ignored") a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is no file (captured): nothing is flushed at exit
+            pass
+        finally:
+            os.close(devnull)
+        return 1
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)

@@ -725,11 +725,48 @@ class GenerationClient:
 
 
 # ---------------------------------------------------------------------------- CLI
+def base_from_run(base: str) -> tuple[str, Path | None, str | None]:
+    """What ``generate --base`` loads when it names a run (its folder, or its name) rather than a model.
+
+    A run that saved a whole model (full, freeze) stands for that model, ``final/``. A run
+    that saved an adapter stands for its base model with that adapter, as
+    ``--base MODEL --adapter RUN`` would: the base's answer and the adapter's, side by side.
+
+    Args:
+        base: what the user gave as ``--base``.
+
+    Returns:
+        ``(model, adapter, note)``: the model to load, the run's adapter folder (or None) and
+        a line telling the user what was resolved (None when ``base`` is not a run).
+
+    Raises:
+        ModelError: the run has no final/ yet, or an adapter the playground can't load.
+    """
+    from engine.paths import runs_dir
+    from engine.runs import is_run_folder, run_model
+
+    path = Path(base).expanduser()
+    if base == "demo" or (path / "config.json").exists():
+        return base, None, None
+    if is_run_folder(path):
+        run_dir = path
+    elif not path.exists() and "/" not in base and is_run_folder(runs_dir() / base):
+        run_dir = runs_dir() / base
+    else:
+        return base, None, None  # a model folder, a hub id or a typo: resolve_model_path decides
+    run = run_model(run_dir)
+    if run.adapter is None:
+        return run.base, None, f"{base} is a {run.method} run: generating with the model it trained, {run.base}"
+    return run.base, run.adapter, (f"{base} is a {run.method} run: generating with its base model {run.base} and "
+                                   f"its adapter {run.adapter} (as --base {run.base} --adapter {base})")
+
+
 def cli_generate(args: argparse.Namespace) -> int:
     """``finetune-studio generate``: print one block per answer, base first.
 
     Args:
-        args: ``base`` (str), ``adapter`` (list[str]; folders, run names or library
+        args: ``base`` (str; a model, or a run folder or name: see :func:`base_from_run`),
+            ``adapter`` (list[str]; folders, run names or library
             names), ``prompt`` (str), optional ``system`` (str), ``max_new_tokens`` (int),
             ``temperature`` (float, 0 = greedy), ``top_p`` (float), ``repetition_penalty``
             (float), ``seed`` (int), ``load_in`` (fp32|bf16|fp16|int8|nf4|auto), ``no_base``
@@ -747,18 +784,23 @@ def cli_generate(args: argparse.Namespace) -> int:
         "top_p": getattr(args, "top_p", 1.0), "repetition_penalty": getattr(args, "repetition_penalty", 1.0),
         "seed": getattr(args, "seed", 0)})
     adapters = [resolve_adapter(a) for a in (getattr(args, "adapter", None) or [])]
+    base, run_adapter, note = base_from_run(args.base)
+    if run_adapter is not None and run_adapter.resolve() not in {a.resolve() for a in adapters}:
+        adapters.insert(0, run_adapter)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if getattr(args, "no_base", False) and not adapters:
         raise ConfigError("--no-base leaves nothing to generate: give at least one --adapter", key="no_base")
-    gen = Generator(args.base, load_in=getattr(args, "load_in", "auto") or "auto",
+    gen = Generator(base, load_in=getattr(args, "load_in", "auto") or "auto",
                     device=getattr(args, "device", "auto") or "auto",
                     trust_remote_code=getattr(args, "trust_remote_code", False),
                     allow_pickle=getattr(args, "allow_pickle", False))
-    print(f"loaded {args.base} ({gen.describe()['dtype']} on {gen.describe()['device']}) in {gen.load_s:.1f} s",
+    print(f"loaded {base} ({gen.describe()['dtype']} on {gen.describe()['device']}) in {gen.load_s:.1f} s",
           file=sys.stderr)
     names = [gen.load_adapter(a) for a in adapters]
     targets = ([] if getattr(args, "no_base", False) else [BASE]) + names
     for i, target in enumerate(targets):
-        title = f"base: {args.base}" if target == BASE else f"adapter: {target} ({gen.adapters[target]})"
+        title = f"base: {base}" if target == BASE else f"adapter: {target} ({gen.adapters[target]})"
         print(("\n" if i else "") + f"=== {title} ===", flush=True)
         result = gen.generate(args.prompt, target, settings, system=getattr(args, "system", None),
                               on_text=lambda s: print(s, end="", flush=True))

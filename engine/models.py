@@ -39,6 +39,7 @@ def resolve_model_path(model: str) -> Path:
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         if not (path / "config.json").exists():
+            _refuse_run_or_adapter_folder(path)
             raise ModelError(f"model folder '{path}' has no config.json", hint="Pick the folder that "
                              "holds config.json and the weights.")
         return path
@@ -53,6 +54,40 @@ def resolve_model_path(model: str) -> Path:
                          f"{model}` on a connected machine, or pick a local folder.")
     raise ModelError(f"model '{model}': no such folder", hint="Give a folder with config.json, a "
                      "Hugging Face id from your cache, or 'demo'.")
+
+
+def _refuse_run_or_adapter_folder(path: Path) -> None:
+    """A run or adapter folder where a model was expected: say which folder(s) to give instead.
+
+    Raises:
+        ModelError: always, when ``path`` is a run folder or an adapter folder.
+    """
+    from engine.runs import is_run_folder, run_model
+
+    if (path / "adapter_config.json").exists():
+        # A LoRA run's final/ (or any PEFT save): its base is the run's model, else what PEFT recorded.
+        base = run_model(path.parent).base if is_run_folder(path.parent) and path.name == "final" else None
+        if base is None:
+            try:
+                base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get(
+                    "base_model_name_or_path")
+            except (OSError, json.JSONDecodeError, AttributeError):
+                base = None
+        model = base or "BASE_MODEL"
+        raise ModelError(f"'{path}' is an adapter, not a model" + (f": it was trained on {base}" if base else
+                         " (it records no base model)"),
+                         hint=f"Give {model} as the model and {path} as the adapter (finetune-studio generate "
+                         f"--base {model} --adapter {path}).")
+    if not is_run_folder(path):
+        return
+    run = run_model(path)  # raises when the run has no final/ yet
+    if run.adapter is None:
+        raise ModelError(f"'{path}' is a run folder, not a model: the model its {run.method} run trained is "
+                         f"in {run.base}", hint=f"Give {run.base} as the model.")
+    raise ModelError(f"'{path}' is a run folder, not a model: its {run.method} run trained an adapter "
+                     f"({run.adapter}) on the base model {run.base}",
+                     hint=f"Give {run.base} as the model and {run.adapter} as the adapter "
+                     f"(finetune-studio generate --base {run.base} --adapter {path}).")
 
 
 def _from_hf_cache(repo_id: str) -> Path | None:

@@ -3,7 +3,9 @@
 A run folder holds::
 
     run.yaml          the resolved run config
-    summary.json      status, times, losses, measured peak memory, dataset hash (updated live)
+    summary.json      status, times, losses, measured peak memory, dataset hash (updated live);
+                      ``started``/``finished`` are the last leg's, ``earlier_legs_s`` the training
+                      time of the legs before it (a run stopped or killed, then resumed)
     metrics.jsonl     one JSON object per logged step / eval; a resumed run appends
     events.jsonl      every worker event, so a re-attached GUI can replay the run
     checkpoint-N/     Trainer checkpoints (model/adapter, optimizer, scheduler, RNG, data position)
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StudioError
+from engine.errors import ModelError, StudioError
 from engine.files import atomic_write_text
 from engine.paths import runs_dir
 
@@ -83,6 +85,56 @@ def write_summary(output_dir: Path, /, **changes: Any) -> dict[str, Any]:
     data.update(changes)
     atomic_write_text(Path(output_dir) / "summary.json", json.dumps(data, indent=2, ensure_ascii=False))
     return data
+
+
+def _last_event_time(output_dir: Path) -> float | None:
+    """The time of the last event in events.jsonl (read from its tail only: it grows every step)."""
+    path = Path(output_dir) / "events.jsonl"
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            t = json.loads(line).get("time")
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a torn last line (after a kill), or the cut first line of the tail
+        if isinstance(t, (int, float)):
+            return float(t)
+    return None
+
+
+def training_time_so_far(output_dir: Path) -> tuple[float, int]:
+    """The training time of every leg recorded in ``output_dir``, and how many legs there were.
+
+    Called when a run resumes, before the new leg starts. A leg that finished (completed,
+    stopped or failed) counts from its ``started`` to its ``finished``. One that was killed
+    never wrote ``finished``: it counts up to the last thing it wrote (its last event, metric
+    row or summary update). The wall time between legs never counts.
+
+    Returns:
+        ``(seconds, legs)``; ``(0.0, 0)`` for a folder no run has started in.
+    """
+    output_dir = Path(output_dir)
+    s = read_summary(output_dir)
+    started = s.get("started")
+    if not isinstance(started, (int, float)):
+        return 0.0, 0
+    earlier = float(s.get("earlier_legs_s") or 0.0)
+    legs = int(s.get("legs") or 1)
+    end = s.get("finished")
+    if not isinstance(end, (int, float)):
+        seen = [_last_event_time(output_dir)]
+        seen += [r.get("time") for r in read_metrics(output_dir)[-1:]]
+        try:
+            seen.append((output_dir / "summary.json").stat().st_mtime)
+        except OSError:
+            pass
+        end = max((float(t) for t in seen if isinstance(t, (int, float))), default=started)
+    return earlier + max(0.0, end - started), legs
 
 
 def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
@@ -146,13 +198,16 @@ class RunInfo:
     final_loss_mean: float | None
     peak_gpu_bytes: int | None
     steps: int | None
+    earlier_legs_s: float = 0.0  # training time of the legs before the last one (a resumed run)
+    legs: int = 1
 
     @property
     def duration_s(self) -> float | None:
+        """Training time over every leg of the run; the gaps between legs don't count."""
         if self.started is None:
             return None
         end = self.finished or (time.time() if self.status == "running" else None)
-        return None if end is None else end - self.started
+        return None if end is None else self.earlier_legs_s + end - self.started
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "name": self.name, "status": self.status, "method": self.method,
@@ -160,7 +215,7 @@ class RunInfo:
                 "duration_s": self.duration_s, "final_loss": self.final_loss,
                 "final_loss_mean": self.final_loss_mean,
                 "best_eval_loss": self.best_eval_loss, "peak_gpu_bytes": self.peak_gpu_bytes,
-                "steps": self.steps}
+                "steps": self.steps, "legs": self.legs}
 
 
 def run_info(path: Path) -> RunInfo:
@@ -180,7 +235,8 @@ def run_info(path: Path) -> RunInfo:
                    final_loss=s.get("final_loss"), best_eval_loss=s.get("best_eval_loss"),
                    final_loss_mean=s.get("final_loss_mean"),
                    peak_gpu_bytes=s.get("peak_gpu_device_bytes") or s.get("peak_gpu_reserved_bytes"),
-                   steps=s.get("step"))
+                   steps=s.get("step"), earlier_legs_s=float(s.get("earlier_legs_s") or 0.0),
+                   legs=int(s.get("legs") or 1))
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
@@ -213,6 +269,69 @@ def resolve_run(ref: str | Path) -> Path:
     hint = (f"Did you mean {', '.join(close)}?" if close else
             f"Runs: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}" if names else None)
     raise StudioError(f"run '{ref}': no such folder, and no run of that name in {runs_dir()}", hint=hint)
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder a run wrote: it holds ``summary.json`` or ``run.yaml``."""
+    path = Path(path)
+    return path.is_dir() and ((path / "summary.json").exists() or (path / "run.yaml").exists())
+
+
+@dataclass
+class RunModel:
+    """What a run folder stands for where a model is expected (``generate --base RUN``).
+
+    Attributes:
+        run_dir: The run folder.
+        method: The run's method, as recorded.
+        base: The model to load: ``final/`` for a run that saved a whole model (full,
+            freeze), the run's own ``model`` for one that saved an adapter.
+        adapter: The run's adapter folder (``final/``), or None for a whole model.
+    """
+
+    run_dir: Path
+    method: str
+    base: str
+    adapter: Path | None
+
+
+def run_model(run_dir: Path) -> RunModel:
+    """The model a run trained, read from its files (``final/`` and ``run.yaml``).
+
+    Raises:
+        ModelError: the run has no ``final/`` yet (names the newest checkpoint to use
+            instead), its adapter is not a PEFT one, or it records no base model.
+    """
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    method = str(config.get("method") or "?")
+    final = run_dir / "final"
+    if (final / "config.json").exists():
+        return RunModel(run_dir, method, str(final), None)
+    if (final / "adapter_config.json").exists():
+        try:
+            fmt = json.loads((final / "adapter_config.json").read_text(encoding="utf-8")).get("format")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            fmt = None
+        if fmt == "finetune-studio-bottleneck":
+            raise ModelError(f"run '{run_dir.name}' trained a bottleneck adapter (Finetune Studio's own format, "
+                             f"in {final}); generate and merge load whole models and PEFT adapters only",
+                             hint="Load it in Python as the run's README.md shows.")
+        base = config.get("model")
+        if not base:
+            raise ModelError(f"run '{run_dir.name}' trained an adapter ({final}) but records no base model "
+                             "(no 'model' in run.yaml)", hint=f"Give the base model yourself, and {final} as "
+                             "the adapter.")
+        return RunModel(run_dir, method, str(base), final)
+    status = run_info(run_dir).status
+    ckpt = last_checkpoint(run_dir)
+    hint = f"Resume it to finish and write final/: finetune-studio train {run_dir / 'run.yaml'} --resume"
+    if ckpt is not None and (ckpt / "config.json").exists():
+        hint += f"; or use its newest checkpoint as the model: {ckpt}"
+    elif ckpt is not None and (ckpt / "adapter_config.json").exists():
+        hint += f"; or use its newest checkpoint as the adapter on its base: {ckpt}"
+    raise ModelError(f"run '{run_dir.name}' has no final/ model or adapter (status {status}): it never "
+                     "finished", hint=hint)
 
 
 def read_run_config(path: Path) -> dict[str, Any]:
@@ -318,7 +437,9 @@ def cli_show(args: Any) -> int:
     fields = [
         ("run", d["name"]), ("folder", d["path"]), ("status", d["status"]), ("method", d["method"]),
         ("model", d["model"]), ("started", _time(d["started"])), ("finished", _time(d["finished"])),
-        ("duration", format_duration(d["duration_s"])), ("steps", _num(d["steps"])),
+        ("duration", format_duration(d["duration_s"])
+         + (f" (training time of {d['legs']} legs)" if (d.get("legs") or 1) > 1 else "")),
+        ("steps", _num(d["steps"])),
         ("final loss", _num(_final(d)) + (f" (mean of the last {d.get('final_loss_window') or 10} steps; "
                                           f"last step {_num(d['final_loss'])})"
                                           if d.get("final_loss_mean") is not None else "")),

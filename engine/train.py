@@ -36,7 +36,14 @@ from engine.config import RunConfig
 from engine.errors import ConfigError, ConfigErrors, NonFiniteLoss, OutOfMemory, StudioError
 from engine.events import EventWriter
 from engine.files import atomic_write_text
-from engine.runs import checkpoint_step, final_loss_mean, last_checkpoint, new_run_dir, write_summary
+from engine.runs import (
+    checkpoint_step,
+    final_loss_mean,
+    last_checkpoint,
+    new_run_dir,
+    training_time_so_far,
+    write_summary,
+)
 
 NAN_ADVICE = ("Use bf16 instead of fp16 (same range as fp32), lower the learning rate, keep fp16 loss "
               "scaling on, raise adam_epsilon to 1e-7, and keep gradient clipping on (max_grad_norm 1.0).")
@@ -313,6 +320,10 @@ def _make_callback_class():
             self.last_loss: float | None = None
             self.best_eval: float | None = None
             self.skipped_steps = 0  # fp16 loss-scaler overflows (the step was skipped, which is normal)
+            # The optimizer step under way, from its first micro-batch through its logging, saving
+            # and evaluation (global_step counts it done only before on_step_end); None before
+            # the first. A failure's error names it.
+            self.step_running: int | None = None
 
         def close(self) -> None:
             if self.metrics:
@@ -334,6 +345,9 @@ def _make_callback_class():
             self.t_start = self.t_last = time.time()
             self.step_start = self.step_last = state.global_step
             self.tokens_last = getattr(state, "num_input_tokens_seen", 0) or 0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.step_running = state.global_step + 1
 
         def on_step_end(self, args, state, control, **kw):
             got = self.commands.poll()
@@ -712,6 +726,19 @@ def _load_snippet(prep: Prepared) -> str:
             f"model = AutoModelForCausalLM.from_pretrained({final!r})")
 
 
+# The attribute that carries, on an exception raised inside Trainer.train(), the step it failed at.
+FAILED_STEP = "finetune_studio_step"
+
+
+def _note_failed_step(exc: BaseException, step: int | None) -> None:
+    """Record on ``exc`` the optimizer step that was running when it was raised (the first note wins)."""
+    if step is not None and getattr(exc, FAILED_STEP, None) is None:
+        try:
+            setattr(exc, FAILED_STEP, step)
+        except AttributeError:  # an exception class with __slots__: the step stays unknown
+            pass
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -757,17 +784,22 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
         prep = setup(cfg, writer, resume=resume, is_main=is_main)
         cfg = prep.cfg
         commands.output_dir = prep.output_dir
+        ckpt = last_checkpoint(prep.output_dir) if resume else None
         if is_main:
+            # A resumed run's duration is the training time of all its legs, not this leg's
+            # alone nor the wall time since the first; read before this leg writes anything.
+            # Resuming without a checkpoint starts over: the earlier legs' time is not its own.
+            earlier_s, legs = training_time_so_far(prep.output_dir) if ckpt is not None else (0.0, 0)
             (prep.output_dir / "worker.pid").write_text(str(os.getpid()))
             mirror = open(prep.output_dir / "events.jsonl", "a", encoding="utf-8")
             writer.mirror = mirror
             write_summary(prep.output_dir, status="running", started=started, finished=None,
+                          earlier_legs_s=earlier_s, legs=legs + 1,
                           config=cfg.to_dict(), dataset_hash=prep.data_stats["hash"],
                           dataset_records=prep.data_stats["records"], pid=os.getpid(),
                           world_size=state.num_processes)
             atomic_write_text(prep.output_dir / "dataset.json", json.dumps(
                 {**prep.data_stats, "problems": prep.dropped_records}, indent=2, ensure_ascii=False))
-        ckpt = last_checkpoint(prep.output_dir) if resume else None
         writer.emit(ev.STARTED, config=cfg.to_dict(), output_dir=str(prep.output_dir),
                     total_params=prep.total_params, trainable_params=prep.trainable_params,
                     device=resolve_device(cfg, prep.env),
@@ -782,20 +814,26 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
         writer.emit(ev.ERROR, **e.to_dict(), errors=[x.to_dict() for x in e.errors])
         result = {"status": "failed", "error": e.to_dict()}
     except StudioError as e:
-        details = getattr(e, "details", {})
+        details = dict(getattr(e, "details", {}))
+        if details.get("step") is None and getattr(e, FAILED_STEP, None) is not None:
+            details["step"] = getattr(e, FAILED_STEP)
         writer.emit(ev.ERROR, **e.to_dict(), **details)
         result = {"status": "failed", "error": {**e.to_dict(), **details}}
     except Exception as e:  # noqa: BLE001 - a worker must report, not die silently
         import traceback
 
+        step = getattr(e, FAILED_STEP, None)
         if _is_oom(e):  # e.g. while loading the model, before the Trainer's guard is in place
-            err = _oom_error(cfg, None, str(e).splitlines()[0] if str(e) else "")
+            err = _oom_error(cfg, step, str(e).splitlines()[0] if str(e) else "")
         else:
-            err = StudioError(f"training failed: {type(e).__name__}: {e}",
+            where = f" at step {step}" if step is not None else ""
+            err = StudioError(f"training failed{where}: {type(e).__name__}: {e}",
                               hint="This is a bug or an unexpected library error; the traceback is in the log.")
+            err.details = {"step": step} if step is not None else {}
+        details = getattr(err, "details", {})
         writer.emit(ev.LOG, text=traceback.format_exc())
-        writer.emit(ev.ERROR, **err.to_dict(), **getattr(err, "details", {}))
-        result = {"status": "failed", "error": err.to_dict()}
+        writer.emit(ev.ERROR, **err.to_dict(), **details)
+        result = {"status": "failed", "error": {**err.to_dict(), **details}}
     result.update(started=started, finished=time.time())
     if prep is not None:
         result["output_dir"] = str(prep.output_dir)
@@ -839,8 +877,11 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
             cb.last_loss = next((r["loss"] for r in reversed(read_metrics(prep.output_dir)) if "loss" in r), None)
         except Exception as e:  # noqa: BLE001
             if not _is_oom(e):
+                # run_training reports the step in the error (summary.json's error.step).
+                _note_failed_step(e, cb.step_running)
                 raise
-            oom_step = trainer.state.global_step + 1  # the step that was running
+            # The step that was running (before the first step begins, the one about to run).
+            oom_step = cb.step_running if cb.step_running is not None else trainer.state.global_step + 1
         finally:
             cb.close()
         best_eval = cb.best_eval if cb.best_eval is not None else best_eval

@@ -99,3 +99,35 @@ def test_parser_has_subcommands():
 def test_entry_point_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "engine", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+def _a_run(name: str) -> None:
+    """A finished run folder in the runs directory, as engine.train leaves it (no weights)."""
+    import json
+
+    from engine.config import RunConfig
+    from engine.paths import runs_dir
+
+    path = runs_dir() / name
+    path.mkdir(parents=True)
+    cfg = RunConfig(max_steps=10, output_dir=str(path))
+    cfg.save(path / "run.yaml")
+    (path / "summary.json").write_text(json.dumps({"status": "completed", "started": 1_790_000_000.0,
+                                                   "finished": 1_790_000_065.0, "step": 10, "final_loss": 0.5,
+                                                   "config": cfg.to_dict()}))
+
+
+@pytest.mark.parametrize("args", [["runs", "show", "run-a"], ["runs", "list"], ["adapters", "list"],
+                                  ["data", "check", "DATASET"]], ids=lambda a: " ".join(a[:2]))
+def test_output_into_a_closed_pipe_ends_quietly(args, small_dataset):
+    # `finetune-studio runs show RUN | head -1`: the reader goes away before the command writes.
+    for name in ("run-a", "run-b"):
+        _a_run(name)
+    argv = [str(small_dataset) if a == "DATASET" else a for a in args]
+    proc = subprocess.Popen([sys.executable, "-m", "engine", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has even started: every write meets a broken pipe
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err

@@ -267,3 +267,77 @@ def test_cli_generate_and_merge_take_the_allow_pickle_the_refusal_suggests(runs_
     merge = ["merge", "--base", "demo", "--adapter", str(pickled), "--out", str(tmp_path / "merged")]
     assert cli_main([*merge, "--allow_pickle"]) == 0
     assert (tmp_path / "merged" / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------- --base given a run
+def test_cli_generate_with_a_lora_run_as_base_uses_its_base_and_its_adapter(runs_home, demo_base, capsys):
+    run = runs_home["medical"].parent
+    explicit = ["generate", "--base", str(demo_base), "--adapter", str(run), "--prompt", PROMPT,
+                "--max_new_tokens", "12"]
+    assert cli_main(explicit) == 0
+    expected = capsys.readouterr().out
+    for ref in (str(run), "medical"):  # the run's folder, or its name
+        assert cli_main(["generate", "--base", ref, "--prompt", PROMPT, "--max_new_tokens", "12"]) == 0
+        got = capsys.readouterr()
+        headers = [line for line in got.out.splitlines() if line.startswith("=== ")]
+        assert headers == [f"=== base: {demo_base} ===", f"=== adapter: medical ({runs_home['medical'].resolve()}) ==="]
+        assert "Rest, drink water" in got.out
+        assert [x for x in got.out.splitlines() if not x.startswith("--- ")] == \
+               [x for x in expected.splitlines() if not x.startswith("--- ")]
+        assert "is a lora run" in got.err and f"--base {demo_base} --adapter {ref}" in got.err
+    # Naming the run's adapter again doesn't load it twice.
+    assert cli_main(["generate", "--base", str(run), "--adapter", "medical", "--prompt", PROMPT,
+                     "--max_new_tokens", "4", "--no-base"]) == 0
+    assert capsys.readouterr().out.count("=== adapter") == 1
+
+
+def test_cli_generate_with_a_full_run_as_base_loads_the_trained_model(tiny_model_dir, tmp_path, capsys):
+    run = tmp_path / "full-run"
+    shutil.copytree(tiny_model_dir, run / "final")
+    (run / "run.yaml").write_text(f"model: {tiny_model_dir}\nmethod: full\n")
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "config": {"method": "full"}}))
+    assert cli_main(["generate", "--base", str(run), "--prompt", PROMPT, "--max_new_tokens", "4",
+                     "--device", "cpu"]) == 0
+    got = capsys.readouterr()
+    assert [x for x in got.out.splitlines() if x.startswith("=== ")] == [f"=== base: {run / 'final'} ==="]
+    assert f"is a full run: generating with the model it trained, {run / 'final'}" in got.err
+
+
+def test_a_run_without_final_is_refused_with_what_to_do(tiny_model_dir, tmp_path, capsys):
+    from engine.models import resolve_model_path
+
+    run = tmp_path / "killed-run"
+    shutil.copytree(tiny_model_dir, run / "checkpoint-2")
+    (run / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (run / "run.yaml").write_text(f"model: {tiny_model_dir}\nmethod: full\n")
+    (run / "summary.json").write_text(json.dumps({"status": "running", "config": {"method": "full"}}))
+    assert cli_main(["generate", "--base", str(run), "--prompt", PROMPT]) == 2
+    err = capsys.readouterr().err
+    assert "has no final/ model or adapter (status interrupted)" in err
+    assert f"train {run / 'run.yaml'} --resume" in err and str(run / "checkpoint-2") in err
+    # Wherever else a model is expected (merge --base, a run config's model), a run folder is named as one.
+    shutil.copytree(tiny_model_dir, run / "final")
+    with pytest.raises(ModelError, match="is a run folder, not a model") as e:
+        resolve_model_path(str(run))
+    assert e.value.hint == f"Give {run / 'final'} as the model."
+
+
+def test_a_lora_run_folder_given_as_a_model_names_its_base_and_adapter(runs_home, demo_base, tmp_path, capsys):
+    from engine.models import resolve_model_path
+
+    run = runs_home["legal"].parent
+    with pytest.raises(ModelError, match="trained an adapter") as e:
+        resolve_model_path(str(run))
+    assert f"Give {demo_base} as the model and {run / 'final'} as the adapter" in e.value.hint
+    # Its final/ (an adapter, not a model) is named as one, with the run's base.
+    with pytest.raises(ModelError, match=f"is an adapter, not a model: it was trained on {demo_base}") as e:
+        resolve_model_path(str(run / "final"))
+    assert f"Give {demo_base} as the model and {run / 'final'} as the adapter" in e.value.hint
+    assert cli_main(["generate", "--base", str(run / "final"), "--prompt", PROMPT]) == 2
+    assert f"--base {demo_base} --adapter {run / 'final'}" in capsys.readouterr().err
+    # Out of its run, an adapter's base is the one PEFT recorded.
+    loose = tmp_path / "loose"
+    shutil.copytree(run / "final", loose)
+    with pytest.raises(ModelError, match="is an adapter, not a model: it was trained on ") as e:
+        resolve_model_path(str(loose))
+    assert "as the adapter (finetune-studio generate --base " in e.value.hint

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -133,3 +134,25 @@ def test_final_loss_mean_follows_the_curve_a_resumed_run_ended_with(tmp_path):
     # the curve is 1..8 then 109..114: its last 10 are 5..8 and 109..114
     assert n == 10 and mean == pytest.approx((5 + 6 + 7 + 8 + sum(range(109, 115))) / 10)
     assert final_loss_mean(tmp_path / "missing") == (None, 0)
+
+
+def test_a_killed_leg_counts_up_to_the_last_thing_it_wrote(tmp_path):
+    # A leg killed with -9 never wrote "finished": its training time ends at its last event,
+    # not at the resume (the wall gap) and not at zero.
+    from engine.runs import RunInfo, training_time_so_far
+
+    run = tmp_path / "run"
+    run.mkdir()
+    started = time.time() - 7200  # killed two hours ago
+    (run / "summary.json").write_text(json.dumps({"status": "running", "started": started, "finished": None,
+                                                  "earlier_legs_s": 30.0, "legs": 2}))
+    os.utime(run / "summary.json", (started + 40, started + 40))
+    events = [{"event": "step", "time": started + t, "step": i} for i, t in enumerate((10, 50, 70), 1)]
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"event": "st')  # torn
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 2, "loss": 1.0, "time": started + 50}) + "\n")
+    assert training_time_so_far(run) == (pytest.approx(30.0 + 70), 2)
+    assert training_time_so_far(tmp_path / "nothing") == (0.0, 0)
+    info = RunInfo(path=run, name="r", status="completed", method="lora", model="demo", started=1000.0,
+                   finished=1060.0, final_loss=None, best_eval_loss=None, final_loss_mean=None,
+                   peak_gpu_bytes=None, steps=4, earlier_legs_s=100.0, legs=2)
+    assert info.duration_s == 160.0 and info.to_dict()["legs"] == 2

@@ -529,3 +529,87 @@ def test_early_stopping_needs_an_eval_split():
     with pytest.raises(ConfigErrors) as e:
         RunConfig.from_dict({"early_stopping_patience": 3, "eval_split": 0.1, "eval_steps": 20, "save_steps": 50})
     assert e.value.errors[0].key == "save_steps" and e.value.errors[0].fix == {"save_steps": 40}
+
+
+# ---------------------------------------------------------------- Failed and resumed runs in summary.json
+def raise_at(step_to_fail: int):
+    def inject(step: int):
+        if step == step_to_fail:
+            raise RuntimeError("injected failure")
+    return inject
+
+
+@pytest.mark.parametrize("case", ["nonfinite-stop", "exception", "callback"])
+def test_a_failed_run_records_the_step_it_failed_at_in_summary_json(case, tiny_model_dir, small_dataset, tmp_path,
+                                                                    monkeypatch):
+    # The runs area reads summary["error"]["step"].
+    import engine.train as train_module
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=4, nan_policy="stop", save_steps=2)
+    injector = None
+    if case == "nonfinite-stop":
+        injector, expected = poison_once(1), 2  # global_step 1 = during step 2
+    elif case == "exception":
+        injector, expected = raise_at(2), 3
+    else:
+        # A callback fails after its step is done (global_step already counts it): the disk
+        # fills up as on_save records the step-2 checkpoint in summary.json.
+        real = train_module.write_summary
+
+        def disk_full(output_dir, /, **changes):
+            if "last_checkpoint" in changes:
+                raise OSError(28, "No space left on device")
+            return real(output_dir, **changes)
+
+        monkeypatch.setattr(train_module, "write_summary", disk_full)
+        expected = 2
+    result, rec, _ = train(cfg, fault_injector=injector)
+    error = json.loads((out / "summary.json").read_text())["error"]
+    assert result["status"] == "failed" and error["step"] == expected
+    assert f"step {expected}" in error["message"] and rec.of("error")[0]["step"] == expected
+    if case == "exception":
+        assert "RuntimeError: injected failure" in error["message"]
+    if case == "callback":
+        assert "No space left on device" in error["message"]
+
+
+def test_a_run_that_fails_before_training_records_no_step(tiny_model_dir, small_dataset, tmp_path, monkeypatch):
+    import engine.train as train_module
+
+    def broken(*a, **kw):
+        raise RuntimeError("injected failure while building the trainer")
+
+    monkeypatch.setattr(train_module, "_build_trainer", broken)
+    out = tmp_path / "run"
+    result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, out))
+    error = json.loads((out / "summary.json").read_text())["error"]
+    assert result["status"] == "failed" and "step" not in error and "at step" not in error["message"]
+
+
+def test_a_resumed_runs_duration_is_the_training_time_of_all_its_legs(tiny_model_dir, small_dataset, tmp_path,
+                                                                      capsys):
+    from argparse import Namespace
+
+    from engine.runs import cli_show, read_summary, run_info
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=2, save_steps=2)
+    first, _, _ = train(cfg)
+    assert first["status"] == "completed" and (out / "checkpoint-2").exists()
+    # The first leg ran an hour before the second: the gap is wall time, not training time.
+    hour = 3600.0
+    s = read_summary(out)
+    leg1 = s["finished"] - s["started"]
+    (out / "summary.json").write_text(json.dumps({**s, "started": s["started"] - hour,
+                                                  "finished": s["finished"] - hour}))
+    second, rec, _ = train(cfg.replace(max_steps=4), resume=True)
+    assert second["status"] == "completed" and [e["step"] for e in rec.of("step")] == [3, 4]
+    s = read_summary(out)
+    leg2 = s["finished"] - s["started"]
+    info = run_info(out)
+    assert info.duration_s == pytest.approx(leg1 + leg2) and info.duration_s < hour
+    assert info.legs == 2 and s["earlier_legs_s"] == pytest.approx(leg1)
+    capsys.readouterr()
+    assert cli_show(Namespace(run=str(out), json=False)) == 0
+    assert "(training time of 2 legs)" in capsys.readouterr().out
