@@ -45,8 +45,29 @@ from engine.runs import (
     write_summary,
 )
 
-NAN_ADVICE = ("Use bf16 instead of fp16 (same range as fp32), lower the learning rate, keep fp16 loss "
-              "scaling on, raise adam_epsilon to 1e-7, and keep gradient clipping on (max_grad_norm 1.0).")
+
+def nan_advice(cfg: RunConfig) -> str:
+    """What to change after a non-finite loss, for this run's precision and settings.
+
+    fp16's range (max 65504) is the usual cause, so its advice comes first when the run uses
+    it; an fp32 or bf16 run is told the levers that apply to it instead.
+    """
+    fp16 = "fp16" in (cfg.load_in, cfg.mixed_precision)
+    steps = []
+    if fp16:
+        steps.append("use bf16 instead of fp16 (the range of fp32), or keep fp16 loss scaling on")
+    steps.append(f"lower the learning rate (now {cfg.learning_rate:g})")
+    if cfg.max_grad_norm <= 0:
+        steps.append("turn gradient clipping on (max_grad_norm 1.0)")
+    if cfg.adam_epsilon < 1e-7 and cfg.optimizer != "sgd":
+        steps.append(f"raise adam_epsilon from {cfg.adam_epsilon:g} to 1e-7")
+    if not fp16:
+        steps.append(f"check the batch's records: this run is {cfg.load_in} with mixed precision "
+                     f"'{cfg.mixed_precision}', so fp16 overflow is not the cause")
+    text = ", ".join(steps[:-1]) + (", and " if len(steps) > 1 else "") + steps[-1]
+    return text[0].upper() + text[1:] + "."
+
+
 MAX_NAN_ROLLBACKS = 2
 MAX_OOM_RETRIES = 4
 
@@ -925,11 +946,11 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                             grad_norm=bad["grad_norm"], batch=batch,
                             before={"learning_rate": old_lr}, changes={"learning_rate": cfg.learning_rate},
                             resume_from=str(resume_from) if resume_from else None,
-                            resume_step=checkpoint_step(resume_from) if resume_from else 0, advice=NAN_ADVICE,
+                            resume_step=checkpoint_step(resume_from) if resume_from else 0, advice=nan_advice(cfg),
                             message=f"Non-finite loss at step {bad['step']} ({what}); rolled back to "
                             f"{resume_from.name if resume_from else 'the start'} with the learning rate "
                             f"halved from {old_lr:g} to {cfg.learning_rate:g}. {batch['description']}. "
-                            f"{NAN_ADVICE}")
+                            f"{nan_advice(cfg)}")
                 if is_main:
                     cfg.save(prep.output_dir / "run.yaml")
                 continue
@@ -939,7 +960,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
             why = ("nan_policy is 'stop'" if cfg.nan_policy == "stop"
                    else f"it happened again after {nan_rollbacks} rollbacks")
             err = NonFiniteLoss(f"the loss became non-finite at step {bad['step']} ({what}); {why}. "
-                                f"{batch['description']}", fix=fix, hint=NAN_ADVICE)
+                                f"{batch['description']}", fix=fix, hint=nan_advice(cfg))
             err.details = {"step": bad["step"], "batch": batch, "rollbacks": nan_rollbacks}
             raise err
         break

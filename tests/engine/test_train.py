@@ -190,8 +190,9 @@ def test_nonfinite_loss_rolls_back_with_the_lr_really_halved(tiny_model_dir, sma
     batch = event["batch"]
     assert batch["step"] == 5 and len(batch["sample_indices"]) == 4 and len(batch["record_lines"]) == 4
     assert all(isinstance(x, int) and 1 <= x <= 64 for x in batch["record_lines"])
-    for advice in ("bf16", "learning rate", "1e-7", "clipping"):
+    for advice in ("learning rate", "1e-7", "fp16 overflow is not the cause"):  # an fp32 run
         assert advice in event["advice"]
+    assert "use bf16" not in event["advice"]
     # The halving took effect although the checkpoint stored the old schedule.
     lr_clean = {e["step"]: e["lr"] for e in clean.of("step")}
     steps = rec.of("step")
@@ -213,7 +214,7 @@ def test_nonfinite_loss_with_policy_stop_reports_step_batch_and_advice(tiny_mode
     error = rec.of("error")[0]
     assert error["kind"] == "nonfinite" and error["step"] == 2
     assert "step 2" in error["message"] and "lines" in error["message"]
-    assert error["fix"] == {"learning_rate": 5e-3} and "bf16" in error["hint"]
+    assert error["fix"] == {"learning_rate": 5e-3} and "lower the learning rate (now 0.01)" in error["hint"].lower()
     assert not (tmp_path / "run" / "final").exists()
 
 
@@ -613,3 +614,16 @@ def test_a_resumed_runs_duration_is_the_training_time_of_all_its_legs(tiny_model
     capsys.readouterr()
     assert cli_show(Namespace(run=str(out), json=False)) == 0
     assert "(training time of 2 legs)" in capsys.readouterr().out
+
+
+def test_nan_advice_fits_the_runs_precision():
+    from engine.train import nan_advice
+
+    fp16 = nan_advice(RunConfig.from_dict({"load_in": "fp16", "mixed_precision": "fp16", "learning_rate": 1e-3}))
+    assert fp16.startswith("Use bf16 instead of fp16") and "lower the learning rate (now 0.001)" in fp16
+    fp32 = nan_advice(RunConfig.from_dict({"load_in": "fp32", "mixed_precision": "no", "max_grad_norm": 0.0}))
+    assert "bf16 instead" not in fp32 and "fp16 overflow is not the cause" in fp32
+    assert "turn gradient clipping on" in fp32 and "raise adam_epsilon from 1e-08 to 1e-07" not in fp32
+    assert "raise adam_epsilon from 1e-08 to 1e-7" in fp32
+    bf16 = nan_advice(RunConfig.from_dict({"adam_epsilon": 1e-6}))
+    assert "adam_epsilon" not in bf16 and "gradient clipping" not in bf16 and bf16.endswith("not the cause.")
