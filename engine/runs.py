@@ -158,6 +158,36 @@ def final_loss_mean(output_dir: Path, window: int = 10) -> tuple[float | None, i
     curve is the one a resumed or rolled-back run ended with: a step logged again replaces
     what came after it.
     """
+    curve = _train_curve(output_dir)
+    tail = [loss for _, loss in curve[-window:] if loss == loss and abs(loss) != float("inf")]
+    return (sum(tail) / len(tail), len(tail)) if tail else (None, 0)
+
+
+_CURVE_ENDS: dict[Path, tuple[tuple[int, int], tuple[float | None, float | None, int | None]]] = {}
+
+
+def _curve_end(output_dir: Path) -> tuple[float | None, float | None, int | None]:
+    """``(final_loss_mean, last loss, last step)`` of a run's metrics.jsonl, for a run that ended
+    without writing them to summary.json (failed, killed); cached while the file is unchanged."""
+    path = Path(output_dir)
+    try:
+        st = (path / "metrics.jsonl").stat()
+    except OSError:
+        return None, None, None
+    key = (st.st_mtime_ns, st.st_size)
+    cached = _CURVE_ENDS.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    curve = _train_curve(path)
+    mean, _n = final_loss_mean(path) if curve else (None, 0)
+    value = (mean, curve[-1][1], curve[-1][0]) if curve else (None, None, None)
+    _CURVE_ENDS[path] = (key, value)
+    return value
+
+
+def _train_curve(output_dir: Path) -> list[tuple[int, float]]:
+    """The logged ``(step, loss)`` rows of the path the run ended on (a step logged again
+    replaces what came after it)."""
     curve: list[tuple[int, float]] = []
     for row in read_metrics(output_dir):
         step, loss = row.get("step"), row.get("loss")
@@ -166,8 +196,7 @@ def final_loss_mean(output_dir: Path, window: int = 10) -> tuple[float | None, i
         while curve and curve[-1][0] >= step:
             curve.pop()
         curve.append((int(step), float(loss)))
-    tail = [loss for _, loss in curve[-window:] if loss == loss and abs(loss) != float("inf")]
-    return (sum(tail) / len(tail), len(tail)) if tail else (None, 0)
+    return curve
 
 
 def pid_alive(pid: int) -> bool:
@@ -200,13 +229,17 @@ class RunInfo:
     steps: int | None
     earlier_legs_s: float = 0.0  # training time of the legs before the last one (a resumed run)
     legs: int = 1
+    last_written: float | None = None  # a killed run (no 'finished'): when it last wrote a file
 
     @property
     def duration_s(self) -> float | None:
-        """Training time over every leg of the run; the gaps between legs don't count."""
+        """Training time over every leg of the run; the gaps between legs don't count.
+
+        A killed run never wrote ``finished``: its last leg counts up to its last write.
+        """
         if self.started is None:
             return None
-        end = self.finished or (time.time() if self.status == "running" else None)
+        end = self.finished or (time.time() if self.status == "running" else self.last_written)
         return None if end is None else self.earlier_legs_s + end - self.started
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,13 +263,29 @@ def run_info(path: Path) -> RunInfo:
             alive = False
         if not alive:
             status = "interrupted"  # killed or crashed: resumable from its last checkpoint
+    last_written = None
+    if status == "interrupted" and not s.get("finished"):
+        times = []
+        for name in ("events.jsonl", "metrics.jsonl", "summary.json"):
+            try:
+                times.append((path / name).stat().st_mtime)
+            except OSError:
+                pass
+        last_written = max(times, default=None)
+    final_loss, final_mean, steps = s.get("final_loss"), s.get("final_loss_mean"), s.get("step")
+    if status not in ("completed", "running") and None in (final_loss, final_mean, steps):
+        # A run that failed or was killed may not have written them: its curve has them.
+        curve_mean, curve_last, curve_step = _curve_end(path)
+        final_mean = curve_mean if final_mean is None else final_mean
+        final_loss = curve_last if final_loss is None else final_loss
+        steps = curve_step if steps is None else steps
     return RunInfo(path=path, name=path.name, status=status, method=cfg.get("method", "?"),
                    model=cfg.get("model", "?"), started=s.get("started"), finished=s.get("finished"),
-                   final_loss=s.get("final_loss"), best_eval_loss=s.get("best_eval_loss"),
-                   final_loss_mean=s.get("final_loss_mean"),
+                   final_loss=final_loss, best_eval_loss=s.get("best_eval_loss"),
+                   final_loss_mean=final_mean,
                    peak_gpu_bytes=s.get("peak_gpu_device_bytes") or s.get("peak_gpu_reserved_bytes"),
-                   steps=s.get("step"), earlier_legs_s=float(s.get("earlier_legs_s") or 0.0),
-                   legs=int(s.get("legs") or 1))
+                   steps=steps, earlier_legs_s=float(s.get("earlier_legs_s") or 0.0),
+                   legs=int(s.get("legs") or 1), last_written=last_written)
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
@@ -354,7 +403,8 @@ def run_details(path: Path) -> dict[str, Any]:
     Returns:
         :meth:`RunInfo.to_dict` plus ``dataset``, ``dataset_hash``, ``dataset_records``,
         ``error`` (a failed run's message), ``checkpoints`` (``[{name, step, path}]``),
-        ``final_dir`` (or None), ``metrics`` (row counts, last and lowest train loss, lowest
+        ``final_dir`` (or None), ``resume`` (``{ok, reason}``: would ``train --resume``
+        continue anything, see ``engine.resume``), ``metrics`` (row counts, last and lowest train loss, lowest
         eval loss, read from metrics.jsonl) and ``config`` (the resolved run config).
     """
     info = run_info(path)
@@ -367,6 +417,9 @@ def run_details(path: Path) -> dict[str, Any]:
     lowest_eval = min(evals, key=lambda r: r["eval_loss"], default=None)
     error = summary.get("error")
     final = path / "final"
+    from engine.resume import resume_point, resume_verdict
+
+    verdict = resume_verdict(resume_point(path, info.status))
     return {
         **info.to_dict(),
         "dataset": config.get("dataset"), "dataset_hash": summary.get("dataset_hash"),
@@ -374,6 +427,7 @@ def run_details(path: Path) -> dict[str, Any]:
         "error": error.get("message") if isinstance(error, dict) else error,
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
         "final_dir": str(final) if final.is_dir() else None,
+        "resume": {"ok": verdict.ok, "reason": verdict.reason},
         "metrics": {"train_rows": len(train), "eval_rows": len(evals),
                     "last_loss": train[-1]["loss"] if train else None,
                     "lowest_loss": lowest["loss"] if lowest else None,
@@ -450,6 +504,8 @@ def cli_show(args: Any) -> int:
         ("dataset hash", _num(d["dataset_hash"])), ("dataset records", _num(d["dataset_records"])),
         ("checkpoints", ", ".join(c["name"] for c in d["checkpoints"]) or "none"),
         ("final", d["final_dir"] or "none"),
+        ("resume", ("yes: " if d["resume"]["ok"] else "no: ") + d["resume"]["reason"]
+         + (f" (finetune-studio train {d['path']}/run.yaml --resume)" if d["resume"]["ok"] else "")),
     ]
     if d["error"]:
         fields.append(("error", str(d["error"])))

@@ -8,6 +8,7 @@ thin ``QAbstractTableModel`` adapter over ``engine.runs.list_runs()``.
 from __future__ import annotations
 
 import html
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.runs import RunInfo, compare_runs, last_checkpoint, list_runs, read_metrics, read_summary
+from engine.resume import resume_point, resume_verdict
+from engine.runs import (
+    RunInfo,
+    checkpoint_step,
+    compare_runs,
+    last_checkpoint,
+    list_runs,
+    read_metrics,
+    read_summary,
+)
 from gui.train.plots import debiased_ema
 
 GiB = 2**30
@@ -51,7 +61,9 @@ CURVE_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"
                 "#bcbd22", "#7f7f7f"]
 METRICS = {"loss": "Training loss", "eval_loss": "Eval loss", "lr": "Learning rate", "grad_norm": "Gradient norm",
            "tokens_per_s": "Tokens / s"}
-RESUMABLE = ("stopped", "interrupted", "failed", "crashed")
+OPEN_CONFIG_TIP = ("Load this run's config into the Train area: Start there makes a new run from it, Resume "
+                   "there continues this run with your changes (a fix, a larger max_steps)")
+RESUME_TIP = "Continue a stopped, interrupted or failed run from its last checkpoint"
 
 
 def _duration(seconds: float | None) -> str:
@@ -71,14 +83,85 @@ def failure_text(run: RunInfo) -> str:
     if not isinstance(error, dict) or not error.get("message"):
         return ""
     step = error.get("step")
-    lines = [f"{run.status.capitalize()}" + (f" at step {step}" if isinstance(step, int) else "") +
-             f": {error['message']}"]
+    # The engine's message often names the step itself ("... non-finite at step 6 ..."): say it once.
+    at_step = f" at step {step}" if isinstance(step, int) and f"step {step}" not in error["message"] else ""
+    lines = [f"{run.status.capitalize()}{at_step}: {error['message']}"]
     if error.get("hint"):
         lines.append(f"Hint: {error['hint']}")
     fix = error.get("fix")
     if isinstance(fix, dict) and fix:
         lines.append("Suggested fix: " + ", ".join(f"{k} = {v}" for k, v in fix.items()))
     return "\n".join(lines)
+
+
+def _ended(run: RunInfo) -> str:
+    """How the run ended, to follow "This run": "failed", "was interrupted"..."""
+    return {"interrupted": "was interrupted", "stopped": "was stopped"}.get(run.status, run.status)
+
+
+def resume_state(run: RunInfo | None) -> tuple[bool, str]:
+    """Whether the Runs area offers Resume for ``run``, and the tooltip that says why (not).
+
+    Only a run that ended early (stopped, interrupted, failed) with a checkpoint, and with steps
+    left, can continue. A completed run has nothing left to train: the engine would only
+    rewrite final/ from its last checkpoint, so it is not offered (``engine.resume``).
+    Resume here continues with the run's saved config; to change it first (a suggested fix, a
+    larger max_steps), Open config makes that run the Train area's, whose Resume uses the form.
+    """
+    if run is None:
+        return False, "Select one run to resume it"
+    verdict = resume_verdict(resume_point(run.path, run.status))
+    tip = verdict.reason
+    if verdict.finished:
+        tip += " To train it further, Open config, raise max_steps in the Train area and press Resume there."
+    elif verdict.ok:
+        tip += " It resumes with the same config (its run.yaml)"
+        if run.status in ("failed", "crashed"):
+            tip += ", which failed once; to change it first (e.g. the suggested fix), Open config, edit it in " \
+                   "the Train area and press Resume there"
+        tip += "."
+    return verdict.ok, tip
+
+
+def interrupted_text(ckpt: Path | None, logged_step: int | None = None) -> str:
+    """What an interrupted run's details say: what happened and what Resume would do.
+
+    Args:
+        ckpt: the run's last checkpoint.
+        logged_step: the last step in its metrics.jsonl; steps after the checkpoint are lost
+            and trained again on resume (their curve points are replaced).
+    """
+    text = "Interrupted: the worker ended without finishing (killed, crashed or the machine went down)"
+    if ckpt is None:
+        return text + " before its first checkpoint; open its config to start it again."
+    step = checkpoint_step(ckpt)
+    lost = (logged_step or 0) - step
+    later = (f"; step {logged_step}, logged after it, is trained again" if lost == 1 else
+             f"; steps {step + 1}–{logged_step}, logged after it, are trained again" if lost > 1 else "")
+    return text + f". Resume continues from {ckpt.name}{later}."
+
+
+def try_tip(run: RunInfo | None) -> str:
+    """The "Try it" tooltip: what it opens, or why there is nothing to try."""
+    if run is None:
+        return "Select one run to try its adapter"
+    if (run.path / "final").is_dir():
+        return "Open this run's adapter (its final/ folder) in the Adapters playground"
+    if run.status == "running":
+        return "This run is still training: its adapter is saved to final/ when it ends"
+    tip = f"This run {_ended(run)} before saving its adapter (no final/ folder)"
+    return tip + (": resume it to finish it" if resume_state(run)[0] else "")
+
+
+class StepAxis(pg.AxisItem):
+    """An x axis of optimizer steps: whole numbers only (a 3-step run read "step 1.2, 1.4...")."""
+
+    def tickValues(self, minVal: float, maxVal: float, size: float) -> list:  # noqa: N802, N803 - pyqtgraph's API
+        levels = [(spacing, values) for spacing, values in super().tickValues(minVal, maxVal, size)
+                  if spacing >= 1]
+        if not levels and math.isfinite(minVal) and math.isfinite(maxVal):
+            levels = [(1.0, [float(v) for v in range(math.ceil(minVal), math.floor(maxVal) + 1)])]
+        return levels
 
 
 class RunsTableModel(QAbstractTableModel):
@@ -189,9 +272,9 @@ class RunsArea(QWidget):
 
         self.refresh_button = QPushButton("Refresh")
         self.config_button = QPushButton("Open config")
-        self.config_button.setToolTip("Load this run's config into the Train area (for a new run)")
+        self.config_button.setToolTip(OPEN_CONFIG_TIP)
         self.resume_button = QPushButton("Resume")
-        self.resume_button.setToolTip("Continue this stopped or interrupted run from its last checkpoint")
+        self.resume_button.setToolTip(RESUME_TIP)
         self.folder_button = QPushButton("Open folder")
         self.folder_button.setToolTip("Show the run folder (checkpoints, metrics, final adapter, model card)")
         self.try_button = QPushButton("Try it")
@@ -214,7 +297,7 @@ class RunsArea(QWidget):
         self.smooth.setChecked(True)
         self.log_y = QCheckBox("Log scale")
         pg.setConfigOptions(antialias=False, background="w", foreground="#333")
-        self.plot = pg.PlotWidget()
+        self.plot = pg.PlotWidget(axisItems={"bottom": StepAxis(orientation="bottom")})
         self.plot.showGrid(x=True, y=True, alpha=1.0)  # opaque light lines: cheap to draw, calm to read
         for name in ("left", "bottom"):
             self.plot.getAxis(name).setPen(pg.mkPen("#555"))
@@ -316,11 +399,15 @@ class RunsArea(QWidget):
         run = self._current()
         self.config_button.setEnabled(run is not None and (run.path / "run.yaml").exists())
         self.folder_button.setEnabled(run is not None)
-        resumable = run is not None and run.status in RESUMABLE and last_checkpoint(run.path) is not None
+        resumable, why = resume_state(run)
         self.resume_button.setEnabled(resumable)
-        self.resume_button.setToolTip("Continue this run from its last checkpoint" if resumable else
-                                      "Only a stopped or interrupted run with a checkpoint can be resumed")
+        self.resume_button.setToolTip(why)
         self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
+        self.try_button.setToolTip(try_tip(run))
+        self.config_button.setToolTip(
+            "Select one run to open its config" if run is None else
+            OPEN_CONFIG_TIP if self.config_button.isEnabled() else
+            f"{run.name} has no run.yaml")
         runs = self.selected_runs()
         self.summary.setToolTip("")  # the differences of an earlier multi-selection
         if run is not None:
@@ -329,6 +416,10 @@ class RunsArea(QWidget):
             failure = failure_text(run)
             if failure:
                 text += "<br><span style='color:#d0342c'>" + html.escape(failure).replace("\n", "<br>") + "</span>"
+            elif run.status == "interrupted":
+                logged = max((r["step"] for r in self._metrics(run.path) if isinstance(r.get("step"), int)),
+                             default=None)
+                text += "<br><span style='color:#b06f00'>" + html.escape(interrupted_text(ckpt, logged)) + "</span>"
             self.summary.setText(text)
         elif len(runs) > 1:
             self.summary.setText(self._differences_text(runs))
@@ -384,8 +475,11 @@ class RunsArea(QWidget):
             y = np.array([r[key] for r in rows], dtype=float)
             if self.smooth.isChecked() and key in ("loss", "grad_norm", "tokens_per_s"):
                 y = debiased_ema(y, 0.9)
+            # A line needs two points: a run that logged one step (failed at step 2) gets a dot,
+            # or its legend entry would name a curve nobody can see.
+            dots = key == "eval_loss" or np.isfinite(y).sum() < 2
             curve = self.plot.plot(x, y, pen=pg.mkPen(CURVE_COLORS[i], width=2), name=run.name,
-                                   symbol="o" if key == "eval_loss" else None, symbolSize=5,
+                                   symbol="o" if dots else None, symbolSize=5 if key == "eval_loss" else 7,
                                    symbolBrush=CURVE_COLORS[i], symbolPen=None)
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
@@ -411,7 +505,7 @@ class RunsArea(QWidget):
 
     def _on_resume(self) -> None:
         run = self._current()
-        if run is not None:
+        if run is not None and resume_state(run)[0]:
             self.sig_resume_run.emit(str(run.path))
 
     def _on_open_folder(self) -> None:

@@ -152,7 +152,7 @@ class TrainArea(QWidget):
         self._started_at: float | None = None
         self._max_steps = 0
         self._progress_shown = 0.0
-        self._resumable = False
+        self._resume_point: Any = None  # engine.resume.ResumePoint of run_dir, read when the run changes
 
         self._build()
         self._connect()
@@ -201,12 +201,17 @@ class TrainArea(QWidget):
         except ConfigErrors as e:
             self._show_banner(f"Could not open {path}:\n{e.message}")
             return False
-        if (path.parent / "summary.json").exists():
-            # A finished run's config: a new run from it gets a folder of its own.
+        run_folder = (path.parent / "summary.json").exists()
+        if run_folder:
+            # A finished run's config: Start makes a new run from it, in a folder of its own;
+            # Resume continues that run with the form (after a fix, or with a larger max_steps).
             cfg = cfg.replace(output_dir="", run_name="")
         self.config_model.set_config(cfg)
         self._set_base(path)
         self.log.append(f"opened run config {path}")
+        if run_folder and not self.run.is_active():  # never retarget the run being watched
+            self.run_dir = str(path.parent)
+            self._update_buttons(run_changed=True)
         return True
 
     def save_config_file(self, path: str | Path) -> Path:
@@ -283,6 +288,12 @@ class TrainArea(QWidget):
         path = Path(path)
         if self.run.is_active():
             self._show_banner("A run is already in progress; stop it before resuming another.")
+            return False
+        from engine.resume import resume_point, resume_verdict
+
+        verdict = resume_verdict(resume_point(path))
+        if not verdict.ok:
+            self._show_banner(f"Nothing to resume in {path.name}: {verdict.reason}")
             return False
         try:
             cfg = RunConfig.load(path / "run.yaml")
@@ -393,7 +404,7 @@ class TrainArea(QWidget):
         self.start_button.setToolTip("Start training this config in a worker process")
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue the last run from its newest checkpoint, with the form's "
-                                      "settings (e.g. after applying a fix)")
+                                      "settings (e.g. after applying a fix or raising max_steps)")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop after the current step and save a checkpoint")
         self.save_now_button = QPushButton("Save now")
@@ -602,20 +613,42 @@ class TrainArea(QWidget):
     def _update_buttons(self, *, run_changed: bool = False) -> None:
         active = self.run.is_active()
         valid = not self.config_model.errors()
-        if run_changed:  # a folder listing: only when the run's state changed, not per keystroke
-            from engine.runs import last_checkpoint
+        if run_changed:  # reads the run folder: only when the run's state changed, not per keystroke
+            from engine.resume import resume_point
 
-            self._resumable = bool(self.run_dir) and last_checkpoint(Path(self.run_dir)) is not None
-        resumable = self._resumable
+            self._resume_point = resume_point(Path(self.run_dir)) if self.run_dir else None
+        resumable, why = self._resume_state(active, valid)
         self.start_button.setEnabled(not active and valid)
         self.start_button.setToolTip("Start training this config in a worker process" if valid else
                                      "Fix the problems listed above first")
-        self.resume_button.setEnabled(not active and valid and resumable)
+        self.resume_button.setEnabled(resumable)
+        self.resume_button.setToolTip(why)
         self.stop_button.setEnabled(active)
         self.stop_button.setText("Kill…" if active and self.run.stop_requested else "Stop")
         self.save_now_button.setEnabled(active and not self.run.stop_requested)
         for w in (self.preset_button, self.open_button):
             w.setEnabled(not active)
+
+    def _resume_state(self, active: bool, valid: bool) -> tuple[bool, str]:
+        """Whether Resume would continue the last run with the form's plan, and why (not)."""
+        if active:
+            return False, "A run is in progress"
+        if self._resume_point is None or not self.run_dir:
+            return False, ("No run to resume: Resume continues the last run started here, or the run whose "
+                           "config you opened from the Runs area")
+        from engine.resume import resume_verdict
+
+        values = self.config_model.values()
+        max_steps, epochs = values.get("max_steps"), values.get("num_epochs")
+        verdict = resume_verdict(self._resume_point, max_steps=max_steps if isinstance(max_steps, int) else None,
+                                 num_epochs=epochs if isinstance(epochs, (int, float)) else None)
+        name = Path(self.run_dir).name
+        if not verdict.ok:
+            tip = f"{name}: {verdict.reason}"
+            return False, tip + (" Raise max_steps in the form to continue it." if verdict.finished else "")
+        if not valid:
+            return False, f"{name} can be resumed; fix the problems listed above first"
+        return True, f"{name}: {verdict.reason} Resume uses the form's settings (e.g. after applying a fix)."
 
     # ---- Slots: background jobs
     def _on_background_done(self, tag: str, result: Any) -> None:

@@ -67,11 +67,54 @@ def test_show_plain_text(capsys):
     make_run("20261128-100000-lora", status="failed", error="CUDA out of memory")
     assert cli_show(show("20261128-100000-lora", as_json=False)) == 0
     out = capsys.readouterr().out
-    for line in ("status             failed", "duration           1 min 05 s", "final loss         0.5000",
+    # The summary's last step only: a failed run's mean comes from its curve (steps 1-10 of 3/i).
+    for line in ("status             failed", "duration           1 min 05 s",
+                 f"final loss         {sum(3.0 / i for i in range(1, 11)) / 10:.4f} (mean of the last 10 steps; "
+                 "last step 0.5000)",
                  "peak GPU memory    3.00 GiB", "checkpoints        checkpoint-5, checkpoint-10",
                  "error              CUDA out of memory", "config (run.yaml):", "  learning_rate: 0.0002",
                  "  trust_remote_code: false"):
         assert line in out
+
+
+def test_show_says_whether_resume_would_continue_anything(capsys):
+    make_run("done", steps=10)  # completed at step 10 of 10
+    make_run("cut", steps=10, status="stopped", checkpoints=(5,))
+    (runs_dir() / "cut" / "final").rmdir()
+    (runs_dir() / "cut" / "checkpoint-5" / "trainer_state.json").write_text("{}")  # complete: Trainer writes it last
+    make_run("early", steps=10, status="failed", checkpoints=(), error="loss is NaN")
+    verdicts = {}
+    for name in ("done", "cut", "early"):
+        assert cli_show(show(name)) == 0
+        verdicts[name] = json.loads(capsys.readouterr().out)["resume"]
+    assert not verdicts["done"]["ok"] and "nothing is left to train" in verdicts["done"]["reason"]
+    assert verdicts["cut"]["ok"] and "checkpoint-5 (step 5 of 10)" in verdicts["cut"]["reason"]
+    assert not verdicts["early"]["ok"] and "before its first checkpoint" in verdicts["early"]["reason"]
+    assert cli_show(show("cut", as_json=False)) == 0
+    out = capsys.readouterr().out
+    assert "resume             yes: Continue this stopped run from checkpoint-5" in out
+    assert f"train {runs_dir() / 'cut'}/run.yaml --resume)" in out
+
+
+def test_a_killed_run_reads_its_loss_steps_and_duration_from_what_it_wrote():
+    from engine.runs import run_info
+
+    path = make_run("killed", steps=6, status="running")
+    summary = json.loads((path / "summary.json").read_text())
+    for key in ("finished", "step", "final_loss"):
+        summary.pop(key)
+    summary["pid"] = 2**22 + 12345  # no such process: the worker is gone
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "worker.pid").write_text(str(summary["pid"]))
+    os.utime(path / "metrics.jsonl", (summary["started"] + 42, summary["started"] + 42))
+    for name in ("summary.json", "events.jsonl"):
+        if (path / name).exists():
+            os.utime(path / name, (summary["started"] + 30, summary["started"] + 30))
+    info = run_info(path)
+    assert info.status == "interrupted"
+    assert info.steps == 6 and info.final_loss == pytest.approx(3.0 / 6)
+    assert info.final_loss_mean == pytest.approx(sum(3.0 / i for i in range(1, 7)) / 6)
+    assert info.duration_s == pytest.approx(42)
 
 
 def test_unknown_run_suggests_the_closest(capsys):

@@ -153,12 +153,13 @@ def test_a_failed_run_says_why_it_failed(qtbot, studio_home):
     qtbot.addWidget(area)
     area.select_paths([path])
     text = area.summary.text()
-    assert "Failed at step 4: the loss became non-finite" in text
+    # The message names the step already: said once, not "Failed at step 4: ... at step 4".
+    assert "Failed: the loss became non-finite at step 4" in text and text.count("step 4") == 1
     assert "nan_policy is &#x27;stop&#x27;" in text  # escaped: the label is rich text
     assert "lower the learning rate" in text and "learning_rate = 5.0" in text
     row = next(r for r in range(area.model.rowCount()) if area.model.runs[r].path == path)
     tip = area.model.data(area.model.index(row, COLUMNS.index("Status")), Qt.ItemDataRole.ToolTipRole)
-    assert tip.startswith("Failed at step 4: the loss became non-finite")
+    assert tip.startswith("Failed: the loss became non-finite at step 4")
     done = next(r for r in area.model.runs if r.status == "completed")
     area.select_paths([done.path])
     assert "Failed" not in area.summary.text()
@@ -180,3 +181,124 @@ def test_an_empty_config_value_is_shown_as_a_dash_when_comparing(qtbot, studio_h
     assert "run_name</b>" in text
     assert "'></span>" not in text  # no empty coloured value
     assert ">–</span>" in text and ">my ia3</span>" in text
+
+
+@pytest.mark.parametrize(("status", "checkpoint", "enabled", "says"), [
+    ("completed", True, False, "nothing is left to train"),
+    ("completed", False, False, "raise max_steps"),
+    ("stopped", True, True, "from checkpoint-12 (step 12 of 20)"),
+    ("stopped", False, False, "before its first checkpoint"),
+    ("failed", True, True, "with the same config"),
+    ("failed", False, False, "nothing to resume from"),
+    ("crashed", True, True, "from checkpoint-12"),
+    ("unknown", True, False, "status is 'unknown'"),
+])
+def test_resume_is_offered_only_for_a_run_that_can_continue(qtbot, studio_home, status, checkpoint, enabled, says):
+    """A completed run has nothing left to train (the engine would only rewrite final/): no Resume.
+
+    A run that ended early needs a checkpoint to continue from; the tooltip says which and why.
+    """
+    path = make_run("20261128-100000-lora", status, steps=12, checkpoint=checkpoint, final=status == "completed")
+    cfg = RunConfig(max_steps=20)
+    cfg.save(path / "run.yaml")  # what a resume reads: the plan is 20 steps, the run got to 12
+    summary = json.loads((path / "summary.json").read_text())
+    summary["config"] = cfg.to_dict()
+    (path / "summary.json").write_text(json.dumps(summary))
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([path])
+    assert area.resume_button.isEnabled() is enabled
+    assert says in area.resume_button.toolTip()
+
+
+def test_resume_of_a_run_already_at_its_last_step_says_it_only_writes_final(qtbot, studio_home):
+    """An interrupted run whose newest checkpoint is its last step: resuming writes final/ (engine/train.py)."""
+    path = make_run("20261128-120000-full", "running", steps=5, checkpoint=True, pid=2**22 + 12345)
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([path])
+    assert area.resume_button.isEnabled()
+    assert "already at the last step (5 of 5)" in area.resume_button.toolTip()
+    assert "final/" in area.resume_button.toolTip()
+
+
+def test_resume_tooltip_without_a_single_selection(qtbot, runs):
+    area = RunsArea()
+    qtbot.addWidget(area)
+    assert not area.resume_button.isEnabled() and area.resume_button.toolTip() == "Select one run to resume it"
+    area.select_paths([runs["done"]])
+    area.select_paths([runs["done"], runs["stopped"]])
+    assert not area.resume_button.isEnabled() and area.resume_button.toolTip() == "Select one run to resume it"
+
+
+def test_a_failure_message_without_its_step_gets_it_from_the_error(qtbot, studio_home):
+    path = make_run("20261128-130000-lora", "failed", steps=4)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["error"] = {"kind": "data", "message": "record 7 has no 'output'", "step": 3}
+    (path / "summary.json").write_text(json.dumps(summary))
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([path])
+    assert "Failed at step 3: record 7 has no &#x27;output&#x27;" in area.summary.text()
+
+
+def test_an_interrupted_run_says_what_happened_and_what_resume_does(qtbot, runs):
+    """The details of an interrupted run explain it, not just its folder (the Status tooltip alone hid it)."""
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([runs["dead"]])
+    text = area.summary.text()
+    assert "Interrupted: the worker ended without finishing" in text
+    assert "Resume continues from checkpoint-5." in text
+    with (runs["dead"] / "metrics.jsonl").open("a") as f:  # killed two steps after its checkpoint
+        f.write(json.dumps({"step": 6, "loss": 0.5}) + "\n" + json.dumps({"step": 7, "loss": 0.4}) + "\n")
+    area.select_paths([])
+    area.select_paths([runs["dead"]])
+    assert "Resume continues from checkpoint-5; steps 6–7, logged after it, are trained again." in area.summary.text()
+    path = make_run("20261128-130000-lora", "running", steps=7, pid=2**22 + 12346)  # died before a checkpoint
+    area.refresh()
+    area.select_paths([path])
+    assert "before its first checkpoint; open its config to start it again." in area.summary.text()
+
+
+def test_try_it_says_why_there_is_nothing_to_try(qtbot, runs):
+    """A disabled "Try it" says why (no final/ yet) instead of describing what it would do."""
+    area = RunsArea()
+    qtbot.addWidget(area)
+    assert area.try_button.toolTip() == "Select one run to try its adapter"
+    area.select_paths([runs["done"]])
+    assert area.try_button.isEnabled() and "final/" in area.try_button.toolTip()
+    area.select_paths([runs["stopped"]])
+    assert not area.try_button.isEnabled()
+    assert area.try_button.toolTip() == ("This run was stopped before saving its adapter (no final/ folder): "
+                                         "resume it to finish it")
+
+
+def test_the_step_axis_shows_whole_steps_only(qtbot, studio_home):
+    """A 3-step run's curve spans 1..3: its axis must not read "step 1.2, 1.4, ..."."""
+    path = make_run("20261128-100000-lora", "completed", steps=3, final=True)
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([path])
+    axis = area.plot.getAxis("bottom")
+    levels = axis.tickValues(0.9, 3.1, 1000)
+    values = [v for _, vs in levels for v in vs]
+    assert values and all(float(v).is_integer() for v in values)
+    assert {1.0, 2.0, 3.0} <= set(values)
+    many = [v for _, vs in axis.tickValues(0, 1000, 1000) for v in vs]
+    assert 500.0 in many  # a long run keeps pyqtgraph's own spacing
+
+
+def test_a_run_with_one_logged_step_is_drawn_as_a_dot(qtbot, studio_home):
+    """A run that failed at step 2 logged one loss: a line of one point draws nothing, so it gets a dot."""
+    path = make_run("20261128-170000-lora", "failed", steps=1)
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([path])
+    curve = area.curves[str(path)]
+    assert len(curve.getData()[0]) == 1
+    assert curve.opts["symbol"] == "o"
+    longer = make_run("20261128-180000-lora", "completed", steps=5)
+    area.refresh()
+    area.select_paths([longer])
+    assert area.curves[str(longer)].opts["symbol"] is None  # a line of 5 steps needs no dots
