@@ -9,7 +9,9 @@ commits of one typing burst in one field merge into one undo step.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFontDatabase, QKeySequence, QTextCursor
@@ -40,6 +42,10 @@ _SHAREGPT_TAGS = ("human", "gpt", "system", "function_call", "observation")
 _ALPACA_FIELDS = (("instruction", 3), ("input", 2), ("output", 4), ("system", 2))
 _ERROR_STYLE = "color: #b71c1c;"
 _FINDING_STYLE = "color: #8a5a00;"
+# The marks and colours of the Checks tab (lint_panel.py), so an error reads as an error everywhere.
+_SEVERITY_MARK = {"error": "✖", "warning": "⚠", "info": "ℹ"}
+_SEVERITY_COLOR = {"error": "#be1e1e", "warning": "#8a5a00", "info": "#3c6eaa"}
+_SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 _CAPTION_STYLE = "color: #555; font-weight: 600; margin-top: 6px;"
 
 
@@ -200,6 +206,7 @@ class RecordForm(QWidget):
         self.json_button.toggled.connect(self._on_json_toggled)
         self.findings = QLabel()
         self.findings.setWordWrap(True)
+        self.findings.setTextFormat(Qt.TextFormat.RichText)
         self.findings.setStyleSheet(_FINDING_STYLE)
         self.findings.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         head = QHBoxLayout()
@@ -390,9 +397,19 @@ class RecordForm(QWidget):
         state = " · broken" if record.broken else ""
         self.title.setText(f"Record {index + 1:,}{of} · {where}{state}")
         # A broken record's parse error is shown above its text already.
-        lines = [f"⚠ {getattr(f, 'rule', '?')}: {getattr(f, 'message', f)}" for f in (findings or [])
-                 if not (record.broken and getattr(f, "rule", "") == "broken-record")]
-        self.findings.setText("\n".join(lines[:8]) + (f"\n… {len(lines) - 8} more" if len(lines) > 8 else ""))
+        shown = sorted((f for f in (findings or [])
+                        if not (record.broken and getattr(f, "rule", "") == "broken-record")),
+                       key=lambda f: _SEVERITY_ORDER.get(getattr(f, "severity", ""), 1))
+        lines = []
+        for f in shown[:8]:
+            severity = getattr(f, "severity", "warning")
+            text = html.escape(f"{_SEVERITY_MARK.get(severity, '⚠')} {getattr(f, 'rule', '?')}: "
+                               f"{getattr(f, 'message', f)}")
+            lines.append(f"<span style='color:{_SEVERITY_COLOR.get(severity, _SEVERITY_COLOR['warning'])}'>"
+                         f"{text}</span>")
+        if len(shown) > 8:
+            lines.append(f"… {len(shown) - 8} more (Checks tab)")
+        self.findings.setText("<br>".join(lines))
         self.findings.setVisible(bool(lines))
 
     def _show_raw(self, text: str, error: str | None) -> None:
@@ -424,12 +441,12 @@ class RecordForm(QWidget):
                                    "version until the text parses.")
         elif error and self.container == RecordFormat.CSV:
             # A broken row is fixed by typing the record as JSON (Record.fix); saving writes it as a row.
-            where = f" (file line {rec.line})" if rec is not None and rec.line else ""
+            where, error = _where_broken(rec, error)
             self.raw_error.setText(f"Not a valid CSV row{where}: {error}. Replace the text below with the "
                                    'record as a JSON object, e.g. {"instruction": "…", "output": "…"}; it is '
                                    "saved as a CSV row. Until then the row is kept as it is, and is never dropped.")
         elif error:
-            where = f" (record from file line {rec.line})" if rec is not None and rec.line else ""
+            where, error = _where_broken(rec, error)
             self.raw_error.setText(f"Not valid JSON{where}: {error}. Fix the text below; the record "
                                    "is kept as it is until it parses, and is never dropped.")
         else:
@@ -630,3 +647,17 @@ class RecordForm(QWidget):
         turn.deleteLater()
         self._on_field_changed("turns")
         self.seal()
+
+
+def _where_broken(rec: Record | None, error: str) -> tuple[str, str]:
+    """Where a broken record's error is, said once: the reader's "line 7, column 84: ..." names
+    the file line already; an error in retyped text names a line of the text box instead."""
+    m = re.match(r"line (\d+), column (\d+): (.*)", error, re.S)
+    if rec is None or not rec.line:
+        return "", error
+    if m and int(m.group(1)) == rec.line:
+        return f" at file line {rec.line}, column {m.group(2)}", m.group(3)
+    if m:
+        return f" at line {m.group(1)}, column {m.group(2)} of the text below (the record from file line " \
+               f"{rec.line})", m.group(3)
+    return f" (the record from file line {rec.line})", error

@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.data.lint import TAG_FIELDS
+
 MAX_ITEMS_PER_RULE = 300  # a rule with 10,000 hits is filtered in the table, not listed here
 FindingRole = Qt.ItemDataRole.UserRole + 1
 _SEVERITY_COLORS = {"error": QColor(190, 30, 30), "warning": QColor(170, 110, 0), "info": QColor(60, 110, 170)}
@@ -42,6 +44,21 @@ def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
     plot.setMinimumHeight(150)
+
+
+def balance_note_text(source: str, languages: str = "") -> str:
+    """The note under the task-type chart: where the types come from, then the language shares.
+
+    The engine's ``source`` is a bare phrase ("tag field", or "inferred from the instruction
+    (keyword table)"); "Types tag field." read as a typo.
+    """
+    if source == "tag field":
+        where = f"Task types from each record's tag field ({', '.join(TAG_FIELDS[:-1])} or {TAG_FIELDS[-1]})."
+    elif source:
+        where = f"Task types {source}."
+    else:
+        where = ""
+    return " ".join(filter(None, (where, f"Languages: {languages}." if languages else "")))
 
 
 class NoteLabel(QLabel):
@@ -263,7 +280,7 @@ class LintPanel(QWidget):
         langs = (stats.get("languages") or {}).get("shares") or {}
         lang_text = ", ".join(f"{k} {v:.0%}" for k, v in langs.items())
         source = tt.get("source", "")
-        self.balance_note.setText(f"Types {source}." + (f" Languages: {lang_text}." if lang_text else ""))
+        self.balance_note.setText(balance_note_text(source, lang_text))
 
     def _draw_lengths(self, stats: dict) -> None:
         info = stats.get("length") or {}

@@ -298,9 +298,10 @@ class RecordTableModel(QAbstractTableModel):
             return _BROKEN_BRUSH if rec.broken else None
         if role == _FOREGROUND:
             if column.key == "#status":
-                if rec.broken or any(getattr(f, "severity", "") == "error" for f in self.findings_for(rec)):
+                severities = {getattr(f, "severity", "warning") for f in self.findings_for(rec)}
+                if rec.broken or "error" in severities:
                     return _ERROR_BRUSH
-                return _WARN_BRUSH
+                return _WARN_BRUSH if severities - {"info"} else _MUTED_BRUSH
             return _MUTED_BRUSH if column.key == "#turns" else None
         if role == _ALIGN:
             return _CENTER if column.key in ("#status", "#turns") else None
@@ -363,7 +364,8 @@ class RecordTableModel(QAbstractTableModel):
                 return column.title
             if role == Qt.ItemDataRole.ToolTipRole:
                 if column.key == "#status":
-                    return "✖ broken record (not valid JSON), ⚠ lint findings"
+                    return ("✖ broken record (not valid JSON) or lint errors, ⚠ lint warnings, ℹ lint notes; "
+                            "the number counts the record's findings")
                 return f"field '{column.key}'" if not column.key.startswith(("#", "@")) else None
             return None
         if not 0 <= section < len(self._records):
@@ -456,8 +458,13 @@ class RecordTableModel(QAbstractTableModel):
     def _status_text(self, rec: Record) -> str:
         if rec.broken:
             return "✖"
-        n = len(self.findings_for(rec))
-        return f"⚠ {n}" if n else ""
+        findings = self.findings_for(rec)
+        if not findings:
+            return ""
+        # The mark of the worst finding, as in the Checks tab: an error is ✖ (it is drawn red), not ⚠.
+        severities = {getattr(f, "severity", "warning") for f in findings}
+        mark = "✖" if "error" in severities else "⚠" if severities - {"info"} else "ℹ"
+        return f"{mark} {len(findings)}"
 
     def _tooltip(self, rec: Record, column: Column, col: int) -> str | None:
         if column.key == "#status":

@@ -30,6 +30,7 @@ from gui.train.fields import FieldEditor, label_for, make_editor, tooltip_for
 
 LOAD_LABELS = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8 (LLM.int8)", "nf4": "nf4 (4-bit)"}
 MIXED_LABELS = {"no": "no AMP", "fp16": "fp16 AMP", "bf16": "bf16 AMP"}
+CHOSEN_IMPOSSIBLE_STYLE = "QRadioButton { color: #b71c1c; font-weight: bold; }"
 # When a new method rules out the current precision, the first valid one of these is chosen.
 PREFERRED = (("bf16", "bf16"), ("nf4", "bf16"), ("fp32", "no"), ("fp32", "bf16"), ("fp16", "fp16"),
              ("fp32", "fp16"), ("int8", "bf16"), ("int8", "no"), ("nf4", "no"), ("nf4", "fp16"))
@@ -159,20 +160,29 @@ class PrecisionGrid(QWidget):
     def refresh(self) -> None:
         """Recompute which cells are possible for the method on this machine."""
         method, env = self.model.get("method"), self.model.environment
+        current = (self.model.get("load_in"), self.model.get("mixed_precision"))
         for (li, mp), cell in self.cells.items():
             try:
                 reason = invalid_reason(method, li, mp, env)
             except Exception as e:  # noqa: BLE001 - an unknown method from a bad YAML
                 reason = str(e)
             self.reasons[(li, mp)] = reason
-            cell.setEnabled(reason is None)
+            # The chosen cell stays visible (checked, in red) when it is not possible here, e.g.
+            # int8 from a YAML on a CPU-only machine: otherwise nothing in the grid looks chosen.
+            chosen = reason is not None and (li, mp) == current
+            cell.setEnabled(reason is None or chosen)
             cell.setText("" if reason is None else "✕")
-            cell.setToolTip(f"load_in: {li}, mixed_precision: {mp}\n" +
-                            ("Possible." if reason is None else f"Not possible: {reason}"))
+            cell.setStyleSheet(CHOSEN_IMPOSSIBLE_STYLE if chosen else "")
+            where = f"load_in: {li}, mixed_precision: {mp}\n"
+            if chosen:
+                cell.setToolTip(where + f"Chosen, but not possible: {reason}\nPick one of the possible cells.")
+            else:
+                cell.setToolTip(where + ("Possible." if reason is None else f"Not possible: {reason}"))
         self._check_current()
 
     def is_enabled(self, load_in: str, mixed_precision: str) -> bool:
-        return self.cells[(load_in, mixed_precision)].isEnabled()
+        """Whether this combination is possible for the method on this machine."""
+        return self.reasons.get((load_in, mixed_precision)) is None
 
     # ---- Internals
     def _check_current(self) -> None:
@@ -191,7 +201,5 @@ class PrecisionGrid(QWidget):
         self.model.update({"load_in": li, "mixed_precision": mp})
 
     def _on_model_changed(self, keys: set[str]) -> None:
-        if not keys or keys & {"method", "device"}:
-            self.refresh()
-        elif keys & {"load_in", "mixed_precision"}:
-            self._check_current()
+        if not keys or keys & {"method", "device", "load_in", "mixed_precision"}:
+            self.refresh()  # the chosen cell's look depends on whether it is possible

@@ -14,7 +14,7 @@ def test_broken_record_is_shown_as_raw_text_and_fixed_in_place(make_editor, brok
     ed.select_record(2)
     form = ed.form
     assert form.pages.currentIndex() == 3  # raw page
-    assert "line 3" in form.raw_error.text().lower() and "Expecting" in form.raw_error.text()
+    assert "Not valid JSON at file line 3, column" in form.raw_error.text() and "Expecting" in form.raw_error.text()
     assert form.raw.toPlainText().startswith('{"instruction": "Count to three"')
 
     form.raw.setPlainText(form.raw.toPlainText() + " oops")  # still broken: stays raw
@@ -22,6 +22,10 @@ def test_broken_record_is_shown_as_raw_text_and_fixed_in_place(make_editor, brok
     rec = ed.dataset().records[2]
     assert rec.broken and rec.raw.endswith(" oops")
     assert form.pages.currentIndex() == 3
+    form.raw.setPlainText('{"instruction": "Count to three",\n "output": }')  # retyped over two lines
+    form.flush()
+    # The error's line is now the text box's, and the form says so.
+    assert "at line 2, column 12 of the text below (the record from file line 3)" in form.raw_error.text()
 
     form.raw.setPlainText('{"instruction": "Count to three", "input": "",\n "output": "1, 2, 3"}')
     form.flush()
@@ -131,7 +135,8 @@ def test_a_broken_csv_row_is_called_a_csv_row_and_fixed_as_json(make_editor, tmp
     assert "1 record in bad.csv is not a valid CSV row" in text and "JSON" not in text
     assert ed.count_label.text() == "1 record"
     ed.select_record(0)
-    assert "Not a valid CSV row (file line 2)" in ed.form.raw_error.text()
+    assert "Not a valid CSV row at file line 2, column" in ed.form.raw_error.text()
+    assert ed.form.raw_error.text().count("line 2") == 1  # said once
     assert "JSON object" in ed.form.raw_error.text()
     ed.form.raw.setPlainText('{"instruction": "a,b", "output": "c,d"}')
     ed.form.flush()
@@ -176,3 +181,21 @@ def test_untouched_fields_keep_their_type(make_editor, tmp_path):
     ed.form.field_edit("instruction").setPlainText("b")
     ed.form.flush()
     assert ed.dataset().records[0].peek() == {"instruction": "b", "input": "", "output": ["x", "y"], "score": 3}
+
+
+def test_findings_above_the_record_read_as_their_severity(make_editor, tmp_path):
+    """An error ('output' is empty) is marked ✖ in red as in the Checks tab, not ⚠ like a warning."""
+    path = tmp_path / "mixed.jsonl"
+    records = [{"instruction": "Classify this review", "input": "Great mug", "output": ""},
+               {"instruction": "Name a colour", "input": "", "output": "Blue"},
+               {"instruction": "Name a colour", "input": "", "output": "Blue"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    ed = make_editor(path)
+    ed.select_record(0)
+    text = ed.form.findings.text()
+    assert ed.form.findings.isVisibleTo(ed.form)
+    assert "✖ empty-field: &#x27;output&#x27; is empty" in text and "color:#be1e1e" in text
+    assert "⚠" not in text
+    ed.select_record(2)
+    text = ed.form.findings.text()
+    assert "⚠ duplicate: duplicates record 2" in text and "color:#8a5a00" in text and "✖" not in text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gui.dataset.lint_panel import FindingRole
+from gui.dataset.lint_panel import FindingRole, balance_note_text
 
 
 def test_findings_grouped_by_rule_and_clickable(make_editor, demo_copy, qtbot):
@@ -75,7 +75,9 @@ def test_edits_trigger_a_fresh_check(make_editor, small_dataset, qtbot):
         ed.form.flush()
     empty = [f for f in sig.args[0].findings if f.index == 0 and f.rule in ("empty-field", "missing-field")]
     assert empty
-    assert ed.model.data(ed.model.index(0, 0)).startswith("⚠")
+    # An empty field is an error: marked ✖ (and drawn red) as in the Checks tab, not ⚠ like a warning.
+    assert any(f.severity == "error" for f in empty)
+    assert ed.model.data(ed.model.index(0, 0)).startswith("✖")
 
 
 def test_big_files_are_checked_in_a_child_process(make_editor, small_dataset, qtbot):
@@ -93,3 +95,14 @@ def test_big_files_are_checked_in_a_child_process(make_editor, small_dataset, qt
     assert (0, "empty-field") in rules or (0, "missing-field") in rules
     assert child.counts["records"] == in_thread.counts["records"]
     assert {f.rule for f in in_thread.findings} <= {f.rule for f in child.findings}
+
+
+def test_the_task_type_note_says_where_the_types_come_from(make_editor, demo_copy):
+    """The demo's records carry a ``task`` tag: the note said "Types tag field.", which read as a typo."""
+    ed = make_editor(demo_copy)
+    note = ed.lint_panel.balance_note.text()
+    assert note.startswith("Task types from each record's tag field (task, category, type or task_type).")
+    assert "Languages: en " in note
+    assert balance_note_text("inferred from the instruction (keyword table)") == \
+        "Task types inferred from the instruction (keyword table)."
+    assert balance_note_text("", "en 100%") == "Languages: en 100%."

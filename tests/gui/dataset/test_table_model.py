@@ -82,3 +82,24 @@ def test_lazy_records_stay_lazy(small_dataset):
             model.data(model.index(r, c))
     # Displaying every cell parsed lines through the model's cache, not into the records.
     assert not any(r.materialized for r in ds.records)
+
+
+def test_the_status_mark_is_the_worst_findings_mark(small_dataset):
+    """An error reads ✖ in red, as in the Checks tab; a warning ⚠; only notes ℹ (it read ⚠ in red)."""
+    from engine.data.lint import Finding
+
+    model = RecordTableModel()
+    ds = load_dataset_file(small_dataset)
+    model.set_dataset(ds)
+    recs = ds.records
+
+    def finding(i: int, severity: str) -> Finding:
+        return Finding(index=i, line=i + 1, rule="r", severity=severity, message="m")
+
+    model.set_findings({id(recs[0]): (recs[0], [finding(0, "warning"), finding(0, "error")]),
+                        id(recs[1]): (recs[1], [finding(1, "warning")]),
+                        id(recs[2]): (recs[2], [finding(2, "info")])})
+    marks = [model.data(model.index(i, 0)) for i in range(4)]
+    assert marks == ["✖ 2", "⚠ 1", "ℹ 1", ""]
+    red, amber = (model.data(model.index(i, 0), Qt.ItemDataRole.ForegroundRole).color() for i in (0, 1))
+    assert red != amber

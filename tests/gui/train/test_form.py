@@ -165,3 +165,25 @@ def test_copy_as_command_gives_the_exact_cli_line(make_area, qtbot):
     args, rest = parser.parse_known_args(argv[1:])
     cfg = RunConfig.load(args.config, _split_overrides(parser, rest))
     assert cfg.to_dict() == area.config_model.config().to_dict()
+
+
+def test_an_impossible_chosen_precision_stays_visible_in_the_grid(make_area):
+    """int8 from a YAML on a CPU-only machine: the grid shows that cell chosen, in red, with why.
+
+    Disabled cells draw no radio indicator, so a chosen impossible cell used to look like every
+    other ✕ and nothing in the grid looked chosen.
+    """
+    area = make_area()  # no GPU
+    grid = area.precision_grid
+    area.config_model.update({"load_in": "int8", "mixed_precision": "no"})
+    cell = grid.cells[("int8", "no")]
+    assert cell.isEnabled() and cell.isChecked() and cell.text() == "✕"
+    assert "#b71c1c" in cell.styleSheet()
+    assert "Chosen, but not possible" in cell.toolTip() and "needs a CUDA GPU" in cell.toolTip()
+    assert not grid.is_enabled("int8", "no")  # still not a possible combination
+    assert not grid.cells[("int8", "bf16")].isEnabled()
+    # Picking a possible cell: the old one is an ordinary crossed-out cell again.
+    grid.cells[("fp32", "no")].click()
+    assert area.config_model.get("load_in") == "fp32"
+    assert not cell.isEnabled() and cell.styleSheet() == "" and "Chosen" not in cell.toolTip()
+    assert area.config_model.errors() == {}
