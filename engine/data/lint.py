@@ -695,7 +695,9 @@ def _balance(stats: dict, n: int, out: list[Finding]) -> None:
         others = ", ".join(f"{k} {v:.0%}" for k, v in list(shares.items())[1:6]) or "no other type"
         out.append(Finding(None, None, "balance", "warning",
                            f"'{top}' is {share:.0%} of the records ({others}); the model will lean to it. "
-                           f"Task types {stats['task_types']['source']}."))
+                           + ("Task types come from each record's tag field."
+                              if stats["task_types"]["source"] == "tag field"
+                              else f"Task types are {stats['task_types']['source']}.")))
 
 
 def _languages(rows: list[_Row], out: list[Finding], stats: dict) -> None:

@@ -164,12 +164,16 @@ def test_balance_from_tag_field_and_inferred(tmp_path):
     assert rules(report, "balance") == [(None, None, "warning")]
     assert report.stats["task_types"]["shares"] == {"qa": 0.7, "code": 0.3}
     assert report.stats["task_types"]["source"] == "tag field"
+    assert report.findings[[f.rule for f in report.findings].index("balance")].message.endswith(
+        "Task types come from each record's tag field.")
     untagged = [{"instruction": f"Translate sentence {i} into French.", "input": "", "output": f"phrase {i}"}
                 for i in range(6)] + [{"instruction": f"请总结第{i}段。", "input": "", "output": f"摘要{i}"}
                                       for i in range(5)]
     report = lint(make(tmp_path, untagged, "u.jsonl"))
     assert report.stats["task_types"]["counts"] == {"translation": 6, "summarization": 5}
     assert rules(report, "balance") == [(None, None, "warning")]  # 55% translation
+    balance = next(f for f in report.findings if f.rule == "balance")
+    assert balance.message.endswith("Task types are inferred from the instruction (keyword table).")
 
 
 @pytest.mark.parametrize("text,task", [
