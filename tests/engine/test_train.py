@@ -356,19 +356,24 @@ def test_training_arguments_carry_the_deepspeed_config(tiny_model_dir, small_dat
     assert "deepspeed" not in training_arguments_kwargs(cfg.replace(deepspeed=""), prep)
 
 
-def test_cli_train_invalid_combination_exits_non_zero(tiny_model_dir, small_dataset, tmp_path, capsys):
-    from engine.cli import main
-
-    run_yaml = tmp_path / "run.yaml"
-    make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", load_in="int8", device="auto").save(run_yaml)
+def cli_train(run_yaml: Path) -> int:
+    """``finetune-studio train RUN.yaml`` in this process; the signal handlers it installs are put back."""
     import signal
+
+    from engine.cli import main
 
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
-        code = main(["train", str(run_yaml)])
+        return main(["train", str(run_yaml)])
     finally:
         signal.signal(signal.SIGINT, handlers[0])
         signal.signal(signal.SIGTERM, handlers[1])
+
+
+def test_cli_train_invalid_combination_exits_non_zero(tiny_model_dir, small_dataset, tmp_path, capsys):
+    run_yaml = tmp_path / "run.yaml"
+    make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", load_in="int8", device="auto").save(run_yaml)
+    code = cli_train(run_yaml)
     assert code != 0
     err = capsys.readouterr().err
     assert "load_in" in err and "CUDA" in err
@@ -376,19 +381,11 @@ def test_cli_train_invalid_combination_exits_non_zero(tiny_model_dir, small_data
 
 
 def test_cli_train_with_a_missing_dataset_names_the_key_and_leaves_no_run(tiny_model_dir, tmp_path, capsys):
-    import signal
-
-    from engine.cli import main
     from engine.paths import runs_dir
 
     run_yaml = tmp_path / "run.yaml"
     make_cfg(tiny_model_dir, tmp_path / "train.jsonl", "").save(run_yaml)
-    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        code = main(["train", str(run_yaml)])
-    finally:
-        signal.signal(signal.SIGINT, handlers[0])
-        signal.signal(signal.SIGTERM, handlers[1])
+    code = cli_train(run_yaml)
     out, err = capsys.readouterr()
     assert code != 0
     assert "dataset" in err and "train.jsonl" in err and "no such file" in err
@@ -397,11 +394,8 @@ def test_cli_train_with_a_missing_dataset_names_the_key_and_leaves_no_run(tiny_m
 
 
 def test_cli_train_on_a_model_without_sdpa_says_use_eager_and_leaves_no_run(small_dataset, tmp_path, capsys):
-    import signal
-
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from engine.cli import main
     from engine.paths import runs_dir
 
     model = tmp_path / "gemma2"
@@ -409,12 +403,7 @@ def test_cli_train_on_a_model_without_sdpa_says_use_eager_and_leaves_no_run(smal
                                    num_attention_heads=4, num_key_value_heads=2, head_dim=8)).save_pretrained(model)
     run_yaml = tmp_path / "run.yaml"
     make_cfg(model, small_dataset, "").save(run_yaml)
-    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        code = main(["train", str(run_yaml)])
-    finally:
-        signal.signal(signal.SIGINT, handlers[0])
-        signal.signal(signal.SIGTERM, handlers[1])
+    code = cli_train(run_yaml)
     err = capsys.readouterr().err
     assert code != 0
     assert "attn_implementation" in err and "eager" in err and "Gemma2ForCausalLM" in err
