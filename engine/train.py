@@ -1142,6 +1142,21 @@ class _ConsoleWriter(EventWriter):
     def emit(self, kind: str, /, **data: Any):
         e = super().emit(kind, **data)
         out = sys.stderr if kind in (ev.ERROR, ev.WARNING) else sys.stdout
+        try:
+            self._print(kind, data, out)
+        except BrokenPipeError:
+            # The reader went away (`train RUN.yaml | head`): the run goes on, printing nowhere;
+            # its events still go to events.jsonl. Python's recipe: the stream's fd to devnull.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, out.fileno())
+            except (OSError, ValueError):
+                pass
+            finally:
+                os.close(devnull)
+        return e
+
+    def _print(self, kind: str, data: dict[str, Any], out: Any) -> None:
         if kind == ev.STARTED:
             print(f"training {data['config']['method']} on {data['config']['model']} -> {data['output_dir']}\n"
                   f"  {data['trainable_params']:,} trainable of {data['total_params']:,} parameters; "
@@ -1166,7 +1181,7 @@ class _ConsoleWriter(EventWriter):
                 print(f"{data.get('status')}: {data.get('output_dir')} (final loss "
                       f"{_fmt(data.get('final_loss_mean'))}, the mean of the last {data.get('final_loss_window')} "
                       "steps)", file=out)
-        return e
+        out.flush()  # a closed pipe shows here, in emit's try, not in a later library print
 
 
 def _install_signal_handlers(commands: Commands) -> None:

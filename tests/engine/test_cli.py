@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -131,3 +132,24 @@ def test_output_into_a_closed_pipe_ends_quietly(args, small_dataset):
     proc.stderr.close()
     assert proc.wait(timeout=120) == 1
     assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
+
+
+def test_training_goes_on_when_its_output_pipe_closes(tiny_model_dir, small_dataset, tmp_path):
+    # `finetune-studio train RUN.yaml | head -3`: the run must not die with the reader.
+    from engine.config import RunConfig
+
+    run_yaml = tmp_path / "run.yaml"
+    RunConfig.from_dict({"model": str(tiny_model_dir), "dataset": str(small_dataset), "device": "cpu",
+                         "load_in": "fp32", "mixed_precision": "no", "max_steps": 3, "seq_len": 64,
+                         "batch_size": 4, "save_steps": 0, "output_dir": str(tmp_path / "run")}).save(run_yaml)
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_yaml)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["step"] == 3
+    assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
+
