@@ -167,6 +167,16 @@ class MainWindow(QMainWindow):
             train.sig_run_finished.connect(lambda *_: adapters.refresh())
         if hasattr(train, "sig_try_adapter") and hasattr(adapters, "try_adapter"):
             train.sig_try_adapter.connect(lambda path: (self.show_area("adapters"), adapters.try_adapter(path)))
+        dataset = self.areas.get("dataset")
+        if hasattr(train, "config_model") and hasattr(dataset, "lint_panel"):
+            # The Checks tab counts truncation against the seq_len the run will use.
+            def follow_seq_len(keys: set[str] | None = None) -> None:
+                value = train.config_model.values().get("seq_len")
+                if (keys is None or "seq_len" in keys) and isinstance(value, int) and not isinstance(value, bool):
+                    dataset.lint_panel.seq_len.setValue(value)
+
+            train.config_model.sig_changed.connect(follow_seq_len)
+            follow_seq_len()
 
     def _on_nav_changed(self, row: int) -> None:
         self.stack.setCurrentIndex(row)

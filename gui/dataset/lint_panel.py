@@ -113,7 +113,8 @@ class LintPanel(QWidget):
         self.seq_len.setValue(512)
         self.seq_len.setSingleStep(128)
         self.seq_len.setToolTip("Maximum tokens per training sequence (the run config's seq_len): "
-                                "longer records are counted as truncated")
+                                "longer records are counted as truncated. It follows the Train area's "
+                                "seq_len; a value tried here doesn't change the run.")
         self.seq_len.setKeyboardTracking(False)
         self.seq_len.valueChanged.connect(self.sig_seq_len_changed)
         self.recheck = QPushButton("Re-check")

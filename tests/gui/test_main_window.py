@@ -20,6 +20,18 @@ def test_all_areas_load_and_navigate(qtbot):
         assert win.current_area() == key
 
 
+def test_the_checks_tab_counts_truncation_against_the_train_areas_seq_len(qtbot):
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    train, checks = win.areas["train"], win.areas["dataset"].lint_panel
+    assert checks.seq_len.value() == train.config_model.get("seq_len")
+    train.config_model.set("seq_len", 1024)
+    assert checks.seq_len.value() == 1024
+    checks.seq_len.setValue(300)  # trying another length in the Checks tab leaves the run alone
+    train.config_model.set("batch_size", 2)
+    assert checks.seq_len.value() == 300 and train.config_model.get("seq_len") == 1024
+
+
 def test_geometry_is_remembered(qtbot):
     win = MainWindow(load_demo=False, restore_geometry=True)
     qtbot.addWidget(win)
