@@ -190,9 +190,9 @@ def run_case(name: str, weights_dir: Path, steps: int, smoke: bool) -> dict[str,
     model_name, _, padded = CASES[name]
     device = "cpu" if smoke else "cuda"
     model_dir = CONFIGS / model_name
-    if smoke:
-        model_name = "smoke"
-        model_dir = weights_dir / "smoke"
+    if smoke:  # the case's own family, shrunk (see _smoke_model)
+        model_dir = weights_dir / "smoke" / model_name
+        model_name = f"smoke/{model_name}"
     cfg = run_config(name, model_dir)
     if smoke:
         cfg = cfg.replace(device="cpu", batch_size=2, seq_len=32, mixed_precision="no"
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--prepare", help=argparse.SUPPRESS)
-    p.add_argument("--only", default="", help="run only cases whose name contains this")
+    p.add_argument("--only", default="", help="run only cases whose name contains one of these (comma-separated)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument("--gpu-gib", type=float, default=80.0, help="GPU size the estimate's verdict uses")
@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     start = time.perf_counter()
-    names = [n for n in CASES if args.only in n]
+    wanted = [w for w in args.only.split(",") if w] or [""]
+    names = [n for n in CASES if any(w in n for w in wanted)]
     if args.smoke:
         names = [n for n in names if not any(k in n for k in SMOKE_SKIP)]
     out_dir = Path(args.out)
@@ -315,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fs-mem-") as tmp:
         weights = Path(tmp)
         if args.smoke:
-            _smoke_model(weights / "smoke")
+            for model in sorted({CASES[n][0] for n in names}):
+                _smoke_model(model, weights / "smoke" / model)
         for model in sorted({CASES[n][0] for n in names if CASES[n][1].get("load_in") in ("int8", "nf4")}):
             subprocess.run([py, __file__, "--prepare", model, "--weights", str(weights)], check=True,
                            timeout=args.timeout)
@@ -357,12 +359,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all("error" not in r for r in rows) else 1
 
 
-def _smoke_model(out: Path) -> None:
-    """A tiny Llama config for --smoke (CPU): the code paths, not the numbers."""
+def _smoke_model(model: str, out: Path) -> None:
+    """``model``'s config shrunk for --smoke (CPU): the same family and block (Qwen3's q/k norms,
+    Gemma 3's sandwich norms and sliding layers...), so its code paths run; not its numbers."""
     out.mkdir(parents=True, exist_ok=True)
-    conf = json.loads((CONFIGS / "llama3.2-1b" / "config.json").read_text(encoding="utf-8"))
-    conf.update(vocab_size=256, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
+    conf = json.loads((CONFIGS / model / "config.json").read_text(encoding="utf-8"))
+    layers = 2
+    conf.update(vocab_size=256, hidden_size=64, intermediate_size=176, num_hidden_layers=layers,
+                num_attention_heads=4, num_key_value_heads=min(2, conf.get("num_key_value_heads") or 2), head_dim=16,
+                tie_word_embeddings=conf.get("tie_word_embeddings", False))
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if isinstance(conf.get(key), int) and conf[key] >= 256:
+            conf[key] = 1
+    if "query_pre_attn_scalar" in conf:  # Gemma: scores scaled by 1/sqrt(this), the head size
+        conf["query_pre_attn_scalar"] = 16
+    if isinstance(conf.get("layer_types"), list):  # per-layer attention kinds: one per layer
+        conf["layer_types"] = conf["layer_types"][:layers]
+    if isinstance(conf.get("max_window_layers"), int):
+        conf["max_window_layers"] = min(conf["max_window_layers"], layers)
     (out / "config.json").write_text(json.dumps(conf), encoding="utf-8")
 
 
