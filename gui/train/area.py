@@ -496,6 +496,10 @@ class TrainArea(QWidget):
         self.progress.setTextVisible(True)
         self.progress_label = QLabel("No run yet. Press Start to train the form's config.")
         self.progress_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # A finished run's line ends with its folder: wrapped, and never widening the right pane
+        # (its one-line width squeezed the form on the left until its fields were clipped).
+        self.progress_label.setWordWrap(True)
+        self.progress_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.try_button = QPushButton("Try it")
         self.try_button.setToolTip("Open the trained adapter in the Adapters playground")
         self.try_button.hide()

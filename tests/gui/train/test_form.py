@@ -7,6 +7,7 @@ import shlex
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QScrollArea
 
 from engine.config import RunConfig
 from engine.paths import presets_dir
@@ -187,3 +188,16 @@ def test_an_impossible_chosen_precision_stays_visible_in_the_grid(make_area):
     assert area.config_model.get("load_in") == "fp32"
     assert not cell.isEnabled() and cell.styleSheet() == "" and "Chosen" not in cell.toolTip()
     assert area.config_model.errors() == {}
+
+
+def test_a_long_run_status_line_wraps_instead_of_squeezing_the_form(make_area, qtbot):
+    area = make_area()
+    form = area.findChild(QScrollArea).widget()
+    qtbot.waitUntil(lambda: form.width() > 0)
+    roomy = form.width()
+    area.progress_label.setText("Run completed in 0:27; final loss 2.1059 (mean of the last 10 steps). Folder: "
+                                "/home/someone/.local/share/finetune-studio/runs/20261129-015756-lora-with-a-long-name")
+    qtbot.wait(50)  # a layout pass
+    # The form keeps the room its fields need (it has no horizontal scroll bar: narrower clips them).
+    assert form.width() >= form.minimumSizeHint().width() and form.width() == roomy
+    assert area.progress_label.wordWrap()
