@@ -273,12 +273,14 @@ def run_info(path: Path) -> RunInfo:
                 pass
         last_written = max(times, default=None)
     final_loss, final_mean, steps = s.get("final_loss"), s.get("final_loss_mean"), s.get("step")
-    if status not in ("completed", "running") and None in (final_loss, final_mean, steps):
-        # A run that failed or was killed may not have written them: its curve has them.
+    if status not in ("completed", "running") and (None in (final_loss, final_mean, steps)
+                                                   or status == "interrupted"):
+        # A run that failed or was killed may not have written them (a killed one's summary
+        # also lags its last logged step): its curve has them.
         curve_mean, curve_last, curve_step = _curve_end(path)
         final_mean = curve_mean if final_mean is None else final_mean
         final_loss = curve_last if final_loss is None else final_loss
-        steps = curve_step if steps is None else steps
+        steps = curve_step if steps is None or (status == "interrupted" and (curve_step or 0) > steps) else steps
     return RunInfo(path=path, name=path.name, status=status, method=cfg.get("method", "?"),
                    model=cfg.get("model", "?"), started=s.get("started"), finished=s.get("finished"),
                    final_loss=final_loss, best_eval_loss=s.get("best_eval_loss"),
