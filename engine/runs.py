@@ -405,7 +405,7 @@ def run_details(path: Path) -> dict[str, Any]:
     Returns:
         :meth:`RunInfo.to_dict` plus ``dataset``, ``dataset_hash``, ``dataset_records``,
         ``error`` (a failed run's message), ``checkpoints`` (``[{name, step, path}]``),
-        ``final_dir`` (or None), ``resume`` (``{ok, reason}``: would ``train --resume``
+        ``final_dir`` (or None), ``resume`` (``{ok, reason, finished}``: would ``train --resume``
         continue anything, see ``engine.resume``), ``metrics`` (row counts, last and lowest train loss, lowest
         eval loss, read from metrics.jsonl) and ``config`` (the resolved run config).
     """
@@ -429,7 +429,7 @@ def run_details(path: Path) -> dict[str, Any]:
         "error": error.get("message") if isinstance(error, dict) else error,
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
         "final_dir": str(final) if final.is_dir() else None,
-        "resume": {"ok": verdict.ok, "reason": verdict.reason},
+        "resume": {"ok": verdict.ok, "reason": verdict.reason, "finished": verdict.finished},
         "metrics": {"train_rows": len(train), "eval_rows": len(evals),
                     "last_loss": train[-1]["loss"] if train else None,
                     "lowest_loss": lowest["loss"] if lowest else None,
@@ -507,7 +507,9 @@ def cli_show(args: Any) -> int:
         ("checkpoints", ", ".join(c["name"] for c in d["checkpoints"]) or "none"),
         ("final", d["final_dir"] or "none"),
         ("resume", ("yes: " if d["resume"]["ok"] else "no: ") + d["resume"]["reason"]
-         + (f" (finetune-studio train {d['path']}/run.yaml --resume)" if d["resume"]["ok"] else "")),
+         + (f" (finetune-studio train {d['path']}/run.yaml --resume)" if d["resume"]["ok"] else "")
+         + (f" To train further: finetune-studio train {d['path']}/run.yaml --resume --max_steps N, with N above "
+            f"{d['steps']}." if d["resume"].get("finished") and d.get("steps") else "")),
     ]
     if d["error"]:
         fields.append(("error", str(d["error"])))

@@ -88,6 +88,10 @@ def test_show_says_whether_resume_would_continue_anything(capsys):
         assert cli_show(show(name)) == 0
         verdicts[name] = json.loads(capsys.readouterr().out)["resume"]
     assert not verdicts["done"]["ok"] and "nothing is left to train" in verdicts["done"]["reason"]
+    (runs_dir() / "done" / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    assert cli_show(show("done", as_json=False)) == 0
+    assert f"train {runs_dir() / 'done'}/run.yaml --resume --max_steps N, with N above 10." in \
+        capsys.readouterr().out
     assert verdicts["cut"]["ok"] and "checkpoint-5 (step 5 of 10)" in verdicts["cut"]["reason"]
     assert not verdicts["early"]["ok"] and "before its first checkpoint" in verdicts["early"]["reason"]
     assert cli_show(show("cut", as_json=False)) == 0
