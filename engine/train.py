@@ -489,9 +489,10 @@ def _trainer_class():
 
         - a per-step health check (:meth:`take_step_health`): the step's micro-batch losses
           and gradient norm, one device sync per optimizer step;
-        - the run config's learning rate wins over the one stored in a checkpoint when
-          resuming (:meth:`_load_optimizer_and_scheduler`), so a rollback's halved learning
-          rate really takes effect;
+        - the run config's learning rate and schedule win over those stored in a checkpoint
+          when resuming (:meth:`_load_optimizer_and_scheduler`), so a rollback's halved
+          learning rate really takes effect, and a run extended past its old max_steps
+          continues on its new schedule from the first resumed step;
         - ``fault_injector(global_step)``, called before every micro-batch (tests only): it may
           raise (e.g. ``torch.OutOfMemoryError``) or return ``"nan"`` to make that micro-batch's
           loss NaN, whose gradient then poisons the weights like a real divergence.
@@ -566,17 +567,26 @@ def _trainer_class():
             super()._load_optimizer_and_scheduler(checkpoint)
             if checkpoint is None or not fresh or self.is_deepspeed_enabled:
                 return
+            groups = self.optimizer.param_groups
             restored = list(scheduler.base_lrs)
-            if restored == fresh or len(restored) != len(fresh):
+            if len(restored) != len(fresh):
                 return
             # The checkpoint brought back the learning rate it was saved with. The run config's
-            # wins (a rollback halves it; a user may lower it before resuming): rescale the
-            # schedule's base and the current value, keeping the schedule's position.
+            # wins (a rollback halves it; a user may lower it before resuming).
             scheduler.base_lrs = fresh
-            for group, old, new in zip(self.optimizer.param_groups, restored, fresh, strict=True):
-                group["lr"] = group["lr"] * (new / old) if old else new
+            for group, new in zip(groups, fresh, strict=True):
                 group["initial_lr"] = new
-            scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+            lambdas = getattr(scheduler, "lr_lambdas", None)
+            if lambdas and len(lambdas) == len(groups):
+                # The current value from this run's schedule at the restored position: the plan
+                # may be longer than the checkpoint's (a completed run resumed with more
+                # max_steps), whose last value (0 at a cosine's end) would train the next step.
+                for group, base, fn in zip(groups, fresh, lambdas, strict=True):
+                    group["lr"] = base * fn(scheduler.last_epoch)
+            else:
+                for group, old, new in zip(groups, restored, fresh, strict=True):
+                    group["lr"] = group["lr"] * (new / old) if old else new
+            scheduler._last_lr = [group["lr"] for group in groups]
 
     return StudioTrainer
 

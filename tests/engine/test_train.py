@@ -451,6 +451,21 @@ def test_resuming_a_completed_run_trains_no_step_past_max_steps(tiny_model_dir, 
     assert more["status"] == "completed" and [e["step"] for e in rec.of("step")] == [3]
 
 
+def test_a_completed_run_extended_with_more_steps_follows_the_new_schedule(tiny_model_dir, small_dataset,
+                                                                          tmp_path):
+    # A 2-step cosine ends at lr 0; resumed with max_steps 4, step 3 used that 0 (the
+    # checkpoint's last value) instead of the 4-step schedule's value at step 3.
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2, save_steps=2)
+    assert train(cfg)[0]["status"] == "completed"
+    extended, rec, _ = train(cfg.replace(max_steps=4), resume=True)
+    assert extended["status"] == "completed"
+    _, planned, _ = train(cfg.replace(max_steps=4, output_dir=str(tmp_path / "planned")))
+    lr = {e["step"]: e["lr"] for e in rec.of("step")}
+    want = {e["step"]: e["lr"] for e in planned.of("step")}
+    assert set(lr) == {3, 4} and want[3] > 0
+    assert lr[3] == pytest.approx(want[3]) and lr[4] == pytest.approx(want[4])
+
+
 def test_a_resumed_run_keeps_the_best_eval_loss_from_before_the_kill(tiny_model_dir, small_dataset, tmp_path):
     # A high constant learning rate: the eval loss is lowest at step 2, then rises.
     cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "a", max_steps=4, save_steps=2, eval_split=0.1,
