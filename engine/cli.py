@@ -249,15 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # inside the try: a broken pipe can surface only at this last flush
         return code
     except BrokenPipeError:
-        # The recipe from Python's signal module docs: point stdout at devnull so the flush at
-        # interpreter exit doesn't raise (and print "Exception ignored") a second time.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):  # stdout is no file (captured): nothing is flushed at exit
-            pass
-        finally:
-            os.close(devnull)
+        from engine.files import write_nowhere
+
+        write_nowhere(sys.stdout)  # or the flush at exit raises (and prints "Exception ignored") again
         return 1
 
 

@@ -40,3 +40,20 @@ def atomic_write_bytes(path: Path, data: bytes | Iterable[bytes]) -> Path:
 
 def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def write_nowhere(stream) -> None:
+    """Point ``stream``'s file descriptor at devnull, after its reader went away (BrokenPipeError).
+
+    Python's recipe (signal module docs): later writes, and the flush at interpreter exit,
+    then go nowhere instead of raising again. A stream without a descriptor (captured by a
+    test) is left as it is.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    finally:
+        os.close(devnull)
+

@@ -742,17 +742,12 @@ def base_from_run(base: str) -> tuple[str, Path | None, str | None]:
     Raises:
         ModelError: the run has no final/ yet, or an adapter the playground can't load.
     """
-    from engine.paths import runs_dir
-    from engine.runs import is_run_folder, run_model
+    from engine.runs import find_run, run_model
 
-    path = Path(base).expanduser()
-    if base == "demo" or (path / "config.json").exists():
+    if base == "demo" or (Path(base).expanduser() / "config.json").exists():
         return base, None, None
-    if is_run_folder(path):
-        run_dir = path
-    elif not path.exists() and "/" not in base and is_run_folder(runs_dir() / base):
-        run_dir = runs_dir() / base
-    else:
+    run_dir = find_run(base)
+    if run_dir is None:
         return base, None, None  # a model folder, a hub id or a typo: resolve_model_path decides
     run = run_model(run_dir)
     if run.adapter is None:

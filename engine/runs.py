@@ -87,9 +87,9 @@ def write_summary(output_dir: Path, /, **changes: Any) -> dict[str, Any]:
     return data
 
 
-def _last_event_time(output_dir: Path) -> float | None:
-    """The time of the last event in events.jsonl (read from its tail only: it grows every step)."""
-    path = Path(output_dir) / "events.jsonl"
+def _last_row_time(path: Path) -> float | None:
+    """The ``time`` of the last row of a JSON-lines file (events.jsonl, metrics.jsonl), read from
+    its tail only: both grow every step."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -127,14 +127,24 @@ def training_time_so_far(output_dir: Path) -> tuple[float, int]:
     legs = int(s.get("legs") or 1)
     end = s.get("finished")
     if not isinstance(end, (int, float)):
-        seen = [_last_event_time(output_dir)]
-        seen += [r.get("time") for r in read_metrics(output_dir)[-1:]]
-        try:
-            seen.append((output_dir / "summary.json").stat().st_mtime)
-        except OSError:
-            pass
-        end = max((float(t) for t in seen if isinstance(t, (int, float))), default=started)
+        end = last_written(output_dir) or started
     return earlier + max(0.0, end - started), legs
+
+
+def last_written(output_dir: Path) -> float | None:
+    """When a run last wrote anything: its last event or metric row, or its summary update.
+
+    A killed worker never writes ``finished``; this is where its last leg ended. The rows'
+    own times are used (a copied folder keeps them; file times would be the copy's), and
+    summary.json, which has none, by its modification time.
+    """
+    output_dir = Path(output_dir)
+    seen = [_last_row_time(output_dir / "events.jsonl"), _last_row_time(output_dir / "metrics.jsonl")]
+    try:
+        seen.append((output_dir / "summary.json").stat().st_mtime)
+    except OSError:
+        pass
+    return max((t for t in seen if t is not None), default=None)
 
 
 def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
@@ -263,15 +273,7 @@ def run_info(path: Path) -> RunInfo:
             alive = False
         if not alive:
             status = "interrupted"  # killed or crashed: resumable from its last checkpoint
-    last_written = None
-    if status == "interrupted" and not s.get("finished"):
-        times = []
-        for name in ("events.jsonl", "metrics.jsonl", "summary.json"):
-            try:
-                times.append((path / name).stat().st_mtime)
-            except OSError:
-                pass
-        last_written = max(times, default=None)
+    killed_end = last_written(path) if status == "interrupted" and not s.get("finished") else None
     final_loss, final_mean, steps = s.get("final_loss"), s.get("final_loss_mean"), s.get("step")
     if status not in ("completed", "running") and (None in (final_loss, final_mean, steps)
                                                    or status == "interrupted"):
@@ -287,7 +289,7 @@ def run_info(path: Path) -> RunInfo:
                    final_loss_mean=final_mean,
                    peak_gpu_bytes=s.get("peak_gpu_device_bytes") or s.get("peak_gpu_reserved_bytes"),
                    steps=steps, earlier_legs_s=float(s.get("earlier_legs_s") or 0.0),
-                   legs=int(s.get("legs") or 1), last_written=last_written)
+                   legs=int(s.get("legs") or 1), last_written=killed_end)
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
@@ -309,10 +311,10 @@ def resolve_run(ref: str | Path) -> Path:
     Raises:
         StudioError: no such run; names the closest run names.
     """
+    found = find_run(ref)
+    if found is not None:
+        return found
     path = Path(str(ref)).expanduser()
-    for cand in (path, runs_dir() / str(ref)):
-        if cand.is_dir() and ((cand / "summary.json").exists() or (cand / "run.yaml").exists()):
-            return cand.resolve()
     if path.is_dir():
         raise StudioError(f"'{ref}' is not a run folder: it has no summary.json or run.yaml")
     names = [r.name for r in list_runs()]
@@ -320,6 +322,14 @@ def resolve_run(ref: str | Path) -> Path:
     hint = (f"Did you mean {', '.join(close)}?" if close else
             f"Runs: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}" if names else None)
     raise StudioError(f"run '{ref}': no such folder, and no run of that name in {runs_dir()}", hint=hint)
+
+
+def find_run(ref: str | Path) -> Path | None:
+    """The run folder ``ref`` names (a folder, or a run's name in the runs directory), or None."""
+    for cand in (Path(str(ref)).expanduser(), runs_dir() / str(ref)):
+        if is_run_folder(cand):
+            return cand.resolve()
+    return None
 
 
 def is_run_folder(path: Path) -> bool:

@@ -35,12 +35,13 @@ from engine import events as ev
 from engine.config import RunConfig
 from engine.errors import ConfigError, ConfigErrors, NonFiniteLoss, OutOfMemory, StudioError
 from engine.events import EventWriter
-from engine.files import atomic_write_text
+from engine.files import atomic_write_text, write_nowhere
 from engine.runs import (
     checkpoint_step,
     final_loss_mean,
     last_checkpoint,
     new_run_dir,
+    read_metrics,
     training_time_so_far,
     write_summary,
 )
@@ -897,8 +898,6 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except _NothingLeftToTrain:
-            from engine.runs import read_metrics
-
             # The trainer holds the checkpoint's weights: they become final/, as at the end of a run.
             done = trainer.state.global_step
             writer.emit(ev.WARNING, kind="resume", step=done,
@@ -976,8 +975,6 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
         break
 
     if is_main:
-        from engine.runs import read_metrics
-
         # The whole curve, rewound to the run's path: a resumed run also evaluated before its checkpoint.
         evals = [r["eval_loss"] for r in read_metrics(prep.output_dir)
                  if isinstance(r.get("eval_loss"), (int, float)) and math.isfinite(r["eval_loss"])]
@@ -1064,8 +1061,6 @@ def _rewind_metrics(output_dir: Path, step: int) -> None:
     Rows logged after the checkpoint we go back to describe progress that was lost (a kill
     -9) or undone (a rollback); the resumed run logs those steps again.
     """
-    from engine.runs import read_metrics
-
     path = output_dir / "metrics.jsonl"
     if not path.exists():
         return
@@ -1156,14 +1151,8 @@ class _ConsoleWriter(EventWriter):
             self._print(kind, data, out)
         except BrokenPipeError:
             # The reader went away (`train RUN.yaml | head`): the run goes on, printing nowhere;
-            # its events still go to events.jsonl. Python's recipe: the stream's fd to devnull.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, out.fileno())
-            except (OSError, ValueError):
-                pass
-            finally:
-                os.close(devnull)
+            # its events still go to events.jsonl.
+            write_nowhere(out)
         return e
 
     def _print(self, kind: str, data: dict[str, Any], out: Any) -> None:

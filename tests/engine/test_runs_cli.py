@@ -111,10 +111,13 @@ def test_a_killed_run_reads_its_loss_steps_and_duration_from_what_it_wrote():
     summary["pid"] = 2**22 + 12345  # no such process: the worker is gone
     (path / "summary.json").write_text(json.dumps(summary))
     (path / "worker.pid").write_text(str(summary["pid"]))
-    os.utime(path / "metrics.jsonl", (summary["started"] + 42, summary["started"] + 42))
-    for name in ("summary.json", "events.jsonl"):
-        if (path / name).exists():
-            os.utime(path / name, (summary["started"] + 30, summary["started"] + 30))
+    # Each metric row has its time, as the worker writes it; the last at 42 s. The summary
+    # was last updated at the checkpoint, 30 s in.
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["time"] = summary["started"] + 7 * row["step"]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.utime(path / "summary.json", (summary["started"] + 30, summary["started"] + 30))
     info = run_info(path)
     assert info.status == "interrupted"
     assert info.steps == 6 and info.final_loss == pytest.approx(3.0 / 6)
