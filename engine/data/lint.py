@@ -695,9 +695,14 @@ def _balance(stats: dict, n: int, out: list[Finding]) -> None:
         others = ", ".join(f"{k} {v:.0%}" for k, v in list(shares.items())[1:6]) or "no other type"
         out.append(Finding(None, None, "balance", "warning",
                            f"'{top}' is {share:.0%} of the records ({others}); the model will lean to it. "
-                           + ("Task types come from each record's tag field."
-                              if stats["task_types"]["source"] == "tag field"
-                              else f"Task types are {stats['task_types']['source']}.")))
+                           + task_types_note(stats["task_types"]["source"])))
+
+
+def task_types_note(source: str) -> str:
+    """Where the task types come from, as a sentence (the balance finding and the GUI's chart say it)."""
+    if source == "tag field":
+        return f"Task types come from each record's tag field ({', '.join(TAG_FIELDS[:-1])} or {TAG_FIELDS[-1]})."
+    return f"Task types are {source}." if source else ""
 
 
 def _languages(rows: list[_Row], out: list[Finding], stats: dict) -> None:

@@ -25,12 +25,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.data.lint import TAG_FIELDS
+from engine.data.lint import task_types_note
+from gui.dataset.severity import COLORS, MARKS
 
 MAX_ITEMS_PER_RULE = 300  # a rule with 10,000 hits is filtered in the table, not listed here
 FindingRole = Qt.ItemDataRole.UserRole + 1
-_SEVERITY_COLORS = {"error": QColor(190, 30, 30), "warning": QColor(170, 110, 0), "info": QColor(60, 110, 170)}
-_SEVERITY_MARK = {"error": "✖", "warning": "⚠", "info": "ℹ"}
+_SEVERITY_COLORS = {sev: QColor(color) for sev, color in COLORS.items()}
+_SEVERITY_MARK = MARKS
 
 
 def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
@@ -47,18 +48,8 @@ def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
 
 
 def balance_note_text(source: str, languages: str = "") -> str:
-    """The note under the task-type chart: where the types come from, then the language shares.
-
-    The engine's ``source`` is a bare phrase ("tag field", or "inferred from the instruction
-    (keyword table)"); "Types tag field." read as a typo.
-    """
-    if source == "tag field":
-        where = f"Task types from each record's tag field ({', '.join(TAG_FIELDS[:-1])} or {TAG_FIELDS[-1]})."
-    elif source:
-        where = f"Task types {source}."
-    else:
-        where = ""
-    return " ".join(filter(None, (where, f"Languages: {languages}." if languages else "")))
+    """The note under the task-type chart: where the types come from, then the language shares."""
+    return " ".join(filter(None, (task_types_note(source), f"Languages: {languages}." if languages else "")))
 
 
 class NoteLabel(QLabel):

@@ -165,7 +165,7 @@ def test_balance_from_tag_field_and_inferred(tmp_path):
     assert report.stats["task_types"]["shares"] == {"qa": 0.7, "code": 0.3}
     assert report.stats["task_types"]["source"] == "tag field"
     assert report.findings[[f.rule for f in report.findings].index("balance")].message.endswith(
-        "Task types come from each record's tag field.")
+        "Task types come from each record's tag field (task, category, type or task_type).")
     untagged = [{"instruction": f"Translate sentence {i} into French.", "input": "", "output": f"phrase {i}"}
                 for i in range(6)] + [{"instruction": f"请总结第{i}段。", "input": "", "output": f"摘要{i}"}
                                       for i in range(5)]

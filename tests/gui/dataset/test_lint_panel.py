@@ -101,8 +101,8 @@ def test_the_task_type_note_says_where_the_types_come_from(make_editor, demo_cop
     """The demo's records carry a ``task`` tag: the note said "Types tag field.", which read as a typo."""
     ed = make_editor(demo_copy)
     note = ed.lint_panel.balance_note.text()
-    assert note.startswith("Task types from each record's tag field (task, category, type or task_type).")
+    assert note.startswith("Task types come from each record's tag field (task, category, type or task_type).")
     assert "Languages: en " in note
     assert balance_note_text("inferred from the instruction (keyword table)") == \
-        "Task types inferred from the instruction (keyword table)."
+        "Task types are inferred from the instruction (keyword table)."
     assert balance_note_text("", "en 100%") == "Languages: en 100%."
