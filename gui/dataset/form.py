@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from engine.data.records import CONVERSATION_KEY, MESSAGE_ROLES, Record, RecordFormat
 from gui.dataset.search import copy_data
+from gui.dataset.severity import COLORS, MARKS, by_severity, severity
 from gui.dataset.table_model import fixed_record, with_data
 
 COMMIT_MS = 400  # pause in typing after which the edit becomes an undo step
@@ -42,10 +43,6 @@ _SHAREGPT_TAGS = ("human", "gpt", "system", "function_call", "observation")
 _ALPACA_FIELDS = (("instruction", 3), ("input", 2), ("output", 4), ("system", 2))
 _ERROR_STYLE = "color: #b71c1c;"
 _FINDING_STYLE = "color: #8a5a00;"
-# The marks and colours of the Checks tab (lint_panel.py), so an error reads as an error everywhere.
-_SEVERITY_MARK = {"error": "✖", "warning": "⚠", "info": "ℹ"}
-_SEVERITY_COLOR = {"error": "#be1e1e", "warning": "#8a5a00", "info": "#3c6eaa"}
-_SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 _CAPTION_STYLE = "color: #555; font-weight: 600; margin-top: 6px;"
 
 
@@ -397,16 +394,13 @@ class RecordForm(QWidget):
         state = " · broken" if record.broken else ""
         self.title.setText(f"Record {index + 1:,}{of} · {where}{state}")
         # A broken record's parse error is shown above its text already.
-        shown = sorted((f for f in (findings or [])
-                        if not (record.broken and getattr(f, "rule", "") == "broken-record")),
-                       key=lambda f: _SEVERITY_ORDER.get(getattr(f, "severity", ""), 1))
+        shown = by_severity(f for f in (findings or [])
+                            if not (record.broken and getattr(f, "rule", "") == "broken-record"))
         lines = []
         for f in shown[:8]:
-            severity = getattr(f, "severity", "warning")
-            text = html.escape(f"{_SEVERITY_MARK.get(severity, '⚠')} {getattr(f, 'rule', '?')}: "
-                               f"{getattr(f, 'message', f)}")
-            lines.append(f"<span style='color:{_SEVERITY_COLOR.get(severity, _SEVERITY_COLOR['warning'])}'>"
-                         f"{text}</span>")
+            sev = severity(f)
+            text = html.escape(f"{MARKS[sev]} {getattr(f, 'rule', '?')}: {getattr(f, 'message', f)}")
+            lines.append(f"<span style='color:{COLORS[sev]}'>{text}</span>")
         if len(shown) > 8:
             lines.append(f"… {len(shown) - 8} more (Checks tab)")
         self.findings.setText("<br>".join(lines))

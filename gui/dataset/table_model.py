@@ -29,6 +29,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
 from engine.data.records import CONVERSATION_KEY, SHAREGPT_ROLES, DatasetFile, Record
+from gui.dataset.severity import MARKS, worst
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
 """data() role returning the row's engine :class:`Record`."""
@@ -298,10 +299,10 @@ class RecordTableModel(QAbstractTableModel):
             return _BROKEN_BRUSH if rec.broken else None
         if role == _FOREGROUND:
             if column.key == "#status":
-                severities = {getattr(f, "severity", "warning") for f in self.findings_for(rec)}
-                if rec.broken or "error" in severities:
+                sev = worst(self.findings_for(rec))
+                if rec.broken or sev == "error":
                     return _ERROR_BRUSH
-                return _WARN_BRUSH if severities - {"info"} else _MUTED_BRUSH
+                return _WARN_BRUSH if sev == "warning" else _MUTED_BRUSH
             return _MUTED_BRUSH if column.key == "#turns" else None
         if role == _ALIGN:
             return _CENTER if column.key in ("#status", "#turns") else None
@@ -462,9 +463,7 @@ class RecordTableModel(QAbstractTableModel):
         if not findings:
             return ""
         # The mark of the worst finding, as in the Checks tab: an error is ✖ (it is drawn red), not ⚠.
-        severities = {getattr(f, "severity", "warning") for f in findings}
-        mark = "✖" if "error" in severities else "⚠" if severities - {"info"} else "ℹ"
-        return f"{mark} {len(findings)}"
+        return f"{MARKS[worst(findings)]} {len(findings)}"
 
     def _tooltip(self, rec: Record, column: Column, col: int) -> str | None:
         if column.key == "#status":

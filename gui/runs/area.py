@@ -141,8 +141,9 @@ def interrupted_text(ckpt: Path | None, logged_step: int | None = None) -> str:
     return text + f". Resume continues from {ckpt.name}{later}."
 
 
-def try_tip(run: RunInfo | None) -> str:
-    """The "Try it" tooltip: what it opens, or why there is nothing to try."""
+def try_tip(run: RunInfo | None, resumable: bool = False) -> str:
+    """The "Try it" tooltip: what it opens, or why there is nothing to try (``resumable``: from
+    :func:`resume_state`, to say that resuming would finish it)."""
     if run is None:
         return "Select one run to try its adapter"
     if (run.path / "final").is_dir():
@@ -150,7 +151,7 @@ def try_tip(run: RunInfo | None) -> str:
     if run.status == "running":
         return "This run is still training: its adapter is saved to final/ when it ends"
     tip = f"This run {_ended(run)} before saving its adapter (no final/ folder)"
-    return tip + (": resume it to finish it" if resume_state(run)[0] else "")
+    return tip + (": resume it to finish it" if resumable else "")
 
 
 class StepAxis(pg.AxisItem):
@@ -403,7 +404,7 @@ class RunsArea(QWidget):
         self.resume_button.setEnabled(resumable)
         self.resume_button.setToolTip(why)
         self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
-        self.try_button.setToolTip(try_tip(run))
+        self.try_button.setToolTip(try_tip(run, resumable))
         self.config_button.setToolTip(
             "Select one run to open its config" if run is None else
             OPEN_CONFIG_TIP if self.config_button.isEnabled() else
@@ -416,7 +417,7 @@ class RunsArea(QWidget):
             failure = failure_text(run)
             if failure:
                 text += "<br><span style='color:#d0342c'>" + html.escape(failure).replace("\n", "<br>") + "</span>"
-            elif run.status == "interrupted":
+            elif run.status == "interrupted":  # the curve as it is now (cached while unchanged)
                 logged = max((r["step"] for r in self._metrics(run.path) if isinstance(r.get("step"), int)),
                              default=None)
                 text += "<br><span style='color:#b06f00'>" + html.escape(interrupted_text(ckpt, logged)) + "</span>"
