@@ -160,6 +160,9 @@ class RunConfig:
                          "halve the LR, or stop.", choices=NAN_POLICIES, group="run")
     oom_recovery: bool = _f(True, "On CUDA out-of-memory: halve the micro-batch, double accumulation "
                             "and resume from the last checkpoint.", group="run")
+    keep_awake: bool = _f(True, "Keep the computer from going to sleep while this run trains (the screen "
+                          "may still lock); released when training ends, even if the worker is killed.",
+                          group="run")
     deepspeed: str = _f("", "DeepSpeed config JSON for multi-GPU runs under `accelerate launch` (written by "
                         "`finetune-studio export-launch`); empty = no DeepSpeed.", group="run")
 

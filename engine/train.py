@@ -36,6 +36,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigError, ConfigErrors, NonFiniteLoss, OutOfMemory, StudioError
 from engine.events import EventWriter
 from engine.files import atomic_write_text, write_nowhere
+from engine.keepawake import keep_awake
 from engine.runs import (
     checkpoint_step,
     final_loss_mean,
@@ -812,6 +813,7 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
     commands = commands or Commands()
     started = time.time()
     prep = None
+    awake = None
     try:
         prep = setup(cfg, writer, resume=resume, is_main=is_main)
         cfg = prep.cfg
@@ -832,12 +834,20 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
                           world_size=state.num_processes)
             atomic_write_text(prep.output_dir / "dataset.json", json.dumps(
                 {**prep.data_stats, "problems": prep.dropped_records}, indent=2, ensure_ascii=False))
+            if cfg.keep_awake:
+                awake = keep_awake(f"training {cfg.method} run {prep.output_dir.name}")
         writer.emit(ev.STARTED, config=cfg.to_dict(), output_dir=str(prep.output_dir),
                     total_params=prep.total_params, trainable_params=prep.trainable_params,
                     device=resolve_device(cfg, prep.env),
                     gpu={"name": prep.env.gpu_name, "total_bytes": prep.env.gpu_total_bytes},
                     world_size=state.num_processes, dataset=prep.data_stats, resumed=ckpt is not None,
-                    resume_step=checkpoint_step(ckpt) if ckpt else 0)
+                    resume_step=checkpoint_step(ckpt) if ckpt else 0,
+                    keep_awake=awake.to_dict() if awake is not None else None)
+        if awake is not None and not awake.held and awake.needed:
+            writer.emit(ev.WARNING, kind="keep_awake", message=(
+                f"the computer may go to sleep during training ({awake.problem}); turn off automatic "
+                "suspend in the system settings for this run: nothing trains while the machine sleeps, and with "
+                "some GPU drivers the run fails on waking"))
         result = _train_with_guards(prep, writer, commands, resume, fault_injector, is_main)
         if on_trained is not None:
             on_trained(result.pop("_model"))
@@ -866,6 +876,9 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
         writer.emit(ev.LOG, text=traceback.format_exc())
         writer.emit(ev.ERROR, **err.to_dict(), **details)
         result = {"status": "failed", "error": {**err.to_dict(), **details}}
+    finally:
+        if awake is not None:
+            awake.release()
     result.update(started=started, finished=time.time())
     if prep is not None:
         result["output_dir"] = str(prep.output_dir)
@@ -1161,6 +1174,8 @@ class _ConsoleWriter(EventWriter):
                   f"  {data['trainable_params']:,} trainable of {data['total_params']:,} parameters; "
                   f"device {data['device']}; {data['dataset']['train']} train / {data['dataset']['eval']} "
                   "eval records", file=out)
+            if (data.get("keep_awake") or {}).get("held"):
+                print(f"  keeping the computer awake until training ends ({data['keep_awake']['how']})", file=out)
         elif kind == ev.STEP:
             eta = f" eta {data['eta_s']:.0f}s" if data.get("eta_s") is not None else ""
             print(f"step {data['step']:>5}/{data['max_steps']} loss {data['loss']:.4f} lr {data['lr']:.2e} "

@@ -190,6 +190,10 @@ class Advisor:
             if hint:
                 text += f"\nExamples: {hint}"
             return [Advice("warning", "Records were left out", text, fix, key="dropped")]
+        if kind == "keep_awake":
+            return [Advice("warning", "The computer may go to sleep", f"{message}. Nothing trains while the "
+                           "machine sleeps, and with some GPU drivers the run fails on waking; it can then be "
+                           "resumed from its last checkpoint.", None, key="keep_awake")]
         if kind == "duplicates":
             return [Advice("warning", "Duplicate records", f"{message}. Duplicates weigh those examples "
                            "more and leak between train and eval; remove them in the Dataset area.",

@@ -69,7 +69,7 @@ SECTIONS = {
                  "max_grad_norm", "seed"),
     "Run and checkpoints": ("run_name", "output_dir", "save_steps", "save_total_limit", "logging_steps",
                             "eval_steps", "early_stopping_patience", "early_stopping_threshold", "nan_policy",
-                            "oom_recovery"),
+                            "oom_recovery", "keep_awake"),
     "Advanced": ("device", "attn_implementation", "adam_epsilon", "int8_threshold", "trust_remote_code",
                  "allow_pickle", "deepspeed"),
 }
@@ -703,6 +703,11 @@ class TrainArea(QWidget):
         self.log.append(f"training {data.get('trainable_params', 0):,} of {data.get('total_params', 0):,} "
                         f"parameters on {data.get('device')}; {ds.get('train', '?')} train / "
                         f"{ds.get('eval', '?')} eval records" + (" (resumed)" if data.get("resumed") else ""))
+        awake = data.get("keep_awake") or {}
+        if awake.get("held"):
+            self.log.append(f"keeping the computer awake until training ends ({awake.get('how')})")
+        elif awake and not awake.get("needed", True):
+            self.log.append(f"not keeping the computer awake: {awake.get('problem')}")
         self.progress_label.setText("Training started; waiting for the first step…")
         # Lay the x axes out now, while nothing else is drawn, rather than in the first
         # frame with data (max_steps 0 means epochs: the first step event says how many).

@@ -43,6 +43,7 @@ LABELS = {
     "gradient_accumulation_steps": "Accumulation", "seed": "Seed", "save_steps": "Save every (steps)",
     "save_total_limit": "Keep checkpoints", "logging_steps": "Log every (steps)",
     "eval_steps": "Eval every (steps)", "nan_policy": "On NaN loss", "oom_recovery": "OOM recovery",
+    "keep_awake": "Keep computer awake",
     "early_stopping_patience": "Early stop after (evals)", "early_stopping_threshold": "Min. improvement",
     "trust_remote_code": "Trust remote code", "allow_pickle": "Allow pickle weights",
     "attn_implementation": "Attention", "deepspeed": "DeepSpeed config",

@@ -80,3 +80,19 @@ def test_log_console_filters_and_copies(qtbot):
     assert len(log.view.toPlainText().splitlines()) == 1
     log.copy()
     assert QGuiApplication.clipboard().text().endswith("out of memory")
+
+
+def test_keep_awake_state_is_told(make_area):
+    area = make_area()
+    started = {"trainable_params": 10, "total_params": 100, "device": "cpu", "dataset": {"train": 9, "eval": 1},
+               "config": {"max_steps": 5}}
+    area.run.sig_started.emit({**started, "keep_awake": {"held": True, "how": "systemd-inhibit", "problem": "",
+                                                         "needed": True}})
+    assert "keeping the computer awake until training ends (systemd-inhibit)" in area.log.visible_text()
+    area.run.sig_started.emit({**started, "keep_awake": {"held": False, "how": "", "needed": False,
+                                                         "problem": "systemd-inhibit refused: Failed to connect to bus"}})
+    assert "not keeping the computer awake: systemd-inhibit refused" in area.log.visible_text()
+    area.run.sig_warning.emit({"kind": "keep_awake", "message": "the computer may go to sleep during training "
+                                                                "(systemd-inhibit refused: Access denied)"})
+    assert "keep_awake" in area.advisor_panel.cards
+    assert "Access denied" in area.log.visible_text()
