@@ -40,6 +40,7 @@ HANDLERS = {
     "runs list": "engine.runs:cli_list",
     "runs show": "engine.runs:cli_show",
     "runs compare": "engine.runs:cli_compare",
+    "runs audit": "engine.audit:cli_audit",
     "worker": "engine.worker:cli_worker",
     "self-check": "engine.selfcheck:run_self_check",
 }
@@ -194,6 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     rc = rsub.add_parser("compare", help="runs side by side: losses and the config keys that differ")
     rc.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders or names")
     rc.add_argument("--json", action="store_true")
+
+    ra = rsub.add_parser("audit", help="rank a run's records by their answer loss under the trained model: "
+                         "the hardest are often annotation mistakes")
+    ra.add_argument("run", metavar="RUN", help="a run folder, or a run name from 'runs list'")
+    ra.add_argument("--top", type=int, default=15, help="how many of the hardest records to print (default 15)")
+    ra.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ra.add_argument("--batch_size", "--batch-size", type=int, default=None,
+                    help="records per forward pass (default: the run's micro-batch)")
+    ra.add_argument("--checkpoint", metavar="DIR", default=None,
+                    help="score a checkpoint-N folder instead of final/")
+    ra.add_argument("--json", action="store_true", help="print the whole audit as one JSON object")
 
     w = sub.add_parser("worker", help="(internal) the training worker process: JSON events on stdout, "
                        "commands on stdin")

@@ -305,8 +305,8 @@ def resolve_run(ref: str | Path) -> Path:
     """Turn what the user typed into a run folder.
 
     Args:
-        ref: A run folder (with ``summary.json`` or ``run.yaml``), or the name of one in the
-            runs directory.
+        ref: A run folder (with ``summary.json`` or ``run.yaml``), the name of one in the
+            runs directory, or its ``run_name`` (see :func:`find_run`).
 
     Raises:
         StudioError: no such run; names the closest run names.
@@ -325,11 +325,22 @@ def resolve_run(ref: str | Path) -> Path:
 
 
 def find_run(ref: str | Path) -> Path | None:
-    """The run folder ``ref`` names (a folder, or a run's name in the runs directory), or None."""
+    """The run folder ``ref`` names, or None.
+
+    ``ref`` is a folder, a folder's name in the runs directory, or the ``run_name`` it was
+    given (``20261129-033950-medical`` is found as ``medical``; of several runs of that name,
+    the newest).
+    """
     for cand in (Path(str(ref)).expanduser(), runs_dir() / str(ref)):
         if is_run_folder(cand):
             return cand.resolve()
-    return None
+    ref = str(ref)
+    root = runs_dir()
+    if not ref or any(sep in ref for sep in ("/", os.sep)) or not root.is_dir():
+        return None
+    named = re.compile(r"^\d{8}-\d{6}-" + re.escape(ref) + r"(-\d+)?$")
+    found = sorted(p.name for p in root.iterdir() if named.match(p.name) and is_run_folder(p))
+    return (root / found[-1]).resolve() if found else None
 
 
 def is_run_folder(path: Path) -> bool:

@@ -119,6 +119,7 @@ class TokenizeStats:
     longest: int = 0
     problems: list[dict] = field(default_factory=list)  # every dropped record: {index, line, message}
     sources: list[int] = field(default_factory=list)   # for each kept row, its record's index
+    cut_rows: set[int] = field(default_factory=set)    # the kept rows that were truncated
 
     def to_dict(self) -> dict[str, Any]:
         return {"records": self.records, "truncated": self.truncated, "dropped": self.dropped,
@@ -157,5 +158,7 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len:
         stats.tokens += len(row["input_ids"])
         stats.trained_tokens += trained
         stats.sources.append(index)
+        if n > seq_len:
+            stats.cut_rows.add(len(rows))
         rows.append(row)
     return rows, stats

@@ -1,0 +1,312 @@
+"""Which records does a trained model find hardest? A per-record loss audit of a run.
+
+After training, most records are fitted well; the few whose answers the model still finds
+unlikely are, more often than not, annotation problems: a wrong or inconsistent answer, an
+answer in another format than its siblings, a truncated record. Ranking the records by their
+answer loss under the trained model is a cheap, well-known way to find them (it is how
+"data cartography" and confident-learning audits start), and it points annotators at the
+records worth a second look, by the record numbers the Dataset editor and `data check` use.
+
+Each record is scored exactly as training saw it: the run's template, ``seq_len`` truncation
+and answer-only labels, with the run's own train/eval split. The loss is the mean negative
+log-likelihood of its answer tokens (what Trainer's loss averages over a batch).
+
+``finetune-studio runs audit RUN`` prints the hardest records and writes ``record_losses.json``
+into the run folder; the Runs area shows the same list and opens a record in the editor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ModelError, StudioError
+from engine.files import atomic_write_text
+
+AUDIT_FILE = "record_losses.json"
+# A record whose loss is this many times the median stands out.
+OUTLIER_FACTOR = 3.0
+
+
+@dataclass
+class RecordLoss:
+    """One record's score. ``record`` is its number in the dataset file, from 1."""
+
+    record: int
+    line: int | None
+    split: str  # "train" or "eval"
+    loss: float
+    tokens: int  # answer tokens scored
+    truncated: bool
+    instruction: str  # the first user turn, shortened
+
+
+@dataclass
+class Audit:
+    run_dir: str
+    weights: str
+    dataset: str
+    dataset_changed: bool  # the file's usable records differ from what the run trained on
+    device: str
+    seconds: float
+    records: list[RecordLoss] = field(default_factory=list)  # hardest first
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # records with nothing to score
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(r.loss for r in self.records) if self.records else None
+
+    def median_of(self, split: str) -> float | None:
+        values = [r.loss for r in self.records if r.split == split]
+        return statistics.median(values) if values else None
+
+    def outliers(self, factor: float = OUTLIER_FACTOR) -> list[RecordLoss]:
+        """Records whose loss is ``factor`` times the median of their split or more."""
+        medians = {s: self.median_of(s) for s in ("train", "eval")}
+        return [r for r in self.records if medians[r.split] and r.loss >= factor * medians[r.split]]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(median=self.median, median_train=self.median_of("train"), median_eval=self.median_of("eval"),
+                   outliers=[r.record for r in self.outliers()], outlier_factor=OUTLIER_FACTOR)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Audit:
+        known = {k: data[k] for k in ("run_dir", "weights", "dataset", "dataset_changed", "device", "seconds",
+                                      "skipped", "notes") if k in data}
+        return cls(**known, records=[RecordLoss(**r) for r in data.get("records", [])])
+
+    def save(self) -> Path:
+        path = Path(self.run_dir) / AUDIT_FILE
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
+        return path
+
+
+def read_audit(run_dir: str | Path) -> Audit | None:
+    """The audit saved in a run folder, or None."""
+    try:
+        return Audit.from_dict(json.loads((Path(run_dir) / AUDIT_FILE).read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, TypeError, KeyError):
+        return None
+
+
+def _weights(run_dir: Path, method_peft: bool) -> Path:
+    """``final/``, else the newest checkpoint that holds the method's weights."""
+    from engine.runs import checkpoints
+
+    final = run_dir / "final"
+    if (final / "config.json").exists() or (final / "adapter_config.json").exists():
+        return final
+    marker = "adapter_config.json" if method_peft else "config.json"
+    for ckpt in reversed(checkpoints(run_dir)):
+        if (ckpt / marker).exists() or (ckpt / "adapter_config.json").exists():
+            return ckpt
+    raise ModelError(f"run '{run_dir.name}' has no trained weights yet: no final/ and no checkpoint",
+                     hint="Let it train to its first checkpoint (save_steps), or resume it.")
+
+
+def _first_user_turn(messages: list[dict[str, str]], width: int = 90) -> str:
+    text = next((m["content"] for m in messages if m.get("role") == "user"), "")
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | None = None,
+              checkpoint: str | Path | None = None,
+              progress: Callable[[int, int], None] | None = None) -> Audit:
+    """Score every usable record of a run's dataset with the run's trained weights.
+
+    Args:
+        run_dir: the run folder.
+        device: ``auto`` (the GPU if there is one), ``cpu`` or ``cuda``. On a CPU a run trained
+            in 8-bit, 4-bit or fp16 is scored in fp32, and the result says so.
+        batch_size: records per forward pass (default: the run's micro-batch).
+        checkpoint: score these weights (a ``checkpoint-N`` folder) instead of ``final/``.
+        progress: called with (records scored, records in all).
+
+    Raises:
+        ModelError: the run has no weights yet, or they don't load.
+        StudioError: the run's dataset is gone or has nothing to score.
+    """
+    import torch
+
+    from engine import precision
+    from engine.config import RunConfig
+    from engine.data.formats import load_dataset_file
+    from engine.data.split import content_hash, train_eval_split
+    from engine.data.tokenize import IGNORE_INDEX, tokenize_records
+    from engine.methods import get_method
+    from engine.models import load_tokenizer, resolve_model_path
+    from engine.paths import demo_dataset_path
+    from engine.runs import read_summary
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.yaml").exists():
+        raise StudioError(f"'{run_dir}' is not a run folder: no run.yaml")
+    cfg = RunConfig.load(run_dir / "run.yaml")
+    method = get_method(cfg.method)
+    weights = Path(checkpoint) if checkpoint else _weights(run_dir, method.peft)
+    notes: list[str] = []
+    if weights.name != "final":
+        notes.append(f"scored with {weights.name} (the run has no final/)" if not checkpoint
+                     else f"scored with {weights.name}")
+
+    data_path = demo_dataset_path() if cfg.dataset == "demo" else Path(cfg.dataset)
+    if not data_path.is_file():
+        raise StudioError(f"the run's dataset '{data_path}' is gone", hint="Put it back where the run read it, "
+                          "or edit 'dataset' in the run's run.yaml.")
+    ds = load_dataset_file(data_path, cfg.dataset_format)
+    numbers = [i + 1 for i, r in enumerate(ds.records) if not r.broken]
+    good = [r for r in ds.records if not r.broken]
+    trained_hash = read_summary(run_dir).get("dataset_hash")
+    changed = bool(trained_hash) and trained_hash != content_hash(good)
+    if changed:
+        notes.append("the dataset changed since this run trained: the scores are for the file as it is now, "
+                     "and the train/eval split may differ from the run's")
+
+    env = precision.detect_environment()
+    on = "cuda" if device == "cuda" or (device == "auto" and env.cuda) else "cpu"
+    changes: dict[str, Any] = {"device": on, "gradient_checkpointing": False}
+    if on == "cpu" and (cfg.load_in in ("int8", "nf4", "fp16") or cfg.mixed_precision == "fp16"):
+        notes.append(f"trained with load_in {cfg.load_in}, scored in fp32 on the CPU")
+        changes.update(load_in="fp32", mixed_precision="no")
+    cfg = cfg.replace(**changes)
+
+    tokenizer = load_tokenizer(str(resolve_model_path(cfg.model)), trust_remote_code=cfg.trust_remote_code)
+    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len)
+    if not rows:
+        raise StudioError(f"nothing to score in {data_path}: every record was dropped",
+                          hint=json.dumps(stats.problems[:3], ensure_ascii=False))
+    train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
+    split_of = {i: "train" for i in train_idx} | {i: "eval" for i in eval_idx}
+
+    if method.name in ("full", "freeze") or (weights / "config.json").exists() and not (
+            weights / "adapter_config.json").exists():
+        model = precision.load_model(cfg, weights, env)
+    else:
+        base = precision.load_model(cfg, resolve_model_path(cfg.model), env)
+        model = method.load(base, weights, cfg)
+    model.eval()
+    dev = next(model.parameters()).device
+    autocast = precision.compute_dtype(cfg) if cfg.mixed_precision in ("fp16", "bf16") else None
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    size = max(1, batch_size or cfg.batch_size)
+    # Longest first: batches of like lengths waste less on padding.
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
+    losses: dict[int, tuple[float, int]] = {}
+    for start in range(0, len(order), size):
+        batch = [rows[i] for i in order[start:start + size]]
+        width = max(len(r["input_ids"]) for r in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        for j, r in enumerate(batch):
+            n = len(r["input_ids"])
+            ids[j, :n] = torch.tensor(r["input_ids"])
+            mask[j, :n] = 1
+            labels[j, :n] = torch.tensor(r["labels"])
+        ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
+        with torch.no_grad(), torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        # Prompt tuning puts its virtual tokens first; the last `width` positions are the input's.
+        logits = logits[:, -width:, :].float()
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
+                                                reduction="none").view(len(batch), -1)
+        counted = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)
+        per_record = nll.sum(dim=1) / counted.clamp(min=1)
+        for j, i in enumerate(order[start:start + size]):
+            losses[i] = (float(per_record[j]), int(counted[j]))
+        if progress is not None:
+            progress(min(start + size, len(rows)), len(rows))
+
+    results = []
+    for i in range(len(rows)):
+        source = stats.sources[i]
+        rec = good[source]
+        loss, n = losses[i]
+        results.append(RecordLoss(record=numbers[source], line=getattr(rec, "line", None), split=split_of[i],
+                                  loss=round(loss, 5) if math.isfinite(loss) else float("inf"), tokens=n,
+                                  truncated=i in stats.cut_rows, instruction=_first_user_turn(rec.messages())))
+    results.sort(key=lambda r: -r.loss)
+    skipped = [{"record": numbers[p["index"]], "line": p.get("line"), "message": p["message"]}
+               for p in stats.problems]
+    del model
+    if on == "cuda":
+        torch.cuda.empty_cache()
+    return Audit(run_dir=str(run_dir), weights=str(weights), dataset=str(data_path), dataset_changed=changed,
+                 device=on, seconds=round(time.perf_counter() - started, 2), records=results, skipped=skipped,
+                 notes=notes)
+
+
+def format_audit(audit: Audit, top: int = 15) -> str:
+    """The hardest records as a table, with what to do about them."""
+    lines = [f"{len(audit.records)} records of {audit.dataset} scored with {audit.weights} on {audit.device} "
+             f"in {audit.seconds:.1f} s"]
+    lines += [f"note: {n}" for n in audit.notes]
+    med_t, med_e = audit.median_of("train"), audit.median_of("eval")
+    lines.append("median answer loss: " + ", ".join(
+        f"{name} {m:.3f}" for name, m in (("train", med_t), ("eval", med_e)) if m is not None))
+    lines.append("")
+    lines.append(f"{'loss':>8} {'x median':>8} {'tokens':>6}  {'record':>7}  {'split':<5}  instruction")
+    medians = {"train": med_t, "eval": med_e}
+    for r in audit.records[:top]:
+        m = medians[r.split]
+        ratio = f"{r.loss / m:.1f}" if m else "–"
+        trunc = " (truncated)" if r.truncated else ""
+        lines.append(f"{r.loss:>8.3f} {ratio:>8} {r.tokens:>6}  {'#' + str(r.record):>7}  {r.split:<5}  "
+                     f"{r.instruction}{trunc}")
+    outliers = audit.outliers()
+    lines.append("")
+    if outliers:
+        one = len(outliers) == 1
+        lines.append(f"{len(outliers)} record{' scores' if one else 's score'} {OUTLIER_FACTOR:g}x the median of "
+                     f"{'its' if one else 'their'} split or more. The trained model still finds "
+                     f"{'its answer' if one else 'their answers'} unlikely: check {'it' if one else 'them'} for a "
+                     "wrong, inconsistent or differently formatted answer "
+                     f"(finetune-studio data preview {audit.dataset} --record N).")
+    else:
+        lines.append(f"No record scores {OUTLIER_FACTOR:g}x the median of its split: nothing stands out.")
+    if audit.skipped:
+        lines.append(f"{len(audit.skipped)} record(s) had nothing to score: "
+                     + "; ".join(f"#{s['record']}: {s['message']}" for s in audit.skipped[:3]))
+    return "\n".join(lines)
+
+
+def cli_audit(args: Any) -> int:
+    """``finetune-studio runs audit RUN [--top N] [--json] [--device D] [--batch_size N] [--checkpoint DIR]``."""
+    import sys
+
+    from engine.adapters import quiet_loading
+    from engine.runs import resolve_run
+
+    run_dir = resolve_run(args.run)
+    quiet_loading()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if not args.json and sys.stderr.isatty() and (now - last[0] > 0.5 or done == total):
+            last[0] = now
+            print(f"\rscoring {done}/{total} records", end="\n" if done == total else "", file=sys.stderr,
+                  flush=True)
+
+    audit = audit_run(run_dir, device=args.device, batch_size=args.batch_size, checkpoint=args.checkpoint,
+                      progress=progress)
+    path = audit.save()
+    if args.json:
+        print(json.dumps(audit.to_dict(), ensure_ascii=False))
+    else:
+        print(format_audit(audit, args.top))
+        print(f"all {len(audit.records)} scores: {path}")
+    return 0

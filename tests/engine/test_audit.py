@@ -1,0 +1,159 @@
+"""The per-record loss audit (`runs audit`): right scores, right records, the planted mistake first."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.audit import audit_run, format_audit, read_audit
+from engine.errors import ModelError
+from engine.runs import find_run
+from tests.engine.test_train import METHOD_SETTINGS, make_cfg, train
+
+
+def with_broken_line(src: Path, out: Path) -> Path:
+    """``src`` with an unreadable line 3, so record numbers and usable-record indexes differ."""
+    lines = src.read_text(encoding="utf-8").splitlines()
+    out.write_text("\n".join(lines[:2] + ['{"instruction": "broken", "output": '] + lines[2:]) + "\n",
+                   encoding="utf-8")
+    return out
+
+
+def reference_losses(run_dir: Path, model_dir: Path, method: str, dataset: Path, seq_len: int
+                     ) -> dict[int, float | None]:
+    """Each record's loss as the model computes it with labels, one record at a time."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.data.formats import load_dataset_file
+    from engine.data.tokenize import render_record
+
+    if method in ("full", "freeze"):
+        model = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    elif method == "adapter":
+        from engine.methods import bottleneck
+
+        model = bottleneck.load(AutoModelForCausalLM.from_pretrained(model_dir), run_dir / "final")
+    else:
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), run_dir / "final")
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    out = {}
+    for number, rec in enumerate(load_dataset_file(dataset).records, start=1):
+        if rec.broken:
+            continue
+        row = {k: v[:seq_len] for k, v in render_record(rec.messages(), tok, "auto").items()}
+        if all(x == -100 for x in row["labels"]):
+            out[number] = None  # the prompt fills seq_len: nothing to score
+            continue
+        with torch.no_grad():
+            out[number] = float(model(input_ids=torch.tensor([row["input_ids"]]),
+                                      labels=torch.tensor([row["labels"]])).loss)
+    return out
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt", "prefix", "ia3", "adapter", "freeze", "full"])
+def test_scores_are_the_models_own_loss_for_each_record(method, tmp_path, tiny_model_dir, small_dataset):
+    data = with_broken_line(small_dataset, tmp_path / "data.jsonl")
+    extra = METHOD_SETTINGS.get(method, {})
+    result, _, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run", method=method, eval_split=0.2, **extra))
+    run_dir = Path(result["output_dir"])
+    audit = audit_run(run_dir, batch_size=5)  # batches of unequal lengths: padding must not count
+
+    ref = reference_losses(run_dir, tiny_model_dir, method, data, 64)
+    # Every usable record, numbered from 1 as in the file; those with nothing to score listed.
+    assert sorted(r.record for r in audit.records) == sorted(n for n, v in ref.items() if v is not None)
+    assert sorted(s["record"] for s in audit.skipped) == sorted(n for n, v in ref.items() if v is None)
+    assert 3 not in ref
+    for r in audit.records:
+        assert r.loss == pytest.approx(ref[r.record], rel=1e-4, abs=1e-5), r.record
+    assert [r.loss for r in audit.records] == sorted((r.loss for r in audit.records), reverse=True)
+
+    stats = json.loads((run_dir / "dataset.json").read_text())
+    assert sum(r.split == "eval" for r in audit.records) == stats["eval"]  # the run's own split
+    # Truncated records: those scored, and those whose prompt alone filled seq_len.
+    assert 0 < sum(r.truncated for r in audit.records) == stats["truncated"] - len(audit.skipped)
+    assert not audit.dataset_changed and audit.weights == str(run_dir / "final")
+
+
+def test_records_point_at_the_right_rows_of_the_file(tmp_path, tiny_model_dir, small_dataset):
+    from engine.data.formats import load_dataset_file
+
+    data = with_broken_line(small_dataset, tmp_path / "data.jsonl")
+    result, _, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run"))
+    audit = audit_run(result["output_dir"])
+    records = load_dataset_file(data).records
+    for r in audit.records:
+        assert records[r.record - 1].line == r.line
+        first = " ".join(records[r.record - 1].messages()[0]["content"].split())
+        assert first.startswith(r.instruction.rstrip("…"))
+
+
+def test_a_planted_wrong_answer_ranks_first(tmp_path, tiny_model_dir):
+    rng = random.Random(0)
+    rows = [{"instruction": f"Is {n} a number? Reply yes.", "input": "", "output": "yes"} for n in range(40)]
+    noise = " ".join("".join(rng.choice("qxzjvkwp") for _ in range(5)) for _ in range(3))
+    rows.insert(17, {"instruction": "Is 99 a number? Reply yes.", "input": "", "output": noise})
+    data = tmp_path / "planted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    # Full fine-tuning: a LoRA on this 32-wide random model learns too slowly for a 40-step test.
+    result, _, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run", method="full", max_steps=40,
+                                  eval_split=0.0, batch_size=8, learning_rate=1e-2, lr_scheduler="constant"))
+    audit = audit_run(result["output_dir"])
+    assert audit.records[0].record == 18  # rows[17], numbered from 1
+    assert [r.record for r in audit.outliers()] == [18] and not audit.records[0].truncated
+    text = format_audit(audit, top=3)
+    assert "#18" in text.splitlines()[4] and "1 record scores 3x the median of its split" in text
+
+
+def test_cli_prints_the_hardest_and_saves_every_score(tmp_path, tiny_model_dir, small_dataset, capsys):
+    from engine.cli import main
+
+    result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, "", run_name="medical"))
+    run_dir = Path(result["output_dir"])
+    assert main(["runs", "audit", "medical", "--top", "4"]) == 0  # found by its run_name
+    out = capsys.readouterr().out
+    table = out.split("instruction\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    saved = read_audit(run_dir)
+    assert len(table) == 4 and [f"#{r.record}" for r in saved.records[:4]] == [row.split()[3] for row in table]
+    assert len(saved.records) + len(saved.skipped) == json.loads((run_dir / "dataset.json").read_text())["records"]
+
+    assert main(["runs", "audit", str(run_dir), "--json", "--batch_size", "3"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["records"][0]["loss"] == pytest.approx(saved.records[0].loss, rel=1e-4)
+    assert data["median"] == pytest.approx(saved.median, rel=1e-4) and "outliers" in data
+
+    assert main(["runs", "audit", "no-such-run"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_a_changed_dataset_is_said(tmp_path, tiny_model_dir, small_dataset):
+    result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run"))
+    lines = small_dataset.read_text(encoding="utf-8").splitlines()
+    small_dataset.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+    audit = audit_run(result["output_dir"])
+    assert audit.dataset_changed and any("dataset changed" in n for n in audit.notes)
+
+
+def test_a_run_without_weights_is_refused(tmp_path, tiny_model_dir, small_dataset):
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    cfg.save(tmp_path / "run" / "run.yaml")
+    with pytest.raises(ModelError, match="no trained weights yet"):
+        audit_run(tmp_path / "run")
+
+
+def test_find_run_by_run_name_takes_the_newest(studio_home):
+    from engine.runs import runs_dir
+
+    for name in ("20261101-120000-medical", "20261102-090000-medical", "20261103-080000-medical-2",
+                 "20261104-080000-legal"):
+        (runs_dir() / name).mkdir(parents=True)
+        (runs_dir() / name / "run.yaml").write_text("method: lora\n")
+    assert find_run("medical") == (runs_dir() / "20261103-080000-medical-2").resolve()
+    assert find_run("legal").name == "20261104-080000-legal"
+    assert find_run("edical") is None and find_run("") is None
