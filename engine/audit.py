@@ -98,17 +98,25 @@ def read_audit(run_dir: str | Path) -> Audit | None:
         return None
 
 
-def _weights(run_dir: Path, method_peft: bool) -> Path:
-    """``final/``, else the newest checkpoint that holds the method's weights."""
+def _holds_weights(folder: Path) -> bool:
+    return (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
+
+
+def audit_weights(run_dir: str | Path) -> Path | None:
+    """What an audit of the run scores with: ``final/``, else its newest checkpoint with
+    weights, else None (nothing trained yet). Reads no weights."""
     from engine.runs import checkpoints
 
-    final = run_dir / "final"
-    if (final / "config.json").exists() or (final / "adapter_config.json").exists():
-        return final
-    marker = "adapter_config.json" if method_peft else "config.json"
-    for ckpt in reversed(checkpoints(run_dir)):
-        if (ckpt / marker).exists() or (ckpt / "adapter_config.json").exists():
-            return ckpt
+    run_dir = Path(run_dir)
+    if _holds_weights(run_dir / "final"):
+        return run_dir / "final"
+    return next((c for c in reversed(checkpoints(run_dir)) if _holds_weights(c)), None)
+
+
+def _weights(run_dir: Path) -> Path:
+    found = audit_weights(run_dir)
+    if found is not None:
+        return found
     raise ModelError(f"run '{run_dir.name}' has no trained weights yet: no final/ and no checkpoint",
                      hint="Let it train to its first checkpoint (save_steps), or resume it.")
 
@@ -154,7 +162,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
         raise StudioError(f"'{run_dir}' is not a run folder: no run.yaml")
     cfg = RunConfig.load(run_dir / "run.yaml")
     method = get_method(cfg.method)
-    weights = Path(checkpoint) if checkpoint else _weights(run_dir, method.peft)
+    weights = Path(checkpoint) if checkpoint else _weights(run_dir)
     notes: list[str] = []
     if weights.name != "final":
         notes.append(f"scored with {weights.name} (the run has no final/)" if not checkpoint
@@ -249,6 +257,11 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
                  notes=notes)
 
 
+def ratio_text(ratio: float | None) -> str:
+    """``loss / median`` to one decimal, rounded down, so 2.996 reads 2.9 and not the flag's 3.0."""
+    return "–" if ratio is None else f"{math.floor(ratio * 10) / 10:.1f}"
+
+
 def format_audit(audit: Audit, top: int = 15) -> str:
     """The hardest records as a table, with what to do about them."""
     lines = [f"{len(audit.records)} records of {audit.dataset} scored with {audit.weights} on {audit.device} "
@@ -262,7 +275,7 @@ def format_audit(audit: Audit, top: int = 15) -> str:
     medians = {"train": med_t, "eval": med_e}
     for r in audit.records[:top]:
         m = medians[r.split]
-        ratio = f"{r.loss / m:.1f}" if m else "–"
+        ratio = ratio_text(r.loss / m if m else None)
         trunc = " (truncated)" if r.truncated else ""
         lines.append(f"{r.loss:>8.3f} {ratio:>8} {r.tokens:>6}  {'#' + str(r.record):>7}  {r.split:<5}  "
                      f"{r.instruction}{trunc}")
@@ -296,7 +309,9 @@ def cli_audit(args: Any) -> int:
 
     def progress(done: int, total: int) -> None:
         now = time.monotonic()
-        if not args.json and sys.stderr.isatty() and (now - last[0] > 0.5 or done == total):
+        if getattr(args, "progress", False):  # for the GUI, which reads stderr
+            print(f"progress {done} {total}", file=sys.stderr, flush=True)
+        elif not args.json and sys.stderr.isatty() and (now - last[0] > 0.5 or done == total):
             last[0] = now
             print(f"\rscoring {done}/{total} records", end="\n" if done == total else "", file=sys.stderr,
                   flush=True)

@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--checkpoint", metavar="DIR", default=None,
                     help="score a checkpoint-N folder instead of final/")
     ra.add_argument("--json", action="store_true", help="print the whole audit as one JSON object")
+    ra.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # "progress N M" lines for the GUI
 
     w = sub.add_parser("worker", help="(internal) the training worker process: JSON events on stdout, "
                        "commands on stdin")

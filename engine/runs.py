@@ -12,6 +12,7 @@ A run folder holds::
     final/            the final PEFT adapter, or a safetensors model for full/freeze
     README.md         the model card
     worker.pid        the live worker's process id (removed when it exits)
+    record_losses.json  each record's answer loss under the trained weights (``runs audit``)
 
 ``finetune-studio runs list|show|compare`` read these files (:func:`cli_list`, :func:`cli_show`,
 :func:`cli_compare`); nothing here loads torch.

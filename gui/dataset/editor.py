@@ -441,6 +441,25 @@ class DatasetEditor(QWidget):
         self.table.scrollTo(pidx)
         return True
 
+    def show_record(self, path: str | Path, index: int) -> bool:
+        """Open ``path`` if it is not the open file (asking about unsaved edits first) and make
+        record ``index`` (from 0) current. False when the user kept the open file, or the file
+        has no such record."""
+        path = Path(path)
+        current = self.path()
+        if current is None or current.resolve() != path.resolve():
+            if not self.maybe_close():
+                return False
+            self.open_file(path)
+            if self.path() is None or self.path().resolve() != path.resolve():
+                return False  # it did not open: the banner says why
+        if not self.select_record(index):
+            self.banner.show_message("warning", f"{path.name} has no record {index + 1} now (it has "
+                                     f"{len(self._ds.records) if self._ds else 0}); it changed since the audit.")
+            return False
+        self.table.setFocus()
+        return True
+
     def current_record_index(self) -> int:
         """Index in ``ds.records`` of the current record, or -1."""
         cur = self.table.currentIndex()

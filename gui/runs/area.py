@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QTableView,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -50,6 +51,7 @@ from engine.runs import (
     read_metrics,
     read_summary,
 )
+from gui.runs.audit_panel import AuditPanel
 from gui.train.plots import debiased_ema
 
 GiB = 2**30
@@ -244,6 +246,8 @@ class RunsArea(QWidget):
     """Resume this run folder in the Train area."""
     sig_open_config = Signal(str)
     """Open this run's run.yaml in the Train area."""
+    sig_open_record = Signal(str, int)
+    """(dataset file, record index from 0): show this record in the Dataset editor."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -330,9 +334,16 @@ class RunsArea(QWidget):
         tl.addWidget(self.empty)
         tl.addWidget(self.table, 1)
         tl.addWidget(self.summary)
+        self.audit_panel = AuditPanel()
+        self.bottom_tabs = QTabWidget()
+        self.bottom_tabs.setDocumentMode(True)
+        self.bottom_tabs.addTab(plot_box, "Curves")
+        self.bottom_tabs.addTab(self.audit_panel, "Hardest records")
+        self.bottom_tabs.setTabToolTip(1, "The run's records ranked by how unlikely the trained model finds their "
+                                          "answers: the top ones are often annotation mistakes")
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(table_box)
-        split.addWidget(plot_box)
+        split.addWidget(self.bottom_tabs)
         split.setStretchFactor(0, 2)
         split.setStretchFactor(1, 3)
         split.setSizes([320, 480])
@@ -348,6 +359,7 @@ class RunsArea(QWidget):
         self.try_button.clicked.connect(self._on_try)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.doubleClicked.connect(lambda _: self._on_open_config())
+        self.audit_panel.sig_open_record.connect(self.sig_open_record)
         self.metric_combo.currentIndexChanged.connect(self._replot)
         self.smooth.toggled.connect(self._replot)
         self.log_y.toggled.connect(lambda on: (self.plot.setLogMode(y=on), self._replot()))
@@ -391,6 +403,10 @@ class RunsArea(QWidget):
     def on_shown(self) -> None:
         self.refresh()
 
+    def shutdown(self) -> None:
+        """The window closes: end a running audit (it saves nothing until it finishes)."""
+        self.audit_panel.stop()
+
     # ---- Internals
     def _current(self) -> RunInfo | None:
         runs = self.selected_runs()
@@ -398,6 +414,7 @@ class RunsArea(QWidget):
 
     def _on_selection(self, *_: Any) -> None:
         run = self._current()
+        self.audit_panel.set_run(run)
         self.config_button.setEnabled(run is not None and (run.path / "run.yaml").exists())
         self.folder_button.setEnabled(run is not None)
         resumable, why = resume_state(run)

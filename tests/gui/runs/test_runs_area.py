@@ -302,3 +302,105 @@ def test_a_run_with_one_logged_step_is_drawn_as_a_dot(qtbot, studio_home):
     area.refresh()
     area.select_paths([longer])
     assert area.curves[str(longer)].opts["symbol"] is None  # a line of 5 steps needs no dots
+
+
+def plain(label) -> str:
+    """A rich-text label's text as the user reads it."""
+    from PySide6.QtGui import QTextDocument
+
+    doc = QTextDocument()
+    doc.setHtml(label.text())
+    return doc.toPlainText()
+
+
+def test_hardest_records_audit_in_a_child_process_and_open_in_the_editor(qtbot, tmp_path, tiny_model_dir,
+                                                                          small_dataset):
+    """A real run is audited by `runs audit` in a child process; a double-click shows the record."""
+    from engine.audit import read_audit
+    from engine.data.formats import load_dataset_file
+    from gui.main_window import MainWindow
+    from tests.engine.test_train import make_cfg, train
+
+    result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, "", run_name="audited"))
+    run_dir = Path(result["output_dir"])
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    win.show_area("runs")
+    area, panel = win.areas["runs"], win.areas["runs"].audit_panel
+    area.select_paths([run_dir])
+    assert panel.run is not None and panel.run.path == run_dir
+    assert "Not audited yet" in plain(panel.status) and panel.audit_button.text() == "Audit records"
+    assert not panel.table.isVisibleTo(panel)
+
+    with qtbot.waitSignal(panel.sig_audited, timeout=180_000):
+        qtbot.mouseClick(panel.audit_button, Qt.MouseButton.LeftButton)
+        assert not panel.audit_button.isEnabled() and panel.progress.isVisibleTo(panel)
+    audit = read_audit(run_dir)
+    assert audit is not None and panel.model.rowCount() == len(audit.records) > 0
+    assert panel.audit_button.text() == "Audit again" and f"{len(audit.records):,} records scored" in plain(panel.status)
+    top = panel.model.rows[0]
+    assert top.loss == max(r.loss for r in audit.records)
+    assert panel.proxy.data(panel.proxy.index(0, 2)) == f"#{top.record}"  # sorted hardest first
+
+    # The tint follows the audit's own outliers.
+    flagged = {r.record for r in audit.outliers()}
+    tinted = {panel.model.rows[i].record for i in range(panel.model.rowCount())
+              if panel.model.data(panel.model.index(i, 0), Qt.ItemDataRole.BackgroundRole) is not None}
+    assert tinted == flagged
+    panel.flagged_only.setChecked(True)
+    assert panel.model.rowCount() == len(flagged)
+    panel.flagged_only.setChecked(False)
+
+    # Double-click a record: the Dataset area opens the run's file at that record.
+    pick = panel.model.rows[3]
+    index = panel.proxy.mapFromSource(panel.model.index(3, 0))
+    with qtbot.waitSignal(area.sig_open_record) as opened:
+        panel.table.doubleClicked.emit(index)
+    assert opened.args == [str(small_dataset), pick.record - 1]
+    editor = win.areas["dataset"]
+    assert win.current_area() == "dataset" and editor.path() == small_dataset
+    assert editor.current_record_index() == pick.record - 1
+    assert load_dataset_file(small_dataset).records[pick.record - 1].line == pick.line
+
+    # Another run without weights: nothing to audit, and it says so.
+    bare = make_run("20261128-090000-lora", "stopped")
+    area.refresh()
+    area.select_paths([bare])
+    assert not panel.audit_button.isEnabled() and "no trained weights yet" in plain(panel.status)
+
+
+def test_a_failed_audit_says_why(qtbot, studio_home):
+    area = RunsArea()
+    qtbot.addWidget(area)
+    run = make_run("20261128-100000-lora", "completed", final=True)
+    (run / "final" / "adapter_config.json").write_text("{}")
+    (run / "run.yaml").write_text("model: demo\ndataset: /nonexistent/data.jsonl\nmethod: lora\n")
+    area.refresh()
+    area.select_paths([run])
+    panel = area.audit_panel
+    with qtbot.waitSignal(panel.proc.finished if panel.start() else None, timeout=120_000):
+        pass
+    assert "The audit failed: the run's dataset '/nonexistent/data.jsonl' is gone" in plain(panel.status)
+    assert panel.audit_button.isEnabled() and panel.proc is None
+
+
+def test_an_audit_finishing_while_another_run_is_shown_stays_with_its_run(qtbot, tmp_path, tiny_model_dir,
+                                                                          small_dataset):
+    from engine.audit import read_audit
+    from tests.engine.test_train import make_cfg, train
+
+    first = Path(train(make_cfg(tiny_model_dir, small_dataset, "", run_name="first"))[0]["output_dir"])
+    other = make_run("20261128-090000-lora", "stopped")
+    area = RunsArea()
+    qtbot.addWidget(area)
+    panel = area.audit_panel
+    area.select_paths([first])
+    with qtbot.waitSignal(panel.sig_audited, timeout=180_000) as done:
+        assert panel.start()
+        area.select_paths([other])  # the user looks at another run meanwhile
+        assert panel.run.path == other and not panel.progress.isVisibleTo(panel)
+    assert done.args == [str(first)] and read_audit(first) is not None
+    assert panel.model.audit is None and "no trained weights yet" in plain(panel.status)
+    area.select_paths([first])
+    assert panel.model.rowCount() == len(read_audit(first).records)
+    area.shutdown()  # nothing running: harmless

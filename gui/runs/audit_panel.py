@@ -1,0 +1,313 @@
+"""The Runs area's "Hardest records" tab: a run's records ranked by answer loss.
+
+The audit itself is ``finetune-studio runs audit RUN --json`` in a child process (``QProcess``),
+so the GUI process never holds a model; its result is ``record_losses.json`` in the run
+folder, which this panel reads (and shows at once for a run audited before). Double-clicking
+a record opens it in the Dataset editor.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QProcess,
+    QProcessEnvironment,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.audit import OUTLIER_FACTOR, Audit, audit_weights, ratio_text, read_audit
+from engine.runs import RunInfo
+from gui.dataset.severity import COLORS
+
+COLUMNS = ("Loss", "× median", "Record", "Split", "Answer tokens", "Instruction")
+FLAG_BACKGROUND = "#fff3d6"  # a warning's tint, behind text in COLORS["warning"]
+
+
+class AuditTableModel(QAbstractTableModel):
+    """The scored records, hardest first; flagged records tinted."""
+
+    def __init__(self, parent: Any = None):
+        super().__init__(parent)
+        self.audit: Audit | None = None
+        self.rows: list[Any] = []
+        self.flagged: set[int] = set()
+        self.medians: dict[str, float | None] = {}
+
+    def set_audit(self, audit: Audit | None, flagged_only: bool = False) -> None:
+        self.beginResetModel()
+        self.audit = audit
+        self.flagged = {r.record for r in audit.outliers()} if audit else set()
+        self.medians = {s: audit.median_of(s) for s in ("train", "eval")} if audit else {}
+        rows = audit.records if audit else []
+        self.rows = [r for r in rows if r.record in self.flagged] if flagged_only else list(rows)
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802 - Qt's name
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return {"Loss": "Mean negative log-likelihood of the record's answer tokens under the trained weights",
+                    "× median": "The loss over the median loss of the record's split (train or eval)",
+                    "Record": "The record's number in the dataset file, from 1, as in the Dataset editor"
+                    }.get(COLUMNS[section])
+        return None
+
+    def ratio(self, r: Any) -> float | None:
+        m = self.medians.get(r.split)
+        return r.loss / m if m else None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        r = self.rows[index.row()]
+        col = COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return {"Loss": f"{r.loss:.3f}", "× median": ratio_text(self.ratio(r)),
+                    "Record": f"#{r.record}", "Split": r.split, "Answer tokens": str(r.tokens),
+                    "Instruction": r.instruction + (" (truncated)" if r.truncated else "")}[col]
+        if role == Qt.ItemDataRole.UserRole:  # sort key
+            return {"Loss": r.loss, "× median": self.ratio(r) or 0.0, "Record": r.record, "Split": r.split,
+                    "Answer tokens": r.tokens, "Instruction": r.instruction}[col]
+        if role == Qt.ItemDataRole.TextAlignmentRole and col != "Instruction" and col != "Split":
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.BackgroundRole and r.record in self.flagged:
+            return QColor(FLAG_BACKGROUND)
+        if role == Qt.ItemDataRole.ForegroundRole and r.record in self.flagged and col == "× median":
+            return QColor(COLORS["warning"])
+        if role == Qt.ItemDataRole.ToolTipRole:
+            tip = f"Record {r.record}" + (f", line {r.line}" if r.line else "") + f" ({r.split} split)"
+            if r.record in self.flagged:
+                tip += (f"\n⚠ {OUTLIER_FACTOR:g}× the median loss of its split or more: check its answer for a "
+                        "mistake, an inconsistency or another format than its siblings.")
+            if r.truncated:
+                tip += "\nLonger than the run's seq_len: only its first tokens were scored (and trained)."
+            return tip + "\nDouble-click to open it in the Dataset editor."
+        return None
+
+
+class AuditPanel(QWidget):
+    """Audit a run's records in a child process and show them, hardest first."""
+
+    sig_open_record = Signal(str, int)
+    """(dataset file, record index from 0): show this record in the Dataset editor."""
+    sig_audited = Signal(str)
+    """A run folder whose audit just finished."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.run: RunInfo | None = None
+        self.auditing: Path | None = None  # the run folder the running audit scores
+        self.proc: QProcess | None = None
+        self.output = ""
+        self.model = AuditTableModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(Qt.ItemDataRole.UserRole)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(COLUMNS.index("Instruction"), QHeaderView.ResizeMode.Stretch)
+
+        self.audit_button = QPushButton("Audit records")
+        self.audit_button.setToolTip("Score every record of this run's dataset with its trained weights, as "
+                                     "training saw it, and rank them (runs in a child process: "
+                                     "finetune-studio runs audit)")
+        self.flagged_only = QCheckBox(f"Only flagged (≥ {OUTLIER_FACTOR:g}× median)")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setVisible(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.RichText)  # every text shown is escaped or built here
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        bar = QHBoxLayout()
+        bar.addWidget(self.audit_button)
+        bar.addWidget(self.flagged_only)
+        bar.addWidget(self.progress)
+        bar.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 4, 0, 0)
+        layout.addLayout(bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table, 1)
+
+        self.audit_button.clicked.connect(self.start)
+        self.flagged_only.toggled.connect(lambda _: self._show(self.model.audit))
+        self.table.doubleClicked.connect(self._on_double_click)
+        self.set_run(None)
+
+    # ---- Public API
+    def set_run(self, run: RunInfo | None) -> None:
+        """Show ``run``'s saved audit, or say what auditing it takes."""
+        if self.proc is not None and self.run is not None and run is not None and run.path == self.run.path:
+            return  # its audit is running: keep showing the progress
+        self.run = run
+        self.progress.setVisible(self.proc is not None and run is not None and run.path == self.auditing)
+        self._show(read_audit(run.path) if run is not None else None)
+        self._update()
+
+    def start(self) -> bool:
+        """Audit the current run in a child process; False when there is nothing to audit."""
+        if self.run is None or self.proc is not None or not self._has_weights(self.run):
+            return False
+        self.auditing = self.run.path
+        self.proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        root = str(Path(__file__).resolve().parents[2])
+        env.insert("PYTHONPATH", root + (":" + env.value("PYTHONPATH") if env.contains("PYTHONPATH") else ""))
+        self.proc.setProcessEnvironment(env)
+        self.proc.readyReadStandardError.connect(self._on_stderr)
+        self.proc.finished.connect(self._on_finished)
+        self.output = ""
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self._say(html.escape(f"Auditing {self.run.name}: loading its model in a child process…"))
+        self.proc.start(sys.executable, ["-m", "engine", "runs", "audit", str(self.run.path), "--json",
+                                         "--progress"])
+        self._update()
+        return True
+
+    def wait(self, msecs: int = 300_000) -> bool:
+        """Block until the audit process ends (tests and scripts)."""
+        return self.proc is not None and self.proc.waitForFinished(msecs)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.waitForFinished(5000)
+
+    # ---- Internals
+    @staticmethod
+    def _has_weights(run: RunInfo) -> bool:
+        return audit_weights(run.path) is not None
+
+    def _update(self) -> None:
+        run = self.run
+        busy = self.proc is not None
+        self.audit_button.setEnabled(run is not None and not busy and self._has_weights(run))
+        self.audit_button.setText("Audit again" if self.model.audit is not None else "Audit records")
+        self.flagged_only.setEnabled(self.model.audit is not None)
+
+    def _say(self, text: str, colour: str | None = None) -> None:
+        self.status.setStyleSheet(f"color: {colour};" if colour else "")
+        self.status.setText(text)
+
+    def _show(self, audit: Audit | None) -> None:
+        self.model.set_audit(audit, self.flagged_only.isChecked())
+        self.table.setVisible(audit is not None)
+        if self.proc is not None and self.run is not None and self.run.path == self.auditing:
+            return  # the progress message stays
+        if self.run is None:
+            self._say("Select one run to see its records ranked by how unlikely the trained model finds "
+                      "their answers.")
+        elif audit is None:
+            self._say(("Not audited yet. “Audit records” scores every record of this run's dataset with the "
+                       "trained weights, exactly as training saw it, and ranks them: after training, the "
+                       "records the model still finds least likely are most often annotation mistakes.")
+                      if self._has_weights(self.run) else
+                      "This run has no trained weights yet (no final/ and no checkpoint) to audit with.")
+        else:
+            self._say(self._summary(audit))
+        self._update()
+
+    def _summary(self, audit: Audit) -> str:
+        flagged = audit.outliers()
+        medians = ", ".join(f"{s} {m:.3f}" for s in ("train", "eval") if (m := audit.median_of(s)) is not None)
+        text = (f"{len(audit.records):,} records scored with {Path(audit.weights).name} on {audit.device} "
+                f"in {audit.seconds:.1f} s · median loss {medians} · ")
+        one = len(flagged) == 1
+        text += (f"<b style='color:{COLORS['warning']}'>{len(flagged)} flagged</b> at ≥ {OUTLIER_FACTOR:g}× the "
+                 f"median of {'its' if one else 'their'} split: check {'its answer' if one else 'their answers'}"
+                 if flagged else "nothing stands out")
+        text = text.replace("\n", " ")
+        notes = [html.escape(n) for n in audit.notes]
+        if audit.skipped:
+            notes.append(f"{len(audit.skipped)} record(s) had nothing to score (the prompt fills seq_len)")
+        if notes:
+            text += "<br><span style='color:#8a5a00'>" + "<br>".join(notes) + "</span>"
+        return text + "<br><span style='color:palette(mid)'>Double-click a record to open it in the Dataset editor.</span>"
+
+    def _on_stderr(self) -> None:
+        if self.proc is not None:
+            self._consume(bytes(self.proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+
+    def _consume(self, text: str) -> None:
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "progress" and parts[1].isdigit() and parts[2].isdigit():
+                done, total = int(parts[1]), int(parts[2])
+                self.progress.setRange(0, total)
+                self.progress.setValue(done)
+                self.progress.setFormat(f"{done:,} / {total:,} records")
+                if self.run is not None and self.run.path == self.auditing:
+                    self._say(html.escape(f"Auditing {self.run.name}: scoring records…"))
+            elif line.strip():
+                self.output += line + "\n"
+
+    def _on_finished(self, code: int, _status: Any) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            self._consume(bytes(proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+        self.progress.setVisible(False)
+        audited, self.auditing = self.auditing, None
+        if self.run is None or self.run.path != audited:
+            self._show(read_audit(self.run.path) if self.run is not None else None)  # another run is shown
+            if code == 0:
+                self.sig_audited.emit(str(audited))
+            return
+        if code == 0:
+            self._show(read_audit(audited))
+            self.sig_audited.emit(str(audited))
+        else:
+            lines = [ln for ln in self.output.splitlines() if ln.startswith("finetune-studio runs audit:")]
+            reason = (lines[-1].removeprefix("finetune-studio runs audit: ") if lines else
+                      (self.output.strip().splitlines() or [f"exit code {code}"])[-1])
+            hint = [ln.strip() for ln in self.output.splitlines() if ln.strip().startswith("hint:")]
+            self._say(html.escape(f"The audit failed: {reason}" + (f" ({hint[-1]})" if hint else "")),
+                      "#be1e1e")
+            self._update()
+
+    def _on_double_click(self, index: QModelIndex) -> None:
+        audit = self.model.audit
+        if audit is None or not index.isValid():
+            return
+        r = self.model.rows[self.proxy.mapToSource(index).row()]
+        self.sig_open_record.emit(audit.dataset, r.record - 1)
