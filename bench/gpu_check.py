@@ -75,6 +75,9 @@ CASES: dict[str, dict[str, Any]] = {
     "oom-recovery-lora": {"method": "lora", "batch_size": 64, "seq_len": 1024, "dataset": "long",
                           "max_steps": 3},
 }
+# After these cases train, `runs audit` scores every demo record with their weights on the same
+# device (4-bit base + adapter, and a bf16 LoRA): the audit's CUDA and bitsandbytes paths.
+AUDIT_CASES = ("lora-bf16", "qlora-nf4")
 BASE: dict[str, Any] = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear",
                         "load_in": "bf16", "mixed_precision": "bf16", "seq_len": 512, "batch_size": 8,
                         "max_steps": 8, "learning_rate": 1e-4, "warmup_ratio": 0.0, "logging_steps": 1,
@@ -181,12 +184,32 @@ def run_case(name: str, model_dir: Path, work: Path, datasets: dict[str, Path], 
         row["error"] = result.get("error")
     if row["status"] == "completed" and name.startswith("oom") and not dry_run and not row["oom_retries"]:
         row.update(status="failed", error={"message": "expected a real out-of-memory and a recovery"})
-    shutil.rmtree(out_dir, ignore_errors=True)  # full-model checkpoints are GBs each
+    if row["status"] == "completed" and name in AUDIT_CASES:
+        row["run_dir"] = str(out_dir)  # audited after every case has trained (adapters: small)
+    else:
+        shutil.rmtree(out_dir, ignore_errors=True)  # full-model checkpoints are GBs each
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         row["allocated_after_bytes"] = int(torch.cuda.memory_allocated())
     return row
+
+
+def audit_case(run_dir: Path) -> dict[str, Any]:
+    """``runs audit`` on a finished case: every record scored, finite, on the case's device."""
+    import torch
+
+    from engine.audit import audit_run
+
+    t0 = time.time()
+    try:
+        audit = audit_run(run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        return {"audit": f"{type(e).__name__}: {e}"}
+    finite = all(math.isfinite(r.loss) for r in audit.records)
+    return {"audit": "ok" if audit.records and finite else "non-finite or no scores",
+            "audit_seconds": round(time.time() - t0, 1), "audit_records": len(audit.records),
+            "audit_device": audit.device, "audit_notes": audit.notes}
 
 
 def _steady_tokens_per_s(steps: list[dict[str, Any]]) -> float | None:
@@ -224,6 +247,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                      f"{_count(r.get('trainable'))} | {r.get('seconds', '-')} |")
     notes = [f"- **{r['case']}**: {r.get('reason') or (r.get('error') or {}).get('message')}" for r in rows
              if r["status"] not in ("completed",)]
+    notes += [f"- **{r['case']}** `runs audit`: {r['audit_records']} records scored on {r['audit_device']} in "
+              f"{r['audit_seconds']} s" + (f" ({'; '.join(r['audit_notes'])})" if r.get("audit_notes") else "")
+              for r in rows if r.get("audit") == "ok"]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
@@ -288,6 +314,17 @@ def main(argv: list[str] | None = None) -> int:
                        "status": "crashed", "error": {"message": f"{type(e).__name__}: {e}"}}
             rows.append(row)
             print(f"{name:26} {row['status']:9} {row.get('seconds', '')}", file=sys.stderr)
+        for row in rows:  # the audits come last: they must not push a training case out of the budget
+            if not row.get("run_dir"):
+                continue
+            if time.time() - t0 > args.budget_s + 60:
+                row["audit"] = "not run (time budget used up)"
+                continue
+            row.update(audit_case(Path(row.pop("run_dir"))))
+            print(f"{row['case'] + ' audit':26} {row['audit']:9} {row.get('audit_seconds', '')}", file=sys.stderr)
+            if row["audit"] != "ok":
+                row.update(status="failed", error={"message": f"the run trained but its audit failed: "
+                                                              f"{row['audit']}"})
         meta = meta_info(model_dir, args.dry_run)
     meta["seconds"] = time.time() - t0
     out = Path(args.out)

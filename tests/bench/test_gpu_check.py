@@ -22,5 +22,8 @@ def test_gpu_check_dry_run_trains_cpu_cases_and_refuses_cuda_ones(tmp_path):
         assert cases[name]["status"] == "completed" and cases[name]["loss_finite"] and cases[name]["steps"] == 2
         assert cases[name]["trainable"] > 0
     assert cases["qlora-nf4"]["status"] == "refused" and "CUDA" in cases["qlora-nf4"]["reason"]
+    # The trained lora case is audited too (on a GPU: the qlora case's 4-bit base as well).
+    assert cases["lora-bf16"]["audit"] == "ok" and cases["lora-bf16"]["audit_records"] > 100
+    assert "audit" not in cases["adapter-houlsby"]
     table = next(tmp_path.glob("gpu-check-dry-*.md")).read_text()
     assert "| qlora-nf4 | qlora | nf4 |" in table and "| lora-bf16 | lora | bf16 | bf16 | adamw | completed |" in table
