@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ModelError, StudioError
+from engine.errors import ModelError, OutOfMemory, StudioError
 from engine.files import atomic_write_text
 
 AUDIT_FILE = "record_losses.json"
@@ -150,7 +150,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     from engine.config import RunConfig
     from engine.data.formats import load_dataset_file
     from engine.data.split import content_hash, train_eval_split
-    from engine.data.tokenize import IGNORE_INDEX, tokenize_records
+    from engine.data.tokenize import tokenize_records
     from engine.methods import get_method
     from engine.models import load_tokenizer, resolve_model_path
     from engine.paths import demo_dataset_path
@@ -212,32 +212,30 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     # Longest first: batches of like lengths waste less on padding.
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
     losses: dict[int, tuple[float, int]] = {}
-    for start in range(0, len(order), size):
-        batch = [rows[i] for i in order[start:start + size]]
-        width = max(len(r["input_ids"]) for r in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-        for j, r in enumerate(batch):
-            n = len(r["input_ids"])
-            ids[j, :n] = torch.tensor(r["input_ids"])
-            mask[j, :n] = 1
-            labels[j, :n] = torch.tensor(r["labels"])
-        ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
-        with torch.no_grad(), torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        # Prompt tuning puts its virtual tokens first; the last `width` positions are the input's.
-        logits = logits[:, -width:, :].float()
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
-                                                reduction="none").view(len(batch), -1)
-        counted = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)
-        per_record = nll.sum(dim=1) / counted.clamp(min=1)
-        for j, i in enumerate(order[start:start + size]):
-            losses[i] = (float(per_record[j]), int(counted[j]))
+    start, halved_to = 0, None
+    while start < len(order):
+        chunk = order[start:start + size]
+        try:
+            scores = _score(model, [rows[i] for i in chunk], pad, dev, autocast)
+        except torch.OutOfMemoryError as e:
+            # Longest records come first, so the first batches are the largest: halve and go on.
+            del e
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            if size == 1:
+                raise OutOfMemory(f"the GPU ran out of memory scoring one record of {len(rows[chunk[0]]['input_ids'])} "
+                                  "tokens", hint="Audit on the CPU (--device cpu), or free the GPU (a "
+                                  "training run or the playground may hold it).") from None
+            size = halved_to = max(1, size // 2)
+            continue
+        for i, score in zip(chunk, scores, strict=True):
+            losses[i] = score
+        start += len(chunk)
         if progress is not None:
-            progress(min(start + size, len(rows)), len(rows))
+            progress(start, len(rows))
 
+    if halved_to is not None:
+        notes.append(f"out of memory at the run's batch size: scored {halved_to} record(s) at a time")
     results = []
     for i in range(len(rows)):
         source = stats.sources[i]
@@ -260,6 +258,34 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
 def ratio_text(ratio: float | None) -> str:
     """``loss / median`` to one decimal, rounded down, so 2.996 reads 2.9 and not the flag's 3.0."""
     return "–" if ratio is None else f"{math.floor(ratio * 10) / 10:.1f}"
+
+
+def _score(model: Any, batch: list[dict[str, list[int]]], pad: int, dev: Any, autocast: Any
+           ) -> list[tuple[float, int]]:
+    """(mean answer NLL, answer tokens) of each row, in one padded forward pass."""
+    import torch
+
+    from engine.data.tokenize import IGNORE_INDEX
+
+    width = max(len(r["input_ids"]) for r in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    for j, r in enumerate(batch):
+        n = len(r["input_ids"])
+        ids[j, :n] = torch.tensor(r["input_ids"])
+        mask[j, :n] = 1
+        labels[j, :n] = torch.tensor(r["labels"])
+    ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    # Prompt tuning puts its virtual tokens first; the last `width` positions are the input's.
+    logits = logits[:, -width:, :].float()
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                            ignore_index=IGNORE_INDEX, reduction="none").view(len(batch), -1)
+    counted = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)
+    per_record = nll.sum(dim=1) / counted.clamp(min=1)
+    return [(float(per_record[j]), int(counted[j])) for j in range(len(batch))]
 
 
 def format_audit(audit: Audit, top: int = 15) -> str:

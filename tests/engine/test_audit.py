@@ -157,3 +157,37 @@ def test_find_run_by_run_name_takes_the_newest(studio_home):
     assert find_run("medical") == (runs_dir() / "20261103-080000-medical-2").resolve()
     assert find_run("legal").name == "20261104-080000-legal"
     assert find_run("edical") is None and find_run("") is None
+
+
+def test_out_of_memory_halves_the_batch_and_scores_the_same(tmp_path, tiny_model_dir, small_dataset, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run"))
+    plain = audit_run(result["output_dir"], batch_size=8)
+    forward = LlamaForCausalLM.forward
+    sizes: list[int] = []
+
+    def tight(self, input_ids=None, **kw):
+        sizes.append(input_ids.shape[0])
+        if input_ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, input_ids=input_ids, **kw)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", tight)
+    squeezed = audit_run(result["output_dir"], batch_size=8)
+    assert sizes[:3] == [8, 4, 2] and max(sizes[3:]) == 2
+    by_record = {r.record: r.loss for r in plain.records}
+    assert sorted(by_record) == sorted(r.record for r in squeezed.records)
+    for r in squeezed.records:
+        assert r.loss == pytest.approx(by_record[r.record], rel=1e-4)
+    assert any("scored 2 record(s) at a time" in n for n in squeezed.notes)
+
+    def none_fits(self, input_ids=None, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", none_fits)
+    from engine.errors import OutOfMemory
+
+    with pytest.raises(OutOfMemory, match="scoring one record") as e:
+        audit_run(result["output_dir"], batch_size=4)
+    assert "--device cpu" in e.value.hint
