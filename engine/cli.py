@@ -41,6 +41,7 @@ HANDLERS = {
     "runs show": "engine.runs:cli_show",
     "runs compare": "engine.runs:cli_compare",
     "runs audit": "engine.audit:cli_audit",
+    "runs promote": "engine.promote:cli_promote",
     "worker": "engine.worker:cli_worker",
     "self-check": "engine.selfcheck:run_self_check",
 }
@@ -207,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="score a checkpoint-N folder instead of final/")
     ra.add_argument("--json", action="store_true", help="print the whole audit as one JSON object")
     ra.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # "progress N M" lines for the GUI
+
+    rp = rsub.add_parser("promote", help="make a checkpoint the run's result (final/): by default the one "
+                         "with the lowest eval loss; the previous final/ is kept as final-step-N/")
+    rp.add_argument("run", metavar="RUN", help="a run folder, or a run name from 'runs list'")
+    rp.add_argument("--checkpoint", default="best", metavar="best|N|DIR",
+                    help="'best' (lowest eval loss, the default), a step number or a checkpoint folder")
+    rp.add_argument("--json", action="store_true")
 
     w = sub.add_parser("worker", help="(internal) the training worker process: JSON events on stdout, "
                        "commands on stdin")

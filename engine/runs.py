@@ -441,9 +441,11 @@ def run_details(path: Path) -> dict[str, Any]:
     lowest_eval = min(evals, key=lambda r: r["eval_loss"], default=None)
     error = summary.get("error")
     final = path / "final"
+    from engine.promote import final_step, promotion_offer
     from engine.resume import resume_point, resume_verdict
 
     verdict = resume_verdict(resume_point(path, info.status))
+    offer = promotion_offer(path)
     return {
         **info.to_dict(),
         "dataset": config.get("dataset"), "dataset_hash": summary.get("dataset_hash"),
@@ -451,6 +453,9 @@ def run_details(path: Path) -> dict[str, Any]:
         "error": error.get("message") if isinstance(error, dict) else error,
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
         "final_dir": str(final) if final.is_dir() else None,
+        "final_step": final_step(path), "final_from": summary.get("final_from"),
+        "better_checkpoint": {"name": offer[0].name, "eval_loss": offer[1], "final_eval_loss": offer[2]}
+        if offer else None,
         "resume": {"ok": verdict.ok, "reason": verdict.reason, "finished": verdict.finished},
         "metrics": {"train_rows": len(train), "eval_rows": len(evals),
                     "last_loss": train[-1]["loss"] if train else None,
@@ -527,12 +532,20 @@ def cli_show(args: Any) -> int:
         ("peak GPU memory", _gib(d["peak_gpu_bytes"])), ("dataset", _num(d["dataset"])),
         ("dataset hash", _num(d["dataset_hash"])), ("dataset records", _num(d["dataset_records"])),
         ("checkpoints", ", ".join(c["name"] for c in d["checkpoints"]) or "none"),
-        ("final", d["final_dir"] or "none"),
+        ("final", (d["final_dir"] or "none") + (f" (step {d['final_step']}"
+                                                 + (f", from {d['final_from']})" if d.get("final_from") else ")")
+                                                 if d.get("final_step") is not None else "")),
         ("resume", ("yes: " if d["resume"]["ok"] else "no: ") + d["resume"]["reason"]
          + (f" (finetune-studio train {d['path']}/run.yaml --resume)" if d["resume"]["ok"] else "")
          + (f" To train further: finetune-studio train {d['path']}/run.yaml --resume --max_steps N, with N above "
             f"{d['steps']}." if d["resume"].get("finished") and d.get("steps") else "")),
     ]
+    better = d.get("better_checkpoint")
+    if better:
+        final_eval = (f" than final/'s {better['final_eval_loss']:.4f}" if better["final_eval_loss"] is not None
+                      else " (final/'s step was not evaluated)")
+        fields.append(("better checkpoint", f"{better['name']} evaluated {better['eval_loss']:.4f}, lower{final_eval}; "
+                       f"make it the result: finetune-studio runs promote {d['path']}"))
     if d["error"]:
         fields.append(("error", str(d["error"])))
     width = max(len(k) for k, _ in fields)

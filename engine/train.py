@@ -1027,6 +1027,9 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
               "peak_gpu_reserved_bytes": peaks.get("gpu_mem_peak_reserved"),
               "peak_gpu_device_bytes": device_bytes, "gpu_name": prep.env.gpu_name,
               "nan_rollbacks": nan_rollbacks, "oom_retries": oom_retries, "skipped_steps": cb.skipped_steps,
+              # The step final/ holds (`runs promote` may later make it an earlier checkpoint's).
+              "final_step": early.get("best_step") or trainer.state.global_step, "final_from": None,
+              "final_eval_loss": None,
               **early,
               "config": cfg.to_dict()}
     if is_main:

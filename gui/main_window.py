@@ -165,6 +165,8 @@ class MainWindow(QMainWindow):
             train.sig_run_finished.connect(lambda *_: runs.refresh())
         if hasattr(train, "sig_run_finished") and hasattr(adapters, "refresh"):
             train.sig_run_finished.connect(lambda *_: adapters.refresh())
+        if hasattr(runs, "sig_promoted") and hasattr(adapters, "refresh"):
+            runs.sig_promoted.connect(lambda *_: adapters.refresh())
         if hasattr(train, "sig_try_adapter") and hasattr(adapters, "try_adapter"):
             train.sig_try_adapter.connect(lambda path: (self.show_area("adapters"), adapters.try_adapter(path)))
         dataset = self.areas.get("dataset")

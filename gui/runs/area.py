@@ -8,7 +8,9 @@ thin ``QAbstractTableModel`` adapter over ``engine.runs.list_runs()``.
 from __future__ import annotations
 
 import html
+import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
     QPersistentModelIndex,
+    QProcess,
+    QProcessEnvironment,
     QSortFilterProxyModel,
     Qt,
     QTimer,
@@ -41,6 +45,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.promote import promotion_offer
 from engine.resume import resume_point, resume_verdict
 from engine.runs import (
     RunInfo,
@@ -141,6 +146,28 @@ def interrupted_text(ckpt: Path | None, logged_step: int | None = None) -> str:
     later = (f"; step {logged_step}, logged after it, is trained again" if lost == 1 else
              f"; steps {step + 1}–{logged_step}, logged after it, are trained again" if lost > 1 else "")
     return text + f". Resume continues from {ckpt.name}{later}."
+
+
+def offer_text(offer: tuple[Path, float, float | None]) -> str:
+    """One line on a checkpoint that evaluated better than the run's final/."""
+    path, loss, final_loss = offer
+    than = f", lower than final/'s {final_loss:.4f}" if final_loss is not None else " (final/'s step was not evaluated)"
+    return f"{path.name} evaluated {loss:.4f}{than}: “Use best checkpoint” makes it the result."
+
+
+def best_tip(run: RunInfo | None, offer: tuple[Path, float, float | None] | None) -> str:
+    """The "Use best checkpoint" tooltip: what it would do, or why there is nothing to do."""
+    if run is None:
+        return "Select one run to make its best checkpoint (lowest eval loss) its result"
+    if offer is not None:
+        return (offer_text(offer).split(":")[0] + ". Make it the run's final/ (what Try it, merge and export "
+                "use); the weights final/ holds now stay in their checkpoint or in final-step-N/.")
+    if run.status == "running":
+        return "This run is still training"
+    if run.method == "adapter":
+        return "Not for bottleneck-adapter runs: their checkpoints hold the whole model, not the adapter"
+    return ("Nothing to do: no kept checkpoint evaluated lower than final/ (checkpoints are compared by the eval "
+            "loss logged at their step; early stopping already keeps the best)")
 
 
 def try_tip(run: RunInfo | None, resumable: bool = False) -> str:
@@ -246,6 +273,8 @@ class RunsArea(QWidget):
     """Resume this run folder in the Train area."""
     sig_open_config = Signal(str)
     """Open this run's run.yaml in the Train area."""
+    sig_promoted = Signal(str)
+    """A run folder whose final/ now holds another checkpoint (the adapter library re-reads it)."""
     sig_open_record = Signal(str, int)
     """(dataset file, record index from 0): show this record in the Dataset editor."""
 
@@ -284,6 +313,9 @@ class RunsArea(QWidget):
         self.folder_button.setToolTip("Show the run folder (checkpoints, metrics, final adapter, model card)")
         self.try_button = QPushButton("Try it")
         self.try_button.setToolTip("Open this run's adapter in the Adapters playground")
+        self.best_button = QPushButton("Use best checkpoint")
+        self._promote: QProcess | None = None
+        self._promote_output = ""
         self.summary = QLabel("")
         self.summary.setStyleSheet("color: palette(mid);")
         self.summary.setWordWrap(True)
@@ -291,7 +323,7 @@ class RunsArea(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.refresh_button)
         buttons.addSpacing(12)
-        for b in (self.config_button, self.resume_button, self.folder_button, self.try_button):
+        for b in (self.config_button, self.resume_button, self.folder_button, self.try_button, self.best_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
 
@@ -357,6 +389,7 @@ class RunsArea(QWidget):
         self.resume_button.clicked.connect(self._on_resume)
         self.folder_button.clicked.connect(self._on_open_folder)
         self.try_button.clicked.connect(self._on_try)
+        self.best_button.clicked.connect(self.use_best_checkpoint)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.doubleClicked.connect(lambda _: self._on_open_config())
         self.audit_panel.sig_open_record.connect(self.sig_open_record)
@@ -422,6 +455,9 @@ class RunsArea(QWidget):
         self.resume_button.setToolTip(why)
         self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
         self.try_button.setToolTip(try_tip(run, resumable))
+        offer = promotion_offer(run.path) if run is not None else None
+        self.best_button.setEnabled(offer is not None and self._promote is None)
+        self.best_button.setToolTip(best_tip(run, offer))
         self.config_button.setToolTip(
             "Select one run to open its config" if run is None else
             OPEN_CONFIG_TIP if self.config_button.isEnabled() else
@@ -430,10 +466,14 @@ class RunsArea(QWidget):
         self.summary.setToolTip("")  # the differences of an earlier multi-selection
         if run is not None:
             ckpt = last_checkpoint(run.path)
-            text = html.escape(f"{run.path}" + (f" · last checkpoint {ckpt.name}" if ckpt else ""))
+            promoted = read_summary(run.path).get("final_from")
+            text = html.escape(f"{run.path}" + (f" · last checkpoint {ckpt.name}" if ckpt else "")
+                               + (f" · final/ holds {promoted}" if promoted else ""))
             failure = failure_text(run)
             if failure:
                 text += "<br><span style='color:#d0342c'>" + html.escape(failure).replace("\n", "<br>") + "</span>"
+            elif offer is not None:
+                text += "<br><span style='color:#8a5a00'>" + html.escape(offer_text(offer)) + "</span>"
             elif run.status == "interrupted":  # the curve as it is now (cached while unchanged)
                 logged = max((r["step"] for r in self._metrics(run.path) if isinstance(r.get("step"), int)),
                              default=None)
@@ -530,6 +570,49 @@ class RunsArea(QWidget):
         run = self._current()
         if run is not None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(run.path)))
+
+    def use_best_checkpoint(self) -> bool:
+        """Make the selected run's best checkpoint its final/ (``runs promote`` in a child process:
+        a full model's files take a while to copy). False when there is nothing to do."""
+        run = self._current()
+        if run is None or self._promote is not None or promotion_offer(run.path) is None:
+            return False
+        self._promote = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        root = str(Path(__file__).resolve().parents[2])
+        env.insert("PYTHONPATH", root + (":" + env.value("PYTHONPATH") if env.contains("PYTHONPATH") else ""))
+        self._promote.setProcessEnvironment(env)
+        self._promote.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        self._promote.finished.connect(lambda code, _s, path=run.path: self._on_promoted(path, code))
+        self.best_button.setEnabled(False)
+        self.summary.setText("<span>" + html.escape(f"Making the best checkpoint of {run.name} its result…")
+                             + "</span>")
+        self._promote.start(sys.executable, ["-m", "engine", "runs", "promote", str(run.path), "--json"])
+        return True
+
+    def wait_for_promotion(self, msecs: int = 120_000) -> bool:
+        """Block until a running "Use best checkpoint" ends (tests and scripts)."""
+        return self._promote is not None and self._promote.waitForFinished(msecs)
+
+    def _on_promoted(self, path: Path, code: int) -> None:
+        proc, self._promote = self._promote, None
+        output = bytes(proc.readAll().data()).decode("utf-8", errors="replace") if proc is not None else ""
+        self.refresh()
+        if code == 0:
+            try:
+                done = json.loads(output.strip().splitlines()[-1])
+                text = (f"final/ of {path.name} now holds {done['final_from']}"
+                        + (f" (eval loss {done['eval_loss']:.4f})" if done.get("eval_loss") is not None else "")
+                        + f"; the step-{done['previous_step']} weights it held are in "
+                        f"{Path(done['previous']).name}/. Try it, merge and export use it from now on.")
+            except (ValueError, IndexError, KeyError, TypeError):
+                text = f"final/ of {path.name} now holds its best checkpoint."
+            self.summary.setText("<span style='color:#1b5e20'>" + html.escape(text) + "</span>")
+            self.sig_promoted.emit(str(path))
+        else:
+            lines = [ln for ln in output.splitlines() if ln.startswith("finetune-studio runs promote:")]
+            reason = lines[-1].removeprefix("finetune-studio runs promote: ") if lines else output.strip()[-400:]
+            self.summary.setText("<span style='color:#be1e1e'>" + html.escape(f"Not changed: {reason}") + "</span>")
 
     def _on_try(self) -> None:
         run = self._current()

@@ -506,6 +506,9 @@ def test_early_stopping_stops_and_keeps_the_best_checkpoint(method, tiny_model_d
     # The result is the lowest-eval-loss checkpoint's model, kept despite save_total_limit 1.
     out = tmp_path / "run"
     assert (out / f"checkpoint-{best_step}").is_dir()
+    from engine.promote import final_step, promotion_offer
+
+    assert final_step(out) == best_step and promotion_offer(out) is None  # nothing better to promote
     ids = probe_ids(tiny_model_dir)
     method_ = get_method(method)
     final = logits(method_.load(fresh(cfg, tiny_model_dir), out / "final", cfg), ids)

@@ -404,3 +404,37 @@ def test_an_audit_finishing_while_another_run_is_shown_stays_with_its_run(qtbot,
     area.select_paths([first])
     assert panel.model.rowCount() == len(read_audit(first).records)
     area.shutdown()  # nothing running: harmless
+
+
+def test_use_best_checkpoint_promotes_it_in_a_child_process(qtbot, tmp_path, tiny_model_dir, small_dataset):
+    from engine.promote import final_step
+    from tests.engine.test_promote import make_step_best, trained_run
+
+    run_dir = trained_run(tmp_path, tiny_model_dir, small_dataset, out="")
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([run_dir])
+    assert not area.best_button.isEnabled() and "Nothing to do" in area.best_button.toolTip()
+
+    make_step_best(run_dir, 4)
+    area.refresh()
+    assert area.best_button.isEnabled()
+    assert "checkpoint-4 evaluated 1.0000, lower than final/'s 2.0600" in area.best_button.toolTip()
+    assert "“Use best checkpoint” makes it the result" in plain(area.summary)
+    with qtbot.waitSignal(area.sig_promoted, timeout=120_000) as promoted:
+        qtbot.mouseClick(area.best_button, Qt.MouseButton.LeftButton)
+        assert not area.best_button.isEnabled()
+    assert promoted.args == [str(run_dir)] and final_step(run_dir) == 4
+    assert "now holds checkpoint-4 (eval loss 1.0000)" in plain(area.summary)
+    assert "step-6 weights it held are in checkpoint-6/" in plain(area.summary)
+    assert not area.best_button.isEnabled()  # nothing better left
+    area.refresh()
+    assert "final/ holds checkpoint-4" in plain(area.summary)
+
+
+def test_use_best_checkpoint_explains_when_it_cant(qtbot, runs):
+    area = RunsArea()
+    qtbot.addWidget(area)
+    assert "Select one run" in area.best_button.toolTip()
+    area.select_paths([runs["dead"]])
+    assert not area.best_button.isEnabled() and not area.use_best_checkpoint()

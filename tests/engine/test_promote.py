@@ -1,0 +1,145 @@
+"""`runs promote`: a checkpoint becomes the run's final/, by eval loss or by name, losing nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.errors import StudioError
+from engine.promote import best_checkpoint, final_step, promote, promotion_offer
+from engine.runs import read_summary, run_details
+from tests.engine.test_train import make_cfg, probe_ids, train
+
+
+def trained_run(tmp_path, tiny_model_dir, small_dataset, out: Path | str | None = None, **changes) -> Path:
+    """Checkpoints and evaluations at steps 2, 4 and 6, all kept (``out=""``: in the runs folder)."""
+    settings = {"max_steps": 6, "save_steps": 2, "eval_steps": 2, "eval_split": 0.2, "save_total_limit": 0,
+                **changes}
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run" if out is None else out, **settings)
+    result, _, _ = train(cfg)
+    assert result["status"] == "completed"
+    return Path(result["output_dir"])
+
+
+def make_step_best(run_dir: Path, best: int) -> None:
+    """Rewrite the logged eval losses so that ``best`` evaluated lowest (an overfitting run)."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        if "eval_loss" in row:
+            row["eval_loss"] = 1.0 if row["step"] == best else 2.0 + row["step"] / 100
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def peft_logits(base_dir: Path, adapter: Path) -> torch.Tensor:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter).eval()
+    with torch.no_grad():
+        return model(input_ids=probe_ids(base_dir)).logits
+
+
+def test_best_checkpoint_becomes_final_and_loads_as_it(tmp_path, tiny_model_dir, small_dataset):
+    run_dir = trained_run(tmp_path, tiny_model_dir, small_dataset)
+    assert final_step(run_dir) == 6 and read_summary(run_dir)["final_step"] == 6
+    make_step_best(run_dir, 2)
+    assert best_checkpoint(run_dir) == (run_dir / "checkpoint-2", 1.0)
+    offer = promotion_offer(run_dir)
+    assert offer is not None and offer[0].name == "checkpoint-2" and offer[2] == pytest.approx(2.06)
+    before = peft_logits(tiny_model_dir, run_dir / "final")
+
+    done = promote(run_dir)
+    assert done.step == 2 and done.eval_loss == 1.0 and done.previous_step == 6
+    # final/ held step 6, which checkpoint-6 still holds: no second copy is kept.
+    assert done.previous == run_dir / "checkpoint-6" and not list(run_dir.glob("final-step-*"))
+    final = run_dir / "final"
+    assert (final / "adapter_model.safetensors").read_bytes() == \
+        (run_dir / "checkpoint-2" / "adapter_model.safetensors").read_bytes()
+    assert (final / "tokenizer_config.json").exists() and not (final / "optimizer.pt").exists()
+    assert not any(p.name.startswith(".final-") for p in run_dir.iterdir())
+    after = peft_logits(tiny_model_dir, final)
+    assert torch.allclose(after, peft_logits(tiny_model_dir, run_dir / "checkpoint-2"))
+    assert not torch.allclose(after, before)
+    assert torch.allclose(before, peft_logits(tiny_model_dir, run_dir / "checkpoint-6"))  # nothing lost
+
+    assert final_step(run_dir) == 2 and promotion_offer(run_dir) is None
+    details = run_details(run_dir)
+    assert details["final_step"] == 2 and details["final_from"] == "checkpoint-2"
+    assert "> **final/ holds checkpoint-2** (eval loss 1.0000)" in (run_dir / "README.md").read_text()
+    with pytest.raises(StudioError, match="already holds the best checkpoint, step 2"):
+        promote(run_dir)
+
+    # Back to the last step, by name; the card keeps one note.
+    promote(run_dir, "6")
+    assert final_step(run_dir) == 6
+    assert torch.allclose(peft_logits(tiny_model_dir, final), before)
+    assert (run_dir / "README.md").read_text().count("> **final/ holds") == 1
+
+
+def test_previous_final_is_kept_when_no_checkpoint_holds_it(tmp_path, tiny_model_dir, small_dataset):
+    run_dir = trained_run(tmp_path, tiny_model_dir, small_dataset, method="full")
+    make_step_best(run_dir, 4)
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoint-6")  # rotated away (save_total_limit)
+    weights = (run_dir / "final" / "model.safetensors").read_bytes()
+    done = promote(run_dir)
+    assert done.step == 4 and done.previous == run_dir / "final-step-6"
+    assert (run_dir / "final-step-6" / "model.safetensors").read_bytes() == weights
+    assert (run_dir / "final" / "model.safetensors").read_bytes() == \
+        (run_dir / "checkpoint-4" / "model.safetensors").read_bytes()
+    assert (run_dir / "final" / "config.json").exists() and (run_dir / "final" / "tokenizer.json").exists()
+
+
+def test_what_cant_be_promoted_says_why(tmp_path, tiny_model_dir, small_dataset):
+    run_dir = trained_run(tmp_path, tiny_model_dir, small_dataset, eval_split=0.0)
+    assert best_checkpoint(run_dir) is None and promotion_offer(run_dir) is None
+    with pytest.raises(StudioError, match="no evaluated checkpoint to pick the best from") as e:
+        promote(run_dir)
+    assert "--checkpoint N" in e.value.hint
+    with pytest.raises(StudioError, match=r"no checkpoint '5' \(kept: checkpoint-2, checkpoint-4, checkpoint-6\)"):
+        promote(run_dir, 5)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    (run_dir / "worker.pid").write_text(str(os.getpid()))  # a live worker
+    with pytest.raises(StudioError, match="it is still training"):
+        promote(run_dir, 2)
+
+
+def test_bottleneck_runs_are_refused(tmp_path, tiny_model_dir, small_dataset):
+    run_dir = trained_run(tmp_path, tiny_model_dir, small_dataset, method="adapter",
+                          adapter_reduction_factor=4)
+    make_step_best(run_dir, 2)
+    assert promotion_offer(run_dir) is None
+    with pytest.raises(StudioError, match="bottleneck adapters inside"):
+        promote(run_dir)
+
+
+def test_cli_and_resume_after_a_promotion(tmp_path, tiny_model_dir, small_dataset, capsys):
+    import io
+
+    from engine.cli import main
+    from engine.config import RunConfig
+    from engine.events import EventWriter
+    from engine.train import run_training
+
+    run_dir = trained_run(tmp_path, tiny_model_dir, small_dataset)
+    make_step_best(run_dir, 4)
+    assert main(["runs", "show", str(run_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert "better checkpoint  checkpoint-4 evaluated 1.0000, lower than final/'s 2.0600" in shown
+    assert main(["runs", "promote", str(run_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["final_from"] == "checkpoint-4"
+    assert main(["runs", "promote", str(run_dir)]) == 2
+    assert "already holds the best checkpoint" in capsys.readouterr().err
+
+    # Training further writes a new final/, and the summary says it holds the new last step.
+    cfg = RunConfig.load(run_dir / "run.yaml").replace(max_steps=8)
+    assert run_training(cfg, EventWriter(stream=io.StringIO()), resume=True)["status"] == "completed"
+    s = read_summary(run_dir)
+    assert final_step(run_dir) == 8 and s["final_from"] is None
