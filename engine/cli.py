@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", metavar="RUN.yaml")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     t.add_argument("--events", action="store_true", help="print JSON-line events instead of a progress log")
+    t.add_argument("--probe", action="store_true", help="train only a few steps, save nothing, and report the "
+                   "time per step, the full run's duration and the peak GPU memory beside the estimate")
+    t.add_argument("--probe-steps", "--probe_steps", type=int, default=10, dest="probe_steps", metavar="N",
+                   help="with --probe: optimizer steps to train (default 10)")
 
     e = sub.add_parser("estimate", help="estimate peak GPU memory for a run config",
                        epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)
@@ -220,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "commands on stdin")
     w.add_argument("config", metavar="RUN.yaml")
     w.add_argument("--resume", action="store_true")
+    w.add_argument("--probe-steps", "--probe_steps", type=int, default=0, dest="probe_steps",
+                   help="a probe run of this many steps (0: a normal run)")
     return p
 
 

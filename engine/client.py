@@ -48,7 +48,7 @@ class WorkerClient:
     # ---- Public API
     @classmethod
     def start(cls, cfg: RunConfig, *, resume: bool = False, env: dict[str, str] | None = None,
-              detach: bool = True) -> WorkerClient:
+              detach: bool = True, probe_steps: int = 0) -> WorkerClient:
         """Write the config to a file and start the worker on it.
 
         Args:
@@ -57,10 +57,16 @@ class WorkerClient:
             resume: continue from the newest checkpoint.
             env: extra environment variables for the child.
             detach: start the worker in its own session, so it survives the GUI closing.
+            probe_steps: a probe run of this many steps (engine/probe.py) in a new run folder
+                of its own; nothing is saved.
         """
         from engine.runs import new_run_dir
 
-        if not cfg.output_dir:
+        if probe_steps:
+            from engine.probe import probe_name
+
+            cfg = cfg.replace(output_dir=str(new_run_dir(cfg.method, probe_name(cfg))))
+        elif not cfg.output_dir:
             cfg = cfg.replace(output_dir=str(new_run_dir(cfg.method, cfg.run_name)))
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -71,6 +77,8 @@ class WorkerClient:
         cmd = [sys.executable, "-m", "engine.worker", cfg_path]
         if resume:
             cmd.append("--resume")
+        if probe_steps:
+            cmd += ["--probe-steps", str(probe_steps)]
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         # The engine package must be importable by the child even when run from a checkout.
         root = str(Path(__file__).resolve().parent.parent)

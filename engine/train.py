@@ -148,6 +148,7 @@ class Prepared:
     model_path: Path | None = None
     train_lines: list = field(default_factory=list)  # source file line of each train row (None if unknown)
     dropped_records: list = field(default_factory=list)  # every dropped record: {index, line, message}
+    probe: bool = False  # a probe run (engine/probe.py): nothing is saved
 
 
 def _count_params(model: Any) -> tuple[int, int]:
@@ -332,6 +333,7 @@ def _make_callback_class():
                      train_lines: list | None = None):
             self.writer, self.commands, self.output_dir, self.is_main = writer, commands, output_dir, is_main
             self.train_lines = train_lines or []
+            self.probe = False  # set by _build_trainer: a probe saves nothing, not even on stop
             self.trainer: Any = None
             self.metrics = open(output_dir / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
             self.t_last = time.time()
@@ -389,7 +391,7 @@ def _make_callback_class():
                 return
             if health.get("skipped"):
                 self.skipped_steps += 1
-            if health.get("save") or health.get("stop"):
+            if (health.get("save") or health.get("stop")) and not self.probe:  # a probe saves nothing
                 control.should_save = True
             if health.get("stop"):
                 self.commands.stop_requested = True
@@ -672,6 +674,7 @@ def _build_trainer(prep: Prepared, writer: EventWriter, commands: Commands, call
     trainer.fault_injector = fault_injector
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
     cb.trainer = trainer
+    cb.probe = prep.probe
     return trainer, cb
 
 
@@ -781,7 +784,8 @@ def _is_oom(exc: BaseException) -> bool:
 def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: bool = False,
                  commands: Commands | None = None,
                  fault_injector: Callable[[int], Any] | None = None,
-                 on_trained: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                 on_trained: Callable[[Any], None] | None = None,
+                 probe_of: RunConfig | None = None) -> dict[str, Any]:
     """Run one training from a validated config; emit events; never lose progress.
 
     Args:
@@ -794,6 +798,9 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
             micro-batch's loss, to exercise the guards on a CPU.
         on_trained: called with the trained model after the final save (in-process callers
             such as tests compare it with what was saved). Not called when training failed.
+        probe_of: ``cfg`` is a probe (:func:`engine.probe.probe_config`) of this config: nothing
+            is saved, and the result's ``probe`` holds what was measured (time per step,
+            projected duration, peak memory beside the estimate).
 
     Returns:
         The final summary (status, output_dir, final_loss, best_eval_loss, peaks...).
@@ -816,6 +823,7 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
     awake = None
     try:
         prep = setup(cfg, writer, resume=resume, is_main=is_main)
+        prep.probe = probe_of is not None
         cfg = prep.cfg
         commands.output_dir = prep.output_dir
         ckpt = last_checkpoint(prep.output_dir) if resume else None
@@ -831,7 +839,7 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
                           earlier_legs_s=earlier_s, legs=legs + 1,
                           config=cfg.to_dict(), dataset_hash=prep.data_stats["hash"],
                           dataset_records=prep.data_stats["records"], pid=os.getpid(),
-                          world_size=state.num_processes)
+                          world_size=state.num_processes, probe=prep.probe)
             atomic_write_text(prep.output_dir / "dataset.json", json.dumps(
                 {**prep.data_stats, "problems": prep.dropped_records}, indent=2, ensure_ascii=False))
             if cfg.keep_awake:
@@ -842,13 +850,20 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
                     gpu={"name": prep.env.gpu_name, "total_bytes": prep.env.gpu_total_bytes},
                     world_size=state.num_processes, dataset=prep.data_stats, resumed=ckpt is not None,
                     resume_step=checkpoint_step(ckpt) if ckpt else 0,
-                    keep_awake=awake.to_dict() if awake is not None else None)
+                    keep_awake=awake.to_dict() if awake is not None else None, probe=prep.probe)
         if awake is not None and not awake.held and awake.needed:
             writer.emit(ev.WARNING, kind="keep_awake", message=(
                 f"the computer may go to sleep during training ({awake.problem}); turn off automatic "
                 "suspend in the system settings for this run: nothing trains while the machine sleeps, and with "
                 "some GPU drivers the run fails on waking"))
         result = _train_with_guards(prep, writer, commands, resume, fault_injector, is_main)
+        if prep.probe and is_main and result.get("status") in ("completed", "stopped"):
+            from engine.probe import probe_report, train_records_of
+
+            rows = len(prep.train_rows) + len(prep.eval_rows)
+            result["probe"] = probe_report(probe_of, result, read_metrics(prep.output_dir),
+                                           train_records=train_records_of(probe_of, rows),
+                                           gpu_bytes=prep.env.gpu_total_bytes, gpu_name=prep.env.gpu_name)
         if on_trained is not None:
             on_trained(result.pop("_model"))
         result.pop("_model", None)
@@ -1008,7 +1023,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                     message=f"Stopped early at step {state.global_step} of {state.max_steps}: the eval loss did "
                     f"not improve{by}{when}. The result is the best checkpoint{best}")
     final_dir = prep.output_dir / "final"
-    if is_main:
+    if is_main and not prep.probe:
         prep.method.save(trainer.model, final_dir, cfg)
         prep.tokenizer.save_pretrained(final_dir)
     peaks = _gpu_memory()
@@ -1020,7 +1035,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
     result = {"status": "stopped" if stopped else "completed", "step": trainer.state.global_step,
               "final_loss": cb.last_loss, "final_loss_mean": mean_loss, "final_loss_window": mean_window,
               "best_eval_loss": best_eval,
-              "final_dir": str(final_dir), "trainable_params": prep.trainable_params,
+              "final_dir": None if prep.probe else str(final_dir), "trainable_params": prep.trainable_params,
               "total_params": prep.total_params, "dataset_hash": prep.data_stats["hash"],
               "dataset_records": prep.data_stats["records"],
               "peak_gpu_allocated_bytes": peaks.get("gpu_mem_peak_allocated"),
@@ -1028,11 +1043,12 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
               "peak_gpu_device_bytes": device_bytes, "gpu_name": prep.env.gpu_name,
               "nan_rollbacks": nan_rollbacks, "oom_retries": oom_retries, "skipped_steps": cb.skipped_steps,
               # The step final/ holds (`runs promote` may later make it an earlier checkpoint's).
-              "final_step": early.get("best_step") or trainer.state.global_step, "final_from": None,
+              "final_step": None if prep.probe else early.get("best_step") or trainer.state.global_step,
+              "final_from": None,
               "final_eval_loss": None,
               **early,
               "config": cfg.to_dict()}
-    if is_main:
+    if is_main and not prep.probe:
         atomic_write_text(prep.output_dir / "README.md", _model_card(prep, result))
     # Without accelerate's autocast wrapper on forward, so in-process callers get the plain model.
     result["_model"] = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -1194,6 +1210,13 @@ class _ConsoleWriter(EventWriter):
         elif kind == ev.FINISHED:
             if data.get("output_dir") is None:  # failed before a run folder was made: the error says why
                 print(f"{data.get('status')}: nothing was trained", file=out)
+            elif data.get("probe"):
+                from engine.probe import format_probe
+
+                print(f"probe {data.get('status')}: {data.get('step')} steps, nothing saved "
+                      f"({data.get('output_dir')})", file=out)
+                for line in format_probe(data["probe"]):
+                    print(f"  {line}", file=out)
             else:
                 print(f"{data.get('status')}: {data.get('output_dir')} (final loss "
                       f"{_fmt(data.get('final_loss_mean'))}, the mean of the last {data.get('final_loss_window')} "
@@ -1223,7 +1246,14 @@ def cli_train(args: Any) -> int:
     commands = Commands()
     _install_signal_handlers(commands)
     writer = EventWriter() if args.events else _ConsoleWriter()
-    result = run_training(cfg, writer, resume=args.resume, commands=commands)
+    full = None
+    if getattr(args, "probe", False):
+        from engine.probe import probe_config
+
+        if args.resume:
+            raise ConfigError("--probe trains a few steps of a new run; it can't --resume", key="probe")
+        full, cfg = cfg, probe_config(cfg, args.probe_steps)
+    result = run_training(cfg, writer, resume=args.resume, commands=commands, probe_of=full)
     return {"completed": 0, "stopped": 0}.get(result.get("status"), 1)
 
 

@@ -40,7 +40,13 @@ def cli_worker(args: Any) -> int:
         writer.emit(ERROR, **e.to_dict(), errors=[x.to_dict() for x in getattr(e, "errors", [])])
         writer.emit(FINISHED, status="failed", error=e.to_dict())
         return 2
-    result = run_training(cfg, writer, resume=args.resume, commands=commands)
+    full = None
+    if getattr(args, "probe_steps", 0):
+        from engine.probe import probe_config
+
+        # The client made the probe's own run folder and put it in output_dir.
+        full, cfg = cfg, probe_config(cfg, args.probe_steps, output_dir=cfg.output_dir)
+    result = run_training(cfg, writer, resume=args.resume, commands=commands, probe_of=full)
     return {"completed": 0, "stopped": 0}.get(result.get("status"), 1)
 
 

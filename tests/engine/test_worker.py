@@ -209,3 +209,23 @@ def test_unreadable_config_reports_an_error_event(bad, expected, tmp_path):
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [e["event"] for e in events] == ["error", "finished"]
     assert events[0]["kind"] == "config" and expected in events[0]["message"]
+
+
+def test_a_probe_through_the_client_runs_in_its_own_folder(tiny_model_dir, small_dataset, tmp_path):
+    out = tmp_path / "my-run"  # the config's own folder: a probe must not touch it
+    client = WorkerClient.start(make_cfg(tiny_model_dir, small_dataset, out, max_steps=300), probe_steps=5)
+    deadline = time.time() + TIMEOUT_S
+    try:
+        events = list(events_until(client, lambda e: e.type == "finished", deadline))
+        assert client.wait(30) == 0
+    finally:
+        client.kill()
+    assert not out.exists()
+    probe_dir = client.output_dir
+    assert probe_dir.name.endswith("-lora-probe") and probe_dir.parent.name == "runs"
+    started = next(e for e in events if e.type == "started")
+    assert started["probe"] is True and started["output_dir"] == str(probe_dir)
+    finished = events[-1]
+    assert finished["status"] == "completed" and finished["step"] == 5
+    assert finished["probe"]["full_steps"] == 300 and finished["probe"]["seconds_per_step"] > 0
+    assert not any(p.name.startswith(("checkpoint-", "final")) for p in probe_dir.iterdir())
