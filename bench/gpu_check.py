@@ -212,6 +212,25 @@ def audit_case(run_dir: Path) -> dict[str, Any]:
             "audit_device": audit.device, "audit_notes": audit.notes}
 
 
+def probe_case(model_dir: Path, datasets: dict[str, Path], dry_run: bool) -> dict[str, Any]:
+    """A 6-step probe of the lora-bf16 case: its measured peak beside the estimate, on the GPU."""
+    from engine.config import RunConfig
+    from engine.events import EventWriter
+    from engine.probe import format_probe, probe_config
+    from engine.train import run_training
+
+    changes = {**BASE, **CASES["lora-bf16"], **(DRY_CHANGES if dry_run else {})}
+    full = RunConfig.from_dict({**changes, "model": str(model_dir), "dataset": str(datasets["demo"])})
+    t0 = time.time()
+    result = run_training(probe_config(full, 6), EventWriter(stream=io.StringIO()), probe_of=full)
+    report = result.get("probe") or {}
+    if result.get("output_dir"):
+        shutil.rmtree(result["output_dir"], ignore_errors=True)
+    print(f"{'probe lora-bf16':26} {result['status']:9} {time.time() - t0:.1f}", file=sys.stderr)
+    return {"status": result["status"], "seconds": round(time.time() - t0, 1), "report": report,
+            "lines": format_probe(report) if report else [], "error": result.get("error")}
+
+
 def _steady_tokens_per_s(steps: list[dict[str, Any]]) -> float | None:
     """Tokens/s after the first two steps (CUDA init, allocator warm-up, kernel selection)."""
     if len(steps) < 4:
@@ -247,6 +266,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                      f"{_count(r.get('trainable'))} | {r.get('seconds', '-')} |")
     notes = [f"- **{r['case']}**: {r.get('reason') or (r.get('error') or {}).get('message')}" for r in rows
              if r["status"] not in ("completed",)]
+    probe = meta.get("probe") or {}
+    if probe.get("lines"):
+        notes += ["- **probe (lora-bf16, 6 steps)**: " + "; ".join(probe["lines"])]
+    elif probe:
+        notes += [f"- **probe (lora-bf16)**: {probe.get('status')}: {(probe.get('error') or {}).get('message')}"]
     notes += [f"- **{r['case']}** `runs audit`: {r['audit_records']} records scored on {r['audit_device']} in "
               f"{r['audit_seconds']} s" + (f" ({'; '.join(r['audit_notes'])})" if r.get("audit_notes") else "")
               for r in rows if r.get("audit") == "ok"]
@@ -325,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
             if row["audit"] != "ok":
                 row.update(status="failed", error={"message": f"the run trained but its audit failed: "
                                                               f"{row['audit']}"})
+        probe = probe_case(model_dir, datasets, args.dry_run) if time.time() - t0 <= args.budget_s + 60 else None
         meta = meta_info(model_dir, args.dry_run)
+        meta["probe"] = probe
     meta["seconds"] = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -336,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     expected_ok = {"completed", "refused"} if args.dry_run else {"completed"}
     bad = [r["case"] for r in rows if r["status"] not in expected_ok and r["status"] != "not run"]
+    if meta.get("probe") and meta["probe"]["status"] != "completed":
+        bad.append("probe")
     if bad:
         print(f"gpu_check: FAILED: {', '.join(bad)}", file=sys.stderr)
     return 1 if bad else 0

@@ -223,6 +223,16 @@ class Advisor:
             if tail:
                 text += "\nLast lines of its log:\n" + "\n".join(tail)
             return [Advice("error", "The training process crashed", text, action="resume", key="crashed")]
+        report = data.get("probe")
+        if isinstance(report, dict) and status in ("completed", "stopped"):
+            from engine.probe import format_probe
+
+            changed = report.get("changed") or {}
+            text = "\n".join(format_probe(report))
+            if changed:
+                text += "\nApply the batch that fits to the form with the button below."
+            return [Advice("warning" if changed else "ok", "Probe: what this config costs on this machine", text,
+                           dict(changed) or None, key="probe")]
         return []
 
 

@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 from engine.config import RunConfig
 from engine.errors import ConfigErrors
 from engine.paths import presets_dir
+from engine.probe import PROBE_STEPS
 from gui.train.advisor import Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
@@ -73,6 +74,9 @@ SECTIONS = {
     "Advanced": ("device", "attn_implementation", "adam_epsilon", "int8_threshold", "trust_remote_code",
                  "allow_pickle", "deepspeed"),
 }
+PROBE_TIP = (f"Train {PROBE_STEPS} steps of this config to measure its time per step, how long the full run will "
+             "take and, on a GPU, its real peak memory beside the estimate. Nothing is saved; if the micro-batch "
+             "doesn't fit, the probe finds the one that does.")
 # Keys with a widget of their own (model picker, method combo, precision grid).
 OWN_WIDGETS = ("model", "method", "load_in", "mixed_precision")
 
@@ -145,6 +149,8 @@ class TrainArea(QWidget):
         self.env: Any = None
         self.estimate: Any = None
         self.run_dir: str | None = None      # the run being watched, or the last one
+        self._probing = False                # the run being watched is a probe (engine/probe.py)
+        self._before_probe: str | None = None  # run_dir before the probe: Resume still means that run
         self.last_finished: dict | None = None
         self.notifications: list[tuple[str, str]] = []
         self._base_path: Path | None = None  # the YAML that "Copy as command" starts from
@@ -244,8 +250,9 @@ class TrainArea(QWidget):
         self.log.append(f"copied: {line}")
         return line
 
-    def start_run(self, *, resume: bool = False, run_dir: str | Path | None = None) -> bool:
-        """Start training the form's config (or resume ``run_dir`` with it); returns at once."""
+    def start_run(self, *, resume: bool = False, run_dir: str | Path | None = None, probe: bool = False) -> bool:
+        """Start training the form's config (or resume ``run_dir`` with it, or probe it: a few
+        steps in a folder of their own, saving nothing); returns at once."""
         if self.run.is_active():
             self._show_banner("A run is already in progress; stop it first.")
             return False
@@ -265,19 +272,21 @@ class TrainArea(QWidget):
             self.plots.load_metrics(read_metrics(Path(run_dir)))
         else:
             self.plots.clear()
-            self.run_dir = cfg.output_dir or None
+            self._before_probe = self.run_dir if probe else None
+            self.run_dir = None if probe else cfg.output_dir or None
+        self._probing = probe
         self.advisor.reset(cfg.learning_rate)
         self.advisor_panel.clear()
         self.last_finished = None
         self.try_button.hide()
         self._max_steps = 0
         self._started_at = time.time()
-        self.log.append(("resuming " + run_dir if resume else "starting a new run") +
-                        f": {cfg.method} on {cfg.model}")
+        self.log.append(("resuming " + run_dir if resume else f"probing ({PROBE_STEPS} steps, nothing saved)"
+                         if probe else "starting a new run") + f": {cfg.method} on {cfg.model}")
         remember_model(cfg.model)
         on_cpu = cfg.device == "cpu" or self.env is None or not self.env.cuda
         self.run.start(cfg, resume=resume, nice=CPU_TRAINING_NICE if on_cpu else None,
-                       env=cpu_training_env() if on_cpu else None)
+                       env=cpu_training_env() if on_cpu else None, probe_steps=PROBE_STEPS if probe else 0)
         self.progress.setRange(0, 0)  # busy until the worker reports its step count
         self.progress_label.setText("Starting the worker (loading libraries, model and data)…")
         self._update_buttons()
@@ -402,6 +411,8 @@ class TrainArea(QWidget):
         self.start_button.setObjectName("startButton")
         self.start_button.setStyleSheet("QPushButton#startButton { font-weight: bold; padding: 4px 18px; }")
         self.start_button.setToolTip("Start training this config in a worker process")
+        self.probe_button = QPushButton("Probe")
+        self.probe_button.setToolTip(PROBE_TIP)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue the last run from its newest checkpoint, with the form's "
                                       "settings (e.g. after applying a fix or raising max_steps)")
@@ -419,7 +430,7 @@ class TrainArea(QWidget):
         top.addWidget(self.save_button)
         top.addWidget(self.command_button)
         top.addStretch(1)
-        for b in (self.start_button, self.resume_button, self.stop_button, self.save_now_button):
+        for b in (self.probe_button, self.start_button, self.resume_button, self.stop_button, self.save_now_button):
             top.addWidget(b)
 
         self.banner = QLabel("")
@@ -549,6 +560,7 @@ class TrainArea(QWidget):
         self.save_button.clicked.connect(self._on_save)
         self.command_button.clicked.connect(self.copy_command)
         self.start_button.clicked.connect(lambda: self.start_run())
+        self.probe_button.clicked.connect(lambda: self.start_run(probe=True))
         self.resume_button.clicked.connect(lambda: self.start_run(resume=True))
         self.stop_button.clicked.connect(self._on_stop_clicked)
         self.save_now_button.clicked.connect(self.save_now)
@@ -623,6 +635,8 @@ class TrainArea(QWidget):
             self._resume_point = resume_point(Path(self.run_dir)) if self.run_dir else None
         resumable, why = self._resume_state(active, valid)
         self.start_button.setEnabled(not active and valid)
+        self.probe_button.setEnabled(not active and valid)
+        self.probe_button.setToolTip(PROBE_TIP if valid else "Fix the problems listed above first")
         self.start_button.setToolTip("Start training this config in a worker process" if valid else
                                      "Fix the problems listed above first")
         self.resume_button.setEnabled(resumable)
@@ -791,6 +805,27 @@ class TrainArea(QWidget):
             self.progress.setValue(0)
         took = f" in {_duration(time.time() - self._started_at)}" if self._started_at else ""
         name = Path(self.run_dir).name if self.run_dir else "the run"
+        report = data.get("probe") if isinstance(data.get("probe"), dict) else None
+        if report is not None and status in ("completed", "stopped"):
+            from engine.probe import format_probe
+
+            lines = format_probe(report)
+            key = next((ln for ln in lines if ln.startswith("full run")), lines[0])
+            self.progress_label.setText(f"Probe {status}{took}, nothing saved. {key[0].upper()}{key[1:]}. "
+                                        "The rest is under Advice.")
+            self._notify("Probe finished", "; ".join(lines[:2]), ok=True)
+            self.log.append(f"probe {status}{took}: " + "; ".join(lines))
+            self.tabs.setCurrentWidget(self.advisor_panel)
+            self.try_button.hide()
+            self._probing = False
+            self.run_dir = self._before_probe  # Resume still means the last real run
+            self._update_buttons(run_changed=True)
+            self.sig_run_finished.emit(data)
+            return
+        if self._probing:  # a probe that failed: its folder is nothing to resume
+            self._probing = False
+            self.run_dir, probe_dir = self._before_probe, self.run_dir
+            name = Path(probe_dir).name if probe_dir else "the probe"
         if status in ("completed", "stopped"):
             self.progress_label.setText(f"Run {status}{took}{loss_text}. Folder: {self.run_dir}")
             title = "Training finished" if status == "completed" else "Training stopped"

@@ -135,16 +135,17 @@ class RunClient(QObject):
 
     # ---- Public API
     def start(self, cfg: Any, *, resume: bool = False, env: dict[str, str] | None = None,
-              nice: int | None = None) -> None:
+              nice: int | None = None, probe_steps: int = 0) -> None:
         """Start a worker on ``cfg`` (a validated RunConfig); returns at once.
 
         Args:
             nice: lower the worker's CPU priority by this much (POSIX). Training on the CPU
                 keeps every core busy; a niced worker yields to the GUI when it needs a
                 few milliseconds, and loses almost nothing (docs/ui-stall.md).
+            probe_steps: a probe run of this many steps in a folder of its own (engine/probe.py).
         """
-        self._begin(lambda: WorkerClient.start(cfg, resume=resume, env=env),
-                    cfg.output_dir or None, nice)
+        self._begin(lambda: WorkerClient.start(cfg, resume=resume, env=env, probe_steps=probe_steps),
+                    None if probe_steps else cfg.output_dir or None, nice)
 
     def attach(self, output_dir: str | Path) -> None:
         """Follow a run started earlier (perhaps by a GUI that has since closed)."""

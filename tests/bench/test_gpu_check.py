@@ -25,5 +25,8 @@ def test_gpu_check_dry_run_trains_cpu_cases_and_refuses_cuda_ones(tmp_path):
     # The trained lora case is audited too (on a GPU: the qlora case's 4-bit base as well).
     assert cases["lora-bf16"]["audit"] == "ok" and cases["lora-bf16"]["audit_records"] > 100
     assert "audit" not in cases["adapter-houlsby"]
+    probe = json.loads(report.read_text())["meta"]["probe"]  # a 6-step probe of lora-bf16
+    assert probe["status"] == "completed" and probe["report"]["steps"] == 6
     table = next(tmp_path.glob("gpu-check-dry-*.md")).read_text()
     assert "| qlora-nf4 | qlora | nf4 |" in table and "| lora-bf16 | lora | bf16 | bf16 | adamw | completed |" in table
+    assert "- **probe (lora-bf16, 6 steps)**: time per step: " in table

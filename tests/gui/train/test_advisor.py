@@ -96,3 +96,20 @@ def test_keep_awake_state_is_told(make_area):
                                                                 "(systemd-inhibit refused: Access denied)"})
     assert "keep_awake" in area.advisor_panel.cards
     assert "Access denied" in area.log.visible_text()
+
+
+def test_a_probe_that_needed_a_smaller_batch_offers_it():
+    from gui.train.advisor import Advisor
+
+    report = {"steps": 10, "seconds_per_step": 1.5, "tokens_per_s": 900.0, "full_steps": 400,
+              "projected_train_s": 600.0, "peak_gpu_bytes": 20 * 2**30, "peak_is_driver": True,
+              "estimate_bytes": 21 * 2**30, "estimate_error": 0.05, "gpu_bytes": 24 * 2**30, "gpu_name": "RTX 4090",
+              "oom_retries": 1, "changed": {"batch_size": 4, "gradient_accumulation_steps": 2}, "status": "completed"}
+    (card,) = Advisor().on_event("finished", {"status": "completed", "probe": report})
+    assert card.key == "probe" and card.level == "warning"
+    assert card.fix == {"batch_size": 4, "gradient_accumulation_steps": 2}
+    assert "it fits with batch_size 4" in card.text and "about 10 min of training" in card.text
+    assert "peak 20.00 GiB measured (driver), estimate 21.00 GiB (+5.0%), of 24 GiB on RTX 4090" in card.text
+    ok = {**report, "oom_retries": 0, "changed": {}}
+    (card,) = Advisor().on_event("finished", {"status": "completed", "probe": ok})
+    assert card.level == "ok" and card.fix is None

@@ -120,3 +120,28 @@ def test_cpu_training_leaves_a_core_to_the_window(make_area, monkeypatch):
     area.config_model.update(FAST)
     assert area.start_run()
     assert calls and calls[0]["env"] == {"OMP_NUM_THREADS": "1"}
+
+
+def test_probe_measures_saves_nothing_and_leaves_resume_alone(make_area, qtbot):
+    from gui.train.area import PROBE_STEPS
+
+    area = make_area()
+    area.config_model.update({"max_steps": 200, "save_steps": 50})
+    assert area.probe_button.isEnabled() and "Nothing is saved" in area.probe_button.toolTip()
+    area.run_dir = before = "/somewhere/earlier-run"  # the last real run, which Resume refers to
+    with qtbot.waitSignal(area.run.sig_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        qtbot.mouseClick(area.probe_button, Qt.MouseButton.LeftButton)
+        assert not area.probe_button.isEnabled() and not area.start_button.isEnabled()
+    data = finished.args[0]
+    assert data["status"] == "completed" and data["step"] == PROBE_STEPS
+    probe_dir = Path(data["output_dir"])
+    assert probe_dir.name.endswith("-probe")
+    assert not any(p.name.startswith(("checkpoint-", "final")) for p in probe_dir.iterdir())
+    assert area.run_dir == before
+    card = area.advisor_panel.cards["probe"]
+    assert "time per step" in card.advice.text and "full run: 200 steps" in card.advice.text
+    assert card.advice.fix is None  # it fit: nothing to change
+    assert area.progress_label.text().startswith("Probe completed") and "nothing saved. Full run: 200 steps" in \
+        area.progress_label.text()
+    assert area.notifications[-1][0] == "Probe finished" and not area.try_button.isVisible()
+    assert area.start_button.isEnabled() and area.probe_button.isEnabled()
