@@ -241,6 +241,7 @@ class RunInfo:
     earlier_legs_s: float = 0.0  # training time of the legs before the last one (a resumed run)
     legs: int = 1
     last_written: float | None = None  # a killed run (no 'finished'): when it last wrote a file
+    probe: bool = False  # a probe run (engine/probe.py): measured, nothing saved
 
     @property
     def duration_s(self) -> float | None:
@@ -259,7 +260,7 @@ class RunInfo:
                 "duration_s": self.duration_s, "final_loss": self.final_loss,
                 "final_loss_mean": self.final_loss_mean,
                 "best_eval_loss": self.best_eval_loss, "peak_gpu_bytes": self.peak_gpu_bytes,
-                "steps": self.steps, "legs": self.legs}
+                "steps": self.steps, "legs": self.legs, "probe": self.probe}
 
 
 def run_info(path: Path) -> RunInfo:
@@ -290,7 +291,7 @@ def run_info(path: Path) -> RunInfo:
                    final_loss_mean=final_mean,
                    peak_gpu_bytes=s.get("peak_gpu_device_bytes") or s.get("peak_gpu_reserved_bytes"),
                    steps=steps, earlier_legs_s=float(s.get("earlier_legs_s") or 0.0),
-                   legs=int(s.get("legs") or 1), last_written=killed_end)
+                   legs=int(s.get("legs") or 1), last_written=killed_end, probe=bool(s.get("probe")))
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
@@ -454,6 +455,7 @@ def run_details(path: Path) -> dict[str, Any]:
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
         "final_dir": str(final) if final.is_dir() else None,
         "final_step": final_step(path), "final_from": summary.get("final_from"),
+        "probe_report": summary.get("probe") if isinstance(summary.get("probe"), dict) else None,
         "better_checkpoint": {"name": offer[0].name, "eval_loss": offer[1], "final_eval_loss": offer[2]}
         if offer else None,
         "resume": {"ok": verdict.ok, "reason": verdict.reason, "finished": verdict.finished},
@@ -540,6 +542,11 @@ def cli_show(args: Any) -> int:
          + (f" To train further: finetune-studio train {d['path']}/run.yaml --resume --max_steps N, with N above "
             f"{d['steps']}." if d["resume"].get("finished") and d.get("steps") else "")),
     ]
+    if d.get("probe_report"):
+        from engine.probe import format_probe
+
+        fields = [f for f in fields if f[0] != "resume"]  # a probe keeps nothing to resume from
+        fields += [("probe", line) for line in format_probe(d["probe_report"])]
     better = d.get("better_checkpoint")
     if better:
         final_eval = (f" than final/'s {better['final_eval_loss']:.4f}" if better["final_eval_loss"] is not None
@@ -660,5 +667,6 @@ def cli_list(args: Any) -> int:
         final = r.final_loss_mean if r.final_loss_mean is not None else r.final_loss
         fl = f"{final:.4f}" if final is not None else "-"
         be = f"{r.best_eval_loss:.4f}" if r.best_eval_loss is not None else "-"
-        print(f"{r.name[:40]:40} {r.status:12} {r.method:8} {r.steps or 0:>6} {fl:>10} {be:>10}")
+        status = "probe" if r.probe and r.status in ("completed", "stopped") else r.status
+        print(f"{r.name[:40]:40} {status:12} {r.method:8} {r.steps or 0:>6} {fl:>10} {be:>10}")
     return 0

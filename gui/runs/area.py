@@ -222,7 +222,8 @@ class RunsTableModel(QAbstractTableModel):
             return None
         r = self.runs[index.row()]
         col = COLUMNS[index.column()]
-        raw = {"Run": r.name, "Status": r.status, "Method": r.method, "Model": r.model, "Steps": r.steps,
+        status = "probe" if r.probe and r.status in ("completed", "stopped") else r.status
+        raw = {"Run": r.name, "Status": status, "Method": r.method, "Model": r.model, "Steps": r.steps,
                "Duration": r.duration_s,
                "Final loss": r.final_loss_mean if r.final_loss_mean is not None else r.final_loss,
                "Best eval loss": r.best_eval_loss,
@@ -244,10 +245,13 @@ class RunsTableModel(QAbstractTableModel):
                 return Path(str(raw)).name
             return str(raw)
         if role == Qt.ItemDataRole.ForegroundRole and col == "Status":
-            return QColor(STATUS_COLORS.get(r.status, "#555"))
+            return QColor(STATUS_COLORS.get(status, "#555"))
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == "Status" and (failure := failure_text(r)):
                 return failure
+            if col == "Status" and status == "probe":
+                return ("A probe: a few steps to measure time per step and peak memory; nothing was saved. The "
+                        "report is in the run's summary (finetune-studio runs show).")
             if col == "Status" and r.status == "interrupted":
                 return "The worker ended without finishing (killed, crashed or the machine went down); resume " \
                        "continues from the last checkpoint."

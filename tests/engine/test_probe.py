@@ -126,3 +126,17 @@ def test_cli_probe(tmp_path, tiny_model_dir, small_dataset, capsys):
     assert "probe completed: 5 steps, nothing saved" in out and "full run: 50 steps, about" in out
     assert main(["train", str(cfg_path), "--probe", "--resume"]) == 2
     assert "can't --resume" in capsys.readouterr().err
+
+
+def test_probe_runs_are_marked_in_the_history(tmp_path, tiny_model_dir, small_dataset, capsys):
+    from engine.cli import main
+    from engine.runs import list_runs
+
+    result, _, _ = probe(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=30), steps=4)
+    (info,) = list_runs()
+    assert info.probe and info.to_dict()["probe"] is True
+    assert main(["runs", "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[1] == "probe"
+    assert main(["runs", "show", str(result["output_dir"])]) == 0
+    shown = capsys.readouterr().out
+    assert "probe              full run: 30 steps" in shown and "\nresume " not in shown

@@ -438,3 +438,14 @@ def test_use_best_checkpoint_explains_when_it_cant(qtbot, runs):
     assert "Select one run" in area.best_button.toolTip()
     area.select_paths([runs["dead"]])
     assert not area.best_button.isEnabled() and not area.use_best_checkpoint()
+
+
+def test_a_probe_run_reads_as_one(qtbot, runs):
+    path = runs["done"]
+    summary = json.loads((path / "summary.json").read_text())
+    (path / "summary.json").write_text(json.dumps({**summary, "probe": {"steps": 10}}))
+    area = RunsArea()
+    qtbot.addWidget(area)
+    row = next(r for r in range(area.model.rowCount()) if area.model.runs[r].path == path)
+    index = area.model.index(row, COLUMNS.index("Status"))
+    assert area.model.data(index) == "probe" and "nothing was saved" in area.model.data(index, Qt.ItemDataRole.ToolTipRole)
