@@ -8,10 +8,9 @@ What the dialog runs is shown as a command line, the same the user could type.
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, Signal
+from PySide6.QtCore import QProcess, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -31,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from engine import adapters as lib
 from engine.paths import data_home
+from gui.engine_process import engine_process, start_engine
 
 MERGEABLE = ("LORA", "IA3")
 
@@ -159,13 +159,7 @@ class MergeDialog(QDialog):
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             self._fail(f"{out} already exists and is not an empty folder; choose a new one.")
             return False
-        self.proc = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        root = str(Path(__file__).resolve().parents[2])
-        env.insert("PYTHONPATH", root + (":" + env.value("PYTHONPATH") if env.contains("PYTHONPATH") else ""))
-        self.proc.setProcessEnvironment(env)
-        self.proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        self.proc = engine_process(self)
         self.proc.readyReadStandardOutput.connect(self._on_output)
         self.proc.finished.connect(self._on_finished)
         self.output = ""
@@ -174,7 +168,7 @@ class MergeDialog(QDialog):
         self.result.setStyleSheet("")
         self.progress.setVisible(True)
         self.merge_button.setEnabled(False)
-        self.proc.start(sys.executable, ["-m", "engine", *self.command()])
+        start_engine(self.proc, self.command())
         return True
 
     def wait(self, msecs: int = 300_000) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from PySide6.QtCore import (
     QModelIndex,
     QPersistentModelIndex,
     QProcess,
-    QProcessEnvironment,
     QSortFilterProxyModel,
     Qt,
     QTimer,
@@ -56,6 +54,7 @@ from engine.runs import (
     read_metrics,
     read_summary,
 )
+from gui.engine_process import engine_process, start_engine
 from gui.runs.audit_panel import AuditPanel
 from gui.train.plots import debiased_ema
 
@@ -581,17 +580,12 @@ class RunsArea(QWidget):
         run = self._current()
         if run is None or self._promote is not None or promotion_offer(run.path) is None:
             return False
-        self._promote = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        root = str(Path(__file__).resolve().parents[2])
-        env.insert("PYTHONPATH", root + (":" + env.value("PYTHONPATH") if env.contains("PYTHONPATH") else ""))
-        self._promote.setProcessEnvironment(env)
-        self._promote.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        self._promote = engine_process(self)
         self._promote.finished.connect(lambda code, _s, path=run.path: self._on_promoted(path, code))
         self.best_button.setEnabled(False)
         self.summary.setText("<span>" + html.escape(f"Making the best checkpoint of {run.name} its result…")
                              + "</span>")
-        self._promote.start(sys.executable, ["-m", "engine", "runs", "promote", str(run.path), "--json"])
+        start_engine(self._promote, ["runs", "promote", str(run.path), "--json"])
         return True
 
     def wait_for_promotion(self, msecs: int = 120_000) -> bool:

@@ -9,7 +9,6 @@ a record opens it in the Dataset editor.
 from __future__ import annotations
 
 import html
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from PySide6.QtCore import (
     QModelIndex,
     QPersistentModelIndex,
     QProcess,
-    QProcessEnvironment,
     QSortFilterProxyModel,
     Qt,
     Signal,
@@ -40,6 +38,7 @@ from PySide6.QtWidgets import (
 from engine.audit import OUTLIER_FACTOR, Audit, audit_weights, ratio_text, read_audit
 from engine.runs import RunInfo
 from gui.dataset.severity import COLORS
+from gui.engine_process import engine_process, start_engine
 
 COLUMNS = ("Loss", "× median", "Record", "Split", "Answer tokens", "Instruction")
 FLAG_BACKGROUND = "#fff3d6"  # a warning's tint, behind text in COLORS["warning"]
@@ -188,20 +187,14 @@ class AuditPanel(QWidget):
         if self.run is None or self.proc is not None or not self._has_weights(self.run):
             return False
         self.auditing = self.run.path
-        self.proc = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        root = str(Path(__file__).resolve().parents[2])
-        env.insert("PYTHONPATH", root + (":" + env.value("PYTHONPATH") if env.contains("PYTHONPATH") else ""))
-        self.proc.setProcessEnvironment(env)
+        self.proc = engine_process(self, merged=False)
         self.proc.readyReadStandardError.connect(self._on_stderr)
         self.proc.finished.connect(self._on_finished)
         self.output = ""
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self._say(html.escape(f"Auditing {self.run.name}: loading its model in a child process…"))
-        self.proc.start(sys.executable, ["-m", "engine", "runs", "audit", str(self.run.path), "--json",
-                                         "--progress"])
+        start_engine(self.proc, ["runs", "audit", str(self.run.path), "--json", "--progress"])
         self._update()
         return True
 
