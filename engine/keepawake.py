@@ -29,6 +29,8 @@ from typing import Any
 WHO = "Finetune Studio"
 
 # Waits for a PID to end (a zombie counts as ended); the lock's holder runs it under the lock.
+# It is runs.pid_alive's logic as a standalone script: the child must not need the engine's
+# imports (or its PYTHONPATH) to do its one job.
 _WAIT_FOR_PID = """
 import os, sys, time
 pid = int(sys.argv[1])

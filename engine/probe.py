@@ -112,6 +112,8 @@ def probe_report(full: RunConfig, result: dict[str, Any], rows: list[dict[str, A
 
 
 def _duration(seconds: float) -> str:
+    """A projected duration, rounded as a projection should be ("about 38 min", not
+    runs.format_duration's "38 min 05 s" for a measured one)."""
     s = int(round(seconds))
     if s < 90:
         return f"{s} s"
