@@ -166,6 +166,8 @@ class AuditPanel(QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.status)
         layout.addWidget(self.table, 1)
+        self.filler = QWidget()  # holds the space while there is no table, so the text stays on top
+        layout.addWidget(self.filler, 1)
 
         self.audit_button.clicked.connect(self.start)
         self.flagged_only.toggled.connect(lambda _: self._show(self.model.audit))
@@ -226,6 +228,7 @@ class AuditPanel(QWidget):
     def _show(self, audit: Audit | None) -> None:
         self.model.set_audit(audit, self.flagged_only.isChecked())
         self.table.setVisible(audit is not None)
+        self.filler.setVisible(audit is None)
         if self.proc is not None and self.run is not None and self.run.path == self.auditing:
             return  # the progress message stays
         if self.run is None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 from PySide6.QtCore import QDeadlineTimer, Qt, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -401,12 +402,21 @@ class TrainArea(QWidget):
         self.preset_combo.setToolTip("A starting recipe; your model and dataset are kept")
         self.preset_button = QPushButton("Apply")
         self.preset_button.setToolTip("Apply the preset's method and hyperparameters to the form")
-        self.open_button = QPushButton("Open…")
-        self.open_button.setToolTip("Load a run config YAML")
-        self.save_button = QPushButton("Save…")
-        self.save_button.setToolTip("Save the run config as commented YAML")
-        self.command_button = QPushButton("Copy as command")
-        self.command_button.setToolTip("Copy the exact `finetune-studio train` line for this config")
+        # The config's file actions share one menu button, so the top bar fits a 1024-px window
+        # with the run controls on it.
+        self.open_action = QAction("Open…", self)
+        self.open_action.setToolTip("Load a run config YAML")
+        self.save_action = QAction("Save…", self)
+        self.save_action.setToolTip("Save the run config as commented YAML")
+        self.command_action = QAction("Copy as command", self)
+        self.command_action.setToolTip("Copy the exact `finetune-studio train` line for this config")
+        config_menu = QMenu(self)
+        config_menu.setToolTipsVisible(True)
+        for action in (self.open_action, self.save_action, self.command_action):
+            config_menu.addAction(action)
+        self.config_button = QPushButton("Config")
+        self.config_button.setToolTip("Open or save the run config as YAML, or copy it as a command line")
+        self.config_button.setMenu(config_menu)
         self.start_button = QPushButton("Start")
         self.start_button.setObjectName("startButton")
         self.start_button.setStyleSheet("QPushButton#startButton { font-weight: bold; padding: 4px 18px; }")
@@ -425,10 +435,8 @@ class TrainArea(QWidget):
         top.addWidget(QLabel("Preset"))
         top.addWidget(self.preset_combo)
         top.addWidget(self.preset_button)
-        top.addSpacing(12)
-        top.addWidget(self.open_button)
-        top.addWidget(self.save_button)
-        top.addWidget(self.command_button)
+        top.addSpacing(8)
+        top.addWidget(self.config_button)
         top.addStretch(1)
         for b in (self.probe_button, self.start_button, self.resume_button, self.stop_button, self.save_now_button):
             top.addWidget(b)
@@ -556,9 +564,9 @@ class TrainArea(QWidget):
     def _connect(self) -> None:
         self.config_model.sig_changed.connect(self._on_config_changed)
         self.preset_button.clicked.connect(lambda: self.apply_preset(self.preset_combo.currentData()))
-        self.open_button.clicked.connect(self._on_open)
-        self.save_button.clicked.connect(self._on_save)
-        self.command_button.clicked.connect(self.copy_command)
+        self.open_action.triggered.connect(self._on_open)
+        self.save_action.triggered.connect(self._on_save)
+        self.command_action.triggered.connect(self.copy_command)
         self.start_button.clicked.connect(lambda: self.start_run())
         self.probe_button.clicked.connect(lambda: self.start_run(probe=True))
         self.resume_button.clicked.connect(lambda: self.start_run(resume=True))
@@ -644,8 +652,8 @@ class TrainArea(QWidget):
         self.stop_button.setEnabled(active)
         self.stop_button.setText("Kill…" if active and self.run.stop_requested else "Stop")
         self.save_now_button.setEnabled(active and not self.run.stop_requested)
-        for w in (self.preset_button, self.open_button):
-            w.setEnabled(not active)
+        self.preset_button.setEnabled(not active)
+        self.open_action.setEnabled(not active)
 
     def _resume_state(self, active: bool, valid: bool) -> tuple[bool, str]:
         """Whether Resume would continue the last run with the form's plan, and why (not)."""

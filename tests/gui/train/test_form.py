@@ -6,7 +6,6 @@ from __future__ import annotations
 import shlex
 
 import pytest
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QScrollArea
 
 from engine.config import RunConfig
@@ -156,7 +155,7 @@ def test_copy_as_command_gives_the_exact_cli_line(make_area, qtbot):
     area.config_model.update({"max_steps": 30, "save_steps": 10, "mixed_precision": "bf16",
                               "lora_target_modules": ["q_proj", "v_proj"], "learning_rate": 2.5e-4,
                               "run_name": "my run", "seed": 7, "eval_split": 0.0, "packing": True})
-    qtbot.mouseClick(area.command_button, Qt.MouseButton.LeftButton)
+    area.command_action.trigger()  # the Config menu's "Copy as command"
     line = QGuiApplication.clipboard().text()
     assert line == area.command_line()
     argv = shlex.split(line)
