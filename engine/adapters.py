@@ -117,6 +117,9 @@ class AdapterCard:
         loadable: The playground and merge can load it (a PEFT adapter).
         problem: Why it can't be used, when ``loadable`` is false or a file was unreadable.
         run_dir: The run folder, for run adapters.
+        weights_from: The checkpoint ``final/`` holds when ``runs promote`` made it the result
+            (e.g. ``checkpoint-40``), else None (the run's last step, or its best under early
+            stopping).
     """
 
     name: str
@@ -140,6 +143,7 @@ class AdapterCard:
     problem: str | None = None
     run_dir: str | None = None
     status: str | None = None
+    weights_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,6 +279,7 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
     card.final_loss = summary.get("final_loss")
     card.best_eval_loss = summary.get("best_eval_loss")
     card.status = summary.get("status")
+    card.weights_from = summary.get("final_from")
     date, ts = _when(summary.get("finished") or summary.get("started"))
     if run_dir is None:
         date, ts = _apply_exported_card(card, folder, date, ts)
@@ -289,7 +294,7 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
 
 # What an exported folder's card.json restores: the facts of the run, which the adapter's own
 # files don't hold. Where the folder is, its size and whether it loads are read from the files.
-EXPORTED_CARD_FIELDS = ("base_model", "method", "dataset", "dataset_hash", "dataset_records", "final_loss",
+EXPORTED_CARD_FIELDS = ("base_model", "method", "dataset", "dataset_hash", "dataset_records", "final_loss", "weights_from",
                         "best_eval_loss", "status")
 
 
@@ -792,7 +797,7 @@ def _card_readme(card: AdapterCard) -> str:
             ("Targets", card.targets_text if card.targets else None), ("Dataset", card.dataset),
             ("Dataset hash", card.dataset_hash), ("Dataset records", card.dataset_records),
             ("Final training loss", card.final_loss), ("Best eval loss", card.best_eval_loss),
-            ("Date", card.date)]
+            ("Weights from", card.weights_from), ("Date", card.date)]
     lines = [f"# {card.name}", "", "A PEFT adapter exported by Finetune Studio.", "",
              "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows if v is not None]

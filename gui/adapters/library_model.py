@@ -70,6 +70,8 @@ def card_summary(card: AdapterCard) -> list[str]:
         data.append(f"loss {card.final_loss:.3f}")
     if card.best_eval_loss is not None:
         data.append(f"eval {card.best_eval_loss:.3f}")
+    if card.weights_from:
+        data.append(f"weights {card.weights_from}")
     line2 = " · ".join(data) or "no run record (added folder)"
     line3 = " · ".join(x for x in (card.date, format_size(card.size_bytes), card.source) if x)
     return [line1, line2, line3]

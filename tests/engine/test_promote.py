@@ -67,6 +67,10 @@ def test_best_checkpoint_becomes_final_and_loads_as_it(tmp_path, tiny_model_dir,
     assert torch.allclose(before, peft_logits(tiny_model_dir, run_dir / "checkpoint-6"))  # nothing lost
 
     assert final_step(run_dir) == 2 and promotion_offer(run_dir) is None
+    from engine.adapters import export_adapter, read_card
+
+    assert read_card(final).weights_from == "checkpoint-2"  # the library card says which weights
+    assert read_card(export_adapter(final, tmp_path / "exported")).weights_from == "checkpoint-2"
     details = run_details(run_dir)
     assert details["final_step"] == 2 and details["final_from"] == "checkpoint-2"
     assert "> **final/ holds checkpoint-2** (eval loss 1.0000)" in (run_dir / "README.md").read_text()
