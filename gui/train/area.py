@@ -501,7 +501,8 @@ class TrainArea(QWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(form_widget)
         scroll.setMinimumWidth(400)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # Near the window's minimum width the form is wider than its pane: scroll, never cut a field.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
 
         # Right: gauge, progress, plots, advice and log.
         self.gauge = VramGauge()
