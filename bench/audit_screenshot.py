@@ -2,8 +2,8 @@
 
 ``python bench/audit_screenshot.py [OUT_DIR]`` (default ``docs/img``) trains the demo preset
 (LoRA, 120 steps, ~30 s on 2 CPU cores) in a temporary data home, opens the main window
-offscreen on the Runs area, audits the run with the panel's own button (the child process
-``finetune-studio runs audit``) and saves ``runs-audit.png`` once the ranked records are in.
+offscreen on the Runs area, audits the run with the panel's own button, compared with the
+base model (the child process ``finetune-studio runs audit --compare-base``) and saves ``runs-audit.png`` once the ranked records are in.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> int:
     area.table.selectRow(0)
     area.bottom_tabs.setCurrentIndex(1)
     panel = area.audit_panel
+    panel.compare_base.setChecked(True)
     if not panel.start() or not panel.wait(300_000):
         print("the audit did not run", file=sys.stderr)
         return 1

@@ -45,6 +45,12 @@ class RecordLoss:
     tokens: int  # answer tokens scored
     truncated: bool
     instruction: str  # the first user turn, shortened
+    base_loss: float | None = None  # the same record under the base model (compare_base)
+
+    @property
+    def fell(self) -> float | None:
+        """How much training lowered this record's loss (negative: it rose)."""
+        return None if self.base_loss is None else self.base_loss - self.loss
 
 
 @dataclass
@@ -72,10 +78,24 @@ class Audit:
         medians = {s: self.median_of(s) for s in ("train", "eval")}
         return [r for r in self.records if medians[r.split] and r.loss >= factor * medians[r.split]]
 
+    @property
+    def compared_with_base(self) -> bool:
+        return any(r.base_loss is not None for r in self.records)
+
+    def base_median(self) -> float | None:
+        values = [r.base_loss for r in self.records if r.base_loss is not None]
+        return statistics.median(values) if values else None
+
+    def not_learned(self) -> list[RecordLoss]:
+        """Training records whose loss did not fall at all (with ``compare_base``): the run
+        learned nothing from them, often because they contradict similar records."""
+        return [r for r in self.records if r.split == "train" and r.fell is not None and r.fell <= 0]
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(median=self.median, median_train=self.median_of("train"), median_eval=self.median_of("eval"),
-                   outliers=[r.record for r in self.outliers()], outlier_factor=OUTLIER_FACTOR)
+                   outliers=[r.record for r in self.outliers()], outlier_factor=OUTLIER_FACTOR,
+                   base_median=self.base_median(), not_learned=[r.record for r in self.not_learned()])
         return out
 
     @classmethod
@@ -128,7 +148,7 @@ def _first_user_turn(messages: list[dict[str, str]], width: int = 90) -> str:
 
 
 def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | None = None,
-              checkpoint: str | Path | None = None,
+              checkpoint: str | Path | None = None, compare_base: bool = False,
               progress: Callable[[int, int], None] | None = None) -> Audit:
     """Score every usable record of a run's dataset with the run's trained weights.
 
@@ -138,6 +158,9 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
             in 8-bit, 4-bit or fp16 is scored in fp32, and the result says so.
         batch_size: records per forward pass (default: the run's micro-batch).
         checkpoint: score these weights (a ``checkpoint-N`` folder) instead of ``final/``.
+        compare_base: also score each record with the base model (the adapter switched off,
+            or the base loaded on its own for full, freeze and bottleneck runs): how much
+            training lowered each record's loss. Twice the time.
         progress: called with (records scored, records in all).
 
     Raises:
@@ -209,41 +232,35 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     size = max(1, batch_size or cfg.batch_size)
-    # Longest first: batches of like lengths waste less on padding.
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
-    losses: dict[int, tuple[float, int]] = {}
-    start, halved_to = 0, None
-    while start < len(order):
-        chunk = order[start:start + size]
-        try:
-            scores = _score(model, [rows[i] for i in chunk], pad, dev, autocast)
-        except torch.OutOfMemoryError as e:
-            # Longest records come first, so the first batches are the largest: halve and go on.
-            del e
-            if dev.type == "cuda":
+    passes = 2 if compare_base else 1
+    tick = (lambda done, total: progress(done, total * passes)) if progress is not None else None
+    losses, size = _score_all(model, rows, size, pad, dev, autocast, tick)
+    base_losses: dict[int, tuple[float, int]] = {}
+    if compare_base:
+        after = (lambda done, total: progress(total + done, total * passes)) if progress is not None else None
+        if hasattr(model, "disable_adapter"):  # a PEFT model: the base is underneath, no second load
+            with model.disable_adapter():
+                base_losses, size = _score_all(model, rows, size, pad, dev, autocast, after)
+        else:  # full, freeze, bottleneck: load the base on its own
+            del model
+            if on == "cuda":
                 torch.cuda.empty_cache()
-            if size == 1:
-                raise OutOfMemory(f"the GPU ran out of memory scoring one record of {len(rows[chunk[0]]['input_ids'])} "
-                                  "tokens", hint="Audit on the CPU (--device cpu), or free the GPU (a "
-                                  "training run or the playground may hold it).") from None
-            size = halved_to = max(1, size // 2)
-            continue
-        for i, score in zip(chunk, scores, strict=True):
-            losses[i] = score
-        start += len(chunk)
-        if progress is not None:
-            progress(start, len(rows))
+            model = precision.load_model(cfg, resolve_model_path(cfg.model), env)
+            model.eval()
+            base_losses, size = _score_all(model, rows, size, pad, dev, autocast, after)
+    if size < max(1, batch_size or cfg.batch_size):
+        notes.append(f"out of memory at the run's batch size: scored {size} record(s) at a time")
 
-    if halved_to is not None:
-        notes.append(f"out of memory at the run's batch size: scored {halved_to} record(s) at a time")
     results = []
     for i in range(len(rows)):
         source = stats.sources[i]
         rec = good[source]
         loss, n = losses[i]
+        base = base_losses[i][0] if i in base_losses else None
         results.append(RecordLoss(record=numbers[source], line=getattr(rec, "line", None), split=split_of[i],
-                                  loss=round(loss, 5) if math.isfinite(loss) else float("inf"), tokens=n,
-                                  truncated=i in stats.cut_rows, instruction=_first_user_turn(rec.messages())))
+                                  loss=_rounded(loss), tokens=n, truncated=i in stats.cut_rows,
+                                  instruction=_first_user_turn(rec.messages()),
+                                  base_loss=_rounded(base) if base is not None else None))
     results.sort(key=lambda r: -r.loss)
     skipped = [{"record": numbers[p["index"]], "line": p.get("line"), "message": p["message"]}
                for p in stats.problems]
@@ -253,6 +270,44 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     return Audit(run_dir=str(run_dir), weights=str(weights), dataset=str(data_path), dataset_changed=changed,
                  device=on, seconds=round(time.perf_counter() - started, 2), records=results, skipped=skipped,
                  notes=notes)
+
+
+def _rounded(loss: float) -> float:
+    return round(loss, 5) if math.isfinite(loss) else float("inf")
+
+
+def _score_all(model: Any, rows: list[dict[str, list[int]]], size: int, pad: int, dev: Any, autocast: Any,
+               progress: Callable[[int, int], None] | None) -> tuple[dict[int, tuple[float, int]], int]:
+    """Every row's (loss, answer tokens), batched longest first; out of memory halves the batch.
+
+    Returns the scores by row index and the batch size that worked (the next pass starts there).
+    """
+    import torch
+
+    # Longest first: batches of like lengths waste less on padding, and the largest come first.
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
+    losses: dict[int, tuple[float, int]] = {}
+    start = 0
+    while start < len(order):
+        chunk = order[start:start + size]
+        try:
+            scores = _score(model, [rows[i] for i in chunk], pad, dev, autocast)
+        except torch.OutOfMemoryError as e:
+            del e
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            if size == 1:
+                raise OutOfMemory(f"the GPU ran out of memory scoring one record of {len(rows[chunk[0]]['input_ids'])} "
+                                  "tokens", hint="Audit on the CPU (--device cpu), or free the GPU (a "
+                                  "training run or the playground may hold it).") from None
+            size = max(1, size // 2)
+            continue
+        for i, score in zip(chunk, scores, strict=True):
+            losses[i] = score
+        start += len(chunk)
+        if progress is not None:
+            progress(start, len(rows))
+    return losses, size
 
 
 def ratio_text(ratio: float | None) -> str:
@@ -295,15 +350,20 @@ def format_audit(audit: Audit, top: int = 15) -> str:
     lines += [f"note: {n}" for n in audit.notes]
     med_t, med_e = audit.median_of("train"), audit.median_of("eval")
     lines.append("median answer loss: " + ", ".join(
-        f"{name} {m:.3f}" for name, m in (("train", med_t), ("eval", med_e)) if m is not None))
+        f"{name} {m:.3f}" for name, m in (("train", med_t), ("eval", med_e)) if m is not None)
+        + (f"; the base model's {audit.base_median():.3f}" if audit.compared_with_base else ""))
     lines.append("")
-    lines.append(f"{'loss':>8} {'x median':>8} {'tokens':>6}  {'record':>7}  {'split':<5}  instruction")
+    base = audit.compared_with_base
+    lines.append(f"{'loss':>8} {'x median':>8}" + (f" {'base':>8} {'fell by':>8}" if base else "")
+                 + f" {'tokens':>6}  {'record':>7}  {'split':<5}  instruction")
     medians = {"train": med_t, "eval": med_e}
     for r in audit.records[:top]:
         m = medians[r.split]
         ratio = ratio_text(r.loss / m if m else None)
         trunc = " (truncated)" if r.truncated else ""
-        lines.append(f"{r.loss:>8.3f} {ratio:>8} {r.tokens:>6}  {'#' + str(r.record):>7}  {r.split:<5}  "
+        vs_base = (f" {r.base_loss:>8.3f} {r.fell:>8.3f}" if r.base_loss is not None else f" {'–':>8} {'–':>8}"
+                   ) if base else ""
+        lines.append(f"{r.loss:>8.3f} {ratio:>8}{vs_base} {r.tokens:>6}  {'#' + str(r.record):>7}  {r.split:<5}  "
                      f"{r.instruction}{trunc}")
     outliers = audit.outliers()
     lines.append("")
@@ -316,6 +376,14 @@ def format_audit(audit: Audit, top: int = 15) -> str:
                      f"(finetune-studio data preview {audit.dataset} --record N).")
     else:
         lines.append(f"No record scores {OUTLIER_FACTOR:g}x the median of its split: nothing stands out.")
+    if base:
+        stuck = audit.not_learned()
+        lines.append(f"{len(stuck)} training record{'s' if len(stuck) != 1 else ''} did not get any easier than "
+                     "under the base model" + (": the run learned nothing from "
+                                               f"{'it' if len(stuck) == 1 else 'them'}, often because "
+                                               f"{'it contradicts' if len(stuck) == 1 else 'they contradict'} "
+                                               "similar records (" + ", ".join(f"#{r.record}" for r in stuck[:10])
+                                               + (", ..." if len(stuck) > 10 else "") + ")." if stuck else "."))
     if audit.skipped:
         lines.append(f"{len(audit.skipped)} record(s) had nothing to score: "
                      + "; ".join(f"#{s['record']}: {s['message']}" for s in audit.skipped[:3]))
@@ -343,7 +411,7 @@ def cli_audit(args: Any) -> int:
                   flush=True)
 
     audit = audit_run(run_dir, device=args.device, batch_size=args.batch_size, checkpoint=args.checkpoint,
-                      progress=progress)
+                      compare_base=getattr(args, "compare_base", False), progress=progress)
     path = audit.save()
     if args.json:
         print(json.dumps(audit.to_dict(), ensure_ascii=False))

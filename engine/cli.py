@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="records per forward pass (default: the run's micro-batch)")
     ra.add_argument("--checkpoint", metavar="DIR", default=None,
                     help="score a checkpoint-N folder instead of final/")
+    ra.add_argument("--compare-base", "--compare_base", action="store_true", dest="compare_base",
+                    help="also score each record with the base model: how much training lowered its loss "
+                         "(twice the time)")
     ra.add_argument("--json", action="store_true", help="print the whole audit as one JSON object")
     ra.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # "progress N M" lines for the GUI
 

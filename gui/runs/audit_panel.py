@@ -40,7 +40,8 @@ from engine.runs import RunInfo
 from gui.dataset.severity import COLORS
 from gui.engine_process import engine_process, start_engine
 
-COLUMNS = ("Loss", "× median", "Record", "Split", "Answer tokens", "Instruction")
+COLUMNS = ("Loss", "× median", "Base loss", "Fell by", "Record", "Split", "Answer tokens", "Instruction")
+BASE_COLUMNS = ("Base loss", "Fell by")  # shown when the audit compared with the base model
 FLAG_BACKGROUND = "#fff3d6"  # a warning's tint, behind text in COLORS["warning"]
 
 
@@ -76,7 +77,10 @@ class AuditTableModel(QAbstractTableModel):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
             return {"Loss": "Mean negative log-likelihood of the record's answer tokens under the trained weights",
                     "× median": "The loss over the median loss of the record's split (train or eval)",
-                    "Record": "The record's number in the dataset file, from 1, as in the Dataset editor"
+                    "Record": "The record's number in the dataset file, from 1, as in the Dataset editor",
+                    "Base loss": "The same record's loss under the base model, before training",
+                    "Fell by": "How much training lowered the record's loss (≤ 0 on a training record: the run "
+                               "learned nothing from it)",
                     }.get(COLUMNS[section])
         return None
 
@@ -91,10 +95,13 @@ class AuditTableModel(QAbstractTableModel):
         col = COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
             return {"Loss": f"{r.loss:.3f}", "× median": ratio_text(self.ratio(r)),
+                    "Base loss": f"{r.base_loss:.3f}" if r.base_loss is not None else "–",
+                    "Fell by": f"{r.fell:.3f}" if r.fell is not None else "–",
                     "Record": f"#{r.record}", "Split": r.split, "Answer tokens": str(r.tokens),
                     "Instruction": r.instruction + (" (truncated)" if r.truncated else "")}[col]
         if role == Qt.ItemDataRole.UserRole:  # sort key
-            return {"Loss": r.loss, "× median": self.ratio(r) or 0.0, "Record": r.record, "Split": r.split,
+            return {"Loss": r.loss, "× median": self.ratio(r) or 0.0, "Base loss": r.base_loss or 0.0,
+                    "Fell by": r.fell if r.fell is not None else 0.0, "Record": r.record, "Split": r.split,
                     "Answer tokens": r.tokens, "Instruction": r.instruction}[col]
         if role == Qt.ItemDataRole.TextAlignmentRole and col != "Instruction" and col != "Split":
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -102,6 +109,9 @@ class AuditTableModel(QAbstractTableModel):
             return QColor(FLAG_BACKGROUND)
         if role == Qt.ItemDataRole.ForegroundRole and r.record in self.flagged and col == "× median":
             return QColor(COLORS["warning"])
+        if role == Qt.ItemDataRole.ForegroundRole and col == "Fell by" and r.split == "train" and \
+                r.fell is not None and r.fell <= 0:
+            return QColor(COLORS["error"])
         if role == Qt.ItemDataRole.ToolTipRole:
             tip = f"Record {r.record}" + (f", line {r.line}" if r.line else "") + f" ({r.split} split)"
             if r.record in self.flagged:
@@ -109,6 +119,9 @@ class AuditTableModel(QAbstractTableModel):
                         "mistake, an inconsistency or another format than its siblings.")
             if r.truncated:
                 tip += "\nLonger than the run's seq_len: only its first tokens were scored (and trained)."
+            if r.split == "train" and r.fell is not None and r.fell <= 0:
+                tip += ("\n✖ No easier than under the base model: the run learned nothing from it, often because "
+                        "it contradicts similar records.")
             return tip + "\nDouble-click to open it in the Dataset editor."
         return None
 
@@ -149,6 +162,9 @@ class AuditPanel(QWidget):
                                      "training saw it, and rank them (runs in a child process: "
                                      "finetune-studio runs audit)")
         self.flagged_only = QCheckBox(f"Only flagged (≥ {OUTLIER_FACTOR:g}× median)")
+        self.compare_base = QCheckBox("Compare with the base model")
+        self.compare_base.setToolTip("Also score each record with the base model, to see how much training "
+                                     "lowered its loss (the audit takes about twice as long)")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setVisible(False)
@@ -158,6 +174,8 @@ class AuditPanel(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         bar = QHBoxLayout()
         bar.addWidget(self.audit_button)
+        bar.addWidget(self.compare_base)
+        bar.addSpacing(12)
         bar.addWidget(self.flagged_only)
         bar.addWidget(self.progress)
         bar.addStretch(1)
@@ -196,7 +214,8 @@ class AuditPanel(QWidget):
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self._say(html.escape(f"Auditing {self.run.name}: loading its model in a child process…"))
-        start_engine(self.proc, ["runs", "audit", str(self.run.path), "--json", "--progress"])
+        start_engine(self.proc, ["runs", "audit", str(self.run.path), "--json", "--progress"]
+                     + (["--compare-base"] if self.compare_base.isChecked() else []))
         self._update()
         return True
 
@@ -227,6 +246,8 @@ class AuditPanel(QWidget):
 
     def _show(self, audit: Audit | None) -> None:
         self.model.set_audit(audit, self.flagged_only.isChecked())
+        for name in BASE_COLUMNS:
+            self.table.setColumnHidden(COLUMNS.index(name), not (audit is not None and audit.compared_with_base))
         self.table.setVisible(audit is not None)
         self.filler.setVisible(audit is None)
         if self.proc is not None and self.run is not None and self.run.path == self.auditing:
@@ -253,6 +274,12 @@ class AuditPanel(QWidget):
         text += (f"<b style='color:{COLORS['warning']}'>{len(flagged)} flagged</b> at ≥ {OUTLIER_FACTOR:g}× the "
                  f"median of {'its' if one else 'their'} split: check {'its answer' if one else 'their answers'}"
                  if flagged else "nothing stands out")
+        if audit.compared_with_base:
+            stuck = audit.not_learned()
+            text += (f" · median loss under the base model {audit.base_median():.3f}; "
+                     + (f"<b style='color:{COLORS['error']}'>{len(stuck)} training record"
+                        f"{'s' if len(stuck) != 1 else ''} no easier</b> than before training"
+                        if stuck else "every training record got easier"))
         text = text.replace("\n", " ")
         notes = [html.escape(n) for n in audit.notes]
         if audit.skipped:

@@ -191,3 +191,48 @@ def test_out_of_memory_halves_the_batch_and_scores_the_same(tmp_path, tiny_model
     with pytest.raises(OutOfMemory, match="scoring one record") as e:
         audit_run(result["output_dir"], batch_size=4)
     assert "--device cpu" in e.value.hint
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt", "full"])
+def test_compare_base_scores_each_record_under_the_bare_base(method, tmp_path, tiny_model_dir, small_dataset):
+    """PEFT runs switch the adapter off; full runs load the base on its own. Either way the
+    base scores are the base model's own labels loss for each record."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.data.formats import load_dataset_file
+    from engine.data.tokenize import render_record
+
+    extra = METHOD_SETTINGS.get(method, {})
+    result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", method=method, **extra))
+    audit = audit_run(result["output_dir"], batch_size=5, compare_base=True)
+    plain = audit_run(result["output_dir"], batch_size=5)
+    assert [(r.record, r.loss) for r in audit.records] == [(r.record, r.loss) for r in plain.records]
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records = load_dataset_file(small_dataset).records
+    for r in audit.records[:12]:
+        row = {k: v[:64] for k, v in render_record(records[r.record - 1].messages(), tok, "auto").items()}
+        with torch.no_grad():
+            expected = float(base(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]])).loss)
+        assert r.base_loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        assert r.fell == pytest.approx(r.base_loss - r.loss)
+    data = audit.to_dict()
+    assert data["base_median"] == pytest.approx(audit.base_median()) and "not_learned" in data
+    text = format_audit(audit, top=3)
+    assert "the base model's" in text and "fell by" in text.splitlines()[3]
+
+
+def test_not_learned_lists_training_records_that_got_no_easier():
+    from engine.audit import Audit, RecordLoss
+
+    def rec(n, split, loss, base):
+        return RecordLoss(record=n, line=n, split=split, loss=loss, tokens=5, truncated=False, instruction="x",
+                          base_loss=base)
+
+    audit = Audit(run_dir="r", weights="w", dataset="d", dataset_changed=False, device="cpu", seconds=1.0,
+                  records=[rec(1, "train", 2.0, 1.5), rec(2, "train", 1.0, 4.0), rec(3, "eval", 3.0, 2.0),
+                           rec(4, "train", 2.5, 2.5)])
+    assert [r.record for r in audit.not_learned()] == [1, 4]  # the eval record is not trained on
+    assert "2 training records did not get any easier than under the base model" in format_audit(audit)
+    assert Audit.from_dict(json.loads(json.dumps(audit.to_dict()))).records[0].base_loss == 1.5

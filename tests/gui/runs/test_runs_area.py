@@ -340,7 +340,10 @@ def test_hardest_records_audit_in_a_child_process_and_open_in_the_editor(qtbot, 
     assert panel.audit_button.text() == "Audit again" and f"{len(audit.records):,} records scored" in plain(panel.status)
     top = panel.model.rows[0]
     assert top.loss == max(r.loss for r in audit.records)
-    assert panel.proxy.data(panel.proxy.index(0, 2)) == f"#{top.record}"  # sorted hardest first
+    from gui.runs.audit_panel import COLUMNS as AUDIT_COLUMNS
+
+    assert panel.proxy.data(panel.proxy.index(0, AUDIT_COLUMNS.index("Record"))) == f"#{top.record}"  # hardest first
+    assert panel.table.isColumnHidden(AUDIT_COLUMNS.index("Base loss"))  # not compared with the base
 
     # The tint follows the audit's own outliers.
     flagged = {r.record for r in audit.outliers()}
@@ -449,3 +452,26 @@ def test_a_probe_run_reads_as_one(qtbot, runs):
     row = next(r for r in range(area.model.rowCount()) if area.model.runs[r].path == path)
     index = area.model.index(row, COLUMNS.index("Status"))
     assert area.model.data(index) == "probe" and "nothing was saved" in area.model.data(index, Qt.ItemDataRole.ToolTipRole)
+
+
+def test_audit_compared_with_the_base_shows_how_much_each_record_fell(qtbot, tmp_path, tiny_model_dir,
+                                                                     small_dataset):
+    from engine.audit import read_audit
+    from gui.runs.audit_panel import COLUMNS as AUDIT_COLUMNS
+    from tests.engine.test_train import make_cfg, train
+
+    run_dir = Path(train(make_cfg(tiny_model_dir, small_dataset, "", run_name="based"))[0]["output_dir"])
+    area = RunsArea()
+    qtbot.addWidget(area)
+    panel = area.audit_panel
+    area.select_paths([run_dir])
+    panel.compare_base.setChecked(True)
+    with qtbot.waitSignal(panel.sig_audited, timeout=180_000):
+        assert panel.start()
+    audit = read_audit(run_dir)
+    assert audit.compared_with_base and all(r.base_loss is not None for r in audit.records)
+    col = AUDIT_COLUMNS.index("Fell by")
+    assert not panel.table.isColumnHidden(col) and not panel.table.isColumnHidden(AUDIT_COLUMNS.index("Base loss"))
+    row = panel.model.rows[0]
+    assert panel.model.data(panel.model.index(0, col)) == f"{row.base_loss - row.loss:.3f}"
+    assert "median loss under the base model" in plain(panel.status)
