@@ -141,10 +141,20 @@ def _weights(run_dir: Path) -> Path:
                      hint="Let it train to its first checkpoint (save_steps), or resume it.")
 
 
-def _first_user_turn(messages: list[dict[str, str]], width: int = 90) -> str:
+def first_user_turn(messages: list[dict[str, str]], width: int = 90) -> str:
+    """A record's first user turn on one line, shortened: how an audit names the record."""
     text = next((m["content"] for m in messages if m.get("role") == "user"), "")
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def still_the_audited_record(record: Any, instruction: str) -> bool:
+    """Whether ``record`` (an engine Record, e.g. the editor's) is the one an audit scored as
+    ``instruction``; False once the file changed under the audit's record numbers."""
+    try:
+        return first_user_turn(record.messages()) == instruction
+    except Exception:  # noqa: BLE001 - a record broken since: not the audited one
+        return False
 
 
 def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | None = None,
@@ -259,7 +269,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
         base = base_losses[i][0] if i in base_losses else None
         results.append(RecordLoss(record=numbers[source], line=getattr(rec, "line", None), split=split_of[i],
                                   loss=_rounded(loss), tokens=n, truncated=i in stats.cut_rows,
-                                  instruction=_first_user_turn(rec.messages()),
+                                  instruction=first_user_turn(rec.messages()),
                                   base_loss=_rounded(base) if base is not None else None))
     results.sort(key=lambda r: -r.loss)
     skipped = [{"record": numbers[p["index"]], "line": p.get("line"), "message": p["message"]}

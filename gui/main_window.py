@@ -171,8 +171,8 @@ class MainWindow(QMainWindow):
             train.sig_try_adapter.connect(lambda path: (self.show_area("adapters"), adapters.try_adapter(path)))
         dataset = self.areas.get("dataset")
         if hasattr(runs, "sig_open_record") and hasattr(dataset, "show_record"):
-            runs.sig_open_record.connect(lambda path, index: (self.show_area("dataset"),
-                                                              dataset.show_record(path, index)))
+            runs.sig_open_record.connect(lambda path, index, expect: (self.show_area("dataset"),
+                                                                      dataset.show_record(path, index, expect)))
         if hasattr(train, "config_model") and hasattr(dataset, "lint_panel"):
             # The Checks tab counts truncation against the seq_len the run will use.
             def follow_seq_len(keys: set[str] | None = None) -> None:

@@ -441,10 +441,14 @@ class DatasetEditor(QWidget):
         self.table.scrollTo(pidx)
         return True
 
-    def show_record(self, path: str | Path, index: int) -> bool:
+    def show_record(self, path: str | Path, index: int, expect: str | None = None) -> bool:
         """Open ``path`` if it is not the open file (asking about unsaved edits first) and make
         record ``index`` (from 0) current. False when the user kept the open file, or the file
-        has no such record."""
+        has no such record.
+
+        ``expect``: the record's first user turn as a run audit saw it; if the record shown
+        differs (the file changed since the audit), a banner says so.
+        """
         path = Path(path)
         current = self.path()
         if current is None or current.resolve() != path.resolve():
@@ -458,6 +462,13 @@ class DatasetEditor(QWidget):
                                      f"{len(self._ds.records) if self._ds else 0}); it changed since the audit.")
             return False
         self.table.setFocus()
+        if expect is not None:
+            from engine.audit import still_the_audited_record
+
+            if not still_the_audited_record(self._ds.records[index], expect):
+                self.banner.show_message("warning", f"Record {index + 1} is not the one the audit scored (“{expect}”): "
+                                         f"{path.name} changed since the audit. Audit the run again for current "
+                                         "record numbers.")
         return True
 
     def current_record_index(self) -> int:

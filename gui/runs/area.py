@@ -278,8 +278,9 @@ class RunsArea(QWidget):
     """Open this run's run.yaml in the Train area."""
     sig_promoted = Signal(str)
     """A run folder whose final/ now holds another checkpoint (the adapter library re-reads it)."""
-    sig_open_record = Signal(str, int)
-    """(dataset file, record index from 0): show this record in the Dataset editor."""
+    sig_open_record = Signal(str, int, str)
+    """(dataset file, record index from 0, its first user turn as audited): show this record
+    in the Dataset editor."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)

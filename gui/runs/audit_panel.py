@@ -129,8 +129,9 @@ class AuditTableModel(QAbstractTableModel):
 class AuditPanel(QWidget):
     """Audit a run's records in a child process and show them, hardest first."""
 
-    sig_open_record = Signal(str, int)
-    """(dataset file, record index from 0): show this record in the Dataset editor."""
+    sig_open_record = Signal(str, int, str)
+    """(dataset file, record index from 0, its first user turn as audited): show this record
+    in the Dataset editor."""
     sig_audited = Signal(str)
     """A run folder whose audit just finished."""
 
@@ -333,4 +334,4 @@ class AuditPanel(QWidget):
         if audit is None or not index.isValid():
             return
         r = self.model.rows[self.proxy.mapToSource(index).row()]
-        self.sig_open_record.emit(audit.dataset, r.record - 1)
+        self.sig_open_record.emit(audit.dataset, r.record - 1, r.instruction)

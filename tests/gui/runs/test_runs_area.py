@@ -359,11 +359,19 @@ def test_hardest_records_audit_in_a_child_process_and_open_in_the_editor(qtbot, 
     index = panel.proxy.mapFromSource(panel.model.index(3, 0))
     with qtbot.waitSignal(area.sig_open_record) as opened:
         panel.table.doubleClicked.emit(index)
-    assert opened.args == [str(small_dataset), pick.record - 1]
+    assert opened.args == [str(small_dataset), pick.record - 1, pick.instruction]
     editor = win.areas["dataset"]
     assert win.current_area() == "dataset" and editor.path() == small_dataset
     assert editor.current_record_index() == pick.record - 1
     assert load_dataset_file(small_dataset).records[pick.record - 1].line == pick.line
+    assert not editor.banner.isVisibleTo(editor)  # it is the audited record: nothing to warn about
+
+    # The file changes under the audit (a record inserted at the top): the editor says so.
+    lines = small_dataset.read_text(encoding="utf-8").splitlines()
+    small_dataset.write_text("\n".join([lines[-1]] + lines) + "\n", encoding="utf-8")
+    editor.open_file(small_dataset)
+    panel.table.doubleClicked.emit(index)
+    assert editor.banner.isVisibleTo(editor) and "not the one the audit scored" in editor.banner.label.text()
 
     # Another run without weights: nothing to audit, and it says so.
     bare = make_run("20261128-090000-lora", "stopped")
