@@ -317,9 +317,26 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in CASES if not wanted or any(w in n for w in wanted)]
     t0 = time.time()
     rows: list[dict[str, Any]] = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"gpu-check{'-dry' if args.dry_run else ''}-{time.strftime('%Y-%m-%d-%H%M')}"
+    meta: dict[str, Any] = {}
+
+    def write() -> str:
+        """The results so far: written after every step, so a session's hard timeout keeps them."""
+        meta["seconds"] = time.time() - t0
+        (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": rows}, indent=2, default=str))
+        table = markdown(rows, meta)
+        (out / f"{stem}.md").write_text(table)
+        return table
+
+    # Work after the training cases (audits, the probe) starts only this soon after the case
+    # budget, so it ends well inside the caller's timeout (bench/gpu_session.sh: budget + 50 s).
+    extra_budget = args.budget_s + 15
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         work = Path(tmp)
         model_dir = build_model(work / "model", dry_run=args.dry_run)
+        meta.update(meta_info(model_dir, args.dry_run))
         datasets = {"demo": ROOT / "resources" / "demo" / "dataset.jsonl",
                     "long": long_dataset(work / "long.jsonl", n=16 if args.dry_run else 256,
                                          words=40 if args.dry_run else 900)}
@@ -338,27 +355,22 @@ def main(argv: list[str] | None = None) -> int:
                        "status": "crashed", "error": {"message": f"{type(e).__name__}: {e}"}}
             rows.append(row)
             print(f"{name:26} {row['status']:9} {row.get('seconds', '')}", file=sys.stderr)
+            write()
         for row in rows:  # the audits come last: they must not push a training case out of the budget
             if not row.get("run_dir"):
                 continue
-            if time.time() - t0 > args.budget_s + 60:
+            run_dir = Path(row.pop("run_dir"))
+            if time.time() - t0 > extra_budget:
                 row["audit"] = "not run (time budget used up)"
                 continue
-            row.update(audit_case(Path(row.pop("run_dir"))))
+            row.update(audit_case(run_dir))
             print(f"{row['case'] + ' audit':26} {row['audit']:9} {row.get('audit_seconds', '')}", file=sys.stderr)
             if row["audit"] != "ok":
                 row.update(status="failed", error={"message": f"the run trained but its audit failed: "
                                                               f"{row['audit']}"})
-        probe = probe_case(model_dir, datasets, args.dry_run) if time.time() - t0 <= args.budget_s + 60 else None
-        meta = meta_info(model_dir, args.dry_run)
-        meta["probe"] = probe
-    meta["seconds"] = time.time() - t0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"gpu-check{'-dry' if args.dry_run else ''}-{time.strftime('%Y-%m-%d-%H%M')}"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": rows}, indent=2))
-    table = markdown(rows, meta)
-    (out / f"{stem}.md").write_text(table)
+            write()
+        meta["probe"] = probe_case(model_dir, datasets, args.dry_run) if time.time() - t0 <= extra_budget else None
+    table = write()
     print(table)
     expected_ok = {"completed", "refused"} if args.dry_run else {"completed"}
     bad = [r["case"] for r in rows if r["status"] not in expected_ok and r["status"] != "not run"]
