@@ -196,6 +196,11 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     cfg = RunConfig.load(run_dir / "run.yaml")
     method = get_method(cfg.method)
     weights = Path(checkpoint) if checkpoint else _weights(run_dir)
+    if method.name == "adapter" and not (weights / "adapter_config.json").exists():
+        # Loaded as a model, the adapters' weights inside would be dropped without a word.
+        raise ModelError(f"'{weights}' is a checkpoint of a bottleneck-adapter run: it holds the whole model "
+                         "with the adapters inside, which the audit can't score as the run's result",
+                         hint="Audit the run's final/ (let it finish, or resume it to write final/).")
     notes: list[str] = []
     if weights.name != "final":
         notes.append(f"scored with {weights.name} (the run has no final/)" if not checkpoint

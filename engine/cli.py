@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # "progress N M" lines for the GUI
 
     rp = rsub.add_parser("promote", help="make a checkpoint the run's result (final/): by default the one "
-                         "with the lowest eval loss; the previous final/ is kept as final-step-N/")
+                         "with the lowest eval loss; the weights final/ held stay in their checkpoint, or in "
+                         "final-step-N/")
     rp.add_argument("run", metavar="RUN", help="a run folder, or a run name from 'runs list'")
     rp.add_argument("--checkpoint", default="best", metavar="best|N|DIR",
                     help="'best' (lowest eval loss, the default), a step number or a checkpoint folder")

@@ -236,3 +236,12 @@ def test_not_learned_lists_training_records_that_got_no_easier():
     assert [r.record for r in audit.not_learned()] == [1, 4]  # the eval record is not trained on
     assert "2 training records did not get any easier than under the base model" in format_audit(audit)
     assert Audit.from_dict(json.loads(json.dumps(audit.to_dict()))).records[0].base_loss == 1.5
+
+
+def test_a_bottleneck_checkpoint_is_refused_not_scored_as_the_bare_model(tmp_path, tiny_model_dir, small_dataset):
+    result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", method="adapter",
+                                  adapter_reduction_factor=4, max_steps=2, save_steps=1))
+    run_dir = Path(result["output_dir"])
+    assert audit_run(run_dir).weights == str(run_dir / "final")  # final/ is the adapter: fine
+    with pytest.raises(ModelError, match="checkpoint of a bottleneck-adapter run"):
+        audit_run(run_dir, checkpoint=run_dir / "checkpoint-1")
