@@ -149,3 +149,26 @@ def test_keep_awake_off_asks_nothing(tmp_path, monkeypatch, tiny_model_dir, smal
     result, rec, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", keep_awake=False))
     assert result["status"] == "completed" and not log.exists()
     assert rec.of("started")[0].data["keep_awake"] is None
+
+
+def test_macos_asks_caffeinate_to_wait_for_the_worker(tmp_path, monkeypatch):
+    log = tmp_path / "calls"
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    tool = folder / "caffeinate"
+    tool.write_text(f'#!/bin/sh\necho "$$" > "{log}.pid"\nfor a in "$@"; do echo "$a" >> "{log}"; done\nexec sleep 60\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    awake = keep_awake("training", pid=4242, platform="darwin")
+    try:
+        assert awake.held and awake.how == "caffeinate"
+        assert log.read_text().splitlines() == ["-i", "-s", "-w", "4242"]
+        holder = awake.pid
+    finally:
+        awake.release()
+    assert not alive(holder)
+
+
+def test_windows_without_its_api_says_so():
+    awake = keep_awake("training", platform="win32")  # no ctypes.windll on this machine
+    assert not awake.held and "SetThreadExecutionState is not available" in awake.problem
