@@ -165,6 +165,8 @@ class MainWindow(QMainWindow):
             train.sig_run_finished.connect(lambda *_: runs.refresh())
         if hasattr(train, "sig_run_finished") and hasattr(adapters, "refresh"):
             train.sig_run_finished.connect(lambda *_: adapters.refresh())
+        if hasattr(train, "sig_audit_run") and hasattr(runs, "audit_run"):
+            train.sig_audit_run.connect(lambda path: (self.show_area("runs"), runs.audit_run(path)))
         if hasattr(runs, "sig_promoted") and hasattr(adapters, "refresh"):
             runs.sig_promoted.connect(lambda *_: adapters.refresh())
         if hasattr(train, "sig_try_adapter") and hasattr(adapters, "try_adapter"):

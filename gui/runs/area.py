@@ -440,6 +440,14 @@ class RunsArea(QWidget):
     def on_shown(self) -> None:
         self.refresh()
 
+    def audit_run(self, path: str | Path) -> bool:
+        """Select run ``path``, show its Hardest records and audit it (the Train area's "Audit
+        records"). False when it can't be audited (no weights, or an audit is running)."""
+        self.refresh()
+        self.select_paths([path])
+        self.bottom_tabs.setCurrentWidget(self.audit_panel)
+        return self.audit_panel.start()
+
     def shutdown(self) -> None:
         """The window closes: end a running audit (it saves nothing until it finishes)."""
         self.audit_panel.stop()

@@ -136,6 +136,8 @@ class TrainArea(QWidget):
     """A run ended (its finished event, with output_dir)."""
     sig_try_adapter = Signal(str)
     """Open a finished run's adapter in the Adapters playground: the ``final`` folder."""
+    sig_audit_run = Signal(str)
+    """Audit a finished run's records (the Runs area's Hardest records): the run folder."""
 
     # ---- Public API
     def __init__(self, parent: QWidget | None = None):
@@ -280,6 +282,7 @@ class TrainArea(QWidget):
         self.advisor_panel.clear()
         self.last_finished = None
         self.try_button.hide()
+        self.audit_button.hide()
         self._max_steps = 0
         self._started_at = time.time()
         self.log.append(("resuming " + run_dir if resume else f"probing ({PROBE_STEPS} steps, nothing saved)"
@@ -523,9 +526,15 @@ class TrainArea(QWidget):
         self.try_button = QPushButton("Try it")
         self.try_button.setToolTip("Open the trained adapter in the Adapters playground")
         self.try_button.hide()
+        self.audit_button = QPushButton("Audit records")
+        self.audit_button.setToolTip("Rank this run's records by how unlikely the trained model still finds their "
+                                     "answers (the Runs area's Hardest records): the top ones are often annotation "
+                                     "mistakes")
+        self.audit_button.hide()
         progress_row = QHBoxLayout()
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.try_button)
+        progress_row.addWidget(self.audit_button)
         self.plots = TrainPlots()
         self.advisor_panel = AdvisorPanel()
         self.log = LogConsole()
@@ -574,6 +583,7 @@ class TrainArea(QWidget):
         self.stop_button.clicked.connect(self._on_stop_clicked)
         self.save_now_button.clicked.connect(self.save_now)
         self.try_button.clicked.connect(self._on_try)
+        self.audit_button.clicked.connect(lambda: self.run_dir and self.sig_audit_run.emit(str(self.run_dir)))
         self.gauge.sig_fit_requested.connect(self._on_fit)
         self.gauge.sig_target_changed.connect(lambda _: self._request_estimate())
         self.estimator.sig_estimate.connect(self._on_estimate)
@@ -826,6 +836,7 @@ class TrainArea(QWidget):
             self.log.append(f"probe {status}{took}: " + "; ".join(lines))
             self.tabs.setCurrentWidget(self.advisor_panel)
             self.try_button.hide()
+            self.audit_button.hide()
             self._probing = False
             self.run_dir = self._before_probe  # Resume still means the last real run
             self._update_buttons(run_changed=True)
@@ -847,6 +858,7 @@ class TrainArea(QWidget):
         self.log.append(f"run {status}{took}{loss_text}", "info" if status in ("completed", "stopped") else "error")
         final = Path(self.run_dir) / "final" if self.run_dir else None
         self.try_button.setVisible(bool(final and status == "completed" and final.is_dir()))
+        self.audit_button.setVisible(self.try_button.isVisibleTo(self))
         self._update_buttons(run_changed=True)
         self.sig_run_finished.emit(data)
 

@@ -483,3 +483,19 @@ def test_audit_compared_with_the_base_shows_how_much_each_record_fell(qtbot, tmp
     row = panel.model.rows[0]
     assert panel.model.data(panel.model.index(0, col)) == f"{row.base_loss - row.loss:.3f}"
     assert "median loss under the base model" in plain(panel.status)
+
+
+def test_audit_records_from_the_train_area_opens_the_runs_tab_and_audits(qtbot, tmp_path, tiny_model_dir,
+                                                                        small_dataset):
+    from gui.main_window import MainWindow
+    from tests.engine.test_train import make_cfg, train
+
+    run_dir = Path(train(make_cfg(tiny_model_dir, small_dataset, "", run_name="fromtrain"))[0]["output_dir"])
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    runs = win.areas["runs"]
+    with qtbot.waitSignal(runs.audit_panel.sig_audited, timeout=180_000) as done:
+        win.areas["train"].sig_audit_run.emit(str(run_dir))
+        assert win.current_area() == "runs" and runs.bottom_tabs.currentWidget() is runs.audit_panel
+        assert [r.path for r in runs.selected_runs()] == [run_dir]
+    assert done.args == [str(run_dir)] and runs.audit_panel.model.rowCount() > 0
