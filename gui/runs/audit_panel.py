@@ -30,17 +30,27 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSplitter,
     QTableView,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
-from engine.audit import OUTLIER_FACTOR, Audit, audit_weights, ratio_text, read_audit
+from engine.audit import (
+    OUTLIER_FACTOR,
+    Audit,
+    audit_weights,
+    ratio_text,
+    read_audit,
+    still_the_audited_record,
+)
+from engine.errors import StudioError
 from engine.runs import RunInfo
 from gui.dataset.severity import COLORS
 from gui.engine_process import engine_process, start_engine
 
-COLUMNS = ("Loss", "× median", "Base loss", "Fell by", "Record", "Split", "Answer tokens", "Instruction")
+COLUMNS = ("Loss", "× median", "Base loss", "Fell by", "Record", "Split", "Tokens", "Instruction")
 BASE_COLUMNS = ("Base loss", "Fell by")  # shown when the audit compared with the base model
 FLAG_BACKGROUND = "#fff3d6"  # a warning's tint, behind text in COLORS["warning"]
 
@@ -78,6 +88,7 @@ class AuditTableModel(QAbstractTableModel):
             return {"Loss": "Mean negative log-likelihood of the record's answer tokens under the trained weights",
                     "× median": "The loss over the median loss of the record's split (train or eval)",
                     "Record": "The record's number in the dataset file, from 1, as in the Dataset editor",
+                    "Tokens": "Answer tokens scored (the prompt is not scored, as in training)",
                     "Base loss": "The same record's loss under the base model, before training",
                     "Fell by": "How much training lowered the record's loss (≤ 0 on a training record: the run "
                                "learned nothing from it)",
@@ -97,12 +108,12 @@ class AuditTableModel(QAbstractTableModel):
             return {"Loss": f"{r.loss:.3f}", "× median": ratio_text(self.ratio(r)),
                     "Base loss": f"{r.base_loss:.3f}" if r.base_loss is not None else "–",
                     "Fell by": f"{r.fell:.3f}" if r.fell is not None else "–",
-                    "Record": f"#{r.record}", "Split": r.split, "Answer tokens": str(r.tokens),
+                    "Record": f"#{r.record}", "Split": r.split, "Tokens": str(r.tokens),
                     "Instruction": r.instruction + (" (truncated)" if r.truncated else "")}[col]
         if role == Qt.ItemDataRole.UserRole:  # sort key
             return {"Loss": r.loss, "× median": self.ratio(r) or 0.0, "Base loss": r.base_loss or 0.0,
                     "Fell by": r.fell if r.fell is not None else 0.0, "Record": r.record, "Split": r.split,
-                    "Answer tokens": r.tokens, "Instruction": r.instruction}[col]
+                    "Tokens": r.tokens, "Instruction": r.instruction}[col]
         if role == Qt.ItemDataRole.TextAlignmentRole and col != "Instruction" and col != "Split":
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.BackgroundRole and r.record in self.flagged:
@@ -184,13 +195,26 @@ class AuditPanel(QWidget):
         layout.setContentsMargins(0, 4, 0, 0)
         layout.addLayout(bar)
         layout.addWidget(self.status)
-        layout.addWidget(self.table, 1)
+        # The selected record, whole, beside the table: read the flagged answers without leaving.
+        self.preview = QTextBrowser()
+        self.preview.setOpenLinks(False)
+        self.preview.setPlaceholderText("Select a record to read it here; double-click it to edit it in the "
+                                        "Dataset editor.")
+        self.split = QSplitter(Qt.Orientation.Horizontal)
+        self.split.addWidget(self.table)
+        self.split.addWidget(self.preview)
+        self.split.setStretchFactor(0, 3)
+        self.split.setStretchFactor(1, 2)
+        self.split.setChildrenCollapsible(False)
+        layout.addWidget(self.split, 1)
         self.filler = QWidget()  # holds the space while there is no table, so the text stays on top
         layout.addWidget(self.filler, 1)
+        self._records_cache: tuple[str, float, list] | None = None  # (path, mtime, records)
 
         self.audit_button.clicked.connect(self.start)
         self.flagged_only.toggled.connect(lambda _: self._show(self.model.audit))
         self.table.doubleClicked.connect(self._on_double_click)
+        self.table.selectionModel().currentRowChanged.connect(lambda cur, _prev: self._show_record(cur))
         self.set_run(None)
 
     # ---- Public API
@@ -249,8 +273,9 @@ class AuditPanel(QWidget):
         self.model.set_audit(audit, self.flagged_only.isChecked())
         for name in BASE_COLUMNS:
             self.table.setColumnHidden(COLUMNS.index(name), not (audit is not None and audit.compared_with_base))
-        self.table.setVisible(audit is not None)
+        self.split.setVisible(audit is not None)
         self.filler.setVisible(audit is None)
+        self.preview.clear()
         if self.proc is not None and self.run is not None and self.run.path == self.auditing:
             return  # the progress message stays
         if self.run is None:
@@ -328,6 +353,47 @@ class AuditPanel(QWidget):
             self._say(html.escape(f"The audit failed: {reason}" + (f" ({hint[-1]})" if hint else "")),
                       "#be1e1e")
             self._update()
+
+    def _records(self, path: str) -> list:
+        """The dataset file's records, re-read only when the file changed."""
+        from engine.data.formats import load_dataset_file
+
+        mtime = Path(path).stat().st_mtime
+        if self._records_cache is None or self._records_cache[:2] != (path, mtime):
+            self._records_cache = (path, mtime, load_dataset_file(path).records)
+        return self._records_cache[2]
+
+    def _show_record(self, index: QModelIndex) -> None:
+        """Show the record of table row ``index`` in the preview: every turn, as in the file."""
+        audit = self.model.audit
+        if audit is None or not index.isValid():
+            self.preview.clear()
+            return
+        r = self.model.rows[self.proxy.mapToSource(index).row()]
+        try:
+            records = self._records(audit.dataset)
+        except (OSError, StudioError) as e:
+            self.preview.setHtml(f"<p style='color:#be1e1e'>{html.escape(f'Can not read {audit.dataset}: {e}')}</p>")
+            return
+        head = f"<p><b>Record {r.record}</b>" + (f" · line {r.line}" if r.line else "") + f" · {r.split} split · " \
+               f"loss {r.loss:.3f}" + (f" (base {r.base_loss:.3f})" if r.base_loss is not None else "") + "</p>"
+        if not 0 < r.record <= len(records):
+            self.preview.setHtml(head + f"<p style='color:#be1e1e'>The file has {len(records)} records now: it "
+                                 "changed since the audit.</p>")
+            return
+        record = records[r.record - 1]
+        warn = "" if still_the_audited_record(record, r.instruction) else (
+            "<p style='color:#8a5a00'>⚠ This is not the record the audit scored: the file changed since. "
+            "Audit the run again.</p>")
+        try:
+            turns = record.messages()
+        except StudioError as e:
+            self.preview.setHtml(head + warn + f"<p style='color:#be1e1e'>{html.escape(str(e))}</p>")
+            return
+        body = "".join(f"<p style='margin-bottom:2px'><b>{html.escape(m.get('role', '?'))}</b></p>"
+                       f"<p style='white-space:pre-wrap; margin-top:0'>{html.escape(str(m.get('content', '')))}</p>"
+                       for m in turns)
+        self.preview.setHtml(head + warn + body)
 
     def _on_double_click(self, index: QModelIndex) -> None:
         audit = self.model.audit

@@ -354,6 +354,13 @@ def test_hardest_records_audit_in_a_child_process_and_open_in_the_editor(qtbot, 
     assert panel.model.rowCount() == len(flagged)
     panel.flagged_only.setChecked(False)
 
+    # Selecting a record shows it whole beside the table.
+    panel.table.selectRow(0)
+    shown = panel.preview.toPlainText()
+    first = load_dataset_file(small_dataset).records[top.record - 1].messages()
+    assert f"Record {top.record}" in shown and first[-1]["content"].strip()[:40] in shown
+    assert "not the record the audit scored" not in shown
+
     # Double-click a record: the Dataset area opens the run's file at that record.
     pick = panel.model.rows[3]
     index = panel.proxy.mapFromSource(panel.model.index(3, 0))
@@ -372,6 +379,9 @@ def test_hardest_records_audit_in_a_child_process_and_open_in_the_editor(qtbot, 
     editor.open_file(small_dataset)
     panel.table.doubleClicked.emit(index)
     assert editor.banner.isVisibleTo(editor) and "not the one the audit scored" in editor.banner.label.text()
+    panel.table.selectRow(1)
+    panel.table.selectRow(3)  # the preview re-reads the changed file and says so too
+    assert "not the record the audit scored" in panel.preview.toPlainText()
 
     # Another run without weights: nothing to audit, and it says so.
     bare = make_run("20261128-090000-lora", "stopped")
