@@ -238,7 +238,7 @@ class AuditPanel(QWidget):
         self.output = ""
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
-        self._say(html.escape(f"Auditing {self.run.name}: loading its model in a child process…"))
+        self._say(html.escape(f"Auditing {self.run.name}: loading its model and tokenizing the records in a child process…"))
         start_engine(self.proc, ["runs", "audit", str(self.run.path), "--json", "--progress"]
                      + (["--compare-base"] if self.compare_base.isChecked() else []))
         self._update()
