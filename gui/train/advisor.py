@@ -38,7 +38,7 @@ class Advice:
         text: What happened and what to do, in plain words.
         fix: Run-config changes that address it (applied to the form, used by the next
             start or resume).
-        action: A non-config action the panel offers: ``resume`` or ``stop``.
+        action: A non-config action the panel offers: ``resume``, ``stop`` or ``promote``.
         key: Identifies the advice, so a repeated warning replaces its card.
     """
 
@@ -224,6 +224,18 @@ class Advisor:
                 text += "\nLast lines of its log:\n" + "\n".join(tail)
             return [Advice("error", "The training process crashed", text, action="resume", key="crashed")]
         report = data.get("probe")
+        if not isinstance(report, dict) and status in ("completed", "stopped") and data.get("output_dir"):
+            from engine.promote import promotion_offer
+
+            offer = promotion_offer(data["output_dir"])
+            if offer is not None:
+                ckpt, loss, final_loss = offer
+                than = f", lower than the final weights' {final_loss:.4f}" if final_loss is not None else ""
+                return [Advice("info", "An earlier checkpoint evaluated better",
+                               f"{ckpt.name} evaluated {loss:.4f}{than}: the run overfit at its end. Make "
+                               f"{ckpt.name} the run's result (final/, what Try it, merge and export use); the "
+                               "last weights stay in their checkpoint. Early stopping does this during a run.",
+                               {"early_stopping_patience": 3}, action="promote", key="promote")]
         if isinstance(report, dict) and status in ("completed", "stopped"):
             from engine.probe import format_probe
 
@@ -259,8 +271,8 @@ class _AdviceCard(QFrame):
             self.fix_button.clicked.connect(lambda: panel.sig_apply_fix.emit(dict(advice.fix)))
             buttons.addWidget(self.fix_button)
         if advice.action:
-            label = {"resume": "Resume from last checkpoint", "stop": "Stop the run"}.get(advice.action,
-                                                                                           advice.action)
+            label = {"resume": "Resume from last checkpoint", "stop": "Stop the run",
+                     "promote": "Use the best checkpoint"}.get(advice.action, advice.action)
             action_button = QPushButton(label)
             action_button.clicked.connect(lambda: panel.sig_action.emit(advice.action))
             buttons.addWidget(action_button)
@@ -283,7 +295,7 @@ class AdvisorPanel(QWidget):
     sig_apply_fix = Signal(dict)
     """The user applied a fix: run-config changes."""
     sig_action = Signal(str)
-    """The user asked for an action: resume or stop."""
+    """The user asked for an action: resume, stop or promote."""
     sig_count_changed = Signal(int)
     """The number of cards shown changed."""
 

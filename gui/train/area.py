@@ -10,6 +10,7 @@ signals that arrive here at most 10 times a second.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import time
@@ -44,7 +45,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigErrors
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
-from gui.train.advisor import Advisor, AdvisorPanel
+from gui.train.advisor import Advice, Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
 from gui.train.estimator import EstimateScheduler
@@ -153,6 +154,7 @@ class TrainArea(QWidget):
         self.estimate: Any = None
         self.run_dir: str | None = None      # the run being watched, or the last one
         self._probing = False                # the run being watched is a probe (engine/probe.py)
+        self._promote: Any = None            # the `runs promote` child of "Use the best checkpoint"
         self._before_probe: str | None = None  # run_dir before the probe: Resume still means that run
         self.last_finished: dict | None = None
         self.notifications: list[tuple[str, str]] = []
@@ -886,6 +888,41 @@ class TrainArea(QWidget):
             self.stop_run()
         elif action == "resume":
             self.start_run(resume=True)
+        elif action == "promote":
+            self.promote_best()
+
+    def promote_best(self) -> bool:
+        """Make the last run's best-evaluated checkpoint its final/ (``runs promote`` in a child
+        process: a full model's files take a while to copy)."""
+        if not self.run_dir or self.run.is_active() or self._promote is not None:
+            return False
+        from gui.engine_process import engine_process, start_engine
+
+        run_dir = str(self.run_dir)
+        self._promote = engine_process(self)
+        self._promote.finished.connect(lambda code, _s: self._on_promoted(run_dir, code))
+        self.log.append(f"making the best checkpoint of {Path(run_dir).name} its result")
+        start_engine(self._promote, ["runs", "promote", run_dir, "--json"])
+        return True
+
+    def _on_promoted(self, run_dir: str, code: int) -> None:
+        proc, self._promote = self._promote, None
+        output = bytes(proc.readAll().data()).decode("utf-8", errors="replace") if proc is not None else ""
+        self.advisor_panel.remove("promote")
+        if code == 0:
+            try:
+                done = json.loads(output.strip().splitlines()[-1])
+                text = f"final/ now holds {done['final_from']} (eval loss {done['eval_loss']:.4f})"
+            except (ValueError, IndexError, KeyError, TypeError):
+                text = "final/ now holds the best checkpoint"
+            self.log.append(text)
+            self.advisor_panel.add_all([Advice("ok", "The best checkpoint is the result", text + "; Try it, merge "
+                                               "and export use it.", None, key="promoted")])
+            self.sig_run_finished.emit({"output_dir": run_dir, "status": "promoted"})
+        else:
+            lines = [ln for ln in output.splitlines() if ln.startswith("finetune-studio runs promote:")]
+            self.log.append("not promoted: " + (lines[-1].removeprefix("finetune-studio runs promote: ") if lines
+                                                 else output.strip()[-300:]), "error")
 
     def _on_open(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open run config", str(presets_dir()),

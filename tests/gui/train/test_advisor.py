@@ -113,3 +113,25 @@ def test_a_probe_that_needed_a_smaller_batch_offers_it():
     ok = {**report, "oom_retries": 0, "changed": {}}
     (card,) = Advisor().on_event("finished", {"status": "completed", "probe": ok})
     assert card.level == "ok" and card.fix is None
+
+
+def test_an_overfit_run_is_offered_its_best_checkpoint(make_area, qtbot, tmp_path, tiny_model_dir, small_dataset):
+    from engine.promote import final_step
+    from tests.engine.test_promote import make_step_best, trained_run
+
+    run_dir = trained_run(tmp_path, tiny_model_dir, small_dataset)
+    area = make_area()
+    area.run_dir = str(run_dir)
+    area.run.sig_finished.emit({"status": "completed", "output_dir": str(run_dir)})
+    assert "promote" not in area.advisor_panel.cards  # the last step is the best: nothing to offer
+
+    make_step_best(run_dir, 4)
+    area.run.sig_finished.emit({"status": "completed", "output_dir": str(run_dir)})
+    card = area.advisor_panel.cards["promote"]
+    assert card.advice.action == "promote" and "checkpoint-4 evaluated 1.0000" in card.advice.text
+    assert card.advice.fix == {"early_stopping_patience": 3}
+    area.advisor_panel.sig_action.emit("promote")
+    qtbot.waitUntil(lambda: area._promote is None, timeout=120_000)
+    assert final_step(run_dir) == 4
+    assert "promote" not in area.advisor_panel.cards and "promoted" in area.advisor_panel.cards
+    assert "final/ now holds checkpoint-4 (eval loss 1.0000)" in area.log.visible_text()
