@@ -70,10 +70,13 @@ def card_summary(card: AdapterCard) -> list[str]:
         data.append(f"loss {card.final_loss:.3f}")
     if card.best_eval_loss is not None:
         data.append(f"eval {card.best_eval_loss:.3f}")
-    if card.weights_from:
-        data.append(f"weights {card.weights_from}")
     line2 = " · ".join(data) or "no run record (added folder)"
-    line3 = " · ".join(x for x in (card.date, format_size(card.size_bytes), card.source) if x)
+    # A promoted run's weights are an earlier step's: said on the short third line, where a card
+    # this narrow still has room ("run (step 40)").
+    source = card.source
+    if card.weights_from and source:
+        source += f" (step {card.weights_from.removeprefix('checkpoint-')})"
+    line3 = " · ".join(x for x in (card.date, format_size(card.size_bytes), source) if x)
     return [line1, line2, line3]
 
 
@@ -135,6 +138,8 @@ class AdapterLibraryModel(QAbstractListModel):
                 lines.append(f"targets: {card.targets_text}")
             if card.base_model:
                 lines.append(f"trained on: {card.base_model}")
+            if card.weights_from:
+                lines.append(f"weights: {card.weights_from}, made the run's result after training (runs promote)")
             match = self.matches.get(card.path)
             if match is not None:
                 lines.append(match.message)

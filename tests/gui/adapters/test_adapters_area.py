@@ -225,3 +225,17 @@ def test_a_merge_refusal_is_cleared_when_a_merge_becomes_possible(qtbot, make_ar
     qtbot.addWidget(dialog)
     assert dialog is not None
     assert area.banner.isHidden() and area.banner.text() == ""
+
+
+def test_a_promoted_runs_card_says_which_step_its_weights_are():
+    from engine.adapters import AdapterCard
+    from gui.adapters.library_model import AdapterLibraryModel, card_summary
+
+    card = AdapterCard(name="r", path="/runs/r/final", source="run", date="2026-11-29 04:08", size_bytes=763_000,
+                       weights_from="checkpoint-40")
+    assert card_summary(card)[2].endswith(" · run (step 40)")
+    assert card_summary(AdapterCard(name="r", path="/p", source="run"))[2] == "0 B · run"
+    model = AdapterLibraryModel()
+    model.set_cards([card])
+    tip = model.data(model.index(0), Qt.ItemDataRole.ToolTipRole)
+    assert "weights: checkpoint-40, made the run's result after training" in tip
