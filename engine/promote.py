@@ -65,7 +65,14 @@ class Promoted:
     def to_dict(self) -> dict[str, Any]:
         return {"run": str(self.run_dir), "final_from": self.checkpoint.name, "step": self.step,
                 "eval_loss": self.eval_loss, "previous": str(self.previous) if self.previous else None,
-                "previous_step": self.previous_step}
+                "previous_step": self.previous_step, "message": self.describe()}
+
+
+def describe_offer(offer: tuple[Path, float, float | None]) -> str:
+    """One line on a checkpoint that evaluated better than ``final/`` (:func:`promotion_offer`)."""
+    path, loss, final_loss = offer
+    than = f", lower than final/'s {final_loss:.4f}" if final_loss is not None else " (final/'s step was not evaluated)"
+    return f"{path.name} evaluated {loss:.4f}{than}"
 
 
 def eval_losses(run_dir: Path) -> dict[int, float]:

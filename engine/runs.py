@@ -442,7 +442,7 @@ def run_details(path: Path) -> dict[str, Any]:
     lowest_eval = min(evals, key=lambda r: r["eval_loss"], default=None)
     error = summary.get("error")
     final = path / "final"
-    from engine.promote import final_step, promotion_offer
+    from engine.promote import describe_offer, final_step, promotion_offer
     from engine.resume import resume_point, resume_verdict
 
     verdict = resume_verdict(resume_point(path, info.status))
@@ -456,8 +456,8 @@ def run_details(path: Path) -> dict[str, Any]:
         "final_dir": str(final) if final.is_dir() else None,
         "final_step": final_step(path), "final_from": summary.get("final_from"),
         "probe_report": summary.get("probe") if isinstance(summary.get("probe"), dict) else None,
-        "better_checkpoint": {"name": offer[0].name, "eval_loss": offer[1], "final_eval_loss": offer[2]}
-        if offer else None,
+        "better_checkpoint": {"name": offer[0].name, "eval_loss": offer[1], "final_eval_loss": offer[2],
+                              "text": describe_offer(offer)} if offer else None,
         "resume": {"ok": verdict.ok, "reason": verdict.reason, "finished": verdict.finished},
         "metrics": {"train_rows": len(train), "eval_rows": len(evals),
                     "last_loss": train[-1]["loss"] if train else None,
@@ -549,10 +549,8 @@ def cli_show(args: Any) -> int:
         fields += [("probe", line) for line in format_probe(d["probe_report"])]
     better = d.get("better_checkpoint")
     if better:
-        final_eval = (f" than final/'s {better['final_eval_loss']:.4f}" if better["final_eval_loss"] is not None
-                      else " (final/'s step was not evaluated)")
-        fields.append(("better checkpoint", f"{better['name']} evaluated {better['eval_loss']:.4f}, lower{final_eval}; "
-                       f"make it the result: finetune-studio runs promote {d['path']}"))
+        fields.append(("better checkpoint", f"{better['text']}; make it the result: finetune-studio runs promote "
+                       f"{d['path']}"))
     if d["error"]:
         fields.append(("error", str(d["error"])))
     width = max(len(k) for k, _ in fields)

@@ -7,8 +7,10 @@ is exactly what the same command line gives.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment
@@ -36,3 +38,31 @@ def engine_process(parent: QObject, *, merged: bool = True) -> QProcess:
 def start_engine(proc: QProcess, args: list[str]) -> None:
     """Run ``finetune-studio ARGS`` (as ``python -m engine ARGS``) in ``proc``."""
     proc.start(sys.executable, ["-m", "engine", *args])
+
+
+def run_engine(parent: QObject, args: list[str], on_done: Callable[[int, str], None]) -> QProcess:
+    """Run ``finetune-studio ARGS`` and call ``on_done(exit code, its whole output)`` at the end."""
+    proc = engine_process(parent)
+    proc.finished.connect(lambda code, _status: on_done(
+        code, bytes(proc.readAll().data()).decode("utf-8", errors="replace")))
+    start_engine(proc, args)
+    return proc
+
+
+def cli_failure(output: str, command: str, code: int) -> str:
+    """Why ``finetune-studio COMMAND`` failed, from its output: its own error line (the CLI
+    prints ``finetune-studio COMMAND: message`` and an indented ``hint:``), else the last line."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    prefix = f"finetune-studio {command}: "
+    errors = [ln.removeprefix(prefix) for ln in lines if ln.startswith(prefix)]
+    hints = [ln for ln in lines if ln.startswith("hint:")]
+    reason = errors[-1] if errors else (lines[-1] if lines else f"exit code {code}")
+    return reason + (f" ({hints[-1]})" if errors and hints else "")
+
+
+def json_message(output: str, fallback: str) -> str:
+    """The ``message`` of a ``--json`` command's result (the last line of its output)."""
+    try:
+        return str(json.loads(output.strip().splitlines()[-1])["message"])
+    except (ValueError, IndexError, KeyError, TypeError):
+        return fallback

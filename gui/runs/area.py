@@ -8,7 +8,6 @@ thin ``QAbstractTableModel`` adapter over ``engine.runs.list_runs()``.
 from __future__ import annotations
 
 import html
-import json
 import math
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.promote import promotion_offer
+from engine.promote import describe_offer, promotion_offer
 from engine.resume import resume_point, resume_verdict
 from engine.runs import (
     RunInfo,
@@ -54,7 +53,7 @@ from engine.runs import (
     read_metrics,
     read_summary,
 )
-from gui.engine_process import engine_process, start_engine
+from gui.engine_process import cli_failure, json_message, run_engine
 from gui.runs.audit_panel import AuditPanel
 from gui.train.plots import debiased_ema
 
@@ -148,10 +147,8 @@ def interrupted_text(ckpt: Path | None, logged_step: int | None = None) -> str:
 
 
 def offer_text(offer: tuple[Path, float, float | None]) -> str:
-    """One line on a checkpoint that evaluated better than the run's final/."""
-    path, loss, final_loss = offer
-    than = f", lower than final/'s {final_loss:.4f}" if final_loss is not None else " (final/'s step was not evaluated)"
-    return f"{path.name} evaluated {loss:.4f}{than}: “Use best checkpoint” makes it the result."
+    """The run summary's line on a checkpoint that evaluated better than the run's final/."""
+    return f"{describe_offer(offer)}: “Use best checkpoint” makes it the result."
 
 
 def best_tip(run: RunInfo | None, offer: tuple[Path, float, float | None] | None) -> str:
@@ -159,7 +156,7 @@ def best_tip(run: RunInfo | None, offer: tuple[Path, float, float | None] | None
     if run is None:
         return "Select one run to make its best checkpoint (lowest eval loss) its result"
     if offer is not None:
-        return (offer_text(offer).split(":")[0] + ". Make it the run's final/ (what Try it, merge and export "
+        return (describe_offer(offer) + ". Make it the run's final/ (what Try it, merge and export "
                 "use); the weights final/ holds now stay in their checkpoint or in final-step-N/.")
     if run.status == "running":
         return "This run is still training"
@@ -589,37 +586,28 @@ class RunsArea(QWidget):
         run = self._current()
         if run is None or self._promote is not None or promotion_offer(run.path) is None:
             return False
-        self._promote = engine_process(self)
-        self._promote.finished.connect(lambda code, _s, path=run.path: self._on_promoted(path, code))
         self.best_button.setEnabled(False)
         self.summary.setText("<span>" + html.escape(f"Making the best checkpoint of {run.name} its result…")
                              + "</span>")
-        start_engine(self._promote, ["runs", "promote", str(run.path), "--json"])
+        self._promote = run_engine(self, ["runs", "promote", str(run.path), "--json"],
+                                   lambda code, output, path=run.path: self._on_promoted(path, code, output))
         return True
 
     def wait_for_promotion(self, msecs: int = 120_000) -> bool:
         """Block until a running "Use best checkpoint" ends (tests and scripts)."""
         return self._promote is not None and self._promote.waitForFinished(msecs)
 
-    def _on_promoted(self, path: Path, code: int) -> None:
-        proc, self._promote = self._promote, None
-        output = bytes(proc.readAll().data()).decode("utf-8", errors="replace") if proc is not None else ""
+    def _on_promoted(self, path: Path, code: int, output: str) -> None:
+        self._promote = None
         self.refresh()
         if code == 0:
-            try:
-                done = json.loads(output.strip().splitlines()[-1])
-                text = (f"final/ of {path.name} now holds {done['final_from']}"
-                        + (f" (eval loss {done['eval_loss']:.4f})" if done.get("eval_loss") is not None else "")
-                        + f"; the step-{done['previous_step']} weights it held are in "
-                        f"{Path(done['previous']).name}/. Try it, merge and export use it from now on.")
-            except (ValueError, IndexError, KeyError, TypeError):
-                text = f"final/ of {path.name} now holds its best checkpoint."
-            self.summary.setText("<span style='color:#1b5e20'>" + html.escape(text) + "</span>")
+            text = json_message(output, "final/ now holds the best checkpoint")
+            self.summary.setText("<span style='color:#1b5e20'>" + html.escape(
+                f"{text}. Try it, merge and export use it from now on.") + "</span>")
             self.sig_promoted.emit(str(path))
         else:
-            lines = [ln for ln in output.splitlines() if ln.startswith("finetune-studio runs promote:")]
-            reason = lines[-1].removeprefix("finetune-studio runs promote: ") if lines else output.strip()[-400:]
-            self.summary.setText("<span style='color:#be1e1e'>" + html.escape(f"Not changed: {reason}") + "</span>")
+            self.summary.setText("<span style='color:#be1e1e'>" + html.escape(
+                f"Not changed: {cli_failure(output, 'runs promote', code)}") + "</span>")
 
     def _on_try(self) -> None:
         run = self._current()

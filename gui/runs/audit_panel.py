@@ -48,7 +48,7 @@ from engine.audit import (
 from engine.errors import StudioError
 from engine.runs import RunInfo
 from gui.dataset.severity import COLORS
-from gui.engine_process import engine_process, start_engine
+from gui.engine_process import cli_failure, engine_process, start_engine
 
 COLUMNS = ("Loss", "× median", "Base loss", "Fell by", "Record", "Split", "Tokens", "Instruction")
 BASE_COLUMNS = ("Base loss", "Fell by")  # shown when the audit compared with the base model
@@ -346,12 +346,7 @@ class AuditPanel(QWidget):
             self._show(read_audit(audited))
             self.sig_audited.emit(str(audited))
         else:
-            lines = [ln for ln in self.output.splitlines() if ln.startswith("finetune-studio runs audit:")]
-            reason = (lines[-1].removeprefix("finetune-studio runs audit: ") if lines else
-                      (self.output.strip().splitlines() or [f"exit code {code}"])[-1])
-            hint = [ln.strip() for ln in self.output.splitlines() if ln.strip().startswith("hint:")]
-            self._say(html.escape(f"The audit failed: {reason}" + (f" ({hint[-1]})" if hint else "")),
-                      "#be1e1e")
+            self._say(html.escape(f"The audit failed: {cli_failure(self.output, 'runs audit', code)}"), "#be1e1e")
             self._update()
 
     def _records(self, path: str) -> list:

@@ -225,14 +225,13 @@ class Advisor:
             return [Advice("error", "The training process crashed", text, action="resume", key="crashed")]
         report = data.get("probe")
         if not isinstance(report, dict) and status in ("completed", "stopped") and data.get("output_dir"):
-            from engine.promote import promotion_offer
+            from engine.promote import describe_offer, promotion_offer
 
             offer = promotion_offer(data["output_dir"])
             if offer is not None:
-                ckpt, loss, final_loss = offer
-                than = f", lower than the final weights' {final_loss:.4f}" if final_loss is not None else ""
+                ckpt = offer[0]
                 return [Advice("info", "An earlier checkpoint evaluated better",
-                               f"{ckpt.name} evaluated {loss:.4f}{than}: the run overfit at its end. Make "
+                               f"{describe_offer(offer)}: the run overfit at its end. Make "
                                f"{ckpt.name} the run's result (final/, what Try it, merge and export use); the "
                                "last weights stay in their checkpoint. Early stopping does this during a run.",
                                {"early_stopping_patience": 3}, action="promote", key="promote")]

@@ -10,7 +10,6 @@ signals that arrive here at most 10 times a second.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import time
@@ -896,33 +895,27 @@ class TrainArea(QWidget):
         process: a full model's files take a while to copy)."""
         if not self.run_dir or self.run.is_active() or self._promote is not None:
             return False
-        from gui.engine_process import engine_process, start_engine
+        from gui.engine_process import run_engine
 
         run_dir = str(self.run_dir)
-        self._promote = engine_process(self)
-        self._promote.finished.connect(lambda code, _s: self._on_promoted(run_dir, code))
         self.log.append(f"making the best checkpoint of {Path(run_dir).name} its result")
-        start_engine(self._promote, ["runs", "promote", run_dir, "--json"])
+        self._promote = run_engine(self, ["runs", "promote", run_dir, "--json"],
+                                   lambda code, output: self._on_promoted(run_dir, code, output))
         return True
 
-    def _on_promoted(self, run_dir: str, code: int) -> None:
-        proc, self._promote = self._promote, None
-        output = bytes(proc.readAll().data()).decode("utf-8", errors="replace") if proc is not None else ""
+    def _on_promoted(self, run_dir: str, code: int, output: str) -> None:
+        from gui.engine_process import cli_failure, json_message
+
+        self._promote = None
         self.advisor_panel.remove("promote")
         if code == 0:
-            try:
-                done = json.loads(output.strip().splitlines()[-1])
-                text = f"final/ now holds {done['final_from']} (eval loss {done['eval_loss']:.4f})"
-            except (ValueError, IndexError, KeyError, TypeError):
-                text = "final/ now holds the best checkpoint"
+            text = json_message(output, "final/ now holds the best checkpoint")
             self.log.append(text)
-            self.advisor_panel.add_all([Advice("ok", "The best checkpoint is the result", text + "; Try it, merge "
+            self.advisor_panel.add_all([Advice("ok", "The best checkpoint is the result", text + ". Try it, merge "
                                                "and export use it.", None, key="promoted")])
             self.sig_run_finished.emit({"output_dir": run_dir, "status": "promoted"})
         else:
-            lines = [ln for ln in output.splitlines() if ln.startswith("finetune-studio runs promote:")]
-            self.log.append("not promoted: " + (lines[-1].removeprefix("finetune-studio runs promote: ") if lines
-                                                 else output.strip()[-300:]), "error")
+            self.log.append(f"not promoted: {cli_failure(output, 'runs promote', code)}", "error")
 
     def _on_open(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open run config", str(presets_dir()),

@@ -447,7 +447,7 @@ def test_use_best_checkpoint_promotes_it_in_a_child_process(qtbot, tmp_path, tin
         assert not area.best_button.isEnabled()
     assert promoted.args == [str(run_dir)] and final_step(run_dir) == 4
     assert "now holds checkpoint-4 (eval loss 1.0000)" in plain(area.summary)
-    assert "step-6 weights it held are in checkpoint-6/" in plain(area.summary)
+    assert "the weights it held before (step 6) are in checkpoint-6/" in plain(area.summary)
     assert not area.best_button.isEnabled()  # nothing better left
     area.refresh()
     assert "final/ holds checkpoint-4" in plain(area.summary)

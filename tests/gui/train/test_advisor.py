@@ -134,4 +134,4 @@ def test_an_overfit_run_is_offered_its_best_checkpoint(make_area, qtbot, tmp_pat
     qtbot.waitUntil(lambda: area._promote is None, timeout=120_000)
     assert final_step(run_dir) == 4
     assert "promote" not in area.advisor_panel.cards and "promoted" in area.advisor_panel.cards
-    assert "final/ now holds checkpoint-4 (eval loss 1.0000)" in area.log.visible_text()
+    assert f"final/ of {run_dir.name} now holds checkpoint-4 (eval loss 1.0000)" in area.log.visible_text()
