@@ -118,19 +118,15 @@ def read_audit(run_dir: str | Path) -> Audit | None:
         return None
 
 
-def _holds_weights(folder: Path) -> bool:
-    return (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
-
-
 def audit_weights(run_dir: str | Path) -> Path | None:
     """What an audit of the run scores with: ``final/``, else its newest checkpoint with
     weights, else None (nothing trained yet). Reads no weights."""
-    from engine.runs import checkpoints
+    from engine.runs import checkpoints, holds_weights
 
     run_dir = Path(run_dir)
-    if _holds_weights(run_dir / "final"):
+    if holds_weights(run_dir / "final"):
         return run_dir / "final"
-    return next((c for c in reversed(checkpoints(run_dir)) if _holds_weights(c)), None)
+    return next((c for c in reversed(checkpoints(run_dir)) if holds_weights(c)), None)
 
 
 def _weights(run_dir: Path) -> Path:
@@ -235,8 +231,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     split_of = {i: "train" for i in train_idx} | {i: "eval" for i in eval_idx}
 
-    if method.name in ("full", "freeze") or (weights / "config.json").exists() and not (
-            weights / "adapter_config.json").exists():
+    if not (weights / "adapter_config.json").exists():  # a whole model: full, freeze (bottleneck refused above)
         model = precision.load_model(cfg, weights, env)
     else:
         base = precision.load_model(cfg, resolve_model_path(cfg.model), env)

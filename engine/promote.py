@@ -32,6 +32,7 @@ from engine.files import atomic_write_text
 from engine.runs import (
     checkpoint_step,
     checkpoints,
+    holds_weights,
     read_metrics,
     read_run_config,
     read_summary,
@@ -96,7 +97,7 @@ def best_checkpoint(run_dir: str | Path) -> tuple[Path, float] | None:
     at a kept checkpoint's step."""
     losses = eval_losses(Path(run_dir))
     kept = [(losses[checkpoint_step(c)], c) for c in checkpoints(Path(run_dir))
-            if checkpoint_step(c) in losses and _holds_weights(c)]
+            if checkpoint_step(c) in losses and holds_weights(c)]
     if not kept:
         return None
     loss, path = min(kept, key=lambda x: (x[0], checkpoint_step(x[1])))
@@ -117,10 +118,6 @@ def promotion_offer(run_dir: str | Path) -> tuple[Path, float, float | None] | N
     if final_loss is not None and final_loss <= best[1]:
         return None
     return best[0], best[1], final_loss
-
-
-def _holds_weights(folder: Path) -> bool:
-    return any((folder / name).exists() for name in ("adapter_config.json", "config.json"))
 
 
 def _refusal(run_dir: Path) -> str | None:
@@ -187,7 +184,7 @@ def promote(run_dir: str | Path, checkpoint: str | Path | None = None) -> Promot
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     kept_in = run_dir / f"checkpoint-{current}"
-    if previous is not None and current is not None and _holds_weights(kept_in):
+    if previous is not None and current is not None and holds_weights(kept_in):
         # Its checkpoint holds the same weights: keeping a second copy (GBs for a full run) buys nothing.
         shutil.rmtree(previous, ignore_errors=True)
         previous = kept_in
@@ -201,7 +198,7 @@ def _checkpoint_folder(run_dir: Path, ref: str | Path) -> Path:
     ref = str(ref)
     candidates = [Path(ref).expanduser(), run_dir / ref, run_dir / f"checkpoint-{ref}"]
     for c in candidates:
-        if c.is_dir() and c.name.startswith("checkpoint-") and _holds_weights(c):
+        if c.is_dir() and c.name.startswith("checkpoint-") and holds_weights(c):
             return c.resolve()
     kept = ", ".join(c.name for c in checkpoints(run_dir)) or "none"
     raise StudioError(f"run '{run_dir.name}' has no checkpoint '{ref}' (kept: {kept})")

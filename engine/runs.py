@@ -244,6 +244,11 @@ class RunInfo:
     probe: bool = False  # a probe run (engine/probe.py): measured, nothing saved
 
     @property
+    def shown_status(self) -> str:
+        """The status as the history shows it: a finished probe reads "probe"."""
+        return "probe" if self.probe and self.status in ("completed", "stopped") else self.status
+
+    @property
     def duration_s(self) -> float | None:
         """Training time over every leg of the run; the gaps between legs don't count.
 
@@ -343,6 +348,12 @@ def find_run(ref: str | Path) -> Path | None:
     named = re.compile(r"^\d{8}-\d{6}-" + re.escape(ref) + r"(-\d+)?$")
     found = sorted(p.name for p in root.iterdir() if named.match(p.name) and is_run_folder(p))
     return (root / found[-1]).resolve() if found else None
+
+
+def holds_weights(folder: Path) -> bool:
+    """A run's ``final/`` or ``checkpoint-N/`` with weights in it: a model (``config.json``) or
+    an adapter (``adapter_config.json``)."""
+    return (Path(folder) / "config.json").exists() or (Path(folder) / "adapter_config.json").exists()
 
 
 def is_run_folder(path: Path) -> bool:
@@ -665,6 +676,5 @@ def cli_list(args: Any) -> int:
         final = r.final_loss_mean if r.final_loss_mean is not None else r.final_loss
         fl = f"{final:.4f}" if final is not None else "-"
         be = f"{r.best_eval_loss:.4f}" if r.best_eval_loss is not None else "-"
-        status = "probe" if r.probe and r.status in ("completed", "stopped") else r.status
-        print(f"{r.name[:40]:40} {status:12} {r.method:8} {r.steps or 0:>6} {fl:>10} {be:>10}")
+        print(f"{r.name[:40]:40} {r.shown_status:12} {r.method:8} {r.steps or 0:>6} {fl:>10} {be:>10}")
     return 0

@@ -218,7 +218,7 @@ class RunsTableModel(QAbstractTableModel):
             return None
         r = self.runs[index.row()]
         col = COLUMNS[index.column()]
-        status = "probe" if r.probe and r.status in ("completed", "stopped") else r.status
+        status = r.shown_status
         raw = {"Run": r.name, "Status": status, "Method": r.method, "Model": r.model, "Steps": r.steps,
                "Duration": r.duration_s,
                "Final loss": r.final_loss_mean if r.final_loss_mean is not None else r.final_loss,
