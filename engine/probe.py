@@ -37,7 +37,9 @@ def probe_config(cfg: RunConfig, steps: int = PROBE_STEPS, output_dir: str = "")
     and early stopping are off (the probe trains on every record; :func:`probe_report` counts
     the full run's steps on its own split) and no checkpoint is saved.
     """
-    return cfg.replace(max_steps=max(steps, WARMUP_STEPS + 2), save_steps=0, logging_steps=1, eval_split=0.0,
+    if steps < WARMUP_STEPS + 2:
+        raise ValueError(f"a probe needs at least {WARMUP_STEPS + 2} steps, got {steps}")
+    return cfg.replace(max_steps=steps, save_steps=0, logging_steps=1, eval_split=0.0,
                        eval_steps=0, early_stopping_patience=0, output_dir=output_dir, run_name=probe_name(cfg))
 
 

@@ -1248,10 +1248,14 @@ def cli_train(args: Any) -> int:
     writer = EventWriter() if args.events else _ConsoleWriter()
     full = None
     if getattr(args, "probe", False):
-        from engine.probe import probe_config
+        from engine.probe import WARMUP_STEPS, probe_config
 
         if args.resume:
             raise ConfigError("--probe trains a few steps of a new run; it can't --resume", key="probe")
+        if args.probe_steps < WARMUP_STEPS + 2:
+            raise ConfigError(f"--probe-steps {args.probe_steps}: a probe needs at least {WARMUP_STEPS + 2} steps "
+                              f"({WARMUP_STEPS} warm-up steps are not timed)", key="probe_steps",
+                              hint="The default, 10, gives a steady time per step.")
         full, cfg = cfg, probe_config(cfg, args.probe_steps)
     result = run_training(cfg, writer, resume=args.resume, commands=commands, probe_of=full)
     return {"completed": 0, "stopped": 0}.get(result.get("status"), 1)

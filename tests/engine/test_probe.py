@@ -126,6 +126,9 @@ def test_cli_probe(tmp_path, tiny_model_dir, small_dataset, capsys):
     assert "probe completed: 5 steps, nothing saved" in out and "full run: 50 steps, about" in out
     assert main(["train", str(cfg_path), "--probe", "--resume"]) == 2
     assert "can't --resume" in capsys.readouterr().err
+    assert main(["train", str(cfg_path), "--probe", "--probe-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--probe-steps 2: a probe needs at least 4 steps" in err and "hint: The default, 10" in err
 
 
 def test_probe_runs_are_marked_in_the_history(tmp_path, tiny_model_dir, small_dataset, capsys):
