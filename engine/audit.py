@@ -17,6 +17,7 @@ into the run folder; the Runs area shows the same list and opens a record in the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import statistics
@@ -46,6 +47,7 @@ class RecordLoss:
     truncated: bool
     instruction: str  # the first user turn, shortened
     base_loss: float | None = None  # the same record under the base model (compare_base)
+    digest: str | None = None  # record_digest() of what was scored: finds it again, unedited
 
     @property
     def fell(self) -> float | None:
@@ -64,6 +66,7 @@ class Audit:
     records: list[RecordLoss] = field(default_factory=list)  # hardest first
     skipped: list[dict[str, Any]] = field(default_factory=list)  # records with nothing to score
     notes: list[str] = field(default_factory=list)
+    audited_at: float | None = None  # time.time() when it was scored
 
     @property
     def median(self) -> float | None:
@@ -101,7 +104,7 @@ class Audit:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Audit:
         known = {k: data[k] for k in ("run_dir", "weights", "dataset", "dataset_changed", "device", "seconds",
-                                      "skipped", "notes") if k in data}
+                                      "skipped", "notes", "audited_at") if k in data}
         return cls(**known, records=[RecordLoss(**r) for r in data.get("records", [])])
 
     def save(self) -> Path:
@@ -112,10 +115,14 @@ class Audit:
 
 def read_audit(run_dir: str | Path) -> Audit | None:
     """The audit saved in a run folder, or None."""
+    path = Path(run_dir) / AUDIT_FILE
     try:
-        return Audit.from_dict(json.loads((Path(run_dir) / AUDIT_FILE).read_text(encoding="utf-8")))
+        audit = Audit.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        if audit.audited_at is None:  # saved before audits carried their time
+            audit.audited_at = path.stat().st_mtime
     except (OSError, json.JSONDecodeError, TypeError, KeyError):
         return None
+    return audit
 
 
 def audit_weights(run_dir: str | Path) -> Path | None:
@@ -144,6 +151,12 @@ def first_user_turn(messages: list[dict[str, str]], width: int = 90) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def record_digest(messages: list[dict[str, str]]) -> str:
+    """A short fingerprint of a record's rendered turns: the same record, unedited, has the same one."""
+    text = json.dumps(messages, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def still_the_audited_record(record: Any, instruction: str) -> bool:
     """Whether ``record`` (an engine Record, e.g. the editor's) is the one an audit scored as
     ``instruction``; False once the file changed under the audit's record numbers."""
@@ -151,6 +164,160 @@ def still_the_audited_record(record: Any, instruction: str) -> bool:
         return first_user_turn(record.messages()) == instruction
     except Exception:  # noqa: BLE001 - a record broken since: not the audited one
         return False
+
+
+@dataclass
+class AuditFindings:
+    """A saved audit's flagged records, found in a dataset as it is now.
+
+    ``findings`` are lint findings (rules :data:`HARD_RULE` and :data:`NOT_LEARNED_RULE`) with
+    the records' indices in the given list; ``lost`` counts flagged records that are no longer
+    in it (edited or deleted since the audit)."""
+
+    run_name: str
+    audited_at: float | None
+    findings: list[Any] = field(default_factory=list)
+    lost: int = 0
+
+    def summary(self) -> str:
+        hard = sum(1 for f in self.findings if f.rule == HARD_RULE)
+        stuck = len(self.findings) - hard
+        parts = [f"{hard} record{'s' if hard != 1 else ''} the model still finds hard"]
+        if stuck:
+            parts.append(f"{stuck} it learned nothing from")
+        text = f"Audit of run '{self.run_name}'"
+        if self.audited_at:
+            text += time.strftime(" (%Y-%m-%d %H:%M)", time.localtime(self.audited_at))
+        text += ": " + " and ".join(parts)
+        if self.lost:
+            text += f"; {self.lost} more {'was' if self.lost == 1 else 'were'} edited or deleted since"
+        return text + "."
+
+
+HARD_RULE = "hard-for-model"
+NOT_LEARNED_RULE = "not-learned"
+
+
+def latest_audit_for(dataset: str | Path, root: str | Path | None = None) -> Audit | None:
+    """The newest saved audit (``runs audit``) of a run that read ``dataset``, or None."""
+    found = newest_audit_of(dataset, root)
+    return read_audit(found[0]) if found else None
+
+
+def newest_audit_of(dataset: str | Path, root: str | Path | None = None) -> tuple[Path, int] | None:
+    """(run folder, its audit file's mtime in ns) of the newest audit of ``dataset``, or None.
+
+    Cheap to call often (the editor asks each time it is shown): audits are tried newest first,
+    and which file each audit scored is remembered until the audit is written again."""
+    from engine.paths import runs_dir
+
+    root = Path(root or runs_dir())
+    target = Path(dataset).resolve()
+    if not root.is_dir():
+        return None
+    found = []
+    for run in root.iterdir():
+        try:
+            found.append(((run / AUDIT_FILE).stat().st_mtime_ns, run))
+        except OSError:
+            continue
+    for stamp, run in sorted(found, key=lambda x: x[0], reverse=True):
+        key = (str(run), stamp)
+        if key not in _AUDITED_FILE:
+            audit = read_audit(run)
+            if audit is None:
+                continue
+            _AUDITED_FILE[key] = Path(audit.dataset).resolve()
+        if _AUDITED_FILE[key] == target:
+            return run, stamp
+    return None
+
+
+# (run folder, record_losses.json's mtime) -> the dataset file that audit scored.
+_AUDITED_FILE: dict[tuple[str, int], Path] = {}
+
+
+def audit_findings(audit: Audit, records: list[Any], factor: float = OUTLIER_FACTOR) -> AuditFindings:
+    """Turn an audit's flagged records into lint findings on ``records`` (engine Records, the
+    file as it is now, e.g. with the editor's edits).
+
+    A flagged record is found at its audited number if it is still the record the audit
+    scored, unedited (same :func:`record_digest`), else wherever exactly one record is that
+    record (records were inserted or deleted above it). A record edited since is not reported:
+    its score was for the old text. Audits saved before records had a digest match on the
+    first user turn instead.
+    """
+    index: dict[str, list[int]] | None = None
+
+    def same(rec: Any, r: RecordLoss) -> bool:
+        if r.digest is None:  # saved before audits kept a fingerprint: the first user turn decides
+            return still_the_audited_record(rec, r.instruction)
+        try:
+            return record_digest(rec.messages()) == r.digest
+        except Exception:  # noqa: BLE001 - a record broken since: not the audited one
+            return False
+
+    def locate(r: RecordLoss) -> int | None:
+        nonlocal index
+        i = r.record - 1
+        if 0 <= i < len(records) and same(records[i], r):
+            return i
+        if index is None:
+            index = {}
+            for k, rec in enumerate(records):
+                try:
+                    messages = rec.messages()
+                except Exception:  # noqa: BLE001 - a broken record can't be the audited one
+                    continue
+                index.setdefault(record_digest(messages), []).append(k)
+                index.setdefault(first_user_turn(messages), []).append(k)
+        found = index.get(r.digest if r.digest is not None else r.instruction, [])
+        return found[0] if len(found) == 1 else None
+
+    medians = {s: audit.median_of(s) for s in ("train", "eval")}
+    name = Path(audit.run_dir).name
+    out = AuditFindings(run_name=name, audited_at=audit.audited_at)
+    flagged = [(r, HARD_RULE) for r in audit.outliers(factor)]
+    seen = {r.record for r, _ in flagged}
+    flagged += [(r, NOT_LEARNED_RULE) for r in audit.not_learned() if r.record not in seen]
+    for r, rule in flagged:
+        i = locate(r)
+        if i is None:
+            out.lost += 1
+            continue
+        rec = records[i]
+        key = _answer_key(rec)
+        if rule == HARD_RULE:
+            m = medians[r.split]
+            message = (f"the trained model still finds this answer unlikely: loss {r.loss:.2f}, "
+                       f"{ratio_text(r.loss / m)}x the {r.split} median ({m:.2f}) after run '{name}'. Check it for "
+                       "a mistake, a contradiction with similar records or another format")
+            if r.truncated:
+                message += " (it was cut at seq_len)"
+            out.findings.append(_finding(i, rec, rule, "warning", message, key))
+        else:
+            message = (f"training learned nothing from this record: its answer loss went from {r.base_loss:.2f} "
+                       f"(base model) to {r.loss:.2f} in run '{name}'. It may contradict similar records")
+            out.findings.append(_finding(i, rec, rule, "info", message, key))
+    out.findings.sort(key=lambda f: f.index)
+    return out
+
+
+def _answer_key(record: Any) -> str | None:
+    """The file's own name of the field that holds a record's answer (for the editor's column)."""
+    from engine.data.records import CONVERSATION_KEY, RecordFormat
+
+    schema = record.schema
+    std = "output" if schema.format == RecordFormat.ALPACA else CONVERSATION_KEY.get(schema.format)
+    if std is None:
+        return None
+    return next((k for k, v in schema.mapping.items() if v == std), std)
+
+
+def _finding(index: int, record: Any, rule: str, severity: str, message: str, key: str | None) -> Any:
+    from engine.data.lint import Finding
+
+    return Finding(index, getattr(record, "line", None), rule, severity, message, key)
 
 
 def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | None = None,
@@ -270,7 +437,8 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
         results.append(RecordLoss(record=numbers[source], line=getattr(rec, "line", None), split=split_of[i],
                                   loss=_rounded(loss), tokens=n, truncated=i in stats.cut_rows,
                                   instruction=first_user_turn(rec.messages()),
-                                  base_loss=_rounded(base) if base is not None else None))
+                                  base_loss=_rounded(base) if base is not None else None,
+                                  digest=record_digest(rec.messages())))
     results.sort(key=lambda r: -r.loss)
     skipped = [{"record": numbers[p["index"]], "line": p.get("line"), "message": p["message"]}
                for p in stats.problems]
@@ -279,7 +447,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
         torch.cuda.empty_cache()
     return Audit(run_dir=str(run_dir), weights=str(weights), dataset=str(data_path), dataset_changed=changed,
                  device=on, seconds=round(time.perf_counter() - started, 2), records=results, skipped=skipped,
-                 notes=notes)
+                 notes=notes, audited_at=time.time())
 
 
 def _rounded(loss: float) -> float:

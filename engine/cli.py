@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
     dc.add_argument("--seq-len", type=int, dest="seq_len", help="report records longer than this")
     dc.add_argument("--model", help="count tokens with this model's tokenizer")
+    dc.add_argument("--audit", nargs="?", const="latest", metavar="RUN",
+                    help="add the records a run audit flagged (runs audit RUN); without RUN: the newest "
+                    "audit of a run that trained on FILE")
     dv = dsub.add_parser("convert", help="export a dataset to another container and/or record format")
     dv.add_argument("input", metavar="IN")
     dv.add_argument("output", metavar="OUT", help="the new file; its extension picks the container unless "

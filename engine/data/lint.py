@@ -46,6 +46,7 @@ import sys
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.data.records import (
@@ -156,6 +157,14 @@ class LintReport:
     def for_record(self, index: int) -> list[Finding]:
         return [f for f in self.findings if f.index == index]
 
+    def extended(self, extra: list[Finding]) -> LintReport:
+        """A copy with ``extra`` findings (e.g. a run audit's) merged in, counts updated."""
+        if not extra:
+            return self
+        findings = sorted([*self.findings, *extra], key=_finding_order)
+        return LintReport(findings, _counts(findings, self.counts.get("records", 0), self.counts.get("broken", 0)),
+                          self.stats)
+
     def to_dict(self) -> dict[str, Any]:
         return {"counts": self.counts, "findings": [f.to_dict() for f in self.findings], "stats": self.stats}
 
@@ -198,13 +207,18 @@ def lint(ds: DatasetFile, *, tokenizer: Any = None, seq_len: int | None = None,
     _diversity(rows, out, stats)
     _lengths(rows, ds, tokenizer, seq_len, template, out, stats)
 
-    out.sort(key=lambda f: (f.index is None, f.index if f.index is not None else 0,
-                            SEVERITIES.index(f.severity)))
-    by_sev = Counter(f.severity for f in out)
-    counts = {"records": n, "broken": stats["broken"], "errors": by_sev["error"],
-              "warnings": by_sev["warning"], "infos": by_sev["info"],
-              "by_rule": dict(sorted(Counter(f.rule for f in out).items()))}
-    return LintReport(out, counts, stats)
+    out.sort(key=_finding_order)
+    return LintReport(out, _counts(out, n, stats["broken"]), stats)
+
+
+def _finding_order(f: Finding) -> tuple:
+    return f.index is None, f.index if f.index is not None else 0, SEVERITIES.index(f.severity)
+
+
+def _counts(findings: list[Finding], records: int, broken: int) -> dict[str, Any]:
+    by_sev = Counter(f.severity for f in findings)
+    return {"records": records, "broken": broken, "errors": by_sev["error"], "warnings": by_sev["warning"],
+            "infos": by_sev["info"], "by_rule": dict(sorted(Counter(f.rule for f in findings).items()))}
 
 
 def normalize(text: str) -> str:
@@ -850,6 +864,11 @@ def cli_check(args: Any) -> int:
 
             tokenizer = load_tokenizer(args.model)
         report = lint(ds, tokenizer=tokenizer, seq_len=getattr(args, "seq_len", None))
+        audit_note = None
+        if getattr(args, "audit", None):
+            found = _audit_findings(path, args.audit, ds)
+            report = report.extended(found.findings)
+            audit_note = found.summary()
     except StudioError as e:
         if getattr(args, "json", False):
             print(json.dumps({"error": e.to_dict()}, ensure_ascii=False, indent=2))
@@ -859,12 +878,38 @@ def cli_check(args: Any) -> int:
     if getattr(args, "json", False):
         payload = {"file": str(path), "detected": ds.detected, "content_hash": usable_content_hash(ds),
                    **report.to_dict()}
+        if audit_note:
+            payload["audit"] = audit_note
         payload["stats"] = {**report.stats, "length": {k: v for k, v in report.stats["length"].items()
                                                       if k != "per_record"}}
         print(json.dumps(payload, ensure_ascii=False, indent=2))
     else:
         print(format_report(report, ds, str(path)))
+        if audit_note:
+            print(audit_note)
     return 1 if report.has_errors else 0
+
+
+def _audit_findings(path: str, ref: str, ds: DatasetFile) -> Any:
+    """``data check --audit RUN|latest``: the run audit's flagged records, found in ``ds``."""
+    from engine.audit import audit_findings, latest_audit_for, read_audit
+    from engine.runs import resolve_run
+
+    if ref == "latest":
+        audit = latest_audit_for(path)
+        if audit is None:
+            raise StudioError(f"no run that trained on {path} has been audited",
+                              hint="Audit a run first: finetune-studio runs audit RUN")
+    else:
+        run = resolve_run(ref)
+        audit = read_audit(run)
+        if audit is None:
+            raise StudioError(f"run '{run.name}' has no audit yet",
+                              hint=f"finetune-studio runs audit {run.name}")
+        if Path(audit.dataset).resolve() != Path(path).resolve():
+            raise StudioError(f"run '{run.name}' was audited on {audit.dataset}, not {path}",
+                              hint=f"finetune-studio data check {audit.dataset} --audit {run.name}")
+    return audit_findings(audit, ds.records)
 
 
 def _load_for_check(path: str, fmt: str) -> DatasetFile:

@@ -9,6 +9,7 @@ that swaps record objects in that list; save hands the same object back to the e
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -251,7 +252,10 @@ class DatasetEditor(QWidget):
         self._signature: tuple[int, int] | None = None
         self._report = None
         self._report_records: list[Record] = []
+        self._lint: tuple | None = None  # (the lint's own report, its records, seconds)
         self._lint_stale = False
+        self._audit_flags: list[tuple[Record, object]] = []  # a run audit's findings, by record object
+        self._audit_key: tuple | None = None  # (run folder, audit file's mtime) of the audit shown
         self._last_match: tuple[Record, tuple, int, int] | None = None
         self._restoring = False
 
@@ -515,7 +519,27 @@ class DatasetEditor(QWidget):
         self._lint_stale = False
 
     def lint_report(self):
+        """The findings shown: the lint's, plus a run audit's flagged records when shown."""
         return self._report
+
+    def refresh_audit(self) -> bool:
+        """Show the flagged records of the newest run audit (``runs audit``) of the open file as
+        findings (rules ``hard-for-model`` and ``not-learned``). Cheap when nothing changed:
+        called whenever the editor is shown. True when a different audit was taken up."""
+        from engine.audit import audit_findings, newest_audit_of, read_audit
+
+        path = self.path()
+        key = newest_audit_of(path) if self._ds is not None and path is not None and path.exists() else None
+        if key == self._audit_key:
+            return False
+        self._audit_key = key
+        audit = read_audit(key[0]) if key else None
+        found = audit_findings(audit, self._ds.records) if audit is not None else None
+        self._audit_flags = [(self._ds.records[f.index], f) for f in found.findings] if found else []
+        self.lint_panel.set_audit(found.summary() if found else None, len(self._audit_flags))
+        if self._lint is not None:
+            self._show_findings()
+        return True
 
     def find_next(self, backward: bool = False) -> bool:
         """Go to the next (or previous) match of the find bar's query. False if there is none."""
@@ -711,6 +735,7 @@ class DatasetEditor(QWidget):
 
     def on_shown(self) -> None:
         self._update_title()
+        self.refresh_audit()
 
     def prepare_screenshot(self) -> None:
         if self._ds is not None and self.current_record_index() < 0 and self._ds.records:
@@ -886,6 +911,7 @@ class DatasetEditor(QWidget):
         self.lint_panel.sig_finding_activated.connect(self._on_finding_activated)
         self.lint_panel.sig_filter_rule.connect(lambda rule: self.set_filter(rule=rule))
         self.lint_panel.sig_recheck.connect(self.run_lint)
+        self.lint_panel.sig_audit_toggled.connect(lambda _on: self._lint is not None and self._show_findings())
         self.lint_panel.sig_seq_len_changed.connect(lambda _n: self._relint_timer.start())
         self.preview.sig_tokenizer_loaded.connect(self._on_tokenizer_loaded)
         self.tabs.currentChanged.connect(self._on_tab_changed)
@@ -913,6 +939,8 @@ class DatasetEditor(QWidget):
         self._baseline = baseline
         self._report = None
         self._report_records = []
+        self._lint = None
+        self._audit_key = None
         self._last_match = None
         self.model.set_dataset(ds)
         self.table.horizontalHeader().blockSignals(True)
@@ -932,6 +960,7 @@ class DatasetEditor(QWidget):
         if ds.records:
             self.select_record(0, self._first_text_column())
         self.lint_panel.set_running(True)
+        self.refresh_audit()
         self.run_lint()
 
     def _after_write(self, path: Path) -> None:
@@ -1102,6 +1131,16 @@ class DatasetEditor(QWidget):
             self.sig_status.emit(f"Checking {len(self._ds.records):,} records in the background…")
 
     def _on_lint_finished(self, report, records: list[Record], seconds: float) -> None:
+        self._lint = (report, records, seconds)
+        self._show_findings()
+
+    def _show_findings(self) -> None:
+        """Show the last lint's findings, with the audit's flagged records that are still in it."""
+        report, records, seconds = self._lint
+        if self._audit_flags and self.lint_panel.audit_shown():
+            at = {id(r): i for i, r in enumerate(records)}
+            report = report.extended([dataclasses.replace(f, index=at[id(rec)], line=rec.line)
+                                      for rec, f in self._audit_flags if id(rec) in at])
         self._report = report
         self._report_records = records
         findings: dict[int, tuple[Record, list]] = {}

@@ -13,6 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QBrush, QColor, QPalette
 from PySide6.QtWidgets import (
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QMenu,
@@ -92,6 +93,9 @@ class LintPanel(QWidget):
     sig_seq_len_changed = Signal(int)
     """The seq_len to count truncation against changed."""
 
+    sig_audit_toggled = Signal(bool)
+    """The user showed or hid a run audit's flagged records."""
+
     # ---- Public API
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -116,6 +120,24 @@ class LintPanel(QWidget):
         head.addWidget(QLabel("seq_len"))
         head.addWidget(self.seq_len)
         head.addWidget(self.recheck)
+
+        self.audit_box = QCheckBox("Run audit")
+        self.audit_box.setChecked(True)
+        self.audit_box.setToolTip("Show the records that the newest audit of a run trained on this file flagged "
+                                  "(finetune-studio runs audit RUN, or the Runs area's Hardest records): answers "
+                                  "the trained model still finds unlikely, and training records it learned "
+                                  "nothing from. A record edited since is no longer flagged.")
+        self.audit_box.toggled.connect(self.sig_audit_toggled)
+        self.audit_note = QLabel()
+        self.audit_note.setWordWrap(True)
+        self.audit_note.setStyleSheet("color: #666;")
+        audit_row = QHBoxLayout()
+        audit_row.addWidget(self.audit_box, 0, Qt.AlignmentFlag.AlignTop)
+        audit_row.addWidget(self.audit_note, 1)
+        self.audit_row = QWidget()
+        self.audit_row.setLayout(audit_row)
+        audit_row.setContentsMargins(0, 0, 0, 0)
+        self.audit_row.hide()
 
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Finding", "Where"])
@@ -173,6 +195,7 @@ class LintPanel(QWidget):
         lay.setContentsMargins(8, 8, 8, 8)
         lay.addLayout(head)
         lay.addWidget(self.detail)
+        lay.addWidget(self.audit_row)
         lay.addWidget(split, 1)
         self._report = None
 
@@ -208,6 +231,15 @@ class LintPanel(QWidget):
 
     def report(self):
         return self._report
+
+    def set_audit(self, summary: str | None, flagged: int) -> None:
+        """Offer a run audit's flagged records (``summary`` None: no audit of this file)."""
+        self.audit_row.setVisible(summary is not None)
+        self.audit_note.setText(summary or "")
+        self.audit_box.setEnabled(flagged > 0)
+
+    def audit_shown(self) -> bool:
+        return self.audit_box.isChecked()
 
     def rule_items(self) -> dict[str, QTreeWidgetItem]:
         """The top-level item of each rule (for tests and keyboard navigation)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.audit import audit_run, format_audit, read_audit
+from engine.audit import Audit, audit_run, format_audit, read_audit
 from engine.errors import ModelError
 from engine.runs import find_run
 from tests.engine.test_train import METHOD_SETTINGS, make_cfg, train
@@ -245,3 +245,103 @@ def test_a_bottleneck_checkpoint_is_refused_not_scored_as_the_bare_model(tmp_pat
     assert audit_run(run_dir).weights == str(run_dir / "final")  # final/ is the adapter: fine
     with pytest.raises(ModelError, match="checkpoint of a bottleneck-adapter run"):
         audit_run(run_dir, checkpoint=run_dir / "checkpoint-1")
+
+
+def _flagged_audit(dataset: Path, run_dir: Path, numbers: dict[int, float], split: str = "train",
+                   digests: bool = True) -> Audit:
+    """An audit of ``dataset`` whose records ``numbers`` (from 1) have the given losses; all others 1.0."""
+    from engine.audit import RecordLoss, first_user_turn, record_digest
+    from engine.data.formats import load_dataset_file
+
+    records = [RecordLoss(record=n, line=n, split=split, loss=numbers.get(n, 1.0), tokens=4, truncated=False,
+                          instruction=first_user_turn(r.messages()),
+                          digest=record_digest(r.messages()) if digests else None)
+               for n, r in enumerate(load_dataset_file(dataset).records, start=1)]
+    return Audit(run_dir=str(run_dir), weights="w", dataset=str(dataset), dataset_changed=False, device="cpu",
+                 seconds=0.1, records=records, audited_at=0.0)
+
+
+def test_flagged_records_become_findings_on_the_file_as_it_is_now(tmp_path, small_dataset):
+    from engine.audit import HARD_RULE, audit_findings
+    from engine.data.formats import load_dataset_file
+
+    audit = _flagged_audit(small_dataset, tmp_path / "medical", {5: 4.0, 30: 9.9})
+    records = load_dataset_file(small_dataset).records
+    found = audit_findings(audit, records)
+    assert [(f.index, f.rule, f.severity, f.key, f.line) for f in found.findings] == [
+        (4, HARD_RULE, "warning", "output", 5), (29, HARD_RULE, "warning", "output", 30)]
+    assert "9.9x the train median (1.00) after run 'medical'" in found.findings[1].message
+    assert found.lost == 0
+
+    # Two records inserted above and record 30's answer rewritten: record 5 is found where it
+    # moved to, record 30 is not reported (its score was for the old answer) but counted.
+    edited = list(records)
+    edited[29] = type(records[29])({**records[29].data, "output": "A corrected answer"}, None,
+                                   schema=records[29].schema)
+    edited[:0] = records[10:12]
+    found = audit_findings(audit, edited)
+    assert [f.index for f in found.findings] == [6] and found.lost == 1
+    assert "1 more was edited or deleted since" in found.summary()
+
+    # An audit saved before records had a digest goes by the first user turn.
+    old = _flagged_audit(small_dataset, tmp_path / "medical", {5: 4.0, 30: 9.9}, digests=False)
+    assert [f.index for f in audit_findings(old, edited).findings] == [6, 31]
+
+
+def test_a_duplicated_instruction_is_not_guessed(tmp_path, small_dataset):
+    from engine.audit import audit_findings
+    from engine.data.formats import load_dataset_file
+
+    audit = _flagged_audit(small_dataset, tmp_path / "run", {5: 4.0})
+    records = load_dataset_file(small_dataset).records
+    shifted = [records[4], records[0], *records[1:]]  # two copies of record 5, neither at its number
+    found = audit_findings(audit, shifted)
+    assert found.findings == [] and found.lost == 1
+
+
+def test_not_learned_records_are_notes_and_the_sharper_rule_wins(tmp_path, small_dataset):
+    from engine.audit import HARD_RULE, NOT_LEARNED_RULE, audit_findings
+    from engine.data.formats import load_dataset_file
+
+    audit = _flagged_audit(small_dataset, tmp_path / "run", {5: 4.0})
+    for r in audit.records:
+        r.base_loss = r.loss + 1.0
+    audit.records[4].base_loss = 3.0  # flagged and not learned: reported once, as hard
+    audit.records[8].base_loss = 0.5  # rose from 0.5 to 1.0
+    found = audit_findings(audit, load_dataset_file(small_dataset).records)
+    assert [(f.index, f.rule, f.severity) for f in found.findings] == [(4, HARD_RULE, "warning"),
+                                                                       (8, NOT_LEARNED_RULE, "info")]
+    assert "from 0.50 (base model) to 1.00" in found.findings[1].message
+
+
+def test_data_check_adds_a_run_audits_findings(tmp_path, tiny_model_dir, capsys):
+    from engine.cli import main
+
+    rng = random.Random(0)
+    rows = [{"instruction": f"Is {n} a number? Reply yes.", "input": "", "output": "yes"} for n in range(40)]
+    rows.insert(17, {"instruction": "Is 99 a number? Reply yes.", "input": "",
+                     "output": " ".join("".join(rng.choice("qxzjvkwp") for _ in range(5)) for _ in range(3))})
+    data = tmp_path / "planted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result, _, _ = train(make_cfg(tiny_model_dir, data, "", run_name="planted", method="full", max_steps=40,
+                                  eval_split=0.0, batch_size=8, learning_rate=1e-2, lr_scheduler="constant"))
+    assert main(["data", "check", str(data), "--audit"]) == 2  # nothing audited yet
+    assert "no run that trained on" in capsys.readouterr().err
+    assert main(["runs", "audit", "planted"]) == 0
+    capsys.readouterr()
+
+    assert main(["data", "check", str(data), "--audit", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    hard = [f for f in report["findings"] if f["rule"] == "hard-for-model"]
+    assert [(f["index"], f["line"], f["key"]) for f in hard] == [(17, 18, "output")]
+    assert report["counts"]["by_rule"]["hard-for-model"] == 1
+    assert report["audit"].startswith(f"Audit of run '{Path(result['output_dir']).name}'")
+
+    assert main(["data", "check", str(data), "--audit", "planted"]) == 0
+    out = capsys.readouterr().out
+    assert f"{data}:18: [record 18] the trained model still finds this answer unlikely" in out and "1 record the model still finds hard." in out
+
+    other = tmp_path / "other.jsonl"
+    other.write_text(data.read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["data", "check", str(other), "--audit", "planted"]) == 2
+    assert f"was audited on {data}, not {other}" in capsys.readouterr().err

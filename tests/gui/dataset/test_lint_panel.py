@@ -106,3 +106,60 @@ def test_the_task_type_note_says_where_the_types_come_from(make_editor, demo_cop
     assert balance_note_text("inferred from the instruction (keyword table)") == \
         "Task types are inferred from the instruction (keyword table)."
     assert balance_note_text("", "en 100%") == "Languages: en 100%."
+
+
+def test_a_run_audits_flagged_records_show_as_findings(make_editor, demo_copy, qtbot, studio_home):
+    """The newest `runs audit` of the open file flags its records in the editor; an edited record
+    drops its flag (its score was for the old text), undo brings it back, the box hides them."""
+    from PySide6.QtCore import Qt
+
+    from engine.audit import HARD_RULE
+    from engine.paths import runs_dir
+    from tests.engine.test_audit import _flagged_audit
+
+    ed = make_editor(demo_copy)
+    assert not ed.refresh_audit() and not ed.lint_panel.audit_row.isVisibleTo(ed.lint_panel)  # none yet
+    run = runs_dir() / "20261202-100000-lora"
+    run.mkdir(parents=True)
+    _flagged_audit(demo_copy, run, {5: 6.0, 40: 5.0}).save()
+    other = runs_dir() / "20261202-110000-lora"  # another file's audit: not this one's
+    other.mkdir()
+    elsewhere = demo_copy.with_name("else.jsonl")
+    elsewhere.write_bytes(demo_copy.read_bytes())
+    _flagged_audit(elsewhere, other, {7: 9.0}).save()
+
+    ed.on_shown()  # the Dataset area is shown again after an audit in the Runs area
+    assert ed.lint_panel.audit_row.isVisibleTo(ed.lint_panel)
+    assert "Audit of run '20261202-100000-lora'" in ed.lint_panel.audit_note.text()
+    assert "2 records the model still finds hard" in ed.lint_panel.audit_note.text()
+    hard = ed.lint_report().by_rule()[HARD_RULE]
+    assert [f.index for f in hard] == [4, 39] and ed.lint_report().counts["by_rule"][HARD_RULE] == 2
+    assert ed.model.data(ed.model.index(4, 0)).startswith("⚠")
+    ed.set_filter(rule=HARD_RULE)
+    assert ed.visible_count() == 2
+    ed.clear_filter()
+    ed.lint_panel.tree.itemClicked.emit(ed.lint_panel.rule_items()[HARD_RULE].child(1), 0)
+    assert ed.current_record_index() == 39
+    assert not ed.refresh_audit()  # the same audit: nothing re-read into the findings
+
+    # Editing record 5 drops its flag; undo brings the record, and the flag, back.
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        ed.proxy.setData(ed.proxy.index(4, ed.model.column_of("output")), "A corrected answer.",
+                         Qt.ItemDataRole.EditRole)
+    assert [f.index for f in ed.lint_report().by_rule()[HARD_RULE]] == [39]
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        ed.act_undo.trigger()
+    assert [f.index for f in ed.lint_report().by_rule()[HARD_RULE]] == [4, 39]
+
+    ed.lint_panel.audit_box.setChecked(False)
+    assert HARD_RULE not in ed.lint_report().by_rule()
+    ed.lint_panel.audit_box.setChecked(True)
+    assert len(ed.lint_report().by_rule()[HARD_RULE]) == 2
+
+    # Saved and opened again, the edited record stays unflagged: the audit scored the old answer.
+    ed.proxy.setData(ed.proxy.index(4, ed.model.column_of("output")), "A corrected answer.", Qt.ItemDataRole.EditRole)
+    assert ed.save()
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        ed.open_file(demo_copy)
+    assert [f.index for f in ed.lint_report().by_rule()[HARD_RULE]] == [39]
+    assert "1 more was edited or deleted since" in ed.lint_panel.audit_note.text()
