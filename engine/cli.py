@@ -42,6 +42,11 @@ HANDLERS = {
     "runs compare": "engine.runs:cli_compare",
     "runs audit": "engine.audit:cli_audit",
     "runs promote": "engine.promote:cli_promote",
+    "queue add": "engine.runqueue:cli_add",
+    "queue list": "engine.runqueue:cli_list",
+    "queue run": "engine.runqueue:cli_run",
+    "queue stop": "engine.runqueue:cli_stop",
+    "queue remove": "engine.runqueue:cli_remove",
     "worker": "engine.worker:cli_worker",
     "self-check": "engine.selfcheck:run_self_check",
 }
@@ -193,6 +198,29 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--offload", action="store_true", help="ZeRO CPU offload of optimizer (and params for 3)")
     x.add_argument("--num-processes", type=int, default=2, dest="num_processes")
 
+    q = sub.add_parser("queue", help="line runs up and train them one after another (a grid sweep too)")
+    qsub = q.add_subparsers(dest="queue_command", metavar="QUEUE_COMMAND", required=True)
+    qa = qsub.add_parser("add", help="queue a run config, or one run per point of a --grid",
+                         epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)
+    qa.add_argument("config", metavar="RUN.yaml")
+    qa.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                    help="one run per value; several --grid make every combination "
+                    "(--grid learning_rate=1e-4,3e-4 --grid lora_r=8,16 queues 4 runs)")
+    qa.add_argument("--json", action="store_true", help="print the queued entries as JSON")
+    ql = qsub.add_parser("list", help="the queue: pending, training and ended runs")
+    ql.add_argument("--json", action="store_true")
+    qr = qsub.add_parser("run", help="train the pending runs in order (Ctrl-C stops the current one with a "
+                         "checkpoint and leaves the rest queued)")
+    qr.add_argument("--json", action="store_true", help="print JSON-line events (each run's, and one "
+                    "'queue' event as each run starts and ends)")
+    qs = qsub.add_parser("stop", help="let the runner start nothing more")
+    qs.add_argument("--now", action="store_true", help="also stop the current run after its step, with a "
+                    "checkpoint")
+    qm = qsub.add_parser("remove", help="take runs out of the queue")
+    qm.add_argument("ids", nargs="*", metavar="ID")
+    qm.add_argument("--ended", action="store_true", help="forget every run that has ended (its folder stays "
+                    "in the run history)")
+
     r = sub.add_parser("runs", help="run history")
     rsub = r.add_subparsers(dest="runs_command", metavar="RUNS_COMMAND", required=True)
     rl = rsub.add_parser("list", help="list runs with status, losses and peak memory")
@@ -294,7 +322,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     overrides = {}
-    if args.command in ("train", "estimate", "export-launch", "worker"):
+    if args.command in ("train", "estimate", "export-launch", "worker") or (
+            args.command == "queue" and args.queue_command == "add"):
         overrides = _split_overrides(parser, rest)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -308,7 +337,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             gui_args += ["--screenshot", args.screenshot, "--tab", args.tab]
         return _run_gui(gui_args)
     key = args.command
-    for sub_attr in ("data_command", "adapters_command", "runs_command"):
+    for sub_attr in ("data_command", "adapters_command", "runs_command", "queue_command"):
         if getattr(args, sub_attr, None):
             key = f"{args.command} {getattr(args, sub_attr)}"
     try:

@@ -1180,48 +1180,50 @@ class _ConsoleWriter(EventWriter):
         e = super().emit(kind, **data)
         out = sys.stderr if kind in (ev.ERROR, ev.WARNING) else sys.stdout
         try:
-            self._print(kind, data, out)
+            print_event(kind, data, out)
         except BrokenPipeError:
             # The reader went away (`train RUN.yaml | head`): the run goes on, printing nowhere;
             # its events still go to events.jsonl.
             write_nowhere(out)
         return e
 
-    def _print(self, kind: str, data: dict[str, Any], out: Any) -> None:
-        if kind == ev.STARTED:
-            print(f"training {data['config']['method']} on {data['config']['model']} -> {data['output_dir']}\n"
-                  f"  {data['trainable_params']:,} trainable of {data['total_params']:,} parameters; "
-                  f"device {data['device']}; {data['dataset']['train']} train / {data['dataset']['eval']} "
-                  "eval records", file=out)
-            if (data.get("keep_awake") or {}).get("held"):
-                print(f"  keeping the computer awake until training ends ({data['keep_awake']['how']})", file=out)
-        elif kind == ev.STEP:
-            eta = f" eta {data['eta_s']:.0f}s" if data.get("eta_s") is not None else ""
-            print(f"step {data['step']:>5}/{data['max_steps']} loss {data['loss']:.4f} lr {data['lr']:.2e} "
-                  f"{data['tokens_per_s']:.0f} tok/s{eta}", file=out, flush=True)
-        elif kind == ev.EVAL:
-            print(f"eval  step {data['step']:>5} eval_loss {data['eval_loss']:.4f}", file=out)
-        elif kind == ev.CHECKPOINT:
-            print(f"saved {data['path']}", file=out)
-        elif kind in (ev.WARNING, ev.RECOVERED):
-            print(f"{kind}: {data.get('message')}", file=out)
-        elif kind == ev.ERROR:
-            print(f"error: {StudioError(data['message'], fix=data.get('fix'), hint=data.get('hint'))}", file=out)
-        elif kind == ev.FINISHED:
-            if data.get("output_dir") is None:  # failed before a run folder was made: the error says why
-                print(f"{data.get('status')}: nothing was trained", file=out)
-            elif data.get("probe"):
-                from engine.probe import format_probe
 
-                print(f"probe {data.get('status')}: {data.get('step')} steps, nothing saved "
-                      f"({data.get('output_dir')})", file=out)
-                for line in format_probe(data["probe"]):
-                    print(f"  {line}", file=out)
-            else:
-                print(f"{data.get('status')}: {data.get('output_dir')} (final loss "
-                      f"{_fmt(data.get('final_loss_mean'))}, the mean of the last {data.get('final_loss_window')} "
-                      "steps)", file=out)
-        out.flush()  # a closed pipe shows here, in emit's try, not in a later library print
+def print_event(kind: str, data: dict[str, Any], out: Any) -> None:
+    """One event as ``finetune-studio train`` prints it (``queue run`` prints its runs the same way)."""
+    if kind == ev.STARTED:
+        print(f"training {data['config']['method']} on {data['config']['model']} -> {data['output_dir']}\n"
+              f"  {data['trainable_params']:,} trainable of {data['total_params']:,} parameters; "
+              f"device {data['device']}; {data['dataset']['train']} train / {data['dataset']['eval']} "
+              "eval records", file=out)
+        if (data.get("keep_awake") or {}).get("held"):
+            print(f"  keeping the computer awake until training ends ({data['keep_awake']['how']})", file=out)
+    elif kind == ev.STEP:
+        eta = f" eta {data['eta_s']:.0f}s" if data.get("eta_s") is not None else ""
+        print(f"step {data['step']:>5}/{data['max_steps']} loss {data['loss']:.4f} lr {data['lr']:.2e} "
+              f"{data['tokens_per_s']:.0f} tok/s{eta}", file=out, flush=True)
+    elif kind == ev.EVAL:
+        print(f"eval  step {data['step']:>5} eval_loss {data['eval_loss']:.4f}", file=out)
+    elif kind == ev.CHECKPOINT:
+        print(f"saved {data['path']}", file=out)
+    elif kind in (ev.WARNING, ev.RECOVERED):
+        print(f"{kind}: {data.get('message')}", file=out)
+    elif kind == ev.ERROR:
+        print(f"error: {StudioError(data['message'], fix=data.get('fix'), hint=data.get('hint'))}", file=out)
+    elif kind == ev.FINISHED:
+        if data.get("output_dir") is None:  # failed before a run folder was made: the error says why
+            print(f"{data.get('status')}: nothing was trained", file=out)
+        elif data.get("probe"):
+            from engine.probe import format_probe
+
+            print(f"probe {data.get('status')}: {data.get('step')} steps, nothing saved "
+                  f"({data.get('output_dir')})", file=out)
+            for line in format_probe(data["probe"]):
+                print(f"  {line}", file=out)
+        else:
+            print(f"{data.get('status')}: {data.get('output_dir')} (final loss "
+                  f"{_fmt(data.get('final_loss_mean'))}, the mean of the last {data.get('final_loss_window')} "
+                  "steps)", file=out)
+    out.flush()  # a closed pipe shows here, in emit's try, not in a later library print
 
 
 def _install_signal_handlers(commands: Commands) -> None:

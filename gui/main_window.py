@@ -153,6 +153,13 @@ class MainWindow(QMainWindow):
             area.sig_title_changed.connect(lambda text, k=key: self._on_area_title(k, text))
         return area
 
+    def _follow_queue(self) -> None:
+        """A queued run started: the Train area shows it live, unless it is busy with its own."""
+        runs, train = self.areas["runs"], self.areas["train"]
+        current = next((e for e in runs.queue_panel.model.entries if e.state == "running" and e.run_dir), None)
+        if current is not None and train.run_dir != current.run_dir and not train.run.is_active():
+            train.follow_run(current.run_dir)
+
     def _wire_areas(self) -> None:
         runs, adapters, train = self.areas.get("runs"), self.areas.get("adapters"), self.areas.get("train")
         if hasattr(runs, "sig_try_adapter") and hasattr(adapters, "try_adapter"):
@@ -171,6 +178,10 @@ class MainWindow(QMainWindow):
             runs.sig_promoted.connect(lambda *_: adapters.refresh())
         if hasattr(train, "sig_try_adapter") and hasattr(adapters, "try_adapter"):
             train.sig_try_adapter.connect(lambda path: (self.show_area("adapters"), adapters.try_adapter(path)))
+        if hasattr(train, "sig_queued") and hasattr(runs, "queue_panel"):
+            train.sig_queued.connect(lambda *_: runs.queue_panel.reload(force=True))
+        if hasattr(runs, "queue_panel") and hasattr(train, "follow_run"):
+            runs.queue_panel.sig_changed.connect(lambda *_: self._follow_queue())
         dataset = self.areas.get("dataset")
         if hasattr(runs, "sig_open_record") and hasattr(dataset, "show_record"):
             runs.sig_open_record.connect(lambda path, index, expect: (self.show_area("dataset"),

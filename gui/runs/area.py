@@ -55,6 +55,7 @@ from engine.runs import (
 )
 from gui.engine_process import cli_failure, json_message, run_engine
 from gui.runs.audit_panel import AuditPanel
+from gui.runs.queue_panel import QueuePanel
 from gui.train.plots import debiased_ema
 
 GiB = 2**30
@@ -374,6 +375,13 @@ class RunsArea(QWidget):
         self.bottom_tabs.addTab(self.audit_panel, "Hardest records")
         self.bottom_tabs.setTabToolTip(1, "The run's records ranked by how unlikely the trained model finds their "
                                           "answers: the top ones are often annotation mistakes")
+        self.queue_panel = QueuePanel()
+        self.bottom_tabs.addTab(self.queue_panel, "Queue")
+        self.bottom_tabs.setTabToolTip(2, "Runs lined up to train one after another (a sweep too), also with the "
+                                          "window closed")
+        self.queue_panel.sig_changed.connect(self._on_queue_changed)
+        self._title_queue(sum(1 for e in self.queue_panel.model.entries if e.state == "pending"))
+        self.queue_panel.sig_show_run.connect(lambda path: (self.refresh(), self.select_paths([path])))
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(table_box)
         split.addWidget(self.bottom_tabs)
@@ -446,8 +454,10 @@ class RunsArea(QWidget):
         return self.audit_panel.start()
 
     def shutdown(self) -> None:
-        """The window closes: end a running audit (it saves nothing until it finishes)."""
+        """The window closes: end a running audit (it saves nothing until it finishes). A queue
+        that is training goes on: it is a process of its own."""
         self.audit_panel.stop()
+        self.queue_panel.shutdown()
 
     # ---- Internals
     def _current(self) -> RunInfo | None:
@@ -560,6 +570,17 @@ class RunsArea(QWidget):
             self.plot.setYRange(0, 1)
         else:
             self.plot.enableAutoRange()
+
+    def show_queue(self) -> None:
+        self.bottom_tabs.setCurrentWidget(self.queue_panel)
+
+    def _on_queue_changed(self, pending: int) -> None:
+        self._title_queue(pending)
+        self.refresh()  # a queued run started or ended: the history shows it
+
+    def _title_queue(self, pending: int) -> None:
+        i = self.bottom_tabs.indexOf(self.queue_panel)
+        self.bottom_tabs.setTabText(i, f"Queue ({pending})" if pending else "Queue")
 
     def _on_live_tick(self) -> None:
         if self.isVisible():

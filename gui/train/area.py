@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import RunConfig
-from engine.errors import ConfigErrors
+from engine.errors import ConfigErrors, StudioError
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
 from gui.train.advisor import Advice, Advisor, AdvisorPanel
@@ -137,6 +137,9 @@ class TrainArea(QWidget):
     sig_try_adapter = Signal(str)
     """Open a finished run's adapter in the Adapters playground: the ``final`` folder."""
     sig_audit_run = Signal(str)
+
+    sig_queued = Signal(int)
+    """Runs were added to the queue (how many)."""
     """Audit a finished run's records (the Runs area's Hardest records): the run folder."""
 
     # ---- Public API
@@ -265,6 +268,11 @@ class TrainArea(QWidget):
         except ConfigErrors:
             self._on_config_changed(set())  # shows the problems in the banner
             return False
+        other = self._other_live_run()
+        if other is not None and not self._ask_start_beside(other):
+            self._show_banner(f"Not started: {other} is training on this machine. Queue ▸ Add this run trains "
+                              "this one after it.")
+            return False
         if resume:
             run_dir = str(run_dir or self.run_dir or "")
             if not run_dir:
@@ -296,6 +304,66 @@ class TrainArea(QWidget):
         self.progress_label.setText("Starting the worker (loading libraries, model and data)…")
         self._update_buttons()
         return True
+
+    def queue_run(self, grid: str = "") -> int:
+        """Queue the form's config, or one run per point of ``grid`` (``"learning_rate=1e-4,3e-4;
+        lora_r=8,16"``). Returns how many runs were queued (0: the banner says why)."""
+        from engine.runqueue import RunQueue, parse_grid
+
+        try:
+            cfg = self.config_model.config()
+        except ConfigErrors:
+            self._on_config_changed(set())  # shows the problems in the banner
+            return 0
+        q = RunQueue()
+        try:
+            points = parse_grid([part.strip() for part in grid.replace("\n", ";").split(";") if part.strip()])
+            added = q.add(cfg, grid=points)
+        except ConfigErrors as e:
+            self._show_banner("Not queued: " + "; ".join(x.message for x in e.errors))
+            return 0
+        except StudioError as e:
+            self._show_banner(f"Not queued: {e}")
+            return 0
+        self._show_banner("")
+        pending = len(q.pending())
+        names = ", ".join(e.name for e in added[:4]) + (f" and {len(added) - 4} more" if len(added) > 4 else "")
+        state = "the queue is training" if q.runner_pid() else "start it in Runs › Queue"
+        self.progress_label.setText(f"Queued {names} ({pending} pending; {state}).")
+        self.log.append(f"queued {len(added)} run(s): {names}")
+        self.sig_queued.emit(len(added))
+        return len(added)
+
+    def follow_run(self, path: str | Path) -> bool:
+        """Show a run that trains without this window (one the queue started): its plots,
+        progress and Stop/Save now. The form is left as it is. False when busy."""
+        if self.run.is_active():
+            return False
+        path = Path(path)
+        self.run_dir = str(path)
+        self.plots.clear()
+        self.advisor_panel.clear()
+        self.last_finished = None
+        self.try_button.hide()
+        self.audit_button.hide()
+        self._probing = False
+        self._started_at = time.time()
+        self.run.attach(path)
+        self.log.append(f"following {path.name} from the queue (the form keeps your config; the run's own is "
+                        "its run.yaml)")
+        self.progress.setRange(0, 0)
+        self.progress_label.setText(f"Following {path.name} from the queue…")
+        self._update_buttons(run_changed=True)
+        return True
+
+    def _on_sweep(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        text, ok = QInputDialog.getText(
+            self, "Queue a sweep", "One run per value, every combination; keys apart with ';'\n"
+            "e.g. learning_rate=1e-4,3e-4; lora_r=8,16", text="learning_rate=1e-4,2e-4,5e-4")
+        if ok and text.strip():
+            self.queue_run(text)
 
     def resume_run(self, path: str | Path) -> bool:
         """Resume a stopped or interrupted run from its last checkpoint (the Runs area's Resume)."""
@@ -427,6 +495,19 @@ class TrainArea(QWidget):
         self.start_button.setToolTip("Start training this config in a worker process")
         self.probe_button = QPushButton("Probe")
         self.probe_button.setToolTip(PROBE_TIP)
+        self.queue_action = QAction("Add this run", self)
+        self.queue_action.setToolTip("Queue the form's run as it is now, to train after the runs before it")
+        self.sweep_action = QAction("Add a sweep…", self)
+        self.sweep_action.setToolTip("Queue one run per value of one or more keys (every combination), "
+                                     "e.g. learning_rate=1e-4,3e-4; lora_r=8,16")
+        queue_menu = QMenu(self)
+        queue_menu.setToolTipsVisible(True)
+        queue_menu.addAction(self.queue_action)
+        queue_menu.addAction(self.sweep_action)
+        self.queue_button = QPushButton("Queue")
+        self.queue_button.setToolTip("Line this run, or a sweep of it, up in the queue (Runs › Queue): they "
+                                     "train one after another, also with the window closed")
+        self.queue_button.setMenu(queue_menu)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue the last run from its newest checkpoint, with the form's "
                                       "settings (e.g. after applying a fix or raising max_steps)")
@@ -442,7 +523,8 @@ class TrainArea(QWidget):
         top.addSpacing(8)
         top.addWidget(self.config_button)
         top.addStretch(1)
-        for b in (self.probe_button, self.start_button, self.resume_button, self.stop_button, self.save_now_button):
+        for b in (self.queue_button, self.probe_button, self.start_button, self.resume_button, self.stop_button,
+                  self.save_now_button):
             top.addWidget(b)
 
         self.banner = QLabel("")
@@ -580,6 +662,8 @@ class TrainArea(QWidget):
         self.command_action.triggered.connect(self.copy_command)
         self.start_button.clicked.connect(lambda: self.start_run())
         self.probe_button.clicked.connect(lambda: self.start_run(probe=True))
+        self.queue_action.triggered.connect(lambda: self.queue_run())
+        self.sweep_action.triggered.connect(self._on_sweep)
         self.resume_button.clicked.connect(lambda: self.start_run(resume=True))
         self.stop_button.clicked.connect(self._on_stop_clicked)
         self.save_now_button.clicked.connect(self.save_now)
@@ -934,8 +1018,31 @@ class TrainArea(QWidget):
             return
         self.log.append(f"saved run config {written}")
 
+    @staticmethod
+    def _other_live_run() -> str | None:
+        """The name of a run training on this machine without this window (the queue's, or a
+        terminal's), if any."""
+        from engine.runs import list_runs
+
+        return next((r.name for r in list_runs() if r.status == "running"), None)
+
+    def _ask_start_beside(self, other: str) -> bool:
+        """Start a second run beside ``other``? (tests replace this)."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Another run is training")
+        box.setText(f"{other} is training on this machine. Start this run beside it?")
+        box.setInformativeText("Both share the GPU: the memory estimate doesn't count the other run, so this one "
+                               "may run out of memory, and both train slower. Queue ▸ Add this run trains it "
+                               "after the other instead.")
+        start = box.addButton("Start anyway", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is start
+
     def _ask_close_choice(self) -> str:
-        """'stop', 'keep' or 'cancel' (tests replace this; it is the only modal question)."""
+        """'stop', 'keep' or 'cancel' (tests replace this)."""
         box = QMessageBox(self)
         box.setIcon(QMessageBox.Icon.Question)
         box.setWindowTitle("A run is in progress")

@@ -150,3 +150,25 @@ def test_probe_measures_saves_nothing_and_leaves_resume_alone(make_area, qtbot):
     assert area.notifications[-1][0] == "Probe finished" and not area.try_button.isVisible()
     assert not area.audit_button.isVisible()  # a probe saved nothing to audit
     assert area.start_button.isEnabled() and area.probe_button.isEnabled()
+
+
+def test_a_run_training_elsewhere_is_asked_about_before_a_second_starts(make_area, qtbot, studio_home):
+    """A queued or terminal run holds the GPU: Start asks first, and a No starts nothing."""
+    import json
+    import os
+
+    area = make_area()
+    area.config_model.update(FAST)
+    other = studio_home / "runs" / "20261202-140000-full"
+    other.mkdir(parents=True)
+    (other / "summary.json").write_text(json.dumps({"status": "running", "config": {"method": "full"}}))
+    (other / "worker.pid").write_text(str(os.getpid()))  # alive
+    asked = []
+    area._ask_start_beside = lambda name: asked.append(name) or False
+    assert not area.start_run() and asked == [other.name] and not area.run.is_active()
+    assert f"Not started: {other.name} is training on this machine" in area.banner.text()
+
+    area._ask_start_beside = lambda name: True
+    with qtbot.waitSignal(area.run.sig_started, timeout=RUN_TIMEOUT_MS):
+        assert area.start_run()
+    area.run.kill()

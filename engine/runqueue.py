@@ -1,0 +1,569 @@
+"""A queue of runs for the one GPU: line several up now, train them one after another.
+
+A single-GPU workstation trains one run at a time, and the runs worth comparing (a learning
+rate sweep, the same method on three datasets) are usually lined up before leaving for the
+night. ``finetune-studio queue add RUN.yaml [--grid KEY=V1,V2 ...] [--KEY VALUE ...]`` adds
+one run, or one per point of a grid; ``queue run`` trains them in order; the GUI's Queue does
+the same through these functions.
+
+- **What is queued is frozen.** Each entry's config is validated and written to
+  ``<data home>/queue/<id>.yaml`` when it is added, so editing the original file or the Train
+  form afterwards changes nothing that was queued. Every entry trains in a run folder of its
+  own (its ``output_dir`` is cleared), so grid points never write over each other.
+- **One runner.** ``queue run`` holds ``queue/runner.lock`` (an OS file lock, let go if the
+  process dies) while it drains the queue; a second runner is refused. Each entry trains in
+  its own worker process, the one the GUI starts, so the Train area can re-attach to it and
+  plot it, and the worker is detached: if the runner dies, the run goes on, and the next
+  runner waits for it before starting another.
+- **One run's failure does not stop the queue.** Its entry is marked failed, with the error,
+  and the next one starts. A stop (``queue stop``, Ctrl-C, the GUI) ends the queue after the
+  current run, or with ``--now`` stops the current run too, with a checkpoint; what is left
+  stays pending.
+
+State is ``queue/queue.json``, rewritten atomically under ``queue/queue.json.lock``, so the
+GUI and a terminal can both change it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, ConfigErrors, StudioError
+from engine.files import atomic_write_text
+
+PENDING, RUNNING = "pending", "running"
+# How a queued run ended; "interrupted": its worker died without finishing (resumable).
+ENDED = ("completed", "stopped", "failed", "interrupted")
+
+
+@dataclass
+class Entry:
+    """One queued run."""
+
+    id: str
+    name: str  # the run_name it trains under
+    config: str  # the frozen config file
+    changes: dict[str, Any] = field(default_factory=dict)  # what differs from the config it came from
+    source: str = ""  # the config file it came from ("" from the GUI's form)
+    added: float = 0.0
+    state: str = PENDING
+    run_dir: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    message: str = ""  # how it ended, in words (the error of a failed run)
+
+    def describe(self) -> str:
+        """The entry on one line: its name and what the grid changed."""
+        changes = ", ".join(f"{k}={_short(v)}" for k, v in self.changes.items())
+        return f"{self.name} ({changes})" if changes else self.name
+
+
+def queue_dir() -> Path:
+    from engine.paths import data_home
+
+    return data_home() / "queue"
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """``["learning_rate=1e-4,3e-4", "lora_r=8,16"]`` -> ``{"learning_rate": [1e-4, 3e-4], ...}``.
+
+    Raises:
+        ConfigErrors: a malformed item, an unknown key (with the closest one) or a repeated key.
+    """
+    import difflib
+
+    from engine.config import RunConfig, parse_override
+
+    names = RunConfig.field_names()
+    grid: dict[str, list[Any]] = {}
+    errors: list[ConfigError] = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key or not values.strip():
+            errors.append(ConfigError(f"--grid {item!r}: write KEY=V1,V2 (e.g. learning_rate=1e-4,3e-4)",
+                                      key="grid"))
+            continue
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            errors.append(ConfigError(f"--grid: unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close
+                                                                          else ""), key=key))
+            continue
+        if key in grid:
+            errors.append(ConfigError(f"--grid: '{key}' is given twice; list all its values in one --grid",
+                                      key=key))
+            continue
+        grid[key] = [parse_override(key, v.strip()) for v in values.split(",") if v.strip()]
+    if errors:
+        raise ConfigErrors(errors)
+    return grid
+
+
+class RunQueue:
+    """The queue in ``root`` (default: :func:`queue_dir`)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else queue_dir()
+
+    # ---- Reading
+    def entries(self) -> list[Entry]:
+        return [Entry(**e) for e in self._read().get("entries", [])]
+
+    def pending(self) -> list[Entry]:
+        return [e for e in self.entries() if e.state == PENDING]
+
+    def current(self) -> Entry | None:
+        """The entry training now (or left running by a runner that died)."""
+        return next((e for e in self.entries() if e.state == RUNNING), None)
+
+    def runner_pid(self) -> int | None:
+        """The process draining the queue, if one is."""
+        from engine.runs import pid_alive
+
+        pid = self._read().get("runner_pid")
+        return pid if isinstance(pid, int) and pid_alive(pid) else None
+
+    def stop_requested(self) -> bool:
+        return bool(self._read().get("stop"))
+
+    # ---- Changing
+    def add(self, cfg: Any, *, changes: dict[str, Any] | None = None, source: str = "",
+            grid: dict[str, list[Any]] | None = None) -> list[Entry]:
+        """Queue ``cfg`` (a RunConfig), or one run per point of ``grid`` over it.
+
+        Every point is validated before any is queued: a grid with one impossible point
+        queues nothing, and the error names the point.
+
+        Raises:
+            ConfigErrors: a point is not a valid config.
+        """
+        points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())] \
+            if grid else [{}]
+        configs = []
+        for point in points:
+            # A grid point's name says what it changes: "medical-lr3e-4-r16", "ia3-lr1e-3".
+            parts = [cfg.run_name] if cfg.run_name else []
+            if "method" in point or not parts:
+                parts.append(str(point.get("method", cfg.method)))
+            parts += [f"{_slug(k)}{_short(v)}" for k, v in point.items() if k not in ("method", "run_name")]
+            name = str(point["run_name"]) if "run_name" in point else "-".join(parts)
+            try:
+                configs.append((cfg.replace(**{**point, "output_dir": "", "run_name": name}), point))
+            except ConfigErrors as e:
+                where = ", ".join(f"{k}={_short(v)}" for k, v in point.items())
+                raise ConfigErrors([ConfigError(f"grid point {where}: {x.message}", key=x.key, fix=x.fix,
+                                                hint=x.hint) for x in e.errors]) from None
+        self.root.mkdir(parents=True, exist_ok=True)
+        added = []
+        with self._locked() as state:
+            for point_cfg, point in configs:
+                state["added"] = state.get("added", 0) + 1
+                entry_id = time.strftime("%Y%m%d-%H%M%S") + f"-{state['added']:03d}"
+                path = self.root / f"{entry_id}.yaml"
+                point_cfg.save(path)
+                entry = Entry(id=entry_id, name=point_cfg.run_name, config=str(path),
+                              changes={**(changes or {}), **{k: getattr(point_cfg, k) for k in point}},
+                              source=source, added=time.time())
+                state["entries"].append(asdict(entry))
+                added.append(entry)
+        return added
+
+    def remove(self, ids: list[str]) -> list[Entry]:
+        """Take entries out of the queue (not the one training: stop it first).
+
+        Raises:
+            StudioError: an id that is not in the queue, or the entry training now.
+        """
+        with self._locked() as state:
+            by_id = {e["id"]: e for e in state["entries"]}
+            for i in ids:
+                if i not in by_id:
+                    raise StudioError(f"no queued run '{i}'", hint="finetune-studio queue list shows the ids")
+                if by_id[i]["state"] == RUNNING:
+                    raise StudioError(f"'{i}' is training now; stop it first",
+                                      hint="finetune-studio queue stop --now")
+            gone = [Entry(**by_id[i]) for i in ids]
+            state["entries"] = [e for e in state["entries"] if e["id"] not in set(ids)]
+        for e in gone:
+            Path(e.config).unlink(missing_ok=True)
+        return gone
+
+    def clear_ended(self) -> int:
+        """Forget the entries that have finished (their run folders stay in the history)."""
+        ended = [e.id for e in self.entries() if e.state in ENDED]
+        return len(self.remove(ended)) if ended else 0
+
+    def move(self, entry_id: str, delta: int) -> None:
+        """Move a pending entry ``delta`` places among the entries (negative: sooner)."""
+        with self._locked() as state:
+            items = state["entries"]
+            i = next((k for k, e in enumerate(items) if e["id"] == entry_id), None)
+            if i is None:
+                raise StudioError(f"no queued run '{entry_id}'")
+            j = max(0, min(len(items) - 1, i + delta))
+            items.insert(j, items.pop(i))
+
+    def request_stop(self, now: bool = False) -> Entry | None:
+        """Ask the runner to start nothing more; ``now``: also stop the current run (after its
+        current step, with a checkpoint). Returns the entry training now, if any."""
+        if self.runner_pid() is None:
+            return None  # nothing drains the queue: nothing to stop, and the next runner starts
+        with self._locked() as state:
+            state["stop"] = True
+        current = self.current()
+        if now and current is not None and current.run_dir:
+            from engine.client import WorkerClient
+
+            WorkerClient.attach(current.run_dir).stop()
+        return current
+
+    # ---- Running
+    def start_runner(self) -> int:
+        """Start ``finetune-studio queue run`` as a process of its own (the GUI's Start), so
+        the queue goes on if the window closes. Its output goes to ``queue/runner.log``.
+        Returns its pid."""
+        import subprocess
+        import threading
+
+        if self.root != queue_dir():
+            raise StudioError("start_runner drains the default queue only")
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        root = str(Path(__file__).resolve().parent.parent)  # importable from a checkout too
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        kwargs: dict[str, Any] = {"start_new_session": True} if os.name == "posix" else {
+            "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+        with open(self.root / "runner.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "engine", "queue", "run"], stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, env=env, **kwargs)
+        # Reaped when it ends, so its pid doesn't linger as a zombie that looks alive.
+        threading.Thread(target=proc.wait, daemon=True, name=f"queue-runner-{proc.pid}").start()
+        return proc.pid
+
+    def run(self, on_event: Callable[[Entry, Any], None] | None = None,
+            on_entry: Callable[[Entry], None] | None = None,
+            stop_now: Callable[[], bool] | None = None,
+            on_wait: Callable[[Any], None] | None = None, wait_poll_s: float = 2.0) -> list[Entry]:
+        """Train the pending entries one after another until none is left or a stop is asked.
+
+        Args:
+            on_event: called with (entry, worker Event) for each event of each run.
+            on_entry: called with an entry when it starts and again when it ended.
+            stop_now: polled between events; once True the current run is stopped (with a
+                checkpoint) and nothing more starts (Ctrl-C in ``queue run``).
+            on_wait: called with the RunInfo of a run trained outside the queue (started in
+                the Train area, or by ``train``) that the next entry waits for: one GPU, one
+                run at a time.
+
+        Returns:
+            The entries this call trained, as they ended.
+
+        Raises:
+            StudioError: another runner is draining this queue.
+        """
+        from filelock import FileLock, Timeout
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / "runner.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            pid = self.runner_pid()
+            raise StudioError("the queue is already being trained" + (f" by process {pid}" if pid else ""),
+                              hint="One GPU trains one run at a time; 'finetune-studio queue stop' ends "
+                                   "that runner after its current run.") from None
+        done: list[Entry] = []
+        try:
+            with self._locked() as state:
+                state["runner_pid"] = os.getpid()
+                state["stop"] = False
+            while True:
+                entry = self.current() or (None if self.stop_requested() else next(iter(self.pending()), None))
+                if entry is None:
+                    break
+                if entry.state == PENDING and not self._wait_for_gpu(on_wait, stop_now, wait_poll_s):
+                    break
+                ended = self._train(entry, on_event, on_entry, stop_now)
+                done.append(ended)
+                if stop_now is not None and stop_now():
+                    break
+        finally:
+            with self._locked() as state:
+                state["runner_pid"] = None
+                state["stop"] = False
+            lock.release()
+        return done
+
+    # ---- Internals
+    def _wait_for_gpu(self, on_wait: Callable[[Any], None] | None, stop_now: Callable[[], bool] | None,
+                      poll_s: float = 2.0) -> bool:
+        """Wait while a run outside the queue trains; False if a stop came meanwhile."""
+        from engine.runs import list_runs
+
+        told: set[str] = set()
+        while True:
+            busy = [r for r in list_runs() if r.status == "running"]
+            if not busy:
+                return True
+            if str(busy[0].path) not in told:
+                told.add(str(busy[0].path))
+                if on_wait:
+                    on_wait(busy[0])
+            if self.stop_requested() or (stop_now is not None and stop_now()):
+                return False
+            time.sleep(poll_s)
+
+    def _train(self, entry: Entry, on_event: Callable[[Entry, Any], None] | None,
+               on_entry: Callable[[Entry], None] | None, stop_now: Callable[[], bool] | None) -> Entry:
+        from engine.client import WorkerClient
+        from engine.config import RunConfig
+        from engine.runs import pid_alive
+
+        if entry.state == RUNNING and entry.run_dir:  # left by a runner that died: follow its worker
+            client = WorkerClient.attach(entry.run_dir)
+            pid = client.pid
+            if pid is None or not pid_alive(pid):
+                return self._finish(entry, on_entry)
+        else:
+            try:
+                cfg = RunConfig.load(entry.config)
+                client = WorkerClient.start(cfg)
+            except (StudioError, OSError) as e:
+                entry = self._update(entry.id, state="failed", ended=time.time(), started=time.time(),
+                                     message=f"failed: could not start: {e}")
+                if on_entry:
+                    on_entry(entry)
+                return entry
+            entry = self._update(entry.id, state=RUNNING, run_dir=str(client.output_dir), started=time.time())
+        if on_entry:
+            on_entry(entry)
+        stopping = False
+        error = None
+        for event in client.events(should_stop=lambda: False):
+            if on_event:
+                on_event(entry, event)
+            if event.type == "error":
+                error = event.get("message")
+            if not stopping and stop_now is not None and stop_now():
+                client.stop()
+                stopping = True
+        try:
+            client.wait(timeout=60)
+        except Exception:  # noqa: BLE001 - a worker that outlives its finished event is reaped later
+            pass
+        return self._finish(entry, on_entry, error)
+
+    def _finish(self, entry: Entry, on_entry: Callable[[Entry], None] | None, error_text: str | None = None
+                ) -> Entry:
+        from engine.runs import read_summary, run_info
+
+        run_dir = Path(entry.run_dir or "")
+        info = run_info(run_dir) if (run_dir / "summary.json").exists() else None
+        status = info.status if info is not None else "failed"
+        if status not in ENDED:
+            status = "interrupted"
+        summary = read_summary(run_dir) if info is not None else {}
+        error = summary.get("error") or {}
+        if status == "failed":
+            message = "failed: " + (error.get("message") or error_text or "the worker ended before training")
+        elif status == "completed":
+            loss = info.final_loss_mean if info is not None else None
+            message = f"completed at step {info.steps}" + (f", final loss {loss:.4f}" if loss is not None else "")
+        elif status == "stopped":
+            message = f"stopped at step {info.steps}, with a checkpoint"
+        else:
+            message = ("interrupted: its worker ended without finishing; continue it with "
+                       f"finetune-studio train {run_dir / 'run.yaml'} --resume")
+        entry = self._update(entry.id, state=status, ended=time.time(), message=message)
+        if on_entry:
+            on_entry(entry)
+        return entry
+
+    def _update(self, entry_id: str, **changes: Any) -> Entry:
+        with self._locked() as state:
+            for e in state["entries"]:
+                if e["id"] == entry_id:
+                    e.update(changes)
+                    return Entry(**e)
+        raise StudioError(f"queued run '{entry_id}' was removed while it trained")
+
+    def _read(self) -> dict[str, Any]:
+        path = self.root / "queue.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"entries": []}
+        except (OSError, json.JSONDecodeError) as e:
+            raise StudioError(f"{path}: can't read the queue: {e}",
+                              hint="Move the file away to start an empty queue.") from None
+        data.setdefault("entries", [])
+        return data
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """The queue's state for a read-modify-write; written back atomically on exit."""
+        from filelock import FileLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / "queue.json.lock"), timeout=30):
+            state = self._read()
+            yield state
+            atomic_write_text(self.root / "queue.json", json.dumps(state, indent=1, ensure_ascii=False))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "+".join(str(v) for v in value)
+    return str(value)
+
+
+_SLUGS = {"learning_rate": "lr", "lora_r": "r", "lora_alpha": "alpha", "batch_size": "bs", "seq_len": "len",
+          "num_epochs": "ep", "max_steps": "steps", "gradient_accumulation_steps": "acc"}
+
+
+def _slug(key: str) -> str:
+    return _SLUGS.get(key, key)
+
+
+# ---- CLI
+
+
+def format_queue(entries: list[Entry], runner: int | None) -> str:
+    if not entries:
+        return "The queue is empty. Add a run: finetune-studio queue add RUN.yaml [--grid KEY=V1,V2]"
+    lines = [f"{'id':<19}  {'state':<11}  run"]
+    for e in entries:
+        lines.append(f"{e.id:<19}  {e.state:<11}  {e.describe()}")
+        if e.message:
+            lines.append(f"{'':<19}  {'':<11}  {e.message}")
+        if e.run_dir and e.state != PENDING:
+            lines.append(f"{'':<19}  {'':<11}  {e.run_dir}")
+    pending = sum(1 for e in entries if e.state == PENDING)
+    lines.append("")
+    lines.append(f"{pending} pending; " + (f"being trained by process {runner}" if runner
+                                           else "not running (finetune-studio queue run)"))
+    return "\n".join(lines)
+
+
+def cli_add(args: Any) -> int:
+    """``finetune-studio queue add RUN.yaml [--grid KEY=V1,V2 ...] [--KEY VALUE ...] [--json]``."""
+    from engine.config import RunConfig
+
+    q = RunQueue()
+    cfg = RunConfig.load(args.config, args.overrides)
+    grid = parse_grid(args.grid or [])
+    added = q.add(cfg, changes=dict(args.overrides), source=str(Path(args.config).resolve()), grid=grid)
+    if args.json:
+        print(json.dumps([asdict(e) for e in added], indent=1, ensure_ascii=False))
+    else:
+        for e in added:
+            print(f"queued {e.id}  {e.describe()}")
+        print(f"{len(q.pending())} run(s) pending; train them with: finetune-studio queue run")
+    return 0
+
+
+def cli_list(args: Any) -> int:
+    """``finetune-studio queue list [--json]``."""
+    q = RunQueue()
+    entries, runner = q.entries(), q.runner_pid()
+    if args.json:
+        print(json.dumps({"runner_pid": runner, "entries": [asdict(e) for e in entries]}, indent=1,
+                         ensure_ascii=False))
+    else:
+        print(format_queue(entries, runner))
+    return 0
+
+
+def cli_remove(args: Any) -> int:
+    """``finetune-studio queue remove ID... | --ended``."""
+    q = RunQueue()
+    if args.ended:
+        print(f"forgot {q.clear_ended()} ended run(s); their folders stay in the run history")
+        return 0
+    if not args.ids:
+        raise StudioError("name the queued runs to remove (their ids), or give --ended",
+                          hint="finetune-studio queue list shows the ids")
+    for e in q.remove(args.ids):
+        print(f"removed {e.id}  {e.describe()}")
+    return 0
+
+
+def cli_stop(args: Any) -> int:
+    """``finetune-studio queue stop [--now]``."""
+    q = RunQueue()
+    current = q.request_stop(now=args.now)
+    if q.runner_pid() is None and current is None:
+        print("the queue is not being trained: nothing to stop")
+    elif current is None:
+        print("the queue will not start another run")
+    else:
+        print(f"{'stopping' if args.now else 'the queue ends after'} {current.describe()}"
+              + (" after its current step, with a checkpoint" if args.now else ""))
+    return 0
+
+
+def cli_run(args: Any) -> int:
+    """``finetune-studio queue run [--json]``."""
+    return _cli_run(RunQueue(), args.json)
+
+
+def _cli_run(q: RunQueue, as_json: bool) -> int:
+    import signal
+    import threading
+
+    from engine.train import print_event
+
+    asked = threading.Event()
+
+    def handler(signum, frame):
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+        print("\nstopping the current run after this step, with a checkpoint; the rest stay queued "
+              "(Ctrl-C again to leave it running on its own)", file=sys.stderr)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def on_entry(e: Entry) -> None:
+        if as_json:
+            print(json.dumps({"event": "queue", **asdict(e)}, ensure_ascii=False), flush=True)
+        elif e.state == RUNNING:
+            print(f"== {e.id}  {e.describe()}", flush=True)
+        else:
+            print(f"== {e.id}  {e.message}", flush=True)
+
+    def on_event(e: Entry, event: Any) -> None:
+        if as_json:
+            print(event.to_json(), flush=True)
+        else:
+            print_event(event.type, event.data, sys.stderr if event.type in ("error", "warning") else sys.stdout)
+
+    def on_wait(run: Any) -> None:
+        print(f"waiting for {run.name} to finish (one GPU, one run at a time)", file=sys.stderr, flush=True)
+
+    if not q.pending() and q.current() is None:
+        print("nothing is queued: finetune-studio queue add RUN.yaml", file=sys.stderr)
+        return 0
+    done = q.run(on_event=on_event, on_entry=on_entry, stop_now=asked.is_set, on_wait=on_wait)
+    left = len(q.pending())
+    if not as_json:
+        counts = {s: sum(1 for e in done if e.state == s) for s in ENDED}
+        print(f"queue: {len(done)} run(s) trained (" + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+              + f"); {left} still pending")
+        compared = [Path(e.run_dir).name for e in done if e.run_dir and e.state in ("completed", "stopped")]
+        if len(compared) > 1:
+            print("compare them: finetune-studio runs compare " + " ".join(compared))
+    return 0 if all(e.state in ("completed", "stopped") for e in done) else 1

@@ -1,0 +1,186 @@
+"""The run queue: frozen configs, grid sweeps, one runner, failures don't stop it, stops keep the rest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from engine.config import RunConfig
+from engine.errors import ConfigErrors, StudioError
+from engine.runqueue import RunQueue, parse_grid
+from tests.engine.test_train import make_cfg
+
+
+def test_a_grid_queues_every_combination_with_names_that_say_what_changed(tmp_path, small_dataset):
+    cfg = make_cfg(Path("demo"), small_dataset, tmp_path / "out", run_name="medical")
+    q = RunQueue(tmp_path / "queue")
+    added = q.add(cfg, grid=parse_grid(["learning_rate=1e-4,3e-4", "lora_r=8,16"]))
+    assert [e.name for e in added] == ["medical-lr1e-4-r8", "medical-lr1e-4-r16", "medical-lr3e-4-r8",
+                                       "medical-lr3e-4-r16"]
+    frozen = [RunConfig.load(e.config) for e in added]
+    assert [(c.learning_rate, c.lora_r) for c in frozen] == [(1e-4, 8), (1e-4, 16), (3e-4, 8), (3e-4, 16)]
+    assert all(c.output_dir == "" for c in frozen)  # each trains in a run folder of its own
+    assert added[3].changes == {"learning_rate": 3e-4, "lora_r": 16}
+    assert len({e.id for e in added}) == 4 and [e.state for e in q.entries()] == ["pending"] * 4
+
+    # Methods in a grid lead the name when there is no run_name.
+    named = q.add(cfg.replace(run_name=""), grid=parse_grid(["method=lora,ia3"]))
+    assert [e.name for e in named] == ["lora", "ia3"]
+
+
+def test_bad_grids_are_refused_with_the_key_and_nothing_is_queued(tmp_path, small_dataset):
+    with pytest.raises(ConfigErrors) as e:
+        parse_grid(["lora_rr=8,16", "learning_rate", "seq_len=64", "seq_len=128"])
+    messages = [x.message for x in e.value.errors]
+    assert "did you mean 'lora_r'?" in messages[0] and "write KEY=V1,V2" in messages[1]
+    assert "'seq_len' is given twice" in messages[2]
+
+    q = RunQueue(tmp_path / "queue")
+    cfg = make_cfg(Path("demo"), small_dataset, tmp_path / "out")
+    with pytest.raises(ConfigErrors) as e:
+        q.add(cfg, grid=parse_grid(["lora_r=8,lots"]))
+    assert e.value.errors[0].message.startswith("grid point lora_r=lots: ") and e.value.errors[0].key == "lora_r"
+    assert q.entries() == []  # the valid point was not queued either
+
+
+def test_what_is_queued_is_frozen_and_removal_keeps_ids_unique(tmp_path, small_dataset):
+    source = tmp_path / "run.yaml"
+    make_cfg(Path("demo"), small_dataset, tmp_path / "out", max_steps=3).save(source)
+    q = RunQueue(tmp_path / "queue")
+    first, second = q.add(RunConfig.load(source)), q.add(RunConfig.load(source))
+    make_cfg(Path("demo"), small_dataset, tmp_path / "out", max_steps=99).save(source)  # edited afterwards
+    assert RunConfig.load(first[0].config).max_steps == 3
+    q.remove([first[0].id])
+    assert not Path(first[0].config).exists()
+    third = q.add(RunConfig.load(source))
+    assert third[0].id != second[0].id and [e.id for e in q.entries()] == [second[0].id, third[0].id]
+    q.move(third[0].id, -1)
+    assert [e.id for e in q.entries()] == [third[0].id, second[0].id]
+    with pytest.raises(StudioError, match="no queued run 'nope'"):
+        q.remove(["nope"])
+
+
+def test_the_queue_trains_in_order_and_a_failure_does_not_stop_it(tmp_path, tiny_model_dir, small_dataset,
+                                                                   studio_home, capsys):
+    from engine.cli import main
+
+    doomed = tmp_path / "doomed.jsonl"
+    doomed.write_bytes(small_dataset.read_bytes())
+    q = RunQueue()
+    q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=2, run_name="one"))
+    q.add(make_cfg(tiny_model_dir, doomed, "", max_steps=2, run_name="two"))
+    q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=2, run_name="three"))
+    doomed.unlink()  # gone by the time it trains
+
+    assert main(["queue", "run"]) == 1  # one run failed
+    out = capsys.readouterr().out
+    entries = q.entries()
+    assert [e.state for e in entries] == ["completed", "failed", "completed"]
+    assert "doomed.jsonl" in entries[1].message and entries[1].message.startswith("failed: ")
+    assert entries[0].message == "completed at step 2, final loss " + entries[0].message.rsplit(" ", 1)[1]
+    for e in (entries[0], entries[2]):
+        assert (Path(e.run_dir) / "final" / "adapter_config.json").exists()
+        assert Path(e.run_dir).parent == studio_home / "runs"
+    assert out.index("== " + entries[0].id) < out.index("== " + entries[1].id) < out.index("== " + entries[2].id)
+    assert "queue: 3 run(s) trained (2 completed, 1 failed); 0 still pending" in out
+    assert "compare them: finetune-studio runs compare " in out
+    assert q.runner_pid() is None
+
+    assert main(["queue", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["state"] for e in listed["entries"]] == ["completed", "failed", "completed"]
+    assert main(["queue", "remove", "--ended"]) == 0 and q.entries() == []
+
+
+def test_one_runner_at_a_time(tmp_path, small_dataset):
+    q = RunQueue(tmp_path / "queue")
+    q.add(make_cfg(Path("demo"), small_dataset, ""))
+    (tmp_path / "queue").mkdir(exist_ok=True)
+    # Another process holds the runner lock (a lock held in this process would be re-entered).
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+                               f"l = FileLock({str(tmp_path / 'queue' / 'runner.lock')!r}); l.acquire(); "
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StudioError, match="already being trained"):
+            q.run()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert FileLock(str(tmp_path / "queue" / "runner.lock")).acquire(timeout=5)  # let go when its holder died
+
+
+def test_stop_now_stops_the_current_run_with_a_checkpoint_and_keeps_the_rest(tmp_path, tiny_model_dir,
+                                                                             small_dataset):
+    q = RunQueue(tmp_path / "queue")
+    q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=400, save_steps=0, eval_split=0.0))
+    q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=2))
+    steps = []
+
+    def on_event(entry, event):
+        if event.type == "step":
+            steps.append(event["step"])
+
+    done = q.run(on_event=on_event, stop_now=lambda: len(steps) >= 3)
+    assert [e.state for e in done] == ["stopped"] and done[0].message.startswith("stopped at step")
+    assert list(Path(done[0].run_dir).glob("checkpoint-*"))  # stopped with a checkpoint
+    assert [e.state for e in q.entries()] == ["stopped", "pending"]
+
+
+def test_a_stop_request_ends_the_queue_after_the_current_run(tmp_path, tiny_model_dir, small_dataset):
+    q = RunQueue(tmp_path / "queue")
+    assert q.request_stop() is None and not q.stop_requested()  # no runner: nothing to stop
+    q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=2))
+    q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=2))
+    asked = []
+
+    def on_entry(entry):
+        if entry.state == "running" and not asked:
+            asked.append(q.request_stop())  # as `queue stop` from another terminal would
+
+    done = q.run(on_entry=on_entry)
+    assert asked[0].id == done[0].id  # it named the run training then
+    assert [e.state for e in done] == ["completed"] and [e.state for e in q.entries()] == ["completed", "pending"]
+    assert not q.stop_requested()  # cleared: the next runner starts the rest
+
+
+def test_a_runner_that_died_leaves_its_run_to_the_next_one(tmp_path, small_dataset, studio_home):
+    """The entry it was training is marked from the run's own summary, then the queue goes on."""
+    q = RunQueue(tmp_path / "queue")
+    [entry] = q.add(make_cfg(Path("demo"), small_dataset, ""))
+    run_dir = studio_home / "runs" / "20261202-120000-lora"
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({"status": "running", "config": {"method": "lora"}}))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run_dir / "worker.pid").write_text(str(dead.pid))
+    q._update(entry.id, state="running", run_dir=str(run_dir))  # as the dead runner left it
+
+    done = q.run()
+    assert [e.state for e in done] == ["interrupted"]
+    assert f"train {run_dir / 'run.yaml'} --resume" in done[0].message
+
+
+def test_the_next_run_waits_for_a_run_trained_outside_the_queue(tmp_path, small_dataset, studio_home):
+    import os
+    import threading
+
+    q = RunQueue(tmp_path / "queue")
+    q.add(make_cfg(Path("demo"), small_dataset, ""))
+    busy = studio_home / "runs" / "20261202-130000-full"
+    busy.mkdir(parents=True)
+    (busy / "summary.json").write_text(json.dumps({"status": "running", "config": {"method": "full"}}))
+    (busy / "worker.pid").write_text(str(os.getpid()))  # alive: this very process
+    waited = []
+
+    def on_wait(run):
+        waited.append(run.name)
+        threading.Timer(0.3, q.request_stop).start()  # a stop while waiting ends the wait
+
+    assert q.run(on_wait=on_wait, wait_poll_s=0.05) == []
+    assert waited == [busy.name] and [e.state for e in q.entries()] == ["pending"]

@@ -1,0 +1,65 @@
+"""The queue from the GUI: the Train area queues a sweep, the Runs area's Queue starts a real
+runner process, and the Train area follows each run it trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+
+from engine.precision import Environment
+from engine.runqueue import RunQueue
+
+
+def test_queue_a_sweep_start_it_and_follow_its_runs(qtbot, monkeypatch, studio_home):
+    from gui.main_window import MainWindow
+    from gui.train import area as area_module
+
+    monkeypatch.setattr(area_module, "detect_environment_isolated", Environment.cpu_only)
+    win = MainWindow(load_demo=True, restore_geometry=False)
+    qtbot.addWidget(win)
+    win.show()
+    train, runs = win.areas["train"], win.areas["runs"]
+    panel = runs.queue_panel
+    qtbot.waitUntil(lambda: train.env is not None, timeout=10_000)
+    train.config_model.update({"max_steps": 3, "save_steps": 0, "eval_steps": 0, "logging_steps": 1,
+                               "run_name": "sweep"})
+    assert not panel.table.isVisibleTo(panel) and panel.empty.isVisibleTo(panel)
+    assert not panel.start_button.isEnabled()
+
+    # A bad sweep queues nothing and says which point is wrong.
+    assert train.queue_run("lora_r=4,lots") == 0
+    assert "Not queued: grid point lora_r=lots" in train.banner.text() and RunQueue().entries() == []
+
+    assert train.queue_run("lora_r=4,8") == 2
+    assert "Queued sweep-r4, sweep-r8 (2 pending; start it in Runs › Queue)" in train.progress_label.text()
+    assert [e.name for e in panel.model.entries] == ["sweep-r4", "sweep-r8"]  # reloaded at once
+    assert runs.bottom_tabs.tabText(runs.bottom_tabs.indexOf(panel)) == "Queue (2)"
+    panel.table.selectRow(1)
+    qtbot.mouseClick(panel.up_button, Qt.MouseButton.LeftButton)
+    assert [e.name for e in panel.model.entries] == ["sweep-r8", "sweep-r4"]
+
+    # Start: a runner process of its own trains both; the Train area follows each.
+    followed: set[str] = set()
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert not panel.start_button.isEnabled() and "Started the queue" in panel.status.text()
+
+    def all_ended() -> bool:
+        if train.run_dir:
+            followed.add(train.run_dir)
+        panel.reload()
+        return [e.state for e in panel.model.entries] == ["completed", "completed"] and panel._runner is None
+
+    qtbot.waitUntil(all_ended, timeout=180_000)
+    entries = panel.model.entries
+    assert {e.run_dir for e in entries} <= followed | {entries[0].run_dir}  # the first may end before a tick
+    assert train.run_dir == entries[1].run_dir and not train.run.is_active()
+    assert all((Path(e.run_dir) / "final" / "adapter_config.json").exists() for e in entries)
+    assert {str(r.path) for r in runs.model.runs} >= {e.run_dir for e in entries}  # in the history
+    assert runs.bottom_tabs.tabText(runs.bottom_tabs.indexOf(panel)) == "Queue"
+    log = (studio_home / "queue" / "runner.log").read_text()
+    assert "queue: 2 run(s) trained (2 completed); 0 still pending" in log
+
+    panel.table.selectAll()
+    qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
+    assert panel.model.entries == [] and panel.empty.isVisibleTo(panel)
