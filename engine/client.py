@@ -91,6 +91,10 @@ class WorkerClient:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=open(log_path, "ab"), env=child_env, text=True, encoding="utf-8",
                                 bufsize=1, **kwargs)
+        # The worker writes its pid once its setup is done (model and data loaded); written now,
+        # a client that attaches meanwhile (the GUI following a queued run) sees it running
+        # instead of a run that died before it began. The worker removes it when it ends.
+        (out / "worker.pid").write_text(str(proc.pid))
         return cls(proc, out, log_path)
 
     @classmethod

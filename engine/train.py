@@ -899,10 +899,8 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
         result["output_dir"] = str(prep.output_dir)
         if is_main:
             result = write_summary(prep.output_dir, **result)
-            try:
-                (prep.output_dir / "worker.pid").unlink()
-            except OSError:
-                pass
+    if is_main:
+        _drop_pid_file(prep.output_dir if prep is not None else cfg.output_dir)
     writer.emit(ev.FINISHED, **{k: v for k, v in result.items() if k != "config"})
     if writer.mirror:
         writer.mirror.close()
@@ -1186,6 +1184,20 @@ class _ConsoleWriter(EventWriter):
             # its events still go to events.jsonl.
             write_nowhere(out)
         return e
+
+
+def _drop_pid_file(output_dir: str | Path | None) -> None:
+    """Remove the run folder's ``worker.pid`` if it names this process (the client writes it
+    when it starts the worker, so a run can be followed before setup is done; a setup that
+    fails must not leave it behind)."""
+    if not output_dir:
+        return
+    path = Path(output_dir) / "worker.pid"
+    try:
+        if int(path.read_text()) == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def print_event(kind: str, data: dict[str, Any], out: Any) -> None:

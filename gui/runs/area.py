@@ -423,8 +423,8 @@ class RunsArea(QWidget):
             info = self.model.runs[self.proxy.mapToSource(self.proxy.index(row, 0)).row()]
             if str(info.path) in keep:
                 sel.select(self.proxy.index(row, 0), sel.SelectionFlag.Select | sel.SelectionFlag.Rows)
-        if any(r.status == "running" for r in runs):
-            self._live.start()
+        if any(r.status == "running" for r in runs) or self.queue_panel.is_running():
+            self._live.start()  # a queued run shows up once its worker has written its summary
         else:
             self._live.stop()
         self._on_selection()

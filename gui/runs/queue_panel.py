@@ -203,6 +203,10 @@ class QueuePanel(QWidget):
         self.sig_changed.emit(sum(1 for e in entries if e.state == PENDING))
         return True
 
+    def is_running(self) -> bool:
+        """A queue runner is training (as of the last reload)."""
+        return self._runner is not None
+
     def selected(self) -> list[Entry]:
         rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
         return [self.model.entries[r] for r in rows if r < len(self.model.entries)]

@@ -156,6 +156,7 @@ class TrainArea(QWidget):
         self.estimate: Any = None
         self.run_dir: str | None = None      # the run being watched, or the last one
         self._probing = False                # the run being watched is a probe (engine/probe.py)
+        self._following = False              # the run being watched was started by the queue
         self._promote: Any = None            # the `runs promote` child of "Use the best checkpoint"
         self._before_probe: str | None = None  # run_dir before the probe: Resume still means that run
         self.last_finished: dict | None = None
@@ -287,6 +288,7 @@ class TrainArea(QWidget):
             self._before_probe = self.run_dir if probe else None
             self.run_dir = None if probe else cfg.output_dir or None
         self._probing = probe
+        self._following = False
         self.advisor.reset(cfg.learning_rate)
         self.advisor_panel.clear()
         self.last_finished = None
@@ -347,6 +349,7 @@ class TrainArea(QWidget):
         self.try_button.hide()
         self.audit_button.hide()
         self._probing = False
+        self._following = True
         self._started_at = time.time()
         self.run.attach(path)
         self.log.append(f"following {path.name} from the queue (the form keeps your config; the run's own is "
@@ -417,6 +420,7 @@ class TrainArea(QWidget):
         self.plots.clear()
         self.advisor_panel.clear()
         self._started_at = r.started or time.time()
+        self._following = False
         self.run.attach(r.path)
         self.log.append(f"re-attached to the running run {r.path}")
         if len(live) > 1:
@@ -861,8 +865,9 @@ class TrainArea(QWidget):
         eta = last.get("eta_s")
         eta_text = f"ETA {_duration(eta)}" if eta is not None else "ETA –"
         stopping = " · stopping after this step…" if self.run.stop_requested else ""
+        following = f"{Path(self.run_dir).name} (queued) · " if self._following and self.run_dir else ""
         self.progress_label.setText(
-            f"Step {last.get('step')} of {self._max_steps} · epoch {last.get('epoch', 0):.2f} · {eta_text} · "
+            f"{following}Step {last.get('step')} of {self._max_steps} · epoch {last.get('epoch', 0):.2f} · {eta_text} · "
             f"loss {last.get('loss', 0):.4f} · {last.get('tokens_per_s', 0):,.0f} tokens/s{stopping}")
 
     def _on_eval(self, data: dict) -> None:

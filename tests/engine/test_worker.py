@@ -229,3 +229,22 @@ def test_a_probe_through_the_client_runs_in_its_own_folder(tiny_model_dir, small
     assert finished["status"] == "completed" and finished["step"] == 5
     assert finished["probe"]["full_steps"] == 300 and finished["probe"]["seconds_per_step"] > 0
     assert not any(p.name.startswith(("checkpoint-", "final")) for p in probe_dir.iterdir())
+
+
+def test_a_run_can_be_followed_the_moment_it_starts(tmp_path, tiny_model_dir, small_dataset):
+    """Attached before the worker has loaded anything (the GUI following a queued run), the
+    run reads as running and its events all arrive; a worker whose setup fails leaves no pid."""
+    client = WorkerClient.start(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2))
+    follower = WorkerClient.attach(tmp_path / "run")
+    assert follower.is_running()  # before the worker wrote anything itself
+    events = list(follower.events(poll_s=0.05))
+    assert [e.type for e in events if e.type in ("started", "finished")] == ["started", "finished"]
+    assert events[-1]["status"] == "completed"
+    client.wait(TIMEOUT_S)
+    assert not (tmp_path / "run" / "worker.pid").exists()
+
+    missing = tmp_path / "gone.jsonl"
+    failing = WorkerClient.start(make_cfg(tiny_model_dir, missing, tmp_path / "failed", max_steps=2))
+    finished = [e for e in failing.events() if e.type == "finished"]
+    failing.wait(TIMEOUT_S)
+    assert finished[0]["status"] == "failed" and not (tmp_path / "failed" / "worker.pid").exists()
