@@ -282,10 +282,12 @@ class RunQueue:
                               hint="One GPU trains one run at a time; 'finetune-studio queue stop' ends "
                                    "that runner after its current run.") from None
         done: list[Entry] = []
+        awake = None
         try:
             with self._locked() as state:
                 state["runner_pid"] = os.getpid()
                 state["stop"] = False
+            awake = self._keep_awake()
             while True:
                 entry = self.current() or (None if self.stop_requested() else next(iter(self.pending()), None))
                 if entry is None:
@@ -297,6 +299,8 @@ class RunQueue:
                 if stop_now is not None and stop_now():
                     break
         finally:
+            if awake is not None:
+                awake.release()
             with self._locked() as state:
                 state["runner_pid"] = None
                 state["stop"] = False
@@ -304,6 +308,24 @@ class RunQueue:
         return done
 
     # ---- Internals
+    def _keep_awake(self) -> Any:
+        """Each run keeps the computer awake while it trains (``keep_awake``); the runner holds
+        the same lock across the whole queue, so the machine can't suspend in the gap while the
+        next run loads its model. None when no queued run asks for it."""
+        from engine import keepawake
+        from engine.config import RunConfig
+
+        def wants(e: Entry) -> bool:
+            try:
+                return RunConfig.load(e.config).keep_awake
+            except StudioError:
+                return False
+
+        todo = [e for e in self.entries() if e.state in (PENDING, RUNNING)]
+        if not any(wants(e) for e in todo):
+            return None
+        return keepawake.keep_awake(f"training a queue of {len(todo)} run(s)")
+
     def _wait_for_gpu(self, on_wait: Callable[[Any], None] | None, stop_now: Callable[[], bool] | None,
                       poll_s: float = 2.0) -> bool:
         """Wait while a run outside the queue trains; False if a stop came meanwhile."""

@@ -184,3 +184,36 @@ def test_the_next_run_waits_for_a_run_trained_outside_the_queue(tmp_path, small_
 
     assert q.run(on_wait=on_wait, wait_poll_s=0.05) == []
     assert waited == [busy.name] and [e.state for e in q.entries()] == ["pending"]
+
+
+def test_the_runner_keeps_the_computer_awake_between_runs(tmp_path, small_dataset, studio_home, monkeypatch):
+    """The gap while the next run loads its model is covered by the runner's own lock."""
+    import os
+    import threading
+
+    from engine import keepawake
+
+    class Held:
+        def __init__(self, why):
+            self.why, self.released = why, False
+
+        def release(self):
+            self.released = True
+
+    held: list[Held] = []
+    monkeypatch.setattr(keepawake, "keep_awake", lambda why, **kw: held.append(Held(why)) or held[-1])
+    q = RunQueue(tmp_path / "queue")
+    q.add(make_cfg(Path("demo"), small_dataset, "", keep_awake=False))
+    busy = studio_home / "runs" / "20261202-130000-full"
+    busy.mkdir(parents=True)
+    (busy / "summary.json").write_text(json.dumps({"status": "running", "config": {"method": "full"}}))
+    (busy / "worker.pid").write_text(str(os.getpid()))
+    q.run(on_wait=lambda run: threading.Timer(0.1, q.request_stop).start(), wait_poll_s=0.05)
+    assert held == []  # no queued run asks for it
+
+    q.add(make_cfg(Path("demo"), small_dataset, ""))  # keep_awake defaults to on
+    during = []
+    q.run(on_wait=lambda run: (during.append(list(held)), threading.Timer(0.1, q.request_stop).start()),
+          wait_poll_s=0.05)
+    assert len(held) == 1 and during[0] == held and held[0].released
+    assert held[0].why == "training a queue of 2 run(s)"
