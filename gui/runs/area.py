@@ -382,6 +382,7 @@ class RunsArea(QWidget):
         self.queue_panel.sig_changed.connect(self._on_queue_changed)
         self._title_queue(sum(1 for e in self.queue_panel.model.entries if e.state == "pending"))
         self.queue_panel.sig_show_run.connect(lambda path: (self.refresh(), self.select_paths([path])))
+        self.queue_panel.sig_compare.connect(self._compare_queued)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(table_box)
         split.addWidget(self.bottom_tabs)
@@ -577,6 +578,11 @@ class RunsArea(QWidget):
     def _on_queue_changed(self, pending: int) -> None:
         self._title_queue(pending)
         self.refresh()  # a queued run started or ended: the history shows it
+
+    def _compare_queued(self, paths: list[str]) -> None:
+        self.refresh()
+        self.select_paths(paths)
+        self.bottom_tabs.setCurrentIndex(0)  # Curves
 
     def _title_queue(self, pending: int) -> None:
         i = self.bottom_tabs.indexOf(self.queue_panel)

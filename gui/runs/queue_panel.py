@@ -100,6 +100,9 @@ class QueuePanel(QWidget):
     sig_show_run = Signal(str)
     """Show this run folder in the history (an entry was double-clicked)."""
 
+    sig_compare = Signal(list)
+    """Compare these run folders' curves and configs (the Compare button)."""
+
     def __init__(self, parent: QWidget | None = None, queue: RunQueue | None = None):
         super().__init__(parent)
         self.queue = queue or RunQueue()
@@ -140,12 +143,17 @@ class QueuePanel(QWidget):
         self.remove_button.setToolTip("Take the selected pending or ended runs out of the queue (an ended run's "
                                       "folder stays in the history)")
         self.clear_button = QPushButton("Clear ended")
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip("Overlay the curves of the selected queued runs (or of every ended one) in "
+                                       "Curves, with the settings that differ between them")
         row = QHBoxLayout()
         for b in (self.start_button, self.stop_button, self.stop_now_button):
             row.addWidget(b)
         row.addSpacing(12)
         for b in (self.up_button, self.down_button, self.remove_button, self.clear_button):
             row.addWidget(b)
+        row.addSpacing(12)
+        row.addWidget(self.compare_button)
         row.addStretch(1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 4, 0, 0)
@@ -161,6 +169,7 @@ class QueuePanel(QWidget):
         self.down_button.clicked.connect(lambda: self._move(1))
         self.remove_button.clicked.connect(self.remove_selected)
         self.clear_button.clicked.connect(self._clear_ended)
+        self.compare_button.clicked.connect(self._compare)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
         self.table.doubleClicked.connect(self._on_double_click)
         self._timer = QTimer(self, interval=POLL_MS)
@@ -287,6 +296,7 @@ class QueuePanel(QWidget):
         self.down_button.setEnabled(movable)
         self.remove_button.setEnabled(any(e.state != RUNNING for e in sel))
         self.clear_button.setEnabled(any(e.state in ENDED for e in entries))
+        self.compare_button.setEnabled(len(self._comparable()) >= 2)
 
     def _move(self, delta: int) -> None:
         sel = self.selected()
@@ -300,6 +310,18 @@ class QueuePanel(QWidget):
         n = self.queue.clear_ended()
         self._message = f"Forgot {n} ended run(s); their folders stay in the history."
         self.reload(force=True)
+
+    def _comparable(self) -> list[str]:
+        """Run folders to compare: the selected entries', or every entry's that trained."""
+        chosen = self.selected()
+        if len(chosen) < 2:
+            chosen = self.model.entries
+        return [e.run_dir for e in chosen if e.run_dir and e.state != PENDING and Path(e.run_dir).exists()]
+
+    def _compare(self) -> None:
+        paths = self._comparable()
+        if len(paths) >= 2:
+            self.sig_compare.emit(paths)
 
     def _on_double_click(self, index: QModelIndex) -> None:
         e = self.model.entries[index.row()]

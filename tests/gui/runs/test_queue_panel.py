@@ -60,6 +60,13 @@ def test_queue_a_sweep_start_it_and_follow_its_runs(qtbot, monkeypatch, studio_h
     log = (studio_home / "queue" / "runner.log").read_text()
     assert "queue: 2 run(s) trained (2 completed); 0 still pending" in log
 
+    # Compare: the sweep's curves overlaid in Curves, with the setting that differs.
+    assert panel.compare_button.isEnabled()
+    qtbot.mouseClick(panel.compare_button, Qt.MouseButton.LeftButton)
+    assert sorted(str(r.path) for r in runs.selected_runs()) == sorted(e.run_dir for e in entries)
+    assert runs.bottom_tabs.currentIndex() == 0 and set(runs.curves) == {e.run_dir for e in entries}
+    assert "lora_r" in runs.summary.text()
+
     panel.table.selectAll()
     qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
     assert panel.model.entries == [] and panel.empty.isVisibleTo(panel)
