@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,7 @@ class RunQueue:
 
     # ---- Reading
     def entries(self) -> list[Entry]:
-        return [Entry(**e) for e in self._read().get("entries", [])]
+        return [_entry(e) for e in self._read().get("entries", [])]
 
     def pending(self) -> list[Entry]:
         return [e for e in self.entries() if e.state == PENDING]
@@ -191,7 +191,7 @@ class RunQueue:
                 if by_id[i]["state"] == RUNNING:
                     raise StudioError(f"'{i}' is training now; stop it first",
                                       hint="finetune-studio queue stop --now")
-            gone = [Entry(**by_id[i]) for i in ids]
+            gone = [_entry(by_id[i]) for i in ids]
             state["entries"] = [e for e in state["entries"] if e["id"] not in set(ids)]
         for e in gone:
             Path(e.config).unlink(missing_ok=True)
@@ -415,7 +415,7 @@ class RunQueue:
             for e in state["entries"]:
                 if e["id"] == entry_id:
                     e.update(changes)
-                    return Entry(**e)
+                    return _entry(e)
         raise StudioError(f"queued run '{entry_id}' was removed while it trained")
 
     def _read(self) -> dict[str, Any]:
@@ -440,6 +440,12 @@ class RunQueue:
             state = self._read()
             yield state
             atomic_write_text(self.root / "queue.json", json.dumps(state, indent=1, ensure_ascii=False))
+
+
+def _entry(data: dict[str, Any]) -> Entry:
+    """An entry from queue.json; keys a newer version added are ignored."""
+    known = {f.name for f in fields(Entry)}
+    return Entry(**{k: v for k, v in data.items() if k in known})
 
 
 def _short(value: Any) -> str:

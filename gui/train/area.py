@@ -434,6 +434,9 @@ class TrainArea(QWidget):
         """The window is closing: ask what to do with a live run. False = don't close."""
         if not self.run.is_active():
             return True
+        if self._following:  # the queue's run: the queue goes on without the window, as it was started to
+            self.run.detach()
+            return True
         choice = self._ask_close_choice()
         if choice == "cancel":
             return False

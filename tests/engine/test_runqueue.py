@@ -64,6 +64,12 @@ def test_what_is_queued_is_frozen_and_removal_keeps_ids_unique(tmp_path, small_d
     with pytest.raises(StudioError, match="no queued run 'nope'"):
         q.remove(["nope"])
 
+    # A queue written by a newer version (an extra key) still reads.
+    data = json.loads((tmp_path / "queue" / "queue.json").read_text())
+    data["entries"][0]["priority"] = 3
+    (tmp_path / "queue" / "queue.json").write_text(json.dumps(data))
+    assert [e.id for e in q.entries()] == [third[0].id, second[0].id]
+
 
 def test_the_queue_trains_in_order_and_a_failure_does_not_stop_it(tmp_path, tiny_model_dir, small_dataset,
                                                                    studio_home, capsys):
