@@ -10,11 +10,12 @@ the same through these functions.
   ``<data home>/queue/<id>.yaml`` when it is added, so editing the original file or the Train
   form afterwards changes nothing that was queued. Every entry trains in a run folder of its
   own (its ``output_dir`` is cleared), so grid points never write over each other.
-- **One runner.** ``queue run`` holds ``queue/runner.lock`` (an OS file lock, let go if the
-  process dies) while it drains the queue; a second runner is refused. Each entry trains in
-  its own worker process, the one the GUI starts, so the Train area can re-attach to it and
-  plot it, and the worker is detached: if the runner dies, the run goes on, and the next
-  runner waits for it before starting another.
+- **One runner.** ``queue run`` holds ``queue/runner.lock`` while it drains the queue; a
+  second runner is refused. It is an OS file lock through ``filelock`` (installed with
+  huggingface_hub and datasets, pinned in every lock file), let go if the process dies. Each
+  entry trains in its own worker process, the one the GUI starts, so the Train area can
+  re-attach to it and plot it, and the worker is detached: if the runner dies, the run goes
+  on, and the next runner waits for it before starting another.
 - **One run's failure does not stop the queue.** Its entry is marked failed, with the error,
   and the next one starts. A stop (``queue stop``, Ctrl-C, the GUI) ends the queue after the
   current run, or with ``--now`` stops the current run too, with a checkpoint; what is left
