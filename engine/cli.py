@@ -47,6 +47,7 @@ HANDLERS = {
     "queue run": "engine.runqueue:cli_run",
     "queue stop": "engine.runqueue:cli_stop",
     "queue remove": "engine.runqueue:cli_remove",
+    "queue retry": "engine.runqueue:cli_retry",
     "worker": "engine.worker:cli_worker",
     "self-check": "engine.selfcheck:run_self_check",
 }
@@ -216,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     qs = qsub.add_parser("stop", help="let the runner start nothing more")
     qs.add_argument("--now", action="store_true", help="also stop the current run after its step, with a "
                     "checkpoint")
+    qy = qsub.add_parser("retry", help="queue a stopped, interrupted or failed run again (stopped and interrupted "
+                         "ones continue from their last checkpoint)")
+    qy.add_argument("ids", nargs="+", metavar="ID")
     qm = qsub.add_parser("remove", help="take runs out of the queue")
     qm.add_argument("ids", nargs="*", metavar="ID")
     qm.add_argument("--ended", action="store_true", help="forget every run that has ended (its folder stays "

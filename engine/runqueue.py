@@ -61,11 +61,13 @@ class Entry:
     started: float | None = None
     ended: float | None = None
     message: str = ""  # how it ended, in words (the error of a failed run)
+    resume: str | None = None  # a run folder to continue from its last checkpoint (queue retry)
 
     def describe(self) -> str:
         """The entry on one line: its name and what the grid changed."""
         changes = ", ".join(f"{k}={_short(v)}" for k, v in self.changes.items())
-        return f"{self.name} ({changes})" if changes else self.name
+        text = f"{self.name} ({changes})" if changes else self.name
+        return text + (f", resuming {Path(self.resume).name}" if self.resume else "")
 
 
 def queue_dir() -> Path:
@@ -197,6 +199,37 @@ class RunQueue:
         for e in gone:
             Path(e.config).unlink(missing_ok=True)
         return gone
+
+    def retry(self, entry_id: str) -> Entry:
+        """Queue an ended entry again, at the end of the queue: a stopped or interrupted run
+        continues from its last checkpoint (as ``train --resume`` would), a failed one (or one
+        with nothing to resume) starts over from its frozen config.
+
+        Raises:
+            StudioError: no such entry, or it has not ended (or it completed: nothing to redo).
+        """
+        from engine.resume import resume_point, resume_verdict
+
+        old = next((e for e in self.entries() if e.id == entry_id), None)
+        if old is None:
+            raise StudioError(f"no queued run '{entry_id}'", hint="finetune-studio queue list shows the ids")
+        if old.state not in ("stopped", "interrupted", "failed"):
+            raise StudioError(f"'{entry_id}' is {old.state}: only a stopped, interrupted or failed run can be "
+                              "retried", hint="To train a completed run further, raise max_steps and resume it "
+                                              "from the Runs area or with train RUN/run.yaml --resume.")
+        resume = None
+        if old.state != "failed" and old.run_dir and Path(old.run_dir).exists():
+            if resume_verdict(resume_point(old.run_dir)).ok:
+                resume = old.run_dir
+        with self._locked() as state:
+            state["added"] = state.get("added", 0) + 1
+            entry_id = time.strftime("%Y%m%d-%H%M%S") + f"-{state['added']:03d}"
+            path = self.root / f"{entry_id}.yaml"
+            path.write_bytes(Path(old.config).read_bytes())
+            entry = Entry(id=entry_id, name=old.name, config=str(path), changes=dict(old.changes),
+                          source=old.source, added=time.time(), resume=resume)
+            state["entries"].append(asdict(entry))
+        return entry
 
     def clear_ended(self) -> int:
         """Forget the entries that have finished (their run folders stay in the history)."""
@@ -359,7 +392,9 @@ class RunQueue:
         else:
             try:
                 cfg = RunConfig.load(entry.config)
-                client = WorkerClient.start(cfg)
+                if entry.resume:
+                    cfg = cfg.replace(output_dir=entry.resume)
+                client = WorkerClient.start(cfg, resume=bool(entry.resume))
             except (StudioError, OSError) as e:
                 entry = self._update(entry.id, state="failed", ended=time.time(), started=time.time(),
                                      message=f"failed: could not start: {e}")
@@ -401,6 +436,8 @@ class RunQueue:
         elif status == "completed":
             loss = info.final_loss_mean if info is not None else None
             message = f"completed at step {info.steps}" + (f", final loss {loss:.4f}" if loss is not None else "")
+            if info is not None and info.best_eval_loss is not None:
+                message += f", best eval loss {info.best_eval_loss:.4f}"
         elif status == "stopped":
             message = f"stopped at step {info.steps}, with a checkpoint"
         else:
@@ -525,6 +562,15 @@ def cli_remove(args: Any) -> int:
                           hint="finetune-studio queue list shows the ids")
     for e in q.remove(args.ids):
         print(f"removed {e.id}  {e.describe()}")
+    return 0
+
+
+def cli_retry(args: Any) -> int:
+    """``finetune-studio queue retry ID...``."""
+    q = RunQueue()
+    for i in args.ids:
+        e = q.retry(i)
+        print(f"queued {e.id}  {e.describe()}" + ("" if e.resume else " (from the start)"))
     return 0
 
 

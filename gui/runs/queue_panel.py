@@ -35,6 +35,7 @@ COLUMNS = ("State", "Run", "Changes", "Result")
 STATE_COLORS = {"failed": COLORS["error"], "interrupted": COLORS["warning"], RUNNING: "#1565c0",
                 "completed": "#2e7d32"}
 POLL_MS = 1500
+RETRYABLE = ("stopped", "interrupted", "failed")
 
 
 def _ago(t: float | None) -> str:
@@ -72,7 +73,7 @@ class QueueTableModel(QAbstractTableModel):
             if col == "State":
                 return e.state + (f" {_ago(e.started)}" if e.state == RUNNING else "")
             if col == "Run":
-                return e.name
+                return e.name + (" (resumed)" if e.resume else "")
             if col == "Changes":
                 return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.changes.items())
             if col == "Result":
@@ -142,6 +143,9 @@ class QueuePanel(QWidget):
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Take the selected pending or ended runs out of the queue (an ended run's "
                                       "folder stays in the history)")
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.setToolTip("Queue the selected stopped, interrupted or failed runs again: a stopped or "
+                                     "interrupted run continues from its last checkpoint, a failed one starts over")
         self.clear_button = QPushButton("Clear ended")
         self.compare_button = QPushButton("Compare")
         self.compare_button.setToolTip("Overlay the curves of the selected queued runs (or of every ended one) in "
@@ -150,7 +154,7 @@ class QueuePanel(QWidget):
         for b in (self.start_button, self.stop_button, self.stop_now_button):
             row.addWidget(b)
         row.addSpacing(12)
-        for b in (self.up_button, self.down_button, self.remove_button, self.clear_button):
+        for b in (self.up_button, self.down_button, self.retry_button, self.remove_button, self.clear_button):
             row.addWidget(b)
         row.addSpacing(12)
         row.addWidget(self.compare_button)
@@ -169,6 +173,7 @@ class QueuePanel(QWidget):
         self.down_button.clicked.connect(lambda: self._move(1))
         self.remove_button.clicked.connect(self.remove_selected)
         self.clear_button.clicked.connect(self._clear_ended)
+        self.retry_button.clicked.connect(self.retry_selected)
         self.compare_button.clicked.connect(self._compare)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
         self.table.doubleClicked.connect(self._on_double_click)
@@ -202,9 +207,10 @@ class QueuePanel(QWidget):
         self._stamp, self._runner = stamp, runner
         keep = {e.id for e in self.selected()}
         self.model.set_entries(entries)
+        sel = self.table.selectionModel()
         for r, e in enumerate(entries):
             if e.id in keep:
-                self.table.selectRow(r)
+                sel.select(self.model.index(r, 0), sel.SelectionFlag.Select | sel.SelectionFlag.Rows)
         self.table.setVisible(bool(entries))
         self.empty.setVisible(not entries)
         self._show_status()
@@ -256,6 +262,22 @@ class QueuePanel(QWidget):
             self._message = f"<span style='color:{COLORS['error']}'>{e}</span>"
         self.reload(force=True)
 
+    def retry_selected(self) -> int:
+        """Queue the selected stopped, interrupted or failed entries again; how many."""
+        again = []
+        for e in self.selected():
+            if e.state in RETRYABLE:
+                try:
+                    again.append(self.queue.retry(e.id))
+                except StudioError as err:
+                    self._message = f"<span style='color:{COLORS['error']}'>{err}</span>"
+        if again:
+            resumed = sum(1 for e in again if e.resume)
+            cont = "1 continues from its checkpoint" if resumed == 1 else f"{resumed} continue from their checkpoints"
+            self._message = f"Queued {len(again)} again" + (f" ({cont})" if resumed else "") + "."
+        self.reload(force=True)
+        return len(again)
+
     def shutdown(self) -> None:
         self._timer.stop()
 
@@ -296,6 +318,7 @@ class QueuePanel(QWidget):
         self.down_button.setEnabled(movable)
         self.remove_button.setEnabled(any(e.state != RUNNING for e in sel))
         self.clear_button.setEnabled(any(e.state in ENDED for e in entries))
+        self.retry_button.setEnabled(any(e.state in RETRYABLE for e in sel))
         self.compare_button.setEnabled(len(self._comparable()) >= 2)
 
     def _move(self, delta: int) -> None:

@@ -97,6 +97,10 @@ def test_the_queue_trains_in_order_and_a_failure_does_not_stop_it(tmp_path, tiny
     assert "compare them: finetune-studio runs compare " in out
     assert q.runner_pid() is None
 
+    assert main(["queue", "retry", entries[1].id]) == 0  # failed: from the start
+    assert "(from the start)" in capsys.readouterr().out and q.entries()[-1].resume is None
+    q.remove([q.entries()[-1].id])
+
     assert main(["queue", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [e["state"] for e in listed["entries"]] == ["completed", "failed", "completed"]
@@ -124,7 +128,7 @@ def test_one_runner_at_a_time(tmp_path, small_dataset):
 def test_stop_now_stops_the_current_run_with_a_checkpoint_and_keeps_the_rest(tmp_path, tiny_model_dir,
                                                                              small_dataset):
     q = RunQueue(tmp_path / "queue")
-    q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=400, save_steps=0, eval_split=0.0))
+    q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=40, save_steps=0, eval_split=0.0))
     q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=2))
     steps = []
 
@@ -134,8 +138,21 @@ def test_stop_now_stops_the_current_run_with_a_checkpoint_and_keeps_the_rest(tmp
 
     done = q.run(on_event=on_event, stop_now=lambda: len(steps) >= 3)
     assert [e.state for e in done] == ["stopped"] and done[0].message.startswith("stopped at step")
-    assert list(Path(done[0].run_dir).glob("checkpoint-*"))  # stopped with a checkpoint
+    [ckpt] = list(Path(done[0].run_dir).glob("checkpoint-*"))  # stopped with a checkpoint
     assert [e.state for e in q.entries()] == ["stopped", "pending"]
+
+    # Retried, it continues in its own folder from that checkpoint, after the rest of the queue.
+    with pytest.raises(StudioError, match="only a stopped, interrupted or failed run can be retried"):
+        q.retry(q.entries()[1].id)
+    again = q.retry(done[0].id)
+    assert again.resume == done[0].run_dir and again.name == done[0].name
+    steps.clear()
+    ended = q.run(on_event=on_event)
+    assert [e.state for e in ended] == ["completed", "completed"]
+    assert ended[1].run_dir == done[0].run_dir
+    stop_step = int(ckpt.name.split("-")[1])
+    assert steps == [1, 2, *range(stop_step + 1, 41)]  # the 2-step run, then the retried one continued
+    assert (Path(done[0].run_dir) / "final" / "adapter_config.json").exists()
 
 
 def test_a_stop_request_ends_the_queue_after_the_current_run(tmp_path, tiny_model_dir, small_dataset):

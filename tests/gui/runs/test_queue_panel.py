@@ -74,6 +74,36 @@ def test_queue_a_sweep_start_it_and_follow_its_runs(qtbot, monkeypatch, studio_h
     assert runs.bottom_tabs.currentIndex() == 0 and set(runs.curves) == {e.run_dir for e in entries}
     assert "lora_r" in runs.summary.text()
 
+    # Retry is for runs that did not complete.
+    panel.table.selectRow(0)
+    assert not panel.retry_button.isEnabled()
+
     panel.table.selectAll()
     qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
     assert panel.model.entries == [] and panel.empty.isVisibleTo(panel)
+
+
+def test_retry_queues_a_stopped_run_to_continue_and_a_failed_one_afresh(qtbot, tmp_path, small_dataset,
+                                                                       studio_home):
+    """Entries as a runner left them (no training here): Retry queues them again."""
+    from engine.runqueue import RunQueue
+    from gui.runs.queue_panel import QueuePanel
+    from tests.engine.test_train import make_cfg
+    from tests.gui.runs.test_runs_area import make_run
+
+    q = RunQueue()
+    stopped, failed = q.add(make_cfg(Path("demo"), small_dataset, "", max_steps=50), grid={"lora_r": [4, 8]})
+    run = make_run("20261202-150000-lora", "stopped", steps=20, checkpoint=True)
+    q._update(stopped.id, state="stopped", run_dir=str(run), message="stopped at step 20, with a checkpoint")
+    q._update(failed.id, state="failed", message="failed: out of disk")
+    panel = QueuePanel()
+    qtbot.addWidget(panel)
+    panel.table.selectAll()
+    assert panel.retry_button.isEnabled()
+    qtbot.mouseClick(panel.retry_button, Qt.MouseButton.LeftButton)
+    again = panel.model.entries[2:]
+    assert [(e.name, e.state, e.resume) for e in again] == [(stopped.name, "pending", str(run)),
+                                                            (failed.name, "pending", None)]
+    assert "Queued 2 again (1 continues from its checkpoint)." in panel.status.text()
+    assert [e.id for e in panel.selected()] == [stopped.id, failed.id]  # the selection survives the reload
+    assert panel.model.data(panel.model.index(2, 1)) == f"{stopped.name} (resumed)"
