@@ -597,7 +597,7 @@ def _cli_run(q: RunQueue, as_json: bool) -> int:
     import signal
     import threading
 
-    from engine.train import print_event
+    from engine.train import show_event
 
     asked = threading.Event()
 
@@ -614,20 +614,20 @@ def _cli_run(q: RunQueue, as_json: bool) -> int:
 
     def on_entry(e: Entry) -> None:
         if as_json:
-            print(json.dumps({"event": "queue", **asdict(e)}, ensure_ascii=False), flush=True)
+            _say(json.dumps({"event": "queue", **asdict(e)}, ensure_ascii=False))
         elif e.state == RUNNING:
-            print(f"== {e.id}  {e.describe()}", flush=True)
+            _say(f"== {e.id}  {e.describe()}")
         else:
-            print(f"== {e.id}  {e.message}", flush=True)
+            _say(f"== {e.id}  {e.message}")
 
     def on_event(e: Entry, event: Any) -> None:
         if as_json:
-            print(event.to_json(), flush=True)
+            _say(event.to_json())
         else:
-            print_event(event.type, event.data, sys.stderr if event.type in ("error", "warning") else sys.stdout)
+            show_event(event.type, event.data)
 
     def on_wait(run: Any) -> None:
-        print(f"waiting for {run.name} to finish (one GPU, one run at a time)", file=sys.stderr, flush=True)
+        _say(f"waiting for {run.name} to finish (one GPU, one run at a time)", sys.stderr)
 
     if not q.pending() and q.current() is None:
         print("nothing is queued: finetune-studio queue add RUN.yaml", file=sys.stderr)
@@ -636,9 +636,21 @@ def _cli_run(q: RunQueue, as_json: bool) -> int:
     left = len(q.pending())
     if not as_json:
         counts = {s: sum(1 for e in done if e.state == s) for s in ENDED}
-        print(f"queue: {len(done)} run(s) trained (" + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-              + f"); {left} still pending")
+        _say(f"queue: {len(done)} run(s) trained (" + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+             + f"); {left} still pending")
         compared = [Path(e.run_dir).name for e in done if e.run_dir and e.state in ("completed", "stopped")]
         if len(compared) > 1:
-            print("compare them: finetune-studio runs compare " + " ".join(compared))
+            _say("compare them: finetune-studio runs compare " + " ".join(compared))
     return 0 if all(e.state in ("completed", "stopped") for e in done) else 1
+
+
+def _say(text: str, out: Any = None) -> None:
+    """Print a line of ``queue run``; a reader that went away (``queue run | head``) stops the
+    printing, not the queue, as with ``train``."""
+    from engine.files import write_nowhere
+
+    out = out or sys.stdout
+    try:
+        print(text, file=out, flush=True)
+    except BrokenPipeError:
+        write_nowhere(out)

@@ -1176,14 +1176,20 @@ class _ConsoleWriter(EventWriter):
 
     def emit(self, kind: str, /, **data: Any):
         e = super().emit(kind, **data)
-        out = sys.stderr if kind in (ev.ERROR, ev.WARNING) else sys.stdout
-        try:
-            print_event(kind, data, out)
-        except BrokenPipeError:
-            # The reader went away (`train RUN.yaml | head`): the run goes on, printing nowhere;
-            # its events still go to events.jsonl.
-            write_nowhere(out)
+        show_event(kind, data)
         return e
+
+
+def show_event(kind: str, data: dict[str, Any]) -> None:
+    """One event as ``finetune-studio train`` prints it (``queue run`` prints its runs the same
+    way): errors and warnings to stderr, the rest to stdout. If the reader went away
+    (`train RUN.yaml | head`), the run goes on, printing nowhere; its events still go to
+    events.jsonl."""
+    out = sys.stderr if kind in (ev.ERROR, ev.WARNING) else sys.stdout
+    try:
+        _print_event(kind, data, out)
+    except BrokenPipeError:
+        write_nowhere(out)
 
 
 def _drop_pid_file(output_dir: str | Path | None) -> None:
@@ -1200,8 +1206,7 @@ def _drop_pid_file(output_dir: str | Path | None) -> None:
         pass
 
 
-def print_event(kind: str, data: dict[str, Any], out: Any) -> None:
-    """One event as ``finetune-studio train`` prints it (``queue run`` prints its runs the same way)."""
+def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
     if kind == ev.STARTED:
         print(f"training {data['config']['method']} on {data['config']['model']} -> {data['output_dir']}\n"
               f"  {data['trainable_params']:,} trainable of {data['total_params']:,} parameters; "

@@ -240,3 +240,14 @@ def test_the_runner_keeps_the_computer_awake_between_runs(tmp_path, small_datase
           wait_poll_s=0.05)
     assert len(held) == 1 and during[0] == held and held[0].released
     assert held[0].why == "training a queue of 2 run(s)"
+
+
+def test_queue_run_piped_into_head_trains_on(tmp_path, tiny_model_dir, small_dataset, studio_home):
+    """`queue run | head -1`: the reader goes away after a line; the queue still trains it all."""
+    q = RunQueue()
+    q.add(make_cfg(tiny_model_dir, small_dataset, "", max_steps=3, logging_steps=1))
+    root = Path(__file__).resolve().parents[2]
+    shown = subprocess.run(f"{sys.executable} -m engine queue run | head -1", shell=True, cwd=root,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.stdout.startswith("== ") and "Traceback" not in shown.stderr
+    assert [e.state for e in q.entries()] == ["completed"] and q.runner_pid() is None
