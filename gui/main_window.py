@@ -156,8 +156,8 @@ class MainWindow(QMainWindow):
     def _follow_queue(self) -> None:
         """A queued run started: the Train area shows it live, unless it is busy with its own."""
         runs, train = self.areas["runs"], self.areas["train"]
-        current = next((e for e in runs.queue_panel.model.entries if e.state == "running" and e.run_dir), None)
-        if current is not None and train.run_dir != current.run_dir and not train.run.is_active():
+        current = runs.queue_panel.current_entry()
+        if current is not None and current.run_dir and train.run_dir != current.run_dir and not train.run.is_active():
             train.follow_run(current.run_dir)
 
     def _wire_areas(self) -> None:

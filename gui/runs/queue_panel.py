@@ -194,6 +194,8 @@ class QueuePanel(QWidget):
             stamp: tuple = (st.st_mtime_ns, st.st_size)
         except OSError:
             stamp = ()
+        if not force and stamp == self._stamp and (self._runner is None or pid_alive(self._runner)):
+            return False  # the file is as read, and its runner (if any) lives: nothing to re-read
         try:
             runner = self.queue.runner_pid()
             if runner is None and self._started is not None and pid_alive(self._started):
@@ -217,6 +219,10 @@ class QueuePanel(QWidget):
         self._update_buttons()
         self.sig_changed.emit(sum(1 for e in entries if e.state == PENDING))
         return True
+
+    def current_entry(self) -> Entry | None:
+        """The entry training now (as of the last reload)."""
+        return next((e for e in self.model.entries if e.state == RUNNING), None)
 
     def is_running(self) -> bool:
         """A queue runner is training (as of the last reload)."""
@@ -285,7 +291,7 @@ class QueuePanel(QWidget):
     def _show_status(self, override: str | None = None) -> None:
         entries = self.model.entries
         pending = sum(1 for e in entries if e.state == PENDING)
-        current = next((e for e in entries if e.state == RUNNING), None)
+        current = self.current_entry()
         if override is not None:
             text = override
         elif self._runner is not None:

@@ -342,6 +342,14 @@ class TrainArea(QWidget):
         if self.run.is_active():
             return False
         path = Path(path)
+        self._watch(path, time.time(), following=True)
+        self.log.append(f"following {path.name} from the queue (the form keeps your config; the run's own is "
+                        "its run.yaml)")
+        self.progress_label.setText(f"Following {path.name} from the queue…")
+        return True
+
+    def _watch(self, path: Path, started_at: float, *, following: bool) -> None:
+        """Show a live run this window did not start: plots and progress from its events."""
         self.run_dir = str(path)
         self.plots.clear()
         self.advisor_panel.clear()
@@ -349,15 +357,11 @@ class TrainArea(QWidget):
         self.try_button.hide()
         self.audit_button.hide()
         self._probing = False
-        self._following = True
-        self._started_at = time.time()
+        self._following = following
+        self._started_at = started_at
         self.run.attach(path)
-        self.log.append(f"following {path.name} from the queue (the form keeps your config; the run's own is "
-                        "its run.yaml)")
         self.progress.setRange(0, 0)
-        self.progress_label.setText(f"Following {path.name} from the queue…")
         self._update_buttons(run_changed=True)
-        return True
 
     def _on_sweep(self) -> None:
         from PySide6.QtWidgets import QInputDialog
@@ -402,6 +406,7 @@ class TrainArea(QWidget):
 
     def reattach_running(self) -> str | None:
         """Follow a run that kept going after the app closed; returns its folder."""
+        from engine.runqueue import RunQueue
         from engine.runs import list_runs
 
         if self.run.is_active():
@@ -410,24 +415,21 @@ class TrainArea(QWidget):
         if not live:
             return None
         r = live[0]
+        current = RunQueue().current()
+        if current is not None and current.run_dir == str(r.path):  # the queue's run: the form stays yours
+            self.follow_run(r.path)
+            return str(r.path)
         try:
             cfg = RunConfig.load(r.path / "run.yaml")
             self.config_model.set_config(cfg.replace(output_dir="", run_name=""))
             self._set_base(r.path / "run.yaml")
         except ConfigErrors:
             pass
-        self.run_dir = str(r.path)
-        self.plots.clear()
-        self.advisor_panel.clear()
-        self._started_at = r.started or time.time()
-        self._following = False
-        self.run.attach(r.path)
+        self._watch(r.path, r.started or time.time(), following=False)
         self.log.append(f"re-attached to the running run {r.path}")
         if len(live) > 1:
             self.log.append("other runs are still running: " + ", ".join(x.name for x in live[1:]), "warning")
-        self.progress.setRange(0, 0)
         self.progress_label.setText(f"Re-attached to {r.name}; replaying its events…")
-        self._update_buttons()
         return str(r.path)
 
     def maybe_close(self) -> bool:

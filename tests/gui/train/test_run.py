@@ -172,3 +172,27 @@ def test_a_run_training_elsewhere_is_asked_about_before_a_second_starts(make_are
     with qtbot.waitSignal(area.run.sig_started, timeout=RUN_TIMEOUT_MS):
         assert area.start_run()
     area.run.kill()
+
+
+def test_reopened_while_the_queue_trains_it_follows_that_run_and_keeps_the_form(make_area, qtbot, studio_home):
+    """After a restart, the queue's live run is followed, not loaded into the form."""
+    import json
+    import os
+
+    from engine.runqueue import RunQueue
+
+    live = studio_home / "runs" / "20261202-160000-sweep-r8"
+    live.mkdir(parents=True)
+    (live / "summary.json").write_text(json.dumps({"status": "running", "started": 1.0,
+                                                   "config": {"method": "lora", "run_name": "sweep-r8"}}))
+    (live / "worker.pid").write_text(str(os.getpid()))  # alive
+    (live / "events.jsonl").write_text(json.dumps({"event": "started", "time": 1.0}) + "\n")
+    q = RunQueue()
+    [entry] = q.add(RunConfig.load(Path(__file__).resolve().parents[3] / "resources" / "presets" / "demo.yaml"))
+    q._update(entry.id, state="running", run_dir=str(live))
+    area = make_area()
+    area.config_model.update({"run_name": "mine"})
+    assert area.reattach_running() == str(live)
+    assert area._following and area.config_model.values()["run_name"] == "mine"
+    assert f"Following {live.name} from the queue" in area.progress_label.text()
+    area.run.detach()
