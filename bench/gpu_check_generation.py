@@ -11,7 +11,9 @@ The CPU test suite can't load bitsandbytes weights, so the GPU check calls
    each adapter, recording tokens/s and the ``set_adapter`` switch time;
 3. repeats the answers through the worker process (:class:`GenerationClient`) in ``nf4``,
    checking the streamed text equals the final text and that the base loaded once;
-4. loads the base in ``int8`` and answers with one adapter.
+4. loads the base in ``int8`` and answers with one adapter;
+5. compares the base and both adapters on the medical answers with an ``nf4`` base
+   (``engine.compare``): finite losses, the medical adapter best on every record.
 
 Usage::
 
@@ -155,6 +157,24 @@ def gpu_check_generation(work_dir: str | Path | None = None) -> dict[str, Any]:
     r8 = gen8.generate(PROMPT, "legal", settings)
     assert n8 >= 7 * 4 and r8.text.startswith("Read"), (n8, r8.text)
     report["int8"] = {"linear8bit_modules": n8, "answer": r8.text, "tokens_per_s": r8.tokens_per_s}
+    del gen8
+    torch.cuda.empty_cache()
+
+    # ---- adapters compare on an nf4 base
+    import math
+
+    from engine.compare import compare_adapters
+
+    data = work / "medical.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "input": "", "output": ANSWERS["medical"]}) + "\n"
+                            for q in QUESTIONS), encoding="utf-8")
+    c = compare_adapters([adapters["medical"], adapters["legal"]], data, base="demo", load_in="nf4",
+                         device="cuda", samples=1, max_new_tokens=16)
+    scores = {m.name: m.mean_loss for m in c.models}
+    assert all(v is not None and math.isfinite(v) for v in scores.values()), scores
+    best = {m.name: m.best_on for m in c.models}
+    assert best["medical"] == len(QUESTIONS), best
+    report["compare_nf4"] = {"mean_loss": scores, "best_on": best, "seconds": c.seconds, "device": c.device}
     report["ok"] = True
     return report
 

@@ -413,8 +413,9 @@ def resolve_adapter(ref: str | Path) -> Path:
     """Turn what the user typed into an adapter folder.
 
     Args:
-        ref: An adapter folder, a run folder (its ``final/`` is used), a run name in the
-            runs directory, or the name of a library card.
+        ref: An adapter folder, a run folder (its ``final/`` is used), a run folder's name in
+            the runs directory, the name of a library card, or a run's ``run_name`` (the newest
+            run of that name).
 
     Raises:
         ModelError: nothing matches; lists the library's names.
@@ -430,6 +431,11 @@ def resolve_adapter(ref: str | Path) -> Path:
     if len(named) > 1:
         raise ModelError(f"adapter name '{ref}' is ambiguous: " + ", ".join(c.path for c in named),
                          hint="Give the folder path instead.")
+    from engine.runs import find_run
+
+    run = find_run(ref)  # a run's run_name: the newest run of that name, as `runs show` takes it
+    if run is not None and (run / "final" / "adapter_config.json").exists():
+        return (run / "final").resolve()
     names = ", ".join(sorted({c.name for c in cards})) or "(the library is empty)"
     raise ModelError(f"adapter '{ref}': no adapter folder (with adapter_config.json), run or library "
                      f"entry of that name", hint=f"Known adapters: {names}")

@@ -34,6 +34,7 @@ HANDLERS = {
     "adapters add": "engine.adapters:cli_add",
     "adapters remove": "engine.adapters:cli_remove",
     "adapters export": "engine.adapters:cli_export",
+    "adapters compare": "engine.compare:cli_compare",
     "generate": "engine.generate:cli_generate",
     "merge": "engine.adapters:cli_merge",
     "export-launch": "engine.launch:cli_export_launch",
@@ -159,6 +160,32 @@ def build_parser() -> argparse.ArgumentParser:
     ax = asub.add_parser("export", help="copy an adapter on its own to a folder")
     ax.add_argument("adapter", metavar="ADAPTER")
     ax.add_argument("--out", required=True, metavar="DIR")
+    ac = asub.add_parser("compare", help="score the base and adapters on the same records; answer a few with each",
+                         description="Every model (the base, then each adapter, on one base loaded once) scores "
+                         "every record's answer as training's loss counts it. The headline figures leave out the "
+                         "records any compared adapter trained on (its run's train split, rebuilt).")
+    ac.add_argument("adapter", nargs="+", metavar="ADAPTER", help="adapter folders, run folders or names")
+    ac.add_argument("--dataset", required=True, metavar="FILE", help="the records to score ('demo': the embedded "
+                    "dataset); best a held-out file no adapter trained on")
+    ac.add_argument("--base", default=None, metavar="MODEL", help="default: the first adapter's base")
+    ac.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
+    ac.add_argument("--template", default=None, choices=["auto", "chat", "alpaca"],
+                    help="default: the adapters' runs' template")
+    ac.add_argument("--seq-len", type=int, default=None, dest="seq_len", metavar="N",
+                    help="default: the largest seq_len of the adapters' runs")
+    ac.add_argument("--limit", type=int, default=None, metavar="N", help="score a random N records (default all)")
+    ac.add_argument("--samples", type=int, default=3, metavar="K", help="records every model answers greedily, "
+                    "where they differ most (default 3; 0 = none)")
+    ac.add_argument("--max_new_tokens", type=int, default=128)
+    ac.add_argument("--load_in", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8", "nf4"])
+    ac.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ac.add_argument("--batch_size", type=int, default=4)
+    ac.add_argument("--seed", type=int, default=0, help="for --limit's sample")
+    ac.add_argument("--out", default=None, metavar="FILE", help="also write the whole result as JSON")
+    ac.add_argument("--json", action="store_true")
+    ac.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)
+    ac.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights, which can run code")
+    ac.add_argument("--trust_remote_code", action="store_true", help="run Python code shipped with the model")
 
     g = sub.add_parser("generate", help="generate with a base model and adapters")
     g.add_argument("--base", required=True, metavar="MODEL", help="demo, a model folder, a cached hub id, or a "

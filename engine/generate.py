@@ -41,6 +41,7 @@ CLI: ``finetune-studio generate`` -> :func:`cli_generate` (arguments in its docs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -321,17 +322,24 @@ class Generator:
             self.active = self.peft.active_adapter
         del self.adapters[name]
 
-    def prompt_ids(self, prompt: str, system: str | None = None) -> list[int]:
-        """Token ids of the prompt with the generation prompt appended (chat template or Alpaca)."""
+    def prompt_ids(self, prompt: str, system: str | None = None, *, messages: list[dict[str, str]] | None = None,
+                   template: str = "auto") -> list[int]:
+        """Token ids of the prompt with the generation prompt appended (chat template or Alpaca).
+
+        ``messages`` (a whole conversation so far) replaces ``prompt`` and ``system``.
+        """
         # The same rendering as training (engine.data.tokenize), so adapters see the format they learnt.
         from engine.data.tokenize import render_prompt
 
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        return render_prompt(self.tokenizer, messages)
+        if messages is None:
+            messages = (([{"role": "system", "content": system}] if system else [])
+                        + [{"role": "user", "content": prompt}])
+        return render_prompt(self.tokenizer, messages, template)
 
     def generate(self, prompt: str, adapter: str = BASE, settings: GenerationSettings | None = None, *,
                  system: str | None = None, on_text: Callable[[str], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> GenerationResult:
+                 should_stop: Callable[[], bool] | None = None, messages: list[dict[str, str]] | None = None,
+                 template: str = "auto") -> GenerationResult:
         """Answer ``prompt`` with the base (``BASE``) or a loaded adapter.
 
         Args:
@@ -341,6 +349,9 @@ class Generator:
             system: An optional system message.
             on_text: Called with each streamed piece of text.
             should_stop: Polled after every token; True ends the answer early.
+            messages: The conversation to answer (a record's turns before its answer), instead
+                of ``prompt`` and ``system``.
+            template: ``auto``, ``chat`` or ``alpaca``, as the run config's ``template``.
 
         Raises:
             ModelError: unknown adapter name.
@@ -358,7 +369,7 @@ class Generator:
             self._switch(adapter)
         switch_s = time.perf_counter() - t_switch
 
-        ids = self.prompt_ids(prompt, system)
+        ids = self.prompt_ids(prompt, system, messages=messages, template=template)
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([ids], device=device)
         stopped = {"flag": False}
@@ -410,6 +421,26 @@ class Generator:
         return GenerationResult(adapter=adapter, text=text, tokens=len(new), prompt_tokens=len(ids),
                                 time_s=elapsed, tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
                                 switch_s=switch_s, stopped=stopped["flag"])
+
+    @contextlib.contextmanager
+    def answering_as(self, adapter: str = BASE) -> Iterator[Any]:
+        """The model that answers as ``adapter`` (``BASE``: every adapter switched off), for
+        scoring with a forward pass; the same objects :meth:`generate` uses, nothing reloaded.
+
+        Raises:
+            ModelError: unknown adapter name.
+        """
+        if adapter == BASE:
+            if self.peft is None:
+                yield self.model
+            else:
+                with self.peft.disable_adapter():
+                    yield self.peft
+            return
+        if adapter not in self.adapters:
+            raise ModelError(f"no adapter named {adapter!r} is loaded; loaded: {', '.join(self.adapters) or 'none'}")
+        self._switch(adapter)
+        yield self.peft
 
     # ---- Internals
     def _switch(self, name: str) -> None:

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 from engine import adapters as lib
 from engine.errors import StudioError
 from engine.generate import BASE, LOAD_CHOICES, GenerationSettings
+from gui.adapters.compare_dialog import CompareDialog, compare_problem
 from gui.adapters.generation_thread import GenerationThread
 from gui.adapters.library_model import METHOD_LABELS, AdapterCardDelegate, AdapterLibraryModel, PathRole
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
@@ -390,6 +391,11 @@ class AdaptersArea(QWidget):
         self.merge_button = QPushButton("Merge…")
         self.merge_button.setToolTip("Merge the ticked LoRA/IA3 adapters (or the selected one) into the base "
                                      "and save a plain model folder")
+        self.compare_button = QPushButton("Compare on data…")
+        self.compare_button.setToolTip("Score the base and the ticked adapters (or the selected one) on a "
+                                       "dataset's records, set aside what each trained on, and read their "
+                                       "answers where they differ most")
+        self.compare_button.clicked.connect(self._on_compare_clicked)
         self.refresh_button = QPushButton("Refresh")
         self.merge_button.clicked.connect(self._on_merge_clicked)
         self.add_button.clicked.connect(self._on_add_clicked)
@@ -401,6 +407,7 @@ class AdaptersArea(QWidget):
         lib_buttons.setHorizontalSpacing(6)
         lib_buttons.addWidget(self.export_button, 0, 0)
         lib_buttons.addWidget(self.merge_button, 0, 1)
+        lib_buttons.addWidget(self.compare_button, 0, 3)
         lib_buttons.addWidget(self.add_button, 1, 0)
         lib_buttons.addWidget(self.remove_button, 1, 1)
         lib_buttons.addWidget(self.refresh_button, 1, 3)
@@ -790,6 +797,32 @@ class AdaptersArea(QWidget):
         dialog.sig_merged.connect(lambda out: self.status.setText(f"merged model saved to {out}"))
         return dialog
 
+    def open_compare_dialog(self) -> CompareDialog | None:
+        """The comparison of :meth:`merge_cards` (ticked, else selected) against the current base."""
+        cards = self.merge_cards()
+        problem = compare_problem(cards)
+        if problem:
+            self._show_banner(problem)
+            return None
+        self._show_banner("")
+        dialog = CompareDialog(self.base_text(), cards, self, load_in=self.precision_box.currentText())
+        dialog.sig_starting.connect(self._free_gpu_for_compare)
+        dialog.sig_compared.connect(lambda out: self.status.setText(f"comparison saved to {out}"))
+        return dialog
+
+    def _free_gpu_for_compare(self) -> None:
+        # The comparison loads the base in a process of its own; on one GPU two copies may not fit.
+        if self.thread is not None and str(self.last_loaded.get("device", "")).startswith("cuda"):
+            self._stop_worker()
+            self._worker_key = None
+            self.status.setText("the playground's model was unloaded to free the GPU for the comparison; "
+                                "Generate loads it again")
+
+    def _on_compare_clicked(self) -> None:
+        dialog = self.open_compare_dialog()
+        if dialog is not None:
+            dialog.open()
+
     def _on_merge_clicked(self) -> None:
         dialog = self.open_merge_dialog()
         if dialog is not None:
@@ -842,6 +875,7 @@ class AdaptersArea(QWidget):
         self.remove_button.setEnabled(card is not None and card.source == "added")
         self.export_button.setEnabled(card is not None and card.loadable)
         self.merge_button.setEnabled(bool(self.model.checked) or card is not None)
+        self.compare_button.setEnabled(bool(self.model.checked) or card is not None)
         self.generate_button.setEnabled(not self.busy)
         self.stop_button.setEnabled(self.busy)
         picked = self.saved_box.currentIndex() >= 0

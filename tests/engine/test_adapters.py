@@ -83,6 +83,11 @@ def test_resolve_adapter_by_run_name_folder_and_run_folder(runs_home):
     assert lib.resolve_adapter(final.parent) == final
     with pytest.raises(ModelError, match="Known adapters: legal, medical"):
         lib.resolve_adapter("nope")
+    # A run's run_name, as `runs show` takes it: the newest run of that name.
+    older, newer = (final.parents[1] / f"2026120{d}-101500-clinic" for d in (1, 2))
+    for run in (older, newer):
+        shutil.copytree(runs_home["medical"].parent, run)
+    assert lib.resolve_adapter("clinic") == (newer / "final").resolve()
 
 
 def test_cli_list_table_and_json(runs_home, capsys):

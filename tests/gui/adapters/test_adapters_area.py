@@ -239,3 +239,52 @@ def test_a_promoted_runs_card_says_which_step_its_weights_are():
     model.set_cards([card])
     tip = model.data(model.index(0), Qt.ItemDataRole.ToolTipRole)
     assert "weights: checkpoint-40, made the run's result after training" in tip
+
+
+def test_compare_dialog_scores_in_a_child_process_and_shows_the_winner(qtbot, make_area, runs_home, tmp_path):
+    from tests.engine.conftest import ANSWERS, QUESTIONS
+
+    data = tmp_path / "legal-test.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "input": "", "output": ANSWERS["legal"]}) + "\n"
+                            for q in QUESTIONS), encoding="utf-8")
+    area = make_area()
+    area.show()
+    assert area.open_compare_dialog() is None and "Tick the adapters" in area.banner.text()
+    for final in runs_home.values():
+        assert area.model.set_checked(str(final), True)
+    dialog = area.open_compare_dialog()
+    qtbot.addWidget(dialog)
+    assert area.banner.isHidden()
+    # The runs' dataset (medical.jsonl/legal.jsonl, different) is no shared default: the demo is offered.
+    assert dialog.dataset_edit.text() == "demo"
+    dialog.dataset_edit.setText(str(tmp_path / "nowhere.jsonl"))
+    assert not dialog.start() and "is not a file" in dialog.status.text()
+    dialog.dataset_edit.setText(str(data))
+    dialog.samples.setValue(1)
+    dialog.max_tokens.setValue(10)
+    cmd = dialog.command()
+    assert cmd[:2] == ["adapters", "compare"] and cmd[cmd.index("--load_in") + 1] == "fp32"
+    assert dialog.command_label.text().startswith("finetune-studio adapters compare ")
+    dialog.show()
+    with qtbot.waitSignal(dialog.sig_compared, timeout=WAIT_MS) as done:
+        assert dialog.start()
+    out = done.args[0]
+    saved = json.loads(open(out, encoding="utf-8").read())
+    assert min(saved["models"], key=lambda m: m["mean_loss"])["name"] == "legal"
+    rows = {dialog.table_model.item(r, 0).text(): r for r in range(dialog.table_model.rowCount())}
+    assert sorted(rows) == ["(base) demo", "legal", "medical"] and rows["(base) demo"] == 0
+    cells = [dialog.table_model.item(rows["legal"], c).text() for c in range(dialog.table_model.columnCount())]
+    assert cells[4] == str(len(QUESTIONS)) and cells[5] == "unknown"  # legal wins every record
+    assert dialog.table_model.item(rows["legal"], 1).font().bold()
+    assert not dialog.table_model.item(rows["medical"], 1).font().bold()
+    answers = dialog.answers.toPlainText()
+    assert "reference" in answers and ANSWERS["legal"] in answers and "Read the contract" in answers
+    assert "All scores:" in dialog.status.text()
+    assert dialog.grab().save(str(tmp_path / "compare.png"))
+
+    # A failure shows the engine's own message.
+    dialog.dataset_edit.setText(str(tmp_path / "empty.jsonl"))
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    assert dialog.start() and dialog.wait(WAIT_MS)
+    qtbot.waitUntil(lambda: dialog.run_button.isEnabled())
+    assert dialog.status.text().startswith("The comparison failed:") and "empty.jsonl" in dialog.status.text()

@@ -1,0 +1,489 @@
+"""Compare the base model and several adapters on the same records: ``finetune-studio adapters compare``.
+
+The playground answers one prompt at a time; this answers "which adapter is better on this
+data?" with a number. Every model (the base with its adapters switched off, then each adapter in
+turn, all on one base loaded once) scores every record's answer with one forward pass: the mean
+negative log-likelihood of the answer tokens given the prompt, counted exactly as training's loss
+counts them (same template, ``seq_len`` and answer-only labels). Lower is better; perplexity is
+``exp`` of the token-weighted mean.
+
+Scores on records an adapter trained on say how well it memorised, not how well it does. So for
+every adapter that came from a run, the run's train split is rebuilt as the run built it (its
+dataset, template, ``seq_len``, ``eval_split`` and seed), and the headline figures are over the
+records no compared adapter trained on ("held out"). The same figures over all records are kept.
+
+A few records where the models disagree most (the largest spread of answer loss) are then
+answered greedily by every model, next to the record's own answer, to read.
+
+Adapters of different types (LoRA and IA3, say) can't sit on one PEFT model together; they are
+loaded a type at a time, the base staying loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, StudioError
+
+DEFAULT_SEQ_LEN = 512
+SAMPLE_WIDTH = 90
+
+
+@dataclass
+class ModelScore:
+    """One model's figures. ``mean_loss``/``perplexity`` are over the held-out records (all
+    records when none is held out); ``*_all`` over every record scored."""
+
+    name: str
+    path: str | None
+    mean_loss: float | None
+    perplexity: float | None
+    mean_loss_all: float
+    perplexity_all: float
+    best_on: int = 0            # held-out records where this model's loss is the lowest
+    trained_on: int = 0         # scored records in this adapter's training split
+    train_split_known: bool = True
+
+    def vs_base(self, base: ModelScore) -> float | None:
+        """Relative change of the headline loss against the base's (-0.4 = 40% lower)."""
+        if self.mean_loss is None or not base.mean_loss:
+            return None
+        return self.mean_loss / base.mean_loss - 1.0
+
+
+@dataclass
+class RecordScores:
+    """One record's answer loss under each model (by name)."""
+
+    record: int                 # 1-based, as the editor's rows
+    line: int | None
+    instruction: str
+    tokens: int                 # answer tokens scored
+    losses: dict[str, float]
+    trained_by: list[str] = field(default_factory=list)  # adapters whose train split holds it
+    truncated: bool = False
+
+    @property
+    def held_out(self) -> bool:
+        return not self.trained_by
+
+    @property
+    def spread(self) -> float:
+        finite = [v for v in self.losses.values() if math.isfinite(v)]
+        return max(finite) - min(finite) if len(finite) > 1 else 0.0
+
+
+@dataclass
+class Sample:
+    """Greedy answers of every model to one record, beside the record's own answer."""
+
+    record: int
+    prompt: str
+    reference: str
+    answers: dict[str, str]
+    losses: dict[str, float]
+
+
+@dataclass
+class Comparison:
+    base: str
+    dataset: str
+    device: str
+    load_in: str
+    template: str
+    seq_len: int
+    seconds: float
+    models: list[ModelScore]
+    records: list[RecordScores]
+    samples: list[Sample] = field(default_factory=list)
+    records_in_file: int = 0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def held_out(self) -> int:
+        return sum(1 for r in self.records if r.held_out)
+
+    def model(self, name: str) -> ModelScore:
+        return next(m for m in self.models if m.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["held_out"] = self.held_out
+        d["schema_version"] = 1
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        data = {k: v for k, v in data.items() if k not in ("held_out", "schema_version")}
+        data["models"] = [ModelScore(**m) for m in data.get("models", [])]
+        data["records"] = [RecordScores(**r) for r in data.get("records", [])]
+        data["samples"] = [Sample(**s) for s in data.get("samples", [])]
+        return cls(**data)
+
+
+def _answer_split(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+    """The turns before the last answer, and that answer."""
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=len(messages))
+    reference = messages[last]["content"] if last < len(messages) else ""
+    return messages[:last], reference
+
+
+def _train_digests(card: Any, tokenizer: Any) -> tuple[set[str] | None, str | None, dict[str, Any]]:
+    """The digests of the records an adapter's run trained on, rebuilt as the run split them.
+
+    Returns ``(digests or None when unknown, a note, the run's config as a dict)``.
+    """
+    from engine.audit import record_digest
+    from engine.config import RunConfig
+    from engine.data.formats import load_dataset_file
+    from engine.data.split import train_eval_split
+    from engine.data.tokenize import tokenize_records
+    from engine.paths import demo_dataset_path
+
+    if not card.run_dir or not (Path(card.run_dir) / "run.yaml").exists():
+        return None, (f"{card.name} is not a run's adapter: which records it trained on is unknown, "
+                      "so it is scored on all of them"), {}
+    try:
+        cfg = RunConfig.load(Path(card.run_dir) / "run.yaml")
+    except StudioError as e:
+        return None, f"{card.name}: its run.yaml doesn't load ({e.message}); its training records are unknown", {}
+    data = demo_dataset_path() if cfg.dataset == "demo" else Path(cfg.dataset)
+    if not data.is_file():
+        return None, (f"{card.name}: its run's dataset '{data}' is gone, so which records it trained on is "
+                      "unknown"), cfg.to_dict()
+    ds = load_dataset_file(data, cfg.dataset_format)
+    good = [r for r in ds.records if not r.broken]
+    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len)
+    train_idx, _ = train_eval_split(len(rows), cfg.eval_split, cfg.seed)
+    return {record_digest(good[stats.sources[i]].messages()) for i in train_idx}, None, cfg.to_dict()
+
+
+def _token_mean(pairs: list[tuple[float, int]]) -> float:
+    tokens = sum(n for _, n in pairs)
+    return sum(loss * n for loss, n in pairs) / tokens if tokens else float("nan")
+
+
+def _ppl(loss: float | None) -> float | None:
+    if loss is None or not math.isfinite(loss):
+        return None
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: str | None = None,
+                     dataset_format: str = "auto", template: str | None = None, seq_len: int | None = None,
+                     limit: int | None = None, samples: int = 3, max_new_tokens: int = 128,
+                     load_in: str = "auto", device: str = "auto", batch_size: int = 4, seed: int = 0,
+                     trust_remote_code: bool = False, allow_pickle: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> Comparison:
+    """Score the base and each adapter on the records of ``dataset``; answer a few with each.
+
+    Args:
+        adapters: Adapter folders, run folders or names (:func:`engine.adapters.resolve_adapter`).
+        dataset: A dataset file in any format the editor reads; ``demo`` is the embedded one.
+        base: The base model; default: the one the first adapter's run trained on.
+        dataset_format: How to read the file (default: detect).
+        template: ``auto``, ``chat`` or ``alpaca``; default: the adapters' runs' (``auto`` if none).
+        seq_len: Longest sequence scored; default: the largest of the adapters' runs (else 512).
+        limit: Score a random ``limit`` of the records (seeded by ``seed``); None or 0 = all.
+        samples: How many records every model answers greedily (0 = none).
+        max_new_tokens: Length limit of those answers.
+        load_in, device, trust_remote_code, allow_pickle: As for :class:`engine.generate.Generator`.
+        batch_size: Records per forward pass (halved on out-of-memory).
+        progress: Called with (units done, units in all); a unit is one record scored or answered
+            by one model.
+
+    Raises:
+        ConfigError: no adapter, a bad limit or template.
+        DataError: the dataset file can't be read.
+        ModelError: an adapter doesn't load, or doesn't fit the base.
+        StudioError: nothing in the file to score.
+    """
+
+    from engine.adapters import read_card, resolve_adapter
+    from engine.audit import _rounded, _score_all, first_user_turn, record_digest
+    from engine.data.formats import load_dataset_file
+    from engine.data.tokenize import tokenize_records
+    from engine.generate import BASE, GenerationSettings, Generator
+    from engine.paths import demo_dataset_path
+    from engine.precision import compute_dtype
+
+    started = time.perf_counter()
+    if not adapters:
+        raise ConfigError("give at least one adapter to compare with the base", key="adapter")
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be 0 (all records) or more; got {limit}", key="limit")
+    if template is not None and template not in ("auto", "chat", "alpaca"):
+        raise ConfigError(f"template must be one of auto, chat, alpaca; got {template!r}", key="template")
+    folders = [resolve_adapter(a) for a in adapters]
+    if len({f.resolve() for f in folders}) != len(folders):
+        raise ConfigError("the same adapter is given twice", key="adapter")
+    cards = [read_card(f) for f in folders]
+    for card in cards:
+        if not card.loadable:
+            raise StudioError(f"adapter '{card.name}' can't be compared: {card.problem}")
+    base_ref = base or cards[0].base_model
+    if not base_ref:
+        raise ConfigError(f"adapter '{cards[0].name}' doesn't record its base model: give --base", key="base")
+
+    data_path = demo_dataset_path() if str(dataset) == "demo" else Path(dataset)
+    ds = load_dataset_file(data_path, dataset_format)
+    good = [r for r in ds.records if not r.broken]
+    numbers = [i + 1 for i, r in enumerate(ds.records) if not r.broken]
+    notes: list[str] = []
+    if len(good) < len(ds.records):
+        notes.append(f"{len(ds.records) - len(good)} broken record(s) skipped (see `finetune-studio data check`)")
+
+    gen = Generator(base_ref, load_in=load_in, device=device, trust_remote_code=trust_remote_code,
+                    allow_pickle=allow_pickle)
+    notes.append(f"base {base_ref} loaded once, {gen.describe()['dtype']} on {gen.describe()['device']}")
+
+    # What each adapter trained on, and the template and length the runs used.
+    trained: dict[int, set[str] | None] = {}
+    run_cfgs: list[dict[str, Any]] = []
+    for k, card in enumerate(cards):
+        digests, note, run_cfg = _train_digests(card, gen.tokenizer)
+        trained[k] = digests
+        if note:
+            notes.append(note)
+        if run_cfg:
+            run_cfgs.append(run_cfg)
+    run_templates = sorted({c.get("template", "auto") for c in run_cfgs})
+    if template is None:
+        template = run_templates[0] if len(run_templates) == 1 else "auto"
+    if run_templates and run_templates != [template]:
+        notes.append(f"the adapters' runs used template {', '.join(run_templates)}; scored with {template}")
+    if seq_len is None:
+        seq_len = max((int(c.get("seq_len", DEFAULT_SEQ_LEN)) for c in run_cfgs), default=DEFAULT_SEQ_LEN)
+
+    rows, stats = tokenize_records(good, gen.tokenizer, template, seq_len)
+    if not rows:
+        raise StudioError(f"nothing to score in {data_path}: every record was dropped",
+                          hint=json.dumps(stats.problems[:3], ensure_ascii=False))
+    chosen = list(range(len(rows)))
+    if limit and limit < len(rows):
+        chosen = sorted(random.Random(seed).sample(chosen, limit))
+        notes.append(f"scored a random {limit} of the {len(rows)} usable records (seed {seed}); "
+                     "give limit 0 for all")
+    rows = [rows[i] for i in chosen]
+    sources = [stats.sources[i] for i in chosen]
+    cut = {j for j, i in enumerate(chosen) if i in stats.cut_rows}
+
+    # One group per adapter type: PEFT holds one type on a model at a time.
+    groups: list[list[int]] = []
+    for k, card in enumerate(cards):
+        same = next((g for g in groups if cards[g[0]].peft_type == card.peft_type), None)
+        if same is None:
+            groups.append([k])
+        else:
+            same.append(k)
+    names: dict[int, str] = {}
+
+    def load(group: list[int]) -> None:
+        for k in group:
+            names[k] = gen.load_adapter(folders[k], names.get(k))
+
+    def unload_all() -> None:
+        for name in list(gen.adapters):
+            gen.unload(name)
+
+    pad = gen.tokenizer.pad_token_id if gen.tokenizer.pad_token_id is not None else (gen.tokenizer.eos_token_id or 0)
+    dev = next(gen.model.parameters()).device
+    autocast = compute_dtype(gen.cfg) if gen.cfg.mixed_precision in ("fp16", "bf16") else None
+    n_models = 1 + len(cards)
+    total = len(rows) * n_models + min(samples, len(rows)) * n_models
+    done = [0]
+
+    def run_scores(model: Any, size: int) -> tuple[dict[int, tuple[float, int]], int]:
+        base_done = done[0]
+
+        def tick(d: int, _t: int) -> None:
+            if progress is not None:
+                progress(base_done + d, total)
+        pairs, size = _score_all(model, rows, size, pad, dev, autocast, tick)
+        done[0] = base_done + len(rows)
+        return pairs, size
+
+    size = max(1, batch_size)
+    losses: dict[str, dict[int, tuple[float, int]]] = {}
+    with gen.answering_as(BASE) as model:
+        losses[BASE], size = run_scores(model, size)
+    for g, group in enumerate(groups):
+        load(group)
+        for k in group:
+            with gen.answering_as(names[k]) as model:
+                losses[names[k]], size = run_scores(model, size)
+        if g < len(groups) - 1:
+            unload_all()
+    if size < max(1, batch_size):
+        notes.append(f"out of memory at batch size {batch_size}: scored {size} record(s) at a time")
+
+    order = [BASE] + [names[k] for k in range(len(cards))]
+    digests = [record_digest(good[s].messages()) for s in sources]
+    records: list[RecordScores] = []
+    for j, src in enumerate(sources):
+        rec = good[src]
+        by = [names[k] for k in range(len(cards)) if trained[k] is not None and digests[j] in trained[k]]
+        records.append(RecordScores(record=numbers[src], line=getattr(rec, "line", None),
+                                    instruction=first_user_turn(rec.messages(), SAMPLE_WIDTH),
+                                    tokens=losses[BASE][j][1], losses={n: _rounded(losses[n][j][0]) for n in order},
+                                    trained_by=by, truncated=j in cut))
+    held = [j for j, r in enumerate(records) if r.held_out]
+    if not held:
+        notes.append("every record scored is in some adapter's training split: the figures say how well each "
+                     "memorised them, not how it does on new data; compare on a held-out file "
+                     "(`finetune-studio data split`)")
+    elif len(held) < len(records):
+        notes.append(f"{len(records) - len(held)} of the {len(records)} records are in an adapter's training "
+                     f"split; the headline figures are over the {len(held)} no adapter trained on")
+
+    models: list[ModelScore] = []
+    for name in order:
+        pairs = [losses[name][j] for j in range(len(rows))]
+        mean_all = _token_mean(pairs)
+        mean_held = _token_mean([pairs[j] for j in held]) if held else None
+        k = next((k for k in range(len(cards)) if names[k] == name), None)
+        models.append(ModelScore(
+            name=name, path=str(folders[k]) if k is not None else str(gen.base_path),
+            mean_loss=round(mean_held, 5) if mean_held is not None else None,
+            perplexity=_ppl(mean_held), mean_loss_all=round(mean_all, 5), perplexity_all=_ppl(mean_all) or float("inf"),
+            trained_on=sum(1 for r in records if name in r.trained_by),
+            train_split_known=k is None or trained[k] is not None))
+    for j in held or range(len(records)):
+        best = min(order, key=lambda n: records[j].losses[n])
+        next(m for m in models if m.name == best).best_on += 1
+
+    # Greedy answers where the models disagree most.
+    picked: list[int] = []
+    if samples > 0:
+        pool = held or list(range(len(records)))
+        picked = sorted(pool, key=lambda j: -records[j].spread)[:samples]
+    out_samples: list[Sample] = []
+    if picked:
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+        answers: dict[int, dict[str, str]] = {j: {} for j in picked}
+        conv = {j: _answer_split(good[sources[j]].messages()) for j in picked}
+
+        def answer(name: str) -> None:
+            for j in picked:
+                answers[j][name] = gen.generate("", name, settings, messages=conv[j][0], template=template).text
+                done[0] += 1
+                if progress is not None:
+                    progress(done[0], total)
+        answer(BASE)
+        for group in groups:
+            if len(groups) > 1:
+                unload_all()
+                load(group)
+            for k in group:
+                answer(names[k])
+        for j in picked:
+            out_samples.append(Sample(record=records[j].record, prompt=first_user_turn(conv[j][0], 400),
+                                      reference=conv[j][1], answers={n: answers[j][n] for n in order},
+                                      losses=records[j].losses))
+    unload_all()
+    skipped = [{"record": numbers[p["index"]], "line": p.get("line"), "message": p["message"]}
+               for p in stats.problems]
+    desc_device = str(dev)
+    return Comparison(base=base_ref, dataset=str(data_path), device=desc_device, load_in=load_in if load_in != "auto"
+                      else ("fp32" if dev.type == "cpu" else "auto"), template=template, seq_len=seq_len,
+                      seconds=round(time.perf_counter() - started, 2), models=models, records=records,
+                      samples=out_samples, records_in_file=len(ds.records), skipped=skipped, notes=notes)
+
+
+# ---------------------------------------------------------------------------- Text
+def _num(v: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if not math.isfinite(v):
+        return "inf"
+    return f"{v:.{digits}f}" if v < 1e4 else f"{v:.3g}"
+
+
+def format_comparison(c: Comparison, top: int = 10) -> str:
+    """The table of models, the records that separate them, and the sampled answers."""
+    base = c.models[0]
+    lines = [f"{len(c.records)} records of {c.dataset} scored on {c.device} in {c.seconds:.1f} s "
+             f"(template {c.template}, seq_len {c.seq_len})"]
+    lines += [f"note: {n}" for n in c.notes]
+    held = c.held_out
+    scope = f"over the {held} held-out records" if held and held < len(c.records) else "over all records"
+    lines.append("")
+    lines.append(f"answer loss (lower is better) {scope}:")
+    width = max(12, *(len(m.name) for m in c.models))
+    lines.append(f"  {'model':<{width}}  {'loss':>8}  {'perplexity':>10}  {'vs base':>8}  {'best on':>7}  "
+                 f"{'trained on':>10}")
+    for m in c.models:
+        vs = m.vs_base(base)
+        trained = "–" if m is base else (str(m.trained_on) if m.train_split_known else "?")
+        lines.append(f"  {m.name:<{width}}  {_num(m.mean_loss if held else m.mean_loss_all):>8}  "
+                     f"{_num(m.perplexity if held else m.perplexity_all, 2):>10}  "
+                     f"{'–' if m is base or vs is None else f'{vs:+.0%}':>8}  {m.best_on:>7}  {trained:>10}")
+    if held and held < len(c.records):
+        lines.append("  over all records: " + ", ".join(f"{m.name} {_num(m.mean_loss_all)}" for m in c.models))
+    if len(c.models) > 2:
+        pool = [r for r in c.records if r.held_out] or c.records
+        split = sorted(pool, key=lambda r: -r.spread)[:top]
+        if split:
+            lines.append("")
+            lines.append("records where the models differ most:")
+            for r in split:
+                lo = min(r.losses, key=lambda n: r.losses[n])
+                lines.append(f"  record {r.record}: best {lo} ({_num(r.losses[lo])}); "
+                             + ", ".join(f"{n} {_num(v)}" for n, v in r.losses.items())
+                             + f" | {r.instruction}")
+    for s in c.samples:
+        lines.append("")
+        lines.append(f"=== record {s.record}: {s.prompt}")
+        lines.append(f"--- reference: {s.reference}")
+        for name, text in s.answers.items():
+            lines.append(f"--- {name} (loss {_num(s.losses.get(name))}): {text}")
+    if c.skipped:
+        lines.append("")
+        lines.append(f"{len(c.skipped)} record(s) not scored: "
+                     + "; ".join(f"record {p['record']}: {p['message']}" for p in c.skipped[:3]))
+    return "\n".join(lines)
+
+
+def cli_compare(args: argparse.Namespace) -> int:
+    """``finetune-studio adapters compare ADAPTER... --dataset FILE [--base M] [--limit N] [--samples K]
+    [--max_new_tokens N] [--seq-len N] [--template T] [--load_in L] [--device D] [--batch_size N]
+    [--out FILE] [--json] [--progress]``."""
+    from engine.adapters import quiet_loading
+    from engine.files import atomic_write_text
+
+    quiet_loading()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if getattr(args, "progress", False):  # for the GUI, which reads stderr
+            print(f"progress {done} {total}", file=sys.stderr, flush=True)
+        elif not args.json and sys.stderr.isatty() and (now - last[0] > 0.5 or done == total):
+            last[0] = now
+            print(f"\rscoring {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    comparison = compare_adapters(
+        args.adapter, args.dataset, base=args.base, dataset_format=args.format, template=args.template,
+        seq_len=args.seq_len, limit=args.limit, samples=args.samples, max_new_tokens=args.max_new_tokens,
+        load_in=args.load_in, device=args.device, batch_size=args.batch_size, seed=args.seed,
+        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, progress=progress)
+    text = json.dumps(comparison.to_dict(), ensure_ascii=False)
+    if args.out:
+        atomic_write_text(Path(args.out), text + "\n")
+    if args.json:
+        print(text)
+    else:
+        print(format_comparison(comparison))
+        if args.out:
+            print(f"\nall scores: {args.out}")
+    return 0

@@ -1,0 +1,341 @@
+"""Compare the base and the ticked adapters on a dataset's records: a number, not an impression.
+
+Runs ``finetune-studio adapters compare`` in a child process (the GUI process never holds a
+model), shows its progress, then the table of answer losses and the answers every model gave
+to the records where they differ most, beside the record's own answer. What the dialog runs is
+shown as a command line, the same the user could type.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QProcess, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableView,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import adapters as lib
+from engine.compare import Comparison
+from engine.paths import data_home
+from gui.engine_process import cli_failure, engine_process, start_engine
+
+HEADERS = ["Model", "Answer loss", "Perplexity", "vs base", "Best on", "Trained on"]
+BASE_NAME = "(base)"
+
+
+def compare_problem(cards: list[lib.AdapterCard]) -> str | None:
+    """Why these adapters can't be compared, or None when they can."""
+    if not cards:
+        return "Tick the adapters to compare in the library, or select one."
+    for card in cards:
+        if not card.loadable:
+            return f"{card.name} can't be compared: {card.problem or 'not a PEFT adapter'}"
+    return None
+
+
+def default_dataset(cards: list[lib.AdapterCard]) -> str:
+    """The dataset the adapters' runs share (its held-out records are then scored), else ''."""
+    found = {c.dataset for c in cards if c.dataset}
+    return found.pop() if len(found) == 1 else ""
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if v != v or v == float("inf"):
+        return "inf"
+    return f"{v:.{digits}f}" if v < 1e4 else f"{v:.3g}"
+
+
+class CompareDialog(QDialog):
+    """Ask which records, run the comparison in a child process, show the table and the answers."""
+
+    sig_starting = Signal()
+    """The comparison is about to load the base (a playground holding the GPU may let it go)."""
+    sig_compared = Signal(str)
+    """The comparison finished: the JSON file it wrote."""
+
+    def __init__(self, base: str, cards: list[lib.AdapterCard], parent: QWidget | None = None, *,
+                 dataset: str | None = None, load_in: str = "auto"):
+        super().__init__(parent)
+        self.setWindowTitle("Compare on a dataset")
+        self.resize(980, 720)
+        self.base = base
+        self.load_in = load_in
+        self.cards = list(cards)
+        self.proc: QProcess | None = None
+        self.output = ""
+        self.errors = ""
+        self.result: Comparison | None = None
+        self.out_file: Path | None = None
+
+        names = ", ".join(f"<b>{html.escape(c.name)}</b>" for c in cards)
+        intro = QLabel(f"Scores <b>{html.escape(base)}</b> and {names} on the same records: each record's answer "
+                       "loss, counted as training counts it (lower is better). Records an adapter trained on "
+                       "are set aside, so the figures say how each does on data it has not seen. Then every "
+                       "model answers the records where they differ most.")
+        intro.setWordWrap(True)
+        intro.setTextFormat(Qt.TextFormat.RichText)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)  # the spin boxes stay small
+        self.dataset_edit = QLineEdit(dataset if dataset is not None else (default_dataset(cards) or "demo"))
+        self.dataset_edit.setToolTip("A dataset file in any format the editor opens ('demo': the embedded one). "
+                                     "Best a held-out file; the adapters' own run dataset works too: the "
+                                     "records they trained on are set aside.")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._on_browse)
+        row = QHBoxLayout()
+        row.addWidget(self.dataset_edit, 1)
+        row.addWidget(browse)
+        form.addRow("Dataset:", row)
+        self.limit = QSpinBox()
+        self.limit.setRange(0, 10_000_000)
+        self.limit.setSingleStep(100)
+        self.limit.setValue(500)
+        self.limit.setSpecialValueText("all")
+        self.limit.setToolTip("Score a random sample of this many records (seeded, so the same each time); "
+                              "'all' scores every record")
+        form.addRow("Records:", self.limit)
+        self.samples = QSpinBox()
+        self.samples.setRange(0, 20)
+        self.samples.setValue(3)
+        self.samples.setToolTip("How many records every model answers (greedy), where their losses differ most")
+        form.addRow("Answers to read:", self.samples)
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, 4096)
+        self.max_tokens.setValue(96)
+        form.addRow("Max new tokens:", self.max_tokens)
+        for w in (self.dataset_edit, self.limit, self.samples, self.max_tokens):
+            (w.textChanged if isinstance(w, QLineEdit) else w.valueChanged).connect(self._update)
+
+        self.command_label = QLabel()
+        self.command_label.setWordWrap(True)
+        self.command_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.command_label.setStyleSheet("color: palette(placeholder-text); font-family: monospace;")
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.RichText)
+
+        self.table_model = QStandardItemModel(0, len(HEADERS), self)
+        self.table_model.setHorizontalHeaderLabels(HEADERS)
+        self.table = QTableView()
+        self.table.setModel(self.table_model)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, len(HEADERS)):
+            self.table.horizontalHeader().setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.answers = QTextBrowser()
+        self.answers.setOpenLinks(False)
+        self.results = QWidget()
+        res_lay = QVBoxLayout(self.results)
+        res_lay.setContentsMargins(0, 0, 0, 0)
+        res_lay.addWidget(self.table)
+        res_lay.addWidget(self.answers, 1)
+        self.results.setVisible(False)
+
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.run_button = self.buttons.addButton("Compare", QDialogButtonBox.ButtonRole.ActionRole)
+        self.run_button.setDefault(True)
+        self.run_button.clicked.connect(self.start)
+        self.buttons.rejected.connect(self._on_close)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(intro)
+        lay.addLayout(form)
+        lay.addWidget(self.command_label)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addWidget(self.results, 1)
+        lay.addStretch(0)
+        lay.addWidget(self.buttons)
+        self._update()
+
+    # ---- Public API
+    def command(self) -> list[str]:
+        """The ``finetune-studio adapters compare`` arguments the dialog runs (without the program)."""
+        args = ["adapters", "compare", *(c.path for c in self.cards), "--base", self.base,
+                "--dataset", self.dataset_edit.text().strip(), "--samples", str(self.samples.value()),
+                "--max_new_tokens", str(self.max_tokens.value())]
+        if self.limit.value():
+            args += ["--limit", str(self.limit.value())]
+        if self.load_in != "auto":
+            args += ["--load_in", self.load_in]
+        return args
+
+    def start(self) -> bool:
+        """Run the comparison; False (with the reason shown) when the dataset is not given."""
+        dataset = self.dataset_edit.text().strip()
+        if not dataset:
+            self._say("Choose a dataset file.", "#be1e1e")
+            return False
+        if dataset != "demo" and not Path(dataset).expanduser().is_file():
+            self._say(html.escape(f"{dataset} is not a file."), "#be1e1e")
+            return False
+        folder = data_home() / "comparisons"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.out_file = folder / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+        self.sig_starting.emit()
+        self.proc = engine_process(self, merged=False)
+        self.proc.readyReadStandardError.connect(self._on_stderr)
+        self.proc.finished.connect(self._on_finished)
+        self.output = self.errors = ""
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self.results.setVisible(False)
+        self._say("Loading the base once and each adapter beside it, in a child process…")
+        self.run_button.setEnabled(False)
+        start_engine(self.proc, [*self.command(), "--json", "--progress", "--out", str(self.out_file)])
+        return True
+
+    def wait(self, msecs: int = 300_000) -> bool:
+        """Block until the comparison process ends (tests and scripts)."""
+        return self.proc is not None and self.proc.waitForFinished(msecs)
+
+    def show_result(self, comparison: Comparison) -> None:
+        """Fill the table and the answers from a comparison."""
+        self.result = comparison
+        base = comparison.models[0]
+        held = comparison.held_out
+        headline = bool(held)
+        losses = [(m.mean_loss if headline else m.mean_loss_all) for m in comparison.models]
+        best = min((v for v in losses if v is not None), default=None)
+        self.table_model.removeRows(0, self.table_model.rowCount())
+        for m, loss in zip(comparison.models, losses, strict=True):
+            vs = m.vs_base(base) if headline else (m.mean_loss_all / base.mean_loss_all - 1.0
+                                                   if base.mean_loss_all else None)
+            trained = "–" if m is base else (f"{m.trained_on:,}" if m.train_split_known else "unknown")
+            cells = [m.name if m is not base else f"{BASE_NAME} {Path(comparison.base).name}",
+                     _fmt(loss), _fmt(m.perplexity if headline else m.perplexity_all, 2),
+                     "–" if m is base or vs is None else f"{vs:+.0%}", f"{m.best_on:,}", trained]
+            items = [QStandardItem(c) for c in cells]
+            for col, item in enumerate(items):
+                if col:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                item.setToolTip(m.path or "")
+            if loss is not None and loss == best:
+                font = QFont()
+                font.setBold(True)
+                for item in items:
+                    item.setFont(font)
+                    item.setForeground(QBrush(QColor("#1b5e20")))
+            self.table_model.appendRow(items)
+        # The table as tall as its rows: the answers get the rest.
+        height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth() + sum(
+            self.table.rowHeight(r) for r in range(self.table_model.rowCount()))
+        self.table.setFixedHeight(height + 4)
+        scope = (f"over the {held:,} records no adapter trained on" if held and held < len(comparison.records)
+                 else "over every record" if held else "over every record, <b>all of them trained on</b>")
+        text = (f"{len(comparison.records):,} records of {html.escape(Path(comparison.dataset).name)} scored on "
+                f"{html.escape(comparison.device)} in {comparison.seconds:.1f} s · answer loss {scope}")
+        # The base's load line and the held-out count are in the summary already.
+        notes = [html.escape(n) for n in comparison.notes
+                 if not n.startswith("base ") and "the headline figures are over" not in n]
+        if notes:
+            text += "<br><span style='color:#8a5a00'>" + "<br>".join(notes) + "</span>"
+        if self.out_file is not None:
+            text += f"<br><span style='color:palette(mid)'>All scores: {html.escape(str(self.out_file))}</span>"
+        self._say(text)
+        self.answers.setHtml(self._answers_html(comparison))
+        self.results.setVisible(True)
+
+    # ---- Internals
+    @staticmethod
+    def _answers_html(c: Comparison) -> str:
+        if not c.samples:
+            return "<p style='color:gray'>No answers asked for.</p>"
+        parts = ["<h3 style='margin:0'>Where the models differ most</h3>"]
+        for s in c.samples:
+            parts.append(f"<p style='margin-top:10px'><b>Record {s.record}</b>: {html.escape(s.prompt)}</p>"
+                         "<table cellspacing='0' cellpadding='4' width='100%' style='border-collapse:collapse'>")
+            rows = [("reference", s.reference, None)] + [(n, t, s.losses.get(n)) for n, t in s.answers.items()]
+            for name, text, loss in rows:
+                colour = "#1b5e20" if name == "reference" else "#333"
+                label = html.escape(name) + (f"<br><span style='color:gray'>loss {_fmt(loss)}</span>"
+                                             if loss is not None else "")
+                parts.append(f"<tr><td width='22%' valign='top' style='color:{colour}'>{label}</td>"
+                             f"<td valign='top'>{html.escape(text) or '<i>(empty)</i>'}</td></tr>")
+            parts.append("</table>")
+        return "".join(parts)
+
+    def _update(self) -> None:
+        self.command_label.setText("finetune-studio " + " ".join(shlex.quote(a) for a in self.command()))
+
+    def _say(self, text: str, colour: str | None = None) -> None:
+        self.status.setStyleSheet(f"color: {colour};" if colour else "")
+        self.status.setText(text)
+
+    def _on_browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Dataset to compare on", "",
+                                              "Datasets (*.json *.jsonl *.csv *.parquet);;All files (*)")
+        if path:
+            self.dataset_edit.setText(path)
+
+    def _on_stderr(self) -> None:
+        if self.proc is not None:
+            self._consume(bytes(self.proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+
+    def _consume(self, text: str) -> None:
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "progress" and parts[1].isdigit() and parts[2].isdigit():
+                done, total = int(parts[1]), int(parts[2])
+                self.progress.setRange(0, total)
+                self.progress.setValue(done)
+                self.progress.setFormat(f"{done:,} / {total:,}")
+                self._say("Scoring each record with each model, then answering…")
+            elif line.strip():
+                self.errors += line + "\n"
+
+    def _on_finished(self, code: int, _status: Any) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            self._consume(bytes(proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+            self.output = bytes(proc.readAllStandardOutput().data()).decode("utf-8", errors="replace")
+        self.progress.setVisible(False)
+        self.run_button.setEnabled(True)
+        if code == 0:
+            try:
+                comparison = Comparison.from_dict(json.loads(self.output.strip().splitlines()[-1]))
+            except (ValueError, IndexError, TypeError, KeyError) as e:
+                self._say(html.escape(f"The comparison's result can't be read: {e}"), "#be1e1e")
+                return
+            self.show_result(comparison)
+            self.sig_compared.emit(str(self.out_file))
+        else:
+            self._say(html.escape("The comparison failed: "
+                                  + cli_failure(self.errors + self.output, "adapters compare", code)), "#be1e1e")
+
+    def _on_close(self) -> None:
+        if self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning:
+            self.proc.kill()
+            self.proc.waitForFinished(5000)
+        self.reject()

@@ -1,0 +1,150 @@
+"""`adapters compare`: the base and several adapters scored on the same records, held-out first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.cli import main as cli_main
+from engine.compare import Comparison, compare_adapters, format_comparison
+from engine.generate import BASE
+from tests.engine.conftest import ANSWERS, QUESTIONS
+from tests.engine.test_audit import reference_losses
+from tests.engine.test_train import METHOD_SETTINGS, make_cfg, train
+
+
+def base_losses(model_dir: Path, dataset: Path, seq_len: int) -> dict[int, float | None]:
+    """Each record's answer loss under the plain base model, one record at a time."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.data.formats import load_dataset_file
+    from engine.data.tokenize import render_record
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    out = {}
+    for number, rec in enumerate(load_dataset_file(dataset).records, start=1):
+        row = {k: v[:seq_len] for k, v in render_record(rec.messages(), tok, "auto").items()}
+        if all(x == -100 for x in row["labels"]):
+            out[number] = None
+            continue
+        with torch.no_grad():
+            out[number] = float(model(input_ids=torch.tensor([row["input_ids"]]),
+                                      labels=torch.tensor([row["labels"]])).loss)
+    return out
+
+
+def qa_file(path: Path, answer: str) -> Path:
+    rows = [{"instruction": q, "input": "", "output": answer} for q in QUESTIONS]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_each_models_scores_are_its_own_loss_and_training_records_are_held_back(tmp_path, tiny_model_dir,
+                                                                                 small_dataset):
+    # A LoRA and an IA3 run on the same file: two adapter types, which can't share one PEFT model.
+    runs = {}
+    for method in ("lora", "ia3"):
+        result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / method, method=method,
+                                      eval_split=0.25, **METHOD_SETTINGS.get(method, {})))
+        runs[method] = Path(result["output_dir"])
+    c = compare_adapters([runs["lora"], runs["ia3"] / "final"], small_dataset, load_in="fp32", device="cpu",
+                         batch_size=5, samples=2, max_new_tokens=5)
+    assert c.base == str(tiny_model_dir) and c.seq_len == 64  # both from the runs
+    names = [m.name for m in c.models]
+    assert names[0] == BASE and len(names) == 3
+    refs = {BASE: base_losses(tiny_model_dir, small_dataset, 64),
+            names[1]: reference_losses(runs["lora"], tiny_model_dir, "lora", small_dataset, 64),
+            names[2]: reference_losses(runs["ia3"], tiny_model_dir, "ia3", small_dataset, 64)}
+    assert sorted(r.record for r in c.records) == sorted(n for n, v in refs[BASE].items() if v is not None)
+    for r in c.records:
+        for name in names:
+            assert r.losses[name] == pytest.approx(refs[name][r.record], rel=1e-4, abs=1e-5), (name, r.record)
+
+    # The held-out records are exactly the runs' eval split (same seed, same records).
+    split = json.loads((runs["lora"] / "dataset.json").read_text())
+    held = [r for r in c.records if r.held_out]
+    assert len(held) == split["eval"] and c.held_out == split["eval"]
+    assert all(sorted(r.trained_by) == sorted(names[1:]) for r in c.records if not r.held_out)
+    for m in c.models:
+        assert m.trained_on == (0 if m.name == BASE else len(c.records) - len(held))
+        want = sum(r.losses[m.name] * r.tokens for r in held) / sum(r.tokens for r in held)
+        assert m.mean_loss == pytest.approx(want, rel=1e-4)
+        assert m.perplexity == pytest.approx(torch.tensor(m.mean_loss).exp().item(), rel=1e-4)
+    assert sum(m.best_on for m in c.models) == len(held)
+
+    # Samples: the held-out records where the models differ most, answered by each model.
+    assert len(c.samples) == 2
+    widest = sorted(held, key=lambda r: -r.spread)[:2]
+    assert [s.record for s in c.samples] == [r.record for r in widest]
+    assert all(list(s.answers) == names for s in c.samples)
+    assert any("training split" in n for n in c.notes)
+    # The result survives its JSON form.
+    again = Comparison.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert again.models == c.models and again.records == c.records and again.samples == c.samples
+
+
+def test_the_adapter_trained_for_the_data_wins_and_answers_like_it(runs_home, tmp_path):
+    data = qa_file(tmp_path / "medical-test.jsonl", ANSWERS["medical"])
+    c = compare_adapters(["medical", "legal"], data, load_in="fp32", device="cpu", samples=1, max_new_tokens=12)
+    base, medical, legal = c.models
+    assert (medical.name, legal.name) == ("medical", "legal") and base.name == BASE
+    assert medical.best_on == len(QUESTIONS) and legal.best_on == 0
+    assert medical.mean_loss < 0.5 * legal.mean_loss and medical.vs_base(base) < -0.5
+    # These runs' datasets aren't on disk: which records they trained on is unknown, and said.
+    assert not medical.train_split_known and sum("unknown" in n for n in c.notes) == 2
+    assert c.held_out == len(QUESTIONS)
+    [sample] = c.samples
+    assert sample.reference == ANSWERS["medical"]
+    assert sample.answers["medical"].startswith("Rest, drink water")
+    assert sample.answers["legal"].startswith("Read the contract")
+    text = format_comparison(c)
+    row = next(ln for ln in text.splitlines() if ln.strip().startswith("medical "))
+    assert row.split()[-2:] == [str(len(QUESTIONS)), "?"]  # best on all, training records unknown
+
+
+def test_limit_scores_a_seeded_sample(runs_home, tmp_path):
+    data = tmp_path / "many.jsonl"
+    rows = [{"instruction": f"{q} ({i})", "input": "", "output": ANSWERS["legal"]}
+            for i in range(5) for q in QUESTIONS]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    a = compare_adapters(["legal"], data, load_in="fp32", device="cpu", limit=6, samples=0)
+    b = compare_adapters(["legal"], data, load_in="fp32", device="cpu", limit=6, samples=0)
+    c = compare_adapters(["legal"], data, load_in="fp32", device="cpu", limit=6, samples=0, seed=1)
+    assert len(a.records) == 6 and [r.record for r in a.records] == [r.record for r in b.records]
+    assert [r.record for r in a.records] != [r.record for r in c.records]
+    assert any("random 6 of the 20" in n for n in a.notes) and not a.samples
+
+
+def test_cli_prints_the_table_and_writes_json(runs_home, tmp_path, capsys):
+    data = qa_file(tmp_path / "legal-test.jsonl", ANSWERS["legal"])
+    out = tmp_path / "cmp.json"
+    assert cli_main(["adapters", "compare", "medical", "legal", "--dataset", str(data), "--samples", "0",
+                     "--load_in", "fp32", "--device", "cpu", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "answer loss (lower is better) over all records" in text and f"all scores: {out}" in text
+    saved = json.loads(out.read_text())
+    assert saved["schema_version"] == 1 and [m["name"] for m in saved["models"]] == [BASE, "medical", "legal"]
+    assert min(saved["models"], key=lambda m: m["mean_loss"])["name"] == "legal"
+
+    assert cli_main(["adapters", "compare", "legal", "--dataset", str(data), "--json", "--samples", "0",
+                     "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["records"][0]["losses"].keys() == {BASE, "legal"}
+
+
+def test_bad_requests_say_what_is_wrong(runs_home, tmp_path, tiny_model_dir, capsys):
+    data = qa_file(tmp_path / "d.jsonl", "x")
+    cases = [
+        (["legal", "--dataset", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
+        (["legal", "--dataset", str(data), "--limit", "-1"], "limit must be 0"),
+        (["legal", str(runs_home["legal"]), "--dataset", str(data)], "the same adapter is given twice"),
+        (["no-such-adapter", "--dataset", str(data)], "Known adapters"),
+        (["legal", "--dataset", str(data), "--base", str(tiny_model_dir), "--device", "cpu"],
+         "can't be used with this base"),
+    ]
+    for args, message in cases:
+        assert cli_main(["adapters", "compare", *args]) == 2, args
+        assert message in capsys.readouterr().err, args
