@@ -88,6 +88,9 @@ class RunConfig:
                         group="lora")
     use_rslora: bool = _f(False, "rsLoRA: scale by alpha/sqrt(r), which keeps high ranks stable.",
                           group="lora")
+    loraplus_lr_ratio: float = _f(0.0, "LoRA+: train the B matrices at this many times the learning rate of "
+                                  "the A matrices (0 = off; the paper uses 16; then often halve learning_rate).",
+                                  min=0.0, max=1000.0, group="lora")
     freeze_trainable_layers: int = _f(2, "Freeze method: how many top decoder layers train.",
                                       min=1, max=1024, group="freeze")
     freeze_extra_modules: list = _f([], "Freeze method: extra module names that also train, e.g. "
@@ -132,6 +135,9 @@ class RunConfig:
                              min=0.0, max=1.0, group="optim")
     max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0 = no clipping).",
                               min=0.0, max=1e6, group="optim")
+    neftune_noise_alpha: float = _f(0.0, "NEFTune: add uniform noise of this scale to the input embeddings "
+                                    "while training (0 = off; 5 is the paper's usual value). Often better "
+                                    "instruction following.", min=0.0, max=100.0, group="optim")
     num_epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0).",
                            min=0.0, max=1e6, group="optim")
     max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 = use num_epochs.",
@@ -375,6 +381,15 @@ class RunConfig:
             bad("save_steps", f"with early stopping the best evaluation must have a checkpoint, so save_steps "
                 f"({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}).",
                 fix={"save_steps": self.eval_steps * max(1, self.save_steps // self.eval_steps)})
+        if 0 < self.loraplus_lr_ratio < 1:
+            bad("loraplus_lr_ratio", f"loraplus_lr_ratio {self.loraplus_lr_ratio:g} would train B slower than A; "
+                "LoRA+ wants 1 or more (16 in the paper), or 0 for off.", fix={"loraplus_lr_ratio": 16.0})
+        if self.loraplus_lr_ratio and self.method not in ("lora", "qlora"):
+            bad("loraplus_lr_ratio", f"LoRA+ sets the learning rates of LoRA's A and B matrices, but method is "
+                f"'{self.method}'; set loraplus_lr_ratio: 0, or use lora/qlora.", fix={"loraplus_lr_ratio": 0.0})
+        if self.loraplus_lr_ratio and self.deepspeed:
+            bad("loraplus_lr_ratio", "LoRA+ builds its own optimizer, which DeepSpeed would replace with the one in "
+                "its config; set loraplus_lr_ratio: 0 for DeepSpeed runs.", fix={"loraplus_lr_ratio": 0.0})
         if self.method in ("prefix", "prompt") and self.packing:
             bad("packing", f"method '{self.method}' prepends virtual tokens to each sequence, which "
                 "would leak across packed records; turn packing off.", fix={"packing": False})

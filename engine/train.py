@@ -503,6 +503,7 @@ def _trainer_class():
         """
 
         fault_injector: Callable[[int], Any] | None = None
+        loraplus_lr_ratio: float = 0.0
 
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
@@ -510,6 +511,21 @@ def _trainer_class():
             self._step_samples: list = []
             self._step_grad_norm: Any = None
             self._poison = False
+
+        def create_optimizer(self, model=None):
+            """Trainer's optimizer, or with LoRA+ the same optimizer class and settings (fused AdamW,
+            8-bit AdamW...) with PEFT's parameter groups: B matrices at ``loraplus_lr_ratio`` x the
+            learning rate."""
+            if not self.loraplus_lr_ratio or self.optimizer is not None:
+                return super().create_optimizer(model)
+            from peft.optimizers import create_loraplus_optimizer
+
+            opt_model = self.model if model is None else model
+            cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            lr = kwargs.pop("lr", self.args.learning_rate)
+            self.optimizer = create_loraplus_optimizer(opt_model, cls, lr=lr, loraplus_lr_ratio=self.loraplus_lr_ratio,
+                                                       loraplus_weight_decay=self.args.weight_decay, **kwargs)
+            return self.optimizer
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             self._poison = False
@@ -629,6 +645,7 @@ def training_arguments_kwargs(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_pin_memory=False,
+        neftune_noise_alpha=cfg.neftune_noise_alpha or None,
     )  # gradient checkpointing is applied by precision.load_model, before the method
     if cfg.early_stopping_patience and has_eval:
         # Trainer keeps the best checkpoint and loads it at the end; that needs a checkpoint at
@@ -672,6 +689,7 @@ def _build_trainer(prep: Prepared, writer: EventWriter, commands: Commands, call
                                eval_dataset=_ListDataset(prep.eval_rows) if prep.eval_rows else None,
                                data_collator=_IndexedCollator(base_collator), callbacks=callbacks)
     trainer.fault_injector = fault_injector
+    trainer.loraplus_lr_ratio = cfg.loraplus_lr_ratio
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
     cb.trainer = trainer
     cb.probe = prep.probe

@@ -37,7 +37,8 @@ def _known(keys: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(k for k in keys if k in names)
 
 
-LORA_SETTINGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora")
+LORA_SETTINGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora",
+                 "loraplus_lr_ratio")
 ALL_LOADS = ("fp32", "fp16", "bf16", "int8", "nf4")
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -634,3 +635,59 @@ def test_nan_advice_fits_the_runs_precision():
     assert "raise adam_epsilon from 1e-08 to 1e-7" in fp32
     bf16 = nan_advice(RunConfig.from_dict({"adam_epsilon": 1e-6}))
     assert "adam_epsilon" not in bf16 and "gradient clipping" not in bf16 and bf16.endswith("not the cause.")
+
+
+# ---------------------------------------------------------------- LoRA+ and NEFTune
+def _saved_groups(checkpoint: Path) -> list[dict]:
+    state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    return [g for g in state["param_groups"] if g["params"]]
+
+
+def test_loraplus_trains_the_b_matrices_at_ratio_times_the_lr_and_resumes(tiny_model_dir, small_dataset, tmp_path):
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=2, save_steps=2, lora_r=4,
+                   lora_target_modules="all-linear", loraplus_lr_ratio=16.0, lr_scheduler="constant")
+    result, _, trained = train(cfg)
+    assert result["status"] == "completed"
+    groups = _saved_groups(out / "checkpoint-2")
+    lrs = sorted({g["lr"] for g in groups})
+    assert lrs == pytest.approx([1e-2, 16e-2])  # A at the learning rate, B at 16x
+    n_b = sum(1 for n, p in trained[0].named_parameters() if p.requires_grad and "lora_B" in n)
+    n_a = sum(1 for n, p in trained[0].named_parameters() if p.requires_grad and "lora_A" in n)
+    assert sum(len(g["params"]) for g in groups if g["lr"] > 0.1) == n_b > 0
+    assert sum(len(g["params"]) for g in groups if g["lr"] < 0.1) == n_a
+    # Resumed (with more steps), the optimizer comes back with both learning rates.
+    result, rec, _ = train(cfg.replace(max_steps=4, save_steps=4), resume=True)
+    assert result["status"] == "completed" and [e["step"] for e in rec.of("step")] == [3, 4]
+    assert sorted({g["lr"] for g in _saved_groups(out / "checkpoint-4")}) == pytest.approx([1e-2, 16e-2])
+
+
+def test_loraplus_settings_that_cannot_work_are_refused_with_a_fix():
+    from engine.errors import ConfigErrors
+
+    for values, says in [({"loraplus_lr_ratio": 0.5}, "would train B slower"),
+                         ({"loraplus_lr_ratio": 16, "method": "ia3"}, "method is 'ia3'"),
+                         ({"loraplus_lr_ratio": 16, "deepspeed": "ds.json"}, "DeepSpeed")]:
+        with pytest.raises(ConfigErrors) as e:
+            RunConfig.from_dict(values)
+        (err,) = e.value.errors
+        assert err.key == "loraplus_lr_ratio" and says in err.message and err.fix
+    assert RunConfig.from_dict({"loraplus_lr_ratio": 16, "method": "qlora", "load_in": "nf4"}).loraplus_lr_ratio == 16
+
+
+def test_neftune_noises_the_embeddings_while_training_only(tiny_model_dir, small_dataset, tmp_path):
+    def first_loss(alpha: float, name: str) -> tuple[float, Any]:
+        cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / name, max_steps=1, neftune_noise_alpha=alpha,
+                       lora_dropout=0.0)
+        result, rec, trained = train(cfg)
+        assert result["status"] == "completed"
+        return rec.of("step")[0]["loss"], trained[0]
+
+    plain, _ = first_loss(0.0, "plain")
+    again, _ = first_loss(0.0, "again")
+    noisy, model = first_loss(50.0, "noisy")
+    assert plain == again  # deterministic on the CPU: the difference below is the noise
+    assert noisy != pytest.approx(plain, abs=1e-4)
+    # The hook is gone after training: the saved model's embeddings are noise-free.
+    emb = model.get_input_embeddings()
+    assert not emb._forward_hooks
