@@ -162,6 +162,9 @@ class MainWindow(QMainWindow):
 
     def _wire_areas(self) -> None:
         runs, adapters, train = self.areas.get("runs"), self.areas.get("adapters"), self.areas.get("train")
+        if hasattr(runs, "sig_compare_adapters") and hasattr(adapters, "compare_adapters"):
+            runs.sig_compare_adapters.connect(lambda paths: (self.show_area("adapters"),
+                                                             adapters.compare_adapters(paths)))
         if hasattr(runs, "sig_try_adapter") and hasattr(adapters, "try_adapter"):
             runs.sig_try_adapter.connect(lambda path: (self.show_area("adapters"), adapters.try_adapter(path)))
         if hasattr(runs, "sig_resume_run") and hasattr(train, "resume_run"):

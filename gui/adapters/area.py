@@ -810,6 +810,38 @@ class AdaptersArea(QWidget):
         dialog.sig_compared.connect(lambda out: self.status.setText(f"comparison saved to {out}"))
         return dialog
 
+    def compare_adapters(self, paths: list[str]) -> CompareDialog | None:
+        """Tick exactly these adapters (adding any the library lacks), fit the base, open the comparison.
+
+        The Runs area's "Compare on data…" for the selected runs.
+        """
+        try:
+            cards = [lib.read_card(p) for p in paths]
+        except StudioError as e:
+            self._show_banner(f"Can't compare: {e.message}")
+            return None
+        missing = [c for c in cards if self.model.row_of(c.path) < 0]
+        for card in missing:
+            lib.add_adapter(card.path)
+        if missing:
+            self.refresh()
+        choice = _base_choice(cards[0].base_model)
+        if choice and lib.check_base_match(cards[0].path, self.base_text()).ok is not True:
+            self.base_box.setCurrentText(choice)
+        self._update_matches()
+        for other in list(self.model.checked):
+            self.model.set_checked(other, False)
+        for card in cards:
+            if not self.model.set_checked(card.path, True):
+                match = self.model.matches.get(card.path)
+                self._show_banner(f"{card.name} can't be compared on {self.base_text()}: "
+                                  f"{card.problem or (match.message if match else 'unknown reason')}")
+                return None
+        dialog = self.open_compare_dialog()
+        if dialog is not None:
+            dialog.open()
+        return dialog
+
     def _free_gpu_for_compare(self) -> None:
         # The comparison loads the base in a process of its own; on one GPU two copies may not fit.
         if self.thread is not None and str(self.last_loaded.get("device", "")).startswith("cuda"):

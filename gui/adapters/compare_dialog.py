@@ -162,6 +162,12 @@ class CompareDialog(QDialog):
         res_lay.addWidget(self.answers, 1)
         self.results.setVisible(False)
 
+        self.placeholder = QLabel("Press Compare. The base loads once in a child process; each model's answer "
+                                  "loss and the answers where the models differ most appear here.")
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setStyleSheet("color: palette(mid); padding: 24px;")
+
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.run_button = self.buttons.addButton("Compare", QDialogButtonBox.ButtonRole.ActionRole)
         self.run_button.setDefault(True)
@@ -175,7 +181,7 @@ class CompareDialog(QDialog):
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addWidget(self.results, 1)
-        lay.addStretch(0)
+        lay.addWidget(self.placeholder, 1)
         lay.addWidget(self.buttons)
         self._update()
 
@@ -265,6 +271,7 @@ class CompareDialog(QDialog):
             text += f"<br><span style='color:palette(mid)'>All scores: {html.escape(str(self.out_file))}</span>"
         self._say(text)
         self.answers.setHtml(self._answers_html(comparison))
+        self.placeholder.setVisible(False)
         self.results.setVisible(True)
 
     # ---- Internals

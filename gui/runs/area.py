@@ -269,6 +269,9 @@ class RunsArea(QWidget):
     """Run history with overlaid curves, resume, open config and folder, and "Try it"."""
 
     sig_try_adapter = Signal(str)
+    """Open one run's adapter in the playground: its final/ folder."""
+    sig_compare_adapters = Signal(list)
+    """Compare the selected runs' adapters on data: their final/ folders."""
     """Open a run's adapter (its ``final`` folder) in the Adapters playground."""
     sig_resume_run = Signal(str)
     """Resume this run folder in the Train area."""
@@ -316,6 +319,7 @@ class RunsArea(QWidget):
         self.try_button = QPushButton("Try it")
         self.try_button.setToolTip("Open this run's adapter in the Adapters playground")
         self.best_button = QPushButton("Use best checkpoint")
+        self.compare_data_button = QPushButton("Compare on data…")
         self._promote: QProcess | None = None
         self._promote_output = ""
         self.summary = QLabel("")
@@ -325,7 +329,8 @@ class RunsArea(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.refresh_button)
         buttons.addSpacing(12)
-        for b in (self.config_button, self.resume_button, self.folder_button, self.try_button, self.best_button):
+        for b in (self.config_button, self.resume_button, self.folder_button, self.try_button, self.best_button,
+                  self.compare_data_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
 
@@ -399,6 +404,7 @@ class RunsArea(QWidget):
         self.resume_button.clicked.connect(self._on_resume)
         self.folder_button.clicked.connect(self._on_open_folder)
         self.try_button.clicked.connect(self._on_try)
+        self.compare_data_button.clicked.connect(self._on_compare_data)
         self.best_button.clicked.connect(self.use_best_checkpoint)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.doubleClicked.connect(lambda _: self._on_open_config())
@@ -475,6 +481,14 @@ class RunsArea(QWidget):
         self.resume_button.setToolTip(why)
         self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
         self.try_button.setToolTip(try_tip(run, resumable))
+        adapters = self.selected_adapters()
+        self.compare_data_button.setEnabled(bool(adapters) and len(adapters) == len(self.selected_runs()))
+        self.compare_data_button.setToolTip(
+            "Score the selected runs' adapters and their base on a dataset's records, leaving out what each "
+            "trained on (Adapters area)" if self.compare_data_button.isEnabled() else
+            "Select one or more runs with an adapter in final/ (LoRA, QLoRA, IA3, prefix or prompt tuning) to "
+            "compare them on data" if not adapters else
+            "Every selected run needs an adapter in final/; full, freeze and unfinished runs can't be compared")
         offer = promotion_offer(run.path) if run is not None else None
         self.best_button.setEnabled(offer is not None and self._promote is None)
         self.best_button.setToolTip(best_tip(run, offer))
@@ -635,6 +649,16 @@ class RunsArea(QWidget):
         else:
             self.summary.setText("<span style='color:#be1e1e'>" + html.escape(
                 f"Not changed: {cli_failure(output, 'runs promote', code)}") + "</span>")
+
+    def selected_adapters(self) -> list[str]:
+        """The final/ adapter folders (PEFT ``adapter_config.json``) of the selected runs that have one."""
+        return [str(r.path / "final") for r in self.selected_runs()
+                if (r.path / "final" / "adapter_config.json").exists()]
+
+    def _on_compare_data(self) -> None:
+        adapters = self.selected_adapters()
+        if adapters:
+            self.sig_compare_adapters.emit(adapters)
 
     def _on_try(self) -> None:
         run = self._current()

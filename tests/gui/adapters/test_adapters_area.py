@@ -288,3 +288,22 @@ def test_compare_dialog_scores_in_a_child_process_and_shows_the_winner(qtbot, ma
     assert dialog.start() and dialog.wait(WAIT_MS)
     qtbot.waitUntil(lambda: dialog.run_button.isEnabled())
     assert dialog.status.text().startswith("The comparison failed:") and "empty.jsonl" in dialog.status.text()
+
+
+def test_compare_adapters_from_the_runs_area_ticks_exactly_them_on_their_base(qtbot, make_area, runs_home,
+                                                                              trained_runs, tmp_path, tiny_model_dir,
+                                                                              foreign_adapter):
+    run = tmp_path / "elsewhere"  # kept outside the runs folder: added to the library
+    shutil.copytree(trained_runs["legal"], run)
+    area = make_area()
+    area.model.set_checked(str(runs_home["legal"]), True)  # ticked before: not part of this comparison
+    area.base_box.setCurrentText(str(tiny_model_dir))      # the wrong base: switched to the runs' own
+    dialog = area.compare_adapters([str(runs_home["medical"]), str(run / "final")])
+    qtbot.addWidget(dialog)
+    assert area.base_text() == "demo" and dialog.base == "demo"
+    assert sorted(c.name for c in area.model.checked_cards()) == ["elsewhere", "medical"]
+    assert sorted(c.name for c in dialog.cards) == ["elsewhere", "medical"]
+    assert str((run / "final").resolve()) in dialog.command()
+    # An adapter of another base among them: refused with the reason, no dialog.
+    assert area.compare_adapters([str(runs_home["medical"]), str(foreign_adapter)]) is None
+    assert "can't be compared" in area.banner.text()

@@ -509,3 +509,22 @@ def test_audit_records_from_the_train_area_opens_the_runs_tab_and_audits(qtbot, 
         assert win.current_area() == "runs" and runs.bottom_tabs.currentWidget() is runs.audit_panel
         assert [r.path for r in runs.selected_runs()] == [run_dir]
     assert done.args == [str(run_dir)] and runs.audit_panel.model.rowCount() > 0
+
+
+def test_compare_on_data_sends_the_selected_runs_adapters(qtbot, runs):
+    second = make_run("20261128-130000-lora", "completed", final=True)
+    for run in (runs["done"], second):
+        (run / "final" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    area = RunsArea()
+    qtbot.addWidget(area)
+    assert not area.compare_data_button.isEnabled()
+    area.select_paths([runs["done"], second])
+    assert area.compare_data_button.isEnabled()
+    with qtbot.waitSignal(area.sig_compare_adapters) as sent:
+        area.compare_data_button.click()
+    assert sorted(sent.args[0]) == sorted(str(r / "final") for r in (runs["done"], second))
+    # A run without an adapter in the selection: nothing to compare it as, and the tooltip says so.
+    area.select_paths([runs["done"], runs["stopped"]])
+    assert not area.compare_data_button.isEnabled() and "Every selected run" in area.compare_data_button.toolTip()
+    area.select_paths([runs["stopped"]])
+    assert not area.compare_data_button.isEnabled() and "Select one or more" in area.compare_data_button.toolTip()
