@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("adapter", nargs="+", metavar="ADAPTER", help="adapter folders, run folders or names")
     ac.add_argument("--dataset", required=True, metavar="FILE", help="the records to score ('demo': the embedded "
                     "dataset); best a held-out file no adapter trained on")
-    ac.add_argument("--base", default=None, metavar="MODEL", help="default: the first adapter's base")
+    ac.add_argument("--base", default=None, metavar="MODEL", help="default: the first adapter's base; a run (folder "
+                    "or name) stands for its trained model (full, freeze) or its base with its adapter compared")
     ac.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
     ac.add_argument("--template", default=None, choices=["auto", "chat", "alpaca"],
                     help="default: the adapters' runs' template")

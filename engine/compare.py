@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError, StudioError
+from engine.errors import ConfigError, DataError, StudioError
 
 DEFAULT_SEQ_LEN = 512
 SAMPLE_WIDTH = 90
@@ -54,10 +54,13 @@ class ModelScore:
     train_split_known: bool = True
 
     def vs_base(self, base: ModelScore) -> float | None:
-        """Relative change of the headline loss against the base's (-0.4 = 40% lower)."""
-        if self.mean_loss is None or not base.mean_loss:
+        """Relative change of the headline loss against the base's (-0.4 = 40% lower); over every
+        record when none is held out."""
+        mine, theirs = ((self.mean_loss, base.mean_loss) if self.mean_loss is not None
+                        else (self.mean_loss_all, base.mean_loss_all))
+        if mine is None or not theirs or not math.isfinite(mine) or not math.isfinite(theirs):
             return None
-        return self.mean_loss / base.mean_loss - 1.0
+        return mine / theirs - 1.0
 
 
 @dataclass
@@ -231,6 +234,15 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     for card in cards:
         if not card.loadable:
             raise StudioError(f"adapter '{card.name}' can't be compared: {card.problem}")
+    if base:
+        from engine.generate import base_from_run
+
+        # A run as the base, as `generate --base RUN` takes it: its trained model (full, freeze),
+        # or its base model with its adapter among those compared.
+        base, run_adapter, _ = base_from_run(base)
+        if run_adapter is not None and run_adapter.resolve() not in {f.resolve() for f in folders}:
+            folders.insert(0, run_adapter.resolve())
+            cards.insert(0, read_card(run_adapter))
     base_ref = base or cards[0].base_model
     if not base_ref:
         raise ConfigError(f"adapter '{cards[0].name}' doesn't record its base model: give --base", key="base")
@@ -239,6 +251,13 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     ds = load_dataset_file(data_path, dataset_format)
     good = [r for r in ds.records if not r.broken]
     numbers = [i + 1 for i, r in enumerate(ds.records) if not r.broken]
+    if not good:
+        first = next((r for r in ds.records if r.broken), None)
+        where = f"{data_path}:{first.line}: {first.error}" if first is not None else str(data_path)
+        raise DataError(f"no record of {data_path} can be read" + (f" ({len(ds.records)} broken; the first at "
+                        f"{where})" if first is not None else ": the file holds no records"),
+                        hint="Check it with `finetune-studio data check FILE`; a dataset is JSON, JSONL, CSV or "
+                        "Parquet records.")
     notes: list[str] = []
     if len(good) < len(ds.records):
         notes.append(f"{len(ds.records) - len(good)} broken record(s) skipped (see `finetune-studio data check`)")

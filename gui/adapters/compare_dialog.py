@@ -236,8 +236,7 @@ class CompareDialog(QDialog):
         best = min((v for v in losses if v is not None), default=None)
         self.table_model.removeRows(0, self.table_model.rowCount())
         for m, loss in zip(comparison.models, losses, strict=True):
-            vs = m.vs_base(base) if headline else (m.mean_loss_all / base.mean_loss_all - 1.0
-                                                   if base.mean_loss_all else None)
+            vs = m.vs_base(base)
             trained = "–" if m is base else (f"{m.trained_on:,}" if m.train_split_known else "unknown")
             cells = [m.name if m is not base else f"{BASE_NAME} {Path(comparison.base).name}",
                      _fmt(loss), _fmt(m.perplexity if headline else m.perplexity_all, 2),

@@ -259,7 +259,7 @@ class TrainPlots(QWidget):
         self.grad.add("grad_norm", "#2a9d8f")
         self.speed = _Panel(pg.PlotWidget(), "Tokens / s")
         self.speed.add("tokens_per_s", "#e76f51")
-        self.memory = _Panel(pg.PlotWidget(), "GPU memory (GiB)")
+        self.memory = _Panel(pg.PlotWidget(), "VRAM (GiB)")
         self.memory.add("allocated", "#264653", legend=True)
         self.memory.add("reserved", "#8ab17d", legend=True)
         self.panels = [self.loss, self.lr, self.grad, self.speed, self.memory]

@@ -148,3 +148,17 @@ def test_bad_requests_say_what_is_wrong(runs_home, tmp_path, tiny_model_dir, cap
     for args, message in cases:
         assert cli_main(["adapters", "compare", *args]) == 2, args
         assert message in capsys.readouterr().err, args
+
+
+def test_a_run_as_the_base_brings_its_adapter_and_unreadable_files_are_named(runs_home, tmp_path, capsys):
+    data = qa_file(tmp_path / "d.jsonl", ANSWERS["legal"])
+    # --base RUN, as `generate` takes it: the run's base model, with its adapter compared.
+    c = compare_adapters(["medical"], data, base="legal", load_in="fp32", device="cpu", samples=0)
+    assert [m.name for m in c.models] == [BASE, "legal", "medical"]
+    assert c.models[1].vs_base(c.models[0]) < -0.5  # no record held back by a known split: over all
+    # A file with no readable record says so, with the first broken line.
+    yaml_like = tmp_path / "run.yaml"
+    yaml_like.write_text("model: demo\nmethod: lora\n", encoding="utf-8")
+    assert cli_main(["adapters", "compare", "legal", "--dataset", str(yaml_like)]) == 2
+    err = capsys.readouterr().err
+    assert "no record of" in err and f"{yaml_like}:1:" in err and "2 broken" in err
