@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Every model (the base, then each adapter, on one base loaded once) scores "
                          "every record's answer as training's loss counts it. The headline figures leave out the "
                          "records any compared adapter trained on (its run's train split, rebuilt).")
-    ac.add_argument("adapter", nargs="+", metavar="ADAPTER", help="adapter folders, run folders or names")
+    ac.add_argument("adapter", nargs="+", metavar="ADAPTER", help="adapter folders, run folders or names; a full or "
+                    "freeze run is compared as a whole model")
     ac.add_argument("--dataset", required=True, metavar="FILE", help="the records to score ('demo': the embedded "
                     "dataset); best a held-out file no adapter trained on")
     ac.add_argument("--base", default=None, metavar="MODEL", help="default: the first adapter's base; a run (folder "

@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import random
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -141,8 +142,10 @@ def _answer_split(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]],
     return messages[:last], reference
 
 
-def _train_digests(card: Any, tokenizer: Any) -> tuple[set[str] | None, str | None, dict[str, Any]]:
-    """The digests of the records an adapter's run trained on, rebuilt as the run split them.
+def _train_digests(name: str, run_dir: str | Path | None, tokenizer: Any
+                   ) -> tuple[set[str] | None, str | None, dict[str, Any]]:
+    """The digests of the records a run trained on (its adapter's, or its model's), rebuilt as
+    the run split them.
 
     Returns ``(digests or None when unknown, a note, the run's config as a dict)``.
     """
@@ -153,22 +156,62 @@ def _train_digests(card: Any, tokenizer: Any) -> tuple[set[str] | None, str | No
     from engine.data.tokenize import tokenize_records
     from engine.paths import demo_dataset_path
 
-    if not card.run_dir or not (Path(card.run_dir) / "run.yaml").exists():
-        return None, (f"{card.name} is not a run's adapter: which records it trained on is unknown, "
+    if not run_dir or not (Path(run_dir) / "run.yaml").exists():
+        return None, (f"{name} is not from a run: which records it trained on is unknown, "
                       "so it is scored on all of them"), {}
     try:
-        cfg = RunConfig.load(Path(card.run_dir) / "run.yaml")
+        cfg = RunConfig.load(Path(run_dir) / "run.yaml")
     except StudioError as e:
-        return None, f"{card.name}: its run.yaml doesn't load ({e.message}); its training records are unknown", {}
+        return None, f"{name}: its run.yaml doesn't load ({e.message}); its training records are unknown", {}
     data = demo_dataset_path() if cfg.dataset == "demo" else Path(cfg.dataset)
     if not data.is_file():
-        return None, (f"{card.name}: its run's dataset '{data}' is gone, so which records it trained on is "
+        return None, (f"{name}: its run's dataset '{data}' is gone, so which records it trained on is "
                       "unknown"), cfg.to_dict()
     ds = load_dataset_file(data, cfg.dataset_format)
     good = [r for r in ds.records if not r.broken]
     rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len)
     train_idx, _ = train_eval_split(len(rows), cfg.eval_split, cfg.seed)
     return {record_digest(good[stats.sources[i]].messages()) for i in train_idx}, None, cfg.to_dict()
+
+
+@dataclass
+class _Item:
+    """One compared model besides the base: a PEFT adapter on the base, or a whole model
+    (a full or freeze run's ``final/``, or a model folder)."""
+
+    kind: str                   # "adapter" or "model"
+    folder: Path
+    run_dir: Path | None
+    label: str
+    card: Any = None            # the AdapterCard of an adapter
+    name: str = ""              # its column name, once known
+
+
+def _resolve_item(ref: str | Path) -> _Item:
+    """An adapter (:func:`engine.adapters.resolve_adapter`), else a whole model: a full or freeze
+    run (its folder or name) with ``final/config.json``, or a model folder.
+
+    Raises:
+        ModelError: neither; the adapter lookup's message, which lists the known adapters.
+    """
+    from engine.adapters import read_card, resolve_adapter
+    from engine.errors import ModelError
+    from engine.runs import find_run
+
+    try:
+        folder = resolve_adapter(ref)
+    except ModelError as e:
+        run = find_run(ref)
+        if run is not None and (run / "final" / "config.json").exists():
+            return _Item("model", (run / "final").resolve(), run, run.name)
+        path = Path(str(ref)).expanduser()
+        if (path / "config.json").exists():
+            run = path.parent if path.name == "final" and find_run(path.parent) is not None else None
+            return _Item("model", path.resolve(), run, run.name if run is not None else path.name)
+        raise ModelError(e.message + "; nor a full/freeze run or a model folder (with config.json)",
+                         hint=e.hint) from None
+    card = read_card(folder)
+    return _Item("adapter", folder, Path(card.run_dir) if card.run_dir else None, card.name, card)
 
 
 def _token_mean(pairs: list[tuple[float, int]]) -> float:
@@ -188,15 +231,18 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
                      load_in: str = "auto", device: str = "auto", batch_size: int = 4, seed: int = 0,
                      trust_remote_code: bool = False, allow_pickle: bool = False,
                      progress: Callable[[int, int], None] | None = None) -> Comparison:
-    """Score the base and each adapter on the records of ``dataset``; answer a few with each.
+    """Score the base and each adapter (or whole model) on the records of ``dataset``; answer a few with each.
 
     Args:
-        adapters: Adapter folders, run folders or names (:func:`engine.adapters.resolve_adapter`).
+        adapters: Adapter folders, run folders or names (:func:`engine.adapters.resolve_adapter`);
+            a full or freeze run (or a model folder) is compared as a whole model, loaded on
+            its own after the base and the adapters. It must use the base's tokenizer.
         dataset: A dataset file in any format the editor reads; ``demo`` is the embedded one.
-        base: The base model; default: the one the first adapter's run trained on.
+        base: The base model (or a run, as ``generate --base`` takes it); default: the one the
+            first adapter (or run) trained from.
         dataset_format: How to read the file (default: detect).
-        template: ``auto``, ``chat`` or ``alpaca``; default: the adapters' runs' (``auto`` if none).
-        seq_len: Longest sequence scored; default: the largest of the adapters' runs (else 512).
+        template: ``auto``, ``chat`` or ``alpaca``; default: the runs' (``auto`` if they differ).
+        seq_len: Longest sequence scored; default: the largest of the runs' (else 512).
         limit: Score a random ``limit`` of the records (seeded by ``seed``); None or 0 = all.
         samples: How many records every model answers greedily (0 = none).
         max_new_tokens: Length limit of those answers.
@@ -206,71 +252,88 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
             by one model.
 
     Raises:
-        ConfigError: no adapter, a bad limit or template.
+        ConfigError: nothing to compare, a bad limit or template.
         DataError: the dataset file can't be read.
-        ModelError: an adapter doesn't load, or doesn't fit the base.
+        ModelError: an adapter doesn't load or doesn't fit the base; a whole model's tokenizer
+            differs from the base's.
         StudioError: nothing in the file to score.
     """
+    import gc
 
-    from engine.adapters import read_card, resolve_adapter
+    from engine.adapters import read_card
     from engine.audit import _rounded, _score_all, first_user_turn, record_digest
     from engine.data.formats import load_dataset_file
     from engine.data.tokenize import tokenize_records
+    from engine.errors import ModelError
     from engine.generate import BASE, GenerationSettings, Generator
+    from engine.models import load_tokenizer
     from engine.paths import demo_dataset_path
     from engine.precision import compute_dtype
 
     started = time.perf_counter()
     if not adapters:
-        raise ConfigError("give at least one adapter to compare with the base", key="adapter")
+        raise ConfigError("give at least one adapter (or run) to compare with the base", key="adapter")
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be 0 (all records) or more; got {limit}", key="limit")
     if template is not None and template not in ("auto", "chat", "alpaca"):
         raise ConfigError(f"template must be one of auto, chat, alpaca; got {template!r}", key="template")
-    folders = [resolve_adapter(a) for a in adapters]
-    if len({f.resolve() for f in folders}) != len(folders):
+    items = [_resolve_item(a) for a in adapters]
+    if len({i.folder for i in items}) != len(items):
         raise ConfigError("the same adapter is given twice", key="adapter")
-    cards = [read_card(f) for f in folders]
-    for card in cards:
-        if not card.loadable:
-            raise StudioError(f"adapter '{card.name}' can't be compared: {card.problem}")
+    for item in items:
+        if item.card is not None and not item.card.loadable:
+            raise StudioError(f"adapter '{item.label}' can't be compared: {item.card.problem}")
     if base:
         from engine.generate import base_from_run
 
         # A run as the base, as `generate --base RUN` takes it: its trained model (full, freeze),
         # or its base model with its adapter among those compared.
         base, run_adapter, _ = base_from_run(base)
-        if run_adapter is not None and run_adapter.resolve() not in {f.resolve() for f in folders}:
-            folders.insert(0, run_adapter.resolve())
-            cards.insert(0, read_card(run_adapter))
-    base_ref = base or cards[0].base_model
+        if run_adapter is not None and run_adapter.resolve() not in {i.folder for i in items}:
+            card = read_card(run_adapter)
+            items.insert(0, _Item("adapter", run_adapter.resolve(), Path(card.run_dir) if card.run_dir else None,
+                                  card.name, card))
+    base_ref = base
     if not base_ref:
-        raise ConfigError(f"adapter '{cards[0].name}' doesn't record its base model: give --base", key="base")
+        first = items[0]
+        base_ref = first.card.base_model if first.card is not None else _run_model(first.run_dir)
+    if not base_ref:
+        raise ConfigError(f"'{items[0].label}' doesn't record its base model: give --base", key="base")
 
     data_path = demo_dataset_path() if str(dataset) == "demo" else Path(dataset)
     ds = load_dataset_file(data_path, dataset_format)
     good = [r for r in ds.records if not r.broken]
     numbers = [i + 1 for i, r in enumerate(ds.records) if not r.broken]
     if not good:
-        first = next((r for r in ds.records if r.broken), None)
-        where = f"{data_path}:{first.line}: {first.error}" if first is not None else str(data_path)
+        first_bad = next((r for r in ds.records if r.broken), None)
+        where = f"{data_path}:{first_bad.line}: {first_bad.error}" if first_bad is not None else str(data_path)
         raise DataError(f"no record of {data_path} can be read" + (f" ({len(ds.records)} broken; the first at "
-                        f"{where})" if first is not None else ": the file holds no records"),
+                        f"{where})" if first_bad is not None else ": the file holds no records"),
                         hint="Check it with `finetune-studio data check FILE`; a dataset is JSON, JSONL, CSV or "
                         "Parquet records.")
     notes: list[str] = []
     if len(good) < len(ds.records):
         notes.append(f"{len(ds.records) - len(good)} broken record(s) skipped (see `finetune-studio data check`)")
 
-    gen = Generator(base_ref, load_in=load_in, device=device, trust_remote_code=trust_remote_code,
-                    allow_pickle=allow_pickle)
-    notes.append(f"base {base_ref} loaded once, {gen.describe()['dtype']} on {gen.describe()['device']}")
+    def open_model(ref: str | Path) -> Generator:
+        return Generator(str(ref), load_in=load_in, device=device, trust_remote_code=trust_remote_code,
+                         allow_pickle=allow_pickle)
 
-    # What each adapter trained on, and the template and length the runs used.
+    gen: Generator | None = open_model(base_ref)
+    tokenizer = gen.tokenizer
+    notes.append(f"base {base_ref} loaded, {gen.describe()['dtype']} on {gen.describe()['device']}")
+    wholes = [i for i in items if i.kind == "model"]
+    for item in wholes:
+        theirs = load_tokenizer(str(item.folder), trust_remote_code=trust_remote_code)
+        if theirs.get_vocab() != tokenizer.get_vocab():
+            raise ModelError(f"'{item.label}' has another tokenizer than the base '{base_ref}': losses per token "
+                             "would not compare", hint="Compare models trained from the same base.")
+
+    # What each one trained on, and the template and length the runs used.
     trained: dict[int, set[str] | None] = {}
     run_cfgs: list[dict[str, Any]] = []
-    for k, card in enumerate(cards):
-        digests, note, run_cfg = _train_digests(card, gen.tokenizer)
+    for k, item in enumerate(items):
+        digests, note, run_cfg = _train_digests(item.label, item.run_dir, tokenizer)
         trained[k] = digests
         if note:
             notes.append(note)
@@ -280,14 +343,14 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     if template is None:
         template = run_templates[0] if len(run_templates) == 1 else "auto"
     if run_templates and run_templates != [template]:
-        notes.append(f"the adapters' runs used template {', '.join(run_templates)}; scored with {template}")
+        notes.append(f"the runs used template {', '.join(run_templates)}; scored with {template}")
     if seq_len is None:
         seq_len = max((int(c.get("seq_len", DEFAULT_SEQ_LEN)) for c in run_cfgs), default=DEFAULT_SEQ_LEN)
 
-    rows, stats = tokenize_records(good, gen.tokenizer, template, seq_len)
+    rows, stats = tokenize_records(good, tokenizer, template, seq_len)
     if not rows:
         raise StudioError(f"nothing to score in {data_path}: every record was dropped",
-                          hint=json.dumps(stats.problems[:3], ensure_ascii=False))
+                          hint="; ".join(p["message"] for p in stats.problems[:3]) or None)
     chosen = list(range(len(rows)))
     if limit and limit < len(rows):
         chosen = sorted(random.Random(seed).sample(chosen, limit))
@@ -299,26 +362,38 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
 
     # One group per adapter type: PEFT holds one type on a model at a time.
     groups: list[list[int]] = []
-    for k, card in enumerate(cards):
-        same = next((g for g in groups if cards[g[0]].peft_type == card.peft_type), None)
+    for k, item in enumerate(items):
+        if item.kind != "adapter":
+            continue
+        same = next((g for g in groups if items[g[0]].card.peft_type == item.card.peft_type), None)
         if same is None:
             groups.append([k])
         else:
             same.append(k)
-    names: dict[int, str] = {}
 
-    def load(group: list[int]) -> None:
+    def load(g: Generator, group: list[int]) -> None:
         for k in group:
-            names[k] = gen.load_adapter(folders[k], names.get(k))
+            items[k].name = g.load_adapter(items[k].folder, items[k].name or None)
 
-    def unload_all() -> None:
-        for name in list(gen.adapters):
-            gen.unload(name)
+    def unload_all(g: Generator) -> None:
+        for name in list(g.adapters):
+            g.unload(name)
 
-    pad = gen.tokenizer.pad_token_id if gen.tokenizer.pad_token_id is not None else (gen.tokenizer.eos_token_id or 0)
+    def release(g: Generator | None) -> None:
+        if g is None:
+            return
+        unload_all(g)
+        g.model = g.peft = None
+        gc.collect()
+        if g.env.cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     dev = next(gen.model.parameters()).device
     autocast = compute_dtype(gen.cfg) if gen.cfg.mixed_precision in ("fp16", "bf16") else None
-    n_models = 1 + len(cards)
+    n_models = 1 + len(items)
     total = len(rows) * n_models + min(samples, len(rows)) * n_models
     done = [0]
 
@@ -337,42 +412,55 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     with gen.answering_as(BASE) as model:
         losses[BASE], size = run_scores(model, size)
     for g, group in enumerate(groups):
-        load(group)
+        load(gen, group)
         for k in group:
-            with gen.answering_as(names[k]) as model:
-                losses[names[k]], size = run_scores(model, size)
+            with gen.answering_as(items[k].name) as model:
+                losses[items[k].name], size = run_scores(model, size)
         if g < len(groups) - 1:
-            unload_all()
+            unload_all(gen)
+    taken = {BASE} | {i.name for i in items if i.kind == "adapter"}
+    for item in wholes:
+        item.name = _unique(re.sub(r"[^A-Za-z0-9_-]+", "-", item.label).strip("-") or "model", taken)
+        taken.add(item.name)
+    if wholes:
+        # One model at a time on the device: the base (and its adapters) go first.
+        release(gen)
+        gen = None
+        for item in wholes:
+            whole = open_model(item.folder)
+            with whole.answering_as(BASE) as model:
+                losses[item.name], size = run_scores(model, size)
+            release(whole)
     if size < max(1, batch_size):
         notes.append(f"out of memory at batch size {batch_size}: scored {size} record(s) at a time")
 
-    order = [BASE] + [names[k] for k in range(len(cards))]
+    order = [BASE] + [i.name for i in items]
     digests = [record_digest(good[s].messages()) for s in sources]
     records: list[RecordScores] = []
     for j, src in enumerate(sources):
         rec = good[src]
-        by = [names[k] for k in range(len(cards)) if trained[k] is not None and digests[j] in trained[k]]
+        by = [items[k].name for k in range(len(items)) if trained[k] is not None and digests[j] in trained[k]]
         records.append(RecordScores(record=numbers[src], line=getattr(rec, "line", None),
                                     instruction=first_user_turn(rec.messages(), SAMPLE_WIDTH),
                                     tokens=losses[BASE][j][1], losses={n: _rounded(losses[n][j][0]) for n in order},
                                     trained_by=by, truncated=j in cut))
     held = [j for j, r in enumerate(records) if r.held_out]
     if not held:
-        notes.append("every record scored is in some adapter's training split: the figures say how well each "
-                     "memorised them, not how it does on new data; compare on a held-out file "
+        notes.append("every record scored is in some compared model's training split: the figures say how well "
+                     "each memorised them, not how it does on new data; compare on a held-out file "
                      "(`finetune-studio data split`)")
     elif len(held) < len(records):
-        notes.append(f"{len(records) - len(held)} of the {len(records)} records are in an adapter's training "
-                     f"split; the headline figures are over the {len(held)} no adapter trained on")
+        notes.append(f"{len(records) - len(held)} of the {len(records)} records are in a compared model's training "
+                     f"split; the headline figures are over the {len(held)} none of them trained on")
 
     models: list[ModelScore] = []
     for name in order:
         pairs = [losses[name][j] for j in range(len(rows))]
         mean_all = _token_mean(pairs)
         mean_held = _token_mean([pairs[j] for j in held]) if held else None
-        k = next((k for k in range(len(cards)) if names[k] == name), None)
+        k = next((k for k in range(len(items)) if items[k].name == name), None)
         models.append(ModelScore(
-            name=name, path=str(folders[k]) if k is not None else str(gen.base_path),
+            name=name, path=str(items[k].folder) if k is not None else str(Path(str(base_ref))),
             mean_loss=round(mean_held, 5) if mean_held is not None else None,
             perplexity=_ppl(mean_held), mean_loss_all=round(mean_all, 5), perplexity_all=_ppl(mean_all) or float("inf"),
             trained_on=sum(1 for r in records if name in r.trained_by),
@@ -392,31 +480,60 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         answers: dict[int, dict[str, str]] = {j: {} for j in picked}
         conv = {j: _answer_split(good[sources[j]].messages()) for j in picked}
 
-        def answer(name: str) -> None:
+        def answer(g: Generator, column: str, as_: str = BASE) -> None:
             for j in picked:
-                answers[j][name] = gen.generate("", name, settings, messages=conv[j][0], template=template).text
+                answers[j][column] = g.generate("", as_, settings, messages=conv[j][0], template=template).text
                 done[0] += 1
                 if progress is not None:
                     progress(done[0], total)
-        answer(BASE)
+        if gen is None:  # released for the whole models: load the base again
+            gen = open_model(base_ref)
+            notes.append("the base was loaded a second time to answer, after the whole models were scored")
+        answer(gen, BASE)
         for group in groups:
-            if len(groups) > 1:
-                unload_all()
-                load(group)
+            if len(groups) > 1 or not gen.adapters:
+                unload_all(gen)
+                load(gen, group)
             for k in group:
-                answer(names[k])
+                answer(gen, items[k].name, items[k].name)
+        if wholes:
+            release(gen)
+            gen = None
+            for item in wholes:
+                whole = open_model(item.folder)
+                answer(whole, item.name)
+                release(whole)
         for j in picked:
             out_samples.append(Sample(record=records[j].record, prompt=first_user_turn(conv[j][0], 400),
                                       reference=conv[j][1], answers={n: answers[j][n] for n in order},
                                       losses=records[j].losses))
-    unload_all()
+    release(gen)
     skipped = [{"record": numbers[p["index"]], "line": p.get("line"), "message": p["message"]}
                for p in stats.problems]
-    desc_device = str(dev)
-    return Comparison(base=base_ref, dataset=str(data_path), device=desc_device, load_in=load_in if load_in != "auto"
-                      else ("fp32" if dev.type == "cpu" else "auto"), template=template, seq_len=seq_len,
-                      seconds=round(time.perf_counter() - started, 2), models=models, records=records,
-                      samples=out_samples, records_in_file=len(ds.records), skipped=skipped, notes=notes)
+    return Comparison(base=str(base_ref), dataset=str(data_path), device=str(dev),
+                      load_in=load_in if load_in != "auto" else ("fp32" if dev.type == "cpu" else "auto"),
+                      template=template, seq_len=seq_len, seconds=round(time.perf_counter() - started, 2),
+                      models=models, records=records, samples=out_samples, records_in_file=len(ds.records),
+                      skipped=skipped, notes=notes)
+
+
+def _run_model(run_dir: Path | None) -> str | None:
+    """The model a run started from (its run.yaml's ``model``), or None."""
+    if run_dir is None or not (run_dir / "run.yaml").exists():
+        return None
+    from engine.config import RunConfig
+
+    try:
+        return RunConfig.load(run_dir / "run.yaml").model
+    except StudioError:
+        return None
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    out, n = name, 2
+    while out in taken:
+        out, n = f"{name}-{n}", n + 1
+    return out
 
 
 # ---------------------------------------------------------------------------- Text

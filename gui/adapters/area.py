@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
 from engine import adapters as lib
 from engine.errors import StudioError
 from engine.generate import BASE, LOAD_CHOICES, GenerationSettings
-from gui.adapters.compare_dialog import CompareDialog, compare_problem
+from gui.adapters.compare_dialog import CompareDialog, WholeModel, compare_problem
 from gui.adapters.generation_thread import GenerationThread
 from gui.adapters.library_model import METHOD_LABELS, AdapterCardDelegate, AdapterLibraryModel, PathRole
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
@@ -797,15 +797,17 @@ class AdaptersArea(QWidget):
         dialog.sig_merged.connect(lambda out: self.status.setText(f"merged model saved to {out}"))
         return dialog
 
-    def open_compare_dialog(self) -> CompareDialog | None:
-        """The comparison of :meth:`merge_cards` (ticked, else selected) against the current base."""
+    def open_compare_dialog(self, wholes: list[WholeModel] | None = None) -> CompareDialog | None:
+        """The comparison of :meth:`merge_cards` (ticked, else selected), and of ``wholes`` (full or
+        freeze runs' models), against the current base."""
         cards = self.merge_cards()
-        problem = compare_problem(cards)
+        problem = compare_problem(cards) if cards or not wholes else None
         if problem:
             self._show_banner(problem)
             return None
         self._show_banner("")
-        dialog = CompareDialog(self.base_text(), cards, self, load_in=self.precision_box.currentText())
+        dialog = CompareDialog(self.base_text(), [*cards, *(wholes or [])], self,
+                               load_in=self.precision_box.currentText())
         dialog.sig_starting.connect(self._free_gpu_for_compare)
         dialog.sig_compared.connect(lambda out: self.status.setText(f"comparison saved to {out}"))
         return dialog
@@ -813,13 +815,30 @@ class AdaptersArea(QWidget):
     def compare_adapters(self, paths: list[str]) -> CompareDialog | None:
         """Tick exactly these adapters (adding any the library lacks), fit the base, open the comparison.
 
-        The Runs area's "Compare on data…" for the selected runs.
+        The Runs area's "Compare on data…" for the selected runs. A full or freeze run's
+        ``final/`` (a whole model, no adapter) is compared beside them, loaded on its own.
         """
+        wholes = [WholeModel.of_run(p) for p in paths if not (Path(p) / "adapter_config.json").exists()
+                  and (Path(p) / "config.json").exists()]
         try:
-            cards = [lib.read_card(p) for p in paths]
+            cards = [lib.read_card(p) for p in paths if (Path(p) / "adapter_config.json").exists()
+                     or not (Path(p) / "config.json").exists()]
         except StudioError as e:
             self._show_banner(f"Can't compare: {e.message}")
             return None
+        for other in list(self.model.checked):
+            self.model.set_checked(other, False)
+        if not cards:
+            # Whole models only: the base they were trained from.
+            from engine.compare import _run_model
+
+            start = _run_model(Path(paths[0]).parent)
+            if start:
+                self.base_box.setCurrentText(_base_choice(start) or start)
+            dialog = self.open_compare_dialog(wholes)
+            if dialog is not None:
+                dialog.open()
+            return dialog
         missing = [c for c in cards if self.model.row_of(c.path) < 0]
         for card in missing:
             lib.add_adapter(card.path)
@@ -829,15 +848,13 @@ class AdaptersArea(QWidget):
         if choice and lib.check_base_match(cards[0].path, self.base_text()).ok is not True:
             self.base_box.setCurrentText(choice)
         self._update_matches()
-        for other in list(self.model.checked):
-            self.model.set_checked(other, False)
         for card in cards:
             if not self.model.set_checked(card.path, True):
                 match = self.model.matches.get(card.path)
                 self._show_banner(f"{card.name} can't be compared on {self.base_text()}: "
                                   f"{card.problem or (match.message if match else 'unknown reason')}")
                 return None
-        dialog = self.open_compare_dialog()
+        dialog = self.open_compare_dialog(wholes)
         if dialog is not None:
             dialog.open()
         return dialog

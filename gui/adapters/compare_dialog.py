@@ -12,6 +12,7 @@ import html
 import json
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,28 @@ HEADERS = ["Model", "Answer loss", "Perplexity", "vs base", "Best on", "Trained 
 BASE_NAME = "(base)"
 
 
+@dataclass
+class WholeModel:
+    """A full or freeze run's trained model, compared beside the adapters (it has no library card)."""
+
+    name: str
+    path: str
+    dataset: str | None = None
+
+    @classmethod
+    def of_run(cls, final: str | Path) -> WholeModel:
+        from engine.config import RunConfig
+
+        final = Path(final)
+        dataset = None
+        if (final.parent / "run.yaml").exists():
+            try:
+                dataset = RunConfig.load(final.parent / "run.yaml").dataset
+            except Exception:  # noqa: BLE001 - the dataset is only a default for the form
+                dataset = None
+        return cls(final.parent.name if final.name == "final" else final.name, str(final), dataset)
+
+
 def compare_problem(cards: list[lib.AdapterCard]) -> str | None:
     """Why these adapters can't be compared, or None when they can."""
     if not cards:
@@ -55,7 +78,7 @@ def compare_problem(cards: list[lib.AdapterCard]) -> str | None:
     return None
 
 
-def default_dataset(cards: list[lib.AdapterCard]) -> str:
+def default_dataset(cards: list[lib.AdapterCard | WholeModel]) -> str:
     """The dataset the adapters' runs share (its held-out records are then scored), else ''."""
     found = {c.dataset for c in cards if c.dataset}
     return found.pop() if len(found) == 1 else ""
@@ -77,7 +100,7 @@ class CompareDialog(QDialog):
     sig_compared = Signal(str)
     """The comparison finished: the JSON file it wrote."""
 
-    def __init__(self, base: str, cards: list[lib.AdapterCard], parent: QWidget | None = None, *,
+    def __init__(self, base: str, cards: list[lib.AdapterCard | WholeModel], parent: QWidget | None = None, *,
                  dataset: str | None = None, load_in: str = "auto"):
         super().__init__(parent)
         self.setWindowTitle("Compare on a dataset")
@@ -93,8 +116,8 @@ class CompareDialog(QDialog):
 
         names = ", ".join(f"<b>{html.escape(c.name)}</b>" for c in cards)
         intro = QLabel(f"Scores <b>{html.escape(base)}</b> and {names} on the same records: each record's answer "
-                       "loss, counted as training counts it (lower is better). Records an adapter trained on "
-                       "are set aside, so the figures say how each does on data it has not seen. Then every "
+                       "loss, counted as training counts it (lower is better). Records a compared model trained "
+                       "on are set aside, so the figures say how each does on data it has not seen. Then every "
                        "model answers the records where they differ most.")
         intro.setWordWrap(True)
         intro.setTextFormat(Qt.TextFormat.RichText)
@@ -257,7 +280,7 @@ class CompareDialog(QDialog):
         height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth() + sum(
             self.table.rowHeight(r) for r in range(self.table_model.rowCount()))
         self.table.setFixedHeight(height + 4)
-        scope = (f"over the {held:,} records no adapter trained on" if held and held < len(comparison.records)
+        scope = (f"over the {held:,} records none of them trained on" if held and held < len(comparison.records)
                  else "over every record" if held else "over every record, <b>all of them trained on</b>")
         text = (f"{len(comparison.records):,} records of {html.escape(Path(comparison.dataset).name)} scored on "
                 f"{html.escape(comparison.device)} in {comparison.seconds:.1f} s · answer loss {scope}")

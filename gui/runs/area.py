@@ -271,7 +271,7 @@ class RunsArea(QWidget):
     sig_try_adapter = Signal(str)
     """Open one run's adapter in the playground: its final/ folder."""
     sig_compare_adapters = Signal(list)
-    """Compare the selected runs' adapters on data: their final/ folders."""
+    """Compare the selected runs on data: their final/ folders (adapters, or whole models)."""
     """Open a run's adapter (its ``final`` folder) in the Adapters playground."""
     sig_resume_run = Signal(str)
     """Resume this run folder in the Train area."""
@@ -484,11 +484,10 @@ class RunsArea(QWidget):
         adapters = self.selected_adapters()
         self.compare_data_button.setEnabled(bool(adapters) and len(adapters) == len(self.selected_runs()))
         self.compare_data_button.setToolTip(
-            "Score the selected runs' adapters and their base on a dataset's records, leaving out what each "
+            "Score the selected runs' models and their base on a dataset's records, leaving out what each "
             "trained on (Adapters area)" if self.compare_data_button.isEnabled() else
-            "Select one or more runs with an adapter in final/ (LoRA, QLoRA, IA3, prefix or prompt tuning) to "
-            "compare them on data" if not adapters else
-            "Every selected run needs an adapter in final/; full, freeze and unfinished runs can't be compared")
+            "Select one or more finished runs (a final/ folder) to compare them on data" if not adapters else
+            "Every selected run needs a final/ folder; a run that hasn't finished has none yet")
         offer = promotion_offer(run.path) if run is not None else None
         self.best_button.setEnabled(offer is not None and self._promote is None)
         self.best_button.setToolTip(best_tip(run, offer))
@@ -651,9 +650,10 @@ class RunsArea(QWidget):
                 f"Not changed: {cli_failure(output, 'runs promote', code)}") + "</span>")
 
     def selected_adapters(self) -> list[str]:
-        """The final/ adapter folders (PEFT ``adapter_config.json``) of the selected runs that have one."""
+        """The final/ folders of the selected runs that have one to compare: a PEFT adapter
+        (``adapter_config.json``) or a full or freeze run's whole model (``config.json``)."""
         return [str(r.path / "final") for r in self.selected_runs()
-                if (r.path / "final" / "adapter_config.json").exists()]
+                if (r.path / "final" / "adapter_config.json").exists() or (r.path / "final" / "config.json").exists()]
 
     def _on_compare_data(self) -> None:
         adapters = self.selected_adapters()

@@ -162,3 +162,45 @@ def test_a_run_as_the_base_brings_its_adapter_and_unreadable_files_are_named(run
     assert cli_main(["adapters", "compare", "legal", "--dataset", str(yaml_like)]) == 2
     err = capsys.readouterr().err
     assert "no record of" in err and f"{yaml_like}:1:" in err and "2 broken" in err
+
+
+def test_full_and_freeze_runs_compare_as_whole_models_beside_adapters(tmp_path, tiny_model_dir, small_dataset):
+    runs = {}
+    for method in ("full", "lora"):
+        result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / method, method=method,
+                                      eval_split=0.25, **METHOD_SETTINGS.get(method, {})))
+        runs[method] = Path(result["output_dir"])
+    c = compare_adapters([runs["full"], runs["lora"]], small_dataset, load_in="fp32", device="cpu", batch_size=5,
+                         samples=1, max_new_tokens=4)
+    assert c.base == str(tiny_model_dir)  # from the full run's run.yaml
+    full_name, lora_name = "full", "lora"  # the run folders' names
+    assert [m.name for m in c.models] == [BASE, full_name, lora_name]
+    assert c.model(full_name).path == str((runs["full"] / "final").resolve())
+    refs = {full_name: reference_losses(runs["full"], tiny_model_dir, "full", small_dataset, 64),
+            lora_name: reference_losses(runs["lora"], tiny_model_dir, "lora", small_dataset, 64),
+            BASE: base_losses(tiny_model_dir, small_dataset, 64)}
+    for r in c.records:
+        for name, ref in refs.items():
+            assert r.losses[name] == pytest.approx(ref[r.record], rel=1e-4, abs=1e-5), (name, r.record)
+    split = json.loads((runs["full"] / "dataset.json").read_text())
+    assert c.held_out == split["eval"]
+    assert c.model(full_name).trained_on == len(c.records) - split["eval"]
+    [sample] = c.samples
+    assert set(sample.answers) == {BASE, full_name, lora_name}
+    assert any("loaded a second time" in n for n in c.notes)
+
+
+def test_a_whole_model_with_another_tokenizer_is_refused(tmp_path, tiny_model_dir, small_dataset):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from engine.errors import ModelError
+
+    other = tmp_path / "other-vocab"
+    shutil.copytree(tiny_model_dir, other)
+    tok = AutoTokenizer.from_pretrained(other)
+    tok.add_tokens(["<extra-token>"])
+    tok.save_pretrained(other)
+    with pytest.raises(ModelError, match="another tokenizer"):
+        compare_adapters([other], small_dataset, base=str(tiny_model_dir), load_in="fp32", device="cpu")

@@ -307,3 +307,23 @@ def test_compare_adapters_from_the_runs_area_ticks_exactly_them_on_their_base(qt
     # An adapter of another base among them: refused with the reason, no dialog.
     assert area.compare_adapters([str(runs_home["medical"]), str(foreign_adapter)]) is None
     assert "can't be compared" in area.banner.text()
+
+
+def test_a_full_runs_model_is_compared_beside_the_ticked_adapters(qtbot, make_area, runs_home, demo_base):
+    from engine.paths import runs_dir
+    from gui.adapters.compare_dialog import WholeModel
+
+    full = runs_dir() / "20261202-120000-full"  # a full run's layout: a whole model in final/
+    shutil.copytree(demo_base, full / "final")
+    (full / "run.yaml").write_text(f"model: {demo_base}\nmethod: full\ndataset: demo\n", encoding="utf-8")
+    area = make_area()
+    dialog = area.compare_adapters([str(runs_home["medical"]), str(full / "final")])
+    qtbot.addWidget(dialog)
+    assert [c.name for c in area.model.checked_cards()] == ["medical"]
+    assert [type(c).__name__ for c in dialog.cards] == ["AdapterCard", "WholeModel"]
+    assert str(full / "final") in dialog.command()
+    # Whole models alone: the base is the one the run started from, its dataset the default.
+    only = area.compare_adapters([str(full / "final")])
+    qtbot.addWidget(only)
+    assert only.cards == [WholeModel("20261202-120000-full", str(full / "final"), "demo")]
+    assert only.base == "demo" and only.dataset_edit.text() == "demo" and not area.model.checked_cards()
