@@ -73,7 +73,7 @@ def _train_adapter(base_dir: Path, out_dir: Path, answer: str, seed: int, steps:
     return out_dir
 
 
-def gpu_check_generation(work_dir: str | Path | None = None) -> dict[str, Any]:
+def gpu_check_generation(work_dir: str | Path | None = None, report: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the checks above and return a report; raise AssertionError on any failure.
 
     Args:
@@ -93,7 +93,8 @@ def gpu_check_generation(work_dir: str | Path | None = None) -> dict[str, Any]:
     base_dir = resolve_model_path("demo")
     adapters = {name: _train_adapter(base_dir, work / name / "final", answer, seed=i)
                 for i, (name, answer) in enumerate(ANSWERS.items())}
-    report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0)}
+    report = {} if report is None else report  # filled step by step: a timeout still shows what passed
+    report["gpu"] = torch.cuda.get_device_name(0)
     settings = GenerationSettings(max_new_tokens=24)
 
     # ---- nf4 base, in process
@@ -170,19 +171,30 @@ def gpu_check_generation(work_dir: str | Path | None = None) -> dict[str, Any]:
                             for q in QUESTIONS), encoding="utf-8")
     c = compare_adapters([adapters["medical"], adapters["legal"]], data, base="demo", load_in="nf4",
                          device="cuda", samples=1, max_new_tokens=16)
-    scores = {m.name: m.mean_loss for m in c.models}
+    # The adapters' folders are named final/ outside any run: find them by path, not by name.
+    label = {str(Path(p).resolve()): n for n, p in adapters.items()} | {c.models[0].path: BASE}
+    scores = {label.get(m.path, m.name): m.mean_loss for m in c.models}
     assert all(v is not None and math.isfinite(v) for v in scores.values()), scores
-    best = {m.name: m.best_on for m in c.models}
-    assert best["medical"] == len(QUESTIONS), best
+    best = {label.get(m.path, m.name): m.best_on for m in c.models}
+    assert best.get("medical") == len(QUESTIONS), best
     report["compare_nf4"] = {"mean_loss": scores, "best_on": best, "seconds": c.seconds, "device": c.device}
     report["ok"] = True
     return report
 
 
 if __name__ == "__main__":
+    import signal
+
+    partial: dict[str, Any] = {}
+
+    def _timed_out(signum, frame):  # `timeout` sends SIGTERM: report the steps that finished
+        print(json.dumps({**partial, "ok": False, "failure": "timed out"}, indent=2, default=str), flush=True)
+        sys.exit(124)
+
+    signal.signal(signal.SIGTERM, _timed_out)
     try:
-        result = gpu_check_generation()
+        result = gpu_check_generation(report=partial)
     except AssertionError as e:
-        print(json.dumps({"ok": False, "failure": str(e)}, indent=2))
+        print(json.dumps({**partial, "ok": False, "failure": str(e)}, indent=2, default=str))
         sys.exit(1)
     print(json.dumps(result, indent=2, default=str))

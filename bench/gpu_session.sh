@@ -2,7 +2,7 @@
 # Everything this project measures on a GPU, in one device-tool call of at most 10 minutes:
 #   1. bench/measure_memory.py  - the VRAM estimate's calibration table (issue: memory estimate)
 #   2. bench/gpu_check.py       - every method and precision trains on a 1.24B model (engine)
-#   3. bench/gpu_check_generation.py - 4-bit and 8-bit bases with two adapters (adapters)
+#   3. bench/gpu_check_generation.py - 4-bit and 8-bit bases with two adapters, and a comparison (adapters)
 # Results go to $OUT (at most 8 files come back). Run from the repo root on the device machine,
 # after bench/gpu_wheels.sh here, with carry [".whl"] and timeout_s 590:
 #   bash bench/gpu_session.sh

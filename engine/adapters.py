@@ -246,7 +246,14 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
 
         summary = read_summary(run_dir)
         run_cfg = _read_run_yaml(run_dir) or summary.get("config", {}) or {}
-    name = run_dir.name if run_dir is not None and folder.name == "final" else folder.name
+    if run_dir is not None and folder.name == "final":
+        name = run_dir.name
+    elif folder.name == "final" or re.fullmatch(r"checkpoint-\d+", folder.name):
+        # A trainer's output outside any run ("medical/final", "out/checkpoint-500"): the
+        # folder's own name says nothing about the adapter, its parent's does.
+        name = folder.parent.name if folder.name == "final" else f"{folder.parent.name}-{folder.name}"
+    else:
+        name = folder.name
     card = AdapterCard(name=name, path=str(folder), source=source,
                        run_dir=str(run_dir) if run_dir is not None else None)
 

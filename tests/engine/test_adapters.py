@@ -306,3 +306,14 @@ def test_dora_adapters_are_not_combined_with_weights(demo_base, tmp_path):
     assert "alone" in e.value.hint
     assert not (tmp_path / "c").exists()
     assert (lib.merge_adapters("demo", [str(dora)], tmp_path / "d") / "model.safetensors").exists()
+
+
+def test_a_trainer_output_folder_is_named_by_its_parent(runs_home, tmp_path):
+    """PEFT outputs outside a run ("medical/final", "out/checkpoint-500") get a name that says something."""
+    final = tmp_path / "medical" / "final"
+    ckpt = tmp_path / "out" / "checkpoint-500"
+    for folder in (final, ckpt):
+        shutil.copytree(runs_home["medical"], folder)
+    assert lib.read_card(final).name == "medical"
+    assert lib.read_card(ckpt).name == "out-checkpoint-500"
+    assert lib.read_card(runs_home["medical"]).name == "medical"  # a run's final/: the run's name
