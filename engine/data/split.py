@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.data.records import Record
@@ -72,40 +73,43 @@ def train_eval_split(records: Sequence | int, eval_fraction: float, seed: int = 
 # ---- CLI
 
 
-def cli_split(args: Any) -> int:
-    """``finetune-studio data split FILE --eval-ratio R [--seed S] --out-dir DIR [--format F] [--force] [--json]``.
+def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed: int | None = None,
+               fmt: str = "auto", force: bool = False) -> dict[str, Any]:
+    """Write ``out_dir/<name>-train.<ext>`` and ``out_dir/<name>-eval.<ext>``.
 
-    Writes ``DIR/<name>-train.<ext>`` and ``DIR/<name>-eval.<ext>`` in the file's own
-    container and record format, split by :func:`train_eval_split` exactly as a run with
-    ``eval_split: R`` and ``seed: S`` splits (a run splits the records left after
-    tokenization, so the two agree when the run dropped none). Prints the input's
-    :func:`content_hash`, the ``dataset_hash`` such a run records. Broken records are
+    In the file's own container and record format, split by :func:`train_eval_split` exactly
+    as a run with ``eval_split: eval_ratio`` and ``seed`` splits (a run splits the records left
+    after tokenization, so the two agree when the run dropped none). Broken records are
     refused, as by :func:`engine.data.formats.export`.
 
     Args:
-        args: ``file`` (str); ``eval_ratio`` (float, above 0 and below 1); ``seed`` (int,
-            default: the run config's default seed); ``out_dir`` (str); ``format`` (str,
-            default auto): how to read the file; ``force`` (bool): replace existing outputs;
-            ``json`` (bool): print one JSON object.
+        src: The dataset file.
+        eval_ratio: Share of records held out, above 0 and below 1.
+        out_dir: Where the two files go (created if missing).
+        seed: The run's seed (default: the run config's default seed).
+        fmt: How to read the file (default: detect).
+        force: Replace existing output files.
 
     Returns:
-        0; errors are raised as StudioError (the CLI prints them, exit 2).
-    """
-    from pathlib import Path
+        ``{file, detected, content_hash, records, eval_ratio, seed, train: {path, records},
+        eval: {path, records}}``; ``content_hash`` is the ``dataset_hash`` such a run records.
 
+    Raises:
+        DataError: a bad ratio, broken records, fewer than two records, or an output that
+            exists (without ``force``) or is not a folder.
+    """
     from engine.data.formats import check_output_path, export, load_dataset_file
     from engine.data.records import DatasetFile
 
-    src = Path(args.file)
-    ratio = float(args.eval_ratio)
-    seed = getattr(args, "seed", None)
+    src = Path(src)
+    ratio = float(eval_ratio)
     if seed is None:
         from engine.config import RunConfig
 
         seed = RunConfig.field_meta()["seed"]["default"]
     if not 0.0 < ratio < 1.0:
         raise DataError(f"--eval-ratio must be above 0 and below 1, got {ratio}", hint="e.g. --eval-ratio 0.1")
-    ds = load_dataset_file(src, getattr(args, "format", None) or "auto")
+    ds = load_dataset_file(src, fmt or "auto")
     broken = ds.broken_indices()
     if broken:
         first = ds.records[broken[0]]
@@ -117,12 +121,12 @@ def cli_split(args: Any) -> int:
     if not train_idx or not eval_idx:
         raise DataError(f"{n} record(s) can't be split into a train and an eval set", path=str(src),
                         hint="A split needs two records or more.")
-    out_dir = Path(args.out_dir)
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError("--out-dir is a file, not a folder", path=str(out_dir))
     suffix = src.suffix or f".{ds.container}"
-    targets = {part: check_output_path(out_dir / f"{src.stem}-{part}{suffix}", source=src,
-                                       force=getattr(args, "force", False)) for part in ("train", "eval")}
+    targets = {part: check_output_path(out_dir / f"{src.stem}-{part}{suffix}", source=src, force=force)
+               for part in ("train", "eval")}
     written = {}
     for part, indices in (("train", train_idx), ("eval", eval_idx)):
         subset = DatasetFile(path=src, format=ds.format, container=ds.container, newline=ds.newline,
@@ -130,14 +134,28 @@ def cli_split(args: Any) -> int:
                              records=[ds.records[i] for i in indices])
         written[part] = {"path": str(export(subset, targets[part], ds.container, ds.format)),
                          "records": len(indices)}
-    digest = content_hash(ds.records)
+    return {"file": str(src), "detected": ds.detected, "content_hash": content_hash(ds.records), "records": n,
+            "eval_ratio": ratio, "seed": seed, **written}
+
+
+def cli_split(args: Any) -> int:
+    """``finetune-studio data split FILE --eval-ratio R [--seed S] --out-dir DIR [--format F] [--force] [--json]``.
+
+    See :func:`split_file`. Prints the input's :func:`content_hash`, the ``dataset_hash`` such
+    a run records.
+
+    Returns:
+        0; errors are raised as StudioError (the CLI prints them, exit 2).
+    """
+    result = split_file(args.file, float(args.eval_ratio), args.out_dir, seed=getattr(args, "seed", None),
+                        fmt=getattr(args, "format", None) or "auto", force=getattr(args, "force", False))
     if getattr(args, "json", False):
-        print(json.dumps({"file": str(src), "detected": ds.detected, "content_hash": digest, "records": n,
-                          "eval_ratio": ratio, "seed": seed, **written}, ensure_ascii=False, indent=2))
+        print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
-    print(f"{src}: {ds.detected}")
-    print(f"content hash: {digest}")
-    print(f"split with eval ratio {ratio:g}, seed {seed}: {len(train_idx)} train, {len(eval_idx)} eval")
+    print(f"{result['file']}: {result['detected']}")
+    print(f"content hash: {result['content_hash']}")
+    print(f"split with eval ratio {result['eval_ratio']:g}, seed {result['seed']}: {result['train']['records']} train, "
+          f"{result['eval']['records']} eval")
     for part in ("train", "eval"):
-        print(f"  {part:5} -> {written[part]['path']}")
+        print(f"  {part:5} -> {result[part]['path']}")
     return 0

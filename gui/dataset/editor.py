@@ -67,6 +67,7 @@ from gui.dataset.search import (
     replace_in_record,
     replace_one,
 )
+from gui.dataset.split_dialog import SplitDialog
 from gui.dataset.table_model import RecordTableModel, fixed_record, with_data
 
 RELINT_MS = 1500  # after the last edit, small files are checked again
@@ -853,6 +854,9 @@ class DatasetEditor(QWidget):
         self.act_save = self._action("Save", self.save, [K.Save], "Save the file (atomic)")
         self.act_save_as = self._action("Save as / Export…", self._on_save_as, [K.SaveAs],
                                         "Write to another file, container (JSON, JSONL, CSV, Parquet) or format")
+        self.act_split = self._action("Split…", self.open_split_dialog, [],
+                                      "Write a train file and a held-out eval file, split as a run with that "
+                                      "eval_split and seed would split them")
         self.toolbar.addSeparator()
         self.act_undo = self._action("Undo", self._on_undo, [K.Undo])
         self.act_redo = self._action("Redo", self._on_redo, [K.Redo, "Ctrl+Y"])
@@ -1224,7 +1228,23 @@ class DatasetEditor(QWidget):
         self.form.flush()
         return (Path(self._ds.path), self._ds.format, self._ds.container, list(self._ds.records), self._baseline)
 
+    def open_split_dialog(self) -> SplitDialog | None:
+        """The Split… dialog for the file as saved; unsaved edits are saved first, if the user agrees."""
+        if self._ds is None or self.path() is None:
+            return None
+        if self.is_dirty():
+            if self._ask_save_before_split() != QMessageBox.StandardButton.Save or not self.save():
+                return None
+        dialog = SplitDialog(self.path(), self)
+        dialog.open()
+        return dialog
+
     # ---- Questions (tests replace these)
+    def _ask_save_before_split(self) -> QMessageBox.StandardButton:
+        return QMessageBox.question(
+            self, "Unsaved edits", f"The split reads the file as saved. Save your edits to {self.path().name} first?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
+
     def _ask_save_changes(self) -> QMessageBox.StandardButton:
         name = self.path().name if self.path() else "the dataset"
         return QMessageBox.question(
@@ -1277,6 +1297,7 @@ class DatasetEditor(QWidget):
                                  else "Nothing to redo")
         for act in (self.act_save, self.act_save_as, self.act_add, self.act_find, self.act_next_finding):
             act.setEnabled(has)
+        self.act_split.setEnabled(has and self.path() is not None)
         for act in (self.act_duplicate, self.act_delete, self.act_up, self.act_down):
             act.setEnabled(bool(sel))
 

@@ -1,0 +1,147 @@
+"""Split the open file into a train file and a held-out eval file (``finetune-studio data split``).
+
+A held-out file is what "Compare on data" and an honest evaluation need: records no run trained
+on. The split is the one a run with ``eval_split: R`` and the same seed makes, so training on the
+whole file with that split and on the train file alone hold out the same records.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.config import RunConfig
+from engine.data.split import split_file
+from engine.errors import StudioError
+
+
+class SplitDialog(QDialog):
+    """Ask for the ratio, seed and folder; write the two files; say where they went."""
+
+    def __init__(self, path: str | Path, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Split into train and eval files")
+        self.setMinimumWidth(560)
+        self.path = Path(path)
+        self.result: dict[str, Any] | None = None
+
+        intro = QLabel(f"Writes <b>{html.escape(self.path.stem)}-train{html.escape(self.path.suffix)}</b> and "
+                       f"<b>{html.escape(self.path.stem)}-eval{html.escape(self.path.suffix)}</b> in the file's "
+                       "own format. The records are split as a run with this eval split and seed splits them, "
+                       "so the eval file holds records such a run never trains on: compare adapters on it.")
+        intro.setWordWrap(True)
+        intro.setTextFormat(Qt.TextFormat.RichText)
+        meta = RunConfig.field_meta()
+        self.ratio = QDoubleSpinBox()
+        self.ratio.setRange(0.01, 0.5)
+        self.ratio.setSingleStep(0.05)
+        self.ratio.setDecimals(2)
+        self.ratio.setValue(0.1)
+        self.ratio.setToolTip("Share of records held out for the eval file (a run's eval_split)")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(int(meta["seed"]["default"]))
+        self.seed.setToolTip("The run's seed: the same seed and ratio hold out the same records")
+        self.out_edit = QLineEdit(str(self.path.parent))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._on_browse)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit, 1)
+        out_row.addWidget(browse)
+        self.force = QCheckBox("Replace the files if they exist")
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        form.addRow("Eval share:", self.ratio)
+        form.addRow("Seed:", self.seed)
+        form.addRow("Folder:", out_row)
+        form.addRow("", self.force)
+        self.command_label = QLabel()
+        self.command_label.setWordWrap(True)
+        self.command_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.command_label.setStyleSheet("color: palette(placeholder-text); font-family: monospace;")
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.RichText)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.split_button = self.buttons.addButton("Split", QDialogButtonBox.ButtonRole.ActionRole)
+        self.split_button.setDefault(True)
+        self.split_button.clicked.connect(self.split)
+        self.buttons.rejected.connect(self.reject)
+        for w in (self.ratio, self.seed):
+            w.valueChanged.connect(self._update)
+        self.out_edit.textChanged.connect(self._update)
+        self.force.toggled.connect(self._update)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(intro)
+        lay.addLayout(form)
+        lay.addWidget(self.command_label)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+        lay.addWidget(self.buttons)
+        self._update()
+
+    def command(self) -> list[str]:
+        """The ``finetune-studio data split`` arguments the dialog runs (the same, in process)."""
+        args = ["data", "split", str(self.path), "--eval-ratio", f"{self.ratio.value():g}", "--seed",
+                str(self.seed.value()), "--out-dir", self.out_edit.text().strip()]
+        return args + (["--force"] if self.force.isChecked() else [])
+
+    def split(self) -> bool:
+        """Write the two files; False, with the reason shown, when the engine refuses."""
+        out = self.out_edit.text().strip()
+        if not out:
+            self._say("Choose a folder.", error=True)
+            return False
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            self.result = split_file(self.path, self.ratio.value(), Path(out).expanduser(), seed=self.seed.value(),
+                                     force=self.force.isChecked())
+        except StudioError as e:
+            self._say(html.escape(e.message) + (f"<br>{html.escape(e.hint)}" if e.hint else ""), error=True)
+            return False
+        finally:
+            QApplication.restoreOverrideCursor()
+        r = self.result
+        self._say(f"{r['train']['records']:,} records to {html.escape(r['train']['path'])}<br>"
+                  f"{r['eval']['records']:,} records to {html.escape(r['eval']['path'])}<br>"
+                  f"<span style='color:palette(mid)'>Train on the first (eval_split 0), compare on the second; or "
+                  f"train on the whole file with eval_split {self.ratio.value():g} and seed {self.seed.value()}, "
+                  "which holds out the same records when no record is dropped as too long.</span>")
+        self.buttons.button(QDialogButtonBox.StandardButton.Close).setFocus()
+        return True
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.status.setStyleSheet("color: #be1e1e;" if error else "")
+        self.status.setText(text)
+        self.adjustSize()  # a wrapped message of more lines must not be cut
+
+    def _update(self) -> None:
+        import shlex
+
+        self.command_label.setText("finetune-studio " + " ".join(shlex.quote(a) for a in self.command()))
+
+    def _on_browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the train and eval files", self.out_edit.text())
+        if folder:
+            self.out_edit.setText(folder)

@@ -1,0 +1,57 @@
+"""The editor's Split…: a train file and a held-out eval file, as a run would split them."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtWidgets import QMessageBox
+
+from engine.data import load_dataset_file
+from engine.data.split import train_eval_split
+
+
+def test_split_writes_the_runs_split_and_says_where(make_editor, demo_copy, tmp_path):
+    ed = make_editor(demo_copy)
+    assert ed.act_split.isEnabled()
+    dialog = ed.open_split_dialog()
+    assert dialog.command()[:3] == ["data", "split", str(demo_copy)]
+    out = tmp_path / "parts"
+    dialog.out_edit.setText(str(out))
+    dialog.ratio.setValue(0.2)
+    dialog.seed.setValue(7)
+    assert dialog.split()
+    records = load_dataset_file(demo_copy).records
+    train_idx, eval_idx = train_eval_split(len(records), 0.2, 7)
+    held = load_dataset_file(out / "demo-eval.jsonl").records
+    assert [r.data for r in held] == [records[i].data for i in eval_idx]
+    assert len(load_dataset_file(out / "demo-train.jsonl").records) == len(train_idx)
+    assert f"{len(eval_idx):,} records to {out / 'demo-eval.jsonl'}" in dialog.status.text()
+    # Again without "Replace": the engine's refusal is shown, the files stay.
+    before = (out / "demo-eval.jsonl").read_bytes()
+    assert not dialog.split() and "exists" in dialog.status.text()
+    assert (out / "demo-eval.jsonl").read_bytes() == before
+    dialog.force.setChecked(True)
+    assert dialog.split()
+    assert dialog.grab().save(str(tmp_path / "split.png"))
+
+
+def test_unsaved_edits_are_saved_first_or_nothing_is_split(make_editor, demo_copy, monkeypatch):
+    ed = make_editor(demo_copy)
+    ed.add_record()
+    assert ed.is_dirty()
+    monkeypatch.setattr(ed, "_ask_save_before_split", lambda: QMessageBox.StandardButton.Cancel)
+    assert ed.open_split_dialog() is None and ed.is_dirty()
+    monkeypatch.setattr(ed, "_ask_save_before_split", lambda: QMessageBox.StandardButton.Save)
+    dialog = ed.open_split_dialog()
+    assert dialog is not None and not ed.is_dirty()
+    assert len(load_dataset_file(demo_copy).records) == 367  # the added record is in the file that is split
+
+
+def test_broken_records_are_refused_with_their_line(make_editor, broken_file, tmp_path):
+    ed = make_editor(broken_file)
+    dialog = ed.open_split_dialog()
+    dialog.out_edit.setText(str(tmp_path / "out"))
+    assert not dialog.split()
+    assert "1 broken record(s)" in dialog.status.text() and "line 3" in dialog.status.text()
+    assert not (tmp_path / "out" / "broken-train.jsonl").exists()
+    json.dumps(dialog.command())  # plain values only
