@@ -179,6 +179,9 @@ class MainWindow(QMainWindow):
             train.sig_audit_run.connect(lambda path: (self.show_area("runs"), runs.audit_run(path)))
         if hasattr(runs, "sig_promoted") and hasattr(adapters, "refresh"):
             runs.sig_promoted.connect(lambda *_: adapters.refresh())
+        if hasattr(train, "sig_compare_adapters") and hasattr(adapters, "compare_adapters"):
+            train.sig_compare_adapters.connect(lambda paths: (self.show_area("adapters"),
+                                                              adapters.compare_adapters(paths)))
         if hasattr(train, "sig_try_adapter") and hasattr(adapters, "try_adapter"):
             train.sig_try_adapter.connect(lambda path: (self.show_area("adapters"), adapters.try_adapter(path)))
         if hasattr(train, "sig_queued") and hasattr(runs, "queue_panel"):

@@ -137,10 +137,12 @@ class TrainArea(QWidget):
     sig_try_adapter = Signal(str)
     """Open a finished run's adapter in the Adapters playground: the ``final`` folder."""
     sig_audit_run = Signal(str)
+    """Audit a finished run's records (the Runs area's Hardest records): the run folder."""
+    sig_compare_adapters = Signal(list)
+    """Compare a finished run's model with its base on data: ``[final folder]``."""
 
     sig_queued = Signal(int)
     """Runs were added to the queue (how many)."""
-    """Audit a finished run's records (the Runs area's Hardest records): the run folder."""
 
     # ---- Public API
     def __init__(self, parent: QWidget | None = None):
@@ -294,6 +296,7 @@ class TrainArea(QWidget):
         self.last_finished = None
         self.try_button.hide()
         self.audit_button.hide()
+        self.compare_button.hide()
         self._max_steps = 0
         self._started_at = time.time()
         self.log.append(("resuming " + run_dir if resume else f"probing ({PROBE_STEPS} steps, nothing saved)"
@@ -356,6 +359,7 @@ class TrainArea(QWidget):
         self.last_finished = None
         self.try_button.hide()
         self.audit_button.hide()
+        self.compare_button.hide()
         self._probing = False
         self._following = following
         self._started_at = started_at
@@ -623,10 +627,15 @@ class TrainArea(QWidget):
                                      "answers (the Runs area's Hardest records): the top ones are often annotation "
                                      "mistakes")
         self.audit_button.hide()
+        self.compare_button = QPushButton("Compare with base")
+        self.compare_button.setToolTip("Score the trained model and its base on the run's held-out records, side by "
+                                       "side, and read their answers (Adapters area, Compare on data)")
+        self.compare_button.hide()
         progress_row = QHBoxLayout()
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.try_button)
         progress_row.addWidget(self.audit_button)
+        progress_row.addWidget(self.compare_button)
         self.plots = TrainPlots()
         self.advisor_panel = AdvisorPanel()
         self.log = LogConsole()
@@ -677,6 +686,8 @@ class TrainArea(QWidget):
         self.stop_button.clicked.connect(self._on_stop_clicked)
         self.save_now_button.clicked.connect(self.save_now)
         self.try_button.clicked.connect(self._on_try)
+        self.compare_button.clicked.connect(
+            lambda: self.run_dir and self.sig_compare_adapters.emit([str(Path(self.run_dir) / "final")]))
         self.audit_button.clicked.connect(lambda: self.run_dir and self.sig_audit_run.emit(str(self.run_dir)))
         self.gauge.sig_fit_requested.connect(self._on_fit)
         self.gauge.sig_target_changed.connect(lambda _: self._request_estimate())
@@ -932,6 +943,7 @@ class TrainArea(QWidget):
             self.tabs.setCurrentWidget(self.advisor_panel)
             self.try_button.hide()
             self.audit_button.hide()
+            self.compare_button.hide()
             self._probing = False
             self.run_dir = self._before_probe  # Resume still means the last real run
             self._update_buttons(run_changed=True)
@@ -954,6 +966,7 @@ class TrainArea(QWidget):
         final = Path(self.run_dir) / "final" if self.run_dir else None
         self.try_button.setVisible(bool(final and status == "completed" and final.is_dir()))
         self.audit_button.setVisible(self.try_button.isVisibleTo(self))
+        self.compare_button.setVisible(self.try_button.isVisibleTo(self))
         self._update_buttons(run_changed=True)
         self.sig_run_finished.emit(data)
 

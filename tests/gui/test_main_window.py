@@ -79,3 +79,24 @@ def test_xcb_check_reads_ldd(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(preflight, "xcb_missing_libs", lambda: ["libxkbcommon-x11.so.0"])
     assert "libxkbcommon-x11-0" in preflight.check_display()
+
+
+def test_compare_from_the_train_and_runs_areas_opens_the_comparison(qtbot):
+    import shutil
+
+    from engine.paths import demo_model_dir, runs_dir
+    from gui.adapters.compare_dialog import CompareDialog
+
+    run = runs_dir() / "20261202-120000-full"  # a finished full run: a whole model in final/
+    shutil.copytree(demo_model_dir(), run / "final")
+    (run / "run.yaml").write_text("model: demo\nmethod: full\ndataset: demo\n", encoding="utf-8")
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    for source in (win.areas["train"], win.areas["runs"]):
+        win.show_area("dataset")
+        source.sig_compare_adapters.emit([str(run / "final")])
+        assert win.current_area() == "adapters"
+        dialogs = [w for w in win.areas["adapters"].findChildren(CompareDialog) if w.isVisible()]
+        assert dialogs and dialogs[-1].cards[-1].path == str(run / "final")
+        for d in dialogs:
+            d.close()

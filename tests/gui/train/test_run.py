@@ -83,6 +83,10 @@ def test_start_stop_resume_keep_running_and_reattach(make_area, qtbot):
     with qtbot.waitSignal(again.sig_audit_run) as audit:
         qtbot.mouseClick(again.audit_button, Qt.MouseButton.LeftButton)
     assert audit.args[0] == str(run_dir)
+    assert again.compare_button.isVisibleTo(again)
+    with qtbot.waitSignal(again.sig_compare_adapters) as compared:
+        qtbot.mouseClick(again.compare_button, Qt.MouseButton.LeftButton)
+    assert compared.args[0] == [str(run_dir / "final")]
     assert "CPU" in again.gauge.details.text()  # no GPU peak to show beside the estimate
 
 
@@ -149,6 +153,7 @@ def test_probe_measures_saves_nothing_and_leaves_resume_alone(make_area, qtbot):
         area.progress_label.text()
     assert area.notifications[-1][0] == "Probe finished" and not area.try_button.isVisible()
     assert not area.audit_button.isVisible()  # a probe saved nothing to audit
+    assert not area.compare_button.isVisible()
     assert area.start_button.isEnabled() and area.probe_button.isEnabled()
 
 
