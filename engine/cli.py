@@ -35,6 +35,7 @@ HANDLERS = {
     "adapters remove": "engine.adapters:cli_remove",
     "adapters export": "engine.adapters:cli_export",
     "adapters compare": "engine.compare:cli_compare",
+    "adapters comparisons": "engine.compare:cli_comparisons",
     "generate": "engine.generate:cli_generate",
     "merge": "engine.adapters:cli_merge",
     "export-launch": "engine.launch:cli_export_launch",
@@ -183,11 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ac.add_argument("--batch_size", type=int, default=4)
     ac.add_argument("--seed", type=int, default=0, help="for --limit's sample")
-    ac.add_argument("--out", default=None, metavar="FILE", help="also write the whole result as JSON")
+    ac.add_argument("--out", default=None, metavar="FILE", help="where the whole result goes as JSON (default: a new "
+                    "file in <data home>/comparisons, listed by 'adapters comparisons')")
     ac.add_argument("--json", action="store_true")
     ac.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)
     ac.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights, which can run code")
     ac.add_argument("--trust_remote_code", action="store_true", help="run Python code shipped with the model")
+    acs = asub.add_parser("comparisons", help="the kept comparisons, newest first, or one in full")
+    acs.add_argument("--show", default=None, metavar="N|FILE", help="print one: its number in the list, or its file")
+    acs.add_argument("--json", action="store_true")
 
     g = sub.add_parser("generate", help="generate with a base model and adapters")
     g.add_argument("--base", required=True, metavar="MODEL", help="demo, a model folder, a cached hub id, or a "

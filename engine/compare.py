@@ -590,10 +590,50 @@ def format_comparison(c: Comparison, top: int = 10) -> str:
     return "\n".join(lines)
 
 
+def comparisons_dir() -> Path:
+    """Where comparisons are kept: ``<data home>/comparisons/``, one JSON file each."""
+    from engine.paths import data_home
+
+    return data_home() / "comparisons"
+
+
+def new_comparison_path() -> Path:
+    """A fresh file name in :func:`comparisons_dir` (the time, made unique)."""
+    folder = comparisons_dir()
+    stem = time.strftime("%Y%m%d-%H%M%S")
+    path, n = folder / f"{stem}.json", 2
+    while path.exists():
+        path, n = folder / f"{stem}-{n}.json", n + 1
+    return path
+
+
+def saved_comparisons(folder: Path | None = None) -> list[tuple[Path, Comparison]]:
+    """The kept comparisons, newest first; unreadable files are skipped."""
+    folder = folder or comparisons_dir()
+    out = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []:
+        try:
+            out.append((path, Comparison.from_dict(json.loads(path.read_text(encoding="utf-8")))))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return out
+
+
+def describe_saved(path: Path, c: Comparison) -> str:
+    """One line for a kept comparison: when, which models, on what, the winner."""
+    held = c.held_out
+    scored = [(m.mean_loss if held else m.mean_loss_all, m.name) for m in c.models]
+    best = min((x for x in scored if x[0] is not None), default=(None, "?"))[1]
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+    return (f"{when} · {len(c.models) - 1} vs base on {Path(c.dataset).name} ({len(c.records):,} records) · "
+            f"best: {best}")
+
+
 def cli_compare(args: argparse.Namespace) -> int:
     """``finetune-studio adapters compare ADAPTER... --dataset FILE [--base M] [--limit N] [--samples K]
     [--max_new_tokens N] [--seq-len N] [--template T] [--load_in L] [--device D] [--batch_size N]
-    [--out FILE] [--json] [--progress]``."""
+    [--out FILE] [--json] [--progress]``. The result is also kept in :func:`comparisons_dir`
+    (unless ``--out`` names another file)."""
     from engine.adapters import quiet_loading
     from engine.files import atomic_write_text
 
@@ -614,12 +654,50 @@ def cli_compare(args: argparse.Namespace) -> int:
         load_in=args.load_in, device=args.device, batch_size=args.batch_size, seed=args.seed,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, progress=progress)
     text = json.dumps(comparison.to_dict(), ensure_ascii=False)
-    if args.out:
-        atomic_write_text(Path(args.out), text + "\n")
+    out = Path(args.out) if args.out else new_comparison_path()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text + "\n")
     if args.json:
         print(text)
     else:
         print(format_comparison(comparison))
-        if args.out:
-            print(f"\nall scores: {args.out}")
+        print(f"\nall scores: {out}")
+    return 0
+
+
+def cli_comparisons(args: argparse.Namespace) -> int:
+    """``finetune-studio adapters comparisons [--show N|FILE] [--json]``: the kept comparisons,
+    newest first, or one of them in full (``N`` counts from 1 in that list)."""
+    from engine.errors import StudioError
+
+    kept = saved_comparisons()
+    show = getattr(args, "show", None)
+    if show is None:
+        if args.json:
+            print(json.dumps([{"path": str(p), "line": describe_saved(p, c)} for p, c in kept], ensure_ascii=False))
+        elif not kept:
+            print(f"no comparisons yet in {comparisons_dir()}; `finetune-studio adapters compare` makes one")
+        else:
+            for i, (p, c) in enumerate(kept, start=1):
+                print(f"{i:>3}  {describe_saved(p, c)}  {p}")
+        return 0
+    if str(show).isdigit():
+        n = int(show)
+        if not 1 <= n <= len(kept):
+            raise StudioError(f"--show {n}: there are {len(kept)} kept comparison(s)",
+                              hint="`finetune-studio adapters comparisons` lists them, newest first.")
+        path, comparison = kept[n - 1]
+    else:
+        path = Path(show)
+        try:
+            comparison = Comparison.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except OSError as e:
+            raise StudioError(f"can't read {path}: {e.strerror or e}") from None
+        except (ValueError, TypeError, KeyError) as e:
+            raise StudioError(f"{path} is not a comparison `adapters compare` wrote: {e}") from None
+    if args.json:
+        print(json.dumps(comparison.to_dict(), ensure_ascii=False))
+    else:
+        print(format_comparison(comparison))
+        print(f"\nfrom {path}")
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import shlex
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from PySide6.QtCore import QProcess, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
@@ -38,8 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import adapters as lib
-from engine.compare import Comparison
-from engine.paths import data_home
+from engine.compare import Comparison, describe_saved, new_comparison_path, saved_comparisons
 from gui.engine_process import cli_failure, engine_process, start_engine
 
 HEADERS = ["Model", "Answer loss", "Perplexity", "vs base", "Best on", "Trained on"]
@@ -151,6 +150,12 @@ class CompareDialog(QDialog):
         self.max_tokens.setRange(1, 4096)
         self.max_tokens.setValue(96)
         form.addRow("Max new tokens:", self.max_tokens)
+        self.earlier = QComboBox()
+        self.earlier.setToolTip("Show a comparison made before (kept in <data home>/comparisons), without "
+                                "computing anything")
+        self.earlier.activated.connect(self._on_earlier)
+        form.addRow("Earlier:", self.earlier)
+        self.reload_earlier()
         for w in (self.dataset_edit, self.limit, self.samples, self.max_tokens):
             (w.textChanged if isinstance(w, QLineEdit) else w.valueChanged).connect(self._update)
 
@@ -229,9 +234,8 @@ class CompareDialog(QDialog):
         if dataset != "demo" and not Path(dataset).expanduser().is_file():
             self._say(html.escape(f"{dataset} is not a file."), "#be1e1e")
             return False
-        folder = data_home() / "comparisons"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.out_file = folder / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+        self.out_file = new_comparison_path()
+        self.out_file.parent.mkdir(parents=True, exist_ok=True)
         self.sig_starting.emit()
         self.proc = engine_process(self, merged=False)
         self.proc.readyReadStandardError.connect(self._on_stderr)
@@ -249,8 +253,9 @@ class CompareDialog(QDialog):
         """Block until the comparison process ends (tests and scripts)."""
         return self.proc is not None and self.proc.waitForFinished(msecs)
 
-    def show_result(self, comparison: Comparison) -> None:
-        """Fill the table and the answers from a comparison."""
+    def show_result(self, comparison: Comparison, kept: bool = False) -> None:
+        """Fill the table and the answers from a comparison (``kept``: one made earlier, not the
+        models ticked now)."""
         self.result = comparison
         base = comparison.models[0]
         held = comparison.held_out
@@ -282,7 +287,8 @@ class CompareDialog(QDialog):
         self.table.setFixedHeight(height + 4)
         scope = (f"over the {held:,} records none of them trained on" if held and held < len(comparison.records)
                  else "over every record" if held else "over every record, <b>all of them trained on</b>")
-        text = (f"{len(comparison.records):,} records of {html.escape(Path(comparison.dataset).name)} scored on "
+        text = ("<b>A kept comparison</b> (not of the models above until you press Compare): " if kept else "")
+        text += (f"{len(comparison.records):,} records of {html.escape(Path(comparison.dataset).name)} scored on "
                 f"{html.escape(comparison.device)} in {comparison.seconds:.1f} s · answer loss {scope}")
         # The base's load line and the held-out count are in the summary already.
         notes = [html.escape(n) for n in comparison.notes
@@ -296,7 +302,27 @@ class CompareDialog(QDialog):
         self.placeholder.setVisible(False)
         self.results.setVisible(True)
 
+    def reload_earlier(self) -> None:
+        """List the kept comparisons, newest first."""
+        self._earlier = saved_comparisons()
+        self.earlier.clear()
+        if not self._earlier:
+            self.earlier.addItem("none yet")
+            self.earlier.setEnabled(False)
+            return
+        self.earlier.setEnabled(True)
+        self.earlier.addItem(f"{len(self._earlier)} kept: pick one to show it")
+        for path, c in self._earlier:
+            self.earlier.addItem(describe_saved(path, c), str(path))
+
     # ---- Internals
+    def _on_earlier(self, index: int) -> None:
+        if index <= 0 or index > len(self._earlier):
+            return
+        path, comparison = self._earlier[index - 1]
+        self.out_file = path
+        self.show_result(comparison, kept=True)
+
     @staticmethod
     def _answers_html(c: Comparison) -> str:
         if not c.samples:
@@ -358,6 +384,7 @@ class CompareDialog(QDialog):
                 self._say(html.escape(f"The comparison's result can't be read: {e}"), "#be1e1e")
                 return
             self.show_result(comparison)
+            self.reload_earlier()
             self.sig_compared.emit(str(self.out_file))
         else:
             self._say(html.escape("The comparison failed: "

@@ -204,3 +204,26 @@ def test_a_whole_model_with_another_tokenizer_is_refused(tmp_path, tiny_model_di
     tok.save_pretrained(other)
     with pytest.raises(ModelError, match="another tokenizer"):
         compare_adapters([other], small_dataset, base=str(tiny_model_dir), load_in="fp32", device="cpu")
+
+
+def test_every_comparison_is_kept_and_can_be_shown_again(runs_home, tmp_path, capsys):
+    from engine.compare import comparisons_dir
+
+    data = qa_file(tmp_path / "legal-test.jsonl", ANSWERS["legal"])
+    assert cli_main(["adapters", "comparisons"]) == 0
+    assert "no comparisons yet" in capsys.readouterr().out
+    args = ["adapters", "compare", "legal", "--dataset", str(data), "--samples", "0", "--device", "cpu"]
+    assert cli_main(args) == 0 and cli_main([*args, "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    kept = sorted(comparisons_dir().glob("*.json"))
+    assert len(kept) == 2 and f"all scores: {kept[0]}" in out
+    assert cli_main(["adapters", "comparisons", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 2 and "best: legal" in listed[0]["line"] and "(2 records)" in listed[0]["line"]
+    assert cli_main(["adapters", "comparisons", "--show", "2"]) == 0  # the older: all 4 records
+    shown = capsys.readouterr().out
+    assert "4 records of" in shown and f"from {listed[1]['path']}" in shown
+    assert cli_main(["adapters", "comparisons", "--show", "3"]) == 2
+    assert "there are 2 kept comparison(s)" in capsys.readouterr().err
+    assert cli_main(["adapters", "comparisons", "--show", str(data)]) == 2
+    assert "is not a comparison" in capsys.readouterr().err

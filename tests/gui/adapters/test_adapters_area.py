@@ -281,6 +281,13 @@ def test_compare_dialog_scores_in_a_child_process_and_shows_the_winner(qtbot, ma
     assert "reference" in answers and ANSWERS["legal"] in answers and "Read the contract" in answers
     assert "All scores:" in dialog.status.text()
     assert dialog.grab().save(str(tmp_path / "compare.png"))
+    # Kept: a new dialog lists it and shows it without computing anything.
+    later = area.open_compare_dialog()
+    qtbot.addWidget(later)
+    assert later.earlier.count() == 2 and "best: legal" in later.earlier.itemText(1)
+    later.earlier.activated.emit(1)
+    assert later.results.isVisibleTo(later) and later.proc is None
+    assert later.table_model.rowCount() == 3 and "Read the contract" in later.answers.toPlainText()
 
     # A failure shows the engine's own message.
     dialog.dataset_edit.setText(str(tmp_path / "empty.jsonl"))
