@@ -411,20 +411,20 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     size = max(1, batch_size or cfg.batch_size)
     passes = 2 if compare_base else 1
     tick = (lambda done, total: progress(done, total * passes)) if progress is not None else None
-    losses, size = _score_all(model, rows, size, pad, dev, autocast, tick)
+    losses, size = score_rows(model, rows, size, pad, dev, autocast, tick)
     base_losses: dict[int, tuple[float, int]] = {}
     if compare_base:
         after = (lambda done, total: progress(total + done, total * passes)) if progress is not None else None
         if hasattr(model, "disable_adapter"):  # a PEFT model: the base is underneath, no second load
             with model.disable_adapter():
-                base_losses, size = _score_all(model, rows, size, pad, dev, autocast, after)
+                base_losses, size = score_rows(model, rows, size, pad, dev, autocast, after)
         else:  # full, freeze, bottleneck: load the base on its own
             del model
             if on == "cuda":
                 torch.cuda.empty_cache()
             model = precision.load_model(cfg, resolve_model_path(cfg.model), env)
             model.eval()
-            base_losses, size = _score_all(model, rows, size, pad, dev, autocast, after)
+            base_losses, size = score_rows(model, rows, size, pad, dev, autocast, after)
     if size < max(1, batch_size or cfg.batch_size):
         notes.append(f"out of memory at the run's batch size: scored {size} record(s) at a time")
 
@@ -435,9 +435,9 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
         loss, n = losses[i]
         base = base_losses[i][0] if i in base_losses else None
         results.append(RecordLoss(record=numbers[source], line=getattr(rec, "line", None), split=split_of[i],
-                                  loss=_rounded(loss), tokens=n, truncated=i in stats.cut_rows,
+                                  loss=rounded_loss(loss), tokens=n, truncated=i in stats.cut_rows,
                                   instruction=first_user_turn(rec.messages()),
-                                  base_loss=_rounded(base) if base is not None else None,
+                                  base_loss=rounded_loss(base) if base is not None else None,
                                   digest=record_digest(rec.messages())))
     results.sort(key=lambda r: -r.loss)
     skipped = [{"record": numbers[p["index"]], "line": p.get("line"), "message": p["message"]}
@@ -450,11 +450,11 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
                  notes=notes, audited_at=time.time())
 
 
-def _rounded(loss: float) -> float:
+def rounded_loss(loss: float) -> float:
     return round(loss, 5) if math.isfinite(loss) else float("inf")
 
 
-def _score_all(model: Any, rows: list[dict[str, list[int]]], size: int, pad: int, dev: Any, autocast: Any,
+def score_rows(model: Any, rows: list[dict[str, list[int]]], size: int, pad: int, dev: Any, autocast: Any,
                progress: Callable[[int, int], None] | None) -> tuple[dict[int, tuple[float, int]], int]:
     """Every row's (loss, answer tokens), batched longest first; out of memory halves the batch.
 
@@ -570,23 +570,13 @@ def format_audit(audit: Audit, top: int = 15) -> str:
 
 def cli_audit(args: Any) -> int:
     """``finetune-studio runs audit RUN [--top N] [--json] [--device D] [--batch_size N] [--checkpoint DIR]``."""
-    import sys
-
     from engine.adapters import quiet_loading
+    from engine.cli import progress_printer
     from engine.runs import resolve_run
 
     run_dir = resolve_run(args.run)
     quiet_loading()
-    last = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if getattr(args, "progress", False):  # for the GUI, which reads stderr
-            print(f"progress {done} {total}", file=sys.stderr, flush=True)
-        elif not args.json and sys.stderr.isatty() and (now - last[0] > 0.5 or done == total):
-            last[0] = now
-            print(f"\rscoring {done}/{total} records", end="\n" if done == total else "", file=sys.stderr,
-                  flush=True)
+    progress = progress_printer(args, "records")
 
     audit = audit_run(run_dir, device=args.device, batch_size=args.batch_size, checkpoint=args.checkpoint,
                       compare_base=getattr(args, "compare_base", False), progress=progress)

@@ -22,6 +22,33 @@ from engine import __version__
 from engine.config import RunConfig, parse_override
 from engine.errors import StudioError
 
+
+def progress_printer(args: argparse.Namespace, what: str = "") -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback for a long command: ``progress DONE TOTAL`` lines on
+    stderr with ``--progress`` (the GUI reads them), else a counter that rewrites itself at most
+    twice a second on a terminal, and nothing under ``--json`` or into a pipe.
+
+    Args:
+        args: the command's arguments (``progress`` and ``json`` are read if present).
+        what: the unit counted, e.g. ``records`` (``scoring 12/366 records``).
+    """
+    import time
+
+    last = [0.0]
+    suffix = f" {what}" if what else ""
+
+    def progress(done: int, total: int) -> None:
+        if getattr(args, "progress", False):
+            print(f"progress {done} {total}", file=sys.stderr, flush=True)
+            return
+        now = time.monotonic()
+        if not getattr(args, "json", False) and sys.stderr.isatty() and (now - last[0] > 0.5 or done == total):
+            last[0] = now
+            print(f"\rscoring {done}/{total}{suffix}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    return progress
+
+
 # subcommand -> "module:function". The function takes the argparse Namespace, returns an exit code.
 HANDLERS = {
     "train": "engine.train:cli_train",
@@ -176,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: the adapters' runs' template")
     ac.add_argument("--seq-len", type=int, default=None, dest="seq_len", metavar="N",
                     help="default: the largest seq_len of the adapters' runs")
-    ac.add_argument("--limit", type=int, default=None, metavar="N", help="score a random N records (default all)")
+    ac.add_argument("--limit", type=int, default=None, metavar="N", help="score N records, the held-out ones first, "
+                    "then a seeded random choice (default all)")
     ac.add_argument("--samples", type=int, default=3, metavar="K", help="records every model answers greedily, "
                     "where they differ most (default 3; 0 = none)")
     ac.add_argument("--max_new_tokens", type=int, default=128)

@@ -26,7 +26,6 @@ import json
 import math
 import random
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -243,7 +242,8 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         dataset_format: How to read the file (default: detect).
         template: ``auto``, ``chat`` or ``alpaca``; default: the runs' (``auto`` if they differ).
         seq_len: Longest sequence scored; default: the largest of the runs' (else 512).
-        limit: Score a random ``limit`` of the records (seeded by ``seed``); None or 0 = all.
+        limit: Score ``limit`` records, those no compared model trained on first, chosen at random
+            (seeded by ``seed``); None or 0 = all.
         samples: How many records every model answers greedily (0 = none).
         max_new_tokens: Length limit of those answers.
         load_in, device, trust_remote_code, allow_pickle: As for :class:`engine.generate.Generator`.
@@ -261,7 +261,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     import gc
 
     from engine.adapters import read_card
-    from engine.audit import _rounded, _score_all, first_user_turn, record_digest
+    from engine.audit import first_user_turn, record_digest, rounded_loss, score_rows
     from engine.data.formats import load_dataset_file
     from engine.data.tokenize import tokenize_records
     from engine.errors import ModelError
@@ -269,6 +269,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     from engine.models import load_tokenizer
     from engine.paths import demo_dataset_path
     from engine.precision import compute_dtype
+    from engine.runs import read_run_config
 
     started = time.perf_counter()
     if not adapters:
@@ -296,7 +297,8 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     base_ref = base
     if not base_ref:
         first = items[0]
-        base_ref = first.card.base_model if first.card is not None else _run_model(first.run_dir)
+        base_ref = (first.card.base_model if first.card is not None
+                    else read_run_config(first.run_dir).get("model") if first.run_dir is not None else None)
     if not base_ref:
         raise ConfigError(f"'{items[0].label}' doesn't record its base model: give --base", key="base")
 
@@ -321,7 +323,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
 
     gen: Generator | None = open_model(base_ref)
     tokenizer = gen.tokenizer
-    notes.append(f"base {base_ref} loaded, {gen.describe()['dtype']} on {gen.describe()['device']}")
+    resolved_load_in = gen.load_in  # "auto" made concrete: bf16/fp16 on a GPU, fp32 on the CPU
     wholes = [i for i in items if i.kind == "model"]
     for item in wholes:
         theirs = load_tokenizer(str(item.folder), trust_remote_code=trust_remote_code)
@@ -351,13 +353,25 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     if not rows:
         raise StudioError(f"nothing to score in {data_path}: every record was dropped",
                           hint="; ".join(p["message"] for p in stats.problems[:3]) or None)
+    all_digests = [record_digest(good[src].messages()) for src in stats.sources]
     chosen = list(range(len(rows)))
     if limit and limit < len(rows):
-        chosen = sorted(random.Random(seed).sample(chosen, limit))
-        notes.append(f"scored a random {limit} of the {len(rows)} usable records (seed {seed}); "
-                     "give limit 0 for all")
+        # The headline counts only records no compared model trained on: a limited sample takes
+        # those first, so a small limit still measures something.
+        unseen = [i for i in chosen if not any(t is not None and all_digests[i] in t for t in trained.values())]
+        rng = random.Random(seed)
+        first = rng.sample(unseen, min(limit, len(unseen)))
+        taken = set(first)
+        rest = rng.sample([i for i in chosen if i not in taken], limit - len(first))
+        chosen = sorted(first + rest)
+        notes.append(f"scored a random {limit} of the {len(rows)} usable records (seed {seed}); give limit 0 for all"
+                     if len(unseen) in (0, len(rows)) else
+                     f"scored {limit} of the {len(rows)} usable records (seed {seed}): {len(first)} of the "
+                     f"{len(unseen)} no compared model trained on, then {len(rest)} of the others; give limit 0 "
+                     "for all")
     rows = [rows[i] for i in chosen]
     sources = [stats.sources[i] for i in chosen]
+    digests = [all_digests[i] for i in chosen]
     cut = {j for j, i in enumerate(chosen) if i in stats.cut_rows}
 
     # One group per adapter type: PEFT holds one type on a model at a time.
@@ -394,7 +408,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     dev = next(gen.model.parameters()).device
     autocast = compute_dtype(gen.cfg) if gen.cfg.mixed_precision in ("fp16", "bf16") else None
     n_models = 1 + len(items)
-    total = len(rows) * n_models + min(samples, len(rows)) * n_models
+    total = len(rows) * n_models + min(samples, len(rows)) * n_models  # the answers are counted again once picked
     done = [0]
 
     def run_scores(model: Any, size: int) -> tuple[dict[int, tuple[float, int]], int]:
@@ -403,7 +417,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         def tick(d: int, _t: int) -> None:
             if progress is not None:
                 progress(base_done + d, total)
-        pairs, size = _score_all(model, rows, size, pad, dev, autocast, tick)
+        pairs, size = score_rows(model, rows, size, pad, dev, autocast, tick)
         done[0] = base_done + len(rows)
         return pairs, size
 
@@ -435,23 +449,19 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         notes.append(f"out of memory at batch size {batch_size}: scored {size} record(s) at a time")
 
     order = [BASE] + [i.name for i in items]
-    digests = [record_digest(good[s].messages()) for s in sources]
     records: list[RecordScores] = []
     for j, src in enumerate(sources):
         rec = good[src]
         by = [items[k].name for k in range(len(items)) if trained[k] is not None and digests[j] in trained[k]]
         records.append(RecordScores(record=numbers[src], line=getattr(rec, "line", None),
                                     instruction=first_user_turn(rec.messages(), SAMPLE_WIDTH),
-                                    tokens=losses[BASE][j][1], losses={n: _rounded(losses[n][j][0]) for n in order},
+                                    tokens=losses[BASE][j][1], losses={n: rounded_loss(losses[n][j][0]) for n in order},
                                     trained_by=by, truncated=j in cut))
     held = [j for j, r in enumerate(records) if r.held_out]
     if not held:
         notes.append("every record scored is in some compared model's training split: the figures say how well "
                      "each memorised them, not how it does on new data; compare on a held-out file "
                      "(`finetune-studio data split`)")
-    elif len(held) < len(records):
-        notes.append(f"{len(records) - len(held)} of the {len(records)} records are in a compared model's training "
-                     f"split; the headline figures are over the {len(held)} none of them trained on")
 
     models: list[ModelScore] = []
     for name in order:
@@ -460,7 +470,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         mean_held = _token_mean([pairs[j] for j in held]) if held else None
         k = next((k for k in range(len(items)) if items[k].name == name), None)
         models.append(ModelScore(
-            name=name, path=str(items[k].folder) if k is not None else str(Path(str(base_ref))),
+            name=name, path=str(items[k].folder) if k is not None else str(base_ref),
             mean_loss=round(mean_held, 5) if mean_held is not None else None,
             perplexity=_ppl(mean_held), mean_loss_all=round(mean_all, 5), perplexity_all=_ppl(mean_all) or float("inf"),
             trained_on=sum(1 for r in records if name in r.trained_by),
@@ -474,6 +484,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     if samples > 0:
         pool = held or list(range(len(records)))
         picked = sorted(pool, key=lambda j: -records[j].spread)[:samples]
+    total = done[0] + len(picked) * n_models  # fewer held-out records than asked for: fewer answers
     out_samples: list[Sample] = []
     if picked:
         settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
@@ -511,22 +522,10 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     skipped = [{"record": numbers[p["index"]], "line": p.get("line"), "message": p["message"]}
                for p in stats.problems]
     return Comparison(base=str(base_ref), dataset=str(data_path), device=str(dev),
-                      load_in=load_in if load_in != "auto" else ("fp32" if dev.type == "cpu" else "auto"),
+                      load_in=resolved_load_in,
                       template=template, seq_len=seq_len, seconds=round(time.perf_counter() - started, 2),
                       models=models, records=records, samples=out_samples, records_in_file=len(ds.records),
                       skipped=skipped, notes=notes)
-
-
-def _run_model(run_dir: Path | None) -> str | None:
-    """The model a run started from (its run.yaml's ``model``), or None."""
-    if run_dir is None or not (run_dir / "run.yaml").exists():
-        return None
-    from engine.config import RunConfig
-
-    try:
-        return RunConfig.load(run_dir / "run.yaml").model
-    except StudioError:
-        return None
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -552,7 +551,8 @@ def format_comparison(c: Comparison, top: int = 10) -> str:
              f"(template {c.template}, seq_len {c.seq_len})"]
     lines += [f"note: {n}" for n in c.notes]
     held = c.held_out
-    scope = f"over the {held} held-out records" if held and held < len(c.records) else "over all records"
+    scope = (f"over the {held} records no compared model trained on (the other {len(c.records) - held} are in "
+             "a training split)" if held and held < len(c.records) else "over all records")
     lines.append("")
     lines.append(f"answer loss (lower is better) {scope}:")
     width = max(12, *(len(m.name) for m in c.models))
@@ -635,18 +635,11 @@ def cli_compare(args: argparse.Namespace) -> int:
     [--out FILE] [--json] [--progress]``. The result is also kept in :func:`comparisons_dir`
     (unless ``--out`` names another file)."""
     from engine.adapters import quiet_loading
+    from engine.cli import progress_printer
     from engine.files import atomic_write_text
 
     quiet_loading()
-    last = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if getattr(args, "progress", False):  # for the GUI, which reads stderr
-            print(f"progress {done} {total}", file=sys.stderr, flush=True)
-        elif not args.json and sys.stderr.isatty() and (now - last[0] > 0.5 or done == total):
-            last[0] = now
-            print(f"\rscoring {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    progress = progress_printer(args)
 
     comparison = compare_adapters(
         args.adapter, args.dataset, base=args.base, dataset_format=args.format, template=args.template,

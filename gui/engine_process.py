@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt
+from PySide6.QtWidgets import QLabel
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -66,3 +68,26 @@ def json_message(output: str, fallback: str) -> str:
         return str(json.loads(output.strip().splitlines()[-1])["message"])
     except (ValueError, IndexError, KeyError, TypeError):
         return fallback
+
+
+def parse_progress(line: str) -> tuple[int, int] | None:
+    """``(done, total)`` from a ``progress DONE TOTAL`` line a ``--progress`` command writes on
+    stderr, else None."""
+    parts = line.split()
+    if len(parts) == 3 and parts[0] == "progress" and parts[1].isdigit() and parts[2].isdigit():
+        return int(parts[1]), int(parts[2])
+    return None
+
+
+def command_label() -> QLabel:
+    """The grey, selectable line under a dialog's form that shows the command it runs."""
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setStyleSheet("color: palette(placeholder-text); font-family: monospace;")
+    return label
+
+
+def command_text(args: list[str]) -> str:
+    """``finetune-studio ARGS`` as a user would type it (quoted for a POSIX shell)."""
+    return "finetune-studio " + " ".join(shlex.quote(a) for a in args)

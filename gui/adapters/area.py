@@ -830,9 +830,9 @@ class AdaptersArea(QWidget):
             self.model.set_checked(other, False)
         if not cards:
             # Whole models only: the base they were trained from.
-            from engine.compare import _run_model
+            from engine.runs import read_run_config
 
-            start = _run_model(Path(paths[0]).parent)
+            start = read_run_config(Path(paths[0]).parent).get("model")
             if start:
                 self.base_box.setCurrentText(_base_choice(start) or start)
             dialog = self.open_compare_dialog(wholes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,14 @@ from PySide6.QtWidgets import (
 
 from engine import adapters as lib
 from engine.compare import Comparison, describe_saved, new_comparison_path, saved_comparisons
-from gui.engine_process import cli_failure, engine_process, start_engine
+from gui.engine_process import (
+    cli_failure,
+    command_label,
+    command_text,
+    engine_process,
+    parse_progress,
+    start_engine,
+)
 
 HEADERS = ["Model", "Answer loss", "Perplexity", "vs base", "Best on", "Trained on"]
 BASE_NAME = "(base)"
@@ -55,16 +61,12 @@ class WholeModel:
 
     @classmethod
     def of_run(cls, final: str | Path) -> WholeModel:
-        from engine.config import RunConfig
+        """A run's ``final/`` model, named by its run folder, with its run's dataset."""
+        from engine.runs import read_run_config
 
         final = Path(final)
-        dataset = None
-        if (final.parent / "run.yaml").exists():
-            try:
-                dataset = RunConfig.load(final.parent / "run.yaml").dataset
-            except Exception:  # noqa: BLE001 - the dataset is only a default for the form
-                dataset = None
-        return cls(final.parent.name if final.name == "final" else final.name, str(final), dataset)
+        run = final.parent if final.name == "final" else final
+        return cls(run.name, str(final), read_run_config(run).get("dataset"))
 
 
 def compare_problem(cards: list[lib.AdapterCard]) -> str | None:
@@ -159,10 +161,7 @@ class CompareDialog(QDialog):
         for w in (self.dataset_edit, self.limit, self.samples, self.max_tokens):
             (w.textChanged if isinstance(w, QLineEdit) else w.valueChanged).connect(self._update)
 
-        self.command_label = QLabel()
-        self.command_label.setWordWrap(True)
-        self.command_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.command_label.setStyleSheet("color: palette(placeholder-text); font-family: monospace;")
+        self.command_label = command_label()
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.status = QLabel()
@@ -285,14 +284,13 @@ class CompareDialog(QDialog):
         height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth() + sum(
             self.table.rowHeight(r) for r in range(self.table_model.rowCount()))
         self.table.setFixedHeight(height + 4)
-        scope = (f"over the {held:,} records none of them trained on" if held and held < len(comparison.records)
+        scope = (f"over the {held:,} records none of them trained on (the other "
+                 f"{len(comparison.records) - held:,} are in a training split)" if held and held < len(comparison.records)
                  else "over every record" if held else "over every record, <b>all of them trained on</b>")
         text = ("<b>A kept comparison</b> (not of the models above until you press Compare): " if kept else "")
         text += (f"{len(comparison.records):,} records of {html.escape(Path(comparison.dataset).name)} scored on "
                 f"{html.escape(comparison.device)} in {comparison.seconds:.1f} s · answer loss {scope}")
-        # The base's load line and the held-out count are in the summary already.
-        notes = [html.escape(n) for n in comparison.notes
-                 if not n.startswith("base ") and "the headline figures are over" not in n]
+        notes = [html.escape(n) for n in comparison.notes]
         if notes:
             text += "<br><span style='color:#8a5a00'>" + "<br>".join(notes) + "</span>"
         if self.out_file is not None:
@@ -342,7 +340,7 @@ class CompareDialog(QDialog):
         return "".join(parts)
 
     def _update(self) -> None:
-        self.command_label.setText("finetune-studio " + " ".join(shlex.quote(a) for a in self.command()))
+        self.command_label.setText(command_text(self.command()))
 
     def _say(self, text: str, colour: str | None = None) -> None:
         self.status.setStyleSheet(f"color: {colour};" if colour else "")
@@ -360,9 +358,8 @@ class CompareDialog(QDialog):
 
     def _consume(self, text: str) -> None:
         for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == "progress" and parts[1].isdigit() and parts[2].isdigit():
-                done, total = int(parts[1]), int(parts[2])
+            if (progress := parse_progress(line)) is not None:
+                done, total = progress
                 self.progress.setRange(0, total)
                 self.progress.setValue(done)
                 self.progress.setFormat(f"{done:,} / {total:,}")

@@ -7,7 +7,6 @@ What the dialog runs is shown as a command line, the same the user could type.
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from PySide6.QtCore import QProcess, Signal
@@ -30,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from engine import adapters as lib
 from engine.paths import data_home
-from gui.engine_process import engine_process, start_engine
+from gui.engine_process import command_label, command_text, engine_process, start_engine
 
 MERGEABLE = ("LORA", "IA3")
 
@@ -107,9 +106,7 @@ class MergeDialog(QDialog):
         form.addRow("Output folder:", out_row)
         self.out_edit.textChanged.connect(self._update)
 
-        self.command_label = QLabel()
-        self.command_label.setWordWrap(True)
-        self.command_label.setStyleSheet("color: palette(placeholder-text); font-family: monospace;")
+        self.command_label = command_label()
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)
         self.progress.setVisible(False)
@@ -188,7 +185,7 @@ class MergeDialog(QDialog):
 
     def _update(self) -> None:
         self.density.setEnabled(self.combination.currentText() in lib.NEEDS_DENSITY)
-        self.command_label.setText("finetune-studio " + " ".join(shlex.quote(a) for a in self.command()))
+        self.command_label.setText(command_text(self.command()))
 
     def _fail(self, text: str) -> None:
         self.result.setText(text)

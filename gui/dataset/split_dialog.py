@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from engine.config import RunConfig
 from engine.data.split import split_file
 from engine.errors import StudioError
+from gui.engine_process import command_label, command_text
 
 
 class SplitDialog(QDialog):
@@ -74,10 +75,7 @@ class SplitDialog(QDialog):
         form.addRow("Seed:", self.seed)
         form.addRow("Folder:", out_row)
         form.addRow("", self.force)
-        self.command_label = QLabel()
-        self.command_label.setWordWrap(True)
-        self.command_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.command_label.setStyleSheet("color: palette(placeholder-text); font-family: monospace;")
+        self.command_label = command_label()
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.status.setTextFormat(Qt.TextFormat.RichText)
@@ -137,9 +135,7 @@ class SplitDialog(QDialog):
         self.adjustSize()  # a wrapped message of more lines must not be cut
 
     def _update(self) -> None:
-        import shlex
-
-        self.command_label.setText("finetune-studio " + " ".join(shlex.quote(a) for a in self.command()))
+        self.command_label.setText(command_text(self.command()))
 
     def _on_browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the train and eval files", self.out_edit.text())

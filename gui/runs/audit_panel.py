@@ -48,7 +48,7 @@ from engine.audit import (
 from engine.errors import StudioError
 from engine.runs import RunInfo
 from gui.dataset.severity import COLORS
-from gui.engine_process import cli_failure, engine_process, start_engine
+from gui.engine_process import cli_failure, engine_process, parse_progress, start_engine
 
 COLUMNS = ("Loss", "× median", "Base loss", "Fell by", "Record", "Split", "Tokens", "Instruction")
 BASE_COLUMNS = ("Base loss", "Fell by")  # shown when the audit compared with the base model
@@ -320,9 +320,8 @@ class AuditPanel(QWidget):
 
     def _consume(self, text: str) -> None:
         for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == "progress" and parts[1].isdigit() and parts[2].isdigit():
-                done, total = int(parts[1]), int(parts[2])
+            if (progress := parse_progress(line)) is not None:
+                done, total = progress
                 self.progress.setRange(0, total)
                 self.progress.setValue(done)
                 self.progress.setFormat(f"{done:,} / {total:,} records")

@@ -81,7 +81,8 @@ def test_each_models_scores_are_its_own_loss_and_training_records_are_held_back(
     widest = sorted(held, key=lambda r: -r.spread)[:2]
     assert [s.record for s in c.samples] == [r.record for r in widest]
     assert all(list(s.answers) == names for s in c.samples)
-    assert any("training split" in n for n in c.notes)
+    assert (f"over the {len(held)} records no compared model trained on (the other {len(c.records) - len(held)} "
+            "are in a training split)") in format_comparison(c)
     # The result survives its JSON form.
     again = Comparison.from_dict(json.loads(json.dumps(c.to_dict())))
     assert again.models == c.models and again.records == c.records and again.samples == c.samples
@@ -227,3 +228,17 @@ def test_every_comparison_is_kept_and_can_be_shown_again(runs_home, tmp_path, ca
     assert "there are 2 kept comparison(s)" in capsys.readouterr().err
     assert cli_main(["adapters", "comparisons", "--show", str(data)]) == 2
     assert "is not a comparison" in capsys.readouterr().err
+
+
+def test_a_limited_sample_takes_the_held_out_records_first(tmp_path, tiny_model_dir, small_dataset):
+    result, _, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", eval_split=0.25))
+    run = Path(result["output_dir"])
+    n_eval = json.loads((run / "dataset.json").read_text())["eval"]
+    whole = compare_adapters([run], small_dataset, load_in="fp32", device="cpu", samples=0)
+    held = {r.record for r in whole.records if r.held_out}
+    c = compare_adapters([run], small_dataset, load_in="fp32", device="cpu", samples=0, limit=n_eval + 3)
+    assert len(c.records) == n_eval + 3 and c.held_out == n_eval
+    assert {r.record for r in c.records if r.held_out} == held
+    assert any(f"{n_eval} of the {n_eval} no compared model trained on, then 3 of the others" in n for n in c.notes)
+    small = compare_adapters([run], small_dataset, load_in="fp32", device="cpu", samples=0, limit=3)
+    assert small.held_out == 3  # all from the held-out records
