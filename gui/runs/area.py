@@ -481,12 +481,12 @@ class RunsArea(QWidget):
         self.resume_button.setToolTip(why)
         self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
         self.try_button.setToolTip(try_tip(run, resumable))
-        adapters = self.selected_adapters()
-        self.compare_data_button.setEnabled(bool(adapters) and len(adapters) == len(self.selected_runs()))
+        finals = self.selected_finals()
+        self.compare_data_button.setEnabled(bool(finals) and len(finals) == len(self.selected_runs()))
         self.compare_data_button.setToolTip(
             "Score the selected runs' models and their base on a dataset's records, leaving out what each "
             "trained on (Adapters area)" if self.compare_data_button.isEnabled() else
-            "Select one or more finished runs (a final/ folder) to compare them on data" if not adapters else
+            "Select one or more finished runs (a final/ folder) to compare them on data" if not finals else
             "Every selected run needs a final/ folder; a run that hasn't finished has none yet")
         offer = promotion_offer(run.path) if run is not None else None
         self.best_button.setEnabled(offer is not None and self._promote is None)
@@ -649,16 +649,16 @@ class RunsArea(QWidget):
             self.summary.setText("<span style='color:#be1e1e'>" + html.escape(
                 f"Not changed: {cli_failure(output, 'runs promote', code)}") + "</span>")
 
-    def selected_adapters(self) -> list[str]:
+    def selected_finals(self) -> list[str]:
         """The final/ folders of the selected runs that have one to compare: a PEFT adapter
         (``adapter_config.json``) or a full or freeze run's whole model (``config.json``)."""
         return [str(r.path / "final") for r in self.selected_runs()
                 if (r.path / "final" / "adapter_config.json").exists() or (r.path / "final" / "config.json").exists()]
 
     def _on_compare_data(self) -> None:
-        adapters = self.selected_adapters()
-        if adapters:
-            self.sig_compare_adapters.emit(adapters)
+        finals = self.selected_finals()
+        if finals:
+            self.sig_compare_adapters.emit(finals)
 
     def _on_try(self) -> None:
         run = self._current()
