@@ -51,6 +51,7 @@ CLI (engine/cli.py builds the parsers; each function takes its argparse Namespac
     dtype (str, default "fp32"): dtype the base is loaded and saved in.
     out (str): a new or empty folder for the merged model.
     trust_remote_code, allow_pickle (bool, optional, default False).
+    gguf (str | None, optional): also write ``<out>/<name>-<gguf>.gguf`` (see engine.gguf_export).
 ``finetune-studio generate ...`` -> ``engine.generate.cli_generate`` (see that module).
 """
 
@@ -1027,5 +1028,11 @@ def cli_merge(args: argparse.Namespace) -> int:
                          trust_remote_code=getattr(args, "trust_remote_code", False),
                          allow_pickle=getattr(args, "allow_pickle", False))
     print(f"merged {', '.join(args.adapter)} into {args.base} -> {out} ({time.perf_counter() - t0:.1f} s); "
-          "load it with AutoModelForCausalLM.from_pretrained")
+          "load it with AutoModelForCausalLM.from_pretrained", flush=True)
+    if getattr(args, "gguf", None):
+        from engine.gguf_export import describe, export_gguf
+
+        result = export_gguf(out, out / f"{out.name}-{args.gguf}.gguf", out_type=args.gguf,
+                             trust_remote_code=getattr(args, "trust_remote_code", False))
+        print(describe(result))
     return 0

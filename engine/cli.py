@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from engine import __version__
 from engine.config import RunConfig, parse_override
 from engine.errors import StudioError
+from engine.gguf_export import TYPES as GGUF_TYPES
 
 
-def progress_printer(args: argparse.Namespace, what: str = "") -> Callable[[int, int], None]:
+def progress_printer(args: argparse.Namespace, what: str = "", verb: str = "scoring") -> Callable[[int, int], None]:
     """A ``progress(done, total)`` callback for a long command: ``progress DONE TOTAL`` lines on
     stderr with ``--progress`` (the GUI reads them), else a counter that rewrites itself at most
     twice a second on a terminal, and nothing under ``--json`` or into a pipe.
@@ -31,6 +32,7 @@ def progress_printer(args: argparse.Namespace, what: str = "") -> Callable[[int,
     Args:
         args: the command's arguments (``progress`` and ``json`` are read if present).
         what: the unit counted, e.g. ``records`` (``scoring 12/366 records``).
+        verb: what is being done to them.
     """
     import time
 
@@ -44,7 +46,7 @@ def progress_printer(args: argparse.Namespace, what: str = "") -> Callable[[int,
         now = time.monotonic()
         if not getattr(args, "json", False) and sys.stderr.isatty() and (now - last[0] > 0.5 or done == total):
             last[0] = now
-            print(f"\rscoring {done}/{total}{suffix}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+            print(f"\r{verb} {done}/{total}{suffix}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
     return progress
 
@@ -65,6 +67,7 @@ HANDLERS = {
     "adapters comparisons": "engine.compare:cli_comparisons",
     "generate": "engine.generate:cli_generate",
     "merge": "engine.adapters:cli_merge",
+    "export-gguf": "engine.gguf_export:cli_export_gguf",
     "export-launch": "engine.launch:cli_export_launch",
     "runs list": "engine.runs:cli_list",
     "runs show": "engine.runs:cli_show",
@@ -252,6 +255,26 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights in the base or "
                    "adapters, which can run code")
     m.add_argument("--trust_remote_code", action="store_true", help="run Python code shipped with the model")
+    m.add_argument("--gguf", default=None, metavar="TYPE", choices=GGUF_TYPES,
+                   help=f"also write the merged model as <out>/<name>-TYPE.gguf ({', '.join(GGUF_TYPES)})")
+
+    gg = sub.add_parser("export-gguf", help="write a model, full/freeze run or adapter as one GGUF file "
+                        "(llama.cpp, Ollama, LM Studio)")
+    gg.add_argument("source", metavar="SOURCE", help="demo, a model folder, a cached hub id, a full/freeze run, "
+                    "or an adapter (merged into its base first)")
+    gg.add_argument("--out", default=None, metavar="FILE.gguf", help="default: <name>-<type>.gguf next to the "
+                    "source (in the run folder for a run)")
+    gg.add_argument("--type", default="q8_0", choices=GGUF_TYPES, help="tensor type of the matrices (default "
+                    "q8_0); norms stay f32. For Q4_K_M etc., write f16 and run llama.cpp's llama-quantize")
+    gg.add_argument("--base", default=None, metavar="MODEL", help="the base an adapter is merged into "
+                    "(default: the base it records)")
+    gg.add_argument("--pre", default=None, metavar="NAME", help="llama.cpp pre-tokenizer name, when the "
+                    "tokenizer's split pattern is not recognised (e.g. llama-bpe, qwen2, gpt-2)")
+    gg.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    gg.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)
+    gg.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights in the base or "
+                    "adapter being merged, which can run code")
+    gg.add_argument("--trust_remote_code", action="store_true", help="run Python code shipped with the model")
 
     x = sub.add_parser("export-launch", help="write accelerate/DeepSpeed configs and a launch script",
                        epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)

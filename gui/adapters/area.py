@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListView,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
@@ -42,6 +43,7 @@ from engine.errors import StudioError
 from engine.generate import BASE, LOAD_CHOICES, GenerationSettings
 from gui.adapters.compare_dialog import CompareDialog, WholeModel, compare_problem
 from gui.adapters.generation_thread import GenerationThread
+from gui.adapters.gguf_dialog import GgufDialog
 from gui.adapters.library_model import METHOD_LABELS, AdapterCardDelegate, AdapterLibraryModel, PathRole
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
@@ -386,8 +388,13 @@ class AdaptersArea(QWidget):
         self.add_button.setToolTip("Add a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Forget an added folder (its files stay on disk)")
-        self.export_button = QPushButton("Export…")
-        self.export_button.setToolTip("Copy the selected adapter on its own, with its card, to a folder")
+        self.export_button = QPushButton("Export")
+        self.export_button.setToolTip("Copy the selected adapter on its own, or write it merged into its base "
+                                      "as one GGUF file for llama.cpp, Ollama and LM Studio")
+        export_menu = QMenu(self.export_button)
+        self.export_folder_action = export_menu.addAction("Adapter folder…", self._on_export_clicked)
+        self.export_gguf_action = export_menu.addAction("GGUF file (merged into its base)…", self._on_gguf_clicked)
+        self.export_button.setMenu(export_menu)
         self.merge_button = QPushButton("Merge…")
         self.merge_button.setToolTip("Merge the ticked LoRA/IA3 adapters (or the selected one) into the base "
                                      "and save a plain model folder")
@@ -400,7 +407,6 @@ class AdaptersArea(QWidget):
         self.merge_button.clicked.connect(self._on_merge_clicked)
         self.add_button.clicked.connect(self._on_add_clicked)
         self.remove_button.clicked.connect(self._on_remove_clicked)
-        self.export_button.clicked.connect(self._on_export_clicked)
         self.refresh_button.clicked.connect(self.refresh)
         # Two rows keep the library pane narrow: what acts on the selection, then the library itself.
         lib_buttons = QGridLayout()
@@ -764,6 +770,23 @@ class AdaptersArea(QWidget):
         parent = QFileDialog.getExistingDirectory(self, f"Export {card.name} into")
         if parent:
             self.export_selected(Path(parent) / card.name)
+
+    def open_gguf_dialog(self) -> GgufDialog | None:
+        """The GGUF export of the selected adapter, merged into the base it records (else the
+        playground's base); None, with a banner, when nothing is selected or it can't merge."""
+        card = self._card(self._selected_path())
+        if card is None:
+            self._show_banner("Select an adapter to export as GGUF.")
+            return None
+        self._show_banner("")
+        dialog = GgufDialog(card.path, card.name, base=None if card.base_model else self.base_text(), parent=self)
+        dialog.sig_exported.connect(lambda out: self.status.setText(f"GGUF file written to {out}"))
+        return dialog
+
+    def _on_gguf_clicked(self) -> None:
+        dialog = self.open_gguf_dialog()
+        if dialog is not None:
+            dialog.open()
 
     def export_selected(self, out: str | Path) -> Path | None:
         card = self._card(self._selected_path())

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import adapters as lib
+from engine.gguf_export import TYPES as GGUF_TYPES
 from engine.paths import data_home
 from gui.engine_process import command_label, command_text, engine_process, start_engine
 
@@ -97,6 +98,14 @@ class MergeDialog(QDialog):
         self.dtype.addItems(["fp32", "fp16", "bf16"])
         self.dtype.setToolTip("The dtype the merge is done and saved in")
         form.addRow("Save as:", self.dtype)
+        self.gguf = QComboBox()
+        self.gguf.addItem("no", None)
+        for t in GGUF_TYPES:
+            self.gguf.addItem(f"yes, {t}", t)
+        self.gguf.setToolTip("Also write the merged model as one .gguf file inside the folder, for llama.cpp, "
+                             "Ollama and LM Studio (q8_0: about half of f16's size)")
+        self.gguf.currentIndexChanged.connect(self._update)
+        form.addRow("Also write GGUF:", self.gguf)
         self.out_edit = QLineEdit(str(self._default_out()))
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse)
@@ -145,6 +154,8 @@ class MergeDialog(QDialog):
             if self.combination.currentText() in lib.NEEDS_DENSITY:
                 args += ["--density", f"{self.density.value():g}"]
         args += ["--dtype", self.dtype.currentText(), "--out", self.out_edit.text().strip()]
+        if self.gguf.currentData():
+            args += ["--gguf", self.gguf.currentData()]
         return args
 
     def start(self) -> bool:
@@ -208,8 +219,9 @@ class MergeDialog(QDialog):
         self.merge_button.setEnabled(True)
         if code == 0:
             out = self.out_edit.text().strip()
+            gguf = [ln.split(" ", 2)[1] for ln in self.output.splitlines() if ln.startswith("wrote ")]
             self.result.setText(f"Merged into {out}. Load it as a base model in the playground or in the "
-                                "Train area.")
+                                "Train area." + (f" GGUF file: {gguf[-1]}" if gguf else ""))
             self.result.setStyleSheet("color: #1b5e20;")
             self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
             self.sig_merged.emit(out)

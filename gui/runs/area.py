@@ -53,6 +53,7 @@ from engine.runs import (
     read_metrics,
     read_summary,
 )
+from gui.adapters.gguf_dialog import GgufDialog
 from gui.engine_process import cli_failure, json_message, run_engine
 from gui.runs.audit_panel import AuditPanel
 from gui.runs.queue_panel import QueuePanel
@@ -320,6 +321,7 @@ class RunsArea(QWidget):
         self.try_button.setToolTip("Open this run's adapter in the Adapters playground")
         self.best_button = QPushButton("Use best checkpoint")
         self.compare_data_button = QPushButton("Compare on data…")
+        self.gguf_button = QPushButton("Export GGUF…")
         self._promote: QProcess | None = None
         self._promote_output = ""
         self.summary = QLabel("")
@@ -330,7 +332,7 @@ class RunsArea(QWidget):
         buttons.addWidget(self.refresh_button)
         buttons.addSpacing(12)
         for b in (self.config_button, self.resume_button, self.folder_button, self.try_button, self.best_button,
-                  self.compare_data_button):
+                  self.compare_data_button, self.gguf_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
 
@@ -405,6 +407,7 @@ class RunsArea(QWidget):
         self.folder_button.clicked.connect(self._on_open_folder)
         self.try_button.clicked.connect(self._on_try)
         self.compare_data_button.clicked.connect(self._on_compare_data)
+        self.gguf_button.clicked.connect(self._on_gguf)
         self.best_button.clicked.connect(self.use_best_checkpoint)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.doubleClicked.connect(lambda _: self._on_open_config())
@@ -488,6 +491,12 @@ class RunsArea(QWidget):
             "trained on (Adapters area)" if self.compare_data_button.isEnabled() else
             "Select one or more finished runs (a final/ folder) to compare them on data" if not finals else
             "Every selected run needs a final/ folder; a run that hasn't finished has none yet")
+        final = run.path / "final" if run is not None else None
+        self.gguf_button.setEnabled(final is not None and str(final) in finals)
+        self.gguf_button.setToolTip(
+            "Write this run's model (an adapter merged into its base) as one GGUF file for llama.cpp, Ollama "
+            "and LM Studio" if self.gguf_button.isEnabled() else
+            "Select one finished run (with a final/ folder) to export it as GGUF")
         offer = promotion_offer(run.path) if run is not None else None
         self.best_button.setEnabled(offer is not None and self._promote is None)
         self.best_button.setToolTip(best_tip(run, offer))
@@ -659,6 +668,18 @@ class RunsArea(QWidget):
         finals = self.selected_finals()
         if finals:
             self.sig_compare_adapters.emit(finals)
+
+    def open_gguf_dialog(self) -> GgufDialog | None:
+        """The GGUF export of the selected run's final/ (None when not exactly one finished run)."""
+        run = self._current()
+        if run is None or not (run.path / "final").is_dir():
+            return None
+        return GgufDialog(str(run.path / "final"), run.path.name, parent=self)
+
+    def _on_gguf(self) -> None:
+        dialog = self.open_gguf_dialog()
+        if dialog is not None:
+            dialog.open()
 
     def _on_try(self) -> None:
         run = self._current()

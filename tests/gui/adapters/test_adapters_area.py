@@ -168,12 +168,15 @@ def test_merge_dialog_runs_the_merge_in_a_child_process(qtbot, make_area, runs_h
     assert not dialog.start() and "not an empty folder" in dialog.result.text()
     out = tmp_path / "merged"
     dialog.out_edit.setText(str(out))
+    dialog.gguf.setCurrentIndex(dialog.gguf.findData("q8_0"))
     assert dialog.command_label.text().startswith("finetune-studio merge --base demo --adapter ")
+    assert dialog.command()[-2:] == ["--gguf", "q8_0"]
     with qtbot.waitSignal(dialog.sig_merged, timeout=WAIT_MS) as merged:
         assert dialog.start()
     assert merged.args == [str(out)]
     assert (out / "config.json").exists() and (out / "model.safetensors").exists()
-    assert "Merged into" in dialog.result.text()
+    assert (out / "merged-q8_0.gguf").stat().st_size > 100_000
+    assert "Merged into" in dialog.result.text() and str(out / "merged-q8_0.gguf") in dialog.result.text()
     shot = tmp_path / "merge.png"
     assert dialog.grab().save(str(shot))
 
@@ -334,3 +337,51 @@ def test_a_full_runs_model_is_compared_beside_the_ticked_adapters(qtbot, make_ar
     qtbot.addWidget(only)
     assert only.cards == [WholeModel("20261202-120000-full", str(full / "final"), "demo")]
     assert only.base == "demo" and only.dataset_edit.text() == "demo" and not area.model.checked_cards()
+
+
+def test_gguf_dialog_exports_the_selected_adapter_in_a_child_process(qtbot, make_area, runs_home, tmp_path):
+    area = make_area()
+    area.show()
+    assert area.open_gguf_dialog() is None and "Select an adapter" in area.banner.text()
+    area._select(str(runs_home["medical"]))
+    dialog = area.open_gguf_dialog()
+    qtbot.addWidget(dialog)
+    run = runs_home["medical"].parent
+    # A run's adapter: the file goes in the run folder, named after the run and the type.
+    assert dialog.out_edit.text() == str(run / "medical-q8_0.gguf") and dialog.export_button.isEnabled()
+    dialog.type_box.setCurrentIndex(dialog.type_box.findData("f16"))
+    assert dialog.out_edit.text() == str(run / "medical-f16.gguf") and "16-bit" in dialog.type_note.text()
+    assert dialog.command_label.text() == (f"finetune-studio export-gguf {runs_home['medical']} --type f16 "
+                                           f"--out {run / 'medical-f16.gguf'}")
+    # A name the user typed stays when the type changes.
+    dialog.out_edit.setText(str(tmp_path / "mine.gguf"))
+    dialog.out_edit.textEdited.emit(str(tmp_path / "mine.gguf"))
+    dialog.type_box.setCurrentIndex(dialog.type_box.findData("q8_0"))
+    assert dialog.out_edit.text() == str(tmp_path / "mine.gguf")
+    (tmp_path / "mine.gguf").write_bytes(b"keep me")
+    assert not dialog.start() and "already exists" in dialog.status.text()
+    assert (tmp_path / "mine.gguf").read_bytes() == b"keep me"
+
+    dialog.out_edit.setText(str(tmp_path / "out" / "medical.gguf"))
+    with qtbot.waitSignal(dialog.sig_exported, timeout=WAIT_MS) as done:
+        assert dialog.start()
+    assert done.args == [str(tmp_path / "out" / "medical.gguf")]
+    assert (tmp_path / "out" / "medical.gguf").stat().st_size > 100_000
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["medical.gguf"]  # no merge scratch left
+    assert "Wrote" in dialog.status.text() and "q8_0" in dialog.status.text()
+    assert not dialog.export_button.isEnabled() and dialog.progress.isHidden()
+    assert dialog.grab().save(str(tmp_path / "gguf.png"))
+
+
+def test_gguf_dialog_refuses_an_adapter_that_cant_merge(qtbot, tmp_path):
+    from gui.adapters.gguf_dialog import GgufDialog
+
+    prompt = tmp_path / "prompt-run" / "final"
+    prompt.mkdir(parents=True)
+    (prompt / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": 8,
+        "base_model_name_or_path": "demo"}))
+    dialog = GgufDialog(str(prompt), "prompt-run")
+    qtbot.addWidget(dialog)
+    assert not dialog.export_button.isEnabled()
+    assert "Can't export" in dialog.status.text() and "only LoRA and IA3" in dialog.status.text()

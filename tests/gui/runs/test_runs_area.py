@@ -528,3 +528,21 @@ def test_compare_on_data_sends_the_selected_runs_adapters(qtbot, runs):
     assert not area.compare_data_button.isEnabled() and "Every selected run" in area.compare_data_button.toolTip()
     area.select_paths([runs["stopped"]])
     assert not area.compare_data_button.isEnabled() and "Select one or more" in area.compare_data_button.toolTip()
+
+
+def test_export_gguf_is_offered_for_one_finished_run(qtbot, runs):
+    """The run's final/ goes to the GGUF dialog, which names the file after the run, in its folder."""
+    (runs["done"] / "final" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([runs["stopped"]])
+    assert not area.gguf_button.isEnabled() and "Select one finished run" in area.gguf_button.toolTip()
+    assert area.open_gguf_dialog() is None
+    area.select_paths([runs["done"], runs["stopped"]])
+    assert not area.gguf_button.isEnabled()
+    area.select_paths([runs["done"]])
+    assert area.gguf_button.isEnabled() and "GGUF" in area.gguf_button.toolTip()
+    dialog = area.open_gguf_dialog()
+    qtbot.addWidget(dialog)
+    assert dialog.source == str(runs["done"] / "final") and dialog.is_adapter
+    assert dialog.out_edit.text() == str(runs["done"] / f"{runs['done'].name}-q8_0.gguf")

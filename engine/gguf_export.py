@@ -1,0 +1,727 @@
+"""Export a model, a full/freeze run or a merged adapter as one GGUF file for llama.cpp and Ollama.
+
+GGUF is what llama.cpp, Ollama, LM Studio and llama-cpp-python load. The file is written
+with ``gguf`` (the GGUF library llama.cpp maintains): its writer, tensor-name map, vocab
+readers and quantisers. What this module adds is the part llama.cpp keeps in its
+``convert_hf_to_gguf.py`` script, which is not installable as a library: the model's
+hyper-parameters as GGUF keys, the tokenizer as a GGUF vocabulary, and the few tensor
+changes each architecture needs. It covers the architectures people fine-tune on one GPU:
+
+========================  ==========  ==============================================
+``architectures[0]``      GGUF arch   tensor changes
+========================  ==========  ==============================================
+LlamaForCausalLM          llama       Q and K rows permuted to llama.cpp's rotary layout
+MistralForCausalLM        llama       same as Llama
+Qwen2ForCausalLM          qwen2       none (q/k/v biases kept)
+Qwen3ForCausalLM          qwen3       none (q/k norms kept)
+========================  ==========  ==============================================
+
+Tokenizers: byte-level BPE (GPT-2 style: Llama 3, Qwen 2/2.5/3, the demo model) with a
+pre-tokenizer llama.cpp knows (``gpt-2``, ``llama-bpe``, ``qwen2``; recognised from the
+pre-tokenizer's split pattern in ``tokenizer.json``, or named with ``pre_tokenizer``), and
+SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B), written with each merged
+token scored by its merge's rank (:func:`_spm_vocab`). The chat template, special tokens and BPE merges go in through gguf's
+``SpecialVocab``, so llama.cpp and Ollama format chats as the model was trained.
+
+Types (``--type``) are those llama.cpp's converter writes itself: ``f32``, ``f16``, ``bf16``
+and ``q8_0``. As there, 1-D tensors (norms, biases) stay f32, and a matrix whose rows
+don't split into 32-value blocks falls back to f16 under ``q8_0``. Smaller k-quants
+(Q4_K_M...) are made from the f16 file with llama.cpp's ``llama-quantize``.
+
+Tensors are streamed: each is read from the safetensors files, converted and written
+before the next is read, so memory follows the largest tensor (a few float32 copies of the
+embeddings), not the model: 1.3 GB for a 0.5B model with a 152k vocabulary (docs/gguf-export.md).
+The file is written under a temporary name and renamed when complete.
+
+CLI: ``finetune-studio export-gguf SOURCE --out FILE.gguf [--type q8_0] [--base MODEL]
+[--pre NAME]`` -> :func:`cli_export_gguf`. SOURCE is ``demo``, a model folder, a cached
+hub id, a full/freeze run (folder or name), or an adapter, which is merged into
+``--base`` (default: the base it records) first. ``merge ... --gguf TYPE`` also writes
+the merged folder's GGUF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, ModelError
+
+TYPES = ("f32", "f16", "bf16", "q8_0")
+"""Output types, as llama.cpp's converter names them."""
+
+MERGE_DTYPE = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "q8_0": "fp16"}
+"""The dtype an adapter is merged in before export: the output's precision or better, so an
+8B model's merge takes 16 GB of memory, not fp32's 32 GB."""
+
+ARCHITECTURES: dict[str, tuple[str, bool]] = {
+    "LlamaForCausalLM": ("llama", True),
+    "MistralForCausalLM": ("llama", True),
+    "Qwen2ForCausalLM": ("qwen2", False),
+    "Qwen3ForCausalLM": ("qwen3", False),
+}
+"""HF architecture -> (GGUF architecture, whether Q/K rows are permuted for llama.cpp's rotary layout)."""
+
+# The split patterns of the byte-level BPE pre-tokenizers llama.cpp implements, as they
+# appear in tokenizer.json (a Split before a regex-less ByteLevel).
+_PRE_PATTERNS = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "llama-bpe",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "qwen2",
+}
+PRE_TOKENIZERS = ("gpt-2", "llama-bpe", "qwen2")
+"""Pre-tokenizer names recognised here; ``pre_tokenizer=`` may name any llama.cpp knows."""
+
+
+@dataclass
+class GgufResult:
+    """What :func:`export_gguf` wrote."""
+
+    path: Path
+    type: str
+    arch: str
+    tokenizer: str
+    pre_tokenizer: str | None
+    tensors: int
+    bytes: int
+    seconds: float
+    fallbacks: list[str] = field(default_factory=list)
+    """Tensors written as f16 because their rows don't split into q8_0 blocks."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "type": self.type, "arch": self.arch, "tokenizer": self.tokenizer,
+                "pre_tokenizer": self.pre_tokenizer, "tensors": self.tensors, "bytes": self.bytes,
+                "seconds": round(self.seconds, 2), "f16_fallbacks": self.fallbacks}
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def _safetensors_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, json.JSONDecodeError, KeyError, AttributeError) as e:
+            raise ModelError(f"'{index}' is not a readable safetensors index: {e}") from None
+        files = [model_dir / n for n in names]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise ModelError(f"'{model_dir}' lacks shard(s) {', '.join(missing)} named by its index")
+        return files
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    if any((model_dir / n).exists() for n in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        raise ModelError(f"'{model_dir}' holds pickle (.bin) weights only; GGUF export reads safetensors",
+                         hint="Load and save it once with save_pretrained(safe_serialization=True), or export "
+                         "a merged model (merge writes safetensors).")
+    raise ModelError(f"'{model_dir}' has no model.safetensors or safetensors index")
+
+
+def _config(model_dir: Path, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"can't read '{model_dir / 'config.json'}': {e}") from None
+
+
+def _arch_of(config) -> tuple[str, str, bool]:
+    archs = list(getattr(config, "architectures", None) or [])
+    for name in archs:
+        if name in ARCHITECTURES:
+            return (name, *ARCHITECTURES[name])
+    raise ModelError(f"GGUF export doesn't know the architecture {', '.join(archs) or '(none recorded)'}; "
+                     f"it knows {', '.join(ARCHITECTURES)}",
+                     hint="llama.cpp's convert_hf_to_gguf.py covers many more; run it on this folder.")
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+def _tokenizer_json(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        raise ModelError(f"'{model_dir}' has no tokenizer.json; GGUF export needs the fast tokenizer's file",
+                         hint="Save the tokenizer with a recent transformers (tokenizer.save_pretrained).")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"'{path}' is not readable JSON: {e}") from None
+
+
+def _parts(node: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not node:
+        return []
+    if node.get("type") == "Sequence":
+        return [p for sub in node.get("pretokenizers") or node.get("decoders") or [] for p in _parts(sub)]
+    return [node]
+
+
+def tokenizer_kind(tok_json: dict[str, Any]) -> tuple[str, str | None]:
+    """``("gpt2", pre)`` for a byte-level BPE, ``("llama", "default")`` for SentencePiece-style BPE.
+
+    ``pre`` is the llama.cpp pre-tokenizer recognised from the split pattern, or None when
+    the pattern is not one this module knows.
+
+    Raises:
+        ModelError: another tokenizer model (Unigram, WordPiece...).
+    """
+    model = tok_json.get("model") or {}
+    parts = _parts(tok_json.get("pre_tokenizer"))
+    byte_level = [p for p in parts if p.get("type") == "ByteLevel"]
+    if model.get("type") == "BPE" and byte_level:
+        splits = [p for p in parts if p.get("type") == "Split"]
+        if not splits and byte_level[0].get("use_regex", True):
+            return "gpt2", "gpt-2"
+        if len(splits) == 1 and not byte_level[0].get("use_regex", True):
+            pattern = (splits[0].get("pattern") or {}).get("Regex")
+            return "gpt2", _PRE_PATTERNS.get(pattern)
+        return "gpt2", None
+    if model.get("type") == "BPE" and model.get("byte_fallback"):
+        return "llama", "default"
+    raise ModelError(f"GGUF export doesn't convert a {model.get('type', 'unknown')} tokenizer"
+                     + ("" if model.get("type") != "BPE" else " without byte-level or byte-fallback encoding"),
+                     hint="llama.cpp's convert_hf_to_gguf.py handles more tokenizers.")
+
+
+def _bpe_vocab(model_dir: Path, vocab_size: int, trust_remote_code: bool) -> tuple[list[str], list[int]]:
+    """Byte-level BPE tokens and types, id by id up to the model's vocab size (as llama.cpp's converter lists them)."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=trust_remote_code)
+    vocab = tok.get_vocab()
+    if max(vocab.values()) >= vocab_size:
+        raise ModelError(f"the tokenizer has id {max(vocab.values())}, past the model's vocab_size {vocab_size}",
+                         hint="The model's embeddings must be resized to the tokenizer (resize_token_embeddings).")
+    by_id = {i: t for t, i in vocab.items()}
+    added = tok.get_added_vocab()
+    decoder = tok.added_tokens_decoder
+    tokens: list[str] = []
+    types: list[int] = []
+    for i in range(vocab_size):
+        if i not in by_id:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        token = by_id[i]
+        if token in added:
+            # llama.cpp expects added tokens in their normalised (decoded) form.
+            if not decoder[i].normalized:
+                token = tok.decode(tok.encode(token, add_special_tokens=False))
+            types.append(gguf.TokenType.CONTROL if decoder[i].special else gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+        tokens.append(token)
+    return tokens, types
+
+
+def _spm_vocab(model_dir: Path, vocab_size: int,
+               trust_remote_code: bool) -> tuple[list[str], list[float], list[int]]:
+    """A SentencePiece-style BPE (byte fallback, ``▁`` for spaces) as llama.cpp's "llama" vocabulary.
+
+    llama.cpp tokenizes such a vocabulary the SentencePiece way: it merges the adjacent pair
+    whose joined text is the token with the highest score. A merged token's score is
+    therefore minus the rank of the BPE merge that makes it, so llama.cpp merges in the
+    order the tokenizer's merges list gives (for Llama 2's converted tokenizer.json that is
+    the order of the original SentencePiece scores). ``<0xXX>`` tokens are bytes, the unknown
+    token is UNKNOWN, other special tokens CONTROL, other added tokens USER_DEFINED.
+    """
+    import gguf
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=trust_remote_code)
+    vocab = tok.get_vocab()
+    if max(vocab.values()) >= vocab_size:
+        raise ModelError(f"the tokenizer has id {max(vocab.values())}, past the model's vocab_size {vocab_size}",
+                         hint="The model's embeddings must be resized to the tokenizer (resize_token_embeddings).")
+    rank: dict[str, int] = {}
+    for i, merge in enumerate(_tokenizer_json(model_dir)["model"].get("merges") or []):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(left + right, i)
+    by_id = {i: t for t, i in vocab.items()}
+    added = tok.get_added_vocab()
+    special_ids = set(tok.all_special_ids)
+    T = gguf.TokenType
+    tokens: list[str] = []
+    scores: list[float] = []
+    types: list[int] = []
+    for i in range(vocab_size):
+        token = by_id.get(i)
+        if token is None:
+            tokens.append(f"[PAD{i}]")
+            scores.append(-1000.0)
+            types.append(T.UNUSED)
+            continue
+        tokens.append(token)
+        scores.append(-float(rank[token]) if token in rank else 0.0)
+        if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", token):
+            types.append(T.BYTE)
+        elif i == tok.unk_token_id:
+            types.append(T.UNKNOWN)
+        elif i in special_ids or (token in added and tok.added_tokens_decoder[i].special):
+            types.append(T.CONTROL)
+        elif token in added:
+            types.append(T.USER_DEFINED)
+        else:
+            types.append(T.NORMAL)
+    return tokens, scores, types
+
+
+def _write_vocab(writer, model_dir: Path, vocab_size: int, pre_override: str | None,
+                 trust_remote_code: bool) -> tuple[str, str | None]:
+    import gguf
+
+    kind, pre = tokenizer_kind(_tokenizer_json(model_dir))
+    if pre_override:
+        pre = pre_override
+    if kind == "gpt2":
+        if pre is None:
+            raise ModelError("the tokenizer's pre-tokenizer split pattern is not one GGUF export recognises "
+                             f"({', '.join(PRE_TOKENIZERS)}); llama.cpp needs its name to split text as the "
+                             "model was trained", hint="Name it with --pre (e.g. --pre llama-bpe) if you know "
+                             "it, or convert with llama.cpp's convert_hf_to_gguf.py.")
+        tokens, types = _bpe_vocab(model_dir, vocab_size, trust_remote_code)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+    else:
+        tokens, scores, types = _spm_vocab(model_dir, vocab_size, trust_remote_code)
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre(pre or "default")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=len(tokens))
+    special.add_to_gguf(writer, quiet=True)
+    return kind, pre
+
+
+# ---------------------------------------------------------------------------- hyper-parameters
+
+def _rope(config) -> dict[str, Any]:
+    params = getattr(config, "rope_parameters", None)
+    if isinstance(params, dict) and "rope_type" in params:
+        return params
+    scaling = dict(getattr(config, "rope_scaling", None) or {})
+    scaling.setdefault("rope_type", scaling.get("type", "default"))
+    scaling.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
+    return scaling
+
+
+def _head_dim(config) -> int:
+    return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+
+
+def _llama3_rope_factors(config):
+    """llama.cpp's ``rope_freqs``: the default inverse frequencies over the llama3-scaled ones,
+    computed with transformers' own rope initialisation (the model's, exactly)."""
+    import torch
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    dim = _head_dim(config)
+    base = float(_rope(config)["rope_theta"])
+    default = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    return (default / scaled).float().numpy()
+
+
+def _write_hparams(writer, config, name: str) -> list[tuple[str, Any]]:
+    """Model keys; returns extra tensors (name, float32 array) the rope scaling needs."""
+    import gguf
+
+    writer.add_name(name)
+    writer.add_context_length(int(config.max_position_embeddings))
+    writer.add_embedding_length(int(config.hidden_size))
+    writer.add_block_count(int(config.num_hidden_layers))
+    writer.add_feed_forward_length(int(config.intermediate_size))
+    writer.add_head_count(int(config.num_attention_heads))
+    writer.add_head_count_kv(int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads))
+    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+    writer.add_vocab_size(int(config.vocab_size))
+    head_dim = _head_dim(config)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    rope = _rope(config)
+    writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
+    kind = rope.get("rope_type") or "default"
+    if kind == "default":
+        return []
+    if kind == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+        return []
+    if kind == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+        writer.add_rope_scaling_orig_ctx_len(int(rope.get("original_max_position_embeddings")
+                                                 or config.max_position_embeddings))
+        return []
+    if kind == "llama3":
+        return [("rope_freqs.weight", _llama3_rope_factors(config))]
+    raise ModelError(f"GGUF export doesn't write rope scaling '{kind}' (it writes linear, yarn and llama3)",
+                     hint="llama.cpp's convert_hf_to_gguf.py may handle it.")
+
+
+# ---------------------------------------------------------------------------- tensors
+
+def _permute(w, n_head: int):
+    """HF's rotary layout (halves) to llama.cpp's (interleaved pairs), per head."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+@dataclass
+class _Plan:
+    hf_name: str
+    gguf_name: str
+    file: Path
+    shape: tuple[int, ...]
+    qtype: Any  # gguf.GGMLQuantizationType
+    permute_heads: int = 0
+
+
+def _qtype_for(shape: tuple[int, ...], out_type: str, name: str, fallbacks: list[str]):
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    if len(shape) <= 1 or out_type == "f32":
+        return Q.F32
+    if out_type == "f16":
+        return Q.F16
+    if out_type == "bf16":
+        return Q.BF16
+    if shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0] != 0:
+        fallbacks.append(name)
+        return Q.F16
+    return Q.Q8_0
+
+
+def _plan(files: list[Path], config, arch_enum, permute: bool, out_type: str,
+          fallbacks: list[str]) -> list[_Plan]:
+    import gguf
+    from safetensors import safe_open
+
+    n_blocks = int(config.num_hidden_layers)
+    tmap = gguf.get_tensor_name_map(arch_enum, n_blocks)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    n_head = int(config.num_attention_heads)
+    n_kv = int(getattr(config, "num_key_value_heads", None) or n_head)
+    plans: list[_Plan] = []
+    unknown: list[str] = []
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for hf_name in f.keys():
+                if hf_name.endswith(("rotary_emb.inv_freq", ".masked_bias", ".attn.bias")):
+                    continue
+                if tied and hf_name == "lm_head.weight":
+                    continue  # llama.cpp reuses token_embd when output is absent
+                name = tmap.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+                if name is None:
+                    unknown.append(hf_name)
+                    continue
+                shape = tuple(f.get_slice(hf_name).get_shape())
+                heads = 0
+                if permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+                    heads = n_head
+                elif permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+                    heads = n_kv
+                plans.append(_Plan(hf_name, name, file, shape, _qtype_for(shape, out_type, name, fallbacks), heads))
+    if unknown:
+        raise ModelError(f"GGUF export can't place {len(unknown)} tensor(s) of this model, e.g. "
+                         f"{', '.join(unknown[:3])}", hint="It is probably not a plain causal LM of its "
+                         "architecture (a vision tower, extra heads); llama.cpp's converter may handle it.")
+    return plans
+
+
+def _convert(plan: _Plan, tensor) -> Any:
+    import gguf
+    import numpy as np
+
+    Q = gguf.GGMLQuantizationType
+    data = tensor.float()
+    if plan.permute_heads:
+        data = _permute(data, plan.permute_heads)
+    arr = data.contiguous().numpy()
+    if plan.qtype == Q.F32:
+        return arr.astype(np.float32, copy=False)
+    if plan.qtype == Q.F16:
+        return arr.astype(np.float16)
+    return gguf.quants.quantize(arr, plan.qtype)
+
+
+def _nbytes(plan: _Plan) -> int:
+    import gguf
+    import numpy as np
+
+    return int(np.prod(gguf.quant_shape_to_byte_shape(plan.shape, plan.qtype)))
+
+
+# ---------------------------------------------------------------------------- export
+
+def export_gguf(model_dir: str | Path, out: str | Path, *, out_type: str = "q8_0", name: str | None = None,
+                pre_tokenizer: str | None = None, trust_remote_code: bool = False, overwrite: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> GgufResult:
+    """Write the safetensors model in ``model_dir`` as one GGUF file at ``out``.
+
+    Args:
+        model_dir: a folder with ``config.json``, safetensors weights and ``tokenizer.json``.
+        out: the ``.gguf`` file to write.
+        out_type: one of :data:`TYPES`.
+        name: ``general.name`` in the file (default: the folder's name).
+        pre_tokenizer: llama.cpp pre-tokenizer name, for a byte-level BPE whose pattern isn't recognised.
+        overwrite: replace an existing ``out``.
+        progress: called with (tensors written, tensor count).
+
+    Raises:
+        ConfigError: bad type, or ``out`` exists.
+        ModelError: an architecture, tokenizer or rope scaling this writer doesn't cover; pickle weights.
+    """
+    import gguf
+    from safetensors import safe_open
+
+    t0 = time.perf_counter()
+    if out_type not in TYPES:
+        raise ConfigError(f"--type '{out_type}' is not a GGUF type written here; allowed: {', '.join(TYPES)}",
+                          key="type", hint="For k-quants (Q4_K_M...), write f16 and run llama.cpp's "
+                          "llama-quantize on it.")
+    model_dir = Path(model_dir)
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".gguf":
+        raise ConfigError(f"--out '{out}' should end in .gguf", key="out")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out '{out}' already exists; GGUF export doesn't write over a file", key="out",
+                          hint="Choose a new file name.")
+    config = _config(model_dir, trust_remote_code)
+    _, arch, permute = _arch_of(config)
+    arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
+    files = _safetensors_files(model_dir)
+    fallbacks: list[str] = []
+    plans = _plan(files, config, arch_enum, permute, out_type, fallbacks)
+    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+             "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[out_type]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    writer = gguf.GGUFWriter(tmp, arch)
+    try:
+        extra = _write_hparams(writer, config, name or model_dir.name)
+        writer.add_file_type(ftype)
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        kind, pre = _write_vocab(writer, model_dir, int(config.vocab_size), pre_tokenizer, trust_remote_code)
+        for tname, arr in extra:
+            writer.add_tensor_info(tname, arr.shape, arr.dtype, arr.nbytes)
+        for p in plans:
+            writer.add_tensor_info(p.gguf_name, p.shape, _info_dtype(p.qtype), _nbytes(p), raw_dtype=_raw(p.qtype))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for _, arr in extra:
+            writer.write_tensor_data(arr)
+        done = 0
+        for group in _by_file(plans):
+            with safe_open(str(group[0].file), framework="pt") as f:
+                for p in group:
+                    writer.write_tensor_data(_convert(p, f.get_tensor(p.hf_name)))
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(plans))
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return GgufResult(out, out_type, arch, kind, pre, len(plans) + len(extra), out.stat().st_size,
+                      time.perf_counter() - t0, fallbacks)
+
+
+def _by_file(plans: list[_Plan]) -> Iterator[list[_Plan]]:
+    """The plans grouped by safetensors file, in plan order (which is the file's order)."""
+    group: list[_Plan] = []
+    for p in plans:
+        if group and p.file != group[0].file:
+            yield group
+            group = []
+        group.append(p)
+    if group:
+        yield group
+
+
+def _info_dtype(qtype):
+    import gguf
+    import numpy as np
+
+    return {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}.get(
+        qtype, np.dtype(np.float32))
+
+
+def _raw(qtype):
+    import gguf
+
+    return None if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else qtype
+
+
+# ---------------------------------------------------------------------------- sources
+
+def resolve_source(ref: str) -> tuple[str, Path, Path | None]:
+    """What ``export-gguf SOURCE`` names: ``(kind, folder, run)``, kind ``"model"`` or ``"adapter"``.
+
+    A full or freeze run (folder or name) gives its ``final/`` model; an adapter (a folder,
+    a LoRA run, a library name) is returned as such, to be merged first.
+
+    Raises:
+        ModelError: none of these.
+    """
+    from engine.adapters import resolve_adapter
+    from engine.models import resolve_model_path
+    from engine.runs import find_run
+
+    run = find_run(ref) if ref != "demo" else None
+    if run is not None and (run / "final" / "config.json").exists():
+        return "model", run / "final", run
+    path = Path(ref).expanduser()
+    if ref != "demo" and (path / "adapter_config.json").exists():
+        return "adapter", path, None
+    if ref == "demo" or (path / "config.json").exists():
+        return "model", resolve_model_path(ref), None
+    try:
+        return "adapter", resolve_adapter(ref), None
+    except ModelError as e:
+        try:
+            return "model", resolve_model_path(ref), None
+        except ModelError:
+            raise ModelError(f"'{ref}' is not a model folder, a full/freeze run, a cached model or an adapter",
+                             hint=e.hint) from None
+
+
+def default_out(source: Path, out_type: str, run: Path | None = None) -> Path:
+    """``<name>-<type>.gguf`` next to the source (a run's file goes in the run folder)."""
+    if run is not None:
+        return run / f"{run.name}-{out_type}.gguf"
+    if source.name in ("final", "merged") or source.name.startswith("checkpoint-"):
+        return source.parent / f"{source.parent.name}-{source.name}-{out_type}.gguf"
+    return source.parent / f"{source.name}-{out_type}.gguf"
+
+
+def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", base: str | None = None,
+                  pre_tokenizer: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
+                  progress: Callable[[int, int], None] | None = None,
+                  note: Callable[[str], None] | None = None) -> GgufResult:
+    """:func:`export_gguf` for anything ``export-gguf`` accepts; an adapter is merged (in
+    :data:`MERGE_DTYPE`) into its base in a scratch folder beside the target first, which is
+    deleted afterwards."""
+    kind, folder, run = resolve_source(ref)
+    if kind == "model":
+        target = Path(out) if out else default_out(folder, out_type, run)
+        return export_gguf(folder, target, out_type=out_type, name=run.name if run else None,
+                           pre_tokenizer=pre_tokenizer, trust_remote_code=trust_remote_code, progress=progress)
+    from engine.adapters import merge_adapters, read_card
+
+    card = read_card(folder)
+    base_model = base or card.base_model
+    if not base_model:
+        raise ConfigError(f"adapter '{card.name}' records no base model", key="base",
+                          hint="Give the base with --base.")
+    target = Path(out) if out else default_out(folder, out_type, Path(card.run_dir) if card.run_dir else None)
+    if target.exists():
+        raise ConfigError(f"--out '{target}' already exists; GGUF export doesn't write over a file", key="out")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the target: the merged copy needs the disk space the GGUF file will need anyway.
+    scratch = Path(tempfile.mkdtemp(prefix=".gguf-merge-", dir=target.parent))
+    dtype = MERGE_DTYPE[out_type]
+    try:
+        if note:
+            note(f"merging {card.name} into {base_model} first ({dtype})")
+        merged = merge_adapters(base_model, [str(folder)], scratch / "merged", dtype=dtype,
+                                trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        return export_gguf(merged, target, out_type=out_type, name=card.name, pre_tokenizer=pre_tokenizer,
+                           trust_remote_code=trust_remote_code, progress=progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def export_problem(ref: str, base: str | None = None) -> str | None:
+    """Why ``export-gguf REF`` can't work, found from files alone (no torch), or None.
+
+    For the GUI, before it starts the export: the source or base doesn't resolve, the
+    adapter can't be merged, the architecture or tokenizer isn't one this writer covers.
+    The export itself checks the same things again, and more (rope scaling, tensor names).
+    """
+    try:
+        kind, folder, _ = resolve_source(ref)
+        if kind == "adapter":
+            from engine.adapters import read_card
+            from engine.models import resolve_model_path
+
+            card = read_card(folder)
+            if (card.peft_type or "").upper() not in ("LORA", "IA3"):
+                method = (card.method or card.peft_type or "").replace("_", " ")
+                return (f"{card.name} is a {method} adapter: only LoRA and IA3 adapters merge into the weights, "
+                        "and a GGUF file holds plain weights.")
+            if not (base or card.base_model):
+                return f"{card.name} records no base model; give one."
+            folder = resolve_model_path(base or card.base_model)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        archs = config.get("architectures") or []
+        if not any(a in ARCHITECTURES for a in archs):
+            return (f"GGUF export doesn't know the architecture {', '.join(archs) or '(none recorded)'}; it knows "
+                    f"{', '.join(ARCHITECTURES)}.")
+        _safetensors_files(folder)
+        kind, pre = tokenizer_kind(_tokenizer_json(folder))
+        if kind == "gpt2" and pre is None:
+            return ("the tokenizer's pre-tokenizer is not one GGUF export recognises; export it from the command "
+                    "line with --pre NAME.")
+    except (ModelError, ConfigError) as e:
+        return e.message
+    except (OSError, json.JSONDecodeError) as e:
+        return str(e)
+    return None
+
+
+def _size(n: int) -> str:
+    from engine.adapters import format_size
+
+    return format_size(n)
+
+
+def describe(result: GgufResult) -> str:
+    text = (f"wrote {result.path} ({_size(result.bytes)}, {result.type}, arch {result.arch}, "
+            f"{result.tensors} tensors, {result.tokenizer} tokenizer"
+            + (f" / {result.pre_tokenizer}" if result.pre_tokenizer else "") + f") in {result.seconds:.1f} s")
+    if result.fallbacks:
+        text += (f"\n  {len(result.fallbacks)} tensor(s) kept in f16: their rows don't split into q8_0 blocks "
+                 f"({', '.join(result.fallbacks[:3])}{'...' if len(result.fallbacks) > 3 else ''})")
+    return text
+
+
+def cli_export_gguf(args: argparse.Namespace) -> int:
+    """``finetune-studio export-gguf SOURCE [--out FILE] [--type T] [--base M] [--pre NAME] [--json]``."""
+    from engine.cli import progress_printer
+
+    result = export_source(args.source, args.out, out_type=args.type, base=args.base, pre_tokenizer=args.pre,
+                           trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+                           progress=progress_printer(args, "tensors", verb="writing"),
+                           note=None if args.json else (lambda s: print(s, file=sys.stderr, flush=True)))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(describe(result))
+    return 0
+

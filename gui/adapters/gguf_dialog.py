@@ -1,0 +1,268 @@
+"""Export an adapter (merged into its base), a full/freeze run or a model folder as one GGUF file.
+
+The export is ``finetune-studio export-gguf`` run in a child process (``QProcess``): the GUI
+process never holds the model. The dialog shows the command it runs, a tensor-by-tensor
+progress bar, and where the file went.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QProcess, Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.adapters import base_label, read_card
+from engine.errors import StudioError
+from engine.gguf_export import TYPES, export_problem
+from engine.paths import data_home
+from engine.runs import find_run
+from gui.engine_process import (
+    cli_failure,
+    command_label,
+    command_text,
+    engine_process,
+    parse_progress,
+    start_engine,
+)
+
+TYPE_NOTES = {
+    "q8_0": "8-bit blocks: about half of f16, and the answers barely change (the usual choice)",
+    "f16": "16-bit: the reference quality; quantise it further with llama.cpp's llama-quantize",
+    "bf16": "bfloat16: as the model was trained in bf16; not every llama.cpp backend runs it fast",
+    "f32": "32-bit: the exact weights, twice f16's size",
+}
+
+
+class GgufDialog(QDialog):
+    """Ask for the type and the file, run the export, say where the file went."""
+
+    sig_exported = Signal(str)
+    """The export finished: the .gguf file."""
+
+    def __init__(self, source: str, name: str, *, base: str | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Export GGUF")
+        self.setMinimumWidth(600)
+        self.source = source
+        self.name = name
+        self.base = base
+        self.is_adapter = (Path(source) / "adapter_config.json").exists()
+        self.run = find_run(Path(source).parent) if Path(source).name == "final" else None
+        self.proc: QProcess | None = None
+        self.started_at = 0.0
+        self.output = ""
+        self.errors = ""
+        self._auto_out = True
+
+        what = (f"the adapter <b>{html.escape(name)}</b>, merged into <b>{html.escape(self.base_label())}</b> "
+                "first," if self.is_adapter else f"<b>{html.escape(name)}</b>")
+        intro = QLabel(f"Writes {what} as one <code>.gguf</code> file: the format llama.cpp, Ollama and "
+                       "LM Studio load. The chat template and special tokens go in with it.")
+        intro.setWordWrap(True)
+        form = QFormLayout()
+        self.type_box = QComboBox()
+        for t in sorted(TYPES, key=list(TYPE_NOTES).index):  # the usual choice first
+            self.type_box.addItem(t, t)
+        self.type_note = QLabel()
+        self.type_note.setWordWrap(True)
+        self.type_note.setStyleSheet("color: palette(placeholder-text);")
+        type_col = QVBoxLayout()
+        type_col.setSpacing(2)
+        type_col.addWidget(self.type_box)
+        type_col.addWidget(self.type_note)
+        form.addRow("Type:", type_col)
+        self.out_edit = QLineEdit()
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._on_browse)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit, 1)
+        out_row.addWidget(browse)
+        form.addRow("File:", out_row)
+
+        self.command_label = command_label()
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.export_button.clicked.connect(self.start)
+        self.buttons.rejected.connect(self._on_cancel)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(intro)
+        lay.addLayout(form)
+        lay.addWidget(self.command_label)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addWidget(self.buttons)
+
+        self.type_box.currentIndexChanged.connect(self._on_type)
+        self.out_edit.textEdited.connect(self._on_out_edited)
+        self.out_edit.textChanged.connect(self._update)
+        self._on_type()
+        problem = export_problem(source, base)
+        if problem:
+            self._say(html.escape(f"Can't export: {problem}", quote=False), "#be1e1e")
+            self.export_button.setEnabled(False)
+
+    # ---- Public API
+    def command(self) -> list[str]:
+        """The ``finetune-studio export-gguf`` arguments the dialog runs (without the program)."""
+        args = ["export-gguf", self.source, "--type", self.type_box.currentData(),
+                "--out", self.out_edit.text().strip()]
+        if self.is_adapter and self.base:
+            args += ["--base", self.base]
+        return args
+
+    def base_label(self) -> str:
+        """The base an adapter is merged into, as the user knows it: the one given, else the one it records."""
+        if self.base:
+            return base_label(self.base)
+        try:
+            recorded = read_card(self.source).base_model
+        except StudioError:
+            recorded = None
+        return base_label(recorded) if recorded else "its base"
+
+    def default_out(self) -> Path:
+        """``<run folder>/<run>-<type>.gguf`` for a run, else ``<data home>/gguf/<name>-<type>.gguf``."""
+        out_type = self.type_box.currentData()
+        if self.run is not None:
+            return self.run / f"{self.run.name}-{out_type}.gguf"
+        return data_home() / "gguf" / f"{self.name}-{out_type}.gguf"
+
+    def start(self) -> bool:
+        """Run the export; False (with the reason shown) when the file can't be written."""
+        text = self.out_edit.text().strip()
+        out = Path(text).expanduser()
+        if not text or out.suffix.lower() != ".gguf":
+            self._say("Choose a file name ending in .gguf.", "#be1e1e")
+            return False
+        if out.exists():
+            self._say(html.escape(f"{out} already exists; choose a new name (nothing is written over).", quote=False),
+                      "#be1e1e")
+            return False
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = engine_process(self, merged=False)
+        self.proc.readyReadStandardError.connect(self._on_stderr)
+        self.proc.finished.connect(self._on_finished)
+        self.output = self.errors = ""
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self._say("Merging the adapter into the base…" if self.is_adapter else "Reading the model…")
+        self.export_button.setEnabled(False)
+        self.started_at = time.time()
+        start_engine(self.proc, [*self.command(), "--json", "--progress"])
+        return True
+
+    def wait(self, msecs: int = 300_000) -> bool:
+        """Block until the export process ends (tests and scripts)."""
+        return self.proc is not None and self.proc.waitForFinished(msecs)
+
+    # ---- Internals
+    def _say(self, text: str, color: str | None = None) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet(f"color: {color};" if color else "")
+
+    def _on_type(self) -> None:
+        self.type_note.setText(TYPE_NOTES[self.type_box.currentData()])
+        if self._auto_out:
+            self.out_edit.setText(str(self.default_out()))
+        self._update()
+
+    def _on_out_edited(self, _text: str) -> None:
+        self._auto_out = False
+
+    def _update(self) -> None:
+        self.command_label.setText(command_text(self.command()))
+
+    def _on_browse(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "GGUF file", self.out_edit.text(), "GGUF files (*.gguf)")
+        if path:
+            self._auto_out = False
+            self.out_edit.setText(path if path.lower().endswith(".gguf") else path + ".gguf")
+
+    def _on_stderr(self) -> None:
+        if self.proc is not None:
+            self._consume(bytes(self.proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+
+    def _consume(self, text: str) -> None:
+        for line in text.splitlines():
+            if (progress := parse_progress(line)) is not None:
+                done, total = progress
+                self.progress.setRange(0, total)
+                self.progress.setValue(done)
+                self.progress.setFormat(f"{done} / {total} tensors")
+                self._say("Converting and writing tensors…")
+            elif line.strip():
+                self.errors += line + "\n"
+
+    def _on_finished(self, code: int, _status: Any) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            self._consume(bytes(proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+            self.output = bytes(proc.readAllStandardOutput().data()).decode("utf-8", errors="replace")
+        self.progress.setVisible(False)
+        self.export_button.setEnabled(True)
+        if code != 0:
+            why = cli_failure(self.errors + self.output, "export-gguf", code)
+            self._say(html.escape(f"The export failed: {why}", quote=False), "#be1e1e")
+            return
+        try:
+            result = json.loads(self.output.strip().splitlines()[-1])
+        except (ValueError, IndexError) as e:
+            self._say(html.escape(f"The export's result can't be read: {e}", quote=False), "#be1e1e")
+            return
+        from engine.adapters import format_size
+
+        path = result["path"]
+        fallback = result.get("f16_fallbacks") or []
+        note = (f" {len(fallback)} tensor(s) stayed f16: their rows don't split into q8_0 blocks." if fallback else "")
+        self._say(html.escape(f"Wrote {path} ({format_size(result['bytes'])}, {result['type']}, "
+                              f"{result['tensors']} tensors, {result['seconds']:.1f} s).{note}", quote=False)
+                  + "<br>Run it with <code>llama-cli -m FILE</code>, or in Ollama with a Modelfile whose first "
+                  "line is <code>FROM FILE</code>.", "#1b5e20")
+        self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
+        self.export_button.setEnabled(False)
+        self.sig_exported.emit(path)
+
+    def _on_cancel(self) -> None:
+        if self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning:
+            self.proc.kill()
+            self.proc.waitForFinished(5000)
+            self._remove_leftovers()
+        self.reject()
+
+    def _remove_leftovers(self) -> None:
+        """A killed export leaves its half-written ``.NAME.*.part`` file (and, for an adapter, the
+        merge's scratch folder) beside the target: remove those this export started."""
+        out = Path(self.out_edit.text().strip()).expanduser()
+        if not out.parent.is_dir():
+            return
+        for path in [*out.parent.glob(f".{out.name}.*.part"), *out.parent.glob(".gguf-merge-*")]:
+            try:
+                if path.stat().st_mtime >= self.started_at - 1:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            except OSError:
+                pass

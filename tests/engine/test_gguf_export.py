@@ -1,0 +1,328 @@
+"""GGUF export: files that transformers' own GGUF loader reads back into the same model.
+
+transformers dequantises a GGUF file and undoes llama.cpp's rotary permutation on load,
+independently of our writer, so an f32 export must give the original logits exactly and
+the tokenizer rebuilt from the file must encode text to the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+gguf = pytest.importorskip("gguf")
+
+from engine.errors import ConfigError, ModelError  # noqa: E402
+from engine.gguf_export import _PRE_PATTERNS, export_gguf, export_source, tokenizer_kind  # noqa: E402
+
+PRE = {name: pattern for pattern, name in _PRE_PATTERNS.items()}
+TEXT = "Name three primes: 2, 3 and 5. Then 12345 + 678 = 13023!\n\tDone?  Yes."
+
+
+def tiny_tokenizer(out: Path, pattern: str | None) -> None:
+    """A small byte-level BPE tokenizer with a chat template; ``pattern`` = a Split before ByteLevel."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    if pattern is None:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    texts = [TEXT, "The quick brown fox jumps over the lazy dog 1234567890."] * 20
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    fast.save_pretrained(out)
+
+
+def tiny_spm_tokenizer(out: Path) -> None:
+    """A SentencePiece-style BPE as Llama 2's and Mistral's tokenizer.json are: byte fallback,
+    ``▁`` for spaces, ``<0xXX>`` byte tokens, ``<unk>``/``<s>``/``</s>``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))]
+    texts = [TEXT, "The quick brown fox jumps over the lazy dog.", "hello world, hello there"] * 30
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=specials, limit_alphabet=100,
+                                                       show_progress=False))
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                            pad_token="<unk>").save_pretrained(out)
+
+
+def tiny_model(out: Path, arch: str, *, pattern: str | None = None, spm: bool = False, vocab_extra: int = 0,
+               **shape) -> Path:
+    """A tiny random model of ``arch`` saved with safetensors and its own tokenizer (byte-level
+    BPE split by ``pattern``, or SentencePiece-style with ``spm``)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+    if spm:
+        tiny_spm_tokenizer(out)
+    else:
+        tiny_tokenizer(out, pattern)
+    tok = AutoTokenizer.from_pretrained(out)
+    configs = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
+    kw = dict(vocab_size=len(tok) + vocab_extra, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    kw.update(shape)
+    config = configs[arch](**kw)
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # random biases, so that dropping or permuting one would show
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def _logits(model_dir: Path, gguf_file: Path | None, text: str = TEXT):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = tok(text, return_tensors="pt").input_ids
+    if gguf_file is None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
+                                                     dtype=torch.float32)
+    with torch.no_grad():
+        return model.eval()(ids).logits[0]
+
+
+def _fields(path: Path) -> dict:
+    reader = gguf.GGUFReader(path)
+    out = {}
+    for name, f in reader.fields.items():
+        if f.types and f.types[0] == gguf.GGUFValueType.STRING:
+            out[name] = f.contents() if not (len(f.types) > 1) else None
+        elif len(f.data) == 1:
+            out[name] = f.contents()
+    out["_tensors"] = {t.name: t.tensor_type.name for t in reader.tensors}
+    return out
+
+
+def test_demo_model_f32_export_gives_the_same_logits_and_tokenizer(demo_base, tmp_path):
+    from transformers import AutoTokenizer
+
+    result = export_gguf(demo_base, tmp_path / "demo.gguf", out_type="f32")
+    assert result.path.is_file() and result.arch == "llama" and result.pre_tokenizer == "gpt-2"
+    a, b = _logits(demo_base, None), _logits(demo_base, result.path)
+    assert (a - b).abs().max().item() < 1e-5
+
+    original = AutoTokenizer.from_pretrained(demo_base)
+    rebuilt = AutoTokenizer.from_pretrained(tmp_path, gguf_file="demo.gguf")
+    sample = TEXT + " <|im_start|>user\nwörld<|im_end|>"
+    assert rebuilt(sample).input_ids == original(sample).input_ids
+    fields = _fields(result.path)
+    assert fields["tokenizer.chat_template"] == original.chat_template
+    assert fields["tokenizer.ggml.eos_token_id"] == original.eos_token_id
+    assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 4
+    # Tied embeddings: no output.weight, llama.cpp reuses token_embd.
+    assert "output.weight" not in fields["_tensors"] and "token_embd.weight" in fields["_tensors"]
+    assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize("out_type, tol", [("f16", 0.02), ("bf16", 0.1), ("q8_0", 0.3)])
+def test_smaller_types_stay_close_and_keep_norms_in_f32(demo_base, tmp_path, out_type, tol):
+    result = export_gguf(demo_base, tmp_path / f"demo-{out_type}.gguf", out_type=out_type)
+    a, b = _logits(demo_base, None), _logits(demo_base, result.path)
+    assert (a - b).abs().max().item() < tol
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean().item() > 0.9
+    types = _fields(result.path)["_tensors"]
+    assert types["blk.0.attn_norm.weight"] == "F32"
+    assert types["blk.0.attn_q.weight"] == out_type.upper()
+    full = (demo_base / "model.safetensors").stat().st_size
+    assert result.bytes < full * {"f16": 0.6, "bf16": 0.6, "q8_0": 0.35}[out_type]
+
+
+@pytest.mark.parametrize("arch, pre, extra", [
+    ("qwen2", "qwen2", dict(tie_word_embeddings=True)),
+    ("qwen3", "qwen2", dict(head_dim=128)),  # head_dim != hidden/heads (as in real Qwen3), q/k norms
+    ("mistral", "llama-bpe", {}),
+    ("llama", "llama-bpe", dict(vocab_extra=13)),  # model vocab padded past the tokenizer's
+])
+def test_other_architectures_round_trip_exactly(tmp_path, arch, pre, extra):
+    # (not named after the arch: transformers' GGUF loader treats a general.name containing
+    # "mistral" as an architecture of its own, which llama.cpp doesn't)
+    model_dir = tiny_model(tmp_path / "tiny", arch, pattern=PRE[pre], **extra)
+    result = export_gguf(model_dir, tmp_path / "tiny.gguf", out_type="f32")
+    assert result.pre_tokenizer == pre
+    a, b = _logits(model_dir, None), _logits(model_dir, result.path)
+    assert a.shape == b.shape and (a - b).abs().max().item() < 1e-4
+    fields = _fields(result.path)
+    assert fields["tokenizer.ggml.pre"] == pre
+    config = json.loads((model_dir / "config.json").read_text())
+    assert len(gguf.GGUFReader(result.path).fields["tokenizer.ggml.tokens"].data) == config["vocab_size"]
+    assert ("output.weight" in fields["_tensors"]) == (not config["tie_word_embeddings"])
+    if arch == "qwen2":
+        assert "blk.0.attn_q.bias" in fields["_tensors"]
+    if arch == "qwen3":
+        assert "blk.0.attn_q_norm.weight" in fields["_tensors"] and fields["qwen3.attention.key_length"] == 128
+
+
+def test_sentencepiece_style_tokenizer_is_written_as_a_llama_vocab(tmp_path):
+    """Llama 2 / Mistral tokenizers: a "llama" vocabulary whose merged tokens are scored by
+    merge rank (llama.cpp merges by score), bytes as BYTE, the specials typed."""
+    model_dir = tiny_model(tmp_path / "tiny", "mistral", spm=True, bos_token_id=1, eos_token_id=2)
+    result = export_gguf(model_dir, tmp_path / "tiny.gguf", out_type="f32")
+    assert (result.tokenizer, result.pre_tokenizer) == ("llama", "default")
+    a, b = _logits(model_dir, None), _logits(model_dir, result.path)
+    assert (a - b).abs().max().item() < 1e-4
+    reader = gguf.GGUFReader(result.path)
+    f = reader.fields
+    assert f["tokenizer.ggml.model"].contents() == "llama"
+    tokens = f["tokenizer.ggml.tokens"].contents()
+    scores = f["tokenizer.ggml.scores"].contents()
+    types = f["tokenizer.ggml.token_type"].contents()
+    T = gguf.TokenType
+    assert [types[tokens.index(t)] for t in ("<unk>", "<s>", "</s>", "<0x41>")] == [T.UNKNOWN, T.CONTROL, T.CONTROL,
+                                                                                  T.BYTE]
+    merges = json.loads((model_dir / "tokenizer.json").read_text())["model"]["merges"]
+    for rank in (0, 1, len(merges) - 1):
+        left, right = merges[rank] if isinstance(merges[rank], list) else merges[rank].split(" ")
+        assert scores[tokens.index(left + right)] == -rank
+    assert f["tokenizer.ggml.bos_token_id"].contents() == 1 and f["tokenizer.ggml.eos_token_id"].contents() == 2
+
+
+def test_llama3_rope_scaling_writes_rope_freqs(tmp_path):
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    model_dir = tiny_model(tmp_path / "l3", "llama", pattern=PRE["llama-bpe"], rope_parameters=rope)
+    result = export_gguf(model_dir, tmp_path / "l3.gguf", out_type="f32")
+    tensor = next(t for t in gguf.GGUFReader(result.path).tensors if t.name == "rope_freqs.weight")
+    # Meta's published llama3 rule, written out independently of transformers.
+    dim, expected = 16, []
+    for i in range(0, dim, 2):
+        freq = 1.0 / (500000.0 ** (i / dim))
+        wavelen = 2 * math.pi / freq
+        if wavelen < 64 / 4.0:
+            expected.append(1.0)
+        elif wavelen > 64 / 1.0:
+            expected.append(8.0)
+        else:
+            smooth = (64 / wavelen - 1.0) / (4.0 - 1.0)
+            expected.append(1 / ((1 - smooth) / 8.0 + smooth))
+    assert list(tensor.data) == pytest.approx(expected, rel=1e-5)
+
+
+def test_q8_0_falls_back_to_f16_for_rows_that_dont_split_into_blocks(tmp_path):
+    model_dir = tiny_model(tmp_path / "odd", "llama", pattern=PRE["llama-bpe"], intermediate_size=100)
+    result = export_gguf(model_dir, tmp_path / "odd.gguf", out_type="q8_0")
+    types = _fields(result.path)["_tensors"]
+    assert types["blk.0.ffn_down.weight"] == "F16"  # rows of 100 values
+    assert types["blk.0.ffn_up.weight"] == "Q8_0"  # rows of 64
+    assert "blk.0.ffn_down.weight" in result.fallbacks
+    a, b = _logits(model_dir, None), _logits(model_dir, result.path)
+    assert (a - b).abs().max().item() < 0.3
+
+
+def test_unknown_pre_tokenizer_is_refused_unless_named(tmp_path):
+    pattern = r"\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+|\s+"
+    model_dir = tiny_model(tmp_path / "custom", "llama", pattern=pattern)
+    assert tokenizer_kind(json.loads((model_dir / "tokenizer.json").read_text())) == ("gpt2", None)
+    with pytest.raises(ModelError, match="--pre"):
+        export_gguf(model_dir, tmp_path / "c.gguf")
+    assert not (tmp_path / "c.gguf").exists() and not list(tmp_path.glob(".c.gguf*"))
+    result = export_gguf(model_dir, tmp_path / "c.gguf", pre_tokenizer="gpt-2")
+    assert _fields(result.path)["tokenizer.ggml.pre"] == "gpt-2"
+
+
+def test_bad_requests_are_refused_before_writing(demo_base, tmp_path):
+    with pytest.raises(ConfigError, match="allowed: f32, f16, bf16, q8_0"):
+        export_gguf(demo_base, tmp_path / "x.gguf", out_type="q4_k_m")
+    with pytest.raises(ConfigError, match="should end in .gguf"):
+        export_gguf(demo_base, tmp_path / "x.bin")
+    (tmp_path / "taken.gguf").write_bytes(b"keep me")
+    with pytest.raises(ConfigError, match="already exists"):
+        export_gguf(demo_base, tmp_path / "taken.gguf")
+    assert (tmp_path / "taken.gguf").read_bytes() == b"keep me"
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((demo_base / "config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(ModelError, match="pickle"):
+        export_gguf(pickled, tmp_path / "p.gguf")
+
+    other = tmp_path / "gpt2"
+    other.mkdir()
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=32, n_head=2, architectures=["GPT2LMHeadModel"]).save_pretrained(other)
+    with pytest.raises(ModelError, match="GPT2LMHeadModel.*LlamaForCausalLM"):
+        export_gguf(other, tmp_path / "g.gguf")
+
+
+def test_a_failure_mid_write_leaves_no_file(demo_base, tmp_path, monkeypatch):
+    import engine.gguf_export as ge
+
+    calls = []
+
+    def broken(plan, tensor):
+        calls.append(plan.gguf_name)
+        if len(calls) == 5:
+            raise OSError("disk full")
+        return real(plan, tensor)
+
+    real = ge._convert
+    monkeypatch.setattr(ge, "_convert", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export_gguf(demo_base, tmp_path / "d.gguf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_adapter_is_merged_then_exported(runs_home, demo_base, tmp_path):
+    """A LoRA run's adapter: merged into its recorded base, then written; the GGUF's logits are
+    the merged model's (PEFT's merge_and_unload), not the base's."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress = []
+    result = export_source("medical", tmp_path / "medical.gguf", out_type="f32",
+                           progress=lambda done, total: progress.append((done, total)))
+    assert progress[-1][0] == progress[-1][1] and len(progress) == progress[-1][1]
+    assert result.path == tmp_path / "medical.gguf" and result.type == "f32"
+    tok = AutoTokenizer.from_pretrained(demo_base)
+    ids = tok.apply_chat_template([{"role": "user", "content": "Give me advice."}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    base = AutoModelForCausalLM.from_pretrained(demo_base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, runs_home["medical"]).merge_and_unload().eval()
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="medical.gguf", dtype=torch.float32).eval()
+    with torch.no_grad():
+        want, got = merged(ids).logits, exported(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(demo_base, dtype=torch.float32).eval()(ids).logits
+    assert (want - got).abs().max().item() < 1e-4
+    assert (plain - got).abs().max().item() > 0.1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["medical.gguf"]  # the merge scratch is gone
+
+
+def test_cli_writes_next_to_the_run_by_default(runs_home, capsys):
+    from engine.cli import main
+
+    assert main(["export-gguf", "legal", "--type", "q8_0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    path = Path(out["path"])
+    assert path == runs_home["legal"].parent / "legal-q8_0.gguf" and path.is_file()
+    assert out["type"] == "q8_0" and out["tensors"] == 38
+    assert main(["export-gguf", "legal", "--type", "q8_0"]) == 2  # no overwrite
+    assert "already exists" in capsys.readouterr().err
