@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QLabel, QProgressBar
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -77,6 +77,29 @@ def parse_progress(line: str) -> tuple[int, int] | None:
     if len(parts) == 3 and parts[0] == "progress" and parts[1].isdigit() and parts[2].isdigit():
         return int(parts[1]), int(parts[2])
     return None
+
+
+def read_progress(proc: QProcess, bar: QProgressBar, unit: str = "") -> tuple[str, bool]:
+    """Read what a ``--progress`` command wrote on stderr since the last call.
+
+    Its ``progress DONE TOTAL`` lines move ``bar`` (shown as ``DONE / TOTAL unit``); the
+    other lines (warnings, the CLI's error line) are returned as text.
+
+    Returns:
+        (the other lines, each ending in a newline; whether any progress line came)
+    """
+    text = bytes(proc.readAllStandardError().data()).decode("utf-8", errors="replace")
+    rest, moved = "", False
+    for line in text.splitlines():
+        if (progress := parse_progress(line)) is not None:
+            done, total = progress
+            bar.setRange(0, total)
+            bar.setValue(done)
+            bar.setFormat(f"{done:,} / {total:,}" + (f" {unit}" if unit else ""))
+            moved = True
+        elif line.strip():
+            rest += line + "\n"
+    return rest, moved
 
 
 def command_label() -> QLabel:

@@ -43,7 +43,7 @@ from gui.engine_process import (
     command_label,
     command_text,
     engine_process,
-    parse_progress,
+    read_progress,
     start_engine,
 )
 
@@ -354,23 +354,18 @@ class CompareDialog(QDialog):
 
     def _on_stderr(self) -> None:
         if self.proc is not None:
-            self._consume(bytes(self.proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+            self._read(self.proc)
 
-    def _consume(self, text: str) -> None:
-        for line in text.splitlines():
-            if (progress := parse_progress(line)) is not None:
-                done, total = progress
-                self.progress.setRange(0, total)
-                self.progress.setValue(done)
-                self.progress.setFormat(f"{done:,} / {total:,}")
-                self._say("Scoring each record with each model, then answering…")
-            elif line.strip():
-                self.errors += line + "\n"
+    def _read(self, proc: QProcess) -> None:
+        text, moved = read_progress(proc, self.progress)
+        self.errors += text
+        if moved:
+            self._say("Scoring each record with each model, then answering…")
 
     def _on_finished(self, code: int, _status: Any) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            self._consume(bytes(proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+            self._read(proc)
             self.output = bytes(proc.readAllStandardOutput().data()).decode("utf-8", errors="replace")
         self.progress.setVisible(False)
         self.run_button.setEnabled(True)

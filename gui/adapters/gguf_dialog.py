@@ -40,7 +40,7 @@ from gui.engine_process import (
     command_label,
     command_text,
     engine_process,
-    parse_progress,
+    read_progress,
     start_engine,
 )
 
@@ -205,23 +205,18 @@ class GgufDialog(QDialog):
 
     def _on_stderr(self) -> None:
         if self.proc is not None:
-            self._consume(bytes(self.proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+            self._read(self.proc)
 
-    def _consume(self, text: str) -> None:
-        for line in text.splitlines():
-            if (progress := parse_progress(line)) is not None:
-                done, total = progress
-                self.progress.setRange(0, total)
-                self.progress.setValue(done)
-                self.progress.setFormat(f"{done} / {total} tensors")
-                self._say("Converting and writing tensors…")
-            elif line.strip():
-                self.errors += line + "\n"
+    def _read(self, proc: QProcess) -> None:
+        text, moved = read_progress(proc, self.progress, "tensors")
+        self.errors += text
+        if moved:
+            self._say("Converting and writing tensors…")
 
     def _on_finished(self, code: int, _status: Any) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            self._consume(bytes(proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+            self._read(proc)
             self.output = bytes(proc.readAllStandardOutput().data()).decode("utf-8", errors="replace")
         self.progress.setVisible(False)
         self.export_button.setEnabled(True)

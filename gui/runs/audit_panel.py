@@ -48,7 +48,7 @@ from engine.audit import (
 from engine.errors import StudioError
 from engine.runs import RunInfo
 from gui.dataset.severity import COLORS
-from gui.engine_process import cli_failure, engine_process, parse_progress, start_engine
+from gui.engine_process import cli_failure, engine_process, read_progress, start_engine
 
 COLUMNS = ("Loss", "× median", "Base loss", "Fell by", "Record", "Split", "Tokens", "Instruction")
 BASE_COLUMNS = ("Base loss", "Fell by")  # shown when the audit compared with the base model
@@ -316,24 +316,18 @@ class AuditPanel(QWidget):
 
     def _on_stderr(self) -> None:
         if self.proc is not None:
-            self._consume(bytes(self.proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+            self._read(self.proc)
 
-    def _consume(self, text: str) -> None:
-        for line in text.splitlines():
-            if (progress := parse_progress(line)) is not None:
-                done, total = progress
-                self.progress.setRange(0, total)
-                self.progress.setValue(done)
-                self.progress.setFormat(f"{done:,} / {total:,} records")
-                if self.run is not None and self.run.path == self.auditing:
-                    self._say(html.escape(f"Auditing {self.run.name}: scoring records…"))
-            elif line.strip():
-                self.output += line + "\n"
+    def _read(self, proc: QProcess) -> None:
+        text, moved = read_progress(proc, self.progress, "records")
+        self.output += text
+        if moved and self.run is not None and self.run.path == self.auditing:
+            self._say(html.escape(f"Auditing {self.run.name}: scoring records…"))
 
     def _on_finished(self, code: int, _status: Any) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            self._consume(bytes(proc.readAllStandardError().data()).decode("utf-8", errors="replace"))
+            self._read(proc)
         self.progress.setVisible(False)
         audited, self.auditing = self.auditing, None
         if self.run is None or self.run.path != audited:

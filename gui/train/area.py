@@ -592,6 +592,7 @@ class TrainArea(QWidget):
             if title == "Precision and memory":
                 self.effective_batch = QLabel("")
                 self.effective_batch.setStyleSheet("color: palette(mid);")
+                self.effective_batch.setWordWrap(True)
                 outer.addWidget(self.effective_batch)
             form_layout.addWidget(box)
         form_layout.addStretch(1)
@@ -648,6 +649,9 @@ class TrainArea(QWidget):
         lower.setStretchFactor(0, 3)
         lower.setStretchFactor(1, 1)
         lower.setChildrenCollapsible(False)
+        # The plots first: on a 720-pixel-high window the advice panel's share left the loss
+        # plot ~90 pixels; advice is a few lines, and the splitter gives it more on demand.
+        lower.setSizes([600, 90])
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(6, 0, 0, 0)

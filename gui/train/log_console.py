@@ -40,6 +40,8 @@ class LogConsole(QWidget):
         font.setStyleHint(QFont.StyleHint.Monospace)
         self.view.setFont(font)
         self.view.setPlaceholderText("The run's log appears here: steps, checkpoints, warnings and errors.")
+        # Three lines at least, not QPlainTextEdit's default: on a short window the plots need the room.
+        self.view.setMinimumHeight(3 * self.view.fontMetrics().lineSpacing() + 8)
         self.level = QComboBox()
         self.level.addItems(["All", "Warnings and errors", "Errors"])
         self.level.setToolTip("Show only lines at this level or above")

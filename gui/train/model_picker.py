@@ -138,6 +138,9 @@ class ModelPicker(QWidget):
         self.combo = QComboBox()
         self.combo.setEditable(True)
         self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        # A long cached path must not widen the form: the combo shrinks, the popup shows it whole.
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(14)
         self.combo.setToolTip(tooltip_for("model"))
         self.combo.lineEdit().setPlaceholderText("demo, a folder with config.json, or org/name from the HF cache")
         self.browse = QPushButton("Folder…")
@@ -157,6 +160,7 @@ class ModelPicker(QWidget):
                            ("weights", "Weights")):
             value = QLabel("…")
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            value.setWordWrap(True)  # a long architecture line wraps instead of widening the form
             self.labels[key] = value
             name = QLabel(label)
             name.setStyleSheet("color: palette(mid);")

@@ -263,13 +263,11 @@ class TrainPlots(QWidget):
         self.memory.add("allocated", "#264653", legend=True)
         self.memory.add("reserved", "#8ab17d", legend=True)
         self.panels = [self.loss, self.lr, self.grad, self.speed, self.memory]
-        # The loss gets the full width; the four diagnostics share the row below.
-        grid.addWidget(self.loss.widget, 0, 0, 1, 4)
-        for col, p in enumerate(self.panels[1:]):
-            grid.addWidget(p.widget, 1, col)
-            grid.setColumnStretch(col, 1)
-        grid.setRowStretch(0, 3)
-        grid.setRowStretch(1, 2)
+        # The loss gets the full width; the four diagnostics share the row below, or two rows
+        # of two when the pane is narrow (see _arrange).
+        self.grid = grid
+        self.diag_columns = 0
+        self._arrange(4)
 
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
@@ -322,6 +320,32 @@ class TrainPlots(QWidget):
         for p in self.panels:
             p.dirty = True
         self.redraw()
+
+    NARROW = 620
+    """Below this width (px) the four small plots go two by two, when there is height for it
+    (:data:`TALL`): a quarter of ~380 px leaves their axes no room for a tick label."""
+    TALL = 420
+
+    def _arrange(self, columns: int) -> None:
+        """Lay the diagnostics out ``columns`` to a row (4 or 2), the loss above them all."""
+        if columns == self.diag_columns:
+            return
+        self.diag_columns = columns
+        for p in self.panels:
+            self.grid.removeWidget(p.widget)
+        self.grid.addWidget(self.loss.widget, 0, 0, 1, columns)
+        for i, p in enumerate(self.panels[1:]):
+            self.grid.addWidget(p.widget, 1 + i // columns, i % columns)
+        for col in range(4):
+            self.grid.setColumnStretch(col, 1 if col < columns else 0)
+        rows = 1 + 4 // columns
+        for row in range(3):
+            self.grid.setRowStretch(row, (3 if columns == 4 else 4) if row == 0 else (2 if row < rows else 0))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        size = event.size()
+        self._arrange(2 if size.width() < self.NARROW and size.height() >= self.TALL else 4)
 
     # ---- Public API
     def set_step_range(self, max_steps: int) -> None:

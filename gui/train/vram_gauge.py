@@ -165,6 +165,9 @@ class VramGauge(QWidget):
         self.measured_note = ""
         self.detected_bytes: int | None = None
         self.title = QLabel("<b>GPU memory estimate</b>")
+        # Neither the title nor the legend sets the gauge's minimum width: _reflow wraps them
+        # before they would be clipped, so a narrow pane can have the gauge.
+        self.title.setMinimumWidth(1)
         self.verdict = QLabel("")
         self.verdict.setObjectName("verdict")
         self.target = QComboBox()
@@ -188,17 +191,26 @@ class VramGauge(QWidget):
         self.details.setMinimumHeight(3 * self.details.fontMetrics().lineSpacing() + 2)
         self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.details.setTextFormat(Qt.TextFormat.RichText)
-        header = QHBoxLayout()
-        header.addWidget(self.title)
-        header.addWidget(self.verdict)
-        header.addStretch(1)
-        header.addWidget(QLabel("Plan for"))
-        header.addWidget(self.target)
-        header.addWidget(self.fit_button)
+        # "Plan for" and the Fit button sit right of the title, or on a row of their own when
+        # the pane is too narrow for both (see _reflow).
+        self.controls = QWidget()
+        controls = QHBoxLayout(self.controls)
+        controls.setContentsMargins(0, 0, 0, 0)
+        controls.addWidget(QLabel("Plan for"))
+        controls.addWidget(self.target)
+        controls.addWidget(self.fit_button)
+        self.header = QHBoxLayout()
+        self.header.addWidget(self.title)
+        self.header.addWidget(self.verdict)
+        self.header.addStretch(1)
+        self.header.addWidget(self.controls)
+        self.controls_row = QHBoxLayout()
+        self._legend_cols = 4
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
-        layout.addLayout(header)
+        layout.addLayout(self.header)
+        layout.addLayout(self.controls_row)
         layout.addWidget(self.bar)
         layout.addLayout(self.legend)
         layout.addWidget(self.details)
@@ -257,12 +269,44 @@ class VramGauge(QWidget):
         self._render()
 
     # ---- Internals
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._reflow()
+
+    def _reflow(self) -> None:
+        """Fit the header and the legend to the width: the controls wrap under the title, and
+        the legend takes as many columns (1-4) as its widest entry allows."""
+        width = self.width()
+        spacing = self.header.spacing()
+        one_row = (self.title.sizeHint().width() + self.verdict.sizeHint().width()
+                   + self.controls.sizeHint().width() + 3 * spacing)
+        wrapped = self.controls_row.indexOf(self.controls) >= 0
+        if width < one_row and not wrapped:
+            self.header.removeWidget(self.controls)
+            self.controls_row.addWidget(self.controls)
+            self.controls_row.addStretch(1)
+        elif width >= one_row and wrapped:
+            while self.controls_row.count():
+                self.controls_row.takeAt(0)
+            self.header.addWidget(self.controls)
+        shown = [label.sizeHint().width() for label in self._legend_labels if not label.isHidden()]
+        if shown:
+            gap = self.legend.horizontalSpacing()
+            cols = max(1, min(4, (width + gap) // (max(shown) + gap)))
+            if cols != self._legend_cols:
+                self._legend_cols = cols
+                for label in self._legend_labels:
+                    self.legend.removeWidget(label)
+                for i, label in enumerate(self._legend_labels):
+                    self.legend.addWidget(label, i // cols, i % cols)
+
     def _fill_legend(self, parts: list[tuple[str, int, QColor]]) -> None:
         # Labels are reused: the gauge updates on every keystroke, and widget churn is slow.
-        cols = 4
+        cols = self._legend_cols
         while len(self._legend_labels) < len(parts):
             i = len(self._legend_labels)
             label = QLabel()
+            label.setMinimumWidth(1)
             self._legend_labels.append(label)
             self.legend.addWidget(label, i // cols, i % cols)
         for i, label in enumerate(self._legend_labels):
@@ -273,6 +317,7 @@ class VramGauge(QWidget):
                 if label.text() != text:
                     label.setText(text)
             label.setVisible(i < len(parts))
+        self._reflow()
 
     def _render(self) -> None:
         est = self.estimate

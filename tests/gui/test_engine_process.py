@@ -17,3 +17,26 @@ def test_cli_failure_takes_the_commands_own_error_and_hint():
 def test_json_message_reads_the_last_line():
     assert json_message('noise\n{"message": "final/ now holds checkpoint-4"}\n', "?") == "final/ now holds checkpoint-4"
     assert json_message("not json", "fallback") == "fallback"
+
+
+def test_read_progress_moves_the_bar_and_keeps_the_other_lines(qtbot):
+    import sys
+
+    from PySide6.QtCore import QProcess
+    from PySide6.QtWidgets import QProgressBar
+
+    from gui.engine_process import read_progress
+
+    bar = QProgressBar()
+    qtbot.addWidget(bar)
+    proc = QProcess()
+    script = ("import sys\n"
+              "for line in ('progress 3 1200', 'warning: slow disk', '', 'progress 1200 1200', 'progress x 2'):\n"
+              "    print(line, file=sys.stderr)\n")
+    proc.start(sys.executable, ["-c", script])
+    assert proc.waitForFinished(30_000)
+    rest, moved = read_progress(proc, bar, "tensors")
+    assert moved and bar.maximum() == 1200 and bar.value() == 1200
+    assert bar.format() == "1,200 / 1,200 tensors"
+    assert rest == "warning: slow disk\nprogress x 2\n"  # a malformed line is not progress
+    assert read_progress(proc, bar) == ("", False)  # nothing new

@@ -102,3 +102,32 @@ def test_the_trainable_share_of_a_full_run_reads_100_percent(qtbot):
     assert "parameters (1%)" in gauge.details.text()
     gauge.set_estimate({**est, "trainable_params": 123, "total_params": 1_000_000})
     assert "parameters (0.012%)" in gauge.details.text()
+
+
+def test_gauge_fits_a_narrow_pane_without_clipping(qtbot):
+    """Narrow: "Plan for" wraps under the title and the legend takes fewer columns; wide: back."""
+    from types import SimpleNamespace
+
+    from gui.train.vram_gauge import VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    parts = {"weights": 4 * 2**20, "optimizer_states": 2**20, "activations": 80 * 2**20,
+             "logits_and_loss": 48 * 2**20, "workspace": 64 * 2**20, "allocator_slack": 269 * 2**20,
+             "cuda_context": 768 * 2**20}
+    gauge.resize(1000, 200)
+    gauge.show()
+    qtbot.waitExposed(gauge)
+    gauge.set_estimate(SimpleNamespace(breakdown=parts, peak_bytes=sum(parts.values()), gpu_bytes=None,
+                                       fits=None, trainable_params=1, total_params=2, max_batch_size=None,
+                                       suggestions=[]))
+    assert gauge.header.indexOf(gauge.controls) >= 0 and gauge._legend_cols == 4
+    gauge.resize(360, 260)
+    qtbot.waitUntil(lambda: gauge.controls_row.indexOf(gauge.controls) >= 0)
+    assert gauge.header.indexOf(gauge.controls) < 0
+    assert gauge._legend_cols < 4
+    widest = max(label.sizeHint().width() for label in gauge._legend_labels if not label.isHidden())
+    assert gauge._legend_cols * widest <= 360
+    gauge.resize(1000, 200)
+    qtbot.waitUntil(lambda: gauge.header.indexOf(gauge.controls) >= 0)
+    assert gauge._legend_cols == 4

@@ -156,3 +156,18 @@ def test_gpu_memory_plot_shows_allocated_and_reserved_in_gib(qtbot):
     assert not plots._no_gpu_text.isVisible()
     plots.set_gpu_available(False)
     assert plots._no_gpu_text.isVisible()
+
+
+@pytest.mark.parametrize("size, columns", [((500, 600), 2), ((500, 300), 4), ((900, 600), 4)])
+def test_small_plots_go_two_by_two_only_when_narrow_and_tall(qtbot, size, columns):
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.resize(*size)
+    plots.show()
+    qtbot.waitExposed(plots)
+    assert plots.diag_columns == columns
+    positions = [plots.grid.getItemPosition(plots.grid.indexOf(p.widget))[:2] for p in plots.panels[1:]]
+    assert positions == ([(1, 0), (1, 1), (2, 0), (2, 1)] if columns == 2 else [(1, 0), (1, 1), (1, 2), (1, 3)])
+    assert plots.grid.getItemPosition(plots.grid.indexOf(plots.loss.widget)) == (0, 0, 1, columns)
+    plots.resize(900, 600)  # widened again: one row of four
+    qtbot.waitUntil(lambda: plots.diag_columns == 4)
