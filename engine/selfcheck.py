@@ -33,7 +33,7 @@ from engine import __version__, paths
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 STACK = ("torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes", "PySide6",
-         "pyqtgraph")
+         "pyqtgraph", "gguf")
 TRAIN_STEPS = 3
 WINDOW_AREAS = ("dataset", "train", "adapters", "runs")  # the CLI's --screenshot --tab choices
 INSTALL_INFO = "finetune-studio-install.env"  # written into the venv by install.sh / bootstrap.ps1
@@ -72,7 +72,14 @@ for name in mods:
         mod = importlib.import_module(name)
         if name == "PySide6":
             importlib.import_module("PySide6.QtWidgets")  # loads the Qt shared libraries
-        emit(module=name, ok=True, version=getattr(mod, "__version__", None),
+        version = getattr(mod, "__version__", None)
+        if version is None:  # gguf has none: ask the installed distribution
+            try:
+                from importlib.metadata import version as dist_version
+                version = dist_version(name)
+            except Exception:
+                pass
+        emit(module=name, ok=True, version=version,
              seconds=round(time.perf_counter() - t0, 2))
     except BaseException as e:
         emit(module=name, ok=False, error=f"{type(e).__name__}: {e}")
