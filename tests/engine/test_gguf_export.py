@@ -224,6 +224,29 @@ def test_llama3_rope_scaling_writes_rope_freqs(tmp_path):
     assert list(tensor.data) == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_sharded_model_is_read_through_its_index(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source = tiny_model(tmp_path / "src", "qwen2", pattern=PRE["qwen2"])
+    sharded = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).save_pretrained(sharded, max_shard_size="100KB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (source / name).exists():
+            (sharded / name).write_bytes((source / name).read_bytes())
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 2 and (sharded / "model.safetensors.index.json").exists()
+    progress = []
+    result = export_gguf(sharded, tmp_path / "sharded.gguf", out_type="f32",
+                         progress=lambda done, total: progress.append(done))
+    assert progress == list(range(1, result.tensors + 1))
+    a, b = _logits(source, None), _logits(sharded, result.path)
+    assert (a - b).abs().max().item() < 1e-4
+    shards[1].unlink()
+    with pytest.raises(ModelError, match=f"lacks shard.*{shards[1].name}"):
+        export_gguf(sharded, tmp_path / "broken.gguf")
+
+
 def test_q8_0_falls_back_to_f16_for_rows_that_dont_split_into_blocks(tmp_path):
     model_dir = tiny_model(tmp_path / "odd", "llama", pattern=PRE["llama-bpe"], intermediate_size=100)
     result = export_gguf(model_dir, tmp_path / "odd.gguf", out_type="q8_0")
