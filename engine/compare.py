@@ -27,7 +27,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +224,82 @@ def _ppl(loss: float | None) -> float | None:
     return math.exp(loss) if loss < 700 else float("inf")
 
 
+class _Lineup:
+    """Puts each compared model on the device in turn, one at a time where it must be.
+
+    The base is loaded once; the adapters go on it one PEFT type at a time (PEFT holds one
+    type on a model at a time); whole models (full or freeze runs) come last, each loaded
+    alone after the base is released. :meth:`each` walks them in that order and is walked
+    twice (scoring, then answering): a group already on the base is not loaded again, and a
+    base released for the whole models is loaded again for the second walk.
+    """
+
+    def __init__(self, open_model: Callable[[str | Path], Any], base_ref: str | Path, items: list[_Item]):
+        self.open_model = open_model
+        self.base_ref = base_ref
+        self.items = items
+        self.gen = open_model(base_ref)
+        self.reopened = False
+        self.groups: list[list[int]] = []
+        for k, item in enumerate(items):
+            if item.kind != "adapter":
+                continue
+            same = next((g for g in self.groups if items[g[0]].card.peft_type == item.card.peft_type), None)
+            if same is None:
+                self.groups.append([k])
+            else:
+                same.append(k)
+        self.wholes = [i for i in items if i.kind == "model"]
+        self._loaded: int | None = None  # the group on the base now
+
+    def each(self) -> Iterator[tuple[str, Any, str]]:
+        """``(column name, generator, adapter to answer as)`` for the base, each adapter, each whole model."""
+        from engine.generate import BASE
+
+        if self.gen is None:
+            self.gen = self.open_model(self.base_ref)
+            self.reopened = True
+        yield BASE, self.gen, BASE
+        for g, group in enumerate(self.groups):
+            if self._loaded != g:
+                self._unload_all(self.gen)
+                for k in group:
+                    self.items[k].name = self.gen.load_adapter(self.items[k].folder, self.items[k].name or None)
+                self._loaded = g
+            for k in group:
+                yield self.items[k].name, self.gen, self.items[k].name
+        if not self.wholes:
+            return
+        taken = {BASE} | {i.name for i in self.items if i.kind == "adapter"}
+        for item in self.wholes:
+            if not item.name:
+                item.name = _unique(re.sub(r"[^A-Za-z0-9_-]+", "-", item.label).strip("-") or "model", taken)
+            taken.add(item.name)
+        self.release(self.gen)  # one model at a time on the device
+        self.gen, self._loaded = None, None
+        for item in self.wholes:
+            whole = self.open_model(item.folder)
+            yield item.name, whole, BASE
+            self.release(whole)
+
+    def _unload_all(self, g: Any) -> None:
+        for name in list(g.adapters):
+            g.unload(name)
+
+    def release(self, g: Any) -> None:
+        if g is None:
+            return
+        import gc
+
+        self._unload_all(g)
+        g.model = g.peft = None
+        gc.collect()
+        if g.env.cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+
+
 def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: str | None = None,
                      dataset_format: str = "auto", template: str | None = None, seq_len: int | None = None,
                      limit: int | None = None, samples: int = 3, max_new_tokens: int = 128,
@@ -258,7 +334,6 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
             differs from the base's.
         StudioError: nothing in the file to score.
     """
-    import gc
 
     from engine.adapters import read_card
     from engine.audit import first_user_turn, record_digest, rounded_loss, score_rows
@@ -321,11 +396,11 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         return Generator(str(ref), load_in=load_in, device=device, trust_remote_code=trust_remote_code,
                          allow_pickle=allow_pickle)
 
-    gen: Generator | None = open_model(base_ref)
+    lineup = _Lineup(open_model, base_ref, items)
+    gen = lineup.gen
     tokenizer = gen.tokenizer
     resolved_load_in = gen.load_in  # "auto" made concrete: bf16/fp16 on a GPU, fp32 on the CPU
-    wholes = [i for i in items if i.kind == "model"]
-    for item in wholes:
+    for item in lineup.wholes:
         theirs = load_tokenizer(str(item.folder), trust_remote_code=trust_remote_code)
         if theirs.get_vocab() != tokenizer.get_vocab():
             raise ModelError(f"'{item.label}' has another tokenizer than the base '{base_ref}': losses per token "
@@ -374,36 +449,6 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     digests = [all_digests[i] for i in chosen]
     cut = {j for j, i in enumerate(chosen) if i in stats.cut_rows}
 
-    # One group per adapter type: PEFT holds one type on a model at a time.
-    groups: list[list[int]] = []
-    for k, item in enumerate(items):
-        if item.kind != "adapter":
-            continue
-        same = next((g for g in groups if items[g[0]].card.peft_type == item.card.peft_type), None)
-        if same is None:
-            groups.append([k])
-        else:
-            same.append(k)
-
-    def load(g: Generator, group: list[int]) -> None:
-        for k in group:
-            items[k].name = g.load_adapter(items[k].folder, items[k].name or None)
-
-    def unload_all(g: Generator) -> None:
-        for name in list(g.adapters):
-            g.unload(name)
-
-    def release(g: Generator | None) -> None:
-        if g is None:
-            return
-        unload_all(g)
-        g.model = g.peft = None
-        gc.collect()
-        if g.env.cuda:
-            import torch
-
-            torch.cuda.empty_cache()
-
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     dev = next(gen.model.parameters()).device
     autocast = compute_dtype(gen.cfg) if gen.cfg.mixed_precision in ("fp16", "bf16") else None
@@ -423,28 +468,9 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
 
     size = max(1, batch_size)
     losses: dict[str, dict[int, tuple[float, int]]] = {}
-    with gen.answering_as(BASE) as model:
-        losses[BASE], size = run_scores(model, size)
-    for g, group in enumerate(groups):
-        load(gen, group)
-        for k in group:
-            with gen.answering_as(items[k].name) as model:
-                losses[items[k].name], size = run_scores(model, size)
-        if g < len(groups) - 1:
-            unload_all(gen)
-    taken = {BASE} | {i.name for i in items if i.kind == "adapter"}
-    for item in wholes:
-        item.name = _unique(re.sub(r"[^A-Za-z0-9_-]+", "-", item.label).strip("-") or "model", taken)
-        taken.add(item.name)
-    if wholes:
-        # One model at a time on the device: the base (and its adapters) go first.
-        release(gen)
-        gen = None
-        for item in wholes:
-            whole = open_model(item.folder)
-            with whole.answering_as(BASE) as model:
-                losses[item.name], size = run_scores(model, size)
-            release(whole)
+    for name, g, as_ in lineup.each():
+        with g.answering_as(as_) as model:
+            losses[name], size = run_scores(model, size)
     if size < max(1, batch_size):
         notes.append(f"out of memory at batch size {batch_size}: scored {size} record(s) at a time")
 
@@ -497,28 +523,15 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
                 done[0] += 1
                 if progress is not None:
                     progress(done[0], total)
-        if gen is None:  # released for the whole models: load the base again
-            gen = open_model(base_ref)
+        for name, g, as_ in lineup.each():
+            answer(g, name, as_)
+        if lineup.reopened:
             notes.append("the base was loaded a second time to answer, after the whole models were scored")
-        answer(gen, BASE)
-        for group in groups:
-            if len(groups) > 1 or not gen.adapters:
-                unload_all(gen)
-                load(gen, group)
-            for k in group:
-                answer(gen, items[k].name, items[k].name)
-        if wholes:
-            release(gen)
-            gen = None
-            for item in wholes:
-                whole = open_model(item.folder)
-                answer(whole, item.name)
-                release(whole)
         for j in picked:
             out_samples.append(Sample(record=records[j].record, prompt=first_user_turn(conv[j][0], 400),
                                       reference=conv[j][1], answers={n: answers[j][n] for n in order},
                                       losses=records[j].losses))
-    release(gen)
+    lineup.release(lineup.gen)
     skipped = [{"record": numbers[p["index"]], "line": p.get("line"), "message": p["message"]}
                for p in stats.problems]
     return Comparison(base=str(base_ref), dataset=str(data_path), device=str(dev),
