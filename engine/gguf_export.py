@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError, ModelError
+from engine.errors import ConfigError, ModelError, StudioError
 
 TYPES = ("f32", "f16", "bf16", "q8_0")
 """Output types, as llama.cpp's converter names them."""
@@ -630,6 +630,7 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
     kind, folder, run = resolve_source(ref)
     if kind == "model":
         target = Path(out) if out else default_out(folder, out_type, run)
+        check_space(ref, target, base, out_type)
         return export_gguf(folder, target, out_type=out_type, name=run.name if run else None,
                            pre_tokenizer=pre_tokenizer, trust_remote_code=trust_remote_code, progress=progress)
     from engine.adapters import merge_adapters, read_card
@@ -642,6 +643,7 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
     target = Path(out) if out else default_out(folder, out_type, Path(card.run_dir) if card.run_dir else None)
     if target.exists():
         raise ConfigError(f"--out '{target}' already exists; GGUF export doesn't write over a file", key="out")
+    check_space(ref, target, base, out_type)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Beside the target: the merged copy needs the disk space the GGUF file will need anyway.
     scratch = Path(tempfile.mkdtemp(prefix=".gguf-merge-", dir=target.parent))
@@ -655,6 +657,94 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
                            trust_remote_code=trust_remote_code, progress=progress)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+"""Bytes per weight of a matrix in each type (q8_0: blocks of 32 int8 values and one f16 scale)."""
+
+
+def estimate_size(ref: str, base: str | None = None, out_type: str = "q8_0") -> int | None:
+    """About how many bytes ``export-gguf REF --type OUT_TYPE`` writes, from the safetensors
+    headers alone (an adapter's: its base's), no tensor read; None when it can't tell.
+
+    Matrices count at :data:`BYTES_PER_VALUE` (q8_0's f16 fallback included), 1-D tensors at
+    4 bytes, a tied ``lm_head`` not at all; the vocabulary and chat template at the size of
+    ``tokenizer.json``.
+    """
+    from engine.adapters import read_card, safetensors_shapes
+    from engine.models import resolve_model_path
+
+    try:
+        kind, folder, _ = resolve_source(ref)
+        if kind == "adapter":
+            folder = resolve_model_path(base or read_card(folder).base_model or "")
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        tied = bool(config.get("tie_word_embeddings", False))
+        total = 0.0
+        for file in _safetensors_files(folder):
+            for name, shape in safetensors_shapes(file).items():
+                if tied and name == "lm_head.weight":
+                    continue
+                n = 1
+                for d in shape:
+                    n *= d
+                if len(shape) <= 1 or out_type == "f32":
+                    total += 4 * n
+                elif out_type == "q8_0" and shape[-1] % 32:
+                    total += 2 * n
+                else:
+                    total += BYTES_PER_VALUE[out_type] * n
+        tokenizer = folder / "tokenizer.json"
+        return int(total + (tokenizer.stat().st_size if tokenizer.is_file() else 0))
+    except (StudioError, OSError, ValueError, KeyError):
+        return None
+
+
+def space_needed(ref: str, base: str | None = None, out_type: str = "q8_0") -> int | None:
+    """Disk space ``export-gguf`` needs beside its target: the file, plus, for an adapter, the
+    merged copy of the base it writes first (in :data:`MERGE_DTYPE`) and deletes after. None
+    when it can't tell."""
+    size = estimate_size(ref, base, out_type)
+    if size is None:
+        return None
+    try:
+        kind, _, _ = resolve_source(ref)
+    except StudioError:
+        return None
+    if kind == "adapter":
+        merged = estimate_size(ref, base, "f32" if MERGE_DTYPE[out_type] == "fp32" else "f16")
+        if merged is None:
+            return None
+        size += merged
+    return size
+
+
+def free_space(path: Path) -> int | None:
+    """Free bytes on the disk that holds ``path`` (or its nearest existing parent)."""
+    path = Path(path).expanduser().absolute()
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
+
+
+def check_space(ref: str, target: Path, base: str | None = None, out_type: str = "q8_0") -> None:
+    """Refuse before writing anything when the target's disk lacks the space :func:`space_needed` says.
+
+    Raises:
+        ConfigError: not enough free space, with both figures.
+    """
+    need, free = space_needed(ref, base, out_type), free_space(target.parent)
+    if need is not None and free is not None and free < need:
+        from engine.adapters import format_size
+
+        raise ConfigError(f"'{target.parent}' has {format_size(free)} free; the export needs about "
+                          f"{format_size(need)}" + (" (the merged model is written there first)"
+                                                    if resolve_source(ref)[0] == "adapter" else ""),
+                          key="out", hint="Free some space, or choose a file on another disk with --out.")
 
 
 def export_problem(ref: str, base: str | None = None) -> str | None:

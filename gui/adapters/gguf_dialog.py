@@ -30,9 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.adapters import base_label, read_card
+from engine.adapters import base_label, format_size, read_card
 from engine.errors import StudioError
-from engine.gguf_export import TYPES, export_problem
+from engine.gguf_export import TYPES, estimate_size, export_problem, free_space, space_needed
 from engine.paths import data_home
 from engine.runs import find_run
 from gui.engine_process import (
@@ -72,6 +72,8 @@ class GgufDialog(QDialog):
         self.output = ""
         self.errors = ""
         self._auto_out = True
+        self.size: int | None = None
+        self.need: int | None = None
 
         what = (f"the adapter <b>{html.escape(name)}</b>, merged into <b>{html.escape(self.base_label())}</b> "
                 "first," if self.is_adapter else f"<b>{html.escape(name)}</b>")
@@ -97,6 +99,10 @@ class GgufDialog(QDialog):
         out_row.addWidget(self.out_edit, 1)
         out_row.addWidget(browse)
         form.addRow("File:", out_row)
+        self.size_label = QLabel()
+        self.size_label.setToolTip("From the model's tensor shapes: its matrices at the type's bytes per weight, "
+                                   "norms in f32, plus the vocabulary")
+        form.addRow("Size:", self.size_label)
 
         self.command_label = command_label()
         self.progress = QProgressBar()
@@ -186,7 +192,10 @@ class GgufDialog(QDialog):
         self.status.setStyleSheet(f"color: {color};" if color else "")
 
     def _on_type(self) -> None:
-        self.type_note.setText(TYPE_NOTES[self.type_box.currentData()])
+        out_type = self.type_box.currentData()
+        self.type_note.setText(TYPE_NOTES[out_type])
+        self.size = estimate_size(self.source, self.base, out_type)
+        self.need = space_needed(self.source, self.base, out_type)
         if self._auto_out:
             self.out_edit.setText(str(self.default_out()))
         self._update()
@@ -196,6 +205,19 @@ class GgufDialog(QDialog):
 
     def _update(self) -> None:
         self.command_label.setText(command_text(self.command()))
+        self._show_size()
+
+    def _show_size(self) -> None:
+        """The file's size, and whether the target's disk has the room (the merge's copy included)."""
+        text = f"about {format_size(self.size)}" if self.size else "unknown"
+        free = free_space(Path(self.out_edit.text().strip() or ".").parent)
+        short = self.need is not None and free is not None and free < self.need
+        if self.need and self.size and self.need > self.size:
+            text += f"; {format_size(self.need)} free needed while the merged base is written"
+        if short:
+            text += f"; only {format_size(free)} free there"
+        self.size_label.setText(text)
+        self.size_label.setStyleSheet("color: #be1e1e;" if short else "")
 
     def _on_browse(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "GGUF file", self.out_edit.text(), "GGUF files (*.gguf)")
@@ -229,8 +251,6 @@ class GgufDialog(QDialog):
         except (ValueError, IndexError) as e:
             self._say(html.escape(f"The export's result can't be read: {e}", quote=False), "#be1e1e")
             return
-        from engine.adapters import format_size
-
         path = result["path"]
         fallback = result.get("f16_fallbacks") or []
         note = (f" {len(fallback)} tensor(s) stayed f16: their rows don't split into q8_0 blocks." if fallback else "")

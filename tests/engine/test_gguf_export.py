@@ -269,6 +269,36 @@ def test_unknown_pre_tokenizer_is_refused_unless_named(tmp_path):
     assert _fields(result.path)["tokenizer.ggml.pre"] == "gpt-2"
 
 
+@pytest.mark.parametrize("out_type", ["q8_0", "f16", "f32"])
+def test_the_size_estimate_is_within_a_few_percent_of_the_file(tmp_path, out_type):
+    from engine.gguf_export import estimate_size
+
+    model_dir = tiny_model(tmp_path / "tiny", "qwen2", pattern=PRE["qwen2"], tie_word_embeddings=True,
+                           intermediate_size=100)  # q8_0's f16 fallback counted too
+    result = export_gguf(model_dir, tmp_path / "tiny.gguf", out_type=out_type)
+    guess = estimate_size(str(model_dir), out_type=out_type)
+    assert guess == pytest.approx(result.bytes, rel=0.05)
+    assert estimate_size(str(tmp_path / "nowhere")) is None
+
+
+def test_an_export_that_would_fill_the_disk_is_refused_before_writing(runs_home, tmp_path, monkeypatch):
+    import shutil as sh
+
+    import engine.gguf_export as ge
+
+    need_model = ge.space_needed("demo", out_type="q8_0")
+    need_adapter = ge.space_needed("medical", out_type="q8_0")
+    # The adapter also needs its merged copy of the base (fp16 for q8_0) while it exports.
+    assert need_adapter == need_model + ge.estimate_size("demo", out_type="f16")
+    usage = sh.disk_usage(tmp_path)
+    monkeypatch.setattr(ge.shutil, "disk_usage", lambda p: usage._replace(free=need_adapter - 1))
+    with pytest.raises(ConfigError, match=r"free; the export needs about .* \(the merged model is written"):
+        export_source("medical", tmp_path / "m.gguf")
+    assert list(tmp_path.iterdir()) == []
+    export_source("demo", tmp_path / "d.gguf")  # the model alone fits in what is free
+    assert (tmp_path / "d.gguf").is_file()
+
+
 def test_bad_requests_are_refused_before_writing(demo_base, tmp_path):
     with pytest.raises(ConfigError, match="allowed: f32, f16, bf16, q8_0"):
         export_gguf(demo_base, tmp_path / "x.gguf", out_type="q4_k_m")

@@ -351,6 +351,8 @@ def test_gguf_dialog_exports_the_selected_adapter_in_a_child_process(qtbot, make
     assert dialog.out_edit.text() == str(run / "medical-q8_0.gguf") and dialog.export_button.isEnabled()
     dialog.type_box.setCurrentIndex(dialog.type_box.findData("f16"))
     assert dialog.out_edit.text() == str(run / "medical-f16.gguf") and "16-bit" in dialog.type_note.text()
+    # The demo base in f16 (it writes 2.08 MB), and the fp16 merged copy written first.
+    assert dialog.size_label.text() == "about 2.1 MB; 4.3 MB free needed while the merged base is written"
     assert dialog.command_label.text() == (f"finetune-studio export-gguf {runs_home['medical']} --type f16 "
                                            f"--out {run / 'medical-f16.gguf'}")
     # A name the user typed stays when the type changes.
