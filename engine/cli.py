@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "then a seeded random choice (default all)")
     ac.add_argument("--samples", type=int, default=3, metavar="K", help="records every model answers greedily, "
                     "where they differ most (default 3; 0 = none)")
+    ac.add_argument("--answer", default=None, metavar="N|all", help="every model also answers N held-out "
+                    "records (or all of them) greedily, scored against their references: exact match (JSON "
+                    "compared as values) and token F1 (default: none)")
     ac.add_argument("--max_new_tokens", type=int, default=128)
     ac.add_argument("--load_in", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8", "nf4"])
     ac.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -52,6 +52,9 @@ class ModelScore:
     best_on: int = 0            # held-out records where this model's loss is the lowest
     trained_on: int = 0         # scored records in this adapter's training split
     train_split_known: bool = True
+    answered: int = 0           # held-out records it answered for exact/f1 (``answer=``)
+    exact: float | None = None  # share of those answers that match the reference (answer_matches)
+    f1: float | None = None     # mean token F1 of those answers against the reference (token_f1)
 
     def vs_base(self, base: ModelScore) -> float | None:
         """Relative change of the headline loss against the base's (-0.4 = 40% lower); over every
@@ -132,6 +135,53 @@ class Comparison:
         data["records"] = [RecordScores(**r) for r in data.get("records", [])]
         data["samples"] = [Sample(**s) for s in data.get("samples", [])]
         return cls(**data)
+
+
+# Scripts written without spaces count a character as a word (Chinese, Japanese, Korean, Thai).
+_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\u0e00-\u0e7f]|[^\W_]+")
+
+
+def _normal_text(text: str) -> str:
+    return " ".join(text.casefold().split()).rstrip(".。!！")
+
+
+def _json_value(text: str) -> Any:
+    text = text.strip()
+    if not text.startswith(("{", "[")):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def answer_matches(answer: str, reference: str) -> bool:
+    """Whether a generated answer says exactly what the reference says.
+
+    Two JSON objects or arrays match when they parse to equal values (key order and spacing
+    don't count); other answers match when equal after case folding, collapsing whitespace
+    and dropping a final full stop. Meant for short answers (labels, extractions, figures),
+    where it is the accuracy; for free text read the F1 (:func:`token_f1`).
+    """
+    a, r = _json_value(answer), _json_value(reference)
+    if r is not None:
+        return a is not None and a == r
+    return _normal_text(answer) == _normal_text(reference)
+
+
+def token_f1(answer: str, reference: str) -> float:
+    """SQuAD's token F1 of an answer against the reference: words (and single CJK/Thai
+    characters) after case folding, counted with multiplicity. 1.0 when both are empty."""
+    from collections import Counter
+
+    a, r = _WORD.findall(answer.casefold()), _WORD.findall(reference.casefold())
+    if not a or not r:
+        return float(a == r)
+    same = sum((Counter(a) & Counter(r)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(a), same / len(r)
+    return 2 * precision * recall / (precision + recall)
 
 
 def _answer_split(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
@@ -302,7 +352,7 @@ class _Lineup:
 
 def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: str | None = None,
                      dataset_format: str = "auto", template: str | None = None, seq_len: int | None = None,
-                     limit: int | None = None, samples: int = 3, max_new_tokens: int = 128,
+                     limit: int | None = None, samples: int = 3, answer: int = 0, max_new_tokens: int = 128,
                      load_in: str = "auto", device: str = "auto", batch_size: int = 4, seed: int = 0,
                      trust_remote_code: bool = False, allow_pickle: bool = False,
                      progress: Callable[[int, int], None] | None = None) -> Comparison:
@@ -320,7 +370,10 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         seq_len: Longest sequence scored; default: the largest of the runs' (else 512).
         limit: Score ``limit`` records, those no compared model trained on first, chosen at random
             (seeded by ``seed``); None or 0 = all.
-        samples: How many records every model answers greedily (0 = none).
+        samples: How many records every model answers greedily (0 = none), shown beside the reference.
+        answer: How many held-out records every model answers greedily to score its answers
+            against the references (exact match, token F1); -1 = every held-out record, 0 = none.
+            The records are the first held-out ones in file order; the samples' answers are reused.
         max_new_tokens: Length limit of those answers.
         load_in, device, trust_remote_code, allow_pickle: As for :class:`engine.generate.Generator`.
         batch_size: Records per forward pass (halved on out-of-memory).
@@ -505,28 +558,41 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         best = min(order, key=lambda n: records[j].losses[n])
         next(m for m in models if m.name == best).best_on += 1
 
-    # Greedy answers where the models disagree most.
+    # Greedy answers where the models disagree most, and on the records whose answers are scored.
     picked: list[int] = []
     if samples > 0:
         pool = held or list(range(len(records)))
         picked = sorted(pool, key=lambda j: -records[j].spread)[:samples]
-    total = done[0] + len(picked) * n_models  # fewer held-out records than asked for: fewer answers
+    matched = held if answer < 0 else held[:answer]
+    if answer and not held:
+        notes.append("no held-out record to answer: exact match and F1 need records no compared model trained on")
+    wanted = sorted(set(picked) | set(matched))
+    total = done[0] + len(wanted) * n_models  # fewer held-out records than asked for: fewer answers
     out_samples: list[Sample] = []
-    if picked:
+    if wanted:
         settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
-        answers: dict[int, dict[str, str]] = {j: {} for j in picked}
-        conv = {j: _answer_split(good[sources[j]].messages()) for j in picked}
+        answers: dict[int, dict[str, str]] = {j: {} for j in wanted}
+        conv = {j: _answer_split(good[sources[j]].messages()) for j in wanted}
 
-        def answer(g: Generator, column: str, as_: str = BASE) -> None:
-            for j in picked:
+        def answer_all(g: Generator, column: str, as_: str = BASE) -> None:
+            for j in wanted:
                 answers[j][column] = g.generate("", as_, settings, messages=conv[j][0], template=template).text
                 done[0] += 1
                 if progress is not None:
                     progress(done[0], total)
         for name, g, as_ in lineup.each():
-            answer(g, name, as_)
+            answer_all(g, name, as_)
         if lineup.reopened:
             notes.append("the base was loaded a second time to answer, after the whole models were scored")
+        if matched:
+            for m in models:
+                pairs = [(answers[j][m.name], conv[j][1]) for j in matched]
+                m.answered = len(pairs)
+                m.exact = round(sum(answer_matches(a, r) for a, r in pairs) / len(pairs), 4)
+                m.f1 = round(sum(token_f1(a, r) for a, r in pairs) / len(pairs), 4)
+            if any(len(tokenizer(conv[j][1])["input_ids"]) > max_new_tokens for j in matched):
+                notes.append(f"some reference answers are longer than max_new_tokens ({max_new_tokens}): "
+                             "those answers are cut short, which lowers exact match and F1")
         for j in picked:
             out_samples.append(Sample(record=records[j].record, prompt=first_user_turn(conv[j][0], 400),
                                       reference=conv[j][1], answers={n: answers[j][n] for n in order},
@@ -557,6 +623,10 @@ def _num(v: float | None, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if v < 1e4 else f"{v:.3g}"
 
 
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.0%}"
+
+
 def format_comparison(c: Comparison, top: int = 10) -> str:
     """The table of models, the records that separate them, and the sampled answers."""
     base = c.models[0]
@@ -579,6 +649,13 @@ def format_comparison(c: Comparison, top: int = 10) -> str:
                      f"{'–' if m is base or vs is None else f'{vs:+.0%}':>8}  {m.best_on:>7}  {trained:>10}")
     if held and held < len(c.records):
         lines.append("  over all records: " + ", ".join(f"{m.name} {_num(m.mean_loss_all)}" for m in c.models))
+    if base.answered:
+        lines.append("")
+        lines.append(f"greedy answers to {base.answered} held-out records against their references "
+                     "(higher is better):")
+        lines.append(f"  {'model':<{width}}  {'exact':>8}  {'F1':>8}")
+        for m in c.models:
+            lines.append(f"  {m.name:<{width}}  {_pct(m.exact):>8}  {_num(m.f1):>8}")
     if len(c.models) > 2:
         pool = [r for r in c.records if r.held_out] or c.records
         split = sorted(pool, key=lambda r: -r.spread)[:top]
@@ -642,9 +719,24 @@ def describe_saved(path: Path, c: Comparison) -> str:
             f"best: {best}")
 
 
+def _answer_count(value: str | None) -> int:
+    """``--answer``: a count, or ``all`` (-1)."""
+    if value in (None, "", "0"):
+        return 0
+    if value == "all":
+        return -1
+    try:
+        n = int(value)
+    except ValueError:
+        n = -2
+    if n < 0:
+        raise ConfigError(f"--answer takes a number of records or 'all'; got {value!r}", key="answer")
+    return n
+
+
 def cli_compare(args: argparse.Namespace) -> int:
     """``finetune-studio adapters compare ADAPTER... --dataset FILE [--base M] [--limit N] [--samples K]
-    [--max_new_tokens N] [--seq-len N] [--template T] [--load_in L] [--device D] [--batch_size N]
+    [--answer N|all] [--max_new_tokens N] [--seq-len N] [--template T] [--load_in L] [--device D] [--batch_size N]
     [--out FILE] [--json] [--progress]``. The result is also kept in :func:`comparisons_dir`
     (unless ``--out`` names another file)."""
     from engine.adapters import quiet_loading
@@ -656,7 +748,8 @@ def cli_compare(args: argparse.Namespace) -> int:
 
     comparison = compare_adapters(
         args.adapter, args.dataset, base=args.base, dataset_format=args.format, template=args.template,
-        seq_len=args.seq_len, limit=args.limit, samples=args.samples, max_new_tokens=args.max_new_tokens,
+        seq_len=args.seq_len, limit=args.limit, samples=args.samples, answer=_answer_count(args.answer),
+        max_new_tokens=args.max_new_tokens,
         load_in=args.load_in, device=args.device, batch_size=args.batch_size, seed=args.seed,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, progress=progress)
     text = json.dumps(comparison.to_dict(), ensure_ascii=False)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTableView,
     QTextBrowser,
@@ -47,7 +48,9 @@ from gui.engine_process import (
     start_engine,
 )
 
-HEADERS = ["Model", "Answer loss", "Perplexity", "vs base", "Best on", "Trained on"]
+HEADERS = ["Model", "Answer loss", "Perplexity", "vs base", "Best on", "Trained on", "Exact", "F1"]
+ANSWER_COLUMNS = (6, 7)  # shown when the comparison scored answers (--answer)
+ANSWER_CHOICES = ("none", "20 records", "50 records", "100 records", "200 records", "all held-out records")
 BASE_NAME = "(base)"
 
 
@@ -148,6 +151,13 @@ class CompareDialog(QDialog):
         self.samples.setValue(3)
         self.samples.setToolTip("How many records every model answers (greedy), where their losses differ most")
         form.addRow("Answers to read:", self.samples)
+        self.answer = QComboBox()
+        for label in ANSWER_CHOICES:
+            self.answer.addItem(label)
+        self.answer.setToolTip("Every model also answers this many held-out records (greedy), and each answer is "
+                               "scored against the record's own: Exact (labels, figures, JSON compared as values) "
+                               "and token F1 (free text). Slow on a CPU: one generation per record and model.")
+        form.addRow("Score answers of:", self.answer)
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 4096)
         self.max_tokens.setValue(96)
@@ -156,10 +166,15 @@ class CompareDialog(QDialog):
         self.earlier.setToolTip("Show a comparison made before (kept in <data home>/comparisons), without "
                                 "computing anything")
         self.earlier.activated.connect(self._on_earlier)
+        # As wide as the form: its entries are whole sentences ("… best: legal, 0.508 …").
+        self.earlier.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.earlier.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.earlier.setMinimumContentsLength(30)
         form.addRow("Earlier:", self.earlier)
         self.reload_earlier()
         for w in (self.dataset_edit, self.limit, self.samples, self.max_tokens):
             (w.textChanged if isinstance(w, QLineEdit) else w.valueChanged).connect(self._update)
+        self.answer.currentIndexChanged.connect(self._update)
 
         self.command_label = command_label()
         self.progress = QProgressBar()
@@ -220,6 +235,8 @@ class CompareDialog(QDialog):
                 "--max_new_tokens", str(self.max_tokens.value())]
         if self.limit.value():
             args += ["--limit", str(self.limit.value())]
+        if self.answer.currentIndex() > 0:
+            args += ["--answer", self.answer.currentText().split()[0]]
         if self.load_in != "auto":
             args += ["--load_in", self.load_in]
         return args
@@ -267,7 +284,8 @@ class CompareDialog(QDialog):
             trained = "–" if m is base else (f"{m.trained_on:,}" if m.train_split_known else "unknown")
             cells = [m.name if m is not base else f"{BASE_NAME} {Path(comparison.base).name}",
                      _fmt(loss), _fmt(m.perplexity if headline else m.perplexity_all, 2),
-                     "–" if m is base or vs is None else f"{vs:+.0%}", f"{m.best_on:,}", trained]
+                     "–" if m is base or vs is None else f"{vs:+.0%}", f"{m.best_on:,}", trained,
+                     "–" if m.exact is None else f"{m.exact:.0%}", _fmt(m.f1)]
             items = [QStandardItem(c) for c in cells]
             for col, item in enumerate(items):
                 if col:
@@ -280,6 +298,8 @@ class CompareDialog(QDialog):
                     item.setFont(font)
                     item.setForeground(QBrush(QColor("#1b5e20")))
             self.table_model.appendRow(items)
+        for col in ANSWER_COLUMNS:
+            self.table.setColumnHidden(col, not base.answered)
         # The table as tall as its rows: the answers get the rest.
         height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth() + sum(
             self.table.rowHeight(r) for r in range(self.table_model.rowCount()))
@@ -290,6 +310,9 @@ class CompareDialog(QDialog):
         text = ("<b>A kept comparison</b> (not of the models above until you press Compare): " if kept else "")
         text += (f"{len(comparison.records):,} records of {html.escape(Path(comparison.dataset).name)} scored on "
                 f"{html.escape(comparison.device)} in {comparison.seconds:.1f} s · answer loss {scope}")
+        if base.answered:
+            text += (f" · Exact and F1: every model's greedy answers to {base.answered:,} held-out records, "
+                     "against the records' own")
         notes = [html.escape(n) for n in comparison.notes]
         if notes:
             text += "<br><span style='color:#8a5a00'>" + "<br>".join(notes) + "</span>"

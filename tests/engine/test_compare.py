@@ -242,3 +242,53 @@ def test_a_limited_sample_takes_the_held_out_records_first(tmp_path, tiny_model_
     assert any(f"{n_eval} of the {n_eval} no compared model trained on, then 3 of the others" in n for n in c.notes)
     small = compare_adapters([run], small_dataset, load_in="fp32", device="cpu", samples=0, limit=3)
     assert small.held_out == 3  # all from the held-out records
+
+
+def test_answer_matching_rules():
+    from engine.compare import answer_matches, token_f1
+
+    # JSON answers compare as values: key order and spacing don't count, values do.
+    assert answer_matches('{"people": ["Kim"], "date": "2024-07-06"}', '{"date":"2024-07-06","people":["Kim"]}')
+    assert not answer_matches('{"people": ["Kim"], "date": "2024-07-07"}', '{"date":"2024-07-06","people":["Kim"]}')
+    assert not answer_matches("people: Kim", '{"people": ["Kim"]}')  # not JSON where JSON is expected
+    # Labels: case, surrounding and inner whitespace and a final full stop don't count.
+    assert answer_matches("  Negative.\n", "negative") and answer_matches("中性。", "中性")
+    assert not answer_matches("negative sentiment", "negative")
+    # Token F1 as SQuAD counts it: overlap with multiplicity; CJK characters count one by one.
+    assert token_f1("the cat sat", "the cat sat on the mat") == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert token_f1("东京是首都", "首都是东京") == 1.0
+    assert token_f1("东京", "北京") == pytest.approx(0.5)
+    assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0 and token_f1("a b", "c d") == 0.0
+
+
+def test_answers_are_scored_against_the_references(runs_home, tmp_path, capsys):
+    """--answer: each model answers the held-out records greedily; the adapter trained to give
+    these exact answers matches them all, the base and the other adapter none."""
+    data = qa_file(tmp_path / "legal-test.jsonl", ANSWERS["legal"])
+    c = compare_adapters(["medical", "legal"], data, load_in="fp32", device="cpu", samples=1, answer=-1,
+                         max_new_tokens=16)
+    base, medical, legal = c.models
+    assert [m.answered for m in c.models] == [len(QUESTIONS)] * 3
+    assert legal.exact == 1.0 and legal.f1 == 1.0
+    assert medical.exact == 0.0 and base.exact == 0.0
+    assert 0.0 <= medical.f1 < 0.5 and base.f1 < 0.5
+    assert len(c.samples) == 1  # the samples' answers come from the same pass
+    again = Comparison.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert again.model("legal").exact == 1.0
+    text = format_comparison(c)
+    assert f"greedy answers to {len(QUESTIONS)} held-out records" in text
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("greedy answers to"))
+    row = next(ln for ln in lines[start:] if ln.strip().startswith("legal "))
+    assert row.split()[-2:] == ["100%", "1.000"]
+    # A count: the first N held-out records; the CLI takes N or "all", nothing else.
+    two = compare_adapters(["legal"], data, load_in="fp32", device="cpu", samples=0, answer=2, max_new_tokens=16)
+    assert [m.answered for m in two.models] == [2, 2]
+    assert cli_main(["adapters", "compare", "legal", "--dataset", str(data), "--answer", "some"]) == 2
+    assert "--answer takes a number of records or 'all'" in capsys.readouterr().err
+    # Older kept comparisons (no answer figures) still load.
+    old = c.to_dict()
+    for m in old["models"]:
+        for key in ("answered", "exact", "f1"):
+            m.pop(key)
+    assert Comparison.from_dict(old).model("legal").exact is None

@@ -264,9 +264,12 @@ def test_compare_dialog_scores_in_a_child_process_and_shows_the_winner(qtbot, ma
     assert not dialog.start() and "is not a file" in dialog.status.text()
     dialog.dataset_edit.setText(str(data))
     dialog.samples.setValue(1)
-    dialog.max_tokens.setValue(10)
+    dialog.max_tokens.setValue(16)
+    assert "--answer" not in dialog.command()
+    dialog.answer.setCurrentIndex(dialog.answer.count() - 1)  # all held-out records
     cmd = dialog.command()
     assert cmd[:2] == ["adapters", "compare"] and cmd[cmd.index("--load_in") + 1] == "fp32"
+    assert cmd[cmd.index("--answer") + 1] == "all"
     assert dialog.command_label.text().startswith("finetune-studio adapters compare ")
     dialog.show()
     with qtbot.waitSignal(dialog.sig_compared, timeout=WAIT_MS) as done:
@@ -278,6 +281,10 @@ def test_compare_dialog_scores_in_a_child_process_and_shows_the_winner(qtbot, ma
     assert sorted(rows) == ["(base) demo", "legal", "medical"] and rows["(base) demo"] == 0
     cells = [dialog.table_model.item(rows["legal"], c).text() for c in range(dialog.table_model.columnCount())]
     assert cells[4] == str(len(QUESTIONS)) and cells[5] == "unknown"  # legal wins every record
+    # Its greedy answers are the references, word for word; the base's are not.
+    assert cells[6:] == ["100%", "1.000"] and not dialog.table.isColumnHidden(6)
+    assert dialog.table_model.item(rows["(base) demo"], 6).text() == "0%"
+    assert f"answers to {len(QUESTIONS)} held-out records" in dialog.status.text()
     assert dialog.table_model.item(rows["legal"], 1).font().bold()
     assert not dialog.table_model.item(rows["medical"], 1).font().bold()
     answers = dialog.answers.toPlainText()
@@ -290,6 +297,7 @@ def test_compare_dialog_scores_in_a_child_process_and_shows_the_winner(qtbot, ma
     assert later.earlier.count() == 2 and "best: legal" in later.earlier.itemText(1)
     later.earlier.activated.emit(1)
     assert later.results.isVisibleTo(later) and later.proc is None
+    assert not later.table.isColumnHidden(6)
     assert later.table_model.rowCount() == 3 and "Read the contract" in later.answers.toPlainText()
 
     # A failure shows the engine's own message.
