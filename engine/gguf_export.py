@@ -542,7 +542,15 @@ def export_gguf(model_dir: str | Path, out: str | Path, *, out_type: str = "q8_0
                     done += 1
                     if progress is not None:
                         progress(done, len(plans))
+        for fh in writer.fout or []:  # on disk before the rename: the file is whole or absent
+            fh.flush()
+            os.fsync(fh.fileno())
         writer.close()
+        # mkstemp makes the file private (0600); give it the mode a plain new file gets, so a
+        # server running as another user (Ollama's service, say) can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:
         writer.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,9 @@ def test_demo_model_f32_export_gives_the_same_logits_and_tokenizer(demo_base, tm
     # Tied embeddings: no output.weight, llama.cpp reuses token_embd.
     assert "output.weight" not in fields["_tensors"] and "token_embd.weight" in fields["_tensors"]
     assert not list(tmp_path.glob("*.part"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert result.path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 @pytest.mark.parametrize("out_type, tol", [("f16", 0.02), ("bf16", 0.1), ("q8_0", 0.3)])
