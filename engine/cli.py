@@ -265,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(llama.cpp, Ollama, LM Studio)")
     gg.add_argument("source", metavar="SOURCE", help="demo, a model folder, a cached hub id, a full/freeze run, "
                     "or an adapter (merged into its base first)")
-    gg.add_argument("--out", default=None, metavar="FILE.gguf", help="default: <name>-<type>.gguf next to the "
-                    "source (in the run folder for a run)")
+    gg.add_argument("--out", default=None, metavar="FILE.gguf", help="default: <run>-<type>.gguf in the run folder "
+                    "for a run, else <data home>/gguf/<name>-<type>.gguf")
     gg.add_argument("--type", default="q8_0", choices=GGUF_TYPES, help="tensor type of the matrices (default "
                     "q8_0); norms stay f32. For Q4_K_M etc., write f16 and run llama.cpp's llama-quantize")
     gg.add_argument("--base", default=None, metavar="MODEL", help="the base an adapter is merged into "

@@ -619,13 +619,23 @@ def resolve_source(ref: str) -> tuple[str, Path, Path | None]:
                              hint=e.hint) from None
 
 
-def default_out(source: Path, out_type: str, run: Path | None = None) -> Path:
-    """``<name>-<type>.gguf`` next to the source (a run's file goes in the run folder)."""
+def default_out(ref: str, source: Path, out_type: str, run: Path | None = None) -> Path:
+    """Where ``export-gguf`` writes when no ``--out`` is given: a run's file in its run folder
+    (``<run>-<type>.gguf``), anything else in ``<data home>/gguf/<name>-<type>.gguf``, never
+    beside a model in the Hugging Face cache or the app's own demo folder."""
+    from engine.paths import data_home
+
     if run is not None:
         return run / f"{run.name}-{out_type}.gguf"
-    if source.name in ("final", "merged") or source.name.startswith("checkpoint-"):
-        return source.parent / f"{source.parent.name}-{source.name}-{out_type}.gguf"
-    return source.parent / f"{source.name}-{out_type}.gguf"
+    if ref == "demo":
+        name = "demo"
+    elif source.name in ("final", "merged") or source.name.startswith("checkpoint-"):
+        name = f"{source.parent.name}-{source.name}"
+    elif "snapshots" in source.parts and source.parent.name == "snapshots":
+        name = source.parent.parent.name.removeprefix("models--").replace("--", "-")  # a hub cache entry
+    else:
+        name = source.name
+    return data_home() / "gguf" / f"{name}-{out_type}.gguf"
 
 
 def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", base: str | None = None,
@@ -637,7 +647,7 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
     deleted afterwards."""
     kind, folder, run = resolve_source(ref)
     if kind == "model":
-        target = Path(out) if out else default_out(folder, out_type, run)
+        target = Path(out) if out else default_out(ref, folder, out_type, run)
         check_space(ref, target, base, out_type)
         return export_gguf(folder, target, out_type=out_type, name=run.name if run else None,
                            pre_tokenizer=pre_tokenizer, trust_remote_code=trust_remote_code, progress=progress)
@@ -648,7 +658,7 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
     if not base_model:
         raise ConfigError(f"adapter '{card.name}' records no base model", key="base",
                           hint="Give the base with --base.")
-    target = Path(out) if out else default_out(folder, out_type, Path(card.run_dir) if card.run_dir else None)
+    target = Path(out) if out else default_out(ref, folder, out_type, Path(card.run_dir) if card.run_dir else None)
     if target.exists():
         raise ConfigError(f"--out '{target}' already exists; GGUF export doesn't write over a file", key="out")
     check_space(ref, target, base, out_type)

@@ -383,3 +383,16 @@ def test_cli_writes_next_to_the_run_by_default(runs_home, capsys):
     assert out["type"] == "q8_0" and out["tensors"] == 38
     assert main(["export-gguf", "legal", "--type", "q8_0"]) == 2  # no overwrite
     assert "already exists" in capsys.readouterr().err
+
+
+def test_the_default_file_never_lands_in_the_hub_cache_or_the_app(tmp_path):
+    from engine.gguf_export import default_out
+    from engine.paths import data_home
+
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2.5-0.5B" / "snapshots" / "abc123"
+    assert default_out(str(snapshot), snapshot, "q8_0") == data_home() / "gguf" / "Qwen-Qwen2.5-0.5B-q8_0.gguf"
+    assert default_out("demo", Path("/app/resources/demo/model"), "f16") == data_home() / "gguf" / "demo-f16.gguf"
+    merged = tmp_path / "medical" / "merged"
+    assert default_out(str(merged), merged, "q8_0") == data_home() / "gguf" / "medical-merged-q8_0.gguf"
+    run = tmp_path / "runs" / "20261203-lora"
+    assert default_out("lora", run / "final", "bf16", run) == run / "20261203-lora-bf16.gguf"
