@@ -465,6 +465,7 @@ def run_details(path: Path) -> dict[str, Any]:
         "error": error.get("message") if isinstance(error, dict) else error,
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
         "final_dir": str(final) if final.is_dir() else None,
+        "gguf": [{"name": g.name, "bytes": g.stat().st_size} for g in gguf_files(path)],
         "final_step": final_step(path), "final_from": summary.get("final_from"),
         "probe_report": summary.get("probe") if isinstance(summary.get("probe"), dict) else None,
         "better_checkpoint": {"name": offer[0].name, "eval_loss": offer[1], "final_eval_loss": offer[2],
@@ -515,6 +516,17 @@ def _at_step(v: float | None, step: Any) -> str:
     return "-" if v is None else f"{v:.4f}" + (f" (step {step})" if step is not None else "")
 
 
+def _size(n: int) -> str:
+    from engine.adapters import format_size
+
+    return format_size(n)
+
+
+def gguf_files(run: Path) -> list[Path]:
+    """The GGUF files exported into a run folder (``export-gguf``'s default place), by name."""
+    return sorted(p for p in Path(run).glob("*.gguf") if p.is_file())
+
+
 def cli_show(args: Any) -> int:
     """``finetune-studio runs show RUN [--json]``: one run's summary and its resolved config.
 
@@ -545,6 +557,8 @@ def cli_show(args: Any) -> int:
         ("peak GPU memory", _gib(d["peak_gpu_bytes"])), ("dataset", _num(d["dataset"])),
         ("dataset hash", _num(d["dataset_hash"])), ("dataset records", _num(d["dataset_records"])),
         ("checkpoints", ", ".join(c["name"] for c in d["checkpoints"]) or "none"),
+        ("gguf", ", ".join(f"{g['name']} ({_size(g['bytes'])})" for g in d["gguf"]) or "none (finetune-studio "
+         f"export-gguf {d['name']} writes one)"),
         ("final", (d["final_dir"] or "none") + (f" (step {d['final_step']}"
                                                  + (f", from {d['final_from']})" if d.get("final_from") else ")")
                                                  if d.get("final_step") is not None else "")),

@@ -48,6 +48,7 @@ from engine.runs import (
     RunInfo,
     checkpoint_step,
     compare_runs,
+    gguf_files,
     last_checkpoint,
     list_runs,
     read_metrics,
@@ -509,8 +510,10 @@ class RunsArea(QWidget):
         if run is not None:
             ckpt = last_checkpoint(run.path)
             promoted = read_summary(run.path).get("final_from")
+            ggufs = gguf_files(run.path)
             text = html.escape(f"{run.path}" + (f" · last checkpoint {ckpt.name}" if ckpt else "")
-                               + (f" · final/ holds {promoted}" if promoted else ""))
+                               + (f" · final/ holds {promoted}" if promoted else "")
+                               + (" · GGUF: " + ", ".join(g.name for g in ggufs) if ggufs else ""))
             failure = failure_text(run)
             if failure:
                 text += "<br><span style='color:#d0342c'>" + html.escape(failure).replace("\n", "<br>") + "</span>"
@@ -674,7 +677,9 @@ class RunsArea(QWidget):
         run = self._current()
         if run is None or not (run.path / "final").is_dir():
             return None
-        return GgufDialog(str(run.path / "final"), run.path.name, parent=self)
+        dialog = GgufDialog(str(run.path / "final"), run.path.name, parent=self)
+        dialog.sig_exported.connect(lambda _path: self._on_selection())  # the summary lists the new file
+        return dialog
 
     def _on_gguf(self) -> None:
         dialog = self.open_gguf_dialog()

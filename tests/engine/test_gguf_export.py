@@ -383,6 +383,9 @@ def test_cli_writes_next_to_the_run_by_default(runs_home, capsys):
     assert out["type"] == "q8_0" and out["tensors"] == 38
     assert main(["export-gguf", "legal", "--type", "q8_0"]) == 2  # no overwrite
     assert "already exists" in capsys.readouterr().err
+    assert main(["runs", "show", "legal"]) == 0  # the run lists its export
+    shown = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("gguf"))
+    assert "legal-q8_0.gguf (" in shown
 
 
 def test_the_default_file_never_lands_in_the_hub_cache_or_the_app(tmp_path):

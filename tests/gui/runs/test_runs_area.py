@@ -546,3 +546,8 @@ def test_export_gguf_is_offered_for_one_finished_run(qtbot, runs):
     qtbot.addWidget(dialog)
     assert dialog.source == str(runs["done"] / "final") and dialog.is_adapter
     assert dialog.out_edit.text() == str(runs["done"] / f"{runs['done'].name}-q8_0.gguf")
+    # An exported file is listed in the run's summary line.
+    assert "GGUF" not in area.summary.text()
+    (runs["done"] / f"{runs['done'].name}-q8_0.gguf").write_bytes(b"GGUF")
+    dialog.sig_exported.emit(str(runs["done"] / f"{runs['done'].name}-q8_0.gguf"))
+    assert f"GGUF: {runs['done'].name}-q8_0.gguf" in area.summary.text()
