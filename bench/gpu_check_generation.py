@@ -13,7 +13,8 @@ The CPU test suite can't load bitsandbytes weights, so the GPU check calls
    checking the streamed text equals the final text and that the base loaded once;
 4. loads the base in ``int8`` and answers with one adapter;
 5. compares the base and both adapters on the medical answers with an ``nf4`` base
-   (``engine.compare``): finite losses, the medical adapter best on every record.
+   (``engine.compare``): finite losses, the medical adapter best on every record; every model
+   answers every record, and the exact-match share of each is reported.
 
 Usage::
 
@@ -170,14 +171,16 @@ def gpu_check_generation(work_dir: str | Path | None = None, report: dict[str, A
     data.write_text("".join(json.dumps({"instruction": q, "input": "", "output": ANSWERS["medical"]}) + "\n"
                             for q in QUESTIONS), encoding="utf-8")
     c = compare_adapters([adapters["medical"], adapters["legal"]], data, base="demo", load_in="nf4",
-                         device="cuda", samples=1, max_new_tokens=16)
+                         device="cuda", samples=1, answer=-1, max_new_tokens=16)
     # The adapters' folders are named final/ outside any run: find them by path, not by name.
     label = {str(Path(p).resolve()): n for n, p in adapters.items()} | {c.models[0].path: BASE}
     scores = {label.get(m.path, m.name): m.mean_loss for m in c.models}
     assert all(v is not None and math.isfinite(v) for v in scores.values()), scores
     best = {label.get(m.path, m.name): m.best_on for m in c.models}
     assert best.get("medical") == len(QUESTIONS), best
-    report["compare_nf4"] = {"mean_loss": scores, "best_on": best, "seconds": c.seconds, "device": c.device}
+    exact = {label.get(m.path, m.name): m.exact for m in c.models}
+    report["compare_nf4"] = {"mean_loss": scores, "best_on": best, "exact": exact, "seconds": c.seconds,
+                             "device": c.device}
     report["ok"] = True
     return report
 
