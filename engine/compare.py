@@ -393,7 +393,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     from engine.data.formats import load_dataset_file
     from engine.data.tokenize import tokenize_records
     from engine.errors import ModelError
-    from engine.generate import BASE, GenerationSettings, Generator
+    from engine.generate import BASE, Generator
     from engine.models import load_tokenizer
     from engine.paths import demo_dataset_path
     from engine.precision import compute_dtype
@@ -570,16 +570,21 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     total = done[0] + len(wanted) * n_models  # fewer held-out records than asked for: fewer answers
     out_samples: list[Sample] = []
     if wanted:
-        settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
         answers: dict[int, dict[str, str]] = {j: {} for j in wanted}
         conv = {j: _answer_split(good[sources[j]].messages()) for j in wanted}
 
-        def answer_all(g: Generator, column: str, as_: str = BASE) -> None:
-            for j in wanted:
-                answers[j][column] = g.generate("", as_, settings, messages=conv[j][0], template=template).text
-                done[0] += 1
+        def answer_all(g: Generator, column: str, as_: str) -> None:
+            nonlocal size
+            before = done[0]
+
+            def tick(n: int) -> None:
+                done[0] = before + n
                 if progress is not None:
                     progress(done[0], total)
+            texts, size = g.generate_greedy_batch([conv[j][0] for j in wanted], as_, max_new_tokens=max_new_tokens,
+                                                  template=template, batch_size=size, on_done=tick)
+            for j, text in zip(wanted, texts, strict=True):
+                answers[j][column] = text
         for name, g, as_ in lineup.each():
             answer_all(g, name, as_)
         if lineup.reopened:

@@ -422,6 +422,70 @@ class Generator:
                                 time_s=elapsed, tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
                                 switch_s=switch_s, stopped=stopped["flag"])
 
+    def generate_greedy_batch(self, conversations: list[list[dict[str, str]]], adapter: str = BASE, *,
+                              max_new_tokens: int = 128, template: str = "auto", batch_size: int = 8,
+                              on_done: Callable[[int], None] | None = None) -> tuple[list[str], int]:
+        """Greedy answers to many conversations, several at a time (left-padded batches).
+
+        What :meth:`generate` answers one by one, for evaluation: no streaming, no sampling.
+        Conversations are batched by length, so little padding is computed; the answers come
+        back in the order given. An out-of-memory error halves the batch and retries it.
+
+        Args:
+            conversations: each a record's turns before its answer.
+            adapter: ``BASE`` or a loaded adapter's name.
+            on_done: called with the number of answers finished so far.
+
+        Returns:
+            (the answers' texts, the batch size that fitted)
+
+        Raises:
+            ModelError: unknown adapter name.
+            OutOfMemory: even one conversation at a time doesn't fit.
+        """
+        import torch
+
+        prompts = [self.prompt_ids("", messages=c, template=template) for c in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        texts: list[str] = [""] * len(prompts)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = (self._eos_ids() or [0])[0]
+        eos = set(self._eos_ids())
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad,
+                                  "temperature": None, "top_p": None, "top_k": None}
+        if eos:
+            kwargs["eos_token_id"] = sorted(eos)
+        device = next(self.model.parameters()).device
+        size, done, start = max(1, batch_size), 0, 0
+        with self.answering_as(adapter) as model, torch.inference_mode():
+            while start < len(order):
+                chunk = order[start:start + size]
+                width = max(len(prompts[i]) for i in chunk)
+                ids = torch.full((len(chunk), width), pad, dtype=torch.long, device=device)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long, device=device)
+                for row, i in enumerate(chunk):  # left padding: every prompt ends where generation starts
+                    ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i], device=device)
+                    mask[row, width - len(prompts[i]):] = 1
+                try:
+                    out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    if size == 1:
+                        raise OutOfMemory(f"the GPU ran out of memory answering with '{adapter}'",
+                                          hint="Lower max_new_tokens, or load the base in nf4.") from None
+                    size = max(1, size // 2)
+                    continue
+                for row, i in enumerate(chunk):
+                    new = out[row, width:].tolist()
+                    cut = next((k for k, t in enumerate(new) if t in eos), len(new))
+                    texts[i] = self.tokenizer.decode(new[:cut], skip_special_tokens=True)
+                start += len(chunk)
+                done += len(chunk)
+                if on_done is not None:
+                    on_done(done)
+        return texts, size
+
     @contextlib.contextmanager
     def answering_as(self, adapter: str = BASE) -> Iterator[Any]:
         """The model that answers as ``adapter`` (``BASE``: every adapter switched off), for

@@ -341,3 +341,39 @@ def test_a_lora_run_folder_given_as_a_model_names_its_base_and_adapter(runs_home
     with pytest.raises(ModelError, match="is an adapter, not a model: it was trained on ") as e:
         resolve_model_path(str(loose))
     assert "as the adapter (finetune-studio generate --base " in e.value.hint
+
+
+def test_batched_greedy_answers_equal_one_by_one_in_the_given_order(gen, runs_home, monkeypatch):
+    """generate_greedy_batch (used to score answers in `adapters compare`): left-padded batches of
+    uneven prompts give each conversation the answer generate() gives it alone; an out-of-memory
+    error halves the batch and retries."""
+    import torch
+
+    from engine.data.formats import load_dataset_file
+    from engine.paths import demo_dataset_path
+
+    gen.load_adapter(runs_home["legal"])
+    records = load_dataset_file(demo_dataset_path()).records[:7]
+    convs = [[{"role": "user", "content": r.messages()[-2]["content"]}] for r in records]
+    convs.insert(3, [{"role": "user", "content": "Give me advice."}])
+    assert len({len(gen.prompt_ids("", messages=c)) for c in convs}) > 3  # uneven: padding matters
+    settings = GenerationSettings(max_new_tokens=20, temperature=0.0)
+    for who in (BASE, "legal"):
+        alone = [gen.generate("", who, settings, messages=c).text for c in convs]
+        seen: list[int] = []
+        batched, size = gen.generate_greedy_batch(convs, who, max_new_tokens=20, batch_size=3, on_done=seen.append)
+        assert batched == alone and size == 3
+        assert seen == [3, 6, 8]
+    assert batched[3] == "Read the contract twice before you sign it."
+
+    # Out of memory at 3 and at 2: it goes on one at a time, and says so through the size.
+    real = type(gen.peft).generate
+
+    def tight(self, *args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(gen.peft), "generate", tight)
+    again, size = gen.generate_greedy_batch(convs, "legal", max_new_tokens=20, batch_size=3)
+    assert again == batched and size == 1
