@@ -44,6 +44,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigErrors, StudioError
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
+from gui.adapters.gguf_dialog import GgufDialog
 from gui.train.advisor import Advice, Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
@@ -294,9 +295,7 @@ class TrainArea(QWidget):
         self.advisor.reset(cfg.learning_rate)
         self.advisor_panel.clear()
         self.last_finished = None
-        self.try_button.hide()
-        self.audit_button.hide()
-        self.compare_button.hide()
+        self._show_after_run(False)
         self._max_steps = 0
         self._started_at = time.time()
         self.log.append(("resuming " + run_dir if resume else f"probing ({PROBE_STEPS} steps, nothing saved)"
@@ -357,9 +356,7 @@ class TrainArea(QWidget):
         self.plots.clear()
         self.advisor_panel.clear()
         self.last_finished = None
-        self.try_button.hide()
-        self.audit_button.hide()
-        self.compare_button.hide()
+        self._show_after_run(False)
         self._probing = False
         self._following = following
         self._started_at = started_at
@@ -632,11 +629,17 @@ class TrainArea(QWidget):
         self.compare_button.setToolTip("Score the trained model and its base on the run's held-out records, side by "
                                        "side, and read their answers (Adapters area, Compare on data)")
         self.compare_button.hide()
+        self.gguf_button = QPushButton("Export GGUF…")
+        self.gguf_button.setToolTip("Write the trained model (an adapter merged into its base) as one GGUF file for "
+                                    "llama.cpp, Ollama and LM Studio, into the run folder")
+        self.gguf_button.hide()
+        self.after_run_buttons = [self.try_button, self.audit_button, self.compare_button, self.gguf_button]
         progress_row = QHBoxLayout()
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.try_button)
         progress_row.addWidget(self.audit_button)
         progress_row.addWidget(self.compare_button)
+        progress_row.addWidget(self.gguf_button)
         self.plots = TrainPlots()
         self.advisor_panel = AdvisorPanel()
         self.log = LogConsole()
@@ -693,6 +696,7 @@ class TrainArea(QWidget):
         self.compare_button.clicked.connect(
             lambda: self.run_dir and self.sig_compare_adapters.emit([str(Path(self.run_dir) / "final")]))
         self.audit_button.clicked.connect(lambda: self.run_dir and self.sig_audit_run.emit(str(self.run_dir)))
+        self.gguf_button.clicked.connect(self._on_gguf)
         self.gauge.sig_fit_requested.connect(self._on_fit)
         self.gauge.sig_target_changed.connect(lambda _: self._request_estimate())
         self.estimator.sig_estimate.connect(self._on_estimate)
@@ -945,9 +949,7 @@ class TrainArea(QWidget):
             self._notify("Probe finished", "; ".join(lines[:2]), ok=True)
             self.log.append(f"probe {status}{took}: " + "; ".join(lines))
             self.tabs.setCurrentWidget(self.advisor_panel)
-            self.try_button.hide()
-            self.audit_button.hide()
-            self.compare_button.hide()
+            self._show_after_run(False)
             self._probing = False
             self.run_dir = self._before_probe  # Resume still means the last real run
             self._update_buttons(run_changed=True)
@@ -968,11 +970,26 @@ class TrainArea(QWidget):
             self.tabs.setCurrentWidget(self.advisor_panel if self.advisor_panel.cards else self.log)
         self.log.append(f"run {status}{took}{loss_text}", "info" if status in ("completed", "stopped") else "error")
         final = Path(self.run_dir) / "final" if self.run_dir else None
-        self.try_button.setVisible(bool(final and status == "completed" and final.is_dir()))
-        self.audit_button.setVisible(self.try_button.isVisibleTo(self))
-        self.compare_button.setVisible(self.try_button.isVisibleTo(self))
+        self._show_after_run(bool(final and status == "completed" and final.is_dir()))
         self._update_buttons(run_changed=True)
         self.sig_run_finished.emit(data)
+
+    def _show_after_run(self, visible: bool) -> None:
+        """Try it, Audit records, Compare with base and Export GGUF: for a run that completed."""
+        for button in self.after_run_buttons:
+            button.setVisible(visible)
+
+    def open_gguf_dialog(self) -> GgufDialog | None:
+        """The GGUF export of the finished run's final/ (None without one)."""
+        final = Path(self.run_dir) / "final" if self.run_dir else None
+        if final is None or not final.is_dir():
+            return None
+        return GgufDialog(str(final), Path(self.run_dir).name, parent=self)
+
+    def _on_gguf(self) -> None:
+        dialog = self.open_gguf_dialog()
+        if dialog is not None:
+            dialog.open()
 
     def _notify(self, title: str, message: str, ok: bool) -> None:
         self.notifications.append((title, message))

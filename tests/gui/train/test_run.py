@@ -87,6 +87,10 @@ def test_start_stop_resume_keep_running_and_reattach(make_area, qtbot):
     with qtbot.waitSignal(again.sig_compare_adapters) as compared:
         qtbot.mouseClick(again.compare_button, Qt.MouseButton.LeftButton)
     assert compared.args[0] == [str(run_dir / "final")]
+    assert again.gguf_button.isVisibleTo(again)
+    dialog = again.open_gguf_dialog()
+    qtbot.addWidget(dialog)
+    assert dialog.source == str(run_dir / "final") and dialog.out_edit.text() == str(run_dir / f"{run_dir.name}-q8_0.gguf")
     assert "CPU" in again.gauge.details.text()  # no GPU peak to show beside the estimate
 
 
@@ -153,7 +157,7 @@ def test_probe_measures_saves_nothing_and_leaves_resume_alone(make_area, qtbot):
         area.progress_label.text()
     assert area.notifications[-1][0] == "Probe finished" and not area.try_button.isVisible()
     assert not area.audit_button.isVisible()  # a probe saved nothing to audit
-    assert not area.compare_button.isVisible()
+    assert not area.compare_button.isVisible() and not area.gguf_button.isVisible()
     assert area.start_button.isEnabled() and area.probe_button.isEnabled()
 
 
