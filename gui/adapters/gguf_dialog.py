@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QProcess, Qt, Signal
+from PySide6.QtCore import QProcess, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -113,6 +114,11 @@ class GgufDialog(QDialog):
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
         self.export_button.clicked.connect(self.start)
+        self.folder_button = self.buttons.addButton("Open folder", QDialogButtonBox.ButtonRole.ActionRole)
+        self.folder_button.setToolTip("Show the folder that holds the GGUF file")
+        self.folder_button.clicked.connect(self._on_open_folder)
+        self.folder_button.hide()
+        self.written: str | None = None
         self.buttons.rejected.connect(self._on_cancel)
 
         lay = QVBoxLayout(self)
@@ -260,7 +266,13 @@ class GgufDialog(QDialog):
                   "line is <code>FROM FILE</code>.", "#1b5e20")
         self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
         self.export_button.setEnabled(False)
+        self.written = path
+        self.folder_button.show()
         self.sig_exported.emit(path)
+
+    def _on_open_folder(self) -> None:
+        if self.written:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(self.written).parent)))
 
     def _on_cancel(self) -> None:
         if self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning:

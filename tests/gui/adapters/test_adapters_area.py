@@ -354,6 +354,7 @@ def test_gguf_dialog_exports_the_selected_adapter_in_a_child_process(qtbot, make
     area._select(str(runs_home["medical"]))
     dialog = area.open_gguf_dialog()
     qtbot.addWidget(dialog)
+    assert not dialog.folder_button.isVisibleTo(dialog)  # nothing written yet
     run = runs_home["medical"].parent
     # A run's adapter: the file goes in the run folder, named after the run and the type.
     assert dialog.out_edit.text() == str(run / "medical-q8_0.gguf") and dialog.export_button.isEnabled()
@@ -380,6 +381,7 @@ def test_gguf_dialog_exports_the_selected_adapter_in_a_child_process(qtbot, make
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["medical.gguf"]  # no merge scratch left
     assert "Wrote" in dialog.status.text() and "q8_0" in dialog.status.text()
     assert not dialog.export_button.isEnabled() and dialog.progress.isHidden()
+    assert dialog.folder_button.isVisibleTo(dialog) and dialog.written == str(tmp_path / "out" / "medical.gguf")
     assert dialog.grab().save(str(tmp_path / "gguf.png"))
 
 
