@@ -122,7 +122,8 @@ class CompareDialog(QDialog):
         intro = QLabel(f"Scores <b>{html.escape(base)}</b> and {names} on the same records: each record's answer "
                        "loss, counted as training counts it (lower is better). Records a compared model trained "
                        "on are set aside, so the figures say how each does on data it has not seen. Then every "
-                       "model answers the records where they differ most.")
+                       "model answers the records where they differ most. With <i>Score answers of</i>, every "
+                       "model also answers held-out records, scored against the records' own (exact match, F1).")
         intro.setWordWrap(True)
         intro.setTextFormat(Qt.TextFormat.RichText)
 
