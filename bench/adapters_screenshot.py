@@ -5,9 +5,9 @@ runs of the demo preset under their default run names (one with rank 8, one with
 opens the main window offscreen on the Adapters area, ticks both, asks the playground one
 question greedily and saves ``adapters.png`` when the three answers are in. Then it compares
 the two adapters with the base on the demo dataset ("Compare on data…"; the records the runs
-trained on are set aside) and saves ``adapters-compare.png``. Everything goes
-to a temporary data home, so the user's runs and library are untouched. About 3 minutes on 2
-CPU cores.
+trained on are set aside; every held-out record's answer is scored) and saves
+``adapters-compare.png``. Everything goes to a temporary data home, so the user's runs and
+library are untouched. About 3 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def main() -> int:
     dialog = area.open_compare_dialog()
     dialog.limit.setValue(0)
     dialog.samples.setValue(2)
-    dialog.max_tokens.setValue(24)
+    dialog.answer.setCurrentIndex(dialog.answer.count() - 1)  # every held-out record's answer scored
+    dialog.max_tokens.setValue(48)
     dialog.resize(980, 760)
     dialog.show()
     compared: list[str] = []
