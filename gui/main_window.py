@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         self.nav.setFixedWidth(150)
         self.nav.setSpacing(2)
         self.nav.setStyleSheet(
-            "QListWidget#nav { border: none; background: palette(window); font-size: 14px; padding-top: 8px; }"
+            "QListWidget#nav { border: none; outline: 0; background: palette(window); font-size: 14px; padding-top: 8px; }"
             "QListWidget#nav::item { padding: 10px 14px; border-radius: 6px; margin: 1px 6px; }"
             "QListWidget#nav::item:selected { background: palette(highlight); color: palette(highlighted-text); }"
         )
