@@ -69,6 +69,9 @@ class RunConfig:
                        "only train on their answers).", group="data")
     eval_split: float = _f(0.0, "Fraction of records held out for evaluation (0 = no eval).",
                            min=0.0, max=0.5, group="data")
+    eval_dataset: str = _f("", "A separate evaluation file (same formats, read with dataset_format); every "
+                           "record of dataset then trains. Empty = hold out eval_split of dataset instead.",
+                           group="data")
     output_dir: str = _f("", "Where checkpoints, metrics and the final adapter go; empty = a new "
                          "folder in the runs directory.", group="run")
     run_name: str = _f("", "A short name for the run history; empty = method and time.", group="run")
@@ -155,11 +158,11 @@ class RunConfig:
                                max=10**6, group="run")
     logging_steps: int = _f(1, "Log loss and metrics every N optimizer steps.", min=1, max=10**6,
                             group="run")
-    eval_steps: int = _f(0, "Evaluate every N steps (0 = once per epoch when eval_split > 0).",
+    eval_steps: int = _f(0, "Evaluate every N steps (0 = once per epoch when there is eval data).",
                          min=0, max=10**9, group="run")
     early_stopping_patience: int = _f(0, "Stop when the eval loss has not improved for this many evaluations "
                                       "in a row, and keep the best checkpoint as the result (0 = off; needs "
-                                      "eval_split > 0; with eval_steps 0 it evaluates at every checkpoint).", min=0, max=10**6, group="run")
+                                      "eval_split > 0 or an eval_dataset; with eval_steps 0 it evaluates at every checkpoint).", min=0, max=10**6, group="run")
     early_stopping_threshold: float = _f(0.0, "With early stopping: how much lower the eval loss must be to "
                                          "count as an improvement.", min=0.0, max=1e6, group="run")
     nan_policy: str = _f("rollback", "On a NaN/inf loss: roll back to the last good checkpoint and "
@@ -251,7 +254,7 @@ class RunConfig:
     def resolve_paths(self, base: Path) -> RunConfig:
         """Make relative model/dataset/output paths relative to the config file's folder."""
         changes = {}
-        for key in ("model", "dataset", "output_dir", "deepspeed"):
+        for key in ("model", "dataset", "eval_dataset", "output_dir", "deepspeed"):
             value = getattr(self, key)
             if not value or value == "demo" or os.path.isabs(value):
                 continue
@@ -372,10 +375,18 @@ class RunConfig:
         if self.is_quantized and self.device == "cpu":
             bad("load_in", f"load_in '{self.load_in}' uses bitsandbytes CUDA kernels; with device: cpu "
                 "load in fp32 or bf16.", fix={"load_in": "fp32", "mixed_precision": "no"})
-        if self.early_stopping_patience and self.eval_split <= 0:
-            bad("early_stopping_patience", "early stopping watches the eval loss, but eval_split is 0 so "
-                "nothing is evaluated; hold out some records (e.g. eval_split: 0.05) or set "
-                "early_stopping_patience: 0.", fix={"eval_split": 0.05})
+        if self.eval_dataset and self.eval_split > 0:
+            bad("eval_split", f"eval_dataset ({self.eval_dataset}) is the evaluation data, so eval_split "
+                f"{self.eval_split:g} would hold out part of dataset for nothing; set eval_split: 0, or empty "
+                "eval_dataset to evaluate on a held-out share of dataset.", fix={"eval_split": 0.0})
+        if self.eval_dataset and self.eval_dataset == self.dataset:
+            bad("eval_dataset", "eval_dataset is the training dataset itself: its eval loss would measure "
+                "memorisation. Give a held-out file (the Dataset area's Split… writes one), or use eval_split.",
+                fix={"eval_dataset": ""})
+        if self.early_stopping_patience and self.eval_split <= 0 and not self.eval_dataset:
+            bad("early_stopping_patience", "early stopping watches the eval loss, but eval_split is 0 and there "
+                "is no eval_dataset, so nothing is evaluated; hold out some records (e.g. eval_split: 0.05), "
+                "give an eval_dataset, or set early_stopping_patience: 0.", fix={"eval_split": 0.05})
         if self.early_stopping_patience and self.eval_steps and self.save_steps \
                 and self.save_steps % self.eval_steps:
             bad("save_steps", f"with early stopping the best evaluation must have a checkpoint, so save_steps "

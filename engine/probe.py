@@ -40,7 +40,7 @@ def probe_config(cfg: RunConfig, steps: int = PROBE_STEPS, output_dir: str = "")
     if steps < WARMUP_STEPS + 2:
         raise ValueError(f"a probe needs at least {WARMUP_STEPS + 2} steps, got {steps}")
     return cfg.replace(max_steps=steps, save_steps=0, logging_steps=1, eval_split=0.0,
-                       eval_steps=0, early_stopping_patience=0, output_dir=output_dir, run_name=probe_name(cfg))
+                       eval_dataset="", eval_steps=0, early_stopping_patience=0, output_dir=output_dir, run_name=probe_name(cfg))
 
 
 def seconds_per_step(rows: list[dict[str, Any]]) -> float | None:

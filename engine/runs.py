@@ -460,7 +460,8 @@ def run_details(path: Path) -> dict[str, Any]:
     offer = promotion_offer(path)
     return {
         **info.to_dict(),
-        "dataset": config.get("dataset"), "dataset_hash": summary.get("dataset_hash"),
+        "dataset": config.get("dataset"), "eval_dataset": config.get("eval_dataset") or None,
+        "dataset_hash": summary.get("dataset_hash"),
         "dataset_records": summary.get("dataset_records"), "final_loss_window": summary.get("final_loss_window"),
         "error": error.get("message") if isinstance(error, dict) else error,
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
@@ -556,6 +557,8 @@ def cli_show(args: Any) -> int:
         ("metrics rows", f"{m['train_rows']} train, {m['eval_rows']} eval"),
         ("peak GPU memory", _gib(d["peak_gpu_bytes"])), ("dataset", _num(d["dataset"])),
         ("dataset hash", _num(d["dataset_hash"])), ("dataset records", _num(d["dataset_records"])),
+        ("eval data", d.get("eval_dataset") or (f"{(d['config'] or {}).get('eval_split'):.0%} of the dataset "
+                                                 "held out" if (d["config"] or {}).get("eval_split") else "none")),
         ("checkpoints", ", ".join(c["name"] for c in d["checkpoints"]) or "none"),
         ("gguf", ", ".join(f"{g['name']} ({_size(g['bytes'])})" for g in d["gguf"]) or "none (finetune-studio "
          f"export-gguf {d['name']} writes one)"),

@@ -166,8 +166,12 @@ def _count_params(model: Any) -> tuple[int, int]:
     return total, trainable
 
 
-def load_training_records(cfg: RunConfig) -> tuple[list, dict]:
+def load_training_records(cfg: RunConfig, *, eval_file: bool = False) -> tuple[list, dict]:
     """Read the dataset (the demo one for 'demo'); broken records are reported, not used.
+
+    Args:
+        cfg: the run config.
+        eval_file: read its ``eval_dataset`` instead (same ``dataset_format``).
 
     Returns:
         ``(records, info)`` with info's ``path``, ``detected`` format, ``records`` (usable),
@@ -177,7 +181,8 @@ def load_training_records(cfg: RunConfig) -> tuple[list, dict]:
     from engine.data.split import content_hash
     from engine.paths import demo_dataset_path
 
-    path = demo_dataset_path() if cfg.dataset == "demo" else Path(cfg.dataset)
+    name = cfg.eval_dataset if eval_file else cfg.dataset
+    path = demo_dataset_path() if name == "demo" else Path(name)
     ds = load_dataset_file(path, cfg.dataset_format)
     good = [r for r in ds.records if not r.broken]
     info = {"path": str(path), "detected": ds.detected, "records": len(good),
@@ -186,6 +191,44 @@ def load_training_records(cfg: RunConfig) -> tuple[list, dict]:
         info["broken_records"] = [{"line": r.line, "column": r.column, "message": r.error}
                                   for r in ds.records if r.broken][:100]
     return good, info
+
+
+def _eval_file_rows(cfg: RunConfig, tokenizer: Any, train_records: list, writer: EventWriter
+                    ) -> tuple[list, dict[str, Any]]:
+    """The tokenized rows of ``cfg.eval_dataset`` and what was read (path, format, counts, hash).
+
+    Broken records are left out with a warning, as the training file's are; records that are
+    also in the training data are kept but counted and warned about, since their eval loss
+    measures memorisation.
+
+    Raises:
+        StudioError: no record of the file can be evaluated.
+    """
+    from engine.audit import record_digest
+    from engine.data.tokenize import tokenize_records
+
+    records, info = load_training_records(cfg, eval_file=True)
+    rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len)
+    if not rows:
+        raise StudioError(f"eval_dataset {info['path']}: no record can be evaluated "
+                          f"({info['broken']} broken, {stats.dropped} with nothing to score)",
+                          hint="Check it in the Dataset area, or with `finetune-studio data check FILE`.")
+    if info["broken"]:
+        first = info["broken_records"][0]
+        writer.emit(ev.WARNING, kind="broken", message=f"{info['broken']} record(s) of the eval file "
+                    f"{info['path']} could not be read and were left out (line {first['line']}: "
+                    f"{first['message']})", records=info["broken_records"])
+    trained = {record_digest(r.messages()) for r in train_records}
+    shared = [i for i in range(len(rows)) if record_digest(records[stats.sources[i]].messages()) in trained]
+    if shared:
+        lines = [getattr(records[stats.sources[i]], "line", None) for i in shared]
+        writer.emit(ev.WARNING, kind="eval_overlap", message=f"{len(shared)} of the {len(rows)} records of the "
+                    f"eval file {info['path']} are also in the training data (first at line {lines[0]}); their "
+                    "eval loss shows memorisation, not how the model does on data it hasn't seen",
+                    hint="Remove them from one of the files (the Dataset area's Split… writes disjoint files).",
+                    lines=lines[:100])
+    info.update(stats.to_dict(), evaluated=len(rows), in_training_data=len(shared))
+    return rows, info
 
 
 def _shared_output_dir(cfg: RunConfig, is_main: bool) -> Path:
@@ -230,11 +273,13 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     model_path = resolve_model_path(cfg.model)
     check_weights_safe(model_path, cfg.allow_pickle)
     precision.check_model(cfg, model_path)  # before the run folder is made, too
-    if cfg.dataset != "demo" and not Path(cfg.dataset).is_file():
-        # Before the run folder is made, so a typo'd path leaves no empty run behind.
-        raise ConfigError(f"dataset '{cfg.dataset}': {'not a file' if Path(cfg.dataset).exists() else 'no such file'}",
-                          key="dataset", hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read "
-                          "from the run config's folder), or 'demo'.")
+    for key in ("dataset", "eval_dataset"):
+        name = getattr(cfg, key)
+        if name and name != "demo" and not Path(name).is_file():
+            # Before the run folder is made, so a typo'd path leaves no empty run behind.
+            raise ConfigError(f"{key} '{name}': {'not a file' if Path(name).exists() else 'no such file'}",
+                              key=key, hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read "
+                              "from the run config's folder), or 'demo'.")
 
     output_dir = _shared_output_dir(cfg, is_main)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -258,6 +303,9 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     eval_rows = [rows[i] for i in eval_idx]
     train_lines = [getattr(records[stats.sources[i]], "line", None) for i in train_idx]
     data_stats = {**data_info, **stats.to_dict(), "train": len(train_rows), "eval": len(eval_rows)}
+    if cfg.eval_dataset:
+        eval_rows, data_stats["eval_dataset"] = _eval_file_rows(cfg, tokenizer, records, writer)
+        data_stats["eval"] = len(eval_rows)
     if data_info["broken"]:
         where = ", ".join(f"line {b['line']}" for b in data_info["broken_records"][:5])
         n = data_info["broken"]
@@ -745,7 +793,7 @@ Fine-tuned with Finetune Studio.
 - **Base model:** `{cfg.model}`
 - **Method:** {prep.method.label} (`{cfg.method}`), weights loaded as `{cfg.load_in}`, mixed precision `{cfg.mixed_precision}`
 - **Trainable parameters:** {prep.trainable_params:,} of {prep.total_params:,}
-- **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('records')} records, {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens, {prep.data_stats.get('dropped')} dropped
+- **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('records')} records, {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens, {prep.data_stats.get('dropped')} dropped{_eval_file_note(prep.data_stats.get('eval_dataset'))}
 - **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss_mean'))} (mean of the last {result.get('final_loss_window')} logged steps; the last step alone {_fmt(result.get('final_loss'))}); **best eval loss:** {_fmt(result.get('best_eval_loss'))}
 - **Status:** {result.get('status')}{early_note}
 
@@ -759,6 +807,14 @@ Fine-tuned with Finetune Studio.
 |---|---|
 {hp}
 """
+
+
+def _eval_file_note(info: dict | None) -> str:
+    if not info:
+        return ""
+    shared = f", {info['in_training_data']} of them also in the training data" if info.get("in_training_data") else ""
+    return (f"\n- **Eval data:** `{info.get('path')}` ({info.get('detected')}); {info.get('evaluated')} records "
+            f"evaluated{shared}; content hash `{info.get('hash')}`")
 
 
 def _fmt(x: Any) -> str:

@@ -158,4 +158,5 @@ def cli_split(args: Any) -> int:
           f"{result['eval']['records']} eval")
     for part in ("train", "eval"):
         print(f"  {part:5} -> {result[part]['path']}")
+    print(f"train on it with: dataset: {result['train']['path']}  eval_dataset: {result['eval']['path']}")
     return 0

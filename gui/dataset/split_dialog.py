@@ -123,7 +123,8 @@ class SplitDialog(QDialog):
         r = self.result
         self._say(f"{r['train']['records']:,} records to {html.escape(r['train']['path'])}<br>"
                   f"{r['eval']['records']:,} records to {html.escape(r['eval']['path'])}<br>"
-                  f"<span style='color:palette(mid)'>Train on the first (eval_split 0), compare on the second; or "
+                  f"<span style='color:palette(mid)'>Train on the first with the second as its eval file (the Train "
+                  "area's Eval file), and compare on the second; or "
                   f"train on the whole file with eval_split {self.ratio.value():g} and seed {self.seed.value()}, "
                   "which holds out the same records when no record is dropped as too long.</span>")
         self.buttons.button(QDialogButtonBox.StandardButton.Close).setFocus()

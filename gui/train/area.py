@@ -67,7 +67,7 @@ KEEP_ON_PRESET = ("model", "dataset", "dataset_format", "template", "output_dir"
 SECTIONS = {
     "Precision and memory": ("optimizer", "gradient_checkpointing", "batch_size",
                              "gradient_accumulation_steps"),
-    "Data": ("dataset", "dataset_format", "template", "seq_len", "packing", "eval_split"),
+    "Data": ("dataset", "dataset_format", "template", "seq_len", "packing", "eval_split", "eval_dataset"),
     "Training": ("learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_steps", "weight_decay",
                  "max_grad_norm", "neftune_noise_alpha", "seed"),
     "Run and checkpoints": ("run_name", "output_dir", "save_steps", "save_total_limit", "logging_steps",
@@ -728,6 +728,19 @@ class TrainArea(QWidget):
             self._base_values, self._base_path = {}, None
 
     def _on_config_changed(self, keys: set[str]) -> None:
+        values = self.config_model.values()
+        if "eval_dataset" in keys and "eval_split" not in keys and values["eval_dataset"] \
+                and values["eval_split"]:
+            # Picking an eval file replaces the held-out share: the whole dataset trains.
+            self.config_model.set("eval_split", 0.0)
+            return
+        split = self.editors.get("eval_split")
+        if split is not None:
+            split.setEnabled(not values["eval_dataset"] or bool(values["eval_split"]))
+            note = ("The eval file is the evaluation data; every record of the dataset trains. Empty the eval "
+                    "file to hold out a share of the dataset instead.\n\n" if values["eval_dataset"] else "")
+            for w in (split, *split.findChildren(QWidget)):
+                w.setToolTip(note + split._tooltip)
         errors = self.config_model.errors()
         for key, editor in self.editors.items():
             editor.set_error(errors.get(key))

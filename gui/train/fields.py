@@ -27,7 +27,7 @@ from gui.train.config_model import ConfigModel
 
 LABELS = {
     "model": "Model", "dataset": "Dataset", "dataset_format": "Format", "template": "Template",
-    "seq_len": "Sequence length", "packing": "Packing", "eval_split": "Eval split",
+    "seq_len": "Sequence length", "packing": "Packing", "eval_split": "Eval split", "eval_dataset": "Eval file",
     "output_dir": "Output folder", "run_name": "Run name", "method": "Method",
     "lora_r": "Rank (r)", "lora_alpha": "Alpha", "lora_dropout": "Dropout",
     "lora_target_modules": "Target modules", "use_dora": "DoRA", "use_rslora": "rsLoRA",
@@ -222,6 +222,8 @@ class TextEditor(FieldEditor):
             self.edit.setPlaceholderText("method and time")
         elif key == "deepspeed":
             self.edit.setPlaceholderText("none (one GPU)")
+        elif key == "eval_dataset":
+            self.edit.setPlaceholderText("none: the eval split of the dataset")
         if browse:
             button = QToolButton()
             button.setText("…")
@@ -278,7 +280,7 @@ def make_editor(model: ConfigModel, key: str, parent: QWidget | None = None) -> 
         return ChoiceEditor(model, key, parent)
     if kind == "int":
         return IntEditor(model, key, parent)
-    if key == "dataset":
+    if key in ("dataset", "eval_dataset"):
         return TextEditor(model, key, parent,
                           browse="Datasets (*.json *.jsonl *.csv *.parquet);;All files (*)")
     if key == "output_dir":

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.config import RunConfig
 from engine.probe import format_probe, full_run_steps, probe_config, probe_report, seconds_per_step
 from engine.runs import read_summary
 from tests.engine.test_train import make_cfg, train
@@ -143,3 +144,13 @@ def test_probe_runs_are_marked_in_the_history(tmp_path, tiny_model_dir, small_da
     assert main(["runs", "show", str(result["output_dir"])]) == 0
     shown = capsys.readouterr().out
     assert "probe              full run: 30 steps" in shown and "\nresume " not in shown
+
+
+def test_a_probe_of_a_run_with_an_eval_file_evaluates_nothing_and_counts_every_record(tmp_path):
+    full = RunConfig.from_dict({"eval_dataset": str(tmp_path / "eval.jsonl"), "early_stopping_patience": 2,
+                                "eval_steps": 10, "save_steps": 10})
+    probe_cfg = probe_config(full, 8)
+    assert (probe_cfg.eval_dataset, probe_cfg.eval_split, probe_cfg.early_stopping_patience) == ("", 0.0, 0)
+    from engine.probe import train_records_of
+
+    assert train_records_of(full, 120) == 120  # the whole dataset trains; the eval file is apart

@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def make_run(name: str, *, steps: int = 10, lr: float = 2e-4, final_loss: float = 0.5, best_eval: float = 0.7,
              status: str = "completed", peak: int | None = 3 * 2**30, checkpoints: tuple[int, ...] = (5, 10),
-             error: str | None = None) -> Path:
+             error: str | None = None, **config) -> Path:
     """A run folder laid out as engine.train writes it: run.yaml, summary.json, metrics.jsonl, checkpoints."""
     path = runs_dir() / name
     path.mkdir(parents=True)
-    cfg = RunConfig(max_steps=steps, learning_rate=lr, output_dir=str(path))
+    cfg = RunConfig(max_steps=steps, learning_rate=lr, output_dir=str(path), **config)
     cfg.save(path / "run.yaml")
     started = 1_790_000_000.0
     summary = {"status": status, "started": started, "finished": started + 65, "step": steps,
@@ -75,6 +75,20 @@ def test_show_plain_text(capsys):
                  "error              CUDA out of memory", "config (run.yaml):", "  learning_rate: 0.0002",
                  "  trust_remote_code: false"):
         assert line in out
+
+
+def test_show_names_the_eval_data(capsys):
+    make_run("20261128-100000-lora")
+    make_run("20261128-110000-lora", eval_split=0.05)
+    make_run("20261128-120000-lora", eval_dataset="/data/held-out.jsonl")
+    said = []
+    for name in ("20261128-100000-lora", "20261128-110000-lora", "20261128-120000-lora"):
+        cli_show(show(name, as_json=False))
+        said += [line for line in capsys.readouterr().out.splitlines() if line.startswith("eval data")]
+    assert said == ["eval data          none", "eval data          5% of the dataset held out",
+                    "eval data          /data/held-out.jsonl"]
+    cli_show(show("20261128-120000-lora"))
+    assert json.loads(capsys.readouterr().out)["eval_dataset"] == "/data/held-out.jsonl"
 
 
 def test_show_says_whether_resume_would_continue_anything(capsys):

@@ -528,8 +528,10 @@ def test_early_stopping_stops_and_keeps_the_best_checkpoint(method, tiny_model_d
     assert f"stopped early; these weights are the best checkpoint, step {best_step}" in (out / "README.md").read_text()
 
 
-def test_early_stopping_needs_an_eval_split():
+def test_early_stopping_needs_an_eval_split_or_an_eval_file():
     from engine.errors import ConfigErrors
+
+    assert RunConfig.from_dict({"early_stopping_patience": 3, "eval_dataset": "eval.jsonl"}).eval_dataset
 
     with pytest.raises(ConfigErrors) as e:
         RunConfig.from_dict({"early_stopping_patience": 3})
@@ -538,6 +540,85 @@ def test_early_stopping_needs_an_eval_split():
     with pytest.raises(ConfigErrors) as e:
         RunConfig.from_dict({"early_stopping_patience": 3, "eval_split": 0.1, "eval_steps": 20, "save_steps": 50})
     assert e.value.errors[0].key == "save_steps" and e.value.errors[0].fix == {"save_steps": 40}
+
+
+def _eval_file(tmp_path: Path, lines: list[str], name: str = "eval.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_an_eval_file_is_evaluated_and_every_dataset_record_trains(tiny_model_dir, small_dataset, tmp_path):
+    demo = (Path(__file__).resolve().parents[2] / "resources/demo/dataset.jsonl").read_text(encoding="utf-8")
+    held_out = [x for x in demo.splitlines()[100:112]]
+    eval_path = _eval_file(tmp_path, [*held_out, "{broken", small_dataset.read_text().splitlines()[0]])
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=4, eval_dataset=str(eval_path), eval_steps=2,
+                   seq_len=256)
+    result, rec, trained = train(cfg)
+    assert result["status"] == "completed"
+    data = json.loads((out / "dataset.json").read_text())
+    # The whole training file trains; the eval file's 13 readable records are evaluated.
+    info = data["eval_dataset"]
+    assert data["train"] == 64 and data["eval"] == info["evaluated"] == 13
+    assert info["path"] == str(eval_path) and info["records"] == 13 and info["broken"] == 1
+    assert info["in_training_data"] == 1 and info["hash"].startswith("sha256:")
+    warnings = {e.data["kind"]: e.data for e in rec.of("warning")}
+    assert "line 13" in warnings["broken"]["message"] and "eval file" in warnings["broken"]["message"]
+    assert warnings["eval_overlap"]["lines"] == [14]
+    assert "1 of the 13 records" in warnings["eval_overlap"]["message"]
+    eval_losses = [r["eval_loss"] for r in read_metrics(out) if "eval_loss" in r]
+    assert len(eval_losses) == 2 and all(x > 0 for x in eval_losses)
+    # The eval loss is the eval file's: the model's own loss over those 13 records.
+    from transformers import AutoTokenizer
+
+    from engine.data.formats import load_dataset_file
+    from engine.data.tokenize import tokenize_records
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    good = [r for r in load_dataset_file(eval_path).records if not r.broken]
+    rows, _ = tokenize_records(good, tok, cfg.template, cfg.seq_len)
+    assert len(rows) == info["evaluated"]
+    model = trained[0].eval()
+    total = count = 0
+    with torch.no_grad():
+        for row in rows:
+            ids = torch.tensor([row["input_ids"]])
+            labels = torch.tensor([row["labels"]])
+            n = int((labels[:, 1:] != -100).sum())
+            total += model(input_ids=ids, labels=labels).loss.item() * n
+            count += n
+    assert eval_losses[-1] == pytest.approx(total / count, rel=1e-4)
+    card = (out / "README.md").read_text()
+    assert f"**Eval data:** `{eval_path}`" in card
+    assert "13 records evaluated, 1 of them also in the training data" in card
+
+
+def test_an_eval_file_problem_is_named_before_the_run_folder_is_made(tiny_model_dir, small_dataset, tmp_path):
+    from engine.errors import ConfigErrors
+
+    out = tmp_path / "run"
+    result, rec, _ = train(make_cfg(tiny_model_dir, small_dataset, out, eval_dataset=str(tmp_path / "nope.jsonl")))
+    assert result["status"] == "failed" and not out.exists()
+    (error,) = rec.of("error")
+    assert error.data["key"] == "eval_dataset" and "no such file" in error.data["message"]
+    unusable = _eval_file(tmp_path, ["{broken", "[1, 2"])
+    result, rec, _ = train(make_cfg(tiny_model_dir, small_dataset, out, eval_dataset=str(unusable)))
+    assert result["status"] == "failed" and "no record can be evaluated (2 broken" in rec.of("error")[0].data["message"]
+    with pytest.raises(ConfigErrors) as e:
+        make_cfg(tiny_model_dir, small_dataset, out, eval_dataset=str(unusable), eval_split=0.1)
+    assert e.value.errors[0].key == "eval_split" and e.value.errors[0].fix == {"eval_split": 0.0}
+    with pytest.raises(ConfigErrors) as e:
+        make_cfg(tiny_model_dir, small_dataset, out, eval_dataset=str(small_dataset))
+    assert e.value.errors[0].key == "eval_dataset" and "memorisation" in e.value.errors[0].message
+
+
+def test_an_eval_file_path_is_read_from_the_config_files_folder(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "eval.jsonl").write_text("{}\n")
+    path = tmp_path / "run.yaml"
+    path.write_text("eval_dataset: data/eval.jsonl\n", encoding="utf-8")
+    assert RunConfig.load(path).eval_dataset == str((tmp_path / "data" / "eval.jsonl").resolve())
 
 
 # ---------------------------------------------------------------- Failed and resumed runs in summary.json

@@ -200,3 +200,25 @@ def test_a_long_run_status_line_wraps_instead_of_squeezing_the_form(make_area, q
     # The form keeps the room its fields need (it has no horizontal scroll bar: narrower clips them).
     assert form.width() >= form.minimumSizeHint().width() and form.width() == roomy
     assert area.progress_label.wordWrap()
+
+
+def test_an_eval_file_replaces_the_eval_split_and_loading_both_names_the_conflict(make_area, qtbot, tmp_path):
+    area = make_area()
+    area.apply_preset("demo")
+    assert area.config_model.get("eval_split") == 0.05 and area.editors["eval_split"].isEnabled()
+    qtbot.keyClicks(area.editors["eval_dataset"].edit, "/data/held-out.jsonl")
+    # Typing an eval file sets the split to 0 (the whole dataset trains) and locks it, saying why.
+    assert area.config_model.get("eval_dataset") == "/data/held-out.jsonl"
+    assert area.config_model.get("eval_split") == 0.0 and not area.editors["eval_split"].isEnabled()
+    assert "every record of the dataset trains" in area.editors["eval_split"].toolTip()
+    assert area.start_button.isEnabled() and not area.banner.isVisible()
+    area.editors["eval_dataset"].edit.clear()
+    qtbot.keyClick(area.editors["eval_dataset"].edit, "x")
+    qtbot.keyClick(area.editors["eval_dataset"].edit, "\b")
+    assert area.config_model.get("eval_dataset") == "" and area.editors["eval_split"].isEnabled()
+    assert area.editors["eval_split"].toolTip().startswith("Fraction of records held out")
+    # A config file with both is refused, and the banner names the key and the way out.
+    path = tmp_path / "both.yaml"
+    path.write_text("eval_split: 0.1\neval_dataset: /data/held-out.jsonl\n", encoding="utf-8")
+    assert not area.load_config_file(path)
+    assert "eval_split" in area.banner.text() and "set eval_split: 0" in area.banner.text()
