@@ -60,6 +60,7 @@ CASES: dict[str, dict[str, Any]] = {
     "freeze-top4": {"method": "freeze", "freeze_trainable_layers": 4, "freeze_extra_modules": ["norm"]},
     "lora-bf16": {"method": "lora"},
     "lora-dora-rslora": {"method": "lora", "use_dora": True, "use_rslora": True},
+    "lora-pissa": {"method": "lora", "lora_init": "pissa"},
     "lora-gc-paged8bit": {"method": "lora", "gradient_checkpointing": True, "optimizer": "paged_adamw_8bit"},
     "lora-fp16-amp": {"method": "lora", "load_in": "fp16", "mixed_precision": "fp16"},
     "lora-fp32-bf16-autocast": {"method": "lora", "load_in": "fp32", "mixed_precision": "bf16"},

@@ -274,6 +274,10 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
             card.rank = acfg.get("r")
             card.alpha = acfg.get("lora_alpha")
             card.targets = acfg.get("target_modules")
+            if run_cfg.get("lora_init") in ("pissa", "olora"):
+                # Trained at rank r, saved as the plain LoRA of rank 2r that fits the original base.
+                card.extra["init"] = {"pissa": "PiSSA", "olora": "OLoRA"}[run_cfg["lora_init"]]
+                card.extra["trained_rank"] = run_cfg.get("lora_r")
         elif card.peft_type == "IA3":
             card.targets = acfg.get("target_modules")
         elif card.peft_type in PROMPT_LEARNING:
@@ -281,6 +285,14 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
         if not any((folder / n).exists() for n in ("adapter_model.safetensors", "adapter_model.bin")):
             card.loadable = False
             card.problem = "no adapter_model.safetensors in the folder"
+        else:
+            from engine.methods.peft_adapter import check_loadable
+
+            try:
+                check_loadable(folder)
+            except ModelError as e:
+                card.loadable = False
+                card.problem = f"{e.message}. {e.hint}"
     card.dataset = run_cfg.get("dataset")
     card.dataset_hash = summary.get("dataset_hash")
     card.dataset_records = summary.get("dataset_records")
@@ -700,6 +712,7 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from engine.methods.peft_adapter import check_loadable
     from engine.models import check_weights_safe, load_tokenizer, resolve_model_path
 
     if not adapters:
@@ -743,6 +756,7 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
                              "plain LoRA only (the learnt DoRA magnitudes can't be combined)",
                              hint="Merge it alone, without --weights.")
         check_weights_safe(d, allow_pickle)
+        check_loadable(d)
         require_base_match(d, base_dir)
     out_dir = _empty_out_dir(out, "merged model")
 

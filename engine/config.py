@@ -31,6 +31,7 @@ SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_wi
 TEMPLATES = ("auto", "chat", "alpaca")
 ATTENTION = ("sdpa", "eager")
 DEVICES = ("auto", "cuda", "cpu")
+LORA_INITS = ("default", "gaussian", "pissa", "olora")
 ADAPTER_STYLES = ("pfeiffer", "houlsby")
 NAN_POLICIES = ("rollback", "stop")
 
@@ -91,6 +92,11 @@ class RunConfig:
                         group="lora")
     use_rslora: bool = _f(False, "rsLoRA: scale by alpha/sqrt(r), which keeps high ranks stable.",
                           group="lora")
+    lora_init: str = _f("default", "How LoRA starts: default (B = 0, so training starts from the base), gaussian, "
+                        "pissa (A and B from the principal singular vectors of each weight, by a fast 16-iteration "
+                        "SVD; the base keeps the rest; often converges faster) or olora (from a QR decomposition). "
+                        "pissa and olora save final/ as a plain LoRA of twice the rank that fits the original base.",
+                        choices=LORA_INITS, group="lora")
     loraplus_lr_ratio: float = _f(0.0, "LoRA+: train the B matrices at this many times the learning rate of "
                                   "the A matrices (0 = off; the paper uses 16; then often halve learning_rate).",
                                   min=0.0, max=1000.0, group="lora")
@@ -392,6 +398,15 @@ class RunConfig:
             bad("save_steps", f"with early stopping the best evaluation must have a checkpoint, so save_steps "
                 f"({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}).",
                 fix={"save_steps": self.eval_steps * max(1, self.save_steps // self.eval_steps)})
+        if self.lora_init in ("pissa", "olora") and self.method in ("lora", "qlora"):
+            name = {"pissa": "PiSSA", "olora": "OLoRA"}[self.lora_init]
+            if self.is_quantized:
+                bad("lora_init", f"{name} moves part of each base weight into the adapter, which needs the base "
+                    f"in 16 or 32 bits, but load_in is {self.load_in}. Use lora_init: default (or gaussian) on a "
+                    "quantized base, or load in bf16.", fix={"lora_init": "default"})
+            if self.use_dora:
+                bad("lora_init", f"{name} with DoRA can't be saved as a plain LoRA for the original base (DoRA's "
+                    "magnitudes are taken from the rewritten base); turn one of them off.", fix={"use_dora": False})
         if 0 < self.loraplus_lr_ratio < 1:
             bad("loraplus_lr_ratio", f"loraplus_lr_ratio {self.loraplus_lr_ratio:g} would train B slower than A; "
                 "LoRA+ wants 1 or more (16 in the paper), or 0 for off.", fix={"loraplus_lr_ratio": 16.0})

@@ -120,6 +120,14 @@ def promotion_offer(run_dir: str | Path) -> tuple[Path, float, float | None] | N
     return best[0], best[1], final_loss
 
 
+def _rewrites_base(run_dir: Path) -> bool:
+    """A PiSSA/OLoRA run: its checkpoints hold the adapter for its rewritten base."""
+    from engine.methods.lora import MUTATING_INITS
+
+    cfg = read_run_config(run_dir)
+    return cfg.get("method") in ("lora", "qlora") and cfg.get("lora_init") in MUTATING_INITS
+
+
 def _refusal(run_dir: Path) -> str | None:
     method = str(read_run_config(run_dir).get("method") or "")
     if method == "adapter":
@@ -127,6 +135,9 @@ def _refusal(run_dir: Path) -> str | None:
                 "format final/ uses")
     if run_info(run_dir).status == "running":
         return "it is still training"
+    if _rewrites_base(run_dir) and not (run_dir / "lora_init" / "adapter_model.safetensors").exists():
+        return ("it is a PiSSA/OLoRA run whose initial adapter (lora_init/) is gone, and its checkpoints can't be "
+                "converted to a plain LoRA without it")
     return None
 
 
@@ -167,10 +178,16 @@ def promote(run_dir: str | Path, checkpoint: str | Path | None = None) -> Promot
 
     final = run_dir / "final"
     tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=run_dir))
+    convert = _rewrites_base(run_dir)
     try:
         for f in source.iterdir():
-            if f.is_file() and f.name not in TRAINER_STATE and not f.name.startswith("rng_state"):
+            if f.is_file() and f.name not in TRAINER_STATE and not f.name.startswith("rng_state") \
+                    and not (convert and f.name in ("adapter_model.safetensors", "adapter_config.json")):
                 shutil.copy2(f, tmp / f.name)
+        if convert:  # a PiSSA/OLoRA checkpoint becomes the plain LoRA final/ always is
+            from engine.methods.lora import INIT_FOLDER, convert_checkpoint
+
+            convert_checkpoint(source, run_dir / INIT_FOLDER, tmp)
         if final.is_dir():  # the tokenizer and chat template the run saved with its result
             for f in final.iterdir():
                 if f.is_file() and f.name not in WEIGHTS_AND_CONFIG and not (tmp / f.name).exists():

@@ -326,6 +326,10 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     torch.manual_seed(cfg.seed)
     model = precision.load_model(cfg, model_path, env)
     model = method.apply(model, cfg)
+    if is_main:
+        from engine.methods.lora import save_initial
+
+        save_initial(model, cfg, output_dir)  # PiSSA/OLoRA: final/ is converted against it
     total, trainable = _count_params(model)
     return Prepared(cfg, output_dir, tokenizer, model, method, env, train_rows, eval_rows, data_stats,
                     total, trainable, model_path=model_path, train_lines=train_lines,

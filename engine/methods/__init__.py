@@ -38,7 +38,7 @@ def _known(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 LORA_SETTINGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora",
-                 "loraplus_lr_ratio")
+                 "lora_init", "loraplus_lr_ratio")
 ALL_LOADS = ("fp32", "fp16", "bf16", "int8", "nf4")
 
 

@@ -37,10 +37,38 @@ def save(model: nn.Module, out_dir: Path) -> Path:
     return out_dir
 
 
+# init_lora_weights values whose adapters only fit the base their init rewrote.
+_REWRITING_INITS = ("pissa", "olora", "corda", "lora_ga")
+
+
+def check_loadable(path: Path) -> None:
+    """Refuse an adapter saved in PiSSA/OLoRA training form (a checkpoint of such a run).
+
+    Loading one makes PEFT run the decomposition again on the base it is loaded onto: the base
+    is rewritten (the other adapters on it then answer wrongly) and, with a randomised SVD, not
+    exactly as in training. A run's ``final/`` is converted to a plain LoRA and loads anywhere.
+
+    Raises:
+        ModelError: the adapter is in that form, with the way to a plain one.
+    """
+    import json
+
+    try:
+        init = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8")).get("init_lora_weights")
+    except (OSError, ValueError, AttributeError):
+        return  # not readable here; PEFT's own loading says what is wrong
+    if isinstance(init, str) and init.lower().startswith(_REWRITING_INITS):
+        raise ModelError(f"'{path}' is a {init.split('_')[0].upper()} adapter as training holds it: it fits only the "
+                         "base its run rewrote, and loading it would rewrite this base too",
+                         hint="Use the run's final/ (saved as a plain LoRA), or make this checkpoint the result "
+                              "with `finetune-studio runs promote RUN --checkpoint N`, which converts it.")
+
+
 def load(base_model: nn.Module, path: Path, *, is_trainable: bool = False) -> PeftModel:
     """``PeftModel.from_pretrained`` on a fresh base, with a readable error."""
     from peft import PeftModel
 
     if not (path / "adapter_config.json").exists():
         raise ModelError(f"'{path}' is not a PEFT adapter folder: no adapter_config.json")
+    check_loadable(path)
     return PeftModel.from_pretrained(base_model, str(path), is_trainable=is_trainable)

@@ -58,6 +58,8 @@ def card_summary(card: AdapterCard) -> list[str]:
     """The three detail lines under a card's name."""
     method = METHOD_LABELS.get(card.method or "", card.method or "?")
     rank = f" r{card.rank}" + (f" α{card.alpha:g}" if card.alpha else "") if card.rank else ""
+    if card.extra.get("init"):  # a PiSSA/OLoRA run's final/: rank 2r as saved, r as trained
+        rank += f" ({card.extra['init']} r{card.extra.get('trained_rank')})"
     targets = _short_targets(card.targets)
     line1 = f"{method}{rank} on {base_label(card.base_model)}" + (f" · {targets}" if targets else "")
     data = []

@@ -761,6 +761,7 @@ class TrainArea(QWidget):
     def _request_estimate(self) -> None:
         cfg = self.config_model.config_ignoring_machine()
         if cfg is None:
+            self.estimator.cancel()
             self.gauge.set_error("fix the config problems listed above first")
             return
         target = self.gauge.target_bytes()

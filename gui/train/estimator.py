@@ -101,6 +101,8 @@ class EstimateScheduler(QObject):
         self._closed = False
         self.last_latency_ms: float | None = None
         self.computed = 0
+        self._generation = 0
+        self._inflight = 0
 
     # ---- Public API
     def request(self, cfg: Any, gpu_bytes: int | None, gpu_name: str | None = None) -> None:
@@ -112,6 +114,14 @@ class EstimateScheduler(QObject):
             return
         self._request = (cfg, gpu_bytes, gpu_name, time.perf_counter())
         self._timer.start()
+
+    def cancel(self) -> None:
+        """Drop the waiting request, and the result of one being computed (the config became invalid:
+        an estimate arriving now would show numbers for a config the form no longer holds)."""
+        self._timer.stop()
+        self._request = None
+        self._pending = False
+        self._generation += 1
 
     def is_idle(self) -> bool:
         return not (self._busy or self._pending or self._timer.isActive())
@@ -145,6 +155,7 @@ class EstimateScheduler(QObject):
             return
         cfg, gpu_bytes, gpu_name, t0 = self._request
         self._busy = True
+        self._inflight = self._generation  # one job at a time (_busy)
 
         def job() -> tuple[Any, float]:
             return self.process.estimate(cfg, gpu_bytes, gpu_name if gpu_bytes else None), t0
@@ -160,7 +171,8 @@ class EstimateScheduler(QObject):
             self._pending = False
             self._launch()
             return  # a newer config is on its way; this result is already stale
-        self.sig_estimate.emit(est, self.last_latency_ms)
+        if self._inflight == self._generation:  # else cancelled while it was computed
+            self.sig_estimate.emit(est, self.last_latency_ms)
 
     def _on_failed(self, tag: str, message: str, trace: str) -> None:
         self._busy = False
@@ -168,4 +180,5 @@ class EstimateScheduler(QObject):
             self._pending = False
             self._launch()
             return
-        self.sig_failed.emit(message.removeprefix("RuntimeError: "))
+        if self._inflight == self._generation:
+            self.sig_failed.emit(message.removeprefix("RuntimeError: "))

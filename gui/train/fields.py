@@ -30,7 +30,7 @@ LABELS = {
     "seq_len": "Sequence length", "packing": "Packing", "eval_split": "Eval split", "eval_dataset": "Eval file",
     "output_dir": "Output folder", "run_name": "Run name", "method": "Method",
     "lora_r": "Rank (r)", "lora_alpha": "Alpha", "lora_dropout": "Dropout",
-    "lora_target_modules": "Target modules", "use_dora": "DoRA", "use_rslora": "rsLoRA",
+    "lora_target_modules": "Target modules", "use_dora": "DoRA", "use_rslora": "rsLoRA", "lora_init": "Init",
     "loraplus_lr_ratio": "LoRA+ LR ratio", "neftune_noise_alpha": "NEFTune noise",
     "freeze_trainable_layers": "Trainable top layers", "freeze_extra_modules": "Extra modules",
     "num_virtual_tokens": "Virtual tokens", "prefix_projection": "Prefix projection (MLP)",

@@ -397,3 +397,12 @@ def test_gguf_dialog_refuses_an_adapter_that_cant_merge(qtbot, tmp_path):
     qtbot.addWidget(dialog)
     assert not dialog.export_button.isEnabled()
     assert "Can't export" in dialog.status.text() and "only LoRA and IA3" in dialog.status.text()
+
+
+def test_a_pissa_runs_card_gives_the_saved_and_the_trained_rank():
+    from engine.adapters import AdapterCard
+    from gui.adapters.library_model import card_summary
+
+    card = AdapterCard(name="r", path="/runs/r/final", source="run", method="lora", rank=16, alpha=32,
+                       base_model="demo", extra={"init": "PiSSA", "trained_rank": 8})
+    assert card_summary(card)[0] == "LoRA r16 α32 (PiSSA r8) on demo"

@@ -46,6 +46,21 @@ def test_a_burst_of_changes_is_coalesced(make_area, qtbot):
     assert area.estimate is not None
 
 
+def test_an_estimate_computed_for_a_config_that_became_invalid_is_not_shown(make_area, qtbot, monkeypatch):
+    area = make_area()
+    assert area.estimator.wait(180_000)
+    real = area.estimator.process.estimate
+    monkeypatch.setattr(area.estimator.process, "estimate", lambda *a: (time.sleep(1.0), real(*a))[1])  # slow
+    area.editors["batch_size"].spin.setValue(area.editors["batch_size"].spin.value() * 2)
+    qtbot.waitUntil(lambda: area.estimator._busy, timeout=10_000)  # its estimate is being computed
+    area.config_model.update({"lora_init": "pissa", "use_dora": True})  # invalid together
+    assert area.estimator.wait(30_000)
+    assert area.gauge.estimate is None and not area.gauge.bar.parts
+    assert "No estimate: fix the config problems" in area.gauge.details.text()
+    area.config_model.set("use_dora", False)
+    assert area.estimator.wait(30_000) and area.gauge.estimate is not None  # valid again: estimated again
+
+
 def test_fit_to_my_gpu_applies_the_first_suggestion_that_fits(make_area, qtbot, monkeypatch):
     area = make_area()
     area.config_model.update({"model": str(REPO / "bench" / "model_configs" / "llama2-7b"),
