@@ -336,6 +336,39 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     dropped_records=stats.problems)
 
 
+def _check_disk(prep: Prepared, writer: EventWriter, world_size: int) -> None:
+    """Fail before step 1 when the run folder's disk can't hold one checkpoint and ``final/``; warn,
+    with the ``save_total_limit`` that fits, when it can't hold the kept checkpoints.
+
+    Raises:
+        ConfigError: (on ``save_total_limit``, or ``output_dir`` when no limit helps).
+    """
+    from engine import disk
+    from engine.probe import full_run_steps
+    from engine.runs import checkpoints
+
+    cfg = prep.cfg
+    if cfg.deepspeed:
+        return  # DeepSpeed writes its own sharded layout; its size isn't this arithmetic
+    steps = full_run_steps(cfg, len(prep.train_rows), world_size)
+    plan = disk.plan(prep.model, cfg, prep.output_dir, peft=prep.method.peft, steps=steps,
+                     model_dir=prep.model_path, existing=checkpoints(prep.output_dir))
+    if plan.fits:
+        return
+    what = (f"this run writes checkpoints of {disk.gib(plan.checkpoint_bytes)} each, up to "
+            f"{plan.checkpoints_at_once} at once, and final/ of {disk.gib(plan.final_bytes)}: "
+            f"{disk.gib(plan.need_bytes)} more, but the disk of {prep.output_dir} has {disk.gib(plan.free_bytes)} free")
+    limit = plan.fitting_limit()
+    if limit is None:
+        raise ConfigError(f"not enough disk space: {what}, not even room for one checkpoint and final/",
+                          key="output_dir", hint="Free some space, or put the run on a larger disk (output_dir). "
+                          "A LoRA/QLoRA run writes far smaller checkpoints than full fine-tuning.")
+    writer.emit(ev.WARNING, kind="disk", message=f"the disk may fill up: {what}. With save_total_limit: {limit} "
+                "the checkpoints fit; otherwise the run fails at the save that fills it (the earlier checkpoints "
+                "are kept and it can be resumed once there is room)",
+                fix={"save_total_limit": limit}, disk=plan.to_dict())
+
+
 def _reload_model(prep: Prepared) -> None:
     """A fresh base with a fresh method, for a rollback when there is no checkpoint to go back to."""
     import torch
@@ -934,6 +967,8 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
                 f"the computer may go to sleep during training ({awake.problem}); turn off automatic "
                 "suspend in the system settings for this run: nothing trains while the machine sleeps, and with "
                 "some GPU drivers the run fails on waking"))
+        if is_main and not prep.probe:
+            _check_disk(prep, writer, state.num_processes)
         result = _train_with_guards(prep, writer, commands, resume, fault_injector, is_main)
         if prep.probe and is_main and result.get("status") in ("completed", "stopped"):
             from engine.probe import probe_report, train_records_of

@@ -198,8 +198,9 @@ class Advisor:
             return [Advice("warning", "Duplicate records", f"{message}. Duplicates weigh those examples "
                            "more and leak between train and eval; remove them in the Dataset area.",
                            fix, key="duplicates")]
-        return [Advice("warning", kind.replace("_", " ").capitalize(), message + (f"\n{hint}" if hint else ""),
-                       fix, key=f"warning:{kind}")]
+        titles = {"disk": "The disk may fill up", "eval_overlap": "Eval records are also training records"}
+        return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()),
+                       message + (f"\n{hint}" if hint else ""), fix, key=f"warning:{kind}")]
 
     def _on_recovered(self, data: dict[str, Any]) -> list[Advice]:
         kind = data.get("kind")

@@ -48,6 +48,11 @@ def test_advisor_turns_events_into_advice_with_fixes():
     diverging = a.on_steps([{"step": i, "loss": v} for i, v in
                             enumerate([3.0 - 0.02 * i for i in range(60)] + [1.8 + 0.15 * i for i in range(60)])])
     assert diverging and diverging[0].fix == {"learning_rate": 1e-4}
+    full = a.on_event("warning", {"kind": "disk", "message": "the disk may fill up: ...",
+                                  "fix": {"save_total_limit": 2}})
+    assert full[0].title == "The disk may fill up" and full[0].fix == {"save_total_limit": 2}
+    overlap = a.on_event("warning", {"kind": "eval_overlap", "message": "3 of the 40 records", "hint": "Remove them"})
+    assert overlap[0].title == "Eval records are also training records" and "Remove them" in overlap[0].text
 
 
 def test_one_click_fix_changes_the_form(make_area, qtbot):

@@ -1,0 +1,83 @@
+"""The disk check before training: sizes against what Trainer really writes, and the verdicts."""
+
+from __future__ import annotations
+
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+from engine import disk
+from engine.config import RunConfig
+from tests.engine.test_train import make_cfg, train
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_the_plan_matches_the_checkpoints_and_final_the_run_wrote(method, tiny_model_dir, small_dataset, tmp_path):
+    from engine.methods import get_method
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, method=method, max_steps=4, save_steps=2, save_total_limit=0)
+    result, rec, trained = train(cfg)
+    assert result["status"] == "completed" and not [e for e in rec.of("warning") if e.data["kind"] == "disk"]
+    plan = disk.plan(trained[0], cfg, tmp_path, peft=get_method(method).peft, steps=4, model_dir=tiny_model_dir)
+    written = folder_bytes(out / "checkpoint-2")
+    # The plan is an upper bound within its 1 MiB allowance for the small files.
+    assert written <= plan.checkpoint_bytes <= written + disk.SMALL_FILES
+    assert folder_bytes(out / "final") <= plan.final_bytes <= folder_bytes(out / "final") + disk.SMALL_FILES
+    weights, optimizer = disk.model_bytes(trained[0], cfg, peft=get_method(method).peft)
+    assert optimizer == 2 * sum(p.numel() * 4 for p in trained[0].parameters() if p.requires_grad)  # fp32 moments
+    assert (out / "checkpoint-2" / "optimizer.pt").stat().st_size >= optimizer
+    assert plan.checkpoints_at_once == 2 and plan.need_bytes == 2 * plan.checkpoint_bytes + plan.final_bytes
+
+
+def test_checkpoints_on_disk_at_once_follow_save_steps_the_limit_and_early_stopping():
+    cfg = RunConfig(save_steps=50, save_total_limit=3)
+    assert disk.checkpoints_at_once(cfg, 1000) == 4  # three kept, one being written
+    assert disk.checkpoints_at_once(cfg, 120) == 3
+    assert disk.checkpoints_at_once(cfg.replace(save_total_limit=0), 1000) == 20
+    assert disk.checkpoints_at_once(cfg.replace(save_steps=0), 1000) == 1  # the one at the end or on stop
+    assert disk.checkpoints_at_once(cfg, None) == 1
+    early = cfg.replace(eval_split=0.1, early_stopping_patience=2)
+    assert disk.checkpoints_at_once(early, 1000) == 5  # the best is kept besides the limit
+
+
+def test_optimizer_state_per_tensor():
+    assert disk.optimizer_state_bytes("adamw", 10_000, 2) == 40_000  # bf16 moments
+    assert disk.optimizer_state_bytes("adamw_8bit", 10_000, 2) == 20_000
+    assert disk.optimizer_state_bytes("paged_adamw_8bit", 100, 2) == 800  # small tensors stay 32-bit
+    assert disk.optimizer_state_bytes("sgd", 10_000, 4) == 0
+
+
+def test_a_disk_without_room_for_one_checkpoint_fails_the_run_before_step_one(tiny_model_dir, small_dataset,
+                                                                              tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12, 100_000))
+    out = tmp_path / "run"
+    result, rec, _ = train(make_cfg(tiny_model_dir, small_dataset, out, method="full", save_steps=1))
+    assert result["status"] == "failed" and not rec.of("step")
+    (error,) = rec.of("error")
+    assert error.data["key"] == "output_dir" and "not enough disk space" in error.data["message"]
+    assert "0 MiB free" in error.data["message"] and "checkpoints of" in error.data["message"]
+
+
+def test_a_disk_that_holds_fewer_checkpoints_than_kept_warns_with_the_limit_that_fits(tiny_model_dir, small_dataset,
+                                                                                    tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, method="full", max_steps=6, save_steps=1, save_total_limit=5)
+    _, _, trained = train(cfg.replace(max_steps=1, output_dir=str(tmp_path / "sizes")))
+    plan = disk.plan(trained[0], cfg, tmp_path, peft=False, steps=6, model_dir=tiny_model_dir)
+    # Room for final/ and three checkpoints at once: save_total_limit 2 fits.
+    free = plan.final_bytes + 3 * plan.checkpoint_bytes + 1000
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12, free))
+    result, rec, _ = train(cfg)
+    assert result["status"] == "completed"
+    (warning,) = [e for e in rec.of("warning") if e.data["kind"] == "disk"]
+    assert warning.data["fix"] == {"save_total_limit": 2} and "6 at once" in warning.data["message"]
+    assert warning.data["disk"]["fits"] is False
