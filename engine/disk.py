@@ -10,8 +10,9 @@ are what Trainer writes, not a formula:
 
 - a checkpoint holds the saved weights (PEFT methods: the trainable adapter tensors; full,
   freeze and bottleneck runs: the whole model, tied tensors once) and ``optimizer.pt``: AdamW
-  keeps two moments in each trainable tensor's dtype, the 8-bit AdamWs one byte per moment
-  (tensors under 4,096 elements stay 32-bit, as bitsandbytes does), SGD without momentum nothing;
+  keeps two moments in each trainable tensor's dtype, the 8-bit AdamWs one byte per moment plus
+  a 32-bit scale per block of 256 (tensors under 4,096 elements stay 32-bit, as bitsandbytes
+  does), SGD without momentum nothing;
 - ``final/`` holds the weights (a PiSSA/OLoRA adapter twice: it is saved at rank 2r) and the
   tokenizer's files.
 """
@@ -67,7 +68,10 @@ def optimizer_state_bytes(optimizer: str, numel: int, element_size: int) -> int:
     if optimizer == "sgd":
         return 0  # no momentum: no state
     if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
-        return 2 * numel if numel >= BNB_MIN_8BIT_SIZE else 8 * numel
+        if numel < BNB_MIN_8BIT_SIZE:
+            return 8 * numel
+        # Two uint8 moments, an fp32 absmax per block of 256 for each, and each one's 256-entry code.
+        return 2 * numel + 2 * 4 * math.ceil(numel / 256) + 2 * 4 * 256
     return 2 * numel * element_size
 
 

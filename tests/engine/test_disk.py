@@ -51,7 +51,7 @@ def test_checkpoints_on_disk_at_once_follow_save_steps_the_limit_and_early_stopp
 
 def test_optimizer_state_per_tensor():
     assert disk.optimizer_state_bytes("adamw", 10_000, 2) == 40_000  # bf16 moments
-    assert disk.optimizer_state_bytes("adamw_8bit", 10_000, 2) == 20_000
+    assert disk.optimizer_state_bytes("adamw_8bit", 10_240, 2) == 20_480 + 2 * 4 * 40 + 2 * 4 * 256
     assert disk.optimizer_state_bytes("paged_adamw_8bit", 100, 2) == 800  # small tensors stay 32-bit
     assert disk.optimizer_state_bytes("sgd", 10_000, 4) == 0
 
@@ -81,3 +81,16 @@ def test_a_disk_that_holds_fewer_checkpoints_than_kept_warns_with_the_limit_that
     (warning,) = [e for e in rec.of("warning") if e.data["kind"] == "disk"]
     assert warning.data["fix"] == {"save_total_limit": 2} and "6 at once" in warning.data["message"]
     assert warning.data["disk"]["fits"] is False
+
+
+@pytest.mark.parametrize("numel", [10_240, 4_095, 70_001])
+def test_the_8bit_adamw_state_is_what_bitsandbytes_keeps(numel):
+    torch = pytest.importorskip("torch")
+    bnb = pytest.importorskip("bitsandbytes")
+    p = torch.nn.Parameter(torch.randn(numel))
+    opt = bnb.optim.AdamW8bit([p])
+    p.grad = torch.randn(numel)
+    opt.step()
+    kept = sum(v.numel() * v.element_size() for v in opt.state[p].values()
+               if torch.is_tensor(v) and v.numel() > 1)  # not the step counter
+    assert disk.optimizer_state_bytes("adamw_8bit", numel, 4) == kept
