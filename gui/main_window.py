@@ -192,6 +192,10 @@ class MainWindow(QMainWindow):
         if hasattr(runs, "sig_open_record") and hasattr(dataset, "show_record"):
             runs.sig_open_record.connect(lambda path, index, expect: (self.show_area("dataset"),
                                                                       dataset.show_record(path, index, expect)))
+        if hasattr(dataset, "sig_train_on") and hasattr(train, "config_model"):
+            dataset.sig_train_on.connect(lambda train_file, eval_file: (
+                self.show_area("train"),
+                train.config_model.update({"dataset": train_file, "eval_dataset": eval_file, "eval_split": 0.0})))
         if hasattr(train, "config_model") and hasattr(dataset, "lint_panel"):
             # The Checks tab counts truncation against the seq_len the run will use.
             def follow_seq_len(keys: set[str] | None = None) -> None:

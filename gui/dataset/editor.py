@@ -241,6 +241,9 @@ class DatasetEditor(QWidget):
     sig_lint_finished = Signal(object)
     """A lint report for the current records arrived (the LintReport)."""
 
+    sig_train_on = Signal(str, str)
+    """The Split… dialog's "Train on these": (train file, eval file)."""
+
     sig_status = Signal(str)
     """A short status message."""
 
@@ -1236,6 +1239,7 @@ class DatasetEditor(QWidget):
             if self._ask_save_before_split() != QMessageBox.StandardButton.Save or not self.save():
                 return None
         dialog = SplitDialog(self.path(), self)
+        dialog.sig_train_on.connect(self.sig_train_on)
         dialog.open()
         return dialog
 

@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -37,6 +37,9 @@ from gui.engine_process import command_label, command_text
 
 class SplitDialog(QDialog):
     """Ask for the ratio, seed and folder; write the two files; say where they went."""
+
+    sig_train_on = Signal(str, str)
+    """"Train on these": (the train file, the eval file) for the Train area's dataset and eval file."""
 
     def __init__(self, path: str | Path, parent: QWidget | None = None):
         super().__init__(parent)
@@ -84,6 +87,11 @@ class SplitDialog(QDialog):
         self.split_button = self.buttons.addButton("Split", QDialogButtonBox.ButtonRole.ActionRole)
         self.split_button.setDefault(True)
         self.split_button.clicked.connect(self.split)
+        self.train_button = self.buttons.addButton("Train on these", QDialogButtonBox.ButtonRole.ActionRole)
+        self.train_button.setToolTip("Open the Train area with the train file as the dataset and the eval file "
+                                     "as its eval file")
+        self.train_button.setVisible(False)
+        self.train_button.clicked.connect(self._on_train_on)
         self.buttons.rejected.connect(self.reject)
         for w in (self.ratio, self.seed):
             w.valueChanged.connect(self._update)
@@ -123,12 +131,18 @@ class SplitDialog(QDialog):
         r = self.result
         self._say(f"{r['train']['records']:,} records to {html.escape(r['train']['path'])}<br>"
                   f"{r['eval']['records']:,} records to {html.escape(r['eval']['path'])}<br>"
-                  f"<span style='color:palette(mid)'>Train on the first with the second as its eval file (the Train "
-                  "area's Eval file), and compare on the second; or "
+                  f"<span style='color:palette(mid)'>Train on the first with the second as its eval file (Train on "
+                  "these), and compare on the second; or "
                   f"train on the whole file with eval_split {self.ratio.value():g} and seed {self.seed.value()}, "
                   "which holds out the same records when no record is dropped as too long.</span>")
-        self.buttons.button(QDialogButtonBox.StandardButton.Close).setFocus()
+        self.train_button.setVisible(True)
+        self.train_button.setFocus()
         return True
+
+    def _on_train_on(self) -> None:
+        if self.result is not None:
+            self.sig_train_on.emit(self.result["train"]["path"], self.result["eval"]["path"])
+            self.accept()
 
     def _say(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet("color: #be1e1e;" if error else "")

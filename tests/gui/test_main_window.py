@@ -32,6 +32,29 @@ def test_the_checks_tab_counts_truncation_against_the_train_areas_seq_len(qtbot)
     assert checks.seq_len.value() == 300 and train.config_model.get("seq_len") == 1024
 
 
+def test_split_train_on_these_fills_the_train_areas_dataset_and_eval_file(qtbot, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    src = tmp_path / "demo.jsonl"
+    shutil.copy(Path(__file__).resolve().parents[2] / "resources" / "demo" / "dataset.jsonl", src)
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    editor, train = win.areas["dataset"], win.areas["train"]
+    editor.open_file(src)
+    train.config_model.set("eval_split", 0.1)
+    dialog = editor.open_split_dialog()
+    dialog.out_edit.setText(str(tmp_path / "parts"))
+    assert not dialog.train_button.isVisible()  # nothing written yet
+    assert dialog.split() and dialog.train_button.isVisible()
+    dialog.train_button.click()
+    assert win.current_area() == "train" and not dialog.isVisible()
+    values = train.config_model.values()
+    assert values["dataset"] == str(tmp_path / "parts" / "demo-train.jsonl")
+    assert values["eval_dataset"] == str(tmp_path / "parts" / "demo-eval.jsonl") and values["eval_split"] == 0.0
+    assert not train.config_model.errors()
+
+
 def test_geometry_is_remembered(qtbot):
     win = MainWindow(load_demo=False, restore_geometry=True)
     qtbot.addWidget(win)
