@@ -267,8 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "or an adapter (merged into its base first)")
     gg.add_argument("--out", default=None, metavar="FILE.gguf", help="default: <run>-<type>.gguf in the run folder "
                     "for a run, else <data home>/gguf/<name>-<type>.gguf")
-    gg.add_argument("--type", default="q8_0", choices=GGUF_TYPES, help="tensor type of the matrices (default "
-                    "q8_0); norms stay f32. For Q4_K_M etc., write f16 and run llama.cpp's llama-quantize")
+    gg.add_argument("--type", default=None, choices=GGUF_TYPES, help="tensor type of the matrices (default "
+                    "q8_0; f16 with --lora); norms stay f32. For Q4_K_M etc., write f16 and run llama.cpp's "
+                    "llama-quantize")
+    gg.add_argument("--lora", action="store_true", help="write a LoRA adapter on its own, as a llama.cpp adapter "
+                    "GGUF applied on the base's GGUF at run time (llama.cpp --lora, Ollama's ADAPTER), "
+                    "instead of merging it; f16 or f32")
     gg.add_argument("--base", default=None, metavar="MODEL", help="the base an adapter is merged into "
                     "(default: the base it records)")
     gg.add_argument("--pre", default=None, metavar="NAME", help="llama.cpp pre-tokenizer name, when the "

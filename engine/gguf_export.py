@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -515,10 +516,7 @@ def export_gguf(model_dir: str | Path, out: str | Path, *, out_type: str = "q8_0
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
              "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[out_type]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temp_beside(out)
     writer = gguf.GGUFWriter(tmp, arch)
     try:
         extra = _write_hparams(writer, config, name or model_dir.name)
@@ -542,22 +540,172 @@ def export_gguf(model_dir: str | Path, out: str | Path, *, out_type: str = "q8_0
                     done += 1
                     if progress is not None:
                         progress(done, len(plans))
-        for fh in writer.fout or []:  # on disk before the rename: the file is whole or absent
-            fh.flush()
-            os.fsync(fh.fileno())
-        writer.close()
-        # mkstemp makes the file private (0600); give it the mode a plain new file gets, so a
-        # server running as another user (Ollama's service, say) can read it.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
+        _finish(writer, tmp, out)
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
     return GgufResult(out, out_type, arch, kind, pre, len(plans) + len(extra), out.stat().st_size,
                       time.perf_counter() - t0, fallbacks)
+
+
+def _temp_beside(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def _finish(writer, tmp: Path, out: Path) -> None:
+    """Flush, fsync and close ``writer``'s file ``tmp``, then rename it to ``out``."""
+    for fh in writer.fout or []:  # on disk before the rename: the file is whole or absent
+        fh.flush()
+        os.fsync(fh.fileno())
+    writer.close()
+    # mkstemp makes the file private (0600); give it the mode a plain new file gets, so a
+    # server running as another user (Ollama's service, say) can read it.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, out)
+
+
+# ---------------------------------------------------------------------------- LoRA adapters
+
+LORA_TYPES = ("f32", "f16")
+"""An adapter GGUF's types: small files, kept in float (llama.cpp's converter defaults to f32)."""
+
+
+def lora_gguf_problem(adapter_dir: str | Path) -> str | None:
+    """Why ``adapter_dir`` can't be written as a llama.cpp LoRA adapter, or None when it can."""
+    adapter_dir = Path(adapter_dir)
+    try:
+        acfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"'{adapter_dir}' is not a PEFT adapter folder: {e}"
+    if str(acfg.get("peft_type", "")).upper() != "LORA":
+        return f"'{adapter_dir.name}' is a {acfg.get('peft_type')} adapter; llama.cpp applies LoRA adapters only"
+    if acfg.get("use_dora"):
+        return f"'{adapter_dir.name}' is a DoRA adapter, which llama.cpp can't apply at run time"
+    if acfg.get("alpha_pattern") or (acfg.get("use_rslora") and acfg.get("rank_pattern")):
+        return (f"'{adapter_dir.name}' scales its modules differently (alpha_pattern, or rsLoRA with a rank_pattern); "
+                "a llama.cpp adapter has one alpha")
+    if not (adapter_dir / "adapter_model.safetensors").exists():
+        return f"'{adapter_dir.name}' has no adapter_model.safetensors (pickle adapters aren't exported)"
+    return None
+
+
+def estimate_lora_size(adapter_dir: str | Path, out_type: str = "f16") -> int | None:
+    """The adapter GGUF's size: its A and B matrices at the type's bytes, plus a few kB of header."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), framework="pt") as f:
+            values = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    except (OSError, ValueError):
+        return None
+    return int(values * BYTES_PER_VALUE[out_type]) + 4096
+
+
+def export_lora_gguf(adapter_dir: str | Path, out: str | Path, *, base: str | None = None, out_type: str = "f16",
+                     trust_remote_code: bool = False, overwrite: bool = False) -> GgufResult:
+    """Write a PEFT LoRA adapter as a llama.cpp LoRA adapter GGUF (``--lora FILE``, Ollama's
+    ``ADAPTER``), to apply on the base model's GGUF at run time instead of merging.
+
+    The file holds ``general.type = adapter``, ``adapter.type = lora`` and ``adapter.lora.alpha``,
+    and each adapted weight's ``<gguf name>.lora_a`` (r x in) and ``.lora_b`` (out x r), with the
+    rows of Q and K's ``lora_b`` permuted as the base's Q and K rows are. llama.cpp scales by
+    alpha / r, so an rsLoRA adapter (alpha / sqrt(r)) is written with alpha * sqrt(r).
+
+    Args:
+        adapter_dir: a PEFT LoRA folder (``adapter_config.json`` + ``adapter_model.safetensors``).
+        out: the ``.gguf`` file to write.
+        base: the base model (folder, cached id, ``demo``); default: the one the adapter records.
+        out_type: ``f16`` or ``f32``.
+
+    Raises:
+        ConfigError: bad type or out.
+        ModelError: not a LoRA, or one llama.cpp can't apply (DoRA, per-module alphas, tensors
+            other than LoRA's A and B, a training-form PiSSA/OLoRA checkpoint).
+    """
+    import gguf
+    from safetensors import safe_open
+
+    from engine.methods.peft_adapter import check_loadable
+    from engine.models import resolve_model_path
+
+    t0 = time.perf_counter()
+    if out_type not in LORA_TYPES:
+        raise ConfigError(f"--type '{out_type}' for a LoRA adapter GGUF; allowed: {', '.join(LORA_TYPES)}",
+                          key="type")
+    adapter_dir, out = Path(adapter_dir), Path(out).expanduser()
+    if out.suffix.lower() != ".gguf":
+        raise ConfigError(f"--out '{out}' should end in .gguf", key="out")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out '{out}' already exists; GGUF export doesn't write over a file", key="out",
+                          hint="Choose a new file name.")
+    problem = lora_gguf_problem(adapter_dir)
+    if problem:
+        raise ModelError(problem, hint="Export it merged into its base instead (without --lora).")
+    check_loadable(adapter_dir)
+    acfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    weights = adapter_dir / "adapter_model.safetensors"
+    base_ref = base or acfg.get("base_model_name_or_path")
+    if not base_ref:
+        raise ConfigError(f"adapter '{adapter_dir}' records no base model", key="base", hint="Give it with --base.")
+    config = _config(resolve_model_path(base_ref), trust_remote_code)
+    _, arch, permute = _arch_of(config)
+    arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
+    tmap = gguf.get_tensor_name_map(arch_enum, int(config.num_hidden_layers))
+    n_head = int(config.num_attention_heads)
+    n_kv = int(getattr(config, "num_key_value_heads", None) or n_head)
+    alpha = float(acfg["lora_alpha"]) * (math.sqrt(int(acfg["r"])) if acfg.get("use_rslora") else 1.0)
+    dtype = {"f32": "float32", "f16": "float16"}[out_type]
+
+    pairs: dict[str, dict[str, str]] = {}
+    with safe_open(str(weights), framework="pt") as f:
+        keys = list(f.keys())
+    for key in keys:
+        part = "a" if ".lora_A." in key else "b" if ".lora_B." in key else None
+        if part is None:
+            raise ModelError(f"'{adapter_dir}' holds '{key}', which is not a LoRA A or B matrix (trained embeddings "
+                             "or modules_to_save); a llama.cpp adapter can't carry it", hint="Export it merged instead.")
+        hf_name = key.removeprefix("base_model.model.").replace(f".lora_{part.upper()}.weight", ".weight")
+        name = tmap.get_name(hf_name, try_suffixes=(".weight",))
+        if name is None or hf_name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            raise ModelError(f"'{adapter_dir}' adapts '{hf_name}', which a llama.cpp LoRA adapter can't target here",
+                             hint="Export it merged instead.")
+        pairs.setdefault(name, {})[part] = key
+    if not pairs or any(len(p) != 2 for p in pairs.values()):
+        raise ModelError(f"'{adapter_dir}' doesn't hold matching lora_A and lora_B matrices")
+
+    tmp = _temp_beside(out)
+    writer = gguf.GGUFWriter(tmp, arch)
+    try:
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        writer.add_name(adapter_dir.parent.name if adapter_dir.name == "final" else adapter_dir.name)
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32 if out_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+        with safe_open(str(weights), framework="pt") as f:
+            for name, pair in pairs.items():
+                a = f.get_tensor(pair["a"]).float()
+                b = f.get_tensor(pair["b"]).float()
+                heads = n_head if name.endswith("attn_q.weight") else n_kv if name.endswith("attn_k.weight") else 0
+                if permute and heads:
+                    b = _permute(b, heads)  # B's rows are the base weight's rows
+                writer.add_tensor(f"{name}.lora_a", a.contiguous().numpy().astype(dtype))
+                writer.add_tensor(f"{name}.lora_b", b.contiguous().numpy().astype(dtype))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        _finish(writer, tmp, out)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return GgufResult(out, out_type, arch, "lora adapter", None, 2 * len(pairs), out.stat().st_size,
+                      time.perf_counter() - t0, [])
 
 
 def _by_file(plans: list[_Plan]) -> Iterator[list[_Plan]]:
@@ -619,14 +767,15 @@ def resolve_source(ref: str) -> tuple[str, Path, Path | None]:
                              hint=e.hint) from None
 
 
-def default_out(ref: str, source: Path, out_type: str, run: Path | None = None) -> Path:
+def default_out(ref: str, source: Path, out_type: str, run: Path | None = None, *, lora: bool = False) -> Path:
     """Where ``export-gguf`` writes when no ``--out`` is given: a run's file in its run folder
     (``<run>-<type>.gguf``), anything else in ``<data home>/gguf/<name>-<type>.gguf``, never
     beside a model in the Hugging Face cache or the app's own demo folder."""
     from engine.paths import data_home
 
+    kind = f"lora-{out_type}" if lora else out_type
     if run is not None:
-        return run / f"{run.name}-{out_type}.gguf"
+        return run / f"{run.name}-{kind}.gguf"
     if ref == "demo":
         name = "demo"
     elif source.name in ("final", "merged") or source.name.startswith("checkpoint-"):
@@ -635,17 +784,29 @@ def default_out(ref: str, source: Path, out_type: str, run: Path | None = None) 
         name = source.parent.parent.name.removeprefix("models--").replace("--", "-")  # a hub cache entry
     else:
         name = source.name
-    return data_home() / "gguf" / f"{name}-{out_type}.gguf"
+    return data_home() / "gguf" / f"{name}-{kind}.gguf"
 
 
 def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", base: str | None = None,
                   pre_tokenizer: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
                   progress: Callable[[int, int], None] | None = None,
-                  note: Callable[[str], None] | None = None) -> GgufResult:
+                  note: Callable[[str], None] | None = None, lora: bool = False) -> GgufResult:
     """:func:`export_gguf` for anything ``export-gguf`` accepts; an adapter is merged (in
     :data:`MERGE_DTYPE`) into its base in a scratch folder beside the target first, which is
-    deleted afterwards."""
+    deleted afterwards. With ``lora``, an adapter is written on its own instead
+    (:func:`export_lora_gguf`)."""
     kind, folder, run = resolve_source(ref)
+    if lora:
+        if kind != "adapter":
+            raise ConfigError(f"--lora writes a LoRA adapter on its own, but '{ref}' is a model", key="lora",
+                              hint="Drop --lora to export the model.")
+        from engine.adapters import read_card
+
+        card = read_card(folder)
+        target = Path(out) if out else default_out(ref, folder, out_type,
+                                                   Path(card.run_dir) if card.run_dir else None, lora=True)
+        return export_lora_gguf(folder, target, base=base or card.base_model, out_type=out_type,
+                                trust_remote_code=trust_remote_code)
     if kind == "model":
         target = Path(out) if out else default_out(ref, folder, out_type, run)
         check_space(ref, target, base, out_type)
@@ -820,13 +981,15 @@ def describe(result: GgufResult) -> str:
 
 
 def cli_export_gguf(args: argparse.Namespace) -> int:
-    """``finetune-studio export-gguf SOURCE [--out FILE] [--type T] [--base M] [--pre NAME] [--json]``."""
+    """``finetune-studio export-gguf SOURCE [--out FILE] [--type T] [--base M] [--pre NAME] [--lora] [--json]``."""
     from engine.cli import progress_printer
 
-    result = export_source(args.source, args.out, out_type=args.type, base=args.base, pre_tokenizer=args.pre,
+    lora = getattr(args, "lora", False)
+    out_type = args.type or ("f16" if lora else "q8_0")
+    result = export_source(args.source, args.out, out_type=out_type, base=args.base, pre_tokenizer=args.pre,
                            trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
                            progress=progress_printer(args, "tensors", verb="writing"),
-                           note=None if args.json else (lambda s: print(s, file=sys.stderr, flush=True)))
+                           note=None if args.json else (lambda s: print(s, file=sys.stderr, flush=True)), lora=lora)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -33,7 +33,16 @@ from PySide6.QtWidgets import (
 
 from engine.adapters import base_label, format_size, read_card
 from engine.errors import StudioError
-from engine.gguf_export import TYPES, estimate_size, export_problem, free_space, space_needed
+from engine.gguf_export import (
+    LORA_TYPES,
+    TYPES,
+    estimate_lora_size,
+    estimate_size,
+    export_problem,
+    free_space,
+    lora_gguf_problem,
+    space_needed,
+)
 from engine.paths import data_home
 from engine.runs import find_run
 from gui.engine_process import (
@@ -50,6 +59,12 @@ TYPE_NOTES = {
     "f16": "16-bit: the reference quality; quantise it further with llama.cpp's llama-quantize",
     "bf16": "bfloat16: as the model was trained in bf16; not every llama.cpp backend runs it fast",
     "f32": "32-bit: the exact weights, twice f16's size",
+}
+
+
+LORA_TYPE_NOTES = {
+    "f16": "16-bit: half of f32's size (the usual choice; adapters are small either way)",
+    "f32": "32-bit: the adapter's exact weights (llama.cpp's converter's default)",
 }
 
 
@@ -76,15 +91,21 @@ class GgufDialog(QDialog):
         self.size: int | None = None
         self.need: int | None = None
 
-        what = (f"the adapter <b>{html.escape(name)}</b>, merged into <b>{html.escape(self.base_label())}</b> "
-                "first," if self.is_adapter else f"<b>{html.escape(name)}</b>")
-        intro = QLabel(f"Writes {what} as one <code>.gguf</code> file: the format llama.cpp, Ollama and "
-                       "LM Studio load. The chat template and special tokens go in with it.")
-        intro.setWordWrap(True)
+        self.intro = QLabel()
+        self.intro.setWordWrap(True)
         form = QFormLayout()
-        self.type_box = QComboBox()
-        for t in sorted(TYPES, key=list(TYPE_NOTES).index):  # the usual choice first
-            self.type_box.addItem(t, t)
+        # A LoRA can also go out on its own, applied on the base's GGUF at run time.
+        self.form_box = QComboBox()
+        self.form_box.addItem("Merged model: one file that runs on its own", "merged")
+        self.form_box.addItem("LoRA adapter: a small file applied on the base's GGUF", "lora")
+        self.lora_problem = lora_gguf_problem(source) if self.is_adapter else "not an adapter"
+        if self.is_adapter:
+            form.addRow("Write:", self.form_box)
+            if self.lora_problem:
+                self.form_box.model().item(1).setEnabled(False)
+                self.form_box.setItemData(1, self.lora_problem, Qt.ItemDataRole.ToolTipRole)
+        self.form_box.setVisible(self.is_adapter)
+        self.type_box = QComboBox()  # filled by _on_form: the types of the chosen form
         self.type_note = QLabel()
         self.type_note.setWordWrap(True)
         self.type_note.setStyleSheet("color: palette(placeholder-text);")
@@ -122,7 +143,7 @@ class GgufDialog(QDialog):
         self.buttons.rejected.connect(self._on_cancel)
 
         lay = QVBoxLayout(self)
-        lay.addWidget(intro)
+        lay.addWidget(self.intro)
         lay.addLayout(form)
         lay.addWidget(self.command_label)
         lay.addWidget(self.progress)
@@ -130,13 +151,11 @@ class GgufDialog(QDialog):
         lay.addWidget(self.buttons)
 
         self.type_box.currentIndexChanged.connect(self._on_type)
+        self.form_box.currentIndexChanged.connect(self._on_form)
         self.out_edit.textEdited.connect(self._on_out_edited)
         self.out_edit.textChanged.connect(self._update)
-        self._on_type()
-        problem = export_problem(source, base)
-        if problem:
-            self._say(html.escape(f"Can't export: {problem}", quote=False), "#be1e1e")
-            self.export_button.setEnabled(False)
+        self.merge_problem = export_problem(source, base)
+        self._on_form()
 
     # ---- Public API
     def command(self) -> list[str]:
@@ -145,7 +164,11 @@ class GgufDialog(QDialog):
                 "--out", self.out_edit.text().strip()]
         if self.is_adapter and self.base:
             args += ["--base", self.base]
-        return args
+        return args + (["--lora"] if self.as_lora() else [])
+
+    def as_lora(self) -> bool:
+        """The adapter is written on its own (a llama.cpp LoRA adapter), not merged."""
+        return self.is_adapter and self.form_box.currentData() == "lora"
 
     def base_label(self) -> str:
         """The base an adapter is merged into, as the user knows it: the one given, else the one it records."""
@@ -159,10 +182,10 @@ class GgufDialog(QDialog):
 
     def default_out(self) -> Path:
         """``<run folder>/<run>-<type>.gguf`` for a run, else ``<data home>/gguf/<name>-<type>.gguf``."""
-        out_type = self.type_box.currentData()
+        kind = f"lora-{self.type_box.currentData()}" if self.as_lora() else self.type_box.currentData()
         if self.run is not None:
-            return self.run / f"{self.run.name}-{out_type}.gguf"
-        return data_home() / "gguf" / f"{self.name}-{out_type}.gguf"
+            return self.run / f"{self.run.name}-{kind}.gguf"
+        return data_home() / "gguf" / f"{self.name}-{kind}.gguf"
 
     def start(self) -> bool:
         """Run the export; False (with the reason shown) when the file can't be written."""
@@ -182,7 +205,8 @@ class GgufDialog(QDialog):
         self.output = self.errors = ""
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
-        self._say("Merging the adapter into the base…" if self.is_adapter else "Reading the model…")
+        self._say("Writing the adapter…" if self.as_lora() else
+                  "Merging the adapter into the base…" if self.is_adapter else "Reading the model…")
         self.export_button.setEnabled(False)
         self.started_at = time.time()
         start_engine(self.proc, [*self.command(), "--json", "--progress"])
@@ -197,11 +221,43 @@ class GgufDialog(QDialog):
         self.status.setText(text)
         self.status.setStyleSheet(f"color: {color};" if color else "")
 
+    def _on_form(self) -> None:
+        lora = self.as_lora()
+        if lora:
+            self.intro.setText(f"Writes the LoRA adapter <b>{html.escape(self.name)}</b> on its own as a "
+                               "<code>.gguf</code> adapter file, applied at run time on the GGUF of "
+                               f"<b>{html.escape(self.base_label())}</b> (export that once). One base file can "
+                               "then take any of your adapters.")
+        elif self.is_adapter:
+            self.intro.setText(f"Writes the adapter <b>{html.escape(self.name)}</b>, merged into "
+                               f"<b>{html.escape(self.base_label())}</b> first, as one <code>.gguf</code> file: "
+                               "the format llama.cpp, Ollama and LM Studio load. The chat template and special "
+                               "tokens go in with it.")
+        else:
+            self.intro.setText(f"Writes <b>{html.escape(self.name)}</b> as one <code>.gguf</code> file: the format "
+                               "llama.cpp, Ollama and LM Studio load. The chat template and special tokens go in "
+                               "with it.")
+        current = self.type_box.currentData()
+        self.type_box.blockSignals(True)
+        self.type_box.clear()
+        for t in sorted(LORA_TYPES if lora else TYPES, key=list(TYPE_NOTES).index):  # the usual choice first
+            self.type_box.addItem(t, t)
+        index = self.type_box.findData(current)
+        self.type_box.setCurrentIndex(index if index >= 0 else 0)
+        self.type_box.blockSignals(False)
+        self._on_type()
+        problem = self.lora_problem if lora else self.merge_problem
+        self._say(html.escape(f"Can't export: {problem}", quote=False) if problem else "", "#be1e1e")
+        self.export_button.setEnabled(not problem)
+
     def _on_type(self) -> None:
         out_type = self.type_box.currentData()
-        self.type_note.setText(TYPE_NOTES[out_type])
-        self.size = estimate_size(self.source, self.base, out_type)
-        self.need = space_needed(self.source, self.base, out_type)
+        self.type_note.setText(TYPE_NOTES[out_type] if not self.as_lora() else LORA_TYPE_NOTES[out_type])
+        if self.as_lora():
+            self.size = self.need = estimate_lora_size(self.source, out_type)
+        else:
+            self.size = estimate_size(self.source, self.base, out_type)
+            self.need = space_needed(self.source, self.base, out_type)
         if self._auto_out:
             self.out_edit.setText(str(self.default_out()))
         self._update()
@@ -260,10 +316,13 @@ class GgufDialog(QDialog):
         path = result["path"]
         fallback = result.get("f16_fallbacks") or []
         note = (f" {len(fallback)} tensor(s) stayed f16: their rows don't split into q8_0 blocks." if fallback else "")
+        run_it = ("<br>Apply it with <code>llama-cli -m BASE.gguf --lora FILE</code>, or in Ollama with a Modelfile "
+                  "of <code>FROM BASE.gguf</code> and <code>ADAPTER FILE</code>." if self.as_lora() else
+                  "<br>Run it with <code>llama-cli -m FILE</code>, or in Ollama with a Modelfile whose first "
+                  "line is <code>FROM FILE</code>.")
         self._say(html.escape(f"Wrote {path} ({format_size(result['bytes'])}, {result['type']}, "
                               f"{result['tensors']} tensors, {result['seconds']:.1f} s).{note}", quote=False)
-                  + "<br>Run it with <code>llama-cli -m FILE</code>, or in Ollama with a Modelfile whose first "
-                  "line is <code>FROM FILE</code>.", "#1b5e20")
+                  + run_it, "#1b5e20")
         self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
         self.export_button.setEnabled(False)
         self.written = path

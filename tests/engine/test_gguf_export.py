@@ -399,3 +399,65 @@ def test_the_default_file_never_lands_in_the_hub_cache_or_the_app(tmp_path):
     assert default_out(str(merged), merged, "q8_0") == data_home() / "gguf" / "medical-merged-q8_0.gguf"
     run = tmp_path / "runs" / "20261203-lora"
     assert default_out("lora", run / "final", "bf16", run) == run / "20261203-lora-bf16.gguf"
+
+
+def _tensors(path: Path) -> dict:
+    import numpy as np
+
+    return {t.name: np.array(t.data, dtype=np.float32).reshape([int(x) for x in reversed(t.shape)])
+            for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.mark.parametrize("rslora", [False, True], ids=["lora", "rslora"])
+def test_a_lora_adapter_gguf_on_the_base_gguf_is_the_merged_model(runs_home, demo_base, tmp_path, rslora):
+    """What llama.cpp computes from an adapter file, W + alpha/r * B A per adapted weight, is the
+    merged export's weight (Q and K rows permuted alike), and nothing else differs."""
+    import shutil
+
+    import numpy as np
+
+    folder = runs_home["medical"]
+    if rslora:  # the same weights read as rsLoRA: PEFT scales by alpha/sqrt(r)
+        folder = shutil.copytree(folder, tmp_path / "rs")
+        cfg = json.loads((folder / "adapter_config.json").read_text())
+        (folder / "adapter_config.json").write_text(json.dumps({**cfg, "use_rslora": True}))
+    base = _tensors(export_gguf(demo_base, tmp_path / "base.gguf", out_type="f32").path)
+    merged = _tensors(export_source(str(folder), tmp_path / "merged.gguf", out_type="f32").path)
+    result = export_source(str(folder), tmp_path / "lora.gguf", out_type="f32", lora=True)
+    fields = _fields(result.path)
+    assert fields["general.type"] == "adapter" and fields["adapter.type"] == "lora"
+    assert fields["general.architecture"] == "llama" and "tokenizer.ggml.tokens" not in fields
+    lora = _tensors(result.path)
+    names = {n.rsplit(".", 1)[0] for n in lora}
+    assert len(lora) == 2 * len(names) == result.tensors and "blk.0.attn_q.weight" in names
+    alpha = fields["adapter.lora.alpha"]
+    for name in names:
+        a, b = lora[f"{name}.lora_a"], lora[f"{name}.lora_b"]
+        r = a.shape[0]
+        assert b.shape == (base[name].shape[0], r) and a.shape == (r, base[name].shape[1])
+        np.testing.assert_allclose(base[name] + alpha / r * (b @ a), merged[name], atol=2e-5, rtol=1e-4)
+    for name in set(base) - names:
+        np.testing.assert_array_equal(base[name], merged[name])
+    assert alpha == pytest.approx(8 * (2 if rslora else 1))  # r=4, alpha=8: rsLoRA's alpha*sqrt(r)
+
+
+def test_a_lora_adapter_gguf_is_refused_for_what_llama_cpp_cant_apply(runs_home, tmp_path, capsys):
+    import shutil
+
+    from engine.cli import main
+
+    dora = shutil.copytree(runs_home["legal"], tmp_path / "dora")
+    cfg = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
+    with pytest.raises(ModelError, match="DoRA"):
+        export_source(str(dora), tmp_path / "x.gguf", out_type="f16", lora=True)
+    with pytest.raises(ConfigError, match="is a model"):
+        export_source("demo", tmp_path / "x.gguf", out_type="f16", lora=True)
+    with pytest.raises(ConfigError, match="allowed: f32, f16"):
+        export_source("legal", tmp_path / "x.gguf", out_type="q8_0", lora=True)
+    assert not (tmp_path / "x.gguf").exists()
+    # The CLI's default: f16, beside the run, named as an adapter.
+    assert main(["export-gguf", "legal", "--lora", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert Path(out["path"]) == runs_home["legal"].parent / "legal-lora-f16.gguf" and out["type"] == "f16"
+    assert out["tokenizer"] == "lora adapter" and Path(out["path"]).stat().st_size < 200_000

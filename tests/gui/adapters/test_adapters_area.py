@@ -385,6 +385,45 @@ def test_gguf_dialog_exports_the_selected_adapter_in_a_child_process(qtbot, make
     assert dialog.grab().save(str(tmp_path / "gguf.png"))
 
 
+def test_gguf_dialog_writes_a_lora_on_its_own_for_the_bases_gguf(qtbot, make_area, runs_home, tmp_path):
+    import gguf
+
+    area = make_area()
+    area._select(str(runs_home["legal"]))
+    dialog = area.open_gguf_dialog()
+    qtbot.addWidget(dialog)
+    run = runs_home["legal"].parent
+    assert dialog.form_box.isVisibleTo(dialog) and dialog.form_box.currentData() == "merged"
+    dialog.form_box.setCurrentIndex(dialog.form_box.findData("lora"))
+    # Float types only, an adapter file named as one, its size from the adapter's matrices.
+    assert [dialog.type_box.itemData(i) for i in range(dialog.type_box.count())] == ["f16", "f32"]
+    assert dialog.out_edit.text() == str(run / "legal-lora-f16.gguf")
+    assert "applied at run time" in dialog.intro.text() and dialog.command()[-1] == "--lora"
+    assert dialog.size_label.text().startswith("about ") and "merged base" not in dialog.size_label.text()
+    dialog.out_edit.setText(str(tmp_path / "legal-lora.gguf"))
+    with qtbot.waitSignal(dialog.sig_exported, timeout=WAIT_MS):
+        assert dialog.start()
+    reader = gguf.GGUFReader(tmp_path / "legal-lora.gguf")
+    assert reader.fields["adapter.type"].contents() == "lora"
+    assert "--lora FILE" in dialog.status.text() and "ADAPTER FILE" in dialog.status.text()
+    assert dialog.grab().save(str(tmp_path / "gguf-lora.png"))
+
+
+def test_gguf_dialog_offers_no_lora_file_for_a_dora_adapter(qtbot, runs_home, tmp_path):
+    import shutil
+
+    from gui.adapters.gguf_dialog import GgufDialog
+
+    dora = shutil.copytree(runs_home["legal"], tmp_path / "dora" / "final")
+    cfg = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
+    dialog = GgufDialog(str(dora), "dora")
+    qtbot.addWidget(dialog)
+    assert dialog.export_button.isEnabled()  # merging works
+    assert not dialog.form_box.model().item(1).isEnabled()
+    assert "DoRA" in dialog.form_box.itemData(1, Qt.ItemDataRole.ToolTipRole)
+
+
 def test_gguf_dialog_refuses_an_adapter_that_cant_merge(qtbot, tmp_path):
     from gui.adapters.gguf_dialog import GgufDialog
 
