@@ -19,7 +19,10 @@ Markdown table:
   prompt (f32 files: rounding only);
 - greedy: how many of 24 greedy tokens llama.cpp picks as transformers does, ignoring EOS
   (random-weight models have near-ties, so quantised files may part ways late);
-- for the LoRA: llama.cpp's greedy answer to a training question, in text.
+- for the LoRA: llama.cpp's greedy answer to a training question, in text, from the merged
+  export and from the adapter file (``export-gguf --lora``) applied on the base's file; the
+  reference is transformers running the merged model. A random all-linear LoRA on a GQA Llama
+  checks the adapter file's Q/K permutation.
 
 Results are in docs/gguf-export.md.
 """
@@ -66,7 +69,7 @@ def _llama_greedy(llm, ids, n):
     return out
 
 
-def check(model_dir: Path, gguf_file: Path, prompt: str, *, answer: bool = False) -> dict:
+def check(model_dir: Path, gguf_file: Path, prompt: str, *, answer: bool = False, lora: Path | None = None) -> dict:
     import numpy as np
     import torch
     from llama_cpp import Llama
@@ -74,7 +77,8 @@ def check(model_dir: Path, gguf_file: Path, prompt: str, *, answer: bool = False
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    llm = Llama(str(gguf_file), n_ctx=256, n_threads=2, logits_all=True, verbose=False, seed=0)
+    llm = Llama(str(gguf_file), n_ctx=256, n_threads=2, logits_all=True, verbose=False, seed=0,
+                lora_path=str(lora) if lora else None)
     same_tokens = sum(llm.tokenize(s.encode(), add_bos=False, special=True)
                       == tok(s, add_special_tokens=False).input_ids for s in STRINGS)
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
@@ -87,7 +91,7 @@ def check(model_dir: Path, gguf_file: Path, prompt: str, *, answer: bool = False
     cpp = _llama_greedy(llm, ids[0].tolist(), N_GREEDY)
     agree = next((i for i, (a, b) in enumerate(zip(hf, cpp, strict=True)) if a != b), N_GREEDY)
     row = {"tokens": f"{same_tokens}/{len(STRINGS)}", "logits": float(np.abs(want - got).max()),
-           "greedy": f"{agree}/{N_GREEDY}", "size": gguf_file.stat().st_size}
+           "greedy": f"{agree}/{N_GREEDY}", "size": (lora or gguf_file).stat().st_size}
     llm.close()
     if answer:
         eos = tok.eos_token_id
@@ -147,6 +151,39 @@ def main() -> int:
             row = check(merged_dir, res.path, prompt, answer=True)
             rows.append(("demo + LoRA, merged", out_type, None, row))
             print("lora", out_type, row, file=sys.stderr, flush=True)
+
+        # The same LoRA as an adapter file (export-gguf --lora) on the base's file, at run time.
+        from engine.gguf_export import export_lora_gguf
+
+        for base_type, lora_type in (("f32", "f32"), ("f16", "f16"), ("q8_0", "f16")):
+            base_file = tmp / f"demo-{base_type}.gguf"
+            if not base_file.exists():
+                export_gguf(demo, base_file, out_type=base_type)
+            res = export_lora_gguf(adapter, tmp / f"legal-lora-{lora_type}-on-{base_type}.gguf", base=str(demo),
+                                   out_type=lora_type)
+            row = check(merged_dir, base_file, prompt, answer=True, lora=res.path)
+            rows.append((f"demo {base_type} + LoRA file (--lora)", lora_type, None, row))
+            print("lora file", base_type, lora_type, row, file=sys.stderr, flush=True)
+
+        # A random LoRA on every linear layer of a GQA Llama (4 heads, 2 KV heads): Q and K's
+        # lora_b rows must be permuted as the base's rows are.
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        tiny = tmp / "tiny-llama"
+        torch.manual_seed(1)
+        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32),
+                                    LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                               init_lora_weights=False))
+        peft_model.save_pretrained(tmp / "tiny-lora")
+        tiny_merged = tmp / "tiny-llama-merged"
+        merge_adapters(str(tiny), [str(tmp / "tiny-lora")], tiny_merged)
+        base_file = export_gguf(tiny, tmp / "tiny-base-f32.gguf", out_type="f32").path
+        res = export_lora_gguf(tmp / "tiny-lora", tmp / "tiny-lora-f32.gguf", base=str(tiny), out_type="f32")
+        row = check(tiny_merged, base_file, STRINGS[0], lora=res.path)
+        rows.append(("tiny llama GQA f32 + random all-linear LoRA file", "f32", None, row))
+        print("tiny lora file", row, file=sys.stderr, flush=True)
 
     lines = [f"llama-cpp-python {llama_cpp.__version__}, {time.strftime('%Y-%m-%d')}", "",
              "| model | type | size | tokens equal | max logit diff | greedy tokens equal | answer |",
