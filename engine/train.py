@@ -318,6 +318,15 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         writer.emit(ev.WARNING, kind="truncation", message=f"{stats.truncated} of {stats.records} records "
                     f"are longer than seq_len={cfg.seq_len} and were truncated (longest: {stats.longest} "
                     "tokens)", fix={"seq_len": _next_pow2(stats.longest)})
+    if stats.partial:
+        n = len(stats.partial)
+        writer.emit(ev.WARNING, kind="partial", message=f"{n} multi-turn record{'s' if n > 1 else ''} "
+                    f"(first at line {stats.partial[0]['line']}) train only on some of their answers: the chat "
+                    "template renders the others differently once the conversation goes on (Qwen3's, for one, "
+                    "drops the think block of answers in the history), so their tokens can't be located",
+                    hint="To train every answer, split such conversations into one record per answer (each "
+                    "ending with it), or use template: alpaca.",
+                    records=stats.partial[:100])
     if stats.dropped:
         writer.emit(ev.WARNING, kind="dropped", message=f"{stats.dropped} records had nothing to train on "
                     "and were left out", hint=json.dumps(stats.problems[:5], ensure_ascii=False),

@@ -11,13 +11,16 @@ from typing import Any
 from engine.data.records import Record
 
 
-def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto") -> list[tuple[str, bool]]:
+def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto", *,
+            skipped: list[int] | None = None) -> list[tuple[str, bool]]:
     """The record's rendered text in pieces, each marked trained (answer) or not (prompt).
 
     Args:
         record: A record, or its messages.
         tokenizer: A Hugging Face tokenizer.
         template: 'auto', 'chat' or 'alpaca', as in the run config.
+        skipped: receives the message indices of answers the template hides from training
+            (see :func:`engine.data.tokenize.render_record`).
 
     Returns:
         ``[(text, trained), ...]``: consecutive tokens with the same mark, decoded together;
@@ -30,7 +33,7 @@ def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto")
     from engine.data.tokenize import IGNORE_INDEX, render_record
 
     messages = record.messages() if isinstance(record, Record) else record
-    row = render_record(messages, tokenizer, template)
+    row = render_record(messages, tokenizer, template, skipped=skipped)
     pieces: list[tuple[str, bool]] = []
     run: list[int] = []
     run_trained: bool | None = None
@@ -102,8 +105,9 @@ def cli_preview(args: Any) -> int:
                         column=record.column, hint="Fix it first; `finetune-studio data check` lists every "
                         "broken record.")
     tokenizer = load_tokenizer(model)
+    skipped: list[int] = []
     try:
-        pieces = preview(record, tokenizer, template)
+        pieces = preview(record, tokenizer, template, skipped=skipped)
         # The exact counts, from the labels preview() marks by (its texts are decoded runs).
         row = render_record(record.messages(), tokenizer, template)
     except DataError as e:
@@ -115,7 +119,7 @@ def cli_preview(args: Any) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"file": path, "record": index + 1, "index": index, "line": record.line, "model": model,
                           "template": template, "rendering": rendering, "tokens": tokens,
-                          "trained_tokens": trained,
+                          "trained_tokens": trained, "untrained_answers": skipped,
                           "segments": [{"text": t, "trained": on} for t, on in pieces]},
                          ensure_ascii=False, indent=2))
         return 0
@@ -124,6 +128,8 @@ def cli_preview(args: Any) -> int:
     mark = f"{_ANSI_TRAINED}like this{_ANSI_RESET}" if colour else f"{OPEN}like this{CLOSE}"
     print(f"{path}:{record.line}: record {index + 1} of {n}, rendered with {how} of {model}")
     print(f"{tokens} tokens, {trained} trained (the answer, marked {mark}); the rest is prompt (label -100)")
+    if skipped:
+        print(f"note: {untrained_note(skipped)}")
     print()
     print(render_marked(pieces, colour=colour))
     return 0
@@ -138,3 +144,11 @@ def render_marked(pieces: list[tuple[str, bool]], *, colour: bool = False) -> st
         else:
             out.append(f"{OPEN}{text}{CLOSE}" if trained else text)
     return "".join(out)
+
+
+def untrained_note(skipped: list[int]) -> str:
+    """What to tell about answers (message indices) the template hides from training."""
+    which = ", ".join(str(i + 1) for i in skipped)
+    return (f"message{'s' if len(skipped) > 1 else ''} {which} (answer{'s' if len(skipped) > 1 else ''}) "
+            "won't train: the chat template renders them differently once the conversation goes on, so their "
+            "tokens can't be located; split the conversation into one record per answer to train them")

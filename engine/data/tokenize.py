@@ -73,37 +73,52 @@ def _render_ids(tokenizer: Any, messages: list[dict], upto: int, add_generation_
     return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
-def render_record(messages: list[dict], tokenizer: Any, template: str = "auto") -> dict[str, list[int]]:
+def render_record(messages: list[dict], tokenizer: Any, template: str = "auto", *,
+                  skipped: list[int] | None = None) -> dict[str, list[int]]:
     """Tokenize one conversation; labels are -100 everywhere but on assistant turns.
+
+    Each assistant turn is located as the tokens between the conversation rendered up to it
+    (with the generation prompt) and rendered through it, both of which must be prefixes of the
+    whole rendering. Some templates render an earlier turn differently once the conversation goes
+    on (Qwen3's gives the last answer an empty think block and drops it from answers in the
+    history); such a turn can't be located, so it is not trained (its index goes in ``skipped``)
+    while the turns that can be located still are.
 
     Args:
         messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``.
         tokenizer: a Hugging Face tokenizer.
         template: 'auto', 'chat' or 'alpaca'.
+        skipped: receives the indices of assistant turns that couldn't be located.
 
     Returns:
         ``{"input_ids": [...], "labels": [...]}`` of equal length.
 
     Raises:
-        DataError: no assistant turn, or the template renders a prompt that is not a prefix of
-            the full conversation (then answer-only masking would be wrong).
+        DataError: no assistant turn, or none whose tokens can be located in the rendering
+            (then answer-only masking would be wrong).
     """
     chat = uses_chat_template(tokenizer, template)
     if not any(m.get("role") == "assistant" for m in messages):
         raise DataError("the record has no answer (assistant/output) to train on")
     full = _render_ids(tokenizer, messages, len(messages), False, chat)
     labels = [IGNORE_INDEX] * len(full)
+    missed: list[int] = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
         prompt = _render_ids(tokenizer, messages, i, True, chat)
         upto = _render_ids(tokenizer, messages, i + 1, False, chat)
         if full[: len(prompt)] != prompt or full[: len(upto)] != upto:
-            raise DataError("the template's rendering of the prompt is not a prefix of the full "
-                            "conversation, so the answer tokens can't be located",
-                            hint="Use template: alpaca, or a tokenizer whose chat template renders "
-                            "turns independently.")
+            missed.append(i)
+            continue
         labels[len(prompt): len(upto)] = full[len(prompt): len(upto)]
+    if len(missed) == sum(1 for m in messages if m["role"] == "assistant"):
+        raise DataError("the template's rendering of the prompt is not a prefix of the full "
+                        "conversation, so the answer tokens can't be located",
+                        hint="Use template: alpaca, or a tokenizer whose chat template renders "
+                        "turns independently.")
+    if skipped is not None:
+        skipped.extend(missed)
     return {"input_ids": full, "labels": labels}
 
 
@@ -118,13 +133,14 @@ class TokenizeStats:
     trained_tokens: int = 0
     longest: int = 0
     problems: list[dict] = field(default_factory=list)  # every dropped record: {index, line, message}
+    partial: list[dict] = field(default_factory=list)   # records with answers the template hides: {index, line, turns}
     sources: list[int] = field(default_factory=list)   # for each kept row, its record's index
     cut_rows: set[int] = field(default_factory=set)    # the kept rows that were truncated
 
     def to_dict(self) -> dict[str, Any]:
         return {"records": self.records, "truncated": self.truncated, "dropped": self.dropped,
                 "tokens": self.tokens, "trained_tokens": self.trained_tokens, "longest": self.longest,
-                "problems": self.problems[:20]}
+                "problems": self.problems[:20], "partial": len(self.partial)}
 
 
 def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len: int
@@ -138,8 +154,11 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len:
     rows = []
     for index, rec in enumerate(records):
         stats.records += 1
+        skipped: list[int] = []
         try:
-            row = render_record(rec.messages(), tokenizer, template)
+            row = render_record(rec.messages(), tokenizer, template, skipped=skipped)
+            if skipped:
+                stats.partial.append({"index": index, "line": getattr(rec, "line", None), "turns": skipped})
         except DataError as e:
             stats.dropped += 1
             stats.problems.append({"index": index, "line": getattr(rec, "line", None), "message": e.message})

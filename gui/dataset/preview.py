@@ -86,6 +86,7 @@ class PreviewPane(QWidget):
                         f"</span> &nbsp; <span style='color:{_PROMPT_FG.name()}'>prompt tokens (masked, "
                         "label -100)</span>")
         self.stats = QLabel()
+        self.stats.setWordWrap(True)
         self.stats.setStyleSheet("color: palette(mid);")
         self.text = QTextEdit()
         self.text.setReadOnly(True)
@@ -190,9 +191,11 @@ class PreviewPane(QWidget):
             self.stats.setText("Waiting for the tokenizer…" if self._loading else "")
             return
         from engine.data import preview
+        from engine.data.preview import untrained_note
 
+        skipped: list[int] = []
         try:
-            pieces = preview(rec, self._tokenizer, self.template.currentText())
+            pieces = preview(rec, self._tokenizer, self.template.currentText(), skipped=skipped)
         except StudioError as e:
             self.stats.setText(f"<span style='color:#b71c1c'>{e.message}</span>")
             return
@@ -207,5 +210,5 @@ class PreviewPane(QWidget):
         tok = self._tokenizer
         total = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, _ in pieces)
         trained = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, tr in pieces if tr)
-        self.stats.setText(f"≈{total:,} tokens, {trained:,} trained "
-                           f"({trained / total:.0%})" if total else "")
+        note = (f"<br><span style='color:#8a5a00'>Note: {untrained_note(skipped)}.</span>" if skipped else "")
+        self.stats.setText((f"≈{total:,} tokens, {trained:,} trained ({trained / total:.0%})" if total else "") + note)

@@ -198,7 +198,8 @@ class Advisor:
             return [Advice("warning", "Duplicate records", f"{message}. Duplicates weigh those examples "
                            "more and leak between train and eval; remove them in the Dataset area.",
                            fix, key="duplicates")]
-        titles = {"disk": "The disk may fill up", "eval_overlap": "Eval records are also training records"}
+        titles = {"disk": "The disk may fill up", "eval_overlap": "Eval records are also training records",
+                  "partial": "Some answers of multi-turn records don't train"}
         return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()),
                        message + (f"\n{hint}" if hint else ""), fix, key=f"warning:{kind}")]
 

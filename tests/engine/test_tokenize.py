@@ -112,6 +112,40 @@ def test_a_template_whose_prompt_is_not_a_prefix_is_refused(tiny_model_dir):
     assert "not a prefix" in stats.problems[0]["message"] and stats.problems[0]["line"] == 1
 
 
+# Like Qwen3's: the last answer after the last user turn gets an empty think block; an answer in
+# the history is rendered without one. Written here from that behaviour, not copied.
+THINK_LAST = ("{%- set ns = namespace(last_user=-1) -%}"
+              "{%- for m in messages -%}{%- if m.role == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}"
+              "{%- endfor -%}"
+              "{%- for m in messages -%}"
+              "{%- if m.role == 'assistant' and loop.last and loop.index0 > ns.last_user -%}"
+              "{{ '<|im_start|>assistant\n<think>\n\n</think>\n\n' + m.content + '<|im_end|>\n' }}"
+              "{%- else -%}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endif -%}"
+              "{%- endfor -%}"
+              "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}")
+
+
+def test_a_template_that_renders_history_answers_differently_trains_the_answers_it_can_locate(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(tiny_model_dir)
+    t.chat_template = THINK_LAST
+    single = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    skipped: list[int] = []
+    assert trained_text(t, render_record(single, t, skipped=skipped)) == "<think>\n\n</think>\n\nHello!<|im_end|>\n"
+    assert skipped == []
+    multi = [*single, {"role": "user", "content": "Count to two"}, {"role": "assistant", "content": "One, two."}]
+    row = render_record(multi, t, skipped=skipped)
+    # The first answer is rendered without the think block once the conversation goes on: it can't
+    # be located as the prefixes would, so only the last answer trains, and the skip is reported.
+    assert trained_text(t, row) == "<think>\n\n</think>\n\nOne, two.<|im_end|>\n" and skipped == [1]
+    assert t.decode(row["input_ids"]).count("<think>") == 1  # the sequence is the template's own rendering
+    rows, stats = tokenize_records([Record({"messages": multi}, line=5), Record({"messages": single}, line=6)],
+                                   t, "auto", 128)
+    assert len(rows) == 2 and stats.dropped == 0
+    assert stats.partial == [{"index": 0, "line": 5, "turns": [1]}] and stats.to_dict()["partial"] == 1
+
+
 def test_truncation_is_counted_and_dropped_records_are_listed(tok):
     long_answer = " ".join(["word"] * 80)
     records = [Record({"instruction": "short", "output": "fine"}, line=1),

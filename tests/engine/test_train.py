@@ -621,6 +621,27 @@ def test_an_eval_file_path_is_read_from_the_config_files_folder(tmp_path):
     assert RunConfig.load(path).eval_dataset == str((tmp_path / "data" / "eval.jsonl").resolve())
 
 
+def test_multi_turn_answers_a_template_hides_are_reported_with_their_lines(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tests.engine.test_tokenize import THINK_LAST
+
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.chat_template = THINK_LAST
+    tok.save_pretrained(model_dir)
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+             {"role": "user", "content": "Count to two"}, {"role": "assistant", "content": "One, two."}]
+    data = _eval_file(tmp_path, [json.dumps({"messages": turns})] * 3 + [json.dumps({"messages": turns[:2]})] * 3,
+                      "chats.jsonl")
+    result, rec, _ = train(make_cfg(model_dir, data, tmp_path / "run", max_steps=1, batch_size=2))
+    assert result["status"] == "completed"
+    (warning,) = [e.data for e in rec.of("warning") if e.data["kind"] == "partial"]
+    assert warning["message"].startswith("3 multi-turn records (first at line 1) train only on some of their answers")
+    assert [r["line"] for r in warning["records"]] == [1, 2, 3]
+    assert json.loads((tmp_path / "run" / "dataset.json").read_text())["partial"] == 3
+
+
 # ---------------------------------------------------------------- Failed and resumed runs in summary.json
 def raise_at(step_to_fail: int):
     def inject(step: int):

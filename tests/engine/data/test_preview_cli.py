@@ -125,3 +125,24 @@ def test_preview_runs_as_a_command(demo_base, small_dataset):
     record = load_dataset_file(small_dataset).records[1]
     assert "### Response:\n[[" + record.data["output"] in proc.stdout
     assert "\x1b[" not in proc.stdout
+
+
+def test_answers_the_template_hides_from_training_are_named(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from tests.engine.test_tokenize import THINK_LAST
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    t = AutoTokenizer.from_pretrained(model)
+    t.chat_template = THINK_LAST
+    t.save_pretrained(model)
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},
+                                             {"role": "user", "content": "Bye"},
+                                             {"role": "assistant", "content": "Ciao"}]}) + "\n")
+    assert cli_preview(args(path, model=str(model))) == 0
+    assert "note: message 2 (answer) won't train" in capsys.readouterr().out
+    assert cli_preview(args(path, model=str(model), as_json=True)) == 0
+    assert json.loads(capsys.readouterr().out)["untrained_answers"] == [1]
