@@ -108,6 +108,7 @@ class AdapterCard:
         alpha: LoRA alpha.
         targets: Target modules as recorded (a list, or a string such as ``all-linear``).
         dataset: The run's dataset, as configured.
+        eval_dataset: The run's separate eval file (``eval_dataset``), if it had one.
         dataset_hash: Hash of the exact dataset snapshot the run trained on.
         dataset_records: Number of records in it.
         final_loss: The run's last training loss.
@@ -133,6 +134,7 @@ class AdapterCard:
     alpha: float | None = None
     targets: list[str] | str | None = None
     dataset: str | None = None
+    eval_dataset: str | None = None
     dataset_hash: str | None = None
     dataset_records: int | None = None
     final_loss: float | None = None
@@ -294,6 +296,7 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
                 card.loadable = False
                 card.problem = f"{e.message}. {e.hint}"
     card.dataset = run_cfg.get("dataset")
+    card.eval_dataset = run_cfg.get("eval_dataset") or None
     card.dataset_hash = summary.get("dataset_hash")
     card.dataset_records = summary.get("dataset_records")
     card.final_loss = summary.get("final_loss")

@@ -61,6 +61,7 @@ class WholeModel:
     name: str
     path: str
     dataset: str | None = None
+    eval_dataset: str | None = None
 
     @classmethod
     def of_run(cls, final: str | Path) -> WholeModel:
@@ -69,7 +70,8 @@ class WholeModel:
 
         final = Path(final)
         run = final.parent if final.name == "final" else final
-        return cls(run.name, str(final), read_run_config(run).get("dataset"))
+        cfg = read_run_config(run)
+        return cls(run.name, str(final), cfg.get("dataset"), cfg.get("eval_dataset") or None)
 
 
 def compare_problem(cards: list[lib.AdapterCard]) -> str | None:
@@ -83,7 +85,11 @@ def compare_problem(cards: list[lib.AdapterCard]) -> str | None:
 
 
 def default_dataset(cards: list[lib.AdapterCard | WholeModel]) -> str:
-    """The dataset the adapters' runs share (its held-out records are then scored), else ''."""
+    """The eval file all the runs evaluated on (none of them trained on it), else the dataset the
+    runs share (its held-out records are then scored), else ''."""
+    evals = {c.eval_dataset for c in cards}
+    if len(evals) == 1 and None not in evals:
+        return evals.pop()
     found = {c.dataset for c in cards if c.dataset}
     return found.pop() if len(found) == 1 else ""
 

@@ -445,3 +445,15 @@ def test_a_pissa_runs_card_gives_the_saved_and_the_trained_rank():
     card = AdapterCard(name="r", path="/runs/r/final", source="run", method="lora", rank=16, alpha=32,
                        base_model="demo", extra={"init": "PiSSA", "trained_rank": 8})
     assert card_summary(card)[0] == "LoRA r16 α32 (PiSSA r8) on demo"
+
+
+def test_the_comparison_defaults_to_the_eval_file_the_runs_share():
+    from engine.adapters import AdapterCard
+    from gui.adapters.compare_dialog import WholeModel, default_dataset
+
+    a = AdapterCard(name="a", path="/a", source="run", dataset="/d/train.jsonl", eval_dataset="/d/eval.jsonl")
+    b = AdapterCard(name="b", path="/b", source="run", dataset="/d/train.jsonl", eval_dataset="/d/eval.jsonl")
+    plain = AdapterCard(name="c", path="/c", source="run", dataset="/d/train.jsonl")
+    assert default_dataset([a, b]) == "/d/eval.jsonl"  # held out from both: the honest comparison
+    assert default_dataset([a, plain]) == "/d/train.jsonl"  # not shared: the dataset they share
+    assert default_dataset([a, WholeModel("w", "/w", "/other.jsonl")]) == ""
