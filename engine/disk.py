@@ -138,5 +138,48 @@ def plan(model: Any, cfg: Any, output_dir: Path, *, peft: bool, steps: int | Non
     return DiskPlan(checkpoint, final, at_once, existing_bytes, need, free)
 
 
+def estimate_from_config(cfg: Any, st: Any, free_in: Path | None = None) -> dict[str, Any]:
+    """What :func:`plan` will find, from the config and the estimate's model structure alone
+    (no weights): the ``disk`` object of ``estimate --json``.
+
+    The same rules as :func:`model_bytes`, on the structure's parameter counts: PEFT methods save
+    their adapter parameters (fp32, as PEFT keeps them), the others the whole model at its load
+    dtype plus fp32 adapters; the optimizer state is the memory estimate's own term. The run's
+    step count needs the dataset, so ``checkpoints_at_once`` is the bound ``save_total_limit``
+    sets (None when it keeps every checkpoint).
+
+    Args:
+        cfg: the run config.
+        st: its :class:`engine.memory.structure.ModelStructure`.
+        free_in: a folder whose disk's free space is reported (default: none reported).
+    """
+    from engine.memory.terms import Setup, adapter_params, optimizer_state_bytes, weight_bytes
+    from engine.methods import get_method
+    from engine.methods.lora import rewrites_base
+
+    setup = Setup.from_config(cfg)
+    saved = adapter_params(st, setup) * 4 if get_method(cfg.method).peft else weight_bytes(st, setup)
+    checkpoint = saved + optimizer_state_bytes(st, setup) + SMALL_FILES
+    final = saved * (2 if rewrites_base(cfg) else 1) + SMALL_FILES
+    try:
+        from engine.models import resolve_model_path
+
+        final += tokenizer_bytes(resolve_model_path(cfg.model))
+    except Exception:  # noqa: BLE001 - an unresolvable model leaves the tokenizer out; the estimate said why
+        pass
+    at_once = (cfg.save_total_limit + 1 + (1 if cfg.early_stopping_patience else 0)) if cfg.save_total_limit \
+        else None
+    free = None
+    if free_in is not None:
+        folder = Path(free_in)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+    need = final + checkpoint * at_once if at_once else None
+    return {"checkpoint_bytes": int(checkpoint), "final_bytes": int(final), "checkpoints_at_once": at_once,
+            "need_bytes": need, "free_bytes": free,
+            "fits": None if free is None or need is None else need <= free}
+
+
 def gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

@@ -74,6 +74,22 @@ def format_text(d: dict, *, model: str = "") -> str:
             verdict = f", fits: {s['fits']}" if s["fits"] else ""
             changes = ", ".join(f"{k}={v}" for k, v in s["changes"].items())
             lines.append(f"    {i}. {s['description']}: {_gib(s['peak_bytes'])}{verdict}  [{changes}]")
+    disk = d.get("disk") or {}
+    if disk:
+        lines.append(f"  disk: {disk_text(disk)}")
     for note in d["notes"]:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def disk_text(disk: dict) -> str:
+    """One line on what the run writes to disk (the estimate's ``disk`` object)."""
+    at_once = disk.get("checkpoints_at_once")
+    text = (f"checkpoints of {_gib(disk['checkpoint_bytes'])} each, "
+            + (f"up to {at_once} at once, " if at_once else "every one kept (save_total_limit 0), ")
+            + f"and final/ of {_gib(disk['final_bytes'])}")
+    if disk.get("need_bytes"):
+        text += f": {_gib(disk['need_bytes'])} in all"
+    if disk.get("free_bytes") is not None:
+        text += f"; {_gib(disk['free_bytes'])} free there" + (" (NOT ENOUGH)" if disk.get("fits") is False else "")
+    return text

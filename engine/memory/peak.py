@@ -20,6 +20,7 @@ shows. An optional per-GPU factor (``memory_calibration.json``, see
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.memory import terms
@@ -71,6 +72,8 @@ class Estimate:
         correction: The per-GPU factor applied (1.0 when none).
         measured: Peaks measured by earlier runs of an equivalent config on this machine.
         notes: Caveats (no GPU, uncalibrated terms, architecture guesses).
+        disk: The run's checkpoint and ``final/`` sizes and the free space where it will be
+            written (:func:`engine.disk.estimate_from_config`).
     """
 
     peak_bytes: int
@@ -87,6 +90,7 @@ class Estimate:
     correction: float = 1.0
     measured: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    disk: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``estimate --json`` object (docs/memory.md "JSON output" is its contract)."""
@@ -107,6 +111,7 @@ class Estimate:
             "correction": self.correction,
             "measured": [dict(m) for m in self.measured],
             "notes": list(self.notes),
+            "disk": dict(self.disk),
         }
 
 
@@ -179,7 +184,16 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         correction=factor,
         measured=history.measured_peaks(cfg) if with_measured else [],
         notes=notes,
+        disk=_disk(cfg, st),
     )
+
+
+def _disk(cfg: RunConfig, st: ModelStructure) -> dict[str, Any]:
+    """The checkpoints' and final/'s sizes, and the free space where the run will be written."""
+    from engine.disk import estimate_from_config
+    from engine.paths import runs_dir
+
+    return estimate_from_config(cfg, st, Path(cfg.output_dir) if cfg.output_dir else runs_dir())
 
 
 def verdict(peak_bytes: int, gpu_bytes: int | None) -> str | None:

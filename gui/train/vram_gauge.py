@@ -150,6 +150,21 @@ class FitDialog(QDialog):
         return dict(field(self.suggestions[row], "changes") or {}) if row >= 0 else {}
 
 
+def disk_line(disk: dict) -> str:
+    """The run's disk use under the memory numbers, red when the runs folder's disk is short."""
+    at_once = disk.get("checkpoints_at_once")
+    text = (f"Disk: checkpoints ≈ {fmt_bytes(disk['checkpoint_bytes'])} each"
+            + (f", up to {at_once} at once" if at_once else ", all kept")
+            + f", final/ {fmt_bytes(disk['final_bytes'])}")
+    free = disk.get("free_bytes")
+    if disk.get("need_bytes") and free is not None:
+        text += f": {fmt_bytes(disk['need_bytes'])} of {fmt_bytes(free)} free"
+    if disk.get("fits") is False:
+        return (f"<span style='color:#d0342c'>{text}: not enough; lower save_total_limit or choose another "
+                "output folder</span>")
+    return text
+
+
 class VramGauge(QWidget):
     """Header (verdict, target GPU, Fit button), the bar, a legend and the numbers."""
 
@@ -352,6 +367,9 @@ class VramGauge(QWidget):
                      f"{' ' + self.measured_note if self.measured_note else ''} (estimate {diff:+.0f}%)")
         elif self.measured_note:
             text += f"<br>{self.measured_note}"
+        disk = field(est, "disk") or {}
+        if disk.get("checkpoint_bytes"):
+            text += "<br>" + disk_line(disk)
         # The engine's "no GPU" note speaks CLI (--gpu-memory); here the "Plan for" list does that.
         notes = [n for n in (field(est, "notes") or []) if n and not n.startswith("no GPU detected")]
         if not gpu:

@@ -94,3 +94,22 @@ def test_the_8bit_adamw_state_is_what_bitsandbytes_keeps(numel):
     kept = sum(v.numel() * v.element_size() for v in opt.state[p].values()
                if torch.is_tensor(v) and v.numel() > 1)  # not the step counter
     assert disk.optimizer_state_bytes("adamw_8bit", numel, 4) == kept
+
+
+@pytest.mark.parametrize("method,load_in", [("lora", "fp32"), ("full", "fp32"), ("lora", "bf16"), ("ia3", "fp32")])
+def test_the_estimate_before_loading_agrees_with_the_plan_from_the_loaded_model(method, load_in, tiny_model_dir,
+                                                                                 tmp_path):
+    from engine import precision
+    from engine.memory.structure import model_structure
+    from engine.methods import get_method
+
+    cfg = RunConfig.from_dict({"model": str(tiny_model_dir), "method": method, "load_in": load_in,
+                               "mixed_precision": "bf16" if load_in == "bf16" else "no", "device": "cpu",
+                               "lora_target_modules": "all-linear", "save_total_limit": 2})
+    before = disk.estimate_from_config(cfg, model_structure(cfg), tmp_path)
+    model = get_method(method).apply(precision.load_model(cfg, tiny_model_dir, precision.detect_environment()), cfg)
+    after = disk.plan(model, cfg, tmp_path, peft=get_method(method).peft, steps=1000, model_dir=tiny_model_dir)
+    assert before["checkpoint_bytes"] == after.checkpoint_bytes
+    assert before["final_bytes"] == after.final_bytes
+    assert before["checkpoints_at_once"] == after.checkpoints_at_once == 3
+    assert before["free_bytes"] > 0 and before["fits"] is True

@@ -591,8 +591,14 @@ def test_cli_json_is_the_documented_contract(tmp_path, studio_home):
     assert d["gpu_bytes"] == 24 * GIB and d["gpu_source"] == "given"
     assert sum(d["breakdown"].values()) == d["peak_bytes"]
     assert d["fits"] == "yes" and d["max_batch_size"] >= 4
+    # The adapter (fp32) and AdamW's two fp32 moments, three kept checkpoints plus the one being written.
+    disk = d["disk"]
+    assert disk["checkpoint_bytes"] == 4_194_304 * (4 + 8) + 2**20 and disk["checkpoints_at_once"] == 4
+    assert disk["final_bytes"] >= 4_194_304 * 4 + 2**20
+    assert disk["need_bytes"] == disk["final_bytes"] + 4 * disk["checkpoint_bytes"] and disk["free_bytes"] > 0
     code, text, _ = _cli(run, json=False, gpu_memory=24.0)
     assert code == 0 and "Estimated peak GPU memory" in text and "fits:" in text
+    assert "disk: checkpoints of 49.0 MiB each, up to 4 at once" in text
 
 
 def test_cli_reports_config_errors_on_stderr_with_exit_2(tmp_path):

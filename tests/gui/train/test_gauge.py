@@ -34,6 +34,19 @@ def test_gauge_updates_on_a_config_change_without_blocking(make_area, qtbot):
     assert latency_ms < 1000, latency_ms
 
 
+def test_the_gauge_says_what_the_run_writes_to_disk(make_area):
+    from gui.train.vram_gauge import disk_line
+
+    area = make_area()
+    assert area.estimator.wait(180_000)
+    disk = area.estimate.disk
+    assert disk["checkpoint_bytes"] > 0 and "Disk: checkpoints ≈" in area.gauge.details.text()
+    short = {**disk, "need_bytes": 100 * GiB, "free_bytes": 10 * GiB, "fits": False, "checkpoints_at_once": 4}
+    line = disk_line(short)
+    assert "100.00 GiB of 10.00 GiB free" in line and "d0342c" in line and "save_total_limit" in line
+    assert "all kept" in disk_line({**disk, "checkpoints_at_once": None, "need_bytes": None})
+
+
 def test_a_burst_of_changes_is_coalesced(make_area, qtbot):
     area = make_area()
     assert area.estimator.wait(180_000)
