@@ -381,6 +381,10 @@ def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[s
             i += 1
         out[key] = parse_override(key, value)
         i += 1
+    if out.get("eval_dataset") and "eval_split" not in out:
+        # An eval file named on the command line replaces the config's held-out share, as picking
+        # one in the Train area does: the whole dataset trains.
+        out["eval_split"] = 0.0
     return out
 
 

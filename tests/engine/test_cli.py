@@ -51,6 +51,18 @@ def test_bad_config_is_an_error_not_a_traceback(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_an_eval_file_on_the_command_line_replaces_the_configs_eval_split(tmp_path, capsys):
+    import json
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: demo\neval_split: 0.05\n")
+    assert main(["estimate", str(cfg), "--eval_dataset", str(tmp_path / "eval.jsonl"), "--json"]) == 0
+    json.loads(capsys.readouterr().out)  # valid: eval_split became 0
+    # Both given: the user's eval_split stands, and the conflict is named.
+    assert main(["estimate", str(cfg), "--eval_dataset", str(tmp_path / "eval.jsonl"), "--eval_split", "0.1"]) == 2
+    assert "eval_split" in capsys.readouterr().err
+
+
 def test_bad_override_value(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("method: lora\n")
