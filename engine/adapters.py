@@ -824,7 +824,7 @@ def _load_tokenizer_dir(folder: Path, trust_remote_code: bool):
 
 def _card_readme(card: AdapterCard) -> str:
     rows = [("Base model", card.base_model), ("Method", card.method), ("PEFT type", card.peft_type),
-            ("Rank / alpha", f"{card.rank} / {card.alpha}" if card.rank else None),
+            ("Rank / alpha", f"{_rank_text(card)} / {card.alpha}" if card.rank else None),
             ("Targets", card.targets_text if card.targets else None), ("Dataset", card.dataset),
             ("Dataset hash", card.dataset_hash), ("Dataset records", card.dataset_records),
             ("Final training loss", card.final_loss), ("Best eval loss", card.best_eval_loss),
@@ -932,6 +932,14 @@ def _loss(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
+def _rank_text(card: AdapterCard) -> str:
+    """The rank as saved, and as trained for a PiSSA/OLoRA run ("16 (PiSSA r8)")."""
+    if not card.rank:
+        return "-"
+    init = card.extra.get("init")
+    return f"{card.rank} ({init} r{card.extra.get('trained_rank')})" if init else str(card.rank)
+
+
 def cli_list(args: argparse.Namespace) -> int:
     """``finetune-studio adapters list [--json]``: print the library.
 
@@ -949,7 +957,7 @@ def cli_list(args: argparse.Namespace) -> int:
         print(f"no adapters yet: train a PEFT method, or add a folder (runs are read from {runs_dir()})")
         return 0
     header = ("NAME", "METHOD", "RANK", "BASE", "FINAL", "BEST EVAL", "DATE", "SIZE", "PATH")
-    rows = [(c.name, c.method or "?", str(c.rank or "-"), base_label(c.base_model),
+    rows = [(c.name, c.method or "?", _rank_text(c), base_label(c.base_model),
              _loss(c.final_loss), _loss(c.best_eval_loss), c.date or "?", format_size(c.size_bytes),
              c.path + (f"  [{c.problem}]" if c.problem else "")) for c in cards]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]

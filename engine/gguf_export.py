@@ -971,9 +971,10 @@ def _size(n: int) -> str:
 
 
 def describe(result: GgufResult) -> str:
+    what = ("a LoRA adapter for llama.cpp's --lora / Ollama's ADAPTER" if result.tokenizer == "lora adapter" else
+            f"{result.tokenizer} tokenizer" + (f" / {result.pre_tokenizer}" if result.pre_tokenizer else ""))
     text = (f"wrote {result.path} ({_size(result.bytes)}, {result.type}, arch {result.arch}, "
-            f"{result.tensors} tensors, {result.tokenizer} tokenizer"
-            + (f" / {result.pre_tokenizer}" if result.pre_tokenizer else "") + f") in {result.seconds:.1f} s")
+            f"{result.tensors} tensors, {what}) in {result.seconds:.1f} s")
     if result.fallbacks:
         text += (f"\n  {len(result.fallbacks)} tensor(s) kept in f16: their rows don't split into q8_0 blocks "
                  f"({', '.join(result.fallbacks[:3])}{'...' if len(result.fallbacks) > 3 else ''})")
