@@ -350,7 +350,7 @@ def _check_disk(prep: Prepared, writer: EventWriter, world_size: int) -> None:
     with the ``save_total_limit`` that fits, when it can't hold the kept checkpoints.
 
     Raises:
-        ConfigError: (on ``save_total_limit``, or ``output_dir`` when no limit helps).
+        ConfigError: on ``output_dir``: not even one checkpoint and ``final/`` fit.
     """
     from engine import disk
     from engine.probe import full_run_steps
