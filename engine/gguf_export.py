@@ -592,6 +592,12 @@ def lora_gguf_problem(adapter_dir: str | Path) -> str | None:
                 "a llama.cpp adapter has one alpha")
     if not (adapter_dir / "adapter_model.safetensors").exists():
         return f"'{adapter_dir.name}' has no adapter_model.safetensors (pickle adapters aren't exported)"
+    from engine.methods.peft_adapter import check_loadable
+
+    try:
+        check_loadable(adapter_dir)
+    except ModelError as e:
+        return e.message
     return None
 
 
@@ -631,7 +637,6 @@ def export_lora_gguf(adapter_dir: str | Path, out: str | Path, *, base: str | No
     import gguf
     from safetensors import safe_open
 
-    from engine.methods.peft_adapter import check_loadable
     from engine.models import resolve_model_path
 
     t0 = time.perf_counter()
@@ -644,10 +649,13 @@ def export_lora_gguf(adapter_dir: str | Path, out: str | Path, *, base: str | No
     if out.exists() and not overwrite:
         raise ConfigError(f"--out '{out}' already exists; GGUF export doesn't write over a file", key="out",
                           hint="Choose a new file name.")
+    from engine.methods.peft_adapter import check_loadable
+
+    if (adapter_dir / "adapter_config.json").exists():
+        check_loadable(adapter_dir)  # a PiSSA/OLoRA checkpoint: its own way out (runs promote)
     problem = lora_gguf_problem(adapter_dir)
     if problem:
         raise ModelError(problem, hint="Export it merged into its base instead (without --lora).")
-    check_loadable(adapter_dir)
     acfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     weights = adapter_dir / "adapter_model.safetensors"
     base_ref = base or acfg.get("base_model_name_or_path")

@@ -113,6 +113,12 @@ def test_pissa_checkpoints_are_refused_where_they_would_rewrite_a_base_and_promo
     assert not card.loadable and "final/" in card.problem
     with pytest.raises(ModelError):
         merge_adapters(str(tiny_model_dir), [str(ckpt)], tmp_path / "merged")
+    from engine.gguf_export import export_lora_gguf, lora_gguf_problem
+
+    assert "PISSA adapter as training holds it" in lora_gguf_problem(ckpt)
+    with pytest.raises(ModelError) as e:
+        export_lora_gguf(ckpt, tmp_path / "x.gguf", base=str(tiny_model_dir))
+    assert "runs promote" in e.value.hint and not (tmp_path / "x.gguf").exists()
     check_loadable(out / "final")  # the converted result loads anywhere
 
     # The offline conversion gives PEFT's own: checkpoint-4 converted == final/ (step 4).
