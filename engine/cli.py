@@ -74,6 +74,7 @@ HANDLERS = {
     "runs compare": "engine.runs:cli_compare",
     "runs audit": "engine.audit:cli_audit",
     "runs promote": "engine.promote:cli_promote",
+    "runs rewind": "engine.rewind:cli_rewind",
     "queue add": "engine.runqueue:cli_add",
     "queue list": "engine.runqueue:cli_list",
     "queue run": "engine.runqueue:cli_run",
@@ -350,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--checkpoint", default="best", metavar="best|N|DIR",
                     help="'best' (lowest eval loss, the default), a step number or a checkpoint folder")
     rp.add_argument("--json", action="store_true")
+
+    rw = rsub.add_parser("rewind", help="go back to an earlier checkpoint to train on from there (then "
+                         "train RUN/run.yaml --resume): later checkpoints and final/ move to superseded-TIME/")
+    rw.add_argument("run", metavar="RUN", help="a run folder, or a run name from 'runs list'")
+    rw.add_argument("--checkpoint", required=True, metavar="N|DIR", help="a step number or a checkpoint folder")
+    rw.add_argument("--json", action="store_true")
 
     w = sub.add_parser("worker", help="(internal) the training worker process: JSON events on stdout, "
                        "commands on stdin")

@@ -34,6 +34,8 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMenu,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QTableView,
@@ -47,6 +49,7 @@ from engine.resume import resume_point, resume_verdict
 from engine.runs import (
     RunInfo,
     checkpoint_step,
+    checkpoints,
     compare_runs,
     gguf_files,
     last_checkpoint,
@@ -316,6 +319,10 @@ class RunsArea(QWidget):
         self.config_button.setToolTip(OPEN_CONFIG_TIP)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip(RESUME_TIP)
+        # Back to an earlier checkpoint, to train on from there: the rest moves to superseded-*/.
+        self.rewind_button = QPushButton("Go back to…")
+        self.rewind_menu = QMenu(self.rewind_button)
+        self.rewind_button.setMenu(self.rewind_menu)
         self.folder_button = QPushButton("Open folder")
         self.folder_button.setToolTip("Show the run folder (checkpoints, metrics, final adapter, model card)")
         self.try_button = QPushButton("Try it")
@@ -332,8 +339,8 @@ class RunsArea(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.refresh_button)
         buttons.addSpacing(12)
-        for b in (self.config_button, self.resume_button, self.folder_button, self.try_button, self.best_button,
-                  self.compare_data_button, self.gguf_button):
+        for b in (self.config_button, self.resume_button, self.rewind_button, self.folder_button, self.try_button,
+                  self.best_button, self.compare_data_button, self.gguf_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
 
@@ -483,6 +490,7 @@ class RunsArea(QWidget):
         resumable, why = resume_state(run)
         self.resume_button.setEnabled(resumable)
         self.resume_button.setToolTip(why)
+        self._fill_rewind_menu(run)
         self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
         self.try_button.setToolTip(try_tip(run, resumable))
         finals = self.selected_finals()
@@ -626,6 +634,70 @@ class RunsArea(QWidget):
         run = self._current()
         if run is not None and resume_state(run)[0]:
             self.sig_resume_run.emit(str(run.path))
+
+    def _fill_rewind_menu(self, run: RunInfo | None) -> None:
+        """One entry per complete checkpoint before the run's last step, with its eval loss."""
+        self.rewind_menu.clear()
+        if run is None or run.status == "running":
+            self.rewind_button.setEnabled(False)
+            self.rewind_button.setToolTip("Select one run that isn't training to go back to one of its checkpoints")
+            return
+        from engine.promote import eval_losses
+
+        losses = eval_losses(run.path)
+        reached = read_summary(run.path).get("step")
+        for ckpt in checkpoints(run.path):
+            step = checkpoint_step(ckpt)
+            if not (ckpt / "trainer_state.json").exists() or (isinstance(reached, int) and step >= reached):
+                continue
+            loss = f", eval loss {losses[step]:.4f}" if step in losses else ""
+            action = self.rewind_menu.addAction(f"{ckpt.name} (step {step}{loss})")
+            action.triggered.connect(lambda _=False, r=run.path, c=ckpt.name: self.rewind_and_resume(r, c))
+        has = not self.rewind_menu.isEmpty()
+        self.rewind_button.setEnabled(has)
+        self.rewind_button.setToolTip(
+            "Go back to an earlier checkpoint to train on from there: the run's config opens in the Train area "
+            "(change the learning rate, say) and Resume continues from that checkpoint; the later checkpoints "
+            "and final/ are kept in superseded-TIME/ in the run folder"
+            if has else "This run has no checkpoint before its last step to go back to")
+
+    def rewind_and_resume(self, run_path: str | Path, checkpoint: str) -> bool:
+        """``runs rewind`` to ``checkpoint`` (after asking), then open the run's config in the Train
+        area, where Resume trains on from that checkpoint with the form's settings."""
+        from engine.errors import StudioError
+        from engine.rewind import rewind
+
+        run_path = Path(run_path)
+        if not self._confirm_rewind(run_path, checkpoint):
+            return False
+        try:
+            done = rewind(run_path, checkpoint)
+        except StudioError as e:
+            self.summary.setText("<span style='color:#be1e1e'>" + html.escape(f"Not rewound: {e.message}")
+                                 + "</span>")
+            return False
+        self.refresh()
+        self.summary.setText(html.escape(done.describe().split(". Resume")[0] + ". Its config is open in the "
+                                         "Train area: change what you like, then Resume trains on from there."))
+        self.sig_open_config.emit(str(run_path / "run.yaml"))
+        return True
+
+    def _confirm_rewind(self, run_path: Path, checkpoint: str) -> bool:  # tests replace this
+        from engine.runs import checkpoint_step as step_of
+
+        step = step_of(Path(checkpoint))
+        later = [c.name for c in checkpoints(run_path) if step_of(c) > step]
+        if (run_path / "final").is_dir():
+            later.append("final/")
+        moved = (f" {', '.join(later)} move to a superseded-TIME/ folder in the run folder (nothing is deleted)."
+                 if later else "")
+        answer = QMessageBox.question(
+            self, "Go back to an earlier checkpoint",
+            f"Make {checkpoint} the newest checkpoint of {run_path.name}, to train on from there?{moved} Its curve "
+            "is cut back to that step, and its config opens in the Train area, where Resume continues.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _on_open_folder(self) -> None:
         run = self._current()

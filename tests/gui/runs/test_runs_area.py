@@ -453,6 +453,36 @@ def test_use_best_checkpoint_promotes_it_in_a_child_process(qtbot, tmp_path, tin
     assert "final/ holds checkpoint-4" in plain(area.summary)
 
 
+def test_go_back_to_an_earlier_checkpoint_opens_the_config_ready_to_resume(qtbot, tmp_path, tiny_model_dir,
+                                                                          small_dataset, monkeypatch):
+    from gui.main_window import MainWindow
+    from tests.engine.test_promote import make_step_best, trained_run
+
+    run_dir = trained_run(tmp_path, tiny_model_dir, small_dataset, out="")
+    make_step_best(run_dir, 4)
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    area, train = win.areas["runs"], win.areas["train"]
+    area.refresh()
+    area.select_paths([run_dir])
+    # The checkpoints before the last step, with their eval losses; the last one is the run's end.
+    entries = [a.text() for a in area.rewind_menu.actions()]
+    assert entries == ["checkpoint-2 (step 2, eval loss 2.0200)", "checkpoint-4 (step 4, eval loss 1.0000)"]
+    assert area.rewind_button.isEnabled() and "superseded" in area.rewind_button.toolTip()
+    monkeypatch.setattr(area, "_confirm_rewind", lambda *a: False)
+    area.rewind_menu.actions()[1].trigger()
+    assert (run_dir / "checkpoint-6").is_dir()  # declined: nothing moved
+    asked = []
+    monkeypatch.setattr(area, "_confirm_rewind", lambda path, ckpt: asked.append(ckpt) or True)
+    area.rewind_menu.actions()[1].trigger()
+    assert asked == ["checkpoint-4"] and not (run_dir / "checkpoint-6").exists()
+    assert len(list(run_dir.glob("superseded-*/checkpoint-6"))) == 1
+    # The run's config is open in the Train area with Resume ready: change the LR, then Resume.
+    assert win.current_area() == "train" and train.run_dir == str(run_dir)
+    assert train.resume_button.isEnabled() and "Train area" in plain(area.summary)
+    assert [a.text() for a in area.rewind_menu.actions()] == ["checkpoint-2 (step 2, eval loss 2.0200)"]
+
+
 def test_use_best_checkpoint_explains_when_it_cant(qtbot, runs):
     area = RunsArea()
     qtbot.addWidget(area)

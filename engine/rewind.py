@@ -1,0 +1,115 @@
+"""Go back to an earlier checkpoint of a run, to train on from there (a branch).
+
+The loss went wrong after step 300 without a NaN to trip the guard, or an earlier checkpoint
+looks like the better place to go on with a lower learning rate: ``finetune-studio runs rewind
+RUN --checkpoint 300`` makes checkpoint-300 the run's newest, and ``train RUN/run.yaml --resume``
+(the Runs area's "Resume from…" does both) trains on from it, with the config as it is then.
+
+Nothing is lost. The checkpoints after it, ``final/`` and copies of ``metrics.jsonl``,
+``summary.json`` and the model card move into ``superseded-<time>/`` in the run folder (a
+rename: no copy of the weights). The run's curve is cut back to the checkpoint's step, so the
+resumed run continues it, and ``summary.json`` says the run was rewound, from where, and where
+the rest went.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import StudioError
+from engine.runs import checkpoint_step, checkpoints, read_metrics, read_summary, run_info, write_summary
+
+
+@dataclass
+class Rewound:
+    """What :func:`rewind` did."""
+
+    run_dir: Path
+    checkpoint: Path
+    step: int
+    superseded: Path | None
+    """Where the later checkpoints and final/ went (None when there was nothing after it)."""
+    moved: list[str]
+    """The folder names moved there."""
+    metric_rows_cut: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": str(self.run_dir), "checkpoint": self.checkpoint.name, "step": self.step,
+                "superseded": str(self.superseded) if self.superseded else None, "moved": self.moved,
+                "metric_rows_cut": self.metric_rows_cut,
+                "message": self.describe()}
+
+    def describe(self) -> str:
+        where = (f"; {', '.join(self.moved)} moved to {self.superseded.name}/" if self.moved and self.superseded
+                 else "")
+        return (f"{self.run_dir.name} now ends at {self.checkpoint.name} (step {self.step}){where}. Resume it to "
+                f"train on from there: finetune-studio train {self.run_dir / 'run.yaml'} --resume")
+
+
+def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
+    """Make ``checkpoint`` the run's newest checkpoint, moving what came after it aside.
+
+    Args:
+        run_dir: the run folder.
+        checkpoint: a step number, a ``checkpoint-N`` name or a checkpoint folder of the run.
+
+    Raises:
+        StudioError: the run is training, or the checkpoint is missing or incomplete.
+    """
+    from engine.promote import _checkpoint_folder
+
+    run_dir = Path(run_dir)
+    if run_info(run_dir).status == "running":
+        raise StudioError(f"run '{run_dir.name}' is still training; stop it first")
+    source = _checkpoint_folder(run_dir, str(checkpoint))
+    if source.parent.resolve() != run_dir.resolve():
+        raise StudioError(f"'{source}' is not a checkpoint of run '{run_dir.name}'")
+    if not (source / "trainer_state.json").exists():
+        raise StudioError(f"{source.name} of run '{run_dir.name}' is incomplete (no trainer_state.json: it was "
+                          "being written when the run ended), so training can't continue from it",
+                          hint="Pick an earlier checkpoint.")
+    step = checkpoint_step(source)
+    later = [c for c in checkpoints(run_dir) if checkpoint_step(c) > step]
+    results = [p for p in [run_dir / "final", *sorted(run_dir.glob("final-step-*"))] if p.is_dir()]
+    superseded = None
+    moved: list[str] = []
+    if later or results:
+        superseded = run_dir / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+        n = 1
+        while superseded.exists():
+            n += 1
+            superseded = run_dir / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+        superseded.mkdir()
+        for name in ("metrics.jsonl", "summary.json", "README.md"):
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, superseded / name)
+        for folder in [*later, *results]:
+            os.replace(folder, superseded / folder.name)
+            moved.append(folder.name)
+    rows = read_metrics(run_dir)
+    kept = [r for r in rows if r.get("step", 0) <= step]
+    if len(kept) != len(rows):
+        from engine.files import atomic_write_text
+
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+    summary = read_summary(run_dir)
+    write_summary(run_dir, status="stopped", step=step, final_dir=None, final_step=None, final_from=None,
+                  early_stopped=False,
+                  rewound={"to": source.name, "step": step, "from_step": summary.get("step"),
+                           "superseded": superseded.name if superseded else None, "at": time.time()})
+    return Rewound(run_dir, source, step, superseded, moved, len(rows) - len(kept))
+
+
+def cli_rewind(args: Any) -> int:
+    """``finetune-studio runs rewind RUN --checkpoint N [--json]``."""
+    from engine.runs import resolve_run
+
+    result = rewind(resolve_run(args.run), args.checkpoint)
+    print(json.dumps(result.to_dict()) if getattr(args, "json", False) else result.describe())
+    return 0

@@ -1,0 +1,58 @@
+"""``runs rewind``: back to an earlier checkpoint, the rest moved aside, then resumed from there."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.errors import StudioError
+from engine.resume import resume_point, resume_verdict
+from engine.rewind import rewind
+from engine.runs import read_metrics, read_summary
+from tests.engine.test_train import make_cfg, train
+
+
+def test_a_completed_run_rewound_to_an_earlier_checkpoint_trains_on_from_it(tiny_model_dir, small_dataset,
+                                                                           tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=6, save_steps=2, save_total_limit=0)
+    assert train(cfg)[0]["status"] == "completed"
+    first_final = (out / "final" / "adapter_model.safetensors").read_bytes()
+    done = rewind(out, 2)
+    assert done.step == 2 and done.moved == ["checkpoint-4", "checkpoint-6", "final"]
+    # Nothing is lost: the later checkpoints, final/ and the curve as it was are in superseded-*/.
+    aside = done.superseded
+    assert sorted(p.name for p in aside.iterdir()) == ["README.md", "checkpoint-4", "checkpoint-6", "final",
+                                                       "metrics.jsonl", "summary.json"]
+    assert (aside / "final" / "adapter_model.safetensors").read_bytes() == first_final
+    assert max(r["step"] for r in read_metrics(out)) == 2 and done.metric_rows_cut == 4
+    summary = read_summary(out)
+    assert summary["status"] == "stopped" and summary["step"] == 2 and summary["rewound"]["from_step"] == 6
+    verdict = resume_verdict(resume_point(out))
+    assert verdict.ok, verdict.reason
+
+    # Resumed with a lower learning rate: steps 3-6 again, from checkpoint-2's weights.
+    result, rec, _ = train(cfg.replace(learning_rate=1e-3), resume=True)
+    assert result["status"] == "completed" and rec.of("started")[0]["resume_step"] == 2
+    steps = [r["step"] for r in read_metrics(out) if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert (out / "final" / "adapter_model.safetensors").read_bytes() != first_final
+    assert read_summary(out)["status"] == "completed"
+
+    from engine.cli import main
+
+    assert main(["runs", "rewind", str(out), "--checkpoint", "checkpoint-4", "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["step"] == 4 and said["moved"] == ["checkpoint-6", "final"] and "--resume" in said["message"]
+
+
+def test_rewinding_is_refused_for_a_missing_or_incomplete_checkpoint(tiny_model_dir, small_dataset, tmp_path):
+    out = tmp_path / "run"
+    assert train(make_cfg(tiny_model_dir, small_dataset, out, max_steps=4, save_steps=2))[0]["status"] == "completed"
+    with pytest.raises(StudioError, match=r"no checkpoint '3' \(kept: checkpoint-2, checkpoint-4\)"):
+        rewind(out, 3)
+    (out / "checkpoint-2" / "trainer_state.json").unlink()
+    with pytest.raises(StudioError, match="incomplete"):
+        rewind(out, 2)
+    assert (out / "checkpoint-4").is_dir() and (out / "final").is_dir()  # nothing moved
