@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "parquet); default: IN's record format, OUT's extension")
     dv.add_argument("--input-format", default="auto", dest="input_format", metavar="F",
                     help="how to read IN: auto|alpaca|sharegpt|messages|json|jsonl|csv|parquet")
+    dv.add_argument("--per-answer", "--per_answer", action="store_true", dest="per_answer",
+                    help="write a multi-turn conversation as one record per answer, each ending with it (so "
+                    "every answer trains under chat templates that render earlier answers differently, e.g. "
+                    "Qwen3's)")
     dv.add_argument("--force", action="store_true", help="replace OUT if it exists (never IN)")
     dp = dsub.add_parser("preview", help="show a record as the model sees it, the trained tokens marked")
     dp.add_argument("file", metavar="FILE")

@@ -324,8 +324,8 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     f"(first at line {stats.partial[0]['line']}) train only on some of their answers: the chat "
                     "template renders the others differently once the conversation goes on (Qwen3's, for one, "
                     "drops the think block of answers in the history), so their tokens can't be located",
-                    hint="To train every answer, split such conversations into one record per answer (each "
-                    "ending with it), or use template: alpaca.",
+                    hint="To train every answer, write one record per answer (`finetune-studio data convert "
+                    "FILE OUT --per-answer`), or use template: alpaca.",
                     records=stats.partial[:100])
     if stats.dropped:
         writer.emit(ev.WARNING, kind="dropped", message=f"{stats.dropped} records had nothing to train on "

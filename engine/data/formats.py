@@ -149,8 +149,8 @@ def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container
     return path
 
 
-def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt: str | None = None
-           ) -> Path:
+def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt: str | None = None, *,
+           per_answer: bool = False) -> Path:
     """Write ``ds`` converted to another container and/or record format.
 
     Extra fields (anything that isn't part of the record format, e.g. ``task``, ``lang``)
@@ -161,6 +161,9 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
         path: The new file.
         container: json, jsonl, csv or parquet; defaults to the path's extension.
         fmt: alpaca, sharegpt or messages; defaults to ``ds.format``.
+        per_answer: write a conversation with several answers as one record per answer, each the
+            conversation up to and including that answer (for chat templates that render an answer
+            differently once the conversation goes on, such as Qwen3's, so that every answer trains).
 
     Raises:
         DataError: broken records (fix or delete them first), a conversation the target
@@ -191,6 +194,14 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
     standard = set(format_fields(ds.format)) | set(ds.mapping)
     for i, r in enumerate(ds.records):
         data = r.peek()
+        msgs = r.messages(schema) if per_answer else []
+        answers = [j for j, m in enumerate(msgs) if m["role"] == "assistant"]
+        if len(answers) > 1:
+            extras = {k: v for k, v in data.items() if k not in standard}
+            for j in answers:
+                out.records.append(Record(messages_to_format(msgs[: j + 1], fmt, extras,
+                                                             where=f"record {i + 1} (line {r.line})"), r.line))
+            continue
         if fmt == ds.format and not ds.mapping:
             new = dict(data)
         else:
@@ -938,7 +949,7 @@ def check_output_path(path: str | Path, *, source: str | Path, force: bool = Fal
 
 
 def cli_convert(args: Any) -> int:
-    """``finetune-studio data convert IN OUT [--format F ...] [--input-format F] [--force]``.
+    """``finetune-studio data convert IN OUT [--format F ...] [--input-format F] [--per-answer] [--force]``.
 
     The GUI's Export: the records of ``IN`` written to ``OUT`` in another container and/or
     record format, through :func:`export` (extra fields kept, atomic write). Broken records
@@ -949,8 +960,9 @@ def cli_convert(args: Any) -> int:
             (alpaca, sharegpt, messages), a container (json, jsonl, csv, parquet) or one of
             each; without a container, ``OUT``'s extension decides, and without a record
             format the input's is kept. ``input_format`` (str, default auto): how to read
-            ``IN``, as ``data check --format``. ``force`` (bool): replace an existing ``OUT``
-            (never ``IN``).
+            ``IN``, as ``data check --format``. ``per_answer`` (bool): one record per answer of a
+            multi-turn conversation (see :func:`export`). ``force`` (bool): replace an existing
+            ``OUT`` (never ``IN``).
 
     Returns:
         0; errors are raised as StudioError (the CLI prints them, exit 2).
@@ -962,10 +974,13 @@ def cli_convert(args: Any) -> int:
     if not ds.records:
         raise DataError("the file has no records; nothing to convert", path=str(src))
     fmt = fmt or ds.format
-    export(ds, out, container, fmt)
+    per_answer = getattr(args, "per_answer", False)
+    export(ds, out, container, fmt, per_answer=per_answer)
     n = len(ds.records)
+    written = len(load_dataset_file(out, "auto").records) if per_answer else n
+    more = f" from {n}, one per answer" if written != n else ""
     print(f"{src} ({ds.detected}) -> {out} ({FORMAT_NAMES[fmt]} {container.upper()}, "
-          f"{n} record{'s' if n != 1 else ''})")
+          f"{written} record{'s' if written != 1 else ''}{more})")
     return 0
 
 

@@ -151,4 +151,4 @@ def untrained_note(skipped: list[int]) -> str:
     which = ", ".join(str(i + 1) for i in skipped)
     return (f"message{'s' if len(skipped) > 1 else ''} {which} (answer{'s' if len(skipped) > 1 else ''}) "
             "won't train: the chat template renders them differently once the conversation goes on, so their "
-            "tokens can't be located; split the conversation into one record per answer to train them")
+            "tokens can't be located; `data convert FILE OUT --per-answer` writes one record per answer, which trains them")

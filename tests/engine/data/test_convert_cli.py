@@ -114,3 +114,33 @@ def test_convert_runs_as_a_command(small_dataset, tmp_path):
     ds = load_dataset_file(out)
     assert (ds.format, ds.container, len(ds.records)) == ("sharegpt", "parquet", 64)
     assert json.loads(json.dumps(ds.records[0].data))["task"] == "extraction"
+
+
+@pytest.mark.parametrize("fmt", ["sharegpt", "alpaca"])
+def test_per_answer_writes_one_record_per_answer_each_ending_with_it(tmp_path, fmt, capsys, tiny_model_dir):
+    src = tmp_path / "chats.jsonl"
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+             {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Count to two"},
+             {"role": "assistant", "content": "One, two."}]
+    src.write_text(json.dumps({"messages": turns, "lang": "en"}) + "\n"
+                   + json.dumps({"messages": turns[:3], "lang": "de"}) + "\n")
+    out = tmp_path / f"per-answer-{fmt}.jsonl"
+    assert main(["data", "convert", str(src), str(out), "--format", fmt, "--per-answer"]) == 0
+    assert "3 records from 2, one per answer" in capsys.readouterr().out
+    records = load_dataset_file(out).records
+    assert [r.messages() for r in records] == [turns[:3], turns, turns[:3]]
+    assert [r.data["lang"] for r in records] == ["en", "en", "de"]  # extra fields go with every copy
+    # Under a template that hides history answers, every answer now trains once.
+    from transformers import AutoTokenizer
+
+    from engine.data.tokenize import tokenize_records
+    from tests.engine.test_tokenize import THINK_LAST
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = THINK_LAST
+    rows, stats = tokenize_records(records, tok, "chat", 256)
+    assert len(rows) == 3 and stats.partial == [{"index": 1, "line": 2, "turns": [2]}]
+    trained = [tok.decode([t for t, lab in zip(r["input_ids"], r["labels"], strict=True) if lab != -100])
+               for r in rows]
+    assert [t.removeprefix("<think>\n\n</think>\n\n") for t in trained] == [
+        "Hello!<|im_end|>\n", "One, two.<|im_end|>\n", "Hello!<|im_end|>\n"]
