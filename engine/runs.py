@@ -461,6 +461,7 @@ def run_details(path: Path) -> dict[str, Any]:
     return {
         **info.to_dict(),
         "dataset": config.get("dataset"), "eval_dataset": config.get("eval_dataset") or None,
+        "rewound": summary.get("rewound"),
         "dataset_hash": summary.get("dataset_hash"),
         "dataset_records": summary.get("dataset_records"), "final_loss_window": summary.get("final_loss_window"),
         "error": error.get("message") if isinstance(error, dict) else error,
@@ -560,6 +561,8 @@ def cli_show(args: Any) -> int:
         ("eval data", d.get("eval_dataset") or (f"{(d['config'] or {}).get('eval_split'):.0%} of the dataset "
                                                  "held out" if (d["config"] or {}).get("eval_split") else "none")),
         ("checkpoints", ", ".join(c["name"] for c in d["checkpoints"]) or "none"),
+        *([("rewound", f"went back to {d['rewound']['to']} from step {d['rewound'].get('from_step')}; later "
+            f"checkpoints and final/ are in {d['rewound'].get('superseded') or '-'}/")] if d.get("rewound") else []),
         ("gguf", ", ".join(f"{g['name']} ({_size(g['bytes'])})" for g in d["gguf"]) or "none (finetune-studio "
          f"export-gguf {d['name']} writes one)"),
         ("final", (d["final_dir"] or "none") + (f" (step {d['final_step']}"

@@ -152,6 +152,15 @@ def interrupted_text(ckpt: Path | None, logged_step: int | None = None) -> str:
     return text + f". Resume continues from {ckpt.name}{later}."
 
 
+def rewound_text(rewound: Any) -> str:
+    """" · went back to checkpoint-N (from step M); the rest is in superseded-…/", or ''."""
+    if not isinstance(rewound, dict) or not rewound.get("to"):
+        return ""
+    came = f" from step {rewound['from_step']}" if rewound.get("from_step") is not None else ""
+    aside = f"; the rest is in {rewound['superseded']}/" if rewound.get("superseded") else ""
+    return f" · went back to {rewound['to']}{came}{aside}"
+
+
 def offer_text(offer: tuple[Path, float, float | None]) -> str:
     """The run summary's line on a checkpoint that evaluated better than the run's final/."""
     return f"{describe_offer(offer)}: “Use best checkpoint” makes it the result."
@@ -517,11 +526,13 @@ class RunsArea(QWidget):
         self.summary.setToolTip("")  # the differences of an earlier multi-selection
         if run is not None:
             ckpt = last_checkpoint(run.path)
-            promoted = read_summary(run.path).get("final_from")
+            summary = read_summary(run.path)
+            promoted = summary.get("final_from")
             ggufs = gguf_files(run.path)
             text = html.escape(f"{run.path}" + (f" · last checkpoint {ckpt.name}" if ckpt else "")
                                + (f" · final/ holds {promoted}" if promoted else "")
-                               + (" · GGUF: " + ", ".join(g.name for g in ggufs) if ggufs else ""))
+                               + (" · GGUF: " + ", ".join(g.name for g in ggufs) if ggufs else "")
+                               + rewound_text(summary.get("rewound")))
             failure = failure_text(run)
             if failure:
                 text += "<br><span style='color:#d0342c'>" + html.escape(failure).replace("\n", "<br>") + "</span>"

@@ -31,6 +31,11 @@ def test_a_completed_run_rewound_to_an_earlier_checkpoint_trains_on_from_it(tiny
     assert summary["status"] == "stopped" and summary["step"] == 2 and summary["rewound"]["from_step"] == 6
     verdict = resume_verdict(resume_point(out))
     assert verdict.ok, verdict.reason
+    from engine.cli import main
+
+    assert main(["runs", "show", str(out)]) == 0
+    shown = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("rewound"))
+    assert f"went back to checkpoint-2 from step 6; later checkpoints and final/ are in {aside.name}/" in shown
 
     # Resumed with a lower learning rate: steps 3-6 again, from checkpoint-2's weights.
     result, rec, _ = train(cfg.replace(learning_rate=1e-3), resume=True)
@@ -39,8 +44,6 @@ def test_a_completed_run_rewound_to_an_earlier_checkpoint_trains_on_from_it(tiny
     assert steps == [1, 2, 3, 4, 5, 6]
     assert (out / "final" / "adapter_model.safetensors").read_bytes() != first_final
     assert read_summary(out)["status"] == "completed"
-
-    from engine.cli import main
 
     assert main(["runs", "rewind", str(out), "--checkpoint", "checkpoint-4", "--json"]) == 0
     said = json.loads(capsys.readouterr().out)

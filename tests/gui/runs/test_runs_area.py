@@ -481,6 +481,8 @@ def test_go_back_to_an_earlier_checkpoint_opens_the_config_ready_to_resume(qtbot
     assert win.current_area() == "train" and train.run_dir == str(run_dir)
     assert train.resume_button.isEnabled() and "Train area" in plain(area.summary)
     assert [a.text() for a in area.rewind_menu.actions()] == ["checkpoint-2 (step 2, eval loss 2.0200)"]
+    area.select_paths([run_dir])
+    assert "went back to checkpoint-4 from step 6; the rest is in superseded-" in plain(area.summary)
 
 
 def test_use_best_checkpoint_explains_when_it_cant(qtbot, runs):
