@@ -206,6 +206,8 @@ def lint(ds: DatasetFile, *, tokenizer: Any = None, seq_len: int | None = None,
     _languages(rows, out, stats)
     _diversity(rows, out, stats)
     _lengths(rows, ds, tokenizer, seq_len, template, out, stats)
+    if tokenizer is not None:
+        _hidden_answers(rows, ds, tokenizer, template, out)
 
     out.sort(key=_finding_order)
     return LintReport(out, _counts(out, n, stats["broken"]), stats)
@@ -807,6 +809,50 @@ def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | N
                                    f"{word}{n} tokens; seq_len {seq_len} cuts off the last {n - seq_len}"))
         info["truncated"] = over
     stats["length"] = info
+
+
+HIDDEN_ANSWER_SAMPLE = 50
+"""Multi-answer records checked for answers the chat template hides: it is the template's habit,
+so the first ones tell, and each check renders the conversation once per answer."""
+
+
+def _hidden_answers(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template: str, out: list[Finding],
+                    sample: int | None = None) -> None:
+    """Answers of multi-turn records that won't train under this tokenizer's chat template
+    (see :func:`engine.data.tokenize.render_record`), in the first ``sample`` such records."""
+    from engine.data.tokenize import render_record, uses_chat_template
+
+    try:
+        if not uses_chat_template(tokenizer, template):
+            return
+    except DataError:
+        return
+    sample = HIDDEN_ANSWER_SAMPLE if sample is None else sample
+    checked = hidden = multi = 0
+    for r in rows:
+        msgs = to_messages(ds.records[r.index].peek(), ds.schema)
+        if sum(1 for m in msgs if m.get("role") == "assistant") < 2:
+            continue
+        multi += 1
+        if checked >= sample:
+            continue
+        checked += 1
+        skipped: list[int] = []
+        try:
+            render_record(msgs, tokenizer, template, skipped=skipped)
+        except DataError:
+            continue  # no locatable answer at all: the trainer drops it and says so
+        if skipped:
+            hidden += 1
+            which = ", ".join(str(i + 1) for i in skipped)
+            out.append(Finding(r.index, r.line, "hidden-answer", "warning",
+                               f"message{'s' if len(skipped) > 1 else ''} {which} won't train: the chat template "
+                               "renders earlier answers differently once the conversation goes on; `finetune-studio "
+                               "data convert FILE OUT --per-answer` writes one record per answer"))
+    if hidden and multi > checked:
+        out.append(Finding(None, None, "hidden-answer", "info",
+                           f"the first {checked} of {multi} multi-answer records were checked for answers the chat "
+                           f"template hides, and {hidden} have some: the others likely do too"))
 
 
 def _histogram(sorted_lengths: list[int], bins: int = 20) -> dict[str, list]:

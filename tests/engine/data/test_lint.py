@@ -252,3 +252,30 @@ def test_demo_dataset_lints_without_errors():
     report = lint(load_dataset_file(path), seq_len=512)
     assert not report.has_errors, [f for f in report.findings if f.severity == "error"][:5]
     assert report.counts["records"] >= 300
+
+
+def test_answers_the_chat_template_hides_are_flagged_with_a_tokenizer(tmp_path, tiny_model_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    import importlib
+
+    from tests.engine.test_tokenize import THINK_LAST
+
+    lint_module = importlib.import_module("engine.data.lint")
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    turns = [{"role": "user", "content": f"Q{i}"} if i % 2 == 0 else {"role": "assistant", "content": f"A{i}"}
+             for i in range(4)]
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps({"messages": turns}) + "\n" for _ in range(3))
+                    + json.dumps({"messages": turns[:2]}) + "\n")
+    ds = load_dataset_file(path)
+    assert not [f for f in lint(ds, tokenizer=tok).findings if f.rule == "hidden-answer"]  # plain ChatML: none
+    tok.chat_template = THINK_LAST
+    found = [f for f in lint(ds, tokenizer=tok).findings if f.rule == "hidden-answer"]
+    assert [(f.line, f.severity) for f in found] == [(1, "warning"), (2, "warning"), (3, "warning")]
+    assert "message 2 won't train" in found[0].message and "--per-answer" in found[0].message
+    # Only the first few multi-answer records are checked: it is the template's habit.
+    monkeypatch.setattr(lint_module, "HIDDEN_ANSWER_SAMPLE", 2)
+    found = [f for f in lint_module.lint(ds, tokenizer=tok).findings if f.rule == "hidden-answer"]
+    assert [f.line for f in found] == [1, 2, None] and "first 2 of 3 multi-answer records" in found[-1].message
