@@ -255,9 +255,9 @@ def test_demo_dataset_lints_without_errors():
 
 
 def test_answers_the_chat_template_hides_are_flagged_with_a_tokenizer(tmp_path, tiny_model_dir, monkeypatch):
-    from transformers import AutoTokenizer
-
     import importlib
+
+    from transformers import AutoTokenizer
 
     from tests.engine.test_tokenize import THINK_LAST
 
