@@ -918,6 +918,7 @@ class DatasetEditor(QWidget):
         self.lint_panel.sig_finding_activated.connect(self._on_finding_activated)
         self.lint_panel.sig_filter_rule.connect(lambda rule: self.set_filter(rule=rule))
         self.lint_panel.sig_recheck.connect(self.run_lint)
+        self.lint_panel.sig_per_answer.connect(self._on_export_per_answer)
         self.lint_panel.sig_audit_toggled.connect(lambda _on: self._lint is not None and self._show_findings())
         self.lint_panel.sig_seq_len_changed.connect(lambda _n: self._relint_timer.start())
         self.preview.sig_tokenizer_loaded.connect(self._on_tokenizer_loaded)
@@ -1097,6 +1098,33 @@ class DatasetEditor(QWidget):
                                                    ";;".join(filters))
         if path:
             self.save_as(path, container=filters.get(chosen))
+
+    def _on_export_per_answer(self) -> None:
+        if self._ds is None or self.path() is None:
+            return
+        src = self.path()
+        suggested = src.with_name(f"{src.stem}-per-answer{src.suffix}")
+        path, _ = QFileDialog.getSaveFileName(self, "One record per answer", str(suggested),
+                                              "Datasets (*.jsonl *.json *.csv *.parquet)")
+        if path:
+            self.export_per_answer(path)
+
+    def export_per_answer(self, path: str | Path) -> bool:
+        """Write the records to ``path`` with each multi-turn conversation as one record per answer
+        (``data convert --per-answer``); the editor stays on its file."""
+        from engine.data.formats import export
+
+        if self._ds is None:
+            return False
+        self.form.flush()
+        try:
+            written = export(self._ds, path, per_answer=True)
+        except (StudioError, OSError) as e:
+            msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            self.banner.show_message("error", f"Not written: {msg}")
+            return False
+        self.sig_status.emit(f"Wrote {written} with one record per answer; train on it to train every answer")
+        return True
 
     def _on_find(self) -> None:
         self.find_bar.show()

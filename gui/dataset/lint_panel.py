@@ -87,6 +87,9 @@ class LintPanel(QWidget):
     sig_filter_rule = Signal(str)
     """Show only the records with findings of this rule."""
 
+    sig_per_answer = Signal()
+    """"Write one record per answer…" on the hidden-answer rule."""
+
     sig_recheck = Signal()
     """The user asked to run lint again."""
 
@@ -345,4 +348,10 @@ class LintPanel(QWidget):
         act = QAction(f"Show only records with '{rule}'", menu)
         act.triggered.connect(lambda: self.sig_filter_rule.emit(rule))
         menu.addAction(act)
+        if rule == "hidden-answer":
+            per = QAction("Write one record per answer…", menu)
+            per.setToolTip("Export the file with each multi-turn conversation as one record per answer, each "
+                           "ending with it: then every answer trains")
+            per.triggered.connect(self.sig_per_answer.emit)
+            menu.addAction(per)
         menu.exec(self.tree.viewport().mapToGlobal(pos))

@@ -55,3 +55,22 @@ def test_broken_records_are_refused_with_their_line(make_editor, broken_file, tm
     assert "1 broken record(s)" in dialog.status.text() and "line 3" in dialog.status.text()
     assert not (tmp_path / "out" / "broken-train.jsonl").exists()
     json.dumps(dialog.command())  # plain values only
+
+
+def test_one_record_per_answer_from_the_checks_tab(make_editor, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+             {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Ciao."}]
+    src = tmp_path / "chats.jsonl"
+    src.write_text(json.dumps({"messages": turns}) + "\n" + json.dumps({"messages": turns[:2]}) + "\n")
+    ed = make_editor(src)
+    out = tmp_path / "chats-per-answer.jsonl"
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda _parent, _title, suggested, _filter: (asked.append(suggested),
+                                                                                    (str(out), ""))[1]))
+    ed.lint_panel.sig_per_answer.emit()  # the hidden-answer rule's "Write one record per answer…"
+    assert asked == [str(tmp_path / "chats-per-answer.jsonl")]
+    assert [r.messages() for r in load_dataset_file(out).records] == [turns[:2], turns, turns[:2]]
+    assert ed.path() == src and not ed.is_dirty()  # the editor stays on its own file
