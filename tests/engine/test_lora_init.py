@@ -154,3 +154,22 @@ def test_pissa_and_olora_need_a_float_base_and_no_dora():
     with pytest.raises(ConfigErrors) as e:
         RunConfig.from_dict({"lora_init": "loftq"})
     assert "default" in e.value.errors[0].message and "pissa" in e.value.errors[0].message
+
+
+def test_a_pissa_run_stopped_early_keeps_its_best_checkpoint_as_a_plain_lora(tiny_model_dir, small_dataset, tmp_path):
+    from engine.methods.lora import convert_checkpoint
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, lora_init="pissa", eval_split=0.25, eval_steps=2,
+                   early_stopping_patience=2, early_stopping_threshold=1e3, learning_rate=0.5,
+                   **{**SETTINGS, "max_steps": 20, "save_total_limit": 1})
+    result, _, _ = train(cfg)
+    # At this learning rate the run overshoots after its first evaluation: the best is not the last step.
+    assert result["status"] == "completed" and result["early_stopped"] and result["best_step"] < result["step"]
+    best = convert_checkpoint(out / f"checkpoint-{result['best_step']}", out / "lora_init", tmp_path / "best")
+    from peft import PeftModel
+
+    ids = probe_ids(tiny_model_dir)
+    want = logits(PeftModel.from_pretrained(fresh(cfg, tiny_model_dir), str(best)), ids)
+    got = logits(_final_on_the_original_base(tiny_model_dir, out, cfg), ids)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
