@@ -624,7 +624,19 @@ def compare_runs(paths: list[Path]) -> dict[str, Any]:
         keys += [k for k in cfg if k not in keys and k not in _NOT_COMPARED]
     diffs = {k: [cfg.get(k) for cfg in configs] for k in keys
              if any(cfg.get(k) != configs[0].get(k) or (k in cfg) != (k in configs[0]) for cfg in configs)}
-    return {"runs": details, "config_differences": diffs, "same_config_keys": len(keys) - len(diffs)}
+    evals = {eval_data_of(cfg, d.get("dataset_hash")) for cfg, d in zip(configs, details, strict=True)}
+    return {"runs": details, "config_differences": diffs, "same_config_keys": len(keys) - len(diffs),
+            "same_eval_data": len(evals) == 1}
+
+
+def eval_data_of(cfg: dict[str, Any], dataset_hash: str | None = None) -> tuple:
+    """What a run's eval loss was measured on: its eval file, or its dataset's held-out share
+    (the dataset's content, the share and the seed decide which records); () without eval data."""
+    if cfg.get("eval_dataset"):
+        return ("file", cfg["eval_dataset"])
+    if cfg.get("eval_split"):
+        return ("split", dataset_hash or cfg.get("dataset"), cfg.get("eval_split"), cfg.get("seed"))
+    return ()
 
 
 def cli_compare(args: Any) -> int:
@@ -679,7 +691,14 @@ def cli_compare(args: Any) -> int:
     same = result["same_config_keys"]
     print(f"{'no config differences' if not diffs else f'{len(diffs)} config key(s) differ'}; "
           f"{same} other key{'s' if same != 1 else ''} equal in all runs")
+    if not result["same_eval_data"]:
+        print(f"note: {DIFFERENT_EVAL_DATA}")
     return 0
+
+
+DIFFERENT_EVAL_DATA = ("the eval losses were measured on different records (eval_dataset, or the dataset, eval_split "
+                       "or seed differ), so they don't rank the runs; compare them on the same held-out file with "
+                       "'adapters compare'")
 
 
 def cli_list(args: Any) -> int:

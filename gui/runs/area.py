@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
 from engine.promote import describe_offer, promotion_offer
 from engine.resume import resume_point, resume_verdict
 from engine.runs import (
+    DIFFERENT_EVAL_DATA,
     RunInfo,
     checkpoint_step,
     checkpoints,
@@ -553,11 +554,14 @@ class RunsArea(QWidget):
         """What differs between the selected runs' configs, each value in its curve's colour."""
         runs = runs[: len(CURVE_COLORS)]
         try:
-            diffs = compare_runs([r.path for r in runs])["config_differences"]
+            compared = compare_runs([r.path for r in runs])
         except Exception as e:  # noqa: BLE001 - an unreadable run folder must not break the selection
             return f"{len(runs)} runs selected (their configs could not be compared: {e})"
+        diffs = compared["config_differences"]
+        note = ("" if compared["same_eval_data"] else
+                f"<br><span style='color:#8a5a00'>Note: {html.escape(DIFFERENT_EVAL_DATA)}.</span>")
         if not diffs:
-            return f"{len(runs)} runs selected · same config"
+            return f"{len(runs)} runs selected · same config" + note
 
         def value(v: Any) -> str:
             text = "–" if v is None or v == "" else str(v)  # an empty run_name must not read as nothing
@@ -570,7 +574,7 @@ class RunsArea(QWidget):
             parts.append(f"<b style='color:#333'>{key}</b> {colored}")
         more = f" · +{len(diffs) - shown} more" if len(diffs) > shown else ""
         self.summary.setToolTip("\n".join(f"{k}: {' / '.join(map(str, v))}" for k, v in diffs.items()))
-        return f"{len(runs)} runs · differ in: " + " · ".join(parts) + more
+        return f"{len(runs)} runs · differ in: " + " · ".join(parts) + more + note
 
     def _metrics(self, path: Path) -> list[dict]:
         f = path / "metrics.jsonl"

@@ -165,6 +165,19 @@ def test_compare_lists_losses_and_only_the_config_keys_that_differ(capsys):
     assert "config differences:" in lines and lines[-1].startswith("2 config key(s) differ")
 
 
+def test_compare_says_when_the_eval_losses_were_measured_on_different_records(capsys):
+    a = make_run("20261128-100000-lora", eval_split=0.1)
+    b = make_run("20261128-110000-lora", eval_split=0.1)
+    c = make_run("20261128-120000-lora", eval_dataset="/data/held-out.jsonl")
+    assert cli_compare(argparse.Namespace(runs=[str(a), str(b)], json=True)) == 0
+    assert json.loads(capsys.readouterr().out)["same_eval_data"] is True  # same dataset, share and seed
+    assert cli_compare(argparse.Namespace(runs=[str(a), str(c)], json=False)) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("note: the eval losses were measured on different")
+    d = make_run("20261128-130000-lora", eval_split=0.1, seed=7)  # another seed holds out other records
+    assert cli_compare(argparse.Namespace(runs=[str(a), str(d)], json=True)) == 0
+    assert json.loads(capsys.readouterr().out)["same_eval_data"] is False
+
+
 def test_compare_needs_two_runs():
     make_run("20261128-100000-lora")
     with pytest.raises(StudioError, match="needs two runs or more"):

@@ -583,3 +583,14 @@ def test_export_gguf_is_offered_for_one_finished_run(qtbot, runs):
     (runs["done"] / f"{runs['done'].name}-q8_0.gguf").write_bytes(b"GGUF")
     dialog.sig_exported.emit(str(runs["done"] / f"{runs['done'].name}-q8_0.gguf"))
     assert f"GGUF: {runs['done'].name}-q8_0.gguf" in area.summary.text()
+
+
+def test_runs_evaluated_on_different_records_are_said_not_to_rank_by_eval_loss(qtbot, studio_home):
+    from tests.engine.test_runs_cli import make_run as make_cli_run
+
+    a = make_cli_run("20261128-100000-lora", eval_split=0.1)
+    b = make_cli_run("20261128-110000-lora", eval_dataset="/data/held-out.jsonl")
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([a, b])
+    assert "measured on different records" in plain(area.summary) and "eval_dataset" in plain(area.summary)
