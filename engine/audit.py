@@ -391,7 +391,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     cfg = cfg.replace(**changes)
 
     tokenizer = load_tokenizer(str(resolve_model_path(cfg.model)), trust_remote_code=cfg.trust_remote_code)
-    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len)
+    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on)
     if not rows:
         raise StudioError(f"nothing to score in {data_path}: every record was dropped",
                           hint=json.dumps(stats.problems[:3], ensure_ascii=False))

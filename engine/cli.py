@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "model folder or a cached hub id (default demo)")
     dp.add_argument("--template", default="auto", choices=["auto", "chat", "alpaca"],
                     help="as the run config's template key (default auto)")
+    dp.add_argument("--loss-on", "--loss_on", default="answers", choices=["answers", "last_answer", "all"],
+                    dest="loss_on", help="as the run config's loss_on key (default answers)")
     dp.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
     dp.add_argument("--json", action="store_true", help="print the segments as JSON")
     seed_default = RunConfig.field_meta()["seed"]["default"]

@@ -218,7 +218,7 @@ def _train_digests(name: str, run_dir: str | Path | None, tokenizer: Any
                       "unknown"), cfg.to_dict()
     ds = load_dataset_file(data, cfg.dataset_format)
     good = [r for r in ds.records if not r.broken]
-    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len)
+    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on)  # the run's own drops
     train_idx, _ = train_eval_split(len(rows), cfg.eval_split, cfg.seed)
     return {record_digest(good[stats.sources[i]].messages()) for i in train_idx}, None, cfg.to_dict()
 

@@ -31,6 +31,7 @@ SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_wi
 TEMPLATES = ("auto", "chat", "alpaca")
 ATTENTION = ("sdpa", "eager")
 DEVICES = ("auto", "cuda", "cpu")
+LOSS_ON_CHOICES = ("answers", "last_answer", "all")
 LORA_INITS = ("default", "gaussian", "pissa", "olora")
 ADAPTER_STYLES = ("pfeiffer", "houlsby")
 NAN_POLICIES = ("rollback", "stop")
@@ -66,6 +67,10 @@ class RunConfig:
                        choices=TEMPLATES, group="data")
     seq_len: int = _f(512, "Maximum tokens per training sequence; longer records are truncated and "
                       "counted.", min=16, max=1_048_576, group="data")
+    loss_on: str = _f("answers", "Which tokens the loss is computed on: answers (every assistant answer; the "
+                      "prompts are context), last_answer (only a conversation's final answer, the earlier ones "
+                      "are context too) or all (every token, prompts included: continued pre-training on the "
+                      "records' text).", choices=LOSS_ON_CHOICES, group="data")
     packing: bool = _f(False, "Pack several short records into each sequence (faster; records still "
                        "only train on their answers).", group="data")
     eval_split: float = _f(0.0, "Fraction of records held out for evaluation (0 = no eval).",

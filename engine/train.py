@@ -208,7 +208,7 @@ def _eval_file_rows(cfg: RunConfig, tokenizer: Any, train_records: list, writer:
     from engine.data.tokenize import tokenize_records
 
     records, info = load_training_records(cfg, eval_file=True)
-    rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len)
+    rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on)
     if not rows:
         raise StudioError(f"eval_dataset {info['path']}: no record can be evaluated "
                           f"({info['broken']} broken, {stats.dropped} with nothing to score)",
@@ -295,7 +295,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
 
     records, data_info = load_training_records(cfg)
     tokenizer = load_tokenizer(str(model_path), trust_remote_code=cfg.trust_remote_code)
-    rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len)
+    rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on)
     if not rows:
         raise StudioError("no trainable records: every record was dropped", hint=json.dumps(stats.problems[:3]))
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)

@@ -206,6 +206,14 @@ class MainWindow(QMainWindow):
             train.config_model.sig_changed.connect(follow_seq_len)
             follow_seq_len()
 
+            # The prompt preview marks what the run will train on.
+            def follow_loss_on(keys: set[str] | None = None) -> None:
+                if keys is None or "loss_on" in keys:
+                    dataset.preview.set_loss_on(train.config_model.values().get("loss_on") or "answers")
+
+            train.config_model.sig_changed.connect(follow_loss_on)
+            follow_loss_on()
+
     def _on_nav_changed(self, row: int) -> None:
         self.stack.setCurrentIndex(row)
         key = list(AREAS)[row]

@@ -12,7 +12,7 @@ from engine.data.records import Record
 
 
 def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto", *,
-            skipped: list[int] | None = None) -> list[tuple[str, bool]]:
+            skipped: list[int] | None = None, loss_on: str = "answers") -> list[tuple[str, bool]]:
     """The record's rendered text in pieces, each marked trained (answer) or not (prompt).
 
     Args:
@@ -21,6 +21,7 @@ def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto",
         template: 'auto', 'chat' or 'alpaca', as in the run config.
         skipped: receives the message indices of answers the template hides from training
             (see :func:`engine.data.tokenize.render_record`).
+        loss_on: the run config's ``loss_on``.
 
     Returns:
         ``[(text, trained), ...]``: consecutive tokens with the same mark, decoded together;
@@ -33,7 +34,7 @@ def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto",
     from engine.data.tokenize import IGNORE_INDEX, render_record
 
     messages = record.messages() if isinstance(record, Record) else record
-    row = render_record(messages, tokenizer, template, skipped=skipped)
+    row = render_record(messages, tokenizer, template, skipped=skipped, loss_on=loss_on)
     pieces: list[tuple[str, bool]] = []
     run: list[int] = []
     run_trained: bool | None = None
@@ -106,10 +107,11 @@ def cli_preview(args: Any) -> int:
                         "broken record.")
     tokenizer = load_tokenizer(model)
     skipped: list[int] = []
+    loss_on = getattr(args, "loss_on", None) or "answers"
     try:
-        pieces = preview(record, tokenizer, template, skipped=skipped)
+        pieces = preview(record, tokenizer, template, skipped=skipped, loss_on=loss_on)
         # The exact counts, from the labels preview() marks by (its texts are decoded runs).
-        row = render_record(record.messages(), tokenizer, template)
+        row = render_record(record.messages(), tokenizer, template, loss_on=loss_on)
     except DataError as e:
         raise DataError(f"record {index + 1}: {e.message}", path=path, line=record.line, fix=e.fix,
                         hint=e.hint) from None

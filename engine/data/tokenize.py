@@ -73,8 +73,12 @@ def _render_ids(tokenizer: Any, messages: list[dict], upto: int, add_generation_
     return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
+LOSS_ON = ("answers", "last_answer", "all")
+"""Which tokens a run trains on: every answer (the default), only the last one, or every token."""
+
+
 def render_record(messages: list[dict], tokenizer: Any, template: str = "auto", *,
-                  skipped: list[int] | None = None) -> dict[str, list[int]]:
+                  skipped: list[int] | None = None, loss_on: str = "answers") -> dict[str, list[int]]:
     """Tokenize one conversation; labels are -100 everywhere but on assistant turns.
 
     Each assistant turn is located as the tokens between the conversation rendered up to it
@@ -89,6 +93,9 @@ def render_record(messages: list[dict], tokenizer: Any, template: str = "auto", 
         tokenizer: a Hugging Face tokenizer.
         template: 'auto', 'chat' or 'alpaca'.
         skipped: receives the indices of assistant turns that couldn't be located.
+        loss_on: ``answers`` (every assistant turn), ``last_answer`` (only the final one: the
+            earlier answers are context, as LLaMA-Factory's ``mask_history``) or ``all`` (every token,
+            prompts included, as ``train_on_prompt`` / Axolotl's ``train_on_inputs``).
 
     Returns:
         ``{"input_ids": [...], "labels": [...]}`` of equal length.
@@ -97,14 +104,19 @@ def render_record(messages: list[dict], tokenizer: Any, template: str = "auto", 
         DataError: no assistant turn, or none whose tokens can be located in the rendering
             (then answer-only masking would be wrong).
     """
+    if loss_on not in LOSS_ON:
+        raise DataError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
     chat = uses_chat_template(tokenizer, template)
     if not any(m.get("role") == "assistant" for m in messages):
         raise DataError("the record has no answer (assistant/output) to train on")
     full = _render_ids(tokenizer, messages, len(messages), False, chat)
+    if loss_on == "all":
+        return {"input_ids": full, "labels": list(full)}
     labels = [IGNORE_INDEX] * len(full)
     missed: list[int] = []
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or (loss_on == "last_answer" and i != last):
             continue
         prompt = _render_ids(tokenizer, messages, i, True, chat)
         upto = _render_ids(tokenizer, messages, i + 1, False, chat)
@@ -112,7 +124,8 @@ def render_record(messages: list[dict], tokenizer: Any, template: str = "auto", 
             missed.append(i)
             continue
         labels[len(prompt): len(upto)] = full[len(prompt): len(upto)]
-    if len(missed) == sum(1 for m in messages if m["role"] == "assistant"):
+    wanted = 1 if loss_on == "last_answer" else sum(1 for m in messages if m["role"] == "assistant")
+    if len(missed) == wanted:
         raise DataError("the template's rendering of the prompt is not a prefix of the full "
                         "conversation, so the answer tokens can't be located",
                         hint="Use template: alpaca, or a tokenizer whose chat template renders "
@@ -143,12 +156,12 @@ class TokenizeStats:
                 "problems": self.problems[:20], "partial": len(self.partial)}
 
 
-def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len: int
+def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len: int, loss_on: str = "answers"
                      ) -> tuple[list[dict[str, list[int]]], TokenizeStats]:
     """Tokenize engine records (with ``.messages()`` and ``.line``) for training.
 
     Longer sequences are truncated to ``seq_len`` and counted; records with nothing left to
-    train on are dropped and listed, never silently.
+    train on are dropped and listed, never silently. ``loss_on`` as in :func:`render_record`.
     """
     stats = TokenizeStats()
     rows = []
@@ -156,7 +169,7 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len:
         stats.records += 1
         skipped: list[int] = []
         try:
-            row = render_record(rec.messages(), tokenizer, template, skipped=skipped)
+            row = render_record(rec.messages(), tokenizer, template, skipped=skipped, loss_on=loss_on)
             if skipped:
                 stats.partial.append({"index": index, "line": getattr(rec, "line", None), "turns": skipped})
         except DataError as e:

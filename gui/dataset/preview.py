@@ -63,6 +63,7 @@ class PreviewPane(QWidget):
         self._tokenizer = None
         self._tokenizer_path: str | None = None
         self._record: Record | None = None
+        self.loss_on = "answers"  # the Train area's loss_on (the main window keeps it in step)
         self._loading = False
         self._thread: QThread | None = None
         self.source = QLabel()
@@ -125,6 +126,12 @@ class PreviewPane(QWidget):
             self._thread.start()
         self._show_source()
         self._sig_load.emit(path)
+
+    def set_loss_on(self, loss_on: str) -> None:
+        """Mark the tokens a run with this ``loss_on`` trains on."""
+        if loss_on != self.loss_on:
+            self.loss_on = loss_on
+            self._render()
 
     def set_record(self, record: Record | None) -> None:
         self._record = record
@@ -195,7 +202,8 @@ class PreviewPane(QWidget):
 
         skipped: list[int] = []
         try:
-            pieces = preview(rec, self._tokenizer, self.template.currentText(), skipped=skipped)
+            pieces = preview(rec, self._tokenizer, self.template.currentText(), skipped=skipped,
+                             loss_on=self.loss_on)
         except StudioError as e:
             self.stats.setText(f"<span style='color:#b71c1c'>{e.message}</span>")
             return
@@ -211,4 +219,6 @@ class PreviewPane(QWidget):
         total = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, _ in pieces)
         trained = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, tr in pieces if tr)
         note = (f"<br><span style='color:#8a5a00'>Note: {untrained_note(skipped)}.</span>" if skipped else "")
-        self.stats.setText((f"≈{total:,} tokens, {trained:,} trained ({trained / total:.0%})" if total else "") + note)
+        policy = {"last_answer": " (loss on the last answer only)", "all": " (loss on every token)"}.get(self.loss_on, "")
+        self.stats.setText((f"≈{total:,} tokens, {trained:,} trained ({trained / total:.0%}){policy}" if total else "")
+                           + note)

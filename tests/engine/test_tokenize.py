@@ -146,6 +146,26 @@ def test_a_template_that_renders_history_answers_differently_trains_the_answers_
     assert stats.partial == [{"index": 0, "line": 5, "turns": [1]}] and stats.to_dict()["partial"] == 1
 
 
+def test_loss_on_the_last_answer_or_on_every_token(tok):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Count to two"},
+            {"role": "assistant", "content": "One, two."}]
+    answers = render_record(msgs, tok)
+    last = render_record(msgs, tok, loss_on="last_answer")
+    every = render_record(msgs, tok, loss_on="all")
+    assert answers["input_ids"] == last["input_ids"] == every["input_ids"]  # same text, other labels
+    assert trained_text(tok, answers) == "Hello!<|im_end|>\nOne, two.<|im_end|>\n"
+    assert trained_text(tok, last) == "One, two.<|im_end|>\n"
+    assert every["labels"] == every["input_ids"]
+    with pytest.raises(DataError, match="loss_on must be one of answers, last_answer, all"):
+        render_record(msgs, tok, loss_on="prompt")
+    # A prompt longer than seq_len leaves no answer to train on, but every token still trains with 'all'.
+    long_prompt = [Record({"instruction": " ".join(["prompt"] * 80), "output": "x"}, line=1)]
+    assert tokenize_records(long_prompt, tok, "auto", 48)[1].dropped == 1
+    rows, stats = tokenize_records(long_prompt, tok, "auto", 48, "all")
+    assert stats.dropped == 0 and len(rows[0]["input_ids"]) == 48 and IGNORE_INDEX not in rows[0]["labels"]
+
+
 def test_truncation_is_counted_and_dropped_records_are_listed(tok):
     long_answer = " ".join(["word"] * 80)
     records = [Record({"instruction": "short", "output": "fine"}, line=1),

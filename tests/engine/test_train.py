@@ -642,6 +642,39 @@ def test_multi_turn_answers_a_template_hides_are_reported_with_their_lines(tiny_
     assert json.loads((tmp_path / "run" / "dataset.json").read_text())["partial"] == 3
 
 
+def test_loss_on_every_token_trains_on_the_prompts_too(tiny_model_dir, small_dataset, tmp_path):
+    """The logged loss is the model's loss over the labels loss_on chose: with 'all', every token."""
+    from transformers import AutoTokenizer
+
+    from engine.data.formats import load_dataset_file
+    from engine.data.tokenize import tokenize_records
+
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2, loss_on="all", seq_len=256,
+                   eval_split=0.25, eval_steps=2, learning_rate=1e-9)
+    result, rec, trained = train(cfg)
+    assert result["status"] == "completed" and RunConfig.load(tmp_path / "run" / "run.yaml").loss_on == "all"
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records = load_dataset_file(small_dataset).records
+    answers = tokenize_records(records, tok, "auto", 256)[1]
+    every = tokenize_records(records, tok, "auto", 256, "all")[1]
+    data = json.loads((tmp_path / "run" / "dataset.json").read_text())
+    assert data["trained_tokens"] == every.trained_tokens == every.tokens > answers.trained_tokens
+    # With a learning rate of 1e-9 the model stays the base: the eval loss is the base's over every token.
+    from engine.data.split import train_eval_split
+
+    rows = tokenize_records(records, tok, "auto", 256, "all")[0]
+    _, eval_idx = train_eval_split(rows, 0.25, cfg.seed)
+    model = fresh(cfg, tiny_model_dir).eval()
+    total = count = 0
+    with torch.no_grad():
+        for i in eval_idx:
+            ids = torch.tensor([rows[i]["input_ids"]])
+            n = ids.shape[1] - 1
+            total += model(input_ids=ids, labels=ids).loss.item() * n
+            count += n
+    assert rec.of("eval")[-1]["eval_loss"] == pytest.approx(total / count, rel=1e-3)
+
+
 # ---------------------------------------------------------------- Failed and resumed runs in summary.json
 def raise_at(step_to_fail: int):
     def inject(step: int):

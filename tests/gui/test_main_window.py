@@ -55,6 +55,15 @@ def test_split_train_on_these_fills_the_train_areas_dataset_and_eval_file(qtbot,
     assert not train.config_model.errors()
 
 
+def test_the_prompt_preview_follows_the_train_areas_loss_on(qtbot):
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    train, preview = win.areas["train"], win.areas["dataset"].preview
+    assert preview.loss_on == "answers"
+    train.config_model.set("loss_on", "all")
+    assert preview.loss_on == "all"
+
+
 def test_geometry_is_remembered(qtbot):
     win = MainWindow(load_demo=False, restore_geometry=True)
     qtbot.addWidget(win)

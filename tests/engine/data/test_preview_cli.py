@@ -146,3 +146,19 @@ def test_answers_the_template_hides_from_training_are_named(tmp_path, tiny_model
     assert "note: message 2 (answer) won't train" in capsys.readouterr().out
     assert cli_preview(args(path, model=str(model), as_json=True)) == 0
     assert json.loads(capsys.readouterr().out)["untrained_answers"] == [1]
+
+
+def test_loss_on_marks_what_such_a_run_trains(demo_base, tmp_path, capsys):
+    path = tmp_path / "multi.jsonl"
+    path.write_text(json.dumps({"history": [["Hi", "Hello there!"]], "instruction": "Capital of France?",
+                                "output": "Paris."}) + "\n")
+    outs = {}
+    for loss_on in ("answers", "last_answer", "all"):
+        a = args(path, as_json=True)
+        a.loss_on = loss_on
+        assert cli_preview(a) == 0
+        outs[loss_on] = json.loads(capsys.readouterr().out)
+    trained = {k: "".join(s["text"] for s in v["segments"] if s["trained"]) for k, v in outs.items()}
+    assert trained["answers"].startswith("Hello there!") and "Paris." in trained["answers"]
+    assert "Hello there!" not in trained["last_answer"] and trained["last_answer"].startswith("Paris.")
+    assert outs["all"]["trained_tokens"] == outs["all"]["tokens"] and "Capital of France?" in trained["all"]
