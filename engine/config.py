@@ -142,6 +142,8 @@ class RunConfig:
     learning_rate: float = _f(2e-4, "Peak learning rate.", min=0.0, max=10.0, group="optim")
     lr_scheduler: str = _f("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULERS,
                            group="optim")
+    min_lr_ratio: float = _f(0.0, "Cosine schedule: end at this fraction of learning_rate instead of 0 (e.g. "
+                             "0.1, as many recent recipes do); 0 = decay to 0.", min=0.0, max=1.0, group="optim")
     warmup_ratio: float = _f(0.03, "Fraction of steps spent warming the learning rate up.",
                              min=0.0, max=0.5, group="optim")
     weight_decay: float = _f(0.0, "Decoupled weight decay.", min=0.0, max=1.0, group="optim")
@@ -412,6 +414,9 @@ class RunConfig:
             if self.use_dora:
                 bad("lora_init", f"{name} with DoRA can't be saved as a plain LoRA for the original base (DoRA's "
                     "magnitudes are taken from the rewritten base); turn one of them off.", fix={"use_dora": False})
+        if self.min_lr_ratio and self.lr_scheduler != "cosine":
+            bad("min_lr_ratio", f"min_lr_ratio sets where the cosine schedule ends, but lr_scheduler is "
+                f"'{self.lr_scheduler}'; use lr_scheduler: cosine, or min_lr_ratio: 0.", fix={"lr_scheduler": "cosine"})
         if 0 < self.loraplus_lr_ratio < 1:
             bad("loraplus_lr_ratio", f"loraplus_lr_ratio {self.loraplus_lr_ratio:g} would train B slower than A; "
                 "LoRA+ wants 1 or more (16 in the paper), or 0 for off.", fix={"loraplus_lr_ratio": 16.0})

@@ -723,7 +723,9 @@ def training_arguments_kwargs(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
         num_train_epochs=cfg.num_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
+        lr_scheduler_type="cosine_with_min_lr" if cfg.lr_scheduler == "cosine" and cfg.min_lr_ratio else cfg.lr_scheduler,
+        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio} if cfg.lr_scheduler == "cosine" and cfg.min_lr_ratio
+        else {},
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps (transformers 5)
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,

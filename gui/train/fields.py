@@ -27,7 +27,7 @@ from gui.train.config_model import ConfigModel
 
 LABELS = {
     "model": "Model", "dataset": "Dataset", "dataset_format": "Format", "template": "Template",
-    "seq_len": "Sequence length", "packing": "Packing", "eval_split": "Eval split", "loss_on": "Loss on", "eval_dataset": "Eval file",
+    "seq_len": "Sequence length", "packing": "Packing", "min_lr_ratio": "Min LR ratio", "eval_split": "Eval split", "loss_on": "Loss on", "eval_dataset": "Eval file",
     "output_dir": "Output folder", "run_name": "Run name", "method": "Method",
     "lora_r": "Rank (r)", "lora_alpha": "Alpha", "lora_dropout": "Dropout",
     "lora_target_modules": "Target modules", "use_dora": "DoRA", "use_rslora": "rsLoRA", "lora_init": "Init",

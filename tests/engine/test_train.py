@@ -826,3 +826,29 @@ def test_neftune_noises_the_embeddings_while_training_only(tiny_model_dir, small
     # The hook is gone after training: the saved model's embeddings are noise-free.
     emb = model.get_input_embeddings()
     assert not emb._forward_hooks
+
+
+def test_min_lr_ratio_ends_the_cosine_schedule_there(tiny_model_dir, small_dataset, tmp_path):
+    """The logged learning rates are those of transformers' own cosine-with-floor schedule."""
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+    from engine.errors import ConfigErrors
+
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=8, min_lr_ratio=0.1,
+                   learning_rate=1e-2, warmup_ratio=0.0)
+    result, rec, _ = train(cfg)
+    assert result["status"] == "completed"
+    logged = [e["lr"] for e in rec.of("step")]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, 0, 8, min_lr_rate=0.1)
+    want = []
+    for _ in range(8):
+        want.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert logged == pytest.approx(want) and min(logged) >= 1e-3 - 1e-12
+    plain = train(cfg.replace(min_lr_ratio=0.0, output_dir=str(tmp_path / "plain")))[1]
+    assert min(e["lr"] for e in plain.of("step")) < 1e-3  # without the floor the cosine goes lower
+    with pytest.raises(ConfigErrors) as e:
+        cfg.replace(lr_scheduler="linear")
+    assert e.value.errors[0].key == "min_lr_ratio" and e.value.errors[0].fix == {"lr_scheduler": "cosine"}
