@@ -66,6 +66,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.config import REWRITING_INITS
 from engine.errors import ConfigError, ModelError
 from engine.files import atomic_write_text
 from engine.paths import adapters_dir, data_home, runs_dir
@@ -276,9 +277,9 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
             card.rank = acfg.get("r")
             card.alpha = acfg.get("lora_alpha")
             card.targets = acfg.get("target_modules")
-            if run_cfg.get("lora_init") in ("pissa", "olora"):
+            if run_cfg.get("lora_init") in REWRITING_INITS:
                 # Trained at rank r, saved as the plain LoRA of rank 2r that fits the original base.
-                card.extra["init"] = {"pissa": "PiSSA", "olora": "OLoRA"}[run_cfg["lora_init"]]
+                card.extra["init"] = REWRITING_INITS[run_cfg["lora_init"]]
                 card.extra["trained_rank"] = run_cfg.get("lora_r")
         elif card.peft_type == "IA3":
             card.targets = acfg.get("target_modules")
@@ -291,7 +292,7 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
             from engine.methods.peft_adapter import check_loadable
 
             try:
-                check_loadable(folder)
+                check_loadable(folder, acfg)
             except ModelError as e:
                 card.loadable = False
                 card.problem = f"{e.message}. {e.hint}"

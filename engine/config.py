@@ -33,6 +33,8 @@ ATTENTION = ("sdpa", "eager")
 DEVICES = ("auto", "cuda", "cpu")
 LOSS_ON_CHOICES = ("answers", "last_answer", "all")
 LORA_INITS = ("default", "gaussian", "pissa", "olora")
+REWRITING_INITS = {"pissa": "PiSSA", "olora": "OLoRA"}
+"""The LoRA inits that move part of each base weight into the adapter, by their display names."""
 ADAPTER_STYLES = ("pfeiffer", "houlsby")
 NAN_POLICIES = ("rollback", "stop")
 
@@ -405,8 +407,8 @@ class RunConfig:
             bad("save_steps", f"with early stopping the best evaluation must have a checkpoint, so save_steps "
                 f"({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}).",
                 fix={"save_steps": self.eval_steps * max(1, self.save_steps // self.eval_steps)})
-        if self.lora_init in ("pissa", "olora") and self.method in ("lora", "qlora"):
-            name = {"pissa": "PiSSA", "olora": "OLoRA"}[self.lora_init]
+        if self.lora_init in REWRITING_INITS and self.method in ("lora", "qlora"):
+            name = REWRITING_INITS[self.lora_init]
             if self.is_quantized:
                 bad("lora_init", f"{name} moves part of each base weight into the adapter, which needs the base "
                     f"in 16 or 32 bits, but load_in is {self.load_in}. Use lora_init: default (or gaussian) on a "

@@ -28,10 +28,6 @@ from typing import Any
 SMALL_FILES = 1 << 20
 """scheduler.pt, rng_state.pth, trainer_state.json, training_args.bin, configs, cards: well under 1 MiB."""
 
-BNB_MIN_8BIT_SIZE = 4096
-"""bitsandbytes keeps 32-bit states for tensors smaller than this (its ``min_8bit_size``)."""
-
-
 @dataclass
 class DiskPlan:
     """What a run will write into its folder, and whether its disk holds it."""
@@ -63,20 +59,11 @@ class DiskPlan:
         return {**asdict(self), "fits": self.fits}
 
 
-def optimizer_state_bytes(optimizer: str, numel: int, element_size: int) -> int:
-    """Bytes ``optimizer.pt`` holds for one trainable tensor."""
-    if optimizer == "sgd":
-        return 0  # no momentum: no state
-    if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
-        if numel < BNB_MIN_8BIT_SIZE:
-            return 8 * numel
-        # Two uint8 moments, an fp32 absmax per block of 256 for each, and each one's 256-entry code.
-        return 2 * numel + 2 * 4 * math.ceil(numel / 256) + 2 * 4 * 256
-    return 2 * numel * element_size
-
-
 def model_bytes(model: Any, cfg: Any, *, peft: bool) -> tuple[int, int]:
-    """``(saved weights, optimizer state)`` bytes of one checkpoint of ``model`` under ``cfg``."""
+    """``(saved weights, optimizer state)`` bytes of one checkpoint of ``model`` under ``cfg``
+    (the state by the memory estimate's own per-tensor rule)."""
+    from engine.memory.terms import tensor_state_bytes
+
     weights = optimizer = 0
     seen: set[int] = set()
     for p in model.parameters():
@@ -85,20 +72,28 @@ def model_bytes(model: Any, cfg: Any, *, peft: bool) -> tuple[int, int]:
         seen.add(id(p))
         size = p.numel() * p.element_size()
         if p.requires_grad:
-            optimizer += optimizer_state_bytes(cfg.optimizer, p.numel(), p.element_size())
+            optimizer += tensor_state_bytes(cfg.optimizer, p.numel(), p.element_size())
         if p.requires_grad or not peft:
             weights += size
     return weights, optimizer
 
 
+def kept_at_most(cfg: Any) -> int | None:
+    """The most checkpoints ``save_total_limit`` lets be on disk at once (None: no limit).
+
+    Trainer writes the new checkpoint before it deletes the oldest; the best one under early
+    stopping is kept on top of the limit.
+    """
+    if not cfg.save_total_limit:
+        return None
+    return cfg.save_total_limit + 1 + (1 if cfg.early_stopping_patience else 0)
+
+
 def checkpoints_at_once(cfg: Any, steps: int | None) -> int:
     """The most checkpoints Trainer has on disk at once for ``steps`` optimizer steps."""
     saves = max(1, math.ceil(steps / cfg.save_steps)) if cfg.save_steps and steps else 1
-    if cfg.save_total_limit:
-        # Trainer writes the new checkpoint before it deletes the oldest; the best one under
-        # early stopping is kept on top of the limit.
-        saves = min(saves, cfg.save_total_limit + 1 + (1 if cfg.early_stopping_patience else 0))
-    return saves
+    bound = kept_at_most(cfg)
+    return saves if bound is None else min(saves, bound)
 
 
 def tokenizer_bytes(model_dir: Path | None) -> int:
@@ -161,14 +156,14 @@ def estimate_from_config(cfg: Any, st: Any, free_in: Path | None = None) -> dict
     saved = adapter_params(st, setup) * 4 if get_method(cfg.method).peft else weight_bytes(st, setup)
     checkpoint = saved + optimizer_state_bytes(st, setup) + SMALL_FILES
     final = saved * (2 if rewrites_base(cfg) else 1) + SMALL_FILES
-    try:
-        from engine.models import resolve_model_path
+    from engine.errors import ModelError
+    from engine.memory.structure import resolved_model_dir
 
-        final += tokenizer_bytes(resolve_model_path(cfg.model))
-    except Exception:  # noqa: BLE001 - an unresolvable model leaves the tokenizer out; the estimate said why
-        pass
-    at_once = (cfg.save_total_limit + 1 + (1 if cfg.early_stopping_patience else 0)) if cfg.save_total_limit \
-        else None
+    try:
+        final += tokenizer_bytes(resolved_model_dir(cfg.model))  # the estimate's own cached lookup
+    except (ModelError, OSError):
+        pass  # the structure was built from this model, so this is a folder gone since: no tokenizer counted
+    at_once = kept_at_most(cfg)
     free = None
     if free_in is not None:
         folder = Path(free_in)
@@ -179,7 +174,3 @@ def estimate_from_config(cfg: Any, st: Any, free_in: Path | None = None) -> dict
     return {"checkpoint_bytes": int(checkpoint), "final_bytes": int(final), "checkpoints_at_once": at_once,
             "need_bytes": need, "free_bytes": free,
             "fits": None if free is None or need is None else need <= free}
-
-
-def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

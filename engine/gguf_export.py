@@ -501,12 +501,7 @@ def export_gguf(model_dir: str | Path, out: str | Path, *, out_type: str = "q8_0
                           key="type", hint="For k-quants (Q4_K_M...), write f16 and run llama.cpp's "
                           "llama-quantize on it.")
     model_dir = Path(model_dir)
-    out = Path(out).expanduser()
-    if out.suffix.lower() != ".gguf":
-        raise ConfigError(f"--out '{out}' should end in .gguf", key="out")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"--out '{out}' already exists; GGUF export doesn't write over a file", key="out",
-                          hint="Choose a new file name.")
+    out = _check_out(out, overwrite)
     config = _config(model_dir, trust_remote_code)
     _, arch, permute = _arch_of(config)
     arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
@@ -549,6 +544,17 @@ def export_gguf(model_dir: str | Path, out: str | Path, *, out_type: str = "q8_0
                       time.perf_counter() - t0, fallbacks)
 
 
+def _check_out(out: str | Path, overwrite: bool) -> Path:
+    """The ``--out`` file as a path, refused when it isn't a ``.gguf`` or exists (unless ``overwrite``)."""
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".gguf":
+        raise ConfigError(f"--out '{out}' should end in .gguf", key="out")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out '{out}' already exists; GGUF export doesn't write over a file", key="out",
+                          hint="Choose a new file name.")
+    return out
+
+
 def _temp_beside(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
@@ -576,13 +582,21 @@ LORA_TYPES = ("f32", "f16")
 """An adapter GGUF's types: small files, kept in float (llama.cpp's converter defaults to f32)."""
 
 
-def lora_gguf_problem(adapter_dir: str | Path) -> str | None:
-    """Why ``adapter_dir`` can't be written as a llama.cpp LoRA adapter, or None when it can."""
-    adapter_dir = Path(adapter_dir)
+def _adapter_config(adapter_dir: Path) -> dict | str:
+    """The folder's ``adapter_config.json``, or why it can't be read."""
     try:
-        acfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        return json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return f"'{adapter_dir}' is not a PEFT adapter folder: {e}"
+
+
+def lora_gguf_problem(adapter_dir: str | Path, adapter_config: dict | str | None = None) -> str | None:
+    """Why ``adapter_dir`` can't be written as a llama.cpp LoRA adapter, or None when it can
+    (``adapter_config``: what :func:`_adapter_config` read, when the caller has it)."""
+    adapter_dir = Path(adapter_dir)
+    acfg = _adapter_config(adapter_dir) if adapter_config is None else adapter_config
+    if isinstance(acfg, str):
+        return acfg
     if str(acfg.get("peft_type", "")).upper() != "LORA":
         return f"'{adapter_dir.name}' is a {acfg.get('peft_type')} adapter; llama.cpp applies LoRA adapters only"
     if acfg.get("use_dora"):
@@ -595,7 +609,7 @@ def lora_gguf_problem(adapter_dir: str | Path) -> str | None:
     from engine.methods.peft_adapter import check_loadable
 
     try:
-        check_loadable(adapter_dir)
+        check_loadable(adapter_dir, acfg)
     except ModelError as e:
         return e.message
     return None
@@ -643,20 +657,15 @@ def export_lora_gguf(adapter_dir: str | Path, out: str | Path, *, base: str | No
     if out_type not in LORA_TYPES:
         raise ConfigError(f"--type '{out_type}' for a LoRA adapter GGUF; allowed: {', '.join(LORA_TYPES)}",
                           key="type")
-    adapter_dir, out = Path(adapter_dir), Path(out).expanduser()
-    if out.suffix.lower() != ".gguf":
-        raise ConfigError(f"--out '{out}' should end in .gguf", key="out")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"--out '{out}' already exists; GGUF export doesn't write over a file", key="out",
-                          hint="Choose a new file name.")
+    adapter_dir, out = Path(adapter_dir), _check_out(out, overwrite)
     from engine.methods.peft_adapter import check_loadable
 
-    if (adapter_dir / "adapter_config.json").exists():
-        check_loadable(adapter_dir)  # a PiSSA/OLoRA checkpoint: its own way out (runs promote)
-    problem = lora_gguf_problem(adapter_dir)
+    acfg = _adapter_config(adapter_dir)
+    if isinstance(acfg, dict):
+        check_loadable(adapter_dir, acfg)  # a PiSSA/OLoRA checkpoint: its own way out (runs promote)
+    problem = lora_gguf_problem(adapter_dir, acfg)
     if problem:
         raise ModelError(problem, hint="Export it merged into its base instead (without --lora).")
-    acfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     weights = adapter_dir / "adapter_model.safetensors"
     base_ref = base or acfg.get("base_model_name_or_path")
     if not base_ref:

@@ -30,6 +30,7 @@ from typing import Any
 from engine.errors import StudioError
 from engine.files import atomic_write_text
 from engine.runs import (
+    checkpoint_folder,
     checkpoint_step,
     checkpoints,
     holds_weights,
@@ -76,10 +77,11 @@ def describe_offer(offer: tuple[Path, float, float | None]) -> str:
     return f"{path.name} evaluated {loss:.4f}{than}"
 
 
-def eval_losses(run_dir: Path) -> dict[int, float]:
-    """Step -> eval loss, from metrics.jsonl (a resumed run's later value wins)."""
+def eval_losses(run_dir: Path, rows: list[dict] | None = None) -> dict[int, float]:
+    """Step -> eval loss, from metrics.jsonl (a resumed run's later value wins); ``rows``: its
+    rows when the caller has read them."""
     out: dict[int, float] = {}
-    for row in read_metrics(run_dir):
+    for row in read_metrics(run_dir) if rows is None else rows:
         if isinstance(row.get("eval_loss"), (int, float)) and isinstance(row.get("step"), int):
             out[row["step"]] = float(row["eval_loss"])
     return out
@@ -122,10 +124,9 @@ def promotion_offer(run_dir: str | Path) -> tuple[Path, float, float | None] | N
 
 def _rewrites_base(run_dir: Path) -> bool:
     """A PiSSA/OLoRA run: its checkpoints hold the adapter for its rewritten base."""
-    from engine.methods.lora import MUTATING_INITS
+    from engine.methods.lora import rewrites_base
 
-    cfg = read_run_config(run_dir)
-    return cfg.get("method") in ("lora", "qlora") and cfg.get("lora_init") in MUTATING_INITS
+    return rewrites_base(read_run_config(run_dir))
 
 
 def _refusal(run_dir: Path) -> str | None:
@@ -135,9 +136,11 @@ def _refusal(run_dir: Path) -> str | None:
                 "format final/ uses")
     if run_info(run_dir).status == "running":
         return "it is still training"
-    if _rewrites_base(run_dir) and not (run_dir / "lora_init" / "adapter_model.safetensors").exists():
-        return ("it is a PiSSA/OLoRA run whose initial adapter (lora_init/) is gone, and its checkpoints can't be "
-                "converted to a plain LoRA without it")
+    from engine.methods.lora import INIT_FOLDER
+
+    if _rewrites_base(run_dir) and not (run_dir / INIT_FOLDER / "adapter_model.safetensors").exists():
+        return (f"it is a PiSSA/OLoRA run whose initial adapter ({INIT_FOLDER}/) is gone, and its checkpoints "
+                "can't be converted to a plain LoRA without it")
     return None
 
 
@@ -168,7 +171,7 @@ def promote(run_dir: str | Path, checkpoint: str | Path | None = None) -> Promot
                                    "save_steps a multiple of eval_steps evaluates every checkpoint.")
         source = best[0]
     else:
-        source = _checkpoint_folder(run_dir, checkpoint)
+        source = checkpoint_folder(run_dir, checkpoint)
     step = checkpoint_step(source)
     current = final_step(run_dir)
     if current == step:
@@ -209,16 +212,6 @@ def promote(run_dir: str | Path, checkpoint: str | Path | None = None) -> Promot
                   previous_final=previous.name if previous else None)
     _note_in_card(run_dir, source.name, losses.get(step), previous)
     return Promoted(run_dir, source, step, losses.get(step), previous, current)
-
-
-def _checkpoint_folder(run_dir: Path, ref: str | Path) -> Path:
-    ref = str(ref)
-    candidates = [Path(ref).expanduser(), run_dir / ref, run_dir / f"checkpoint-{ref}"]
-    for c in candidates:
-        if c.is_dir() and c.name.startswith("checkpoint-") and holds_weights(c):
-            return c.resolve()
-    kept = ", ".join(c.name for c in checkpoints(run_dir)) or "none"
-    raise StudioError(f"run '{run_dir.name}' has no checkpoint '{ref}' (kept: {kept})")
 
 
 def _free_name(run_dir: Path, name: str) -> Path:

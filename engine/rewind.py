@@ -3,7 +3,8 @@
 The loss went wrong after step 300 without a NaN to trip the guard, or an earlier checkpoint
 looks like the better place to go on with a lower learning rate: ``finetune-studio runs rewind
 RUN --checkpoint 300`` makes checkpoint-300 the run's newest, and ``train RUN/run.yaml --resume``
-(the Runs area's "Resume from…" does both) trains on from it, with the config as it is then.
+trains on from it, with the config as it is then (the Runs area's "Go back to…" rewinds and opens
+the run's config in the Train area, where Resume continues).
 
 Nothing is lost. The checkpoints after it, ``final/`` and copies of ``metrics.jsonl``,
 ``summary.json`` and the model card move into ``superseded-<time>/`` in the run folder (a
@@ -23,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import StudioError
-from engine.runs import checkpoint_step, checkpoints, read_metrics, read_summary, run_info, write_summary
+from engine.runs import (
+    checkpoint_folder,
+    checkpoint_step,
+    checkpoints,
+    read_summary,
+    rewind_metrics,
+    run_info,
+    write_summary,
+)
 
 
 @dataclass
@@ -45,11 +54,14 @@ class Rewound:
                 "metric_rows_cut": self.metric_rows_cut,
                 "message": self.describe()}
 
-    def describe(self) -> str:
+    def what_happened(self) -> str:
         where = (f"; {', '.join(self.moved)} moved to {self.superseded.name}/" if self.moved and self.superseded
                  else "")
-        return (f"{self.run_dir.name} now ends at {self.checkpoint.name} (step {self.step}){where}. Resume it to "
-                f"train on from there: finetune-studio train {self.run_dir / 'run.yaml'} --resume")
+        return f"{self.run_dir.name} now ends at {self.checkpoint.name} (step {self.step}){where}"
+
+    def describe(self) -> str:
+        return (f"{self.what_happened()}. Resume it to train on from there: finetune-studio train "
+                f"{self.run_dir / 'run.yaml'} --resume")
 
 
 def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
@@ -62,12 +74,10 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
     Raises:
         StudioError: the run is training, or the checkpoint is missing or incomplete.
     """
-    from engine.promote import _checkpoint_folder
-
     run_dir = Path(run_dir)
     if run_info(run_dir).status == "running":
         raise StudioError(f"run '{run_dir.name}' is still training; stop it first")
-    source = _checkpoint_folder(run_dir, str(checkpoint))
+    source = checkpoint_folder(run_dir, checkpoint)
     if source.parent.resolve() != run_dir.resolve():
         raise StudioError(f"'{source}' is not a checkpoint of run '{run_dir.name}'")
     if not (source / "trainer_state.json").exists():
@@ -92,18 +102,13 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
         for folder in [*later, *results]:
             os.replace(folder, superseded / folder.name)
             moved.append(folder.name)
-    rows = read_metrics(run_dir)
-    kept = [r for r in rows if r.get("step", 0) <= step]
-    if len(kept) != len(rows):
-        from engine.files import atomic_write_text
-
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+    cut = rewind_metrics(run_dir, step)
     summary = read_summary(run_dir)
     write_summary(run_dir, status="stopped", step=step, final_dir=None, final_step=None, final_from=None,
                   early_stopped=False,
                   rewound={"to": source.name, "step": step, "from_step": summary.get("step"),
                            "superseded": superseded.name if superseded else None, "at": time.time()})
-    return Rewound(run_dir, source, step, superseded, moved, len(rows) - len(kept))
+    return Rewound(run_dir, source, step, superseded, moved, cut)
 
 
 def cli_rewind(args: Any) -> int:

@@ -65,6 +65,38 @@ def checkpoint_step(path: Path) -> int:
     return int(m.group(1))
 
 
+def checkpoint_folder(run_dir: Path, ref: str | int | Path) -> Path:
+    """The checkpoint of ``run_dir`` that ``ref`` names: a step number, a ``checkpoint-N`` name or
+    a folder (resolved).
+
+    Raises:
+        StudioError: no such checkpoint with weights; the kept ones are named.
+    """
+    ref = str(ref)
+    for c in (Path(ref).expanduser(), run_dir / ref, run_dir / f"checkpoint-{ref}"):
+        if c.is_dir() and c.name.startswith("checkpoint-") and holds_weights(c):
+            return c.resolve()
+    kept = ", ".join(c.name for c in checkpoints(run_dir)) or "none"
+    raise StudioError(f"run '{run_dir.name}' has no checkpoint '{ref}' (kept: {kept})")
+
+
+def rewind_metrics(output_dir: Path, step: int) -> int:
+    """Drop metric rows after ``step`` so a resumed, rolled-back or rewound run's curve continues
+    cleanly; returns how many rows were dropped.
+
+    Rows logged after the checkpoint we go back to describe progress that was lost (a kill
+    -9) or undone (a rollback, a rewind); the resumed run logs those steps again.
+    """
+    path = Path(output_dir) / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    rows = read_metrics(output_dir)
+    kept = [r for r in rows if r.get("step", 0) <= step]
+    if len(kept) != len(rows):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return len(rows) - len(kept)
+
+
 def last_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint (one with trainer_state.json, written last by Trainer)."""
     for path in reversed(checkpoints(output_dir)):

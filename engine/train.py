@@ -43,6 +43,7 @@ from engine.runs import (
     last_checkpoint,
     new_run_dir,
     read_metrics,
+    rewind_metrics,
     training_time_so_far,
     write_summary,
 )
@@ -288,7 +289,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         writer.emit(ev.WARNING, kind="resume", message=f"no checkpoint in {output_dir}; starting from "
                     "the beginning")
     if is_main and ckpt is not None:
-        _rewind_metrics(output_dir, checkpoint_step(ckpt))
+        rewind_metrics(output_dir, checkpoint_step(ckpt))
     cfg = cfg.replace(output_dir=str(output_dir))
     if is_main:
         cfg.save(output_dir / "run.yaml")
@@ -353,6 +354,7 @@ def _check_disk(prep: Prepared, writer: EventWriter, world_size: int) -> None:
         ConfigError: on ``output_dir``: not even one checkpoint and ``final/`` fit.
     """
     from engine import disk
+    from engine.memory.cli import format_gib
     from engine.probe import full_run_steps
     from engine.runs import checkpoints
 
@@ -364,9 +366,9 @@ def _check_disk(prep: Prepared, writer: EventWriter, world_size: int) -> None:
                      model_dir=prep.model_path, existing=checkpoints(prep.output_dir))
     if plan.fits:
         return
-    what = (f"this run writes checkpoints of {disk.gib(plan.checkpoint_bytes)} each, up to "
-            f"{plan.checkpoints_at_once} at once, and final/ of {disk.gib(plan.final_bytes)}: "
-            f"{disk.gib(plan.need_bytes)} more, but the disk of {prep.output_dir} has {disk.gib(plan.free_bytes)} free")
+    what = (f"this run writes checkpoints of {format_gib(plan.checkpoint_bytes)} each, up to "
+            f"{plan.checkpoints_at_once} at once, and final/ of {format_gib(plan.final_bytes)}: "
+            f"{format_gib(plan.need_bytes)} more, but the disk of {prep.output_dir} has {format_gib(plan.free_bytes)} free")
     limit = plan.fitting_limit()
     if limit is None:
         raise ConfigError(f"not enough disk space: {what}, not even room for one checkpoint and final/",
@@ -816,7 +818,7 @@ def _go_back_to(prep: Prepared, checkpoint: Path | None, is_main: bool) -> None:
     """Prepare to resume from ``checkpoint``, or from scratch (a fresh model) when it is None."""
     if is_main:
         _discard_checkpoints_after(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
-        _rewind_metrics(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
+        rewind_metrics(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
     if checkpoint is None:
         # The weights in memory are past the point we go back to (or broken): start afresh.
         _reload_model(prep)
@@ -1209,17 +1211,6 @@ def _discard_checkpoints_after(output_dir: Path, step: int) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _rewind_metrics(output_dir: Path, step: int) -> None:
-    """Drop metric rows after ``step`` so a resumed or rolled-back run's curve continues cleanly.
-
-    Rows logged after the checkpoint we go back to describe progress that was lost (a kill
-    -9) or undone (a rollback); the resumed run logs those steps again.
-    """
-    path = output_dir / "metrics.jsonl"
-    if not path.exists():
-        return
-    rows = [r for r in read_metrics(output_dir) if r.get("step", 0) <= step]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _oom_change(cfg: RunConfig) -> dict[str, int] | None:

@@ -195,7 +195,7 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
     for i, r in enumerate(ds.records):
         data = r.peek()
         msgs = r.messages(schema) if per_answer else []
-        answers = [j for j, m in enumerate(msgs) if m["role"] == "assistant"]
+        answers = _answer_ends(msgs)
         if len(answers) > 1:
             extras = {k: v for k, v in data.items() if k not in standard}
             for j in answers:
@@ -211,6 +211,16 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
         out.records.append(Record(new, r.line))
     data, _, _ = _serialize(out, container)
     return atomic_write_bytes(path, data)
+
+
+def _answer_ends(msgs: list[dict]) -> list[int]:
+    """The indices of a conversation's answers: where ``export(per_answer=True)`` cuts it."""
+    return [j for j, m in enumerate(msgs) if m["role"] == "assistant"]
+
+
+def per_answer_count(ds: DatasetFile) -> int:
+    """How many records ``export(ds, ..., per_answer=True)`` writes."""
+    return sum(max(1, len(_answer_ends(r.messages(ds.schema)))) for r in ds.records)
 
 
 def record_changed(r: Record, ds: DatasetFile) -> bool:
@@ -977,7 +987,7 @@ def cli_convert(args: Any) -> int:
     per_answer = getattr(args, "per_answer", False)
     export(ds, out, container, fmt, per_answer=per_answer)
     n = len(ds.records)
-    written = len(load_dataset_file(out, "auto").records) if per_answer else n
+    written = per_answer_count(ds) if per_answer else n
     more = f" from {n}, one per answer" if written != n else ""
     print(f"{src} ({ds.detected}) -> {out} ({FORMAT_NAMES[fmt]} {container.upper()}, "
           f"{written} record{'s' if written != 1 else ''}{more})")

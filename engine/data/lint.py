@@ -275,7 +275,7 @@ class _Row:
     """
 
     __slots__ = ("index", "line", "tag", "lang_tag", "instruction_head", "instruction_key", "short_output",
-                 "json_error", "looks_json", "lang", "lead", "bigram", "tokens")
+                 "json_error", "looks_json", "lang", "lead", "bigram", "tokens", "answers")
 
     def __init__(self, index: int, line: int | None):
         self.index, self.line = index, line
@@ -354,6 +354,7 @@ class _Scan:
         row.lang = detect_language(users[:2000] + "\n" + output[:2000])
         row.lead, row.bigram = _lead(instruction)
         row.tokens = approx_tokens([m["content"] for m in msgs])
+        row.answers = len(answers)
         self.rows.append(row)
 
     def _content_of(self, r: Record) -> str:
@@ -828,14 +829,10 @@ def _hidden_answers(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template:
     except DataError:
         return
     sample = HIDDEN_ANSWER_SAMPLE if sample is None else sample
-    checked = hidden = multi = 0
-    for r in rows:
+    multi = [r for r in rows if r.answers > 1]
+    checked = hidden = 0
+    for r in multi[:sample]:
         msgs = to_messages(ds.records[r.index].peek(), ds.schema)
-        if sum(1 for m in msgs if m.get("role") == "assistant") < 2:
-            continue
-        multi += 1
-        if checked >= sample:
-            continue
         checked += 1
         skipped: list[int] = []
         try:
@@ -849,9 +846,9 @@ def _hidden_answers(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template:
                                f"message{'s' if len(skipped) > 1 else ''} {which} won't train: the chat template "
                                "renders earlier answers differently once the conversation goes on; `finetune-studio "
                                "data convert FILE OUT --per-answer` writes one record per answer"))
-    if hidden and multi > checked:
+    if hidden and len(multi) > checked:
         out.append(Finding(None, None, "hidden-answer", "info",
-                           f"the first {checked} of {multi} multi-answer records were checked for answers the chat "
+                           f"the first {checked} of {len(multi)} multi-answer records were checked for answers the chat "
                            f"template hides, and {hidden} have some: the others likely do too"))
 
 

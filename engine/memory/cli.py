@@ -42,7 +42,8 @@ def cli_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gib(n: int | None) -> str:
+def format_gib(n: int | None) -> str:
+    """Bytes as GiB (MiB below 1 GiB), '-' for None."""
     if n is None:
         return "-"
     return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / (1 << 20):.1f} MiB"
@@ -51,29 +52,29 @@ def _gib(n: int | None) -> str:
 def format_text(d: dict, *, model: str = "") -> str:
     """A readable report of an estimate's ``to_dict()``."""
     share = f" = {100 * d['trainable_params'] / d['total_params']:.2f}%" if d["total_params"] else ""
-    lines = [f"Estimated peak GPU memory: {_gib(d['peak_bytes'])} ({d['peak_bytes'] / 1e9:.1f} GB, as "
+    lines = [f"Estimated peak GPU memory: {format_gib(d['peak_bytes'])} ({d['peak_bytes'] / 1e9:.1f} GB, as "
              f"nvidia-smi shows it), at the {d['peak_phase']}",
              f"  model: {model}: {d['total_params']:,} parameters, {d['trainable_params']:,} trainable{share}",
              "  breakdown at the peak:"]
     for name, value in d["breakdown"].items():
         if value:
-            lines.append(f"    {name.replace('_', ' '):<24} {_gib(value):>12}")
+            lines.append(f"    {name.replace('_', ' '):<24} {format_gib(value):>12}")
     if d["gpu_bytes"]:
         gpu = d["gpu_name"] or "GPU"
         pct = 100 * d["peak_bytes"] / d["gpu_bytes"]
-        lines.append(f"  {gpu} ({d['gpu_source']}): {_gib(d['gpu_bytes'])} -> fits: {d['fits']} "
+        lines.append(f"  {gpu} ({d['gpu_source']}): {format_gib(d['gpu_bytes'])} -> fits: {d['fits']} "
                      f"({pct:.0f}% of it)")
         lines.append(f"  largest micro-batch that fits: {d['max_batch_size']}")
     for m in d["measured"]:
         peak = m.get("peak_gpu_device_bytes") or m.get("peak_gpu_reserved_bytes")
-        lines.append(f"  measured on this machine: {_gib(peak)} on {m.get('gpu_name') or 'GPU'} "
+        lines.append(f"  measured on this machine: {format_gib(peak)} on {m.get('gpu_name') or 'GPU'} "
                      f"({m['run_dir']}, {m.get('finished') or m.get('status')})")
     if d["suggestions"]:
         lines.append("  to lower it (each step includes the ones above):")
         for i, s in enumerate(d["suggestions"], 1):
             verdict = f", fits: {s['fits']}" if s["fits"] else ""
             changes = ", ".join(f"{k}={v}" for k, v in s["changes"].items())
-            lines.append(f"    {i}. {s['description']}: {_gib(s['peak_bytes'])}{verdict}  [{changes}]")
+            lines.append(f"    {i}. {s['description']}: {format_gib(s['peak_bytes'])}{verdict}  [{changes}]")
     disk = d.get("disk") or {}
     if disk:
         lines.append(f"  disk: {disk_text(disk)}")
@@ -85,11 +86,11 @@ def format_text(d: dict, *, model: str = "") -> str:
 def disk_text(disk: dict) -> str:
     """One line on what the run writes to disk (the estimate's ``disk`` object)."""
     at_once = disk.get("checkpoints_at_once")
-    text = (f"checkpoints of {_gib(disk['checkpoint_bytes'])} each, "
+    text = (f"checkpoints of {format_gib(disk['checkpoint_bytes'])} each, "
             + (f"up to {at_once} at once, " if at_once else "every one kept (save_total_limit 0), ")
-            + f"and final/ of {_gib(disk['final_bytes'])}")
+            + f"and final/ of {format_gib(disk['final_bytes'])}")
     if disk.get("need_bytes"):
-        text += f": {_gib(disk['need_bytes'])} in all"
+        text += f": {format_gib(disk['need_bytes'])} in all"
     if disk.get("free_bytes") is not None:
-        text += f"; {_gib(disk['free_bytes'])} free there" + (" (NOT ENOUGH)" if disk.get("fits") is False else "")
+        text += f"; {format_gib(disk['free_bytes'])} free there" + (" (NOT ENOUGH)" if disk.get("fits") is False else "")
     return text

@@ -223,7 +223,7 @@ _LOCK = threading.Lock()
 _RESOLVED: dict[str, Path] = {}
 
 
-def _resolve(model: str) -> Path:
+def resolved_model_dir(model: str) -> Path:
     """``resolve_model_path``, remembered for Hugging Face cache ids (a cache lookup is slow;
     a local folder is re-checked every time)."""
     from engine.models import resolve_model_path
@@ -241,7 +241,7 @@ def _resolve(model: str) -> Path:
 
 def structure_key(cfg: RunConfig) -> tuple:
     """The cache key: model folder, config.json mtime and the method's structural settings."""
-    path = _resolve(cfg.model)
+    path = resolved_model_dir(cfg.model)
     try:
         mtime = (path / "config.json").stat().st_mtime_ns
     except OSError:

@@ -230,11 +230,24 @@ def optimizer_state_bytes(st: ModelStructure, s: Setup) -> int:
         if st.base_trainable:
             return 2 * (st.base_trainable * s.base_bytes + (st.trainable_at(s.lora_r) - st.base_trainable) * 4)
         return 2 * 4 * st.trainable_at(s.lora_r)
-    total = 0.0
-    for numel, count in st.trainable_tensors_at(s.lora_r):
-        per = 8.0 if numel < MIN_8BIT_SIZE else 2.0 + 8.0 / 256
-        total += per * numel * count
-    return int(total)
+    return sum(tensor_state_bytes(s.optimizer, numel, 4) * count for numel, count in st.trainable_tensors_at(s.lora_r))
+
+
+def tensor_state_bytes(optimizer: str, numel: int, element_size: int) -> int:
+    """The optimizer state of one trainable tensor of ``numel`` elements of ``element_size`` bytes.
+
+    torch AdamW: two moments in the tensor's dtype. bnb 8-bit AdamW: two uint8 moments, an fp32
+    absmax per block of 256 and a 256-entry fp32 code table for each, but 32-bit moments below
+    ``min_8bit_size`` elements (checked against bitsandbytes' own state in tests/engine/test_disk.py).
+    SGD (momentum 0): none.
+    """
+    if optimizer == "sgd":
+        return 0
+    if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        if numel < MIN_8BIT_SIZE:
+            return 8 * numel
+        return 2 * numel + 2 * 4 * math.ceil(numel / 256) + 2 * 4 * 256
+    return 2 * numel * element_size
 
 
 def autocast_cache_bytes(st: ModelStructure, s: Setup) -> int:

@@ -52,14 +52,19 @@ def lora_config(cfg: RunConfig) -> LoraConfig:
 # LLaMA-Factory's default): a full SVD of every weight takes minutes on a 7B model.
 INIT_WEIGHTS: dict[str, bool | str] = {"default": True, "gaussian": "gaussian", "pissa": "pissa_niter_16",
                                        "olora": "olora"}
-MUTATING_INITS = ("pissa", "olora")
 INIT_FOLDER = "lora_init"
 """Where a PiSSA/OLoRA run keeps its initial adapter (in its run folder)."""
 
 
-def rewrites_base(cfg: RunConfig) -> bool:
-    """The run's LoRA init moves part of the base weights into the adapter (PiSSA, OLoRA)."""
-    return cfg.method in ("lora", "qlora") and cfg.lora_init in MUTATING_INITS
+def rewrites_base(cfg: RunConfig | dict) -> bool:
+    """The run's LoRA init moves part of the base weights into the adapter (PiSSA, OLoRA).
+
+    ``cfg`` is a run config, or a run's config as read from its folder (a dict).
+    """
+    from engine.config import REWRITING_INITS
+
+    get = cfg.get if isinstance(cfg, dict) else lambda key: getattr(cfg, key)
+    return get("method") in ("lora", "qlora") and get("lora_init") in REWRITING_INITS
 
 
 def save_initial(model: PeftModel, cfg: RunConfig, run_dir: Path) -> Path | None:

@@ -41,22 +41,28 @@ def save(model: nn.Module, out_dir: Path) -> Path:
 _REWRITING_INITS = ("pissa", "olora", "corda", "lora_ga")
 
 
-def check_loadable(path: Path) -> None:
+def check_loadable(path: Path, adapter_config: dict | None = None) -> None:
     """Refuse an adapter saved in PiSSA/OLoRA training form (a checkpoint of such a run).
 
     Loading one makes PEFT run the decomposition again on the base it is loaded onto: the base
     is rewritten (the other adapters on it then answer wrongly) and, with a randomised SVD, not
     exactly as in training. A run's ``final/`` is converted to a plain LoRA and loads anywhere.
 
+    Args:
+        path: the adapter folder.
+        adapter_config: its ``adapter_config.json`` when the caller has read it already.
+
     Raises:
         ModelError: the adapter is in that form, with the way to a plain one.
     """
     import json
 
-    try:
-        init = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8")).get("init_lora_weights")
-    except (OSError, ValueError, AttributeError):
-        return  # not readable here; PEFT's own loading says what is wrong
+    if adapter_config is None:
+        try:
+            adapter_config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # not readable here; PEFT's own loading says what is wrong
+    init = adapter_config.get("init_lora_weights") if isinstance(adapter_config, dict) else None
     if isinstance(init, str) and init.lower().startswith(_REWRITING_INITS):
         raise ModelError(f"'{path}' is a {init.split('_')[0].upper()} adapter as training holds it: it fits only the "
                          "base its run rewrote, and loading it would rewrite this base too",

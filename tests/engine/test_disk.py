@@ -10,6 +10,7 @@ import pytest
 
 from engine import disk
 from engine.config import RunConfig
+from engine.memory.terms import tensor_state_bytes
 from tests.engine.test_train import make_cfg, train
 
 Usage = namedtuple("Usage", "total used free")
@@ -50,10 +51,10 @@ def test_checkpoints_on_disk_at_once_follow_save_steps_the_limit_and_early_stopp
 
 
 def test_optimizer_state_per_tensor():
-    assert disk.optimizer_state_bytes("adamw", 10_000, 2) == 40_000  # bf16 moments
-    assert disk.optimizer_state_bytes("adamw_8bit", 10_240, 2) == 20_480 + 2 * 4 * 40 + 2 * 4 * 256
-    assert disk.optimizer_state_bytes("paged_adamw_8bit", 100, 2) == 800  # small tensors stay 32-bit
-    assert disk.optimizer_state_bytes("sgd", 10_000, 4) == 0
+    assert tensor_state_bytes("adamw", 10_000, 2) == 40_000  # bf16 moments
+    assert tensor_state_bytes("adamw_8bit", 10_240, 2) == 20_480 + 2 * 4 * 40 + 2 * 4 * 256
+    assert tensor_state_bytes("paged_adamw_8bit", 100, 2) == 800  # small tensors stay 32-bit
+    assert tensor_state_bytes("sgd", 10_000, 4) == 0
 
 
 def test_a_disk_without_room_for_one_checkpoint_fails_the_run_before_step_one(tiny_model_dir, small_dataset,
@@ -64,7 +65,7 @@ def test_a_disk_without_room_for_one_checkpoint_fails_the_run_before_step_one(ti
     assert result["status"] == "failed" and not rec.of("step")
     (error,) = rec.of("error")
     assert error.data["key"] == "output_dir" and "not enough disk space" in error.data["message"]
-    assert "0 MiB free" in error.data["message"] and "checkpoints of" in error.data["message"]
+    assert "0.1 MiB free" in error.data["message"] and "checkpoints of" in error.data["message"]
 
 
 def test_a_disk_that_holds_fewer_checkpoints_than_kept_warns_with_the_limit_that_fits(tiny_model_dir, small_dataset,
@@ -93,7 +94,7 @@ def test_the_8bit_adamw_state_is_what_bitsandbytes_keeps(numel):
     opt.step()
     kept = sum(v.numel() * v.element_size() for v in opt.state[p].values()
                if torch.is_tensor(v) and v.numel() > 1)  # not the step counter
-    assert disk.optimizer_state_bytes("adamw_8bit", numel, 4) == kept
+    assert tensor_state_bytes("adamw_8bit", numel, 4) == kept
 
 
 @pytest.mark.parametrize("method,load_in", [("lora", "fp32"), ("full", "fp32"), ("lora", "bf16"), ("ia3", "fp32")])
