@@ -497,10 +497,11 @@ class RunsArea(QWidget):
         self.audit_panel.set_run(run)
         self.config_button.setEnabled(run is not None and (run.path / "run.yaml").exists())
         self.folder_button.setEnabled(run is not None)
+        summary = read_summary(run.path) if run is not None else {}
         resumable, why = resume_state(run)
         self.resume_button.setEnabled(resumable)
         self.resume_button.setToolTip(why)
-        self._fill_rewind_menu(run)
+        self._fill_rewind_menu(run, summary)
         self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
         self.try_button.setToolTip(try_tip(run, resumable))
         finals = self.selected_finals()
@@ -527,7 +528,6 @@ class RunsArea(QWidget):
         self.summary.setToolTip("")  # the differences of an earlier multi-selection
         if run is not None:
             ckpt = last_checkpoint(run.path)
-            summary = read_summary(run.path)
             promoted = summary.get("final_from")
             ggufs = gguf_files(run.path)
             text = html.escape(f"{run.path}" + (f" · last checkpoint {ckpt.name}" if ckpt else "")
@@ -650,7 +650,7 @@ class RunsArea(QWidget):
         if run is not None and resume_state(run)[0]:
             self.sig_resume_run.emit(str(run.path))
 
-    def _fill_rewind_menu(self, run: RunInfo | None) -> None:
+    def _fill_rewind_menu(self, run: RunInfo | None, summary: dict[str, Any]) -> None:
         """One entry per complete checkpoint before the run's last step, with its eval loss."""
         self.rewind_menu.clear()
         if run is None or run.status == "running":
@@ -659,15 +659,15 @@ class RunsArea(QWidget):
             return
         from engine.promote import eval_losses
 
-        losses = eval_losses(run.path)
-        reached = read_summary(run.path).get("step")
+        losses = eval_losses(run.path, self._metrics(run.path))
+        reached = summary.get("step")
         for ckpt in checkpoints(run.path):
             step = checkpoint_step(ckpt)
             if not (ckpt / "trainer_state.json").exists() or (isinstance(reached, int) and step >= reached):
                 continue
             loss = f", eval loss {losses[step]:.4f}" if step in losses else ""
             action = self.rewind_menu.addAction(f"{ckpt.name} (step {step}{loss})")
-            action.triggered.connect(lambda _=False, r=run.path, c=ckpt.name: self.rewind_and_resume(r, c))
+            action.triggered.connect(lambda _=False, r=run.path, c=ckpt.name: self.go_back_to(r, c))
         has = not self.rewind_menu.isEmpty()
         self.rewind_button.setEnabled(has)
         self.rewind_button.setToolTip(
@@ -676,7 +676,7 @@ class RunsArea(QWidget):
             "and final/ are kept in superseded-TIME/ in the run folder"
             if has else "This run has no checkpoint before its last step to go back to")
 
-    def rewind_and_resume(self, run_path: str | Path, checkpoint: str) -> bool:
+    def go_back_to(self, run_path: str | Path, checkpoint: str) -> bool:
         """``runs rewind`` to ``checkpoint`` (after asking), then open the run's config in the Train
         area, where Resume trains on from that checkpoint with the form's settings."""
         from engine.errors import StudioError
@@ -692,16 +692,14 @@ class RunsArea(QWidget):
                                  + "</span>")
             return False
         self.refresh()
-        self.summary.setText(html.escape(done.describe().split(". Resume")[0] + ". Its config is open in the "
-                                         "Train area: change what you like, then Resume trains on from there."))
+        self.summary.setText(html.escape(done.what_happened() + ". Its config is open in the Train area: change "
+                                         "what you like, then Resume trains on from there."))
         self.sig_open_config.emit(str(run_path / "run.yaml"))
         return True
 
     def _confirm_rewind(self, run_path: Path, checkpoint: str) -> bool:  # tests replace this
-        from engine.runs import checkpoint_step as step_of
-
-        step = step_of(Path(checkpoint))
-        later = [c.name for c in checkpoints(run_path) if step_of(c) > step]
+        step = checkpoint_step(Path(checkpoint))
+        later = [c.name for c in checkpoints(run_path) if checkpoint_step(c) > step]
         if (run_path / "final").is_dir():
             later.append("final/")
         moved = (f" {', '.join(later)} move to a superseded-TIME/ folder in the run folder (nothing is deleted)."

@@ -737,10 +737,8 @@ class TrainArea(QWidget):
         split = self.editors.get("eval_split")
         if split is not None:
             split.setEnabled(not values["eval_dataset"] or bool(values["eval_split"]))
-            note = ("The eval file is the evaluation data; every record of the dataset trains. Empty the eval "
-                    "file to hold out a share of the dataset instead.\n\n" if values["eval_dataset"] else "")
-            for w in (split, *split.findChildren(QWidget)):
-                w.setToolTip(note + split._tooltip)
+            split.set_note("The eval file is the evaluation data; every record of the dataset trains. Empty the "
+                           "eval file to hold out a share of the dataset instead." if values["eval_dataset"] else "")
         errors = self.config_model.errors()
         for key, editor in self.editors.items():
             editor.set_error(errors.get(key))

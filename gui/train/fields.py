@@ -92,6 +92,7 @@ class FieldEditor(QWidget):
         self.model, self.key = model, key
         self.meta = RunConfig.field_meta()[key]
         self._tooltip = tooltip_for(key, self.meta)
+        self._note = ""
         self._layout = QHBoxLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
         self._layout.setSpacing(4)
@@ -110,9 +111,22 @@ class FieldEditor(QWidget):
         if message == getattr(self, "_error", None):
             return  # restyling is costly; most config changes leave most fields as they were
         self._error = message
-        self.setToolTip(self._tooltip if not message else f"⚠ {message}\n\n{self._tooltip}")
+        self.setToolTip(self._help() if not message else f"⚠ {message}\n\n{self._help()}")
         self.setStyleSheet("" if not message else
                            "QLineEdit, QComboBox, QSpinBox { border: 1px solid #d0342c; }")
+
+    def set_note(self, note: str) -> None:
+        """A line shown before the key's help in the tooltips (why the field is locked, say)."""
+        if note == self._note:
+            return
+        self._note = note
+        for w in (self, *self.findChildren(QWidget)):
+            w.setToolTip(self._help())
+        if getattr(self, "_error", None):
+            self.setToolTip(f"⚠ {self._error}\n\n{self._help()}")
+
+    def _help(self) -> str:
+        return f"{self._note}\n\n{self._tooltip}" if self._note else self._tooltip
 
     # ---- Internals
     def _commit(self, *_: Any) -> None:
