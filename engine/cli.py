@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from engine import __version__
 from engine.config import RunConfig, parse_override
+from engine.data.templates import TEMPLATE_CHOICES
 from engine.errors import StudioError
 from engine.gguf_export import TYPES as GGUF_TYPES
 
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--index", type=int, default=None, metavar="I", help="the record, from 0 (for scripts)")
     dp.add_argument("--model", default="demo", help="tokenizer and chat template of this model: demo, a "
                     "model folder or a cached hub id (default demo)")
-    dp.add_argument("--template", default="auto", choices=["auto", "chat", "alpaca"],
+    dp.add_argument("--template", default="auto", metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
                     help="as the run config's template key (default auto)")
     dp.add_argument("--loss-on", "--loss_on", default="answers", choices=["answers", "last_answer", "all"],
                     dest="loss_on", help="as the run config's loss_on key (default answers)")
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--base", default=None, metavar="MODEL", help="default: the first adapter's base; a run (folder "
                     "or name) stands for its trained model (full, freeze) or its base with its adapter compared")
     ac.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
-    ac.add_argument("--template", default=None, choices=["auto", "chat", "alpaca"],
+    ac.add_argument("--template", default=None, metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
                     help="default: the adapters' runs' template")
     ac.add_argument("--seq-len", type=int, default=None, dest="seq_len", metavar="N",
                     help="default: the largest seq_len of the adapters' runs")

@@ -391,6 +391,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     from engine.adapters import read_card
     from engine.audit import first_user_turn, record_digest, rounded_loss, score_rows
     from engine.data.formats import load_dataset_file
+    from engine.data.templates import check_template_name
     from engine.data.tokenize import tokenize_records
     from engine.errors import ModelError
     from engine.generate import BASE, Generator
@@ -404,8 +405,8 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         raise ConfigError("give at least one adapter (or run) to compare with the base", key="adapter")
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be 0 (all records) or more; got {limit}", key="limit")
-    if template is not None and template not in ("auto", "chat", "alpaca"):
-        raise ConfigError(f"template must be one of auto, chat, alpaca; got {template!r}", key="template")
+    if template is not None:
+        check_template_name(template)
     items = [_resolve_item(a) for a in adapters]
     if len({i.folder for i in items}) != len(items):
         raise ConfigError("the same adapter is given twice", key="adapter")

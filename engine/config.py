@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from engine.data.templates import TEMPLATE_CHOICES, TEMPLATE_FILE_SUFFIX
 from engine.errors import ConfigError, ConfigErrors
 
 METHODS = ("full", "freeze", "lora", "qlora", "adapter", "prefix", "prompt", "ia3")
@@ -28,7 +29,6 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd")
 DATASET_FORMATS = ("auto", "alpaca", "sharegpt", "messages", "csv", "parquet")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
-TEMPLATES = ("auto", "chat", "alpaca")
 ATTENTION = ("sdpa", "eager")
 DEVICES = ("auto", "cuda", "cpu")
 LOSS_ON_CHOICES = ("answers", "last_answer", "all")
@@ -64,9 +64,12 @@ class RunConfig:
                       "sample dataset.", group="data")
     dataset_format: str = _f("auto", "Record format; auto detects it from the file.",
                              choices=DATASET_FORMATS, group="data")
-    template: str = _f("auto", "How records become text: the tokenizer's chat template, the Alpaca "
-                       "prompt (for base models), or auto (chat template if the tokenizer has one).",
-                       choices=TEMPLATES, group="data")
+    template: str = _f("auto", "How records become text: auto (the tokenizer's chat template, or the Alpaca "
+                       "prompt when it has none), chat (the tokenizer's chat template), alpaca (the Alpaca "
+                       "prompt, for base models), a chat format to teach a base model (chatml, llama3, gemma, "
+                       "phi3), or a .jinja chat template file. The run saves the template it trained with "
+                       "into its tokenizer, so merged and GGUF models chat the same way.",
+                       choices=TEMPLATE_CHOICES, files=TEMPLATE_FILE_SUFFIX, group="data")
     seq_len: int = _f(512, "Maximum tokens per training sequence; longer records are truncated and "
                       "counted.", min=16, max=1_048_576, group="data")
     loss_on: str = _f("answers", "Which tokens the loss is computed on: answers (every assistant answer; the "
@@ -269,8 +272,10 @@ class RunConfig:
     def resolve_paths(self, base: Path) -> RunConfig:
         """Make relative model/dataset/output paths relative to the config file's folder."""
         changes = {}
-        for key in ("model", "dataset", "eval_dataset", "output_dir", "deepspeed"):
+        for key in ("model", "dataset", "eval_dataset", "output_dir", "deepspeed", "template"):
             value = getattr(self, key)
+            if key == "template" and not value.lower().endswith(TEMPLATE_FILE_SUFFIX):
+                continue
             if not value or value == "demo" or os.path.isabs(value):
                 continue
             candidate = (base / value)
@@ -317,6 +322,8 @@ class RunConfig:
         for name, m in cls.field_meta().items():
             if m.get("choices"):
                 allowed = " \\| ".join(f"`{c}`" for c in m["choices"])
+                if m.get("files"):
+                    allowed += f" \\| a `{m['files']}` file"
             elif m.get("min") is not None:
                 allowed = f"{m['min']} … {m['max']}"
             else:
@@ -483,10 +490,11 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
             raw = str(raw)
         if not isinstance(raw, str):
             raise ConfigError(f"'{key}' must be text, got {raw!r}", key=key)
-        if choices and raw not in choices:
+        if choices and raw not in choices and not (meta.get("files") and raw.lower().endswith(meta["files"])):
             close = difflib.get_close_matches(raw, choices, n=1, cutoff=0.5)
             tip = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}; got '{raw}'{tip}", key=key,
+            allowed = ", ".join((*choices, f"a {meta['files']} file") if meta.get("files") else choices)
+            raise ConfigError(f"'{key}' must be one of {allowed}; got '{raw}'{tip}", key=key,
                               fix={key: close[0]} if close else None)
         return raw
     if kind == "list":

@@ -57,6 +57,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
+from engine.data.templates import Rendering, saved_rendering
+from engine.data.templates import resolve as resolve_template
+from engine.data.templates import stops as template_stops
 from engine.errors import ConfigError, ModelError, OutOfMemory, StudioError
 from engine.events import ERROR, FINISHED, GENERATED, LOADED, LOG, READY, TOKEN, Event, EventWriter
 
@@ -152,6 +155,13 @@ class GenerationResult:
 
 
 # ---------------------------------------------------------------------------- Loading
+def _cut(text: str, stop_strings: list[str]) -> str:
+    """The answer before the first stop string (generate stops after it, and keeps it)."""
+    for s in stop_strings:
+        text = text.split(s, 1)[0]
+    return text
+
+
 def _precision_config(base: str, load_in: str, device: str, trust_remote_code: bool, allow_pickle: bool):
     """A RunConfig carrying just the loading choices, so generation loads exactly like training."""
     from engine.config import RunConfig
@@ -208,6 +218,7 @@ class Generator:
         self.load_in = self.cfg.load_in
         self.base_loads = 0
         self.adapters: dict[str, Path] = {}
+        self.renderings: dict[str, Any] = {}  # adapter name -> the Rendering its run saved, if any
         self.peft_type: str | None = None
         self.peft = None  # the PeftModel wrapping self.model once an adapter is loaded
         self.active: str | None = None
@@ -291,6 +302,9 @@ class Generator:
         else:
             self.peft.load_adapter(str(folder), adapter_name=name)
         self.adapters[name] = folder
+        rendering = saved_rendering(folder)
+        if rendering is not None:
+            self.renderings[name] = rendering
         self.peft_type = card.peft_type
         self._switch(name)
         return name
@@ -321,9 +335,10 @@ class Generator:
                 self.peft.delete_adapter(name)
             self.active = self.peft.active_adapter
         del self.adapters[name]
+        self.renderings.pop(name, None)
 
     def prompt_ids(self, prompt: str, system: str | None = None, *, messages: list[dict[str, str]] | None = None,
-                   template: str = "auto") -> list[int]:
+                   template: str | Rendering = "auto") -> list[int]:
         """Token ids of the prompt with the generation prompt appended (chat template or Alpaca).
 
         ``messages`` (a whole conversation so far) replaces ``prompt`` and ``system``.
@@ -351,7 +366,8 @@ class Generator:
             should_stop: Polled after every token; True ends the answer early.
             messages: The conversation to answer (a record's turns before its answer), instead
                 of ``prompt`` and ``system``.
-            template: ``auto``, ``chat`` or ``alpaca``, as the run config's ``template``.
+            template: as the run config's ``template``; ``auto`` answers as an adapter's run
+                trained (the template saved with it), else with the tokenizer's chat template.
 
         Raises:
             ModelError: unknown adapter name.
@@ -369,7 +385,8 @@ class Generator:
             self._switch(adapter)
         switch_s = time.perf_counter() - t_switch
 
-        ids = self.prompt_ids(prompt, system, messages=messages, template=template)
+        rendering = self.rendering(adapter, template)
+        ids = self.prompt_ids(prompt, system, messages=messages, template=rendering)
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([ids], device=device)
         stopped = {"flag": False}
@@ -398,9 +415,11 @@ class Generator:
         else:
             # The model's generation_config may carry sampling defaults; greedy must not warn about them.
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        eos = self._eos_ids()
+        eos, stop_strings = self._stops(rendering)
         if eos:
             kwargs["eos_token_id"] = eos
+        if stop_strings:
+            kwargs.update(stop_strings=stop_strings, tokenizer=self.tokenizer)
         model = self.peft if (self.peft is not None) else self.model
         t0 = time.perf_counter()
         try:
@@ -417,7 +436,7 @@ class Generator:
                               f"with '{adapter}'", hint="Lower max_new_tokens, or load the base in nf4.") from None
         elapsed = time.perf_counter() - t0
         new = out[0, len(ids):].tolist()
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        text = _cut(self.tokenizer.decode(new, skip_special_tokens=True), stop_strings)
         return GenerationResult(adapter=adapter, text=text, tokens=len(new), prompt_tokens=len(ids),
                                 time_s=elapsed, tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
                                 switch_s=switch_s, stopped=stopped["flag"])
@@ -445,17 +464,21 @@ class Generator:
         """
         import torch
 
-        prompts = [self.prompt_ids("", messages=c, template=template) for c in conversations]
+        rendering = self.rendering(adapter, template)
+        prompts = [self.prompt_ids("", messages=c, template=rendering) for c in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         texts: list[str] = [""] * len(prompts)
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = (self._eos_ids() or [0])[0]
-        eos = set(self._eos_ids())
+        stop_ids, stop_strings = self._stops(rendering)
+        eos = set(stop_ids)
         kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad,
                                   "temperature": None, "top_p": None, "top_k": None}
         if eos:
             kwargs["eos_token_id"] = sorted(eos)
+        if stop_strings:
+            kwargs.update(stop_strings=stop_strings, tokenizer=self.tokenizer)
         device = next(self.model.parameters()).device
         size, done, start = max(1, batch_size), 0, 0
         with self.answering_as(adapter) as model, torch.inference_mode():
@@ -479,7 +502,7 @@ class Generator:
                 for row, i in enumerate(chunk):
                     new = out[row, width:].tolist()
                     cut = next((k for k, t in enumerate(new) if t in eos), len(new))
-                    texts[i] = self.tokenizer.decode(new[:cut], skip_special_tokens=True)
+                    texts[i] = _cut(self.tokenizer.decode(new[:cut], skip_special_tokens=True), stop_strings)
                 start += len(chunk)
                 done += len(chunk)
                 if on_done is not None:
@@ -512,6 +535,17 @@ class Generator:
             assert self.peft is not None
             self.peft.set_adapter(name)
             self.active = name
+
+    def rendering(self, adapter: str, template: str | Rendering = "auto") -> Rendering:
+        """How prompts for ``adapter`` are rendered: ``auto`` means as its run trained, if it saved a template."""
+        if template == "auto" and adapter in self.renderings:
+            return self.renderings[adapter]
+        return resolve_template(self.tokenizer, template)
+
+    def _stops(self, rendering: Rendering) -> tuple[list[int], list[str]]:
+        """Token ids and strings that end an answer: the EOS, and the template's end of turn."""
+        ids, strings = template_stops(self.tokenizer, rendering)
+        return self._eos_ids() + [i for i in ids if i not in self._eos_ids()], strings
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []

@@ -33,7 +33,7 @@ from typing import Any
 
 from engine import events as ev
 from engine.config import RunConfig
-from engine.errors import ConfigError, ConfigErrors, NonFiniteLoss, OutOfMemory, StudioError
+from engine.errors import ConfigError, ConfigErrors, DataError, NonFiniteLoss, OutOfMemory, StudioError
 from engine.events import EventWriter
 from engine.files import atomic_write_text, write_nowhere
 from engine.keepawake import keep_awake
@@ -194,6 +194,31 @@ def load_training_records(cfg: RunConfig, *, eval_file: bool = False) -> tuple[l
     return good, info
 
 
+def _format_note(name: str | None) -> str:
+    """The model card's line on how prompts were written (the saved tokenizer carries it)."""
+    what = {"chat": "the base model's chat template", "alpaca": "the Alpaca prompt",
+            None: "unknown"}.get(name, f"`{name}`")
+    return (f"{what}, saved as the tokenizer's chat template, so `tokenizer.apply_chat_template(messages, "
+            "add_generation_prompt=True)` writes prompts as in training") if name else what
+
+
+def _warn_template(cfg: RunConfig, tokenizer: Any, writer: EventWriter) -> None:
+    """Warn when a named chat format's markers are not single tokens of this model's vocabulary."""
+    from engine.data.templates import FORMATS, marker_problems
+
+    bad = marker_problems(tokenizer, cfg.template)
+    if not bad:
+        return
+    fitting = [name for name in FORMATS if not marker_problems(tokenizer, name)]
+    own = bool(getattr(tokenizer, "chat_template", None))
+    options = (["its own chat template (template: chat)"] if own else []) + fitting or ["alpaca"]
+    writer.emit(ev.WARNING, kind="template_markers",
+                message=f"template {cfg.template}: this model's tokenizer splits its markers into pieces "
+                f"({', '.join(bad)}), so the model learns them as text, and every turn costs those tokens",
+                hint="Use a format whose markers the tokenizer has as tokens: " + ", ".join(options) + ".",
+                fix={"template": "chat" if own else (fitting or ["alpaca"])[0]})
+
+
 def _eval_file_rows(cfg: RunConfig, tokenizer: Any, train_records: list, writer: EventWriter
                     ) -> tuple[list, dict[str, Any]]:
     """The tokenized rows of ``cfg.eval_dataset`` and what was read (path, format, counts, hash).
@@ -264,6 +289,8 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
 
     from engine import precision
     from engine.data.split import train_eval_split
+    from engine.data.templates import is_template_file, read_template_file, saved_template
+    from engine.data.templates import resolve as resolve_template
     from engine.data.tokenize import tokenize_records
     from engine.methods import get_method
     from engine.models import check_weights_safe, load_tokenizer, resolve_model_path
@@ -281,6 +308,11 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
             raise ConfigError(f"{key} '{name}': {'not a file' if Path(name).exists() else 'no such file'}",
                               key=key, hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read "
                               "from the run config's folder), or 'demo'.")
+    if is_template_file(cfg.template):
+        try:
+            read_template_file(cfg.template)  # a missing or broken template file leaves no run behind either
+        except DataError as e:
+            raise ConfigError(e.message, key="template", hint=e.hint) from None
 
     output_dir = _shared_output_dir(cfg, is_main)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -307,6 +339,10 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     if cfg.eval_dataset:
         eval_rows, data_stats["eval_dataset"] = _eval_file_rows(cfg, tokenizer, records, writer)
         data_stats["eval"] = len(eval_rows)
+    _warn_template(cfg, tokenizer, writer)
+    data_stats["template"] = resolve_template(tokenizer, cfg.template).name
+    # The saved tokenizer formats chats as this run trained, for the playground, merges and GGUF files.
+    tokenizer.chat_template = saved_template(tokenizer, cfg.template) or tokenizer.chat_template
     if data_info["broken"]:
         where = ", ".join(f"line {b['line']}" for b in data_info["broken_records"][:5])
         n = data_info["broken"]
@@ -844,6 +880,7 @@ Fine-tuned with Finetune Studio.
 - **Method:** {prep.method.label} (`{cfg.method}`), weights loaded as `{cfg.load_in}`, mixed precision `{cfg.mixed_precision}`
 - **Trainable parameters:** {prep.trainable_params:,} of {prep.total_params:,}
 - **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('records')} records, {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens, {prep.data_stats.get('dropped')} dropped{_eval_file_note(prep.data_stats.get('eval_dataset'))}
+- **Prompt format:** {_format_note(prep.data_stats.get('template'))}
 - **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss_mean'))} (mean of the last {result.get('final_loss_window')} logged steps; the last step alone {_fmt(result.get('final_loss'))}); **best eval loss:** {_fmt(result.get('best_eval_loss'))}
 - **Status:** {result.get('status')}{early_note}
 

@@ -208,8 +208,11 @@ class MainWindow(QMainWindow):
 
             # The prompt preview marks what the run will train on.
             def follow_loss_on(keys: set[str] | None = None) -> None:
+                values = train.config_model.values()
                 if keys is None or "loss_on" in keys:
-                    dataset.preview.set_loss_on(train.config_model.values().get("loss_on") or "answers")
+                    dataset.preview.set_loss_on(values.get("loss_on") or "answers")
+                if (keys is None or "template" in keys) and isinstance(values.get("template"), str):
+                    dataset.preview.set_template(values["template"])
 
             train.config_model.sig_changed.connect(follow_loss_on)
             follow_loss_on()

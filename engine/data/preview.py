@@ -52,7 +52,6 @@ def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto",
 
 # ---- CLI
 
-TEMPLATES = ("auto", "chat", "alpaca")
 # ANSI: trained tokens bold green, prompt tokens dim, as the GUI highlights the answer.
 _ANSI_TRAINED, _ANSI_PROMPT, _ANSI_RESET = "\x1b[1;32m", "\x1b[2m", "\x1b[0m"
 OPEN, CLOSE = "[[", "]]"
@@ -80,8 +79,9 @@ def cli_preview(args: Any) -> int:
     import sys
 
     from engine.data.formats import load_dataset_file
-    from engine.data.tokenize import IGNORE_INDEX, render_record, uses_chat_template
-    from engine.errors import DataError
+    from engine.data.templates import check_template_name, marker_problems, resolve
+    from engine.data.tokenize import IGNORE_INDEX, render_record
+    from engine.errors import ConfigError, DataError
     from engine.models import load_tokenizer
 
     path = str(args.file)
@@ -89,8 +89,10 @@ def cli_preview(args: Any) -> int:
     index = number - 1 if number is not None else (getattr(args, "index", 0) or 0)
     model = getattr(args, "model", None) or "demo"
     template = getattr(args, "template", None) or "auto"
-    if template not in TEMPLATES:
-        raise DataError(f"unknown template {template!r}; allowed: {', '.join(TEMPLATES)}")
+    try:
+        check_template_name(template)
+    except ConfigError as e:
+        raise DataError(e.message.replace("'template'", "--template")) from None
     ds = load_dataset_file(path, getattr(args, "format", None) or "auto")
     n = len(ds.records)
     if n == 0:
@@ -117,21 +119,25 @@ def cli_preview(args: Any) -> int:
                         hint=e.hint) from None
     tokens = len(row["input_ids"])
     trained = sum(1 for x in row["labels"] if x != IGNORE_INDEX)
-    rendering = "chat" if uses_chat_template(tokenizer, template) else "alpaca"
+    rendering = resolve(tokenizer, template).name
+    split = marker_problems(tokenizer, template)
     if getattr(args, "json", False):
         print(json.dumps({"file": path, "record": index + 1, "index": index, "line": record.line, "model": model,
                           "template": template, "rendering": rendering, "tokens": tokens,
-                          "trained_tokens": trained, "untrained_answers": skipped,
+                          "trained_tokens": trained, "untrained_answers": skipped, "split_markers": split,
                           "segments": [{"text": t, "trained": on} for t, on in pieces]},
                          ensure_ascii=False, indent=2))
         return 0
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    how = "the chat template" if rendering == "chat" else "the Alpaca prompt format"
+    how = {"chat": "the chat template", "alpaca": "the Alpaca prompt format"}.get(rendering, f"the {rendering} template")
     mark = f"{_ANSI_TRAINED}like this{_ANSI_RESET}" if colour else f"{OPEN}like this{CLOSE}"
     print(f"{path}:{record.line}: record {index + 1} of {n}, rendered with {how} of {model}")
     print(f"{tokens} tokens, {trained} trained (the answer, marked {mark}); the rest is prompt (label -100)")
     if skipped:
         print(f"note: {untrained_note(skipped)}")
+    if split:
+        print(f"note: {model}'s tokenizer splits the {rendering} markers into pieces ({', '.join(split)}); "
+              "the model would learn them as text")
     print()
     print(render_marked(pieces, colour=colour))
     return 0

@@ -14,62 +14,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.data.templates import Rendering, alpaca_text, resolve
 from engine.errors import DataError
 
 IGNORE_INDEX = -100  # the label value torch's cross_entropy skips
 
-ALPACA_SYSTEM = ("Below is an instruction that describes a task. "
-                 "Write a response that appropriately completes the request.")
+
+def uses_chat_template(tokenizer: Any, template: str | Rendering) -> bool:
+    """Whether ``template`` renders with a chat template (the tokenizer's, a named one or a file)
+    rather than the Alpaca prompt."""
+    return not resolve(tokenizer, template).alpaca
 
 
-def uses_chat_template(tokenizer: Any, template: str) -> bool:
-    """Whether ``template`` ('auto'|'chat'|'alpaca') means the tokenizer's chat template."""
-    if template == "chat":
-        if not getattr(tokenizer, "chat_template", None):
-            raise DataError("template 'chat' was chosen but the tokenizer has no chat template",
-                            fix={"template": "alpaca"})
-        return True
-    if template == "alpaca":
-        return False
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def _alpaca_text(messages: list[dict], upto: int, add_generation_prompt: bool, eos: str) -> str:
-    """The Alpaca prompt format for base models without a chat template."""
-    system = next((m["content"] for m in messages if m["role"] == "system"), ALPACA_SYSTEM)
-    parts = [system.strip() + "\n\n"]
-    for m in messages[:upto]:
-        if m["role"] == "user":
-            parts.append(f"### Instruction:\n{m['content']}\n\n### Response:\n")
-        elif m["role"] == "assistant":
-            parts.append(m["content"] + eos + "\n\n")
-        elif m["role"] == "tool":  # a tool's result (ShareGPT observation), fed back as prompt
-            parts.append(f"### Observation:\n{m['content']}\n\n### Response:\n")
-    if add_generation_prompt and (not messages[:upto] or messages[upto - 1]["role"] not in ("user", "tool")):
-        parts.append("### Response:\n")
-    return "".join(parts)
-
-
-def render_prompt(tokenizer: Any, messages: list[dict], template: str = "auto") -> list[int]:
+def render_prompt(tokenizer: Any, messages: list[dict], template: str | Rendering = "auto") -> list[int]:
     """Token ids of a conversation followed by the prompt for the model's next answer.
 
-    The same rendering training used (chat template, or the Alpaca format for base models),
+    The same rendering training used (a chat template, or the Alpaca format for base models),
     so generation sees the prompt the adapter was trained on.
     """
-    chat = uses_chat_template(tokenizer, template)
-    return list(_render_ids(tokenizer, messages, len(messages), True, chat))
+    return list(_render_ids(tokenizer, messages, len(messages), True, resolve(tokenizer, template)))
 
 
 def _render_ids(tokenizer: Any, messages: list[dict], upto: int, add_generation_prompt: bool,
-                chat: bool) -> list[int]:
-    if chat:
+                rendering: Rendering) -> list[int]:
+    if not rendering.alpaca:
+        kwargs = {"chat_template": rendering.jinja} if rendering.jinja else {}
         ids = tokenizer.apply_chat_template(messages[:upto], tokenize=True,
                                             add_generation_prompt=add_generation_prompt,
-                                            return_dict=False)
+                                            return_dict=False, **kwargs)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)
-    text = _alpaca_text(messages, upto, add_generation_prompt, tokenizer.eos_token or "")
+    text = alpaca_text(messages[:upto], add_generation_prompt, tokenizer.eos_token or "")
     return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
@@ -77,7 +53,7 @@ LOSS_ON = ("answers", "last_answer", "all")
 """Which tokens a run trains on: every answer (the default), only the last one, or every token."""
 
 
-def render_record(messages: list[dict], tokenizer: Any, template: str = "auto", *,
+def render_record(messages: list[dict], tokenizer: Any, template: str | Rendering = "auto", *,
                   skipped: list[int] | None = None, loss_on: str = "answers") -> dict[str, list[int]]:
     """Tokenize one conversation; labels are -100 everywhere but on assistant turns.
 
@@ -91,7 +67,8 @@ def render_record(messages: list[dict], tokenizer: Any, template: str = "auto", 
     Args:
         messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``.
         tokenizer: a Hugging Face tokenizer.
-        template: 'auto', 'chat' or 'alpaca'.
+        template: a run config's ``template`` (see :mod:`engine.data.templates`) or its
+            :class:`Rendering`.
         skipped: receives the indices of assistant turns that couldn't be located.
         loss_on: ``answers`` (every assistant turn), ``last_answer`` (only the final one: the
             earlier answers are context, as LLaMA-Factory's ``mask_history``) or ``all`` (every token,
@@ -106,7 +83,7 @@ def render_record(messages: list[dict], tokenizer: Any, template: str = "auto", 
     """
     if loss_on not in LOSS_ON:
         raise DataError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
-    chat = uses_chat_template(tokenizer, template)
+    chat = resolve(tokenizer, template)
     if not any(m.get("role") == "assistant" for m in messages):
         raise DataError("the record has no answer (assistant/output) to train on")
     full = _render_ids(tokenizer, messages, len(messages), False, chat)
@@ -156,8 +133,8 @@ class TokenizeStats:
                 "problems": self.problems[:20], "partial": len(self.partial)}
 
 
-def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len: int, loss_on: str = "answers"
-                     ) -> tuple[list[dict[str, list[int]]], TokenizeStats]:
+def tokenize_records(records: list[Any], tokenizer: Any, template: str | Rendering, seq_len: int,
+                     loss_on: str = "answers") -> tuple[list[dict[str, list[int]]], TokenizeStats]:
     """Tokenize engine records (with ``.messages()`` and ``.line``) for training.
 
     Longer sequences are truncated to ``seq_len`` and counted; records with nothing left to
@@ -165,6 +142,7 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str, seq_len:
     """
     stats = TokenizeStats()
     rows = []
+    template = resolve(tokenizer, template)  # once: a template file is read and checked here
     for index, rec in enumerate(records):
         stats.records += 1
         skipped: list[int] = []

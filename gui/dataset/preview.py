@@ -7,6 +7,7 @@ without waiting for it.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.data.records import Record
+from engine.data.templates import TEMPLATE_CHOICES
 from engine.errors import StudioError
 from engine.paths import demo_model_dir
 
@@ -73,9 +75,13 @@ class PreviewPane(QWidget):
         self.choose_button = QPushButton("Choose model folder…")
         self.choose_button.clicked.connect(self._on_choose)
         self.template = QComboBox()
-        self.template.addItems(["auto", "chat", "alpaca"])
-        self.template.setToolTip("auto: the tokenizer's chat template if it has one, else the Alpaca "
-                                 "prompt (the run config's template)")
+        self.template.addItems(list(TEMPLATE_CHOICES))
+        # A .jinja path from the Train area must not squeeze the header; its tooltip-free text elides.
+        self.template.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.template.setMinimumContentsLength(8)
+        self.template.setToolTip("How records become text, as the Train area's Template: auto (the tokenizer's "
+                                 "chat template if it has one, else the Alpaca prompt), chat, alpaca, or a chat "
+                                 "format to teach a base model (chatml, llama3, gemma, phi3)")
         self.template.currentTextChanged.connect(lambda _t: self._render())
         head = QHBoxLayout()
         head.addWidget(self.source, 1)
@@ -126,6 +132,12 @@ class PreviewPane(QWidget):
             self._thread.start()
         self._show_source()
         self._sig_load.emit(path)
+
+    def set_template(self, template: str) -> None:
+        """Render as a run with this ``template`` would (a .jinja file is added to the list)."""
+        if self.template.findText(template) < 0:
+            self.template.addItem(template)
+        self.template.setCurrentText(template)
 
     def set_loss_on(self, loss_on: str) -> None:
         """Mark the tokens a run with this ``loss_on`` trains on."""
@@ -199,6 +211,7 @@ class PreviewPane(QWidget):
             return
         from engine.data import preview
         from engine.data.preview import untrained_note
+        from engine.data.templates import marker_problems
 
         skipped: list[int] = []
         try:
@@ -219,6 +232,11 @@ class PreviewPane(QWidget):
         total = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, _ in pieces)
         trained = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, tr in pieces if tr)
         note = (f"<br><span style='color:#8a5a00'>Note: {untrained_note(skipped)}.</span>" if skipped else "")
+        split = marker_problems(tok, self.template.currentText())
+        if split:
+            note += (f"<br><span style='color:#8a5a00'>Note: this tokenizer splits the {self.template.currentText()} "
+                     f"markers into pieces ({html.escape(', '.join(split))}); the model would learn them as "
+                     "text. Its own chat template, or a format it has the tokens of, trains better.</span>")
         policy = {"last_answer": " (loss on the last answer only)", "all": " (loss on every token)"}.get(self.loss_on, "")
         self.stats.setText((f"≈{total:,} tokens, {trained:,} trained ({trained / total:.0%}){policy}" if total else "")
                            + note)

@@ -163,8 +163,23 @@ class ChoiceEditor(FieldEditor):
         self.combo.addItems(list(self.meta["choices"]))
         self.combo.setToolTip(self._tooltip)
         self._layout.addWidget(self.combo, 1)
+        suffix = self.meta.get("files")
+        if suffix:
+            # A name from the list, or a file of that kind (e.g. a .jinja chat template): typed or browsed.
+            self.combo.setEditable(True)
+            self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+            self.combo.lineEdit().setPlaceholderText(f"a name, or a {suffix} file")
+            button = QToolButton()
+            button.setText("…")
+            button.setToolTip(f"Choose a {suffix} file")
+            button.clicked.connect(lambda: self._browse_file(suffix))
+            self._layout.addWidget(button)
         self.set_value(model.get(key))
-        self.combo.currentTextChanged.connect(self._commit)
+        if suffix:
+            self.combo.activated.connect(self._commit)
+            self.combo.lineEdit().editingFinished.connect(self._commit)
+        else:
+            self.combo.currentTextChanged.connect(self._commit)
 
     def value(self) -> str:
         return self.combo.currentText()
@@ -173,6 +188,13 @@ class ChoiceEditor(FieldEditor):
         self.combo.blockSignals(True)
         self.combo.setCurrentText(str(value))
         self.combo.blockSignals(False)
+
+    def _browse_file(self, suffix: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, label_for(self.key), "",
+                                              f"{label_for(self.key)} (*{suffix});;All files (*)")
+        if path:
+            self.set_value(path)
+            self._commit()
 
     def set_item_enabled(self, choice: str, enabled: bool, reason: str = "") -> None:
         """Disable one choice (e.g. an 8-bit optimizer on a CPU) with the reason as its tooltip."""

@@ -55,13 +55,17 @@ def test_split_train_on_these_fills_the_train_areas_dataset_and_eval_file(qtbot,
     assert not train.config_model.errors()
 
 
-def test_the_prompt_preview_follows_the_train_areas_loss_on(qtbot):
+def test_the_prompt_preview_follows_the_train_areas_loss_on_and_template(qtbot, tmp_path):
     win = MainWindow(load_demo=False, restore_geometry=False)
     qtbot.addWidget(win)
     train, preview = win.areas["train"], win.areas["dataset"].preview
-    assert preview.loss_on == "answers"
+    assert preview.loss_on == "answers" and preview.template.currentText() == "auto"
     train.config_model.set("loss_on", "all")
     assert preview.loss_on == "all"
+    train.config_model.set("template", "gemma")
+    assert preview.template.currentText() == "gemma"
+    train.config_model.set("template", str(tmp_path / "mine.jinja"))
+    assert preview.template.currentText() == str(tmp_path / "mine.jinja")
 
 
 def test_geometry_is_remembered(qtbot):

@@ -31,3 +31,19 @@ def test_preview_marks_the_answer_as_trained(make_editor, small_dataset, qtbot):
     with qtbot.waitSignal(ed.sig_lint_finished, timeout=60000) as sig:
         pass
     assert sig.args[0].stats["length"]["method"].startswith("tokenizer")
+
+
+@pytest.mark.skipif(not (demo_model_dir() / "tokenizer_config.json").exists(), reason="no demo tokenizer")
+def test_preview_renders_a_named_format_and_says_when_the_tokenizer_splits_its_markers(make_editor, small_dataset,
+                                                                                        qtbot):
+    ed = make_editor(small_dataset)
+    ed.select_record(0)
+    with qtbot.waitSignal(ed.preview.sig_tokenizer_loaded, timeout=120000):
+        ed.tabs.setCurrentWidget(ed.preview)
+    ed.preview.set_template("chatml")  # the demo tokenizer has ChatML's markers as tokens
+    assert "<|im_start|>assistant" in ed.preview.text.toPlainText()
+    assert "splits" not in ed.preview.stats.text()
+    ed.preview.set_template("llama3")
+    assert "<|start_header_id|>assistant<|end_header_id|>" in ed.preview.text.toPlainText()
+    assert "splits the llama3 markers" in ed.preview.stats.text()
+    assert "&lt;|eot_id|&gt; (8 tokens)" in ed.preview.stats.text()

@@ -222,3 +222,32 @@ def test_an_eval_file_replaces_the_eval_split_and_loading_both_names_the_conflic
     path.write_text("eval_split: 0.1\neval_dataset: /data/held-out.jsonl\n", encoding="utf-8")
     assert not area.load_config_file(path)
     assert "eval_split" in area.banner.text() and "set eval_split: 0" in area.banner.text()
+
+
+def test_template_takes_a_named_format_or_a_jinja_file_typed_or_browsed(make_area, qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog, QToolButton
+
+    area = make_area()
+    editor = area.editors["template"]
+    combo = editor.combo
+    assert [combo.itemText(i) for i in range(combo.count())] == list(RunConfig.field_meta()["template"]["choices"])
+    combo.setCurrentIndex(combo.findText("llama3"))
+    combo.activated.emit(combo.currentIndex())
+    assert area.config_model.get("template") == "llama3"
+
+    mine = tmp_path / "mine.jinja"
+    mine.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}", encoding="utf-8")
+    combo.lineEdit().clear()
+    qtbot.keyClicks(combo.lineEdit(), str(mine)[:-3])
+    assert area.config_model.get("template") == "llama3"  # nothing committed while typing
+    combo.lineEdit().editingFinished.emit()
+    assert not area.start_button.isEnabled() and "template" in area.banner.text()
+    qtbot.keyClicks(combo.lineEdit(), "nja")
+    combo.lineEdit().editingFinished.emit()
+    assert area.config_model.get("template") == str(mine)
+    assert area.start_button.isEnabled() and not area.banner.isVisible()
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(tmp_path / "other.jinja"), ""))
+    editor.findChild(QToolButton).click()
+    assert area.config_model.get("template") == str(tmp_path / "other.jinja")
+    assert combo.currentText() == str(tmp_path / "other.jinja")
