@@ -349,7 +349,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     from engine.data.tokenize import tokenize_records
     from engine.methods import get_method
     from engine.models import load_tokenizer, resolve_model_path
-    from engine.paths import demo_dataset_path
+    from engine.paths import demo_dataset_path, tokenized_cache_dir
     from engine.runs import read_summary
 
     started = time.perf_counter()
@@ -391,7 +391,8 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     cfg = cfg.replace(**changes)
 
     tokenizer = load_tokenizer(str(resolve_model_path(cfg.model)), trust_remote_code=cfg.trust_remote_code)
-    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on)
+    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
+                                   cache_dir=tokenized_cache_dir())
     if not rows:
         raise StudioError(f"nothing to score in {data_path}: every record was dropped",
                           hint=json.dumps(stats.problems[:3], ensure_ascii=False))

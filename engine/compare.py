@@ -203,7 +203,7 @@ def _train_digests(name: str, run_dir: str | Path | None, tokenizer: Any
     from engine.data.formats import load_dataset_file
     from engine.data.split import train_eval_split
     from engine.data.tokenize import tokenize_records
-    from engine.paths import demo_dataset_path
+    from engine.paths import demo_dataset_path, tokenized_cache_dir
 
     if not run_dir or not (Path(run_dir) / "run.yaml").exists():
         return None, (f"{name} is not from a run: which records it trained on is unknown, "
@@ -218,7 +218,8 @@ def _train_digests(name: str, run_dir: str | Path | None, tokenizer: Any
                       "unknown"), cfg.to_dict()
     ds = load_dataset_file(data, cfg.dataset_format)
     good = [r for r in ds.records if not r.broken]
-    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on)  # the run's own drops
+    rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
+                                   cache_dir=tokenized_cache_dir())  # the run's own drops
     train_idx, _ = train_eval_split(len(rows), cfg.eval_split, cfg.seed)
     return {record_digest(good[stats.sources[i]].messages()) for i in train_idx}, None, cfg.to_dict()
 
@@ -396,7 +397,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     from engine.errors import ModelError
     from engine.generate import BASE, Generator
     from engine.models import load_tokenizer
-    from engine.paths import demo_dataset_path
+    from engine.paths import demo_dataset_path, tokenized_cache_dir
     from engine.precision import compute_dtype
     from engine.runs import read_run_config
 
@@ -478,7 +479,8 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     if seq_len is None:
         seq_len = max((int(c.get("seq_len", DEFAULT_SEQ_LEN)) for c in run_cfgs), default=DEFAULT_SEQ_LEN)
 
-    rows, stats = tokenize_records(good, tokenizer, template, seq_len)
+    rows, stats = tokenize_records(good, tokenizer, template, seq_len,
+                                   cache_dir=tokenized_cache_dir())
     if not rows:
         raise StudioError(f"nothing to score in {data_path}: every record was dropped",
                           hint="; ".join(p["message"] for p in stats.problems[:3]) or None)

@@ -56,6 +56,11 @@ def adapters_dir() -> Path:
     return data_home() / "adapters"
 
 
+def tokenized_cache_dir() -> Path:
+    """Tokenized datasets kept by engine.data.tokenize, so resumed and repeated runs skip tokenizing."""
+    return data_home() / "cache" / "tokenized"
+
+
 def recovery_dir() -> Path:
     return data_home() / "recovery"
 

@@ -232,9 +232,11 @@ def _eval_file_rows(cfg: RunConfig, tokenizer: Any, train_records: list, writer:
     """
     from engine.audit import record_digest
     from engine.data.tokenize import tokenize_records
+    from engine.paths import tokenized_cache_dir
 
     records, info = load_training_records(cfg, eval_file=True)
-    rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on)
+    rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
+                                   cache_dir=tokenized_cache_dir())
     if not rows:
         raise StudioError(f"eval_dataset {info['path']}: no record can be evaluated "
                           f"({info['broken']} broken, {stats.dropped} with nothing to score)",
@@ -294,6 +296,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     from engine.data.tokenize import tokenize_records
     from engine.methods import get_method
     from engine.models import check_weights_safe, load_tokenizer, resolve_model_path
+    from engine.paths import tokenized_cache_dir
 
     env = precision.detect_environment()
     precision.check_environment(cfg, env)  # invalid combinations fail before any loading
@@ -328,7 +331,8 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
 
     records, data_info = load_training_records(cfg)
     tokenizer = load_tokenizer(str(model_path), trust_remote_code=cfg.trust_remote_code)
-    rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on)
+    rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
+                                   cache_dir=tokenized_cache_dir())
     if not rows:
         raise StudioError("no trainable records: every record was dropped", hint=json.dumps(stats.problems[:3]))
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)

@@ -11,7 +11,12 @@ templates lack those markers.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.data.templates import Rendering, alpaca_text, resolve
@@ -133,27 +138,41 @@ class TokenizeStats:
                 "problems": self.problems[:20], "partial": len(self.partial)}
 
 
+PARALLEL_FROM = 2000
+"""Records from which tokenizing is spread over processes: below it, starting them costs more."""
+CACHE_VERSION = 1  # bump when render_record's output for the same input changes
+CACHE_KEEP = 16    # tokenized datasets kept in the cache (the newest)
+
+
 def tokenize_records(records: list[Any], tokenizer: Any, template: str | Rendering, seq_len: int,
-                     loss_on: str = "answers") -> tuple[list[dict[str, list[int]]], TokenizeStats]:
+                     loss_on: str = "answers", *, num_proc: int | None = None,
+                     cache_dir: str | os.PathLike | None = None) -> tuple[list[dict[str, list[int]]], TokenizeStats]:
     """Tokenize engine records (with ``.messages()`` and ``.line``) for training.
 
     Longer sequences are truncated to ``seq_len`` and counted; records with nothing left to
     train on are dropped and listed, never silently. ``loss_on`` as in :func:`render_record`.
+
+    Large datasets are rendered with ``datasets.Dataset.map`` over ``num_proc`` processes
+    (default: half the CPUs, at most 8; from :data:`PARALLEL_FROM` records). With
+    ``cache_dir`` the rendered tokens are kept there, keyed by the records, the tokenizer,
+    the template and ``loss_on``, so a resumed or repeated run skips the work.
     """
     stats = TokenizeStats()
     rows = []
     template = resolve(tokenizer, template)  # once: a template file is read and checked here
-    for index, rec in enumerate(records):
+    if num_proc is None:
+        num_proc = max(1, min(8, (os.cpu_count() or 2) // 2))
+    rendered = (_render_with_datasets(records, tokenizer, template, loss_on, num_proc, cache_dir)
+                if cache_dir is not None or (num_proc > 1 and len(records) >= PARALLEL_FROM)
+                else (_render_one(rec.messages(), tokenizer, template, loss_on) for rec in records))
+    for index, (rec, (row, error, skipped)) in enumerate(zip(records, rendered, strict=True)):
         stats.records += 1
-        skipped: list[int] = []
-        try:
-            row = render_record(rec.messages(), tokenizer, template, skipped=skipped, loss_on=loss_on)
-            if skipped:
-                stats.partial.append({"index": index, "line": getattr(rec, "line", None), "turns": skipped})
-        except DataError as e:
+        if error is not None:
             stats.dropped += 1
-            stats.problems.append({"index": index, "line": getattr(rec, "line", None), "message": e.message})
+            stats.problems.append({"index": index, "line": getattr(rec, "line", None), "message": error})
             continue
+        if skipped:
+            stats.partial.append({"index": index, "line": getattr(rec, "line", None), "turns": skipped})
         n = len(row["input_ids"])
         stats.longest = max(stats.longest, n)
         if n > seq_len:
@@ -172,3 +191,108 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
             stats.cut_rows.add(len(rows))
         rows.append(row)
     return rows, stats
+
+
+def _render_one(messages: list[dict], tokenizer: Any, rendering: Rendering, loss_on: str
+                ) -> tuple[dict[str, list[int]] | None, str | None, list[int]]:
+    """(row, None, untrained answer turns) or (None, why it can't train, [])."""
+    skipped: list[int] = []
+    try:
+        row = render_record(messages, tokenizer, rendering, skipped=skipped, loss_on=loss_on)
+    except DataError as e:
+        return None, e.message, []
+    return row, None, skipped
+
+
+def _render_batch(batch: dict[str, list], tokenizer: Any, rendering: Rendering, loss_on: str) -> dict[str, list]:
+    """``Dataset.map`` function: one batch of JSON conversations into token columns."""
+    out: dict[str, list] = {"input_ids": [], "labels": [], "error": [], "skipped": []}
+    for conv in batch["conv"]:
+        row, error, skipped = _render_one(json.loads(conv), tokenizer, rendering, loss_on)
+        out["input_ids"].append(row["input_ids"] if row else [])
+        out["labels"].append(row["labels"] if row else [])
+        out["error"].append(error)
+        out["skipped"].append(skipped)
+    return out
+
+
+def _render_with_datasets(records: list[Any], tokenizer: Any, rendering: Rendering, loss_on: str, num_proc: int,
+                          cache_dir: str | os.PathLike | None) -> Iterator[tuple[dict | None, str | None, list[int]]]:
+    import datasets
+    from datasets.fingerprint import Hasher
+
+    convs = [json.dumps(rec.messages(), ensure_ascii=False) for rec in records]
+    digest = hashlib.sha256()
+    for c in convs:
+        digest.update(c.encode("utf-8") + b"\0")
+    key = Hasher.hash([CACHE_VERSION, digest.hexdigest(), _tokenizer_identity(tokenizer), rendering.alpaca,
+                       rendering.jinja, loss_on])
+    folder = Path(cache_dir) / key if cache_dir is not None else None
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # the worker's log is line-based; tqdm's carriage returns garble it
+    try:
+        table, damaged = None, False
+        if folder is not None and folder.is_dir():
+            try:
+                table = datasets.load_from_disk(str(folder))
+            except (OSError, ValueError):
+                table = None
+            damaged = table is None or len(table) != len(records)  # rebuilt and replaced
+        if table is None or damaged:
+            table = datasets.Dataset.from_dict({"conv": convs}).map(
+                _render_batch, batched=True, batch_size=64, remove_columns=["conv"],
+                num_proc=num_proc if num_proc > 1 and len(records) >= PARALLEL_FROM else None,
+                fn_kwargs={"tokenizer": tokenizer, "rendering": rendering, "loss_on": loss_on})
+            if folder is not None:
+                _store(table, folder, replace=damaged)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    columns = table.to_dict()
+    for ids, labels, error, skipped in zip(columns["input_ids"], columns["labels"], columns["error"],
+                                           columns["skipped"], strict=True):
+        yield (None if error is not None else {"input_ids": ids, "labels": labels}), error, skipped
+
+
+def _tokenizer_identity(tokenizer: Any) -> str:
+    """What decides a tokenizer's output: its vocabulary, rules, special tokens and chat template.
+
+    Not ``Hasher.hash(tokenizer)``: a fast tokenizer's state records the truncation and
+    padding of its last call, so its hash changes by using it.
+    """
+    from datasets.fingerprint import Hasher
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+    else:
+        state = sorted(tokenizer.get_vocab().items())
+    return Hasher.hash([type(tokenizer).__name__, state, tokenizer.special_tokens_map,
+                        getattr(tokenizer, "chat_template", None)])
+
+
+def _store(table: Any, folder: Path, *, replace: bool = False) -> None:
+    """Keep a tokenized dataset (written aside, then renamed into place) and only the newest entries.
+
+    An entry another process (a DDP rank) stored meanwhile is kept as it is, unless ``replace``
+    (it didn't load).
+    """
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    try:
+        table.save_to_disk(str(tmp))
+        if replace and folder.is_dir():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process stored it first, or the disk is full: no cache
+        return
+    entries = sorted((p for p in folder.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[CACHE_KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)

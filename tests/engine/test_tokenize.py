@@ -203,3 +203,101 @@ def test_packed_batch_gives_each_record_its_own_logits(tok, tiny_model_dir):
         alone = [model(input_ids=torch.tensor([r["input_ids"]])).logits[0] for r in rows]
     torch.testing.assert_close(packed[:n0], alone[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(packed[n0:], alone[1], rtol=1e-4, atol=1e-4)
+
+
+# ---- datasets.map over processes, and the tokenized cache
+
+
+def mixed_records(n: int = 40) -> list[Record]:
+    """Short, truncated, prompt-too-long, answerless and multi-turn records, repeated to ``n``."""
+    kinds = [{"instruction": "short", "output": "fine"},
+             {"instruction": "short", "output": " ".join(["word"] * 80)},
+             {"instruction": " ".join(["prompt"] * 80), "output": "x"},
+             {"instruction": "no answer here"},
+             {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"},
+                                {"from": "human", "value": "again"}, {"from": "gpt", "value": "sure"}]}]
+    out = []
+    for i in range(n):
+        d = dict(kinds[i % len(kinds)])
+        if "output" in d:
+            d["output"] = f"{d['output']} {i}"
+        out.append(Record(d, line=i + 1))
+    return out
+
+
+def same(a, b) -> None:
+    (rows_a, st_a), (rows_b, st_b) = a, b
+    assert rows_a == rows_b
+    assert st_a.to_dict() == st_b.to_dict()
+    assert (st_a.problems, st_a.partial, st_a.sources, st_a.cut_rows) == \
+        (st_b.problems, st_b.partial, st_b.sources, st_b.cut_rows)
+
+
+def test_datasets_map_over_processes_gives_what_the_loop_gives(tok, monkeypatch):
+    import engine.data.tokenize as tk
+
+    records = mixed_records(60)
+    plain = tokenize_records(records, tok, "auto", 48, num_proc=1)
+    assert plain[1].dropped == 24 and plain[1].truncated == 24
+    monkeypatch.setattr(tk, "PARALLEL_FROM", 10)
+    same(plain, tokenize_records(records, tok, "auto", 48, num_proc=2))
+
+
+def test_the_cache_serves_a_repeated_tokenization_and_misses_on_any_change(tok, tmp_path, monkeypatch):
+    import engine.data.tokenize as tk
+
+    records = mixed_records()
+    plain = tokenize_records(records, tok, "auto", 48, num_proc=1)
+    same(plain, tokenize_records(records, tok, "auto", 48, cache_dir=tmp_path))
+    assert len(list(tmp_path.iterdir())) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("rendered again")
+
+    plain64 = tokenize_records(records, tok, "auto", 64, num_proc=1)
+    with monkeypatch.context() as m:  # a hit renders nothing; seq_len is applied after the cache
+        m.setattr(tk, "render_record", boom)
+        same(plain, tokenize_records(records, tok, "auto", 48, cache_dir=tmp_path))
+        same(plain64, tokenize_records(records, tok, "auto", 64, cache_dir=tmp_path))
+    changed = [*records[:-1], Record({"instruction": "short", "output": "edited"}, line=40)]
+    for args in ((changed, tok, "auto", 48), (records, tok, "alpaca", 48)):
+        same(tokenize_records(*args, num_proc=1), tokenize_records(*args, cache_dir=tmp_path))
+    same(tokenize_records(records, tok, "auto", 48, "all", num_proc=1),
+         tokenize_records(records, tok, "auto", 48, "all", cache_dir=tmp_path))
+    assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_a_damaged_cache_entry_is_rebuilt_and_only_the_newest_entries_are_kept(tok, tmp_path, monkeypatch):
+    import engine.data.tokenize as tk
+
+    records = mixed_records()
+    plain = tokenize_records(records, tok, "auto", 48, num_proc=1)
+    tokenize_records(records, tok, "auto", 48, cache_dir=tmp_path)
+    (entry,) = tmp_path.iterdir()
+    for f in entry.glob("*.arrow"):
+        f.write_bytes(b"not arrow")
+    same(plain, tokenize_records(records, tok, "auto", 48, cache_dir=tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == [entry.name]
+    same(plain, tokenize_records(records, tok, "auto", 48, cache_dir=tmp_path))  # the rebuilt entry loads
+
+    monkeypatch.setattr(tk, "CACHE_KEEP", 2)
+    for k in range(3):
+        tokenize_records(records[: 10 + k], tok, "auto", 48, cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_resumed_run_reuses_the_tokens_of_its_first_start(tiny_model_dir, small_dataset, tmp_path, monkeypatch):
+    import engine.data.tokenize as tk
+    from engine.paths import tokenized_cache_dir
+    from tests.engine.test_train import make_cfg, train
+
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2, save_steps=1, eval_split=0.1)
+    assert train(cfg)[0]["status"] == "completed"
+    assert len(list(tokenized_cache_dir().iterdir())) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(tk, "render_record", boom)
+    result, _, _ = train(cfg.replace(max_steps=4), resume=True)
+    assert result["status"] == "completed" and result["step"] == 4
