@@ -82,7 +82,7 @@ AUDIT_CASES = ("lora-bf16", "qlora-nf4")
 BASE: dict[str, Any] = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear",
                         "load_in": "bf16", "mixed_precision": "bf16", "seq_len": 512, "batch_size": 8,
                         "max_steps": 8, "learning_rate": 1e-4, "warmup_ratio": 0.0, "logging_steps": 1,
-                        "save_steps": 0, "eval_split": 0.0, "seed": 0, "num_virtual_tokens": 16}
+                        "save_steps": 0, "eval_split": 0.0, "sample_answers": 0, "seed": 0, "num_virtual_tokens": 16}
 DRY_CHANGES: dict[str, Any] = {"seq_len": 64, "batch_size": 2, "max_steps": 2}
 
 

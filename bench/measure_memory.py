@@ -106,7 +106,8 @@ def run_config(name: str, model_dir: Path | None = None):
     from engine.config import RunConfig
 
     model, overrides, _ = CASES[name]
-    data = {"model": str(model_dir or CONFIGS / model), "lora_dropout": 0.05, "max_steps": 4, **overrides}
+    data = {"model": str(model_dir or CONFIGS / model), "lora_dropout": 0.05, "max_steps": 4, "sample_answers": 0,
+            **overrides}
     data.setdefault("lora_alpha", 2 * data.get("lora_r", 8))
     return RunConfig.from_dict(data)
 

@@ -56,7 +56,7 @@ def run_config(args: argparse.Namespace, out_dir: Path):
         "lora_dropout": 0.05, "lora_target_modules": "all-linear", "load_in": args.load_in,
         "mixed_precision": args.mixed_precision, "seq_len": args.seq_len, "batch_size": args.batch_size,
         "max_steps": args.steps, "learning_rate": 2e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
-        "logging_steps": 1, "save_steps": 0, "eval_split": 0.0, "seed": 0, "output_dir": str(out_dir),
+        "logging_steps": 1, "save_steps": 0, "eval_split": 0.0, "sample_answers": 0, "seed": 0, "output_dir": str(out_dir),
     })
 
 

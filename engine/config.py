@@ -183,6 +183,11 @@ class RunConfig:
                                       "eval_split > 0 or an eval_dataset; with eval_steps 0 it evaluates at every checkpoint).", min=0, max=10**6, group="run")
     early_stopping_threshold: float = _f(0.0, "With early stopping: how much lower the eval loss must be to "
                                          "count as an improvement.", min=0.0, max=1e6, group="run")
+    sample_answers: int = _f(2, "At each evaluation (at each checkpoint when there is no eval data) and when "
+                             "training ends, the model answers this many records greedily, shown beside their "
+                             "reference answers: held-out records if there are any, else the first training "
+                             "records (0 = off; one GPU only).", min=0, max=16, group="run")
+    sample_max_new_tokens: int = _f(96, "Longest sample answer, in tokens.", min=1, max=4096, group="run")
     nan_policy: str = _f("rollback", "On a NaN/inf loss: roll back to the last good checkpoint and "
                          "halve the LR, or stop.", choices=NAN_POLICIES, group="run")
     oom_recovery: bool = _f(True, "On CUDA out-of-memory: halve the micro-batch, double accumulation "

@@ -21,6 +21,7 @@ STARTED = "started"          # config, total_params, trainable_params, device, g
 STEP = "step"                # step, max_steps, epoch, loss, lr, grad_norm, tokens_per_s, tokens_seen, samples_per_s,
                              # gpu_mem_* (CUDA only), eta_s
 EVAL = "eval"                # step, eval_loss
+SAMPLES = "samples"          # step, source (eval|train), samples [{line, prompt, reference, answer, tokens}], time_s
 CHECKPOINT = "checkpoint"    # step, path
 WARNING = "warning"          # kind, message, fix, hint
 ERROR = "error"              # kind, message, fix, hint (a typed StudioError.to_dict()); config errors add
@@ -36,7 +37,7 @@ TOKEN = "token"              # request, adapter, text (a streamed piece)
 GENERATED = "generated"      # request, adapter, text, tokens, tokens_per_s
 READY = "ready"              # the worker finished a command and waits for the next
 
-EVENT_TYPES = (STARTED, STEP, EVAL, CHECKPOINT, WARNING, ERROR, RECOVERED, FINISHED, LOG,
+EVENT_TYPES = (STARTED, STEP, EVAL, SAMPLES, CHECKPOINT, WARNING, ERROR, RECOVERED, FINISHED, LOG,
                LOADED, TOKEN, GENERATED, READY)
 COMMANDS = ("stop", "save", "generate", "load_adapter", "unload", "quit")
 

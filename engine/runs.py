@@ -87,14 +87,18 @@ def rewind_metrics(output_dir: Path, step: int) -> int:
     Rows logged after the checkpoint we go back to describe progress that was lost (a kill
     -9) or undone (a rollback, a rewind); the resumed run logs those steps again.
     """
-    path = Path(output_dir) / "metrics.jsonl"
-    if not path.exists():
-        return 0
-    rows = read_metrics(output_dir)
-    kept = [r for r in rows if r.get("step", 0) <= step]
-    if len(kept) != len(rows):
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-    return len(rows) - len(kept)
+    dropped = 0
+    for name in ("metrics.jsonl", "samples.jsonl"):  # the loss curve, and the sample answers along it
+        path = Path(output_dir) / name
+        if not path.exists():
+            continue
+        rows = _read_jsonl(path)
+        kept = [r for r in rows if r.get("step", 0) <= step]
+        if len(kept) != len(rows):
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+        if name == "metrics.jsonl":
+            dropped = len(rows) - len(kept)
+    return dropped
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
@@ -182,15 +186,23 @@ def last_written(output_dir: Path) -> float | None:
 
 def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
     """All rows of metrics.jsonl; a torn last line (after a kill) is skipped."""
+    return _read_jsonl(Path(output_dir) / "metrics.jsonl")
+
+
+def read_samples(output_dir: Path) -> list[dict[str, Any]]:
+    """The sample answers a run wrote at its evaluations (engine.samples), oldest first."""
+    return _read_jsonl(Path(output_dir) / "samples.jsonl")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
-    path = Path(output_dir) / "metrics.jsonl"
     if not path.exists():
         return rows
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            continue
+            continue  # a torn last line (after a kill)
     return rows
 
 
@@ -473,7 +485,8 @@ def run_details(path: Path) -> dict[str, Any]:
         ``error`` (a failed run's message), ``checkpoints`` (``[{name, step, path}]``),
         ``final_dir`` (or None), ``resume`` (``{ok, reason, finished}``: would ``train --resume``
         continue anything, see ``engine.resume``), ``metrics`` (row counts, last and lowest train loss, lowest
-        eval loss, read from metrics.jsonl) and ``config`` (the resolved run config).
+        eval loss, read from metrics.jsonl), ``samples`` (the last answers to sample records, or
+        None; see engine.samples) and ``config`` (the resolved run config).
     """
     info = run_info(path)
     summary = read_summary(path)
@@ -511,6 +524,7 @@ def run_details(path: Path) -> dict[str, Any]:
                     "lowest_loss_step": lowest.get("step") if lowest else None,
                     "lowest_eval_loss": lowest_eval["eval_loss"] if lowest_eval else None,
                     "lowest_eval_loss_step": lowest_eval.get("step") if lowest_eval else None},
+        "samples": (read_samples(path) or [None])[-1],
         "config": config,
     }
 
@@ -548,6 +562,11 @@ def _num(v: Any) -> str:
 
 def _at_step(v: float | None, step: Any) -> str:
     return "-" if v is None else f"{v:.4f}" + (f" (step {step})" if step is not None else "")
+
+
+def _clip(text: Any, width: int) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _size(n: int) -> str:
@@ -620,6 +639,14 @@ def cli_show(args: Any) -> int:
     for key, value in fields:
         print(f"{key:{width}}  {value}")
     print()
+    samples = d.get("samples")
+    if samples:
+        where = "held-out" if samples.get("source") == "eval" else "training"
+        print(f"answers at step {samples.get('step')} ({where} records, greedy):")
+        for s in samples.get("samples") or []:
+            print(f"  [line {s.get('line')}] {_clip(s.get('prompt'), 90)}\n    model:     {_clip(s.get('answer'), 90)}\n"
+                  f"    reference: {_clip(s.get('reference'), 90)}")
+        print()
     if d["config"]:
         print("config (run.yaml):")
         for key, value in d["config"].items():

@@ -150,6 +150,7 @@ class Prepared:
     train_lines: list = field(default_factory=list)  # source file line of each train row (None if unknown)
     dropped_records: list = field(default_factory=list)  # every dropped record: {index, line, message}
     probe: bool = False  # a probe run (engine/probe.py): nothing is saved
+    sampler: Any = None  # engine.samples.Sampler: answers a few records at each evaluation
 
 
 def _count_params(model: Any) -> tuple[int, int]:
@@ -256,7 +257,7 @@ def _eval_file_rows(cfg: RunConfig, tokenizer: Any, train_records: list, writer:
                     hint="Remove them from one of the files (the Dataset area's Split… writes disjoint files).",
                     lines=lines[:100])
     info.update(stats.to_dict(), evaluated=len(rows), in_training_data=len(shared))
-    return rows, info
+    return rows, info, [records[i] for i in stats.sources]
 
 
 def _shared_output_dir(cfg: RunConfig, is_main: bool) -> Path:
@@ -340,11 +341,21 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     eval_rows = [rows[i] for i in eval_idx]
     train_lines = [getattr(records[stats.sources[i]], "line", None) for i in train_idx]
     data_stats = {**data_info, **stats.to_dict(), "train": len(train_rows), "eval": len(eval_rows)}
+    eval_records = [records[stats.sources[i]] for i in eval_idx]
     if cfg.eval_dataset:
-        eval_rows, data_stats["eval_dataset"] = _eval_file_rows(cfg, tokenizer, records, writer)
+        eval_rows, data_stats["eval_dataset"], eval_records = _eval_file_rows(cfg, tokenizer, records, writer)
         data_stats["eval"] = len(eval_rows)
     _warn_template(cfg, tokenizer, writer)
-    data_stats["template"] = resolve_template(tokenizer, cfg.template).name
+    rendering = resolve_template(tokenizer, cfg.template)
+    data_stats["template"] = rendering.name
+    sampler = None
+    if cfg.sample_answers and is_main:
+        from engine.samples import Sampler, pick
+
+        source = "eval" if eval_records else "train"
+        pool = eval_records or [records[stats.sources[i]] for i in train_idx]
+        sampler = Sampler(pick(pool, list(range(len(pool))), tokenizer, rendering, cfg.sample_answers), source,
+                          tokenizer, rendering, cfg.sample_max_new_tokens, output_dir)
     # The saved tokenizer formats chats as this run trained, for the playground, merges and GGUF files.
     tokenizer.chat_template = saved_template(tokenizer, cfg.template) or tokenizer.chat_template
     if data_info["broken"]:
@@ -382,7 +393,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         save_initial(model, cfg, output_dir)  # PiSSA/OLoRA: final/ is converted against it
     total, trainable = _count_params(model)
     return Prepared(cfg, output_dir, tokenizer, model, method, env, train_rows, eval_rows, data_stats,
-                    total, trainable, model_path=model_path, train_lines=train_lines,
+                    total, trainable, model_path=model_path, train_lines=train_lines, sampler=sampler,
                     dropped_records=stats.problems)
 
 
@@ -470,6 +481,8 @@ def _make_callback_class():
             self.writer, self.commands, self.output_dir, self.is_main = writer, commands, output_dir, is_main
             self.train_lines = train_lines or []
             self.probe = False  # set by _build_trainer: a probe saves nothing, not even on stop
+            self.sampler: Any = None  # set by _build_trainer (main process, one GPU, not a probe)
+            self.samples_at_save = False  # no eval data: the samples come with each checkpoint
             self.trainer: Any = None
             self.metrics = open(output_dir / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
             self.t_last = time.time()
@@ -583,6 +596,32 @@ def _make_callback_class():
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 self.writer.emit(ev.CHECKPOINT, step=state.global_step, path=str(path))
                 write_summary(self.output_dir, step=state.global_step, last_checkpoint=str(path))
+            scheduled = args.save_steps and state.global_step % args.save_steps == 0  # not a "save now"
+            if self.samples_at_save and scheduled and not self.commands.stop_requested:
+                self.sample(state.global_step)
+
+        def on_evaluate(self, args, state, control, **kw):
+            self.sample(state.global_step)
+
+        def sample(self, step: int) -> None:
+            """Answer the sample records with the model as it is now (see engine.samples)."""
+            s = self.sampler
+            if s is None or s.off or s.last_step == step or self.nonfinite is not None or self.trainer is None:
+                return
+            import torch
+
+            try:
+                data = s.answer(self.trainer.model, step, self.trainer.autocast_smart_context_manager())
+            except Exception as e:  # noqa: BLE001 - samples are a view; they never stop a run
+                s.off = True
+                if isinstance(e, torch.cuda.OutOfMemoryError):
+                    torch.cuda.empty_cache()
+                self.writer.emit(ev.WARNING, kind="samples", message=f"sample answers are off for the rest of "
+                                 f"this run: generating them failed at step {step} ({type(e).__name__}: {e})",
+                                 fix={"sample_answers": 0})
+                return
+            s.record(data)
+            self.writer.emit(ev.SAMPLES, **data)
 
     return EventCallback
 
@@ -831,6 +870,12 @@ def _build_trainer(prep: Prepared, writer: EventWriter, commands: Commands, call
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
     cb.trainer = trainer
     cb.probe = prep.probe
+    if (prep.sampler is not None and not prep.probe and is_main and not cfg.deepspeed
+            and int(os.environ.get("WORLD_SIZE", "1")) == 1):
+        # One GPU only: under DDP the other ranks would wait in a collective meanwhile, and ZeRO
+        # partitions the weights generate needs.
+        cb.sampler = prep.sampler
+        cb.samples_at_save = not prep.eval_rows
     return trainer, cb
 
 
@@ -1167,6 +1212,9 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
             raise err
         break
 
+    if not commands.stop_requested:
+        cb.sample(trainer.state.global_step)  # the result's answers, unless this step's were just made
+
     if is_main:
         # The whole curve, rewound to the run's path: a resumed run also evaluated before its checkpoint.
         evals = [r["eval_loss"] for r in read_metrics(prep.output_dir)
@@ -1362,6 +1410,11 @@ def _drop_pid_file(output_dir: str | Path | None) -> None:
         pass
 
 
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
     if kind == ev.STARTED:
         print(f"training {data['config']['method']} on {data['config']['model']} -> {data['output_dir']}\n"
@@ -1376,6 +1429,13 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
               f"{data['tokens_per_s']:.0f} tok/s{eta}", file=out, flush=True)
     elif kind == ev.EVAL:
         print(f"eval  step {data['step']:>5} eval_loss {data['eval_loss']:.4f}", file=out)
+    elif kind == ev.SAMPLES:
+        where = "held-out" if data.get("source") == "eval" else "training"
+        print(f"answers at step {data['step']} ({where} records, {data.get('time_s', 0):.1f}s):", file=out)
+        for s in data.get("samples") or []:
+            line = f"line {s['line']}" if s.get("line") else "record"
+            print(f"  [{line}] {_one_line(s['prompt'], 70)}\n    model: {_one_line(s['answer'], 110)}\n"
+                  f"    reference: {_one_line(s['reference'], 106)}", file=out)
     elif kind == ev.CHECKPOINT:
         print(f"saved {data['path']}", file=out)
     elif kind in (ev.WARNING, ev.RECOVERED):

@@ -163,7 +163,7 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
     if num_proc is None:
         num_proc = max(1, min(8, (os.cpu_count() or 2) // 2))
     rendered = (_render_with_datasets(records, tokenizer, template, loss_on, num_proc, cache_dir)
-                if cache_dir is not None or (num_proc > 1 and len(records) >= PARALLEL_FROM)
+                if records and cache_dir is not None or (num_proc > 1 and len(records) >= PARALLEL_FROM)
                 else (_render_one(rec.messages(), tokenizer, template, loss_on) for rec in records))
     for index, (rec, (row, error, skipped)) in enumerate(zip(records, rendered, strict=True)):
         stats.records += 1

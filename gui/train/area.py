@@ -44,6 +44,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigErrors, StudioError
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
+from engine.runs import read_samples
 from gui.adapters.gguf_dialog import GgufDialog
 from gui.train.advisor import Advice, Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
@@ -56,6 +57,7 @@ from gui.train.method_picker import MethodPicker, PrecisionGrid
 from gui.train.model_picker import ModelPicker, remember_model
 from gui.train.notify import notify
 from gui.train.plots import TrainPlots
+from gui.train.samples_panel import SamplesPanel
 from gui.train.vram_gauge import FitDialog, VramGauge
 from gui.train.worker_thread import RunClient
 
@@ -71,8 +73,8 @@ SECTIONS = {
     "Training": ("learning_rate", "lr_scheduler", "min_lr_ratio", "warmup_ratio", "num_epochs", "max_steps", "weight_decay",
                  "max_grad_norm", "neftune_noise_alpha", "seed"),
     "Run and checkpoints": ("run_name", "output_dir", "save_steps", "save_total_limit", "logging_steps",
-                            "eval_steps", "early_stopping_patience", "early_stopping_threshold", "nan_policy",
-                            "oom_recovery", "keep_awake"),
+                            "eval_steps", "early_stopping_patience", "early_stopping_threshold", "sample_answers",
+                            "sample_max_new_tokens", "nan_policy", "oom_recovery", "keep_awake"),
     "Advanced": ("device", "attn_implementation", "adam_epsilon", "int8_threshold", "trust_remote_code",
                  "allow_pickle", "deepspeed"),
 }
@@ -644,7 +646,9 @@ class TrainArea(QWidget):
         self.advisor_panel = AdvisorPanel()
         self.log = LogConsole()
         self.tabs = QTabWidget()
+        self.samples = SamplesPanel()
         self.tabs.addTab(self.advisor_panel, "Advice")
+        self.tabs.addTab(self.samples, "Answers")
         self.tabs.addTab(self.log, "Log")
         lower = QSplitter(Qt.Orientation.Vertical)
         lower.addWidget(self.plots)
@@ -713,6 +717,7 @@ class TrainArea(QWidget):
         r.sig_steps.connect(self._on_steps)
         r.sig_eval.connect(self._on_eval)
         r.sig_checkpoint.connect(self._on_checkpoint)
+        r.sig_samples.connect(self._on_samples)
         r.sig_warning.connect(lambda d: self._on_problem("warning", d))
         r.sig_error.connect(lambda d: self._on_problem("error", d))
         r.sig_recovered.connect(lambda d: self._on_problem("recovered", d))
@@ -858,6 +863,9 @@ class TrainArea(QWidget):
         ds = data.get("dataset") or {}
         self.advisor.on_event("started", data)
         self.run_dir = data.get("output_dir") or self.run_dir
+        # A resumed run shows the answers it made before; a new one starts empty.
+        self.samples.set_rows(read_samples(Path(self.run_dir)) if data.get("resumed") and self.run_dir else [])
+        self.tabs.setTabText(self.tabs.indexOf(self.samples), "Answers")
         self.log.append(f"training {data.get('trainable_params', 0):,} of {data.get('total_params', 0):,} "
                         f"parameters on {data.get('device')}; {ds.get('train', '?')} train / "
                         f"{ds.get('eval', '?')} eval records" + (" (resumed)" if data.get("resumed") else ""))
@@ -909,6 +917,11 @@ class TrainArea(QWidget):
     def _on_eval(self, data: dict) -> None:
         self.plots.add_eval(data)
         self.log.append(f"eval at step {data.get('step')}: eval_loss {data.get('eval_loss', 0):.4f}")
+
+    def _on_samples(self, data: dict) -> None:
+        self.samples.add(data)
+        self.tabs.setTabText(self.tabs.indexOf(self.samples), f"Answers (step {data.get('step')})")
+        self.log.append(f"sample answers at step {data.get('step')} ({data.get('time_s', 0):.1f} s)")
 
     def _on_checkpoint(self, data: dict) -> None:
         self.log.append(f"checkpoint saved at step {data.get('step')}: {data.get('path')}")

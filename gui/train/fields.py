@@ -46,6 +46,7 @@ LABELS = {
     "eval_steps": "Eval every (steps)", "nan_policy": "On NaN loss", "oom_recovery": "OOM recovery",
     "keep_awake": "Keep computer awake",
     "early_stopping_patience": "Early stop after (evals)", "early_stopping_threshold": "Min. improvement",
+    "sample_answers": "Sample answers", "sample_max_new_tokens": "Sample length (tokens)",
     "trust_remote_code": "Trust remote code", "allow_pickle": "Allow pickle weights",
     "attn_implementation": "Attention", "deepspeed": "DeepSpeed config",
 }
@@ -220,7 +221,7 @@ class IntEditor(FieldEditor):
             self.spin.setSpecialValueText("off" if key == "save_steps" else "auto")
         elif key == "save_total_limit":
             self.spin.setSpecialValueText("all")
-        elif key == "early_stopping_patience":
+        elif key in ("early_stopping_patience", "sample_answers"):
             self.spin.setSpecialValueText("off")
         self._layout.addWidget(self.spin, 1)
         self.set_value(model.get(key))

@@ -107,6 +107,8 @@ class RunClient(QObject):
     """New training steps since the last drain (a list of step-event dicts)."""
     sig_eval = Signal(dict)
     """An evaluation finished: step, eval_loss."""
+    sig_samples = Signal(dict)
+    """The model answered the sample records: step, source, samples, time_s."""
     sig_checkpoint = Signal(dict)
     """A checkpoint was saved: step, path."""
     sig_warning = Signal(dict)
@@ -251,6 +253,8 @@ class RunClient(QObject):
             self.sig_started.emit(data)
         elif kind == ev.EVAL:
             self.sig_eval.emit(data)
+        elif kind == ev.SAMPLES:
+            self.sig_samples.emit(data)
         elif kind == ev.CHECKPOINT:
             self.sig_checkpoint.emit(data)
         elif kind == ev.WARNING:

@@ -9,7 +9,7 @@ import pytest
 from engine.errors import StudioError
 from engine.resume import resume_point, resume_verdict
 from engine.rewind import rewind
-from engine.runs import read_metrics, read_summary
+from engine.runs import read_metrics, read_samples, read_summary
 from tests.engine.test_train import make_cfg, train
 
 
@@ -24,8 +24,10 @@ def test_a_completed_run_rewound_to_an_earlier_checkpoint_trains_on_from_it(tiny
     # Nothing is lost: the later checkpoints, final/ and the curve as it was are in superseded-*/.
     aside = done.superseded
     assert sorted(p.name for p in aside.iterdir()) == ["README.md", "checkpoint-4", "checkpoint-6", "final",
-                                                       "metrics.jsonl", "summary.json"]
+                                                       "metrics.jsonl", "samples.jsonl", "summary.json"]
     assert (aside / "final" / "adapter_model.safetensors").read_bytes() == first_final
+    # The answers made at the later checkpoints go with them (no eval data: one per checkpoint, and the end).
+    assert [r["step"] for r in read_samples(aside)] == [2, 4, 6] and [r["step"] for r in read_samples(out)] == [2]
     assert max(r["step"] for r in read_metrics(out)) == 2 and done.metric_rows_cut == 4
     summary = read_summary(out)
     assert summary["status"] == "stopped" and summary["step"] == 2 and summary["rewound"]["from_step"] == 6

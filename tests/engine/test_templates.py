@@ -194,6 +194,9 @@ def test_a_run_saves_its_template_and_its_model_answers_in_it_and_stops_at_its_e
     warning = [e for e in rec.of("warning") if e.data.get("kind") == "template_markers"]
     assert warning and "<|eot_id|> (8 tokens)" in warning[0].data["message"]
     assert warning[0].data["fix"] == {"template": "chat"}
+    # The answers made while training use the run's format and stop at its end too.
+    (last,) = [e.data for e in rec.of("samples")]
+    assert last["samples"][0]["answer"] == "Code 7 blue." and last["samples"][0]["tokens"] < 40
     final = tmp_path / "run" / "final"
     assert saved_rendering(final).name == "llama3"
     assert (final / "chat_template.jinja").read_text(encoding="utf-8").endswith(FORMATS["llama3"].jinja)

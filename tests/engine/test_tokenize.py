@@ -301,3 +301,8 @@ def test_a_resumed_run_reuses_the_tokens_of_its_first_start(tiny_model_dir, smal
     monkeypatch.setattr(tk, "render_record", boom)
     result, _, _ = train(cfg.replace(max_steps=4), resume=True)
     assert result["status"] == "completed" and result["step"] == 4
+
+
+def test_no_records_give_no_rows_with_or_without_the_cache(tok, tmp_path):
+    rows, stats = tokenize_records([], tok, "auto", 48, cache_dir=tmp_path)
+    assert rows == [] and stats.records == 0 and stats.dropped == 0

@@ -106,6 +106,10 @@ def test_method_precision_trains_saves_and_loads(method, load_in, mixed, tiny_mo
     losses = [e["loss"] for e in rec.of("step")]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert len(set(losses)) > 1
+    # The model being trained answered sample records at the end (generate works for every method).
+    assert not [w.data for w in rec.of("warning") if w.data.get("kind") == "samples"]
+    (samples,) = rec.of("samples")
+    assert samples.data["step"] == 3 and all(s["tokens"] > 0 for s in samples.data["samples"])
 
     ids = probe_ids(tiny_model_dir)
     after = logits(trained[0], ids)

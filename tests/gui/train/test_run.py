@@ -75,6 +75,10 @@ def test_start_stop_resume_keep_running_and_reattach(make_area, qtbot):
     assert [r["step"] for r in read_metrics(run_dir) if "loss" in r][-1] == 30
     assert (run_dir / "final" / "adapter_config.json").exists()
     assert again.notifications[-1][0] == "Training finished"
+    # The Answers tab shows what the model answered at the last evaluation, beside the references.
+    assert again.samples.shown_step() == 30 and again.samples.rows[0]["source"] == "eval"
+    assert "reference" in again.samples.view.toPlainText()
+    assert again.tabs.tabText(again.tabs.indexOf(again.samples)) == "Answers (step 30)"
     assert again.try_button.isVisibleTo(again)
     with qtbot.waitSignal(again.sig_try_adapter) as tried:
         qtbot.mouseClick(again.try_button, Qt.MouseButton.LeftButton)
