@@ -2,7 +2,8 @@
 
 ``python bench/train_screenshots.py [OUT_DIR]`` (default ``docs/img``) opens the main window
 offscreen on the demo, starts the demo preset's LoRA run from the Train area, and saves
-``train-before.png``, ``train-during.png`` (about 60% through) and ``train-after.png``.
+``train-before.png``, ``train-during.png`` (about 60% through), ``train-after.png`` and
+``train-answers.png`` (the Answers tab after the run).
 Runs go to a temporary data home, so the user's runs are untouched.
 """
 
@@ -54,10 +55,17 @@ def main() -> int:
         spin(0.1)
     spin(1.0)
     win.grab().save(str(out / "train-after.png"))
+    # The Answers tab, given room: the model's answers to held-out records at the last evaluation.
+    area.tabs.setCurrentWidget(area.samples)
+    splitter = area.tabs.parentWidget()
+    splitter.setSizes([360, 340])
+    spin(0.5)
+    win.grab().save(str(out / "train-answers.png"))
     win.discard_for_screenshot()
     win.close()
     app.processEvents()
-    print(f"{finished.get('status')}: {out}/train-before.png, train-during.png, train-after.png")
+    print(f"{finished.get('status')}: {out}/train-before.png, train-during.png, train-after.png, "
+          "train-answers.png")
     return 0 if finished.get("status") == "completed" else 1
 
 
