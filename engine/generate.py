@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
-from engine.data.templates import Rendering, saved_rendering
+from engine.data.templates import Rendering, cut_at_stops, saved_rendering
 from engine.data.templates import resolve as resolve_template
 from engine.data.templates import stops as template_stops
 from engine.errors import ConfigError, ModelError, OutOfMemory, StudioError
@@ -155,13 +155,6 @@ class GenerationResult:
 
 
 # ---------------------------------------------------------------------------- Loading
-def _cut(text: str, stop_strings: list[str]) -> str:
-    """The answer before the first stop string (generate stops after it, and keeps it)."""
-    for s in stop_strings:
-        text = text.split(s, 1)[0]
-    return text
-
-
 def _precision_config(base: str, load_in: str, device: str, trust_remote_code: bool, allow_pickle: bool):
     """A RunConfig carrying just the loading choices, so generation loads exactly like training."""
     from engine.config import RunConfig
@@ -436,7 +429,7 @@ class Generator:
                               f"with '{adapter}'", hint="Lower max_new_tokens, or load the base in nf4.") from None
         elapsed = time.perf_counter() - t0
         new = out[0, len(ids):].tolist()
-        text = _cut(self.tokenizer.decode(new, skip_special_tokens=True), stop_strings)
+        text = cut_at_stops(self.tokenizer.decode(new, skip_special_tokens=True), stop_strings)
         return GenerationResult(adapter=adapter, text=text, tokens=len(new), prompt_tokens=len(ids),
                                 time_s=elapsed, tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
                                 switch_s=switch_s, stopped=stopped["flag"])
@@ -502,7 +495,7 @@ class Generator:
                 for row, i in enumerate(chunk):
                     new = out[row, width:].tolist()
                     cut = next((k for k, t in enumerate(new) if t in eos), len(new))
-                    texts[i] = _cut(self.tokenizer.decode(new[:cut], skip_special_tokens=True), stop_strings)
+                    texts[i] = cut_at_stops(self.tokenizer.decode(new[:cut], skip_special_tokens=True), stop_strings)
                 start += len(chunk)
                 done += len(chunk)
                 if on_done is not None:
@@ -545,7 +538,8 @@ class Generator:
     def _stops(self, rendering: Rendering) -> tuple[list[int], list[str]]:
         """Token ids and strings that end an answer: the EOS, and the template's end of turn."""
         ids, strings = template_stops(self.tokenizer, rendering)
-        return self._eos_ids() + [i for i in ids if i not in self._eos_ids()], strings
+        eos = self._eos_ids()
+        return eos + [i for i in ids if i not in eos], strings
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []

@@ -130,13 +130,9 @@ def model_info(model: str) -> ModelInfo:
     path = resolve_model_path(model)
     cfg = read_model_config(str(path))
     text_cfg = cfg.get("text_config", cfg)
-    tok_cfg = path / "tokenizer_config.json"
-    chat = (path / "chat_template.jinja").exists() or (path / "chat_template.json").exists()
-    if tok_cfg.exists():
-        try:
-            chat = chat or bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template"))
-        except json.JSONDecodeError:
-            pass
+    from engine.data.templates import saved_chat_template
+
+    chat = saved_chat_template(path) is not None
     files = {p.name for p in path.iterdir()}
     safe = any(n in files for n in SAFE_WEIGHTS) or any(n.endswith(".safetensors") for n in files)
     pickle = any(n in files for n in PICKLE_WEIGHTS) or any(n.endswith(".bin") for n in files)

@@ -25,6 +25,7 @@ from typing import Any
 
 from engine.errors import StudioError
 from engine.runs import (
+    SAMPLES_FILE,
     checkpoint_folder,
     checkpoint_step,
     checkpoints,
@@ -96,7 +97,7 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
             n += 1
             superseded = run_dir / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
         superseded.mkdir()
-        for name in ("metrics.jsonl", "samples.jsonl", "summary.json", "README.md"):
+        for name in ("metrics.jsonl", SAMPLES_FILE, "summary.json", "README.md"):
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, superseded / name)
         for folder in [*later, *results]:

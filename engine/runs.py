@@ -80,6 +80,9 @@ def checkpoint_folder(run_dir: Path, ref: str | int | Path) -> Path:
     raise StudioError(f"run '{run_dir.name}' has no checkpoint '{ref}' (kept: {kept})")
 
 
+SAMPLES_FILE = "samples.jsonl"  # engine.samples: the model's answers at each evaluation
+
+
 def rewind_metrics(output_dir: Path, step: int) -> int:
     """Drop metric rows after ``step`` so a resumed, rolled-back or rewound run's curve continues
     cleanly; returns how many rows were dropped.
@@ -88,7 +91,7 @@ def rewind_metrics(output_dir: Path, step: int) -> int:
     -9) or undone (a rollback, a rewind); the resumed run logs those steps again.
     """
     dropped = 0
-    for name in ("metrics.jsonl", "samples.jsonl"):  # the loss curve, and the sample answers along it
+    for name in ("metrics.jsonl", SAMPLES_FILE):  # the loss curve, and the sample answers along it
         path = Path(output_dir) / name
         if not path.exists():
             continue
@@ -191,7 +194,7 @@ def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
 
 def read_samples(output_dir: Path) -> list[dict[str, Any]]:
     """The sample answers a run wrote at its evaluations (engine.samples), oldest first."""
-    return _read_jsonl(Path(output_dir) / "samples.jsonl")
+    return _read_jsonl(Path(output_dir) / SAMPLES_FILE)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.data.templates import Rendering, stops
+from engine.data.templates import Rendering, cut_at_stops, stops
 from engine.data.tokenize import render_prompt
+from engine.runs import SAMPLES_FILE
 
-SAMPLES_FILE = "samples.jsonl"
 PROMPT_CHARS = 400  # a sample's prompt text is cut to this in the event (the record has it whole)
 
 
@@ -35,19 +35,18 @@ class SamplePrompt:
     ids: list[int]
 
 
-def pick(records: list[Any], indices: list[int], tokenizer: Any, rendering: Rendering, count: int
-         ) -> list[SamplePrompt]:
-    """Prompts for the first ``count`` of ``records[i] for i in indices`` that have an answer.
+def pick(records: list[Any], tokenizer: Any, rendering: Rendering, count: int) -> list[SamplePrompt]:
+    """Prompts for the first ``count`` of ``records`` that have an answer.
 
     The prompt is the conversation up to its last answer, rendered as training renders it; the
     reference is that answer.
     """
     picked: list[SamplePrompt] = []
-    for i in indices:
+    for record in records:
         if len(picked) >= count:
             break
         try:
-            messages = records[i].messages()
+            messages = record.messages()
         except Exception:  # noqa: BLE001 - a record that can't become messages is simply not sampled
             continue
         answers = [k for k, m in enumerate(messages) if m.get("role") == "assistant"]
@@ -55,7 +54,7 @@ def pick(records: list[Any], indices: list[int], tokenizer: Any, rendering: Rend
             continue
         last = answers[-1]
         asked = next((m["content"] for m in reversed(messages[:last]) if m.get("role") != "system"), "")
-        picked.append(SamplePrompt(line=getattr(records[i], "line", None), prompt=str(asked)[:PROMPT_CHARS],
+        picked.append(SamplePrompt(line=getattr(record, "line", None), prompt=str(asked)[:PROMPT_CHARS],
                                    reference=str(messages[last].get("content", "")),
                                    ids=render_prompt(tokenizer, messages[:last], rendering)))
     return picked
@@ -99,9 +98,8 @@ class Sampler:
                 for p in self.prompts:
                     ids = torch.tensor([p.ids], device=device)
                     new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)[0, len(p.ids):]
-                    text = self.tokenizer.decode(new.tolist(), skip_special_tokens=True)
-                    for s in self.stop_strings:
-                        text = text.split(s, 1)[0]
+                    text = cut_at_stops(self.tokenizer.decode(new.tolist(), skip_special_tokens=True),
+                                        self.stop_strings)
                     out.append({**{k: v for k, v in asdict(p).items() if k != "ids"},
                                 "answer": text.strip(), "tokens": int(new.numel())})
         finally:

@@ -203,18 +203,18 @@ def _format_note(name: str | None) -> str:
             "add_generation_prompt=True)` writes prompts as in training") if name else what
 
 
-def _warn_template(cfg: RunConfig, tokenizer: Any, writer: EventWriter) -> None:
+def _warn_template(rendering: Any, tokenizer: Any, writer: EventWriter) -> None:
     """Warn when a named chat format's markers are not single tokens of this model's vocabulary."""
     from engine.data.templates import FORMATS, marker_problems
 
-    bad = marker_problems(tokenizer, cfg.template)
+    bad = marker_problems(tokenizer, rendering)
     if not bad:
         return
     fitting = [name for name in FORMATS if not marker_problems(tokenizer, name)]
     own = bool(getattr(tokenizer, "chat_template", None))
     options = (["its own chat template (template: chat)"] if own else []) + fitting or ["alpaca"]
     writer.emit(ev.WARNING, kind="template_markers",
-                message=f"template {cfg.template}: this model's tokenizer splits its markers into pieces "
+                message=f"template {rendering.name}: this model's tokenizer splits its markers into pieces "
                 f"({', '.join(bad)}), so the model learns them as text, and every turn costs those tokens",
                 hint="Use a format whose markers the tokenizer has as tokens: " + ", ".join(options) + ".",
                 fix={"template": "chat" if own else (fitting or ["alpaca"])[0]})
@@ -345,8 +345,8 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     if cfg.eval_dataset:
         eval_rows, data_stats["eval_dataset"], eval_records = _eval_file_rows(cfg, tokenizer, records, writer)
         data_stats["eval"] = len(eval_rows)
-    _warn_template(cfg, tokenizer, writer)
     rendering = resolve_template(tokenizer, cfg.template)
+    _warn_template(rendering, tokenizer, writer)
     data_stats["template"] = rendering.name
     sampler = None
     if cfg.sample_answers and is_main:
@@ -354,10 +354,10 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
 
         source = "eval" if eval_records else "train"
         pool = eval_records or [records[stats.sources[i]] for i in train_idx]
-        sampler = Sampler(pick(pool, list(range(len(pool))), tokenizer, rendering, cfg.sample_answers), source,
+        sampler = Sampler(pick(pool, tokenizer, rendering, cfg.sample_answers), source,
                           tokenizer, rendering, cfg.sample_max_new_tokens, output_dir)
     # The saved tokenizer formats chats as this run trained, for the playground, merges and GGUF files.
-    tokenizer.chat_template = saved_template(tokenizer, cfg.template) or tokenizer.chat_template
+    tokenizer.chat_template = saved_template(tokenizer, rendering) or tokenizer.chat_template
     if data_info["broken"]:
         where = ", ".join(f"line {b['line']}" for b in data_info["broken_records"][:5])
         n = data_info["broken"]

@@ -81,7 +81,7 @@ def cli_preview(args: Any) -> int:
     from engine.data.formats import load_dataset_file
     from engine.data.templates import check_template_name, marker_problems, resolve
     from engine.data.tokenize import IGNORE_INDEX, render_record
-    from engine.errors import ConfigError, DataError
+    from engine.errors import DataError
     from engine.models import load_tokenizer
 
     path = str(args.file)
@@ -89,10 +89,7 @@ def cli_preview(args: Any) -> int:
     index = number - 1 if number is not None else (getattr(args, "index", 0) or 0)
     model = getattr(args, "model", None) or "demo"
     template = getattr(args, "template", None) or "auto"
-    try:
-        check_template_name(template)
-    except ConfigError as e:
-        raise DataError(e.message.replace("'template'", "--template")) from None
+    check_template_name(template, key="--template")
     ds = load_dataset_file(path, getattr(args, "format", None) or "auto")
     n = len(ds.records)
     if n == 0:

@@ -61,7 +61,6 @@ class ChatFormat:
     jinja: str
     markers: tuple[str, ...]
     end: str
-    about: str
 
 
 FORMATS: dict[str, ChatFormat] = {f.name: f for f in (
@@ -70,16 +69,14 @@ FORMATS: dict[str, ChatFormat] = {f.name: f for f in (
         "{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' -}}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"),
-        ("<|im_start|>", "<|im_end|>"), "<|im_end|>",
-        "ChatML, as Qwen and many fine-tunes write chats"),
+        ("<|im_start|>", "<|im_end|>"), "<|im_end|>"),  # ChatML: Qwen and many fine-tunes
     ChatFormat("llama3", (
         "{%- for m in messages -%}"
         "{{- '<|start_header_id|>' + ('ipython' if m['role'] == 'tool' else m['role']) + '<|end_header_id|>\\n\\n'"
         " + m['content'] | trim + '<|eot_id|>' -}}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}"),
-        ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"), "<|eot_id|>",
-        "Llama 3's header format"),
+        ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"), "<|eot_id|>"),
     ChatFormat("gemma", (
         "{%- set ns = namespace(system='') -%}"
         "{%- for m in messages -%}"
@@ -90,15 +87,13 @@ FORMATS: dict[str, ChatFormat] = {f.name: f for f in (
         "{%- endif -%}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"),
-        ("<start_of_turn>", "<end_of_turn>"), "<end_of_turn>",
-        "Gemma's turns (the system prompt goes into the first user turn)"),
+        ("<start_of_turn>", "<end_of_turn>"), "<end_of_turn>"),  # the system prompt joins the first user turn
     ChatFormat("phi3", (
         "{%- for m in messages -%}"
         "{{- '<|' + ('user' if m['role'] == 'tool' else m['role']) + '|>\\n' + m['content'] + '<|end|>\\n' -}}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- endif -%}"),
-        ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"), "<|end|>",
-        "Phi-3's role tags"),
+        ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"), "<|end|>"),
 )}
 
 BUILTIN = ("auto", "chat", "alpaca")
@@ -261,28 +256,50 @@ def stops(tokenizer: Any, rendering: Rendering) -> tuple[list[int], list[str]]:
     return (list(ids), []) if len(ids) == 1 else ([], [rendering.end])
 
 
+def saved_chat_template(folder: str | os.PathLike) -> str | None:
+    """The chat template a tokenizer saved in ``folder`` holds (its default one), or None.
+
+    Read from the files, as transformers writes them: ``chat_template.jinja`` (transformers 5),
+    ``chat_template.json`` or the ``chat_template`` of ``tokenizer_config.json`` (a string, or a
+    list of named templates).
+    """
+    import json
+
+    folder = Path(folder)
+    text: Any = None
+    try:
+        if (folder / "chat_template.jinja").is_file():
+            text = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        else:
+            for name in ("chat_template.json", "tokenizer_config.json"):
+                if (folder / name).is_file():
+                    text = json.loads((folder / name).read_text(encoding="utf-8")).get("chat_template")
+                    if text:
+                        break
+    except (OSError, ValueError):
+        return None
+    if isinstance(text, list):  # several named templates: the default one
+        text = next((t.get("template") for t in text if isinstance(t, dict) and t.get("name") == "default"), None)
+    return text if isinstance(text, str) and text.strip() else None
+
+
 def saved_rendering(folder: str | os.PathLike) -> Rendering | None:
     """The template a tokenizer saved in ``folder`` (a run's ``final/``) renders with.
 
     A run saves the template it trained with, so an adapter answers in its own format even when
     it was trained with another template than its base's. None when the folder holds no template.
     """
-    import json
-
-    folder = Path(folder)
-    text: Any = None
-    if (folder / "chat_template.jinja").is_file():
-        text = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    elif (folder / "tokenizer_config.json").is_file():
-        try:
-            text = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
-        except (OSError, ValueError):
-            return None
-        if isinstance(text, list):  # several named templates: the default one
-            text = next((t.get("template") for t in text if t.get("name") == "default"), None)
-    if not isinstance(text, str) or not text.strip():
+    text = saved_chat_template(folder)
+    if text is None:
         return None
     return Rendering("alpaca", alpaca=True) if ALPACA_MARK in text else _known(text, "saved", text)
+
+
+def cut_at_stops(text: str, stop_strings: list[str]) -> str:
+    """An answer's text before its first stop string (``generate`` stops after one and keeps it)."""
+    for s in stop_strings:
+        text = text.split(s, 1)[0]
+    return text
 
 
 def _known(text: str, name: str, jinja: str | None) -> Rendering:

@@ -228,3 +228,24 @@ def test_the_playground_renders_an_adapter_in_its_runs_template(tiny_model_dir, 
     assert gen.prompt_ids("Hi", template=gen.rendering(name)) == alpaca_ids
     assert gen.generate("Hi", name).prompt_tokens == len(alpaca_ids)
     assert gen.rendering(name, "chat").name == "chat"  # a template asked for explicitly wins
+
+
+def test_a_saved_chat_template_is_read_from_each_file_transformers_writes(tmp_path):
+    import json
+
+    from engine.data.templates import saved_chat_template
+
+    jinja = FORMATS["chatml"].jinja
+    forms = {"jinja": ("chat_template.jinja", jinja),
+             "json": ("chat_template.json", json.dumps({"chat_template": jinja})),
+             "config": ("tokenizer_config.json", json.dumps({"chat_template": jinja})),
+             "named": ("tokenizer_config.json", json.dumps({"chat_template": [
+                 {"name": "tool_use", "template": "x"}, {"name": "default", "template": jinja}]}))}
+    for name, (file, text) in forms.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / file).write_text(text, encoding="utf-8")
+        assert saved_chat_template(tmp_path / name) == jinja, name
+        assert saved_rendering(tmp_path / name).name == "chatml" and saved_rendering(tmp_path / name).end == "<|im_end|>"
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "tokenizer_config.json").write_text("{not json", encoding="utf-8")
+    assert saved_chat_template(tmp_path / "none") is None and saved_rendering(tmp_path / "none") is None
