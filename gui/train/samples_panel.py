@@ -13,6 +13,9 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTextBrowser, QVBo
 
 _MODEL_BG = "#e8f3e8"
 _REFERENCE_FG = "#5f6368"
+EMPTY = ("At each evaluation (each checkpoint when there is no eval data) and at the end, the model answers a few "
+         "records greedily; the answers appear here next to the records' own ('Sample answers' under Run and "
+         "checkpoints).")
 
 
 class SamplesPanel(QWidget):
@@ -30,9 +33,6 @@ class SamplesPanel(QWidget):
         self.about.setStyleSheet("color: palette(mid);")
         self.view = QTextBrowser()
         self.view.setOpenLinks(False)
-        self.view.setPlaceholderText("At each evaluation (each checkpoint when there is no eval data) and at the "
-                                     "end, the model answers a few records greedily; the answers appear here next "
-                                     "to the records' own ('Sample answers' under Run and checkpoints).")
         self.view.setMinimumHeight(3 * self.view.fontMetrics().lineSpacing() + 8)
         head = QHBoxLayout()
         head.addWidget(QLabel("Step"))
@@ -42,6 +42,7 @@ class SamplesPanel(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(head)
         lay.addWidget(self.view, 1)
+        self._show()
 
     # ---- Public API
     def set_rows(self, rows: list[dict]) -> None:
@@ -74,9 +75,11 @@ class SamplesPanel(QWidget):
     # ---- Internals
     def _show(self) -> None:
         row = next((r for r in self.rows if r.get("step") == self.step.currentData()), None)
+        self.step.setEnabled(bool(self.rows))
         if row is None:
+            # Not a placeholder: QTextEdit draws that on one line, cut at the view's width.
             self.about.setText("")
-            self.view.clear()
+            self.view.setHtml(f"<p style='color:{_REFERENCE_FG}'>{html.escape(EMPTY)}</p>")
             return
         where = "held-out records" if row.get("source") == "eval" else "training records (no eval data)"
         self.about.setText(f"{len(row.get('samples') or [])} {where}, greedy, {row.get('time_s', 0):.1f} s")

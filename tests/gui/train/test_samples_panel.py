@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gui.train.samples_panel import SamplesPanel
+from gui.train.samples_panel import EMPTY, SamplesPanel
 
 
 def event(step: int, answer: str) -> dict:
@@ -24,4 +24,5 @@ def test_the_newest_step_shows_first_and_an_earlier_one_can_be_picked(qtbot):
     panel.add(event(10, "again"))  # a step made again after a rollback replaces the old one
     assert panel.step.count() == 2 and panel.shown_step() == 20
     panel.set_rows([])
-    assert panel.step.count() == 0 and panel.view.toPlainText() == ""
+    assert panel.step.count() == 0 and not panel.step.isEnabled()
+    assert panel.view.toPlainText() == EMPTY  # what will appear here, not an old run's answers
