@@ -277,6 +277,11 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
             card.rank = acfg.get("r")
             card.alpha = acfg.get("lora_alpha")
             card.targets = acfg.get("target_modules")
+            if acfg.get("trainable_token_indices"):
+                # The run's add_tokens; the ids alone when the run config isn't beside it.
+                tti = acfg["trainable_token_indices"]
+                ids = sorted({i for v in tti.values() for i in v} if isinstance(tti, dict) else set(tti))
+                card.extra["added_tokens"] = run_cfg.get("add_tokens") or [f"id {i}" for i in ids]
             if run_cfg.get("lora_init") in REWRITING_INITS:
                 # Trained at rank r, saved as the plain LoRA of rank 2r that fits the original base.
                 card.extra["init"] = REWRITING_INITS[run_cfg["lora_init"]]
@@ -645,6 +650,17 @@ def check_adapter_fits(adapter_dir: str | Path, model: nn.Module) -> list[str]:
     problems: list[str] = []
     for key, shape in safetensors_shapes(weights).items():
         stem = key[len("base_model.model."):] if key.startswith("base_model.model.") else key
+        if ".token_adapter." in stem:  # rows of tokens its run added (PEFT trainable tokens)
+            mod_name = stem.split(".token_adapter.")[0]
+            mod = modules.get(mod_name)
+            mod = getattr(mod, "base_layer", mod)
+            w = getattr(mod, "weight", None)
+            if w is None:
+                problems.append(f"{key}: the base has no embedding '{mod_name}'")
+            elif shape and shape[-1] != w.shape[-1]:
+                problems.append(f"{key}: the adapter's token rows have {shape[-1]} features; '{mod_name}' has "
+                                f"{w.shape[-1]} in the base")
+            continue
         m = _ADAPTER_PARTS.search(stem)
         mod_name = stem[: m.start()] if m else stem.rsplit(".", 1)[0]
         part = m.group(1) if m else ""
@@ -716,7 +732,7 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from engine.methods.peft_adapter import check_loadable
+    from engine.methods.peft_adapter import check_loadable, fit_vocab, token_rows
     from engine.models import check_weights_safe, load_tokenizer, resolve_model_path
 
     if not adapters:
@@ -759,6 +775,10 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
             raise ModelError(f"adapter '{card.name}' is a DoRA adapter; combining with weights works for "
                              "plain LoRA only (the learnt DoRA magnitudes can't be combined)",
                              hint="Merge it alone, without --weights.")
+        if combining and token_rows(_read_json(d / "adapter_config.json")):
+            raise ModelError(f"adapter '{card.name}' trains tokens its run added; combining with weights works "
+                             "for plain LoRA only (PEFT's add_weighted_adapter has no rule for embedding rows)",
+                             hint="Merge it alone, without --weights.")
         check_weights_safe(d, allow_pickle)
         check_loadable(d)
         require_base_match(d, base_dir)
@@ -773,6 +793,7 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
     names: list[str] = []
     peft_model = None
     for d, card in zip(dirs, cards, strict=True):
+        fit_vocab(model, d)  # the rows of the tokens its run added
         problems = check_adapter_fits(d, model)
         if problems:
             raise ModelError(f"adapter '{card.name}' doesn't fit the base '{base}': " + "; ".join(problems[:5])
@@ -804,7 +825,7 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
     merged.save_pretrained(out_dir)
     # A run saves its tokenizer (pad token, chat template) next to the adapter: prefer it.
     tok_src = next((d for d in dirs if (d / "tokenizer_config.json").exists()), None)
-    tokenizer = (_load_tokenizer_dir(tok_src, trust_remote_code) if tok_src is not None
+    tokenizer = (load_saved_tokenizer(tok_src, trust_remote_code) if tok_src is not None
                  else load_tokenizer(str(base_dir), trust_remote_code=trust_remote_code))
     tokenizer.save_pretrained(out_dir)
     record = {"base": base, "base_path": str(base_dir), "adapters": [str(d) for d in dirs],
@@ -814,7 +835,8 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
     return out_dir
 
 
-def _load_tokenizer_dir(folder: Path, trust_remote_code: bool):
+def load_saved_tokenizer(folder: Path, trust_remote_code: bool = False):
+    """The tokenizer a run saved next to its adapter or model (its chat template, pad and added tokens)."""
     from transformers import AutoTokenizer
 
     try:
@@ -829,7 +851,9 @@ def _card_readme(card: AdapterCard) -> str:
             ("Targets", card.targets_text if card.targets else None), ("Dataset", card.dataset),
             ("Dataset hash", card.dataset_hash), ("Dataset records", card.dataset_records),
             ("Final training loss", card.final_loss), ("Best eval loss", card.best_eval_loss),
-            ("Weights from", card.weights_from), ("Date", card.date)]
+            ("Weights from", card.weights_from), ("Date", card.date),
+            ("Added tokens", ", ".join(f"`{t}`" for t in card.extra["added_tokens"])
+             if card.extra.get("added_tokens") else None)]
     lines = [f"# {card.name}", "", "A PEFT adapter exported by Finetune Studio.", "",
              "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows if v is not None]
@@ -837,6 +861,10 @@ def _card_readme(card: AdapterCard) -> str:
               "from peft import PeftModel",
               "from transformers import AutoModelForCausalLM",
               f"base = AutoModelForCausalLM.from_pretrained({card.base_model!r})",
+              *(["from transformers import AutoTokenizer",
+                 "tokenizer = AutoTokenizer.from_pretrained('path/to/this/folder')",
+                 "base.resize_token_embeddings(len(tokenizer))  # the rows of the added tokens"]
+                if card.extra.get("added_tokens") else []),
               "model = PeftModel.from_pretrained(base, 'path/to/this/folder')", "```", ""]
     return "\n".join(lines)
 

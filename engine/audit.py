@@ -390,7 +390,8 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
         changes.update(load_in="fp32", mixed_precision="no")
     cfg = cfg.replace(**changes)
 
-    tokenizer = load_tokenizer(str(resolve_model_path(cfg.model)), trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(str(resolve_model_path(cfg.model)), trust_remote_code=cfg.trust_remote_code,
+                               add_tokens=cfg.add_tokens)
     rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
                                    cache_dir=tokenized_cache_dir())
     if not rows:
@@ -399,10 +400,12 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     split_of = {i: "train" for i in train_idx} | {i: "eval" for i in eval_idx}
 
+    # A run with add_tokens scores on its tokenizer's ids: the base's embeddings grow to them.
+    grown = len(tokenizer) if cfg.add_tokens else None
     if not (weights / "adapter_config.json").exists():  # a whole model: full, freeze (bottleneck refused above)
         model = precision.load_model(cfg, weights, env)
     else:
-        base = precision.load_model(cfg, resolve_model_path(cfg.model), env)
+        base = precision.load_model(cfg, resolve_model_path(cfg.model), env, vocab_size=grown)
         model = method.load(base, weights, cfg)
     model.eval()
     dev = next(model.parameters()).device
@@ -423,7 +426,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
             del model
             if on == "cuda":
                 torch.cuda.empty_cache()
-            model = precision.load_model(cfg, resolve_model_path(cfg.model), env)
+            model = precision.load_model(cfg, resolve_model_path(cfg.model), env, vocab_size=grown)
             model.eval()
             base_losses, size = score_rows(model, rows, size, pad, dev, autocast, after)
     if size < max(1, batch_size or cfg.batch_size):

@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="as the run config's template key (default auto)")
     dp.add_argument("--loss-on", "--loss_on", default="answers", choices=["answers", "last_answer", "all"],
                     dest="loss_on", help="as the run config's loss_on key (default answers)")
+    dp.add_argument("--add-tokens", "--add_tokens", nargs="+", default=[], metavar="TOKEN", dest="add_tokens",
+                    help="as the run config's add_tokens key: render with these added as whole tokens")
     dp.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
     dp.add_argument("--json", action="store_true", help="print the segments as JSON")
     seed_default = RunConfig.field_meta()["seed"]["default"]

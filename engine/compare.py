@@ -414,6 +414,14 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     for item in items:
         if item.card is not None and not item.card.loadable:
             raise StudioError(f"adapter '{item.label}' can't be compared: {item.card.problem}")
+        if item.card is not None and item.card.extra.get("added_tokens"):
+            # Every model is scored on the same tokens, the base tokenizer's, where the markers this
+            # run made whole tokens are split: its losses would measure text it never read.
+            raise StudioError(f"adapter '{item.label}' can't be compared on losses: its run added tokens "
+                              f"({', '.join(item.card.extra['added_tokens'])}), and the comparison scores every "
+                              "model on the base tokenizer's tokens, which split them",
+                              hint="Try its answers in the Adapters area's playground (it uses the run's own "
+                              "tokenizer), or `finetune-studio runs audit RUN` for its losses on its data.")
     if base:
         from engine.generate import base_from_run
 

@@ -35,6 +35,9 @@ LOSS_ON_CHOICES = ("answers", "last_answer", "all")
 LORA_INITS = ("default", "gaussian", "pissa", "olora")
 REWRITING_INITS = {"pissa": "PiSSA", "olora": "OLoRA"}
 """The LoRA inits that move part of each base weight into the adapter, by their display names."""
+TOKEN_METHODS = ("full", "lora", "qlora")
+"""The methods that can train the embeddings of ``add_tokens`` (full: every weight; lora/qlora: PEFT's
+trainable tokens)."""
 ADAPTER_STYLES = ("pfeiffer", "houlsby")
 NAN_POLICIES = ("rollback", "stop")
 
@@ -70,6 +73,11 @@ class RunConfig:
                        "phi3), or a .jinja chat template file. The run saves the template it trained with "
                        "into its tokenizer, so merged and GGUF models chat the same way.",
                        choices=TEMPLATE_CHOICES, files=TEMPLATE_FILE_SUFFIX, group="data")
+    add_tokens: list = _f([], "Tokens to add to the vocabulary as special tokens when the tokenizer lacks them, "
+                          "and whose embeddings train: the markers of a chat format the base model doesn't know "
+                          "(e.g. ['<|im_start|>', '<|im_end|>'] to teach chatml to a Llama-2 or Mistral base), or "
+                          "existing but untrained ones. The embeddings grow to fit; lora/qlora train only these rows "
+                          "(PEFT trainable tokens), full trains them with the rest.", group="data")
     seq_len: int = _f(512, "Maximum tokens per training sequence; longer records are truncated and "
                       "counted.", min=16, max=1_048_576, group="data")
     loss_on: str = _f("answers", "Which tokens the loss is computed on: answers (every assistant answer; the "
@@ -440,6 +448,18 @@ class RunConfig:
         if self.loraplus_lr_ratio and self.deepspeed:
             bad("loraplus_lr_ratio", "LoRA+ builds its own optimizer, which DeepSpeed would replace with the one in "
                 "its config; set loraplus_lr_ratio: 0 for DeepSpeed runs.", fix={"loraplus_lr_ratio": 0.0})
+        tokens = self.add_tokens
+        if not all(isinstance(x, str) and x.strip() for x in tokens):
+            bad("add_tokens", f"add_tokens must be a list of non-empty token strings (e.g. ['<|im_start|>', "
+                f"'<|im_end|>']), got {tokens!r}")
+        elif len(set(tokens)) != len(tokens):
+            twice = sorted({x for x in tokens if tokens.count(x) > 1})
+            bad("add_tokens", f"add_tokens lists {', '.join(map(repr, twice))} more than once",
+                fix={"add_tokens": list(dict.fromkeys(tokens))})
+        if tokens and self.method not in TOKEN_METHODS:
+            bad("add_tokens", f"add_tokens needs the new tokens' embeddings to train, which method "
+                f"'{self.method}' can't do; use method full, lora or qlora, or add_tokens: [] (and a "
+                "template whose markers the tokenizer already has).", fix={"method": "lora"})
         if self.method in ("prefix", "prompt") and self.packing:
             bad("packing", f"method '{self.method}' prepends virtual tokens to each sequence, which "
                 "would leak across packed records; turn packing off.", fix={"packing": False})

@@ -212,12 +212,14 @@ class Generator:
         self.base_loads = 0
         self.adapters: dict[str, Path] = {}
         self.renderings: dict[str, Any] = {}  # adapter name -> the Rendering its run saved, if any
+        self.tokenizers: dict[str, Any] = {}  # adapter name -> its run's tokenizer, when the run added tokens
         self.peft_type: str | None = None
         self.peft = None  # the PeftModel wrapping self.model once an adapter is loaded
         self.active: str | None = None
         t0 = time.perf_counter()
         self.model = self._load_base()
         self.tokenizer = self._load_tokenizer()
+        self.base_rows = self._rows()  # embedding rows as loaded; adapters with added tokens grow them
         self.load_s = time.perf_counter() - t0
 
     # ---- Public API
@@ -286,6 +288,7 @@ class Generator:
                                   key="name", hint="adapter_name() makes a safe one from a folder.")
         else:
             name = adapter_name(card, set(self.adapters))
+        tokenizer = self._grow_for(folder, card.name)
         if self.peft is None:
             from engine.methods.prompt import fix_generation
 
@@ -295,6 +298,8 @@ class Generator:
         else:
             self.peft.load_adapter(str(folder), adapter_name=name)
         self.adapters[name] = folder
+        if tokenizer is not None:
+            self.tokenizers[name] = tokenizer
         rendering = saved_rendering(folder)
         if rendering is not None:
             self.renderings[name] = rendering
@@ -329,12 +334,14 @@ class Generator:
             self.active = self.peft.active_adapter
         del self.adapters[name]
         self.renderings.pop(name, None)
+        self.tokenizers.pop(name, None)
 
     def prompt_ids(self, prompt: str, system: str | None = None, *, messages: list[dict[str, str]] | None = None,
-                   template: str | Rendering = "auto") -> list[int]:
+                   template: str | Rendering = "auto", adapter: str = BASE) -> list[int]:
         """Token ids of the prompt with the generation prompt appended (chat template or Alpaca).
 
-        ``messages`` (a whole conversation so far) replaces ``prompt`` and ``system``.
+        ``messages`` (a whole conversation so far) replaces ``prompt`` and ``system``; ``adapter``
+        picks the tokenizer (an adapter whose run added tokens has its own).
         """
         # The same rendering as training (engine.data.tokenize), so adapters see the format they learnt.
         from engine.data.tokenize import render_prompt
@@ -342,7 +349,7 @@ class Generator:
         if messages is None:
             messages = (([{"role": "system", "content": system}] if system else [])
                         + [{"role": "user", "content": prompt}])
-        return render_prompt(self.tokenizer, messages, template)
+        return render_prompt(self.tokenizer_for(adapter), messages, template)
 
     def generate(self, prompt: str, adapter: str = BASE, settings: GenerationSettings | None = None, *,
                  system: str | None = None, on_text: Callable[[str], None] | None = None,
@@ -379,7 +386,8 @@ class Generator:
         switch_s = time.perf_counter() - t_switch
 
         rendering = self.rendering(adapter, template)
-        ids = self.prompt_ids(prompt, system, messages=messages, template=rendering)
+        tokenizer = self.tokenizer_for(adapter)
+        ids = self.prompt_ids(prompt, system, messages=messages, template=rendering, adapter=adapter)
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([ids], device=device)
         stopped = {"flag": False}
@@ -398,8 +406,9 @@ class Generator:
         kwargs: dict[str, Any] = {
             "max_new_tokens": settings.max_new_tokens, "do_sample": not settings.greedy,
             "repetition_penalty": settings.repetition_penalty,
-            "pad_token_id": self.tokenizer.pad_token_id, "stopping_criteria": StoppingCriteriaList([_Stop()]),
-            "streamer": _Stream(self.tokenizer, skip_prompt=True, skip_special_tokens=True),
+            "pad_token_id": tokenizer.pad_token_id, "stopping_criteria": StoppingCriteriaList([_Stop()]),
+            "streamer": _Stream(tokenizer, skip_prompt=True, skip_special_tokens=True),
+            **self._suppress(tokenizer),
         }
         if not settings.greedy:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
@@ -408,11 +417,11 @@ class Generator:
         else:
             # The model's generation_config may carry sampling defaults; greedy must not warn about them.
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        eos, stop_strings = self._stops(rendering)
+        eos, stop_strings = self._stops(rendering, tokenizer)
         if eos:
             kwargs["eos_token_id"] = eos
         if stop_strings:
-            kwargs.update(stop_strings=stop_strings, tokenizer=self.tokenizer)
+            kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
         model = self.peft if (self.peft is not None) else self.model
         t0 = time.perf_counter()
         try:
@@ -429,7 +438,7 @@ class Generator:
                               f"with '{adapter}'", hint="Lower max_new_tokens, or load the base in nf4.") from None
         elapsed = time.perf_counter() - t0
         new = out[0, len(ids):].tolist()
-        text = cut_at_stops(self.tokenizer.decode(new, skip_special_tokens=True), stop_strings)
+        text = cut_at_stops(tokenizer.decode(new, skip_special_tokens=True), stop_strings)
         return GenerationResult(adapter=adapter, text=text, tokens=len(new), prompt_tokens=len(ids),
                                 time_s=elapsed, tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
                                 switch_s=switch_s, stopped=stopped["flag"])
@@ -458,20 +467,21 @@ class Generator:
         import torch
 
         rendering = self.rendering(adapter, template)
-        prompts = [self.prompt_ids("", messages=c, template=rendering) for c in conversations]
+        tokenizer = self.tokenizer_for(adapter)
+        prompts = [self.prompt_ids("", messages=c, template=rendering, adapter=adapter) for c in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         texts: list[str] = [""] * len(prompts)
-        pad = self.tokenizer.pad_token_id
+        pad = tokenizer.pad_token_id
         if pad is None:
-            pad = (self._eos_ids() or [0])[0]
-        stop_ids, stop_strings = self._stops(rendering)
+            pad = (self._eos_ids(tokenizer) or [0])[0]
+        stop_ids, stop_strings = self._stops(rendering, tokenizer)
         eos = set(stop_ids)
         kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad,
-                                  "temperature": None, "top_p": None, "top_k": None}
+                                  "temperature": None, "top_p": None, "top_k": None, **self._suppress(tokenizer)}
         if eos:
             kwargs["eos_token_id"] = sorted(eos)
         if stop_strings:
-            kwargs.update(stop_strings=stop_strings, tokenizer=self.tokenizer)
+            kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
         device = next(self.model.parameters()).device
         size, done, start = max(1, batch_size), 0, 0
         with self.answering_as(adapter) as model, torch.inference_mode():
@@ -495,7 +505,7 @@ class Generator:
                 for row, i in enumerate(chunk):
                     new = out[row, width:].tolist()
                     cut = next((k for k, t in enumerate(new) if t in eos), len(new))
-                    texts[i] = cut_at_stops(self.tokenizer.decode(new[:cut], skip_special_tokens=True), stop_strings)
+                    texts[i] = cut_at_stops(tokenizer.decode(new[:cut], skip_special_tokens=True), stop_strings)
                 start += len(chunk)
                 done += len(chunk)
                 if on_done is not None:
@@ -533,22 +543,60 @@ class Generator:
         """How prompts for ``adapter`` are rendered: ``auto`` means as its run trained, if it saved a template."""
         if template == "auto" and adapter in self.renderings:
             return self.renderings[adapter]
-        return resolve_template(self.tokenizer, template)
+        return resolve_template(self.tokenizer_for(adapter), template)
 
-    def _stops(self, rendering: Rendering) -> tuple[list[int], list[str]]:
+    def tokenizer_for(self, adapter: str = BASE) -> Any:
+        """The tokenizer that answers as ``adapter``: its run's, when the run added tokens, else the base's."""
+        return self.tokenizers.get(adapter, self.tokenizer)
+
+    def _stops(self, rendering: Rendering, tokenizer: Any) -> tuple[list[int], list[str]]:
         """Token ids and strings that end an answer: the EOS, and the template's end of turn."""
-        ids, strings = template_stops(self.tokenizer, rendering)
-        eos = self._eos_ids()
+        ids, strings = template_stops(tokenizer, rendering)
+        eos = self._eos_ids(tokenizer)
         return eos + [i for i in ids if i not in eos], strings
 
-    def _eos_ids(self) -> list[int]:
+    def _eos_ids(self, tokenizer: Any) -> list[int]:
         ids: list[int] = []
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        for v in (self.tokenizer.eos_token_id, gen_eos):
+        for v in (tokenizer.eos_token_id, gen_eos):
             for i in (v if isinstance(v, list) else [v]):
                 if i is not None and i not in ids:
                     ids.append(int(i))
         return ids
+
+    def _rows(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    def _suppress(self, tokenizer: Any) -> dict[str, Any]:
+        """Keep an answer from using rows an adapter's added tokens grew the base by, when answering
+        with a tokenizer that doesn't have them (the base, or an adapter without those tokens)."""
+        extra = [i for i in range(max(self.base_rows, len(tokenizer)), self._rows())]
+        return {"suppress_tokens": extra} if extra else {}
+
+    def _grow_for(self, folder: Path, label: str) -> Any:
+        """Before loading the adapter in ``folder``: grow the base's embeddings to the tokens its run
+        added, and return that run's tokenizer (None when it added none).
+
+        Raises:
+            ModelError: its tokenizer can't be read, or the base would have to grow under an adapter
+                already loaded that trains embedding rows itself.
+        """
+        from engine.adapters import load_saved_tokenizer
+        from engine.methods.peft_adapter import fit_vocab, token_rows
+
+        need = token_rows(json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")))
+        if not need:
+            return None
+        if not (folder / "tokenizer_config.json").exists():
+            raise ModelError(f"adapter '{label}' trains added tokens, but its folder has no tokenizer to read "
+                             "them with", hint="Load the run's final/ folder, which holds its tokenizer.")
+        tokenizer = load_saved_tokenizer(folder, self.trust_remote_code)
+        if need > self._rows() and self.tokenizers:
+            raise ModelError(f"adapter '{label}' adds more tokens than the base holds under the adapters with "
+                             f"added tokens already loaded ({', '.join(self.tokenizers)})",
+                             hint="Load the adapter that adds the most tokens first, or unload those.")
+        fit_vocab(self.peft.get_base_model() if self.peft is not None else self.model, folder)
+        return tokenizer
 
     def _load_base(self):
         from transformers import AutoModelForCausalLM

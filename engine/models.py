@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,10 @@ def check_weights_safe(path: Path, allow_pickle: bool) -> None:
                          hint="Convert it to safetensors, or set allow_pickle: true if you trust its source.")
 
 
-def load_tokenizer(model: str, *, trust_remote_code: bool = False):
+def load_tokenizer(model: str, *, trust_remote_code: bool = False, add_tokens: Sequence[str] = ()):
+    """The model's tokenizer (local files only), with a pad token (the EOS when it has none) and
+    ``add_tokens`` added as special tokens where it lacks them (a run's ``add_tokens``; they take
+    the next ids, in the order given, so the same list always gives the same ids)."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(model)
@@ -180,4 +184,16 @@ def load_tokenizer(model: str, *, trust_remote_code: bool = False):
         raise ModelError(f"can't load the tokenizer of '{model}': {e}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    add_special_tokens(tok, add_tokens)
     return tok
+
+
+def add_special_tokens(tokenizer: Any, tokens: Sequence[str]) -> list[str]:
+    """Add ``tokens`` the tokenizer lacks as special tokens (whole, never split; skipped when
+    decoding with ``skip_special_tokens``), at the next ids in the order given. Returns the
+    ones that were new."""
+    vocab = tokenizer.get_vocab()
+    new = [t for t in dict.fromkeys(tokens) if t not in vocab]
+    if tokens:
+        tokenizer.add_tokens(list(tokens), special_tokens=True)
+    return new

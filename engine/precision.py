@@ -299,7 +299,8 @@ def from_pretrained_kwargs(cfg: RunConfig, env: Environment) -> dict[str, Any]:
     return kwargs
 
 
-def load_model(cfg: RunConfig, model_path: Path, env: Environment) -> PreTrainedModel:
+def load_model(cfg: RunConfig, model_path: Path, env: Environment, *,
+               vocab_size: int | None = None) -> PreTrainedModel:
     """Load the base model for training: dtype, quantization, device, checkpointing.
 
     Args:
@@ -308,6 +309,10 @@ def load_model(cfg: RunConfig, model_path: Path, env: Environment) -> PreTrained
             ``allow_pickle``, ``device`` are read).
         model_path: A local model folder (see ``engine.models.resolve_model_path``).
         env: The machine, from :func:`detect_environment`.
+        vocab_size: The tokenizer's length when ``add_tokens`` added some: embeddings with
+            fewer rows grow to it (the new rows start at the old embeddings' mean and
+            covariance), before the k-bit preparation and checkpointing hooks, which hold
+            on to the embedding modules.
 
     Returns:
         A ``PreTrainedModel`` in train mode. Quantized bases have been through PEFT's
@@ -343,6 +348,8 @@ def load_model(cfg: RunConfig, model_path: Path, env: Environment) -> PreTrained
     # Generation caches are useless in training and warn with gradient checkpointing.
     if getattr(model.config, "use_cache", None) is not None:
         model.config.use_cache = False
+    if vocab_size and vocab_size > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(vocab_size, mean_resizing=True)
     if cfg.load_in in ("int8", "nf4"):
         from peft import prepare_model_for_kbit_training
 

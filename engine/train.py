@@ -203,9 +203,14 @@ def _format_note(name: str | None) -> str:
             "add_generation_prompt=True)` writes prompts as in training") if name else what
 
 
-def _warn_template(rendering: Any, tokenizer: Any, writer: EventWriter) -> None:
-    """Warn when a named chat format's markers are not single tokens of this model's vocabulary."""
-    from engine.data.templates import FORMATS, marker_problems
+def _warn_template(rendering: Any, tokenizer: Any, cfg: RunConfig, writer: EventWriter) -> None:
+    """Warn when a named chat format's markers are not single tokens of this model's vocabulary.
+
+    The fix offered adds them as tokens (``add_tokens``) where the method can train their
+    embeddings; otherwise it switches to a format the tokenizer has the markers of.
+    """
+    from engine.config import TOKEN_METHODS
+    from engine.data.templates import FORMATS, marker_problems, split_markers
 
     bad = marker_problems(tokenizer, rendering)
     if not bad:
@@ -213,11 +218,20 @@ def _warn_template(rendering: Any, tokenizer: Any, writer: EventWriter) -> None:
     fitting = [name for name in FORMATS if not marker_problems(tokenizer, name)]
     own = bool(getattr(tokenizer, "chat_template", None))
     options = (["its own chat template (template: chat)"] if own else []) + fitting or ["alpaca"]
+    other = {"template": "chat" if own else (fitting or ["alpaca"])[0]}
+    markers = split_markers(tokenizer, rendering)
+    if cfg.method in TOKEN_METHODS:
+        hint = (f"Add them as tokens whose embeddings train with the run (add_tokens: {markers}), or use a "
+                "format whose markers the tokenizer has as tokens: " + ", ".join(options) + ".")
+        fix = {"add_tokens": [*cfg.add_tokens, *markers]}
+    else:
+        hint = ("Use a format whose markers the tokenizer has as tokens: " + ", ".join(options) + " (or add them "
+                "with add_tokens, which needs method lora, qlora or full).")
+        fix = other
     writer.emit(ev.WARNING, kind="template_markers",
                 message=f"template {rendering.name}: this model's tokenizer splits its markers into pieces "
                 f"({', '.join(bad)}), so the model learns them as text, and every turn costs those tokens",
-                hint="Use a format whose markers the tokenizer has as tokens: " + ", ".join(options) + ".",
-                fix={"template": "chat" if own else (fitting or ["alpaca"])[0]})
+                hint=hint, fix=fix)
 
 
 def _eval_file_rows(cfg: RunConfig, tokenizer: Any, train_records: list, writer: EventWriter
@@ -296,7 +310,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     from engine.data.templates import resolve as resolve_template
     from engine.data.tokenize import tokenize_records
     from engine.methods import get_method
-    from engine.models import check_weights_safe, load_tokenizer, resolve_model_path
+    from engine.models import add_special_tokens, check_weights_safe, load_tokenizer, resolve_model_path
     from engine.paths import tokenized_cache_dir
 
     env = precision.detect_environment()
@@ -332,6 +346,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
 
     records, data_info = load_training_records(cfg)
     tokenizer = load_tokenizer(str(model_path), trust_remote_code=cfg.trust_remote_code)
+    added_tokens = add_special_tokens(tokenizer, cfg.add_tokens)
     rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
                                    cache_dir=tokenized_cache_dir())
     if not rows:
@@ -346,8 +361,10 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         eval_rows, data_stats["eval_dataset"], eval_records = _eval_file_rows(cfg, tokenizer, records, writer)
         data_stats["eval"] = len(eval_rows)
     rendering = resolve_template(tokenizer, cfg.template)
-    _warn_template(rendering, tokenizer, writer)
+    _warn_template(rendering, tokenizer, cfg, writer)
     data_stats["template"] = rendering.name
+    if cfg.add_tokens:
+        data_stats["added_tokens"] = added_tokens
     sampler = None
     if cfg.sample_answers and is_main:
         from engine.samples import Sampler, pick
@@ -385,8 +402,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     records=stats.problems[:100])
 
     torch.manual_seed(cfg.seed)
-    model = precision.load_model(cfg, model_path, env)
-    model = method.apply(model, cfg)
+    model = _model_to_train(cfg, model_path, env, method, tokenizer)
     if is_main:
         from engine.methods.lora import save_initial
 
@@ -435,15 +451,22 @@ def _reload_model(prep: Prepared) -> None:
     """A fresh base with a fresh method, for a rollback when there is no checkpoint to go back to."""
     import torch
 
-    from engine import precision
-
     prep.model = None
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     torch.manual_seed(prep.cfg.seed)
-    model = precision.load_model(prep.cfg, prep.model_path, prep.env)
-    prep.model = prep.method.apply(model, prep.cfg)
+    prep.model = _model_to_train(prep.cfg, prep.model_path, prep.env, prep.method, prep.tokenizer)
+
+
+def _model_to_train(cfg: RunConfig, model_path: Path, env: Any, method: Any, tokenizer: Any) -> Any:
+    """The base loaded for training with the method applied; with ``add_tokens`` its embeddings
+    grown to the tokenizer and those tokens' rows trainable."""
+    from engine import precision
+
+    model = precision.load_model(cfg, model_path, env, vocab_size=len(tokenizer) if cfg.add_tokens else None)
+    ids = tokenizer.convert_tokens_to_ids(list(cfg.add_tokens)) if cfg.add_tokens else []
+    return method.apply(model, cfg, train_tokens=ids)
 
 
 def _next_pow2(n: int) -> int:
@@ -483,6 +506,7 @@ def _make_callback_class():
             self.probe = False  # set by _build_trainer: a probe saves nothing, not even on stop
             self.sampler: Any = None  # set by _build_trainer (main process, one GPU, not a probe)
             self.samples_at_save = False  # no eval data: the samples come with each checkpoint
+            self.tokenizer: Any = None  # set when the run added tokens: each checkpoint keeps it
             self.trainer: Any = None
             self.metrics = open(output_dir / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
             self.t_last = time.time()
@@ -594,6 +618,9 @@ def _make_callback_class():
         def on_save(self, args, state, control, **kw):
             if self.is_main:
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if self.tokenizer is not None and path.is_dir():
+                    # Its added tokens' ids are what the checkpoint's embedding rows mean.
+                    self.tokenizer.save_pretrained(path)
                 self.writer.emit(ev.CHECKPOINT, step=state.global_step, path=str(path))
                 write_summary(self.output_dir, step=state.global_step, last_checkpoint=str(path))
             scheduled = args.save_steps and state.global_step % args.save_steps == 0  # not a "save now"
@@ -870,6 +897,8 @@ def _build_trainer(prep: Prepared, writer: EventWriter, commands: Commands, call
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
     cb.trainer = trainer
     cb.probe = prep.probe
+    if cfg.add_tokens and not prep.probe:
+        cb.tokenizer = prep.tokenizer
     if (prep.sampler is not None and not prep.probe and is_main and not cfg.deepspeed
             and int(os.environ.get("WORLD_SIZE", "1")) == 1):
         # One GPU only: under DDP the other ranks would wait in a collective meanwhile, and ZeRO

@@ -213,6 +213,8 @@ class MainWindow(QMainWindow):
                     dataset.preview.set_loss_on(values.get("loss_on") or "answers")
                 if (keys is None or "template" in keys) and isinstance(values.get("template"), str):
                     dataset.preview.set_template(values["template"])
+                if (keys is None or "add_tokens" in keys) and isinstance(values.get("add_tokens"), list):
+                    dataset.preview.set_add_tokens(values["add_tokens"])
 
             train.config_model.sig_changed.connect(follow_loss_on)
             follow_loss_on()

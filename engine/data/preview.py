@@ -76,10 +76,11 @@ def cli_preview(args: Any) -> int:
     """
     import json
     import os
+    import shlex
     import sys
 
     from engine.data.formats import load_dataset_file
-    from engine.data.templates import check_template_name, marker_problems, resolve
+    from engine.data.templates import check_template_name, marker_problems, resolve, split_markers
     from engine.data.tokenize import IGNORE_INDEX, render_record
     from engine.errors import DataError
     from engine.models import load_tokenizer
@@ -104,7 +105,7 @@ def cli_preview(args: Any) -> int:
         raise DataError(f"record {index + 1} is broken: {record.error}", path=path, line=record.line,
                         column=record.column, hint="Fix it first; `finetune-studio data check` lists every "
                         "broken record.")
-    tokenizer = load_tokenizer(model)
+    tokenizer = load_tokenizer(model, add_tokens=getattr(args, "add_tokens", None) or ())
     skipped: list[int] = []
     loss_on = getattr(args, "loss_on", None) or "answers"
     try:
@@ -118,6 +119,7 @@ def cli_preview(args: Any) -> int:
     trained = sum(1 for x in row["labels"] if x != IGNORE_INDEX)
     rendering = resolve(tokenizer, template).name
     split = marker_problems(tokenizer, template)
+    markers = split_markers(tokenizer, template)
     if getattr(args, "json", False):
         print(json.dumps({"file": path, "record": index + 1, "index": index, "line": record.line, "model": model,
                           "template": template, "rendering": rendering, "tokens": tokens,
@@ -134,7 +136,8 @@ def cli_preview(args: Any) -> int:
         print(f"note: {untrained_note(skipped)}")
     if split:
         print(f"note: {model}'s tokenizer splits the {rendering} markers into pieces ({', '.join(split)}); "
-              "the model would learn them as text")
+              f"the model would learn them as text. A run with add_tokens: {markers} (method lora, qlora or full) "
+              f"adds them as tokens; preview that with --add-tokens {' '.join(shlex.quote(m) for m in markers)}")
     print()
     print(render_marked(pieces, colour=colour))
     return 0

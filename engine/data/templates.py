@@ -234,13 +234,21 @@ def marker_problems(tokenizer: Any, template: str | Rendering) -> list[str]:
     The model can still learn such a format, but as text pieces: often worse, and the
     markers cost tokens. A tokenizer of the format's own family has them as single tokens.
     """
-    r = resolve(tokenizer, template)
-    bad = []
-    for m in r.markers:
-        ids = tokenizer(m, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            bad.append(f"{m} ({len(ids)} tokens)")
-    return bad
+    return [f"{m} ({n} tokens)" for m, n in _split(tokenizer, template)]
+
+
+def split_markers(tokenizer: Any, template: str | Rendering) -> list[str]:
+    """The markers of a named chat format that this tokenizer splits (the ``add_tokens`` that fix it)."""
+    return [m for m, _ in _split(tokenizer, template)]
+
+
+def _split(tokenizer: Any, template: str | Rendering) -> list[tuple[str, int]]:
+    out = []
+    for m in resolve(tokenizer, template).markers:
+        n = len(tokenizer(m, add_special_tokens=False)["input_ids"])
+        if n != 1:
+            out.append((m, n))
+    return out
 
 
 def stops(tokenizer: Any, rendering: Rendering) -> tuple[list[int], list[str]]:

@@ -32,6 +32,7 @@ ESTIMATE_KEYS: dict[str, tuple[str, ...] | None] = {
     "method": None, "load_in": None, "mixed_precision": None, "gradient_checkpointing": None,
     "optimizer": None, "batch_size": None, "seq_len": None, "packing": None, "attn_implementation": None,
     "lora_r": ("lora", "qlora"), "lora_target_modules": ("lora", "qlora"), "use_dora": ("lora", "qlora"),
+    "add_tokens": ("lora", "qlora"),
     "freeze_trainable_layers": ("freeze",), "freeze_extra_modules": ("freeze",),
     "num_virtual_tokens": ("prefix", "prompt"), "prefix_projection": ("prefix",),
     "adapter_reduction_factor": ("adapter",), "adapter_style": ("adapter",), "ia3_target_modules": ("ia3",),

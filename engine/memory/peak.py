@@ -249,16 +249,19 @@ def step_phases(st: ModelStructure, setup: Setup) -> dict[str, dict[str, int]]:
             "workspace": terms.workspace_bytes(setup)}
     block_tmp = (act.recompute + terms.backward_temp_bytes(st, setup, act) + terms.bnb_temp_bytes(st, setup)
                  + terms.dora_temp_bytes(st, setup))
+    # add_tokens through PEFT's trainable tokens: the head's rebuilt matrix lives from the forward
+    # to the head's backward, which adds its dense gradient; the embedding's comes at the end.
+    tokens = terms.token_matrix_bytes(st, setup)
     return {
         "forward": {**base, "autocast_weight_copies": act.weight_copies_forward, "activations": act.saved,
-                    "logits_and_loss": loss_fwd},
+                    "logits_and_loss": loss_fwd, "temporaries": tokens},
         "loss backward": {**base, "autocast_weight_copies": act.weight_copies_backward,
-                          "activations": act.saved, "logits_and_loss": loss_bwd},
+                          "activations": act.saved, "logits_and_loss": loss_bwd, "temporaries": 2 * tokens},
         "block backward": {**base, "gradients": max(kept_grads, head_grads),
                            "autocast_weight_copies": act.weight_copies_backward, "activations": act.saved,
                            "temporaries": block_tmp},
         "end of backward": {**base, "gradients": g,
-                            "temporaries": terms.embedding_backward_temp_bytes(st, setup)},
+                            "temporaries": terms.embedding_backward_temp_bytes(st, setup) + tokens},
         "optimizer step": {**base, "gradients": g, "temporaries": terms.optimizer_step_temp_bytes(st, setup)},
     }
 

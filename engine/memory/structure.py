@@ -119,6 +119,8 @@ class ModelStructure:
         moe_experts: Routed experts per block (0 for a dense MLP).
         moe_top_k: Experts each token is routed to.
         moe_intermediate: Width of one routed expert's MLP.
+        token_rows: Embedding rows trained through PEFT's trainable tokens (``add_tokens`` with
+            lora/qlora); each forward then builds the whole embedding, and head, with them.
         moe_lora_experts: LoRA wraps the experts' 3D weights (PEFT's ``ParamWrapper``, which
             ``all-linear`` selects for MoE models): every forward builds the merged weights.
         attn_softcap: Attention scores go through ``tanh`` soft-capping (Gemma 2, eager).
@@ -170,6 +172,7 @@ class ModelStructure:
     moe_top_k: int = 0
     moe_intermediate: int = 0
     moe_lora_experts: bool = False
+    token_rows: int = 0
     attn_softcap: bool = False
     final_logit_softcap: bool = False
     supports_sdpa: bool = True
@@ -254,7 +257,7 @@ def method_key(cfg: RunConfig) -> tuple:
     m = cfg.method
     if m in ("lora", "qlora"):
         targets = cfg.target_modules
-        return ("lora", targets if isinstance(targets, str) else tuple(targets), cfg.use_dora)
+        return ("lora", targets if isinstance(targets, str) else tuple(targets), cfg.use_dora, len(cfg.add_tokens))
     if m == "freeze":
         return ("freeze", cfg.freeze_trainable_layers, tuple(cfg.freeze_extra_modules))
     if m == "adapter":
@@ -313,10 +316,16 @@ def meta_model(model_dir: Path, *, trust_remote_code: bool = False) -> nn.Module
 
 
 def apply_method(model: nn.Module, cfg: RunConfig) -> nn.Module:
-    """Apply the run's method to ``model`` exactly as training will (the method table)."""
+    """Apply the run's method to ``model`` as training will (the method table).
+
+    ``add_tokens`` train as many rows; the last rows of the vocabulary stand in for them (the
+    few rows the run may add change no memory term measurably).
+    """
     from engine.methods import get_method
 
-    return get_method(cfg.method).apply(model, cfg)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    rows = list(range(max(0, vocab - len(cfg.add_tokens)), vocab))
+    return get_method(cfg.method).apply(model, cfg, train_tokens=rows)
 
 
 # ---------------------------------------------------------------- Building
@@ -434,7 +443,10 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
     lora_coef = 0
     dora = False
     moe_lora = False
+    token_rows = 0
     for name, m in model.named_modules():
+        if name.endswith("token_adapter") and hasattr(m, "trainable_tokens_delta"):
+            token_rows = len(cfg.add_tokens)
         if (hasattr(m, "lora_A") and getattr(m, "parameter_name", None) in ("gate_up_proj", "down_proj", "up_proj")
                 and len(m.lora_A) > 0):
             moe_lora = True
@@ -461,6 +473,10 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
     head_trainable = head is not None and any(p.requires_grad for p in head.parameters())
     final_norm_trainable = any(p.requires_grad for pid, p in unique.items()
                                if pid in base_param_ids and pid not in seen)
+    if token_rows:
+        notes.append(f"add_tokens: PEFT's trainable tokens rebuild the {'embedding' if tied else 'embedding and head'} "
+                     "matrix with the new rows on every forward; those copies and their gradients are counted from "
+                     "their shapes, not yet measured on a GPU")
     virtual = cfg.num_virtual_tokens if cfg.method == "prompt" else 0
     prefix = cfg.num_virtual_tokens if cfg.method == "prefix" else 0
 
@@ -501,6 +517,7 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
         prefix_tokens=prefix,
         **variant,
         moe_lora_experts=moe_lora and bool(variant["moe_experts"]),
+        token_rows=token_rows,
         supports_sdpa=sdpa_ok,
         arch=arch_name,
         notes=tuple(notes),

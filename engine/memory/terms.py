@@ -434,6 +434,19 @@ def embedding_backward_temp_bytes(st: ModelStructure, s: Setup) -> int:
     return 0
 
 
+def token_matrix_bytes(st: ModelStructure, s: Setup) -> int:
+    """One V x h matrix as PEFT's trainable tokens build it (``add_tokens`` with lora/qlora): each
+    forward ``index_copy``s the trained rows into a copy of the embedding (and of the head, or of
+    the tied embedding for the head). The head's copy is saved for backward; backward makes a
+    dense V x h gradient for each, from which only the trained rows are kept. In the weights'
+    dtype: fp32 on a k-bit base, which PEFT's preparation upcasts the embedding and head to.
+    """
+    if not st.token_rows:
+        return 0
+    width = 4 if (s.quantized and s.assumptions.kbit_prepare) else s.base_bytes
+    return st.vocab * st.hidden * width
+
+
 def allocator_slack_bytes(transient: int, largest: int) -> int:
     """Reserved but unallocated memory in torch's caching allocator at the peak.
 

@@ -4,7 +4,8 @@ The GUI's method picker, the memory estimate and the trainer all read :data:`MET
 Each method lives in its own module with three functions:
 
 - ``apply(model, cfg)``: make exactly the method's parameters trainable (a ``PeftModel``
-  for PEFT methods), freezing the base where the method says so;
+  for PEFT methods), freezing the base where the method says so; LoRA's also takes
+  ``train_tokens``, the embedding rows of the run's ``add_tokens``;
 - ``save(model, out_dir, cfg) -> Path``: write the final artefact;
 - ``load(base_model, path, cfg)``: the reverse of ``save``.
 
@@ -24,6 +25,8 @@ from engine.errors import ConfigError, ConfigErrors
 from engine.methods import bottleneck, freeze, full, ia3, lora, prompt
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from torch import nn
 
     from engine.config import RunConfig
@@ -64,8 +67,14 @@ class Method:
     allowed_load_in: tuple[str, ...]
     module: ModuleType
 
-    def apply(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
-        """Make exactly this method's parameters trainable; returns the model to train."""
+    def apply(self, model: nn.Module, cfg: RunConfig, *, train_tokens: Sequence[int] = ()) -> nn.Module:
+        """Make exactly this method's parameters trainable; returns the model to train.
+
+        ``train_tokens``: the ids of the run's ``add_tokens``, whose embedding rows train too
+        (lora/qlora through PEFT's trainable tokens; full trains every row anyway).
+        """
+        if train_tokens and self.name in ("lora", "qlora"):
+            return self.module.apply(model, cfg, method=self.name, train_tokens=list(train_tokens))
         return self.module.apply(model, cfg, method=self.name)
 
     def save(self, model: nn.Module, out_dir: Path, cfg: RunConfig) -> Path:

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
     from engine.config import RunConfig
 
 
-def lora_config(cfg: RunConfig) -> LoraConfig:
-    """The PEFT ``LoraConfig`` for the run config's ``lora_*``, ``use_dora`` and ``use_rslora``."""
+def lora_config(cfg: RunConfig, token_targets: dict[str, list[int]] | None = None) -> LoraConfig:
+    """The PEFT ``LoraConfig`` for the run config's ``lora_*``, ``use_dora`` and ``use_rslora``;
+    ``token_targets`` (see :func:`peft_adapter.token_targets`) trains those embedding rows too."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -45,6 +46,7 @@ def lora_config(cfg: RunConfig) -> LoraConfig:
         use_rslora=cfg.use_rslora,
         init_lora_weights=INIT_WEIGHTS[cfg.lora_init],
         bias="none",
+        trainable_token_indices=token_targets or None,
     )
 
 
@@ -78,8 +80,10 @@ def save_initial(model: PeftModel, cfg: RunConfig, run_dir: Path) -> Path | None
     return folder
 
 
-def apply(model: nn.Module, cfg: RunConfig, *, method: str = "lora") -> PeftModel:
-    """Wrap ``model`` with LoRA adapters; only the adapters train.
+def apply(model: nn.Module, cfg: RunConfig, *, method: str = "lora", train_tokens: list[int] | None = None
+          ) -> PeftModel:
+    """Wrap ``model`` with LoRA adapters; only the adapters train, and the embedding rows of
+    ``train_tokens`` (the run's ``add_tokens``) through PEFT's trainable tokens.
 
     Raises:
         ConfigError: on ``lora_target_modules`` when PEFT refuses the targets; on
@@ -89,7 +93,11 @@ def apply(model: nn.Module, cfg: RunConfig, *, method: str = "lora") -> PeftMode
     from engine.errors import ConfigError
 
     try:
-        return peft_adapter.wrap(model, lora_config(cfg), key="lora_target_modules")
+        targets = peft_adapter.token_targets(model, train_tokens) if train_tokens else None
+        wrapped = peft_adapter.wrap(model, lora_config(cfg, targets), key="lora_target_modules")
+        if targets:
+            peft_adapter.save_token_rows_only(wrapped)
+        return wrapped
     except ConfigError as e:
         if "ParamWrapper" not in e.message or "lora_dropout" not in e.message:
             raise

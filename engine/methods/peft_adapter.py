@@ -27,6 +27,61 @@ def wrap(model: nn.Module, peft_config: PeftConfig, *, key: str) -> PeftModel:
         raise ConfigError(f"'{key}': {e}", key=key) from None
 
 
+def token_targets(model: nn.Module, ids: list[int]) -> dict[str, list[int]]:
+    """PEFT's ``trainable_token_indices`` for training the rows ``ids``: the input embedding's,
+    and the output head's when it is a separate matrix (tied heads follow the embedding).
+
+    Without the head a new token could be read but hardly written: its output row would stay
+    at its initial value.
+    """
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    names = {id(m): n for n, m in model.named_modules()}
+    targets = {names[id(emb)].rsplit(".", 1)[-1]: list(ids)}
+    if head is not None and id(head) in names and head.weight is not emb.weight:
+        targets[names[id(head)].rsplit(".", 1)[-1]] = list(ids)
+    return targets
+
+
+def save_token_rows_only(model: PeftModel) -> None:
+    """Make every save of ``model`` (``final/`` and the Trainer's checkpoints) keep only the trained
+    embedding rows, not the whole resized embedding and head.
+
+    PEFT's default (``save_embedding_layers="auto"``) saves both whole matrices once the vocabulary
+    grew, about 0.5 GiB per checkpoint for a 7B Llama, though the trainable-tokens deltas are all
+    that changed; :func:`fit_vocab` regrows a base to load the adapter onto.
+    """
+    import functools
+
+    model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
+
+
+def token_rows(adapter_config: dict) -> int:
+    """How many embedding rows a base needs for this adapter: one past the highest id it trains
+    through ``trainable_token_indices`` (0 when it trains none)."""
+    tti = adapter_config.get("trainable_token_indices") if isinstance(adapter_config, dict) else None
+    ids = [i for v in tti.values() for i in v] if isinstance(tti, dict) else list(tti or [])
+    return max(ids) + 1 if ids else 0
+
+
+def fit_vocab(base_model: nn.Module, folder: Path) -> int:
+    """Grow ``base_model``'s embeddings (and head) to the rows the adapter in ``folder`` trains, so
+    that its added tokens can load; returns the rows added (0: it fitted already).
+
+    The new rows' starting values don't matter: the adapter replaces each row it trained.
+    """
+    import json
+
+    try:
+        config = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    need, have = token_rows(config), base_model.get_input_embeddings().weight.shape[0]
+    if need <= have:
+        return 0
+    base_model.resize_token_embeddings(need, mean_resizing=False)
+    return need - have
+
+
 def save(model: nn.Module, out_dir: Path) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` into ``out_dir``."""
     from peft import PeftModel
@@ -77,4 +132,5 @@ def load(base_model: nn.Module, path: Path, *, is_trainable: bool = False) -> Pe
     if not (path / "adapter_config.json").exists():
         raise ModelError(f"'{path}' is not a PEFT adapter folder: no adapter_config.json")
     check_loadable(path)
+    fit_vocab(base_model, path)
     return PeftModel.from_pretrained(base_model, str(path), is_trainable=is_trainable)

@@ -7,6 +7,7 @@ go to the playground. The delegate paints each row as a small card.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,8 @@ class AdapterLibraryModel(QAbstractListModel):
             lines = [f"<b>{card.name}</b>", card.path, *card_summary(card)]
             if card.targets:
                 lines.append(f"targets: {card.targets_text}")
+            if card.extra.get("added_tokens"):
+                lines.append("added tokens: " + html.escape(", ".join(card.extra["added_tokens"])))
             if card.base_model:
                 lines.append(f"trained on: {card.base_model}")
             if card.weights_from:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QColor, QFontDatabase, QTextCharFormat, QTextCursor
@@ -66,6 +67,8 @@ class PreviewPane(QWidget):
         self._tokenizer_path: str | None = None
         self._record: Record | None = None
         self.loss_on = "answers"  # the Train area's loss_on (the main window keeps it in step)
+        self.add_tokens: list[str] = []  # the Train area's add_tokens (kept in step the same way)
+        self._grown: tuple[Any, Any] = (None, None)  # (key, the tokenizer with add_tokens added)
         self._loading = False
         self._thread: QThread | None = None
         self.source = QLabel()
@@ -139,6 +142,29 @@ class PreviewPane(QWidget):
             self.template.addItem(template)
         self.template.setCurrentText(template)
 
+    def set_add_tokens(self, tokens: list[str]) -> None:
+        """Render as a run that adds these tokens to the vocabulary would."""
+        tokens = [t for t in tokens if isinstance(t, str) and t]
+        if tokens != self.add_tokens:
+            self.add_tokens = tokens
+            if self.isVisible() or self._tokenizer is not None:
+                self._render()
+
+    def rendering_tokenizer(self) -> Any:
+        """The tokenizer records are rendered with: the model's, plus add_tokens (a copy)."""
+        if not self.add_tokens or self._tokenizer is None:
+            return self._tokenizer
+        key = (id(self._tokenizer), tuple(self.add_tokens))
+        if self._grown[0] != key:
+            import copy
+
+            from engine.models import add_special_tokens
+
+            tok = copy.deepcopy(self._tokenizer)
+            add_special_tokens(tok, self.add_tokens)
+            self._grown = (key, tok)
+        return self._grown[1]
+
     def set_loss_on(self, loss_on: str) -> None:
         """Mark the tokens a run with this ``loss_on`` trains on."""
         if loss_on != self.loss_on:
@@ -211,11 +237,12 @@ class PreviewPane(QWidget):
             return
         from engine.data import preview
         from engine.data.preview import untrained_note
-        from engine.data.templates import marker_problems
+        from engine.data.templates import marker_problems, split_markers
 
+        tok = self.rendering_tokenizer()
         skipped: list[int] = []
         try:
-            pieces = preview(rec, self._tokenizer, self.template.currentText(), skipped=skipped,
+            pieces = preview(rec, tok, self.template.currentText(), skipped=skipped,
                              loss_on=self.loss_on)
         except StudioError as e:
             self.stats.setText(f"<span style='color:#b71c1c'>{e.message}</span>")
@@ -228,7 +255,6 @@ class PreviewPane(QWidget):
         for text, trained in pieces:
             cursor.insertText(text, trained_fmt if trained else prompt_fmt)
         self.text.moveCursor(QTextCursor.MoveOperation.Start)
-        tok = self._tokenizer
         total = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, _ in pieces)
         trained = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, tr in pieces if tr)
         note = (f"<br><span style='color:#8a5a00'>Note: {untrained_note(skipped)}.</span>" if skipped else "")
@@ -236,7 +262,9 @@ class PreviewPane(QWidget):
         if split:
             note += (f"<br><span style='color:#8a5a00'>Note: this tokenizer splits the {self.template.currentText()} "
                      f"markers into pieces ({html.escape(', '.join(split))}); the model would learn them as "
-                     "text. Its own chat template, or a format it has the tokens of, trains better.</span>")
+                     "text. Add them as tokens (Train area, Add tokens: "
+                     f"{html.escape(', '.join(split_markers(tok, self.template.currentText())))}; method LoRA, "
+                     "QLoRA or full), or use its own chat template or a format it has the tokens of.</span>")
         policy = {"last_answer": " (loss on the last answer only)", "all": " (loss on every token)"}.get(self.loss_on, "")
         self.stats.setText((f"≈{total:,} tokens, {trained:,} trained ({trained / total:.0%}){policy}" if total else "")
                            + note)

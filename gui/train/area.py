@@ -64,12 +64,12 @@ from gui.train.worker_thread import RunClient
 PRESETS = {"demo": "Demo (tiny model, CPU)", "lora": "LoRA", "qlora": "QLoRA (4-bit)",
            "full": "Full fine-tuning"}
 # Applying a preset changes the recipe, not what it is applied to.
-KEEP_ON_PRESET = ("model", "dataset", "dataset_format", "template", "output_dir", "run_name",
+KEEP_ON_PRESET = ("model", "dataset", "dataset_format", "template", "add_tokens", "output_dir", "run_name",
                   "trust_remote_code", "allow_pickle")
 SECTIONS = {
     "Precision and memory": ("optimizer", "gradient_checkpointing", "batch_size",
                              "gradient_accumulation_steps"),
-    "Data": ("dataset", "dataset_format", "template", "seq_len", "loss_on", "packing", "eval_split", "eval_dataset"),
+    "Data": ("dataset", "dataset_format", "template", "add_tokens", "seq_len", "loss_on", "packing", "eval_split", "eval_dataset"),
     "Training": ("learning_rate", "lr_scheduler", "min_lr_ratio", "warmup_ratio", "num_epochs", "max_steps", "weight_decay",
                  "max_grad_norm", "neftune_noise_alpha", "seed"),
     "Run and checkpoints": ("run_name", "output_dir", "save_steps", "save_total_limit", "logging_steps",

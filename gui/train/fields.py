@@ -26,7 +26,7 @@ from engine.config import RunConfig
 from gui.train.config_model import ConfigModel
 
 LABELS = {
-    "model": "Model", "dataset": "Dataset", "dataset_format": "Format", "template": "Template",
+    "model": "Model", "dataset": "Dataset", "dataset_format": "Format", "template": "Template", "add_tokens": "Add tokens",
     "seq_len": "Sequence length", "packing": "Packing", "min_lr_ratio": "Min LR ratio", "eval_split": "Eval split", "loss_on": "Loss on", "eval_dataset": "Eval file",
     "output_dir": "Output folder", "run_name": "Run name", "method": "Method",
     "lora_r": "Rank (r)", "lora_alpha": "Alpha", "lora_dropout": "Dropout",
@@ -251,6 +251,8 @@ class TextEditor(FieldEditor):
         kind = self.meta["type"]
         if kind == "modules":
             self.edit.setPlaceholderText("all-linear" if key == "lora_target_modules" else "auto")
+        elif key == "add_tokens":
+            self.edit.setPlaceholderText("none (comma-separated, e.g. <|im_start|>, <|im_end|>)")
         elif kind == "list":
             self.edit.setPlaceholderText("none (comma-separated names)")
         elif key == "output_dir":

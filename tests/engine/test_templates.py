@@ -193,7 +193,7 @@ def test_a_run_saves_its_template_and_its_model_answers_in_it_and_stops_at_its_e
     assert result["status"] == "completed"
     warning = [e for e in rec.of("warning") if e.data.get("kind") == "template_markers"]
     assert warning and "<|eot_id|> (8 tokens)" in warning[0].data["message"]
-    assert warning[0].data["fix"] == {"template": "chat"}
+    assert warning[0].data["fix"] == {"add_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
     # The answers made while training use the run's format and stop at its end too.
     (last,) = [e.data for e in rec.of("samples")]
     assert last["samples"][0]["answer"] == "Code 7 blue." and last["samples"][0]["tokens"] < 40

@@ -55,7 +55,7 @@ def test_split_train_on_these_fills_the_train_areas_dataset_and_eval_file(qtbot,
     assert not train.config_model.errors()
 
 
-def test_the_prompt_preview_follows_the_train_areas_loss_on_and_template(qtbot, tmp_path):
+def test_the_prompt_preview_follows_the_train_areas_loss_on_template_and_added_tokens(qtbot, tmp_path):
     win = MainWindow(load_demo=False, restore_geometry=False)
     qtbot.addWidget(win)
     train, preview = win.areas["train"], win.areas["dataset"].preview
@@ -66,6 +66,9 @@ def test_the_prompt_preview_follows_the_train_areas_loss_on_and_template(qtbot, 
     assert preview.template.currentText() == "gemma"
     train.config_model.set("template", str(tmp_path / "mine.jinja"))
     assert preview.template.currentText() == str(tmp_path / "mine.jinja")
+    assert preview.add_tokens == []
+    train.config_model.set("add_tokens", ["<|eot_id|>"])
+    assert preview.add_tokens == ["<|eot_id|>"]
 
 
 def test_geometry_is_remembered(qtbot):

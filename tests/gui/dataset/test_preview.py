@@ -47,3 +47,13 @@ def test_preview_renders_a_named_format_and_says_when_the_tokenizer_splits_its_m
     assert "<|start_header_id|>assistant<|end_header_id|>" in ed.preview.text.toPlainText()
     assert "splits the llama3 markers" in ed.preview.stats.text()
     assert "&lt;|eot_id|&gt; (8 tokens)" in ed.preview.stats.text()
+    assert "Add tokens: &lt;|start_header_id|&gt;, &lt;|end_header_id|&gt;, &lt;|eot_id|&gt;" in ed.preview.stats.text()
+    split_count = int(ed.preview.stats.text().split(" tokens")[0].lstrip("≈").replace(",", ""))
+    # The Train area's add_tokens: the markers become whole tokens, and the note goes.
+    ed.preview.set_add_tokens(["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
+    assert "splits" not in ed.preview.stats.text()
+    whole_count = int(ed.preview.stats.text().split(" tokens")[0].lstrip("≈").replace(",", ""))
+    assert split_count - whole_count == 2 * (13 - 1) + 2 * (11 - 1) + 2 * (8 - 1)
+    assert len(ed.preview.tokenizer()) == 2048  # the model's own tokenizer is left as it was
+    ed.preview.set_add_tokens([])
+    assert "splits the llama3 markers" in ed.preview.stats.text()
