@@ -203,6 +203,20 @@ def _format_note(name: str | None) -> str:
             "add_generation_prompt=True)` writes prompts as in training") if name else what
 
 
+def _tokens_note(cfg: RunConfig, data_stats: dict) -> str:
+    """The model card's line on ``add_tokens`` (empty without them)."""
+    if not cfg.add_tokens:
+        return ""
+    new = data_stats.get("added_tokens") or []
+    listed = ", ".join(f"`{t}`" for t in cfg.add_tokens)
+    how = ("their embedding rows trained through PEFT's trainable tokens; loading onto the base needs "
+           "`base.resize_token_embeddings(len(tokenizer))` first (`AutoPeftModelForCausalLM` does it)"
+           if cfg.method in ("lora", "qlora") else "the embeddings grew to fit and trained with every other weight")
+    fresh = ("all new to the vocabulary" if len(new) == len(cfg.add_tokens) else "all already in the vocabulary"
+             if not new else f"{len(new)} new to the vocabulary, the others already in it")
+    return f"\n- **Added tokens:** {listed} ({fresh}); {how}"
+
+
 def _warn_template(rendering: Any, tokenizer: Any, cfg: RunConfig, writer: EventWriter) -> None:
     """Warn when a named chat format's markers are not single tokens of this model's vocabulary.
 
@@ -958,7 +972,7 @@ Fine-tuned with Finetune Studio.
 - **Method:** {prep.method.label} (`{cfg.method}`), weights loaded as `{cfg.load_in}`, mixed precision `{cfg.mixed_precision}`
 - **Trainable parameters:** {prep.trainable_params:,} of {prep.total_params:,}
 - **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('records')} records, {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens, {prep.data_stats.get('dropped')} dropped{_eval_file_note(prep.data_stats.get('eval_dataset'))}
-- **Prompt format:** {_format_note(prep.data_stats.get('template'))}
+- **Prompt format:** {_format_note(prep.data_stats.get('template'))}{_tokens_note(cfg, prep.data_stats)}
 - **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss_mean'))} (mean of the last {result.get('final_loss_window')} logged steps; the last step alone {_fmt(result.get('final_loss'))}); **best eval loss:** {_fmt(result.get('best_eval_loss'))}
 - **Status:** {result.get('status')}{early_note}
 

@@ -93,6 +93,8 @@ def test_a_lora_run_trains_the_added_rows_and_saves_only_them(taught):
         assert tok  # each keeps the tokenizer that gives the rows their meaning
     acfg = json.loads((run / "final" / "adapter_config.json").read_text(encoding="utf-8"))
     assert acfg["trainable_token_indices"] == {"embed_tokens": [DEMO_VOCAB, DEMO_VOCAB + 1, DEMO_VOCAB + 2]}
+    card = (run / "README.md").read_text(encoding="utf-8")  # the run's model card
+    assert "- **Added tokens:** `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>` (all new to the vocabulary)" in card
 
 
 def test_the_saved_adapter_loads_onto_a_fresh_base_with_the_same_logits(taught):
