@@ -344,7 +344,8 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
 
     from engine import precision
     from engine.config import RunConfig
-    from engine.data.formats import load_dataset_file
+    from engine.data import hub
+    from engine.data.formats import open_dataset
     from engine.data.split import content_hash, train_eval_split
     from engine.data.tokenize import tokenize_records
     from engine.methods import get_method
@@ -370,10 +371,10 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
                      else f"scored with {weights.name}")
 
     data_path = demo_dataset_path() if cfg.dataset == "demo" else Path(cfg.dataset)
-    if not data_path.is_file():
+    if hub.parse_ref(cfg.dataset) is None and not data_path.is_file():
         raise StudioError(f"the run's dataset '{data_path}' is gone", hint="Put it back where the run read it, "
                           "or edit 'dataset' in the run's run.yaml.")
-    ds = load_dataset_file(data_path, cfg.dataset_format)
+    ds = open_dataset(cfg.dataset, cfg.dataset_format)  # a file, or a dataset in the Hugging Face cache
     numbers = [i + 1 for i, r in enumerate(ds.records) if not r.broken]
     good = [r for r in ds.records if not r.broken]
     trained_hash = read_summary(run_dir).get("dataset_hash")

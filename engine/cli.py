@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     dc = dsub.add_parser("check", help="lint a dataset: consistency, balance, diversity, length")
-    dc.add_argument("file", metavar="FILE")
+    dc.add_argument("file", metavar="FILE", help="a dataset file, or a dataset in the Hugging Face cache: org/name or org/name:split")
     dc.add_argument("--json", action="store_true", help="machine-readable report; exit 1 on errors")
     dc.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
     dc.add_argument("--seq-len", type=int, dest="seq_len", help="report records longer than this")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="add the records a run audit flagged (runs audit RUN); without RUN: the newest "
                     "audit of a run that trained on FILE")
     dv = dsub.add_parser("convert", help="export a dataset to another container and/or record format")
-    dv.add_argument("input", metavar="IN")
+    dv.add_argument("input", metavar="IN", help="a dataset file, or a dataset in the Hugging Face cache: org/name or org/name:split")
     dv.add_argument("output", metavar="OUT", help="the new file; its extension picks the container unless "
                     "--format names one")
     dv.add_argument("--format", action="append", metavar="F", help="record format alpaca|sharegpt|messages "
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Qwen3's)")
     dv.add_argument("--force", action="store_true", help="replace OUT if it exists (never IN)")
     dp = dsub.add_parser("preview", help="show a record as the model sees it, the trained tokens marked")
-    dp.add_argument("file", metavar="FILE")
+    dp.add_argument("file", metavar="FILE", help="a dataset file, or a dataset in the Hugging Face cache: org/name or org/name:split")
     which = dp.add_mutually_exclusive_group()
     which.add_argument("--record", type=int, default=None, metavar="N", help="the record, from 1 as in the "
                        "editor and in `data check` (default 1)")
@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("adapter", nargs="+", metavar="ADAPTER", help="adapter folders, run folders or names; a full or "
                     "freeze run is compared as a whole model")
     ac.add_argument("--dataset", required=True, metavar="FILE", help="the records to score ('demo': the embedded "
-                    "dataset); best a held-out file no adapter trained on")
+                    "dataset; org/name:split: a dataset in the Hugging Face cache); best a held-out file no adapter "
+                    "trained on")
     ac.add_argument("--base", default=None, metavar="MODEL", help="default: the first adapter's base; a run (folder "
                     "or name) stands for its trained model (full, freeze) or its base with its adapter compared")
     ac.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")

@@ -200,7 +200,8 @@ def _train_digests(name: str, run_dir: str | Path | None, tokenizer: Any
     """
     from engine.audit import record_digest
     from engine.config import RunConfig
-    from engine.data.formats import load_dataset_file
+    from engine.data import hub
+    from engine.data.formats import open_dataset
     from engine.data.split import train_eval_split
     from engine.data.tokenize import tokenize_records
     from engine.paths import demo_dataset_path, tokenized_cache_dir
@@ -213,10 +214,17 @@ def _train_digests(name: str, run_dir: str | Path | None, tokenizer: Any
     except StudioError as e:
         return None, f"{name}: its run.yaml doesn't load ({e.message}); its training records are unknown", {}
     data = demo_dataset_path() if cfg.dataset == "demo" else Path(cfg.dataset)
-    if not data.is_file():
+    from_hub = hub.parse_ref(cfg.dataset) is not None
+    if not from_hub and not data.is_file():
         return None, (f"{name}: its run's dataset '{data}' is gone, so which records it trained on is "
                       "unknown"), cfg.to_dict()
-    ds = load_dataset_file(data, cfg.dataset_format)
+    try:
+        ds = open_dataset(cfg.dataset, cfg.dataset_format)
+    except DataError:
+        if not from_hub:
+            raise
+        return None, (f"{name}: its run's dataset '{cfg.dataset}' is no longer in the Hugging Face cache, so which "
+                      "records it trained on is unknown"), cfg.to_dict()
     good = [r for r in ds.records if not r.broken]
     rows, stats = tokenize_records(good, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
                                    cache_dir=tokenized_cache_dir())  # the run's own drops
@@ -391,7 +399,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
 
     from engine.adapters import read_card
     from engine.audit import first_user_turn, record_digest, rounded_loss, score_rows
-    from engine.data.formats import load_dataset_file
+    from engine.data.formats import open_dataset
     from engine.data.templates import check_template_name
     from engine.data.tokenize import tokenize_records
     from engine.errors import ModelError
@@ -441,7 +449,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         raise ConfigError(f"'{items[0].label}' doesn't record its base model: give --base", key="base")
 
     data_path = demo_dataset_path() if str(dataset) == "demo" else Path(dataset)
-    ds = load_dataset_file(data_path, dataset_format)
+    ds = open_dataset(dataset, dataset_format)  # a file, or a dataset in the Hugging Face cache
     good = [r for r in ds.records if not r.broken]
     numbers = [i + 1 for i, r in enumerate(ds.records) if not r.broken]
     if not good:

@@ -63,8 +63,9 @@ class RunConfig:
                             "safetensors is always preferred.", group="model")
     attn_implementation: str = _f("sdpa", "Attention kernel: sdpa (memory-efficient) or eager.",
                                   choices=ATTENTION, group="model")
-    dataset: str = _f("demo", "Dataset file (JSON, JSONL, CSV or Parquet); 'demo' is the embedded "
-                      "sample dataset.", group="data")
+    dataset: str = _f("demo", "Dataset file (JSON, JSONL, CSV or Parquet), a dataset in the Hugging Face cache "
+                      "('org/name', or 'org/name:split' for another split than train; never downloaded), or "
+                      "'demo', the embedded sample dataset.", group="data")
     dataset_format: str = _f("auto", "Record format; auto detects it from the file.",
                              choices=DATASET_FORMATS, group="data")
     template: str = _f("auto", "How records become text: auto (the tokenizer's chat template, or the Alpaca "
@@ -88,8 +89,9 @@ class RunConfig:
                        "only train on their answers).", group="data")
     eval_split: float = _f(0.0, "Fraction of records held out for evaluation (0 = no eval).",
                            min=0.0, max=0.5, group="data")
-    eval_dataset: str = _f("", "A separate evaluation file (same formats, read with dataset_format); every "
-                           "record of dataset then trains. Empty = hold out eval_split of dataset instead.",
+    eval_dataset: str = _f("", "A separate evaluation file (same formats, read with dataset_format), or a split "
+                           "of a cached Hugging Face dataset ('org/name:test'); every record of dataset then "
+                           "trains. Empty = hold out eval_split of dataset instead.",
                            group="data")
     output_dir: str = _f("", "Where checkpoints, metrics and the final adapter go; empty = a new "
                          "folder in the runs directory.", group="run")

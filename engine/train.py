@@ -179,13 +179,14 @@ def load_training_records(cfg: RunConfig, *, eval_file: bool = False) -> tuple[l
         ``(records, info)`` with info's ``path``, ``detected`` format, ``records`` (usable),
         ``broken`` and the content ``hash`` of the usable records.
     """
-    from engine.data.formats import load_dataset_file
+    from engine.data.formats import open_dataset
     from engine.data.split import content_hash
     from engine.paths import demo_dataset_path
 
     name = cfg.eval_dataset if eval_file else cfg.dataset
-    path = demo_dataset_path() if name == "demo" else Path(name)
-    ds = load_dataset_file(path, cfg.dataset_format)
+    ds = open_dataset(name, cfg.dataset_format)
+    # A hub dataset is recorded by its id (its cached files are named in `detected`).
+    path = demo_dataset_path() if name == "demo" else name
     good = [r for r in ds.records if not r.broken]
     info = {"path": str(path), "detected": ds.detected, "records": len(good),
             "broken": len(ds.records) - len(good), "hash": content_hash(good)}
@@ -319,6 +320,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     import torch
 
     from engine import precision
+    from engine.data import hub
     from engine.data.split import train_eval_split
     from engine.data.templates import is_template_file, read_template_file, saved_template
     from engine.data.templates import resolve as resolve_template
@@ -335,11 +337,18 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     precision.check_model(cfg, model_path)  # before the run folder is made, too
     for key in ("dataset", "eval_dataset"):
         name = getattr(cfg, key)
-        if name and name != "demo" and not Path(name).is_file():
+        if name and hub.parse_ref(name) is not None:
+            try:
+                hub.split_files(*hub.parse_ref(name))  # cached, with that split, before the run folder is made
+            except DataError as e:
+                raise ConfigError(e.message if key == "dataset" else f"{key}: {e.message}", key=key,
+                                  hint=e.hint) from None
+        elif name and name != "demo" and not Path(name).is_file():
             # Before the run folder is made, so a typo'd path leaves no empty run behind.
             raise ConfigError(f"{key} '{name}': {'not a file' if Path(name).exists() else 'no such file'}",
                               key=key, hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read "
-                              "from the run config's folder), or 'demo'.")
+                              "from the run config's folder), a dataset in the Hugging Face cache ('org/name' or "
+                              "'org/name:split'), or 'demo'.")
     if is_template_file(cfg.template):
         try:
             read_template_file(cfg.template)  # a missing or broken template file leaves no run behind either

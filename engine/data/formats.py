@@ -54,6 +54,40 @@ _DEFAULT_STYLE = {"separators": (", ", ": "), "ensure_ascii": False, "indent": N
 # ---- Public API
 
 
+def open_dataset(name: str | Path, fmt: str = "auto") -> DatasetFile:
+    """A run config's ``dataset``: ``demo``, a local file, or a dataset in the Hugging Face cache
+    (``org/name`` or ``org/name:split``; see :mod:`engine.data.hub`).
+
+    A hub dataset's ``path`` is None: it is read, never written back (the cache's files are links
+    to shared blobs). A split stored as several files is read file by file into one dataset
+    (each record's line is in its own file).
+
+    Raises:
+        DataError: as :func:`load_dataset_file`; for a hub id, not cached or no such split.
+    """
+    from engine.data import hub
+    from engine.paths import demo_dataset_path
+
+    if str(name) == "demo":
+        return load_dataset_file(demo_dataset_path(), fmt)
+    ref = hub.parse_ref(str(name))
+    if ref is None:
+        return load_dataset_file(name, fmt)
+    files = hub.split_files(*ref)
+    parts = [load_dataset_file(f, fmt) for f in files]
+    ds = parts[0]
+    ds.path = None
+    if len(parts) > 1:
+        kinds = {(p.format, p.container) for p in parts}
+        if len(kinds) > 1:
+            raise DataError(f"the files of '{hub.describe(*ref, files)}' hold different formats "
+                            f"({', '.join(sorted(f'{f} {c}' for f, c in kinds))})", path=str(files[0].parent))
+        ds = DatasetFile(path=None, format=ds.format, container=ds.container, mapping=ds.mapping,
+                         records=[r for p in parts for r in p.records], errors=[e for p in parts for e in p.errors])
+    ds.detected = f"{describe(ds)}, from the Hugging Face cache: {hub.describe(*ref, files)}"
+    return ds
+
+
 def load_dataset_file(path: str | Path, fmt: str = "auto", mapping: dict[str, str] | None = None
                       ) -> DatasetFile:
     """Read a dataset file, detecting its container and record format.
@@ -980,7 +1014,7 @@ def cli_convert(args: Any) -> int:
     src, out = Path(args.input), Path(args.output)
     fmt, container = _convert_target(list(getattr(args, "format", None) or []), out)
     check_output_path(out, source=src, force=getattr(args, "force", False))
-    ds = load_dataset_file(src, getattr(args, "input_format", None) or "auto")
+    ds = open_dataset(args.input, getattr(args, "input_format", None) or "auto")  # a file or a cached hub dataset
     if not ds.records:
         raise DataError("the file has no records; nothing to convert", path=str(src))
     fmt = fmt or ds.format

@@ -956,9 +956,9 @@ def _audit_findings(path: str, ref: str, ds: DatasetFile) -> Any:
 
 
 def _load_for_check(path: str, fmt: str) -> DatasetFile:
-    from engine.data.formats import load_dataset_file
+    from engine.data.formats import open_dataset
 
-    return load_dataset_file(path, fmt)
+    return open_dataset(path, fmt)  # a file, or a dataset in the Hugging Face cache
 
 
 def usable_content_hash(ds: DatasetFile) -> str:

@@ -79,7 +79,7 @@ def cli_preview(args: Any) -> int:
     import shlex
     import sys
 
-    from engine.data.formats import load_dataset_file
+    from engine.data.formats import open_dataset
     from engine.data.templates import check_template_name, marker_problems, resolve, split_markers
     from engine.data.tokenize import IGNORE_INDEX, render_record
     from engine.errors import DataError
@@ -91,7 +91,7 @@ def cli_preview(args: Any) -> int:
     model = getattr(args, "model", None) or "demo"
     template = getattr(args, "template", None) or "auto"
     check_template_name(template, key="--template")
-    ds = load_dataset_file(path, getattr(args, "format", None) or "auto")
+    ds = open_dataset(path, getattr(args, "format", None) or "auto")  # a file or a cached hub dataset
     n = len(ds.records)
     if n == 0:
         raise DataError("the file has no records to preview", path=path)

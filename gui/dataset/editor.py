@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
@@ -315,6 +316,29 @@ class DatasetEditor(QWidget):
         self._show_load_problems(ds)
         self.sig_status.emit(f"Opened {path.name}: {ds.detected} ({took:.1f} s)")
         self.sig_file_opened.emit(str(path))
+
+    def open_hub(self, ref: str, copy_to) -> bool:
+        """Open a dataset of the Hugging Face cache (``org/name`` or ``org/name:split``) by writing a
+        local copy to ``copy_to`` (its suffix picks the container) and opening that: the editor edits
+        real files, autosaved, never the cache's shared blobs."""
+        from engine.data.formats import open_dataset
+
+        copy_to = Path(copy_to)
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            ds = open_dataset(ref)
+            container = {".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}.get(
+                copy_to.suffix.lower(), "jsonl")
+            written = save_dataset_file(ds, copy_to, container=container)
+        except (StudioError, OSError) as e:
+            msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            self.banner.show_message("error", f"Can't open {ref}: {msg}")
+            return False
+        finally:
+            QApplication.restoreOverrideCursor()
+        self.open_file(written)
+        self.sig_status.emit(f"Opened {ref} ({ds.detected}) as a copy in {written}")
+        return True
 
     def dataset(self) -> DatasetFile | None:
         return self._ds
@@ -854,6 +878,16 @@ class DatasetEditor(QWidget):
     def _build_actions(self) -> None:
         K = QKeySequence.StandardKey  # noqa: N806 - Qt's naming
         self.act_open = self._action("Open…", self._on_open, [K.Open], "Open a dataset file")
+        self.act_open_hub = self._action("Open from the Hugging Face cache…", self._on_open_hub, [],
+                                         "Copy a dataset you downloaded with huggingface_hub or datasets into a "
+                                         "local file and open it (nothing is downloaded)", toolbar=False)
+        menu = QMenu(self)
+        menu.addAction("Open a file…", self._on_open)
+        menu.addAction(self.act_open_hub)
+        self.act_open.setMenu(menu)
+        button = self.toolbar.widgetForAction(self.act_open)
+        if isinstance(button, QToolButton):
+            button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
         self.act_save = self._action("Save", self.save, [K.Save], "Save the file (atomic)")
         self.act_save_as = self._action("Save as / Export…", self._on_save_as, [K.SaveAs],
                                         "Write to another file, container (JSON, JSONL, CSV, Parquet) or format")
@@ -1088,6 +1122,32 @@ class DatasetEditor(QWidget):
                                               "Datasets (*.jsonl *.json *.ndjson *.csv *.tsv *.parquet);;All files (*)")
         if path:
             self.open_file(path)
+
+    def _on_open_hub(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        from engine.data import hub
+
+        if not self.maybe_close():
+            return
+        cached = hub.cached_datasets()
+        ref, ok = QInputDialog.getItem(
+            self, "Open from the Hugging Face cache",
+            ("Dataset id (add :split for another split than train):" if cached else
+             "No dataset is in the Hugging Face cache yet (huggingface-cli download --repo-type dataset ID).\n"
+             "Dataset id:"), cached or [""], 0, True)
+        ref = ref.strip() if ok else ""
+        if not ref:
+            return
+        if hub.parse_ref(ref) is None:
+            self.banner.show_message("error", f"'{ref}' is not a dataset id: give org/name or org/name:split")
+            return
+        repo, split = hub.parse_ref(ref)
+        start = (self.path().parent if self.path() else Path.home()) / f"{repo.replace('/', '_')}-{split}.jsonl"
+        path, _ = QFileDialog.getSaveFileName(self, "Save a local copy to edit", str(start),
+                                              "JSON lines (*.jsonl);;JSON (*.json);;CSV (*.csv);;Parquet (*.parquet)")
+        if path:
+            self.open_hub(ref, path)
 
     def _on_save_as(self) -> None:
         if self._ds is None:

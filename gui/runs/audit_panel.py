@@ -343,12 +343,14 @@ class AuditPanel(QWidget):
             self._update()
 
     def _records(self, path: str) -> list:
-        """The dataset file's records, re-read only when the file changed."""
-        from engine.data.formats import load_dataset_file
+        """The dataset's records, re-read only when the file changed (a dataset in the Hugging Face
+        cache by its id: a snapshot doesn't change)."""
+        from engine.data import hub
+        from engine.data.formats import open_dataset
 
-        mtime = Path(path).stat().st_mtime
+        mtime = 0.0 if hub.parse_ref(path) is not None else Path(path).stat().st_mtime
         if self._records_cache is None or self._records_cache[:2] != (path, mtime):
-            self._records_cache = (path, mtime, load_dataset_file(path).records)
+            self._records_cache = (path, mtime, open_dataset(path).records)
         return self._records_cache[2]
 
     def _show_record(self, index: QModelIndex) -> None:
