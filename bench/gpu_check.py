@@ -67,6 +67,10 @@ CASES: dict[str, dict[str, Any]] = {
     "lora-int8": {"method": "lora", "load_in": "int8"},
     "qlora-nf4": {"method": "qlora", "load_in": "nf4"},
     "qlora-nf4-gc": {"method": "qlora", "load_in": "nf4", "gradient_checkpointing": True},
+    # The llama3 format's markers added to the (ChatML) demo tokenizer and trained through PEFT's
+    # trainable tokens on the 4-bit base, whose embedding k-bit preparation made fp32.
+    "qlora-nf4-add-tokens": {"method": "qlora", "load_in": "nf4", "template": "llama3",
+                             "add_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]},
     "adapter-houlsby": {"method": "adapter", "adapter_style": "houlsby"},
     "prefix": {"method": "prefix"},
     "prompt": {"method": "prompt"},

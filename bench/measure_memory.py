@@ -72,6 +72,9 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
     "l32-1b/qlora-all-r64/nf4/ckpt/b2s2048/paged8bit": ("llama3.2-1b", dict(
         method="qlora", load_in="nf4", lora_r=64, lora_target_modules=ALL, gradient_checkpointing=True, batch_size=2,
         seq_len=2048, optimizer="paged_adamw_8bit"), False),
+    # add_tokens: PEFT's trainable tokens rebuild the 128k x 2048 embedding (tied head) every step
+    "l32-1b/lora-qv-r8+3tokens/bf16/nockpt/b4s512": ("llama3.2-1b", dict(
+        method="lora", add_tokens=["<|a|>", "<|b|>", "<|c|>"]), False),
     "l32-1b/ia3/bf16/nockpt/b4s1024": ("llama3.2-1b", dict(method="ia3", seq_len=1024), False),
     "l32-1b/prompt-20/bf16/ckpt/b4s1024": ("llama3.2-1b", dict(method="prompt", num_virtual_tokens=20,
                                                                 gradient_checkpointing=True, seq_len=1024), False),
@@ -186,7 +189,8 @@ def run_case(name: str, weights_dir: Path, steps: int, smoke: bool) -> dict[str,
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from engine import precision
-    from engine.methods import count_parameters, get_method
+    from engine.memory.structure import apply_method
+    from engine.methods import count_parameters
 
     model_name, _, padded = CASES[name]
     device = "cpu" if smoke else "cuda"
@@ -202,7 +206,7 @@ def run_case(name: str, weights_dir: Path, steps: int, smoke: bool) -> dict[str,
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model = _build(cfg, model_name, model_dir, weights_dir, device)
-    model = get_method(cfg.method).apply(model, cfg)
+    model = apply_method(model, cfg)  # as the estimate applies it (add_tokens: the vocabulary's last rows)
     if cuda and not cfg.is_quantized:
         model.to("cuda")  # in case a method created its parameters on the CPU
     if hasattr(model, "get_nb_trainable_parameters"):
