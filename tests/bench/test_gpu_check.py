@@ -17,11 +17,13 @@ def test_gpu_check_dry_run_trains_cpu_cases_and_refuses_cuda_ones(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (report,) = tmp_path.glob("gpu-check-dry-*.json")
     cases = {c["case"]: c for c in json.loads(report.read_text())["cases"]}
-    assert set(cases) == {"lora-bf16", "qlora-nf4", "qlora-nf4-gc", "adapter-houlsby", "oom-recovery-lora"}
+    assert set(cases) == {"lora-bf16", "qlora-nf4", "qlora-nf4-gc", "qlora-nf4-add-tokens", "adapter-houlsby",
+                          "oom-recovery-lora"}
     for name in ("lora-bf16", "adapter-houlsby", "oom-recovery-lora"):
         assert cases[name]["status"] == "completed" and cases[name]["loss_finite"] and cases[name]["steps"] == 2
         assert cases[name]["trainable"] > 0
-    assert cases["qlora-nf4"]["status"] == "refused" and "CUDA" in cases["qlora-nf4"]["reason"]
+    for name in ("qlora-nf4", "qlora-nf4-add-tokens"):
+        assert cases[name]["status"] == "refused" and "CUDA" in cases[name]["reason"]
     # The trained lora case is audited too (on a GPU: the qlora case's 4-bit base as well).
     assert cases["lora-bf16"]["audit"] == "ok" and cases["lora-bf16"]["audit_records"] > 100
     assert "audit" not in cases["adapter-houlsby"]
