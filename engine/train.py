@@ -425,7 +425,8 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     records=stats.problems[:100])
 
     torch.manual_seed(cfg.seed)
-    model = _model_to_train(cfg, model_path, env, method, tokenizer)
+    model = _model_to_train(cfg, model_path, env, method, tokenizer, on_base=lambda base: _warn_untrained(
+        base, tokenizer, rendering, cfg, writer) if is_main else None)
     if is_main:
         from engine.methods.lora import save_initial
 
@@ -482,14 +483,78 @@ def _reload_model(prep: Prepared) -> None:
     prep.model = _model_to_train(prep.cfg, prep.model_path, prep.env, prep.method, prep.tokenizer)
 
 
-def _model_to_train(cfg: RunConfig, model_path: Path, env: Any, method: Any, tokenizer: Any) -> Any:
+def _model_to_train(cfg: RunConfig, model_path: Path, env: Any, method: Any, tokenizer: Any,
+                    on_base: Callable[[Any], None] | None = None) -> Any:
     """The base loaded for training with the method applied; with ``add_tokens`` its embeddings
-    grown to the tokenizer and those tokens' rows trainable."""
+    grown to the tokenizer and those tokens' rows trainable. ``on_base`` sees the base first."""
     from engine import precision
 
     model = precision.load_model(cfg, model_path, env, vocab_size=len(tokenizer) if cfg.add_tokens else None)
+    if on_base is not None:
+        on_base(model)
     ids = tokenizer.convert_tokens_to_ids(list(cfg.add_tokens)) if cfg.add_tokens else []
     return method.apply(model, cfg, train_tokens=ids)
+
+
+def untrained_format_tokens(model: Any, tokenizer: Any, rendering: Any) -> list[str]:
+    """The special tokens the run's prompt format writes whose embedding (or output head) rows look
+    untrained: next to nothing compared with the typical row (below 1/1000 of the median norm).
+
+    Base models often ship chat tokens they never trained (Llama 3's ``<|eot_id|>`` and header
+    markers are all but zero in the base model): the model can't read them, and learning to write
+    one from a zero row takes long or turns the loss NaN in half precision.
+    """
+    import torch
+
+    from engine.data.tokenize import render_record
+
+    conv = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a"}]
+    try:
+        ids = render_record(conv, tokenizer, rendering)["input_ids"]
+    except Exception:  # noqa: BLE001 - a template that refuses a system turn
+        ids = render_record(conv[1:], tokenizer, rendering)["input_ids"]
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    found = sorted({i for i in ids if i in special})
+    if not found:
+        return []
+    bad: set[int] = set()
+    with torch.no_grad():
+        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+            weight = getattr(layer, "weight", None)
+            if weight is None or weight.dim() != 2 or weight.dtype not in (torch.float32, torch.float16,
+                                                                            torch.bfloat16):
+                continue
+            rows = weight.shape[0]
+            sample = weight[torch.linspace(0, rows - 1, min(rows, 4096)).long()].float().norm(dim=1)
+            median = float(sample.median())
+            if median <= 0:
+                continue
+            for i in found:
+                if i < rows and float(weight[i].float().norm()) < 1e-3 * median:
+                    bad.add(i)
+    return [tokenizer.convert_ids_to_tokens(i) for i in sorted(bad)]
+
+
+def _warn_untrained(model: Any, tokenizer: Any, rendering: Any, cfg: RunConfig, writer: EventWriter) -> None:
+    """Warn, with ``add_tokens`` as the fix, about format tokens this base never trained."""
+    from engine.config import TOKEN_METHODS
+
+    bad = [t for t in untrained_format_tokens(model, tokenizer, rendering) if t not in cfg.add_tokens]
+    if not bad:
+        return
+    listed = ", ".join(bad)
+    msg = (f"the {rendering.name} format's {listed} {'has' if len(bad) == 1 else 'have'} untrained embeddings in "
+           "this model (their rows are next to zero, as in Llama 3 base models): it can't read them, and learning "
+           "to write them from zero is slow and can turn the loss NaN")
+    if cfg.method in TOKEN_METHODS:
+        writer.emit(ev.WARNING, kind="untrained_tokens", message=msg,
+                    hint=f"Train their rows too: add_tokens: {bad} (they are in the vocabulary already; only their "
+                    "embeddings train).", fix={"add_tokens": [*cfg.add_tokens, *bad]})
+    else:
+        writer.emit(ev.WARNING, kind="untrained_tokens", message=msg,
+                    hint=f"Method {cfg.method} can't train embedding rows: use lora, qlora or full with add_tokens: "
+                    f"{bad}, or a format whose tokens this model knows.")
 
 
 def _next_pow2(n: int) -> int:

@@ -337,3 +337,51 @@ def test_a_comparison_on_losses_refuses_an_adapter_with_added_tokens(taught):
         compare_adapters([str(run / "final")], "demo", limit=2)
     assert "added tokens (<|start_header_id|>, <|end_header_id|>, <|eot_id|>)" in e.value.message
     assert "playground" in e.value.hint
+
+
+@pytest.fixture
+def zeroed_chatml_model(tiny_model_dir, tmp_path) -> Path:
+    """The tiny model with the rows of <|im_start|> and <|im_end|> zeroed, as a base model ships
+    chat tokens it never trained (Llama 3 base's <|eot_id|>)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "zeroed"
+    shutil.copytree(tiny_model_dir, out)
+    tok = AutoTokenizer.from_pretrained(out)
+    weights = load_file(str(out / "model.safetensors"))
+    for i in tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"]):
+        weights["model.embed_tokens.weight"][i] = 0.0
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def test_untrained_format_tokens_are_named_with_add_tokens_as_the_fix(zeroed_chatml_model, tmp_path):
+    data = one_answer_dataset(tmp_path / "one.jsonl")
+    result, rec, _ = train(make_cfg(zeroed_chatml_model, data, tmp_path / "a", template="chatml", max_steps=1))
+    assert result["status"] == "completed"
+    (w,) = [e.data for e in rec.of("warning") if e.data.get("kind") == "untrained_tokens"]
+    assert "<|im_start|>, <|im_end|> have untrained embeddings" in w["message"]
+    assert w["fix"] == {"add_tokens": ["<|im_start|>", "<|im_end|>"]}
+    # Taking the fix: their rows train (PEFT trainable tokens on rows that exist), and no warning.
+    result, rec, trained = train(make_cfg(zeroed_chatml_model, data, tmp_path / "b", template="chatml",
+                                          max_steps=2, add_tokens=["<|im_start|>", "<|im_end|>"]))
+    assert result["status"] == "completed" and not [e for e in rec.of("warning")
+                                                    if e.data.get("kind") == "untrained_tokens"]
+    assert rec.of("started")[0].data["dataset"]["added_tokens"] == []  # nothing new: only trained
+    delta = trained[0].get_base_model().get_input_embeddings().token_adapter.trainable_tokens_delta["default"]
+    assert delta.shape == (2, 32) and float(delta.detach().abs().sum()) > 0
+    # A method that can't train rows is told which can.
+    _, rec, _ = train(make_cfg(zeroed_chatml_model, data, tmp_path / "c", template="chatml", method="ia3",
+                               max_steps=1))
+    (w,) = [e.data for e in rec.of("warning") if e.data.get("kind") == "untrained_tokens"]
+    assert "fix" not in w or not w["fix"]
+    assert "use lora, qlora or full with add_tokens" in w["hint"]
+
+
+def test_trained_format_tokens_raise_no_warning(tiny_model_dir, tmp_path):
+    _, rec, _ = train(make_cfg(tiny_model_dir, one_answer_dataset(tmp_path / "one.jsonl"), tmp_path / "r",
+                               template="chatml", max_steps=1))
+    assert not [e for e in rec.of("warning") if e.data.get("kind") == "untrained_tokens"]
