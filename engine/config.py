@@ -85,6 +85,11 @@ class RunConfig:
                       "prompts are context), last_answer (only a conversation's final answer, the earlier ones "
                       "are context too) or all (every token, prompts included: continued pre-training on the "
                       "records' text).", choices=LOSS_ON_CHOICES, group="data")
+    group_by_length: bool = _f(False, "Batch records of similar length together (transformers' "
+                               "LengthGroupedSampler): far less padding, so faster steps on records of mixed "
+                               "lengths; the batches still come in random order, the longest first (an "
+                               "out-of-memory shows at once). Not needed with packing, which has no padding.",
+                               group="data")
     packing: bool = _f(False, "Pack several short records into each sequence (faster; records still "
                        "only train on their answers).", group="data")
     eval_split: float = _f(0.0, "Fraction of records held out for evaluation (0 = no eval).",
@@ -462,6 +467,9 @@ class RunConfig:
             bad("add_tokens", f"add_tokens needs the new tokens' embeddings to train, which method "
                 f"'{self.method}' can't do; use method full, lora or qlora, or add_tokens: [] (and a "
                 "template whose markers the tokenizer already has).", fix={"method": "lora"})
+        if self.group_by_length and self.packing:
+            bad("group_by_length", "group_by_length sorts records by length to cut padding, but packing leaves no "
+                "padding to cut (it joins records into one row); turn one of them off.", fix={"group_by_length": False})
         if self.method in ("prefix", "prompt") and self.packing:
             bad("packing", f"method '{self.method}' prepends virtual tokens to each sequence, which "
                 "would leak across packed records; turn packing off.", fix={"packing": False})

@@ -506,14 +506,16 @@ def untrained_format_tokens(model: Any, tokenizer: Any, rendering: Any) -> list[
     """
     import torch
 
-    from engine.data.tokenize import render_record
+    from engine.data.tokenize import render_prompt
 
+    # An answer in the history, then the next prompt: every marker the format writes, the end of
+    # an answer included.
     conv = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-            {"role": "assistant", "content": "a"}]
+            {"role": "assistant", "content": "a"}, {"role": "user", "content": "v"}]
     try:
-        ids = render_record(conv, tokenizer, rendering)["input_ids"]
+        ids = render_prompt(tokenizer, conv, rendering)
     except Exception:  # noqa: BLE001 - a template that refuses a system turn
-        ids = render_record(conv[1:], tokenizer, rendering)["input_ids"]
+        ids = render_prompt(tokenizer, conv[1:], rendering)
     special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
     found = sorted({i for i in ids if i in special})
     if not found:
@@ -938,6 +940,8 @@ def training_arguments_kwargs(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
         remove_unused_columns=False,
         dataloader_pin_memory=False,
         neftune_noise_alpha=cfg.neftune_noise_alpha or None,
+        # LengthGroupedSampler: megabatches of 50 x the batch sorted by length, longest batch first.
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )  # gradient checkpointing is applied by precision.load_model, before the method
     if cfg.early_stopping_patience and has_eval:
         # Trainer keeps the best checkpoint and loads it at the end; that needs a checkpoint at

@@ -69,7 +69,7 @@ KEEP_ON_PRESET = ("model", "dataset", "dataset_format", "template", "add_tokens"
 SECTIONS = {
     "Precision and memory": ("optimizer", "gradient_checkpointing", "batch_size",
                              "gradient_accumulation_steps"),
-    "Data": ("dataset", "dataset_format", "template", "add_tokens", "seq_len", "loss_on", "packing", "eval_split", "eval_dataset"),
+    "Data": ("dataset", "dataset_format", "template", "add_tokens", "seq_len", "loss_on", "group_by_length", "packing", "eval_split", "eval_dataset"),
     "Training": ("learning_rate", "lr_scheduler", "min_lr_ratio", "warmup_ratio", "num_epochs", "max_steps", "weight_decay",
                  "max_grad_norm", "neftune_noise_alpha", "seed"),
     "Run and checkpoints": ("run_name", "output_dir", "save_steps", "save_total_limit", "logging_steps",

@@ -26,7 +26,7 @@ from engine.config import RunConfig
 from gui.train.config_model import ConfigModel
 
 LABELS = {
-    "model": "Model", "dataset": "Dataset", "dataset_format": "Format", "template": "Template", "add_tokens": "Add tokens",
+    "model": "Model", "dataset": "Dataset", "dataset_format": "Format", "template": "Template", "add_tokens": "Add tokens", "group_by_length": "Group by length",
     "seq_len": "Sequence length", "packing": "Packing", "min_lr_ratio": "Min LR ratio", "eval_split": "Eval split", "loss_on": "Loss on", "eval_dataset": "Eval file",
     "output_dir": "Output folder", "run_name": "Run name", "method": "Method",
     "lora_r": "Rank (r)", "lora_alpha": "Alpha", "lora_dropout": "Dropout",
