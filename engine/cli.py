@@ -60,6 +60,7 @@ HANDLERS = {
     "data convert": "engine.data:cli_convert",
     "data preview": "engine.data:cli_preview",
     "data split": "engine.data:cli_split",
+    "data hub": "engine.data.hub:cli_list",
     "adapters list": "engine.adapters:cli_list",
     "adapters add": "engine.adapters:cli_add",
     "adapters remove": "engine.adapters:cli_remove",
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds_.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
     ds_.add_argument("--force", action="store_true", help="replace existing output files")
     ds_.add_argument("--json", action="store_true")
+
+    dh = dsub.add_parser("hub", help="list the datasets in the Hugging Face cache (what dataset: ORG/NAME can name)")
+    dh.add_argument("--json", action="store_true")
 
     a = sub.add_parser("adapters", help="the adapter library")
     asub = a.add_subparsers(dest="adapters_command", metavar="ADAPTERS_COMMAND", required=True)

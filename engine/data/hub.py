@@ -64,7 +64,7 @@ def split_files(repo_id: str, split: str = DEFAULT_SPLIT) -> list[Path]:
 
     root = snapshot(repo_id)
     try:
-        patterns = get_data_patterns(str(root))
+        patterns = {str(k): v for k, v in get_data_patterns(str(root)).items()}  # keys are NamedSplits
     except EmptyDatasetError:
         patterns = {}
     if split not in patterns:
@@ -91,6 +91,45 @@ def cached_datasets() -> list[str]:
     except Exception:  # noqa: BLE001 - no cache folder, or one huggingface_hub can't read
         return []
     return sorted(r.repo_id for r in info.repos if r.repo_type == "dataset")
+
+
+def cached_splits(repo_id: str) -> dict[str, int]:
+    """``{split: files this app can read}`` of a cached dataset ({} when none is readable)."""
+    from datasets.data_files import EmptyDatasetError, get_data_patterns
+
+    try:
+        root = snapshot(repo_id)
+        patterns = get_data_patterns(str(root))
+    except (DataError, EmptyDatasetError):
+        return {}
+    out = {}
+    for split, globs in patterns.items():
+        files = {p for g in globs for p in root.glob(g) if p.is_file() and p.suffix.lower() in FILE_SUFFIXES}
+        if files:
+            out[str(split)] = len(files)
+    return out
+
+
+def cli_list(args) -> int:
+    """``finetune-studio data hub``: the cached datasets, their splits and how to name them."""
+    import json
+
+    from huggingface_hub import constants
+
+    rows = [{"id": repo, "splits": cached_splits(repo)} for repo in cached_datasets()]
+    if getattr(args, "json", False):
+        print(json.dumps({"cache": str(constants.HF_HUB_CACHE), "datasets": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"no dataset in the Hugging Face cache ({constants.HF_HUB_CACHE}); where there is internet: "
+              "huggingface-cli download --repo-type dataset ORG/NAME")
+        return 0
+    print(f"datasets in {constants.HF_HUB_CACHE} (give one as dataset: ORG/NAME, or ORG/NAME:SPLIT):")
+    width = max(len(r["id"]) for r in rows)
+    for r in rows:
+        splits = ", ".join(f"{s} ({n} file{'s' if n > 1 else ''})" for s, n in sorted(r["splits"].items()))
+        print(f"  {r['id']:<{width}}  {splits or 'no JSON, JSONL, CSV or Parquet files'}")
+    return 0
 
 
 def describe(repo_id: str, split: str, files: list[Path]) -> str:

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLineEdit,
+    QMenu,
     QSpinBox,
     QToolButton,
     QWidget,
@@ -267,10 +268,37 @@ class TextEditor(FieldEditor):
             button = QToolButton()
             button.setText("…")
             button.setToolTip("Browse")
-            button.clicked.connect(lambda: self._browse(browse))
+            self.button = button
+            if key in ("dataset", "eval_dataset"):
+                # A file, or a dataset of the Hugging Face cache (listed when the menu opens).
+                self.menu = QMenu(button)
+                self.menu.addAction("Choose a file…", lambda: self._browse(browse))
+                self.hub_menu = self.menu.addMenu("From the Hugging Face cache")
+                self.hub_menu.aboutToShow.connect(self._fill_hub_menu)
+                button.setMenu(self.menu)
+                button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+                button.setToolTip("A dataset file, or a dataset in the Hugging Face cache (type org/name:split "
+                                  "for another split than train)")
+            else:
+                button.clicked.connect(lambda: self._browse(browse))
             self._layout.addWidget(button)
         self.set_value(model.get(key))
         self.edit.textEdited.connect(self._commit)
+
+    def _fill_hub_menu(self) -> None:
+        from engine.data.hub import cached_datasets
+
+        self.hub_menu.clear()
+        ids = cached_datasets()
+        for repo in ids:
+            self.hub_menu.addAction(repo, lambda r=repo: self._choose(r))
+        if not ids:
+            empty = self.hub_menu.addAction("none yet (huggingface-cli download --repo-type dataset ID)")
+            empty.setEnabled(False)
+
+    def _choose(self, text: str) -> None:
+        self.edit.setText(text)
+        self._commit()
 
     def value(self) -> Any:
         text = self.edit.text().strip()

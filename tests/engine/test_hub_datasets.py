@@ -116,3 +116,15 @@ def test_the_data_commands_take_a_cached_dataset(hub_cache, tmp_path, capsys):
     assert main(["data", "check", "org/alpaca-mini:test"]) == 0
     assert main(["data", "preview", "org/alpaca-mini", "--record", "13"]) == 0
     assert "Word 12." in capsys.readouterr().out
+
+
+def test_data_hub_lists_the_cached_datasets_and_their_splits(hub_cache, capsys):
+    from engine.cli import main
+
+    assert main(["data", "hub"]) == 0
+    out = capsys.readouterr().out
+    assert "org/alpaca-mini  test (1 file), train (2 files)" in out and "org/one-file     train (1 file)" in out
+    assert main(["data", "hub", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["datasets"] == [{"id": "org/alpaca-mini", "splits": {"test": 1, "train": 2}},
+                                {"id": "org/one-file", "splits": {"train": 1}}]

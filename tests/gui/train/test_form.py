@@ -251,3 +251,31 @@ def test_template_takes_a_named_format_or_a_jinja_file_typed_or_browsed(make_are
     editor.findChild(QToolButton).click()
     assert area.config_model.get("template") == str(tmp_path / "other.jinja")
     assert combo.currentText() == str(tmp_path / "other.jinja")
+
+
+def test_the_dataset_is_a_file_or_a_dataset_of_the_hugging_face_cache(make_area, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from PySide6.QtWidgets import QFileDialog
+
+    from tests.engine.test_hub_datasets import _parquet
+
+    root = tmp_path / "hub"
+    (root / "datasets--org--mini" / "refs").mkdir(parents=True)
+    (root / "datasets--org--mini" / "refs" / "main").write_text("abc", encoding="utf-8")
+    _parquet(root / "datasets--org--mini" / "snapshots" / "abc" / "data" / "train-00000-of-00001.parquet", range(4))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    area = make_area()
+    editor = area.editors["dataset"]
+    assert [a.text() for a in editor.menu.actions()] == ["Choose a file…", "From the Hugging Face cache"]
+    editor.hub_menu.aboutToShow.emit()
+    (choice,) = editor.hub_menu.actions()
+    assert choice.text() == "org/mini"
+    choice.trigger()
+    assert area.config_model.get("dataset") == "org/mini" and editor.edit.text() == "org/mini"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(tmp_path / "mine.jsonl"), ""))
+    editor.menu.actions()[0].trigger()
+    assert area.config_model.get("dataset") == str(tmp_path / "mine.jsonl")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    editor.hub_menu.aboutToShow.emit()
+    (none,) = editor.hub_menu.actions()
+    assert not none.isEnabled() and "huggingface-cli download" in none.text()
