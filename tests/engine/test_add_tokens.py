@@ -385,3 +385,30 @@ def test_trained_format_tokens_raise_no_warning(tiny_model_dir, tmp_path):
     _, rec, _ = train(make_cfg(tiny_model_dir, one_answer_dataset(tmp_path / "one.jsonl"), tmp_path / "r",
                                template="chatml", max_steps=1))
     assert not [e for e in rec.of("warning") if e.data.get("kind") == "untrained_tokens"]
+
+
+def test_two_ddp_processes_grow_and_train_the_same_rows(small_dataset, tmp_path):
+    """Under ``accelerate launch`` (2 CPU processes, gloo) each rank adds the tokens at the same ids
+    and grows its embeddings alike; the run saves the trained rows once."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    repo = Path(__file__).resolve().parents[2]
+    run_yaml = tmp_path / "run.yaml"
+    RunConfig.from_dict({"model": "demo", "dataset": str(small_dataset), "method": "lora", "load_in": "fp32",
+                         "mixed_precision": "no", "device": "cpu", "max_steps": 2, "seq_len": 128, "batch_size": 2,
+                         "learning_rate": 0.01, "template": "llama3", "add_tokens": MARKERS, "sample_answers": 0,
+                         "output_dir": str(tmp_path / "run")}).save(run_yaml)
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "-m", "engine.train", str(run_yaml)], capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    with safe_open(str(tmp_path / "run" / "final" / "adapter_model.safetensors"), "pt") as f:
+        delta = f.get_tensor("base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta")
+    assert delta.shape == (3, 128) and torch.isfinite(delta).all()
