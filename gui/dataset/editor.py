@@ -480,7 +480,26 @@ class DatasetEditor(QWidget):
 
         ``expect``: the record's first user turn as a run audit saw it; if the record shown
         differs (the file changed since the audit), a banner says so.
+
+        A dataset of the Hugging Face cache (``org/name:split``) opens as its local copy in
+        ``<data home>/hub-copies/`` (made the first time, in the dataset's record order).
         """
+        from engine.data import hub
+
+        ref = hub.parse_ref(str(path))
+        if ref is not None:
+            from engine.paths import data_home
+
+            copy = data_home() / "hub-copies" / f"{ref[0].replace('/', '__')}-{ref[1]}.jsonl"
+            current = self.path()
+            if not copy.exists() or current is None or current.resolve() != copy.resolve():
+                if not self.maybe_close():
+                    return False
+                if not copy.exists():
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    if not self.open_hub(str(path), copy):
+                        return False
+            path = copy
         path = Path(path)
         current = self.path()
         if current is None or current.resolve() != path.resolve():

@@ -34,3 +34,14 @@ def test_the_open_button_offers_the_cache(make_editor):
     assert isinstance(button, QToolButton)
     assert button.popupMode() == QToolButton.ToolButtonPopupMode.MenuButtonPopup
     assert [a.text() for a in ed.act_open.menu().actions()] == ["Open a file…", "Open from the Hugging Face cache…"]
+
+
+def test_a_record_of_a_cached_dataset_opens_in_its_local_copy(make_editor, hub_cache, studio_home):  # noqa: F811
+    ed = make_editor()
+    assert ed.show_record("org/alpaca-mini", 13, "Say the word number 13.")
+    copy = studio_home / "hub-copies" / "org__alpaca-mini-train.jsonl"
+    assert ed.path() == copy and ed.current_record_index() == 13 and not ed.banner.isVisible()
+    # The copy is made once: edits in it are kept, the next audit link opens it again.
+    mtime = copy.stat().st_mtime_ns
+    assert ed.show_record("org/alpaca-mini", 2)
+    assert copy.stat().st_mtime_ns == mtime and ed.current_record_index() == 2
