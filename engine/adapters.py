@@ -301,6 +301,12 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
             except ModelError as e:
                 card.loadable = False
                 card.problem = f"{e.message}. {e.hint}"
+    from engine.data.templates import saved_rendering
+
+    rendering = saved_rendering(folder)  # the prompt format its run saved with it
+    if rendering is not None:
+        card.extra["prompt_format"] = {"alpaca": "Alpaca prompt", "saved": "chat template"}.get(
+            rendering.name, rendering.name)
     card.dataset = run_cfg.get("dataset")
     card.eval_dataset = run_cfg.get("eval_dataset") or None
     card.dataset_hash = summary.get("dataset_hash")
@@ -852,6 +858,7 @@ def _card_readme(card: AdapterCard) -> str:
             ("Dataset hash", card.dataset_hash), ("Dataset records", card.dataset_records),
             ("Final training loss", card.final_loss), ("Best eval loss", card.best_eval_loss),
             ("Weights from", card.weights_from), ("Date", card.date),
+            ("Prompt format", card.extra.get("prompt_format")),
             ("Added tokens", ", ".join(f"`{t}`" for t in card.extra["added_tokens"])
              if card.extra.get("added_tokens") else None)]
     lines = [f"# {card.name}", "", "A PEFT adapter exported by Finetune Studio.", "",

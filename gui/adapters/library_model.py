@@ -139,6 +139,8 @@ class AdapterLibraryModel(QAbstractListModel):
             lines = [f"<b>{card.name}</b>", card.path, *card_summary(card)]
             if card.targets:
                 lines.append(f"targets: {card.targets_text}")
+            if card.extra.get("prompt_format"):
+                lines.append(f"prompt format: {html.escape(card.extra['prompt_format'])}")
             if card.extra.get("added_tokens"):
                 lines.append("added tokens: " + html.escape(", ".join(card.extra["added_tokens"])))
             if card.base_model:

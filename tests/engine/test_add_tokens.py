@@ -412,3 +412,15 @@ def test_two_ddp_processes_grow_and_train_the_same_rows(small_dataset, tmp_path)
     with safe_open(str(tmp_path / "run" / "final" / "adapter_model.safetensors"), "pt") as f:
         delta = f.get_tensor("base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta")
     assert delta.shape == (3, 128) and torch.isfinite(delta).all()
+
+
+def test_the_library_card_names_the_prompt_format_and_the_added_tokens(taught):
+    from engine.adapters import _card_readme, read_card
+
+    *_, run = taught
+    card = read_card(run / "final")
+    assert card.extra["prompt_format"] == "llama3" and card.extra["added_tokens"] == MARKERS
+    readme = _card_readme(card)
+    assert "| Prompt format | llama3 |" in readme
+    assert "| Added tokens | `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>` |" in readme
+    assert "base.resize_token_embeddings(len(tokenizer))" in readme
