@@ -1560,7 +1560,9 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
     elif kind == ev.CHECKPOINT:
         print(f"saved {data['path']}", file=out)
     elif kind in (ev.WARNING, ev.RECOVERED):
-        print(f"{kind}: {data.get('message')}", file=out)
+        # With its hint and fix, as an error prints: a terminal user has no advice card to click.
+        print(f"{kind}: {StudioError(str(data.get('message')), fix=data.get('fix'), hint=data.get('hint'))}",
+              file=out)
     elif kind == ev.ERROR:
         print(f"error: {StudioError(data['message'], fix=data.get('fix'), hint=data.get('hint'))}", file=out)
     elif kind == ev.FINISHED:

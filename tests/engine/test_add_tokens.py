@@ -424,3 +424,16 @@ def test_the_library_card_names_the_prompt_format_and_the_added_tokens(taught):
     assert "| Prompt format | llama3 |" in readme
     assert "| Added tokens | `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>` |" in readme
     assert "base.resize_token_embeddings(len(tokenizer))" in readme
+
+
+def test_the_terminal_shows_a_warnings_hint_and_fix(capsys):
+    import sys
+
+    from engine.events import WARNING
+    from engine.train import _print_event
+
+    _print_event(WARNING, {"kind": "template_markers", "message": "template llama3: split markers",
+                           "hint": "Add them as tokens", "fix": {"add_tokens": MARKERS}}, sys.stdout)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["warning: template llama3: split markers", "  hint: Add them as tokens",
+                   f"  fix: add_tokens={MARKERS!r}"]
