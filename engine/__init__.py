@@ -23,3 +23,18 @@ def _quiet_known_library_noise() -> None:
 
 
 _quiet_known_library_noise()
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def stay_offline() -> None:
+    """Tell huggingface_hub, transformers and datasets that there is no network, for this process
+    and the workers it starts: nothing is ever downloaded, and a library's own check (PEFT asking
+    the Hub whether a base's config exists, a tokenizer's update check) fails at once instead of
+    waiting on a machine without internet. Called by the entry points before those libraries are
+    imported (they read it at import); a value the user set is kept.
+    """
+    import os
+
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)

@@ -427,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Output piped into a reader that stops early (``runs show RUN | head -1``) ends the
     command quietly, as ``cat`` would, instead of with a BrokenPipeError traceback.
     """
+    from engine import stay_offline
+
+    stay_offline()
     try:
         code = _main(argv)
         sys.stdout.flush()  # inside the try: a broken pipe can surface only at this last flush

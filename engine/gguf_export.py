@@ -603,7 +603,7 @@ def lora_gguf_problem(adapter_dir: str | Path, adapter_config: dict | str | None
         return f"'{adapter_dir.name}' is a DoRA adapter, which llama.cpp can't apply at run time"
     if acfg.get("trainable_token_indices"):
         return (f"'{adapter_dir.name}' trains tokens its run added to the vocabulary, and a llama.cpp adapter can't "
-                "add rows to its base's embeddings; export it merged into the base instead")
+                "add rows to its base's embeddings")
     if acfg.get("alpha_pattern") or (acfg.get("use_rslora") and acfg.get("rank_pattern")):
         return (f"'{adapter_dir.name}' scales its modules differently (alpha_pattern, or rsLoRA with a rank_pattern); "
                 "a llama.cpp adapter has one alpha")

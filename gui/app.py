@@ -88,6 +88,9 @@ def screenshot(out: str, tab: str = "dataset", size: str = "1360x860") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine import stay_offline
+
+    stay_offline()  # the window, and every worker it starts, never reaches for the network
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     if args.screenshot and os.environ.get("QT_QPA_PLATFORM", "offscreen") == "offscreen":
         os.environ["QT_QPA_PLATFORM"] = offscreen_platform()

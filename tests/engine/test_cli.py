@@ -165,3 +165,24 @@ def test_training_goes_on_when_its_output_pipe_closes(tiny_model_dir, small_data
     assert summary["status"] == "completed" and summary["step"] == 3
     assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
 
+
+
+def test_the_command_tells_the_libraries_there_is_no_network(tmp_path):
+    """Before huggingface_hub is imported, so its constants (read at import) say offline; the
+    training and generation workers inherit it. A value the user set is kept."""
+    code = ("import os, sys\n"
+            "from engine.cli import main\n"
+            "main(['data', 'hub', '--json'])\n"
+            "from huggingface_hub import constants\n"
+            "print('OFFLINE', constants.HF_HUB_OFFLINE, os.environ['TRANSFORMERS_OFFLINE'], "
+            "os.environ['HF_DATASETS_OFFLINE'])\n")
+    import os
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert "OFFLINE True 1 1" in out
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**env, "HF_DATASETS_OFFLINE": "0"}).stdout
+    assert "OFFLINE True 1 0" in out
