@@ -50,7 +50,9 @@ def test_each_init_trains_and_final_is_a_plain_lora_for_the_original_base(init, 
 
     card = read_card(out / "final")
     assert card.loadable and card.rank == saved["r"]
-    assert card.extra == ({"init": {"pissa": "PiSSA", "olora": "OLoRA"}[init], "trained_rank": 4} if rewrites else {})
+    rank_info = {k: card.extra[k] for k in ("init", "trained_rank") if k in card.extra}
+    assert rank_info == ({"init": {"pissa": "PiSSA", "olora": "OLoRA"}[init], "trained_rank": 4} if rewrites else {})
+    assert card.extra["prompt_format"] == "chat template"  # the run saved the base's chat template
     loaded = _final_on_the_original_base(tiny_model_dir, out, cfg)
     torch.testing.assert_close(logits(loaded, ids), after, rtol=1e-4, atol=1e-4)
     again = get_method("lora").load(fresh(cfg, tiny_model_dir), out / "final", cfg)  # the engine's own load
