@@ -277,10 +277,10 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
             card.rank = acfg.get("r")
             card.alpha = acfg.get("lora_alpha")
             card.targets = acfg.get("target_modules")
-            if acfg.get("trainable_token_indices"):
-                # The run's add_tokens; the ids alone when the run config isn't beside it.
-                tti = acfg["trainable_token_indices"]
-                ids = sorted({i for v in tti.values() for i in v} if isinstance(tti, dict) else set(tti))
+            from engine.methods.peft_adapter import token_ids
+
+            ids = token_ids(acfg)
+            if ids:  # the run's add_tokens; the ids alone when the run config isn't beside it
                 card.extra["added_tokens"] = run_cfg.get("add_tokens") or [f"id {i}" for i in ids]
             if run_cfg.get("lora_init") in REWRITING_INITS:
                 # Trained at rank r, saved as the plain LoRA of rank 2r that fits the original base.

@@ -582,7 +582,7 @@ class Generator:
                 already loaded that trains embedding rows itself.
         """
         from engine.adapters import load_saved_tokenizer
-        from engine.methods.peft_adapter import fit_vocab, token_rows
+        from engine.methods.peft_adapter import grow_vocab, token_rows
 
         need = token_rows(json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")))
         if not need:
@@ -595,7 +595,7 @@ class Generator:
             raise ModelError(f"adapter '{label}' adds more tokens than the base holds under the adapters with "
                              f"added tokens already loaded ({', '.join(self.tokenizers)})",
                              hint="Load the adapter that adds the most tokens first, or unload those.")
-        fit_vocab(self.peft.get_base_model() if self.peft is not None else self.model, folder)
+        grow_vocab(self.peft.get_base_model() if self.peft is not None else self.model, need)
         return tokenizer
 
     def _load_base(self):

@@ -425,8 +425,8 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     records=stats.problems[:100])
 
     torch.manual_seed(cfg.seed)
-    model = _model_to_train(cfg, model_path, env, method, tokenizer, on_base=lambda base: _warn_untrained(
-        base, tokenizer, rendering, cfg, writer) if is_main else None)
+    model = _model_to_train(cfg, model_path, env, method, tokenizer, on_base=(
+        lambda base: _warn_untrained(base, tokenizer, rendering, cfg, writer)) if is_main else None)
     if is_main:
         from engine.methods.lora import save_initial
 

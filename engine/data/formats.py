@@ -204,7 +204,7 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
             format can't hold, or a column with mixed types for Parquet.
     """
     path = Path(path)
-    container = container or _container_from_suffix(path) or ds.container
+    container = container or container_from_suffix(path) or ds.container
     fmt = fmt or ds.format
     if container not in RecordFormat.CONTAINERS:
         raise DataError(f"unknown container {container!r}; allowed: {', '.join(RecordFormat.CONTAINERS)}")
@@ -296,7 +296,8 @@ def describe(ds: DatasetFile) -> str:
 # ---- Detection
 
 
-def _container_from_suffix(path: Path) -> str | None:
+def container_from_suffix(path: Path) -> str | None:
+    """The container a file name's extension stands for (``.ndjson`` is JSONL, ``.tsv`` CSV), or None."""
     return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
             ".parquet": "parquet"}.get(path.suffix.lower())
 
@@ -1044,7 +1045,7 @@ def _convert_target(values: list[str], out: Path) -> tuple[str | None, str]:
                             "format and one container")
         else:
             raise DataError(f"unknown --format {v!r}; allowed: {allowed}")
-    by_suffix = _container_from_suffix(out)
+    by_suffix = container_from_suffix(out)
     if container is None:
         if by_suffix is None:
             raise DataError(f"can't tell the output container from the name '{out.name}'", path=str(out),

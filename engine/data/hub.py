@@ -83,14 +83,20 @@ def split_files(repo_id: str, split: str = DEFAULT_SPLIT) -> list[Path]:
 
 
 def cached_datasets() -> list[str]:
-    """The ids of the datasets in the hub cache, sorted (none when there is no cache)."""
-    from huggingface_hub import constants, scan_cache_dir
+    """The ids of the datasets in the hub cache that have a snapshot, sorted (none without a cache).
 
+    Read from the cache's folder names (``datasets--org--name``; the Hub forbids ``--`` in names)
+    rather than ``scan_cache_dir``, which stats every file of every cached model: this runs when a
+    menu opens.
+    """
+    from huggingface_hub import constants
+
+    root = Path(constants.HF_HUB_CACHE)
     try:
-        info = scan_cache_dir(constants.HF_HUB_CACHE)
-    except Exception:  # noqa: BLE001 - no cache folder, or one huggingface_hub can't read
+        folders = [p for p in root.glob("datasets--*--*") if any((p / "snapshots").glob("*"))]
+    except OSError:
         return []
-    return sorted(r.repo_id for r in info.repos if r.repo_type == "dataset")
+    return sorted(p.name.removeprefix("datasets--").replace("--", "/", 1) for p in folders)
 
 
 def cached_splits(repo_id: str) -> dict[str, int]:

@@ -55,31 +55,42 @@ def save_token_rows_only(model: PeftModel) -> None:
     model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
 
 
+def token_ids(adapter_config: dict) -> list[int]:
+    """The token ids an adapter trains through ``trainable_token_indices`` (a list, or a list per
+    embedding module), sorted; [] when it trains none."""
+    tti = adapter_config.get("trainable_token_indices")
+    return sorted({i for v in tti.values() for i in v} if isinstance(tti, dict) else set(tti or []))
+
+
 def token_rows(adapter_config: dict) -> int:
     """How many embedding rows a base needs for this adapter: one past the highest id it trains
-    through ``trainable_token_indices`` (0 when it trains none)."""
-    tti = adapter_config.get("trainable_token_indices") if isinstance(adapter_config, dict) else None
-    ids = [i for v in tti.values() for i in v] if isinstance(tti, dict) else list(tti or [])
-    return max(ids) + 1 if ids else 0
+    (0 when it trains none)."""
+    ids = token_ids(adapter_config)
+    return ids[-1] + 1 if ids else 0
 
 
-def fit_vocab(base_model: nn.Module, folder: Path) -> int:
-    """Grow ``base_model``'s embeddings (and head) to the rows the adapter in ``folder`` trains, so
-    that its added tokens can load; returns the rows added (0: it fitted already).
+def grow_vocab(base_model: nn.Module, rows: int) -> int:
+    """Grow ``base_model``'s embeddings (and head) to ``rows``, for an adapter whose added tokens
+    train rows it lacks; returns the rows added (0: it had them).
 
     The new rows' starting values don't matter: the adapter replaces each row it trained.
     """
+    have = base_model.get_input_embeddings().weight.shape[0]
+    if rows <= have:
+        return 0
+    base_model.resize_token_embeddings(rows, mean_resizing=False)
+    return rows - have
+
+
+def fit_vocab(base_model: nn.Module, folder: Path) -> int:
+    """:func:`grow_vocab` to the rows the adapter in ``folder`` trains."""
     import json
 
     try:
         config = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return 0
-    need, have = token_rows(config), base_model.get_input_embeddings().weight.shape[0]
-    if need <= have:
-        return 0
-    base_model.resize_token_embeddings(need, mean_resizing=False)
-    return need - have
+    return grow_vocab(base_model, token_rows(config)) if isinstance(config, dict) else 0
 
 
 def save(model: nn.Module, out_dir: Path) -> Path:

@@ -140,6 +140,11 @@ class Banner(QFrame):
         self.kind = ""
         self.hide()
 
+    def show_failure(self, what: str, e: BaseException) -> None:
+        """An error banner: ``what`` failed, and why (a StudioError's message, else the exception)."""
+        msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+        self.show_message("error", f"{what}: {msg}")
+
     def show_message(self, kind: str, text: str, actions: list[tuple[str, object]] | None = None) -> None:
         """Show ``text``; ``actions`` are ``(label, callable)`` pairs for the buttons."""
         self.kind = kind
@@ -321,18 +326,15 @@ class DatasetEditor(QWidget):
         """Open a dataset of the Hugging Face cache (``org/name`` or ``org/name:split``) by writing a
         local copy to ``copy_to`` (its suffix picks the container) and opening that: the editor edits
         real files, autosaved, never the cache's shared blobs."""
-        from engine.data.formats import open_dataset
+        from engine.data.formats import container_from_suffix, open_dataset
 
         copy_to = Path(copy_to)
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             ds = open_dataset(ref)
-            container = {".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}.get(
-                copy_to.suffix.lower(), "jsonl")
-            written = save_dataset_file(ds, copy_to, container=container)
+            written = save_dataset_file(ds, copy_to, container=container_from_suffix(copy_to) or "jsonl")
         except (StudioError, OSError) as e:
-            msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
-            self.banner.show_message("error", f"Can't open {ref}: {msg}")
+            self.banner.show_failure(f"Can't open {ref}", e)
             return False
         finally:
             QApplication.restoreOverrideCursor()
@@ -371,8 +373,7 @@ class DatasetEditor(QWidget):
         try:
             path = save_dataset_file(ds)
         except (StudioError, OSError) as e:
-            msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
-            self.banner.show_message("error", f"Not saved: {msg}")
+            self.banner.show_failure("Not saved", e)
             return False
         finally:
             QApplication.restoreOverrideCursor()
@@ -395,8 +396,7 @@ class DatasetEditor(QWidget):
         try:
             written = save_dataset_file(ds, path, container=container, fmt=fmt)
         except (StudioError, OSError) as e:
-            msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
-            self.banner.show_message("error", f"Not written: {msg}")
+            self.banner.show_failure("Not written", e)
             return False
         if converting:
             self.sig_status.emit(f"Exported {len(ds.records):,} records to {written}")
@@ -1199,8 +1199,7 @@ class DatasetEditor(QWidget):
         try:
             written = export(self._ds, path, per_answer=True)
         except (StudioError, OSError) as e:
-            msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
-            self.banner.show_message("error", f"Not written: {msg}")
+            self.banner.show_failure("Not written", e)
             return False
         self.sig_status.emit(f"Wrote {written} with one record per answer; train on it to train every answer")
         return True
