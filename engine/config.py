@@ -286,7 +286,10 @@ class RunConfig:
             raise ConfigErrors([ConfigError(f"{where}: invalid YAML: {problem}")]) from None
         if isinstance(data, dict) and overrides:
             data = {**data, **overrides}
-        cfg = cls.from_dict(data, source=str(path))
+        try:
+            cfg = cls.from_dict(data, source=str(path))
+        except ConfigErrors as e:
+            raise _located(e, path, _key_positions(text), set(overrides or ())) from None
         return cfg.resolve_paths(path.parent)
 
     def resolve_paths(self, base: Path) -> RunConfig:
@@ -480,6 +483,37 @@ class RunConfig:
 # ---------------------------------------------------------------- Coercion helpers
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
                "false": False, "no": False, "off": False, "0": False}
+
+
+def _key_positions(text: str) -> dict[str, tuple[int, int]]:
+    """Where each top-level key is in a YAML text: key -> (line, column), 1-based."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    for key_node, _ in root.value:
+        mark = key_node.start_mark
+        out.setdefault(str(key_node.value), (mark.line + 1, mark.column + 1))
+    return out
+
+
+def _located(errors: ConfigErrors, path: Path, positions: dict[str, tuple[int, int]],
+             overridden: set[str]) -> ConfigErrors:
+    """The same errors, each starting with the file (and line:column of its key when it is in it)."""
+    out = []
+    for e in errors.errors:
+        message = e.message.removeprefix(f"{path}: ")
+        if e.key in positions and e.key not in overridden:
+            line, column = positions[e.key]
+            message = f"{path}:{line}:{column}: {message}"
+        elif e.key not in overridden:
+            message = f"{path}: {message}"
+        located = ConfigError(message, key=e.key, fix=e.fix, hint=e.hint)
+        out.append(located)
+    return ConfigErrors(out)
 
 
 def _kind(name: str, default: Any) -> str:

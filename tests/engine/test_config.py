@@ -157,6 +157,29 @@ def test_readme_documents_every_key():
     assert table == RunConfig.markdown_table()
 
 
+def test_value_errors_in_a_file_name_the_key_s_line_and_column(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: demo\n# a comment\nlora_r: abc\n  # indented comment\nbatch_sise: 4\n"
+                    "method: full\nload_in: nf4\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    got = messages(e.value)
+    assert got[0].startswith(f"{path}:3:1: 'lora_r' must be a whole number")
+    assert got[1].startswith(f"{path}:5:1: unknown key 'batch_sise'")
+    assert e.value.errors[1].key == "batch_sise"
+    # A clash found after the values are read points at the key it names.
+    path.write_text("model: demo\nmethod: full\nmixed_precision: fp16\nload_in: nf4\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    clash = [m for m in messages(e.value) if "loaded quantized" in m]
+    assert clash and clash[0].startswith(f"{path}:4:1: method 'full'")
+    # A value given on the command line is not in the file: no line for it.
+    path.write_text("model: demo\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path, overrides={"lora_r": "abc"})
+    assert messages(e.value) == ["'lora_r' must be a whole number, got 'abc'"]
+
+
 def test_bare_no_in_yaml_and_on_the_command_line_means_the_choice_no(tmp_path):
     # YAML 1.1 reads `no` as false; for a choice that has "no" it must stay the choice.
     path = tmp_path / "run.yaml"
