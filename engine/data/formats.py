@@ -762,7 +762,9 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
     ds.newline = "\r\n" if first_line.endswith("\r") else "\n"
     delimiter = "\t" if path.suffix.lower() == ".tsv" or first_line.count("\t") > first_line.count(",") else ","
     tap = _LineTap(io.StringIO(text, newline=""))
-    reader = csv.reader(tap, delimiter=delimiter)
+    # strict: a quote never closed, or text after a closing quote, is an error on that row rather
+    # than a silently changed value (a stray quote would swallow the rest of the file into one field).
+    reader = csv.reader(tap, delimiter=delimiter, strict=True)
     ds.style = {"delimiter": delimiter, "columns": [], "json_columns": []}
     try:
         header = next(reader)
@@ -791,7 +793,7 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
         except csv.Error as e:
             chunk = "".join(tap.taken)
             tap.taken = []
-            records.append(_broken(chunk, line, f"line {line}: {e}", None))
+            records.append(_broken(chunk, line, f"line {line}: {_csv_problem(e, delimiter)}", None))
             line += chunk.count("\n") or 1
             continue
         chunk = "".join(tap.taken)
@@ -814,6 +816,19 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
     _collect_errors(ds)
     if not records:
         ds.errors.insert(0, DataError("the file has a header but no records", path=str(path)))
+
+
+def _csv_problem(e: csv.Error, delimiter: str) -> str:
+    """csv's error in words a person editing the file can act on."""
+    text = str(e)
+    if "unexpected end of data" in text:
+        return ("a quoted field in this row never gets its closing quote, so the rest of the file "
+                "would be read into it. Close the quote, or write a quote inside a field as \"\"")
+    if "expected after" in text:
+        sep = "a tab" if delimiter == "\t" else f"'{delimiter}'"
+        return (f"text follows a quoted field's closing quote ({sep} or the end of the line must "
+                f"come next). Inside a quoted field, write a quote as \"\"")
+    return text
 
 
 def _row_dict(row: list[str], ds: DatasetFile) -> dict:

@@ -313,6 +313,23 @@ def test_csv_row_with_wrong_field_count_is_broken(tmp_path):
     assert path.read_bytes() == b"instruction,output\na,B\nc,d,e\nf,g\n"
 
 
+def test_csv_stray_quotes_are_broken_rows_not_silently_changed_values(tmp_path):
+    # Python's csv, not strict, reads `x,"y"z` as 'yz' and an unclosed quote as the rest of the file.
+    path = tmp_path / "q.csv"
+    original = b'instruction,output\nx,"y"z\nhello,world\n"a",b\nlast,"never closed\nmore,rows\n'
+    path.write_bytes(original)
+    ds = load_dataset_file(path)
+    assert ds.broken_indices() == [0, 3]
+    assert ds.records[0].error.startswith("line 2: text follows a quoted field's closing quote (',' ")
+    assert ds.records[3].error.startswith("line 5: a quoted field in this row never gets its closing quote")
+    assert [r.data for r in ds.records if not r.error] == [
+        {"instruction": "hello", "output": "world"}, {"instruction": "a", "output": "b"}]
+    # Nothing is lost: an edit elsewhere saves the broken rows as they were.
+    ds.records[1].data["output"] = "World"
+    save_dataset_file(ds)
+    assert path.read_bytes() == original.replace(b"hello,world", b"hello,World")
+
+
 def test_missing_and_unreadable_files():
     with pytest.raises(DataError, match="no such file"):
         load_dataset_file(FIXTURES / "nope.jsonl")
