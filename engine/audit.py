@@ -347,7 +347,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     from engine.data import hub
     from engine.data.formats import open_dataset
     from engine.data.split import content_hash, train_eval_split
-    from engine.data.tokenize import tokenize_records
+    from engine.data.tokenize import describe_problems, tokenize_records
     from engine.methods import get_method
     from engine.models import load_tokenizer, resolve_model_path
     from engine.paths import demo_dataset_path, tokenized_cache_dir
@@ -397,7 +397,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
                                    cache_dir=tokenized_cache_dir())
     if not rows:
         raise StudioError(f"nothing to score in {data_path}: every record was dropped",
-                          hint=json.dumps(stats.problems[:3], ensure_ascii=False))
+                          hint=describe_problems(stats.problems))
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     split_of = {i: "train" for i in train_idx} | {i: "eval" for i in eval_idx}
 

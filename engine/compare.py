@@ -401,7 +401,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
     from engine.audit import first_user_turn, record_digest, rounded_loss, score_rows
     from engine.data.formats import open_dataset
     from engine.data.templates import check_template_name
-    from engine.data.tokenize import tokenize_records
+    from engine.data.tokenize import describe_problems, tokenize_records
     from engine.errors import ModelError
     from engine.generate import BASE, Generator
     from engine.models import load_tokenizer
@@ -499,7 +499,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
                                    cache_dir=tokenized_cache_dir())
     if not rows:
         raise StudioError(f"nothing to score in {data_path}: every record was dropped",
-                          hint="; ".join(p["message"] for p in stats.problems[:3]) or None)
+                          hint=describe_problems(stats.problems) or None)
     all_digests = [record_digest(good[src].messages()) for src in stats.sources]
     chosen = list(range(len(rows)))
     if limit and limit < len(rows):

@@ -261,7 +261,7 @@ def _eval_file_rows(cfg: RunConfig, tokenizer: Any, train_records: list, writer:
         StudioError: no record of the file can be evaluated.
     """
     from engine.audit import record_digest
-    from engine.data.tokenize import tokenize_records
+    from engine.data.tokenize import describe_problems, tokenize_records
     from engine.paths import tokenized_cache_dir
 
     records, info = load_training_records(cfg, eval_file=True)
@@ -276,7 +276,17 @@ def _eval_file_rows(cfg: RunConfig, tokenizer: Any, train_records: list, writer:
         writer.emit(ev.WARNING, kind="broken", message=f"{info['broken']} record(s) of the eval file "
                     f"{info['path']} could not be read and were left out (line {first['line']}: "
                     f"{first['message']})", records=info["broken_records"])
-    trained = {record_digest(r.messages()) for r in train_records}
+    if stats.dropped:
+        n = stats.dropped
+        writer.emit(ev.WARNING, kind="dropped", message=f"{n} record{'s' if n > 1 else ''} of the eval file "
+                    f"{info['path']} can't be scored and {'were' if n > 1 else 'was'} left out: "
+                    f"{describe_problems(stats.problems)}", records=stats.problems[:100])
+    trained = set()
+    for r in train_records:
+        try:
+            trained.add(record_digest(r.messages()))
+        except DataError:
+            pass  # left out of training (and reported) already
     shared = [i for i in range(len(rows)) if record_digest(records[stats.sources[i]].messages()) in trained]
     if shared:
         lines = [getattr(records[stats.sources[i]], "line", None) for i in shared]
@@ -324,7 +334,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     from engine.data.split import train_eval_split
     from engine.data.templates import is_template_file, read_template_file, saved_template
     from engine.data.templates import resolve as resolve_template
-    from engine.data.tokenize import tokenize_records
+    from engine.data.tokenize import describe_problems, tokenize_records
     from engine.methods import get_method
     from engine.models import add_special_tokens, check_weights_safe, load_tokenizer, resolve_model_path
     from engine.paths import tokenized_cache_dir
@@ -373,7 +383,9 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
                                    cache_dir=tokenized_cache_dir())
     if not rows:
-        raise StudioError("no trainable records: every record was dropped", hint=json.dumps(stats.problems[:3]))
+        raise DataError(f"no trainable records: every record of {data_info['path']} was left out: "
+                        f"{describe_problems(stats.problems)}",
+                        hint="Fix them in the Dataset area, or list them with `finetune-studio data check FILE`.")
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     train_rows = [rows[i] for i in train_idx]
     eval_rows = [rows[i] for i in eval_idx]
@@ -420,8 +432,10 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     "FILE OUT --per-answer`), or use template: alpaca.",
                     records=stats.partial[:100])
     if stats.dropped:
-        writer.emit(ev.WARNING, kind="dropped", message=f"{stats.dropped} records had nothing to train on "
-                    "and were left out", hint=json.dumps(stats.problems[:5], ensure_ascii=False),
+        n = stats.dropped
+        writer.emit(ev.WARNING, kind="dropped", message=f"{n} record{'s' if n > 1 else ''} of {data_info['path']} "
+                    f"can't train and {'were' if n > 1 else 'was'} left out: {describe_problems(stats.problems)}",
+                    hint="Fix them in the Dataset area, or list them with `finetune-studio data check FILE`.",
                     records=stats.problems[:100])
 
     torch.manual_seed(cfg.seed)
@@ -1598,9 +1612,18 @@ def _install_signal_handlers(commands: Commands) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def quiet_library_bars() -> None:
+    """No tqdm bars from transformers (its "Loading weights" bar): the run prints its own progress,
+    and a bar's carriage returns garble a line-based log."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def cli_train(args: Any) -> int:
     """``finetune-studio train RUN.yaml [--resume] [--events] [--KEY VALUE ...]``."""
     cfg = RunConfig.load(args.config, args.overrides)
+    quiet_library_bars()
     commands = Commands()
     _install_signal_handlers(commands)
     writer = EventWriter() if args.events else _ConsoleWriter()

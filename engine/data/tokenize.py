@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,9 +163,19 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
     template = resolve(tokenizer, template)  # once: a template file is read and checked here
     if num_proc is None:
         num_proc = max(1, min(8, (os.cpu_count() or 2) // 2))
-    rendered = (_render_with_datasets(records, tokenizer, template, loss_on, num_proc, cache_dir)
-                if records and cache_dir is not None or (num_proc > 1 and len(records) >= PARALLEL_FROM)
-                else (_render_one(rec.messages(), tokenizer, template, loss_on) for rec in records))
+    convs: list[list[dict] | None] = []
+    unreadable: dict[int, str] = {}  # a field of the wrong type, an unknown role...: left out and listed
+    for index, rec in enumerate(records):
+        try:
+            convs.append(rec.messages())
+        except DataError as e:
+            convs.append(None)
+            unreadable[index] = _RECORD_AT.sub("", e.message, count=1)
+    good = [c for c in convs if c is not None]
+    good_rendered = iter(_render_with_datasets(good, tokenizer, template, loss_on, num_proc, cache_dir)
+                         if good and cache_dir is not None or (num_proc > 1 and len(good) >= PARALLEL_FROM)
+                         else (_render_one(c, tokenizer, template, loss_on) for c in good))
+    rendered = ((None, unreadable[i], []) if i in unreadable else next(good_rendered) for i in range(len(records)))
     for index, (rec, (row, error, skipped)) in enumerate(zip(records, rendered, strict=True)):
         stats.records += 1
         if error is not None:
@@ -193,6 +204,17 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
     return rows, stats
 
 
+_RECORD_AT = re.compile(r"^record( at line \d+)?: ")
+
+
+def describe_problems(problems: list[dict], limit: int = 3) -> str:
+    """The first dropped records in words: ``line 4: 'output' is a number, expected text; line 9: ...``."""
+    parts = [f"line {p['line']}: {p['message']}" if p.get("line") else f"record {p['index'] + 1}: {p['message']}"
+             for p in problems[:limit]]
+    more = len(problems) - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
 def _render_one(messages: list[dict], tokenizer: Any, rendering: Rendering, loss_on: str
                 ) -> tuple[dict[str, list[int]] | None, str | None, list[int]]:
     """(row, None, untrained answer turns) or (None, why it can't train, [])."""
@@ -216,12 +238,12 @@ def _render_batch(batch: dict[str, list], tokenizer: Any, rendering: Rendering, 
     return out
 
 
-def _render_with_datasets(records: list[Any], tokenizer: Any, rendering: Rendering, loss_on: str, num_proc: int,
+def _render_with_datasets(conversations: list[list[dict]], tokenizer: Any, rendering: Rendering, loss_on: str, num_proc: int,
                           cache_dir: str | os.PathLike | None) -> Iterator[tuple[dict | None, str | None, list[int]]]:
     import datasets
     from datasets.fingerprint import Hasher
 
-    convs = [json.dumps(rec.messages(), ensure_ascii=False) for rec in records]
+    convs = [json.dumps(c, ensure_ascii=False) for c in conversations]
     digest = hashlib.sha256()
     for c in convs:
         digest.update(c.encode("utf-8") + b"\0")
@@ -237,11 +259,11 @@ def _render_with_datasets(records: list[Any], tokenizer: Any, rendering: Renderi
                 table = datasets.load_from_disk(str(folder))
             except (OSError, ValueError):
                 table = None
-            damaged = table is None or len(table) != len(records)  # rebuilt and replaced
+            damaged = table is None or len(table) != len(convs)  # rebuilt and replaced
         if table is None or damaged:
             table = datasets.Dataset.from_dict({"conv": convs}).map(
                 _render_batch, batched=True, batch_size=64, remove_columns=["conv"],
-                num_proc=num_proc if num_proc > 1 and len(records) >= PARALLEL_FROM else None,
+                num_proc=num_proc if num_proc > 1 and len(convs) >= PARALLEL_FROM else None,
                 fn_kwargs={"tokenizer": tokenizer, "rendering": rendering, "loss_on": loss_on})
             if folder is not None:
                 _store(table, folder, replace=damaged)

@@ -185,10 +185,7 @@ class Advisor:
                     "those records in the Dataset area.")
             return [Advice("warning", "Records were truncated", text, fix, key="truncation")]
         if kind == "dropped":
-            text = (f"{message}. They have no answer tokens left after the prompt (empty output, or a prompt "
-                    "longer than the sequence length). Fix them in the Dataset area.")
-            if hint:
-                text += f"\nExamples: {hint}"
+            text = f"{message}." + (f"\n{hint}" if hint else "")
             return [Advice("warning", "Records were left out", text, fix, key="dropped")]
         if kind == "keep_awake":
             return [Advice("warning", "The computer may go to sleep", f"{message}. Nothing trains while the "
@@ -199,6 +196,7 @@ class Advisor:
                            "more and leak between train and eval; remove them in the Dataset area.",
                            fix, key="duplicates")]
         titles = {"disk": "The disk may fill up", "eval_overlap": "Eval records are also training records",
+                  "broken": "Records could not be read",
                   "partial": "Some answers of multi-turn records don't train"}
         return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()),
                        message + (f"\n{hint}" if hint else ""), fix, key=f"warning:{kind}")]

@@ -233,6 +233,23 @@ def same(a, b) -> None:
         (st_b.problems, st_b.partial, st_b.sources, st_b.cut_rows)
 
 
+def test_records_with_a_wrong_field_are_left_out_and_listed_not_fatal(tok, tmp_path):
+    from engine.data.tokenize import describe_problems
+
+    records = [Record({"instruction": "short", "output": "fine"}, line=1),
+               Record({"instruction": 3, "output": "a number as the instruction"}, line=2),
+               Record({"messages": [{"role": "narrator", "content": "x"}]}, line=3),
+               Record({"instruction": "also fine", "output": "yes"}, line=4)]
+    for kw in ({"num_proc": 1}, {"cache_dir": tmp_path}):
+        rows, stats = tokenize_records(records, tok, "auto", 48, **kw)
+        assert stats.records == 4 and stats.dropped == 2 and stats.sources == [0, 3] and len(rows) == 2
+        assert [(p["index"], p["line"]) for p in stats.problems] == [(1, 2), (2, 3)]
+        assert stats.problems[0]["message"] == "'instruction' is a number, expected text"
+        assert stats.problems[1]["message"].startswith("messages[0] has the role 'narrator'; allowed:")
+    assert describe_problems(stats.problems, limit=1) == (
+        "line 2: 'instruction' is a number, expected text (and 1 more)")
+
+
 def test_datasets_map_over_processes_gives_what_the_loop_gives(tok, monkeypatch):
     import engine.data.tokenize as tk
 

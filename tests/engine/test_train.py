@@ -429,6 +429,25 @@ def test_malformed_records_are_reported_with_their_lines(tiny_model_dir, small_d
     assert saved["broken"] == 1 and saved["broken_records"][0]["line"] == 4
 
 
+def test_records_with_a_wrong_field_are_left_out_with_file_and_line(tiny_model_dir, small_dataset, tmp_path):
+    lines = small_dataset.read_text(encoding="utf-8").splitlines()
+    lines.insert(2, '{"instruction": ["a", "list"], "output": "x"}')  # line 3: valid JSON, not a record
+    data = tmp_path / "typed.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run", max_steps=1))
+    assert result["status"] == "completed"
+    warning = next(e for e in rec.of("warning") if e["kind"] == "dropped")
+    assert f"of {data} can't train" in warning["message"]
+    assert "line 3: 'instruction' is a list, expected text" in warning["message"]
+    assert {"index": 2, "line": 3, "message": "'instruction' is a list, expected text"} in warning["records"]
+    # Every record unusable: the run says so, naming the file, before loading the model.
+    data.write_text('{"instruction": 1, "output": "x"}\n{"instruction": "no answer"}\n', encoding="utf-8")
+    result, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run2", max_steps=1))
+    assert result["status"] == "failed"
+    error = rec.of("error")[0]
+    assert error["kind"] == "data" and f"every record of {data} was left out: line 1: 'instruction'" in error["message"]
+
+
 def test_resume_without_a_checkpoint_warns_and_starts_over(tiny_model_dir, small_dataset, tmp_path):
     cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2)
     result, rec, _ = train(cfg, resume=True)

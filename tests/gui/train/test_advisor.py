@@ -53,6 +53,14 @@ def test_advisor_turns_events_into_advice_with_fixes():
     assert full[0].title == "The disk may fill up" and full[0].fix == {"save_total_limit": 2}
     overlap = a.on_event("warning", {"kind": "eval_overlap", "message": "3 of the 40 records", "hint": "Remove them"})
     assert overlap[0].title == "Eval records are also training records" and "Remove them" in overlap[0].text
+    dropped = a.on_event("warning", {"kind": "dropped", "message": "1 record of d.jsonl can't train and was "
+                                     "left out: line 3: 'instruction' is a list, expected text",
+                                     "hint": "Fix them in the Dataset area."})
+    assert dropped[0].title == "Records were left out"
+    assert dropped[0].text == ("1 record of d.jsonl can't train and was left out: line 3: 'instruction' is a list, "
+                               "expected text.\nFix them in the Dataset area.")
+    broken = a.on_event("warning", {"kind": "broken", "message": "1 record of d.jsonl could not be read"})
+    assert broken[0].title == "Records could not be read"
 
 
 def test_one_click_fix_changes_the_form(make_area, qtbot):
