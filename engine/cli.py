@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from engine import __version__
+from engine.adapters import COMBINATIONS
 from engine.config import RunConfig, parse_override
 from engine.data.templates import TEMPLATE_CHOICES
 from engine.errors import StudioError
@@ -203,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     ar = asub.add_parser("remove", help="forget an added folder (its files stay)")
     ar.add_argument("path", metavar="PATH", help="an added folder, or its name in 'adapters list'")
     ax = asub.add_parser("export", help="copy an adapter on its own to a folder")
-    ax.add_argument("adapter", metavar="ADAPTER")
-    ax.add_argument("--out", required=True, metavar="DIR")
+    ax.add_argument("adapter", metavar="ADAPTER", help="an adapter folder, a run (folder or name) or a name in "
+                    "'adapters list'")
+    ax.add_argument("--out", required=True, metavar="DIR", help="the folder to write (PEFT format, loadable by "
+                    "PeftModel.from_pretrained)")
     ac = asub.add_parser("compare", help="score the base and adapters on the same records; answer a few with each",
                          description="Every model (the base, then each adapter, on one base loaded once) scores "
                          "every record's answer as training's loss counts it. The headline figures leave out the "
@@ -228,10 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--answer", default=None, metavar="N|all", help="every model also answers N held-out "
                     "records (or all of them) greedily, scored against their references: exact match (JSON "
                     "compared as values) and token F1 (default: none)")
-    ac.add_argument("--max_new_tokens", type=int, default=128)
-    ac.add_argument("--load_in", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8", "nf4"])
-    ac.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ac.add_argument("--batch_size", type=int, default=4)
+    ac.add_argument("--max_new_tokens", type=int, default=128, metavar="N",
+                    help="longest answer for --samples and --answer (default 128)")
+    ac.add_argument("--load_in", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8", "nf4"],
+                    help="how the base loads (default auto: as the adapters' runs trained it)")
+    ac.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto: the GPU if there is one")
+    ac.add_argument("--batch_size", type=int, default=4, metavar="N", help="records scored per forward pass "
+                    "(default 4)")
     ac.add_argument("--seed", type=int, default=0, help="for --limit's sample")
     ac.add_argument("--out", default=None, metavar="FILE", help="where the whole result goes as JSON (default: a new "
                     "file in <data home>/comparisons, listed by 'adapters comparisons')")
@@ -246,28 +253,40 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate with a base model and adapters")
     g.add_argument("--base", required=True, metavar="MODEL", help="demo, a model folder, a cached hub id, or a "
                    "run (folder or name): a full/freeze run's trained model, or a LoRA run's base with its adapter")
-    g.add_argument("--adapter", action="append", default=[], metavar="ADAPTER")
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--system", default=None)
-    g.add_argument("--max_new_tokens", type=int, default=128)
+    g.add_argument("--adapter", action="append", default=[], metavar="ADAPTER",
+                   help="an adapter folder, run (folder or name) or library name; repeat it for several, each "
+                   "answers in its own block on the one loaded base")
+    g.add_argument("--prompt", required=True, metavar="TEXT", help="the user's message, formatted with the chat "
+                   "template (an adapter's own: a run saves the template it trained with)")
+    g.add_argument("--system", default=None, metavar="TEXT", help="a system message before the prompt")
+    g.add_argument("--max_new_tokens", type=int, default=128, metavar="N", help="longest answer (default 128)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top_p", type=float, default=1.0)
-    g.add_argument("--repetition_penalty", type=float, default=1.0)
-    g.add_argument("--load_in", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "nf4"])
+    g.add_argument("--top_p", type=float, default=1.0, metavar="P", help="nucleus sampling: sample from the "
+                   "smallest set of tokens whose probability reaches P (default 1.0 = off)")
+    g.add_argument("--repetition_penalty", type=float, default=1.0, metavar="X",
+                   help="> 1 makes repeating a token less likely (default 1.0 = off)")
+    g.add_argument("--load_in", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "nf4"],
+                   help="how the base loads, as in training (default fp32; int8 and nf4 need a GPU)")
     g.add_argument("--no-base", action="store_true", dest="no_base", help="skip the base model's answer")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--seed", type=int, default=0, help="for sampling (temperature > 0), so a run repeats")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: the GPU if there "
+                   "is one")
     g.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights in the base or "
                    "adapters, which can run code")
     g.add_argument("--trust_remote_code", action="store_true", help="run Python code shipped with the model")
 
     m = sub.add_parser("merge", help="merge LoRA adapters into the base and save a model folder")
-    m.add_argument("--base", required=True, metavar="MODEL")
-    m.add_argument("--adapter", action="append", required=True, metavar="ADAPTER")
+    m.add_argument("--base", required=True, metavar="MODEL", help="demo, a model folder or a cached hub id: "
+                   "the base the adapters were trained on")
+    m.add_argument("--adapter", action="append", required=True, metavar="ADAPTER",
+                   help="an adapter folder, run (folder or name) or library name; repeat it to combine several")
     m.add_argument("--weights", type=float, nargs="+", help="one weight per adapter (combine)")
-    m.add_argument("--combination", default="linear", help="PEFT combination type when combining")
-    m.add_argument("--out", required=True, metavar="DIR")
-    m.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    m.add_argument("--combination", default="linear", metavar="TYPE",
+                   help=f"PEFT's add_weighted_adapter type when combining: {', '.join(COMBINATIONS)} "
+                   "(default linear, which needs equal ranks)")
+    m.add_argument("--out", required=True, metavar="DIR", help="the merged model's folder (safetensors, loadable "
+                   "by plain transformers)")
+    m.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="dtype of the saved weights")
     m.add_argument("--density", type=float, default=None, help="fraction of weights kept by the ties, dare_* "
                    "and magnitude_prune combinations (0 < density <= 1)")
     m.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights in the base or "
