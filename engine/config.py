@@ -166,6 +166,9 @@ class RunConfig:
                              "0.1, as many recent recipes do); 0 = decay to 0.", min=0.0, max=1.0, group="optim")
     warmup_ratio: float = _f(0.03, "Fraction of steps spent warming the learning rate up.",
                              min=0.0, max=0.5, group="optim")
+    warmup_steps: int = _f(0, "Warm the learning rate up over this many optimizer steps instead (0 = use "
+                           "warmup_ratio); what a recipe that gives warm-up in steps means.",
+                           min=0, max=1_000_000_000, group="optim")
     weight_decay: float = _f(0.0, "Decoupled weight decay.", min=0.0, max=1.0, group="optim")
     adam_epsilon: float = _f(1e-8, "Adam epsilon; 1e-7 or larger helps fp16 stability.",
                              min=0.0, max=1.0, group="optim")

@@ -938,7 +938,8 @@ def training_arguments_kwargs(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
         lr_scheduler_type="cosine_with_min_lr" if cfg.lr_scheduler == "cosine" and cfg.min_lr_ratio else cfg.lr_scheduler,
         lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio} if cfg.lr_scheduler == "cosine" and cfg.min_lr_ratio
         else {},
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps (transformers 5)
+        # An int counts steps; a float < 1 is a ratio of the total steps (transformers 5).
+        warmup_steps=cfg.warmup_steps if cfg.warmup_steps > 0 else float(cfg.warmup_ratio),
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,

@@ -70,7 +70,7 @@ SECTIONS = {
     "Precision and memory": ("optimizer", "gradient_checkpointing", "batch_size",
                              "gradient_accumulation_steps"),
     "Data": ("dataset", "dataset_format", "template", "add_tokens", "seq_len", "loss_on", "group_by_length", "packing", "eval_split", "eval_dataset"),
-    "Training": ("learning_rate", "lr_scheduler", "min_lr_ratio", "warmup_ratio", "num_epochs", "max_steps", "weight_decay",
+    "Training": ("learning_rate", "lr_scheduler", "min_lr_ratio", "warmup_ratio", "warmup_steps", "num_epochs", "max_steps", "weight_decay",
                  "max_grad_norm", "neftune_noise_alpha", "seed"),
     "Run and checkpoints": ("run_name", "output_dir", "save_steps", "save_total_limit", "logging_steps",
                             "eval_steps", "early_stopping_patience", "early_stopping_threshold", "sample_answers",
@@ -744,6 +744,11 @@ class TrainArea(QWidget):
             split.setEnabled(not values["eval_dataset"] or bool(values["eval_split"]))
             split.set_note("The eval file is the evaluation data; every record of the dataset trains. Empty the "
                            "eval file to hold out a share of the dataset instead." if values["eval_dataset"] else "")
+        ratio = self.editors.get("warmup_ratio")
+        if ratio is not None:
+            ratio.setEnabled(not values["warmup_steps"])
+            ratio.set_note(f"Warm-up steps ({values['warmup_steps']}) replace the ratio." if values["warmup_steps"]
+                           else "")
         errors = self.config_model.errors()
         for key, editor in self.editors.items():
             editor.set_error(errors.get(key))

@@ -40,6 +40,7 @@ LABELS = {
     "mixed_precision": "Mixed precision", "int8_threshold": "int8 outlier threshold",
     "gradient_checkpointing": "Gradient checkpointing", "device": "Device", "optimizer": "Optimizer",
     "learning_rate": "Learning rate", "lr_scheduler": "LR schedule", "warmup_ratio": "Warm-up ratio",
+    "warmup_steps": "Warm-up steps",
     "weight_decay": "Weight decay", "adam_epsilon": "Adam epsilon", "max_grad_norm": "Max grad norm",
     "num_epochs": "Epochs", "max_steps": "Max steps", "batch_size": "Micro-batch",
     "gradient_accumulation_steps": "Accumulation", "seed": "Seed", "save_steps": "Save every (steps)",

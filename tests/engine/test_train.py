@@ -851,6 +851,31 @@ def test_neftune_noises_the_embeddings_while_training_only(tiny_model_dir, small
     assert not emb._forward_hooks
 
 
+def test_warmup_steps_replace_the_ratio(tiny_model_dir, small_dataset, tmp_path):
+    """The logged learning rates are transformers' linear schedule with that many warm-up steps."""
+    from transformers.optimization import get_linear_schedule_with_warmup
+
+    def logged(cfg):
+        result, rec, _ = train(cfg)
+        assert result["status"] == "completed"
+        return [e["lr"] for e in rec.of("step")]
+
+    def want(warmup):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+        sched = get_linear_schedule_with_warmup(opt, warmup, 8)
+        out = []
+        for _ in range(8):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out
+
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=8, lr_scheduler="linear",
+                   learning_rate=1e-2, warmup_ratio=0.5, warmup_steps=3)
+    assert logged(cfg) == pytest.approx(want(3))
+    assert logged(cfg.replace(warmup_steps=0, output_dir=str(tmp_path / "ratio"))) == pytest.approx(want(4))
+
+
 def test_min_lr_ratio_ends_the_cosine_schedule_there(tiny_model_dir, small_dataset, tmp_path):
     """The logged learning rates are those of transformers' own cosine-with-floor schedule."""
     from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup

@@ -202,6 +202,17 @@ def test_a_long_run_status_line_wraps_instead_of_squeezing_the_form(make_area, q
     assert area.progress_label.wordWrap()
 
 
+def test_warmup_steps_lock_the_warmup_ratio_saying_why(make_area, qtbot):
+    area = make_area()
+    ratio = area.editors["warmup_ratio"]
+    assert ratio.isEnabled() and area.config_model.get("warmup_steps") == 0
+    area.config_model.set("warmup_steps", 100)
+    assert not ratio.isEnabled() and ratio.toolTip().startswith("Warm-up steps (100) replace the ratio.")
+    assert area.config().warmup_steps == 100
+    area.config_model.set("warmup_steps", 0)
+    assert ratio.isEnabled() and ratio.toolTip().startswith("Fraction of steps spent warming")
+
+
 def test_an_eval_file_replaces_the_eval_split_and_loading_both_names_the_conflict(make_area, qtbot, tmp_path):
     area = make_area()
     area.apply_preset("demo")
