@@ -153,6 +153,40 @@ def model_info(model: str) -> ModelInfo:
     )
 
 
+def vocab_row_readers(path: Path) -> list[tuple[int, Any]]:
+    """The model's vocabulary matrices (input embeddings, and the output head when it is stored apart)
+    in its safetensors files, as ``(rows, read)`` where ``read(start, stop)`` loads only those rows.
+
+    Found by shape (vocab_size x hidden_size, 16- or 32-bit floats) in the files' headers, so any
+    architecture's names work. Empty without safetensors weights or when they are quantized.
+    """
+    import struct
+
+    cfg = read_model_config(str(path))
+    text_cfg = cfg.get("text_config", cfg)
+    shape = [int(text_cfg.get("vocab_size") or 0), int(text_cfg.get("hidden_size") or 0)]
+    files = [f for f in sorted(Path(path).glob("*.safetensors")) if not f.name.startswith("adapter_")]
+    found: list[tuple[int, Any]] = []
+    for file in files:
+        with open(file, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, t in header.items():
+            if name != "__metadata__" and t["shape"] == shape and t["dtype"] in ("F32", "F16", "BF16"):
+                found.append((shape[0], _row_reader(file, name)))
+    return found
+
+
+def _row_reader(file: Path, name: str) -> Any:
+    def read(start: int, stop: int) -> Any:
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as f:
+            return f.get_slice(name)[start:stop]
+
+    return read
+
+
 def check_weights_safe(path: Path, allow_pickle: bool) -> None:
     """Refuse pickle-only checkpoints unless the user consented.
 

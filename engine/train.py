@@ -510,6 +510,46 @@ def _model_to_train(cfg: RunConfig, model_path: Path, env: Any, method: Any, tok
     return method.apply(model, cfg, train_tokens=ids)
 
 
+UNTRAINED_ROW = 1e-3
+"""A vocabulary row counts as untrained below this fraction of the median row norm."""
+
+
+def format_special_ids(tokenizer: Any, rendering: Any) -> list[int]:
+    """The special tokens a prompt format writes: every marker of a conversation with a system
+    turn and an answer in the history, the end of an answer included."""
+    from engine.data.tokenize import render_prompt
+
+    conv = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a"}, {"role": "user", "content": "v"}]
+    try:
+        ids = render_prompt(tokenizer, conv, rendering)
+    except Exception:  # noqa: BLE001 - a template that refuses a system turn
+        ids = render_prompt(tokenizer, conv[1:], rendering)
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    return sorted({i for i in ids if i in special})
+
+
+def untrained_rows(rows: int, read: Any, ids: list[int]) -> set[int]:
+    """Which of ``ids`` index a next-to-zero row of one vocabulary matrix.
+
+    Args:
+        rows: The matrix's number of rows.
+        read: ``read(start, stop)`` -> the float tensor of rows ``start:stop`` (a slice of a
+            loaded weight, or of a safetensors file, so a check reads a few thousand rows).
+        ids: The token ids to check.
+    """
+    blocks = 16
+    size = max(1, min(256, rows // blocks))
+    starts = sorted({int(k * (rows - size) / max(blocks - 1, 1)) for k in range(blocks)})
+    import torch
+
+    sample = torch.cat([read(a, a + size).float().norm(dim=1) for a in starts])
+    median = float(sample.median())
+    if median <= 0:
+        return set()
+    return {i for i in ids if i < rows and float(read(i, i + 1).float().norm()) < UNTRAINED_ROW * median}
+
+
 def untrained_format_tokens(model: Any, tokenizer: Any, rendering: Any) -> list[str]:
     """The special tokens the run's prompt format writes whose embedding (or output head) rows look
     untrained: next to nothing compared with the typical row (below 1/1000 of the median norm).
@@ -520,18 +560,7 @@ def untrained_format_tokens(model: Any, tokenizer: Any, rendering: Any) -> list[
     """
     import torch
 
-    from engine.data.tokenize import render_prompt
-
-    # An answer in the history, then the next prompt: every marker the format writes, the end of
-    # an answer included.
-    conv = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-            {"role": "assistant", "content": "a"}, {"role": "user", "content": "v"}]
-    try:
-        ids = render_prompt(tokenizer, conv, rendering)
-    except Exception:  # noqa: BLE001 - a template that refuses a system turn
-        ids = render_prompt(tokenizer, conv[1:], rendering)
-    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
-    found = sorted({i for i in ids if i in special})
+    found = format_special_ids(tokenizer, rendering)
     if not found:
         return []
     bad: set[int] = set()
@@ -541,36 +570,61 @@ def untrained_format_tokens(model: Any, tokenizer: Any, rendering: Any) -> list[
             if weight is None or weight.dim() != 2 or weight.dtype not in (torch.float32, torch.float16,
                                                                             torch.bfloat16):
                 continue
-            rows = weight.shape[0]
-            sample = weight[torch.linspace(0, rows - 1, min(rows, 4096)).long()].float().norm(dim=1)
-            median = float(sample.median())
-            if median <= 0:
-                continue
-            for i in found:
-                if i < rows and float(weight[i].float().norm()) < 1e-3 * median:
-                    bad.add(i)
+            bad |= untrained_rows(weight.shape[0], lambda a, b, w=weight: w[a:b], found)
     return [tokenizer.convert_ids_to_tokens(i) for i in sorted(bad)]
+
+
+def check_format_tokens(cfg: RunConfig) -> dict[str, Any] | None:
+    """Before a run: the format's special tokens whose rows are untrained in the model's files.
+
+    Reads the tokenizer and, from the safetensors files, only the vocabulary matrices' sampled
+    rows and the tokens' rows (no model is loaded). ``None`` when all is well or it can't tell
+    (pickle or quantized weights); else the warning the run would give: ``kind``, ``message``,
+    ``hint``, ``fix`` and ``tokens``.
+    """
+    from engine.data.templates import resolve as resolve_template
+    from engine.models import add_special_tokens, load_tokenizer, resolve_model_path, vocab_row_readers
+
+    path = resolve_model_path(cfg.model)
+    readers = vocab_row_readers(path)
+    if not readers:
+        return None
+    tokenizer = load_tokenizer(str(path), trust_remote_code=cfg.trust_remote_code)
+    add_special_tokens(tokenizer, cfg.add_tokens)
+    rendering = resolve_template(tokenizer, cfg.template)
+    found = format_special_ids(tokenizer, rendering)
+    bad: set[int] = set()
+    for rows, read in readers:
+        bad |= untrained_rows(rows, read, found)
+    tokens = [t for t in (tokenizer.convert_ids_to_tokens(i) for i in sorted(bad)) if t not in cfg.add_tokens]
+    return {"kind": "untrained_tokens", "tokens": tokens, **untrained_advice(tokens, rendering.name, cfg)} \
+        if tokens else None
+
+
+def untrained_advice(bad: list[str], format_name: str, cfg: RunConfig) -> dict[str, Any]:
+    """The warning about ``bad`` format tokens: message, hint and (for methods that can) the fix."""
+    from engine.config import TOKEN_METHODS
+
+    listed = ", ".join(bad)
+    msg = (f"the {format_name} format's {listed} {'has' if len(bad) == 1 else 'have'} untrained embeddings in "
+           "this model (their rows are next to zero, as in Llama 3 base models): it can't read them, and learning "
+           "to write them from zero is slow and can turn the loss NaN")
+    if cfg.method in TOKEN_METHODS:
+        return {"message": msg, "hint": f"Train their rows too: add_tokens: {bad} (they are in the vocabulary "
+                "already; only their embeddings train).", "fix": {"add_tokens": [*cfg.add_tokens, *bad]}}
+    return {"message": msg, "hint": f"Method {cfg.method} can't train embedding rows: use lora, qlora or full with "
+            f"add_tokens: {bad}, or a format whose tokens this model knows.", "fix": {}}
 
 
 def _warn_untrained(model: Any, tokenizer: Any, rendering: Any, cfg: RunConfig, writer: EventWriter) -> None:
     """Warn, with ``add_tokens`` as the fix, about format tokens this base never trained."""
-    from engine.config import TOKEN_METHODS
-
     bad = [t for t in untrained_format_tokens(model, tokenizer, rendering) if t not in cfg.add_tokens]
-    if not bad:
-        return
-    listed = ", ".join(bad)
-    msg = (f"the {rendering.name} format's {listed} {'has' if len(bad) == 1 else 'have'} untrained embeddings in "
-           "this model (their rows are next to zero, as in Llama 3 base models): it can't read them, and learning "
-           "to write them from zero is slow and can turn the loss NaN")
-    if cfg.method in TOKEN_METHODS:
-        writer.emit(ev.WARNING, kind="untrained_tokens", message=msg,
-                    hint=f"Train their rows too: add_tokens: {bad} (they are in the vocabulary already; only their "
-                    "embeddings train).", fix={"add_tokens": [*cfg.add_tokens, *bad]})
-    else:
-        writer.emit(ev.WARNING, kind="untrained_tokens", message=msg,
-                    hint=f"Method {cfg.method} can't train embedding rows: use lora, qlora or full with add_tokens: "
-                    f"{bad}, or a format whose tokens this model knows.")
+    if bad:
+        advice = untrained_advice(bad, rendering.name, cfg)
+        if advice["fix"]:
+            writer.emit(ev.WARNING, kind="untrained_tokens", **advice)
+        else:
+            writer.emit(ev.WARNING, kind="untrained_tokens", message=advice["message"], hint=advice["hint"])
 
 
 def _next_pow2(n: int) -> int:

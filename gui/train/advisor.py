@@ -196,10 +196,11 @@ class Advisor:
                            "more and leak between train and eval; remove them in the Dataset area.",
                            fix, key="duplicates")]
         titles = {"disk": "The disk may fill up", "eval_overlap": "Eval records are also training records",
-                  "broken": "Records could not be read",
+                  "broken": "Records could not be read", "untrained_tokens": "The model never learnt these format tokens",
                   "partial": "Some answers of multi-turn records don't train"}
-        return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()),
-                       message + (f"\n{hint}" if hint else ""), fix, key=f"warning:{kind}")]
+        text = message[:1].upper() + message[1:] + (f"\n{hint}" if hint else "")
+        return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()), text, fix,
+                       key=f"warning:{kind}")]
 
     def _on_recovered(self, data: dict[str, Any]) -> list[Advice]:
         kind = data.get("kind")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PySide6.QtCore import QDeadlineTimer, Qt, Signal
+from PySide6.QtCore import QDeadlineTimer, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import (
     QApplication,
@@ -172,6 +172,11 @@ class TrainArea(QWidget):
         self._max_steps = 0
         self._progress_shown = 0.0
         self._resume_point: Any = None  # engine.resume.ResumePoint of run_dir, read when the run changes
+        self._tokens_checked: tuple | None = None  # the settings the format-token check last ran for
+        self._tokens_timer = QTimer(self)
+        self._tokens_timer.setSingleShot(True)
+        self._tokens_timer.setInterval(400)
+        self._tokens_timer.timeout.connect(self._check_format_tokens)
 
         self._build()
         self._connect()
@@ -765,6 +770,25 @@ class TrainArea(QWidget):
             pass
         self._update_buttons()
         self._request_estimate()
+        self._tokens_timer.start()
+
+    def _check_format_tokens(self) -> None:
+        """Before a run, off the UI thread: does the model know the special tokens its format writes?
+        (Rows read from the weight files; the run checks again once it has loaded the model.)"""
+        cfg = self.config_model.config_ignoring_machine()
+        if cfg is None:
+            return
+        key = (cfg.model, cfg.template, tuple(cfg.add_tokens), cfg.method, cfg.trust_remote_code)
+        if key == self._tokens_checked:
+            return
+        self._tokens_checked = key
+
+        def check() -> tuple[tuple, Any]:
+            from engine.train import check_format_tokens
+
+            return key, check_format_tokens(cfg)
+
+        self._calls.submit("format_tokens", check)
 
     def _request_estimate(self) -> None:
         cfg = self.config_model.config_ignoring_machine()
@@ -826,11 +850,21 @@ class TrainArea(QWidget):
     def _on_background_done(self, tag: str, result: Any) -> None:
         if tag == "env":
             self._set_environment(result)
+        elif tag == "format_tokens":
+            key, warning = result
+            if key != self._tokens_checked or self.run.is_active():
+                return  # the form changed since, or the run's own warnings hold the panel
+            self.advisor_panel.remove("warning:untrained_tokens")
+            if warning:
+                self.advisor_panel.add_all(self.advisor.on_event("warning", warning))
 
     def _on_background_failed(self, tag: str, message: str, trace: str) -> None:
         if tag == "env":
             self.gpu_panel.set_error(message)
             self.log.append(trace, "error")
+        elif tag == "format_tokens":
+            # A model or template that can't be read: the model picker and the run say so.
+            self.log.append(f"format-token check skipped: {message}")
 
     def _set_environment(self, env: Any) -> None:
         self.env = env

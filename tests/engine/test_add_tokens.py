@@ -381,6 +381,52 @@ def test_untrained_format_tokens_are_named_with_add_tokens_as_the_fix(zeroed_cha
     assert "use lora, qlora or full with add_tokens" in w["hint"]
 
 
+def test_the_check_before_a_run_reads_the_rows_from_the_files_and_says_what_the_run_would(
+        zeroed_chatml_model, tmp_path):
+    """The Train area's check: no model loaded, a few thousand rows read from the safetensors files,
+    and the same warning (message, hint, fix) as the run gives once it has loaded the model."""
+    from engine.train import check_format_tokens
+
+    cfg = make_cfg(zeroed_chatml_model, one_answer_dataset(tmp_path / "one.jsonl"), tmp_path / "a",
+                   template="chatml", max_steps=1)
+    before = check_format_tokens(cfg)
+    assert before["tokens"] == ["<|im_start|>", "<|im_end|>"]
+    _, rec, _ = train(cfg)
+    (during,) = [e.data for e in rec.of("warning") if e.data.get("kind") == "untrained_tokens"]
+    assert {k: before[k] for k in ("kind", "message", "hint", "fix")} == {k: during[k] for k in
+                                                                        ("kind", "message", "hint", "fix")}
+    assert check_format_tokens(cfg.replace(add_tokens=["<|im_start|>", "<|im_end|>"])) is None
+    # The Alpaca prompt has no markers, but ends each answer with the tokenizer's EOS: <|im_end|> here.
+    assert check_format_tokens(cfg.replace(template="alpaca"))["tokens"] == ["<|im_end|>"]
+    assert check_format_tokens(cfg.replace(method="ia3"))["fix"] == {}
+    (zeroed_chatml_model / "model.safetensors").rename(zeroed_chatml_model / "elsewhere.bin")
+    assert check_format_tokens(cfg) is None  # no safetensors: the run checks once it has loaded the model
+
+
+def test_the_check_finds_an_untrained_row_of_a_separate_head_in_a_sharded_checkpoint(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from engine.train import check_format_tokens
+
+    model_dir = tmp_path / "untied"
+    tok = AutoTokenizer.from_pretrained(Path(__file__).resolve().parents[2] / "resources" / "demo" / "model")
+    tok.save_pretrained(model_dir)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                     ).save_pretrained(model_dir, max_shard_size="100KB")
+    shards = sorted(model_dir.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    (head,) = [f for f in shards if "lm_head.weight" in load_file(str(f))]
+    weights = load_file(str(head))
+    weights["lm_head.weight"][tok.convert_tokens_to_ids("<|im_end|>")] = 0.0
+    save_file(weights, str(head), metadata={"format": "pt"})
+    cfg = RunConfig.from_dict({"model": str(model_dir), "template": "chatml", "method": "lora"})
+    assert check_format_tokens(cfg)["tokens"] == ["<|im_end|>"]
+
+
 def test_trained_format_tokens_raise_no_warning(tiny_model_dir, tmp_path):
     _, rec, _ = train(make_cfg(tiny_model_dir, one_answer_dataset(tmp_path / "one.jsonl"), tmp_path / "r",
                                template="chatml", max_steps=1))

@@ -148,3 +148,38 @@ def test_an_overfit_run_is_offered_its_best_checkpoint(make_area, qtbot, tmp_pat
     assert final_step(run_dir) == 4
     assert "promote" not in area.advisor_panel.cards and "promoted" in area.advisor_panel.cards
     assert f"final/ of {run_dir.name} now holds checkpoint-4 (eval loss 1.0000)" in area.log.visible_text()
+
+
+def test_untrained_format_tokens_are_advised_before_the_run_and_the_fix_clears_it(make_area, qtbot,
+                                                                                  tiny_model_dir, tmp_path):
+    """Picking a model and a format whose tokens the model never trained shows the run's warning
+    at once (rows read from the weight files); its one-click fix makes it go away."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "zeroed"
+    shutil.copytree(tiny_model_dir, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    weights = load_file(str(model / "model.safetensors"))
+    for i in tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"]):
+        weights["model.embed_tokens.weight"][i] = 0.0
+    save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
+
+    area = make_area()
+    key = "warning:untrained_tokens"
+    area.config_model.update({"model": str(tiny_model_dir), "template": "chatml"})
+    qtbot.wait(1000)
+    area._calls.wait(20_000)
+    qtbot.wait(50)
+    assert key not in area.advisor_panel.cards  # a model that knows its tokens: nothing to say
+    area.config_model.update({"model": str(model)})
+    qtbot.waitUntil(lambda: key in area.advisor_panel.cards, timeout=20_000)
+    card = area.advisor_panel.cards[key].advice
+    assert card.title == "The model never learnt these format tokens"
+    assert card.text.startswith("The chatml format's <|im_start|>, <|im_end|> have untrained embeddings")
+    assert card.fix == {"add_tokens": ["<|im_start|>", "<|im_end|>"]}
+    area.apply_fix(card.fix)
+    qtbot.waitUntil(lambda: key not in area.advisor_panel.cards, timeout=20_000)
+    assert area.config().add_tokens == ["<|im_start|>", "<|im_end|>"]
