@@ -487,6 +487,10 @@ def _check_chat(i: int, line: int | None, data: dict, schema: Schema, out: list[
             out.append(Finding(i, line, "turn-order", "warning", f"the last turn is from {roles[-1]}; "
                                "it is never trained on", own))
         body = [r for r in roles if r in ("user", "assistant")]
+        if body and body[0] == "assistant" and len(roles) == len(turns):  # (an unknown role is an error already)
+            out.append(Finding(i, line, "turn-order", "warning", "the conversation starts with an assistant "
+                               "turn, which answers nothing; some chat templates (Gemma's, Mistral's) refuse that, "
+                               "expecting a user turn first", own))
         if any(a == b for a, b in zip(body, body[1:], strict=False)):
             out.append(Finding(i, line, "turn-order", "warning", "two user or two assistant turns in a "
                                "row; most chat templates expect them to alternate", own))

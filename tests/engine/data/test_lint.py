@@ -91,11 +91,14 @@ def test_chat_rules(tmp_path):
                       {"role": "user", "content": "c"}]},
         {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 5}]},
         {"messages": "not a list"},
+        {"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "Welcome!"},
+                      {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
     ]))
     assert rules(report, "missing-field") == [(1, 2, "error")]
     assert rules(report, "unknown-role") == [(2, 3, "error")]
     assert "'narrator'" in report.for_record(2)[0].message
-    assert rules(report, "turn-order") == [(3, 4, "warning")]
+    assert rules(report, "turn-order") == [(3, 4, "warning"), (6, 7, "warning")]
+    assert report.for_record(6)[0].message.startswith("the conversation starts with an assistant turn")
     assert rules(report, "wrong-type") == [(4, 5, "error"), (5, 6, "error")]
 
 
