@@ -10,6 +10,8 @@ Consistency
     ``empty-field``: an empty or whitespace-only instruction, output or turn (error); a
     whitespace-only ``input`` or ``system`` (warning). An empty ``input`` is normal.
     ``unknown-role`` (error) and ``turn-order`` (warning) for conversations.
+    ``template-refused`` (error, with a tokenizer): the chat template raises on the conversation
+    (Gemma's does when roles don't alternate); a run leaves such a record out.
     ``duplicate`` (warning): same text after normalising case, whitespace and punctuation.
     ``near-duplicate`` (warning): MinHash over character 5-grams of the record's content
     (its input, or instruction when there is no input, plus the output), Jaccard >= 0.8.
@@ -790,8 +792,12 @@ def _diversity(rows: list[_Row], out: list[Finding], stats: dict) -> None:
 def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | None, template: str,
              out: list[Finding], stats: dict) -> None:
     if tokenizer is not None:
-        lengths = _token_lengths(rows, ds, tokenizer, template)
+        refused: dict[int, str] = {}
+        lengths = _token_lengths(rows, ds, tokenizer, template, refused=refused)
         method = f"tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__})"
+        for k, why in refused.items():
+            out.append(Finding(rows[k].index, rows[k].line, "template-refused", "error",
+                               f"the chat template refuses this conversation ({why}); a run leaves it out"))
     else:
         lengths = [r.tokens for r in rows]
         method = (f"estimate: ~{CHARS_PER_TOKEN:g} characters per token, ~{HAN_CHARS_PER_TOKEN:g} Han "
@@ -871,22 +877,37 @@ def _histogram(sorted_lengths: list[int], bins: int = 20) -> dict[str, list]:
 
 
 def _token_lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template: str,
-                   batch: int = 512) -> list[int]:
-    """Tokens of each whole conversation as the trainer renders it (template included)."""
-    from engine.data.tokenize import render_record, uses_chat_template
+                   batch: int = 512, refused: dict[int, str] | None = None) -> list[int]:
+    """Tokens of each whole conversation as the trainer renders it (template included).
 
-    chat = uses_chat_template(tokenizer, template)
+    ``refused`` collects, by row position, the conversations the chat template refuses (its
+    ``raise_exception``, e.g. Gemma's on roles out of order): a run leaves those out.
+    """
+    from jinja2 import TemplateError
+
+    from engine.data.templates import resolve
+    from engine.data.tokenize import render_record
+
+    rendering = resolve(tokenizer, template)
+    kwargs = {"chat_template": rendering.jinja} if rendering.jinja else {}
     schema = ds.schema
     lengths: list[int] = []
     for b0 in range(0, len(rows), batch):
         convs = [to_messages(ds.records[r.index].peek(), schema) for r in rows[b0:b0 + batch]]
-        if chat:
-            texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in convs]
+        if not rendering.alpaca:
+            texts = []
+            for k, c in enumerate(convs):
+                try:
+                    texts.append(tokenizer.apply_chat_template(c, tokenize=False, **kwargs))
+                except TemplateError as e:
+                    if refused is not None:
+                        refused[b0 + k] = str(e)
+                    texts.append("\n".join(m["content"] for m in c))  # still counts towards the lengths
             lengths.extend(len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"])
             continue
         for c in convs:
             try:
-                lengths.append(len(render_record(c, tokenizer, template)["input_ids"]))
+                lengths.append(len(render_record(c, tokenizer, rendering)["input_ids"]))
             except DataError:  # no answer: reported by missing-field; count the text anyway
                 lengths.append(len(tokenizer("\n".join(m["content"] for m in c))["input_ids"]))
     return lengths

@@ -44,10 +44,17 @@ def render_prompt(tokenizer: Any, messages: list[dict], template: str | Renderin
 def _render_ids(tokenizer: Any, messages: list[dict], upto: int, add_generation_prompt: bool,
                 rendering: Rendering) -> list[int]:
     if not rendering.alpaca:
+        from jinja2 import TemplateError
+
         kwargs = {"chat_template": rendering.jinja} if rendering.jinja else {}
-        ids = tokenizer.apply_chat_template(messages[:upto], tokenize=True,
-                                            add_generation_prompt=add_generation_prompt,
-                                            return_dict=False, **kwargs)
+        try:
+            ids = tokenizer.apply_chat_template(messages[:upto], tokenize=True,
+                                                add_generation_prompt=add_generation_prompt,
+                                                return_dict=False, **kwargs)
+        except TemplateError as e:  # raise_exception(...) in the template: Gemma's on roles out of order
+            what = ("the model's chat template" if rendering.name in ("chat", "saved")
+                    else f"the chat template {rendering.name}")
+            raise DataError(f"{what} refuses this conversation: {e}") from None
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)

@@ -250,6 +250,30 @@ def test_records_with_a_wrong_field_are_left_out_and_listed_not_fatal(tok, tmp_p
         "line 2: 'instruction' is a number, expected text (and 1 more)")
 
 
+GEMMA_LIKE = ("{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+              "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+              "{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_a_conversation_the_chat_template_refuses_is_left_out_and_listed(tiny_model_dir, tmp_path):
+    """Gemma's template raises on roles out of order: that record is dropped with the template's
+    words, not the whole run."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = GEMMA_LIKE
+    records = [Record({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+                      line=1),
+               Record({"messages": [{"role": "assistant", "content": "Welcome"}, {"role": "user", "content": "q"},
+                                    {"role": "assistant", "content": "a"}]}, line=2)]
+    for kw in ({"num_proc": 1}, {"cache_dir": tmp_path}):
+        rows, stats = tokenize_records(records, tok, "chat", 64, **kw)
+        assert len(rows) == 1 and stats.sources == [0]
+        assert stats.problems == [{"index": 1, "line": 2, "message": "the model's chat template refuses this "
+                                   "conversation: Conversation roles must alternate user/assistant/user/assistant/..."}]
+
+
 def test_datasets_map_over_processes_gives_what_the_loop_gives(tok, monkeypatch):
     import engine.data.tokenize as tk
 

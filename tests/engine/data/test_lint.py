@@ -243,6 +243,33 @@ def test_length_with_tokenizer_matches_the_trainers_rendering(tmp_path):
     assert report.stats["length"]["truncated"] == 4 and "tokenizer" in report.stats["length"]["method"]
 
 
+def test_length_follows_the_chosen_format_and_names_conversations_the_template_refuses(tmp_path):
+    from transformers import AutoTokenizer
+
+    from engine.data.tokenize import render_record
+    from tests.engine.test_tokenize import GEMMA_LIKE
+
+    tok = AutoTokenizer.from_pretrained(REPO / "resources" / "demo" / "model")
+    tok.chat_template = None  # a base model's tokenizer: the format comes from the run's template
+    ds = make(tmp_path, varied(4))
+    per = lint(ds, tokenizer=tok, template="llama3").stats["length"]["per_record"]
+    assert [per[i] for i in range(4)] == [len(render_record(r.messages(), tok, "llama3")["input_ids"])
+                                          for r in ds.records]
+    tok.chat_template = GEMMA_LIKE
+    path = tmp_path / "chats.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant",
+                                                                               "content": "yo"}]}) + "\n"
+                    + json.dumps({"messages": [{"role": "assistant", "content": "Welcome"},
+                                               {"role": "user", "content": "q"},
+                                               {"role": "assistant", "content": "a"}]}) + "\n")
+    report = lint(load_dataset_file(path), tokenizer=tok)
+    assert rules(report, "template-refused") == [(1, 2, "error")]
+    (refused,) = [f for f in report.for_record(1) if f.rule == "template-refused"]
+    assert refused.message.startswith("the chat template refuses this conversation (Conversation roles must "
+                                      "alternate")
+    assert report.stats["length"]["per_record"][1] > 0
+
+
 def test_normalize():
     assert normalize("  Hello,   WORLD!! ") == "hello world"
     assert normalize("你好，世界！") == "你好 世界"
