@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
     dc.add_argument("--seq-len", type=int, dest="seq_len", help="report records longer than this")
     dc.add_argument("--model", help="count tokens with this model's tokenizer")
+    dc.add_argument("--template", default="auto", metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
+                    help="with --model: render records as the run config's template would (default auto)")
+    dc.add_argument("--add-tokens", "--add_tokens", nargs="+", default=[], metavar="TOKEN", dest="add_tokens",
+                    help="with --model: as the run config's add_tokens key (markers count as one token each)")
     dc.add_argument("--audit", nargs="?", const="latest", metavar="RUN",
                     help="add the records a run audit flagged (runs audit RUN); without RUN: the newest "
                     "audit of a run that trained on FILE")

@@ -60,7 +60,7 @@ from engine.data.records import (
     _json_type,
     to_messages,
 )
-from engine.errors import DataError, StudioError
+from engine.errors import ConfigError, DataError, StudioError
 
 SEVERITIES = ("error", "warning", "info")
 TAG_FIELDS = ("task", "category", "type", "task_type")
@@ -183,7 +183,8 @@ def lint(ds: DatasetFile, *, tokenizer: Any = None, seq_len: int | None = None,
         tokenizer: A Hugging Face tokenizer for exact token lengths; without one, lengths
             are estimated by :func:`approx_tokens`.
         seq_len: Report the records longer than this many tokens.
-        template: 'auto', 'chat' or 'alpaca', as in the run config (with a tokenizer).
+        template: How records become text, as the run config's ``template`` (auto, chat, alpaca,
+            chatml, llama3, gemma, phi3 or a .jinja file; with a tokenizer).
 
     Returns:
         The report; ``findings`` are ordered by record index, dataset-wide ones last.
@@ -791,14 +792,20 @@ def _diversity(rows: list[_Row], out: list[Finding], stats: dict) -> None:
 
 def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | None, template: str,
              out: list[Finding], stats: dict) -> None:
+    lengths = None
     if tokenizer is not None:
         refused: dict[int, str] = {}
-        lengths = _token_lengths(rows, ds, tokenizer, template, refused=refused)
-        method = f"tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__})"
-        for k, why in refused.items():
-            out.append(Finding(rows[k].index, rows[k].line, "template-refused", "error",
-                               f"the chat template refuses this conversation ({why}); a run leaves it out"))
-    else:
+        try:
+            lengths = _token_lengths(rows, ds, tokenizer, template, refused=refused)
+        except StudioError as e:  # 'chat' without a chat template, a broken .jinja file: the run refuses too
+            out.append(Finding(None, None, "template", "error", f"template {template!r} can't render these "
+                               f"records: {e.message}; token lengths are estimated instead"))
+        else:
+            method = f"tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__})"
+            for k, why in refused.items():
+                out.append(Finding(rows[k].index, rows[k].line, "template-refused", "error",
+                                   f"the chat template refuses this conversation ({why}); a run leaves it out"))
+    if lengths is None:
         lengths = [r.tokens for r in rows]
         method = (f"estimate: ~{CHARS_PER_TOKEN:g} characters per token, ~{HAN_CHARS_PER_TOKEN:g} Han "
                   f"characters per token, +{TEMPLATE_TOKENS_PER_MESSAGE} per message")
@@ -812,7 +819,7 @@ def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | N
     info["per_record"] = {r.index: n for r, n in zip(rows, lengths, strict=True)} if len(rows) <= 5000 else None
     if seq_len:
         over = 0
-        word = "" if tokenizer is not None else "~"
+        word = "~" if method.startswith("estimate") else ""
         for r, n in zip(rows, lengths, strict=True):
             if n > seq_len:
                 over += 1
@@ -917,7 +924,8 @@ def _token_lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template: 
 
 
 def cli_check(args: Any) -> int:
-    """``finetune-studio data check FILE [--json] [--format F] [--seq-len N] [--model M]``.
+    """``finetune-studio data check FILE [--json] [--format F] [--seq-len N] [--model M [--template T]
+    [--add-tokens TOKEN ...]]``.
 
     Returns:
         0 when there are no errors, 1 when there are (broken records included), 2 when the
@@ -930,8 +938,12 @@ def cli_check(args: Any) -> int:
         if getattr(args, "model", None):
             from engine.models import load_tokenizer
 
-            tokenizer = load_tokenizer(args.model)
-        report = lint(ds, tokenizer=tokenizer, seq_len=getattr(args, "seq_len", None))
+            tokenizer = load_tokenizer(args.model, add_tokens=getattr(args, "add_tokens", None) or ())
+        elif getattr(args, "template", "auto") != "auto" or getattr(args, "add_tokens", None):
+            raise ConfigError("--template and --add-tokens shape the token counts, so they need --model "
+                              "(whose tokenizer counts)", key="model")
+        report = lint(ds, tokenizer=tokenizer, seq_len=getattr(args, "seq_len", None),
+                      template=getattr(args, "template", "auto") or "auto")
         audit_note = None
         if getattr(args, "audit", None):
             found = _audit_findings(path, args.audit, ds)

@@ -557,12 +557,13 @@ class DatasetEditor(QWidget):
         """Check the records as they are now (in the background)."""
         if self._ds is None:
             return
-        tok = self.preview.tokenizer()
+        tok = self.preview.rendering_tokenizer()  # with the Train area's add_tokens
         use_tok = tok is not None and len(self._ds.records) <= self.lint_runner.in_process_max
         self.lint_runner.request(self._ds, baseline=self._baseline, signature=self._signature,
                                  tokenizer=tok if use_tok else None,
                                  tokenizer_path=self.preview.tokenizer_path() if use_tok else None,
-                                 seq_len=self.lint_panel.seq_len.value())
+                                 seq_len=self.lint_panel.seq_len.value(),
+                                 template=self.preview.template.currentText(), add_tokens=self.preview.add_tokens)
         self._lint_stale = False
 
     def lint_report(self):
@@ -975,6 +976,9 @@ class DatasetEditor(QWidget):
         self.lint_panel.sig_audit_toggled.connect(lambda _on: self._lint is not None and self._show_findings())
         self.lint_panel.sig_seq_len_changed.connect(lambda _n: self._relint_timer.start())
         self.preview.sig_tokenizer_loaded.connect(self._on_tokenizer_loaded)
+        # Token lengths follow the format the run will use (the preview follows the Train area).
+        self.preview.template.currentTextChanged.connect(lambda _t: self._relint_timer.start())
+        self.preview.sig_add_tokens_changed.connect(lambda: self._relint_timer.start())
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.filter_edit.textChanged.connect(lambda _t: self._filter_timer.start())
         self.filter_regex.toggled.connect(lambda _b: self._apply_filter())

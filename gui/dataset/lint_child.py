@@ -68,8 +68,9 @@ def run_job(job: dict[str, Any]):
     if job.get("tokenizer_path"):
         from engine.models import load_tokenizer
 
-        tokenizer = load_tokenizer(job["tokenizer_path"])
-    return lint(ds, tokenizer=tokenizer, seq_len=job.get("seq_len") or None)
+        tokenizer = load_tokenizer(job["tokenizer_path"], add_tokens=job.get("add_tokens") or ())
+    return lint(ds, tokenizer=tokenizer, seq_len=job.get("seq_len") or None,
+                template=job.get("template") or "auto")
 
 
 def main(conn, job: dict[str, Any]) -> None:

@@ -55,6 +55,8 @@ class _TokenizerJob(QObject):
 class PreviewPane(QWidget):
     """Shows how the trainer sees one record: prompt tokens grey, trained tokens highlighted."""
 
+    sig_add_tokens_changed = Signal()
+    """The add_tokens records are rendered with changed."""
     sig_tokenizer_loaded = Signal(object)
     """A tokenizer finished loading (the tokenizer)."""
 
@@ -147,6 +149,7 @@ class PreviewPane(QWidget):
         tokens = [t for t in tokens if isinstance(t, str) and t]
         if tokens != self.add_tokens:
             self.add_tokens = tokens
+            self.sig_add_tokens_changed.emit()
             if self.isVisible() or self._tokenizer is not None:
                 self._render()
 

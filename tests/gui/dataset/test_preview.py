@@ -57,3 +57,31 @@ def test_preview_renders_a_named_format_and_says_when_the_tokenizer_splits_its_m
     assert len(ed.preview.tokenizer()) == 2048  # the model's own tokenizer is left as it was
     ed.preview.set_add_tokens([])
     assert "splits the llama3 markers" in ed.preview.stats.text()
+
+
+@pytest.mark.skipif(not (demo_model_dir() / "tokenizer_config.json").exists(), reason="no demo tokenizer")
+def test_the_checks_count_tokens_in_the_format_and_with_the_tokens_the_run_will_use(make_editor, small_dataset,
+                                                                                     qtbot):
+    from engine.data.tokenize import render_record
+
+    ed = make_editor(small_dataset)
+    ed.select_record(0)
+    with qtbot.waitSignal(ed.preview.sig_tokenizer_loaded, timeout=120000):
+        ed.tabs.setCurrentWidget(ed.preview)
+    tok = ed.preview.tokenizer()
+    records = ed.dataset().records
+    markers = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    def lengths():
+        report = ed.lint_report()
+        return report.stats["length"]["per_record"] if report is not None else {}
+
+    want = len(render_record(records[0].messages(), tok, "llama3")["input_ids"])
+    ed.preview.set_template("llama3")  # as the Train area's template follows into the preview
+    qtbot.waitUntil(lambda: lengths().get(0) == want, timeout=60000)
+    ed.preview.set_add_tokens(markers)
+    grown = ed.preview.rendering_tokenizer()
+    assert grown is not tok and all(t in grown.get_vocab() for t in markers)
+    whole = len(render_record(records[0].messages(), grown, "llama3")["input_ids"])
+    assert whole < want
+    qtbot.waitUntil(lambda: lengths().get(0) == whole, timeout=60000)
+    assert "<|eot_id|>" not in tok.get_vocab()  # the model's own tokenizer is untouched
