@@ -275,12 +275,12 @@ def _eval_file_rows(cfg: RunConfig, tokenizer: Any, train_records: list, writer:
         first = info["broken_records"][0]
         writer.emit(ev.WARNING, kind="broken", message=f"{info['broken']} record(s) of the eval file "
                     f"{info['path']} could not be read and were left out (line {first['line']}: "
-                    f"{first['message']})", records=info["broken_records"])
+                    f"{first['message']})", records=info["broken_records"], path=info["path"])
     if stats.dropped:
         n = stats.dropped
         writer.emit(ev.WARNING, kind="dropped", message=f"{n} record{'s' if n > 1 else ''} of the eval file "
                     f"{info['path']} can't be scored and {'were' if n > 1 else 'was'} left out: "
-                    f"{describe_problems(stats.problems)}", records=stats.problems[:100])
+                    f"{describe_problems(stats.problems)}", records=stats.problems[:100], path=info["path"])
     trained = set()
     for r in train_records:
         try:
@@ -417,7 +417,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     f"could not be read and {'were' if n > 1 else 'was'} left out ({where}"
                     f"{', ...' if data_info['broken'] > 5 else ''}): {data_info['broken_records'][0]['message']}",
                     hint="Fix them in the Dataset area, or list them with `finetune-studio data check FILE`.",
-                    records=data_info["broken_records"])
+                    records=data_info["broken_records"], path=data_info["path"])
     if stats.truncated:
         writer.emit(ev.WARNING, kind="truncation", message=f"{stats.truncated} of {stats.records} records "
                     f"are longer than seq_len={cfg.seq_len} and were truncated (longest: {stats.longest} "
@@ -436,7 +436,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         writer.emit(ev.WARNING, kind="dropped", message=f"{n} record{'s' if n > 1 else ''} of {data_info['path']} "
                     f"can't train and {'were' if n > 1 else 'was'} left out: {describe_problems(stats.problems)}",
                     hint="Fix them in the Dataset area, or list them with `finetune-studio data check FILE`.",
-                    records=stats.problems[:100])
+                    records=stats.problems[:100], path=data_info["path"])
 
     torch.manual_seed(cfg.seed)
     model = _model_to_train(cfg, model_path, env, method, tokenizer, on_base=(

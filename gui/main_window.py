@@ -192,6 +192,8 @@ class MainWindow(QMainWindow):
         if hasattr(runs, "sig_open_record") and hasattr(dataset, "show_record"):
             runs.sig_open_record.connect(lambda path, index, expect: (self.show_area("dataset"),
                                                                       dataset.show_record(path, index, expect)))
+        if hasattr(train, "sig_open_line") and hasattr(dataset, "show_line"):
+            train.sig_open_line.connect(lambda path, line: (self.show_area("dataset"), dataset.show_line(path, line)))
         if hasattr(dataset, "sig_train_on") and hasattr(train, "config_model"):
             dataset.sig_train_on.connect(lambda train_file, eval_file: (
                 self.show_area("train"),

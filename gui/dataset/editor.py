@@ -484,30 +484,9 @@ class DatasetEditor(QWidget):
         A dataset of the Hugging Face cache (``org/name:split``) opens as its local copy in
         ``<data home>/hub-copies/`` (made the first time, in the dataset's record order).
         """
-        from engine.data import hub
-
-        ref = hub.parse_ref(str(path))
-        if ref is not None:
-            from engine.paths import data_home
-
-            copy = data_home() / "hub-copies" / f"{ref[0].replace('/', '__')}-{ref[1]}.jsonl"
-            current = self.path()
-            if not copy.exists() or current is None or current.resolve() != copy.resolve():
-                if not self.maybe_close():
-                    return False
-                if not copy.exists():
-                    copy.parent.mkdir(parents=True, exist_ok=True)
-                    if not self.open_hub(str(path), copy):
-                        return False
-            path = copy
-        path = Path(path)
-        current = self.path()
-        if current is None or current.resolve() != path.resolve():
-            if not self.maybe_close():
-                return False
-            self.open_file(path)
-            if self.path() is None or self.path().resolve() != path.resolve():
-                return False  # it did not open: the banner says why
+        path = self._open_to_show(path)
+        if path is None:
+            return False
         if not self.select_record(index):
             self.banner.show_message("warning", f"{path.name} has no record {index + 1} now (it has "
                                      f"{len(self._ds.records) if self._ds else 0}); it changed since the audit.")
@@ -521,6 +500,49 @@ class DatasetEditor(QWidget):
                                          f"{path.name} changed since the audit. Audit the run again for current "
                                          "record numbers.")
         return True
+
+    def show_line(self, path: str | Path, line: int) -> bool:
+        """Open ``path`` (as :meth:`show_record`) and make the record that starts at ``line`` current:
+        what a run names when it leaves a record out. False when the file has no record there now."""
+        path = self._open_to_show(path)
+        if path is None:
+            return False
+        index = next((i for i, r in enumerate(self._ds.records) if r.line == line), None)
+        if index is None or not self.select_record(index):
+            self.banner.show_message("warning", f"{path.name} has no record at line {line} now; it changed "
+                                     "since the run read it.")
+            return False
+        self.table.setFocus()
+        return True
+
+    def _open_to_show(self, path: str | Path) -> Path | None:
+        """The file to show a record of, opened (or its local copy, for a Hugging Face cache
+        dataset); None when the user kept the open file or it did not open."""
+        from engine.data import hub
+
+        ref = hub.parse_ref(str(path))
+        if ref is not None:
+            from engine.paths import data_home
+
+            copy = data_home() / "hub-copies" / f"{ref[0].replace('/', '__')}-{ref[1]}.jsonl"
+            current = self.path()
+            if not copy.exists() or current is None or current.resolve() != copy.resolve():
+                if not self.maybe_close():
+                    return None
+                if not copy.exists():
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    if not self.open_hub(str(path), copy):
+                        return None
+            path = copy
+        path = Path(path)
+        current = self.path()
+        if current is None or current.resolve() != path.resolve():
+            if not self.maybe_close():
+                return None
+            self.open_file(path)
+            if self.path() is None or self.path().resolve() != path.resolve():
+                return None  # it did not open: the banner says why
+        return path
 
     def current_record_index(self) -> int:
         """Index in ``ds.records`` of the current record, or -1."""

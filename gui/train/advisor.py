@@ -40,6 +40,8 @@ class Advice:
             start or resume).
         action: A non-config action the panel offers: ``resume``, ``stop`` or ``promote``.
         key: Identifies the advice, so a repeated warning replaces its card.
+        where: A record to show in the Dataset area, ``(file, line)``: the first of those a run
+            left out.
     """
 
     level: str
@@ -48,6 +50,7 @@ class Advice:
     fix: dict[str, Any] = field(default_factory=dict)
     action: str | None = None
     key: str = ""
+    where: tuple[str, int] | None = None
 
     def fix_label(self) -> str:
         return "Apply: " + ", ".join(f"{k} = {_short(v)}" for k, v in self.fix.items())
@@ -186,7 +189,11 @@ class Advisor:
             return [Advice("warning", "Records were truncated", text, fix, key="truncation")]
         if kind == "dropped":
             text = f"{message}." + (f"\n{hint}" if hint else "")
-            return [Advice("warning", "Records were left out", text, fix, key="dropped")]
+            return [Advice("warning", "Records were left out", text, fix, key="dropped", where=_first_record(data))]
+        if kind == "broken":
+            text = message[:1].upper() + message[1:] + (f"\n{hint}" if hint else "")
+            return [Advice("warning", "Records could not be read", text, fix, key="warning:broken",
+                           where=_first_record(data))]
         if kind == "keep_awake":
             return [Advice("warning", "The computer may go to sleep", f"{message}. Nothing trains while the "
                            "machine sleeps, and with some GPU drivers the run fails on waking; it can then be "
@@ -196,7 +203,7 @@ class Advisor:
                            "more and leak between train and eval; remove them in the Dataset area.",
                            fix, key="duplicates")]
         titles = {"disk": "The disk may fill up", "eval_overlap": "Eval records are also training records",
-                  "broken": "Records could not be read", "untrained_tokens": "The model never learnt these format tokens",
+                  "untrained_tokens": "The model never learnt these format tokens",
                   "partial": "Some answers of multi-turn records don't train"}
         text = message[:1].upper() + message[1:] + (f"\n{hint}" if hint else "")
         return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()), text, fix,
@@ -276,6 +283,11 @@ class _AdviceCard(QFrame):
             action_button = QPushButton(label)
             action_button.clicked.connect(lambda: panel.sig_action.emit(advice.action))
             buttons.addWidget(action_button)
+        if advice.where:
+            show = QPushButton("Show in the Dataset area")
+            show.setToolTip(f"Open {advice.where[0]} at line {advice.where[1]}, the first of these records")
+            show.clicked.connect(lambda: panel.sig_open_line.emit(*advice.where))
+            buttons.addWidget(show)
         buttons.addStretch(1)
         dismiss = QPushButton("Dismiss")
         dismiss.setFlat(True)
@@ -296,6 +308,8 @@ class AdvisorPanel(QWidget):
     """The user applied a fix: run-config changes."""
     sig_action = Signal(str)
     """The user asked for an action: resume, stop or promote."""
+    sig_open_line = Signal(str, int)
+    """The user asked to see a record in the Dataset area: its file and line."""
     sig_count_changed = Signal(int)
     """The number of cards shown changed."""
 
@@ -353,3 +367,15 @@ class AdvisorPanel(QWidget):
 
     def advice(self) -> list[Advice]:
         return [c.advice for c in self.cards.values()]
+
+
+def _first_record(data: dict[str, Any]) -> tuple[str, int] | None:
+    """``(file, line)`` of the first record a warning lists, when the editor can open it there
+    (a file on disk, not a Hugging Face cache dataset, whose lines are in the cache's files)."""
+    from engine.data.hub import parse_ref
+
+    path, records = data.get("path"), data.get("records") or []
+    line = next((r.get("line") for r in records if isinstance(r, dict) and r.get("line")), None)
+    if not path or not line or parse_ref(str(path)) is not None or str(path) == "demo":
+        return None
+    return str(path), int(line)

@@ -144,6 +144,8 @@ class TrainArea(QWidget):
     sig_compare_adapters = Signal(list)
     """Compare a finished run's model with its base on data: ``[final folder]``."""
 
+    sig_open_line = Signal(str, int)
+    """Show a record in the Dataset area: its file and line (one a run left out)."""
     sig_queued = Signal(int)
     """Runs were added to the queue (how many)."""
 
@@ -714,6 +716,7 @@ class TrainArea(QWidget):
         self._calls.sig_failed.connect(self._on_background_failed)
         self.advisor_panel.sig_apply_fix.connect(self.apply_fix)
         self.advisor_panel.sig_action.connect(self._on_advice_action)
+        self.advisor_panel.sig_open_line.connect(self.sig_open_line)
         self.advisor_panel.sig_count_changed.connect(
             lambda n: self.tabs.setTabText(0, f"Advice ({n})" if n else "Advice"))
         r = self.run

@@ -139,3 +139,33 @@ def test_compare_from_the_train_and_runs_areas_opens_the_comparison(qtbot):
         assert dialogs and dialogs[-1].cards[-1].path == str(run / "final")
         for d in dialogs:
             d.close()
+
+
+def test_a_left_out_record_opens_in_the_dataset_area_from_its_advice(qtbot, tmp_path):
+    """A run's warning about records it left out offers to show the first one, at its line."""
+    from PySide6.QtWidgets import QPushButton
+
+    path = tmp_path / "typed.jsonl"
+    path.write_text('{"instruction": "fine", "output": "yes"}\n\n{"instruction": ["a", "list"], "output": "x"}\n'
+                    '{"instruction": "also fine", "output": "ok"}\n', encoding="utf-8")
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    train, editor = win.areas["train"], win.areas["dataset"]
+    win.show_area("train")
+    advice = train.advisor.on_event("warning", {
+        "kind": "dropped", "path": str(path), "message": f"1 record of {path} can't train and was left out: "
+        "line 3: 'instruction' is a list, expected text",
+        "records": [{"index": 1, "line": 3, "message": "'instruction' is a list, expected text"}]})
+    assert advice[0].where == (str(path), 3)
+    train.advisor_panel.add_all(advice)
+    card = train.advisor_panel.cards["dropped"]
+    (show,) = [b for b in card.findChildren(QPushButton) if b.text() == "Show in the Dataset area"]
+    show.click()
+    assert win.current_area() == "dataset" and editor.path() == path
+    assert editor.current_record_index() == 1 and editor.dataset().records[1].line == 3
+    # A line with no record now (the file changed since): a banner says so, nothing is selected wrongly.
+    assert not editor.show_line(path, 2)
+    assert "no record at line 2" in editor.banner.label.text()
+    # A Hugging Face cache dataset's lines are in the cache's files: no button for it.
+    assert train.advisor.on_event("warning", {"kind": "dropped", "path": "org/name:train", "message": "m",
+                                              "records": [{"index": 0, "line": 1}]})[0].where is None
