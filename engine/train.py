@@ -382,10 +382,12 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     added_tokens = add_special_tokens(tokenizer, cfg.add_tokens)
     rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
                                    cache_dir=tokenized_cache_dir())
+    refusal = _refusal_advice(stats.problems, tokenizer, cfg)
     if not rows:
         raise DataError(f"no trainable records: every record of {data_info['path']} was left out: "
                         f"{describe_problems(stats.problems)}",
-                        hint="Fix them in the Dataset area, or list them with `finetune-studio data check FILE`.")
+                        hint=refusal.get("hint") or "Fix them in the Dataset area, or list them with "
+                        "`finetune-studio data check FILE`.", fix=refusal.get("fix"))
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     train_rows = [rows[i] for i in train_idx]
     eval_rows = [rows[i] for i in eval_idx]
@@ -435,7 +437,8 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         n = stats.dropped
         writer.emit(ev.WARNING, kind="dropped", message=f"{n} record{'s' if n > 1 else ''} of {data_info['path']} "
                     f"can't train and {'were' if n > 1 else 'was'} left out: {describe_problems(stats.problems)}",
-                    hint="Fix them in the Dataset area, or list them with `finetune-studio data check FILE`.",
+                    hint=refusal.get("hint") or "Fix them in the Dataset area, or list them with "
+                    "`finetune-studio data check FILE`.", fix=refusal.get("fix") or {},
                     records=stats.problems[:100], path=data_info["path"])
 
     torch.manual_seed(cfg.seed)
@@ -1665,6 +1668,25 @@ def _install_signal_handlers(commands: Commands) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _refusal_advice(problems: list[dict], tokenizer: Any, cfg: RunConfig) -> dict[str, Any]:
+    """When the model's own chat template refused records (Gemma's takes no system turn and wants
+    strictly alternating roles), the hint and fix of our format for its markers, which folds the
+    system prompt into the first user turn."""
+    from engine.data.templates import FORMATS
+
+    if cfg.template not in ("auto", "chat") or not any("template refuses" in p.get("message", "")
+                                                         for p in problems):
+        return {}
+    vocab = tokenizer.get_vocab()
+    for f in FORMATS.values():
+        if all(m in vocab for m in f.markers):
+            return {"fix": {"template": f.name},
+                    "hint": f"The model's chat template refuses some conversations (see above). template: {f.name} "
+                    "writes the same markers and takes a system prompt into the first user turn; or fix the "
+                    "records in the Dataset area."}
+    return {}
 
 
 def quiet_library_bars() -> None:

@@ -448,6 +448,31 @@ def test_records_with_a_wrong_field_are_left_out_with_file_and_line(tiny_model_d
     assert error["kind"] == "data" and f"every record of {data} was left out: line 1: 'instruction'" in error["message"]
 
 
+def test_records_the_models_template_refuses_get_our_format_for_its_markers_as_the_fix(tiny_model_dir, tmp_path):
+    """Gemma's template refuses a system turn: every record with one is left out, and the run names
+    the format that writes the model's own markers and folds the system prompt in."""
+    import shutil
+
+    from tests.engine.test_tokenize import GEMMA_LIKE
+
+    model = tmp_path / "strict"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = GEMMA_LIKE
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    data = tmp_path / "system.jsonl"
+    data.write_text("".join(json.dumps({"system": "Be brief.", "instruction": f"Say {w}.", "output": w}) + "\n"
+                            for w in ("red", "green", "blue")), encoding="utf-8")
+    result, rec, _ = train(make_cfg(model, data, tmp_path / "a", template="chat", max_steps=1))
+    assert result["status"] == "failed"
+    error = rec.of("error")[0]
+    assert "the model's chat template refuses this conversation: Conversation roles must alternate" in error["message"]
+    assert error["fix"] == {"template": "chatml"} and "template: chatml" in error["hint"]
+    result, _, _ = train(make_cfg(model, data, tmp_path / "b", template="chatml", max_steps=1))
+    assert result["status"] == "completed"
+
+
 def test_resume_without_a_checkpoint_warns_and_starts_over(tiny_model_dir, small_dataset, tmp_path):
     cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2)
     result, rec, _ = train(cfg, resume=True)
