@@ -793,7 +793,9 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
         except csv.Error as e:
             chunk = "".join(tap.taken)
             tap.taken = []
-            records.append(_broken(chunk, line, f"line {line}: {_csv_problem(e, delimiter)}", None))
+            at = _quote_problem_at(chunk, delimiter)
+            where = f"line {line + at[0]}, column {at[1]}" if at else f"line {line}"
+            records.append(_broken(chunk, line, f"{where}: {_csv_problem(e, delimiter)}", at[1] if at else None))
             line += chunk.count("\n") or 1
             continue
         chunk = "".join(tap.taken)
@@ -816,6 +818,36 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
     _collect_errors(ds)
     if not records:
         ds.errors.insert(0, DataError("the file has a header but no records", path=str(path)))
+
+
+def _quote_problem_at(chunk: str, delimiter: str) -> tuple[int, int] | None:
+    """(lines after the row's first, 1-based column) of what makes ``chunk`` a bad CSV row: the
+    quote that opens a field never closed, or the first character after a closing quote that is
+    neither the delimiter nor the end of the line. csv.Error says neither."""
+    quoted, opened, after_close = False, None, False
+    at_field_start = True
+    i = 0
+    while i < len(chunk):
+        ch = chunk[i]
+        if quoted:
+            if ch == '"':
+                if chunk[i + 1:i + 2] == '"':
+                    i += 2
+                    continue
+                quoted, after_close = False, True
+        elif after_close and ch not in (delimiter, "\r", "\n"):
+            return _line_col(chunk, i)
+        elif ch == '"' and at_field_start:
+            quoted, opened = True, i
+        at_field_start = ch in (delimiter, "\n") and not quoted
+        if ch in (delimiter, "\n") and not quoted:
+            after_close = False
+        i += 1
+    return _line_col(chunk, opened) if quoted and opened is not None else None
+
+
+def _line_col(text: str, i: int) -> tuple[int, int]:
+    return text.count("\n", 0, i), i - (text.rfind("\n", 0, i) + 1) + 1
 
 
 def _csv_problem(e: csv.Error, delimiter: str) -> str:

@@ -320,14 +320,29 @@ def test_csv_stray_quotes_are_broken_rows_not_silently_changed_values(tmp_path):
     path.write_bytes(original)
     ds = load_dataset_file(path)
     assert ds.broken_indices() == [0, 3]
-    assert ds.records[0].error.startswith("line 2: text follows a quoted field's closing quote (',' ")
-    assert ds.records[3].error.startswith("line 5: a quoted field in this row never gets its closing quote")
+    assert ds.records[0].error.startswith("line 2, column 6: text follows a quoted field's closing quote (',' ")
+    assert ds.records[0].column == 6
+    assert ds.records[3].error.startswith("line 5, column 6: a quoted field in this row never gets its closing "
+                                          "quote")
     assert [r.data for r in ds.records if not r.error] == [
         {"instruction": "hello", "output": "world"}, {"instruction": "a", "output": "b"}]
     # Nothing is lost: an edit elsewhere saves the broken rows as they were.
     ds.records[1].data["output"] = "World"
     save_dataset_file(ds)
     assert path.read_bytes() == original.replace(b"hello,world", b"hello,World")
+
+
+@pytest.mark.parametrize("row,where", [('a,"ok""x","never closed\nmore\n', "line 2, column 11"),
+                                       ('a,"multi\nline"x\n', "line 3, column 6"),
+                                       ('a\tb"c\n', None)])
+def test_a_bad_csv_row_names_the_quote_s_line_and_column(tmp_path, row, where):
+    path = tmp_path / ("q.tsv" if "\t" in row else "q.csv")
+    path.write_text(("instruction\toutput\n" if "\t" in row else "instruction,output\n") + row, encoding="utf-8")
+    ds = load_dataset_file(path)
+    if where is None:  # a quote inside an unquoted field is text, not an error
+        assert not ds.broken_indices() and ds.records[0].data == {"instruction": "a", "output": 'b"c'}
+        return
+    assert ds.records[0].error.startswith(where + ": ")
 
 
 def test_missing_and_unreadable_files():
