@@ -18,6 +18,9 @@ from engine.errors import ModelError
 from engine.paths import demo_model_dir
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+TOKENIZER_FILES = frozenset({"tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                             "sentencepiece.bpe.model", "tokenizer_config.json"})
+"""Files a Hugging Face tokenizer loads from; a folder with none of them has no tokenizer."""
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "adapter_model.bin")
 
 
@@ -41,6 +44,10 @@ def resolve_model_path(model: str) -> Path:
     if path.is_dir():
         if not (path / "config.json").exists():
             _refuse_run_or_adapter_folder(path)
+            if any(path.glob("*.gguf")):
+                raise ModelError(f"model folder '{path}' holds GGUF files only: GGUF is for running a model "
+                                 "(llama.cpp, Ollama), not for training it", hint="Pick the model in its Hugging "
+                                 "Face form: a folder with config.json, the tokenizer and .safetensors weights.")
             raise ModelError(f"model folder '{path}' has no config.json", hint="Pick the folder that "
                              "holds config.json and the weights.")
         return path
@@ -122,6 +129,7 @@ class ModelInfo:
     context_length: int | None
     dtype: str | None
     has_chat_template: bool
+    has_tokenizer: bool
     safetensors: bool
     pickle_only: bool
     tied_embeddings: bool
@@ -147,6 +155,7 @@ def model_info(model: str) -> ModelInfo:
         context_length=text_cfg.get("max_position_embeddings"),
         dtype=cfg.get("dtype") or cfg.get("torch_dtype"),
         has_chat_template=chat,
+        has_tokenizer=bool(files & TOKENIZER_FILES) or any(n.endswith(".tiktoken") for n in files),
         safetensors=safe,
         pickle_only=pickle and not safe,
         tied_embeddings=bool(text_cfg.get("tie_word_embeddings", cfg.get("tie_word_embeddings", False))),
@@ -196,6 +205,10 @@ def check_weights_safe(path: Path, allow_pickle: bool) -> None:
     files = {p.name for p in path.iterdir()}
     safe = any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in files)
     pickle = any(n.endswith((".bin", ".pt", ".pth")) for n in files)
+    if not safe and not pickle:
+        raise ModelError(f"model folder '{path}' has no weights (.safetensors files)",
+                         hint="Copy the model's .safetensors files (and model.safetensors.index.json when it is "
+                         "sharded) into the folder.")
     if pickle and not safe and not allow_pickle:
         raise ModelError(f"'{path}' holds only pickle weights (.bin), which can run arbitrary code when "
                          "loaded", fix={"allow_pickle": True},
@@ -209,6 +222,11 @@ def load_tokenizer(model: str, *, trust_remote_code: bool = False, add_tokens: S
     from transformers import AutoTokenizer
 
     path = resolve_model_path(model)
+    names = {p.name for p in path.iterdir()}
+    if not names & TOKENIZER_FILES and not any(n.endswith(".tiktoken") for n in names):
+        raise ModelError(f"model folder '{path}' has no tokenizer ({', '.join(sorted(TOKENIZER_FILES))})",
+                         hint="Copy the tokenizer files of the model's repository into the folder (a model "
+                         "saved without its tokenizer lacks them).")
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as e:

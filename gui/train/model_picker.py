@@ -266,15 +266,20 @@ class ModelPicker(QWidget):
         lab["context"].setText(f"{info.context_length:,}" if info.context_length else "unknown")
         stored = result["stored_dtype"]
         lab["dtype"].setText(str(info.dtype or "not stated") + (f" (stored {stored})" if stored else ""))
-        lab["chat"].setText("yes" if info.has_chat_template else
-                            "<span style='color:#d98e04'>no</span>: the Alpaca prompt is used")
+        if not info.has_tokenizer:
+            lab["chat"].setText("<span style='color:#d0342c'>no tokenizer files</span>: copy the tokenizer of "
+                                "the model's repository into the folder")
+        else:
+            lab["chat"].setText("yes" if info.has_chat_template else
+                                "<span style='color:#d98e04'>no</span>: the Alpaca prompt is used")
         if info.safetensors:
             lab["weights"].setText("safetensors")
         elif info.pickle_only:
             lab["weights"].setText("<span style='color:#d0342c'>pickle only (.bin)</span>: needs allow_pickle, "
                                    "which can run code")
         else:
-            lab["weights"].setText("<span style='color:#d98e04'>none found</span>")
+            lab["weights"].setText("<span style='color:#d0342c'>none found</span>: training needs the .safetensors "
+                                   "files")
         self.sig_info.emit(result)
 
     def _on_failed(self, tag: str, message: str, trace: str) -> None:

@@ -113,6 +113,24 @@ def test_pickle_weights_need_consent(model_dir, tmp_path):
     assert model.config.hidden_size == 32
 
 
+def test_a_model_folder_missing_its_tokenizer_or_weights_or_in_gguf_form_says_what_is_missing(model_dir, tmp_path):
+    from engine.models import load_tokenizer, resolve_model_path
+
+    gguf = tmp_path / "gguf"
+    gguf.mkdir()
+    (gguf / "model-Q4_K_M.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ModelError, match="holds GGUF files only: GGUF is for running a model"):
+        resolve_model_path(str(gguf))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_bytes((model_dir / "config.json").read_bytes())
+    with pytest.raises(ModelError) as e:
+        load_tokenizer(str(bare))
+    assert e.value.message.startswith(f"model folder '{bare}' has no tokenizer (sentencepiece.bpe.model, ")
+    with pytest.raises(ModelError, match=r"has no weights \(\.safetensors files\)"):
+        load_model(cfg(load_in="fp32", mixed_precision="no"), bare, CPU)
+
+
 @pytest.mark.parametrize("load_in", ["int8", "nf4"])
 def test_quantized_load_on_cpu_is_refused_before_loading(load_in, tmp_path):
     # tmp_path holds no model at all: the refusal must come before any file is read.

@@ -290,3 +290,19 @@ def test_the_dataset_is_a_file_or_a_dataset_of_the_hugging_face_cache(make_area,
     editor.hub_menu.aboutToShow.emit()
     (none,) = editor.hub_menu.actions()
     assert not none.isEnabled() and "huggingface-cli download" in none.text()
+
+
+def test_the_model_picker_says_what_a_folder_lacks(make_area, qtbot, tiny_model_dir, tmp_path):
+    area = make_area()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_bytes((tiny_model_dir / "config.json").read_bytes())
+    area.config_model.set("model", str(bare))
+    picker = area.model_picker
+    qtbot.waitUntil(lambda: picker.info is not None and picker.info["info"].path == str(bare), timeout=10_000)
+    assert picker.labels["chat"].text().startswith("<span style='color:#d0342c'>no tokenizer files</span>")
+    assert "none found</span>: training needs the .safetensors files" in picker.labels["weights"].text()
+    area.config_model.set("model", str(tiny_model_dir))
+    qtbot.waitUntil(lambda: picker.info is not None and picker.info["info"].path == str(tiny_model_dir),
+                    timeout=10_000)
+    assert picker.labels["chat"].text() == "yes" and picker.labels["weights"].text() == "safetensors"
