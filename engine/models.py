@@ -206,7 +206,7 @@ def check_weights_safe(path: Path, allow_pickle: bool) -> None:
     safe = any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in files)
     pickle = any(n.endswith((".bin", ".pt", ".pth")) for n in files)
     if not safe and not pickle:
-        raise ModelError(f"model folder '{path}' has no weights (.safetensors files)",
+        raise ModelError(f"'{path}' has no weights (.safetensors files)",
                          hint="Copy the model's .safetensors files (and model.safetensors.index.json when it is "
                          "sharded) into the folder.")
     if pickle and not safe and not allow_pickle:
