@@ -801,7 +801,9 @@ def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | N
             out.append(Finding(None, None, "template", "error", f"template {template!r} can't render these "
                                f"records: {e.message}; token lengths are estimated instead"))
         else:
-            method = f"tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__})"
+            method = f"tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__})" + (
+                f", template {Path(template).name if template.lower().endswith('.jinja') else template}"
+                if template != "auto" else "")
             for k, why in refused.items():
                 out.append(Finding(rows[k].index, rows[k].line, "template-refused", "error",
                                    f"the chat template refuses this conversation ({why}); a run leaves it out"))

@@ -31,6 +31,7 @@ def test_token_lengths_follow_the_template_and_add_tokens(capsys):
         out = json.loads(capsys.readouterr().out)
         assert out["stats"]["length"]["method"].startswith("tokenizer")
         lengths[name] = out["stats"]["length"]["median"]
+        assert out["stats"]["length"]["method"].endswith(", template llama3") == (name != "auto")
     # Llama 3's markers split into pieces in the demo tokenizer; as whole tokens they are far fewer.
     assert lengths["llama3"] > lengths["llama3+tokens"] and lengths["llama3"] != lengths["auto"]
     assert main(["data", "check", str(demo), "--template", "llama3"]) == 2
