@@ -28,21 +28,40 @@ def studio_home(tmp_path_factory, monkeypatch) -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer random Llama (hidden 32) saved with the demo tokenizer and chat template."""
+def save_tiny_llama(out: Path, *, tied: bool = True, **save_kw) -> Path:
+    """A 2-layer random Llama (hidden 32) with the demo tokenizer and chat template, saved to ``out``;
+    ``tied=False`` gives it a separate output head (Llama 2, Mistral)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    out = tmp_path_factory.mktemp("tiny-model")
     tok = AutoTokenizer.from_pretrained(REPO / "resources" / "demo" / "model")
     tok.save_pretrained(out)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=tied)
+    LlamaForCausalLM(cfg).save_pretrained(out, **save_kw)
     return out
+
+
+def zero_token_rows(model_dir: Path, tokens: list[str]) -> Path:
+    """Zero these tokens' input-embedding rows in ``model_dir``'s model.safetensors, as a base model
+    ships chat tokens it never trained (Llama 3 base's <|eot_id|>)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    for i in tok.convert_tokens_to_ids(tokens):
+        weights["model.embed_tokens.weight"][i] = 0.0
+    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer random Llama (hidden 32) saved with the demo tokenizer and chat template."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture

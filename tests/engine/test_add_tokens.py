@@ -12,6 +12,7 @@ import torch
 
 from engine.config import RunConfig
 from engine.errors import ConfigErrors, ModelError
+from tests.conftest import save_tiny_llama, zero_token_rows
 from tests.engine.test_templates import one_answer_dataset
 from tests.engine.test_train import make_cfg, train
 
@@ -240,18 +241,10 @@ def test_an_untied_head_trains_its_rows_too(tmp_path):
     """A model with a separate output head (Llama 2, Mistral) must learn to write the new tokens,
     not only read them: the head's rows train and save as well."""
     from safetensors import safe_open
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from engine.generate import Generator
 
-    model_dir = tmp_path / "untied"
-    tok = AutoTokenizer.from_pretrained(Path(__file__).resolve().parents[2] / "resources" / "demo" / "model")
-    tok.save_pretrained(model_dir)
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-                     ).save_pretrained(model_dir)
+    model_dir = save_tiny_llama(tmp_path / "untied", tied=False)
     cfg = make_cfg(model_dir, one_answer_dataset(tmp_path / "one.jsonl"), tmp_path / "run", template="llama3",
                    add_tokens=MARKERS, max_steps=2, seq_len=256)
     result, _, trained = train(cfg)
@@ -345,17 +338,9 @@ def zeroed_chatml_model(tiny_model_dir, tmp_path) -> Path:
     chat tokens it never trained (Llama 3 base's <|eot_id|>)."""
     import shutil
 
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoTokenizer
-
     out = tmp_path / "zeroed"
     shutil.copytree(tiny_model_dir, out)
-    tok = AutoTokenizer.from_pretrained(out)
-    weights = load_file(str(out / "model.safetensors"))
-    for i in tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"]):
-        weights["model.embed_tokens.weight"][i] = 0.0
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
+    return zero_token_rows(out, ["<|im_start|>", "<|im_end|>"])
 
 
 def test_untrained_format_tokens_are_named_with_add_tokens_as_the_fix(zeroed_chatml_model, tmp_path):
@@ -405,18 +390,12 @@ def test_the_check_before_a_run_reads_the_rows_from_the_files_and_says_what_the_
 
 def test_the_check_finds_an_untrained_row_of_a_separate_head_in_a_sharded_checkpoint(tmp_path):
     from safetensors.torch import load_file, save_file
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from engine.train import check_format_tokens
 
-    model_dir = tmp_path / "untied"
-    tok = AutoTokenizer.from_pretrained(Path(__file__).resolve().parents[2] / "resources" / "demo" / "model")
-    tok.save_pretrained(model_dir)
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-                     ).save_pretrained(model_dir, max_shard_size="100KB")
+    model_dir = save_tiny_llama(tmp_path / "untied", tied=False, max_shard_size="100KB")
+    tok = AutoTokenizer.from_pretrained(model_dir)
     shards = sorted(model_dir.glob("model-*.safetensors"))
     assert len(shards) > 1
     (head,) = [f for f in shards if "lm_head.weight" in load_file(str(f))]

@@ -156,16 +156,11 @@ def test_untrained_format_tokens_are_advised_before_the_run_and_the_fix_clears_i
     at once (rows read from the weight files); its one-click fix makes it go away."""
     import shutil
 
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoTokenizer
+    from tests.conftest import zero_token_rows
 
     model = tmp_path / "zeroed"
     shutil.copytree(tiny_model_dir, model)
-    tok = AutoTokenizer.from_pretrained(model)
-    weights = load_file(str(model / "model.safetensors"))
-    for i in tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"]):
-        weights["model.embed_tokens.weight"][i] = 0.0
-    save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
+    zero_token_rows(model, ["<|im_start|>", "<|im_end|>"])
 
     area = make_area()
     key = "warning:untrained_tokens"
