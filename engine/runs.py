@@ -528,8 +528,40 @@ def run_details(path: Path) -> dict[str, Any]:
                     "lowest_eval_loss": lowest_eval["eval_loss"] if lowest_eval else None,
                     "lowest_eval_loss_step": lowest_eval.get("step") if lowest_eval else None},
         "samples": (read_samples(path) or [None])[-1],
+        "data": _data_use(path),
         "config": config,
     }
+
+
+def _data_use(path: Path) -> dict[str, Any] | None:
+    """What the run made of its dataset (its dataset.json): records trained on and held out, and those
+    it left out (unreadable, or nothing to train on) or truncated, the first ones with their lines."""
+    try:
+        d = json.loads((path / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(d, dict):
+        return None
+    from engine.data.tokenize import describe_problems
+
+    left = [{"index": r.get("index", 0), "line": r.get("line"), "message": r.get("message")}
+            for r in [*(d.get("broken_records") or []), *(d.get("problems") or [])] if isinstance(r, dict)]
+    return {"records": d.get("records"), "train": d.get("train"), "eval": d.get("eval"),
+            "left_out": (d.get("broken") or 0) + (d.get("dropped") or 0), "truncated": d.get("truncated") or 0,
+            "seq_len_longest": d.get("longest"), "left_out_first": describe_problems(left) if left else ""}
+
+
+def _data_fields(data: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if not data:
+        return []
+    out = []
+    if data.get("train") is not None:
+        out.append(("records used", f"{data['train']} train, {data.get('eval') or 0} eval"))
+    if data.get("left_out"):
+        out.append(("left out", f"{data['left_out']}: {data['left_out_first']}"))
+    if data.get("truncated"):
+        out.append(("truncated", f"{data['truncated']} (longest {data.get('seq_len_longest')} tokens)"))
+    return out
 
 
 def format_duration(seconds: float | None) -> str:
@@ -612,6 +644,7 @@ def cli_show(args: Any) -> int:
         ("metrics rows", f"{m['train_rows']} train, {m['eval_rows']} eval"),
         ("peak GPU memory", _gib(d["peak_gpu_bytes"])), ("dataset", _num(d["dataset"])),
         ("dataset hash", _num(d["dataset_hash"])), ("dataset records", _num(d["dataset_records"])),
+        *_data_fields(d.get("data")),
         ("eval data", d.get("eval_dataset") or (f"{(d['config'] or {}).get('eval_split'):.0%} of the dataset "
                                                  "held out" if (d["config"] or {}).get("eval_split") else "none")),
         ("checkpoints", ", ".join(c["name"] for c in d["checkpoints"]) or "none"),

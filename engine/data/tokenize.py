@@ -216,8 +216,15 @@ _RECORD_AT = re.compile(r"^record( at line \d+)?: ")
 
 def describe_problems(problems: list[dict], limit: int = 3) -> str:
     """The first dropped records in words: ``line 4: 'output' is a number, expected text; line 9: ...``."""
-    parts = [f"line {p['line']}: {p['message']}" if p.get("line") else f"record {p['index'] + 1}: {p['message']}"
-             for p in problems[:limit]]
+    def one(p: dict) -> str:
+        message = str(p.get("message") or "")
+        if not p.get("line"):
+            return f"record {p.get('index', 0) + 1}: {message}"
+        if message.startswith((f"line {p['line']}:", f"line {p['line']},")):
+            return message  # a reader's error that names its line (and column) already
+        return f"line {p['line']}: {message}"
+
+    parts = [one(p) for p in problems[:limit]]
     more = len(problems) - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 

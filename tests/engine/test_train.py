@@ -473,6 +473,25 @@ def test_records_the_models_template_refuses_get_our_format_for_its_markers_as_t
     assert result["status"] == "completed"
 
 
+def test_runs_show_says_which_records_a_run_left_out(tiny_model_dir, tmp_path, capsys):
+    import argparse
+
+    from engine.runs import cli_show
+
+    data = tmp_path / "mixed.jsonl"
+    data.write_text('{"instruction": "Say red.", "output": "red"}\n{"instruction": "Say", \n'
+                    '{"instruction": 7, "output": "seven"}\n{"instruction": "Say blue.", "output": "blue"}\n',
+                    encoding="utf-8")
+    result, _, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run", max_steps=1))
+    assert result["status"] == "completed"
+    assert cli_show(argparse.Namespace(run=str(tmp_path / "run"), json=False)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "records used       2 train, 0 eval" in lines
+    (left,) = [x for x in lines if x.startswith("left out")]
+    assert left.startswith("left out           2: line 2, column 24: Expecting property name") and left.endswith(
+        "; line 3: 'instruction' is a number, expected text")
+
+
 def test_resume_without_a_checkpoint_warns_and_starts_over(tiny_model_dir, small_dataset, tmp_path):
     cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2)
     result, rec, _ = train(cfg, resume=True)
