@@ -703,6 +703,19 @@ def _empty_out_dir(out: str | Path, what: str) -> Path:
     return out_dir
 
 
+def check_mergeable(card: AdapterCard) -> None:
+    """Refuse an adapter that has no weight changes to fold into the base.
+
+    Raises:
+        ModelError: a prompt-learning (virtual tokens) or bottleneck (new layers) adapter.
+    """
+    if card.peft_type == "BOTTLENECK" or card.peft_type in PROMPT_LEARNING:
+        raise ModelError(f"adapter '{card.name}' ({card.peft_type}) can't be merged into the base: "
+                         + ("it adds virtual tokens, not weight changes" if card.peft_type != "BOTTLENECK"
+                            else "bottleneck adapters add new layers, not weight changes"),
+                         hint="Export it on its own (adapters export) and load it on top of the base.")
+
+
 def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: list[float] | None = None,
                    combination: str = "linear", density: float | None = None, dtype: str = "fp32",
                    trust_remote_code: bool = False, allow_pickle: bool = False) -> Path:
@@ -766,11 +779,7 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
     dirs = [resolve_adapter(a) for a in adapters]
     cards = [read_card(d) for d in dirs]
     for d, card in zip(dirs, cards, strict=True):
-        if card.peft_type == "BOTTLENECK" or card.peft_type in PROMPT_LEARNING:
-            raise ModelError(f"adapter '{card.name}' ({card.peft_type}) can't be merged into the base: "
-                             + ("it adds virtual tokens, not weight changes" if card.peft_type != "BOTTLENECK"
-                                else "bottleneck adapters add new layers, not weight changes"),
-                             hint="Export it on its own (adapters export) and load it on top of the base.")
+        check_mergeable(card)
         if combining and card.peft_type != "LORA":
             raise ModelError(f"adapter '{card.name}' is {card.peft_type}; combining with weights works for "
                              "LoRA adapters only (PEFT's add_weighted_adapter)",

@@ -832,9 +832,10 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
         check_space(ref, target, base, out_type)
         return export_gguf(folder, target, out_type=out_type, name=run.name if run else None,
                            pre_tokenizer=pre_tokenizer, trust_remote_code=trust_remote_code, progress=progress)
-    from engine.adapters import merge_adapters, read_card
+    from engine.adapters import check_mergeable, merge_adapters, read_card
 
     card = read_card(folder)
+    check_mergeable(card)  # before anything is said or written
     base_model = base or card.base_model
     if not base_model:
         raise ConfigError(f"adapter '{card.name}' records no base model", key="base",

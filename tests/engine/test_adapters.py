@@ -317,3 +317,23 @@ def test_a_trainer_output_folder_is_named_by_its_parent(runs_home, tmp_path):
     assert lib.read_card(final).name == "medical"
     assert lib.read_card(ckpt).name == "out-checkpoint-500"
     assert lib.read_card(runs_home["medical"]).name == "medical"  # a run's final/: the run's name
+
+
+def test_an_adapter_without_weight_changes_is_not_merged_nor_exported_as_gguf(demo_base, tmp_path):
+    """Prompt tuning adds virtual tokens: nothing to fold into the base. Merge and GGUF export say so
+    before writing or announcing anything."""
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from engine.gguf_export import export_source
+
+    folder = tmp_path / "prompt"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(demo_base),
+                   PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).save_pretrained(folder)
+    with pytest.raises(ModelError, match=r"\(PROMPT_TUNING\) can't be merged into the base: it adds virtual tokens"):
+        lib.merge_adapters("demo", [str(folder)], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    said = []
+    with pytest.raises(ModelError, match="can't be merged"):
+        export_source(str(folder), tmp_path / "p.gguf", out_type="f16", note=said.append)
+    assert said == [] and not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".gguf-merge-*"))
