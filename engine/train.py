@@ -378,6 +378,8 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         cfg.save(output_dir / "run.yaml")
 
     records, data_info = load_training_records(cfg)
+    if is_main and ckpt is not None:
+        _warn_changed_dataset(output_dir, data_info, writer)
     tokenizer = load_tokenizer(str(model_path), trust_remote_code=cfg.trust_remote_code)
     added_tokens = add_special_tokens(tokenizer, cfg.add_tokens)
     rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
@@ -1668,6 +1670,21 @@ def _install_signal_handlers(commands: Commands) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _warn_changed_dataset(output_dir: Path, data_info: dict[str, Any], writer: EventWriter) -> None:
+    """On resume: say so when the dataset is not the one the run started on (its content hash)."""
+    from engine.runs import read_summary
+
+    before = read_summary(output_dir)
+    old_hash, old_n = before.get("dataset_hash"), before.get("dataset_records")
+    if not old_hash or old_hash == data_info["hash"]:
+        return
+    writer.emit(ev.WARNING, kind="dataset_changed", message=(
+        f"{data_info['path']} changed since this run started ({old_n} usable records then, {data_info['records']} "
+        "now): the resumed run trains on the records as they are now, and the checkpoint's place in the epoch "
+        "counts the old ones"), hint="Fine after fixing a few records. To train on the old data, restore the file; "
+        "for a clean run on the new data, start a new run.", before=old_hash, now=data_info["hash"])
 
 
 def _refusal_advice(problems: list[dict], tokenizer: Any, cfg: RunConfig) -> dict[str, Any]:

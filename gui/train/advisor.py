@@ -204,6 +204,7 @@ class Advisor:
                            fix, key="duplicates")]
         titles = {"disk": "The disk may fill up", "eval_overlap": "Eval records are also training records",
                   "untrained_tokens": "The model never learnt these format tokens",
+                  "dataset_changed": "The dataset changed since the run started",
                   "partial": "Some answers of multi-turn records don't train"}
         text = message[:1].upper() + message[1:] + (f"\n{hint}" if hint else "")
         return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()), text, fix,

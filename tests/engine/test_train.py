@@ -500,6 +500,20 @@ def test_resume_without_a_checkpoint_warns_and_starts_over(tiny_model_dir, small
     assert rec.of("started")[0]["resumed"] is False
 
 
+def test_resuming_on_a_changed_dataset_says_so(tiny_model_dir, small_dataset, tmp_path):
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2, save_steps=1)
+    assert train(cfg)[0]["status"] == "completed"
+    _, rec, _ = train(cfg.replace(max_steps=3), resume=True)  # the same file: nothing to say
+    assert not [e for e in rec.of("warning") if e["kind"] == "dataset_changed"]
+    lines = small_dataset.read_text(encoding="utf-8").splitlines()
+    small_dataset.write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
+    result, rec, _ = train(cfg.replace(max_steps=4), resume=True)
+    assert result["status"] == "completed" and rec.of("started")[0]["resumed"] is True
+    (w,) = [e for e in rec.of("warning") if e["kind"] == "dataset_changed"]
+    assert w["message"].startswith(f"{small_dataset} changed since this run started (64 usable records then, 40 now)")
+    assert w["before"] != w["now"]
+
+
 def test_resuming_a_completed_run_trains_no_step_past_max_steps(tiny_model_dir, small_dataset, tmp_path):
     # Trainer runs one optimizer step before it checks max_steps, so a resume from the last
     # checkpoint of a finished run used to train step max_steps + 1 and overwrite final/.
