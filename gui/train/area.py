@@ -776,8 +776,8 @@ class TrainArea(QWidget):
         self._tokens_timer.start()
 
     def _check_format_tokens(self) -> None:
-        """Before a run, off the UI thread: does the model know the special tokens its format writes?
-        (Rows read from the weight files; the run checks again once it has loaded the model.)"""
+        """Before a run, in the estimate's child process: does the model know the special tokens its
+        format writes? (Rows read from the weight files; the run checks again once it has loaded it.)"""
         cfg = self.config_model.config_ignoring_machine()
         if cfg is None:
             return
@@ -786,12 +786,8 @@ class TrainArea(QWidget):
             return
         self._tokens_checked = key
 
-        def check() -> tuple[tuple, Any]:
-            from engine.train import check_format_tokens
-
-            return key, check_format_tokens(cfg)
-
-        self._calls.submit("format_tokens", check)
+        process = self.estimator.process  # the GUI process never imports torch (docs/ui-stall.md)
+        self._calls.submit("format_tokens", lambda: (key, process.format_tokens(cfg)))
 
     def _request_estimate(self) -> None:
         cfg = self.config_model.config_ignoring_machine()

@@ -8,6 +8,10 @@ child: the GUI sends one JSON line per request on stdin and reads one JSON line 
 Request: ``{"config": {...RunConfig.to_dict()...}, "gpu_bytes": int|null, "gpu_name": str|null}``.
 Answer: ``{"ok": true, "estimate": Estimate.to_dict()}`` or ``{"ok": false, "error": "..."}``.
 
+Request ``{"call": "format_tokens", "config": {...}}``: the pre-run check of the format's special
+tokens (``engine.train.check_format_tokens``, which loads the tokenizer: torch again). Answer:
+``{"ok": true, "result": the warning or null}``.
+
 No Qt here: ``python -m gui.train.estimate_worker`` only needs the engine.
 """
 
@@ -31,11 +35,16 @@ def serve(stdin=None, stdout=None) -> int:
             continue
         try:
             req = json.loads(line)
-            from engine.memory import estimate
-
             cfg = RunConfig.from_dict(req["config"])
-            est = estimate(cfg, gpu_bytes=req.get("gpu_bytes"), gpu_name=req.get("gpu_name"))
-            answer = {"ok": True, "estimate": est.to_dict()}
+            if req.get("call") == "format_tokens":
+                from engine.train import check_format_tokens
+
+                answer = {"ok": True, "result": check_format_tokens(cfg)}
+            else:
+                from engine.memory import estimate
+
+                est = estimate(cfg, gpu_bytes=req.get("gpu_bytes"), gpu_name=req.get("gpu_name"))
+                answer = {"ok": True, "estimate": est.to_dict()}
         except StudioError as e:
             answer = {"ok": False, "error": e.message}
         except Exception as e:  # noqa: BLE001 - one bad request must not end the service

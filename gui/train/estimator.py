@@ -53,9 +53,21 @@ class EstimateProcess:
         Raises:
             RuntimeError: the estimate failed (the message says why) or the process died.
         """
+        answer = self._ask({"config": cfg.to_dict(), "gpu_bytes": gpu_bytes, "gpu_name": gpu_name})
+        return SimpleNamespace(**answer["estimate"])
+
+    def format_tokens(self, cfg: Any) -> dict | None:
+        """``engine.train.check_format_tokens(cfg)``, computed in the child (it loads the tokenizer,
+        which imports torch): the warning a run would give, or None.
+
+        Raises:
+            RuntimeError: the check failed (the message says why) or the process died.
+        """
+        return self._ask({"call": "format_tokens", "config": cfg.to_dict()})["result"]
+
+    def _ask(self, request: dict) -> dict:
         with self._lock:
             proc = self._ensure()
-            request = {"config": cfg.to_dict(), "gpu_bytes": gpu_bytes, "gpu_name": gpu_name}
             try:
                 proc.stdin.write(json.dumps(request) + "\n")
                 proc.stdin.flush()
@@ -67,7 +79,7 @@ class EstimateProcess:
             answer = json.loads(line)
         if not answer.get("ok"):
             raise RuntimeError(answer.get("error", "estimate failed"))
-        return SimpleNamespace(**answer["estimate"])
+        return answer
 
     def close(self) -> None:
         """End the process now; a request waiting on it fails at once instead of blocking exit."""
