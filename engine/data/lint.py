@@ -12,6 +12,8 @@ Consistency
     ``unknown-role`` (error) and ``turn-order`` (warning) for conversations.
     ``template-refused`` (error, with a tokenizer): the chat template raises on the conversation
     (Gemma's does when roles don't alternate); a run leaves such a record out.
+    ``untrained-tokens`` (warning, ``data check --model``): special tokens the format writes whose
+    rows the model never trained (as the Train area and a run warn).
     ``duplicate`` (warning): same text after normalising case, whitespace and punctuation.
     ``near-duplicate`` (warning): MinHash over character 5-grams of the record's content
     (its input, or instruction when there is no input, plus the output), Jaccard >= 0.8.
@@ -922,6 +924,20 @@ def _token_lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template: 
     return lengths
 
 
+def _format_token_findings(args: Any) -> list[Finding]:
+    """``untrained-tokens``: the special tokens the chosen format writes that the model never trained
+    (their rows read from its weight files), as the Train area and a run warn."""
+    from engine.config import RunConfig
+    from engine.train import check_format_tokens
+
+    cfg = RunConfig.from_dict({"model": args.model, "template": getattr(args, "template", "auto") or "auto",
+                               "add_tokens": list(getattr(args, "add_tokens", None) or [])})
+    found = check_format_tokens(cfg)
+    if not found:
+        return []
+    return [Finding(None, None, "untrained-tokens", "warning", f"{found['message']}. {found['hint']}")]
+
+
 # ---- CLI
 
 
@@ -946,6 +962,8 @@ def cli_check(args: Any) -> int:
                               "(whose tokenizer counts)", key="model")
         report = lint(ds, tokenizer=tokenizer, seq_len=getattr(args, "seq_len", None),
                       template=getattr(args, "template", "auto") or "auto")
+        if tokenizer is not None:
+            report = report.extended(_format_token_findings(args))
         audit_note = None
         if getattr(args, "audit", None):
             found = _audit_findings(path, args.audit, ds)

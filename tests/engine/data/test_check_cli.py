@@ -105,3 +105,27 @@ def test_demo_dataset_checks_clean(capsys):
     assert cli_check(check(demo_dataset_path(), seq_len=512)) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["counts"]["errors"] == 0 and out["counts"]["records"] >= 300
+
+
+def test_with_a_model_it_names_the_format_tokens_the_model_never_trained(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from engine.cli import main
+    from tests.conftest import zero_token_rows
+
+    model = tmp_path / "zeroed"
+    shutil.copytree(tiny_model_dir, model)
+    zero_token_rows(model, ["<|im_end|>"])
+    data = tmp_path / "ok.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Explain idea {i}", "output": f"Idea {i} is {i}."}) + "\n"
+                            for i in range(3)))
+    assert main(["data", "check", str(data), "--model", str(model), "--template", "chatml", "--json"]) == 0
+    (found,) = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] == "untrained-tokens"]
+    assert found["severity"] == "warning" and found["index"] is None
+    assert found["message"].startswith("the chatml format's <|im_end|> has untrained embeddings")
+    assert "add_tokens: ['<|im_end|>']" in found["message"]
+    assert main(["data", "check", str(data), "--model", str(model), "--template", "chatml", "--json",
+                 "--add-tokens", "<|im_end|>"]) == 0  # training its row: nothing to say
+    assert not [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] == "untrained-tokens"]
+    assert main(["data", "check", str(data), "--model", str(tiny_model_dir), "--template", "chatml", "--json"]) == 0
+    assert not [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] == "untrained-tokens"]
