@@ -579,13 +579,13 @@ class DatasetEditor(QWidget):
         """Check the records as they are now (in the background)."""
         if self._ds is None:
             return
-        tok = self.preview.rendering_tokenizer()  # with the Train area's add_tokens
-        use_tok = tok is not None and len(self._ds.records) <= self.lint_runner.in_process_max
+        # Exact token lengths, counted in the tokenizer's process (with the Train area's template and
+        # add_tokens) once the preview has loaded the tokenizer; estimated otherwise, and for big files.
+        counting = self.preview.lint_request()
+        use_tok = counting is not None and len(self._ds.records) <= self.lint_runner.in_process_max
         self.lint_runner.request(self._ds, baseline=self._baseline, signature=self._signature,
-                                 tokenizer=tok if use_tok else None,
-                                 tokenizer_path=self.preview.tokenizer_path() if use_tok else None,
-                                 seq_len=self.lint_panel.seq_len.value(),
-                                 template=self.preview.template.currentText(), add_tokens=self.preview.add_tokens)
+                                 tokens=(self.preview.service, counting) if use_tok else None,
+                                 seq_len=self.lint_panel.seq_len.value())
         self._lint_stale = False
 
     def lint_report(self):

@@ -27,13 +27,17 @@ class _ThreadJob(QObject):
     sig_done = Signal(int, object, object)
     """(token, report or None, error message or None)."""
 
-    @Slot(int, object, object, int, str)
-    def run(self, token: int, ds: DatasetFile, tokenizer, seq_len: int, template: str) -> None:
+    @Slot(int, object, object, int)
+    def run(self, token: int, ds: DatasetFile, tokens, seq_len: int) -> None:
         # The module, not engine.data.lint: once imported, the submodule shadows that name.
         from engine.data.lint import lint
 
         try:
-            report = lint(ds, tokenizer=tokenizer, seq_len=seq_len or None, template=template)
+            if tokens is not None:  # exact lengths: linted in the tokenizer's process
+                service, request = tokens
+                report = service.call({**request, "ds": ds, "seq_len": seq_len or None})
+            else:
+                report = lint(ds, seq_len=seq_len or None)
         except Exception as e:  # noqa: BLE001 - a lint bug must not take the editor down
             self.sig_done.emit(token, None, f"{type(e).__name__}: {e}")
             return
@@ -52,7 +56,7 @@ class LintRunner(QObject):
     sig_started = Signal(bool)
     """A job started (True when it runs in a child process)."""
 
-    _sig_thread_request = Signal(int, object, object, int, str)
+    _sig_thread_request = Signal(int, object, object, int)
     _sig_process_done = Signal(int, object, object)
 
     # ---- Public API
@@ -72,9 +76,8 @@ class LintRunner(QObject):
         self._process = None
         self.in_process_max = IN_PROCESS_MAX
 
-    def request(self, ds: DatasetFile, *, baseline: tuple = (), signature=None, tokenizer=None,
-                tokenizer_path: str | None = None, seq_len: int | None = None, template: str = "auto",
-                add_tokens: list[str] | None = None) -> None:
+    def request(self, ds: DatasetFile, *, baseline: tuple = (), signature=None, tokens=None,
+                seq_len: int | None = None) -> None:
         """Lint the records of ``ds`` as they are now.
 
         Args:
@@ -82,17 +85,14 @@ class LintRunner(QObject):
             baseline: The records as the file on disk holds them (big files are re-read from disk
                 by the child, and only the differences sent).
             signature: ``(size, mtime_ns)`` of the file when ``baseline`` was read.
-            tokenizer: A loaded tokenizer, for exact token lengths (small files).
-            tokenizer_path: Where that tokenizer came from (the child loads its own).
+            tokens: ``(TokenService, request)`` for exact token lengths (small files): the lint runs
+                in the tokenizer's process (``request`` names the tokenizer, the run config's
+                ``add_tokens`` and ``template``; see :meth:`PreviewPane.lint_request`).
             seq_len: Count records longer than this.
-            template: How records become text, as the run config's ``template`` (with a tokenizer).
-            add_tokens: The run config's ``add_tokens``, already added to ``tokenizer`` (the child
-                adds them to its own).
         """
         snap = copy.copy(ds)
         snap.records = list(ds.records)
-        self._pending = (snap, baseline, signature, tokenizer, tokenizer_path, seq_len or 0, template,
-                         list(add_tokens or []))
+        self._pending = (snap, baseline, signature, tokens, seq_len or 0)
         if self._running is None:
             self._start_pending()
         elif self._process is not None:
@@ -109,7 +109,7 @@ class LintRunner(QObject):
 
     # ---- Internals
     def _start_pending(self) -> None:
-        snap, baseline, signature, tokenizer, tokenizer_path, seq_len, template, add_tokens = self._pending
+        snap, baseline, signature, tokens, seq_len = self._pending
         self._pending = None
         self._token += 1
         token = self._token
@@ -117,13 +117,12 @@ class LintRunner(QObject):
         big = len(snap.records) > self.in_process_max
         self.sig_started.emit(big)
         if not big:
-            self._sig_thread_request.emit(token, snap, tokenizer, seq_len, template)
+            self._sig_thread_request.emit(token, snap, tokens, seq_len)
             return
         job = {"source": str(snap.path) if snap.path else None, "signature": signature,
                "format": snap.format, "container": snap.container,
                "entries": lint_child.encode_records(snap.records, baseline if signature else ()),
-               "tokenizer_path": tokenizer_path if tokenizer is not None else None, "seq_len": seq_len,
-               "template": template, "add_tokens": add_tokens}
+               "seq_len": seq_len}
         ctx = multiprocessing.get_context("spawn")
         recv, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=lint_child.main, args=(send, job), name="dataset-lint", daemon=True)

@@ -1,8 +1,9 @@
 """Prompt preview: the selected record rendered with the template, trained tokens highlighted.
 
-The tokenizer (never a model) is loaded on demand, the first time the preview is shown,
-on a worker thread: importing transformers alone takes seconds, and the window must open
-without waiting for it.
+The tokenizer (never a model) is loaded on demand, the first time the preview is shown, in the
+Dataset area's tokenizer process (:mod:`gui.dataset.token_service`): loading one imports torch,
+which would stall the window. Renders are requests to it, sent from a worker thread; the newest
+answer is shown.
 """
 
 from __future__ import annotations
@@ -26,30 +27,42 @@ from PySide6.QtWidgets import (
 
 from engine.data.records import Record
 from engine.data.templates import TEMPLATE_CHOICES
-from engine.errors import StudioError
 from engine.paths import demo_model_dir
+from gui.dataset.token_service import TokenService
 
 _TRAINED_BG = QColor(200, 240, 195)
 _PROMPT_FG = QColor(95, 95, 95)
 
 
 class _TokenizerJob(QObject):
-    sig_done = Signal(object, str, str)
-    """(tokenizer or None, name, error message)."""
+    """Talks to the tokenizer process from a worker thread (each request blocks until answered)."""
+
+    sig_done = Signal(bool, str, str)
+    """(loaded, model folder, error message)."""
+    sig_rendered = Signal(int, object, str)
+    """(request number, the render's answer or None, error message)."""
+
+    def __init__(self, service: TokenService):
+        super().__init__()
+        self.service = service
 
     @Slot(str)
     def load(self, path: str) -> None:
-        from engine.models import load_tokenizer
-
         try:
-            tok = load_tokenizer(path)
-        except StudioError as e:
-            self.sig_done.emit(None, path, e.message)
+            self.service.call({"op": "load", "path": path})
+        except RuntimeError as e:
+            self.sig_done.emit(False, path, str(e))
             return
-        except Exception as e:  # noqa: BLE001 - a bad folder must not take the editor down
-            self.sig_done.emit(None, path, f"{type(e).__name__}: {e}")
+        self.sig_done.emit(True, path, "")
+
+    @Slot(int, object)
+    def render(self, seq: int, request: dict) -> None:
+        try:
+            answer = self.service.call(request)
+        except RuntimeError as e:
+            self.sig_rendered.emit(seq, None, str(e))
             return
-        self.sig_done.emit(tok, path, "")
+        self.sig_rendered.emit(seq, answer, "")
 
 
 class PreviewPane(QWidget):
@@ -58,21 +71,26 @@ class PreviewPane(QWidget):
     sig_add_tokens_changed = Signal()
     """The add_tokens records are rendered with changed."""
     sig_tokenizer_loaded = Signal(object)
-    """A tokenizer finished loading (the tokenizer)."""
+    """A tokenizer finished loading (its model folder)."""
+    sig_rendered = Signal()
+    """The shown record was rendered (or its render failed, said in the stats line)."""
 
     _sig_load = Signal(str)
+    _sig_render = Signal(int, object)
 
     # ---- Public API
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._tokenizer = None
+        self.service = TokenService()  # the tokenizer's process, shared with the editor's checks
+        self._loaded: str | None = None  # the model folder whose tokenizer the service holds
         self._tokenizer_path: str | None = None
         self._record: Record | None = None
         self.loss_on = "answers"  # the Train area's loss_on (the main window keeps it in step)
         self.add_tokens: list[str] = []  # the Train area's add_tokens (kept in step the same way)
-        self._grown: tuple[Any, Any] = (None, None)  # (key, the tokenizer with add_tokens added)
         self._loading = False
+        self._seq = 0  # the newest render request; older answers are dropped
         self._thread: QThread | None = None
+        self._job: _TokenizerJob | None = None
         self.source = QLabel()
         self.source.setWordWrap(True)
         self.load_button = QPushButton("Load tokenizer")
@@ -113,8 +131,9 @@ class PreviewPane(QWidget):
         self._tokenizer_path = str(default) if (default / "tokenizer_config.json").exists() else None
         self._show_source()
 
-    def tokenizer(self):
-        return self._tokenizer
+    def is_ready(self) -> bool:
+        """Whether the tokenizer is loaded (in the service) and records can be rendered."""
+        return self._loaded is not None
 
     def tokenizer_path(self) -> str | None:
         """The model folder the tokenizer comes from (or will, once loaded)."""
@@ -127,14 +146,7 @@ class PreviewPane(QWidget):
             return
         self._tokenizer_path = path
         self._loading = True
-        if self._thread is None:
-            self._thread = QThread()
-            self._thread.setObjectName("dataset-tokenizer")
-            self._job = _TokenizerJob()
-            self._job.moveToThread(self._thread)
-            self._sig_load.connect(self._job.load)
-            self._job.sig_done.connect(self._on_loaded)
-            self._thread.start()
+        self._ensure_thread()
         self._show_source()
         self._sig_load.emit(path)
 
@@ -150,23 +162,16 @@ class PreviewPane(QWidget):
         if tokens != self.add_tokens:
             self.add_tokens = tokens
             self.sig_add_tokens_changed.emit()
-            if self.isVisible() or self._tokenizer is not None:
+            if self.isVisible() or self._loaded is not None:
                 self._render()
 
-    def rendering_tokenizer(self) -> Any:
-        """The tokenizer records are rendered with: the model's, plus add_tokens (a copy)."""
-        if not self.add_tokens or self._tokenizer is None:
-            return self._tokenizer
-        key = (id(self._tokenizer), tuple(self.add_tokens))
-        if self._grown[0] != key:
-            import copy
-
-            from engine.models import add_special_tokens
-
-            tok = copy.deepcopy(self._tokenizer)
-            add_special_tokens(tok, self.add_tokens)
-            self._grown = (key, tok)
-        return self._grown[1]
+    def lint_request(self) -> dict | None:
+        """What the editor's checks send the tokenizer process to count exact token lengths the way
+        the run will (tokenizer, add_tokens, template); None until the tokenizer is loaded."""
+        if self._loaded is None:
+            return None
+        return {"op": "lint", "path": self._loaded, "add_tokens": list(self.add_tokens),
+                "template": self.template.currentText()}
 
     def set_loss_on(self, loss_on: str) -> None:
         """Mark the tokens a run with this ``loss_on`` trains on."""
@@ -176,10 +181,11 @@ class PreviewPane(QWidget):
 
     def set_record(self, record: Record | None) -> None:
         self._record = record
-        if self.isVisible() or self._tokenizer is not None:
+        if self.isVisible() or self._loaded is not None:
             self._render()
 
     def stop(self) -> None:
+        self.service.close()  # a request in flight fails at once
         if self._thread is not None:
             self._thread.quit()
             self._thread.wait()
@@ -187,7 +193,7 @@ class PreviewPane(QWidget):
     # ---- Qt
     def activate(self) -> None:
         """The pane came into view: load the tokenizer the first time, and render."""
-        if self._tokenizer is None and not self._loading:
+        if self._loaded is None and not self._loading:
             self.load_tokenizer()
         self._render()
 
@@ -203,71 +209,89 @@ class PreviewPane(QWidget):
             name = "the demo model" if path == demo_model_dir() else path.name
         if self._loading:
             self.source.setText(f"Loading the tokenizer of <b>{name}</b>…")
-        elif self._tokenizer is not None:
+        elif self._loaded is not None:
             self.source.setText(f"Tokenizer: <b>{name}</b>")
         elif name:
             self.source.setText(f"Tokenizer: <b>{name}</b> (not loaded)")
         else:
             self.source.setText("No tokenizer: choose a model folder to preview prompts.")
-        self.load_button.setVisible(self._tokenizer is None and not self._loading and name is not None)
+        self.load_button.setVisible(self._loaded is None and not self._loading and name is not None)
 
-    def _on_loaded(self, tok, path: str, error: str) -> None:
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = QThread()
+            self._thread.setObjectName("dataset-tokenizer")
+            self._job = _TokenizerJob(self.service)
+            self._job.moveToThread(self._thread)
+            self._sig_load.connect(self._job.load)
+            self._sig_render.connect(self._job.render)
+            self._job.sig_done.connect(self._on_loaded)
+            self._job.sig_rendered.connect(self._on_rendered)
+            self._thread.start()
+
+    def _on_loaded(self, ok: bool, path: str, error: str) -> None:
         self._loading = False
-        if tok is None:
+        if not ok:
             self._show_source()
             self.source.setText(f"<span style='color:#b71c1c'>Can't load the tokenizer of {path}: "
                                 f"{error}</span>")
             return
-        self._tokenizer = tok
+        self._loaded = path
         self._show_source()
         self._render()
-        self.sig_tokenizer_loaded.emit(tok)
+        self.sig_tokenizer_loaded.emit(path)
 
     def _on_choose(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Model folder (with the tokenizer files)")
         if path:
-            self._tokenizer = None
+            self._loaded = None
             self.load_tokenizer(path)
 
     def _render(self) -> None:
-        self.text.clear()
+        self._seq += 1  # whatever was asked before is stale now
         rec = self._record
         if rec is None:
+            self.text.clear()
             self.stats.setText("No record selected.")
             return
-        if self._tokenizer is None:
+        if self._loaded is None:
+            self.text.clear()
             self.stats.setText("Waiting for the tokenizer…" if self._loading else "")
             return
-        from engine.data import preview
-        from engine.data.preview import untrained_note
-        from engine.data.templates import marker_problems, split_markers
+        self._ensure_thread()
+        self._sig_render.emit(self._seq, {"op": "render", "path": self._loaded, "add_tokens": list(self.add_tokens),
+                                          "record": rec, "template": self.template.currentText(),
+                                          "loss_on": self.loss_on})
 
-        tok = self.rendering_tokenizer()
-        skipped: list[int] = []
-        try:
-            pieces = preview(rec, tok, self.template.currentText(), skipped=skipped,
-                             loss_on=self.loss_on)
-        except StudioError as e:
-            self.stats.setText(f"<span style='color:#b71c1c'>{e.message}</span>")
+    def _on_rendered(self, seq: int, answer: Any, error: str) -> None:
+        if seq != self._seq:
+            return  # the record, template or tokens changed since
+        from engine.data.preview import untrained_note
+
+        self.text.clear()
+        if answer is None:
+            self.stats.setText(f"<span style='color:#b71c1c'>{html.escape(error)}</span>")
+            self.sig_rendered.emit()
             return
         cursor = self.text.textCursor()
         trained_fmt = QTextCharFormat()
         trained_fmt.setBackground(_TRAINED_BG)
         prompt_fmt = QTextCharFormat()
         prompt_fmt.setForeground(_PROMPT_FG)
-        for text, trained in pieces:
+        for text, trained in answer["pieces"]:
             cursor.insertText(text, trained_fmt if trained else prompt_fmt)
         self.text.moveCursor(QTextCursor.MoveOperation.Start)
-        total = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, _ in pieces)
-        trained = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, tr in pieces if tr)
+        total, trained = answer["total"], answer["trained"]
+        skipped, split = answer["skipped"], answer["split"]
+        template = self.template.currentText()
         note = (f"<br><span style='color:#8a5a00'>Note: {untrained_note(skipped)}.</span>" if skipped else "")
-        split = marker_problems(tok, self.template.currentText())
         if split:
-            note += (f"<br><span style='color:#8a5a00'>Note: this tokenizer splits the {self.template.currentText()} "
+            note += (f"<br><span style='color:#8a5a00'>Note: this tokenizer splits the {template} "
                      f"markers into pieces ({html.escape(', '.join(split))}); the model would learn them as "
                      "text. Add them as tokens (Train area, Add tokens: "
-                     f"{html.escape(', '.join(split_markers(tok, self.template.currentText())))}; method LoRA, "
+                     f"{html.escape(', '.join(answer['split_tokens']))}; method LoRA, "
                      "QLoRA or full), or use its own chat template or a format it has the tokens of.</span>")
         policy = {"last_answer": " (loss on the last answer only)", "all": " (loss on every token)"}.get(self.loss_on, "")
         self.stats.setText((f"≈{total:,} tokens, {trained:,} trained ({trained / total:.0%}){policy}" if total else "")
                            + note)
+        self.sig_rendered.emit()
