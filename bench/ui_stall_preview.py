@@ -2,9 +2,10 @@
 
 ``python bench/ui_stall_preview.py [--reps N]`` opens the main window offscreen on the demo, lets
 it settle for 3 s, then ticks a 10 ms precise timer on the GUI thread while the Prompt preview tab
-is shown for the first time (the demo tokenizer loads on a pool thread; transformers imports torch
-there, holding the GIL), and prints how long the load took, the worst lateness and every lateness
-over 100 ms. Each rep runs in a fresh interpreter. Results: docs/ui-stall.md.
+is shown for the first time (the demo tokenizer loads, in the tokenizer's process since 2026-12-03;
+transformers imports torch wherever it loads), and prints how long the load took, the worst
+lateness, every lateness over 100 ms and whether the GUI process imported torch. Each rep runs in a
+fresh interpreter. Results: docs/ui-stall.md.
 """
 
 from __future__ import annotations
