@@ -608,8 +608,9 @@ def require_base_match(adapter: str | Path, base: str | Path) -> BaseMatch:
     return match
 
 
-def safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor names and shapes from a safetensors file's header, without reading the tensors.
+def safetensors_header(path: Path) -> dict[str, dict]:
+    """Tensor name -> ``{"dtype", "shape", ...}`` from a safetensors file's header, without
+    reading the tensors.
 
     The format is an 8-byte little-endian header length, then a JSON header
     (https://github.com/huggingface/safetensors#format).
@@ -622,7 +623,12 @@ def safetensors_shapes(path: Path) -> dict[str, list[int]]:
             header = json.loads(fh.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ModelError(f"'{path}' is not a safetensors file (unreadable header)") from None
-    return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    return {k: v for k, v in header.items() if k != "__metadata__"}
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor names and shapes from a safetensors file's header (see :func:`safetensors_header`)."""
+    return {k: list(v["shape"]) for k, v in safetensors_header(path).items()}
 
 
 # Where an adapter tensor's key stops naming the base module (PEFT's parameter prefixes).

@@ -155,45 +155,33 @@ def model_info(model: str) -> ModelInfo:
         context_length=text_cfg.get("max_position_embeddings"),
         dtype=cfg.get("dtype") or cfg.get("torch_dtype"),
         has_chat_template=chat,
-        has_tokenizer=bool(files & TOKENIZER_FILES) or any(n.endswith(".tiktoken") for n in files),
+        has_tokenizer=has_tokenizer_files(files),
         safetensors=safe,
         pickle_only=pickle and not safe,
         tied_embeddings=bool(text_cfg.get("tie_word_embeddings", cfg.get("tie_word_embeddings", False))),
     )
 
 
-def vocab_row_readers(path: Path) -> list[tuple[int, Any]]:
+def vocab_matrices(path: Path) -> list[tuple[Path, str, int]]:
     """The model's vocabulary matrices (input embeddings, and the output head when it is stored apart)
-    in its safetensors files, as ``(rows, read)`` where ``read(start, stop)`` loads only those rows.
+    in its safetensors files, as ``(file, tensor name, rows)``, read from the files' headers alone.
 
-    Found by shape (vocab_size x hidden_size, 16- or 32-bit floats) in the files' headers, so any
-    architecture's names work. Empty without safetensors weights or when they are quantized.
+    Found by shape (vocab_size x hidden_size, 16- or 32-bit floats), so any architecture's names
+    work. Empty without safetensors weights or when they are quantized.
     """
-    import struct
+    from engine.adapters import safetensors_header
 
     cfg = read_model_config(str(path))
     text_cfg = cfg.get("text_config", cfg)
     shape = [int(text_cfg.get("vocab_size") or 0), int(text_cfg.get("hidden_size") or 0)]
     files = [f for f in sorted(Path(path).glob("*.safetensors")) if not f.name.startswith("adapter_")]
-    found: list[tuple[int, Any]] = []
-    for file in files:
-        with open(file, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        for name, t in header.items():
-            if name != "__metadata__" and t["shape"] == shape and t["dtype"] in ("F32", "F16", "BF16"):
-                found.append((shape[0], _row_reader(file, name)))
-    return found
+    return [(file, name, shape[0]) for file in files for name, t in safetensors_header(file).items()
+            if t["shape"] == shape and t["dtype"] in ("F32", "F16", "BF16")]
 
 
-def _row_reader(file: Path, name: str) -> Any:
-    def read(start: int, stop: int) -> Any:
-        from safetensors import safe_open
-
-        with safe_open(str(file), framework="pt") as f:
-            return f.get_slice(name)[start:stop]
-
-    return read
+def has_tokenizer_files(names: set[str]) -> bool:
+    """Whether a folder holding these file names has a tokenizer to load."""
+    return bool(names & TOKENIZER_FILES) or any(n.endswith(".tiktoken") for n in names)
 
 
 def check_weights_safe(path: Path, allow_pickle: bool) -> None:
@@ -222,8 +210,7 @@ def load_tokenizer(model: str, *, trust_remote_code: bool = False, add_tokens: S
     from transformers import AutoTokenizer
 
     path = resolve_model_path(model)
-    names = {p.name for p in path.iterdir()}
-    if not names & TOKENIZER_FILES and not any(n.endswith(".tiktoken") for n in names):
+    if not has_tokenizer_files({p.name for p in path.iterdir()}):
         raise ModelError(f"model folder '{path}' has no tokenizer ({', '.join(sorted(TOKENIZER_FILES))})",
                          hint="Copy the tokenizer files of the model's repository into the folder (a model "
                          "saved without its tokenizer lacks them).")

@@ -73,6 +73,8 @@ def nan_advice(cfg: RunConfig) -> str:
 
 MAX_NAN_ROLLBACKS = 2
 MAX_OOM_RETRIES = 4
+FIX_RECORDS_HINT = "Fix them in the Dataset area, or list them with `finetune-studio data check FILE`."
+"""What to do about records a run left out."""
 
 
 class _NothingLeftToTrain(Exception):
@@ -388,8 +390,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     if not rows:
         raise DataError(f"no trainable records: every record of {data_info['path']} was left out: "
                         f"{describe_problems(stats.problems)}",
-                        hint=refusal.get("hint") or "Fix them in the Dataset area, or list them with "
-                        "`finetune-studio data check FILE`.", fix=refusal.get("fix"))
+                        hint=refusal.get("hint") or FIX_RECORDS_HINT, fix=refusal.get("fix"))
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     train_rows = [rows[i] for i in train_idx]
     eval_rows = [rows[i] for i in eval_idx]
@@ -420,8 +421,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         writer.emit(ev.WARNING, kind="broken", message=f"{n} record{'s' if n > 1 else ''} of {data_info['path']} "
                     f"could not be read and {'were' if n > 1 else 'was'} left out ({where}"
                     f"{', ...' if data_info['broken'] > 5 else ''}): {data_info['broken_records'][0]['message']}",
-                    hint="Fix them in the Dataset area, or list them with `finetune-studio data check FILE`.",
-                    records=data_info["broken_records"], path=data_info["path"])
+                    hint=FIX_RECORDS_HINT, records=data_info["broken_records"], path=data_info["path"])
     if stats.truncated:
         writer.emit(ev.WARNING, kind="truncation", message=f"{stats.truncated} of {stats.records} records "
                     f"are longer than seq_len={cfg.seq_len} and were truncated (longest: {stats.longest} "
@@ -439,8 +439,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         n = stats.dropped
         writer.emit(ev.WARNING, kind="dropped", message=f"{n} record{'s' if n > 1 else ''} of {data_info['path']} "
                     f"can't train and {'were' if n > 1 else 'was'} left out: {describe_problems(stats.problems)}",
-                    hint=refusal.get("hint") or "Fix them in the Dataset area, or list them with "
-                    "`finetune-studio data check FILE`.", fix=refusal.get("fix") or {},
+                    hint=refusal.get("hint") or FIX_RECORDS_HINT, fix=refusal.get("fix") or {},
                     records=stats.problems[:100], path=data_info["path"])
 
     torch.manual_seed(cfg.seed)
@@ -543,11 +542,11 @@ def untrained_rows(rows: int, read: Any, ids: list[int]) -> set[int]:
             loaded weight, or of a safetensors file, so a check reads a few thousand rows).
         ids: The token ids to check.
     """
+    import torch
+
     blocks = 16
     size = max(1, min(256, rows // blocks))
     starts = sorted({int(k * (rows - size) / max(blocks - 1, 1)) for k in range(blocks)})
-    import torch
-
     sample = torch.cat([read(a, a + size).float().norm(dim=1) for a in starts])
     median = float(sample.median())
     if median <= 0:
@@ -579,28 +578,33 @@ def untrained_format_tokens(model: Any, tokenizer: Any, rendering: Any) -> list[
     return [tokenizer.convert_ids_to_tokens(i) for i in sorted(bad)]
 
 
-def check_format_tokens(cfg: RunConfig) -> dict[str, Any] | None:
+def check_format_tokens(cfg: RunConfig, tokenizer: Any = None) -> dict[str, Any] | None:
     """Before a run: the format's special tokens whose rows are untrained in the model's files.
 
-    Reads the tokenizer and, from the safetensors files, only the vocabulary matrices' sampled
-    rows and the tokens' rows (no model is loaded). ``None`` when all is well or it can't tell
-    (pickle or quantized weights); else the warning the run would give: ``kind``, ``message``,
-    ``hint``, ``fix`` and ``tokens``.
+    Reads, from the safetensors files, only the vocabulary matrices' sampled rows and the tokens'
+    rows (no model is loaded). ``tokenizer``: the model's, with ``cfg.add_tokens`` added, when the
+    caller has it (else it is loaded). ``None`` when all is well or it can't tell (pickle or
+    quantized weights); else the warning the run would give: ``kind``, ``message``, ``hint``,
+    ``fix`` and ``tokens``.
     """
+    from safetensors import safe_open
+
     from engine.data.templates import resolve as resolve_template
-    from engine.models import add_special_tokens, load_tokenizer, resolve_model_path, vocab_row_readers
+    from engine.models import load_tokenizer, resolve_model_path, vocab_matrices
 
     path = resolve_model_path(cfg.model)
-    readers = vocab_row_readers(path)
-    if not readers:
+    matrices = vocab_matrices(path)
+    if not matrices:
         return None
-    tokenizer = load_tokenizer(str(path), trust_remote_code=cfg.trust_remote_code)
-    add_special_tokens(tokenizer, cfg.add_tokens)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(str(path), trust_remote_code=cfg.trust_remote_code, add_tokens=cfg.add_tokens)
     rendering = resolve_template(tokenizer, cfg.template)
     found = format_special_ids(tokenizer, rendering)
     bad: set[int] = set()
-    for rows, read in readers:
-        bad |= untrained_rows(rows, read, found)
+    for file, name, rows in matrices:
+        with safe_open(str(file), framework="pt") as f:  # one open per matrix; rows read by slice
+            weight = f.get_slice(name)
+            bad |= untrained_rows(rows, lambda a, b, w=weight: w[a:b], found)
     tokens = [t for t in (tokenizer.convert_ids_to_tokens(i) for i in sorted(bad)) if t not in cfg.add_tokens]
     return {"kind": "untrained_tokens", "tokens": tokens, **untrained_advice(tokens, rendering.name, cfg)} \
         if tokens else None
@@ -625,11 +629,7 @@ def _warn_untrained(model: Any, tokenizer: Any, rendering: Any, cfg: RunConfig, 
     """Warn, with ``add_tokens`` as the fix, about format tokens this base never trained."""
     bad = [t for t in untrained_format_tokens(model, tokenizer, rendering) if t not in cfg.add_tokens]
     if bad:
-        advice = untrained_advice(bad, rendering.name, cfg)
-        if advice["fix"]:
-            writer.emit(ev.WARNING, kind="untrained_tokens", **advice)
-        else:
-            writer.emit(ev.WARNING, kind="untrained_tokens", message=advice["message"], hint=advice["hint"])
+        writer.emit(ev.WARNING, kind="untrained_tokens", **untrained_advice(bad, rendering.name, cfg))
 
 
 def _next_pow2(n: int) -> int:
@@ -1692,9 +1692,9 @@ def _refusal_advice(problems: list[dict], tokenizer: Any, cfg: RunConfig) -> dic
     strictly alternating roles), the hint and fix of our format for its markers, which folds the
     system prompt into the first user turn."""
     from engine.data.templates import FORMATS
+    from engine.data.tokenize import REFUSES
 
-    if cfg.template not in ("auto", "chat") or not any("template refuses" in p.get("message", "")
-                                                         for p in problems):
+    if cfg.template not in ("auto", "chat") or not any(REFUSES in p.get("message", "") for p in problems):
         return {}
     vocab = tokenizer.get_vocab()
     for f in FORMATS.values():
@@ -1706,18 +1706,12 @@ def _refusal_advice(problems: list[dict], tokenizer: Any, cfg: RunConfig) -> dic
     return {}
 
 
-def quiet_library_bars() -> None:
-    """No tqdm bars from transformers (its "Loading weights" bar): the run prints its own progress,
-    and a bar's carriage returns garble a line-based log."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
 def cli_train(args: Any) -> int:
     """``finetune-studio train RUN.yaml [--resume] [--events] [--KEY VALUE ...]``."""
     cfg = RunConfig.load(args.config, args.overrides)
-    quiet_library_bars()
+    from engine.adapters import quiet_loading
+
+    quiet_loading()  # the run prints its own progress: no "Loading weights" bar in a line-based log
     commands = Commands()
     _install_signal_handlers(commands)
     writer = EventWriter() if args.events else _ConsoleWriter()

@@ -26,9 +26,10 @@ def cli_worker(args: Any) -> int:
     events_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     writer = EventWriter(events_out)
-    from engine.train import Commands, quiet_library_bars, run_training
+    from engine.adapters import quiet_loading
+    from engine.train import Commands, run_training
 
-    quiet_library_bars()
+    quiet_loading()  # no "Loading weights" bar: the log is line-based
 
     commands = Commands()
     threading.Thread(target=commands.read_stdin_forever, daemon=True, name="commands").start()

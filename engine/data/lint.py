@@ -808,7 +808,7 @@ def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | N
                 if template != "auto" else "")
             for k, why in refused.items():
                 out.append(Finding(rows[k].index, rows[k].line, "template-refused", "error",
-                                   f"the chat template refuses this conversation ({why}); a run leaves it out"))
+                                   f"{why}; a run leaves it out"))
     if lengths is None:
         lengths = [r.tokens for r in rows]
         method = (f"estimate: ~{CHARS_PER_TOKEN:g} characters per token, ~{HAN_CHARS_PER_TOKEN:g} Han "
@@ -894,13 +894,10 @@ def _token_lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template: 
     ``refused`` collects, by row position, the conversations the chat template refuses (its
     ``raise_exception``, e.g. Gemma's on roles out of order): a run leaves those out.
     """
-    from jinja2 import TemplateError
-
     from engine.data.templates import resolve
-    from engine.data.tokenize import render_record
+    from engine.data.tokenize import apply_template, render_record
 
     rendering = resolve(tokenizer, template)
-    kwargs = {"chat_template": rendering.jinja} if rendering.jinja else {}
     schema = ds.schema
     lengths: list[int] = []
     for b0 in range(0, len(rows), batch):
@@ -909,10 +906,10 @@ def _token_lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template: 
             texts = []
             for k, c in enumerate(convs):
                 try:
-                    texts.append(tokenizer.apply_chat_template(c, tokenize=False, **kwargs))
-                except TemplateError as e:
+                    texts.append(apply_template(tokenizer, c, rendering, tokenize=False))
+                except DataError as e:
                     if refused is not None:
-                        refused[b0 + k] = str(e)
+                        refused[b0 + k] = e.message
                     texts.append("\n".join(m["content"] for m in c))  # still counts towards the lengths
             lengths.extend(len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"])
             continue
@@ -924,15 +921,16 @@ def _token_lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template: 
     return lengths
 
 
-def _format_token_findings(args: Any) -> list[Finding]:
+def _format_token_findings(args: Any, tokenizer: Any) -> list[Finding]:
     """``untrained-tokens``: the special tokens the chosen format writes that the model never trained
-    (their rows read from its weight files), as the Train area and a run warn."""
+    (their rows read from its weight files), as the Train area and a run warn. ``tokenizer``: the
+    one the check counted with (add_tokens included)."""
     from engine.config import RunConfig
     from engine.train import check_format_tokens
 
     cfg = RunConfig.from_dict({"model": args.model, "template": getattr(args, "template", "auto") or "auto",
                                "add_tokens": list(getattr(args, "add_tokens", None) or [])})
-    found = check_format_tokens(cfg)
+    found = check_format_tokens(cfg, tokenizer)
     if not found:
         return []
     return [Finding(None, None, "untrained-tokens", "warning", f"{found['message']}. {found['hint']}")]
@@ -963,7 +961,7 @@ def cli_check(args: Any) -> int:
         report = lint(ds, tokenizer=tokenizer, seq_len=getattr(args, "seq_len", None),
                       template=getattr(args, "template", "auto") or "auto")
         if tokenizer is not None:
-            report = report.extended(_format_token_findings(args))
+            report = report.extended(_format_token_findings(args, tokenizer))
         audit_note = None
         if getattr(args, "audit", None):
             found = _audit_findings(path, args.audit, ds)

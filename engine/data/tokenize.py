@@ -41,20 +41,35 @@ def render_prompt(tokenizer: Any, messages: list[dict], template: str | Renderin
     return list(_render_ids(tokenizer, messages, len(messages), True, resolve(tokenizer, template)))
 
 
+REFUSES = "refuses this conversation"
+"""In the message of a conversation a chat template refuses (see :func:`apply_template`)."""
+
+
+def apply_template(tokenizer: Any, messages: list[dict], rendering: Rendering, **kwargs: Any) -> Any:
+    """``tokenizer.apply_chat_template`` with the rendering's chat template (a named format's or a
+    file's; None: the tokenizer's own).
+
+    Raises:
+        DataError: the template refuses the conversation (its ``raise_exception``: Gemma's on a
+            system turn or roles out of order), with the template's words.
+    """
+    from jinja2 import TemplateError
+
+    if rendering.jinja:
+        kwargs["chat_template"] = rendering.jinja
+    try:
+        return tokenizer.apply_chat_template(messages, **kwargs)
+    except TemplateError as e:
+        what = ("the model's chat template" if rendering.name in ("chat", "saved")
+                else f"the chat template {rendering.name}")
+        raise DataError(f"{what} {REFUSES}: {e}") from None
+
+
 def _render_ids(tokenizer: Any, messages: list[dict], upto: int, add_generation_prompt: bool,
                 rendering: Rendering) -> list[int]:
     if not rendering.alpaca:
-        from jinja2 import TemplateError
-
-        kwargs = {"chat_template": rendering.jinja} if rendering.jinja else {}
-        try:
-            ids = tokenizer.apply_chat_template(messages[:upto], tokenize=True,
-                                                add_generation_prompt=add_generation_prompt,
-                                                return_dict=False, **kwargs)
-        except TemplateError as e:  # raise_exception(...) in the template: Gemma's on roles out of order
-            what = ("the model's chat template" if rendering.name in ("chat", "saved")
-                    else f"the chat template {rendering.name}")
-            raise DataError(f"{what} refuses this conversation: {e}") from None
+        ids = apply_template(tokenizer, messages[:upto], rendering, tokenize=True,
+                             add_generation_prompt=add_generation_prompt, return_dict=False)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)

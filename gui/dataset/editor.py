@@ -1184,10 +1184,11 @@ class DatasetEditor(QWidget):
         ref = ref.strip() if ok else ""
         if not ref:
             return
-        if hub.parse_ref(ref) is None:
+        parsed = hub.parse_ref(ref)
+        if parsed is None:
             self.banner.show_message("error", f"'{ref}' is not a dataset id: give org/name or org/name:split")
             return
-        repo, split = hub.parse_ref(ref)
+        repo, split = parsed
         start = (self.path().parent if self.path() else Path.home()) / f"{repo.replace('/', '_')}-{split}.jsonl"
         path, _ = QFileDialog.getSaveFileName(self, "Save a local copy to edit", str(start),
                                               "JSON lines (*.jsonl);;JSON (*.json);;CSV (*.csv);;Parquet (*.parquet)")

@@ -64,13 +64,9 @@ def run_job(job: dict[str, Any]):
         else:
             records.append(Record(e[1], e[2], schema=schema))
     ds.records = records
-    tokenizer = None
-    if job.get("tokenizer_path"):
-        from engine.models import load_tokenizer
-
-        tokenizer = load_tokenizer(job["tokenizer_path"], add_tokens=job.get("add_tokens") or ())
-    return lint(ds, tokenizer=tokenizer, seq_len=job.get("seq_len") or None,
-                template=job.get("template") or "auto")
+    # Token lengths are estimated here: exact ones (a tokenizer) are for files small enough to be
+    # linted in the tokenizer's process (gui/dataset/token_service.py).
+    return lint(ds, seq_len=job.get("seq_len") or None)
 
 
 def main(conn, job: dict[str, Any]) -> None:

@@ -131,14 +131,6 @@ class PreviewPane(QWidget):
         self._tokenizer_path = str(default) if (default / "tokenizer_config.json").exists() else None
         self._show_source()
 
-    def is_ready(self) -> bool:
-        """Whether the tokenizer is loaded (in the service) and records can be rendered."""
-        return self._loaded is not None
-
-    def tokenizer_path(self) -> str | None:
-        """The model folder the tokenizer comes from (or will, once loaded)."""
-        return self._tokenizer_path
-
     def load_tokenizer(self, path: str | None = None) -> None:
         """Start loading the tokenizer of a model folder (the demo model by default)."""
         path = path or self._tokenizer_path

@@ -191,9 +191,8 @@ class Advisor:
             text = f"{message}." + (f"\n{hint}" if hint else "")
             return [Advice("warning", "Records were left out", text, fix, key="dropped", where=_first_record(data))]
         if kind == "broken":
-            text = message[:1].upper() + message[1:] + (f"\n{hint}" if hint else "")
-            return [Advice("warning", "Records could not be read", text, fix, key="warning:broken",
-                           where=_first_record(data))]
+            return [Advice("warning", "Records could not be read", _sentence(message, hint), fix,
+                           key="warning:broken", where=_first_record(data))]
         if kind == "keep_awake":
             return [Advice("warning", "The computer may go to sleep", f"{message}. Nothing trains while the "
                            "machine sleeps, and with some GPU drivers the run fails on waking; it can then be "
@@ -206,9 +205,8 @@ class Advisor:
                   "untrained_tokens": "The model never learnt these format tokens",
                   "dataset_changed": "The dataset changed since the run started",
                   "partial": "Some answers of multi-turn records don't train"}
-        text = message[:1].upper() + message[1:] + (f"\n{hint}" if hint else "")
-        return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()), text, fix,
-                       key=f"warning:{kind}")]
+        return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()), _sentence(message, hint),
+                       fix, key=f"warning:{kind}")]
 
     def _on_recovered(self, data: dict[str, Any]) -> list[Advice]:
         kind = data.get("kind")
@@ -370,6 +368,11 @@ class AdvisorPanel(QWidget):
         return [c.advice for c in self.cards.values()]
 
 
+def _sentence(message: str, hint: str | None) -> str:
+    """An engine message as a card's text: capitalised, with its hint on a line of its own."""
+    return message[:1].upper() + message[1:] + (f"\n{hint}" if hint else "")
+
+
 def _first_record(data: dict[str, Any]) -> tuple[str, int] | None:
     """``(file, line)`` of the first record a warning lists, when the editor can open it there
     (a file on disk, not a Hugging Face cache dataset, whose lines are in the cache's files)."""
@@ -377,6 +380,6 @@ def _first_record(data: dict[str, Any]) -> tuple[str, int] | None:
 
     path, records = data.get("path"), data.get("records") or []
     line = next((r.get("line") for r in records if isinstance(r, dict) and r.get("line")), None)
-    if not path or not line or parse_ref(str(path)) is not None or str(path) == "demo":
+    if not path or not line or parse_ref(str(path)) is not None:
         return None
     return str(path), int(line)

@@ -8,8 +8,6 @@ model.
 
 from __future__ import annotations
 
-import json
-import struct
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -79,21 +77,17 @@ def scan_hf_cache() -> list[str]:
 def safetensors_summary(folder: Path) -> tuple[int, str] | None:
     """(parameter count, dominant dtype) from the safetensors headers, or None if there are none.
 
-    A safetensors file starts with an 8-byte little-endian header length and a JSON header
-    giving each tensor's dtype and shape, so counting needs no weights and no torch.
+    The files' headers give each tensor's dtype and shape, so counting needs no weights and no torch.
     """
+    from engine.adapters import safetensors_header
+
     files = [f for f in sorted(Path(folder).glob("*.safetensors")) if not f.name.startswith("adapter_")]
     if not files:
         return None
     total = 0
     dtypes: Counter[str] = Counter()
     for f in files:
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        for name, t in header.items():
-            if name == "__metadata__":
-                continue
+        for t in safetensors_header(f).values():
             numel = 1
             for d in t["shape"]:
                 numel *= int(d)

@@ -265,8 +265,9 @@ def test_length_follows_the_chosen_format_and_names_conversations_the_template_r
     report = lint(load_dataset_file(path), tokenizer=tok)
     assert rules(report, "template-refused") == [(1, 2, "error")]
     (refused,) = [f for f in report.for_record(1) if f.rule == "template-refused"]
-    assert refused.message.startswith("the chat template refuses this conversation (Conversation roles must "
-                                      "alternate")
+    assert refused.message.startswith("the model's chat template refuses this conversation: Conversation roles "
+                                      "must alternate")
+    assert refused.message.endswith("; a run leaves it out")
     assert report.stats["length"]["per_record"][1] > 0
 
 

@@ -7,12 +7,19 @@ import pytest
 from engine.paths import demo_model_dir
 
 
-@pytest.mark.skipif(not (demo_model_dir() / "tokenizer_config.json").exists(), reason="no demo tokenizer")
-def test_preview_marks_the_answer_as_trained(make_editor, small_dataset, qtbot):
-    ed = make_editor(small_dataset)
+def shown_preview(make_editor, path, qtbot):
+    """An editor on ``path`` with record 1 shown in the Prompt preview, its tokenizer loaded (in the
+    tokenizer's process) and the record rendered."""
+    ed = make_editor(path)
     ed.select_record(0)
     with qtbot.waitSignal(ed.preview.sig_rendered, timeout=120000):
-        ed.tabs.setCurrentWidget(ed.preview)  # first show loads the tokenizer, in the tokenizer's process
+        ed.tabs.setCurrentWidget(ed.preview)  # the first show loads the tokenizer
+    return ed
+
+
+@pytest.mark.skipif(not (demo_model_dir() / "tokenizer_config.json").exists(), reason="no demo tokenizer")
+def test_preview_marks_the_answer_as_trained(make_editor, small_dataset, qtbot):
+    ed = shown_preview(make_editor, small_dataset, qtbot)
     answer = ed.dataset().records[0].peek()["output"]
     doc = ed.preview.text.document()
     trained, prompt = [], []
@@ -36,10 +43,8 @@ def test_preview_marks_the_answer_as_trained(make_editor, small_dataset, qtbot):
 @pytest.mark.skipif(not (demo_model_dir() / "tokenizer_config.json").exists(), reason="no demo tokenizer")
 def test_preview_renders_a_named_format_and_says_when_the_tokenizer_splits_its_markers(make_editor, small_dataset,
                                                                                         qtbot):
-    ed = make_editor(small_dataset)
-    ed.select_record(0)
-    with qtbot.waitSignal(ed.preview.sig_tokenizer_loaded, timeout=120000):
-        ed.tabs.setCurrentWidget(ed.preview)
+    ed = shown_preview(make_editor, small_dataset, qtbot)
+
     def rendered(action):
         with qtbot.waitSignal(ed.preview.sig_rendered, timeout=60000):
             action()
@@ -68,10 +73,7 @@ def test_the_checks_count_tokens_in_the_format_and_with_the_tokens_the_run_will_
     from engine.data.tokenize import render_record
     from engine.models import load_tokenizer
 
-    ed = make_editor(small_dataset)
-    ed.select_record(0)
-    with qtbot.waitSignal(ed.preview.sig_tokenizer_loaded, timeout=120000):
-        ed.tabs.setCurrentWidget(ed.preview)
+    ed = shown_preview(make_editor, small_dataset, qtbot)
     markers = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     tok = load_tokenizer(str(demo_model_dir()))  # here, to know what the tokenizer's process must count
     grown = load_tokenizer(str(demo_model_dir()), add_tokens=markers)
