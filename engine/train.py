@@ -578,12 +578,13 @@ def untrained_format_tokens(model: Any, tokenizer: Any, rendering: Any) -> list[
     return [tokenizer.convert_ids_to_tokens(i) for i in sorted(bad)]
 
 
-def check_format_tokens(cfg: RunConfig, tokenizer: Any = None) -> dict[str, Any] | None:
+def check_format_tokens(cfg: RunConfig, tokenizer: Any = None, load: Any = None) -> dict[str, Any] | None:
     """Before a run: the format's special tokens whose rows are untrained in the model's files.
 
     Reads, from the safetensors files, only the vocabulary matrices' sampled rows and the tokens'
     rows (no model is loaded). ``tokenizer``: the model's, with ``cfg.add_tokens`` added, when the
-    caller has it (else it is loaded). ``None`` when all is well or it can't tell (pickle or
+    caller has it (else it is loaded, by ``load(path, trust_remote_code=, add_tokens=)`` when given,
+    e.g. a caching loader; ``engine.models.load_tokenizer`` by default). ``None`` when all is well or it can't tell (pickle or
     quantized weights); else the warning the run would give: ``kind``, ``message``, ``hint``,
     ``fix`` and ``tokens``.
     """
@@ -597,7 +598,8 @@ def check_format_tokens(cfg: RunConfig, tokenizer: Any = None) -> dict[str, Any]
     if not matrices:
         return None
     if tokenizer is None:
-        tokenizer = load_tokenizer(str(path), trust_remote_code=cfg.trust_remote_code, add_tokens=cfg.add_tokens)
+        tokenizer = (load or load_tokenizer)(str(path), trust_remote_code=cfg.trust_remote_code,
+                                             add_tokens=cfg.add_tokens)
     rendering = resolve_template(tokenizer, cfg.template)
     found = format_special_ids(tokenizer, rendering)
     bad: set[int] = set()

@@ -10,7 +10,9 @@ Answer: ``{"ok": true, "estimate": Estimate.to_dict()}`` or ``{"ok": false, "err
 
 Request ``{"call": "format_tokens", "config": {...}}``: the pre-run check of the format's special
 tokens (``engine.train.check_format_tokens``, which loads the tokenizer: torch again). Answer:
-``{"ok": true, "result": the warning or null}``.
+``{"ok": true, "result": the warning or null}``. The last tokenizer loaded is kept (keyed by its
+folder, the folder's mtime, ``trust_remote_code`` and ``add_tokens``), so trying formats one after
+another on the same model loads it once.
 
 No Qt here: ``python -m gui.train.estimate_worker`` only needs the engine.
 """
@@ -30,6 +32,8 @@ def serve(stdin=None, stdout=None) -> int:
     from engine.config import RunConfig
     from engine.errors import StudioError
 
+    kept: dict[tuple, object] = {}  # the last tokenizer loaded (_kept)
+
     for line in stdin:
         if not line.strip():
             continue
@@ -39,7 +43,7 @@ def serve(stdin=None, stdout=None) -> int:
             if req.get("call") == "format_tokens":
                 from engine.train import check_format_tokens
 
-                answer = {"ok": True, "result": check_format_tokens(cfg)}
+                answer = {"ok": True, "result": check_format_tokens(cfg, load=lambda *a, **k: _kept(kept, *a, **k))}
             else:
                 from engine.memory import estimate
 
@@ -52,6 +56,20 @@ def serve(stdin=None, stdout=None) -> int:
         out.write(json.dumps(answer) + "\n")
         out.flush()
     return 0
+
+
+def _kept(kept: dict, path: str, **kwargs):
+    """``engine.models.load_tokenizer``, but the last one loaded is reused while its folder is
+    unchanged (same mtime) and asked for with the same options."""
+    from pathlib import Path
+
+    from engine.models import load_tokenizer
+
+    key = (path, Path(path).stat().st_mtime_ns, kwargs.get("trust_remote_code"), tuple(kwargs.get("add_tokens", ())))
+    if key not in kept:
+        kept.clear()
+        kept[key] = load_tokenizer(path, **kwargs)
+    return kept[key]
 
 
 if __name__ == "__main__":

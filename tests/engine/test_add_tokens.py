@@ -462,3 +462,28 @@ def test_the_terminal_shows_a_warnings_hint_and_fix(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out == ["warning: template llama3: split markers", "  hint: Add them as tokens",
                    f"  fix: add_tokens={MARKERS!r}"]
+
+
+def test_the_estimate_process_loads_a_tokenizer_once_for_the_formats_tried_on_one_model(
+        zeroed_chatml_model, tmp_path, monkeypatch):
+    """The Train area asks again at each change of format: the child keeps the last tokenizer (same
+    folder, same add_tokens) and answers as a fresh load would."""
+    import io
+
+    import engine.models
+    from gui.train.estimate_worker import serve
+
+    loads = []
+    real = engine.models.load_tokenizer
+    monkeypatch.setattr(engine.models, "load_tokenizer", lambda *a, **k: loads.append(k) or real(*a, **k))
+    cfg = make_cfg(zeroed_chatml_model, one_answer_dataset(tmp_path / "one.jsonl"), tmp_path / "a",
+                   template="chatml", max_steps=1)
+    asks = [cfg, cfg.replace(template="alpaca"), cfg.replace(template="chatml"),
+            cfg.replace(add_tokens=["<|im_start|>", "<|im_end|>"])]
+    out = io.StringIO()
+    serve(io.StringIO("".join(json.dumps({"call": "format_tokens", "config": c.to_dict()}) + "\n" for c in asks)),
+          out)
+    answers = [json.loads(line)["result"] for line in out.getvalue().splitlines()]
+    assert [a and a["tokens"] for a in answers] == [["<|im_start|>", "<|im_end|>"], ["<|im_end|>"],
+                                                   ["<|im_start|>", "<|im_end|>"], None]
+    assert [k["add_tokens"] for k in loads] == [[], ["<|im_start|>", "<|im_end|>"]]  # 3 formats, one load
