@@ -492,6 +492,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except StudioError as e:
         print(f"finetune-studio {key}: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # main() ends quietly
+    except OSError as e:  # a folder that can't be made, a read-only file, a full disk: say which, no traceback
+        what = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else (e.strerror or str(e))
+        if getattr(e, "filename2", None):
+            what += f" -> {e.filename2}"
+        print(f"finetune-studio {key}: {what}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
 
 
 def atomic_write_bytes(path: Path, data: bytes | Iterable[bytes]) -> Path:
@@ -15,12 +26,26 @@ def atomic_write_bytes(path: Path, data: bytes | Iterable[bytes]) -> Path:
     never need to be joined into one more full-size copy in memory.
 
     The rename is atomic on POSIX and on NTFS (``os.replace``), so readers see either the
-    old file or the new one, never a mix.
+    old file or the new one, never a mix. The file keeps what a plain write would keep: its
+    permissions (a new file gets the umask's, not the temp file's 0600), and a symlink stays a
+    link (its target is written). A read-only file is refused (PermissionError), as an editor
+    refuses it, not silently replaced; so is one this user can't write.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_UMASK
+    else:
+        if not mode & 0o222 or not os.access(path, os.W_OK):  # the mode too: root passes os.access
+            raise PermissionError(errno.EACCES, f"the file is read-only ({stat.filemode(mode)[1:]})", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if os.name == "posix":
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             if isinstance(data, (bytes, bytearray, memoryview)):
                 fh.write(data)

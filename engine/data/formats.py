@@ -973,7 +973,8 @@ def _parquet_bytes(ds: DatasetFile) -> tuple[bytes, None, None]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [r.peek() for r in ds.records if not r.broken]
+    good = [r for r in ds.records if not r.broken]
+    rows = [r.peek() for r in good]
     columns: list[str] = list((ds.style or {}).get("columns") or [])
     seen = set(columns)
     for row in rows:
@@ -987,14 +988,45 @@ def _parquet_bytes(ds: DatasetFile) -> tuple[bytes, None, None]:
         values = [row.get(c) for row in rows]
         try:
             arrays[c] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            kinds = sorted({_json_type(v) for v in values if v is not None})
-            raise DataError(f"column '{c}' mixes {', '.join(kinds)}, which Parquet can't hold in one "
-                            f"column ({e})", path=str(ds.path) if ds.path else None,
-                            hint="Make the field the same type in every record, or export to JSONL.") from None
+        except (pa.ArrowException, OverflowError) as e:
+            raise _parquet_column_error(ds, c, values, good, e) from None
     buf = io.BytesIO()
     pq.write_table(pa.table(arrays) if arrays else pa.table({}), buf)
     return buf.getvalue(), None, None
+
+
+def _parquet_column_error(ds: DatasetFile, column: str, values: list, records: list, error: Exception) -> DataError:
+    """Why ``column`` can't be one Parquet column, naming the first record that breaks it.
+
+    Arrow reads a column's type from its values: the first prefix of the values it can't type
+    ends at the culprit (found by bisection: a few conversions, not one per record)."""
+    import pyarrow as pa
+
+    def fails(n: int) -> bool:
+        try:
+            pa.array(values[:n])
+            return False
+        except (pa.ArrowException, OverflowError):
+            return True
+
+    lo, hi = 1, len(values)  # fails(hi) is True; find the smallest n with fails(n)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fails(mid) else (mid + 1, hi)
+    culprit, record = values[lo - 1], records[lo - 1]
+    earlier = sorted({_json_type(v) for v in values[:lo - 1] if v is not None})
+    big = isinstance(culprit, int) and not isinstance(culprit, bool) and not -2**63 <= culprit < 2**63
+    if big:
+        why = f"{culprit} is beyond Parquet's 64-bit integers"
+    elif earlier and _json_type(culprit) not in earlier:
+        why = (f"it is {_json_type(culprit)}, but the records before it hold {' and '.join(earlier)} there, and a "
+               "Parquet column has one type")
+    else:
+        why = f"it is {_json_type(culprit)} shaped unlike the records before it ({error})"
+    number = next(i for i, r in enumerate(ds.records, 1) if r is record)
+    return DataError(f"record {number}: '{column}' can't be written as a Parquet column: {why}",
+                     path=str(ds.path) if ds.path else None, hint="Write it as a string, or export to JSONL." if big else
+                     "Make the field the same type and shape in every record, or export to JSONL.")
 
 
 def _serialize(ds: DatasetFile, container: str) -> tuple[bytes | list[bytes], list | None, list[int] | None]:
@@ -1028,6 +1060,10 @@ def check_output_path(path: str | Path, *, source: str | Path, force: bool = Fal
         DataError: naming the target and what to do instead.
     """
     path, source = Path(path), Path(source)
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise DataError(f"can't make a folder there: '{blocker}' is a file", path=str(path),
+                        hint="Choose a folder that exists or can be made.")
     if not path.exists():
         return path
     if path.is_dir():

@@ -138,16 +138,30 @@ class Banner(QFrame):
         for i, b in enumerate(self.buttons):
             b.clicked.connect(lambda _c=False, i=i: self._on_button(i))
         self.kind = ""
+        self.topic = ""
         self.hide()
+
+    def clear_topic(self, *topics: str) -> None:
+        """Hide the banner if it is about one of ``topics`` (a save answered it)."""
+        if not self.isHidden() and self.topic in topics:
+            self.hide()
 
     def show_failure(self, what: str, e: BaseException) -> None:
         """An error banner: ``what`` failed, and why (a StudioError's message, else the exception)."""
-        msg = e.message if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
-        self.show_message("error", f"{what}: {msg}")
+        if isinstance(e, StudioError):
+            msg = e.message
+        elif isinstance(e, OSError) and e.strerror:
+            msg = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+        else:
+            msg = f"{type(e).__name__}: {e}"
+        self.show_message("error", f"{what}: {msg}", topic="write")
 
-    def show_message(self, kind: str, text: str, actions: list[tuple[str, object]] | None = None) -> None:
-        """Show ``text``; ``actions`` are ``(label, callable)`` pairs for the buttons."""
+    def show_message(self, kind: str, text: str, actions: list[tuple[str, object]] | None = None,
+                     topic: str = "") -> None:
+        """Show ``text``; ``actions`` are ``(label, callable)`` pairs for the buttons. ``topic``:
+        "disk" (the file changed on disk) or "write" (a save failed): a successful save hides them."""
         self.kind = kind
+        self.topic = topic
         self.setStyleSheet(f"Banner {{ {_BANNER_STYLES.get(kind, '')} }}")
         self.label.setText(text)
         actions = actions or []
@@ -259,7 +273,8 @@ class DatasetEditor(QWidget):
         self.setObjectName("DatasetEditor")
         self._ds: DatasetFile | None = None
         self._baseline: tuple[Record, ...] = ()
-        self._signature: tuple[int, int] | None = None
+        self._signature: tuple[int, int] | None = None  # the file as last seen on disk
+        self._known_signature: tuple[int, int] | None = None  # as we last read or wrote it ("Keep mine" too)
         self._report = None
         self._report_records: list[Record] = []
         self._lint: tuple | None = None  # (the lint's own report, its records, seconds)
@@ -306,7 +321,7 @@ class DatasetEditor(QWidget):
         """Open a dataset file (unsaved edits to the current one are dropped: call
         :meth:`maybe_close` first when they matter)."""
         path = Path(path)
-        self.form.flush()
+        self.form.flush(leaving=True)
         t0 = time.perf_counter()
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
@@ -368,11 +383,13 @@ class DatasetEditor(QWidget):
             for r in ds.records:
                 if r.broken and r.raw and "\n" in r.raw:
                     r.raw = r.raw.replace("\r\n", " ").replace("\n", " ")
+        if not self._may_overwrite(Path(ds.path)):
+            return False
         t0 = time.perf_counter()
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             path = save_dataset_file(ds)
-        except (StudioError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever failed, the edits stay and the user is told
             self.banner.show_failure("Not saved", e)
             return False
         finally:
@@ -395,9 +412,10 @@ class DatasetEditor(QWidget):
         converting = (container or ds.container) != ds.container or (fmt or ds.format) != ds.format
         try:
             written = save_dataset_file(ds, path, container=container, fmt=fmt)
-        except (StudioError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever failed, the edits stay and the user is told
             self.banner.show_failure("Not written", e)
             return False
+        self.banner.clear_topic("write")
         if converting:
             self.sig_status.emit(f"Exported {len(ds.records):,} records to {written}")
             return True
@@ -411,7 +429,7 @@ class DatasetEditor(QWidget):
 
     def maybe_close(self) -> bool:
         """Ask to save, discard or cancel when there are unsaved edits. True: go ahead and close."""
-        self.form.flush()
+        self.form.flush(leaving=True)
         if not self.is_dirty():
             return True
         answer = self._ask_save_changes()
@@ -659,7 +677,10 @@ class DatasetEditor(QWidget):
         last = self._last_match
         if rec is None or last is None or last[0] is not rec:
             return self.find_next()
-        new = replace_one(rec, self._ds.format, query, self.find_bar.replace.text(), last[1], last[2])
+        try:
+            new = replace_one(rec, self._ds.format, query, self.find_bar.replace.text(), last[1], last[2])
+        except re.error as e:
+            return self._bad_replacement(e)
         if new is None:
             return self.find_next()
         new_rec = fixed_record(rec, new) if rec.broken else with_data(rec, new)
@@ -697,7 +718,10 @@ class DatasetEditor(QWidget):
         with self._busy():
             for idx in self._view_record_indices(-1, False, wrap=False):
                 rec = self._ds.records[idx]
-                new, n = replace_in_record(rec, fmt, query, self.find_bar.replace.text(), pattern)
+                try:
+                    new, n = replace_in_record(rec, fmt, query, self.find_bar.replace.text(), pattern)
+                except re.error as e:  # nothing is replaced: the changes go in one step, at the end
+                    return self._bad_replacement(e)
                 if new is None:
                     continue
                 changes.append((idx, fixed_record(rec, new) if rec.broken else with_data(rec, new)))
@@ -712,7 +736,7 @@ class DatasetEditor(QWidget):
         """Insert an empty record after the current one (at the end if none) and edit it."""
         if self._ds is None:
             return
-        self.form.flush()
+        self.form.flush(leaving=True)
         at = self.current_record_index() + 1 if self.current_record_index() >= 0 else len(self._ds.records)
         rec = self._ds.new_record(self._empty_data())
         self.undo_stack.push(InsertRecordsCommand(self.model, at, [rec], "Add record"))
@@ -724,7 +748,7 @@ class DatasetEditor(QWidget):
         sel = self.selected_record_indices()
         if not sel:
             return
-        self.form.flush()
+        self.form.flush(leaving=True)
         copies = []
         for i in sel:
             r = self._ds.records[i]
@@ -742,7 +766,7 @@ class DatasetEditor(QWidget):
         sel = self.selected_record_indices()
         if not sel:
             return
-        self.form.flush()
+        self.form.flush(leaving=True)
         n = len(sel)
         self.undo_stack.push(RemoveRecordsCommand(self.model, sel, f"Delete {n} record{'s' if n > 1 else ''}"))
         remaining = len(self._ds.records)
@@ -754,7 +778,7 @@ class DatasetEditor(QWidget):
         sel = self.selected_record_indices()
         if not sel:
             return
-        self.form.flush()
+        self.form.flush(leaving=True)
         cmd = MoveRecordsCommand(self.model, sel, delta, "Move up" if delta < 0 else "Move down")
         if not cmd.new_indices:
             return
@@ -991,6 +1015,7 @@ class DatasetEditor(QWidget):
         self.proxy.modelReset.connect(self._update_count)
         self.proxy.layoutChanged.connect(self._update_count)
         self.form.sig_edited.connect(self._on_form_edited)
+        self.form.sig_message.connect(self.sig_status)
         self.lint_panel.sig_finding_activated.connect(self._on_finding_activated)
         self.lint_panel.sig_filter_rule.connect(lambda rule: self.set_filter(rule=rule))
         self.lint_panel.sig_recheck.connect(self.run_lint)
@@ -1050,7 +1075,15 @@ class DatasetEditor(QWidget):
         self.refresh_audit()
         self.run_lint()
 
+    def _may_overwrite(self, path: Path) -> bool:
+        """Before Save: if another program wrote the file since we read or wrote it, ask first."""
+        now = file_signature(path)
+        if now is None or self._known_signature is None or now == self._known_signature:
+            return True
+        return self._ask_overwrite_changed(path) == QMessageBox.StandardButton.Save
+
     def _after_write(self, path: Path) -> None:
+        self.banner.clear_topic("disk", "write")
         self.undo_stack.setClean()
         self._baseline = tuple(self._ds.records)
         self.autosaver.discard(path)
@@ -1086,12 +1119,12 @@ class DatasetEditor(QWidget):
             self._push_replace(idx, new, text, merge_key)
 
     def _on_undo(self) -> None:
-        self.form.flush()
+        self.form.flush(leaving=True)
         self._seal_top()
         self.undo_stack.undo()
 
     def _on_redo(self) -> None:
-        self.form.flush()
+        self.form.flush(leaving=True)
         self.undo_stack.redo()
 
     def _seal_top(self) -> None:
@@ -1325,10 +1358,10 @@ class DatasetEditor(QWidget):
         if old:
             self.watcher.removePaths(old)
         if path is None:
-            self._signature = None
+            self._signature = self._known_signature = None
             return
         path = Path(path)
-        self._signature = file_signature(path)
+        self._signature = self._known_signature = file_signature(path)
         if path.exists():
             self.watcher.addPath(str(path))
         # Editors and our own saves replace the file by renaming; watch the folder to see that.
@@ -1348,13 +1381,14 @@ class DatasetEditor(QWidget):
             return
         self._signature = now
         if now is None:
-            self.banner.show_message("warning", f"{path.name} was deleted or moved on disk. Save to write it again.")
+            self.banner.show_message("warning", f"{path.name} was deleted or moved on disk. Save to write it again.",
+                                     topic="disk")
             self.sig_file_changed_on_disk.emit(str(path))
             return
         edits = " Reloading discards your unsaved edits." if self.is_dirty() else ""
         self.banner.show_message("warning", f"{path.name} changed on disk (another program wrote it).{edits}",
                                  [("Reload", lambda: self.open_file(path)),
-                                  ("Keep mine", lambda: None)])
+                                  ("Keep mine", lambda: setattr(self, "_known_signature", now))], topic="disk")
         self.sig_file_changed_on_disk.emit(str(path))
 
     # ---- Autosave
@@ -1381,6 +1415,15 @@ class DatasetEditor(QWidget):
         return QMessageBox.question(
             self, "Unsaved edits", f"The split reads the file as saved. Save your edits to {self.path().name} first?",
             QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
+
+    def _ask_overwrite_changed(self, path: Path) -> QMessageBox.StandardButton:
+        box = QMessageBox(QMessageBox.Icon.Warning, "File changed on disk",
+                          f"{path.name} changed on disk since you opened or saved it (another program wrote "
+                          "it). Saving replaces that version with yours.",
+                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Cancel, self)
+        box.button(QMessageBox.StandardButton.Save).setText("Replace it with mine")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        return QMessageBox.StandardButton(box.exec())
 
     def _ask_save_changes(self) -> QMessageBox.StandardButton:
         name = self.path().name if self.path() else "the dataset"
@@ -1568,7 +1611,16 @@ class DatasetEditor(QWidget):
             self.find_bar.status.setText(f"Bad regex: {e.msg}")
             return None
         self.find_bar.find.setStyleSheet("")
+        self.find_bar.replace.setStyleSheet("")
         return q
+
+    def _bad_replacement(self, e: re.error) -> int:
+        """A regex replacement text that can't be used (``\\2`` with one group, a bad escape)."""
+        self.find_bar.replace.setStyleSheet("QLineEdit { border: 1px solid #c62828; }")
+        where = f" at position {e.pos + 1}" if e.pos is not None else ""
+        self.find_bar.status.setText(f"Bad replacement{where}: {e.msg} (nothing replaced; a literal \\ is "
+                                     "written \\\\)")
+        return 0
 
     def _match_key(self, rec: Record, match) -> tuple:
         order = {p: i for i, (_l, p, _t) in enumerate(record_texts(rec, self._ds.format))}

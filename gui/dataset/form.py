@@ -9,6 +9,7 @@ commits of one typing burst in one field merge into one undo step.
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 import re
@@ -123,21 +124,35 @@ class TurnEdit(QFrame):
     sig_remove = Signal(object)
     """Remove this turn."""
 
-    def __init__(self, roles: tuple[str, ...], turn: dict, tag_key: str, text_key: str, parent=None):
+    def __init__(self, roles: tuple[str, ...], turn, tag_key: str, text_key: str, parent=None):
         super().__init__(parent)
         self.turn = turn
         self.tag_key, self.text_key = tag_key, text_key
+        self._touched: set[str] = set()  # "role", "content": what the user changed; the rest keeps its value
+        is_turn = isinstance(turn, dict)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.role = QComboBox()
         self.role.setEditable(True)
         self.role.addItems(list(roles))
-        tag = turn.get(tag_key)
+        tag = turn.get(tag_key) if is_turn else None
         self.role.setCurrentText(tag if isinstance(tag, str) else "")
         self.role.setMinimumContentsLength(9)
         self.role.setToolTip("Who speaks this turn")
         self.content = FieldEdit(2, 12)
-        text = turn.get(text_key)
-        self.content.setPlainText(text if isinstance(text, str) else json.dumps(text, ensure_ascii=False))
+        text = turn.get(text_key) if is_turn else turn
+        if isinstance(text, str) and is_turn:
+            self.content.setPlainText(text)
+        elif text is None:
+            self.content.setPlaceholderText("(no content)" if is_turn and text_key in turn else "(not set)")
+        else:  # content parts, a number...: shown as JSON, changed only in "Edit as JSON"
+            self.content.setPlainText(json.dumps(text, ensure_ascii=False, indent=1))
+            self.content.setReadOnly(True)
+            self.content.setToolTip("Not text: click Edit as JSON to change it. Kept as it is when other turns "
+                                    "are edited.")
+        if not is_turn:
+            self.role.setEnabled(False)
+            self.role.setToolTip("Not a turn object {...}: click Edit as JSON to fix it. Kept as it is when "
+                                 "other turns are edited.")
         up, down, remove = QToolButton(), QToolButton(), QToolButton()
         for b, t, tip in ((up, "↑", "Move turn up"), (down, "↓", "Move turn down"), (remove, "✕", "Remove turn")):
             b.setText(t)
@@ -149,6 +164,8 @@ class TurnEdit(QFrame):
         head = QHBoxLayout()
         head.setContentsMargins(0, 0, 0, 0)
         head.addWidget(self.role)
+        if not is_turn:
+            head.addWidget(QLabel(f"not a turn object ({type(turn).__name__}): Edit as JSON to fix"))
         head.addStretch(1)
         head.addWidget(up)
         head.addWidget(down)
@@ -158,13 +175,23 @@ class TurnEdit(QFrame):
         lay.setSpacing(3)
         lay.addLayout(head)
         lay.addWidget(self.content)
-        self.role.currentTextChanged.connect(self.sig_changed)
-        self.content.textChanged.connect(self.sig_changed)
+        self.role.currentTextChanged.connect(lambda: self._touch("role"))
+        self.content.textChanged.connect(lambda: self._touch("content"))
 
-    def value(self) -> dict:
-        out = dict(self.turn)
-        out[self.tag_key] = self.role.currentText()
-        out[self.text_key] = self.content.toPlainText()
+    def _touch(self, part: str) -> None:
+        self._touched.add(part)
+        self.sig_changed.emit()
+
+    def value(self):
+        """The turn with what the user changed; untouched parts keep their value and type (a null
+        content of a tool call, a list of content parts, a turn that isn't an object)."""
+        if not isinstance(self.turn, dict):
+            return copy.deepcopy(self.turn)
+        out = copy.deepcopy(self.turn)
+        if "role" in self._touched:
+            out[self.tag_key] = self.role.currentText()
+        if "content" in self._touched:
+            out[self.text_key] = self.content.toPlainText()
         return out
 
 
@@ -314,8 +341,8 @@ class RecordForm(QWidget):
             self._record, self._index = record, index
             self._show_header(index, record, findings, total)
             return
-        if self._timer.isActive() and record is not self._record:
-            self.flush()
+        if self._dirty_fields and record is not self._record:
+            self.flush(leaving=True)
         self._burst += 1
         self._record, self._index, self._expected = record, index, None
         self._dirty_fields.clear()
@@ -342,19 +369,28 @@ class RecordForm(QWidget):
     def record_index(self) -> int:
         return self._index
 
-    def flush(self) -> None:
-        """Commit pending typing now (before undo, save, navigation)."""
+    def flush(self, leaving: bool = False) -> None:
+        """Commit pending typing now (before undo, save, navigation).
+
+        JSON text that doesn't parse yet leaves the record as it was while the user types; when
+        they leave the record (``leaving``: another record, undo, closing) it is committed as a
+        broken record that keeps the text, as a broken line of a file is kept, so no typing is lost.
+        """
         self._timer.stop()
         if self._record is None or not self._dirty_fields:
             return
         fields = sorted(self._dirty_fields)
-        new = self._build_record()
+        new = self._build_record(leaving)
         if new is None:
             return
         self._dirty_fields.clear()
         label = "Edit " + (fields[0] if len(fields) == 1 else "record")
         if fields == ["raw"] and self._record.broken:
             label = "Fix broken record" if not new.broken else "Edit broken record"
+        elif new.broken:
+            label = "Keep record as text (its JSON doesn't parse)"
+            self.sig_message.emit(f"Record {self._index + 1} is kept as text: its JSON doesn't parse "
+                                  f"({new.error}). Fix it in the form, or undo.")
         self._expected = new
         self.sig_edited.emit(self._index, new, label, (self._index, tuple(fields), self._burst))
 
@@ -467,8 +503,7 @@ class RecordForm(QWidget):
         self._clear_turns()
         turns = data.get(key)
         for t in turns if isinstance(turns, list) else []:
-            if isinstance(t, dict):
-                self._add_turn_widget(t)
+            self._add_turn_widget(t)  # one that isn't an object is shown, and kept as it is
         self._build_extras(data, {key, "system"}, self.chat_extras_layout)
 
     def _clear_turns(self) -> None:
@@ -482,12 +517,13 @@ class RecordForm(QWidget):
             return "from", "value", _SHAREGPT_TAGS
         return "role", "content", MESSAGE_ROLES
 
-    def _add_turn_widget(self, turn: dict) -> TurnEdit:
+    def _add_turn_widget(self, turn) -> TurnEdit:
         tag_key, text_key, roles = self._tag_keys()
-        if tag_key not in turn and ("role" in turn or "from" in turn):
-            tag_key = "role" if "role" in turn else "from"
-        if text_key not in turn and ("content" in turn or "value" in turn):
-            text_key = "content" if "content" in turn else "value"
+        keys = turn if isinstance(turn, dict) else {}
+        if tag_key not in keys and ("role" in keys or "from" in keys):
+            tag_key = "role" if "role" in keys else "from"
+        if text_key not in keys and ("content" in keys or "value" in keys):
+            text_key = "content" if "content" in keys else "value"
         w = TurnEdit(roles, turn, tag_key, text_key)
         w.sig_changed.connect(lambda: self._on_field_changed("turns"))
         w.sig_move.connect(self._on_move_turn)
@@ -533,7 +569,9 @@ class RecordForm(QWidget):
             layout.addWidget(self._extra_json_error)
 
     # ---- Building the edited record
-    def _build_record(self) -> Record | None:
+    def _build_record(self, leaving: bool = False) -> Record | None:
+        """The record as edited; None when unchanged, or when JSON text doesn't parse (unless
+        ``leaving``: then a broken record holding the text)."""
         rec = self._record
         if rec is None:
             return None
@@ -547,10 +585,10 @@ class RecordForm(QWidget):
                 value = json.loads(text)
             except ValueError as e:
                 self._set_raw_error(str(e))
-                return None
+                return fixed_record(rec, text) if leaving else None
             if not isinstance(value, dict):
                 self._set_raw_error("the record must be a JSON object {...}")
-                return None
+                return fixed_record(rec, text) if leaving else None
             self._set_raw_error(None)
             return with_data(rec, value) if value != rec.peek() else None
         # Only touched fields are written back: a field of the wrong type (a number, a list)
@@ -577,16 +615,22 @@ class RecordForm(QWidget):
             except ValueError as e:
                 self._extra_json_error.setText(f"other fields: not valid JSON — {e}")
                 self._extra_json_error.show()
-                return None
+                return fixed_record(rec, _spliced(data, self._standard_keys(), self._extra_json.toPlainText())) \
+                    if leaving else None
             self._extra_json_error.hide()
-            standard = set(self._extra_edits) | {k for k, _ in _ALPACA_FIELDS} | {
-                CONVERSATION_KEY.get(self._fmt, "")}
+            standard = self._standard_keys()
             for k in [k for k in data if k not in standard and k not in other]:
                 del data[k]  # removed from the JSON box
             data.update(other)
         if data == rec.peek():
             return None
         return with_data(rec, data)
+
+    def _standard_keys(self) -> set[str]:
+        """The keys the form shows in their own boxes (not in "other fields (JSON)")."""
+        if self._fmt in CONVERSATION_KEY:
+            return set(self._extra_edits) | {CONVERSATION_KEY[self._fmt], "system"}
+        return set(self._extra_edits) | {k for k, _ in _ALPACA_FIELDS}
 
     def _edit_for(self, path: tuple) -> QPlainTextEdit | None:
         if not path:
@@ -610,7 +654,7 @@ class RecordForm(QWidget):
         self._timer.start()
 
     def _on_json_toggled(self, on: bool) -> None:
-        self.flush()
+        self.flush(leaving=True)
         self._json_mode = on
         rec, self._record = self._record, None  # force a rebuild
         self.set_record(self._index, rec, findings=None)
@@ -641,6 +685,18 @@ class RecordForm(QWidget):
         turn.deleteLater()
         self._on_field_changed("turns")
         self.seal()
+
+
+def _spliced(data: dict, standard: set[str], other_text: str) -> str:
+    """A record's JSON text with the "other fields" box's text (which doesn't parse) put in place
+    of its other fields: what a broken record keeps so that none of the typing is lost."""
+    head = json.dumps({k: v for k, v in data.items() if k in standard}, ensure_ascii=False, indent=2)
+    inner = other_text.strip()
+    if inner.startswith("{") and inner.endswith("}"):
+        inner = inner[1:-1].strip()
+    if not inner:
+        return head
+    return head[:-1].rstrip() + (",\n  " if head != "{}" else "\n  ") + inner + "\n}"
 
 
 def _where_broken(rec: Record | None, error: str) -> tuple[str, str]:

@@ -124,7 +124,13 @@ class SplitDialog(QDialog):
             self.result = split_file(self.path, self.ratio.value(), Path(out).expanduser(), seed=self.seed.value(),
                                      force=self.force.isChecked())
         except StudioError as e:
-            self._say(html.escape(e.message) + (f"<br>{html.escape(e.hint)}" if e.hint else ""), error=True)
+            hint = 'Tick "Replace the files if they exist" to replace them.' if "--force" in (e.hint or "") else e.hint
+            self._say(html.escape(e.message, quote=False) + (f"<br>{html.escape(hint, quote=False)}" if hint else ""), error=True)
+            self.train_button.setVisible(False)
+            return False
+        except OSError as e:
+            self._say(html.escape(quote=False, s=f"Can't write there: {e.strerror or e} ({e.filename or out})"), error=True)
+            self.train_button.setVisible(False)
             return False
         finally:
             QApplication.restoreOverrideCursor()

@@ -326,6 +326,9 @@ class RecordTableModel(QAbstractTableModel):
         old = self._records[idx]
         column = self._columns[index.column()]
         text = "" if value is None else str(value)
+        shown = self.data(index, _EDIT)
+        if text == ("" if shown is None else str(shown)):
+            return False  # the editor closed on what it opened with (a null or missing field shows "")
         if old.broken:
             new = fixed_record(old, text)
         else:

@@ -166,8 +166,15 @@ def test_parquet_round_trip_keeps_nested_data(tmp_path):
 def test_parquet_mixed_column_types_are_a_clear_error(tmp_path):
     ds = DatasetFile(records=[Record({"instruction": "a", "output": "x"}),
                               Record({"instruction": "b", "output": 3})])
-    with pytest.raises(DataError, match="column 'output' mixes a number, a string"):
+    with pytest.raises(DataError, match="record 2: 'output' can't be written as a Parquet column: it is a number, "
+                       "but the records before it hold a string there, and a Parquet column has one type"):
         export(ds, tmp_path / "x.parquet", "parquet", "alpaca")
+    # The culprit is found wherever it is (bisection), and a nested shape that differs is named too.
+    rows = [Record({"instruction": str(i), "output": "x", "tags": ["a"]}) for i in range(50)]
+    rows[37] = Record({"instruction": "37", "output": "x", "tags": [{"k": 1}]})
+    with pytest.raises(DataError, match="record 38: 'tags' can't be written as a Parquet column: it is a list "
+                       "shaped unlike the records before it"):
+        export(DatasetFile(records=rows), tmp_path / "y.parquet", "parquet", "alpaca")
 
 
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):

@@ -177,3 +177,18 @@ def test_a_big_file_sorts_in_slices_and_a_stale_sort_is_dropped(make_editor, dem
     ed.act_add.trigger()
     qtbot.waitUntil(lambda: not ed.proxy.sorting(), timeout=20_000)
     assert not ed.model.is_sorted()
+
+
+def test_leaving_a_cell_editor_without_typing_changes_nothing(make_editor, tmp_path):
+    """A null or missing field opens as an empty editor: closing it unchanged is no edit."""
+    path = tmp_path / "nulls.jsonl"
+    path.write_text('{"instruction": "a", "input": null, "output": "b"}\n{"instruction": "c", "output": "d"}\n',
+                    encoding="utf-8")
+    ed = make_editor(path)
+    for row in (0, 1):
+        assert not ed.proxy.setData(_cell(ed, row, "input"), "", Qt.ItemDataRole.EditRole)
+    assert not ed.is_dirty() and ed.undo_stack.count() == 0
+    assert [r.peek() for r in ed.dataset().records] == [{"instruction": "a", "input": None, "output": "b"},
+                                                       {"instruction": "c", "output": "d"}]
+    assert ed.proxy.setData(_cell(ed, 1, "input"), "typed", Qt.ItemDataRole.EditRole)
+    assert ed.dataset().records[1].peek()["input"] == "typed"

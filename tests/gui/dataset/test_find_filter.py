@@ -179,3 +179,21 @@ def test_a_big_file_is_filtered_on_a_thread_and_only_the_last_filter_applies(mak
     qtbot.waitUntil(lambda: ed.visible_count() == expect + 1, timeout=5000)
     ed.clear_filter()
     assert ed.visible_count() == total
+
+
+def test_a_replacement_regex_can_not_use_says_why_and_replaces_nothing(make_editor, small_dataset):
+    ed = make_editor(small_dataset)
+    fb = ed.find_bar
+    fb.find.setText(r"The capital of (\w+)")
+    fb.regex.setChecked(True)
+    before = records_data(ed)
+    for bad, why in ((r"\2 is it", "invalid group reference 2"), (r"C:\path", "bad escape \\p")):
+        fb.replace.setText(bad)
+        assert ed.replace_all() == 0
+        assert why in fb.status.text() and "nothing replaced" in fb.status.text()
+        assert "c62828" in fb.replace.styleSheet()
+        ed.find_next()
+        assert not ed.replace_current()
+        assert records_data(ed) == before and ed.undo_stack.count() == 0
+    fb.replace.setText(r"\1")
+    assert ed.replace_all() > 0 and fb.replace.styleSheet() == ""

@@ -87,8 +87,9 @@ def test_extra_fields_and_json_mode(make_editor, small_dataset):
     assert ed.dataset().records[0].peek()["reviewer"] == "ann"
     form.raw.setPlainText("{ not json")
     form.flush()
-    assert not ed.dataset().records[0].broken  # a good record is never broken by JSON mode
+    assert not ed.dataset().records[0].broken  # typing JSON that doesn't parse yet leaves the record as it was
     assert "Not valid JSON yet" in form.raw_error.text()
+    form.raw.setPlainText(json.dumps(data))
     form.json_button.setChecked(False)
     assert form.pages.currentIndex() == 1
 
@@ -199,3 +200,84 @@ def test_findings_above_the_record_read_as_their_severity(make_editor, tmp_path)
     ed.select_record(2)
     text = ed.form.findings.text()
     assert "⚠ duplicate: duplicates record 2" in text and "color:#8a5a00" in text and "✖" not in text
+
+
+def test_editing_one_turn_keeps_the_others_as_they_were(make_editor, tmp_path):
+    """Content parts, a tool call's null content and a turn that isn't an object are kept, value
+    and type, when another turn of the conversation is edited."""
+    rows = [
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]},
+                      {"role": "assistant", "content": None, "tool_calls": [
+                          {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": "{}"}}]},
+                      {"role": "tool", "tool_call_id": "c1", "content": "4"},
+                      {"role": "assistant", "content": "It is 4."}]},
+        {"messages": [{"role": "user", "content": "Hi"}, "stray string turn", {"role": "assistant", "content": "Hello"}]},
+    ]
+    path = tmp_path / "tools.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    ed = make_editor(path)
+    form = ed.form
+    for i in range(2):
+        ed.select_record(i)
+        assert len(form.turns) == len(rows[i]["messages"])  # every turn is shown, the odd one too
+        form.turns[-1].content.setPlainText(form.turns[-1].content.toPlainText() + " (edited)")
+        form.flush()
+    assert form.turns[1].content.toPlainText() == json.dumps("stray string turn")
+    assert not form.turns[1].role.isEnabled()
+    ed.select_record(0)
+    assert form.turns[0].content.isReadOnly() and "Edit as JSON" in form.turns[0].content.toolTip()
+    assert ed.save()
+    saved = [r.peek()["messages"] for r in load_dataset_file(path).records]
+    assert saved[0][:3] == rows[0]["messages"][:3]
+    assert saved[0][3] == {"role": "assistant", "content": "It is 4. (edited)"}
+    assert saved[1] == [{"role": "user", "content": "Hi"}, "stray string turn",
+                        {"role": "assistant", "content": "Hello (edited)"}]
+
+
+def test_editing_the_other_fields_of_a_conversation_keeps_its_system_prompt(make_editor, tmp_path):
+    path = tmp_path / "chat.jsonl"
+    row = {"system": "Be brief.", "messages": [{"role": "user", "content": "Hi"},
+                                               {"role": "assistant", "content": "Hello"}], "meta": {"src": "a"}}
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    ed.select_record(0)
+    ed.form._extra_json.setPlainText(json.dumps({"meta": {"src": "b"}}))
+    ed.form.flush()
+    assert ed.dataset().records[0].peek() == {**row, "meta": {"src": "b"}}
+
+
+def test_json_that_does_not_parse_is_kept_as_text_when_the_record_is_left(make_editor, small_dataset, qtbot):
+    """While typing, the record keeps its last valid version; leaving it (another record, undo,
+    closing) keeps the typed text as a broken record, which undo turns back."""
+    ed = make_editor(small_dataset)
+    form = ed.form
+    before = ed.dataset().records[0].peek()
+    ed.select_record(0)
+    form.json_button.setChecked(True)
+    typed = form.raw.toPlainText().replace('",', '"', 1)  # a comma left out
+    form.raw.setPlainText(typed)
+    form.flush()
+    assert not ed.dataset().records[0].broken
+    with qtbot.waitSignal(ed.sig_status) as said:
+        ed.select_record(1)
+    rec = ed.dataset().records[0]
+    assert rec.broken and rec.raw == typed and "Expecting ','" in rec.error
+    assert "Record 1 is kept as text: its JSON doesn't parse" in said.args[0]
+    assert ed.undo_stack.undoText() == "Keep record as text (its JSON doesn't parse)"
+    ed.select_record(0)
+    assert form.pages.currentIndex() == 3 and form.raw.toPlainText() == typed
+    ed._on_undo()
+    assert ed.dataset().records[0].peek() == before
+    # The "other fields (JSON)" box: its text goes into the kept record's text, with the other fields.
+    path = small_dataset.with_name("scored.jsonl")
+    path.write_text(json.dumps({"instruction": "Add", "input": "", "output": "4", "score": 1}) + "\n"
+                    + json.dumps({"instruction": "Sub", "input": "", "output": "0", "score": 2}) + "\n")
+    ed = make_editor(path)
+    ed.select_record(0)
+    ed.form._extra_json.setPlainText('{"score": 3, "tags": ["a"],}')
+    ed.form.flush()
+    assert not ed.dataset().records[0].broken
+    ed.select_record(1)
+    rec = ed.dataset().records[0]
+    assert rec.broken and rec.raw == ('{\n  "instruction": "Add",\n  "input": "",\n  "output": "4",\n  "score": 3, '
+                                      '"tags": ["a"],\n}')

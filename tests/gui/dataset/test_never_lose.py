@@ -154,3 +154,57 @@ def test_own_save_is_not_an_external_change(make_editor, small_dataset, qtbot):
     _edit_output(ed, 0, "mine")
     with qtbot.assertNotEmitted(ed.sig_file_changed_on_disk, wait=800):  # > the watcher's debounce
         assert ed.save()
+
+
+def test_a_save_that_fails_in_the_writer_keeps_the_window_and_the_edits(make_editor, tmp_path, monkeypatch):
+    """pyarrow's OverflowError for an integer beyond 64 bits: a banner naming the record, not an
+    exception through the close button."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"instruction": ["a", "b"], "output": ["x", "y"], "id": [1, 2]}), path)
+    ed = make_editor(path)
+    ed.select_record(1)
+    ed.form.json_button.setChecked(True)
+    ed.form.raw.setPlainText(json.dumps({"instruction": "b", "output": "y", "id": 18446744073709551615}))
+    ed.form.flush()
+    assert not ed.save()
+    text = ed.banner.label.text()
+    assert "Not saved" in text and "record 2" in text and "beyond Parquet's 64-bit integers" in text
+    monkeypatch.setattr(ed, "_ask_save_changes", lambda: QMessageBox.StandardButton.Save)
+    assert not ed.maybe_close() and ed.is_dirty()
+    assert pq.read_table(path).column("id").to_pylist() == [1, 2]
+
+
+def test_saving_over_a_file_another_program_changed_asks_first(make_editor, small_dataset, qtbot, monkeypatch):
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "mine")
+    with qtbot.waitSignal(ed.sig_file_changed_on_disk, timeout=5000):
+        with open(small_dataset, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"instruction": "theirs", "input": "", "output": "ok"}) + "\n")
+    asked = []
+    monkeypatch.setattr(ed, "_ask_overwrite_changed",
+                        lambda p: asked.append(p) or QMessageBox.StandardButton.Cancel)
+    assert not ed.save()
+    assert asked == [small_dataset] and "theirs" in small_dataset.read_text(encoding="utf-8")
+    monkeypatch.setattr(ed, "_ask_overwrite_changed", lambda p: QMessageBox.StandardButton.Save)
+    assert ed.save()
+    assert "theirs" not in small_dataset.read_text(encoding="utf-8") and not ed.banner.isVisibleTo(ed)
+    # Keep mine: the user has answered; a later save doesn't ask again.
+    with qtbot.waitSignal(ed.sig_file_changed_on_disk, timeout=5000):
+        small_dataset.write_text(small_dataset.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    ed.banner.buttons[1].click()  # Keep mine
+    _edit_output(ed, 1, "mine too")
+    monkeypatch.setattr(ed, "_ask_overwrite_changed", lambda p: pytest.fail("asked again"))
+    assert ed.save()
+
+
+def test_a_read_only_file_is_not_saved_over(make_editor, small_dataset):
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "mine")
+    small_dataset.chmod(0o444)
+    before = small_dataset.read_bytes()
+    assert not ed.save()
+    assert f"Not saved: the file is read-only (r--r--r--): {small_dataset}" in ed.banner.label.text()
+    assert small_dataset.read_bytes() == before and ed.is_dirty()

@@ -74,3 +74,16 @@ def test_one_record_per_answer_from_the_checks_tab(make_editor, tmp_path, monkey
     assert asked == [str(tmp_path / "chats-per-answer.jsonl")]
     assert [r.messages() for r in load_dataset_file(out).records] == [turns[:2], turns, turns[:2]]
     assert ed.path() == src and not ed.is_dirty()  # the editor stays on its own file
+
+
+def test_a_folder_that_can_not_be_made_is_named(make_editor, demo_copy, tmp_path):
+    ed = make_editor(demo_copy)
+    dialog = ed.open_split_dialog()
+    dialog.out_edit.setText(str(demo_copy / "sub"))
+    assert not dialog.split()
+    assert f"'{demo_copy}' is a file" in dialog.status.text() and not dialog.train_button.isVisible()
+    dialog.out_edit.setText(str(tmp_path / "out"))
+    assert dialog.split()
+    assert not dialog.split()  # the files exist now: the dialog points at its own checkbox, not at --force
+    assert 'Tick "Replace the files if they exist"' in dialog.status.text() and "--force" not in dialog.status.text()
+    assert not dialog.train_button.isVisibleTo(dialog)
