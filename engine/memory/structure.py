@@ -309,10 +309,10 @@ def meta_model(model_dir: Path, *, trust_remote_code: bool = False) -> nn.Module
                                             trust_remote_code=trust_remote_code)
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - transformers/huggingface_hub validation errors have no common base
         raise ModelError(f"{model_dir / 'config.json'}: transformers can't build this model from its "
-                         f"config: {e}", hint="The estimate needs an architecture transformers knows "
-                         "(or trust_remote_code: true for one that ships its code).") from None
+                         f"config: {e}", hint="Fix the value named above in config.json; an architecture transformers "
+                         "doesn't know needs trust_remote_code: true (when the model ships its code).") from None
 
 
 def apply_method(model: nn.Module, cfg: RunConfig) -> nn.Module:
@@ -392,7 +392,8 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
         notes.append(f"{type(base).__name__}: the activation model assumes a Llama-style block "
                      "(RMSNorm, attention, gated MLP); this architecture may differ")
 
-    model = apply_method(base, cfg)
+    with torch.device("meta"):  # the method's new weights too: shapes only (a 7B prefix MLP is 4 GB)
+        model = apply_method(base, cfg)
     is_peft = hasattr(model, "get_nb_trainable_parameters")
     if is_peft:
         trainable, total = model.get_nb_trainable_parameters()

@@ -110,6 +110,38 @@ def test_counts_match_the_method_applied_to_a_real_model(tiny_dir, case):
     assert (st.trainable_at(cfg.lora_r), st.total_at(cfg.lora_r)) == _count(real)
 
 
+@pytest.mark.parametrize("case", list(METHOD_CASES))
+def test_the_methods_weights_are_built_on_the_meta_device_too(tiny_dir, case, monkeypatch):
+    """The estimate reads shapes only: a method's new weights (a 7B prefix MLP is 4 GB, a rank-256
+    all-linear LoRA 2.5 GB) must not be allocated and initialised on the CPU at every change
+    (PEFT moves them to the base's meta device afterwards, so only the ops show it)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    import engine.memory.structure as structure
+
+    made: list[tuple] = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            made.extend((str(func), t.device.type, t.numel()) for t in tree_leaves(out)
+                        if isinstance(t, torch.Tensor) and t.device.type != "meta" and t.numel() > 64)
+            return out
+
+    real_apply = structure.apply_method
+
+    def watched(model, cfg):
+        with Watch():
+            return real_apply(model, cfg)
+
+    monkeypatch.setattr(structure, "apply_method", watched)
+    structure.clear_cache()
+    model_structure(_cfg(tiny_dir, **METHOD_CASES[case]))
+    assert made == []
+
+
 def test_lora_rank_scales_the_count_exactly(untied_dir):
     from engine.methods import get_method
 
@@ -613,3 +645,17 @@ def test_cli_reports_config_errors_on_stderr_with_exit_2(tmp_path):
     good.write_text(f"model: {tmp_path / 'nowhere'}\n", encoding="utf-8")
     code, _, err = _cli(good)
     assert code == 2 and "nowhere" in err
+
+
+@pytest.mark.parametrize("bad", [{"hidden_size": 100, "num_attention_heads": 3, "head_dim": None},
+                                 {"hidden_size": "abc"}])
+def test_a_config_json_transformers_rejects_is_a_model_error_not_a_traceback(tmp_path, bad):
+    """transformers' strict config validation raises huggingface_hub's own error classes."""
+    from engine.errors import ModelError
+
+    conf = {**_tiny_config(False), **bad}
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in conf.items() if v is not None}))
+    with pytest.raises(ModelError) as e:
+        estimate(_cfg(tmp_path, method="lora"))
+    assert "config.json: transformers can't build this model from its config" in e.value.message
+    assert "Fix the value named above in config.json" in e.value.hint
