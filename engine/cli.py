@@ -401,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--resume", action="store_true")
     w.add_argument("--probe-steps", "--probe_steps", type=int, default=0, dest="probe_steps",
                    help="a probe run of this many steps (0: a normal run)")
+    w.add_argument("--config-is-temp", action="store_true", dest="config_is_temp",
+                   help="delete RUN.yaml once read (the client's hand-over file; the run writes its own run.yaml)")
     return p
 
 

@@ -74,7 +74,7 @@ class WorkerClient:
         os.close(fd)
         cfg.save(cfg_path)
         log_path = out / "worker.log"
-        cmd = [sys.executable, "-m", "engine.worker", cfg_path]
+        cmd = [sys.executable, "-m", "engine.worker", cfg_path, "--config-is-temp"]
         if resume:
             cmd.append("--resume")
         if probe_steps:

@@ -129,3 +129,32 @@ def resume_verdict(point: ResumePoint, *, max_steps: int | None = None,
                              f"{of_plan}): resuming writes final/ from it without training.")
     return ResumeVerdict(True, f"Continue this {status} run from {point.checkpoint} (step "
                          f"{point.checkpoint_step}{of_plan}).")
+
+
+_FIXED_BY_METHOD = {
+    "lora": ("lora_r", "lora_target_modules", "use_dora", "lora_init", "loraplus_lr_ratio", "add_tokens"),
+    "qlora": ("lora_r", "lora_target_modules", "use_dora", "lora_init", "loraplus_lr_ratio", "add_tokens"),
+    "full": ("add_tokens",),
+    "freeze": ("freeze_trainable_layers", "freeze_extra_modules"),
+    "prefix": ("num_virtual_tokens", "prefix_projection"),
+    "prompt": ("num_virtual_tokens",),
+    "adapter": ("adapter_reduction_factor", "adapter_style"),
+    "ia3": ("ia3_target_modules",),
+}
+"""Per method, the settings its checkpoints' weights and optimizer state are shaped by."""
+
+
+def fixed_on_resume(before: dict, after: dict) -> list[tuple[str, object, object]]:
+    """The settings a resume may not change, as ``(key, before, after)``: the method, the settings
+    that shape its trained weights (LoRA rank and targets, virtual tokens, ...), and the optimizer,
+    whose saved state only loads into the same kind. ``before``: the run's run.yaml."""
+    if not before:
+        return []
+    if before.get("method") != after.get("method"):
+        return [("method", before.get("method"), after.get("method"))]
+    keys = (*_FIXED_BY_METHOD.get(str(after.get("method")), ()), "optimizer")
+    return [(k, before[k], after.get(k)) for k in keys if k in before and _norm(before[k]) != _norm(after.get(k))]
+
+
+def _norm(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value

@@ -113,10 +113,13 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 
 
 def read_summary(output_dir: Path) -> dict[str, Any]:
+    """summary.json as a dict; ``{}`` when it is missing, unreadable or not a JSON object (one
+    damaged folder must not break the whole history)."""
     try:
-        return json.loads((Path(output_dir) / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        data = json.loads((Path(output_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON, and bytes that aren't UTF-8
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_summary(output_dir: Path, /, **changes: Any) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from engine.files import atomic_write_text, write_nowhere
 from engine.keepawake import keep_awake
 from engine.runs import (
     checkpoint_step,
+    checkpoints,
     final_loss_mean,
     last_checkpoint,
     new_run_dir,
@@ -47,6 +48,8 @@ from engine.runs import (
     training_time_so_far,
     write_summary,
 )
+
+SEQ_LEN_MAX = RunConfig.__dataclass_fields__["seq_len"].metadata["max"]
 
 
 def nan_advice(cfg: RunConfig) -> str:
@@ -315,6 +318,37 @@ def _shared_output_dir(cfg: RunConfig, is_main: bool) -> Path:
     return Path(path)
 
 
+def _refuse_a_used_folder(output_dir: Path) -> None:
+    """A new run never starts in a folder that holds another: its final/, checkpoints and curve
+    would mix with the new run's (a best checkpoint from the old run, steps 1..32 then 1, 2)."""
+    if not output_dir.is_dir():
+        return
+    held = [name for name in ("run.yaml", "metrics.jsonl", "final") if (output_dir / name).exists()]
+    n = len(checkpoints(output_dir))
+    if n:
+        held.append(f"{n} checkpoint{'s' if n > 1 else ''}")
+    if held:
+        raise ConfigError(f"output_dir '{output_dir}' already holds a run ({', '.join(held)}); a new run there "
+                          "would mix its checkpoints, curve and result with that one's", key="output_dir",
+                          hint="Continue that run with --resume (the Runs area's Resume), give another output_dir, "
+                          "or leave output_dir empty for a new folder under the runs folder.")
+
+
+def _refuse_changed_structure(output_dir: Path, cfg: RunConfig) -> None:
+    """A resume that changes the method, the shape of what it trains or the optimizer can't load
+    the checkpoint (a size-mismatch dump from PyTorch), and must not rewrite the run's record."""
+    from engine.resume import fixed_on_resume
+    from engine.runs import read_run_config
+
+    changed = fixed_on_resume(read_run_config(output_dir), cfg.to_dict())
+    if changed:
+        said = "; ".join(f"{k}: {before!r} → {after!r}" for k, before, after in changed)
+        raise ConfigError(f"a resume can't change {', '.join(k for k, *_ in changed)} ({said}): the checkpoints "
+                          f"in {output_dir} hold weights and optimizer state of the run's own settings",
+                          key=changed[0][0], hint="Resume with the run's own values (drop those options), or start "
+                          "a new run with the new ones (no --resume, no output_dir).")
+
+
 def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main: bool = True) -> Prepared:
     """Check, load data and model, apply the method. Fails before loading anything heavy.
 
@@ -368,11 +402,15 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
             raise ConfigError(e.message, key="template", hint=e.hint) from None
 
     output_dir = _shared_output_dir(cfg, is_main)
+    if not resume:
+        _refuse_a_used_folder(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(output_dir) if resume else None
     if resume and ckpt is None:
         writer.emit(ev.WARNING, kind="resume", message=f"no checkpoint in {output_dir}; starting from "
                     "the beginning")
+    if ckpt is not None:
+        _refuse_changed_structure(output_dir, cfg)  # before anything of the run is rewritten
     if is_main and ckpt is not None:
         rewind_metrics(output_dir, checkpoint_step(ckpt))
     cfg = cfg.replace(output_dir=str(output_dir))
@@ -425,7 +463,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     if stats.truncated:
         writer.emit(ev.WARNING, kind="truncation", message=f"{stats.truncated} of {stats.records} records "
                     f"are longer than seq_len={cfg.seq_len} and were truncated (longest: {stats.longest} "
-                    "tokens)", fix={"seq_len": _next_pow2(stats.longest)})
+                    "tokens)", fix={"seq_len": min(_next_pow2(stats.longest), SEQ_LEN_MAX)})
     if stats.partial:
         n = len(stats.partial)
         writer.emit(ev.WARNING, kind="partial", message=f"{n} multi-turn record{'s' if n > 1 else ''} "
@@ -465,7 +503,6 @@ def _check_disk(prep: Prepared, writer: EventWriter, world_size: int) -> None:
     from engine import disk
     from engine.memory.cli import format_gib
     from engine.probe import full_run_steps
-    from engine.runs import checkpoints
 
     cfg = prep.cfg
     if cfg.deepspeed:
@@ -1479,7 +1516,6 @@ def _batch_description(bad: dict, cfg: RunConfig) -> dict[str, Any]:
 
 
 def _last_good_checkpoint(output_dir: Path, bad_step: int) -> Path | None:
-    from engine.runs import checkpoints
 
     good = [p for p in checkpoints(output_dir) if checkpoint_step(p) < bad_step
             and (p / "trainer_state.json").exists()]
@@ -1490,7 +1526,6 @@ def _discard_checkpoints_after(output_dir: Path, step: int) -> None:
     """Delete checkpoints newer than ``step`` (they hold weights from after a divergence)."""
     import shutil
 
-    from engine.runs import checkpoints
 
     for p in checkpoints(output_dir):
         if checkpoint_step(p) > step:

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig
@@ -43,6 +44,9 @@ def cli_worker(args: Any) -> int:
         writer.emit(ERROR, **e.to_dict(), errors=[x.to_dict() for x in getattr(e, "errors", [])])
         writer.emit(FINISHED, status="failed", error=e.to_dict())
         return 2
+    finally:
+        if getattr(args, "config_is_temp", False):  # the client's hand-over file; run.yaml is the record
+            Path(args.config).unlink(missing_ok=True)
     full = None
     if getattr(args, "probe_steps", 0):
         from engine.probe import probe_config
@@ -50,7 +54,24 @@ def cli_worker(args: Any) -> int:
         # The client made the probe's own run folder and put it in output_dir.
         full, cfg = cfg, probe_config(cfg, args.probe_steps, output_dir=cfg.output_dir)
     result = run_training(cfg, writer, resume=args.resume, commands=commands, probe_of=full)
+    if cfg.output_dir and getattr(args, "config_is_temp", False):
+        _drop_unborn_run(Path(cfg.output_dir))
     return {"completed": 0, "stopped": 0}.get(result.get("status"), 1)
+
+
+def _drop_unborn_run(folder: Path) -> None:
+    """A run the client made a folder for but that failed its checks before writing run.yaml (a
+    dataset path that doesn't exist): the folder is not a run and is never listed, so it goes,
+    unless the worker's log has something in it to read."""
+    if (folder / "run.yaml").exists():
+        return
+    log = folder / "worker.log"
+    try:
+        if log.exists() and log.stat().st_size == 0 and os.fstat(sys.stderr.fileno()).st_size == 0:
+            log.unlink()
+        folder.rmdir()  # only if nothing else is in it
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

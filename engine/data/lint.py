@@ -37,6 +37,8 @@ Diversity
 Length
     ``truncated`` (warning): longer than ``seq_len`` tokens, counted with the model's
     tokenizer and template, or estimated without one (:func:`approx_tokens`).
+    ``prompt-too-long`` (error, with a tokenizer): longer than ``seq_len``, and its first
+    ``seq_len`` tokens are all prompt: a run leaves it out rather than truncating it.
 
 Dataset-wide warnings need at least :data:`MIN_RECORDS_FOR_SHARES` records to be meaningful.
 """
@@ -454,7 +456,7 @@ def _check_chat(i: int, line: int | None, data: dict, schema: Schema, out: list[
     if system is not None and not isinstance(system, str):
         out.append(Finding(i, line, "wrong-type", "error", f"'system' is {_json_type(system)}, expected text",
                            "system"))
-    from engine.data.records import SHAREGPT_ROLES
+    from engine.data.records import SHAREGPT_ROLES, turn_content
 
     m = schema.mapping
     roles = []
@@ -476,6 +478,13 @@ def _check_chat(i: int, line: int | None, data: dict, schema: Schema, out: list[
                                + ", ".join(sorted(SHAREGPT_ROLES)), own))
             continue
         roles.append(role)
+        if turn.get("tool_calls") or isinstance(content, list):  # OpenAI forms: what trains is their text
+            try:
+                content = turn_content(turn, content, where)
+            except DataError as e:
+                out.append(Finding(i, line, "wrong-type", "error", e.message.split(": ", 1)[-1] + "; a run "
+                                   "leaves this record out", own))
+                continue
         if content is None:
             out.append(Finding(i, line, "missing-field", "error", f"{where} ({role}) has no content", own))
         elif not isinstance(content, str):
@@ -496,7 +505,8 @@ def _check_chat(i: int, line: int | None, data: dict, schema: Schema, out: list[
             out.append(Finding(i, line, "turn-order", "warning", "the conversation starts with an assistant "
                                "turn, which answers nothing; some chat templates (Gemma's, Mistral's) refuse that, "
                                "expecting a user turn first", own))
-        if any(a == b for a, b in zip(body, body[1:], strict=False)):
+        spoken = [r for r in roles if r != "system"]  # a tool's result between two assistant turns is the usual
+        if any(a == b and a in ("user", "assistant") for a, b in zip(spoken, spoken[1:], strict=False)):
             out.append(Finding(i, line, "turn-order", "warning", "two user or two assistant turns in a "
                                "row; most chat templates expect them to alternate", own))
     elif not turns:
@@ -822,14 +832,22 @@ def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | N
         info.update(min=0, max=0, mean=0.0, median=0, p95=0, histogram={"edges": [], "counts": []})
     info["per_record"] = {r.index: n for r, n in zip(rows, lengths, strict=True)} if len(rows) <= 5000 else None
     if seq_len:
-        over = 0
+        over = left_out = 0
         word = "~" if method.startswith("estimate") else ""
         for r, n in zip(rows, lengths, strict=True):
-            if n > seq_len:
-                over += 1
-                out.append(Finding(r.index, r.line, "truncated", "warning",
-                                   f"{word}{n} tokens; seq_len {seq_len} cuts off the last {n - seq_len}"))
+            if n <= seq_len:
+                continue
+            if method.startswith("tokenizer") and _prompt_fills(ds, r, tokenizer, template, seq_len):
+                left_out += 1
+                out.append(Finding(r.index, r.line, "prompt-too-long", "error",
+                                   f"{n} tokens, and the prompt alone fills seq_len {seq_len}: no answer token is "
+                                   "left to train on, so a run leaves this record out"))
+                continue
+            over += 1
+            out.append(Finding(r.index, r.line, "truncated", "warning",
+                               f"{word}{n} tokens; seq_len {seq_len} cuts off the last {n - seq_len}"))
         info["truncated"] = over
+        info["left_out"] = left_out
     stats["length"] = info
 
 
@@ -885,6 +903,19 @@ def _histogram(sorted_lengths: list[int], bins: int = 20) -> dict[str, list]:
     for n in sorted_lengths:
         counts[min(n // width, nbins - 1)] += 1
     return {"edges": [k * width for k in range(nbins + 1)], "counts": counts}
+
+
+def _prompt_fills(ds: DatasetFile, row: _Row, tokenizer: Any, template: str, seq_len: int) -> bool:
+    """Whether the record's first ``seq_len`` tokens, as the trainer renders them (loss on the
+    answers), hold no answer token: the run then leaves it out instead of truncating it. Asked
+    only of records longer than seq_len, so the few renders cost little."""
+    from engine.data.tokenize import IGNORE_INDEX, render_record
+
+    try:
+        labels = render_record(to_messages(ds.records[row.index].peek(), ds.schema), tokenizer, template)["labels"]
+    except DataError:
+        return False  # refused or no answer: reported by its own rule
+    return all(x == IGNORE_INDEX for x in labels[:seq_len])
 
 
 def _token_lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template: str,
@@ -1061,7 +1092,9 @@ def format_report(report: LintReport, ds: DatasetFile, path: str, per_rule: int 
         text = (f"Length ({ln['method']}): min {ln['min']}, median {ln['median']}, p95 {ln['p95']}, "
                 f"max {ln['max']} tokens")
         if ln.get("seq_len"):
-            text += f"; {ln['truncated']} longer than seq_len {ln['seq_len']}"
+            text += f"; {ln['truncated']} truncated to seq_len {ln['seq_len']}"
+            if ln.get("left_out"):
+                text += f", {ln['left_out']} left out (the prompt alone fills it)"
         lines.append(text)
     usable = len(ds.records) - len(ds.broken_indices())
     lines.append(f"Content hash: {usable_content_hash(ds)} (of the {usable} usable records: the "

@@ -338,8 +338,45 @@ def _chat_messages(data: dict, schema: Schema, where: str) -> list[dict[str, str
             raise DataError(f"{where}: {key}[{i}] has the role {tag!r}; allowed: "
                             + ", ".join(sorted(SHAREGPT_ROLES)),
                             hint="Map it to a known role with a mapping, e.g. {\"bot\": \"gpt\"}.")
-        msgs.append({"role": role, "content": _text(content, f"{key}[{i}].content", where)})
+        msgs.append({"role": role, "content": turn_content(turn, content, f"{key}[{i}]", where)})
     return msgs
+
+
+def turn_content(turn: dict, content: Any, at: str, where: str = "record") -> str:
+    """A turn's text as it trains: the text itself; OpenAI content parts joined (text parts only);
+    an assistant's OpenAI ``tool_calls`` written after its text as the call's JSON
+    (``{"name": ..., "arguments": {...}}``, a list for several), the form ShareGPT's
+    ``function_call`` turns hold, so both train the same way.
+
+    Raises:
+        DataError: content of another type, or a part that isn't text (an image).
+    """
+    if isinstance(content, list):
+        kinds = {p.get("type") if isinstance(p, dict) else _json_type(p) for p in content}
+        if kinds - {"text"}:
+            raise DataError(f"{where}: {at}.content has {', '.join(sorted(map(str, kinds - {'text'})))} parts; "
+                            "only text parts train")
+        content = "".join(p.get("text") or "" for p in content)
+    text = _text(content, f"{at}.content", where)
+    calls = turn.get("tool_calls")
+    if not calls:
+        return text
+    if not isinstance(calls, list):
+        raise DataError(f"{where}: {at}.tool_calls is {_json_type(calls)}, expected a list of calls")
+    written = []
+    for call in calls:
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise DataError(f"{where}: {at}.tool_calls has a call without a function name")
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError:
+                pass  # kept as the text it is
+        written.append({"name": fn["name"], "arguments": args})
+    call_text = json.dumps(written[0] if len(written) == 1 else written, ensure_ascii=False)
+    return f"{text}\n{call_text}" if text.strip() else call_text
 
 
 def messages_to_format(msgs: list[dict[str, str]], fmt: str, extras: dict | None = None,

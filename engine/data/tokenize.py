@@ -207,16 +207,18 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
         if skipped:
             stats.partial.append({"index": index, "line": getattr(rec, "line", None), "turns": skipped})
         n = len(row["input_ids"])
+        if n > seq_len:
+            row = {k: v[:seq_len] for k, v in row.items()}
+        trained = sum(1 for x in row["labels"] if x != IGNORE_INDEX)
+        if trained == 0:  # left out, not truncated: counted once, as a problem
+            stats.dropped += 1
+            stats.problems.append({"index": index, "line": getattr(rec, "line", None),
+                                   "message": f"the prompt alone is longer than seq_len={seq_len}"
+                                   if n > seq_len else "no answer tokens to train on"})
+            continue
         stats.longest = max(stats.longest, n)
         if n > seq_len:
             stats.truncated += 1
-            row = {k: v[:seq_len] for k, v in row.items()}
-        trained = sum(1 for x in row["labels"] if x != IGNORE_INDEX)
-        if trained == 0:
-            stats.dropped += 1
-            stats.problems.append({"index": index, "line": getattr(rec, "line", None),
-                                   "message": f"the prompt alone is longer than seq_len={seq_len}"})
-            continue
         stats.tokens += len(row["input_ids"])
         stats.trained_tokens += trained
         stats.sources.append(index)

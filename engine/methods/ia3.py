@@ -37,6 +37,8 @@ def ia3_config(cfg: RunConfig, model_type: str | None) -> IA3Config:
 def apply(model: nn.Module, cfg: RunConfig, *, method: str = "ia3") -> PeftModel:
     """Wrap ``model`` with IA3 scaling vectors; only they train."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if cfg.ia3_target_modules != "auto":
+        peft_adapter.check_targets(model, list(cfg.ia3_target_modules), "ia3_target_modules")
     return peft_adapter.wrap(model, ia3_config(cfg, model_type), key="ia3_target_modules")
 
 

@@ -92,6 +92,7 @@ def apply(model: nn.Module, cfg: RunConfig, *, method: str = "lora", train_token
     """
     from engine.errors import ConfigError
 
+    peft_adapter.check_targets(model, cfg.target_modules, "lora_target_modules")
     try:
         targets = peft_adapter.token_targets(model, train_tokens) if train_tokens else None
         wrapped = peft_adapter.wrap(model, lora_config(cfg, targets), key="lora_target_modules")

@@ -27,6 +27,28 @@ def wrap(model: nn.Module, peft_config: PeftConfig, *, key: str) -> PeftModel:
         raise ConfigError(f"'{key}': {e}", key=key) from None
 
 
+def check_targets(model: nn.Module, targets: object, key: str) -> None:
+    """Every name in a list of target modules must match a module, as PEFT matches them (the whole
+    name or its last parts). PEFT refuses a list where none matches, but drops a typo silently
+    when another name matches ([q_proj, vv_proj] trained q_proj alone).
+
+    Raises:
+        ConfigError: on ``key``, naming the unmatched names and the model's linear layers.
+    """
+    from torch import nn
+
+    if not isinstance(targets, (list, tuple)):
+        return  # "all-linear" or a regex: PEFT's own rules
+    names = [n for n, _ in model.named_modules() if n]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if isinstance(m, nn.Linear) and m is not model.get_output_embeddings()})
+        raise ConfigError(f"'{key}': {', '.join(missing)} {'matches' if len(missing) == 1 else 'match'} no module "
+                          f"of this model; its linear layers are {', '.join(linear)}", key=key,
+                          hint="Use those names, or all-linear.")
+
+
 def token_targets(model: nn.Module, ids: list[int]) -> dict[str, list[int]]:
     """PEFT's ``trainable_token_indices`` for training the rows ``ids``: the input embedding's,
     and the output head's when it is a separate matrix (tied heads follow the embedding).

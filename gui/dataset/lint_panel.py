@@ -329,6 +329,8 @@ class LintPanel(QWidget):
         method = info.get("method", "")
         over = info.get("truncated")
         over_text = f" · <b>{over:,} over seq_len</b>" if over else (" · none over seq_len" if over == 0 else "")
+        if info.get("left_out"):
+            over_text += f" · <b>{info['left_out']:,} left out</b> (the prompt alone fills seq_len)"
         self.length_note.setText(
             f"median {info.get('median', 0):,} · p95 {info.get('p95', 0):,} · max {info.get('max', 0):,} tokens"
             f"{over_text}. Lengths: {method}.")

@@ -268,6 +268,16 @@ def test_lora_unknown_target_names_the_key(base_dir):
         get_method("lora").apply(fresh_base(base_dir), make_cfg({"method": "lora",
                                                                   "lora_target_modules": ["qkv"]}))
     assert e.value.key == "lora_target_modules" and "qkv" in e.value.message
+    # A typo beside a name that matches was dropped silently (PEFT only refuses when none match).
+    for method, key in (("lora", "lora_target_modules"), ("ia3", "ia3_target_modules")):
+        with pytest.raises(ConfigError) as e:
+            get_method(method).apply(fresh_base(base_dir), make_cfg({"method": method, key: ["q_proj", "vv_proj"]}))
+        assert e.value.key == key
+        assert e.value.message.startswith(f"'{key}': vv_proj matches no module of this model; its linear layers "
+                                          "are down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")
+    # Whole dotted names and suffixes still match, as PEFT matches them.
+    get_method("lora").apply(fresh_base(base_dir), make_cfg({"method": "lora",
+                                                             "lora_target_modules": ["self_attn.q_proj", "v_proj"]}))
 
 
 def test_lora_dropout_on_moe_expert_weights_names_the_key_and_fix():

@@ -234,3 +234,15 @@ def test_a_killed_leg_counts_up_to_the_last_thing_it_wrote(tmp_path):
                    finished=1060.0, final_loss=None, best_eval_loss=None, final_loss_mean=None,
                    peak_gpu_bytes=None, steps=4, earlier_legs_s=100.0, legs=2)
     assert info.duration_s == 160.0 and info.to_dict()["legs"] == 2
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b"\xff\xfe{", b"null"])
+def test_one_damaged_summary_does_not_break_the_history(capsys, content):
+    make_run("20261128-100000-lora")
+    bad = runs_dir() / "20261128-110000-garbage"
+    bad.mkdir(parents=True)
+    (bad / "summary.json").write_bytes(content)
+    assert main(["runs", "list", "--json"]) == 0
+    names = [r["name"] for r in json.loads(capsys.readouterr().out)]
+    assert "20261128-100000-lora" in names
+    assert main(["runs", "show", str(bad), "--json"]) == 0

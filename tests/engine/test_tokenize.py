@@ -173,7 +173,8 @@ def test_truncation_is_counted_and_dropped_records_are_listed(tok):
                Record({"instruction": " ".join(["prompt"] * 80), "output": "x"}, line=3),
                Record({"instruction": "no answer here"}, line=4)]
     rows, stats = tokenize_records(records, tok, "auto", 48)
-    assert stats.records == 4 and stats.truncated == 2 and stats.dropped == 2
+    # Line 3 is left out (its prompt fills seq_len): counted once, as dropped, not also as truncated.
+    assert stats.records == 4 and stats.truncated == 1 and stats.dropped == 2
     assert len(rows) == 2 and all(len(r["input_ids"]) <= 48 for r in rows)
     assert len(rows[1]["input_ids"]) == 48 and rows[1]["labels"][-1] != IGNORE_INDEX
     assert [p["line"] for p in stats.problems] == [3, 4]
@@ -279,7 +280,7 @@ def test_datasets_map_over_processes_gives_what_the_loop_gives(tok, monkeypatch)
 
     records = mixed_records(60)
     plain = tokenize_records(records, tok, "auto", 48, num_proc=1)
-    assert plain[1].dropped == 24 and plain[1].truncated == 24
+    assert plain[1].dropped == 24 and plain[1].truncated == 12
     monkeypatch.setattr(tk, "PARALLEL_FROM", 10)
     same(plain, tokenize_records(records, tok, "auto", 48, num_proc=2))
 

@@ -958,3 +958,43 @@ def test_min_lr_ratio_ends_the_cosine_schedule_there(tiny_model_dir, small_datas
     with pytest.raises(ConfigErrors) as e:
         cfg.replace(lr_scheduler="linear")
     assert e.value.errors[0].key == "min_lr_ratio" and e.value.errors[0].fix == {"lr_scheduler": "cosine"}
+
+
+def _folder_state(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def test_a_new_run_is_refused_in_a_folder_that_holds_a_run(tiny_model_dir, small_dataset, tmp_path):
+    """Without --resume, reusing a run's folder mixed the two: steps 1..2 then 1 in metrics.jsonl, the
+    old checkpoints beside the new, the old final/ replaced."""
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2, save_steps=1)
+    assert train(cfg)[0]["status"] == "completed"
+    before = _folder_state(tmp_path / "run")
+    result, rec, _ = train(cfg.replace(max_steps=1))
+    assert result["status"] == "failed"
+    (err,) = rec.of("error")
+    assert f"output_dir '{tmp_path / 'run'}' already holds a run (run.yaml, metrics.jsonl, final, 2 checkpoints)" \
+        in err["message"] and "--resume" in err["hint"]
+    assert _folder_state(tmp_path / "run") == before
+    # An empty folder, or one the app made for the run (its worker.log), is fine.
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "worker.log").write_text("")
+    assert train(cfg.replace(output_dir=str(tmp_path / "fresh"), max_steps=1))[0]["status"] == "completed"
+
+
+def test_a_resume_that_changes_what_the_checkpoints_hold_is_refused_before_anything_is_written(
+        tiny_model_dir, small_dataset, tmp_path):
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2, save_steps=1, lora_r=8)
+    assert train(cfg)[0]["status"] == "completed"
+    before = _folder_state(tmp_path / "run")
+    for changed, said in ((dict(lora_r=4), "a resume can't change lora_r (lora_r: 8 → 4)"),
+                          (dict(method="ia3"), "a resume can't change method (method: 'lora' → 'ia3')"),
+                          (dict(optimizer="sgd"), "a resume can't change optimizer")):
+        result, rec, _ = train(cfg.replace(max_steps=3, **changed), resume=True)
+        assert result["status"] == "failed"
+        (err,) = rec.of("error")
+        assert said in err["message"] and "Resume with the run's own values" in err["hint"], err["message"]
+        assert _folder_state(tmp_path / "run") == before  # run.yaml, summary.json, metrics untouched
+    # Settings that don't shape the checkpoints may change: a resume with a lower LR trains on.
+    result, _, _ = train(cfg.replace(max_steps=3, learning_rate=1e-3, lora_alpha=32), resume=True)
+    assert result["status"] == "completed" and result["step"] == 3

@@ -76,15 +76,20 @@ def test_human_report_groups_findings_by_rule(capsys):
     assert text.startswith(f"{path}: Alpaca JSONL, 5 records (2 broken), UTF-8, LF\n2 error(s), 3 warning(s)")
     assert f"broken-record (error, 2)\n  {path}:2: [record 2] not a valid record: line 2, column 34" in text
     assert "truncated (warning, 3)" in text
-    assert "Length (estimate" in text and "3 longer than seq_len 4" in text
+    assert "Length (estimate" in text and "3 truncated to seq_len 4" in text
 
 
 def test_format_option_and_model_tokenizer(capsys):
     model = Path(__file__).resolve().parents[3] / "resources" / "demo" / "model"
-    rc = cli_check(check(FIXTURES / "messages.jsonl", fmt="messages", model=str(model), seq_len=10))
+    rc = cli_check(check(FIXTURES / "messages.jsonl", fmt="messages", model=str(model), seq_len=36))
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["stats"]["format"] == "messages"
     assert out["stats"]["length"]["method"].startswith("tokenizer") and out["stats"]["length"]["truncated"] == 2
+    # At 10 tokens the prompts (system + user turns, ~38 tokens in all) fill seq_len: a run leaves both
+    # out, an error.
+    rc = cli_check(check(FIXTURES / "messages.jsonl", fmt="messages", model=str(model), seq_len=10))
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1 and (out["stats"]["length"]["truncated"], out["stats"]["length"]["left_out"]) == (0, 2)
 
 
 def test_through_the_real_cli(tmp_path):

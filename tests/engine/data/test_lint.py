@@ -240,7 +240,31 @@ def test_length_with_tokenizer_matches_the_trainers_rendering(tmp_path):
     per = report.stats["length"]["per_record"]
     for i, r in enumerate(ds.records):
         assert per[i] == len(render_record(r.messages(), tok, "auto")["input_ids"])
-    assert report.stats["length"]["truncated"] == 4 and "tokenizer" in report.stats["length"]["method"]
+    ln = report.stats["length"]
+    assert ln["truncated"] + ln["left_out"] == 4 and "tokenizer" in ln["method"]
+
+
+def test_a_record_whose_prompt_fills_seq_len_is_called_left_out_not_truncated(tmp_path):
+    """The run leaves such a record out (no answer token in its first seq_len tokens); the check
+    said "seq_len cuts off the last N" as for a record that still trains."""
+    from transformers import AutoTokenizer
+
+    from engine.data.tokenize import tokenize_records
+
+    tok = AutoTokenizer.from_pretrained(REPO / "resources" / "demo" / "model")
+    records = [{"instruction": "Short?", "input": "", "output": "Yes."},
+               {"instruction": "Say it", "input": "", "output": "word " * 200},
+               {"instruction": "Read this: " + "prompt " * 200, "input": "", "output": "ok"}]
+    ds = make(tmp_path, records)
+    report = lint(ds, tokenizer=tok, seq_len=64)
+    assert rules(report, "truncated") == [(1, 2, "warning")]
+    (f,) = [f for f in report.findings if f.rule == "prompt-too-long"]
+    assert (f.index, f.line, f.severity) == (2, 3, "error")
+    assert "the prompt alone fills seq_len 64" in f.message and "a run leaves this record out" in f.message
+    ln = report.stats["length"]
+    assert (ln["truncated"], ln["left_out"]) == (1, 1)
+    _, stats = tokenize_records(ds.records, tok, "auto", 64)  # what the run does with the same records
+    assert (stats.truncated, stats.dropped) == (1, 1)
 
 
 def test_length_follows_the_chosen_format_and_names_conversations_the_template_refuses(tmp_path):
@@ -310,3 +334,54 @@ def test_answers_the_chat_template_hides_are_flagged_with_a_tokenizer(tmp_path, 
     monkeypatch.setattr(lint_module, "HIDDEN_ANSWER_SAMPLE", 2)
     found = [f for f in lint_module.lint(ds, tokenizer=tok).findings if f.rule == "hidden-answer"]
     assert [f.line for f in found] == [1, 2, None] and "first 2 of 3 multi-answer records" in found[-1].message
+
+
+def test_tool_turns_between_answers_are_in_order_and_openai_tool_calls_are_named(tmp_path):
+    """ShareGPT's function_call → observation → gpt is the usual tool pattern (it trains); OpenAI's
+    tool_calls with null content don't train, and the finding says why instead of 'no content'."""
+    report = lint(make(tmp_path, [
+        {"conversations": [{"from": "human", "value": "Weather in Oslo?"},
+                           {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
+                           {"from": "observation", "value": '{"temp": 3}'},
+                           {"from": "gpt", "value": "It is 3 °C in Oslo."}]},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"},
+                           {"from": "gpt", "value": "again"}]},
+    ]))
+    assert rules(report, "turn-order") == [(1, 2, "warning")]
+    report = lint(make(tmp_path, [
+        {"messages": [{"role": "user", "content": "2+2?"},
+                      {"role": "assistant", "content": None,
+                       "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "calc"}}]},
+                      {"role": "tool", "tool_call_id": "c1", "content": "4"},
+                      {"role": "assistant", "content": "It is 4."}]},
+    ], name="tools.jsonl"))
+    assert rules(report, "turn-order") == [] and report.findings == []
+    report = lint(make(tmp_path, [
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]},
+                      {"role": "assistant", "content": "A cat."}]},
+    ], name="image.jsonl"))
+    (f,) = report.findings
+    assert (f.rule, f.severity) == ("wrong-type", "error")
+    assert f.message == "messages[0].content has image_url parts; only text parts train; a run leaves this record out"
+
+
+def test_openai_tool_calls_and_content_parts_train_as_their_text():
+    """An assistant's tool_calls (content null) used to train as an empty answer: the call is now
+    its JSON, as a ShareGPT function_call turn holds it."""
+    from engine.data.records import to_messages
+
+    msgs = to_messages({"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"expr": "2+2"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "4"},
+        {"role": "assistant", "content": "Let me check both.", "tool_calls": [
+            {"function": {"name": "a", "arguments": {}}}, {"function": {"name": "b", "arguments": "not json"}}]},
+    ]})
+    assert [m["content"] for m in msgs] == [
+        "What is 2+2?", '{"name": "calc", "arguments": {"expr": "2+2"}}', "4",
+        'Let me check both.\n[{"name": "a", "arguments": {}}, {"name": "b", "arguments": "not json"}]']
+    sharegpt = to_messages({"conversations": [
+        {"from": "human", "value": "What is 2+2?"},
+        {"from": "function_call", "value": '{"name": "calc", "arguments": {"expr": "2+2"}}'}]})
+    assert sharegpt[1] == msgs[1]
