@@ -425,6 +425,9 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
                                    cache_dir=tokenized_cache_dir())
     refusal = _refusal_advice(stats.problems, tokenizer, cfg)
+    if not rows and not stats.records:
+        raise DataError(f"no trainable records: {data_info['path']} has no records",
+                        hint="Give a file with records, or check dataset_format.")
     if not rows:
         raise DataError(f"no trainable records: every record of {data_info['path']} was left out: "
                         f"{describe_problems(stats.problems)}",

@@ -998,3 +998,12 @@ def test_a_resume_that_changes_what_the_checkpoints_hold_is_refused_before_anyth
     # Settings that don't shape the checkpoints may change: a resume with a lower LR trains on.
     result, _, _ = train(cfg.replace(max_steps=3, learning_rate=1e-3, lora_alpha=32), resume=True)
     assert result["status"] == "completed" and result["step"] == 3
+
+
+def test_an_empty_dataset_says_it_has_no_records(tiny_model_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result, rec, _ = train(make_cfg(tiny_model_dir, empty, tmp_path / "run"))
+    assert result["status"] == "failed"
+    (err,) = rec.of("error")
+    assert err["message"].endswith(f"no trainable records: {empty} has no records")  # not "...left out: "

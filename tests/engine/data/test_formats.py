@@ -382,3 +382,16 @@ def test_new_records_and_iter_messages(tmp_path):
     again = load_dataset_file(ds.path)
     assert [r.data for r in again.records] == [r.data for r in ds.records]
     assert again.style["indent"] == 2 and [r.line for r in again.records] == [r.line for r in ds.records]
+
+
+@pytest.mark.parametrize("name,encoding,label", [("u.jsonl", "utf-16", "UTF-16"), ("u.json", "utf-16", "UTF-16"),
+                                                 ("u.csv", "utf-16", "UTF-16"), ("u.jsonl", "utf-32", "UTF-32")])
+def test_a_utf16_file_is_named_as_such(tmp_path, name, encoding, label):
+    path = tmp_path / name
+    text = ('instruction,output\na,b\n' if name.endswith(".csv") else
+            '{"instruction": "a", "output": "b"}\n' if name.endswith(".jsonl") else '[{"instruction": "a"}]')
+    path.write_text(text, encoding=encoding)  # Python writes the byte-order mark, as PowerShell's > does
+    with pytest.raises(DataError) as e:
+        load_dataset_file(path)
+    assert e.value.message == f"{path}: the file is {label} text (its byte-order mark says so), not UTF-8"
+    assert f"iconv -f {label} -t UTF-8" in e.value.hint
