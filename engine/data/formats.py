@@ -699,7 +699,10 @@ def _json_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
     pad = "" if indent is None else (indent if isinstance(indent, str) else " " * indent)
     same_order = len(ds.records) == len(ds._loaded) and all(
         a is b for a, b in zip(ds.records, ds._loaded, strict=True))
-    default_sep = "," + (nl + pad if indent is not None else " ")
+    # Between records the file's own separator where it has one ("," in a compact file), else the
+    # indent's: an edited or moved record must not bring ", " into a file written as [{...},{...}].
+    seps = [g for g in ds._gaps.values() if "," in g]
+    default_sep = max(set(seps), key=seps.count) if seps else "," + (nl + pad if indent is not None else " ")
     if ds._preamble is not None and ds.records and ds._loaded:
         preamble = ds._preamble
         trailer = ds._trailer

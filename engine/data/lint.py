@@ -727,7 +727,12 @@ def _balance(stats: dict, n: int, out: list[Finding]) -> None:
     if n < MIN_RECORDS_FOR_SHARES or not shares:
         return
     top, share = next(iter(shares.items()))
-    if share > DOMINANT_SHARE:
+    if share > DOMINANT_SHARE and top == "other" and stats["task_types"]["source"] != "tag field":
+        # 'other' is the keyword table recognising nothing, not a task the model will lean to.
+        out.append(Finding(None, None, "balance", "info",
+                           f"the keyword table recognises no task type in {share:.0%} of the instructions, so "
+                           f"balance can't be judged; give each record a {TAG_FIELDS[0]} field for it"))
+    elif share > DOMINANT_SHARE:
         others = ", ".join(f"{k} {v:.0%}" for k, v in list(shares.items())[1:6]) or "no other type"
         out.append(Finding(None, None, "balance", "warning",
                            f"'{top}' is {share:.0%} of the records ({others}); the model will lean to it. "

@@ -1133,7 +1133,9 @@ class DatasetEditor(QWidget):
             top.seal()
 
     # ---- Slots
-    def _on_clean_changed(self, _clean: bool) -> None:
+    def _on_clean_changed(self, clean: bool) -> None:
+        if clean and self._ds is not None and not self._restoring:
+            self.autosaver.discard(self.path())  # undone back to the file as saved: nothing to recover
         self._update_title()
         self.sig_dirty_changed.emit(self.is_dirty())
 

@@ -395,3 +395,17 @@ def test_a_utf16_file_is_named_as_such(tmp_path, name, encoding, label):
         load_dataset_file(path)
     assert e.value.message == f"{path}: the file is {label} text (its byte-order mark says so), not UTF-8"
     assert f"iconv -f {label} -t UTF-8" in e.value.hint
+
+
+def test_a_compact_json_array_keeps_its_separators_when_a_record_is_replaced_or_moved(tmp_path):
+    """The editor replaces an edited record with a new object and moves records: the file's own
+    ',' between elements stays (it became ', ' around the edited one)."""
+    path = tmp_path / "compact.json"
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)]
+    path.write_text(json.dumps(rows, separators=(",", ":")), encoding="utf-8")
+    ds = load_dataset_file(path)
+    ds.records[1] = Record({"instruction": "q1", "output": "changed"}, ds.records[1].line, schema=ds.schema)
+    ds.records[2], ds.records[3] = ds.records[3], ds.records[2]
+    save_dataset_file(ds)
+    expected = [rows[0], {"instruction": "q1", "output": "changed"}, rows[3], rows[2]]
+    assert path.read_text(encoding="utf-8") == json.dumps(expected, separators=(",", ":"))  # no newline added

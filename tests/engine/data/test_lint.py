@@ -177,6 +177,12 @@ def test_balance_from_tag_field_and_inferred(tmp_path):
     assert rules(report, "balance") == [(None, None, "warning")]  # 55% translation
     balance = next(f for f in report.findings if f.rule == "balance")
     assert balance.message.endswith("Task types are inferred from the instruction (keyword table).")
+    # Nothing the keyword table knows: 'other' is no task type the model leans to.
+    unknown = [{"instruction": f"Zorble the quux number {i}.", "input": "", "output": f"z{i}"} for i in range(10)]
+    report = lint(make(tmp_path, unknown, "x.jsonl"))
+    (balance,) = [f for f in report.findings if f.rule == "balance"]
+    assert balance.severity == "info" and balance.message.startswith(
+        "the keyword table recognises no task type in 100% of the instructions, so balance can't be judged")
 
 
 @pytest.mark.parametrize("text,task", [

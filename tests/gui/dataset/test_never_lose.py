@@ -208,3 +208,16 @@ def test_a_read_only_file_is_not_saved_over(make_editor, small_dataset):
     assert not ed.save()
     assert f"Not saved: the file is read-only (r--r--r--): {small_dataset}" in ed.banner.label.text()
     assert small_dataset.read_bytes() == before and ed.is_dirty()
+
+
+def test_undoing_back_to_the_saved_file_drops_the_recovery_copy(make_editor, small_dataset, qtbot):
+    """Else a crash later offers to 'restore' an edit the user had undone."""
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "temporary")
+    assert ed.autosaver.save_now(wait=True)
+    path = recovery.recovery_path(small_dataset)
+    assert path.exists()
+    ed.act_undo.trigger()
+    assert not ed.is_dirty() and not path.exists()
+    ed.act_redo.trigger()  # dirty again: the next autosave writes it again
+    assert ed.autosaver.save_now(wait=True) and path.exists()
