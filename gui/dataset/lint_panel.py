@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -45,7 +46,7 @@ def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
     plot.setMenuEnabled(False)
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
-    plot.setMinimumHeight(150)
+    plot.setMinimumHeight(130)
 
 
 def balance_note_text(source: str, languages: str = "") -> str:
@@ -179,20 +180,25 @@ class LintPanel(QWidget):
         self.length_note = NoteLabel()
         self.length_note.setStyleSheet("color: #666; font-size: 11px;")
 
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.tree)
-        for plot, note in ((self.balance_plot, self.balance_note), (self.length_plot, self.length_note)):
+        # The two charts share one tabbed area under the findings: stacked, at the window's minimum
+        # size they squeezed the findings to three rows and themselves to unreadable strips.
+        self.charts = QTabWidget()
+        self.charts.setDocumentMode(True)
+        for plot, note, title in ((self.balance_plot, self.balance_note, "Task types"),
+                                  (self.length_plot, self.length_note, "Token lengths")):
             box = QWidget()
             col = QVBoxLayout(box)
             col.setContentsMargins(0, 4, 0, 0)
             col.setSpacing(2)
             col.addWidget(plot, 1)
             col.addWidget(note)
-            split.addWidget(box)
-        split.setStretchFactor(0, 4)
-        split.setStretchFactor(1, 3)
-        split.setStretchFactor(2, 3)
-        split.setSizes([500, 300, 300])  # stretch factors alone leave the tree at its small hint
+            self.charts.addTab(box, title)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.tree)
+        split.addWidget(self.charts)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
+        split.setSizes([500, 400])  # stretch factors alone leave the tree at its small hint
         split.setChildrenCollapsible(False)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 8, 8, 8)

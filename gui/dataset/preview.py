@@ -106,8 +106,8 @@ class PreviewPane(QWidget):
                                  "chat template if it has one, else the Alpaca prompt), chat, alpaca, or a chat "
                                  "format to teach a base model (chatml, llama3, gemma, phi3)")
         self.template.currentTextChanged.connect(lambda _t: self._render())
-        head = QHBoxLayout()
-        head.addWidget(self.source, 1)
+        head = QHBoxLayout()  # the source on its own line above: beside the buttons it wrapped word by word
+        head.addStretch(1)
         head.addWidget(QLabel("template"))
         head.addWidget(self.template)
         head.addWidget(self.load_button)
@@ -123,6 +123,7 @@ class PreviewPane(QWidget):
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 8, 8, 8)
+        lay.addWidget(self.source)
         lay.addLayout(head)
         lay.addWidget(legend)
         lay.addWidget(self.text, 1)

@@ -59,7 +59,9 @@ def test_a_wrapped_chart_note_is_not_drawn_over_its_chart(make_editor, demo_copy
     tabs = panel.parentWidget().parentWidget()
     tabs.setCurrentWidget(panel)
     qtbot.waitExposed(panel)
-    for plot, note in ((panel.balance_plot, panel.balance_note), (panel.length_plot, panel.length_note)):
+    for k, (plot, note) in enumerate(((panel.balance_plot, panel.balance_note),
+                                      (panel.length_plot, panel.length_note))):
+        panel.charts.setCurrentIndex(k)  # the two charts share a tabbed area
         qtbot.waitUntil(lambda note=note: note.isVisible() and note.width() > 1)
         assert note.height() >= note.heightForWidth(note.width())
         assert note.geometry().top() >= plot.geometry().bottom(), (note.geometry(), plot.geometry())

@@ -1,0 +1,41 @@
+"""The Dataset area at the main window's smallest size: nothing drawn over anything else."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QPoint, QRect
+
+from gui.main_window import MainWindow
+
+
+def _rect_in(widget, ancestor) -> QRect:
+    return QRect(widget.mapTo(ancestor, QPoint(0, 0)), widget.size())
+
+
+@pytest.mark.parametrize("size", [(960, 640), (1366, 768)])
+def test_the_filter_row_the_checks_and_the_preview_fit_the_smallest_window(qtbot, demo_copy, size):
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show_area("dataset")
+    win.show()
+    qtbot.waitExposed(win)
+    ed = win.areas["dataset"]
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=30000):
+        ed.open_file(demo_copy)
+    ed.tabs.setCurrentWidget(ed.lint_panel)
+    qtbot.wait(100)
+    # The filter's widgets (was: the Regex box drawn over the filter text, the combos cut).
+    widgets = [ed.filter_edit, ed.filter_regex, ed.count_label, ed.filter_field, ed.filter_rule]
+    rects = [_rect_in(w, ed) for w in widgets]
+    for i, r in enumerate(rects):
+        assert widgets[i].width() >= widgets[i].minimumSizeHint().width(), widgets[i]
+        assert not any(r.intersects(o) for o in rects[:i]), widgets[i]
+    # The findings list keeps room for several rows beside the charts (was three rows).
+    assert ed.lint_panel.tree.height() >= 150
+    assert ed.lint_panel.balance_plot.height() >= 120
+    # The preview's source line is one line wide, not a word per line beside the buttons.
+    ed.tabs.setCurrentWidget(ed.preview)
+    qtbot.wait(50)
+    src = ed.preview.source
+    assert src.width() >= ed.preview.width() - 30
