@@ -60,6 +60,7 @@ from engine.runs import (
 )
 from gui.adapters.gguf_dialog import GgufDialog
 from gui.engine_process import cli_failure, json_message, run_engine
+from gui.flow_layout import FlowLayout
 from gui.runs.audit_panel import AuditPanel
 from gui.runs.queue_panel import QueuePanel
 from gui.train.plots import debiased_ema
@@ -316,8 +317,13 @@ class RunsArea(QWidget):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         header = self.table.horizontalHeader()
+        # Every column as wide as its contents, the run's name included (stretched, it was the
+        # one squeezed to "2026120… cli-run" at 1024 px); the last one takes what is left,
+        # and a narrow window scrolls the table sideways.
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(True)
+        self.table.setWordWrap(False)
+        self.table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.empty = QLabel("No runs yet. Start one in the Train area; every run appears here with its "
                             "status, losses and peak memory.")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -346,13 +352,12 @@ class RunsArea(QWidget):
         self.summary.setStyleSheet("color: palette(mid);")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.refresh_button)
-        buttons.addSpacing(12)
-        for b in (self.config_button, self.resume_button, self.rewind_button, self.folder_button, self.try_button,
-                  self.best_button, self.compare_data_button, self.gguf_button):
+        # A row that wraps: in one row a 1024-px window cut them to "e best checkpo".
+        self.button_row = QWidget()
+        buttons = FlowLayout(self.button_row)
+        for b in (self.refresh_button, self.config_button, self.resume_button, self.rewind_button,
+                  self.folder_button, self.try_button, self.best_button, self.compare_data_button, self.gguf_button):
             buttons.addWidget(b)
-        buttons.addStretch(1)
 
         self.metric_combo = QComboBox()
         for key, label in METRICS.items():
@@ -389,7 +394,7 @@ class RunsArea(QWidget):
         table_box = QWidget()
         tl = QVBoxLayout(table_box)
         tl.setContentsMargins(0, 0, 0, 0)
-        tl.addLayout(buttons)
+        tl.addWidget(self.button_row)
         tl.addWidget(self.empty)
         tl.addWidget(self.table, 1)
         tl.addWidget(self.summary)

@@ -594,3 +594,25 @@ def test_runs_evaluated_on_different_records_are_said_not_to_rank_by_eval_loss(q
     qtbot.addWidget(area)
     area.select_paths([a, b])
     assert "measured on different records" in plain(area.summary) and "eval_dataset" in plain(area.summary)
+
+
+@pytest.mark.parametrize("width", [790, 854])  # the area in a 960- and a 1024-px window
+def test_buttons_and_run_names_are_whole_in_a_narrow_window(qtbot, runs, width):
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.resize(width, 560)
+    area.show()
+    qtbot.waitExposed(area)
+    qtbot.wait(50)  # layout passes
+    buttons = area.button_row.findChildren(type(area.refresh_button))
+    assert len(buttons) == 9
+    for b in buttons:
+        # Whole labels ("e best checkpo" when they shared one row), inside the area.
+        assert b.width() >= b.sizeHint().width(), b.text()
+        right = b.mapTo(area, b.rect().topRight()).x()
+        assert right <= area.width(), b.text()
+    assert area.button_row.height() > max(b.height() for b in buttons)  # they wrapped onto a second row
+    run_col = COLUMNS.index("Run")
+    metrics = area.table.fontMetrics()
+    widest = max(metrics.horizontalAdvance(name) for name in (p.name for p in runs.values()))
+    assert area.table.columnWidth(run_col) >= widest  # "2026120… cli-run" when the column was stretched
