@@ -1011,12 +1011,7 @@ class TrainArea(QWidget):
         loss_text = f"; final loss {final_loss:.4f}" if isinstance(final_loss, (int, float)) else ""
         if isinstance(data.get("final_loss_mean"), (int, float)):
             loss_text += f" (mean of the last {data.get('final_loss_window')} steps)"
-        if self._max_steps and status == "completed":
-            self.progress.setRange(0, self._max_steps)
-            self.progress.setValue(self._max_steps)
-        elif self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
+        self._show_progress_end(status, data)
         took = f" in {_duration(time.time() - self._started_at)}" if self._started_at else ""
         name = Path(self.run_dir).name if self.run_dir else "the run"
         report = data.get("probe") if isinstance(data.get("probe"), dict) else None
@@ -1054,6 +1049,29 @@ class TrainArea(QWidget):
         self._show_after_run(bool(final and status == "completed" and final.is_dir()))
         self._update_buttons(run_changed=True)
         self.sig_run_finished.emit(data)
+
+    def _show_progress_end(self, status: str, data: dict) -> None:
+        """The progress bar says how the run ended: "no run yet" after a run that failed
+        while loading, or "3 / 40 steps" after one that failed at step 5, read as if nothing
+        had gone wrong."""
+        if status == "completed" and self._max_steps:
+            self.progress.setRange(0, self._max_steps)
+            self.progress.setValue(self._max_steps)
+            self.progress.setFormat("%v / %m steps")
+            return
+        if self.progress.maximum() == 0 or not self._max_steps:  # never reported a step count
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat(f"{status} before the first step" if status != "completed" else status)
+            return
+        step = data.get("step")
+        if isinstance(step, int) and 0 <= step <= self._max_steps:
+            self.progress.setValue(step)  # the bar's own value may lag its last update by 0.25 s
+        failed_at = (data.get("error") or {}).get("step")
+        if status == "failed" and isinstance(failed_at, int):
+            self.progress.setFormat(f"failed at step {failed_at} of %m")
+        else:
+            self.progress.setFormat(f"{status} at step %v of %m")
 
     def _show_after_run(self, visible: bool) -> None:
         """Try it, Audit records, Compare with base and Export GGUF: for a run that completed."""
