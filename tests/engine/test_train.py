@@ -220,7 +220,20 @@ def test_nonfinite_loss_with_policy_stop_reports_step_batch_and_advice(tiny_mode
     assert error["kind"] == "nonfinite" and error["step"] == 2
     assert "step 2" in error["message"] and "lines" in error["message"]
     assert error["fix"] == {"learning_rate": 5e-3} and "lower the learning rate (now 0.01)" in error["hint"].lower()
+    assert error["message"].startswith(f"{error['what']} became non-finite at step 2 (loss=")
     assert not (tmp_path / "run" / "final").exists()
+
+
+@pytest.mark.parametrize("loss, grad, subject, numbers", [
+    (13.823262214660645, float("nan"), "the gradient norm", "loss=13.82, grad_norm=nan"),
+    (float("nan"), 2.5, "the loss", "loss=nan, grad_norm=2.5"),
+    (float("inf"), float("nan"), "the loss and the gradient norm", "loss=inf, grad_norm=nan"),
+    (float("nan"), None, "the loss", "loss=nan"),
+])
+def test_a_nonfinite_step_names_what_was_nonfinite(loss, grad, subject, numbers):
+    from engine.train import nonfinite_what
+
+    assert nonfinite_what({"step": 5, "loss": loss, "grad_norm": grad}) == (subject, numbers)
 
 
 def test_nonfinite_without_a_checkpoint_restarts_from_a_fresh_model(tiny_model_dir, small_dataset, tmp_path):
