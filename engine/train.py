@@ -1670,10 +1670,12 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
                   f"({data.get('output_dir')})", file=out)
             for line in format_probe(data["probe"]):
                 print(f"  {line}", file=out)
-        else:
+        elif isinstance(data.get("final_loss_mean"), (int, float)) and data.get("final_loss_window"):
             print(f"{data.get('status')}: {data.get('output_dir')} (final loss "
                   f"{_fmt(data.get('final_loss_mean'))}, the mean of the last {data.get('final_loss_window')} "
                   "steps)", file=out)
+        else:  # failed (or stopped) before a step was logged: no loss to speak of
+            print(f"{data.get('status')}: {data.get('output_dir')} (no step was logged)", file=out)
     out.flush()  # a closed pipe shows here, in emit's try, not in a later library print
 
 

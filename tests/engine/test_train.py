@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -971,3 +972,16 @@ def test_min_lr_ratio_ends_the_cosine_schedule_there(tiny_model_dir, small_datas
     with pytest.raises(ConfigErrors) as e:
         cfg.replace(lr_scheduler="linear")
     assert e.value.errors[0].key == "min_lr_ratio" and e.value.errors[0].fix == {"lr_scheduler": "cosine"}
+
+
+def test_the_cli_line_of_a_run_that_failed_before_any_step_names_no_loss(capsys):
+    from engine.events import FINISHED
+    from engine.train import _print_event
+
+    _print_event(FINISHED, {"status": "failed", "output_dir": "/runs/20261203-181123-nanlr",
+                            "final_loss_mean": None, "final_loss_window": None}, sys.stdout)
+    line = capsys.readouterr().out.strip()
+    assert line == "failed: /runs/20261203-181123-nanlr (no step was logged)"  # not "the mean of the last None"
+    _print_event(FINISHED, {"status": "completed", "output_dir": "/runs/r", "final_loss_mean": 2.68081,
+                            "final_loss_window": 10}, sys.stdout)
+    assert capsys.readouterr().out.strip() == "completed: /runs/r (final loss 2.6808, the mean of the last 10 steps)"
