@@ -40,6 +40,7 @@ from engine.keepawake import keep_awake
 from engine.runs import (
     checkpoint_step,
     final_loss_mean,
+    first_start,
     last_checkpoint,
     new_run_dir,
     read_metrics,
@@ -1257,11 +1258,12 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
             # alone nor the wall time since the first; read before this leg writes anything.
             # Resuming without a checkpoint starts over: the earlier legs' time is not its own.
             earlier_s, legs = training_time_so_far(prep.output_dir) if ckpt is not None else (0.0, 0)
+            first = (first_start(prep.output_dir) if ckpt is not None else None) or started
             (prep.output_dir / "worker.pid").write_text(str(os.getpid()))
             mirror = open(prep.output_dir / "events.jsonl", "a", encoding="utf-8")
             writer.mirror = mirror
             write_summary(prep.output_dir, status="running", started=started, finished=None,
-                          earlier_legs_s=earlier_s, legs=legs + 1,
+                          earlier_legs_s=earlier_s, legs=legs + 1, first_started=first,
                           config=cfg.to_dict(), dataset_hash=prep.data_stats["hash"],
                           dataset_records=prep.data_stats["records"], pid=os.getpid(),
                           world_size=state.num_processes, probe=prep.probe)

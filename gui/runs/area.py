@@ -240,7 +240,7 @@ class RunsTableModel(QAbstractTableModel):
                "Duration": r.duration_s,
                "Final loss": r.final_loss_mean if r.final_loss_mean is not None else r.final_loss,
                "Best eval loss": r.best_eval_loss,
-               "Peak GPU": r.peak_gpu_bytes, "Started": r.started}[col]
+               "Peak GPU": r.peak_gpu_bytes, "Started": r.first_started or r.started}[col]
         if role == Qt.ItemDataRole.UserRole:
             return raw if raw is not None else -1
         if role == Qt.ItemDataRole.DisplayRole:
@@ -248,8 +248,8 @@ class RunsTableModel(QAbstractTableModel):
                 return "–"
             if col in ("Final loss", "Best eval loss"):
                 return f"{raw:.4f}"
-            if col == "Duration":
-                return _duration(raw)
+            if col == "Duration":  # a resumed run's: the training time of all its legs
+                return _duration(raw) + (f" ({r.legs} legs)" if r.legs > 1 else "")
             if col == "Peak GPU":
                 return f"{raw / GiB:.2f} GiB"
             if col == "Started":

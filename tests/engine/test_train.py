@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -840,7 +841,9 @@ def test_a_resumed_runs_duration_is_the_training_time_of_all_its_legs(tiny_model
     hour = 3600.0
     s = read_summary(out)
     leg1 = s["finished"] - s["started"]
-    (out / "summary.json").write_text(json.dumps({**s, "started": s["started"] - hour,
+    assert s["first_started"] == s["started"]
+    began = s["started"] - hour
+    (out / "summary.json").write_text(json.dumps({**s, "started": began, "first_started": began,
                                                   "finished": s["finished"] - hour}))
     second, rec, _ = train(cfg.replace(max_steps=4), resume=True)
     assert second["status"] == "completed" and [e["step"] for e in rec.of("step")] == [3, 4]
@@ -849,9 +852,29 @@ def test_a_resumed_runs_duration_is_the_training_time_of_all_its_legs(tiny_model
     info = run_info(out)
     assert info.duration_s == pytest.approx(leg1 + leg2) and info.duration_s < hour
     assert info.legs == 2 and s["earlier_legs_s"] == pytest.approx(leg1)
+    # Started: the first leg's start, kept by the resume (the summary's "started" is this leg's).
+    assert s["first_started"] == began and info.first_started == began and s["started"] > began + hour - 1
     capsys.readouterr()
     assert cli_show(Namespace(run=str(out), json=False)) == 0
-    assert "(training time of 2 legs)" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "(training time of 2 legs)" in shown
+    assert f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(began))}" in shown and "(last resumed" in shown
+
+
+def test_an_older_resumed_run_without_first_started_starts_when_its_folder_was_named(tmp_path):
+    from engine.runs import first_start
+
+    out = tmp_path / "20261203-182409-killed"
+    out.mkdir()
+    named = time.mktime(time.strptime("20261203-182409", "%Y%m%d-%H%M%S"))
+    (out / "summary.json").write_text(json.dumps({"started": named + 40, "legs": 2}))
+    assert first_start(out) == named
+    (out / "summary.json").write_text(json.dumps({"started": named + 40, "legs": 1}))  # one leg: its own start
+    assert first_start(out) == named + 40
+    other = tmp_path / "my-run"
+    other.mkdir()
+    (other / "summary.json").write_text(json.dumps({"started": named + 40, "legs": 2}))
+    assert first_start(other) == named + 40  # no timestamped name to go by
 
 
 def test_nan_advice_fits_the_runs_precision():

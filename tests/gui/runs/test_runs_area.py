@@ -616,3 +616,16 @@ def test_buttons_and_run_names_are_whole_in_a_narrow_window(qtbot, runs, width):
     metrics = area.table.fontMetrics()
     widest = max(metrics.horizontalAdvance(name) for name in (p.name for p in runs.values()))
     assert area.table.columnWidth(run_col) >= widest  # "2026120… cli-run" when the column was stretched
+
+
+def test_a_resumed_run_shows_its_first_start_and_the_time_of_all_its_legs(qtbot, studio_home):
+    path = make_run("20261128-130000-lora", "completed", started=time.time() - 50)
+    summary = json.loads((path / "summary.json").read_text())
+    first = summary["started"] - 3600  # stopped, then resumed an hour later
+    summary.update(first_started=first, earlier_legs_s=30.0, legs=2)
+    (path / "summary.json").write_text(json.dumps(summary))
+    area = RunsArea()
+    qtbot.addWidget(area)
+    row = [area.model.data(area.model.index(0, c)) for c in range(len(COLUMNS))]
+    assert row[COLUMNS.index("Started")] == time.strftime("%Y-%m-%d %H:%M", time.localtime(first))
+    assert row[COLUMNS.index("Duration")] == "1m 35s (2 legs)"  # 30 s + this leg's 65 s
