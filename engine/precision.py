@@ -153,9 +153,13 @@ def environment_errors(cfg: RunConfig, env: Environment) -> list[ConfigError]:
         cpu_fix = ({"method": "lora", "load_in": "fp32", "mixed_precision": "no"} if cfg.method == "qlora"
                    else {"load_in": "fp32", "mixed_precision": "no"})
         if not on_gpu:
+            # For QLoRA no precision cell is possible (it is quantized by definition): the way
+            # out is the method, and the message says so rather than only the fix dict.
+            instead = ("; method qlora is therefore not possible here. Use method lora instead (the same "
+                       "adapter on an unquantized base), loaded in fp32 or bf16" if cfg.method == "qlora"
+                       else ". Load the weights in fp32 or bf16 instead")
             bad("load_in", f"load_in '{cfg.load_in}' ({what} via bitsandbytes) needs a CUDA GPU, and this "
-                f"run is on the CPU{'' if cfg.method != 'qlora' else '; method qlora is therefore not possible here'}. "
-                "Load the weights in fp32 or bf16 instead.", fix=cpu_fix)
+                f"run is on the CPU{instead}.", fix=cpu_fix)
         elif not env.bnb_available:
             bad("load_in", f"load_in '{cfg.load_in}' needs the bitsandbytes package, which is not installed.",
                 fix={"load_in": "bf16" if env.bf16_supported else "fp16"},

@@ -5,7 +5,8 @@ A run folder holds::
     run.yaml          the resolved run config
     summary.json      status, times, losses, measured peak memory, dataset hash (updated live);
                       ``started``/``finished`` are the last leg's, ``earlier_legs_s`` the training
-                      time of the legs before it (a run stopped or killed, then resumed)
+                      time of the legs before it (a run stopped or killed, then resumed),
+                      ``first_started`` when its first leg started
     metrics.jsonl     one JSON object per logged step / eval; a resumed run appends
     events.jsonl      every worker event, so a re-attached GUI can replay the run
     checkpoint-N/     Trainer checkpoints (model/adapter, optimizer, scheduler, RNG, data position)
@@ -174,6 +175,30 @@ def training_time_so_far(output_dir: Path) -> tuple[float, int]:
     return earlier + max(0.0, end - started), legs
 
 
+def first_start(output_dir: Path) -> float | None:
+    """When the run in ``output_dir`` first started, over all its legs (``None``: never).
+
+    The summary's ``started`` is its last leg's; ``first_started`` is written since resumed
+    runs keep it. An older resumed run falls back on its folder's timestamped name.
+    """
+    output_dir = Path(output_dir)
+    s = read_summary(output_dir)
+    started = s.get("started")
+    first = s.get("first_started")
+    if isinstance(first, (int, float)):
+        return float(first)
+    if (s.get("legs") or 1) > 1:
+        match = re.match(r"(\d{8}-\d{6})-", output_dir.name)
+        if match:
+            try:
+                named = time.mktime(time.strptime(match.group(1), "%Y%m%d-%H%M%S"))
+            except (ValueError, OverflowError):
+                named = None
+            if named is not None and (not isinstance(started, (int, float)) or named <= started):
+                return named
+    return float(started) if isinstance(started, (int, float)) else None
+
+
 def last_written(output_dir: Path) -> float | None:
     """When a run last wrote anything: its last event or metric row, or its summary update.
 
@@ -292,6 +317,7 @@ class RunInfo:
     legs: int = 1
     last_written: float | None = None  # a killed run (no 'finished'): when it last wrote a file
     probe: bool = False  # a probe run (engine/probe.py): measured, nothing saved
+    first_started: float | None = None  # the first leg's start (``started`` is the last leg's)
 
     @property
     def shown_status(self) -> str:
@@ -315,7 +341,8 @@ class RunInfo:
                 "duration_s": self.duration_s, "final_loss": self.final_loss,
                 "final_loss_mean": self.final_loss_mean,
                 "best_eval_loss": self.best_eval_loss, "peak_gpu_bytes": self.peak_gpu_bytes,
-                "steps": self.steps, "legs": self.legs, "probe": self.probe}
+                "steps": self.steps, "legs": self.legs, "probe": self.probe,
+                "first_started": self.first_started}
 
 
 def run_info(path: Path) -> RunInfo:
@@ -346,7 +373,8 @@ def run_info(path: Path) -> RunInfo:
                    final_loss_mean=final_mean,
                    peak_gpu_bytes=s.get("peak_gpu_device_bytes") or s.get("peak_gpu_reserved_bytes"),
                    steps=steps, earlier_legs_s=float(s.get("earlier_legs_s") or 0.0),
-                   legs=int(s.get("legs") or 1), last_written=killed_end, probe=bool(s.get("probe")))
+                   legs=int(s.get("legs") or 1), last_written=killed_end, probe=bool(s.get("probe")),
+                   first_started=first_start(path))
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
@@ -635,7 +663,8 @@ def cli_show(args: Any) -> int:
     m = d["metrics"]
     fields = [
         ("run", d["name"]), ("folder", d["path"]), ("status", d["status"]), ("method", d["method"]),
-        ("model", d["model"]), ("started", _time(d["started"])), ("finished", _time(d["finished"])),
+        ("model", d["model"]), ("started", _time(d.get("first_started") or d["started"])
+                                   + (f" (last resumed {_time(d['started'])})" if (d.get("legs") or 1) > 1 else "")), ("finished", _time(d["finished"])),
         ("duration", format_duration(d["duration_s"])
          + (f" (training time of {d['legs']} legs)" if (d.get("legs") or 1) > 1 else "")),
         ("steps", _num(d["steps"])),

@@ -41,6 +41,7 @@ from engine.runs import (
     checkpoint_step,
     checkpoints,
     final_loss_mean,
+    first_start,
     last_checkpoint,
     new_run_dir,
     read_metrics,
@@ -1190,6 +1191,24 @@ def _eval_file_note(info: dict | None) -> str:
             f"evaluated{shared}; content hash `{info.get('hash')}`")
 
 
+def nonfinite_what(bad: dict) -> tuple[str, str]:
+    """What became non-finite at a bad step, and its numbers: ``("the gradient norm",
+    "loss=13.82, grad_norm=nan")``. A finite loss with a NaN gradient norm is not a NaN loss."""
+
+    def finite(x: Any) -> bool:
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    loss, grad = bad.get("loss"), bad.get("grad_norm")
+    loss_bad = not finite(loss)
+    grad_bad = grad is not None and not finite(grad)
+    subject = ("the loss and the gradient norm" if loss_bad and grad_bad
+               else "the gradient norm" if grad_bad else "the loss")
+    numbers = [f"loss={loss:.4g}" if finite(loss) else f"loss={loss}"]
+    if grad is not None:
+        numbers.append(f"grad_norm={grad:.4g}" if finite(grad) else f"grad_norm={grad}")
+    return subject, ", ".join(numbers)
+
+
 def _fmt(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, (int, float)) else "-"
 
@@ -1279,11 +1298,12 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
             # alone nor the wall time since the first; read before this leg writes anything.
             # Resuming without a checkpoint starts over: the earlier legs' time is not its own.
             earlier_s, legs = training_time_so_far(prep.output_dir) if ckpt is not None else (0.0, 0)
+            first = (first_start(prep.output_dir) if ckpt is not None else None) or started
             (prep.output_dir / "worker.pid").write_text(str(os.getpid()))
             mirror = open(prep.output_dir / "events.jsonl", "a", encoding="utf-8")
             writer.mirror = mirror
             write_summary(prep.output_dir, status="running", started=started, finished=None,
-                          earlier_legs_s=earlier_s, legs=legs + 1,
+                          earlier_legs_s=earlier_s, legs=legs + 1, first_started=first,
                           config=cfg.to_dict(), dataset_hash=prep.data_stats["hash"],
                           dataset_records=prep.data_stats["records"], pid=os.getpid(),
                           world_size=state.num_processes, probe=prep.probe)
@@ -1419,7 +1439,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
             _release(trainer)
             trainer = cb.trainer = None
             batch = _batch_description(bad, cfg)
-            what = f"loss={bad['loss']}, grad_norm={bad['grad_norm']}"
+            subject, what = nonfinite_what(bad)
             if cfg.nan_policy == "rollback" and nan_rollbacks < MAX_NAN_ROLLBACKS:
                 nan_rollbacks += 1
                 resume_from = _last_good_checkpoint(prep.output_dir, bad["step"])
@@ -1427,11 +1447,12 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                 cfg = prep.cfg = cfg.replace(learning_rate=old_lr / 2)
                 _go_back_to(prep, resume_from, is_main)
                 writer.emit(ev.RECOVERED, kind="nonfinite", step=bad["step"], loss=bad["loss"],
-                            grad_norm=bad["grad_norm"], batch=batch,
+                            grad_norm=bad["grad_norm"], what=subject, batch=batch,
                             before={"learning_rate": old_lr}, changes={"learning_rate": cfg.learning_rate},
                             resume_from=str(resume_from) if resume_from else None,
                             resume_step=checkpoint_step(resume_from) if resume_from else 0, advice=nan_advice(cfg),
-                            message=f"Non-finite loss at step {bad['step']} ({what}); rolled back to "
+                            message=f"{subject[0].upper()}{subject[1:]} became non-finite at step "
+                            f"{bad['step']} ({what}); rolled back to "
                             f"{resume_from.name if resume_from else 'the start'} with the learning rate "
                             f"halved from {old_lr:g} to {cfg.learning_rate:g}. {batch['description']}. "
                             f"{nan_advice(cfg)}")
@@ -1443,9 +1464,9 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                 fix = {"mixed_precision": "bf16", **({"load_in": "bf16"} if cfg.load_in == "fp16" else {})}
             why = ("nan_policy is 'stop'" if cfg.nan_policy == "stop"
                    else f"it happened again after {nan_rollbacks} rollbacks")
-            err = NonFiniteLoss(f"the loss became non-finite at step {bad['step']} ({what}); {why}. "
+            err = NonFiniteLoss(f"{subject} became non-finite at step {bad['step']} ({what}); {why}. "
                                 f"{batch['description']}", fix=fix, hint=nan_advice(cfg))
-            err.details = {"step": bad["step"], "batch": batch, "rollbacks": nan_rollbacks}
+            err.details = {"step": bad["step"], "batch": batch, "rollbacks": nan_rollbacks, "what": subject}
             raise err
         break
 
@@ -1689,10 +1710,12 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
                   f"({data.get('output_dir')})", file=out)
             for line in format_probe(data["probe"]):
                 print(f"  {line}", file=out)
-        else:
+        elif isinstance(data.get("final_loss_mean"), (int, float)) and data.get("final_loss_window"):
             print(f"{data.get('status')}: {data.get('output_dir')} (final loss "
                   f"{_fmt(data.get('final_loss_mean'))}, the mean of the last {data.get('final_loss_window')} "
                   "steps)", file=out)
+        else:  # failed (or stopped) before a step was logged: no loss to speak of
+            print(f"{data.get('status')}: {data.get('output_dir')} (no step was logged)", file=out)
     out.flush()  # a closed pipe shows here, in emit's try, not in a later library print
 
 

@@ -60,6 +60,7 @@ from engine.runs import (
 )
 from gui.adapters.gguf_dialog import GgufDialog
 from gui.engine_process import cli_failure, json_message, run_engine
+from gui.flow_layout import FlowLayout
 from gui.runs.audit_panel import AuditPanel
 from gui.runs.queue_panel import QueuePanel
 from gui.train.plots import debiased_ema
@@ -239,7 +240,7 @@ class RunsTableModel(QAbstractTableModel):
                "Duration": r.duration_s,
                "Final loss": r.final_loss_mean if r.final_loss_mean is not None else r.final_loss,
                "Best eval loss": r.best_eval_loss,
-               "Peak GPU": r.peak_gpu_bytes, "Started": r.started}[col]
+               "Peak GPU": r.peak_gpu_bytes, "Started": r.first_started or r.started}[col]
         if role == Qt.ItemDataRole.UserRole:
             return raw if raw is not None else -1
         if role == Qt.ItemDataRole.DisplayRole:
@@ -247,8 +248,8 @@ class RunsTableModel(QAbstractTableModel):
                 return "–"
             if col in ("Final loss", "Best eval loss"):
                 return f"{raw:.4f}"
-            if col == "Duration":
-                return _duration(raw)
+            if col == "Duration":  # a resumed run's: the training time of all its legs
+                return _duration(raw) + (f" ({r.legs} legs)" if r.legs > 1 else "")
             if col == "Peak GPU":
                 return f"{raw / GiB:.2f} GiB"
             if col == "Started":
@@ -316,8 +317,13 @@ class RunsArea(QWidget):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         header = self.table.horizontalHeader()
+        # Every column as wide as its contents, the run's name included (stretched, it was the
+        # one squeezed to "2026120… cli-run" at 1024 px); the last one takes what is left,
+        # and a narrow window scrolls the table sideways.
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(True)
+        self.table.setWordWrap(False)
+        self.table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.empty = QLabel("No runs yet. Start one in the Train area; every run appears here with its "
                             "status, losses and peak memory.")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -346,13 +352,12 @@ class RunsArea(QWidget):
         self.summary.setStyleSheet("color: palette(mid);")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.refresh_button)
-        buttons.addSpacing(12)
-        for b in (self.config_button, self.resume_button, self.rewind_button, self.folder_button, self.try_button,
-                  self.best_button, self.compare_data_button, self.gguf_button):
+        # A row that wraps: in one row a 1024-px window cut them to "e best checkpo".
+        self.button_row = QWidget()
+        buttons = FlowLayout(self.button_row)
+        for b in (self.refresh_button, self.config_button, self.resume_button, self.rewind_button,
+                  self.folder_button, self.try_button, self.best_button, self.compare_data_button, self.gguf_button):
             buttons.addWidget(b)
-        buttons.addStretch(1)
 
         self.metric_combo = QComboBox()
         for key, label in METRICS.items():
@@ -389,7 +394,7 @@ class RunsArea(QWidget):
         table_box = QWidget()
         tl = QVBoxLayout(table_box)
         tl.setContentsMargins(0, 0, 0, 0)
-        tl.addLayout(buttons)
+        tl.addWidget(self.button_row)
         tl.addWidget(self.empty)
         tl.addWidget(self.table, 1)
         tl.addWidget(self.summary)

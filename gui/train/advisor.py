@@ -163,7 +163,9 @@ class Advisor:
             return [Advice("error", "Out of GPU memory", text, fix, key="oom")]
         if kind == "nonfinite":
             text = f"{message}. " + (hint or "")
-            return [Advice("error", "The loss became NaN or infinite", text.strip(), fix, key="nonfinite")]
+            what = data.get("what") or "the loss"  # the engine says which: loss, gradient norm or both
+            return [Advice("error", f"{what[0].upper()}{what[1:]} became NaN or infinite", text.strip(), fix,
+                           key="nonfinite")]
         if data.get("errors"):
             return [Advice("error", f"Config problem: {e.get('key') or 'config'}", e.get("message", ""),
                            _clean_fix(e.get("fix")), key=f"config:{e.get('key')}:{i}")
@@ -218,7 +220,8 @@ class Advisor:
         if kind == "nonfinite":
             batch = data.get("batch")
             text = data.get("message", "") + (f" ({batch})" if batch else "")
-            return [Advice("info", "Recovered from a NaN loss", text + " Apply the lower learning rate "
+            title = "a NaN gradient norm" if data.get("what") == "the gradient norm" else "a NaN loss"
+            return [Advice("info", f"Recovered from {title}", text + " Apply the lower learning rate "
                            "to the form for the next run.", changes, key="recovered:nonfinite")]
         return [Advice("info", "Recovered", data.get("message", ""), changes, key=f"recovered:{kind}")]
 

@@ -46,6 +46,7 @@ from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
 from engine.runs import read_samples
 from gui.adapters.gguf_dialog import GgufDialog
+from gui.flow_layout import FlowLayout
 from gui.train.advisor import Advice, Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
@@ -61,6 +62,8 @@ from gui.train.samples_panel import SamplesPanel
 from gui.train.vram_gauge import FitDialog, VramGauge
 from gui.train.worker_thread import RunClient
 
+TABS_MIN_HEIGHT = 180
+"""Advice, Answers and Log: room for an advice card's first lines and its buttons."""
 PRESETS = {"demo": "Demo (tiny model, CPU)", "lora": "LoRA", "qlora": "QLoRA (4-bit)",
            "full": "Full fine-tuning"}
 # Applying a preset changes the recipe, not what it is applied to.
@@ -643,12 +646,13 @@ class TrainArea(QWidget):
                                     "llama.cpp, Ollama and LM Studio, into the run folder")
         self.gguf_button.hide()
         self.after_run_buttons = [self.try_button, self.audit_button, self.compare_button, self.gguf_button]
-        progress_row = QHBoxLayout()
-        progress_row.addWidget(self.progress, 1)
-        progress_row.addWidget(self.try_button)
-        progress_row.addWidget(self.audit_button)
-        progress_row.addWidget(self.compare_button)
-        progress_row.addWidget(self.gguf_button)
+        # On their own row, wrapping when the pane is narrow: beside the progress bar a
+        # 1024-px window cut them to "mpare with ba" and "Export GGUF..".
+        self.after_run_row = QWidget()
+        after_row = FlowLayout(self.after_run_row)
+        for button in self.after_run_buttons:
+            after_row.addWidget(button)
+        self.after_run_row.hide()
         self.plots = TrainPlots()
         self.advisor_panel = AdvisorPanel()
         self.log = LogConsole()
@@ -657,7 +661,7 @@ class TrainArea(QWidget):
         self.tabs.addTab(self.advisor_panel, "Advice")
         self.tabs.addTab(self.samples, "Answers")
         self.tabs.addTab(self.log, "Log")
-        lower = QSplitter(Qt.Orientation.Vertical)
+        lower = _CompactSplitter(Qt.Orientation.Vertical)
         lower.addWidget(self.plots)
         lower.addWidget(self.tabs)
         lower.setStretchFactor(0, 3)
@@ -666,18 +670,32 @@ class TrainArea(QWidget):
         # The plots first: on a 720-pixel-high window the advice panel's share left the loss
         # plot ~90 pixels; advice is a few lines, and the splitter gives it more on demand.
         lower.setSizes([600, 90])
+        # Enough for a card's first lines and its buttons (the panel scrolls the rest).
+        self.tabs.setMinimumHeight(TABS_MIN_HEIGHT)
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(6, 0, 0, 0)
         right_layout.setSpacing(6)
         right_layout.addWidget(gauge_box)
-        right_layout.addLayout(progress_row)
+        right_layout.addWidget(self.progress)
+        right_layout.addWidget(self.after_run_row)
         right_layout.addWidget(self.progress_label)
         right_layout.addWidget(lower, 1)
+        # The plots and the advice keep readable minimum heights; on a short window the pane
+        # scrolls instead of squeezing them (the loss plot was 40 px tall at 1024x700).
+        self.right_scroll = QScrollArea()
+        self.right_scroll.setWidgetResizable(True)
+        self.right_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.right_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.right_scroll.setWidget(right)
+        # Never narrower than its content plus the scroll bar: the form gives way first
+        # (down to its own minimum), so the pane never scrolls sideways.
+        self.right_scroll.setMinimumWidth(right.minimumSizeHint().width()
+                                          + self.right_scroll.verticalScrollBar().sizeHint().width())
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(scroll)
-        split.addWidget(right)
+        split.addWidget(self.right_scroll)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setSizes([440, 760])
@@ -993,12 +1011,7 @@ class TrainArea(QWidget):
         loss_text = f"; final loss {final_loss:.4f}" if isinstance(final_loss, (int, float)) else ""
         if isinstance(data.get("final_loss_mean"), (int, float)):
             loss_text += f" (mean of the last {data.get('final_loss_window')} steps)"
-        if self._max_steps and status == "completed":
-            self.progress.setRange(0, self._max_steps)
-            self.progress.setValue(self._max_steps)
-        elif self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
+        self._show_progress_end(status, data)
         took = f" in {_duration(time.time() - self._started_at)}" if self._started_at else ""
         name = Path(self.run_dir).name if self.run_dir else "the run"
         report = data.get("probe") if isinstance(data.get("probe"), dict) else None
@@ -1037,10 +1050,34 @@ class TrainArea(QWidget):
         self._update_buttons(run_changed=True)
         self.sig_run_finished.emit(data)
 
+    def _show_progress_end(self, status: str, data: dict) -> None:
+        """The progress bar says how the run ended: "no run yet" after a run that failed
+        while loading, or "3 / 40 steps" after one that failed at step 5, read as if nothing
+        had gone wrong."""
+        if status == "completed" and self._max_steps:
+            self.progress.setRange(0, self._max_steps)
+            self.progress.setValue(self._max_steps)
+            self.progress.setFormat("%v / %m steps")
+            return
+        if self.progress.maximum() == 0 or not self._max_steps:  # never reported a step count
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat(f"{status} before the first step" if status != "completed" else status)
+            return
+        step = data.get("step")
+        if isinstance(step, int) and 0 <= step <= self._max_steps:
+            self.progress.setValue(step)  # the bar's own value may lag its last update by 0.25 s
+        failed_at = (data.get("error") or {}).get("step")
+        if status == "failed" and isinstance(failed_at, int):
+            self.progress.setFormat(f"failed at step {failed_at} of %m")
+        else:
+            self.progress.setFormat(f"{status} at step %v of %m")
+
     def _show_after_run(self, visible: bool) -> None:
         """Try it, Audit records, Compare with base and Export GGUF: for a run that completed."""
         for button in self.after_run_buttons:
             button.setVisible(visible)
+        self.after_run_row.setVisible(visible)
 
     def open_gguf_dialog(self) -> GgufDialog | None:
         """The GGUF export of the finished run's final/ (None without one)."""
@@ -1164,6 +1201,16 @@ class TrainArea(QWidget):
         box.exec()
         clicked = box.clickedButton()
         return "stop" if clicked is stop else "keep" if clicked is keep else "cancel"
+
+
+class _CompactSplitter(QSplitter):
+    """A splitter that asks for no more than its minimum: in a scroll area that sizes its
+    widget by height-for-width (the wrapped labels), the plots' preferred heights made the
+    pane scroll on every window; this way it takes the space left and scrolls only below
+    the minimum."""
+
+    def sizeHint(self):  # noqa: N802 (Qt's name)
+        return self.minimumSizeHint()
 
 
 def _duration(seconds: float | None) -> str:

@@ -45,6 +45,9 @@ class LogConsole(QWidget):
         self.level = QComboBox()
         self.level.addItems(["All", "Warnings and errors", "Errors"])
         self.level.setToolTip("Show only lines at this level or above")
+        # Whole when there is room; in the Train area's narrowest pane it may elide rather
+        # than widen the pane past the window.
+        self.level.setMinimumWidth(90)
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter…")
         self.filter.setClearButtonEnabled(True)

@@ -30,6 +30,8 @@ REDRAW_INTERVAL_MS = 100
 SMALL_PLOT_EVERY = 3  # the small plots redraw every 3rd frame
 MAX_RANGE_CHANGES_PER_FRAME = 1  # axis regenerations per redraw tick (each 7-9 ms in software)
 GiB = 2**30
+LOSS_MIN_SIZE = (160, 170)
+SMALL_MIN_SIZE = (80, 120)  # heights; the width comes from NARROW's choice of columns
 
 
 class Series:
@@ -186,7 +188,7 @@ class _Panel:
 
     def __init__(self, widget: pg.PlotWidget, title: str, unit: str = "", *, step_label: bool = False):
         self.widget = widget
-        widget.setMinimumSize(80, 60)  # the panel, not each plot, decides how wide the row is
+        widget.setMinimumSize(80, 60)  # TrainPlots sets each plot's readable minimum
         widget.setTitle(title, size="10pt")
         # The grid is a small item inside the view, not pyqtgraph's axis grid: that one makes
         # each axis item span the whole plot, so every range change re-rendered a plot-sized
@@ -263,6 +265,10 @@ class TrainPlots(QWidget):
         self.memory.add("allocated", "#264653", legend=True)
         self.memory.add("reserved", "#8ab17d", legend=True)
         self.panels = [self.loss, self.lr, self.grad, self.speed, self.memory]
+        # Lower, tick labels overlap; the Train area scrolls rather than squeeze them.
+        self.loss.widget.setMinimumSize(*LOSS_MIN_SIZE)
+        for p in self.panels[1:]:
+            p.widget.setMinimumSize(*SMALL_MIN_SIZE)
         # The loss gets the full width; the four diagnostics share the row below, or two rows
         # of two when the pane is narrow (see _arrange).
         self.grid = grid
@@ -322,9 +328,9 @@ class TrainPlots(QWidget):
         self.redraw()
 
     NARROW = 620
-    """Below this width (px) the four small plots go two by two, when there is height for it
-    (:data:`TALL`): a quarter of ~380 px leaves their axes no room for a tick label."""
-    TALL = 420
+    """Below this width (px) the four small plots go two by two: a quarter of a narrower row
+    leaves their titles ("Learnin") and tick labels no room. Their minimum heights make the
+    two rows fit (the Train area scrolls)."""
 
     def _arrange(self, columns: int) -> None:
         """Lay the diagnostics out ``columns`` to a row (4 or 2), the loss above them all."""
@@ -345,7 +351,7 @@ class TrainPlots(QWidget):
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().resizeEvent(event)
         size = event.size()
-        self._arrange(2 if size.width() < self.NARROW and size.height() >= self.TALL else 4)
+        self._arrange(2 if size.width() < self.NARROW else 4)
 
     # ---- Public API
     def set_step_range(self, max_steps: int) -> None:

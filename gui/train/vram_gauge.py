@@ -119,12 +119,19 @@ class FitDialog(QDialog):
                        f"peak towards {fmt_bytes(gpu_bytes)}. The first step that fits is selected; "
                        "pick another if you prefer, then Apply:")
         intro.setWordWrap(True)
+        # Each suggestion wraps to the dialog's width: on one line each, their peaks and most
+        # of their changes were cut off at the right.
         self.list = QListWidget()
+        self.list.setWordWrap(True)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideNone)
+        self.list.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setSpacing(2)
         for i, s in enumerate(suggestions, start=1):
             changes = ", ".join(f"{k} = {v}" for k, v in (field(s, "changes") or {}).items())
             verdict = FITS_TEXT.get(field(s, "fits"), ("?", ""))[0]
             item = QListWidgetItem(f"{i}. {field(s, 'description', '')}: peak {fmt_bytes(field(s, 'peak_bytes'))}"
-                                   f" ({verdict})\n    {changes}")
+                                   f" ({verdict})\n{changes}")
             self.list.addItem(item)
         self.list.setCurrentRow(self.best_index(suggestions))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Apply | QDialogButtonBox.StandardButton.Cancel)
@@ -134,7 +141,7 @@ class FitDialog(QDialog):
         layout.addWidget(intro)
         layout.addWidget(self.list)
         layout.addWidget(buttons)
-        self.resize(560, 300)
+        self.resize(600, 440)
 
     @staticmethod
     def best_index(suggestions: list[Any]) -> int:

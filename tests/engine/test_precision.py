@@ -141,7 +141,11 @@ def test_quantized_load_on_cpu_is_refused_before_loading(load_in, tmp_path):
     assert "CUDA GPU" in err.message and load_in in err.message
     assert err.fix["load_in"] == "fp32"
     if method == "qlora":
+        # Every precision is crossed out for QLoRA on a CPU: the message names the way out, the method.
         assert "qlora" in err.message and err.fix["method"] == "lora"
+        assert "Use method lora instead (the same adapter on an unquantized base)" in err.message
+    else:
+        assert "Load the weights in fp32 or bf16 instead." in err.message and "method" not in err.fix
 
 
 # ---------------------------------------------------------------- quantization configs

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +222,20 @@ def test_nonfinite_loss_with_policy_stop_reports_step_batch_and_advice(tiny_mode
     assert error["kind"] == "nonfinite" and error["step"] == 2
     assert "step 2" in error["message"] and "lines" in error["message"]
     assert error["fix"] == {"learning_rate": 5e-3} and "lower the learning rate (now 0.01)" in error["hint"].lower()
+    assert error["message"].startswith(f"{error['what']} became non-finite at step 2 (loss=")
     assert not (tmp_path / "run" / "final").exists()
+
+
+@pytest.mark.parametrize("loss, grad, subject, numbers", [
+    (13.823262214660645, float("nan"), "the gradient norm", "loss=13.82, grad_norm=nan"),
+    (float("nan"), 2.5, "the loss", "loss=nan, grad_norm=2.5"),
+    (float("inf"), float("nan"), "the loss and the gradient norm", "loss=inf, grad_norm=nan"),
+    (float("nan"), None, "the loss", "loss=nan"),
+])
+def test_a_nonfinite_step_names_what_was_nonfinite(loss, grad, subject, numbers):
+    from engine.train import nonfinite_what
+
+    assert nonfinite_what({"step": 5, "loss": loss, "grad_norm": grad}) == (subject, numbers)
 
 
 def test_nonfinite_without_a_checkpoint_restarts_from_a_fresh_model(tiny_model_dir, small_dataset, tmp_path):
@@ -826,7 +841,9 @@ def test_a_resumed_runs_duration_is_the_training_time_of_all_its_legs(tiny_model
     hour = 3600.0
     s = read_summary(out)
     leg1 = s["finished"] - s["started"]
-    (out / "summary.json").write_text(json.dumps({**s, "started": s["started"] - hour,
+    assert s["first_started"] == s["started"]
+    began = s["started"] - hour
+    (out / "summary.json").write_text(json.dumps({**s, "started": began, "first_started": began,
                                                   "finished": s["finished"] - hour}))
     second, rec, _ = train(cfg.replace(max_steps=4), resume=True)
     assert second["status"] == "completed" and [e["step"] for e in rec.of("step")] == [3, 4]
@@ -835,9 +852,29 @@ def test_a_resumed_runs_duration_is_the_training_time_of_all_its_legs(tiny_model
     info = run_info(out)
     assert info.duration_s == pytest.approx(leg1 + leg2) and info.duration_s < hour
     assert info.legs == 2 and s["earlier_legs_s"] == pytest.approx(leg1)
+    # Started: the first leg's start, kept by the resume (the summary's "started" is this leg's).
+    assert s["first_started"] == began and info.first_started == began and s["started"] > began + hour - 1
     capsys.readouterr()
     assert cli_show(Namespace(run=str(out), json=False)) == 0
-    assert "(training time of 2 legs)" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "(training time of 2 legs)" in shown
+    assert f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(began))}" in shown and "(last resumed" in shown
+
+
+def test_an_older_resumed_run_without_first_started_starts_when_its_folder_was_named(tmp_path):
+    from engine.runs import first_start
+
+    out = tmp_path / "20261203-182409-killed"
+    out.mkdir()
+    named = time.mktime(time.strptime("20261203-182409", "%Y%m%d-%H%M%S"))
+    (out / "summary.json").write_text(json.dumps({"started": named + 40, "legs": 2}))
+    assert first_start(out) == named
+    (out / "summary.json").write_text(json.dumps({"started": named + 40, "legs": 1}))  # one leg: its own start
+    assert first_start(out) == named + 40
+    other = tmp_path / "my-run"
+    other.mkdir()
+    (other / "summary.json").write_text(json.dumps({"started": named + 40, "legs": 2}))
+    assert first_start(other) == named + 40  # no timestamped name to go by
 
 
 def test_nan_advice_fits_the_runs_precision():
@@ -1007,3 +1044,16 @@ def test_an_empty_dataset_says_it_has_no_records(tiny_model_dir, tmp_path):
     assert result["status"] == "failed"
     (err,) = rec.of("error")
     assert err["message"].endswith(f"no trainable records: {empty} has no records")  # not "...left out: "
+
+
+def test_the_cli_line_of_a_run_that_failed_before_any_step_names_no_loss(capsys):
+    from engine.events import FINISHED
+    from engine.train import _print_event
+
+    _print_event(FINISHED, {"status": "failed", "output_dir": "/runs/20261203-181123-nanlr",
+                            "final_loss_mean": None, "final_loss_window": None}, sys.stdout)
+    line = capsys.readouterr().out.strip()
+    assert line == "failed: /runs/20261203-181123-nanlr (no step was logged)"  # not "the mean of the last None"
+    _print_event(FINISHED, {"status": "completed", "output_dir": "/runs/r", "final_loss_mean": 2.68081,
+                            "final_loss_window": 10}, sys.stdout)
+    assert capsys.readouterr().out.strip() == "completed: /runs/r (final loss 2.6808, the mean of the last 10 steps)"

@@ -594,3 +594,38 @@ def test_runs_evaluated_on_different_records_are_said_not_to_rank_by_eval_loss(q
     qtbot.addWidget(area)
     area.select_paths([a, b])
     assert "measured on different records" in plain(area.summary) and "eval_dataset" in plain(area.summary)
+
+
+@pytest.mark.parametrize("width", [790, 854])  # the area in a 960- and a 1024-px window
+def test_buttons_and_run_names_are_whole_in_a_narrow_window(qtbot, runs, width):
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.resize(width, 560)
+    area.show()
+    qtbot.waitExposed(area)
+    qtbot.wait(50)  # layout passes
+    buttons = area.button_row.findChildren(type(area.refresh_button))
+    assert len(buttons) == 9
+    for b in buttons:
+        # Whole labels ("e best checkpo" when they shared one row), inside the area.
+        assert b.width() >= b.sizeHint().width(), b.text()
+        right = b.mapTo(area, b.rect().topRight()).x()
+        assert right <= area.width(), b.text()
+    assert area.button_row.height() > max(b.height() for b in buttons)  # they wrapped onto a second row
+    run_col = COLUMNS.index("Run")
+    metrics = area.table.fontMetrics()
+    widest = max(metrics.horizontalAdvance(name) for name in (p.name for p in runs.values()))
+    assert area.table.columnWidth(run_col) >= widest  # "2026120… cli-run" when the column was stretched
+
+
+def test_a_resumed_run_shows_its_first_start_and_the_time_of_all_its_legs(qtbot, studio_home):
+    path = make_run("20261128-130000-lora", "completed", started=time.time() - 50)
+    summary = json.loads((path / "summary.json").read_text())
+    first = summary["started"] - 3600  # stopped, then resumed an hour later
+    summary.update(first_started=first, earlier_legs_s=30.0, legs=2)
+    (path / "summary.json").write_text(json.dumps(summary))
+    area = RunsArea()
+    qtbot.addWidget(area)
+    row = [area.model.data(area.model.index(0, c)) for c in range(len(COLUMNS))]
+    assert row[COLUMNS.index("Started")] == time.strftime("%Y-%m-%d %H:%M", time.localtime(first))
+    assert row[COLUMNS.index("Duration")] == "1m 35s (2 legs)"  # 30 s + this leg's 65 s

@@ -30,6 +30,10 @@ def test_advisor_turns_events_into_advice_with_fixes():
     nan = a.on_event("error", {"kind": "nonfinite", "message": "the loss became non-finite at step 9",
                                "fix": {"mixed_precision": "bf16"}, "hint": "Use bf16 instead of fp16"})
     assert nan[0].fix == {"mixed_precision": "bf16"} and "bf16" in nan[0].text
+    assert nan[0].title == "The loss became NaN or infinite"
+    grad = a.on_event("error", {"kind": "nonfinite", "what": "the gradient norm",
+                                "message": "the gradient norm became non-finite at step 5 (loss=13.82, grad_norm=nan)"})
+    assert grad[0].title == "The gradient norm became NaN or infinite"  # not "the loss", which was 13.82
     rec = a.on_event("recovered", {"kind": "oom", "message": "Out of memory at step 4: micro-batch 8 -> 4",
                                    "changes": {"batch_size": 4, "gradient_accumulation_steps": 2}})
     assert rec[0].level == "info" and rec[0].fix == {"batch_size": 4, "gradient_accumulation_steps": 2}

@@ -159,3 +159,35 @@ def test_gauge_fits_a_narrow_pane_without_clipping(qtbot):
     gauge.resize(1000, 200)
     qtbot.waitUntil(lambda: gauge.header.indexOf(gauge.controls) >= 0)
     assert gauge._legend_cols == 4
+
+
+def test_the_fit_dialog_wraps_each_suggestion_instead_of_cutting_it(qtbot):
+    from PySide6.QtCore import QRect
+
+    gib = 2**30
+    steps = {"gradient_checkpointing": True, "batch_size": 1, "gradient_accumulation_steps": 16,
+             "optimizer": "adamw_8bit", "method": "lora", "load_in": "bf16"}
+    suggestions = [
+        {"description": "8-bit AdamW (bitsandbytes): optimizer states 2 instead of 8 bytes per trainable parameter",
+         "changes": dict(list(steps.items())[:4]), "peak_bytes": 30 * gib, "fits": "no"},
+        {"description": "LoRA adapters instead of updating the base weights", "changes": steps,
+         "peak_bytes": 15 * gib, "fits": "yes"},
+    ]
+    dialog = FitDialog(suggestions, 24 * gib)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    for width in (600, 420):  # as opened, and narrowed by the user: the lines re-wrap
+        dialog.resize(width, 440)
+        qtbot.wait(50)
+        view = dialog.list
+        assert view.horizontalScrollBar().maximum() == 0
+        metrics = view.fontMetrics()
+        for row in range(view.count()):
+            item = view.item(row)
+            rect = view.visualItemRect(item)
+            assert rect.right() <= view.viewport().width()
+            needed = metrics.boundingRect(QRect(0, 0, rect.width() - 8, 10_000), Qt.TextFlag.TextWordWrap,
+                                          item.text()).height()
+            assert rect.height() >= needed, (width, row, rect.height(), needed)
+            assert needed > 2 * metrics.lineSpacing()  # longer than the two lines it was cut to

@@ -47,6 +47,7 @@ def test_start_stop_resume_keep_running_and_reattach(make_area, qtbot):
     assert area.notifications[-1][0] == "Training stopped"
     assert area.resume_button.isEnabled() and area.start_button.isEnabled()
     assert "stopped" in area.progress_label.text()
+    assert area.progress.text() == f"stopped at step {stop_step} of 30"
 
     # Resume with the form's config: continues from the checkpoint, not from step 1.
     steps.clear()
@@ -209,3 +210,19 @@ def test_reopened_while_the_queue_trains_it_follows_that_run_and_keeps_the_form(
     assert area._following and area.config_model.values()["run_name"] == "mine"
     assert f"Following {live.name} from the queue" in area.progress_label.text()
     area.run.detach()
+
+
+def test_the_progress_bar_says_how_a_failed_run_ended(make_area, qtbot, tmp_path):
+    area = make_area()
+    assert area.progress.text() == "no run yet"
+    area.config_model.update({**FAST, "dataset": str(tmp_path / "nope.jsonl")})
+    with qtbot.waitSignal(area.run.sig_finished, timeout=RUN_TIMEOUT_MS) as done:
+        assert area.start_run(), area.banner.text()
+    assert done.args[0]["status"] == "failed" and "nope.jsonl" in area.progress_label.text()
+    assert area.progress.text() == "failed before the first step"  # it said "no run yet"
+    # A run that failed at step 5 after its bar showed step 3 (a NaN rollback) names that step.
+    area._max_steps = 30
+    area.progress.setRange(0, 30)
+    area.progress.setValue(3)
+    area._show_progress_end("failed", {"status": "failed", "error": {"kind": "nonfinite", "step": 5}})
+    assert area.progress.text() == "failed at step 5 of 30"

@@ -1,0 +1,70 @@
+"""The Train area at the main window's smallest sizes: nothing cut, squeezed or off-screen."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QPoint, QRect
+
+from engine.precision import Environment
+from gui.main_window import MainWindow
+from gui.train.advisor import Advice
+
+FAILED = ("Run failed: the gradient norm became non-finite at step 5 (loss=13.8232, grad_norm=nan); it happened "
+          "again after 2 rollbacks. Its batch held the records at lines 304, 356, 220, 210, 66, 55, 1, 40 of the "
+          "dataset file")
+
+
+def _rect_in(widget, ancestor) -> QRect:
+    return QRect(widget.mapTo(ancestor, QPoint(0, 0)), widget.size())
+
+
+@pytest.mark.parametrize("size", [(960, 640), (1024, 700), (1366, 768), (1920, 1080)])
+def test_plots_buttons_and_advice_stay_readable_at_every_window_size(qtbot, monkeypatch, size):
+    from gui.train import area as area_module
+
+    monkeypatch.setattr(area_module, "detect_environment_isolated", Environment.cpu_only)
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show_area("train")
+    win.show()
+    qtbot.waitExposed(win)
+    area = win.areas["train"]
+    area._show_after_run(True)
+    area.progress_label.setText(FAILED)
+    area.advisor_panel.add(Advice("error", "The loss became NaN or infinite", "Lower the learning rate. " * 6,
+                                  fix={"learning_rate": 1e-4}))
+    area.tabs.setCurrentWidget(area.advisor_panel)
+    qtbot.wait(100)  # layout passes
+    right = area.right_scroll.widget()
+    # The form keeps its room: the splitter gives it at least its minimum.
+    assert area.right_scroll.parentWidget().sizes()[0] >= 380
+    # The pane scrolls up and down, never sideways, so nothing in it is cut at the right.
+    assert area.right_scroll.horizontalScrollBar().maximum() == 0
+    assert right.width() <= area.right_scroll.viewport().width()
+    plots = area.plots
+    assert plots.loss.widget.height() >= 150
+    for p in plots.panels[1:]:
+        # Tall enough for tick labels that don't overlap, wide enough for the title ("Learnin").
+        assert p.widget.height() >= 110 and p.widget.width() >= 140, (p.widget.size(), plots.diag_columns)
+    # After-run buttons: whole labels, inside the pane, not overlapping each other.
+    rects = []
+    for b in area.after_run_buttons:
+        assert b.isVisible() and b.width() >= b.sizeHint().width(), b.text()
+        r = _rect_in(b, right)
+        assert r.left() >= 0 and r.right() <= right.width(), b.text()
+        assert not any(r.intersects(o) for o in rects), b.text()
+        rects.append(r)
+    # The wrapped status line and the gauge above it get their full height.
+    label = area.progress_label
+    assert label.height() >= label.heightForWidth(label.width())
+    assert area.gauge.height() >= area.gauge.minimumSizeHint().height()
+    # The advice card, Apply button included, can be scrolled into view.
+    card = next(iter(area.advisor_panel.cards.values()))
+    area.right_scroll.ensureWidgetVisible(area.tabs)
+    qtbot.wait(50)
+    assert area.tabs.height() >= area_module.TABS_MIN_HEIGHT
+    button = card.fix_button
+    top = _rect_in(button, area.right_scroll.viewport())
+    assert area.right_scroll.viewport().rect().contains(top), (top, area.right_scroll.viewport().rect())
+    assert not button.visibleRegion().isEmpty()
