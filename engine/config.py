@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -551,7 +552,9 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
             what = "a whole number" if kind == "int" else "a number"
             raise ConfigError(f"'{key}' must be {what}, got {raw!r}", key=key) from None
         lo, hi = meta.get("min"), meta.get("max")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
+        # NaN compares False with every bound, so it must be refused by name (inf is out of range already).
+        if (kind == "float" and math.isnan(value)) or (lo is not None and value < lo) \
+                or (hi is not None and value > hi):
             raise ConfigError(f"'{key}' must be between {lo} and {hi}, got {value}", key=key)
         return value
     if kind == "str":

@@ -66,6 +66,12 @@ def test_wrong_choice_lists_allowed_values():
     ("gradient_checkpointing", "maybe", "'gradient_checkpointing' must be true or false"),
     ("lora_r", 2.5, "'lora_r' must be a whole number"),
     ("lora_target_modules", 5, "'lora_target_modules' must be 'all-linear' or a list"),
+    # NaN compares False with every bound, so a plain range test lets it through.
+    ("learning_rate", "nan", "'learning_rate' must be between 0.0 and 10.0, got nan"),
+    ("warmup_ratio", float("nan"), "'warmup_ratio' must be between 0.0 and 0.5, got nan"),
+    ("lora_dropout", yaml.safe_load(".nan"), "'lora_dropout' must be between 0.0 and 0.9, got nan"),
+    ("learning_rate", "inf", "'learning_rate' must be between 0.0 and 10.0, got inf"),
+    ("seed", "nan", "'seed' must be a whole number, got 'nan'"),
 ])
 def test_wrong_type_or_range_names_key(key, value, expect):
     with pytest.raises(ConfigErrors) as e:

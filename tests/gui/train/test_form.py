@@ -105,6 +105,17 @@ def test_bad_value_names_the_key_and_blocks_start(make_area, qtbot):
     assert area.start_button.isEnabled() and not area.banner.isVisible()
 
 
+def test_nan_learning_rate_is_refused_and_blocks_start(make_area, qtbot):
+    # float("nan") parses, and NaN compares False with both bounds: the engine must refuse it by name.
+    area = make_area()
+    edit = area.editors["learning_rate"].edit
+    edit.clear()
+    qtbot.keyClicks(edit, "nan")
+    assert not area.start_button.isEnabled()
+    assert "'learning_rate' must be between 0.0 and 10.0, got nan" in area.banner.text()
+    assert "got nan" in area.editors["learning_rate"].toolTip()
+
+
 @pytest.mark.parametrize("name", ["demo", "full", "lora", "qlora"])
 def test_presets_load_and_apply(make_area, name):
     cfg = RunConfig.load(presets_dir() / f"{name}.yaml")  # every shipped preset is a valid config
