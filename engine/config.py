@@ -591,11 +591,34 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
 
 
 def parse_override(key: str, text: str) -> Any:
-    """Turn a CLI ``--key value`` string into a YAML scalar/list (``[q_proj, v_proj]`` works)."""
+    """Turn a CLI ``--key value`` string into the value it means.
+
+    A text key (``run_name``, ``prompt_init_text``, ``method``...) takes the text as given:
+    read as YAML, ``"#1 run"`` would be a comment (None), ``no`` false, ``[x]`` a list and
+    ``"Classify: yes"`` a mapping. The one exception is a text wholly in YAML quotes
+    (``"'no'"``), which is unquoted, so a command written by YAML-quoting a value (the Train
+    area's "Copy as command") reads back the same. Other keys are read as YAML, so numbers,
+    booleans and lists (``[q_proj, v_proj]``) work.
+    """
+    meta = RunConfig.field_meta().get(key)
+    if meta is not None and meta["type"] == "str":
+        return _unquoted(text)
     try:
         return yaml.safe_load(text) if text != "" else ""
     except yaml.YAMLError:
         return text
+
+
+def _unquoted(text: str) -> str:
+    """``'it''s'`` -> ``it's``: the text inside YAML quotes when all of it is one quoted scalar."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        if isinstance(value, str):
+            return value
+    return text
 
 
 def update_readme(path: Path) -> bool:

@@ -196,3 +196,25 @@ def test_bare_no_in_yaml_and_on_the_command_line_means_the_choice_no(tmp_path):
     with pytest.raises(ConfigErrors) as e:  # false is still not a valid method
         RunConfig.from_dict({"method": False})
     assert "'method'" in messages(e.value)[0]
+
+
+@pytest.mark.parametrize("key,text,value", [
+    # Text keys take the text as given; read as YAML these were a mapping, None, False and a list.
+    ("prompt_init_text", "Classify: positive or negative", "Classify: positive or negative"),
+    ("run_name", "#1 run", "#1 run"),
+    ("run_name", "no", "no"),
+    ("run_name", "[x]", "[x]"),
+    ("run_name", "12", "12"),
+    ("run_name", "", ""),
+    ("run_name", "'quoted, as Copy as command writes'", "quoted, as Copy as command writes"),
+    ("mixed_precision", "no", "no"),
+    # Other keys are still YAML: lists, numbers, booleans.
+    ("lora_target_modules", "[q_proj, v_proj]", ["q_proj", "v_proj"]),
+    ("lora_r", "16", 16),
+    ("packing", "yes", True),
+])
+def test_command_line_values_of_text_keys_are_taken_as_given(key, text, value):
+    from engine.config import parse_override
+
+    assert parse_override(key, text) == value
+    assert getattr(RunConfig.from_dict({key: parse_override(key, text)}), key) == value
