@@ -218,3 +218,26 @@ def test_command_line_values_of_text_keys_are_taken_as_given(key, text, value):
 
     assert parse_override(key, text) == value
     assert getattr(RunConfig.from_dict({key: parse_override(key, text)}), key) == value
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_config_in_another_unicode_encoding_says_to_save_it_as_utf8(tmp_path, encoding):
+    # PowerShell's `>` writes UTF-16 with a byte-order mark; reading it as UTF-8 raised UnicodeDecodeError.
+    path = tmp_path / "run.yaml"
+    text = "model: demo\n"
+    path.write_bytes(("\ufeff" + text).encode(encoding) if encoding != "utf-16" else text.encode(encoding))
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    msg = messages(e.value)[0]
+    assert msg.startswith(f"{path}: the file is {encoding[:6].upper()} text") and "save it as UTF-8" in msg
+
+
+def test_a_config_that_is_not_utf8_names_the_line_and_column_of_the_first_bad_byte(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes("model: demo\nrun_name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    msg = messages(e.value)[0]
+    assert msg.startswith(f"{path}:2:14: the file is not UTF-8 text (byte 0xe9") and "save it as UTF-8" in msg
+    path.write_bytes("\ufeffmodel: demo\nrun_name: café\n".encode("utf-8"))  # UTF-8 with a BOM is fine
+    assert RunConfig.load(path).run_name == "café"
