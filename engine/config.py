@@ -288,12 +288,21 @@ class RunConfig:
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
             problem = getattr(e, "problem", None) or str(e)
             raise ConfigErrors([ConfigError(f"{where}: invalid YAML: {problem}")]) from None
+        occurrences = _key_occurrences(text)
+        # YAML keeps the last of a repeated key without a word; which one the user meant is a guess.
+        repeated = [ConfigError(f"{path}:{places[-1][0]}:{places[-1][1]}: '{key}' is given {_times(len(places))} "
+                                f"(lines {', '.join(str(line) for line, _ in places)}); YAML would silently keep "
+                                "this last one: give it once", key=key)
+                    for key, places in occurrences.items() if len(places) > 1]
         if isinstance(data, dict) and overrides:
             data = {**data, **overrides}
         try:
             cfg = cls.from_dict(data, source=str(path))
         except ConfigErrors as e:
-            raise _located(e, path, _key_positions(text), set(overrides or ())) from None
+            positions = {key: places[-1] for key, places in occurrences.items()}  # the ones safe_load kept
+            raise ConfigErrors(repeated + _located(e, path, positions, set(overrides or ())).errors) from None
+        if repeated:
+            raise ConfigErrors(repeated)
         return cfg.resolve_paths(path.parent)
 
     def resolve_paths(self, base: Path) -> RunConfig:
@@ -518,18 +527,22 @@ def _decoded(path: Path, data: bytes) -> str:
             "UTF-8; it may be Latin-1 or Windows-1252); run configs are read as UTF-8: save it as UTF-8")]) from None
 
 
-def _key_positions(text: str) -> dict[str, tuple[int, int]]:
-    """Where each top-level key is in a YAML text: key -> (line, column), 1-based."""
+def _times(n: int) -> str:
+    return "twice" if n == 2 else f"{n} times"
+
+
+def _key_occurrences(text: str) -> dict[str, list[tuple[int, int]]]:
+    """Where each top-level key is in a YAML text: key -> every (line, column) it is at, 1-based."""
     try:
         root = yaml.compose(text)
     except yaml.YAMLError:
         return {}
     if not isinstance(root, yaml.MappingNode):
         return {}
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, list[tuple[int, int]]] = {}
     for key_node, _ in root.value:
         mark = key_node.start_mark
-        out.setdefault(str(key_node.value), (mark.line + 1, mark.column + 1))
+        out.setdefault(str(key_node.value), []).append((mark.line + 1, mark.column + 1))
     return out
 
 

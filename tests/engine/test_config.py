@@ -241,3 +241,21 @@ def test_a_config_that_is_not_utf8_names_the_line_and_column_of_the_first_bad_by
     assert msg.startswith(f"{path}:2:14: the file is not UTF-8 text (byte 0xe9") and "save it as UTF-8" in msg
     path.write_bytes("\ufeffmodel: demo\nrun_name: café\n".encode("utf-8"))  # UTF-8 with a BOM is fine
     assert RunConfig.load(path).run_name == "café"
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    # safe_load silently keeps the last; the error used to point at the first occurrence's line.
+    path = tmp_path / "run.yaml"
+    path.write_text("model: demo\nmax_steps: 3\nlearning_rate: 1e-4\nmax_steps: 5\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    assert messages(e.value) == [f"{path}:4:1: 'max_steps' is given twice (lines 2, 4); YAML would silently "
+                                 "keep this last one: give it once"]
+    assert e.value.errors[0].key == "max_steps"
+    # A bad value of a repeated key points at the occurrence that was read (the last one).
+    path.write_text("model: demo\nlora_r: 8\nmethod: lora\nlora_r: 0\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    got = messages(e.value)
+    assert got[0].startswith(f"{path}:4:1: 'lora_r' is given twice (lines 2, 4)")
+    assert got[1].startswith(f"{path}:4:1: 'lora_r' must be between 1 and 4096, got 0")
