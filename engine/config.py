@@ -249,8 +249,8 @@ class RunConfig:
         values: dict[str, Any] = {}
         for key, raw in data.items():
             if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-                tip = f"; did you mean '{close[0]}'?" if close else ""
+                close = closest_key(str(key))
+                tip = f"; did you mean '{close}'?" if close else ""
                 errors.append(ConfigError(f"{source}: unknown key '{key}'{tip}", key=str(key),
                                           fix={key: None} if not close else {}))
                 continue
@@ -493,6 +493,64 @@ class RunConfig:
             raise ConfigErrors(errors)
 
 
+# ---------------------------------------------------------------- Key names
+# What other trainers (transformers' TrainingArguments, PEFT, axolotl, LLaMA-Factory) and
+# everyday shorthand call our keys; too far from ours for difflib to find.
+KEY_ALIASES = {
+    "lr": "learning_rate", "epochs": "num_epochs", "num_train_epochs": "num_epochs", "steps": "max_steps",
+    "bs": "batch_size", "micro_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+    "grad_accum": "gradient_accumulation_steps", "gradient_accumulation": "gradient_accumulation_steps",
+    "r": "lora_r", "rank": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout",
+    "target_modules": "lora_target_modules", "max_seq_length": "seq_len", "max_length": "seq_len",
+    "sequence_len": "seq_len", "cutoff_len": "seq_len", "warmup": "warmup_ratio", "optim": "optimizer",
+    "scheduler": "lr_scheduler", "lr_scheduler_type": "lr_scheduler", "model_name_or_path": "model",
+    "data": "dataset", "output": "output_dir", "name": "run_name", "precision": "mixed_precision",
+    "bf16": "mixed_precision", "fp16": "mixed_precision", "load_in_4bit": "load_in", "load_in_8bit": "load_in",
+}
+
+
+def closest_key(name: str) -> str | None:
+    """The run-config key a mistyped or foreign ``name`` most likely means, or None.
+
+    One place for every "did you mean" about a key (YAML files, ``--KEY`` overrides, ``--grid``).
+    """
+    name = name.strip().lstrip("-").replace("-", "_")
+    names = RunConfig.field_names()
+    if name.lower() in KEY_ALIASES:
+        return KEY_ALIASES[name.lower()]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def split_values(text: str) -> list[str]:
+    """``"[q_proj,v_proj],all-linear"`` -> ``["[q_proj,v_proj]", "all-linear"]``: split on the commas
+    outside brackets and quotes, so a list value stays whole."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def coerce(key: str, raw: Any) -> Any:
+    """``raw`` as ``key``'s type (``"1e-4"`` -> ``0.0001``), checked against its range and choices.
+
+    Raises:
+        ConfigError: naming the key and what is allowed.
+    """
+    return _coerce(key, raw, RunConfig.field_meta()[key])
+
+
 # ---------------------------------------------------------------- Coercion helpers
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
                "false": False, "no": False, "off": False, "0": False}
@@ -525,6 +583,18 @@ def _decoded(path: Path, data: bytes) -> str:
         raise ConfigErrors([ConfigError(
             f"{path}:{line}:{column}: the file is not UTF-8 text (byte 0x{data[e.start]:02x} there can't be "
             "UTF-8; it may be Latin-1 or Windows-1252); run configs are read as UTF-8: save it as UTF-8")]) from None
+
+
+def keys_in(path: str | os.PathLike) -> set[str]:
+    """The top-level keys a run config file sets, to tell the user's choices from defaults.
+
+    Read after :meth:`RunConfig.load` succeeded on the file; unreadable: no keys.
+    """
+    path = Path(path)
+    try:
+        return set(_key_occurrences(_decoded(path, path.read_bytes())))
+    except (OSError, ConfigErrors):
+        return set()
 
 
 def _times(n: int) -> str:

@@ -35,6 +35,12 @@ def test_unknown_override_suggests(capsys):
     assert "did you mean '--max_steps'" in capsys.readouterr().err
 
 
+def test_a_common_shorthand_for_a_key_gets_the_key(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "x.yaml", "--lr", "1e-4"])
+    assert "unknown option '--lr'; did you mean '--learning_rate'?" in capsys.readouterr().err
+
+
 def test_override_needs_value(capsys):
     with pytest.raises(SystemExit):
         main(["train", "x.yaml", "--max_steps"])
