@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export-launch", help="write accelerate/DeepSpeed configs and a launch script",
                        epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)
     x.add_argument("config", metavar="RUN.yaml")
-    x.add_argument("--out", default=None, metavar="DIR", help="default: <output_dir>/launch")
+    x.add_argument("--out", default=None, metavar="DIR", help="default: <output_dir>/launch (relative: to the current folder); when "
+                   "output_dir is empty, a new run folder in the runs directory becomes the run's output_dir")
     x.add_argument("--zero", type=int, choices=[2, 3], default=2, help="DeepSpeed ZeRO stage")
     x.add_argument("--offload", action="store_true", help="ZeRO CPU offload of optimizer (and params for 3)")
     x.add_argument("--num-processes", type=int, default=2, dest="num_processes")

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,9 @@ class RunConfig:
     def load(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
         """Read a YAML run config, apply ``overrides`` and validate.
 
+        Relative paths in the file resolve against its folder, those in ``overrides`` (typed on the
+        command line) against the current folder; both are stored absolute (:meth:`resolve_paths`).
+
         Raises:
             ConfigErrors: unreadable YAML (with line and column) or invalid values.
         """
@@ -303,10 +307,19 @@ class RunConfig:
             raise ConfigErrors(repeated + _located(e, path, positions, set(overrides or ())).errors) from None
         if repeated:
             raise ConfigErrors(repeated)
-        return cfg.resolve_paths(path.parent)
+        return cfg.resolve_paths(path.parent, typed=set(overrides or ()))
 
-    def resolve_paths(self, base: Path) -> RunConfig:
-        """Make relative model/dataset/output paths relative to the config file's folder."""
+    def resolve_paths(self, base: Path, *, typed: Collection[str] = ()) -> RunConfig:
+        """Make relative model/dataset/output paths absolute, so the saved run.yaml (``--resume``,
+        ``runs audit``) means the same files from any folder.
+
+        The rule: a path typed on the command line (the keys in ``typed``) is relative to the
+        current folder, as a shell user expects; a path written in a YAML file is relative to that
+        file's folder ``base``, so a config and its data can move together. A YAML path that isn't
+        there but is in the current folder is taken from there (configs written for running from
+        a project folder). A model or dataset found nowhere is kept as written: it may be a Hugging
+        Face id ('org/name'), and otherwise its error names it as the user wrote it.
+        """
         changes = {}
         for key in ("model", "dataset", "eval_dataset", "output_dir", "deepspeed", "template"):
             value = getattr(self, key)
@@ -314,13 +327,12 @@ class RunConfig:
                 continue
             if not value or value == "demo" or os.path.isabs(value):
                 continue
-            candidate = (base / value)
-            # A Hugging Face id ('org/name') is kept when no such local folder exists.
-            if key == "model" and not candidate.exists() and not Path(value).exists():
-                continue
-            if Path(value).exists() and not candidate.exists():
-                continue
-            changes[key] = str(candidate.resolve()) if candidate.exists() or key == "output_dir" else value
+            here = Path(value)  # relative to the current folder
+            candidate = here if key in typed else base / value
+            if not candidate.exists() and here.exists():
+                candidate = here
+            if candidate.exists() or key == "output_dir":
+                changes[key] = str(candidate.resolve())
         return dataclasses.replace(self, **changes) if changes else self
 
     def replace(self, **changes: Any) -> RunConfig:

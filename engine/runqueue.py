@@ -188,6 +188,9 @@ class RunQueue:
             values = {**point, "output_dir": "", "run_name": name}
             try:
                 point_cfg = cfg.replace(**values) if given is None else RunConfig.from_dict({**mine, **values})
+                # A path in the grid was typed: relative to the current folder, stored absolute (the
+                # frozen config lives in the queue folder, which a relative path would be read against).
+                point_cfg = point_cfg.resolve_paths(Path.cwd(), typed=point)
                 configs.append((point_cfg, point))
             except ConfigErrors as e:
                 where = ", ".join(f"{k}={_short(v)}" for k, v in point.items())

@@ -143,6 +143,37 @@ def test_relative_paths_resolve_against_config_folder(tmp_path):
     assert cfg.output_dir == str((tmp_path / "out").resolve())
 
 
+def test_paths_typed_on_the_command_line_resolve_against_the_current_folder_and_are_stored_absolute(
+        tmp_path, monkeypatch):
+    cfg_dir, work = tmp_path / "cfgdir", tmp_path / "work"
+    cfg_dir.mkdir()
+    work.mkdir()
+    (work / "small.jsonl").write_text("")
+    (cfg_dir / "small.jsonl").write_text("")
+    (cfg_dir / "run.yaml").write_text("dataset: small.jsonl\noutput_dir: out\n")
+    monkeypatch.chdir(work)
+    # In the file: the file's folder, even when the current folder has a file of that name.
+    cfg = RunConfig.load("../cfgdir/run.yaml")
+    assert (cfg.dataset, cfg.output_dir) == (str(cfg_dir / "small.jsonl"), str(cfg_dir / "out"))
+    # Typed: the current folder (output_dir landed beside the config before).
+    cfg = RunConfig.load("../cfgdir/run.yaml", {"dataset": "small.jsonl", "output_dir": "out-rel"})
+    assert (cfg.dataset, cfg.output_dir) == (str(work / "small.jsonl"), str(work / "out-rel"))
+
+
+def test_a_yaml_path_found_only_in_the_current_folder_is_stored_absolute(tmp_path, monkeypatch):
+    # It stayed relative, so run.yaml's --resume and `runs audit` from another folder lost the dataset.
+    (tmp_path / "cfgdir").mkdir()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "small.jsonl").write_text("")
+    (tmp_path / "cfgdir" / "run.yaml").write_text("dataset: small.jsonl\n")
+    monkeypatch.chdir(tmp_path / "work")
+    assert RunConfig.load("../cfgdir/run.yaml").dataset == str(tmp_path / "work" / "small.jsonl")
+    # Found nowhere: kept as written (a Hugging Face cache id, or a name its error can quote).
+    (tmp_path / "cfgdir" / "run.yaml").write_text("dataset: org/name\nmodel: Qwen/Qwen2.5-0.5B\n")
+    cfg = RunConfig.load("../cfgdir/run.yaml")
+    assert (cfg.dataset, cfg.model) == ("org/name", "Qwen/Qwen2.5-0.5B")
+
+
 def test_shipped_presets_load():
     from engine.paths import presets_dir
 

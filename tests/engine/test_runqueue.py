@@ -88,6 +88,17 @@ def test_a_grid_over_methods_builds_each_point_as_if_the_method_were_written_in_
     assert len(RunQueue().entries()) == 4
 
 
+def test_a_relative_path_in_a_grid_is_the_current_folder_s_and_is_frozen_absolute(tmp_path, small_dataset,
+                                                                                   monkeypatch):
+    # The frozen config lives in the queue folder, which a relative path would be read against.
+    (tmp_path / "a.jsonl").write_bytes(small_dataset.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    q = RunQueue(tmp_path / "queue")
+    [entry] = q.add(make_cfg(Path("demo"), small_dataset, ""), grid=parse_grid(["dataset=a.jsonl"]))
+    monkeypatch.chdir(tmp_path / "queue")  # the runner may run from anywhere
+    assert RunConfig.load(entry.config).dataset == str(tmp_path / "a.jsonl")
+
+
 def test_what_is_queued_is_frozen_and_removal_keeps_ids_unique(tmp_path, small_dataset):
     source = tmp_path / "run.yaml"
     make_cfg(Path("demo"), small_dataset, tmp_path / "out", max_steps=3).save(source)
