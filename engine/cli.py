@@ -420,8 +420,11 @@ def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[s
             close = closest_key(key)
             parser.error(f"unknown option '--{key}'" + (f"; did you mean '--{close}'?" if close else ""))
         if not _:
-            if i + 1 >= len(rest):
-                parser.error(f"option '--{key}' needs a value")
+            # The next option is not this one's value: `--max_steps --method ia3` lacks the steps.
+            if i + 1 >= len(rest) or rest[i + 1].startswith("--"):
+                parser.error(f"option '--{key}' needs a value" + (
+                    f" (the next argument is the option '{rest[i + 1]}'; write --{key}=VALUE for a value that "
+                    "starts with --)" if i + 1 < len(rest) else ""))
             value = rest[i + 1]
             i += 1
         out[key] = parse_override(key, value)

@@ -45,6 +45,17 @@ def test_override_needs_value(capsys):
     with pytest.raises(SystemExit):
         main(["train", "x.yaml", "--max_steps"])
     assert "needs a value" in capsys.readouterr().err
+    # Another option right after: it is not the value (this said "unexpected argument 'ia3'").
+    with pytest.raises(SystemExit):
+        main(["train", "x.yaml", "--max_steps", "--method", "ia3"])
+    err = capsys.readouterr().err
+    assert "option '--max_steps' needs a value (the next argument is the option '--method'" in err
+    assert "unexpected" not in err
+    # A negative number and a value written with = are still values.
+    from engine.cli import _split_overrides, build_parser
+
+    assert _split_overrides(build_parser(), ["--max_steps", "-1", "--run_name=--x"]) == {"max_steps": -1,
+                                                                                         "run_name": "--x"}
 
 
 def test_bad_config_is_an_error_not_a_traceback(tmp_path, capsys):
