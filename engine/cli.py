@@ -12,7 +12,6 @@ lazily so that ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import os
 import sys
@@ -20,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from engine import __version__
 from engine.adapters import COMBINATIONS
-from engine.config import RunConfig, parse_override
+from engine.config import RunConfig, closest_key, parse_override
 from engine.data.templates import TEMPLATE_CHOICES
 from engine.errors import StudioError
 from engine.gguf_export import TYPES as GGUF_TYPES
@@ -324,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export-launch", help="write accelerate/DeepSpeed configs and a launch script",
                        epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)
     x.add_argument("config", metavar="RUN.yaml")
-    x.add_argument("--out", default=None, metavar="DIR", help="default: <output_dir>/launch")
+    x.add_argument("--out", default=None, metavar="DIR", help="default: <output_dir>/launch (relative: to the current folder); when "
+                   "output_dir is empty, a new run folder in the runs directory becomes the run's output_dir")
     x.add_argument("--zero", type=int, choices=[2, 3], default=2, help="DeepSpeed ZeRO stage")
     x.add_argument("--offload", action="store_true", help="ZeRO CPU offload of optimizer (and params for 3)")
     x.add_argument("--num-processes", type=int, default=2, dest="num_processes")
@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     qa.add_argument("config", metavar="RUN.yaml")
     qa.add_argument("--grid", action="append", metavar="KEY=V1,V2",
                     help="one run per value; several --grid make every combination "
-                    "(--grid learning_rate=1e-4,3e-4 --grid lora_r=8,16 queues 4 runs)")
+                    "(--grid learning_rate=1e-4,3e-4 --grid lora_r=8,16 queues 4 runs); a list value stays "
+                    "whole in brackets (--grid \"lora_target_modules=[q_proj,v_proj],all-linear\")")
     qa.add_argument("--json", action="store_true", help="print the queued entries as JSON")
     ql = qsub.add_parser("list", help="the queue: pending, training and ended runs")
     ql.add_argument("--json", action="store_true")
@@ -418,11 +419,14 @@ def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[s
         key, _, value = tok[2:].partition("=")
         key = key.replace("-", "_") if key.replace("-", "_") in names else key
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-            parser.error(f"unknown option '--{key}'" + (f"; did you mean '--{close[0]}'?" if close else ""))
+            close = closest_key(key)
+            parser.error(f"unknown option '--{key}'" + (f"; did you mean '--{close}'?" if close else ""))
         if not _:
-            if i + 1 >= len(rest):
-                parser.error(f"option '--{key}' needs a value")
+            # The next option is not this one's value: `--max_steps --method ia3` lacks the steps.
+            if i + 1 >= len(rest) or rest[i + 1].startswith("--"):
+                parser.error(f"option '--{key}' needs a value" + (
+                    f" (the next argument is the option '{rest[i + 1]}'; write --{key}=VALUE for a value that "
+                    "starts with --)" if i + 1 < len(rest) else ""))
             value = rest[i + 1]
             i += 1
         out[key] = parse_override(key, value)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -248,8 +250,8 @@ class RunConfig:
         values: dict[str, Any] = {}
         for key, raw in data.items():
             if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-                tip = f"; did you mean '{close[0]}'?" if close else ""
+                close = closest_key(str(key))
+                tip = f"; did you mean '{close}'?" if close else ""
                 errors.append(ConfigError(f"{source}: unknown key '{key}'{tip}", key=str(key),
                                           fix={key: None} if not close else {}))
                 continue
@@ -270,12 +272,15 @@ class RunConfig:
     def load(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
         """Read a YAML run config, apply ``overrides`` and validate.
 
+        Relative paths in the file resolve against its folder, those in ``overrides`` (typed on the
+        command line) against the current folder; both are stored absolute (:meth:`resolve_paths`).
+
         Raises:
             ConfigErrors: unreadable YAML (with line and column) or invalid values.
         """
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = _decoded(path, path.read_bytes())
         except FileNotFoundError:
             raise ConfigErrors([ConfigError(f"{path}: no such run config file")]) from None
         except OSError as e:
@@ -287,16 +292,34 @@ class RunConfig:
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
             problem = getattr(e, "problem", None) or str(e)
             raise ConfigErrors([ConfigError(f"{where}: invalid YAML: {problem}")]) from None
+        occurrences = _key_occurrences(text)
+        # YAML keeps the last of a repeated key without a word; which one the user meant is a guess.
+        repeated = [ConfigError(f"{path}:{places[-1][0]}:{places[-1][1]}: '{key}' is given {_times(len(places))} "
+                                f"(lines {', '.join(str(line) for line, _ in places)}); YAML would silently keep "
+                                "this last one: give it once", key=key)
+                    for key, places in occurrences.items() if len(places) > 1]
         if isinstance(data, dict) and overrides:
             data = {**data, **overrides}
         try:
             cfg = cls.from_dict(data, source=str(path))
         except ConfigErrors as e:
-            raise _located(e, path, _key_positions(text), set(overrides or ())) from None
-        return cfg.resolve_paths(path.parent)
+            positions = {key: places[-1] for key, places in occurrences.items()}  # the ones safe_load kept
+            raise ConfigErrors(repeated + _located(e, path, positions, set(overrides or ())).errors) from None
+        if repeated:
+            raise ConfigErrors(repeated)
+        return cfg.resolve_paths(path.parent, typed=set(overrides or ()))
 
-    def resolve_paths(self, base: Path) -> RunConfig:
-        """Make relative model/dataset/output paths relative to the config file's folder."""
+    def resolve_paths(self, base: Path, *, typed: Collection[str] = ()) -> RunConfig:
+        """Make relative model/dataset/output paths absolute, so the saved run.yaml (``--resume``,
+        ``runs audit``) means the same files from any folder.
+
+        The rule: a path typed on the command line (the keys in ``typed``) is relative to the
+        current folder, as a shell user expects; a path written in a YAML file is relative to that
+        file's folder ``base``, so a config and its data can move together. A YAML path that isn't
+        there but is in the current folder is taken from there (configs written for running from
+        a project folder). A model or dataset found nowhere is kept as written: it may be a Hugging
+        Face id ('org/name'), and otherwise its error names it as the user wrote it.
+        """
         changes = {}
         for key in ("model", "dataset", "eval_dataset", "output_dir", "deepspeed", "template"):
             value = getattr(self, key)
@@ -304,13 +327,12 @@ class RunConfig:
                 continue
             if not value or value == "demo" or os.path.isabs(value):
                 continue
-            candidate = (base / value)
-            # A Hugging Face id ('org/name') is kept when no such local folder exists.
-            if key == "model" and not candidate.exists() and not Path(value).exists():
-                continue
-            if Path(value).exists() and not candidate.exists():
-                continue
-            changes[key] = str(candidate.resolve()) if candidate.exists() or key == "output_dir" else value
+            here = Path(value)  # relative to the current folder
+            candidate = here if key in typed else base / value
+            if not candidate.exists() and here.exists():
+                candidate = here
+            if candidate.exists() or key == "output_dir":
+                changes[key] = str(candidate.resolve())
         return dataclasses.replace(self, **changes) if changes else self
 
     def replace(self, **changes: Any) -> RunConfig:
@@ -483,23 +505,126 @@ class RunConfig:
             raise ConfigErrors(errors)
 
 
+# ---------------------------------------------------------------- Key names
+# What other trainers (transformers' TrainingArguments, PEFT, axolotl, LLaMA-Factory) and
+# everyday shorthand call our keys; too far from ours for difflib to find.
+KEY_ALIASES = {
+    "lr": "learning_rate", "epochs": "num_epochs", "num_train_epochs": "num_epochs", "steps": "max_steps",
+    "bs": "batch_size", "micro_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+    "grad_accum": "gradient_accumulation_steps", "gradient_accumulation": "gradient_accumulation_steps",
+    "r": "lora_r", "rank": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout",
+    "target_modules": "lora_target_modules", "max_seq_length": "seq_len", "max_length": "seq_len",
+    "sequence_len": "seq_len", "cutoff_len": "seq_len", "warmup": "warmup_ratio", "optim": "optimizer",
+    "scheduler": "lr_scheduler", "lr_scheduler_type": "lr_scheduler", "model_name_or_path": "model",
+    "data": "dataset", "output": "output_dir", "name": "run_name", "precision": "mixed_precision",
+    "bf16": "mixed_precision", "fp16": "mixed_precision", "load_in_4bit": "load_in", "load_in_8bit": "load_in",
+}
+
+
+def closest_key(name: str) -> str | None:
+    """The run-config key a mistyped or foreign ``name`` most likely means, or None.
+
+    One place for every "did you mean" about a key (YAML files, ``--KEY`` overrides, ``--grid``).
+    """
+    name = name.strip().lstrip("-").replace("-", "_")
+    names = RunConfig.field_names()
+    if name.lower() in KEY_ALIASES:
+        return KEY_ALIASES[name.lower()]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def split_values(text: str) -> list[str]:
+    """``"[q_proj,v_proj],all-linear"`` -> ``["[q_proj,v_proj]", "all-linear"]``: split on the commas
+    outside brackets and quotes, so a list value stays whole."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def coerce(key: str, raw: Any) -> Any:
+    """``raw`` as ``key``'s type (``"1e-4"`` -> ``0.0001``), checked against its range and choices.
+
+    Raises:
+        ConfigError: naming the key and what is allowed.
+    """
+    return _coerce(key, raw, RunConfig.field_meta()[key])
+
+
 # ---------------------------------------------------------------- Coercion helpers
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
                "false": False, "no": False, "off": False, "0": False}
 
 
-def _key_positions(text: str) -> dict[str, tuple[int, int]]:
-    """Where each top-level key is in a YAML text: key -> (line, column), 1-based."""
+# Byte-order marks of the encodings a run config is found in besides UTF-8 (PowerShell's `>` and
+# Notepad's "Unicode" write UTF-16 LE with a BOM). UTF-32's come first: they start like UTF-16's.
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+         (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def _decoded(path: Path, data: bytes) -> str:
+    """A run config's text: UTF-8, with or without a BOM.
+
+    Raises:
+        ConfigErrors: another encoding, named by its BOM when it has one, else where the first
+            byte that isn't UTF-8 is (line:column).
+    """
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            raise ConfigErrors([ConfigError(
+                f"{path}: the file is {name} text (it starts with a {name} byte-order mark, as PowerShell's "
+                "'>' and Notepad's 'Unicode' write); run configs are read as UTF-8: save it as UTF-8")])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        before = data[:e.start]
+        line = before.count(b"\n") + 1
+        column = e.start - (before.rfind(b"\n") + 1) + 1
+        raise ConfigErrors([ConfigError(
+            f"{path}:{line}:{column}: the file is not UTF-8 text (byte 0x{data[e.start]:02x} there can't be "
+            "UTF-8; it may be Latin-1 or Windows-1252); run configs are read as UTF-8: save it as UTF-8")]) from None
+
+
+def keys_in(path: str | os.PathLike) -> set[str]:
+    """The top-level keys a run config file sets, to tell the user's choices from defaults.
+
+    Read after :meth:`RunConfig.load` succeeded on the file; unreadable: no keys.
+    """
+    path = Path(path)
+    try:
+        return set(_key_occurrences(_decoded(path, path.read_bytes())))
+    except (OSError, ConfigErrors):
+        return set()
+
+
+def _times(n: int) -> str:
+    return "twice" if n == 2 else f"{n} times"
+
+
+def _key_occurrences(text: str) -> dict[str, list[tuple[int, int]]]:
+    """Where each top-level key is in a YAML text: key -> every (line, column) it is at, 1-based."""
     try:
         root = yaml.compose(text)
     except yaml.YAMLError:
         return {}
     if not isinstance(root, yaml.MappingNode):
         return {}
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, list[tuple[int, int]]] = {}
     for key_node, _ in root.value:
         mark = key_node.start_mark
-        out.setdefault(str(key_node.value), (mark.line + 1, mark.column + 1))
+        out.setdefault(str(key_node.value), []).append((mark.line + 1, mark.column + 1))
     return out
 
 
@@ -551,7 +676,9 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
             what = "a whole number" if kind == "int" else "a number"
             raise ConfigError(f"'{key}' must be {what}, got {raw!r}", key=key) from None
         lo, hi = meta.get("min"), meta.get("max")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
+        # NaN compares False with every bound, so it must be refused by name (inf is out of range already).
+        if (kind == "float" and math.isnan(value)) or (lo is not None and value < lo) \
+                or (hi is not None and value > hi):
             raise ConfigError(f"'{key}' must be between {lo} and {hi}, got {value}", key=key)
         return value
     if kind == "str":
@@ -588,11 +715,34 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
 
 
 def parse_override(key: str, text: str) -> Any:
-    """Turn a CLI ``--key value`` string into a YAML scalar/list (``[q_proj, v_proj]`` works)."""
+    """Turn a CLI ``--key value`` string into the value it means.
+
+    A text key (``run_name``, ``prompt_init_text``, ``method``...) takes the text as given:
+    read as YAML, ``"#1 run"`` would be a comment (None), ``no`` false, ``[x]`` a list and
+    ``"Classify: yes"`` a mapping. The one exception is a text wholly in YAML quotes
+    (``"'no'"``), which is unquoted, so a command written by YAML-quoting a value (the Train
+    area's "Copy as command") reads back the same. Other keys are read as YAML, so numbers,
+    booleans and lists (``[q_proj, v_proj]``) work.
+    """
+    meta = RunConfig.field_meta().get(key)
+    if meta is not None and meta["type"] == "str":
+        return _unquoted(text)
     try:
         return yaml.safe_load(text) if text != "" else ""
     except yaml.YAMLError:
         return text
+
+
+def _unquoted(text: str) -> str:
+    """``'it''s'`` -> ``it's``: the text inside YAML quotes when all of it is one quoted scalar."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        if isinstance(value, str):
+            return value
+    return text
 
 
 def update_readme(path: Path) -> bool:

@@ -1,7 +1,8 @@
 """Beyond one GPU: write an accelerate config, a DeepSpeed ZeRO config and a launch script.
 
 ``finetune-studio export-launch RUN.yaml [--out DIR] [--zero 2|3] [--offload]
-[--num-processes N]`` writes into ``DIR`` (default ``<output_dir>/launch``):
+[--num-processes N]`` writes into ``DIR`` (default ``<output_dir>/launch``; a config without an
+``output_dir`` gets a new run folder in the runs directory, named in the exported ``run.yaml``):
 
 - ``ds_zero{2,3}[_offload].json``: a DeepSpeed config in the shape of the ZeRO-3 CPU-offload
   example of the transformers DeepSpeed guide. Every value Trainer knows is ``"auto"``, so
@@ -158,10 +159,15 @@ def cli_export_launch(args: Any) -> int:
     cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
     if args.out:
         out = Path(args.out)
-    elif cfg.output_dir:
-        out = Path(cfg.output_dir) / "launch"
     else:
-        out = Path(args.config).resolve().parent / "launch"
+        if not cfg.output_dir:
+            # The run's folder is made now, as training would make it, and named in the exported run.yaml:
+            # the launch files live in the folder of the run they start (not beside the config, which may
+            # be a shipped preset), and every launch of them continues that one run.
+            from engine.runs import new_run_dir
+
+            cfg = cfg.replace(output_dir=str(new_run_dir(cfg.method, cfg.run_name)))
+        out = Path(cfg.output_dir) / "launch"
     files = export_launch(cfg, out, zero=args.zero, offload=args.offload, num_processes=args.num_processes)
     print(f"wrote {files['deepspeed']}\n      {files['accelerate']}\n      {files['run']}\n      {files['script']}")
     if cfg.optimizer != "adamw":

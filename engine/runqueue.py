@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -76,15 +76,17 @@ def queue_dir() -> Path:
     return data_home() / "queue"
 
 
-def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+def parse_grid(items: list[str], *, notes: list[str] | None = None) -> dict[str, list[Any]]:
     """``["learning_rate=1e-4,3e-4", "lora_r=8,16"]`` -> ``{"learning_rate": [1e-4, 3e-4], ...}``.
+
+    Values are split on the commas outside brackets, so ``lora_target_modules=[q_proj,v_proj],all-linear``
+    is two values. A value given twice (``lora_r=8,8``, or ``1e-4,0.0001``) would queue the same run twice
+    under the same name: it is kept once, and the drop is said in ``notes`` when given.
 
     Raises:
         ConfigErrors: a malformed item, an unknown key (with the closest one) or a repeated key.
     """
-    import difflib
-
-    from engine.config import RunConfig, parse_override
+    from engine.config import RunConfig, closest_key, coerce, parse_override, split_values
 
     names = RunConfig.field_names()
     grid: dict[str, list[Any]] = {}
@@ -97,15 +99,29 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
                                       key="grid"))
             continue
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-            errors.append(ConfigError(f"--grid: unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close
+            close = closest_key(key)
+            errors.append(ConfigError(f"--grid: unknown key '{key}'" + (f"; did you mean '{close}'?" if close
                                                                           else ""), key=key))
             continue
         if key in grid:
             errors.append(ConfigError(f"--grid: '{key}' is given twice; list all its values in one --grid",
                                       key=key))
             continue
-        grid[key] = [parse_override(key, v.strip()) for v in values.split(",") if v.strip()]
+        kept: list[Any] = []
+        seen: list[Any] = []
+        for text in split_values(values):
+            value = parse_override(key, text)
+            try:
+                same = coerce(key, value)
+            except ConfigError:
+                same = value  # a bad value is named with its grid point when the runs are built
+            if same in seen:
+                if notes is not None:
+                    notes.append(f"--grid {key}: {text} is the same as an earlier value; queued once")
+                continue
+            seen.append(same)
+            kept.append(value)
+        grid[key] = kept
     if errors:
         raise ConfigErrors(errors)
     return grid
@@ -140,15 +156,25 @@ class RunQueue:
 
     # ---- Changing
     def add(self, cfg: Any, *, changes: dict[str, Any] | None = None, source: str = "",
-            grid: dict[str, list[Any]] | None = None) -> list[Entry]:
+            grid: dict[str, list[Any]] | None = None, given: Collection[str] | None = None) -> list[Entry]:
         """Queue ``cfg`` (a RunConfig), or one run per point of ``grid`` over it.
 
         Every point is validated before any is queued: a grid with one impossible point
         queues nothing, and the error names the point.
 
+        Args:
+            given: the keys the user set (in the file and on the command line). A grid point is then
+                built as if its values were written into the config: the keys the user left out take
+                their defaults for the point, so ``method=lora,qlora`` loads qlora in nf4 as
+                ``method: qlora`` would. None: every key of ``cfg`` stands (the Train form's values).
+
         Raises:
             ConfigErrors: a point is not a valid config.
         """
+        from engine.config import RunConfig
+
+        if given is not None:
+            mine = {k: v for k, v in cfg.to_dict().items() if k in set(given)}
         points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())] \
             if grid else [{}]
         configs = []
@@ -159,12 +185,17 @@ class RunQueue:
                 parts.append(str(point.get("method", cfg.method)))
             parts += [f"{_slug(k)}{_short(v)}" for k, v in point.items() if k not in ("method", "run_name")]
             name = str(point["run_name"]) if "run_name" in point else "-".join(parts)
+            values = {**point, "output_dir": "", "run_name": name}
             try:
-                configs.append((cfg.replace(**{**point, "output_dir": "", "run_name": name}), point))
+                point_cfg = cfg.replace(**values) if given is None else RunConfig.from_dict({**mine, **values})
+                # A path in the grid was typed: relative to the current folder, stored absolute (the
+                # frozen config lives in the queue folder, which a relative path would be read against).
+                point_cfg = point_cfg.resolve_paths(Path.cwd(), typed=point)
+                configs.append((point_cfg, point))
             except ConfigErrors as e:
                 where = ", ".join(f"{k}={_short(v)}" for k, v in point.items())
-                raise ConfigErrors([ConfigError(f"grid point {where}: {x.message}", key=x.key, fix=x.fix,
-                                                hint=x.hint) for x in e.errors]) from None
+                raise ConfigErrors([ConfigError(f"grid point {where}: {x.message}" + _from_config(x.key, point, given),
+                                                key=x.key, fix=x.fix, hint=x.hint) for x in e.errors]) from None
         self.root.mkdir(parents=True, exist_ok=True)
         added = []
         with self._locked() as state:
@@ -486,6 +517,14 @@ def _entry(data: dict[str, Any]) -> Entry:
     return Entry(**{k: v for k, v in data.items() if k in known})
 
 
+def _from_config(key: str | None, point: dict[str, Any], given: Collection[str] | None) -> str:
+    """Why a grid over methods clashes with a key the config itself sets (load_in: fp32 for qlora)."""
+    if given is None or "method" not in point or key is None or key not in given or key in point:
+        return ""
+    return (f" ({key} is given in the config or as --{key}, so every grid point keeps it; leave it out and each "
+            "method takes its own default, as qlora takes nf4)")
+
+
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -524,12 +563,17 @@ def format_queue(entries: list[Entry], runner: int | None) -> str:
 
 def cli_add(args: Any) -> int:
     """``finetune-studio queue add RUN.yaml [--grid KEY=V1,V2 ...] [--KEY VALUE ...] [--json]``."""
-    from engine.config import RunConfig
+    from engine.config import RunConfig, keys_in
 
     q = RunQueue()
     cfg = RunConfig.load(args.config, args.overrides)
-    grid = parse_grid(args.grid or [])
-    added = q.add(cfg, changes=dict(args.overrides), source=str(Path(args.config).resolve()), grid=grid)
+    notes: list[str] = []
+    grid = parse_grid(args.grid or [], notes=notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    given = {*keys_in(args.config), *args.overrides}
+    added = q.add(cfg, changes=dict(args.overrides), source=str(Path(args.config).resolve()), grid=grid,
+                  given=given)
     if args.json:
         print(json.dumps([asdict(e) for e in added], indent=1, ensure_ascii=False))
     else:

@@ -1,8 +1,8 @@
 """One editor widget per run-config key, built from ``RunConfig.field_meta()``.
 
 The metadata decides the widget: a check box for a bool, a combo box for choices, a
-spin box for an integer with bounds, a text field for floats (so ``2e-5`` reads as
-such), module lists and paths. The ``help`` text becomes the tooltip, with the key and
+spin box for an integer with bounds (a double spin box without decimals past 2**31 - 1), a
+text field for floats (so ``2e-5`` reads as such), module lists and paths. The ``help`` text becomes the tooltip, with the key and
 its allowed range, so the GUI, the CLI ``--help`` and the YAML comments say the same.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
     QLineEdit,
@@ -52,7 +53,7 @@ LABELS = {
     "trust_remote_code": "Trust remote code", "allow_pickle": "Allow pickle weights",
     "attn_implementation": "Attention", "deepspeed": "DeepSpeed config",
 }
-# Qt spin boxes hold a C int.
+# QSpinBox holds a C int; IntEditor takes a QDoubleSpinBox for keys that go past it.
 _INT_MAX = 2**31 - 1
 
 
@@ -116,7 +117,7 @@ class FieldEditor(QWidget):
         self._error = message
         self.setToolTip(self._help() if not message else f"⚠ {message}\n\n{self._help()}")
         self.setStyleSheet("" if not message else
-                           "QLineEdit, QComboBox, QSpinBox { border: 1px solid #d0342c; }")
+                           "QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox { border: 1px solid #d0342c; }")
 
     def set_note(self, note: str) -> None:
         """A line shown before the key's help in the tooltips (why the field is locked, say)."""
@@ -210,10 +211,21 @@ class ChoiceEditor(FieldEditor):
 
 
 class IntEditor(FieldEditor):
+    """A spin box over the key's whole range.
+
+    QSpinBox holds a C int, so a key allowed past 2**31 - 1 (``seed``, up to 2**32 - 1) gets a
+    QDoubleSpinBox with no decimals instead: a double holds every integer up to 2**53 exactly.
+    """
+
     def __init__(self, model: ConfigModel, key: str, parent: QWidget | None = None):
         super().__init__(model, key, parent)
-        self.spin = QSpinBox()
-        self.spin.setRange(max(int(self.meta.get("min", 0)), -_INT_MAX), min(int(self.meta.get("max", _INT_MAX)), _INT_MAX))
+        lo, hi = int(self.meta.get("min", 0)), int(self.meta.get("max", _INT_MAX))
+        if -_INT_MAX <= lo and hi <= _INT_MAX:
+            self.spin: QSpinBox | QDoubleSpinBox = QSpinBox()
+        else:
+            self.spin = QDoubleSpinBox()
+            self.spin.setDecimals(0)
+        self.spin.setRange(lo, hi)
         self.spin.setAccelerated(True)
         self.spin.setKeyboardTracking(True)
         self.spin.setToolTip(self._tooltip)
@@ -230,13 +242,13 @@ class IntEditor(FieldEditor):
         self.spin.valueChanged.connect(self._commit)
 
     def value(self) -> int:
-        return self.spin.value()
+        return int(round(self.spin.value()))
 
     def set_value(self, value: Any) -> None:
         self.spin.blockSignals(True)
         try:
             self.spin.setValue(int(value))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
         self.spin.blockSignals(False)
 

@@ -35,10 +35,27 @@ def test_unknown_override_suggests(capsys):
     assert "did you mean '--max_steps'" in capsys.readouterr().err
 
 
+def test_a_common_shorthand_for_a_key_gets_the_key(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "x.yaml", "--lr", "1e-4"])
+    assert "unknown option '--lr'; did you mean '--learning_rate'?" in capsys.readouterr().err
+
+
 def test_override_needs_value(capsys):
     with pytest.raises(SystemExit):
         main(["train", "x.yaml", "--max_steps"])
     assert "needs a value" in capsys.readouterr().err
+    # Another option right after: it is not the value (this said "unexpected argument 'ia3'").
+    with pytest.raises(SystemExit):
+        main(["train", "x.yaml", "--max_steps", "--method", "ia3"])
+    err = capsys.readouterr().err
+    assert "option '--max_steps' needs a value (the next argument is the option '--method'" in err
+    assert "unexpected" not in err
+    # A negative number and a value written with = are still values.
+    from engine.cli import _split_overrides, build_parser
+
+    assert _split_overrides(build_parser(), ["--max_steps", "-1", "--run_name=--x"]) == {"max_steps": -1,
+                                                                                         "run_name": "--x"}
 
 
 def test_bad_config_is_an_error_not_a_traceback(tmp_path, capsys):

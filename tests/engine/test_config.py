@@ -66,6 +66,12 @@ def test_wrong_choice_lists_allowed_values():
     ("gradient_checkpointing", "maybe", "'gradient_checkpointing' must be true or false"),
     ("lora_r", 2.5, "'lora_r' must be a whole number"),
     ("lora_target_modules", 5, "'lora_target_modules' must be 'all-linear' or a list"),
+    # NaN compares False with every bound, so a plain range test lets it through.
+    ("learning_rate", "nan", "'learning_rate' must be between 0.0 and 10.0, got nan"),
+    ("warmup_ratio", float("nan"), "'warmup_ratio' must be between 0.0 and 0.5, got nan"),
+    ("lora_dropout", yaml.safe_load(".nan"), "'lora_dropout' must be between 0.0 and 0.9, got nan"),
+    ("learning_rate", "inf", "'learning_rate' must be between 0.0 and 10.0, got inf"),
+    ("seed", "nan", "'seed' must be a whole number, got 'nan'"),
 ])
 def test_wrong_type_or_range_names_key(key, value, expect):
     with pytest.raises(ConfigErrors) as e:
@@ -137,6 +143,37 @@ def test_relative_paths_resolve_against_config_folder(tmp_path):
     assert cfg.output_dir == str((tmp_path / "out").resolve())
 
 
+def test_paths_typed_on_the_command_line_resolve_against_the_current_folder_and_are_stored_absolute(
+        tmp_path, monkeypatch):
+    cfg_dir, work = tmp_path / "cfgdir", tmp_path / "work"
+    cfg_dir.mkdir()
+    work.mkdir()
+    (work / "small.jsonl").write_text("")
+    (cfg_dir / "small.jsonl").write_text("")
+    (cfg_dir / "run.yaml").write_text("dataset: small.jsonl\noutput_dir: out\n")
+    monkeypatch.chdir(work)
+    # In the file: the file's folder, even when the current folder has a file of that name.
+    cfg = RunConfig.load("../cfgdir/run.yaml")
+    assert (cfg.dataset, cfg.output_dir) == (str(cfg_dir / "small.jsonl"), str(cfg_dir / "out"))
+    # Typed: the current folder (output_dir landed beside the config before).
+    cfg = RunConfig.load("../cfgdir/run.yaml", {"dataset": "small.jsonl", "output_dir": "out-rel"})
+    assert (cfg.dataset, cfg.output_dir) == (str(work / "small.jsonl"), str(work / "out-rel"))
+
+
+def test_a_yaml_path_found_only_in_the_current_folder_is_stored_absolute(tmp_path, monkeypatch):
+    # It stayed relative, so run.yaml's --resume and `runs audit` from another folder lost the dataset.
+    (tmp_path / "cfgdir").mkdir()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "small.jsonl").write_text("")
+    (tmp_path / "cfgdir" / "run.yaml").write_text("dataset: small.jsonl\n")
+    monkeypatch.chdir(tmp_path / "work")
+    assert RunConfig.load("../cfgdir/run.yaml").dataset == str(tmp_path / "work" / "small.jsonl")
+    # Found nowhere: kept as written (a Hugging Face cache id, or a name its error can quote).
+    (tmp_path / "cfgdir" / "run.yaml").write_text("dataset: org/name\nmodel: Qwen/Qwen2.5-0.5B\n")
+    cfg = RunConfig.load("../cfgdir/run.yaml")
+    assert (cfg.dataset, cfg.model) == ("org/name", "Qwen/Qwen2.5-0.5B")
+
+
 def test_shipped_presets_load():
     from engine.paths import presets_dir
 
@@ -190,3 +227,66 @@ def test_bare_no_in_yaml_and_on_the_command_line_means_the_choice_no(tmp_path):
     with pytest.raises(ConfigErrors) as e:  # false is still not a valid method
         RunConfig.from_dict({"method": False})
     assert "'method'" in messages(e.value)[0]
+
+
+@pytest.mark.parametrize("key,text,value", [
+    # Text keys take the text as given; read as YAML these were a mapping, None, False and a list.
+    ("prompt_init_text", "Classify: positive or negative", "Classify: positive or negative"),
+    ("run_name", "#1 run", "#1 run"),
+    ("run_name", "no", "no"),
+    ("run_name", "[x]", "[x]"),
+    ("run_name", "12", "12"),
+    ("run_name", "", ""),
+    ("run_name", "'quoted, as Copy as command writes'", "quoted, as Copy as command writes"),
+    ("mixed_precision", "no", "no"),
+    # Other keys are still YAML: lists, numbers, booleans.
+    ("lora_target_modules", "[q_proj, v_proj]", ["q_proj", "v_proj"]),
+    ("lora_r", "16", 16),
+    ("packing", "yes", True),
+])
+def test_command_line_values_of_text_keys_are_taken_as_given(key, text, value):
+    from engine.config import parse_override
+
+    assert parse_override(key, text) == value
+    assert getattr(RunConfig.from_dict({key: parse_override(key, text)}), key) == value
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_config_in_another_unicode_encoding_says_to_save_it_as_utf8(tmp_path, encoding):
+    # PowerShell's `>` writes UTF-16 with a byte-order mark; reading it as UTF-8 raised UnicodeDecodeError.
+    path = tmp_path / "run.yaml"
+    text = "model: demo\n"
+    path.write_bytes(("\ufeff" + text).encode(encoding) if encoding != "utf-16" else text.encode(encoding))
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    msg = messages(e.value)[0]
+    assert msg.startswith(f"{path}: the file is {encoding[:6].upper()} text") and "save it as UTF-8" in msg
+
+
+def test_a_config_that_is_not_utf8_names_the_line_and_column_of_the_first_bad_byte(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes("model: demo\nrun_name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    msg = messages(e.value)[0]
+    assert msg.startswith(f"{path}:2:14: the file is not UTF-8 text (byte 0xe9") and "save it as UTF-8" in msg
+    path.write_bytes("\ufeffmodel: demo\nrun_name: café\n".encode("utf-8"))  # UTF-8 with a BOM is fine
+    assert RunConfig.load(path).run_name == "café"
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    # safe_load silently keeps the last; the error used to point at the first occurrence's line.
+    path = tmp_path / "run.yaml"
+    path.write_text("model: demo\nmax_steps: 3\nlearning_rate: 1e-4\nmax_steps: 5\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    assert messages(e.value) == [f"{path}:4:1: 'max_steps' is given twice (lines 2, 4); YAML would silently "
+                                 "keep this last one: give it once"]
+    assert e.value.errors[0].key == "max_steps"
+    # A bad value of a repeated key points at the occurrence that was read (the last one).
+    path.write_text("model: demo\nlora_r: 8\nmethod: lora\nlora_r: 0\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    got = messages(e.value)
+    assert got[0].startswith(f"{path}:4:1: 'lora_r' is given twice (lines 2, 4)")
+    assert got[1].startswith(f"{path}:4:1: 'lora_r' must be between 1 and 4096, got 0")

@@ -85,6 +85,22 @@ def test_export_launch_defaults_to_the_run_folder_and_refuses_impossible_setups(
     assert "--multi_gpu" in capsys.readouterr().err
 
 
+def test_export_launch_without_an_output_dir_makes_the_run_folder_it_writes_into(tmp_path, studio_home, monkeypatch):
+    # It wrote beside the config (resources/presets/launch/ for a shipped preset), not <output_dir>/launch.
+    cfg_dir = tmp_path / "presets"
+    cfg_dir.mkdir()
+    RunConfig.from_dict({"model": "demo", "run_name": "multi"}).save(cfg_dir / "run.yaml")
+    assert main(["export-launch", str(cfg_dir / "run.yaml")]) == 0
+    assert sorted(p.name for p in cfg_dir.iterdir()) == ["run.yaml"]
+    [run_dir] = (studio_home / "runs").iterdir()
+    assert run_dir.name.endswith("-multi") and (run_dir / "launch" / "launch.sh").exists()
+    assert RunConfig.load(run_dir / "launch" / "run.yaml").output_dir == str(run_dir)
+    # --out typed relative: the current folder.
+    monkeypatch.chdir(tmp_path)
+    assert main(["export-launch", str(cfg_dir / "run.yaml"), "--out", "mine"]) == 0
+    assert (tmp_path / "mine" / "launch.sh").exists()
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_train_one_run(tiny_model_dir, small_dataset, tmp_path):
     """``accelerate launch --multi_gpu --num_processes 2`` with device cpu: gloo DDP, one run folder.

@@ -48,6 +48,57 @@ def test_bad_grids_are_refused_with_the_key_and_nothing_is_queued(tmp_path, smal
     assert q.entries() == []  # the valid point was not queued either
 
 
+def test_grid_values_split_outside_brackets_and_repeats_are_queued_once():
+    # Splitting on every comma made "[q_proj" and "v_proj]" two values.
+    notes: list[str] = []
+    grid = parse_grid(["lora_target_modules=[q_proj,v_proj],all-linear", "lora_r=8,8,16",
+                       "learning_rate=1e-4,0.0001"], notes=notes)
+    assert grid == {"lora_target_modules": [["q_proj", "v_proj"], "all-linear"], "lora_r": [8, 16],
+                    "learning_rate": ["1e-4"]}
+    assert notes == ["--grid lora_r: 8 is the same as an earlier value; queued once",
+                     "--grid learning_rate: 0.0001 is the same as an earlier value; queued once"]
+
+
+def test_an_unknown_grid_key_gets_the_closest_one_even_for_a_common_shorthand():
+    with pytest.raises(ConfigErrors) as e:
+        parse_grid(["lr=1e-4,3e-4", "epochs=1,2"])
+    assert [x.message for x in e.value.errors] == ["--grid: unknown key 'lr'; did you mean 'learning_rate'?",
+                                                   "--grid: unknown key 'epochs'; did you mean 'num_epochs'?"]
+
+
+def test_a_grid_over_methods_builds_each_point_as_if_the_method_were_written_in_the_config(tmp_path, studio_home,
+                                                                                            capsys):
+    from engine.cli import main
+
+    source = tmp_path / "run.yaml"
+    source.write_text("model: demo\nmax_steps: 2\nrun_name: sweep\n")  # no load_in: each method's own
+    assert main(["queue", "add", str(source), "--grid", "method=lora,qlora,full"]) == 0
+    frozen = [RunConfig.load(e.config) for e in RunQueue().entries()]
+    assert [(c.method, c.load_in) for c in frozen] == [("lora", "bf16"), ("qlora", "nf4"), ("full", "bf16")]
+    # The user's load_in stands for every point, as in a config file, and the refusal says where it comes from.
+    source.write_text("model: demo\nload_in: fp32\nmixed_precision: 'no'\n")
+    assert main(["queue", "add", str(source), "--grid", "method=full,qlora"]) == 2
+    err = capsys.readouterr().err
+    assert "grid point method=qlora: method 'qlora' is LoRA on a 4-bit NF4 base, but load_in is 'fp32'" in err
+    assert "load_in is given in the config or as --load_in, so every grid point keeps it" in err
+    assert len(RunQueue().entries()) == 3  # nothing more queued
+    # A repeated value is queued once, and the command says so.
+    assert main(["queue", "add", str(source), "--grid", "lora_r=8,8"]) == 0
+    assert "note: --grid lora_r: 8 is the same as an earlier value; queued once" in capsys.readouterr().err
+    assert len(RunQueue().entries()) == 4
+
+
+def test_a_relative_path_in_a_grid_is_the_current_folder_s_and_is_frozen_absolute(tmp_path, small_dataset,
+                                                                                   monkeypatch):
+    # The frozen config lives in the queue folder, which a relative path would be read against.
+    (tmp_path / "a.jsonl").write_bytes(small_dataset.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    q = RunQueue(tmp_path / "queue")
+    [entry] = q.add(make_cfg(Path("demo"), small_dataset, ""), grid=parse_grid(["dataset=a.jsonl"]))
+    monkeypatch.chdir(tmp_path / "queue")  # the runner may run from anywhere
+    assert RunConfig.load(entry.config).dataset == str(tmp_path / "a.jsonl")
+
+
 def test_what_is_queued_is_frozen_and_removal_keeps_ids_unique(tmp_path, small_dataset):
     source = tmp_path / "run.yaml"
     make_cfg(Path("demo"), small_dataset, tmp_path / "out", max_steps=3).save(source)

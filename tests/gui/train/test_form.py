@@ -105,6 +105,32 @@ def test_bad_value_names_the_key_and_blocks_start(make_area, qtbot):
     assert area.start_button.isEnabled() and not area.banner.isVisible()
 
 
+def test_nan_learning_rate_is_refused_and_blocks_start(make_area, qtbot):
+    # float("nan") parses, and NaN compares False with both bounds: the engine must refuse it by name.
+    area = make_area()
+    edit = area.editors["learning_rate"].edit
+    edit.clear()
+    qtbot.keyClicks(edit, "nan")
+    assert not area.start_button.isEnabled()
+    assert "'learning_rate' must be between 0.0 and 10.0, got nan" in area.banner.text()
+    assert "got nan" in area.editors["learning_rate"].toolTip()
+
+
+def test_a_seed_past_a_32_bit_int_shows_and_edits_in_the_field(make_area, qtbot, tmp_path):
+    # QSpinBox holds a C int: set_value raised OverflowError and the field kept the old seed.
+    area = make_area()
+    path = tmp_path / "bigseed.yaml"
+    path.write_text("model: demo\nseed: 3000000000\nmax_steps: 3\n")
+    assert area.load_config_file(path)
+    spin = area.editors["seed"].spin
+    assert area.config_model.get("seed") == 3_000_000_000 and spin.text() == "3000000000"
+    assert spin.maximum() == 2**32 - 1
+    spin.selectAll()
+    qtbot.keyClicks(spin, "4294967295")
+    assert area.config_model.get("seed") == 4_294_967_295 and area.editors["seed"].value() == 4_294_967_295
+    assert isinstance(area.config_model.get("seed"), int) and area.start_button.isEnabled()
+
+
 @pytest.mark.parametrize("name", ["demo", "full", "lora", "qlora"])
 def test_presets_load_and_apply(make_area, name):
     cfg = RunConfig.load(presets_dir() / f"{name}.yaml")  # every shipped preset is a valid config
