@@ -173,5 +173,6 @@ def cli_export_launch(args: Any) -> int:
     if cfg.optimizer != "adamw":
         print(f"note: the DeepSpeed optimizer (AdamW{', CPU Adam with offload' if args.offload else ''}) "
               f"replaces optimizer '{cfg.optimizer}' under DeepSpeed")
-    print(f"run it with: {os.path.relpath(files['script'])}")
+    rel = os.path.relpath(files["script"])
+    print(f"run it with: {files['script'] if rel.startswith('..') else rel}")  # not ../../tmp/...
     return 0

@@ -332,8 +332,10 @@ class TrainArea(QWidget):
             self._on_config_changed(set())  # shows the problems in the banner
             return 0
         q = RunQueue()
+        notes: list[str] = []
         try:
-            points = parse_grid([part.strip() for part in grid.replace("\n", ";").split(";") if part.strip()])
+            points = parse_grid([part.strip() for part in grid.replace("\n", ";").split(";") if part.strip()],
+                                notes=notes)
             added = q.add(cfg, grid=points)
         except ConfigErrors as e:
             self._show_banner("Not queued: " + "; ".join(x.message for x in e.errors))
@@ -345,8 +347,9 @@ class TrainArea(QWidget):
         pending = len(q.pending())
         names = ", ".join(e.name for e in added[:4]) + (f" and {len(added) - 4} more" if len(added) > 4 else "")
         state = "the queue is training" if q.runner_pid() else "start it in Runs › Queue"
-        self.progress_label.setText(f"Queued {names} ({pending} pending; {state}).")
-        self.log.append(f"queued {len(added)} run(s): {names}")
+        said = "".join(f" Note: {n}." for n in notes)  # a value given twice is queued once
+        self.progress_label.setText(f"Queued {names} ({pending} pending; {state}).{said}")
+        self.log.append(f"queued {len(added)} run(s): {names}{said}")
         self.sig_queued.emit(len(added))
         return len(added)
 

@@ -32,8 +32,9 @@ def test_queue_a_sweep_start_it_and_follow_its_runs(qtbot, monkeypatch, studio_h
     assert train.queue_run("lora_r=4,lots") == 0
     assert "Not queued: grid point lora_r=lots" in train.banner.text() and RunQueue().entries() == []
 
-    assert train.queue_run("lora_r=4,8") == 2
+    assert train.queue_run("lora_r=4,8,8") == 2  # a value given twice is queued once, and said
     assert "Queued sweep-r4, sweep-r8 (2 pending; start it in Runs › Queue)" in train.progress_label.text()
+    assert "lora_r: 8 is the same as an earlier value; queued once" in train.progress_label.text()
     assert [e.name for e in panel.model.entries] == ["sweep-r4", "sweep-r8"]  # reloaded at once
     assert runs.bottom_tabs.tabText(runs.bottom_tabs.indexOf(panel)) == "Queue (2)"
     panel.table.selectRow(1)
