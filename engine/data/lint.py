@@ -821,9 +821,15 @@ def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | N
             method = f"tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__})" + (
                 f", template {Path(template).name if template.lower().endswith('.jinja') else template}"
                 if template != "auto" else "")
-            for k, why in refused.items():
-                out.append(Finding(rows[k].index, rows[k].line, "template-refused", "error",
-                                   f"{why}; a run leaves it out"))
+            if len(rows) > 1 and len(refused) == len(rows) and len(set(refused.values())) == 1:
+                # The same refusal for every record is the template's own fault (a filter it doesn't
+                # have, a syntax error): one finding, not one per record.
+                out.append(Finding(None, None, "template", "error", f"template {template!r} can't render any "
+                                   f"record: {next(iter(refused.values()))}; a run would train on nothing"))
+            else:
+                for k, why in refused.items():
+                    out.append(Finding(rows[k].index, rows[k].line, "template-refused", "error",
+                                       f"{why}; a run leaves it out"))
     if lengths is None:
         lengths = [r.tokens for r in rows]
         method = (f"estimate: ~{CHARS_PER_TOKEN:g} characters per token, ~{HAN_CHARS_PER_TOKEN:g} Han "

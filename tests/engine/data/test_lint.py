@@ -391,3 +391,17 @@ def test_openai_tool_calls_and_content_parts_train_as_their_text():
         {"from": "human", "value": "What is 2+2?"},
         {"from": "function_call", "value": '{"name": "calc", "arguments": {"expr": "2+2"}}'}]})
     assert sharegpt[1] == msgs[1]
+
+
+def test_a_template_that_renders_no_record_is_one_finding_not_one_per_record(tmp_path):
+    """A .jinja with a filter jinja doesn't have fails the same way on every record: it is the
+    template's fault, said once."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(REPO / "resources" / "demo" / "model")
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% for m in messages %}{{ m.content | nosuchfilter }}{% endfor %}")
+    report = lint(make(tmp_path, varied(6)), tokenizer=tok, template=str(bad))
+    assert rules(report, "template-refused") == []
+    (f,) = [f for f in report.findings if f.rule == "template"]
+    assert f.severity == "error" and "can't render any record" in f.message and "nosuchfilter" in f.message
