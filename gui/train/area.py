@@ -733,6 +733,7 @@ class TrainArea(QWidget):
         self.gauge.sig_target_changed.connect(lambda _: self._request_estimate())
         self.estimator.sig_estimate.connect(self._on_estimate)
         self.estimator.sig_failed.connect(self.gauge.set_error)
+        self.estimator.sig_slow.connect(self.gauge.set_updating)
         self._calls.sig_done.connect(self._on_background_done)
         self._calls.sig_failed.connect(self._on_background_failed)
         self.advisor_panel.sig_apply_fix.connect(self.apply_fix)

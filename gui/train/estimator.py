@@ -89,6 +89,10 @@ class EstimateProcess:
             proc.wait(5)
 
 
+SLOW_MS = 400
+"""After this long without the new estimate, the gauge says it is updating (most take < 50 ms)."""
+
+
 class EstimateScheduler(QObject):
     """Debounced, coalesced ``engine.memory.estimate`` calls off the UI thread."""
 
@@ -96,6 +100,9 @@ class EstimateScheduler(QObject):
     """A new estimate (``engine.memory.Estimate``) and the ms from the change to the result."""
     sig_failed = Signal(str)
     """The estimate raised: a one-line message."""
+    sig_slow = Signal(bool)
+    """True when a request has been waiting for its estimate longer than SLOW_MS (the gauge then
+    says its numbers are the previous config's); False when it came."""
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -107,6 +114,11 @@ class EstimateScheduler(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._launch)
+        self._slow = QTimer(self)
+        self._slow.setSingleShot(True)
+        self._slow.setInterval(SLOW_MS)
+        self._slow.timeout.connect(lambda: self._say_slow(True))
+        self._slow_said = False
         self._request: tuple[Any, int | None, str | None, float] | None = None
         self._busy = False
         self._pending = False
@@ -126,6 +138,8 @@ class EstimateScheduler(QObject):
             return
         self._request = (cfg, gpu_bytes, gpu_name, time.perf_counter())
         self._timer.start()
+        if not self._slow.isActive() and not self._slow_said:
+            self._slow.start()
 
     def cancel(self) -> None:
         """Drop the waiting request, and the result of one being computed (the config became invalid:
@@ -134,6 +148,7 @@ class EstimateScheduler(QObject):
         self._request = None
         self._pending = False
         self._generation += 1
+        self._say_slow(False)
 
     def is_idle(self) -> bool:
         return not (self._busy or self._pending or self._timer.isActive())
@@ -184,6 +199,7 @@ class EstimateScheduler(QObject):
             self._launch()
             return  # a newer config is on its way; this result is already stale
         if self._inflight == self._generation:  # else cancelled while it was computed
+            self._say_slow(False)
             self.sig_estimate.emit(est, self.last_latency_ms)
 
     def _on_failed(self, tag: str, message: str, trace: str) -> None:
@@ -193,4 +209,11 @@ class EstimateScheduler(QObject):
             self._launch()
             return
         if self._inflight == self._generation:
+            self._say_slow(False)
             self.sig_failed.emit(message.removeprefix("RuntimeError: "))
+
+    def _say_slow(self, slow: bool) -> None:
+        self._slow.stop()
+        if slow != self._slow_said:
+            self._slow_said = slow
+            self.sig_slow.emit(slow)

@@ -192,6 +192,11 @@ class VramGauge(QWidget):
         self.title.setMinimumWidth(1)
         self.verdict = QLabel("")
         self.verdict.setObjectName("verdict")
+        self.updating = QLabel("updating…")
+        self.updating.setStyleSheet("color: palette(mid);")
+        self.updating.setToolTip("The estimate for the config as it is now is being computed; the numbers "
+                                 "shown are the previous config's")
+        self.updating.hide()
         self.target = QComboBox()
         self.target.setToolTip("Which GPU to plan for: the one in this machine, or another size (to plan a "
                                "run for a bigger machine)")
@@ -224,6 +229,7 @@ class VramGauge(QWidget):
         self.header = QHBoxLayout()
         self.header.addWidget(self.title)
         self.header.addWidget(self.verdict)
+        self.header.addWidget(self.updating)
         self.header.addStretch(1)
         self.header.addWidget(self.controls)
         self.controls_row = QHBoxLayout()
@@ -270,6 +276,13 @@ class VramGauge(QWidget):
     def set_estimate(self, est: Any) -> None:
         self.estimate = est
         self._render()
+
+    def set_updating(self, on: bool) -> None:
+        """Say that the numbers shown are the previous config's while a slow estimate is computed
+        (the first for a model, or a big method structure)."""
+        self.updating.setVisible(on and self.estimate is not None)
+        for w in (self.bar, self.details):
+            w.setEnabled(not on)
 
     def set_error(self, message: str) -> None:
         self.estimate = None

@@ -59,6 +59,21 @@ def test_a_burst_of_changes_is_coalesced(make_area, qtbot):
     assert area.estimate is not None
 
 
+def test_a_slow_estimate_says_the_gauge_shows_the_previous_configs_numbers(make_area, qtbot, monkeypatch):
+    area = make_area()
+    assert area.estimator.wait(180_000)
+    gauge = area.gauge
+    assert gauge.updating.isHidden()
+    real = area.estimator.process.estimate
+    monkeypatch.setattr(area.estimator.process, "estimate", lambda *a: (time.sleep(1.2), real(*a))[1])
+    with qtbot.waitSignal(area.estimator.sig_slow, timeout=5_000) as slow:
+        area.editors["batch_size"].spin.setValue(area.editors["batch_size"].spin.value() * 2)
+    assert slow.args == [True] and not gauge.updating.isHidden() and not gauge.bar.isEnabled()
+    with qtbot.waitSignal(area.estimator.sig_slow, timeout=10_000) as done:
+        pass
+    assert done.args == [False] and gauge.updating.isHidden() and gauge.bar.isEnabled()
+
+
 def test_an_estimate_computed_for_a_config_that_became_invalid_is_not_shown(make_area, qtbot, monkeypatch):
     area = make_area()
     assert area.estimator.wait(180_000)
