@@ -16,10 +16,11 @@ import difflib
 import importlib
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 
 from engine import __version__
-from engine.adapters import COMBINATIONS
+from engine.adapters import COMBINATION_HELP, COMBINATIONS, DEFAULT_COMBINATION
 from engine.config import RunConfig, parse_override
 from engine.data.templates import TEMPLATE_CHOICES
 from engine.errors import StudioError
@@ -279,15 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "adapters, which can run code")
     g.add_argument("--trust_remote_code", action="store_true", help="run Python code shipped with the model")
 
-    m = sub.add_parser("merge", help="merge LoRA adapters into the base and save a model folder")
+    width = max(map(len, COMBINATIONS))
+    m = sub.add_parser("merge", help="merge LoRA adapters into the base and save a model folder",
+                       formatter_class=raw, epilog="combinations (--combination), dW = an adapter's change "
+                       "to a weight, w = its weight:\n" + "\n".join(
+                           textwrap.fill(COMBINATION_HELP[c], 100, initial_indent=f"  {c.ljust(width)}  ",
+                                         subsequent_indent=" " * (width + 4)) for c in COMBINATIONS))
     m.add_argument("--base", required=True, metavar="MODEL", help="demo, a model folder or a cached hub id: "
                    "the base the adapters were trained on")
     m.add_argument("--adapter", action="append", required=True, metavar="ADAPTER",
                    help="an adapter folder, run (folder or name) or library name; repeat it to combine several")
     m.add_argument("--weights", type=float, nargs="+", help="one weight per adapter (combine)")
-    m.add_argument("--combination", default="linear", metavar="TYPE",
+    m.add_argument("--combination", default=DEFAULT_COMBINATION, metavar="TYPE",
                    help=f"PEFT's add_weighted_adapter type when combining: {', '.join(COMBINATIONS)} "
-                   "(default linear, which needs equal ranks)")
+                   f"(default {DEFAULT_COMBINATION}: exactly the weighted sum of the adapters' changes; the others "
+                   "approximate it, see below)")
     m.add_argument("--out", required=True, metavar="DIR", help="the merged model's folder (safetensors, loadable "
                    "by plain transformers)")
     m.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="dtype of the saved weights")

@@ -185,6 +185,30 @@ def test_weighted_cat_combination_is_the_weighted_sum_of_deltas(runs_home, demo_
     assert changed >= 7 * 4  # every targeted projection of every layer moved
 
 
+def test_the_default_combination_is_the_exact_weighted_sum(runs_home, demo_base, tmp_path):
+    # PEFT's "linear" scales A and B each by sqrt(w): two identical adapters at 0.5/0.5 gave
+    # twice the change. The default must be the weighted sum of the changes.
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def weights(path):
+        return AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+    twin = tmp_path / "twin"
+    shutil.copytree(runs_home["medical"], twin)
+    lib.merge_adapters("demo", ["medical"], tmp_path / "alone")
+    lib.merge_adapters("demo", ["medical", str(twin)], tmp_path / "halves")  # default weights 1/2 each
+    lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "first", weights=[1.0, 0.0])
+    alone, halves, first = (weights(tmp_path / n) for n in ("alone", "halves", "first"))
+    base = weights(demo_base)
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert (alone[key] - base[key]).abs().max() > 1e-3  # the adapter changed it
+    for key, w in alone.items():
+        torch.testing.assert_close(halves[key], w, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(first[key], w, atol=1e-5, rtol=1e-5)
+    assert json.loads((tmp_path / "halves" / "merge.json").read_text())["combination"] == "cat"
+
+
 def test_merge_refuses_bad_arguments_naming_the_option(runs_home, tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="2 adapters") as e:
         lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "a", weights=[1.0])
@@ -192,7 +216,7 @@ def test_merge_refuses_bad_arguments_naming_the_option(runs_home, tmp_path, tiny
     with pytest.raises(ConfigError, match="needs --density") as e:
         lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "b", combination="ties")
     assert e.value.key == "density"
-    with pytest.raises(ConfigError, match="one of linear, cat") as e:
+    with pytest.raises(ConfigError, match="one of cat, linear") as e:
         lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "c", combination="average")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")

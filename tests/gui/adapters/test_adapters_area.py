@@ -153,8 +153,12 @@ def test_merge_dialog_runs_the_merge_in_a_child_process(qtbot, make_area, runs_h
     qtbot.addWidget(both)
     cmd = both.command()
     assert cmd[cmd.index("--weights") + 1: cmd.index("--weights") + 3] == ["0.5", "0.5"]
-    assert cmd[cmd.index("--combination") + 1] == "linear" and "--density" not in cmd
-    both.combination.setCurrentText("ties")
+    # The exact weighted sum by default, and what each combination does is said under it.
+    assert cmd[cmd.index("--combination") + 1] == "cat" and "--density" not in cmd
+    assert both.combination.currentText() == "cat (exact)" and "exact" in both.combination_help.text()
+    both.combination.setCurrentIndex(both.combination.findData("linear"))
+    assert "approximation" in both.combination_help.text() and "cross terms" in both.combination_help.text()
+    both.combination.setCurrentIndex(both.combination.findData("ties"))
     assert "--density" in both.command() and both.density.isEnabled()
 
     area.model.set_checked(str(runs_home["legal"]), False)
