@@ -339,11 +339,22 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
     card.eval_dataset = run_cfg.get("eval_dataset") or None
     card.dataset_hash = summary.get("dataset_hash")
     card.dataset_records = summary.get("dataset_records")
-    card.final_loss = summary.get("final_loss")
+    # The mean of the last logged steps, as `runs list`, `runs show` and the model card give it;
+    # one step's loss (older summaries have only that) is one noisy micro-batch.
+    card.final_loss = (summary.get("final_loss_mean") if summary.get("final_loss_mean") is not None
+                       else summary.get("final_loss"))
     card.best_eval_loss = summary.get("best_eval_loss")
     card.status = summary.get("status")
     card.weights_from = summary.get("final_from")
     date, ts = _when(summary.get("finished") or summary.get("started"))
+    step = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+    if run_dir is not None and step:
+        # A checkpoint is the run as it stood at that step, not as it ended.
+        from engine.runs import losses_at_step
+
+        card.final_loss, card.best_eval_loss = losses_at_step(run_dir, int(step.group(1)))
+        card.weights_from = None  # which checkpoint the run's final/ holds says nothing of this one
+        date = ts = None  # its own files' date, below
     if run_dir is None:
         date, ts = _apply_exported_card(card, folder, date, ts)
     if date is None:

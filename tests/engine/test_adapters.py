@@ -332,6 +332,37 @@ def test_dora_adapters_are_not_combined_with_weights(demo_base, tmp_path):
     assert (lib.merge_adapters("demo", [str(dora)], tmp_path / "d") / "model.safetensors").exists()
 
 
+def test_card_loss_is_the_mean_of_the_last_steps_as_runs_list_gives_it(runs_home, capsys):
+    summary = runs_home["medical"].parent / "summary.json"
+    data = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**data, "final_loss": 0.9, "final_loss_mean": 0.5}))
+    assert lib.read_card(runs_home["medical"]).final_loss == 0.5
+    lib.cli_list(Namespace(json=False))
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("medical"))
+    assert "0.5000" in row and "0.9000" not in row
+
+
+def test_a_checkpoints_card_gives_that_steps_losses_and_date(runs_home):
+    import os
+
+    run = runs_home["medical"].parent
+    rows = [{"step": s, "loss": 10.0 - s} for s in range(1, 9)] + [
+        {"step": 4, "eval_loss": 3.0}, {"step": 8, "eval_loss": 1.0}]
+    rows.sort(key=lambda r: r["step"])
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ckpt = run / "checkpoint-4"
+    shutil.copytree(runs_home["medical"], ckpt)
+    when = 1_700_000_000
+    for f in ckpt.iterdir():
+        os.utime(f, (when, when))
+    card = lib.read_card(ckpt)
+    assert card.final_loss == pytest.approx((9 + 8 + 7 + 6) / 4)  # steps 1-4 only
+    assert card.best_eval_loss == 3.0  # not the run's 1.0 of step 8, nor the summary's 0.456
+    assert card.timestamp == when and card.weights_from is None
+    final = lib.read_card(runs_home["medical"])
+    assert (final.final_loss, final.best_eval_loss) == (0.123, 0.456) and final.timestamp != when
+
+
 def test_a_trainer_output_folder_is_named_by_its_parent(runs_home, tmp_path):
     """PEFT outputs outside a run ("medical/final", "out/checkpoint-500") get a name that says something."""
     final = tmp_path / "medical" / "final"
