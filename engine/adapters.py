@@ -259,9 +259,12 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
         source: ``run``, ``library`` or ``added``.
 
     Raises:
-        ModelError: no ``adapter_config.json`` there, or it is not valid JSON.
+        ModelError: the folder doesn't exist, has no ``adapter_config.json``, or it is not
+            valid JSON.
     """
     folder = Path(path).expanduser().resolve()
+    if not folder.exists():
+        raise ModelError(f"there is no folder '{folder}'", hint="Check the path; a run's adapter is in its final/.")
     if not (folder / "adapter_config.json").exists() and (folder / "final" / "adapter_config.json").exists():
         folder = folder / "final"
     cfg_file = folder / "adapter_config.json"
@@ -456,6 +459,7 @@ def list_adapters() -> list[AdapterCard]:
     folder that vanished or became unreadable still appears, with ``problem`` set, so the
     user can see and remove it.
     """
+    added = {p.resolve() for p in added_folders()}
     cards: list[AdapterCard] = []
     seen: set[Path] = set()
 
@@ -467,8 +471,9 @@ def list_adapters() -> list[AdapterCard]:
         try:
             cards.append(read_card(folder, source))
         except ModelError as e:
+            problem = gone_message(folder, folder in added) if not folder.exists() else e.message
             cards.append(AdapterCard(name=folder.name, path=str(folder), source=source, loadable=False,
-                                     problem=e.message))
+                                     problem=problem))
 
     for root, source in ((runs_dir(), "run"), (adapters_dir(), "library")):
         if not root.is_dir():
@@ -481,6 +486,12 @@ def list_adapters() -> list[AdapterCard]:
         take(folder, "added")
     cards.sort(key=lambda c: c.timestamp or 0.0, reverse=True)
     return cards
+
+
+def gone_message(folder: Path, added: bool = True) -> str:
+    """What the library says of a listed adapter folder that is no longer on disk."""
+    return ("the folder no longer exists (deleted or moved)"
+            + (f"; remove it from the library with: finetune-studio adapters remove {folder}" if added else ""))
 
 
 def resolve_adapter(ref: str | Path) -> Path:
@@ -498,9 +509,15 @@ def resolve_adapter(ref: str | Path) -> Path:
     for cand in (path, path / "final", runs_dir() / str(ref) / "final", adapters_dir() / str(ref)):
         if (cand / "adapter_config.json").exists():
             return cand.resolve()
+    if not path.exists() and path.resolve() in {p.resolve() for p in added_folders()}:
+        raise ModelError(f"adapter '{ref}': the folder no longer exists (deleted or moved)",
+                         hint=f"Remove it from the library: finetune-studio adapters remove {path.resolve()}")
     cards = list_adapters()
     named = [c for c in cards if c.name == str(ref)]
     if len(named) == 1:
+        if not Path(named[0].path).exists():
+            raise ModelError(f"adapter '{ref}' ({named[0].path}): the folder no longer exists (deleted or moved)",
+                             hint=f"Remove it from the library: finetune-studio adapters remove {named[0].path}")
         return Path(named[0].path)
     if len(named) > 1:
         raise ModelError(f"adapter name '{ref}' is ambiguous: " + ", ".join(c.path for c in named),

@@ -270,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "smallest set of tokens whose probability reaches P (default 1.0 = off)")
     g.add_argument("--repetition_penalty", type=float, default=1.0, metavar="X",
                    help="> 1 makes repeating a token less likely (default 1.0 = off)")
-    g.add_argument("--load_in", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "nf4"],
-                   help="how the base loads, as in training (default fp32; int8 and nf4 need a GPU)")
+    g.add_argument("--load_in", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8", "nf4"],
+                   help="how the base loads, as in training (default auto: bf16 on a GPU that supports it, "
+                   "else fp16; fp32 on the CPU; int8 and nf4 need a GPU)")
     g.add_argument("--no-base", action="store_true", dest="no_base", help="skip the base model's answer")
     g.add_argument("--seed", type=int, default=0, help="for sampling (temperature > 0), so a run repeats")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: the GPU if there "

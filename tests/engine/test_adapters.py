@@ -63,12 +63,21 @@ def test_added_folder_is_remembered_and_removable(trained_runs, tmp_path, studio
     # A folder that vanished stays listed with its problem, so the user can remove it.
     shutil.rmtree(folder)
     (gone,) = lib.list_adapters()
-    assert not gone.loadable and "adapter_config.json" in gone.problem
+    assert not gone.loadable and "no longer exists (deleted or moved)" in gone.problem
+    assert f"adapters remove {folder.resolve()}" in gone.problem
+    # Named by what the list shows, or by its path: the same reason and the remedy, not "no such adapter".
+    for ref in ("my-adapter", str(folder)):
+        with pytest.raises(ModelError, match="no longer exists") as e:
+            lib.resolve_adapter(ref)
+        assert "adapters remove" in e.value.hint
     assert lib.remove_adapter(folder)
     assert lib.list_adapters() == []
 
 
 def test_non_adapter_folder_is_refused_with_a_clear_message(tmp_path):
+    with pytest.raises(ModelError, match="there is no folder") as e:
+        lib.add_adapter(tmp_path / "nonexistent")
+    assert "adapter_config" not in e.value.message
     with pytest.raises(ModelError, match="no adapter_config.json"):
         lib.read_card(tmp_path)
     (tmp_path / "adapter_config.json").write_text('{"peft_type": "LORA",\n "r": }')
