@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,6 +12,7 @@ from engine.cli import main as cli_main
 from engine.errors import ConfigError, ConfigErrors, ModelError
 from engine.events import ERROR, FINISHED, GENERATED, LOADED, READY, TOKEN
 from engine.generate import BASE, GenerationClient, GenerationSettings, Generator
+from tests.engine.conftest import other_type_adapter
 
 PROMPT = "What should I do today?"
 GREEDY = GenerationSettings(max_new_tokens=20)
@@ -76,25 +76,6 @@ def test_mismatched_base_is_refused(tiny_model_dir, runs_home, tmp_path):
     with pytest.raises(ModelError, match="doesn't fit the base"):
         gen.load_adapter(loose)
     assert gen.adapters == {} and gen.peft is None
-
-
-def other_type_adapter(demo_base: Path, out: Path, kind: str) -> Path:
-    """An IA3 or prompt-tuning adapter on the demo base, randomised so it changes the answers."""
-    import torch
-    from peft import IA3Config, PromptTuningConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    config = (IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"],
-                        task_type="CAUSAL_LM") if kind == "ia3"
-              else PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"))
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(demo_base), config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.copy_(1.0 + 0.5 * torch.randn_like(p) if kind == "ia3" else torch.randn_like(p))
-    model.save_pretrained(out)
-    return out
 
 
 @pytest.mark.parametrize("kind", ["ia3", "prompt"])

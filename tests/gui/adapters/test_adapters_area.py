@@ -117,6 +117,63 @@ def test_try_adapter_opens_the_playground_on_it(qtbot, make_area, trained_runs, 
     assert area.banner.isHidden()
 
 
+def test_adapter_types_take_turns_and_a_lora_loads_after_an_ia3(qtbot, make_area, runs_home, demo_base, tmp_path):
+    # Once an IA3 adapter was on the base no LoRA loaded ("one base holds one adapter type"),
+    # even with only the LoRA ticked; only "Load base" recovered.
+    from engine.adapters import add_adapter
+    from tests.engine.conftest import other_type_adapter
+
+    ia3 = add_adapter(other_type_adapter(demo_base, tmp_path / "ia3", "ia3")).path
+    area = make_area()
+    area.compare_base.setChecked(False)
+    area.prompt_edit.setPlainText("What should I do today?")
+    area.max_tokens.setValue(12)
+
+    def run(*ticked: str) -> dict[str, str]:
+        for path in list(area.model.checked):
+            area.model.set_checked(path, False)
+        for path in ticked:
+            assert area.model.set_checked(path, True)
+        with qtbot.waitSignal(area.sig_generation_finished, timeout=WAIT_MS):
+            area.generate()
+        assert not [c.error for c in area.columns.values() if c.error]
+        return {name: col.answer() for name, col in area.columns.items()}
+
+    medical, legal = str(runs_home["medical"]), str(runs_home["legal"])
+    assert set(run(ia3)) == {"ia3"}
+    assert run(medical)["medical"].startswith("Rest, drink water")  # the IA3 was unloaded for it
+    qtbot.waitUntil(lambda: set(area.last_loaded.get("adapters", {})) == {"medical"}, timeout=WAIT_MS)
+    # Both types ticked: each answers in its turn, the LoRAs (already on the base) first.
+    answers = run(ia3, medical, legal)
+    assert answers["medical"].startswith("Rest, drink water") and answers["legal"].startswith("Read the contract")
+    assert answers["ia3"] and area.last_loaded["base_loads"] == 1
+    # Unticked LoRAs stay loaded beside a ticked LoRA: switching back is instant.
+    run(medical)
+    assert set(area.last_loaded["adapters"]) == {"medical"}  # the IA3 held last, unloaded for it
+    run(legal)
+    assert set(area.last_loaded["adapters"]) == {"medical", "legal"}
+
+
+def test_try_it_switches_to_the_adapters_own_base_from_a_same_shaped_model(qtbot, make_area, runs_home, demo_base,
+                                                                            tmp_path):
+    # A full run's final/ of the same size fits by its config's shapes, but is not the model
+    # the adapter learnt on: "Try it" must load the recorded base when it is on this machine.
+    full = tmp_path / "fullrun" / "final"
+    shutil.copytree(demo_base, full)
+    area = make_area()
+    area.base_box.setCurrentText(str(full))
+    with qtbot.waitSignal(area.sig_base_loaded, timeout=WAIT_MS,
+                          check_params_cb=lambda d: d.get("adapter") == "medical"):
+        area.try_adapter(runs_home["medical"])
+    assert area.base_text() == "demo"
+
+
+def test_an_adapter_that_fails_to_load_is_named_by_its_run_not_final(make_area, runs_home):
+    area = make_area()
+    area._on_error({"cmd": "load_adapter", "path": str(runs_home["medical"].resolve()), "message": "boom"})
+    assert "Could not load adapter medical: boom" in area.banner.text()
+
+
 def test_a_base_that_cannot_load_is_reported(qtbot, make_area, tmp_path):
     area = make_area()
     area.base_box.setCurrentText(str(tmp_path / "no-such-model"))
