@@ -497,6 +497,20 @@ def test_gguf_dialog_refuses_an_adapter_that_cant_merge(qtbot, tmp_path):
     qtbot.addWidget(dialog)
     assert not dialog.export_button.isEnabled()
     assert "Can't export" in dialog.status.text() and "only LoRA and IA3" in dialog.status.text()
+    assert "prompt-run is a prompt tuning adapter:" in dialog.status.text()
+    assert "about" not in dialog.size_label.text() and "can't be made" in dialog.size_label.text()
+    # A bottleneck adapter (our own format) is named as one, not "a adapter adapter".
+    from engine.adapters import BOTTLENECK_FORMAT
+
+    bneck = tmp_path / "bneck-run" / "final"
+    bneck.mkdir(parents=True)
+    (bneck / "adapter_config.json").write_text(json.dumps({"format": BOTTLENECK_FORMAT,
+                                                           "base_model_name_or_path": "demo"}))
+    dialog = GgufDialog(str(bneck), "bneck-run")
+    qtbot.addWidget(dialog)
+    assert "bneck-run is a bottleneck adapter: only LoRA and IA3" in dialog.status.text()
+    assert "adapter adapter" not in dialog.status.text() and "about" not in dialog.size_label.text()
+    dialog.grab().save(str(tmp_path / "gguf-refused.png"))
 
 
 def test_a_pissa_runs_card_gives_the_saved_and_the_trained_rank():
