@@ -109,10 +109,8 @@ class OutputColumn(QFrame):
                            "border-radius: 4px; }")
         self.title = QLabel(title)
         self.title.setStyleSheet(f"font-weight: bold; font-size: 13px; color: {color}; border: none;")
-        self.subtitle = QLabel(subtitle)
+        self.subtitle = ElidedLabel(subtitle)  # "/long/path/to/base · adapters off" ends in "…", not mid-word
         self.subtitle.setStyleSheet("color: palette(placeholder-text); border: none;")
-        self.subtitle.setToolTip(subtitle)
-        self.subtitle.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.text = QPlainTextEdit()
         self.text.setReadOnly(True)
         self.text.setFrameShape(QFrame.Shape.NoFrame)

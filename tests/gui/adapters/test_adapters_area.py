@@ -269,6 +269,20 @@ def test_a_long_status_is_elided_not_clipped_and_keeps_its_whole_text(qtbot):
     assert super(ElidedLabel, label).text() == whole  # widened: shown whole again
 
 
+def test_a_columns_long_base_subtitle_ends_in_an_ellipsis(qtbot, tmp_path):
+    from gui.adapters.area import ElidedLabel, OutputColumn
+
+    whole = "/home/me/models/Qwen2.5-0.5B-Instruct-merged-with-everything · adapters off"
+    col = OutputColumn(BASE, "Base", whole, "#616161")
+    qtbot.addWidget(col)
+    col.resize(260, 300)
+    col.show()
+    qtbot.waitExposed(col)
+    painted = super(ElidedLabel, col.subtitle).text()
+    assert painted.endswith("…") and whole.startswith(painted[:-1]) and col.subtitle.toolTip() == whole
+    col.grab().save(str(tmp_path / "column.png"))
+
+
 def test_adding_a_whole_model_folder_says_to_use_it_as_the_base(make_area, tiny_model_dir, tmp_path):
     """A full/freeze run's final/ is a model, not an adapter: say what to do with it."""
     area = make_area()
