@@ -45,8 +45,9 @@ CLI (engine/cli.py builds the parsers; each function takes its argparse Namespac
     adapter (list[str]): one or more adapters (as for export).
     weights (list[float] | None): one weight per adapter; combining needs them, a single
         adapter is merged with weight 1 unless one is given.
-    combination (str, default "linear"): PEFT ``add_weighted_adapter`` type, one of
-        :data:`COMBINATIONS`.
+    combination (str, default "cat"): PEFT ``add_weighted_adapter`` type, one of
+        :data:`COMBINATIONS`; ``cat`` is the exact weighted sum of the adapters' changes, the
+        others approximate it (:data:`COMBINATION_HELP`).
     density (float | None, optional): kept fraction for ties/dare/magnitude_prune types.
     dtype (str, default "fp32"): dtype the base is loaded and saved in.
     out (str): a new or empty folder for the merged model.
@@ -80,9 +81,36 @@ LIBRARY_FILE = "adapter_library.json"
 # config.json keys whose equality means an adapter's weights fit (rule 2 above).
 SIGNATURE_KEYS = ("architecture", "model_type", "vocab_size", "hidden_size", "num_hidden_layers",
                   "intermediate_size", "num_attention_heads", "num_key_value_heads")
-# PEFT's add_weighted_adapter combination types (peft 0.21, LoraModel.add_weighted_adapter).
-COMBINATIONS = ("linear", "cat", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
+# PEFT's add_weighted_adapter combination types (peft 0.21, LoraModel.add_weighted_adapter), the
+# exact one first. With w_i the weights and dW_i = s_i B_i A_i each adapter's change to a weight:
+# - cat stacks the A's (scaled by w_i s_i) and the B's, a LoRA of rank sum(r_i) whose B A is
+#   exactly sum_i w_i dW_i.
+# - linear, ties, dare_*, magnitude_prune combine the A's among themselves and the B's among
+#   themselves (linear: sqrt(w_i) on each), so B A holds cross terms B_i A_j: two identical
+#   adapters at 0.5/0.5 give 2 dW, not dW.
+# - *_svd combine the dW_i themselves, then truncate the result to rank max(r_i) by SVD:
+#   exact for svd when the sum fits in that rank, an approximation otherwise.
+COMBINATIONS = ("cat", "linear", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
                 "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
+DEFAULT_COMBINATION = "cat"
+_CROSS = "combines the A's and the B's separately, not the changes B*A, so cross terms appear"
+_SVD = "then truncated to rank max(r) by SVD"
+COMBINATION_HELP = {
+    "cat": "exact: the merged change is the weighted sum w1*dW1 + w2*dW2 + ... (each adapter's A and B "
+           "stacked; ranks may differ)",
+    "linear": f"approximation: scales A and B each by sqrt(w) and adds them; {_CROSS} (two identical "
+              "adapters at 0.5/0.5 give twice the change); needs equal ranks",
+    "svd": f"the weighted sum of the changes, {_SVD} (exact only when the sum fits in that rank)",
+    "ties": f"approximation: TIES (arXiv 2306.01708) keeps the largest density of values, elects signs; {_CROSS}",
+    "ties_svd": f"TIES on the changes themselves, {_SVD}",
+    "dare_linear": f"approximation: DARE (arXiv 2311.03099) drops values at random, keeping density, and "
+                   f"rescales; {_CROSS}",
+    "dare_ties": f"approximation: DARE dropping, then TIES sign election; {_CROSS}",
+    "dare_linear_svd": f"DARE on the changes themselves, {_SVD}",
+    "dare_ties_svd": f"DARE and TIES on the changes themselves, {_SVD}",
+    "magnitude_prune": f"approximation: keeps the largest density of values, then sums; {_CROSS}",
+    "magnitude_prune_svd": f"magnitude pruning of the changes themselves, {_SVD}",
+}
 NEEDS_DENSITY = tuple(c for c in COMBINATIONS if c.startswith(("ties", "dare", "magnitude")))
 # Prompt-learning adapters add virtual tokens instead of weight deltas: nothing to merge.
 PROMPT_LEARNING = ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "ADAPTION_PROMPT", "MULTITASK_PROMPT_TUNING")
@@ -231,9 +259,12 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
         source: ``run``, ``library`` or ``added``.
 
     Raises:
-        ModelError: no ``adapter_config.json`` there, or it is not valid JSON.
+        ModelError: the folder doesn't exist, has no ``adapter_config.json``, or it is not
+            valid JSON.
     """
     folder = Path(path).expanduser().resolve()
+    if not folder.exists():
+        raise ModelError(f"there is no folder '{folder}'", hint="Check the path; a run's adapter is in its final/.")
     if not (folder / "adapter_config.json").exists() and (folder / "final" / "adapter_config.json").exists():
         folder = folder / "final"
     cfg_file = folder / "adapter_config.json"
@@ -311,11 +342,22 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
     card.eval_dataset = run_cfg.get("eval_dataset") or None
     card.dataset_hash = summary.get("dataset_hash")
     card.dataset_records = summary.get("dataset_records")
-    card.final_loss = summary.get("final_loss")
+    # The mean of the last logged steps, as `runs list`, `runs show` and the model card give it;
+    # one step's loss (older summaries have only that) is one noisy micro-batch.
+    card.final_loss = (summary.get("final_loss_mean") if summary.get("final_loss_mean") is not None
+                       else summary.get("final_loss"))
     card.best_eval_loss = summary.get("best_eval_loss")
     card.status = summary.get("status")
     card.weights_from = summary.get("final_from")
     date, ts = _when(summary.get("finished") or summary.get("started"))
+    step = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+    if run_dir is not None and step:
+        # A checkpoint is the run as it stood at that step, not as it ended.
+        from engine.runs import losses_at_step
+
+        card.final_loss, card.best_eval_loss = losses_at_step(run_dir, int(step.group(1)))
+        card.weights_from = None  # which checkpoint the run's final/ holds says nothing of this one
+        date = ts = None  # its own files' date, below
     if run_dir is None:
         date, ts = _apply_exported_card(card, folder, date, ts)
     if date is None:
@@ -417,6 +459,7 @@ def list_adapters() -> list[AdapterCard]:
     folder that vanished or became unreadable still appears, with ``problem`` set, so the
     user can see and remove it.
     """
+    added = {p.resolve() for p in added_folders()}
     cards: list[AdapterCard] = []
     seen: set[Path] = set()
 
@@ -428,8 +471,9 @@ def list_adapters() -> list[AdapterCard]:
         try:
             cards.append(read_card(folder, source))
         except ModelError as e:
+            problem = gone_message(folder, folder in added) if not folder.exists() else e.message
             cards.append(AdapterCard(name=folder.name, path=str(folder), source=source, loadable=False,
-                                     problem=e.message))
+                                     problem=problem))
 
     for root, source in ((runs_dir(), "run"), (adapters_dir(), "library")):
         if not root.is_dir():
@@ -442,6 +486,12 @@ def list_adapters() -> list[AdapterCard]:
         take(folder, "added")
     cards.sort(key=lambda c: c.timestamp or 0.0, reverse=True)
     return cards
+
+
+def gone_message(folder: Path, added: bool = True) -> str:
+    """What the library says of a listed adapter folder that is no longer on disk."""
+    return ("the folder no longer exists (deleted or moved)"
+            + (f"; remove it from the library with: finetune-studio adapters remove {folder}" if added else ""))
 
 
 def resolve_adapter(ref: str | Path) -> Path:
@@ -459,9 +509,15 @@ def resolve_adapter(ref: str | Path) -> Path:
     for cand in (path, path / "final", runs_dir() / str(ref) / "final", adapters_dir() / str(ref)):
         if (cand / "adapter_config.json").exists():
             return cand.resolve()
+    if not path.exists() and path.resolve() in {p.resolve() for p in added_folders()}:
+        raise ModelError(f"adapter '{ref}': the folder no longer exists (deleted or moved)",
+                         hint=f"Remove it from the library: finetune-studio adapters remove {path.resolve()}")
     cards = list_adapters()
     named = [c for c in cards if c.name == str(ref)]
     if len(named) == 1:
+        if not Path(named[0].path).exists():
+            raise ModelError(f"adapter '{ref}' ({named[0].path}): the folder no longer exists (deleted or moved)",
+                             hint=f"Remove it from the library: finetune-studio adapters remove {named[0].path}")
         return Path(named[0].path)
     if len(named) > 1:
         raise ModelError(f"adapter name '{ref}' is ambiguous: " + ", ".join(c.path for c in named),
@@ -723,7 +779,7 @@ def check_mergeable(card: AdapterCard) -> None:
 
 
 def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: list[float] | None = None,
-                   combination: str = "linear", density: float | None = None, dtype: str = "fp32",
+                   combination: str = DEFAULT_COMBINATION, density: float | None = None, dtype: str = "fp32",
                    trust_remote_code: bool = False, allow_pickle: bool = False) -> Path:
     """Merge one LoRA (or IA3) adapter, or a weighted combination of LoRAs, into the base.
 
@@ -738,8 +794,8 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
         out: A new or empty folder.
         weights: One weight per adapter. With several adapters they are combined with
             PEFT's ``add_weighted_adapter``; a single adapter with a weight is scaled by it.
-        combination: One of :data:`COMBINATIONS` (``linear`` needs equal ranks; ``cat``
-            doesn't).
+        combination: One of :data:`COMBINATIONS`. ``cat`` (the default) merges exactly
+            ``sum_i w_i * dW_i``; the others are approximations (see :data:`COMBINATION_HELP`).
         density: Fraction of weights kept by the ties/dare/magnitude_prune types.
         dtype: ``fp32``, ``fp16`` or ``bf16``: the dtype the merge happens and is saved in.
         trust_remote_code: Allow the model's own code.
@@ -835,7 +891,7 @@ def merge_adapters(base: str, adapters: list[str], out: str | Path, *, weights: 
             peft_model.add_weighted_adapter(names, list(weights or [1.0]), "combined",
                                             combination_type=combination, density=density)
         except ValueError as e:
-            hint = ("Adapters of different ranks can't be combined linearly; use --combination cat or svd."
+            hint = ("Adapters of different ranks can't be combined linearly; use --combination cat (exact) or svd."
                     if "same" in str(e) and "r" in str(e) else None)
             raise ModelError(f"PEFT could not combine {', '.join(names)} with '{combination}': {e}",
                              hint=hint) from None
@@ -1099,7 +1155,7 @@ def cli_merge(args: argparse.Namespace) -> int:
     quiet_loading()
     t0 = time.perf_counter()
     out = merge_adapters(args.base, list(args.adapter), args.out, weights=getattr(args, "weights", None),
-                         combination=getattr(args, "combination", "linear") or "linear",
+                         combination=getattr(args, "combination", None) or DEFAULT_COMBINATION,
                          density=getattr(args, "density", None), dtype=getattr(args, "dtype", "fp32") or "fp32",
                          trust_remote_code=getattr(args, "trust_remote_code", False),
                          allow_pickle=getattr(args, "allow_pickle", False))

@@ -15,10 +15,11 @@ import argparse
 import importlib
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 
 from engine import __version__
-from engine.adapters import COMBINATIONS
+from engine.adapters import COMBINATION_HELP, COMBINATIONS, DEFAULT_COMBINATION
 from engine.config import RunConfig, closest_key, parse_override
 from engine.data.templates import TEMPLATE_CHOICES
 from engine.errors import StudioError
@@ -268,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "smallest set of tokens whose probability reaches P (default 1.0 = off)")
     g.add_argument("--repetition_penalty", type=float, default=1.0, metavar="X",
                    help="> 1 makes repeating a token less likely (default 1.0 = off)")
-    g.add_argument("--load_in", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "nf4"],
-                   help="how the base loads, as in training (default fp32; int8 and nf4 need a GPU)")
+    g.add_argument("--load_in", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8", "nf4"],
+                   help="how the base loads, as in training (default auto: bf16 on a GPU that supports it, "
+                   "else fp16; fp32 on the CPU; int8 and nf4 need a GPU)")
     g.add_argument("--no-base", action="store_true", dest="no_base", help="skip the base model's answer")
     g.add_argument("--seed", type=int, default=0, help="for sampling (temperature > 0), so a run repeats")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: the GPU if there "
@@ -278,15 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "adapters, which can run code")
     g.add_argument("--trust_remote_code", action="store_true", help="run Python code shipped with the model")
 
-    m = sub.add_parser("merge", help="merge LoRA adapters into the base and save a model folder")
+    width = max(map(len, COMBINATIONS))
+    m = sub.add_parser("merge", help="merge LoRA adapters into the base and save a model folder",
+                       formatter_class=raw, epilog="combinations (--combination), dW = an adapter's change "
+                       "to a weight, w = its weight:\n" + "\n".join(
+                           textwrap.fill(COMBINATION_HELP[c], 100, initial_indent=f"  {c.ljust(width)}  ",
+                                         subsequent_indent=" " * (width + 4)) for c in COMBINATIONS))
     m.add_argument("--base", required=True, metavar="MODEL", help="demo, a model folder or a cached hub id: "
                    "the base the adapters were trained on")
     m.add_argument("--adapter", action="append", required=True, metavar="ADAPTER",
                    help="an adapter folder, run (folder or name) or library name; repeat it to combine several")
     m.add_argument("--weights", type=float, nargs="+", help="one weight per adapter (combine)")
-    m.add_argument("--combination", default="linear", metavar="TYPE",
+    m.add_argument("--combination", default=DEFAULT_COMBINATION, metavar="TYPE",
                    help=f"PEFT's add_weighted_adapter type when combining: {', '.join(COMBINATIONS)} "
-                   "(default linear, which needs equal ranks)")
+                   f"(default {DEFAULT_COMBINATION}: exactly the weighted sum of the adapters' changes; the others "
+                   "approximate it, see below)")
     m.add_argument("--out", required=True, metavar="DIR", help="the merged model's folder (safetensors, loadable "
                    "by plain transformers)")
     m.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="dtype of the saved weights")

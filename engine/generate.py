@@ -155,6 +155,41 @@ class GenerationResult:
 
 
 # ---------------------------------------------------------------------------- Loading
+def check_adapter(folder: Path, base_path: Path, *, allow_pickle: bool = False) -> Any:
+    """What can be checked of an adapter from its files before it loads: it is a PEFT adapter,
+    its weights are safe to read, and it was not trained on another base.
+
+    Cheap (no torch), so the CLI checks every adapter before it spends seconds loading the base.
+
+    Returns:
+        The adapter's :class:`engine.adapters.AdapterCard`.
+
+    Raises:
+        ModelError: not loadable (bottleneck, no weights...), pickle weights without
+            ``allow_pickle``, or a base of another shape recorded.
+    """
+    from engine.adapters import read_card, require_base_match
+    from engine.models import check_weights_safe
+
+    card = read_card(folder)
+    if not card.loadable:
+        raise ModelError(f"adapter '{card.name}' can't be loaded: {card.problem}")
+    check_weights_safe(folder, allow_pickle)
+    require_base_match(folder, base_path)
+    return card
+
+
+def type_groups(cards: list[Any]) -> list[list[int]]:
+    """Indexes of ``cards`` grouped by PEFT type, in the order each type first appears.
+
+    PEFT holds adapters of one type on a base at a time, so mixed types take turns.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, card in enumerate(cards):
+        groups.setdefault(str(card.peft_type), []).append(i)
+    return list(groups.values())
+
+
 def _precision_config(base: str, load_in: str, device: str, trust_remote_code: bool, allow_pickle: bool):
     """A RunConfig carrying just the loading choices, so generation loads exactly like training."""
     from engine.config import RunConfig
@@ -250,24 +285,13 @@ class Generator:
         """
         from peft import PeftModel
 
-        from engine.adapters import (
-            adapter_name,
-            check_adapter_fits,
-            read_card,
-            require_base_match,
-            resolve_adapter,
-        )
-        from engine.models import check_weights_safe
+        from engine.adapters import adapter_name, check_adapter_fits, resolve_adapter
 
         folder = resolve_adapter(path)
         for n, p in self.adapters.items():
             if p == folder:
                 return n
-        card = read_card(folder)
-        if not card.loadable:
-            raise ModelError(f"adapter '{card.name}' can't be loaded: {card.problem}")
-        check_weights_safe(folder, self.allow_pickle)
-        require_base_match(folder, self.base_path)
+        card = check_adapter(folder, self.base_path, allow_pickle=self.allow_pickle)
         problems = check_adapter_fits(folder, self.peft or self.model)
         if problems:
             raise ModelError(f"adapter '{card.name}' doesn't fit the base '{self.base_ref}': "
@@ -275,9 +299,9 @@ class Generator:
                                                           else ""),
                              hint="It was trained on a model of another size or architecture; load that base.")
         if self.peft_type is not None and card.peft_type != self.peft_type:
-            raise ModelError(f"adapter '{card.name}' is {card.peft_type} but the loaded adapters are "
-                             f"{self.peft_type}; one base holds one adapter type at a time",
-                             hint="Unload the others first, or compare them in two sessions.")
+            raise ModelError(f"adapter '{card.name}' is {card.peft_type} but the loaded adapters "
+                             f"({', '.join(self.adapters)}) are {self.peft_type}; PEFT holds one adapter type "
+                             "on a base at a time", hint="Unload those first (the unload command).")
         if name is not None:
             # PEFT keeps adapters in nn.ModuleDicts, whose keys can't contain dots. Run names
             # (20261128-125652-lora) start with a digit; a ModuleDict key may.
@@ -930,12 +954,18 @@ def base_from_run(base: str) -> tuple[str, Path | None, str | None]:
 def cli_generate(args: argparse.Namespace) -> int:
     """``finetune-studio generate``: print one block per answer, base first.
 
+    Every adapter is checked from its files (it exists, is a PEFT adapter, has safe weights
+    and was trained on this base) before the base loads. An adapter given twice answers
+    once. Adapters of different PEFT types (LoRA and IA3, say) take turns on the one base:
+    each type's adapters are loaded, answer, and are unloaded before the next type's load.
+
     Args:
         args: ``base`` (str; a model, or a run folder or name: see :func:`base_from_run`),
             ``adapter`` (list[str]; folders, run names or library
-            names), ``prompt`` (str), optional ``system`` (str), ``max_new_tokens`` (int),
+            names), ``prompt`` (str, not empty), optional ``system`` (str), ``max_new_tokens`` (int),
             ``temperature`` (float, 0 = greedy), ``top_p`` (float), ``repetition_penalty``
-            (float), ``seed`` (int), ``load_in`` (fp32|bf16|fp16|int8|nf4|auto), ``no_base``
+            (float), ``seed`` (int), ``load_in`` (auto|fp32|bf16|fp16|int8|nf4; default auto:
+            bf16 or fp16 on a GPU, fp32 on the CPU), ``no_base``
             (bool: skip the base's answer), optional ``device`` (auto|cpu|cuda),
             ``trust_remote_code`` and ``allow_pickle`` (bool).
 
@@ -943,35 +973,62 @@ def cli_generate(args: argparse.Namespace) -> int:
         0. Errors are raised as StudioError (the CLI prints them and exits 2).
     """
     from engine.adapters import quiet_loading, resolve_adapter
+    from engine.models import resolve_model_path
 
     quiet_loading()
+    if not str(getattr(args, "prompt", "") or "").strip():
+        raise ConfigError("--prompt is empty: give the message to answer, e.g. --prompt \"Give me advice.\"",
+                          key="prompt")
     settings = GenerationSettings.from_dict({
         "max_new_tokens": getattr(args, "max_new_tokens", 128), "temperature": getattr(args, "temperature", 0.0),
         "top_p": getattr(args, "top_p", 1.0), "repetition_penalty": getattr(args, "repetition_penalty", 1.0),
         "seed": getattr(args, "seed", 0)})
-    adapters = [resolve_adapter(a) for a in (getattr(args, "adapter", None) or [])]
     base, run_adapter, note = base_from_run(args.base)
-    if run_adapter is not None and run_adapter.resolve() not in {a.resolve() for a in adapters}:
-        adapters.insert(0, run_adapter)
+    refs: list[tuple[str, Path]] = [(str(run_adapter), run_adapter)] if run_adapter is not None else []
+    refs += [(str(a), resolve_adapter(a)) for a in (getattr(args, "adapter", None) or [])]
     if note:
         print(f"note: {note}", file=sys.stderr)
-    if getattr(args, "no_base", False) and not adapters:
+    folders: list[Path] = []
+    for ref, folder in refs:
+        if folder.resolve() in {f.resolve() for f in folders}:
+            if folder != run_adapter:
+                print(f"note: {ref} is {folder}, given already: it answers once", file=sys.stderr)
+            continue
+        folders.append(folder)
+    if getattr(args, "no_base", False) and not folders:
         raise ConfigError("--no-base leaves nothing to generate: give at least one --adapter", key="no_base")
+    allow_pickle = getattr(args, "allow_pickle", False)
+    base_path = resolve_model_path(base)
+    cards = [check_adapter(f, base_path, allow_pickle=allow_pickle) for f in folders]  # before the slow load
+    groups = type_groups(cards)
+    if len(groups) > 1:
+        kinds = "; ".join(f"{cards[g[0]].peft_type}: " + ", ".join(cards[i].name for i in g) for g in groups)
+        print(f"note: PEFT holds one adapter type on a base at a time, so the types take turns ({kinds})",
+              file=sys.stderr)
     gen = Generator(base, load_in=getattr(args, "load_in", "auto") or "auto",
                     device=getattr(args, "device", "auto") or "auto",
-                    trust_remote_code=getattr(args, "trust_remote_code", False),
-                    allow_pickle=getattr(args, "allow_pickle", False))
+                    trust_remote_code=getattr(args, "trust_remote_code", False), allow_pickle=allow_pickle)
     print(f"loaded {base} ({gen.describe()['dtype']} on {gen.describe()['device']}) in {gen.load_s:.1f} s",
           file=sys.stderr)
-    names = [gen.load_adapter(a) for a in adapters]
-    targets = ([] if getattr(args, "no_base", False) else [BASE]) + names
-    for i, target in enumerate(targets):
+    blocks = 0
+
+    def answer(target: str) -> None:
+        nonlocal blocks
         title = f"base: {base}" if target == BASE else f"adapter: {target} ({gen.adapters[target]})"
-        print(("\n" if i else "") + f"=== {title} ===", flush=True)
+        print(("\n" if blocks else "") + f"=== {title} ===", flush=True)
+        blocks += 1
         result = gen.generate(args.prompt, target, settings, system=getattr(args, "system", None),
                               on_text=lambda s: print(s, end="", flush=True))
         print()
         print(f"--- {result.tokens} tokens in {result.time_s:.2f} s, {result.tokens_per_s:.1f} tokens/s", flush=True)
+
+    if not getattr(args, "no_base", False):
+        answer(BASE)
+    for group in groups:
+        for name in list(gen.adapters):  # the previous type's adapters
+            gen.unload(name)
+        for name in [gen.load_adapter(folders[i]) for i in group]:
+            answer(name)
     return 0
 
 

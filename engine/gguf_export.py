@@ -597,12 +597,17 @@ def lora_gguf_problem(adapter_dir: str | Path, adapter_config: dict | str | None
     acfg = _adapter_config(adapter_dir) if adapter_config is None else adapter_config
     if isinstance(acfg, str):
         return acfg
+    from engine.adapters import BOTTLENECK_FORMAT, adapter_name
+
+    name = adapter_name(adapter_dir)  # a run's final/ is named by its run
     if str(acfg.get("peft_type", "")).upper() != "LORA":
-        return f"'{adapter_dir.name}' is a {acfg.get('peft_type')} adapter; llama.cpp applies LoRA adapters only"
+        what = "bottleneck" if acfg.get("format") == BOTTLENECK_FORMAT else str(acfg.get("peft_type") or "unknown")
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        return f"'{name}' is {article} {what} adapter; llama.cpp applies LoRA adapters only"
     if acfg.get("use_dora"):
-        return f"'{adapter_dir.name}' is a DoRA adapter, which llama.cpp can't apply at run time"
+        return f"'{name}' is a DoRA adapter, which llama.cpp can't apply at run time"
     if acfg.get("trainable_token_indices"):
-        return (f"'{adapter_dir.name}' trains tokens its run added to the vocabulary, and a llama.cpp adapter can't "
+        return (f"'{name}' trains tokens its run added to the vocabulary, and a llama.cpp adapter can't "
                 "add rows to its base's embeddings")
     if acfg.get("alpha_pattern") or (acfg.get("use_rslora") and acfg.get("rank_pattern")):
         return (f"'{adapter_dir.name}' scales its modules differently (alpha_pattern, or rsLoRA with a rank_pattern); "
@@ -947,6 +952,14 @@ def check_space(ref: str, target: Path, base: str | None = None, out_type: str =
                           key="out", hint="Free some space, or choose a file on another disk with --out.")
 
 
+def adapter_kind(card: Any) -> str:
+    """"a bottleneck adapter", "a prompt tuning adapter": what kind of adapter a card is, for messages."""
+    peft_type = (card.peft_type or "").upper()
+    what = ("bottleneck" if peft_type == "BOTTLENECK" else
+            (peft_type or card.method or "unknown").lower().replace("_", " "))
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what} adapter"
+
+
 def export_problem(ref: str, base: str | None = None) -> str | None:
     """Why ``export-gguf REF`` can't work, found from files alone (no torch), or None.
 
@@ -962,8 +975,7 @@ def export_problem(ref: str, base: str | None = None) -> str | None:
 
             card = read_card(folder)
             if (card.peft_type or "").upper() not in ("LORA", "IA3"):
-                method = (card.method or card.peft_type or "").replace("_", " ")
-                return (f"{card.name} is a {method} adapter: only LoRA and IA3 adapters merge into the weights, "
+                return (f"{card.name} is {adapter_kind(card)}: only LoRA and IA3 adapters merge into the weights, "
                         "and a GGUF file holds plain weights.")
             if not (base or card.base_model):
                 return f"{card.name} records no base model; give one."

@@ -249,6 +249,27 @@ def final_loss_mean(output_dir: Path, window: int = 10) -> tuple[float | None, i
     return (sum(tail) / len(tail), len(tail)) if tail else (None, 0)
 
 
+def losses_at_step(output_dir: Path, step: int, window: int = 10) -> tuple[float | None, float | None]:
+    """``(final_loss_mean, best_eval_loss)`` as they stood at ``step``: what a run's
+    ``checkpoint-<step>`` was saved with, from the metrics.jsonl rows logged up to that step.
+
+    The training loss is the mean of the last ``window`` logged steps, as :func:`final_loss_mean`;
+    the eval loss is the lowest evaluation at or before ``step``.
+    """
+    curve = [loss for s, loss in _train_curve(output_dir) if s <= step]
+    tail = [loss for loss in curve[-window:] if loss == loss and abs(loss) != float("inf")]
+    evals: list[tuple[int, float]] = []
+    for row in read_metrics(output_dir):
+        s, loss = row.get("step"), row.get("eval_loss")
+        if s is None or not isinstance(loss, (int, float)):
+            continue
+        while evals and evals[-1][0] >= s:  # evaluated again after a resume or rewind
+            evals.pop()
+        evals.append((int(s), float(loss)))
+    best = min((loss for s, loss in evals if s <= step and loss == loss), default=None)
+    return (sum(tail) / len(tail) if tail else None), best
+
+
 _CURVE_ENDS: dict[Path, tuple[tuple[int, int], tuple[float | None, float | None, int | None]]] = {}
 
 

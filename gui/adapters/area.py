@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
 
 from engine import adapters as lib
 from engine.errors import StudioError
-from engine.generate import BASE, LOAD_CHOICES, GenerationSettings
+from engine.generate import BASE, LOAD_CHOICES, GenerationSettings, type_groups
 from gui.adapters.compare_dialog import CompareDialog, WholeModel, compare_problem
 from gui.adapters.generation_thread import GenerationThread
 from gui.adapters.gguf_dialog import GgufDialog
@@ -109,10 +109,8 @@ class OutputColumn(QFrame):
                            "border-radius: 4px; }")
         self.title = QLabel(title)
         self.title.setStyleSheet(f"font-weight: bold; font-size: 13px; color: {color}; border: none;")
-        self.subtitle = QLabel(subtitle)
+        self.subtitle = ElidedLabel(subtitle)  # "/long/path/to/base · adapters off" ends in "…", not mid-word
         self.subtitle.setStyleSheet("color: palette(placeholder-text); border: none;")
-        self.subtitle.setToolTip(subtitle)
-        self.subtitle.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.text = QPlainTextEdit()
         self.text.setReadOnly(True)
         self.text.setFrameShape(QFrame.Shape.NoFrame)
@@ -184,7 +182,11 @@ class AdaptersArea(QWidget):
         super().__init__(parent)
         self.thread: GenerationThread | None = None
         self._worker_key: tuple[str, str] | None = None
-        self._names: dict[str, str] = {}          # adapter folder -> its name in the worker
+        self._names: dict[str, str] = {}          # adapter folder -> its name in the worker (kept once given)
+        self._loaded: dict[str, str] = {}         # adapter folder -> PEFT type, for what the worker holds
+        self._turns: list[list[lib.AdapterCard]] = []  # this request's adapter groups still to answer
+        self._stopping = False
+        self._prompt: tuple[str, str | None, dict[str, Any]] = ("", None, {})  # the request's prompt, system, settings
         self.columns: dict[str, OutputColumn] = {}
         self._request = ""
         self._request_count = 0
@@ -238,10 +240,7 @@ class AdaptersArea(QWidget):
         if self.model.row_of(card.path) < 0:
             lib.add_adapter(card.path)
             self.refresh()
-        choice = _base_choice(card.base_model)
-        if choice and lib.check_base_match(card.path, self.base_text()).ok is not True:
-            self.base_box.setCurrentText(choice)
-        self._update_matches()
+        self._fit_base(card)
         for other in list(self.model.checked):
             self.model.set_checked(other, False)
         if not self.model.set_checked(card.path, True):
@@ -252,7 +251,7 @@ class AdaptersArea(QWidget):
         self._select(card.path)
         self._show_banner("")
         self._ensure_worker()
-        self._ensure_loaded(card)
+        self._load_group([card])
         self.prompt_edit.setFocus()
 
     def base_text(self) -> str:
@@ -278,8 +277,9 @@ class AdaptersArea(QWidget):
     def load_base(self) -> None:
         """(Re)start the worker on the base and precision shown, and load the checked adapters."""
         self._ensure_worker(restart=True)
-        for card in self.model.checked_cards():
-            self._ensure_loaded(card)
+        turns = self._plan_turns(self.model.checked_cards())
+        if turns:
+            self._load_group(turns[0])  # the other types load in their turn, at Generate
 
     def generate(self) -> str | None:
         """Send the prompt to the base (if compared) and every checked adapter. Returns the request id."""
@@ -297,12 +297,15 @@ class AdaptersArea(QWidget):
         self._show_banner("")
         self._ensure_worker()
         assert self.thread is not None
-        names = [self._ensure_loaded(card) for card in cards]
         self._request_count += 1
         self._request = f"g{self._request_count}"
-        self._build_columns(with_base, cards, names)
-        self.thread.generate(self._request, prompt, ([BASE] if with_base else []) + names,
-                             self.settings().to_dict(), self.system_edit.text().strip() or None)
+        self._build_columns(with_base, cards, [self._name_for(card) for card in cards])
+        # PEFT holds one adapter type on a base at a time: mixed types answer in turns, the
+        # type already on the base first, the next turn sent when the worker has finished one.
+        self._turns = self._plan_turns(cards)
+        self._stopping = False
+        self._prompt = (prompt, self.system_edit.text().strip() or None, self.settings().to_dict())
+        self._next_turn(with_base)
         self.busy = True
         self._update_buttons()
         return self._request
@@ -310,6 +313,7 @@ class AdaptersArea(QWidget):
     def stop(self) -> None:
         """Stop the current request after the current token."""
         if self.thread is not None and self.busy:
+            self._stopping = True  # and the turns of other adapter types are not started
             self.thread.stop_generation()
 
     def save_prompt(self, name: str | None = None) -> str | None:
@@ -616,6 +620,8 @@ class AdaptersArea(QWidget):
         self._stop_worker()
         self._worker_key = key
         self._names = {}
+        self._loaded = {}
+        self._turns = []
         self.busy = False
         thread = GenerationThread(key[0], key[1], parent=self)
         thread.sig_loaded.connect(self._on_loaded)
@@ -641,15 +647,45 @@ class AdaptersArea(QWidget):
         thread.deleteLater()
         self.busy = False
 
-    def _ensure_loaded(self, card: lib.AdapterCard) -> str:
-        """The adapter's name in the worker, asking the worker to load it the first time."""
-        assert self.thread is not None
+    def _name_for(self, card: lib.AdapterCard) -> str:
+        """The adapter's name in the worker (its run's name, made unique), the same for the worker's life."""
         name = self._names.get(card.path)
         if name is None:
             name = lib.adapter_name(card, set(self._names.values()))
             self._names[card.path] = name
-            self.thread.load_adapter(card.path, name)
         return name
+
+    def _plan_turns(self, cards: list[lib.AdapterCard]) -> list[list[lib.AdapterCard]]:
+        """``cards`` grouped by PEFT type, the group of the type the worker holds now first."""
+        groups = [[cards[i] for i in g] for g in type_groups(cards)]
+        resident = set(self._loaded.values())
+        return sorted(groups, key=lambda g: g[0].peft_type not in resident)
+
+    def _load_group(self, cards: list[lib.AdapterCard]) -> list[str]:
+        """Have the worker hold ``cards`` (one PEFT type): adapters of another type are unloaded
+        first; those of the same type stay, so switching back to them is instant."""
+        assert self.thread is not None
+        kind = cards[0].peft_type if cards else None
+        for path, loaded_kind in list(self._loaded.items()):
+            if loaded_kind != kind:
+                self.thread.unload(self._names[path])
+                del self._loaded[path]
+        names = []
+        for card in cards:
+            name = self._name_for(card)
+            if card.path not in self._loaded:
+                self._loaded[card.path] = str(card.peft_type)
+                self.thread.load_adapter(card.path, name)
+            names.append(name)
+        return names
+
+    def _next_turn(self, with_base: bool = False) -> None:
+        """Load the next group of adapters and ask for their answers (and the base's, first)."""
+        assert self.thread is not None
+        group = self._turns.pop(0) if self._turns else []
+        names = self._load_group(group) if group else []
+        prompt, system, settings = self._prompt
+        self.thread.generate(self._request, prompt, ([BASE] if with_base else []) + names, settings, system)
 
     # ---- Slots
     def _on_loaded(self, data: dict) -> None:
@@ -677,12 +713,15 @@ class AdaptersArea(QWidget):
         cmd = data.get("cmd")
         if cmd == "load_adapter":
             path = str(data.get("path") or "")
-            name = self._names.pop(path, None)  # sent as card.path, so it comes back the same
+            self._loaded.pop(path, None)  # sent as card.path, so it comes back the same
+            name = self._names.get(path)
             col = self.columns.get(name or "")
             if col is not None and not col.done:
                 col.show_error(message)
             else:
-                self._show_banner(f"Could not load adapter {Path(path).name or path}: {message}")
+                card = self._card(path)  # a run's adapter is its final/: name the run
+                self._show_banner(f"Could not load adapter {card.name if card else Path(path).name or path}: "
+                                  f"{message}")
         elif cmd == "generate" and data.get("adapter") in self.columns:
             col = self.columns[data["adapter"]]
             if not col.error:
@@ -702,6 +741,10 @@ class AdaptersArea(QWidget):
 
     def _on_ready(self, data: dict) -> None:
         if data.get("cmd") == "generate" and data.get("request") == self._request:
+            if self._turns and self.busy and not self._stopping and self.thread is not None:
+                self._next_turn()
+                return
+            self._turns = []
             for col in self.columns.values():
                 if not col.done:
                     col.show_error("no answer (stopped)")
@@ -711,6 +754,8 @@ class AdaptersArea(QWidget):
         if self.thread is not None:
             self.thread = None
             self._names = {}
+            self._loaded = {}
+            self._turns = []
             if self.columns and self.busy:
                 for col in self.columns.values():
                     if not col.done:
@@ -867,10 +912,7 @@ class AdaptersArea(QWidget):
             lib.add_adapter(card.path)
         if missing:
             self.refresh()
-        choice = _base_choice(cards[0].base_model)
-        if choice and lib.check_base_match(cards[0].path, self.base_text()).ok is not True:
-            self.base_box.setCurrentText(choice)
-        self._update_matches()
+        self._fit_base(cards[0])
         for card in cards:
             if not self.model.set_checked(card.path, True):
                 match = self.model.matches.get(card.path)
@@ -911,6 +953,16 @@ class AdaptersArea(QWidget):
             self._reload_prompt_names()
 
     # ---- Internals
+    def _fit_base(self, card: lib.AdapterCard) -> None:
+        """Put the adapter's recorded base in the base box when it is on this machine (or when the
+        current base can't take the adapter at all). Another model whose config merely has the same
+        shapes (a full run's final/ of the same size) fits, but is not what the adapter learnt on."""
+        choice = _base_choice(card.base_model)
+        match = lib.check_base_match(card.path, self.base_text())
+        if choice and not match.exact and (match.ok is not True or lib.check_base_match(card.path, choice).exact):
+            self.base_box.setCurrentText(choice)
+        self._update_matches()
+
     def _update_matches(self) -> None:
         base = self.base_text()
         self.model.set_matches({c.path: lib.check_base_match(c.path, base) for c in self.model.cards if c.loadable})

@@ -271,6 +271,11 @@ class GgufDialog(QDialog):
 
     def _show_size(self) -> None:
         """The file's size, and whether the target's disk has the room (the merge's copy included)."""
+        problem = getattr(self, "lora_problem", None) if self.as_lora() else getattr(self, "merge_problem", None)
+        if problem:  # nothing will be written: a size would read as if something would
+            self.size_label.setText("none: this export can't be made (see below)")
+            self.size_label.setStyleSheet("color: palette(placeholder-text);")
+            return
         text = f"about {format_size(self.size)}" if self.size else "unknown"
         free = free_space(Path(self.out_edit.text().strip() or ".").parent)
         short = self.need is not None and free is not None and free < self.need

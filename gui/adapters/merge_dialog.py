@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, Signal
+from PySide6.QtCore import QProcess, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -82,9 +82,17 @@ class MergeDialog(QDialog):
             self.weights.append(spin)
             form.addRow(f"Weight of {card.name}:", spin)
         self.combination = QComboBox()
-        self.combination.addItems(lib.COMBINATIONS)
-        self.combination.setToolTip("PEFT's add_weighted_adapter combination type; 'linear' needs equal "
-                                    "ranks, 'cat' does not")
+        for name in lib.COMBINATIONS:
+            self.combination.addItem(name + (" (exact)" if name == lib.DEFAULT_COMBINATION else ""), name)
+            self.combination.setItemData(self.combination.count() - 1, lib.COMBINATION_HELP[name],
+                                         Qt.ItemDataRole.ToolTipRole)
+        self.combination.setCurrentIndex(self.combination.findData(lib.DEFAULT_COMBINATION))
+        self.combination.setToolTip("How PEFT's add_weighted_adapter combines the adapters; 'cat' merges exactly "
+                                    "the weighted sum of their changes, the others approximate it")
+        # What the chosen combination does, under it: "linear" reads as the weighted sum and isn't.
+        self.combination_help = QLabel()
+        self.combination_help.setWordWrap(True)
+        self.combination_help.setStyleSheet("color: palette(placeholder-text);")
         self.density = QDoubleSpinBox()
         self.density.setRange(0.01, 1.0)
         self.density.setSingleStep(0.05)
@@ -92,6 +100,7 @@ class MergeDialog(QDialog):
         self.density.setToolTip("Fraction of weights kept by the ties, dare_* and magnitude_prune types")
         if len(cards) > 1:
             form.addRow("Combination:", self.combination)
+            form.addRow("", self.combination_help)
             form.addRow("Density:", self.density)
             self.combination.currentTextChanged.connect(self._update)
         self.dtype = QComboBox()
@@ -150,8 +159,8 @@ class MergeDialog(QDialog):
         if len(self.cards) > 1 or weights != [1.0]:
             args += ["--weights", *(f"{w:g}" for w in weights)]
         if len(self.cards) > 1:
-            args += ["--combination", self.combination.currentText()]
-            if self.combination.currentText() in lib.NEEDS_DENSITY:
+            args += ["--combination", self.combination.currentData()]
+            if self.combination.currentData() in lib.NEEDS_DENSITY:
                 args += ["--density", f"{self.density.value():g}"]
         args += ["--dtype", self.dtype.currentText(), "--out", self.out_edit.text().strip()]
         if self.gguf.currentData():
@@ -195,7 +204,8 @@ class MergeDialog(QDialog):
         return out
 
     def _update(self) -> None:
-        self.density.setEnabled(self.combination.currentText() in lib.NEEDS_DENSITY)
+        self.density.setEnabled(self.combination.currentData() in lib.NEEDS_DENSITY)
+        self.combination_help.setText(lib.COMBINATION_HELP.get(self.combination.currentData(), ""))
         self.command_label.setText(command_text(self.command()))
 
     def _fail(self, text: str) -> None:

@@ -70,6 +70,25 @@ def make_run(root: Path, name: str, base_dir: Path, answer: str, *, seed: int = 
     return run
 
 
+def other_type_adapter(demo_base: Path, out: Path, kind: str) -> Path:
+    """An IA3 or prompt-tuning adapter on the demo base, randomised so it changes the answers."""
+    import torch
+    from peft import IA3Config, PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = (IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"],
+                        task_type="CAUSAL_LM") if kind == "ia3"
+              else PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(demo_base), config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(1.0 + 0.5 * torch.randn_like(p) if kind == "ia3" else torch.randn_like(p))
+    model.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def demo_base() -> Path:
     if not (DEMO_MODEL / "config.json").exists():

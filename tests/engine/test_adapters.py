@@ -63,12 +63,21 @@ def test_added_folder_is_remembered_and_removable(trained_runs, tmp_path, studio
     # A folder that vanished stays listed with its problem, so the user can remove it.
     shutil.rmtree(folder)
     (gone,) = lib.list_adapters()
-    assert not gone.loadable and "adapter_config.json" in gone.problem
+    assert not gone.loadable and "no longer exists (deleted or moved)" in gone.problem
+    assert f"adapters remove {folder.resolve()}" in gone.problem
+    # Named by what the list shows, or by its path: the same reason and the remedy, not "no such adapter".
+    for ref in ("my-adapter", str(folder)):
+        with pytest.raises(ModelError, match="no longer exists") as e:
+            lib.resolve_adapter(ref)
+        assert "adapters remove" in e.value.hint
     assert lib.remove_adapter(folder)
     assert lib.list_adapters() == []
 
 
 def test_non_adapter_folder_is_refused_with_a_clear_message(tmp_path):
+    with pytest.raises(ModelError, match="there is no folder") as e:
+        lib.add_adapter(tmp_path / "nonexistent")
+    assert "adapter_config" not in e.value.message
     with pytest.raises(ModelError, match="no adapter_config.json"):
         lib.read_card(tmp_path)
     (tmp_path / "adapter_config.json").write_text('{"peft_type": "LORA",\n "r": }')
@@ -185,6 +194,30 @@ def test_weighted_cat_combination_is_the_weighted_sum_of_deltas(runs_home, demo_
     assert changed >= 7 * 4  # every targeted projection of every layer moved
 
 
+def test_the_default_combination_is_the_exact_weighted_sum(runs_home, demo_base, tmp_path):
+    # PEFT's "linear" scales A and B each by sqrt(w): two identical adapters at 0.5/0.5 gave
+    # twice the change. The default must be the weighted sum of the changes.
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def weights(path):
+        return AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+    twin = tmp_path / "twin"
+    shutil.copytree(runs_home["medical"], twin)
+    lib.merge_adapters("demo", ["medical"], tmp_path / "alone")
+    lib.merge_adapters("demo", ["medical", str(twin)], tmp_path / "halves")  # default weights 1/2 each
+    lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "first", weights=[1.0, 0.0])
+    alone, halves, first = (weights(tmp_path / n) for n in ("alone", "halves", "first"))
+    base = weights(demo_base)
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert (alone[key] - base[key]).abs().max() > 1e-3  # the adapter changed it
+    for key, w in alone.items():
+        torch.testing.assert_close(halves[key], w, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(first[key], w, atol=1e-5, rtol=1e-5)
+    assert json.loads((tmp_path / "halves" / "merge.json").read_text())["combination"] == "cat"
+
+
 def test_merge_refuses_bad_arguments_naming_the_option(runs_home, tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="2 adapters") as e:
         lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "a", weights=[1.0])
@@ -192,7 +225,7 @@ def test_merge_refuses_bad_arguments_naming_the_option(runs_home, tmp_path, tiny
     with pytest.raises(ConfigError, match="needs --density") as e:
         lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "b", combination="ties")
     assert e.value.key == "density"
-    with pytest.raises(ConfigError, match="one of linear, cat") as e:
+    with pytest.raises(ConfigError, match="one of cat, linear") as e:
         lib.merge_adapters("demo", ["medical", "legal"], tmp_path / "c", combination="average")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
@@ -306,6 +339,37 @@ def test_dora_adapters_are_not_combined_with_weights(demo_base, tmp_path):
     assert "alone" in e.value.hint
     assert not (tmp_path / "c").exists()
     assert (lib.merge_adapters("demo", [str(dora)], tmp_path / "d") / "model.safetensors").exists()
+
+
+def test_card_loss_is_the_mean_of_the_last_steps_as_runs_list_gives_it(runs_home, capsys):
+    summary = runs_home["medical"].parent / "summary.json"
+    data = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**data, "final_loss": 0.9, "final_loss_mean": 0.5}))
+    assert lib.read_card(runs_home["medical"]).final_loss == 0.5
+    lib.cli_list(Namespace(json=False))
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("medical"))
+    assert "0.5000" in row and "0.9000" not in row
+
+
+def test_a_checkpoints_card_gives_that_steps_losses_and_date(runs_home):
+    import os
+
+    run = runs_home["medical"].parent
+    rows = [{"step": s, "loss": 10.0 - s} for s in range(1, 9)] + [
+        {"step": 4, "eval_loss": 3.0}, {"step": 8, "eval_loss": 1.0}]
+    rows.sort(key=lambda r: r["step"])
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ckpt = run / "checkpoint-4"
+    shutil.copytree(runs_home["medical"], ckpt)
+    when = 1_700_000_000
+    for f in ckpt.iterdir():
+        os.utime(f, (when, when))
+    card = lib.read_card(ckpt)
+    assert card.final_loss == pytest.approx((9 + 8 + 7 + 6) / 4)  # steps 1-4 only
+    assert card.best_eval_loss == 3.0  # not the run's 1.0 of step 8, nor the summary's 0.456
+    assert card.timestamp == when and card.weights_from is None
+    final = lib.read_card(runs_home["medical"])
+    assert (final.final_loss, final.best_eval_loss) == (0.123, 0.456) and final.timestamp != when
 
 
 def test_a_trainer_output_folder_is_named_by_its_parent(runs_home, tmp_path):

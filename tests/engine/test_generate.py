@@ -12,6 +12,7 @@ from engine.cli import main as cli_main
 from engine.errors import ConfigError, ConfigErrors, ModelError
 from engine.events import ERROR, FINISHED, GENERATED, LOADED, READY, TOKEN
 from engine.generate import BASE, GenerationClient, GenerationSettings, Generator
+from tests.engine.conftest import other_type_adapter
 
 PROMPT = "What should I do today?"
 GREEDY = GenerationSettings(max_new_tokens=20)
@@ -75,6 +76,65 @@ def test_mismatched_base_is_refused(tiny_model_dir, runs_home, tmp_path):
     with pytest.raises(ModelError, match="doesn't fit the base"):
         gen.load_adapter(loose)
     assert gen.adapters == {} and gen.peft is None
+
+
+@pytest.mark.parametrize("kind", ["ia3", "prompt"])
+def test_unloading_an_adapter_of_another_type_lets_a_lora_load(kind, gen, runs_home, demo_base, tmp_path):
+    base_text = gen.generate(PROMPT, BASE, GREEDY).text
+    other = gen.load_adapter(other_type_adapter(demo_base, tmp_path / f"{kind}-adapter", kind))
+    assert gen.generate(PROMPT, other, GREEDY).text != base_text
+    with pytest.raises(ModelError, match="one adapter type on a base at a time") as e:
+        gen.load_adapter(runs_home["medical"])
+    assert ("IA3" if kind == "ia3" else "PROMPT_TUNING") in e.value.message and "Unload those first" in e.value.hint
+    gen.unload(other)
+    assert gen.generate(PROMPT, BASE, GREEDY).text == base_text  # nothing of it left on the base
+    medical = gen.load_adapter(runs_home["medical"])
+    assert gen.generate(PROMPT, medical, GREEDY).text.startswith("Rest, drink water")
+    assert gen.base_loads == 1
+
+
+def test_cli_generate_takes_mixed_types_in_turns_and_each_adapter_once(runs_home, demo_base, tmp_path, capsys):
+    ia3 = other_type_adapter(demo_base, tmp_path / "ia3", "ia3")
+    argv = ["generate", "--base", "demo", "--adapter", str(ia3), "--adapter", "medical", "--adapter", "legal",
+            "--adapter", str(ia3), "--prompt", PROMPT, "--max_new_tokens", "12"]
+    assert cli_main(argv) == 0
+    captured = capsys.readouterr()
+    headers = [line for line in captured.out.splitlines() if line.startswith("=== ")]
+    assert headers == ["=== base: demo ===", f"=== adapter: ia3 ({ia3.resolve()}) ===",
+                       f"=== adapter: medical ({runs_home['medical'].resolve()}) ===",
+                       f"=== adapter: legal ({runs_home['legal'].resolve()}) ==="]
+    assert "Rest, drink water" in captured.out and "Read the contract" in captured.out
+    assert "given already: it answers once" in captured.err
+    assert "types take turns (IA3: ia3; LORA: medical, legal)" in captured.err
+
+
+def test_cli_generate_checks_the_adapters_before_loading_the_base(runs_home, tiny_model_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from engine import adapters as lib
+
+    monkeypatch.setattr(Generator, "_load_base", lambda self: pytest.fail("the base loaded first"))
+    gone = tmp_path / "gone"
+    shutil.copytree(runs_home["medical"], gone)
+    lib.add_adapter(gone)
+    shutil.rmtree(gone)
+    foreign = tmp_path / "foreign"
+    shutil.copytree(runs_home["medical"], foreign)
+    cfg = json.loads((foreign / "adapter_config.json").read_text())
+    (foreign / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(tiny_model_dir)}))
+    pickled = tmp_path / "pickled"
+    shutil.copytree(runs_home["medical"], pickled)
+    torch.save(load_file(pickled / "adapter_model.safetensors"), pickled / "adapter_model.bin")
+    (pickled / "adapter_model.safetensors").unlink()
+    for ref, why in (("gone", "the folder no longer exists (deleted or moved)"), (str(gone), "no longer exists"),
+                     (str(foreign), "can't be used with this base"), (str(pickled), "allow_pickle")):
+        assert cli_main(["generate", "--base", "demo", "--adapter", "medical", "--adapter", ref,
+                         "--prompt", PROMPT]) == 2
+        assert why in capsys.readouterr().err, ref
+    assert cli_main(["generate", "--base", "demo", "--prompt", "  "]) == 2
+    assert "--prompt is empty" in capsys.readouterr().err
 
 
 def test_quantized_base_without_cuda_is_refused_clearly():

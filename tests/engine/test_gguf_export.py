@@ -461,3 +461,19 @@ def test_a_lora_adapter_gguf_is_refused_for_what_llama_cpp_cant_apply(runs_home,
     out = json.loads(capsys.readouterr().out)
     assert Path(out["path"]) == runs_home["legal"].parent / "legal-lora-f16.gguf" and out["type"] == "f16"
     assert out["tokenizer"] == "lora adapter" and Path(out["path"]).stat().st_size < 200_000
+
+
+def test_a_non_lora_adapter_is_refused_by_its_kind_and_its_runs_name(tmp_path):
+    from engine.adapters import BOTTLENECK_FORMAT
+    from engine.gguf_export import export_problem, lora_gguf_problem
+
+    bneck = tmp_path / "bneck-run" / "final"
+    bneck.mkdir(parents=True)
+    (bneck / "adapter_config.json").write_text(json.dumps({"format": BOTTLENECK_FORMAT,
+                                                           "base_model_name_or_path": "demo"}))
+    assert export_problem(str(bneck)).startswith("bneck-run is a bottleneck adapter: only LoRA and IA3")
+    assert lora_gguf_problem(bneck) == "'bneck-run' is a bottleneck adapter; llama.cpp applies LoRA adapters only"
+    ia3 = tmp_path / "ia3-run" / "final"
+    ia3.mkdir(parents=True)
+    (ia3 / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))
+    assert lora_gguf_problem(ia3) == "'ia3-run' is an IA3 adapter; llama.cpp applies LoRA adapters only"

@@ -117,6 +117,63 @@ def test_try_adapter_opens_the_playground_on_it(qtbot, make_area, trained_runs, 
     assert area.banner.isHidden()
 
 
+def test_adapter_types_take_turns_and_a_lora_loads_after_an_ia3(qtbot, make_area, runs_home, demo_base, tmp_path):
+    # Once an IA3 adapter was on the base no LoRA loaded ("one base holds one adapter type"),
+    # even with only the LoRA ticked; only "Load base" recovered.
+    from engine.adapters import add_adapter
+    from tests.engine.conftest import other_type_adapter
+
+    ia3 = add_adapter(other_type_adapter(demo_base, tmp_path / "ia3", "ia3")).path
+    area = make_area()
+    area.compare_base.setChecked(False)
+    area.prompt_edit.setPlainText("What should I do today?")
+    area.max_tokens.setValue(12)
+
+    def run(*ticked: str) -> dict[str, str]:
+        for path in list(area.model.checked):
+            area.model.set_checked(path, False)
+        for path in ticked:
+            assert area.model.set_checked(path, True)
+        with qtbot.waitSignal(area.sig_generation_finished, timeout=WAIT_MS):
+            area.generate()
+        assert not [c.error for c in area.columns.values() if c.error]
+        return {name: col.answer() for name, col in area.columns.items()}
+
+    medical, legal = str(runs_home["medical"]), str(runs_home["legal"])
+    assert set(run(ia3)) == {"ia3"}
+    assert run(medical)["medical"].startswith("Rest, drink water")  # the IA3 was unloaded for it
+    qtbot.waitUntil(lambda: set(area.last_loaded.get("adapters", {})) == {"medical"}, timeout=WAIT_MS)
+    # Both types ticked: each answers in its turn, the LoRAs (already on the base) first.
+    answers = run(ia3, medical, legal)
+    assert answers["medical"].startswith("Rest, drink water") and answers["legal"].startswith("Read the contract")
+    assert answers["ia3"] and area.last_loaded["base_loads"] == 1
+    # Unticked LoRAs stay loaded beside a ticked LoRA: switching back is instant.
+    run(medical)
+    assert set(area.last_loaded["adapters"]) == {"medical"}  # the IA3 held last, unloaded for it
+    run(legal)
+    assert set(area.last_loaded["adapters"]) == {"medical", "legal"}
+
+
+def test_try_it_switches_to_the_adapters_own_base_from_a_same_shaped_model(qtbot, make_area, runs_home, demo_base,
+                                                                            tmp_path):
+    # A full run's final/ of the same size fits by its config's shapes, but is not the model
+    # the adapter learnt on: "Try it" must load the recorded base when it is on this machine.
+    full = tmp_path / "fullrun" / "final"
+    shutil.copytree(demo_base, full)
+    area = make_area()
+    area.base_box.setCurrentText(str(full))
+    with qtbot.waitSignal(area.sig_base_loaded, timeout=WAIT_MS,
+                          check_params_cb=lambda d: d.get("adapter") == "medical"):
+        area.try_adapter(runs_home["medical"])
+    assert area.base_text() == "demo"
+
+
+def test_an_adapter_that_fails_to_load_is_named_by_its_run_not_final(make_area, runs_home):
+    area = make_area()
+    area._on_error({"cmd": "load_adapter", "path": str(runs_home["medical"].resolve()), "message": "boom"})
+    assert "Could not load adapter medical: boom" in area.banner.text()
+
+
 def test_a_base_that_cannot_load_is_reported(qtbot, make_area, tmp_path):
     area = make_area()
     area.base_box.setCurrentText(str(tmp_path / "no-such-model"))
@@ -153,8 +210,12 @@ def test_merge_dialog_runs_the_merge_in_a_child_process(qtbot, make_area, runs_h
     qtbot.addWidget(both)
     cmd = both.command()
     assert cmd[cmd.index("--weights") + 1: cmd.index("--weights") + 3] == ["0.5", "0.5"]
-    assert cmd[cmd.index("--combination") + 1] == "linear" and "--density" not in cmd
-    both.combination.setCurrentText("ties")
+    # The exact weighted sum by default, and what each combination does is said under it.
+    assert cmd[cmd.index("--combination") + 1] == "cat" and "--density" not in cmd
+    assert both.combination.currentText() == "cat (exact)" and "exact" in both.combination_help.text()
+    both.combination.setCurrentIndex(both.combination.findData("linear"))
+    assert "approximation" in both.combination_help.text() and "cross terms" in both.combination_help.text()
+    both.combination.setCurrentIndex(both.combination.findData("ties"))
     assert "--density" in both.command() and both.density.isEnabled()
 
     area.model.set_checked(str(runs_home["legal"]), False)
@@ -206,6 +267,20 @@ def test_a_long_status_is_elided_not_clipped_and_keeps_its_whole_text(qtbot):
     assert label.fontMetrics().horizontalAdvance(painted) <= 160
     label.resize(2000, 20)
     assert super(ElidedLabel, label).text() == whole  # widened: shown whole again
+
+
+def test_a_columns_long_base_subtitle_ends_in_an_ellipsis(qtbot, tmp_path):
+    from gui.adapters.area import ElidedLabel, OutputColumn
+
+    whole = "/home/me/models/Qwen2.5-0.5B-Instruct-merged-with-everything · adapters off"
+    col = OutputColumn(BASE, "Base", whole, "#616161")
+    qtbot.addWidget(col)
+    col.resize(260, 300)
+    col.show()
+    qtbot.waitExposed(col)
+    painted = super(ElidedLabel, col.subtitle).text()
+    assert painted.endswith("…") and whole.startswith(painted[:-1]) and col.subtitle.toolTip() == whole
+    col.grab().save(str(tmp_path / "column.png"))
 
 
 def test_adding_a_whole_model_folder_says_to_use_it_as_the_base(make_area, tiny_model_dir, tmp_path):
@@ -436,6 +511,20 @@ def test_gguf_dialog_refuses_an_adapter_that_cant_merge(qtbot, tmp_path):
     qtbot.addWidget(dialog)
     assert not dialog.export_button.isEnabled()
     assert "Can't export" in dialog.status.text() and "only LoRA and IA3" in dialog.status.text()
+    assert "prompt-run is a prompt tuning adapter:" in dialog.status.text()
+    assert "about" not in dialog.size_label.text() and "can't be made" in dialog.size_label.text()
+    # A bottleneck adapter (our own format) is named as one, not "a adapter adapter".
+    from engine.adapters import BOTTLENECK_FORMAT
+
+    bneck = tmp_path / "bneck-run" / "final"
+    bneck.mkdir(parents=True)
+    (bneck / "adapter_config.json").write_text(json.dumps({"format": BOTTLENECK_FORMAT,
+                                                           "base_model_name_or_path": "demo"}))
+    dialog = GgufDialog(str(bneck), "bneck-run")
+    qtbot.addWidget(dialog)
+    assert "bneck-run is a bottleneck adapter: only LoRA and IA3" in dialog.status.text()
+    assert "adapter adapter" not in dialog.status.text() and "about" not in dialog.size_label.text()
+    dialog.grab().save(str(tmp_path / "gguf-refused.png"))
 
 
 def test_a_pissa_runs_card_gives_the_saved_and_the_trained_rank():
