@@ -47,6 +47,7 @@ from gui.adapters.gguf_dialog import GgufDialog
 from gui.adapters.library_model import METHOD_LABELS, AdapterCardDelegate, AdapterLibraryModel, PathRole
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
+from gui.flow_layout import FlowLayout
 
 COLUMN_COLORS = ("#1565c0", "#2e7d32", "#ad1457", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037")
 BASE_COLOR = "#616161"
@@ -497,22 +498,28 @@ class AdaptersArea(QWidget):
         self.compare_base = QCheckBox("Compare with base")
         self.compare_base.setChecked(True)
         self.compare_base.setToolTip("Also answer with the base model alone (adapters disabled)")
-        settings_row = QGridLayout()
-        settings_row.setHorizontalSpacing(6)
-        for i, (label, w, tip) in enumerate((
+        # Label-and-box pairs in a flow: at 1024 px the playground is ~480 px wide, where one grid row
+        # cut every label ("Tempe", "Rep. pe") and the checkbox.
+        settings_row = FlowLayout(spacing=10)
+        for label, w, tip in (
                 ("Max tokens", self.max_tokens, "max_new_tokens"), ("Temperature", self.temperature, "temperature"),
                 ("Top-p", self.top_p, "top_p"), ("Rep. penalty", self.repetition, "repetition_penalty"),
-                ("Seed", self.seed, "seed"))):
+                ("Seed", self.seed, "seed")):
             lab = QLabel(label)
             lab.setToolTip(f"{w.toolTip()} ({tip})")
+            w.setMinimumWidth(64)
             w.setMaximumWidth(90)
-            settings_row.addWidget(lab, 0, 2 * i)
-            settings_row.addWidget(w, 0, 2 * i + 1)
-        settings_row.addWidget(self.compare_base, 0, 10)
-        settings_row.setColumnStretch(11, 1)
+            pair = QWidget()
+            pl = QHBoxLayout(pair)
+            pl.setContentsMargins(0, 0, 0, 0)
+            pl.setSpacing(4)
+            pl.addWidget(lab)
+            pl.addWidget(w)
+            settings_row.addWidget(pair)
+        settings_row.addWidget(self.compare_base)
 
         self.saved_box = QComboBox()
-        self.saved_box.setMinimumWidth(200)
+        self.saved_box.setMinimumWidth(150)
         self.saved_box.setPlaceholderText("Saved prompts")
         self.saved_box.setToolTip("Pick a saved prompt to put it (and its settings) in the editor")
         self.saved_box.activated.connect(lambda _: self.open_prompt(self.saved_box.currentText()))
@@ -531,15 +538,21 @@ class AdaptersArea(QWidget):
         self.generate_button.setStyleSheet("QPushButton#generateButton { font-weight: bold; padding: 4px 18px; }")
         self.generate_button.setDefault(True)
         self.generate_button.clicked.connect(self.generate)
-        actions = QHBoxLayout()
-        actions.addWidget(self.saved_box)
-        actions.addWidget(self.replay_button)
-        actions.addWidget(self.save_button)
-        actions.addWidget(self.delete_prompt_button)
-        actions.addStretch(1)
-        actions.addSpacing(12)
-        actions.addWidget(self.stop_button)
-        actions.addWidget(self.generate_button)
+        # Saved prompts on one row, Stop and Generate on the next, right-aligned: in one row at 1024 px
+        # the buttons were cut ("ave prompt.", "enera").
+        prompts_row = QHBoxLayout()
+        prompts_row.addWidget(self.saved_box, 1)
+        prompts_row.addWidget(self.replay_button)
+        prompts_row.addWidget(self.save_button)
+        prompts_row.addWidget(self.delete_prompt_button)
+        run_row = QHBoxLayout()
+        run_row.addStretch(1)
+        run_row.addWidget(self.stop_button)
+        run_row.addWidget(self.generate_button)
+        actions = QVBoxLayout()
+        actions.setSpacing(4)
+        actions.addLayout(prompts_row)
+        actions.addLayout(run_row)
         QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
 
         self.banner = QLabel("")

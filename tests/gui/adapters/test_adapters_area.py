@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from PySide6.QtCore import QPoint, Qt
+import pytest
+from PySide6.QtCore import QPoint, QRect, Qt
 
 from engine.generate import BASE
 from engine.paths import data_home
@@ -546,3 +547,36 @@ def test_the_comparison_defaults_to_the_eval_file_the_runs_share():
     assert default_dataset([a, b]) == "/d/eval.jsonl"  # held out from both: the honest comparison
     assert default_dataset([a, plain]) == "/d/train.jsonl"  # not shared: the dataset they share
     assert default_dataset([a, WholeModel("w", "/w", "/other.jsonl")]) == ""
+
+
+@pytest.mark.parametrize("size", [(960, 640), (1024, 700)])
+def test_the_playground_controls_keep_whole_labels_in_a_small_window(qtbot, size):
+    """At 1024 px the playground is about 480 px wide: one row of settings cut 'Temperature' to
+    'Tempe' and the Generate button to 'enera'."""
+    from PySide6.QtWidgets import QLabel
+
+    from gui.main_window import MainWindow
+
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show_area("adapters")
+    win.show()
+    qtbot.waitExposed(win)
+    area = win.areas["adapters"]
+    qtbot.wait(100)
+    right = area.generate_button.parentWidget()
+    shown = [area.max_tokens, area.temperature, area.top_p, area.repetition, area.seed, area.compare_base,
+             area.saved_box, area.replay_button, area.save_button, area.delete_prompt_button, area.stop_button,
+             area.generate_button]
+    shown += [w.parentWidget().findChild(QLabel) for w in shown[:5]]
+    spins = shown[:5]
+    for w in shown:
+        if w in spins:
+            assert w.width() >= 64, w  # capped at 90 by design; wide enough for its value
+        elif w is area.saved_box:
+            assert w.width() >= 150
+        else:  # buttons, the checkbox and the labels: their whole text
+            assert w.width() >= w.sizeHint().width(), w.text()
+        r = QRect(w.mapTo(right, QPoint(0, 0)), w.size())
+        assert r.left() >= 0 and r.right() <= right.width(), w
