@@ -436,6 +436,13 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     train_rows = [rows[i] for i in train_idx]
     eval_rows = [rows[i] for i in eval_idx]
+    if eval_idx and len(eval_idx) >= 2 * cfg.eval_split * len(rows):
+        # At least one record is held out: on a few records that is far more than asked for.
+        writer.emit(ev.WARNING, kind="eval_split", message=f"eval_split {cfg.eval_split:g} of {len(rows)} usable "
+                    f"records holds out {len(eval_idx)} ({len(eval_idx) / len(rows):.0%}; at least one record is "
+                    "held out), which the run doesn't train on",
+                    hint="Add records, or set eval_split: 0 to train on all of them (and evaluate on an "
+                    "eval_dataset, or not at all).", fix={"eval_split": 0.0})
     train_lines = [getattr(records[stats.sources[i]], "line", None) for i in train_idx]
     data_stats = {**data_info, **stats.to_dict(), "train": len(train_rows), "eval": len(eval_rows)}
     eval_records = [records[stats.sources[i]] for i in eval_idx]

@@ -1057,3 +1057,15 @@ def test_the_cli_line_of_a_run_that_failed_before_any_step_names_no_loss(capsys)
     _print_event(FINISHED, {"status": "completed", "output_dir": "/runs/r", "final_loss_mean": 2.68081,
                             "final_loss_window": 10}, sys.stdout)
     assert capsys.readouterr().out.strip() == "completed: /runs/r (final loss 2.6808, the mean of the last 10 steps)"
+
+
+def test_an_eval_split_that_rounds_up_to_far_more_than_asked_is_said(tiny_model_dir, tmp_path):
+    data = tmp_path / "four.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(4)))
+    result, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run", eval_split=0.05, max_steps=1))
+    assert result["status"] == "completed"
+    (w,) = [e for e in rec.of("warning") if e["kind"] == "eval_split"]
+    assert w["message"].startswith("eval_split 0.05 of 4 usable records holds out 1 (25%;") and w["fix"] == {
+        "eval_split": 0.0}
+    _, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run2", eval_split=0.25, max_steps=1))
+    assert not [e for e in rec.of("warning") if e["kind"] == "eval_split"]  # 1 of 4 is what was asked
