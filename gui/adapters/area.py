@@ -869,7 +869,7 @@ class AdaptersArea(QWidget):
     def open_merge_dialog(self) -> MergeDialog | None:
         """The merge dialog for :meth:`merge_cards` onto the current base (None, with a banner, if impossible)."""
         cards = self.merge_cards()
-        problem = merge_problem(cards)
+        problem = merge_problem(cards, self.model.matches)
         if problem:
             self._show_banner(problem)
             return None
@@ -882,7 +882,7 @@ class AdaptersArea(QWidget):
         """The comparison of :meth:`merge_cards` (ticked, else selected), and of ``wholes`` (full or
         freeze runs' models), against the current base."""
         cards = self.merge_cards()
-        problem = compare_problem(cards) if cards or not wholes else None
+        problem = compare_problem(cards, self.model.matches) if cards or not wholes else None
         if problem:
             self._show_banner(problem)
             return None

@@ -74,13 +74,17 @@ class WholeModel:
         return cls(run.name, str(final), cfg.get("dataset"), cfg.get("eval_dataset") or None)
 
 
-def compare_problem(cards: list[lib.AdapterCard]) -> str | None:
-    """Why these adapters can't be compared, or None when they can."""
+def compare_problem(cards: list[lib.AdapterCard], matches: dict | None = None) -> str | None:
+    """Why these adapters can't be compared, or None when they can. ``matches``: each card's
+    ``BaseMatch`` against the current base (a refused one is said before a worker loads the base)."""
     if not cards:
         return "Tick the adapters to compare in the library, or select one."
     for card in cards:
         if not card.loadable:
             return f"{card.name} can't be compared: {card.problem or 'not a PEFT adapter'}"
+        match = (matches or {}).get(card.path)
+        if match is not None and match.ok is False:
+            return f"{card.name} doesn't fit the base: {match.message}"
     return None
 
 

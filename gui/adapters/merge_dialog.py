@@ -35,13 +35,17 @@ from gui.engine_process import command_label, command_text, engine_process, star
 MERGEABLE = ("LORA", "IA3")
 
 
-def merge_problem(cards: list[lib.AdapterCard]) -> str | None:
-    """Why these adapters can't be merged, or None when they can."""
+def merge_problem(cards: list[lib.AdapterCard], matches: dict | None = None) -> str | None:
+    """Why these adapters can't be merged, or None when they can. ``matches``: each card's
+    ``BaseMatch`` against the current base (a refused one is said before any work starts)."""
     if not cards:
         return "Tick the adapters to merge in the library, or select one."
     for card in cards:
         if not card.loadable:
             return f"{card.name} can't be loaded: {card.problem or 'not a PEFT adapter'}"
+        match = (matches or {}).get(card.path)
+        if match is not None and match.ok is False:
+            return f"{card.name} doesn't fit the base: {match.message}"
         if (card.peft_type or "").upper() not in MERGEABLE:
             return (f"{card.name} is a {card.method} adapter; only LoRA and IA3 adapters merge into the "
                     "weights (prompt learning and bottleneck adapters add layers instead).")

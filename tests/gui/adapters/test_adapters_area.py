@@ -52,6 +52,12 @@ def test_library_shows_cards_and_refuses_a_foreign_adapter(qtbot, make_area, run
     area.generate()
     assert area.banner.isVisible() and "Type a prompt" in area.banner.text()
     assert area.thread is None
+    # Merge and Compare of the selected foreign adapter are refused before a child loads the base.
+    area.model.set_checked(str(runs_home["medical"]), False)
+    area._select(str(foreign_adapter))
+    for opener in (area.open_merge_dialog, area.open_compare_dialog):
+        assert opener() is None
+        assert "tiny-chat doesn't fit the base" in area.banner.text() and "hidden_size 32 vs 128" in area.banner.text()
 
 
 def test_playground_streams_side_by_side_and_replays_saved_prompts(qtbot, make_area, runs_home, tmp_path):
