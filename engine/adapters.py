@@ -1064,7 +1064,8 @@ def cli_list(args: argparse.Namespace) -> int:
         print(f"no adapters yet: train a PEFT method, or add a folder (runs are read from {runs_dir()})")
         return 0
     header = ("NAME", "METHOD", "RANK", "BASE", "FINAL", "BEST EVAL", "DATE", "SIZE", "PATH")
-    rows = [(c.name, c.method or "?", _rank_text(c), base_label(c.base_model),
+    rows = [(c.name + (f" ({c.status})" if c.status and c.status != "completed" else ""), c.method or "?",
+             _rank_text(c), base_label(c.base_model),
              _loss(c.final_loss), _loss(c.best_eval_loss), c.date or "?", format_size(c.size_bytes),
              c.path + (f"  [{c.problem}]" if c.problem else "")) for c in cards]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]

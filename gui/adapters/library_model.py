@@ -79,7 +79,8 @@ def card_summary(card: AdapterCard) -> list[str]:
     source = card.source
     if card.weights_from and source:
         source += f" (step {card.weights_from.removeprefix('checkpoint-')})"
-    line3 = " · ".join(x for x in (card.date, format_size(card.size_bytes), source) if x)
+    ended = card.status if card.status and card.status != "completed" else ""  # a stopped run's final/ too
+    line3 = " · ".join(x for x in (card.date, format_size(card.size_bytes), source, ended) if x)
     return [line1, line2, line3]
 
 

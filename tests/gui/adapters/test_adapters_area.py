@@ -320,6 +320,9 @@ def test_a_promoted_runs_card_says_which_step_its_weights_are():
                        weights_from="checkpoint-40")
     assert card_summary(card)[2].endswith(" · run (step 40)")
     assert card_summary(AdapterCard(name="r", path="/p", source="run"))[2] == "0 B · run"
+    # A stopped run's final/ is an adapter too, but not the run's plan: the card says so.
+    assert card_summary(AdapterCard(name="r", path="/p", source="run", status="stopped"))[2] == "0 B · run · stopped"
+    assert card_summary(AdapterCard(name="r", path="/p", source="run", status="completed"))[2] == "0 B · run"
     model = AdapterLibraryModel()
     model.set_cards([card])
     tip = model.data(model.index(0), Qt.ItemDataRole.ToolTipRole)
