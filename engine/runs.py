@@ -273,21 +273,22 @@ def losses_at_step(output_dir: Path, step: int, window: int = 10) -> tuple[float
 _CURVE_ENDS: dict[Path, tuple[tuple[int, int], tuple[float | None, float | None, int | None]]] = {}
 
 
-def _curve_end(output_dir: Path) -> tuple[float | None, float | None, int | None]:
-    """``(final_loss_mean, last loss, last step)`` of a run's metrics.jsonl, for a run that ended
-    without writing them to summary.json (failed, killed); cached while the file is unchanged."""
+def _curve_end(output_dir: Path) -> tuple[float | None, float | None, int | None, int]:
+    """``(final_loss_mean, last loss, last step, steps in the mean)`` of a run's metrics.jsonl, for
+    a run that ended without writing them to summary.json (failed, killed); cached while the file
+    is unchanged."""
     path = Path(output_dir)
     try:
         st = (path / "metrics.jsonl").stat()
     except OSError:
-        return None, None, None
+        return None, None, None, 0
     key = (st.st_mtime_ns, st.st_size)
     cached = _CURVE_ENDS.get(path)
     if cached is not None and cached[0] == key:
         return cached[1]
     curve = _train_curve(path)
-    mean, _n = final_loss_mean(path) if curve else (None, 0)
-    value = (mean, curve[-1][1], curve[-1][0]) if curve else (None, None, None)
+    mean, n = final_loss_mean(path) if curve else (None, 0)
+    value = (mean, curve[-1][1], curve[-1][0], n) if curve else (None, None, None, 0)
     _CURVE_ENDS[path] = (key, value)
     return value
 
@@ -384,7 +385,10 @@ def run_info(path: Path) -> RunInfo:
                                                    or status == "interrupted"):
         # A run that failed or was killed may not have written them (a killed one's summary
         # also lags its last logged step): its curve has them.
-        curve_mean, curve_last, curve_step = _curve_end(path)
+        curve_mean, curve_last, curve_step, _n = _curve_end(path)
+        if status == "interrupted" and curve_mean is not None:
+            # A killed leg never wrote its end: the summary's losses are an earlier leg's.
+            final_mean, final_loss = curve_mean, curve_last
         final_mean = curve_mean if final_mean is None else final_mean
         final_loss = curve_last if final_loss is None else final_loss
         steps = curve_step if steps is None or (status == "interrupted" and (curve_step or 0) > steps) else steps
@@ -563,7 +567,9 @@ def run_details(path: Path) -> dict[str, Any]:
         "dataset": config.get("dataset"), "eval_dataset": config.get("eval_dataset") or None,
         "rewound": summary.get("rewound"),
         "dataset_hash": summary.get("dataset_hash"),
-        "dataset_records": summary.get("dataset_records"), "final_loss_window": summary.get("final_loss_window"),
+        "dataset_records": summary.get("dataset_records"),
+        "final_loss_window": _curve_end(path)[3] if info.status == "interrupted" or
+        summary.get("final_loss_window") is None else summary.get("final_loss_window"),
         "error": error.get("message") if isinstance(error, dict) else error,
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
         "final_dir": str(final) if final.is_dir() else None,

@@ -119,8 +119,9 @@ def test_a_killed_run_reads_its_loss_steps_and_duration_from_what_it_wrote():
 
     path = make_run("killed", steps=6, status="running")
     summary = json.loads((path / "summary.json").read_text())
-    for key in ("finished", "final_loss"):
-        summary.pop(key)
+    summary.pop("finished")
+    # An earlier leg's end, still in the summary of a resumed run that was then killed: stale.
+    summary.update(final_loss=9.0, final_loss_mean=8.0, final_loss_window=10)
     summary["step"] = 4  # written at the last checkpoint; steps 5 and 6 were logged after it
     summary["pid"] = 2**22 + 12345  # no such process: the worker is gone
     (path / "summary.json").write_text(json.dumps(summary))
@@ -137,6 +138,9 @@ def test_a_killed_run_reads_its_loss_steps_and_duration_from_what_it_wrote():
     assert info.steps == 6 and info.final_loss == pytest.approx(3.0 / 6)
     assert info.final_loss_mean == pytest.approx(sum(3.0 / i for i in range(1, 7)) / 6)
     assert info.duration_s == pytest.approx(42)
+    from engine.runs import run_details
+
+    assert run_details(path)["final_loss_window"] == 6  # the mean is of the 6 steps logged, not "10"
 
 
 def test_unknown_run_suggests_the_closest(capsys):
