@@ -177,6 +177,7 @@ class TrainArea(QWidget):
         self._max_steps = 0
         self._progress_shown = 0.0
         self._resume_point: Any = None  # engine.resume.ResumePoint of run_dir, read when the run changes
+        self._resume_config: dict = {}  # run_dir's run.yaml, read with it
         self._tokens_checked: tuple | None = None  # the settings the format-token check last ran for
         self._tokens_timer = QTimer(self)
         self._tokens_timer.setSingleShot(True)
@@ -830,8 +831,10 @@ class TrainArea(QWidget):
         valid = not self.config_model.errors()
         if run_changed:  # reads the run folder: only when the run's state changed, not per keystroke
             from engine.resume import resume_point
+            from engine.runs import read_run_config
 
             self._resume_point = resume_point(Path(self.run_dir)) if self.run_dir else None
+            self._resume_config = read_run_config(Path(self.run_dir)) if self.run_dir else {}
         resumable, why = self._resume_state(active, valid)
         self.start_button.setEnabled(not active and valid)
         self.probe_button.setEnabled(not active and valid)
@@ -865,6 +868,13 @@ class TrainArea(QWidget):
             return False, tip + (" Raise max_steps in the form to continue it." if verdict.finished else "")
         if not valid:
             return False, f"{name} can be resumed; fix the problems listed above first"
+        from engine.resume import fixed_on_resume
+
+        changed = fixed_on_resume(self._resume_config, values)
+        if changed:  # the engine refuses it too; said here before the worker starts
+            said = ", ".join(f"{k} {before!r} → {after!r}" for k, before, after in changed)
+            return False, (f"{name}: a resume can't change what its checkpoints hold ({said}). Set it back to "
+                           "resume, or Start a new run with the new settings.")
         return True, f"{name}: {verdict.reason} Resume uses the form's settings (e.g. after applying a fix)."
 
     # ---- Slots: background jobs

@@ -84,6 +84,11 @@ def test_resume_follows_the_run_state_and_the_form(make_area):
     area.config_model.update({"learning_rate": -1.0})  # an invalid form: can't resume with it
     assert not area.resume_button.isEnabled()
     assert "fix the problems listed above first" in area.resume_button.toolTip()
+    area.config_model.update({"learning_rate": 5e-4})  # a lower LR: a resume may change that
+    assert area.resume_button.isEnabled()
+    area.config_model.update({"lora_r": 8})  # the checkpoints hold rank-4 LoRA weights
+    assert not area.resume_button.isEnabled()
+    assert "a resume can't change what its checkpoints hold (lora_r 4 → 8)" in area.resume_button.toolTip()
 
 
 def test_closing_during_a_run_asks_and_can_cancel_or_stop(make_area, monkeypatch):
