@@ -330,7 +330,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
         device: ``auto`` (the GPU if there is one), ``cpu`` or ``cuda``. On a CPU a run trained
             in 8-bit, 4-bit or fp16 is scored in fp32, and the result says so.
         batch_size: records per forward pass (default: the run's micro-batch).
-        checkpoint: score these weights (a ``checkpoint-N`` folder) instead of ``final/``.
+        checkpoint: score these weights (a step, ``checkpoint-N`` or its folder, of this run) instead of ``final/``.
         compare_base: also score each record with the base model (the adapter switched off,
             or the base loaded on its own for full, freeze and bottleneck runs): how much
             training lowered each record's loss. Twice the time.
@@ -351,7 +351,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
     from engine.methods import get_method
     from engine.models import load_tokenizer, resolve_model_path
     from engine.paths import demo_dataset_path, tokenized_cache_dir
-    from engine.runs import read_summary
+    from engine.runs import checkpoint_folder, read_summary
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -359,7 +359,7 @@ def audit_run(run_dir: str | Path, *, device: str = "auto", batch_size: int | No
         raise StudioError(f"'{run_dir}' is not a run folder: no run.yaml")
     cfg = RunConfig.load(run_dir / "run.yaml")
     method = get_method(cfg.method)
-    weights = Path(checkpoint) if checkpoint else _weights(run_dir)
+    weights = checkpoint_folder(run_dir, checkpoint) if checkpoint else _weights(run_dir)
     if method.name == "adapter" and not (weights / "adapter_config.json").exists():
         # Loaded as a model, the adapters' weights inside would be dropped without a word.
         raise ModelError(f"'{weights}' is a checkpoint of a bottleneck-adapter run: it holds the whole model "

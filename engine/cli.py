@@ -245,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 4)")
     ac.add_argument("--seed", type=int, default=0, help="for --limit's sample")
     ac.add_argument("--out", default=None, metavar="FILE", help="where the whole result goes as JSON (default: a new "
-                    "file in <data home>/comparisons, listed by 'adapters comparisons')")
+                    "file in <data home>/comparisons, listed by 'adapters comparisons'); an existing file is "
+                    "refused unless --force")
+    ac.add_argument("--force", action="store_true", help="with --out: replace the file if it exists")
     ac.add_argument("--json", action="store_true")
     ac.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)
     ac.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights, which can run code")
@@ -378,12 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     ra = rsub.add_parser("audit", help="rank a run's records by their answer loss under the trained model: "
                          "the hardest are often annotation mistakes")
     ra.add_argument("run", metavar="RUN", help="a run folder, or a run name from 'runs list'")
-    ra.add_argument("--top", type=int, default=15, help="how many of the hardest records to print (default 15)")
+    ra.add_argument("--top", type=_count, default=15, help="how many of the hardest records to print (default 15)")
     ra.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ra.add_argument("--batch_size", "--batch-size", type=int, default=None,
                     help="records per forward pass (default: the run's micro-batch)")
-    ra.add_argument("--checkpoint", metavar="DIR", default=None,
-                    help="score a checkpoint-N folder instead of final/")
+    ra.add_argument("--checkpoint", metavar="N|DIR", default=None,
+                    help="score one of the run's checkpoints (a step number, checkpoint-N or its folder) instead of "
+                    "final/")
     ra.add_argument("--compare-base", "--compare_base", action="store_true", dest="compare_base",
                     help="also score each record with the base model: how much training lowered its loss "
                          "(twice the time)")
@@ -413,6 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--config-is-temp", action="store_true", dest="config_is_temp",
                    help="delete RUN.yaml once read (the client's hand-over file; the run writes its own run.yaml)")
     return p
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--top -3`` printed all but 3 rows)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[str, object]:

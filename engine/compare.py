@@ -767,6 +767,11 @@ def cli_compare(args: argparse.Namespace) -> int:
     from engine.cli import progress_printer
     from engine.files import atomic_write_text
 
+    if args.out and not getattr(args, "force", False) and Path(args.out).exists():
+        # Before the base loads: minutes of work must not end by replacing someone's file.
+        raise StudioError(f"--out '{args.out}' already exists" + (" (a folder: give a file name)"
+                                                                   if Path(args.out).is_dir() else ""),
+                          hint="Give another file, or --force to replace it.")
     quiet_loading()
     progress = progress_printer(args)
 

@@ -191,8 +191,13 @@ def promote(run_dir: str | Path, checkpoint: str | Path | None = None) -> Promot
             from engine.methods.lora import INIT_FOLDER, convert_checkpoint
 
             convert_checkpoint(source, run_dir / INIT_FOLDER, tmp)
-        if final.is_dir():  # the tokenizer and chat template the run saved with its result
-            for f in final.iterdir():
+        # The tokenizer and chat template the run saved with its result: from final/, or, when a rewind
+        # moved final/ aside, from the newest result kept (superseded-*/final, final-step-*).
+        kept = [final] if final.is_dir() else sorted(
+            (d for d in (*run_dir.glob("superseded-*/final"), *run_dir.glob("final-step-*")) if d.is_dir()),
+            key=lambda d: d.stat().st_mtime, reverse=True)[:1]
+        for folder in kept:
+            for f in folder.iterdir():
                 if f.is_file() and f.name not in WEIGHTS_AND_CONFIG and not (tmp / f.name).exists():
                     shutil.copy2(f, tmp / f.name)
         previous = None

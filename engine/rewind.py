@@ -29,6 +29,8 @@ from engine.runs import (
     checkpoint_folder,
     checkpoint_step,
     checkpoints,
+    final_loss_mean,
+    read_metrics,
     read_summary,
     rewind_metrics,
     run_info,
@@ -105,7 +107,13 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
             moved.append(folder.name)
     cut = rewind_metrics(run_dir, step)
     summary = read_summary(run_dir)
+    # The losses as they stood at the step gone back to (the undone steps' went to superseded-*/).
+    mean, window = final_loss_mean(run_dir)
+    curve = [r for r in read_metrics(run_dir) if isinstance(r.get("loss"), (int, float))]
+    evals = [r["eval_loss"] for r in read_metrics(run_dir) if isinstance(r.get("eval_loss"), (int, float))]
     write_summary(run_dir, status="stopped", step=step, final_dir=None, final_step=None, final_from=None,
+                  final_loss=curve[-1]["loss"] if curve else None, final_loss_mean=mean,
+                  final_loss_window=window or None, best_eval_loss=min(evals) if evals else None,
                   early_stopped=False,
                   rewound={"to": source.name, "step": step, "from_step": summary.get("step"),
                            "superseded": superseded.name if superseded else None, "at": time.time()})

@@ -76,6 +76,12 @@ def checkpoint_folder(run_dir: Path, ref: str | int | Path) -> Path:
     ref = str(ref)
     for c in (Path(ref).expanduser(), run_dir / ref, run_dir / f"checkpoint-{ref}"):
         if c.is_dir() and c.name.startswith("checkpoint-") and holds_weights(c):
+            if c.resolve().parent != Path(run_dir).resolve():
+                # Another run's weights (another method, even another model) must never become this
+                # run's final/, rewind point or audit.
+                raise StudioError(f"'{c}' is not a checkpoint of run '{run_dir.name}'",
+                                  hint="Give a step number or a checkpoint-N of this run (kept: "
+                                  f"{', '.join(x.name for x in checkpoints(run_dir)) or 'none'}).")
             return c.resolve()
     kept = ", ".join(c.name for c in checkpoints(run_dir)) or "none"
     raise StudioError(f"run '{run_dir.name}' has no checkpoint '{ref}' (kept: {kept})")

@@ -130,6 +130,14 @@ def test_cli_prints_the_table_and_writes_json(runs_home, tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert saved["schema_version"] == 1 and [m["name"] for m in saved["models"]] == [BASE, "medical", "legal"]
     assert min(saved["models"], key=lambda m: m["mean_loss"])["name"] == "legal"
+    # The same --out again: refused before anything loads, the file kept; --force replaces it.
+    before = out.read_bytes()
+    assert cli_main(["adapters", "compare", "legal", "--dataset", str(data), "--out", str(out)]) == 2
+    assert f"--out '{out}' already exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert cli_main(["adapters", "compare", "legal", "--dataset", str(data), "--samples", "0", "--device", "cpu",
+                     "--out", str(out), "--force"]) == 0
+    assert [m["name"] for m in json.loads(out.read_text())["models"]] == [BASE, "legal"]
+    capsys.readouterr()
 
     assert cli_main(["adapters", "compare", "legal", "--dataset", str(data), "--json", "--samples", "0",
                      "--device", "cpu"]) == 0

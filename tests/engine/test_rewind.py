@@ -31,6 +31,10 @@ def test_a_completed_run_rewound_to_an_earlier_checkpoint_trains_on_from_it(tiny
     assert max(r["step"] for r in read_metrics(out)) == 2 and done.metric_rows_cut == 4
     summary = read_summary(out)
     assert summary["status"] == "stopped" and summary["step"] == 2 and summary["rewound"]["from_step"] == 6
+    # The losses are the cut curve's, not the undone steps' (runs list, show and compare read them).
+    losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
+    assert summary["final_loss"] == losses[-1] and summary["final_loss_window"] == 2
+    assert summary["final_loss_mean"] == pytest.approx(sum(losses) / 2) and summary["best_eval_loss"] is None
     verdict = resume_verdict(resume_point(out))
     assert verdict.ok, verdict.reason
     from engine.cli import main
@@ -57,7 +61,31 @@ def test_rewinding_is_refused_for_a_missing_or_incomplete_checkpoint(tiny_model_
     assert train(make_cfg(tiny_model_dir, small_dataset, out, max_steps=4, save_steps=2))[0]["status"] == "completed"
     with pytest.raises(StudioError, match=r"no checkpoint '3' \(kept: checkpoint-2, checkpoint-4\)"):
         rewind(out, 3)
+    # Another run's checkpoint is not this run's, whatever its name (promote and audit refuse it too).
+    other = tmp_path / "other"
+    assert train(make_cfg(tiny_model_dir, small_dataset, other, max_steps=2, save_steps=2))[0]["status"] == "completed"
+    from engine.audit import audit_run
+    from engine.promote import promote
+
+    for act in (lambda: rewind(out, other / "checkpoint-2"), lambda: promote(out, other / "checkpoint-2"),
+                lambda: audit_run(out, checkpoint=other / "checkpoint-2")):
+        with pytest.raises(StudioError, match=f"is not a checkpoint of run '{out.name}'"):
+            act()
     (out / "checkpoint-2" / "trainer_state.json").unlink()
     with pytest.raises(StudioError, match="incomplete"):
         rewind(out, 2)
     assert (out / "checkpoint-4").is_dir() and (out / "final").is_dir()  # nothing moved
+
+
+def test_promoting_after_a_rewind_keeps_the_runs_tokenizer(tiny_model_dir, small_dataset, tmp_path):
+    """final/ moved aside by the rewind held the tokenizer and chat template the run saved; a promoted
+    checkpoint's final/ gets them from there (it had only the adapter and its config)."""
+    from engine.promote import promote
+
+    out = tmp_path / "run"
+    assert train(make_cfg(tiny_model_dir, small_dataset, out, max_steps=4, save_steps=2))[0]["status"] == "completed"
+    saved = sorted(f.name for f in (out / "final").iterdir() if "token" in f.name or f.suffix == ".jinja")
+    assert saved
+    rewind(out, 2)
+    promote(out, 2)
+    assert sorted(f.name for f in (out / "final").iterdir() if "token" in f.name or f.suffix == ".jinja") == saved
