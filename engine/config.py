@@ -568,12 +568,6 @@ _BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
                "false": False, "no": False, "off": False, "0": False}
 
 
-# Byte-order marks of the encodings a run config is found in besides UTF-8 (PowerShell's `>` and
-# Notepad's "Unicode" write UTF-16 LE with a BOM). UTF-32's come first: they start like UTF-16's.
-_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
-         (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
-
-
 def _decoded(path: Path, data: bytes) -> str:
     """A run config's text: UTF-8, with or without a BOM.
 
@@ -581,11 +575,13 @@ def _decoded(path: Path, data: bytes) -> str:
         ConfigErrors: another encoding, named by its BOM when it has one, else where the first
             byte that isn't UTF-8 is (line:column).
     """
-    for bom, name in _BOMS:
-        if data.startswith(bom):
-            raise ConfigErrors([ConfigError(
-                f"{path}: the file is {name} text (it starts with a {name} byte-order mark, as PowerShell's "
-                "'>' and Notepad's 'Unicode' write); run configs are read as UTF-8: save it as UTF-8")])
+    from engine.files import foreign_encoding
+
+    name = foreign_encoding(data[:4])
+    if name:
+        raise ConfigErrors([ConfigError(
+            f"{path}: the file is {name} text (it starts with a {name} byte-order mark, as PowerShell's "
+            "'>' and Notepad's 'Unicode' write); run configs are read as UTF-8: save it as UTF-8")])
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

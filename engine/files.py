@@ -19,6 +19,18 @@ def _umask() -> int:
 _UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
 
 
+UNICODE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+"""Byte-order marks of the encodings text files come in besides UTF-8 (PowerShell's ``>`` and
+Notepad's "Unicode" write UTF-16 LE with one). UTF-32's come first: they start like UTF-16's."""
+
+
+def foreign_encoding(head: bytes) -> str | None:
+    """``"UTF-16"`` or ``"UTF-32"`` when ``head`` (a file's first bytes) starts with that
+    encoding's byte-order mark, else None."""
+    return next((name for bom, name in UNICODE_BOMS if head.startswith(bom)), None)
+
+
 def atomic_write_bytes(path: Path, data: bytes | Iterable[bytes]) -> Path:
     """Write ``data`` to a temp file in the same folder, fsync it, then rename over ``path``.
 

@@ -29,8 +29,8 @@ from engine.runs import (
     checkpoint_folder,
     checkpoint_step,
     checkpoints,
-    final_loss_mean,
-    read_metrics,
+    curve_end,
+    losses_at_step,
     read_summary,
     rewind_metrics,
     run_info,
@@ -108,12 +108,10 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
     cut = rewind_metrics(run_dir, step)
     summary = read_summary(run_dir)
     # The losses as they stood at the step gone back to (the undone steps' went to superseded-*/).
-    mean, window = final_loss_mean(run_dir)
-    curve = [r for r in read_metrics(run_dir) if isinstance(r.get("loss"), (int, float))]
-    evals = [r["eval_loss"] for r in read_metrics(run_dir) if isinstance(r.get("eval_loss"), (int, float))]
+    mean, last, _, window = curve_end(run_dir)
+    _, best_eval = losses_at_step(run_dir, step)
     write_summary(run_dir, status="stopped", step=step, final_dir=None, final_step=None, final_from=None,
-                  final_loss=curve[-1]["loss"] if curve else None, final_loss_mean=mean,
-                  final_loss_window=window or None, best_eval_loss=min(evals) if evals else None,
+                  final_loss=last, final_loss_mean=mean, final_loss_window=window or None, best_eval_loss=best_eval,
                   early_stopped=False,
                   rewound={"to": source.name, "step": step, "from_step": summary.get("step"),
                            "superseded": superseded.name if superseded else None, "at": time.time()})

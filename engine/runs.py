@@ -279,7 +279,7 @@ def losses_at_step(output_dir: Path, step: int, window: int = 10) -> tuple[float
 _CURVE_ENDS: dict[Path, tuple[tuple[int, int], tuple[float | None, float | None, int | None]]] = {}
 
 
-def _curve_end(output_dir: Path) -> tuple[float | None, float | None, int | None, int]:
+def curve_end(output_dir: Path) -> tuple[float | None, float | None, int | None, int]:
     """``(final_loss_mean, last loss, last step, steps in the mean)`` of a run's metrics.jsonl, for
     a run that ended without writing them to summary.json (failed, killed); cached while the file
     is unchanged."""
@@ -391,7 +391,7 @@ def run_info(path: Path) -> RunInfo:
                                                    or status == "interrupted"):
         # A run that failed or was killed may not have written them (a killed one's summary
         # also lags its last logged step): its curve has them.
-        curve_mean, curve_last, curve_step, _n = _curve_end(path)
+        curve_mean, curve_last, curve_step, _n = curve_end(path)
         if status == "interrupted" and curve_mean is not None:
             # A killed leg never wrote its end: the summary's losses are an earlier leg's.
             final_mean, final_loss = curve_mean, curve_last
@@ -574,7 +574,7 @@ def run_details(path: Path) -> dict[str, Any]:
         "rewound": summary.get("rewound"),
         "dataset_hash": summary.get("dataset_hash"),
         "dataset_records": summary.get("dataset_records"),
-        "final_loss_window": _curve_end(path)[3] if info.status == "interrupted" or
+        "final_loss_window": curve_end(path)[3] if info.status == "interrupted" or
         summary.get("final_loss_window") is None else summary.get("final_loss_window"),
         "error": error.get("message") if isinstance(error, dict) else error,
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],

@@ -50,7 +50,7 @@ from engine.runs import (
     write_summary,
 )
 
-SEQ_LEN_MAX = RunConfig.__dataclass_fields__["seq_len"].metadata["max"]
+SEQ_LEN_MAX = RunConfig.field_meta()["seq_len"]["max"]
 
 
 def nan_advice(cfg: RunConfig) -> str:

@@ -65,9 +65,10 @@ def _drop_unborn_run(folder: Path) -> None:
     unless the worker's log has something in it to read."""
     if (folder / "run.yaml").exists():
         return
-    log = folder / "worker.log"
+    log = folder / "worker.log"  # this process's stderr
+    sys.stderr.flush()
     try:
-        if log.exists() and log.stat().st_size == 0 and os.fstat(sys.stderr.fileno()).st_size == 0:
+        if log.exists() and log.stat().st_size == 0:
             log.unlink()
         folder.rmdir()  # only if nothing else is in it
     except OSError:

@@ -35,7 +35,7 @@ from engine.data.records import (
     messages_to_format,
 )
 from engine.errors import DataError
-from engine.files import atomic_write_bytes
+from engine.files import atomic_write_bytes, foreign_encoding
 
 BOM = b"\xef\xbb\xbf"
 FMT_CHOICES = ("auto", "alpaca", "sharegpt", "messages", "json", "jsonl", "csv", "parquet")
@@ -517,20 +517,15 @@ def _jsonl_bytes(ds: DatasetFile) -> tuple[list[bytes], list, list[int]]:
 _WS = re.compile(r"[ \t\r\n]*")
 
 
-_UTF16_32_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
-                  (b"\xfe\xff", "UTF-16"))
-
-
 def _refuse_utf16(path: Path) -> None:
     """A text file in UTF-16 or UTF-32 (what Windows PowerShell's ``>`` writes) named as such, not as
     a file whose every line has an invalid UTF-8 byte."""
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    for bom, name in _UTF16_32_BOMS:
-        if head.startswith(bom):
-            raise DataError(f"the file is {name} text (its byte-order mark says so), not UTF-8", path=str(path),
-                            hint="Save it as UTF-8, e.g. in an editor's Save As / Encoding, or with "
-                            f"iconv -f {name} -t UTF-8 IN > OUT.")
+        name = foreign_encoding(fh.read(4))
+    if name:
+        raise DataError(f"the file is {name} text (its byte-order mark says so), not UTF-8", path=str(path),
+                        hint="Save it as UTF-8, e.g. in an editor's Save As / Encoding, or with "
+                        f"iconv -f {name} -t UTF-8 IN > OUT.")
 
 
 def _read_json(path: Path, ds: DatasetFile) -> None:

@@ -830,6 +830,7 @@ def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | N
                 for k, why in refused.items():
                     out.append(Finding(rows[k].index, rows[k].line, "template-refused", "error",
                                        f"{why}; a run leaves it out"))
+    exact = lengths is not None  # counted with the tokenizer, not estimated
     if lengths is None:
         lengths = [r.tokens for r in rows]
         method = (f"estimate: ~{CHARS_PER_TOKEN:g} characters per token, ~{HAN_CHARS_PER_TOKEN:g} Han "
@@ -844,11 +845,11 @@ def _lengths(rows: list[_Row], ds: DatasetFile, tokenizer: Any, seq_len: int | N
     info["per_record"] = {r.index: n for r, n in zip(rows, lengths, strict=True)} if len(rows) <= 5000 else None
     if seq_len:
         over = left_out = 0
-        word = "~" if method.startswith("estimate") else ""
+        word = "" if exact else "~"
         for r, n in zip(rows, lengths, strict=True):
             if n <= seq_len:
                 continue
-            if method.startswith("tokenizer") and _prompt_fills(ds, r, tokenizer, template, seq_len):
+            if exact and _prompt_fills(ds, r, tokenizer, template, seq_len):
                 left_out += 1
                 out.append(Finding(r.index, r.line, "prompt-too-long", "error",
                                    f"{n} tokens, and the prompt alone fills seq_len {seq_len}: no answer token is "
