@@ -34,7 +34,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.data.records import CONVERSATION_KEY, MESSAGE_ROLES, Record, RecordFormat
+from engine.data.records import CONVERSATION_KEY, MESSAGE_ROLES, Record, RecordFormat, turn_content
+from engine.errors import DataError
 from gui.dataset.search import copy_data
 from gui.dataset.severity import COLORS, MARKS, by_severity, severity
 from gui.dataset.table_model import fixed_record, with_data
@@ -140,7 +141,16 @@ class TurnEdit(QFrame):
         self.role.setToolTip("Who speaks this turn")
         self.content = FieldEdit(2, 12)
         text = turn.get(text_key) if is_turn else turn
-        if isinstance(text, str) and is_turn:
+        if is_turn and turn.get("tool_calls"):  # an OpenAI tool call: shown as the text it trains as
+            try:
+                shown = turn_content(turn, text, "turn")
+            except DataError as e:
+                shown = e.message
+            self.content.setPlainText(shown)
+            self.content.setReadOnly(True)
+            self.content.setToolTip("A tool call (tool_calls): it trains as this JSON. Click Edit as JSON to change "
+                                    "it. Kept as it is when other turns are edited.")
+        elif isinstance(text, str) and is_turn:
             self.content.setPlainText(text)
         elif text is None:
             self.content.setPlaceholderText("(no content)" if is_turn and text_key in turn else "(not set)")

@@ -226,6 +226,9 @@ def test_editing_one_turn_keeps_the_others_as_they_were(make_editor, tmp_path):
     assert not form.turns[1].role.isEnabled()
     ed.select_record(0)
     assert form.turns[0].content.isReadOnly() and "Edit as JSON" in form.turns[0].content.toolTip()
+    # The tool call is shown as the text it trains as, not as an empty turn.
+    call = form.turns[1].content
+    assert call.isReadOnly() and call.toPlainText() == '{"name": "calc", "arguments": {}}'
     assert ed.save()
     saved = [r.peek()["messages"] for r in load_dataset_file(path).records]
     assert saved[0][:3] == rows[0]["messages"][:3]
