@@ -319,6 +319,27 @@ def _shared_output_dir(cfg: RunConfig, is_main: bool) -> Path:
     return Path(path)
 
 
+def _rank0_decides(is_main: bool, check: Callable[[], Any]) -> None:
+    """Rank 0 runs a check of the run folder and every rank raises its refusal, before rank 0
+    writes there. A rank that looked on its own could find the run.yaml rank 0 had just written,
+    refuse alone and leave rank 0 waiting on it (gloo: "connection closed by peer")."""
+    refusal = None
+    if is_main:
+        try:
+            check()
+        except ConfigError as e:
+            refusal = (e.message, e.key, e.hint)
+    from accelerate import PartialState
+
+    if PartialState().num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        refusal = broadcast_object_list([refusal], from_process=0)[0]
+    if refusal is not None:
+        message, key, hint = refusal
+        raise ConfigError(message, key=key, hint=hint)
+
+
 def _refuse_a_used_folder(output_dir: Path) -> None:
     """A new run never starts in a folder that holds another: its final/, checkpoints and curve
     would mix with the new run's (a best checkpoint from the old run, steps 1..32 then 1, 2)."""
@@ -403,15 +424,13 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
             raise ConfigError(e.message, key="template", hint=e.hint) from None
 
     output_dir = _shared_output_dir(cfg, is_main)
-    if not resume:
-        _refuse_a_used_folder(output_dir)
+    ckpt = last_checkpoint(output_dir) if resume and output_dir.is_dir() else None
+    _rank0_decides(is_main, lambda: _refuse_a_used_folder(output_dir) if not resume else
+                   _refuse_changed_structure(output_dir, cfg) if ckpt is not None else None)
     output_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = last_checkpoint(output_dir) if resume else None
     if resume and ckpt is None:
         writer.emit(ev.WARNING, kind="resume", message=f"no checkpoint in {output_dir}; starting from "
                     "the beginning")
-    if ckpt is not None:
-        _refuse_changed_structure(output_dir, cfg)  # before anything of the run is rewritten
     if is_main and ckpt is not None:
         rewind_metrics(output_dir, checkpoint_step(ckpt))
     cfg = cfg.replace(output_dir=str(output_dir))

@@ -414,7 +414,10 @@ def test_trained_format_tokens_raise_no_warning(tiny_model_dir, tmp_path):
 
 def test_two_ddp_processes_grow_and_train_the_same_rows(small_dataset, tmp_path):
     """Under ``accelerate launch`` (2 CPU processes, gloo) each rank adds the tokens at the same ids
-    and grows its embeddings alike; the run saves the trained rows once."""
+    and grows its embeddings alike; the run saves the trained rows once.
+
+    Rank 1 reaches the run folder 4 s after rank 0, as on a loaded machine: it must not find the
+    run.yaml rank 0 has just written and refuse the folder as another run's."""
     import os
     import subprocess
     import sys
@@ -427,10 +430,20 @@ def test_two_ddp_processes_grow_and_train_the_same_rows(small_dataset, tmp_path)
                          "mixed_precision": "no", "device": "cpu", "max_steps": 2, "seq_len": 128, "batch_size": 2,
                          "learning_rate": 0.01, "template": "llama3", "add_tokens": MARKERS, "sample_answers": 0,
                          "output_dir": str(tmp_path / "run")}).save(run_yaml)
+    late = tmp_path / "late_rank"
+    late.mkdir()
+    (late / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('LOCAL_RANK') == '1':\n"
+        "    import time\n"
+        "    from engine import precision\n"
+        "    checked = precision.check_model\n"
+        "    precision.check_model = lambda *a, **k: (time.sleep(4), checked(*a, **k))[1]\n")
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                            "-m", "engine.train", str(run_yaml)], capture_output=True, text=True, timeout=400,
-                          env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}, cwd=repo)
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(late), str(repo)]),
+                               "OMP_NUM_THREADS": "1"}, cwd=repo)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["world_size"] == 2
