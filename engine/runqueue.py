@@ -156,7 +156,8 @@ class RunQueue:
 
     # ---- Changing
     def add(self, cfg: Any, *, changes: dict[str, Any] | None = None, source: str = "",
-            grid: dict[str, list[Any]] | None = None, given: Collection[str] | None = None) -> list[Entry]:
+            grid: dict[str, list[Any]] | None = None, given: Collection[str] | None = None,
+            fill: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[Entry]:
         """Queue ``cfg`` (a RunConfig), or one run per point of ``grid`` over it.
 
         Every point is validated before any is queued: a grid with one impossible point
@@ -167,6 +168,8 @@ class RunQueue:
                 built as if its values were written into the config: the keys the user left out take
                 their defaults for the point, so ``method=lora,qlora`` loads qlora in nf4 as
                 ``method: qlora`` would. None: every key of ``cfg`` stands (the Train form's values).
+            fill: more values a point needs, from the point (the Train form gives a point over methods
+                the precision that picking the method in the form would); kept in the entry's changes.
 
         Raises:
             ConfigErrors: a point is not a valid config.
@@ -185,13 +188,13 @@ class RunQueue:
                 parts.append(str(point.get("method", cfg.method)))
             parts += [f"{_slug(k)}{_short(v)}" for k, v in point.items() if k not in ("method", "run_name")]
             name = str(point["run_name"]) if "run_name" in point else "-".join(parts)
-            values = {**point, "output_dir": "", "run_name": name}
+            values = {**(fill(point) if fill else {}), **point, "output_dir": "", "run_name": name}
             try:
                 point_cfg = cfg.replace(**values) if given is None else RunConfig.from_dict({**mine, **values})
                 # A path in the grid was typed: relative to the current folder, stored absolute (the
                 # frozen config lives in the queue folder, which a relative path would be read against).
                 point_cfg = point_cfg.resolve_paths(Path.cwd(), typed=point)
-                configs.append((point_cfg, point))
+                configs.append((point_cfg, [k for k in values if k in point or k not in ("output_dir", "run_name")]))
             except ConfigErrors as e:
                 where = ", ".join(f"{k}={_short(v)}" for k, v in point.items())
                 raise ConfigErrors([ConfigError(f"grid point {where}: {x.message}" + _from_config(x.key, point, given),
@@ -521,8 +524,8 @@ def _from_config(key: str | None, point: dict[str, Any], given: Collection[str] 
     """Why a grid over methods clashes with a key the config itself sets (load_in: fp32 for qlora)."""
     if given is None or "method" not in point or key is None or key not in given or key in point:
         return ""
-    return (f" ({key} is given in the config or as --{key}, so every grid point keeps it; leave it out and each "
-            "method takes its own default, as qlora takes nf4)")
+    return (f" ({key} is set in the config, the form or as --{key}, so every grid point keeps it; leave it at its "
+            f"default and each method takes its own, as qlora takes nf4, or give {key} values in the grid too)")
 
 
 def _short(value: Any) -> str:

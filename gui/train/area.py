@@ -40,8 +40,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import RunConfig
+from engine.config import RunConfig, parse_override
 from engine.errors import ConfigErrors, StudioError
+from engine.methods import invalid_reason
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
 from engine.runs import read_samples
@@ -54,7 +55,7 @@ from gui.train.estimator import EstimateScheduler
 from gui.train.fields import ChoiceEditor, FieldEditor, format_number, label_for, make_editor, tooltip_for
 from gui.train.gpu_panel import GpuPanel, cancel_detection, detect_environment_isolated
 from gui.train.log_console import LogConsole
-from gui.train.method_picker import MethodPicker, PrecisionGrid
+from gui.train.method_picker import MethodPicker, PrecisionGrid, first_valid
 from gui.train.model_picker import ModelPicker, remember_model
 from gui.train.notify import notify
 from gui.train.plots import TrainPlots
@@ -110,14 +111,11 @@ def preset_path(name: str) -> Path:
     return presets_dir() / f"{name}.yaml"
 
 
-def override_text(value: Any) -> str:
-    """A value as ``--key VALUE`` text that ``engine.config.parse_override`` reads back exactly."""
-    if isinstance(value, str):
-        try:
-            if value and yaml.safe_load(value) == value and value.strip() == value:
-                return value
-        except yaml.YAMLError:
-            pass
+def override_text(key: str, value: Any) -> str:
+    """A value as ``--key VALUE`` text that ``engine.config.parse_override`` reads back exactly:
+    a text as typed where it reads back so (``--run_name 'my run'``, not ``"'my run'"``)."""
+    if isinstance(value, str) and value and parse_override(key, value) == value:
+        return value
     if isinstance(value, float):
         text = format_number(value)
         if yaml.safe_load(text) == value:
@@ -126,6 +124,17 @@ def override_text(value: Any) -> str:
     if text.endswith("\n..."):
         text = text[: -len("\n...")].strip()
     return text
+
+
+def _method_precision(cfg: RunConfig, point: dict[str, Any], env: Any) -> dict[str, str]:
+    """The precision a grid point over methods loads in: the form's, unless that method rules it out;
+    then the one picking that method in the form switches to (qlora: nf4)."""
+    method = point.get("method")
+    if method is None or "load_in" in point or "mixed_precision" in point \
+            or invalid_reason(method, cfg.load_in, cfg.mixed_precision, env) is None:
+        return {}
+    better = first_valid(method, cfg.load_in, env) or first_valid(method, cfg.load_in, None)
+    return {"load_in": better[0], "mixed_precision": better[1]} if better else {}
 
 
 def shell_quote(text: str) -> str:
@@ -261,7 +270,7 @@ class TrainArea(QWidget):
         for key, value in current.items():
             if key in self._base_values and self._base_values[key] == value:
                 continue
-            text = override_text(value)
+            text = override_text(key, value)
             if text.startswith("-"):
                 parts.append(f"--{key}={shell_quote(text)}")
             else:
@@ -337,7 +346,7 @@ class TrainArea(QWidget):
         try:
             points = parse_grid([part.strip() for part in grid.replace("\n", ";").split(";") if part.strip()],
                                 notes=notes)
-            added = q.add(cfg, grid=points)
+            added = q.add(cfg, grid=points, fill=lambda point: _method_precision(cfg, point, self.env))
         except ConfigErrors as e:
             self._show_banner("Not queued: " + "; ".join(x.message for x in e.errors))
             return 0

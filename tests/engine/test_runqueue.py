@@ -80,7 +80,7 @@ def test_a_grid_over_methods_builds_each_point_as_if_the_method_were_written_in_
     assert main(["queue", "add", str(source), "--grid", "method=full,qlora"]) == 2
     err = capsys.readouterr().err
     assert "grid point method=qlora: method 'qlora' is LoRA on a 4-bit NF4 base, but load_in is 'fp32'" in err
-    assert "load_in is given in the config or as --load_in, so every grid point keeps it" in err
+    assert "load_in is set in the config, the form or as --load_in, so every grid point keeps it" in err
     assert len(RunQueue().entries()) == 3  # nothing more queued
     # A repeated value is queued once, and the command says so.
     assert main(["queue", "add", str(source), "--grid", "lora_r=8,8"]) == 0

@@ -191,6 +191,19 @@ def test_copy_as_command_gives_the_exact_cli_line(make_area, qtbot):
     args, rest = parser.parse_known_args(argv[1:])
     cfg = RunConfig.load(args.config, _split_overrides(parser, rest))
     assert cfg.to_dict() == area.config_model.config().to_dict()
+    assert "--run_name 'my run'" in line  # as typed, not YAML-quoted ("'my run'")
+
+
+@pytest.mark.parametrize("name", ["no", "#1 run", "[x]", "12", "'quoted'", "it's", "a: b", " padded ", "-x"])
+def test_copy_as_command_reads_back_every_text(make_area, name):
+    from engine.cli import _split_overrides, build_parser
+
+    area = make_area()
+    area.config_model.update({"run_name": name})
+    argv = shlex.split(area.command_line())
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv[1:])
+    assert RunConfig.load(args.config, _split_overrides(parser, rest)).run_name == name
 
 
 def test_an_impossible_chosen_precision_stays_visible_in_the_grid(make_area):
@@ -332,3 +345,25 @@ def test_the_model_picker_says_what_a_folder_lacks(make_area, qtbot, tiny_model_
     qtbot.waitUntil(lambda: picker.info is not None and picker.info["info"].path == str(tiny_model_dir),
                     timeout=10_000)
     assert picker.labels["chat"].text() == "yes" and picker.labels["weights"].text() == "safetensors"
+
+
+def test_a_grid_over_methods_gives_each_method_the_precision_picking_it_in_the_form_would(make_area, studio_home):
+    """Picking qlora in the form switches an fp32 form to nf4; a queued grid ``method=lora,qlora``
+    does the same for its qlora point (it was refused: "load_in is 'fp32'"). A precision in the
+    grid itself stands."""
+    from engine.runqueue import RunQueue
+
+    area = make_area()
+    area.config_model.update({"method": "lora", "run_name": "m", "load_in": "fp32", "mixed_precision": "no"})
+    assert area.queue_run("method=lora,qlora,full") == 3
+    entries = RunQueue().entries()
+    loaded = {e.name: RunConfig.load(e.config) for e in entries}
+    assert {n: (c.method, c.load_in, c.mixed_precision) for n, c in loaded.items()} == {
+        "m-lora": ("lora", "fp32", "no"), "m-qlora": ("qlora", "nf4", "bf16"), "m-full": ("full", "fp32", "no")}
+    assert loaded["m-qlora"].lora_r == area.config_model.get("lora_r")
+    assert entries[1].changes == {"method": "qlora", "load_in": "nf4", "mixed_precision": "bf16"}
+    assert entries[0].changes == {"method": "lora"}
+
+    assert area.queue_run("method=lora,qlora;load_in=fp32") == 0  # given in the grid: kept, and refused
+    assert "grid point method=qlora, load_in=fp32" in area.banner.text()
+    assert len(RunQueue().entries()) == 3
