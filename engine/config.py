@@ -166,7 +166,8 @@ class RunConfig:
                            group="optim")
     min_lr_ratio: float = _f(0.0, "Cosine schedule: end at this fraction of learning_rate instead of 0 (e.g. "
                              "0.1, as many recent recipes do); 0 = decay to 0.", min=0.0, max=1.0, group="optim")
-    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming the learning rate up.",
+    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming the learning rate up (rounded up to whole "
+                             "steps; under one step is none, as a warm-up step trains at learning rate 0).",
                              min=0.0, max=0.5, group="optim")
     warmup_steps: int = _f(0, "Warm the learning rate up over this many optimizer steps instead (0 = use "
                            "warmup_ratio); what a recipe that gives warm-up in steps means.",

@@ -1015,6 +1015,19 @@ def _trainer_class():
                            samples=torch.cat([s.reshape(-1) for s in samples]).tolist() if samples else [])
             return out
 
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            """Trainer's scheduler, except that a warm-up ratio worth less than one step is none:
+            transformers rounds it up to a whole step, whose learning rate is 0 (a 20-step run
+            at warmup_ratio 0.03 spent its first step training nothing)."""
+            ratio = self.args.warmup_steps
+            if not (0 < ratio < 1 and num_training_steps * ratio < 1):
+                return super().create_scheduler(num_training_steps, optimizer)
+            self.args.warmup_steps = 0
+            try:
+                return super().create_scheduler(num_training_steps, optimizer)
+            finally:
+                self.args.warmup_steps = ratio
+
         def _load_optimizer_and_scheduler(self, checkpoint):
             scheduler = self.lr_scheduler
             fresh = list(getattr(scheduler, "base_lrs", None) or [])

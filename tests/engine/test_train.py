@@ -969,6 +969,12 @@ def test_warmup_steps_replace_the_ratio(tiny_model_dir, small_dataset, tmp_path)
                    learning_rate=1e-2, warmup_ratio=0.5, warmup_steps=3)
     assert logged(cfg) == pytest.approx(want(3))
     assert logged(cfg.replace(warmup_steps=0, output_dir=str(tmp_path / "ratio"))) == pytest.approx(want(4))
+    # A ratio worth less than one step (0.1 x 8 = 0.8) is no warm-up: transformers rounds it up to one
+    # step at learning rate 0, which trained nothing.
+    short = logged(cfg.replace(warmup_steps=0, warmup_ratio=0.1, output_dir=str(tmp_path / "short")))
+    assert short == pytest.approx(want(0)) and short[0] == pytest.approx(1e-2)
+    assert logged(cfg.replace(warmup_steps=0, warmup_ratio=0.125, output_dir=str(tmp_path / "one"))) == \
+        pytest.approx(want(1))  # exactly one step asked: one step
 
 
 def test_min_lr_ratio_ends_the_cosine_schedule_there(tiny_model_dir, small_dataset, tmp_path):
