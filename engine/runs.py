@@ -137,6 +137,68 @@ def write_summary(output_dir: Path, /, **changes: Any) -> dict[str, Any]:
     return data
 
 
+# How a run's config came to change between its steps (summary.json's ``config_changes``).
+CHANGE_REASONS = {"resume": "on resume", "oom": "after running out of memory", "nonfinite": "after a non-finite loss"}
+
+
+def record_config_change(output_dir: Path, from_step: int, why: str, before: dict[str, Any],
+                         after: dict[str, Any]) -> dict[str, Any] | None:
+    """Note in summary.json that the run trains with other values from ``from_step`` on (a resume
+    with a new learning rate, an out-of-memory halving, a rollback): run.yaml holds only the newest,
+    which alone would pass a run trained at 2e-4 for 900 of its 1000 steps as a 1e-4 run.
+
+    Args:
+        why: a key of ``CHANGE_REASONS``.
+
+    Returns:
+        The entry added (``{from_step, why, changes: {key: [before, after]}, at}``), or None when
+        no value changed.
+    """
+    # Keys on one side only are not changes: a run.yaml of an older version lacks the newer keys.
+    changes = {k: [before[k], after[k]] for k in before if k in after and k != "output_dir" and before[k] != after[k]}
+    if not changes:
+        return None
+    entry = {"from_step": int(from_step), "why": why, "changes": changes, "at": time.time()}
+    earlier = read_summary(output_dir).get("config_changes")
+    write_summary(output_dir, config_changes=[*(earlier if isinstance(earlier, list) else []), entry])
+    return entry
+
+
+def config_history(changes: Any, key: str) -> list[tuple[Any, int]]:
+    """The values ``key`` had before its current one, each with the step it ended at (oldest
+    first); ``[]`` when it never changed. A value that lasted no step (two changes from the same
+    step, as after a rewind) is left out."""
+    if not isinstance(changes, list):
+        return []
+    history: list[tuple[Any, int]] = []
+    for c in sorted((c for c in changes if isinstance(c, dict) and isinstance(c.get("changes"), dict)
+                     and key in c["changes"] and isinstance(c.get("from_step"), int)), key=lambda c: c["from_step"]):
+        old = c["changes"][key][0]
+        if history and history[-1][1] == c["from_step"]:
+            continue  # the value from the same step lasted no step: the older one stands
+        history.append((old, c["from_step"]))
+    return history
+
+
+def describe_config_changes(changes: Any) -> list[str]:
+    """One line per change: ``from step 120 (on resume): learning_rate 0.0002 → 0.0001``."""
+    lines = []
+    for c in changes if isinstance(changes, list) else []:
+        if isinstance(c, dict) and isinstance(c.get("changes"), dict):
+            lines.append(f"from step {c.get('from_step')} ({CHANGE_REASONS.get(c.get('why'), c.get('why'))}): "
+                         + ", ".join(f"{k} {_config_value(v[0])} → {_config_value(v[1])}"
+                                     for k, v in c["changes"].items() if isinstance(v, list) and len(v) == 2))
+    return lines
+
+
+def with_history(value: Any, history: list[tuple[Any, int]], shown: Any = None) -> str:
+    """``0.0001 (0.0002 before step 120)``: a config value with the ones it replaced."""
+    text = (shown or _config_value)(value)
+    if not history:
+        return text
+    return f"{text} (" + ", ".join(f"{(shown or _config_value)(v)} before step {s}" for v, s in history) + ")"
+
+
 def _last_row_time(path: Path) -> float | None:
     """The ``time`` of the last row of a JSON-lines file (events.jsonl, metrics.jsonl), read from
     its tail only: both grow every step."""
@@ -548,6 +610,7 @@ def run_details(path: Path) -> dict[str, Any]:
     Returns:
         :meth:`RunInfo.to_dict` plus ``dataset``, ``dataset_hash``, ``dataset_records``,
         ``error`` (a failed run's message), ``checkpoints`` (``[{name, step, path}]``),
+        ``config_changes`` (values the run changed between its steps, see :func:`record_config_change`),
         ``final_dir`` (or None), ``resume`` (``{ok, reason, finished}``: would ``train --resume``
         continue anything, see ``engine.resume``), ``metrics`` (row counts, last and lowest train loss, lowest
         eval loss, read from metrics.jsonl), ``samples`` (the last answers to sample records, or
@@ -594,6 +657,7 @@ def run_details(path: Path) -> dict[str, Any]:
         "samples": (read_samples(path) or [None])[-1],
         "data": _data_use(path),
         "config": config,
+        "config_changes": [c for c in summary.get("config_changes") or [] if isinstance(c, dict)],
     }
 
 
@@ -734,6 +798,7 @@ def cli_show(args: Any) -> int:
     if better:
         fields.append(("better checkpoint", f"{better['text']}; make it the result: finetune-studio runs promote "
                        f"{d['path']}"))
+    fields += [("config changed", line) for line in describe_config_changes(d["config_changes"])]
     if d["error"]:
         fields.append(("error", str(d["error"])))
     width = max(len(k) for k, _ in fields)
@@ -751,7 +816,7 @@ def cli_show(args: Any) -> int:
     if d["config"]:
         print("config (run.yaml):")
         for key, value in d["config"].items():
-            print(f"  {key}: {_config_value(value)}")
+            print(f"  {key}: {with_history(value, config_history(d['config_changes'], key))}")
     else:
         print("config: none recorded (no run.yaml, no config in summary.json)")
     return 0
@@ -774,7 +839,9 @@ def compare_runs(paths: list[Path]) -> dict[str, Any]:
     Returns:
         ``runs``: each run's :func:`run_details` without its config; ``config_differences``:
         ``{key: [value per run]}`` for every config key whose value differs (None where a
-        run doesn't record it; ``output_dir`` left out); ``same_config_keys``: how many keys
+        run doesn't record it; ``output_dir`` left out), or whose values during the run differ;
+        ``config_histories``: ``{key: [[[earlier value, step it ended at], ...] per run]}`` for
+        those keys a run changed (see :func:`config_history`); ``same_config_keys``: how many keys
         are equal in all runs.
     """
     details = [run_details(p) for p in paths]
@@ -782,11 +849,17 @@ def compare_runs(paths: list[Path]) -> dict[str, Any]:
     keys: list[str] = []
     for cfg in configs:
         keys += [k for k in cfg if k not in keys and k not in _NOT_COMPARED]
+    # A key differs when its value or its history does: two runs ending at 1e-4, one of them at 2e-4
+    # for its first 900 steps, did not train alike.
+    histories = {k: [config_history(d["config_changes"], k) for d in details] for k in keys}
     diffs = {k: [cfg.get(k) for cfg in configs] for k in keys
-             if any(cfg.get(k) != configs[0].get(k) or (k in cfg) != (k in configs[0]) for cfg in configs)}
+             if any(cfg.get(k) != configs[0].get(k) or (k in cfg) != (k in configs[0]) for cfg in configs)
+             or any(h != histories[k][0] for h in histories[k])}
     evals = {eval_data_of(cfg, d.get("dataset_hash")) for cfg, d in zip(configs, details, strict=True)}
-    return {"runs": details, "config_differences": diffs, "same_config_keys": len(keys) - len(diffs),
-            "same_eval_data": len(evals) == 1}
+    return {"runs": details, "config_differences": diffs,
+            "config_histories": {k: [[list(x) for x in h] for h in histories[k]] for k in diffs
+                                 if any(histories[k])},
+            "same_config_keys": len(keys) - len(diffs), "same_eval_data": len(evals) == 1}
 
 
 def eval_data_of(cfg: dict[str, Any], dataset_hash: str | None = None) -> tuple:
@@ -839,7 +912,9 @@ def cli_compare(args: Any) -> int:
         ("dataset hash", [(r["dataset_hash"] or "-")[:19] for r in runs]),
     ]
     diffs = result["config_differences"]
-    table += [(key, [_config_value(v) for v in values]) for key, values in diffs.items()]
+    histories = result["config_histories"]
+    table += [(key, [with_history(v, [tuple(x) for x in histories[key][i]] if key in histories else [])
+                     for i, v in enumerate(values)]) for key, values in diffs.items()]
     header = ("", [r["name"] for r in runs])
     widths = [max(len(k) for k, _ in (header, *table))]
     widths += [max(len(vals[i]) for _, vals in (header, *table)) for i in range(len(runs))]

@@ -45,6 +45,8 @@ from engine.runs import (
     last_checkpoint,
     new_run_dir,
     read_metrics,
+    read_run_config,
+    record_config_change,
     rewind_metrics,
     training_time_so_far,
     write_summary,
@@ -360,7 +362,6 @@ def _refuse_changed_structure(output_dir: Path, cfg: RunConfig) -> None:
     """A resume that changes the method, the shape of what it trains or the optimizer can't load
     the checkpoint (a size-mismatch dump from PyTorch), and must not rewrite the run's record."""
     from engine.resume import fixed_on_resume
-    from engine.runs import read_run_config
 
     changed = fixed_on_resume(read_run_config(output_dir), cfg.to_dict())
     if changed:
@@ -435,6 +436,9 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         rewind_metrics(output_dir, checkpoint_step(ckpt))
     cfg = cfg.replace(output_dir=str(output_dir))
     if is_main:
+        if ckpt is not None:
+            record_config_change(output_dir, checkpoint_step(ckpt), "resume", read_run_config(output_dir),
+                                 cfg.to_dict())
         cfg.save(output_dir / "run.yaml")
 
     records, data_info = load_training_records(cfg)
@@ -1188,9 +1192,12 @@ def _go_back_to(prep: Prepared, checkpoint: Path | None, is_main: bool) -> None:
 
 # ---------------------------------------------------------------- Train
 def _model_card(prep: Prepared, result: dict) -> str:
+    from engine.runs import config_history, read_summary, with_history
+
     cfg = prep.cfg
-    hp = "\n".join(f"| {k} | {v} |" for k, v in cfg.to_dict().items()
-                   if k not in ("output_dir",))
+    changes = read_summary(prep.output_dir).get("config_changes")
+    hp = "\n".join(f"| {k} | {with_history(v, config_history(changes, k), shown=str)} |"
+                   for k, v in cfg.to_dict().items() if k not in ("output_dir",))
     early_note = (f" (stopped early; these weights are the best checkpoint, step {result.get('best_step')})"
                   if result.get("early_stopped") else "")
     return f"""---
@@ -1470,6 +1477,8 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                         f"{cfg.effective_batch_size}); resuming from "
                         f"{resume_from.name if resume_from else 'the start (no checkpoint yet)'}")
             if is_main:
+                record_config_change(prep.output_dir, checkpoint_step(resume_from) if resume_from else 0, "oom",
+                                     before, change)
                 cfg.save(prep.output_dir / "run.yaml")
             continue
 
@@ -1496,6 +1505,8 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                             f"halved from {old_lr:g} to {cfg.learning_rate:g}. {batch['description']}. "
                             f"{nan_advice(cfg)}")
                 if is_main:
+                    record_config_change(prep.output_dir, checkpoint_step(resume_from) if resume_from else 0,
+                                         "nonfinite", {"learning_rate": old_lr}, {"learning_rate": cfg.learning_rate})
                     cfg.save(prep.output_dir / "run.yaml")
                 continue
             fix: dict[str, Any] = {"learning_rate": cfg.learning_rate / 2}

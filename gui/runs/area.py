@@ -52,11 +52,13 @@ from engine.runs import (
     checkpoint_step,
     checkpoints,
     compare_runs,
+    describe_config_changes,
     gguf_files,
     last_checkpoint,
     list_runs,
     read_metrics,
     read_summary,
+    with_history,
 )
 from gui.adapters.gguf_dialog import GgufDialog
 from gui.engine_process import cli_failure, json_message, run_engine
@@ -539,6 +541,8 @@ class RunsArea(QWidget):
                                + (f" · final/ holds {promoted}" if promoted else "")
                                + (" · GGUF: " + ", ".join(g.name for g in ggufs) if ggufs else "")
                                + rewound_text(summary.get("rewound")))
+            text += "".join("<br><span style='color:#555'>Config changed " + html.escape(line) + "</span>"
+                            for line in describe_config_changes(summary.get("config_changes")))
             failure = failure_text(run)
             if failure:
                 text += "<br><span style='color:#d0342c'>" + html.escape(failure).replace("\n", "<br>") + "</span>"
@@ -568,17 +572,24 @@ class RunsArea(QWidget):
         if not diffs:
             return f"{len(runs)} runs selected · same config" + note
 
-        def value(v: Any) -> str:
+        histories = compared["config_histories"]
+
+        def full(key: str, i: int, v: Any) -> str:
             text = "–" if v is None or v == "" else str(v)  # an empty run_name must not read as nothing
-            return (text[:24] + "…") if len(text) > 25 else text
+            return with_history(text, [tuple(x) for x in histories[key][i]] if key in histories else [], shown=str)
+
+        def value(key: str, i: int, v: Any) -> str:
+            text = full(key, i, v)
+            return html.escape((text[:39] + "…") if len(text) > 40 else text)
 
         parts = []
         for key, values in list(diffs.items())[:shown]:
-            colored = " / ".join(f"<span style='color:{CURVE_COLORS[i]}'>{value(v)}</span>"
+            colored = " / ".join(f"<span style='color:{CURVE_COLORS[i]}'>{value(key, i, v)}</span>"
                                  for i, v in enumerate(values))
             parts.append(f"<b style='color:#333'>{key}</b> {colored}")
         more = f" · +{len(diffs) - shown} more" if len(diffs) > shown else ""
-        self.summary.setToolTip("\n".join(f"{k}: {' / '.join(map(str, v))}" for k, v in diffs.items()))
+        self.summary.setToolTip("\n".join(f"{k}: {' / '.join(full(k, i, x) for i, x in enumerate(v))}"
+                                           for k, v in diffs.items()))
         return f"{len(runs)} runs · differ in: " + " · ".join(parts) + more + note
 
     def _metrics(self, path: Path) -> list[dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import sys
 import time
@@ -212,6 +213,9 @@ def test_nonfinite_loss_rolls_back_with_the_lr_really_halved(tiny_model_dir, sma
     assert rows == [2, 4, 6, 8]  # the curve is one line: nothing from the bad branch
     assert all(torch.isfinite(p).all() for p in trained[0].parameters())
     assert RunConfig.load(out / "run.yaml").learning_rate == 5e-3
+    (change,) = json.loads((out / "summary.json").read_text())["config_changes"]  # steps 1-4 ran at 1e-2
+    assert (change["from_step"], change["why"], change["changes"]) == (4, "nonfinite", {"learning_rate": [1e-2, 5e-3]})
+    assert "| learning_rate | 0.005 (0.01 before step 4) |" in (out / "README.md").read_text()
 
 
 def test_nonfinite_loss_with_policy_stop_reports_step_batch_and_advice(tiny_model_dir, small_dataset, tmp_path):
@@ -273,6 +277,9 @@ def test_oom_halves_the_micro_batch_keeps_the_effective_batch_and_resumes(tiny_m
     assert (saved.batch_size, saved.gradient_accumulation_steps) == (2, 2)
     assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert (out / "final" / "adapter_model.safetensors").exists()
+    (change,) = json.loads((out / "summary.json").read_text())["config_changes"]
+    assert (change["from_step"], change["why"]) == (3, "oom")
+    assert change["changes"] == {"batch_size": [4, 2], "gradient_accumulation_steps": [1, 2]}
 
 
 def test_oom_at_micro_batch_one_fails_with_the_next_levers_in_order(tiny_model_dir, small_dataset, tmp_path):
@@ -561,6 +568,64 @@ def test_a_completed_run_extended_with_more_steps_follows_the_new_schedule(tiny_
     want = {e["step"]: e["lr"] for e in planned.of("step")}
     assert set(lr) == {3, 4} and want[3] > 0
     assert lr[3] == pytest.approx(want[3]) and lr[4] == pytest.approx(want[4])
+
+
+def test_a_resume_with_new_values_keeps_what_the_steps_before_it_ran_with(tiny_model_dir, small_dataset, tmp_path,
+                                                                         capsys):
+    """run.yaml holds the values the run continues with; summary.json, runs show/compare and the
+    model card say what the earlier steps trained with (run.yaml alone passed a run trained at
+    1e-2 for its first steps as a 5e-3 run)."""
+    from engine.cli import main
+    from engine.rewind import rewind
+    from engine.runs import compare_runs
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=2, save_steps=1, save_total_limit=0)
+    assert train(cfg)[0]["status"] == "completed"
+    resumed, _, _ = train(cfg.replace(max_steps=4, learning_rate=5e-3), resume=True)
+    assert resumed["status"] == "completed"
+    assert RunConfig.load(out / "run.yaml").learning_rate == 5e-3
+    (change,) = json.loads((out / "summary.json").read_text())["config_changes"]
+    assert (change["from_step"], change["why"]) == (2, "resume")
+    assert change["changes"] == {"max_steps": [2, 4], "learning_rate": [1e-2, 5e-3]}
+    assert "| learning_rate | 0.005 (0.01 before step 2) |" in (out / "README.md").read_text()
+    assert "| seed | 7 |" in (out / "README.md").read_text()
+
+    assert main(["runs", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert re.search(r"\nconfig changed +from step 2 \(on resume\): learning_rate 0.01 → 0.005, max_steps 2 → 4\n",
+                     shown)
+    assert "  learning_rate: 0.005 (0.01 before step 2)\n" in shown and "  seed: 7\n" in shown
+
+    # Against a run at 5e-3 throughout: the same final value, but not the same run.
+    plain = tmp_path / "plain"
+    assert train(cfg.replace(max_steps=4, learning_rate=5e-3, output_dir=str(plain)))[0]["status"] == "completed"
+    compared = compare_runs([out, plain])
+    assert compared["config_differences"]["learning_rate"] == [5e-3, 5e-3]
+    assert compared["config_histories"]["learning_rate"] == [[[1e-2, 2]], []]
+    assert "max_steps" in compared["config_differences"]
+    assert main(["runs", "compare", str(out), str(plain)]) == 0
+    assert "0.005 (0.01 before step 2)" in capsys.readouterr().out
+
+    # Resumed again as it is: nothing new to record.
+    train(cfg.replace(max_steps=4, learning_rate=5e-3), resume=True)
+    assert len(json.loads((out / "summary.json").read_text())["config_changes"]) == 1
+    # Gone back to step 1: the next resume trains step 2 at 5e-3 already, so the change is from step 1.
+    rewind(out, 1)
+    (change,) = json.loads((out / "summary.json").read_text())["config_changes"]
+    assert change["from_step"] == 1
+
+
+def test_config_history_drops_a_value_that_lasted_no_step():
+    from engine.runs import config_history, with_history
+
+    changes = [{"from_step": 5, "why": "resume", "changes": {"learning_rate": [2e-4, 1e-4]}},
+               {"from_step": 5, "why": "nonfinite", "changes": {"learning_rate": [1e-4, 5e-5]}},
+               {"from_step": 9, "why": "resume", "changes": {"learning_rate": [5e-5, 1e-5], "seed": [1, 2]}}]
+    assert config_history(changes, "learning_rate") == [(2e-4, 5), (5e-5, 9)]
+    assert config_history(changes, "seed") == [(1, 9)] and config_history(changes, "lora_r") == []
+    assert with_history(1e-5, config_history(changes, "learning_rate")) == \
+        "1e-05 (0.0002 before step 5, 5e-05 before step 9)"
 
 
 def test_a_resumed_run_keeps_the_best_eval_loss_from_before_the_kill(tiny_model_dir, small_dataset, tmp_path):

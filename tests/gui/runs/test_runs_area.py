@@ -140,6 +140,28 @@ def test_selecting_runs_says_how_their_configs_differ(qtbot, runs):
     assert "differ" not in area.summary.text()
 
 
+def test_a_run_whose_config_changed_on_the_way_says_so_and_differs_from_one_that_did_not(qtbot, studio_home):
+    """Two runs ending at learning rate 1e-4, one trained at 2e-4 before step 120 (resumed with a new
+    rate): the same in run.yaml, not the same run."""
+    from engine.runs import record_config_change
+
+    a = make_run("20261128-150000-lora", "completed")
+    b = make_run("20261128-160000-lora", "completed")
+    for path in (a, b):
+        RunConfig.load(path / "run.yaml").replace(learning_rate=1e-4).save(path / "run.yaml")
+    record_config_change(b, 12, "resume", {"learning_rate": 2e-4, "seed": 42}, {"learning_rate": 1e-4, "seed": 42})
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([b])
+    assert "Config changed from step 12 (on resume): learning_rate 0.0002 → 0.0001" in area.summary.text()
+    area.select_paths([a, b])
+    text = area.summary.text()
+    assert "learning_rate</b>" in text and "0.0001 (0.0002 before step 12)</span>" in text
+    assert "0.0001 (0.0002 before step 12)" in area.summary.toolTip()
+    area.select_paths([a])
+    assert "Config changed" not in area.summary.text()
+
+
 def test_a_failed_run_says_why_it_failed(qtbot, studio_home):
     """Selecting a failed run shows the error its summary.json holds, not just its folder."""
     path = make_run("20261128-130000-lora", "failed", steps=4)
