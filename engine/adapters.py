@@ -527,6 +527,10 @@ def resolve_adapter(ref: str | Path) -> Path:
     run = find_run(ref)  # a run's run_name: the newest run of that name, as `runs show` takes it
     if run is not None and (run / "final" / "adapter_config.json").exists():
         return (run / "final").resolve()
+    if run is not None and not (run / "final").exists():
+        from engine.runs import no_final_error
+
+        raise no_final_error(run)
     names = ", ".join(sorted({c.name for c in cards})) or "(the library is empty)"
     raise ModelError(f"adapter '{ref}': no adapter folder (with adapter_config.json), run or library "
                      f"entry of that name", hint=f"Known adapters: {names}")

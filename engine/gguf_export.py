@@ -281,13 +281,36 @@ def _spm_vocab(model_dir: Path, vocab_size: int,
     return tokens, scores, types
 
 
+def chosen_pre(model_dir: Path, pre_override: str | None) -> tuple[str, str | None]:
+    """The tokenizer kind and the pre-tokenizer name the file gets: the one recognised from the
+    split pattern, or ``pre_override`` where none is.
+
+    Raises:
+        ConfigError: ``pre_override`` is not a name, the tokenizer has no pre-tokenizer to name
+            (SentencePiece-style), or it contradicts the recognised pattern: llama.cpp would split
+            text otherwise than the model was trained on, and nothing would say so.
+    """
+    kind, pre = tokenizer_kind(_tokenizer_json(model_dir))
+    if not pre_override:
+        return kind, pre
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", pre_override):
+        raise ConfigError(f"--pre '{pre_override}' is not a llama.cpp pre-tokenizer name (lower-case letters, "
+                          f"digits, '-', '.' and '_'; e.g. {', '.join(PRE_TOKENIZERS)})", key="pre")
+    if kind != "gpt2":
+        raise ConfigError(f"--pre {pre_override}: the tokenizer of {model_dir} is SentencePiece-style (byte "
+                          "fallback), which has no pre-tokenizer to name", key="pre", hint="Drop --pre.")
+    if pre is not None and pre != pre_override:
+        raise ConfigError(f"--pre {pre_override}: the tokenizer's split pattern is {pre}'s; with "
+                          f"{pre_override} llama.cpp would split text otherwise than the model was trained on",
+                          key="pre", hint=f"Drop --pre: the file names {pre} itself.")
+    return kind, pre_override
+
+
 def _write_vocab(writer, model_dir: Path, vocab_size: int, pre_override: str | None,
                  trust_remote_code: bool) -> tuple[str, str | None]:
     import gguf
 
-    kind, pre = tokenizer_kind(_tokenizer_json(model_dir))
-    if pre_override:
-        pre = pre_override
+    kind, pre = chosen_pre(model_dir, pre_override)
     if kind == "gpt2":
         if pre is None:
             raise ModelError("the tokenizer's pre-tokenizer split pattern is not one GGUF export recognises "
@@ -777,6 +800,10 @@ def resolve_source(ref: str) -> tuple[str, Path, Path | None]:
     run = find_run(ref) if ref != "demo" else None
     if run is not None and (run / "final" / "config.json").exists():
         return "model", run / "final", run
+    if run is not None and not (run / "final").exists():
+        from engine.runs import no_final_error
+
+        raise no_final_error(run)
     path = Path(ref).expanduser()
     if ref != "demo" and (path / "adapter_config.json").exists():
         return "adapter", path, None
@@ -800,7 +827,9 @@ def default_out(ref: str, source: Path, out_type: str, run: Path | None = None, 
 
     kind = f"lora-{out_type}" if lora else out_type
     if run is not None:
-        return run / f"{run.name}-{kind}.gguf"
+        # A checkpoint's file must not take the name of the run's result (final/).
+        of = "" if source.name == "final" or source == run else f"-{source.name}"
+        return run / f"{run.name}{of}-{kind}.gguf"
     if ref == "demo":
         name = "demo"
     elif source.name in ("final", "merged") or source.name.startswith("checkpoint-"):
@@ -821,10 +850,16 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
     deleted afterwards. With ``lora``, an adapter is written on its own instead
     (:func:`export_lora_gguf`)."""
     kind, folder, run = resolve_source(ref)
+    if base and kind == "model":
+        raise ConfigError(f"--base names the model an adapter is merged into, but '{ref}' is a model ({folder}): "
+                          "it is written as it is", key="base", hint="Drop --base.")
     if lora:
         if kind != "adapter":
             raise ConfigError(f"--lora writes a LoRA adapter on its own, but '{ref}' is a model", key="lora",
                               hint="Drop --lora to export the model.")
+        if pre_tokenizer:
+            raise ConfigError("--pre names the tokenizer's pre-tokenizer, and a LoRA adapter's GGUF holds no "
+                              "tokenizer (llama.cpp takes the base's)", key="pre", hint="Drop --pre.")
         from engine.adapters import read_card
 
         card = read_card(folder)
@@ -834,6 +869,8 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
                                 trust_remote_code=trust_remote_code)
     if kind == "model":
         target = Path(out) if out else default_out(ref, folder, out_type, run)
+        if pre_tokenizer:
+            chosen_pre(folder, pre_tokenizer)
         check_space(ref, target, base, out_type)
         return export_gguf(folder, target, out_type=out_type, name=run.name if run else None,
                            pre_tokenizer=pre_tokenizer, trust_remote_code=trust_remote_code, progress=progress)
@@ -848,6 +885,10 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
     target = Path(out) if out else default_out(ref, folder, out_type, Path(card.run_dir) if card.run_dir else None)
     if target.exists():
         raise ConfigError(f"--out '{target}' already exists; GGUF export doesn't write over a file", key="out")
+    if pre_tokenizer:  # before the merge: the merged folder takes the base's tokenizer
+        from engine.models import resolve_model_path
+
+        chosen_pre(resolve_model_path(base_model), pre_tokenizer)
     check_space(ref, target, base, out_type)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Beside the target: the merged copy needs the disk space the GGUF file will need anyway.

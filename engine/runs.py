@@ -521,6 +521,29 @@ def find_run(ref: str | Path) -> Path | None:
     return (root / found[-1]).resolve() if found else None
 
 
+def no_final_error(run: Path) -> ModelError:
+    """What to say when a run is named for its result (generate, merge, export-gguf, adapters
+    compare) but has no ``final/`` yet: its state, and the checkpoint to use instead."""
+    info = run_info(run)
+    at = f" at step {info.steps}" if info.steps else ""
+    state = "a probe, which saves nothing" if info.shown_status == "probe" else (
+        f"still training{at}" if info.status == "running" else f"{info.status}{at}")
+    ckpt = last_checkpoint(run)
+    resume = f"finetune-studio train {run / 'run.yaml'} --resume"
+    if info.shown_status == "probe":
+        hint = "Train its config as a run of its own (Start, or finetune-studio train RUN.yaml)."
+    elif ckpt is not None:
+        what = (" as the model" if (ckpt / "config.json").exists() else
+                " as the adapter on its base" if (ckpt / "adapter_config.json").exists() else "")
+        hint = (f"Use its newest checkpoint{what}: {ckpt} (step {checkpoint_step(ckpt)}); or "
+                + ("wait for it to finish." if info.status == "running" else f"finish it: {resume}"))
+    else:
+        hint = ("It kept no checkpoint yet: wait for one (save_steps)." if info.status == "running" else
+                f"It kept no checkpoint: {resume} starts it over.")
+    return ModelError(f"run '{run.name}' has no final/ model or adapter ({state}); a run writes its result "
+                      "there when it completes", hint=hint)
+
+
 def holds_weights(folder: Path) -> bool:
     """A run's ``final/`` or ``checkpoint-N/`` with weights in it: a model (``config.json``) or
     an adapter (``adapter_config.json``)."""
@@ -579,15 +602,7 @@ def run_model(run_dir: Path) -> RunModel:
                              "(no 'model' in run.yaml)", hint=f"Give the base model yourself, and {final} as "
                              "the adapter.")
         return RunModel(run_dir, method, str(base), final)
-    status = run_info(run_dir).status
-    ckpt = last_checkpoint(run_dir)
-    hint = f"Resume it to finish and write final/: finetune-studio train {run_dir / 'run.yaml'} --resume"
-    if ckpt is not None and (ckpt / "config.json").exists():
-        hint += f"; or use its newest checkpoint as the model: {ckpt}"
-    elif ckpt is not None and (ckpt / "adapter_config.json").exists():
-        hint += f"; or use its newest checkpoint as the adapter on its base: {ckpt}"
-    raise ModelError(f"run '{run_dir.name}' has no final/ model or adapter (status {status}): it never "
-                     "finished", hint=hint)
+    raise no_final_error(run_dir)
 
 
 def read_run_config(path: Path) -> dict[str, Any]:

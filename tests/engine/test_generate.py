@@ -373,8 +373,9 @@ def test_a_run_without_final_is_refused_with_what_to_do(tiny_model_dir, tmp_path
     (run / "summary.json").write_text(json.dumps({"status": "running", "config": {"method": "full"}}))
     assert cli_main(["generate", "--base", str(run), "--prompt", PROMPT]) == 2
     err = capsys.readouterr().err
-    assert "has no final/ model or adapter (status interrupted)" in err
-    assert f"train {run / 'run.yaml'} --resume" in err and str(run / "checkpoint-2") in err
+    assert "has no final/ model or adapter (interrupted)" in err
+    assert f"Use its newest checkpoint as the model: {run / 'checkpoint-2'} (step 2)" in err
+    assert f"train {run / 'run.yaml'} --resume" in err
     # Wherever else a model is expected (merge --base, a run config's model), a run folder is named as one.
     shutil.copytree(tiny_model_dir, run / "final")
     with pytest.raises(ModelError, match="is a run folder, not a model") as e:

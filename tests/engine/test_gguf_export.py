@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -271,6 +272,56 @@ def test_unknown_pre_tokenizer_is_refused_unless_named(tmp_path):
     assert not (tmp_path / "c.gguf").exists() and not list(tmp_path.glob(".c.gguf*"))
     result = export_gguf(model_dir, tmp_path / "c.gguf", pre_tokenizer="gpt-2")
     assert _fields(result.path)["tokenizer.ggml.pre"] == "gpt-2"
+
+
+def test_a_pre_tokenizer_name_that_cant_be_right_is_refused_before_writing(demo_base, tmp_path):
+    """--pre names what llama.cpp can't recognise from the pattern; it must not silently override
+    a recognised pattern, name one for a tokenizer that has none, or be a typo."""
+    with pytest.raises(ConfigError, match="split pattern is gpt-2's; with llama-bpe llama.cpp would split") as e:
+        export_source("demo", tmp_path / "d.gguf", pre_tokenizer="llama-bpe")
+    assert e.value.key == "pre" and e.value.hint == "Drop --pre: the file names gpt-2 itself."
+    with pytest.raises(ConfigError, match="not a llama.cpp pre-tokenizer name"):
+        export_source("demo", tmp_path / "d.gguf", pre_tokenizer="Llama BPE")
+    spm = tiny_model(tmp_path / "spm", "mistral", spm=True, bos_token_id=1, eos_token_id=2)
+    with pytest.raises(ConfigError, match="SentencePiece-style"):
+        export_gguf(spm, tmp_path / "s.gguf", pre_tokenizer="llama-bpe")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spm"]  # nothing written
+    assert export_source("demo", tmp_path / "d.gguf", pre_tokenizer="gpt-2").pre_tokenizer == "gpt-2"  # agrees
+
+
+def test_base_is_refused_for_a_model_and_pre_for_a_lora_gguf(runs_home, demo_base, tmp_path):
+    with pytest.raises(ConfigError, match="--base names the model an adapter is merged into, but 'demo' is a model"):
+        export_source("demo", tmp_path / "d.gguf", base=str(demo_base))
+    with pytest.raises(ConfigError, match="a LoRA adapter's GGUF holds no tokenizer") as e:
+        export_source("medical", tmp_path / "m.gguf", lora=True, out_type="f16", pre_tokenizer="gpt-2")
+    assert e.value.key == "pre"
+    with pytest.raises(ConfigError, match="split pattern is gpt-2's"):  # before the merge
+        export_source("medical", tmp_path / "m.gguf", pre_tokenizer="qwen2")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_without_final_names_its_newest_checkpoint_and_a_checkpoint_gets_its_own_file(runs_home, tmp_path,
+                                                                                            capsys):
+    from engine.cli import main
+
+    run = runs_home["medical"].parent
+    checkpoint = run / "checkpoint-3"
+    shutil.copytree(run / "final", checkpoint)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    assert main(["export-gguf", str(checkpoint), "--type", "f16"]) == 0
+    capsys.readouterr()
+    assert (run / f"{run.name}-checkpoint-3-f16.gguf").is_file()  # not the name final/'s export takes
+    assert not (run / f"{run.name}-f16.gguf").exists()
+    shutil.move(run / "final", tmp_path / "final")
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "stopped", "step": 3}))
+    for argv in (["export-gguf", "medical"], ["generate", "--base", "medical", "--prompt", "hi"],
+                 ["adapters", "compare", "medical", "--dataset", "demo"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"run '{run.name}' has no final/ model or adapter (stopped at step 3)" in err, argv
+        assert f"Use its newest checkpoint as the adapter on its base: {checkpoint} (step 3)" in err, argv
+        assert f"finish it: finetune-studio train {run / 'run.yaml'} --resume" in err, argv
 
 
 @pytest.mark.parametrize("out_type", ["q8_0", "f16", "f32"])
