@@ -16,7 +16,16 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from PySide6.QtCore import QFileSystemWatcher, QItemSelectionModel, QModelIndex, QRect, Qt, QTimer, Signal
+from PySide6.QtCore import (
+    QEvent,
+    QFileSystemWatcher,
+    QItemSelectionModel,
+    QModelIndex,
+    QRect,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QAction, QKeySequence, QShortcut, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -893,6 +902,8 @@ class DatasetEditor(QWidget):
         hh.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         hh.setSortIndicatorShown(True)
         hh.setHighlightSections(False)
+        hh.sectionResized.connect(self._on_section_resized)
+        self.table.viewport().installEventFilter(self)
         self.table.setSortingEnabled(True)
 
         self.form = RecordForm()
@@ -1491,13 +1502,46 @@ class DatasetEditor(QWidget):
         for act in (self.act_duplicate, self.act_delete, self.act_up, self.act_down):
             act.setEnabled(bool(sel))
 
+    # A column's width at its least; the text columns share what a wider table has beyond the sum.
+    BASE_WIDTHS = {"#status": 44, "#turns": 50, "instruction": 260, "input": 180, "output": 260, "system": 120,
+                   "@system": 120, "@user": 260, "@assistant": 260}
+    TEXT_COLUMNS = ("instruction", "input", "output", "system", "@system", "@user", "@assistant")
+
     def _size_columns(self) -> None:
+        """Each column at its base width, widened to fill the table; a column the user has
+        resized keeps its width from then on (until another file is opened)."""
+        self._columns_user_sized = False
+        self.table.horizontalHeader().setStretchLastSection(False)
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        if getattr(self, "_columns_user_sized", True):
+            return
         hh = self.table.horizontalHeader()
-        widths = {"#status": 44, "#turns": 50, "instruction": 260, "input": 180, "output": 260, "system": 120,
-                  "@system": 120, "@user": 260, "@assistant": 260}
-        for i, col in enumerate(self.model.columns()):
-            hh.resizeSection(i, widths.get(col.key, 90))
-        hh.setStretchLastSection(False)
+        keys = [col.key for col in self.model.columns()]
+        base = [self.BASE_WIDTHS.get(k, 90) for k in keys]
+        text = [i for i, k in enumerate(keys) if k in self.TEXT_COLUMNS]
+        spare = self.table.viewport().width() - sum(base)
+        text_total = sum(base[i] for i in text)
+        widths = list(base)
+        if spare > 0 and text_total:
+            for i in text:
+                widths[i] += spare * base[i] // text_total
+        self._fitting = True
+        try:
+            for i, w in enumerate(widths):
+                hh.resizeSection(i, w)
+        finally:
+            self._fitting = False
+
+    def _on_section_resized(self, *_: object) -> None:
+        if not getattr(self, "_fitting", False):
+            self._columns_user_sized = True  # a drag of a column edge: the user's widths stand
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_columns()
+        return super().eventFilter(watched, event)
 
     def _fill_field_combos(self) -> None:
         labels = field_labels(self._ds.records, self._ds.format) if self._ds is not None else []

@@ -39,3 +39,38 @@ def test_the_filter_row_the_checks_and_the_preview_fit_the_smallest_window(qtbot
     qtbot.wait(50)
     src = ed.preview.source
     assert src.width() >= ed.preview.width() - 30
+
+
+def test_the_text_columns_fill_a_wider_table_until_the_user_sizes_one(make_editor, demo_copy, qtbot):
+    """A maximised window left a blank band right of the columns (fixed widths); now the
+    instruction, input and output columns share it. A column the user drags keeps its width."""
+    ed = make_editor(demo_copy, wait_lint=False)
+    ed.show()
+    qtbot.waitExposed(ed)
+    hh = ed.table.horizontalHeader()
+    keys = [c.key for c in ed.model.columns()]
+
+    def widths() -> dict[str, int]:
+        return {k: hh.sectionSize(i) for i, k in enumerate(keys)}
+
+    def filled() -> int:
+        return ed.table.viewport().width() - sum(widths().values())
+
+    small = widths()
+    ed.resize(2400, 900)
+    qtbot.waitUntil(lambda: widths()["instruction"] > small["instruction"])
+    wide = widths()
+    assert 0 <= filled() < len(keys)  # no blank band, no horizontal scroll
+    assert wide["output"] > small["output"] and wide["input"] > small["input"]
+    assert (wide["task"], wide["#status"]) == (small["task"], small["#status"])  # short columns stay
+    assert ed.table.horizontalScrollBar().maximum() == 0
+
+    hh.resizeSection(keys.index("input"), 500)  # the user's drag
+    ed.resize(1300, 760)
+    qtbot.wait(50)
+    assert widths()["input"] == 500 and widths()["output"] == wide["output"]
+    other = demo_copy.with_name("other.jsonl")
+    other.write_bytes(demo_copy.read_bytes())
+    ed.resize(1200, 760)
+    ed.open_file(other)  # another file: fitted again
+    qtbot.waitUntil(lambda: widths() == small)
