@@ -161,7 +161,9 @@ class RunConfig:
     # ---- Optimisation
     optimizer: str = _f("adamw", "adamw (fused on GPU), adamw_8bit, paged_adamw_8bit (bitsandbytes) "
                         "or sgd.", choices=OPTIMIZERS, group="optim")
-    learning_rate: float = _f(2e-4, "Peak learning rate.", min=0.0, max=10.0, group="optim")
+    learning_rate: float = _f(2e-4, "Peak learning rate. Left out, the method's usual one: 2e-4 for LoRA, QLoRA "
+                              "and bottleneck adapters, 2e-5 for full and freeze, 1e-2 prefix, 3e-2 prompt, 3e-3 "
+                              "IA3.", min=0.0, max=10.0, group="optim")
     lr_scheduler: str = _f("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULERS,
                            group="optim")
     min_lr_ratio: float = _f(0.0, "Cosine schedule: end at this fraction of learning_rate instead of 0 (e.g. "
@@ -263,6 +265,13 @@ class RunConfig:
         # qlora means a 4-bit NF4 base unless the user said otherwise (and then we explain).
         if values.get("method") == "qlora" and "load_in" not in data:
             values["load_in"] = "nf4"
+        # Each method trains at its own usual learning rate unless one is given: 2e-5 for full
+        # fine-tuning, 3e-2 for prompt tuning (engine.methods.METHODS).
+        if "learning_rate" not in data and isinstance(values.get("method"), str):
+            from engine.methods import METHODS
+
+            if values["method"] in METHODS:
+                values["learning_rate"] = METHODS[values["method"]].learning_rate
         if errors:
             raise ConfigErrors(errors)
         cfg = cls(**values)

@@ -394,7 +394,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     from engine.data.templates import is_template_file, read_template_file, saved_template
     from engine.data.templates import resolve as resolve_template
     from engine.data.tokenize import describe_problems, tokenize_records
-    from engine.methods import get_method
+    from engine.methods import get_method, learning_rate_note
     from engine.models import add_special_tokens, check_weights_safe, load_tokenizer, resolve_model_path
     from engine.paths import tokenized_cache_dir
 
@@ -466,6 +466,9 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     "held out), which the run doesn't train on",
                     hint="Add records, or set eval_split: 0 to train on all of them (and evaluate on an "
                     "eval_dataset, or not at all).", fix={"eval_split": 0.0})
+    lr_note = learning_rate_note(cfg)
+    if lr_note and is_main:
+        writer.emit(ev.WARNING, **lr_note)
     train_lines = [getattr(records[stats.sources[i]], "line", None) for i in train_idx]
     data_stats = {**data_info, **stats.to_dict(), "train": len(train_rows), "eval": len(eval_rows)}
     eval_records = [records[stats.sources[i]] for i in eval_idx]

@@ -57,6 +57,9 @@ class Method:
         peft: The artefact is a PEFT adapter folder (``PeftModel.from_pretrained`` loads it).
         allowed_load_in: The ``load_in`` values the method can train on.
         module: The module holding ``apply``, ``save`` and ``load``.
+        learning_rate: The method's usual peak learning rate: a config that names the method and
+            no ``learning_rate`` takes it, and the form switches to it with the method.
+        learning_rate_source: Where that value comes from, for the advice that cites it.
     """
 
     name: str
@@ -66,6 +69,8 @@ class Method:
     peft: bool
     allowed_load_in: tuple[str, ...]
     module: ModuleType
+    learning_rate: float = 2e-4
+    learning_rate_source: str = "the QLoRA paper's 1e-4-2e-4 for adapters on 7B-65B models"
 
     def apply(self, model: nn.Module, cfg: RunConfig, *, train_tokens: Sequence[int] = ()) -> nn.Module:
         """Make exactly this method's parameters trainable; returns the model to train.
@@ -91,11 +96,13 @@ class Method:
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("full", "Full fine-tuning",
            "Train every weight of the model; best quality, most memory (about 16-18 bytes per parameter).",
-           (), False, ("fp32", "bf16"), full),
+           (), False, ("fp32", "bf16"), full,
+           learning_rate=2e-5, learning_rate_source="Stanford Alpaca's full fine-tune of LLaMA-7B"),
     Method("freeze", "Freeze (top layers)",
            "Train only the top decoder layers (and optionally named modules such as the final norm or "
            "lm_head); the rest stays frozen.",
-           ("freeze_trainable_layers", "freeze_extra_modules"), False, ("fp32", "bf16"), freeze),
+           ("freeze_trainable_layers", "freeze_extra_modules"), False, ("fp32", "bf16"), freeze,
+           learning_rate=2e-5, learning_rate_source="full fine-tuning's, as whole layers train"),
     Method("lora", "LoRA",
            "Train small low-rank updates next to the chosen linear layers; the base stays frozen.",
            LORA_SETTINGS, True, ALL_LOADS, lora),
@@ -105,18 +112,53 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("adapter", "Bottleneck adapter",
            "Insert small bottleneck MLPs after the MLP (Pfeiffer) or after attention and MLP (Houlsby) "
            "of each decoder layer.",
-           ("adapter_reduction_factor", "adapter_style"), False, ALL_LOADS, bottleneck),
+           ("adapter_reduction_factor", "adapter_style"), False, ALL_LOADS, bottleneck,
+           learning_rate_source="the 1e-4 to 1e-3 bottleneck adapters are usually trained at"),
     Method("prefix", "Prefix tuning",
            "Learn virtual key/value prefixes for every attention layer; very few parameters.",
-           ("num_virtual_tokens", "prefix_projection"), True, ALL_LOADS, prompt),
+           ("num_virtual_tokens", "prefix_projection"), True, ALL_LOADS, prompt,
+           learning_rate=1e-2, learning_rate_source="PEFT's prefix tuning guide"),
     Method("prompt", "Prompt tuning",
            "Learn virtual token embeddings prepended to the input; the fewest parameters.",
-           _known(("num_virtual_tokens", "prompt_init_text")), True, ALL_LOADS, prompt),
+           _known(("num_virtual_tokens", "prompt_init_text")), True, ALL_LOADS, prompt,
+           learning_rate=3e-2, learning_rate_source="PEFT's prompt tuning guide for causal language models"),
     Method("ia3", "IA3",
            "Learn per-channel scales of keys, values and the MLP's down projection (far fewer "
            "parameters than LoRA).",
-           ("ia3_target_modules",), True, ALL_LOADS, ia3),
+           ("ia3_target_modules",), True, ALL_LOADS, ia3,
+           learning_rate=3e-3, learning_rate_source="the IA3 paper's T-Few recipe"),
 )}
+
+
+# How many times the method's usual learning rate (above, below) a config may go before the run
+# says so: 10x where it is known to hurt (full fine-tuning too high: the pretrained weights move
+# ten times as far; prompt tuning too low: it barely moves), 50x otherwise (the demo trains its
+# tiny model's LoRA at 15x on purpose).
+LR_OFF_BY = {"full": (10.0, 50.0), "freeze": (10.0, 50.0), "prefix": (50.0, 10.0), "prompt": (50.0, 10.0),
+             "ia3": (50.0, 10.0)}
+
+
+def learning_rate_note(cfg: RunConfig) -> dict[str, Any] | None:
+    """A warning (``kind``, ``message``, ``hint``, ``fix``) when the learning rate is far from
+    the method's usual one (:data:`LR_OFF_BY`), or None."""
+    method = METHODS.get(cfg.method)
+    if method is None or not cfg.learning_rate:
+        return None
+    ratio = cfg.learning_rate / method.learning_rate
+    above, below = LR_OFF_BY.get(method.name, (50.0, 50.0))
+    near = 1 - 1e-9  # exactly 10x counts, whatever the float division gives (10.000000000000002)
+    if ratio * below * near > 1 and ratio < above * near:
+        return None
+    high = ratio > 1
+    effect = ("it can wreck what the pretrained weights know (loss spikes, forgetting)" if high and not method.peft
+              and method.name != "adapter" else "training may diverge" if high else
+              "the few weights it trains will barely move in the steps a run has")
+    return {"kind": "learning_rate",
+            "message": f"learning rate {cfg.learning_rate:g} is {ratio if high else 1 / ratio:.0f}x "
+                       f"{'above' if high else 'below'} {method.label}'s usual {method.learning_rate:g} "
+                       f"({method.learning_rate_source}): {effect}",
+            "hint": f"Use about {method.learning_rate:g}, or keep yours if you have measured it.",
+            "fix": {"learning_rate": method.learning_rate}}
 
 
 def get_method(name: str) -> Method:

@@ -206,7 +206,8 @@ class Advisor:
         titles = {"disk": "The disk may fill up", "eval_overlap": "Eval records are also training records",
                   "untrained_tokens": "The model never learnt these format tokens",
                   "dataset_changed": "The dataset changed since the run started",
-                  "partial": "Some answers of multi-turn records don't train"}
+                  "partial": "Some answers of multi-turn records don't train",
+                  "learning_rate": "The learning rate is far from this method's usual one"}
         return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()), _sentence(message, hint),
                        fix, key=f"warning:{kind}")]
 

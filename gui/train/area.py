@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 
 from engine.config import RunConfig, parse_override
 from engine.errors import ConfigErrors, StudioError
-from engine.methods import invalid_reason
+from engine.methods import invalid_reason, learning_rate_note
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
 from engine.runs import read_samples
@@ -55,7 +55,7 @@ from gui.train.estimator import EstimateScheduler
 from gui.train.fields import ChoiceEditor, FieldEditor, format_number, label_for, make_editor, tooltip_for
 from gui.train.gpu_panel import GpuPanel, cancel_detection, detect_environment_isolated
 from gui.train.log_console import LogConsole
-from gui.train.method_picker import MethodPicker, PrecisionGrid, first_valid
+from gui.train.method_picker import MethodPicker, PrecisionGrid, first_valid, method_learning_rate
 from gui.train.model_picker import ModelPicker, remember_model
 from gui.train.notify import notify
 from gui.train.plots import TrainPlots
@@ -126,15 +126,20 @@ def override_text(key: str, value: Any) -> str:
     return text
 
 
-def _method_precision(cfg: RunConfig, point: dict[str, Any], env: Any) -> dict[str, str]:
-    """The precision a grid point over methods loads in: the form's, unless that method rules it out;
-    then the one picking that method in the form switches to (qlora: nf4)."""
+def _method_defaults(cfg: RunConfig, point: dict[str, Any], env: Any) -> dict[str, Any]:
+    """What a grid point over methods takes as picking its method in the form would: the precision,
+    where the form's is ruled out for it (qlora: nf4), and the method's usual learning rate, where
+    the form holds its own method's (full: 2e-5)."""
     method = point.get("method")
-    if method is None or "load_in" in point or "mixed_precision" in point \
-            or invalid_reason(method, cfg.load_in, cfg.mixed_precision, env) is None:
+    if method is None:
         return {}
+    out: dict[str, Any] = {} if "learning_rate" in point else method_learning_rate(cfg.method, method,
+                                                                                    cfg.learning_rate)
+    if "load_in" in point or "mixed_precision" in point \
+            or invalid_reason(method, cfg.load_in, cfg.mixed_precision, env) is None:
+        return out
     better = first_valid(method, cfg.load_in, env) or first_valid(method, cfg.load_in, None)
-    return {"load_in": better[0], "mixed_precision": better[1]} if better else {}
+    return {**out, **({"load_in": better[0], "mixed_precision": better[1]} if better else {})}
 
 
 def shell_quote(text: str) -> str:
@@ -346,7 +351,7 @@ class TrainArea(QWidget):
         try:
             points = parse_grid([part.strip() for part in grid.replace("\n", ";").split(";") if part.strip()],
                                 notes=notes)
-            added = q.add(cfg, grid=points, fill=lambda point: _method_precision(cfg, point, self.env))
+            added = q.add(cfg, grid=points, fill=lambda point: _method_defaults(cfg, point, self.env))
         except ConfigErrors as e:
             self._show_banner("Not queued: " + "; ".join(x.message for x in e.errors))
             return 0
@@ -789,6 +794,7 @@ class TrainArea(QWidget):
             ratio.setEnabled(not values["warmup_steps"])
             ratio.set_note(f"Warm-up steps ({values['warmup_steps']}) replace the ratio." if values["warmup_steps"]
                            else "")
+        self._note_learning_rate()
         errors = self.config_model.errors()
         for key, editor in self.editors.items():
             editor.set_error(errors.get(key))
@@ -806,6 +812,20 @@ class TrainArea(QWidget):
         self._update_buttons()
         self._request_estimate()
         self._tokens_timer.start()
+
+    def _note_learning_rate(self) -> None:
+        """Say it, beside the field and with a fix, when the learning rate is far from the
+        method's usual one (engine.methods.learning_rate_note); the run warns the same."""
+        cfg = self.config_model.config_ignoring_machine()
+        note = learning_rate_note(cfg) if cfg is not None else None
+        editor = self.editors.get("learning_rate")
+        if editor is not None:
+            editor.set_note(note["message"][:1].upper() + note["message"][1:] + "." if note else "")
+        if self.run.is_active():
+            return  # the run's own warnings hold the panel
+        self.advisor_panel.remove("warning:learning_rate")
+        if note:
+            self.advisor_panel.add_all(self.advisor.on_event("warning", note))
 
     def _check_format_tokens(self) -> None:
         """Before a run, in the estimate's child process: does the model know the special tokens its

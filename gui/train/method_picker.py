@@ -91,7 +91,8 @@ class MethodPicker(QWidget):
 
     def _on_activated(self, index: int) -> None:
         method = self.combo.itemData(index)
-        changes: dict[str, Any] = {"method": method}
+        changes: dict[str, Any] = {"method": method, **method_learning_rate(self.model.get("method"), method,
+                                                                             self.model.get("learning_rate"))}
         li, mp = self.model.get("load_in"), self.model.get("mixed_precision")
         if invalid_reason(method, li, mp, self.model.environment) is not None:
             # No precision works on this machine (QLoRA on a CPU): take one the method itself
@@ -105,6 +106,16 @@ class MethodPicker(QWidget):
     def _on_model_changed(self, keys: set[str]) -> None:
         if "method" in keys:
             self._show(self.model.get("method"))
+
+
+def method_learning_rate(old: str, new: str, learning_rate: Any) -> dict[str, float]:
+    """``{"learning_rate": new method's usual}`` when the form holds the old method's usual one
+    (full fine-tuning at LoRA's 2e-4 moves every weight ten times as far as usual); a rate the
+    user chose stays."""
+    if old in METHODS and new in METHODS and learning_rate == METHODS[old].learning_rate \
+            and METHODS[new].learning_rate != learning_rate:
+        return {"learning_rate": METHODS[new].learning_rate}
+    return {}
 
 
 def first_valid(method: str, load_in: str, env: Any) -> tuple[str, str] | None:

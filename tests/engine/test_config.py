@@ -290,3 +290,37 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
     got = messages(e.value)
     assert got[0].startswith(f"{path}:4:1: 'lora_r' is given twice (lines 2, 4)")
     assert got[1].startswith(f"{path}:4:1: 'lora_r' must be between 1 and 4096, got 0")
+
+
+@pytest.mark.parametrize("method,lr", [("full", 2e-5), ("freeze", 2e-5), ("lora", 2e-4), ("qlora", 2e-4),
+                                       ("adapter", 2e-4), ("prefix", 1e-2), ("prompt", 3e-2), ("ia3", 3e-3)])
+def test_each_method_trains_at_its_usual_learning_rate_unless_one_is_given(method, lr, tmp_path):
+    from engine.methods import learning_rate_note
+
+    assert RunConfig.from_dict({"method": method}).learning_rate == lr
+    assert learning_rate_note(RunConfig.from_dict({"method": method})) is None
+    assert RunConfig.from_dict({"method": method, "learning_rate": 5e-4}).learning_rate == 5e-4
+    path = tmp_path / "run.yaml"
+    path.write_text(f"method: {method}\n")
+    assert RunConfig.load(path).learning_rate == lr
+    assert RunConfig.load(path, {"learning_rate": 1e-4}).learning_rate == 1e-4
+
+
+@pytest.mark.parametrize("method,lr,said", [
+    ("full", 2e-4, "10x above Full fine-tuning's usual 2e-05"),  # LoRA's rate: ten times as far
+    ("freeze", 1e-3, "50x above"),
+    ("prompt", 2e-4, "150x below Prompt tuning's usual 0.03"),
+    ("ia3", 2e-4, "15x below IA3's usual 0.003"),
+    ("lora", 1e-2, "50x above LoRA's usual 0.0002"),
+    ("lora", 3e-3, None),  # the demo's rate for its tiny model: within 50x
+    ("full", 1.9e-4, None), ("prompt", 3.1e-3, None), ("lora", 5e-6, None),
+])
+def test_a_learning_rate_far_from_the_methods_usual_is_said_with_a_fix(method, lr, said):
+    from engine.methods import METHODS, learning_rate_note
+
+    note = learning_rate_note(RunConfig.from_dict({"method": method, "learning_rate": lr}))
+    if said is None:
+        assert note is None
+        return
+    assert note["kind"] == "learning_rate" and said in note["message"]
+    assert note["fix"] == {"learning_rate": METHODS[method].learning_rate}

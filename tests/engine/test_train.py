@@ -1140,3 +1140,12 @@ def test_an_eval_split_that_rounds_up_to_far_more_than_asked_is_said(tiny_model_
         "eval_split": 0.0}
     _, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run2", eval_split=0.25, max_steps=1))
     assert not [e for e in rec.of("warning") if e["kind"] == "eval_split"]  # 1 of 4 is what was asked
+
+
+def test_a_run_far_from_its_methods_usual_learning_rate_warns_with_the_fix(tiny_model_dir, small_dataset, tmp_path):
+    result, rec, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", method="full", max_steps=1,
+                                    learning_rate=1e-3))
+    assert result["status"] == "completed"
+    (w,) = [e for e in rec.of("warning") if e["kind"] == "learning_rate"]
+    assert "learning rate 0.001 is 50x above Full fine-tuning's usual 2e-05" in w["message"]
+    assert w["fix"] == {"learning_rate": 2e-5}

@@ -367,3 +367,37 @@ def test_a_grid_over_methods_gives_each_method_the_precision_picking_it_in_the_f
     assert area.queue_run("method=lora,qlora;load_in=fp32") == 0  # given in the grid: kept, and refused
     assert "grid point method=qlora, load_in=fp32" in area.banner.text()
     assert len(RunQueue().entries()) == 3
+
+
+def test_switching_method_takes_its_usual_learning_rate_and_a_far_one_is_advised(make_area, qtbot, studio_home):
+    """Full fine-tuning kept LoRA's 2e-4 (ten times its usual, enough to wreck a pretrained model) and
+    prompt tuning kept it too (150 times below its usual: it barely moves)."""
+    from PySide6.QtCore import Qt
+
+    from engine.runqueue import RunQueue
+
+    area = make_area()
+    model = area.config_model
+    model.update({"method": "lora", "learning_rate": 2e-4})
+    picker = area.method_picker
+    picker._on_activated(picker.combo.findData("full"))
+    assert (model.get("method"), model.get("learning_rate")) == ("full", 2e-5)
+    assert "warning:learning_rate" not in area.advisor_panel.cards
+    picker._on_activated(picker.combo.findData("prompt"))
+    assert model.get("learning_rate") == 3e-2
+    model.set("learning_rate", 1e-3)  # the user's own rate stays through a switch...
+    picker._on_activated(picker.combo.findData("ia3"))
+    assert model.get("learning_rate") == 1e-3
+    model.update({"method": "full", "learning_rate": 2e-4})  # ...and one far from the method's usual is said
+    card = area.advisor_panel.cards["warning:learning_rate"]
+    assert "Learning rate 0.0002 is 10x above Full fine-tuning's usual 2e-05" in card.advice.text
+    assert "is 10x above" in area.editors["learning_rate"].toolTip()
+    qtbot.mouseClick(card.fix_button, Qt.MouseButton.LeftButton)
+    assert model.get("learning_rate") == 2e-5 and "warning:learning_rate" not in area.advisor_panel.cards
+
+    # A grid over methods gives each its usual rate where the form holds its own method's.
+    model.update({"method": "lora", "learning_rate": 2e-4, "run_name": "g", "load_in": "fp32",
+                  "mixed_precision": "no"})
+    assert area.queue_run("method=lora,full,prompt") == 3
+    assert {e.name: RunConfig.load(e.config).learning_rate for e in RunQueue().entries()} == {
+        "g-lora": 2e-4, "g-full": 2e-5, "g-prompt": 3e-2}
