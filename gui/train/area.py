@@ -272,8 +272,16 @@ class TrainArea(QWidget):
         base = self._base_path or preset_path("demo")
         current = self.config_model.values()
         parts = ["finetune-studio", "train", shell_quote(str(base))]
+        given = {k: v for k, v in current.items() if k not in self._base_values or self._base_values[k] != v}
+        try:
+            # A key the YAML leaves out takes the method's default there (method: full trains at 2e-5):
+            # one the form holds at another value is given too, so the line trains what the form shows.
+            read = RunConfig.load(base, given).to_dict()
+            given.update({k: v for k, v in current.items() if read.get(k) != v})
+        except (ConfigErrors, OSError):
+            pass
         for key, value in current.items():
-            if key in self._base_values and self._base_values[key] == value:
+            if key not in given:
                 continue
             text = override_text(key, value)
             if text.startswith("-"):

@@ -172,7 +172,7 @@ def test_loading_a_broken_yaml_reports_the_line(make_area, tmp_path):
     assert f"{path}:" in area.banner.text() and area.config_model.values() == before
 
 
-def test_copy_as_command_gives_the_exact_cli_line(make_area, qtbot):
+def test_copy_as_command_gives_the_exact_cli_line(make_area, qtbot, tmp_path):
     from PySide6.QtGui import QGuiApplication
 
     from engine.cli import _split_overrides, build_parser
@@ -192,6 +192,16 @@ def test_copy_as_command_gives_the_exact_cli_line(make_area, qtbot):
     cfg = RunConfig.load(args.config, _split_overrides(parser, rest))
     assert cfg.to_dict() == area.config_model.config().to_dict()
     assert "--run_name 'my run'" in line  # as typed, not YAML-quoted ("'my run'")
+
+    # A YAML without learning_rate: --method full alone would train at full's 2e-5.
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("model: demo\nmethod: lora\n")
+    assert area.load_config_file(bare)
+    area.config_model.update({"method": "full", "learning_rate": 2e-4, "load_in": "fp32", "mixed_precision": "no"})
+    argv = shlex.split(area.command_line())
+    assert "--learning_rate" in argv
+    args, rest = parser.parse_known_args(argv[1:])
+    assert RunConfig.load(args.config, _split_overrides(parser, rest)).to_dict() == area.config_model.config().to_dict()
 
 
 @pytest.mark.parametrize("name", ["no", "#1 run", "[x]", "12", "'quoted'", "it's", "a: b", " padded ", "-x"])
