@@ -29,6 +29,7 @@ from engine.runs import (
     checkpoint_folder,
     checkpoint_step,
     checkpoints,
+    clamp_config_changes,
     curve_end,
     losses_at_step,
     read_summary,
@@ -107,17 +108,16 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
             moved.append(folder.name)
     cut = rewind_metrics(run_dir, step)
     summary = read_summary(run_dir)
-    # A value changed after the step gone back to now takes effect there: run.yaml keeps it.
-    changes = [{**c, "from_step": min(c["from_step"], step)} if isinstance(c, dict) and
-               isinstance(c.get("from_step"), int) else c for c in summary.get("config_changes") or []]
+
     # The losses as they stood at the step gone back to (the undone steps' went to superseded-*/).
     mean, last, _, window = curve_end(run_dir)
     _, best_eval = losses_at_step(run_dir, step)
     write_summary(run_dir, status="stopped", step=step, final_dir=None, final_step=None, final_from=None,
                   final_loss=last, final_loss_mean=mean, final_loss_window=window or None, best_eval_loss=best_eval,
-                  early_stopped=False, config_changes=changes,
+                  early_stopped=False,
                   rewound={"to": source.name, "step": step, "from_step": summary.get("step"),
                            "superseded": superseded.name if superseded else None, "at": time.time()})
+    clamp_config_changes(run_dir, step)  # a value changed after it now takes effect at step + 1
     return Rewound(run_dir, source, step, superseded, moved, cut)
 
 

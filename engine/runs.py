@@ -143,11 +143,12 @@ CHANGE_REASONS = {"resume": "on resume", "oom": "after running out of memory", "
 
 def record_config_change(output_dir: Path, from_step: int, why: str, before: dict[str, Any],
                          after: dict[str, Any]) -> dict[str, Any] | None:
-    """Note in summary.json that the run trains with other values from ``from_step`` on (a resume
-    with a new learning rate, an out-of-memory halving, a rollback): run.yaml holds only the newest,
-    which alone would pass a run trained at 2e-4 for 900 of its 1000 steps as a 1e-4 run.
+    """Note in summary.json that the run trains with other values from step ``from_step`` on (a
+    resume with a new learning rate, an out-of-memory halving, a rollback): run.yaml holds only the
+    newest, which alone would pass a run trained at 2e-4 for 900 of its 1000 steps as a 1e-4 run.
 
     Args:
+        from_step: the first step trained with the new values (a resume from checkpoint-N: N + 1).
         why: a key of ``CHANGE_REASONS``.
 
     Returns:
@@ -164,39 +165,75 @@ def record_config_change(output_dir: Path, from_step: int, why: str, before: dic
     return entry
 
 
+def clamp_config_changes(output_dir: Path, step: int) -> None:
+    """The run went back to ``step`` (a rewind, a rollback): a value changed after it now takes
+    effect at the step after it, since run.yaml keeps it."""
+    changes = read_summary(output_dir).get("config_changes")
+    if isinstance(changes, list) and changes:
+        write_summary(output_dir, config_changes=[
+            {**c, "from_step": min(c["from_step"], step + 1)} if isinstance(c, dict) and
+            isinstance(c.get("from_step"), int) else c for c in changes])
+
+
+def config_timeline(changes: Any) -> list[dict[str, Any]]:
+    """The recorded changes as the run trained with them: by step; the changes from one step as
+    one entry, each key with its value before and after them; a value no step trained with (two
+    changes from the same step, or from step 1) and a key set back to its value left out."""
+    entries = sorted((c for c in changes if isinstance(c, dict) and isinstance(c.get("changes"), dict)
+                      and isinstance(c.get("from_step"), int)) if isinstance(changes, list) else [],
+                     key=lambda c: c["from_step"])
+    current: dict[str, Any] = {}
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(entries):
+        step = entries[i]["from_step"]
+        group = []
+        while i < len(entries) and entries[i]["from_step"] == step:
+            group.append(entries[i])
+            i += 1
+        before: dict[str, Any] = {}
+        after: dict[str, Any] = {}
+        for c in group:
+            for k, pair in c["changes"].items():
+                if isinstance(pair, list) and len(pair) == 2:
+                    before.setdefault(k, current.get(k, pair[0]))
+                    after[k] = pair[1]
+        current.update(after)
+        changed = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
+        if changed and step > 1:
+            whys = list(dict.fromkeys(str(c.get("why")) for c in group))
+            out.append({"from_step": step, "why": whys[0] if len(whys) == 1 else whys, "changes": changed})
+    return out
+
+
 def config_history(changes: Any, key: str) -> list[tuple[Any, int]]:
-    """The values ``key`` had before its current one, each with the step it ended at (oldest
-    first); ``[]`` when it never changed. A value that lasted no step (two changes from the same
-    step, as after a rewind) is left out."""
-    if not isinstance(changes, list):
-        return []
-    history: list[tuple[Any, int]] = []
-    for c in sorted((c for c in changes if isinstance(c, dict) and isinstance(c.get("changes"), dict)
-                     and key in c["changes"] and isinstance(c.get("from_step"), int)), key=lambda c: c["from_step"]):
-        old = c["changes"][key][0]
-        if history and history[-1][1] == c["from_step"]:
-            continue  # the value from the same step lasted no step: the older one stands
-        history.append((old, c["from_step"]))
-    return history
+    """The values ``key`` had before its current one, each with the first step of the value that
+    replaced it (oldest first); ``[]`` when no step trained with another value."""
+    return [(c["changes"][key][0], c["from_step"]) for c in config_timeline(changes) if key in c["changes"]]
 
 
 def describe_config_changes(changes: Any) -> list[str]:
-    """One line per change: ``from step 120 (on resume): learning_rate 0.0002 → 0.0001``."""
+    """One line per step the config changed at: ``from step 121 (on resume): learning_rate 0.0002 → 0.0001``."""
     lines = []
-    for c in changes if isinstance(changes, list) else []:
-        if isinstance(c, dict) and isinstance(c.get("changes"), dict):
-            lines.append(f"from step {c.get('from_step')} ({CHANGE_REASONS.get(c.get('why'), c.get('why'))}): "
-                         + ", ".join(f"{k} {_config_value(v[0])} → {_config_value(v[1])}"
-                                     for k, v in c["changes"].items() if isinstance(v, list) and len(v) == 2))
+    for c in config_timeline(changes):
+        whys = c["why"] if isinstance(c["why"], list) else [c["why"]]
+        lines.append(f"from step {c['from_step']} ({' and '.join(CHANGE_REASONS.get(w, w) for w in whys)}): "
+                     + ", ".join(f"{k} {_config_value(v[0])} → {_config_value(v[1])}" for k, v in c["changes"].items()))
     return lines
 
 
 def with_history(value: Any, history: list[tuple[Any, int]], shown: Any = None) -> str:
-    """``0.0001 (0.0002 before step 120)``: a config value with the ones it replaced."""
-    text = (shown or _config_value)(value)
+    """``0.0001 from step 121 (0.0002 for steps 1-120)``: a config value with the ones it replaced."""
+    show = shown or _config_value
     if not history:
-        return text
-    return f"{text} (" + ", ".join(f"{(shown or _config_value)(v)} before step {s}" for v, s in history) + ")"
+        return show(value)
+    parts, start = [], 1
+    for old, next_start in history:
+        last = next_start - 1
+        parts.append(f"{show(old)} for step{'s' if last > start else ''} "
+                     f"{start}{f'-{last}' if last > start else ''}")
+        start = next_start
+    return f"{show(value)} from step {start} ({', '.join(parts)})"
 
 
 def _last_row_time(path: Path) -> float | None:

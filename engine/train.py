@@ -40,6 +40,7 @@ from engine.keepawake import keep_awake
 from engine.runs import (
     checkpoint_step,
     checkpoints,
+    clamp_config_changes,
     final_loss_mean,
     first_start,
     last_checkpoint,
@@ -158,6 +159,8 @@ class Prepared:
     train_lines: list = field(default_factory=list)  # source file line of each train row (None if unknown)
     dropped_records: list = field(default_factory=list)  # every dropped record: {index, line, message}
     probe: bool = False  # a probe run (engine/probe.py): nothing is saved
+    # A resume not yet committed (see _commit_resume): the run's config before it, and the checkpoint's step.
+    resumed_from: tuple[dict, int] | None = None
     sampler: Any = None  # engine.samples.Sampler: answers a few records at each evaluation
 
 
@@ -435,10 +438,10 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     if is_main and ckpt is not None:
         rewind_metrics(output_dir, checkpoint_step(ckpt))
     cfg = cfg.replace(output_dir=str(output_dir))
-    if is_main:
-        if ckpt is not None:
-            record_config_change(output_dir, checkpoint_step(ckpt), "resume", read_run_config(output_dir),
-                                 cfg.to_dict())
+    # A resume's values are the run's once it trains a step with them (_commit_resume): one that
+    # fails to load, or has nothing left to train, leaves run.yaml and the run's record as they were.
+    before = read_run_config(output_dir) if is_main and ckpt is not None else None
+    if is_main and ckpt is None:
         cfg.save(output_dir / "run.yaml")
 
     records, data_info = load_training_records(cfg)
@@ -527,7 +530,28 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     total, trainable = _count_params(model)
     return Prepared(cfg, output_dir, tokenizer, model, method, env, train_rows, eval_rows, data_stats,
                     total, trainable, model_path=model_path, train_lines=train_lines, sampler=sampler,
-                    dropped_records=stats.problems)
+                    dropped_records=stats.problems,
+                    resumed_from=(before, checkpoint_step(ckpt)) if before is not None else None)
+
+
+def resume_changes(prep: Prepared) -> dict[str, list[Any]]:
+    """``{key: [run's value, this resume's]}``: what a resume changes (empty when it changes nothing)."""
+    if prep.resumed_from is None:
+        return {}
+    before, after = prep.resumed_from[0], prep.cfg.to_dict()
+    return {k: [before[k], after[k]] for k in before if k in after and k != "output_dir" and before[k] != after[k]}
+
+
+def _commit_resume(prep: Prepared) -> None:
+    """The resume trains its first step: its values become the run's (run.yaml, summary.json's
+    config) and what changed is recorded from that step on."""
+    if prep.resumed_from is None:
+        return
+    before, step = prep.resumed_from
+    prep.resumed_from = None
+    record_config_change(prep.output_dir, step + 1, "resume", before, prep.cfg.to_dict())
+    prep.cfg.save(prep.output_dir / "run.yaml")
+    write_summary(prep.output_dir, config=prep.cfg.to_dict())
 
 
 def _check_disk(prep: Prepared, writer: EventWriter, world_size: int) -> None:
@@ -745,7 +769,8 @@ def _make_callback_class():
             self.probe = False  # set by _build_trainer: a probe saves nothing, not even on stop
             self.sampler: Any = None  # set by _build_trainer (main process, one GPU, not a probe)
             self.samples_at_save = False  # no eval data: the samples come with each checkpoint
-            self.tokenizer: Any = None  # set when the run added tokens: each checkpoint keeps it
+            self.tokenizer: Any = None  # set when the run added tokens, or trains whole layers: each checkpoint keeps it
+            self.on_begin: Callable[[], None] | None = None  # the first step is about to train (_commit_resume)
             self.trainer: Any = None
             self.metrics = open(output_dir / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
             self.t_last = time.time()
@@ -779,6 +804,8 @@ def _make_callback_class():
                 # Resuming a finished run: Trainer would run one more step before it checks
                 # max_steps (training past the plan, on a zero learning rate).
                 raise _NothingLeftToTrain
+            if self.is_main and self.on_begin is not None:
+                self.on_begin()
             self.t_start = self.t_last = time.time()
             self.step_start = self.step_last = state.global_step
             self.tokens_last = getattr(state, "num_input_tokens_seen", 0) or 0
@@ -1152,7 +1179,10 @@ def _build_trainer(prep: Prepared, writer: EventWriter, commands: Commands, call
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
     cb.trainer = trainer
     cb.probe = prep.probe
-    if cfg.add_tokens and not prep.probe:
+    cb.on_begin = lambda: _commit_resume(prep)
+    if (cfg.add_tokens or cfg.method in ("full", "freeze")) and not prep.probe:
+        # Added tokens: their ids are what the embedding rows mean. Full and freeze: a checkpoint is
+        # then a whole model that generate, export-gguf and adapters compare take as it is.
         cb.tokenizer = prep.tokenizer
     if (prep.sampler is not None and not prep.probe and is_main and not cfg.deepspeed
             and int(os.environ.get("WORLD_SIZE", "1")) == 1):
@@ -1188,6 +1218,7 @@ def _go_back_to(prep: Prepared, checkpoint: Path | None, is_main: bool) -> None:
     if is_main:
         _discard_checkpoints_after(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
         rewind_metrics(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
+        clamp_config_changes(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
     if checkpoint is None:
         # The weights in memory are past the point we go back to (or broken): start afresh.
         _reload_model(prep)
@@ -1353,7 +1384,9 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
             writer.mirror = mirror
             write_summary(prep.output_dir, status="running", started=started, finished=None,
                           earlier_legs_s=earlier_s, legs=legs + 1, first_started=first,
-                          config=cfg.to_dict(), dataset_hash=prep.data_stats["hash"],
+                          # a resume's values are the run's once it trains with them (_commit_resume)
+                          config=prep.resumed_from[0] if prep.resumed_from and prep.resumed_from[0] else
+                          cfg.to_dict(), dataset_hash=prep.data_stats["hash"],
                           dataset_records=prep.data_stats["records"], pid=os.getpid(),
                           world_size=state.num_processes, probe=prep.probe)
             atomic_write_text(prep.output_dir / "dataset.json", json.dumps(
@@ -1365,7 +1398,7 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
                     device=resolve_device(cfg, prep.env),
                     gpu={"name": prep.env.gpu_name, "total_bytes": prep.env.gpu_total_bytes},
                     world_size=state.num_processes, dataset=prep.data_stats, resumed=ckpt is not None,
-                    resume_step=checkpoint_step(ckpt) if ckpt else 0,
+                    resume_step=checkpoint_step(ckpt) if ckpt else 0, resume_changes=resume_changes(prep),
                     keep_awake=awake.to_dict() if awake is not None else None, probe=prep.probe)
         if awake is not None and not awake.held and awake.needed:
             writer.emit(ev.WARNING, kind="keep_awake", message=(
@@ -1444,10 +1477,18 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
         except _NothingLeftToTrain:
             # The trainer holds the checkpoint's weights: they become final/, as at the end of a run.
             done = trainer.state.global_step
+            ignored = resume_changes(prep)
+            if ignored:  # no step trains with them: the run keeps its own values, final/'s card too
+                try:
+                    cfg = prep.cfg = RunConfig.from_dict(prep.resumed_from[0])
+                except ConfigErrors:
+                    pass
             writer.emit(ev.WARNING, kind="resume", step=done,
                         message=f"{resume_from.name if resume_from else 'the run'} is already at step {done} of "
-                        f"{trainer.state.max_steps}: nothing left to train, final/ is written from it. Raise "
-                        "max_steps (or num_epochs) to train further.")
+                        f"{trainer.state.max_steps}: nothing left to train, final/ is written from it"
+                        + (f"; the values given with this resume ({', '.join(ignored)}) trained nothing and are "
+                           "not the run's" if ignored else "") + ". Raise max_steps (or num_epochs) to train "
+                        "further.")
             cb.last_loss = next((r["loss"] for r in reversed(read_metrics(prep.output_dir)) if "loss" in r), None)
         except Exception as e:  # noqa: BLE001
             if not _is_oom(e):
@@ -1480,8 +1521,8 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                         f"{cfg.effective_batch_size}); resuming from "
                         f"{resume_from.name if resume_from else 'the start (no checkpoint yet)'}")
             if is_main:
-                record_config_change(prep.output_dir, checkpoint_step(resume_from) if resume_from else 0, "oom",
-                                     before, change)
+                record_config_change(prep.output_dir, (checkpoint_step(resume_from) if resume_from else 0) + 1,
+                                     "oom", before, change)
                 cfg.save(prep.output_dir / "run.yaml")
             continue
 
@@ -1508,7 +1549,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
                             f"halved from {old_lr:g} to {cfg.learning_rate:g}. {batch['description']}. "
                             f"{nan_advice(cfg)}")
                 if is_main:
-                    record_config_change(prep.output_dir, checkpoint_step(resume_from) if resume_from else 0,
+                    record_config_change(prep.output_dir, (checkpoint_step(resume_from) if resume_from else 0) + 1,
                                          "nonfinite", {"learning_rate": old_lr}, {"learning_rate": cfg.learning_rate})
                     cfg.save(prep.output_dir / "run.yaml")
                 continue
@@ -1724,12 +1765,22 @@ def _one_line(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else json.dumps(value, ensure_ascii=False) \
+        if not isinstance(value, str) or not value else value
+
+
 def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
     if kind == ev.STARTED:
         print(f"training {data['config']['method']} on {data['config']['model']} -> {data['output_dir']}\n"
               f"  {data['trainable_params']:,} trainable of {data['total_params']:,} parameters; "
               f"device {data['device']}; {data['dataset']['train']} train / {data['dataset']['eval']} "
               "eval records", file=out)
+        if data.get("resumed"):
+            changed = data.get("resume_changes") or {}
+            print(f"  resuming after step {data.get('resume_step')}"
+                  + (": " + ", ".join(f"{k} {_shown(v[0])} → {_shown(v[1])}" for k, v in changed.items())
+                     + " from here on" if changed else " with the run's own settings"), file=out)
         if (data.get("keep_awake") or {}).get("held"):
             print(f"  keeping the computer awake until training ends ({data['keep_awake']['how']})", file=out)
     elif kind == ev.STEP:

@@ -580,7 +580,8 @@ class RunsArea(QWidget):
 
         def value(key: str, i: int, v: Any) -> str:
             text = full(key, i, v)
-            return html.escape((text[:39] + "…") if len(text) > 40 else text)
+            most = 60 if key in histories else 40  # a value's history reads whole: "… for steps 1-1200)"
+            return html.escape((text[:most - 1] + "…") if len(text) > most else text)
 
         parts = []
         for key, values in list(diffs.items())[:shown]:

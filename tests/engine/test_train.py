@@ -214,8 +214,8 @@ def test_nonfinite_loss_rolls_back_with_the_lr_really_halved(tiny_model_dir, sma
     assert all(torch.isfinite(p).all() for p in trained[0].parameters())
     assert RunConfig.load(out / "run.yaml").learning_rate == 5e-3
     (change,) = json.loads((out / "summary.json").read_text())["config_changes"]  # steps 1-4 ran at 1e-2
-    assert (change["from_step"], change["why"], change["changes"]) == (4, "nonfinite", {"learning_rate": [1e-2, 5e-3]})
-    assert "| learning_rate | 0.005 (0.01 before step 4) |" in (out / "README.md").read_text()
+    assert (change["from_step"], change["why"], change["changes"]) == (5, "nonfinite", {"learning_rate": [1e-2, 5e-3]})
+    assert "| learning_rate | 0.005 from step 5 (0.01 for steps 1-4) |" in (out / "README.md").read_text()
 
 
 def test_nonfinite_loss_with_policy_stop_reports_step_batch_and_advice(tiny_model_dir, small_dataset, tmp_path):
@@ -278,7 +278,7 @@ def test_oom_halves_the_micro_batch_keeps_the_effective_batch_and_resumes(tiny_m
     assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert (out / "final" / "adapter_model.safetensors").exists()
     (change,) = json.loads((out / "summary.json").read_text())["config_changes"]
-    assert (change["from_step"], change["why"]) == (3, "oom")
+    assert (change["from_step"], change["why"]) == (4, "oom")  # steps 1-3 (checkpoint-3) ran at batch 4
     assert change["changes"] == {"batch_size": [4, 2], "gradient_accumulation_steps": [1, 2]}
 
 
@@ -582,50 +582,79 @@ def test_a_resume_with_new_values_keeps_what_the_steps_before_it_ran_with(tiny_m
     out = tmp_path / "run"
     cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=2, save_steps=1, save_total_limit=0)
     assert train(cfg)[0]["status"] == "completed"
-    resumed, _, _ = train(cfg.replace(max_steps=4, learning_rate=5e-3), resume=True)
+    resumed, rec, _ = train(cfg.replace(max_steps=4, learning_rate=5e-3), resume=True)
     assert resumed["status"] == "completed"
+    (started,) = rec.of("started")
+    assert started["resume_changes"] == {"learning_rate": [1e-2, 5e-3], "max_steps": [2, 4]}
     assert RunConfig.load(out / "run.yaml").learning_rate == 5e-3
     (change,) = json.loads((out / "summary.json").read_text())["config_changes"]
-    assert (change["from_step"], change["why"]) == (2, "resume")
+    assert (change["from_step"], change["why"]) == (3, "resume")  # steps 1-2 trained at 1e-2
     assert change["changes"] == {"max_steps": [2, 4], "learning_rate": [1e-2, 5e-3]}
-    assert "| learning_rate | 0.005 (0.01 before step 2) |" in (out / "README.md").read_text()
+    assert [r["lr"] for r in read_metrics(out) if r["step"] >= 3 and "lr" in r][0] <= 5e-3
+    assert "| learning_rate | 0.005 from step 3 (0.01 for steps 1-2) |" in (out / "README.md").read_text()
     assert "| seed | 7 |" in (out / "README.md").read_text()
 
     assert main(["runs", "show", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert re.search(r"\nconfig changed +from step 2 \(on resume\): learning_rate 0.01 → 0.005, max_steps 2 → 4\n",
+    assert re.search(r"\nconfig changed +from step 3 \(on resume\): learning_rate 0.01 → 0.005, max_steps 2 → 4\n",
                      shown)
-    assert "  learning_rate: 0.005 (0.01 before step 2)\n" in shown and "  seed: 7\n" in shown
+    assert "  learning_rate: 0.005 from step 3 (0.01 for steps 1-2)\n" in shown and "  seed: 7\n" in shown
 
     # Against a run at 5e-3 throughout: the same final value, but not the same run.
     plain = tmp_path / "plain"
     assert train(cfg.replace(max_steps=4, learning_rate=5e-3, output_dir=str(plain)))[0]["status"] == "completed"
     compared = compare_runs([out, plain])
     assert compared["config_differences"]["learning_rate"] == [5e-3, 5e-3]
-    assert compared["config_histories"]["learning_rate"] == [[[1e-2, 2]], []]
-    assert "max_steps" in compared["config_differences"]
+    assert compared["config_histories"]["learning_rate"] == [[[1e-2, 3]], []]
     assert main(["runs", "compare", str(out), str(plain)]) == 0
-    assert "0.005 (0.01 before step 2)" in capsys.readouterr().out
+    assert "0.005 from step 3 (0.01 for steps 1-2)" in capsys.readouterr().out
 
-    # Resumed again as it is: nothing new to record.
+    # Resumed again as it is: nothing new to record. With new values but nothing left to train:
+    # nothing trains with them, so nothing of the run changes.
     train(cfg.replace(max_steps=4, learning_rate=5e-3), resume=True)
+    yaml_before = (out / "run.yaml").read_text()
+    done, rec, _ = train(cfg.replace(max_steps=4, learning_rate=1e-4), resume=True)
+    assert done["status"] == "completed" and (out / "run.yaml").read_text() == yaml_before
+    assert "the values given with this resume (learning_rate) trained nothing" in \
+        [e for e in rec.of("warning") if e["kind"] == "resume"][0]["message"]
     assert len(json.loads((out / "summary.json").read_text())["config_changes"]) == 1
-    # Gone back to step 1: the next resume trains step 2 at 5e-3 already, so the change is from step 1.
+    assert json.loads((out / "summary.json").read_text())["config"]["learning_rate"] == 5e-3
+    assert "| learning_rate | 0.005 from step 3 (0.01 for steps 1-2) |" in (out / "README.md").read_text()
+
+    # A resume that fails before it trains leaves the run as it was.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "a", "reply": "b"}\n')
+    failed, _, _ = train(cfg.replace(max_steps=6, learning_rate=1e-3, dataset=str(bad)), resume=True)
+    assert failed["status"] == "failed" and (out / "run.yaml").read_text() == yaml_before
+    assert len(json.loads((out / "summary.json").read_text())["config_changes"]) == 1
+
+    # Gone back to step 1 and resumed with the first rate: the run trained at 1e-2 throughout.
     rewind(out, 1)
-    (change,) = json.loads((out / "summary.json").read_text())["config_changes"]
-    assert change["from_step"] == 1
+    assert json.loads((out / "summary.json").read_text())["config_changes"][0]["from_step"] == 2
+    train(cfg.replace(max_steps=2, learning_rate=1e-2), resume=True)
+    assert compare_runs([out, out])["config_histories"] == {}
+    assert main(["runs", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "config changed" not in shown and "  learning_rate: 0.01\n" in shown
 
 
-def test_config_history_drops_a_value_that_lasted_no_step():
-    from engine.runs import config_history, with_history
+def test_config_history_keeps_what_steps_trained_with():
+    from engine.runs import config_history, config_timeline, with_history
 
     changes = [{"from_step": 5, "why": "resume", "changes": {"learning_rate": [2e-4, 1e-4]}},
-               {"from_step": 5, "why": "nonfinite", "changes": {"learning_rate": [1e-4, 5e-5]}},
-               {"from_step": 9, "why": "resume", "changes": {"learning_rate": [5e-5, 1e-5], "seed": [1, 2]}}]
+               {"from_step": 5, "why": "nonfinite", "changes": {"learning_rate": [1e-4, 5e-5]}},  # 1e-4: no step
+               {"from_step": 9, "why": "resume", "changes": {"learning_rate": [5e-5, 1e-5], "seed": [1, 2]}},
+               {"from_step": 12, "why": "resume", "changes": {"seed": [2, 1]}},
+               {"from_step": 1, "why": "oom", "changes": {"batch_size": [8, 4]}}]  # before any step trained
     assert config_history(changes, "learning_rate") == [(2e-4, 5), (5e-5, 9)]
-    assert config_history(changes, "seed") == [(1, 9)] and config_history(changes, "lora_r") == []
+    assert config_history(changes, "seed") == [(1, 9), (2, 12)] and config_history(changes, "batch_size") == []
     assert with_history(1e-5, config_history(changes, "learning_rate")) == \
-        "1e-05 (0.0002 before step 5, 5e-05 before step 9)"
+        "1e-05 from step 9 (0.0002 for steps 1-4, 5e-05 for steps 5-8)"
+    assert with_history(1, [(2, 2)]) == "1 from step 2 (2 for step 1)"
+    assert [c["why"] for c in config_timeline(changes)] == [["resume", "nonfinite"], "resume", "resume"]
+    # A value set back at the same step is no change at all.
+    assert config_timeline([{"from_step": 3, "why": "resume", "changes": {"seed": [1, 2]}},
+                            {"from_step": 3, "why": "resume", "changes": {"seed": [2, 1]}}]) == []
 
 
 def test_a_resumed_run_keeps_the_best_eval_loss_from_before_the_kill(tiny_model_dir, small_dataset, tmp_path):

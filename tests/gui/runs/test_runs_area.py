@@ -156,8 +156,8 @@ def test_a_run_whose_config_changed_on_the_way_says_so_and_differs_from_one_that
     assert "Config changed from step 12 (on resume): learning_rate 0.0002 → 0.0001" in area.summary.text()
     area.select_paths([a, b])
     text = area.summary.text()
-    assert "learning_rate</b>" in text and "0.0001 (0.0002 before step 12)</span>" in text
-    assert "0.0001 (0.0002 before step 12)" in area.summary.toolTip()
+    assert "learning_rate</b>" in text and "0.0001 from step 12 (0.0002 for steps 1-11)</span>" in text
+    assert "0.0001 from step 12 (0.0002 for steps 1-11)" in area.summary.toolTip()
     area.select_paths([a])
     assert "Config changed" not in area.summary.text()
 
