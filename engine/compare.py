@@ -262,10 +262,15 @@ def _resolve_item(ref: str | Path) -> _Item:
         run = find_run(ref)
         if run is not None and (run / "final" / "config.json").exists():
             return _Item("model", (run / "final").resolve(), run, run.name)
+        if run is not None and not (run / "final").exists():
+            raise  # the run has no result yet: the error names its newest checkpoint
         path = Path(str(ref)).expanduser()
         if (path / "config.json").exists():
-            run = path.parent if path.name == "final" and find_run(path.parent) is not None else None
-            return _Item("model", path.resolve(), run, run.name if run is not None else path.name)
+            # A run's final/ or one of its checkpoints: the run records the base it trained from.
+            inside = path.name == "final" or path.name.startswith("checkpoint-")
+            run = path.parent if inside and find_run(path.parent) is not None else None
+            label = path.name if run is None else run.name if path.name == "final" else f"{run.name}/{path.name}"
+            return _Item("model", path.resolve(), run, label)
         raise ModelError(e.message + "; nor a full/freeze run or a model folder (with config.json)",
                          hint=e.hint) from None
     card = read_card(folder)

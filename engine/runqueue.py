@@ -514,6 +514,23 @@ class RunQueue:
             atomic_write_text(self.root / "queue.json", json.dumps(state, indent=1, ensure_ascii=False))
 
 
+def advice_for(entries: list[Entry]) -> list[str]:
+    """What the runs would warn about at their start that is known now (a learning rate far from
+    the method's usual one), one line per queued run; said when they are queued."""
+    from engine.config import RunConfig
+    from engine.methods import learning_rate_note
+
+    notes = []
+    for e in entries:
+        try:
+            note = learning_rate_note(RunConfig.load(e.config))
+        except StudioError:
+            continue
+        if note:
+            notes.append(f"{e.name}: {note['message']}; {note['hint']}")
+    return notes
+
+
 def _entry(data: dict[str, Any]) -> Entry:
     """An entry from queue.json; keys a newer version added are ignored."""
     known = {f.name for f in fields(Entry)}
@@ -577,6 +594,8 @@ def cli_add(args: Any) -> int:
     given = {*keys_in(args.config), *args.overrides}
     added = q.add(cfg, changes=dict(args.overrides), source=str(Path(args.config).resolve()), grid=grid,
                   given=given)
+    for note in advice_for(added):  # said now: the runs train unattended
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(e) for e in added], indent=1, ensure_ascii=False))
     else:

@@ -564,7 +564,9 @@ def no_final_error(run: Path) -> ModelError:
     info = run_info(run)
     at = f" at step {info.steps}" if info.steps else ""
     state = "a probe, which saves nothing" if info.shown_status == "probe" else (
-        f"still training{at}" if info.status == "running" else f"{info.status}{at}")
+        f"still training{at}" if info.status == "running" else
+        f"it completed{at}, but final/ is gone: moved or deleted" if info.status == "completed" else
+        f"{info.status}{at}")
     ckpt = last_checkpoint(run)
     resume = f"finetune-studio train {run / 'run.yaml'} --resume"
     if info.shown_status == "probe":
@@ -577,8 +579,8 @@ def no_final_error(run: Path) -> ModelError:
     else:
         hint = ("It kept no checkpoint yet: wait for one (save_steps)." if info.status == "running" else
                 f"It kept no checkpoint: {resume} starts it over.")
-    return ModelError(f"run '{run.name}' has no final/ model or adapter ({state}); a run writes its result "
-                      "there when it completes", hint=hint)
+    return ModelError(f"run '{run.name}' has no final/ model or adapter ({state})" + (
+        "" if info.status == "completed" else "; a run writes its result there when it completes"), hint=hint)
 
 
 def holds_weights(folder: Path) -> bool:
@@ -819,7 +821,8 @@ def cli_show(args: Any) -> int:
         ("steps", _num(d["steps"])),
         ("final loss", _num(_final(d)) + (f" (mean of the last {d.get('final_loss_window') or 10} steps; "
                                           f"last step {_num(d['final_loss'])})"
-                                          if d.get("final_loss_mean") is not None else "")),
+                                          if d.get("final_loss_mean") is not None
+                                          and (d.get("final_loss_window") or 10) > 1 else "")),
         ("best eval loss", _num(d["best_eval_loss"])),
         ("lowest train loss", _at_step(m["lowest_loss"], m["lowest_loss_step"])),
         ("metrics rows", f"{m['train_rows']} train, {m['eval_rows']} eval"),
@@ -831,8 +834,8 @@ def cli_show(args: Any) -> int:
         ("checkpoints", ", ".join(c["name"] for c in d["checkpoints"]) or "none"),
         *([("rewound", f"went back to {d['rewound']['to']} from step {d['rewound'].get('from_step')}; later "
             f"checkpoints and final/ are in {d['rewound'].get('superseded') or '-'}/")] if d.get("rewound") else []),
-        ("gguf", ", ".join(f"{g['name']} ({_size(g['bytes'])})" for g in d["gguf"]) or "none (finetune-studio "
-         f"export-gguf {d['name']} writes one)"),
+        ("gguf", ", ".join(f"{g['name']} ({_size(g['bytes'])})" for g in d["gguf"]) or (
+            f"none (finetune-studio export-gguf {d['name']} writes one)" if d["final_dir"] else "none")),
         ("final", (d["final_dir"] or "none") + (f" (step {d['final_step']}"
                                                  + (f", from {d['final_from']})" if d.get("final_from") else ")")
                                                  if d.get("final_step") is not None else "")),

@@ -1248,7 +1248,7 @@ Fine-tuned with Finetune Studio.
 - **Trainable parameters:** {prep.trainable_params:,} of {prep.total_params:,}
 - **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('records')} records, {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens, {prep.data_stats.get('dropped')} dropped{_eval_file_note(prep.data_stats.get('eval_dataset'))}
 - **Prompt format:** {_format_note(prep.data_stats.get('template'))}{_tokens_note(cfg, prep.data_stats)}
-- **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss_mean'))} (mean of the last {result.get('final_loss_window')} logged steps; the last step alone {_fmt(result.get('final_loss'))}); **best eval loss:** {_fmt(result.get('best_eval_loss'))}
+- **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss_mean'))}{_window_note(result)}; **best eval loss:** {_fmt(result.get('best_eval_loss'))}
 - **Status:** {result.get('status')}{early_note}
 
 ## Load it
@@ -1261,6 +1261,13 @@ Fine-tuned with Finetune Studio.
 |---|---|
 {hp}
 """
+
+
+def _window_note(result: dict) -> str:
+    n = result.get("final_loss_window")
+    if not n or n == 1:
+        return " (the last logged step's)" if n == 1 else ""
+    return f" (mean of the last {n} logged steps; the last step alone {_fmt(result.get('final_loss'))})"
 
 
 def _eval_file_note(info: dict | None) -> str:
@@ -1815,9 +1822,10 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
             for line in format_probe(data["probe"]):
                 print(f"  {line}", file=out)
         elif isinstance(data.get("final_loss_mean"), (int, float)) and data.get("final_loss_window"):
+            n = data.get("final_loss_window")
             print(f"{data.get('status')}: {data.get('output_dir')} (final loss "
-                  f"{_fmt(data.get('final_loss_mean'))}, the mean of the last {data.get('final_loss_window')} "
-                  "steps)", file=out)
+                  f"{_fmt(data.get('final_loss_mean'))}, " + ("the last step's)" if n == 1 else
+                                                             f"the mean of the last {n} steps)"), file=out)
         else:  # failed (or stopped) before a step was logged: no loss to speak of
             print(f"{data.get('status')}: {data.get('output_dir')} (no step was logged)", file=out)
     out.flush()  # a closed pipe shows here, in emit's try, not in a later library print
@@ -1873,9 +1881,27 @@ def _refusal_advice(problems: list[dict], tokenizer: Any, cfg: RunConfig) -> dic
     return {}
 
 
+def _refuse_another_runs_folder(config: Path, cfg: RunConfig) -> None:
+    """``train COPY/run.yaml --resume`` of a copied or moved run folder: its run.yaml still names the
+    folder it came from, which the resume would continue (and rewrite), leaving the copy as it was."""
+    from engine.runs import is_run_folder
+
+    folder = config.resolve().parent
+    if config.name != "run.yaml" or not is_run_folder(folder) or not cfg.output_dir:
+        return
+    if Path(cfg.output_dir).resolve() != folder:
+        raise ConfigError(f"{config} is the run.yaml of {folder}, but names output_dir {cfg.output_dir} (a copied "
+                          "or moved run keeps it): --resume would continue that folder, not this one",
+                          key="output_dir", fix={"output_dir": str(folder)},
+                          hint=f"Continue this folder: add --output_dir {folder}. Continue the other: finetune-studio "
+                          f"train {Path(cfg.output_dir) / 'run.yaml'} --resume.")
+
+
 def cli_train(args: Any) -> int:
     """``finetune-studio train RUN.yaml [--resume] [--events] [--KEY VALUE ...]``."""
     cfg = RunConfig.load(args.config, args.overrides)
+    if args.resume and "output_dir" not in args.overrides:
+        _refuse_another_runs_folder(Path(args.config), cfg)
     from engine.adapters import quiet_loading
 
     quiet_loading()  # the run prints its own progress: no "Loading weights" bar in a line-based log

@@ -70,7 +70,7 @@ class Method:
     allowed_load_in: tuple[str, ...]
     module: ModuleType
     learning_rate: float = 2e-4
-    learning_rate_source: str = "the QLoRA paper's 1e-4-2e-4 for adapters on 7B-65B models"
+    learning_rate_source: str = "the QLoRA paper's 1e-4 to 2e-4 for adapters on 7B-65B models"
 
     def apply(self, model: nn.Module, cfg: RunConfig, *, train_tokens: Sequence[int] = ()) -> nn.Module:
         """Make exactly this method's parameters trainable; returns the model to train.
@@ -155,7 +155,7 @@ def learning_rate_note(cfg: RunConfig) -> dict[str, Any] | None:
               "the few weights it trains will barely move in the steps a run has")
     return {"kind": "learning_rate",
             "message": f"learning rate {cfg.learning_rate:g} is {ratio if high else 1 / ratio:.0f}x "
-                       f"{'above' if high else 'below'} {method.label}'s usual {method.learning_rate:g} "
+                       f"{'above' if high else 'below'} {method.label.split(' (')[0]}'s usual {method.learning_rate:g} "
                        f"({method.learning_rate_source}): {effect}",
             "hint": f"Use about {method.learning_rate:g}, or keep yours if you have measured it.",
             "fix": {"learning_rate": method.learning_rate}}

@@ -347,7 +347,7 @@ class TrainArea(QWidget):
     def queue_run(self, grid: str = "") -> int:
         """Queue the form's config, or one run per point of ``grid`` (``"learning_rate=1e-4,3e-4;
         lora_r=8,16"``). Returns how many runs were queued (0: the banner says why)."""
-        from engine.runqueue import RunQueue, parse_grid
+        from engine.runqueue import RunQueue, advice_for, parse_grid
 
         try:
             cfg = self.config_model.config()
@@ -370,7 +370,8 @@ class TrainArea(QWidget):
         pending = len(q.pending())
         names = ", ".join(e.name for e in added[:4]) + (f" and {len(added) - 4} more" if len(added) > 4 else "")
         state = "the queue is training" if q.runner_pid() else "start it in Runs › Queue"
-        said = "".join(f" Note: {n}." for n in notes)  # a value given twice is queued once
+        notes += advice_for(added)  # a far learning rate: said now, the queue trains unattended
+        said = "".join(f" Note: {n}" + ("" if n.endswith(".") else ".") for n in notes)  # a value given twice is queued once
         self.progress_label.setText(f"Queued {names} ({pending} pending; {state}).{said}")
         self.log.append(f"queued {len(added)} run(s): {names}{said}")
         self.sig_queued.emit(len(added))

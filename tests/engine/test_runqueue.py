@@ -75,6 +75,14 @@ def test_a_grid_over_methods_builds_each_point_as_if_the_method_were_written_in_
     assert main(["queue", "add", str(source), "--grid", "method=lora,qlora,full"]) == 0
     frozen = [RunConfig.load(e.config) for e in RunQueue().entries()]
     assert [(c.method, c.load_in) for c in frozen] == [("lora", "bf16"), ("qlora", "nf4"), ("full", "bf16")]
+    assert [c.learning_rate for c in frozen] == [2e-4, 2e-4, 2e-5]  # and its own learning rate
+    assert "note:" not in capsys.readouterr().err
+    # A rate given for every point, far from one method's usual: said when queued, not at 3 a.m.
+    assert main(["queue", "add", str(source), "--grid", "method=lora,full", "--learning_rate", "2e-4"]) == 0
+    err = capsys.readouterr().err
+    assert "note: sweep-full: learning rate 0.0002 is 10x above Full fine-tuning's usual 2e-05" in err
+    assert "sweep-lora" not in err
+    RunQueue().remove([e.id for e in RunQueue().entries()[3:]])
     # The user's load_in stands for every point, as in a config file, and the refusal says where it comes from.
     source.write_text("model: demo\nload_in: fp32\nmixed_precision: 'no'\n")
     assert main(["queue", "add", str(source), "--grid", "method=full,qlora"]) == 2

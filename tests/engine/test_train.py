@@ -1178,3 +1178,43 @@ def test_a_run_far_from_its_methods_usual_learning_rate_warns_with_the_fix(tiny_
     (w,) = [e for e in rec.of("warning") if e["kind"] == "learning_rate"]
     assert "learning rate 0.001 is 50x above Full fine-tuning's usual 2e-05" in w["message"]
     assert w["fix"] == {"learning_rate": 2e-5}
+
+
+def test_resuming_a_copied_run_folder_is_refused_with_the_fix(tiny_model_dir, small_dataset, tmp_path, capsys):
+    """run.yaml names its folder absolutely: `train COPY/run.yaml --resume` continued (and rewrote) the
+    original, leaving the copy as it was."""
+    from engine.cli import main
+
+    out = tmp_path / "run"
+    assert train(make_cfg(tiny_model_dir, small_dataset, out, max_steps=1, save_steps=1))[0]["status"] == "completed"
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = (out / "summary.json").read_text()
+    assert main(["train", str(copy / "run.yaml"), "--resume", "--max_steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy / 'run.yaml'} is the run.yaml of {copy}, but names output_dir {out}" in err
+    assert f"add --output_dir {copy}" in err and (out / "summary.json").read_text() == before
+    assert main(["train", str(copy / "run.yaml"), "--resume", "--max_steps", "2", "--output_dir", str(copy)]) == 0
+    assert json.loads((copy / "summary.json").read_text())["step"] == 2
+    assert RunConfig.load(copy / "run.yaml").output_dir == str(copy) and (out / "summary.json").read_text() == before
+
+
+def test_a_full_runs_checkpoint_is_a_whole_model_the_other_commands_take(tiny_model_dir, small_dataset, tmp_path,
+                                                                          capsys):
+    """A full run's checkpoint held no tokenizer: the hint 'use its newest checkpoint' failed in generate,
+    export-gguf and adapters compare."""
+    from engine.cli import main
+
+    out = tmp_path / "run"
+    assert train(make_cfg(tiny_model_dir, small_dataset, out, method="full", max_steps=2, save_steps=1,
+                          learning_rate=2e-5))[0]["status"] == "completed"
+    shutil.move(out / "final", tmp_path / "final-elsewhere")  # as a run killed before the end has none
+    ckpt = out / "checkpoint-2"
+    assert (ckpt / "tokenizer.json").is_file() and (ckpt / "config.json").is_file()
+    assert main(["generate", "--base", str(out), "--prompt", "hi"]) == 2
+    assert f"Use its newest checkpoint as the model: {ckpt} (step 2)" in capsys.readouterr().err
+    assert main(["generate", "--base", str(ckpt), "--prompt", "hi", "--max_new_tokens", "3", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["adapters", "compare", str(ckpt), "--dataset", str(small_dataset), "--limit", "4", "--samples", "0",
+                 "--device", "cpu"]) == 0
+    assert re.search(r"\n  run-checkpoint-2 +[0-9.]+ ", capsys.readouterr().out)  # scored, named by its run
