@@ -188,7 +188,8 @@ class RunQueue:
                 parts.append(str(point.get("method", cfg.method)))
             parts += [f"{_slug(k)}{_short(v)}" for k, v in point.items() if k not in ("method", "run_name")]
             name = str(point["run_name"]) if "run_name" in point else "-".join(parts)
-            values = {**(fill(point) if fill else {}), **point, "output_dir": "", "run_name": name}
+            filled = {k: v for k, v in (fill(point) if fill else {}).items() if k not in point}
+            values = {**point, **filled, "output_dir": "", "run_name": name}  # the grid's own keys first
             try:
                 point_cfg = cfg.replace(**values) if given is None else RunConfig.from_dict({**mine, **values})
                 # A path in the grid was typed: relative to the current folder, stored absolute (the
@@ -514,9 +515,10 @@ class RunQueue:
             atomic_write_text(self.root / "queue.json", json.dumps(state, indent=1, ensure_ascii=False))
 
 
-def advice_for(entries: list[Entry]) -> list[str]:
+def advice_for(entries: list[Entry], *, short: bool = False) -> list[str]:
     """What the runs would warn about at their start that is known now (a learning rate far from
-    the method's usual one), one line per queued run; said when they are queued."""
+    the method's usual one), one line per queued run; said when they are queued. ``short``: the
+    finding alone, without its reasons and hint (the Train area's progress line)."""
     from engine.config import RunConfig
     from engine.methods import learning_rate_note
 
@@ -527,7 +529,8 @@ def advice_for(entries: list[Entry]) -> list[str]:
         except StudioError:
             continue
         if note:
-            notes.append(f"{e.name}: {note['message']}; {note['hint']}")
+            notes.append(f"{e.name}: {note['message'].split(' (')[0]}" if short else
+                         f"{e.name}: {note['message']}. {note['hint']}")
     return notes
 
 

@@ -141,10 +141,15 @@ LR_OFF_BY = {"full": (10.0, 50.0), "freeze": (10.0, 50.0), "prefix": (50.0, 10.0
 def learning_rate_note(cfg: RunConfig) -> dict[str, Any] | None:
     """A warning (``kind``, ``message``, ``hint``, ``fix``) when the learning rate is far from
     the method's usual one (:data:`LR_OFF_BY`), or None."""
-    method = METHODS.get(cfg.method)
-    if method is None or not cfg.learning_rate:
+    return rate_note(cfg.method, cfg.learning_rate)
+
+
+def rate_note(method_name: str, learning_rate: Any) -> dict[str, Any] | None:
+    """:func:`learning_rate_note` for a method name and a rate (the Train form's values as they are)."""
+    method = METHODS.get(method_name)
+    if method is None or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
         return None
-    ratio = cfg.learning_rate / method.learning_rate
+    ratio = learning_rate / method.learning_rate
     above, below = LR_OFF_BY.get(method.name, (50.0, 50.0))
     near = 1 - 1e-9  # exactly 10x counts, whatever the float division gives (10.000000000000002)
     if ratio * below * near > 1 and ratio < above * near:
@@ -154,11 +159,16 @@ def learning_rate_note(cfg: RunConfig) -> dict[str, Any] | None:
               and method.name != "adapter" else "training may diverge" if high else
               "the few weights it trains will barely move in the steps a run has")
     return {"kind": "learning_rate",
-            "message": f"learning rate {cfg.learning_rate:g} is {ratio if high else 1 / ratio:.0f}x "
-                       f"{'above' if high else 'below'} {method.label.split(' (')[0]}'s usual {method.learning_rate:g} "
+            "message": f"learning rate {_rate(learning_rate)} is {ratio if high else 1 / ratio:.0f}x "
+                       f"{'above' if high else 'below'} {method.label.split(' (')[0]}'s usual {_rate(method.learning_rate)} "
                        f"({method.learning_rate_source}): {effect}",
-            "hint": f"Use about {method.learning_rate:g}, or keep yours if you have measured it.",
+            "hint": f"Use about {_rate(method.learning_rate)}, or keep yours if you have measured it.",
             "fix": {"learning_rate": method.learning_rate}}
+
+
+def _rate(x: float) -> str:
+    """2e-05 -> 2e-5: a learning rate as people write it."""
+    return f"{x:g}".replace("e-0", "e-").replace("e+0", "e+")
 
 
 def get_method(name: str) -> Method:

@@ -831,10 +831,17 @@ class DatasetEditor(QWidget):
     def resizeEvent(self, e) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(e)
         if not self._split_done and self.width() > 600:
-            # Size hints would give the form half; the table is where annotators scan.
+            # Size hints would give the form half; the table is where annotators scan. Kept at
+            # every size (a maximised window gave the form as much as the table) until the user
+            # drags the splitter.
             w = self.splitter.width() or self.width()
+            self._splitting = True
             self.splitter.setSizes([int(w * 0.6), w - int(w * 0.6)])
-            self._split_done = True
+            self._splitting = False
+
+    def _on_splitter_moved(self, *_: object) -> None:
+        if not getattr(self, "_splitting", False):
+            self._split_done = True  # the user's split stands
 
     def on_shown(self) -> None:
         self._update_title()
@@ -927,6 +934,7 @@ class DatasetEditor(QWidget):
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setChildrenCollapsible(False)
+        self.splitter.splitterMoved.connect(self._on_splitter_moved)
         self._split_done = False
         self.status = QLabel()
         self.status.setStyleSheet("color: #666;")
@@ -1508,19 +1516,20 @@ class DatasetEditor(QWidget):
     TEXT_COLUMNS = ("instruction", "input", "output", "system", "@system", "@user", "@assistant")
 
     def _size_columns(self) -> None:
-        """Each column at its base width, widened to fill the table; a column the user has
-        resized keeps its width from then on (until another file is opened)."""
-        self._columns_user_sized = False
+        """Each column at its base width, the text columns widened to fill the table; a column the
+        user has resized keeps its width from then on (until another file is opened), the others
+        go on filling."""
+        self._user_widths: dict[int, int] = {}
         self.table.horizontalHeader().setStretchLastSection(False)
         self._fit_columns()
 
     def _fit_columns(self) -> None:
-        if getattr(self, "_columns_user_sized", True):
-            return
+        if not hasattr(self, "_user_widths"):
+            return  # no file yet
         hh = self.table.horizontalHeader()
         keys = [col.key for col in self.model.columns()]
-        base = [self.BASE_WIDTHS.get(k, 90) for k in keys]
-        text = [i for i, k in enumerate(keys) if k in self.TEXT_COLUMNS]
+        base = [self._user_widths.get(i, self.BASE_WIDTHS.get(k, 90)) for i, k in enumerate(keys)]
+        text = [i for i, k in enumerate(keys) if k in self.TEXT_COLUMNS and i not in self._user_widths]
         spare = self.table.viewport().width() - sum(base)
         text_total = sum(base[i] for i in text)
         widths = list(base)
@@ -1534,9 +1543,10 @@ class DatasetEditor(QWidget):
         finally:
             self._fitting = False
 
-    def _on_section_resized(self, *_: object) -> None:
-        if not getattr(self, "_fitting", False):
-            self._columns_user_sized = True  # a drag of a column edge: the user's widths stand
+    def _on_section_resized(self, index: int, _old: int, new: int) -> None:
+        if not getattr(self, "_fitting", False) and hasattr(self, "_user_widths"):
+            self._user_widths[index] = new  # a drag of a column edge: the user's width stands
+            self._fit_columns()
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
         if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:

@@ -58,7 +58,7 @@ class Advice:
 
 def _short(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.3g}"
+        return f"{v:.3g}".replace("e-0", "e-")  # 2e-5, as the form's field shows it
     if isinstance(v, list):
         return "[" + ", ".join(map(str, v)) + "]"
     return str(v)
@@ -268,6 +268,7 @@ class _AdviceCard(QFrame):
                            " border-radius: 4px; background: palette(base); }")
         title = QLabel(f"<b>{advice.title}</b>")
         title.setStyleSheet(f"color: {color};")
+        title.setWordWrap(True)  # a narrow window: the card fits its panel, no sideways scrolling
         text = QLabel(advice.text)
         text.setWordWrap(True)
         text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 
 from engine.config import RunConfig, parse_override
 from engine.errors import ConfigErrors, StudioError
-from engine.methods import invalid_reason, learning_rate_note
+from engine.methods import invalid_reason, rate_note
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
 from engine.runs import read_samples
@@ -197,6 +197,9 @@ class TrainArea(QWidget):
         self._tokens_timer.setSingleShot(True)
         self._tokens_timer.setInterval(400)
         self._tokens_timer.timeout.connect(self._check_format_tokens)
+        self._lr_noted: tuple | None = None  # the (method, learning rate) the advice last spoke of
+        self._lr_timer = QTimer(self, singleShot=True, interval=400)  # once typing in the field pauses
+        self._lr_timer.timeout.connect(self._note_learning_rate)
 
         self._build()
         self._connect()
@@ -370,7 +373,7 @@ class TrainArea(QWidget):
         pending = len(q.pending())
         names = ", ".join(e.name for e in added[:4]) + (f" and {len(added) - 4} more" if len(added) > 4 else "")
         state = "the queue is training" if q.runner_pid() else "start it in Runs › Queue"
-        notes += advice_for(added)  # a far learning rate: said now, the queue trains unattended
+        notes += advice_for(added, short=True)  # a far learning rate: said now, the queue trains unattended
         said = "".join(f" Note: {n}" + ("" if n.endswith(".") else ".") for n in notes)  # a value given twice is queued once
         self.progress_label.setText(f"Queued {names} ({pending} pending; {state}).{said}")
         self.log.append(f"queued {len(added)} run(s): {names}{said}")
@@ -803,7 +806,8 @@ class TrainArea(QWidget):
             ratio.setEnabled(not values["warmup_steps"])
             ratio.set_note(f"Warm-up steps ({values['warmup_steps']}) replace the ratio." if values["warmup_steps"]
                            else "")
-        self._note_learning_rate()
+        if not keys or keys & {"method", "learning_rate"}:
+            self._lr_timer.start()
         errors = self.config_model.errors()
         for key, editor in self.editors.items():
             editor.set_error(errors.get(key))
@@ -823,15 +827,18 @@ class TrainArea(QWidget):
         self._tokens_timer.start()
 
     def _note_learning_rate(self) -> None:
-        """Say it, beside the field and with a fix, when the learning rate is far from the
-        method's usual one (engine.methods.learning_rate_note); the run warns the same."""
-        cfg = self.config_model.config_ignoring_machine()
-        note = learning_rate_note(cfg) if cfg is not None else None
+        """Say it, at the field and as advice with a fix, when the learning rate is far from the
+        method's usual one (engine.methods.rate_note); the run warns the same. Checked once typing
+        pauses; a card the user dismissed stays away until the method or the rate changes."""
+        values = self.config_model.values()
+        key = (values["method"], values["learning_rate"])
+        note = rate_note(*key)
         editor = self.editors.get("learning_rate")
         if editor is not None:
-            editor.set_note(note["message"][:1].upper() + note["message"][1:] + "." if note else "")
-        if self.run.is_active():
-            return  # the run's own warnings hold the panel
+            editor.set_warning(note["message"][:1].upper() + note["message"][1:] + "." if note else None)
+        if self.run.is_active() or key == self._lr_noted:
+            return  # the run's own warnings hold the panel; or this rate was said (or dismissed) already
+        self._lr_noted = key
         self.advisor_panel.remove("warning:learning_rate")
         if note:
             self.advisor_panel.add_all(self.advisor.on_event("warning", note))

@@ -115,9 +115,24 @@ class FieldEditor(QWidget):
         if message == getattr(self, "_error", None):
             return  # restyling is costly; most config changes leave most fields as they were
         self._error = message
+        if not message and getattr(self, "_warning", None):
+            self._warning, warning = None, self._warning
+            self.set_warning(warning)  # the error went: the warning shows again
+            return
         self.setToolTip(self._help() if not message else f"⚠ {message}\n\n{self._help()}")
         self.setStyleSheet("" if not message else
                            "QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox { border: 1px solid #d0342c; }")
+
+    def set_warning(self, message: str | None) -> None:
+        """An amber border and a ⚠ tooltip: the value can run but looks wrong (an error wins)."""
+        if message == getattr(self, "_warning", None):
+            return
+        self._warning = message
+        if getattr(self, "_error", None):
+            return
+        self.setToolTip(self._help() if not message else f"⚠ {message}\n\n{self._help()}")
+        self.setStyleSheet("" if not message else
+                           "QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox { border: 1px solid #c77800; }")
 
     def set_note(self, note: str) -> None:
         """A line shown before the key's help in the tooltips (why the field is locked, say)."""

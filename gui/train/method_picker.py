@@ -17,16 +17,18 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
+    QPushButton,
     QRadioButton,
     QVBoxLayout,
     QWidget,
 )
 
 from engine.config import LOAD_IN, MIXED_PRECISION
-from engine.methods import METHODS, invalid_reason
+from engine.methods import METHODS, invalid_reason, rate_note
 from gui.train.config_model import ConfigModel
-from gui.train.fields import FieldEditor, label_for, make_editor, tooltip_for
+from gui.train.fields import FieldEditor, format_number, label_for, make_editor, tooltip_for
 
 LOAD_LABELS = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8 (LLM.int8)", "nf4": "nf4 (4-bit)"}
 MIXED_LABELS = {"no": "no AMP", "fp16": "fp16 AMP", "bf16": "bf16 AMP"}
@@ -50,6 +52,17 @@ class MethodPicker(QWidget):
         self.description = QLabel("")
         self.description.setWordWrap(True)
         self.description.setStyleSheet("color: palette(mid);")
+        # The method's usual learning rate, and the form's when it is far from it (with the fix):
+        # said here, where the method is picked, as the Learning rate field may be scrolled away.
+        self.rate_label = QLabel("")
+        self.rate_label.setWordWrap(True)
+        self.rate_button = QPushButton("")
+        self.rate_button.setToolTip("Set the learning rate to this method's usual one")
+        self.rate_button.clicked.connect(self._use_usual_rate)
+        rate_row = QHBoxLayout()
+        rate_row.setContentsMargins(0, 0, 0, 0)
+        rate_row.addWidget(self.rate_label, 1)
+        rate_row.addWidget(self.rate_button, 0, Qt.AlignmentFlag.AlignTop)
         self.form = QFormLayout()
         self.form.setContentsMargins(0, 0, 0, 0)
         self.editors: dict[str, FieldEditor] = {}
@@ -67,9 +80,11 @@ class MethodPicker(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.combo)
         layout.addWidget(self.description)
+        layout.addLayout(rate_row)
         layout.addLayout(self.form)
         layout.addWidget(self.no_settings)
         self._show(model.get("method"))
+        self._show_rate()
         self.combo.activated.connect(self._on_activated)
         model.sig_changed.connect(self._on_model_changed)
 
@@ -106,6 +121,31 @@ class MethodPicker(QWidget):
     def _on_model_changed(self, keys: set[str]) -> None:
         if "method" in keys:
             self._show(self.model.get("method"))
+        if not keys or keys & {"method", "learning_rate"}:
+            self._show_rate()
+
+    def _show_rate(self) -> None:
+        method = METHODS.get(self.model.get("method"))
+        lr = self.model.get("learning_rate")
+        note = rate_note(method.name, lr) if method else None
+        self.rate_button.setVisible(note is not None)
+        if method is None:
+            self.rate_label.setText("")
+        elif note is None:
+            self.rate_label.setStyleSheet("color: palette(mid);")
+            self.rate_label.setText(f"Usual learning rate: {format_number(method.learning_rate)} "
+                                    f"({method.learning_rate_source}).")
+        else:
+            self.rate_label.setStyleSheet("color: #8a5a00;")
+            self.rate_label.setText(f"⚠ The learning rate, {format_number(lr)}, is "
+                                    f"{note['message'].split(' is ', 1)[1].split(' (')[0]}.")
+            self.rate_label.setToolTip(note["message"][:1].upper() + note["message"][1:] + ". " + note["hint"])
+            self.rate_button.setText(f"Use {format_number(method.learning_rate)}")
+
+    def _use_usual_rate(self) -> None:
+        method = METHODS.get(self.model.get("method"))
+        if method is not None:
+            self.model.set("learning_rate", method.learning_rate)
 
 
 def method_learning_rate(old: str, new: str, learning_rate: Any) -> dict[str, float]:

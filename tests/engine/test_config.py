@@ -307,7 +307,7 @@ def test_each_method_trains_at_its_usual_learning_rate_unless_one_is_given(metho
 
 
 @pytest.mark.parametrize("method,lr,said", [
-    ("full", 2e-4, "10x above Full fine-tuning's usual 2e-05"),  # LoRA's rate: ten times as far
+    ("full", 2e-4, "10x above Full fine-tuning's usual 2e-5"),  # LoRA's rate: ten times as far
     ("freeze", 1e-3, "50x above"),
     ("prompt", 2e-4, "150x below Prompt tuning's usual 0.03"),
     ("ia3", 2e-4, "15x below IA3's usual 0.003"),

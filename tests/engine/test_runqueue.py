@@ -80,7 +80,7 @@ def test_a_grid_over_methods_builds_each_point_as_if_the_method_were_written_in_
     # A rate given for every point, far from one method's usual: said when queued, not at 3 a.m.
     assert main(["queue", "add", str(source), "--grid", "method=lora,full", "--learning_rate", "2e-4"]) == 0
     err = capsys.readouterr().err
-    assert "note: sweep-full: learning rate 0.0002 is 10x above Full fine-tuning's usual 2e-05" in err
+    assert "note: sweep-full: learning rate 0.0002 is 10x above Full fine-tuning's usual 2e-5 (Stanford" in err
     assert "sweep-lora" not in err
     RunQueue().remove([e.id for e in RunQueue().entries()[3:]])
     # The user's load_in stands for every point, as in a config file, and the refusal says where it comes from.

@@ -1176,7 +1176,7 @@ def test_a_run_far_from_its_methods_usual_learning_rate_warns_with_the_fix(tiny_
                                     learning_rate=1e-3))
     assert result["status"] == "completed"
     (w,) = [e for e in rec.of("warning") if e["kind"] == "learning_rate"]
-    assert "learning rate 0.001 is 50x above Full fine-tuning's usual 2e-05" in w["message"]
+    assert "learning rate 0.001 is 50x above Full fine-tuning's usual 2e-5" in w["message"]
     assert w["fix"] == {"learning_rate": 2e-5}
 
 

@@ -41,9 +41,11 @@ def test_the_filter_row_the_checks_and_the_preview_fit_the_smallest_window(qtbot
     assert src.width() >= ed.preview.width() - 30
 
 
-def test_the_text_columns_fill_a_wider_table_until_the_user_sizes_one(make_editor, demo_copy, qtbot):
-    """A maximised window left a blank band right of the columns (fixed widths); now the
-    instruction, input and output columns share it. A column the user drags keeps its width."""
+def test_the_text_columns_fill_a_wider_table_and_a_dragged_one_keeps_its_width(make_editor, demo_copy, qtbot):
+    """A maximised window left a blank band right of the columns (fixed widths), and the record
+    form took as much width as the table; now the table keeps 60% until the user drags the
+    splitter, and the instruction, input and output columns share its width. A column the user
+    drags keeps its width; the others go on filling."""
     ed = make_editor(demo_copy, wait_lint=False)
     ed.show()
     qtbot.waitExposed(ed)
@@ -59,18 +61,29 @@ def test_the_text_columns_fill_a_wider_table_until_the_user_sizes_one(make_edito
     small = widths()
     ed.resize(2400, 900)
     qtbot.waitUntil(lambda: widths()["instruction"] > small["instruction"])
+    table, form = ed.splitter.sizes()
+    assert abs(table / (table + form) - 0.6) < 0.02
     wide = widths()
     assert 0 <= filled() < len(keys)  # no blank band, no horizontal scroll
     assert wide["output"] > small["output"] and wide["input"] > small["input"]
     assert (wide["task"], wide["#status"]) == (small["task"], small["#status"])  # short columns stay
     assert ed.table.horizontalScrollBar().maximum() == 0
 
-    hh.resizeSection(keys.index("input"), 500)  # the user's drag
-    ed.resize(1300, 760)
+    hh.resizeSection(keys.index("input"), 200)  # the user's drag
+    assert widths()["input"] == 200 and 0 <= filled() < len(keys)  # the others take up the rest
+    assert widths()["output"] > wide["output"]
+    ed.resize(1600, 800)
+    qtbot.waitUntil(lambda: widths()["output"] < wide["output"])
+    assert widths()["input"] == 200 and widths()["instruction"] >= small["instruction"]  # never below its base
+    ed.splitter.moveSplitter(500, 1)  # the user's split stands from then on
     qtbot.wait(50)
-    assert widths()["input"] == 500 and widths()["output"] == wide["output"]
+    split = ed.splitter.sizes()
+    ed.resize(1700, 800)
+    qtbot.wait(50)
+    assert ed.splitter.sizes()[0] <= split[0] + 100
+
     other = demo_copy.with_name("other.jsonl")
     other.write_bytes(demo_copy.read_bytes())
     ed.resize(1200, 760)
-    ed.open_file(other)  # another file: fitted again
-    qtbot.waitUntil(lambda: widths() == small)
+    ed.open_file(other)  # another file: every column fitted again
+    qtbot.waitUntil(lambda: widths()["input"] != 200)

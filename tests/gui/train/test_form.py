@@ -372,6 +372,7 @@ def test_a_grid_over_methods_gives_each_method_the_precision_picking_it_in_the_f
         "m-lora": ("lora", "fp32", "no"), "m-qlora": ("qlora", "nf4", "bf16"), "m-full": ("full", "fp32", "no")}
     assert loaded["m-qlora"].lora_r == area.config_model.get("lora_r")
     assert entries[1].changes == {"method": "qlora", "load_in": "nf4", "mixed_precision": "bf16"}
+    assert list(entries[2].changes)[0] == "method"  # the grid's key first, then what it brought (full: 2e-5)
     assert entries[0].changes == {"method": "lora"}
 
     assert area.queue_run("method=lora,qlora;load_in=fp32") == 0  # given in the grid: kept, and refused
@@ -398,12 +399,30 @@ def test_switching_method_takes_its_usual_learning_rate_and_a_far_one_is_advised
     model.set("learning_rate", 1e-3)  # the user's own rate stays through a switch...
     picker._on_activated(picker.combo.findData("ia3"))
     assert model.get("learning_rate") == 1e-3
+    assert "Usual learning rate: 0.003" in picker.rate_label.text() and not picker.rate_button.isVisibleTo(picker)
     model.update({"method": "full", "learning_rate": 2e-4})  # ...and one far from the method's usual is said
+    assert "⚠ The learning rate, 0.0002, is 10x above Full fine-tuning's usual 2e-5" in picker.rate_label.text()
+    assert picker.rate_button.isVisibleTo(picker) and picker.rate_button.text() == "Use 2e-5"
+    qtbot.waitUntil(lambda: "warning:learning_rate" in area.advisor_panel.cards)  # once typing pauses
     card = area.advisor_panel.cards["warning:learning_rate"]
-    assert "Learning rate 0.0002 is 10x above Full fine-tuning's usual 2e-05" in card.advice.text
+    assert "Learning rate 0.0002 is 10x above Full fine-tuning's usual 2e-5" in card.advice.text
     assert "is 10x above" in area.editors["learning_rate"].toolTip()
+    assert "#c77800" in area.editors["learning_rate"].styleSheet()
+    # Dismissed, it stays away while other fields change; a new far rate brings it back.
+    area.advisor_panel.remove("warning:learning_rate")
+    model.set("batch_size", 2)
+    qtbot.wait(600)
+    assert "warning:learning_rate" not in area.advisor_panel.cards
+    model.set("learning_rate", 1e-3)
+    qtbot.waitUntil(lambda: "warning:learning_rate" in area.advisor_panel.cards)
+    card = area.advisor_panel.cards["warning:learning_rate"]
     qtbot.mouseClick(card.fix_button, Qt.MouseButton.LeftButton)
-    assert model.get("learning_rate") == 2e-5 and "warning:learning_rate" not in area.advisor_panel.cards
+    assert model.get("learning_rate") == 2e-5
+    qtbot.waitUntil(lambda: "warning:learning_rate" not in area.advisor_panel.cards)
+    assert area.editors["learning_rate"].styleSheet() == "" and not picker.rate_button.isVisibleTo(picker)
+    model.set("learning_rate", 2e-4)
+    picker.rate_button.click()  # the method picker's own fix
+    assert model.get("learning_rate") == 2e-5
 
     # A grid over methods gives each its usual rate where the form holds its own method's.
     model.update({"method": "lora", "learning_rate": 2e-4, "run_name": "g", "load_in": "fp32",
@@ -411,3 +430,7 @@ def test_switching_method_takes_its_usual_learning_rate_and_a_far_one_is_advised
     assert area.queue_run("method=lora,full,prompt") == 3
     assert {e.name: RunConfig.load(e.config).learning_rate for e in RunQueue().entries()} == {
         "g-lora": 2e-4, "g-full": 2e-5, "g-prompt": 3e-2}
+    assert "Note:" not in area.progress_label.text()
+    assert area.queue_run("method=full;learning_rate=2e-4") == 1  # a far rate: said in one short line
+    assert "Note: g-full-lr2e-4: learning rate 0.0002 is 10x above Full fine-tuning's usual 2e-5." in \
+        area.progress_label.text() and "Stanford" not in area.progress_label.text()
