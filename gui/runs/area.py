@@ -575,7 +575,9 @@ class RunsArea(QWidget):
         histories = compared["config_histories"]
 
         def full(key: str, i: int, v: Any) -> str:
-            text = "–" if v is None or v == "" else str(v)  # an empty run_name must not read as nothing
+            # An empty run_name must not read as nothing; a list reads as the YAML's [a, b], not ['a', 'b'].
+            text = "–" if v is None or v == "" else ("[" + ", ".join(map(str, v)) + "]") if isinstance(v, list) \
+                else str(v)
             return with_history(text, [tuple(x) for x in histories[key][i]] if key in histories else [], shown=str)
 
         def value(key: str, i: int, v: Any) -> str:

@@ -114,8 +114,8 @@ def preset_path(name: str) -> Path:
 def override_text(key: str, value: Any) -> str:
     """A value as ``--key VALUE`` text that ``engine.config.parse_override`` reads back exactly:
     a text as typed where it reads back so (``--run_name 'my run'``, not ``"'my run'"``)."""
-    if isinstance(value, str) and value and parse_override(key, value) == value:
-        return value
+    if isinstance(value, str) and parse_override(key, value) == value:
+        return value  # an empty text too: shell-quoted as '', read back as empty
     if isinstance(value, float):
         text = format_number(value)
         if yaml.safe_load(text) == value:

@@ -109,13 +109,20 @@ class MethodPicker(QWidget):
         changes: dict[str, Any] = {"method": method, **method_learning_rate(self.model.get("method"), method,
                                                                              self.model.get("learning_rate"))}
         li, mp = self.model.get("load_in"), self.model.get("mixed_precision")
-        if invalid_reason(method, li, mp, self.model.environment) is not None:
+        env = self.model.environment
+        chosen = getattr(self, "_switched", None)  # (the user's precision, the one a switch chose)
+        if chosen is not None and chosen[1] == (li, mp) and invalid_reason(method, *chosen[0], env) is None:
+            # Back from a method that needed another precision (fp32 → QLoRA → LoRA): the user's again.
+            changes.update(load_in=chosen[0][0], mixed_precision=chosen[0][1])
+            self._switched = None
+        elif invalid_reason(method, li, mp, env) is not None:
             # No precision works on this machine (QLoRA on a CPU): take one the method itself
             # allows, so the banner names the machine's problem ("nf4 needs a CUDA GPU")
             # rather than asking for a cell that is crossed out, and the estimate can plan it.
-            better = first_valid(method, li, self.model.environment) or first_valid(method, li, None)
+            better = first_valid(method, li, env) or first_valid(method, li, None)
             if better:
                 changes.update(load_in=better[0], mixed_precision=better[1])
+                self._switched = ((li, mp) if chosen is None or chosen[1] != (li, mp) else chosen[0], better)
         self.model.update(changes)
 
     def _on_model_changed(self, keys: set[str]) -> None:

@@ -203,6 +203,10 @@ def test_an_empty_config_value_is_shown_as_a_dash_when_comparing(qtbot, studio_h
     assert "run_name</b>" in text
     assert "'></span>" not in text  # no empty coloured value
     assert ">–</span>" in text and ">my ia3</span>" in text
+    RunConfig.load(b / "run.yaml").replace(lora_target_modules=["q_proj", "k_proj"]).save(b / "run.yaml")
+    area.select_paths([a])
+    area.select_paths([a, b])
+    assert ">[q_proj, k_proj]</span>" in area.summary.text()  # as the YAML writes it, not ['q_proj', ...]
 
 
 @pytest.mark.parametrize(("status", "checkpoint", "enabled", "says"), [

@@ -434,3 +434,22 @@ def test_switching_method_takes_its_usual_learning_rate_and_a_far_one_is_advised
     assert area.queue_run("method=full;learning_rate=2e-4") == 1  # a far rate: said in one short line
     assert "Note: g-full-lr2e-4: learning rate 0.0002 is 10x above Full fine-tuning's usual 2e-5." in \
         area.progress_label.text() and "Stanford" not in area.progress_label.text()
+
+
+def test_a_method_that_needs_another_precision_gives_the_users_back_when_left(make_area):
+    """fp32 → QLoRA (nf4) → LoRA left the form at a precision the user never chose."""
+    area = make_area()
+    model, picker = area.config_model, area.method_picker
+    model.update({"method": "lora", "load_in": "fp32", "mixed_precision": "no"})
+    picker._on_activated(picker.combo.findData("qlora"))
+    assert (model.get("load_in"), model.get("mixed_precision")) == ("nf4", "bf16")
+    picker._on_activated(picker.combo.findData("lora"))
+    assert (model.get("load_in"), model.get("mixed_precision")) == ("fp32", "no")
+    # Through two methods that need nf4 and back, too.
+    picker._on_activated(picker.combo.findData("qlora"))
+    picker._on_activated(picker.combo.findData("full"))  # full can't load nf4: the user's fp32 again
+    assert (model.get("load_in"), model.get("mixed_precision")) == ("fp32", "no")
+    # A precision the user picks meanwhile is theirs: it stays.
+    model.update({"load_in": "bf16", "mixed_precision": "bf16"})
+    picker._on_activated(picker.combo.findData("lora"))
+    assert (model.get("load_in"), model.get("mixed_precision")) == ("bf16", "bf16")
