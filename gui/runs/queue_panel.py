@@ -17,7 +17,6 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
@@ -30,6 +29,7 @@ from engine.errors import StudioError
 from engine.runqueue import ENDED, PENDING, RUNNING, Entry, RunQueue
 from engine.runs import pid_alive
 from gui.dataset.severity import COLORS
+from gui.flow_layout import FlowLayout
 
 COLUMNS = ("State", "Run", "Changes", "Result")
 STATE_COLORS = {"failed": COLORS["error"], "interrupted": COLORS["warning"], RUNNING: "#1565c0",
@@ -150,18 +150,14 @@ class QueuePanel(QWidget):
         self.compare_button = QPushButton("Compare")
         self.compare_button.setToolTip("Overlay the curves of the selected queued runs (or of every ended one) in "
                                        "Curves, with the settings that differ between them")
-        row = QHBoxLayout()
-        for b in (self.start_button, self.stop_button, self.stop_now_button):
+        buttons = QWidget()
+        row = FlowLayout(buttons)  # wraps in a narrow window: every label whole ("Stop after this run" was cut)
+        for b in (self.start_button, self.stop_button, self.stop_now_button, self.up_button, self.down_button,
+                  self.retry_button, self.remove_button, self.clear_button, self.compare_button):
             row.addWidget(b)
-        row.addSpacing(12)
-        for b in (self.up_button, self.down_button, self.retry_button, self.remove_button, self.clear_button):
-            row.addWidget(b)
-        row.addSpacing(12)
-        row.addWidget(self.compare_button)
-        row.addStretch(1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 4, 0, 0)
-        lay.addLayout(row)
+        lay.addWidget(buttons)
         lay.addWidget(self.status)
         lay.addWidget(self.empty)
         lay.addWidget(self.table, 1)

@@ -638,6 +638,15 @@ def test_buttons_and_run_names_are_whole_in_a_narrow_window(qtbot, runs, width):
         right = b.mapTo(area, b.rect().topRight()).x()
         assert right <= area.width(), b.text()
     assert area.button_row.height() > max(b.height() for b in buttons)  # they wrapped onto a second row
+    area.show_queue()  # the Queue tab's buttons too ("Stop after this run" was cut to "p after this r")
+    qtbot.wait(50)
+    panel = area.queue_panel
+    queue_buttons = [panel.start_button, panel.stop_button, panel.stop_now_button, panel.up_button,
+                     panel.down_button, panel.retry_button, panel.remove_button, panel.clear_button,
+                     panel.compare_button]
+    for b in queue_buttons:
+        assert b.width() >= b.sizeHint().width(), b.text()
+        assert b.mapTo(area, b.rect().topRight()).x() <= area.width(), b.text()
     run_col = COLUMNS.index("Run")
     metrics = area.table.fontMetrics()
     widest = max(metrics.horizontalAdvance(name) for name in (p.name for p in runs.values()))
