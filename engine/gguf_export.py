@@ -850,6 +850,10 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
     deleted afterwards. With ``lora``, an adapter is written on its own instead
     (:func:`export_lora_gguf`)."""
     kind, folder, run = resolve_source(ref)
+    if pre_tokenizer and pre_tokenizer not in PRE_TOKENIZERS and note:
+        note(f"--pre {pre_tokenizer} is not a name this exporter knows ({', '.join(PRE_TOKENIZERS)}); it is written "
+             "as given, and llama.cpp refuses the file if it doesn't know the name either: check the spelling "
+             "against llama.cpp's list (llama-vocab.cpp)")
     if base and kind == "model":
         raise ConfigError(f"--base names the model an adapter is merged into, but '{ref}' is a model ({folder}): "
                           "it is written as it is", key="base", hint="Drop --base.")

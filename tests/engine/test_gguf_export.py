@@ -286,7 +286,13 @@ def test_a_pre_tokenizer_name_that_cant_be_right_is_refused_before_writing(demo_
     with pytest.raises(ConfigError, match="SentencePiece-style"):
         export_gguf(spm, tmp_path / "s.gguf", pre_tokenizer="llama-bpe")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spm"]  # nothing written
-    assert export_source("demo", tmp_path / "d.gguf", pre_tokenizer="gpt-2").pre_tokenizer == "gpt-2"  # agrees
+    said: list[str] = []
+    assert export_source("demo", tmp_path / "d.gguf", pre_tokenizer="gpt-2", note=said.append).pre_tokenizer == \
+        "gpt-2"  # agrees with the pattern
+    assert said == []
+    model_dir = tiny_model(tmp_path / "custom", "llama", pattern=r"\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+|\s+")
+    export_source(str(model_dir), tmp_path / "c.gguf", pre_tokenizer="llama-bep", note=said.append)  # a typo?
+    assert "--pre llama-bep is not a name this exporter knows (gpt-2, llama-bpe, qwen2)" in said[0]
 
 
 def test_base_is_refused_for_a_model_and_pre_for_a_lora_gguf(runs_home, demo_base, tmp_path):
