@@ -351,7 +351,7 @@ class RunsArea(QWidget):
         self._promote: QProcess | None = None
         self._promote_output = ""
         self.summary = QLabel("")
-        self.summary.setStyleSheet("color: palette(mid);")
+        self.summary.setStyleSheet("color: #555;")  # what a selection holds: readable, not the hint grey
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # A row that wraps: in one row a 1024-px window cut them to "e best checkpo".
