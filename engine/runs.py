@@ -910,6 +910,13 @@ def compare_runs(paths: list[Path]) -> dict[str, Any]:
     diffs = {k: [cfg.get(k) for cfg in configs] for k in keys
              if any(cfg.get(k) != configs[0].get(k) or (k in cfg) != (k in configs[0]) for cfg in configs)
              or any(h != histories[k][0] for h in histories[k])}
+    # What tells the runs apart first: the values that differ, then the histories, then run_name (a sweep's
+    # names always differ, and the runs are shown by name anyway).
+    def order(key: str) -> tuple[bool, bool]:
+        same_end = len({json.dumps(v, default=str) for v in diffs[key]}) == 1
+        return key == "run_name", same_end
+
+    diffs = {k: diffs[k] for k in sorted(diffs, key=order)}
     evals = {eval_data_of(cfg, d.get("dataset_hash")) for cfg, d in zip(configs, details, strict=True)}
     return {"runs": details, "config_differences": diffs,
             "config_histories": {k: [[list(x) for x in h] for h in histories[k]] for k in diffs

@@ -169,6 +169,14 @@ def test_compare_lists_losses_and_only_the_config_keys_that_differ(capsys):
     assert "config differences:" in lines and lines[-1].startswith("2 config key(s) differ")
 
 
+def test_compare_lists_the_keys_that_tell_runs_apart_before_their_names(capsys):
+    """A sweep's run names always differ; listed first (config order) they pushed the swept key back."""
+    a = make_run("20261128-100000-lora", lr=2e-4, run_name="sweep-lr2e-4", seed=1)
+    b = make_run("20261128-110000-lora", lr=1e-3, run_name="sweep-lr1e-3", seed=2)
+    assert cli_compare(argparse.Namespace(runs=[str(a), str(b)], json=True)) == 0
+    assert list(json.loads(capsys.readouterr().out)["config_differences"]) == ["learning_rate", "seed", "run_name"]
+
+
 def test_compare_says_when_the_eval_losses_were_measured_on_different_records(capsys):
     a = make_run("20261128-100000-lora", eval_split=0.1)
     b = make_run("20261128-110000-lora", eval_split=0.1)
