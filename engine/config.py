@@ -262,16 +262,13 @@ class RunConfig:
                 values[key] = _coerce(key, raw, meta[key])
             except ConfigError as e:
                 errors.append(e)
-        # qlora means a 4-bit NF4 base unless the user said otherwise (and then we explain).
-        if values.get("method") == "qlora" and "load_in" not in data:
-            values["load_in"] = "nf4"
-        # Each method trains at its own usual learning rate unless one is given: 2e-5 for full
-        # fine-tuning, 3e-2 for prompt tuning (engine.methods.METHODS).
-        if "learning_rate" not in data and isinstance(values.get("method"), str):
+        # A method brings its own defaults for the keys the config leaves out: qlora a 4-bit NF4 base
+        # (one given otherwise is explained by validate), full fine-tuning 2e-5 as its learning rate.
+        if isinstance(values.get("method"), str):
             from engine.methods import METHODS
 
             if values["method"] in METHODS:
-                values["learning_rate"] = METHODS[values["method"]].learning_rate
+                values.update({k: v for k, v in METHODS[values["method"]].config_defaults().items() if k not in data})
         if errors:
             raise ConfigErrors(errors)
         cfg = cls(**values)

@@ -529,7 +529,7 @@ def advice_for(entries: list[Entry], *, short: bool = False) -> list[str]:
         except StudioError:
             continue
         if note:
-            notes.append(f"{e.name}: {note['message'].split(' (')[0]}" if short else
+            notes.append(f"{e.name}: {note['finding']}" if short else
                          f"{e.name}: {note['message']}. {note['hint']}")
     return notes
 

@@ -141,6 +141,12 @@ def write_summary(output_dir: Path, /, **changes: Any) -> dict[str, Any]:
 CHANGE_REASONS = {"resume": "on resume", "oom": "after running out of memory", "nonfinite": "after a non-finite loss"}
 
 
+def config_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
+    """``{key: [before, after]}`` for each key whose value changed, ``output_dir`` aside. A key on
+    one side only is no change: a run.yaml of an older version lacks the newer keys."""
+    return {k: [before[k], after[k]] for k in before if k in after and k != "output_dir" and before[k] != after[k]}
+
+
 def record_config_change(output_dir: Path, from_step: int, why: str, before: dict[str, Any],
                          after: dict[str, Any]) -> dict[str, Any] | None:
     """Note in summary.json that the run trains with other values from step ``from_step`` on (a
@@ -155,8 +161,7 @@ def record_config_change(output_dir: Path, from_step: int, why: str, before: dic
         The entry added (``{from_step, why, changes: {key: [before, after]}, at}``), or None when
         no value changed.
     """
-    # Keys on one side only are not changes: a run.yaml of an older version lacks the newer keys.
-    changes = {k: [before[k], after[k]] for k in before if k in after and k != "output_dir" and before[k] != after[k]}
+    changes = config_diff(before, after)
     if not changes:
         return None
     entry = {"from_step": int(from_step), "why": why, "changes": changes, "at": time.time()}
@@ -218,13 +223,13 @@ def describe_config_changes(changes: Any) -> list[str]:
     for c in config_timeline(changes):
         whys = c["why"] if isinstance(c["why"], list) else [c["why"]]
         lines.append(f"from step {c['from_step']} ({' and '.join(CHANGE_REASONS.get(w, w) for w in whys)}): "
-                     + ", ".join(f"{k} {_config_value(v[0])} → {_config_value(v[1])}" for k, v in c["changes"].items()))
+                     + ", ".join(f"{k} {config_value_text(v[0])} → {config_value_text(v[1])}" for k, v in c["changes"].items()))
     return lines
 
 
 def with_history(value: Any, history: list[tuple[Any, int]], shown: Any = None) -> str:
     """``0.0001 from step 121 (0.0002 for steps 1-120)``: a config value with the ones it replaced."""
-    show = shown or _config_value
+    show = shown or config_value_text
     if not history:
         return show(value)
     parts, start = [], 1
@@ -877,7 +882,7 @@ def cli_show(args: Any) -> int:
     return 0
 
 
-def _config_value(value: Any) -> str:
+def config_value_text(value: Any) -> str:
     """A config value as YAML would show it: text bare, everything else (and empty text) as JSON."""
     if isinstance(value, str) and value:
         return value

@@ -41,15 +41,20 @@ from engine.runs import (
     checkpoint_step,
     checkpoints,
     clamp_config_changes,
+    config_diff,
+    config_history,
+    config_value_text,
     final_loss_mean,
     first_start,
     last_checkpoint,
     new_run_dir,
     read_metrics,
     read_run_config,
+    read_summary,
     record_config_change,
     rewind_metrics,
     training_time_so_far,
+    with_history,
     write_summary,
 )
 
@@ -429,8 +434,14 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
 
     output_dir = _shared_output_dir(cfg, is_main)
     ckpt = last_checkpoint(output_dir) if resume and output_dir.is_dir() else None
-    _rank0_decides(is_main, lambda: _refuse_a_used_folder(output_dir) if not resume else
-                   _refuse_changed_structure(output_dir, cfg) if ckpt is not None else None)
+
+    def check_folder() -> None:
+        if not resume:
+            _refuse_a_used_folder(output_dir)
+        elif ckpt is not None:
+            _refuse_changed_structure(output_dir, cfg)
+
+    _rank0_decides(is_main, check_folder)
     output_dir.mkdir(parents=True, exist_ok=True)
     if resume and ckpt is None:
         writer.emit(ev.WARNING, kind="resume", message=f"no checkpoint in {output_dir}; starting from "
@@ -538,8 +549,7 @@ def resume_changes(prep: Prepared) -> dict[str, list[Any]]:
     """``{key: [run's value, this resume's]}``: what a resume changes (empty when it changes nothing)."""
     if prep.resumed_from is None:
         return {}
-    before, after = prep.resumed_from[0], prep.cfg.to_dict()
-    return {k: [before[k], after[k]] for k in before if k in after and k != "output_dir" and before[k] != after[k]}
+    return config_diff(prep.resumed_from[0], prep.cfg.to_dict())
 
 
 def _commit_resume(prep: Prepared) -> None:
@@ -1216,9 +1226,10 @@ def _release(trainer: Any) -> None:
 def _go_back_to(prep: Prepared, checkpoint: Path | None, is_main: bool) -> None:
     """Prepare to resume from ``checkpoint``, or from scratch (a fresh model) when it is None."""
     if is_main:
-        _discard_checkpoints_after(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
-        rewind_metrics(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
-        clamp_config_changes(prep.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
+        step = checkpoint_step(checkpoint) if checkpoint else 0
+        _discard_checkpoints_after(prep.output_dir, step)
+        rewind_metrics(prep.output_dir, step)
+        clamp_config_changes(prep.output_dir, step)
     if checkpoint is None:
         # The weights in memory are past the point we go back to (or broken): start afresh.
         _reload_model(prep)
@@ -1226,8 +1237,6 @@ def _go_back_to(prep: Prepared, checkpoint: Path | None, is_main: bool) -> None:
 
 # ---------------------------------------------------------------- Train
 def _model_card(prep: Prepared, result: dict) -> str:
-    from engine.runs import config_history, read_summary, with_history
-
     cfg = prep.cfg
     changes = read_summary(prep.output_dir).get("config_changes")
     hp = "\n".join(f"| {k} | {with_history(v, config_history(changes, k), shown=str)} |"
@@ -1772,11 +1781,6 @@ def _one_line(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _shown(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else json.dumps(value, ensure_ascii=False) \
-        if not isinstance(value, str) or not value else value
-
-
 def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
     if kind == ev.STARTED:
         print(f"training {data['config']['method']} on {data['config']['model']} -> {data['output_dir']}\n"
@@ -1786,7 +1790,7 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
         if data.get("resumed"):
             changed = data.get("resume_changes") or {}
             print(f"  resuming after step {data.get('resume_step')}"
-                  + (": " + ", ".join(f"{k} {_shown(v[0])} → {_shown(v[1])}" for k, v in changed.items())
+                  + (": " + ", ".join(f"{k} {config_value_text(v[0])} → {config_value_text(v[1])}" for k, v in changed.items())
                      + " from here on" if changed else " with the run's own settings"), file=out)
         if (data.get("keep_awake") or {}).get("held"):
             print(f"  keeping the computer awake until training ends ({data['keep_awake']['how']})", file=out)
@@ -1849,8 +1853,6 @@ def _install_signal_handlers(commands: Commands) -> None:
 
 def _warn_changed_dataset(output_dir: Path, data_info: dict[str, Any], writer: EventWriter) -> None:
     """On resume: say so when the dataset is not the one the run started on (its content hash)."""
-    from engine.runs import read_summary
-
     before = read_summary(output_dir)
     old_hash, old_n = before.get("dataset_hash"), before.get("dataset_records")
     if not old_hash or old_hash == data_info["hash"]:

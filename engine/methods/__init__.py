@@ -72,6 +72,12 @@ class Method:
     learning_rate: float = 2e-4
     learning_rate_source: str = "the QLoRA paper's 1e-4 to 2e-4 for adapters on 7B-65B models"
 
+    def config_defaults(self) -> dict[str, Any]:
+        """What a config that names this method takes where it leaves the key out: its usual
+        learning rate, and the one weight format it can train on (qlora: nf4)."""
+        only = {"load_in": self.allowed_load_in[0]} if len(self.allowed_load_in) == 1 else {}
+        return {"learning_rate": self.learning_rate, **only}
+
     def apply(self, model: nn.Module, cfg: RunConfig, *, train_tokens: Sequence[int] = ()) -> nn.Module:
         """Make exactly this method's parameters trainable; returns the model to train.
 
@@ -139,8 +145,9 @@ LR_OFF_BY = {"full": (10.0, 50.0), "freeze": (10.0, 50.0), "prefix": (50.0, 10.0
 
 
 def learning_rate_note(cfg: RunConfig) -> dict[str, Any] | None:
-    """A warning (``kind``, ``message``, ``hint``, ``fix``) when the learning rate is far from
-    the method's usual one (:data:`LR_OFF_BY`), or None."""
+    """A warning (``kind``, ``finding``: the short fact, ``message``: it with its source and effect,
+    ``hint``, ``fix``) when the learning rate is far from the method's usual one (:data:`LR_OFF_BY`),
+    or None."""
     return rate_note(cfg.method, cfg.learning_rate)
 
 
@@ -158,10 +165,10 @@ def rate_note(method_name: str, learning_rate: Any) -> dict[str, Any] | None:
     effect = ("it can wreck what the pretrained weights know (loss spikes, forgetting)" if high and not method.peft
               and method.name != "adapter" else "training may diverge" if high else
               "the few weights it trains will barely move in the steps a run has")
-    return {"kind": "learning_rate",
-            "message": f"learning rate {_rate(learning_rate)} is {ratio if high else 1 / ratio:.0f}x "
-                       f"{'above' if high else 'below'} {method.label.split(' (')[0]}'s usual {_rate(method.learning_rate)} "
-                       f"({method.learning_rate_source}): {effect}",
+    finding = (f"learning rate {_rate(learning_rate)} is {ratio if high else 1 / ratio:.0f}x "
+               f"{'above' if high else 'below'} {method.label.split(' (')[0]}'s usual {_rate(method.learning_rate)}")
+    return {"kind": "learning_rate", "finding": finding,
+            "message": f"{finding} ({method.learning_rate_source}): {effect}",
             "hint": f"Use about {_rate(method.learning_rate)}, or keep yours if you have measured it.",
             "fix": {"learning_rate": method.learning_rate}}
 

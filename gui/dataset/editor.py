@@ -840,7 +840,7 @@ class DatasetEditor(QWidget):
             self._splitting = False
 
     def _on_splitter_moved(self, *_: object) -> None:
-        if not getattr(self, "_splitting", False):
+        if not self._splitting:
             self._split_done = True  # the user's split stands
 
     def on_shown(self) -> None:
@@ -909,6 +909,8 @@ class DatasetEditor(QWidget):
         hh.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         hh.setSortIndicatorShown(True)
         hh.setHighlightSections(False)
+        self._splitting = self._fitting = False  # the editor itself is resizing (not the user)
+        self._user_widths: dict[int, int] | None = None  # column -> width the user dragged; None: no file yet
         hh.sectionResized.connect(self._on_section_resized)
         self.table.viewport().installEventFilter(self)
         self.table.setSortingEnabled(True)
@@ -935,7 +937,7 @@ class DatasetEditor(QWidget):
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.splitterMoved.connect(self._on_splitter_moved)
-        self._split_done = False
+        self._split_done = False  # the user dragged the splitter: their split stands
         self.status = QLabel()
         self.status.setStyleSheet("color: #666;")
         self.autosave_label = QLabel()
@@ -1519,12 +1521,12 @@ class DatasetEditor(QWidget):
         """Each column at its base width, the text columns widened to fill the table; a column the
         user has resized keeps its width from then on (until another file is opened), the others
         go on filling."""
-        self._user_widths: dict[int, int] = {}
+        self._user_widths = {}
         self.table.horizontalHeader().setStretchLastSection(False)
         self._fit_columns()
 
     def _fit_columns(self) -> None:
-        if not hasattr(self, "_user_widths"):
+        if self._user_widths is None:
             return  # no file yet
         hh = self.table.horizontalHeader()
         keys = [col.key for col in self.model.columns()]
@@ -1544,7 +1546,7 @@ class DatasetEditor(QWidget):
             self._fitting = False
 
     def _on_section_resized(self, index: int, _old: int, new: int) -> None:
-        if not getattr(self, "_fitting", False) and hasattr(self, "_user_widths"):
+        if not self._fitting and self._user_widths is not None:
             self._user_widths[index] = new  # a drag of a column edge: the user's width stands
             self._fit_columns()
 

@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 
 from engine.config import RunConfig, parse_override
 from engine.errors import ConfigErrors, StudioError
-from engine.methods import invalid_reason, rate_note
+from engine.methods import rate_note
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
 from engine.runs import read_samples
@@ -55,7 +55,7 @@ from gui.train.estimator import EstimateScheduler
 from gui.train.fields import ChoiceEditor, FieldEditor, format_number, label_for, make_editor, tooltip_for
 from gui.train.gpu_panel import GpuPanel, cancel_detection, detect_environment_isolated
 from gui.train.log_console import LogConsole
-from gui.train.method_picker import MethodPicker, PrecisionGrid, first_valid, method_learning_rate
+from gui.train.method_picker import MethodPicker, PrecisionGrid, switch_changes
 from gui.train.model_picker import ModelPicker, remember_model
 from gui.train.notify import notify
 from gui.train.plots import TrainPlots
@@ -124,22 +124,6 @@ def override_text(key: str, value: Any) -> str:
     if text.endswith("\n..."):
         text = text[: -len("\n...")].strip()
     return text
-
-
-def _method_defaults(cfg: RunConfig, point: dict[str, Any], env: Any) -> dict[str, Any]:
-    """What a grid point over methods takes as picking its method in the form would: the precision,
-    where the form's is ruled out for it (qlora: nf4), and the method's usual learning rate, where
-    the form holds its own method's (full: 2e-5)."""
-    method = point.get("method")
-    if method is None:
-        return {}
-    out: dict[str, Any] = {} if "learning_rate" in point else method_learning_rate(cfg.method, method,
-                                                                                    cfg.learning_rate)
-    if "load_in" in point or "mixed_precision" in point \
-            or invalid_reason(method, cfg.load_in, cfg.mixed_precision, env) is None:
-        return out
-    better = first_valid(method, cfg.load_in, env) or first_valid(method, cfg.load_in, None)
-    return {**out, **({"load_in": better[0], "mixed_precision": better[1]} if better else {})}
 
 
 def shell_quote(text: str) -> str:
@@ -362,7 +346,9 @@ class TrainArea(QWidget):
         try:
             points = parse_grid([part.strip() for part in grid.replace("\n", ";").split(";") if part.strip()],
                                 notes=notes)
-            added = q.add(cfg, grid=points, fill=lambda point: _method_defaults(cfg, point, self.env))
+            # A point over methods takes what picking its method in the form would (qlora: nf4, full: 2e-5).
+            added = q.add(cfg, grid=points, fill=lambda point: switch_changes(cfg.to_dict(), point["method"], self.env,
+                                                                              keep=point) if "method" in point else {})
         except ConfigErrors as e:
             self._show_banner("Not queued: " + "; ".join(x.message for x in e.errors))
             return 0

@@ -83,6 +83,7 @@ class MethodPicker(QWidget):
         layout.addLayout(rate_row)
         layout.addLayout(self.form)
         layout.addWidget(self.no_settings)
+        self._switched: tuple | None = None  # (the user's precision, the one a method switch chose)
         self._show(model.get("method"))
         self._show_rate()
         self.combo.activated.connect(self._on_activated)
@@ -106,23 +107,20 @@ class MethodPicker(QWidget):
 
     def _on_activated(self, index: int) -> None:
         method = self.combo.itemData(index)
-        changes: dict[str, Any] = {"method": method, **method_learning_rate(self.model.get("method"), method,
-                                                                             self.model.get("learning_rate"))}
-        li, mp = self.model.get("load_in"), self.model.get("mixed_precision")
+        values = self.model.values()
+        li, mp = values["load_in"], values["mixed_precision"]
         env = self.model.environment
-        chosen = getattr(self, "_switched", None)  # (the user's precision, the one a switch chose)
+        chosen = self._switched
         if chosen is not None and chosen[1] == (li, mp) and invalid_reason(method, *chosen[0], env) is None:
             # Back from a method that needed another precision (fp32 → QLoRA → LoRA): the user's again.
-            changes.update(load_in=chosen[0][0], mixed_precision=chosen[0][1])
+            values = {**values, "load_in": chosen[0][0], "mixed_precision": chosen[0][1]}
             self._switched = None
-        elif invalid_reason(method, li, mp, env) is not None:
-            # No precision works on this machine (QLoRA on a CPU): take one the method itself
-            # allows, so the banner names the machine's problem ("nf4 needs a CUDA GPU")
-            # rather than asking for a cell that is crossed out, and the estimate can plan it.
-            better = first_valid(method, li, env) or first_valid(method, li, None)
-            if better:
-                changes.update(load_in=better[0], mixed_precision=better[1])
-                self._switched = ((li, mp) if chosen is None or chosen[1] != (li, mp) else chosen[0], better)
+        changes = {"method": method, **switch_changes(values, method, env)}
+        if "load_in" in changes:  # remembered, to give the user's back when a later switch allows it
+            self._switched = (chosen[0] if chosen is not None and chosen[1] == (li, mp) else (li, mp),
+                              (changes["load_in"], changes["mixed_precision"]))
+        elif (values["load_in"], values["mixed_precision"]) != (li, mp):
+            changes.update(load_in=values["load_in"], mixed_precision=values["mixed_precision"])
         self.model.update(changes)
 
     def _on_model_changed(self, keys: set[str]) -> None:
@@ -144,10 +142,10 @@ class MethodPicker(QWidget):
                                     f"({method.learning_rate_source}).")
         else:
             self.rate_label.setStyleSheet("color: #8a5a00;")
-            self.rate_label.setText(f"⚠ The learning rate, {format_number(lr)}, is "
-                                    f"{note['message'].split(' is ', 1)[1].split(' (')[0]}.")
-            self.rate_label.setToolTip(note["message"][:1].upper() + note["message"][1:] + ". " + note["hint"])
+            self.rate_label.setText(f"⚠ {note['finding'][:1].upper()}{note['finding'][1:]}.")
             self.rate_button.setText(f"Use {format_number(method.learning_rate)}")
+        self.rate_label.setToolTip(f"{note['message'][:1].upper()}{note['message'][1:]}. {note['hint']}" if note
+                                   else "")
 
     def _use_usual_rate(self) -> None:
         method = METHODS.get(self.model.get("method"))
@@ -155,14 +153,26 @@ class MethodPicker(QWidget):
             self.model.set("learning_rate", method.learning_rate)
 
 
-def method_learning_rate(old: str, new: str, learning_rate: Any) -> dict[str, float]:
-    """``{"learning_rate": new method's usual}`` when the form holds the old method's usual one
-    (full fine-tuning at LoRA's 2e-4 moves every weight ten times as far as usual); a rate the
-    user chose stays."""
-    if old in METHODS and new in METHODS and learning_rate == METHODS[old].learning_rate \
-            and METHODS[new].learning_rate != learning_rate:
-        return {"learning_rate": METHODS[new].learning_rate}
-    return {}
+def switch_changes(values: dict[str, Any], new: str, env: Any, keep: Any = ()) -> dict[str, Any]:
+    """What picking method ``new`` changes in a form holding ``values`` (the Method combo, and each
+    method of a queued grid): the new method's usual learning rate where the form holds the old
+    method's (full fine-tuning at LoRA's 2e-4 moves every weight ten times as far as usual; a rate
+    the user chose stays), and a precision the new method allows where it rules the form's out.
+    Keys in ``keep`` (a grid's own) are left alone."""
+    changes: dict[str, Any] = {}
+    old, lr = METHODS.get(values["method"]), values["learning_rate"]
+    if "learning_rate" not in keep and old is not None and new in METHODS and lr == old.learning_rate \
+            and METHODS[new].learning_rate != lr:
+        changes["learning_rate"] = METHODS[new].learning_rate
+    li, mp = values["load_in"], values["mixed_precision"]
+    if "load_in" not in keep and "mixed_precision" not in keep and invalid_reason(new, li, mp, env) is not None:
+        # No precision works on this machine (QLoRA on a CPU): take one the method itself
+        # allows, so the banner names the machine's problem ("nf4 needs a CUDA GPU")
+        # rather than asking for a cell that is crossed out, and the estimate can plan it.
+        better = first_valid(new, li, env) or first_valid(new, li, None)
+        if better:
+            changes.update(load_in=better[0], mixed_precision=better[1])
+    return changes
 
 
 def first_valid(method: str, load_in: str, env: Any) -> tuple[str, str] | None:
