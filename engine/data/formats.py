@@ -528,17 +528,24 @@ def _refuse_utf16(path: Path) -> None:
                         f"iconv -f {name} -t UTF-8 IN > OUT.")
 
 
-def _read_json(path: Path, ds: DatasetFile) -> None:
+def _read_text(path: Path, ds: DatasetFile) -> str:
+    """A whole-file format's text (JSON array, CSV), its BOM noted in ``ds``; a byte that isn't
+    UTF-8 is refused with its line and column."""
     raw = path.read_bytes()
     if raw.startswith(BOM):
         ds.bom = True
         raw = raw[3:]
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise DataError(f"not UTF-8 text: byte 0x{raw[e.start]:02x}", path=str(path), line=line,
-                        column=e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1) from None
+                        column=e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1,
+                        hint="Save the file as UTF-8 (with or without BOM).") from None
+
+
+def _read_json(path: Path, ds: DatasetFile) -> None:
+    text = _read_text(path, ds)
     ds.newline = "\r\n" if "\r\n" in text[: 1 << 16] else "\n"
     pos = _WS.match(text, 0).end()
     if pos == len(text):
@@ -764,16 +771,7 @@ class _LineTap:
 
 
 def _read_csv(path: Path, ds: DatasetFile) -> None:
-    raw = path.read_bytes()
-    if raw.startswith(BOM):
-        ds.bom = True
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"not UTF-8 text: byte 0x{raw[e.start]:02x}", path=str(path), line=line,
-                        hint="Save the file as UTF-8 (with or without BOM).") from None
+    text = _read_text(path, ds)
     first_line = text.split("\n", 1)[0]
     ds.newline = "\r\n" if first_line.endswith("\r") else "\n"
     delimiter = "\t" if path.suffix.lower() == ".tsv" or first_line.count("\t") > first_line.count(",") else ","

@@ -397,6 +397,19 @@ def test_a_utf16_file_is_named_as_such(tmp_path, name, encoding, label):
     assert f"iconv -f {label} -t UTF-8" in e.value.hint
 
 
+@pytest.mark.parametrize("name,text", [("l.json", '[{"instruction": "a",\n  "output": "caf\xe9"}]'),
+                                       ("l.csv", "instruction,output\na,caf\xe9\n")])
+def test_a_latin1_byte_in_a_whole_file_format_is_named_with_its_line_and_column(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError) as e:
+        load_dataset_file(path)
+    column = text.split("\n")[1].index("\xe9") + 1
+    assert (e.value.line, e.value.column) == (2, column)
+    assert str(e.value).startswith(f"{path}:2:{column}: not UTF-8 text: byte 0xe9")
+    assert "Save the file as UTF-8" in e.value.hint
+
+
 def test_a_compact_json_array_keeps_its_separators_when_a_record_is_replaced_or_moved(tmp_path):
     """The editor replaces an edited record with a new object and moves records: the file's own
     ',' between elements stays (it became ', ' around the edited one)."""
