@@ -21,7 +21,7 @@ $(STAMP):
 	@touch $@
 
 run: $(STAMP)
-	$(VENV)/bin/finetune-studio
+	$(VENV)/bin/finetune-studio --demo
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \

@@ -17,6 +17,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from engine import __version__
 from engine.adapters import COMBINATION_HELP, COMBINATIONS, DEFAULT_COMBINATION
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="finetune-studio",
         description="Fine-tune an LLM on one GPU, and build its instruction dataset. "
-        "With no command, opens the app on the embedded demo.",
+        "With no command, opens the app (on the embedded demo the first time).",
         allow_abbrev=False,
     )
     p.add_argument("--version", action="version", version=f"finetune-studio {__version__}")
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "demo loaded and save it as a PNG, then exit")
     p.add_argument("--tab", choices=["dataset", "train", "adapters", "runs"], default="dataset",
                    help="with --screenshot: which area to show")
+    p.add_argument("--open", metavar="FILE", help="open the app on this dataset file")
+    p.add_argument("--demo", action="store_true", help="open the app on the demo dataset (without it, the "
+                   "app opens the dataset file that was open when it last closed)")
     p.add_argument("--self-check", action="store_true", help="check that the installed app works "
                    "(imports, GPU, window, 3 training steps) and exit non-zero on any failure")
     p.add_argument("--json", action="store_true", help="with --self-check: print the report as JSON")
@@ -510,6 +514,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
         gui_args = []
         if args.screenshot:
             gui_args += ["--screenshot", args.screenshot, "--tab", args.tab]
+        if args.open:
+            if not Path(args.open).is_file():
+                parser.error(f"--open {args.open}: no such file")
+            gui_args += ["--open", str(Path(args.open).resolve())]
+        if args.demo:
+            gui_args.append("--demo")
         return _run_gui(gui_args)
     key = args.command
     for sub_attr in ("data_command", "adapters_command", "runs_command", "queue_command"):

@@ -21,6 +21,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--screenshot", metavar="OUT.png")
     p.add_argument("--tab", choices=AREAS, default="dataset")
     p.add_argument("--size", default="1360x860", help="window size for --screenshot, WxH")
+    p.add_argument("--open", metavar="FILE", type=Path, help="open this dataset file in the Dataset area")
+    p.add_argument("--demo", action="store_true",
+                   help="open the demo dataset, not the file that was open when the app last closed")
     return p.parse_args(argv)
 
 
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from gui.main_window import MainWindow
 
     app = make_app()
-    win = MainWindow(load_demo=True)
+    win = MainWindow(load_demo=True, reopen_last=not args.demo, open_path=args.open)
     win.show()
     win.after_show()
     return app.exec()

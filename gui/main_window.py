@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 import traceback
+from pathlib import Path
 
-from PySide6.QtCore import QSettings, QSize, Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QLabel,
@@ -24,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import __version__
-from engine.paths import settings_path
+from gui.settings import last_file, studio_settings
 
 # key -> (label, "module:Class", tooltip)
 AREAS = {
@@ -38,17 +39,12 @@ AREAS = {
 }
 
 
-def settings() -> QSettings:
-    path = settings_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return QSettings(str(path), QSettings.Format.IniFormat)
-
-
 class MainWindow(QMainWindow):
     """The application window."""
 
     # ---- Public API
-    def __init__(self, *, load_demo: bool = True, restore_geometry: bool = True):
+    def __init__(self, *, load_demo: bool = True, restore_geometry: bool = True, reopen_last: bool = False,
+                 open_path: Path | None = None):
         super().__init__()
         self.setObjectName("MainWindow")
         self._base_title = "Finetune Studio"
@@ -95,14 +91,14 @@ class MainWindow(QMainWindow):
             QShortcut(QKeySequence(f"Ctrl+{i + 1}"), self, activated=lambda k=key: self.show_area(k))
         self.statusBar().showMessage("Ready")
 
-        s = settings()
+        s = studio_settings()
         if restore_geometry and s.value("main/geometry"):
             self.restoreGeometry(s.value("main/geometry"))
         else:
             self.resize(1360, 860)
         self.show_area(s.value("main/area", "dataset") if restore_geometry else "dataset")
-        if load_demo:
-            self.load_demo()
+        if load_demo or open_path is not None:
+            self.load_demo(reopen_last=reopen_last, path=open_path)
 
     def show_area(self, key: str) -> None:
         keys = list(AREAS)
@@ -113,13 +109,21 @@ class MainWindow(QMainWindow):
     def current_area(self) -> str:
         return list(AREAS)[max(self.nav.currentRow(), 0)]
 
-    def load_demo(self) -> None:
-        """Open the embedded demo dataset in the editor (the demo model is the Train default)."""
+    def load_demo(self, *, reopen_last: bool = False, path: Path | None = None) -> None:
+        """Open the embedded demo dataset in the editor (the demo model is the Train default); or
+        ``path``; or with ``reopen_last`` the file the editor had open when the app last closed, if
+        it is still there: an annotator starts where they stopped. When that file doesn't open,
+        the demo does, under the editor's message saying why."""
         from engine.paths import demo_dataset_path
 
         editor = self.areas.get("dataset")
-        if hasattr(editor, "open_file") and demo_dataset_path().exists():
-            editor.open_file(demo_dataset_path())
+        if not hasattr(editor, "open_file"):
+            return
+        path = path or (last_file() if reopen_last else None) or demo_dataset_path()
+        if path.exists() or path != demo_dataset_path():
+            editor.open_file(path)
+        if editor.path() != path and path != demo_dataset_path() and demo_dataset_path().exists():
+            editor.open_file(demo_dataset_path(), keep_message=True)
 
     def after_show(self) -> None:
         """Things that may ask the user something: crash recovery, re-attaching to live runs."""
@@ -243,7 +247,7 @@ class MainWindow(QMainWindow):
                 if hasattr(area, "maybe_close") and not area.maybe_close():
                     event.ignore()
                     return
-            s = settings()
+            s = studio_settings()
             s.setValue("main/geometry", self.saveGeometry())
             s.setValue("main/area", self.current_area())
         for area in self.areas.values():

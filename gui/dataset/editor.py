@@ -55,6 +55,7 @@ from PySide6.QtWidgets import (
 from engine.data import load_dataset_file, save_dataset_file
 from engine.data.records import CONVERSATION_KEY, DatasetFile, Record, RecordFormat
 from engine.errors import StudioError
+from engine.paths import data_home, demo_dataset_path, resources_dir
 from gui.dataset import recovery
 from gui.dataset.commands import (
     InsertRecordsCommand,
@@ -79,6 +80,7 @@ from gui.dataset.search import (
 )
 from gui.dataset.split_dialog import SplitDialog
 from gui.dataset.table_model import RecordTableModel, fixed_record, with_data
+from gui.settings import RECENT_FILES_KEY, forget, recent_files, remember_file
 
 RELINT_MS = 1500  # after the last edit, small files are checked again
 FILTER_MS = 250  # typing pause before the filter applies
@@ -249,6 +251,15 @@ class FindBar(QFrame):
         return TextQuery(self.find.text(), self.regex.isChecked(), self.case.isChecked(), field)
 
 
+def _short_dir(folder: Path) -> str:
+    """A folder as a menu shows it: ``~`` for the home folder."""
+    try:
+        inside = folder.relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(folder)
+    return "~" if inside == "." else f"~/{inside}"
+
+
 class DatasetEditor(QWidget):
     """The Dataset area of the main window."""
 
@@ -326,10 +337,12 @@ class DatasetEditor(QWidget):
         self._update_title()
         self._update_actions()
 
-    def open_file(self, path) -> None:
+    def open_file(self, path, *, keep_message: bool = False) -> None:
         """Open a dataset file (unsaved edits to the current one are dropped: call
-        :meth:`maybe_close` first when they matter)."""
+        :meth:`maybe_close` first when they matter). ``keep_message``: the banner's message stays
+        (why another file didn't open)."""
         path = Path(path)
+        shown = (self.banner.kind, self.banner.label.text()) if keep_message and not self.banner.isHidden() else None
         self.form.flush(leaving=True)
         t0 = time.perf_counter()
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
@@ -342,7 +355,10 @@ class DatasetEditor(QWidget):
             QApplication.restoreOverrideCursor()
         self._set_dataset(ds, baseline=tuple(ds.records))
         took = time.perf_counter() - t0
+        if shown:
+            self.banner.show_message(*shown)
         self._show_load_problems(ds)
+        remember_file(path, recent=not self.is_shipped())
         self.sig_status.emit(f"Opened {path.name}: {ds.detected} ({took:.1f} s)")
         self.sig_file_opened.emit(str(path))
 
@@ -386,6 +402,8 @@ class DatasetEditor(QWidget):
         if self._ds is None:
             return False
         self.form.flush()
+        if self.is_shipped():
+            return self._save_shipped_copy()
         ds = self._ds
         if ds.container == RecordFormat.JSONL:
             # A broken record is written back as its raw text, one line per record: keep it one line.
@@ -433,8 +451,36 @@ class DatasetEditor(QWidget):
             self.autosaver.discard(old)
             self.watcher.removePaths(self.watcher.files() + self.watcher.directories())
         self._after_write(Path(written))
+        remember_file(Path(written))
         self.sig_saved.emit(str(written))
         return True
+
+    def is_shipped(self) -> bool:
+        """The open file ships with the app (the demo dataset): it is never written; Save writes a copy."""
+        path = self.path()
+        return path is not None and self.is_shipped_path(path)
+
+    def _save_shipped_copy(self) -> bool:
+        ds = self._ds
+        start = data_home() / "datasets" / Path(ds.path).name
+        start.parent.mkdir(parents=True, exist_ok=True)
+        filters = {"JSON lines (*.jsonl)": "jsonl", "JSON (*.json)": "json", "CSV (*.csv)": "csv",
+                   "Parquet (*.parquet)": "parquet"}
+        chosen_filter = next(f for f, c in filters.items() if c == ds.container)
+        path, chosen = QFileDialog.getSaveFileName(
+            self, f"{Path(ds.path).name} ships with the app: save your copy as", str(start),
+            ";;".join(filters), chosen_filter)
+        if not path:
+            return False
+        if self.is_shipped_path(Path(path)):
+            self.banner.show_message("error", "Not saved: pick a folder outside the app's resources, e.g. "
+                                     f"{start.parent}", topic="write")
+            return False
+        return self.save_as(path, container=filters.get(chosen) or ds.container)
+
+    @staticmethod
+    def is_shipped_path(path: Path) -> bool:
+        return path.resolve().is_relative_to(resources_dir().resolve())
 
     def maybe_close(self) -> bool:
         """Ask to save, discard or cancel when there are unsaved edits. True: go ahead and close."""
@@ -976,9 +1022,9 @@ class DatasetEditor(QWidget):
         self.act_open_hub = self._action("Open from the Hugging Face cache…", self._on_open_hub, [],
                                          "Copy a dataset you downloaded with huggingface_hub or datasets into a "
                                          "local file and open it (nothing is downloaded)", toolbar=False)
-        menu = QMenu(self)
-        menu.addAction("Open a file…", self._on_open)
-        menu.addAction(self.act_open_hub)
+        self.open_menu = menu = QMenu(self)
+        menu.aboutToShow.connect(self._fill_open_menu)
+        self._fill_open_menu()
         self.act_open.setMenu(menu)
         button = self.toolbar.widgetForAction(self.act_open)
         if isinstance(button, QToolButton):
@@ -1231,6 +1277,40 @@ class DatasetEditor(QWidget):
                                               "Datasets (*.jsonl *.json *.ndjson *.csv *.tsv *.parquet);;All files (*)")
         if path:
             self.open_file(path)
+
+    def _fill_open_menu(self) -> None:
+        """Open ▾: a file, the Hugging Face cache, the demo, and the files opened lately (newest first)."""
+        menu = self.open_menu
+        menu.clear()
+        menu.addAction("Open a file…", self._on_open)
+        menu.addAction(self.act_open_hub)
+        demo = menu.addAction("Open the demo dataset", lambda: self.open_recent(demo_dataset_path()))
+        demo.setToolTip("The sample dataset that ships with the app (Save writes your own copy)")
+        recent = recent_files()
+        if recent:
+            menu.addSection("Recent files")
+            for i, path in enumerate(recent):
+                label = f"{path.name}  —  {_short_dir(path.parent)}"
+                act = menu.addAction(f"&{i + 1}  {label}" if i < 9 else label,
+                                     lambda p=path: self.open_recent(p))
+                act.setToolTip(str(path))
+                if path == self.path():
+                    act.setEnabled(False)
+            menu.addSeparator()
+            menu.addAction("Clear the list", lambda: forget(RECENT_FILES_KEY))
+        menu.setToolTipsVisible(True)
+
+    def open_recent(self, path: Path) -> None:
+        """Open a file from Open ▾ (asking about unsaved edits first); a file that was moved or
+        deleted is said so and taken off the list."""
+        if not self.maybe_close():
+            return
+        if not path.is_file():
+            forget(RECENT_FILES_KEY, str(path))
+            self.banner.show_message("error", f"Can't open {path.name}: it is no longer at {path.parent} "
+                                     "(moved or deleted); it is off the recent list now.")
+            return
+        self.open_file(path)
 
     def _on_open_hub(self) -> None:
         from PySide6.QtWidgets import QInputDialog

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.paths import settings_path
+from gui.settings import recent_list, remember
 from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
 from gui.train.fields import tooltip_for
@@ -34,25 +34,14 @@ RECENT_KEY = "train/recent_models"
 MAX_RECENT = 8
 
 
-def studio_settings() -> QSettings:
-    path = settings_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return QSettings(str(path), QSettings.Format.IniFormat)
-
-
 def recent_models() -> list[str]:
-    value = studio_settings().value(RECENT_KEY, [])
-    if isinstance(value, str):
-        value = [value]
-    return [v for v in (value or []) if v and v != "demo"]
+    return [v for v in recent_list(RECENT_KEY) if v != "demo"]
 
 
 def remember_model(model: str) -> None:
     """Put ``model`` first in the recent list (the demo is always offered anyway)."""
-    if not model or model == "demo":
-        return
-    models = [model] + [m for m in recent_models() if m != model]
-    studio_settings().setValue(RECENT_KEY, models[:MAX_RECENT])
+    if model and model != "demo":
+        remember(RECENT_KEY, model, MAX_RECENT)
 
 
 def scan_hf_cache() -> list[str]:

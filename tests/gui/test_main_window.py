@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 from gui import preflight
-from gui.main_window import AREAS, MainWindow, settings
+from gui.main_window import AREAS, MainWindow
+from gui.settings import studio_settings as settings
 
 
 def test_all_areas_load_and_navigate(qtbot):
