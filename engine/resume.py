@@ -1,8 +1,9 @@
 """Whether resuming a run folder would train anything, and the words that say why (or why not).
 
-The engine resumes any folder that has a checkpoint, but resuming a run that already reached
-its last step trains nothing: it writes ``final/`` from the checkpoint again and warns
-"nothing left to train" (``engine/train.py``). So Resume is offered only where it continues
+Resuming a run that already reached its last step trains nothing: with its ``final/`` written,
+the engine says "nothing left to train" and leaves the run as it is (``engine/train.py`` judges
+it by :func:`resume_verdict` too); without ``final/`` (killed after its last checkpoint) it
+writes ``final/`` from that checkpoint. So Resume is offered only where it continues
 something, and a disabled Resume says why and what would make it possible.
 
 The Runs and Train areas offer Resume by it; ``finetune-studio runs show`` prints it.

@@ -93,6 +93,19 @@ class _NothingLeftToTrain(Exception):
     """The checkpoint a run resumes from is already at the run's last step."""
 
 
+class _RunComplete(Exception):
+    """A resume of a run that has nothing left to train and has its final/ written.
+
+    Nothing of the run is touched: its final/ may be an earlier checkpoint's (``runs promote``),
+    which writing final/ again from the last checkpoint would silently undo, and its record
+    (summary.json's legs, final_from, metrics.jsonl) describes the run as it ended.
+    """
+
+    def __init__(self, message: str, *, status: str, step: int | None, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.status, self.step, self.hint = message, status, step, hint
+
+
 # ---------------------------------------------------------------- Commands from the client
 @dataclass
 class Commands:
@@ -338,7 +351,9 @@ def _rank0_decides(is_main: bool, check: Callable[[], Any]) -> None:
         try:
             check()
         except ConfigError as e:
-            refusal = (e.message, e.key, e.hint)
+            refusal = ("config", e.message, e.hint, {"key": e.key})
+        except _RunComplete as e:
+            refusal = ("complete", e.message, e.hint, {"status": e.status, "step": e.step})
     from accelerate import PartialState
 
     if PartialState().num_processes > 1:
@@ -346,8 +361,10 @@ def _rank0_decides(is_main: bool, check: Callable[[], Any]) -> None:
 
         refusal = broadcast_object_list([refusal], from_process=0)[0]
     if refusal is not None:
-        message, key, hint = refusal
-        raise ConfigError(message, key=key, hint=hint)
+        kind, message, hint, extra = refusal
+        if kind == "complete":
+            raise _RunComplete(message, hint=hint, **extra)
+        raise ConfigError(message, hint=hint, **extra)
 
 
 def _refuse_a_used_folder(output_dir: Path) -> None:
@@ -364,6 +381,41 @@ def _refuse_a_used_folder(output_dir: Path) -> None:
                           "would mix its checkpoints, curve and result with that one's", key="output_dir",
                           hint="Continue that run with --resume (the Runs area's Resume), give another output_dir, "
                           "or leave output_dir empty for a new folder under the runs folder.")
+
+
+def _stop_if_complete(output_dir: Path, cfg: RunConfig) -> None:
+    """A resume of a run whose plan is done and whose final/ is written changes nothing.
+
+    Judged as ``runs show``'s "resume" line is (:func:`engine.resume.resume_verdict`), with this
+    resume's plan: a larger ``max_steps``/``num_epochs`` still continues the run, and a run
+    interrupted after its last checkpoint but before final/ still gets final/ written from it.
+
+    Raises:
+        _RunComplete: with the message to show; nothing was written.
+    """
+    from engine.promote import final_step
+    from engine.resume import resume_point, resume_verdict
+
+    point = resume_point(output_dir)
+    if not point.has_final:
+        return
+    verdict = resume_verdict(point, max_steps=cfg.max_steps, num_epochs=cfg.num_epochs)
+    if verdict.ok or not (verdict.finished or point.status == "completed"):
+        return
+    done = point.reached_step if point.reached_step is not None else point.checkpoint_step
+    plan = f" of {point.max_steps}" if point.max_steps > 0 else ""
+    held = final_step(output_dir)
+    came = read_summary(output_dir).get("final_from")
+    what = f" (step {held}{f', from {came}' if came else ''})" if held is not None else ""
+    ignored = list(config_diff(read_run_config(output_dir), cfg.to_dict()))
+    raise _RunComplete(
+        f"the run {output_dir.name} is complete{f' at step {done}{plan}' if done else ''}: nothing left to train; "
+        f"final/{what}, the checkpoints and the run's record are left as they were"
+        + (f"; the values given with this resume ({', '.join(ignored)}) trained nothing and are not the run's"
+           if ignored else ""),
+        status=point.status, step=done or None,
+        hint=f"To train further, resume with a larger plan: --max_steps N with N above {done}." if done else
+        "To train further, resume with a larger plan (max_steps or num_epochs).")
 
 
 def _refuse_changed_structure(output_dir: Path, cfg: RunConfig) -> None:
@@ -438,7 +490,10 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     def check_folder() -> None:
         if not resume:
             _refuse_a_used_folder(output_dir)
-        elif ckpt is not None:
+            return
+        if output_dir.is_dir():
+            _stop_if_complete(output_dir, cfg)
+        if ckpt is not None:
             _refuse_changed_structure(output_dir, cfg)
 
     _rank0_decides(is_main, check_folder)
@@ -1434,6 +1489,10 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
         if on_trained is not None:
             on_trained(result.pop("_model"))
         result.pop("_model", None)
+    except _RunComplete as e:
+        # Said as a warning, not an error: the run is fine, and nothing of it was written.
+        writer.emit(ev.WARNING, kind="resume", message=e.message, hint=e.hint, step=e.step)
+        result = {"status": e.status, "output_dir": str(cfg.output_dir), "step": e.step, "unchanged": True}
     except ConfigErrors as e:
         writer.emit(ev.ERROR, **e.to_dict(), errors=[x.to_dict() for x in e.errors])
         result = {"status": "failed", "error": e.to_dict()}
@@ -1818,6 +1877,8 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
     elif kind == ev.FINISHED:
         if data.get("output_dir") is None:  # failed before a run folder was made: the error says why
             print(f"{data.get('status')}: nothing was trained", file=out)
+        elif data.get("unchanged"):  # a resume of a complete run: the warning said why
+            print(f"{data.get('status')}: {data.get('output_dir')} (unchanged: nothing was left to train)", file=out)
         elif data.get("probe"):
             from engine.probe import format_probe
 

@@ -543,16 +543,49 @@ def test_resuming_a_completed_run_trains_no_step_past_max_steps(tiny_model_dir, 
     first, _, trained_a = train(cfg)
     assert first["status"] == "completed" and (tmp_path / "run" / "checkpoint-2").exists()
     result, rec, trained_b = train(cfg, resume=True)
-    assert result["status"] == "completed" and result["step"] == 2
-    assert rec.of("step") == []
-    assert any("already" in e["message"] for e in rec.of("warning"))
+    assert result["status"] == "completed" and result["step"] == 2 and result["unchanged"]
+    assert rec.of("step") == [] and trained_b == []
+    assert any("nothing left to train" in e["message"] for e in rec.of("warning"))
     assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r] == [1, 2]
     assert not (tmp_path / "run" / "checkpoint-3").exists()
+    # Killed after its last checkpoint, before final/ was written: the resume writes final/ from it.
+    shutil.rmtree(tmp_path / "run" / "final")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({**summary, "status": "running", "pid": 2**22 + 1}))
+    result, rec, trained_b = train(cfg, resume=True)
+    assert result["status"] == "completed" and result["step"] == 2 and not result.get("unchanged")
+    assert rec.of("step") == [] and (tmp_path / "run" / "final").is_dir()
+    assert any("already at step 2 of 2" in e["message"] for e in rec.of("warning"))
     ids = probe_ids(tiny_model_dir)
     torch.testing.assert_close(logits(trained_b[0], ids), logits(trained_a[0], ids))
     # Raising max_steps still continues the run.
     more, rec, _ = train(cfg.replace(max_steps=3), resume=True)
     assert more["status"] == "completed" and [e["step"] for e in rec.of("step")] == [3]
+
+
+def test_resuming_a_complete_run_leaves_its_promoted_final_and_its_record_as_they_were(tiny_model_dir, small_dataset,
+                                                                                      tmp_path, capsys):
+    """`train R/run.yaml --resume` of a completed run rewrote final/ from its last checkpoint, undoing
+    `runs promote`, bumped summary.json's legs and dropped its final_from."""
+    from engine.cli import main
+    from engine.promote import promote
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=6, save_steps=2)
+    assert train(cfg)[0]["status"] == "completed"
+    promote(out, 4)
+    before = _folder_state(out)
+    summary = (out / "summary.json").read_text()
+    assert main(["train", str(out / "run.yaml"), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert f"the run {out.name} is complete at step 6 of 6: nothing left to train; final/ (step 4, from " \
+        "checkpoint-4), the checkpoints and the run's record are left as they were" in captured.err
+    assert "--max_steps N with N above 6" in captured.err
+    assert f"completed: {out} (unchanged: nothing was left to train)" in captured.out
+    assert _folder_state(out) == before and (out / "summary.json").read_text() == summary
+    # A larger plan still continues it.
+    more, rec, _ = train(cfg.replace(max_steps=7), resume=True)
+    assert more["status"] == "completed" and [e["step"] for e in rec.of("step")] == [7]
 
 
 def test_a_completed_run_extended_with_more_steps_follows_the_new_schedule(tiny_model_dir, small_dataset,
