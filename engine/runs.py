@@ -12,7 +12,7 @@ A run folder holds::
     checkpoint-N/     Trainer checkpoints (model/adapter, optimizer, scheduler, RNG, data position)
     final/            the final PEFT adapter, or a safetensors model for full/freeze
     README.md         the model card
-    worker.pid        the live worker's process id (removed when it exits)
+    worker.pid        the live worker's process id (written when its setup begins, removed when it exits)
     record_losses.json  each record's answer loss under the trained weights (``runs audit``)
 
 ``finetune-studio runs list|show|compare`` read these files (:func:`cli_list`, :func:`cli_show`,
@@ -592,6 +592,31 @@ def holds_weights(folder: Path) -> bool:
     """A run's ``final/`` or ``checkpoint-N/`` with weights in it: a model (``config.json``) or
     an adapter (``adapter_config.json``)."""
     return (Path(folder) / "config.json").exists() or (Path(folder) / "adapter_config.json").exists()
+
+
+RECORD_FILES = ("summary.json", "events.jsonl", "metrics.jsonl", "dataset.json", SAMPLES_FILE, "README.md")
+"""What a run writes about itself beside its weights; a new run that takes over the folder of a
+run that trained nothing starts these afresh."""
+
+
+def trained_nothing(folder: Path) -> bool:
+    """The run in ``folder`` kept nothing of training: no checkpoint, no logged step, no final/.
+
+    A run that failed before its first step (a dataset with no usable record, a model that
+    doesn't load) leaves such a folder: a new run may start there, as nothing can be lost.
+    """
+    folder = Path(folder)
+    return not checkpoints(folder) and not (folder / "final").exists() and not read_metrics(folder)
+
+
+def live_worker(folder: Path) -> int | None:
+    """The process id in ``folder``'s worker.pid when it is alive and not this process: another
+    run is starting or training there (its worker writes the file when its setup begins)."""
+    try:
+        pid = int((Path(folder) / "worker.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() and pid_alive(pid) else None
 
 
 def is_run_folder(path: Path) -> bool:

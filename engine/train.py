@@ -38,6 +38,7 @@ from engine.events import EventWriter
 from engine.files import atomic_write_text, write_nowhere
 from engine.keepawake import keep_awake
 from engine.runs import (
+    RECORD_FILES,
     checkpoint_step,
     checkpoints,
     clamp_config_changes,
@@ -47,12 +48,14 @@ from engine.runs import (
     final_loss_mean,
     first_start,
     last_checkpoint,
+    live_worker,
     new_run_dir,
     read_metrics,
     read_run_config,
     read_summary,
     record_config_change,
     rewind_metrics,
+    trained_nothing,
     training_time_so_far,
     with_history,
     write_summary,
@@ -369,8 +372,22 @@ def _rank0_decides(is_main: bool, check: Callable[[], Any]) -> None:
 
 def _refuse_a_used_folder(output_dir: Path) -> None:
     """A new run never starts in a folder that holds another: its final/, checkpoints and curve
-    would mix with the new run's (a best checkpoint from the old run, steps 1..32 then 1, 2)."""
+    would mix with the new run's (a best checkpoint from the old run, steps 1..32 then 1, 2).
+
+    A folder whose run trained nothing (it failed before its first step) is taken over, its
+    record files removed: nothing can be lost there, and its run.yaml blocked the very rerun
+    its error asked for. A folder where another run is still starting is not.
+    """
     if not output_dir.is_dir():
+        return
+    pid = live_worker(output_dir)
+    if pid is not None:
+        raise ConfigError(f"output_dir '{output_dir}' is in use: a run is starting or training there (process "
+                          f"{pid})", key="output_dir", hint="Wait for it to end (finetune-studio runs show "
+                          f"{output_dir}), or give another output_dir.")
+    if trained_nothing(output_dir):
+        for name in RECORD_FILES:
+            (output_dir / name).unlink(missing_ok=True)
         return
     held = [name for name in ("run.yaml", "metrics.jsonl", "final") if (output_dir / name).exists()]
     n = len(checkpoints(output_dir))
@@ -432,7 +449,20 @@ def _refuse_changed_structure(output_dir: Path, cfg: RunConfig) -> None:
                           "a new run with the new ones (no --resume, no output_dir).")
 
 
-def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main: bool = True) -> Prepared:
+@dataclass
+class SetupProgress:
+    """How far :func:`setup` got with the run folder, so that a setup that fails after making it
+    is recorded there (run_training writes its summary) instead of leaving an unlisted folder."""
+
+    output_dir: Path | None = None
+    """The run folder, made (or taken over) and holding this process's worker.pid."""
+    new_run: RunConfig | None = None
+    """The config of the new run whose run.yaml setup wrote (None for a resume from a checkpoint,
+    whose record a failed resume leaves as it was)."""
+
+
+def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main: bool = True,
+          progress: SetupProgress | None = None) -> Prepared:
     """Check, load data and model, apply the method. Fails before loading anything heavy.
 
     Args:
@@ -441,6 +471,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         resume: the run continues from its newest checkpoint; metric rows logged after that
             checkpoint (lost progress after a kill) are dropped so the curve continues cleanly.
         is_main: this is rank 0 (or the only process); only it writes files.
+        progress: filled in as the run folder is made and its run.yaml written.
 
     Raises:
         ConfigErrors: the config can't run on this machine (checked before any loading).
@@ -498,6 +529,11 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
 
     _rank0_decides(is_main, check_folder)
     output_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress if progress is not None else SetupProgress()
+    progress.output_dir = output_dir
+    if is_main:
+        # Marks the folder as in use while the data and model load (another run's check reads it).
+        (output_dir / "worker.pid").write_text(str(os.getpid()))
     if resume and ckpt is None:
         writer.emit(ev.WARNING, kind="resume", message=f"no checkpoint in {output_dir}; starting from "
                     "the beginning")
@@ -507,8 +543,11 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     # A resume's values are the run's once it trains a step with them (_commit_resume): one that
     # fails to load, or has nothing left to train, leaves run.yaml and the run's record as they were.
     before = read_run_config(output_dir) if is_main and ckpt is not None else None
-    if is_main and ckpt is None:
-        cfg.save(output_dir / "run.yaml")
+    if ckpt is None:
+        if is_main:
+            cfg.save(output_dir / "run.yaml")
+        if not resume or trained_nothing(output_dir):  # a resume that starts over keeps the earlier record
+            progress.new_run = cfg
 
     records, data_info = load_training_records(cfg)
     if is_main and ckpt is not None:
@@ -1438,8 +1477,9 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
     started = time.time()
     prep = None
     awake = None
+    progress = SetupProgress()
     try:
-        prep = setup(cfg, writer, resume=resume, is_main=is_main)
+        prep = setup(cfg, writer, resume=resume, is_main=is_main, progress=progress)
         prep.probe = probe_of is not None
         cfg = prep.cfg
         commands.output_dir = prep.output_dir
@@ -1525,8 +1565,15 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
         result["output_dir"] = str(prep.output_dir)
         if is_main:
             result = write_summary(prep.output_dir, **result)
+    elif progress.new_run is not None:
+        # Failed in setup after writing run.yaml (no usable record, a model that doesn't load):
+        # recorded, so the run history lists it with its error and a rerun may take the folder over.
+        result["output_dir"] = str(progress.output_dir)
+        if is_main:
+            result = write_summary(progress.output_dir, **result, config=progress.new_run.to_dict(),
+                                   first_started=started, legs=1)
     if is_main:
-        _drop_pid_file(prep.output_dir if prep is not None else cfg.output_dir)
+        _drop_pid_file(prep.output_dir if prep is not None else progress.output_dir or cfg.output_dir)
     writer.emit(ev.FINISHED, **{k: v for k, v in result.items() if k != "config"})
     if writer.mirror:
         writer.mirror.close()

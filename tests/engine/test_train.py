@@ -1152,6 +1152,47 @@ def test_a_new_run_is_refused_in_a_folder_that_holds_a_run(tiny_model_dir, small
     assert train(cfg.replace(output_dir=str(tmp_path / "fresh"), max_steps=1))[0]["status"] == "completed"
 
 
+def test_a_run_that_fails_before_its_first_step_is_recorded_and_its_folder_can_be_reused(
+        tiny_model_dir, small_dataset, tmp_path, capsys):
+    """A run whose dataset had no usable record left run.yaml alone in its folder: no summary, so the
+    history never listed it (runs/<time>-lora/ orphans), and a rerun there was refused as 'already
+    holds a run' while runs show said 'status unknown'."""
+    import os
+
+    from engine.cli import main
+    from engine.runs import list_runs, run_details
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"foo": "a", "bar": "b"}\n' * 3)
+    out = tmp_path / "od1"
+    failed, _, _ = train(make_cfg(tiny_model_dir, bad, out, max_steps=2))
+    assert failed["status"] == "failed" and failed["output_dir"] == str(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "can't tell the record format" in summary["error"]["message"]
+    assert summary["config"]["dataset"] == str(bad) and not (out / "worker.pid").exists()
+    details = run_details(out)
+    assert details["status"] == "failed" and "nothing to resume from" in details["resume"]["reason"]
+    # Without output_dir the folder made under the runs folder is listed, with its error.
+    assert train(make_cfg(tiny_model_dir, bad, "", max_steps=2))[0]["status"] == "failed"
+    (listed,) = list_runs()
+    assert listed.status == "failed" and listed.method == "lora"
+    # The rerun with a good dataset takes the folder over: nothing was trained there to lose.
+    run_yaml = tmp_path / "good.yaml"
+    make_cfg(tiny_model_dir, small_dataset, out, max_steps=2).save(run_yaml)
+    assert main(["train", str(run_yaml)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and "error" not in summary and summary["step"] == 2
+    # A folder that trained something is still refused, and so is one where a run is starting.
+    assert main(["train", str(run_yaml)]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    (starting / "run.yaml").write_text((out / "run.yaml").read_text())
+    (starting / "worker.pid").write_text(str(os.getppid()))
+    assert main(["train", str(run_yaml), "--output_dir", str(starting)]) == 1
+    assert f"output_dir '{starting}' is in use: a run is starting or training there" in capsys.readouterr().err
+
+
 def test_a_resume_that_changes_what_the_checkpoints_hold_is_refused_before_anything_is_written(
         tiny_model_dir, small_dataset, tmp_path):
     cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=2, save_steps=1, lora_r=8)
