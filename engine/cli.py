@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a run config (in this process; Ctrl-C stops with a checkpoint)",
                        epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)
-    t.add_argument("config", metavar="RUN.yaml")
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    t.add_argument("config", metavar="RUN.yaml", help="a run config; with --resume also a run's folder or name")
+    t.add_argument("--resume", action="store_true", help="continue a run from its last checkpoint: give its "
+                   "run.yaml, its folder or its name")
     t.add_argument("--events", action="store_true", help="print JSON-line events instead of a progress log")
     t.add_argument("--probe", action="store_true", help="train only a few steps, save nothing, and report the "
                    "time per step, the full run's duration and the peak GPU memory beside the estimate")

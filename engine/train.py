@@ -2007,11 +2007,49 @@ def _refuse_another_runs_folder(config: Path, cfg: RunConfig) -> None:
                           f"train {Path(cfg.output_dir) / 'run.yaml'} --resume.")
 
 
+def _config_to_resume(ref: str) -> Path:
+    """The run config ``train REF --resume`` reads: REF itself when it is a file, else the run.yaml
+    of the run REF names (its folder, its folder's name or its run_name, as ``runs show`` takes)."""
+    from engine.runs import find_run
+
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    run = find_run(ref)
+    if run is None:
+        if path.is_dir():
+            raise ConfigError(f"'{ref}' is a folder but not a run folder (no run.yaml or summary.json): --resume "
+                              "continues a run", hint="Give the run's run.yaml, its folder or its name "
+                              "(finetune-studio runs list shows them).")
+        return path  # RunConfig.load says it doesn't exist
+    if not (run / "run.yaml").is_file():
+        raise ConfigError(f"run {run} has no run.yaml to continue from", hint="Start it again from the config "
+                          "it was trained with.")
+    return run / "run.yaml"
+
+
+def _refuse_a_resume_of_no_run(config: Path, cfg: RunConfig) -> None:
+    """``train PRESET.yaml --resume``: the config names no run folder (output_dir empty), so the
+    resume would silently start a new run in a new folder."""
+    if cfg.output_dir:
+        return
+    raise ConfigError(f"--resume continues a run, but {config} is not a run's run.yaml and names no output_dir: "
+                      "there is no run to continue", key="output_dir",
+                      hint="Give the run's run.yaml, its folder or its name (finetune-studio train NAME --resume; "
+                      "finetune-studio runs list shows them), or drop --resume to start a new run.")
+
+
 def cli_train(args: Any) -> int:
-    """``finetune-studio train RUN.yaml [--resume] [--events] [--KEY VALUE ...]``."""
-    cfg = RunConfig.load(args.config, args.overrides)
-    if args.resume and "output_dir" not in args.overrides:
-        _refuse_another_runs_folder(Path(args.config), cfg)
+    """``finetune-studio train RUN.yaml|RUN [--resume] [--events] [--KEY VALUE ...]``; with
+    ``--resume`` RUN may be a run's folder or name."""
+    if args.resume and getattr(args, "probe", False):
+        raise ConfigError("--probe trains a few steps of a new run; it can't --resume", key="probe")
+    config = _config_to_resume(args.config) if args.resume else Path(args.config)
+    cfg = RunConfig.load(config, args.overrides)
+    if args.resume:
+        _refuse_a_resume_of_no_run(config, cfg)
+        if "output_dir" not in args.overrides:
+            _refuse_another_runs_folder(config, cfg)
     from engine.adapters import quiet_loading
 
     quiet_loading()  # the run prints its own progress: no "Loading weights" bar in a line-based log
@@ -2022,8 +2060,6 @@ def cli_train(args: Any) -> int:
     if getattr(args, "probe", False):
         from engine.probe import WARMUP_STEPS, probe_config
 
-        if args.resume:
-            raise ConfigError("--probe trains a few steps of a new run; it can't --resume", key="probe")
         if args.probe_steps < WARMUP_STEPS + 2:
             raise ConfigError(f"--probe-steps {args.probe_steps}: a probe needs at least {WARMUP_STEPS + 2} steps "
                               f"({WARMUP_STEPS} warm-up steps are not timed)", key="probe_steps",

@@ -1273,6 +1273,34 @@ def test_resuming_a_copied_run_folder_is_refused_with_the_fix(tiny_model_dir, sm
     assert RunConfig.load(copy / "run.yaml").output_dir == str(copy) and (out / "summary.json").read_text() == before
 
 
+def test_resume_continues_a_run_named_by_run_yaml_folder_or_name_and_refuses_a_preset(
+        tiny_model_dir, small_dataset, tmp_path, copy_preset, capsys):
+    """`train PRESET.yaml --resume` started a new run ('no checkpoint in <new folder>; starting from the
+    beginning'); `train NAME --resume` said 'no such run config file', `train FOLDER --resume` 'Is a
+    directory'."""
+    from engine.cli import main
+    from engine.paths import runs_dir
+
+    assert main(["train", str(copy_preset("demo.yaml")), "--resume", "--max_steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume continues a run, but" in err and "names no output_dir" in err
+    assert "its folder or its name" in err and not runs_dir().exists()
+
+    config = tmp_path / "named.yaml"
+    make_cfg(tiny_model_dir, small_dataset, "", max_steps=1, save_steps=1, run_name="named").save(config)
+    assert main(["train", str(config)]) == 0
+    (folder,) = runs_dir().iterdir()
+    assert main(["train", "named", "--resume", "--max_steps", "2"]) == 0
+    assert json.loads((folder / "summary.json").read_text())["step"] == 2
+    assert main(["train", str(folder), "--resume", "--max_steps", "3"]) == 0
+    assert main(["train", folder.name, "--resume", "--max_steps", "4"]) == 0
+    assert json.loads((folder / "summary.json").read_text())["step"] == 4
+    assert [p.name for p in runs_dir().iterdir()] == [folder.name]  # no new run was started
+    capsys.readouterr()
+    assert main(["train", str(tmp_path), "--resume"]) == 2
+    assert "is a folder but not a run folder" in capsys.readouterr().err
+
+
 def test_a_full_runs_checkpoint_is_a_whole_model_the_other_commands_take(tiny_model_dir, small_dataset, tmp_path,
                                                                           capsys):
     """A full run's checkpoint held no tokenizer: the hint 'use its newest checkpoint' failed in generate,
