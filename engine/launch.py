@@ -116,6 +116,31 @@ exec "${{ACCELERATE:-accelerate}}" launch --config_file "$HERE/{config_yaml}" -m
 """
 
 
+def check_launch(cfg: RunConfig, *, zero: int = 2, num_processes: int = 2) -> None:
+    """Refuse a launch that can't run, before anything is written (a refused export made an empty
+    run folder for a config without output_dir).
+
+    Raises:
+        ConfigError: fewer than one process, ZeRO-3 with a quantized base, or a CPU-only config;
+            its ``fix`` is run-config changes that pass this check and the config's own validation.
+    """
+    if num_processes < 1:
+        raise ConfigError(f"--num-processes must be at least 1, got {num_processes}", key="num_processes",
+                          hint="Give the number of GPUs on this machine, e.g. --num-processes 2.")
+    if zero == 3 and cfg.is_quantized:
+        # qlora is nf4 by definition: a 16-bit base means plain LoRA.
+        fix = {"method": "lora", "load_in": "bf16"} if cfg.method == "qlora" else {"load_in": "bf16"}
+        raise ConfigError(f"ZeRO-3 shards every parameter across GPUs, which bitsandbytes {cfg.load_in} weights "
+                          f"don't support here (method {cfg.method}, load_in {cfg.load_in})", key="load_in", fix=fix,
+                          hint=f"Use --zero 2 (optimizer and gradient sharding), which works with load_in "
+                          f"{cfg.load_in}; or keep ZeRO-3 with a 16-bit base: "
+                          + " ".join(f"--{k} {v}" for k, v in fix.items()) + ".")
+    if cfg.device == "cpu":
+        raise ConfigError("DeepSpeed needs GPUs, but this run config says device: cpu. For several CPU "
+                          "processes use `accelerate launch --multi_gpu --num_processes N -m engine.train RUN.yaml`.",
+                          key="device", fix={"device": "auto"})
+
+
 def export_launch(cfg: RunConfig, out_dir: Path, *, zero: int = 2, offload: bool = False,
                   num_processes: int = 2) -> dict[str, Path]:
     """Write the DeepSpeed JSON, the accelerate config, the run config and ``launch.sh``.
@@ -131,18 +156,10 @@ def export_launch(cfg: RunConfig, out_dir: Path, *, zero: int = 2, offload: bool
         ``{"deepspeed", "accelerate", "run", "script"}`` -> the written files.
 
     Raises:
-        ConfigError: ZeRO-3 with a quantized base, fewer than one process, or a CPU-only config.
+        ConfigError: ZeRO-3 with a quantized base, fewer than one process, or a CPU-only config
+            (see :func:`check_launch`).
     """
-    if num_processes < 1:
-        raise ConfigError(f"--num-processes must be at least 1, got {num_processes}", key="num_processes")
-    if zero == 3 and cfg.is_quantized:
-        raise ConfigError(f"ZeRO-3 shards every parameter across GPUs, which bitsandbytes {cfg.load_in} weights "
-                          "don't support here; use --zero 2 (optimizer and gradient sharding) for "
-                          f"load_in {cfg.load_in}.", key="load_in", fix={"load_in": "bf16"})
-    if cfg.device == "cpu":
-        raise ConfigError("DeepSpeed needs GPUs, but this run config says device: cpu. For several CPU "
-                          "processes use `accelerate launch --multi_gpu --num_processes N -m engine.train RUN.yaml`.",
-                          key="device", fix={"device": "auto"})
+    check_launch(cfg, zero=zero, num_processes=num_processes)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     ds_path = out_dir / f"ds_zero{zero}{'_offload' if offload else ''}.json"
@@ -157,6 +174,7 @@ def export_launch(cfg: RunConfig, out_dir: Path, *, zero: int = 2, offload: bool
 def cli_export_launch(args: Any) -> int:
     """``finetune-studio export-launch RUN.yaml [--out DIR] [--zero 2|3] [--offload] [--num-processes N]``."""
     cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
+    check_launch(cfg, zero=args.zero, num_processes=args.num_processes)  # before a run folder is made
     if args.out:
         out = Path(args.out)
     else:

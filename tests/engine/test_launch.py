@@ -85,6 +85,33 @@ def test_export_launch_defaults_to_the_run_folder_and_refuses_impossible_setups(
     assert "--multi_gpu" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("preset,options,said", [
+    ("demo.yaml", ["--num-processes", "0"], "--num-processes must be at least 1"),
+    ("demo.yaml", ["--device", "cpu"], "DeepSpeed needs GPUs"),
+    ("qlora.yaml", ["--zero", "3"], "ZeRO-3 shards every parameter"),
+])
+def test_a_refused_export_launch_makes_no_run_folder(preset, options, said, studio_home, capsys):
+    """Each refusal left an empty run folder behind: the folder was made before the checks."""
+    assert main(["export-launch", str(REPO / "resources" / "presets" / preset), *options]) == 2
+    assert said in capsys.readouterr().err
+    assert not (studio_home / "runs").exists() or not any((studio_home / "runs").iterdir())
+
+
+def test_the_fix_of_a_refused_zero3_launch_passes(tmp_path):
+    """export-launch qlora.yaml --zero 3 suggested load_in bf16, which qlora refuses (it is nf4)."""
+    from engine.errors import ConfigError
+    from engine.launch import check_launch
+
+    for preset, overrides in (("qlora.yaml", {}), ("demo.yaml", {"load_in": "int8", "device": "auto"})):
+        cfg = RunConfig.load(REPO / "resources" / "presets" / preset, overrides)
+        with pytest.raises(ConfigError) as e:
+            check_launch(cfg, zero=3)
+        assert e.value.fix and "--zero 2" in e.value.hint
+        check_launch(RunConfig.from_dict({**cfg.to_dict(), **e.value.fix}), zero=3)  # validates, and passes
+        check_launch(cfg, zero=2)
+    assert e.value.fix == {"load_in": "bf16"}
+
+
 def test_export_launch_without_an_output_dir_makes_the_run_folder_it_writes_into(tmp_path, studio_home, monkeypatch):
     # It wrote beside the config (resources/presets/launch/ for a shipped preset), not <output_dir>/launch.
     cfg_dir = tmp_path / "presets"
