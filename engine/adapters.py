@@ -454,7 +454,8 @@ def remove_adapter(path: str | Path) -> bool:
 def list_adapters() -> list[AdapterCard]:
     """Every adapter in the library, newest first.
 
-    Run adapters come from ``runs_dir()/*/final``; library ones from ``adapters_dir()/*``;
+    Run adapters come from ``runs_dir()/*/final`` and the run folders outside it (``runs.outside_run_folders``);
+    library ones from ``adapters_dir()/*``;
     added ones from ``adapter_library.json``. A folder listed twice appears once. An added
     folder that vanished or became unreadable still appears, with ``problem`` set, so the
     user can see and remove it.
@@ -482,6 +483,11 @@ def list_adapters() -> list[AdapterCard]:
             cand = sub / "final" if source == "run" else sub
             if (cand / "adapter_config.json").exists():
                 take(cand, source)
+    from engine.runs import outside_run_folders
+
+    for run in outside_run_folders():  # runs given an output_dir of their own
+        if (run / "final" / "adapter_config.json").exists():
+            take(run / "final", "run")
     for folder in added_folders():
         take(folder, "added")
     cards.sort(key=lambda c: c.timestamp or 0.0, reverse=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 from engine.errors import ModelError, StudioError
 from engine.files import atomic_write_text
-from engine.paths import runs_dir
+from engine.paths import data_home, runs_dir
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -512,13 +512,55 @@ def run_info(path: Path) -> RunInfo:
                    first_started=first_start(path))
 
 
-def list_runs(root: Path | None = None) -> list[RunInfo]:
-    """Every run folder under ``root`` (default: the runs directory), newest first."""
-    root = Path(root or runs_dir())
-    if not root.is_dir():
+def run_folders_file() -> Path:
+    """The index of run folders outside the runs directory (a run given its own ``output_dir``)."""
+    return data_home() / "run_folders.json"
+
+
+def remember_run_folder(folder: Path) -> None:
+    """Add ``folder`` to the index of outside run folders, unless it is in the runs directory.
+
+    A run trained into an ``output_dir`` of its own was invisible to ``runs list``, ``runs show
+    NAME`` and the Runs area, which only looked in the runs directory. Called by rank 0 when a
+    run starts; the file is replaced atomically.
+    """
+    folder = Path(folder).resolve()
+    if folder.parent == runs_dir().resolve():
+        return
+    known = _indexed_folders()
+    if str(folder) in known:
+        return
+    path = run_folders_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"folders": [*known, str(folder)]}, indent=2, ensure_ascii=False) + "\n")
+
+
+def _indexed_folders() -> list[str]:
+    try:
+        data = json.loads(run_folders_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return []
-    runs = [run_info(p) for p in root.iterdir() if (p / "summary.json").exists()]
-    return sorted(runs, key=lambda r: r.started or 0, reverse=True)
+    folders = data.get("folders") if isinstance(data, dict) else None
+    return [f for f in folders if isinstance(f, str)] if isinstance(folders, list) else []
+
+
+def outside_run_folders() -> list[Path]:
+    """The indexed run folders outside the runs directory that still hold a run (a folder that
+    was deleted or moved since is skipped)."""
+    return [Path(f) for f in _indexed_folders() if is_run_folder(Path(f))]
+
+
+def list_runs(root: Path | None = None) -> list[RunInfo]:
+    """Every run folder under ``root``, newest first; by default the runs directory's and the
+    indexed ones outside it (:func:`remember_run_folder`)."""
+    folders: list[Path] = []
+    base = Path(root or runs_dir())
+    if base.is_dir():
+        folders = [p for p in base.iterdir() if (p / "summary.json").exists()]
+    if root is None:
+        inside = {p.resolve() for p in folders}
+        folders += [p for p in outside_run_folders() if (p / "summary.json").exists() and p.resolve() not in inside]
+    return sorted((run_info(p) for p in folders), key=lambda r: r.started or 0, reverse=True)
 
 
 def resolve_run(ref: str | Path) -> Path:
@@ -549,18 +591,32 @@ def find_run(ref: str | Path) -> Path | None:
 
     ``ref`` is a folder, a folder's name in the runs directory, or the ``run_name`` it was
     given (``20261129-033950-medical`` is found as ``medical``; of several runs of that name,
-    the newest).
+    the newest). A run trained into a folder of its own (indexed by :func:`remember_run_folder`)
+    is found by its folder's name or its ``run_name`` too.
     """
     for cand in (Path(str(ref)).expanduser(), runs_dir() / str(ref)):
         if is_run_folder(cand):
             return cand.resolve()
     ref = str(ref)
     root = runs_dir()
-    if not ref or any(sep in ref for sep in ("/", os.sep)) or not root.is_dir():
+    if not ref or any(sep in ref for sep in ("/", os.sep)):
         return None
     named = re.compile(r"^\d{8}-\d{6}-" + re.escape(ref) + r"(-\d+)?$")
-    found = sorted(p.name for p in root.iterdir() if named.match(p.name) and is_run_folder(p))
-    return (root / found[-1]).resolve() if found else None
+    found = [p for p in root.iterdir() if named.match(p.name) and is_run_folder(p)] if root.is_dir() else []
+    found += [p for p in outside_run_folders() if p.name == ref or read_run_config(p).get("run_name") == ref]
+    if not found:
+        return None
+    # The newest: by when it first started, else (never started) by its folder's timestamped name.
+    return max(found, key=lambda p: (first_start(p) or 0.0, p.name)).resolve()
+
+
+def run_ref(path: Path) -> str:
+    """How a command line names the run in ``path``: its folder's name when that finds it, else
+    the folder itself (a run outside the runs directory whose name another run shares)."""
+    import shlex
+
+    path = Path(path).resolve()
+    return path.name if find_run(path.name) == path else shlex.quote(str(path))
 
 
 def no_final_error(run: Path) -> ModelError:
@@ -865,7 +921,8 @@ def cli_show(args: Any) -> int:
         *([("rewound", f"went back to {d['rewound']['to']} from step {d['rewound'].get('from_step')}; later "
             f"checkpoints and final/ are in {d['rewound'].get('superseded') or '-'}/")] if d.get("rewound") else []),
         ("gguf", ", ".join(f"{g['name']} ({_size(g['bytes'])})" for g in d["gguf"]) or (
-            f"none (finetune-studio export-gguf {d['name']} writes one)" if d["final_dir"] else "none")),
+            f"none (finetune-studio export-gguf {run_ref(Path(d['path']))} writes one)" if d["final_dir"] else
+            "none")),
         ("final", (d["final_dir"] or "none") + (f" (step {d['final_step']}"
                                                  + (f", from {d['final_from']})" if d.get("final_from") else ")")
                                                  if d.get("final_step") is not None else "")),

@@ -54,6 +54,7 @@ from engine.runs import (
     read_run_config,
     read_summary,
     record_config_change,
+    remember_run_folder,
     rewind_metrics,
     trained_nothing,
     training_time_so_far,
@@ -534,6 +535,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     if is_main:
         # Marks the folder as in use while the data and model load (another run's check reads it).
         (output_dir / "worker.pid").write_text(str(os.getpid()))
+        remember_run_folder(output_dir)  # one outside the runs folder is listed and found by name too
     if resume and ckpt is None:
         writer.emit(ev.WARNING, kind="resume", message=f"no checkpoint in {output_dir}; starting from "
                     "the beginning")

@@ -1034,7 +1034,7 @@ def cli_check(args: Any) -> int:
 def _audit_findings(path: str, ref: str, ds: DatasetFile) -> Any:
     """``data check --audit RUN|latest``: the run audit's flagged records, found in ``ds``."""
     from engine.audit import audit_findings, latest_audit_for, read_audit
-    from engine.runs import resolve_run
+    from engine.runs import resolve_run, run_ref
 
     if ref == "latest":
         audit = latest_audit_for(path)
@@ -1046,10 +1046,10 @@ def _audit_findings(path: str, ref: str, ds: DatasetFile) -> Any:
         audit = read_audit(run)
         if audit is None:
             raise StudioError(f"run '{run.name}' has no audit yet",
-                              hint=f"finetune-studio runs audit {run.name}")
+                              hint=f"finetune-studio runs audit {run_ref(run)}")
         if Path(audit.dataset).resolve() != Path(path).resolve():
             raise StudioError(f"run '{run.name}' was audited on {audit.dataset}, not {path}",
-                              hint=f"finetune-studio data check {audit.dataset} --audit {run.name}")
+                              hint=f"finetune-studio data check {audit.dataset} --audit {run_ref(run)}")
     return audit_findings(audit, ds.records)
 
 

@@ -1174,7 +1174,7 @@ def test_a_run_that_fails_before_its_first_step_is_recorded_and_its_folder_can_b
     assert details["status"] == "failed" and "nothing to resume from" in details["resume"]["reason"]
     # Without output_dir the folder made under the runs folder is listed, with its error.
     assert train(make_cfg(tiny_model_dir, bad, "", max_steps=2))[0]["status"] == "failed"
-    (listed,) = list_runs()
+    (listed,) = [r for r in list_runs() if r.path != out]
     assert listed.status == "failed" and listed.method == "lora"
     # The rerun with a good dataset takes the folder over: nothing was trained there to lose.
     run_yaml = tmp_path / "good.yaml"
@@ -1299,6 +1299,40 @@ def test_resume_continues_a_run_named_by_run_yaml_folder_or_name_and_refuses_a_p
     capsys.readouterr()
     assert main(["train", str(tmp_path), "--resume"]) == 2
     assert "is a folder but not a run folder" in capsys.readouterr().err
+
+
+def test_a_run_with_its_own_output_dir_is_in_the_run_history_and_found_by_name(tiny_model_dir, small_dataset,
+                                                                                tmp_path, capsys):
+    """`train --run_name sigint1 --output_dir /tmp/x/sigint1`: runs list didn't show it, runs show sigint1
+    said no such run, and runs show FOLDER suggested `export-gguf sigint1`, which failed."""
+    from engine.adapters import list_adapters
+    from engine.cli import main
+    from engine.runs import find_run, list_runs
+
+    first = tmp_path / "x" / "sigint1"
+    assert train(make_cfg(tiny_model_dir, small_dataset, first, max_steps=1, run_name="sigint1"))[0]["status"] \
+        == "completed"
+    assert [r.path for r in list_runs()] == [first]
+    assert main(["runs", "list"]) == 0
+    assert "sigint1" in capsys.readouterr().out
+    assert main(["runs", "show", "sigint1"]) == 0
+    shown = capsys.readouterr().out
+    assert f"folder             {first}" in shown and "(finetune-studio export-gguf sigint1 writes one)" in shown
+    assert [a.path for a in list_adapters()] == [str(first / "final")]
+    # Another folder of that name, elsewhere: the name finds the newest; the older is named by its folder.
+    second = tmp_path / "y" / "sigint1"
+    assert train(make_cfg(tiny_model_dir, small_dataset, second, max_steps=1, run_name="sigint1"))[0]["status"] \
+        == "completed"
+    assert find_run("sigint1") == second and len(list_runs()) == 2
+    assert main(["runs", "show", str(first)]) == 0
+    assert f"(finetune-studio export-gguf {first} writes one)" in capsys.readouterr().out
+    # A resume doesn't index the folder twice; a folder deleted since is skipped.
+    train(make_cfg(tiny_model_dir, small_dataset, second, max_steps=2, run_name="sigint1"), resume=True)
+    shutil.rmtree(second)
+    assert [r.path for r in list_runs()] == [first] and find_run("sigint1") == first
+    from engine.runs import run_folders_file
+
+    assert json.loads(run_folders_file().read_text())["folders"] == [str(first), str(second)]
 
 
 def test_a_full_runs_checkpoint_is_a_whole_model_the_other_commands_take(tiny_model_dir, small_dataset, tmp_path,
