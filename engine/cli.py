@@ -465,6 +465,33 @@ def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[s
     return out
 
 
+OVERRIDE_COMMANDS = ("train", "estimate", "export-launch", "worker", "queue add")
+"""The commands that take any run-config key as ``--KEY VALUE``."""
+
+
+def _fix_text(parser: argparse.ArgumentParser, command: str) -> Callable[[str, object], str]:
+    """How an error's fix is written for ``command``: its own flag where it has one (``generate
+    --allow_pickle``), ``--KEY VALUE`` where it takes run-config keys (``train --allow_pickle
+    true``), else the run-config line to write (``allow_pickle: true``)."""
+    from engine.errors import option_text, value_text
+
+    sub = parser
+    for word in command.split():
+        sub = next((a.choices[word] for a in sub._actions
+                    if isinstance(a, argparse._SubParsersAction) and word in a.choices), sub)
+    flags = {opt: a for a in sub._actions for opt in a.option_strings}
+
+    def text(key: str, value: object) -> str:
+        action = flags.get(f"--{key}") or flags.get(f"--{key.replace('_', '-')}")
+        if action is not None and action.nargs == 0:  # a switch: store_true
+            return action.option_strings[0] if value else f"(without {action.option_strings[0]})"
+        if action is not None or command in OVERRIDE_COMMANDS:
+            return option_text(key, value)
+        return f"{key}: {value_text(value)} in the run config"
+
+    return text
+
+
 def _run_gui(argv: Sequence[str]) -> int:
     """Hand over to the GUI program; the engine never imports Qt itself."""
     cmd = [sys.executable, "-m", "gui", *argv]
@@ -502,8 +529,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     overrides = {}
-    if args.command in ("train", "estimate", "export-launch", "worker") or (
-            args.command == "queue" and args.queue_command == "add"):
+    if args.command in OVERRIDE_COMMANDS or (args.command == "queue" and args.queue_command == "add"):
         overrides = _split_overrides(parser, rest)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -529,7 +555,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(_handler(key)(args) or 0)
     except StudioError as e:
-        print(f"finetune-studio {key}: {e}", file=sys.stderr)
+        print(f"finetune-studio {key}: {e.text(_fix_text(parser, key))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         raise  # main() ends quietly

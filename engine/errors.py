@@ -6,6 +6,9 @@ the CLI prints both. Neither ever shows a bare traceback for these.
 
 from __future__ import annotations
 
+import json
+import shlex
+from collections.abc import Callable
 from typing import Any
 
 
@@ -30,12 +33,34 @@ class StudioError(Exception):
         return {"kind": self.kind, "message": self.message, "fix": self.fix, "hint": self.hint}
 
     def __str__(self) -> str:
+        return self.text()
+
+    def text(self, fix_text: Callable[[str, Any], str] | None = None) -> str:
+        """The message, its hint and its fix as a terminal shows them.
+
+        Args:
+            fix_text: how one ``(key, value)`` of the fix is written where it is read: the
+                option to type on a command line that takes run-config keys (the default,
+                :func:`option_text`), or that command's own flag.
+        """
         text = self.message
         if self.hint:
             text += f"\n  hint: {self.hint}"
         if self.fix:
-            text += "\n  fix: " + ", ".join(f"{k}={v!r}" for k, v in self.fix.items())
+            text += "\n  fix: " + " ".join((fix_text or option_text)(k, v) for k, v in self.fix.items())
         return text
+
+
+def value_text(value: Any) -> str:
+    """A run-config value as typed after its option: text bare, the rest as YAML reads it
+    (``true``, ``0.0``, ``["q_proj", "v_proj"]``), quoted for the shell where it needs it."""
+    return shlex.quote(value if isinstance(value, str) and value else json.dumps(value, ensure_ascii=False))
+
+
+def option_text(key: str, value: Any) -> str:
+    """One change of a fix as the run-config override to type: ``--load_in bf16`` (Python's
+    ``load_in='bf16'`` was no option of any command)."""
+    return f"--{key} {value_text(value)}"
 
 
 class ConfigError(StudioError):

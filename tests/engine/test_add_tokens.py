@@ -474,7 +474,7 @@ def test_the_terminal_shows_a_warnings_hint_and_fix(capsys):
                            "hint": "Add them as tokens", "fix": {"add_tokens": MARKERS}}, sys.stdout)
     out = capsys.readouterr().out.splitlines()
     assert out == ["warning: template llama3: split markers", "  hint: Add them as tokens",
-                   f"  fix: add_tokens={MARKERS!r}"]
+                   "  fix: --add_tokens '[\"<|start_header_id|>\", \"<|end_header_id|>\", \"<|eot_id|>\"]'"]
 
 
 def test_the_estimate_process_loads_a_tokenizer_once_for_the_formats_tried_on_one_model(

@@ -203,3 +203,36 @@ def test_the_command_tells_the_libraries_there_is_no_network(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**env, "HF_DATASETS_OFFLINE": "0"}).stdout
     assert "OFFLINE True 1 0" in out
+
+
+def test_a_fix_is_printed_as_the_option_to_type_for_each_command(tmp_path, capsys):
+    """`fix: load_in='bf16'` was Python's repr, no option of any command; the pickle refusal's fix must
+    be `--allow_pickle true` for train (a run-config key) but `--allow_pickle` for generate (a switch)."""
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.cli import _fix_text, main
+    from tests.conftest import save_tiny_llama
+
+    presets = Path(__file__).resolve().parents[2] / "resources" / "presets"
+    assert main(["export-launch", str(presets / "demo.yaml"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "\n  fix: --device auto" in err and "device='auto'" not in err
+    assert main(["export-launch", str(presets / "qlora.yaml"), "--zero", "3"]) == 2
+    assert "\n  fix: --method lora --load_in bf16" in capsys.readouterr().err
+
+    pickled = save_tiny_llama(tmp_path / "pickled")
+    weights = pickled / "model.safetensors"
+    torch.save(load_file(str(weights)), pickled / "pytorch_model.bin")
+    weights.unlink()
+    assert main(["train", str(presets / "demo.yaml"), "--model", str(pickled), "--max_steps", "1"]) == 1
+    assert "\n  fix: --allow_pickle true" in capsys.readouterr().err
+    assert main(["generate", "--base", str(pickled), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "\n  fix: --allow_pickle\n" in err + "\n" and "--allow_pickle true" not in err
+    # A command with neither the switch nor run-config options: the line to write in the run config.
+    assert _fix_text(build_parser(), "runs show")("allow_pickle", True) == "allow_pickle: true in the run config"
+    assert _fix_text(build_parser(), "train")("lora_target_modules", ["q_proj", "v_proj"]) == \
+        """--lora_target_modules '["q_proj", "v_proj"]'"""
