@@ -966,7 +966,9 @@ def _read_parquet(path: Path, ds: DatasetFile) -> None:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"not a readable Parquet file: {e}", path=str(path)) from None
-    ds.style = {"columns": table.column_names}
+    # The columns' Arrow types, so that a save writes each column as it was: int32 stays int32, a
+    # timestamp a timestamp, a column that is null in every row stays (a read drops nulls).
+    ds.style = {"columns": table.column_names, "arrow_schema": table.schema}
     # The source is the row as canonical JSON: enough to tell an edited record from an unedited one.
     ds.records = [Record(row, i + 1, source=_dumps(row))
                   for i, row in enumerate(_drop_nulls(table.to_pylist()))]
@@ -996,17 +998,44 @@ def _parquet_bytes(ds: DatasetFile) -> tuple[bytes, None, None]:
             if k not in seen:
                 seen.add(k)
                 columns.append(k)
-    columns = [c for c in columns if any(c in row for row in rows)]
-    arrays = {}
+    schema = (ds.style or {}).get("arrow_schema")
+    kept = set(schema.names) if schema is not None else set()
+    columns = [c for c in columns if c in kept or any(c in row for row in rows)]
+    fields = []
+    arrays = []
     for c in columns:
         values = [row.get(c) for row in rows]
-        try:
-            arrays[c] = pa.array(values)
-        except (pa.ArrowException, OverflowError) as e:
-            raise _parquet_column_error(ds, c, values, good, e) from None
+        was = schema.field(c) if c in kept else None
+        array = _typed_array(values, was.type) if was is not None else None
+        if array is None:  # a new column, or values its old type can't hold: Arrow infers one
+            try:
+                array = pa.array(values)
+            except (pa.ArrowException, OverflowError) as e:
+                raise _parquet_column_error(ds, c, values, good, e) from None
+        arrays.append(array)
+        fields.append(was if was is not None and was.type == array.type else pa.field(c, array.type))
+    # The file's own metadata, except pandas' (its index and dtypes describe the rows as they were).
+    meta = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"} if schema is not None else {}
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta or None))
     buf = io.BytesIO()
-    pq.write_table(pa.table(arrays) if arrays else pa.table({}), buf)
+    pq.write_table(table, buf)
     return buf.getvalue(), None, None
+
+
+def _typed_array(values: list, type_: Any) -> Any:
+    """``values`` as an Arrow array of ``type_`` (text the type reads, such as an ISO date typed into
+    a timestamp column, is cast), or None when they don't fit it."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, type=type_)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        pass
+    try:  # the text among the values (what the editor's JSON gives for a date) read as the type
+        return pa.array([pa.array([v]).cast(type_)[0].as_py() if isinstance(v, str) else v for v in values],
+                        type=type_)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
 
 
 def _parquet_column_error(ds: DatasetFile, column: str, values: list, records: list, error: Exception) -> DataError:

@@ -98,7 +98,7 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
         DataError: a bad ratio, broken records, fewer than two records, or an output that
             exists (without ``force``) or is not a folder.
     """
-    from engine.data.formats import check_output_path, export, load_dataset_file
+    from engine.data.formats import check_output_path, load_dataset_file, save_dataset_file
     from engine.data.records import DatasetFile
 
     src = Path(src)
@@ -129,11 +129,12 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
                for part in ("train", "eval")}
     written = {}
     for part, indices in (("train", train_idx), ("eval", eval_idx)):
+        # Each part in the file's own container, format and style: its column names (a file read
+        # through a mapping keeps prompt/response), CSV dialect, JSON indent, Parquet column types.
         subset = DatasetFile(path=src, format=ds.format, container=ds.container, newline=ds.newline,
-                             bom=ds.bom, mapping=dict(ds.mapping),
+                             bom=ds.bom, mapping=dict(ds.mapping), style=dict(ds.style),
                              records=[ds.records[i] for i in indices])
-        written[part] = {"path": str(export(subset, targets[part], ds.container, ds.format)),
-                         "records": len(indices)}
+        written[part] = {"path": str(save_dataset_file(subset, targets[part])), "records": len(indices)}
     return {"file": str(src), "detected": ds.detected, "content_hash": content_hash(ds.records), "records": n,
             "eval_ratio": ratio, "seed": seed, **written}
 

@@ -68,6 +68,7 @@ from gui.dataset.form import RecordForm
 from gui.dataset.lint_child import file_signature
 from gui.dataset.lint_panel import LintPanel
 from gui.dataset.lint_runner import LintRunner
+from gui.dataset.plain_text import plain_text
 from gui.dataset.preview import PreviewPane
 from gui.dataset.search import (
     TextQuery,
@@ -111,7 +112,7 @@ class CellDelegate(QStyledItemDelegate):
         editor.moveCursor(editor.textCursor().MoveOperation.End)
 
     def setModelData(self, editor, model, index) -> None:  # noqa: N802
-        model.setData(index, editor.toPlainText(), Qt.ItemDataRole.EditRole)
+        model.setData(index, plain_text(editor, index.data(Qt.ItemDataRole.EditRole)), Qt.ItemDataRole.EditRole)
 
     def updateEditorGeometry(self, editor, option, index) -> None:  # noqa: N802
         rect = QRect(option.rect)
@@ -502,7 +503,7 @@ class DatasetEditor(QWidget):
         The main window calls this once after it is shown. It offers the open file's recovery if
         there is one, else the newest; "Discard" deletes the one offered, "Later" keeps it.
         """
-        infos = recovery.list_recoveries()
+        infos = [i for i in recovery.list_recoveries() if not i.live_elsewhere()]
         if not infos:
             return False
         current = self.path().resolve() if self.path() else None
@@ -518,17 +519,35 @@ class DatasetEditor(QWidget):
     def restore_recovery(self, path) -> bool:
         """Load the edits of a recovery file (they stay unsaved until the user saves)."""
         try:
+            changed = recovery.source_changed(Path(path))
             ds, baseline = recovery.restore(Path(path))
         except StudioError as e:
             self.banner.show_message("error", f"Can't restore: {e}")
             return False
+        mine = recovery.recovery_path(ds.path)
+        if Path(path) != mine:
+            try:  # this window's now: its autosave replaces it and its save deletes it
+                os.replace(path, mine)
+                path = mine
+            except OSError:
+                pass
         self._set_dataset(ds, baseline=baseline)
         self.undo_stack.resetClean()  # unsaved from the start; Ctrl+S writes the file
         self.autosaver.touch()
         self._update_title()
-        self.banner.show_message("info", f"Restored unsaved edits to {Path(ds.path).name} from "
-                                 f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(path)))}."
-                                 " Save to keep them.")
+        name = Path(ds.path).name
+        when = time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(path)))
+        if not changed:
+            self.banner.show_message("info", f"Restored unsaved edits to {name} from {when}. Save to keep them.")
+            return True
+        # Another program wrote the file after these edits were autosaved: the restored records
+        # are the file as it was then, with the edits. Saving must not quietly undo that program.
+        self._known_signature = ("changed after the autosave",)  # so Save asks before replacing it
+        self.banner.show_message(
+            "warning", f"Restored unsaved edits to {name} from {when}, but {name} changed on disk after "
+            "that (another program wrote it, or it was moved): these records are the file as it was then, with "
+            "your edits. Save asks before replacing the file; Save as… keeps both.",
+            [("Save as…", self._on_save_as)], topic="disk")
         return True
 
     def select_record(self, index: int, column: int | None = None) -> bool:
@@ -1498,16 +1517,23 @@ class DatasetEditor(QWidget):
             return
         edits = " Reloading discards your unsaved edits." if self.is_dirty() else ""
         self.banner.show_message("warning", f"{path.name} changed on disk (another program wrote it).{edits}",
-                                 [("Reload", lambda: self.open_file(path)),
+                                 [("Reload", lambda: self._reload(path)),
                                   ("Keep mine", lambda: setattr(self, "_known_signature", now))], topic="disk")
         self.sig_file_changed_on_disk.emit(str(path))
+
+    def _reload(self, path: Path) -> None:
+        """Read the file again as another program wrote it; the unsaved edits, and their recovery
+        copy, are dropped (the banner said so)."""
+        self.autosaver.discard(path)
+        self.open_file(path)
 
     # ---- Autosave
     def _autosave_snapshot(self):
         if self._ds is None or self._ds.path is None or not self.is_dirty():
             return None
         self.form.flush()
-        return (Path(self._ds.path), self._ds.format, self._ds.container, list(self._ds.records), self._baseline)
+        return (Path(self._ds.path), self._ds.format, self._ds.container, list(self._ds.records), self._baseline,
+                dict(self._ds.mapping))
 
     def open_split_dialog(self) -> SplitDialog | None:
         """The Split… dialog for the file as saved; unsaved edits are saved first, if the user agrees."""
@@ -1609,7 +1635,7 @@ class DatasetEditor(QWidget):
         if self._user_widths is None:
             return  # no file yet
         hh = self.table.horizontalHeader()
-        keys = [col.key for col in self.model.columns()]
+        keys = [col.standard or col.key for col in self.model.columns()]  # a mapped prompt sized as instruction
         base = [self._user_widths.get(i, self.BASE_WIDTHS.get(k, 90)) for i, k in enumerate(keys)]
         text = [i for i, k in enumerate(keys) if k in self.TEXT_COLUMNS and i not in self._user_widths]
         spare = self.table.viewport().width() - sum(base)

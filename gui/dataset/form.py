@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from engine.data.records import CONVERSATION_KEY, MESSAGE_ROLES, Record, RecordFormat, turn_content
 from engine.errors import DataError
+from gui.dataset.plain_text import plain_text
 from gui.dataset.search import copy_data
 from gui.dataset.severity import COLORS, MARKS, by_severity, severity
 from gui.dataset.table_model import fixed_record, with_data
@@ -79,7 +80,7 @@ class FieldEdit(QPlainTextEdit):
 
     def set_text_quietly(self, text: str) -> None:
         """Replace the text without emitting an edit, keeping the cursor where it was if possible."""
-        if self.toPlainText() == text:
+        if plain_text(self, text) == text:
             return
         pos = self.textCursor().position()
         self.blockSignals(True)
@@ -155,7 +156,7 @@ class TurnEdit(QFrame):
         elif text is None:
             self.content.setPlaceholderText("(no content)" if is_turn and text_key in turn else "(not set)")
         else:  # content parts, a number...: shown as JSON, changed only in "Edit as JSON"
-            self.content.setPlainText(json.dumps(text, ensure_ascii=False, indent=1))
+            self.content.setPlainText(json.dumps(text, ensure_ascii=False, indent=1, default=str))
             self.content.setReadOnly(True)
             self.content.setToolTip("Not text: click Edit as JSON to change it. Kept as it is when other turns "
                                     "are edited.")
@@ -201,7 +202,7 @@ class TurnEdit(QFrame):
         if "role" in self._touched:
             out[self.tag_key] = self.role.currentText()
         if "content" in self._touched:
-            out[self.text_key] = self.content.toPlainText()
+            out[self.text_key] = plain_text(self.content, self.turn.get(self.text_key))
         return out
 
 
@@ -254,6 +255,10 @@ class RecordForm(QWidget):
 
         # Page 1: Alpaca fields.
         self.fields: dict[str, FieldEdit] = {}
+        self._captions: dict[str, QLabel] = {}
+        # The file's own key for each standard field (a file read through a mapping, e.g. prompt
+        # for instruction): the form shows and edits that key, never adds the standard one.
+        self._own: dict[str, str] = {}
         alpaca = QWidget()
         al = QVBoxLayout(alpaca)
         al.setContentsMargins(0, 0, 0, 0)
@@ -263,7 +268,8 @@ class RecordForm(QWidget):
             edit.setObjectName(f"field_{key}")
             edit.textChanged.connect(lambda k=key: self._on_field_changed(k))
             self.fields[key] = edit
-            al.addWidget(_caption(key))
+            self._captions[key] = _caption(key)
+            al.addWidget(self._captions[key])
             al.addWidget(edit)
         self.alpaca_extras = QWidget()
         self.alpaca_extras_layout = QVBoxLayout(self.alpaca_extras)
@@ -344,6 +350,8 @@ class RecordForm(QWidget):
         """Show ``record`` (at record index ``index``), or nothing when None."""
         if fmt is not None:
             self._fmt = fmt
+        if record is not None and record.schema is not None:
+            self._own = {std: own for own, std in record.schema.mapping.items()}
         same_kind = (record is not None and self._record is not None
                      and record.broken == self._record.broken)
         if record is not None and same_kind and (record is self._expected or record is self._record):
@@ -364,7 +372,7 @@ class RecordForm(QWidget):
             elif record.broken:
                 self._show_raw(record.raw or "", record.error)
             elif self._json_mode:
-                self._show_raw(json.dumps(record.peek(), ensure_ascii=False, indent=2), None)
+                self._show_raw(json.dumps(record.peek(), ensure_ascii=False, indent=2, default=str), None)
             elif self._fmt in CONVERSATION_KEY:
                 self._show_chat(record.peek())
             else:
@@ -496,11 +504,13 @@ class RecordForm(QWidget):
     def _show_alpaca(self, data: dict) -> None:
         self.pages.setCurrentIndex(1)
         for key, edit in self.fields.items():
-            value = data.get(key)
+            own = self._own.get(key, key)
+            value = data.get(own)
             edit.set_text_quietly(value if isinstance(value, str) else
-                                  "" if value is None else json.dumps(value, ensure_ascii=False))
-            edit.setPlaceholderText("(empty)" if key in data else "(not set)")
-        self._build_extras(data, set(k for k, _ in _ALPACA_FIELDS), self.alpaca_extras_layout)
+                                  "" if value is None else json.dumps(value, ensure_ascii=False, default=str))
+            edit.setPlaceholderText("(empty)" if own in data else "(not set)")
+            self._captions[key].setText(key if own == key else f"{key}  (the file's {own})")
+        self._build_extras(data, {self._own.get(k, k) for k, _ in _ALPACA_FIELDS}, self.alpaca_extras_layout)
 
     def _show_chat(self, data: dict) -> None:
         self.pages.setCurrentIndex(2)
@@ -570,7 +580,7 @@ class RecordForm(QWidget):
             layout.addWidget(_caption("other fields (JSON)"))
             self._extra_json = FieldEdit(2, 10)
             self._extra_json.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-            self._extra_json.setPlainText(json.dumps(other, ensure_ascii=False, indent=1))
+            self._extra_json.setPlainText(json.dumps(other, ensure_ascii=False, indent=1, default=str))
             self._extra_json.textChanged.connect(lambda: self._on_field_changed("other fields"))
             self._extra_json_error = QLabel()
             self._extra_json_error.setStyleSheet(_ERROR_STYLE)
@@ -586,7 +596,7 @@ class RecordForm(QWidget):
         if rec is None:
             return None
         if self.pages.currentIndex() == 3:
-            text = self.raw.toPlainText()
+            text = plain_text(self.raw)
             if rec.broken:
                 new = fixed_record(rec, text)
                 self._set_raw_error(new.error)
@@ -608,24 +618,25 @@ class RecordForm(QWidget):
         if self.pages.currentIndex() == 1:
             for key, edit in self.fields.items():
                 if key in dirty:
-                    data[key] = edit.toPlainText()
+                    own = self._own.get(key, key)
+                    data[own] = plain_text(edit, rec.peek().get(own))
         elif self.pages.currentIndex() == 2:
             if "turns" in dirty:
                 data[CONVERSATION_KEY[self._fmt]] = [t.value() for t in self.turns]
             if "system" in dirty:
-                data["system"] = self.chat_system.toPlainText()
+                data["system"] = plain_text(self.chat_system, rec.peek().get("system"))
         for k, edit in self._extra_edits.items():
             if k in dirty:
                 data[k] = edit.text()
         if self._extra_json is not None and "other fields" in dirty:
             try:
-                other = json.loads(self._extra_json.toPlainText() or "{}")
+                other = json.loads(plain_text(self._extra_json) or "{}")
                 if not isinstance(other, dict):
                     raise ValueError("expected a JSON object {...}")
             except ValueError as e:
                 self._extra_json_error.setText(f"other fields: not valid JSON — {e}")
                 self._extra_json_error.show()
-                return fixed_record(rec, _spliced(data, self._standard_keys(), self._extra_json.toPlainText())) \
+                return fixed_record(rec, _spliced(data, self._standard_keys(), plain_text(self._extra_json))) \
                     if leaving else None
             self._extra_json_error.hide()
             standard = self._standard_keys()
@@ -640,7 +651,7 @@ class RecordForm(QWidget):
         """The keys the form shows in their own boxes (not in "other fields (JSON)")."""
         if self._fmt in CONVERSATION_KEY:
             return set(self._extra_edits) | {CONVERSATION_KEY[self._fmt], "system"}
-        return set(self._extra_edits) | {k for k, _ in _ALPACA_FIELDS}
+        return set(self._extra_edits) | {self._own.get(k, k) for k, _ in _ALPACA_FIELDS}
 
     def _edit_for(self, path: tuple) -> QPlainTextEdit | None:
         if not path:
@@ -652,7 +663,7 @@ class RecordForm(QWidget):
             if key == "system":
                 return self.chat_system
             return None
-        return self.fields.get(key)
+        return self.fields.get(next((std for std, own in self._own.items() if own == key), key))
 
     # ---- Slots
     def _on_field_changed(self, key: str) -> None:
@@ -700,7 +711,8 @@ class RecordForm(QWidget):
 def _spliced(data: dict, standard: set[str], other_text: str) -> str:
     """A record's JSON text with the "other fields" box's text (which doesn't parse) put in place
     of its other fields: what a broken record keeps so that none of the typing is lost."""
-    head = json.dumps({k: v for k, v in data.items() if k in standard}, ensure_ascii=False, indent=2)
+    head = json.dumps({k: v for k, v in data.items() if k in standard}, ensure_ascii=False, indent=2,
+                      default=str)
     inner = other_text.strip()
     if inner.startswith("{") and inner.endswith("}"):
         inner = inner[1:-1].strip()

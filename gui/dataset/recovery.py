@@ -18,6 +18,9 @@ bring back a stale recovery file.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import decimal
 import hashlib
 import json
 import os
@@ -50,13 +53,22 @@ class RecoveryInfo:
     edited: int
     format: str
     container: str
+    pid: int | None = None
+
+    def live_elsewhere(self) -> bool:
+        """Another running window writes it: its edits are not a crash's to offer."""
+        from engine.runs import pid_alive
+
+        return self.pid is not None and self.pid != os.getpid() and pid_alive(self.pid)
 
 
-def recovery_path(source: str | Path) -> Path:
-    """The recovery file for a source file (one per absolute path)."""
+def recovery_path(source: str | Path, pid: int | None = None) -> Path:
+    """The recovery file of a source file written by this process (or process ``pid``): one per
+    absolute path and window, so that two windows on one file, or a window opened after a crash,
+    never write over each other's unsaved edits."""
     source = Path(source).resolve()
     digest = hashlib.sha1(str(source).encode("utf-8")).hexdigest()[:12]
-    return recovery_dir() / f"{source.stem}-{digest}{SUFFIX}"
+    return recovery_dir() / f"{source.stem}-{digest}-{os.getpid() if pid is None else pid}{SUFFIX}"
 
 
 _fingerprints: dict[tuple[str, int, int], str] = {}
@@ -80,7 +92,7 @@ def source_fingerprint(path: Path) -> dict | None:
 
 
 def write_recovery(source: Path, ds_format: str, container: str, records: list[Record],
-                   baseline: tuple[Record, ...]) -> Path:
+                   baseline: tuple[Record, ...], mapping: dict[str, str] | None = None) -> Path:
     """Write the recovery file for ``source`` from a snapshot of the records.
 
     Args:
@@ -89,6 +101,8 @@ def write_recovery(source: Path, ds_format: str, container: str, records: list[R
         container: Its container.
         records: The records now (a snapshot list; the records themselves are never mutated).
         baseline: The records as the file on disk holds them (as last opened or saved).
+        mapping: The file's own names for the standard fields (``{"prompt": "instruction"}``), which
+            a restore must read the file with again.
     """
     fp = source_fingerprint(source)
     full = fp is None or fp["size"] <= FULL_COPY_BYTES
@@ -104,12 +118,40 @@ def write_recovery(source: Path, ds_format: str, container: str, records: list[R
         else:
             edited += 1
             entry = _full(r)
-        lines.append(json.dumps(entry, ensure_ascii=False))
-    header = {"magic": MAGIC, "version": 1, "source": str(Path(source).resolve()), "format": ds_format,
-              "container": container, "saved_at": time.time(), "records": len(records), "edited": edited,
+        lines.append(json.dumps(entry, ensure_ascii=False, default=_encode))
+    header = {"magic": MAGIC, "version": 1, "pid": os.getpid(), "source": str(Path(source).resolve()),
+              "format": ds_format, "container": container, "mapping": dict(mapping or {}), "saved_at": time.time(),
+              "records": len(records), "edited": edited,
               "source_fingerprint": fp}
     text = json.dumps(header, ensure_ascii=False) + "\n" + "\n".join(lines) + "\n"
     return atomic_write_bytes(recovery_path(source), text.encode("utf-8"))
+
+
+_TAG = "$finetune-studio"
+
+
+def _encode(value):
+    """Values JSON lacks, which a Parquet file gives (dates, times, decimals, bytes), as tagged
+    objects that :func:`_decode` turns back into the same value: a recovered record is the record."""
+    for kind, cls, text in (("datetime", dt.datetime, dt.datetime.isoformat), ("date", dt.date, dt.date.isoformat),
+                            ("time", dt.time, dt.time.isoformat), ("decimal", decimal.Decimal, str)):
+        if isinstance(value, cls):
+            return {_TAG: kind, "v": text(value)}
+    if isinstance(value, dt.timedelta):
+        return {_TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, (bytes, bytearray)):
+        return {_TAG: "bytes", "v": base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"a {type(value).__name__} can't be kept in a recovery file")
+
+
+_DECODE = {"datetime": dt.datetime.fromisoformat, "date": dt.date.fromisoformat, "time": dt.time.fromisoformat,
+           "decimal": decimal.Decimal, "timedelta": lambda v: dt.timedelta(*v), "bytes": base64.b64decode}
+
+
+def _decode(obj: dict):
+    if len(obj) == 2 and obj.get(_TAG) in _DECODE and "v" in obj:
+        return _DECODE[obj[_TAG]](obj["v"])
+    return obj
 
 
 def _full(r: Record) -> dict:
@@ -127,12 +169,27 @@ def read_header(path: Path) -> RecoveryInfo | None:
         return None
     if not isinstance(head, dict) or head.get("magic") != MAGIC:
         return None
+    pid = head.get("pid")
     return RecoveryInfo(Path(path), Path(head["source"]), float(head["saved_at"]), int(head["records"]),
-                        int(head.get("edited", 0)), head["format"], head["container"])
+                        int(head.get("edited", 0)), head["format"], head["container"],
+                        pid if isinstance(pid, int) else None)
+
+
+def source_changed(path: Path) -> bool:
+    """The source file of recovery file ``path`` was written (or deleted) after the recovery was:
+    restoring its edits and saving would replace what another program wrote."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return False
+    then = head.get("source_fingerprint")
+    return then is not None and source_fingerprint(Path(head["source"])) != then
 
 
 def list_recoveries() -> list[RecoveryInfo]:
-    """Every recovery file in the recovery folder, newest first."""
+    """Every recovery file in the recovery folder, newest first (those of windows still open too:
+    see :meth:`RecoveryInfo.live_elsewhere`)."""
     folder = recovery_dir()
     if not folder.is_dir():
         return []
@@ -155,7 +212,7 @@ def restore(path: Path) -> tuple[DatasetFile, tuple[Record, ...]]:
     try:
         with open(path, encoding="utf-8") as fh:
             head = json.loads(fh.readline())
-            entries = [json.loads(line) for line in fh if line.strip()]
+            entries = [json.loads(line, object_hook=_decode) for line in fh if line.strip()]
     except (OSError, ValueError) as e:
         raise DataError(f"can't read the recovery file: {e}", path=str(path)) from None
     source = Path(head["source"])
@@ -167,12 +224,13 @@ def restore(path: Path) -> tuple[DatasetFile, tuple[Record, ...]]:
         fp_now = source_fingerprint(source)
         same_source = bool(fp_then) and fp_now == fp_then
         try:
-            ds = load_dataset_file(source, head["format"])
+            ds = load_dataset_file(source, head["format"], mapping=head.get("mapping"))
             baseline = tuple(ds.records)
         except DataError:
             ds = None
     if ds is None:
-        ds = DatasetFile(path=source, format=head["format"], container=head["container"])
+        ds = DatasetFile(path=source, format=head["format"], container=head["container"],
+                         mapping=dict(head.get("mapping") or {}))
     schema = ds.schema
     records: list[Record] = []
     for n, e in enumerate(entries):

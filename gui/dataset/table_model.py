@@ -67,6 +67,7 @@ class Column:
     key: str
     title: str
     editable: bool = False
+    standard: str = ""  # the standard field a mapped key stands for (``instruction`` for ``prompt``)
 
 
 def columns_for(ds: DatasetFile, sample: int = 200) -> list[Column]:
@@ -86,9 +87,13 @@ def columns_for(ds: DatasetFile, sample: int = 200) -> list[Column]:
                  Column("#turns", "turns")]
         skip = {CONVERSATION_KEY[fmt], "system"}
     else:
-        present = [k for k in _STANDARD_ALPACA if k in seen or k in ("instruction", "input", "output")]
-        cols += [Column(k, k, editable=True) for k in present]
-        skip = set(_STANDARD_ALPACA) | {"history"}
+        # A file read through a mapping shows its own key in the standard field's place (the
+        # prompt column as instruction), so an edit changes that key rather than adding another.
+        own = {std: src for src, std in ds.mapping.items()}
+        present = [k for k in _STANDARD_ALPACA if own.get(k, k) in seen or k in ("instruction", "input", "output")]
+        cols += [Column(own.get(k, k), k if own.get(k, k) == k else f"{k} ({own[k]})", editable=True, standard=k)
+                 for k in present]
+        skip = {own.get(k, k) for k in _STANDARD_ALPACA} | {"history"}
         if "history" in seen:
             cols.append(Column("history", "history"))
     for k in seen:
@@ -102,7 +107,7 @@ def cell_text(value: Any, limit: int = DISPLAY_CHARS) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False)
+        value = json.dumps(value, ensure_ascii=False, default=str)  # Parquet dates, bytes: as text
     # Slice before replacing so a 1 MB field costs the same as a short one.
     short = value[:limit + 1]
     short = short.replace("\r\n", "\n").replace("\n", " ⏎ ").replace("\t", " ")
@@ -172,7 +177,9 @@ class RecordTableModel(QAbstractTableModel):
         return list(self._columns)
 
     def column_of(self, key: str) -> int:
-        return next((i for i, c in enumerate(self._columns) if c.key == key), -1)
+        """The column of a data key, or of the standard field a mapped key stands for; -1 if none."""
+        return next((i for i, c in enumerate(self._columns) if c.key == key),
+                    next((i for i, c in enumerate(self._columns) if c.standard == key), -1))
 
     def record(self, row: int) -> Record:
         """The record shown at model row ``row``."""
@@ -310,7 +317,7 @@ class RecordTableModel(QAbstractTableModel):
             value = self._value(rec, column, col)
             if value is None or isinstance(value, str):
                 return value or ""
-            return json.dumps(value, ensure_ascii=False)
+            return json.dumps(value, ensure_ascii=False, default=str)
         if role == RecordRole:
             return rec
         if role == _TOOLTIP:

@@ -258,3 +258,34 @@ def test_one_damaged_summary_does_not_break_the_history(capsys, content):
     names = [r["name"] for r in json.loads(capsys.readouterr().out)]
     assert "20261128-100000-lora" in names
     assert main(["runs", "show", str(bad), "--json"]) == 0
+
+
+def test_pid_alive_never_signals_a_process_on_windows(monkeypatch):
+    """On Windows os.kill(pid, 0) is TerminateProcess: asking whether a run's worker lives would
+    kill it. The Windows path asks OpenProcess/GetExitCodeProcess instead (a stand-in kernel32 here)."""
+    import ctypes
+
+    from engine import runs
+
+    class Kernel32:
+        def __init__(self, handle, code, error=0):
+            self.handle, self.code, self.error = handle, code, error
+
+        def OpenProcess(self, access, inherit, pid):  # noqa: N802 - the Win32 names
+            return self.handle
+
+        def GetExitCodeProcess(self, handle, out):  # noqa: N802
+            ctypes.cast(out, ctypes.POINTER(ctypes.c_ulong)).contents.value = self.code
+            return 1
+
+        def CloseHandle(self, handle):  # noqa: N802
+            return 1
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(os, "kill", lambda *a: pytest.fail("os.kill on Windows terminates the process"))
+    cases = [(Kernel32(7, 259), True), (Kernel32(7, 0), False), (Kernel32(0, 0, error=87), False),
+             (Kernel32(0, 0, error=5), True)]
+    for kernel, alive in cases:
+        monkeypatch.setattr(ctypes, "WinDLL", lambda name, use_last_error=False, k=kernel: k, raising=False)
+        monkeypatch.setattr(ctypes, "get_last_error", lambda k=kernel: k.error, raising=False)
+        assert runs.pid_alive(1234) is alive

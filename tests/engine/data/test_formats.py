@@ -422,3 +422,25 @@ def test_a_compact_json_array_keeps_its_separators_when_a_record_is_replaced_or_
     save_dataset_file(ds)
     expected = [rows[0], {"instruction": "q1", "output": "changed"}, rows[3], rows[2]]
     assert path.read_text(encoding="utf-8") == json.dumps(expected, separators=(",", ":"))  # no newline added
+
+
+def test_a_parquet_save_keeps_each_columns_type_and_the_all_null_ones(tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({
+        "instruction": ["a", "b"], "input": pa.array([None, None], type=pa.string()), "output": ["x", "y"],
+        "n": pa.array([1, None], type=pa.int32()), "ts": [datetime.datetime(2024, 1, 1), None],
+        "tags": pa.array([["t"], None], type=pa.list_(pa.string()))}), path)
+    before = pq.read_schema(path)
+    ds = load_dataset_file(path)
+    assert "input" not in ds.records[0].peek()  # a null is an absent field in the editor
+    ds.records[1] = Record(dict(ds.records[1].peek(), output="y2", n="7", extra="new"), 2)
+    save_dataset_file(ds)
+    after = pq.read_table(path)
+    assert after.schema.remove(after.schema.get_field_index("extra")) == before.remove_metadata()
+    assert after.column("n").to_pylist() == [1, 7] and after.column("extra").to_pylist() == [None, "new"]
+    assert after.column("input").to_pylist() == [None, None]

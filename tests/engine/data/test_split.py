@@ -61,3 +61,24 @@ def test_split_edges():
     assert train_eval_split(1, 0.5, 1) == ([0], [])
     with pytest.raises(DataError, match="eval_split must be at least 0 and below 1"):
         train_eval_split(10, 1.0, 0)
+
+
+def test_split_writes_each_part_as_the_file_is_written(tmp_path):
+    """Renamed columns stay renamed, the CSV keeps its columns, Parquet its column types."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.data.split import split_file
+
+    csv_path = tmp_path / "aliased.csv"
+    csv_path.write_text("prompt,response,id\n" + "".join(f"q{i},a{i},{i}\n" for i in range(10)), encoding="utf-8")
+    out = split_file(csv_path, eval_ratio=0.3, out_dir=tmp_path / "csv")
+    for part in ("train", "eval"):
+        assert Path(out[part]["path"]).read_text(encoding="utf-8").startswith("prompt,response,id\n")
+    pq_path = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"instruction": [f"q{i}" for i in range(10)], "output": [f"a{i}" for i in range(10)],
+                             "input": pa.array([None] * 10, type=pa.string()),
+                             "n": pa.array(range(10), type=pa.int32())}), pq_path)
+    out = split_file(pq_path, eval_ratio=0.3, out_dir=tmp_path / "pq")
+    for part in ("train", "eval"):
+        assert pq.read_schema(out[part]["path"]).remove_metadata() == pq.read_schema(pq_path).remove_metadata()

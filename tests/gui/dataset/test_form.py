@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from PySide6.QtCore import Qt
+
 from engine.data import load_dataset_file
 
 
@@ -284,3 +286,80 @@ def test_json_that_does_not_parse_is_kept_as_text_when_the_record_is_left(make_e
     rec = ed.dataset().records[0]
     assert rec.broken and rec.raw == ('{\n  "instruction": "Add",\n  "input": "",\n  "output": "4",\n  "score": 3, '
                                       '"tags": ["a"],\n}')
+
+
+ODD = "Prix\u00a0: 10\u00a0€\r\nligne 2\u2028fin"  # no-break spaces, CRLF, a line separator
+
+
+def test_a_cell_editor_closed_untouched_changes_nothing(make_editor, tmp_path):
+    from PySide6.QtWidgets import QStyleOptionViewItem
+
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps({"instruction": "a", "output": ODD}) + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    cell = ed.proxy.index(0, ed.model.column_of("output"))
+    delegate = ed.table.itemDelegate()
+    box = delegate.createEditor(ed.table.viewport(), QStyleOptionViewItem(), cell)
+    delegate.setEditorData(box, cell)
+    delegate.setModelData(box, ed.proxy, cell)
+    assert not ed.is_dirty() and ed.dataset().records[0].peek()["output"] == ODD
+    box.insertPlainText("!")  # typed at the end
+    delegate.setModelData(box, ed.proxy, cell)
+    assert ed.dataset().records[0].peek()["output"] == ODD + "!"
+
+
+def test_typing_in_a_field_keeps_its_no_break_spaces_and_line_endings(make_editor, tmp_path):
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps({"instruction": ODD, "output": "x"}) + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    ed.select_record(0)
+    box = ed.form.field_edit("instruction")
+    box.moveCursor(box.textCursor().MoveOperation.End)
+    box.insertPlainText(" ok\nnext")
+    ed.form.flush()
+    # The typed line break takes the field's own CRLF.
+    assert ed.dataset().records[0].peek()["instruction"] == ODD + " ok\r\nnext"
+    ed.save()
+    assert load_dataset_file(path).records[0].peek()["instruction"] == ODD + " ok\r\nnext"
+
+
+def test_a_parquet_date_column_shows_as_text_and_saves_as_a_date(make_editor, tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "dated.parquet"
+    pq.write_table(pa.table({"instruction": ["a", "b"], "output": ["x", "y"],
+                             "ts": [datetime.datetime(2024, 1, 1), datetime.datetime(2024, 1, 2, 9, 30)]}), path)
+    ed = make_editor(path)
+    ed.select_record(0)
+    assert '"ts": "2024-01-01 00:00:00"' in ed.form._extra_json.toPlainText()
+    assert ed.proxy.index(0, ed.model.column_of("ts")).data() == '"2024-01-01 00:00:00"'
+    ed.form._extra_json.setPlainText('{"ts": "2024-03-04 05:06:07"}')  # edited as text
+    ed.form.flush()
+    ed.form.field_edit("output").setPlainText("x2")
+    ed.form.flush()
+    assert ed.save()
+    table = pq.read_table(path)
+    assert table.schema.field("ts").type == pa.timestamp("us")
+    assert table.column("ts").to_pylist() == [datetime.datetime(2024, 3, 4, 5, 6, 7), datetime.datetime(2024, 1, 2, 9, 30)]
+
+
+def test_a_file_with_its_own_field_names_is_edited_through_them(make_editor, tmp_path):
+    """prompt/response read as instruction/output: the form and the table edit prompt and response,
+    never add an instruction or output key beside them."""
+    path = tmp_path / "aliased.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) + "\n" for i in range(3)),
+                    encoding="utf-8")
+    ed = make_editor(path)
+    headers = [ed.model.headerData(c, Qt.Orientation.Horizontal) for c in range(ed.model.columnCount())]
+    assert "instruction (prompt)" in headers and "output (response)" in headers and "prompt" not in headers
+    ed.select_record(0)
+    assert ed.form.field_edit("instruction").toPlainText() == "q0"
+    assert ed.form._captions["output"].text() == "output  (the file's response)"
+    ed.form.field_edit("output").setPlainText("typed")
+    ed.form.flush()
+    ed.proxy.setData(ed.proxy.index(1, ed.model.column_of("instruction")), "cell", Qt.ItemDataRole.EditRole)
+    assert [r.peek() for r in ed.dataset().records[:2]] == [{"prompt": "q0", "response": "typed"},
+                                                             {"prompt": "cell", "response": "a1"}]

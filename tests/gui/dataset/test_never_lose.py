@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from PySide6.QtCore import Qt
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import QMessageBox
 from engine.data import load_dataset_file
 from engine.errors import DataError
 from gui.dataset import recovery
+from gui.dataset.table_model import with_data
 
 
 def records_data(ed) -> list[dict]:
@@ -221,3 +223,114 @@ def test_undoing_back_to_the_saved_file_drops_the_recovery_copy(make_editor, sma
     assert not ed.is_dirty() and not path.exists()
     ed.act_redo.trigger()  # dirty again: the next autosave writes it again
     assert ed.autosaver.save_now(wait=True) and path.exists()
+
+
+def test_a_parquet_file_with_dates_and_bytes_is_autosaved_and_restored_with_its_types(make_editor, tmp_path):
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "typed.parquet"
+    values = {"ts": datetime.datetime(2024, 1, 2, 3, 4, 5, 6), "day": datetime.date(2024, 1, 2),
+              "at": datetime.time(7, 8), "took": datetime.timedelta(days=1, seconds=2, microseconds=3),
+              "price": decimal.Decimal("1.25"), "blob": b"\x00\xff"}
+    pq.write_table(pa.table({"instruction": ["a"], "output": ["x"], **{k: [v] for k, v in values.items()}}), path)
+    ed = make_editor(path)
+    _edit_output(ed, 0, "edited")
+    ed.autosaver.save_now(wait=True)  # a datetime is not JSON: this write failed, and the edit was lost
+    ds, _baseline = recovery.restore(recovery.recovery_path(path))
+    assert ds.records[0].peek() == {"instruction": "a", "output": "edited", **values}
+
+
+def test_restoring_edits_to_a_file_changed_since_warns_and_save_asks(make_editor, small_dataset, tmp_path,
+                                                                      monkeypatch):
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 2, "mine")
+    ed.autosaver.save_now(wait=True)
+    saved = recovery.recovery_path(small_dataset)
+    ed.shutdown()  # the crash
+    theirs = small_dataset.read_text(encoding="utf-8").replace('"output": "', '"output": "theirs ', 1)
+    small_dataset.write_text(theirs + json.dumps({"instruction": "added", "output": "by them"}) + "\n",
+                             encoding="utf-8")
+    fresh = make_editor(small_dataset)
+    assert fresh.restore_recovery(saved)
+    assert fresh.dataset().records[2].peek()["output"] == "mine"
+    text = fresh.banner.label.text()
+    assert "changed on disk after that" in text and "Save as…" in [b.text() for b in fresh.banner.buttons]
+    asked = []
+    monkeypatch.setattr(fresh, "_ask_overwrite_changed", lambda p: asked.append(p) or QMessageBox.StandardButton.Cancel)
+    assert not fresh.save() and asked == [small_dataset]
+    assert "by them" in small_dataset.read_text(encoding="utf-8")
+
+
+def test_reloading_a_file_changed_on_disk_drops_the_recovery_copy(make_editor, small_dataset, qtbot):
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "mine")
+    ed.autosaver.save_now(wait=True)
+    assert recovery.recovery_path(small_dataset).exists()
+    with qtbot.waitSignal(ed.sig_file_changed_on_disk, timeout=5000):
+        with open(small_dataset, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"instruction": "theirs", "input": "", "output": "ok"}) + "\n")
+    ed.banner.buttons[0].click()  # Reload: "discards your unsaved edits"
+    assert ed.dataset().records[-1].peek()["instruction"] == "theirs" and not ed.is_dirty()
+    assert not recovery.recovery_path(small_dataset).exists()  # else the next start offers them back
+
+
+def test_a_file_with_its_own_column_names_is_restored_read_through_them(make_editor, tmp_path):
+    path = tmp_path / "aliased.csv"
+    path.write_text("prompt,response\n" + "".join(f"q{i},a{i}\n" for i in range(4)), encoding="utf-8")
+    ed = make_editor(path)
+    assert ed.dataset().mapping == {"prompt": "instruction", "response": "output"}
+    ed.proxy.setData(ed.proxy.index(1, ed.model.column_of("output")), "edited", Qt.ItemDataRole.EditRole)
+    ed.autosaver.save_now(wait=True)
+    ds, _baseline = recovery.restore(recovery.recovery_path(path))
+    assert ds.mapping == {"prompt": "instruction", "response": "output"}
+    assert [r.peek() for r in ds.records][1] == {"prompt": "q1", "response": "edited"}
+    ed.restore_recovery(recovery.recovery_path(path))
+    assert ed.save()
+    assert path.read_text(encoding="utf-8").splitlines()[:3] == ["prompt,response", "q0,a0", "q1,edited"]
+
+
+def _recovery_of_process(monkeypatch, pid: int, source, records, baseline):
+    """A recovery file as the window of process ``pid`` wrote it."""
+    with monkeypatch.context() as m:
+        m.setattr(recovery.os, "getpid", lambda: pid)
+        ds = load_dataset_file(source)
+        return recovery.write_recovery(source, ds.format, ds.container, records, baseline)
+
+
+def test_a_crashs_recovery_survives_new_edits_and_another_windows_is_not_offered(make_editor, small_dataset,
+                                                                                monkeypatch):
+    import subprocess
+    import sys
+
+    ds = load_dataset_file(small_dataset)
+    crashed = [with_data(ds.records[0], dict(ds.records[0].peek(), output="from the crash")), *ds.records[1:]]
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # the window that crashed
+    dead = _recovery_of_process(monkeypatch, ended.pid, small_dataset, crashed, tuple(ds.records))
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        time.sleep(0.01)
+        live = _recovery_of_process(monkeypatch, running.pid, small_dataset, crashed, tuple(ds.records))
+        ed = make_editor(small_dataset)
+        _edit_output(ed, 1, "typed before answering")
+        ed.autosaver.save_now(wait=True)
+        assert dead.exists() and live.exists()  # this window's autosave has a file of its own
+        mine = recovery.recovery_path(small_dataset)
+        assert mine.exists() and mine not in (dead, live)
+        fresh = make_editor(small_dataset)
+        mine.unlink()  # as at a start: only the crash's and the other open window's
+        offered = []
+        monkeypatch.setattr(fresh, "_ask_restore",
+                            lambda info: offered.append(info.path) or QMessageBox.StandardButton.Yes)
+        assert fresh.check_recovery()
+        assert offered == [dead]  # the newer one belongs to a window still open
+        assert fresh.dataset().records[0].peek()["output"] == "from the crash"
+        assert not dead.exists() and mine.exists()  # taken over: this window's save deletes it
+        assert fresh.save() and not mine.exists() and live.exists()
+    finally:
+        running.kill()
+        running.wait()

@@ -33,7 +33,8 @@ def test_the_open_button_offers_the_cache(make_editor):
     button = ed.toolbar.widgetForAction(ed.act_open)
     assert isinstance(button, QToolButton)
     assert button.popupMode() == QToolButton.ToolButtonPopupMode.MenuButtonPopup
-    assert [a.text() for a in ed.act_open.menu().actions()] == ["Open a file…", "Open from the Hugging Face cache…"]
+    assert [a.text() for a in ed.act_open.menu().actions()] == ["Open a file…", "Open from the Hugging Face cache…",
+                                                                 "Open the demo dataset"]
 
 
 def test_a_record_of_a_cached_dataset_opens_in_its_local_copy(make_editor, hub_cache, studio_home):  # noqa: F811
