@@ -908,8 +908,10 @@ def _csv_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
     seen = set(columns)
     for r in ds.records:
         if not r.broken:
-            for k in r.peek():
-                if k not in seen:
+            for k, v in r.peek().items():
+                # A new key gets a column; one that is empty in every record (an added record's
+                # blank "input") would only be a column of empty cells, which reads back the same.
+                if k not in seen and v not in ("", None):
                     seen.add(k)
                     columns.append(k)
     same_columns = columns == list(style.get("columns") or [])
@@ -937,7 +939,14 @@ def _csv_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
             buf.seek(0)
             buf.truncate()
             data = r.peek()
-            writer.writerow([_csv_cell(data.get(c)) for c in columns])
+            cells = [_csv_cell(data.get(c)) for c in columns]
+            if same_columns and isinstance(r._source, str):
+                # The cells the edit didn't touch keep their text: a JSON cell its own spacing.
+                was = next(csv.reader(io.StringIO(r._source, newline=""), delimiter=style.get("delimiter", ",")), [])
+                old = _row_dict(was, ds)
+                cells = [was[i] if i < len(was) and c in old and old[c] == data.get(c) else cell
+                         for i, (c, cell) in enumerate(zip(columns, cells, strict=True))]
+            writer.writerow(cells)
             chunk = buf.getvalue()
         if isinstance(chunk, bytes):
             chunk = chunk.decode("utf-8")

@@ -463,6 +463,13 @@ class DatasetFile:
     _loaded: tuple = field(default=(), repr=False)
     _schema: Schema | None = field(default=None, repr=False)
 
+    def succeed(self, old: Record, new: Record) -> None:
+        """``new`` takes ``old``'s place (an edit): the text that followed ``old`` in the file, such
+        as a blank line in a JSONL file, follows ``new``, so a save changes only the edited record."""
+        gap = self._gaps.get(id(old))
+        if gap is not None:
+            self._gaps[id(new)] = gap  # old's stays: an undo puts old back
+
     @property
     def schema(self) -> Schema:
         """The format and mapping shared by this file's records."""

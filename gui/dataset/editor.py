@@ -158,15 +158,17 @@ class Banner(QFrame):
         if not self.isHidden() and self.topic in topics:
             self.hide()
 
-    def show_failure(self, what: str, e: BaseException) -> None:
-        """An error banner: ``what`` failed, and why (a StudioError's message, else the exception)."""
+    def show_failure(self, what: str, e: BaseException, path: Path | None = None,
+                     actions: list[tuple[str, object]] | None = None) -> None:
+        """An error banner: ``what`` failed, and why (a StudioError's message, else the exception);
+        ``path``: the file it was written to, named when the error doesn't (a full disk)."""
         if isinstance(e, StudioError):
             msg = e.message
         elif isinstance(e, OSError) and e.strerror:
-            msg = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+            msg = f"{e.strerror}: {e.filename or path}" if e.filename or path else e.strerror
         else:
             msg = f"{type(e).__name__}: {e}"
-        self.show_message("error", f"{what}: {msg}", topic="write")
+        self.show_message("error", f"{what}: {msg}", actions, topic="write")
 
     def show_message(self, kind: str, text: str, actions: list[tuple[str, object]] | None = None,
                      topic: str = "") -> None:
@@ -406,19 +408,19 @@ class DatasetEditor(QWidget):
         if self.is_shipped():
             return self._save_shipped_copy()
         ds = self._ds
+        if not self._may_overwrite(Path(ds.path)):
+            return False  # asked first: a cancel leaves the records as they were
         if ds.container == RecordFormat.JSONL:
             # A broken record is written back as its raw text, one line per record: keep it one line.
             for r in ds.records:
                 if r.broken and r.raw and "\n" in r.raw:
                     r.raw = r.raw.replace("\r\n", " ").replace("\n", " ")
-        if not self._may_overwrite(Path(ds.path)):
-            return False
         t0 = time.perf_counter()
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             path = save_dataset_file(ds)
         except Exception as e:  # noqa: BLE001 - whatever failed, the edits stay and the user is told
-            self.banner.show_failure("Not saved", e)
+            self.banner.show_failure("Not saved", e, Path(ds.path), [("Save as…", self._on_save_as)])
             return False
         finally:
             QApplication.restoreOverrideCursor()

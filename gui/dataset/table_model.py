@@ -225,6 +225,8 @@ class RecordTableModel(QAbstractTableModel):
         old = []
         for idx, rec in changes:
             old.append(self._records[idx])
+            if self._ds is not None:
+                self._ds.succeed(old[-1], rec)
             self._records[idx] = rec
         self.sig_replaced.emit(list(zip(old, (r for _, r in changes), strict=True)))
         rows = [self.row_of_index(i) for i, _ in changes]
@@ -532,8 +534,10 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
 
 
 def with_data(old: Record, data: dict) -> Record:
-    """A new good record with ``data``, keeping the old one's file line and schema."""
-    return Record(data, old.line, schema=old.schema)
+    """A new good record with ``data``, keeping the old one's file line and schema, and its text in
+    the file: a save writes back what the edit didn't change as it was (a CSV row's other cells),
+    and a record edited back to what the file holds as the file holds it."""
+    return Record(data, old.line, schema=old.schema, source=None if old.broken else old._source)
 
 
 def with_field(old: Record, key: str, value: Any) -> Record:

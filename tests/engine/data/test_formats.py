@@ -444,3 +444,21 @@ def test_a_parquet_save_keeps_each_columns_type_and_the_all_null_ones(tmp_path):
     assert after.schema.remove(after.schema.get_field_index("extra")) == before.remove_metadata()
     assert after.column("n").to_pylist() == [1, 7] and after.column("extra").to_pylist() == [None, "new"]
     assert after.column("input").to_pylist() == [None, None]
+
+
+def test_a_csv_row_edited_keeps_its_other_cells_text_and_a_blank_new_field_adds_no_column(tmp_path):
+    path = tmp_path / "chat.csv"
+    path.write_text('conversations,lang\n"[{""from"":""human"",""value"":""hi""},{""from"":""gpt"",""value"":""yo""}]",en\n',
+                    encoding="utf-8")
+    ds = load_dataset_file(path)
+    old = ds.records[0]
+    ds.records[0] = Record(dict(old.peek(), lang="fr"), 2, source=old._source)  # as the editor's with_data
+    save_dataset_file(ds)
+    assert path.read_text(encoding="utf-8").splitlines()[1] == \
+        '"[{""from"":""human"",""value"":""hi""},{""from"":""gpt"",""value"":""yo""}]",fr'
+    alpaca = tmp_path / "a.csv"
+    alpaca.write_text("instruction,output\nq,a\n", encoding="utf-8")
+    ds = load_dataset_file(alpaca)
+    ds.records.append(Record({"instruction": "new", "input": "", "output": "b"}, None))
+    save_dataset_file(ds)
+    assert alpaca.read_text(encoding="utf-8") == "instruction,output\nq,a\nnew,b\n"

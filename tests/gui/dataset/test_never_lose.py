@@ -210,6 +210,23 @@ def test_a_read_only_file_is_not_saved_over(make_editor, small_dataset):
     assert not ed.save()
     assert f"Not saved: the file is read-only (r--r--r--): {small_dataset}" in ed.banner.label.text()
     assert small_dataset.read_bytes() == before and ed.is_dirty()
+    assert ed.banner.buttons[0].text() == "Save as…" and ed.banner.buttons[0].isVisibleTo(ed.banner)
+
+
+def test_a_full_disk_is_reported_with_the_file(make_editor, small_dataset, monkeypatch):
+    import errno
+
+    from gui.dataset import editor as editor_module
+
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "mine")
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(editor_module, "save_dataset_file", full)
+    assert not ed.save() and ed.is_dirty()
+    assert f"Not saved: No space left on device: {small_dataset}" in ed.banner.label.text()
 
 
 def test_undoing_back_to_the_saved_file_drops_the_recovery_copy(make_editor, small_dataset, qtbot):
@@ -334,3 +351,44 @@ def test_a_crashs_recovery_survives_new_edits_and_another_windows_is_not_offered
     finally:
         running.kill()
         running.wait()
+
+
+def test_editing_a_record_keeps_the_blank_line_after_it(make_editor, tmp_path):
+    path = tmp_path / "gaps.jsonl"
+    lines = [json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) for i in range(3)]
+    path.write_text(lines[0] + "\n" + lines[1] + "\n\n" + lines[2] + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    _edit_output(ed, 1, "edited")
+    assert ed.save()
+    edited = json.dumps({"instruction": "q1", "output": "edited"})
+    assert path.read_text(encoding="utf-8") == lines[0] + "\n" + edited + "\n\n" + lines[2] + "\n"
+    ed.act_undo.trigger()
+    assert ed.save()
+    assert path.read_text(encoding="utf-8") == lines[0] + "\n" + lines[1] + "\n\n" + lines[2] + "\n"
+
+
+def test_editing_one_cell_of_a_csv_row_keeps_the_others_as_written(make_editor, tmp_path):
+    path = tmp_path / "chat.csv"
+    row = '"[{""from"":""human"",""value"":""hi""},{""from"":""gpt"",""value"":""yo""}]"'
+    path.write_text(f"conversations,lang\n{row},en\n", encoding="utf-8")
+    ed = make_editor(path)
+    ed.proxy.setData(ed.proxy.index(0, ed.model.column_of("lang")), "fr", Qt.ItemDataRole.EditRole)
+    assert ed.save()
+    assert path.read_text(encoding="utf-8") == f"conversations,lang\n{row},fr\n"
+
+
+def test_a_save_cancelled_over_a_changed_file_leaves_a_broken_records_text_as_typed(make_editor, small_dataset,
+                                                                                   qtbot, monkeypatch):
+    ed = make_editor(small_dataset)
+    ed.select_record(0)
+    ed.form.json_button.setChecked(True)
+    typed = ed.form.raw.toPlainText().replace('",', '"', 1)  # several lines, a comma left out
+    ed.form.raw.setPlainText(typed)
+    ed.select_record(1)  # kept as a broken record holding the text
+    assert ed.dataset().records[0].raw == typed and "\n" in typed
+    with qtbot.waitSignal(ed.sig_file_changed_on_disk, timeout=5000):
+        with open(small_dataset, "a", encoding="utf-8") as fh:
+            fh.write("\n")
+    monkeypatch.setattr(ed, "_ask_overwrite_changed", lambda p: QMessageBox.StandardButton.Cancel)
+    assert not ed.save()
+    assert ed.dataset().records[0].raw == typed  # the one-line form is for the file, written only on save
