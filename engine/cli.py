@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--adapter", action="append", required=True, metavar="ADAPTER",
                    help="an adapter folder, run (folder or name) or library name; repeat it to combine several")
     m.add_argument("--weights", type=float, nargs="+", help="one weight per adapter (combine)")
-    m.add_argument("--combination", default=DEFAULT_COMBINATION, metavar="TYPE",
+    m.add_argument("--combination", default=DEFAULT_COMBINATION, metavar="TYPE", choices=COMBINATIONS,
                    help=f"PEFT's add_weighted_adapter type when combining: {', '.join(COMBINATIONS)} "
                    f"(default {DEFAULT_COMBINATION}: exactly the weighted sum of the adapters' changes; the others "
                    "approximate it, see below)")
@@ -438,6 +438,7 @@ def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[s
     """Turn leftover ``--key value`` pairs into run-config overrides, or fail with a suggestion."""
     names = RunConfig.field_names()
     out: dict[str, object] = {}
+    given: dict[str, str] = {}
     i = 0
     while i < len(rest):
         tok = rest[i]
@@ -456,6 +457,9 @@ def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[s
                     "starts with --)" if i + 1 < len(rest) else ""))
             value = rest[i + 1]
             i += 1
+        if key in given:  # as a YAML config refuses a key given twice: which one was meant?
+            parser.error(f"option '--{key}' is given twice ({given[key]} and {value}); give it once")
+        given[key] = value
         out[key] = parse_override(key, value)
         i += 1
     if out.get("eval_dataset") and "eval_split" not in out:
@@ -469,16 +473,22 @@ OVERRIDE_COMMANDS = ("train", "estimate", "export-launch", "worker", "queue add"
 """The commands that take any run-config key as ``--KEY VALUE``."""
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of ``command`` (``"queue add"``): its usage line is the one an error shows."""
+    sub = parser
+    for word in command.split():
+        sub = next((a.choices[word] for a in sub._actions
+                    if isinstance(a, argparse._SubParsersAction) and word in a.choices), sub)
+    return sub
+
+
 def _fix_text(parser: argparse.ArgumentParser, command: str) -> Callable[[str, object], str]:
     """How an error's fix is written for ``command``: its own flag where it has one (``generate
     --allow_pickle``), ``--KEY VALUE`` where it takes run-config keys (``train --allow_pickle
     true``), else the run-config line to write (``allow_pickle: true``)."""
     from engine.errors import option_text, value_text
 
-    sub = parser
-    for word in command.split():
-        sub = next((a.choices[word] for a in sub._actions
-                    if isinstance(a, argparse._SubParsersAction) and word in a.choices), sub)
+    sub = _subparser(parser, command)
     flags = {opt: a for a in sub._actions for opt in a.option_strings}
 
     def text(key: str, value: object) -> str:
@@ -530,7 +540,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     overrides = {}
     if args.command in OVERRIDE_COMMANDS or (args.command == "queue" and args.queue_command == "add"):
-        overrides = _split_overrides(parser, rest)
+        command = "queue add" if args.command == "queue" else args.command
+        overrides = _split_overrides(_subparser(parser, command), rest)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.overrides = overrides

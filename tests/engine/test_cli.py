@@ -35,6 +35,18 @@ def test_unknown_override_suggests(capsys):
     assert "did you mean '--max_steps'" in capsys.readouterr().err
 
 
+def test_an_override_given_twice_is_refused_under_its_commands_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["estimate", "x.yaml", "--max_steps", "5", "--max-steps=6"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "option '--max_steps' is given twice (5 and 6); give it once" in err
+    assert err.startswith("usage: finetune-studio estimate ")  # not the top-level usage
+    with pytest.raises(SystemExit):
+        main(["queue", "add", "x.yaml", "--max_stepz", "5"])
+    assert capsys.readouterr().err.startswith("usage: finetune-studio queue add ")
+
+
 def test_a_common_shorthand_for_a_key_gets_the_key(capsys):
     with pytest.raises(SystemExit):
         main(["train", "x.yaml", "--lr", "1e-4"])
@@ -236,3 +248,10 @@ def test_a_fix_is_printed_as_the_option_to_type_for_each_command(tmp_path, capsy
     assert _fix_text(build_parser(), "runs show")("allow_pickle", True) == "allow_pickle: true in the run config"
     assert _fix_text(build_parser(), "train")("lora_target_modules", ["q_proj", "v_proj"]) == \
         """--lora_target_modules '["q_proj", "v_proj"]'"""
+
+
+def test_merge_refuses_an_unknown_combination_even_for_one_adapter(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["merge", "--base", "demo", "--adapter", "a", "--combination", "bogus", "--out", "o"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'bogus'" in err and "'cat', 'linear'" in err
