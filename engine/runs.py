@@ -522,9 +522,13 @@ def run_info(path: Path) -> RunInfo:
         final_mean = curve_mean if final_mean is None else final_mean
         final_loss = curve_last if final_loss is None else final_loss
         steps = curve_step if steps is None or (status == "interrupted" and (curve_step or 0) > steps) else steps
+    best_eval = s.get("best_eval_loss")
+    if status not in ("completed", "running") and (best_eval is None or status == "interrupted"):
+        # Its evaluations are in its metrics even when its summary never got them (kill -9).
+        best_eval = losses_at_step(path, steps if isinstance(steps, int) else 1 << 62)[1]
     return RunInfo(path=path, name=path.name, status=status, method=cfg.get("method", "?"),
                    model=cfg.get("model", "?"), started=s.get("started"), finished=s.get("finished"),
-                   final_loss=final_loss, best_eval_loss=s.get("best_eval_loss"),
+                   final_loss=final_loss, best_eval_loss=best_eval,
                    final_loss_mean=final_mean,
                    peak_gpu_bytes=s.get("peak_gpu_device_bytes") or s.get("peak_gpu_reserved_bytes"),
                    steps=steps, earlier_legs_s=float(s.get("earlier_legs_s") or 0.0),
@@ -1046,7 +1050,8 @@ def cli_compare(args: Any) -> int:
 
     The numbers behind the GUI's overlaid curves: status, steps, duration, final, best eval
     and lowest train losses, peak memory, dataset hash, and the config keys that differ.
-    The lowest final and best eval losses are starred.
+    The lowest final and best eval losses are starred (the eval losses only when measured on the
+    same records).
 
     Args:
         args: ``runs`` (list[str]): two or more run folders or run names; ``json`` (bool):
@@ -1066,16 +1071,16 @@ def cli_compare(args: Any) -> int:
         return 0
     runs = result["runs"]
 
-    def best(key: str) -> list[str]:
+    def best(key: str, rank: bool = True) -> list[str]:
         values = [_final(r) if key == "final_loss" else r[key] for r in runs]
         low = min((v for v in values if v is not None), default=None)
-        return [_num(v) + (" *" if v is not None and v == low and len(runs) > 1 else "") for v in values]
+        return [_num(v) + (" *" if rank and v is not None and v == low and len(runs) > 1 else "") for v in values]
 
     table: list[tuple[str, list[str]]] = [
         ("status", [r["status"] for r in runs]), ("method", [r["method"] for r in runs]),
         ("model", [base_label(r["model"]) for r in runs]), ("steps", [_num(r["steps"]) for r in runs]),
         ("duration", [format_duration(r["duration_s"]) for r in runs]),
-        ("final loss", best("final_loss")), ("best eval loss", best("best_eval_loss")),
+        ("final loss", best("final_loss")), ("best eval loss", best("best_eval_loss", rank=result["same_eval_data"])),
         ("lowest train loss", [_num(r["metrics"]["lowest_loss"]) for r in runs]),
         ("peak GPU memory", [_gib(r["peak_gpu_bytes"]) for r in runs]),
         ("dataset hash", [(r["dataset_hash"] or "-")[:19] for r in runs]),

@@ -131,7 +131,9 @@ def cli_preview(args: Any) -> int:
     how = {"chat": "the chat template", "alpaca": "the Alpaca prompt format"}.get(rendering, f"the {rendering} template")
     mark = f"{_ANSI_TRAINED}like this{_ANSI_RESET}" if colour else f"{OPEN}like this{CLOSE}"
     print(f"{path}:{record.line}: record {index + 1} of {n}, rendered with {how} of {model}")
-    print(f"{tokens} tokens, {trained} trained (the answer, marked {mark}); the rest is prompt (label -100)")
+    what = {"answers": "the answers", "last_answer": "the last answer", "all": "every token"}.get(loss_on, loss_on)
+    rest = "; the rest is prompt (label -100)" if trained < tokens else ""
+    print(f"{tokens} tokens, {trained} trained ({what}, loss_on {loss_on}, marked {mark}){rest}")
     if skipped:
         print(f"note: {untrained_note(skipped)}")
     if split:

@@ -131,10 +131,13 @@ def test_a_killed_run_reads_its_loss_steps_and_duration_from_what_it_wrote():
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
         row["time"] = summary["started"] + 7 * row["step"]
+    rows += [{"step": 3, "eval_loss": 0.75, "time": summary["started"] + 21},
+             {"step": 5, "eval_loss": 0.5, "time": summary["started"] + 35}]  # the summary never got them
+    rows.sort(key=lambda r: r["time"])
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     os.utime(path / "summary.json", (summary["started"] + 30, summary["started"] + 30))
     info = run_info(path)
-    assert info.status == "interrupted"
+    assert info.status == "interrupted" and info.best_eval_loss == 0.5
     assert info.steps == 6 and info.final_loss == pytest.approx(3.0 / 6)
     assert info.final_loss_mean == pytest.approx(sum(3.0 / i for i in range(1, 7)) / 6)
     assert info.duration_s == pytest.approx(42)
@@ -183,8 +186,12 @@ def test_compare_says_when_the_eval_losses_were_measured_on_different_records(ca
     c = make_run("20261128-120000-lora", eval_dataset="/data/held-out.jsonl")
     assert cli_compare(argparse.Namespace(runs=[str(a), str(b)], json=True)) == 0
     assert json.loads(capsys.readouterr().out)["same_eval_data"] is True  # same dataset, share and seed
+    assert cli_compare(argparse.Namespace(runs=[str(a), str(b)], json=False)) == 0
+    assert "*" in next(x for x in capsys.readouterr().out.splitlines() if x.startswith("best eval loss"))
     assert cli_compare(argparse.Namespace(runs=[str(a), str(c)], json=False)) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("note: the eval losses were measured on different")
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("note: the eval losses were measured on different")
+    assert "*" not in next(x for x in out if x.startswith("best eval loss"))  # they don't rank the runs
     d = make_run("20261128-130000-lora", eval_split=0.1, seed=7)  # another seed holds out other records
     assert cli_compare(argparse.Namespace(runs=[str(a), str(d)], json=True)) == 0
     assert json.loads(capsys.readouterr().out)["same_eval_data"] is False

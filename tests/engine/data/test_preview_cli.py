@@ -162,3 +162,8 @@ def test_loss_on_marks_what_such_a_run_trains(demo_base, tmp_path, capsys):
     assert trained["answers"].startswith("Hello there!") and "Paris." in trained["answers"]
     assert "Hello there!" not in trained["last_answer"] and trained["last_answer"].startswith("Paris.")
     assert outs["all"]["trained_tokens"] == outs["all"]["tokens"] and "Capital of France?" in trained["all"]
+    a = args(path)
+    a.loss_on = "all"
+    assert cli_preview(a) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert "trained (every token, loss_on all" in line and "the rest is prompt" not in line
