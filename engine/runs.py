@@ -574,9 +574,9 @@ def outside_run_folders() -> list[Path]:
     return [Path(f) for f in _indexed_folders() if is_run_folder(Path(f))]
 
 
-def list_runs(root: Path | None = None) -> list[RunInfo]:
-    """Every run folder under ``root``, newest first; by default the runs directory's and the
-    indexed ones outside it (:func:`remember_run_folder`)."""
+def run_folders(root: Path | None = None) -> list[Path]:
+    """The run folders (those with a summary.json) under ``root``; by default the runs
+    directory's and the indexed ones outside it (:func:`remember_run_folder`)."""
     folders: list[Path] = []
     base = Path(root or runs_dir())
     if base.is_dir():
@@ -584,7 +584,12 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
     if root is None:
         inside = {p.resolve() for p in folders}
         folders += [p for p in outside_run_folders() if (p / "summary.json").exists() and p.resolve() not in inside]
-    return sorted((run_info(p) for p in folders), key=lambda r: r.started or 0, reverse=True)
+    return folders
+
+
+def list_runs(root: Path | None = None) -> list[RunInfo]:
+    """Every run of :func:`run_folders`, newest first."""
+    return sorted((run_info(p) for p in run_folders(root)), key=lambda r: r.started or 0, reverse=True)
 
 
 def resolve_run(ref: str | Path) -> Path:

@@ -121,7 +121,8 @@ def estimate_signature(data: dict[str, Any]) -> tuple:
 def measured_peaks(cfg: RunConfig) -> list[dict[str, Any]]:
     """Peaks measured by earlier runs whose config matches ``cfg`` in every memory key.
 
-    Scans ``engine.paths.runs_dir()/*/summary.json``. Unreadable or foreign files are
+    Scans the summary.json of every run folder (``engine.runs.run_folders``: the runs
+    directory's, and those trained into an output_dir of their own). Unreadable or foreign files are
     skipped (a run folder being written, or a file from another tool, must not break the
     estimate).
 
@@ -129,14 +130,11 @@ def measured_peaks(cfg: RunConfig) -> list[dict[str, Any]]:
         Newest first: ``{"run_dir", "status", "finished", "gpu_name",
         "peak_gpu_allocated_bytes", "peak_gpu_reserved_bytes", "peak_gpu_device_bytes"}``.
     """
-    from engine.paths import runs_dir
+    from engine.runs import run_folders
 
-    root = runs_dir()
-    if not root.is_dir():
-        return []
     want = estimate_signature(cfg.to_dict())
     found = []
-    for summary in root.glob("*/summary.json"):
+    for summary in (folder / "summary.json" for folder in run_folders()):
         try:
             data = json.loads(summary.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):

@@ -575,8 +575,13 @@ def test_measured_peaks_finds_runs_with_the_same_memory_settings(studio_home):
     broken = studio_home / "runs" / "f-broken"
     broken.mkdir()
     (broken / "summary.json").write_text("{not json", encoding="utf-8")
+    # A run trained into an output_dir of its own counts too.
+    from engine.runs import remember_run_folder
+
+    outside = _write_run(studio_home / "elsewhere", "g-own-folder", same, finished="2026-11-20T00:00:00")
+    remember_run_folder(outside)
     found = measured_peaks(cfg)
-    assert [Path(r["run_dir"]).name for r in found] == ["b-new", "a-old"]
+    assert [Path(r["run_dir"]).name for r in found] == ["b-new", "g-own-folder", "a-old"]
     assert found[0]["peak_gpu_device_bytes"] == 13 * GIB
     assert found[0]["gpu_name"] == "NVIDIA H100 80GB HBM3"
     assert estimate(cfg, 80 * GIB, with_measured=True).measured == found
