@@ -337,14 +337,20 @@ class _Scan:
                                "after normalising case, whitespace and punctuation)"))
         else:
             self.seen[key] = row
-            prompt_key = hash(n_prompt)
-            same_prompt = self.prompts.get(prompt_key)
-            if same_prompt is not None and n_prompt:
+            # The prompt is all the conversation says before its last answer (earlier answers and
+            # the system prompt too: they change what the answer should be); a record with no answer
+            # has no output to conflict (it is reported as missing one).
+            last = max((k for k, m in enumerate(msgs) if m["role"] == "assistant"), default=len(msgs))
+            context = n_prompt if schema.format == RecordFormat.ALPACA else normalize(
+                "\n".join(f"{m['role']}: {m['content']}" for m in msgs[:last]))
+            prompt_key = hash(context)
+            same_prompt = self.prompts.get(prompt_key) if answers and context else None
+            if same_prompt is not None:
                 self.conflicting += 1
                 out.append(Finding(i, line, "conflicting-output", "warning", f"same prompt as "
                                    f"{_where(same_prompt)} but a different output; the model learns both"))
-            else:
-                self.prompts[prompt_key] = row
+            elif answers and context:
+                self.prompts.setdefault(prompt_key, row)
             self.minhash.add(row, _content(n_instruction, extra, n_output))
 
         tag = next((data[k] for k in TAG_FIELDS if isinstance(data.get(k), str) and data[k].strip()), None)

@@ -405,3 +405,21 @@ def test_a_template_that_renders_no_record_is_one_finding_not_one_per_record(tmp
     assert rules(report, "template-refused") == []
     (f,) = [f for f in report.findings if f.rule == "template"]
     assert f.severity == "error" and "can't render any record" in f.message and "nosuchfilter" in f.message
+
+
+def test_a_conversation_conflicts_only_with_one_of_the_same_context_and_an_answer(tmp_path):
+    def chat(*turns):
+        return {"conversations": [{"from": who, "value": text} for who, text in turns]}
+
+    records = [
+        chat(("human", "hi"), ("gpt", "hello")),
+        chat(("human", "hi")),  # no answer: reported as missing one, not as another output
+        chat(("gpt", "x"), ("human", "hi")),  # nothing before its answer
+        chat(("human", "hi"), ("gpt", "hey"), ("human", "how are you?"), ("gpt", "fine")),  # another context
+        chat(("human", "hi"), ("gpt", "good day")),  # the same prompt, another answer
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    report = lint(load_dataset_file(path))
+    assert rules(report, "conflicting-output") == [(4, 5, "warning")]
+    assert rules(report, "missing-field") == [(1, 2, "error")]
