@@ -123,7 +123,10 @@ class MainWindow(QMainWindow):
         if path.exists() or path != demo_dataset_path():
             editor.open_file(path)
         if editor.path() != path and path != demo_dataset_path() and demo_dataset_path().exists():
-            editor.open_file(demo_dataset_path(), keep_message=True)
+            why = editor.banner.label.text()
+            editor.open_file(demo_dataset_path())
+            editor.banner.show_message("warning", f"{why}. It was the file open when Finetune Studio last closed; "
+                                       "the demo dataset is open instead (Open ▾ lists your recent files).")
 
     def after_show(self) -> None:
         """Things that may ask the user something: crash recovery, re-attaching to live runs."""

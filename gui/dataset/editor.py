@@ -340,12 +340,10 @@ class DatasetEditor(QWidget):
         self._update_title()
         self._update_actions()
 
-    def open_file(self, path, *, keep_message: bool = False) -> None:
+    def open_file(self, path) -> None:
         """Open a dataset file (unsaved edits to the current one are dropped: call
-        :meth:`maybe_close` first when they matter). ``keep_message``: the banner's message stays
-        (why another file didn't open)."""
+        :meth:`maybe_close` first when they matter)."""
         path = Path(path)
-        shown = (self.banner.kind, self.banner.label.text()) if keep_message and not self.banner.isHidden() else None
         self.form.flush(leaving=True)
         t0 = time.perf_counter()
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
@@ -358,8 +356,6 @@ class DatasetEditor(QWidget):
             QApplication.restoreOverrideCursor()
         self._set_dataset(ds, baseline=tuple(ds.records))
         took = time.perf_counter() - t0
-        if shown:
-            self.banner.show_message(*shown)
         self._show_load_problems(ds)
         remember_file(path, recent=not self.is_shipped())
         self.sig_status.emit(f"Opened {path.name}: {ds.detected} ({took:.1f} s)")
@@ -479,7 +475,17 @@ class DatasetEditor(QWidget):
             self.banner.show_message("error", "Not saved: pick a folder outside the app's resources, e.g. "
                                      f"{start.parent}", topic="write")
             return False
-        return self.save_as(path, container=filters.get(chosen) or ds.container)
+        container = filters.get(chosen) or ds.container
+        if container == ds.container:
+            return self.save_as(path)  # the editor then edits the copy
+        # Another container is an export, after which the editor would stay on the shipped file:
+        # open the copy (it holds every edit) and edit that.
+        shipped = self.path()
+        if not self.save_as(path, container=container):
+            return False
+        self.autosaver.discard(shipped)
+        self.open_file(path)
+        return self.path() == Path(path)
 
     @staticmethod
     def is_shipped_path(path: Path) -> bool:
@@ -1544,7 +1550,8 @@ class DatasetEditor(QWidget):
         if self.is_dirty():
             if self._ask_save_before_split() != QMessageBox.StandardButton.Save or not self.save():
                 return None
-        dialog = SplitDialog(self.path(), self)
+        # Beside the file, except for one that ships with the app: its parts go with the user's data.
+        dialog = SplitDialog(self.path(), self, out_dir=data_home() / "datasets" if self.is_shipped() else None)
         dialog.sig_train_on.connect(self.sig_train_on)
         dialog.open()
         return dialog
@@ -1855,11 +1862,12 @@ class DatasetEditor(QWidget):
 
     def _empty_data(self) -> dict | None:
         fmt = self._ds.format
+        key = self._ds.own_names().get(CONVERSATION_KEY.get(fmt, ""), CONVERSATION_KEY.get(fmt, ""))
         if fmt == RecordFormat.MESSAGES:
-            return {CONVERSATION_KEY[fmt]: [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}
+            return {key: [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}
         if fmt == RecordFormat.SHAREGPT:
-            return {CONVERSATION_KEY[fmt]: [{"from": "human", "value": ""}, {"from": "gpt", "value": ""}]}
-        return None
+            return {key: [{"from": "human", "value": ""}, {"from": "gpt", "value": ""}]}
+        return None  # Alpaca: DatasetFile.new_record, in the file's own names
 
     def _focus_form(self) -> None:
         self.tabs.setCurrentWidget(self.form)

@@ -642,7 +642,10 @@ class RecordForm(QWidget):
             standard = self._standard_keys()
             for k in [k for k in data if k not in standard and k not in other]:
                 del data[k]  # removed from the JSON box
-            data.update(other)
+            # A value the box shows as text (a Parquet date, bytes) stays what it was unless its text
+            # was edited: only the fields the user changed are written back.
+            shown = json.loads(json.dumps({k: data[k] for k in other if k in data}, default=str))
+            data.update({k: v for k, v in other.items() if k not in shown or shown[k] != v})
         if data == rec.peek():
             return None
         return with_data(rec, data)

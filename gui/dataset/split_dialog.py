@@ -41,7 +41,7 @@ class SplitDialog(QDialog):
     sig_train_on = Signal(str, str)
     """"Train on these": (the train file, the eval file) for the Train area's dataset and eval file."""
 
-    def __init__(self, path: str | Path, parent: QWidget | None = None):
+    def __init__(self, path: str | Path, parent: QWidget | None = None, out_dir: str | Path | None = None):
         super().__init__(parent)
         self.setWindowTitle("Split into train and eval files")
         self.setMinimumWidth(560)
@@ -65,7 +65,7 @@ class SplitDialog(QDialog):
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(int(meta["seed"]["default"]))
         self.seed.setToolTip("The run's seed: the same seed and ratio hold out the same records")
-        self.out_edit = QLineEdit(str(self.path.parent))
+        self.out_edit = QLineEdit(str(out_dir or self.path.parent))
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse)
         out_row = QHBoxLayout()

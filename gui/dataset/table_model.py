@@ -89,7 +89,7 @@ def columns_for(ds: DatasetFile, sample: int = 200) -> list[Column]:
     else:
         # A file read through a mapping shows its own key in the standard field's place (the
         # prompt column as instruction), so an edit changes that key rather than adding another.
-        own = {std: src for src, std in ds.mapping.items()}
+        own = ds.own_names()
         present = [k for k in _STANDARD_ALPACA if own.get(k, k) in seen or k in ("instruction", "input", "output")]
         cols += [Column(own.get(k, k), k if own.get(k, k) == k else f"{k} ({own[k]})", editable=True, standard=k)
                  for k in present]
@@ -102,12 +102,20 @@ def columns_for(ds: DatasetFile, sample: int = 200) -> list[Column]:
     return cols
 
 
+def _as_text(value: Any) -> str:
+    """A value that isn't text as a cell shows it: JSON for numbers, lists and objects; a value
+    JSON lacks (a Parquet date or decimal) as its own text, ``2024-01-02 03:04:00``, unquoted."""
+    if value is None or isinstance(value, (bool, int, float, list, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
 def cell_text(value: Any, limit: int = DISPLAY_CHARS) -> str:
     """A value as one line of at most ``limit`` characters (newlines shown as ⏎)."""
     if value is None:
         return ""
     if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False, default=str)  # Parquet dates, bytes: as text
+        value = _as_text(value)
     # Slice before replacing so a 1 MB field costs the same as a short one.
     short = value[:limit + 1]
     short = short.replace("\r\n", "\n").replace("\n", " ⏎ ").replace("\t", " ")
@@ -319,7 +327,7 @@ class RecordTableModel(QAbstractTableModel):
             value = self._value(rec, column, col)
             if value is None or isinstance(value, str):
                 return value or ""
-            return json.dumps(value, ensure_ascii=False, default=str)
+            return _as_text(value)
         if role == RecordRole:
             return rec
         if role == _TOOLTIP:

@@ -335,15 +335,16 @@ def test_a_parquet_date_column_shows_as_text_and_saves_as_a_date(make_editor, tm
     ed = make_editor(path)
     ed.select_record(0)
     assert '"ts": "2024-01-01 00:00:00"' in ed.form._extra_json.toPlainText()
-    assert ed.proxy.index(0, ed.model.column_of("ts")).data() == '"2024-01-01 00:00:00"'
+    assert ed.proxy.index(0, ed.model.column_of("ts")).data() == "2024-01-01 00:00:00"
     ed.form._extra_json.setPlainText('{"ts": "2024-03-04 05:06:07"}')  # edited as text
     ed.form.flush()
+    ed.proxy.setData(ed.proxy.index(1, ed.model.column_of("ts")), "2024-01-02 09:31:00", Qt.ItemDataRole.EditRole)
     ed.form.field_edit("output").setPlainText("x2")
     ed.form.flush()
     assert ed.save()
     table = pq.read_table(path)
     assert table.schema.field("ts").type == pa.timestamp("us")
-    assert table.column("ts").to_pylist() == [datetime.datetime(2024, 3, 4, 5, 6, 7), datetime.datetime(2024, 1, 2, 9, 30)]
+    assert table.column("ts").to_pylist() == [datetime.datetime(2024, 3, 4, 5, 6, 7), datetime.datetime(2024, 1, 2, 9, 31)]
 
 
 def test_a_file_with_its_own_field_names_is_edited_through_them(make_editor, tmp_path):
@@ -363,3 +364,39 @@ def test_a_file_with_its_own_field_names_is_edited_through_them(make_editor, tmp
     ed.proxy.setData(ed.proxy.index(1, ed.model.column_of("instruction")), "cell", Qt.ItemDataRole.EditRole)
     assert [r.peek() for r in ed.dataset().records[:2]] == [{"prompt": "q0", "response": "typed"},
                                                              {"prompt": "cell", "response": "a1"}]
+
+
+def test_a_record_added_to_a_file_with_its_own_names_uses_them(make_editor, tmp_path):
+    path = tmp_path / "aliased.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) + "\n" for i in range(3)),
+                    encoding="utf-8")
+    ed = make_editor(path)
+    ed.select_record(2)
+    ed.act_add.trigger()
+    ed.form.field_edit("instruction").setPlainText("new q")
+    ed.form.field_edit("output").setPlainText("new a")
+    ed.form.flush()
+    assert ed.dataset().records[3].peek() == {"prompt": "new q", "response": "new a"}
+    assert ed.save()
+    again = load_dataset_file(path)
+    assert again.mapping == {"prompt": "instruction", "response": "output"} and len(again.records) == 4
+
+
+def test_editing_one_of_the_other_fields_keeps_the_rest_as_they_were(make_editor, tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"instruction": ["a"], "output": ["x"], "n": pa.array([1], type=pa.int32()),
+                             "blob": [b"\x00\x01"], "ts": [datetime.datetime(2024, 1, 2, 3, 4)]}), path)
+    ed = make_editor(path)
+    ed.select_record(0)
+    box = ed.form._extra_json
+    box.setPlainText(box.toPlainText().replace('"n": 1', '"n": 7'))
+    ed.form.flush()
+    assert ed.dataset().records[0].peek() == {"instruction": "a", "output": "x", "n": 7, "blob": b"\x00\x01",
+                                              "ts": datetime.datetime(2024, 1, 2, 3, 4)}
+    assert ed.save()
+    assert pq.read_table(path).to_pylist()[0]["blob"] == b"\x00\x01"

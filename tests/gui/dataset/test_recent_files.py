@@ -104,7 +104,9 @@ def test_the_app_reopens_the_file_open_when_it_closed(make_window, small_dataset
     again = make_window(load_demo=True, reopen_last=True)
     editor = again.areas["dataset"]
     assert editor.path() == shipped  # the demo instead, under the reason
-    assert not editor.banner.isHidden() and f"Can't open {mine.name}" in editor.banner.label.text()
+    text = editor.banner.label.text()
+    assert not editor.banner.isHidden() and f"Can't open {mine.name}" in text
+    assert "the file open when Finetune Studio last closed; the demo dataset is open instead" in text
 
 
 def test_saving_the_demo_writes_a_copy_and_edits_it(make_editor, shipped, tmp_path, monkeypatch, studio_home):
@@ -159,3 +161,23 @@ def test_the_gui_program_takes_open_and_demo():
     args = _parse(["--open", "x.jsonl", "--demo"])
     assert args.open == Path("x.jsonl") and args.demo
     assert not _parse([]).demo and _parse([]).open is None
+
+
+def test_the_demo_saved_as_another_format_opens_that_copy(make_editor, shipped, tmp_path, monkeypatch):
+    before = shipped.read_bytes()
+    ed = make_editor(shipped, wait_lint=False)
+    ed.proxy.setData(ed.proxy.index(0, ed.model.column_of("output")), "my answer", Qt.ItemDataRole.EditRole)
+    copy = tmp_path / "mine.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a: (str(copy), "CSV (*.csv)"))
+    assert ed.save()
+    assert ed.path() == copy and not ed.is_dirty() and shipped.read_bytes() == before
+    assert ed.dataset().records[0].peek()["output"] == "my answer"
+
+
+def test_split_of_the_demo_writes_into_the_data_home(make_editor, shipped, studio_home):
+    ed = make_editor(shipped, wait_lint=False)
+    dialog = ed.open_split_dialog()
+    try:
+        assert dialog.out_edit.text() == str(studio_home / "datasets")
+    finally:
+        dialog.reject()
