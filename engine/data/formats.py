@@ -774,7 +774,9 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
     text = _read_text(path, ds)
     first_line = text.split("\n", 1)[0]
     ds.newline = "\r\n" if first_line.endswith("\r") else "\n"
-    delimiter = "\t" if path.suffix.lower() == ".tsv" or first_line.count("\t") > first_line.count(",") else ","
+    # The header's most frequent separator: a comma, a tab (a .tsv always), or the semicolon that
+    # spreadsheets write where the comma is the decimal mark.
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else max((",", "\t", ";"), key=first_line.count)
     tap = _LineTap(io.StringIO(text, newline=""))
     # strict: a quote never closed, or text after a closing quote, is an error on that row rather
     # than a silently changed value (a stray quote would swallow the rest of the file into one field).

@@ -462,3 +462,17 @@ def test_a_csv_row_edited_keeps_its_other_cells_text_and_a_blank_new_field_adds_
     ds.records.append(Record({"instruction": "new", "input": "", "output": "b"}, None))
     save_dataset_file(ds)
     assert alpaca.read_text(encoding="utf-8") == "instruction,output\nq,a\nnew,b\n"
+
+
+def test_a_semicolon_separated_csv_reads_and_saves_as_such(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_text('id;question;answer\n1;"Is 1,5 > 1?";yes\n2;Two?;"no; never"\n', encoding="utf-8")
+    ds = load_dataset_file(path)
+    assert [r.peek() for r in ds.records] == [{"id": "1", "question": "Is 1,5 > 1?", "answer": "yes"},
+                                               {"id": "2", "question": "Two?", "answer": "no; never"}]
+    assert ds.mapping == {"question": "instruction", "answer": "output"}
+    old = ds.records[0]
+    ds.records[0] = Record(dict(old.peek(), answer="oui"), 2, source=old._source)
+    save_dataset_file(ds)
+    # The edited row is written with the file's separator (quoting only what needs it there).
+    assert path.read_text(encoding="utf-8") == 'id;question;answer\n1;Is 1,5 > 1?;oui\n2;Two?;"no; never"\n'
