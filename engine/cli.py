@@ -538,10 +538,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    key = args.command  # "data check", "queue add": the handler's key and the parser's path
+    for sub_attr in ("data_command", "adapters_command", "runs_command", "queue_command"):
+        if getattr(args, sub_attr, None):
+            key = f"{args.command} {getattr(args, sub_attr)}"
     overrides = {}
-    if args.command in OVERRIDE_COMMANDS or (args.command == "queue" and args.queue_command == "add"):
-        command = "queue add" if args.command == "queue" else args.command
-        overrides = _split_overrides(_subparser(parser, command), rest)
+    if key in OVERRIDE_COMMANDS:
+        overrides = _split_overrides(_subparser(parser, key), rest)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.overrides = overrides
@@ -559,10 +562,6 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.demo:
             gui_args.append("--demo")
         return _run_gui(gui_args)
-    key = args.command
-    for sub_attr in ("data_command", "adapters_command", "runs_command", "queue_command"):
-        if getattr(args, sub_attr, None):
-            key = f"{args.command} {getattr(args, sub_attr)}"
     try:
         return int(_handler(key)(args) or 0)
     except StudioError as e:

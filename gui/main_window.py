@@ -110,23 +110,28 @@ class MainWindow(QMainWindow):
         return list(AREAS)[max(self.nav.currentRow(), 0)]
 
     def load_demo(self, *, reopen_last: bool = False, path: Path | None = None) -> None:
-        """Open the embedded demo dataset in the editor (the demo model is the Train default); or
-        ``path``; or with ``reopen_last`` the file the editor had open when the app last closed, if
-        it is still there: an annotator starts where they stopped. When that file doesn't open,
-        the demo does, under the editor's message saying why."""
+        """Open ``path``, or with ``reopen_last`` the file the editor had open when the app last
+        closed (an annotator starts where they stopped), else the embedded demo dataset (the demo
+        model is the Train default). A file that doesn't open is said so, with the demo opened."""
         from engine.paths import demo_dataset_path
 
         editor = self.areas.get("dataset")
         if not hasattr(editor, "open_file"):
             return
-        path = path or (last_file() if reopen_last else None) or demo_dataset_path()
-        if path.exists() or path != demo_dataset_path():
-            editor.open_file(path)
-        if editor.path() != path and path != demo_dataset_path() and demo_dataset_path().exists():
-            why = editor.banner.label.text()
-            editor.open_file(demo_dataset_path())
-            editor.banner.show_message("warning", f"{why}. It was the file open when Finetune Studio last closed; "
-                                       "the demo dataset is open instead (Open ▾ lists your recent files).")
+        wanted = path or (last_file() if reopen_last else None)
+        if wanted is not None:
+            editor.open_file(wanted)
+            if editor.path() == wanted:
+                return
+        demo = demo_dataset_path()
+        if not demo.exists():
+            return
+        why = editor.banner.label.text() if wanted is not None else ""
+        editor.open_file(demo)
+        if why:
+            origin = "" if path is not None else " It was the file open when Finetune Studio last closed."
+            editor.banner.show_message("warning", f"{why}.{origin} The demo dataset is open instead (Open ▾ "
+                                       "lists your recent files).")
 
     def after_show(self) -> None:
         """Things that may ask the user something: crash recovery, re-attaching to live runs."""

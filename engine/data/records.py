@@ -71,6 +71,11 @@ class Schema:
     format: str = RecordFormat.ALPACA
     mapping: dict[str, str] = field(default_factory=dict)
 
+    def own_names(self) -> dict[str, str]:
+        """The file's own name for each standard one it renames (``{"instruction": "prompt"}``): a
+        record is edited and added in them, or the file no longer reads as it did."""
+        return {std: src for src, std in self.mapping.items()}
+
     def key(self, data: dict, standard: str) -> Any:
         """The value of the field called ``standard`` after mapping, or None."""
         if standard in data and standard not in self.mapping:
@@ -482,18 +487,13 @@ class DatasetFile:
     def new_record(self, data: dict | None = None) -> Record:
         """A new record for this file (not yet inserted), empty fields of the format when no data."""
         if data is None:
-            own = self.own_names()
+            own = self.schema.own_names()
             if self.format == RecordFormat.ALPACA:  # input only where the file has one, or no names of its own
                 data = {own.get(k, k): "" for k in ("instruction", "input", "output")
                         if k != "input" or not own or k in own}
             else:
                 data = {own.get(CONVERSATION_KEY[self.format], CONVERSATION_KEY[self.format]): []}
         return Record(data, None, schema=self.schema)
-
-    def own_names(self) -> dict[str, str]:
-        """The file's own name for each standard one it renames (``{"instruction": "prompt"}``): a
-        new record must be written with them, or the file no longer reads as it did."""
-        return {std: src for src, std in self.mapping.items()}
 
     def broken_indices(self) -> list[int]:
         """Indices of the broken records."""

@@ -83,6 +83,10 @@ from gui.dataset.split_dialog import SplitDialog
 from gui.dataset.table_model import RecordTableModel, fixed_record, with_data
 from gui.settings import RECENT_FILES_KEY, forget, recent_files, remember_file
 
+SAVE_FILTERS = {"JSON lines (*.jsonl)": "jsonl", "JSON (*.json)": "json", "CSV (*.csv)": "csv",
+                "Parquet (*.parquet)": "parquet"}
+"""The file dialog's filters for writing a dataset, and the container each one writes."""
+
 RELINT_MS = 1500  # after the last edit, small files are checked again
 FILTER_MS = 250  # typing pause before the filter applies
 ASYNC_FILTER_MIN = 20_000  # from this many records a text filter is matched in slices between frames
@@ -463,19 +467,17 @@ class DatasetEditor(QWidget):
         ds = self._ds
         start = data_home() / "datasets" / Path(ds.path).name
         start.parent.mkdir(parents=True, exist_ok=True)
-        filters = {"JSON lines (*.jsonl)": "jsonl", "JSON (*.json)": "json", "CSV (*.csv)": "csv",
-                   "Parquet (*.parquet)": "parquet"}
-        chosen_filter = next(f for f, c in filters.items() if c == ds.container)
+        chosen_filter = next(f for f, c in SAVE_FILTERS.items() if c == ds.container)
         path, chosen = QFileDialog.getSaveFileName(
             self, f"{Path(ds.path).name} ships with the app: save your copy as", str(start),
-            ";;".join(filters), chosen_filter)
+            ";;".join(SAVE_FILTERS), chosen_filter)
         if not path:
             return False
         if self.is_shipped_path(Path(path)):
             self.banner.show_message("error", "Not saved: pick a folder outside the app's resources, e.g. "
                                      f"{start.parent}", topic="write")
             return False
-        container = filters.get(chosen) or ds.container
+        container = SAVE_FILTERS.get(chosen) or ds.container
         if container == ds.container:
             return self.save_as(path)  # the editor then edits the copy
         # Another container is an export, after which the editor would stay on the shipped file:
@@ -527,8 +529,7 @@ class DatasetEditor(QWidget):
     def restore_recovery(self, path) -> bool:
         """Load the edits of a recovery file (they stay unsaved until the user saves)."""
         try:
-            changed = recovery.source_changed(Path(path))
-            ds, baseline = recovery.restore(Path(path))
+            ds, baseline, changed = recovery.restore(Path(path))
         except StudioError as e:
             self.banner.show_message("error", f"Can't restore: {e}")
             return False
@@ -1369,12 +1370,10 @@ class DatasetEditor(QWidget):
     def _on_save_as(self) -> None:
         if self._ds is None:
             return
-        filters = {"JSON lines (*.jsonl)": "jsonl", "JSON (*.json)": "json", "CSV (*.csv)": "csv",
-                   "Parquet (*.parquet)": "parquet"}
         path, chosen = QFileDialog.getSaveFileName(self, "Save as / export", str(self.path() or ""),
-                                                   ";;".join(filters))
+                                                   ";;".join(SAVE_FILTERS))
         if path:
-            self.save_as(path, container=filters.get(chosen))
+            self.save_as(path, container=SAVE_FILTERS.get(chosen))
 
     def _on_export_per_answer(self) -> None:
         if self._ds is None or self.path() is None:
@@ -1862,7 +1861,7 @@ class DatasetEditor(QWidget):
 
     def _empty_data(self) -> dict | None:
         fmt = self._ds.format
-        key = self._ds.own_names().get(CONVERSATION_KEY.get(fmt, ""), CONVERSATION_KEY.get(fmt, ""))
+        key = self._ds.schema.own_names().get(CONVERSATION_KEY.get(fmt, ""), CONVERSATION_KEY.get(fmt, ""))
         if fmt == RecordFormat.MESSAGES:
             return {key: [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}
         if fmt == RecordFormat.SHAREGPT:

@@ -351,7 +351,7 @@ class RecordForm(QWidget):
         if fmt is not None:
             self._fmt = fmt
         if record is not None and record.schema is not None:
-            self._own = {std: own for own, std in record.schema.mapping.items()}
+            self._own = record.schema.own_names()
         same_kind = (record is not None and self._record is not None
                      and record.broken == self._record.broken)
         if record is not None and same_kind and (record is self._expected or record is self._record):

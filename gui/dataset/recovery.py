@@ -175,18 +175,6 @@ def read_header(path: Path) -> RecoveryInfo | None:
                         pid if isinstance(pid, int) else None)
 
 
-def source_changed(path: Path) -> bool:
-    """The source file of recovery file ``path`` was written (or deleted) after the recovery was:
-    restoring its edits and saving would replace what another program wrote."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            head = json.loads(fh.readline())
-    except (OSError, ValueError):
-        return False
-    then = head.get("source_fingerprint")
-    return then is not None and source_fingerprint(Path(head["source"])) != then
-
-
 def list_recoveries() -> list[RecoveryInfo]:
     """Every recovery file in the recovery folder, newest first (those of windows still open too:
     see :meth:`RecoveryInfo.live_elsewhere`)."""
@@ -197,12 +185,14 @@ def list_recoveries() -> list[RecoveryInfo]:
     return sorted((i for i in infos if i is not None), key=lambda i: i.saved_at, reverse=True)
 
 
-def restore(path: Path) -> tuple[DatasetFile, tuple[Record, ...]]:
+def restore(path: Path) -> tuple[DatasetFile, tuple[Record, ...], bool]:
     """Rebuild the edited dataset from a recovery file.
 
     Returns:
-        ``(ds, baseline)``: the dataset with the recovered records (its ``path`` is the
-        source), and the records of the file on disk (to tell later which ones changed).
+        ``(ds, baseline, changed)``: the dataset with the recovered records (its ``path`` is the
+        source), the records of the file on disk (to tell later which ones changed), and whether
+        the file was written (or deleted) after the recovery was: saving the restored records
+        would then replace what another program wrote.
 
     Raises:
         DataError: the recovery file can't be read, or it refers to records of a source file
@@ -247,7 +237,7 @@ def restore(path: Path) -> tuple[DatasetFile, tuple[Record, ...]]:
                             "and the file has changed or gone since", path=str(source),
                             hint=f"The recovery file is kept at {path}.")
     ds.records = records
-    return ds, baseline
+    return ds, baseline, bool(fp_then) and not same_source
 
 
 def discard(path: Path) -> None:

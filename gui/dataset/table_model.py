@@ -89,7 +89,7 @@ def columns_for(ds: DatasetFile, sample: int = 200) -> list[Column]:
     else:
         # A file read through a mapping shows its own key in the standard field's place (the
         # prompt column as instruction), so an edit changes that key rather than adding another.
-        own = ds.own_names()
+        own = ds.schema.own_names()
         present = [k for k in _STANDARD_ALPACA if own.get(k, k) in seen or k in ("instruction", "input", "output")]
         cols += [Column(own.get(k, k), k if own.get(k, k) == k else f"{k} ({own[k]})", editable=True, standard=k)
                  for k in present]

@@ -257,7 +257,8 @@ def test_a_parquet_file_with_dates_and_bytes_is_autosaved_and_restored_with_its_
     ed = make_editor(path)
     _edit_output(ed, 0, "edited")
     ed.autosaver.save_now(wait=True)  # a datetime is not JSON: this write failed, and the edit was lost
-    ds, _baseline = recovery.restore(recovery.recovery_path(path))
+    ds, _baseline, changed = recovery.restore(recovery.recovery_path(path))
+    assert not changed  # the file is as the autosave found it
     assert ds.records[0].peek() == {"instruction": "a", "output": "edited", **values}
 
 
@@ -302,7 +303,8 @@ def test_a_file_with_its_own_column_names_is_restored_read_through_them(make_edi
     assert ed.dataset().mapping == {"prompt": "instruction", "response": "output"}
     ed.proxy.setData(ed.proxy.index(1, ed.model.column_of("output")), "edited", Qt.ItemDataRole.EditRole)
     ed.autosaver.save_now(wait=True)
-    ds, _baseline = recovery.restore(recovery.recovery_path(path))
+    ds, _baseline, changed = recovery.restore(recovery.recovery_path(path))
+    assert not changed
     assert ds.mapping == {"prompt": "instruction", "response": "output"}
     assert [r.peek() for r in ds.records][1] == {"prompt": "q1", "response": "edited"}
     ed.restore_recovery(recovery.recovery_path(path))

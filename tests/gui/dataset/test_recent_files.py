@@ -106,7 +106,10 @@ def test_the_app_reopens_the_file_open_when_it_closed(make_window, small_dataset
     assert editor.path() == shipped  # the demo instead, under the reason
     text = editor.banner.label.text()
     assert not editor.banner.isHidden() and f"Can't open {mine.name}" in text
-    assert "the file open when Finetune Studio last closed; the demo dataset is open instead" in text
+    assert "It was the file open when Finetune Studio last closed. The demo dataset is open instead" in text
+    again.load_demo(path=tmp_path / "typo.jsonl")  # --open FILE that isn't there: not the last session's
+    text = editor.banner.label.text()
+    assert "Can't open typo.jsonl" in text and "last closed" not in text and "demo dataset is open" in text
 
 
 def test_saving_the_demo_writes_a_copy_and_edits_it(make_editor, shipped, tmp_path, monkeypatch, studio_home):
