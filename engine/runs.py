@@ -546,17 +546,21 @@ def remember_run_folder(folder: Path) -> None:
 
     A run trained into an ``output_dir`` of its own was invisible to ``runs list``, ``runs show
     NAME`` and the Runs area, which only looked in the runs directory. Called by rank 0 when a
-    run starts; the file is replaced atomically.
+    run starts; the file is read and replaced atomically under ``run_folders.json.lock``, so runs
+    starting at once (a queue, a terminal, the GUI) don't write over each other's entry.
     """
+    from filelock import FileLock  # installed with huggingface_hub; the queue's locks use it too
+
     folder = Path(folder).resolve()
     if folder.parent == runs_dir().resolve():
         return
-    known = _indexed_folders()
-    if str(folder) in known:
-        return
     path = run_folders_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"folders": [*known, str(folder)]}, indent=2, ensure_ascii=False) + "\n")
+    with FileLock(f"{path}.lock", timeout=30):
+        known = _indexed_folders()
+        if str(folder) in known:
+            return
+        atomic_write_text(path, json.dumps({"folders": [*known, str(folder)]}, indent=2, ensure_ascii=False) + "\n")
 
 
 def _indexed_folders() -> list[str]:

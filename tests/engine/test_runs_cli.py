@@ -296,3 +296,34 @@ def test_pid_alive_never_signals_a_process_on_windows(monkeypatch):
         monkeypatch.setattr(ctypes, "WinDLL", lambda name, use_last_error=False, k=kernel: k, raising=False)
         monkeypatch.setattr(ctypes, "get_last_error", lambda k=kernel: k.error, raising=False)
         assert runs.pid_alive(1234) is alive
+
+
+REGISTER = """\
+import sys, time
+from pathlib import Path
+from engine.runs import remember_run_folder
+
+root, who, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+while not go.exists():  # all start at once, so their read-modify-writes overlap
+    time.sleep(0.005)
+for i in range(15):
+    remember_run_folder(root / f"{who}-{i}")
+"""
+
+
+def test_runs_starting_at_once_all_stay_in_the_run_folder_index(tmp_path):
+    """run_folders.json is read, extended and written back by each run that starts: without a
+    lock, two runs starting together each wrote the list they had read, and one entry was lost."""
+    from engine.runs import run_folders_file
+
+    script, go = tmp_path / "register.py", tmp_path / "go"
+    script.write_text(REGISTER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), f"p{n}", str(go)], env=env)
+             for n in range(4)]
+    time.sleep(1.0)  # let them import and wait at the start line
+    go.touch()
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    folders = json.loads(run_folders_file().read_text())["folders"]
+    expected = {str((tmp_path / "out" / f"p{n}-{i}").resolve()) for n in range(4) for i in range(15)}
+    assert sorted(folders) == sorted(expected)
