@@ -14,6 +14,8 @@ The Runs and Train areas offer Resume by it; ``finetune-studio runs show`` print
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,9 @@ class ResumePoint:
     max_steps: int = -1
     """The run's own plan (``-1``: ``num_epochs`` decides)."""
     num_epochs: float = 0.0
+    epoch_steps: int = -1
+    """For a run planned in epochs, the steps its ``num_epochs`` came to (Trainer's ``max_steps``
+    in the newest checkpoint's trainer_state.json); -1 when unknown or planned in steps."""
     save_steps: int = 0
     has_final: bool = False
     """``final/`` exists: the adapter or model was written."""
@@ -70,11 +75,23 @@ def resume_point(path: str | Path, status: str | None = None) -> ResumePoint:
     cfg = read_run_config(path) or summary.get("config") or {}
     ckpt = last_checkpoint(path)
     epochs = cfg.get("num_epochs")
+    max_steps = _int(cfg.get("max_steps"), -1)
+    epoch_steps = -1
+    if ckpt is not None and max_steps <= 0:
+        try:
+            state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            state = None
+        # Only while the run's num_epochs are the ones that checkpoint's plan was made for
+        # (Trainer records them rounded up: 1.5 epochs are 2, of which it trains max_steps).
+        if isinstance(state, dict) and isinstance(epochs, (int, float)) \
+                and state.get("num_train_epochs") == math.ceil(epochs):
+            epoch_steps = _int(state.get("max_steps"), -1)
     return ResumePoint(
         status=status, checkpoint=ckpt.name if ckpt else None, checkpoint_step=checkpoint_step(ckpt) if ckpt else 0,
         reached_step=summary.get("step") if isinstance(summary.get("step"), int) else None,
-        max_steps=_int(cfg.get("max_steps"), -1),
-        num_epochs=float(epochs) if isinstance(epochs, (int, float)) else 0.0,
+        max_steps=max_steps, num_epochs=float(epochs) if isinstance(epochs, (int, float)) else 0.0,
+        epoch_steps=epoch_steps,
         save_steps=_int(cfg.get("save_steps"), 0), has_final=(path / "final").is_dir(),
         early_stopped=bool(summary.get("early_stopped")))
 
@@ -95,7 +112,11 @@ def resume_verdict(point: ResumePoint, *, max_steps: int | None = None,
     status = point.status
     plan = point.max_steps if max_steps is None else max_steps
     epochs = point.num_epochs if num_epochs is None else num_epochs
-    of_plan = f" of {plan}" if plan > 0 else ""
+    # The step the plan ends at: a run planned in epochs, resumed with the same epochs, ends
+    # where they came to (without it, one stopped at its last step was offered a resume that
+    # trained nothing and wrote final/ again).
+    last = plan if plan > 0 else point.epoch_steps if epochs == point.num_epochs else -1
+    of_plan = f" of {last}" if last > 0 else ""
     if status == "running":
         return ResumeVerdict(False, "This run is still training: it can be stopped, then resumed.")
     if status == "completed":
@@ -122,7 +143,7 @@ def resume_verdict(point: ResumePoint, *, max_steps: int | None = None,
         every = f" (one is saved every {point.save_steps} steps)" if point.save_steps > 0 else ""
         return ResumeVerdict(False, f"This run {status} before its first checkpoint{every}: there is nothing to "
                              "resume from. Start it again from its run.yaml.")
-    if 0 < plan <= point.checkpoint_step:
+    if 0 < last <= point.checkpoint_step:
         if point.has_final:
             return ResumeVerdict(False, f"This run {status} at its last step ({point.checkpoint_step}{of_plan}) "
                                  "and its final adapter is written: nothing is left to train.", finished=True)

@@ -421,7 +421,8 @@ def _stop_if_complete(output_dir: Path, cfg: RunConfig) -> None:
     if verdict.ok or not (verdict.finished or point.status == "completed"):
         return
     done = point.reached_step if point.reached_step is not None else point.checkpoint_step
-    plan = f" of {point.max_steps}" if point.max_steps > 0 else ""
+    last = point.max_steps if point.max_steps > 0 else point.epoch_steps  # a plan in epochs: the steps they came to
+    plan = f" of {last}" if last > 0 else ""
     held = final_step(output_dir)
     came = read_summary(output_dir).get("final_from")
     what = f" (step {held}{f', from {came}' if came else ''})" if held is not None else ""
@@ -432,8 +433,9 @@ def _stop_if_complete(output_dir: Path, cfg: RunConfig) -> None:
         + (f"; the values given with this resume ({', '.join(ignored)}) trained nothing and are not the run's"
            if ignored else ""),
         status=point.status, step=done or None,
-        hint=f"To train further, resume with a larger plan: --max_steps N with N above {done}." if done else
-        "To train further, resume with a larger plan (max_steps or num_epochs).")
+        hint=(f"To train further, resume with a larger plan: --max_steps N with N above {done}"
+              + (f", or --num_epochs above {point.num_epochs:g}" if point.max_steps <= 0 else "") + "."
+              if done else "To train further, resume with a larger plan (max_steps or num_epochs)."))
 
 
 def _refuse_changed_structure(output_dir: Path, cfg: RunConfig) -> None:

@@ -588,6 +588,36 @@ def test_resuming_a_complete_run_leaves_its_promoted_final_and_its_record_as_the
     assert more["status"] == "completed" and [e["step"] for e in rec.of("step")] == [7]
 
 
+def test_resuming_a_run_planned_in_epochs_stopped_at_its_last_step_changes_nothing(tiny_model_dir, small_dataset,
+                                                                                   tmp_path, capsys):
+    """A run planned in epochs has max_steps -1, so one stopped at its last step (final/ written)
+    was judged to have steps left: `train NAME --resume` trained nothing and wrote final/ again."""
+    from engine.cli import main
+    from engine.train import Commands
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=-1, num_epochs=1, batch_size=32)  # 2 steps
+    commands = Commands()
+
+    def stop_at_the_last_step(step):
+        if step == 1:
+            commands.put("stop")  # read at the end of step 2
+
+    stopped, _, _ = train(cfg, commands=commands, fault_injector=stop_at_the_last_step)
+    assert (stopped["status"], stopped["step"]) == ("stopped", 2) and (out / "checkpoint-2").is_dir()
+    before = _folder_state(out)
+    assert main(["train", str(out), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert f"the run {out.name} is complete at step 2 of 2: nothing left to train; final/ (step 2), the " \
+        "checkpoints and the run's record are left as they were" in captured.err
+    assert "--max_steps N with N above 2, or --num_epochs above 1" in captured.err
+    assert f"stopped: {out} (unchanged: nothing was left to train)" in captured.out
+    assert _folder_state(out) == before
+    # More epochs still continue it.
+    more, rec, _ = train(cfg.replace(num_epochs=2), resume=True)
+    assert more["status"] == "completed" and [e["step"] for e in rec.of("step")] == [3, 4]
+
+
 def test_a_completed_run_extended_with_more_steps_follows_the_new_schedule(tiny_model_dir, small_dataset,
                                                                           tmp_path):
     # A 2-step cosine ends at lr 0; resumed with max_steps 4, step 3 used that 0 (the
