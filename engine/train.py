@@ -23,10 +23,12 @@ import math
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ from engine.runs import (
     record_config_change,
     remember_run_folder,
     rewind_metrics,
+    run_ref,
     trained_nothing,
     training_time_so_far,
     with_history,
@@ -1947,20 +1950,65 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
     out.flush()  # a closed pipe shows here, in emit's try, not in a later library print
 
 
-def _install_signal_handlers(commands: Commands) -> None:
-    """First Ctrl-C/SIGTERM: stop after this step with a checkpoint; the second interrupts."""
+@contextmanager
+def _stop_on_signals(commands: Commands) -> Iterator[list[int]]:
+    """Ctrl-C (or SIGTERM) during ``finetune-studio train``: the first stops the run after this
+    step, with a checkpoint; the second stops it at once (KeyboardInterrupt), keeping the last
+    checkpoint saved. Yields the signals received, in order (the exit status says which); the
+    handlers there before are put back on exit.
+
+    Python runs a handler once for signals that arrived together, so two Ctrl-Cs pressed while
+    the main thread was inside one long call (a step on a large model, a checkpoint's save) read
+    as one: the second was lost. The wakeup socket gets a byte per signal (``signal.set_wakeup_fd``),
+    so the handler counts them.
+    """
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
+        yield received
         return
+    ours = (signal.SIGINT, signal.SIGTERM)
+    reader, wakeup = socket.socketpair()  # a socket: what set_wakeup_fd takes on Windows too
+    reader.setblocking(False)
+    wakeup.setblocking(False)
 
     def handler(signum, frame):
-        if commands.stop_requested:
+        try:
+            got = [s for s in reader.recv(64) if s in ours]
+        except OSError:  # nothing to read: this signal's byte was counted by the call before
+            got = []
+        if len(received) > 1:
+            return  # already stopping at once
+        received.extend(got or [signum])
+        if len(received) > 1:
             raise KeyboardInterrupt
         commands.put("stop")
         commands.stop_requested = True
-        print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+        print("\nstopping after this step, with a checkpoint (Ctrl-C again to stop at once, keeping the last "
+              "checkpoint saved)", file=sys.stderr, flush=True)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    before = [signal.getsignal(s) for s in ours]
+    old_wakeup = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
+    for s in ours:
+        signal.signal(s, handler)
+    try:
+        yield received
+    finally:
+        for s, h in zip(ours, before, strict=True):
+            signal.signal(s, h)
+        signal.set_wakeup_fd(old_wakeup)
+        reader.close()
+        wakeup.close()
+
+
+def _how_to_continue(output_dir: str | Path | None) -> str:
+    """The checkpoint a run stopped before its end continues from, and the command that does it."""
+    if not output_dir or not Path(output_dir).is_dir():
+        return "nothing was trained"
+    ckpt = last_checkpoint(Path(output_dir))
+    resume = f"finetune-studio train {run_ref(Path(output_dir))} --resume"
+    if ckpt is None:
+        return f"no checkpoint was saved yet; {resume} starts it over"
+    return f"its last checkpoint is {ckpt.name} (step {checkpoint_step(ckpt)}); continue it with: {resume}"
 
 
 def _warn_changed_dataset(output_dir: Path, data_info: dict[str, Any], writer: EventWriter) -> None:
@@ -2058,7 +2106,6 @@ def cli_train(args: Any) -> int:
 
     quiet_loading()  # the run prints its own progress: no "Loading weights" bar in a line-based log
     commands = Commands()
-    _install_signal_handlers(commands)
     writer = EventWriter() if args.events else _ConsoleWriter()
     full = None
     if getattr(args, "probe", False):
@@ -2069,8 +2116,23 @@ def cli_train(args: Any) -> int:
                               f"({WARMUP_STEPS} warm-up steps are not timed)", key="probe_steps",
                               hint="The default, 10, gives a steady time per step.")
         full, cfg = cfg, probe_config(cfg, args.probe_steps)
-    result = run_training(cfg, writer, resume=args.resume, commands=commands, probe_of=full)
-    return {"completed": 0, "stopped": 0}.get(result.get("status"), 1)
+    with _stop_on_signals(commands) as signals:
+        try:
+            result = run_training(cfg, writer, resume=args.resume, commands=commands, probe_of=full)
+        except KeyboardInterrupt:
+            if len(signals) < 2:
+                raise
+            # The run's summary still says running, as after a kill: runs list shows it interrupted.
+            print("stopped at once: " + ("the probe saved nothing" if full is not None else
+                                         _how_to_continue(commands.output_dir)), file=sys.stderr)
+            return 128 + signals[-1]
+    if result.get("status") == "stopped" and not result.get("unchanged"):
+        # Not finished: a script must not take it for a completed run (128 + N: stopped by signal N).
+        if full is None:
+            print(f"stopped before the end of the run: {_how_to_continue(result.get('output_dir'))}",
+                  file=sys.stderr)
+        return 128 + signals[0] if signals else 1
+    return 0 if result.get("status") == "completed" or result.get("unchanged") else 1
 
 
 def main(argv: list[str] | None = None) -> int:

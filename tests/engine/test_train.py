@@ -397,6 +397,82 @@ def cli_train(run_yaml: Path) -> int:
         signal.signal(signal.SIGTERM, handlers[1])
 
 
+def test_ctrl_c_stops_after_the_step_and_a_second_stops_at_once_even_within_one_long_call(capsys):
+    """Python runs a handler once for the signals that arrived while the main thread was in one long
+    call (a step on a large model, a checkpoint's save): a second Ctrl-C pressed then was lost, and
+    the run only stopped after its step. The handlers there before are put back."""
+    import hashlib
+    import os
+    import signal
+    import threading
+
+    from engine.train import Commands, _stop_on_signals
+
+    before = signal.getsignal(signal.SIGINT)
+    commands = Commands()
+    with _stop_on_signals(commands) as got:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs here
+        assert got == [signal.SIGINT] and commands.stop_requested and commands.poll() == {"stop"}
+    assert "stopping after this step, with a checkpoint (Ctrl-C again to stop at once, keeping the last " \
+        "checkpoint saved)" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is before
+
+    def press_twice():
+        time.sleep(0.02)  # both land in the hash below
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt), _stop_on_signals(Commands()) as got:
+        presses = threading.Thread(target=press_twice)
+        presses.start()
+        hashlib.sha256(bytes(200_000_000))  # one long call that runs no Python code while both arrive
+        presses.join()
+        time.sleep(0.01)
+    assert got == [signal.SIGINT, signal.SIGINT] and signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_in_cli_train_exits_130_and_says_how_to_continue(tiny_model_dir, small_dataset, tmp_path):
+    """A run stopped with Ctrl-C exited 0, as if it had finished: a script couldn't tell."""
+    import os
+    import signal
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+
+    def interrupted(out: Path, presses: int) -> tuple[int, str]:
+        run_yaml = tmp_path / f"{out.name}.yaml"
+        # Steps long enough that the second Ctrl-C lands while the first one's stop is under way.
+        make_cfg(tiny_model_dir, small_dataset, out, max_steps=5000, learning_rate=2e-4, batch_size=16,
+                 seq_len=256).save(run_yaml)
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_yaml)], cwd=repo, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        said, pressed = [], 0
+        for line in proc.stdout:
+            said.append(line)
+            if pressed == 0 and line.startswith("step") and int(line.split()[1].split("/")[0]) >= 2 or \
+                    pressed == 1 < presses and line.startswith("stopping after this step"):
+                proc.send_signal(signal.SIGINT)
+                pressed += 1
+        return proc.wait(timeout=120), "".join(said)
+
+    out = tmp_path / "once"
+    code, said = interrupted(out, 1)
+    step = json.loads((out / "summary.json").read_text())["step"]
+    assert code == 130 and json.loads((out / "summary.json").read_text())["status"] == "stopped"
+    assert (out / f"checkpoint-{step}").is_dir() and (out / "final").is_dir()
+    assert "stopping after this step, with a checkpoint (Ctrl-C again to stop at once" in said
+    assert f"stopped before the end of the run: its last checkpoint is checkpoint-{step} (step {step}); continue " \
+        "it with: finetune-studio train once --resume" in said
+
+    out = tmp_path / "twice"
+    code, said = interrupted(out, 2)  # the second while the first one's stop is under way
+    assert code == 130 and "\nstopped at once: " in said and "finetune-studio train twice --resume" in said
+    assert not (out / "final").exists() and json.loads((out / "summary.json").read_text())["status"] == "running"
+
 def test_cli_train_invalid_combination_exits_non_zero(tiny_model_dir, small_dataset, tmp_path, capsys):
     run_yaml = tmp_path / "run.yaml"
     make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", load_in="int8", device="auto").save(run_yaml)
