@@ -240,10 +240,17 @@ class RunQueue:
         continues from its last checkpoint (as ``train --resume`` would), a failed one (or one
         with nothing to resume) starts over from its frozen config.
 
+        Its config is checked again as ``train`` checks it before it makes a run folder (the
+        config itself, its model, its data files): they may have gone since it was queued.
+
         Raises:
-            StudioError: no such entry, or it has not ended (or it completed: nothing to redo).
+            StudioError: no such entry, it has not ended (or it completed: nothing to redo), or
+                its config can't train now (with the message ``train`` gives).
         """
+        from engine.config import RunConfig
+        from engine.models import resolve_model_path
         from engine.resume import resume_point, resume_verdict
+        from engine.train import check_data_files
 
         old = next((e for e in self.entries() if e.id == entry_id), None)
         if old is None:
@@ -252,6 +259,15 @@ class RunQueue:
             raise StudioError(f"'{entry_id}' is {old.state}: only a stopped, interrupted or failed run can be "
                               "retried", hint="To train a completed run further, raise max_steps and resume it "
                                               "from the Runs area or with train RUN/run.yaml --resume.")
+        try:
+            cfg = RunConfig.load(old.config)
+            resolve_model_path(cfg.model)
+            check_data_files(cfg)
+        except StudioError as e:
+            raise StudioError(f"'{entry_id}' ({old.describe()}) can't be retried: {e.message}",
+                              hint=(f"{e.hint} " if e.hint else "") + f"The queued config is frozen ({old.config}): "
+                              "put back what it names, or queue a corrected config (finetune-studio queue add "
+                              "RUN.yaml).") from None
         resume = None
         if old.state != "failed" and old.run_dir and Path(old.run_dir).exists():
             if resume_verdict(resume_point(old.run_dir)).ok:
@@ -465,6 +481,8 @@ class RunQueue:
         if status not in ENDED:
             status = "interrupted"
         summary = read_summary(run_dir) if info is not None else {}
+        if entry.run_dir and not run_dir.is_dir():  # it failed before its folder was made (or kept)
+            entry = self._update(entry.id, run_dir=None)
         error = summary.get("error") or {}
         if status == "failed":
             message = "failed: " + (error.get("message") or error_text or "the worker ended before training")
@@ -575,13 +593,20 @@ def format_queue(entries: list[Entry], runner: int | None) -> str:
         lines.append(f"{e.id:<19}  {e.state:<11}  {e.describe()}")
         if e.message:
             lines.append(f"{'':<19}  {'':<11}  {e.message}")
-        if e.run_dir and e.state != PENDING:
-            lines.append(f"{'':<19}  {'':<11}  {e.run_dir}")
+        if e.state != PENDING:
+            lines.append(f"{'':<19}  {'':<11}  {_folder_text(e)}")
     pending = sum(1 for e in entries if e.state == PENDING)
     lines.append("")
     lines.append(f"{pending} pending; " + (f"being trained by process {runner}" if runner
                                            else "not running (finetune-studio queue run)"))
     return "\n".join(lines)
+
+
+def _folder_text(e: Entry) -> str:
+    """Where an entry that started trains (or trained), for ``queue list``."""
+    if e.run_dir is None:
+        return "no run folder: it failed before its run began" if e.state == "failed" else "no run folder yet"
+    return e.run_dir if Path(e.run_dir).is_dir() else f"{e.run_dir} (no longer there: moved or deleted)"
 
 
 def cli_add(args: Any) -> int:

@@ -467,6 +467,37 @@ class SetupProgress:
     whose record a failed resume leaves as it was)."""
 
 
+def check_data_files(cfg: RunConfig) -> None:
+    """The run's data files are there: its dataset and eval dataset (a file, or a split in the
+    Hugging Face cache) and a template file. :func:`setup` checks them before it makes the run
+    folder; ``queue retry`` checks them again, as the files may have gone since the run was queued.
+
+    Raises:
+        ConfigError: naming the key and the file.
+    """
+    from engine.data import hub
+    from engine.data.templates import is_template_file, read_template_file
+
+    for key in ("dataset", "eval_dataset"):
+        name = getattr(cfg, key)
+        if name and hub.parse_ref(name) is not None:
+            try:
+                hub.split_files(*hub.parse_ref(name))  # cached, with that split
+            except DataError as e:
+                raise ConfigError(e.message if key == "dataset" else f"{key}: {e.message}", key=key,
+                                  hint=e.hint) from None
+        elif name and name != "demo" and not Path(name).is_file():
+            raise ConfigError(f"{key} '{name}': {'not a file' if Path(name).exists() else 'no such file'}",
+                              key=key, hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read "
+                              "from the run config's folder), a dataset in the Hugging Face cache ('org/name' or "
+                              "'org/name:split'), or 'demo'.")
+    if is_template_file(cfg.template):
+        try:
+            read_template_file(cfg.template)
+        except DataError as e:
+            raise ConfigError(e.message, key="template", hint=e.hint) from None
+
+
 def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main: bool = True,
           progress: SetupProgress | None = None) -> Prepared:
     """Check, load data and model, apply the method. Fails before loading anything heavy.
@@ -486,10 +517,9 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     import torch
 
     from engine import precision
-    from engine.data import hub
     from engine.data.split import train_eval_split
-    from engine.data.templates import is_template_file, read_template_file, saved_template
     from engine.data.templates import resolve as resolve_template
+    from engine.data.templates import saved_template
     from engine.data.tokenize import describe_problems, tokenize_records
     from engine.methods import get_method, learning_rate_note
     from engine.models import add_special_tokens, check_weights_safe, load_tokenizer, resolve_model_path
@@ -501,25 +531,7 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     model_path = resolve_model_path(cfg.model)
     check_weights_safe(model_path, cfg.allow_pickle)
     precision.check_model(cfg, model_path)  # before the run folder is made, too
-    for key in ("dataset", "eval_dataset"):
-        name = getattr(cfg, key)
-        if name and hub.parse_ref(name) is not None:
-            try:
-                hub.split_files(*hub.parse_ref(name))  # cached, with that split, before the run folder is made
-            except DataError as e:
-                raise ConfigError(e.message if key == "dataset" else f"{key}: {e.message}", key=key,
-                                  hint=e.hint) from None
-        elif name and name != "demo" and not Path(name).is_file():
-            # Before the run folder is made, so a typo'd path leaves no empty run behind.
-            raise ConfigError(f"{key} '{name}': {'not a file' if Path(name).exists() else 'no such file'}",
-                              key=key, hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read "
-                              "from the run config's folder), a dataset in the Hugging Face cache ('org/name' or "
-                              "'org/name:split'), or 'demo'.")
-    if is_template_file(cfg.template):
-        try:
-            read_template_file(cfg.template)  # a missing or broken template file leaves no run behind either
-        except DataError as e:
-            raise ConfigError(e.message, key="template", hint=e.hint) from None
+    check_data_files(cfg)  # and so is this: a typo'd path leaves no empty run behind
 
     output_dir = _shared_output_dir(cfg, is_main)
     ckpt = last_checkpoint(output_dir) if resume and output_dir.is_dir() else None

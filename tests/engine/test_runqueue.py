@@ -156,6 +156,18 @@ def test_the_queue_trains_in_order_and_a_failure_does_not_stop_it(tmp_path, tiny
     assert "compare them: finetune-studio runs compare " in out
     assert q.runner_pid() is None
 
+    # It failed before its run folder was made: the list names none (it named a folder that never was).
+    assert entries[1].run_dir is None
+    assert main(["queue", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(listed) if line.startswith(entries[1].id))
+    assert listed[at + 2].strip() == "no run folder: it failed before its run began"
+    # Its config is checked again at retry, as train checks it: the dataset is still gone.
+    assert main(["queue", "retry", entries[1].id]) == 2
+    err = capsys.readouterr().err
+    assert f"'{entries[1].id}' (two) can't be retried: dataset '{doomed}': no such file" in err
+    assert "The queued config is frozen" in err and len(q.entries()) == 3
+    doomed.write_bytes(small_dataset.read_bytes())
     assert main(["queue", "retry", entries[1].id]) == 0  # failed: from the start
     assert "(from the start)" in capsys.readouterr().out and q.entries()[-1].resume is None
     q.remove([q.entries()[-1].id])
