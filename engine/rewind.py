@@ -51,21 +51,34 @@ class Rewound:
     moved: list[str]
     """The folder names moved there."""
     metric_rows_cut: int
+    unchanged: bool = False
+    """The run already ended at that checkpoint, its newest: nothing was moved or rewritten."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"run": str(self.run_dir), "checkpoint": self.checkpoint.name, "step": self.step,
                 "superseded": str(self.superseded) if self.superseded else None, "moved": self.moved,
-                "metric_rows_cut": self.metric_rows_cut,
+                "metric_rows_cut": self.metric_rows_cut, "unchanged": self.unchanged,
                 "message": self.describe()}
 
     def what_happened(self) -> str:
+        if self.unchanged:
+            return (f"nothing to rewind: {self.run_dir.name} already ends at {self.checkpoint.name} (step "
+                    f"{self.step}), its newest checkpoint; nothing was changed")
         where = (f"; {', '.join(self.moved)} moved to {self.superseded.name}/" if self.moved and self.superseded
                  else "")
         return f"{self.run_dir.name} now ends at {self.checkpoint.name} (step {self.step}){where}"
 
     def describe(self) -> str:
-        return (f"{self.what_happened()}. Resume it to train on from there: finetune-studio train "
-                f"{self.run_dir / 'run.yaml'} --resume")
+        resume = f"finetune-studio train {self.run_dir / 'run.yaml'} --resume"
+        if not self.unchanged:
+            return f"{self.what_happened()}. Resume it to train on from there: {resume}"
+        from engine.resume import resume_point, resume_verdict
+
+        verdict = resume_verdict(resume_point(self.run_dir))
+        then = (f" Resume: {resume}" if verdict.ok else
+                f" To train further, resume with a larger plan: {resume} --max_steps N (N above {self.step})."
+                if verdict.finished else "")
+        return f"{self.what_happened()}. {verdict.reason}{then}"
 
 
 def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
@@ -79,7 +92,8 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
         StudioError: the run is training, or the checkpoint is missing or incomplete.
     """
     run_dir = Path(run_dir)
-    if run_info(run_dir).status == "running":
+    info = run_info(run_dir)
+    if info.status == "running":
         raise StudioError(f"run '{run_dir.name}' is still training; stop it first")
     source = checkpoint_folder(run_dir, checkpoint)
     if source.parent.resolve() != run_dir.resolve():
@@ -90,6 +104,10 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
                           hint="Pick an earlier checkpoint.")
     step = checkpoint_step(source)
     later = [c for c in checkpoints(run_dir) if checkpoint_step(c) > step]
+    if not later and info.steps == step:
+        # Already there: moving final/ aside (a completed run's result, or one promoted from an
+        # earlier checkpoint) and calling the run stopped would undo something for nothing.
+        return Rewound(run_dir, source, step, None, [], 0, unchanged=True)
     results = [p for p in [run_dir / "final", *sorted(run_dir.glob("final-step-*"))] if p.is_dir()]
     superseded = None
     moved: list[str] = []

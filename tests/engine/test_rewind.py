@@ -89,3 +89,28 @@ def test_promoting_after_a_rewind_keeps_the_runs_tokenizer(tiny_model_dir, small
     rewind(out, 2)
     promote(out, 2)
     assert sorted(f.name for f in (out / "final").iterdir() if "token" in f.name or f.suffix == ".jinja") == saved
+
+
+def test_rewinding_to_the_checkpoint_a_run_ends_at_changes_nothing_and_says_so(tiny_model_dir, small_dataset,
+                                                                               tmp_path, capsys):
+    """`runs rewind RUN --checkpoint <its last>` moved a completed run's final/ aside, called the run
+    stopped and said 'now ends at checkpoint-2 ... Resume it to train on from there', where nothing
+    was left to train; asked again, it said the same though it did nothing."""
+    from engine.cli import main
+    from tests.engine.test_train import _folder_state
+
+    out = tmp_path / "run"
+    assert train(make_cfg(tiny_model_dir, small_dataset, out, max_steps=2, save_steps=1))[0]["status"] == "completed"
+    before, summary = _folder_state(out), (out / "summary.json").read_text()
+    assert main(["runs", "rewind", str(out), "--checkpoint", "2"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"nothing to rewind: {out.name} already ends at checkpoint-2 (step 2), its newest "
+                           "checkpoint; nothing was changed. Completed at step 2 of 2: nothing is left to train. "
+                           f"To train further, resume with a larger plan: finetune-studio train {out / 'run.yaml'} "
+                           "--resume --max_steps N (N above 2).")
+    assert _folder_state(out) == before and (out / "summary.json").read_text() == summary
+    # An earlier checkpoint is still a rewind; then that one is where the run ends.
+    assert rewind(out, 1).moved == ["checkpoint-2", "final"]
+    again = rewind(out, 1)
+    assert again.unchanged and again.moved == [] and again.to_dict()["unchanged"] is True
+    assert "nothing to rewind" in again.describe() and "Resume: finetune-studio train" in again.describe()
