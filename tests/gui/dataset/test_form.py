@@ -323,6 +323,56 @@ def test_typing_in_a_field_keeps_its_no_break_spaces_and_line_endings(make_edito
     assert load_dataset_file(path).records[0].peek()["instruction"] == ODD + " ok\r\nnext"
 
 
+# Each line keeps its own ending: CRLF (the commonest), LF, a lone CR, a literal paragraph separator.
+MIXED = "one\r\ntwo\r\nthree words\nfour\rfive\u2029six"
+
+
+def _replace_word(box, word: str, typed: str) -> None:
+    """Select ``word`` in ``box`` and type over it, as an annotator would."""
+    cursor = box.document().find(word)
+    assert cursor.hasSelection()
+    box.setTextCursor(cursor)
+    box.insertPlainText(typed)
+
+
+def _saved_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_bytes().decode("utf-8").splitlines()]
+
+
+def test_editing_one_word_keeps_every_other_line_ending_in_the_form(make_editor, tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    untouched = json.dumps({"instruction": "b", "output": MIXED})
+    path.write_text(json.dumps({"instruction": "a", "output": MIXED}) + "\n" + untouched + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    ed.select_record(0)
+    box = ed.form.field_edit("output")
+    _replace_word(box, "words", "WORDS")
+    box.moveCursor(box.textCursor().MoveOperation.End)
+    box.insertPlainText("\nseven")  # a line typed at the end takes the field's commonest ending, CRLF
+    ed.form.flush()
+    assert ed.save()
+    assert _saved_lines(path)[0]["output"] == MIXED.replace("words", "WORDS") + "\r\nseven"
+    assert path.read_bytes().decode("utf-8").splitlines()[1] == untouched
+
+
+def test_editing_one_word_keeps_every_other_line_ending_in_a_cell(make_editor, tmp_path):
+    from PySide6.QtWidgets import QStyleOptionViewItem
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps({"instruction": "a", "output": MIXED}) + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    cell = ed.proxy.index(0, ed.model.column_of("output"))
+    delegate = ed.table.itemDelegate()
+    box = delegate.createEditor(ed.table.viewport(), QStyleOptionViewItem(), cell)
+    delegate.setEditorData(box, cell)
+    _replace_word(box, "four", "4")  # the line ended by a lone CR
+    box.moveCursor(box.textCursor().MoveOperation.Start)
+    box.insertPlainText("zero\n")  # a new first line
+    delegate.setModelData(box, ed.proxy, cell)
+    assert ed.save()
+    assert _saved_lines(path)[0]["output"] == "zero\r\n" + MIXED.replace("four", "4")
+
+
 def test_a_parquet_date_column_shows_as_text_and_saves_as_a_date(make_editor, tmp_path):
     import datetime
 
