@@ -190,7 +190,8 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
     """Write ``ds`` converted to another container and/or record format.
 
     Extra fields (anything that isn't part of the record format, e.g. ``task``, ``lang``)
-    are kept. Parquet is written with pyarrow.
+    are kept, and so are a chat turn's own keys besides its role and content (``weight``,
+    ``name``) where the target has turns. Parquet is written with pyarrow.
 
     Args:
         ds: The dataset.
@@ -230,7 +231,7 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
     standard = set(format_fields(ds.format)) | set(ds.mapping)
     for i, r in enumerate(ds.records):
         data = r.peek()
-        msgs = r.messages(schema) if per_answer else []
+        msgs = r.messages(schema, turn_keys=True) if per_answer else []
         answers = _answer_ends(msgs)
         if len(answers) > 1:
             extras = {k: v for k, v in data.items() if k not in standard}
@@ -242,7 +243,7 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
             new = dict(data)
         else:
             extras = {k: v for k, v in data.items() if k not in standard}
-            new = messages_to_format(r.messages(schema), fmt, extras,
+            new = messages_to_format(r.messages(schema, turn_keys=True), fmt, extras,
                                      where=f"record {i + 1} (line {r.line})")
         out.records.append(Record(new, r.line))
     data, _, _ = _serialize(out, container)

@@ -87,6 +87,9 @@ class Schema:
 
 
 _MISSING = object()
+# What a turn's role and content are read from; any other key of a turn is the turn's own (a
+# LLaMA-Factory/axolotl ``weight``, a ``name``). tool_calls is read into the content.
+_TURN_FIELDS = ("role", "from", "content", "value", "tool_calls")
 
 
 class Record:
@@ -193,7 +196,7 @@ class Record:
         self.raw = self.error = self.column = None
         return True
 
-    def messages(self, schema: Schema | None = None) -> list[dict[str, str]]:
+    def messages(self, schema: Schema | None = None, *, turn_keys: bool = False) -> list[dict[str, Any]]:
         """The record as a chat: ``[{"role": "system"|"user"|"assistant"|"tool", "content": str}]``.
 
         Alpaca becomes system, the history pairs, then ``instruction + "\\n" + input`` and
@@ -202,6 +205,8 @@ class Record:
 
         Args:
             schema: Format and mapping; defaults to the record's own, else guessed from its keys.
+            turn_keys: Also keep a turn's other keys after its role and content (a ``weight`` or
+                ``name``), for a conversion to carry them over; training reads only role and content.
 
         Raises:
             DataError: the record is broken, or a field has the wrong type or an unknown role.
@@ -209,7 +214,7 @@ class Record:
         where = f"record at line {self.line}" if self.line else "record"
         if self.broken:
             raise DataError(f"{where} is not valid JSON ({self.error})", line=self.line)
-        return to_messages(self.peek(), schema or self.schema, where)
+        return to_messages(self.peek(), schema or self.schema, where, turn_keys=turn_keys)
 
     def text_fields(self) -> list[str]:
         """Every text of the record in reading order (for search, dedup and length estimates)."""
@@ -270,7 +275,8 @@ def guess_format(data: dict, mapping: dict[str, str] | None = None) -> str | Non
     return None
 
 
-def to_messages(data: dict, schema: Schema | None = None, where: str = "record") -> list[dict[str, str]]:
+def to_messages(data: dict, schema: Schema | None = None, where: str = "record", *,
+                turn_keys: bool = False) -> list[dict[str, Any]]:
     """A record's fields as chat messages; see :meth:`Record.messages`.
 
     Raises:
@@ -279,7 +285,7 @@ def to_messages(data: dict, schema: Schema | None = None, where: str = "record")
     schema = schema or Schema(guess_format(data) or RecordFormat.ALPACA)
     if schema.format == RecordFormat.ALPACA:
         return _alpaca_messages(data, schema, where)
-    return _chat_messages(data, schema, where)
+    return _chat_messages(data, schema, where, turn_keys)
 
 
 def _text(value: Any, key: str, where: str) -> str:
@@ -315,7 +321,7 @@ def _alpaca_messages(data: dict, schema: Schema, where: str) -> list[dict[str, s
     return msgs
 
 
-def _chat_messages(data: dict, schema: Schema, where: str) -> list[dict[str, str]]:
+def _chat_messages(data: dict, schema: Schema, where: str, turn_keys: bool = False) -> list[dict[str, Any]]:
     key = CONVERSATION_KEY[schema.format]
     turns = schema.key(data, key)
     if turns is None:
@@ -343,7 +349,10 @@ def _chat_messages(data: dict, schema: Schema, where: str) -> list[dict[str, str
             raise DataError(f"{where}: {key}[{i}] has the role {tag!r}; allowed: "
                             + ", ".join(sorted(SHAREGPT_ROLES)),
                             hint="Map it to a known role with a mapping, e.g. {\"bot\": \"gpt\"}.")
-        msgs.append({"role": role, "content": turn_content(turn, content, f"{key}[{i}]", where)})
+        msg = {"role": role, "content": turn_content(turn, content, f"{key}[{i}]", where)}
+        if turn_keys:
+            msg.update((k, v) for k, v in turn.items() if k not in _TURN_FIELDS)
+        msgs.append(msg)
     return msgs
 
 
@@ -384,9 +393,10 @@ def turn_content(turn: dict, content: Any, at: str, where: str = "record") -> st
     return f"{text}\n{call_text}" if text.strip() else call_text
 
 
-def messages_to_format(msgs: list[dict[str, str]], fmt: str, extras: dict | None = None,
+def messages_to_format(msgs: list[dict[str, Any]], fmt: str, extras: dict | None = None,
                        where: str = "record") -> dict:
-    """Build a record of format ``fmt`` from chat messages, keeping ``extras`` fields after them.
+    """Build a record of format ``fmt`` from chat messages, keeping ``extras`` fields after them
+    and, in ShareGPT and messages, a message's keys other than role and content on its turn.
 
     Raises:
         DataError: the conversation can't be held by ``fmt`` (e.g. a tool turn in Alpaca).
@@ -395,7 +405,8 @@ def messages_to_format(msgs: list[dict[str, str]], fmt: str, extras: dict | None
     if fmt == RecordFormat.MESSAGES:
         return {"messages": [dict(m) for m in msgs], **extras}
     if fmt == RecordFormat.SHAREGPT:
-        return {"conversations": [{"from": ROLE_TO_SHAREGPT[m["role"]], "value": m["content"]}
+        return {"conversations": [{"from": ROLE_TO_SHAREGPT[m["role"]], "value": m["content"],
+                                   **{k: v for k, v in m.items() if k not in ("role", "content")}}
                                   for m in msgs], **extras}
     if fmt != RecordFormat.ALPACA:
         raise DataError(f"unknown record format {fmt!r}; allowed: " + ", ".join(RecordFormat.FORMATS))

@@ -52,6 +52,33 @@ def test_record_format_round_trip_keeps_conversations_and_extras(small_dataset, 
     assert [(r.data["task"], r.data["lang"]) for r in again] == [(r.data["task"], r.data["lang"]) for r in original]
 
 
+def test_a_turns_own_keys_survive_sharegpt_to_messages_and_back(tmp_path, capsys):
+    """A turn's weight (LLaMA-Factory/axolotl: 0 leaves it out of the loss) or name is the turn's own,
+    not the record's: converting dropped it. Training here reads only role and content."""
+    src = tmp_path / "weighted.jsonl"
+    turns = [{"from": "system", "value": "Be brief.", "name": "policy"},
+             {"from": "human", "value": "Hi", "name": "bob"},
+             {"from": "gpt", "value": "Hello... uh, hi?", "weight": 0},
+             {"from": "human", "value": "Again"},
+             {"from": "gpt", "value": "Hi!", "weight": 1}]
+    src.write_text(json.dumps({"conversations": turns, "id": 7}) + "\n", encoding="utf-8")
+    out = tmp_path / "weighted-messages.jsonl"
+    assert main(["data", "convert", str(src), str(out), "--format", "messages"]) == 0
+    assert json.loads(out.read_bytes()) == {"messages": [
+        {"role": "system", "content": "Be brief.", "name": "policy"},
+        {"role": "user", "content": "Hi", "name": "bob"},
+        {"role": "assistant", "content": "Hello... uh, hi?", "weight": 0},
+        {"role": "user", "content": "Again"},
+        {"role": "assistant", "content": "Hi!", "weight": 1}], "id": 7}
+    back = tmp_path / "back.jsonl"
+    assert main(["data", "convert", str(out), str(back), "--format", "sharegpt"]) == 0
+    assert back.read_bytes() == src.read_bytes()
+    # What trains is unchanged: role and content only.
+    assert load_dataset_file(out).records[0].messages() == load_dataset_file(src).records[0].messages() == [
+        {"role": m, "content": t["value"]} for m, t in zip(["system", "user", "assistant", "user", "assistant"],
+                                                          turns, strict=True)]
+
+
 def test_format_option_may_name_record_format_and_container(small_dataset, tmp_path):
     out = tmp_path / "chat.json"  # JSON lines in a .json file read back fine
     assert convert(small_dataset, out, "messages", "jsonl") == 0
