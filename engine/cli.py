@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds_ = dsub.add_parser("split", help="write train and eval files, split the way a run's eval_split splits")
     ds_.add_argument("file", metavar="FILE")
     ds_.add_argument("--eval-ratio", type=float, required=True, dest="eval_ratio", metavar="R",
-                     help="share of records held out for eval, above 0 and below 1")
+                     help="share of records held out for eval, above 0 and at most 0.5 (as a run's eval_split)")
     ds_.add_argument("--seed", type=int, default=seed_default, help=f"the run's seed (default {seed_default}, "
                      "the run config's default)")
     ds_.add_argument("--out-dir", required=True, dest="out_dir", metavar="DIR",

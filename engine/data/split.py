@@ -84,7 +84,8 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
 
     Args:
         src: The dataset file.
-        eval_ratio: Share of records held out, above 0 and below 1.
+        eval_ratio: Share of records held out, above 0 and at most the run config's eval_split
+            maximum (0.5).
         out_dir: Where the two files go (created if missing).
         seed: The run's seed (default: the run config's default seed).
         fmt: How to read the file (default: detect).
@@ -95,20 +96,24 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
         eval: {path, records}}``; ``content_hash`` is the ``dataset_hash`` such a run records.
 
     Raises:
-        DataError: a bad ratio, broken records, fewer than two records, or an output that
+        DataError: a ratio out of range, broken records, fewer than two records, or an output that
             exists (without ``force``) or is not a folder.
     """
+    from engine.config import RunConfig  # not at the top: engine.config imports engine.data
     from engine.data.formats import check_output_path, load_dataset_file, save_dataset_file
     from engine.data.records import DatasetFile
 
     src = Path(src)
     ratio = float(eval_ratio)
+    meta = RunConfig.field_meta()
     if seed is None:
-        from engine.config import RunConfig
-
-        seed = RunConfig.field_meta()["seed"]["default"]
-    if not 0.0 < ratio < 1.0:
-        raise DataError(f"--eval-ratio must be above 0 and below 1, got {ratio}", hint="e.g. --eval-ratio 0.1")
+        seed = meta["seed"]["default"]
+    # The split is the one a run with eval_split: ratio makes, so it takes the ratios such a run
+    # takes (an eval set larger than the train set is refused there too), 0 excepted: no split.
+    most = meta["eval_split"]["max"]
+    if not 0.0 < ratio <= most:
+        raise DataError(f"--eval-ratio must be above 0 and at most {most:g} (a run's eval_split holds out at "
+                        f"most {most:.0%} of the records), got {ratio:g}", hint="e.g. --eval-ratio 0.1")
     ds = load_dataset_file(src, fmt or "auto")
     broken = ds.broken_indices()
     if broken:

@@ -56,7 +56,7 @@ class SplitDialog(QDialog):
         intro.setTextFormat(Qt.TextFormat.RichText)
         meta = RunConfig.field_meta()
         self.ratio = QDoubleSpinBox()
-        self.ratio.setRange(0.01, 0.5)
+        self.ratio.setRange(0.01, meta["eval_split"]["max"])  # what split_file takes, as a run's eval_split
         self.ratio.setSingleStep(0.05)
         self.ratio.setDecimals(2)
         self.ratio.setValue(0.1)

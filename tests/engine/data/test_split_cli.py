@@ -61,10 +61,16 @@ def test_existing_outputs_need_force(small_dataset, tmp_path):
     assert split(small_dataset, tmp_path / "s", force=True) == 0
 
 
-@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.5])
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.5, 0.7, 0.51, float("nan"), float("inf")])
 def test_ratio_out_of_range(small_dataset, tmp_path, ratio):
-    with pytest.raises(DataError, match=f"--eval-ratio must be above 0 and below 1, got {ratio}"):
+    """Above 0.5 the eval file outgrows the train file, and a run refuses such an eval_split: the
+    split that matches a run takes what a run takes."""
+    with pytest.raises(DataError, match=rf"^--eval-ratio must be above 0 and at most 0\.5 \(a run's eval_split "
+                       rf"holds out at most 50% of the records\), got {ratio:g}\n"):
         split(small_dataset, tmp_path / "s", ratio)
+    assert not (tmp_path / "s").exists()
+    assert RunConfig.field_meta()["eval_split"]["max"] == 0.5
+    assert split(small_dataset, tmp_path / "s", 0.5) == 0  # the bound itself is allowed
 
 
 def test_broken_records_and_single_record_are_refused(tmp_path):

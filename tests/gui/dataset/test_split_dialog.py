@@ -87,3 +87,18 @@ def test_a_folder_that_can_not_be_made_is_named(make_editor, demo_copy, tmp_path
     assert not dialog.split()  # the files exist now: the dialog points at its own checkbox, not at --force
     assert 'Tick "Replace the files if they exist"' in dialog.status.text() and "--force" not in dialog.status.text()
     assert not dialog.train_button.isVisibleTo(dialog)
+
+
+def test_the_eval_share_takes_what_the_engine_takes(make_editor, demo_copy, tmp_path):
+    """The dialog's bounds are data split's: a run's eval_split maximum, the engine's one check."""
+    from engine.config import RunConfig
+
+    ed = make_editor(demo_copy)
+    dialog = ed.open_split_dialog()
+    most = RunConfig.field_meta()["eval_split"]["max"]
+    assert dialog.ratio.maximum() == most and dialog.ratio.minimum() > 0
+    dialog.ratio.setValue(0.9)  # more can't be entered
+    assert dialog.ratio.value() == most and "--eval-ratio 0.5" in " ".join(dialog.command())
+    dialog.out_edit.setText(str(tmp_path / "half"))
+    assert dialog.split()
+    assert dialog.grab().save(str(tmp_path / "split-half.png"))
