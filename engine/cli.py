@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "'adapters list'")
     ax.add_argument("--out", required=True, metavar="DIR", help="the folder to write (PEFT format, loadable by "
                     "PeftModel.from_pretrained)")
+    ax.add_argument("--allow_pickle", action="store_true", help="copy a pickle adapter_model.bin when there is "
+                    "no safetensors file (pickle can run code when loaded)")
     ac = asub.add_parser("compare", help="score the base and adapters on the same records; answer a few with each",
                          description="Every model (the base, then each adapter, on one base loaded once) scores "
                          "every record's answer as training's loss counts it. The headline figures leave out the "

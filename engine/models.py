@@ -198,9 +198,11 @@ def check_weights_safe(path: Path, allow_pickle: bool) -> None:
                          hint="Copy the model's .safetensors files (and model.safetensors.index.json when it is "
                          "sharded) into the folder.")
     if pickle and not safe and not allow_pickle:
+        # How to allow them is the fix, which each command writes its own way (generate's switch,
+        # train's override, a run-config line); a hint naming one of them misled the others.
         raise ModelError(f"'{path}' holds only pickle weights (.bin), which can run arbitrary code when "
                          "loaded", fix={"allow_pickle": True},
-                         hint="Convert it to safetensors, or set allow_pickle: true if you trust its source.")
+                         hint="Convert it to safetensors, or allow pickle weights only if you trust its source.")
 
 
 def load_tokenizer(model: str, *, trust_remote_code: bool = False, add_tokens: Sequence[str] = ()):

@@ -239,11 +239,27 @@ def test_a_fix_is_printed_as_the_option_to_type_for_each_command(tmp_path, capsy
     weights = pickled / "model.safetensors"
     torch.save(load_file(str(weights)), pickled / "pytorch_model.bin")
     weights.unlink()
+    # The hint says what to do, the fix line how, once and in that command's own words: the hint
+    # said "set allow_pickle: true" to generate and merge too, which take a --allow_pickle switch.
+    refusal = (f"'{pickled}' holds only pickle weights (.bin), which can run arbitrary code when loaded\n"
+               "  hint: Convert it to safetensors, or allow pickle weights only if you trust its source.\n"
+               "  fix: ")
     assert main(["train", str(presets / "demo.yaml"), "--model", str(pickled), "--max_steps", "1"]) == 1
-    assert "\n  fix: --allow_pickle true" in capsys.readouterr().err
-    assert main(["generate", "--base", str(pickled), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err
-    assert "\n  fix: --allow_pickle\n" in err + "\n" and "--allow_pickle true" not in err
+    assert refusal + "--allow_pickle true\n" in err and err.count("allow_pickle") == 1
+    assert main(["generate", "--base", str(pickled), "--prompt", "hi"]) == 2
+    assert capsys.readouterr().err == f"finetune-studio generate: {refusal}--allow_pickle\n"
+    assert main(["merge", "--base", str(pickled), "--adapter", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert capsys.readouterr().err == f"finetune-studio merge: {refusal}--allow_pickle\n"
+    # adapters export suggested "allow_pickle: true in the run config", which it has none of.
+    adapter = tmp_path / "pickled-adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "x"}))
+    (adapter / "adapter_model.bin").write_bytes(b"pickle")
+    assert main(["adapters", "export", str(adapter), "--out", str(tmp_path / "exported")]) == 2
+    assert capsys.readouterr().err.endswith("\n  fix: --allow_pickle\n")
+    assert main(["adapters", "export", str(adapter), "--out", str(tmp_path / "exported"), "--allow_pickle"]) == 0
+    assert (tmp_path / "exported" / "adapter_model.bin").read_bytes() == b"pickle"
     # A command with neither the switch nor run-config options: the line to write in the run config.
     assert _fix_text(build_parser(), "runs show")("allow_pickle", True) == "allow_pickle: true in the run config"
     assert _fix_text(build_parser(), "train")("lora_target_modules", ["q_proj", "v_proj"]) == \
