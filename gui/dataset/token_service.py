@@ -122,11 +122,16 @@ class TokenService:
         """End the child now (a request waiting on it fails at once)."""
         self._closed = True
         proc, conn, self._proc, self._conn = self._proc, self._conn, None, None
-        if conn is not None:
-            conn.close()
         if proc is not None and proc.is_alive():
-            proc.terminate()
+            proc.terminate()  # a request waiting on it reads the end of the pipe
             proc.join(5)
+        # The pipe is closed only once no request reads it: closed under a reading thread, the
+        # read failed with a TypeError from inside multiprocessing instead of the end of the pipe.
+        if conn is not None and self._lock.acquire(timeout=5):
+            try:
+                conn.close()
+            finally:
+                self._lock.release()
 
     def _ensure(self) -> Any:
         if self._proc is None or not self._proc.is_alive():
