@@ -86,7 +86,8 @@ class RunConfig:
     loss_on: str = _f("answers", "Which tokens the loss is computed on: answers (every assistant answer; the "
                       "prompts are context), last_answer (only a conversation's final answer, the earlier ones "
                       "are context too) or all (every token, prompts included: continued pre-training on the "
-                      "records' text).", choices=LOSS_ON_CHOICES, group="data")
+                      "records' text). An answer whose turn has weight 0 never trains; last_answer is then the last "
+                      "of the others.", choices=LOSS_ON_CHOICES, group="data")
     group_by_length: bool = _f(False, "Batch records of similar length together (transformers' "
                                "LengthGroupedSampler): far less padding, so faster steps on records of mixed "
                                "lengths; the batches still come in random order, the longest first (an "

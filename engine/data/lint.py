@@ -6,7 +6,9 @@ index and line; dataset-wide findings have neither):
 Consistency
     ``broken-record`` (error): text that isn't a JSON object. ``empty-file`` (error).
     ``wrong-type`` (error): a field of the wrong type, e.g. ``output`` is a number or a list.
-    ``missing-field`` (error): no ``output`` / no assistant turn / no instruction.
+    ``missing-field`` (error): no ``output`` / no assistant turn / no instruction / every
+    assistant turn with ``weight`` 0 (nothing trains). A ``weight`` other than 0, 1, true or
+    false on an assistant turn is ``wrong-type``.
     ``empty-field``: an empty or whitespace-only instruction, output or turn (error); a
     whitespace-only ``input`` or ``system`` (warning). An empty ``input`` is normal.
     ``unknown-role`` (error) and ``turn-order`` (warning) for conversations.
@@ -462,10 +464,11 @@ def _check_chat(i: int, line: int | None, data: dict, schema: Schema, out: list[
     if system is not None and not isinstance(system, str):
         out.append(Finding(i, line, "wrong-type", "error", f"'system' is {_json_type(system)}, expected text",
                            "system"))
-    from engine.data.records import SHAREGPT_ROLES, turn_content
+    from engine.data.records import SHAREGPT_ROLES, turn_content, turn_trains
 
     m = schema.mapping
     roles = []
+    weighted_out = 0  # answers whose weight is 0: context, never trained
     for k, turn in enumerate(turns):
         where = f"{own}[{k}]"
         if not isinstance(turn, dict):
@@ -484,6 +487,11 @@ def _check_chat(i: int, line: int | None, data: dict, schema: Schema, out: list[
                                + ", ".join(sorted(SHAREGPT_ROLES)), own))
             continue
         roles.append(role)
+        if role == "assistant" and turn.get("weight") is not None:
+            try:
+                weighted_out += not turn_trains(turn["weight"], f"{where} ({role})")
+            except DataError as e:
+                out.append(Finding(i, line, "wrong-type", "error", e.message + "; a run leaves this record out", own))
         if turn.get("tool_calls") or isinstance(content, list):  # OpenAI forms: what trains is their text
             try:
                 content = turn_content(turn, content, where)
@@ -503,6 +511,9 @@ def _check_chat(i: int, line: int | None, data: dict, schema: Schema, out: list[
     if turns and all(isinstance(t, dict) for t in turns):
         if "assistant" not in roles:
             out.append(Finding(i, line, "missing-field", "error", "no assistant turn: nothing to train on", own))
+        elif weighted_out == roles.count("assistant"):
+            out.append(Finding(i, line, "missing-field", "error", "every assistant turn has weight 0: nothing to "
+                               "train on (unless loss_on is all); a run leaves this record out", own))
         elif roles and roles[-1] != "assistant":
             out.append(Finding(i, line, "turn-order", "warning", f"the last turn is from {roles[-1]}; "
                                "it is never trained on", own))
@@ -889,7 +900,10 @@ def _hidden_answers(rows: list[_Row], ds: DatasetFile, tokenizer: Any, template:
     multi = [r for r in rows if r.answers > 1]
     checked = hidden = 0
     for r in multi[:sample]:
-        msgs = to_messages(ds.records[r.index].peek(), ds.schema)
+        try:  # with the weights: a weight-0 answer the template hides loses nothing
+            msgs = to_messages(ds.records[r.index].peek(), ds.schema, weights=True)
+        except DataError:
+            continue  # a bad weight: reported by wrong-type
         checked += 1
         skipped: list[int] = []
         try:
@@ -930,9 +944,10 @@ def _prompt_fills(ds: DatasetFile, row: _Row, tokenizer: Any, template: str, seq
     from engine.data.tokenize import IGNORE_INDEX, render_record
 
     try:
-        labels = render_record(to_messages(ds.records[row.index].peek(), ds.schema), tokenizer, template)["labels"]
+        labels = render_record(to_messages(ds.records[row.index].peek(), ds.schema, weights=True), tokenizer,
+                               template)["labels"]
     except DataError:
-        return False  # refused or no answer: reported by its own rule
+        return False  # refused, no answer or a bad weight: reported by its own rule
     return all(x == IGNORE_INDEX for x in labels[:seq_len])
 
 

@@ -33,7 +33,7 @@ def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto",
     """
     from engine.data.tokenize import IGNORE_INDEX, render_record
 
-    messages = record.messages() if isinstance(record, Record) else record
+    messages = record.messages(weights=True) if isinstance(record, Record) else record
     row = render_record(messages, tokenizer, template, skipped=skipped, loss_on=loss_on)
     pieces: list[tuple[str, bool]] = []
     run: list[int] = []
@@ -109,12 +109,14 @@ def cli_preview(args: Any) -> int:
     skipped: list[int] = []
     loss_on = getattr(args, "loss_on", None) or "answers"
     try:
-        pieces = preview(record, tokenizer, template, skipped=skipped, loss_on=loss_on)
+        messages = record.messages(weights=True)
+        pieces = preview(messages, tokenizer, template, skipped=skipped, loss_on=loss_on)
         # The exact counts, from the labels preview() marks by (its texts are decoded runs).
-        row = render_record(record.messages(), tokenizer, template, loss_on=loss_on)
+        row = render_record(messages, tokenizer, template, loss_on=loss_on)
     except DataError as e:
         raise DataError(f"record {index + 1}: {e.message}", path=path, line=record.line, fix=e.fix,
                         hint=e.hint) from None
+    context = [i for i, m in enumerate(messages) if m.get("weight") is False]  # never trained, by their weight
     tokens = len(row["input_ids"])
     trained = sum(1 for x in row["labels"] if x != IGNORE_INDEX)
     rendering = resolve(tokenizer, template).name
@@ -123,7 +125,8 @@ def cli_preview(args: Any) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"file": path, "record": index + 1, "index": index, "line": record.line, "model": model,
                           "template": template, "rendering": rendering, "tokens": tokens,
-                          "trained_tokens": trained, "untrained_answers": skipped, "split_markers": split,
+                          "trained_tokens": trained, "untrained_answers": skipped,
+                          "weight_0_answers": context, "split_markers": split,
                           "segments": [{"text": t, "trained": on} for t, on in pieces]},
                          ensure_ascii=False, indent=2))
         return 0
@@ -134,6 +137,10 @@ def cli_preview(args: Any) -> int:
     what = {"answers": "the answers", "last_answer": "the last answer", "all": "every token"}.get(loss_on, loss_on)
     rest = "; the rest is prompt (label -100)" if trained < tokens else ""
     print(f"{tokens} tokens, {trained} trained ({what}, loss_on {loss_on}, marked {mark}){rest}")
+    if context:
+        which = ", ".join(str(i + 1) for i in context)
+        print(f"note: message{'s' if len(context) > 1 else ''} {which} (answer{'s' if len(context) > 1 else ''}) "
+              "won't train: weight 0, so context")
     if skipped:
         print(f"note: {untrained_note(skipped)}")
     if split:

@@ -88,7 +88,7 @@ class Schema:
 
 _MISSING = object()
 # What a turn's role and content are read from; any other key of a turn is the turn's own (a
-# LLaMA-Factory/axolotl ``weight``, a ``name``). tool_calls is read into the content.
+# LLaMA-Factory/axolotl ``weight``, which training reads, a ``name``). tool_calls is read into the content.
 _TURN_FIELDS = ("role", "from", "content", "value", "tool_calls")
 
 
@@ -196,7 +196,8 @@ class Record:
         self.raw = self.error = self.column = None
         return True
 
-    def messages(self, schema: Schema | None = None, *, turn_keys: bool = False) -> list[dict[str, Any]]:
+    def messages(self, schema: Schema | None = None, *, turn_keys: bool = False,
+                 weights: bool = False) -> list[dict[str, Any]]:
         """The record as a chat: ``[{"role": "system"|"user"|"assistant"|"tool", "content": str}]``.
 
         Alpaca becomes system, the history pairs, then ``instruction + "\\n" + input`` and
@@ -206,15 +207,19 @@ class Record:
         Args:
             schema: Format and mapping; defaults to the record's own, else guessed from its keys.
             turn_keys: Also keep a turn's other keys after its role and content (a ``weight`` or
-                ``name``), for a conversion to carry them over; training reads only role and content.
+                ``name``), for a conversion to carry them over as they are.
+            weights: Also keep an assistant turn's ``weight`` (see :func:`turn_trains`), checked and
+                as a bool, for training to read; the only key besides role and content, so no other
+                key of a turn reaches a chat template. A weight on another turn is ignored.
 
         Raises:
-            DataError: the record is broken, or a field has the wrong type or an unknown role.
+            DataError: the record is broken, or a field has the wrong type or an unknown role, or
+                (with ``weights``) an answer's weight is not 0, 1, true or false.
         """
         where = f"record at line {self.line}" if self.line else "record"
         if self.broken:
             raise DataError(f"{where} is not valid JSON ({self.error})", line=self.line)
-        return to_messages(self.peek(), schema or self.schema, where, turn_keys=turn_keys)
+        return to_messages(self.peek(), schema or self.schema, where, turn_keys=turn_keys, weights=weights)
 
     def text_fields(self) -> list[str]:
         """Every text of the record in reading order (for search, dedup and length estimates)."""
@@ -276,16 +281,45 @@ def guess_format(data: dict, mapping: dict[str, str] | None = None) -> str | Non
 
 
 def to_messages(data: dict, schema: Schema | None = None, where: str = "record", *,
-                turn_keys: bool = False) -> list[dict[str, Any]]:
+                turn_keys: bool = False, weights: bool = False) -> list[dict[str, Any]]:
     """A record's fields as chat messages; see :meth:`Record.messages`.
 
     Raises:
-        DataError: a field has the wrong type or an unknown role (``where`` names the record).
+        DataError: a field has the wrong type or an unknown role, or (with ``weights``) an answer's
+            weight is not 0, 1, true or false (``where`` names the record).
     """
     schema = schema or Schema(guess_format(data) or RecordFormat.ALPACA)
     if schema.format == RecordFormat.ALPACA:
         return _alpaca_messages(data, schema, where)
-    return _chat_messages(data, schema, where, turn_keys)
+    return _chat_messages(data, schema, where, turn_keys, weights)
+
+
+WEIGHT_VALUES = "0, 1, true or false"
+"""What a turn's ``weight`` may be, in words (for messages)."""
+
+
+def turn_trains(weight: Any, at: str) -> bool:
+    """Whether an assistant turn with this ``weight`` trains: Axolotl's per-turn key of ShareGPT and
+    chat_template datasets (and LLaMA-Factory's). 1 or true (or no weight, or null, which a
+    dataset with the key on only some turns reads as) trains; 0 or false makes the answer context.
+
+    Args:
+        weight: The turn's ``weight`` value.
+        at: The turn in words, for the error (``"conversations[2] (assistant)"``).
+
+    Raises:
+        DataError: any other value (0.5, 2, "no"): a weight is an on/off switch here, not a scale.
+    """
+    if weight is None or isinstance(weight, bool):
+        return weight is not False
+    if isinstance(weight, (int, float)) and weight in (0, 1):
+        return bool(weight)
+    try:
+        shown = json.dumps(weight)
+    except (TypeError, ValueError):
+        shown = repr(weight)
+    raise DataError(f"{at} has the weight {shown}; allowed: {WEIGHT_VALUES} (0 or false: the answer is "
+                    "context, not trained)", hint="Set the turn's weight to 0 (not trained) or 1 (trained).")
 
 
 def _text(value: Any, key: str, where: str) -> str:
@@ -321,7 +355,8 @@ def _alpaca_messages(data: dict, schema: Schema, where: str) -> list[dict[str, s
     return msgs
 
 
-def _chat_messages(data: dict, schema: Schema, where: str, turn_keys: bool = False) -> list[dict[str, Any]]:
+def _chat_messages(data: dict, schema: Schema, where: str, turn_keys: bool = False,
+                   weights: bool = False) -> list[dict[str, Any]]:
     key = CONVERSATION_KEY[schema.format]
     turns = schema.key(data, key)
     if turns is None:
@@ -352,6 +387,8 @@ def _chat_messages(data: dict, schema: Schema, where: str, turn_keys: bool = Fal
         msg = {"role": role, "content": turn_content(turn, content, f"{key}[{i}]", where)}
         if turn_keys:
             msg.update((k, v) for k, v in turn.items() if k not in _TURN_FIELDS)
+        if weights and role == "assistant" and turn.get("weight") is not None:
+            msg["weight"] = turn_trains(turn["weight"], f"{where}: {key}[{i}] ({role})")
         msgs.append(msg)
     return msgs
 

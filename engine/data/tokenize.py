@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.data.records import turn_trains
 from engine.data.templates import Rendering, alpaca_text, resolve
 from engine.errors import DataError
 
@@ -92,45 +93,68 @@ def render_record(messages: list[dict], tokenizer: Any, template: str | Renderin
     history); such a turn can't be located, so it is not trained (its index goes in ``skipped``)
     while the turns that can be located still are.
 
+    An assistant turn's ``weight`` (Axolotl's per-turn key, see
+    :func:`engine.data.records.turn_trains`) of 0 or false makes it context: it never trains,
+    whatever ``loss_on``, and ``loss_on`` picks among the other answers. The weight never reaches
+    the chat template.
+
     Args:
-        messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``.
+        messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``; an assistant
+            turn may carry ``"weight"`` (0, 1, true or false; None or absent: trained).
         tokenizer: a Hugging Face tokenizer.
         template: a run config's ``template`` (see :mod:`engine.data.templates`) or its
             :class:`Rendering`.
         skipped: receives the indices of assistant turns that couldn't be located.
-        loss_on: ``answers`` (every assistant turn), ``last_answer`` (only the final one: the
-            earlier answers are context, as LLaMA-Factory's ``mask_history``) or ``all`` (every token,
-            prompts included, as ``train_on_prompt`` / Axolotl's ``train_on_inputs``).
+        loss_on: ``answers`` (every assistant turn), ``last_answer`` (only the final one whose
+            weight isn't 0: the earlier answers are context, as LLaMA-Factory's ``mask_history``) or
+            ``all`` (every token, prompts included, as ``train_on_prompt`` / Axolotl's
+            ``train_on_inputs``; a weight-0 answer still doesn't train, as under Axolotl's).
 
     Returns:
         ``{"input_ids": [...], "labels": [...]}`` of equal length.
 
     Raises:
-        DataError: no assistant turn, or none whose tokens can be located in the rendering
-            (then answer-only masking would be wrong).
+        DataError: no assistant turn; every one has weight 0 (unless ``loss_on`` is ``all``); a
+            weight that isn't 0, 1, true or false; none of the answers to train can be located in
+            the rendering (then answer-only masking would be wrong); or, under ``all``, a weight-0
+            answer can't be located (so it can't be left out).
     """
     if loss_on not in LOSS_ON:
         raise DataError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
     chat = resolve(tokenizer, template)
-    if not any(m.get("role") == "assistant" for m in messages):
+    answers = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if not answers:
         raise DataError("the record has no answer (assistant/output) to train on")
+    trains = [i for i in answers if turn_trains(messages[i].get("weight"), f"message {i + 1} (assistant)")]
+    if any("weight" in m for m in messages):  # the template sees role and content, as without weights
+        messages = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
     full = _render_ids(tokenizer, messages, len(messages), False, chat)
     if loss_on == "all":
-        return {"input_ids": full, "labels": list(full)}
+        labels = list(full)
+        for i in answers:
+            if i in trains:
+                continue
+            span = _answer_span(tokenizer, messages, i, full, chat)
+            if span is None:
+                raise DataError(f"message {i + 1} (assistant) has weight 0, but the chat template renders it "
+                                "differently once the conversation goes on, so its tokens can't be left out of "
+                                "loss_on all", hint="Use loss_on: answers, or template: alpaca.")
+            labels[span[0]: span[1]] = [IGNORE_INDEX] * (span[1] - span[0])
+        return {"input_ids": full, "labels": labels}
+    if not trains:
+        raise DataError(f"every answer of the record has weight 0, so it has nothing to train on "
+                        f"({len(answers)} answer{'s' if len(answers) != 1 else ''}, all context)",
+                        hint="Give the answers to learn weight 1 (or no weight), or leave the record out.")
+    wanted = trains[-1:] if loss_on == "last_answer" else trains
     labels = [IGNORE_INDEX] * len(full)
     missed: list[int] = []
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant" or (loss_on == "last_answer" and i != last):
-            continue
-        prompt = _render_ids(tokenizer, messages, i, True, chat)
-        upto = _render_ids(tokenizer, messages, i + 1, False, chat)
-        if full[: len(prompt)] != prompt or full[: len(upto)] != upto:
+    for i in wanted:
+        span = _answer_span(tokenizer, messages, i, full, chat)
+        if span is None:
             missed.append(i)
             continue
-        labels[len(prompt): len(upto)] = full[len(prompt): len(upto)]
-    wanted = 1 if loss_on == "last_answer" else sum(1 for m in messages if m["role"] == "assistant")
-    if len(missed) == wanted:
+        labels[span[0]: span[1]] = full[span[0]: span[1]]
+    if len(missed) == len(wanted):
         raise DataError("the template's rendering of the prompt is not a prefix of the full "
                         "conversation, so the answer tokens can't be located",
                         hint="Use template: alpaca, or a tokenizer whose chat template renders "
@@ -138,6 +162,17 @@ def render_record(messages: list[dict], tokenizer: Any, template: str | Renderin
     if skipped is not None:
         skipped.extend(missed)
     return {"input_ids": full, "labels": labels}
+
+
+def _answer_span(tokenizer: Any, messages: list[dict], i: int, full: list[int],
+                 chat: Rendering) -> tuple[int, int] | None:
+    """Where assistant turn ``i`` lies in ``full``, the whole conversation's tokens, or None where the
+    template renders it differently once the conversation goes on."""
+    prompt = _render_ids(tokenizer, messages, i, True, chat)
+    upto = _render_ids(tokenizer, messages, i + 1, False, chat)
+    if full[: len(prompt)] != prompt or full[: len(upto)] != upto:
+        return None
+    return len(prompt), len(upto)
 
 
 @dataclass
@@ -163,7 +198,9 @@ class TokenizeStats:
 
 PARALLEL_FROM = 2000
 """Records from which tokenizing is spread over processes: below it, starting them costs more."""
-CACHE_VERSION = 1  # bump when render_record's output for the same input changes
+# Bump when render_record's output for the same input changes. 2: an answer's weight 0 is not
+# trained (messages now carry it; before, it trained).
+CACHE_VERSION = 2
 CACHE_KEEP = 16    # tokenized datasets kept in the cache (the newest)
 
 
@@ -173,7 +210,9 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
     """Tokenize engine records (with ``.messages()`` and ``.line``) for training.
 
     Longer sequences are truncated to ``seq_len`` and counted; records with nothing left to
-    train on are dropped and listed, never silently. ``loss_on`` as in :func:`render_record`.
+    train on are dropped and listed, never silently. ``loss_on`` as in :func:`render_record`; the
+    records' messages carry each answer's ``weight`` (``Record.messages(weights=True)``), so a
+    weight-0 answer is context, and a bad weight or every answer at weight 0 leaves the record out.
 
     Large datasets are rendered with ``datasets.Dataset.map`` over ``num_proc`` processes
     (default: half the CPUs, at most 8; from :data:`PARALLEL_FROM` records). With
@@ -189,7 +228,7 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
     unreadable: dict[int, str] = {}  # a field of the wrong type, an unknown role...: left out and listed
     for index, rec in enumerate(records):
         try:
-            convs.append(rec.messages())
+            convs.append(rec.messages(weights=True))  # an answer's weight decides whether it trains
         except DataError as e:
             convs.append(None)
             unreadable[index] = _RECORD_AT.sub("", e.message, count=1)

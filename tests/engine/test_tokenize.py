@@ -348,3 +348,105 @@ def test_a_resumed_run_reuses_the_tokens_of_its_first_start(tiny_model_dir, smal
 def test_no_records_give_no_rows_with_or_without_the_cache(tok, tmp_path):
     rows, stats = tokenize_records([], tok, "auto", 48, cache_dir=tmp_path)
     assert rows == [] and stats.records == 0 and stats.dropped == 0
+
+
+# ---- A turn's weight (Axolotl's per-turn key): 0 or false makes an answer context
+
+
+WEIGHTED = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!", "weight": 0},
+            {"role": "user", "content": "Count to two"}, {"role": "assistant", "content": "One, two."}]
+
+
+@pytest.mark.parametrize("zero", [0, False, 0.0])
+def test_a_weight_0_answer_is_context_and_the_others_train(tok, zero):
+    msgs = [dict(m) for m in WEIGHTED]
+    msgs[1]["weight"] = zero
+    row = render_record(msgs, tok)
+    plain = [{"role": m["role"], "content": m["content"]} for m in msgs]
+    assert row["input_ids"] == render_record(plain, tok)["input_ids"]  # the weight never reaches the template
+    assert trained_text(tok, row) == "One, two.<|im_end|>\n"
+    first = tok.encode("Hello!", add_special_tokens=False)
+    at = next(i for i in range(len(row["input_ids"])) if row["input_ids"][i:i + len(first)] == first)
+    assert row["labels"][at:at + len(first)] == [IGNORE_INDEX] * len(first)
+    # Weight 1 or true, or none, trains as before.
+    for one in (1, True, None):
+        msgs[1]["weight"] = one
+        assert trained_text(tok, render_record(msgs, tok)) == "Hello!<|im_end|>\nOne, two.<|im_end|>\n"
+
+
+def test_weight_0_never_trains_and_loss_on_picks_among_the_other_answers(tok):
+    last_zero = [dict(m) for m in WEIGHTED]
+    last_zero[1].pop("weight")
+    last_zero[3]["weight"] = 0
+    # last_answer: the last answer that trains is the first one here.
+    assert trained_text(tok, render_record(last_zero, tok, loss_on="last_answer")) == "Hello!<|im_end|>\n"
+    assert trained_text(tok, render_record(WEIGHTED, tok, loss_on="last_answer")) == "One, two.<|im_end|>\n"
+    # all: every token but the weight-0 answer's, as Axolotl's train_on_inputs leaves a weight-0 turn out.
+    every = render_record(WEIGHTED, tok, loss_on="all")
+    untrained = tok.decode([t for t, lab in zip(every["input_ids"], every["labels"], strict=True)
+                            if lab == IGNORE_INDEX])
+    assert untrained == "Hello!<|im_end|>\n"
+    # A weight on a user turn is not the answer's: it is ignored.
+    on_user = [dict(m) for m in WEIGHTED]
+    on_user[0]["weight"] = 0
+    on_user[1].pop("weight")
+    assert trained_text(tok, render_record(on_user, tok)) == "Hello!<|im_end|>\nOne, two.<|im_end|>\n"
+
+
+@pytest.mark.parametrize("bad", [0.5, 2, "no", [0]])
+def test_a_weight_other_than_0_1_true_false_names_the_turn_and_the_allowed_values(tok, bad):
+    msgs = [dict(m) for m in WEIGHTED]
+    msgs[3]["weight"] = bad
+    with pytest.raises(DataError, match=r"message 4 \(assistant\) has the weight .*; allowed: 0, 1, true or false"):
+        render_record(msgs, tok)
+    rec = Record({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo", "weight": bad}]},
+                 line=5)
+    with pytest.raises(DataError, match=r"conversations\[1\] \(assistant\) has the weight"):
+        rec.messages(weights=True)
+    assert rec.messages() == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+
+
+def test_every_answer_weight_0_leaves_nothing_to_train(tok):
+    msgs = [dict(m) for m in WEIGHTED]
+    msgs[3]["weight"] = False
+    for loss_on in ("answers", "last_answer"):
+        with pytest.raises(DataError, match="every answer of the record has weight 0, so it has nothing to train on"):
+            render_record(msgs, tok, loss_on=loss_on)
+    every = render_record(msgs, tok, loss_on="all")  # the prompts still train there
+    assert "Hello!" not in trained_text(tok, every) and "Count to two" in trained_text(tok, every)
+
+
+def test_a_sharegpt_file_trains_by_its_turns_weights(tok, tmp_path):
+    """The training path: a ShareGPT file's weight-0 answer is context, a bad weight and an
+    all-weight-0 record are left out and listed by line, with the loop and with the cache."""
+    import json
+
+    from engine.data import load_dataset_file
+    from engine.data.tokenize import describe_problems
+
+    def conv(*answers):
+        turns = []
+        for k, (text, weight) in enumerate(answers):
+            turns.append({"from": "human", "value": f"question {k}"})
+            turns.append({"from": "gpt", "value": text} | ({} if weight is None else {"weight": weight}))
+        return {"conversations": turns}
+
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        conv(("A wrong answer.", 0), ("The right one.", 1)),
+        conv(("Half.", 0.5), ("Fine.", None)),
+        conv(("Context only.", 0), ("More context.", False)),
+        conv(("Plain.", None)),
+    ]) + "\n")
+    records = load_dataset_file(path).records
+    for kw in ({"num_proc": 1}, {"cache_dir": tmp_path / "cache"}, {"cache_dir": tmp_path / "cache"}):
+        rows, stats = tokenize_records(records, tok, "auto", 128, **kw)
+        assert stats.sources == [0, 3] and stats.dropped == 2
+        assert trained_text(tok, rows[0]) == "The right one.<|im_end|>\n"
+        assert "A wrong answer." in tok.decode(rows[0]["input_ids"])
+        assert trained_text(tok, rows[1]) == "Plain.<|im_end|>\n"
+        assert [p["line"] for p in stats.problems] == [2, 3]
+        assert stats.problems[0]["message"].startswith(
+            "conversations[1] (assistant) has the weight 0.5; allowed: 0, 1, true or false")
+        assert stats.problems[1]["message"].startswith("every answer of the record has weight 0")
+    assert describe_problems(stats.problems).startswith("line 2: conversations[1] (assistant) has the weight 0.5")

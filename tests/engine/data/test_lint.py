@@ -423,3 +423,20 @@ def test_a_conversation_conflicts_only_with_one_of_the_same_context_and_an_answe
     report = lint(load_dataset_file(path))
     assert rules(report, "conflicting-output") == [(4, 5, "warning")]
     assert rules(report, "missing-field") == [(1, 2, "error")]
+
+
+def test_answer_weights_a_run_cannot_read_or_that_leave_nothing_to_train(tmp_path):
+    def conv(*weights):
+        turns = []
+        for k, w in enumerate(weights):
+            turns += [{"from": "human", "value": f"question {k}"},
+                      {"from": "gpt", "value": f"answer {k}"} | ({} if w is None else {"weight": w})]
+        return {"conversations": turns}
+
+    report = lint(make(tmp_path, [conv(0, 1), conv(1, 0.5), conv(0, False), conv(None), conv(True)]))
+    assert rules(report, "wrong-type") == [(1, 2, "error")]
+    assert "conversations[3] (assistant) has the weight 0.5; allowed: 0, 1, true or false" in next(
+        f.message for f in report.findings if f.rule == "wrong-type")
+    assert rules(report, "missing-field") == [(2, 3, "error")]
+    assert "every assistant turn has weight 0: nothing to train on" in next(
+        f.message for f in report.findings if f.rule == "missing-field")

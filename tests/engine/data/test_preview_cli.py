@@ -167,3 +167,26 @@ def test_loss_on_marks_what_such_a_run_trains(demo_base, tmp_path, capsys):
     assert cli_preview(a) == 0
     line = capsys.readouterr().out.splitlines()[1]
     assert "trained (every token, loss_on all" in line and "the rest is prompt" not in line
+
+
+def test_a_weight_0_answer_is_shown_untrained(demo_base, tmp_path, capsys):
+    path = tmp_path / "weighted.jsonl"
+    path.write_text(json.dumps({"conversations": [
+        {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "A bad hello.", "weight": 0},
+        {"from": "human", "value": "Capital of France?"}, {"from": "gpt", "value": "Paris.", "weight": 1}]}) + "\n"
+        + json.dumps({"conversations": [{"from": "human", "value": "Hi"},
+                                        {"from": "gpt", "value": "Hello.", "weight": "no"}]}) + "\n")
+    assert cli_preview(args(path)) == 0
+    out = capsys.readouterr().out
+    assert "note: message 2 (answer) won't train: weight 0, so context" in out
+    body = out.split("\n\n", 1)[1]
+    spans = [part.split("]]")[0] for part in body.split("[[")[1:]]
+    assert len(spans) == 1 and spans[0].startswith("Paris.")
+    assert "A bad hello." in body
+    assert cli_preview(args(path, as_json=True)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["weight_0_answers"] == [1]
+    assert "".join(s["text"] for s in out["segments"] if s["trained"]).startswith("Paris.")
+    assert main(["data", "preview", str(path), "--record", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "conversations[1] (assistant) has the weight \"no\"; allowed: 0, 1, true or false" in err
