@@ -33,6 +33,7 @@ from engine.data.records import (
     format_fields,
     guess_format,
     messages_to_format,
+    turn_trains,
 )
 from engine.errors import DataError
 from engine.files import atomic_write_bytes, foreign_encoding
@@ -251,13 +252,20 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
 
 
 def _answer_ends(msgs: list[dict]) -> list[int]:
-    """The indices of a conversation's answers: where ``export(per_answer=True)`` cuts it."""
-    return [j for j, m in enumerate(msgs) if m["role"] == "assistant"]
+    """The indices of a conversation's trained answers: where ``export(per_answer=True)`` cuts it.
+    A weight-0 answer is context: a record cut after it would have nothing to train on. (A weight
+    that is not 0 or 1 counts as trained here; training and the Checks name it.)"""
+    def trains(m: dict) -> bool:
+        try:
+            return turn_trains(m.get("weight"), "")
+        except DataError:
+            return True
+    return [j for j, m in enumerate(msgs) if m["role"] == "assistant" and trains(m)]
 
 
 def per_answer_count(ds: DatasetFile) -> int:
     """How many records ``export(ds, ..., per_answer=True)`` writes."""
-    return sum(max(1, len(_answer_ends(r.messages(ds.schema)))) for r in ds.records)
+    return sum(max(1, len(_answer_ends(r.messages(ds.schema, turn_keys=True)))) for r in ds.records)
 
 
 def record_changed(r: Record, ds: DatasetFile) -> bool:

@@ -171,3 +171,17 @@ def test_per_answer_writes_one_record_per_answer_each_ending_with_it(tmp_path, f
                for r in rows]
     assert [t.removeprefix("<think>\n\n</think>\n\n") for t in trained] == [
         "Hello!<|im_end|>\n", "One, two.<|im_end|>\n", "Hello!<|im_end|>\n"]
+
+
+def test_per_answer_cuts_only_after_answers_that_train(tmp_path, capsys):
+    """A weight-0 answer is context: a record cut after it would have nothing to train on."""
+    src = tmp_path / "chats.jsonl"
+    turns = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!", "weight": 0},
+             {"from": "human", "value": "Count to two"}, {"from": "gpt", "value": "One, two."},
+             {"from": "human", "value": "And three?"}, {"from": "gpt", "value": "One, two, three."}]
+    src.write_text(json.dumps({"conversations": turns}) + "\n")
+    out = tmp_path / "per-answer.jsonl"
+    assert main(["data", "convert", str(src), str(out), "--per-answer"]) == 0
+    assert "2 records from 1, one per answer" in capsys.readouterr().out
+    records = load_dataset_file(out).records
+    assert [r.data["conversations"] for r in records] == [turns[:4], turns]  # the weight goes with its turn
