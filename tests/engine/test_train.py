@@ -473,6 +473,7 @@ def test_ctrl_c_in_cli_train_exits_130_and_says_how_to_continue(tiny_model_dir, 
     assert code == 130 and "\nstopped at once: " in said and "finetune-studio train twice --resume" in said
     assert not (out / "final").exists() and json.loads((out / "summary.json").read_text())["status"] == "running"
 
+
 def test_cli_train_invalid_combination_exits_non_zero(tiny_model_dir, small_dataset, tmp_path, capsys):
     run_yaml = tmp_path / "run.yaml"
     make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", load_in="int8", device="auto").save(run_yaml)
