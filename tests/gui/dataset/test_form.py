@@ -291,16 +291,22 @@ def test_json_that_does_not_parse_is_kept_as_text_when_the_record_is_left(make_e
 ODD = "Prix\u00a0: 10\u00a0€\r\nligne 2\u2028fin"  # no-break spaces, CRLF, a line separator
 
 
-def test_a_cell_editor_closed_untouched_changes_nothing(make_editor, tmp_path):
+def _cell_editor(ed, field: str):
+    """Open the table's cell editor on record 1's ``field``, as a double-click does: (delegate, box, cell)."""
     from PySide6.QtWidgets import QStyleOptionViewItem
 
-    path = tmp_path / "odd.jsonl"
-    path.write_text(json.dumps({"instruction": "a", "output": ODD}) + "\n", encoding="utf-8")
-    ed = make_editor(path)
-    cell = ed.proxy.index(0, ed.model.column_of("output"))
+    cell = ed.proxy.index(0, ed.model.column_of(field))
     delegate = ed.table.itemDelegate()
     box = delegate.createEditor(ed.table.viewport(), QStyleOptionViewItem(), cell)
     delegate.setEditorData(box, cell)
+    return delegate, box, cell
+
+
+def test_a_cell_editor_closed_untouched_changes_nothing(make_editor, tmp_path):
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps({"instruction": "a", "output": ODD}) + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    delegate, box, cell = _cell_editor(ed, "output")
     delegate.setModelData(box, ed.proxy, cell)
     assert not ed.is_dirty() and ed.dataset().records[0].peek()["output"] == ODD
     box.insertPlainText("!")  # typed at the end
@@ -356,15 +362,10 @@ def test_editing_one_word_keeps_every_other_line_ending_in_the_form(make_editor,
 
 
 def test_editing_one_word_keeps_every_other_line_ending_in_a_cell(make_editor, tmp_path):
-    from PySide6.QtWidgets import QStyleOptionViewItem
-
     path = tmp_path / "mixed.jsonl"
     path.write_text(json.dumps({"instruction": "a", "output": MIXED}) + "\n", encoding="utf-8")
     ed = make_editor(path)
-    cell = ed.proxy.index(0, ed.model.column_of("output"))
-    delegate = ed.table.itemDelegate()
-    box = delegate.createEditor(ed.table.viewport(), QStyleOptionViewItem(), cell)
-    delegate.setEditorData(box, cell)
+    delegate, box, cell = _cell_editor(ed, "output")
     _replace_word(box, "four", "4")  # the line ended by a lone CR
     box.moveCursor(box.textCursor().MoveOperation.Start)
     box.insertPlainText("zero\n")  # a new first line
