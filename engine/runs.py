@@ -142,10 +142,16 @@ def write_summary(output_dir: Path, /, **changes: Any) -> dict[str, Any]:
 CHANGE_REASONS = {"resume": "on resume", "oom": "after running out of memory", "nonfinite": "after a non-finite loss"}
 
 
+# Where a run is and what it is called: no step trains differently when they change.
+NOT_TRAINING_SETTINGS = ("output_dir", "run_name")
+
+
 def config_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
-    """``{key: [before, after]}`` for each key whose value changed, ``output_dir`` aside. A key on
-    one side only is no change: a run.yaml of an older version lacks the newer keys."""
-    return {k: [before[k], after[k]] for k in before if k in after and k != "output_dir" and before[k] != after[k]}
+    """``{key: [before, after]}`` for each training setting whose value changed (``output_dir``
+    and ``run_name`` aside). A key on one side only is no change: a run.yaml of an older version
+    lacks the newer keys."""
+    return {k: [before[k], after[k]] for k in before
+            if k in after and k not in NOT_TRAINING_SETTINGS and before[k] != after[k]}
 
 
 def record_config_change(output_dir: Path, from_step: int, why: str, before: dict[str, Any],

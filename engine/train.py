@@ -558,6 +558,9 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     "the beginning")
     if is_main and ckpt is not None:
         rewind_metrics(output_dir, checkpoint_step(ckpt))
+    if resume and not cfg.run_name:
+        # A resume that names no run (the Train area's form is for new runs) keeps the run's name.
+        cfg = cfg.replace(run_name=str(read_run_config(output_dir).get("run_name") or ""))
     cfg = cfg.replace(output_dir=str(output_dir))
     # A resume's values are the run's once it trains a step with them (_commit_resume): one that
     # fails to load, or has nothing left to train, leaves run.yaml and the run's record as they were.

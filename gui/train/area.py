@@ -304,9 +304,11 @@ class TrainArea(QWidget):
             if not run_dir:
                 self._show_banner("Nothing to resume: no run folder.")
                 return False
-            cfg = cfg.replace(output_dir=run_dir)
-            from engine.runs import read_metrics
+            from engine.runs import read_metrics, read_run_config
 
+            # The form's run_name is for new runs (empty once a run's config is opened): the run keeps its own.
+            cfg = cfg.replace(output_dir=run_dir,
+                              run_name=cfg.run_name or str(read_run_config(Path(run_dir)).get("run_name") or ""))
             self.plots.load_metrics(read_metrics(Path(run_dir)))
         else:
             self.plots.clear()

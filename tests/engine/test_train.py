@@ -778,6 +778,30 @@ def test_a_resume_with_new_values_keeps_what_the_steps_before_it_ran_with(tiny_m
     assert "config changed" not in shown and "  learning_rate: 0.01\n" in shown
 
 
+def test_a_resume_keeps_the_runs_name_and_never_counts_it_as_a_change(tiny_model_dir, small_dataset, tmp_path):
+    """The Train area resumes with the form's config, whose run_name is empty (the form is for new
+    runs): the run kept no name (run.yaml, summary, runs list) and its record said the resume
+    changed run_name."""
+    from engine.runs import find_run, read_run_config, read_summary
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=2, save_steps=2, run_name="named")
+    assert train(cfg)[0]["status"] == "completed"
+    resumed, rec, _ = train(cfg.replace(max_steps=3, run_name=""), resume=True)
+    assert resumed["status"] == "completed"
+    (started,) = rec.of("started")
+    assert started["config"]["run_name"] == "named"
+    assert started["resume_changes"] == {"max_steps": [2, 3]}
+    assert read_run_config(out)["run_name"] == "named" and read_summary(out)["config"]["run_name"] == "named"
+    (change,) = read_summary(out)["config_changes"]
+    assert change["changes"] == {"max_steps": [2, 3]}
+    assert find_run("named") == out.resolve()
+    # A resume that gives a name renames the run; that is no training setting either.
+    renamed, rec, _ = train(cfg.replace(max_steps=4, run_name="renamed"), resume=True)
+    assert renamed["status"] == "completed" and read_run_config(out)["run_name"] == "renamed"
+    assert rec.of("started")[0]["resume_changes"] == {"max_steps": [3, 4]}
+
+
 def test_config_history_keeps_what_steps_trained_with():
     from engine.runs import config_history, config_timeline, with_history
 

@@ -33,7 +33,9 @@ def test_resume_run_continues_that_folder_with_its_config(make_area, monkeypatch
     cfg, kw = launched[0]
     assert kw["resume"] is True and cfg.output_dir == str(path)
     assert (cfg.lora_r, cfg.learning_rate) == (4, 1e-3)
+    assert cfg.run_name == "mine"  # the run keeps its name (the form's is for new runs)
     assert area.config_model.get("output_dir") == ""  # a later Start makes a new folder
+    assert area.config_model.get("run_name") == ""
     assert area.plots.point_count() == 12  # the curve so far, before the worker says anything
 
 
@@ -69,6 +71,7 @@ def test_resume_of_a_completed_run_needs_a_larger_max_steps(make_area, monkeypat
     area.resume_button.click()
     cfg, kw = launched[0]
     assert kw["resume"] is True and cfg.output_dir == str(path) and cfg.max_steps == 50
+    assert cfg.run_name == "mine"
 
     # The Runs area's Resume (the run's own config) is refused with the reason, never launched.
     assert not area.resume_run(path)
