@@ -130,7 +130,9 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
     # The losses as they stood at the step gone back to (the undone steps' went to superseded-*/).
     mean, last, _, window = curve_end(run_dir)
     _, best_eval = losses_at_step(run_dir, step)
-    write_summary(run_dir, status="stopped", step=step, final_dir=None, final_step=None, final_from=None,
+    # A killed leg never wrote its end: "stopped" now, it ended where it last wrote (read before the cut).
+    ended = {"finished": info.last_written} if not summary.get("finished") and info.last_written else {}
+    write_summary(run_dir, **ended, status="stopped", step=step, final_dir=None, final_step=None, final_from=None,
                   final_loss=last, final_loss_mean=mean, final_loss_window=window or None, best_eval_loss=best_eval,
                   early_stopped=False,
                   rewound={"to": source.name, "step": step, "from_step": summary.get("step"),

@@ -320,16 +320,19 @@ def last_written(output_dir: Path) -> float | None:
     """When a run last wrote anything: its last event or metric row, or its summary update.
 
     A killed worker never writes ``finished``; this is where its last leg ended. The rows'
-    own times are used (a copied folder keeps them; file times would be the copy's), and
-    summary.json, which has none, by its modification time.
+    own times are used (a copied folder keeps them; file times would be the copy's).
+    summary.json, which has none, counts by its modification time only in a folder without
+    timed rows: ``runs promote`` or ``runs rewind`` rewrite it long after the worker died.
     """
     output_dir = Path(output_dir)
     seen = [_last_row_time(output_dir / "events.jsonl"), _last_row_time(output_dir / "metrics.jsonl")]
+    rows = [t for t in seen if t is not None]
+    if rows:
+        return max(rows)
     try:
-        seen.append((output_dir / "summary.json").stat().st_mtime)
+        return (output_dir / "summary.json").stat().st_mtime
     except OSError:
-        pass
-    return max((t for t in seen if t is not None), default=None)
+        return None
 
 
 def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
@@ -515,7 +518,8 @@ def run_info(path: Path) -> RunInfo:
             alive = False
         if not alive:
             status = "interrupted"  # killed or crashed: resumable from its last checkpoint
-    killed_end = last_written(path) if status == "interrupted" and not s.get("finished") else None
+    # A killed leg never wrote its end (a rewound one reads "stopped" since): it ended at its last write.
+    killed_end = last_written(path) if status != "running" and not s.get("finished") else None
     final_loss, final_mean, steps = s.get("final_loss"), s.get("final_loss_mean"), s.get("step")
     if status not in ("completed", "running") and (None in (final_loss, final_mean, steps)
                                                    or status == "interrupted"):
@@ -883,6 +887,13 @@ def format_duration(seconds: float | None) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def duration_text(run: RunInfo) -> str:
+    """A run's duration as the history shows it: its training time over all its legs, and how
+    many there were when it was resumed ("1 min 35 s (2 legs)"); the time stopped between them
+    doesn't count."""
+    return format_duration(run.duration_s) + (f" ({run.legs} legs)" if run.legs > 1 else "")
+
+
 def _time(value: Any) -> str:
     if isinstance(value, (int, float)):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
@@ -932,7 +943,8 @@ def cli_show(args: Any) -> int:
     Returns:
         0; errors are raised as StudioError (the CLI prints them, exit 2).
     """
-    d = run_details(resolve_run(args.run))
+    path = resolve_run(args.run)
+    d = run_details(path)
     if getattr(args, "json", False):
         print(json.dumps(d, indent=2, ensure_ascii=False, default=str))
         return 0
@@ -941,8 +953,7 @@ def cli_show(args: Any) -> int:
         ("run", d["name"]), ("folder", d["path"]), ("status", d["status"]), ("method", d["method"]),
         ("model", d["model"]), ("started", _time(d.get("first_started") or d["started"])
                                    + (f" (last resumed {_time(d['started'])})" if (d.get("legs") or 1) > 1 else "")), ("finished", _time(d["finished"])),
-        ("duration", format_duration(d["duration_s"])
-         + (f" (training time of {d['legs']} legs)" if (d.get("legs") or 1) > 1 else "")),
+        ("duration", duration_text(run_info(path))),
         ("steps", _num(d["steps"])),
         ("final loss", _num(_final(d)) + (f" (mean of the last {d.get('final_loss_window') or 10} steps; "
                                           f"last step {_num(d['final_loss'])})"
@@ -1134,10 +1145,11 @@ def cli_list(args: Any) -> int:
     if not runs:
         print(f"no runs yet in {runs_dir()}")
         return 0
-    print(f"{'run':40} {'status':12} {'method':8} {'steps':>6} {'final loss':>10} {'best eval':>10}")
+    print(f"{'run':40} {'status':12} {'method':8} {'steps':>6} {'final loss':>10} {'best eval':>10}  duration")
     for r in runs:
         final = r.final_loss_mean if r.final_loss_mean is not None else r.final_loss
         fl = f"{final:.4f}" if final is not None else "-"
         be = f"{r.best_eval_loss:.4f}" if r.best_eval_loss is not None else "-"
-        print(f"{r.name[:40]:40} {r.shown_status:12} {r.method:8} {r.steps or 0:>6} {fl:>10} {be:>10}")
+        print(f"{r.name[:40]:40} {r.shown_status:12} {r.method:8} {r.steps or 0:>6} {fl:>10} {be:>10}  "
+              f"{duration_text(r)}")
     return 0

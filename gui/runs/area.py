@@ -53,6 +53,7 @@ from engine.runs import (
     checkpoints,
     compare_runs,
     describe_config_changes,
+    duration_text,
     gguf_files,
     last_checkpoint,
     list_runs,
@@ -79,15 +80,6 @@ METRICS = {"loss": "Training loss", "eval_loss": "Eval loss", "lr": "Learning ra
 OPEN_CONFIG_TIP = ("Load this run's config into the Train area: Start there makes a new run from it, Resume "
                    "there continues this run with your changes (a fix, a larger max_steps)")
 RESUME_TIP = "Continue a stopped, interrupted or failed run from its last checkpoint"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
 
 
 def failure_text(run: RunInfo) -> str:
@@ -251,7 +243,7 @@ class RunsTableModel(QAbstractTableModel):
             if col in ("Final loss", "Best eval loss"):
                 return f"{raw:.4f}"
             if col == "Duration":  # a resumed run's: the training time of all its legs
-                return _duration(raw) + (f" ({r.legs} legs)" if r.legs > 1 else "")
+                return duration_text(r)
             if col == "Peak GPU":
                 return f"{raw / GiB:.2f} GiB"
             if col == "Started":
@@ -274,6 +266,9 @@ class RunsTableModel(QAbstractTableModel):
                 return (f"Mean training loss of the last logged steps (up to 10); the last step alone: "
                         f"{r.final_loss:.4f}" if r.final_loss_mean is not None else
                         "The last step's training loss (this run predates the mean of the last steps)")
+            if col == "Duration" and r.legs > 1:
+                return (f"Training time of the run's {r.legs} legs (it was stopped or interrupted, then resumed); "
+                        "the time it sat stopped between them doesn't count.")
             if col == "Peak GPU" and r.peak_gpu_bytes is None:
                 return "No GPU peak: the run trained on the CPU, or it did not get far enough."
             return str(r.path) if col == "Run" else None

@@ -327,3 +327,53 @@ def test_runs_starting_at_once_all_stay_in_the_run_folder_index(tmp_path):
     folders = json.loads(run_folders_file().read_text())["folders"]
     expected = {str((tmp_path / "out" / f"p{n}-{i}").resolve()) for n in range(4) for i in range(15)}
     assert sorted(folders) == sorted(expected)
+
+
+def test_a_resumed_runs_duration_reads_the_same_in_runs_list_and_show(capsys):
+    """Training time of all the legs, said once by the engine (duration_text) for the CLI and the Runs area."""
+    from engine.runs import cli_list, duration_text, run_info
+
+    path = make_run("20261128-100000-lora")
+    summary = json.loads((path / "summary.json").read_text())
+    summary.update(earlier_legs_s=30.0, legs=2, first_started=summary["started"] - 3600)  # resumed an hour later
+    (path / "summary.json").write_text(json.dumps(summary))
+    make_run("20261128-110000-lora")
+    assert duration_text(run_info(path)) == "1 min 35 s (2 legs)"  # 30 s + this leg's 65 s
+    assert duration_text(run_info(runs_dir() / "20261128-110000-lora")) == "1 min 05 s"
+    assert cli_list(argparse.Namespace(json=False)) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert "duration" in listed[0]
+    assert "1 min 35 s (2 legs)" in next(line for line in listed if line.startswith("20261128-100000-lora"))
+    assert cli_show(show(path, as_json=False)) == 0
+    assert "\nduration           1 min 35 s (2 legs)\n" in capsys.readouterr().out
+
+
+def test_a_killed_leg_keeps_its_duration_when_the_run_is_promoted_or_rewound_later():
+    """A killed leg ends at its last event or metric row: promoting a checkpoint or rewinding the
+    run an hour later (both rewrite summary.json) added that hour to its training time, and a
+    rewound killed run (stopped, never finished) showed no duration at all."""
+    from engine.rewind import rewind
+    from engine.runs import run_info, training_time_so_far
+
+    path = make_run("killed", steps=6, status="running", checkpoints=(3, 6))
+    summary = json.loads((path / "summary.json").read_text())
+    summary.pop("finished")
+    summary.update(earlier_legs_s=30.0, legs=2, pid=2**22 + 12345)  # no such process: the worker is gone
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "worker.pid").write_text(str(summary["pid"]))
+    started = summary["started"]
+    rows = [{"step": i, "loss": 3.0 / i, "time": started + 7 * i} for i in range(1, 7)]  # the last at 42 s
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "events.jsonl").write_text("".join(json.dumps({"event": "step", **r}) + "\n" for r in rows))
+    for step in (3, 6):
+        for name in ("trainer_state.json", "adapter_config.json"):
+            (path / f"checkpoint-{step}" / name).write_text("{}")
+    os.utime(path / "summary.json", (started + 3600, started + 3600))  # touched an hour later (runs promote)
+    assert run_info(path).duration_s == pytest.approx(30 + 42)
+    assert training_time_so_far(path) == (pytest.approx(30 + 42), 2)
+
+    rewind(path, 3)
+    assert json.loads((path / "summary.json").read_text())["finished"] == pytest.approx(started + 42)
+    info = run_info(path)
+    assert info.status == "stopped" and info.duration_s == pytest.approx(30 + 42)
+    assert training_time_so_far(path) == (pytest.approx(30 + 42), 2)

@@ -1089,7 +1089,7 @@ def test_a_resumed_runs_duration_is_the_training_time_of_all_its_legs(tiny_model
                                                                       capsys):
     from argparse import Namespace
 
-    from engine.runs import cli_show, read_summary, run_info
+    from engine.runs import cli_show, duration_text, read_summary, run_info
 
     out = tmp_path / "run"
     cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=2, save_steps=2)
@@ -1115,7 +1115,7 @@ def test_a_resumed_runs_duration_is_the_training_time_of_all_its_legs(tiny_model
     capsys.readouterr()
     assert cli_show(Namespace(run=str(out), json=False)) == 0
     shown = capsys.readouterr().out
-    assert "(training time of 2 legs)" in shown
+    assert f"\nduration           {duration_text(info)}\n" in shown and "(2 legs)" in shown
     assert f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(began))}" in shown and "(last resumed" in shown
 
 

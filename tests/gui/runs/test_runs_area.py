@@ -59,7 +59,7 @@ def test_table_lists_every_run_with_status_losses_and_peak(qtbot, qtmodeltester,
     done = shown["20261128-100000-lora"]
     assert done[COLUMNS.index("Status")] == "completed"
     assert done[COLUMNS.index("Peak GPU")] == "3.00 GiB"
-    assert done[COLUMNS.index("Duration")] == "1m 05s"
+    assert done[COLUMNS.index("Duration")] == "1 min 05 s"
     assert done[COLUMNS.index("Final loss")] == "1.0500"
     assert shown["20261128-120000-full"][COLUMNS.index("Status")] == "interrupted"
     # Newest first.
@@ -663,4 +663,6 @@ def test_a_resumed_run_shows_its_first_start_and_the_time_of_all_its_legs(qtbot,
     qtbot.addWidget(area)
     row = [area.model.data(area.model.index(0, c)) for c in range(len(COLUMNS))]
     assert row[COLUMNS.index("Started")] == time.strftime("%Y-%m-%d %H:%M", time.localtime(first))
-    assert row[COLUMNS.index("Duration")] == "1m 35s (2 legs)"  # 30 s + this leg's 65 s
+    assert row[COLUMNS.index("Duration")] == "1 min 35 s (2 legs)"  # 30 s + this leg's 65 s, as runs list says
+    tip = area.model.data(area.model.index(0, COLUMNS.index("Duration")), Qt.ItemDataRole.ToolTipRole)
+    assert "2 legs" in tip and "doesn't count" in tip
