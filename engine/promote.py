@@ -20,6 +20,7 @@ adapter format ``final/`` uses, so those runs are refused.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -94,6 +95,51 @@ def final_step(run_dir: Path) -> int | None:
     return step if isinstance(step, int) and (Path(run_dir) / "final").is_dir() else None
 
 
+# A single evaluation after the lowest counts as a rise only this far above it (a share of the
+# lowest). Our own threshold: one eval point a little higher may be noise (a few held-out records,
+# a step that happened to fit them worse), not a turn of the curve; two or more after it need none.
+CLEAR_RISE = 0.05
+
+
+@dataclass(frozen=True)
+class EvalRise:
+    """The eval loss rose after its lowest point (:func:`eval_rise`): evidence of overfitting."""
+
+    best_step: int
+    best_loss: float
+    last_step: int
+    last_loss: float
+    points: int  # evaluations after the lowest
+
+    def describe(self) -> str:
+        after = "one evaluation" if self.points == 1 else f"{self.points} evaluations"
+        return (f"the eval loss rose from its lowest, {self.best_loss:.4f} at step {self.best_step}, to "
+                f"{self.last_loss:.4f} at step {self.last_step} ({after} after it)")
+
+
+def eval_rise(losses: dict[int, float]) -> EvalRise | None:
+    """Whether the eval loss really rose after its lowest point.
+
+    It did when at least two evaluations came after the lowest and the last is still above it,
+    or when the one evaluation after it is clearly (:data:`CLEAR_RISE`) above it. A run with a
+    single evaluation, whose lowest is its last, or with one point barely above, shows no rise.
+
+    Args:
+        losses: step -> eval loss (:func:`eval_losses`).
+    """
+    points = sorted((s, v) for s, v in losses.items() if math.isfinite(v))
+    if len(points) < 2:
+        return None
+    best_step, best = min(points, key=lambda p: (p[1], p[0]))
+    after = [p for p in points if p[0] > best_step]
+    if not after or after[-1][1] <= best:
+        return None
+    last_step, last = after[-1]
+    if len(after) < 2 and last - best < CLEAR_RISE * abs(best):
+        return None
+    return EvalRise(best_step, best, last_step, last, len(after))
+
+
 def best_checkpoint(run_dir: str | Path) -> tuple[Path, float] | None:
     """The kept checkpoint with the lowest eval loss, and that loss; None without evaluations
     at a kept checkpoint's step."""
@@ -108,7 +154,11 @@ def best_checkpoint(run_dir: str | Path) -> tuple[Path, float] | None:
 
 def promotion_offer(run_dir: str | Path) -> tuple[Path, float, float | None] | None:
     """``(checkpoint, its eval loss, final's eval loss)`` when a kept checkpoint evaluated
-    better than the weights in ``final/``; else None. For the GUI and ``runs show``."""
+    better than the weights in ``final/``; else None. For the GUI and ``runs show``.
+
+    When ``final/``'s step was not evaluated, a lower checkpoint is offered only where the eval
+    loss rose after it (:func:`eval_rise`): on a curve still falling at its last evaluation the
+    last weights are as likely the better ones."""
     run_dir = Path(run_dir)
     step = final_step(run_dir)
     if step is None or _refusal(run_dir) is not None:  # cheap checks first: the GUI asks on every selection
@@ -116,8 +166,11 @@ def promotion_offer(run_dir: str | Path) -> tuple[Path, float, float | None] | N
     best = best_checkpoint(run_dir)
     if best is None or checkpoint_step(best[0]) == step:
         return None
-    final_loss = eval_losses(run_dir).get(step)
+    losses = eval_losses(run_dir)
+    final_loss = losses.get(step)
     if final_loss is not None and final_loss <= best[1]:
+        return None
+    if final_loss is None and eval_rise(losses) is None:
         return None
     return best[0], best[1], final_loss
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -236,14 +237,16 @@ class Advisor:
             return [Advice("error", "The training process crashed", text, action="resume", key="crashed")]
         report = data.get("probe")
         if not isinstance(report, dict) and status in ("completed", "stopped") and data.get("output_dir"):
-            from engine.promote import describe_offer, promotion_offer
+            from engine.promote import describe_offer, eval_losses, eval_rise, promotion_offer
 
             offer = promotion_offer(data["output_dir"])
-            if offer is not None:
-                ckpt = offer[0]
+            # Said only on evidence: one eval point a little above the lowest, or a single eval, is no overfitting.
+            rise = eval_rise(eval_losses(Path(data["output_dir"]))) if offer is not None else None
+            if offer is not None and rise is not None:
+                ckpt, rose = offer[0], rise.describe()
                 return [Advice("info", "An earlier checkpoint evaluated better",
-                               f"{describe_offer(offer)}: the run overfit at its end. Make "
-                               f"{ckpt.name} the run's result (final/, what Try it, merge and export use); the "
+                               f"{rose[0].upper()}{rose[1:]}: the run overfit at its end; {describe_offer(offer)}. "
+                               f"Make {ckpt.name} the run's result (final/, what Try it, merge and export use); the "
                                "last weights stay in their checkpoint. Early stopping does this during a run.",
                                {"early_stopping_patience": 3}, action="promote", key="promote")]
         if isinstance(report, dict) and status in ("completed", "stopped"):

@@ -147,3 +147,41 @@ def test_cli_and_resume_after_a_promotion(tmp_path, tiny_model_dir, small_datase
     assert run_training(cfg, EventWriter(stream=io.StringIO()), resume=True)["status"] == "completed"
     s = read_summary(run_dir)
     assert final_step(run_dir) == 8 and s["final_from"] is None
+
+
+def test_overfitting_is_said_only_when_the_eval_loss_really_rose():
+    from engine.promote import CLEAR_RISE, eval_rise
+
+    assert eval_rise({}) is None and eval_rise({100: 1.0}) is None  # a single evaluation
+    assert eval_rise({100: 1.2, 200: 1.0}) is None  # still falling at its last evaluation
+    assert eval_rise({100: 1.0, 200: 1.01}) is None  # one point barely above: noise, not a turn
+    assert eval_rise({100: 1.0, 200: 1.3, 300: 0.99}) is None  # it came back below
+    clear = eval_rise({100: 1.2, 200: 1.0, 300: 1.0 + 2 * CLEAR_RISE})
+    assert clear is not None and (clear.best_step, clear.last_step, clear.points) == (200, 300, 1)
+    two = eval_rise({100: 1.0, 200: 1.01, 300: 1.02, 400: float("nan")})
+    assert two is not None and (two.best_step, two.last_loss, two.points) == (100, 1.02, 2)
+    assert two.describe() == ("the eval loss rose from its lowest, 1.0000 at step 100, to 1.0200 at step 300 "
+                              "(2 evaluations after it)")
+
+
+def test_a_checkpoint_is_offered_over_an_unevaluated_final_only_after_a_rise(tmp_path):
+    """final/'s step (6) was not evaluated: a lower checkpoint was offered as "better" even on a
+    curve still falling at its last evaluation."""
+    run_dir = tmp_path / "run"
+    for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6", "final"):
+        (run_dir / name).mkdir(parents=True)
+        (run_dir / name / "adapter_config.json").write_text("{}")
+    (run_dir / "run.yaml").write_text("method: lora\nmax_steps: 6\n")
+    (run_dir / "summary.json").write_text(json.dumps({"status": "completed", "step": 6, "final_step": 6}))
+
+    def evals(losses: dict[int, float]) -> None:
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "eval_loss": v}) + "\n"
+                                                       for s, v in losses.items()))
+
+    evals({2: 1.5, 4: 1.2})
+    assert promotion_offer(run_dir) is None
+    evals({2: 1.0, 4: 1.3})  # one clear rise after checkpoint-2
+    offer = promotion_offer(run_dir)
+    assert offer is not None and offer[0].name == "checkpoint-2" and offer[2] is None
+    evals({2: 1.0, 4: 1.3, 6: 1.01})  # final/'s step evaluated: a fact, whatever the curve did
+    assert promotion_offer(run_dir)[2] == 1.01

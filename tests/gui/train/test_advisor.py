@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from PySide6.QtCore import Qt
 
 from gui.train.advisor import Advisor, DivergenceDetector
@@ -142,10 +144,19 @@ def test_an_overfit_run_is_offered_its_best_checkpoint(make_area, qtbot, tmp_pat
     area.run.sig_finished.emit({"status": "completed", "output_dir": str(run_dir)})
     assert "promote" not in area.advisor_panel.cards  # the last step is the best: nothing to offer
 
+    # The last eval a hair above the one before: noise, not overfitting (the card said "the run overfit").
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    noisy = {2: 1.2, 4: 1.0, 6: 1.01}
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({**r, "eval_loss": noisy[r["step"]]} if "eval_loss" in r
+                                                              else r) + "\n" for r in rows))
+    area.run.sig_finished.emit({"status": "completed", "output_dir": str(run_dir)})
+    assert "promote" not in area.advisor_panel.cards
+
     make_step_best(run_dir, 4)
     area.run.sig_finished.emit({"status": "completed", "output_dir": str(run_dir)})
     card = area.advisor_panel.cards["promote"]
     assert card.advice.action == "promote" and "checkpoint-4 evaluated 1.0000" in card.advice.text
+    assert card.advice.text.startswith("The eval loss rose from its lowest, 1.0000 at step 4, to 2.0600 at step 6")
     assert card.advice.fix == {"early_stopping_patience": 3}
     area.advisor_panel.sig_action.emit("promote")
     qtbot.waitUntil(lambda: area._promote is None, timeout=120_000)
