@@ -45,6 +45,15 @@ class ResumePoint:
     has_final: bool = False
     """``final/`` exists: the adapter or model was written."""
     early_stopped: bool = False
+    final_from: str | None = None
+    """The checkpoint ``final/`` was made from after training (``runs promote``), if it was."""
+
+    def promoted_note(self) -> str:
+        """What a resume does to a promoted ``final/``: it writes a new one over it ('' when not promoted)."""
+        if not (self.has_final and self.final_from):
+            return ""
+        return (f"This run's final/ holds {self.final_from}, made the result after training; resuming writes a "
+                "new final/ over it, from the run's last step.")
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,8 @@ def resume_point(path: str | Path, status: str | None = None) -> ResumePoint:
         max_steps=max_steps, num_epochs=float(epochs) if isinstance(epochs, (int, float)) else 0.0,
         epoch_steps=epoch_steps,
         save_steps=_int(cfg.get("save_steps"), 0), has_final=(path / "final").is_dir(),
-        early_stopped=bool(summary.get("early_stopped")))
+        early_stopped=bool(summary.get("early_stopped")),
+        final_from=summary.get("final_from") if isinstance(summary.get("final_from"), str) else None)
 
 
 def resume_verdict(point: ResumePoint, *, max_steps: int | None = None,
@@ -106,9 +116,18 @@ def resume_verdict(point: ResumePoint, *, max_steps: int | None = None,
         num_epochs: likewise, for a run planned in epochs (``max_steps`` -1).
 
     Returns:
-        ``ok`` to offer Resume, with a ``reason`` for its tooltip; ``finished`` when only a
-        larger plan would leave something to train.
+        ``ok`` to offer Resume, with a ``reason`` for its tooltip (which warns when the resume
+        would write over a promoted ``final/``); ``finished`` when only a larger plan would
+        leave something to train.
     """
+    verdict = _verdict(point, max_steps, num_epochs)
+    note = point.promoted_note()
+    if verdict.ok and note:
+        return ResumeVerdict(True, f"{verdict.reason} {note}", verdict.finished)
+    return verdict
+
+
+def _verdict(point: ResumePoint, max_steps: int | None, num_epochs: float | None) -> ResumeVerdict:
     status = point.status
     plan = point.max_steps if max_steps is None else max_steps
     epochs = point.num_epochs if num_epochs is None else num_epochs

@@ -558,6 +558,12 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     "the beginning")
     if is_main and ckpt is not None:
         rewind_metrics(output_dir, checkpoint_step(ckpt))
+        from engine.resume import resume_point
+
+        promoted = resume_point(output_dir).promoted_note()
+        if promoted:
+            writer.emit(ev.WARNING, kind="resume", message=promoted,
+                        hint="To keep that result, copy final/ elsewhere before this run ends.")
     if resume and not cfg.run_name:
         # A resume that names no run (the Train area's form is for new runs) keeps the run's name.
         cfg = cfg.replace(run_name=str(read_run_config(output_dir).get("run_name") or ""))

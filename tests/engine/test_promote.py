@@ -142,11 +142,23 @@ def test_cli_and_resume_after_a_promotion(tmp_path, tiny_model_dir, small_datase
     assert main(["runs", "promote", str(run_dir)]) == 2
     assert "already holds the best checkpoint" in capsys.readouterr().err
 
-    # Training further writes a new final/, and the summary says it holds the new last step.
+    # Training further writes a new final/ over the promoted one: said before (Resume's tooltip,
+    # runs show) and when it starts; then the summary says final/ holds the new last step.
+    from engine.resume import resume_point, resume_verdict
+
+    warning = ("This run's final/ holds checkpoint-4, made the result after training; resuming writes a new "
+               "final/ over it, from the run's last step.")
+    verdict = resume_verdict(resume_point(run_dir), max_steps=8)
+    assert verdict.ok and verdict.reason.endswith(warning)
+    assert not resume_verdict(resume_point(run_dir)).ok  # its own plan: nothing to train, nothing to warn of
     cfg = RunConfig.load(run_dir / "run.yaml").replace(max_steps=8)
-    assert run_training(cfg, EventWriter(stream=io.StringIO()), resume=True)["status"] == "completed"
+    stream = io.StringIO()
+    assert run_training(cfg, EventWriter(stream=stream), resume=True)["status"] == "completed"
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["message"] for e in events if e.get("event") == "warning" and e.get("kind") == "resume"] == [warning]
     s = read_summary(run_dir)
     assert final_step(run_dir) == 8 and s["final_from"] is None
+    assert warning not in resume_verdict(resume_point(run_dir), max_steps=10).reason  # final/ is the run's again
 
 
 def test_overfitting_is_said_only_when_the_eval_loss_really_rose():

@@ -666,3 +666,20 @@ def test_a_resumed_run_shows_its_first_start_and_the_time_of_all_its_legs(qtbot,
     assert row[COLUMNS.index("Duration")] == "1 min 35 s (2 legs)"  # 30 s + this leg's 65 s, as runs list says
     tip = area.model.data(area.model.index(0, COLUMNS.index("Duration")), Qt.ItemDataRole.ToolTipRole)
     assert "2 legs" in tip and "doesn't count" in tip
+
+
+def test_try_it_takes_any_run_with_a_final_folder_and_resume_warns_of_a_promoted_one(qtbot, studio_home):
+    """A stopped run whose final/ a promotion made checkpoint-4's: Try it opens it, and Resume says
+    that resuming writes a new final/ over it."""
+    path = make_run("20261128-140000-lora", "stopped", steps=8, final=True, checkpoint=True)
+    summary = json.loads((path / "summary.json").read_text())
+    (path / "summary.json").write_text(json.dumps({**summary, "max_steps": 20, "final_from": "checkpoint-4",
+                                                   "final_step": 4}))
+    RunConfig(max_steps=20).save(path / "run.yaml")
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([path])
+    assert area.try_button.isEnabled() and area.resume_button.isEnabled()
+    assert area.resume_button.toolTip().startswith("Continue this stopped run from checkpoint-8 (step 8 of 20)")
+    assert "final/ holds checkpoint-4, made the result after training; resuming writes a new final/ over it" \
+        in area.resume_button.toolTip()
