@@ -253,9 +253,11 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
 
 def _answer_ends(msgs: list[dict]) -> list[int]:
     """The indices of a conversation's trained answers: where ``export(per_answer=True)`` cuts it.
-    A weight-0 answer is context: a record cut after it would have nothing to train on. (A weight
-    that is not 0 or 1 counts as trained here; training and the Checks name it.)"""
+    A weight-0 or empty answer is context: a record cut after it would have nothing to train on. (A
+    weight that is not 0 or 1 counts as trained here; training and the Checks name it.)"""
     def trains(m: dict) -> bool:
+        if not str(m.get("content") or "").strip():
+            return False
         try:
             return turn_trains(m.get("weight"), "")
         except DataError:

@@ -110,14 +110,18 @@ def render_record(messages: list[dict], tokenizer: Any, template: str | Renderin
             ``all`` (every token, prompts included, as ``train_on_prompt`` / Axolotl's
             ``train_on_inputs``; a weight-0 answer still doesn't train, as under Axolotl's).
 
+    An empty or whitespace-only answer never trains either (it would teach the model to stop at
+    once): it is context as a weight-0 one, and a record whose answers are all empty is refused,
+    under any ``loss_on``.
+
     Returns:
         ``{"input_ids": [...], "labels": [...]}`` of equal length.
 
     Raises:
-        DataError: no assistant turn; every one has weight 0 (unless ``loss_on`` is ``all``); a
-            weight that isn't 0, 1, true or false; none of the answers to train can be located in
-            the rendering (then answer-only masking would be wrong); or, under ``all``, a weight-0
-            answer can't be located (so it can't be left out).
+        DataError: no assistant turn; every one empty; every one has weight 0 or is empty (unless
+            ``loss_on`` is ``all``); a weight that isn't 0, 1, true or false; none of the answers to
+            train can be located in the rendering (then answer-only masking would be wrong); or,
+            under ``all``, a weight-0 or empty answer can't be located (so it can't be left out).
     """
     if loss_on not in LOSS_ON:
         raise DataError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
@@ -126,24 +130,36 @@ def render_record(messages: list[dict], tokenizer: Any, template: str | Renderin
     if not answers:
         raise DataError("the record has no answer (assistant/output) to train on")
     trains = [i for i in answers if turn_trains(messages[i].get("weight"), f"message {i + 1} (assistant)")]
+    # An empty or whitespace-only answer is no answer: training on it would teach the model to stop
+    # at once. It is context, as a weight-0 one; a record whose answers are all empty can't train.
+    empty = [i for i in answers if not str(messages[i].get("content") or "").strip()]
+    if len(empty) == len(answers):
+        what = "the answer is" if len(answers) == 1 else f"all {len(answers)} answers are"
+        raise DataError(f"{what} empty, so the record has nothing to train on",
+                        hint="Write the answer, or delete the record (the Dataset area's Checks list empty fields).")
+    trains = [i for i in trains if i not in empty]
+    context = [i for i in answers if i not in trains]
     if any("weight" in m for m in messages):  # the template sees role and content, as without weights
         messages = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
     full = _render_ids(tokenizer, messages, len(messages), False, chat)
     if loss_on == "all":
         labels = list(full)
-        for i in answers:
-            if i in trains:
-                continue
+        for i in context:
             span = _answer_span(tokenizer, messages, i, full, chat)
             if span is None:
-                raise DataError(f"message {i + 1} (assistant) has weight 0, but the chat template renders it "
+                why = "is empty" if i in empty else "has weight 0"
+                raise DataError(f"message {i + 1} (assistant) {why}, but the chat template renders it "
                                 "differently once the conversation goes on, so its tokens can't be left out of "
                                 "loss_on all", hint="Use loss_on: answers, or template: alpaca.")
             labels[span[0]: span[1]] = [IGNORE_INDEX] * (span[1] - span[0])
         return {"input_ids": full, "labels": labels}
     if not trains:
-        raise DataError(f"every answer of the record has weight 0, so it has nothing to train on "
-                        f"({len(answers)} answer{'s' if len(answers) != 1 else ''}, all context)",
+        said = f"{len(answers)} answer{'s' if len(answers) != 1 else ''}, all context"
+        if empty:
+            said += f"; {len(empty)} of them empty"
+        raise DataError(f"every answer of the record has weight 0 or is empty, so it has nothing to train on ({said})"
+                        if empty else
+                        f"every answer of the record has weight 0, so it has nothing to train on ({said})",
                         hint="Give the answers to learn weight 1 (or no weight), or leave the record out.")
     wanted = trains[-1:] if loss_on == "last_answer" else trains
     labels = [IGNORE_INDEX] * len(full)
@@ -199,8 +215,9 @@ class TokenizeStats:
 PARALLEL_FROM = 2000
 """Records from which tokenizing is spread over processes: below it, starting them costs more."""
 # Bump when render_record's output for the same input changes. 2: an answer's weight 0 is not
-# trained (messages now carry it; before, it trained).
-CACHE_VERSION = 2
+# trained (messages now carry it; before, it trained). 3: an empty or whitespace-only answer is no
+# answer (before, its end-of-turn tokens trained).
+CACHE_VERSION = 3
 CACHE_KEEP = 16    # tokenized datasets kept in the cache (the newest)
 
 

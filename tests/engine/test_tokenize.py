@@ -416,6 +416,56 @@ def test_every_answer_weight_0_leaves_nothing_to_train(tok):
     assert "Hello!" not in trained_text(tok, every) and "Count to two" in trained_text(tok, every)
 
 
+@pytest.mark.parametrize("blank", ["", "  ", "\n\t"])
+def test_an_empty_answer_is_no_answer_it_never_trains(tok, blank):
+    """Training on an empty answer teaches the model to stop at once: an empty (or whitespace-only)
+    answer is context, and a record whose answers are all empty is refused under any loss_on."""
+    msgs = [dict(m) for m in WEIGHTED]
+    msgs[1].pop("weight")
+    msgs[3]["content"] = blank
+    row = render_record(msgs, tok)
+    assert trained_text(tok, row) == "Hello!<|im_end|>\n"  # only the answer that has text
+    assert trained_text(tok, render_record(msgs, tok, loss_on="last_answer")) == "Hello!<|im_end|>\n"
+    every = render_record(msgs, tok, loss_on="all")
+    untrained = tok.decode([t for t, lab in zip(every["input_ids"], every["labels"], strict=True)
+                            if lab == IGNORE_INDEX])
+    assert untrained.strip() == "<|im_end|>"  # the empty answer's end of turn is left out; all else trains
+    one = [{"role": "user", "content": "Say something."}, {"role": "assistant", "content": blank}]
+    for loss_on in ("answers", "last_answer", "all"):
+        with pytest.raises(DataError, match="the answer is empty, so the record has nothing to train on") as e:
+            render_record(one, tok, loss_on=loss_on)
+        assert "Write the answer" in e.value.hint
+    both = [dict(m) for m in msgs]
+    both[1]["content"] = " "
+    with pytest.raises(DataError, match="all 2 answers are empty"):
+        render_record(both, tok)
+    # An empty answer beside weight-0 ones: nothing trains, and the message says both.
+    mixed = [dict(m) for m in msgs]
+    mixed[1]["weight"] = 0
+    with pytest.raises(DataError, match=r"has weight 0 or is empty.*1 of them empty"):
+        render_record(mixed, tok)
+
+
+def test_a_file_with_empty_answers_trains_the_rest_and_lists_them(tok, tmp_path):
+    """An Alpaca file's records with an empty output are left out and listed by line, never trained."""
+    import json
+
+    from engine.data import load_dataset_file
+
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"instruction": "Name a colour.", "output": "Blue."},
+        {"instruction": "Name a fruit.", "output": ""},
+        {"instruction": "Name a tree.", "output": "   "},
+        {"instruction": "Name a bird.", "output": "Robin."},
+    ]) + "\n")
+    rows, stats = tokenize_records(load_dataset_file(path).records, tok, "auto", 128)
+    assert len(rows) == 2 and stats.dropped == 2
+    assert [(p["line"], p["message"]) for p in stats.problems] == [
+        (2, "the answer is empty, so the record has nothing to train on"),
+        (3, "the answer is empty, so the record has nothing to train on")]
+
+
 def test_a_sharegpt_file_trains_by_its_turns_weights(tok, tmp_path):
     """The training path: a ShareGPT file's weight-0 answer is context, a bad weight and an
     all-weight-0 record are left out and listed by line, with the loop and with the cache."""

@@ -185,3 +185,16 @@ def test_per_answer_cuts_only_after_answers_that_train(tmp_path, capsys):
     assert "2 records from 1, one per answer" in capsys.readouterr().out
     records = load_dataset_file(out).records
     assert [r.data["conversations"] for r in records] == [turns[:4], turns]  # the weight goes with its turn
+
+
+def test_per_answer_writes_no_record_ending_on_an_empty_answer(tmp_path, capsys):
+    """An empty answer is no answer: a record cut after it would have nothing to train on."""
+    src = tmp_path / "chats.jsonl"
+    turns = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
+             {"from": "human", "value": "Anything?"}, {"from": "gpt", "value": "  "},
+             {"from": "human", "value": "Count to two"}, {"from": "gpt", "value": "One, two."}]
+    src.write_text(json.dumps({"conversations": turns}) + "\n")
+    out = tmp_path / "per-answer.jsonl"
+    assert main(["data", "convert", str(src), str(out), "--per-answer"]) == 0
+    assert "2 records from 1, one per answer" in capsys.readouterr().out
+    assert [r.data["conversations"] for r in load_dataset_file(out).records] == [turns[:2], turns]
