@@ -602,6 +602,13 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     "held out), which the run doesn't train on",
                     hint="Add records, or set eval_split: 0 to train on all of them (and evaluate on an "
                     "eval_dataset, or not at all).", fix={"eval_split": 0.0})
+    elif cfg.eval_split > 0 and not eval_idx:
+        # One usable record: nothing can be held out, so nothing is evaluated (nor stops early).
+        stops = " and early_stopping_patience never stops it" if cfg.early_stopping_patience else ""
+        writer.emit(ev.WARNING, kind="eval_split", message=f"eval_split {cfg.eval_split:g} of {len(rows)} usable "
+                    f"record holds out nothing (one record can't be split), so the run evaluates nothing{stops}",
+                    hint="Add records, or set eval_split: 0 (and evaluate on an eval_dataset, or not at all).",
+                    fix={"eval_split": 0.0})
     lr_note = learning_rate_note(cfg)
     if lr_note and is_main:
         writer.emit(ev.WARNING, **lr_note)

@@ -208,7 +208,8 @@ class Advisor:
                   "untrained_tokens": "The model never learnt these format tokens",
                   "dataset_changed": "The dataset changed since the run started",
                   "partial": "Some answers of multi-turn records don't train",
-                  "learning_rate": "The learning rate is far from this method's usual one"}
+                  "learning_rate": "The learning rate is far from this method's usual one",
+                  "eval_split": "The eval split isn't what was asked"}
         return [Advice("warning", titles.get(kind, kind.replace("_", " ").capitalize()), _sentence(message, hint),
                        fix, key=f"warning:{kind}")]
 

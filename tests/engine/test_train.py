@@ -1376,6 +1376,21 @@ def test_an_eval_split_that_rounds_up_to_far_more_than_asked_is_said(tiny_model_
     assert not [e for e in rec.of("warning") if e["kind"] == "eval_split"]  # 1 of 4 is what was asked
 
 
+def test_an_eval_split_that_holds_out_nothing_is_said(tiny_model_dir, tmp_path):
+    """One usable record can't be split: the run evaluates nothing, and says so with the fix."""
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n"
+                    + json.dumps({"instruction": "q2", "output": ""}) + "\n")  # left out: no answer
+    result, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run", eval_split=0.1, max_steps=1))
+    assert result["status"] == "completed" and not rec.of("eval")
+    (w,) = [e for e in rec.of("warning") if e["kind"] == "eval_split"]
+    assert w["message"] == ("eval_split 0.1 of 1 usable record holds out nothing (one record can't be split), "
+                            "so the run evaluates nothing")
+    assert w["fix"] == {"eval_split": 0.0}
+    _, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run2", eval_split=0.0, max_steps=1))
+    assert not [e for e in rec.of("warning") if e["kind"] == "eval_split"]
+
+
 def test_a_run_far_from_its_methods_usual_learning_rate_warns_with_the_fix(tiny_model_dir, small_dataset, tmp_path):
     result, rec, _ = train(make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", method="full", max_steps=1,
                                     learning_rate=1e-3))
