@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import REWRITING_INITS
-from engine.errors import ConfigError, ModelError
+from engine.errors import ConfigError, ModelError, json_problem
 from engine.files import atomic_write_text
 from engine.paths import adapters_dir, data_home, runs_dir
 
@@ -194,7 +194,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ModelError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        raise ModelError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {json_problem(e)}") from None
     except OSError as e:
         raise ModelError(f"can't read '{path}': {e.strerror or e}") from None
     if not isinstance(data, dict):

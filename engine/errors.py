@@ -51,6 +51,13 @@ class StudioError(Exception):
         return text
 
 
+def json_problem(e: json.JSONDecodeError) -> str:
+    """A JSON decoder's message as a sentence: Python's ``Unterminated string starting at`` (its
+    position given apart) reads ``Unterminated string starting here``, as the line and column
+    said before it point there."""
+    return e.msg[:-3] + " here" if e.msg.endswith(" at") else e.msg
+
+
 def value_text(value: Any) -> str:
     """A run-config value as typed after its option: text bare, the rest as YAML reads it
     (``true``, ``0.0``, ``["q_proj", "v_proj"]``), quoted for the shell where it needs it."""

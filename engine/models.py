@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ModelError
+from engine.errors import ModelError, json_problem
 from engine.paths import demo_model_dir
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
@@ -113,7 +113,7 @@ def read_model_config(model: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ModelError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        raise ModelError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {json_problem(e)}") from None
 
 
 @dataclass

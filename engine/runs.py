@@ -857,9 +857,21 @@ def _data_use(path: Path) -> dict[str, Any] | None:
 
     left = [{"index": r.get("index", 0), "line": r.get("line"), "message": r.get("message")}
             for r in [*(d.get("broken_records") or []), *(d.get("problems") or [])] if isinstance(r, dict)]
+    left.sort(key=lambda r: (r["line"] is None, r["line"] or 0, r["index"]))  # in the file's order
     return {"records": d.get("records"), "train": d.get("train"), "eval": d.get("eval"),
+            "unreadable": d.get("broken") or 0,
             "left_out": (d.get("broken") or 0) + (d.get("dropped") or 0), "truncated": d.get("truncated") or 0,
-            "seq_len_longest": d.get("longest"), "left_out_first": describe_problems(left) if left else ""}
+            "seq_len_longest": d.get("longest"),
+            "left_out_first": describe_problems(left, total=(d.get("broken") or 0) + (d.get("dropped") or 0))
+            if left else ""}
+
+
+def _dataset_records(d: dict[str, Any]) -> str:
+    """The file's records, the unreadable ones included, so that used + left out add up to it."""
+    unreadable = (d.get("data") or {}).get("unreadable") or 0
+    if d.get("dataset_records") is None or not unreadable:
+        return _num(d.get("dataset_records"))
+    return f"{d['dataset_records'] + unreadable} ({unreadable} unreadable)"
 
 
 def _data_fields(data: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -963,7 +975,7 @@ def cli_show(args: Any) -> int:
         ("lowest train loss", _at_step(m["lowest_loss"], m["lowest_loss_step"])),
         ("metrics rows", f"{m['train_rows']} train, {m['eval_rows']} eval"),
         ("peak GPU memory", _gib(d["peak_gpu_bytes"])), ("dataset", _num(d["dataset"])),
-        ("dataset hash", _num(d["dataset_hash"])), ("dataset records", _num(d["dataset_records"])),
+        ("dataset hash", _num(d["dataset_hash"])), ("dataset records", _dataset_records(d)),
         *_data_fields(d.get("data")),
         ("eval data", d.get("eval_dataset") or (f"{(d['config'] or {}).get('eval_split'):.0%} of the dataset "
                                                  "held out" if (d["config"] or {}).get("eval_split") else "none")),

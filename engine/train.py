@@ -585,12 +585,16 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
     rows, stats = tokenize_records(records, tokenizer, cfg.template, cfg.seq_len, cfg.loss_on,
                                    cache_dir=tokenized_cache_dir())
     refusal = _refusal_advice(stats.problems, tokenizer, cfg)
-    if not rows and not stats.records:
+    if not rows and not stats.records and not data_info["broken"]:
         raise DataError(f"no trainable records: {data_info['path']} has no records",
                         hint="Give a file with records, or check dataset_format.")
     if not rows:
-        raise DataError(f"no trainable records: every record of {data_info['path']} was left out: "
-                        f"{describe_problems(stats.problems)}",
+        # Every one of them, unreadable or not, in the file's order: the user fixes them all.
+        left = sorted([*data_info.get("broken_records", []), *stats.problems],
+                      key=lambda p: (p.get("line") is None, p.get("line") or 0))
+        n = data_info["broken"] + stats.dropped
+        raise DataError(f"no trainable records: every record of {data_info['path']} was left out "
+                        f"({n} record{'s' if n != 1 else ''}): {describe_problems(left, limit=10, total=n)}",
                         hint=refusal.get("hint") or FIX_RECORDS_HINT, fix=refusal.get("fix"))
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     train_rows = [rows[i] for i in train_idx]
@@ -1365,6 +1369,19 @@ def _go_back_to(prep: Prepared, checkpoint: Path | None, is_main: bool) -> None:
 
 
 # ---------------------------------------------------------------- Train
+def _records_note(stats: dict) -> str:
+    """The model card's record counts, which add up: ``7 records: 3 train, 0 eval, 4 left out (2
+    unreadable, 2 with nothing to train on)``."""
+    broken, dropped = stats.get("broken") or 0, stats.get("dropped") or 0
+    total = (stats.get("records") or 0) + broken
+    out = f"{total} records: {stats.get('train')} train, {stats.get('eval')} eval"
+    if broken or dropped:
+        why = [f"{broken} unreadable"] if broken else []
+        why += [f"{dropped} with nothing to train on"] if dropped else []
+        out += f", {broken + dropped} left out ({', '.join(why)})"
+    return out
+
+
 def _model_card(prep: Prepared, result: dict) -> str:
     cfg = prep.cfg
     changes = read_summary(prep.output_dir).get("config_changes")
@@ -1384,7 +1401,7 @@ Fine-tuned with Finetune Studio.
 - **Base model:** `{cfg.model}`
 - **Method:** {prep.method.label} (`{cfg.method}`), weights loaded as `{cfg.load_in}`, mixed precision `{cfg.mixed_precision}`
 - **Trainable parameters:** {prep.trainable_params:,} of {prep.total_params:,}
-- **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {prep.data_stats.get('records')} records, {prep.data_stats.get('train')} train / {prep.data_stats.get('eval')} eval; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens, {prep.data_stats.get('dropped')} dropped{_eval_file_note(prep.data_stats.get('eval_dataset'))}
+- **Data:** `{prep.data_stats.get('path')}` ({prep.data_stats.get('detected')}); {_records_note(prep.data_stats)}; content hash `{prep.data_stats.get('hash')}`; {prep.data_stats.get('truncated')} truncated to {cfg.seq_len} tokens{_eval_file_note(prep.data_stats.get('eval_dataset'))}
 - **Prompt format:** {_format_note(prep.data_stats.get('template'))}{_tokens_note(cfg, prep.data_stats)}
 - **Steps:** {result.get('step')}; **final training loss:** {_fmt(result.get('final_loss_mean'))}{_window_note(result)}; **best eval loss:** {_fmt(result.get('best_eval_loss'))}
 - **Status:** {result.get('status')}{early_note}

@@ -35,7 +35,7 @@ from engine.data.records import (
     messages_to_format,
     turn_trains,
 )
-from engine.errors import DataError
+from engine.errors import DataError, json_problem
 from engine.files import atomic_write_bytes, foreign_encoding
 
 BOM = b"\xef\xbb\xbf"
@@ -420,7 +420,7 @@ def _read_jsonl(path: Path, ds: DatasetFile) -> None:
                 value = loads(chunk)
             except json.JSONDecodeError:
                 e = _decode_error(chunk)
-                records.append(_broken(chunk, lineno, f"line {lineno}, column {e.colno}: {e.msg}", e.colno))
+                records.append(_broken(chunk, lineno, f"line {lineno}, column {e.colno}: {json_problem(e)}", e.colno))
                 continue
             except UnicodeDecodeError as e:
                 records.append(_broken(chunk, lineno, f"line {lineno}, column {e.start + 1}: invalid "
@@ -584,7 +584,7 @@ def _read_json(path: Path, ds: DatasetFile) -> None:
             value, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError as e:
             end = _element_end(text, start)
-            records.append(_broken(text[start:end], line, f"line {e.lineno}, column {e.colno}: {e.msg}",
+            records.append(_broken(text[start:end], line, f"line {e.lineno}, column {e.colno}: {json_problem(e)}",
                                    e.colno))
         else:
             if type(value) is dict:
@@ -633,7 +633,7 @@ def _top_level_error(path: Path, text: str) -> None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg}", path=str(path), line=e.lineno, column=e.colno,
+        raise DataError(f"not valid JSON: {json_problem(e)}", path=str(path), line=e.lineno, column=e.colno,
                         hint="A JSON dataset is a list of records [{...}, ...]; JSON Lines has one "
                              "record per line.") from None
     hint = "A JSON dataset is a list of records: [{...}, {...}]."

@@ -66,7 +66,7 @@ from engine.data.records import (
     _json_type,
     to_messages,
 )
-from engine.errors import ConfigError, DataError, StudioError
+from engine.errors import ConfigError, DataError, StudioError, json_problem
 
 SEVERITIES = ("error", "warning", "info")
 TAG_FIELDS = ("task", "category", "type", "task_type")
@@ -671,7 +671,7 @@ def _json_error(text: str) -> str | None:
     try:
         json.loads(t)
     except json.JSONDecodeError as e:
-        return f"line {e.lineno}, column {e.colno}: {e.msg}"
+        return f"line {e.lineno}, column {e.colno}: {json_problem(e)}"
     return None
 
 

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import DataError
+from engine.errors import DataError, json_problem
 
 
 class RecordFormat:
@@ -184,7 +184,7 @@ class Record:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as e:
-            self._set_broken(text, f"line {e.lineno}, column {e.colno}: {e.msg}", e.colno)
+            self._set_broken(text, f"line {e.lineno}, column {e.colno}: {json_problem(e)}", e.colno)
             return False
         if not isinstance(value, dict):
             self._set_broken(text, f"expected a JSON object {{...}}, got {_json_type(value)}", 1)

@@ -287,8 +287,9 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
 _RECORD_AT = re.compile(r"^record( at line \d+)?: ")
 
 
-def describe_problems(problems: list[dict], limit: int = 3) -> str:
-    """The first dropped records in words: ``line 4: 'output' is a number, expected text; line 9: ...``."""
+def describe_problems(problems: list[dict], limit: int = 3, total: int | None = None) -> str:
+    """The first dropped records in words: ``line 4: 'output' is a number, expected text; line 9: ...``,
+    then ``(and N more)``, counted from ``total`` where ``problems`` holds only the first of them."""
     def one(p: dict) -> str:
         message = str(p.get("message") or "")
         if not p.get("line"):
@@ -298,7 +299,7 @@ def describe_problems(problems: list[dict], limit: int = 3) -> str:
         return f"line {p['line']}: {message}"
 
     parts = [one(p) for p in problems[:limit]]
-    more = len(problems) - limit
+    more = max(total or 0, len(problems)) - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 

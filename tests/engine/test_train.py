@@ -544,7 +544,7 @@ def test_records_with_a_wrong_field_are_left_out_with_file_and_line(tiny_model_d
     result, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run2", max_steps=1))
     assert result["status"] == "failed"
     error = rec.of("error")[0]
-    assert error["kind"] == "data" and f"every record of {data} was left out: line 1: 'instruction'" in error["message"]
+    assert error["kind"] == "data" and f"every record of {data} was left out (2 records): line 1: 'instruction'" in error["message"]
 
 
 def test_records_the_models_template_refuses_get_our_format_for_its_markers_as_the_fix(tiny_model_dir, tmp_path):
@@ -589,6 +589,24 @@ def test_runs_show_says_which_records_a_run_left_out(tiny_model_dir, tmp_path, c
     (left,) = [x for x in lines if x.startswith("left out")]
     assert left.startswith("left out           2: line 2, column 24: Expecting property name") and left.endswith(
         "; line 3: 'instruction' is a number, expected text")
+    # The counts add up: 2 used + 2 left out of the file's 4 records, the unreadable one included.
+    assert "dataset records    4 (1 unreadable)" in lines
+    card = (tmp_path / "run" / "README.md").read_text(encoding="utf-8")
+    assert "4 records: 2 train, 0 eval, 2 left out (1 unreadable, 1 with nothing to train on)" in card
+
+
+def test_a_run_with_every_record_left_out_lists_them_all_in_the_files_order(tiny_model_dir, tmp_path):
+    """Unreadable lines and records with nothing to train on alike, the first ten, then how many more."""
+    data = tmp_path / "bad.jsonl"
+    bad = ['{"instruction": "Say", \n', '{"instruction": "q", "output": ""}\n', '{"instruction": 7, "output": "x"}\n']
+    data.write_text("".join(bad * 4), encoding="utf-8")  # 12 records, none trainable
+    result, rec, _ = train(make_cfg(tiny_model_dir, data, tmp_path / "run", max_steps=1))
+    assert result["status"] == "failed"
+    message = rec.of("error")[0]["message"]
+    assert message.startswith(f"no trainable records: every record of {data} was left out (12 records): "
+                              "line 1, column 24: Expecting property name")
+    assert "; line 2: the answer is empty" in message and "; line 10, column 24:" in message
+    assert "line 11" not in message and message.endswith(" (and 2 more)")
 
 
 def test_resume_without_a_checkpoint_warns_and_starts_over(tiny_model_dir, small_dataset, tmp_path):

@@ -248,6 +248,15 @@ def test_broken_lines_are_kept_with_line_column_and_reason(tmp_path):
         ds.check_trainable()
 
 
+def test_a_json_message_that_ends_on_at_reads_as_a_sentence(tmp_path):
+    """Python says "Unterminated string starting at" and gives the position apart; the line and
+    column come first here, so the message ends "here"."""
+    path = tmp_path / "cut.jsonl"
+    path.write_text('{"instruction": "a", "output": "A"}\n{"instruction": "cut\n', encoding="utf-8")
+    bad = load_dataset_file(path).records[1]
+    assert bad.error == "line 2, column 17: Unterminated string starting here"
+
+
 def test_broken_record_is_fixed_in_place_and_written_back(tmp_path):
     path = copy(tmp_path, "broken.jsonl")
     ds = load_dataset_file(path)
