@@ -593,9 +593,12 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
         left = sorted([*data_info.get("broken_records", []), *stats.problems],
                       key=lambda p: (p.get("line") is None, p.get("line") or 0))
         n = data_info["broken"] + stats.dropped
-        raise DataError(f"no trainable records: every record of {data_info['path']} was left out "
+        err = DataError(f"no trainable records: every record of {data_info['path']} was left out "
                         f"({n} record{'s' if n != 1 else ''}): {describe_problems(left, limit=10, total=n)}",
                         hint=refusal.get("hint") or FIX_RECORDS_HINT, fix=refusal.get("fix"))
+        # Where the first one is, for "Show in the Dataset area" (the message names the file already).
+        err.path, err.line, err.column = data_info["path"], left[0].get("line"), left[0].get("column")
+        raise err
     train_idx, eval_idx = train_eval_split(rows, cfg.eval_split, cfg.seed)
     train_rows = [rows[i] for i in train_idx]
     eval_rows = [rows[i] for i in eval_idx]

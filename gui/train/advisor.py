@@ -173,7 +173,8 @@ class Advisor:
                     for i, e in enumerate(data["errors"])]
         titles = {"config": "Config problem", "data": "Dataset problem", "model": "Model problem"}
         text = message + (f"\n{hint}" if hint else "")
-        return [Advice("error", titles.get(kind, "The run failed"), text, fix, key=f"error:{kind}")]
+        return [Advice("error", titles.get(kind, "The run failed"), text, fix, key=f"error:{kind}",
+                       where=_first_record(data) if kind == "data" else None)]
 
     def _on_warning(self, data: dict[str, Any]) -> list[Advice]:
         kind = data.get("kind", "warning")
@@ -383,12 +384,12 @@ def _sentence(message: str, hint: str | None) -> str:
 
 
 def _first_record(data: dict[str, Any]) -> tuple[str, int] | None:
-    """``(file, line)`` of the first record a warning lists, when the editor can open it there
+    """``(file, line)`` of the first record a warning lists (or a data error names), when the editor can open it there
     (a file on disk, not a Hugging Face cache dataset, whose lines are in the cache's files)."""
     from engine.data.hub import parse_ref
 
     path, records = data.get("path"), data.get("records") or []
-    line = next((r.get("line") for r in records if isinstance(r, dict) and r.get("line")), None)
+    line = next((r.get("line") for r in records if isinstance(r, dict) and r.get("line")), data.get("line"))
     if not path or not line or parse_ref(str(path)) is not None:
         return None
     return str(path), int(line)

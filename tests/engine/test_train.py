@@ -607,6 +607,7 @@ def test_a_run_with_every_record_left_out_lists_them_all_in_the_files_order(tiny
                               "line 1, column 24: Expecting property name")
     assert "; line 2: the answer is empty" in message and "; line 10, column 24:" in message
     assert "line 11" not in message and message.endswith(" (and 2 more)")
+    assert (rec.of("error")[0]["path"], rec.of("error")[0]["line"]) == (str(data), 1)  # for "Show in the Dataset area"
 
 
 def test_resume_without_a_checkpoint_warns_and_starts_over(tiny_model_dir, small_dataset, tmp_path):

@@ -67,6 +67,9 @@ def test_advisor_turns_events_into_advice_with_fixes():
                                "expected text.\nFix them in the Dataset area.")
     broken = a.on_event("warning", {"kind": "broken", "message": "1 record of d.jsonl could not be read"})
     assert broken[0].title == "Records could not be read"
+    failed = a.on_event("error", {"kind": "data", "message": "no trainable records: every record of d.jsonl was "
+                                  "left out (2 records): ...", "path": "d.jsonl", "line": 3})
+    assert failed[0].title == "Dataset problem" and failed[0].where == ("d.jsonl", 3)
     split = a.on_event("warning", {"kind": "eval_split", "message": "eval_split 0.1 of 1 usable record holds out "
                                    "nothing", "fix": {"eval_split": 0.0}})
     assert split[0].title == "The eval split isn't what was asked" and split[0].fix_label() == "Apply: eval_split = 0"
