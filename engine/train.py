@@ -470,32 +470,45 @@ class SetupProgress:
 def check_data_files(cfg: RunConfig) -> None:
     """The run's data files are there: its dataset and eval dataset (a file, or a split in the
     Hugging Face cache) and a template file. :func:`setup` checks them before it makes the run
-    folder; ``queue retry`` checks them again, as the files may have gone since the run was queued.
+    folder, ``train`` before it loads anything (exit 2, as a bad value), and ``queue retry`` again,
+    as the files may have gone since the run was queued. The Train form shows
+    :func:`data_file_errors` beside the fields.
 
     Raises:
-        ConfigError: naming the key and the file.
+        ConfigError: naming the key and the file (the first of :func:`data_file_errors`).
     """
+    errors = data_file_errors(cfg)
+    if errors:
+        raise errors[0]
+
+
+def data_file_errors(cfg: RunConfig) -> list[ConfigError]:
+    """What is wrong with the run's data files, one error per key (see :func:`check_data_files`);
+    reads no record and imports no torch, so a form can ask on every change."""
     from engine.data import hub
     from engine.data.templates import is_template_file, read_template_file
 
+    errors = []
     for key in ("dataset", "eval_dataset"):
         name = getattr(cfg, key)
         if name and hub.parse_ref(name) is not None:
             try:
                 hub.split_files(*hub.parse_ref(name))  # cached, with that split
             except DataError as e:
-                raise ConfigError(e.message if key == "dataset" else f"{key}: {e.message}", key=key,
-                                  hint=e.hint) from None
+                errors.append(ConfigError(e.message if key == "dataset" else f"{key}: {e.message}", key=key,
+                                          hint=e.hint))
         elif name and name != "demo" and not Path(name).is_file():
-            raise ConfigError(f"{key} '{name}': {'not a file' if Path(name).exists() else 'no such file'}",
-                              key=key, hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read "
-                              "from the run config's folder), a dataset in the Hugging Face cache ('org/name' or "
-                              "'org/name:split'), or 'demo'.")
+            errors.append(ConfigError(
+                f"{key} '{name}': {'not a file' if Path(name).exists() else 'no such file'}",
+                key=key, hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read from the run "
+                "config's folder), a dataset in the Hugging Face cache ('org/name' or 'org/name:split'), or "
+                "'demo'."))
     if is_template_file(cfg.template):
         try:
             read_template_file(cfg.template)
         except DataError as e:
-            raise ConfigError(e.message, key="template", hint=e.hint) from None
+            errors.append(ConfigError(e.message, key="template", hint=e.hint))
+    return errors
 
 
 def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main: bool = True,
@@ -2150,6 +2163,9 @@ def cli_train(args: Any) -> int:
         _refuse_a_resume_of_no_run(config, cfg)
         if "output_dir" not in args.overrides:
             _refuse_another_runs_folder(config, cfg)
+    errors = data_file_errors(cfg)  # before torch loads: a typo'd path is told at once, as a bad value
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)  # one: with its hint
     from engine.adapters import quiet_loading
 
     quiet_loading()  # the run prints its own progress: no "Loading weights" bar in a line-based log

@@ -289,6 +289,7 @@ class TrainArea(QWidget):
         if self.run.is_active():
             self._show_banner("A run is already in progress; stop it first.")
             return False
+        self.config_model.recheck_files()  # a dataset saved or removed since the form last changed
         try:
             cfg = self.config_model.config()
         except ConfigErrors:
@@ -726,8 +727,18 @@ class TrainArea(QWidget):
         layout.addWidget(split, 1)
         self._update_buttons()
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        # Back from the Dataset area (or another program), a dataset may have been saved or removed.
+        super().showEvent(event)
+        self.config_model.recheck_files()
+
+    def _on_app_state(self, state: Qt.ApplicationState) -> None:
+        if state == Qt.ApplicationState.ApplicationActive and self.isVisible():
+            self.config_model.recheck_files()
+
     def _connect(self) -> None:
         self.config_model.sig_changed.connect(self._on_config_changed)
+        QGuiApplication.instance().applicationStateChanged.connect(self._on_app_state)
         self.preset_button.clicked.connect(lambda: self.apply_preset(self.preset_combo.currentData()))
         self.open_action.triggered.connect(self._on_open)
         self.save_action.triggered.connect(self._on_save)

@@ -59,6 +59,18 @@ class ConfigModel(QObject):
         self._errors = None
         self.sig_changed.emit(set())
 
+    def recheck_files(self) -> bool:
+        """Look at the data files again (one may have been saved or removed since the values last
+        changed); ``sig_changed`` fires when what is said about them changes. Returns whether it did."""
+        if self._errors is None:
+            return False
+        before = self._errors
+        self._validate()
+        if self._errors == before:
+            return False
+        self.sig_changed.emit(set())
+        return True
+
     @property
     def environment(self) -> Any:
         return self._env
@@ -102,6 +114,12 @@ class ConfigModel(QObject):
             self._cfg = RunConfig.from_dict(self._values)
         except ConfigErrors as e:
             for err in e.errors:
+                _add(errors, err.key or "", err.message)
+        if self._cfg is not None:
+            from engine.train import data_file_errors
+
+            # A missing dataset or template file is said beside its field, not when Start fails.
+            for err in data_file_errors(self._cfg):
                 _add(errors, err.key or "", err.message)
         if self._cfg is not None and self._env is not None:
             from engine.precision import environment_errors

@@ -266,9 +266,11 @@ def test_an_eval_file_replaces_the_eval_split_and_loading_both_names_the_conflic
     area = make_area()
     area.apply_preset("demo")
     assert area.config_model.get("eval_split") == 0.05 and area.editors["eval_split"].isEnabled()
-    qtbot.keyClicks(area.editors["eval_dataset"].edit, "/data/held-out.jsonl")
+    held_out = tmp_path / "held-out.jsonl"
+    held_out.write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    qtbot.keyClicks(area.editors["eval_dataset"].edit, str(held_out))
     # Typing an eval file sets the split to 0 (the whole dataset trains) and locks it, saying why.
-    assert area.config_model.get("eval_dataset") == "/data/held-out.jsonl"
+    assert area.config_model.get("eval_dataset") == str(held_out)
     assert area.config_model.get("eval_split") == 0.0 and not area.editors["eval_split"].isEnabled()
     assert "every record of the dataset trains" in area.editors["eval_split"].toolTip()
     assert area.start_button.isEnabled() and not area.banner.isVisible()
@@ -454,3 +456,24 @@ def test_a_method_that_needs_another_precision_gives_the_users_back_when_left(ma
     model.update({"load_in": "bf16", "mixed_precision": "bf16"})
     picker._on_activated(picker.combo.findData("lora"))
     assert (model.get("load_in"), model.get("mixed_precision")) == ("bf16", "bf16")
+
+
+def test_a_missing_data_file_is_said_beside_its_field_and_a_file_saved_later_clears_it(make_area, qtbot, tmp_path):
+    """Not only when Start fails: the form names the missing dataset, eval file or template file,
+    and looks again when the area is shown or Start is pressed (the Dataset area may have saved it)."""
+    area = make_area()
+    area.apply_preset("demo")
+    data = tmp_path / "mine.jsonl"
+    area.config_model.update({"dataset": str(data), "template": str(tmp_path / "mine.jinja")})
+    assert area.editors["dataset"].toolTip().startswith(f"⚠ dataset '{data}': no such file")
+    assert "the chat template file" in area.editors["template"].toolTip() and "does not exist" in area.banner.text()
+    assert not area.start_button.isEnabled()
+    area.config_model.set("template", "auto")
+    data.write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")  # saved in the Dataset area
+    area.hide()
+    area.show()
+    assert not area.banner.isVisible() and area.start_button.isEnabled()
+    assert "no such file" not in area.editors["dataset"].toolTip()
+    data.unlink()  # gone again: Start says so instead of starting a run that fails
+    assert area.start_run() is False
+    assert f"dataset '{data}': no such file" in area.banner.text() and not area.run.is_active()
