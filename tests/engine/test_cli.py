@@ -271,3 +271,22 @@ def test_merge_refuses_an_unknown_combination_even_for_one_adapter(capsys):
         main(["merge", "--base", "demo", "--adapter", "a", "--combination", "bogus", "--out", "o"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "invalid choice: 'bogus'" in err and "'cat', 'linear'" in err
+
+
+def test_train_refuses_a_missing_data_file_before_torch_loads_with_exit_2(tmp_path):
+    """A typo'd path is a bad value: told at once (no model load, no run folder), exit 2 as argparse's."""
+    import os
+    from pathlib import Path
+
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: nope.jsonl\neval_split: 0\n", encoding="utf-8")
+    code = ("import sys\n"
+            "from engine.cli import main\n"
+            f"rc = main(['train', {str(run_yaml)!r}])\n"
+            "print('RC', rc, 'torch' in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "FINETUNE_STUDIO_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "RC 2 False" in out.stdout, out.stderr
+    assert "dataset 'nope.jsonl': no such file" in out.stderr and "hint: Give a JSON" in out.stderr
+    assert not (tmp_path / "home" / "runs").exists()
