@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.config import REWRITING_INITS
 from engine.errors import ConfigError, ModelError, json_problem
-from engine.files import atomic_write_text
+from engine.files import atomic_write_text, folder_bytes
 from engine.paths import adapters_dir, data_home, runs_dir
 
 if TYPE_CHECKING:
@@ -215,17 +215,6 @@ def _read_run_yaml(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _folder_size(path: Path) -> int:
-    total = 0
-    for p in path.rglob("*"):
-        try:
-            if p.is_file():
-                total += p.stat().st_size
-        except OSError:
-            continue
-    return total
-
-
 def _when(value: Any) -> tuple[str | None, float | None]:
     """A summary timestamp (Unix seconds or ISO text) as display text and seconds."""
     if value is None:
@@ -365,7 +354,7 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
         ts = (weights if weights.exists() else cfg_file).stat().st_mtime
         date, ts = _when(ts)
     card.date, card.timestamp = date, ts
-    card.size_bytes = _folder_size(folder)
+    card.size_bytes = folder_bytes(folder)
     return card
 
 

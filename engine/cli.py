@@ -79,6 +79,8 @@ HANDLERS = {
     "runs audit": "engine.audit:cli_audit",
     "runs promote": "engine.promote:cli_promote",
     "runs rewind": "engine.rewind:cli_rewind",
+    "runs delete": "engine.cleanup:cli_delete",
+    "runs prune": "engine.cleanup:cli_prune",
     "queue add": "engine.runqueue:cli_add",
     "queue list": "engine.runqueue:cli_list",
     "queue run": "engine.runqueue:cli_run",
@@ -413,6 +415,23 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("run", metavar="RUN", help="a run folder, or a run name from 'runs list'")
     rw.add_argument("--checkpoint", required=True, metavar="N|DIR", help="a step number or a checkpoint folder")
     rw.add_argument("--json", action="store_true")
+
+    rd = rsub.add_parser("delete", help="delete runs: their whole folders (checkpoints, curves, final/); "
+                         "never one that is training")
+    rd.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or a run name from 'runs list'")
+    rd.add_argument("--yes", "-y", action="store_true", help="don't ask (needed where no one can answer: a script)")
+    rd.add_argument("--json", action="store_true", help="print what was removed as JSON")
+
+    rn = rsub.add_parser("prune", help="free disk: remove a run's older checkpoints (keeping the newest "
+                         "--keep, so it can still be resumed) and the superseded-*/ folders of rewinds; final/, "
+                         "the curves and the config stay")
+    rn.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or a run name from 'runs list'")
+    rn.add_argument("--keep", type=int, default=1, metavar="N",
+                    help="newest checkpoints to keep (default 1; 0 only for a run with a final/)")
+    rn.add_argument("--keep-superseded", "--keep_superseded", action="store_true", dest="keep_superseded",
+                    help="leave the superseded-*/ folders of earlier rewinds")
+    rn.add_argument("--yes", "-y", action="store_true", help="don't ask (needed where no one can answer: a script)")
+    rn.add_argument("--json", action="store_true", help="print what was removed as JSON")
 
     w = sub.add_parser("worker", help="(internal) the training worker process: JSON events on stdout, "
                        "commands on stdin")

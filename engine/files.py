@@ -94,3 +94,17 @@ def write_nowhere(stream) -> None:
     finally:
         os.close(devnull)
 
+
+def folder_bytes(path: str | os.PathLike) -> int:
+    """The bytes of the files under ``path`` (links not followed, unreadable entries skipped)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+        except OSError:
+            continue
+    return total
