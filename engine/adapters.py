@@ -1022,10 +1022,15 @@ def base_label(base_model: str | None) -> str:
 
 
 def quiet_loading() -> None:
-    """Hide transformers' per-load progress bars and PEFT's deprecation chatter in CLI output."""
+    """Hide transformers' per-load progress bars and PEFT's deprecation chatter in CLI output, and
+    the ``kernels`` package's "Skipping publisher trust check ... offline mode" line, which
+    bitsandbytes' import prints on CPUs with AVX512-BF16 when it looks (offline, as we always
+    are) for an optional CPU kernel: every run printed it, and it says nothing about the run."""
+    import logging
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("kernels").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 
