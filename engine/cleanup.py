@@ -130,32 +130,23 @@ def _confirm(plan: Removal, yes: bool) -> bool:
 
 def cli_delete(args: Any) -> int:
     """``finetune-studio runs delete RUN... [--yes] [--json]``."""
-    plans = [delete_plan(r) for r in args.runs]  # every one checked before any is removed
-    done = []
-    for plan in plans:
-        if _confirm(plan, args.yes):
-            done.append(carry_out(plan))
-            if not args.json:
-                print(plan.describe())
-    if args.json:
-        print(json.dumps([d.to_dict() for d in done]))
-    return 0 if len(done) == len(plans) else 1
+    return _carry_out_all([delete_plan(r) for r in args.runs], args)  # every one checked before any goes
 
 
 def cli_prune(args: Any) -> int:
     """``finetune-studio runs prune RUN... [--keep N] [--keep-superseded] [--yes] [--json]``."""
-    plans = [prune_plan(r, args.keep, superseded=not args.keep_superseded) for r in args.runs]
+    return _carry_out_all([prune_plan(r, args.keep, superseded=not args.keep_superseded) for r in args.runs], args)
+
+
+def _carry_out_all(plans: list[Removal], args: Any) -> int:
+    """Each plan, once confirmed (one with nothing to remove is only said); 1 when one was declined."""
     done = []
     for plan in plans:
-        if not plan.folders:
-            done.append(plan)
-            if not args.json:
-                print(plan.describe())
+        if plan.folders and not _confirm(plan, args.yes):
             continue
-        if _confirm(plan, args.yes):
-            done.append(carry_out(plan))
-            if not args.json:
-                print(plan.describe())
+        done.append(carry_out(plan) if plan.folders else plan)
+        if not args.json:
+            print(plan.describe())
     if args.json:
         print(json.dumps([d.to_dict() for d in done]))
     return 0 if len(done) == len(plans) else 1
