@@ -191,6 +191,10 @@ class MainWindow(QMainWindow):
             train.sig_audit_run.connect(lambda path: (self.show_area("runs"), runs.audit_run(path)))
         if hasattr(runs, "sig_promoted") and hasattr(adapters, "refresh"):
             runs.sig_promoted.connect(lambda *_: adapters.refresh())
+        if hasattr(runs, "sig_removed") and hasattr(adapters, "refresh"):
+            runs.sig_removed.connect(lambda *_: adapters.refresh())
+        if hasattr(runs, "sig_removed") and hasattr(train, "forget_runs"):
+            runs.sig_removed.connect(train.forget_runs)
         if hasattr(train, "sig_compare_adapters") and hasattr(adapters, "compare_adapters"):
             train.sig_compare_adapters.connect(lambda paths: (self.show_area("adapters"),
                                                               adapters.compare_adapters(paths)))

@@ -17,6 +17,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import (
     QAbstractTableModel,
+    QEvent,
     QModelIndex,
     QPersistentModelIndex,
     QProcess,
@@ -26,7 +27,7 @@ from PySide6.QtCore import (
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QColor, QDesktopServices
+from PySide6.QtGui import QColor, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -44,6 +45,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.adapters import format_size
 from engine.promote import describe_offer, promotion_offer
 from engine.resume import resume_point, resume_verdict
 from engine.runs import (
@@ -70,7 +72,7 @@ from gui.train.plots import debiased_ema
 
 GiB = 2**30
 COLUMNS = ("Run", "Status", "Method", "Model", "Steps", "Duration", "Final loss", "Best eval loss",
-           "Peak GPU", "Started")
+           "Peak GPU", "Disk", "Started")
 STATUS_COLORS = {"running": "#1f5fa8", "completed": "#2e8540", "stopped": "#d98e04", "interrupted": "#d98e04",
                  "failed": "#d0342c", "crashed": "#d0342c"}
 CURVE_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -207,11 +209,28 @@ class RunsTableModel(QAbstractTableModel):
     def __init__(self, parent: Any = None):
         super().__init__(parent)
         self.runs: list[RunInfo] = []
+        self._disk: dict[str, tuple[tuple[int, ...], int]] = {}  # path -> (what it was measured at, bytes)
 
     def set_runs(self, runs: list[RunInfo]) -> None:
         self.beginResetModel()
         self.runs = list(runs)
         self.endResetModel()
+
+    def disk_bytes(self, run: RunInfo) -> int:
+        """The run folder's size, measured again only when the folder or one of its checkpoints
+        changed (a running run's, at every refresh)."""
+        from engine.files import folder_bytes
+
+        try:
+            stamp = tuple(p.stat().st_mtime_ns for p in [run.path, *checkpoints(run.path)])
+        except OSError:
+            stamp = ()
+        key = str(run.path)
+        cached = self._disk.get(key)
+        if cached is None or cached[0] != stamp or run.status == "running":
+            cached = (stamp, folder_bytes(run.path))
+            self._disk[key] = cached
+        return cached[1]
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
         return 0 if parent.isValid() else len(self.runs)
@@ -234,7 +253,8 @@ class RunsTableModel(QAbstractTableModel):
                "Duration": r.duration_s,
                "Final loss": r.final_loss_mean if r.final_loss_mean is not None else r.final_loss,
                "Best eval loss": r.best_eval_loss,
-               "Peak GPU": r.peak_gpu_bytes, "Started": r.first_started or r.started}[col]
+               "Peak GPU": r.peak_gpu_bytes, "Started": r.first_started or r.started,
+               "Disk": self.disk_bytes(r) if col == "Disk" else None}[col]
         if role == Qt.ItemDataRole.UserRole:
             return raw if raw is not None else -1
         if role == Qt.ItemDataRole.DisplayRole:
@@ -246,6 +266,8 @@ class RunsTableModel(QAbstractTableModel):
                 return duration_text(r)
             if col == "Peak GPU":
                 return f"{raw / GiB:.2f} GiB"
+            if col == "Disk":
+                return format_size(raw)
             if col == "Started":
                 return time.strftime("%Y-%m-%d %H:%M", time.localtime(raw))
             if col == "Model" and "/" in str(raw) and Path(str(raw)).is_absolute():
@@ -269,11 +291,14 @@ class RunsTableModel(QAbstractTableModel):
             if col == "Duration" and r.legs > 1:
                 return (f"Training time of the run's {r.legs} legs (it was stopped or interrupted, then resumed); "
                         "the time it sat stopped between them doesn't count.")
+            if col == "Disk":
+                return ("The run folder's size: checkpoints (weights and optimizer state), final/ and the curves. "
+                        "Free disk… removes the older checkpoints; Delete… the whole run.")
             if col == "Peak GPU" and r.peak_gpu_bytes is None:
                 return "No GPU peak: the run trained on the CPU, or it did not get far enough."
             return str(r.path) if col == "Run" else None
         if role == Qt.ItemDataRole.TextAlignmentRole and col in ("Steps", "Duration", "Final loss",
-                                                                   "Best eval loss", "Peak GPU"):
+                                                                   "Best eval loss", "Peak GPU", "Disk"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -292,6 +317,8 @@ class RunsArea(QWidget):
     """Open this run's run.yaml in the Train area."""
     sig_promoted = Signal(str)
     """A run folder whose final/ now holds another checkpoint (the adapter library re-reads it)."""
+    sig_removed = Signal(list)
+    """Run folders deleted or pruned (the adapter library and the Train area look again)."""
     sig_open_record = Signal(str, int, str)
     """(dataset file, record index from 0, its first user turn as audited): show this record
     in the Dataset editor."""
@@ -343,7 +370,10 @@ class RunsArea(QWidget):
         self.best_button = QPushButton("Use best checkpoint")
         self.compare_data_button = QPushButton("Compare on data…")
         self.gguf_button = QPushButton("Export GGUF…")
+        self.free_button = QPushButton("Free disk…")
+        self.delete_button = QPushButton("Delete…")
         self._promote: QProcess | None = None
+        self._removing: QProcess | None = None
         self._promote_output = ""
         self.summary = QLabel("")
         self.summary.setStyleSheet("color: #555;")  # what a selection holds: readable, not the hint grey
@@ -353,7 +383,8 @@ class RunsArea(QWidget):
         self.button_row = QWidget()
         buttons = FlowLayout(self.button_row)
         for b in (self.refresh_button, self.config_button, self.resume_button, self.rewind_button,
-                  self.folder_button, self.try_button, self.best_button, self.compare_data_button, self.gguf_button):
+                  self.folder_button, self.try_button, self.best_button, self.compare_data_button, self.gguf_button,
+                  self.free_button, self.delete_button):
             buttons.addWidget(b)
 
         self.metric_combo = QComboBox()
@@ -429,6 +460,9 @@ class RunsArea(QWidget):
         self.compare_data_button.clicked.connect(self._on_compare_data)
         self.gguf_button.clicked.connect(self._on_gguf)
         self.best_button.clicked.connect(self.use_best_checkpoint)
+        self.free_button.clicked.connect(lambda: self.remove_selected(prune=True))
+        self.delete_button.clicked.connect(lambda: self.remove_selected(prune=False))
+        self.table.installEventFilter(self)  # the Delete key deletes the selected runs (after asking)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.doubleClicked.connect(lambda _: self._on_open_config())
         self.audit_panel.sig_open_record.connect(self.sig_open_record)
@@ -526,6 +560,7 @@ class RunsArea(QWidget):
             "Select one run to open its config" if run is None else
             OPEN_CONFIG_TIP if self.config_button.isEnabled() else
             f"{run.name} has no run.yaml")
+        self._update_removal_buttons()
         runs = self.selected_runs()
         self.summary.setToolTip("")  # the differences of an earlier multi-selection
         if run is not None:
@@ -759,6 +794,107 @@ class RunsArea(QWidget):
         else:
             self.summary.setText("<span style='color:#be1e1e'>" + html.escape(
                 f"Not changed: {cli_failure(output, 'runs promote', code)}") + "</span>")
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        if (watched is self.table and event.type() == QEvent.Type.KeyPress
+                and QKeySequence(event.keyCombination()).matches(QKeySequence(QKeySequence.StandardKey.Delete))
+                == QKeySequence.SequenceMatch.ExactMatch):
+            self.remove_selected(prune=False)
+            return True
+        return super().eventFilter(watched, event)
+
+    def removal_plans(self, *, prune: bool) -> list[Any]:
+        """What Free disk… (``prune``) or Delete… would remove for the selected runs
+        (``engine.cleanup.Removal``s); a run that is training, or has nothing to free, has none."""
+        from engine.cleanup import delete_plan, prune_plan
+        from engine.errors import StudioError
+
+        plans = []
+        for run in self.selected_runs():
+            try:
+                plan = prune_plan(run.path) if prune else delete_plan(run.path)
+            except StudioError:
+                continue  # training: the buttons' tooltips say so
+            if plan.folders:
+                plans.append(plan)
+        return plans
+
+    def remove_selected(self, *, prune: bool) -> bool:
+        """Free disk… (``runs prune``: the older checkpoints) or Delete… (``runs delete``: whole
+        runs) for the selected runs, after asking; in a child process, as deleting tens of GB of
+        checkpoints takes a while. False when there was nothing to do or the user said no."""
+        if self._removing is not None:
+            return False
+        plans = self.removal_plans(prune=prune)
+        if not plans or not self._confirm_removal(plans, prune=prune):
+            return False
+        total = sum(p.bytes for p in plans)
+        what = "Freeing" if prune else "Deleting"
+        self.summary.setText(html.escape(f"{what} {format_size(total)}…"))
+        self.free_button.setEnabled(False)
+        self.delete_button.setEnabled(False)
+        args = ["runs", "prune" if prune else "delete", *[str(p.run_dir) for p in plans], "--yes", "--json"]
+        self._removing = run_engine(self, args, lambda code, output, plans=plans: self._on_removed(
+            plans, code, output, prune=prune))
+        return True
+
+    def wait_for_removal(self, msecs: int = 60_000) -> bool:
+        """Block until a running Free disk… or Delete… ends (tests and scripts)."""
+        return self._removing is not None and self._removing.waitForFinished(msecs)
+
+    def _confirm_removal(self, plans: list[Any], *, prune: bool) -> bool:  # tests replace this
+        total = format_size(sum(p.bytes for p in plans))
+        if prune:
+            lines = [f"• {p.run_dir.name}: {', '.join(f.name for f in p.folders)} ({format_size(p.bytes)})"
+                     + (f"; keeps {', '.join(p.kept)}" if p.kept else "") for p in plans]
+            title, text = "Free disk", (f"Remove these older checkpoints, {total} in all?\n\n" + "\n".join(lines)
+                                        + "\n\nfinal/, the curves, the config and the newest checkpoint stay: "
+                                        "the run can still be tried, exported, resumed and trained further.")
+        else:
+            lines = [f"• {p.run_dir.name} ({format_size(p.bytes)})" for p in plans]
+            title, text = "Delete runs", (f"Delete {'this run' if len(plans) == 1 else f'these {len(plans)} runs'}, "
+                                          f"{total} in all?\n\n" + "\n".join(lines) + "\n\nTheir checkpoints, "
+                                          "final/ (the trained model), curves and model cards are deleted for good.")
+        box = QMessageBox(QMessageBox.Icon.Warning if not prune else QMessageBox.Icon.Question, title, text,
+                          QMessageBox.StandardButton.Cancel, self)
+        go = box.addButton("Delete" if not prune else "Remove checkpoints", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is go
+
+    def _on_removed(self, plans: list[Any], code: int, output: str, *, prune: bool) -> None:
+        self._removing = None
+        self.refresh()
+        if code == 0:
+            total = format_size(sum(p.bytes for p in plans))
+            names = ", ".join(p.run_dir.name for p in plans)
+            self.summary.setText("<span style='color:#1b5e20'>" + html.escape(
+                f"Freed {total}: older checkpoints of {names} removed." if prune else
+                f"Deleted {names} ({total}).") + "</span>")
+        else:
+            command = "runs prune" if prune else "runs delete"
+            self.summary.setText("<span style='color:#be1e1e'>" + html.escape(
+                f"Not done: {cli_failure(output, command, code)}") + "</span>")
+        self.sig_removed.emit([str(p.run_dir) for p in plans])
+
+    def _update_removal_buttons(self) -> None:
+        runs = self.selected_runs()
+        busy = self._removing is not None
+        training = [r for r in runs if r.status == "running"]
+        prunable = self.removal_plans(prune=True) if runs and not busy else []
+        self.free_button.setEnabled(bool(prunable))
+        self.free_button.setToolTip(
+            "Select runs to free the disk their older checkpoints take" if not runs else
+            f"{training[0].name} is training: stop it first" if training and not prunable else
+            "Remove the older checkpoints of the selected runs (" + format_size(sum(p.bytes for p in prunable))
+            + "); final/, the curves and the newest checkpoint stay" if prunable else
+            "Nothing to free: the selected runs keep only their newest checkpoint")
+        self.delete_button.setEnabled(bool(runs) and not busy and len(training) < len(runs))
+        self.delete_button.setToolTip(
+            "Select runs to delete them" if not runs else
+            f"{training[0].name} is training: stop it first" if len(training) == len(runs) else
+            "Delete the selected runs' folders, after asking" + (
+                f" ({', '.join(r.name for r in training)} is training and stays)" if training else ""))
 
     def selected_finals(self) -> list[str]:
         """The final/ folders of the selected runs that have one to compare: a PEFT adapter

@@ -727,6 +727,11 @@ class TrainArea(QWidget):
         layout.addWidget(split, 1)
         self._update_buttons()
 
+    def forget_runs(self, paths: list[str]) -> None:
+        """Runs deleted or pruned in the Runs area: Resume looks at what is left of them."""
+        if self.run_dir and not self.run.is_active() and any(Path(p) == Path(self.run_dir) for p in paths):
+            self._update_buttons(run_changed=True)
+
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
         # Back from the Dataset area (or another program), a dataset may have been saved or removed.
         super().showEvent(event)

@@ -631,7 +631,7 @@ def test_buttons_and_run_names_are_whole_in_a_narrow_window(qtbot, runs, width):
     qtbot.waitExposed(area)
     qtbot.wait(50)  # layout passes
     buttons = area.button_row.findChildren(type(area.refresh_button))
-    assert len(buttons) == 9
+    assert len(buttons) == 11
     for b in buttons:
         # Whole labels ("e best checkpo" when they shared one row), inside the area.
         assert b.width() >= b.sizeHint().width(), b.text()
@@ -683,3 +683,56 @@ def test_try_it_takes_any_run_with_a_final_folder_and_resume_warns_of_a_promoted
     assert area.resume_button.toolTip().startswith("Continue this stopped run from checkpoint-8 (step 8 of 20)")
     assert "final/ holds checkpoint-4, made the result after training; resuming writes a new final/ over it" \
         in area.resume_button.toolTip()
+
+
+def test_free_disk_and_delete_say_what_goes_ask_and_run_in_a_child_process(qtbot, runs, monkeypatch):
+    """The Disk column shows each run's size; Free disk… removes the older checkpoints (final/ and the
+    newest stay), Delete… whole runs; both after a confirmation that names what goes, and the
+    library and the Train area are told."""
+    done, stopped = runs["done"], runs["stopped"]
+    for step in (4, 8):  # the stopped run gets two older checkpoints, 1 MB each
+        (stopped / f"checkpoint-{step}").mkdir()
+        (stopped / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"\0" * 1_000_000)
+    area = RunsArea()
+    qtbot.addWidget(area)
+    disk = {area.model.data(area.model.index(r, 0)): area.model.data(area.model.index(r, COLUMNS.index("Disk")))
+            for r in range(area.model.rowCount())}
+    assert disk[stopped.name] == "2.0 MB"
+    area.select_paths([stopped])
+    assert area.free_button.isEnabled() and "(2.0 MB)" in area.free_button.toolTip()
+    asked = []
+    monkeypatch.setattr(area, "_confirm_removal", lambda plans, prune: asked.append((plans, prune)) or False)
+    assert area.remove_selected(prune=True) is False  # the user said no: nothing removed
+    (plans, prune), = asked
+    assert prune and [f.name for f in plans[0].folders] == ["checkpoint-4", "checkpoint-8"]
+    assert plans[0].kept == ["checkpoint-12"] and (stopped / "checkpoint-4").exists()
+    monkeypatch.setattr(area, "_confirm_removal", lambda plans, prune: True)
+    with qtbot.waitSignal(area.sig_removed, timeout=60_000) as removed:
+        assert area.remove_selected(prune=True)
+    assert removed.args == [[str(stopped)]]
+    assert sorted(p.name for p in stopped.glob("checkpoint-*")) == ["checkpoint-12"]
+    assert "Freed 2.0 MB: older checkpoints of 20261128-110000-lora removed." in plain(area.summary)
+    assert not area.free_button.isEnabled() and "Nothing to free" in area.free_button.toolTip()
+    # Delete… two runs at once (the Delete key in the table does the same).
+    area.select_paths([done, stopped])
+    assert area.delete_button.isEnabled()
+    area.show()
+    area.table.setFocus()
+    with qtbot.waitSignal(area.sig_removed, timeout=60_000):
+        qtbot.keyClick(area.table, Qt.Key.Key_Delete)
+    assert not done.exists() and not stopped.exists() and area.model.rowCount() == 1
+    assert plain(area.summary).startswith("Deleted 20261128-110000-lora, 20261128-100000-lora (")  # table order
+
+
+def test_a_training_run_can_be_neither_deleted_nor_pruned(qtbot, studio_home):
+    import os
+
+    live = make_run("20261128-140000-lora", "running", checkpoint=True, pid=os.getppid())  # a live process
+    (live / "checkpoint-5").mkdir()
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([live])
+    assert not area.delete_button.isEnabled() and "is training: stop it first" in area.delete_button.toolTip()
+    assert not area.free_button.isEnabled() and "is training: stop it first" in area.free_button.toolTip()
+    assert area.removal_plans(prune=False) == [] and area.remove_selected(prune=False) is False
+    assert live.exists()
