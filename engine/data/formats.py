@@ -1011,7 +1011,17 @@ def _parquet_bytes(ds: DatasetFile) -> tuple[bytes, None, None]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    good = [r for r in ds.records if not r.broken]
+    # A Parquet row can't hold text that isn't a record (JSON typed in the editor that doesn't parse
+    # yet), as a JSONL line or a CSV row can: refuse rather than write the file without it.
+    broken = next(((n, r) for n, r in enumerate(ds.records, 1) if r.broken), None)
+    if broken is not None:
+        n, r = broken
+        count = sum(1 for r in ds.records if r.broken)
+        more = f" ({count} records are)" if count > 1 else ""
+        raise DataError(f"record {n} is not valid JSON{more} ({r.error}), and a Parquet file can't keep a record "
+                        "as text", path=str(ds.path) if ds.path else None,
+                        hint="Fix or delete it first: the form shows its text.")
+    good = list(ds.records)
     rows = [r.peek() for r in good]
     columns: list[str] = list((ds.style or {}).get("columns") or [])
     seen = set(columns)

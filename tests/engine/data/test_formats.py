@@ -485,3 +485,20 @@ def test_a_semicolon_separated_csv_reads_and_saves_as_such(tmp_path):
     save_dataset_file(ds)
     # The edited row is written with the file's separator (quoting only what needs it there).
     assert path.read_text(encoding="utf-8") == 'id;question;answer\n1;Is 1,5 > 1?;oui\n2;Two?;"no; never"\n'
+
+
+def test_a_parquet_save_refuses_a_broken_record_instead_of_dropping_it(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"instruction": ["a", "b", "c"], "output": ["A", "B", "C"]}), path)
+    before = path.read_bytes()
+    ds = load_dataset_file(path)
+    # What the editor's "Edit as JSON" keeps when the typed text doesn't parse: the record as text.
+    assert not ds.records[1].fix('{"instruction": "b2" "output": "B"}')
+    with pytest.raises(DataError, match=r"record 2 .*line 1, column 22.*Parquet") as e:
+        save_dataset_file(ds)
+    assert e.value.hint and "Fix or delete it" in e.value.hint
+    assert path.read_bytes() == before  # nothing written: the record is neither dropped nor lost
+    assert ds.records[1].broken and ds.records[1].raw == '{"instruction": "b2" "output": "B"}'

@@ -394,3 +394,21 @@ def test_a_save_cancelled_over_a_changed_file_leaves_a_broken_records_text_as_ty
     monkeypatch.setattr(ed, "_ask_overwrite_changed", lambda p: QMessageBox.StandardButton.Cancel)
     assert not ed.save()
     assert ed.dataset().records[0].raw == typed  # the one-line form is for the file, written only on save
+
+
+def test_a_parquet_record_left_as_unparsed_json_is_not_dropped_by_save(make_editor, tmp_path, qtbot):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"instruction": ["a", "b", "c"], "output": ["A", "B", "C"]}), path)
+    ed = make_editor(path)
+    ed.select_record(1)
+    ed.form.json_button.setChecked(True)
+    ed.form.field_edit("raw").setPlainText('{"instruction": "b edited", "output": "B" "n": 2}')
+    ed.select_record(2)  # leaving the record keeps the typing as a broken record
+    assert ed.dataset().records[1].broken
+    assert not ed.save()
+    assert "Not saved" in ed.banner.label.text() and "record 2" in ed.banner.label.text()
+    assert ed.is_dirty() and ed.dataset().records[1].raw == '{"instruction": "b edited", "output": "B" "n": 2}'
+    assert pq.read_table(path).column("instruction").to_pylist() == ["a", "b", "c"]
