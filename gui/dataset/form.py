@@ -224,6 +224,7 @@ class RecordForm(QWidget):
         self.container = RecordFormat.JSON  # the file container; the editor sets it (CSV rows are fixed as JSON)
         self._expected: Record | None = None  # the record our last commit created
         self._burst = 0
+        self._label: str | None = None  # the undo text of a commit that isn't typing ("Remove turn")
         self._dirty_fields: set[str] = set()
         self._json_mode = False
         self._building = False
@@ -402,7 +403,7 @@ class RecordForm(QWidget):
         if new is None:
             return
         self._dirty_fields.clear()
-        label = "Edit " + (fields[0] if len(fields) == 1 else "record")
+        label = self._label or "Edit " + (fields[0] if len(fields) == 1 else "record")
         if fields == ["raw"] and self._record.broken:
             label = "Fix broken record" if not new.broken else "Edit broken record"
         elif new.broken:
@@ -684,31 +685,46 @@ class RecordForm(QWidget):
         self.set_record(self._index, rec, findings=None)
 
     def _on_add_turn(self) -> None:
+        self.seal()  # typing before it is an undo step of its own
         tag_key, text_key, _ = self._tag_keys()
         last = self.turns[-1].role.currentText() if self.turns else ""
         user, assistant = ("human", "gpt") if self._fmt == RecordFormat.SHAREGPT else ("user", "assistant")
         role = assistant if last in ("human", "user") else user
         w = self._add_turn_widget({tag_key: role, text_key: ""})
         w.content.setFocus()
-        self._on_field_changed("turns")
+        self._commit_turns("Add turn")
 
     def _on_move_turn(self, turn: TurnEdit, delta: int) -> None:
         i = self.turns.index(turn)
         j = i + delta
         if not 0 <= j < len(self.turns):
             return
+        self.seal()
         self.turns[i], self.turns[j] = self.turns[j], self.turns[i]
         self.turns_layout.removeWidget(turn)
         self.turns_layout.insertWidget(j, turn)
-        self._on_field_changed("turns")
-        self.seal()
+        self._commit_turns("Move turn up" if delta < 0 else "Move turn down")
 
     def _on_remove_turn(self, turn: TurnEdit) -> None:
+        self.seal()
         self.turns.remove(turn)
         turn.setParent(None)
         turn.deleteLater()
-        self._on_field_changed("turns")
-        self.seal()
+        self._commit_turns("Remove turn")
+
+    def _commit_turns(self, label: str) -> None:
+        """Commit a change to the list of turns as one undo step of its own, named ``label``: it
+        never merges with the typing before or after it, so Undo takes back just the add, move or
+        remove."""
+        if self._building or self._record is None:
+            return
+        self._dirty_fields.add("turns")
+        self._label = label
+        try:
+            self.flush()
+        finally:
+            self._label = None
+        self._burst += 1
 
 
 def _spliced(data: dict, standard: set[str], other_text: str) -> str:

@@ -451,3 +451,32 @@ def test_editing_one_of_the_other_fields_keeps_the_rest_as_they_were(make_editor
                                               "ts": datetime.datetime(2024, 1, 2, 3, 4)}
     assert ed.save()
     assert pq.read_table(path).to_pylist()[0]["blob"] == b"\x00\x01"
+
+
+def test_adding_moving_or_removing_a_turn_is_an_undo_step_of_its_own(make_editor, messages_file):
+    ed = make_editor(messages_file)
+    ed.select_record(0)
+    form = ed.form
+
+    def turns() -> list[tuple[str, str]]:
+        return [(m["role"], m["content"]) for m in ed.dataset().records[0].peek()["messages"]]
+
+    form.turns[2].content.setPlainText("Hello there!")
+    form.flush()  # the pause after typing commits it
+    typed = turns()
+    form._on_remove_turn(form.turns[0])
+    assert turns() == typed[1:]
+    form._on_move_turn(form.turns[1], -1)
+    assert turns() == [typed[2], typed[1]]
+    form._on_add_turn()
+    assert turns() == [typed[2], typed[1], ("assistant", "")]
+    assert [ed.undo_stack.text(i) for i in range(ed.undo_stack.count())] == [
+        "Edit turns", "Remove turn", "Move turn up", "Add turn"]
+    ed.act_undo.trigger()
+    assert turns() == [typed[2], typed[1]]
+    ed.act_undo.trigger()
+    assert turns() == typed[1:]
+    ed.act_undo.trigger()  # the removed turn comes back, and the typing before it stays
+    assert turns() == typed and typed[2] == ("assistant", "Hello there!")
+    ed.act_undo.trigger()
+    assert turns()[2] == ("assistant", "Hello!")
