@@ -310,6 +310,7 @@ class DatasetEditor(QWidget):
         self._audit_key: tuple | None = None  # (run folder, audit file's mtime) of the audit shown
         self._last_match: tuple[Record, tuple, int, int] | None = None
         self._restoring = False
+        self._broken_banner_parked = False  # the broken-records banner, hidden while no record is broken
 
         self.undo_stack = QUndoStack(self)
         self.model = RecordTableModel(self)
@@ -1167,6 +1168,7 @@ class DatasetEditor(QWidget):
         self._apply_filter()
         self._watch(ds.path)
         self._restoring = False
+        self._broken_banner_parked = False
         self.banner.hide()
         self._update_title()
         self._update_status()
@@ -1197,19 +1199,35 @@ class DatasetEditor(QWidget):
         self._show_current()
 
     def _show_load_problems(self, ds: DatasetFile) -> None:
-        broken = sum(1 for r in ds.records if r.broken)
-        if broken:
-            first = next(r for r in ds.records if r.broken)
-            what = ("not a valid CSV row" if broken == 1 else "not valid CSV rows") \
-                if ds.container == RecordFormat.CSV else "not valid JSON"
-            self.banner.show_message(
-                "warning", f"{broken} record{'s' if broken > 1 else ''} in {Path(ds.path).name} "
-                f"{'are' if broken > 1 else 'is'} {what} (first: "
-                f"{first.error if first.error.startswith('line ') else f'line {first.line}: {first.error}'}). "
-                "They are kept as text; fix them in the form. The other records loaded normally.",
-                [("Show broken", lambda: self.set_filter(rule=BROKEN))])
-        elif ds.errors:
+        self._broken_banner_parked = False
+        if not self._show_broken_banner(ds) and ds.errors:
             self.banner.show_message("warning", "; ".join(e.message for e in ds.errors[:3]))
+
+    def _show_broken_banner(self, ds: DatasetFile) -> bool:
+        """Say how many records are kept as text and where the first is; False when none is."""
+        broken = sum(1 for r in ds.records if r.broken)
+        if not broken:
+            return False
+        first = next(r for r in ds.records if r.broken)
+        what = ("not a valid CSV row" if broken == 1 else "not valid CSV rows") \
+            if ds.container == RecordFormat.CSV else "not valid JSON"
+        self.banner.show_message(
+            "warning", f"{broken} record{'s' if broken > 1 else ''} in {Path(ds.path).name} "
+            f"{'are' if broken > 1 else 'is'} {what} (first: "
+            f"{first.error if first.error.startswith('line ') else f'line {first.line}: {first.error}'}). "
+            "They are kept as text; fix them in the form. The other records loaded normally.",
+            [("Show broken", lambda: self.set_filter(rule=BROKEN))], topic="broken")
+        return True
+
+    def _refresh_broken_banner(self) -> None:
+        """Keep the broken-records banner true as records are fixed, deleted or brought back: a
+        banner about records that are no longer broken misleads (the user closing it stands)."""
+        showing = not self.banner.isHidden() and self.banner.topic == "broken"
+        if self._ds is None or not (showing or self._broken_banner_parked):
+            return
+        self._broken_banner_parked = not self._show_broken_banner(self._ds)
+        if self._broken_banner_parked and showing:
+            self.banner.hide()
 
     # ---- Undo plumbing
     def _push_replace(self, index: int, new: Record, text: str, merge_key=None) -> None:
@@ -1254,6 +1272,7 @@ class DatasetEditor(QWidget):
 
     def _on_records_changed(self) -> None:
         self.autosaver.touch()
+        self._refresh_broken_banner()
         self._lint_stale = True
         self.lint_panel.set_stale(True)
         if self._ds is not None and len(self._ds.records) <= self.lint_runner.in_process_max:

@@ -480,3 +480,22 @@ def test_adding_moving_or_removing_a_turn_is_an_undo_step_of_its_own(make_editor
     assert turns() == typed and typed[2] == ("assistant", "Hello there!")
     ed.act_undo.trigger()
     assert turns()[2] == ("assistant", "Hello!")
+
+
+def test_the_broken_records_banner_follows_the_fixes(make_editor, tmp_path):
+    path = tmp_path / "two-broken.jsonl"
+    path.write_text('{"instruction": "a", "output": "A"}\n{"instruction": "b", "output": "B"\n'
+                    '{"instruction": "c" "output": "C"}\n', encoding="utf-8")
+    ed = make_editor(path)
+    assert ed.banner.isVisibleTo(ed) and ed.banner.label.text().startswith("2 records in two-broken.jsonl")
+    ed.select_record(1)
+    ed.form.raw.setPlainText('{"instruction": "b", "output": "B"}')
+    ed.form.flush()
+    text = ed.banner.label.text()
+    assert ed.banner.isVisibleTo(ed) and text.startswith("1 record in") and "first: line 3" in text
+    ed.select_record(2)
+    ed.act_delete.trigger()
+    assert not ed.banner.isVisibleTo(ed)  # no record is broken now: nothing left to say
+    assert ed.save() and not ed.banner.isVisibleTo(ed)
+    ed.act_undo.trigger()  # the broken record is back
+    assert ed.banner.isVisibleTo(ed) and "1 record in" in ed.banner.label.text()
