@@ -170,6 +170,8 @@ def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container
         if sources is not None:
             if r.broken:
                 r._source = sources[i]
+                if lines is not None:
+                    _replace_error(r, sources[i], lines[i], ds)
             elif record_changed(r, ds):
                 r._source = sources[i] if container != RecordFormat.PARQUET else _dumps(r.peek())
         r._edited = False
@@ -184,6 +186,22 @@ def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container
     _collect_errors(ds)
     ds.detected = describe(ds)
     return path
+
+
+def _replace_error(r: Record, written: bytes | str, line: int, ds: DatasetFile) -> None:
+    """A broken record's error as reopening the file would give it: a save that added or removed
+    records above it moved it, and its text may be new (retyped in the editor), so the line and
+    column its old error named no longer point at it. JSONL lines and CSV rows are read alone, so
+    the same words come back; a JSON array's error keeps its words."""
+    if ds.container == RecordFormat.JSONL:
+        chunk = written if isinstance(written, bytes) else written.encode("utf-8")
+        problem = _jsonl_problem(chunk, line)
+    elif ds.container == RecordFormat.CSV:
+        problem = _csv_row_problem(written if isinstance(written, str) else written.decode("utf-8"), line, ds)
+    else:
+        return
+    if problem is not None:
+        r.error, r.column = problem
 
 
 def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt: str | None = None, *,
@@ -418,17 +436,10 @@ def _read_jsonl(path: Path, ds: DatasetFile) -> None:
                 continue
             try:
                 value = loads(chunk)
-            except json.JSONDecodeError:
-                e = _decode_error(chunk)
-                records.append(_broken(chunk, lineno, f"line {lineno}, column {e.colno}: {json_problem(e)}", e.colno))
-                continue
-            except UnicodeDecodeError as e:
-                records.append(_broken(chunk, lineno, f"line {lineno}, column {e.start + 1}: invalid "
-                                       f"UTF-8 byte 0x{chunk[e.start]:02x}", e.start + 1))
-                continue
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                value = None
             if type(value) is not dict:
-                records.append(_broken(chunk, lineno, f"line {lineno}, column 1: expected a record "
-                                       f"object {{...}}, got {_json_type(value)}", 1))
+                records.append(_broken(chunk, lineno, *_jsonl_problem(chunk, lineno)))
                 continue
             if styled < 20:
                 styled += 1
@@ -445,6 +456,21 @@ def _read_jsonl(path: Path, ds: DatasetFile) -> None:
     _collect_errors(ds)
     if not records:
         ds.errors.insert(0, DataError("the file is empty: no records", path=str(path)))
+
+
+def _jsonl_problem(chunk: bytes, lineno: int) -> tuple[str, int] | None:
+    """Why a JSONL line at ``lineno`` is not a record, with the 1-based column (None if it is one):
+    the reader's words, and a save's for a broken record it wrote (whose line may have moved)."""
+    try:
+        value = json.loads(chunk)
+    except json.JSONDecodeError:
+        e = _decode_error(chunk)
+        return f"line {lineno}, column {e.colno}: {json_problem(e)}", e.colno
+    except UnicodeDecodeError as e:
+        return f"line {lineno}, column {e.start + 1}: invalid UTF-8 byte 0x{chunk[e.start]:02x}", e.start + 1
+    if type(value) is dict:
+        return None
+    return f"line {lineno}, column 1: expected a record object {{...}}, got {_json_type(value)}", 1
 
 
 def _decode_error(chunk: bytes) -> json.JSONDecodeError:
@@ -820,9 +846,7 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
         except csv.Error as e:
             chunk = "".join(tap.taken)
             tap.taken = []
-            at = _quote_problem_at(chunk, delimiter)
-            where = f"line {line + at[0]}, column {at[1]}" if at else f"line {line}"
-            records.append(_broken(chunk, line, f"{where}: {_csv_problem(e, delimiter)}", at[1] if at else None))
+            records.append(_broken(chunk, line, *_csv_error(chunk, line, delimiter, e)))
             line += chunk.count("\n") or 1
             continue
         chunk = "".join(tap.taken)
@@ -835,8 +859,7 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
             line += 1
             continue
         if len(row) != len(header):
-            records.append(_broken(chunk, line, f"line {line}, column 1: the row has {len(row)} "
-                                   f"fields, the header has {len(header)}", 1))
+            records.append(_broken(chunk, line, *_csv_count_error(row, line, len(header))))
         else:
             records.append(Record(_row_dict(row, ds), line, source=chunk))
         line += max(chunk.count("\n"), 1)
@@ -845,6 +868,28 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
     _collect_errors(ds)
     if not records:
         ds.errors.insert(0, DataError("the file has a header but no records", path=str(path)))
+
+
+def _csv_error(chunk: str, line: int, delimiter: str, e: csv.Error) -> tuple[str, int | None]:
+    """csv's error for the row ``chunk`` that starts at ``line``, placed, with its column."""
+    at = _quote_problem_at(chunk, delimiter)
+    where = f"line {line + at[0]}, column {at[1]}" if at else f"line {line}"
+    return f"{where}: {_csv_problem(e, delimiter)}", at[1] if at else None
+
+
+def _csv_count_error(row: list[str], line: int, fields: int) -> tuple[str, int]:
+    return f"line {line}, column 1: the row has {len(row)} fields, the header has {fields}", 1
+
+
+def _csv_row_problem(chunk: str, line: int, ds: DatasetFile) -> tuple[str, int | None] | None:
+    """Why the CSV row ``chunk`` at ``line`` is broken, as the reader would say it; None if it reads."""
+    delimiter = ds.style.get("delimiter", ",")
+    try:
+        row = next(csv.reader(io.StringIO(chunk, newline=""), delimiter=delimiter, strict=True), [])
+    except csv.Error as e:
+        return _csv_error(chunk, line, delimiter, e)
+    fields = len(ds.style.get("columns") or [])
+    return _csv_count_error(row, line, fields) if row and len(row) != fields else None
 
 
 def _quote_problem_at(chunk: str, delimiter: str) -> tuple[int, int] | None:

@@ -502,3 +502,23 @@ def test_a_parquet_save_refuses_a_broken_record_instead_of_dropping_it(tmp_path)
     assert e.value.hint and "Fix or delete it" in e.value.hint
     assert path.read_bytes() == before  # nothing written: the record is neither dropped nor lost
     assert ds.records[1].broken and ds.records[1].raw == '{"instruction": "b2" "output": "B"}'
+
+
+@pytest.mark.parametrize("name,text,line,error", [
+    ("a.jsonl", '{"instruction": "a", "output": "A"}\n{"instruction": "b", "output": "B"\n', 2,
+     "line {}, column 35: Expecting ',' delimiter"),
+    ("a.csv", 'instruction,output\na,A\n"b" x,B\n', 3,
+     "line {}, column 4: text follows a quoted field's closing quote"),
+])
+def test_a_broken_records_error_names_the_line_it_is_on_after_a_save_moved_it(tmp_path, name, text, line, error):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    ds = load_dataset_file(path)
+    assert ds.records[1].error.startswith(error.format(line))
+    ds.records.insert(0, ds.new_record({"instruction": "new", "output": "N"}))
+    save_dataset_file(ds)
+    moved = ds.records[2]
+    assert moved.broken and moved.line == line + 1
+    assert moved.error.startswith(error.format(line + 1))  # what reopening the file says
+    assert load_dataset_file(path).records[2].error == moved.error
+    assert [(e.line, e.column) for e in ds.errors] == [(line + 1, moved.column)]
