@@ -1057,6 +1057,17 @@ class TrainArea(QWidget):
         if advice and level == "error":
             self.tabs.setCurrentWidget(self.advisor_panel)
 
+    def _whole_run_took(self) -> str:
+        """" in 1 min 35 s (2 legs)": a resumed run's training time over all its legs, as the Runs
+        area and ``runs list`` say it ("" when the run folder can't be read)."""
+        from engine.runs import duration_text, run_info
+
+        try:
+            info = run_info(Path(self.run_dir)) if self.run_dir else None
+        except (OSError, ValueError):
+            return ""
+        return f" in {duration_text(info)}" if info is not None and info.legs > 1 and info.duration_s else ""
+
     def _on_finished(self, data: dict) -> None:
         self.last_finished = data
         status = data.get("status", "?")
@@ -1076,6 +1087,8 @@ class TrainArea(QWidget):
             loss_text += f" (mean of the last {data.get('final_loss_window')} steps)"
         self._show_progress_end(status, data)
         took = f" in {_duration(time.time() - self._started_at)}" if self._started_at else ""
+        if not self._probing:
+            took = self._whole_run_took() or took  # a resumed run: all its legs
         name = Path(self.run_dir).name if self.run_dir else "the run"
         report = data.get("probe") if isinstance(data.get("probe"), dict) else None
         if report is not None and status in ("completed", "stopped"):

@@ -76,6 +76,11 @@ def test_start_stop_resume_keep_running_and_reattach(make_area, qtbot):
     assert [r["step"] for r in read_metrics(run_dir) if "loss" in r][-1] == 30
     assert (run_dir / "final" / "adapter_config.json").exists()
     assert again.notifications[-1][0] == "Training finished"
+    # The time over both legs (the first started here, the second finished after a re-attach), as runs list says.
+    from engine.runs import duration_text, run_info
+
+    assert f"Run completed in {duration_text(run_info(run_dir))}" in again.progress_label.text()
+    assert duration_text(run_info(run_dir)).endswith(" (2 legs)")
     # The Answers tab shows what the model answered at the last evaluation, beside the references.
     assert again.samples.shown_step() == 30 and again.samples.rows[0]["source"] == "eval"
     assert "reference" in again.samples.view.toPlainText()
