@@ -1117,7 +1117,8 @@ def cli_compare(args: Any) -> int:
     table: list[tuple[str, list[str]]] = [
         ("status", [r["status"] for r in runs]), ("method", [r["method"] for r in runs]),
         ("model", [base_label(r["model"]) for r in runs]), ("steps", [_num(r["steps"]) for r in runs]),
-        ("duration", [format_duration(r["duration_s"]) for r in runs]),
+        ("duration", [format_duration(r["duration_s"]) + (f" ({r['legs']} legs)" if (r.get("legs") or 1) > 1 else "")
+                      for r in runs]),
         ("final loss", best("final_loss")), ("best eval loss", best("best_eval_loss", rank=result["same_eval_data"])),
         ("lowest train loss", [_num(r["metrics"]["lowest_loss"]) for r in runs]),
         ("peak GPU memory", [_gib(r["peak_gpu_bytes"]) for r in runs]),

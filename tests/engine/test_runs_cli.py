@@ -172,6 +172,16 @@ def test_compare_lists_losses_and_only_the_config_keys_that_differ(capsys):
     assert "config differences:" in lines and lines[-1].startswith("2 config key(s) differ")
 
 
+def test_compare_says_how_many_legs_a_resumed_run_trained_in(capsys):
+    a = make_run("20261128-100000-lora")
+    b = make_run("20261128-110000-lora")
+    summary = json.loads((b / "summary.json").read_text())
+    (b / "summary.json").write_text(json.dumps({**summary, "legs": 2, "earlier_legs_s": 30.0}))
+    assert cli_compare(argparse.Namespace(runs=[a.name, b.name], json=False)) == 0
+    (row,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("duration")]
+    assert row.split()[1:] == ["1", "min", "05", "s", "1", "min", "35", "s", "(2", "legs)"]
+
+
 def test_compare_lists_the_keys_that_tell_runs_apart_before_their_names(capsys):
     """A sweep's run names always differ; listed first (config order) they pushed the swept key back."""
     a = make_run("20261128-100000-lora", lr=2e-4, run_name="sweep-lr2e-4", seed=1)
