@@ -337,6 +337,7 @@ class DatasetEditor(QWidget):
         self._relint_timer = QTimer(self, singleShot=True, interval=RELINT_MS)
         self._relint_timer.timeout.connect(self.run_lint)
         self._filter_generation = 0
+        self._filter_error = ""  # an invalid filter regex, said beside the count until it is fixed
         self._scan: FilterScan | None = None
         self._scan_timer = QTimer(self, interval=0)  # one slice of the filter's scan per event-loop turn
         self._scan_timer.timeout.connect(self._on_scan_tick)
@@ -1628,7 +1629,11 @@ class DatasetEditor(QWidget):
     def _update_count(self, *_args) -> None:
         total = len(self._ds.records) if self._ds is not None else 0
         shown = self.proxy.rowCount()
-        self.count_label.setText(f"{shown:,} of {total:,}" if shown != total else _records(total))
+        text = f"{shown:,} of {total:,}" if shown != total else _records(total)
+        error = self._filter_error
+        self.count_label.setText(f"bad regex · {text}" if error else text)
+        self.count_label.setStyleSheet("color: #c62828;" if error else "color: #666;")
+        self.count_label.setToolTip(error)
 
     def _update_actions(self) -> None:
         has = self._ds is not None
@@ -1749,9 +1754,14 @@ class DatasetEditor(QWidget):
         except re.error as e:
             self.filter_edit.setStyleSheet("QLineEdit { border: 1px solid #c62828; }")
             self.filter_edit.setToolTip(f"Not a valid regular expression: {e.msg} at position {e.pos}")
+            # Said where the eye is, beside the count: the table still shows the last filter's records.
+            self._filter_error = f"Not a valid regular expression: {e.msg} at position {e.pos}. The table " \
+                                 "still shows the records of the last valid filter."
+            self._update_count()
             return
         self.filter_edit.setStyleSheet("")
         self.filter_edit.setToolTip("")
+        self._filter_error = ""
         if text and len(self._ds.records) >= ASYNC_FILTER_MIN:
             self._start_filter_scan(query, rule)
             return

@@ -40,6 +40,13 @@ def test_bad_regex_keeps_the_filter_and_says_why(make_editor, small_dataset):
     ed.set_filter("(unclosed", regex=True)
     assert ed.visible_count() == shown
     assert "regular expression" in ed.filter_edit.toolTip()
+    total = len(ed.dataset().records)
+    assert ed.count_label.text() == f"bad regex · {shown:,} of {total:,}"  # beside the count, not only in a tooltip
+    assert ed.count_label.toolTip().startswith("Not a valid regular expression: missing ), unterminated subpattern")
+    ed._update_count()  # as after any change to the records: still said
+    assert ed.count_label.text().startswith("bad regex")
+    ed.set_filter("(closed)", regex=True)
+    assert "bad regex" not in ed.count_label.text() and ed.filter_edit.toolTip() == ""
 
 
 def test_filter_by_lint_finding(make_editor, demo_copy, broken_file):
