@@ -167,7 +167,7 @@ class Banner(QFrame):
         """An error banner: ``what`` failed, and why (a StudioError's message, else the exception);
         ``path``: the file it was written to, named when the error doesn't (a full disk)."""
         if isinstance(e, StudioError):
-            msg = e.message
+            msg = e.message + (f"\n{e.hint}" if e.hint else "")  # what to do, too
         elif isinstance(e, OSError) and e.strerror:
             msg = f"{e.strerror}: {e.filename or path}" if e.filename or path else e.strerror
         else:
@@ -356,7 +356,7 @@ class DatasetEditor(QWidget):
         try:
             ds = load_dataset_file(path)
         except StudioError as e:
-            self.banner.show_message("error", f"Can't open {path.name}: {e.message}")
+            self.banner.show_message("error", f"Can't open {path.name}: {e.message}" + (f"\n{e.hint}" if e.hint else ""))
             return
         finally:
             QApplication.restoreOverrideCursor()

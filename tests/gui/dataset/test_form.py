@@ -157,6 +157,7 @@ def test_unreadable_files_show_a_message(make_editor, tmp_path, small_dataset):
     wrong.write_text('"just a string"', encoding="utf-8")
     ed.open_file(wrong)
     assert "Can't open wrong.json" in ed.banner.label.text()
+    assert "A JSON dataset is a list of records" in ed.banner.label.text()  # the hint: what a dataset file holds
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
     ed.open_file(empty)
