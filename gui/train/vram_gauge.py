@@ -26,6 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.wording import a_number
+
 GiB = 2**30
 # One fixed colour per breakdown term (engine.memory.BREAKDOWN_KEYS), so a term keeps its
 # colour as others appear and vanish; unknown terms take the spares.
@@ -258,7 +260,7 @@ class VramGauge(QWidget):
         self.target.clear()
         self.target.addItem(f"this GPU ({total_bytes / GiB:.0f} GiB)" if total_bytes else "no GPU (estimate only)")
         for g in PLAN_SIZES_GIB:
-            self.target.addItem(f"a {g} GiB GPU")
+            self.target.addItem(f"{a_number(g)} GiB GPU")
         self.target.setCurrentIndex(0)
         self.target.blockSignals(False)
 

@@ -206,3 +206,13 @@ def test_the_fit_dialog_wraps_each_suggestion_instead_of_cutting_it(qtbot):
                                           item.text()).height()
             assert rect.height() >= needed, (width, row, rect.height(), needed)
             assert needed > 2 * metrics.lineSpacing()  # longer than the two lines it was cut to
+
+
+def test_plan_for_sizes_read_with_the_right_article(qtbot):
+    from gui.train.vram_gauge import VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    items = [gauge.target.itemText(i) for i in range(gauge.target.count())]
+    assert "an 8 GiB GPU" in items and "an 80 GiB GPU" in items and "a 24 GiB GPU" in items
+    assert not [t for t in items if t.startswith("a 8")]
