@@ -31,6 +31,10 @@ SMALL_PLOT_EVERY = 3  # the small plots redraw every 3rd frame
 MAX_RANGE_CHANGES_PER_FRAME = 1  # axis regenerations per redraw tick (each 7-9 ms in software)
 GiB = 2**30
 LOSS_MIN_SIZE = (160, 170)
+TITLE_SIZE = "10pt"
+KEY_SIZE = "8pt"
+KEY_LINE = "━"
+KEY_GLYPHS = {"o": "━●━"}  # a curve drawn with points is keyed by one
 SMALL_MIN_SIZE = (80, 120)  # heights; the width comes from NARROW's choice of columns
 
 
@@ -186,10 +190,19 @@ class _Grid(pg.GraphicsObject):
 class _Panel:
     """One plot with its curves; curves are created once and fed by ``Series``."""
 
-    def __init__(self, widget: pg.PlotWidget, title: str, unit: str = "", *, step_label: bool = False):
+    def __init__(self, widget: pg.PlotWidget, title: str, unit: str = "", *, step_label: bool = False,
+                 key_inline: bool = True):
         self.widget = widget
         widget.setMinimumSize(80, 60)  # TrainPlots sets each plot's readable minimum
-        widget.setTitle(title, size="10pt")
+        self.title = title
+        self.key_entries: list[tuple[str, str, str | None]] = []  # (label, colour, symbol) of each keyed curve
+        self.key_shown = False
+        self.key_inline = key_inline
+        widget.setTitle(title, size=TITLE_SIZE)
+        # The title row spans the axis column too: a small plot's key needs that width.
+        plot = widget.getPlotItem()
+        plot.layout.removeItem(plot.titleLabel)
+        plot.layout.addItem(plot.titleLabel, 0, 0, 1, 3)
         # The grid is a small item inside the view, not pyqtgraph's axis grid: that one makes
         # each axis item span the whole plot, so every range change re-rendered a plot-sized
         # cached pixmap (24 ms on the loss plot, against 6 ms without; docs/ui-stall.md).
@@ -212,7 +225,6 @@ class _Panel:
         # A fixed width: the axis would otherwise resize itself as tick texts change
         # (another re-layout per frame), and a cached axis can miss that resize.
         widget.getAxis("left").setWidth(46)
-        self.legend = None
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.series: dict[str, Series] = {}
         self.dirty = False
@@ -221,11 +233,11 @@ class _Panel:
 
     def add(self, name: str, color: str, *, width: float = 1, symbol: str | None = None,
             legend: bool | str = False) -> None:
-        """A curve fed by ``series[name]``; ``legend`` True (or the label to show) lists it."""
-        if legend and self.legend is None:
-            self.legend = self.widget.addLegend(offset=(-8, 8), labelTextSize="8pt")
-        label = legend if isinstance(legend, str) else name
-        kw = {"pen": pg.mkPen(color, width=width), "name": label if legend else None}
+        """A curve fed by ``series[name]``; ``legend`` True (or the label to show) lists it in the
+        plot's key (see :meth:`show_key`)."""
+        if legend:
+            self.key_entries.append((legend if isinstance(legend, str) else name, color, symbol))
+        kw = {"pen": pg.mkPen(color, width=width)}
         if symbol:
             kw.update(symbol=symbol, symbolSize=6, symbolBrush=color, symbolPen=None)
         curve = self.widget.plot(**kw)
@@ -233,6 +245,38 @@ class _Panel:
         curve.setClipToView(True)
         self.curves[name] = curve
         self.series[name] = Series()
+
+    def show_key(self, on: bool) -> None:
+        """Show which curve is which in the title row, beside the title, while the plot has data.
+
+        pyqtgraph's legend sits inside the view box, over the data: a loss that levels off high
+        or a memory curve at its top ran under it. In the title row it never covers a curve.
+        """
+        if not self.key_entries or on == self.key_shown:
+            return
+        self.key_shown = on
+        text = self.title
+        if on:
+            keys = "&nbsp;&nbsp;".join(
+                f"<span style='color:{color}'>{KEY_GLYPHS.get(symbol or '', KEY_LINE)}</span>&nbsp;{label}"
+                for label, color, symbol in self.key_entries)
+            # A small plot's title row has no room beside the title: the key goes under it.
+            sep = "&nbsp;&nbsp;&nbsp;&nbsp;" if self.key_inline else "<br>"
+            text += f"{sep}<span style='font-size:{KEY_SIZE}; color:#555'>{keys}</span>"
+        self.widget.setTitle(text, size=TITLE_SIZE)
+
+    def set_key_inline(self, inline: bool) -> None:
+        """Put the key beside the title (a wide plot) or under it (a narrow one)."""
+        if inline != self.key_inline:
+            self.key_inline = inline
+            if self.key_shown:
+                self.key_shown = False
+                self.show_key(True)
+
+    @property
+    def key_text(self) -> str:
+        """The title row's text as shown (title, and the key while it is shown)."""
+        return self.widget.getPlotItem().titleLabel.text
 
 
 class TrainPlots(QWidget):
@@ -261,7 +305,7 @@ class TrainPlots(QWidget):
         self.grad.add("grad_norm", "#2a9d8f")
         self.speed = _Panel(pg.PlotWidget(), "Tokens / s")
         self.speed.add("tokens_per_s", "#e76f51")
-        self.memory = _Panel(pg.PlotWidget(), "VRAM (GiB)")
+        self.memory = _Panel(pg.PlotWidget(), "VRAM (GiB)", key_inline=False)
         self.memory.add("allocated", "#264653", legend=True)
         self.memory.add("reserved", "#8ab17d", legend=True)
         self.panels = [self.loss, self.lr, self.grad, self.speed, self.memory]
@@ -332,6 +376,9 @@ class TrainPlots(QWidget):
     leaves their titles ("Learnin") and tick labels no room. Their minimum heights make the
     two rows fit (the Train area scrolls)."""
 
+    KEY_INLINE = 360
+    """From this width (px) the loss plot's key fits beside its title; narrower, it goes under it."""
+
     def _arrange(self, columns: int) -> None:
         """Lay the diagnostics out ``columns`` to a row (4 or 2), the loss above them all."""
         if columns == self.diag_columns:
@@ -352,6 +399,7 @@ class TrainPlots(QWidget):
         super().resizeEvent(event)
         size = event.size()
         self._arrange(2 if size.width() < self.NARROW else 4)
+        self.loss.set_key_inline(size.width() >= self.KEY_INLINE)
 
     # ---- Public API
     def set_step_range(self, max_steps: int) -> None:
@@ -462,8 +510,7 @@ class TrainPlots(QWidget):
             if not p.fit_pending:
                 continue
             p_has = any(len(s) for s in p.series.values())
-            if p.legend is not None:
-                p.legend.setVisible(p_has)
+            p.show_key(p_has)
             if p_has:
                 if not p.ranging:
                     p.ranging = True

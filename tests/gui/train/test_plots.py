@@ -174,3 +174,31 @@ def test_small_plots_go_two_by_two_when_narrow_keeping_readable_heights(qtbot, s
     assert plots.minimumSizeHint().height() >= 170 + (2 if columns == 2 else 1) * 120
     plots.resize(900, 600)  # widened again: one row of four
     qtbot.waitUntil(lambda: plots.diag_columns == 4)
+
+
+def test_the_curves_key_sits_in_the_title_row_not_over_the_data(qtbot):
+    import pyqtgraph as pg
+
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.resize(740, 420)
+    plots.show()
+    qtbot.waitExposed(plots)
+    assert plots.loss.key_text == "Loss"  # no curves yet: nothing to key
+    # A loss that climbs back at the end, to the top right where a legend in the view sat.
+    plots.add_steps([{"step": s, "loss": 4 - s / 30 + max(0, s - 80) / 10, "gpu_mem_allocated": 2**30,
+                      "gpu_mem_reserved": 2 * 2**30} for s in range(1, 121)])
+    plots.add_eval({"step": 60, "eval_loss": 2.5})
+    for _ in range(2 * 3):
+        plots.redraw()
+    for panel, labels in ((plots.loss, ("raw", "smoothed", "eval")), (plots.memory, ("allocated", "reserved"))):
+        item = panel.widget.getPlotItem()
+        assert all(label in panel.key_text for label in labels), panel.key_text
+        assert item.legend is None
+        assert not [i for i in item.vb.allChildItems() if isinstance(i, pg.LegendItem)]
+        assert not item.titleLabel.sceneBoundingRect().intersects(item.vb.sceneBoundingRect())
+    assert "<br>" not in plots.loss.key_text  # wide: the key beside the title
+    plots.resize(300, 520)
+    qtbot.waitUntil(lambda: "<br>" in plots.loss.key_text)  # narrow: under it, not cut off
+    plots.clear()
+    assert plots.loss.key_text == "Loss"
