@@ -21,7 +21,6 @@ from PySide6.QtCore import QDeadlineTimer, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import (
     QApplication,
-    QComboBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -47,6 +46,7 @@ from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
 from engine.runs import read_samples
 from gui.adapters.gguf_dialog import GgufDialog
+from gui.elided_combo import ElidedComboBox
 from gui.flow_layout import FlowLayout
 from gui.train.advisor import Advice, Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
@@ -65,7 +65,7 @@ from gui.train.worker_thread import RunClient
 
 TABS_MIN_HEIGHT = 180
 """Advice, Answers and Log: room for an advice card's first lines and its buttons."""
-PRESETS = {"demo": "Demo (tiny model, CPU)", "lora": "LoRA", "qlora": "QLoRA (4-bit)",
+PRESETS = {"demo": "Demo (tiny, CPU)", "lora": "LoRA", "qlora": "QLoRA (4-bit)",
            "full": "Full fine-tuning"}
 # Applying a preset changes the recipe, not what it is applied to.
 KEEP_ON_PRESET = ("model", "dataset", "dataset_format", "template", "add_tokens", "output_dir", "run_name",
@@ -508,7 +508,7 @@ class TrainArea(QWidget):
     def _build(self) -> None:
         m = self.config_model
         # Top bar: presets, files, command, run controls.
-        self.preset_combo = QComboBox()
+        self.preset_combo = ElidedComboBox()
         for name, label in PRESETS.items():
             if preset_path(name).exists():
                 self.preset_combo.addItem(label, name)
@@ -558,6 +558,8 @@ class TrainArea(QWidget):
         self.save_now_button.setToolTip("Save a checkpoint now and keep training")
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
+        # Tighter than the default: at 1024 px the bar then has room for the preset's whole name.
+        top.setSpacing(4)
         top.addWidget(QLabel("Preset"))
         top.addWidget(self.preset_combo)
         top.addWidget(self.preset_button)

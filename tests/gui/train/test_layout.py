@@ -68,3 +68,12 @@ def test_plots_buttons_and_advice_stay_readable_at_every_window_size(qtbot, monk
     top = _rect_in(button, area.right_scroll.viewport())
     assert area.right_scroll.viewport().rect().contains(top), (top, area.right_scroll.viewport().rect())
     assert not button.visibleRegion().isEmpty()
+    # The preset's name reads whole from 1024 px; narrower, it ends in "…" and the tooltip has it.
+    combo = area.preset_combo
+    assert combo.currentText() == "Demo (tiny, CPU)"
+    if size[0] >= 1024:
+        assert combo.width() >= combo.sizeHint().width() and combo.shown_text() == combo.currentText()
+    else:
+        shown = combo.shown_text()
+        assert shown.endswith("…") and combo.currentText().startswith(shown[:-1])
+        assert combo.toolTip().startswith(combo.currentText())
