@@ -839,6 +839,7 @@ class AdaptersArea(QWidget):
         self._show_banner("")
         dialog = GgufDialog(card.path, card.name, base=None if card.base_model else self.base_text(), parent=self)
         dialog.sig_exported.connect(lambda out: self.status.setText(f"GGUF file written to {out}"))
+        dialog.sig_failed.connect(lambda why: self._report_failure(f"The GGUF export of {card.name} failed", why))
         return dialog
 
     def _on_gguf_clicked(self) -> None:
@@ -853,7 +854,7 @@ class AdaptersArea(QWidget):
         try:
             done = lib.export_adapter(card.path, out)
         except StudioError as e:
-            self._show_banner(f"Export failed: {e.message}")
+            self._report_failure(f"The export of {card.name} failed", e.message)
             return None
         self.status.setText(f"exported {card.name} to {done}")
         return done
@@ -876,6 +877,8 @@ class AdaptersArea(QWidget):
         self._show_banner("")  # an earlier refusal no longer applies
         dialog = MergeDialog(self.base_text(), cards, self)
         dialog.sig_merged.connect(lambda out: self.status.setText(f"merged model saved to {out}"))
+        names = ", ".join(c.name for c in cards)
+        dialog.sig_failed.connect(lambda why: self._report_failure(f"The merge of {names} failed", why))
         return dialog
 
     def open_compare_dialog(self, wholes: list[WholeModel] | None = None) -> CompareDialog | None:
@@ -1002,6 +1005,12 @@ class AdaptersArea(QWidget):
             index = self.model.index(row)
             self.list.selectionModel().select(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
             self.list.scrollTo(index)
+
+    def _report_failure(self, what: str, why: str) -> None:
+        """Say in the status line that an export or merge failed, and why in the banner: the
+        dialog that said so may be closed, and the status line must not still read as a success."""
+        self.status.setText(f"{what[0].lower()}{what[1:]}")
+        self._show_banner(f"{what}: {why}")
 
     def _show_banner(self, text: str) -> None:
         self.banner.setText(text)

@@ -73,6 +73,8 @@ class GgufDialog(QDialog):
 
     sig_exported = Signal(str)
     """The export finished: the .gguf file."""
+    sig_failed = Signal(str)
+    """The export process failed: why, as shown in the dialog."""
 
     def __init__(self, source: str, name: str, *, base: str | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -312,11 +314,13 @@ class GgufDialog(QDialog):
         if code != 0:
             why = cli_failure(self.errors + self.output, "export-gguf", code)
             self._say(html.escape(f"The export failed: {why}", quote=False), "#be1e1e")
+            self.sig_failed.emit(why)
             return
         try:
             result = json.loads(self.output.strip().splitlines()[-1])
         except (ValueError, IndexError) as e:
             self._say(html.escape(f"The export's result can't be read: {e}", quote=False), "#be1e1e")
+            self.sig_failed.emit(f"its result can't be read: {e}")
             return
         path = result["path"]
         fallback = result.get("f16_fallbacks") or []

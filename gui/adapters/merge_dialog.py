@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 from engine import adapters as lib
 from engine.gguf_export import TYPES as GGUF_TYPES
 from engine.paths import data_home
-from gui.engine_process import command_label, command_text, engine_process, start_engine
+from gui.engine_process import cli_failure, command_label, command_text, engine_process, start_engine
 
 MERGEABLE = ("LORA", "IA3")
 
@@ -59,6 +59,8 @@ class MergeDialog(QDialog):
 
     sig_merged = Signal(str)
     """The merge finished: the output folder."""
+    sig_failed = Signal(str)
+    """The merge process failed: why, as shown in the dialog."""
 
     def __init__(self, base: str, cards: list[lib.AdapterCard], parent: QWidget | None = None):
         super().__init__(parent)
@@ -240,9 +242,9 @@ class MergeDialog(QDialog):
             self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
             self.sig_merged.emit(out)
         else:
-            lines = [line for line in self.output.splitlines() if line.startswith("finetune-studio merge:")]
-            self._fail(lines[-1].removeprefix("finetune-studio merge: ") if lines else
-                       f"The merge failed (exit code {code}); see the log below.")
+            why = cli_failure(self.output, "merge", code)
+            self._fail(f"The merge failed: {why}")
+            self.sig_failed.emit(why)
 
     def _on_cancel(self) -> None:
         if self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning:

@@ -258,6 +258,40 @@ def test_merge_dialog_runs_the_merge_in_a_child_process(qtbot, make_area, runs_h
     assert not (tmp_path / "bad" / "model.safetensors").exists()
 
 
+
+def test_a_failed_merge_or_gguf_export_says_so_in_the_area_after_its_dialog_closes(qtbot, make_area, runs_home):
+    from engine.paths import runs_dir
+
+    broken = runs_dir() / "broken"  # reads as an adapter, but its weights file is not safetensors
+    shutil.copytree(runs_home["medical"].parent, broken)
+    (broken / "final" / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    area = make_area()
+    area.refresh()
+    area.status.setText("comparison saved to /somewhere/earlier.json")  # an earlier success
+    assert area.model.set_checked(str(broken / "final"), True)
+    merge = area.open_merge_dialog()
+    qtbot.addWidget(merge)
+    merge.out_edit.setText(str(data_home() / "merged-broken"))
+    with qtbot.waitSignal(merge.sig_failed, timeout=WAIT_MS):
+        assert merge.start()
+    assert merge.result.text().startswith("The merge failed: ") and "not a safetensors file" in merge.result.text()
+    merge.reject()
+    assert area.status.text() == "the merge of broken failed"
+    assert area.banner.isVisibleTo(area) and "not a safetensors file" in area.banner.text()
+    assert area.banner.text().startswith("The merge of broken failed: ")
+
+    area._select(str(broken / "final"))
+    gguf = area.open_gguf_dialog()
+    qtbot.addWidget(gguf)
+    assert area.banner.isHidden()  # a new attempt: the old failure is not shown with it
+    gguf.out_edit.setText(str(data_home() / "broken.gguf"))
+    with qtbot.waitSignal(gguf.sig_failed, timeout=WAIT_MS):
+        assert gguf.start()
+    gguf.reject()
+    assert area.status.text() == "the GGUF export of broken failed"
+    assert area.banner.text().startswith("The GGUF export of broken failed: ")
+    assert "not a safetensors file" in area.banner.text()
+
 def test_a_long_status_is_elided_not_clipped_and_keeps_its_whole_text(qtbot):
     from gui.adapters.area import ElidedLabel
 
