@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 from engine import adapters as lib
 from engine.errors import StudioError
 from engine.generate import BASE, LOAD_CHOICES, GenerationSettings, type_groups
+from engine.runs import read_run_config
 from gui.adapters.compare_dialog import CompareDialog, WholeModel, compare_problem
 from gui.adapters.generation_thread import GenerationThread
 from gui.adapters.gguf_dialog import GgufDialog
@@ -612,7 +613,9 @@ class AdaptersArea(QWidget):
         self.columns_placeholder.hide()
         self.columns = {}
         if with_base:
-            self.columns[BASE] = OutputColumn(BASE, "Base", f"{self.base_text()} · adapters off", BASE_COLOR)
+            title, subtitle = self._base_heading(adapters=bool(cards))
+            self.columns[BASE] = OutputColumn(BASE, title, subtitle, BASE_COLOR)
+            self.columns[BASE].subtitle.setToolTip(self.base_text())
         for i, (card, name) in enumerate(zip(cards, names, strict=True)):
             parts = [METHOD_LABELS.get(card.method or "", card.method or "?") + (f" r{card.rank}" if card.rank else "")]
             if card.dataset_records is not None:
@@ -624,6 +627,18 @@ class AdaptersArea(QWidget):
             self.columns[name] = col
         for col in self.columns.values():
             self.columns_layout.addWidget(col, 1)
+
+    def _base_heading(self, adapters: bool) -> tuple[str, str]:
+        """Title and subtitle of the base's column. A full or freeze run's model (its ``final/``,
+        tried from the Runs area) is named by its run, not "Base" over a path."""
+        base = self.base_text()
+        folder = Path(base).expanduser()
+        cfg = read_run_config(folder.parent) if folder.name == "final" and (folder / "config.json").exists() else {}
+        if not cfg:
+            return "Base", f"{base} · adapters off"
+        method = str(cfg.get("method") or "")
+        subtitle = f"{METHOD_LABELS.get(method, method or 'trained')} run · trained from {lib.base_label(cfg.get('model'))}"
+        return folder.parent.name, subtitle + (" · adapters off" if adapters else "")
 
     # ---- Worker
     def _ensure_worker(self, restart: bool = False) -> None:

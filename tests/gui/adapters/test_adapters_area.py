@@ -324,6 +324,26 @@ def test_a_columns_long_base_subtitle_ends_in_an_ellipsis(qtbot, tmp_path):
     col.grab().save(str(tmp_path / "column.png"))
 
 
+
+def test_a_full_runs_answer_column_is_titled_by_its_run(qtbot, make_area, runs_home, demo_base):
+    from engine.paths import runs_dir
+
+    full = runs_dir() / "20261202-120000-full"  # a full run's layout: a whole model in final/
+    shutil.copytree(demo_base, full / "final")
+    (full / "run.yaml").write_text(f"model: {demo_base}\nmethod: full\ndataset: demo\n", encoding="utf-8")
+    area = make_area()
+    area.show()
+    area.try_adapter(full / "final")  # the Runs area's "Try it"
+    area.prompt_edit.setPlainText("hi")
+    area.max_tokens.setValue(4)
+    with qtbot.waitSignal(area.sig_generation_finished, timeout=WAIT_MS):
+        area.generate()
+    col = area.columns[BASE]
+    assert col.title.text() == "20261202-120000-full"  # not "Base" over a path
+    assert col.subtitle.text() == "Full run · trained from demo"
+    assert col.subtitle.toolTip() == str(full / "final") and not col.error
+
+
 def test_adding_a_whole_model_folder_says_to_use_it_as_the_base(make_area, tiny_model_dir, tmp_path):
     """A full/freeze run's final/ is a model, not an adapter: say what to do with it."""
     area = make_area()
