@@ -109,7 +109,7 @@ class OutputColumn(QFrame):
         self.setMinimumWidth(260)
         self.setStyleSheet(f"QFrame#outputColumn {{ border: 1px solid palette(mid); border-top: 3px solid {color}; "
                            "border-radius: 4px; }")
-        self.title = QLabel(title)
+        self.title = ElidedLabel(title)  # a long run name ends in "…" inside the column, not past its edge
         self.title.setStyleSheet(f"font-weight: bold; font-size: 13px; color: {color}; border: none;")
         self.subtitle = ElidedLabel(subtitle)  # "/long/path/to/base · adapters off" ends in "…", not mid-word
         self.subtitle.setStyleSheet("color: palette(placeholder-text); border: none;")
@@ -609,6 +609,9 @@ class AdaptersArea(QWidget):
             item = self.columns_layout.takeAt(0)
             w = item.widget()
             if w is not None and w is not self.columns_placeholder:
+                # Hidden now: until the deferred delete runs, the old column would still be painted
+                # under the new ones, its title over theirs.
+                w.hide()
                 w.deleteLater()
         self.columns_placeholder.hide()
         self.columns = {}

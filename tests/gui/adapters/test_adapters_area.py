@@ -344,6 +344,28 @@ def test_a_full_runs_answer_column_is_titled_by_its_run(qtbot, make_area, runs_h
     assert col.subtitle.toolTip() == str(full / "final") and not col.error
 
 
+def test_new_answer_columns_replace_the_old_ones_and_long_names_elide(qtbot, make_area, runs_home, tmp_path):
+    from engine.adapters import read_card
+    from gui.adapters.area import ElidedLabel
+
+    area = make_area()
+    area.show()
+    qtbot.waitExposed(area)
+    long = tmp_path / "medical-qa-llama3-r16-lr2e-4-long-context-v2" / "final"
+    shutil.copytree(runs_home["medical"], long)
+    cards = [read_card(runs_home["legal"]), read_card(long)]
+    area._build_columns(True, cards, ["legal", "long"])
+    old = list(area.columns.values())
+    qtbot.waitUntil(lambda: all(c.isVisible() for c in old))
+    title = area.columns["long"].title
+    painted = super(ElidedLabel, title).text()
+    assert title.text() == long.parent.name and painted.endswith("…")
+    assert title.geometry().right() <= area.columns["long"].contentsRect().right()
+    # The next request's columns: the old ones are gone from view at once, not painted under them.
+    area._build_columns(True, [], [])
+    assert list(area.columns) == [BASE]
+    assert not any(c.isVisible() for c in old)
+
 def test_adding_a_whole_model_folder_says_to_use_it_as_the_base(make_area, tiny_model_dir, tmp_path):
     """A full/freeze run's final/ is a model, not an adapter: say what to do with it."""
     area = make_area()
