@@ -154,7 +154,8 @@ class OutputColumn(QFrame):
             parts.append(f"switch {data.get('switch_s', 0.0) * 1000:.1f} ms")
         if data.get("stopped"):
             parts.append("stopped")
-        self.stats.setText(" · ".join(parts))
+        # A narrow column wraps between the figures, never inside one ("switch" / "1.6 ms").
+        self.stats.setText(" · ".join(part.replace(" ", "\u00a0") for part in parts))
 
     def show_error(self, message: str) -> None:
         self.done = True

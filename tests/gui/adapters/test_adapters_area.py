@@ -366,6 +366,18 @@ def test_new_answer_columns_replace_the_old_ones_and_long_names_elide(qtbot, mak
     assert list(area.columns) == [BASE]
     assert not any(c.isVisible() for c in old)
 
+
+def test_a_narrow_columns_speed_line_wraps_between_figures_not_inside_one(qtbot):
+    from gui.adapters.area import OutputColumn
+
+    col = OutputColumn("legal", "legal", "LoRA r16", "#1565c0")
+    qtbot.addWidget(col)
+    col.finish({"adapter": "legal", "text": "hi", "tokens": 16, "tokens_per_s": 438.7, "time_s": 0.04,
+                "switch_s": 0.0011})
+    parts = col.stats.text().split(" · ")
+    assert [p.replace("\u00a0", " ") for p in parts] == ["16 tokens", "438.7 tokens/s", "0.04 s", "switch 1.1 ms"]
+    assert not [p for p in parts if " " in p]  # no place to break inside a figure
+
 def test_adding_a_whole_model_folder_says_to_use_it_as_the_base(make_area, tiny_model_dir, tmp_path):
     """A full/freeze run's final/ is a model, not an adapter: say what to do with it."""
     area = make_area()
