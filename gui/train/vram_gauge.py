@@ -160,14 +160,21 @@ class FitDialog(QDialog):
 
 
 def disk_line(disk: dict) -> str:
-    """The run's disk use under the memory numbers, red when the runs folder's disk is short."""
+    """The run's disk use under the memory numbers, red when the runs folder's disk is short.
+
+    Sizes keep their unit on their line (a narrow gauge wrapped "2" / "MiB"), and the total
+    reads as a need beside what is free: "13 MiB of 62 GiB free" read as if 13 MiB were free.
+    """
+    def size(n: int) -> str:
+        return fmt_bytes(n).replace(" ", "\u00a0")
+
     at_once = disk.get("checkpoints_at_once")
-    text = (f"Disk: checkpoints ≈ {fmt_bytes(disk['checkpoint_bytes'])} each"
+    text = (f"Disk: checkpoints ≈ {size(disk['checkpoint_bytes'])} each"
             + (f", up to {at_once} at once" if at_once else ", all kept")
-            + f", final/ {fmt_bytes(disk['final_bytes'])}")
+            + f", final model {size(disk['final_bytes'])}")
     free = disk.get("free_bytes")
     if disk.get("need_bytes") and free is not None:
-        text += f": {fmt_bytes(disk['need_bytes'])} of {fmt_bytes(free)} free"
+        text += f": needs {size(disk['need_bytes'])}, {size(free)} free"
     if disk.get("fits") is False:
         return (f"<span style='color:#d0342c'>{text}: not enough; lower save_total_limit or choose another "
                 "output folder</span>")

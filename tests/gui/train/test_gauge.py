@@ -43,7 +43,8 @@ def test_the_gauge_says_what_the_run_writes_to_disk(make_area):
     assert disk["checkpoint_bytes"] > 0 and "Disk: checkpoints ≈" in area.gauge.details.text()
     short = {**disk, "need_bytes": 100 * GiB, "free_bytes": 10 * GiB, "fits": False, "checkpoints_at_once": 4}
     line = disk_line(short)
-    assert "100.00 GiB of 10.00 GiB free" in line and "d0342c" in line and "save_total_limit" in line
+    assert "needs 100.00\u00a0GiB, 10.00\u00a0GiB free" in line and "d0342c" in line and "save_total_limit" in line
+    assert ", final model " in line and "final/" not in line
     assert "all kept" in disk_line({**disk, "checkpoints_at_once": None, "need_bytes": None})
 
 
