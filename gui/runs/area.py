@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableView,
     QTabWidget,
@@ -401,7 +402,12 @@ class RunsArea(QWidget):
             self.plot.getAxis(name).setTickPen(pg.mkPen("#e6e6e6"))
         self.plot.setLabel("bottom", "step")
         self.plot.getPlotItem().setMenuEnabled(False)
-        self.legend = self.plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        # The key to the right of the view, in the plot's layout: inside the view (pyqtgraph's
+        # default) it covered the curves that ran through the top right.
+        self.legend = pg.LegendItem(labelTextSize="8pt")
+        # Its own height, at the top: given the row's, its entries spread apart from their lines.
+        self.legend.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.plot.getPlotItem().layout.addItem(self.legend, 2, 3, Qt.AlignmentFlag.AlignTop)
         self.plot_hint = pg.TextItem("Select one or more runs to compare their curves", color="#888",
                                      anchor=(0.5, 0.5))
         self.plot.addItem(self.plot_hint, ignoreBounds=True)
@@ -658,6 +664,7 @@ class RunsArea(QWidget):
                                    symbolBrush=CURVE_COLORS[i], symbolPen=None)
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
+            self.legend.addItem(curve, run.name)
             self.curves[str(run.path)] = curve
             plotted += 1
         self.plot_hint.setVisible(plotted == 0)

@@ -110,6 +110,25 @@ def test_overlay_curves_of_selected_runs(qtbot, runs):
     assert not area.curves and area.plot_hint.isVisible()
 
 
+
+def test_the_curves_key_sits_beside_the_plot_not_over_its_curves(qtbot, runs):
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.resize(1200, 800)
+    area.show()
+    qtbot.waitExposed(area)
+    item = area.plot.getPlotItem()
+    area.select_paths([runs["done"], runs["stopped"]])
+    qtbot.waitUntil(lambda: area.legend.width() > 0)
+    names = [label.text for _sample, label in area.legend.items]
+    assert sorted(names) == sorted([runs["done"].name, runs["stopped"].name])
+    assert area.legend.parentItem() is not item.vb and item.legend is None
+    qtbot.waitUntil(lambda: area.legend.sceneBoundingRect().left() >= item.vb.sceneBoundingRect().right() - 1)
+    # Its entries stay together at the top, each label by its line.
+    assert area.legend.sceneBoundingRect().height() < item.vb.sceneBoundingRect().height() / 2
+    area.select_paths([runs["done"]])
+    assert [label.text for _sample, label in area.legend.items] == [runs["done"].name]
+
 def test_refresh_keeps_the_selection_and_picks_up_new_runs(qtbot, runs):
     area = RunsArea()
     qtbot.addWidget(area)
