@@ -44,7 +44,7 @@ from engine.errors import ConfigErrors, StudioError
 from engine.methods import rate_note
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
-from engine.runs import read_samples
+from engine.runs import format_duration, read_samples
 from gui.adapters.gguf_dialog import GgufDialog
 from gui.elided_combo import ElidedComboBox
 from gui.flow_layout import FlowLayout
@@ -1088,7 +1088,7 @@ class TrainArea(QWidget):
         if isinstance(data.get("final_loss_mean"), (int, float)):
             loss_text += f" (mean of the last {data.get('final_loss_window')} steps)"
         self._show_progress_end(status, data)
-        took = f" in {_duration(time.time() - self._started_at)}" if self._started_at else ""
+        took = f" in {format_duration(time.time() - self._started_at)}" if self._started_at else ""
         if not self._probing:
             took = self._whole_run_took() or took  # a resumed run: all its legs
         name = Path(self.run_dir).name if self.run_dir else "the run"
