@@ -818,7 +818,8 @@ class TrainArea(QWidget):
         for key, editor in self.editors.items():
             editor.set_error(errors.get(key))
         if errors:
-            lines = [f"• {label_for(k) + ' (' + k + ')' if k else 'Config'}: {msg}" for k, msg in errors.items()]
+            lines = [f"• {label_for(k) + ' (' + k + ')' if k else 'Config'}: {_without_key(k, msg)}"
+                     for k, msg in errors.items()]
             self._show_banner("This config can't run here yet:\n" + "\n".join(lines))
         else:
             self._show_banner("")
@@ -1289,6 +1290,14 @@ class _CompactSplitter(QSplitter):
 
     def sizeHint(self):  # noqa: N802 (Qt's name)
         return self.minimumSizeHint()
+
+
+def _without_key(key: str, message: str) -> str:
+    """A config error after its field's label: "Learning rate (learning_rate): must be between…",
+    not "…: 'learning_rate' must be between…" (each line of it, when several problems share the key)."""
+    if not key:
+        return message
+    return "\n".join(line.removeprefix(f"'{key}' ") for line in message.split("\n"))
 
 
 def _duration(seconds: float | None) -> str:

@@ -112,7 +112,8 @@ def test_nan_learning_rate_is_refused_and_blocks_start(make_area, qtbot):
     edit.clear()
     qtbot.keyClicks(edit, "nan")
     assert not area.start_button.isEnabled()
-    assert "'learning_rate' must be between 0.0 and 10.0, got nan" in area.banner.text()
+    # The key is said once, after the field's label.
+    assert "• Learning rate (learning_rate): must be between 0.0 and 10.0, got nan" in area.banner.text()
     assert "got nan" in area.editors["learning_rate"].toolTip()
 
 
