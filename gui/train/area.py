@@ -817,6 +817,11 @@ class TrainArea(QWidget):
         errors = self.config_model.errors()
         for key, editor in self.editors.items():
             editor.set_error(errors.get(key))
+        # A failed run's "Config problem" card goes once its key is fixed in the form.
+        for card_key in [c for c in self.advisor_panel.cards if c.startswith("config:")]:
+            key = card_key.split(":")[1]
+            if key and key in keys and key not in errors:
+                self.advisor_panel.remove(card_key)
         if errors:
             lines = [f"• {label_for(k) + ' (' + k + ')' if k else 'Config'}: {_without_key(k, msg)}"
                      for k, msg in errors.items()]

@@ -91,6 +91,18 @@ def test_one_click_fix_changes_the_form(make_area, qtbot):
     assert "warning" in area.log.visible_text()
 
 
+def test_a_config_problem_card_goes_once_its_key_is_fixed_in_the_form(make_area):
+    area = make_area()
+    area.run.sig_error.emit({"kind": "config", "message": "x", "errors": [
+        {"key": "seq_len", "message": "'seq_len' must be between 16 and 1048576, got 3", "fix": {}},
+        {"key": "lora_r", "message": "'lora_r' must be between 1 and 4096, got 0", "fix": {}}]})
+    assert set(area.advisor_panel.cards) == {"config:seq_len:0", "config:lora_r:1"}
+    area.config_model.set("learning_rate", 1e-4)  # another key: both stay
+    assert set(area.advisor_panel.cards) == {"config:seq_len:0", "config:lora_r:1"}
+    area.config_model.set("seq_len", 384 if area.config_model.get("seq_len") != 384 else 320)
+    assert set(area.advisor_panel.cards) == {"config:lora_r:1"}
+
+
 def test_log_console_filters_and_copies(qtbot):
     from PySide6.QtGui import QGuiApplication
 
