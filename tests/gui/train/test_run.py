@@ -220,10 +220,12 @@ def test_reopened_while_the_queue_trains_it_follows_that_run_and_keeps_the_form(
 def test_the_progress_bar_says_how_a_failed_run_ended(make_area, qtbot, tmp_path):
     area = make_area()
     assert area.progress.text() == "no run yet"
-    area.config_model.update({**FAST, "dataset": str(tmp_path / "nope.jsonl")})
+    empty = tmp_path / "empty-answers.jsonl"  # every record left out: the run fails in its setup
+    empty.write_text('{"instruction": "a", "output": ""}\n{"instruction": "b", "output": " "}\n', encoding="utf-8")
+    area.config_model.update({**FAST, "dataset": str(empty)})
     with qtbot.waitSignal(area.run.sig_finished, timeout=RUN_TIMEOUT_MS) as done:
         assert area.start_run(), area.banner.text()
-    assert done.args[0]["status"] == "failed" and "nope.jsonl" in area.progress_label.text()
+    assert done.args[0]["status"] == "failed" and "empty-answers.jsonl" in area.progress_label.text()
     assert area.progress.text() == "failed before the first step"  # it said "no run yet"
     # A run that failed at step 5 after its bar showed step 3 (a NaN rollback) names that step.
     area._max_steps = 30
