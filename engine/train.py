@@ -511,6 +511,24 @@ def data_file_errors(cfg: RunConfig) -> list[ConfigError]:
     return errors
 
 
+def model_errors(cfg: RunConfig) -> list[ConfigError]:
+    """What is wrong with the run's model (a folder that isn't there or lacks config.json, a hub
+    id not in the cache), as a :class:`ConfigError` on the ``model`` key; empty when it is there.
+    Imports no torch: ``train`` and ``queue add`` ask before anything loads or is queued, so a
+    typo'd model is a bad value (exit 2), not a run that fails later, unattended.
+    """
+    from engine.errors import ModelError
+    from engine.models import resolve_model_path
+
+    if cfg.model == "demo":
+        return []  # embedded: built on first use (with torch), never missing
+    try:
+        resolve_model_path(cfg.model)
+    except ModelError as e:
+        return [ConfigError(e.message, key="model", hint=e.hint, fix=e.fix)]
+    return []
+
+
 def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main: bool = True,
           progress: SetupProgress | None = None) -> Prepared:
     """Check, load data and model, apply the method. Fails before loading anything heavy.
@@ -2163,7 +2181,8 @@ def cli_train(args: Any) -> int:
         _refuse_a_resume_of_no_run(config, cfg)
         if "output_dir" not in args.overrides:
             _refuse_another_runs_folder(config, cfg)
-    errors = data_file_errors(cfg)  # before torch loads: a typo'd path is told at once, as a bad value
+    # Before torch loads: a typo'd path is told at once, as a bad value.
+    errors = [*model_errors(cfg), *data_file_errors(cfg)]
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)  # one: with its hint
     from engine.adapters import quiet_loading

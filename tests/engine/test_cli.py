@@ -290,3 +290,21 @@ def test_train_refuses_a_missing_data_file_before_torch_loads_with_exit_2(tmp_pa
     assert "RC 2 False" in out.stdout, out.stderr
     assert "dataset 'nope.jsonl': no such file" in out.stderr and "hint: Give a JSON" in out.stderr
     assert not (tmp_path / "home" / "runs").exists()
+
+
+@pytest.mark.parametrize(("model", "said"), [
+    ("no-such-model-folder", "model 'no-such-model-folder': no such folder"),
+    ("empty", "has no config.json"),
+    ("someorg/not-cached-7b", "model 'someorg/not-cached-7b' is not in the local Hugging Face cache"),
+])
+def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_starts(tmp_path, studio_home,
+                                                                                        capsys, model, said):
+    """This failed inside the run, after 'failed: nothing was trained', with exit 1 as for a run that broke."""
+    (tmp_path / "empty").mkdir()
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(f"model: {model}\ndataset: demo\n", encoding="utf-8")
+    assert main(["train", str(run_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("finetune-studio train: ") and said in err and "hint: " in err
+    assert "failed: nothing was trained" not in err
+    assert not (studio_home / "runs").exists()
