@@ -157,7 +157,8 @@ class RunQueue:
     # ---- Changing
     def add(self, cfg: Any, *, changes: dict[str, Any] | None = None, source: str = "",
             grid: dict[str, list[Any]] | None = None, given: Collection[str] | None = None,
-            fill: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[Entry]:
+            fill: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+            check: Callable[[Any], list[ConfigError]] | None = None) -> list[Entry]:
         """Queue ``cfg`` (a RunConfig), or one run per point of ``grid`` over it.
 
         Every point is validated before any is queued: a grid with one impossible point
@@ -170,6 +171,9 @@ class RunQueue:
                 ``method: qlora`` would. None: every key of ``cfg`` stands (the Train form's values).
             fill: more values a point needs, from the point (the Train form gives a point over methods
                 the precision that picking the method in the form would); kept in the entry's changes.
+            check: what is wrong with a point's config beyond its values (``queue add`` asks whether its
+                model and data files are there), so a run that can't start is refused now, not failed
+                later, unattended.
 
         Raises:
             ConfigErrors: a point is not a valid config.
@@ -195,8 +199,13 @@ class RunQueue:
                 # A path in the grid was typed: relative to the current folder, stored absolute (the
                 # frozen config lives in the queue folder, which a relative path would be read against).
                 point_cfg = point_cfg.resolve_paths(Path.cwd(), typed=point)
+                problems = check(point_cfg) if check else []
+                if problems:
+                    raise ConfigErrors(problems)
                 configs.append((point_cfg, [k for k in values if k in point or k not in ("output_dir", "run_name")]))
             except ConfigErrors as e:
+                if not point:  # no grid: the config's own problem, with its hint
+                    raise e.errors[0] if len(e.errors) == 1 else e from None
                 where = ", ".join(f"{k}={_short(v)}" for k, v in point.items())
                 raise ConfigErrors([ConfigError(f"grid point {where}: {x.message}" + _from_config(x.key, point, given),
                                                 key=x.key, fix=x.fix, hint=x.hint) for x in e.errors]) from None
@@ -612,16 +621,26 @@ def _folder_text(e: Entry) -> str:
 def cli_add(args: Any) -> int:
     """``finetune-studio queue add RUN.yaml [--grid KEY=V1,V2 ...] [--KEY VALUE ...] [--json]``."""
     from engine.config import RunConfig, keys_in
+    from engine.train import data_file_errors, model_errors
 
     q = RunQueue()
     cfg = RunConfig.load(args.config, args.overrides)
     notes: list[str] = []
     grid = parse_grid(args.grid or [], notes=notes)
+    # A key given both ways: the grid's values were queued and the option was dropped without a word.
+    # (The eval_split that --eval_dataset implies is no choice of the user's: the grid's stands.)
+    both = [k for k in grid if k in args.overrides and not (k == "eval_split" and args.overrides.get("eval_dataset"))]
+    if both:
+        errors = [ConfigError(f"--{k} {args.overrides[k]} and --grid {k}=... both set '{k}'; give its "
+                              "values in one place", key=k,
+                              hint=f"To queue it with {args.overrides[k]} too, add that value to the grid.")
+                  for k in both]
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)  # one: with its hint
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     given = {*keys_in(args.config), *args.overrides}
     added = q.add(cfg, changes=dict(args.overrides), source=str(Path(args.config).resolve()), grid=grid,
-                  given=given)
+                  given=given, check=lambda c: [*model_errors(c), *data_file_errors(c)])
     for note in advice_for(added):  # said now: the runs train unattended
         print(f"note: {note}", file=sys.stderr)
     if args.json:

@@ -322,3 +322,39 @@ def test_queue_run_piped_into_head_trains_on(tmp_path, tiny_model_dir, small_dat
                            capture_output=True, text=True, timeout=300)
     assert shown.stdout.startswith("== ") and "Traceback" not in shown.stderr
     assert [e.state for e in q.entries()] == ["completed"] and q.runner_pid() is None
+
+
+def test_queue_add_refuses_a_config_whose_model_or_data_is_not_there_and_queues_nothing(tmp_path, studio_home,
+                                                                                         small_dataset, capsys):
+    """These were queued, and each failed when the runner reached it, unattended."""
+    from engine.cli import main
+
+    source = tmp_path / "run.yaml"
+    source.write_text(f"model: demo\ndataset: {small_dataset}\nmax_steps: 2\n", encoding="utf-8")
+    assert main(["queue", "add", str(source), "--dataset", "typo.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune-studio queue add: dataset 'typo.jsonl': no such file" in err and "hint: Give a JSON" in err
+    assert main(["queue", "add", str(source), "--model", str(tmp_path / "no-model")]) == 2
+    assert f"model '{tmp_path / 'no-model'}': no such folder" in capsys.readouterr().err
+    # In a grid, the error names the point, and the good points are not queued either.
+    assert main(["queue", "add", str(source), "--grid", f"dataset={small_dataset},typo.jsonl"]) == 2
+    assert "grid point dataset=typo.jsonl: dataset 'typo.jsonl': no such file" in capsys.readouterr().err
+    assert main(["queue", "add", str(source), "--grid", "model=demo,someorg/not-cached-7b"]) == 2
+    assert "grid point model=someorg/not-cached-7b: model 'someorg/not-cached-7b' is not in the local Hugging " \
+           "Face cache" in capsys.readouterr().err
+    assert RunQueue().entries() == []
+    assert main(["queue", "add", str(source)]) == 0  # the same config with its files there
+    assert len(RunQueue().entries()) == 1
+
+
+def test_a_key_given_both_as_an_option_and_in_the_grid_is_refused(tmp_path, studio_home, capsys):
+    """`--grid lora_r=8,16 --lora_r 4` queued r8 and r16 and dropped the 4 without a word."""
+    from engine.cli import main
+
+    source = tmp_path / "run.yaml"
+    source.write_text("model: demo\nmax_steps: 2\n", encoding="utf-8")
+    assert main(["queue", "add", str(source), "--grid", "lora_r=8,16", "--lora_r", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune-studio queue add: --lora_r 4 and --grid lora_r=... both set 'lora_r'; give its values in one " \
+           "place\n  hint: To queue it with 4 too, add that value to the grid." in err
+    assert RunQueue().entries() == []
