@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig
-from engine.errors import ConfigError
+from engine.errors import ConfigError, ConfigErrors
 from engine.files import atomic_write_text
 
 # The keys HF Trainer fills when they are "auto" (transformers' HfTrainerDeepSpeedConfig.trainer_config_process).
@@ -175,8 +175,18 @@ def cli_export_launch(args: Any) -> int:
     """``finetune-studio export-launch RUN.yaml [--out DIR] [--zero 2|3] [--offload] [--num-processes N]``."""
     cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
     check_launch(cfg, zero=args.zero, num_processes=args.num_processes)  # before a run folder is made
+    from engine.train import data_file_errors, model_errors
+
+    # A launch of a model or dataset that isn't here fails only when started, on every GPU, and left
+    # a run folder that never trained: refused now, as train refuses it.
+    errors = [*model_errors(cfg), *data_file_errors(cfg)]
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)  # one: with its hint
     if args.out:
         out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out '{args.out}' is a file, not a folder", key="out",
+                              hint="Give a folder for the launch files (made if it isn't there).")
     else:
         if not cfg.output_dir:
             # The run's folder is made now, as training would make it, and named in the exported run.yaml:

@@ -128,6 +128,27 @@ def test_export_launch_without_an_output_dir_makes_the_run_folder_it_writes_into
     assert (tmp_path / "mine" / "launch.sh").exists()
 
 
+
+def test_export_launch_refuses_a_model_or_dataset_that_is_not_there_and_makes_no_run_folder(tmp_path, studio_home,
+                                                                                            capsys):
+    """It wrote the launch files into a new run folder, and the launch failed on every GPU when started."""
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(f"model: {tmp_path / 'no-model'}\n", encoding="utf-8")
+    assert main(["export-launch", str(run_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert f"finetune-studio export-launch: model '{tmp_path / 'no-model'}': no such folder\n  hint: " in err
+    run_yaml.write_text("model: demo\ndataset: typo.jsonl\n", encoding="utf-8")
+    assert main(["export-launch", str(run_yaml), "--out", str(tmp_path / "launch")]) == 2
+    assert "finetune-studio export-launch: dataset 'typo.jsonl': no such file" in capsys.readouterr().err
+    assert not (studio_home / "runs").exists() and not (tmp_path / "launch").exists()
+    # --out naming a file said only "File exists: ...".
+    run_yaml.write_text("model: demo\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main(["export-launch", str(run_yaml), "--out", str(tmp_path / "notes.txt")]) == 2
+    assert f"--out '{tmp_path / 'notes.txt'}' is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_train_one_run(tiny_model_dir, small_dataset, tmp_path):
     """``accelerate launch --multi_gpu --num_processes 2`` with device cpu: gloo DDP, one run folder.
