@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("file", metavar="FILE", help="a dataset file, or a dataset in the Hugging Face cache: org/name or org/name:split")
     dc.add_argument("--json", action="store_true", help="machine-readable report; exit 1 on errors")
     dc.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
-    dc.add_argument("--seq-len", type=int, dest="seq_len", help="report records longer than this")
+    dc.add_argument("--seq-len", type=_count, dest="seq_len", help="report records longer than this")
     dc.add_argument("--model", help="count tokens with this model's tokenizer")
     dc.add_argument("--template", default="auto", metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
                     help="with --model: render records as the run config's template would (default auto)")
@@ -235,22 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
     ac.add_argument("--template", default=None, metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
                     help="default: the adapters' runs' template")
-    ac.add_argument("--seq-len", type=int, default=None, dest="seq_len", metavar="N",
+    ac.add_argument("--seq-len", type=_count, default=None, dest="seq_len", metavar="N",
                     help="default: the largest seq_len of the adapters' runs")
     ac.add_argument("--limit", type=int, default=None, metavar="N", help="score N records, the held-out ones first, "
                     "then a seeded random choice (default all)")
-    ac.add_argument("--samples", type=int, default=3, metavar="K", help="records every model answers greedily, "
+    ac.add_argument("--samples", type=_count_or_none, default=3, metavar="K", help="records every model answers greedily, "
                     "where they differ most (default 3; 0 = none)")
     ac.add_argument("--answer", default=None, metavar="N|all", help="every model also answers N held-out "
                     "records (or all of them) greedily, scored against their references: exact match (JSON "
                     "compared as values) and token F1 (default: none)")
-    ac.add_argument("--max_new_tokens", type=int, default=128, metavar="N",
+    ac.add_argument("--max_new_tokens", type=_count, default=128, metavar="N",
                     help="longest answer for --samples and --answer (default 128)")
     ac.add_argument("--load_in", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8", "nf4"],
                     help="how the base loads (default auto: as the adapters' runs trained it)")
     ac.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="auto: the GPU if there is one")
-    ac.add_argument("--batch_size", type=int, default=4, metavar="N", help="records scored per forward pass "
+    ac.add_argument("--batch_size", type=_count, default=4, metavar="N", help="records scored per forward pass "
                     "(default 4)")
     ac.add_argument("--seed", type=int, default=0, help="for --limit's sample")
     ac.add_argument("--out", default=None, metavar="FILE", help="where the whole result goes as JSON (default: a new "
@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("run", metavar="RUN", help="a run folder, or a run name from 'runs list'")
     ra.add_argument("--top", type=_count, default=15, help="how many of the hardest records to print (default 15)")
     ra.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ra.add_argument("--batch_size", "--batch-size", type=int, default=None,
+    ra.add_argument("--batch_size", "--batch-size", type=_count, default=None,
                     help="records per forward pass (default: the run's micro-batch)")
     ra.add_argument("--checkpoint", metavar="N|DIR", default=None,
                     help="score one of the run's checkpoints (a step number, checkpoint-N or its folder) instead of "
@@ -452,6 +452,17 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _count_or_none(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (``--samples -1`` was taken as none)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (none) or more, got {n}")
     return n
 
 

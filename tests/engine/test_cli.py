@@ -308,3 +308,24 @@ def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_
     assert err.startswith("finetune-studio train: ") and said in err and "hint: " in err
     assert "failed: nothing was trained" not in err
     assert not (studio_home / "runs").exists()
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    # `data check --seq-len -5` reported "366 truncated to seq_len -5" and exited 0.
+    (["data", "check", "d.jsonl", "--seq-len", "-5"], "argument --seq-len: must be at least 1, got -5"),
+    (["data", "check", "d.jsonl", "--seq-len", "0"], "argument --seq-len: must be at least 1, got 0"),
+    # These were taken silently: -1 samples as none, batch 0 as 1, after the models loaded.
+    (["adapters", "compare", "a", "--dataset", "demo", "--samples", "-1"],
+     "argument --samples: must be 0 (none) or more, got -1"),
+    (["adapters", "compare", "a", "--dataset", "demo", "--batch_size", "0"],
+     "argument --batch_size: must be at least 1, got 0"),
+    (["adapters", "compare", "a", "--dataset", "demo", "--max_new_tokens", "0"],
+     "argument --max_new_tokens: must be at least 1, got 0"),
+    (["adapters", "compare", "a", "--dataset", "demo", "--seq-len", "-1"],
+     "argument --seq-len: must be at least 1, got -1"),
+    (["runs", "audit", "r", "--batch_size", "-2"], "argument --batch_size/--batch-size: must be at least 1, got -2"),
+])
+def test_a_count_below_its_least_is_refused_at_once(capsys, argv, said):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and said in capsys.readouterr().err
