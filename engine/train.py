@@ -2152,7 +2152,16 @@ def _config_to_resume(ref: str) -> Path:
             raise ConfigError(f"'{ref}' is a folder but not a run folder (no run.yaml or summary.json): --resume "
                               "continues a run", hint="Give the run's run.yaml, its folder or its name "
                               "(finetune-studio runs list shows them).")
-        return path  # RunConfig.load says it doesn't exist
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return path  # RunConfig.load says it doesn't exist
+        from engine.runs import resolve_run, runs_dir
+
+        try:  # for its hint: the closest run names (this said only "no such run config file")
+            resolve_run(ref)
+        except StudioError as e:
+            raise ConfigError(f"--resume '{ref}': no such run config file, run folder or run name in {runs_dir()}",
+                              hint=e.hint or "No run is kept yet.") from None
+        return path
     if not (run / "run.yaml").is_file():
         raise ConfigError(f"run {run} has no run.yaml to continue from", hint="Start it again from the config "
                           "it was trained with.")

@@ -329,3 +329,17 @@ def test_a_count_below_its_least_is_refused_at_once(capsys, argv, said):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_resume_of_a_name_that_is_no_run_says_where_it_looked_and_the_closest_run(studio_home, capsys):
+    """This said only "- lora-2: no such run config file", as if a file had been meant."""
+    run = studio_home / "runs" / "20260101-000000-lora"
+    run.mkdir(parents=True)
+    (run / "run.yaml").write_text(f"model: demo\noutput_dir: {run}\n", encoding="utf-8")
+    (run / "summary.json").write_text(json.dumps({"status": "stopped", "run_name": "lora"}), encoding="utf-8")
+    assert main(["train", "20260101-000000-lorra", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert (f"finetune-studio train: --resume '20260101-000000-lorra': no such run config file, run folder or run "
+            f"name in {studio_home / 'runs'}\n  hint: Did you mean 20260101-000000-lora?") in err
+    assert main(["train", "nope.yaml", "--resume"]) == 2  # a file name: the file is what is missing
+    assert "nope.yaml: no such run config file" in capsys.readouterr().err
