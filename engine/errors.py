@@ -88,6 +88,10 @@ class ConfigErrors(ConfigError):
 
     def __init__(self, errors: list[ConfigError]):
         self.errors = errors
+        if len(errors) == 1:  # one problem reads as itself, with its hint and fix (not as a list of one)
+            one = errors[0]
+            super().__init__(one.message, key=one.key, fix=one.fix, hint=one.hint)
+            return
         super().__init__("\n".join(f"- {e.message}" for e in errors), key=errors[0].key if errors else None)
 
 

@@ -343,3 +343,21 @@ def test_resume_of_a_name_that_is_no_run_says_where_it_looked_and_the_closest_ru
             f"name in {studio_home / 'runs'}\n  hint: Did you mean 20260101-000000-lora?") in err
     assert main(["train", "nope.yaml", "--resume"]) == 2  # a file name: the file is what is missing
     assert "nope.yaml: no such run config file" in capsys.readouterr().err
+
+
+def test_one_config_problem_reads_as_itself_with_its_fix_not_as_a_list_of_one(tmp_path, studio_home, capsys):
+    """A lone problem printed as '- run.yaml:3:1: ...' (a bullet of a one-item list), and lost its fix."""
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: demo\nmax_steps: [1\n", encoding="utf-8")
+    assert main(["train", str(run_yaml)]) == 2
+    assert capsys.readouterr().err == (f"finetune-studio train: {run_yaml}:4:1: invalid YAML: expected ',' or ']', "
+                                       "but got '<stream end>'\n")
+    run_yaml.write_text("model: demo\nmethod: qlora\nload_in: fp32\n", encoding="utf-8")
+    assert main(["train", str(run_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio train: {run_yaml}:3:1: method 'qlora' is LoRA on a 4-bit NF4 base") and \
+        err.endswith("\n  fix: --load_in nf4\n")
+    run_yaml.write_text("model: demo\nmax_step: 3\nlearning_rate: abc\n", encoding="utf-8")
+    assert main(["train", str(run_yaml)]) == 2  # two: still a list
+    assert f"\n- {run_yaml}:3:1: 'learning_rate' must be a number, got 'abc'" in capsys.readouterr().err
+    assert not (studio_home / "runs").exists()
