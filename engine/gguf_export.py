@@ -1061,8 +1061,10 @@ def describe(result: GgufResult) -> str:
 
 def cli_export_gguf(args: argparse.Namespace) -> int:
     """``finetune-studio export-gguf SOURCE [--out FILE] [--type T] [--base M] [--pre NAME] [--lora] [--json]``."""
+    from engine.adapters import quiet_loading
     from engine.cli import progress_printer
 
+    quiet_loading()  # its own progress line, not the libraries' "Loading weights" bars
     lora = getattr(args, "lora", False)
     out_type = args.type or ("f16" if lora else "q8_0")
     result = export_source(args.source, args.out, out_type=out_type, base=args.base, pre_tokenizer=args.pre,
