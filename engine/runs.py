@@ -610,11 +610,11 @@ def resolve_run(ref: str | Path) -> Path:
     """Turn what the user typed into a run folder.
 
     Args:
-        ref: A run folder (with ``summary.json`` or ``run.yaml``), the name of one in the
-            runs directory, or its ``run_name`` (see :func:`find_run`).
+        ref: A run folder (with ``summary.json`` or ``run.yaml``), one of those two files, the
+            name of one in the runs directory, or its ``run_name`` (see :func:`find_run`).
 
     Raises:
-        StudioError: no such run; names the closest run names.
+        StudioError: no such run (names the closest run names), or a file that is no run's.
     """
     found = find_run(ref)
     if found is not None:
@@ -622,6 +622,11 @@ def resolve_run(ref: str | Path) -> Path:
     path = Path(str(ref)).expanduser()
     if path.is_dir():
         raise StudioError(f"'{ref}' is not a run folder: it has no summary.json or run.yaml")
+    if path.is_file():
+        if path.name in ("run.yaml", "summary.json") and is_run_folder(path.parent):
+            return path.parent.resolve()  # a run's own file: the run (train --resume takes its run.yaml too)
+        raise StudioError(f"'{ref}' is a file; a run is named by its folder or its name",
+                          hint="finetune-studio runs list shows the runs.")
     names = [r.name for r in list_runs()]
     close = difflib.get_close_matches(str(ref), names, n=3, cutoff=0.5)
     hint = (f"Did you mean {', '.join(close)}?" if close else

@@ -16,7 +16,7 @@ from engine.cli import main
 from engine.config import RunConfig
 from engine.errors import StudioError
 from engine.paths import runs_dir
-from engine.runs import cli_compare, cli_show
+from engine.runs import cli_compare, cli_show, resolve_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -387,3 +387,13 @@ def test_a_killed_leg_keeps_its_duration_when_the_run_is_promoted_or_rewound_lat
     info = run_info(path)
     assert info.status == "stopped" and info.duration_s == pytest.approx(30 + 42)
     assert training_time_so_far(path) == (pytest.approx(30 + 42), 2)
+
+
+def test_a_runs_own_file_names_the_run_and_another_file_is_said_to_be_a_file(tmp_path):
+    path = make_run("20261128-100000-lora")
+    assert resolve_run(path / "run.yaml") == path.resolve() == resolve_run(path / "summary.json")
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    with pytest.raises(StudioError, match="is a file; a run is named by its folder or its name") as e:
+        resolve_run(other)
+    assert "runs list" in e.value.hint
