@@ -80,7 +80,14 @@ def cli_preview(args: Any) -> int:
     import sys
 
     from engine.data.formats import open_dataset
-    from engine.data.templates import check_template_name, marker_problems, resolve, split_markers
+    from engine.data.templates import (
+        check_template_name,
+        is_template_file,
+        marker_problems,
+        read_template_file,
+        resolve,
+        split_markers,
+    )
     from engine.data.tokenize import IGNORE_INDEX, render_record
     from engine.errors import DataError
     from engine.models import load_tokenizer
@@ -91,6 +98,12 @@ def cli_preview(args: Any) -> int:
     model = getattr(args, "model", None) or "demo"
     template = getattr(args, "template", None) or "auto"
     check_template_name(template, key="--template")
+    if is_template_file(template):  # a template file is the command's, not the record's: said as such
+        try:
+            read_template_file(template)
+        except DataError as e:
+            raise DataError(f"--template: {e.message}", hint="Give the path of a .jinja file, relative to the "
+                            "current folder or absolute.", fix=e.fix) from None
     ds = open_dataset(path, getattr(args, "format", None) or "auto")  # a file or a cached hub dataset
     n = len(ds.records)
     if n == 0:

@@ -190,3 +190,11 @@ def test_a_weight_0_answer_is_shown_untrained(demo_base, tmp_path, capsys):
     assert main(["data", "preview", str(path), "--record", "2"]) == 2
     err = capsys.readouterr().err
     assert "conversations[1] (assistant) has the weight \"no\"; allowed: 0, 1, true or false" in err
+
+
+def test_a_missing_template_file_is_the_commands_problem_not_a_records(demo_base, small_dataset, tmp_path, capsys):
+    missing = tmp_path / "nope.jinja"
+    assert main(["data", "preview", str(small_dataset), "--template", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"data preview: --template: the chat template file '{missing}' does not exist" in err
+    assert "record 1" not in err and "run config" not in err and "relative to the current folder" in err
