@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tab", choices=["dataset", "train", "adapters", "runs"], default="dataset",
                    help="with --screenshot: which area to show")
     p.add_argument("--open", metavar="FILE", help="open the app on this dataset file")
-    p.add_argument("--demo", action="store_true", help="open the app on the demo dataset (without it, the "
-                   "app opens the dataset file that was open when it last closed)")
+    p.add_argument("--demo", action="store_true", help="open the app on the demo dataset and preset (without it, "
+                   "the app opens the dataset file and the Train form as they were when it last closed)")
     p.add_argument("--self-check", action="store_true", help="check that the installed app works "
                    "(imports, GPU, window, 3 training steps) and exit non-zero on any failure")
     p.add_argument("--json", action="store_true", help="with --self-check: print the report as JSON")

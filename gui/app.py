@@ -23,7 +23,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--size", default="1360x860", help="window size for --screenshot, WxH")
     p.add_argument("--open", metavar="FILE", type=Path, help="open this dataset file in the Dataset area")
     p.add_argument("--demo", action="store_true",
-                   help="open the demo dataset, not the file that was open when the app last closed")
+                   help="open the demo dataset and the demo preset, not the file and Train form of when the app "
+                        "last closed")
     return p.parse_args(argv)
 
 

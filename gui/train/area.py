@@ -10,6 +10,7 @@ signals that arrive here at most 10 times a second.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import time
@@ -48,6 +49,7 @@ from engine.runs import format_duration, read_samples
 from gui.adapters.gguf_dialog import GgufDialog
 from gui.elided_combo import ElidedComboBox
 from gui.flow_layout import FlowLayout
+from gui.settings import studio_settings
 from gui.train.advisor import Advice, Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
@@ -67,6 +69,8 @@ TABS_MIN_HEIGHT = 180
 """Advice, Answers and Log: room for an advice card's first lines and its buttons."""
 PRESETS = {"demo": "Demo (tiny, CPU)", "lora": "LoRA", "qlora": "QLoRA (4-bit)",
            "full": "Full fine-tuning"}
+FORM_KEY = "train/form"
+"""The settings key of the form's values when the app last closed (JSON)."""
 # Applying a preset changes the recipe, not what it is applied to.
 KEEP_ON_PRESET = ("model", "dataset", "dataset_format", "template", "add_tokens", "output_dir", "run_name",
                   "trust_remote_code", "allow_pickle")
@@ -215,6 +219,30 @@ class TrainArea(QWidget):
         index = self.preset_combo.findData(name)
         if index >= 0:
             self.preset_combo.setCurrentIndex(index)
+
+    def remember_form(self) -> None:
+        """Keep the form's values for the next start (the main window calls this as it closes)."""
+        try:
+            text = json.dumps(self.config_model.values())
+        except (TypeError, ValueError):
+            return  # a value JSON can't hold: the next start shows the preset rather than half a form
+        studio_settings().setValue(FORM_KEY, text)
+
+    def restore_form(self) -> bool:
+        """Put back the form as it was when the app last closed (what the researcher set up, their
+        dataset and eval file included; a file gone since is said beside its field). False when
+        there is none: the demo preset stays."""
+        text = studio_settings().value(FORM_KEY, "")
+        try:
+            values = json.loads(text) if isinstance(text, str) and text else None
+        except ValueError:
+            values = None
+        if not isinstance(values, dict):
+            return False
+        known = self.config_model.values()
+        self.config_model.update({k: v for k, v in values.items() if k in known})
+        self.log.append("the form is as it was when Finetune Studio last closed")
+        return True
 
     def apply_fix(self, changes: dict[str, Any]) -> None:
         """Apply run-config changes (from the advisor or the gauge) to the form."""

@@ -170,3 +170,33 @@ def test_a_left_out_record_opens_in_the_dataset_area_from_its_advice(qtbot, tmp_
     # A Hugging Face cache dataset's lines are in the cache's files: no button for it.
     assert train.advisor.on_event("warning", {"kind": "dropped", "path": "org/name:train", "message": "m",
                                               "records": [{"index": 0, "line": 1}]})[0].where is None
+
+
+def test_the_train_form_is_as_it_was_when_the_app_last_closed(qtbot, tmp_path):
+    """A researcher who split their data and set up a run finds the form so after a restart, not
+    the demo preset (whose Start would train on the shipped demo dataset, not their file)."""
+    import shutil
+    from pathlib import Path
+
+    data = tmp_path / "mine-train.jsonl"
+    shutil.copy(Path(__file__).resolve().parents[2] / "resources" / "demo" / "dataset.jsonl", data)
+    shutil.copy(data, tmp_path / "mine-eval.jsonl")
+    win = MainWindow(load_demo=False, restore_geometry=False, reopen_last=True)
+    qtbot.addWidget(win)
+    train = win.areas["train"]
+    train.config_model.update({"dataset": str(data), "eval_dataset": str(tmp_path / "mine-eval.jsonl"),
+                               "eval_split": 0.0, "learning_rate": 0.001, "lora_r": 4})
+    win.close()
+
+    again = MainWindow(load_demo=False, restore_geometry=False, reopen_last=True)
+    qtbot.addWidget(again)
+    values = again.areas["train"].config_model.values()
+    assert values["dataset"] == str(data) and values["eval_dataset"] == str(tmp_path / "mine-eval.jsonl")
+    assert (values["eval_split"], values["learning_rate"], values["lora_r"]) == (0.0, 0.001, 4)
+    assert not again.areas["train"].config_model.errors()
+    assert again.areas["dataset"].lint_panel.seq_len.value() == values["seq_len"]
+
+    # --demo (reopen_last False) opens the app on the demo: the demo preset's form.
+    demo = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(demo)
+    assert demo.areas["train"].config_model.get("dataset") == "demo"
