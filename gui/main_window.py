@@ -175,6 +175,17 @@ class MainWindow(QMainWindow):
         if current is not None and current.run_dir and train.run_dir != current.run_dir and not train.run.is_active():
             train.follow_run(current.run_dir)
 
+    @staticmethod
+    def _on_run_finished(runs: QWidget, data: dict) -> None:
+        """A run ended in the Train area: the Runs area lists it, selected, so its curves and its
+        actions (Try it, Export GGUF…) are there when the user looks. A probe's folder is a
+        measurement, not a result: the selection stays."""
+        path = data.get("output_dir")
+        if path and not isinstance(data.get("probe"), dict):
+            runs.show_run(path)
+        else:
+            runs.refresh()
+
     def _wire_areas(self) -> None:
         runs, adapters, train = self.areas.get("runs"), self.areas.get("adapters"), self.areas.get("train")
         if hasattr(runs, "sig_compare_adapters") and hasattr(adapters, "compare_adapters"):
@@ -186,8 +197,8 @@ class MainWindow(QMainWindow):
             runs.sig_resume_run.connect(lambda path: (self.show_area("train"), train.resume_run(path)))
         if hasattr(runs, "sig_open_config") and hasattr(train, "load_config_file"):
             runs.sig_open_config.connect(lambda path: (self.show_area("train"), train.load_config_file(path)))
-        if hasattr(train, "sig_run_finished") and hasattr(runs, "refresh"):
-            train.sig_run_finished.connect(lambda *_: runs.refresh())
+        if hasattr(train, "sig_run_finished") and hasattr(runs, "show_run"):
+            train.sig_run_finished.connect(lambda data: self._on_run_finished(runs, data))
         if hasattr(train, "sig_run_finished") and hasattr(adapters, "refresh"):
             train.sig_run_finished.connect(lambda *_: adapters.refresh())
         if hasattr(train, "sig_audit_run") and hasattr(runs, "audit_run"):

@@ -512,6 +512,16 @@ class RunsArea(QWidget):
             if str(info.path) in want:
                 sel.select(self.proxy.index(row, 0), sel.SelectionFlag.Select | sel.SelectionFlag.Rows)
 
+    def show_run(self, path: str | Path) -> None:
+        """Re-read the runs folder and select run ``path`` alone, scrolled to (the run that just
+        ended in the Train area)."""
+        self.refresh()
+        self.select_paths([path])
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            self.table.setCurrentIndex(rows[0])
+            self.table.scrollTo(rows[0])
+
     def on_shown(self) -> None:
         self.refresh()
 

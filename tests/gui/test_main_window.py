@@ -200,3 +200,37 @@ def test_the_train_form_is_as_it_was_when_the_app_last_closed(qtbot, tmp_path):
     demo = MainWindow(load_demo=False, restore_geometry=False)
     qtbot.addWidget(demo)
     assert demo.areas["train"].config_model.get("dataset") == "demo"
+
+
+def test_a_run_that_ends_in_the_train_area_is_the_one_selected_in_the_runs_area(qtbot):
+    """Back in Runs after a run, its curves and actions (Try it, Open config) are there, not
+    "Select one or more runs"; a probe's throwaway folder leaves the selection alone."""
+    import json
+    import time
+
+    from engine.config import RunConfig
+    from engine.paths import runs_dir
+
+    def make_run(name: str, summary: dict) -> str:
+        path = runs_dir() / name
+        (path / "final").mkdir(parents=True)
+        RunConfig(max_steps=10).save(path / "run.yaml")
+        (path / "summary.json").write_text(json.dumps({"started": time.time() - 60, "finished": time.time(),
+                                                       "step": 10, **summary}))
+        return str(path)
+
+    older = make_run("20261204-100000-lora", {"status": "completed"})
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    train, runs = win.areas["train"], win.areas["runs"]
+    runs.select_paths([older])
+    new = make_run("20261204-110000-lora", {"status": "completed"})
+    train.sig_run_finished.emit({"output_dir": new, "status": "completed"})
+    win.show_area("runs")
+    assert [str(r.path) for r in runs.selected_runs()] == [new]
+    assert runs.try_button.isEnabled() and runs.config_button.isEnabled()
+
+    probe = make_run("20261204-120000-lora-probe", {"status": "completed", "probe": {"steps": 10}})
+    train.sig_run_finished.emit({"output_dir": probe, "status": "completed", "probe": {"steps": 10}})
+    assert [str(r.path) for r in runs.selected_runs()] == [new]
+    assert runs.model.rowCount() == 3
