@@ -38,6 +38,9 @@ AREAS = {
     "runs": ("Runs", "gui.runs.area:RunsArea", "Run history: compare curves, resume, try adapters"),
 }
 
+STATUS_MS = 30_000
+"""How long an area's status message stays (as long as a run's end is said there: gui.train.notify)."""
+
 
 class MainWindow(QMainWindow):
     """The application window."""
@@ -219,6 +222,9 @@ class MainWindow(QMainWindow):
         if hasattr(runs, "queue_panel") and hasattr(train, "follow_run"):
             runs.queue_panel.sig_changed.connect(lambda *_: self._follow_queue())
         dataset = self.areas.get("dataset")
+        if hasattr(dataset, "sig_status"):
+            # Saved, exported, a record kept as text, no finding left: said where the user looks.
+            dataset.sig_status.connect(lambda text: self.statusBar().showMessage(text, STATUS_MS))
         if hasattr(runs, "sig_open_record") and hasattr(dataset, "show_record"):
             runs.sig_open_record.connect(lambda path, index, expect: (self.show_area("dataset"),
                                                                       dataset.show_record(path, index, expect)))

@@ -234,3 +234,28 @@ def test_a_run_that_ends_in_the_train_area_is_the_one_selected_in_the_runs_area(
     train.sig_run_finished.emit({"output_dir": probe, "status": "completed", "probe": {"steps": 10}})
     assert [str(r.path) for r in runs.selected_runs()] == [new]
     assert runs.model.rowCount() == 3
+
+
+def test_the_dataset_areas_messages_reach_the_status_bar(qtbot, tmp_path):
+    """Save, a record kept as text and an export per answer each say what happened, in the
+    window's status bar (they were emitted to nothing: the bar said "Ready" after a save)."""
+    path = tmp_path / "small.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"}\n', encoding="utf-8")
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    editor = win.areas["dataset"]
+    editor.open_file(path)
+    assert win.statusBar().currentMessage().startswith("Opened small.jsonl")
+    editor.select_record(0)
+    editor.form.field_edit("output").setPlainText("b, checked")
+    editor.form.flush()
+    assert editor.save()
+    assert win.statusBar().currentMessage().startswith(f"Saved 2 records to {path}")
+    assert editor.export_per_answer(tmp_path / "per-answer.jsonl")
+    assert f"Wrote {tmp_path / 'per-answer.jsonl'}" in win.statusBar().currentMessage()
+    editor.form.json_button.setChecked(True)
+    editor.form.raw.setPlainText('{"instruction": "a" "output": "b"}')  # a comma left out
+    editor.form.flush()
+    editor.select_record(1)
+    assert "Record 1 is kept as text: its JSON doesn't parse" in win.statusBar().currentMessage()
+    editor.undo_stack.setClean()  # closing must not ask about the broken record
