@@ -457,6 +457,7 @@ class DatasetEditor(QWidget):
             self.watcher.removePaths(self.watcher.files() + self.watcher.directories())
         self._after_write(Path(written))
         remember_file(Path(written))
+        self.sig_status.emit(f"Saved {len(ds.records):,} records to {written}")
         self.sig_saved.emit(str(written))
         return True
 

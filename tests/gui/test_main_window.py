@@ -251,6 +251,8 @@ def test_the_dataset_areas_messages_reach_the_status_bar(qtbot, tmp_path):
     editor.form.flush()
     assert editor.save()
     assert win.statusBar().currentMessage().startswith(f"Saved 2 records to {path}")
+    assert editor.save_as(tmp_path / "copy.jsonl")  # what Save on the demo does: your own copy
+    assert win.statusBar().currentMessage().startswith(f"Saved 2 records to {tmp_path / 'copy.jsonl'}")
     assert editor.export_per_answer(tmp_path / "per-answer.jsonl")
     assert f"Wrote {tmp_path / 'per-answer.jsonl'}" in win.statusBar().currentMessage()
     editor.form.json_button.setChecked(True)
