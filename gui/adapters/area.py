@@ -49,6 +49,7 @@ from gui.adapters.library_model import METHOD_LABELS, AdapterCardDelegate, Adapt
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
 from gui.flow_layout import FlowLayout
+from gui.train.model_picker import recent_models, remember_model
 
 COLUMN_COLORS = ("#1565c0", "#2e7d32", "#ad1457", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037")
 BASE_COLOR = "#616161"
@@ -442,6 +443,8 @@ class AdaptersArea(QWidget):
         self.base_box = QComboBox()
         self.base_box.setEditable(True)
         self.base_box.addItem("demo")
+        for model in recent_models():  # the Train area's recent models, merged ones included
+            self.base_box.addItem(model)
         self.base_box.setMinimumWidth(220)
         self.base_box.setToolTip("The base model: 'demo', a model folder, or a Hugging Face id in your cache")
         self.browse_button = QPushButton("Browse…")
@@ -895,10 +898,18 @@ class AdaptersArea(QWidget):
             return None
         self._show_banner("")  # an earlier refusal no longer applies
         dialog = MergeDialog(self.base_text(), cards, self)
-        dialog.sig_merged.connect(lambda out: self.status.setText(f"merged model saved to {out}"))
+        dialog.sig_merged.connect(self._on_merged)
         names = ", ".join(c.name for c in cards)
         dialog.sig_failed.connect(lambda why: self._report_failure(f"The merge of {names} failed", why))
         return dialog
+
+    def _on_merged(self, out: str) -> None:
+        """A merged model is a model to load: offered in the Base list here and in the Train area's
+        model list (its recent models), as the merge dialog says."""
+        self.status.setText(f"merged model saved to {out}; it is in the Base list here and the Train area's models")
+        remember_model(out)
+        if self.base_box.findText(out) < 0:
+            self.base_box.insertItem(1, out)
 
     def open_compare_dialog(self, wholes: list[WholeModel] | None = None) -> CompareDialog | None:
         """The comparison of :meth:`merge_cards` (ticked, else selected), and of ``wholes`` (full or

@@ -174,6 +174,10 @@ class ModelPicker(QWidget):
         self._describe(model.get("model"))
 
     # ---- Public API
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self._fill_items()  # a model merged in the Adapters area since is a recent one
+
     def wait(self, msecs: int = 30_000) -> bool:
         return self._calls.wait(msecs)
 

@@ -247,6 +247,12 @@ def test_merge_dialog_runs_the_merge_in_a_child_process(qtbot, make_area, runs_h
     assert "Merged into" in dialog.result.text() and str(out / "merged-q8_0.gguf") in dialog.result.text()
     shot = tmp_path / "merge.png"
     assert dialog.grab().save(str(shot))
+    # The merged model is a model to load, as the dialog says: in the Base list here, and among the
+    # Train area's recent models (its model list shows them when it is shown).
+    assert area.base_box.findText(str(out)) >= 0 and "in the Base list here" in area.status.text()
+    from gui.train.model_picker import recent_models
+
+    assert recent_models()[0] == str(out)
 
     # A base the adapter was not trained on: the engine's refusal is shown, nothing is written.
     bad = MergeDialog("demo", [read_card(foreign_adapter)])

@@ -478,3 +478,17 @@ def test_a_missing_data_file_is_said_beside_its_field_and_a_file_saved_later_cle
     data.unlink()  # gone again: Start says so instead of starting a run that fails
     assert area.start_run() is False
     assert f"dataset '{data}': no such file" in area.banner.text() and not area.run.is_active()
+
+
+def test_a_model_remembered_elsewhere_is_in_the_model_list_when_it_is_shown_again(make_area, tmp_path):
+    """A model merged in the Adapters area goes to the recent models; the Train area's list offers it."""
+    from gui.train.model_picker import remember_model
+
+    area = make_area()
+    picker = area.model_picker
+    merged = str(tmp_path / "merged" / "medical")
+    assert picker.combo.findText(merged) < 0
+    remember_model(merged)
+    area.hide()
+    area.show()
+    assert picker.combo.findText(merged) >= 0
