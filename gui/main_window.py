@@ -230,10 +230,9 @@ class MainWindow(QMainWindow):
                                                                       dataset.show_record(path, index, expect)))
         if hasattr(train, "sig_open_line") and hasattr(dataset, "show_line"):
             train.sig_open_line.connect(lambda path, line: (self.show_area("dataset"), dataset.show_line(path, line)))
-        if hasattr(dataset, "sig_train_on") and hasattr(train, "config_model"):
+        if hasattr(dataset, "sig_train_on") and hasattr(train, "use_data_files"):
             dataset.sig_train_on.connect(lambda train_file, eval_file: (
-                self.show_area("train"),
-                train.config_model.update({"dataset": train_file, "eval_dataset": eval_file, "eval_split": 0.0})))
+                self.show_area("train"), train.use_data_files(train_file, eval_file)))
         if hasattr(train, "config_model") and hasattr(dataset, "lint_panel"):
             # The Checks tab counts truncation against the seq_len the run will use.
             def follow_seq_len(keys: set[str] | None = None) -> None:

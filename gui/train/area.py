@@ -220,6 +220,14 @@ class TrainArea(QWidget):
         if index >= 0:
             self.preset_combo.setCurrentIndex(index)
 
+    def use_data_files(self, train_file: str, eval_file: str) -> None:
+        """Train on these files (the Dataset area's Split… "Train on these"): the dataset and the eval
+        file, every record of the first training; the form shows where they went."""
+        self.config_model.update({"dataset": train_file, "eval_dataset": eval_file, "eval_split": 0.0})
+        editor = self.editors.get("dataset")
+        if editor is not None:
+            QTimer.singleShot(0, lambda: self.form_scroll.ensureWidgetVisible(editor, 0, 40))
+
     def remember_form(self) -> None:
         """Keep the form's values for the next start (the main window calls this as it closes)."""
         try:
@@ -659,6 +667,7 @@ class TrainArea(QWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(form_widget)
         scroll.setMinimumWidth(400)
+        self.form_scroll = scroll
         # Near the window's minimum width the form is wider than its pane: scroll, never cut a field.
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
 

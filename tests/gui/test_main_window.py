@@ -54,6 +54,12 @@ def test_split_train_on_these_fills_the_train_areas_dataset_and_eval_file(qtbot,
     assert values["dataset"] == str(tmp_path / "parts" / "demo-train.jsonl")
     assert values["eval_dataset"] == str(tmp_path / "parts" / "demo-eval.jsonl") and values["eval_split"] == 0.0
     assert not train.config_model.errors()
+    # The form scrolls to where the files went (the Data section was out of view under the model and method).
+    win.resize(1024, 640)
+    win.show()
+    train.form_scroll.verticalScrollBar().setValue(train.form_scroll.verticalScrollBar().maximum())
+    train.use_data_files(values["dataset"], values["eval_dataset"])
+    qtbot.waitUntil(lambda: train.editors["dataset"].visibleRegion().boundingRect().height() > 0, timeout=2000)
 
 
 def test_the_prompt_preview_follows_the_train_areas_loss_on_template_and_added_tokens(qtbot, tmp_path):
