@@ -71,6 +71,8 @@ PRESETS = {"demo": "Demo (tiny, CPU)", "lora": "LoRA", "qlora": "QLoRA (4-bit)",
            "full": "Full fine-tuning"}
 FORM_KEY = "train/form"
 """The settings key of the form's values when the app last closed (JSON)."""
+LAST_RUN_KEY = "train/last_run"
+"""The settings key of the run folder Resume continued when the app last closed."""
 # Applying a preset changes the recipe, not what it is applied to.
 KEEP_ON_PRESET = ("model", "dataset", "dataset_format", "template", "add_tokens", "output_dir", "run_name",
                   "trust_remote_code", "allow_pickle")
@@ -235,6 +237,8 @@ class TrainArea(QWidget):
         except (TypeError, ValueError):
             return  # a value JSON can't hold: the next start shows the preset rather than half a form
         studio_settings().setValue(FORM_KEY, text)
+        # The run Resume continues (not a probe's throwaway folder), so Resume still works next time.
+        studio_settings().setValue(LAST_RUN_KEY, self.run_dir or "")
 
     def restore_form(self) -> bool:
         """Put back the form as it was when the app last closed (what the researcher set up, their
@@ -250,6 +254,12 @@ class TrainArea(QWidget):
         known = self.config_model.values()
         self.config_model.update({k: v for k, v in values.items() if k in known})
         self.log.append("the form is as it was when Finetune Studio last closed")
+        last = studio_settings().value(LAST_RUN_KEY, "")
+        if isinstance(last, str) and last and not self.run_dir and (Path(last) / "run.yaml").is_file():
+            self.run_dir = last  # Resume continues it, as before the restart (if it can be resumed)
+            self._set_base(Path(last) / "run.yaml")
+            self._update_buttons(run_changed=True)
+            self.log.append(f"the last run here was {Path(last).name}")
         return True
 
     def apply_fix(self, changes: dict[str, Any]) -> None:

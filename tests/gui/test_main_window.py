@@ -202,6 +202,22 @@ def test_the_train_form_is_as_it_was_when_the_app_last_closed(qtbot, tmp_path):
     assert not again.areas["train"].config_model.errors()
     assert again.areas["dataset"].lint_panel.seq_len.value() == values["seq_len"]
 
+    # The run Resume continued is remembered too: a stopped run can be resumed after the restart.
+    from tests.gui.runs.test_runs_area import make_run
+
+    stopped = make_run("20261204-120000-lora", "stopped", steps=12, checkpoint=True)
+    again.areas["train"].run_dir = str(stopped)
+    again.close()
+    third = MainWindow(load_demo=False, restore_geometry=False, reopen_last=True)
+    qtbot.addWidget(third)
+    assert third.areas["train"].run_dir == str(stopped)
+    # Resume is about that run (here it says the form's LoRA rank differs from what its checkpoints hold).
+    assert third.areas["train"].resume_button.toolTip().startswith("20261204-120000-lora: a resume can't change")
+    from engine.config import RunConfig
+
+    third.areas["train"].config_model.set_config(RunConfig.load(stopped / "run.yaml"))
+    assert third.areas["train"].resume_button.isEnabled()
+
     # --demo (reopen_last False) opens the app on the demo: the demo preset's form.
     demo = MainWindow(load_demo=False, restore_geometry=False)
     qtbot.addWidget(demo)
