@@ -377,6 +377,10 @@ class TrainArea(QWidget):
                        env=cpu_training_env() if on_cpu else None, probe_steps=PROBE_STEPS if probe else 0)
         self.progress.setRange(0, 0)  # busy until the worker reports its step count
         self.progress_label.setText("Starting the worker (loading libraries, model and data)…")
+        window = self.window()
+        if hasattr(window, "statusBar"):  # not the last run's "finished" line for 30 s more
+            window.statusBar().showMessage(("Probing " if probe else "Resuming " if resume else "Training ")
+                                           + f"{cfg.method} on {Path(cfg.model).name or cfg.model}…", 10_000)
         self._update_buttons()
         return True
 

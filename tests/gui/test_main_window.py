@@ -283,3 +283,24 @@ def test_the_dataset_areas_messages_reach_the_status_bar(qtbot, tmp_path):
     editor.select_record(1)
     assert "Record 1 is kept as text: its JSON doesn't parse" in win.statusBar().currentMessage()
     editor.undo_stack.setClean()  # closing must not ask about the broken record
+
+
+def test_starting_a_run_replaces_the_last_runs_line_in_the_status_bar(qtbot, monkeypatch):
+    """A probe's "finished" line stayed 30 s into the next run."""
+    from engine.precision import Environment
+    from gui.train import area as area_module
+
+    monkeypatch.setattr(area_module, "CPU_TRAINING_NICE", 0)
+    monkeypatch.setattr(area_module, "detect_environment_isolated", Environment.cpu_only)
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    train = win.areas["train"]
+    train.apply_preset("demo")
+    qtbot.waitUntil(lambda: train.env is not None, timeout=30_000)
+    win.statusBar().showMessage("Probe finished: 10 steps, 0.1 s per step", 30_000)
+    try:
+        assert train.start_run(), train.banner.text()
+        assert win.statusBar().currentMessage() == "Training lora on demo…"
+    finally:
+        train.run.kill()
+        qtbot.waitUntil(lambda: not train.run.is_active(), timeout=30_000)  # closing asks about a live run
