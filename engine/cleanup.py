@@ -23,7 +23,7 @@ from typing import Any
 from engine.adapters import format_size
 from engine.errors import StudioError
 from engine.files import folder_bytes
-from engine.runs import checkpoint_step, checkpoints, is_run_folder, live_worker, resolve_run
+from engine.runs import checkpoints, live_worker, resolve_run
 
 
 @dataclass
@@ -66,9 +66,7 @@ def delete_plan(run: str | Path) -> Removal:
     Raises:
         StudioError: no such run, or it is training.
     """
-    run_dir = resolve_run(run)
-    if not is_run_folder(run_dir):  # resolve_run found it; a folder without run files is never deleted
-        raise StudioError(f"{run_dir} is not a run folder (no summary.json or run.yaml)")
+    run_dir = resolve_run(run)  # only ever a run folder: one without run files is never deleted
     _refuse_live(run_dir, "deleted")
     return Removal(run_dir, [run_dir], folder_bytes(run_dir), whole_run=True)
 
@@ -85,7 +83,7 @@ def prune_plan(run: str | Path, keep: int = 1, *, superseded: bool = True) -> Re
     _refuse_live(run_dir, "pruned")
     if keep < 0:
         raise StudioError(f"--keep must be 0 or more, got {keep}")
-    ckpts = sorted(checkpoints(run_dir), key=checkpoint_step)
+    ckpts = checkpoints(run_dir)  # oldest first
     has_final = (run_dir / "final").is_dir()
     if keep == 0 and ckpts and not has_final:
         raise StudioError(f"{run_dir.name} has no final/: its checkpoints are all it trained, so --keep 0 would "
@@ -124,7 +122,8 @@ def _confirm(plan: Removal, yes: bool) -> bool:
     if not sys.stdin.isatty():
         raise StudioError(plan.describe(done=False) + ": not done without a confirmation",
                           hint="Add --yes to do it from a script.")
-    answer = input(plan.describe(done=False)[0].upper() + plan.describe(done=False)[1:] + "? [y/N] ")
+    what = plan.describe(done=False)
+    answer = input(what[0].upper() + what[1:] + "? [y/N] ")
     return answer.strip().lower() in ("y", "yes")
 
 

@@ -444,26 +444,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _count(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (``--top -3`` printed all but 3 rows)."""
+def _whole_number(text: str, least: int, said: str) -> int:
+    """A whole number of at least ``least``, for an argparse type (``said``: the bound in words)."""
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    if n < least:
+        raise argparse.ArgumentTypeError(f"must be {said}, got {n}")
     return n
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--top -3`` printed all but 3 rows)."""
+    return _whole_number(text, 1, "at least 1")
 
 
 def _count_or_none(text: str) -> int:
     """An argparse type: a whole number of at least 0 (``--samples -1`` was taken as none)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (none) or more, got {n}")
-    return n
+    return _whole_number(text, 0, "0 (none) or more")
 
 
 def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[str, object]:

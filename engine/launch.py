@@ -175,13 +175,13 @@ def cli_export_launch(args: Any) -> int:
     """``finetune-studio export-launch RUN.yaml [--out DIR] [--zero 2|3] [--offload] [--num-processes N]``."""
     cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
     check_launch(cfg, zero=args.zero, num_processes=args.num_processes)  # before a run folder is made
-    from engine.train import data_file_errors, model_errors
+    from engine.train import missing_inputs
 
     # A launch of a model or dataset that isn't here fails only when started, on every GPU, and left
     # a run folder that never trained: refused now, as train refuses it.
-    errors = [*model_errors(cfg), *data_file_errors(cfg)]
+    errors = missing_inputs(cfg)
     if errors:
-        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)  # one: with its hint
+        raise ConfigErrors(errors)  # one reads as itself, with its hint
     if args.out:
         out = Path(args.out)
         if out.exists() and not out.is_dir():

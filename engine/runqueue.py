@@ -621,7 +621,7 @@ def _folder_text(e: Entry) -> str:
 def cli_add(args: Any) -> int:
     """``finetune-studio queue add RUN.yaml [--grid KEY=V1,V2 ...] [--KEY VALUE ...] [--json]``."""
     from engine.config import RunConfig, keys_in
-    from engine.train import data_file_errors, model_errors
+    from engine.train import missing_inputs
 
     q = RunQueue()
     cfg = RunConfig.load(args.config, args.overrides)
@@ -635,12 +635,12 @@ def cli_add(args: Any) -> int:
                               "values in one place", key=k,
                               hint=f"To queue it with {args.overrides[k]} too, add that value to the grid.")
                   for k in both]
-        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)  # one: with its hint
+        raise ConfigErrors(errors)  # one reads as itself, with its hint
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     given = {*keys_in(args.config), *args.overrides}
     added = q.add(cfg, changes=dict(args.overrides), source=str(Path(args.config).resolve()), grid=grid,
-                  given=given, check=lambda c: [*model_errors(c), *data_file_errors(c)])
+                  given=given, check=missing_inputs)
     for note in advice_for(added):  # said now: the runs train unattended
         print(f"note: {note}", file=sys.stderr)
     if args.json:

@@ -511,12 +511,16 @@ def data_file_errors(cfg: RunConfig) -> list[ConfigError]:
     return errors
 
 
-def model_errors(cfg: RunConfig) -> list[ConfigError]:
-    """What is wrong with the run's model (a folder that isn't there or lacks config.json, a hub
-    id not in the cache), as a :class:`ConfigError` on the ``model`` key; empty when it is there.
-    Imports no torch: ``train`` and ``queue add`` ask before anything loads or is queued, so a
-    typo'd model is a bad value (exit 2), not a run that fails later, unattended.
+def missing_inputs(cfg: RunConfig) -> list[ConfigError]:
+    """The run's model and data files that aren't there (:func:`data_file_errors`, and a model folder
+    that isn't there or lacks config.json, or a hub id not in the cache, on the ``model`` key).
+    Imports no torch: ``train``, ``queue add`` and ``export-launch`` ask before anything loads or is
+    queued, so a typo'd path is a bad value (exit 2), not a run that fails later, unattended.
     """
+    return [*_missing_model(cfg), *data_file_errors(cfg)]
+
+
+def _missing_model(cfg: RunConfig) -> list[ConfigError]:
     from engine.errors import ModelError
     from engine.models import resolve_model_path
 
@@ -2191,9 +2195,9 @@ def cli_train(args: Any) -> int:
         if "output_dir" not in args.overrides:
             _refuse_another_runs_folder(config, cfg)
     # Before torch loads: a typo'd path is told at once, as a bad value.
-    errors = [*model_errors(cfg), *data_file_errors(cfg)]
+    errors = missing_inputs(cfg)
     if errors:
-        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)  # one: with its hint
+        raise ConfigErrors(errors)  # one reads as itself, with its hint
     from engine.adapters import quiet_loading
 
     quiet_loading()  # the run prints its own progress: no "Loading weights" bar in a line-based log

@@ -215,23 +215,29 @@ class RunsTableModel(QAbstractTableModel):
     def set_runs(self, runs: list[RunInfo]) -> None:
         self.beginResetModel()
         self.runs = list(runs)
+        self._measure_disk()  # once per refresh, not per paint of a cell
         self.endResetModel()
 
     def disk_bytes(self, run: RunInfo) -> int:
-        """The run folder's size, measured again only when the folder or one of its checkpoints
-        changed (a running run's, at every refresh)."""
+        """The run folder's size, as measured at the last :meth:`set_runs`."""
+        return self._disk.get(str(run.path), ((), 0))[1]
+
+    def _measure_disk(self) -> None:
+        """Each run folder's size, measured again only when the folder or one of its checkpoints
+        changed (a running run's at every refresh); folders no longer listed are forgotten."""
         from engine.files import folder_bytes
 
-        try:
-            stamp = tuple(p.stat().st_mtime_ns for p in [run.path, *checkpoints(run.path)])
-        except OSError:
-            stamp = ()
-        key = str(run.path)
-        cached = self._disk.get(key)
-        if cached is None or cached[0] != stamp or run.status == "running":
-            cached = (stamp, folder_bytes(run.path))
-            self._disk[key] = cached
-        return cached[1]
+        sizes = {}
+        for run in self.runs:
+            try:
+                stamp = tuple(p.stat().st_mtime_ns for p in [run.path, *checkpoints(run.path)])
+            except OSError:
+                stamp = ()
+            cached = self._disk.get(str(run.path))
+            if cached is None or cached[0] != stamp or run.status == "running":
+                cached = (stamp, folder_bytes(run.path))
+            sizes[str(run.path)] = cached
+        self._disk = sizes
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
         return 0 if parent.isValid() else len(self.runs)
