@@ -53,28 +53,29 @@ if str(ROOT) not in sys.path:
 MODEL_CONFIG = ROOT / "bench" / "model_configs" / "llama3.2-1b" / "config.json"
 DEMO_MODEL = ROOT / "resources" / "demo" / "model"
 
-# name -> run-config changes on top of BASE. Order matters only for reading the table.
+# name -> run-config changes on top of BASE, in the order a tight time budget should keep them:
+# every method, quantization and 8-bit optimizer first, then variants.
 CASES: dict[str, dict[str, Any]] = {
     "full-bf16": {"method": "full"},
+    "lora-bf16": {"method": "lora"},
+    "qlora-nf4": {"method": "qlora", "load_in": "nf4"},
+    "lora-int8": {"method": "lora", "load_in": "int8"},
     "full-bf16-adamw8bit": {"method": "full", "optimizer": "adamw_8bit"},
     "freeze-top4": {"method": "freeze", "freeze_trainable_layers": 4, "freeze_extra_modules": ["norm"]},
-    "lora-bf16": {"method": "lora"},
-    "lora-dora-rslora": {"method": "lora", "use_dora": True, "use_rslora": True},
-    "lora-pissa": {"method": "lora", "lora_init": "pissa"},
-    "lora-gc-paged8bit": {"method": "lora", "gradient_checkpointing": True, "optimizer": "paged_adamw_8bit"},
-    "lora-fp16-amp": {"method": "lora", "load_in": "fp16", "mixed_precision": "fp16"},
-    "lora-fp32-bf16-autocast": {"method": "lora", "load_in": "fp32", "mixed_precision": "bf16"},
-    "lora-int8": {"method": "lora", "load_in": "int8"},
-    "qlora-nf4": {"method": "qlora", "load_in": "nf4"},
-    "qlora-nf4-gc": {"method": "qlora", "load_in": "nf4", "gradient_checkpointing": True},
-    # The llama3 format's markers added to the (ChatML) demo tokenizer and trained through PEFT's
-    # trainable tokens on the 4-bit base, whose embedding k-bit preparation made fp32.
-    "qlora-nf4-add-tokens": {"method": "qlora", "load_in": "nf4", "template": "llama3",
-                             "add_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]},
     "adapter-houlsby": {"method": "adapter", "adapter_style": "houlsby"},
     "prefix": {"method": "prefix"},
     "prompt": {"method": "prompt"},
     "ia3": {"method": "ia3"},
+    "lora-fp16-amp": {"method": "lora", "load_in": "fp16", "mixed_precision": "fp16"},
+    "lora-fp32-bf16-autocast": {"method": "lora", "load_in": "fp32", "mixed_precision": "bf16"},
+    "lora-gc-paged8bit": {"method": "lora", "gradient_checkpointing": True, "optimizer": "paged_adamw_8bit"},
+    "qlora-nf4-gc": {"method": "qlora", "load_in": "nf4", "gradient_checkpointing": True},
+    "lora-dora-rslora": {"method": "lora", "use_dora": True, "use_rslora": True},
+    "lora-pissa": {"method": "lora", "lora_init": "pissa"},
+    # The llama3 format's markers added to the (ChatML) demo tokenizer and trained through PEFT's
+    # trainable tokens on the 4-bit base, whose embedding k-bit preparation made fp32.
+    "qlora-nf4-add-tokens": {"method": "qlora", "load_in": "nf4", "template": "llama3",
+                             "add_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]},
     # A micro-batch of long records whose fp32 logits alone (64 x 1024 x 128256 x 4 B = 34 GB)
     # plus the bf16 copy overflow 80 GB: the guard must halve it (64 -> 32 -> ...) and finish.
     "oom-recovery-lora": {"method": "lora", "batch_size": 64, "seq_len": 1024, "dataset": "long",

@@ -74,15 +74,35 @@ def _train_adapter(base_dir: Path, out_dir: Path, answer: str, seed: int, steps:
     return out_dir
 
 
+def _section(report: dict[str, Any], name: str, check: Any) -> None:
+    """Run one check; a failure is recorded under ``report["failures"][name]`` and the next check runs."""
+    import traceback
+
+    import torch
+
+    t0 = time.perf_counter()
+    try:
+        check()
+    except Exception as e:  # noqa: BLE001 - every check reports, whichever fails
+        report["failures"][name] = f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4))
+    finally:
+        report.setdefault("seconds", {})[name] = round(time.perf_counter() - t0, 1)
+        torch.cuda.empty_cache()
+    print(f"{name}: {'FAILED ' + report['failures'][name] if name in report['failures'] else 'ok'}", file=sys.stderr)
+
+
 def gpu_check_generation(work_dir: str | Path | None = None, report: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the checks above and return a report; raise AssertionError on any failure.
+    """Run the checks above and return a report.
+
+    Each check (nf4, worker_nf4, int8, compare_nf4) runs even when one before it failed, so one
+    GPU session shows every result; ``report["failures"]`` maps a failed check to its error.
 
     Args:
         work_dir: Where adapters are written (default: a temporary folder).
 
     Returns:
-        ``{"gpu", "nf4": {...}, "worker_nf4": {...}, "int8": {...}, "ok": True}`` with
-        answers, tokens/s, switch times and GPU memory.
+        ``{"gpu", "nf4": {...}, "worker_nf4": {...}, "int8": {...}, "compare_nf4": {...}, "failures": {},
+        "ok": True}`` with answers, tokens/s, switch times and GPU memory.
     """
     import torch
 
@@ -97,91 +117,106 @@ def gpu_check_generation(work_dir: str | Path | None = None, report: dict[str, A
     report = {} if report is None else report  # filled step by step: a timeout still shows what passed
     report["gpu"] = torch.cuda.get_device_name(0)
     settings = GenerationSettings(max_new_tokens=24)
-
-    # ---- nf4 base, in process
+    report["failures"] = {}
+    answers: dict[str, str] = {}  # the in-process nf4 answers, which the worker's must equal
     import bitsandbytes as bnb
 
-    torch.cuda.reset_peak_memory_stats()
-    gen = Generator("demo", load_in="nf4", device="cuda")
-    n4 = sum(isinstance(m, bnb.nn.Linear4bit) for m in gen.model.modules())
-    assert n4 >= 7 * 4, f"expected every decoder projection in 4-bit, found {n4} Linear4bit modules"
-    model_id = id(gen.model)
-    for path in adapters.values():
-        gen.load_adapter(path)
-    answers, rates, switches = {}, {}, {}
-    for name in (BASE, "medical", "legal", "medical"):
-        r = gen.generate(PROMPT, name, settings)
-        answers[name], rates[name], switches[name] = r.text, r.tokens_per_s, r.switch_s
-    assert gen.base_loads == 1 and id(gen.model) == model_id
-    assert len({answers[BASE], answers["medical"], answers["legal"]}) == 3, answers
-    # 4-bit rounding of a tiny model may bend the tail of an answer; its start must survive.
-    assert answers["medical"].startswith("Rest"), answers["medical"]
-    assert answers["legal"].startswith("Read"), answers["legal"]
-    assert max(switches.values()) < 0.5, switches
-    report["nf4"] = {"linear4bit_modules": n4, "answers": answers, "tokens_per_s": rates, "switch_s": switches,
-                     "load_s": gen.load_s, "peak_gpu_allocated_bytes": torch.cuda.max_memory_allocated()}
-    del gen
-    torch.cuda.empty_cache()
+    # ---- nf4 base, in process
+    def nf4() -> None:
+        torch.cuda.reset_peak_memory_stats()
+        gen = Generator("demo", load_in="nf4", device="cuda")
+        n4 = sum(isinstance(m, bnb.nn.Linear4bit) for m in gen.model.modules())
+        assert n4 >= 7 * 4, f"expected every decoder projection in 4-bit, found {n4} Linear4bit modules"
+        model_id = id(gen.model)
+        for path in adapters.values():
+            gen.load_adapter(path)
+        rates, switches = {}, {}
+        for name in (BASE, "medical", "legal", "medical"):
+            r = gen.generate(PROMPT, name, settings)
+            answers[name], rates[name], switches[name] = r.text, r.tokens_per_s, r.switch_s
+        report["nf4"] = {"linear4bit_modules": n4, "answers": dict(answers), "tokens_per_s": rates, "switch_s": switches,
+                         "load_s": gen.load_s, "peak_gpu_allocated_bytes": torch.cuda.max_memory_allocated()}
+        assert gen.base_loads == 1 and id(gen.model) == model_id
+        assert len({answers[BASE], answers["medical"], answers["legal"]}) == 3, answers
+        # 4-bit rounding of a tiny model may bend the tail of an answer; its start must survive.
+        assert answers["medical"].startswith("Rest"), answers["medical"]
+        assert answers["legal"].startswith("Read"), answers["legal"]
+        assert max(switches.values()) < 0.5, switches
+        del gen
+        torch.cuda.empty_cache()
+
+    _section(report, "nf4", nf4)
 
     # ---- nf4 base, through the worker process (what the GUI uses)
-    client = GenerationClient("demo", load_in="nf4", device="cuda")
-    t0 = time.perf_counter()
-    client.start()
-    try:
-        for path in adapters.values():
-            client.load_adapter(path)
-        client.generate(PROMPT, [BASE, "medical", "legal"], settings)
-        events, readies = [], 0
-        for ev in client.events(timeout=300):
-            events.append(ev)
-            readies += ev.type == "ready"
-            if readies == 4:
-                break
-    finally:
-        code = client.close()
-    errors = [e.data for e in events if e.type == "error"]
-    assert not errors, errors
-    loaded = [e for e in events if e.type == "loaded"]
-    assert {e["base_loads"] for e in loaded} == {1} and len({e["base_id"] for e in loaded}) == 1
-    generated = {e["adapter"]: e.data for e in events if e.type == "generated"}
-    for name, g in generated.items():
-        streamed = "".join(e["text"] for e in events if e.type == "token" and e["adapter"] == name)
-        assert streamed == g["text"], (name, streamed, g["text"])
-    assert generated["medical"]["text"] == answers["medical"], "worker and in-process nf4 answers differ"
-    report["worker_nf4"] = {"exit_code": code, "wall_s": time.perf_counter() - t0, "dtype": loaded[0]["dtype"],
-                            "tokens_per_s": {k: v["tokens_per_s"] for k, v in generated.items()},
-                            "switch_s": {k: v["switch_s"] for k, v in generated.items()}}
+    def worker_nf4() -> None:
+        client = GenerationClient("demo", load_in="nf4", device="cuda")
+        t0 = time.perf_counter()
+        client.start()
+        try:
+            for path in adapters.values():
+                client.load_adapter(path)
+            client.generate(PROMPT, [BASE, "medical", "legal"], settings)
+            events, readies = [], 0
+            for ev in client.events(timeout=300):
+                events.append(ev)
+                readies += ev.type == "ready"
+                if readies == 4:
+                    break
+        finally:
+            code = client.close()
+        errors = [e.data for e in events if e.type == "error"]
+        assert not errors, errors
+        loaded = [e for e in events if e.type == "loaded"]
+        assert {e["base_loads"] for e in loaded} == {1} and len({e["base_id"] for e in loaded}) == 1
+        generated = {e["adapter"]: e.data for e in events if e.type == "generated"}
+        for name, g in generated.items():
+            streamed = "".join(e["text"] for e in events if e.type == "token" and e["adapter"] == name)
+            assert streamed == g["text"], (name, streamed, g["text"])
+        if answers:
+            assert generated["medical"]["text"] == answers["medical"], "worker and in-process nf4 answers differ"
+        report["worker_nf4"] = {"exit_code": code, "wall_s": time.perf_counter() - t0, "dtype": loaded[0]["dtype"],
+                                "tokens_per_s": {k: v["tokens_per_s"] for k, v in generated.items()},
+                                "switch_s": {k: v["switch_s"] for k, v in generated.items()}}
+
+    _section(report, "worker_nf4", worker_nf4)
 
     # ---- int8 base
-    gen8 = Generator("demo", load_in="int8", device="cuda")
-    n8 = sum(isinstance(m, bnb.nn.Linear8bitLt) for m in gen8.model.modules())
-    gen8.load_adapter(adapters["legal"])
-    r8 = gen8.generate(PROMPT, "legal", settings)
-    assert n8 >= 7 * 4 and r8.text.startswith("Read"), (n8, r8.text)
-    report["int8"] = {"linear8bit_modules": n8, "answer": r8.text, "tokens_per_s": r8.tokens_per_s}
-    del gen8
-    torch.cuda.empty_cache()
+    def int8() -> None:
+        gen8 = Generator("demo", load_in="int8", device="cuda")
+        n8 = sum(isinstance(m, bnb.nn.Linear8bitLt) for m in gen8.model.modules())
+        gen8.load_adapter(adapters["legal"])
+        r8 = gen8.generate(PROMPT, "legal", settings)
+        report["int8"] = {"linear8bit_modules": n8, "answer": r8.text, "tokens_per_s": r8.tokens_per_s}
+        assert n8 >= 7 * 4 and r8.text.startswith("Read"), (n8, r8.text)
+        del gen8
+        torch.cuda.empty_cache()
+
+    _section(report, "int8", int8)
 
     # ---- adapters compare on an nf4 base
-    import math
+    def compare_nf4() -> None:
+        import math
 
-    from engine.compare import compare_adapters
+        from engine.compare import compare_adapters
 
-    data = work / "medical.jsonl"
-    data.write_text("".join(json.dumps({"instruction": q, "input": "", "output": ANSWERS["medical"]}) + "\n"
-                            for q in QUESTIONS), encoding="utf-8")
-    c = compare_adapters([adapters["medical"], adapters["legal"]], data, base="demo", load_in="nf4",
-                         device="cuda", samples=1, answer=-1, max_new_tokens=16)
-    # The adapters' folders are named final/ outside any run: find them by path, not by name.
-    label = {str(Path(p).resolve()): n for n, p in adapters.items()} | {c.models[0].path: BASE}
-    scores = {label.get(m.path, m.name): m.mean_loss for m in c.models}
-    assert all(v is not None and math.isfinite(v) for v in scores.values()), scores
-    best = {label.get(m.path, m.name): m.best_on for m in c.models}
-    assert best.get("medical") == len(QUESTIONS), best
-    exact = {label.get(m.path, m.name): m.exact for m in c.models}
-    report["compare_nf4"] = {"mean_loss": scores, "best_on": best, "exact": exact, "seconds": c.seconds,
-                             "device": c.device}
-    report["ok"] = True
+        data = work / "medical.jsonl"
+        data.write_text("".join(json.dumps({"instruction": q, "input": "", "output": ANSWERS["medical"]}) + "\n"
+                                for q in QUESTIONS), encoding="utf-8")
+        c = compare_adapters([adapters["medical"], adapters["legal"]], data, base="demo", load_in="nf4",
+                             device="cuda", samples=1, answer=-1, max_new_tokens=16)
+        # The adapters' folders are named final/ outside any run: find them by path, not by name.
+        label = {str(Path(p).resolve()): n for n, p in adapters.items()} | {c.models[0].path: BASE}
+        scores = {label.get(m.path, m.name): m.mean_loss for m in c.models}
+        best = {label.get(m.path, m.name): m.best_on for m in c.models}
+        exact = {label.get(m.path, m.name): m.exact for m in c.models}
+        report["compare_nf4"] = {"mean_loss": scores, "best_on": best, "exact": exact, "seconds": c.seconds,
+                                 "device": c.device}
+        assert all(v is not None and math.isfinite(v) for v in scores.values()), scores
+        assert best.get("medical") == len(QUESTIONS), best
+
+    _section(report, "compare_nf4", compare_nf4)
+
+    report["ok"] = not report["failures"]
     return report
 
 
@@ -197,7 +232,8 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _timed_out)
     try:
         result = gpu_check_generation(report=partial)
-    except AssertionError as e:
-        print(json.dumps({**partial, "ok": False, "failure": str(e)}, indent=2, default=str))
+    except Exception as e:  # noqa: BLE001 - before the checks: no GPU, or the adapters didn't train
+        print(json.dumps({**partial, "ok": False, "failure": f"{type(e).__name__}: {e}"}, indent=2, default=str))
         sys.exit(1)
     print(json.dumps(result, indent=2, default=str))
+    sys.exit(0 if result["ok"] else 1)

@@ -1,26 +1,59 @@
 #!/usr/bin/env bash
 # Everything this project measures on a GPU, in one device-tool call of at most 10 minutes:
-#   1. bench/measure_memory.py  - the VRAM estimate's calibration table (issue: memory estimate)
-#   2. bench/gpu_check.py       - every method and precision trains on a 1.24B model (engine)
-#   3. bench/gpu_check_generation.py - 4-bit and 8-bit bases with two adapters, and a comparison (adapters)
-# Results go to $OUT (at most 8 files come back). Run from the repo root on the device machine,
-# after bench/gpu_wheels.sh here, with carry [".whl"] and timeout_s 590:
+#   memory      bench/measure_memory.py         - the VRAM estimate's calibration table (issue: memory estimate)
+#   check       bench/gpu_check.py              - every method and precision trains on a 1.24B model (engine)
+#     + bench/gpu_check_generation.py         - 4-bit and 8-bit bases with two adapters, a comparison (adapters)
+#   throughput  bench/throughput.py             - our engine vs a plain Trainer + PEFT script (engine)
+# Run from the repo root on the device machine, after bench/gpu_wheels.sh here, with carry
+# [".whl"] and timeout_s 590:
 #   bash bench/gpu_session.sh
+# STEPS picks and orders the steps (default "memory check throughput"; check includes generation); MEM_ONLY
+# and MEM_BUDGET pass --only and --budget-s to the memory step, e.g. a second, shorter call:
+#   STEPS="throughput memory" MEM_ONLY=7b MEM_BUDGET=60 bash bench/gpu_session.sh
+# Results go to $OUT, at most 8 files (what the device tool brings back): session.log,
+# memory-<date>.{json,md}, gpu-check-<date>.{json,md}, gpu-check-generation.json, throughput.json.
 set -u
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "carry .whl (bench/gpu_wheels.sh)"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
-python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', \
-transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" >> "$OUT/gpu.txt" 2>&1
-cat "$OUT/gpu.txt"
+exec > >(tee -a "$OUT/session.log") 2>&1
+STEPS=${STEPS:-memory check throughput}
+if [ ! -d /tmp/site/bitsandbytes ] || [ ! -d /tmp/site/datasets ]; then  # a warm machine keeps them
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "carry .whl (bench/gpu_wheels.sh)"; exit 1; }
+fi
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    HF_DATASETS_OFFLINE=1 FINETUNE_STUDIO_HOME=/tmp/fs-home TOKENIZERS_PARALLELISM=false
+date -u
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+# Preflight: every package imports and bitsandbytes' CUDA kernels run (4-bit and 8-bit).
+python3 - <<'EOF'
+import torch, transformers, peft, accelerate, datasets, bitsandbytes as bnb, platformdirs, pyarrow
+print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__, "peft",
+      peft.__version__, "accelerate", accelerate.__version__, "bitsandbytes", bnb.__version__, "datasets",
+      datasets.__version__, "pyarrow", pyarrow.__version__)
+x = torch.randn(64, 64, device="cuda", dtype=torch.bfloat16)
+q, state = bnb.functional.quantize_4bit(x, quant_type="nf4")
+print("nf4 round trip max error", float((bnb.functional.dequantize_4bit(q, state) - x).abs().max()))
+print("bf16 supported", torch.cuda.is_bf16_supported(), torch.cuda.get_device_name(0))
+EOF
 GIB=$(python3 -c "import torch; print(round(torch.cuda.get_device_properties(0).total_memory / 2**30))")
-# Budgets: 4.5 min memory table, 3 min training check, 1 min generation (each also stops
-# itself); with the install, about 9 minutes. MEM_ONLY=7b runs only those memory cases.
-timeout 270 python3 bench/measure_memory.py --out "$OUT" --gpu-gib "$GIB" --timeout 60 --budget-s 210 ${MEM_ONLY:+--only "$MEM_ONLY"} 2>&1 | tail -40
-timeout 180 python3 bench/gpu_check.py --out "$OUT" --budget-s 130 2>&1 | tail -40
-timeout 70 python3 bench/gpu_check_generation.py > "$OUT/gpu-check-generation.json" 2> "$OUT/generation.log"
-echo "generation exit $?"; tail -c 1500 "$OUT/gpu-check-generation.json"
+for step in $STEPS; do
+    echo "=== $step $(date -u +%T)"
+    case $step in
+        # each step also stops itself (its budget) before its hard timeout
+        memory) timeout "${MEM_TIMEOUT:-260}" python3 bench/measure_memory.py --out "$OUT" --gpu-gib "$GIB" --timeout 60 \
+                    --budget-s "${MEM_BUDGET:-200}" ${MEM_ONLY:+--only "$MEM_ONLY"} 2>&1 | tail -45 ;;
+        # generation (a 4.5M-parameter demo model, under a minute) runs beside the training check's
+        # first cases: their tokens/s share the GPU with it; the memory step never shares it.
+        check) timeout 75 python3 bench/gpu_check_generation.py > "$OUT/gpu-check-generation.json" 2> "$OUT/generation.log" &
+               gen=$!
+               timeout 160 python3 bench/gpu_check.py --out "$OUT" --budget-s "${CHECK_BUDGET:-105}" 2>&1 | tail -45
+               wait "$gen"; echo "generation exit $?"; tail -c 1500 "$OUT/gpu-check-generation.json"; echo
+               tail -c 1500 "$OUT/generation.log"; cat "$OUT/generation.log" >> "$OUT/session.log"; rm -f "$OUT/generation.log" ;;
+        throughput) timeout "${TP_TIMEOUT:-100}" python3 bench/throughput.py --model bench/model_configs/qwen2.5-0.5b \
+                        --random-weights --steps 30 --warmup 5 --repeats 2 --out "$OUT/throughput.json" 2>&1 | tail -30 ;;
+    esac
+done
+echo "=== done $(date -u +%T)"
 ls -la "$OUT"
+sleep 1  # let tee write the log's end

@@ -53,50 +53,50 @@ BUDGET_S = 360  # start no new case after this, to stay under 7 minutes
 # name -> (model, run-config overrides, padded). "padded": records of random lengths in
 # [s/2, s] padded to the longest (a real attention mask); otherwise all exactly seq_len.
 CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
-    # every method on one 1B model, bf16 unless the case says otherwise
+    # In the order a tight time budget should keep them: first one case of every method, precision,
+    # gradient checkpointing on and off, the large vocabulary (152k: the logits dominate) and a 7B
+    # model; then variants (DoRA, 8-bit optimizers, SGD, added tokens) and other block families
+    # (Qwen3's q/k norms, Gemma 3's sandwich norms and 262k vocabulary).
     "l32-1b/full/bf16/nockpt/b2s1024": ("llama3.2-1b", dict(method="full", load_in="bf16", batch_size=2, seq_len=1024), False),
-    "l32-1b/full/fp32+amp/ckpt/b4s512": ("llama3.2-1b", dict(method="full", load_in="fp32", gradient_checkpointing=True), False),
-    "l32-1b/full/bf16/adamw8bit/ckpt/b4s1024": ("llama3.2-1b", dict(method="full", load_in="bf16", optimizer="adamw_8bit",
-                                                                    gradient_checkpointing=True, seq_len=1024), False),
-    "l32-1b/freeze-2/bf16/nockpt/b4s1024": ("llama3.2-1b", dict(method="freeze", freeze_trainable_layers=2, seq_len=1024), False),
     "l32-1b/lora-all-r16/bf16/nockpt/b4s1024/padded": ("llama3.2-1b", dict(method="lora", lora_r=16, lora_target_modules=ALL,
                                                                             seq_len=1024), True),
+    "l32-1b/qlora-all-r16/nf4/nockpt/b4s512": ("llama3.2-1b", dict(method="qlora", load_in="nf4", lora_r=16,
+                                                                    lora_target_modules=ALL), False),
+    "l32-1b/lora-all-r16/int8/ckpt/b4s512": ("llama3.2-1b", dict(method="lora", load_in="int8", lora_r=16,
+                                                                  lora_target_modules=ALL, gradient_checkpointing=True), False),
+    "q25-0.5b/lora-all-r16/bf16/nockpt/b8s1024": ("qwen2.5-0.5b", dict(method="lora", lora_r=16, lora_target_modules=ALL,
+                                                                        batch_size=8, seq_len=1024), False),
+    "m-7b/lora-all-r16/bf16/ckpt/b2s2048/padded": ("mistral-7b", dict(method="lora", lora_r=16, lora_target_modules=ALL,
+                                                                      gradient_checkpointing=True, batch_size=2,
+                                                                      seq_len=2048), True),
+    "l32-1b/full/fp32+amp/ckpt/b4s512": ("llama3.2-1b", dict(method="full", load_in="fp32", gradient_checkpointing=True), False),
     "l32-1b/lora-qv-r8/fp16/ckpt/b8s1024": ("llama3.2-1b", dict(method="lora", load_in="fp16", mixed_precision="fp16",
                                                                  gradient_checkpointing=True, batch_size=8, seq_len=1024), False),
     "l32-1b/lora-qv-r8/bf16-noamp/nockpt/b4s512": ("llama3.2-1b", dict(method="lora", mixed_precision="no"), False),
-    "l32-1b/dora-qv-r8/bf16/nockpt/b4s512": ("llama3.2-1b", dict(method="lora", use_dora=True), False),
-    "l32-1b/lora-all-r16/int8/ckpt/b4s512": ("llama3.2-1b", dict(method="lora", load_in="int8", lora_r=16,
-                                                                  lora_target_modules=ALL, gradient_checkpointing=True), False),
-    "l32-1b/qlora-all-r16/nf4/nockpt/b4s512": ("llama3.2-1b", dict(method="qlora", load_in="nf4", lora_r=16,
-                                                                    lora_target_modules=ALL), False),
-    "l32-1b/qlora-all-r64/nf4/ckpt/b2s2048/paged8bit": ("llama3.2-1b", dict(
-        method="qlora", load_in="nf4", lora_r=64, lora_target_modules=ALL, gradient_checkpointing=True, batch_size=2,
-        seq_len=2048, optimizer="paged_adamw_8bit"), False),
-    # add_tokens: PEFT's trainable tokens rebuild the 128k x 2048 embedding (tied head) every step
-    "l32-1b/lora-qv-r8+3tokens/bf16/nockpt/b4s512": ("llama3.2-1b", dict(
-        method="lora", add_tokens=["<|a|>", "<|b|>", "<|c|>"]), False),
+    "l32-1b/freeze-2/bf16/nockpt/b4s1024": ("llama3.2-1b", dict(method="freeze", freeze_trainable_layers=2, seq_len=1024), False),
+    "l32-1b/adapter-houlsby/bf16/ckpt/b4s1024/ga4": ("llama3.2-1b", dict(
+        method="adapter", adapter_style="houlsby", gradient_checkpointing=True, seq_len=1024,
+        gradient_accumulation_steps=4), False),
     "l32-1b/ia3/bf16/nockpt/b4s1024": ("llama3.2-1b", dict(method="ia3", seq_len=1024), False),
     "l32-1b/prompt-20/bf16/ckpt/b4s1024": ("llama3.2-1b", dict(method="prompt", num_virtual_tokens=20,
                                                                 gradient_checkpointing=True, seq_len=1024), False),
     "l32-1b/prefix-20/bf16/nockpt/b4s512/eager": ("llama3.2-1b", dict(method="prefix", num_virtual_tokens=20,
                                                                        attn_implementation="eager"), False),
-    "l32-1b/adapter-houlsby/bf16/ckpt/b4s1024/ga4": ("llama3.2-1b", dict(
-        method="adapter", adapter_style="houlsby", gradient_checkpointing=True, seq_len=1024,
-        gradient_accumulation_steps=4), False),
-    # a large vocabulary (152k): the logits dominate
-    "q25-0.5b/lora-all-r16/bf16/nockpt/b8s1024": ("qwen2.5-0.5b", dict(method="lora", lora_r=16, lora_target_modules=ALL,
-                                                                        batch_size=8, seq_len=1024), False),
+    "l32-1b/full/bf16/adamw8bit/ckpt/b4s1024": ("llama3.2-1b", dict(method="full", load_in="bf16", optimizer="adamw_8bit",
+                                                                    gradient_checkpointing=True, seq_len=1024), False),
+    # variants
+    "l32-1b/dora-qv-r8/bf16/nockpt/b4s512": ("llama3.2-1b", dict(method="lora", use_dora=True), False),
+    "l32-1b/qlora-all-r64/nf4/ckpt/b2s2048/paged8bit": ("llama3.2-1b", dict(
+        method="qlora", load_in="nf4", lora_r=64, lora_target_modules=ALL, gradient_checkpointing=True, batch_size=2,
+        seq_len=2048, optimizer="paged_adamw_8bit"), False),
     "q25-0.5b/full/bf16/ckpt/b4s2048/sgd": ("qwen2.5-0.5b", dict(method="full", optimizer="sgd", gradient_checkpointing=True,
                                                                   seq_len=2048), False),
-    # 7B models
-    "m-7b/lora-all-r16/bf16/ckpt/b2s2048/padded": ("mistral-7b", dict(method="lora", lora_r=16, lora_target_modules=ALL,
-                                                                      gradient_checkpointing=True, batch_size=2,
-                                                                      seq_len=2048), True),
+    # add_tokens: PEFT's trainable tokens rebuild the 128k x 2048 embedding (tied head) every step
+    "l32-1b/lora-qv-r8+3tokens/bf16/nockpt/b4s512": ("llama3.2-1b", dict(
+        method="lora", add_tokens=["<|a|>", "<|b|>", "<|c|>"]), False),
     "l2-7b/freeze-4/bf16/ckpt/b4s1024/adamw8bit": ("llama2-7b", dict(method="freeze", freeze_trainable_layers=4,
                                                                       gradient_checkpointing=True, seq_len=1024,
                                                                       optimizer="adamw_8bit"), False),
-    # other block families (q/k norms, Gemma 3's sandwich norms and 262k vocabulary); last,
-    # so a tight budget skips them before the 7B cases
     "q3-1.7b/lora-all-r16/bf16/nockpt/b4s1024": ("qwen3-1.7b", dict(method="lora", lora_r=16, lora_target_modules=ALL,
                                                                      seq_len=1024), False),
     "g3-1b/full/bf16/ckpt/b2s1024": ("gemma3-1b", dict(method="full", gradient_checkpointing=True, batch_size=2,
@@ -324,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
             for model in sorted({CASES[n][0] for n in names}):
                 _smoke_model(model, weights / "smoke" / model)
         for model in sorted({CASES[n][0] for n in names if CASES[n][1].get("load_in") in ("int8", "nf4")}):
-            subprocess.run([py, __file__, "--prepare", model, "--weights", str(weights)], check=True,
-                           timeout=args.timeout)
+            try:  # a failure here shows as the quantized cases' errors; the others still run
+                subprocess.run([py, __file__, "--prepare", model, "--weights", str(weights)], check=True,
+                               timeout=args.timeout)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+                print(f"preparing {model}'s random weights failed: {e}", flush=True)
         for name in names:
             if time.perf_counter() - start > args.budget_s:
                 rows.append({"case": name, "error": "skipped (time budget)"})

@@ -162,6 +162,28 @@ def child_plain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- parent
+def random_model(config_dir: Path, out: Path, cuda: bool) -> Path:
+    """A model in ``config_dir``'s shape with random weights, saved with the demo tokenizer (whose ids all exist)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ROOT / "resources" / "demo" / "model")
+    config = AutoConfig.from_pretrained(config_dir)
+    if len(tok) > config.vocab_size:
+        raise SystemExit(f"{config_dir}: vocab_size {config.vocab_size} is smaller than the demo tokenizer's {len(tok)}")
+    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        setattr(config, key, getattr(tok, key))
+    torch.manual_seed(0)
+    with torch.device("cuda" if cuda else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    del model
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -215,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (OMP_NUM_THREADS); 1 "
                    "keeps a run from stalling in thread barriers when another process shares the cores")
     p.add_argument("--out", default=None, help="write the JSON report here")
+    p.add_argument("--random-weights", action="store_true", dest="random_weights",
+                   help="--model is a folder with only a config.json (bench/model_configs): build it with random "
+                        "weights (bf16 on a GPU) and the demo tokenizer, once, for both variants")
     args = p.parse_args(argv)
     import torch
 
@@ -234,10 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                    f"--load-in={args.load_in}", f"--mixed-precision={args.mixed_precision}"]
     started = time.strftime("%Y-%m-%d %H:%M")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.random_weights:
+            model_dir = random_model(Path(args.model), Path(tmp) / "model", cuda)
+            passthrough[0] = f"--model={model_dir}"
         for i in range(args.repeats):
             for variant in ("ours", "plain"):
                 res_path = Path(tmp) / f"{variant}-{i}.json"
-                env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                       "TOKENIZERS_PARALLELISM": "false",
                        "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
                 proc = subprocess.run([sys.executable, __file__, f"--variant={variant}", f"--result={res_path}",
                                        *passthrough], capture_output=True, text=True, env=env)
