@@ -1,12 +1,17 @@
-"""Compare the estimate with the peak GPU memory measured on one H100.
+"""Compare the estimate with the peak GPU memory measured on an H100 and an H200.
 
-The 8 cases below are the table in ``../shared/notes/memory-measured.md`` (also in
-``docs/memory.md``): torch 2.11+cu130, transformers 5.17, peft 0.21, bitsandbytes 0.50.2,
-one H100 80GB HBM3. Those runs used a plain PyTorch loop with the default (foreach)
-``torch.optim.AdamW`` and equal-length random sequences (no attention mask), so the
-estimate is computed with :data:`engine.memory.MEASURED_LOOP` instead of the Trainer
-defaults. The target is the *device used* column (``cudaMemGetInfo``: what nvidia-smi
-shows).
+Two tables, both torch 2.11+cu130, transformers 5.17, peft 0.21, bitsandbytes 0.50.2:
+
+- ``H100``: the 8 cases of ``../shared/notes/memory-measured.md`` (2026-11-28, one H100 80GB
+  HBM3). Those runs used a plain PyTorch loop with the default (foreach) ``torch.optim.AdamW``
+  and equal-length random sequences (no attention mask), so the estimate is computed with
+  :data:`engine.memory.MEASURED_LOOP` instead of the Trainer defaults.
+- ``H200``: ``bench/results/memory-2026-12-04-h200.json``, written by ``bench/measure_memory.py``
+  on one H200 (2026-12-04): the product's loading, method table and HF ``Trainer`` (fused AdamW),
+  estimated with the Trainer defaults. Cases marked *variable length* had records of random
+  lengths in [s/2, s], padded per batch as in real training; the others exactly ``seq_len``.
+
+The target is the *device used* column (``cudaMemGetInfo``: what nvidia-smi shows).
 
 Usage::
 
@@ -14,7 +19,8 @@ Usage::
     python bench/calibration.py --json     # machine-readable rows
 
 ``tests/engine/test_memory.py`` runs :func:`calibration_rows` and fails if a case leaves the
-band (within +-10%, never under by more than 5%).
+band (within +-10%, never under by more than 5%), except the cases in :data:`OUTSIDE_THE_BAND`,
+which it requires to be exactly those outside it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CONFIGS = ROOT / "bench" / "model_configs"
+H200_RESULTS = ROOT / "bench" / "results" / "memory-2026-12-04-h200.json"
 GIB = 1 << 30
+
+# Measured cases the estimate misses, and why (docs/memory.md, "Outside the band").
+OUTSIDE_THE_BAND: dict[str, str] = {
+    "l32-1b/full/bf16/adamw8bit/ckpt/b4s1024": "allocated exact; the allocator kept 3.35 GiB reserved beyond it "
+                                               "(the estimate's slack: 1.48)",
+    "l32-1b/lora-all-r16/bf16/nockpt/b4s1024/padded": "variable-length batches: reserved memory grows when a longer "
+                                                      "batch can't reuse the blocks a shorter one left",
+    "m-7b/lora-all-r16/bf16/ckpt/b2s2048/padded": "variable-length batches (as above); still growing at step 4",
+}
 
 # (case, run-config overrides, measured: trainable, total, peak allocated GiB, peak reserved
 # GiB, device used bytes). Copied from memory-measured.md; LoRA alpha = 2r, dropout 0.05.
@@ -86,25 +102,41 @@ def run_config(overrides: dict[str, Any]):
 
 
 def calibration_rows() -> list[dict[str, Any]]:
-    """One row per measured case: measured and estimated bytes and the error."""
-    from engine.memory import MEASURED_LOOP, model_structure, peak_breakdown
+    """One row per measured case (both tables): measured and estimated bytes and the error."""
+    from engine.memory import MEASURED_LOOP, Assumptions, model_structure, peak_breakdown
     from engine.memory.terms import Setup
 
-    rows = []
+    cases: list[tuple[str, str, Any, Any, dict[str, Any], bool]] = []
     for case, overrides, measured in MEASURED:
-        cfg = run_config(overrides)
+        cases.append(("H100", case, run_config(overrides), MEASURED_LOOP, measured, False))
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import measure_memory
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    for row in json.loads(H200_RESULTS.read_text(encoding="utf-8"))["rows"]:
+        _, _, variable = measure_memory.CASES[row["case"]]
+        measured = {"trainable": row["trainable"], "total": row["total"], "alloc_gib": row["peak_allocated_bytes"] / GIB,
+                    "reserved_gib": row["peak_reserved_bytes"] / GIB, "device": row["device_used_bytes"]}
+        cases.append(("H200", row["case"], measure_memory.run_config(row["case"]),
+                      Assumptions(attention_mask="always" if variable else "never"), measured, variable))
+    rows = []
+    for table, case, cfg, assumptions, measured, variable in cases:
         st = model_structure(cfg)
-        setup = Setup.from_config(cfg, MEASURED_LOOP)
+        setup = Setup.from_config(cfg, assumptions)
         peak, breakdown, phase = peak_breakdown(st, setup)
         allocated = peak - breakdown["allocator_slack"] - breakdown["cuda_context"]
         rows.append({
+            "table": table,
             "case": case,
+            "variable_length": variable,
             "measured_bytes": measured["device"],
             "estimate_bytes": peak,
             "error_pct": round(100.0 * (peak - measured["device"]) / measured["device"], 1),
-            "measured_alloc_gib": measured["alloc_gib"],
+            "measured_alloc_gib": round(measured["alloc_gib"], 2),
             "estimate_alloc_gib": round(allocated / GIB, 2),
-            "measured_reserved_gib": measured["reserved_gib"],
+            "measured_reserved_gib": round(measured["reserved_gib"], 2),
+            "estimate_slack_gib": round(breakdown["allocator_slack"] / GIB, 2),
             "peak_phase": phase,
             "trainable": st.trainable_at(cfg.lora_r),
             "measured_trainable": measured["trainable"],
@@ -115,12 +147,14 @@ def calibration_rows() -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| case | measured device GiB | estimate GiB | error | measured alloc GiB | estimated alloc GiB "
-             "| peak phase |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| GPU | case | measured device GiB | estimate GiB | error | measured alloc GiB | estimated alloc GiB "
+             "| measured reserved − alloc GiB | estimated slack GiB | peak phase |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['measured_bytes'] / GIB:.2f} | {r['estimate_bytes'] / GIB:.2f} | "
+        name = r["case"] + (" (variable length)" if r["variable_length"] else "")
+        lines.append(f"| {r['table']} | {name} | {r['measured_bytes'] / GIB:.2f} | {r['estimate_bytes'] / GIB:.2f} | "
                      f"{r['error_pct']:+.1f}% | {r['measured_alloc_gib']:.2f} | {r['estimate_alloc_gib']:.2f} | "
+                     f"{r['measured_reserved_gib'] - r['measured_alloc_gib']:.2f} | {r['estimate_slack_gib']:.2f} | "
                      f"{r['peak_phase']} |")
     return "\n".join(lines)
 

@@ -62,17 +62,20 @@ class DiskPlan:
 def model_bytes(model: Any, cfg: Any, *, peft: bool) -> tuple[int, int]:
     """``(saved weights, optimizer state)`` bytes of one checkpoint of ``model`` under ``cfg``
     (the state by the memory estimate's own per-tensor rule)."""
+    import torch
+
     from engine.memory.terms import tensor_state_bytes
 
     weights = optimizer = 0
     seen: set[int] = set()
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     for p in model.parameters():
         if id(p) in seen:
             continue  # tied embeddings are saved once
         seen.add(id(p))
         size = p.numel() * p.element_size()
         if p.requires_grad:
-            optimizer += tensor_state_bytes(cfg.optimizer, p.numel(), p.element_size())
+            optimizer += tensor_state_bytes(cfg.optimizer, p.numel(), p.element_size(), embedding=id(p) in embeddings)
         if p.requires_grad or not peft:
             weights += size
     return weights, optimizer

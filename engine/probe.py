@@ -71,7 +71,8 @@ def full_run_steps(cfg: RunConfig, train_records: int | None, world_size: int = 
 
 
 def probe_report(full: RunConfig, result: dict[str, Any], rows: list[dict[str, Any]], *,
-                 train_records: int | None, gpu_bytes: int | None, gpu_name: str | None) -> dict[str, Any]:
+                 train_records: int | None, gpu_bytes: int | None, gpu_name: str | None,
+                 longest: int | None = None) -> dict[str, Any]:
     """What the probe measured, for the FINISHED event, ``summary.json`` and the user.
 
     Args:
@@ -80,6 +81,9 @@ def probe_report(full: RunConfig, result: dict[str, Any], rows: list[dict[str, A
         rows: its metrics rows.
         train_records: training records of the run (its split).
         gpu_bytes, gpu_name: the GPU it ran on (None on the CPU).
+        longest: the longest tokenized training record. The estimate is for batches of
+            ``seq_len`` positions; when no record is that long (and rows aren't packed), no batch
+            is padded that far, so the estimate at the longest record is given beside it.
     """
     from engine.config import RunConfig
 
@@ -91,14 +95,17 @@ def probe_report(full: RunConfig, result: dict[str, Any], rows: list[dict[str, A
     per_step = seconds_per_step(rows)
     steps = full_run_steps(measured_as, train_records)
     peak = result.get("peak_gpu_device_bytes") or result.get("peak_gpu_reserved_bytes")
-    estimate_bytes = None
+    estimate_bytes = data_bytes = data_len = None
     if gpu_bytes:
-        try:
-            from engine.memory import estimate
+        from engine.memory import estimate
 
+        try:
             estimate_bytes = estimate(measured_as, gpu_bytes, gpu_name=gpu_name).peak_bytes
+            if longest and not measured_as.packing and longest < measured_as.seq_len:
+                data_bytes = estimate(measured_as.replace(seq_len=longest), gpu_bytes, gpu_name=gpu_name).peak_bytes
+                data_len = longest
         except Exception:  # noqa: BLE001 - the probe's measurement stands without an estimate
-            estimate_bytes = None
+            pass
     tokens = [r["tokens_per_s"] for r in rows if isinstance(r.get("tokens_per_s"), (int, float))
               and isinstance(r.get("step"), int) and r["step"] > WARMUP_STEPS]
     return {
@@ -108,6 +115,8 @@ def probe_report(full: RunConfig, result: dict[str, Any], rows: list[dict[str, A
         "peak_gpu_bytes": peak, "peak_is_driver": bool(result.get("peak_gpu_device_bytes")),
         "estimate_bytes": estimate_bytes,
         "estimate_error": (estimate_bytes - peak) / peak if estimate_bytes and peak else None,
+        "estimate_seq_len": measured_as.seq_len, "longest_record": data_len, "estimate_longest_bytes": data_bytes,
+        "estimate_longest_error": (data_bytes - peak) / peak if data_bytes and peak else None,
         "gpu_bytes": gpu_bytes, "gpu_name": gpu_name, "oom_retries": result.get("oom_retries") or 0,
         "changed": changed, "status": result.get("status"),
     }
@@ -147,6 +156,12 @@ def format_probe(report: dict[str, Any]) -> list[str]:
         text = f"GPU memory: peak {peak / gib:.2f} GiB measured{' (driver)' if report.get('peak_is_driver') else ''}"
         if report.get("estimate_bytes"):
             text += f", estimate {report['estimate_bytes'] / gib:.2f} GiB ({report['estimate_error']:+.1%})"
+            if report.get("estimate_longest_bytes"):
+                # No batch of this data is padded to seq_len: the estimate there is the worst case
+                # the config allows, the one at the longest record what this data can reach.
+                text += (f" at seq_len {report['estimate_seq_len']}, "
+                         f"{report['estimate_longest_bytes'] / gib:.2f} GiB ({report['estimate_longest_error']:+.1%}) "
+                         f"at the data's longest record ({report['longest_record']:,} tokens)")
         if report.get("gpu_bytes"):
             text += f", of {report['gpu_bytes'] / gib:.0f} GiB on {report.get('gpu_name') or 'the GPU'}"
         lines.append(text)

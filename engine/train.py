@@ -1615,7 +1615,8 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
             rows = len(prep.train_rows) + len(prep.eval_rows)
             result["probe"] = probe_report(probe_of, result, read_metrics(prep.output_dir),
                                            train_records=train_records_of(probe_of, rows),
-                                           gpu_bytes=prep.env.gpu_total_bytes, gpu_name=prep.env.gpu_name)
+                                           gpu_bytes=prep.env.gpu_total_bytes, gpu_name=prep.env.gpu_name,
+                                           longest=prep.data_stats.get("longest"))
         if on_trained is not None:
             on_trained(result.pop("_model"))
         result.pop("_model", None)

@@ -93,7 +93,8 @@ class ModelStructure:
         trainable_params: PEFT's trainable count at ``lora_rank``.
         base_trainable: Trainable parameters that belong to the base model (full/freeze).
         base_trainable_linear: Of those, weights of linear layers (autocast casts them).
-        trainable_tensor_sizes: ``(numel, count)`` of trainable tensors not scaled by rank.
+        trainable_tensor_sizes: ``(numel, count)`` of trainable tensors not scaled by rank
+            (``nn.Embedding`` weights excepted: ``trainable_embedding_sizes``).
         trainable_layers: Top decoder blocks with trainable base parameters.
         embed_trainable: The input embedding trains.
         head_trainable: The output head trains.
@@ -121,6 +122,9 @@ class ModelStructure:
         moe_intermediate: Width of one routed expert's MLP.
         token_rows: Embedding rows trained through PEFT's trainable tokens (``add_tokens`` with
             lora/qlora); each forward then builds the whole embedding, and head, with them.
+        trainable_embedding_sizes: ``(numel, count)`` of trainable ``nn.Embedding`` weights (full or
+            freeze training of the embedding, prompt and prefix encoders): the Trainer gives them
+            32-bit states under the 8-bit optimizers.
         moe_lora_experts: LoRA wraps the experts' 3D weights (PEFT's ``ParamWrapper``, which
             ``all-linear`` selects for MoE models): every forward builds the merged weights.
         attn_softcap: Attention scores go through ``tanh`` soft-capping (Gemma 2, eager).
@@ -173,6 +177,7 @@ class ModelStructure:
     moe_intermediate: int = 0
     moe_lora_experts: bool = False
     token_rows: int = 0
+    trainable_embedding_sizes: tuple[tuple[int, int], ...] = ()
     attn_softcap: bool = False
     final_logit_softcap: bool = False
     supports_sdpa: bool = True
@@ -212,7 +217,8 @@ class ModelStructure:
         return self.total_params + (rank - self.lora_rank) * self.lora_coef
 
     def trainable_tensors_at(self, rank: int) -> list[tuple[int, int]]:
-        """``(numel, count)`` of every trainable tensor at LoRA rank ``rank``."""
+        """``(numel, count)`` of every trainable tensor at LoRA rank ``rank``, embeddings excepted
+        (:attr:`trainable_embedding_sizes`)."""
         out = list(self.trainable_tensor_sizes)
         out.extend((d * rank, n) for d, n in self.lora_tensor_dims)
         return out
@@ -413,6 +419,8 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
     lora_dims: dict[int, int] = {}
     lora_rank = cfg.lora_r if cfg.method in ("lora", "qlora") else 0
     linear_weight_ids = {id(m.weight) for m in base.modules() if isinstance(m, nn.Linear)}
+    embedding_weight_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embedding_sizes: dict[int, int] = {}
     for pid, p in unique.items():
         if not p.requires_grad:
             continue
@@ -424,6 +432,8 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
                 base_trainable_linear += n
         if lora_rank and (".lora_A." in name or ".lora_B." in name) and n % lora_rank == 0:
             lora_dims[n // lora_rank] = lora_dims.get(n // lora_rank, 0) + 1
+        elif pid in embedding_weight_ids:
+            embedding_sizes[n] = embedding_sizes.get(n, 0) + 1
         else:
             fixed_sizes[n] = fixed_sizes.get(n, 0) + 1
 
@@ -502,6 +512,7 @@ def _build(cfg: RunConfig, model_dir: Path) -> ModelStructure:
         base_trainable=int(base_trainable),
         base_trainable_linear=int(base_trainable_linear),
         trainable_tensor_sizes=tuple(sorted(fixed_sizes.items())),
+        trainable_embedding_sizes=tuple(sorted(embedding_sizes.items())),
         trainable_layers=trainable_layers,
         embed_trainable=bool(embed_trainable),
         head_trainable=bool(head_trainable),

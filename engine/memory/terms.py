@@ -221,7 +221,10 @@ def optimizer_state_bytes(st: ModelStructure, s: Setup) -> int:
     torch AdamW: ``exp_avg`` and ``exp_avg_sq`` via ``zeros_like(p)``, so 2 x the parameter's
     dtype. bnb 8-bit AdamW (paged or not): two uint8 states plus two fp32 absmax per
     256-element block, but tensors under ``min_8bit_size`` = 4096 elements keep fp32 states
-    (bnb ``Optimizer8bit.init_state``). Paged states count too: they stay on the GPU until
+    (bnb ``Optimizer8bit.init_state``), and so does every ``nn.Embedding`` weight: the Trainer
+    registers ``optim_bits=32`` for them (``Trainer.create_optimizer``; measured on the H200,
+    2026-12-04: full fine-tuning of Llama-3.2-1B's shape allocated 1.46 GiB more than 8-bit
+    states of its 128k x 2048 embedding). Paged states count too: they stay on the GPU until
     memory runs out. HF's ``sgd`` has momentum 0: no state.
     """
     if s.optimizer == "sgd":
@@ -230,21 +233,24 @@ def optimizer_state_bytes(st: ModelStructure, s: Setup) -> int:
         if st.base_trainable:
             return 2 * (st.base_trainable * s.base_bytes + (st.trainable_at(s.lora_r) - st.base_trainable) * 4)
         return 2 * 4 * st.trainable_at(s.lora_r)
-    return sum(tensor_state_bytes(s.optimizer, numel, 4) * count for numel, count in st.trainable_tensors_at(s.lora_r))
+    return (sum(tensor_state_bytes(s.optimizer, numel, 4) * count for numel, count in st.trainable_tensors_at(s.lora_r))
+            + sum(tensor_state_bytes(s.optimizer, numel, 4, embedding=True) * count
+                  for numel, count in st.trainable_embedding_sizes))
 
 
-def tensor_state_bytes(optimizer: str, numel: int, element_size: int) -> int:
+def tensor_state_bytes(optimizer: str, numel: int, element_size: int, *, embedding: bool = False) -> int:
     """The optimizer state of one trainable tensor of ``numel`` elements of ``element_size`` bytes.
 
     torch AdamW: two moments in the tensor's dtype. bnb 8-bit AdamW: two uint8 moments, an fp32
     absmax per block of 256 and a 256-entry fp32 code table for each, but 32-bit moments below
-    ``min_8bit_size`` elements (checked against bitsandbytes' own state in tests/engine/test_disk.py).
+    ``min_8bit_size`` elements and for an ``nn.Embedding`` weight (``embedding``: the Trainer's
+    ``optim_bits=32`` override) (checked against bitsandbytes' own state in tests/engine/test_disk.py).
     SGD (momentum 0): none.
     """
     if optimizer == "sgd":
         return 0
     if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
-        if numel < MIN_8BIT_SIZE:
+        if numel < MIN_8BIT_SIZE or embedding:
             return 8 * numel
         return 2 * numel + 2 * 4 * math.ceil(numel / 256) + 2 * 4 * 256
     return 2 * numel * element_size
@@ -295,8 +301,8 @@ def activations(st: ModelStructure, s: Setup) -> Activations:
 
     With gradient checkpointing (HF ``gradient_checkpointing_enable``, non-reentrant, one
     checkpoint per block) a block keeps only its input, h x (2 or 4) bytes per token
-    (measured 2.0 for a bf16 residual stream, 4.0 for fp32), and one block is rebuilt at a
-    time in backward. Freeze keeps nothing below the lowest trainable block.
+    (measured 2.0 for a bf16 residual stream, 4.0 for fp32), plus what its ops keep outside
+    ``save_for_backward`` (LLM.int8's inputs), and one block is rebuilt at a time in backward. Freeze keeps nothing below the lowest trainable block.
     """
     num = s.numerics
     positions = s.tokens_per_sequence(st)
@@ -325,7 +331,7 @@ def activations(st: ModelStructure, s: Setup) -> Activations:
         if needed:
             saved += r.saved
             copies += r.weight_copies
-            ckpt_inputs += res * st.hidden
+            ckpt_inputs += res * st.hidden + r.escaped
             recompute = max(recompute, r.saved)
             mlp_bytes = r.mlp_bytes
         res, rg = r.output_bytes, r.output_requires_grad
@@ -427,10 +433,13 @@ def optimizer_step_temp_bytes(st: ModelStructure, s: Setup) -> int:
 
 
 def embedding_backward_temp_bytes(st: ModelStructure, s: Setup) -> int:
-    """A trainable tied embedding gets two gradients (input side and head side) that are
-    summed into ``.grad``: one extra V x h tensor at the end of backward."""
+    """A trainable tied embedding gets two gradients (head side first, then input side) that
+    are summed into ``.grad``: one extra V x h tensor at the end of backward."""
     if st.embed_trainable and st.tied:
-        return st.vocab * st.hidden * (s.autocast_bytes or s.base_bytes)
+        # The embedding's own gradient (embedding_dense_backward) is in its weight's dtype;
+        # autocast doesn't cast embeddings. Measured on the H200 (2026-12-04): an fp32 model
+        # under bf16 autocast allocated V x h x 4 here, not x 2.
+        return st.vocab * st.hidden * s.base_bytes
     return 0
 
 

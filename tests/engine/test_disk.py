@@ -114,3 +114,36 @@ def test_the_estimate_before_loading_agrees_with_the_plan_from_the_loaded_model(
     assert before["final_bytes"] == after.final_bytes
     assert before["checkpoints_at_once"] == after.checkpoints_at_once == 3
     assert before["free_bytes"] > 0 and before["fits"] is True
+
+
+def test_the_trainers_8bit_adamw_keeps_embeddings_in_32_bit_and_the_estimate_counts_it(tiny_model_dir, tmp_path):
+    """Trainer.create_optimizer registers optim_bits=32 for every nn.Embedding under the bitsandbytes
+    8-bit optimizers; a full fine-tune's tied 128k embedding then holds 8 B/param of state, not ~2
+    (measured on the H200: 1.46 GiB for Llama-3.2-1B's shape). The estimate, the disk plan and the
+    optimizer the Trainer really builds agree on every byte."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from engine.memory.structure import model_structure
+    from engine.memory.terms import Setup, optimizer_state_bytes
+
+    cfg = RunConfig.from_dict({"model": str(tiny_model_dir), "method": "full", "load_in": "fp32",
+                               "mixed_precision": "no", "optimizer": "adamw_8bit"})
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    embedding = model.get_input_embeddings().weight
+    assert embedding.numel() >= 4096  # 8-bit without the override
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), optim="adamw_bnb_8bit",
+                                                          use_cpu=True, report_to=[]))
+    opt = trainer.create_optimizer()
+    ids = torch.randint(0, embedding.shape[0], (2, 16))
+    model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+
+    def state_bytes(p):
+        return sum(v.numel() * v.element_size() for v in opt.state[p].values() if torch.is_tensor(v) and v.numel() > 1)
+
+    assert state_bytes(embedding) == 8 * embedding.numel()
+    kept = sum(state_bytes(p) for p in {id(p): p for p in model.parameters()}.values())
+    assert optimizer_state_bytes(model_structure(cfg), Setup.from_config(cfg)) == kept
+    assert disk.model_bytes(model, cfg, peft=False)[1] == kept

@@ -108,6 +108,32 @@ def test_report_puts_the_measured_peak_beside_the_estimate(tiny_model_dir, small
     assert line.endswith("of 24 GiB on NVIDIA RTX 4090")
 
 
+def test_report_adds_the_estimate_at_the_datas_longest_record(tiny_model_dir, small_dataset, tmp_path):
+    """Short records never pad a batch to seq_len: the estimate there is the config's worst case, and
+    the one at the longest record is what this data reaches (the H200 check's probe read +87% at
+    seq_len 512 with the demo data)."""
+    from engine.memory import estimate
+
+    full = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=100, device="auto", seq_len=512)
+    rows = [{"step": s, "loss": 1.0, "time": 100.0 + 0.5 * s} for s in range(1, 11)]
+    gib = 2**30
+    result = {"status": "completed", "step": 10, "peak_gpu_device_bytes": 3 * gib, "config": full.to_dict()}
+    report = probe_report(full, result, rows, train_records=200, gpu_bytes=24 * gib, gpu_name="NVIDIA RTX 4090",
+                          longest=100)
+    at_longest = estimate(full.replace(seq_len=100), 24 * gib, gpu_name="NVIDIA RTX 4090").peak_bytes
+    assert report["estimate_longest_bytes"] == at_longest < report["estimate_bytes"]
+    assert report["longest_record"] == 100
+    assert report["estimate_longest_error"] == pytest.approx((at_longest - 3 * gib) / (3 * gib))
+    line = format_probe(report)[-1]
+    assert " at seq_len 512, " in line and "at the data's longest record (100 tokens)" in line
+    # A record as long as seq_len, or packed rows, reach seq_len: nothing to add.
+    for longest, packing in ((512, False), (100, True)):
+        cfg = full.replace(packing=packing)
+        report = probe_report(cfg, {**result, "config": cfg.to_dict()}, rows, train_records=200, gpu_bytes=24 * gib,
+                              gpu_name="NVIDIA RTX 4090", longest=longest)
+        assert report["estimate_longest_bytes"] is None and "longest record" not in format_probe(report)[-1]
+
+
 def test_seconds_per_step_skips_the_warm_up_and_gaps():
     rows = [{"step": 1, "loss": 1, "time": 0.0}, {"step": 2, "loss": 1, "time": 9.0},
             {"step": 3, "loss": 1, "time": 10.0}, {"step": 4, "loss": 1, "time": 11.0},
