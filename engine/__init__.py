@@ -34,7 +34,11 @@ def stay_offline() -> None:
     waiting on a machine without internet. Called by the entry points before those libraries are
     imported (they read it at import); a value the user set is kept.
     """
+    import logging
     import os
 
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+    # Offline, the ``kernels`` package (looked up by bitsandbytes' import on CPUs with AVX512-BF16)
+    # logs "Skipping publisher trust check ... offline mode" on every command: true, and no news.
+    logging.getLogger("kernels").setLevel(logging.ERROR)

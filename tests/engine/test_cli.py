@@ -361,3 +361,23 @@ def test_one_config_problem_reads_as_itself_with_its_fix_not_as_a_list_of_one(tm
     assert main(["train", str(run_yaml)]) == 2  # two: still a list
     assert f"\n- {run_yaml}:3:1: 'learning_rate' must be a number, got 'abc'" in capsys.readouterr().err
     assert not (studio_home / "runs").exists()
+
+
+def test_commands_do_not_print_the_kernels_offline_line(tmp_path):
+    """`estimate` printed "Skipping publisher trust check for 'kernels-community/...' because Hugging
+    Face Hub is in offline mode" (bitsandbytes' import, on CPUs with AVX512-BF16): every command is
+    offline, so the line is no news. The kernels logger is quiet in any process the CLI starts."""
+    import os
+    from pathlib import Path
+
+    code = ("import logging, sys\n"
+            "from engine.cli import main\n"
+            "rc = main(['estimate', 'demo.yaml', '--gpu-memory', '24'])\n"
+            "print('RC', rc, logging.getLogger('kernels').getEffectiveLevel())\n")
+    (tmp_path / "demo.yaml").write_text("model: demo\ndataset: demo\nmethod: lora\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "FINETUNE_STUDIO_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180,
+                         cwd=tmp_path)
+    assert "RC 0 40" in out.stdout, out.stderr
+    assert "publisher trust" not in out.stdout + out.stderr
