@@ -10,6 +10,14 @@
 # STEPS picks and orders the steps (default "memory check throughput"; check includes generation); MEM_ONLY
 # and MEM_BUDGET pass --only and --budget-s to the memory step, e.g. a second, shorter call:
 #   STEPS="throughput memory" MEM_ONLY=7b MEM_BUDGET=60 bash bench/gpu_session.sh
+# MEM_ONLY is comma-separated substrings of case names, run in that order (bench/measure_memory.py
+# --only; add --list to print the selection without running it, no GPU needed).
+# Next session's memory follow-up (not in the default run): do variable-length batches' device numbers
+# plateau (12 steps), does expandable_segments remove the creep, does training complete with the
+# allocator capped at the estimate (see VARIANTS in bench/measure_memory.py); then the 4 cases the
+# 2026-12-04 run had no time for. 12 cases, about 6 min (the first 8, the follow-up, about 4), so
+# timeout_s 480:
+#   STEPS="memory" MEM_ONLY="12steps,expandable,capped,3tokens,l2-7b,q3-,g3-" MEM_BUDGET=330 MEM_TIMEOUT=420 bash bench/gpu_session.sh
 # Results go to $OUT, at most 8 files (what the device tool brings back): session.log,
 # memory-<date>.{json,md}, gpu-check-<date>.{json,md}, gpu-check-generation.json, throughput.json.
 set -u
