@@ -18,6 +18,8 @@
 # 2026-12-04 run had no time for. 12 cases, about 6 min (the first 8, the follow-up, about 4), so
 # timeout_s 480:
 #   STEPS="memory" MEM_ONLY="12steps,expandable,capped,3tokens,l2-7b,q3-,g3-" MEM_BUDGET=330 MEM_TIMEOUT=420 bash bench/gpu_session.sh
+# With the throughput comparison on long records after it in the same call (timeout_s 590):
+#   STEPS="memory throughput" MEM_ONLY="12steps,expandable,capped,3tokens,l2-7b,q3-,g3-" MEM_BUDGET=300 MEM_TIMEOUT=360 bash bench/gpu_session.sh
 # Results go to $OUT, at most 8 files (what the device tool brings back): session.log,
 # memory-<date>.{json,md}, gpu-check-<date>.{json,md}, gpu-check-generation.json, throughput.json.
 set -u
@@ -58,8 +60,13 @@ for step in $STEPS; do
                timeout 160 python3 bench/gpu_check.py --out "$OUT" --budget-s "${CHECK_BUDGET:-105}" 2>&1 | tail -45
                wait "$gen"; echo "generation exit $?"; tail -c 1500 "$OUT/gpu-check-generation.json"; echo
                tail -c 1500 "$OUT/generation.log"; cat "$OUT/generation.log" >> "$OUT/session.log"; rm -f "$OUT/generation.log" ;;
-        throughput) timeout "${TP_TIMEOUT:-100}" python3 bench/throughput.py --model bench/model_configs/qwen2.5-0.5b \
-                        --random-weights --steps 30 --warmup 5 --repeats 2 --out "$OUT/throughput.json" 2>&1 | tail -30 ;;
+        # Long records (~700 words, cut at seq_len 1024): each step is GPU work, not per-step overhead
+        # (the demo's short records made 2026-12-04's round overhead-bound).
+        throughput) python3 -c "import sys; from pathlib import Path; sys.path.insert(0, 'bench'); \
+from gpu_check import long_dataset; long_dataset(Path('/tmp/long.jsonl'), n=512, words=700)"
+                    timeout "${TP_TIMEOUT:-170}" python3 bench/throughput.py --model bench/model_configs/qwen2.5-0.5b \
+                        --random-weights --dataset /tmp/long.jsonl --seq-len 1024 --steps 20 --warmup 5 \
+                        --repeats "${TP_REPEATS:-2}" --out "$OUT/throughput.json" 2>&1 | tail -30 ;;
     esac
 done
 echo "=== done $(date -u +%T)"
