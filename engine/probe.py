@@ -154,16 +154,16 @@ def format_probe(report: dict[str, Any]) -> list[str]:
     if peak:
         gib = 2**30
         text = f"GPU memory: peak {peak / gib:.2f} GiB measured{' (driver)' if report.get('peak_is_driver') else ''}"
+        if report.get("gpu_bytes"):
+            text += f" of {report['gpu_bytes'] / gib:.0f} GiB on {report.get('gpu_name') or 'the GPU'}"
         if report.get("estimate_bytes"):
-            text += f", estimate {report['estimate_bytes'] / gib:.2f} GiB ({report['estimate_error']:+.1%})"
+            text += f"; estimate {report['estimate_bytes'] / gib:.2f} GiB ({report['estimate_error']:+.1%})"
             if report.get("estimate_longest_bytes"):
                 # No batch of this data is padded to seq_len: the estimate there is the worst case
                 # the config allows, the one at the longest record what this data can reach.
                 text += (f" at seq_len {report['estimate_seq_len']}, "
                          f"{report['estimate_longest_bytes'] / gib:.2f} GiB ({report['estimate_longest_error']:+.1%}) "
                          f"at the data's longest record ({report['longest_record']:,} tokens)")
-        if report.get("gpu_bytes"):
-            text += f", of {report['gpu_bytes'] / gib:.0f} GiB on {report.get('gpu_name') or 'the GPU'}"
         lines.append(text)
     else:
         lines.append("GPU memory: not measured (the probe trained on the CPU)")

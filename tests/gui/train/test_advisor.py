@@ -146,7 +146,7 @@ def test_a_probe_that_needed_a_smaller_batch_offers_it():
     assert card.key == "probe" and card.level == "warning"
     assert card.fix == {"batch_size": 4, "gradient_accumulation_steps": 2}
     assert "it fits with batch_size 4" in card.text and "about 10 min of training" in card.text
-    assert "peak 20.00 GiB measured (driver), estimate 21.00 GiB (+5.0%), of 24 GiB on RTX 4090" in card.text
+    assert "peak 20.00 GiB measured (driver) of 24 GiB on RTX 4090; estimate 21.00 GiB (+5.0%)" in card.text
     ok = {**report, "oom_retries": 0, "changed": {}}
     (card,) = Advisor().on_event("finished", {"status": "completed", "probe": ok})
     assert card.level == "ok" and card.fix is None
