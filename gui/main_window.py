@@ -100,9 +100,9 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1360, 860)
         self.show_area(s.value("main/area", "dataset") if restore_geometry else "dataset")
-        train = self.areas.get("train")
-        if reopen_last and hasattr(train, "restore_form"):
-            train.restore_form()  # where the researcher stopped, as the Dataset area's last file
+        for area in self.areas.values():
+            if reopen_last and hasattr(area, "restore_form"):
+                area.restore_form()  # the Train form, the playground: as the Dataset area's last file
         if load_demo or open_path is not None:
             self.load_demo(reopen_last=reopen_last, path=open_path)
 

@@ -8,6 +8,7 @@ process (``engine.generate``), which loads the base once and switches adapters w
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,16 @@ from gui.adapters.library_model import METHOD_LABELS, AdapterCardDelegate, Adapt
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
 from gui.flow_layout import FlowLayout
+from gui.settings import studio_settings
 from gui.train.model_picker import recent_models, remember_model
 
 COLUMN_COLORS = ("#1565c0", "#2e7d32", "#ad1457", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037")
 BASE_COLOR = "#616161"
 BANNER_STYLE = ("background: #fdecea; color: #8a1c14; border: 1px solid #f0b4ae; border-radius: 4px; "
                 "padding: 6px;")
+PLAYGROUND_KEY = "adapters/playground"
+"""The settings key of the playground as the user left it (JSON): the base and its precision, the
+ticked adapters, the prompt and system message, the generation settings, "Compare with base"."""
 
 
 class ElidedLabel(QLabel):
@@ -206,6 +211,20 @@ class AdaptersArea(QWidget):
         self.refresh()
         self._reload_prompt_names()
         self._update_buttons()
+        # The playground is written to the settings as it changes (on the next turn of the event
+        # loop, so a burst of changes is one write): a crash loses nothing the user set up.
+        self._remembered = json.dumps(self._playground_state())  # the last written or restored; the defaults
+        self._remembering = True
+        self._remember_timer = QTimer(self)
+        self._remember_timer.setSingleShot(True)
+        self._remember_timer.setInterval(0)
+        self._remember_timer.timeout.connect(self.remember_form)
+        for changed in (self.base_box.currentTextChanged, self.precision_box.currentTextChanged,
+                        self.prompt_edit.textChanged, self.system_edit.textChanged, self.max_tokens.valueChanged,
+                        self.temperature.valueChanged, self.top_p.valueChanged, self.repetition.valueChanged,
+                        self.seed.valueChanged, self.compare_base.toggled, self.model.dataChanged,
+                        self.model.modelReset):
+            changed.connect(lambda *_: self._remember_timer.start())
 
     def refresh(self) -> None:
         """Re-read the library (runs, library folder, added folders) and each card's fit with the base."""
@@ -356,11 +375,65 @@ class AdaptersArea(QWidget):
             return None
         return self.generate()
 
+    def remember_form(self) -> None:
+        """Keep the playground for the next start: the base, the ticked adapters, the prompt and the
+        generation settings. Called as they change, and by the main window as it closes."""
+        self._remember_timer.stop()
+        text = json.dumps(self._playground_state())
+        if not self._remembering or text == self._remembered:
+            return  # a session that changed nothing (``--demo``) leaves the last one's playground
+        s = studio_settings()
+        s.setValue(PLAYGROUND_KEY, text)
+        s.sync()
+        self._remembered = text
+
+    def restore_form(self) -> bool:
+        """Put back the playground as the user left it: the base, the adapters ticked that are still
+        in the library (one deleted since is dropped without a word), the prompt and the generation
+        settings. Nothing is loaded until the user asks. False when nothing was kept."""
+        text = studio_settings().value(PLAYGROUND_KEY, "")
+        try:
+            values = json.loads(text) if isinstance(text, str) and text else None
+        except ValueError:
+            values = None
+        if not isinstance(values, dict):
+            return False
+        self._remembering = False  # the state being put back is what the settings already hold
+        try:
+            base = values.get("base")
+            if isinstance(base, str) and base.strip():
+                self.base_box.setCurrentText(base)
+            if isinstance(values.get("precision"), str) and values["precision"] in LOAD_CHOICES:
+                self.precision_box.setCurrentText(values["precision"])
+            if isinstance(values.get("compare_base"), bool):
+                self.compare_base.setChecked(values["compare_base"])
+            if isinstance(values.get("prompt"), str):
+                self.prompt_edit.setPlainText(values["prompt"])
+            if isinstance(values.get("system"), str):
+                self.system_edit.setText(values["system"])
+            if isinstance(values.get("settings"), dict):
+                self.set_settings(values["settings"])
+            self._match_timer.stop()
+            self._update_matches()  # which cards the restored base can take, before ticking them
+            for other in list(self.model.checked):
+                self.model.set_checked(other, False)
+            adapters = values.get("adapters")
+            for path in adapters if isinstance(adapters, list) else []:
+                if isinstance(path, str) and path:
+                    self.model.set_checked(path, True)  # False for a folder gone or refused: dropped
+        finally:
+            self._remembering = True
+        self._remember_timer.stop()
+        self._remembered = text
+        self._update_buttons()
+        return True
+
     def on_shown(self) -> None:
         self.refresh()
 
     def prepare_screenshot(self) -> None:
         """For ``--screenshot``: the library with its first two adapters checked."""
+        self._remembering = False  # a screenshot leaves the user's playground in the settings alone
         self.refresh()
         fitting = [c for c in self.model.cards if self.model.set_checked(c.path, True)]
         for card in fitting[2:]:
@@ -1012,6 +1085,13 @@ class AdaptersArea(QWidget):
     def _update_matches(self) -> None:
         base = self.base_text()
         self.model.set_matches({c.path: lib.check_base_match(c.path, base) for c in self.model.cards if c.loadable})
+
+    def _playground_state(self) -> dict[str, Any]:
+        """What :meth:`remember_form` keeps."""
+        return {"base": self.base_box.currentText().strip(), "precision": self.precision_box.currentText(),
+                "adapters": [card.path for card in self.model.checked_cards()],
+                "prompt": self.prompt_edit.toPlainText(), "system": self.system_edit.text(),
+                "settings": self.settings().to_dict(), "compare_base": self.compare_base.isChecked()}
 
     def _reload_prompt_names(self, select: str | None = None) -> None:
         self.saved_box.clear()

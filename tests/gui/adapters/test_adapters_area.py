@@ -683,3 +683,121 @@ def test_the_playground_controls_keep_whole_labels_in_a_small_window(qtbot, size
             assert w.width() >= w.sizeHint().width(), w.text()
         r = QRect(w.mapTo(right, QPoint(0, 0)), w.size())
         assert r.left() >= 0 and r.right() <= right.width(), w
+
+
+def _set_up_playground(area, base: str, ticked: list[str]) -> None:
+    """What a user does in the playground before closing the app."""
+    area.base_box.setCurrentText(base)
+    for path in ticked:
+        assert area.model.set_checked(path, True)
+    area.prompt_edit.setPlainText("My knee hurts after running.\nWhat should I do?")
+    area.system_edit.setText("Answer in one sentence.")
+    area.max_tokens.setValue(77)
+    area.temperature.setValue(0.3)
+    area.top_p.setValue(0.8)
+    area.repetition.setValue(1.15)
+    area.seed.setValue(7)
+    area.compare_base.setChecked(False)
+
+
+def _assert_prompt_and_settings_restored(area) -> None:
+    assert area.prompt_edit.toPlainText() == "My knee hurts after running.\nWhat should I do?"
+    assert area.system_edit.text() == "Answer in one sentence."
+    assert (area.max_tokens.value(), area.temperature.value(), area.top_p.value(), area.repetition.value(),
+            area.seed.value()) == (77, 0.3, 0.8, 1.15, 7)
+    assert not area.compare_base.isChecked()
+
+
+def test_the_playground_is_as_the_user_left_it_after_a_restart(qtbot, make_area, runs_home, demo_base):
+    """The base, the ticked adapters, the prompt and the generation settings come back at the next
+    start; they are in the settings as soon as they change, so a crash loses none of them."""
+    from gui.adapters.area import PLAYGROUND_KEY
+    from gui.settings import studio_settings
+
+    ticked = sorted(str(final.resolve()) for final in runs_home.values())
+    area = make_area()
+    _set_up_playground(area, str(demo_base), ticked)
+    # Written on the next turn of the event loop, not when the app closes (there is no close here).
+    qtbot.waitUntil(lambda: "My knee hurts" in str(studio_settings().value(PLAYGROUND_KEY, "")), timeout=2000)
+    kept = json.loads(studio_settings().value(PLAYGROUND_KEY))
+    assert sorted(kept["adapters"]) == ticked and kept["base"] == str(demo_base)
+
+    again = make_area()  # the next start, with the same settings file
+    assert again.restore_form()
+    assert again.base_text() == str(demo_base)
+    assert sorted(c.path for c in again.model.checked_cards()) == ticked
+    _assert_prompt_and_settings_restored(again)
+    assert again.thread is None and again.banner.isHidden()  # nothing loads until the user asks
+
+    # A start with nothing kept (the first one) leaves the playground as it is built.
+    studio_settings().remove(PLAYGROUND_KEY)
+    fresh = make_area()
+    assert not fresh.restore_form()
+    assert not fresh.model.checked and not fresh.prompt_edit.toPlainText() and fresh.compare_base.isChecked()
+
+
+def test_a_ticked_adapter_deleted_before_the_restart_is_dropped_quietly(qtbot, make_area, runs_home):
+    from engine.paths import runs_dir
+    from gui.adapters.area import PLAYGROUND_KEY
+    from gui.settings import studio_settings
+
+    area = make_area()
+    _set_up_playground(area, "demo", [str(runs_home["medical"]), str(runs_home["legal"])])
+    area.remember_form()  # as the main window does on close
+    area.shutdown()
+    shutil.rmtree(runs_dir() / "legal")
+
+    again = make_area()
+    assert again.restore_form()
+    assert [c.name for c in again.model.checked_cards()] == ["medical"]
+    assert again.base_text() == "demo" and again.banner.isHidden()
+    _assert_prompt_and_settings_restored(again)
+    again.remember_form()
+    again.shutdown()
+    assert json.loads(studio_settings().value(PLAYGROUND_KEY))["adapters"] == [str(runs_home["medical"].resolve())]
+
+    # None left: the playground's normal empty state, the prompt and settings still there.
+    shutil.rmtree(runs_dir() / "medical")
+    third = make_area()
+    third.show()
+    assert third.restore_form()
+    assert not third.model.checked and not third.model.cards
+    assert third.empty_hint.isVisible() and third.columns_placeholder.isVisible() and third.banner.isHidden()
+    _assert_prompt_and_settings_restored(third)
+
+
+def test_the_main_window_restores_the_playground_unless_started_on_the_demo(qtbot, runs_home):
+    """``reopen_last`` (a normal start) puts the playground back; ``--demo`` doesn't, and a session
+    that leaves the playground alone (or a --screenshot) doesn't overwrite what was kept."""
+    from gui.adapters.area import PLAYGROUND_KEY
+    from gui.main_window import MainWindow
+    from gui.settings import studio_settings
+
+    win = MainWindow(load_demo=False, restore_geometry=False, reopen_last=True)
+    qtbot.addWidget(win)
+    _set_up_playground(win.areas["adapters"], "demo", [str(runs_home["medical"])])
+    win.close()
+    kept = studio_settings().value(PLAYGROUND_KEY)
+
+    demo = MainWindow(load_demo=False, restore_geometry=False)  # --demo
+    qtbot.addWidget(demo)
+    assert not demo.areas["adapters"].prompt_edit.toPlainText() and not demo.areas["adapters"].model.checked
+    demo.show_area("adapters")
+    qtbot.wait(50)
+    demo.close()
+    assert studio_settings().value(PLAYGROUND_KEY) == kept
+
+    shot = MainWindow(load_demo=False, restore_geometry=False)  # as gui.app.screenshot does
+    qtbot.addWidget(shot)
+    shot.prepare_screenshot("adapters")
+    qtbot.wait(50)
+    shot.discard_for_screenshot()
+    shot.close()
+    assert studio_settings().value(PLAYGROUND_KEY) == kept
+
+    again = MainWindow(load_demo=False, restore_geometry=False, reopen_last=True)
+    qtbot.addWidget(again)
+    playground = again.areas["adapters"]
+    assert [c.name for c in playground.model.checked_cards()] == ["medical"]
+    _assert_prompt_and_settings_restored(playground)
+    again.close()
