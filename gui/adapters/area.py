@@ -211,13 +211,13 @@ class AdaptersArea(QWidget):
         self.refresh()
         self._reload_prompt_names()
         self._update_buttons()
-        # The playground is written to the settings as it changes (on the next turn of the event
-        # loop, so a burst of changes is one write): a crash loses nothing the user set up.
+        # The playground is written to the settings as it changes, 0.4 s after the last change (a
+        # burst of typing is one write, ~10 ms each, not one per key): a crash loses at most that.
         self._remembered = json.dumps(self._playground_state())  # the last written or restored; the defaults
         self._remembering = True
         self._remember_timer = QTimer(self)
         self._remember_timer.setSingleShot(True)
-        self._remember_timer.setInterval(0)
+        self._remember_timer.setInterval(400)
         self._remember_timer.timeout.connect(self.remember_form)
         for changed in (self.base_box.currentTextChanged, self.precision_box.currentTextChanged,
                         self.prompt_edit.textChanged, self.system_edit.textChanged, self.max_tokens.valueChanged,
