@@ -544,20 +544,34 @@ def closest_key(name: str) -> str | None:
 
 def split_values(text: str) -> list[str]:
     """``"[q_proj,v_proj],all-linear"`` -> ``["[q_proj,v_proj]", "all-linear"]``: split on the commas
-    outside brackets and quotes, so a list value stays whole."""
-    parts, depth, quote, start = [], 0, "", 0
+    outside brackets and quotes, so a list value stays whole.
+
+    Raises:
+        ValueError: the brackets or quotes don't pair up, said as ``"'[' without ']'"`` (an unclosed
+            ``[`` would take every comma after it: the text was queued as one literal value).
+    """
+    parts, opened, quote, start = [], [], "", 0
+    pairs = {"[": "]", "{": "}"}
     for i, c in enumerate(text):
         if quote:
             quote = "" if c == quote else quote
-        elif c in "'\"":
-            quote = c
-        elif c in "[{":
-            depth += 1
+        elif c in "'\"" and text[start:i].strip()[-1:] in ("", "[", "{", ",", ":"):
+            quote = c  # a quote opens a value (as in YAML); bob's is text
+        elif c in pairs:
+            opened.append(c)
         elif c in "]}":
-            depth = max(0, depth - 1)
-        elif c == "," and depth == 0:
+            if not opened or pairs[opened[-1]] != c:
+                want = {v: k for k, v in pairs.items()}[c]
+                raise ValueError(f"'{c}' without '{want}' before it" if not opened
+                                 else f"'{opened[-1]}' closed by '{c}'")
+            opened.pop()
+        elif c == "," and not opened:
             parts.append(text[start:i])
             start = i + 1
+    if quote:
+        raise ValueError(f"a {quote} quote without its closing {quote}")
+    if opened:
+        raise ValueError(f"'{opened[-1]}' without '{pairs[opened[-1]]}'")
     parts.append(text[start:])
     return [p.strip() for p in parts if p.strip()]
 

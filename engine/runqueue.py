@@ -107,9 +107,17 @@ def parse_grid(items: list[str], *, notes: list[str] | None = None) -> dict[str,
             errors.append(ConfigError(f"--grid: '{key}' is given twice; list all its values in one --grid",
                                       key=key))
             continue
+        try:
+            texts = split_values(values)
+        except ValueError as problem:  # "[q_proj,v_proj" was queued as the literal text
+            form = ("end a quoted value with its quote, e.g. --grid \"run_name='a,b',c\"" if "quote" in str(problem)
+                    else "write a list value whole in brackets, e.g. "
+                    "--grid \"lora_target_modules=[q_proj,v_proj],all-linear\"")
+            errors.append(ConfigError(f"--grid {key}: {problem} in {values.strip()!r}; {form}", key=key))
+            continue
         kept: list[Any] = []
         seen: list[Any] = []
-        for text in split_values(values):
+        for text in texts:
             value = parse_override(key, text)
             try:
                 same = coerce(key, value)

@@ -59,6 +59,31 @@ def test_grid_values_split_outside_brackets_and_repeats_are_queued_once():
                      "--grid learning_rate: 0.0001 is the same as an earlier value; queued once"]
 
 
+def test_a_grid_value_with_unpaired_brackets_or_quotes_is_refused_with_the_accepted_form(tmp_path, studio_home,
+                                                                                        capsys):
+    """`--grid "lora_target_modules=[q_proj,v_proj"` was queued with the literal text as the value."""
+    from engine.cli import main
+
+    with pytest.raises(ConfigErrors) as e:
+        parse_grid(["lora_target_modules=q_proj,v_proj]", "lora_r=8,16", "run_name='a,b", "ia3_target_modules=[k}"])
+    assert [x.message.split(";")[0] for x in e.value.errors] == [
+        "--grid lora_target_modules: ']' without '[' before it in 'q_proj,v_proj]'",
+        "--grid run_name: a ' quote without its closing ' in \"'a,b\"",
+        "--grid ia3_target_modules: '[' closed by '}' in '[k}'"]
+    assert [x.key for x in e.value.errors] == ["lora_target_modules", "run_name", "ia3_target_modules"]
+    # An apostrophe inside a word opens no quote; paired brackets and quotes still keep a value whole.
+    assert parse_grid(["run_name=bob's,x", "lora_target_modules=['q,k', v],all-linear"]) == {
+        "run_name": ["bob's", "x"], "lora_target_modules": [["q,k", "v"], "all-linear"]}
+
+    source = tmp_path / "run.yaml"
+    source.write_text("model: demo\nmax_steps: 2\n", encoding="utf-8")
+    assert main(["queue", "add", str(source), "--grid", "lora_target_modules=[q_proj,v_proj"]) == 2
+    assert capsys.readouterr().err == (
+        "finetune-studio queue add: --grid lora_target_modules: '[' without ']' in '[q_proj,v_proj'; write a list "
+        "value whole in brackets, e.g. --grid \"lora_target_modules=[q_proj,v_proj],all-linear\"\n")
+    assert RunQueue().entries() == []
+
+
 def test_an_unknown_grid_key_gets_the_closest_one_even_for_a_common_shorthand():
     with pytest.raises(ConfigErrors) as e:
         parse_grid(["lr=1e-4,3e-4", "epochs=1,2"])
