@@ -657,7 +657,7 @@ def _located(errors: ConfigErrors, path: Path, positions: dict[str, tuple[int, i
             message = f"{path}:{line}:{column}: {message}"
         elif e.key not in overridden:
             message = f"{path}: {message}"
-        located = ConfigError(message, key=e.key, fix=e.fix, hint=e.hint)
+        located = ConfigError(message, key=e.key, fix=e.fix, hint=e.hint, typed=e.key in overridden)
         out.append(located)
     return ConfigErrors(out)
 

@@ -43,12 +43,16 @@ class StudioError(Exception):
                 option to type on a command line that takes run-config keys (the default,
                 :func:`option_text`), or that command's own flag.
         """
-        text = self.message
+        text = self._said()
         if self.hint:
             text += f"\n  hint: {self.hint}"
         if self.fix:
             text += "\n  fix: " + " ".join((fix_text or option_text)(k, v) for k, v in self.fix.items())
         return text
+
+    def _said(self) -> str:
+        """The message as :meth:`text` shows it."""
+        return self.message
 
 
 def json_problem(e: json.JSONDecodeError) -> str:
@@ -75,12 +79,25 @@ class ConfigError(StudioError):
 
     kind = "config"
 
-    def __init__(self, message: str, *, key: str | None = None, **kw: Any):
+    def __init__(self, message: str, *, key: str | None = None, typed: bool = False, **kw: Any):
+        """``typed``: ``key``'s value was typed on the command line as ``--KEY VALUE`` (not read from a
+        file or the form), so :meth:`text` names it by that option."""
         super().__init__(message, **kw)
         self.key = key
+        self.typed = typed
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "key": self.key}
+
+    def _said(self) -> str:
+        """``'max_steps' must be a whole number, got 'x'`` reads ``--max_steps must be ...`` where the
+        user typed ``--max_steps x``: the option they typed, not a key they never wrote. ``message``
+        stays as it is (the GUI shows it beside the key's field)."""
+        if self.typed and self.key:
+            for name in (f"'{self.key}' ", f"{self.key} "):
+                if self.message.startswith(name):
+                    return f"--{self.key} " + self.message[len(name):]
+        return self.message
 
 
 class ConfigErrors(ConfigError):
@@ -90,9 +107,14 @@ class ConfigErrors(ConfigError):
         self.errors = errors
         if len(errors) == 1:  # one problem reads as itself, with its hint and fix (not as a list of one)
             one = errors[0]
-            super().__init__(one.message, key=one.key, fix=one.fix, hint=one.hint)
+            super().__init__(one.message, key=one.key, fix=one.fix, hint=one.hint, typed=one.typed)
             return
         super().__init__("\n".join(f"- {e.message}" for e in errors), key=errors[0].key if errors else None)
+
+    def _said(self) -> str:
+        if len(self.errors) == 1:
+            return super()._said()
+        return "\n".join(f"- {e._said()}" for e in self.errors)
 
 
 class DataError(StudioError):

@@ -363,6 +363,40 @@ def test_one_config_problem_reads_as_itself_with_its_fix_not_as_a_list_of_one(tm
     assert not (studio_home / "runs").exists()
 
 
+def test_a_bad_value_typed_as_an_option_is_named_by_the_option_typed(tmp_path, studio_home, capsys):
+    """`train RUN.yaml --max_steps x` said "'max_steps' must be a whole number": a key the user never wrote.
+    The option as typed is named, with what is allowed; a bad value in the file still reads as the key at
+    its line."""
+    from engine.runqueue import RunQueue
+
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: demo\nmax_steps: 2\n", encoding="utf-8")
+    assert main(["train", str(run_yaml), "--max_steps", "x"]) == 2
+    assert capsys.readouterr().err == "finetune-studio train: --max_steps must be a whole number, got 'x'\n"
+    assert main(["estimate", str(run_yaml), "--batch_size", "two"]) == 2
+    assert capsys.readouterr().err == "error: --batch_size must be a whole number, got 'two'\n"
+    assert main(["train", str(run_yaml), "--method", "loar"]) == 2  # the allowed values and the fix stay
+    assert capsys.readouterr().err == (
+        "finetune-studio train: --method must be one of full, freeze, lora, qlora, adapter, prefix, prompt, ia3; "
+        "got 'loar' (did you mean 'lora'?)\n  fix: --method lora\n")
+    assert main(["train", str(run_yaml), "--max_steps", "0"]) == 2  # a value the config's rules refuse
+    assert capsys.readouterr().err.startswith("finetune-studio train: --max_steps must be -1 (use num_epochs)")
+    assert main(["queue", "add", str(run_yaml), "--lora_r", "-3", "--eval_split", "lots"]) == 2
+    assert capsys.readouterr().err == ("finetune-studio queue add: - --lora_r must be between 1 and 4096, got -3\n"
+                                       "- --eval_split must be a number, got 'lots'\n")
+    assert RunQueue().entries() == []
+
+    # From the file: its key at its line, beside an option's problem.
+    run_yaml.write_text("model: demo\ndataset: demo\nmax_steps: x\n", encoding="utf-8")
+    assert main(["train", str(run_yaml), "--batch_size", "two"]) == 2
+    assert capsys.readouterr().err == (f"finetune-studio train: - {run_yaml}:3:1: 'max_steps' must be a whole "
+                                       "number, got 'x'\n- --batch_size must be a whole number, got 'two'\n")
+    assert main(["train", str(run_yaml)]) == 2
+    assert capsys.readouterr().err == (f"finetune-studio train: {run_yaml}:3:1: 'max_steps' must be a whole number, "
+                                       "got 'x'\n")
+    assert not (studio_home / "runs").exists()
+
+
 def test_commands_do_not_print_the_kernels_offline_line(tmp_path):
     """`estimate` printed "Skipping publisher trust check for 'kernels-community/...' because Hugging
     Face Hub is in offline mode" (bitsandbytes' import, on CPUs with AVX512-BF16): every command is
