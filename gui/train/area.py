@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import RunConfig, parse_override
-from engine.errors import ConfigErrors, StudioError
+from engine.errors import ConfigError, ConfigErrors, StudioError
 from engine.methods import rate_note
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
@@ -388,7 +388,9 @@ class TrainArea(QWidget):
         """Queue the form's config, or one run per point of ``grid`` (``"learning_rate=1e-4,3e-4;
         lora_r=8,16"``). Returns how many runs were queued (0: the banner says why)."""
         from engine.runqueue import RunQueue, advice_for, parse_grid
+        from engine.train import missing_inputs
 
+        self.config_model.recheck_files()  # as Start: a data file saved or removed since the form last changed
         try:
             cfg = self.config_model.config()
         except ConfigErrors:
@@ -399,11 +401,29 @@ class TrainArea(QWidget):
         try:
             points = parse_grid([part.strip() for part in grid.replace("\n", ";").split(";") if part.strip()],
                                 notes=notes)
-            # A point over methods takes what picking its method in the form would (qlora: nf4, full: 2e-5).
-            added = q.add(cfg, grid=points, fill=lambda point: switch_changes(cfg.to_dict(), point["method"], self.env,
-                                                                              keep=point) if "method" in point else {})
         except ConfigErrors as e:
             self._show_banner("Not queued: " + "; ".join(x.message for x in e.errors))
+            return 0
+        # As `queue add`: a run whose model or data files aren't there is refused now, not failed later,
+        # unattended. The form's own (a key the grid doesn't set) is said beside its field too, as Start does.
+        own = [x for x in missing_inputs(cfg) if x.key not in points]
+        if own:
+            for x in own:
+                if x.key == "model":
+                    self.model_picker.show_problem(x.message)
+                elif x.key in self.editors:
+                    self.editors[x.key].set_error(x.message)
+            self._show_banner("Not queued: " + "; ".join(x.message for x in own))
+            return 0
+        try:
+            # A grid point's (dataset=a.jsonl,b.jsonl) is said with the point, as the CLI says it.
+            # A point over methods takes what picking its method in the form would (qlora: nf4, full: 2e-5).
+            added = q.add(cfg, grid=points, check=missing_inputs,
+                          fill=lambda point: switch_changes(cfg.to_dict(), point["method"], self.env,
+                                                            keep=point) if "method" in point else {})
+        except ConfigError as e:
+            errors = e.errors if isinstance(e, ConfigErrors) else [e]  # a lone problem is raised as itself
+            self._show_banner("Not queued: " + "; ".join(x.message for x in errors))
             return 0
         except StudioError as e:
             self._show_banner(f"Not queued: {e}")

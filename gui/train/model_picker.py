@@ -181,6 +181,11 @@ class ModelPicker(QWidget):
     def wait(self, msecs: int = 30_000) -> bool:
         return self._calls.wait(msecs)
 
+    def show_problem(self, text: str) -> None:
+        """Say what is wrong with the model in red under its details (until the model changes)."""
+        self.problem.setText(text)
+        self.problem.show()
+
     # ---- Internals
     def _fill_items(self) -> None:
         text = self.combo.currentText()

@@ -492,3 +492,44 @@ def test_a_model_remembered_elsewhere_is_in_the_model_list_when_it_is_shown_agai
     area.hide()
     area.show()
     assert picker.combo.findText(merged) >= 0
+
+
+def test_queue_refuses_a_run_whose_model_or_data_is_missing_as_queue_add_does(make_area, qtbot, tmp_path):
+    """The Queue button queued a run whose model or data file wasn't there (for each grid point too), which
+    failed later, unattended; `queue add` refuses it. The form's own is said beside its field; nothing
+    is queued while any point is missing a file."""
+    from engine.runqueue import RunQueue
+
+    area = make_area()
+    area.apply_preset("demo")
+    area.config_model.set("run_name", "q")
+    model = tmp_path / "no-such-model"
+    area.config_model.set("model", str(model))
+    assert area.queue_run() == 0
+    assert area.banner.isVisible() and area.banner.text().startswith("Not queued: ") and str(model) in area.banner.text()
+    picker = area.model_picker
+    assert picker.problem.isVisibleTo(area) and str(model) in picker.problem.text()
+    assert area.queue_run("learning_rate=1e-4,3e-4") == 0  # every point would train the form's missing model
+    assert str(model) in area.banner.text() and "grid point" not in area.banner.text()
+    assert RunQueue().entries() == []
+
+    # A grid over datasets: the point whose file is missing is named; the form's dataset field is not marked.
+    area.config_model.set("model", "demo")
+    good, gone = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    good.write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    assert area.queue_run(f"dataset={good},{gone}") == 0
+    assert f"Not queued: grid point dataset={gone}: dataset '{gone}': no such file" in area.banner.text()
+    assert not area.editors["dataset"].toolTip().startswith("⚠")
+    assert RunQueue().entries() == []
+
+    # The form's data file, removed since the form last changed: looked at again, as Start does.
+    area.config_model.set("dataset", str(good))
+    good.unlink()
+    assert area.queue_run() == 0
+    assert area.editors["dataset"].toolTip().startswith(f"⚠ dataset '{good}': no such file")
+    assert RunQueue().entries() == []
+
+    good.write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    gone.write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    assert area.queue_run(f"dataset={good},{gone}") == 2
+    assert not area.banner.isVisible() and len(RunQueue().entries()) == 2
