@@ -341,6 +341,12 @@ class TrainArea(QWidget):
         except ConfigErrors:
             self._on_config_changed(set())  # shows the problems in the banner
             return False
+        from engine.train import missing_inputs
+
+        # A model folder that isn't there (or was removed since it was picked) is refused here, as Queue and
+        # `train` refuse it, not by a worker that loads libraries for seconds and then fails.
+        if self._refuse_missing(missing_inputs(cfg), "Not started"):
+            return False
         other = self._other_live_run()
         if other is not None and not self._ask_start_beside(other):
             self._show_banner(f"Not started: {other} is training on this machine. Queue ▸ Add this run trains "
@@ -406,14 +412,7 @@ class TrainArea(QWidget):
             return 0
         # As `queue add`: a run whose model or data files aren't there is refused now, not failed later,
         # unattended. The form's own (a key the grid doesn't set) is said beside its field too, as Start does.
-        own = [x for x in missing_inputs(cfg) if x.key not in points]
-        if own:
-            for x in own:
-                if x.key == "model":
-                    self.model_picker.show_problem(x.message)
-                elif x.key in self.editors:
-                    self.editors[x.key].set_error(x.message)
-            self._show_banner("Not queued: " + "; ".join(x.message for x in own))
+        if self._refuse_missing([x for x in missing_inputs(cfg) if x.key not in points], "Not queued"):
             return 0
         try:
             # A grid point's (dataset=a.jsonl,b.jsonl) is said with the point, as the CLI says it.
@@ -949,6 +948,18 @@ class TrainArea(QWidget):
         target = self.gauge.target_bytes()
         detected = bool(self.env is not None and self.env.cuda and target == self.env.gpu_total_bytes)
         self.estimator.request(cfg, target, self.env.gpu_name if detected else None)
+
+    def _refuse_missing(self, problems: list[ConfigError], verb: str) -> bool:
+        """Say each missing model or data file beside its field (the model under its picker) and in the
+        banner, after ``verb`` ("Not started"); returns whether there was any."""
+        for x in problems:
+            if x.key == "model":
+                self.model_picker.show_problem(x.message)
+            elif x.key in self.editors:
+                self.editors[x.key].set_error(x.message)
+        if problems:
+            self._show_banner(f"{verb}: " + "; ".join(x.message for x in problems))
+        return bool(problems)
 
     def _show_banner(self, text: str) -> None:
         self.banner.setText(text)

@@ -533,3 +533,42 @@ def test_queue_refuses_a_run_whose_model_or_data_is_missing_as_queue_add_does(ma
     gone.write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
     assert area.queue_run(f"dataset={good},{gone}") == 2
     assert not area.banner.isVisible() and len(RunQueue().entries()) == 2
+
+
+def test_start_refuses_a_missing_model_and_starts_no_worker(make_area, qtbot, tmp_path, monkeypatch):
+    """Start only had the picker's note for a model that isn't there: the worker was started, loaded its
+    libraries and failed. Now Start refuses it as Queue does: under the picker, in the banner, no worker."""
+    from PySide6.QtCore import Qt
+
+    from gui.train import worker_thread
+
+    launched: list = []
+
+    def launch(*args, **kwargs):  # where the worker process would be spawned (in the run's thread)
+        launched.append(args)
+        raise OSError("no worker in this test")
+
+    monkeypatch.setattr(worker_thread.WorkerClient, "start", launch)
+    area = make_area()
+    area.apply_preset("demo")
+    model = tmp_path / "no-such-model"
+    area.config_model.set("model", str(model))
+    assert area.start_button.isEnabled()  # the form's values are valid: only the folder is missing
+    qtbot.mouseClick(area.start_button, Qt.MouseButton.LeftButton)
+    assert area.banner.isVisible() and area.banner.text() == f"Not started: model '{model}': no such folder"
+    picker = area.model_picker
+    assert picker.problem.isVisibleTo(area) and picker.problem.text() == f"model '{model}': no such folder"
+    assert not area.run.is_active()
+    qtbot.wait(300)  # the launch happens in the run's thread: give it time to show up
+    assert launched == []
+    # Probe and Resume go through the same check.
+    assert area.start_run(probe=True) is False and launched == [] and not area.run.is_active()
+    assert area.start_run(resume=True, run_dir=tmp_path) is False and launched == []
+    qtbot.wait(300)
+    assert launched == [] and not area.run.is_active()
+
+    # A missing data file too: said beside its field (the config is refused before the model is asked), no worker.
+    area.config_model.set("dataset", str(tmp_path / "gone.jsonl"))
+    assert area.start_run() is False and launched == [] and not area.run.is_active()
+    assert area.editors["dataset"].toolTip().startswith("⚠ dataset")
+
