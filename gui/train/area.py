@@ -396,12 +396,6 @@ class TrainArea(QWidget):
         from engine.runqueue import RunQueue, advice_for, parse_grid
         from engine.train import missing_inputs
 
-        self.config_model.recheck_files()  # as Start: a data file saved or removed since the form last changed
-        try:
-            cfg = self.config_model.config()
-        except ConfigErrors:
-            self._on_config_changed(set())  # shows the problems in the banner
-            return 0
         q = RunQueue()
         notes: list[str] = []
         try:
@@ -409,6 +403,14 @@ class TrainArea(QWidget):
                                 notes=notes)
         except ConfigErrors as e:
             self._show_banner("Not queued: " + "; ".join(x.message for x in e.errors))
+            return 0
+        self.config_model.recheck_files()  # as Start: a data file saved or removed since the form last changed
+        try:
+            # A point's own values decide: the form's missing dataset doesn't count when the grid gives
+            # every point one (each point's files are checked below, with the point).
+            cfg = self.config_model.config(files_elsewhere=points)
+        except ConfigErrors:
+            self._on_config_changed(set())  # shows the problems in the banner
             return 0
         # As `queue add`: a run whose model or data files aren't there is refused now, not failed later,
         # unattended. The form's own (a key the grid doesn't set) is said beside its field too, as Start does.

@@ -8,6 +8,7 @@ the CLI can never disagree about what is allowed.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -27,6 +28,7 @@ class ConfigModel(QObject):
         self._values: dict[str, Any] = RunConfig().to_dict()
         self._env: Any = None
         self._errors: dict[str, str] | None = None
+        self._file_keys: set[str] = set()  # keys whose problems are only that their data file isn't there
         self._cfg: RunConfig | None = None
 
     # ---- Public API
@@ -81,13 +83,17 @@ class ConfigModel(QObject):
             self._validate()
         return dict(self._errors or {})
 
-    def config(self) -> RunConfig:
+    def config(self, *, files_elsewhere: Collection[str] = ()) -> RunConfig:
         """The current values as a validated ``RunConfig``.
+
+        Args:
+            files_elsewhere: keys (``dataset``) whose missing data file doesn't count: a queued grid
+                gives every point its own, and each point's files are checked with the point.
 
         Raises:
             ConfigErrors: the values don't make a valid config (the machine's rules included).
         """
-        errors = self.errors()
+        errors = {k: v for k, v in self.errors().items() if k not in self._file_keys or k not in files_elsewhere}
         if errors:
             raise ConfigErrors([ConfigError(msg, key=key or None) for key, msg in errors.items()])
         assert self._cfg is not None
@@ -110,6 +116,7 @@ class ConfigModel(QObject):
     def _validate(self) -> None:
         errors: dict[str, str] = {}
         self._cfg = None
+        self._file_keys = set()
         try:
             self._cfg = RunConfig.from_dict(self._values)
         except ConfigErrors as e:
@@ -121,11 +128,13 @@ class ConfigModel(QObject):
             # A missing dataset or template file is said beside its field, not when Start fails.
             for err in data_file_errors(self._cfg):
                 _add(errors, err.key or "", err.message)
+                self._file_keys.add(err.key or "")
         if self._cfg is not None and self._env is not None:
             from engine.precision import environment_errors
 
             for err in environment_errors(self._cfg, self._env):
                 _add(errors, err.key or "", err.message)
+                self._file_keys.discard(err.key or "")  # a machine problem on that key counts whatever the grid
         self._errors = errors
 
 

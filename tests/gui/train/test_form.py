@@ -572,3 +572,36 @@ def test_start_refuses_a_missing_model_and_starts_no_worker(make_area, qtbot, tm
     assert area.start_run() is False and launched == [] and not area.run.is_active()
     assert area.editors["dataset"].toolTip().startswith("⚠ dataset")
 
+
+def test_queue_lets_a_grid_over_datasets_decide_when_the_forms_dataset_is_missing(make_area, qtbot, tmp_path,
+                                                                                   monkeypatch):
+    """Queue checked the form's config before the grid points, so a sweep over datasets that all exist
+    was refused for the form's own (missing) dataset, which no point trains. A grid that leaves the
+    dataset to the form still refuses it."""
+    from PySide6.QtWidgets import QInputDialog
+
+    from engine.runqueue import RunQueue
+
+    area = make_area()
+    area.apply_preset("demo")
+    area.config_model.set("run_name", "g")
+    gone = tmp_path / "gone.jsonl"
+    area.config_model.set("dataset", str(gone))
+    assert area.editors["dataset"].toolTip().startswith(f"⚠ dataset '{gone}': no such file")
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for f in (first, second):
+        f.write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+
+    # A grid that doesn't set the dataset: every point would train the form's missing file.
+    assert area.queue_run("learning_rate=1e-4,3e-4") == 0
+    assert str(gone) in area.banner.text() and RunQueue().entries() == []
+
+    # Through the Queue menu's sweep dialog, as a user types it: each point names its own file.
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *a, **k: (f"dataset={first},{second}", True)))
+    queued: list[int] = []
+    area.sig_queued.connect(queued.append)
+    area.sweep_action.trigger()
+    assert queued == [2], area.banner.text()
+    entries = RunQueue().entries()
+    assert sorted(e.changes["dataset"] for e in entries) == [str(first), str(second)]
+    assert "Queued" in area.progress_label.text()
