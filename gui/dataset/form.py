@@ -186,6 +186,8 @@ class TurnEdit(QFrame):
         lay.setSpacing(3)
         lay.addLayout(head)
         lay.addWidget(self.content)
+        self.committed = self.value()
+        """The turn as the record holds it: what this turn is when another turn's typing is committed."""
         self.role.currentTextChanged.connect(lambda: self._touch("role"))
         self.content.textChanged.connect(lambda: self._touch("content"))
 
@@ -226,6 +228,8 @@ class RecordForm(QWidget):
         self._burst = 0
         self._label: str | None = None  # the undo text of a commit that isn't typing ("Remove turn")
         self._dirty_fields: set[str] = set()
+        self._dirty_turns: set[TurnEdit] = set()  # the turns whose typing isn't committed yet
+        self._target: object = None  # what the pending typing edits: a field's key, or a TurnEdit
         self._json_mode = False
         self._building = False
         self._timer = QTimer(self)
@@ -365,6 +369,8 @@ class RecordForm(QWidget):
         self._burst += 1
         self._record, self._index, self._expected = record, index, None
         self._dirty_fields.clear()
+        self._dirty_turns.clear()
+        self._target = None
         self._show_header(index, record, findings, total)
         self._building = True
         try:
@@ -403,6 +409,9 @@ class RecordForm(QWidget):
         if new is None:
             return
         self._dirty_fields.clear()
+        for turn in self._dirty_turns:
+            turn.committed = turn.value()
+        self._dirty_turns.clear()
         label = self._label or "Edit " + (fields[0] if len(fields) == 1 else "record")
         if fields == ["raw"] and self._record.broken:
             label = "Fix broken record" if not new.broken else "Edit broken record"
@@ -411,12 +420,16 @@ class RecordForm(QWidget):
             self.sig_message.emit(f"Record {self._index + 1} is kept as text: its JSON doesn't parse "
                                   f"({new.error}). Fix it in the form, or undo.")
         self._expected = new
-        self.sig_edited.emit(self._index, new, label, (self._index, tuple(fields), self._burst))
+        target = self._target
+        if isinstance(target, TurnEdit):  # a key that outlives the widget: the turn's place
+            target = ("turn", self.turns.index(target) if target in self.turns else -1)
+        self.sig_edited.emit(self._index, new, label, (self._index, tuple(fields), target, self._burst))
 
     def seal(self) -> None:
         """End the current typing burst: the next commit starts a new undo step."""
         self.flush()
         self._burst += 1
+        self._target = None
 
     def highlight(self, path: tuple, start: int, end: int) -> None:
         """Select characters ``start:end`` of the text at ``path`` (a find match)."""
@@ -546,7 +559,7 @@ class RecordForm(QWidget):
         if text_key not in keys and ("content" in keys or "value" in keys):
             text_key = "content" if "content" in keys else "value"
         w = TurnEdit(roles, turn, tag_key, text_key)
-        w.sig_changed.connect(lambda: self._on_field_changed("turns"))
+        w.sig_changed.connect(lambda: self._on_field_changed("turns", w))
         w.sig_move.connect(self._on_move_turn)
         w.sig_remove.connect(self._on_remove_turn)
         self.turns_layout.addWidget(w)
@@ -623,7 +636,10 @@ class RecordForm(QWidget):
                     data[own] = plain_text(edit, rec.peek().get(own))
         elif self.pages.currentIndex() == 2:
             if "turns" in dirty:
-                data[CONVERSATION_KEY[self._fmt]] = [t.value() for t in self.turns]
+                # Only the turns typed in since the last commit take their text from the boxes: a
+                # turn the user moved on to is already changed, and is its own undo step.
+                data[CONVERSATION_KEY[self._fmt]] = [t.value() if t in self._dirty_turns else copy.deepcopy(t.committed)
+                                                     for t in self.turns]
             if "system" in dirty:
                 data["system"] = plain_text(self.chat_system, rec.peek().get("system"))
         for k, edit in self._extra_edits.items():
@@ -670,9 +686,17 @@ class RecordForm(QWidget):
         return self.fields.get(next((std for std, own in self._own.items() if own == key), key))
 
     # ---- Slots
-    def _on_field_changed(self, key: str) -> None:
+    def _on_field_changed(self, key: str, turn: TurnEdit | None = None) -> None:
         if self._building or self._record is None:
             return
+        target = key if turn is None else turn
+        if target is not self._target and not (isinstance(target, str) and target == self._target):
+            # Typing moved to another field or turn: what was typed before is an undo step of its own.
+            if self._target is not None:
+                self.seal()
+            self._target = target
+        if turn is not None:
+            self._dirty_turns.add(turn)
         if key == "raw":
             self.raw.setExtraSelections([])  # the error position may have moved
         self._dirty_fields.add(key)

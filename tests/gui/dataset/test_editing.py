@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from PySide6.QtCore import Qt
 
 
@@ -52,6 +55,57 @@ def test_form_typing_is_one_undo_step(make_editor, small_dataset, qtbot):
     ed.act_undo.trigger()
     assert ed.dataset().records[5].peek()["output"] == old
     assert box.toPlainText() == old  # the form follows the undo
+
+
+@pytest.mark.parametrize("pause", [True, False], ids=["commit-between", "one-burst"])
+def test_typing_in_two_turns_is_two_undo_steps(make_editor, messages_file, qtbot, pause):
+    """Edits of two turns in quick succession are two undo steps: Undo takes back the second
+    turn's typing only, then the first's (typing in one box stays one step)."""
+    ed = make_editor(messages_file)
+    ed.select_record(0)
+
+    def contents() -> list[str]:
+        return [m["content"] for m in ed.dataset().records[0].peek()["messages"]]
+
+    before = contents()
+    for i, text in ((1, " there"), (2, " How can I help?")):
+        box = ed.form.turns[i].content
+        box.moveCursor(box.textCursor().MoveOperation.End)
+        qtbot.keyClicks(box, text[:3])
+        if pause:
+            ed.form.flush()  # the pause after typing commits it
+        qtbot.keyClicks(box, text[3:])
+        if pause:
+            ed.form.flush()
+    ed.form.flush()
+    assert contents() == [before[0], "Hi there", "Hello! How can I help?"]
+    assert ed.undo_stack.count() == 2
+    ed.act_undo.trigger()
+    assert contents() == [before[0], "Hi there", "Hello!"]
+    assert ed.form.turns[2].content.toPlainText() == "Hello!"  # the form follows
+    assert ed.form.turns[1].content.toPlainText() == "Hi there"
+    assert ed.save()
+    saved = json.loads(messages_file.read_text(encoding="utf-8").splitlines()[0])
+    assert [m["content"] for m in saved["messages"]] == [before[0], "Hi there", "Hello!"]
+    ed.act_undo.trigger()
+    assert contents() == before and not ed.undo_stack.canUndo()
+
+
+def test_typing_in_two_fields_is_two_undo_steps(make_editor, small_dataset, qtbot):
+    ed = make_editor(small_dataset)
+    ed.select_record(3)
+    old = dict(ed.dataset().records[3].peek())
+    for key in ("instruction", "output"):
+        box = ed.form.field_edit(key)
+        box.moveCursor(box.textCursor().MoveOperation.End)
+        qtbot.keyClicks(box, " X")  # no pause: both boxes typed in before the form commits
+    ed.form.flush()
+    assert ed.undo_stack.count() == 2
+    ed.act_undo.trigger()
+    data = ed.dataset().records[3].peek()
+    assert (data["instruction"], data["output"]) == (old["instruction"] + " X", old["output"])
+    ed.act_undo.trigger()
+    assert ed.dataset().records[3].peek() == old
 
 
 def test_form_commits_after_a_pause(make_editor, small_dataset, qtbot):
