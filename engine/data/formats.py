@@ -163,15 +163,17 @@ def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container
     fmt = fmt or ds.format
     if container != ds.container or fmt != ds.format:
         return export(ds, path, container, fmt)
-    data, sources, lines = _serialize(ds, container)
+    starts: list[int] = []  # where each element starts in a JSON array's text
+    data, sources, lines = _json_bytes(ds, starts) if container == RecordFormat.JSON else _serialize(ds, container)
     atomic_write_bytes(path, data)
+    written = _WrittenJson(data, starts) if container == RecordFormat.JSON else None
     # The file on disk is now what we wrote: make it the new baseline.
     for i, r in enumerate(ds.records):
         if sources is not None:
             if r.broken:
                 r._source = sources[i]
                 if lines is not None:
-                    _replace_error(r, sources[i], lines[i], ds)
+                    _replace_error(r, sources[i], lines[i], ds, written, i)
             elif record_changed(r, ds):
                 r._source = sources[i] if container != RecordFormat.PARQUET else _dumps(r.peek())
         r._edited = False
@@ -188,12 +190,33 @@ def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container
     return path
 
 
-def _replace_error(r: Record, written: bytes | str, line: int, ds: DatasetFile) -> None:
+class _WrittenJson:
+    """A JSON array file as just written, decoded once when a broken element needs its error."""
+
+    def __init__(self, data: bytes, starts: list[int]):
+        self._data, self.starts = data, starts
+        self._text: str | None = None
+        self._index: _LineIndex | None = None
+
+    def text(self) -> tuple[str, _LineIndex]:
+        if self._text is None:
+            data = self._data[len(BOM):] if self._data.startswith(BOM) else self._data
+            self._text = data.decode("utf-8")
+            self._index = _LineIndex(self._text)
+        return self._text, self._index
+
+
+def _replace_error(r: Record, written: bytes | str, line: int, ds: DatasetFile,
+                   json_file: _WrittenJson | None = None, i: int = -1) -> None:
     """A broken record's error as reopening the file would give it: a save that added or removed
     records above it moved it, and its text may be new (retyped in the editor), so the line and
-    column its old error named no longer point at it. JSONL lines and CSV rows are read alone, so
-    the same words come back; a JSON array's error keeps its words."""
-    if ds.container == RecordFormat.JSONL:
+    column its old error named no longer point at it. JSONL lines and CSV rows are read alone; a
+    JSON array's element is read where it now starts in the written file, as the reader reads it,
+    so the same words come back with the new position."""
+    if ds.container == RecordFormat.JSON and json_file is not None:
+        text, index = json_file.text()
+        problem = _json_element_problem(text, json_file.starts[i], index)
+    elif ds.container == RecordFormat.JSONL:
         chunk = written if isinstance(written, bytes) else written.encode("utf-8")
         problem = _jsonl_problem(chunk, line)
     elif ds.container == RecordFormat.CSV:
@@ -605,19 +628,16 @@ def _read_json(path: Path, ds: DatasetFile) -> None:
             close = i
             break
         start = i
-        line, col = lines.at(start)
+        line = lines.at(start)[0]
         try:
             value, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError as e:
+        except json.JSONDecodeError:
             end = _element_end(text, start)
-            records.append(_broken(text[start:end], line, f"line {e.lineno}, column {e.colno}: {json_problem(e)}",
-                                   e.colno))
+            value = None
+        if type(value) is dict:
+            records.append(Record(value, line, source=text[start:end]))
         else:
-            if type(value) is dict:
-                records.append(Record(value, line, source=text[start:end]))
-            else:
-                records.append(_broken(text[start:end], line, f"line {line}, column {col}: expected a "
-                                       f"record object {{...}}, got {_json_type(value)}", col))
+            records.append(_broken(text[start:end], line, *_json_element_problem(text, start, lines)))
         j = _WS.match(text, end).end()
         if j >= len(text):
             ds.errors.append(DataError("the list of records is not closed: ']' is missing at the end",
@@ -653,6 +673,20 @@ def _read_json(path: Path, ds: DatasetFile) -> None:
     ds.errors.extend(errors)
     if not records:
         ds.errors.insert(0, DataError("the file has no records: the list is empty", path=str(path)))
+
+
+def _json_element_problem(text: str, start: int, lines: _LineIndex) -> tuple[str, int] | None:
+    """Why the JSON array element at offset ``start`` of ``text`` (the whole file) is not a record,
+    with the 1-based column (None if it is one): the reader's words, and a save's for a broken
+    element it wrote (whose place in the file may have moved)."""
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError as e:
+        return f"line {e.lineno}, column {e.colno}: {json_problem(e)}", e.colno
+    if type(value) is dict:
+        return None
+    line, col = lines.at(start)
+    return f"line {line}, column {col}: expected a record object {{...}}, got {_json_type(value)}", col
 
 
 def _top_level_error(path: Path, text: str) -> None:
@@ -731,7 +765,9 @@ def _json_elem(data: dict, style: dict, nl: str) -> str:
     return nl.join(body)
 
 
-def _json_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
+def _json_bytes(ds: DatasetFile, starts: list[int] | None = None) -> tuple[bytes, list, list[int]]:
+    """The file's bytes, each record's written text and start line; ``starts``, when given, gets
+    each record's character offset in the text (after the BOM)."""
     style = ds.style or dict(_DEFAULT_STYLE, indent=2)
     nl = ds.newline
     indent = style.get("indent")
@@ -755,6 +791,7 @@ def _json_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
     sources: list = []
     lines: list[int] = []
     line = 1 + preamble.count("\n")
+    offset = len(preamble)
     last = len(ds.records) - 1
     for i, r in enumerate(ds.records):
         if r.broken:
@@ -766,12 +803,16 @@ def _json_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
         parts.append(elem)
         sources.append(elem)
         lines.append(line)
+        if starts is not None:
+            starts.append(offset)
         line += elem.count("\n")
+        offset += len(elem)
         if i < last:
             gap = ds._gaps.get(id(r)) if same_order else None
             gap = gap if gap is not None and "," in gap else default_sep
             parts.append(gap)
             line += gap.count("\n")
+            offset += len(gap)
     parts.append(trailer)
     body = "".join(parts).encode("utf-8")
     return (BOM + body if ds.bom else body), sources, lines

@@ -1197,6 +1197,7 @@ class DatasetEditor(QWidget):
         self._watch(path)
         self._update_title()
         self._update_status()
+        self._refresh_broken_banner()  # a save that moved a broken record gave it a new line
         self.model.headerDataChanged.emit(Qt.Orientation.Vertical, 0, max(0, self.model.rowCount() - 1))
         self._show_current()
 

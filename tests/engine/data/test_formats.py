@@ -522,3 +522,30 @@ def test_a_broken_records_error_names_the_line_it_is_on_after_a_save_moved_it(tm
     assert moved.error.startswith(error.format(line + 1))  # what reopening the file says
     assert load_dataset_file(path).records[2].error == moved.error
     assert [(e.line, e.column) for e in ds.errors] == [(line + 1, moved.column)]
+
+
+_ARRAY = ('[\n  {"instruction": "a", "output": "A"},\n  {"instruction": "b", "output": "B"},\n'
+          '  {"instruction": "c",\n   "output": "C" "x"},\n  {"instruction": "d", "output": "D"}\n]\n')
+
+
+@pytest.mark.parametrize("change,shift", [
+    (lambda ds: ds.records.insert(0, ds.new_record({"instruction": "new", "output": "N"})), 4),
+    (lambda ds: ds.records.pop(0), -1),
+    (lambda ds: ds.records.__setitem__(1, ds.new_record({"instruction": "b", "output": "B", "id": 2})), 4),
+    (lambda ds: ds.records.insert(0, ds.new_record({"instruction": "x", "output": "X"})) or ds.records.pop(1), 3),
+], ids=["inserted-above", "deleted-above", "lines-changed-above", "replaced-above"])
+def test_a_broken_json_array_elements_error_names_where_it_is_after_a_save_moved_it(tmp_path, change, shift):
+    """Its error (line and column in the whole file) is what reopening the saved file says: a new
+    record above is written over several lines (the file's indent), so the element moves by those."""
+    path = tmp_path / "a.json"
+    path.write_text(_ARRAY, encoding="utf-8")
+    ds = load_dataset_file(path)
+    broken = next(r for r in ds.records if r.broken)
+    assert (broken.line, broken.error) == (4, "line 5, column 18: Expecting ',' delimiter")
+    change(ds)
+    save_dataset_file(ds)
+    assert broken.broken and broken.line == 4 + shift
+    assert broken.error == f"line {5 + shift}, column 18: Expecting ',' delimiter"
+    reopened = next(r for r in load_dataset_file(path).records if r.broken)
+    assert (broken.line, broken.error, broken.column) == (reopened.line, reopened.error, reopened.column)
+    assert [(e.line, e.column) for e in ds.errors] == [(5 + shift, 18)]

@@ -500,3 +500,30 @@ def test_the_broken_records_banner_follows_the_fixes(make_editor, tmp_path):
     assert ed.save() and not ed.banner.isVisibleTo(ed)
     ed.act_undo.trigger()  # the broken record is back
     assert ed.banner.isVisibleTo(ed) and "1 record in" in ed.banner.label.text()
+
+
+def test_a_broken_json_array_element_is_named_where_it_is_after_a_save(make_editor, tmp_path):
+    """A record added above a broken element of a .json array moves it down the file: after the
+    save, the banner and the form name the line it is on in the saved file."""
+    path = tmp_path / "array.json"
+    path.write_text('[\n  {"instruction": "a", "output": "A"},\n  {"instruction": "b", "output": "B"},\n'
+                    '  {"instruction": "c",\n   "output": "C" "x"},\n  {"instruction": "d", "output": "D"}\n]\n',
+                    encoding="utf-8")
+    ed = make_editor(path)
+    assert "first: line 5, column 18: Expecting ',' delimiter" in ed.banner.label.text()
+    ed.select_record(0)
+    ed.act_add.trigger()  # an empty record after the first: written over several lines
+    ed.form.field_edit("instruction").setPlainText("new")
+    ed.form.flush()
+    assert ed.save()
+    saved = path.read_text(encoding="utf-8").splitlines()
+    line = next(n for n, text in enumerate(saved, 1) if '"output": "C" "x"' in text)
+    assert line > 5
+    assert ed.banner.isVisibleTo(ed)
+    assert f"first: line {line}, column 18: Expecting ',' delimiter" in ed.banner.label.text()
+    ed.select_record(3)
+    assert ed.form.record().broken
+    assert ed.form.title.text().endswith(f"· line {line - 1} · broken")  # the element starts a line above
+    assert f"line {line}, column 18" in ed.form.raw_error.text()
+    reopened = make_editor(path)  # what opening the saved file says
+    assert reopened.banner.label.text() == ed.banner.label.text()
