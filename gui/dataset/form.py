@@ -484,9 +484,9 @@ class RecordForm(QWidget):
         """Put the cursor on the parser's error position and tint that character."""
         rec = self._record
         selections = []
-        if rec is not None and rec.broken and rec.column:
+        pos = error_offset(rec, self.raw.toPlainText()) if rec is not None and rec.broken else None
+        if pos is not None:
             cursor = self.raw.textCursor()
-            pos = min(max(rec.column - 1, 0), len(self.raw.toPlainText()))
             cursor.setPosition(pos)
             self.raw.setTextCursor(cursor)
             mark = QTextEdit.ExtraSelection()
@@ -765,14 +765,29 @@ def _spliced(data: dict, standard: set[str], other_text: str) -> str:
 
 
 def _where_broken(rec: Record | None, error: str) -> tuple[str, str]:
-    """Where a broken record's error is, said once: the reader's "line 7, column 84: ..." names
-    the file line already; an error in retyped text names a line of the text box instead."""
+    """Where a broken record's error is, said once. Its "line 10, column 18: ..." names the file line
+    (the reader's, a save's, and the form's own for retyped text: :func:`fixed_record`); the text box
+    holds the record from its first line, so a later line is also named as a line of the box."""
     m = re.match(r"line (\d+), column (\d+): (.*)", error, re.S)
     if rec is None or not rec.line:
         return "", error
-    if m and int(m.group(1)) == rec.line:
-        return f" at file line {rec.line}, column {m.group(2)}", m.group(3)
     if m:
-        return f" at line {m.group(1)}, column {m.group(2)} of the text below (the record from file line " \
-               f"{rec.line})", m.group(3)
+        box = int(m.group(1)) - rec.line + 1
+        inside = f" (line {box} of the text below)" if box > 1 else ""
+        return f" at file line {m.group(1)}, column {m.group(2)}{inside}", m.group(3)
     return f" (the record from file line {rec.line})", error
+
+
+def error_offset(rec: Record | None, text: str) -> int | None:
+    """The position in the text box of a broken record's error: its line (a file line, counted from
+    the record's first) and column; None when the error names no position."""
+    if rec is None or not rec.error:
+        return None
+    m = re.match(r"line (\d+), column (\d+)", rec.error)
+    if not m:
+        return max(rec.column - 1, 0) if rec.column else None
+    box = int(m.group(1)) - (rec.line - 1 if rec.line else 0)
+    lines = text.split("\n")
+    box = min(max(box, 1), len(lines))
+    start = sum(len(line) + 1 for line in lines[:box - 1])
+    return start + min(max(int(m.group(2)) - 1, 0), len(lines[box - 1]))

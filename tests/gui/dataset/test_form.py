@@ -26,8 +26,10 @@ def test_broken_record_is_shown_as_raw_text_and_fixed_in_place(make_editor, brok
     assert form.pages.currentIndex() == 3
     form.raw.setPlainText('{"instruction": "Count to three",\n "output": }')  # retyped over two lines
     form.flush()
-    # The error's line is now the text box's, and the form says so.
-    assert "at line 2, column 12 of the text below (the record from file line 3)" in form.raw_error.text()
+    # The error's line is named as the file line it is on (the record starts on line 3) and as the
+    # line of the text box (the cursor stays where the user types).
+    assert "at file line 4, column 12 (line 2 of the text below)" in form.raw_error.text()
+    assert "line 4, column 12" in ed.dataset().records[2].error
 
     form.raw.setPlainText('{"instruction": "Count to three", "input": "",\n "output": "1, 2, 3"}')
     form.flush()
@@ -524,6 +526,10 @@ def test_a_broken_json_array_element_is_named_where_it_is_after_a_save(make_edit
     ed.select_record(3)
     assert ed.form.record().broken
     assert ed.form.title.text().endswith(f"· line {line - 1} · broken")  # the element starts a line above
-    assert f"line {line}, column 18" in ed.form.raw_error.text()
+    # The element spans two lines: the error is on its second, named as the file's and the box's line,
+    # and the cursor and the tint are on it (they were on line 1, at the file column as an offset).
+    assert f"at file line {line}, column 18 (line 2 of the text below)" in ed.form.raw_error.text()
+    cursor = ed.form.raw.textCursor()
+    assert (cursor.blockNumber(), cursor.positionInBlock()) == (1, 17)
     reopened = make_editor(path)  # what opening the saved file says
     assert reopened.banner.label.text() == ed.banner.label.text()
