@@ -3,6 +3,7 @@ lists of recent things it keeps."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
@@ -14,6 +15,19 @@ def studio_settings() -> QSettings:
     path = settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return QSettings(str(path), QSettings.Format.IniFormat)
+
+
+def kept_dict(key: str) -> tuple[dict | None, str]:
+    """The JSON object kept under ``key`` (an area's form as it was left) and its text; None when
+    there is none, or what is there isn't a JSON object (an older or hand-edited file)."""
+    text = studio_settings().value(key, "")
+    if not isinstance(text, str) or not text:
+        return None, ""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None, text
+    return (value if isinstance(value, dict) else None), text
 
 
 def recent_list(key: str) -> list[str]:

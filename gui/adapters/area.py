@@ -50,7 +50,7 @@ from gui.adapters.library_model import METHOD_LABELS, AdapterCardDelegate, Adapt
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
 from gui.flow_layout import FlowLayout
-from gui.settings import studio_settings
+from gui.settings import kept_dict, studio_settings
 from gui.train.model_picker import recent_models, remember_model
 
 COLUMN_COLORS = ("#1565c0", "#2e7d32", "#ad1457", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037")
@@ -391,12 +391,8 @@ class AdaptersArea(QWidget):
         """Put back the playground as the user left it: the base, the adapters ticked that are still
         in the library (one deleted since is dropped without a word), the prompt and the generation
         settings. Nothing is loaded until the user asks. False when nothing was kept."""
-        text = studio_settings().value(PLAYGROUND_KEY, "")
-        try:
-            values = json.loads(text) if isinstance(text, str) and text else None
-        except ValueError:
-            values = None
-        if not isinstance(values, dict):
+        values, text = kept_dict(PLAYGROUND_KEY)
+        if values is None:
             return False
         self._remembering = False  # the state being put back is what the settings already hold
         try:

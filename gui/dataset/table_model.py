@@ -20,7 +20,6 @@ mutation methods take record indices; :meth:`record_index` and :meth:`row_of_ind
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -562,11 +561,7 @@ def fixed_record(old: Record, text: str) -> Record:
         # Serialised by the engine in the file's style: raw text typed over several lines
         # must not be written verbatim into a one-record-per-line JSONL file.
         return Record(probe.data, old.line, schema=old.schema)
-    error = probe.error
-    m = re.match(r"line (\d+), (column \d+: .*)", error or "", re.S)
-    if m and old.line:  # a line of the text, as the file line it starts on when saved: as the reader says it
-        error = f"line {int(m.group(1)) + old.line - 1}, {m.group(2)}"
-    return Record(None, old.line, raw=text, error=error, column=probe.column, schema=old.schema)
+    return Record(None, old.line, raw=text, error=probe.error, column=probe.column, schema=old.schema)
 
 
 class SortJob:

@@ -49,7 +49,7 @@ from engine.runs import format_duration, read_samples
 from gui.adapters.gguf_dialog import GgufDialog
 from gui.elided_combo import ElidedComboBox
 from gui.flow_layout import FlowLayout
-from gui.settings import studio_settings
+from gui.settings import kept_dict, studio_settings
 from gui.train.advisor import Advice, Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
@@ -244,12 +244,8 @@ class TrainArea(QWidget):
         """Put back the form as it was when the app last closed (what the researcher set up, their
         dataset and eval file included; a file gone since is said beside its field). False when
         there is none: the demo preset stays."""
-        text = studio_settings().value(FORM_KEY, "")
-        try:
-            values = json.loads(text) if isinstance(text, str) and text else None
-        except ValueError:
-            values = None
-        if not isinstance(values, dict):
+        values, _ = kept_dict(FORM_KEY)
+        if values is None:
             return False
         known = self.config_model.values()
         self.config_model.update({k: v for k, v in values.items() if k in known})
