@@ -496,19 +496,22 @@ class RecordForm(QWidget):
             selections.append(mark)
         self.raw.setExtraSelections(selections)
 
-    def _set_raw_error(self, error: str | None) -> None:
+    def _set_raw_error(self, error: str | None, owner: Record | None = None) -> None:
+        """Say ``error`` above the text box; ``owner``: the record it is of (retyped text's), when it
+        isn't the record shown."""
         rec = self._record
+        where_of = owner or rec
         if error and rec is not None and not rec.broken:
             self.raw_error.setText(f"Not valid JSON yet: {error}. The record keeps its last valid "
                                    "version until the text parses.")
         elif error and self.container == RecordFormat.CSV:
             # A broken row is fixed by typing the record as JSON (Record.fix); saving writes it as a row.
-            where, error = _where_broken(rec, error)
+            where, error = _where_broken(where_of, error)
             self.raw_error.setText(f"Not a valid CSV row{where}: {error}. Replace the text below with the "
                                    'record as a JSON object, e.g. {"instruction": "…", "output": "…"}; it is '
                                    "saved as a CSV row. Until then the row is kept as it is, and is never dropped.")
         elif error:
-            where, error = _where_broken(rec, error)
+            where, error = _where_broken(where_of, error)
             self.raw_error.setText(f"Not valid JSON{where}: {error}. Fix the text below; the record "
                                    "is kept as it is until it parses, and is never dropped.")
         else:
@@ -613,7 +616,7 @@ class RecordForm(QWidget):
             text = plain_text(self.raw)
             if rec.broken:
                 new = fixed_record(rec, text)
-                self._set_raw_error(new.error)
+                self._set_raw_error(new.error, new)
                 return new
             try:
                 value = json.loads(text)
@@ -764,30 +767,43 @@ def _spliced(data: dict, standard: set[str], other_text: str) -> str:
     return head[:-1].rstrip() + (",\n  " if head != "{}" else "\n  ") + inner + "\n}"
 
 
-def _where_broken(rec: Record | None, error: str) -> tuple[str, str]:
-    """Where a broken record's error is, said once. Its "line 10, column 18: ..." names the file line
-    (the reader's, a save's, and the form's own for retyped text: :func:`fixed_record`); the text box
-    holds the record from its first line, so a later line is also named as a line of the box."""
+def _error_at(rec: Record | None, error: str) -> tuple[int, int, int | None, str] | None:
+    """``(line of the text box, column, file line or None, the words)`` of a ``"line N, column C: ..."``
+    error of ``rec``. A record as read or saved (it has a ``source``) is named by file lines, the
+    reader's and a save's; text retyped in the form (:func:`fixed_record`) by lines of the box."""
     m = re.match(r"line (\d+), column (\d+): (.*)", error, re.S)
+    if not m:
+        return None
+    line, column = int(m.group(1)), int(m.group(2))
+    if rec is not None and rec.line and rec.source is not None:
+        return line - rec.line + 1, column, line, m.group(3)
+    return line, column, None, m.group(3)
+
+
+def _where_broken(rec: Record | None, error: str) -> tuple[str, str]:
+    """Where a broken record's error is, said once: as the file line (and, past the record's first
+    line, the line of the text box) for a record as read or saved; as a line of the box for text
+    retyped in the form."""
     if rec is None or not rec.line:
         return "", error
-    if m:
-        box = int(m.group(1)) - rec.line + 1
+    at = _error_at(rec, error)
+    if at is None:
+        return f" (the record from file line {rec.line})", error
+    box, column, file_line, words = at
+    if file_line is not None:
         inside = f" (line {box} of the text below)" if box > 1 else ""
-        return f" at file line {m.group(1)}, column {m.group(2)}{inside}", m.group(3)
-    return f" (the record from file line {rec.line})", error
+        return f" at file line {file_line}, column {column}{inside}", words
+    return f" at line {box}, column {column} of the text below (the record from file line {rec.line})", words
 
 
 def error_offset(rec: Record | None, text: str) -> int | None:
-    """The position in the text box of a broken record's error: its line (a file line, counted from
-    the record's first) and column; None when the error names no position."""
+    """Where a broken record's error is in its text box (``text``); None when it names no place."""
     if rec is None or not rec.error:
         return None
-    m = re.match(r"line (\d+), column (\d+)", rec.error)
-    if not m:
+    at = _error_at(rec, rec.error)
+    if at is None:
         return max(rec.column - 1, 0) if rec.column else None
-    box = int(m.group(1)) - (rec.line - 1 if rec.line else 0)
     lines = text.split("\n")
-    box = min(max(box, 1), len(lines))
+    box = min(max(at[0], 1), len(lines))
     start = sum(len(line) + 1 for line in lines[:box - 1])
-    return start + min(max(int(m.group(2)) - 1, 0), len(lines[box - 1]))
+    return start + min(max(at[1] - 1, 0), len(lines[box - 1]))

@@ -26,10 +26,8 @@ def test_broken_record_is_shown_as_raw_text_and_fixed_in_place(make_editor, brok
     assert form.pages.currentIndex() == 3
     form.raw.setPlainText('{"instruction": "Count to three",\n "output": }')  # retyped over two lines
     form.flush()
-    # The error's line is named as the file line it is on (the record starts on line 3) and as the
-    # line of the text box (the cursor stays where the user types).
-    assert "at file line 4, column 12 (line 2 of the text below)" in form.raw_error.text()
-    assert "line 4, column 12" in ed.dataset().records[2].error
+    # The error's line is now the text box's, and the form says so.
+    assert "at line 2, column 12 of the text below (the record from file line 3)" in form.raw_error.text()
 
     form.raw.setPlainText('{"instruction": "Count to three", "input": "",\n "output": "1, 2, 3"}')
     form.flush()
