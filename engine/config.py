@@ -542,12 +542,20 @@ def closest_key(name: str) -> str | None:
     return close[0] if close else None
 
 
+class UnpairedError(ValueError):
+    """:func:`split_values`' brackets or quotes don't pair up; ``quote``: an unclosed quote."""
+
+    def __init__(self, message: str, *, quote: bool = False):
+        super().__init__(message)
+        self.quote = quote
+
+
 def split_values(text: str) -> list[str]:
     """``"[q_proj,v_proj],all-linear"`` -> ``["[q_proj,v_proj]", "all-linear"]``: split on the commas
     outside brackets and quotes, so a list value stays whole.
 
     Raises:
-        ValueError: the brackets or quotes don't pair up, said as ``"'[' without ']'"`` (an unclosed
+        UnpairedError: the brackets or quotes don't pair up, said as ``"'[' without ']'"`` (an unclosed
             ``[`` would take every comma after it: the text was queued as one literal value).
     """
     parts, opened, quote, start = [], [], "", 0
@@ -562,16 +570,16 @@ def split_values(text: str) -> list[str]:
         elif c in "]}":
             if not opened or pairs[opened[-1]] != c:
                 want = {v: k for k, v in pairs.items()}[c]
-                raise ValueError(f"'{c}' without '{want}' before it" if not opened
-                                 else f"'{opened[-1]}' closed by '{c}'")
+                raise UnpairedError(f"'{c}' without '{want}' before it" if not opened
+                                    else f"'{opened[-1]}' closed by '{c}'")
             opened.pop()
         elif c == "," and not opened:
             parts.append(text[start:i])
             start = i + 1
     if quote:
-        raise ValueError(f"a {quote} quote without its closing {quote}")
+        raise UnpairedError(f"a {quote} quote without its closing {quote}", quote=True)
     if opened:
-        raise ValueError(f"'{opened[-1]}' without '{pairs[opened[-1]]}'")
+        raise UnpairedError(f"'{opened[-1]}' without '{pairs[opened[-1]]}'")
     parts.append(text[start:])
     return [p.strip() for p in parts if p.strip()]
 

@@ -86,7 +86,7 @@ def parse_grid(items: list[str], *, notes: list[str] | None = None) -> dict[str,
     Raises:
         ConfigErrors: a malformed item, an unknown key (with the closest one) or a repeated key.
     """
-    from engine.config import RunConfig, closest_key, coerce, parse_override, split_values
+    from engine.config import RunConfig, UnpairedError, closest_key, coerce, parse_override, split_values
 
     names = RunConfig.field_names()
     grid: dict[str, list[Any]] = {}
@@ -109,8 +109,8 @@ def parse_grid(items: list[str], *, notes: list[str] | None = None) -> dict[str,
             continue
         try:
             texts = split_values(values)
-        except ValueError as problem:  # "[q_proj,v_proj" was queued as the literal text
-            form = ("end a quoted value with its quote, e.g. --grid \"run_name='a,b',c\"" if "quote" in str(problem)
+        except UnpairedError as problem:  # "[q_proj,v_proj" was queued as the literal text
+            form = ("end a quoted value with its quote, e.g. --grid \"run_name='a,b',c\"" if problem.quote
                     else "write a list value whole in brackets, e.g. "
                     "--grid \"lora_target_modules=[q_proj,v_proj],all-linear\"")
             errors.append(ConfigError(f"--grid {key}: {problem} in {values.strip()!r}; {form}", key=key))
