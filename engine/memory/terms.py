@@ -302,7 +302,8 @@ def activations(st: ModelStructure, s: Setup) -> Activations:
     With gradient checkpointing (HF ``gradient_checkpointing_enable``, non-reentrant, one
     checkpoint per block) a block keeps only its input, h x (2 or 4) bytes per token
     (measured 2.0 for a bf16 residual stream, 4.0 for fp32), plus what its ops keep outside
-    ``save_for_backward`` (LLM.int8's inputs), and one block is rebuilt at a time in backward. Freeze keeps nothing below the lowest trainable block.
+    ``save_for_backward`` (LLM.int8's inputs), and one block is rebuilt at a time in backward.
+    Freeze keeps nothing below the lowest trainable block.
     """
     num = s.numerics
     positions = s.tokens_per_sequence(st)
