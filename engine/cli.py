@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object (see README)")
     e.add_argument("--gpu-memory", type=float, metavar="GiB", help="GPU memory to fit into "
                    "(default: the detected GPU)")
+    e.add_argument("--no-data", "--no_data", action="store_true", dest="no_data",
+                   help="don't read the dataset: the estimate at seq_len only (by default the records are "
+                   "tokenized as the run would, and the estimate at the longest one is given too)")
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

@@ -31,7 +31,10 @@ def cli_estimate(args: argparse.Namespace) -> int:
             if not args.gpu_memory > 0:
                 raise StudioError(f"--gpu-memory must be a positive number of GiB, got {args.gpu_memory}")
             gpu_bytes = int(args.gpu_memory * GIB)
-        result = estimate(cfg, gpu_bytes, with_measured=True)
+        data, why = (None, "") if getattr(args, "no_data", False) else _data(cfg)
+        result = estimate(cfg, gpu_bytes, with_measured=True, data=data)
+        if why:
+            result.notes.append(why)
     except StudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -40,6 +43,17 @@ def cli_estimate(args: argparse.Namespace) -> int:
     else:
         print(format_text(result.to_dict(), model=cfg.model))
     return 0
+
+
+def _data(cfg) -> tuple:
+    """``(DataLengths, "")``, or ``(None, why not)`` when the records can't be measured: the
+    estimate at ``seq_len`` needs only config.json, so a missing dataset or tokenizer is a note."""
+    from engine.data.lengths import data_lengths
+
+    try:
+        return data_lengths(cfg), ""
+    except StudioError as e:
+        return None, f"the estimate at the data's longest record is missing: {e.message}"
 
 
 def format_gib(n: int | None) -> str:
@@ -52,8 +66,9 @@ def format_gib(n: int | None) -> str:
 def format_text(d: dict, *, model: str = "") -> str:
     """A readable report of an estimate's ``to_dict()``."""
     share = f" = {100 * d['trainable_params'] / d['total_params']:.2f}%" if d["total_params"] else ""
+    at = f" with batches of seq_len {d['seq_len']:,} tokens" if d.get("seq_len") else ""
     lines = [f"Estimated peak GPU memory: {format_gib(d['peak_bytes'])} ({d['peak_bytes'] / 1e9:.1f} GB, as "
-             f"nvidia-smi shows it), at the {d['peak_phase']}",
+             f"nvidia-smi shows it), at the {d['peak_phase']}{at}",
              f"  model: {model}: {d['total_params']:,} parameters, {d['trainable_params']:,} trainable{share}",
              "  breakdown at the peak:"]
     for name, value in d["breakdown"].items():
@@ -65,6 +80,9 @@ def format_text(d: dict, *, model: str = "") -> str:
         lines.append(f"  {gpu} ({d['gpu_source']}): {format_gib(d['gpu_bytes'])} -> fits: {d['fits']} "
                      f"({pct:.0f}% of it)")
         lines.append(f"  largest micro-batch that fits: {d['max_batch_size']}")
+    data = d.get("data")
+    if data:
+        lines.append("  " + data_text(data, d["gpu_bytes"]))
     for m in d["measured"]:
         peak = m.get("peak_gpu_device_bytes") or m.get("peak_gpu_reserved_bytes")
         lines.append(f"  measured on this machine: {format_gib(peak)} on {m.get('gpu_name') or 'GPU'} "
@@ -81,6 +99,19 @@ def format_text(d: dict, *, model: str = "") -> str:
     for note in d["notes"]:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def data_text(data: dict, gpu_bytes: int | None) -> str:
+    """One line on the estimate with the run's data (the estimate's ``data`` object)."""
+    n = data["records"]
+    text = f"with this data ({n:,} record{'s' if n != 1 else ''}, the longest {data['longest_record']:,} tokens"
+    if data["truncated"]:
+        text += f", {data['truncated']:,} cut to seq_len {data['seq_len']:,}): the same"
+    else:
+        text += f"): {format_gib(data['peak_bytes'])}"
+    if gpu_bytes:
+        text += f" -> fits: {data['fits']}, largest micro-batch that fits: {data['max_batch_size']}"
+    return text
 
 
 def disk_text(disk: dict) -> str:

@@ -29,6 +29,7 @@ from engine.memory.terms import GIB, Assumptions, Setup
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
+    from engine.data.lengths import DataLengths
 
 SCHEMA_VERSION = 1
 BREAKDOWN_KEYS = ("weights", "quant_constants", "gradients", "optimizer_states", "autocast_weight_copies",
@@ -74,6 +75,9 @@ class Estimate:
         notes: Caveats (no GPU, uncalibrated terms, architecture guesses).
         disk: The run's checkpoint and ``final/`` sizes and the free space where it will be
             written (:func:`engine.disk.estimate_from_config`).
+        data: The estimate with this dataset, when its records were measured (see
+            :func:`data_estimate`); None when they were not.
+        seq_len: The sequence length the estimate is for (the config's ``seq_len``).
     """
 
     peak_bytes: int
@@ -91,6 +95,8 @@ class Estimate:
     measured: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     disk: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | None = None
+    seq_len: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``estimate --json`` object (docs/memory.md "JSON output" is its contract)."""
@@ -100,6 +106,7 @@ class Estimate:
             "peak_gib": round(self.peak_bytes / GIB, 2),
             "breakdown": dict(self.breakdown),
             "peak_phase": self.peak_phase,
+            "seq_len": self.seq_len,
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
             "gpu_bytes": self.gpu_bytes,
@@ -112,12 +119,14 @@ class Estimate:
             "measured": [dict(m) for m in self.measured],
             "notes": list(self.notes),
             "disk": dict(self.disk),
+            "data": dict(self.data) if self.data is not None else None,
         }
 
 
 # ---------------------------------------------------------------- Public API
 def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | None = None,
-             assumptions: Assumptions | None = None, with_measured: bool = False) -> Estimate:
+             assumptions: Assumptions | None = None, with_measured: bool = False,
+             data: DataLengths | None = None) -> Estimate:
     """Estimate the peak GPU memory of training ``cfg``, from config.json alone.
 
     Args:
@@ -128,6 +137,10 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         assumptions: Training-loop facts; the default describes engine/train.py.
         with_measured: Also scan the runs folder for measured peaks of equivalent configs
             (file I/O; the GUI's live estimate leaves it off).
+        data: The token lengths of the run's records (:func:`engine.data.lengths.data_lengths`):
+            adds the estimate at the data's longest record (``Estimate.data``), and, when the
+            config doesn't fit, ``seq_len`` cut to the data's longest record as the first,
+            free, suggestion.
 
     Raises:
         ModelError: the model or its config.json can't be read or built.
@@ -168,7 +181,7 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         notes.append("paged optimizer states are counted on the GPU; under pressure they move to CPU memory")
     fits = verdict(peak, gpu_bytes)
     max_b = max_batch_size(st, setup, gpu_bytes, factor) if gpu_bytes else None
-    suggestions = [] if fits == "yes" else suggest(cfg, setup, gpu_bytes, factor)
+    suggestions = [] if fits == "yes" else suggest(cfg, setup, gpu_bytes, factor, data=data)
     return Estimate(
         peak_bytes=peak,
         breakdown=breakdown,
@@ -185,7 +198,40 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         measured=history.measured_peaks(cfg) if with_measured else [],
         notes=notes,
         disk=_disk(cfg, st),
+        data=data_estimate(cfg, setup, data, peak, max_b, gpu_bytes, factor) if data is not None else None,
+        seq_len=cfg.seq_len,
     )
+
+
+def data_estimate(cfg: RunConfig, setup: Setup, data: DataLengths, peak: int, max_b: int | None,
+                  gpu_bytes: int | None, factor: float = 1.0) -> dict[str, Any]:
+    """The estimate for ``cfg`` trained on ``data``: at its longest record, not at ``seq_len``.
+
+    Batches are padded to their longest record, so the batch holding the data's longest record
+    sets the peak (engine/data/lengths.py). Packed batches (``packing``) join records instead of
+    padding them: their estimate stays the one at ``seq_len``.
+
+    Returns:
+        ``{"path", "records", "longest_record", "truncated", "seq_len", "peak_bytes", "fits",
+        "max_batch_size"}``: ``seq_len`` is the longest batch's length (the longest record cut to
+        the config's ``seq_len``); the last three as in :class:`Estimate`, for this data (``peak``
+        and ``max_b``, the config's, when the data reaches ``seq_len``).
+    """
+    seq = cfg.seq_len if cfg.packing else data.padded_len
+    out: dict[str, Any] = {"path": data.path, "records": data.records, "longest_record": data.longest,
+                           "truncated": data.truncated, "seq_len": seq}
+    if seq < cfg.seq_len:
+        st = model_structure(cfg)
+        at = setup.with_(seq_len=seq)
+        peak = peak_bytes(st, at, factor)
+        max_b = max_batch_size(st, at, gpu_bytes, factor) if gpu_bytes else None
+    out.update(peak_bytes=peak, fits=verdict(peak, gpu_bytes), max_batch_size=max_b)
+    return out
+
+
+def data_seq_len(data: DataLengths) -> int:
+    """The ``seq_len`` that truncates no record of ``data``: its longest, up to a multiple of 64."""
+    return -(-data.longest // 64) * 64
 
 
 def _disk(cfg: RunConfig, st: ModelStructure) -> dict[str, Any]:
@@ -290,9 +336,13 @@ def max_batch_size(st: ModelStructure, setup: Setup, gpu_bytes: int, factor: flo
     return lo
 
 
-def suggest(cfg: RunConfig, setup: Setup, gpu_bytes: int | None, factor: float = 1.0) -> list[dict[str, Any]]:
+def suggest(cfg: RunConfig, setup: Setup, gpu_bytes: int | None, factor: float = 1.0, *,
+            data: DataLengths | None = None) -> list[dict[str, Any]]:
     """Config changes that lower the peak, cumulative, in the order that costs least.
 
+    0. with ``data`` whose records are all shorter: ``seq_len`` down to the longest (rounded up
+       to a multiple of 64). It changes nothing in training (batches are padded to their longest
+       record anyway); only a longer record added later would be cut;
     1. gradient checkpointing (same result, ~30% slower);
     2. a smaller micro-batch with more accumulation (same effective batch, slower);
     3. the 8-bit AdamW (bitsandbytes; states 2 B/param instead of 8);
@@ -327,6 +377,11 @@ def suggest(cfg: RunConfig, setup: Setup, gpu_bytes: int | None, factor: float =
         out.append({"changes": dict(trial), "peak_bytes": peak, "fits": fits, "description": description})
         return fits == "yes"
 
+    if data is not None and not cfg.packing and data_seq_len(data) < cfg.seq_len:
+        n = data_seq_len(data)
+        if rung({"seq_len": n}, f"seq_len {n}: every record of this dataset fits (the longest is "
+                f"{data.longest:,} tokens), so training is the same; a longer record added later is cut"):
+            return out
     if not cfg.gradient_checkpointing and rung({"gradient_checkpointing": True},
                                                "turn on gradient checkpointing (about 30% slower, same result)"):
         return out
