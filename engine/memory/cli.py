@@ -85,8 +85,9 @@ def format_text(d: dict, *, model: str = "") -> str:
         lines.append("  " + data_text(data, d["gpu_bytes"]))
     for m in d["measured"]:
         peak = m.get("peak_gpu_device_bytes") or m.get("peak_gpu_reserved_bytes")
+        longest = f", longest record {m['longest_record']:,} tokens" if m.get("longest_record") else ""
         lines.append(f"  measured on this machine: {format_gib(peak)} on {m.get('gpu_name') or 'GPU'} "
-                     f"({m['run_dir']}, {m.get('finished') or m.get('status')})")
+                     f"({m['run_dir']}, {m.get('finished') or m.get('status')}{longest})")
     if d["suggestions"]:
         lines.append("  to lower it (each step includes the ones above):")
         for i, s in enumerate(d["suggestions"], 1):

@@ -128,7 +128,10 @@ def measured_peaks(cfg: RunConfig) -> list[dict[str, Any]]:
 
     Returns:
         Newest first: ``{"run_dir", "status", "finished", "gpu_name",
-        "peak_gpu_allocated_bytes", "peak_gpu_reserved_bytes", "peak_gpu_device_bytes"}``.
+        "peak_gpu_allocated_bytes", "peak_gpu_reserved_bytes", "peak_gpu_device_bytes",
+        "longest_record"}``. The dataset is not a memory key, but its longest record sets the
+        longest batch (engine/data/lengths.py): ``longest_record`` (tokens, from the run's
+        dataset.json; None when unknown) tells a measurement on shorter data apart.
     """
     from engine.runs import run_folders
 
@@ -151,9 +154,19 @@ def measured_peaks(cfg: RunConfig) -> list[dict[str, Any]]:
         if not any(isinstance(v, int) and v > 0 for v in peaks.values()):
             continue
         found.append({"run_dir": str(summary.parent), "status": data.get("status"),
-                      "finished": data.get("finished"), "gpu_name": data.get("gpu_name"), **peaks})
+                      "finished": data.get("finished"), "gpu_name": data.get("gpu_name"), **peaks,
+                      "longest_record": _longest_record(summary.parent)})
     found.sort(key=lambda r: str(r.get("finished") or ""), reverse=True)
     return found
+
+
+def _longest_record(run_dir: Path) -> int | None:
+    """The run's longest training record in tokens (its dataset.json), or None."""
+    try:
+        value = json.loads((run_dir / "dataset.json").read_text(encoding="utf-8")).get("longest")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _model_id(model: str) -> str:

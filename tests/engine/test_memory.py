@@ -590,6 +590,11 @@ def test_measured_peaks_finds_runs_with_the_same_memory_settings(studio_home):
     assert found[0]["peak_gpu_device_bytes"] == 13 * GIB
     assert found[0]["gpu_name"] == "NVIDIA H100 80GB HBM3"
     assert estimate(cfg, 80 * GIB, with_measured=True).measured == found
+    # The run's longest record (its dataset.json) comes along: a run on shorter data peaks lower.
+    assert [r["longest_record"] for r in found] == [None, None, None]
+    (studio_home / "runs" / "b-new" / "dataset.json").write_text(json.dumps({"longest": 247}), encoding="utf-8")
+    (studio_home / "runs" / "a-old" / "dataset.json").write_text("{not json", encoding="utf-8")
+    assert [r["longest_record"] for r in measured_peaks(cfg)] == [247, None, None]
 
 
 def test_per_gpu_correction_scales_the_estimate(studio_home):
