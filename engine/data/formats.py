@@ -216,6 +216,8 @@ def _replace_error(r: Record, written: bytes | str, line: int, ds: DatasetFile,
     if ds.container == RecordFormat.JSON and json_file is not None:
         text, index = json_file.text()
         problem = _json_element_problem(text, json_file.starts[i], index)
+        # Where its first line starts may have moved too (a gap or preamble of another width).
+        r.start_column = index.at(json_file.starts[i])[1]
     elif ds.container == RecordFormat.JSONL:
         chunk = written if isinstance(written, bytes) else written.encode("utf-8")
         problem = _jsonl_problem(chunk, line)
@@ -505,8 +507,9 @@ def _decode_error(chunk: bytes) -> json.JSONDecodeError:
     return json.JSONDecodeError("Extra data", chunk.decode("utf-8", "replace"), 0)
 
 
-def _broken(source: bytes | str, line: int, error: str, column: int | None) -> Record:
-    return Record(None, line, _raw_text(source), error, source=source, column=column)
+def _broken(source: bytes | str, line: int, error: str, column: int | None, start_column: int | None = None
+            ) -> Record:
+    return Record(None, line, _raw_text(source), error, source=source, column=column, start_column=start_column)
 
 
 def _raw_text(source: bytes | str) -> str:
@@ -628,7 +631,7 @@ def _read_json(path: Path, ds: DatasetFile) -> None:
             close = i
             break
         start = i
-        line = lines.at(start)[0]
+        line, start_column = lines.at(start)
         try:
             value, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError:
@@ -637,7 +640,8 @@ def _read_json(path: Path, ds: DatasetFile) -> None:
         if type(value) is dict:
             records.append(Record(value, line, source=text[start:end]))
         else:
-            records.append(_broken(text[start:end], line, *_json_element_problem(text, start, lines)))
+            records.append(_broken(text[start:end], line, *_json_element_problem(text, start, lines),
+                                   start_column=start_column))
         j = _WS.match(text, end).end()
         if j >= len(text):
             ds.errors.append(DataError("the list of records is not closed: ']' is missing at the end",

@@ -105,13 +105,18 @@ class Record:
             ending). When given without ``data``, ``data`` is parsed from it on first access.
         schema: The file's format and mapping, used by :meth:`messages`.
         column: For a broken record, the 1-based column of the error.
+        start_column: For a broken record read from (or saved to) a file, the 1-based column of
+            :attr:`line` where its text starts: past the indent before a JSON array's element, or
+            the elements before it on that line. None means 1 (a JSONL line, a CSV row). An error
+            on the record's first line is this many columns, less one, right of where it is in
+            :attr:`raw`.
     """
 
-    __slots__ = ("_data", "_source", "line", "raw", "error", "column", "schema", "_edited")
+    __slots__ = ("_data", "_source", "line", "raw", "error", "column", "start_column", "schema", "_edited")
 
     def __init__(self, data: dict | None = None, line: int | None = None, raw: str | None = None,
                  error: str | None = None, *, source: bytes | str | None = None,
-                 schema: Schema | None = None, column: int | None = None):
+                 schema: Schema | None = None, column: int | None = None, start_column: int | None = None):
         if data is None and (source is None or error is not None):
             data = {}
         self._data = data
@@ -120,6 +125,7 @@ class Record:
         self.raw = raw
         self.error = error
         self.column = column
+        self.start_column = start_column
         self.schema = schema
         # A new record (no source) counts as edited: it must be serialised on save.
         self._edited = source is None
@@ -146,7 +152,7 @@ class Record:
         self._data = value
         self._edited = True
         # Replacing a broken record's data is how the form editor fixes it.
-        self.raw = self.error = self.column = None
+        self.raw = self.error = self.column = self.start_column = None
 
     def peek(self) -> dict:
         """The fields, without caching a lazily parsed dict. Read-only: don't mutate.
@@ -193,7 +199,7 @@ class Record:
         self._source = text if isinstance(self._source, str) or self._source is None else (
             text.encode("utf-8") + _line_ending(self._source))
         self._edited = False
-        self.raw = self.error = self.column = None
+        self.raw = self.error = self.column = self.start_column = None
         return True
 
     def messages(self, schema: Schema | None = None, *, turn_keys: bool = False,
@@ -239,7 +245,8 @@ class Record:
         return value
 
     def _set_broken(self, text: str, error: str, column: int | None) -> None:
-        self.raw, self.error, self.column = text, error, column
+        # The error is placed in ``text`` itself, which starts at its own column 1.
+        self.raw, self.error, self.column, self.start_column = text, error, column, None
         self._data = {}
         self._edited = True
 

@@ -13,6 +13,7 @@ import copy
 import html
 import json
 import re
+from typing import NamedTuple
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFontDatabase, QKeySequence, QTextCursor
@@ -767,33 +768,50 @@ def _spliced(data: dict, standard: set[str], other_text: str) -> str:
     return head[:-1].rstrip() + (",\n  " if head != "{}" else "\n  ") + inner + "\n}"
 
 
-def _error_at(rec: Record | None, error: str) -> tuple[int, int, int | None, str] | None:
-    """``(line of the text box, column, file line or None, the words)`` of a ``"line N, column C: ..."``
-    error of ``rec``. A record as read or saved (it has a ``source``) is named by file lines, the
-    reader's and a save's; text retyped in the form (:func:`fixed_record`) by lines of the box."""
+class _ErrorPlace(NamedTuple):
+    """Where a broken record's ``"line N, column C: ..."`` error is, in its text box and in its file."""
+
+    box_line: int
+    box_column: int
+    file_line: int | None  # None: the error is of text retyped in the form, placed in the box only
+    file_column: int | None
+    words: str
+
+
+def _error_at(rec: Record | None, error: str) -> _ErrorPlace | None:
+    """Where ``error`` of ``rec`` is. A record as read or saved (it has a ``source``) is named by
+    file lines and columns, the reader's and a save's; the box holds its text from its first
+    character, so on its first line the columns before it in the file (a JSON array's indent) are
+    not in the box. Text retyped in the form (:func:`fixed_record`) is named by lines of the box."""
     m = re.match(r"line (\d+), column (\d+): (.*)", error, re.S)
     if not m:
         return None
     line, column = int(m.group(1)), int(m.group(2))
     if rec is not None and rec.line and rec.source is not None:
-        return line - rec.line + 1, column, line, m.group(3)
-    return line, column, None, m.group(3)
+        box = line - rec.line + 1
+        box_column = column - (rec.start_column or 1) + 1 if box == 1 else column
+        return _ErrorPlace(box, box_column, line, column, m.group(3))
+    return _ErrorPlace(line, column, None, None, m.group(3))
 
 
 def _where_broken(rec: Record | None, error: str) -> tuple[str, str]:
-    """Where a broken record's error is, said once: as the file line (and, past the record's first
-    line, the line of the text box) for a record as read or saved; as a line of the box for text
-    retyped in the form."""
+    """Where a broken record's error is, said once: as the file line and column (and, where they
+    differ, the line or column of the text box) for a record as read or saved; as a line of the box
+    for text retyped in the form."""
     if rec is None or not rec.line:
         return "", error
     at = _error_at(rec, error)
     if at is None:
         return f" (the record from file line {rec.line})", error
-    box, column, file_line, words = at
-    if file_line is not None:
-        inside = f" (line {box} of the text below)" if box > 1 else ""
-        return f" at file line {file_line}, column {column}{inside}", words
-    return f" at line {box}, column {column} of the text below (the record from file line {rec.line})", words
+    if at.file_line is not None:
+        inside = ""
+        if at.box_line > 1:
+            inside = f" (line {at.box_line} of the text below)"
+        elif at.box_column != at.file_column:  # the element's first line, indented in the file
+            inside = f" (column {at.box_column} of the text below)"
+        return f" at file line {at.file_line}, column {at.file_column}{inside}", at.words
+    return (f" at line {at.box_line}, column {at.box_column} of the text below (the record from file line "
+            f"{rec.line})", at.words)
 
 
 def error_offset(rec: Record | None, text: str) -> int | None:
@@ -804,6 +822,6 @@ def error_offset(rec: Record | None, text: str) -> int | None:
     if at is None:
         return max(rec.column - 1, 0) if rec.column else None
     lines = text.split("\n")
-    box = min(max(at[0], 1), len(lines))
+    box = min(max(at.box_line, 1), len(lines))
     start = sum(len(line) + 1 for line in lines[:box - 1])
-    return start + min(max(at[1] - 1, 0), len(lines[box - 1]))
+    return start + min(max(at.box_column - 1, 0), len(lines[box - 1]))

@@ -547,5 +547,33 @@ def test_a_broken_json_array_elements_error_names_where_it_is_after_a_save_moved
     assert broken.broken and broken.line == 4 + shift
     assert broken.error == f"line {5 + shift}, column 18: Expecting ',' delimiter"
     reopened = next(r for r in load_dataset_file(path).records if r.broken)
-    assert (broken.line, broken.error, broken.column) == (reopened.line, reopened.error, reopened.column)
+    assert (broken.line, broken.error, broken.column, broken.start_column) == (
+        reopened.line, reopened.error, reopened.column, reopened.start_column)
     assert [(e.line, e.column) for e in ds.errors] == [(5 + shift, 18)]
+
+
+@pytest.mark.parametrize("text", [
+    '[\n  {"instruction": "a", "output": "A"},\n  {"instruction": "c" "output": "C"}\n]\n',
+    '[\n    {"instruction": "a", "output": "A"},\n    {"instruction": "c" "output": "C"}\n]\n',
+    '[\n\t{"instruction": "a", "output": "A"},\n\t{"instruction": "c" "output": "C"}\n]\n',
+    '[{"instruction": "a", "output": "A"}, {"instruction": "c" "output": "C"}]\n',
+], ids=["indent-2", "indent-4", "tab", "compact"])
+def test_a_broken_json_array_element_knows_the_column_its_text_starts_at(tmp_path, text):
+    """Its error's column is the file's, counted from the line's start, and its raw text starts at
+    its '{': ``start_column`` tells the two apart, as read and after a save moved the element along
+    its line (the record before it, on the same line in a compact file, deleted)."""
+    path = tmp_path / "a.json"
+    path.write_text(text, encoding="utf-8")
+    ds = load_dataset_file(path)
+    broken = ds.records[1]
+    line_text = text.split("\n")[broken.line - 1]
+    assert broken.start_column == line_text.index('{"instruction": "c"') + 1
+    assert broken.error.startswith(f"line {broken.line}, column {broken.column}: Expecting ','")
+    # The error is on the element's first line: in its text, start_column - 1 to the left.
+    assert broken.raw[broken.column - broken.start_column:].startswith('"output"')
+    ds.records.pop(0)
+    save_dataset_file(ds)
+    reopened = load_dataset_file(path).records[0]
+    assert (broken.start_column, broken.column, broken.error) == (
+        reopened.start_column, reopened.column, reopened.error)
+    assert broken.raw[broken.column - broken.start_column:].startswith('"output"')

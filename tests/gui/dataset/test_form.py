@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PySide6.QtCore import Qt
 
 from engine.data import load_dataset_file
@@ -531,3 +532,67 @@ def test_a_broken_json_array_element_is_named_where_it_is_after_a_save(make_edit
     assert (cursor.blockNumber(), cursor.positionInBlock()) == (1, 17)
     reopened = make_editor(path)  # what opening the saved file says
     assert reopened.banner.label.text() == ed.banner.label.text()
+
+
+def _tint(edit) -> tuple[int, str]:
+    """Where the tinted character of a text box is, and what it is."""
+    selections = edit.extraSelections()  # held: each cursor lives as long as its list
+    assert len(selections) == 1
+    return selections[0].cursor.selectionStart(), selections[0].cursor.selectedText()
+
+
+@pytest.mark.parametrize("pad", ["  ", "    ", "\t"], ids=["indent-2", "indent-4", "tab"])
+def test_a_broken_json_array_elements_error_is_tinted_on_its_character(make_editor, tmp_path, pad):
+    """The message names the file's line and column; the cursor and the tint sit on the character
+    itself in the box, which holds the element from its '{' (not the indent before it)."""
+    text = (f'[\n{pad}{{"instruction": "a", "output": "A"}},\n{pad}{{"instruction": "b" "output": "B"}},\n'
+            f'{pad}{{"instruction": "c",\n{pad} "output": "C" "x"}}\n]\n')
+    path = tmp_path / "indented.json"
+    path.write_text(text, encoding="utf-8")
+    file_lines = text.split("\n")
+    ed = make_editor(path)
+    form = ed.form
+
+    ed.select_record(1)  # the error is on the element's first line (file line 3)
+    column = file_lines[2].index('"output"') + 1
+    box = form.raw.toPlainText()
+    at = box.index('"output"')
+    assert at == column - 1 - len(pad)
+    assert form.raw.textCursor().position() == at
+    assert _tint(form.raw) == (at, '"')
+    assert (f"Not valid JSON at file line 3, column {column} (column {at + 1} of the text below): "
+            "Expecting ',' delimiter") in form.raw_error.text()
+
+    ed.select_record(2)  # on the element's second line (file line 5): the box keeps the file's indent there
+    column = file_lines[4].index('"x"') + 1
+    box = form.raw.toPlainText()
+    at = box.index('"x"')
+    assert box.split("\n")[1].index('"x"') == column - 1
+    cursor = form.raw.textCursor()
+    assert (cursor.blockNumber(), cursor.positionInBlock()) == (1, column - 1)
+    assert _tint(form.raw) == (at, '"')
+    assert f"at file line 5, column {column} (line 2 of the text below)" in form.raw_error.text()
+
+
+def test_a_broken_element_of_a_compact_json_array_is_tinted_where_it_is_after_a_save(make_editor, tmp_path):
+    """An element that starts far along its line (one-line file) is tinted on its character, and
+    again after a save that moves it along that line (the record before it deleted)."""
+    path = tmp_path / "compact.json"
+    text = ('[{"instruction": "a", "output": "A"}, {"instruction": "b" "output": "B"}, '
+            '{"instruction": "c", "output": "C"}]\n')
+    path.write_text(text, encoding="utf-8")
+    ed = make_editor(path)
+    form = ed.form
+    ed.select_record(1)
+    at = form.raw.toPlainText().index('"output"')
+    assert at == 20 and text.index('"output": "B"') + 1 == 59
+    assert _tint(form.raw) == (at, '"')
+    assert "at file line 1, column 59 (column 21 of the text below)" in form.raw_error.text()
+    ed.select_record(0)
+    ed.act_delete.trigger()
+    assert ed.save()
+    ed.select_record(1)
+    ed.select_record(0)
+    assert form.record().broken
+    assert _tint(form.raw) == (at, '"')
+    assert "at file line 1, column 22 (column 21 of the text below)" in form.raw_error.text()
