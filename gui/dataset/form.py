@@ -401,18 +401,33 @@ class RecordForm(QWidget):
         JSON text that doesn't parse yet leaves the record as it was while the user types; when
         they leave the record (``leaving``: another record, undo, closing) it is committed as a
         broken record that keeps the text, as a broken line of a file is kept, so no typing is lost.
+        The "other fields (JSON)" box's text that doesn't parse stays in the box with its error
+        under it, and is never committed together with other typing: what is typed in the other
+        boxes meanwhile is an undo step of its own, and the box's text becomes one when it parses
+        (or when the record is left).
         """
         self._timer.stop()
         if self._record is None or not self._dirty_fields:
             return
-        fields = sorted(self._dirty_fields)
-        new = self._build_record(leaving)
+        fields = set(self._dirty_fields)
+        if "other fields" in fields and len(fields) > 1 and self._other_fields() is None:
+            self._commit(fields - {"other fields"}, leaving=False)
+            fields = {"other fields"}
+        self._commit(fields, leaving)
+
+    def _commit(self, fields: set[str], leaving: bool) -> None:
+        """Ask for the record with the typing in ``fields`` as an undo step; nothing while its
+        JSON doesn't parse (unless ``leaving``) or it changes nothing, and ``fields`` stay pending."""
+        rec = self._record
+        new = self._build_record(fields, leaving)
         if new is None:
             return
-        self._dirty_fields.clear()
-        for turn in self._dirty_turns:
-            turn.committed = turn.value()
-        self._dirty_turns.clear()
+        self._dirty_fields -= fields
+        if "turns" in fields:
+            for turn in self._dirty_turns:
+                turn.committed = turn.value()
+            self._dirty_turns.clear()
+        fields = sorted(fields)
         label = self._label or "Edit " + (fields[0] if len(fields) == 1 else "record")
         if fields == ["raw"] and self._record.broken:
             label = "Fix broken record" if not new.broken else "Edit broken record"
@@ -425,6 +440,11 @@ class RecordForm(QWidget):
         if isinstance(target, TurnEdit):  # a key that outlives the widget: the turn's place
             target = ("turn", self.turns.index(target) if target in self.turns else -1)
         self.sig_edited.emit(self._index, new, label, (self._index, tuple(fields), target, self._burst))
+        if self._record is rec:
+            # The change didn't come back through set_record: the editor shows another record now
+            # (this is the commit on leaving this one). Held-back "other fields" text committed
+            # next must build on ``new``, which replaced ``rec``, and the editor finds it by it.
+            self._record = new
 
     def seal(self) -> None:
         """End the current typing burst: the next commit starts a new undo step."""
@@ -601,15 +621,16 @@ class RecordForm(QWidget):
             self._extra_json.setPlainText(json.dumps(other, ensure_ascii=False, indent=1, default=str))
             self._extra_json.textChanged.connect(lambda: self._on_field_changed("other fields"))
             self._extra_json_error = QLabel()
+            self._extra_json_error.setWordWrap(True)
             self._extra_json_error.setStyleSheet(_ERROR_STYLE)
             self._extra_json_error.hide()
             layout.addWidget(self._extra_json)
             layout.addWidget(self._extra_json_error)
 
     # ---- Building the edited record
-    def _build_record(self, leaving: bool = False) -> Record | None:
-        """The record as edited; None when unchanged, or when JSON text doesn't parse (unless
-        ``leaving``: then a broken record holding the text)."""
+    def _build_record(self, dirty: set[str], leaving: bool = False) -> Record | None:
+        """The record with the typing in the ``dirty`` fields; None when unchanged, or when JSON
+        text doesn't parse (unless ``leaving``: then a broken record holding the text)."""
         rec = self._record
         if rec is None:
             return None
@@ -631,7 +652,6 @@ class RecordForm(QWidget):
             return with_data(rec, value) if value != rec.peek() else None
         # Only touched fields are written back: a field of the wrong type (a number, a list)
         # shown as text must not silently turn into a string because another field was edited.
-        dirty = self._dirty_fields
         data = copy_data(rec.peek())
         if self.pages.currentIndex() == 1:
             for key, edit in self.fields.items():
@@ -650,16 +670,10 @@ class RecordForm(QWidget):
             if k in dirty:
                 data[k] = edit.text()
         if self._extra_json is not None and "other fields" in dirty:
-            try:
-                other = json.loads(plain_text(self._extra_json) or "{}")
-                if not isinstance(other, dict):
-                    raise ValueError("expected a JSON object {...}")
-            except ValueError as e:
-                self._extra_json_error.setText(f"other fields: not valid JSON — {e}")
-                self._extra_json_error.show()
+            other = self._other_fields()
+            if other is None:
                 return fixed_record(rec, _spliced(data, self._standard_keys(), plain_text(self._extra_json))) \
                     if leaving else None
-            self._extra_json_error.hide()
             standard = self._standard_keys()
             for k in [k for k in data if k not in standard and k not in other]:
                 del data[k]  # removed from the JSON box
@@ -670,6 +684,21 @@ class RecordForm(QWidget):
         if data == rec.peek():
             return None
         return with_data(rec, data)
+
+    def _other_fields(self) -> dict | None:
+        """The "other fields (JSON)" box's object; None, with the error shown under the box, when
+        its text doesn't parse to one."""
+        try:
+            other = json.loads(plain_text(self._extra_json) or "{}")
+            if not isinstance(other, dict):
+                raise ValueError("expected a JSON object {...}")
+        except ValueError as e:
+            self._extra_json_error.setText(f"other fields: not valid JSON yet — {e}. They keep their last valid "
+                                           "values until this text parses.")
+            self._extra_json_error.show()
+            return None
+        self._extra_json_error.hide()
+        return other
 
     def _standard_keys(self) -> set[str]:
         """The keys the form shows in their own boxes (not in "other fields (JSON)")."""

@@ -596,3 +596,84 @@ def test_a_broken_element_of_a_compact_json_array_is_tinted_where_it_is_after_a_
     assert form.record().broken
     assert _tint(form.raw) == (at, '"')
     assert "at file line 1, column 22 (column 21 of the text below)" in form.raw_error.text()
+
+
+def test_other_fields_json_that_does_not_parse_is_held_back_as_an_undo_step_of_its_own(make_editor, tmp_path):
+    """The "other fields (JSON)" box's text that doesn't parse stays in the box with its error and
+    the record keeps those fields as they were; typing in another box meanwhile is an undo step of
+    its own; the box's text is one when it parses, or when the record is left (kept as text)."""
+    path = tmp_path / "scored.jsonl"
+    path.write_text(json.dumps({"instruction": "Add", "input": "", "output": "4", "score": 1}) + "\n"
+                    + json.dumps({"instruction": "Sub", "input": "", "output": "0", "score": 2}) + "\n",
+                    encoding="utf-8")
+    ed = make_editor(path)
+    form = ed.form
+
+    def steps() -> list[str]:
+        return [ed.undo_stack.text(i) for i in range(ed.undo_stack.count())]
+
+    def first() -> dict:
+        return ed.dataset().records[0].peek()
+
+    ed.select_record(0)
+    form._extra_json.setPlainText('{"score": 3,}')
+    form.flush()
+    assert steps() == [] and first()["score"] == 1
+    assert form._extra_json_error.isVisibleTo(form) and "not valid JSON" in form._extra_json_error.text()
+    form.field_edit("instruction").setPlainText("Add two")
+    form.flush()
+    assert steps() == ["Edit instruction"]
+    assert (first()["instruction"], first()["score"]) == ("Add two", 1)
+    assert form._extra_json.toPlainText() == '{"score": 3,}' and form._extra_json_error.isVisibleTo(form)
+    form._extra_json.setPlainText('{"score": 3}')
+    form.flush()
+    assert steps() == ["Edit instruction", "Edit other fields"] and not form._extra_json_error.isVisibleTo(form)
+    assert (first()["instruction"], first()["score"]) == ("Add two", 3)
+    ed.act_undo.trigger()  # the score only
+    assert (first()["instruction"], first()["score"]) == ("Add two", 1)
+    ed.act_redo.trigger()
+    assert ed.save()
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[0]) == {
+        "instruction": "Add two", "input": "", "output": "4", "score": 3}
+
+    # Left with the text still not parsing (the typing in another box not yet committed either):
+    # two steps, the typing and the text kept as the record's text.
+    form._extra_json.setPlainText('{"score": 4,}')
+    form.flush()
+    form.field_edit("instruction").setPlainText("Add three")
+    ed.select_record(1)
+    assert steps()[2:] == ["Edit instruction", "Keep record as text (its JSON doesn't parse)"]
+    kept = ed.dataset().records[0]
+    assert kept.broken and '"instruction": "Add three"' in kept.raw and '"score": 4,' in kept.raw
+    ed.act_undo.trigger()
+    assert (first()["instruction"], first()["score"]) == ("Add three", 3)
+    ed.act_undo.trigger()
+    assert (first()["instruction"], first()["score"]) == ("Add two", 3)
+    ed.act_redo.trigger()
+    assert ed.save()
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[0])["instruction"] == "Add three"
+
+
+def test_a_turn_typed_while_the_other_fields_json_does_not_parse_is_its_own_undo_step(make_editor, tmp_path):
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                             {"role": "assistant", "content": "Hello!"}],
+                                "meta": {"src": "a"}}) + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    form = ed.form
+    ed.select_record(0)
+    form._extra_json.setPlainText('{"meta": {"src": "b"}')  # a brace left out
+    form.flush()
+    form.turns[1].content.setPlainText("Hello there!")
+    form.flush()
+    record = ed.dataset().records[0].peek()
+    assert [ed.undo_stack.text(i) for i in range(ed.undo_stack.count())] == ["Edit turns"]
+    assert record["messages"][1]["content"] == "Hello there!" and record["meta"] == {"src": "a"}
+    assert form._extra_json.toPlainText() == '{"meta": {"src": "b"}' and form._extra_json_error.isVisibleTo(form)
+    form._extra_json.setPlainText('{"meta": {"src": "b"}}')
+    form.flush()
+    assert [ed.undo_stack.text(i) for i in range(ed.undo_stack.count())] == ["Edit turns", "Edit other fields"]
+    assert ed.save()
+    assert json.loads(path.read_text(encoding="utf-8")) == {
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"}],
+        "meta": {"src": "b"}}
