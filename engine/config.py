@@ -294,7 +294,7 @@ class RunConfig:
         except OSError as e:
             raise ConfigErrors([ConfigError(f"{path}: can't read: {e.strerror}")]) from None
         try:
-            data = yaml.safe_load(text) or {}
+            data = yaml.load(text, Loader=_TextLoader) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -594,8 +594,82 @@ def coerce(key: str, raw: Any) -> Any:
 
 
 # ---------------------------------------------------------------- Coercion helpers
-_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
-               "false": False, "no": False, "off": False, "0": False}
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "y": True, "1": True,
+               "false": False, "no": False, "off": False, "n": False, "0": False}
+
+
+class _TextLoader(yaml.SafeLoader):
+    """YAML as a run config is read: a plain scalar stays the text that was typed, and the key it is
+    the value of says what it means (:func:`_coerce`).
+
+    YAML 1.1, which PyYAML speaks, guesses a type from the text alone: ``no`` and ``on`` are booleans
+    (so ``run_name: no`` or a module called ``no`` was refused as "got False", and ``eval_split: yes``
+    said "got True"), ``017`` is octal 15, ``2024-01-01`` a date, while ``1e-4`` (no dot) is text. Only
+    null (``null``, ``~``, nothing) and ``<<`` keep their YAML meaning; quoted text and explicit tags
+    (``!!float 1``) are as in YAML.
+    """
+
+
+_TextLoader.yaml_implicit_resolvers = {
+    first: kept for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    if (kept := [(tag, rx) for tag, rx in resolvers
+                 if tag in ("tag:yaml.org,2002:null", "tag:yaml.org,2002:merge")])
+}
+
+
+def _number(text: str) -> int | float | None:
+    """``text`` as a number as people write one (``8``, ``1_000``, ``1e-4``, ``5E-5``, ``.5``, ``017`` is
+    17), or in YAML's other spellings (``0x10``, ``0o17``, ``.inf``); None if it is none."""
+    text = text.strip()
+    for read in (int, lambda t: int(t, 0), float):
+        try:
+            return read(text)
+        except (ValueError, OverflowError):  # int() refuses a number of over 4300 digits
+            pass
+    low = text.lower().removeprefix("+")
+    return float(low.replace(".", "")) if low in (".inf", "-.inf", ".nan") else None
+
+
+def _typed(value: Any, kind: str | None) -> Any:
+    """A value read by :class:`_TextLoader` with the type its key wants where its text says so
+    (``"8"`` -> 8 for a number key, ``"yes"`` -> True for a switch); any other as it is (``"1e-4"``,
+    ``"1_000"``, ``"yes"`` for a number key), which :func:`_coerce` reads or quotes as typed."""
+    if not isinstance(value, str):
+        return value
+    if kind == "bool" and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
+    if kind in ("int", "float"):
+        try:
+            number = int(value)
+        except ValueError:  # not a whole number, or one of over 4300 digits
+            return value
+        return number if str(number) == value.strip() else value  # 017, 1_000 and +5 stay as typed
+    return value
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _flow(value: Any) -> str:
+    """A value as YAML flow text, text as typed: ``[no, 1]``, ``{a: b}``, ``null``."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(x) for x in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flow(k)}: {_flow(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _shown(raw: Any) -> str:
+    """A bad value as a message quotes it: text in quotes as typed (``'yes'``), a list or mapping as
+    YAML writes it (``[q_proj, null]``)."""
+    if isinstance(raw, str):
+        return repr(_clip(raw))
+    return _clip(_flow(raw)) if isinstance(raw, (list, dict)) else repr(raw)
 
 
 def _decoded(path: Path, data: bytes) -> str:
@@ -677,48 +751,58 @@ def _kind(name: str, default: Any) -> str:
 
 
 def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
-    """Check and convert one value; raise a ConfigError naming the key and what is allowed."""
+    """Check and convert one value; raise a ConfigError naming the key and what is allowed.
+
+    Text is read by the key's type (``"1e-4"`` for a number, ``"no"`` for a switch or as the text
+    ``no``); a message quotes a bad value as it was typed (``got 'yes'``, not ``got True``).
+    """
     kind = meta["type"]
     choices = meta.get("choices")
     if kind == "bool":
         if isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.lower() in _BOOL_WORDS:
-            return _BOOL_WORDS[raw.lower()]
-        raise ConfigError(f"'{key}' must be true or false, got {raw!r}", key=key)
+        if isinstance(raw, str) and raw.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[raw.strip().lower()]
+        raise ConfigError(f"'{key}' must be true or false, got {_shown(raw)}", key=key)
     if kind in ("int", "float"):
-        if isinstance(raw, bool):
-            raise ConfigError(f"'{key}' must be a number, got {raw!r}", key=key)
-        try:
-            if kind == "int":
-                if isinstance(raw, float) and not raw.is_integer():
-                    raise ValueError
-                value: Any = int(raw) if not isinstance(raw, str) else int(float(raw)) if float(raw).is_integer() else None
-                if value is None:
-                    raise ValueError
-            else:
-                value = float(raw)
-        except (TypeError, ValueError):
-            what = "a whole number" if kind == "int" else "a number"
-            raise ConfigError(f"'{key}' must be {what}, got {raw!r}", key=key) from None
         lo, hi = meta.get("min"), meta.get("max")
+        what = "a whole number" if kind == "int" else "a number"
+        if lo is not None and hi is not None:
+            what += f" between {lo} and {hi}"
+        number = _number(raw) if isinstance(raw, str) else \
+            raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        value: Any = None
+        if kind == "int" and isinstance(number, int):
+            value = number
+        elif kind == "int" and isinstance(number, float) and number.is_integer():  # 1e3; not inf or nan
+            value = int(number)
+        elif kind == "float" and number is not None:
+            try:
+                value = float(number)
+            except OverflowError:  # an int of over 308 digits
+                value = math.inf if number > 0 else -math.inf
+        if value is None:
+            raise ConfigError(f"'{key}' must be {what}, got {_shown(raw)}", key=key)
         # NaN compares False with every bound, so it must be refused by name (inf is out of range already).
         if (kind == "float" and math.isnan(value)) or (lo is not None and value < lo) \
                 or (hi is not None and value > hi):
-            raise ConfigError(f"'{key}' must be between {lo} and {hi}, got {value}", key=key)
+            said = _clip(raw.strip()) if isinstance(raw, str) else value
+            raise ConfigError(f"'{key}' must be between {lo} and {hi}, got {said}", key=key)
         return value
     if kind == "str":
-        # YAML 1.1 reads a bare `no` as false: `mixed_precision: no` means the choice "no".
+        # Python's False for the choice "no" (what YAML 1.1 read a bare `mixed_precision: no` as).
         if raw is False and choices and "no" in choices:
             raw = "no"
         if isinstance(raw, (int, float)) and not isinstance(raw, bool) and not choices:
             raw = str(raw)
+        allowed = ", ".join((*choices, f"a {meta['files']} file") if meta.get("files") else choices) \
+            if choices else ""
         if not isinstance(raw, str):
-            raise ConfigError(f"'{key}' must be text, got {raw!r}", key=key)
+            raise ConfigError(f"'{key}' must be " + (f"one of {allowed}; got" if choices else "text, got")
+                              + f" {_shown(raw)}", key=key)
         if choices and raw not in choices and not (meta.get("files") and raw.lower().endswith(meta["files"])):
             close = difflib.get_close_matches(raw, choices, n=1, cutoff=0.5)
             tip = f" (did you mean '{close[0]}'?)" if close else ""
-            allowed = ", ".join((*choices, f"a {meta['files']} file") if meta.get("files") else choices)
             raise ConfigError(f"'{key}' must be one of {allowed}; got '{raw}'{tip}", key=key,
                               fix={key: close[0]} if close else None)
         return raw
@@ -726,7 +810,7 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
         if isinstance(raw, str):
             raw = [s.strip() for s in raw.split(",") if s.strip()]
         if not isinstance(raw, list):
-            raise ConfigError(f"'{key}' must be a list, got {raw!r}", key=key)
+            raise ConfigError(f"'{key}' must be a list, got {_shown(raw)}", key=key)
         return list(raw)
     if kind == "modules":
         special = "all-linear" if key == "lora_target_modules" else "auto"
@@ -735,7 +819,7 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
         if isinstance(raw, str):
             raw = [s.strip() for s in raw.split(",") if s.strip()]
         if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
-            raise ConfigError(f"'{key}' must be '{special}' or a list of module names, got {raw!r}", key=key)
+            raise ConfigError(f"'{key}' must be '{special}' or a list of module names, got {_shown(raw)}", key=key)
         return list(raw)
     raise AssertionError(kind)
 
@@ -748,15 +832,20 @@ def parse_override(key: str, text: str) -> Any:
     ``"Classify: yes"`` a mapping. The one exception is a text wholly in YAML quotes
     (``"'no'"``), which is unquoted, so a command written by YAML-quoting a value (the Train
     area's "Copy as command") reads back the same. Other keys are read as YAML, so numbers,
-    booleans and lists (``[q_proj, v_proj]``) work.
+    booleans and lists (``[q_proj, v_proj]``) work, each read by the key's type as a file's value is
+    (:class:`_TextLoader`): ``--eval_split yes`` is refused quoting ``'yes'``, ``--lora_target_modules no``
+    is the module ``no``.
     """
     meta = RunConfig.field_meta().get(key)
     if meta is not None and meta["type"] == "str":
         return _unquoted(text)
+    if text == "":
+        return ""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        value = yaml.load(text, Loader=_TextLoader) if meta is not None else yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    return _typed(value, meta and meta["type"])
 
 
 def _unquoted(text: str) -> str:

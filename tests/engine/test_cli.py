@@ -359,7 +359,7 @@ def test_one_config_problem_reads_as_itself_with_its_fix_not_as_a_list_of_one(tm
         err.endswith("\n  fix: --load_in nf4\n")
     run_yaml.write_text("model: demo\nmax_step: 3\nlearning_rate: abc\n", encoding="utf-8")
     assert main(["train", str(run_yaml)]) == 2  # two: still a list
-    assert f"\n- {run_yaml}:3:1: 'learning_rate' must be a number, got 'abc'" in capsys.readouterr().err
+    assert f"\n- {run_yaml}:3:1: 'learning_rate' must be a number between 0.0 and 10.0, got 'abc'" in capsys.readouterr().err
     assert not (studio_home / "runs").exists()
 
 
@@ -372,9 +372,9 @@ def test_a_bad_value_typed_as_an_option_is_named_by_the_option_typed(tmp_path, s
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text("model: demo\ndataset: demo\nmax_steps: 2\n", encoding="utf-8")
     assert main(["train", str(run_yaml), "--max_steps", "x"]) == 2
-    assert capsys.readouterr().err == "finetune-studio train: --max_steps must be a whole number, got 'x'\n"
+    assert capsys.readouterr().err == "finetune-studio train: --max_steps must be a whole number between -1 and 1000000000, got 'x'\n"
     assert main(["estimate", str(run_yaml), "--batch_size", "two"]) == 2
-    assert capsys.readouterr().err == "error: --batch_size must be a whole number, got 'two'\n"
+    assert capsys.readouterr().err == "error: --batch_size must be a whole number between 1 and 65536, got 'two'\n"
     assert main(["train", str(run_yaml), "--method", "loar"]) == 2  # the allowed values and the fix stay
     assert capsys.readouterr().err == (
         "finetune-studio train: --method must be one of full, freeze, lora, qlora, adapter, prefix, prompt, ia3; "
@@ -383,17 +383,32 @@ def test_a_bad_value_typed_as_an_option_is_named_by_the_option_typed(tmp_path, s
     assert capsys.readouterr().err.startswith("finetune-studio train: --max_steps must be -1 (use num_epochs)")
     assert main(["queue", "add", str(run_yaml), "--lora_r", "-3", "--eval_split", "lots"]) == 2
     assert capsys.readouterr().err == ("finetune-studio queue add: - --lora_r must be between 1 and 4096, got -3\n"
-                                       "- --eval_split must be a number, got 'lots'\n")
+                                       "- --eval_split must be a number between 0.0 and 0.5, got 'lots'\n")
     assert RunQueue().entries() == []
 
     # From the file: its key at its line, beside an option's problem.
     run_yaml.write_text("model: demo\ndataset: demo\nmax_steps: x\n", encoding="utf-8")
     assert main(["train", str(run_yaml), "--batch_size", "two"]) == 2
     assert capsys.readouterr().err == (f"finetune-studio train: - {run_yaml}:3:1: 'max_steps' must be a whole "
-                                       "number, got 'x'\n- --batch_size must be a whole number, got 'two'\n")
+                                       "number between -1 and 1000000000, got 'x'\n- --batch_size must be a whole number "
+                                       "between 1 and 65536, got 'two'\n")
     assert main(["train", str(run_yaml)]) == 2
-    assert capsys.readouterr().err == (f"finetune-studio train: {run_yaml}:3:1: 'max_steps' must be a whole number, "
-                                       "got 'x'\n")
+    assert capsys.readouterr().err == (f"finetune-studio train: {run_yaml}:3:1: 'max_steps' must be a whole number "
+                                       "between -1 and 1000000000, got 'x'\n")
+    assert not (studio_home / "runs").exists()
+
+
+def test_a_yaml_1_1_word_is_quoted_as_typed_with_the_key_and_its_range(tmp_path, studio_home, capsys):
+    """`--eval_split yes` (and `eval_split: yes`) said "... got True": YAML 1.1 reads yes as a boolean."""
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: demo\nmax_steps: 2\n", encoding="utf-8")
+    assert main(["train", str(run_yaml), "--eval_split", "yes"]) == 2
+    assert capsys.readouterr().err == "finetune-studio train: --eval_split must be a number between 0.0 and 0.5, " \
+                                      "got 'yes'\n"
+    run_yaml.write_text("model: demo\ndataset: demo\neval_split: yes\n", encoding="utf-8")
+    assert main(["train", str(run_yaml)]) == 2
+    assert capsys.readouterr().err == f"finetune-studio train: {run_yaml}:3:1: 'eval_split' must be a number between " \
+                                      "0.0 and 0.5, got 'yes'\n"
     assert not (studio_home / "runs").exists()
 
 

@@ -71,7 +71,7 @@ def test_wrong_choice_lists_allowed_values():
     ("warmup_ratio", float("nan"), "'warmup_ratio' must be between 0.0 and 0.5, got nan"),
     ("lora_dropout", yaml.safe_load(".nan"), "'lora_dropout' must be between 0.0 and 0.9, got nan"),
     ("learning_rate", "inf", "'learning_rate' must be between 0.0 and 10.0, got inf"),
-    ("seed", "nan", "'seed' must be a whole number, got 'nan'"),
+    ("seed", "nan", "'seed' must be a whole number between 0 and 4294967295, got 'nan'"),
 ])
 def test_wrong_type_or_range_names_key(key, value, expect):
     with pytest.raises(ConfigErrors) as e:
@@ -214,7 +214,7 @@ def test_value_errors_in_a_file_name_the_key_s_line_and_column(tmp_path):
     path.write_text("model: demo\n")
     with pytest.raises(ConfigErrors) as e:
         RunConfig.load(path, overrides={"lora_r": "abc"})
-    assert messages(e.value) == ["'lora_r' must be a whole number, got 'abc'"]
+    assert messages(e.value) == ["'lora_r' must be a whole number between 1 and 4096, got 'abc'"]
 
 
 def test_bare_no_in_yaml_and_on_the_command_line_means_the_choice_no(tmp_path):
@@ -249,6 +249,96 @@ def test_command_line_values_of_text_keys_are_taken_as_given(key, text, value):
 
     assert parse_override(key, text) == value
     assert getattr(RunConfig.from_dict({key: parse_override(key, text)}), key) == value
+
+
+@pytest.mark.parametrize("line,key,value", [
+    # Numbers as people write them, whatever YAML 1.1 makes of them: 1e-4 without a dot is text to
+    # it, 017 octal 15, 0x10 hex.
+    ("learning_rate: 1e-4", "learning_rate", 1e-4),
+    ("learning_rate: 2e-5", "learning_rate", 2e-5),
+    ("learning_rate: 5E-5", "learning_rate", 5e-5),
+    ("learning_rate: .5", "learning_rate", 0.5),
+    ("save_steps: 1_000", "save_steps", 1000),
+    ("seed: 017", "seed", 17),
+    ("seed: 0x10", "seed", 16),
+    ("lora_r: 1e3", "lora_r", 1000),
+    # Switches: YAML's words, and y/n, 1/0.
+    ("packing: yes", "packing", True),
+    ("packing: y", "packing", True),
+    ("packing: n", "packing", False),
+    ("packing: 1", "packing", True),
+    ("packing: off", "packing", False),
+    # Text is the text typed: YAML 1.1 made these False, True, the number 16 and a date.
+    ("run_name: no", "run_name", "no"),
+    ("run_name: on", "run_name", "on"),
+    ("run_name: 0x10", "run_name", "0x10"),
+    ("run_name: 2024-01-01", "run_name", "2024-01-01"),
+    ("mixed_precision: no", "mixed_precision", "no"),
+    # So are the names in a list: a module or a token called `no` or `1`.
+    ("lora_target_modules: [no, on, y, 1]", "lora_target_modules", ["no", "on", "y", "1"]),
+    ("lora_target_modules: no", "lora_target_modules", ["no"]),
+    ("ia3_target_modules: [off]", "ia3_target_modules", ["off"]),
+    ("add_tokens: [yes, '<x>']", "add_tokens", ["yes", "<x>"]),
+    ("freeze_extra_modules: [norm, no]", "freeze_extra_modules", ["norm", "no"]),
+])
+def test_yaml_1_1_surprises_are_read_by_the_key_s_type(tmp_path, line, key, value):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: demo\n{line}\n", encoding="utf-8")
+    assert getattr(RunConfig.load(path), key) == value
+
+
+@pytest.mark.parametrize("line,said", [
+    # eval_split: yes said "'eval_split' must be a number, got True": not what was typed, nor what is allowed.
+    ("eval_split: yes", "'eval_split' must be a number between 0.0 and 0.5, got 'yes'"),
+    ("learning_rate: off", "'learning_rate' must be a number between 0.0 and 10.0, got 'off'"),
+    ("lora_r: on", "'lora_r' must be a whole number between 1 and 4096, got 'on'"),
+    ("lora_r: 10.5", "'lora_r' must be a whole number between 1 and 4096, got '10.5'"),
+    ("seed: 2024-01-01", "'seed' must be a whole number between 0 and 4294967295, got '2024-01-01'"),
+    ("learning_rate: 1:30", "'learning_rate' must be a number between 0.0 and 10.0, got '1:30'"),  # not 90
+    ("learning_rate: 1_000", "'learning_rate' must be between 0.0 and 10.0, got 1_000"),
+    ("learning_rate: [1e-4]", "'learning_rate' must be a number between 0.0 and 10.0, got [1e-4]"),
+    ("packing: 2", "'packing' must be true or false, got '2'"),
+    ("method: no", "'method' must be one of full, freeze, lora, qlora, adapter, prefix, prompt, ia3; got 'no'"),
+    ("template: yes", "'template' must be one of auto, chat, alpaca, chatml, llama3, gemma, phi3, a .jinja file; "
+                      "got 'yes'"),
+    ("method: [lora]", "'method' must be one of full, freeze, lora, qlora, adapter, prefix, prompt, ia3; got [lora]"),
+    ("run_name: {a: b}", "'run_name' must be text, got {a: b}"),
+    ("add_tokens: {a: b}", "'add_tokens' must be a list, got {a: b}"),
+    ("lora_target_modules: [q_proj, null]",
+     "'lora_target_modules' must be 'all-linear' or a list of module names, got [q_proj, null]"),
+    # Numbers too big for a float or for int(): a message, not an OverflowError or ValueError traceback.
+    ("learning_rate: 1" + "0" * 400, "'learning_rate' must be between 0.0 and 10.0, got 1000000000"),
+    ("seed: " + "9" * 5000, "'seed' must be a whole number between 0 and 4294967295, got '99999"),
+])
+def test_a_bad_value_is_quoted_as_typed_with_what_its_key_allows(tmp_path, line, said):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: demo\n{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    assert messages(e.value)[0].startswith(f"{path}:2:1: {said}")
+    assert e.value.errors[0].key == line.split(":")[0]
+
+
+@pytest.mark.parametrize("key,text,value", [
+    ("lora_target_modules", "no", ["no"]),  # was False: "must be 'all-linear' or a list of module names"
+    ("lora_target_modules", "[no, yes]", ["no", "yes"]),
+    ("add_tokens", "[on]", ["on"]),
+    ("packing", "y", True),
+    ("packing", "0", False),
+    ("seed", "017", 17),  # not octal 15
+])
+def test_command_line_values_are_read_by_the_key_s_type(key, text, value):
+    from engine.config import parse_override
+
+    assert getattr(RunConfig.from_dict({key: parse_override(key, text)}), key) == value
+
+
+def test_a_bad_command_line_value_is_quoted_as_typed():
+    from engine.config import parse_override
+
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.from_dict({"eval_split": parse_override("eval_split", "yes")})
+    assert messages(e.value) == ["'eval_split' must be a number between 0.0 and 0.5, got 'yes'"]
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
