@@ -750,6 +750,28 @@ def _kind(name: str, default: Any) -> str:
     return {bool: "bool", int: "int", float: "float", str: "str", list: "list"}[type(default)]
 
 
+_NEEDED_TEXT = {
+    "model": "a model folder (with config.json), a Hugging Face id from your cache, or 'demo'",
+    "dataset": "a dataset file (JSON, JSONL, CSV or Parquet), a dataset in the Hugging Face cache, or 'demo'",
+}
+"""What the text keys that can't be empty take, as their empty value's message says."""
+
+
+def _allowed(key: str, meta: dict[str, Any]) -> str:
+    """What ``key`` takes, as a message says after "give"."""
+    kind, lo, hi = meta["type"], meta.get("min"), meta.get("max")
+    if kind == "bool":
+        return "true or false"
+    if kind in ("int", "float"):
+        return f"{'a whole number' if kind == 'int' else 'a number'} between {lo} and {hi}"
+    if meta.get("choices"):
+        return "one of " + ", ".join((*meta["choices"], f"a {meta['files']} file") if meta.get("files")
+                                     else meta["choices"])
+    if kind == "modules":
+        return f"'{'all-linear' if key == 'lora_target_modules' else 'auto'}' or a list of module names"
+    return _NEEDED_TEXT.get(key, "a list" if kind == "list" else "some text")
+
+
 def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
     """Check and convert one value; raise a ConfigError naming the key and what is allowed.
 
@@ -758,6 +780,14 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
     """
     kind = meta["type"]
     choices = meta.get("choices")
+    default = meta["default"]
+    if raw is None:  # `key:` with nothing after it, null or ~
+        if isinstance(default, (str, list)) and not default:
+            return type(default)()  # an optional text or list: nothing is what it means
+        raise ConfigError(f"'{key}' is empty (null): give {_allowed(key, meta)} (or leave it out for the default)",
+                          key=key)
+    if kind == "str" and not choices and default and isinstance(raw, str) and not raw.strip():
+        raise ConfigError(f"'{key}' is empty: give {_allowed(key, meta)}", key=key)  # model, dataset
     if kind == "bool":
         if isinstance(raw, bool):
             return raw

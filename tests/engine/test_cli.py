@@ -412,6 +412,19 @@ def test_a_yaml_1_1_word_is_quoted_as_typed_with_the_key_and_its_range(tmp_path,
     assert not (studio_home / "runs").exists()
 
 
+def test_an_empty_model_or_dataset_on_the_command_line_is_refused_before_anything_runs(tmp_path, studio_home, capsys):
+    """`train RUN.yaml --model ''` said "run '' has no final/ model or adapter"; `--dataset ''` failed a run
+    that it had made, with ".: not a file"."""
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: demo\nmax_steps: 2\n", encoding="utf-8")
+    assert main(["train", str(run_yaml), "--model", ""]) == 2
+    assert capsys.readouterr().err == ("finetune-studio train: --model is empty: give a model folder (with "
+                                       "config.json), a Hugging Face id from your cache, or 'demo'\n")
+    assert main(["train", str(run_yaml), "--dataset", ""]) == 2
+    assert capsys.readouterr().err.startswith("finetune-studio train: --dataset is empty: give a dataset file")
+    assert not (studio_home / "runs").exists()
+
+
 def test_commands_do_not_print_the_kernels_offline_line(tmp_path):
     """`estimate` printed "Skipping publisher trust check for 'kernels-community/...' because Hugging
     Face Hub is in offline mode" (bitsandbytes' import, on CPUs with AVX512-BF16): every command is

@@ -414,3 +414,38 @@ def test_a_learning_rate_far_from_the_methods_usual_is_said_with_a_fix(method, l
         return
     assert note["kind"] == "learning_rate" and said in note["message"]
     assert note["fix"] == {"learning_rate": METHODS[method].learning_rate}
+
+
+@pytest.mark.parametrize("line,said", [
+    # `key:` with nothing after it, null or ~: "'learning_rate' must be a number, got None".
+    ("learning_rate:", "'learning_rate' is empty (null): give a number between 0.0 and 10.0 (or leave it out for "
+                       "the default)"),
+    ("lora_r: ~", "'lora_r' is empty (null): give a whole number between 1 and 4096 (or leave it out"),
+    ("packing: null", "'packing' is empty (null): give true or false (or leave it out"),
+    ("method:", "'method' is empty (null): give one of full, freeze, lora, qlora, adapter, prefix, prompt, ia3 (or"),
+    ("lora_target_modules:", "'lora_target_modules' is empty (null): give 'all-linear' or a list of module names"),
+    ("model:", "'model' is empty (null): give a model folder (with config.json), a Hugging Face id from your "
+               "cache, or 'demo'"),
+    # An empty model or dataset was taken: the run failed later with "run '' has no final/ model" or ".: not a file".
+    ("model: ''", "'model' is empty: give a model folder (with config.json), a Hugging Face id from your cache, "
+                  "or 'demo'"),
+    ("dataset: ' '", "'dataset' is empty: give a dataset file (JSON, JSONL, CSV or Parquet), a dataset in the "
+                     "Hugging Face cache, or 'demo'"),
+])
+def test_an_empty_value_of_a_key_that_needs_one_says_what_it_takes(tmp_path, line, said):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"method: lora\n{line}\n" if not line.startswith("method") else f"{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    assert said in messages(e.value)[0]
+    assert e.value.errors[0].key == line.split(":")[0]
+
+
+@pytest.mark.parametrize("line,key,value", [
+    ("run_name:", "run_name", ""), ("output_dir: ~", "output_dir", ""), ("eval_dataset: null", "eval_dataset", ""),
+    ("add_tokens:", "add_tokens", []), ("freeze_extra_modules: null", "freeze_extra_modules", []),
+])
+def test_an_empty_value_of_an_optional_key_means_none(tmp_path, line, key, value):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: demo\n{line}\n", encoding="utf-8")
+    assert getattr(RunConfig.load(path), key) == value
