@@ -296,10 +296,9 @@ class RunConfig:
         try:
             data = yaml.load(text, Loader=_TextLoader) or {}
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-            problem = getattr(e, "problem", None) or str(e)
-            raise ConfigErrors([ConfigError(f"{where}: invalid YAML: {problem}")]) from None
+            raise ConfigErrors([ConfigError(_yaml_problem(path, text, e))]) from None
+        except RecursionError:  # [[[[... thousands deep: the parser recurses
+            raise ConfigErrors([ConfigError(f"{path}: invalid YAML: a value is nested too deeply to read")]) from None
         occurrences = _key_occurrences(text)
         # YAML keeps the last of a repeated key without a word; which one the user meant is a guess.
         repeated = [ConfigError(f"{path}:{places[-1][0]}:{places[-1][1]}: '{key}' is given {_times(len(places))} "
@@ -695,6 +694,31 @@ def _decoded(path: Path, data: bytes) -> str:
         raise ConfigErrors([ConfigError(
             f"{path}:{line}:{column}: the file is not UTF-8 text (byte 0x{data[e.start]:02x} there can't be "
             "UTF-8; it may be Latin-1 or Windows-1252); run configs are read as UTF-8: save it as UTF-8")]) from None
+
+
+def _yaml_problem(path: Path, text: str, e: yaml.YAMLError) -> str:
+    """A YAML error as ``FILE:LINE:COLUMN: invalid YAML: problem``, in words for the common slips."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(e, "problem", None) or str(e)
+    if isinstance(e, yaml.reader.ReaderError):
+        # A character YAML refuses (a NUL, a control character): PyYAML gives its index in the text, no mark.
+        before = text[:e.position]
+        where = f"{path}:{before.count(chr(10)) + 1}:{e.position - before.rfind(chr(10))}"
+        code = ord(e.character) if isinstance(e.character, str) else e.character
+        problem = f"the control character U+{code:04X} can't be in a YAML file; remove it"
+    elif "'\\t'" in problem or "tab character" in problem:
+        problem = "a tab; YAML indents and separates with spaces only: replace the tab with spaces"
+    elif problem == "found unexpected end of stream" and "quoted scalar" in (getattr(e, "context", None) or ""):
+        start = e.context_mark  # where the quote opens, not the end of the file
+        where = f"{path}:{start.line + 1}:{start.column + 1}"
+        problem = "this quote is never closed (the file ends inside it)"
+    elif problem == "mapping values are not allowed here":
+        problem += " (a 'key: value' where a value was expected: check this line's indentation, or quote a " \
+                   "value that holds ': ')"
+    elif problem == "but found another document":
+        problem = "a second YAML document ('---'); a run config is one mapping of keys to values"
+    return f"{where}: invalid YAML: {problem}"
 
 
 def keys_in(path: str | os.PathLike) -> set[str]:

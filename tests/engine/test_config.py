@@ -449,3 +449,28 @@ def test_an_empty_value_of_an_optional_key_means_none(tmp_path, line, key, value
     path = tmp_path / "run.yaml"
     path.write_text(f"model: demo\n{line}\n", encoding="utf-8")
     assert getattr(RunConfig.load(path), key) == value
+
+
+@pytest.mark.parametrize("text,said", [
+    # A tab said "found character '\t' that cannot start any token".
+    ("model: demo\nlora_target_modules:\n\t- q_proj\n", ":3:1: invalid YAML: a tab; YAML indents and separates with "
+                                                         "spaces only: replace the tab with spaces"),
+    ("model:\tdemo\n", ":1:7: invalid YAML: a tab;"),
+    # A NUL or control character had no line or column: '... position 12' of "<unicode string>".
+    ("model: demo\nseed: 1\x00\n", ":2:8: invalid YAML: the control character U+0000 can't be in a YAML file; "
+                                   "remove it"),
+    ("model: demo\nrun_name: 'a\x07b'\n", ":2:13: invalid YAML: the control character U+0007"),
+    # An unclosed quote was placed at the end of the file ("found unexpected end of stream").
+    ("model: demo\nrun_name: 'abc\nseed: 1\n", ":2:11: invalid YAML: this quote is never closed"),
+    ("model: demo\n  seed: 1\n", ":2:7: invalid YAML: mapping values are not allowed here (a 'key: value' where a "
+                                 "value was expected: check this line's indentation"),
+    ("seed: 1\n---\nseed: 2\n", ":2:1: invalid YAML: a second YAML document ('---')"),
+    # Nested thousands deep: a RecursionError traceback.
+    ("seed: " + "[" * 5000 + "]" * 5000 + "\n", ": invalid YAML: a value is nested too deeply to read"),
+])
+def test_yaml_syntax_errors_say_where_and_what_in_words(tmp_path, text, said):
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    assert messages(e.value)[0].startswith(f"{path}{said}")
