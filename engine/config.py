@@ -255,7 +255,8 @@ class RunConfig:
         for key, raw in data.items():
             if key not in names:
                 close = closest_key(str(key))
-                tip = f"; did you mean '{close}'?" if close else ""
+                tip = f"; did you mean '{close}'?" if close else \
+                    " (no run-config key is close to it; `finetune-studio train --help` lists them)"
                 errors.append(ConfigError(f"{source}: unknown key '{key}'{tip}", key=str(key),
                                           fix={key: None} if not close else {}))
                 continue

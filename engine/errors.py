@@ -47,7 +47,9 @@ class StudioError(Exception):
         if self.hint:
             text += f"\n  hint: {self.hint}"
         if self.fix:
-            text += "\n  fix: " + " ".join((fix_text or option_text)(k, v) for k, v in self.fix.items())
+            # A change to None removes the key (an unknown key in a run config file): no option sets that.
+            text += "\n  fix: " + " ".join(f"remove '{k}' from the run config" if v is None
+                                           else (fix_text or option_text)(k, v) for k, v in self.fix.items())
         return text
 
     def _said(self) -> str:

@@ -425,6 +425,17 @@ def test_an_empty_model_or_dataset_on_the_command_line_is_refused_before_anythin
     assert not (studio_home / "runs").exists()
 
 
+def test_an_unknown_key_in_a_file_is_fixed_by_removing_it_not_by_an_option(tmp_path, studio_home, capsys):
+    """Its fix (remove the key) printed as "fix: --foo null": an option that is itself unknown."""
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\nfoo: 1\n", encoding="utf-8")
+    assert main(["train", str(run_yaml)]) == 2
+    assert capsys.readouterr().err == (f"finetune-studio train: {run_yaml}:2:1: unknown key 'foo' (no run-config key "
+                                       "is close to it; `finetune-studio train --help` lists them)\n"
+                                       "  fix: remove 'foo' from the run config\n")
+    assert not (studio_home / "runs").exists()
+
+
 def test_commands_do_not_print_the_kernels_offline_line(tmp_path):
     """`estimate` printed "Skipping publisher trust check for 'kernels-community/...' because Hugging
     Face Hub is in offline mode" (bitsandbytes' import, on CPUs with AVX512-BF16): every command is
