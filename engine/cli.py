@@ -494,7 +494,10 @@ def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[s
         if key in given:  # as a YAML config refuses a key given twice: which one was meant?
             parser.error(f"option '--{key}' is given twice ({given[key]} and {value}); give it once")
         given[key] = value
-        out[key] = parse_override(key, value)
+        try:
+            out[key] = parse_override(key, value)
+        except StudioError as e:  # a list value whose brackets don't close
+            parser.error(e.text())
         i += 1
     if out.get("eval_dataset") and "eval_split" not in out:
         # An eval file named on the command line replaces the config's held-out share, as picking

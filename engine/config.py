@@ -898,7 +898,12 @@ def parse_override(key: str, text: str) -> Any:
         return ""
     try:
         value = yaml.load(text, Loader=_TextLoader) if meta is not None else yaml.safe_load(text)
-    except yaml.YAMLError:
+    except yaml.YAMLError as e:
+        if meta is not None and meta["type"] in ("list", "modules") and text.lstrip().startswith(("[", "{")):
+            # `--add_tokens '[<a>'` trained the token '[<a>', `--lora_target_modules '[q_proj'` looked for that module.
+            raise ConfigError(f"'{key}' {text!r} is not a YAML list ({getattr(e, 'problem', None) or e}); write the "
+                              "list whole in brackets, e.g. [q_proj, v_proj], or the names with commas: q_proj,v_proj",
+                              key=key, typed=True) from None
         return text
     return _typed(value, meta and meta["type"])
 

@@ -118,7 +118,11 @@ def parse_grid(items: list[str], *, notes: list[str] | None = None) -> dict[str,
         kept: list[Any] = []
         seen: list[Any] = []
         for text in texts:
-            value = parse_override(key, text)
+            try:
+                value = parse_override(key, text)
+            except ConfigError as problem:  # a list value that isn't YAML: "[a: b: c]"
+                errors.append(ConfigError(f"--grid {key}: {problem.message.removeprefix(f'{key!r} ')}", key=key))
+                break
             try:
                 same = coerce(key, value)
             except ConfigError:

@@ -10,6 +10,7 @@ import pytest
 
 from engine import __version__
 from engine.cli import build_parser, main
+from engine.errors import StudioError
 
 
 def test_version(capsys):
@@ -45,6 +46,25 @@ def test_an_override_given_twice_is_refused_under_its_commands_usage(capsys):
     with pytest.raises(SystemExit):
         main(["queue", "add", "x.yaml", "--max_stepz", "5"])
     assert capsys.readouterr().err.startswith("usage: finetune-studio queue add ")
+
+
+def test_a_list_option_whose_brackets_do_not_close_is_refused_not_taken_as_a_name(capsys):
+    """`--add_tokens '[<a>'` trained the token '[<a>'; `--lora_target_modules '[q_proj'` looked for that module."""
+    with pytest.raises(SystemExit) as e:
+        main(["train", "x.yaml", "--add_tokens", "[<a>"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: finetune-studio train ")
+    assert err.endswith("finetune-studio train: error: --add_tokens '[<a>' is not a YAML list (expected ',' or ']', "
+                        "but got '<stream end>'); write the list whole in brackets, e.g. [q_proj, v_proj], or the "
+                        "names with commas: q_proj,v_proj\n")
+    with pytest.raises(SystemExit):
+        main(["estimate", "x.yaml", "--lora_target_modules", "[q_proj"])
+    assert "error: --lora_target_modules '[q_proj' is not a YAML list" in capsys.readouterr().err
+    from engine.runqueue import parse_grid  # a grid value that pairs its brackets but isn't YAML either
+
+    with pytest.raises(StudioError) as refused:
+        parse_grid(["add_tokens=[a: b: c],x"])
+    assert str(refused.value).startswith("--grid add_tokens: '[a: b: c]' is not a YAML list")
 
 
 def test_a_common_shorthand_for_a_key_gets_the_key(capsys):
