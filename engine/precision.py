@@ -172,6 +172,12 @@ def environment_errors(cfg: RunConfig, env: Environment) -> list[ConfigError]:
             bad("optimizer", f"optimizer '{cfg.optimizer}' needs the bitsandbytes package, which is not "
                 "installed.", fix={"optimizer": "adamw"}, hint="pip install bitsandbytes")
 
+    if cfg.deepspeed and importlib.util.find_spec("deepspeed") is None:
+        # transformers' check failed the run as "PackageNotFoundError ... This is a bug".
+        bad("deepspeed", f"deepspeed names a DeepSpeed config ({cfg.deepspeed}), but the deepspeed package is not "
+            "installed.", fix={"deepspeed": ""}, hint="pip install deepspeed (on a machine with CUDA GPUs), or leave "
+            "deepspeed empty for a run without DeepSpeed.")
+
     uses_bf16 = (cfg.load_in == "bf16" or cfg.mixed_precision == "bf16"
                  # QLoRA/int8 compute in bf16 unless mixed precision is fp16 (see bnb_config).
                  or (cfg.load_in in ("int8", "nf4") and cfg.mixed_precision != "fp16"))

@@ -513,11 +513,32 @@ def data_file_errors(cfg: RunConfig) -> list[ConfigError]:
 
 def missing_inputs(cfg: RunConfig) -> list[ConfigError]:
     """The run's model and data files that aren't there (:func:`data_file_errors`, and a model folder
-    that isn't there or lacks config.json, or a hub id not in the cache, on the ``model`` key).
+    that isn't there or lacks config.json, or a hub id not in the cache, on the ``model`` key), a
+    DeepSpeed config file that isn't there, and an output_dir that is (or is inside) a file.
     Imports no torch: ``train``, ``queue add`` and ``export-launch`` ask before anything loads or is
     queued, so a typo'd path is a bad value (exit 2), not a run that fails later, unattended.
     """
-    return [*_missing_model(cfg), *data_file_errors(cfg)]
+    return [*_missing_model(cfg), *data_file_errors(cfg), *_path_errors(cfg)]
+
+
+def _path_errors(cfg: RunConfig) -> list[ConfigError]:
+    """``deepspeed`` names no file; ``output_dir`` can't be a folder because it or a folder above it is
+    a file (both failed the run as "training failed: FileExistsError ... This is a bug")."""
+    errors = []
+    if cfg.deepspeed and not Path(cfg.deepspeed).is_file():
+        errors.append(ConfigError(
+            f"deepspeed '{cfg.deepspeed}': {'not a file' if Path(cfg.deepspeed).exists() else 'no such file'}",
+            key="deepspeed", hint="Give the DeepSpeed config JSON (finetune-studio export-launch writes one), or "
+            "leave deepspeed empty for a run without DeepSpeed."))
+    if cfg.output_dir:
+        out = Path(cfg.output_dir)
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            where = "is a file" if blocker == out else f"is inside '{blocker}', which is a file"
+            errors.append(ConfigError(f"output_dir '{cfg.output_dir}' {where}, not a folder", key="output_dir",
+                                      hint="Give a folder (made if it isn't there), or leave output_dir empty "
+                                      "for a new folder under the runs folder."))
+    return errors
 
 
 def _missing_model(cfg: RunConfig) -> list[ConfigError]:

@@ -456,6 +456,26 @@ def test_an_unknown_key_in_a_file_is_fixed_by_removing_it_not_by_an_option(tmp_p
     assert not (studio_home / "runs").exists()
 
 
+def test_an_output_dir_that_is_a_file_or_a_missing_deepspeed_file_is_refused_before_anything_runs(
+        tmp_path, studio_home, capsys):
+    """Both failed the run as "training failed: FileExistsError: ..." (or NotADirectoryError, or the deepspeed
+    package's PackageNotFoundError) with "This is a bug or an unexpected library error"."""
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: demo\nmax_steps: 2\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["train", str(run_yaml), "--output_dir", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio train: output_dir '{tmp_path / 'notes.txt'}' is a file, not a folder\n"
+                          "  hint: Give a folder")
+    assert main(["train", str(run_yaml), "--output_dir", str(tmp_path / "notes.txt" / "run")]) == 2
+    assert capsys.readouterr().err.startswith(f"finetune-studio train: output_dir '{tmp_path / 'notes.txt' / 'run'}' is "
+                                              f"inside '{tmp_path / 'notes.txt'}', which is a file, not a folder")
+    assert main(["train", str(run_yaml), "--deepspeed", str(tmp_path / "ds.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"finetune-studio train: deepspeed '{tmp_path / 'ds.json'}': no such "
+                                              "file\n  hint: Give the DeepSpeed config JSON")
+    assert not (studio_home / "runs").exists()
+
+
 def test_commands_do_not_print_the_kernels_offline_line(tmp_path):
     """`estimate` printed "Skipping publisher trust check for 'kernels-community/...' because Hugging
     Face Hub is in offline mode" (bitsandbytes' import, on CPUs with AVX512-BF16): every command is

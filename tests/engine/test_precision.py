@@ -202,6 +202,20 @@ def test_environment_rules_name_the_key_and_fix():
     assert {x.key for x in e.value.errors} == {"gradient_checkpointing", "mixed_precision"}
 
 
+def test_a_deepspeed_run_without_the_deepspeed_package_is_refused_by_name(monkeypatch, tmp_path):
+    """It failed the run as "training failed: PackageNotFoundError ... This is a bug"."""
+    import importlib.util
+
+    ds = tmp_path / "ds.json"
+    ds.write_text("{}")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    [err] = environment_errors(cfg(deepspeed=str(ds)), H100)
+    assert err.key == "deepspeed" and err.fix == {"deepspeed": ""}
+    assert err.message == f"deepspeed names a DeepSpeed config ({ds}), but the deepspeed package is not installed."
+    assert errors(cfg(), H100) == {}  # no DeepSpeed, no question
+
+
 def test_resolve_device():
     assert resolve_device(cfg(), CPU) == "cpu"
     assert resolve_device(cfg(), H100) == "cuda"
