@@ -151,6 +151,11 @@ def _read_template_file(path: str, mtime_ns: int) -> str:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: the chat template is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:  # a folder named x.jinja, no permission: "Is a directory: ..." from the CLI, a Qt slot's traceback
+        what = "is a folder, not a file" if Path(path).is_dir() else f"can't be read: {e.strerror or e}"
+        raise DataError(f"the chat template file '{path}' {what}",
+                        hint="Give the path of a .jinja file, relative to the run config's folder or absolute.",
+                        fix={"template": "auto"}) from None
     try:
         ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).parse(text)
     except TemplateSyntaxError as e:

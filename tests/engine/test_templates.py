@@ -152,6 +152,21 @@ def test_a_jinja_file_renders_and_a_broken_one_names_its_line(demo_tok, tmp_path
         render_record(CONVERSATIONS[0], demo_tok, str(tmp_path / "gone.jinja"))
 
 
+def test_a_template_path_that_is_a_folder_is_a_data_error_naming_it(tmp_path):
+    """A folder named x.jinja raised IsADirectoryError: 'Is a directory: ...' from train, a traceback from the
+    Train form's check of its fields (which expects DataError)."""
+    from engine.data.templates import read_template_file
+    from engine.train import data_file_errors
+
+    folder = tmp_path / "mine.jinja"
+    folder.mkdir()
+    with pytest.raises(DataError) as e:
+        read_template_file(folder)
+    assert e.value.message == f"the chat template file '{folder}' is a folder, not a file"
+    [err] = data_file_errors(RunConfig.from_dict({"template": str(folder)}))
+    assert err.key == "template" and "is a folder, not a file" in err.message
+
+
 def test_config_takes_names_and_jinja_files_relative_to_its_folder(tmp_path):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "mine.jinja").write_text("{{ messages }}", encoding="utf-8")
