@@ -246,8 +246,10 @@ class RunConfig:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigErrors([ConfigError(f"{source}: the top level must be a mapping of keys to "
-                                            f"values, got {type(data).__name__}")])
+            got = f"a list {_shown(data)}" if isinstance(data, list) else \
+                f"the text {_shown(data)}" if isinstance(data, str) else _shown(data)
+            raise ConfigErrors([ConfigError(f"{source}: the top level must be a mapping of keys to values "
+                                            f"(key: value lines, e.g. 'model: demo'), got {got}")])
         errors: list[ConfigError] = []
         names = cls.field_names()
         meta = cls.field_meta()

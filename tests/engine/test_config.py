@@ -119,7 +119,13 @@ def test_top_level_must_be_mapping(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigErrors) as e:
         RunConfig.load(path)
-    assert "must be a mapping" in messages(e.value)[0]
+    # It said "got list" (or "got str" for a file of plain text, such as a dataset given as the config).
+    assert messages(e.value) == [f"{path}: the top level must be a mapping of keys to values (key: value lines, "
+                                 "e.g. 'model: demo'), got a list [a, b]"]
+    path.write_text("just some words\n")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path)
+    assert messages(e.value)[0].endswith("got the text 'just some words'")
 
 
 def test_missing_file(tmp_path):
