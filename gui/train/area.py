@@ -53,7 +53,7 @@ from gui.settings import kept_dict, studio_settings
 from gui.train.advisor import Advice, Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
-from gui.train.estimator import EstimateScheduler
+from gui.train.estimator import DataLengthsScheduler, EstimateScheduler, data_inputs
 from gui.train.fields import ChoiceEditor, FieldEditor, format_number, label_for, make_editor, tooltip_for
 from gui.train.gpu_panel import GpuPanel, cancel_detection, detect_environment_isolated
 from gui.train.log_console import LogConsole
@@ -165,6 +165,11 @@ class TrainArea(QWidget):
         self.advisor = Advisor()
         self.run = RunClient(self)
         self.estimator = EstimateScheduler(self)
+        # The records' lengths for the estimate with the data: a process of their own, so measuring
+        # a large dataset never holds up the live estimate.
+        self.data_lengths = DataLengthsScheduler(self)
+        self._data_key: tuple | None = None  # data_inputs() of the lengths asked for last
+        self._data: dict | None = None       # their answer (DataLengths.to_dict()), once it came
         self._calls = BackgroundCalls(self, max_threads=1)
         self.env: Any = None
         self.estimate: Any = None
@@ -549,13 +554,14 @@ class TrainArea(QWidget):
     def shutdown(self) -> None:
         self.run.shutdown()
         self.estimator.shutdown()
+        self.data_lengths.shutdown()
         cancel_detection()
         self._calls.wait(30_000)
         self.model_picker.wait(30_000)
 
     def wait_ready(self, msecs: int = 60_000) -> bool:
-        """Block (processing events) until the GPU is detected, the model described and the
-        estimate current. For tests and screenshots; the GUI itself never waits."""
+        """Block (processing events) until the GPU is detected, the model described, the records
+        measured and the estimate current. For tests and screenshots; the GUI itself never waits."""
         deadline = QDeadlineTimer(msecs)
         while self.env is None or (self.model_picker.info is None and self.model_picker.problem.isHidden()):
             if deadline.hasExpired():
@@ -563,7 +569,10 @@ class TrainArea(QWidget):
             QApplication.processEvents()
             self._calls.wait(10)
             self.model_picker.wait(10)
-        return self.estimator.wait(max(deadline.remainingTime(), 1))
+        # The estimate, then the records' lengths (measured once it is in), then the estimate with them.
+        return (self.estimator.wait(max(deadline.remainingTime(), 1))
+                and self.data_lengths.wait(max(deadline.remainingTime(), 1))
+                and self.estimator.wait(max(deadline.remainingTime(), 1)))
 
     def prepare_screenshot(self) -> None:
         self.wait_ready(60_000)
@@ -805,11 +814,21 @@ class TrainArea(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
         # Back from the Dataset area (or another program), a dataset may have been saved or removed.
         super().showEvent(event)
-        self.config_model.recheck_files()
+        self._recheck_files()
 
     def _on_app_state(self, state: Qt.ApplicationState) -> None:
         if state == Qt.ApplicationState.ApplicationActive and self.isVisible():
-            self.config_model.recheck_files()
+            self._recheck_files()
+
+    def _recheck_files(self) -> None:
+        """A data file saved since (the Dataset area's annotator, another program): what the form says
+        of it, and the records' lengths for the estimate with the data, which are measured again when
+        its modification time or size changed (data_inputs)."""
+        if self.config_model.recheck_files():
+            return  # it said something new of them: the form re-estimates (and re-measures) as on any change
+        cfg = self.config_model.config_ignoring_machine()
+        if cfg is not None and data_inputs(cfg) != self._data_key:
+            self._request_estimate()
 
     def _connect(self) -> None:
         self.config_model.sig_changed.connect(self._on_config_changed)
@@ -834,7 +853,11 @@ class TrainArea(QWidget):
         self.gauge.sig_target_changed.connect(lambda _: self._request_estimate())
         self.estimator.sig_estimate.connect(self._on_estimate)
         self.estimator.sig_failed.connect(self.gauge.set_error)
+        # The records are measured once the estimate process has answered: never before the first estimate.
+        self.estimator.sig_failed.connect(lambda _: self.data_lengths.release())
         self.estimator.sig_slow.connect(self.gauge.set_updating)
+        self.data_lengths.sig_lengths.connect(self._on_data_lengths)
+        self.data_lengths.sig_failed.connect(self._on_data_failed)
         self._calls.sig_done.connect(self._on_background_done)
         self._calls.sig_failed.connect(self._on_background_failed)
         self.advisor_panel.sig_apply_fix.connect(self.apply_fix)
@@ -943,9 +966,31 @@ class TrainArea(QWidget):
             self.estimator.cancel()
             self.gauge.set_error("fix the config problems listed above first")
             return
+        self._follow_data(cfg)
         target = self.gauge.target_bytes()
         detected = bool(self.env is not None and self.env.cuda and target == self.env.gpu_total_bytes)
-        self.estimator.request(cfg, target, self.env.gpu_name if detected else None)
+        self.estimator.request(cfg, target, self.env.gpu_name if detected else None, self._data)
+
+    def _follow_data(self, cfg: RunConfig) -> None:
+        """Ask for the records' lengths again when what they depend on changed (a few stat calls):
+        the dataset, its format or file, the model, the template, loss_on, add_tokens or seq_len; a
+        change of batch, rank or precision keeps them. Until they come, the estimate is at seq_len."""
+        key = data_inputs(cfg)
+        if key == self._data_key:
+            return
+        self._data_key, self._data = key, None
+        self.gauge.set_data_measuring()
+        self.data_lengths.request(key, cfg)
+
+    def _on_data_lengths(self, key: tuple, lengths: dict) -> None:
+        if key != self._data_key:
+            return  # asked for an earlier form
+        self._data = lengths
+        self._request_estimate()  # milliseconds: now with the data
+
+    def _on_data_failed(self, key: tuple, message: str) -> None:
+        if key == self._data_key:
+            self.gauge.set_data_failed(message)
 
     def _refuse_missing(self, problems: list[ConfigError], verb: str) -> bool:
         """Say each missing model or data file beside its field (the model under its picker) and in the
@@ -1052,6 +1097,7 @@ class TrainArea(QWidget):
     def _on_estimate(self, est: Any, latency_ms: float) -> None:
         self.estimate = est
         self.gauge.set_estimate(est)
+        self.data_lengths.release()
 
     def _on_fit(self) -> None:
         suggestions = getattr(self.estimate, "suggestions", None) or []

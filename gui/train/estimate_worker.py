@@ -5,8 +5,18 @@ loads hundreds of megabytes of shared libraries while holding the GIL; measured 
 GUI process it froze the window for 0.7 s (docs/ui-stall.md). Here it happens in a
 child: the GUI sends one JSON line per request on stdin and reads one JSON line back.
 
-Request: ``{"config": {...RunConfig.to_dict()...}, "gpu_bytes": int|null, "gpu_name": str|null}``.
+Request: ``{"config": {...RunConfig.to_dict()...}, "gpu_bytes": int|null, "gpu_name": str|null}``,
+optionally with ``"data": {...DataLengths.to_dict()...}`` (the answer to ``data_lengths`` below):
+the estimate then also holds the one at the data's longest record (``Estimate.data``).
 Answer: ``{"ok": true, "estimate": Estimate.to_dict()}`` or ``{"ok": false, "error": "..."}``.
+
+Request ``{"call": "data_lengths", "config": {...}}``: the run's training records tokenized as the
+run will (``engine.data.lengths.data_lengths``: seconds to minutes on a large dataset, the first
+time; the tokenize cache and the engine's memo make repeats fast). Answer: ``{"ok": true, "result":
+DataLengths.to_dict()}``, or ``{"ok": false, "error": "..."}`` (no dataset, a model folder without
+a tokenizer, no record that can train). The Train area asks this of a second process of its own
+(:class:`gui.train.estimator.DataLengthsScheduler`), so a long measurement never holds up an
+estimate.
 
 Request ``{"call": "format_tokens", "config": {...}}``: the pre-run check of the format's special
 tokens (``engine.train.check_format_tokens``, which loads the tokenizer: torch again). Answer:
@@ -44,10 +54,16 @@ def serve(stdin=None, stdout=None) -> int:
                 from engine.train import check_format_tokens
 
                 answer = {"ok": True, "result": check_format_tokens(cfg, load=lambda *a, **k: _kept(kept, *a, **k))}
+            elif req.get("call") == "data_lengths":
+                from engine.data.lengths import data_lengths
+
+                answer = {"ok": True, "result": data_lengths(cfg).to_dict()}
             else:
+                from engine.data.lengths import DataLengths
                 from engine.memory import estimate
 
-                est = estimate(cfg, gpu_bytes=req.get("gpu_bytes"), gpu_name=req.get("gpu_name"))
+                data = DataLengths(**req["data"]) if req.get("data") else None
+                est = estimate(cfg, gpu_bytes=req.get("gpu_bytes"), gpu_name=req.get("gpu_name"), data=data)
                 answer = {"ok": True, "estimate": est.to_dict()}
         except StudioError as e:
             answer = {"ok": False, "error": e.message}

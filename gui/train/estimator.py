@@ -6,6 +6,12 @@ waits for the answer. The first estimate imports torch there and builds a meta-d
 model (seconds); later ones hit the engine's cache (milliseconds). While one estimate
 runs, further changes only mark the newest config as pending, so a burst of typing costs
 at most one extra estimate and results never arrive out of order.
+
+The estimate with the data needs the run's records measured in tokens, which tokenizes every
+record (seconds to minutes on a large dataset, the first time). :class:`DataLengthsScheduler`
+does that in a second process of its own, asked only when what the lengths depend on changes
+(:func:`data_inputs`); the live estimate never waits for it, and is asked again with the
+lengths once they come.
 """
 
 from __future__ import annotations
@@ -30,12 +36,18 @@ DEBOUNCE_MS = 5  # coalesces the changes of one event-loop pass; in-flight coale
 class EstimateProcess:
     """The estimate child process: one JSON request line in, one answer line out.
 
-    Restarted on the next request if it died. Thread-safe: one request at a time.
+    Started by the first request and restarted on the next one if it died. Thread-safe: one
+    request at a time.
+
+    Args:
+        nice: lower the process's CPU priority by this much (POSIX), for work that must yield to
+            the window and the live estimate (measuring a large dataset).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, nice: int = 0) -> None:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._nice = nice
 
     def _ensure(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
@@ -45,16 +57,36 @@ class EstimateProcess:
             self._proc = subprocess.Popen([sys.executable, "-m", "gui.train.estimate_worker"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                           encoding="utf-8", bufsize=1, env=env)
+            if self._nice and hasattr(os, "setpriority"):
+                try:  # before it imports torch, whose compute threads inherit it
+                    os.setpriority(os.PRIO_PROCESS, self._proc.pid, self._nice)
+                except OSError:
+                    pass
         return self._proc
 
-    def estimate(self, cfg: Any, gpu_bytes: int | None, gpu_name: str | None) -> Any:
+    def estimate(self, cfg: Any, gpu_bytes: int | None, gpu_name: str | None, data: dict | None = None) -> Any:
         """The engine's ``Estimate`` as an object with the same attributes.
+
+        Args:
+            data: the run's records measured (:meth:`data_lengths`' answer): the estimate then
+                holds the one at their longest record too (``data``).
 
         Raises:
             RuntimeError: the estimate failed (the message says why) or the process died.
         """
-        answer = self._ask({"config": cfg.to_dict(), "gpu_bytes": gpu_bytes, "gpu_name": gpu_name})
-        return SimpleNamespace(**answer["estimate"])
+        request = {"config": cfg.to_dict(), "gpu_bytes": gpu_bytes, "gpu_name": gpu_name}
+        if data:
+            request["data"] = data
+        return SimpleNamespace(**self._ask(request)["estimate"])
+
+    def data_lengths(self, cfg: Any) -> dict:
+        """``engine.data.lengths.data_lengths(cfg).to_dict()``, computed in the child: the run's
+        training records tokenized as the run will, and their lengths.
+
+        Raises:
+            RuntimeError: they can't be measured (the message says why) or the process died.
+        """
+        return self._ask({"call": "data_lengths", "config": cfg.to_dict()})["result"]
 
     def format_tokens(self, cfg: Any) -> dict | None:
         """``engine.train.check_format_tokens(cfg)``, computed in the child (it loads the tokenizer,
@@ -119,7 +151,7 @@ class EstimateScheduler(QObject):
         self._slow.setInterval(SLOW_MS)
         self._slow.timeout.connect(lambda: self._say_slow(True))
         self._slow_said = False
-        self._request: tuple[Any, int | None, str | None, float] | None = None
+        self._request: tuple[Any, int | None, str | None, dict | None, float] | None = None
         self._busy = False
         self._pending = False
         self._closed = False
@@ -129,14 +161,17 @@ class EstimateScheduler(QObject):
         self._inflight = 0
 
     # ---- Public API
-    def request(self, cfg: Any, gpu_bytes: int | None, gpu_name: str | None = None) -> None:
+    def request(self, cfg: Any, gpu_bytes: int | None, gpu_name: str | None = None,
+                data: dict | None = None) -> None:
         """Estimate ``cfg`` against ``gpu_bytes`` soon (the newest request wins).
 
-        ``gpu_name`` (the detected GPU's) lets the engine apply its per-GPU correction.
+        ``gpu_name`` (the detected GPU's) lets the engine apply its per-GPU correction;
+        ``data`` (the run's records measured, ``DataLengths.to_dict()``) adds the estimate at
+        their longest record.
         """
         if self._closed:
             return
-        self._request = (cfg, gpu_bytes, gpu_name, time.perf_counter())
+        self._request = (cfg, gpu_bytes, gpu_name, data, time.perf_counter())
         self._timer.start()
         if not self._slow.isActive() and not self._slow_said:
             self._slow.start()
@@ -180,12 +215,12 @@ class EstimateScheduler(QObject):
         if self._busy:
             self._pending = True
             return
-        cfg, gpu_bytes, gpu_name, t0 = self._request
+        cfg, gpu_bytes, gpu_name, data, t0 = self._request
         self._busy = True
         self._inflight = self._generation  # one job at a time (_busy)
 
         def job() -> tuple[Any, float]:
-            return self.process.estimate(cfg, gpu_bytes, gpu_name if gpu_bytes else None), t0
+            return self.process.estimate(cfg, gpu_bytes, gpu_name if gpu_bytes else None, data), t0
 
         self._calls.submit("estimate", job)
 
@@ -217,3 +252,146 @@ class EstimateScheduler(QObject):
         if slow != self._slow_said:
             self._slow_said = slow
             self.sig_slow.emit(slow)
+
+
+DATA_NICE = 10
+"""The data process's niceness: tokenizing a large dataset keeps a core busy for minutes, and the
+window and the live estimate come first (as a CPU training worker's, docs/ui-stall.md)."""
+DATA_KEYS = ("dataset", "dataset_format", "model", "template", "loss_on", "add_tokens", "seq_len",
+             "trust_remote_code")
+"""The run config's keys that the records' lengths depend on (engine/data/lengths.py)."""
+
+
+def data_inputs(cfg: Any) -> tuple:
+    """What the run's records measured in tokens depend on: :data:`DATA_KEYS`' values, and the
+    modification time and size of the dataset file, a template file and the model folder.
+
+    Cheap enough for every change of the form (a few ``stat`` calls, no read): the lengths are
+    asked for again when this changes, so a dataset saved in the Dataset area, or by another
+    program, is measured again when the Train area is next shown (``TrainArea.showEvent``).
+    """
+    from engine.data.templates import is_template_file
+    from engine.paths import demo_dataset_path, demo_model_dir
+
+    def stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except (OSError, ValueError):
+            return None  # not a path (a hub id, a template name) or not there
+        return st.st_mtime_ns, st.st_size
+
+    values = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(cfg, k) for k in DATA_KEYS))
+    dataset = demo_dataset_path() if cfg.dataset == "demo" else Path(os.path.expanduser(cfg.dataset or ""))
+    model = demo_model_dir() if cfg.model == "demo" else Path(os.path.expanduser(cfg.model or ""))
+    template = Path(os.path.expanduser(cfg.template)) if is_template_file(cfg.template) else None
+    return (*values, stamp(dataset) if cfg.dataset else None, stamp(model) if cfg.model else None,
+            stamp(template) if template else None)
+
+
+class DataLengthsScheduler(QObject):
+    """``engine.data.lengths.data_lengths`` in a process of its own, off the UI thread.
+
+    Measuring tokenizes every training record, so it never shares the estimate's process: a
+    batch-size change is re-estimated within milliseconds while a large dataset is measured.
+    The process starts with the first request, once :meth:`release` was called (the Train area
+    calls it when the first estimate is in: both processes importing torch at once made the
+    first estimate come 0.3-0.8 s later on two cores). As with the estimate, the newest request
+    wins and at most one measurement is in flight; the answer to an older request is dropped.
+    """
+
+    sig_lengths = Signal(object, dict)
+    """The records were measured: the request's key and ``DataLengths.to_dict()``."""
+    sig_failed = Signal(object, str)
+    """They can't be measured: the request's key and a one-line reason (the engine's message)."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.process = EstimateProcess(nice=DATA_NICE)
+        self._calls = BackgroundCalls(self, max_threads=1)
+        self._calls.sig_done.connect(self._on_done)
+        self._calls.sig_failed.connect(self._on_failed)
+        self._request: tuple[Any, Any] | None = None  # (key, cfg) waiting for the one in flight
+        self._wanted: Any = None  # the newest request's key: the only answer worth showing
+        self._busy = False
+        self._closed = False
+        self._held = True
+        self.measured = 0
+        """Measurements asked of the process (tests count them)."""
+
+    # ---- Public API
+    def request(self, key: Any, cfg: Any) -> None:
+        """Measure ``cfg``'s records soon; ``key`` (e.g. :func:`data_inputs`) comes back with the answer."""
+        if self._closed:
+            return
+        self._request = (key, cfg)
+        self._wanted = key
+        self._launch()
+
+    def release(self) -> None:
+        """Start measuring (the newest request, if any); until this is called, requests wait."""
+        self._held = False
+        self._launch()
+
+    def cancel(self) -> None:
+        """Drop the waiting request, and the answer of the one being measured."""
+        self._request = None
+        self._wanted = None
+
+    def is_idle(self) -> bool:
+        return not (self._busy or self._request is not None)
+
+    def wait(self, msecs: int = 60_000) -> bool:
+        """Block until the newest request is answered (tests and screenshots only)."""
+        from PySide6.QtCore import QCoreApplication, QDeadlineTimer
+
+        deadline = QDeadlineTimer(msecs)
+        while not self.is_idle():
+            if deadline.hasExpired():
+                return False
+            QCoreApplication.processEvents()
+            self._calls.wait(10)
+        QCoreApplication.processEvents()
+        return True
+
+    def shutdown(self) -> None:
+        self._closed = True
+        self._request = None
+        self.process.close()
+        self._calls.wait(10_000)
+
+    # ---- Internals
+    def _launch(self) -> None:
+        if self._busy or self._held or self._request is None:
+            return
+        (key, cfg), self._request = self._request, None
+        self._busy = True
+        self.measured += 1
+        process = self.process
+
+        def job() -> tuple[Any, dict | None, str]:
+            try:
+                return key, process.data_lengths(cfg), ""
+            except RuntimeError as e:
+                return key, None, str(e)
+
+        self._calls.submit("data_lengths", job)
+
+    def _on_done(self, tag: str, result: Any) -> None:
+        key, lengths, error = result
+        self._busy = False
+        if self._request is not None:
+            self._launch()  # a newer request: this answer is already stale
+            return
+        if key != self._wanted or self._closed:
+            return
+        if lengths is None:
+            self.sig_failed.emit(key, error)
+        else:
+            self.sig_lengths.emit(key, lengths)
+
+    def _on_failed(self, tag: str, message: str, trace: str) -> None:
+        key, self._busy = self._wanted, False  # the job itself raised (a bug): say it as the reason
+        if self._request is not None:
+            self._launch()
+        elif key is not None and not self._closed:
+            self.sig_failed.emit(key, message)

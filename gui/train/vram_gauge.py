@@ -1,15 +1,19 @@
 """The live VRAM gauge: the estimate's breakdown as a stacked bar against the GPU's memory.
 
 The bar is scaled to the larger of the GPU's memory and the estimated peak, so a config
-that doesn't fit visibly runs past the GPU line. After a run, the measured peak is drawn
-as a marker on the same bar, beside the estimate.
+that doesn't fit visibly runs past the GPU line. The estimate is for batches of ``seq_len``
+tokens; once the run's records are measured, the peak with this dataset (batches are padded
+only to their longest record) is a tick on the bar and a line under the peak. After a run,
+the measured peak is drawn as a marker on the same bar, beside the estimate.
 """
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QComboBox,
@@ -38,6 +42,12 @@ COLORS = {"weights": "#264653", "quant_constants": "#3d6b7d", "gradients": "#2a9
 SPARE = ["#9ab9dd", "#d4a5a5", "#a3c4bc", "#bfb48f"]
 FITS_TEXT = {"yes": ("fits", "#2e8540"), "tight": ("tight", "#d98e04"), "no": ("does not fit", "#d0342c")}
 PLAN_SIZES_GIB = (8, 12, 16, 24, 40, 48, 80, 141)
+DATA_COLOR = "#1565c0"
+"""The tick of the peak with this dataset, and the mark before its line (the measured peak's is red)."""
+STALE_MS = 400
+"""While the records are measured again (seq_len typed, a dataset saved), the previous line with this
+dataset stays, greyed, this long: a quick re-measure then replaces it without a flash of "measuring"."""
+NBSP = "\u00a0"
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -69,6 +79,7 @@ class VramBar(QWidget):
         self.parts: list[tuple[str, int, QColor]] = []
         self.gpu_bytes: int | None = None
         self.measured: int | None = None
+        self.data_peak: int | None = None
         self.setMinimumHeight(34)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
@@ -76,8 +87,10 @@ class VramBar(QWidget):
         return QSize(400, 38)
 
     def set_data(self, parts: list[tuple[str, int, QColor]], gpu_bytes: int | None,
-                 measured: int | None) -> None:
-        self.parts, self.gpu_bytes, self.measured = parts, gpu_bytes, measured
+                 measured: int | None, data_peak: int | None = None) -> None:
+        """The breakdown's parts, the GPU line, the measured peak and the peak with this dataset
+        (a tick; None draws none)."""
+        self.parts, self.gpu_bytes, self.measured, self.data_peak = parts, gpu_bytes, measured, data_peak
         self.update()
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
@@ -103,6 +116,14 @@ class VramBar(QWidget):
                 p.drawRect(QRectF(gx, rect.top(), x - gx, rect.height()))
             p.setPen(QPen(QColor("#222"), 2, Qt.PenStyle.DashLine))
             p.drawLine(int(gx), int(rect.top()) - 5, int(gx), int(rect.bottom()) + 5)
+        if self.data_peak:
+            # Over the bar only (the GPU and measured markers reach past it): a light halo keeps the
+            # tick visible on the dark segments it crosses.
+            dx = int(rect.left() + rect.width() * self.data_peak / scale)
+            p.setPen(QPen(QColor(255, 255, 255, 200), 4))
+            p.drawLine(dx, int(rect.top()) + 1, dx, int(rect.bottom()) - 1)
+            p.setPen(QPen(QColor(DATA_COLOR), 2))
+            p.drawLine(dx, int(rect.top()) - 2, dx, int(rect.bottom()) + 2)
         if self.measured:
             mx = rect.left() + rect.width() * self.measured / scale
             p.setPen(QPen(QColor("#d0342c"), 2))
@@ -132,8 +153,10 @@ class FitDialog(QDialog):
         for i, s in enumerate(suggestions, start=1):
             changes = ", ".join(f"{k} = {v}" for k, v in (field(s, "changes") or {}).items())
             verdict = FITS_TEXT.get(field(s, "fits"), ("?", ""))[0]
-            item = QListWidgetItem(f"{i}. {field(s, 'description', '')}: peak {fmt_bytes(field(s, 'peak_bytes'))}"
-                                   f" ({verdict})\n{changes}")
+            # The change and where it leaves the peak on one line, under the description (which can
+            # be a sentence of its own: seq_len cut to the data's longest record says why it is free).
+            item = QListWidgetItem(f"{i}. {field(s, 'description', '')}\n{changes} → peak "
+                                   f"{fmt_bytes(field(s, 'peak_bytes'))} ({verdict})")
             self.list.addItem(item)
         self.list.setCurrentRow(self.best_index(suggestions))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Apply | QDialogButtonBox.StandardButton.Cancel)
@@ -157,6 +180,46 @@ class FitDialog(QDialog):
     def chosen_changes(self) -> dict[str, Any]:
         row = self.list.currentRow()
         return dict(field(self.suggestions[row], "changes") or {}) if row >= 0 else {}
+
+
+def data_line(data: dict, config_seq_len: int | None, gpu: int | None, *, muted: bool = False) -> str:
+    """The peak with this dataset (the estimate's ``data``), under the peak at ``seq_len``.
+
+    Batches are padded only to their longest record, so data whose records stay under
+    ``seq_len`` peaks lower (docs/memory.md, "With the data"). Records cut to ``seq_len``, or
+    packed batches, reach it: the peak is then the same, which is said rather than repeated.
+    ``muted``: without colours, for the previous line shown greyed while the records are
+    measured again.
+    """
+    n = data["records"]
+    mark = "" if muted else f"<span style='color:{DATA_COLOR}'>▍</span>"
+    text = f"{mark}With this dataset ({n:,} record{'s' if n != 1 else ''}, longest {data['longest_record']:,} tokens)"
+    cut = data.get("truncated") or 0
+    if cut or (config_seq_len and data["seq_len"] >= config_seq_len):
+        if cut:
+            why = f"{cut:,} record{' is' if cut == 1 else 's are'} cut to seq_len {data['seq_len']}"
+        elif data["longest_record"] >= data["seq_len"]:
+            why = "the longest is seq_len long"
+        else:
+            why = "packing fills every batch to seq_len"
+        return f"{text}: {why}, so the peak is the same"
+    text += f": ≈{NBSP}<b>{fmt_bytes(data['peak_bytes']).replace(' ', NBSP)}</b>"
+    fits, mbs = data.get("fits"), data.get("max_batch_size")
+    if gpu and fits in FITS_TEXT:
+        word, color = FITS_TEXT[fits]
+        text += f" — {word}" if muted else f" — <span style='color:{color}'>{word}</span>"
+        if mbs:
+            text += f", largest{NBSP}micro-batch{NBSP}{mbs}"
+    return text
+
+
+def short_reason(message: str, limit: int = 110) -> str:
+    """An engine message cut to one line for the gauge: a trailing aside in brackets (the list of
+    tokenizer files) goes first, then the end."""
+    first = message.strip().splitlines()[0] if message.strip() else "unknown reason"
+    if len(first) > limit:
+        first = re.sub(r"\s*\([^()]*\)\s*$", "", first)
+    return first if len(first) <= limit else first[:limit - 1] + "…"
 
 
 def disk_line(disk: dict) -> str:
@@ -194,6 +257,13 @@ class VramGauge(QWidget):
         self.estimate: Any = None
         self.measured: int | None = None
         self.measured_note = ""
+        self.data_note = ""  # said in place of the line with this dataset while it has none
+        self._stale_data: tuple[dict, int | None] | None = None  # the previous line's data and seq_len,
+        # shown greyed while the records are measured again
+        self._stale_timer = QTimer(self)
+        self._stale_timer.setSingleShot(True)
+        self._stale_timer.setInterval(STALE_MS)
+        self._stale_timer.timeout.connect(lambda: self._set_stale(None))
         self.detected_bytes: int | None = None
         self.title = QLabel("<b>GPU memory estimate</b>")
         # Neither the title nor the legend sets the gauge's minimum width: _reflow wraps them
@@ -210,8 +280,9 @@ class VramGauge(QWidget):
         self.target.setToolTip("Which GPU to plan for: the one in this machine, or another size (to plan a "
                                "run for a bigger machine)")
         self.fit_button = QPushButton("Fit to my GPU…")
-        self.fit_button.setToolTip("Apply the estimate's suggestions (micro-batch, accumulation, "
-                                   "checkpointing, precision) so the run fits; asks first")
+        self.fit_button.setToolTip("Apply the estimate's suggestions (seq_len cut to the dataset's longest "
+                                   "record, micro-batch, accumulation, checkpointing, precision) so the run "
+                                   "fits; asks first")
         self.fit_button.setEnabled(False)
         self.bar = VramBar()
         self.legend = QGridLayout()
@@ -221,10 +292,10 @@ class VramGauge(QWidget):
         self.details = QLabel("Estimating… (the first estimate reads the model's structure, which takes a "
                               "few seconds; later ones are instant)")
         self.details.setWordWrap(True)
-        # Room for three lines (estimate, measured peak, notes) from the start: a line that
-        # appears when a run ends would otherwise shrink the plots below, and a resized plot
-        # redraws all its axes in one frame (docs/ui-stall.md).
-        self.details.setMinimumHeight(3 * self.details.fontMetrics().lineSpacing() + 2)
+        # Room for four lines (estimate, with this dataset, measured peak, disk) from the start: a
+        # line that appears when a run ends would otherwise shrink the plots below, and a resized
+        # plot redraws all its axes in one frame (docs/ui-stall.md).
+        self.details.setMinimumHeight(4 * self.details.fontMetrics().lineSpacing() + 2)
         self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.details.setTextFormat(Qt.TextFormat.RichText)
         # "Plan for" and the Fit button sit right of the title, or on a row of their own when
@@ -284,7 +355,29 @@ class VramGauge(QWidget):
 
     def set_estimate(self, est: Any) -> None:
         self.estimate = est
+        if field(est, "data"):  # the records measured again: the previous line, greyed meanwhile, goes
+            self._stale_timer.stop()
+            self._stale_data = None
         self._render()
+
+    def set_data_measuring(self) -> None:
+        """The run's records are being measured: until the estimate with them comes, the one at
+        ``seq_len`` is all there is, which the line with this dataset says (after STALE_MS; until
+        then the previous line stays, greyed)."""
+        shown = field(self.estimate, "data") if self.estimate is not None else None
+        self.data_note = "<span style='color:palette(mid)'>With this dataset: measuring its records…</span>"
+        self.details.setToolTip("")
+        self._set_stale((shown, field(self.estimate, "seq_len")) if shown else self._stale_data)
+        if self._stale_data is not None:
+            self._stale_timer.start()
+
+    def set_data_failed(self, message: str) -> None:
+        """The records can't be measured (no dataset, a model folder without a tokenizer, ...): a
+        short grey reason where the line with this dataset goes; the whole message as its tooltip."""
+        self.data_note = (f"<span style='color:palette(mid)'>No estimate with this dataset: "
+                          f"{html.escape(short_reason(message))}</span>")
+        self.details.setToolTip(f"No estimate with this dataset: {message}")
+        self._set_stale(None)
 
     def set_updating(self, on: bool) -> None:
         """Say that the numbers shown are the previous config's while a slow estimate is computed
@@ -313,6 +406,11 @@ class VramGauge(QWidget):
         self._render()
 
     # ---- Internals
+    def _set_stale(self, data: tuple[dict, int | None] | None) -> None:
+        self._stale_timer.stop()
+        self._stale_data = data
+        self._render()
+
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().resizeEvent(event)
         self._reflow()
@@ -371,7 +469,10 @@ class VramGauge(QWidget):
         parts = [(name, int(b), QColor(COLORS.get(name, SPARE[i % len(SPARE)])))
                  for i, (name, b) in enumerate(breakdown.items()) if b and b > 0]
         gpu = field(est, "gpu_bytes") or self.target_bytes()
-        self.bar.set_data(parts, gpu, self.measured)
+        data = field(est, "data")
+        seq_len = field(est, "seq_len")
+        below = bool(data) and bool(seq_len) and data["seq_len"] < seq_len  # else the same peak: no tick
+        self.bar.set_data(parts, gpu, self.measured, data["peak_bytes"] if below else None)
         self._fill_legend(parts)
         peak = field(est, "peak_bytes")
         fits = field(est, "fits")
@@ -381,19 +482,32 @@ class VramGauge(QWidget):
                                  f"&nbsp;{text}&nbsp;</span>")
         else:
             self.verdict.setText("")
-        lines = [f"Peak ≈ <b>{fmt_bytes(peak)}</b>" + (f" of {fmt_bytes(gpu)}" if gpu else "")]
+        lines = [(f"Peak at seq_len {seq_len}" if seq_len else "Peak") + f" ≈{NBSP}<b>{fmt_bytes(peak)}</b>"
+                 + (f" of {fmt_bytes(gpu)}" if gpu else "")]
+        # The largest micro-batch beside the peak, as on the line with this dataset below it; the
+        # trainable share last, where a narrow pane wraps it.
+        mbs = field(est, "max_batch_size")
+        if gpu and mbs is not None:
+            lines.append(f"largest{NBSP}micro-batch{NBSP}that{NBSP}fits:{NBSP}<b>{mbs}</b>" if mbs > 0 else
+                         "<span style='color:#d0342c'>even micro-batch 1 does not fit</span>")
         trainable, total = field(est, "trainable_params"), field(est, "total_params")
         if trainable is not None and total:
             lines.append(f"trainable {trainable:,} of {total:,} parameters ({fmt_percent(trainable / total)})")
-        mbs = field(est, "max_batch_size")
-        if gpu and mbs is not None:
-            lines.append(f"largest micro-batch that fits: <b>{mbs}</b>" if mbs > 0 else
-                         "<span style='color:#d0342c'>even micro-batch 1 does not fit</span>")
         text = " · ".join(lines)
+        if self._stale_data:  # measured again: the previous line, greyed, for STALE_MS at most
+            text += ("<br><span style='color:palette(mid)'>" + data_line(*self._stale_data, gpu, muted=True)
+                     + "</span>")
+        elif data:
+            text += "<br>" + data_line(data, seq_len, gpu)
+        elif self.data_note:
+            text += "<br>" + self.data_note
         if self.measured:
             diff = (peak - self.measured) / self.measured * 100 if peak else 0
+            vs = f"estimate {diff:+.0f}%"
+            if below:  # the run's batches were this data's: its estimate is the one to hold against the peak
+                vs += f", with this dataset {(data['peak_bytes'] - self.measured) / self.measured * 100:+.0f}%"
             text += (f"<br><span style='color:#d0342c'>▍</span>Measured peak {fmt_bytes(self.measured)}"
-                     f"{' ' + self.measured_note if self.measured_note else ''} (estimate {diff:+.0f}%)")
+                     f"{' ' + self.measured_note if self.measured_note else ''} ({vs})")
         elif self.measured_note:
             text += f"<br>{self.measured_note}"
         disk = field(est, "disk") or {}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt
 
-from gui.train.vram_gauge import FitDialog
+from gui.train.vram_gauge import FitDialog, fmt_bytes
 
 GiB = 2**30
 REPO = Path(__file__).resolve().parents[3]
@@ -217,3 +218,196 @@ def test_plan_for_sizes_read_with_the_right_article(qtbot):
     items = [gauge.target.itemText(i) for i in range(gauge.target.count())]
     assert "an 8 GiB GPU" in items and "an 80 GiB GPU" in items and "a 24 GiB GPU" in items
     assert not [t for t in items if t.startswith("a 8")]
+
+
+# ---- The estimate with the data (the run's records measured in a second child process)
+def _engine_data_estimate(area, gpu_bytes):
+    """What the engine says in-process for the form's config, with its records measured."""
+    from engine.data.lengths import data_lengths
+    from engine.memory import estimate
+
+    cfg = area.config_model.config_ignoring_machine()
+    return estimate(cfg, gpu_bytes, data=data_lengths(cfg)).data
+
+
+def test_the_gauge_shows_the_estimate_with_the_data(make_area):
+    area = make_area()
+    assert area.gauge.select_target(12 * GiB)
+    assert area.wait_ready(180_000)
+    expected = _engine_data_estimate(area, 12 * GiB)
+    assert area.estimate.data == expected
+    text = area.gauge.details.text().replace("\u00a0", " ")
+    assert "Peak at seq_len 256 ≈" in text
+    assert (f"With this dataset (366 records, longest {expected['longest_record']} tokens): "
+            f"≈ <b>{fmt_bytes(expected['peak_bytes'])}</b>") in text
+    assert expected["fits"] == "yes" and f"fits</span>, largest micro-batch {expected['max_batch_size']}" in text
+    assert expected["peak_bytes"] < area.estimate.peak_bytes  # the demo's records stay under seq_len 256
+    assert area.gauge.bar.data_peak == expected["peak_bytes"]  # the tick on the bar
+
+
+def test_only_what_the_records_depend_on_measures_them_again(make_area, qtbot, small_dataset):
+    area = make_area()
+    assert area.wait_ready(180_000)
+    asked = []
+    real = area.data_lengths.process.data_lengths
+    area.data_lengths.process.data_lengths = lambda cfg: asked.append(cfg) or real(cfg)
+    spin = area.editors["batch_size"].spin
+    with qtbot.waitSignal(area.estimator.sig_estimate, timeout=30_000) as blocker:
+        spin.setValue(spin.value() * 2)
+    assert area.wait_ready(60_000)
+    assert asked == [] and blocker.args[0].data is not None  # re-estimated with the lengths already measured
+    area.config_model.set("seq_len", 128)
+    assert area.wait_ready(60_000)
+    assert [c.seq_len for c in asked] == [128]
+    assert area.estimate.data["truncated"] > 0 and "cut to seq_len 128, so the peak is the same" in \
+        area.gauge.details.text()
+    area.config_model.set("dataset", str(small_dataset))
+    assert area.wait_ready(60_000)
+    assert len(asked) == 2 and area.estimate.data["records"] <= 64
+    # Saved elsewhere (the Dataset area, an editor): measured again when the area is shown again.
+    lines = small_dataset.read_text(encoding="utf-8").splitlines()
+    small_dataset.write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
+    area.hide()
+    area.show()
+    assert area.wait_ready(60_000)
+    assert len(asked) == 3 and area.estimate.data["records"] <= 10
+    area.hide()
+    area.show()  # unchanged: not measured again
+    assert area.wait_ready(60_000) and len(asked) == 3
+
+
+def test_a_slow_measurement_does_not_hold_up_the_estimate(make_area, qtbot, small_dataset):
+    import threading
+
+    area = make_area()
+    assert area.wait_ready(180_000)
+    process = area.data_lengths.process
+    real, gate = process.data_lengths, threading.Event()
+
+    def slow(cfg):
+        with process._lock:  # the child is busy tokenizing a large dataset
+            gate.wait(60)
+        return real(cfg)
+
+    process.data_lengths = slow
+    try:
+        area.config_model.set("dataset", str(small_dataset))
+        # The previous dataset's line stays a moment, greyed (a quick re-measure replaces it without a
+        # flash of "measuring"), then says the records are being measured.
+        assert "<span style='color:palette(mid)'>With this dataset (366 records" in area.gauge.details.text()
+        qtbot.waitUntil(lambda: not area.data_lengths.is_idle(), timeout=5_000)
+        assert area.estimator.wait(30_000)  # the dataset's own estimate, at seq_len
+        spin = area.editors["batch_size"].spin
+        with qtbot.waitSignal(area.estimator.sig_estimate, timeout=10_000) as blocker:
+            spin.setValue(spin.value() * 2)
+        assert blocker.args[0].data is None  # at seq_len only, while the records are measured
+        assert not area.data_lengths.is_idle()  # still measuring
+        qtbot.waitUntil(lambda: "With this dataset: measuring its records…" in area.gauge.details.text(),
+                        timeout=5_000)
+        assert "Peak at seq_len" in area.gauge.details.text() and area.gauge.bar.data_peak is None
+    finally:
+        gate.set()
+    assert area.wait_ready(60_000)
+    assert area.estimate.data["records"] <= 64 and "With this dataset (" in area.gauge.details.text()
+
+
+def test_records_that_cant_be_measured_are_a_grey_reason_beside_the_estimate(make_area, tmp_path):
+    from PySide6.QtWidgets import QApplication
+
+    model = tmp_path / "no-tokenizer"
+    model.mkdir()
+    (model / "config.json").write_text((REPO / "resources" / "demo" / "model" / "config.json").read_text())
+    area = make_area()
+    area.config_model.set("model", str(model))
+    assert area.wait_ready(180_000)
+    text = area.gauge.details.text()
+    assert area.estimate is not None and "Peak at seq_len" in text  # the estimate needs only config.json
+    assert "palette(mid)'>No estimate with this dataset: model folder" in text and "has no tokenizer" in text
+    assert "Traceback" not in text and "sentencepiece" not in text  # the file list is in the tooltip
+    assert "sentencepiece" in area.gauge.details.toolTip()
+    assert QApplication.activeModalWidget() is None
+    assert area.estimate.data is None and area.gauge.bar.data_peak is None
+
+
+def test_fit_to_my_gpu_first_cuts_seq_len_to_the_datas_longest_record(make_area, qtbot, monkeypatch, tmp_path):
+    model = tmp_path / "l32-1b"
+    model.mkdir()
+    shutil.copy(REPO / "bench" / "model_configs" / "llama3.2-1b" / "config.json", model / "config.json")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(REPO / "resources" / "demo" / "model" / name, model / name)
+    area = make_area()
+    area.config_model.update({"model": str(model), "load_in": "bf16", "mixed_precision": "bf16", "batch_size": 8,
+                              "seq_len": 1024, "gradient_accumulation_steps": 1})
+    assert area.gauge.select_target(12 * GiB)
+    assert area.wait_ready(180_000)
+    est = area.estimate
+    assert est.fits == "no" and est.data["fits"] == "yes"
+    first = est.suggestions[0]
+    assert first["changes"] == {"seq_len": -(-est.data["longest_record"] // 64) * 64} and first["fits"] == "yes"
+    assert FitDialog.best_index(est.suggestions) == 0
+    monkeypatch.setattr(FitDialog, "exec", lambda self: 1)  # the user confirms
+    qtbot.mouseClick(area.gauge.fit_button, Qt.MouseButton.LeftButton)
+    assert area.config_model.values()["seq_len"] == first["changes"]["seq_len"]
+    assert area.wait_ready(60_000)
+    assert area.estimate.fits == "yes" and "fits" in area.gauge.verdict.text()
+    assert area.estimate.peak_bytes == first["peak_bytes"]
+
+
+def test_the_data_line_says_when_records_reach_seq_len(qtbot):
+    from gui.train.vram_gauge import VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    est = {"peak_bytes": 7 * GiB, "breakdown": {"weights": 7 * GiB}, "gpu_bytes": 12 * GiB, "fits": "yes",
+           "max_batch_size": 18, "seq_len": 128, "notes": [],
+           "data": {"path": "d.jsonl", "records": 365, "longest_record": 167, "truncated": 18, "seq_len": 128,
+                    "peak_bytes": 7 * GiB, "fits": "yes", "max_batch_size": 18}}
+    gauge.set_estimate(est)
+    text = gauge.details.text()
+    assert "With this dataset (365 records, longest 167 tokens): 18 records are cut to seq_len 128, so the peak " \
+           "is the same" in text
+    assert gauge.bar.data_peak is None  # the same peak: no second mark
+    one = {**est["data"], "records": 1, "truncated": 1}
+    gauge.set_estimate({**est, "data": one})
+    assert "(1 record, longest 167 tokens): 1 record is cut" in gauge.details.text()
+    packed = {**est["data"], "truncated": 0, "longest_record": 100}
+    gauge.set_estimate({**est, "data": packed})
+    assert "packing fills every batch to seq_len, so the peak is the same" in gauge.details.text()
+    # Below seq_len: a peak of its own, a tick, and the measured peak is held against it too.
+    below = {**est["data"], "truncated": 0, "longest_record": 100, "seq_len": 100, "peak_bytes": 5 * GiB}
+    gauge.set_estimate({**est, "data": below})
+    gauge.set_measured(4 * GiB, "(whole GPU)")
+    assert gauge.bar.data_peak == 5 * GiB
+    assert "Measured peak 4.00 GiB (whole GPU) (estimate +75%, with this dataset +25%)" in gauge.details.text()
+
+
+def test_measurements_wait_for_the_first_estimate_and_the_newest_request_wins(qtbot):
+    """One measurement in flight; requests made meanwhile collapse into the newest, and the answer
+    to an older one is never said. Nothing is measured before release() (the first estimate)."""
+    import threading
+
+    from gui.train.estimator import DataLengthsScheduler
+
+    scheduler = DataLengthsScheduler()
+    gate, asked = threading.Event(), []
+
+    def measure(cfg):
+        asked.append(cfg)
+        if cfg == "first":
+            gate.wait(30)
+        return {"records": len(asked), "for": cfg}
+
+    scheduler.process.data_lengths = measure
+    answers = []
+    scheduler.sig_lengths.connect(lambda key, lengths: answers.append((key, lengths["for"])))
+    scheduler.request("k1", "first")
+    qtbot.wait(50)
+    assert asked == [] and not scheduler.is_idle()  # held until the first estimate
+    scheduler.release()
+    qtbot.waitUntil(lambda: asked == ["first"], timeout=5_000)
+    for i in range(2, 6):
+        scheduler.request(f"k{i}", f"cfg{i}")
+    gate.set()
+    assert scheduler.wait(10_000)
+    assert asked == ["first", "cfg5"] and answers == [("k5", "cfg5")]
+    scheduler.shutdown()
