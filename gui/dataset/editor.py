@@ -325,6 +325,8 @@ class DatasetEditor(QWidget):
         self.autosaver = recovery.Autosaver(self._autosave_snapshot, parent=self)
         self.autosaver.sig_autosaved.connect(self._on_autosaved)
         self.autosaver.sig_failed.connect(self._on_autosave_failed)
+        self.form.sig_typed.connect(self.autosaver.touch)  # typing not committed yet is autosaved too
+        self._autosaved_typing_only = False  # the recovery file holds typing of a file with no unsaved edits
         self.lint_runner = LintRunner(self)
         self.lint_runner.sig_finished.connect(self._on_lint_finished)
         self.lint_runner.sig_failed.connect(self._on_lint_failed)
@@ -500,6 +502,10 @@ class DatasetEditor(QWidget):
         """Ask to save, discard or cancel when there are unsaved edits. True: go ahead and close."""
         self.form.flush(leaving=True)
         if not self.is_dirty():
+            # Typing that was autosaved while the file had no unsaved edits, and was then typed back to
+            # what the record holds: nothing is left to recover, and a later start mustn't offer it.
+            if self.path() is not None:
+                self.autosaver.discard(self.path())
             return True
         answer = self._ask_save_changes()
         if answer == QMessageBox.StandardButton.Save:
@@ -530,12 +536,15 @@ class DatasetEditor(QWidget):
         return self.restore_recovery(info.path)
 
     def restore_recovery(self, path) -> bool:
-        """Load the edits of a recovery file (they stay unsaved until the user saves)."""
+        """Load the edits of a recovery file (they stay unsaved until the user saves), and put JSON
+        text that was typed but didn't parse yet back in its box of the form."""
         try:
             ds, baseline, changed = recovery.restore(Path(path))
         except StudioError as e:
             self.banner.show_message("error", f"Can't restore: {e}")
             return False
+        info = recovery.read_header(Path(path))
+        typing = [t for t in info.typing if 0 <= t["record"] < len(ds.records)] if info is not None else []
         mine = recovery.recovery_path(ds.path)
         if Path(path) != mine:
             try:  # this window's now: its autosave replaces it and its save deletes it
@@ -545,12 +554,16 @@ class DatasetEditor(QWidget):
                 pass
         self._set_dataset(ds, baseline=baseline)
         self.undo_stack.resetClean()  # unsaved from the start; Ctrl+S writes the file
+        for t in typing:  # the record selected, its typing pending in its box as when the window went
+            if self.select_record(t["record"]):
+                self.form.restore_typing(t["box"], t["text"])
         self.autosaver.touch()
         self._update_title()
         name = Path(ds.path).name
         when = time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(path)))
         if not changed:
-            self.banner.show_message("info", f"Restored unsaved edits to {name} from {when}. Save to keep them.")
+            typed = "".join(f" The JSON you were typing in record {t['record'] + 1} is back in the form." for t in typing)
+            self.banner.show_message("info", f"Restored unsaved edits to {name} from {when}.{typed} Save to keep them.")
             return True
         # Another program wrote the file after these edits were autosaved: the restored records
         # are the file as it was then, with the edits. Saving must not quietly undo that program.
@@ -1558,11 +1571,33 @@ class DatasetEditor(QWidget):
 
     # ---- Autosave
     def _autosave_snapshot(self):
-        if self._ds is None or self._ds.path is None or not self.is_dirty():
+        """What the autosave writes (:func:`recovery.write_recovery`'s arguments): the records, with the
+        form's typing that isn't committed yet.
+
+        Typing waits for a pause before it is committed, and JSON text that doesn't parse waits
+        until it does (or the record is left); a crash meanwhile must not lose it, even in a file with
+        no unsaved edits otherwise. It is built as its commit would build it, and nothing is
+        committed: an autosave makes no undo step and doesn't mark the file changed.
+        """
+        if self._ds is None or self._ds.path is None:
             return None
-        self.form.flush()
-        return (Path(self._ds.path), self._ds.format, self._ds.container, list(self._ds.records), self._baseline,
-                dict(self._ds.mapping))
+        typing = self.form.pending_typing()
+        at = self.model.index_of_record(self.form.record(), hint=self.form.record_index()) if typing else -1
+        if at < 0 and not self.is_dirty():
+            if self._autosaved_typing_only:  # typed back to what the record holds: nothing to recover
+                self._autosaved_typing_only = False
+                self.autosaver.discard(self._ds.path)
+            return None
+        records = list(self._ds.records)
+        held = []
+        if at >= 0:
+            if typing.record is not None:
+                records[at] = typing.record
+            if typing.box is not None:
+                held.append({"record": at, "box": typing.box, "text": typing.text})
+        self._autosaved_typing_only = not self.is_dirty()
+        return (Path(self._ds.path), self._ds.format, self._ds.container, records, self._baseline,
+                dict(self._ds.mapping), held)
 
     def open_split_dialog(self) -> SplitDialog | None:
         """The Split… dialog for the file as saved; unsaved edits are saved first, if the user agrees."""

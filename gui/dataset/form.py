@@ -4,7 +4,9 @@ conversations, and a raw JSON editor for broken records (and for any record, on 
 The form never edits a record itself. It asks for an edit with :attr:`RecordForm.sig_edited`
 (a new record object), the editor pushes an undo command, and the model change comes back
 through :meth:`RecordForm.set_record`. Typing is committed after a short pause, and the
-commits of one typing burst in one field merge into one undo step.
+commits of one typing burst in one field merge into one undo step. Typing not committed yet (the
+pause hasn't come, or JSON text doesn't parse) is what :meth:`RecordForm.pending_typing` gives the
+autosave, and :meth:`RecordForm.restore_typing` puts back after a crash.
 """
 
 from __future__ import annotations
@@ -209,6 +211,17 @@ class TurnEdit(QFrame):
         return out
 
 
+class PendingTyping(NamedTuple):
+    """The form's typing that isn't committed yet, as the autosave keeps it."""
+
+    record: Record | None
+    """The record with the typing that builds one (None: there is none, or it changes nothing)."""
+    box: str | None
+    """A box whose JSON text doesn't parse yet, held back from ``record``: ``"other fields"`` or ``"raw"``."""
+    text: str
+    """That box's text, as typed."""
+
+
 class RecordForm(QWidget):
     """Shows one record and turns typing into edit requests."""
 
@@ -217,6 +230,9 @@ class RecordForm(QWidget):
 
     sig_message = Signal(str)
     """A short status message for the user."""
+
+    sig_typed = Signal()
+    """The text of a box changed by typing (committed after a pause, or held back while it doesn't parse)."""
 
     # ---- Public API
     def __init__(self, parent=None):
@@ -452,6 +468,63 @@ class RecordForm(QWidget):
         self._burst += 1
         self._target = None
 
+    def pending_typing(self) -> PendingTyping | None:
+        """The typing not committed yet, for the autosave; None when there is none.
+
+        A commit waits for a pause in typing, and JSON text that doesn't parse waits until it does
+        (or the record is left): a crash meanwhile would lose that typing. This builds what the
+        commit would, but commits nothing and shows nothing, so an autosave makes no undo step,
+        doesn't mark the file changed, and leaves the error messages to the commits.
+        """
+        rec = self._record
+        if rec is None or not self._dirty_fields:
+            return None
+        if self.pages.currentIndex() == 3:
+            text = plain_text(self.raw)
+            if rec.broken:  # already text: the typing is the record's new text, as its commit makes it
+                return PendingTyping(fixed_record(rec, text), None, "") if text != rec.raw else None
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                return PendingTyping(None, "raw", text)
+            return PendingTyping(with_data(rec, value), None, "") if value != rec.peek() else None
+        fields = set(self._dirty_fields)
+        box, text = None, ""
+        if "other fields" in fields and self._extra_json is not None and self._other_fields(show=False) is None:
+            fields.discard("other fields")  # held back, as flush holds it back: the other boxes build without it
+            box, text = "other fields", plain_text(self._extra_json)
+        new = self._build_record(fields, show=False) if fields else None
+        if new is None and box is None:
+            return None
+        return PendingTyping(new, box, text)
+
+    def restore_typing(self, box: str, text: str) -> None:
+        """Put back typing that an autosave kept (:attr:`PendingTyping.box` and its text) after a
+        crash: in the box it was typed in, pending as it was, its error said under it, the record
+        keeping its last valid version until the text parses or the record is left.
+
+        If the "other fields (JSON)" box isn't there (the recovery doesn't match the record), the
+        typing goes into the record's JSON text in "Edit as JSON", pending there: never dropped.
+        """
+        rec = self._record
+        if rec is None:
+            return
+        if box == "other fields" and self._extra_json is not None and self.pages.currentIndex() != 3:
+            edit = self._extra_json
+        else:
+            if box != "raw":
+                text = (f"{rec.raw or ''}\n{text}" if rec.broken
+                        else _spliced(copy_data(rec.peek()), self._standard_keys(), text))
+            if not rec.broken:
+                self.json_button.setChecked(True)
+            edit = self.raw
+        edit.setPlainText(text)
+        edit.moveCursor(QTextCursor.MoveOperation.End)
+        edit.setFocus()
+        self.flush()  # says why it doesn't parse; commits nothing while it doesn't
+
     def highlight(self, path: tuple, start: int, end: int) -> None:
         """Select characters ``start:end`` of the text at ``path`` (a find match)."""
         edit = self._edit_for(path)
@@ -628,9 +701,10 @@ class RecordForm(QWidget):
             layout.addWidget(self._extra_json_error)
 
     # ---- Building the edited record
-    def _build_record(self, dirty: set[str], leaving: bool = False) -> Record | None:
+    def _build_record(self, dirty: set[str], leaving: bool = False, show: bool = True) -> Record | None:
         """The record with the typing in the ``dirty`` fields; None when unchanged, or when JSON
-        text doesn't parse (unless ``leaving``: then a broken record holding the text)."""
+        text doesn't parse (unless ``leaving``: then a broken record holding the text). ``show``:
+        say under the "other fields (JSON)" box whether its text parses."""
         rec = self._record
         if rec is None:
             return None
@@ -670,7 +744,7 @@ class RecordForm(QWidget):
             if k in dirty:
                 data[k] = edit.text()
         if self._extra_json is not None and "other fields" in dirty:
-            other = self._other_fields()
+            other = self._other_fields(show)
             if other is None:
                 return fixed_record(rec, _spliced(data, self._standard_keys(), plain_text(self._extra_json))) \
                     if leaving else None
@@ -685,19 +759,21 @@ class RecordForm(QWidget):
             return None
         return with_data(rec, data)
 
-    def _other_fields(self) -> dict | None:
-        """The "other fields (JSON)" box's object; None, with the error shown under the box, when
-        its text doesn't parse to one."""
+    def _other_fields(self, show: bool = True) -> dict | None:
+        """The "other fields (JSON)" box's object; None, with the error shown under the box (if
+        ``show``), when its text doesn't parse to one."""
         try:
             other = json.loads(plain_text(self._extra_json) or "{}")
             if not isinstance(other, dict):
                 raise ValueError("expected a JSON object {...}")
         except ValueError as e:
-            self._extra_json_error.setText(f"other fields: not valid JSON yet — {e}. They keep their last valid "
-                                           "values until this text parses.")
-            self._extra_json_error.show()
+            if show:
+                self._extra_json_error.setText(f"other fields: not valid JSON yet — {e}. They keep their last "
+                                               "valid values until this text parses.")
+                self._extra_json_error.show()
             return None
-        self._extra_json_error.hide()
+        if show:
+            self._extra_json_error.hide()
         return other
 
     def _standard_keys(self) -> set[str]:
@@ -734,6 +810,7 @@ class RecordForm(QWidget):
             self.raw.setExtraSelections([])  # the error position may have moved
         self._dirty_fields.add(key)
         self._timer.start()
+        self.sig_typed.emit()
 
     def _on_json_toggled(self, on: bool) -> None:
         self.flush(leaving=True)

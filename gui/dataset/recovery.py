@@ -11,6 +11,11 @@ Restoring resolves references only when the source still has the fingerprint the
 recorded (size and SHA-1); otherwise it refuses with a message that says why, and keeps
 the recovery file.
 
+Typing in the form that isn't committed yet is in the snapshot too: typing waiting for its
+pause is in its record, and JSON text that doesn't parse yet (which the record doesn't take
+until it does) is in the header's ``typing``, with the record and the box it was typed in,
+so that a restore puts it back in that box as it was.
+
 The writing runs on a Python thread (the GUI must not stall for a big file); a lock and
 an epoch counter make sure a write that finishes after the user saved or discarded can't
 bring back a stale recovery file.
@@ -54,6 +59,8 @@ class RecoveryInfo:
     format: str
     container: str
     pid: int | None = None
+    typing: tuple[dict, ...] = ()
+    """JSON text typed in the form that didn't parse yet: ``{"record": index, "box": ..., "text": ...}``."""
 
     def live_elsewhere(self) -> bool:
         """Another running window writes it: its edits are not a crash's to offer."""
@@ -92,7 +99,8 @@ def source_fingerprint(path: Path) -> dict | None:
 
 
 def write_recovery(source: Path, ds_format: str, container: str, records: list[Record],
-                   baseline: tuple[Record, ...], mapping: dict[str, str] | None = None) -> Path:
+                   baseline: tuple[Record, ...], mapping: dict[str, str] | None = None,
+                   typing: list[dict] | None = None) -> Path:
     """Write the recovery file for ``source`` from a snapshot of the records.
 
     Args:
@@ -103,25 +111,28 @@ def write_recovery(source: Path, ds_format: str, container: str, records: list[R
         baseline: The records as the file on disk holds them (as last opened or saved).
         mapping: The file's own names for the standard fields (``{"prompt": "instruction"}``), which
             a restore must read the file with again.
+        typing: JSON text typed in the form that doesn't parse yet, so no record holds it:
+            ``{"record": index in records, "box": "other fields" or "raw", "text": ...}``.
     """
     fp = source_fingerprint(source)
     full = fp is None or fp["size"] <= FULL_COPY_BYTES
     where = {id(r): k for k, r in enumerate(baseline)}
+    typing = list(typing or ())
     lines = []
-    edited = 0
-    for r in records:
+    edited = {t["record"] for t in typing}  # a record with typing held back is an edited one
+    for n, r in enumerate(records):
         k = where.get(id(r))
         if k is not None and baseline[k] is r:
             entry: dict = {"k": k}
             if full:
                 entry.update(_full(r))
         else:
-            edited += 1
+            edited.add(n)
             entry = _full(r)
         lines.append(json.dumps(entry, ensure_ascii=False, default=_encode))
     header = {"magic": MAGIC, "version": 1, "pid": os.getpid(), "source": str(Path(source).resolve()),
               "format": ds_format, "container": container, "mapping": dict(mapping or {}), "saved_at": time.time(),
-              "records": len(records), "edited": edited,
+              "records": len(records), "edited": len(edited), "typing": typing,
               "source_fingerprint": fp}
     text = json.dumps(header, ensure_ascii=False) + "\n" + "\n".join(lines) + "\n"
     return atomic_write_bytes(recovery_path(source), text.encode("utf-8"))
@@ -170,9 +181,13 @@ def read_header(path: Path) -> RecoveryInfo | None:
     if not isinstance(head, dict) or head.get("magic") != MAGIC:
         return None
     pid = head.get("pid")
+    held = head.get("typing")
+    typing = tuple(t for t in held if isinstance(t, dict) and isinstance(t.get("record"), int)
+                   and isinstance(t.get("box"), str) and isinstance(t.get("text"), str)) \
+        if isinstance(held, list) else ()
     return RecoveryInfo(Path(path), Path(head["source"]), float(head["saved_at"]), int(head["records"]),
                         int(head.get("edited", 0)), head["format"], head["container"],
-                        pid if isinstance(pid, int) else None)
+                        pid if isinstance(pid, int) else None, typing)
 
 
 def list_recoveries() -> list[RecoveryInfo]:
@@ -248,11 +263,12 @@ def discard(path: Path) -> None:
 
 
 class Autosaver(QObject):
-    """Writes the editor's recovery file every few seconds while there are unsaved edits.
+    """Writes the editor's recovery file every few seconds while there are unsaved edits (typing
+    the form hasn't committed yet included).
 
     Args:
-        snapshot: Called on the GUI thread; returns ``(source, format, container, records,
-            baseline)`` to write, or None when there is nothing to save.
+        snapshot: Called on the GUI thread; returns the arguments of :func:`write_recovery`, or
+            None when there is nothing to save.
         interval_ms: How often to check.
     """
 
@@ -278,7 +294,7 @@ class Autosaver(QObject):
         self.timer.start()
 
     def touch(self) -> None:
-        """Note that the records changed since the last autosave."""
+        """Note that the records, or the typing not committed yet, changed since the last autosave."""
         self._generation += 1
 
     def save_now(self, wait: bool = False) -> bool:

@@ -412,3 +412,182 @@ def test_a_parquet_record_left_as_unparsed_json_is_not_dropped_by_save(make_edit
     assert "Not saved" in ed.banner.label.text() and "record 2" in ed.banner.label.text()
     assert ed.is_dirty() and ed.dataset().records[1].raw == '{"instruction": "b edited", "output": "B" "n": 2}'
     assert pq.read_table(path).column("instruction").to_pylist() == ["a", "b", "c"]
+
+
+# ---- Typing not committed yet survives a crash
+
+def _autosave_as_its_timer_does(ed, qtbot) -> None:
+    ed.autosaver.timer.setInterval(50)
+    with qtbot.waitSignal(ed.autosaver.sig_autosaved, timeout=5000):
+        pass
+
+
+def _crash_and_restore(make_editor, ed, path, monkeypatch):
+    """The window goes without saving or closing (its autosave stops with it, as in a killed
+    process); a new one over the same data home is offered the recovery and restores it."""
+    ed.autosaver.stop()
+    fresh = make_editor(path)
+    asked = []
+    monkeypatch.setattr(fresh, "_ask_restore", lambda info: asked.append(info) or QMessageBox.StandardButton.Yes)
+    assert fresh.check_recovery()
+    return fresh, asked[0]
+
+
+def _type(qtbot, box, lines: list[str]) -> str:
+    """Type ``lines`` over the box's text, as keys; the text typed."""
+    box.setFocus()
+    box.selectAll()
+    for n, line in enumerate(lines):
+        if n:
+            qtbot.keyClick(box, Qt.Key.Key_Return)
+        qtbot.keyClicks(box, line)
+    return "\n".join(lines)
+
+
+def _steps(ed) -> list[str]:
+    return [ed.undo_stack.text(i) for i in range(ed.undo_stack.count())]
+
+
+@pytest.mark.parametrize(("fmt", "edited_before"), [("alpaca", False), ("messages", True)])
+def test_other_fields_json_that_does_not_parse_comes_back_in_its_box_after_a_crash(make_editor, tmp_path, qtbot,
+                                                                                  monkeypatch, fmt, edited_before):
+    """The box's text is held back from the record until it parses: the autosave keeps it anyway (in a
+    file with no other unsaved edit too), and the restore puts it back in the box, as typed."""
+    path = tmp_path / "scored.jsonl"
+    if fmt == "alpaca":
+        rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}", "score": i} for i in range(3)]
+    else:
+        rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+                 "score": i} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    ed = make_editor(path)
+    if edited_before:
+        ed.select_record(2)
+        ed.form._extra_json.setPlainText('{"score": 20}')
+        ed.form.flush()
+        rows[2]["score"] = 20
+    before = _steps(ed)
+    ed.select_record(1)
+    typed = _type(qtbot, ed.form._extra_json, ['{"score": 3,', ' "tags": ["a", "b",'])
+    assert ed.form._extra_json.toPlainText() == typed
+    _autosave_as_its_timer_does(ed, qtbot)
+    assert _steps(ed) == before and ed.is_dirty() is edited_before  # the autosave made no step, changed nothing
+
+    fresh, info = _crash_and_restore(make_editor, ed, path, monkeypatch)
+    form = fresh.form
+    assert fresh.current_record_index() == 1 and form._extra_json.toPlainText() == typed
+    assert form._extra_json_error.isVisibleTo(form) and "not valid JSON yet" in form._extra_json_error.text()
+    assert "The JSON you were typing in record 2 is back in the form" in fresh.banner.label.text()
+    assert [r.peek() for r in fresh.dataset().records] == rows  # the record keeps its last valid values
+    assert info.edited == 1 + edited_before
+    assert fresh.is_dirty() and _steps(fresh) == []
+    # Typing on where it stopped: the text parses, and is an undo step as it would have been.
+    qtbot.keyClicks(form._extra_json, ' "c"]}')
+    form.flush()
+    assert _steps(fresh) == ["Edit other fields"]
+    assert fresh.save()
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[1]) == {**rows[1], "score": 3,
+                                                                           "tags": ["a", "b", "c"]}
+
+
+def test_edit_as_json_text_that_does_not_parse_comes_back_after_a_crash(make_editor, small_dataset, qtbot,
+                                                                       monkeypatch):
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "an edit saved before")
+    original = ed.dataset().records[2].peek()
+    ed.select_record(2)
+    ed.form.json_button.setChecked(True)
+    typed = ed.form.raw.toPlainText().replace('",\n', '"\n', 1) + "\n"  # a comma left out, over several lines
+    ed.form.raw.setPlainText(typed)
+    assert ed.form.raw.toPlainText() == typed
+    _autosave_as_its_timer_does(ed, qtbot)
+    assert _steps(ed) == ["Edit output"]
+
+    fresh, info = _crash_and_restore(make_editor, ed, small_dataset, monkeypatch)
+    form = fresh.form
+    assert fresh.current_record_index() == 2 and form.json_button.isChecked() and form.pages.currentIndex() == 3
+    assert form.raw.toPlainText() == typed and info.edited == 2
+    assert "Not valid JSON yet" in form.raw_error.text()
+    records = fresh.dataset().records
+    assert records[0].peek()["output"] == "an edit saved before"
+    assert not records[2].broken and records[2].peek() == original
+    assert _steps(fresh) == []
+    fresh.select_record(3)  # leaving it keeps the text, as before the crash
+    assert records[2].broken and records[2].raw == typed
+    assert _steps(fresh) == ["Keep record as text (its JSON doesn't parse)"]
+
+
+@pytest.mark.parametrize("edited_before", [False, True])
+def test_typing_still_waiting_for_its_pause_is_autosaved(make_editor, small_dataset, qtbot, monkeypatch,
+                                                        edited_before):
+    """A crash within the pause before typing becomes an undo step: the autosave that runs then has it,
+    without making the step itself."""
+    ed = make_editor(small_dataset)
+    if edited_before:  # an earlier edit already autosaved: only the typing is new since
+        _edit_output(ed, 5, "earlier")
+        assert ed.autosaver.save_now(wait=True)
+    ed.select_record(0)
+    typed = _type(qtbot, ed.form.field_edit("instruction"), ["A new instruction,", "on two lines"])
+    assert ed.form._timer.isActive()  # not committed yet
+    assert ed.autosaver.save_now(wait=True)  # what the autosave timer's tick does
+    assert ed.form._timer.isActive() and _steps(ed) == (["Edit output"] if edited_before else [])
+    assert ed.is_dirty() is edited_before
+
+    fresh, _info = _crash_and_restore(make_editor, ed, small_dataset, monkeypatch)
+    assert fresh.dataset().records[0].peek()["instruction"] == typed
+    assert fresh.form.field_edit("instruction").toPlainText() == typed
+    assert fresh.dataset().records[5].peek()["output"] == ("earlier" if edited_before else
+                                                          load_dataset_file(small_dataset).records[5].peek()["output"])
+
+
+def test_typing_autosaved_then_typed_back_leaves_nothing_to_recover(make_editor, tmp_path, qtbot):
+    path = tmp_path / "scored.jsonl"
+    path.write_text(json.dumps({"instruction": "q", "output": "a", "score": 1}) + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    ed.select_record(0)
+    box = ed.form._extra_json
+    shown = box.toPlainText()
+    box.setPlainText('{"score": 2,')
+    assert ed.autosaver.save_now(wait=True)
+    infos = recovery.list_recoveries()
+    assert [i.typing for i in infos] == [({"record": 0, "box": "other fields", "text": '{"score": 2,'},)]
+    box.setPlainText(shown)  # back to what the record holds
+    ed.autosaver.save_now(wait=True)
+    assert not recovery.list_recoveries() and not ed.is_dirty()
+    # Closed before the autosave came round: nothing is left for the next start to offer.
+    box.setPlainText('{"score": 2,')
+    assert ed.autosaver.save_now(wait=True) and recovery.list_recoveries()
+    box.setPlainText(shown)
+    assert ed.maybe_close()  # nothing unsaved: no question
+    assert not recovery.list_recoveries()
+
+
+def test_saving_while_the_other_fields_json_does_not_parse_keeps_it_autosaved(make_editor, tmp_path, qtbot,
+                                                                             monkeypatch):
+    """Save writes the record without the held-back text, which is still unsaved typing."""
+    path = tmp_path / "scored.jsonl"
+    path.write_text(json.dumps({"instruction": "q", "output": "a", "score": 1}) + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    ed.select_record(0)
+    ed.form.field_edit("instruction").setPlainText("q edited")
+    ed.form._extra_json.setPlainText('{"score": 2,')
+    assert ed.save() and not ed.is_dirty()
+    assert json.loads(path.read_text(encoding="utf-8"))["instruction"] == "q edited"
+    _autosave_as_its_timer_does(ed, qtbot)
+    fresh, _info = _crash_and_restore(make_editor, ed, path, monkeypatch)
+    assert fresh.form._extra_json.toPlainText() == '{"score": 2,'
+
+
+def test_typing_for_a_box_the_record_lacks_goes_into_its_json_text(make_editor, small_dataset):
+    """A recovery whose typing doesn't match the record (no "other fields" box: all its fields are
+    text): the typing is put in the record's JSON text, pending there, not dropped."""
+    ds = load_dataset_file(small_dataset)
+    recovery.write_recovery(small_dataset, ds.format, ds.container, list(ds.records), tuple(ds.records),
+                            typing=[{"record": 3, "box": "other fields", "text": '{"score": 2,'}])
+    ed = make_editor(small_dataset)
+    assert ed.restore_recovery(recovery.recovery_path(small_dataset))
+    form = ed.form
+    assert ed.current_record_index() == 3 and form.pages.currentIndex() == 3
+    text = form.raw.toPlainText()
+    assert text.endswith('"score": 2,\n}') and json.dumps(ds.records[3].peek()["instruction"]) in text
+    assert not ed.dataset().records[3].broken and "Not valid JSON yet" in form.raw_error.text()
