@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import time
 from pathlib import Path
@@ -195,6 +196,9 @@ class TrainArea(QWidget):
         self._lr_noted: tuple | None = None  # the (method, learning rate) the advice last spoke of
         self._lr_timer = QTimer(self, singleShot=True, interval=400)  # once typing in the field pauses
         self._lr_timer.timeout.connect(self._note_learning_rate)
+        # The run line's text before Start was refused, and the refusal it shows now (see _say_refused).
+        self._line_before_refusal: str | None = None
+        self._refusal_line: str | None = None
 
         self._build()
         self._connect()
@@ -336,27 +340,33 @@ class TrainArea(QWidget):
         if self.run.is_active():
             self._show_banner("A run is already in progress; stop it first.")
             return False
+        button = "Resume" if resume else "Probe" if probe else "Start"
         self.config_model.recheck_files()  # a dataset saved or removed since the form last changed
         try:
             cfg = self.config_model.config()
-        except ConfigErrors:
+        except ConfigErrors as e:
             self._on_config_changed(set())  # shows the problems in the banner
+            self._say_refused(_refusal_line(e.errors, button))
             return False
         from engine.train import missing_inputs
 
         # A model folder that isn't there (or was removed since it was picked) is refused here, as Queue and
         # `train` refuse it, not by a worker that loads libraries for seconds and then fails.
-        if self._refuse_missing(missing_inputs(cfg), "Not started"):
+        missing = missing_inputs(cfg)
+        if self._refuse_missing(missing, "Not started"):
+            self._say_refused(_refusal_line(missing, button))
             return False
         other = self._other_live_run()
         if other is not None and not self._ask_start_beside(other):
             self._show_banner(f"Not started: {other} is training on this machine. Queue ▸ Add this run trains "
                               "this one after it.")
+            self._say_refused(f"Not started: {other} is training on this machine.")
             return False
         if resume:
             run_dir = str(run_dir or self.run_dir or "")
             if not run_dir:
                 self._show_banner("Nothing to resume: no run folder.")
+                self._say_refused("Nothing to resume: no run folder.")
                 return False
             from engine.runs import read_metrics, read_run_config
 
@@ -383,6 +393,7 @@ class TrainArea(QWidget):
         self.run.start(cfg, resume=resume, nice=CPU_TRAINING_NICE if on_cpu else None,
                        env=cpu_training_env() if on_cpu else None, probe_steps=PROBE_STEPS if probe else 0)
         self.progress.setRange(0, 0)  # busy until the worker reports its step count
+        self._line_before_refusal = self._refusal_line = None
         self.progress_label.setText("Starting the worker (loading libraries, model and data)…")
         window = self.window()
         if hasattr(window, "statusBar"):  # not the last run's "finished" line for 30 s more
@@ -487,11 +498,13 @@ class TrainArea(QWidget):
         verdict = resume_verdict(resume_point(path))
         if not verdict.ok:
             self._show_banner(f"Nothing to resume in {path.name}: {verdict.reason}")
+            self._say_refused(f"Nothing to resume in {path.name} (see above).")
             return False
         try:
             cfg = RunConfig.load(path / "run.yaml")
         except ConfigErrors as e:
             self._show_banner(f"Can't resume {path.name}: {e.message}")
+            self._say_refused(f"Not resumed: {path.name}'s run config has problems (see above).")
             return False
         self.config_model.set_config(cfg.replace(output_dir="", run_name=""))
         self._set_base(path / "run.yaml")
@@ -887,6 +900,7 @@ class TrainArea(QWidget):
             self._base_values, self._base_path = {}, None
 
     def _on_config_changed(self, keys: set[str]) -> None:
+        self._unsay_refused()  # the form changed: the banner's "Not started" goes, and the run line's with it
         values = self.config_model.values()
         if "eval_dataset" in keys and "eval_split" not in keys and values["eval_dataset"] \
                 and values["eval_split"]:
@@ -1003,6 +1017,21 @@ class TrainArea(QWidget):
         if problems:
             self._show_banner(f"{verb}: " + "; ".join(x.message for x in problems))
         return bool(problems)
+
+    def _say_refused(self, line: str) -> None:
+        """The run line under the progress bar says Start (Probe, Resume) was refused, as the banner
+        does: left at "No run yet. Press Start…" it read as if nothing had been tried. The line it
+        replaces comes back when the form changes (:meth:`_unsay_refused`)."""
+        if self._refusal_line is None or self.progress_label.text() != self._refusal_line:
+            self._line_before_refusal = self.progress_label.text()
+        self._refusal_line = line
+        self.progress_label.setText(line)
+
+    def _unsay_refused(self) -> None:
+        """Put back the run line a refusal replaced, unless something else has been said there since."""
+        if self._refusal_line is not None and self.progress_label.text() == self._refusal_line:
+            self.progress_label.setText(self._line_before_refusal or "")
+        self._line_before_refusal = self._refusal_line = None
 
     def _show_banner(self, text: str) -> None:
         self.banner.setText(text)
@@ -1421,6 +1450,18 @@ class _CompactSplitter(QSplitter):
 
     def sizeHint(self):  # noqa: N802 (Qt's name)
         return self.minimumSizeHint()
+
+
+def _refusal_line(problems: list[ConfigError], button: str) -> str:
+    """The run line after a refused Start: its first problem (the banner's first) with a path in it
+    cut to its name (the banner and the field say it whole), as in: Not started: model 'llama-7b': no
+    such folder. Fix it in the form, then press Start again."""
+    first = problems[0].message.splitlines()[0].rstrip(".")
+    first = re.sub(r"'((?:/|~|\.|[A-Za-z]:[\\/])[^']*)'",
+                   lambda m: f"'{Path(m.group(1)).name or m.group(1)}'", first)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    it = "it" if len(problems) == 1 else "them"
+    return f"Not started: {first}{more}. Fix {it} in the form, then press {button} again."
 
 
 def _without_key(key: str, message: str) -> str:

@@ -573,6 +573,62 @@ def test_start_refuses_a_missing_model_and_starts_no_worker(make_area, qtbot, tm
     assert area.editors["dataset"].toolTip().startswith("⚠ dataset")
 
 
+def test_a_refused_start_says_so_on_the_run_line_until_the_form_changes(make_area, qtbot, tmp_path, monkeypatch):
+    """A refused Start left the line under the progress bar at "No run yet. Press Start…" under a
+    "Not started" banner. It now says what stopped it, and gives the line back when the form changes.
+    Queue, which starts no run here, leaves it alone (the banner and the field say why)."""
+    from PySide6.QtCore import Qt
+
+    from gui.train import worker_thread
+
+    launched: list = []
+    monkeypatch.setattr(worker_thread.WorkerClient, "start", lambda *a, **k: launched.append(a))
+    area = make_area()
+    area.apply_preset("demo")
+    line = area.progress_label
+    idle = "No run yet. Press Start to train the form's config."
+    assert line.text() == idle
+
+    # The model folder isn't there (the form's values are valid: Start is enabled).
+    area.config_model.set("model", str(tmp_path / "no-such-model"))
+    qtbot.mouseClick(area.start_button, Qt.MouseButton.LeftButton)
+    assert area.banner.text().startswith("Not started: model")
+    assert line.text() == ("Not started: model 'no-such-model': no such folder. Fix it in the form, then press "
+                           "Start again.")
+    assert line.isVisible() and line.height() >= line.heightForWidth(line.width())  # not cut
+    assert area.start_run(probe=True) is False
+    assert line.text().endswith("then press Probe again.")
+    area.config_model.set("model", "demo")  # fixed: the banner goes, and the line is back
+    assert not area.banner.isVisible() and line.text() == idle
+    # Queue starts no run in this window: its refusal is the banner's and the picker's, the line stays.
+    area.config_model.set("model", str(tmp_path / "no-such-model"))
+    assert area.queue_run() == 0 and area.banner.text().startswith("Not queued: model")
+    assert line.text() == idle
+    area.config_model.set("model", "demo")
+
+    # A dataset removed after it was picked: the config check refuses it (said beside the field).
+    data = tmp_path / "chat.jsonl"
+    data.write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    area.config_model.set("dataset", str(data))
+    done = "Run completed in 33 s; final loss 2.1059. Folder: /runs/20261204-160611-lora"
+    line.setText(done)  # the last run's line: it comes back too
+    data.unlink()
+    assert area.start_button.isEnabled()  # the form hasn't looked at the file since
+    qtbot.mouseClick(area.start_button, Qt.MouseButton.LeftButton)
+    assert area.banner.text().startswith("This config can't run here yet")
+    assert line.text() == ("Not started: dataset 'chat.jsonl': no such file. Fix it in the form, then press "
+                           "Start again.")
+    area.config_model.set("dataset", "demo")
+    assert line.text() == done
+
+    # The Runs area's Resume of a run with nothing to resume: said on the line too.
+    empty = tmp_path / "20261204-160611-lora"
+    empty.mkdir()
+    assert area.resume_run(empty) is False and area.banner.text().startswith(f"Nothing to resume in {empty.name}")
+    assert line.text() == f"Nothing to resume in {empty.name} (see above)."
+    assert launched == [] and not area.run.is_active()
+
+
 def test_queue_lets_a_grid_over_datasets_decide_when_the_forms_dataset_is_missing(make_area, qtbot, tmp_path,
                                                                                    monkeypatch):
     """Queue checked the form's config before the grid points, so a sweep over datasets that all exist

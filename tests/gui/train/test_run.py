@@ -186,6 +186,7 @@ def test_a_run_training_elsewhere_is_asked_about_before_a_second_starts(make_are
     area._ask_start_beside = lambda name: asked.append(name) or False
     assert not area.start_run() and asked == [other.name] and not area.run.is_active()
     assert f"Not started: {other.name} is training on this machine" in area.banner.text()
+    assert area.progress_label.text() == f"Not started: {other.name} is training on this machine."
 
     area._ask_start_beside = lambda name: True
     with qtbot.waitSignal(area.run.sig_started, timeout=RUN_TIMEOUT_MS):
