@@ -68,6 +68,8 @@ from gui.train.worker_thread import RunClient
 
 TABS_MIN_HEIGHT = 180
 """Advice, Answers and Log: room for an advice card's first lines and its buttons."""
+PLOTS_STRETCH = 3
+"""The plots' share of a taller pane against the tabs' 1 (none while Answers is open)."""
 PRESETS = {"demo": "Demo (tiny, CPU)", "lora": "LoRA", "qlora": "QLoRA (4-bit)",
            "full": "Full fine-tuning"}
 FORM_KEY = "train/form"
@@ -199,6 +201,7 @@ class TrainArea(QWidget):
         # The run line's text before Start was refused, and the refusal it shows now (see _say_refused).
         self._line_before_refusal: str | None = None
         self._refusal_line: str | None = None
+        self._split_before_answers: list[int] = []  # the plots' and tabs' heights before Answers took room
 
         self._build()
         self._connect()
@@ -772,10 +775,10 @@ class TrainArea(QWidget):
         self.tabs.addTab(self.advisor_panel, "Advice")
         self.tabs.addTab(self.samples, "Answers")
         self.tabs.addTab(self.log, "Log")
-        lower = _CompactSplitter(Qt.Orientation.Vertical)
+        self.lower_split = lower = _CompactSplitter(Qt.Orientation.Vertical)
         lower.addWidget(self.plots)
         lower.addWidget(self.tabs)
-        lower.setStretchFactor(0, 3)
+        lower.setStretchFactor(0, PLOTS_STRETCH)
         lower.setStretchFactor(1, 1)
         lower.setChildrenCollapsible(False)
         # The plots first: on a 720-pixel-high window the advice panel's share left the loss
@@ -878,6 +881,7 @@ class TrainArea(QWidget):
         self.advisor_panel.sig_open_line.connect(self.sig_open_line)
         self.advisor_panel.sig_count_changed.connect(
             lambda n: self.tabs.setTabText(0, f"Advice ({n})" if n else "Advice"))
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         r = self.run
         r.sig_launched.connect(self._on_launched)
         r.sig_started.connect(self._on_started)
@@ -1087,6 +1091,27 @@ class TrainArea(QWidget):
             return False, (f"{name}: a resume can't change what its checkpoints hold ({said}). Set it back to "
                            "resume, or Start a new run with the new settings.")
         return True, f"{name}: {verdict.reason} Resume uses the form's settings (e.g. after applying a fix)."
+
+    def _on_tab_changed(self, index: int) -> None:
+        """Answers are read, not glanced at, and at their 180 px a record and a half showed (the
+        plots' minimum heights filled the rest of the pane, which scrolled). While that tab is open
+        the plots keep the loss only (its eval points are the steps the answers were made at) and
+        the tabs take the rest of the pane; the small plots and the split come back with Advice or Log."""
+        reading = self.tabs.widget(index) is self.samples
+        if reading != self.plots.diagnostics_shown:
+            return
+        split = self.lower_split
+        if reading:
+            self._split_before_answers = split.sizes()
+            self.plots.show_diagnostics(False, ("Small plots hidden while Answers is open", "Small plots hidden"))
+            loss = self.plots.minimumSizeHint().height()
+            split.setStretchFactor(0, 0)  # a taller window: more answers, not a taller loss plot
+            split.setSizes([loss, max(sum(self._split_before_answers) - loss, TABS_MIN_HEIGHT)])
+        else:
+            self.plots.show_diagnostics(True)
+            split.setStretchFactor(0, PLOTS_STRETCH)
+            if sum(self._split_before_answers):  # (none before the pane was first laid out)
+                split.setSizes(self._split_before_answers)
 
     # ---- Slots: background jobs
     def _on_background_done(self, tag: str, result: Any) -> None:

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QSizePolicy,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -279,6 +280,31 @@ class _Panel:
         return self.widget.getPlotItem().titleLabel.text
 
 
+class _Note(QLabel):
+    """A grey note at the end of a row: the longest of its wordings that fits, whole, or none (its
+    first as the tooltip), rather than one cut at the pane's edge; it never widens the pane."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.wordings: tuple[str, ...] = ()
+        self.setStyleSheet("color: palette(mid);")
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+    def set_note(self, wordings: tuple[str, ...]) -> None:
+        self.wordings = wordings
+        self.setToolTip(wordings[0] if wordings else "")
+        self._fit()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        room = self.contentsRect().width()
+        self.setText(next((w for w in self.wordings if self.fontMetrics().horizontalAdvance(w) <= room), ""))
+
+
 class TrainPlots(QWidget):
     """Loss (raw, smoothed, eval), learning rate, gradient norm, tokens/s and GPU memory."""
 
@@ -317,6 +343,7 @@ class TrainPlots(QWidget):
         # of two when the pane is narrow (see _arrange).
         self.grid = grid
         self.diag_columns = 0
+        self.diagnostics_shown = True
         self._arrange(4)
 
         controls = QHBoxLayout()
@@ -335,10 +362,8 @@ class TrainPlots(QWidget):
         self.log_y.setToolTip("Show the loss on a logarithmic axis")
         controls.addSpacing(12)
         controls.addWidget(self.log_y)
-        controls.addStretch(1)
-        self.status = QLabel("")
-        self.status.setStyleSheet("color: palette(mid);")
-        controls.addWidget(self.status)
+        self.status = _Note()  # why the small plots are gone, while they are hidden
+        controls.addWidget(self.status, 1)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -391,9 +416,13 @@ class TrainPlots(QWidget):
             self.grid.addWidget(p.widget, 1 + i // columns, i % columns)
         for col in range(4):
             self.grid.setColumnStretch(col, 1 if col < columns else 0)
-        rows = 1 + 4 // columns
+        self._stretch_rows()
+
+    def _stretch_rows(self) -> None:
+        rows = 1 + 4 // self.diag_columns if self.diagnostics_shown else 1
         for row in range(3):
-            self.grid.setRowStretch(row, (3 if columns == 4 else 4) if row == 0 else (2 if row < rows else 0))
+            self.grid.setRowStretch(row, (3 if self.diag_columns == 4 else 4) if row == 0 else
+                                    (2 if row < rows else 0))
 
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().resizeEvent(event)
@@ -402,6 +431,18 @@ class TrainPlots(QWidget):
         self.loss.set_key_inline(size.width() >= self.KEY_INLINE)
 
     # ---- Public API
+    def show_diagnostics(self, shown: bool, why_hidden: tuple[str, ...] = ()) -> None:
+        """Show or hide the four small plots (learning rate, gradient norm, tokens/s, VRAM); hidden,
+        the plots ask for the loss plot's height only, and the controls row says the first of
+        ``why_hidden`` (longest first) that fits it."""
+        self.status.set_note(() if shown else why_hidden)
+        if shown == self.diagnostics_shown:
+            return
+        self.diagnostics_shown = shown
+        for p in self.panels[1:]:
+            p.widget.setVisible(shown)
+        self._stretch_rows()
+
     def set_step_range(self, max_steps: int) -> None:
         """Fix the x axis to the run's length, so it isn't re-laid out on every new step."""
         if max_steps and max_steps != self._max_steps:

@@ -77,3 +77,47 @@ def test_plots_buttons_and_advice_stay_readable_at_every_window_size(qtbot, monk
         shown = combo.shown_text()
         assert shown.endswith("…") and combo.currentText().startswith(shown[:-1])
         assert combo.toolTip().startswith(combo.currentText())
+
+
+@pytest.mark.parametrize("size, answers_height", [((1360, 860), 300), ((1366, 768), 215)])
+def test_the_answers_tab_takes_the_small_plots_room_and_gives_it_back(qtbot, monkeypatch, size, answers_height):
+    """The Answers tab kept its 180 px minimum under plots at their minimum heights, in a pane that
+    scrolled (docs/img/train-answers.png: a record and a half). While it is open the plots keep the
+    loss only and the tabs take the rest; Advice and Log get the small plots and the split back."""
+    from gui.train import area as area_module
+    from gui.train.plots import LOSS_MIN_SIZE
+
+    monkeypatch.setattr(area_module, "detect_environment_isolated", Environment.cpu_only)
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show_area("train")
+    win.show()
+    qtbot.waitExposed(win)
+    area = win.areas["train"]
+    area._show_after_run(True)
+    area.progress_label.setText("Run completed in 33 s; final loss 2.1059 (mean of the last 10 steps). Folder: "
+                                "/home/someone/.local/share/finetune-studio/runs/20261204-160611-lora")
+    area.samples.add({"step": 120, "source": "eval", "time_s": 0.4, "samples": [
+        {"line": n, "prompt": f"Question {n}?", "answer": "An answer. " * 30, "reference": "The answer."}
+        for n in (35, 54, 77)]})
+    qtbot.wait(100)
+    split, plots, scroll = area.tabs.parentWidget(), area.plots, area.right_scroll
+    before = split.sizes()
+    assert area.tabs.height() < answers_height  # the plots' minimum heights leave the tabs theirs
+
+    area.tabs.setCurrentWidget(area.samples)
+    qtbot.waitUntil(lambda: scroll.verticalScrollBar().maximum() == 0)  # the whole pane fits: no scrolling
+    qtbot.wait(50)
+    assert area.tabs.height() >= answers_height and area.samples.view.height() >= answers_height - 70
+    assert scroll.viewport().rect().contains(_rect_in(area.tabs, scroll.viewport()))
+    assert plots.loss.widget.height() >= LOSS_MIN_SIZE[1]  # the loss keeps its readable height, no more
+    assert plots.height() == plots.minimumSizeHint().height()
+    assert not any(p.widget.isVisible() for p in plots.panels[1:])
+    assert plots.status.text() in plots.status.wordings  # says where they went
+
+    area.tabs.setCurrentWidget(area.log)
+    qtbot.wait(100)
+    assert split.sizes() == before and plots.status.text() == ""
+    for p in plots.panels[1:]:
+        assert p.widget.isVisible() and p.widget.height() >= 110

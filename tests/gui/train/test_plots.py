@@ -176,6 +176,37 @@ def test_small_plots_go_two_by_two_when_narrow_keeping_readable_heights(qtbot, s
     qtbot.waitUntil(lambda: plots.diag_columns == 4)
 
 
+def test_hidden_small_plots_leave_the_loss_its_height_and_stay_hidden_when_rearranged(qtbot):
+    """While the Answers tab is open the small plots are hidden: the panel then asks for the loss
+    plot's height only, says so when the row has room for it, and a resize across NARROW (which
+    lays them out again) doesn't bring them back."""
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.resize(900, 600)
+    plots.show()
+    qtbot.waitExposed(plots)
+    full = plots.minimumSizeHint().height()
+    plots.show_diagnostics(False, ("Small plots hidden while Answers is open", "Small plots hidden"))
+    assert plots.minimumSizeHint().height() <= full - 120
+    assert plots.minimumSizeHint().height() >= 170
+    assert plots.status.text() == "Small plots hidden while Answers is open"
+    plots.resize(500, 400)  # two by two, if they were shown
+    qtbot.waitUntil(lambda: plots.diag_columns == 2)
+    assert not any(p.widget.isVisible() for p in plots.panels[1:])
+    qtbot.waitUntil(lambda: plots.loss.widget.height() >= 300)  # the loss takes the room
+    # Too narrow for the note (the controls row keeps its slider): the short one, or none; never cut.
+    plots.resize(330, 400)
+    qtbot.waitUntil(lambda: plots.status.width() < plots.fontMetrics().horizontalAdvance(plots.status.wordings[0]))
+    assert plots.status.text() in ("Small plots hidden", "")
+    assert plots.fontMetrics().horizontalAdvance(plots.status.text()) <= plots.status.width()
+    plots.show_diagnostics(True)
+    plots.resize(500, 600)
+    qtbot.wait(50)
+    assert plots.status.text() == "" and all(p.widget.isVisible() for p in plots.panels[1:])
+    plots.layout().activate()
+    assert plots.minimumSizeHint().height() >= 170 + 2 * 120
+
+
 def test_the_curves_key_sits_in_the_title_row_not_over_the_data(qtbot):
     import pyqtgraph as pg
 
