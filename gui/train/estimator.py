@@ -125,6 +125,20 @@ SLOW_MS = 400
 """After this long without the new estimate, the gauge says it is updating (most take < 50 ms)."""
 
 
+def _wait_idle(is_idle: Any, calls: BackgroundCalls, msecs: int) -> bool:
+    """Process events until ``is_idle()`` or ``msecs`` pass; True when idle (a scheduler's ``wait``)."""
+    from PySide6.QtCore import QCoreApplication, QDeadlineTimer
+
+    deadline = QDeadlineTimer(msecs)
+    while not is_idle():
+        if deadline.hasExpired():
+            return False
+        QCoreApplication.processEvents()
+        calls.wait(10)
+    QCoreApplication.processEvents()
+    return True
+
+
 class EstimateScheduler(QObject):
     """Debounced, coalesced ``engine.memory.estimate`` calls off the UI thread."""
 
@@ -190,16 +204,7 @@ class EstimateScheduler(QObject):
 
     def wait(self, msecs: int = 60_000) -> bool:
         """Block until the newest request is estimated (tests and screenshots only)."""
-        from PySide6.QtCore import QCoreApplication, QDeadlineTimer
-
-        deadline = QDeadlineTimer(msecs)
-        while not self.is_idle():
-            if deadline.hasExpired():
-                return False
-            QCoreApplication.processEvents()
-            self._calls.wait(10)
-        QCoreApplication.processEvents()
-        return True
+        return _wait_idle(self.is_idle, self._calls, msecs)
 
     def shutdown(self) -> None:
         self._closed = True
@@ -342,16 +347,7 @@ class DataLengthsScheduler(QObject):
 
     def wait(self, msecs: int = 60_000) -> bool:
         """Block until the newest request is answered (tests and screenshots only)."""
-        from PySide6.QtCore import QCoreApplication, QDeadlineTimer
-
-        deadline = QDeadlineTimer(msecs)
-        while not self.is_idle():
-            if deadline.hasExpired():
-                return False
-            QCoreApplication.processEvents()
-            self._calls.wait(10)
-        QCoreApplication.processEvents()
-        return True
+        return _wait_idle(self.is_idle, self._calls, msecs)
 
     def shutdown(self) -> None:
         self._closed = True
