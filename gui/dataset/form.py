@@ -380,6 +380,11 @@ class RecordForm(QWidget):
             # Our own commit coming back, or the same record again: the widgets already show it.
             self._record, self._index = record, index
             self._show_header(index, record, findings, total)
+            if record.broken and record is not self._expected and not self._dirty_fields \
+                    and self.raw.toPlainText() == (record.raw or ""):
+                # A save may have moved it in the file: its error names where it is now.
+                self._set_raw_error(record.error)
+                self._mark_error_column()
             return
         if self._dirty_fields and record is not self._record:
             self.flush(leaving=True)

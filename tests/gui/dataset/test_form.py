@@ -590,10 +590,15 @@ def test_a_broken_element_of_a_compact_json_array_is_tinted_where_it_is_after_a_
     assert "at file line 1, column 59 (column 21 of the text below)" in form.raw_error.text()
     ed.select_record(0)
     ed.act_delete.trigger()
+    assert form.record().broken  # the broken element is the one shown now, still where it was in the file
+    assert "at file line 1, column 59 (column 21 of the text below)" in form.raw_error.text()
     assert ed.save()
+    # The save moved it along the line: the form says so without being reselected.
+    assert form.record().broken
+    assert _tint(form.raw) == (at, '"')
+    assert "at file line 1, column 22 (column 21 of the text below)" in form.raw_error.text()
     ed.select_record(1)
     ed.select_record(0)
-    assert form.record().broken
     assert _tint(form.raw) == (at, '"')
     assert "at file line 1, column 22 (column 21 of the text below)" in form.raw_error.text()
 
