@@ -49,6 +49,11 @@ class DataLengths:
         return asdict(self)
 
 
+INPUT_KEYS = ("dataset", "dataset_format", "model", "template", "loss_on", "add_tokens", "seq_len",
+              "trust_remote_code")
+"""The run config's keys the lengths depend on (with the files they name): a caller that keeps the
+lengths asks again when one of them changes (the Train area's gauge, gui/train/estimator.py)."""
+
 _memo: dict[tuple, DataLengths] = {}
 _memo_lock = threading.Lock()
 MEMO_KEEP = 8
@@ -58,7 +63,7 @@ def data_lengths(cfg: RunConfig) -> DataLengths:
     """Tokenize ``cfg``'s training records as a run would, and measure them.
 
     The result is kept per records (their content hash), tokenizer folder (and its mtime),
-    template, ``loss_on``, ``add_tokens`` and ``seq_len``: asking again after a change of
+    template (a template file's mtime and size too), ``loss_on``, ``add_tokens`` and ``seq_len``: asking again after a change of
     batch, rank or precision costs one read of the dataset file.
 
     Raises:
@@ -72,7 +77,7 @@ def data_lengths(cfg: RunConfig) -> DataLengths:
     records, info = load_training_records(cfg)
     model_path = resolve_model_path(cfg.model)
     key = (info["hash"], str(model_path), model_path.stat().st_mtime_ns, cfg.trust_remote_code,
-           cfg.template, cfg.loss_on, tuple(cfg.add_tokens or ()), cfg.seq_len)
+           cfg.template, _template_stamp(cfg.template), cfg.loss_on, tuple(cfg.add_tokens or ()), cfg.seq_len)
     with _memo_lock:
         if key in _memo:
             return _memo[key]
@@ -93,3 +98,19 @@ def data_lengths(cfg: RunConfig) -> DataLengths:
             _memo.pop(next(iter(_memo)))
         _memo[key] = result
     return result
+
+
+def _template_stamp(template: str) -> tuple[int, int] | None:
+    """A ``.jinja`` template file's modification time and size (an edited file renders differently)."""
+    import os
+    from pathlib import Path
+
+    from engine.data.templates import is_template_file
+
+    if not is_template_file(template):
+        return None
+    try:
+        st = Path(os.path.expanduser(template)).stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

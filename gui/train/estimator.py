@@ -262,19 +262,17 @@ class EstimateScheduler(QObject):
 DATA_NICE = 10
 """The data process's niceness: tokenizing a large dataset keeps a core busy for minutes, and the
 window and the live estimate come first (as a CPU training worker's, docs/ui-stall.md)."""
-DATA_KEYS = ("dataset", "dataset_format", "model", "template", "loss_on", "add_tokens", "seq_len",
-             "trust_remote_code")
-"""The run config's keys that the records' lengths depend on (engine/data/lengths.py)."""
 
 
 def data_inputs(cfg: Any) -> tuple:
-    """What the run's records measured in tokens depend on: :data:`DATA_KEYS`' values, and the
+    """What the run's records measured in tokens depend on: ``engine.data.lengths.INPUT_KEYS``' values, and the
     modification time and size of the dataset file, a template file and the model folder.
 
     Cheap enough for every change of the form (a few ``stat`` calls, no read): the lengths are
     asked for again when this changes, so a dataset saved in the Dataset area, or by another
     program, is measured again when the Train area is next shown (``TrainArea.showEvent``).
     """
+    from engine.data.lengths import INPUT_KEYS
     from engine.data.templates import is_template_file
     from engine.paths import demo_dataset_path, demo_model_dir
 
@@ -285,7 +283,7 @@ def data_inputs(cfg: Any) -> tuple:
             return None  # not a path (a hub id, a template name) or not there
         return st.st_mtime_ns, st.st_size
 
-    values = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(cfg, k) for k in DATA_KEYS))
+    values = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(cfg, k) for k in INPUT_KEYS))
     dataset = demo_dataset_path() if cfg.dataset == "demo" else Path(os.path.expanduser(cfg.dataset or ""))
     model = demo_model_dir() if cfg.model == "demo" else Path(os.path.expanduser(cfg.model or ""))
     template = Path(os.path.expanduser(cfg.template)) if is_template_file(cfg.template) else None

@@ -156,3 +156,17 @@ def test_cli_without_a_tokenizer_estimates_and_says_why_there_is_no_data_line(tm
     assert d["data"] is None and d["peak_bytes"] > 0
     assert any(n.startswith("the estimate at the data's longest record is missing: ") and "has no tokenizer" in n
                for n in d["notes"])
+
+
+def test_an_edited_template_file_is_measured_again(llama_1b, tmp_path):
+    """The lengths are kept per template; a .jinja file edited in place renders differently, so its
+    edit is a new measurement, not the kept one."""
+    template = tmp_path / "mine.jinja"
+    source = (DEMO_MODEL / "chat_template.jinja").read_text(encoding="utf-8")
+    template.write_text(source, encoding="utf-8")
+    cfg = _cfg(llama_1b, template=str(template))
+    before = data_lengths(cfg)
+    template.write_text("{{ 'A preamble of several words before every conversation. ' }}" + source,
+                        encoding="utf-8")
+    after = data_lengths(cfg)
+    assert after.longest > before.longest and after.records == before.records
