@@ -823,9 +823,6 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
         raise ConfigError(f"'{key}' must be true or false, got {_shown(raw)}", key=key)
     if kind in ("int", "float"):
         lo, hi = meta.get("min"), meta.get("max")
-        what = "a whole number" if kind == "int" else "a number"
-        if lo is not None and hi is not None:
-            what += f" between {lo} and {hi}"
         number = _number(raw) if isinstance(raw, str) else \
             raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
         value: Any = None
@@ -839,7 +836,7 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
             except OverflowError:  # an int of over 308 digits
                 value = math.inf if number > 0 else -math.inf
         if value is None:
-            raise ConfigError(f"'{key}' must be {what}, got {_shown(raw)}", key=key)
+            raise ConfigError(f"'{key}' must be {_allowed(key, meta)}, got {_shown(raw)}", key=key)
         # NaN compares False with every bound, so it must be refused by name (inf is out of range already).
         if (kind == "float" and math.isnan(value)) or (lo is not None and value < lo) \
                 or (hi is not None and value > hi):
@@ -852,15 +849,13 @@ def _coerce(key: str, raw: Any, meta: dict[str, Any]) -> Any:
             raw = "no"
         if isinstance(raw, (int, float)) and not isinstance(raw, bool) and not choices:
             raw = str(raw)
-        allowed = ", ".join((*choices, f"a {meta['files']} file") if meta.get("files") else choices) \
-            if choices else ""
         if not isinstance(raw, str):
-            raise ConfigError(f"'{key}' must be " + (f"one of {allowed}; got" if choices else "text, got")
+            raise ConfigError(f"'{key}' must be " + (f"{_allowed(key, meta)}; got" if choices else "text, got")
                               + f" {_shown(raw)}", key=key)
         if choices and raw not in choices and not (meta.get("files") and raw.lower().endswith(meta["files"])):
             close = difflib.get_close_matches(raw, choices, n=1, cutoff=0.5)
             tip = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"'{key}' must be one of {allowed}; got '{raw}'{tip}", key=key,
+            raise ConfigError(f"'{key}' must be {_allowed(key, meta)}; got '{raw}'{tip}", key=key,
                               fix={key: close[0]} if close else None)
         return raw
     if kind == "list":
