@@ -58,6 +58,7 @@ def progress_printer(args: argparse.Namespace, what: str = "", verb: str = "scor
 HANDLERS = {
     "train": "engine.train:cli_train",
     "estimate": "engine.memory:cli_estimate",
+    "gpu": "engine.nvsmi:cli_gpu",
     "data check": "engine.data:cli_check",
     "data convert": "engine.data:cli_convert",
     "data preview": "engine.data:cli_preview",
@@ -147,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-data", "--no_data", action="store_true", dest="no_data",
                    help="don't read the dataset: the estimate at seq_len only (by default the records are "
                    "tokenized as the run would, and the estimate at the longest one is given too)")
+
+    gp = sub.add_parser("gpu", help="the GPUs now, as the driver reports them: memory in use and by whom, "
+                        "utilisation, temperature, power (nvidia-smi; no CUDA context)", allow_abbrev=False)
+    gp.add_argument("--json", action="store_true", help="print one JSON object")
+    gp.add_argument("--watch", type=_positive_seconds, metavar="SECONDS",
+                    help="print again every SECONDS (Ctrl-C ends), e.g. beside a training run")
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -455,6 +462,17 @@ def _whole_number(text: str, least: int, said: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if n < least:
         raise argparse.ArgumentTypeError(f"must be {said}, got {n}")
+    return n
+
+
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds, at least 0.1."""
+    try:
+        n = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not n >= 0.1 or n == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be at least 0.1 seconds, got {text}")
     return n
 
 

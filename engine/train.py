@@ -723,6 +723,8 @@ def setup(cfg: RunConfig, writer: EventWriter, *, resume: bool = False, is_main:
                     hint=refusal.get("hint") or FIX_RECORDS_HINT, fix=refusal.get("fix") or {},
                     records=stats.problems[:100], path=data_info["path"])
 
+    if is_main:
+        _warn_busy_gpu(cfg, env, stats.longest, writer)
     torch.manual_seed(cfg.seed)
     model = _model_to_train(cfg, model_path, env, method, tokenizer, on_base=(
         lambda base: _warn_untrained(base, tokenizer, rendering, cfg, writer)) if is_main else None)
@@ -754,6 +756,40 @@ def _commit_resume(prep: Prepared) -> None:
     record_config_change(prep.output_dir, step + 1, "resume", before, prep.cfg.to_dict())
     prep.cfg.save(prep.output_dir / "run.yaml")
     write_summary(prep.output_dir, config=prep.cfg.to_dict())
+
+
+def _warn_busy_gpu(cfg: RunConfig, env: Any, longest: int, writer: EventWriter) -> None:
+    """Warn before the model loads when other programs hold so much of the GPU that this run's
+    estimate no longer fits in what they leave, and name them: the user can close a notebook
+    that still holds a model, which the out-of-memory back-off can't.
+
+    The estimate is at the data's longest record (batches are padded to their longest), less the
+    CUDA context, which this process already holds and ``mem_get_info`` already counts as used.
+    """
+    if not env.cuda or env.gpu_free_bytes is None or not env.gpu_total_bytes or cfg.deepspeed:
+        return
+    from engine.memory import estimate
+    from engine.memory.cli import format_gib
+    from engine.memory.peak import gpu_others
+    from engine.nvsmi import GpuProcess, describe_others
+
+    try:
+        seq = cfg.seq_len if cfg.packing or not longest else min(cfg.seq_len, -(-longest // 64) * 64)
+        est = estimate(cfg.replace(seq_len=seq), env.gpu_total_bytes, gpu_name=env.gpu_name)
+    except Exception:  # noqa: BLE001 - advice only: the run itself says what is wrong with the config
+        return
+    need = est.peak_bytes - est.breakdown.get("cuda_context", 0)
+    if need <= env.gpu_free_bytes:
+        return
+    held, others = gpu_others(None, env.gpu_name)
+    who = describe_others(held or 0, [GpuProcess(o["pid"], o["name"], o["bytes"]) for o in others]) if held else ""
+    writer.emit(ev.WARNING, kind="gpu_busy", message=(
+        f"the GPU has {format_gib(env.gpu_free_bytes)} free of {format_gib(env.gpu_total_bytes)}, and this run is "
+        f"estimated to need {format_gib(need)}" + (f"; other programs hold {format_gib(held)} ({who})" if who else "")
+        + "; it may run out of memory (then the out-of-memory back-off halves the micro-batch, if it is on)"),
+        hint="Close the programs that hold GPU memory (`finetune-studio gpu` lists them), or lower the run's "
+        "memory (the Train area's Fit…, `finetune-studio estimate`).",
+        free_bytes=env.gpu_free_bytes, need_bytes=need, others=others)
 
 
 def _check_disk(prep: Prepared, writer: EventWriter, world_size: int) -> None:

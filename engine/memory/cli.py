@@ -76,9 +76,13 @@ def format_text(d: dict, *, model: str = "") -> str:
             lines.append(f"    {name.replace('_', ' '):<24} {format_gib(value):>12}")
     if d["gpu_bytes"]:
         gpu = d["gpu_name"] or "GPU"
-        pct = 100 * d["peak_bytes"] / d["gpu_bytes"]
-        lines.append(f"  {gpu} ({d['gpu_source']}): {format_gib(d['gpu_bytes'])} -> fits: {d['fits']} "
-                     f"({pct:.0f}% of it)")
+        room = d.get("gpu_available_bytes") or d["gpu_bytes"]
+        pct = 100 * d["peak_bytes"] / room
+        held = d.get("gpu_others_bytes")
+        left = (f", {format_gib(held)} held by other programs, {format_gib(room)} left"
+                if held and room < d["gpu_bytes"] else "")
+        lines.append(f"  {gpu} ({d['gpu_source']}): {format_gib(d['gpu_bytes'])}{left} -> fits: {d['fits']} "
+                     f"({pct:.0f}% of {'what is left' if left else 'it'})")
         lines.append(f"  largest micro-batch that fits: {d['max_batch_size']}")
     data = d.get("data")
     if data:

@@ -50,6 +50,11 @@ class GpuInfo:
     name: str | None
     total_bytes: int
     free_bytes: int | None = None
+    others_bytes: int | None = None
+    """Memory other programs hold on it now (nvidia-smi; this app's workers left out), or None
+    when the driver can't say."""
+    others: tuple[dict[str, Any], ...] = ()
+    """Those programs' compute processes, biggest first: ``{"pid", "name", "bytes"}``."""
 
 
 @dataclass
@@ -62,9 +67,15 @@ class Estimate:
         trainable_params: Trainable parameters, as PEFT counts them.
         total_params: All parameters (adapters included, tied embeddings once).
         gpu_bytes: The GPU's memory (detected or given), or None.
-        fits: ``yes`` (peak <= 90% of the GPU), ``tight`` (90-100%), ``no``; None without a GPU.
-        max_batch_size: The largest micro-batch whose estimate fits in ``gpu_bytes`` (0 if
-            none does); None without a GPU.
+        gpu_others_bytes: Memory other programs hold on the detected GPU now (nvidia-smi), or
+            None: a given GPU, no nvidia-smi, or this GPU not told apart from others.
+        gpu_others: Those programs' compute processes, ``{"pid", "name", "bytes"}``.
+        gpu_available_bytes: What the run can have: ``gpu_bytes`` less ``gpu_others_bytes``.
+            ``fits``, ``max_batch_size``, the suggestions and the data estimate judge this.
+        fits: ``yes`` (peak <= 90% of the available memory), ``tight`` (90-100%), ``no``; None
+            without a GPU.
+        max_batch_size: The largest micro-batch whose estimate fits in ``gpu_available_bytes``
+            (0 if none does); None without a GPU.
         suggestions: Config changes that lower the peak, cumulative and in order, each
             ``{"changes", "peak_bytes", "fits", "description"}``.
         peak_phase: The moment of the step that sets the peak.
@@ -97,6 +108,9 @@ class Estimate:
     disk: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] | None = None
     seq_len: int | None = None
+    gpu_others_bytes: int | None = None
+    gpu_others: list[dict[str, Any]] = field(default_factory=list)
+    gpu_available_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``estimate --json`` object (docs/memory.md "JSON output" is its contract)."""
@@ -112,6 +126,9 @@ class Estimate:
             "gpu_bytes": self.gpu_bytes,
             "gpu_name": self.gpu_name,
             "gpu_source": self.gpu_source,
+            "gpu_others_bytes": self.gpu_others_bytes,
+            "gpu_others": [dict(o) for o in self.gpu_others],
+            "gpu_available_bytes": self.gpu_available_bytes,
             "fits": self.fits,
             "max_batch_size": self.max_batch_size,
             "suggestions": [dict(s) for s in self.suggestions],
@@ -126,7 +143,8 @@ class Estimate:
 # ---------------------------------------------------------------- Public API
 def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | None = None,
              assumptions: Assumptions | None = None, with_measured: bool = False,
-             data: DataLengths | None = None) -> Estimate:
+             data: DataLengths | None = None, gpu_others_bytes: int | None = None,
+             gpu_others: list[dict[str, Any]] | None = None) -> Estimate:
     """Estimate the peak GPU memory of training ``cfg``, from config.json alone.
 
     Args:
@@ -134,6 +152,9 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         gpu_bytes: GPU memory to fit into; None detects the GPU (none on a CPU-only machine,
             or when the run config says ``device: cpu``).
         gpu_name: The GPU's name for the per-GPU correction, when ``gpu_bytes`` is given.
+        gpu_others_bytes, gpu_others: With a given ``gpu_bytes``: memory other programs hold
+            on it now and their processes (the GUI's GPU monitor passes them). A detected GPU
+            asks nvidia-smi itself.
         assumptions: Training-loop facts; the default describes engine/train.py.
         with_measured: Also scan the runs folder for measured peaks of equivalent configs
             (file I/O; the GUI's live estimate leaves it off).
@@ -152,11 +173,14 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
     setup = Setup.from_config(cfg, assumptions)
     notes = list(st.notes)
     source: str | None = "given" if gpu_bytes is not None else None
+    others = list(gpu_others or [])
     if gpu_bytes is None and cfg.device != "cpu":
         info = detect_gpu()
         if info is not None:
             gpu_bytes, gpu_name, source = info.total_bytes, info.name, "detected"
+            gpu_others_bytes, others = info.others_bytes, list(info.others)
     if gpu_bytes is None:
+        gpu_others_bytes, others = None, []
         notes.append("no GPU detected: give --gpu-memory GiB to check whether it fits"
                      if cfg.device != "cpu" else "device is cpu: this is the GPU memory the run would need")
     factor = history.correction_factor(gpu_name) if gpu_name else 1.0
@@ -179,9 +203,16 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         notes.append("DoRA's temporaries are estimated from PEFT's code, not measured")
     if setup.optimizer == "paged_adamw_8bit":
         notes.append("paged optimizer states are counted on the GPU; under pressure they move to CPU memory")
-    fits = verdict(peak, gpu_bytes)
-    max_b = max_batch_size(st, setup, gpu_bytes, factor) if gpu_bytes else None
-    suggestions = [] if fits == "yes" else suggest(cfg, setup, gpu_bytes, factor, data=data)
+    room = available_bytes(gpu_bytes, gpu_others_bytes)
+    if gpu_others_bytes and gpu_bytes:
+        from engine.nvsmi import describe_others
+
+        who = describe_others(gpu_others_bytes, [_process(o) for o in others])
+        notes.append(f"other programs hold {gpu_others_bytes / GIB:.2f} GiB of this GPU now"
+                     + (f" ({who})" if who else "") + f": the verdict is for the {room / GIB:.2f} GiB left")
+    fits = verdict(peak, room)
+    max_b = max_batch_size(st, setup, room, factor) if room else None
+    suggestions = [] if fits == "yes" else suggest(cfg, setup, room, factor, data=data)
     return Estimate(
         peak_bytes=peak,
         breakdown=breakdown,
@@ -198,9 +229,20 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         measured=history.measured_peaks(cfg) if with_measured else [],
         notes=notes,
         disk=_disk(cfg, st),
-        data=data_estimate(cfg, setup, data, peak, max_b, gpu_bytes, factor) if data is not None else None,
+        data=data_estimate(cfg, setup, data, peak, max_b, room, factor) if data is not None else None,
         seq_len=cfg.seq_len,
+        gpu_others_bytes=gpu_others_bytes,
+        gpu_others=others,
+        gpu_available_bytes=room,
     )
+
+
+def available_bytes(gpu_bytes: int | None, others_bytes: int | None) -> int | None:
+    """The memory a run can have: the GPU's less what other programs hold (at least 1 byte, so
+    that a full GPU reads "no", not "no GPU")."""
+    if not gpu_bytes:
+        return gpu_bytes
+    return max(1, gpu_bytes - (others_bytes or 0))
 
 
 def data_estimate(cfg: RunConfig, setup: Setup, data: DataLengths, peak: int, max_b: int | None,
@@ -446,10 +488,30 @@ def detect_gpu() -> GpuInfo | None:
     total = int(props.total_memory)
     if torch.cuda.is_initialized():
         free, total = (int(x) for x in torch.cuda.mem_get_info(index))
-    return GpuInfo(name=props.name, total_bytes=total, free_bytes=free)
+    others_bytes, others = gpu_others(getattr(props, "uuid", None), props.name)
+    return GpuInfo(name=props.name, total_bytes=total, free_bytes=free, others_bytes=others_bytes,
+                   others=tuple(others))
+
+
+def gpu_others(uuid: Any = None, name: str | None = None) -> tuple[int | None, list[dict[str, Any]]]:
+    """Memory other programs hold on torch's ``cuda:0`` now, and their processes, from nvidia-smi;
+    ``(None, [])`` when it can't be told. This app's live training workers don't count."""
+    from engine import nvsmi
+
+    gpu = nvsmi.cuda_gpu(nvsmi.query(), str(uuid) if uuid else None, name)
+    if gpu is None:
+        return None, []
+    held, procs = gpu.held_by_others(nvsmi.own_worker_pids())
+    return held, [{"pid": p.pid, "name": p.name, "bytes": p.used_bytes} for p in procs]
 
 
 # ---------------------------------------------------------------- Internals
+def _process(o: dict[str, Any]):
+    from engine.nvsmi import GpuProcess
+
+    return GpuProcess(pid=int(o.get("pid") or 0), name=str(o.get("name") or "?"), used_bytes=o.get("bytes"))
+
+
 def _largest_transient(st: ModelStructure, setup: Setup, phase: str) -> int:
     """The largest single tensor allocated and freed during ``phase`` (for the slack)."""
     positions = setup.tokens_per_sequence(st)

@@ -205,7 +205,8 @@ class Advisor:
             return [Advice("warning", "Duplicate records", f"{message}. Duplicates weigh those examples "
                            "more and leak between train and eval; remove them in the Dataset area.",
                            fix, key="duplicates")]
-        titles = {"disk": "The disk may fill up", "eval_overlap": "Eval records are also training records",
+        titles = {"disk": "The disk may fill up", "gpu_busy": "The GPU may not have the memory this run needs",
+                  "eval_overlap": "Eval records are also training records",
                   "untrained_tokens": "The model never learnt these format tokens",
                   "dataset_changed": "The dataset changed since the run started",
                   "partial": "Some answers of multi-turn records don't train",
