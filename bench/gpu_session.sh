@@ -46,6 +46,26 @@ q, state = bnb.functional.quantize_4bit(x, quant_type="nf4")
 print("nf4 round trip max error", float((bnb.functional.dequantize_4bit(q, state) - x).abs().max()))
 print("bf16 supported", torch.cuda.is_bf16_supported(), torch.cuda.get_device_name(0))
 EOF
+# engine/nvsmi.py against the real nvidia-smi (its tests use a stand-in): this process holds 2 GiB,
+# so nvidia-smi must list it with at least that, and the estimate must see it as another program's.
+timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/nvsmi-check.txt"
+import json, os, torch
+from engine import nvsmi
+from engine.memory.peak import gpu_others
+hold = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
+torch.cuda.synchronize()
+props = torch.cuda.get_device_properties(0)
+gpus = nvsmi.query()
+print(json.dumps(nvsmi.report(gpus, ()), indent=1))
+gpu = nvsmi.cuda_gpu(gpus, str(getattr(props, "uuid", "")), props.name)
+me = [p for p in (gpu.processes if gpu else ()) if p.pid == os.getpid()]
+held, others = gpu_others(getattr(props, "uuid", None), props.name)
+free, total = torch.cuda.mem_get_info()
+print("matched", gpu is not None, "listed me", bool(me), "my bytes", me[0].used_bytes if me else None,
+      "others_bytes", held, "driver used", total - free)
+ok = gpu and me and (me[0].used_bytes or 0) >= 2 << 30 and (held or 0) >= 2 << 30
+print("NVSMI CHECK", "OK" if ok else "FAILED")
+EOF
 GIB=$(python3 -c "import torch; print(round(torch.cuda.get_device_properties(0).total_memory / 2**30))")
 for step in $STEPS; do
     echo "=== $step $(date -u +%T)"
