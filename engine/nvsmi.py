@@ -176,9 +176,10 @@ def describe_others(used_bytes: int, processes: list[GpuProcess], limit: int = 3
     if len(processes) > limit:
         names.append(f"{len(processes) - limit} more")
     listed = sum(p.used_bytes or 0 for p in processes)
+    if not processes:
+        return "no process listed: the desktop, the driver, or processes in other containers"
     if used_bytes - listed >= 256 * MIB:
-        names.append(f"{(used_bytes - listed) / 2**30:.2f} GiB not listed (the desktop, the driver or "
-                     "processes in other containers)")
+        names.append(f"{(used_bytes - listed) / 2**30:.2f} GiB not listed, e.g. the desktop or the driver")
     return ", ".join(names)
 
 

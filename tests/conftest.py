@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,37 @@ def copy_preset(tmp_path):
         shutil.copy(REPO / "resources" / "presets" / name, dst)
         return dst
     return _copy
+
+
+def fake_nvidia_smi(folder: Path, gpus: str, apps: str = "", *, rc: int = 0, sleep: float = 0) -> Path:
+    """An executable ``nvidia-smi`` that answers ``--query-gpu`` with ``gpus`` and ``--query-compute-apps``
+    with ``apps`` (nvidia-smi's ``csv,noheader,nounits`` lines), logging its arguments."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "gpus.txt").write_text(gpus, encoding="utf-8")
+    (folder / "apps.txt").write_text(apps, encoding="utf-8")
+    script = folder / "nvidia-smi"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, time, pathlib\n"
+        f"here = pathlib.Path({str(folder)!r})\n"
+        "(here / 'calls.log').open('a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        f"time.sleep({sleep})\n"
+        "args = ' '.join(sys.argv[1:])\n"
+        "assert '--format=csv,noheader,nounits' in args, args\n"
+        "name = 'apps.txt' if '--query-compute-apps=' in args else 'gpus.txt'\n"
+        "sys.stdout.write((here / name).read_text())\n"
+        f"sys.exit({rc})\n", encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+@pytest.fixture
+def smi_on_path(tmp_path, monkeypatch):
+    """``install(gpus=..., apps=..., rc=..., sleep=...)`` puts a stand-in nvidia-smi first on PATH."""
+    def install(gpus: str, apps: str = "", **kw) -> Path:
+        script = fake_nvidia_smi(tmp_path / "bin", gpus, apps, **kw)
+        monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        return script
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    return install

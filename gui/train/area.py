@@ -56,6 +56,7 @@ from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
 from gui.train.estimator import DataLengthsScheduler, EstimateScheduler, data_inputs
 from gui.train.fields import ChoiceEditor, FieldEditor, format_number, label_for, make_editor, tooltip_for
+from gui.train.gpu_monitor import GpuMonitor
 from gui.train.gpu_panel import GpuPanel, cancel_detection, detect_environment_isolated
 from gui.train.log_console import LogConsole
 from gui.train.method_picker import MethodPicker, PrecisionGrid, switch_changes
@@ -101,6 +102,8 @@ OWN_WIDGETS = ("model", "method", "load_in", "mixed_precision")
 # A CPU-training worker saturates every core; at this niceness it still gets ~90% of the
 # CPU while the GUI gets the few milliseconds it needs per frame (docs/ui-stall.md).
 CPU_TRAINING_NICE = 10
+OTHERS_STEP = 128 << 20
+"""Estimate again when the memory other programs hold on the GPU moved by this much."""
 
 
 def cpu_training_env() -> dict[str, str]:
@@ -173,6 +176,10 @@ class TrainArea(QWidget):
         self.data_lengths = DataLengthsScheduler(self)
         self._data_key: tuple | None = None  # data_inputs() of the lengths asked for last
         self._data: dict | None = None       # their answer (DataLengths.to_dict()), once it came
+        # The GPU now (nvidia-smi every few seconds while this area shows): memory other programs
+        # hold is memory a run can't have, so the estimate's verdict judges what they leave.
+        self.gpu_monitor = GpuMonitor(parent=self)
+        self._gpu_others: tuple[int, list] | None = None  # (bytes, processes) of the last reading
         self._calls = BackgroundCalls(self, max_threads=1)
         self.env: Any = None
         self.estimate: Any = None
@@ -568,6 +575,7 @@ class TrainArea(QWidget):
         return True
 
     def shutdown(self) -> None:
+        self.gpu_monitor.shutdown()
         self.run.shutdown()
         self.estimator.shutdown()
         self.data_lengths.shutdown()
@@ -831,10 +839,37 @@ class TrainArea(QWidget):
         # Back from the Dataset area (or another program), a dataset may have been saved or removed.
         super().showEvent(event)
         self._recheck_files()
+        self._follow_gpu()
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().hideEvent(event)
+        self._follow_gpu()
 
     def _on_app_state(self, state: Qt.ApplicationState) -> None:
         if state == Qt.ApplicationState.ApplicationActive and self.isVisible():
             self._recheck_files()
+        self._follow_gpu()
+
+    def _follow_gpu(self) -> None:
+        """Read the GPU every few seconds while this area shows in the active window, on a GPU
+        machine; not otherwise (nvidia-smi wakes the driver)."""
+        active = QGuiApplication.applicationState() == Qt.ApplicationState.ApplicationActive
+        if self.env is not None and self.env.cuda and self.isVisible() and active:
+            self.gpu_monitor.start(self.env.gpu_name)
+        else:
+            self.gpu_monitor.stop()
+
+    def _on_gpu_reading(self, reading: dict | None) -> None:
+        self.gpu_panel.set_reading(reading)
+        others = (reading["others_bytes"], reading["others"]) if reading else None
+        before = self._gpu_others[0] if self._gpu_others else 0
+        now = others[0] if others else 0
+        # Estimate again when what others hold changed by more than the estimate's own rounding
+        # (a desktop's few MiB come and go every second).
+        changed = abs(now - before) >= OTHERS_STEP or (others is None) != (self._gpu_others is None)
+        self._gpu_others = others
+        if changed and self.config_model.config_ignoring_machine() is not None:
+            self._request_estimate()
 
     def _recheck_files(self) -> None:
         """A data file saved since (the Dataset area's annotator, another program): what the form says
@@ -848,6 +883,7 @@ class TrainArea(QWidget):
 
     def _connect(self) -> None:
         self.config_model.sig_changed.connect(self._on_config_changed)
+        self.gpu_monitor.sig_reading.connect(self._on_gpu_reading)
         QGuiApplication.instance().applicationStateChanged.connect(self._on_app_state)
         self.preset_button.clicked.connect(lambda: self.apply_preset(self.preset_combo.currentData()))
         self.open_action.triggered.connect(self._on_open)
@@ -987,7 +1023,8 @@ class TrainArea(QWidget):
         self._follow_data(cfg)
         target = self.gauge.target_bytes()
         detected = bool(self.env is not None and self.env.cuda and target == self.env.gpu_total_bytes)
-        self.estimator.request(cfg, target, self.env.gpu_name if detected else None, self._data)
+        self.estimator.request(cfg, target, self.env.gpu_name if detected else None, self._data,
+                               self._gpu_others if detected else None)
 
     def _follow_data(self, cfg: RunConfig) -> None:
         """Ask for the records' lengths again when what they depend on changed (a few stat calls):
@@ -1137,6 +1174,7 @@ class TrainArea(QWidget):
         self.env = env
         self.gpu_panel.set_environment(env)
         self.gauge.set_detected_gpu(env.gpu_name if env.cuda else None, env.gpu_total_bytes if env.cuda else None)
+        self._follow_gpu()
         self.plots.set_gpu_available(bool(env.cuda))
         self.config_model.set_environment(env)
         opt = self.editors.get("optimizer")

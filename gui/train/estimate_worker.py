@@ -5,7 +5,8 @@ loads hundreds of megabytes of shared libraries while holding the GIL; measured 
 GUI process it froze the window for 0.7 s (docs/ui-stall.md). Here it happens in a
 child: the GUI sends one JSON line per request on stdin and reads one JSON line back.
 
-Request: ``{"config": {...RunConfig.to_dict()...}, "gpu_bytes": int|null, "gpu_name": str|null}``,
+Request: ``{"config": {...RunConfig.to_dict()...}, "gpu_bytes": int|null, "gpu_name": str|null}``
+(and ``"gpu_others_bytes"``, ``"gpu_others"``: what other programs hold on that GPU now),
 optionally with ``"data": {...DataLengths.to_dict()...}`` (the answer to ``data_lengths`` below):
 the estimate then also holds the one at the data's longest record (``Estimate.data``).
 Answer: ``{"ok": true, "estimate": Estimate.to_dict()}`` or ``{"ok": false, "error": "..."}``.
@@ -63,7 +64,8 @@ def serve(stdin=None, stdout=None) -> int:
                 from engine.memory import estimate
 
                 data = DataLengths(**req["data"]) if req.get("data") else None
-                est = estimate(cfg, gpu_bytes=req.get("gpu_bytes"), gpu_name=req.get("gpu_name"), data=data)
+                est = estimate(cfg, gpu_bytes=req.get("gpu_bytes"), gpu_name=req.get("gpu_name"), data=data,
+                               gpu_others_bytes=req.get("gpu_others_bytes"), gpu_others=req.get("gpu_others"))
                 answer = {"ok": True, "estimate": est.to_dict()}
         except StudioError as e:
             answer = {"ok": False, "error": e.message}

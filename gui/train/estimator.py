@@ -64,12 +64,15 @@ class EstimateProcess:
                     pass
         return self._proc
 
-    def estimate(self, cfg: Any, gpu_bytes: int | None, gpu_name: str | None, data: dict | None = None) -> Any:
+    def estimate(self, cfg: Any, gpu_bytes: int | None, gpu_name: str | None, data: dict | None = None,
+                 others: tuple[int, list] | None = None) -> Any:
         """The engine's ``Estimate`` as an object with the same attributes.
 
         Args:
             data: the run's records measured (:meth:`data_lengths`' answer): the estimate then
                 holds the one at their longest record too (``data``).
+            others: ``(bytes, processes)`` other programs hold on that GPU now (the GPU monitor's
+                reading): the verdict judges what they leave.
 
         Raises:
             RuntimeError: the estimate failed (the message says why) or the process died.
@@ -77,6 +80,8 @@ class EstimateProcess:
         request = {"config": cfg.to_dict(), "gpu_bytes": gpu_bytes, "gpu_name": gpu_name}
         if data:
             request["data"] = data
+        if others:
+            request["gpu_others_bytes"], request["gpu_others"] = others
         return SimpleNamespace(**self._ask(request)["estimate"])
 
     def data_lengths(self, cfg: Any) -> dict:
@@ -165,7 +170,7 @@ class EstimateScheduler(QObject):
         self._slow.setInterval(SLOW_MS)
         self._slow.timeout.connect(lambda: self._say_slow(True))
         self._slow_said = False
-        self._request: tuple[Any, int | None, str | None, dict | None, float] | None = None
+        self._request: tuple[Any, int | None, str | None, dict | None, tuple | None, float] | None = None
         self._busy = False
         self._pending = False
         self._closed = False
@@ -176,16 +181,17 @@ class EstimateScheduler(QObject):
 
     # ---- Public API
     def request(self, cfg: Any, gpu_bytes: int | None, gpu_name: str | None = None,
-                data: dict | None = None) -> None:
+                data: dict | None = None, others: tuple[int, list] | None = None) -> None:
         """Estimate ``cfg`` against ``gpu_bytes`` soon (the newest request wins).
 
         ``gpu_name`` (the detected GPU's) lets the engine apply its per-GPU correction;
         ``data`` (the run's records measured, ``DataLengths.to_dict()``) adds the estimate at
-        their longest record.
+        their longest record; ``others`` (``(bytes, processes)`` other programs hold on the
+        GPU now) makes the verdict judge what they leave.
         """
         if self._closed:
             return
-        self._request = (cfg, gpu_bytes, gpu_name, data, time.perf_counter())
+        self._request = (cfg, gpu_bytes, gpu_name, data, others, time.perf_counter())
         self._timer.start()
         if not self._slow.isActive() and not self._slow_said:
             self._slow.start()
@@ -220,12 +226,13 @@ class EstimateScheduler(QObject):
         if self._busy:
             self._pending = True
             return
-        cfg, gpu_bytes, gpu_name, data, t0 = self._request
+        cfg, gpu_bytes, gpu_name, data, others, t0 = self._request
         self._busy = True
         self._inflight = self._generation  # one job at a time (_busy)
 
         def job() -> tuple[Any, float]:
-            return self.process.estimate(cfg, gpu_bytes, gpu_name if gpu_bytes else None, data), t0
+            return self.process.estimate(cfg, gpu_bytes, gpu_name if gpu_bytes else None, data,
+                                         others if gpu_bytes else None), t0
 
         self._calls.submit("estimate", job)
 

@@ -89,13 +89,29 @@ class GpuPanel(QWidget):
         self.env: Any = None
         self.label = QLabel(describe_environment(None))
         self.label.setWordWrap(True)
+        self.now = QLabel("")
+        """The GPU now (gpu_monitor's readings): memory in use and by whom, load, temperature, power."""
+        self.now.setObjectName("gpu_now")
+        self.now.setWordWrap(True)
+        self.now.setToolTip("Read from nvidia-smi every few seconds while this area shows. Memory other "
+                            "programs hold is memory this run can't have: the estimate's verdict counts it.")
+        self.now.hide()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label)
+        layout.addWidget(self.now)
 
     def set_environment(self, env: Any) -> None:
         self.env = env
         self.label.setText(describe_environment(env))
+
+    def set_reading(self, reading: dict | None) -> None:
+        """Show the GPU now (a reading of gui.train.gpu_monitor), or nothing when nvidia-smi can't say."""
+        from gui.train.gpu_monitor import describe_reading
+
+        text = describe_reading(reading)
+        self.now.setText(text)
+        self.now.setVisible(bool(text))
 
     def set_error(self, message: str) -> None:
         self.label.setText(f"<span style='color:#d0342c'>Could not detect the GPU: {message}</span>. "

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -43,6 +43,10 @@ SPARE = ["#9ab9dd", "#d4a5a5", "#a3c4bc", "#bfb48f"]
 FITS_TEXT = {"yes": ("fits", "#2e8540"), "tight": ("tight", "#d98e04"), "no": ("does not fit", "#d0342c")}
 PLAN_SIZES_GIB = (8, 12, 16, 24, 40, 48, 80, 141)
 DATA_COLOR = "#1565c0"
+OTHERS_COLOR = "#7a7a7a"
+"""The memory other programs hold on the GPU: hatched at the bar's GPU end, and its legend mark."""
+OTHERS_NOTE = "other programs hold "
+"""How the engine's note on them begins (the first line says it instead)."""
 """The tick of the peak with this dataset, and the mark before its line (the measured peak's is red)."""
 STALE_MS = 400
 """While the records are measured again (seq_len typed, a dataset saved), the previous line with this
@@ -80,6 +84,7 @@ class VramBar(QWidget):
         self.gpu_bytes: int | None = None
         self.measured: int | None = None
         self.data_peak: int | None = None
+        self.others: int = 0
         self.setMinimumHeight(34)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
@@ -87,10 +92,12 @@ class VramBar(QWidget):
         return QSize(400, 38)
 
     def set_data(self, parts: list[tuple[str, int, QColor]], gpu_bytes: int | None,
-                 measured: int | None, data_peak: int | None = None) -> None:
-        """The breakdown's parts, the GPU line, the measured peak and the peak with this dataset
-        (a tick; None draws none)."""
+                 measured: int | None, data_peak: int | None = None, others: int = 0) -> None:
+        """The breakdown's parts, the GPU line, the measured peak, the peak with this dataset
+        (a tick; None draws none) and the memory other programs hold on the GPU (hatched at its
+        end; the GPU line then marks what they leave)."""
         self.parts, self.gpu_bytes, self.measured, self.data_peak = parts, gpu_bytes, measured, data_peak
+        self.others = min(others or 0, gpu_bytes or 0)
         self.update()
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
@@ -110,8 +117,15 @@ class VramBar(QWidget):
             p.drawRect(QRectF(x, rect.top() + 1, max(w, 0), rect.height() - 2))
             x += w
         if self.gpu_bytes:
-            gx = rect.left() + rect.width() * self.gpu_bytes / scale
-            if total > self.gpu_bytes:
+            gx = rect.left() + rect.width() * (self.gpu_bytes - self.others) / scale
+            if self.others:
+                ex = rect.left() + rect.width() * self.gpu_bytes / scale
+                p.setBrush(QBrush(QColor(OTHERS_COLOR), Qt.BrushStyle.BDiagPattern))
+                p.drawRect(QRectF(gx, rect.top() + 1, ex - gx, rect.height() - 2))
+                p.setPen(QPen(QColor(OTHERS_COLOR), 1))
+                p.drawLine(int(ex), int(rect.top()), int(ex), int(rect.bottom()))
+                p.setPen(Qt.PenStyle.NoPen)
+            if total > self.gpu_bytes - self.others:
                 p.setBrush(QColor(208, 52, 44, 70))
                 p.drawRect(QRectF(gx, rect.top(), x - gx, rect.height()))
             p.setPen(QPen(QColor("#222"), 2, Qt.PenStyle.DashLine))
@@ -469,11 +483,12 @@ class VramGauge(QWidget):
         parts = [(name, int(b), QColor(COLORS.get(name, SPARE[i % len(SPARE)])))
                  for i, (name, b) in enumerate(breakdown.items()) if b and b > 0]
         gpu = field(est, "gpu_bytes") or self.target_bytes()
+        others = (field(est, "gpu_others_bytes") or 0) if gpu else 0
         data = field(est, "data")
         seq_len = field(est, "seq_len")
         below = bool(data) and bool(seq_len) and data["seq_len"] < seq_len  # else the same peak: no tick
-        self.bar.set_data(parts, gpu, self.measured, data["peak_bytes"] if below else None)
-        self._fill_legend(parts)
+        self.bar.set_data(parts, gpu, self.measured, data["peak_bytes"] if below else None, others)
+        self._fill_legend(parts + ([("other_programs", others, QColor(OTHERS_COLOR))] if others else []))
         peak = field(est, "peak_bytes")
         fits = field(est, "fits")
         if gpu and fits in FITS_TEXT:
@@ -482,8 +497,11 @@ class VramGauge(QWidget):
                                  f"&nbsp;{text}&nbsp;</span>")
         else:
             self.verdict.setText("")
-        lines = [(f"Peak at seq_len {seq_len}" if seq_len else "Peak") + f" ≈{NBSP}<b>{fmt_bytes(peak)}</b>"
-                 + (f" of {fmt_bytes(gpu)}" if gpu else "")]
+        room = field(est, "gpu_available_bytes") or gpu
+        of = f" of {fmt_bytes(gpu)}" if gpu else ""
+        if gpu and others and room < gpu:
+            of = f" of the {fmt_bytes(room)} other programs leave on this {fmt_bytes(gpu)} GPU"
+        lines = [(f"Peak at seq_len {seq_len}" if seq_len else "Peak") + f" ≈{NBSP}<b>{fmt_bytes(peak)}</b>" + of]
         # The largest micro-batch beside the peak, as on the line with this dataset below it; the
         # trainable share last, where a narrow pane wraps it.
         mbs = field(est, "max_batch_size")
@@ -514,7 +532,7 @@ class VramGauge(QWidget):
         if disk.get("checkpoint_bytes"):
             text += "<br>" + disk_line(disk)
         # The engine's "no GPU" note speaks CLI (--gpu-memory); here the "Plan for" list does that.
-        notes = [n for n in (field(est, "notes") or []) if n and not n.startswith("no GPU detected")]
+        notes = [n for n in (field(est, "notes") or []) if n and not n.startswith(("no GPU detected", OTHERS_NOTE))]
         if not gpu:
             notes.insert(0, "no GPU to compare with: pick a size under “Plan for” to see whether it fits")
         if notes:

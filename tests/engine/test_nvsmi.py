@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -36,40 +35,8 @@ APPS = (f"{UUID_A}, 4242, /home/ana/.venv/bin/python, 7680\n"
         f"{UUID_A}, 5150, /usr/bin/ollama, 1024\n")
 
 
-def _fake_smi(folder: Path, gpus: str = GPUS, apps: str = APPS, *, rc: int = 0, sleep: float = 0) -> Path:
-    """An executable ``nvidia-smi`` that answers the two queries, logging its arguments."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "gpus.txt").write_text(gpus, encoding="utf-8")
-    (folder / "apps.txt").write_text(apps, encoding="utf-8")
-    script = folder / "nvidia-smi"
-    script.write_text(
-        f"#!{sys.executable}\n"
-        "import sys, time, pathlib\n"
-        f"here = pathlib.Path({str(folder)!r})\n"
-        "(here / 'calls.log').open('a').write(' '.join(sys.argv[1:]) + '\\n')\n"
-        f"time.sleep({sleep})\n"
-        "args = ' '.join(sys.argv[1:])\n"
-        "assert '--format=csv,noheader,nounits' in args, args\n"
-        "name = 'apps.txt' if '--query-compute-apps=' in args else 'gpus.txt'\n"
-        "sys.stdout.write((here / name).read_text())\n"
-        f"sys.exit({rc})\n", encoding="utf-8")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return script
-
-
-@pytest.fixture
-def smi_on_path(tmp_path, monkeypatch):
-    def install(**kw) -> Path:
-        script = _fake_smi(tmp_path / "bin", **kw)
-        monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ.get('PATH', '')}")
-        return script
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
-    return install
-
-
 def test_query_reads_every_gpu_and_its_processes(smi_on_path):
-    script = smi_on_path()
+    script = smi_on_path(GPUS, APPS)
     gpus = nvsmi.query()
     assert [g.index for g in gpus] == [0, 1]
     a, b = gpus
@@ -84,8 +51,8 @@ def test_query_reads_every_gpu_and_its_processes(smi_on_path):
 
 
 def test_process_names_with_commas_and_unreported_memory(smi_on_path):
-    smi_on_path(gpus=f"0, {UUID_A}, NVIDIA H100 80GB HBM3, 81559, 20000, 3, 40, 90.1, 700.00\n",
-                apps=f"{UUID_A}, 77, /opt/my, odd/app, [N/A]\nNo running processes found\n")
+    smi_on_path(f"0, {UUID_A}, NVIDIA H100 80GB HBM3, 81559, 20000, 3, 40, 90.1, 700.00\n",
+                f"{UUID_A}, 77, /opt/my, odd/app, [N/A]\nNo running processes found\n")
     (gpu,) = nvsmi.query()
     assert [(p.pid, p.name, p.used_bytes) for p in gpu.processes] == [(77, "/opt/my, odd/app", None)]
 
@@ -94,7 +61,7 @@ def test_process_names_with_commas_and_unreported_memory(smi_on_path):
                                                     "with the NVIDIA driver.\n"}, {"sleep": 3}],
                          ids=["fails", "no-driver", "hangs"])
 def test_a_failing_or_hanging_nvidia_smi_is_dont_know(smi_on_path, kw):
-    script = smi_on_path(**kw)
+    script = smi_on_path(**{"gpus": GPUS, "apps": APPS, **kw})
     assert nvsmi.query(timeout_s=1.0) is None
     assert nvsmi.query(smi=str(script.parent / "nothing-here"), timeout_s=1.0) is None
 
@@ -106,7 +73,7 @@ def test_no_nvidia_smi_at_all_is_dont_know(monkeypatch, tmp_path):
 
 
 def test_cuda_gpu_is_told_apart_by_uuid_visible_devices_or_a_unique_name(smi_on_path, monkeypatch):
-    smi_on_path()
+    smi_on_path(GPUS, APPS)
     gpus = nvsmi.query()
     # torch's uuid has no "GPU-" prefix
     assert nvsmi.cuda_gpu(gpus, uuid=UUID_B.removeprefix("GPU-")).index == 1
@@ -128,7 +95,7 @@ def test_cuda_gpu_is_told_apart_by_uuid_visible_devices_or_a_unique_name(smi_on_
 
 
 def test_memory_of_this_apps_own_workers_is_not_another_programs(smi_on_path, tmp_path):
-    smi_on_path()
+    smi_on_path(GPUS, APPS)
     gpu = nvsmi.query()[0]
     held, others = gpu.held_by_others()
     assert held == 9310 << 20
@@ -139,6 +106,8 @@ def test_memory_of_this_apps_own_workers_is_not_another_programs(smi_on_path, tm
     # 9310 MiB used, 8704 listed: the ~0.6 GiB rest is the desktop or the driver, and is said.
     text = nvsmi.describe_others(9310 << 20, list(gpu.processes))
     assert text.startswith("python (pid 4242) 7.50 GiB, ollama (pid 5150) 1.00 GiB, 0.59 GiB not listed")
+    # In a container nvidia-smi often lists no process at all.
+    assert nvsmi.describe_others(9310 << 20, []).startswith("no process listed: the desktop, the driver")
 
 
 def test_own_worker_pids_are_the_live_ones_in_the_runs_folder(studio_home):
@@ -199,7 +168,7 @@ def test_the_data_estimate_judges_the_same_room(tmp_path):
 
 
 def test_a_detected_gpu_asks_nvidia_smi_who_holds_memory(smi_on_path, monkeypatch):
-    smi_on_path()
+    smi_on_path(GPUS, APPS)
 
     def detect():
         held, others = peak_module.gpu_others(UUID_A.removeprefix("GPU-"), "NVIDIA GeForce RTX 4090")
@@ -214,7 +183,7 @@ def test_a_detected_gpu_asks_nvidia_smi_who_holds_memory(smi_on_path, monkeypatc
 
 
 def test_estimate_cli_says_what_is_left(smi_on_path, monkeypatch, tmp_path, capsys):
-    smi_on_path()
+    smi_on_path(GPUS, APPS)
     monkeypatch.setattr(peak_module, "detect_gpu", lambda: GpuInfo(
         name="NVIDIA GeForce RTX 4090", total_bytes=24 * GIB, others_bytes=20 * GIB,
         others=({"pid": 4242, "name": "python", "bytes": 19 * GIB},)))
@@ -227,7 +196,7 @@ def test_estimate_cli_says_what_is_left(smi_on_path, monkeypatch, tmp_path, caps
 
 
 def test_gpu_command_prints_the_gpus_and_marks_our_runs(smi_on_path, monkeypatch, capsys):
-    smi_on_path()
+    smi_on_path(GPUS, APPS)
     monkeypatch.setattr(nvsmi, "own_worker_pids", lambda: {5150})
     assert main(["gpu", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
@@ -270,7 +239,7 @@ def _warnings(cfg, env, longest=0) -> list[dict]:
 def test_a_run_warns_before_loading_when_others_leave_too_little(smi_on_path):
     from engine.precision import Environment
 
-    smi_on_path()
+    smi_on_path(GPUS, APPS)
     cfg = _cfg(batch_size=4)
     need = estimate(cfg, 24 * GIB)
     need = need.peak_bytes - need.breakdown["cuda_context"]
@@ -292,7 +261,7 @@ def test_a_run_warns_before_loading_when_others_leave_too_little(smi_on_path):
 def test_the_runs_warning_is_for_the_datas_longest_record(smi_on_path):
     from engine.precision import Environment
 
-    smi_on_path()
+    smi_on_path(GPUS, APPS)
     cfg = _cfg(batch_size=4, seq_len=4096)
     at_seq = estimate(cfg, 24 * GIB)
     short = estimate(cfg.replace(seq_len=320), 24 * GIB)
