@@ -24,6 +24,7 @@ import yaml
 
 from engine.data.templates import TEMPLATE_CHOICES, TEMPLATE_FILE_SUFFIX
 from engine.errors import ConfigError, ConfigErrors
+from engine.paths import presets_dir
 
 METHODS = ("full", "freeze", "lora", "qlora", "adapter", "prefix", "prompt", "ia3")
 LOAD_IN = ("fp32", "fp16", "bf16", "int8", "nf4")
@@ -297,11 +298,19 @@ class RunConfig:
         except OSError as e:
             raise ConfigErrors([ConfigError(f"{path}: can't read: {e.strerror}")]) from None
         try:
-            data = yaml.load(text, Loader=_TextLoader) or {}
+            data = yaml.load(text, Loader=_TextLoader)
         except yaml.YAMLError as e:
             raise ConfigErrors([ConfigError(_yaml_problem(path, text, e))]) from None
         except RecursionError:  # [[[[... thousands deep: the parser recurses
             raise ConfigErrors([ConfigError(f"{path}: invalid YAML: a value is nested too deeply to read")]) from None
+        if data is None:
+            # An editor that never saved, or `> run.yaml` by mistake: every key would take its default and
+            # the demo would train (or be estimated, or queued) in place of what the user meant.
+            raise ConfigErrors([ConfigError(
+                f"{path}: the file holds no keys (it is empty, or only blank lines and comments): a run config "
+                "names at least the model and the dataset to train, e.g. 'model: demo' and 'dataset: demo' for "
+                "the embedded demo", hint=f"{presets_dir() / 'demo.yaml'} is a whole example; `finetune-studio "
+                "train --help` lists every key.")])
         occurrences = _key_occurrences(text)
         # YAML keeps the last of a repeated key without a word; which one the user meant is a guess.
         repeated = [ConfigError(f"{path}:{places[-1][0]}:{places[-1][1]}: '{key}' is given {_times(len(places))} "

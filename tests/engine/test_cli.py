@@ -100,6 +100,19 @@ def test_bad_config_is_an_error_not_a_traceback(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [["train"], ["estimate"], ["queue", "add"], ["export-launch"]])
+def test_an_empty_config_file_is_refused_by_every_command_that_reads_one(tmp_path, studio_home, capsys, command):
+    """`train empty.yaml` trained the demo, `estimate` estimated it and `queue add` queued it."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("# TODO\n\n")
+    assert main([*command, str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: the file holds no keys (it is empty, or only blank lines and comments): a run config names at " \
+           "least the model and the dataset to train" in err
+    assert "Traceback" not in err
+    assert not (studio_home / "runs").exists() or not any((studio_home / "runs").iterdir())
+
+
 def test_an_eval_file_on_the_command_line_replaces_the_configs_eval_split(tmp_path, capsys):
     import json
 

@@ -480,3 +480,18 @@ def test_yaml_syntax_errors_say_where_and_what_in_words(tmp_path, text, said):
     with pytest.raises(ConfigErrors) as e:
         RunConfig.load(path)
     assert messages(e.value)[0].startswith(f"{path}{said}")
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n", "# my run, to be written\n\n# model: my-model\n", "---\n", "~\n"])
+def test_a_config_file_with_no_keys_is_refused_not_taken_as_the_demo(tmp_path, text):
+    """An empty file (an editor that never saved, `> run.yaml`) read as every default: it trained the demo."""
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigErrors) as e:
+        RunConfig.load(path, {"max_steps": 3})  # an option typed with it doesn't make it a config
+    assert messages(e.value) == [f"{path}: the file holds no keys (it is empty, or only blank lines and comments): "
+                                 "a run config names at least the model and the dataset to train, e.g. 'model: demo' "
+                                 "and 'dataset: demo' for the embedded demo"]
+    assert e.value.hint.endswith("presets/demo.yaml is a whole example; `finetune-studio train --help` lists every key.")
+    (tmp_path / "explicit.yaml").write_text("{}\n", encoding="utf-8")  # an empty mapping written on purpose
+    assert RunConfig.load(tmp_path / "explicit.yaml") == RunConfig()

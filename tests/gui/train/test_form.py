@@ -173,6 +173,18 @@ def test_loading_a_broken_yaml_reports_the_line(make_area, tmp_path):
     assert f"{path}:" in area.banner.text() and area.config_model.values() == before
 
 
+def test_loading_an_empty_config_file_is_refused_as_the_cli_refuses_it(make_area, tmp_path):
+    """An empty file filled the form with every default (the demo), which Start then trained."""
+    area = make_area()
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    area.config_model.update({"max_steps": 7})
+    before = area.config_model.values()
+    assert not area.load_config_file(path)
+    assert f"{path}: the file holds no keys (it is empty, or only blank lines and comments)" in area.banner.text()
+    assert area.config_model.values() == before
+
+
 def test_copy_as_command_gives_the_exact_cli_line(make_area, qtbot, tmp_path):
     from PySide6.QtGui import QGuiApplication
 
