@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--json", action="store_true", help="print the segments as JSON")
     seed_default = RunConfig.field_meta()["seed"]["default"]
     ds_ = dsub.add_parser("split", help="write train and eval files, split the way a run's eval_split splits")
-    ds_.add_argument("file", metavar="FILE")
+    ds_.add_argument("file", metavar="FILE", help="a dataset file, 'demo' (the embedded sample dataset), or a dataset "
+                     "in the Hugging Face cache: org/name or org/name:split")
     ds_.add_argument("--eval-ratio", type=float, required=True, dest="eval_ratio", metavar="R",
                      help="share of records held out for eval, above 0 and at most 0.5 (as a run's eval_split)")
     ds_.add_argument("--seed", type=int, default=seed_default, help=f"the run's seed (default {seed_default}, "

@@ -83,7 +83,8 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
     refused, as by :func:`engine.data.formats.export`.
 
     Args:
-        src: The dataset file.
+        src: The dataset file, ``demo`` (the embedded sample dataset) or a dataset in the Hugging
+            Face cache (``org/name`` or ``org/name:split``), as a run config's ``dataset``.
         eval_ratio: Share of records held out, above 0 and at most the run config's eval_split
             maximum (0.5).
         out_dir: Where the two files go (created if missing).
@@ -100,7 +101,7 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
             exists (without ``force``) or is not a folder.
     """
     from engine.config import RunConfig  # not at the top: engine.config imports engine.data
-    from engine.data.formats import check_output_path, load_dataset_file, save_dataset_file
+    from engine.data.formats import check_output_path, open_dataset, save_dataset_file
     from engine.data.records import DatasetFile
 
     src = Path(src)
@@ -114,34 +115,51 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
     if not 0.0 < ratio <= most:
         raise DataError(f"--eval-ratio must be above 0 and at most {most:g} (a run's eval_split holds out at "
                         f"most {most:.0%} of the records), got {ratio:g}", hint="e.g. --eval-ratio 0.1")
-    ds = load_dataset_file(src, fmt or "auto")
+    ds = open_dataset(src, fmt or "auto")  # what a run's `dataset` names: a file, demo or a cached hub dataset
+    source = Path(ds.path) if ds.path is not None else src
     broken = ds.broken_indices()
     if broken:
         first = ds.records[broken[0]]
         raise DataError(f"{len(broken)} broken record(s) can't be split; the first is at line {first.line}: "
-                        f"{first.error}", path=str(src), line=first.line, column=first.column,
+                        f"{first.error}", path=str(source), line=first.line, column=first.column,
                         hint="Fix or delete them first; `finetune-studio data check` lists every one.")
     n = len(ds.records)
     train_idx, eval_idx = train_eval_split(n, ratio, seed)
     if not train_idx or not eval_idx:
-        raise DataError(f"{n} record(s) can't be split into a train and an eval set", path=str(src),
+        raise DataError(f"{n} record(s) can't be split into a train and an eval set", path=str(source),
                         hint="A split needs two records or more.")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError("--out-dir is a file, not a folder", path=str(out_dir))
-    suffix = src.suffix or f".{ds.container}"
-    targets = {part: check_output_path(out_dir / f"{src.stem}-{part}{suffix}", source=src, force=force)
+    stem, suffix = _output_name(src, ds)
+    targets = {part: check_output_path(out_dir / f"{stem}-{part}{suffix}", source=source, force=force)
                for part in ("train", "eval")}
     written = {}
     for part, indices in (("train", train_idx), ("eval", eval_idx)):
         # Each part in the file's own container, format and style: its column names (a file read
         # through a mapping keeps prompt/response), CSV dialect, JSON indent, Parquet column types.
-        subset = DatasetFile(path=src, format=ds.format, container=ds.container, newline=ds.newline,
+        subset = DatasetFile(path=source, format=ds.format, container=ds.container, newline=ds.newline,
                              bom=ds.bom, mapping=dict(ds.mapping), style=dict(ds.style),
                              records=[ds.records[i] for i in indices])
         written[part] = {"path": str(save_dataset_file(subset, targets[part])), "records": len(indices)}
     return {"file": str(src), "detected": ds.detected, "content_hash": content_hash(ds.records), "records": n,
             "eval_ratio": ratio, "seed": seed, **written}
+
+
+def _output_name(src: Path, ds: Any) -> tuple[str, str]:
+    """The stem and suffix of the split's files: a file's own (``chat.jsonl`` -> ``chat-train.jsonl``),
+    ``demo`` -> ``demo-train.jsonl``, a cached hub dataset's name and split, never its ``org/`` nor a
+    ``:`` (``org/faq:test`` -> ``faq-test-train.jsonl``)."""
+    from engine.data import hub
+
+    ref = hub.parse_ref(str(src)) if ds.path is None else None
+    if ref is not None:
+        repo, split = ref
+        stem = repo.rsplit("/", 1)[-1] + ("" if split == hub.DEFAULT_SPLIT else f"-{split}")
+        return stem, f".{ds.container}"
+    if str(src) == "demo":
+        return "demo", Path(ds.path).suffix
+    return src.stem, src.suffix or f".{ds.container}"
 
 
 def cli_split(args: Any) -> int:

@@ -118,6 +118,22 @@ def test_the_data_commands_take_a_cached_dataset(hub_cache, tmp_path, capsys):
     assert "Word 12." in capsys.readouterr().out
 
 
+def test_data_split_takes_a_cached_dataset_and_names_its_files_by_its_name_and_split(hub_cache, tmp_path, capsys):
+    """`data split org/name` said "no such file" where check, preview and convert take the id."""
+    from engine.cli import main
+
+    out = tmp_path / "split"
+    assert main(["data", "split", "org/alpaca-mini", "--eval-ratio", "0.25", "--out-dir", str(out)]) == 0
+    assert main(["data", "split", "org/alpaca-mini:test", "--eval-ratio", "0.5", "--out-dir", str(out)]) == 0
+    assert main(["data", "split", "org/one-file", "--eval-ratio", "0.5", "--out-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [  # no org/ folder, no ':' in a file name
+        "alpaca-mini-eval.parquet", "alpaca-mini-test-eval.parquet", "alpaca-mini-test-train.parquet",
+        "alpaca-mini-train.parquet", "one-file-eval.jsonl", "one-file-train.jsonl"]
+    both = open_dataset(out / "alpaca-mini-train.parquet").records + open_dataset(out / "alpaca-mini-eval.parquet").records
+    assert sorted(r.data["output"] for r in both) == sorted(f"Word {i}." for i in range(20))  # both files of the split
+    assert "split with eval ratio 0.25, seed 42: 15 train, 5 eval" in capsys.readouterr().out
+
+
 def test_data_hub_lists_the_cached_datasets_and_their_splits(hub_cache, capsys):
     from engine.cli import main
 

@@ -103,3 +103,22 @@ def test_split_runs_as_a_command(small_dataset, tmp_path):
     records = load_dataset_file(small_dataset).records
     assert [r.data for r in load_dataset_file(tmp_path / "out" / "small-eval.jsonl").records] == \
         [records[i].data for i in eval_idx]
+
+
+def test_split_takes_demo_as_check_preview_convert_and_a_run_config_do(tmp_path, capsys):
+    """`data split demo` said "demo: no such file" where `data check demo` checks the embedded demo."""
+    from engine.cli import main
+    from engine.paths import demo_dataset_path
+
+    out_dir = tmp_path / "split"
+    assert main(["data", "split", "demo", "--eval-ratio", "0.1", "--out-dir", str(out_dir)]) == 0
+    text = capsys.readouterr().out
+    records = load_dataset_file(demo_dataset_path()).records
+    train_idx, eval_idx = train_eval_split(len(records), 0.1, RunConfig().seed)
+    train = load_dataset_file(out_dir / "demo-train.jsonl")
+    evals = load_dataset_file(out_dir / "demo-eval.jsonl")
+    assert [r.data for r in train.records] == [records[i].data for i in train_idx]
+    assert [r.data for r in evals.records] == [records[i].data for i in eval_idx]
+    _, info = load_training_records(RunConfig(dataset="demo"))  # the hash a run on `dataset: demo` records
+    assert text.startswith("demo: Alpaca JSONL, 366 records") and f"content hash: {info['hash']}\n" in text
+    assert sorted(p.name for p in out_dir.iterdir()) == ["demo-eval.jsonl", "demo-train.jsonl"]
