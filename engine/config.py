@@ -247,10 +247,7 @@ class RunConfig:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            got = f"a list {_shown(data)}" if isinstance(data, list) else \
-                f"the text {_shown(data)}" if isinstance(data, str) else _shown(data)
-            raise ConfigErrors([ConfigError(f"{source}: the top level must be a mapping of keys to values "
-                                            f"(key: value lines, e.g. 'model: demo'), got {got}")])
+            raise ConfigErrors([ConfigError(_not_a_mapping(source, data))])
         errors: list[ConfigError] = []
         names = cls.field_names()
         meta = cls.field_meta()
@@ -291,26 +288,7 @@ class RunConfig:
             ConfigErrors: unreadable YAML (with line and column) or invalid values.
         """
         path = Path(path)
-        try:
-            text = _decoded(path, path.read_bytes())
-        except FileNotFoundError:
-            raise ConfigErrors([ConfigError(f"{path}: no such run config file")]) from None
-        except OSError as e:
-            raise ConfigErrors([ConfigError(f"{path}: can't read: {e.strerror}")]) from None
-        try:
-            data = yaml.load(text, Loader=_TextLoader)
-        except yaml.YAMLError as e:
-            raise ConfigErrors([ConfigError(_yaml_problem(path, text, e))]) from None
-        except RecursionError:  # [[[[... thousands deep: the parser recurses
-            raise ConfigErrors([ConfigError(f"{path}: invalid YAML: a value is nested too deeply to read")]) from None
-        if data is None:
-            # An editor that never saved, or `> run.yaml` by mistake: every key would take its default and
-            # the demo would train (or be estimated, or queued) in place of what the user meant.
-            raise ConfigErrors([ConfigError(
-                f"{path}: the file holds no keys (it is empty, or only blank lines and comments): a run config "
-                "names at least the model and the dataset to train, e.g. 'model: demo' and 'dataset: demo' for "
-                "the embedded demo", hint=f"{presets_dir() / 'demo.yaml'} is a whole example; `finetune-studio "
-                "train --help` lists every key.")])
+        text, data = _read_yaml(path)
         occurrences = _key_occurrences(text)
         # YAML keeps the last of a repeated key without a word; which one the user meant is a guess.
         repeated = [ConfigError(f"{path}:{places[-1][0]}:{places[-1][1]}: '{key}' is given {_times(len(places))} "
@@ -706,6 +684,55 @@ def _decoded(path: Path, data: bytes) -> str:
         raise ConfigErrors([ConfigError(
             f"{path}:{line}:{column}: the file is not UTF-8 text (byte 0x{data[e.start]:02x} there can't be "
             "UTF-8; it may be Latin-1 or Windows-1252); run configs are read as UTF-8: save it as UTF-8")]) from None
+
+
+def _read_yaml(path: Path) -> tuple[str, Any]:
+    """A run config file's text and what YAML makes of it (each value as typed, :class:`_TextLoader`).
+
+    Raises:
+        ConfigErrors: no such file, unreadable, not UTF-8, invalid YAML (line:column), or no keys.
+    """
+    try:
+        text = _decoded(path, path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigErrors([ConfigError(f"{path}: no such run config file")]) from None
+    except OSError as e:
+        raise ConfigErrors([ConfigError(f"{path}: can't read: {e.strerror}")]) from None
+    try:
+        data = yaml.load(text, Loader=_TextLoader)
+    except yaml.YAMLError as e:
+        raise ConfigErrors([ConfigError(_yaml_problem(path, text, e))]) from None
+    except RecursionError:  # [[[[... thousands deep: the parser recurses
+        raise ConfigErrors([ConfigError(f"{path}: invalid YAML: a value is nested too deeply to read")]) from None
+    if data is None:
+        # An editor that never saved, or `> run.yaml` by mistake: every key would take its default and
+        # the demo would train (or be estimated, or queued) in place of what the user meant.
+        raise ConfigErrors([ConfigError(
+            f"{path}: the file holds no keys (it is empty, or only blank lines and comments): a run config "
+            "names at least the model and the dataset to train, e.g. 'model: demo' and 'dataset: demo' for "
+            "the embedded demo", hint=f"{presets_dir() / 'demo.yaml'} is a whole example; `finetune-studio "
+            "train --help` lists every key.")])
+    return text, data
+
+
+def _not_a_mapping(source: str, data: Any) -> str:
+    got = f"a list {_shown(data)}" if isinstance(data, list) else \
+        f"the text {_shown(data)}" if isinstance(data, str) else _shown(data)
+    return f"{source}: the top level must be a mapping of keys to values (key: value lines, e.g. 'model: demo'), got {got}"
+
+
+def unreadable_config(path: str | os.PathLike) -> str | None:
+    """Why a run config file (a run's run.yaml) can't be read at all, in :meth:`RunConfig.load`'s words
+    (``FILE:LINE:COLUMN: invalid YAML: ...``, ``FILE: the top level must be a mapping ...``); None when
+    it reads as a mapping of keys. Its values are not validated: a run's config of an older version
+    may hold keys this one dropped, and still tells what the run did.
+    """
+    path = Path(path)
+    try:
+        _, data = _read_yaml(path)
+    except ConfigErrors as e:
+        return e.message
+    return None if isinstance(data, dict) else _not_a_mapping(str(path), data)
 
 
 def _yaml_problem(path: Path, text: str, e: yaml.YAMLError) -> str:

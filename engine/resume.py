@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.runs import checkpoint_step, last_checkpoint, read_run_config, read_summary, run_info
+from engine.runs import checkpoint_step, last_checkpoint, read_summary, recorded_config, run_info
 
 RESUMABLE = ("stopped", "interrupted", "failed", "crashed")
 """Statuses of a run that ended before its plan: resumable when a checkpoint was saved."""
@@ -47,6 +47,8 @@ class ResumePoint:
     early_stopped: bool = False
     final_from: str | None = None
     """The checkpoint ``final/`` was made from after training (``runs promote``), if it was."""
+    config_problem: str | None = None
+    """Why the run's run.yaml, which a resume continues with, can't be read (None: it reads)."""
 
     def promoted_note(self) -> str:
         """What a resume does to a promoted ``final/``: it writes a new one over it ('' when not promoted)."""
@@ -81,7 +83,8 @@ def resume_point(path: str | Path, status: str | None = None) -> ResumePoint:
     path = Path(path)
     status = status or run_info(path).status
     summary = read_summary(path)
-    cfg = read_run_config(path) or summary.get("config") or {}
+    recorded = recorded_config(path)
+    cfg = recorded.values or summary.get("config") or {}
     ckpt = last_checkpoint(path)
     epochs = cfg.get("num_epochs")
     max_steps = _int(cfg.get("max_steps"), -1)
@@ -103,7 +106,8 @@ def resume_point(path: str | Path, status: str | None = None) -> ResumePoint:
         epoch_steps=epoch_steps,
         save_steps=_int(cfg.get("save_steps"), 0), has_final=(path / "final").is_dir(),
         early_stopped=bool(summary.get("early_stopped")),
-        final_from=summary.get("final_from") if isinstance(summary.get("final_from"), str) else None)
+        final_from=summary.get("final_from") if isinstance(summary.get("final_from"), str) else None,
+        config_problem=recorded.problem)
 
 
 def resume_verdict(point: ResumePoint, *, max_steps: int | None = None,
@@ -121,6 +125,10 @@ def resume_verdict(point: ResumePoint, *, max_steps: int | None = None,
         leave something to train.
     """
     verdict = _verdict(point, max_steps, num_epochs)
+    if verdict.ok and point.config_problem:
+        # train --resume would refuse it with this very message; offering it promises what can't happen.
+        return ResumeVerdict(False, f"Its run.yaml, which a resume continues with, can't be read: "
+                             f"{point.config_problem}. Once the file is fixed: {verdict.reason}")
     note = point.promoted_note()
     if verdict.ok and note:
         return ResumeVerdict(True, f"{verdict.reason} {note}", verdict.finished)

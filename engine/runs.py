@@ -755,7 +755,8 @@ def run_model(run_dir: Path) -> RunModel:
             instead), its adapter is not a PEFT one, or it records no base model.
     """
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    recorded = recorded_config(run_dir)
+    config = recorded.values
     method = str(config.get("method") or "?")
     final = run_dir / "final"
     if (final / "config.json").exists():
@@ -771,25 +772,52 @@ def run_model(run_dir: Path) -> RunModel:
                              hint="Load it in Python as the run's README.md shows.")
         base = config.get("model")
         if not base:
+            why = f"its run.yaml can't be read: {recorded.problem}" if recorded.problem else "no 'model' in run.yaml"
             raise ModelError(f"run '{run_dir.name}' trained an adapter ({final}) but records no base model "
-                             "(no 'model' in run.yaml)", hint=f"Give the base model yourself, and {final} as "
-                             "the adapter.")
+                             f"({why})", hint=f"Give the base model yourself, and {final} as the adapter.")
         return RunModel(run_dir, method, str(base), final)
     raise no_final_error(run_dir)
 
 
 def read_run_config(path: Path) -> dict[str, Any]:
     """The run's resolved config: ``run.yaml``, else the copy in ``summary.json``; ``{}`` if neither."""
+    return recorded_config(path).values
+
+
+@dataclass(frozen=True)
+class RecordedConfig:
+    """A run's config as its folder records it, and where from."""
+
+    values: dict[str, Any]
+    source: str | None
+    """``run.yaml``; ``summary.json`` (its copy as the run started) when run.yaml is missing or unreadable;
+    None when neither holds one."""
+    problem: str | None = None
+    """Why the run's run.yaml can't be read, as ``train --resume`` refuses it (``FILE:LINE:COLUMN: invalid
+    YAML: ...``); None when it reads or there is none (runs of older versions)."""
+
+
+def recorded_config(path: Path) -> RecordedConfig:
+    """The run's config (:func:`read_run_config`) with where it came from and what is wrong with its run.yaml."""
     import yaml
 
-    try:
-        data = yaml.safe_load((Path(path) / "run.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        data = None
-    if isinstance(data, dict):
-        return data
+    file = Path(path) / "run.yaml"
+    problem = None
+    if file.exists():
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8-sig"))
+        except (OSError, ValueError, yaml.YAMLError, RecursionError):
+            data = None
+        if isinstance(data, dict):
+            return RecordedConfig(data, "run.yaml")
+        from engine.config import unreadable_config
+
+        # The config loader's words, as a resume would read the file; a file it reads here that safe_load
+        # could not (none is known) is still unreadable to this reader.
+        problem = unreadable_config(file) or f"{file}: can't be read as a run config"
     cfg = read_summary(path).get("config")
-    return cfg if isinstance(cfg, dict) else {}
+    return RecordedConfig(cfg if isinstance(cfg, dict) else {}, "summary.json" if isinstance(cfg, dict) else None,
+                          problem)
 
 
 def run_details(path: Path) -> dict[str, Any]:
@@ -806,7 +834,8 @@ def run_details(path: Path) -> dict[str, Any]:
     """
     info = run_info(path)
     summary = read_summary(path)
-    config = read_run_config(path)
+    recorded = recorded_config(path)
+    config = recorded.values
     rows = read_metrics(path)
     train = [r for r in rows if isinstance(r.get("loss"), (int, float))]
     evals = [r for r in rows if isinstance(r.get("eval_loss"), (int, float))]
@@ -844,7 +873,7 @@ def run_details(path: Path) -> dict[str, Any]:
                     "lowest_eval_loss_step": lowest_eval.get("step") if lowest_eval else None},
         "samples": (read_samples(path) or [None])[-1],
         "data": _data_use(path),
-        "config": config,
+        "config": config, "config_source": recorded.source, "config_problem": recorded.problem,
         "config_changes": [c for c in summary.get("config_changes") or [] if isinstance(c, dict)],
     }
 
@@ -1022,11 +1051,14 @@ def cli_show(args: Any) -> int:
             print(f"  [line {s.get('line')}] {_clip(s.get('prompt'), 90)}\n    model:     {_clip(s.get('answer'), 90)}\n"
                   f"    reference: {_clip(s.get('reference'), 90)}")
         print()
+    if d.get("config_problem"):
+        print(f"config: run.yaml can't be read: {d['config_problem']}")
     if d["config"]:
-        print("config (run.yaml):")
+        print("config (run.yaml):" if d.get("config_source") == "run.yaml" else
+              "config (summary.json's copy, as the run started):")
         for key, value in d["config"].items():
             print(f"  {key}: {with_history(value, config_history(d['config_changes'], key))}")
-    else:
+    elif not d.get("config_problem"):
         print("config: none recorded (no run.yaml, no config in summary.json)")
     return 0
 
@@ -1146,7 +1178,18 @@ def cli_compare(args: Any) -> int:
           f"{same} other key{'s' if same != 1 else ''} equal in all runs")
     if not result["same_eval_data"]:
         print(f"note: {DIFFERENT_EVAL_DATA}")
+    for r in runs:
+        if r.get("config_problem"):
+            print(f"note: {config_problem_text(r)}")
     return 0
+
+
+def config_problem_text(d: dict[str, Any]) -> str:
+    """What a comparison says of a run whose run.yaml can't be read (``d``: its :func:`run_details`):
+    the reason, and which config its values are then."""
+    instead = ("its config here is summary.json's copy, as the run started" if d.get("config_source") == "summary.json"
+               else "its config is unknown")
+    return f"{d['name']}: run.yaml can't be read: {d['config_problem']}; {instead}"
 
 
 DIFFERENT_EVAL_DATA = ("the eval losses were measured on different records (eval_dataset, or the dataset, eval_split "

@@ -55,6 +55,7 @@ from engine.runs import (
     checkpoint_step,
     checkpoints,
     compare_runs,
+    config_problem_text,
     describe_config_changes,
     duration_text,
     gguf_files,
@@ -62,6 +63,7 @@ from engine.runs import (
     list_runs,
     read_metrics,
     read_summary,
+    recorded_config,
     with_history,
 )
 from gui.adapters.gguf_dialog import GgufDialog
@@ -595,6 +597,9 @@ class RunsArea(QWidget):
                                + rewound_text(summary.get("rewound")))
             text += "".join("<br><span style='color:#555'>Config changed " + html.escape(line) + "</span>"
                             for line in describe_config_changes(summary.get("config_changes")))
+            problem = recorded_config(run.path).problem  # as `runs show` says it, and a resume would refuse it
+            if problem:
+                text += "<br><span style='color:#d0342c'>" + html.escape(f"run.yaml can't be read: {problem}") + "</span>"
             failure = failure_text(run)
             if failure:
                 text += "<br><span style='color:#d0342c'>" + html.escape(failure).replace("\n", "<br>") + "</span>"
@@ -621,6 +626,8 @@ class RunsArea(QWidget):
         diffs = compared["config_differences"]
         note = ("" if compared["same_eval_data"] else
                 f"<br><span style='color:#8a5a00'>Note: {html.escape(DIFFERENT_EVAL_DATA)}.</span>")
+        note += "".join(f"<br><span style='color:#d0342c'>Note: {html.escape(config_problem_text(d))}.</span>"
+                        for d in compared["runs"] if d.get("config_problem"))
         if not diffs:
             return f"{len(runs)} runs selected · same config" + note
 

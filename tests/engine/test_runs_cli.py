@@ -397,3 +397,73 @@ def test_a_runs_own_file_names_the_run_and_another_file_is_said_to_be_a_file(tmp
     with pytest.raises(StudioError, match="is a file; a run is named by its folder or its name") as e:
         resolve_run(other)
     assert "runs list" in e.value.hint
+
+
+CORRUPT_RUN_YAML = [
+    ("model: demo\nlora_r: [\n", "run.yaml:3:1: invalid YAML: expected the node content, but found '<stream end>'"),
+    ("model: demo\nrun_name: 'abc\n", "run.yaml:2:11: invalid YAML: this quote is never closed (the file ends inside it)"),
+    ("- model\n- demo\n", "run.yaml: the top level must be a mapping of keys to values (key: value lines, e.g. "
+                          "'model: demo'), got a list [model, demo]"),
+    ("", "run.yaml: the file holds no keys (it is empty, or only blank lines and comments)"),
+]
+
+
+@pytest.mark.parametrize("text,said", CORRUPT_RUN_YAML)
+def test_a_corrupt_run_yaml_is_said_unreadable_where_and_why_and_the_rest_is_still_shown(capsys, text, said):
+    """`runs show` said "config: none recorded", which was false: the run recorded one, in a file it can't read."""
+    path = make_run("cut", steps=10, status="stopped", checkpoints=(5,), lr=3e-4)
+    (path / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    (path / "run.yaml").write_text(text)
+    assert cli_show(show("cut", as_json=False)) == 0
+    out = capsys.readouterr().out
+    assert "none recorded" not in out
+    assert f"\nconfig: run.yaml can't be read: {path}/{said}" in out
+    # Everything else is still there: status, losses, peak, and the config the run started with.
+    assert "\nstatus             stopped\n" in out and "\nfinal loss         0.8787 (mean" in out
+    assert "\npeak GPU memory    3.00 GiB\n" in out
+    assert "\nconfig (summary.json's copy, as the run started):\n" in out and "\n  learning_rate: 0.0003\n" in out
+    # Resume would refuse the file with the same message: it is not offered.
+    assert f"\nresume             no: Its run.yaml, which a resume continues with, can't be read: {path}/{said}" in out
+    assert "Once the file is fixed: Continue this stopped run from checkpoint-5 (step 5 of 10).\n" in out
+    assert main(["train", "cut", "--resume"]) == 2
+    assert said in capsys.readouterr().err
+    assert cli_show(show("cut")) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["config_source"] == "summary.json" and said in d["config_problem"] and not d["resume"]["ok"]
+
+
+def test_a_corrupt_run_yaml_without_a_summary_copy_says_so_and_compare_and_list_go_on(capsys):
+    make_run("ok-run", steps=10)
+    path = make_run("bad-run", steps=10, lr=1e-3)
+    (path / "run.yaml").write_text("model: demo\nlora_r: [\n")
+    summary = json.loads((path / "summary.json").read_text())
+    del summary["config"]
+    (path / "summary.json").write_text(json.dumps(summary))
+    assert cli_show(show("bad-run", as_json=False)) == 0
+    out = capsys.readouterr().out
+    assert out.endswith(f"config: run.yaml can't be read: {path / 'run.yaml'}:3:1: invalid YAML: expected the node "
+                        "content, but found '<stream end>'\n")
+    assert main(["runs", "compare", "ok-run", "bad-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: bad-run: run.yaml can't be read: {path / 'run.yaml'}:3:1: invalid YAML: expected the node content, " \
+           "but found '<stream end>'; its config is unknown\n" in out
+    assert main(["runs", "list"]) == 0
+    assert "bad-run" in capsys.readouterr().out
+
+
+def test_a_run_whose_run_yaml_is_corrupt_names_the_file_when_its_base_model_is_asked_for():
+    """generate/merge/export-gguf of such a run said "no 'model' in run.yaml" while the file held one."""
+    from engine.errors import ModelError
+    from engine.runs import run_model
+
+    path = make_run("lora-run", steps=10)
+    (path / "final" / "adapter_config.json").write_text("{}")
+    (path / "run.yaml").write_text("model: /models/base\nlora_r: [\n")
+    summary = json.loads((path / "summary.json").read_text())
+    del summary["config"]
+    (path / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ModelError) as e:
+        run_model(path)
+    assert e.value.message == (f"run 'lora-run' trained an adapter ({path / 'final'}) but records no base model "
+                               f"(its run.yaml can't be read: {path / 'run.yaml'}:3:1: invalid YAML: expected the "
+                               "node content, but found '<stream end>')")

@@ -256,6 +256,27 @@ def test_resume_is_offered_only_for_a_run_that_can_continue(qtbot, studio_home, 
     assert says in area.resume_button.toolTip()
 
 
+def test_a_run_whose_run_yaml_is_corrupt_says_so_as_runs_show_does_and_resume_is_not_offered(qtbot, studio_home):
+    """A stopped run with a truncated run.yaml: Resume was offered and then refused by the engine; nothing said why."""
+    path = make_run("20261128-100000-lora", "stopped", steps=12, checkpoint=True)
+    other = make_run("20261128-110000-lora", "completed", final=True)
+    (path / "run.yaml").write_text("model: demo\nlora_r: [\n")
+    said = f"{path / 'run.yaml'}:3:1: invalid YAML: expected the node content, but found &#x27;&lt;stream end&gt;&#x27;"
+    area = RunsArea()
+    qtbot.addWidget(area)
+    assert {r.path for r in area.model.runs} == {path, other}
+    area.select_paths([path])
+    assert f"run.yaml can&#x27;t be read: {said}" in area.summary.text()
+    assert not area.resume_button.isEnabled()
+    assert area.resume_button.toolTip().startswith("Its run.yaml, which a resume continues with, can't be read: "
+                                                   f"{path / 'run.yaml'}:3:1: invalid YAML")
+    area.select_paths([other])
+    assert "can&#x27;t be read" not in area.summary.text()
+    area.select_paths([path, other])
+    assert f"Note: {path.name}: run.yaml can&#x27;t be read: {said}; its config here is summary.json&#x27;s copy, " \
+           "as the run started." in area.summary.text()
+
+
 def test_resume_of_a_run_already_at_its_last_step_says_it_only_writes_final(qtbot, studio_home):
     """An interrupted run whose newest checkpoint is its last step: resuming writes final/ (engine/train.py)."""
     path = make_run("20261128-120000-full", "running", steps=5, checkpoint=True, pid=2**22 + 12345)
