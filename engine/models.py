@@ -53,6 +53,16 @@ def resolve_model_path(model: str) -> Path:
         return path
     if path.suffix == ".json" and path.is_file():
         return path.parent
+    if path.is_file():
+        # A weights file, a GGUF or a config picked by mistake: "no such folder" said it wasn't there.
+        if path.suffix.lower() == ".gguf":
+            raise ModelError(f"model '{model}' is a GGUF file: GGUF is for running a model (llama.cpp, Ollama), "
+                             "not for loading it here", hint="Pick the model in its Hugging Face form: a folder "
+                             "with config.json, the tokenizer and .safetensors weights.")
+        folder = path.parent
+        raise ModelError(f"model '{model}' is a file, not a model folder", hint=(
+            f"Give the folder that holds it: {folder}" if (folder / "config.json").exists() else
+            "Give a folder with config.json, a Hugging Face id from your cache, or 'demo'."))
     if "/" in model and not path.exists() and not model.startswith((".", "/", "~")):
         found = _from_hf_cache(model)
         if found is not None:

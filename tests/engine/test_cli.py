@@ -329,11 +329,22 @@ def test_train_refuses_a_missing_data_file_before_torch_loads_with_exit_2(tmp_pa
     ("no-such-model-folder", "model 'no-such-model-folder': no such folder"),
     ("empty", "has no config.json"),
     ("someorg/not-cached-7b", "model 'someorg/not-cached-7b' is not in the local Hugging Face cache"),
+    # A file where the folder goes said "no such folder", though it is there.
+    ("empty/model.safetensors", "empty/model.safetensors' is a file, not a model folder\n  hint: Give the folder "
+                                "that holds it: "),
+    ("notes.txt", "notes.txt' is a file, not a model folder\n  hint: Give a folder with config.json"),
+    ("llama.gguf", "llama.gguf' is a GGUF file: GGUF is for running a model (llama.cpp, Ollama), not for loading "
+                   "it here"),
 ])
 def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_starts(tmp_path, studio_home,
                                                                                         capsys, model, said):
     """This failed inside the run, after 'failed: nothing was trained', with exit 1 as for a run that broke."""
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "model.safetensors").write_bytes(b"")
+    if model.startswith("empty/"):
+        (tmp_path / "empty" / "config.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "llama.gguf").write_bytes(b"GGUF")
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(f"model: {model}\ndataset: demo\n", encoding="utf-8")
     assert main(["train", str(run_yaml)]) == 2
