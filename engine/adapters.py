@@ -254,9 +254,19 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
     folder = Path(path).expanduser().resolve()
     if not folder.exists():
         raise ModelError(f"there is no folder '{folder}'", hint="Check the path; a run's adapter is in its final/.")
+    if folder.is_file():
+        if folder.name != "adapter_config.json":  # that one names its folder, as a model's config.json does
+            raise ModelError(f"'{folder}' is a file, not an adapter folder", hint="Give the folder that holds "
+                             "adapter_config.json and the adapter's weights, or a run folder with final/.")
+        folder = folder.parent
     if not (folder / "adapter_config.json").exists() and (folder / "final" / "adapter_config.json").exists():
         folder = folder / "final"
     cfg_file = folder / "adapter_config.json"
+    if not cfg_file.exists() and not (folder / "final").exists():
+        from engine.runs import is_run_folder, no_final_error
+
+        if is_run_folder(folder):  # a run still training, stopped or failed: its state and newest checkpoint
+            raise no_final_error(folder)
     if not cfg_file.exists():
         raise ModelError(f"'{folder}' is not an adapter folder: it has no adapter_config.json",
                          hint="Pick the folder a PEFT save_pretrained() wrote (adapter_config.json + "

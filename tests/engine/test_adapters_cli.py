@@ -82,6 +82,29 @@ def test_add_refuses_a_folder_without_adapter_config(tmp_path, capsys):
     assert listed(capsys) == {}
 
 
+def test_add_says_what_a_file_or_an_unfinished_run_is_instead_of_no_adapter_config(tmp_path, capsys):
+    """A file said "is not an adapter folder: it has no adapter_config.json"; so did a run with no final/ yet."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    assert main(["adapters", "add", str(notes)]) == 2
+    assert capsys.readouterr().err == (f"finetune-studio adapters add: '{notes}' is a file, not an adapter folder\n"
+                                       "  hint: Give the folder that holds adapter_config.json and the adapter's "
+                                       "weights, or a run folder with final/.\n")
+    adapter = fake_adapter(tmp_path / "ad")
+    assert main(["adapters", "add", str(adapter / "adapter_config.json")]) == 0  # its file names the folder
+    assert listed(capsys) == {str(adapter): "added"}
+    run = runs_dir() / "20261128-100000-lora"
+    (run / "checkpoint-5").mkdir(parents=True)
+    (run / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    (run / "checkpoint-5" / "adapter_config.json").write_text("{}")
+    (run / "summary.json").write_text(json.dumps({"status": "stopped", "step": 7}))
+    assert main(["adapters", "add", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("finetune-studio adapters add: run '20261128-100000-lora' has no final/ model or adapter "
+                          "(stopped at step 7); a run writes its result there when it completes\n")
+    assert f"Use its newest checkpoint as the adapter on its base: {run / 'checkpoint-5'} (step 5)" in err
+
+
 def test_add_and_remove_run_as_commands(tmp_path):
     folder = fake_adapter(tmp_path / "medical")
 
