@@ -10,6 +10,7 @@ signals that arrive here at most 10 times a second.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -505,8 +506,12 @@ class TrainArea(QWidget):
             return False
         from engine.resume import resume_point, resume_verdict
 
-        verdict = resume_verdict(resume_point(path))
-        if not verdict.ok:
+        point = resume_point(path)
+        verdict = resume_verdict(point)
+        # A run that could continue but whose run.yaml can't be read is no "nothing to resume": the load
+        # below says what is wrong with the file, where.
+        if not verdict.ok and not (point.config_problem and
+                                   resume_verdict(dataclasses.replace(point, config_problem=None)).ok):
             self._show_banner(f"Nothing to resume in {path.name}: {verdict.reason}")
             self._say_refused(f"Nothing to resume in {path.name} (see above).")
             return False

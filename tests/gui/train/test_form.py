@@ -3,6 +3,7 @@ presets, YAML save/load and "Copy as command"."""
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -638,6 +639,16 @@ def test_a_refused_start_says_so_on_the_run_line_until_the_form_changes(make_are
     empty.mkdir()
     assert area.resume_run(empty) is False and area.banner.text().startswith(f"Nothing to resume in {empty.name}")
     assert line.text() == f"Nothing to resume in {empty.name} (see above)."
+    # A stopped run with a checkpoint whose run.yaml is truncated: the file is the problem, named where.
+    cut = tmp_path / "20261204-170000-lora"
+    (cut / "checkpoint-5").mkdir(parents=True)
+    (cut / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    (cut / "summary.json").write_text(json.dumps({"status": "stopped", "step": 5, "config": {"max_steps": 10}}))
+    (cut / "run.yaml").write_text("model: demo\nlora_r: [\n")
+    assert area.resume_run(cut) is False
+    assert area.banner.text() == (f"Can't resume {cut.name}: {cut / 'run.yaml'}:3:1: invalid YAML: expected the node "
+                                  "content, but found '<stream end>'")
+    assert line.text() == f"Not resumed: {cut.name}'s run config has problems (see above)."
     assert launched == [] and not area.run.is_active()
 
 
