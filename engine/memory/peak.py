@@ -229,7 +229,8 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         measured=history.measured_peaks(cfg) if with_measured else [],
         notes=notes,
         disk=_disk(cfg, st),
-        data=data_estimate(cfg, setup, data, peak, max_b, room, factor) if data is not None else None,
+        data=(data_estimate(cfg, setup, data, peak, max_b, room, factor, breakdown=breakdown)
+              if data is not None else None),
         seq_len=cfg.seq_len,
         gpu_others_bytes=gpu_others_bytes,
         gpu_others=others,
@@ -246,18 +247,24 @@ def available_bytes(gpu_bytes: int | None, others_bytes: int | None) -> int | No
 
 
 def data_estimate(cfg: RunConfig, setup: Setup, data: DataLengths, peak: int, max_b: int | None,
-                  gpu_bytes: int | None, factor: float = 1.0) -> dict[str, Any]:
+                  gpu_bytes: int | None, factor: float = 1.0, *,
+                  breakdown: dict[str, int] | None = None) -> dict[str, Any]:
     """The estimate for ``cfg`` trained on ``data``: at its longest record, not at ``seq_len``.
 
     Batches are padded to their longest record, so the batch holding the data's longest record
     sets the peak (engine/data/lengths.py). Packed batches (``packing``) join records instead of
     padding them: their estimate stays the one at ``seq_len``.
 
+    Args:
+        breakdown: The config's breakdown at ``seq_len`` (``peak``'s), the data's own when the
+            data reaches ``seq_len``.
+
     Returns:
         ``{"path", "records", "longest_record", "truncated", "seq_len", "peak_bytes", "fits",
-        "max_batch_size"}``: ``seq_len`` is the longest batch's length (the longest record cut to
-        the config's ``seq_len``); the last three as in :class:`Estimate`, for this data (``peak``
-        and ``max_b``, the config's, when the data reaches ``seq_len``).
+        "max_batch_size", "breakdown"}``: ``seq_len`` is the longest batch's length (the longest
+        record cut to the config's ``seq_len``); the last four as in :class:`Estimate`, for this
+        data (``peak``, ``max_b`` and ``breakdown``, the config's, when the data reaches
+        ``seq_len``). The breakdown lets the GUI's gauge draw the bar of the peak it judges.
     """
     seq = cfg.seq_len if cfg.packing else data.padded_len
     out: dict[str, Any] = {"path": data.path, "records": data.records, "longest_record": data.longest,
@@ -265,9 +272,10 @@ def data_estimate(cfg: RunConfig, setup: Setup, data: DataLengths, peak: int, ma
     if seq < cfg.seq_len:
         st = model_structure(cfg)
         at = setup.with_(seq_len=seq)
-        peak = peak_bytes(st, at, factor)
+        peak, breakdown, _phase = peak_breakdown(st, at, factor)
         max_b = max_batch_size(st, at, gpu_bytes, factor) if gpu_bytes else None
-    out.update(peak_bytes=peak, fits=verdict(peak, gpu_bytes), max_batch_size=max_b)
+    out.update(peak_bytes=peak, fits=verdict(peak, gpu_bytes), max_batch_size=max_b,
+               breakdown=dict(breakdown or {}))
     return out
 
 

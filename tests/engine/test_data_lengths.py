@@ -71,6 +71,9 @@ def test_the_data_estimate_is_the_estimate_at_the_longest_record(llama_1b):
     assert est.data["peak_bytes"] == at_longest.peak_bytes < est.peak_bytes
     assert est.data["max_batch_size"] == at_longest.max_batch_size > est.max_batch_size
     assert est.data["fits"] == at_longest.fits
+    # Its own breakdown, summing to its peak as the config's does (the gauge draws it as the bar).
+    assert est.data["breakdown"] == at_longest.breakdown and sum(est.data["breakdown"].values()) == \
+        est.data["peak_bytes"]
     assert (est.data["records"], est.data["longest_record"], est.data["truncated"]) == (d.records, d.longest, 0)
     # The config's own numbers are untouched by the data (the public contract's meaning).
     plain = estimate(cfg, 24 * GIB)
@@ -83,6 +86,7 @@ def test_data_that_reaches_seq_len_estimates_as_the_config(llama_1b):
     est = estimate(cfg, 24 * GIB, data=data_lengths(cfg))
     assert est.data["seq_len"] == 128 and est.data["truncated"] > 0
     assert est.data["peak_bytes"] == est.peak_bytes and est.data["max_batch_size"] == est.max_batch_size
+    assert est.data["breakdown"] == est.breakdown
 
 
 def test_packed_batches_keep_the_estimate_at_seq_len(llama_1b):
