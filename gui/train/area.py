@@ -1200,7 +1200,8 @@ class TrainArea(QWidget):
         suggestions = getattr(self.estimate, "suggestions", None) or []
         if not suggestions:
             return
-        dialog = FitDialog(suggestions, self.gauge.target_bytes(), self)
+        dialog = FitDialog(suggestions, self.gauge.target_bytes(), self, data=self.gauge.judged_data(),
+                           seq_len=getattr(self.estimate, "seq_len", None))
         if dialog.exec():
             self.apply_fix(dialog.chosen_changes())
 

@@ -2,9 +2,13 @@
 
 The bar is scaled to the larger of the GPU's memory and the estimated peak, so a config
 that doesn't fit visibly runs past the GPU line. The estimate is for batches of ``seq_len``
-tokens; once the run's records are measured, the peak with this dataset (batches are padded
-only to their longest record) is a tick on the bar and a line under the peak. After a run,
-the measured peak is drawn as a marker on the same bar, beside the estimate.
+tokens. Once the run's records are measured and their longest batch is shorter than that, the
+peak with this dataset is what the run reaches (batches are padded only to their longest
+record): the badge judges it ("fits with this dataset"), the bar is its breakdown, and the peak
+at the full ``seq_len`` stays as a hollow outline on the bar and a grey line under it. Until
+then (being measured, can't be measured, packing, records that reach ``seq_len``) the badge and
+the bar are the estimate at ``seq_len``. After a run, the measured peak is drawn as a marker on
+the same bar, beside the estimate.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 from typing import Any
 
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QPainter, QPen
+from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -41,17 +45,17 @@ COLORS = {"weights": "#264653", "quant_constants": "#3d6b7d", "gradients": "#2a9
           "allocator_slack": "#c9c9c9", "cuda_context": "#8d99ae", "gpu_correction": "#6d6875"}
 SPARE = ["#9ab9dd", "#d4a5a5", "#a3c4bc", "#bfb48f"]
 FITS_TEXT = {"yes": ("fits", "#2e8540"), "tight": ("tight", "#d98e04"), "no": ("does not fit", "#d0342c")}
+STALE_BADGE = "#9e9e9e"
+"""The badge's colour while it still judges the previous dataset line (greyed, STALE_MS at most)."""
 PLAN_SIZES_GIB = (8, 12, 16, 24, 40, 48, 80, 141)
 DATA_COLOR = "#1565c0"
-OTHERS_COLOR = "#7a7a7a"
-"""The memory other programs hold on the GPU: hatched at the bar's GPU end, and its legend mark."""
-OTHERS_NOTE = "other programs hold "
-"""How the engine's note on them begins (the first line says it instead)."""
 """The tick of the peak with this dataset, and the mark before its line (the measured peak's is red)."""
 STALE_MS = 400
 """While the records are measured again (seq_len typed, a dataset saved), the previous line with this
 dataset stays, greyed, this long: a quick re-measure then replaces it without a flash of "measuring"."""
 NBSP = "\u00a0"
+FIT_TIP = ("Apply the estimate's suggestions (seq_len cut to the dataset's longest record, micro-batch, "
+           "accumulation, checkpointing, precision) so the run fits; asks first")
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -84,7 +88,8 @@ class VramBar(QWidget):
         self.gpu_bytes: int | None = None
         self.measured: int | None = None
         self.data_peak: int | None = None
-        self.others: int = 0
+        self.full_peak: int | None = None
+        self.muted = False
         self.setMinimumHeight(34)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
@@ -92,12 +97,19 @@ class VramBar(QWidget):
         return QSize(400, 38)
 
     def set_data(self, parts: list[tuple[str, int, QColor]], gpu_bytes: int | None,
-                 measured: int | None, data_peak: int | None = None, others: int = 0) -> None:
-        """The breakdown's parts, the GPU line, the measured peak, the peak with this dataset
-        (a tick; None draws none) and the memory other programs hold on the GPU (hatched at its
-        end; the GPU line then marks what they leave)."""
+                 measured: int | None, data_peak: int | None = None, *, full_peak: int | None = None,
+                 muted: bool = False) -> None:
+        """The breakdown's parts, the GPU line, the measured peak and the peak with this dataset
+        (a tick; None draws none).
+
+        Args:
+            full_peak: The peak at the full ``seq_len`` when ``parts`` are this dataset's: a hollow
+                outline from the parts' end to it (None draws none).
+            muted: The parts are the previous dataset's, kept a moment while it is measured again:
+                drawn faded.
+        """
         self.parts, self.gpu_bytes, self.measured, self.data_peak = parts, gpu_bytes, measured, data_peak
-        self.others = min(others or 0, gpu_bytes or 0)
+        self.full_peak, self.muted = full_peak, muted
         self.update()
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
@@ -108,24 +120,28 @@ class VramBar(QWidget):
         p.setBrush(self.palette().base())
         p.drawRoundedRect(rect, 4, 4)
         total = sum(b for _, b, _ in self.parts)
-        scale = max(total, self.gpu_bytes or 0, self.measured or 0) * 1.04 or 1
+        scale = max(total, self.gpu_bytes or 0, self.measured or 0, self.full_peak or 0) * 1.04 or 1
         x = rect.left()
         p.setPen(Qt.PenStyle.NoPen)
+        if self.muted:
+            p.setOpacity(0.45)
         for _name, nbytes, color in self.parts:
             w = rect.width() * nbytes / scale
             p.setBrush(color)
             p.drawRect(QRectF(x, rect.top() + 1, max(w, 0), rect.height() - 2))
             x += w
+        p.setOpacity(1.0)
+        if self.full_peak and self.full_peak > total:
+            # What a batch of the full seq_len would add: an outline, not a fill, so the fill stays
+            # the peak the badge judges.
+            fx = rect.left() + rect.width() * self.full_peak / scale
+            p.setPen(QPen(self.palette().mid().color(), 1, Qt.PenStyle.DashLine))
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawRect(QRectF(x, rect.top() + 1.5, fx - x, rect.height() - 3))
+            p.setPen(Qt.PenStyle.NoPen)
         if self.gpu_bytes:
-            gx = rect.left() + rect.width() * (self.gpu_bytes - self.others) / scale
-            if self.others:
-                ex = rect.left() + rect.width() * self.gpu_bytes / scale
-                p.setBrush(QBrush(QColor(OTHERS_COLOR), Qt.BrushStyle.BDiagPattern))
-                p.drawRect(QRectF(gx, rect.top() + 1, ex - gx, rect.height() - 2))
-                p.setPen(QPen(QColor(OTHERS_COLOR), 1))
-                p.drawLine(int(ex), int(rect.top()), int(ex), int(rect.bottom()))
-                p.setPen(Qt.PenStyle.NoPen)
-            if total > self.gpu_bytes - self.others:
+            gx = rect.left() + rect.width() * self.gpu_bytes / scale
+            if total > self.gpu_bytes:
                 p.setBrush(QColor(208, 52, 44, 70))
                 p.drawRect(QRectF(gx, rect.top(), x - gx, rect.height()))
             p.setPen(QPen(QColor("#222"), 2, Qt.PenStyle.DashLine))
@@ -148,13 +164,23 @@ class VramBar(QWidget):
 class FitDialog(QDialog):
     """Asks which of the estimate's suggestions to apply."""
 
-    def __init__(self, suggestions: list[Any], gpu_bytes: int | None, parent: QWidget | None = None):
+    def __init__(self, suggestions: list[Any], gpu_bytes: int | None, parent: QWidget | None = None, *,
+                 data: dict | None = None, seq_len: int | None = None):
+        """``data``: the estimate with this dataset when the gauge judges it (:meth:`VramGauge.judged_data`):
+        the intro then says where the run stands with it, and that the steps are for the full ``seq_len``."""
         super().__init__(parent)
         self.setWindowTitle("Fit to my GPU")
         self.suggestions = suggestions
-        intro = QLabel(f"Each step below adds to the ones above it (cumulative), lowering the estimated "
-                       f"peak towards {fmt_bytes(gpu_bytes)}. The first step that fits is selected; "
-                       "pick another if you prefer, then Apply:")
+        text = (f"Each step below adds to the ones above it (cumulative), lowering the estimated "
+                f"peak towards {fmt_bytes(gpu_bytes)}. The first step that fits is selected; "
+                "pick another if you prefer, then Apply:")
+        if data:
+            word = FITS_TEXT.get(data.get("fits"), ("?", ""))[0]
+            text = (f"With this dataset the run peaks at ≈ {fmt_bytes(data['peak_bytes'])} ({word}): its batches "
+                    f"are padded to their longest record, {data['longest_record']:,} tokens. The peaks below are "
+                    f"for batches of the full seq_len{f' {seq_len}' if seq_len else ''}, which a longer record "
+                    f"added later would reach. " + text)
+        intro = QLabel(text)
         intro.setWordWrap(True)
         # Each suggestion wraps to the dialog's width: on one line each, their peaks and most
         # of their changes were cut off at the right.
@@ -196,14 +222,17 @@ class FitDialog(QDialog):
         return dict(field(self.suggestions[row], "changes") or {}) if row >= 0 else {}
 
 
-def data_line(data: dict, config_seq_len: int | None, gpu: int | None, *, muted: bool = False) -> str:
+def data_line(data: dict, config_seq_len: int | None, gpu: int | None, *, muted: bool = False,
+              primary: bool = False) -> str:
     """The peak with this dataset (the estimate's ``data``), under the peak at ``seq_len``.
 
     Batches are padded only to their longest record, so data whose records stay under
     ``seq_len`` peaks lower (docs/memory.md, "With the data"). Records cut to ``seq_len``, or
     packed batches, reach it: the peak is then the same, which is said rather than repeated.
     ``muted``: without colours, for the previous line shown greyed while the records are
-    measured again.
+    measured again. ``primary``: the line the badge judges (:func:`data_applies`), first in the
+    gauge: the peak "of" the GPU and "largest micro-batch that fits", worded as the line at
+    ``seq_len`` is when it is the one judged; the badge says the verdict.
     """
     n = data["records"]
     mark = "" if muted else f"<span style='color:{DATA_COLOR}'>▍</span>"
@@ -219,12 +248,39 @@ def data_line(data: dict, config_seq_len: int | None, gpu: int | None, *, muted:
         return f"{text}: {why}, so the peak is the same"
     text += f": ≈{NBSP}<b>{fmt_bytes(data['peak_bytes']).replace(' ', NBSP)}</b>"
     fits, mbs = data.get("fits"), data.get("max_batch_size")
+    if primary:
+        if gpu:
+            text += f" of {fmt_bytes(gpu)}"
+            if mbs is not None:
+                text += (f" · largest{NBSP}micro-batch{NBSP}that{NBSP}fits:{NBSP}<b>{mbs}</b>" if mbs > 0 else
+                         " · even micro-batch 1 does not fit")
+        return text
     if gpu and fits in FITS_TEXT:
         word, color = FITS_TEXT[fits]
         text += f" — {word}" if muted else f" — <span style='color:{color}'>{word}</span>"
         if mbs:
             text += f", largest{NBSP}micro-batch{NBSP}{mbs}"
     return text
+
+
+def data_applies(data: dict | None, config_seq_len: int | None) -> bool:
+    """Whether the estimate with this dataset is a peak of its own: its longest batch is shorter
+    than ``seq_len`` (not packed, no record reaching it). Only then does it differ from the
+    estimate at ``seq_len``, and only then does the gauge judge by it."""
+    return bool(data) and bool(config_seq_len) and data["seq_len"] < config_seq_len
+
+
+def full_seq_len_line(est: Any, gpu: int | None) -> str:
+    """The estimate at the config's ``seq_len``, under the peak with this dataset that the gauge
+    judges: what a record that long, added later, would make the run need."""
+    text = (f"At the full seq_len {field(est, 'seq_len')} (what a record that long would need): "
+            f"≈{NBSP}{fmt_bytes(field(est, 'peak_bytes')).replace(' ', NBSP)}")
+    fits, mbs = field(est, "fits"), field(est, "max_batch_size")
+    if gpu and fits in FITS_TEXT:
+        text += f" — {FITS_TEXT[fits][0]}"
+        if mbs is not None:
+            text += f", largest{NBSP}micro-batch{NBSP}{mbs}"
+    return f"<span style='color:palette(mid)'>{text}</span>"
 
 
 def short_reason(message: str, limit: int = 110) -> str:
@@ -294,9 +350,7 @@ class VramGauge(QWidget):
         self.target.setToolTip("Which GPU to plan for: the one in this machine, or another size (to plan a "
                                "run for a bigger machine)")
         self.fit_button = QPushButton("Fit to my GPU…")
-        self.fit_button.setToolTip("Apply the estimate's suggestions (seq_len cut to the dataset's longest "
-                                   "record, micro-batch, accumulation, checkpointing, precision) so the run "
-                                   "fits; asks first")
+        self.fit_button.setToolTip(FIT_TIP)
         self.fit_button.setEnabled(False)
         self.bar = VramBar()
         self.legend = QGridLayout()
@@ -373,6 +427,15 @@ class VramGauge(QWidget):
             self._stale_timer.stop()
             self._stale_data = None
         self._render()
+
+    def judged_data(self) -> dict | None:
+        """The estimate with this dataset when the badge and the bar judge by it (measured for the
+        config shown, and a peak of its own: :func:`data_applies`); None when they judge the
+        estimate at ``seq_len``."""
+        if self.estimate is None or self._stale_data is not None:
+            return None
+        data = field(self.estimate, "data")
+        return data if data_applies(data, field(self.estimate, "seq_len")) else None
 
     def set_data_measuring(self) -> None:
         """The run's records are being measured: until the estimate with them comes, the one at
@@ -479,46 +542,65 @@ class VramGauge(QWidget):
         est = self.estimate
         if est is None:
             return
-        breakdown = dict(field(est, "breakdown") or {})
-        parts = [(name, int(b), QColor(COLORS.get(name, SPARE[i % len(SPARE)])))
-                 for i, (name, b) in enumerate(breakdown.items()) if b and b > 0]
         gpu = field(est, "gpu_bytes") or self.target_bytes()
-        others = (field(est, "gpu_others_bytes") or 0) if gpu else 0
         data = field(est, "data")
         seq_len = field(est, "seq_len")
-        below = bool(data) and bool(seq_len) and data["seq_len"] < seq_len  # else the same peak: no tick
-        self.bar.set_data(parts, gpu, self.measured, data["peak_bytes"] if below else None, others)
-        self._fill_legend(parts + ([("other_programs", others, QColor(OTHERS_COLOR))] if others else []))
         peak = field(est, "peak_bytes")
         fits = field(est, "fits")
-        if gpu and fits in FITS_TEXT:
-            text, color = FITS_TEXT[fits]
-            self.verdict.setText(f"<span style='color:white; background:{color}; padding:2px 6px;'>"
-                                 f"&nbsp;{text}&nbsp;</span>")
+        below = data_applies(data, seq_len)  # else the same peak: no tick
+        # What the badge and the bar judge: the peak with this dataset when it is one of its own (the
+        # run's real peak, batches being padded to their longest record); while the records are
+        # measured again, the previous one, greyed, for STALE_MS at most; else the peak at seq_len.
+        judged, muted = self.judged_data(), False
+        if self._stale_data is not None and data_applies(*self._stale_data):
+            judged, muted = self._stale_data[0], True
+        own = judged.get("breakdown") if judged else None  # (an estimate from before data had one: a tick only)
+        breakdown = dict(own or field(est, "breakdown") or {})
+        parts = [(name, int(b), QColor(COLORS.get(name, SPARE[i % len(SPARE)])))
+                 for i, (name, b) in enumerate(breakdown.items()) if b and b > 0]
+        if own:
+            self.bar.set_data(parts, gpu, self.measured, judged["peak_bytes"], full_peak=peak, muted=muted)
+        else:
+            self.bar.set_data(parts, gpu, self.measured, data["peak_bytes"] if below else None)
+        self._fill_legend(parts)
+        verdict = judged.get("fits") if judged else fits
+        if gpu and verdict in FITS_TEXT:
+            text, color = FITS_TEXT[verdict]
+            if judged:
+                text += " with this dataset"
+            self.verdict.setText(f"<span style='color:white; background:{STALE_BADGE if muted else color}; "
+                                 f"padding:2px 6px;'>&nbsp;{text}&nbsp;</span>")
+            self.verdict.setToolTip(self._verdict_tip(est, judged, gpu))
         else:
             self.verdict.setText("")
-        room = field(est, "gpu_available_bytes") or gpu
-        of = f" of {fmt_bytes(gpu)}" if gpu else ""
-        if gpu and others and room < gpu:
-            of = f" of the {fmt_bytes(room)} other programs leave on this {fmt_bytes(gpu)} GPU"
-        lines = [(f"Peak at seq_len {seq_len}" if seq_len else "Peak") + f" ≈{NBSP}<b>{fmt_bytes(peak)}</b>" + of]
-        # The largest micro-batch beside the peak, as on the line with this dataset below it; the
-        # trainable share last, where a narrow pane wraps it.
-        mbs = field(est, "max_batch_size")
-        if gpu and mbs is not None:
-            lines.append(f"largest{NBSP}micro-batch{NBSP}that{NBSP}fits:{NBSP}<b>{mbs}</b>" if mbs > 0 else
-                         "<span style='color:#d0342c'>even micro-batch 1 does not fit</span>")
+            self.verdict.setToolTip("")
         trainable, total = field(est, "trainable_params"), field(est, "total_params")
-        if trainable is not None and total:
-            lines.append(f"trainable {trainable:,} of {total:,} parameters ({fmt_percent(trainable / total)})")
-        text = " · ".join(lines)
-        if self._stale_data:  # measured again: the previous line, greyed, for STALE_MS at most
-            text += ("<br><span style='color:palette(mid)'>" + data_line(*self._stale_data, gpu, muted=True)
-                     + "</span>")
-        elif data:
-            text += "<br>" + data_line(data, seq_len, gpu)
-        elif self.data_note:
-            text += "<br>" + self.data_note
+        share = (f"trainable {trainable:,} of {total:,} parameters ({fmt_percent(trainable / total)})"
+                 if trainable is not None and total else "")
+        if judged:
+            # The peak the badge judges first, the one at the full seq_len under it.
+            first = data_line(judged, None, gpu, muted=muted, primary=True)
+            text = (f"<span style='color:palette(mid)'>{first}</span>" if muted else first)
+            text += (" · " + share if share else "") + "<br>" + full_seq_len_line(est, gpu)
+        else:
+            lines = [(f"Peak at seq_len {seq_len}" if seq_len else "Peak") + f" ≈{NBSP}<b>{fmt_bytes(peak)}</b>"
+                     + (f" of {fmt_bytes(gpu)}" if gpu else "")]
+            # The largest micro-batch beside the peak, as on the line with this dataset below it; the
+            # trainable share last, where a narrow pane wraps it.
+            mbs = field(est, "max_batch_size")
+            if gpu and mbs is not None:
+                lines.append(f"largest{NBSP}micro-batch{NBSP}that{NBSP}fits:{NBSP}<b>{mbs}</b>" if mbs > 0 else
+                             "<span style='color:#d0342c'>even micro-batch 1 does not fit</span>")
+            if share:
+                lines.append(share)
+            text = " · ".join(lines)
+            if self._stale_data:  # measured again: the previous line, greyed, for STALE_MS at most
+                text += ("<br><span style='color:palette(mid)'>" + data_line(*self._stale_data, gpu, muted=True)
+                         + "</span>")
+            elif data:
+                text += "<br>" + data_line(data, seq_len, gpu)
+            elif self.data_note:
+                text += "<br>" + self.data_note
         if self.measured:
             diff = (peak - self.measured) / self.measured * 100 if peak else 0
             vs = f"estimate {diff:+.0f}%"
@@ -532,10 +614,26 @@ class VramGauge(QWidget):
         if disk.get("checkpoint_bytes"):
             text += "<br>" + disk_line(disk)
         # The engine's "no GPU" note speaks CLI (--gpu-memory); here the "Plan for" list does that.
-        notes = [n for n in (field(est, "notes") or []) if n and not n.startswith(("no GPU detected", OTHERS_NOTE))]
+        notes = [n for n in (field(est, "notes") or []) if n and not n.startswith("no GPU detected")]
         if not gpu:
             notes.insert(0, "no GPU to compare with: pick a size under “Plan for” to see whether it fits")
         if notes:
             text += "<br><span style='color:palette(mid)'>" + "; ".join(notes) + "</span>"
         self.details.setText(text)
         self.fit_button.setEnabled(bool(gpu) and bool(field(est, "suggestions")) and fits != "yes")
+        self.fit_button.setToolTip(FIT_TIP if not (judged and judged.get("fits") in ("yes", "tight")) else
+                                   f"It fits with this dataset; this makes it fit at the full seq_len {seq_len} "
+                                   "too, which a longer record added later would reach (the first step, seq_len "
+                                   "cut to the dataset's longest record, changes nothing in training). Asks first")
+
+    def _verdict_tip(self, est: Any, judged: dict | None, gpu: int | None) -> str:
+        """What the badge judged, in words: the peak with this dataset, or the one at seq_len."""
+        of = f" of {fmt_bytes(gpu)}" if gpu else ""
+        at_full = (f"≈ {fmt_bytes(field(est, 'peak_bytes'))}{of} at seq_len {field(est, 'seq_len')}, "
+                   f"{FITS_TEXT.get(field(est, 'fits'), ('?', ''))[0]}")
+        if judged:
+            return (f"Judged with this dataset: ≈ {fmt_bytes(judged['peak_bytes'])}{of}. A run without packing "
+                    f"pads each batch to its longest record ({judged['longest_record']:,} tokens here), so this "
+                    f"is the most it reaches. At the full seq_len (a record that long, added later): {at_full}.")
+        return (f"Judged at seq_len {field(est, 'seq_len')}, every batch that long (the most any data can reach): "
+                f"{at_full}.")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 
-from gui.train.vram_gauge import FitDialog, fmt_bytes
+from gui.train.vram_gauge import NBSP, FitDialog, fmt_bytes
 
 GiB = 2**30
 REPO = Path(__file__).resolve().parents[3]
@@ -237,12 +237,16 @@ def test_the_gauge_shows_the_estimate_with_the_data(make_area):
     expected = _engine_data_estimate(area, 12 * GiB)
     assert area.estimate.data == expected
     text = area.gauge.details.text().replace("\u00a0", " ")
-    assert "Peak at seq_len 256 ≈" in text
-    assert (f"With this dataset (366 records, longest {expected['longest_record']} tokens): "
-            f"≈ <b>{fmt_bytes(expected['peak_bytes'])}</b>") in text
-    assert expected["fits"] == "yes" and f"fits</span>, largest micro-batch {expected['max_batch_size']}" in text
-    assert expected["peak_bytes"] < area.estimate.peak_bytes  # the demo's records stay under seq_len 256
-    assert area.gauge.bar.data_peak == expected["peak_bytes"]  # the tick on the bar
+    # The demo's records stay under seq_len 256: the peak with them is the run's, judged first.
+    assert expected["peak_bytes"] < area.estimate.peak_bytes
+    assert text.startswith(f"<span style='color:#1565c0'>▍</span>With this dataset (366 records, longest "
+                           f"{expected['longest_record']} tokens): ≈ <b>{fmt_bytes(expected['peak_bytes'])}</b> of "
+                           f"12.00 GiB · largest micro-batch that fits: <b>{expected['max_batch_size']}</b>")
+    assert f"At the full seq_len 256 (what a record that long would need): ≈ {fmt_bytes(area.estimate.peak_bytes)}" \
+        in text
+    assert expected["fits"] == "yes" and "fits with this dataset" in area.gauge.verdict.text().replace("&nbsp;", " ")
+    assert area.gauge.bar.data_peak == expected["peak_bytes"]  # the tick on the bar, at the end of its fill
+    assert sum(b for _, b, _ in area.gauge.bar.parts) == expected["peak_bytes"]
 
 
 def test_only_what_the_records_depend_on_measures_them_again(make_area, qtbot, small_dataset):
@@ -411,3 +415,107 @@ def test_measurements_wait_for_the_first_estimate_and_the_newest_request_wins(qt
     assert scheduler.wait(10_000)
     assert asked == ["first", "cfg5"] and answers == [("k5", "cfg5")]
     scheduler.shutdown()
+
+
+def _config_and_data(**data):
+    """An estimate that doesn't fit at seq_len 1024 on 12 GiB, with data whose longest batch (188
+    tokens) fits: Llama-3.2-1B's shape on the demo records (docs/memory.md, "With the data")."""
+    est = {"peak_bytes": 33 * GiB, "breakdown": {"weights": 2 * GiB, "activations": 31 * GiB}, "gpu_bytes": 12 * GiB,
+           "fits": "no", "max_batch_size": 2, "seq_len": 1024, "notes": [],
+           "suggestions": [{"changes": {"seq_len": 192}, "peak_bytes": 9 * GiB, "fits": "yes",
+                            "description": "seq_len cut to the longest record"}]}
+    est["data"] = {"path": "d.jsonl", "records": 366, "longest_record": 188, "truncated": 0, "seq_len": 188,
+                   "peak_bytes": 9 * GiB, "fits": "yes", "max_batch_size": 12,
+                   "breakdown": {"weights": 2 * GiB, "activations": 7 * GiB}, **data}
+    return est
+
+
+def _badge(gauge) -> str:
+    return gauge.verdict.text().replace("&nbsp;", " ")
+
+
+def test_with_the_data_measured_the_badge_and_the_bar_judge_the_runs_real_peak(qtbot):
+    """A run without packing pads each batch to its longest record: with data that stays under seq_len,
+    the peak with this dataset is the one the run reaches. The badge said "does not fit" (the peak at
+    seq_len) beside a line saying "fits", over a bar filled to the seq_len peak."""
+    from gui.train.vram_gauge import VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    est = _config_and_data()
+    gauge.set_estimate(est)
+    assert "fits with this dataset" in _badge(gauge) and "does not fit" not in _badge(gauge)
+    assert "#2e8540" in gauge.verdict.text()  # green
+    assert "at seq_len 1024" in gauge.verdict.toolTip() and "does not fit" in gauge.verdict.toolTip()
+    # The bar is the data's breakdown; the peak at the full seq_len is an outline beyond it.
+    assert sum(b for _, b, _ in gauge.bar.parts) == 9 * GiB and gauge.bar.full_peak == 33 * GiB
+    assert [label.text() for label in gauge._legend_labels if not label.isHidden()][1].endswith("7.00 GiB</span>")
+    # The peak judged first, the one at the full seq_len second, with its own verdict.
+    first, second = gauge.details.text().replace(NBSP, " ").split("<br>")[:2]
+    assert "With this dataset (366 records, longest 188 tokens): ≈ <b>9.00 GiB</b> of 12.00 GiB · largest " \
+           "micro-batch that fits: <b>12</b>" in first
+    assert "At the full seq_len 1024" in second and "≈ 33.00 GiB — does not fit, largest micro-batch 2" in second
+    assert gauge.judged_data() == est["data"]
+    # It fits with the data, but not at the full seq_len: Fit stays offered, and says what it is for.
+    assert gauge.fit_button.isEnabled() and gauge.fit_button.toolTip().startswith("It fits with this dataset")
+    # With the data short of the GPU too, the badge says so: judged with the data, red.
+    gauge.set_estimate(_config_and_data(peak_bytes=13 * GiB, fits="no", max_batch_size=0))
+    assert "does not fit with this dataset" in _badge(gauge) and "#d0342c" in gauge.verdict.text()
+    gauge.set_estimate(_config_and_data(peak_bytes=11 * GiB, fits="tight", max_batch_size=1))
+    assert "tight with this dataset" in _badge(gauge)
+
+
+def test_without_a_peak_of_the_datas_own_the_badge_judges_seq_len(qtbot):
+    """Records that reach seq_len (cut to it), packed batches, records that can't be measured, or
+    are still being measured: the estimate at seq_len is the one there is, said plainly."""
+    from gui.train.vram_gauge import VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    reaching = _config_and_data(seq_len=1024, longest_record=1500, truncated=3, peak_bytes=33 * GiB, fits="no")
+    packed = _config_and_data(seq_len=1024, peak_bytes=33 * GiB, fits="no")
+    for est in (reaching, packed):
+        gauge.set_estimate(est)
+        assert _badge(gauge).count("does not fit") == 1 and "with this dataset" not in _badge(gauge)
+        assert sum(b for _, b, _ in gauge.bar.parts) == 33 * GiB and gauge.bar.full_peak is None
+        assert gauge.details.text().startswith("Peak at seq_len 1024") and gauge.judged_data() is None
+    gauge.set_estimate(_config_and_data())
+    gauge.set_data_failed("model folder /m has no tokenizer")
+    gauge.set_estimate({**_config_and_data(), "data": None})
+    assert "does not fit" in _badge(gauge) and "with this dataset" not in _badge(gauge)
+    assert "Judged at seq_len 1024" in gauge.verdict.toolTip()
+    assert sum(b for _, b, _ in gauge.bar.parts) == 33 * GiB and gauge.bar.full_peak is None
+
+
+def test_while_the_records_are_measured_again_the_badge_keeps_the_previous_verdict_greyed(qtbot):
+    """seq_len typed: the previous line stays greyed a moment (STALE_MS) and so does its verdict and its
+    bar, faded; a quick re-measure replaces them without a flash of red. Then the estimate at seq_len."""
+    from gui.train.vram_gauge import STALE_BADGE, VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    gauge.set_estimate(_config_and_data())
+    gauge.set_data_measuring()
+    gauge.set_estimate({**_config_and_data(), "data": None})  # the new config's estimate, at seq_len only
+    assert "fits with this dataset" in _badge(gauge) and STALE_BADGE in gauge.verdict.text()
+    assert gauge.bar.muted and sum(b for _, b, _ in gauge.bar.parts) == 9 * GiB
+    assert gauge.judged_data() is None  # nothing to Fit for but the estimate at seq_len
+    qtbot.waitUntil(lambda: "measuring its records" in gauge.details.text(), timeout=5_000)
+    assert "does not fit" in _badge(gauge) and "with this dataset" not in _badge(gauge)
+    assert not gauge.bar.muted and sum(b for _, b, _ in gauge.bar.parts) == 33 * GiB
+    gauge.set_estimate(_config_and_data())  # measured
+    assert "fits with this dataset" in _badge(gauge) and not gauge.bar.muted
+
+
+def test_the_fit_dialog_says_the_run_fits_with_this_dataset_already(qtbot):
+    est = _config_and_data()
+    dialog = FitDialog(est["suggestions"], 12 * GiB, data=est["data"], seq_len=1024)
+    qtbot.addWidget(dialog)
+    from PySide6.QtWidgets import QLabel
+
+    text = " ".join(label.text() for label in dialog.findChildren(QLabel))
+    assert "With this dataset the run peaks at ≈ 9.00 GiB (fits)" in text
+    assert "for batches of the full seq_len 1024" in text
+    plain = FitDialog(est["suggestions"], 12 * GiB)
+    qtbot.addWidget(plain)
+    assert "With this dataset" not in " ".join(label.text() for label in plain.findChildren(QLabel))
