@@ -744,7 +744,9 @@ class TrainArea(QWidget):
         self.gauge = VramGauge()
         gauge_box = QGroupBox("Memory")
         QVBoxLayout(gauge_box).addWidget(self.gauge)
-        gauge_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        # Not Maximum: that capped the box at its size hint, which a wrapped label reckons at a wider
+        # width than a 960- or 1024-px window's pane gives it, and cut the gauge's last line in half.
+        gauge_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
