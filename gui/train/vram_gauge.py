@@ -273,7 +273,7 @@ def data_applies(data: dict | None, config_seq_len: int | None) -> bool:
 def full_seq_len_line(est: Any, gpu: int | None) -> str:
     """The estimate at the config's ``seq_len``, under the peak with this dataset that the gauge
     judges: what a record that long, added later, would make the run need."""
-    text = (f"At the full seq_len {field(est, 'seq_len')} (what a record that long would need): "
+    text = (f"At the full seq_len {field(est, 'seq_len')}: "
             f"≈{NBSP}{fmt_bytes(field(est, 'peak_bytes')).replace(' ', NBSP)}")
     fits, mbs = field(est, "fits"), field(est, "max_batch_size")
     if gpu and fits in FITS_TEXT:
