@@ -63,7 +63,7 @@ from gui.train.log_console import LogConsole
 from gui.train.method_picker import MethodPicker, PrecisionGrid, switch_changes
 from gui.train.model_picker import ModelPicker, remember_model
 from gui.train.notify import notify
-from gui.train.plots import TrainPlots
+from gui.train.plots import LOSS_MIN_SIZE, SMALL_MIN_SIZE, TrainPlots
 from gui.train.samples_panel import SamplesPanel
 from gui.train.vram_gauge import FitDialog, VramGauge
 from gui.train.worker_thread import RunClient
@@ -72,6 +72,10 @@ TABS_MIN_HEIGHT = 180
 """Advice, Answers and Log: room for an advice card's first lines and its buttons."""
 PLOTS_STRETCH = 3
 """The plots' share of a taller pane against the tabs' 1 (none while Answers is open)."""
+ANSWERS_ROOM = 260
+"""The Answers tab's height before the loss plot gives way (two records and their references in
+view): on a short window the loss plot goes below its readable height for it, down to the small
+plots' (SMALL_MIN_SIZE)."""
 PRESETS = {"demo": "Demo (tiny, CPU)", "lora": "LoRA", "qlora": "QLoRA (4-bit)",
            "full": "Full fine-tuning"}
 FORM_KEY = "train/form"
@@ -791,6 +795,7 @@ class TrainArea(QWidget):
         self.tabs.addTab(self.samples, "Answers")
         self.tabs.addTab(self.log, "Log")
         self.lower_split = lower = _CompactSplitter(Qt.Orientation.Vertical)
+        lower.sig_resized.connect(self._on_lower_resized)
         lower.addWidget(self.plots)
         lower.addWidget(self.tabs)
         lower.setStretchFactor(0, PLOTS_STRETCH)
@@ -1139,23 +1144,43 @@ class TrainArea(QWidget):
     def _on_tab_changed(self, index: int) -> None:
         """Answers are read, not glanced at, and at their 180 px a record and a half showed (the
         plots' minimum heights filled the rest of the pane, which scrolled). While that tab is open
-        the plots keep the loss only (its eval points are the steps the answers were made at) and
-        the tabs take the rest of the pane; the small plots and the split come back with Advice or Log."""
+        the gauge folds to its header line, the plots keep the loss only (its eval points are the
+        steps the answers were made at) and the tabs take the rest of the pane (:meth:`_fit_answers`);
+        the gauge, the small plots and the split come back with Advice or Log."""
         reading = self.tabs.widget(index) is self.samples
         if reading != self.plots.diagnostics_shown:
             return
         split = self.lower_split
+        self.gauge.set_folded(reading)
         if reading:
             self._split_before_answers = split.sizes()
             self.plots.show_diagnostics(False, ("Small plots hidden while Answers is open", "Small plots hidden"))
-            loss = self.plots.minimumSizeHint().height()
             split.setStretchFactor(0, 0)  # a taller window: more answers, not a taller loss plot
-            split.setSizes([loss, max(sum(self._split_before_answers) - loss, TABS_MIN_HEIGHT)])
+            self._fit_answers()  # and again once the folded gauge's room reaches the split (_on_lower_resized)
         else:
+            self.plots.set_loss_min_height(None)
             self.plots.show_diagnostics(True)
             split.setStretchFactor(0, PLOTS_STRETCH)
             if sum(self._split_before_answers):  # (none before the pane was first laid out)
                 split.setSizes(self._split_before_answers)
+
+    def _fit_answers(self) -> None:
+        """Split the pane's lower part for reading answers: the loss plot at its readable height and
+        the Answers tab the rest; where that leaves the tab under ANSWERS_ROOM (a 640- or 700-px-high
+        window), the loss plot gives way down to the small plots' height, and the tab takes that too."""
+        split = self.lower_split
+        room = sum(split.sizes())
+        if not room:
+            return
+        give = LOSS_MIN_SIZE[1] - SMALL_MIN_SIZE[1]
+        self.plots.set_loss_min_height(SMALL_MIN_SIZE[1])
+        compact = self.plots.minimumSizeHint().height()
+        plots = compact + give if room - compact - give >= ANSWERS_ROOM else max(compact, room - ANSWERS_ROOM)
+        split.setSizes([plots, max(room - plots, TABS_MIN_HEIGHT)])
+
+    def _on_lower_resized(self) -> None:
+        if not self.plots.diagnostics_shown:  # Answers open: the window or the pane above it changed
+            self._fit_answers()
 
     # ---- Slots: background jobs
     def _on_background_done(self, tag: str, result: Any) -> None:
@@ -1519,8 +1544,16 @@ class _CompactSplitter(QSplitter):
     pane scroll on every window; this way it takes the space left and scrolls only below
     the minimum."""
 
+    sig_resized = Signal()
+    """Its height changed (the window, or a widget above it in the pane)."""
+
     def sizeHint(self):  # noqa: N802 (Qt's name)
         return self.minimumSizeHint()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        if event.size().height() != event.oldSize().height():
+            self.sig_resized.emit()
 
 
 def _refusal_line(problems: list[ConfigError], button: str) -> str:

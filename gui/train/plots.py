@@ -443,6 +443,13 @@ class TrainPlots(QWidget):
             p.widget.setVisible(shown)
         self._stretch_rows()
 
+    def set_loss_min_height(self, height: int | None) -> None:
+        """The loss plot's minimum height: ``None`` its readable one (LOSS_MIN_SIZE); the Train area
+        lowers it to the small plots' while its Answers tab needs the room of a short window, and the
+        x axis's "step" goes (as on the small plots) for the curve's room."""
+        self.loss.widget.setMinimumHeight(LOSS_MIN_SIZE[1] if height is None else height)
+        self.loss.widget.getAxis("bottom").showLabel(height is None)
+
     def set_step_range(self, max_steps: int) -> None:
         """Fix the x axis to the run's length, so it isn't re-laid out on every new step."""
         if max_steps and max_steps != self._max_steps:

@@ -378,6 +378,12 @@ class VramGauge(QWidget):
         self.header.addWidget(self.title)
         self.header.addWidget(self.verdict)
         self.header.addWidget(self.updating)
+        self.summary = QLabel("<span style='color:palette(mid)'>estimating…</span>")  # the peak in a few
+        # words, while the gauge is folded
+        self.summary.setToolTip("Folded while the Answers tab is open: Advice or Log shows the whole estimate")
+        self.summary.setMinimumWidth(1)
+        self.summary.hide()
+        self.header.addWidget(self.summary, 1)
         self.header.addStretch(1)
         self.header.addWidget(self.controls)
         self.controls_row = QHBoxLayout()
@@ -387,9 +393,16 @@ class VramGauge(QWidget):
         layout.setSpacing(4)
         layout.addLayout(self.header)
         layout.addLayout(self.controls_row)
-        layout.addWidget(self.bar)
-        layout.addLayout(self.legend)
-        layout.addWidget(self.details)
+        # The bar, the legend and the numbers: folded away, with the controls, while the Train area's
+        # Answers tab is open (set_folded); the header then says the peak in a few words.
+        self.body = QWidget()
+        body = QVBoxLayout(self.body)
+        body.setContentsMargins(0, 0, 0, 0)
+        body.setSpacing(4)
+        body.addWidget(self.bar)
+        body.addLayout(self.legend)
+        body.addWidget(self.details)
+        layout.addWidget(self.body)
         self.set_detected_gpu(None, None)
         self.target.currentIndexChanged.connect(lambda _: self.sig_target_changed.emit(self.target_bytes()))
         self.fit_button.clicked.connect(self.sig_fit_requested)
@@ -456,6 +469,18 @@ class VramGauge(QWidget):
         self.details.setToolTip(f"No estimate with this dataset: {message}")
         self._set_stale(None)
 
+    def set_folded(self, folded: bool) -> None:
+        """Fold the gauge to its header line (the title, the badge and the peak in a few words),
+        without the controls, the bar, the legend and the numbers: the Train area does while its
+        Answers tab is open, which then has their room (on a 640-px-high window, all it gets)."""
+        self.body.setVisible(not folded)
+        self.controls.setVisible(not folded)
+        self.summary.setVisible(folded)
+        self._reflow()
+
+    def is_folded(self) -> bool:
+        return self.body.isHidden()
+
     def set_updating(self, on: bool) -> None:
         """Say that the numbers shown are the previous config's while a slow estimate is computed
         (the first for a model, or a big method structure)."""
@@ -469,6 +494,7 @@ class VramGauge(QWidget):
         self.bar.set_data([], self.target_bytes(), self.measured)
         self._fill_legend([])
         self.details.setText(f"<span style='color:#d0342c'>No estimate: {message}</span>")
+        self.summary.setText("<span style='color:#d0342c'>no estimate</span>")
         self.fit_button.setEnabled(False)
 
     def set_measured(self, nbytes: int | None, note: str = "") -> None:
@@ -497,8 +523,8 @@ class VramGauge(QWidget):
         the legend takes as many columns (1-4) as its widest entry allows."""
         width = self.width()
         spacing = self.header.spacing()
-        one_row = (self.title.sizeHint().width() + self.verdict.sizeHint().width()
-                   + self.controls.sizeHint().width() + 3 * spacing)
+        controls = 0 if self.controls.isHidden() else self.controls.sizeHint().width()  # folded: no row of their own
+        one_row = self.title.sizeHint().width() + self.verdict.sizeHint().width() + controls + 3 * spacing
         wrapped = self.controls_row.indexOf(self.controls) >= 0
         if width < one_row and not wrapped:
             self.header.removeWidget(self.controls)
@@ -620,6 +646,12 @@ class VramGauge(QWidget):
         if notes:
             text += "<br><span style='color:palette(mid)'>" + "; ".join(notes) + "</span>"
         self.details.setText(text)
+        shown = judged["peak_bytes"] if judged else peak
+        self.summary.setText(f"<span style='color:palette(mid)'>≈ {fmt_bytes(shown)}"
+                             + (f" of {fmt_bytes(gpu)}" if gpu else "")
+                             # (with a GPU the badge says "with this dataset")
+                             + (f" at seq_len {seq_len}" if not judged and seq_len else
+                                " with this dataset" if judged and not gpu else "") + "</span>")
         self.fit_button.setEnabled(bool(gpu) and bool(field(est, "suggestions")) and fits != "yes")
         self.fit_button.setToolTip(FIT_TIP if not (judged and judged.get("fits") in ("yes", "tight")) else
                                    f"It fits with this dataset; this makes it fit at the full seq_len {seq_len} "
