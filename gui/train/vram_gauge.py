@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -49,6 +49,10 @@ STALE_BADGE = "#9e9e9e"
 """The badge's colour while it still judges the previous dataset line (greyed, STALE_MS at most)."""
 PLAN_SIZES_GIB = (8, 12, 16, 24, 40, 48, 80, 141)
 DATA_COLOR = "#1565c0"
+OTHERS_COLOR = "#7a7a7a"
+"""The memory other programs hold on the GPU: hatched at the bar's GPU end, and its legend mark."""
+OTHERS_NOTE = "other programs hold "
+"""How the engine's note on them begins (the gauge's own line says it instead)."""
 """The tick of the peak with this dataset, and the mark before its line (the measured peak's is red)."""
 STALE_MS = 400
 """While the records are measured again (seq_len typed, a dataset saved), the previous line with this
@@ -90,6 +94,7 @@ class VramBar(QWidget):
         self.data_peak: int | None = None
         self.full_peak: int | None = None
         self.muted = False
+        self.others = 0
         self.setMinimumHeight(34)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
@@ -98,7 +103,7 @@ class VramBar(QWidget):
 
     def set_data(self, parts: list[tuple[str, int, QColor]], gpu_bytes: int | None,
                  measured: int | None, data_peak: int | None = None, *, full_peak: int | None = None,
-                 muted: bool = False) -> None:
+                 muted: bool = False, others: int = 0) -> None:
         """The breakdown's parts, the GPU line, the measured peak and the peak with this dataset
         (a tick; None draws none).
 
@@ -107,9 +112,12 @@ class VramBar(QWidget):
                 outline from the parts' end to it (None draws none).
             muted: The parts are the previous dataset's, kept a moment while it is measured again:
                 drawn faded.
+            others: Memory other programs hold on the GPU: hatched at its end; the GPU line then
+                marks what they leave.
         """
         self.parts, self.gpu_bytes, self.measured, self.data_peak = parts, gpu_bytes, measured, data_peak
         self.full_peak, self.muted = full_peak, muted
+        self.others = min(others or 0, gpu_bytes or 0)
         self.update()
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
@@ -140,8 +148,15 @@ class VramBar(QWidget):
             p.drawRect(QRectF(x, rect.top() + 1.5, fx - x, rect.height() - 3))
             p.setPen(Qt.PenStyle.NoPen)
         if self.gpu_bytes:
-            gx = rect.left() + rect.width() * self.gpu_bytes / scale
-            if total > self.gpu_bytes:
+            gx = rect.left() + rect.width() * (self.gpu_bytes - self.others) / scale
+            if self.others:
+                ex = rect.left() + rect.width() * self.gpu_bytes / scale
+                p.setBrush(QBrush(QColor(OTHERS_COLOR), Qt.BrushStyle.BDiagPattern))
+                p.drawRect(QRectF(gx, rect.top() + 1, ex - gx, rect.height() - 2))
+                p.setPen(QPen(QColor(OTHERS_COLOR), 1))
+                p.drawLine(int(ex), int(rect.top()), int(ex), int(rect.bottom()))
+                p.setPen(Qt.PenStyle.NoPen)
+            if total > self.gpu_bytes - self.others:
                 p.setBrush(QColor(208, 52, 44, 70))
                 p.drawRect(QRectF(gx, rect.top(), x - gx, rect.height()))
             p.setPen(QPen(QColor("#222"), 2, Qt.PenStyle.DashLine))
@@ -568,7 +583,11 @@ class VramGauge(QWidget):
         est = self.estimate
         if est is None:
             return
-        gpu = field(est, "gpu_bytes") or self.target_bytes()
+        total_gpu = field(est, "gpu_bytes") or self.target_bytes()
+        others = (field(est, "gpu_others_bytes") or 0) if total_gpu else 0
+        # What the run can have: the GPU less what other programs hold now; every "of N" and
+        # verdict below is of it, and a line says so.
+        gpu = field(est, "gpu_available_bytes") or total_gpu
         data = field(est, "data")
         seq_len = field(est, "seq_len")
         peak = field(est, "peak_bytes")
@@ -585,10 +604,11 @@ class VramGauge(QWidget):
         parts = [(name, int(b), QColor(COLORS.get(name, SPARE[i % len(SPARE)])))
                  for i, (name, b) in enumerate(breakdown.items()) if b and b > 0]
         if own:
-            self.bar.set_data(parts, gpu, self.measured, judged["peak_bytes"], full_peak=peak, muted=muted)
+            self.bar.set_data(parts, total_gpu, self.measured, judged["peak_bytes"], full_peak=peak, muted=muted,
+                              others=others)
         else:
-            self.bar.set_data(parts, gpu, self.measured, data["peak_bytes"] if below else None)
-        self._fill_legend(parts)
+            self.bar.set_data(parts, total_gpu, self.measured, data["peak_bytes"] if below else None, others=others)
+        self._fill_legend(parts + ([("other_programs", others, QColor(OTHERS_COLOR))] if others else []))
         verdict = judged.get("fits") if judged else fits
         if gpu and verdict in FITS_TEXT:
             text, color = FITS_TEXT[verdict]
@@ -640,7 +660,11 @@ class VramGauge(QWidget):
         if disk.get("checkpoint_bytes"):
             text += "<br>" + disk_line(disk)
         # The engine's "no GPU" note speaks CLI (--gpu-memory); here the "Plan for" list does that.
-        notes = [n for n in (field(est, "notes") or []) if n and not n.startswith("no GPU detected")]
+        notes = [n for n in (field(est, "notes") or []) if n and not n.startswith(("no GPU detected", OTHERS_NOTE))]
+        if others and gpu < total_gpu:
+            text += (f"<br><span style='color:#b26b00'>Other programs hold {fmt_bytes(others)} of this "
+                     f"{fmt_bytes(total_gpu)} GPU now</span>: the numbers above are of the {fmt_bytes(gpu)} they "
+                     "leave (who holds it: under Model and machine)")
         if not gpu:
             notes.insert(0, "no GPU to compare with: pick a size under “Plan for” to see whether it fits")
         if notes:
