@@ -52,6 +52,9 @@ timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/nvsmi-check.txt"
 import json, os, torch
 from engine import nvsmi
 from engine.memory.peak import gpu_others
+from engine.config import RunConfig
+from engine.train import _gpu_used_before
+print("used before this process (expect ~0 on an empty GPU):", _gpu_used_before(RunConfig.from_dict({"model": "demo"})))
 hold = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
 torch.cuda.synchronize()
 props = torch.cuda.get_device_properties(0)

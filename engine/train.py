@@ -187,6 +187,9 @@ class Prepared:
     # A resume not yet committed (see _commit_resume): the run's config before it, and the checkpoint's step.
     resumed_from: tuple[dict, int] | None = None
     sampler: Any = None  # engine.samples.Sampler: answers a few records at each evaluation
+    # Memory other programs held on the GPU before this process touched it (nvidia-smi), or None:
+    # the device peak leaves it out, as the estimate does (_gpu_used_before).
+    gpu_used_before: int | None = None
 
 
 def _count_params(model: Any) -> tuple[int, int]:
@@ -975,6 +978,42 @@ def _next_pow2(n: int) -> int:
 
 
 # ---------------------------------------------------------------- The Trainer callback
+def _gpu_used_before(cfg: RunConfig) -> int | None:
+    """Memory in use on the GPU before this process touched it: other programs', as nvidia-smi
+    reports it (this process's own, if it holds any already, left out), or None when it can't be
+    told: no nvidia-smi, a CPU run, several processes (a launcher's ranks share the GPUs), or the
+    GPU not told apart from others.
+
+    ``mem_get_info`` at the end of a run sees the whole GPU; a notebook that held 8 GiB before the
+    run would otherwise make the run's measured peak, and every estimate compared with it, read
+    8 GiB high.
+    """
+    if cfg.device == "cpu" or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return None
+    from engine import nvsmi
+
+    statuses = nvsmi.query()  # before torch is asked anything about the GPU
+    if not statuses:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    gpu = nvsmi.cuda_gpu(statuses, str(getattr(props, "uuid", "") or "") or None, props.name)
+    if gpu is None:
+        return None
+    return gpu.held_by_others({os.getpid()})[0]
+
+
+def device_peak(total: int, free: int, used_before: int | None, reserved_peak: int | None) -> int:
+    """This run's peak as the driver sees it: the GPU's used memory at the end (torch's cache
+    still holds the peak's blocks) less what other programs held before the run, never below
+    what torch itself reserved at its peak."""
+    used = int(total - free) - (used_before or 0)
+    return max(used, int(reserved_peak or 0))
+
+
 def _gpu_memory() -> dict[str, int]:
     import torch
 
@@ -1613,6 +1652,7 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
 
     from engine.precision import resolve_device
 
+    used_before = _gpu_used_before(cfg)  # first: before anything here creates a CUDA context
     # cpu=True matters under a launcher: without it accelerate sees no GPU backend and sets up
     # a single process, while TrainingArguments(use_cpu=True) would later set up gloo DDP.
     state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
@@ -1628,6 +1668,7 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
     try:
         prep = setup(cfg, writer, resume=resume, is_main=is_main, progress=progress)
         prep.probe = probe_of is not None
+        prep.gpu_used_before = used_before
         cfg = prep.cfg
         commands.output_dir = prep.output_dir
         ckpt = last_checkpoint(prep.output_dir) if resume else None
@@ -1865,7 +1906,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
     device_bytes = None
     if torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info()
-        device_bytes = int(total - free)
+        device_bytes = device_peak(total, free, prep.gpu_used_before, peaks.get("gpu_mem_peak_reserved"))
     mean_loss, mean_window = final_loss_mean(prep.output_dir) if is_main else (None, 0)
     result = {"status": "stopped" if stopped else "completed", "step": trainer.state.global_step,
               "final_loss": cb.last_loss, "final_loss_mean": mean_loss, "final_loss_window": mean_window,
@@ -1875,7 +1916,8 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
               "dataset_records": prep.data_stats["records"],
               "peak_gpu_allocated_bytes": peaks.get("gpu_mem_peak_allocated"),
               "peak_gpu_reserved_bytes": peaks.get("gpu_mem_peak_reserved"),
-              "peak_gpu_device_bytes": device_bytes, "gpu_name": prep.env.gpu_name,
+              "peak_gpu_device_bytes": device_bytes, "gpu_used_before_bytes": prep.gpu_used_before,
+              "gpu_name": prep.env.gpu_name,
               "nan_rollbacks": nan_rollbacks, "oom_retries": oom_retries, "skipped_steps": cb.skipped_steps,
               # The step final/ holds (`runs promote` may later make it an earlier checkpoint's).
               "final_step": None if prep.probe else early.get("best_step") or trainer.state.global_step,

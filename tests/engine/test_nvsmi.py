@@ -270,3 +270,39 @@ def test_the_runs_warning_is_for_the_datas_longest_record(smi_on_path):
     assert _warnings(cfg, env, longest=300) == []  # padded to 320: fits what is free
     assert len(_warnings(cfg, env, longest=4000)) == 1
     assert len(_warnings(cfg.replace(packing=True), env, longest=300)) == 1  # packed batches are seq_len long
+
+
+def test_a_runs_device_peak_leaves_out_what_others_held_before_it(smi_on_path, monkeypatch):
+    """The run's measured peak is compared with the estimate (probe, "measured on this machine",
+    the per-GPU correction): a notebook's 8 GiB must not read as the run's."""
+    import types
+
+    import torch
+
+    from engine.train import _gpu_used_before, device_peak
+
+    smi_on_path(GPUS, APPS)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(
+        name="NVIDIA GeForce RTX 4090", uuid=UUID_A.removeprefix("GPU-")))
+    cfg = _cfg()
+    assert _gpu_used_before(cfg) == 9310 << 20
+    assert _gpu_used_before(cfg.replace(device="cpu")) is None
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a launcher's ranks: each has its own GPU and its own view
+    assert _gpu_used_before(cfg) is None
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(
+        name="NVIDIA RTX 6000 Ada", uuid="not-one-of-these"))
+    assert _gpu_used_before(cfg) is None  # two GPUs, neither torch's: can't be told
+    # total - free at the end of the run, less what others held before it; never below torch's own.
+    gib = GIB
+    assert device_peak(24 * gib, 4 * gib, 8 * gib, 11 * gib) == 12 * gib
+    assert device_peak(24 * gib, 4 * gib, None, 11 * gib) == 20 * gib
+    assert device_peak(24 * gib, 14 * gib, 8 * gib, 3 * gib) == 3 * gib  # others left during the run
+
+
+def test_nothing_is_asked_of_nvidia_smi_without_it(monkeypatch, tmp_path):
+    from engine.train import _gpu_used_before
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert _gpu_used_before(_cfg()) is None
