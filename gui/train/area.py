@@ -1335,7 +1335,7 @@ class TrainArea(QWidget):
         self.advisor_panel.add_all(advice)
         peak = data.get("peak_gpu_device_bytes") or data.get("peak_gpu_reserved_bytes")
         if peak:
-            self.gauge.set_measured(int(peak), "(whole GPU)" if data.get("peak_gpu_device_bytes") else "")
+            self.gauge.set_measured(int(peak), "(as nvidia-smi counts it)" if data.get("peak_gpu_device_bytes") else "")
         elif status in ("completed", "stopped"):
             self.gauge.set_measured(None, "The last run trained on the CPU: no GPU peak to compare.")
         final_loss = data.get("final_loss_mean")
