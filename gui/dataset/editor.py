@@ -26,7 +26,7 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QAction, QKeySequence, QShortcut, QUndoStack
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QShortcut, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -326,6 +326,15 @@ class DatasetEditor(QWidget):
         self.autosaver.sig_autosaved.connect(self._on_autosaved)
         self.autosaver.sig_failed.connect(self._on_autosave_failed)
         self.form.sig_typed.connect(self.autosaver.touch)  # typing not committed yet is autosaved too
+        # About to go (quit, log out): no time for a pause in the typing. The session manager may
+        # end the process right after commitDataRequest, so the write is waited for.
+        app = QGuiApplication.instance()
+        app.aboutToQuit.connect(self._on_app_leaving)
+        app.commitDataRequest.connect(self._on_app_leaving)
+        # Another window took the keyboard (another app, a dialog): the user may not come back soon.
+        # (Qt sends ActivationChange to the top-level window only, not to this page of it.)
+        app.focusWindowChanged.connect(self._on_focus_window_changed)
+        self._leaving_watched = True
         self._autosaved_typing_only = False  # the recovery file holds typing of a file with no unsaved edits
         self.lint_runner = LintRunner(self)
         self.lint_runner.sig_finished.connect(self._on_lint_finished)
@@ -913,7 +922,14 @@ class DatasetEditor(QWidget):
         return False
 
     def shutdown(self) -> None:
-        """Stop background work (the main window calls this when closing)."""
+        """Stop background work (the main window calls this when closing, after :meth:`maybe_close`
+        had the edits saved or discarded)."""
+        if self._leaving_watched:
+            self._leaving_watched = False
+            app = QGuiApplication.instance()
+            app.aboutToQuit.disconnect(self._on_app_leaving)
+            app.commitDataRequest.disconnect(self._on_app_leaving)
+            app.focusWindowChanged.disconnect(self._on_focus_window_changed)
         self.autosaver.stop()
         self.lint_runner.stop()
         self.preview.stop()
@@ -1520,6 +1536,13 @@ class DatasetEditor(QWidget):
         self.autosave_label.setText(f"Autosaved {time.strftime('%H:%M:%S')}")
         self.autosave_label.setToolTip(f"Unsaved edits are kept in {path} until you save")
 
+    def _on_app_leaving(self, *_session) -> None:
+        self.autosaver.save_now(wait=True)
+
+    def _on_focus_window_changed(self, _window) -> None:
+        if not self.isActiveWindow():
+            self.autosaver.save_now()  # written now, not after the pause; on its thread as usual
+
     def _on_autosave_failed(self, message: str) -> None:
         self.autosave_label.setText("Autosave failed")
         self.autosave_label.setToolTip(message)
@@ -1577,7 +1600,9 @@ class DatasetEditor(QWidget):
         Typing waits for a pause before it is committed, and JSON text that doesn't parse waits
         until it does (or the record is left); a crash meanwhile must not lose it, even in a file with
         no unsaved edits otherwise. It is built as its commit would build it, and nothing is
-        committed: an autosave makes no undo step and doesn't mark the file changed.
+        committed: an autosave makes no undo step and doesn't mark the file changed. This runs on the
+        GUI thread after every pause in typing, so it does no more than copy the list of records and
+        build the one record typed in.
         """
         if self._ds is None or self._ds.path is None:
             return None

@@ -1,4 +1,4 @@
-"""Crash recovery: autosave the editor's records every few seconds, offer them back on start.
+"""Crash recovery: autosave the editor's records as edits settle, offer them back on start.
 
 A recovery file lives in :func:`engine.paths.recovery_dir`, one per source file, and is
 written atomically with :mod:`engine.files`. It is JSON lines: a header, then one line per
@@ -15,6 +15,10 @@ Typing in the form that isn't committed yet is in the snapshot too: typing waiti
 pause is in its record, and JSON text that doesn't parse yet (which the record doesn't take
 until it does) is in the header's ``typing``, with the record and the box it was typed in,
 so that a restore puts it back in that box as it was.
+
+When: :class:`Autosaver` writes about a second after the last change (typing included), at
+the latest a few seconds after the first one while changes keep coming, and at once when the
+editor asks (the window loses activation, the app quits, the session ends).
 
 The writing runs on a Python thread (the GUI must not stall for a big file); a lock and
 an epoch counter make sure a write that finishes after the user saved or discarded can't
@@ -44,7 +48,8 @@ from engine.paths import recovery_dir
 MAGIC = "finetune-studio-recovery"
 SUFFIX = ".recovery.jsonl"
 FULL_COPY_BYTES = 8 << 20  # below this source size, unchanged records are also copied in full
-AUTOSAVE_MS = 5000
+SETTLE_MS = 1000  # an autosave follows the last change by this much: a pause in typing
+AUTOSAVE_MS = 5000  # and the first change by at most this much, however long the typing goes on
 
 
 @dataclass
@@ -263,13 +268,19 @@ def discard(path: Path) -> None:
 
 
 class Autosaver(QObject):
-    """Writes the editor's recovery file every few seconds while there are unsaved edits (typing
-    the form hasn't committed yet included).
+    """Writes the editor's recovery file shortly after each change (typing the form hasn't
+    committed yet included).
+
+    :meth:`touch` (re)starts a single-shot ``settle`` timer, so the write comes once the typing
+    pauses, and starts a ``deadline`` timer unless it runs, so typing without a pause is still
+    written every ``max_wait_ms``. A change during a write is written after it.
 
     Args:
         snapshot: Called on the GUI thread; returns the arguments of :func:`write_recovery`, or
-            None when there is nothing to save.
-        interval_ms: How often to check.
+            None when there is nothing to save. It must stay cheap (a list copy): it runs after
+            every pause in typing.
+        settle_ms: How long after the last change to write.
+        max_wait_ms: How long after the first change not yet written to write at the latest.
     """
 
     sig_autosaved = Signal(str)
@@ -278,8 +289,11 @@ class Autosaver(QObject):
     sig_failed = Signal(str)
     """An autosave failed (the reason)."""
 
+    _sig_write_done = Signal()
+    """The writing thread finished (queued to the GUI thread)."""
+
     # ---- Public API
-    def __init__(self, snapshot, interval_ms: int = AUTOSAVE_MS, parent=None):
+    def __init__(self, snapshot, settle_ms: int = SETTLE_MS, max_wait_ms: int = AUTOSAVE_MS, parent=None):
         super().__init__(parent)
         self._snapshot = snapshot
         self._lock = threading.Lock()
@@ -287,18 +301,26 @@ class Autosaver(QObject):
         self._generation = 0
         self._written_generation = -1
         self._busy = False
+        self._again = False  # a change came due while a write was running: write again after it
         self._thread: threading.Thread | None = None
-        self.timer = QTimer(self)
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self._on_tick)
-        self.timer.start()
+        self.settle = QTimer(self, singleShot=True, interval=settle_ms)
+        self.settle.timeout.connect(self._on_due)
+        self.deadline = QTimer(self, singleShot=True, interval=max_wait_ms)
+        self.deadline.timeout.connect(self._on_due)
+        self._sig_write_done.connect(self._on_write_done)
 
     def touch(self) -> None:
         """Note that the records, or the typing not committed yet, changed since the last autosave."""
         self._generation += 1
+        self.settle.start()
+        if not self.deadline.isActive():
+            self.deadline.start()
 
     def save_now(self, wait: bool = False) -> bool:
-        """Start an autosave now if anything changed; with ``wait``, block until written."""
+        """Start an autosave now if anything changed; with ``wait``, block until written (a write
+        already running is finished first, so the one that counts has the latest changes)."""
+        if wait and self._thread is not None:
+            self._thread.join()
         started = self._start()
         if wait and self._thread is not None:
             self._thread.join()
@@ -313,17 +335,31 @@ class Autosaver(QObject):
                 discard(recovery_path(source))
 
     def stop(self) -> None:
-        self.timer.stop()
+        self.settle.stop()
+        self.deadline.stop()
+        self._again = False
         if self._thread is not None:
             self._thread.join()
 
     # ---- Internals
-    def _on_tick(self) -> None:
+    def _on_due(self) -> None:
+        if self._busy:
+            self._again = True
+            return
         self._start()
+
+    def _on_write_done(self) -> None:
+        if self._again:
+            self._again = False
+            self._start()
 
     def _start(self) -> bool:
         if self._busy or self._generation == self._written_generation:
+            if self._busy:
+                self._again = True
             return False
+        self.settle.stop()
+        self.deadline.stop()
         snap = self._snapshot()
         if snap is None:
             return False
@@ -346,3 +382,4 @@ class Autosaver(QObject):
             self.sig_failed.emit(f"{type(e).__name__}: {e}")
         finally:
             self._busy = False
+            self._sig_write_done.emit()

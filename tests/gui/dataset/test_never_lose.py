@@ -6,8 +6,8 @@ import json
 import time
 
 import pytest
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtCore import SIGNAL, Qt, QTimer
+from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
 from engine.data import load_dataset_file
 from engine.errors import DataError
@@ -72,7 +72,7 @@ def test_autosave_writes_a_recovery_file_and_check_recovery_restores_it(make_edi
     ed.select_record(0)
     ed.act_delete.trigger()
     expected = records_data(ed)
-    ed.autosaver.timer.setInterval(50)
+    ed.autosaver.settle.setInterval(50)
     with qtbot.waitSignal(ed.autosaver.sig_autosaved, timeout=5000) as sig:
         pass
     path = recovery.recovery_path(demo_copy)
@@ -417,7 +417,7 @@ def test_a_parquet_record_left_as_unparsed_json_is_not_dropped_by_save(make_edit
 # ---- Typing not committed yet survives a crash
 
 def _autosave_as_its_timer_does(ed, qtbot) -> None:
-    ed.autosaver.timer.setInterval(50)
+    ed.autosaver.settle.setInterval(50)
     with qtbot.waitSignal(ed.autosaver.sig_autosaved, timeout=5000):
         pass
 
@@ -591,3 +591,86 @@ def test_typing_for_a_box_the_record_lacks_goes_into_its_json_text(make_editor, 
     text = form.raw.toPlainText()
     assert text.endswith('"score": 2,\n}') and json.dumps(ds.records[3].peek()["instruction"]) in text
     assert not ed.dataset().records[3].broken and "Not valid JSON yet" in form.raw_error.text()
+
+
+# ---- When the autosave writes: shortly after the typing settles, and at once before the app goes
+
+def test_an_edit_is_autosaved_about_a_second_after_it_not_at_the_next_5_s_tick(make_editor, small_dataset, qtbot):
+    ed = make_editor(small_dataset)
+    t0 = time.monotonic()
+    with qtbot.waitSignal(ed.autosaver.sig_autosaved, timeout=2500):
+        _edit_output(ed, 0, "edited")
+    assert time.monotonic() - t0 >= recovery.SETTLE_MS / 1000 - 0.05  # after the pause, not at each key
+
+
+def test_typing_without_a_pause_is_still_autosaved_every_few_seconds(make_editor, small_dataset, qtbot):
+    """Each key restarts the pause; the deadline from the first unsaved key still comes."""
+    ed = make_editor(small_dataset)
+    ed.autosaver.settle.setInterval(200)
+    ed.autosaver.deadline.setInterval(600)
+    ed.select_record(0)
+    box = ed.form.field_edit("instruction")
+    box.setFocus()
+    written = []
+    ed.autosaver.sig_autosaved.connect(written.append)
+    # A key every 50 ms for 2 s: never a 200 ms pause.
+    keys = []
+    typist = QTimer(interval=50)
+    typist.timeout.connect(lambda: keys.append(qtbot.keyClick(box, "x")))
+    typist.start()
+    qtbot.waitUntil(lambda: len(keys) >= 40, timeout=10000)
+    typist.stop()
+    assert len(written) >= 2  # 2 s of typing with a 600 ms deadline: about 3 writes, none waiting for a pause
+
+
+@pytest.mark.parametrize("page", ["shown", "another area shown"])
+def test_the_window_losing_activation_autosaves_at_once(make_editor, small_dataset, qtbot, page):
+    """In the app the editor is a page of the main window's stack, shown or not: the window it is in
+    losing the keyboard writes what is unsaved, without waiting for the pause."""
+    window, stack = QMainWindow(), QStackedWidget()
+    qtbot.addWidget(window)
+    window.setCentralWidget(stack)
+    ed = make_editor(small_dataset)
+    stack.addWidget(QWidget())
+    stack.addWidget(ed)
+    stack.setCurrentWidget(ed if page == "shown" else stack.widget(0))
+    ed.autosaver.settle.setInterval(60_000)  # only the deactivation can write within this test
+    ed.autosaver.deadline.setInterval(60_000)
+    window.show()
+    window.activateWindow()
+    qtbot.waitUntil(ed.isActiveWindow)
+    _edit_output(ed, 0, "edited")
+    other = QWidget()
+    qtbot.addWidget(other)
+    try:
+        with qtbot.waitSignal(ed.autosaver.sig_autosaved, timeout=3000):
+            other.show()
+            other.activateWindow()  # another window (a dialog, another app) takes the keyboard
+        assert recovery.list_recoveries()
+    finally:
+        ed.setParent(None)  # the fixture shuts it down; the window mustn't delete it first
+
+
+def test_the_app_quitting_autosaves_and_waits_for_it(make_editor, small_dataset):
+    ed = make_editor(small_dataset)
+    ed.autosaver.settle.setInterval(60_000)
+    ed.autosaver.deadline.setInterval(60_000)
+    ed.select_record(0)
+    ed.form.field_edit("instruction").setPlainText("typed just before the end")  # waiting for its pause
+    QApplication.instance().aboutToQuit.emit()
+    # Written before the signal returns: the process ends right after it.
+    (info,) = recovery.list_recoveries()
+    assert recovery.restore(info.path)[0].records[0].peek()["instruction"] == "typed just before the end"
+
+
+def test_the_session_ending_autosaves_while_the_window_is_open(make_editor, small_dataset):
+    """Logging out asks the app to commit its data (``commitDataRequest``) and may end it right after.
+    Its QSessionManager can't be made in a test, so: the editor answers the signal while it is open
+    (the same slot as aboutToQuit, tested above), and no longer once shut down."""
+    commit = SIGNAL("commitDataRequest(QSessionManager&)")
+    app = QApplication.instance()
+    before = app.receivers(commit)
+    ed = make_editor(small_dataset)
+    assert app.receivers(commit) == before + 1
+    ed.shutdown()
+    assert app.receivers(commit) == before
