@@ -14,7 +14,9 @@ the recovery file.
 Typing in the form that isn't committed yet is in the snapshot too: typing waiting for its
 pause is in its record, and JSON text that doesn't parse yet (which the record doesn't take
 until it does) is in the header's ``typing``, with the record and the box it was typed in,
-so that a restore puts it back in that box as it was.
+so that a restore puts it back in that box as it was. So is the text of a table cell's editor
+that is still open: in its record, as closing the editor would commit it, and in ``typing``
+with the box ``"cell"`` and the column's key, so that a restore goes back to that cell.
 
 When: :class:`Autosaver` writes about a second after the last change (typing included), at
 the latest a few seconds after the first one while changes keep coming, and at once when the
@@ -65,7 +67,9 @@ class RecoveryInfo:
     container: str
     pid: int | None = None
     typing: tuple[dict, ...] = ()
-    """JSON text typed in the form that didn't parse yet: ``{"record": index, "box": ..., "text": ...}``."""
+    """Typing not committed yet: ``{"record": index, "box": ..., "text": ...}``, the box being the form's
+    ``"other fields"`` or ``"raw"`` (JSON that didn't parse yet), or ``"cell"`` (an open cell editor's
+    text, which the record holds; with ``"column"``, the column's key)."""
 
     def live_elsewhere(self) -> bool:
         """Another running window writes it: its edits are not a crash's to offer."""
@@ -116,8 +120,10 @@ def write_recovery(source: Path, ds_format: str, container: str, records: list[R
         baseline: The records as the file on disk holds them (as last opened or saved).
         mapping: The file's own names for the standard fields (``{"prompt": "instruction"}``), which
             a restore must read the file with again.
-        typing: JSON text typed in the form that doesn't parse yet, so no record holds it:
-            ``{"record": index in records, "box": "other fields" or "raw", "text": ...}``.
+        typing: Typing not committed yet: JSON text typed in the form that doesn't parse yet, so
+            no record holds it, ``{"record": index in records, "box": "other fields" or "raw",
+            "text": ...}``; and an open cell editor's text, which ``records`` already holds as its
+            commit would make it, ``{"record": ..., "box": "cell", "column": key, "text": ...}``.
     """
     fp = source_fingerprint(source)
     full = fp is None or fp["size"] <= FULL_COPY_BYTES
@@ -268,8 +274,8 @@ def discard(path: Path) -> None:
 
 
 class Autosaver(QObject):
-    """Writes the editor's recovery file shortly after each change (typing the form hasn't
-    committed yet included).
+    """Writes the editor's recovery file shortly after each change (typing the form or a cell
+    editor hasn't committed yet included).
 
     :meth:`touch` (re)starts a single-shot ``settle`` timer, so the write comes once the typing
     pauses, and starts a ``deadline`` timer unless it runs, so typing without a pause is still

@@ -340,32 +340,41 @@ class RecordTableModel(QAbstractTableModel):
         if not (self.flags(index) & Qt.ItemFlag.ItemIsEditable):
             return False
         idx = self.record_index(index.row())
-        old = self._records[idx]
-        column = self._columns[index.column()]
-        text = "" if value is None else str(value)
-        shown = self.data(index, _EDIT)
-        if text == ("" if shown is None else str(shown)):
-            return False  # the editor closed on what it opened with (a null or missing field shows "")
-        if old.broken:
-            new = fixed_record(old, text)
-        else:
-            current = old.peek().get(column.key)
-            if current is not None and not isinstance(current, str):
-                # A number, list or object was edited as JSON text; keep its type when it parses.
-                try:
-                    parsed: Any = json.loads(text)
-                except ValueError:
-                    parsed = text
-            else:
-                parsed = text
-            if parsed == current:
-                return False
-            new = with_field(old, column.key, parsed)
+        new = self.edited(self._records[idx], index.column(), "" if value is None else str(value))
+        if new is None:
+            return False
+        title = self._columns[index.column()].title
         if self.edit_handler is not None:
-            self.edit_handler(idx, new, f"Edit {column.title}")
+            self.edit_handler(idx, new, f"Edit {title}")
         else:
             self.replace_records([(idx, new)])
         return True
+
+    def edited(self, old: Record, col: int, text: str) -> Record | None:
+        """The record that committing ``text`` in column ``col``'s cell of ``old`` makes (what
+        :meth:`setData` puts in its place), without committing it; None when it changes nothing.
+        The autosave uses it for a cell editor that is still open."""
+        if not 0 <= col < len(self._columns):
+            return None
+        column = self._columns[col]
+        shown = self._value(old, column, col)
+        shown = "" if shown is None else shown if isinstance(shown, str) else _as_text(shown)
+        if text == shown:
+            return None  # the editor closed on what it opened with (a null or missing field shows "")
+        if old.broken:
+            return fixed_record(old, text)
+        current = old.peek().get(column.key)
+        if current is not None and not isinstance(current, str):
+            # A number, list or object was edited as JSON text; keep its type when it parses.
+            try:
+                parsed: Any = json.loads(text)
+            except ValueError:
+                parsed = text
+        else:
+            parsed = text
+        if parsed == current:
+            return None
+        return with_field(old, column.key, parsed)
 
     def flags(self, index):
         row, col = index.row(), index.column()

@@ -593,6 +593,84 @@ def test_typing_for_a_box_the_record_lacks_goes_into_its_json_text(make_editor, 
     assert not ed.dataset().records[3].broken and "Not valid JSON yet" in form.raw_error.text()
 
 
+# ---- A table cell's editor: its typing survives a crash
+
+def _open_cell_editor(ed, index: int, key: str):
+    """Open the table's editor on record ``index``'s ``key`` cell, as a double-click does."""
+    cell = ed.proxy.index(ed.model.row_of_index(index), ed.model.column_of(key))
+    ed.table.setCurrentIndex(cell)
+    ed.table.edit(cell)
+    opened = ed.cell_delegate.open_editor()
+    assert opened is not None and opened[1] == cell
+    return opened[0]
+
+
+@pytest.mark.parametrize("edited_before", [False, True])
+def test_typing_in_an_open_cell_editor_is_in_the_record_after_a_crash(make_editor, small_dataset, qtbot,
+                                                                      monkeypatch, edited_before):
+    """The editor is still open when the window goes: the autosave has its text, in its record as closing
+    the editor would have put it, without committing it (no undo step, the file not marked changed by it);
+    a restore gives the record that text and goes back to that cell."""
+    ed = make_editor(small_dataset)
+    if edited_before:
+        _edit_output(ed, 5, "earlier")
+        assert ed.autosaver.save_now(wait=True)
+    before = _steps(ed)
+    original = dict(ed.dataset().records[2].peek())
+    box = _open_cell_editor(ed, 2, "output")
+    qtbot.keyClicks(box, " And a line")
+    qtbot.keyClick(box, Qt.Key.Key_Return)
+    qtbot.keyClicks(box, "typed in the cell.")
+    typed = original["output"] + " And a line\ntyped in the cell."
+    assert box.toPlainText() == typed
+    _autosave_as_its_timer_does(ed, qtbot)  # the cell editor's typing touched the autosave
+    assert ed.cell_delegate.open_editor() is not None  # still typing: nothing committed
+    assert _steps(ed) == before and ed.is_dirty() is edited_before
+    assert ed.dataset().records[2].peek() == original
+
+    fresh, info = _crash_and_restore(make_editor, ed, small_dataset, monkeypatch)
+    assert info.typing == ({"record": 2, "box": "cell", "column": "output", "text": typed},)
+    assert info.edited == (2 if edited_before else 1)
+    records = fresh.dataset().records
+    assert records[2].peek() == {**original, "output": typed}
+    assert records[5].peek()["output"] == ("earlier" if edited_before else
+                                           load_dataset_file(small_dataset).records[5].peek()["output"])
+    assert fresh.current_record_index() == 2
+    assert fresh.table.currentIndex().column() == fresh.model.column_of("output")
+    assert fresh.form.field_edit("output").toPlainText() == typed
+    assert _steps(fresh) == [] and fresh.is_dirty()  # unsaved, as the committed edit would be
+    assert "record 3's" in fresh.banner.label.text()
+    assert fresh.save()
+    assert load_dataset_file(small_dataset).records[2].peek()["output"] == typed
+
+
+def test_a_number_typed_in_a_cell_editor_is_recovered_as_its_commit_keeps_it(make_editor, tmp_path, qtbot,
+                                                                            monkeypatch):
+    path = tmp_path / "scored.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}", "score": i}) + "\n"
+                            for i in range(3)), encoding="utf-8")
+    ed = make_editor(path)
+    box = _open_cell_editor(ed, 1, "score")
+    box.selectAll()
+    qtbot.keyClicks(box, "42")
+    _autosave_as_its_timer_does(ed, qtbot)
+    fresh, _info = _crash_and_restore(make_editor, ed, path, monkeypatch)
+    assert fresh.dataset().records[1].peek() == {"instruction": "q1", "output": "a1", "score": 42}
+
+
+def test_a_cell_editor_cancelled_after_its_typing_was_autosaved_leaves_nothing_to_recover(make_editor,
+                                                                                          small_dataset, qtbot):
+    ed = make_editor(small_dataset)
+    box = _open_cell_editor(ed, 0, "instruction")
+    qtbot.keyClicks(box, " typed")
+    assert ed.autosaver.save_now(wait=True) and recovery.list_recoveries()
+    qtbot.keyClick(box, Qt.Key.Key_Escape)  # cancelled: the record never had the text
+    assert ed.cell_delegate.open_editor() is None and not ed.is_dirty()
+    assert ed.autosaver.settle.isActive()  # the editor's closing touched the autosave
+    ed.autosaver.save_now(wait=True)  # what the timer does then
+    assert not recovery.list_recoveries()
+
+
 # ---- When the autosave writes: shortly after the typing settles, and at once before the app goes
 
 def test_an_edit_is_autosaved_about_a_second_after_it_not_at_the_next_5_s_tick(make_editor, small_dataset, qtbot):
