@@ -105,6 +105,20 @@ def test_recovery_refuses_references_to_a_changed_file(tmp_path, small_dataset, 
         recovery.restore(recovery.recovery_path(small_dataset))
 
 
+def test_a_big_files_recovery_refers_to_unchanged_records_and_restores_them(tmp_path, small_dataset, monkeypatch):
+    """The reference lines, formatted without json.dumps, are JSON that the restore reads back."""
+    monkeypatch.setattr(recovery, "FULL_COPY_BYTES", 0)  # references only, as for a big file
+    ds = load_dataset_file(small_dataset)
+    recs = list(ds.records)
+    recs[3] = with_data(recs[3], {**recs[3].peek(), "output": "edited"})
+    recs.insert(0, recs.pop(10))
+    recovery.write_recovery(small_dataset, ds.format, ds.container, recs, tuple(ds.records))
+    lines = recovery.recovery_path(small_dataset).read_text(encoding="utf-8").splitlines()
+    assert lines[1] == json.dumps({"k": 10}) and lines[2] == json.dumps({"k": 0})
+    restored, _baseline, changed = recovery.restore(recovery.recovery_path(small_dataset))
+    assert [r.peek() for r in restored.records] == [r.peek() for r in recs] and not changed
+
+
 def test_discarding_the_recovery(make_editor, small_dataset, monkeypatch):
     ed = make_editor(small_dataset)
     _edit_output(ed, 0, "x")
