@@ -543,7 +543,7 @@ def test_typing_still_waiting_for_its_pause_is_autosaved(make_editor, small_data
     ed.select_record(0)
     typed = _type(qtbot, ed.form.field_edit("instruction"), ["A new instruction,", "on two lines"])
     assert ed.form._timer.isActive()  # not committed yet
-    assert ed.autosaver.save_now(wait=True)  # what the autosave timer's tick does
+    assert ed.autosaver.save_now(wait=True)  # what the autosave's timer does
     assert ed.form._timer.isActive() and _steps(ed) == (["Edit output"] if edited_before else [])
     assert ed.is_dirty() is edited_before
 
