@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -82,12 +84,13 @@ class GpuStatus:
 
 
 # ---------------------------------------------------------------- Public API
-def query(smi: str | None = None, timeout_s: float = TIMEOUT_S) -> list[GpuStatus] | None:
+def query(smi: str | None = None, timeout_s: float = TIMEOUT_S, *, processes: bool = True) -> list[GpuStatus] | None:
     """Every GPU the driver sees, or None without a working ``nvidia-smi``.
 
     Args:
         smi: The nvidia-smi executable; default: the one on PATH.
         timeout_s: Per call. A driver in trouble can hang nvidia-smi; past this it's "don't know".
+        processes: Also list the compute processes (a second call).
     """
     smi = smi or shutil.which("nvidia-smi")
     if not smi:
@@ -95,7 +98,7 @@ def query(smi: str | None = None, timeout_s: float = TIMEOUT_S) -> list[GpuStatu
     gpus = _run(smi, ["--query-gpu=" + ",".join(GPU_FIELDS)], timeout_s)
     if gpus is None:
         return None
-    apps = _run(smi, ["--query-compute-apps=" + ",".join(APP_FIELDS)], timeout_s) or []
+    apps = (_run(smi, ["--query-compute-apps=" + ",".join(APP_FIELDS)], timeout_s) or []) if processes else []
     by_gpu: dict[str, list[GpuProcess]] = {}
     for line in apps:
         parsed = _parse_app(line)
@@ -231,6 +234,65 @@ def _parse_app(line: str) -> tuple[str, GpuProcess] | None:
         return None
     mib = _number(used)
     return uuid, GpuProcess(pid=pid_n, name=name, used_bytes=int(mib * MIB) if mib is not None else None)
+
+
+class Sampler:
+    """A training run's GPU load over time: nvidia-smi every ``interval_s`` on a daemon thread.
+
+    Utilisation is the share of the sample period in which a kernel ran (NVML's definition), so
+    its mean over a logging interval says how much of the time the GPU had work: a run whose
+    steps wait on the CPU (collating batches, Python overhead, steps too small to fill the GPU)
+    reads low. One ``--query-gpu`` call per sample, ~30 ms of CPU.
+
+    Args:
+        gpu: The GPU to follow (its UUID is what is matched on each sample).
+        smi: The nvidia-smi executable; default: the one on PATH.
+    """
+
+    def __init__(self, gpu: GpuStatus, smi: str | None = None, interval_s: float = 2.0):
+        self.uuid, self.smi, self.interval_s = gpu.uuid, smi, interval_s
+        self.samples: list[tuple[float, int | None, int | None, float | None]] = []  # (t, util, temp, W)
+        self.idle_windows = 0  # consecutive logging intervals that read idle (the trainer's callback counts)
+        self.warned = False  # the "GPU often idle" advice was given (once per run)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
+
+    def start(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(TIMEOUT_S + 1)
+
+    def window(self, since: float, until: float | None = None) -> dict[str, Any]:
+        """``{"gpu_util_pct", "gpu_temp_c", "gpu_power_w"}`` over the samples taken in (since, until]:
+        the mean utilisation and power, the highest temperature; keys without a sample are left out."""
+        rows = [r for r in list(self.samples) if r[0] > since and (until is None or r[0] <= until)]
+        out: dict[str, Any] = {}
+        utils = [r[1] for r in rows if r[1] is not None]
+        temps = [r[2] for r in rows if r[2] is not None]
+        watts = [r[3] for r in rows if r[3] is not None]
+        if utils:
+            out["gpu_util_pct"] = round(sum(utils) / len(utils), 1)
+        if temps:
+            out["gpu_temp_c"] = max(temps)
+        if watts:
+            out["gpu_power_w"] = round(sum(watts) / len(watts), 1)
+        return out
+
+    def mean_util(self) -> float | None:
+        """The mean utilisation over every sample so far (None without one)."""
+        return self.window(float("-inf")).get("gpu_util_pct")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            gpus = query(self.smi, processes=False) or []
+            gpu = next((g for g in gpus if g.uuid == self.uuid), None)
+            if gpu is not None:
+                self.samples.append((time.time(), gpu.utilization_pct, gpu.temperature_c, gpu.power_w))
+            self._stop.wait(self.interval_s)
 
 
 # ---------------------------------------------------------------- Command line

@@ -820,6 +820,29 @@ def recorded_config(path: Path) -> RecordedConfig:
                           problem)
 
 
+def gpu_load(rows: list[dict]) -> dict[str, Any] | None:
+    """The GPU's load over a run, from its metrics rows (nvidia-smi samples, engine.nvsmi.Sampler):
+    ``{"util_mean_pct", "util_min_pct", "temp_max_c", "power_mean_w"}``, or None when none was
+    measured (a CPU run, no nvidia-smi)."""
+    utils = [r["gpu_util_pct"] for r in rows if isinstance(r.get("gpu_util_pct"), (int, float))]
+    if not utils:
+        return None
+    temps = [r["gpu_temp_c"] for r in rows if isinstance(r.get("gpu_temp_c"), (int, float))]
+    watts = [r["gpu_power_w"] for r in rows if isinstance(r.get("gpu_power_w"), (int, float))]
+    return {"util_mean_pct": round(sum(utils) / len(utils), 1), "util_min_pct": min(utils),
+            "temp_max_c": max(temps) if temps else None,
+            "power_mean_w": round(sum(watts) / len(watts), 1) if watts else None}
+
+
+def _load_text(load: dict) -> str:
+    text = f"busy {load['util_mean_pct']:.0f}% of the time on average (lowest logging interval {load['util_min_pct']:.0f}%)"
+    if load.get("temp_max_c") is not None:
+        text += f", up to {load['temp_max_c']} °C"
+    if load.get("power_mean_w") is not None:
+        text += f", {load['power_mean_w']:.0f} W on average"
+    return text
+
+
 def run_details(path: Path) -> dict[str, Any]:
     """Everything ``runs show`` prints about one run, as plain values.
 
@@ -865,6 +888,7 @@ def run_details(path: Path) -> dict[str, Any]:
         "better_checkpoint": {"name": offer[0].name, "eval_loss": offer[1], "final_eval_loss": offer[2],
                               "text": describe_offer(offer)} if offer else None,
         "resume": {"ok": verdict.ok, "reason": verdict.reason, "finished": verdict.finished},
+        "gpu_load": gpu_load(train),
         "metrics": {"train_rows": len(train), "eval_rows": len(evals),
                     "last_loss": train[-1]["loss"] if train else None,
                     "lowest_loss": lowest["loss"] if lowest else None,
@@ -1008,7 +1032,9 @@ def cli_show(args: Any) -> int:
         ("best eval loss", _num(d["best_eval_loss"])),
         ("lowest train loss", _at_step(m["lowest_loss"], m["lowest_loss_step"])),
         ("metrics rows", f"{m['train_rows']} train, {m['eval_rows']} eval"),
-        ("peak GPU memory", _gib(d["peak_gpu_bytes"])), ("dataset", _num(d["dataset"])),
+        ("peak GPU memory", _gib(d["peak_gpu_bytes"])),
+        *([("GPU load", _load_text(d["gpu_load"]))] if d.get("gpu_load") else []),
+        ("dataset", _num(d["dataset"])),
         ("dataset hash", _num(d["dataset_hash"])), ("dataset records", _dataset_records(d)),
         *_data_fields(d.get("data")),
         ("eval data", d.get("eval_dataset") or (f"{(d['config'] or {}).get('eval_split'):.0%} of the dataset "

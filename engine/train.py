@@ -92,6 +92,12 @@ def nan_advice(cfg: RunConfig) -> str:
 
 MAX_NAN_ROLLBACKS = 2
 MAX_OOM_RETRIES = 4
+# The "GPU often idle" advice (EventCallback._follow_idle): this many logging intervals in a row,
+# each below this share busy (NVML's utilisation: the share of time a kernel ran), after this much
+# training. A healthy single-GPU run reads 90-100%; below half, the GPU waits more than it works.
+IDLE_PCT = 50
+IDLE_WINDOWS = 5
+IDLE_MIN_S = 60.0
 FIX_RECORDS_HINT = "Fix them in the Dataset area, or list them with `finetune-studio data check FILE`."
 """What to do about records a run left out."""
 
@@ -190,6 +196,7 @@ class Prepared:
     # Memory other programs held on the GPU before this process touched it (nvidia-smi), or None:
     # the device peak leaves it out, as the estimate does (_gpu_used_before).
     gpu_used_before: int | None = None
+    gpu_sampler: Any = None  # engine.nvsmi.Sampler: the GPU's load during the run (_gpu_sampler)
 
 
 def _count_params(model: Any) -> tuple[int, int]:
@@ -1006,6 +1013,22 @@ def _gpu_used_before(cfg: RunConfig) -> int | None:
     return gpu.held_by_others({os.getpid()})[0]
 
 
+def _gpu_sampler(cfg: RunConfig) -> Any:
+    """A started :class:`engine.nvsmi.Sampler` of the run's GPU, or None: a CPU run, a launcher's
+    ranks (WORLD_SIZE > 1), no nvidia-smi, or the GPU not told apart from others."""
+    if cfg.device == "cpu" or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return None
+    import torch
+
+    from engine import nvsmi
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    gpu = nvsmi.cuda_gpu(nvsmi.query(processes=False), str(getattr(props, "uuid", "") or "") or None, props.name)
+    return nvsmi.Sampler(gpu).start() if gpu is not None else None
+
+
 def device_peak(total: int, free: int, used_before: int | None, reserved_peak: int | None) -> int:
     """This run's peak as the driver sees it: the GPU's used memory at the end (torch's cache
     still holds the peak's blocks) less what other programs held before the run, never below
@@ -1045,6 +1068,9 @@ def _make_callback_class():
             self.train_lines = train_lines or []
             self.probe = False  # set by _build_trainer: a probe saves nothing, not even on stop
             self.sampler: Any = None  # set by _build_trainer (main process, one GPU, not a probe)
+            self.gpu: Any = None  # engine.nvsmi.Sampler, set by _build_trainer: the GPU's load
+            self.batch: tuple[int, int] = (1, 1)  # (micro-batch, accumulation), for the idle advice
+            self.busy_window = False  # this logging interval evaluated, saved or sampled: not a training-only reading
             self.samples_at_save = False  # no eval data: the samples come with each checkpoint
             self.tokenizer: Any = None  # set when the run added tokens, or trains whole layers: each checkpoint keeps it
             self.on_begin: Callable[[], None] | None = None  # the first step is about to train (_commit_resume)
@@ -1134,6 +1160,11 @@ def _make_callback_class():
                        "samples_per_s": dsteps * args.per_device_train_batch_size
                        * args.gradient_accumulation_steps * max(args.world_size, 1) / dt,
                        "time": now, **_gpu_memory()}
+                gpu_load = self.gpu.window(self.t_last, now) if self.gpu is not None else {}
+                row.update(gpu_load)
+                if self.is_main:
+                    self._follow_idle(gpu_load.get("gpu_util_pct"), step, now)
+                self.busy_window = False
                 self.t_last, self.tokens_last, self.step_last = now, tokens, step
                 fp16_overflow = args.fp16 and math.isfinite(loss) and not _finite(grad_norm)
                 if not math.isfinite(loss) or (not _finite(grad_norm) and not fp16_overflow):
@@ -1158,7 +1189,34 @@ def _make_callback_class():
                 if self.is_main:
                     self.writer.emit(ev.EVAL, **row)
 
+        def _follow_idle(self, util: float | None, step: int, now: float) -> None:
+            """Say once when the GPU keeps waiting: IDLE_WINDOWS logging intervals in a row, each
+            only training (no evaluation, save or sampling in it), below IDLE_PCT busy, after
+            IDLE_MIN_S of training (the first steps warm up)."""
+            g = self.gpu
+            if g is None or g.warned or util is None or self.busy_window:
+                return
+            g.idle_windows = g.idle_windows + 1 if util < IDLE_PCT else 0
+            if g.idle_windows < IDLE_WINDOWS or now - self.t_start < IDLE_MIN_S:
+                return
+            g.warned = True
+            mean = g.window(self.t_start, now).get("gpu_util_pct", util)
+            micro, accum = self.batch
+            fix = ({"batch_size": micro * 2, "gradient_accumulation_steps": accum // 2}
+                   if accum >= 2 and accum % 2 == 0 else {})
+            self.writer.emit(ev.WARNING, kind="gpu_idle", step=step, gpu_util_pct=mean, fix=fix, message=(
+                f"the GPU was busy only {util:.0f}% of the time over the last {IDLE_WINDOWS} logging intervals "
+                f"({mean:.0f}% since the run started): its steps wait for the CPU side (batching the data, "
+                "Python overhead), or are too small to fill it"),
+                hint=("A larger micro-batch with less gradient accumulation trains the same (the same effective "
+                      f"batch: micro-batch {micro * 2} x accumulation {accum // 2}) and gives the GPU more at once, "
+                      "if it fits (the Train area's gauge says the largest that does). "
+                      if fix else "A larger micro-batch gives the GPU more at once, if it fits (the gauge says the "
+                      "largest that does). ")
+                + "group_by_length cuts the padding; evaluating or logging less often cuts the pauses.")
+
         def on_save(self, args, state, control, **kw):
+            self.busy_window = True
             if self.is_main:
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if self.tokenizer is not None and path.is_dir():
@@ -1171,6 +1229,7 @@ def _make_callback_class():
                 self.sample(state.global_step)
 
         def on_evaluate(self, args, state, control, **kw):
+            self.busy_window = True
             self.sample(state.global_step)
 
         def sample(self, step: int) -> None:
@@ -1178,6 +1237,7 @@ def _make_callback_class():
             s = self.sampler
             if s is None or s.off or s.last_step == step or self.nonfinite is not None or self.trainer is None:
                 return
+            self.busy_window = True  # generating answers: not a training-only reading
             import torch
 
             try:
@@ -1456,6 +1516,8 @@ def _build_trainer(prep: Prepared, writer: EventWriter, commands: Commands, call
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
     cb.trainer = trainer
     cb.probe = prep.probe
+    cb.gpu = prep.gpu_sampler
+    cb.batch = (cfg.batch_size, cfg.gradient_accumulation_steps)
     cb.on_begin = lambda: _commit_resume(prep)
     if (cfg.add_tokens or cfg.method in ("full", "freeze")) and not prep.probe:
         # Added tokens: their ids are what the embedding rows mean. Full and freeze: a checkpoint is
@@ -1669,6 +1731,8 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
         prep = setup(cfg, writer, resume=resume, is_main=is_main, progress=progress)
         prep.probe = probe_of is not None
         prep.gpu_used_before = used_before
+        if is_main:
+            prep.gpu_sampler = _gpu_sampler(cfg)
         cfg = prep.cfg
         commands.output_dir = prep.output_dir
         ckpt = last_checkpoint(prep.output_dir) if resume else None
@@ -1749,6 +1813,8 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
     finally:
         if awake is not None:
             awake.release()
+        if prep is not None and prep.gpu_sampler is not None:
+            prep.gpu_sampler.stop()
     result.update(started=started, finished=time.time())
     if prep is not None:
         result["output_dir"] = str(prep.output_dir)
@@ -1918,6 +1984,7 @@ def _train_with_guards(prep: Prepared, writer: EventWriter, commands: Commands, 
               "peak_gpu_reserved_bytes": peaks.get("gpu_mem_peak_reserved"),
               "peak_gpu_device_bytes": device_bytes, "gpu_used_before_bytes": prep.gpu_used_before,
               "gpu_name": prep.env.gpu_name,
+              "gpu_util_mean_pct": prep.gpu_sampler.mean_util() if prep.gpu_sampler is not None else None,
               "nan_rollbacks": nan_rollbacks, "oom_retries": oom_retries, "skipped_steps": cb.skipped_steps,
               # The step final/ holds (`runs promote` may later make it an earlier checkpoint's).
               "final_step": None if prep.probe else early.get("best_step") or trainer.state.global_step,

@@ -206,6 +206,7 @@ class Advisor:
                            "more and leak between train and eval; remove them in the Dataset area.",
                            fix, key="duplicates")]
         titles = {"disk": "The disk may fill up", "gpu_busy": "The GPU may not have the memory this run needs",
+                  "gpu_idle": "The GPU often waits",
                   "eval_overlap": "Eval records are also training records",
                   "untrained_tokens": "The model never learnt these format tokens",
                   "dataset_changed": "The dataset changed since the run started",
