@@ -66,6 +66,16 @@ held, others = gpu_others(getattr(props, "uuid", None), props.name)
 free, total = torch.cuda.mem_get_info()
 print("matched", gpu is not None, "listed me", bool(me), "my bytes", me[0].used_bytes if me else None,
       "others_bytes", held, "driver used", total - free)
+sampler = nvsmi.Sampler(gpu, interval_s=0.2).start() if gpu else None
+if sampler:
+    x = torch.randn(8192, 8192, device="cuda")
+    import time
+    t_end = time.time() + 1.5
+    while time.time() < t_end:
+        x = (x @ x).clamp_(-1, 1)  # keep the GPU busy: the sampler should read it busy
+    torch.cuda.synchronize()
+    sampler.stop()
+    print("sampler while busy:", sampler.window(0), len(sampler.samples), "samples")
 ok = gpu and me and (me[0].used_bytes or 0) >= 2 << 30 and (held or 0) >= 2 << 30
 print("NVSMI CHECK", "OK" if ok else "FAILED")
 EOF
