@@ -2159,8 +2159,9 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
             print(f"  keeping the computer awake until training ends ({data['keep_awake']['how']})", file=out)
     elif kind == ev.STEP:
         eta = f" eta {data['eta_s']:.0f}s" if data.get("eta_s") is not None else ""
+        gpu = f" GPU {data['gpu_util_pct']:.0f}% busy" if data.get("gpu_util_pct") is not None else ""
         print(f"step {data['step']:>5}/{data['max_steps']} loss {data['loss']:.4f} lr {data['lr']:.2e} "
-              f"{data['tokens_per_s']:.0f} tok/s{eta}", file=out, flush=True)
+              f"{data['tokens_per_s']:.0f} tok/s{gpu}{eta}", file=out, flush=True)
     elif kind == ev.EVAL:
         print(f"eval  step {data['step']:>5} eval_loss {data['eval_loss']:.4f}", file=out)
     elif kind == ev.SAMPLES:

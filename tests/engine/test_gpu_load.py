@@ -131,3 +131,14 @@ def test_intervals_with_an_evaluation_dont_count(tmp_path, tiny_model_dir, small
     _, result, rec = _run(tmp_path, tiny_model_dir, small_dataset, monkeypatch, 10, eval_split=0.25, eval_steps=1)
     assert result["status"] == "completed" and result["best_eval_loss"] is not None
     assert not [e for e in rec.events if e.data.get("kind") == "gpu_idle"]
+
+
+def test_the_train_commands_progress_line_says_how_busy_the_gpu_is():
+    from engine.train import _print_event
+
+    out = io.StringIO()
+    row = {"step": 40, "max_steps": 100, "loss": 1.5, "lr": 2e-4, "tokens_per_s": 5000.0, "eta_s": 60.0}
+    _print_event("step", {**row, "gpu_util_pct": 87.4}, out)
+    _print_event("step", row, out)
+    assert out.getvalue().splitlines() == ["step    40/100 loss 1.5000 lr 2.00e-04 5000 tok/s GPU 87% busy eta 60s",
+                                           "step    40/100 loss 1.5000 lr 2.00e-04 5000 tok/s eta 60s"]
