@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 import textwrap
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_config_epilog(), formatter_class=raw, allow_abbrev=False)
     e.add_argument("config", metavar="RUN.yaml")
     e.add_argument("--json", action="store_true", help="print one JSON object (see README)")
-    e.add_argument("--gpu-memory", type=float, metavar="GiB", help="GPU memory to fit into "
+    e.add_argument("--gpu-memory", type=_gib, metavar="GiB", help="GPU memory to fit into "
                    "(default: the detected GPU)")
     e.add_argument("--no-data", "--no_data", action="store_true", dest="no_data",
                    help="don't read the dataset: the estimate at seq_len only (by default the records are "
@@ -206,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "in the Hugging Face cache: org/name or org/name:split")
     ds_.add_argument("--eval-ratio", type=float, required=True, dest="eval_ratio", metavar="R",
                      help="share of records held out for eval, above 0 and at most 0.5 (as a run's eval_split)")
-    ds_.add_argument("--seed", type=int, default=seed_default, help=f"the run's seed (default {seed_default}, "
+    ds_.add_argument("--seed", type=_seed, default=seed_default, help=f"the run's seed (default {seed_default}, "
                      "the run config's default)")
     ds_.add_argument("--out-dir", required=True, dest="out_dir", metavar="DIR",
                      help="where FILE's -train and -eval files go")
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: the adapters' runs' template")
     ac.add_argument("--seq-len", type=_count, default=None, dest="seq_len", metavar="N",
                     help="default: the largest seq_len of the adapters' runs")
-    ac.add_argument("--limit", type=int, default=None, metavar="N", help="score N records, the held-out ones first, "
+    ac.add_argument("--limit", type=_count_or_all, default=None, metavar="N", help="score N records, the held-out ones first, "
                     "then a seeded random choice (default all)")
     ac.add_argument("--samples", type=_count_or_none, default=3, metavar="K", help="records every model answers greedily, "
                     "where they differ most (default 3; 0 = none)")
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: the GPU if there is one")
     ac.add_argument("--batch_size", type=_count, default=4, metavar="N", help="records scored per forward pass "
                     "(default 4)")
-    ac.add_argument("--seed", type=int, default=0, help="for --limit's sample")
+    ac.add_argument("--seed", type=_seed, default=0, help="for --limit's sample")
     ac.add_argument("--out", default=None, metavar="FILE", help="where the whole result goes as JSON (default: a new "
                     "file in <data home>/comparisons, listed by 'adapters comparisons'); an existing file is "
                     "refused unless --force")
@@ -295,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the base loads, as in training (default auto: bf16 on a GPU that supports it, "
                    "else fp16; fp32 on the CPU; int8 and nf4 need a GPU)")
     g.add_argument("--no-base", action="store_true", dest="no_base", help="skip the base model's answer")
-    g.add_argument("--seed", type=int, default=0, help="for sampling (temperature > 0), so a run repeats")
+    g.add_argument("--seed", type=_seed, default=0, help="for sampling (temperature > 0), so a run repeats")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: the GPU if there "
                    "is one")
     g.add_argument("--allow_pickle", action="store_true", help="allow pickle (.bin) weights in the base or "
@@ -312,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the base the adapters were trained on")
     m.add_argument("--adapter", action="append", required=True, metavar="ADAPTER",
                    help="an adapter folder, run (folder or name) or library name; repeat it to combine several")
-    m.add_argument("--weights", type=float, nargs="+", help="one weight per adapter (combine)")
+    m.add_argument("--weights", type=_finite_number, nargs="+", help="one weight per adapter (combine)")
     m.add_argument("--combination", default=DEFAULT_COMBINATION, metavar="TYPE", choices=COMBINATIONS,
                    help=f"PEFT's add_weighted_adapter type when combining: {', '.join(COMBINATIONS)} "
                    f"(default {DEFAULT_COMBINATION}: exactly the weighted sum of the adapters' changes; the others "
@@ -437,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "--keep, so it can still be resumed) and the superseded-*/ folders of rewinds; final/, "
                          "the curves and the config stay")
     rn.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or a run name from 'runs list'")
-    rn.add_argument("--keep", type=int, default=1, metavar="N",
+    rn.add_argument("--keep", type=_count_or_none, default=1, metavar="N",
                     help="newest checkpoints to keep (default 1; 0 only for a run with a final/)")
     rn.add_argument("--keep-superseded", "--keep_superseded", action="store_true", dest="keep_superseded",
                     help="leave the superseded-*/ folders of earlier rewinds")
@@ -477,6 +478,38 @@ def _positive_seconds(text: str) -> float:
     return n
 
 
+def _gib(text: str) -> float:
+    """An argparse type: a positive, finite number of GiB (``--gpu-memory inf`` ended in a traceback)."""
+    try:
+        n = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
+    if not 0 < n < math.inf:  # nan fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, got {text}")
+    return n
+
+
+def _finite_number(text: str) -> float:
+    """An argparse type: any finite number (``--weights nan`` would merge a model of NaNs)."""
+    try:
+        n = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(n):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return n
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed in the run config's range (``--seed 10**30`` overflowed in torch)."""
+    meta = RunConfig.field_meta()["seed"]
+    said = f"{meta['min']} to {meta['max']}"
+    n = _whole_number(text, meta["min"], said)
+    if n > meta["max"]:
+        raise argparse.ArgumentTypeError(f"must be {said}, got {n}")
+    return n
+
+
 def _count(text: str) -> int:
     """An argparse type: a whole number of at least 1 (``--top -3`` printed all but 3 rows)."""
     return _whole_number(text, 1, "at least 1")
@@ -485,6 +518,11 @@ def _count(text: str) -> int:
 def _count_or_none(text: str) -> int:
     """An argparse type: a whole number of at least 0 (``--samples -1`` was taken as none)."""
     return _whole_number(text, 0, "0 (none) or more")
+
+
+def _count_or_all(text: str) -> int:
+    """An argparse type: a whole number of at least 0, where 0 means no limit (``--limit``)."""
+    return _whole_number(text, 0, "0 (all) or more")
 
 
 def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[str, object]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from engine.errors import StudioError
 from engine.memory.terms import GIB
@@ -18,26 +17,22 @@ def cli_estimate(args: argparse.Namespace) -> int:
             ``overrides`` (run-config keys from the command line).
 
     Returns:
-        0 on success, 2 when the config, the model or the calibration file is unusable
-        (the message goes to stderr).
+        0.
+
+    Raises:
+        StudioError: the config, the model or the calibration file is unusable (the CLI prints
+            it as every command's errors, ``finetune-studio estimate: ...``, and exits 2).
     """
     from engine.config import RunConfig
     from engine.memory.peak import estimate
 
-    try:
-        cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
-        gpu_bytes = None
-        if getattr(args, "gpu_memory", None) is not None:
-            if not args.gpu_memory > 0:
-                raise StudioError(f"--gpu-memory must be a positive number of GiB, got {args.gpu_memory}")
-            gpu_bytes = int(args.gpu_memory * GIB)
-        data, why = (None, "") if getattr(args, "no_data", False) else _data(cfg)
-        result = estimate(cfg, gpu_bytes, with_measured=True, data=data)
-        if why:
-            result.notes.append(why)
-    except StudioError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
+    # --gpu-memory is a positive, finite number: the CLI's argparse type refuses the rest by name.
+    gpu_bytes = None if getattr(args, "gpu_memory", None) is None else int(args.gpu_memory * GIB)
+    data, why = (None, "") if getattr(args, "no_data", False) else _data(cfg)
+    result = estimate(cfg, gpu_bytes, with_measured=True, data=data)
+    if why:
+        result.notes.append(why)
     if getattr(args, "json", False):
         print(json.dumps(result.to_dict(), indent=2))
     else:

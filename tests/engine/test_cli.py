@@ -368,8 +368,29 @@ def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_
     (["adapters", "compare", "a", "--dataset", "demo", "--seq-len", "-1"],
      "argument --seq-len: must be at least 1, got -1"),
     (["runs", "audit", "r", "--batch_size", "-2"], "argument --batch_size/--batch-size: must be at least 1, got -2"),
+    # "limit must be 0 (all records) or more; got -2", after the adapters were looked up: no flag named.
+    (["adapters", "compare", "a", "--dataset", "demo", "--limit", "-2"],
+     "argument --limit: must be 0 (all) or more, got -2"),
+    # "error: --gpu-memory must be ...", unlike every other command; inf ended in an OverflowError traceback.
+    (["estimate", "demo.yaml", "--gpu-memory", "-3"], "argument --gpu-memory: must be a positive number of GiB, got -3"),
+    (["estimate", "demo.yaml", "--gpu-memory", "inf"], "argument --gpu-memory: must be a positive number of GiB, got inf"),
+    (["estimate", "demo.yaml", "--gpu-memory", "nan"], "argument --gpu-memory: must be a positive number of GiB, got nan"),
+    (["estimate", "demo.yaml", "--gpu-memory", "lots"], "argument --gpu-memory: expected a number of GiB, got 'lots'"),
+    # A seed torch can't take ended in a traceback ("Overflow when unpacking long long"); one below 0 split the
+    # data as no run (whose seed is 0 or more) would.
+    (["generate", "--base", "demo", "--prompt", "hi", "--seed", str(2**64)],
+     f"argument --seed: must be 0 to 4294967295, got {2**64}"),
+    (["data", "split", "demo", "--eval-ratio", "0.1", "--out-dir", "o", "--seed", "-1"],
+     "argument --seed: must be 0 to 4294967295, got -1"),
+    (["adapters", "compare", "a", "--dataset", "demo", "--seed", "x"], "argument --seed: expected a whole number, got 'x'"),
+    # A NaN weight merged a model of NaNs.
+    (["merge", "--base", "demo", "--adapter", "a", "--adapter", "b", "--out", "o", "--weights", "1", "nan"],
+     "argument --weights: must be a finite number, got nan"),
+    # "--keep must be 0 or more" came only once the run was found.
+    (["runs", "prune", "r", "--keep", "-1"], "argument --keep: must be 0 (none) or more, got -1"),
 ])
-def test_a_count_below_its_least_is_refused_at_once(capsys, argv, said):
+def test_a_bad_number_is_refused_at_once_by_the_flag_it_was_given_to(capsys, tmp_path, monkeypatch, argv, said):
+    monkeypatch.chdir(tmp_path)  # what a command let through would write lands there
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and said in capsys.readouterr().err
@@ -418,7 +439,9 @@ def test_a_bad_value_typed_as_an_option_is_named_by_the_option_typed(tmp_path, s
     assert main(["train", str(run_yaml), "--max_steps", "x"]) == 2
     assert capsys.readouterr().err == "finetune-studio train: --max_steps must be a whole number between -1 and 1000000000, got 'x'\n"
     assert main(["estimate", str(run_yaml), "--batch_size", "two"]) == 2
-    assert capsys.readouterr().err == "error: --batch_size must be a whole number between 1 and 65536, got 'two'\n"
+    # estimate printed its errors as "error: ...", the only command that did not name itself
+    assert capsys.readouterr().err == ("finetune-studio estimate: --batch_size must be a whole number between 1 and "
+                                       "65536, got 'two'\n")
     assert main(["train", str(run_yaml), "--method", "loar"]) == 2  # the allowed values and the fix stay
     assert capsys.readouterr().err == (
         "finetune-studio train: --method must be one of full, freeze, lora, qlora, adapter, prefix, prompt, ia3; "

@@ -648,18 +648,21 @@ def test_cli_json_is_the_documented_contract(tmp_path, studio_home):
     assert "disk: checkpoints of 49.0 MiB each, up to 4 at once" in text
 
 
-def test_cli_reports_config_errors_on_stderr_with_exit_2(tmp_path):
+def test_cli_reports_config_errors_on_stderr_with_exit_2(tmp_path, capsys):
+    from engine.cli import main
+
     run = tmp_path / "bad.yaml"
     run.write_text("model: demo\nbatch_sise: 4\n", encoding="utf-8")
-    code, out, err = _cli(run)
-    assert code == 2 and out == ""
+    assert main(["estimate", str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("finetune-studio estimate: ")
     assert "batch_sise" in err and "batch_size" in err
-    code, _, err = _cli(tmp_path / "missing.yaml")
-    assert code == 2 and "no such run config file" in err
+    assert main(["estimate", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such run config file" in capsys.readouterr().err
     good = tmp_path / "good.yaml"
     good.write_text(f"model: {tmp_path / 'nowhere'}\n", encoding="utf-8")
-    code, _, err = _cli(good)
-    assert code == 2 and "nowhere" in err
+    assert main(["estimate", str(good)]) == 2
+    assert "nowhere" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", [{"hidden_size": 100, "num_attention_heads": 3, "head_dim": None},
