@@ -935,7 +935,9 @@ def base_from_run(base: str) -> tuple[str, Path | None, str | None]:
         a line telling the user what was resolved (None when ``base`` is not a run).
 
     Raises:
-        ModelError: the run has no final/ yet, or an adapter the playground can't load.
+        ModelError: the run has no final/ yet, or an adapter the playground can't load; or
+            ``base`` is nothing: no folder, no run of that name and no hub id (the closest
+            run names and cached models are suggested).
     """
     from engine.runs import find_run, run_model
 
@@ -943,12 +945,47 @@ def base_from_run(base: str) -> tuple[str, Path | None, str | None]:
         return base, None, None
     run_dir = find_run(base)
     if run_dir is None:
-        return base, None, None  # a model folder, a hub id or a typo: resolve_model_path decides
+        if not Path(base).expanduser().exists() and not _hub_id_like(base):
+            raise unknown_base_error(base)
+        return base, None, None  # a model folder, or a hub id: resolve_model_path decides
     run = run_model(run_dir)
     if run.adapter is None:
         return run.base, None, f"{base} is a {run.method} run: generating with the model it trained, {run.base}"
     return run.base, run.adapter, (f"{base} is a {run.method} run: generating with its base model {run.base} and "
                                    f"its adapter {run.adapter} (as --base {run.base} --adapter {base})")
+
+
+def _hub_id_like(ref: str) -> bool:
+    """``org/name``, as :func:`engine.models.resolve_model_path` looks it up in the hub cache."""
+    return "/" in ref and not ref.startswith((".", "/", "~"))
+
+
+def unknown_base_error(base: str) -> ModelError:
+    """The error for a ``--base`` that names nothing. ``--base`` takes a run too, so "model 'x': no
+    such folder" sent the user looking for a model folder when a run name was mistyped.
+
+    Args:
+        base: what the user gave as ``--base``.
+
+    Returns:
+        A ModelError whose hint names the closest run names and cached models, else what
+        ``--base`` takes.
+    """
+    import difflib
+
+    from engine.models import cached_models
+    from engine.runs import list_runs
+
+    runs = [r.name for r in list_runs()]
+    # A run is named by its folder or by its run_name, the folder's name past its timestamp.
+    names = dict.fromkeys([*runs, *(re.sub(r"^\d{8}-\d{6}-", "", n) for n in runs)])
+    models = ["demo", *cached_models()]
+    close = difflib.get_close_matches(base, [*names, *models], n=3, cutoff=0.5)
+    takes = ("a model (a folder with config.json, a Hugging Face id from your cache, or 'demo') or a run (its "
+             "folder, or a name from `finetune-studio runs list`)")
+    said = " or ".join(f"'{c}' (a {'model' if c in models else 'run'})" for c in close)
+    return ModelError(f"--base '{base}': no model folder, run folder or run of that name",
+                      hint=(f"Did you mean {said}? " if said else "") + f"Give {takes}.")
 
 
 def cli_generate(args: argparse.Namespace) -> int:

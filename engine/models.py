@@ -108,6 +108,21 @@ def _refuse_run_or_adapter_folder(path: Path) -> None:
                      f"(finetune-studio generate --base {run.base} --adapter {path}).")
 
 
+def cached_models() -> list[str]:
+    """The ids of the models in the Hugging Face cache that have a snapshot, sorted (none without a cache).
+
+    Read from the cache's folder names (``models--org--name``), as
+    :func:`engine.data.hub.cached_datasets` reads the datasets': no file of any model is opened.
+    """
+    from huggingface_hub import constants
+
+    try:
+        folders = [p for p in Path(constants.HF_HUB_CACHE).glob("models--*--*") if any((p / "snapshots").glob("*"))]
+    except OSError:
+        return []
+    return sorted(p.name.removeprefix("models--").replace("--", "/", 1) for p in folders)
+
+
 def _from_hf_cache(repo_id: str) -> Path | None:
     try:
         from huggingface_hub import snapshot_download

@@ -137,6 +137,27 @@ def test_cli_generate_checks_the_adapters_before_loading_the_base(runs_home, tin
     assert "--prompt is empty" in capsys.readouterr().err
 
 
+def test_cli_generate_names_a_base_that_is_nothing_as_a_model_or_a_run(studio_home, capsys):
+    """`--base nosuchrun` said "model 'nosuchrun': no such folder", though --base takes a run too: a mistyped
+    run name sent the user looking for a model folder."""
+    run = studio_home / "runs" / "20260101-000000-medical"
+    run.mkdir(parents=True)
+    (run / "run.yaml").write_text(f"model: demo\noutput_dir: {run}\n", encoding="utf-8")
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "run_name": "medical"}), encoding="utf-8")
+    assert cli_main(["generate", "--base", "medicall", "--prompt", PROMPT]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("finetune-studio generate: --base 'medicall': no model folder, run folder or run of that "
+                          "name\n  hint: Did you mean 'medical' (a run)")
+    assert "Give a model (a folder with config.json, a Hugging Face id from your cache, or 'demo') or a run" in err
+    assert cli_main(["generate", "--base", "dmeo", "--prompt", PROMPT]) == 2
+    assert "hint: Did you mean 'demo' (a model)? " in capsys.readouterr().err
+    assert cli_main(["generate", "--base", "zzzzzzzz", "--prompt", PROMPT]) == 2
+    assert capsys.readouterr().err == (
+        "finetune-studio generate: --base 'zzzzzzzz': no model folder, run folder or run of that name\n  hint: Give "
+        "a model (a folder with config.json, a Hugging Face id from your cache, or 'demo') or a run (its folder, or a "
+        "name from `finetune-studio runs list`).\n")
+
+
 def test_quantized_base_without_cuda_is_refused_clearly():
     import torch
 
