@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
 from collections.abc import Collection
@@ -707,12 +708,29 @@ def _read_yaml(path: Path) -> tuple[str, Any]:
     if data is None:
         # An editor that never saved, or `> run.yaml` by mistake: every key would take its default and
         # the demo would train (or be estimated, or queued) in place of what the user meant.
+        said = f"{path}: the file holds no keys (it is empty, or only blank lines and comments)"
+        if path.name == "run.yaml" and (path.parent / "summary.json").is_file():
+            raise ConfigErrors([_emptied_run_yaml(path, said)])
         raise ConfigErrors([ConfigError(
-            f"{path}: the file holds no keys (it is empty, or only blank lines and comments): a run config "
-            "names at least the model and the dataset to train, e.g. 'model: demo' and 'dataset: demo' for "
-            "the embedded demo", hint=f"{presets_dir() / 'demo.yaml'} is a whole example; `finetune-studio "
-            "train --help` lists every key.")])
+            f"{said}: a run config names at least the model and the dataset to train, e.g. 'model: demo' and "
+            "'dataset: demo' for the embedded demo", hint=f"{presets_dir() / 'demo.yaml'} is a whole example; "
+            "`finetune-studio train --help` lists every key.")])
     return text, data
+
+
+def _emptied_run_yaml(path: Path, said: str) -> ConfigError:
+    """A run's own run.yaml found empty. The run wrote its whole config there, so advice on writing a config
+    from scratch ("e.g. 'model: demo'") would not bring this run's back; summary.json's copy can."""
+    try:
+        kept = isinstance(json.loads(path.parent.joinpath("summary.json").read_text(encoding="utf-8")).get("config"),
+                          dict)
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+        kept = False
+    return ConfigError(
+        f"{said}, though the run wrote its config there as it started: the file was emptied since",
+        hint=(f"The config the run started with is kept in its summary.json (`finetune-studio runs show "
+              f"{path.parent}` prints it): write it back into run.yaml." if kept else
+              "The run kept no other copy of its config: write run.yaml again as the run was set up."))
 
 
 def _not_a_mapping(source: str, data: Any) -> str:

@@ -408,6 +408,29 @@ CORRUPT_RUN_YAML = [
 ]
 
 
+def test_an_emptied_run_yaml_is_said_to_be_the_runs_not_a_config_to_write_from_scratch(capsys):
+    """A run's empty run.yaml got the advice for a hand-written config: "a run config names at least the model
+    and the dataset to train, e.g. 'model: demo'", as if the user were to start one; the run had written its
+    config there, and summary.json keeps the copy to put back."""
+    path = make_run("cut", steps=10, status="stopped", checkpoints=(5,), lr=3e-4)
+    (path / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    (path / "run.yaml").write_text("# \n\n")
+    said = (f"{path}/run.yaml: the file holds no keys (it is empty, or only blank lines and comments), though the run "
+            "wrote its config there as it started: the file was emptied since")
+    assert cli_show(show("cut", as_json=False)) == 0
+    out = capsys.readouterr().out
+    assert f"\nconfig: run.yaml can't be read: {said}\n" in out and "e.g. 'model: demo'" not in out
+    assert main(["train", "cut", "--resume"]) == 2
+    assert capsys.readouterr().err == (
+        f"finetune-studio train: {said}\n  hint: The config the run started with is kept in its summary.json "
+        f"(`finetune-studio runs show {path}` prints it): write it back into run.yaml.\n")
+    summary = json.loads((path / "summary.json").read_text())
+    (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    assert main(["train", "cut", "--resume"]) == 2
+    assert capsys.readouterr().err.endswith("\n  hint: The run kept no other copy of its config: write run.yaml "
+                                            "again as the run was set up.\n")
+
+
 @pytest.mark.parametrize("text,said", CORRUPT_RUN_YAML)
 def test_a_corrupt_run_yaml_is_said_unreadable_where_and_why_and_the_rest_is_still_shown(capsys, text, said):
     """`runs show` said "config: none recorded", which was false: the run recorded one, in a file it can't read."""
