@@ -239,6 +239,12 @@ def _run_dir_of(adapter: Path) -> Path | None:
     return None
 
 
+def _not_a_folder(path: str | Path) -> ModelError:
+    """A file given where an adapter folder goes (``adapters add``, ``generate --adapter``...)."""
+    return ModelError(f"'{path}' is a file, not an adapter folder", hint="Give the folder that holds "
+                      "adapter_config.json and the adapter's weights, or a run folder with final/.")
+
+
 def read_card(path: str | Path, source: str = "added") -> AdapterCard:
     """Build the card of one adapter folder from its files.
 
@@ -256,8 +262,7 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
         raise ModelError(f"there is no folder '{folder}'", hint="Check the path; a run's adapter is in its final/.")
     if folder.is_file():
         if folder.name != "adapter_config.json":  # that one names its folder, as a model's config.json does
-            raise ModelError(f"'{folder}' is a file, not an adapter folder", hint="Give the folder that holds "
-                             "adapter_config.json and the adapter's weights, or a run folder with final/.")
+            raise _not_a_folder(folder)
         folder = folder.parent
     if not (folder / "adapter_config.json").exists() and (folder / "final" / "adapter_config.json").exists():
         folder = folder / "final"
@@ -514,6 +519,10 @@ def resolve_adapter(ref: str | Path) -> Path:
     for cand in (path, path / "final", runs_dir() / str(ref) / "final", adapters_dir() / str(ref)):
         if (cand / "adapter_config.json").exists():
             return cand.resolve()
+    if path.is_file():  # it is there: "no adapter folder ... of that name" said it wasn't
+        if path.name == "adapter_config.json":  # names its folder, as read_card takes it
+            return path.parent.resolve()
+        raise _not_a_folder(path)
     if not path.exists() and path.resolve() in {p.resolve() for p in added_folders()}:
         raise ModelError(f"adapter '{ref}': the folder no longer exists (deleted or moved)",
                          hint=f"Remove it from the library: finetune-studio adapters remove {path.resolve()}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.adapters import cli_add, cli_list, cli_remove
+from engine.adapters import cli_add, cli_list, cli_remove, resolve_adapter
 from engine.cli import main
 from engine.errors import ModelError
 from engine.paths import runs_dir
@@ -80,6 +80,24 @@ def test_add_refuses_a_folder_without_adapter_config(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "has no adapter_config.json" in err and "Traceback" not in err
     assert listed(capsys) == {}
+
+
+def test_an_adapter_given_as_a_file_is_called_a_file_wherever_an_adapter_goes(tmp_path, capsys):
+    """`generate --adapter notes.yaml` said "no adapter folder (with adapter_config.json), run or library entry
+    of that name", though the file is there; `adapters add` said it was a file."""
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("x: 1\n")
+    for argv in (["generate", "--base", "demo", "--adapter", str(notes), "--prompt", "hi"],
+                 ["adapters", "export", str(notes), "--out", str(tmp_path / "out")],
+                 ["merge", "--base", "demo", "--adapter", str(notes), "--out", str(tmp_path / "out")]):
+        assert main(argv) == 2
+        command = argv[0] if argv[0] != "adapters" else "adapters export"
+        assert capsys.readouterr().err == (f"finetune-studio {command}: '{notes}' is a file, not an adapter folder\n"
+                                           "  hint: Give the folder that holds adapter_config.json and the adapter's "
+                                           "weights, or a run folder with final/.\n"), argv
+    assert not (tmp_path / "out").exists()
+    adapter = fake_adapter(tmp_path / "ad")
+    assert resolve_adapter(adapter / "adapter_config.json") == adapter  # its file names the folder, as add takes it
 
 
 def test_add_says_what_a_file_or_an_unfinished_run_is_instead_of_no_adapter_config(tmp_path, capsys):
