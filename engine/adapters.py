@@ -776,7 +776,10 @@ def check_adapter_fits(adapter_dir: str | Path, model: nn.Module) -> list[str]:
 # ---------------------------------------------------------------------------- Merge and export
 def _empty_out_dir(out: str | Path, what: str) -> Path:
     out_dir = Path(out).expanduser()
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and not out_dir.is_dir():  # "not an empty folder" read as if it were a folder
+        raise ConfigError(f"--out '{out_dir}' is a file; the {what} is written to a new folder", key="out",
+                          hint="Choose a new folder.")
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"--out '{out_dir}' already exists and is not an empty folder; the {what} is "
                           "not written over existing files", key="out", hint="Choose a new folder.")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -232,6 +232,13 @@ def test_merge_refuses_bad_arguments_naming_the_option(runs_home, tmp_path, tiny
     with pytest.raises(ConfigError, match="not an empty folder") as e:
         lib.merge_adapters("demo", ["medical"], tmp_path / "full")
     assert e.value.key == "out" and (tmp_path / "full" / "x").read_text() == "keep me"
+    # A file said "already exists and is not an empty folder", as if it were a folder.
+    (tmp_path / "merged.safetensors").write_text("keep me")
+    with pytest.raises(ConfigError) as e:
+        lib.merge_adapters("demo", ["medical"], tmp_path / "merged.safetensors")
+    assert str(e.value) == (f"--out '{tmp_path / 'merged.safetensors'}' is a file; the merged model is written to a "
+                            "new folder\n  hint: Choose a new folder.")
+    assert e.value.key == "out" and (tmp_path / "merged.safetensors").read_text() == "keep me"
     with pytest.raises(ModelError, match="hidden_size 128 vs 32"):
         lib.merge_adapters(str(tiny_model_dir), ["medical"], tmp_path / "d")
 

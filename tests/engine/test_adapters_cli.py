@@ -100,6 +100,17 @@ def test_an_adapter_given_as_a_file_is_called_a_file_wherever_an_adapter_goes(tm
     assert resolve_adapter(adapter / "adapter_config.json") == adapter  # its file names the folder, as add takes it
 
 
+def test_export_to_a_file_says_it_is_a_file(tmp_path, capsys):
+    """`adapters export A --out FILE` said "already exists and is not an empty folder", as if FILE were a folder."""
+    adapter = fake_adapter(tmp_path / "ad")
+    out = tmp_path / "adapter.safetensors"
+    out.write_text("keep me")
+    assert main(["adapters", "export", str(adapter), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"finetune-studio adapters export: --out '{out}' is a file; the export is "
+                                       "written to a new folder\n  hint: Choose a new folder.\n")
+    assert out.read_text() == "keep me"
+
+
 def test_add_says_what_a_file_or_an_unfinished_run_is_instead_of_no_adapter_config(tmp_path, capsys):
     """A file said "is not an adapter folder: it has no adapter_config.json"; so did a run with no final/ yet."""
     notes = tmp_path / "notes.txt"
