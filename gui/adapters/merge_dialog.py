@@ -179,7 +179,10 @@ class MergeDialog(QDialog):
         if not self.out_edit.text().strip():
             self._fail("Choose an output folder.")
             return False
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():  # as the engine's merge says it: not "not an empty folder"
+            self._fail(f"{out} is a file; the merged model is written to a new folder: choose one.")
+            return False
+        if out.exists() and any(out.iterdir()):
             self._fail(f"{out} already exists and is not an empty folder; choose a new one.")
             return False
         self.proc = engine_process(self)

@@ -234,6 +234,10 @@ def test_merge_dialog_runs_the_merge_in_a_child_process(qtbot, make_area, runs_h
     (tmp_path / "busy" / "x.txt").write_text("keep me")
     dialog.out_edit.setText(str(tmp_path / "busy"))
     assert not dialog.start() and "not an empty folder" in dialog.result.text()
+    (tmp_path / "merged.safetensors").write_text("keep me")  # a file: said "not an empty folder" too
+    dialog.out_edit.setText(str(tmp_path / "merged.safetensors"))
+    assert not dialog.start() and dialog.result.text() == (f"{tmp_path / 'merged.safetensors'} is a file; the merged "
+                                                           "model is written to a new folder: choose one.")
     out = tmp_path / "merged"
     dialog.out_edit.setText(str(out))
     dialog.gguf.setCurrentIndex(dialog.gguf.findData("q8_0"))
