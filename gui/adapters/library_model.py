@@ -95,11 +95,15 @@ class AdapterLibraryModel(QAbstractListModel):
 
     # ---- Public API
     def set_cards(self, cards: list[AdapterCard]) -> None:
-        """Replace the list, keeping the check state of paths still present."""
+        """Replace the list, keeping the check state of paths still present and loadable.
+
+        A ticked card that can no longer load (its folder deleted or moved since) is unticked: its
+        check box is not checkable any more, so the user could not untick it, and every Generate,
+        Compare and Merge would fail on it."""
         self.beginResetModel()
         self.cards = list(cards)
+        self.checked &= {c.path for c in self.cards if c.loadable}
         paths = {c.path for c in self.cards}
-        self.checked &= paths
         self.matches = {p: m for p, m in self.matches.items() if p in paths}
         self.endResetModel()
 

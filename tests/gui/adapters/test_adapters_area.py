@@ -805,3 +805,23 @@ def test_the_main_window_restores_the_playground_unless_started_on_the_demo(qtbo
     assert [c.name for c in playground.model.checked_cards()] == ["medical"]
     _assert_prompt_and_settings_restored(playground)
     again.close()
+
+
+def test_a_ticked_adapter_whose_folder_is_deleted_is_unticked_on_refresh(make_area, runs_home, tmp_path):
+    """Its check box can't be toggled once it can't load: left ticked, every Generate, Compare and
+    Merge would fail on it and the user could not untick it."""
+    from engine.adapters import add_adapter
+
+    mine = tmp_path / "mine"
+    shutil.copytree(runs_home["medical"], mine)
+    add_adapter(mine)
+    area = make_area()
+    area.refresh()
+    assert area.model.set_checked(str(mine.resolve()), True) and area.model.set_checked(str(runs_home["legal"]), True)
+    shutil.rmtree(mine)
+    area.refresh()
+    gone = area.model.index(area.model.row_of(mine))
+    assert not gone.flags() & Qt.ItemFlag.ItemIsUserCheckable  # "can't load": the box is not the user's
+    assert gone.data(Qt.ItemDataRole.CheckStateRole) == Qt.CheckState.Unchecked
+    assert [c.name for c in area.model.checked_cards()] == ["legal"]
+
