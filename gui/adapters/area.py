@@ -315,7 +315,7 @@ class AdaptersArea(QWidget):
         if not cards and not with_base:
             self._show_banner("Check at least one adapter in the library, or tick \"Compare with base\".")
             return None
-        if self.busy:
+        if self.busy or self._gone_since_read(cards):
             return None
         self._show_banner("")
         self._ensure_worker()
@@ -914,7 +914,7 @@ class AdaptersArea(QWidget):
 
     def _on_export_clicked(self) -> None:
         card = self._card(self._selected_path())
-        if card is None:
+        if card is None or self._gone_since_read([card]):
             return
         parent = QFileDialog.getExistingDirectory(self, f"Export {card.name} into")
         if parent:
@@ -926,6 +926,8 @@ class AdaptersArea(QWidget):
         card = self._card(self._selected_path())
         if card is None:
             self._show_banner("Select an adapter to export as GGUF.")
+            return None
+        if self._gone_since_read([card]):
             return None
         self._show_banner("")
         dialog = GgufDialog(card.path, card.name, base=None if card.base_model else self.base_text(), parent=self)
@@ -940,7 +942,7 @@ class AdaptersArea(QWidget):
 
     def export_selected(self, out: str | Path) -> Path | None:
         card = self._card(self._selected_path())
-        if card is None:
+        if card is None or self._gone_since_read([card]):
             return None
         try:
             done = lib.export_adapter(card.path, out)
@@ -961,6 +963,8 @@ class AdaptersArea(QWidget):
     def open_merge_dialog(self) -> MergeDialog | None:
         """The merge dialog for :meth:`merge_cards` onto the current base (None, with a banner, if impossible)."""
         cards = self.merge_cards()
+        if self._gone_since_read(cards):
+            return None
         problem = merge_problem(cards, self.model.matches)
         if problem:
             self._show_banner(problem)
@@ -984,6 +988,8 @@ class AdaptersArea(QWidget):
         """The comparison of :meth:`merge_cards` (ticked, else selected), and of ``wholes`` (full or
         freeze runs' models), against the current base."""
         cards = self.merge_cards()
+        if self._gone_since_read(cards):
+            return None
         problem = compare_problem(cards, self.model.matches) if cards or not wholes else None
         if problem:
             self._show_banner(problem)
@@ -1111,6 +1117,25 @@ class AdaptersArea(QWidget):
             index = self.model.index(row)
             self.list.selectionModel().select(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
             self.list.scrollTo(index)
+
+    def _gone_since_read(self, cards: list[lib.AdapterCard]) -> bool:
+        """Whether a card's folder was deleted or moved since the library was read (in a file
+        manager, or by the Runs area's Delete…). If so the library is read again, which unticks
+        it, and the banner says which and what to do, instead of a worker failing on it later."""
+        gone = [c for c in cards if c.loadable and not Path(c.path).is_dir()]
+        if not gone:
+            return False
+        self.refresh()
+        names = ", ".join(c.name for c in gone)
+        added = [c for c in gone if self.model.row_of(c.path) >= 0 and c.source == "added"]
+        self._show_banner(
+            f"{names}: {'its folder was' if len(gone) == 1 else 'their folders were'} deleted or moved since the "
+            f"library was read ({gone[0].path}{', …' if len(gone) > 1 else ''}). The library was read again"
+            + (" and it is unticked" if len(gone) == 1 else " and they are unticked")
+            + ("; select it and press Remove to forget it." if len(added) == 1 else
+               "; select each and press Remove to forget them." if added else ".")
+            + " Nothing was started.")
+        return True
 
     def _report_failure(self, what: str, why: str) -> None:
         """Say in the status line that an export or merge failed, and why in the banner: the

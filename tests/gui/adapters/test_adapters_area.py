@@ -825,3 +825,29 @@ def test_a_ticked_adapter_whose_folder_is_deleted_is_unticked_on_refresh(make_ar
     assert gone.data(Qt.ItemDataRole.CheckStateRole) == Qt.CheckState.Unchecked
     assert [c.name for c in area.model.checked_cards()] == ["legal"]
 
+
+def test_acting_on_an_adapter_deleted_since_the_library_was_read_says_so_and_starts_nothing(make_area, runs_home,
+                                                                                           tmp_path):
+    """Generate, Compare, Merge and the exports check the folders first: no worker or child process
+    fails on a missing folder later with a command-line hint; the banner names it and says what to do."""
+    from engine.adapters import add_adapter
+
+    mine = tmp_path / "mine"
+    shutil.copytree(runs_home["medical"], mine)
+    add_adapter(mine)
+    area = make_area()
+    area.refresh()
+    area.prompt_edit.setPlainText("What is the capital of France?")
+    for act in (area.generate, area.open_compare_dialog, area.open_merge_dialog, area.open_gguf_dialog,
+                lambda: area.export_selected(tmp_path / "out")):
+        assert area.model.set_checked(str(mine.resolve()), True)
+        area._select(str(mine.resolve()))
+        shutil.rmtree(mine, ignore_errors=True)
+        assert act() is None
+        text = area.banner.text()
+        assert text.startswith("mine: its folder was deleted or moved since the library was read"), text
+        assert str(mine.resolve()) in text and "press Remove to forget it" in text
+        assert not area.model.checked and area.thread is None and not area.columns
+        assert not (tmp_path / "out").exists()
+        shutil.copytree(runs_home["medical"], mine)  # back, for the next action
+        area.refresh()
