@@ -616,6 +616,24 @@ class RunsArea(QWidget):
             self.summary.setText("Select a run for its actions; select several to compare their curves.")
         self._replot()
 
+    def _gone_since_read(self, runs: list[RunInfo], inside: str = "") -> bool:
+        """Whether a run's folder (or its ``inside`` subfolder, e.g. ``final``) was deleted or moved
+        since the list was read, in a file manager or another window. If so the list is read again
+        and the summary line says which and that nothing was done: the buttons acted on the old
+        list, and a click that silently did nothing read as a broken button."""
+        gone = [r for r in runs if not (r.path / inside).is_dir()]
+        if not gone:
+            return False
+        whole = not gone[0].path.is_dir()  # the run itself, not only its final/
+        what = "folder" if whole or not inside else f"{inside}/ folder"
+        names = ", ".join(r.name for r in gone)
+        where = gone[0].path if whole or not inside else gone[0].path / inside
+        self.refresh()
+        self.summary.setText("<span style='color:#d0342c'>" + html.escape(
+            f"{names}: {'its' if len(gone) == 1 else 'their'} {what} was deleted or moved since the list was read "
+            f"({where}{', …' if len(gone) > 1 else ''}). The list was read again; nothing was done.") + "</span>")
+        return True
+
     def _differences_text(self, runs: list[RunInfo], shown: int = 6) -> str:
         """What differs between the selected runs' configs, each value in its curve's colour."""
         runs = runs[: len(CURVE_COLORS)]
@@ -721,12 +739,12 @@ class RunsArea(QWidget):
 
     def _on_open_config(self) -> None:
         run = self._current()
-        if run is not None and (run.path / "run.yaml").exists():
+        if run is not None and not self._gone_since_read([run]) and (run.path / "run.yaml").exists():
             self.sig_open_config.emit(str(run.path / "run.yaml"))
 
     def _on_resume(self) -> None:
         run = self._current()
-        if run is not None and resume_state(run)[0]:
+        if run is not None and not self._gone_since_read([run]) and resume_state(run)[0]:
             self.sig_resume_run.emit(str(run.path))
 
     def _fill_rewind_menu(self, run: RunInfo | None, summary: dict[str, Any]) -> None:
@@ -793,14 +811,15 @@ class RunsArea(QWidget):
 
     def _on_open_folder(self) -> None:
         run = self._current()
-        if run is not None:
+        if run is not None and not self._gone_since_read([run]):
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(run.path)))
 
     def use_best_checkpoint(self) -> bool:
         """Make the selected run's best checkpoint its final/ (``runs promote`` in a child process:
         a full model's files take a while to copy). False when there is nothing to do."""
         run = self._current()
-        if run is None or self._promote is not None or promotion_offer(run.path) is None:
+        if run is None or self._promote is not None or self._gone_since_read([run]) \
+                or promotion_offer(run.path) is None:
             return False
         self.best_button.setEnabled(False)
         self.summary.setText("<span>" + html.escape(f"Making the best checkpoint of {run.name} its result…")
@@ -853,7 +872,7 @@ class RunsArea(QWidget):
         """Free disk… (``runs prune``: the older checkpoints) or Delete… (``runs delete``: whole
         runs) for the selected runs, after asking; in a child process, as deleting tens of GB of
         checkpoints takes a while. False when there was nothing to do or the user said no."""
-        if self._removing is not None:
+        if self._removing is not None or self._gone_since_read(self.selected_runs()):
             return False
         plans = self.removal_plans(prune=prune)
         if not plans or not self._confirm_removal(plans, prune=prune):
@@ -933,6 +952,8 @@ class RunsArea(QWidget):
                 if (r.path / "final" / "adapter_config.json").exists() or (r.path / "final" / "config.json").exists()]
 
     def _on_compare_data(self) -> None:
+        if self._gone_since_read(self.selected_runs(), "final"):
+            return
         finals = self.selected_finals()
         if finals:
             self.sig_compare_adapters.emit(finals)
@@ -940,7 +961,7 @@ class RunsArea(QWidget):
     def open_gguf_dialog(self) -> GgufDialog | None:
         """The GGUF export of the selected run's final/ (None when not exactly one finished run)."""
         run = self._current()
-        if run is None or not (run.path / "final").is_dir():
+        if run is None or self._gone_since_read([run], "final"):
             return None
         dialog = GgufDialog(str(run.path / "final"), run.path.name, parent=self)
         dialog.sig_exported.connect(lambda _path: self._on_selection())  # the summary lists the new file
@@ -953,5 +974,5 @@ class RunsArea(QWidget):
 
     def _on_try(self) -> None:
         run = self._current()
-        if run is not None and (run.path / "final").is_dir():
+        if run is not None and not self._gone_since_read([run], "final"):
             self.sig_try_adapter.emit(str(run.path / "final"))

@@ -776,3 +776,41 @@ def test_a_training_run_can_be_neither_deleted_nor_pruned(qtbot, studio_home):
     assert not area.free_button.isEnabled() and "is training: stop it first" in area.free_button.toolTip()
     assert area.removal_plans(prune=False) == [] and area.remove_selected(prune=False) is False
     assert live.exists()
+
+
+def test_acting_on_a_run_deleted_since_the_list_was_read_says_so(qtbot, runs, monkeypatch):
+    """A run folder removed outside the app (its Open folder, a file manager) while it is selected:
+    each action re-reads the list and says what happened, instead of a click that does nothing."""
+    import shutil
+
+    done = runs["done"]
+    (done / "final" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    area = RunsArea()
+    qtbot.addWidget(area)
+    sent: list = []
+    for signal in (area.sig_try_adapter, area.sig_open_config, area.sig_compare_adapters, area.sig_resume_run):
+        signal.connect(sent.append)
+    monkeypatch.setattr(area, "_confirm_removal", lambda plans, prune: sent.append(plans) or False)
+    opened: list = []
+    monkeypatch.setattr("gui.runs.area.QDesktopServices.openUrl", opened.append)
+    for click in ("try_button", "config_button", "compare_data_button", "folder_button", "delete_button",
+                  "gguf_button"):
+        area.refresh()
+        area.select_paths([done])
+        assert getattr(area, click).isEnabled(), click
+        shutil.move(done, done.with_name("moved-away"))
+        if click == "gguf_button":
+            assert area.open_gguf_dialog() is None
+        else:
+            getattr(area, click).click()
+        assert plain(area.summary) == (f"{done.name}: its folder was deleted or moved since the list was read "
+                                       f"({done}). The list was read again; nothing was done."), click
+        assert done.name not in [r.name for r in area.model.runs] and not area.selected_runs()
+        assert not sent and not opened
+        shutil.move(done.with_name("moved-away"), done)
+    # Only its final/ gone: Try it says that.
+    area.refresh()
+    area.select_paths([done])
+    shutil.rmtree(done / "final")
+    area.try_button.click()
+    assert not sent and plain(area.summary).startswith(f"{done.name}: its final/ folder was deleted or moved")
