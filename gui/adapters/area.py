@@ -229,7 +229,12 @@ class AdaptersArea(QWidget):
     def refresh(self) -> None:
         """Re-read the library (runs, library folder, added folders) and each card's fit with the base."""
         selected = self._selected_path()
-        self.model.set_cards(lib.list_adapters())
+        cards = lib.list_adapters()
+        for card in cards:
+            if card.source == "added" and not card.loadable and not Path(card.path).exists():
+                # The engine's text names the command line's "adapters remove"; here it is a button.
+                card.problem = "the folder no longer exists (deleted or moved): select it and press Remove to forget it"
+        self.model.set_cards(cards)
         self._update_matches()
         n = len(self.model.cards)
         self.library_title.setText(f"Adapter library ({n})" if n else "Adapter library")

@@ -63,6 +63,8 @@ def card_summary(card: AdapterCard) -> list[str]:
         rank += f" ({card.extra['init']} r{card.extra.get('trained_rank')})"
     targets = _short_targets(card.targets)
     line1 = f"{method}{rank} on {base_label(card.base_model)}" + (f" · {targets}" if targets else "")
+    if not card.method and not card.base_model:  # nothing could be read (the folder is gone): "? on ?" says nothing
+        line1 = card.path
     data = []
     if card.dataset_records is not None:
         data.append(f"{card.dataset_records} records")
@@ -80,7 +82,8 @@ def card_summary(card: AdapterCard) -> list[str]:
     if card.weights_from and source:
         source += f" (step {card.weights_from.removeprefix('checkpoint-')})"
     ended = card.status if card.status and card.status != "completed" else ""  # a stopped run's final/ too
-    line3 = " · ".join(x for x in (card.date, format_size(card.size_bytes), source, ended) if x)
+    size = format_size(card.size_bytes) if card.size_bytes or card.loadable else ""  # not "0 B" for a gone folder
+    line3 = " · ".join(x for x in (card.date, size, source, ended) if x)
     return [line1, line2, line3]
 
 

@@ -851,3 +851,27 @@ def test_acting_on_an_adapter_deleted_since_the_library_was_read_says_so_and_sta
         assert not (tmp_path / "out").exists()
         shutil.copytree(runs_home["medical"], mine)  # back, for the next action
         area.refresh()
+
+
+def test_an_added_folder_deleted_since_reads_as_gone_and_points_at_remove(make_area, runs_home, tmp_path):
+    """Its card said "? on ?", "0 B" and to run "finetune-studio adapters remove" in a terminal."""
+    from engine.adapters import add_adapter
+    from gui.adapters.library_model import CardRole, card_summary
+
+    mine = tmp_path / "mine"
+    shutil.copytree(runs_home["medical"], mine)
+    add_adapter(mine)
+    shutil.rmtree(mine)
+    area = make_area()
+    area.refresh()
+    index = area.model.index(area.model.row_of(mine))
+    lines = card_summary(index.data(CardRole))
+    assert lines[0] == str(mine.resolve()) and lines[2] == "added"
+    problem = index.data(CardRole).problem
+    assert problem == "the folder no longer exists (deleted or moved): select it and press Remove to forget it"
+    assert "finetune-studio" not in index.data(Qt.ItemDataRole.ToolTipRole)
+    area._select(str(mine.resolve()))
+    assert area.remove_button.isEnabled()
+    area.remove_button.click()
+    assert area.model.row_of(mine) < 0
+
