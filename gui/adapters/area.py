@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListView,
     QMenu,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
@@ -95,6 +96,11 @@ class ElidedLabel(QLabel):
         shown = self.fontMetrics().elidedText(self._full, self._mode, max(self.width() - 2, 0))
         if shown != super().text():
             super().setText(shown)
+
+
+def _preview(text: str, most: int = 200) -> str:
+    """A saved prompt's text as a question quotes it: the start of a long one, then "…"."""
+    return text if len(text) <= most else text[:most - 1].rstrip() + "\u2026"
 
 
 def _base_choice(recorded: str | None) -> str | None:
@@ -345,7 +351,10 @@ class AdaptersArea(QWidget):
             self.thread.stop_generation()
 
     def save_prompt(self, name: str | None = None) -> str | None:
-        """Save the prompt, system message and settings under ``name`` (asked for when None)."""
+        """Save the prompt, system message and settings under ``name`` (asked for when None).
+
+        A different saved prompt of that name is replaced only if the user says so: the suggested
+        name is the prompt's first 40 characters, which prompts from one dataset often share."""
         prompt = self.prompt_edit.toPlainText().strip()
         if not prompt:
             self._show_banner("Type a prompt to save first.")
@@ -358,8 +367,12 @@ class AdaptersArea(QWidget):
         name = name.strip()
         if not name:
             return None
-        self.prompts.save(SavedPrompt(name=name, prompt=prompt, system=self.system_edit.text().strip(),
-                                      settings=self.settings().to_dict()))
+        new = SavedPrompt(name=name, prompt=prompt, system=self.system_edit.text().strip(),
+                          settings=self.settings().to_dict())
+        old = self.prompts.get(name)
+        if old is not None and old != new and not self._confirm_replace_prompt(old):
+            return None
+        self.prompts.save(new)
         self._reload_prompt_names(select=name)
         return name
 
@@ -609,6 +622,7 @@ class AdaptersArea(QWidget):
         self.replay_button.setToolTip("Run the selected saved prompt again against the ticked adapters")
         self.replay_button.clicked.connect(lambda: self.replay_prompt())
         self.delete_prompt_button = QPushButton("Delete")
+        self.delete_prompt_button.setToolTip("Delete the selected saved prompt (after asking)")
         self.delete_prompt_button.clicked.connect(self._on_delete_prompt)
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(self.stop)
@@ -1075,8 +1089,29 @@ class AdaptersArea(QWidget):
 
     def _on_delete_prompt(self) -> None:
         name = self.saved_box.currentText()
-        if name and self.prompts.delete(name):
+        saved = self.prompts.get(name) if name else None
+        if saved is not None and self._confirm_delete_prompt(saved) and self.prompts.delete(name):
             self._reload_prompt_names()
+
+    def _confirm_replace_prompt(self, old: SavedPrompt) -> bool:  # tests replace this
+        box = QMessageBox(QMessageBox.Icon.Question, "Replace saved prompt",
+                          f"A saved prompt is already called \u201c{old.name}\u201d:\n\n{_preview(old.prompt)}\n\n"
+                          "Replace it with the prompt in the editor? Choose Cancel to keep it and save under another "
+                          "name.", QMessageBox.StandardButton.Cancel, self)
+        go = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is go
+
+    def _confirm_delete_prompt(self, saved: SavedPrompt) -> bool:  # tests replace this
+        box = QMessageBox(QMessageBox.Icon.Question, "Delete saved prompt",
+                          f"Delete the saved prompt \u201c{saved.name}\u201d?\n\n{_preview(saved.prompt)}\n\n"
+                          "Its text, system message and settings are deleted for good.",
+                          QMessageBox.StandardButton.Cancel, self)
+        go = box.addButton("Delete", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is go
 
     # ---- Internals
     def _fit_base(self, card: lib.AdapterCard) -> None:

@@ -875,3 +875,38 @@ def test_an_added_folder_deleted_since_reads_as_gone_and_points_at_remove(make_a
     area.remove_button.click()
     assert area.model.row_of(mine) < 0
 
+
+def test_saving_a_prompt_under_a_name_taken_by_another_asks_before_replacing_it(make_area, monkeypatch):
+    """The suggested name is the prompt's first 40 characters: two questions from the demo data
+    ("Please answer this question. What is the …") got the same one, and the first was lost."""
+    area = make_area()
+    asked: list = []
+    monkeypatch.setattr(area, "_confirm_replace_prompt", lambda old: asked.append(old.prompt) or False,
+                        raising=False)  # without the question, the test fails on what was saved
+    first = "Please answer this question. What is the chemical formula for water?"
+    area.prompt_edit.setPlainText(first)
+    name = first[:40]
+    assert area.save_prompt(name) == name and not asked
+    assert area.save_prompt(name) == name and not asked  # the same prompt again: nothing to lose
+    area.prompt_edit.setPlainText("Please answer this question. What is the capital of France?")
+    assert area.save_prompt(name) is None  # the user said no
+    assert asked == [first] and PromptStore().get(name).prompt == first
+    monkeypatch.setattr(area, "_confirm_replace_prompt", lambda old: True)
+    assert area.save_prompt(name) == name
+    assert PromptStore().get(name).prompt.endswith("capital of France?") and PromptStore().names() == [name]
+
+
+def test_deleting_a_saved_prompt_asks_first(make_area, monkeypatch):
+    area = make_area()
+    area.prompt_edit.setPlainText("What should I do today?")
+    area.save_prompt("today")
+    assert area.saved_box.currentText() == "today" and area.delete_prompt_button.isEnabled()
+    asked: list = []
+    monkeypatch.setattr(area, "_confirm_delete_prompt", lambda saved: asked.append(saved.name) or False,
+                        raising=False)
+    area.delete_prompt_button.click()
+    assert PromptStore().names() == ["today"] and area.saved_box.currentText() == "today" and asked == ["today"]
+    assert "saved prompt" in area.delete_prompt_button.toolTip()
+    monkeypatch.setattr(area, "_confirm_delete_prompt", lambda saved: True)
+    area.delete_prompt_button.click()
+    assert PromptStore().names() == [] and area.saved_box.count() == 0
