@@ -2191,6 +2191,11 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
                   f"({data.get('output_dir')})", file=out)
             for line in format_probe(data["probe"]):
                 print(f"  {line}", file=out)
+        elif data.get("status") == "failed":
+            # The error above said why and what to change; here, where it stopped and how to go on.
+            err = data.get("error") if isinstance(data.get("error"), dict) else {}
+            at = f" at step {err['step']}" if isinstance(err.get("step"), int) else ""
+            print(f"failed{at}: {data.get('output_dir')} ({_how_to_continue(data.get('output_dir'))})", file=out)
         elif isinstance(data.get("final_loss_mean"), (int, float)) and data.get("final_loss_window"):
             n = data.get("final_loss_window")
             print(f"{data.get('status')}: {data.get('output_dir')} (final loss "

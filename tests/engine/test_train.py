@@ -1370,14 +1370,26 @@ def test_an_empty_dataset_says_it_has_no_records(tiny_model_dir, tmp_path):
     assert err["message"].endswith(f"no trainable records: {empty} has no records")  # not "...left out: "
 
 
-def test_the_cli_line_of_a_run_that_failed_before_any_step_names_no_loss(capsys):
+def test_the_cli_line_of_a_failed_run_says_where_it_stopped_and_how_to_go_on(capsys, tmp_path):
     from engine.events import FINISHED
     from engine.train import _print_event
 
-    _print_event(FINISHED, {"status": "failed", "output_dir": "/runs/20261203-181123-nanlr",
+    run = tmp_path / "20261203-181123-nanlr"
+    run.mkdir()
+    _print_event(FINISHED, {"status": "failed", "output_dir": str(run), "error": {"step": 5},
                             "final_loss_mean": None, "final_loss_window": None}, sys.stdout)
     line = capsys.readouterr().out.strip()
-    assert line == "failed: /runs/20261203-181123-nanlr (no step was logged)"  # not "the mean of the last None"
+    # Not "the mean of the last None", nor "no step was logged" after four logged steps.
+    assert line == (f"failed at step 5: {run} (no checkpoint was saved yet; finetune-studio train {run} --resume "
+                    "starts it over)")
+    (run / "checkpoint-4").mkdir()
+    (run / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    _print_event(FINISHED, {"status": "failed", "output_dir": str(run), "error": {"step": 5}}, sys.stdout)
+    assert capsys.readouterr().out.strip() == (
+        f"failed at step 5: {run} (its last checkpoint is checkpoint-4 (step 4); continue it with: "
+        f"finetune-studio train {run} --resume)")
+    _print_event(FINISHED, {"status": "failed", "output_dir": None}, sys.stdout)
+    assert capsys.readouterr().out.strip() == "failed: nothing was trained"
     _print_event(FINISHED, {"status": "completed", "output_dir": "/runs/r", "final_loss_mean": 2.68081,
                             "final_loss_window": 10}, sys.stdout)
     assert capsys.readouterr().out.strip() == "completed: /runs/r (final loss 2.6808, the mean of the last 10 steps)"
