@@ -200,6 +200,8 @@ class MainWindow(QMainWindow):
             runs.sig_resume_run.connect(lambda path: (self.show_area("train"), train.resume_run(path)))
         if hasattr(runs, "sig_open_config") and hasattr(train, "load_config_file"):
             runs.sig_open_config.connect(lambda path: (self.show_area("train"), train.load_config_file(path)))
+            runs.sig_open_config_fixed.connect(lambda path, fix: (self.show_area("train"), train.load_config_file(path)
+                                                                  and train.apply_fix(fix)))
         if hasattr(train, "sig_run_finished") and hasattr(runs, "show_run"):
             train.sig_run_finished.connect(lambda data: self._on_run_finished(runs, data))
         if hasattr(train, "sig_run_finished") and hasattr(adapters, "refresh"):

@@ -87,6 +87,13 @@ OPEN_CONFIG_TIP = ("Load this run's config into the Train area: Start there make
 RESUME_TIP = "Continue a stopped, interrupted or failed run from its last checkpoint"
 
 
+def suggested_fix(summary: dict[str, Any]) -> dict[str, Any]:
+    """The run-config changes a failed run's error suggests (``{}`` when none)."""
+    error = summary.get("error")
+    fix = error.get("fix") if isinstance(error, dict) else None
+    return dict(fix) if isinstance(fix, dict) else {}
+
+
 def failure_text(run: RunInfo) -> str:
     """Why a failed run failed, from its summary.json: the message, its hint and suggested fix."""
     if run.status in ("completed", "running"):
@@ -322,6 +329,9 @@ class RunsArea(QWidget):
     """Open a run's adapter (its ``final`` folder) in the Adapters playground."""
     sig_resume_run = Signal(str)
     """Resume this run folder in the Train area."""
+    sig_open_config_fixed = Signal(str, dict)
+    """Load a failed run's run.yaml into the Train area with its error's suggested fix applied:
+    the file, the changes."""
     sig_open_config = Signal(str)
     """Open this run's run.yaml in the Train area."""
     sig_promoted = Signal(str)
@@ -368,6 +378,8 @@ class RunsArea(QWidget):
         self.config_button.setToolTip(OPEN_CONFIG_TIP)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip(RESUME_TIP)
+        # A failed run's "Suggested fix" as a button: its config in the Train area with the fix applied.
+        self.fix_button = QPushButton("Open with the fix")
         # Back to an earlier checkpoint, to train on from there: the rest moves to superseded-*/.
         self.rewind_button = QPushButton("Go back to…")
         self.rewind_menu = QMenu(self.rewind_button)
@@ -391,7 +403,7 @@ class RunsArea(QWidget):
         # A row that wraps: in one row a 1024-px window cut them to "e best checkpo".
         self.button_row = QWidget()
         buttons = FlowLayout(self.button_row)
-        for b in (self.refresh_button, self.config_button, self.resume_button, self.rewind_button,
+        for b in (self.refresh_button, self.config_button, self.fix_button, self.resume_button, self.rewind_button,
                   self.folder_button, self.try_button, self.best_button, self.compare_data_button, self.gguf_button,
                   self.free_button, self.delete_button):
             buttons.addWidget(b)
@@ -469,6 +481,7 @@ class RunsArea(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.config_button.clicked.connect(self._on_open_config)
         self.resume_button.clicked.connect(self._on_resume)
+        self.fix_button.clicked.connect(self._on_open_fixed)
         self.folder_button.clicked.connect(self._on_open_folder)
         self.try_button.clicked.connect(self._on_try)
         self.compare_data_button.clicked.connect(self._on_compare_data)
@@ -561,6 +574,15 @@ class RunsArea(QWidget):
         resumable, why = resume_state(run)
         self.resume_button.setEnabled(resumable)
         self.resume_button.setToolTip(why)
+        fix = suggested_fix(summary) if run is not None and run.status != "completed" else {}
+        self.fix_button.setVisible(bool(fix))
+        self.fix_button.setEnabled(bool(fix) and (run.path / "run.yaml").exists())
+        if fix:
+            changes = ", ".join(f"{k} = {v}" for k, v in fix.items())
+            self.fix_button.setToolTip(
+                f"Load this run's config into the Train area with the suggested fix applied ({changes}). "
+                + ("Resume there continues this run from its last checkpoint with it; " if resumable else "")
+                + "Start there makes a new run with it.")
         self._fill_rewind_menu(run, summary)
         self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
         self.try_button.setToolTip(try_tip(run, resumable))
@@ -741,6 +763,14 @@ class RunsArea(QWidget):
         run = self._current()
         if run is not None and not self._gone_since_read([run]) and (run.path / "run.yaml").exists():
             self.sig_open_config.emit(str(run.path / "run.yaml"))
+
+    def _on_open_fixed(self) -> None:
+        run = self._current()
+        if run is None or self._gone_since_read([run]) or not (run.path / "run.yaml").exists():
+            return
+        fix = suggested_fix(read_summary(run.path))
+        if fix:
+            self.sig_open_config_fixed.emit(str(run.path / "run.yaml"), fix)
 
     def _on_resume(self) -> None:
         run = self._current()

@@ -304,3 +304,31 @@ def test_starting_a_run_replaces_the_last_runs_line_in_the_status_bar(qtbot, mon
     finally:
         train.run.kill()
         qtbot.waitUntil(lambda: not train.run.is_active(), timeout=30_000)  # closing asks about a live run
+
+
+def test_a_failed_runs_fix_opens_its_config_in_the_train_area_with_the_fix(qtbot, studio_home):
+    import json
+
+    from PySide6.QtCore import Qt
+
+    from engine.config import RunConfig
+    from engine.paths import runs_dir
+
+    path = runs_dir() / "20261205-011529-boom"
+    path.mkdir(parents=True)
+    cfg = RunConfig.from_dict({"model": "demo", "dataset": "demo", "learning_rate": 10.0, "max_steps": 20,
+                               "output_dir": str(path)})
+    cfg.save(path / "run.yaml")
+    (path / "summary.json").write_text(json.dumps({
+        "status": "failed", "started": 1.0, "finished": 2.0, "step": 4, "config": cfg.to_dict(),
+        "error": {"kind": "nonfinite", "message": "the gradient norm became non-finite at step 5",
+                  "fix": {"learning_rate": 1.25}, "step": 5}}))
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    train, runs = win.areas["train"], win.areas["runs"]
+    win.show_area("runs")
+    runs.select_paths([path])
+    qtbot.mouseClick(runs.fix_button, Qt.MouseButton.LeftButton)
+    assert win.current_area() == "train"
+    values = train.config_model.values()
+    assert values["learning_rate"] == 1.25 and values["max_steps"] == 20

@@ -206,6 +206,34 @@ def test_a_failed_run_says_why_it_failed(qtbot, studio_home):
     assert "Failed" not in area.summary.text()
 
 
+def test_a_failed_runs_suggested_fix_is_a_button(qtbot, studio_home):
+    """The error's "Suggested fix" opens the run's config in the Train area with the fix applied."""
+    path = make_run("20261128-130000-lora", "failed", steps=4, checkpoint=True)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["error"] = {"kind": "nonfinite", "message": "the gradient norm became non-finite at step 5",
+                        "fix": {"learning_rate": 1.25}, "step": 5}
+    (path / "summary.json").write_text(json.dumps(summary))
+    plain = make_run("20261128-131000-lora", "failed", steps=4)
+    plain_summary = json.loads((plain / "summary.json").read_text())
+    plain_summary["error"] = {"kind": "data", "message": "record 7 has no 'output'", "step": 3}
+    (plain / "summary.json").write_text(json.dumps(plain_summary))
+    done = make_run("20261128-140000-lora", "completed", final=True)
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.show()
+    area.select_paths([path])
+    assert area.fix_button.isVisible() and area.fix_button.isEnabled()
+    assert "learning_rate = 1.25" in area.fix_button.toolTip() and "Resume there continues" in area.fix_button.toolTip()
+    with qtbot.waitSignal(area.sig_open_config_fixed) as opened:
+        qtbot.mouseClick(area.fix_button, Qt.MouseButton.LeftButton)
+    assert opened.args == [str(path / "run.yaml"), {"learning_rate": 1.25}]
+    for other in (plain, done):  # no fix to apply: no button
+        area.select_paths([other])
+        assert not area.fix_button.isVisible()
+    area.select_paths([path, done])
+    assert not area.fix_button.isVisible()
+
+
 def test_an_empty_config_value_is_shown_as_a_dash_when_comparing(qtbot, studio_home):
     """A default run name ('') differs from a named one: the comparison must show both values."""
     a = make_run("20261128-150000-lora", "completed")
