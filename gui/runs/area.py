@@ -634,8 +634,10 @@ class RunsArea(QWidget):
             self.summary.setText(text)
         elif len(runs) > 1:
             self.summary.setText(self._differences_text(runs))
-        else:
+        elif self.model.rowCount():
             self.summary.setText("Select a run for its actions; select several to compare their curves.")
+        else:  # no runs: the empty view says what to do
+            self.summary.setText("")
         self._replot()
 
     def _gone_since_read(self, runs: list[RunInfo], inside: str = "") -> bool:
