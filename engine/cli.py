@@ -467,37 +467,31 @@ def _whole_number(text: str, least: int, said: str) -> int:
     return n
 
 
-def _positive_seconds(text: str) -> float:
-    """An argparse type: a number of seconds, at least 0.1."""
+def _number(text: str, what: str, ok: Callable[[float], bool], said: str) -> float:
+    """A number for an argparse type: ``what`` names it ("a number of GiB"), ``ok`` checks it
+    (``said``: what it must be, in words)."""
     try:
         n = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not n >= 0.1 or n == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be at least 0.1 seconds, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(n):
+        raise argparse.ArgumentTypeError(f"must be {said}, got {text}")
     return n
+
+
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds, at least 0.1."""
+    return _number(text, "a number of seconds", lambda n: 0.1 <= n < math.inf, "at least 0.1 seconds")
 
 
 def _gib(text: str) -> float:
     """An argparse type: a positive, finite number of GiB (``--gpu-memory inf`` ended in a traceback)."""
-    try:
-        n = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
-    if not 0 < n < math.inf:  # nan fails both comparisons
-        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, got {text}")
-    return n
+    return _number(text, "a number of GiB", lambda n: 0 < n < math.inf, "a positive number of GiB")  # nan fails both
 
 
 def _finite_number(text: str) -> float:
     """An argparse type: any finite number (``--weights nan`` would merge a model of NaNs)."""
-    try:
-        n = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(n):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return n
+    return _number(text, "a number", math.isfinite, "a finite number")
 
 
 def _seed(text: str) -> int:

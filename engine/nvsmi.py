@@ -41,6 +41,10 @@ class GpuProcess:
     used_bytes: int | None
     """None where the driver can't say (MIG, some containers)."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"pid", "name", "bytes"}``: how the estimate (``gpu_others``) and the GUI pass it on."""
+        return {"pid": self.pid, "name": self.name, "bytes": self.used_bytes}
+
 
 @dataclass(frozen=True)
 class GpuStatus:
@@ -172,13 +176,18 @@ def own_worker_pids() -> set[int]:
     return pids
 
 
-def describe_others(used_bytes: int, processes: list[GpuProcess], limit: int = 3) -> str:
-    """"python (pid 4242) 7.50 GiB, Xorg …": who holds the memory, biggest first."""
-    names = [f"{p.name.rsplit('/', 1)[-1] or p.name} (pid {p.pid})"
-             + (f" {p.used_bytes / 2**30:.2f} GiB" if p.used_bytes is not None else "") for p in processes[:limit]]
+def describe_others(used_bytes: int, processes: list[dict[str, Any]], limit: int = 3) -> str:
+    """"python (pid 4242) 7.50 GiB, Xorg …": who holds the memory, biggest first.
+
+    Args:
+        used_bytes: All the memory they hold (processes not listed included).
+        processes: :meth:`GpuProcess.to_dict` of each listed one.
+    """
+    names = [f"{p['name'].rsplit('/', 1)[-1] or p['name']} (pid {p['pid']})"
+             + (f" {p['bytes'] / 2**30:.2f} GiB" if p.get("bytes") is not None else "") for p in processes[:limit]]
     if len(processes) > limit:
         names.append(f"{len(processes) - limit} more")
-    listed = sum(p.used_bytes or 0 for p in processes)
+    listed = sum(p.get("bytes") or 0 for p in processes)
     if not processes:
         return "no process listed: the desktop, the driver, or processes in other containers"
     if used_bytes - listed >= 256 * MIB:

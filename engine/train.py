@@ -98,6 +98,7 @@ MAX_OOM_RETRIES = 4
 IDLE_PCT = 50
 IDLE_WINDOWS = 5
 IDLE_MIN_S = 60.0
+GPU_SAMPLE_S = 2.0  # how often the run's GPU load is read (one nvidia-smi call, ~30 ms of CPU)
 FIX_RECORDS_HINT = "Fix them in the Dataset area, or list them with `finetune-studio data check FILE`."
 """What to do about records a run left out."""
 
@@ -196,7 +197,7 @@ class Prepared:
     # Memory other programs held on the GPU before this process touched it (nvidia-smi), or None:
     # the device peak leaves it out, as the estimate does (_gpu_used_before).
     gpu_used_before: int | None = None
-    gpu_sampler: Any = None  # engine.nvsmi.Sampler: the GPU's load during the run (_gpu_sampler)
+    gpu_sampler: Any = None  # engine.nvsmi.Sampler: the GPU's load during the run (run_training, from _run_gpu)
 
 
 def _count_params(model: Any) -> tuple[int, int]:
@@ -781,7 +782,7 @@ def _warn_busy_gpu(cfg: RunConfig, env: Any, longest: int, writer: EventWriter) 
     from engine.memory import estimate
     from engine.memory.cli import format_gib
     from engine.memory.peak import gpu_others
-    from engine.nvsmi import GpuProcess, describe_others
+    from engine.nvsmi import describe_others
 
     try:
         seq = cfg.seq_len if cfg.packing or not longest else min(cfg.seq_len, -(-longest // 64) * 64)
@@ -792,7 +793,7 @@ def _warn_busy_gpu(cfg: RunConfig, env: Any, longest: int, writer: EventWriter) 
     if need <= env.gpu_free_bytes:
         return
     held, others = gpu_others(None, env.gpu_name)
-    who = describe_others(held or 0, [GpuProcess(o["pid"], o["name"], o["bytes"]) for o in others]) if held else ""
+    who = describe_others(held or 0, others) if held else ""
     writer.emit(ev.WARNING, kind="gpu_busy", message=(
         f"the GPU has {format_gib(env.gpu_free_bytes)} free of {format_gib(env.gpu_total_bytes)}, and this run is "
         f"estimated to need {format_gib(need)}" + (f"; other programs hold {format_gib(held)} ({who})" if who else "")
@@ -985,15 +986,13 @@ def _next_pow2(n: int) -> int:
 
 
 # ---------------------------------------------------------------- The Trainer callback
-def _gpu_used_before(cfg: RunConfig) -> int | None:
-    """Memory in use on the GPU before this process touched it: other programs', as nvidia-smi
-    reports it (this process's own, if it holds any already, left out), or None when it can't be
-    told: no nvidia-smi, a CPU run, several processes (a launcher's ranks share the GPUs), or the
-    GPU not told apart from others.
+def _run_gpu(cfg: RunConfig) -> Any:
+    """The run's GPU as nvidia-smi reports it now (an ``engine.nvsmi.GpuStatus``), or None when it
+    can't be told: no nvidia-smi, a CPU run, several processes (a launcher's ranks share the GPUs),
+    or the GPU not told apart from others.
 
-    ``mem_get_info`` at the end of a run sees the whole GPU; a notebook that held 8 GiB before the
-    run would otherwise make the run's measured peak, and every estimate compared with it, read
-    8 GiB high.
+    Asked before this process creates a CUDA context, it says what other programs hold
+    (:func:`_gpu_used_before`); the run's load sampler follows the same GPU.
     """
     if cfg.device == "cpu" or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         return None
@@ -1007,26 +1006,18 @@ def _gpu_used_before(cfg: RunConfig) -> int | None:
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
-    gpu = nvsmi.cuda_gpu(statuses, str(getattr(props, "uuid", "") or "") or None, props.name)
-    if gpu is None:
-        return None
-    return gpu.held_by_others({os.getpid()})[0]
+    return nvsmi.cuda_gpu(statuses, str(getattr(props, "uuid", "") or "") or None, props.name)
 
 
-def _gpu_sampler(cfg: RunConfig) -> Any:
-    """A started :class:`engine.nvsmi.Sampler` of the run's GPU, or None: a CPU run, a launcher's
-    ranks (WORLD_SIZE > 1), no nvidia-smi, or the GPU not told apart from others."""
-    if cfg.device == "cpu" or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        return None
-    import torch
+def _gpu_used_before(gpu: Any) -> int | None:
+    """Memory in use on ``gpu`` (:func:`_run_gpu`) before this process touched it: other programs',
+    this process's own (if it holds any already) left out; None without ``gpu``.
 
-    from engine import nvsmi
-
-    if not torch.cuda.is_available():
-        return None
-    props = torch.cuda.get_device_properties(0)
-    gpu = nvsmi.cuda_gpu(nvsmi.query(processes=False), str(getattr(props, "uuid", "") or "") or None, props.name)
-    return nvsmi.Sampler(gpu).start() if gpu is not None else None
+    ``mem_get_info`` at the end of a run sees the whole GPU; a notebook that held 8 GiB before the
+    run would otherwise make the run's measured peak, and every estimate compared with it, read
+    8 GiB high.
+    """
+    return gpu.held_by_others({os.getpid()})[0] if gpu is not None else None
 
 
 def device_peak(total: int, free: int, used_before: int | None, reserved_peak: int | None) -> int:
@@ -1714,7 +1705,7 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
 
     from engine.precision import resolve_device
 
-    used_before = _gpu_used_before(cfg)  # first: before anything here creates a CUDA context
+    gpu = _run_gpu(cfg)  # first: before anything here creates a CUDA context
     # cpu=True matters under a launcher: without it accelerate sees no GPU backend and sets up
     # a single process, while TrainingArguments(use_cpu=True) would later set up gloo DDP.
     state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
@@ -1730,9 +1721,11 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
     try:
         prep = setup(cfg, writer, resume=resume, is_main=is_main, progress=progress)
         prep.probe = probe_of is not None
-        prep.gpu_used_before = used_before
-        if is_main:
-            prep.gpu_sampler = _gpu_sampler(cfg)
+        prep.gpu_used_before = _gpu_used_before(gpu)
+        if is_main and gpu is not None:
+            from engine.nvsmi import Sampler
+
+            prep.gpu_sampler = Sampler(gpu, interval_s=GPU_SAMPLE_S).start()
         cfg = prep.cfg
         commands.output_dir = prep.output_dir
         ckpt = last_checkpoint(prep.output_dir) if resume else None

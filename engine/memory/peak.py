@@ -207,7 +207,7 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
     if gpu_others_bytes and gpu_bytes:
         from engine.nvsmi import describe_others
 
-        who = describe_others(gpu_others_bytes, [_process(o) for o in others])
+        who = describe_others(gpu_others_bytes, others)
         notes.append(f"other programs hold {gpu_others_bytes / GIB:.2f} GiB of this GPU now"
                      + (f" ({who})" if who else "") + f": the verdict is for the {room / GIB:.2f} GiB left")
     fits = verdict(peak, room)
@@ -510,16 +510,10 @@ def gpu_others(uuid: Any = None, name: str | None = None) -> tuple[int | None, l
     if gpu is None:
         return None, []
     held, procs = gpu.held_by_others(nvsmi.own_worker_pids())
-    return held, [{"pid": p.pid, "name": p.name, "bytes": p.used_bytes} for p in procs]
+    return held, [p.to_dict() for p in procs]
 
 
 # ---------------------------------------------------------------- Internals
-def _process(o: dict[str, Any]):
-    from engine.nvsmi import GpuProcess
-
-    return GpuProcess(pid=int(o.get("pid") or 0), name=str(o.get("name") or "?"), used_bytes=o.get("bytes"))
-
-
 def _largest_transient(st: ModelStructure, setup: Setup, phase: str) -> int:
     """The largest single tensor allocated and freed during ``phase`` (for the slack)."""
     positions = setup.tokens_per_sequence(st)

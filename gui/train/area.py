@@ -880,7 +880,7 @@ class TrainArea(QWidget):
         # (a desktop's few MiB come and go every second).
         changed = abs(now - before) >= OTHERS_STEP or (others is None) != (self._gpu_others is None)
         self._gpu_others = others
-        if changed and self.config_model.config_ignoring_machine() is not None:
+        if changed:
             self._request_estimate()
 
     def _recheck_files(self) -> None:

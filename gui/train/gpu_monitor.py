@@ -33,7 +33,7 @@ def reading(name: str | None) -> dict[str, Any] | None:
     own = nvsmi.own_worker_pids()
     held, others = gpu.held_by_others(own)
     return {"gpu": gpu.to_dict(), "others_bytes": held,
-            "others": [{"pid": p.pid, "name": p.name, "bytes": p.used_bytes} for p in others],
+            "others": [p.to_dict() for p in others],
             "ours_bytes": sum(p.used_bytes or 0 for p in gpu.processes if p.pid in own)}
 
 
@@ -99,10 +99,9 @@ def describe_reading(r: dict[str, Any] | None) -> str:
     if r["ours_bytes"]:
         parts.append(f"{r['ours_bytes'] / gib:.1f} GiB by this app's run")
     if r["others_bytes"] >= 256 * 2**20:
-        from engine.nvsmi import GpuProcess, describe_others
+        from engine.nvsmi import describe_others
 
-        who = describe_others(r["others_bytes"], [GpuProcess(o["pid"], o["name"], o["bytes"]) for o in r["others"]],
-                              limit=2)
+        who = describe_others(r["others_bytes"], r["others"], limit=2)
         parts.append(f"<span style='color:#b26b00'>{r['others_bytes'] / gib:.1f} GiB by other programs</span>"
                      + (f" [{who}]" if who else ""))
     if g.get("utilization_pct") is not None:

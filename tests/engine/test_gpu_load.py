@@ -13,25 +13,14 @@ import pytest
 
 from engine import nvsmi
 from engine.config import RunConfig
-from engine.events import Event, EventWriter
 from engine.runs import read_metrics
+from tests.engine.test_train import Recorder, make_cfg
 
 UUID = "GPU-aaaabbbb-cccc-dddd-eeee-ffff00001111"
 
 
 def _gpu(util: int) -> str:
     return f"0, {UUID}, NVIDIA GeForce RTX 4090, 24564, 6000, {util}, 71, 280.00, 450.00\n"
-
-
-class Recorder(EventWriter):
-    def __init__(self):
-        super().__init__(stream=io.StringIO())
-        self.events: list[Event] = []
-
-    def emit(self, kind, /, **data):
-        event = super().emit(kind, **data)
-        self.events.append(Event.from_line(event.to_json()))
-        return event
 
 
 def test_the_sampler_averages_each_interval(smi_on_path):
@@ -63,14 +52,14 @@ def _run(tmp_path, tiny_model_dir, small_dataset, monkeypatch, util: int, **chan
     from engine import train as train_module
 
     gpus = nvsmi.query()
-    monkeypatch.setattr(train_module, "_gpu_sampler", lambda cfg: nvsmi.Sampler(gpus[0], interval_s=0.02).start())
+    # A CPU run whose "GPU" is the stand-in nvidia-smi's: the run's own gate would say none.
+    monkeypatch.setattr(train_module, "_run_gpu", lambda cfg: gpus[0])
+    monkeypatch.setattr(train_module, "GPU_SAMPLE_S", 0.02)
     monkeypatch.setattr(train_module, "IDLE_WINDOWS", 3)
     monkeypatch.setattr(train_module, "IDLE_MIN_S", 0.0)
-    cfg = RunConfig.from_dict({
-        "model": str(tiny_model_dir), "dataset": str(small_dataset), "method": "lora", "load_in": "fp32",
-        "mixed_precision": "no", "device": "cpu", "max_steps": 8, "seq_len": 64, "batch_size": 2,
-        "gradient_accumulation_steps": 2, "eval_split": 0.0, "save_steps": 0, "logging_steps": 1,
-        "output_dir": str(tmp_path / f"run-{util}"), "seed": 3, **changes})
+    cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / f"run-{util}",
+                   **{"max_steps": 8, "batch_size": 2, "gradient_accumulation_steps": 2, "eval_split": 0.0, "seed": 3,
+                      **changes})
     rec = Recorder()
     # Each micro-batch takes a little while, so every logging interval holds a few samples.
     result = train_module.run_training(cfg, rec, fault_injector=lambda step: time.sleep(0.05))
@@ -118,10 +107,10 @@ def test_without_an_even_accumulation_the_advice_has_no_one_click_fix(tmp_path, 
     assert "A larger micro-batch gives the GPU more at once" in w["hint"]
 
 
-def test_a_cpu_run_has_no_gpu_sampler(tmp_path):
-    from engine.train import _gpu_sampler
+def test_a_cpu_run_follows_no_gpu(tmp_path):
+    from engine.train import _run_gpu
 
-    assert _gpu_sampler(RunConfig.from_dict({"model": "demo", "device": "cpu"})) is None
+    assert _run_gpu(RunConfig.from_dict({"model": "demo", "device": "cpu"})) is None
 
 
 def test_intervals_with_an_evaluation_dont_count(tmp_path, tiny_model_dir, small_dataset, monkeypatch, smi_on_path):

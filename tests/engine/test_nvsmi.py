@@ -104,7 +104,7 @@ def test_memory_of_this_apps_own_workers_is_not_another_programs(smi_on_path, tm
     assert held == (9310 - 7680) << 20
     assert [p.pid for p in others] == [5150]
     # 9310 MiB used, 8704 listed: the ~0.6 GiB rest is the desktop or the driver, and is said.
-    text = nvsmi.describe_others(9310 << 20, list(gpu.processes))
+    text = nvsmi.describe_others(9310 << 20, [p.to_dict() for p in gpu.processes])
     assert text.startswith("python (pid 4242) 7.50 GiB, ollama (pid 5150) 1.00 GiB, 0.59 GiB not listed")
     # In a container nvidia-smi often lists no process at all.
     assert nvsmi.describe_others(9310 << 20, []).startswith("no process listed: the desktop, the driver")
@@ -279,21 +279,23 @@ def test_a_runs_device_peak_leaves_out_what_others_held_before_it(smi_on_path, m
 
     import torch
 
-    from engine.train import _gpu_used_before, device_peak
+    from engine.train import _gpu_used_before, _run_gpu, device_peak
 
     smi_on_path(GPUS, APPS)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(
         name="NVIDIA GeForce RTX 4090", uuid=UUID_A.removeprefix("GPU-")))
     cfg = _cfg()
-    assert _gpu_used_before(cfg) == 9310 << 20
-    assert _gpu_used_before(cfg.replace(device="cpu")) is None
+    assert _run_gpu(cfg).uuid == UUID_A
+    assert _gpu_used_before(_run_gpu(cfg)) == 9310 << 20
+    assert _run_gpu(cfg.replace(device="cpu")) is None
+    assert _gpu_used_before(None) is None
     monkeypatch.setenv("WORLD_SIZE", "2")  # a launcher's ranks: each has its own GPU and its own view
-    assert _gpu_used_before(cfg) is None
+    assert _run_gpu(cfg) is None
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(
         name="NVIDIA RTX 6000 Ada", uuid="not-one-of-these"))
-    assert _gpu_used_before(cfg) is None  # two GPUs, neither torch's: can't be told
+    assert _run_gpu(cfg) is None  # two GPUs, neither torch's: can't be told
     # total - free at the end of the run, less what others held before it; never below torch's own.
     gib = GIB
     assert device_peak(24 * gib, 4 * gib, 8 * gib, 11 * gib) == 12 * gib
@@ -302,7 +304,7 @@ def test_a_runs_device_peak_leaves_out_what_others_held_before_it(smi_on_path, m
 
 
 def test_nothing_is_asked_of_nvidia_smi_without_it(monkeypatch, tmp_path):
-    from engine.train import _gpu_used_before
+    from engine.train import _run_gpu
 
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert _gpu_used_before(_cfg()) is None
+    assert _run_gpu(_cfg()) is None

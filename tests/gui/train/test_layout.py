@@ -8,6 +8,7 @@ from PySide6.QtCore import QPoint, QRect
 from engine.precision import Environment
 from gui.main_window import MainWindow
 from gui.train.advisor import Advice
+from gui.train.area import TABS_MIN_HEIGHT
 
 FAILED = ("Run failed: the gradient norm became non-finite at step 5 (loss=13.8232, grad_norm=nan); it happened "
           "again after 2 rollbacks. Its batch held the records at lines 304, 356, 220, 210, 66, 55, 1, 40 of the "
@@ -18,8 +19,8 @@ def _rect_in(widget, ancestor) -> QRect:
     return QRect(widget.mapTo(ancestor, QPoint(0, 0)), widget.size())
 
 
-@pytest.mark.parametrize("size", [(960, 640), (1024, 700), (1366, 768), (1920, 1080)])
-def test_plots_buttons_and_advice_stay_readable_at_every_window_size(qtbot, monkeypatch, size):
+def _train_window_after_a_run(qtbot, monkeypatch, size):
+    """A main window of ``size`` on a CPU-only machine, showing the Train area as after a run."""
     from gui.train import area as area_module
 
     monkeypatch.setattr(area_module, "detect_environment_isolated", Environment.cpu_only)
@@ -31,6 +32,12 @@ def test_plots_buttons_and_advice_stay_readable_at_every_window_size(qtbot, monk
     qtbot.waitExposed(win)
     area = win.areas["train"]
     area._show_after_run(True)
+    return win, area
+
+
+@pytest.mark.parametrize("size", [(960, 640), (1024, 700), (1366, 768), (1920, 1080)])
+def test_plots_buttons_and_advice_stay_readable_at_every_window_size(qtbot, monkeypatch, size):
+    win, area = _train_window_after_a_run(qtbot, monkeypatch, size)
     area.progress_label.setText(FAILED)
     area.advisor_panel.add(Advice("error", "The loss became NaN or infinite", "Lower the learning rate. " * 6,
                                   fix={"learning_rate": 1e-4}))
@@ -63,7 +70,7 @@ def test_plots_buttons_and_advice_stay_readable_at_every_window_size(qtbot, monk
     card = next(iter(area.advisor_panel.cards.values()))
     area.right_scroll.ensureWidgetVisible(area.tabs)
     qtbot.wait(50)
-    assert area.tabs.height() >= area_module.TABS_MIN_HEIGHT
+    assert area.tabs.height() >= TABS_MIN_HEIGHT
     button = card.fix_button
     top = _rect_in(button, area.right_scroll.viewport())
     assert area.right_scroll.viewport().rect().contains(top), (top, area.right_scroll.viewport().rect())
@@ -81,17 +88,7 @@ def test_plots_buttons_and_advice_stay_readable_at_every_window_size(qtbot, monk
 
 def _train_area_after_a_run(qtbot, monkeypatch, size):
     """The Train area of a main window of ``size`` after a run, with three answers to read."""
-    from gui.train import area as area_module
-
-    monkeypatch.setattr(area_module, "detect_environment_isolated", Environment.cpu_only)
-    win = MainWindow(load_demo=False, restore_geometry=False)
-    qtbot.addWidget(win)
-    win.resize(*size)
-    win.show_area("train")
-    win.show()
-    qtbot.waitExposed(win)
-    area = win.areas["train"]
-    area._show_after_run(True)
+    win, area = _train_window_after_a_run(qtbot, monkeypatch, size)
     area.progress_label.setText("Run completed in 33 s; final loss 2.1059 (mean of the last 10 steps). Folder: "
                                 "/home/someone/.local/share/finetune-studio/runs/20261204-160611-lora")
     area.samples.add({"step": 120, "source": "eval", "time_s": 0.4, "samples": [
