@@ -25,6 +25,7 @@ from typing import Any
 from engine.data.records import (
     ALPACA_FIELDS,
     CONVERSATION_KEY,
+    ERROR_PLACE,
     DatasetFile,
     Record,
     RecordFormat,
@@ -260,9 +261,10 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
     broken = ds.broken_indices()
     if broken:
         first = ds.records[broken[0]]
-        raise DataError(f"{len(broken)} broken record(s) can't be exported; the first is at line "
-                        f"{first.line}: {first.error}", path=str(ds.path) if ds.path else None,
-                        line=first.line, column=first.column, hint="Fix or delete them first.")
+        at = f"at line {first.line}" if first.line else f"record {broken[0] + 1}, not saved yet"
+        raise DataError(f"{len(broken)} broken record(s) can't be exported; the first is {at}: "
+                        f"{first.error_words()}", path=str(ds.path) if ds.path else None, line=first.line,
+                        column=first.column if first.error_in_file else None, hint="Fix or delete them first.")
     schema = ds.schema
     out = DatasetFile(path=path, format=fmt, container=container, newline=ds.newline,
                       bom=ds.bom and container in (RecordFormat.JSON, RecordFormat.JSONL, RecordFormat.CSV),
@@ -518,14 +520,11 @@ def _raw_text(source: bytes | str) -> str:
     return source.rstrip("\r\n")
 
 
-_POSITION = re.compile(r"line (\d+)(?:, column (\d+))?: ")
-
-
 def _collect_errors(ds: DatasetFile) -> None:
     for r in ds.records:
         if r.broken:
             # The error's own position (inside a multi-line JSON element) beats the record's start.
-            m = _POSITION.match(r.error)
+            m = ERROR_PLACE.match(r.error)
             line, column = (int(m.group(1)), int(m.group(2)) if m.group(2) else None) if m else (r.line, r.column)
             ds.errors.append(DataError(r.error[m.end():] if m else r.error, path=str(ds.path),
                                        line=line, column=column))

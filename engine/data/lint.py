@@ -304,7 +304,7 @@ class _Scan:
     def add(self, i: int, r: Record) -> None:
         out, schema, line = self.out, self.schema, r.line
         if r.broken:
-            out.append(Finding(i, line, "broken-record", "error", f"not a valid record: {r.error}"))
+            out.append(Finding(i, line, "broken-record", "error", f"not a valid record: {r.error_words()}"))
             return
         data = r.peek()
         before = len(out)

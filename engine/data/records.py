@@ -21,6 +21,7 @@ Format conventions follow LLaMA-Factory's ``data/README.md`` and ``converter.py`
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,8 @@ class Schema:
 
 
 _MISSING = object()
+ERROR_PLACE = re.compile(r"line (\d+)(?:, column (\d+))?: ")
+"""How a broken record's :attr:`Record.error` starts when it names a place: ``"line 3, column 67: "``."""
 # What a turn's role and content are read from; any other key of a turn is the turn's own (a
 # LLaMA-Factory/axolotl ``weight``, which training reads, a ``name``). tool_calls is read into the content.
 _TURN_FIELDS = ("role", "from", "content", "value", "tool_calls")
@@ -167,6 +170,45 @@ class Record:
     def broken(self) -> bool:
         """True when the record's text did not parse; see :attr:`raw` and :attr:`error`."""
         return self.error is not None
+
+    @property
+    def error_in_file(self) -> bool:
+        """Whether the line and column a broken record's :attr:`error` names are the file's: for a record
+        as read or saved. Any other (text retyped in the editor, a copy, a record restored after a crash)
+        names them in its own text, :attr:`raw`, whose first line is line 1: it is not (or no longer
+        known to be) where the file holds it."""
+        return self.line is not None and self._source is not None
+
+    def error_in_text(self) -> tuple[str | None, int | None]:
+        """:attr:`error` and :attr:`column` with the place named in the record's own text (line 1 its
+        first line), as a copy of the record or one restored after a crash holds them: the file line an
+        error as read names is where this record is in the file, not where the copy will be, nor,
+        once the file has changed, where the restored one is.
+
+        Returns:
+            ``(error, column)``; as they are when they name no file place.
+        """
+        m = ERROR_PLACE.match(self.error) if self.error is not None and self.error_in_file else None
+        if m is None:
+            return self.error, self.column
+        line = int(m.group(1)) - self.line + 1
+        column = int(m.group(2)) if m.group(2) else None
+        if line < 1:
+            return self.error, self.column
+        if column is not None and line == 1:  # the file's columns before the text (a JSON array's indent)
+            column -= (self.start_column or 1) - 1
+        where = f"line {line}" if column is None else f"line {line}, column {column}"
+        return f"{where}: {self.error[m.end():]}", column
+
+    def error_words(self) -> str | None:
+        """:attr:`error` as a message says it: as it is when it names the file's line, else with "of
+        its text" after the place (``"line 1, column 5 of its text: Expecting ','"``), so that a line
+        of the record's text is never read as a line of the file."""
+        m = ERROR_PLACE.match(self.error) if self.error is not None and not self.error_in_file else None
+        if m is None:
+            return self.error
+        cut = m.end() - 2  # before ": "
+        return f"{self.error[:cut]} of its text{self.error[cut:]}"
 
     @property
     def materialized(self) -> bool:

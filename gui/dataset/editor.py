@@ -895,8 +895,9 @@ class DatasetEditor(QWidget):
         copies = []
         for i in sel:
             r = self._ds.records[i]
-            if r.broken:
-                copies.append(Record(None, None, raw=r.raw, error=r.error, column=r.column, schema=r.schema))
+            if r.broken:  # its error placed in its own text: the file line it names is the original's
+                error, column = r.error_in_text()
+                copies.append(Record(None, None, raw=r.raw, error=error, column=column, schema=r.schema))
             else:
                 copies.append(Record(copy_data(r.peek()), None, schema=r.schema))
         at = sel[-1] + 1
@@ -1276,13 +1277,17 @@ class DatasetEditor(QWidget):
         broken = sum(1 for r in ds.records if r.broken)
         if not broken:
             return False
-        first = next(r for r in ds.records if r.broken)
+        at, first = next((i, r) for i, r in enumerate(ds.records) if r.broken)
+        if not first.error_in_file:  # a copy, retyped text, a restored record: its error is placed in its text
+            where = f"record {at + 1}{f' (file line {first.line})' if first.line else ', not saved yet'}: " \
+                    f"{first.error_words()}"
+        else:
+            where = first.error if first.error.startswith("line ") else f"line {first.line}: {first.error}"
         what = ("not a valid CSV row" if broken == 1 else "not valid CSV rows") \
             if ds.container == RecordFormat.CSV else "not valid JSON"
         self.banner.show_message(
             "warning", f"{broken} record{'s' if broken > 1 else ''} in {Path(ds.path).name} "
-            f"{'are' if broken > 1 else 'is'} {what} (first: "
-            f"{first.error if first.error.startswith('line ') else f'line {first.line}: {first.error}'}). "
+            f"{'are' if broken > 1 else 'is'} {what} (first: {where}). "
             "They are kept as text; fix them in the form. The other records loaded normally.",
             [("Show broken", lambda: self.set_filter(rule=BROKEN))], topic="broken")
         return True

@@ -37,7 +37,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.data.records import CONVERSATION_KEY, MESSAGE_ROLES, Record, RecordFormat, turn_content
+from engine.data.records import (
+    CONVERSATION_KEY,
+    ERROR_PLACE,
+    MESSAGE_ROLES,
+    Record,
+    RecordFormat,
+    turn_content,
+)
 from engine.errors import DataError
 from gui.dataset.plain_text import plain_text
 from gui.dataset.search import copy_data
@@ -893,12 +900,13 @@ def _error_at(rec: Record | None, error: str) -> _ErrorPlace | None:
     """Where ``error`` of ``rec`` is. A record as read or saved (it has a ``source``) is named by
     file lines and columns, the reader's and a save's; the box holds its text from its first
     character, so on its first line the columns before it in the file (a JSON array's indent) are
-    not in the box. Text retyped in the form (:func:`fixed_record`) is named by lines of the box."""
+    not in the box. Text retyped in the form (:func:`fixed_record`), a copy and a record restored
+    after a crash are named by lines of the box (:meth:`Record.error_in_file`)."""
     m = re.match(r"line (\d+), column (\d+): (.*)", error, re.S)
     if not m:
         return None
     line, column = int(m.group(1)), int(m.group(2))
-    if rec is not None and rec.line and rec.source is not None:
+    if rec is not None and rec.error_in_file:
         box = line - rec.line + 1
         box_column = column - (rec.start_column or 1) + 1 if box == 1 else column
         return _ErrorPlace(box, box_column, line, column, m.group(3))
@@ -908,9 +916,16 @@ def _error_at(rec: Record | None, error: str) -> _ErrorPlace | None:
 def _where_broken(rec: Record | None, error: str) -> tuple[str, str]:
     """Where a broken record's error is, said once: as the file line and column (and, where they
     differ, the line or column of the text box) for a record as read or saved; as a line of the box
-    for text retyped in the form."""
-    if rec is None or not rec.line:
+    for text retyped in the form, a record restored after a crash (with the file line it had) and a
+    copy not saved yet (which has none: the line its error named when copied was the original's)."""
+    if rec is None:
         return "", error
+    if not rec.line:
+        m = ERROR_PLACE.match(error)
+        if m is None:
+            return "", error
+        column = f", column {m.group(2)}" if m.group(2) else ""
+        return f" at line {m.group(1)}{column} of the text below", error[m.end():]
     at = _error_at(rec, error)
     if at is None:
         return f" (the record from file line {rec.line})", error

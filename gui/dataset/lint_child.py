@@ -24,8 +24,8 @@ def encode_records(records: list, baseline: tuple) -> list:
         k = where.get(id(r))
         if k is not None and baseline[k] is r:
             out.append(k)
-        elif r.broken:
-            out.append(("b", r.raw, r.error, r.column, r.line))
+        elif r.broken:  # rebuilt without its text as read: its error placed in its text, as it then is
+            out.append(("b", r.raw, *r.error_in_text(), r.line))
         else:
             out.append(("d", r.peek(), r.line))
     return out

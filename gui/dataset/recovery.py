@@ -182,7 +182,10 @@ def _decode(obj: dict):
 
 def _full(r: Record) -> dict:
     if r.broken:
-        return {"raw": r.raw, "error": r.error, "column": r.column, "line": r.line}
+        # Restored, the record has no text as read (the file may have changed, too): its error is
+        # placed in its own text, and it keeps its line.
+        error, column = r.error_in_text()
+        return {"raw": r.raw, "error": error, "column": column, "line": r.line}
     return {"d": r.peek(), "line": r.line}
 
 

@@ -374,6 +374,34 @@ def test_export_refuses_broken_records(tmp_path):
         export(ds, tmp_path / "x.parquet")
 
 
+@pytest.mark.parametrize(("text", "in_text"), [
+    ('[{"instruction": "a", "output": "A"}, {"instruction": "b" "output": "B"}]\n', "line 1, column 21"),
+    ('[\n  {"instruction": "a",\n   "output": "A" "x"}\n]\n', "line 2, column 18"),
+    ('instruction,output\na,"A\nb,B\n', "line 1, column 3"),  # a CSV row: a quote never closed
+], ids=["array-first-line", "array-second-line", "csv"])
+def test_a_broken_records_error_placed_in_its_own_text(tmp_path, text, in_text):
+    """A copy of a broken record, or one restored after a crash, is not at the file line its error
+    names: placed in its text, the error names the same character of ``raw`` (line 1 its first)."""
+    path = tmp_path / ("data.csv" if text.startswith("instruction,") else "data.json")
+    path.write_text(text, encoding="utf-8")
+    broken = next(r for r in load_dataset_file(path).records if r.broken)
+    assert broken.error_in_file and broken.error_words() == broken.error
+    error, column = broken.error_in_text()
+    words = broken.error.split(": ", 1)[1]
+    assert error == f"{in_text}: {words}" and column == int(in_text.rsplit(" ", 1)[1])
+    copy_ = Record(None, None, raw=broken.raw, error=error, column=column)
+    assert not copy_.error_in_file and copy_.error_in_text() == (error, column)
+    assert copy_.error_words() == f"{in_text} of its text: {words}"
+    line, col = (int(n) for n in in_text.replace("line ", "").split(", column "))
+    assert broken.raw.split("\n")[line - 1][col - 1] == text.split("\n")[
+        int(broken.error.split(",")[0].split()[1]) - 1][broken.column - 1]  # the same character
+    ds = load_dataset_file(path)
+    ds.records.insert(0, copy_)
+    with pytest.raises(DataError, match=rf"the first is record 1, not saved yet: {in_text} of its text") as e:
+        export(ds, tmp_path / "x.jsonl")
+    assert e.value.line is None and e.value.column is None
+
+
 def test_demo_dataset_loads(small_dataset):
     ds = load_dataset_file(small_dataset)
     assert ds.format == "alpaca" and len(ds.records) == 64 and not ds.errors

@@ -603,6 +603,55 @@ def test_a_broken_element_of_a_compact_json_array_is_tinted_where_it_is_after_a_
     assert "at file line 1, column 22 (column 21 of the text below)" in form.raw_error.text()
 
 
+@pytest.mark.parametrize(("text", "at", "place"), [
+    # A compact array: the original's error is at file column 59, its text's column 21.
+    ('[{"instruction": "a", "output": "A"}, {"instruction": "b" "output": "B"}]\n', 1, "line 1, column 21"),
+    # The element's second line: file line 4, its text's line 2.
+    ('[\n  {"instruction": "a", "output": "A"},\n  {"instruction": "b",\n   "output": "B" "x"}\n]\n', 1,
+     "line 2, column 18"),
+], ids=["first-line", "second-line"])
+def test_a_duplicated_broken_record_names_its_error_in_its_own_text(make_editor, tmp_path, qtbot, text, at, place):
+    """A copy of a broken record is in no file line yet: the form, the Checks and the banner place
+    its error in its text, never at the original's file line, and the cursor and tint are on it."""
+    path = tmp_path / "array.json"
+    path.write_text(text, encoding="utf-8")
+    ed = make_editor(path)
+    form = ed.form
+    ed.select_record(at)
+    original = form.raw_error.text()
+    assert "at file line" in original
+    ed.act_duplicate.trigger()
+    copy = ed.dataset().records[at + 1]
+    assert ed.current_record_index() == at + 1 and copy.broken and copy.line is None
+    assert form.title.text() == f"Record {at + 2} of {at + 2} · new, not saved yet · broken"
+    assert f"Not valid JSON at {place} of the text below: Expecting ',' delimiter" in form.raw_error.text()
+    assert "file line" not in form.raw_error.text()
+    box = form.raw.toPlainText()
+    mark = box.index('"output"') if place.startswith("line 1") else box.index('"x"')
+    assert _tint(form.raw) == (mark, '"') and form.raw.textCursor().position() == mark
+
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        ed.run_lint()
+    broken = {f.index: f for f in ed.lint_report().by_rule()["broken-record"]}
+    assert broken[at + 1].line is None
+    assert broken[at + 1].message == f"not a valid record: {place} of its text: Expecting ',' delimiter"
+    assert broken[at].message.startswith("not a valid record: line ") and "of its text" not in broken[at].message
+
+    # The original fixed, the copy is the first broken record: the banner names it, not a file line.
+    ed.select_record(at)
+    form.raw.setPlainText('{"instruction": "b", "output": "B"}')
+    form.flush()
+    banner = ed.banner.label.text()
+    assert f"first: record {at + 2}, not saved yet: {place} of its text: Expecting ',' delimiter" in banner
+
+    # Saved, the copy has a file line, and its error is named there (as reopening the file names it).
+    assert ed.save()
+    ed.select_record(at + 1)
+    reopened = load_dataset_file(path).records[at + 1]
+    assert copy.line == reopened.line and copy.error == reopened.error
+    assert f"at file line {reopened.error.split(',')[0].split()[1]}" in form.raw_error.text()
+
+
 def test_other_fields_json_that_does_not_parse_is_held_back_as_an_undo_step_of_its_own(make_editor, tmp_path):
     """The "other fields (JSON)" box's text that doesn't parse stays in the box with its error and
     the record keeps those fields as they were; typing in another box meanwhile is an undo step of

@@ -447,6 +447,38 @@ def _crash_and_restore(make_editor, ed, path, monkeypatch):
     return fresh, asked[0]
 
 
+def test_a_restored_broken_record_keeps_its_line_and_names_its_error_in_its_text(make_editor, broken_file, qtbot,
+                                                                                  monkeypatch):
+    """A broken record restored from the recovery's copy of its text (the file changed since) is not
+    the file's text as read: it keeps the line it had, and its error is placed in its text. So is a
+    copy of it made before the crash, which has no line."""
+    ed = make_editor(broken_file)
+    ed.select_record(2)
+    assert "Not valid JSON at file line 3, column 67: Expecting ',' delimiter" in ed.form.raw_error.text()
+    ed.act_duplicate.trigger()
+    _autosave_as_its_timer_does(ed, qtbot)
+    with broken_file.open("a", encoding="utf-8") as fh:  # another program adds a record after the autosave
+        fh.write(json.dumps({"instruction": "added", "input": "", "output": "later"}) + "\n")
+
+    fresh, _info = _crash_and_restore(make_editor, ed, broken_file, monkeypatch)
+    form = fresh.form
+    restored, copy = fresh.dataset().records[2:4]
+    assert restored.broken and copy.broken and restored.raw == copy.raw
+    fresh.select_record(2)
+    assert form.title.text() == "Record 3 of 5 · line 3 · broken"
+    assert ("Not valid JSON at line 1, column 67 of the text below (the record from file line 3): Expecting ',' "
+            "delimiter") in form.raw_error.text()
+    assert form.raw.textCursor().position() == len(restored.raw) == 66  # where the missing "}" goes
+    fresh.select_record(3)
+    assert form.title.text() == "Record 4 of 5 · new, not saved yet · broken"
+    assert "Not valid JSON at line 1, column 67 of the text below: Expecting ',' delimiter" in form.raw_error.text()
+    with qtbot.waitSignal(fresh.sig_lint_finished, timeout=20000):
+        fresh.run_lint()
+    assert [(f.index, f.line, f.message) for f in fresh.lint_report().by_rule()["broken-record"]] == [
+        (2, 3, "not a valid record: line 1, column 67 of its text: Expecting ',' delimiter"),
+        (3, None, "not a valid record: line 1, column 67 of its text: Expecting ',' delimiter")]
+
+
 def _type(qtbot, box, lines: list[str]) -> str:
     """Type ``lines`` over the box's text, as keys; the text typed."""
     box.setFocus()
