@@ -575,12 +575,11 @@ class DatasetEditor(QWidget):
         """Load the edits of a recovery file (they stay unsaved until the user saves), and put JSON
         text that was typed but didn't parse yet back in its box of the form."""
         try:
-            ds, baseline, changed = recovery.restore(Path(path))
+            ds, baseline, changed, info = recovery.restore(Path(path))
         except StudioError as e:
             self.banner.show_message("error", f"Can't restore: {e}")
             return False
-        info = recovery.read_header(Path(path))
-        typing = [t for t in info.typing if 0 <= t["record"] < len(ds.records)] if info is not None else []
+        typing = [t for t in info.typing if 0 <= t["record"] < len(ds.records)]
         mine = recovery.recovery_path(ds.path)
         if Path(path) != mine:
             try:  # this window's now: its autosave replaces it and its save deletes it

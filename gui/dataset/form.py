@@ -493,15 +493,12 @@ class RecordForm(QWidget):
             return None
         if self.pages.currentIndex() == 3:
             text = plain_text(self.raw)
-            if rec.broken:  # already text: the typing is the record's new text, as its commit makes it
-                return PendingTyping(fixed_record(rec, text), None, "") if text != rec.raw else None
-            try:
-                value = json.loads(text)
-            except ValueError:
-                value = None
-            if not isinstance(value, dict):
-                return PendingTyping(None, "raw", text)
-            return PendingTyping(with_data(rec, value), None, "") if value != rec.peek() else None
+            if rec.broken and text == rec.raw:  # a broken record is text already: nothing typed over it
+                return None
+            new, error = _json_text_record(rec, text)
+            if new is None:  # JSON that doesn't parse (yet): no record holds it
+                return PendingTyping(None, "raw", text) if error is not None else None
+            return PendingTyping(new, None, "")
         fields = set(self._dirty_fields)
         box, text = None, ""
         if "other fields" in fields and self._extra_json is not None and self._other_fields(show=False) is None:
@@ -722,20 +719,11 @@ class RecordForm(QWidget):
             return None
         if self.pages.currentIndex() == 3:
             text = plain_text(self.raw)
-            if rec.broken:
-                new = fixed_record(rec, text)
-                self._set_raw_error(new.error, new)
-                return new
-            try:
-                value = json.loads(text)
-            except ValueError as e:
-                self._set_raw_error(str(e))
-                return fixed_record(rec, text) if leaving else None
-            if not isinstance(value, dict):
-                self._set_raw_error("the record must be a JSON object {...}")
-                return fixed_record(rec, text) if leaving else None
-            self._set_raw_error(None)
-            return with_data(rec, value) if value != rec.peek() else None
+            new, error = _json_text_record(rec, text)
+            self._set_raw_error(error, new)
+            if new is None and error is not None and leaving:
+                return fixed_record(rec, text)
+            return new
         # Only touched fields are written back: a field of the wrong type (a number, a list)
         # shown as text must not silently turn into a string because another field was edited.
         data = copy_data(rec.peek())
@@ -884,6 +872,29 @@ def _spliced(data: dict, standard: set[str], other_text: str) -> str:
     if not inner:
         return head
     return head[:-1].rstrip() + (",\n  " if head != "{}" else "\n  ") + inner + "\n}"
+
+
+def _json_text_record(rec: Record, text: str) -> tuple[Record | None, str | None]:
+    """What the record's JSON text typed in "Edit as JSON" makes of ``rec``, as its commit makes it.
+
+    A broken record takes the text as it is: fixed when it parses to an object, else still broken,
+    with the reason. A good record takes the object the text parses to, and keeps its last valid
+    version while the text doesn't parse to one.
+
+    Returns:
+        ``(record, error)``: the new record (None when the text is the record's own, or doesn't parse
+        to an object for a good record) and what is wrong with the text (None when nothing is).
+    """
+    if rec.broken:
+        new = fixed_record(rec, text)
+        return new, new.error
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        return None, str(e)
+    if not isinstance(value, dict):
+        return None, "the record must be a JSON object {...}"
+    return (with_data(rec, value) if value != rec.peek() else None), None
 
 
 class _ErrorPlace(NamedTuple):

@@ -37,8 +37,9 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -70,6 +71,10 @@ class RecoveryInfo:
     """Typing not committed yet: ``{"record": index, "box": ..., "text": ...}``, the box being the form's
     ``"other fields"`` or ``"raw"`` (JSON that didn't parse yet), or ``"cell"`` (an open cell editor's
     text, which the record holds; with ``"column"``, the column's key)."""
+    mapping: dict[str, str] = field(default_factory=dict)
+    """The file's own names for the standard fields, which a restore reads the file with again."""
+    source_fingerprint: dict | None = None
+    """The source's size and SHA-1 when the recovery was written (:func:`source_fingerprint`)."""
 
     def live_elsewhere(self) -> bool:
         """Another running window writes it: its edits are not a crash's to offer."""
@@ -193,9 +198,18 @@ def read_header(path: Path) -> RecoveryInfo | None:
     """The header of a recovery file, or None if it isn't one."""
     try:
         with open(path, encoding="utf-8") as fh:
-            head = json.loads(fh.readline())
+            return _header(path, fh.readline())
     except (OSError, ValueError):
         return None
+
+
+def _header(path: Path, line: str) -> RecoveryInfo | None:
+    """The header read from the first ``line`` of the recovery file ``path``; None if it isn't one.
+
+    Raises:
+        ValueError: the line isn't JSON.
+    """
+    head = json.loads(line)
     if not isinstance(head, dict) or head.get("magic") != MAGIC:
         return None
     pid = head.get("pid")
@@ -205,7 +219,8 @@ def read_header(path: Path) -> RecoveryInfo | None:
         if isinstance(held, list) else ()
     return RecoveryInfo(Path(path), Path(head["source"]), float(head["saved_at"]), int(head["records"]),
                         int(head.get("edited", 0)), head["format"], head["container"],
-                        pid if isinstance(pid, int) else None, typing)
+                        pid if isinstance(pid, int) else None, typing, dict(head.get("mapping") or {}),
+                        head.get("source_fingerprint"))
 
 
 def list_recoveries() -> list[RecoveryInfo]:
@@ -218,14 +233,22 @@ def list_recoveries() -> list[RecoveryInfo]:
     return sorted((i for i in infos if i is not None), key=lambda i: i.saved_at, reverse=True)
 
 
-def restore(path: Path) -> tuple[DatasetFile, tuple[Record, ...], bool]:
-    """Rebuild the edited dataset from a recovery file.
+class Restored(NamedTuple):
+    """What :func:`restore` rebuilt from a recovery file."""
 
-    Returns:
-        ``(ds, baseline, changed)``: the dataset with the recovered records (its ``path`` is the
-        source), the records of the file on disk (to tell later which ones changed), and whether
-        the file was written (or deleted) after the recovery was: saving the restored records
-        would then replace what another program wrote.
+    ds: DatasetFile
+    """The dataset with the recovered records (its ``path`` is the source)."""
+    baseline: tuple[Record, ...]
+    """The records of the file on disk (to tell later which ones changed)."""
+    changed: bool
+    """The file was written (or deleted) after the recovery was: saving the restored records would
+    then replace what another program wrote."""
+    info: RecoveryInfo
+    """The recovery file's header (the typing not committed yet is in it)."""
+
+
+def restore(path: Path) -> Restored:
+    """Rebuild the edited dataset from a recovery file, reading it once.
 
     Raises:
         DataError: the recovery file can't be read, or it refers to records of a source file
@@ -234,26 +257,27 @@ def restore(path: Path) -> tuple[DatasetFile, tuple[Record, ...], bool]:
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            head = json.loads(fh.readline())
-            entries = [json.loads(line, object_hook=_decode) for line in fh if line.strip()]
+            info = _header(path, fh.readline())
+            entries = [json.loads(line, object_hook=_decode) for line in fh if line.strip()] if info else []
     except (OSError, ValueError) as e:
         raise DataError(f"can't read the recovery file: {e}", path=str(path)) from None
-    source = Path(head["source"])
+    if info is None:
+        raise DataError("not a recovery file of this app", path=str(path))
+    source = info.source
     ds: DatasetFile | None = None
     baseline: tuple[Record, ...] = ()
-    fp_then = head.get("source_fingerprint")
+    fp_then = info.source_fingerprint
     same_source = False
     if source.is_file():
         fp_now = source_fingerprint(source)
         same_source = bool(fp_then) and fp_now == fp_then
         try:
-            ds = load_dataset_file(source, head["format"], mapping=head.get("mapping"))
+            ds = load_dataset_file(source, info.format, mapping=info.mapping)
             baseline = tuple(ds.records)
         except DataError:
             ds = None
     if ds is None:
-        ds = DatasetFile(path=source, format=head["format"], container=head["container"],
-                         mapping=dict(head.get("mapping") or {}))
+        ds = DatasetFile(path=source, format=info.format, container=info.container, mapping=dict(info.mapping))
     schema = ds.schema
     records: list[Record] = []
     for n, e in enumerate(entries):
@@ -266,11 +290,11 @@ def restore(path: Path) -> tuple[DatasetFile, tuple[Record, ...], bool]:
                                   column=e.get("column"), schema=schema))
         else:
             raise DataError(f"record {n + 1} of the recovery refers to the file as it was at "
-                            f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(head['saved_at']))}, "
+                            f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(info.saved_at))}, "
                             "and the file has changed or gone since", path=str(source),
                             hint=f"The recovery file is kept at {path}.")
     ds.records = records
-    return ds, baseline, bool(fp_then) and not same_source
+    return Restored(ds, baseline, bool(fp_then) and not same_source, info)
 
 
 def discard(path: Path) -> None:

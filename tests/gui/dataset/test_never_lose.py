@@ -105,6 +105,12 @@ def test_recovery_refuses_references_to_a_changed_file(tmp_path, small_dataset, 
         recovery.restore(recovery.recovery_path(small_dataset))
 
 
+def test_restoring_a_file_that_is_not_a_recovery_says_so(small_dataset):
+    with pytest.raises(DataError, match="not a recovery file") as e:
+        recovery.restore(small_dataset)  # a dataset's first line is JSON, but no recovery header
+    assert e.value.path == str(small_dataset)
+
+
 def test_a_big_files_recovery_refers_to_unchanged_records_and_restores_them(tmp_path, small_dataset, monkeypatch):
     """The reference lines, formatted without json.dumps, are JSON that the restore reads back."""
     monkeypatch.setattr(recovery, "FULL_COPY_BYTES", 0)  # references only, as for a big file
@@ -115,7 +121,7 @@ def test_a_big_files_recovery_refers_to_unchanged_records_and_restores_them(tmp_
     recovery.write_recovery(small_dataset, ds.format, ds.container, recs, tuple(ds.records))
     lines = recovery.recovery_path(small_dataset).read_text(encoding="utf-8").splitlines()
     assert lines[1] == json.dumps({"k": 10}) and lines[2] == json.dumps({"k": 0})
-    restored, _baseline, changed = recovery.restore(recovery.recovery_path(small_dataset))
+    restored, _baseline, changed, _info = recovery.restore(recovery.recovery_path(small_dataset))
     assert [r.peek() for r in restored.records] == [r.peek() for r in recs] and not changed
 
 
@@ -271,7 +277,7 @@ def test_a_parquet_file_with_dates_and_bytes_is_autosaved_and_restored_with_its_
     ed = make_editor(path)
     _edit_output(ed, 0, "edited")
     ed.autosaver.save_now(wait=True)  # a datetime is not JSON: this write failed, and the edit was lost
-    ds, _baseline, changed = recovery.restore(recovery.recovery_path(path))
+    ds, _baseline, changed, _info = recovery.restore(recovery.recovery_path(path))
     assert not changed  # the file is as the autosave found it
     assert ds.records[0].peek() == {"instruction": "a", "output": "edited", **values}
 
@@ -317,7 +323,7 @@ def test_a_file_with_its_own_column_names_is_restored_read_through_them(make_edi
     assert ed.dataset().mapping == {"prompt": "instruction", "response": "output"}
     ed.proxy.setData(ed.proxy.index(1, ed.model.column_of("output")), "edited", Qt.ItemDataRole.EditRole)
     ed.autosaver.save_now(wait=True)
-    ds, _baseline, changed = recovery.restore(recovery.recovery_path(path))
+    ds, _baseline, changed, _info = recovery.restore(recovery.recovery_path(path))
     assert not changed
     assert ds.mapping == {"prompt": "instruction", "response": "output"}
     assert [r.peek() for r in ds.records][1] == {"prompt": "q1", "response": "edited"}
