@@ -498,11 +498,11 @@ class RecordTableModel(QAbstractTableModel):
         if column.key == "#status":
             lines = []
             if rec.broken:
-                lines.append(f"Not valid JSON: {rec.error}")
+                lines.append(f"Not valid JSON: {rec.error_words()}")
             lines += [f"{getattr(f, 'rule', '?')}: {getattr(f, 'message', f)}" for f in self.findings_for(rec)]
             return "\n".join(lines) or None
         if rec.broken and col == 1:
-            return f"{rec.error}\n\n{cell_text(rec.raw, 600)}"
+            return f"{rec.error_words()}\n\n{cell_text(rec.raw, 600)}"
         value = self._value(rec, column, col)
         if isinstance(value, str) and len(value) > 60:
             return value[:1500] + ("…" if len(value) > 1500 else "")

@@ -629,6 +629,10 @@ def test_a_duplicated_broken_record_names_its_error_in_its_own_text(make_editor,
     box = form.raw.toPlainText()
     mark = box.index('"output"') if place.startswith("line 1") else box.index('"x"')
     assert _tint(form.raw) == (mark, '"') and form.raw.textCursor().position() == mark
+    tip = Qt.ItemDataRole.ToolTipRole
+    assert ed.model.data(ed.model.index(at + 1, 0), tip).startswith(f"Not valid JSON: {place} of its text: ")
+    assert ed.model.data(ed.model.index(at + 1, 1), tip).startswith(f"{place} of its text: ")
+    assert ed.model.headerData(at + 1, Qt.Orientation.Vertical, tip) == f"record {at + 2} (new)"
 
     with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
         ed.run_lint()
