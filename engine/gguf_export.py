@@ -14,13 +14,24 @@ LlamaForCausalLM          llama       Q and K rows permuted to llama.cpp's rotar
 MistralForCausalLM        llama       same as Llama
 Qwen2ForCausalLM          qwen2       none (q/k/v biases kept)
 Qwen3ForCausalLM          qwen3       none (q/k norms kept)
+Phi3ForCausalLM           phi3        none (qkv_proj and gate_up_proj stay fused);
+                                      longrope factors as rope_factors_long/short
+Gemma2ForCausalLM         gemma2      every norm weight w written as w + 1 (Gemma's
+                                      RMSNorm multiplies by 1 + w); softcapping keys
+Gemma3ForCausalLM         gemma3      as Gemma 2, q/k norms too; no attention softcap
 ========================  ==========  ==============================================
+
+llama.cpp fixes part of Gemma in its code instead of reading it from the file (which
+layers slide, the attention scale, Gemma 3's local rope); a model that differs is refused
+(:func:`_gemma_hparams`). Gemma 3 means the text model (Gemma3ForCausalLM: 1B, or a
+fine-tune saved as text-only), not the vision model.
 
 Tokenizers: byte-level BPE (GPT-2 style: Llama 3, Qwen 2/2.5/3, the demo model) with a
 pre-tokenizer llama.cpp knows (``gpt-2``, ``llama-bpe``, ``qwen2``; recognised from the
 pre-tokenizer's split pattern in ``tokenizer.json``, or named with ``pre_tokenizer``), and
-SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B), written with each merged
-token scored by its merge's rank (:func:`_spm_vocab`). The chat template, special tokens and BPE merges go in through gguf's
+SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B, Phi-3, Gemma), written with each
+merged token scored by its merge's rank (:func:`_spm_vocab`), with whether it puts ``▁`` and BOS
+before the text. The chat template, special tokens and BPE merges go in through gguf's
 ``SpecialVocab``, so llama.cpp and Ollama format chats as the model was trained.
 
 Types (``--type``) are those llama.cpp's converter writes itself: ``f32``, ``f16``, ``bf16``
@@ -65,13 +76,34 @@ MERGE_DTYPE = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "q8_0": "fp16"}
 """The dtype an adapter is merged in before export: the output's precision or better, so an
 8B model's merge takes 16 GB of memory, not fp32's 32 GB."""
 
-ARCHITECTURES: dict[str, tuple[str, bool]] = {
-    "LlamaForCausalLM": ("llama", True),
-    "MistralForCausalLM": ("llama", True),
-    "Qwen2ForCausalLM": ("qwen2", False),
-    "Qwen3ForCausalLM": ("qwen3", False),
+@dataclass(frozen=True)
+class Family:
+    """How one HF architecture is written: what llama.cpp's converter does to it."""
+
+    arch: str
+    """The GGUF architecture (``general.architecture``)."""
+    permute: bool = False
+    """Q/K rows permuted to llama.cpp's interleaved rotary layout (Llama's "normal" rope; the
+    others use llama.cpp's NEOX rope, which is HF's half-split layout)."""
+    norm_shift: float = 0.0
+    """Added to every ``*norm.weight``: Gemma's RMSNorm multiplies by ``1 + w`` and stores ``w``,
+    llama.cpp's multiplies by the stored value."""
+    own_output: bool = True
+    """Whether llama.cpp's architecture has an output matrix of its own; Gemma 2's always reuses
+    the embeddings."""
+
+
+ARCHITECTURES: dict[str, Family] = {
+    "LlamaForCausalLM": Family("llama", permute=True),
+    "MistralForCausalLM": Family("llama", permute=True),
+    "Qwen2ForCausalLM": Family("qwen2"),
+    "Qwen3ForCausalLM": Family("qwen3"),
+    "Phi3ForCausalLM": Family("phi3"),
+    "Gemma2ForCausalLM": Family("gemma2", norm_shift=1.0, own_output=False),
+    "Gemma3ForCausalLM": Family("gemma3", norm_shift=1.0),
 }
-"""HF architecture -> (GGUF architecture, whether Q/K rows are permuted for llama.cpp's rotary layout)."""
+"""HF architecture -> how it is written (llama.cpp's convert_hf_to_gguf.py: LlamaModel,
+Qwen2Model, Qwen3Model, Phi3MiniModel, Gemma2Model, Gemma3Model)."""
 
 # The split patterns of the byte-level BPE pre-tokenizers llama.cpp implements, as they
 # appear in tokenizer.json (a Split before a regex-less ByteLevel).
@@ -131,19 +163,20 @@ def _safetensors_files(model_dir: Path) -> list[Path]:
 
 
 def _config(model_dir: Path, trust_remote_code: bool):
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, StrictDataclassError) as e:  # the last: a value the config class rejects
         raise ModelError(f"can't read '{model_dir / 'config.json'}': {e}") from None
 
 
-def _arch_of(config) -> tuple[str, str, bool]:
+def _arch_of(config) -> tuple[str, Family]:
     archs = list(getattr(config, "architectures", None) or [])
     for name in archs:
         if name in ARCHITECTURES:
-            return (name, *ARCHITECTURES[name])
+            return name, ARCHITECTURES[name]
     raise ModelError(f"GGUF export doesn't know the architecture {', '.join(archs) or '(none recorded)'}; "
                      f"it knows {', '.join(ARCHITECTURES)}",
                      hint="llama.cpp's convert_hf_to_gguf.py covers many more; run it on this folder.")
@@ -166,8 +199,20 @@ def _parts(node: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not node:
         return []
     if node.get("type") == "Sequence":
-        return [p for sub in node.get("pretokenizers") or node.get("decoders") or [] for p in _parts(sub)]
+        return [p for sub in node.get("pretokenizers") or node.get("decoders") or node.get("normalizers") or []
+                for p in _parts(sub)]
     return [node]
+
+
+def adds_space_prefix(tok_json: dict[str, Any]) -> bool:
+    """Whether a SentencePiece-style tokenizer puts ``▁`` before the text (Llama 2, Mistral, Phi-3:
+    a ``Prepend`` normalizer or a prepending ``Metaspace``) or not (Gemma). llama.cpp reads it
+    from ``tokenizer.ggml.add_space_prefix`` and assumes it when the key is absent."""
+    if any(p.get("type") == "Prepend" and p.get("prepend") == "\u2581" for p in _parts(tok_json.get("normalizer"))):
+        return True
+    return any(p.get("type") == "Metaspace" and (p.get("prepend_scheme") in ("first", "always")
+                                                 or p.get("add_prefix_space") is True)
+               for p in _parts(tok_json.get("pre_tokenizer")))
 
 
 def tokenizer_kind(tok_json: dict[str, Any]) -> tuple[str, str | None]:
@@ -230,7 +275,7 @@ def _bpe_vocab(model_dir: Path, vocab_size: int, trust_remote_code: bool) -> tup
 
 
 def _spm_vocab(model_dir: Path, vocab_size: int,
-               trust_remote_code: bool) -> tuple[list[str], list[float], list[int]]:
+               trust_remote_code: bool) -> tuple[list[str], list[float], list[int], bool]:
     """A SentencePiece-style BPE (byte fallback, ``▁`` for spaces) as llama.cpp's "llama" vocabulary.
 
     llama.cpp tokenizes such a vocabulary the SentencePiece way: it merges the adjacent pair
@@ -238,7 +283,8 @@ def _spm_vocab(model_dir: Path, vocab_size: int,
     therefore minus the rank of the BPE merge that makes it, so llama.cpp merges in the
     order the tokenizer's merges list gives (for Llama 2's converted tokenizer.json that is
     the order of the original SentencePiece scores). ``<0xXX>`` tokens are bytes, the unknown
-    token is UNKNOWN, other special tokens CONTROL, other added tokens USER_DEFINED.
+    token is UNKNOWN, other special tokens CONTROL, other added tokens USER_DEFINED. The last
+    value says whether the tokenizer puts its BOS token before the text.
     """
     import gguf
     from transformers import AutoTokenizer
@@ -278,7 +324,8 @@ def _spm_vocab(model_dir: Path, vocab_size: int,
             types.append(T.USER_DEFINED)
         else:
             types.append(T.NORMAL)
-    return tokens, scores, types
+    ids = tok("a").input_ids
+    return tokens, scores, types, tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id]
 
 
 def chosen_pre(model_dir: Path, pre_override: str | None) -> tuple[str, str | None]:
@@ -324,13 +371,16 @@ def _write_vocab(writer, model_dir: Path, vocab_size: int, pre_override: str | N
         writer.add_token_types(types)
         special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
     else:
-        tokens, scores, types = _spm_vocab(model_dir, vocab_size, trust_remote_code)
+        tokens, scores, types, adds_bos = _spm_vocab(model_dir, vocab_size, trust_remote_code)
         writer.add_tokenizer_model("llama")
         writer.add_tokenizer_pre(pre or "default")
         writer.add_token_list(tokens)
         writer.add_token_scores(scores)
         writer.add_token_types(types)
+        writer.add_add_space_prefix(adds_space_prefix(_tokenizer_json(model_dir)))
         special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=len(tokens))
+        if "bos" not in special.add_special_token:  # llama.cpp adds BOS to such a vocabulary unless told
+            special.add_special_token["bos"] = adds_bos
     special.add_to_gguf(writer, quiet=True)
     return kind, pre
 
@@ -364,10 +414,8 @@ def _llama3_rope_factors(config):
     return (default / scaled).float().numpy()
 
 
-def _write_hparams(writer, config, name: str) -> list[tuple[str, Any]]:
+def _write_hparams(writer, config, name: str, family: Family) -> list[tuple[str, Any]]:
     """Model keys; returns extra tensors (name, float32 array) the rope scaling needs."""
-    import gguf
-
     writer.add_name(name)
     writer.add_context_length(int(config.max_position_embeddings))
     writer.add_embedding_length(int(config.hidden_size))
@@ -378,9 +426,20 @@ def _write_hparams(writer, config, name: str) -> list[tuple[str, Any]]:
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_vocab_size(int(config.vocab_size))
     head_dim = _head_dim(config)
-    writer.add_rope_dimension_count(head_dim)
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
+    if family.arch == "phi3":
+        return _phi3_hparams(writer, config)
+    writer.add_rope_dimension_count(head_dim)
+    if family.arch in _GEMMA:
+        _gemma_hparams(writer, config, family.arch)
+        return []
+    return _llama_rope(writer, config)
+
+
+def _llama_rope(writer, config) -> list[tuple[str, Any]]:
+    import gguf
+
     rope = _rope(config)
     writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
     kind = rope.get("rope_type") or "default"
@@ -402,6 +461,122 @@ def _write_hparams(writer, config, name: str) -> list[tuple[str, Any]]:
                      hint="llama.cpp's convert_hf_to_gguf.py may handle it.")
 
 
+def _phi3_hparams(writer, config) -> list[tuple[str, Any]]:
+    """Phi-3/3.5/4-mini, as llama.cpp's Phi3MiniModel writes them: a rotary width for a partial
+    rope (Phi-4-mini rotates 3/4 of each head), the pre-training context, the sliding window
+    (0 for none), and for longrope ("su") the long and short factors as ``rope_factors_long`` /
+    ``rope_factors_short`` with the attention factor transformers computes."""
+    import numpy as np
+
+    rope = _rope(config)
+    rope_dims = int(_head_dim(config) * float(rope.get("partial_rotary_factor", 1.0)))
+    writer.add_rope_dimension_count(rope_dims)
+    writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
+    writer.add_rope_scaling_orig_ctx_len(int(rope.get("original_max_position_embeddings")
+                                             or getattr(config, "original_max_position_embeddings", None)
+                                             or config.max_position_embeddings))
+    writer.add_sliding_window(int(getattr(config, "sliding_window", None) or 0))
+    kind = rope.get("rope_type") or "default"
+    if kind == "default":
+        return []
+    if kind not in ("longrope", "su"):
+        raise ModelError(f"GGUF export doesn't write Phi-3 rope scaling '{kind}' (it writes longrope)",
+                         hint="llama.cpp's convert_hf_to_gguf.py may handle it.")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    # (transformers checked the factors' count against the rotary width when it read the config)
+
+    _, attention_factor = ROPE_INIT_FUNCTIONS["longrope"](config, "cpu")
+    writer.add_rope_scaling_attn_factors(float(attention_factor))
+    return [("rope_factors_long.weight", np.asarray(rope["long_factor"], dtype=np.float32)),
+            ("rope_factors_short.weight", np.asarray(rope["short_factor"], dtype=np.float32))]
+
+
+_GEMMA = {"gemma2": ("Gemma 2", 2, 46), "gemma3": ("Gemma 3", 6, 62)}
+"""GGUF arch -> (name, sliding-window pattern, layer count of the 27B model): what llama.cpp
+fixes for these architectures instead of reading it from the file (llama-model.cpp: every
+pattern-th layer attends globally, the others in the window; the 27B scales attention by
+hidden/heads, the others by head_dim)."""
+
+
+def _gemma_hparams(writer, config, arch: str) -> None:
+    """Gemma 2 and Gemma 3 (text), as llama.cpp's Gemma2Model and Gemma3Model write them.
+
+    llama.cpp fixes part of these models in its code rather than reading it from the file: the
+    GELU (tanh) activation, which layers slide (:data:`_GEMMA`), the attention scale, Gemma 2's
+    attention softcapping (on, 50 unless the file says otherwise), and Gemma 3's local rope
+    (default, base 10000). A model that differs from what llama.cpp assumes is refused rather
+    than written as a file that runs otherwise than the model.
+
+    Raises:
+        ModelError: such a difference, naming the config.json key.
+    """
+    import gguf
+
+    what, pattern, layers_27b = _GEMMA[arch]
+    n_layers = int(config.num_hidden_layers)
+
+    def refuse(problem: str) -> ModelError:
+        return ModelError(f"{what}: {problem}, which llama.cpp's {arch} architecture doesn't do",
+                          hint="llama.cpp's own convert_hf_to_gguf.py writes the same keys; a model that "
+                          "changes this part of the architecture needs llama.cpp support first.")
+
+    act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
+    if act != "gelu_pytorch_tanh":
+        raise refuse(f"hidden_activation is '{act}' in config.json, not gelu_pytorch_tanh (GELU's tanh form)")
+    if getattr(config, "use_bidirectional_attention", False):
+        raise refuse("use_bidirectional_attention is true in config.json (an embedding model)")
+    # llama.cpp derives the attention scale from the model's shape, not from the file.
+    scalar = int(config.hidden_size) // int(config.num_attention_heads) if n_layers == layers_27b \
+        else _head_dim(config)
+    if float(config.query_pre_attn_scalar) != float(scalar):
+        raise refuse(f"query_pre_attn_scalar is {config.query_pre_attn_scalar} in config.json, and with "
+                     f"{n_layers} layers llama.cpp scales attention by 1/sqrt({scalar})")
+
+    window = getattr(config, "sliding_window", None)
+    types = list(getattr(config, "layer_types", None) or [])
+    llama_cpp = ["sliding_attention" if i % pattern < pattern - 1 else "full_attention" for i in range(n_layers)]
+    if arch == "gemma3" and (not window or (types and all(t == "full_attention" for t in types))):
+        pass  # no sliding window key: llama.cpp's gemma3 then attends globally on every layer
+    elif not window:
+        raise refuse("sliding_window is not set in config.json, so no layer slides")
+    elif types and types != llama_cpp:
+        raise refuse(f"layer_types in config.json mixes sliding and full attention otherwise than every "
+                     f"{pattern}{'nd' if pattern == 2 else 'th'} layer full")
+    else:
+        writer.add_sliding_window(int(window))
+
+    params = getattr(config, "rope_parameters", None) or {}
+    if arch == "gemma2":
+        full = _rope(config)
+    else:
+        full = params.get("full_attention") or _rope(config)
+        local = params.get("sliding_attention") or {}
+        if (local.get("rope_type") or "default") != "default" or float(local.get("rope_theta", 10000.0)) != 10000.0:
+            raise refuse(f"the sliding layers' rope in config.json is {local.get('rope_type') or 'default'} with "
+                         f"base {local.get('rope_theta')}, not default with base 10000")
+    writer.add_rope_freq_base(float(full.get("rope_theta", 10000.0)))
+    kind = full.get("rope_type") or "default"
+    if kind == "linear" and arch == "gemma3":  # Gemma 3 4B and up: the global layers only, in both
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(full["factor"]))
+    elif kind != "default":
+        raise refuse(f"rope scaling '{kind}' in config.json")
+
+    attn_cap = getattr(config, "attn_logit_softcapping", None)
+    final_cap = getattr(config, "final_logit_softcapping", None)
+    if arch == "gemma2":
+        if not attn_cap or not final_cap:  # llama.cpp's gemma2 always caps, at 50 and 30 unless told
+            raise refuse("attn_logit_softcapping or final_logit_softcapping is off in config.json")
+        writer.add_attn_logit_softcapping(float(attn_cap))
+        writer.add_final_logit_softcapping(float(final_cap))
+        return
+    if attn_cap:
+        raise refuse(f"attn_logit_softcapping is {attn_cap} in config.json (Gemma 3 caps no attention logits)")
+    if final_cap:
+        writer.add_final_logit_softcapping(float(final_cap))
+
+
 # ---------------------------------------------------------------------------- tensors
 
 def _permute(w, n_head: int):
@@ -417,6 +592,8 @@ class _Plan:
     shape: tuple[int, ...]
     qtype: Any  # gguf.GGMLQuantizationType
     permute_heads: int = 0
+    shift: float = 0.0
+    """Added to the values (Gemma's norms: :attr:`Family.norm_shift`)."""
 
 
 def _qtype_for(shape: tuple[int, ...], out_type: str, name: str, fallbacks: list[str]):
@@ -435,7 +612,7 @@ def _qtype_for(shape: tuple[int, ...], out_type: str, name: str, fallbacks: list
     return Q.Q8_0
 
 
-def _plan(files: list[Path], config, arch_enum, permute: bool, out_type: str,
+def _plan(files: list[Path], config, arch_enum, family: Family, out_type: str,
           fallbacks: list[str]) -> list[_Plan]:
     import gguf
     from safetensors import safe_open
@@ -454,17 +631,24 @@ def _plan(files: list[Path], config, arch_enum, permute: bool, out_type: str,
                     continue
                 if tied and hf_name == "lm_head.weight":
                     continue  # llama.cpp reuses token_embd when output is absent
+                if hf_name == "lm_head.weight" and not family.own_output:
+                    raise ModelError(f"this {family.arch} model has an output layer (lm_head) of its own "
+                                     "(tie_word_embeddings is false in config.json), and llama.cpp's "
+                                     f"{family.arch} always reuses the embeddings as the output layer",
+                                     hint="Train it with tied embeddings, as the released models are.")
                 name = tmap.get_name(hf_name, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     unknown.append(hf_name)
                     continue
                 shape = tuple(f.get_slice(hf_name).get_shape())
                 heads = 0
-                if permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+                if family.permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
                     heads = n_head
-                elif permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+                elif family.permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
                     heads = n_kv
-                plans.append(_Plan(hf_name, name, file, shape, _qtype_for(shape, out_type, name, fallbacks), heads))
+                shift = family.norm_shift if hf_name.endswith("norm.weight") else 0.0
+                plans.append(_Plan(hf_name, name, file, shape, _qtype_for(shape, out_type, name, fallbacks), heads,
+                                   shift))
     if unknown:
         raise ModelError(f"GGUF export can't place {len(unknown)} tensor(s) of this model, e.g. "
                          f"{', '.join(unknown[:3])}", hint="It is probably not a plain causal LM of its "
@@ -480,6 +664,8 @@ def _convert(plan: _Plan, tensor) -> Any:
     data = tensor.float()
     if plan.permute_heads:
         data = _permute(data, plan.permute_heads)
+    if plan.shift:
+        data = data + plan.shift
     arr = data.contiguous().numpy()
     if plan.qtype == Q.F32:
         return arr.astype(np.float32, copy=False)
@@ -526,18 +712,19 @@ def export_gguf(model_dir: str | Path, out: str | Path, *, out_type: str = "q8_0
     model_dir = Path(model_dir)
     out = _check_out(out, overwrite)
     config = _config(model_dir, trust_remote_code)
-    _, arch, permute = _arch_of(config)
+    _, family = _arch_of(config)
+    arch = family.arch
     arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
     files = _safetensors_files(model_dir)
     fallbacks: list[str] = []
-    plans = _plan(files, config, arch_enum, permute, out_type, fallbacks)
+    plans = _plan(files, config, arch_enum, family, out_type, fallbacks)
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
              "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[out_type]
 
     tmp = _temp_beside(out)
     writer = gguf.GGUFWriter(tmp, arch)
     try:
-        extra = _write_hparams(writer, config, name or model_dir.name)
+        extra = _write_hparams(writer, config, name or model_dir.name, family)
         writer.add_file_type(ftype)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         kind, pre = _write_vocab(writer, model_dir, int(config.vocab_size), pre_tokenizer, trust_remote_code)
@@ -702,7 +889,8 @@ def export_lora_gguf(adapter_dir: str | Path, out: str | Path, *, base: str | No
     if not base_ref:
         raise ConfigError(f"adapter '{adapter_dir}' records no base model", key="base", hint="Give it with --base.")
     config = _config(resolve_model_path(base_ref), trust_remote_code)
-    _, arch, permute = _arch_of(config)
+    _, family = _arch_of(config)
+    arch, permute = family.arch, family.permute
     arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
     tmap = gguf.get_tensor_name_map(arch_enum, int(config.num_hidden_layers))
     n_head = int(config.num_attention_heads)

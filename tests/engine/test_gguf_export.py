@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def tiny_tokenizer(out: Path, pattern: str | None) -> None:
     fast.save_pretrained(out)
 
 
+def _words() -> list[str]:
+    """Training text cut into words: SentencePiece merges stay inside a word, and a vocabulary
+    trained on whole repeated sentences would hold each sentence as one token."""
+    texts = [TEXT, "The quick brown fox jumps over the lazy dog.", "hello world, hello there"] * 30
+    return [w for t in texts for w in t.split(" ") if w]
+
+
 def tiny_spm_tokenizer(out: Path) -> None:
     """A SentencePiece-style BPE as Llama 2's and Mistral's tokenizer.json are: byte fallback,
     ``▁`` for spaces, ``<0xXX>`` byte tokens, ``<unk>``/``<s>``/``</s>``."""
@@ -58,29 +66,66 @@ def tiny_spm_tokenizer(out: Path) -> None:
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                      decoders.Strip(" ", 1, 0)])
     specials = ["<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))]
-    texts = [TEXT, "The quick brown fox jumps over the lazy dog.", "hello world, hello there"] * 30
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=specials, limit_alphabet=100,
-                                                       show_progress=False))
+    tok.train_from_iterator(_words(), trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                                          limit_alphabet=100, show_progress=False))
     PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                             pad_token="<unk>").save_pretrained(out)
+
+
+def tiny_gemma_tokenizer(out: Path) -> None:
+    """A SentencePiece-style BPE as Gemma's is: transformers' own GemmaTokenizer (byte fallback,
+    spaces as ``▁`` with none put before the text, ``<bos>`` added) over a small trained vocabulary,
+    with Gemma's special tokens in Gemma's order and its turn markers and chat template."""
+    from tokenizers import Tokenizer, models, normalizers, trainers
+    from transformers import GemmaTokenizer
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>",
+                *(f"<0x{i:02X}>" for i in range(256))]
+    tok.train_from_iterator((" " + w for w in _words()), trainers.BpeTrainer(
+        vocab_size=600, special_tokens=specials, limit_alphabet=100, show_progress=False))
+    model = json.loads(tok.to_str())["model"]
+    gemma = GemmaTokenizer(vocab=model["vocab"], merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+                                                         for m in model["merges"]], add_bos_token=True)
+    gemma.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    gemma.chat_template = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}"
+                           "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+    gemma.save_pretrained(out)
 
 
 def tiny_model(out: Path, arch: str, *, pattern: str | None = None, spm: bool = False, vocab_extra: int = 0,
                **shape) -> Path:
     """A tiny random model of ``arch`` saved with safetensors and its own tokenizer (byte-level
-    BPE split by ``pattern``, or SentencePiece-style with ``spm``)."""
+    BPE split by ``pattern``, SentencePiece-style with ``spm``, Gemma's for Gemma)."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    from transformers import (
+        AutoTokenizer,
+        Gemma2Config,
+        Gemma3TextConfig,
+        LlamaConfig,
+        MistralConfig,
+        Phi3Config,
+        Qwen2Config,
+        Qwen3Config,
+    )
 
-    if spm:
+    gemma = arch.startswith("gemma")
+    if gemma:
+        tiny_gemma_tokenizer(out)
+    elif spm:
         tiny_spm_tokenizer(out)
     else:
         tiny_tokenizer(out, pattern)
     tok = AutoTokenizer.from_pretrained(out)
-    configs = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
+    configs = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config,
+               "phi3": Phi3Config, "gemma2": Gemma2Config, "gemma3": Gemma3TextConfig}
     kw = dict(vocab_size=len(tok) + vocab_extra, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    if gemma:  # tied, as released; attention scaled by 1/sqrt(head_dim), as llama.cpp assumes, and 256 each
+        # because transformers' GGUF reader doesn't read query_pre_attn_scalar and takes Gemma's default
+        kw.update(bos_token_id=tok.bos_token_id, tie_word_embeddings=True, head_dim=256, query_pre_attn_scalar=256)
     kw.update(shape)
     config = configs[arch](**kw)
     from transformers import AutoModelForCausalLM
@@ -164,6 +209,7 @@ def test_smaller_types_stay_close_and_keep_norms_in_f32(demo_base, tmp_path, out
     ("qwen3", "qwen2", dict(head_dim=128)),  # head_dim != hidden/heads (as in real Qwen3), q/k norms
     ("mistral", "llama-bpe", {}),
     ("llama", "llama-bpe", dict(vocab_extra=13)),  # model vocab padded past the tokenizer's
+    ("phi3", "llama-bpe", dict(tie_word_embeddings=True)),  # as Phi-4-mini: byte-level BPE, tied
 ])
 def test_other_architectures_round_trip_exactly(tmp_path, arch, pre, extra):
     # (not named after the arch: transformers' GGUF loader treats a general.name containing
@@ -206,6 +252,198 @@ def test_sentencepiece_style_tokenizer_is_written_as_a_llama_vocab(tmp_path):
         left, right = merges[rank] if isinstance(merges[rank], list) else merges[rank].split(" ")
         assert scores[tokens.index(left + right)] == -rank
     assert f["tokenizer.ggml.bos_token_id"].contents() == 1 and f["tokenizer.ggml.eos_token_id"].contents() == 2
+
+
+# Phi-3 and Gemma: tiny models shaped as the released ones are where llama.cpp fixes a shape in
+# its code (Gemma: tied embeddings, attention scaled by head_dim, every 2nd / 6th layer global).
+FAMILIES = {
+    "phi3": dict(spm=True, bos_token_id=1, eos_token_id=2),  # Phi-3/3.5-mini: a Llama 2 style tokenizer
+    "gemma2": {},
+    "gemma3": dict(num_hidden_layers=7, sliding_window=8),  # layer 5 global; a window shorter than the text
+}
+SAMPLE = "Two  spaces, 12345 and wörld! <start_of_turn>user\nhi<end_of_turn> " + TEXT
+
+
+@pytest.mark.parametrize("arch", list(FAMILIES))
+def test_phi3_and_gemma_round_trip_exactly(tmp_path, arch):
+    """Fused qkv/gate_up (Phi-3), norms stored as w for 1+w and written as w+1, softcapping,
+    sliding windows, q/k norms (Gemma): transformers' reader, which undoes the +1 itself, gives
+    the original logits at every position, and the tokenizer it rebuilds encodes as the original."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    model_dir = tiny_model(tmp_path / "tiny", arch, **FAMILIES[arch])
+    result = export_gguf(model_dir, tmp_path / "tiny.gguf", out_type="f32")
+    assert (result.arch, result.tokenizer, result.pre_tokenizer) == (arch, "llama", "default")
+    a, b = _logits(model_dir, None), _logits(model_dir, result.path)
+    assert a.shape == b.shape and a.shape[0] > 10 and (a - b).abs().max().item() < 1e-4
+
+    original = AutoTokenizer.from_pretrained(model_dir)
+    rebuilt = AutoTokenizer.from_pretrained(tmp_path, gguf_file="tiny.gguf")
+    assert rebuilt(SAMPLE).input_ids == original(SAMPLE).input_ids
+    fields = _fields(result.path)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert fields["tokenizer.ggml.add_space_prefix"] == (arch == "phi3")  # Gemma puts no ▁ before the text
+    assert fields["tokenizer.ggml.add_bos_token"] == (arch != "phi3")  # as each tokenizer does
+    tensors = _tensors(result.path)
+    with safe_open(str(model_dir / "model.safetensors"), framework="pt") as f:
+        hf = {k: f.get_tensor(k) for k in f.keys()}
+    if arch == "phi3":
+        assert {"blk.0.attn_qkv.weight", "blk.0.ffn_up.weight"} <= set(tensors)  # fused, as llama.cpp loads them
+        assert tensors["blk.0.ffn_up.weight"].shape == (2 * config["intermediate_size"], config["hidden_size"])
+        assert fields["phi3.rope.dimension_count"] == 16 and fields["phi3.attention.sliding_window"] == 0
+        assert fields["phi3.rope.scaling.original_context_length"] == config["original_max_position_embeddings"]
+        assert (tensors["blk.0.attn_norm.weight"] == hf["model.layers.0.input_layernorm.weight"].numpy()).all()
+        return
+    # The norms as llama.cpp multiplies by them: 1 + the stored w, every norm.
+    for hf_name, name in [("model.layers.0.input_layernorm.weight", "blk.0.attn_norm.weight"),
+                          ("model.layers.0.post_feedforward_layernorm.weight", "blk.0.post_ffw_norm.weight"),
+                          ("model.norm.weight", "output_norm.weight")] + (
+            [("model.layers.0.self_attn.q_norm.weight", "blk.0.attn_q_norm.weight")] if arch == "gemma3" else []):
+        assert torch.equal(torch.from_numpy(tensors[name]), hf[hf_name] + 1), name
+    assert "output.weight" not in tensors  # tied
+    assert fields[f"{arch}.attention.sliding_window"] == config["sliding_window"]
+    assert fields[f"{arch}.attention.key_length"] == 256 and fields[f"{arch}.rope.dimension_count"] == 256
+    if arch == "gemma2":
+        assert fields["gemma2.attn_logit_softcapping"] == 50.0 and fields["gemma2.final_logit_softcapping"] == 30.0
+    else:
+        assert fields["gemma3.rope.freq_base"] == 1_000_000.0  # the global layers'; llama.cpp fixes the local 10k
+        assert "gemma3.final_logit_softcapping" not in fields and "gemma3.attn_logit_softcapping" not in fields
+
+
+def test_gemma_softcapping_and_gemma3_rope_scaling_are_written_as_configured(tmp_path):
+    """Values transformers' reader takes from the config class's defaults instead of the file,
+    checked in the file: Gemma 2's two softcaps, Gemma 3's global rope base, linear scaling
+    (4B and up) and final softcap."""
+    g2 = tiny_model(tmp_path / "g2", "gemma2", attn_logit_softcapping=40.0, final_logit_softcapping=20.0,
+                    sliding_window=16)
+    f2 = _fields(export_gguf(g2, tmp_path / "g2.gguf", out_type="f16").path)
+    assert (f2["gemma2.attn_logit_softcapping"], f2["gemma2.final_logit_softcapping"]) == (40.0, 20.0)
+    assert f2["gemma2.attention.sliding_window"] == 16
+    rope = {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 500000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+    g3 = tiny_model(tmp_path / "g3", "gemma3", rope_parameters=rope, final_logit_softcapping=25.0)
+    f3 = _fields(export_gguf(g3, tmp_path / "g3.gguf", out_type="f16").path)
+    assert f3["gemma3.rope.freq_base"] == 500000.0 and f3["gemma3.rope.scaling.factor"] == 8.0
+    assert f3["gemma3.rope.scaling.type"] == "linear" and f3["gemma3.final_logit_softcapping"] == 25.0
+
+
+def test_phi3_longrope_and_partial_rotary_are_written_as_llama_cpp_reads_them(tmp_path):
+    """Phi-3.5/Phi-4-mini: the long and short factors as rope_factors_long/short, the attention
+    factor of LongRoPE's rule (written out here independently), and a rotary width of
+    partial_rotary_factor x head_dim (Phi-4-mini rotates 3/4 of each head)."""
+    long, short = [1.0 + i / 10 for i in range(6)], [1.0 + i / 100 for i in range(6)]  # 12 rotary dims / 2
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+            "long_factor": long, "short_factor": short}
+    model_dir = tiny_model(tmp_path / "p", "phi3", pattern=PRE["llama-bpe"], rope_parameters=rope,
+                           original_max_position_embeddings=64, tie_word_embeddings=True)
+    result = export_gguf(model_dir, tmp_path / "p.gguf", out_type="f32")
+    fields, tensors = _fields(result.path), _tensors(result.path)
+    assert list(tensors["rope_factors_long.weight"]) == pytest.approx(long)
+    assert list(tensors["rope_factors_short.weight"]) == pytest.approx(short)
+    assert fields["phi3.rope.dimension_count"] == 12 and fields["phi3.rope.scaling.original_context_length"] == 64
+    assert fields["phi3.rope.scaling.attn_factor"] == pytest.approx(math.sqrt(1 + math.log(256 / 64) / math.log(64)))
+    assert "output.weight" not in tensors and result.pre_tokenizer == "llama-bpe"
+
+    config = json.loads((model_dir / "config.json").read_text())
+    config["rope_parameters"]["long_factor"] = long[:4]
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"(?s)can't read '.*config.json': .*long_factor field must have length 6, "
+                                         "got 4"):  # transformers' own check, as a message, not a traceback
+        export_gguf(model_dir, tmp_path / "bad.gguf")
+    assert not (tmp_path / "bad.gguf").exists() and not list(tmp_path.glob(".bad.gguf*"))
+
+
+@pytest.mark.parametrize("arch, change, message", [
+    ("gemma2", dict(hidden_activation="gelu"), "hidden_activation is 'gelu' in config.json, not gelu_pytorch_tanh"),
+    ("gemma2", dict(query_pre_attn_scalar=128), "query_pre_attn_scalar is 128 in config.json, and with 2 layers "
+                                                "llama.cpp scales attention by 1/sqrt(256)"),
+    ("gemma2", dict(tie_word_embeddings=False), "always reuses the embeddings as the output layer"),
+    ("gemma2", dict(attn_logit_softcapping=None), "attn_logit_softcapping or final_logit_softcapping is off"),
+    ("gemma2", dict(layer_types=["full_attention", "sliding_attention"]), "every 2nd layer full"),
+    ("gemma3", dict(attn_logit_softcapping=50.0), "attn_logit_softcapping is 50.0 in config.json"),
+    ("gemma3", dict(rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 20000.0}}),
+     "the sliding layers' rope in config.json is default with base 20000.0, not default with base 10000"),
+    ("gemma3", dict(num_hidden_layers=7, sliding_window=8, layer_types=["sliding_attention"] * 3 + ["full_attention"]
+                    + ["sliding_attention"] * 3), "every 6th layer full"),
+])
+def test_gemma_that_llama_cpp_would_run_otherwise_is_refused_before_writing(tmp_path, arch, change, message):
+    """llama.cpp fixes these in its code instead of reading them from the file; a model that
+    differs would run otherwise there than in transformers, with nothing to say so."""
+    model_dir = tiny_model(tmp_path / "m", arch, **change)
+    with pytest.raises(ModelError, match=re.escape(message)):
+        export_gguf(model_dir, tmp_path / "m.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize("arch", ["phi3", "gemma3"])
+@pytest.mark.parametrize("out_type, tol", [("f16", 0.02), ("q8_0", 0.3)])
+def test_phi3_and_gemma_smaller_types_stay_close(tmp_path, arch, out_type, tol):
+    model_dir = tiny_model(tmp_path / "tiny", arch, **FAMILIES[arch])
+    result = export_gguf(model_dir, tmp_path / "tiny.gguf", out_type=out_type)
+    a, b = _logits(model_dir, None), _logits(model_dir, result.path)
+    assert (a - b).abs().max().item() < tol
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean().item() > 0.9
+    types = _fields(result.path)["_tensors"]
+    assert types["blk.0.attn_norm.weight"] == "F32" and types["blk.0.ffn_down.weight"] == out_type.upper()
+
+
+@pytest.mark.parametrize("arch", ["phi3", "gemma3"])
+def test_phi3_and_gemma_are_offered_and_sized_before_writing(tmp_path, arch):
+    """What the GGUF dialog asks before it starts: no problem found, and a size within 5%."""
+    from engine.gguf_export import estimate_size, export_problem
+
+    # Weights large enough to outweigh the vocabulary, as in a real model: the estimate counts that at
+    # the size of tokenizer.json, several times what a SentencePiece vocabulary takes in the file.
+    shape = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4) if arch == "phi3" else {}
+    model_dir = tiny_model(tmp_path / "tiny", arch, **FAMILIES[arch], **shape)
+    assert export_problem(str(model_dir)) is None
+    result = export_gguf(model_dir, tmp_path / "tiny.gguf", out_type="q8_0")
+    assert estimate_size(str(model_dir), out_type="q8_0") == pytest.approx(result.bytes, rel=0.05)
+
+
+@pytest.mark.parametrize("arch", ["phi3", "gemma3"])
+def test_a_lora_adapter_gguf_for_phi3_and_gemma_is_the_merged_model(tmp_path, arch):
+    """Phi-3's LoRA on the fused qkv_proj/gate_up_proj and Gemma 3's on its projections: the
+    adapter file applied as llama.cpp applies it (W + alpha/r B A) is the merged export, and
+    no other tensor differs (Gemma's norms are not LoRA targets, so its +1 is the base's)."""
+    import numpy as np
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model_dir = tiny_model(tmp_path / "base", arch, **FAMILIES[arch])
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                          LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    torch.manual_seed(1)
+    with torch.no_grad():  # lora_B starts at zero; give it values so that the adapter shows
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    peft.save_pretrained(tmp_path / "adapter")
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                       tmp_path / "adapter").merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (model_dir / name).exists():
+            shutil.copy(model_dir / name, tmp_path / "merged" / name)
+
+    base = _tensors(export_gguf(model_dir, tmp_path / "base.gguf", out_type="f32").path)
+    want = _tensors(export_gguf(tmp_path / "merged", tmp_path / "merged.gguf", out_type="f32").path)
+    result = export_source(str(tmp_path / "adapter"), tmp_path / "lora.gguf", base=str(model_dir), out_type="f32",
+                           lora=True)
+    assert _fields(result.path)["general.architecture"] == arch
+    lora = _tensors(result.path)
+    names = {n.rsplit(".", 1)[0] for n in lora}
+    fused = {"blk.0.attn_qkv.weight", "blk.0.ffn_up.weight"} if arch == "phi3" else {"blk.0.attn_q.weight"}
+    assert fused <= names
+    for name in names:
+        a, b = lora[f"{name}.lora_a"], lora[f"{name}.lora_b"]
+        np.testing.assert_allclose(base[name] + 8 / 4 * (b @ a), want[name], atol=2e-5, rtol=1e-4)
+    for name in set(base) - names:
+        np.testing.assert_array_equal(base[name], want[name])
 
 
 def test_llama3_rope_scaling_writes_rope_freqs(tmp_path):
@@ -382,7 +620,8 @@ def test_bad_requests_are_refused_before_writing(demo_base, tmp_path):
     from transformers import GPT2Config
 
     GPT2Config(n_layer=1, n_embd=32, n_head=2, architectures=["GPT2LMHeadModel"]).save_pretrained(other)
-    with pytest.raises(ModelError, match="GPT2LMHeadModel.*LlamaForCausalLM"):
+    with pytest.raises(ModelError, match="GPT2LMHeadModel; it knows LlamaForCausalLM, MistralForCausalLM, "
+                       "Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM\n"):
         export_gguf(other, tmp_path / "g.gguf")
 
 
