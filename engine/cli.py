@@ -4,7 +4,8 @@ With no subcommand it opens the GUI. The GUI is a separate program (``python -m 
 the engine never imports Qt or ``gui``, so the CLI hands over to it with ``exec``.
 
 Every run-config key can be overridden on ``train``/``estimate``/``export-launch`` with
-its own name (``--max_steps 30 --method ia3``); unknown keys get the closest suggestion.
+its own name (``--max_steps 30 --method ia3``); unknown keys get the closest suggestion, as do
+unknown flags of every command. Every flag takes ``--top_p`` and ``--top-p`` alike (:class:`_Parser`).
 Each subcommand dispatches to one function in the module that owns the feature, imported
 lazily so that ``--help`` stays fast.
 """
@@ -12,6 +13,7 @@ lazily so that ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import math
 import os
@@ -23,8 +25,10 @@ from pathlib import Path
 from engine import __version__
 from engine.adapters import COMBINATION_HELP, COMBINATIONS, DEFAULT_COMBINATION
 from engine.config import RunConfig, closest_key, parse_override
-from engine.data.templates import TEMPLATE_CHOICES
-from engine.errors import StudioError
+from engine.data.formats import FMT_CHOICES
+from engine.data.templates import TEMPLATE_CHOICES, check_template_name
+from engine.errors import ConfigError, StudioError
+from engine.generate import GenerationSettings
 from engine.gguf_export import TYPES as GGUF_TYPES
 
 
@@ -108,8 +112,63 @@ def _config_epilog() -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes each ``--long_flag`` spelled ``--long-flag`` too, and the other
+    way round: the flags mix both spellings (``--top_p``, ``--no-base``), so either one typed for
+    the other is read as the flag declared, and ``--help`` still shows each flag once. Its
+    subcommands' parsers are of this class too (``add_subparsers`` makes them with ``type(self)``)."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._as_declared(args), namespace)
+
+    def _as_declared(self, args: list[str]) -> list[str]:
+        """``args`` with each long option that this parser declares in the other spelling written as declared."""
+        declared = {o for a in self._actions for o in a.option_strings}
+        commands = {c for a in self._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices}
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--" or arg in commands:  # what follows is positional, or the subcommand's to read
+                return out + args[i:]
+            flag, eq, value = arg.partition("=")
+            if arg.startswith("--") and flag not in declared:
+                flag = next((f for f in (f"--{flag[2:].replace('-', '_')}", f"--{flag[2:].replace('_', '-')}")
+                             if f in declared), flag)
+            out.append(flag + eq + value)
+        return out
+
+
+def _likeness(typed: str, name: str) -> float:
+    """How much ``typed`` looks like the option ``name``, whatever their dashes, 0 to 1: 1 where it is a start
+    of it of 3 or more characters (``--num-proc``, ``--num-processes``), else difflib's ratio (which puts that
+    pair below ``num_epochs``)."""
+    typed, name = (n.lstrip("-").replace("-", "_") for n in (typed, name))
+    return 1.0 if len(typed) >= 3 and name.startswith(typed) else difflib.SequenceMatcher(None, typed, name).ratio()
+
+
+def _closest_flag(parser: argparse.ArgumentParser, typed: str) -> str | None:
+    """The flag of ``parser`` that a mistyped ``typed`` (``--temprature``) most likely means, or None.
+    Hidden flags (``--progress``, for the GUI) are never suggested."""
+    flags = [o for a in parser._actions if a.help != argparse.SUPPRESS for o in a.option_strings if o.startswith("--")]
+    best = max(flags, key=lambda o: _likeness(typed, o), default=None)
+    return best if best and _likeness(typed, best) >= 0.6 else None  # difflib's own cutoff
+
+
+def _refuse_unrecognized(parser: argparse.ArgumentParser, rest: list[str]) -> None:
+    """Exit as argparse does on arguments ``parser`` doesn't take, naming the flag each unknown option most
+    likely means (argparse said only ``unrecognized arguments: --temprature 2``)."""
+    meant = {}
+    for arg in rest:
+        flag = arg.partition("=")[0]
+        if flag.startswith("-") and flag not in meant and (close := _closest_flag(parser, flag)):
+            meant[flag] = close
+    said = ", ".join(close if len(meant) == 1 else f"{close} for {flag}" for flag, close in meant.items())
+    parser.error(f"unrecognized arguments: {' '.join(rest)}" + (f" (did you mean {said}?)" if said else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="finetune-studio",
         description="Fine-tune an LLM on one GPU, and build its instruction dataset. "
         "With no command, opens the app (on the embedded demo the first time).",
@@ -161,10 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     dc = dsub.add_parser("check", help="lint a dataset: consistency, balance, diversity, length")
     dc.add_argument("file", metavar="FILE", help="a dataset file, or a dataset in the Hugging Face cache: org/name or org/name:split")
     dc.add_argument("--json", action="store_true", help="machine-readable report; exit 1 on errors")
-    dc.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
+    dc.add_argument("--format", default="auto", choices=FMT_CHOICES, metavar="FORMAT",
+                    help="auto|alpaca|sharegpt|messages|csv|parquet")
     dc.add_argument("--seq-len", type=_count, dest="seq_len", help="report records longer than this")
     dc.add_argument("--model", help="count tokens with this model's tokenizer")
-    dc.add_argument("--template", default="auto", metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
+    dc.add_argument("--template", default="auto", type=_template, metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
                     help="with --model: render records as the run config's template would (default auto)")
     dc.add_argument("--add-tokens", "--add_tokens", nargs="+", default=[], metavar="TOKEN", dest="add_tokens",
                     help="with --model: as the run config's add_tokens key (markers count as one token each)")
@@ -178,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--format", action="append", metavar="F", help="record format alpaca|sharegpt|messages "
                     "and/or container json|jsonl|csv|parquet (give both as --format sharegpt --format "
                     "parquet); default: IN's record format, OUT's extension")
-    dv.add_argument("--input-format", default="auto", dest="input_format", metavar="F",
+    dv.add_argument("--input-format", default="auto", dest="input_format", metavar="F", choices=FMT_CHOICES,
                     help="how to read IN: auto|alpaca|sharegpt|messages|json|jsonl|csv|parquet")
     dv.add_argument("--per-answer", "--per_answer", action="store_true", dest="per_answer",
                     help="write a multi-turn conversation as one record per answer, each ending with it (so "
@@ -193,13 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--index", type=int, default=None, metavar="I", help="the record, from 0 (for scripts)")
     dp.add_argument("--model", default="demo", help="tokenizer and chat template of this model: demo, a "
                     "model folder or a cached hub id (default demo)")
-    dp.add_argument("--template", default="auto", metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
+    dp.add_argument("--template", default="auto", type=_template, metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
                     help="as the run config's template key (default auto)")
     dp.add_argument("--loss-on", "--loss_on", default="answers", choices=["answers", "last_answer", "all"],
                     dest="loss_on", help="as the run config's loss_on key (default answers)")
     dp.add_argument("--add-tokens", "--add_tokens", nargs="+", default=[], metavar="TOKEN", dest="add_tokens",
                     help="as the run config's add_tokens key: render with these added as whole tokens")
-    dp.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
+    dp.add_argument("--format", default="auto", choices=FMT_CHOICES, metavar="FORMAT",
+                    help="auto|alpaca|sharegpt|messages|csv|parquet")
     dp.add_argument("--json", action="store_true", help="print the segments as JSON")
     seed_default = RunConfig.field_meta()["seed"]["default"]
     ds_ = dsub.add_parser("split", help="write train and eval files, split the way a run's eval_split splits")
@@ -211,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "the run config's default)")
     ds_.add_argument("--out-dir", required=True, dest="out_dir", metavar="DIR",
                      help="where FILE's -train and -eval files go")
-    ds_.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
+    ds_.add_argument("--format", default="auto", choices=FMT_CHOICES, metavar="FORMAT",
+                     help="auto|alpaca|sharegpt|messages|csv|parquet")
     ds_.add_argument("--force", action="store_true", help="replace existing output files")
     ds_.add_argument("--json", action="store_true")
 
@@ -244,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "trained on")
     ac.add_argument("--base", default=None, metavar="MODEL", help="default: the first adapter's base; a run (folder "
                     "or name) stands for its trained model (full, freeze) or its base with its adapter compared")
-    ac.add_argument("--format", default="auto", help="auto|alpaca|sharegpt|messages|csv|parquet")
-    ac.add_argument("--template", default=None, metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
+    ac.add_argument("--format", default="auto", choices=FMT_CHOICES, metavar="FORMAT",
+                    help="auto|alpaca|sharegpt|messages|csv|parquet")
+    ac.add_argument("--template", default=None, type=_template, metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
                     help="default: the adapters' runs' template")
     ac.add_argument("--seq-len", type=_count, default=None, dest="seq_len", metavar="N",
                     help="default: the largest seq_len of the adapters' runs")
@@ -286,11 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True, metavar="TEXT", help="the user's message, formatted with the chat "
                    "template (an adapter's own: a run saves the template it trained with)")
     g.add_argument("--system", default=None, metavar="TEXT", help="a system message before the prompt")
-    g.add_argument("--max_new_tokens", type=int, default=128, metavar="N", help="longest answer (default 128)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top_p", type=float, default=1.0, metavar="P", help="nucleus sampling: sample from the "
-                   "smallest set of tokens whose probability reaches P (default 1.0 = off)")
-    g.add_argument("--repetition_penalty", type=float, default=1.0, metavar="X",
+    g.add_argument("--max_new_tokens", type=_generation_setting("max_new_tokens"), default=128, metavar="N",
+                   help="longest answer (default 128)")
+    g.add_argument("--temperature", type=_generation_setting("temperature"), default=0.0, help="0 = greedy")
+    g.add_argument("--top_p", type=_generation_setting("top_p"), default=1.0, metavar="P", help="nucleus "
+                   "sampling: sample from the smallest set of tokens whose probability reaches P (default 1.0 = off)")
+    g.add_argument("--repetition_penalty", type=_generation_setting("repetition_penalty"), default=1.0, metavar="X",
                    help="> 1 makes repeating a token less likely (default 1.0 = off)")
     g.add_argument("--load_in", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8", "nf4"],
                    help="how the base loads, as in training (default auto: bf16 on a GPU that supports it, "
@@ -456,13 +520,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _whole_number(text: str, least: int, said: str) -> int:
-    """A whole number of at least ``least``, for an argparse type (``said``: the bound in words)."""
+def _whole_number(text: str, least: int, said: str, most: int | None = None) -> int:
+    """A whole number from ``least`` to ``most`` (None: no bound), for an argparse type (``said``: the
+    bounds in words)."""
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < least:
+    if n < least or (most is not None and n > most):
         raise argparse.ArgumentTypeError(f"must be {said}, got {n}")
     return n
 
@@ -497,11 +562,28 @@ def _finite_number(text: str) -> float:
 def _seed(text: str) -> int:
     """An argparse type: a seed in the run config's range (``--seed 10**30`` overflowed in torch)."""
     meta = RunConfig.field_meta()["seed"]
-    said = f"{meta['min']} to {meta['max']}"
-    n = _whole_number(text, meta["min"], said)
-    if n > meta["max"]:
-        raise argparse.ArgumentTypeError(f"must be {said}, got {n}")
-    return n
+    return _whole_number(text, meta["min"], f"{meta['min']} to {meta['max']}", meta["max"])
+
+
+def _generation_setting(key: str) -> Callable[[str], float]:
+    """An argparse type for the generation setting ``key`` (``temperature``), in the range the engine takes
+    (:class:`GenerationSettings`): the engine's own refusal came after the flags were read and named the
+    setting ("generation setting 'temperature' must be ..."), not the flag typed."""
+    said = f"in {GenerationSettings.allowed(key)}"
+    if key == "max_new_tokens":
+        lo, hi = GenerationSettings.BOUNDS[key]
+        return lambda text: _whole_number(text, lo, said, hi)
+    return lambda text: _number(text, "a number", lambda n: GenerationSettings.in_range(key, n), said)
+
+
+def _template(text: str) -> str:
+    """An argparse type: a template name or a .jinja file (data check refused a bad one as 'template', a
+    run-config key, only once its tokenizer had loaded)."""
+    try:
+        return check_template_name(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(TEMPLATE_CHOICES)} or a .jinja file, "
+                                         f"got {text!r}") from None
 
 
 def _count(text: str) -> int:
@@ -532,8 +614,11 @@ def _split_overrides(parser: argparse.ArgumentParser, rest: list[str]) -> dict[s
         key, _, value = tok[2:].partition("=")
         key = key.replace("-", "_") if key.replace("-", "_") in names else key
         if key not in names:
-            close = closest_key(key)
-            parser.error(f"unknown option '--{key}'" + (f"; did you mean '--{close}'?" if close else ""))
+            # The command's own flags are candidates too: `estimate --gpu-mem` means --gpu-memory, and
+            # `export-launch --num-proc` was told "did you mean '--num_epochs'?".
+            own, cfg = _closest_flag(parser, key), closest_key(key)
+            close = own if own and (not cfg or _likeness(key, own) > _likeness(key, cfg)) else cfg and f"--{cfg}"
+            parser.error(f"unknown option '--{key}'" + (f"; did you mean '{close}'?" if close else ""))
         if not _:
             # The next option is not this one's value: `--max_steps --method ia3` lacks the steps.
             if i + 1 >= len(rest) or rest[i + 1].startswith("--"):
@@ -634,7 +719,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if key in OVERRIDE_COMMANDS:
         overrides = _split_overrides(_subparser(parser, key), rest)
     elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        _refuse_unrecognized(_subparser(parser, key or ""), rest)
     args.overrides = overrides
 
     if args.self_check:

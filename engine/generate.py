@@ -122,12 +122,23 @@ class GenerationSettings:
         settings.validate()
         return settings
 
+    @classmethod
+    def allowed(cls, key: str) -> str:
+        """The range ``key`` takes, as the messages write it: ``[0.0, 5.0]``, ``(0, 1.0]``."""
+        lo, hi = cls.BOUNDS[key]
+        return f"(0, {hi}]" if key == "top_p" else f"[{lo}, {hi}]"
+
+    @classmethod
+    def in_range(cls, key: str, value: float) -> bool:
+        """Whether ``value`` is in :meth:`allowed` for ``key`` (NaN is not)."""
+        lo, hi = cls.BOUNDS[key]
+        return lo <= value <= hi and not (key == "top_p" and value == 0)
+
     def validate(self) -> None:
-        for key, (lo, hi) in self.BOUNDS.items():
+        for key in self.BOUNDS:
             v = getattr(self, key)
-            if not lo <= v <= hi or (key == "top_p" and v == 0):
-                rng = f"(0, {hi}]" if key == "top_p" else f"[{lo}, {hi}]"
-                raise ConfigError(f"generation setting '{key}' must be in {rng}; got {v}", key=key)
+            if not self.in_range(key, v):
+                raise ConfigError(f"generation setting '{key}' must be in {self.allowed(key)}; got {v}", key=key)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "BOUNDS"}

@@ -388,12 +388,120 @@ def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_
      "argument --weights: must be a finite number, got nan"),
     # "--keep must be 0 or more" came only once the run was found.
     (["runs", "prune", "r", "--keep", "-1"], "argument --keep: must be 0 (none) or more, got -1"),
+    # The engine's check named the setting, not the flag: "generation setting 'temperature' must be in ...".
+    (["generate", "--base", "demo", "--prompt", "hi", "--temperature", "-1"],
+     "argument --temperature: must be in [0.0, 5.0], got -1"),
+    (["generate", "--base", "demo", "--prompt", "hi", "--temperature", "nan"],
+     "argument --temperature: must be in [0.0, 5.0], got nan"),
+    (["generate", "--base", "demo", "--prompt", "hi", "--top_p", "0"], "argument --top_p: must be in (0, 1.0], got 0"),
+    (["generate", "--base", "demo", "--prompt", "hi", "--top-p", "2"], "argument --top_p: must be in (0, 1.0], got 2"),
+    (["generate", "--base", "demo", "--prompt", "hi", "--repetition_penalty", "0.1"],
+     "argument --repetition_penalty: must be in [0.5, 5.0], got 0.1"),
+    (["generate", "--base", "demo", "--prompt", "hi", "--max_new_tokens", "0"],
+     "argument --max_new_tokens: must be in [1, 32768], got 0"),
+    (["generate", "--base", "demo", "--prompt", "hi", "--max_new_tokens", "40000"],
+     "argument --max_new_tokens: must be in [1, 32768], got 40000"),
+    (["generate", "--base", "demo", "--prompt", "hi", "--max_new_tokens", "1.5"],
+     "argument --max_new_tokens: expected a whole number, got '1.5'"),
 ])
 def test_a_bad_number_is_refused_at_once_by_the_flag_it_was_given_to(capsys, tmp_path, monkeypatch, argv, said):
     monkeypatch.chdir(tmp_path)  # what a command let through would write lands there
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    # "'template' must be one of ...": a run-config key, and only once the tokenizer had loaded.
+    (["data", "check", "demo", "--model", "demo", "--template", "chatlm"],
+     "argument --template: must be one of auto, chat, alpaca, chatml, llama3, gemma, phi3 or a .jinja file, "
+     "got 'chatlm'"),
+    (["adapters", "compare", "a", "--dataset", "demo", "--template", "chatlm"], "argument --template: must be one of"),
+    (["data", "preview", "demo", "--template", "chatlm"], "argument --template: must be one of"),
+    # "<the dataset's path>: unknown dataset format 'jsnol'": as if the file were at fault.
+    (["data", "check", "demo", "--format", "jsnol"], "argument --format: invalid choice: 'jsnol' (choose from 'auto', "),
+    (["data", "preview", "demo", "--format", "jsnol"], "argument --format: invalid choice: 'jsnol'"),
+    (["data", "split", "demo", "--eval-ratio", "0.1", "--out-dir", "o", "--format", "jsnol"],
+     "argument --format: invalid choice: 'jsnol'"),
+    (["adapters", "compare", "a", "--dataset", "demo", "--format", "jsnol"], "argument --format: invalid choice"),
+    (["data", "convert", "demo", "o.jsonl", "--input-format", "jsnol"], "argument --input-format: invalid choice"),
+])
+def test_a_bad_name_is_refused_at_once_by_the_flag_it_was_given_to(capsys, tmp_path, monkeypatch, argv, said):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and said in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_flag_takes_either_spelling_and_help_shows_the_one_declared(capsys, tmp_path, monkeypatch):
+    """`--top-p 2` was "unrecognized arguments: --top-p 2" and `data split --eval_ratio` "the following arguments
+    are required: --eval-ratio", though the flags mix both spellings (--top_p, --no-base) and run-config
+    options took either (--max-steps)."""
+    import argparse
+
+    def parsers(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    checked = 0
+    for parser in parsers(build_parser()):
+        for flag in (o for a in parser._actions for o in a.option_strings if o.startswith("--")):
+            for typed in (f"--{flag[2:].replace('_', '-')}", f"--{flag[2:].replace('-', '_')}"):
+                assert parser._as_declared([typed, f"{typed}=1"]) in ([flag, f"{flag}=1"], [typed, f"{typed}=1"])
+                checked += typed != flag
+    assert checked > 20
+
+    args, rest = build_parser().parse_known_args(["generate", "--base", "demo", "--prompt", "hi", "--top-p", "0.5",
+                                                  "--max-new-tokens=4", "--no_base", "--allow-pickle"])
+    assert (args.top_p, args.max_new_tokens, args.no_base, args.allow_pickle, rest) == (0.5, 4, True, True, [])
+    args, _ = build_parser().parse_known_args(["data", "split", "demo", "--eval_ratio", "0.2", "--out_dir", "o"])
+    assert (args.eval_ratio, args.out_dir) == (0.2, "o")
+    # After -- nothing is an option: a file named --top-p stays as typed.
+    args, _ = build_parser().parse_known_args(["runs", "show", "--", "--top-p"])
+    assert args.run == "--top-p"
+    # export-launch's own flag, not a run-config key: this said "did you mean '--num_epochs'?".
+    monkeypatch.chdir(tmp_path)
+    from pathlib import Path
+
+    preset = Path(__file__).resolve().parents[2] / "resources" / "presets" / "demo.yaml"
+    assert main(["export-launch", str(preset), "--num_processes", "0"]) == 2
+    assert "--num-processes must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    assert "--top_p P" in out and "--top-p" not in out and "--no_base" not in out
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["generate", "--base", "demo", "--prompt", "hi", "--temprature", "0.5"],
+     "finetune-studio generate: error: unrecognized arguments: --temprature 0.5 (did you mean --temperature?)"),
+    (["generate", "--base", "demo", "--prompt", "hi", "--temprature=0.5", "--topp", "1"],
+     "unrecognized arguments: --temprature=0.5 --topp 1 (did you mean --temperature for --temprature, "
+     "--top_p for --topp?)"),
+    (["runs", "list", "--jsn"], "finetune-studio runs list: error: unrecognized arguments: --jsn (did you mean --json?)"),
+    (["--demoo"], "finetune-studio: error: unrecognized arguments: --demoo (did you mean --demo?)"),
+    # A hidden flag (for the GUI) is never suggested; nothing close: argparse's own words.
+    (["adapters", "compare", "a", "--dataset", "demo", "--progresss"], "unrecognized arguments: --progresss\n"),
+    (["queue", "list", "extra"], "finetune-studio queue list: error: unrecognized arguments: extra\n"),
+    # Commands that take run-config keys suggest their own flags too.
+    (["estimate", "x.yaml", "--gpu-mem", "8"], "unknown option '--gpu-mem'; did you mean '--gpu-memory'?"),
+    (["export-launch", "x.yaml", "--num-proc", "2"], "unknown option '--num-proc'; did you mean '--num-processes'?"),
+    (["train", "x.yaml", "--max_step", "3"], "unknown option '--max_step'; did you mean '--max_steps'?"),
+])
+def test_an_unknown_flag_gets_the_flag_it_most_likely_means_under_its_commands_usage(capsys, argv, said):
+    """argparse said only "finetune-studio: error: unrecognized arguments: --temprature 0.5", under the
+    top-level usage."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and said in err
+    command = " ".join(a for a in argv[:2] if a in ("generate", "runs", "list", "adapters", "compare", "queue",
+                                                     "estimate", "export-launch", "train"))
+    assert err.startswith(f"usage: finetune-studio {command}".rstrip() + " ")
 
 
 def test_resume_of_a_name_that_is_no_run_says_where_it_looked_and_the_closest_run(studio_home, capsys):
