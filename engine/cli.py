@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--events", action="store_true", help="print JSON-line events instead of a progress log")
     t.add_argument("--probe", action="store_true", help="train only a few steps, save nothing, and report the "
                    "time per step, the full run's duration and the peak GPU memory beside the estimate")
-    t.add_argument("--probe-steps", "--probe_steps", type=int, default=10, dest="probe_steps", metavar="N",
+    t.add_argument("--probe-steps", type=int, default=10, dest="probe_steps", metavar="N",
                    help="with --probe: optimizer steps to train (default 10)")
 
     e = sub.add_parser("estimate", help="estimate peak GPU memory for a run config",
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object (see README)")
     e.add_argument("--gpu-memory", type=_gib, metavar="GiB", help="GPU memory to fit into "
                    "(default: the detected GPU)")
-    e.add_argument("--no-data", "--no_data", action="store_true", dest="no_data",
+    e.add_argument("--no-data", action="store_true", dest="no_data",
                    help="don't read the dataset: the estimate at seq_len only (by default the records are "
                    "tokenized as the run would, and the estimate at the longest one is given too)")
 
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--model", help="count tokens with this model's tokenizer")
     dc.add_argument("--template", default="auto", type=_template, metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
                     help="with --model: render records as the run config's template would (default auto)")
-    dc.add_argument("--add-tokens", "--add_tokens", nargs="+", default=[], metavar="TOKEN", dest="add_tokens",
+    dc.add_argument("--add-tokens", nargs="+", default=[], metavar="TOKEN", dest="add_tokens",
                     help="with --model: as the run config's add_tokens key (markers count as one token each)")
     dc.add_argument("--audit", nargs="?", const="latest", metavar="RUN",
                     help="add the records a run audit flagged (runs audit RUN); without RUN: the newest "
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "parquet); default: IN's record format, OUT's extension")
     dv.add_argument("--input-format", default="auto", dest="input_format", metavar="F", choices=FMT_CHOICES,
                     help="how to read IN: auto|alpaca|sharegpt|messages|json|jsonl|csv|parquet")
-    dv.add_argument("--per-answer", "--per_answer", action="store_true", dest="per_answer",
+    dv.add_argument("--per-answer", action="store_true", dest="per_answer",
                     help="write a multi-turn conversation as one record per answer, each ending with it (so "
                     "every answer trains under chat templates that render earlier answers differently, e.g. "
                     "Qwen3's)")
@@ -255,9 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "model folder or a cached hub id (default demo)")
     dp.add_argument("--template", default="auto", type=_template, metavar="|".join(TEMPLATE_CHOICES) + "|FILE.jinja",
                     help="as the run config's template key (default auto)")
-    dp.add_argument("--loss-on", "--loss_on", default="answers", choices=["answers", "last_answer", "all"],
+    dp.add_argument("--loss-on", default="answers", choices=["answers", "last_answer", "all"],
                     dest="loss_on", help="as the run config's loss_on key (default answers)")
-    dp.add_argument("--add-tokens", "--add_tokens", nargs="+", default=[], metavar="TOKEN", dest="add_tokens",
+    dp.add_argument("--add-tokens", nargs="+", default=[], metavar="TOKEN", dest="add_tokens",
                     help="as the run config's add_tokens key: render with these added as whole tokens")
     dp.add_argument("--format", default="auto", choices=FMT_CHOICES, metavar="FORMAT",
                     help="auto|alpaca|sharegpt|messages|csv|parquet")
@@ -467,12 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("run", metavar="RUN", help="a run folder, or a run name from 'runs list'")
     ra.add_argument("--top", type=_count, default=15, help="how many of the hardest records to print (default 15)")
     ra.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ra.add_argument("--batch_size", "--batch-size", type=_count, default=None,
+    ra.add_argument("--batch_size", type=_count, default=None,
                     help="records per forward pass (default: the run's micro-batch)")
     ra.add_argument("--checkpoint", metavar="N|DIR", default=None,
                     help="score one of the run's checkpoints (a step number, checkpoint-N or its folder) instead of "
                     "final/")
-    ra.add_argument("--compare-base", "--compare_base", action="store_true", dest="compare_base",
+    ra.add_argument("--compare-base", action="store_true", dest="compare_base",
                     help="also score each record with the base model: how much training lowered its loss "
                          "(twice the time)")
     ra.add_argument("--json", action="store_true", help="print the whole audit as one JSON object")
@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or a run name from 'runs list'")
     rn.add_argument("--keep", type=_count_or_none, default=1, metavar="N",
                     help="newest checkpoints to keep (default 1; 0 only for a run with a final/)")
-    rn.add_argument("--keep-superseded", "--keep_superseded", action="store_true", dest="keep_superseded",
+    rn.add_argument("--keep-superseded", action="store_true", dest="keep_superseded",
                     help="leave the superseded-*/ folders of earlier rewinds")
     rn.add_argument("--yes", "-y", action="store_true", help="don't ask (needed where no one can answer: a script)")
     rn.add_argument("--json", action="store_true", help="print what was removed as JSON")
@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "commands on stdin")
     w.add_argument("config", metavar="RUN.yaml")
     w.add_argument("--resume", action="store_true")
-    w.add_argument("--probe-steps", "--probe_steps", type=int, default=0, dest="probe_steps",
+    w.add_argument("--probe-steps", type=int, default=0, dest="probe_steps",
                    help="a probe run of this many steps (0: a normal run)")
     w.add_argument("--config-is-temp", action="store_true", dest="config_is_temp",
                    help="delete RUN.yaml once read (the client's hand-over file; the run writes its own run.yaml)")

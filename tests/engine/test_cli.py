@@ -367,7 +367,9 @@ def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_
      "argument --max_new_tokens: must be at least 1, got 0"),
     (["adapters", "compare", "a", "--dataset", "demo", "--seq-len", "-1"],
      "argument --seq-len: must be at least 1, got -1"),
-    (["runs", "audit", "r", "--batch_size", "-2"], "argument --batch_size/--batch-size: must be at least 1, got -2"),
+    (["runs", "audit", "r", "--batch_size", "-2"], "argument --batch_size: must be at least 1, got -2"),
+    # Declared in both spellings, `--batch` was "ambiguous option: --batch could match --batch_size, --batch-size".
+    (["runs", "audit", "r", "--batch", "0"], "argument --batch_size: must be at least 1, got 0"),
     # "limit must be 0 (all records) or more; got -2", after the adapters were looked up: no flag named.
     (["adapters", "compare", "a", "--dataset", "demo", "--limit", "-2"],
      "argument --limit: must be 0 (all) or more, got -2"),
