@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--events", action="store_true", help="print JSON-line events instead of a progress log")
     t.add_argument("--probe", action="store_true", help="train only a few steps, save nothing, and report the "
                    "time per step, the full run's duration and the peak GPU memory beside the estimate")
-    t.add_argument("--probe-steps", type=int, default=10, dest="probe_steps", metavar="N",
+    t.add_argument("--probe-steps", type=int, default=None, dest="probe_steps", metavar="N",
                    help="with --probe: optimizer steps to train (default 10)")
 
     e = sub.add_parser("estimate", help="estimate peak GPU memory for a run config",

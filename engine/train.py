@@ -2352,8 +2352,14 @@ def _refuse_a_resume_of_no_run(config: Path, cfg: RunConfig) -> None:
 def cli_train(args: Any) -> int:
     """``finetune-studio train RUN.yaml|RUN [--resume] [--events] [--KEY VALUE ...]``; with
     ``--resume`` RUN may be a run's folder or name."""
-    if args.resume and getattr(args, "probe", False):
+    probe = getattr(args, "probe", False)
+    probe_steps = getattr(args, "probe_steps", None)
+    if args.resume and probe:
         raise ConfigError("--probe trains a few steps of a new run; it can't --resume", key="probe")
+    if probe_steps is not None and not probe:
+        raise ConfigError(f"--probe-steps {probe_steps} is the length of a probe, and this is no probe: "
+                          "without --probe the whole run would train", key="probe_steps",
+                          hint="Add --probe to measure a few steps, or leave --probe-steps out to train the run.")
     config = _config_to_resume(args.config) if args.resume else Path(args.config)
     cfg = RunConfig.load(config, args.overrides)
     if args.resume:
@@ -2370,14 +2376,15 @@ def cli_train(args: Any) -> int:
     commands = Commands()
     writer = EventWriter() if args.events else _ConsoleWriter()
     full = None
-    if getattr(args, "probe", False):
+    if probe:
         from engine.probe import WARMUP_STEPS, probe_config
 
-        if args.probe_steps < WARMUP_STEPS + 2:
-            raise ConfigError(f"--probe-steps {args.probe_steps}: a probe needs at least {WARMUP_STEPS + 2} steps "
+        probe_steps = 10 if probe_steps is None else probe_steps
+        if probe_steps < WARMUP_STEPS + 2:
+            raise ConfigError(f"--probe-steps {probe_steps}: a probe needs at least {WARMUP_STEPS + 2} steps "
                               f"({WARMUP_STEPS} warm-up steps are not timed)", key="probe_steps",
                               hint="The default, 10, gives a steady time per step.")
-        full, cfg = cfg, probe_config(cfg, args.probe_steps)
+        full, cfg = cfg, probe_config(cfg, probe_steps)
     with _stop_on_signals(commands) as signals:
         try:
             result = run_training(cfg, writer, resume=args.resume, commands=commands, probe_of=full)

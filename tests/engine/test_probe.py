@@ -155,6 +155,11 @@ def test_cli_probe(tmp_path, tiny_model_dir, small_dataset, capsys):
     assert main(["train", str(cfg_path), "--probe", "--probe-steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "--probe-steps 2: a probe needs at least 4 steps" in err and "hint: The default, 10" in err
+    # --probe-steps without --probe used to be ignored: the whole 50-step run trained
+    assert main(["train", str(cfg_path), "--probe-steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--probe-steps 5 is the length of a probe" in err and "Add --probe" in err
+    assert not list(tmp_path.glob("**/checkpoint-*")) and not list(tmp_path.glob("**/final"))
 
 
 def test_probe_runs_are_marked_in_the_history(tmp_path, tiny_model_dir, small_dataset, capsys):
