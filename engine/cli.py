@@ -21,6 +21,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from engine import __version__
 from engine.adapters import COMBINATION_HELP, COMBINATIONS, DEFAULT_COMBINATION
@@ -121,7 +122,22 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Sequence[str] | None = None,
                          namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
         args = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(self._as_declared(args), namespace)
+        self._typed = self._as_declared(args)
+        return super().parse_known_args(self._typed, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's error, plus the flag a mistyped option most likely means when the typo left a required
+        flag out (``generate --promt hi``: argparse says only that ``--prompt`` is required)."""
+        if message.startswith("the following arguments are required"):
+            declared = {o for a in self._actions for o in a.option_strings}
+            meant = {}
+            for arg in getattr(self, "_typed", []):
+                flag = arg.partition("=")[0]
+                if flag.startswith("--") and flag not in declared and (close := _closest_flag(self, flag)):
+                    meant.setdefault(flag, close)
+            if meant:
+                message += " (" + ", ".join(f"{flag}: did you mean {close}?" for flag, close in meant.items()) + ")"
+        super().error(message)
 
     def _as_declared(self, args: list[str]) -> list[str]:
         """``args`` with each long option that this parser declares in the other spelling written as declared."""

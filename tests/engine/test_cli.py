@@ -493,6 +493,12 @@ def test_every_flag_takes_either_spelling_and_help_shows_the_one_declared(capsys
     (["estimate", "x.yaml", "--gpu-mem", "8"], "unknown option '--gpu-mem'; did you mean '--gpu-memory'?"),
     (["export-launch", "x.yaml", "--num-proc", "2"], "unknown option '--num-proc'; did you mean '--num-processes'?"),
     (["train", "x.yaml", "--max_step", "3"], "unknown option '--max_step'; did you mean '--max_steps'?"),
+    # A typo in a required flag: argparse stops at the missing flag before it lists what it didn't take.
+    (["generate", "--base", "demo", "--promt", "hi"],
+     "finetune-studio generate: error: the following arguments are required: --prompt "
+     "(--promt: did you mean --prompt?)"),
+    (["data", "split", "demo", "--eval-ratio", "0.1", "--outdir=x"],
+     "the following arguments are required: --out-dir (--outdir: did you mean --out-dir?)"),
 ])
 def test_an_unknown_flag_gets_the_flag_it_most_likely_means_under_its_commands_usage(capsys, argv, said):
     """argparse said only "finetune-studio: error: unrecognized arguments: --temprature 0.5", under the
