@@ -479,6 +479,9 @@ class RunInfo:
     last_written: float | None = None  # a killed run (no 'finished'): when it last wrote a file
     probe: bool = False  # a probe run (engine/probe.py): measured, nothing saved
     first_started: float | None = None  # the first leg's start (``started`` is the last leg's)
+    # A failed run's error names the step it failed at; ``steps`` is the last one logged (often the
+    # one before: a step that fails logs no loss). See :func:`steps_text`.
+    failed_step: int | None = None
 
     @property
     def shown_status(self) -> str:
@@ -502,8 +505,29 @@ class RunInfo:
                 "duration_s": self.duration_s, "final_loss": self.final_loss,
                 "final_loss_mean": self.final_loss_mean,
                 "best_eval_loss": self.best_eval_loss, "peak_gpu_bytes": self.peak_gpu_bytes,
-                "steps": self.steps, "legs": self.legs, "probe": self.probe,
+                "steps": self.steps, "failed_step": self.failed_step, "legs": self.legs, "probe": self.probe,
                 "first_started": self.first_started}
+
+
+def steps_text(steps: int | None, failed_step: int | None) -> str:
+    """A run's steps as the history and ``runs list`` show them: the last step logged, and for a
+    failed run the step it failed at when that is another one: "4 (failed at 5)".
+
+    The failing step logs no loss, so a run that failed at step 5 logged 4; said alone, "4" beside
+    an error "at step 5" read as if one of them were wrong.
+    """
+    if failed_step is None or failed_step == steps:
+        return "-" if steps is None else str(steps)
+    return f"{steps or 0} (failed at {failed_step})"
+
+
+def steps_detail(steps: int | None, failed_step: int | None) -> str:
+    """:func:`steps_text` in words, for ``runs show`` and the Runs area's tooltip."""
+    if failed_step is None or failed_step == steps:
+        return "-" if steps is None else str(steps)
+    logged = f"{steps}, the last step logged" if steps else "none logged"
+    return f"{logged}; the run failed at step {failed_step}" + (
+        ", before logging it" if failed_step > (steps or 0) else "")
 
 
 def run_info(path: Path) -> RunInfo:
@@ -521,17 +545,21 @@ def run_info(path: Path) -> RunInfo:
     # A killed leg never wrote its end (a rewound one reads "stopped" since): it ended at its last write.
     killed_end = last_written(path) if status != "running" and not s.get("finished") else None
     final_loss, final_mean, steps = s.get("final_loss"), s.get("final_loss_mean"), s.get("step")
-    if status not in ("completed", "running") and (None in (final_loss, final_mean, steps)
-                                                   or status == "interrupted"):
-        # A run that failed or was killed may not have written them (a killed one's summary
-        # also lags its last logged step): its curve has them.
+    # A failed or killed leg wrote no step of its own: the summary's is its last checkpoint's (or an
+    # earlier leg's end), which lags its last logged step.
+    ended_early = status in ("interrupted", "failed", "crashed")
+    if status not in ("completed", "running") and (None in (final_loss, final_mean, steps) or ended_early):
+        # A run that failed or was killed may not have written them: its curve has them.
         curve_mean, curve_last, curve_step, _n = curve_end(path)
         if status == "interrupted" and curve_mean is not None:
             # A killed leg never wrote its end: the summary's losses are an earlier leg's.
             final_mean, final_loss = curve_mean, curve_last
         final_mean = curve_mean if final_mean is None else final_mean
         final_loss = curve_last if final_loss is None else final_loss
-        steps = curve_step if steps is None or (status == "interrupted" and (curve_step or 0) > steps) else steps
+        steps = curve_step if steps is None or (ended_early and (curve_step or 0) > steps) else steps
+    error = s.get("error")
+    # (Only a failed run's: a run resumed after failing keeps its old error in summary.json.)
+    failed_step = error.get("step") if status in ("failed", "crashed") and isinstance(error, dict) else None
     best_eval = s.get("best_eval_loss")
     if status not in ("completed", "running") and (best_eval is None or status == "interrupted"):
         # Its evaluations are in its metrics even when its summary never got them (kill -9).
@@ -543,7 +571,8 @@ def run_info(path: Path) -> RunInfo:
                    peak_gpu_bytes=s.get("peak_gpu_device_bytes") or s.get("peak_gpu_reserved_bytes"),
                    steps=steps, earlier_legs_s=float(s.get("earlier_legs_s") or 0.0),
                    legs=int(s.get("legs") or 1), last_written=killed_end, probe=bool(s.get("probe")),
-                   first_started=first_start(path))
+                   first_started=first_start(path),
+                   failed_step=failed_step if isinstance(failed_step, int) else None)
 
 
 def run_folders_file() -> Path:
@@ -1024,7 +1053,7 @@ def cli_show(args: Any) -> int:
         ("model", d["model"]), ("started", _time(d.get("first_started") or d["started"])
                                    + (f" (last resumed {_time(d['started'])})" if (d.get("legs") or 1) > 1 else "")), ("finished", _time(d["finished"])),
         ("duration", duration_text(run_info(path))),
-        ("steps", _num(d["steps"])),
+        ("steps", steps_detail(d["steps"], d.get("failed_step"))),
         ("final loss", _num(_final(d)) + (f" (mean of the last {d.get('final_loss_window') or 10} steps; "
                                           f"last step {_num(d['final_loss'])})"
                                           if d.get("final_loss_mean") is not None
@@ -1179,7 +1208,7 @@ def cli_compare(args: Any) -> int:
 
     table: list[tuple[str, list[str]]] = [
         ("status", [r["status"] for r in runs]), ("method", [r["method"] for r in runs]),
-        ("model", [base_label(r["model"]) for r in runs]), ("steps", [_num(r["steps"]) for r in runs]),
+        ("model", [base_label(r["model"]) for r in runs]), ("steps", [steps_text(r["steps"], r.get("failed_step")) for r in runs]),
         ("duration", [format_duration(r["duration_s"]) + (f" ({r['legs']} legs)" if (r.get("legs") or 1) > 1 else "")
                       for r in runs]),
         ("final loss", best("final_loss")), ("best eval loss", best("best_eval_loss", rank=result["same_eval_data"])),
@@ -1232,11 +1261,13 @@ def cli_list(args: Any) -> int:
     if not runs:
         print(f"no runs yet in {runs_dir()}")
         return 0
-    print(f"{'run':40} {'status':12} {'method':8} {'steps':>6} {'final loss':>10} {'best eval':>10}  duration")
-    for r in runs:
+    steps = [steps_text(r.steps or 0, r.failed_step) for r in runs]
+    w = max(6, *map(len, steps))  # "4 (failed at 5)" widens it
+    print(f"{'run':40} {'status':12} {'method':8} {'steps':>{w}} {'final loss':>10} {'best eval':>10}  duration")
+    for r, step in zip(runs, steps, strict=True):
         final = r.final_loss_mean if r.final_loss_mean is not None else r.final_loss
         fl = f"{final:.4f}" if final is not None else "-"
         be = f"{r.best_eval_loss:.4f}" if r.best_eval_loss is not None else "-"
-        print(f"{r.name[:40]:40} {r.shown_status:12} {r.method:8} {r.steps or 0:>6} {fl:>10} {be:>10}  "
+        print(f"{r.name[:40]:40} {r.shown_status:12} {r.method:8} {step:>{w}} {fl:>10} {be:>10}  "
               f"{duration_text(r)}")
     return 0

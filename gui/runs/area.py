@@ -64,6 +64,8 @@ from engine.runs import (
     read_metrics,
     read_summary,
     recorded_config,
+    steps_detail,
+    steps_text,
     with_history,
 )
 from gui.adapters.gguf_dialog import GgufDialog
@@ -274,6 +276,8 @@ class RunsTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.UserRole:
             return raw if raw is not None else -1
         if role == Qt.ItemDataRole.DisplayRole:
+            if col == "Steps" and r.failed_step is not None:  # "4 (failed at 5)", as its error names step 5
+                return steps_text(r.steps, r.failed_step).replace("-", "–")
             if raw is None:
                 return "–"
             if col in ("Final loss", "Best eval loss"):
@@ -300,6 +304,9 @@ class RunsTableModel(QAbstractTableModel):
             if col == "Status" and r.status == "interrupted":
                 return "The worker ended without finishing (killed, crashed or the machine went down); resume " \
                        "continues from the last checkpoint."
+            if col == "Steps" and r.failed_step is not None and r.failed_step != r.steps:
+                return (f"Steps: {steps_detail(r.steps, r.failed_step)}."
+                        + (f" Its curve and losses end at step {r.steps}." if r.steps else ""))
             if col == "Final loss" and r.final_loss is not None:
                 return (f"Mean training loss of the last logged steps (up to 10); the last step alone: "
                         f"{r.final_loss:.4f}" if r.final_loss_mean is not None else

@@ -146,6 +146,77 @@ def test_a_killed_run_reads_its_loss_steps_and_duration_from_what_it_wrote():
     assert run_details(path)["final_loss_window"] == 6  # the mean is of the 6 steps logged, not "10"
 
 
+def failed_at(path: Path, step: int, *, summary_step: int | None = None) -> Path:
+    """Make ``path``'s run one that failed at ``step``, as engine.train writes it: the error names the
+    step, the step that failed logged nothing, and the summary's step is its last checkpoint's."""
+    summary = json.loads((path / "summary.json").read_text())
+    summary.update(status="failed", error={"kind": "nonfinite", "step": step,
+                                           "message": f"the gradient norm became non-finite at step {step}"})
+    for key in ("final_loss", "final_loss_mean"):
+        summary.pop(key, None)
+    if summary_step is not None:
+        summary["step"] = summary_step
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_a_failed_runs_steps_say_the_last_one_logged_and_the_one_it_failed_at(capsys):
+    """runs list said "4" and runs show "steps 4" beside "error ... at step 5": both right (the failing
+    step logs no loss), but nothing said so."""
+    failed_at(make_run("20261128-100000-lora", steps=4, status="failed", checkpoints=(4,)), 5)
+    # Failed at a step it had logged (a callback failing after the step): nothing more to say.
+    failed_at(make_run("20261128-110000-lora", steps=2, status="failed", checkpoints=(2,)), 2)
+    make_run("20261128-120000-lora", steps=10)
+    assert main(["runs", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[0], {line.split()[0]: line for line in lines[1:]}
+    assert rows["20261128-100000-lora"].split()[3:7] == ["4", "(failed", "at", "5)"]
+    assert rows["20261128-110000-lora"].split()[3] == "2" and "failed at" not in rows["20261128-110000-lora"]
+    steps_end = header.index("steps") + len("steps")  # the column stays right-aligned under its header
+    assert all(row[:steps_end].endswith(("5)", " 2", "10")) for row in rows.values())
+    assert main(["runs", "list", "--json"]) == 0
+    listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (listed["20261128-100000-lora"]["steps"], listed["20261128-100000-lora"]["failed_step"]) == (4, 5)
+    assert listed["20261128-120000-lora"]["failed_step"] is None
+    assert cli_show(show("20261128-100000-lora", as_json=False)) == 0
+    out = capsys.readouterr().out
+    assert "steps              4, the last step logged; the run failed at step 5, before logging it" in out
+    assert "error              the gradient norm became non-finite at step 5" in out
+    assert cli_show(show("20261128-110000-lora", as_json=False)) == 0
+    assert "steps              2\n" in capsys.readouterr().out
+    assert cli_compare(argparse.Namespace(runs=["20261128-100000-lora", "20261128-120000-lora"], json=False)) == 0
+    (row,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("steps")]
+    assert row.split()[1:] == ["4", "(failed", "at", "5)", "10"]
+
+
+def test_a_failed_run_that_logged_nothing_says_so():
+    from engine.runs import run_info, steps_detail, steps_text
+
+    path = failed_at(make_run("oom", steps=1, status="failed", checkpoints=()), 1)
+    (path / "metrics.jsonl").write_text("")
+    summary = json.loads((path / "summary.json").read_text())
+    summary.pop("step")
+    (path / "summary.json").write_text(json.dumps(summary))
+    info = run_info(path)
+    assert (info.steps, info.failed_step) == (None, 1)
+    assert steps_text(info.steps, info.failed_step) == "0 (failed at 1)"
+    assert steps_detail(info.steps, info.failed_step) == "none logged; the run failed at step 1, before logging it"
+
+
+def test_a_failed_runs_steps_are_its_last_logged_not_its_last_checkpoints():
+    """A failed run's summary.json holds the step of its last checkpoint (written when it was saved):
+    logged to step 7 after checkpoint-4, it read "4 (failed at 8)"."""
+    from engine.runs import run_info
+
+    path = failed_at(make_run("failed", steps=7, status="failed", checkpoints=(4,)), 8, summary_step=4)
+    info = run_info(path)
+    assert (info.steps, info.failed_step) == (7, 8)
+    # A run resumed after failing keeps the old error in its summary: not a failed run's step.
+    summary = json.loads((path / "summary.json").read_text())
+    (path / "summary.json").write_text(json.dumps({**summary, "status": "stopped", "step": 9}))
+    assert (run_info(path).steps, run_info(path).failed_step) == (9, None)
+
+
 def test_unknown_run_suggests_the_closest(capsys):
     make_run("20261128-100000-lora")
     with pytest.raises(StudioError, match="run '20261128-100000-lorb': no such folder") as e:

@@ -1091,6 +1091,22 @@ def test_a_failed_run_records_the_step_it_failed_at_in_summary_json(case, tiny_m
         assert "No space left on device" in error["message"]
 
 
+def test_a_failed_runs_history_gives_its_last_logged_step_and_the_step_it_failed_at(tiny_model_dir, small_dataset,
+                                                                                      tmp_path):
+    """Failed at step 4 after checkpoint-2: the history read "2" (the summary's step is the last
+    checkpoint's) beside an error at step 4, with the curve ending at step 3."""
+    from engine.runs import read_summary, run_info, steps_text
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=6, save_steps=2)
+    result, rec, _ = train(cfg, fault_injector=raise_at(3))  # global_step 3 = during step 4
+    assert result["status"] == "failed" and read_summary(out)["step"] == 2
+    assert [e["step"] for e in rec.of("step")] == [1, 2, 3]  # step 4 failed before logging
+    info = run_info(out)
+    assert (info.steps, info.failed_step) == (3, 4)
+    assert steps_text(info.steps, info.failed_step) == "3 (failed at 4)"
+
+
 def test_a_run_that_fails_before_training_records_no_step(tiny_model_dir, small_dataset, tmp_path, monkeypatch):
     import engine.train as train_module
 

@@ -235,6 +235,37 @@ def test_a_failed_runs_suggested_fix_is_a_button(qtbot, studio_home):
     assert not area.fix_button.isVisible()
 
 
+def failed_run(name: str, *, logged: int, failed_at: int, error: dict | None = None, **kw) -> Path:
+    """A run that failed at step ``failed_at`` after logging ``logged`` steps, with a checkpoint there."""
+    path = make_run(name, "failed", steps=logged, checkpoint=True, **kw)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["error"] = error or {"kind": "nonfinite", "step": failed_at,
+                                 "message": f"the gradient norm became non-finite at step {failed_at}"}
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_a_failed_runs_steps_say_the_step_it_failed_at(qtbot, studio_home):
+    """Its Steps read "4" beside an error "at step 5": both right (the failing step logs no loss), but
+    nothing said so."""
+    failed = failed_run("20261128-130000-lora", logged=4, failed_at=5)
+    at_logged = failed_run("20261128-131000-lora", logged=2, failed_at=2)  # a callback, after its step
+    done = make_run("20261128-140000-lora", "completed", final=True)
+    area = RunsArea()
+    qtbot.addWidget(area)
+    col = COLUMNS.index("Steps")
+
+    def cell(path, role=Qt.ItemDataRole.DisplayRole):
+        row = next(r for r in range(area.model.rowCount()) if area.model.runs[r].path == path)
+        return area.model.data(area.model.index(row, col), role)
+
+    assert cell(failed) == "4 (failed at 5)" and cell(failed, Qt.ItemDataRole.UserRole) == 4  # sorts as 4
+    assert cell(failed, Qt.ItemDataRole.ToolTipRole) == ("Steps: 4, the last step logged; the run failed at step 5, "
+                                                         "before logging it. Its curve and losses end at step 4.")
+    assert cell(at_logged) == "2" and cell(at_logged, Qt.ItemDataRole.ToolTipRole) is None
+    assert cell(done) == "20" and cell(done, Qt.ItemDataRole.ToolTipRole) is None
+
+
 def test_an_empty_config_value_is_shown_as_a_dash_when_comparing(qtbot, studio_home):
     """A default run name ('') differs from a named one: the comparison must show both values."""
     a = make_run("20261128-150000-lora", "completed")
