@@ -21,6 +21,7 @@ from PySide6.QtCore import (
     QModelIndex,
     QPersistentModelIndex,
     QProcess,
+    QSize,
     QSortFilterProxyModel,
     Qt,
     QTimer,
@@ -32,12 +33,14 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QMenu,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSplitter,
     QTableView,
@@ -213,6 +216,47 @@ class StepAxis(pg.AxisItem):
         if not levels and math.isfinite(minVal) and math.isfinite(maxVal):
             levels = [(1.0, [float(v) for v in range(math.ceil(minVal), math.floor(maxVal) + 1)])]
         return levels
+
+
+class CappedLabelArea(QScrollArea):
+    """A word-wrapped label, as tall as its text up to ``max_lines`` lines, scrolled beyond them.
+
+    A failed run's error, hint and fix took four lines and more under the run list, which they
+    squeezed to 2½ rows at 1024×700; a library's exception, several lines of its own, took more.
+    Here the text stays whole and selectable, and takes at most its cap.
+    """
+
+    def __init__(self, label: QLabel, max_lines: int, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.max_lines = max_lines
+        self.setWidget(label)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.viewport().setAutoFillBackground(False)  # the window's background, as a bare label has
+        label.setAutoFillBackground(False)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        label = self.widget()
+        if not label.text():
+            return QSize(0, 0)
+        cap = label.fontMetrics().lineSpacing() * self.max_lines + label.contentsMargins().top() \
+            + label.contentsMargins().bottom()
+        return QSize(label.sizeHint().width(), min(label.heightForWidth(max(self.contentsRect().width(), 1)), cap))
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(0, self.sizeHint().height())
+
+    def viewportEvent(self, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.LayoutRequest:  # the label's text changed: fit it again
+            self.updateGeometry()
+        return super().viewportEvent(event)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():  # wrapped anew: another height
+            self.updateGeometry()
 
 
 class RunsTableModel(QAbstractTableModel):
@@ -458,7 +502,6 @@ class RunsArea(QWidget):
         tl.addWidget(self.button_row)
         tl.addWidget(self.empty)
         tl.addWidget(self.table, 1)
-        tl.addWidget(self.summary)
         self.audit_panel = AuditPanel()
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.setDocumentMode(True)
@@ -474,12 +517,23 @@ class RunsArea(QWidget):
         self._title_queue(sum(1 for e in self.queue_panel.model.entries if e.state == "pending"))
         self.queue_panel.sig_show_run.connect(lambda path: (self.refresh(), self.select_paths([path])))
         self.queue_panel.sig_compare.connect(self._compare_queued)
+        # What the selection is (a failed run's error, hint and fix; how the selected runs differ,
+        # coloured as their curves) heads the lower part: under the list it took the rows the list
+        # needs, while the curves below can spare a few lines. A long error scrolls in its box.
+        self.details = CappedLabelArea(self.summary, max_lines=6)
+        detail_box = QWidget()
+        dl = QVBoxLayout(detail_box)
+        dl.setContentsMargins(0, 0, 0, 0)
+        dl.addWidget(self.details)
+        dl.addWidget(self.bottom_tabs, 1)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(table_box)
-        split.addWidget(self.bottom_tabs)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        split.setSizes([320, 480])
+        split.addWidget(detail_box)
+        # Half each: at 1024×700 the list shows 8 runs (2½ under a failed run's error before), and
+        # the curves keep 200 px and more.
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
+        split.setSizes([400, 400])
         split.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)

@@ -266,6 +266,71 @@ def test_a_failed_runs_steps_say_the_step_it_failed_at(qtbot, studio_home):
     assert cell(done) == "20" and cell(done, Qt.ItemDataRole.ToolTipRole) is None
 
 
+def settle() -> None:
+    """Run the layout passes a change sets off to their end: each posts the next, and a fixed wait
+    ended before the last on a busy machine."""
+    from PySide6.QtWidgets import QApplication
+
+    for _ in range(10):
+        QApplication.processEvents()
+
+
+def visible_rows(table) -> int:
+    """The table's rows shown whole in its viewport."""
+    model = table.model()
+    return sum(1 for r in range(model.rowCount())
+               if 0 <= table.visualRect(model.index(r, 0)).top()
+               and table.visualRect(model.index(r, 0)).bottom() < table.viewport().height())
+
+
+USUAL_ERROR = {"kind": "nonfinite", "step": 5, "fix": {"learning_rate": 1.25e-4},
+               "message": "the gradient norm became non-finite at step 5 (loss=13.9, grad_norm=nan); nan_policy is "
+                          "'stop'",
+               "hint": "lower the learning rate (the run's is 2.5e-4) or clip gradients harder (max_grad_norm); bf16 "
+                       "is steadier than fp16"}
+# A library's exception, as engine.train words it: several lines of its own.
+LONG_ERROR = {"kind": "error", "step": 5, "fix": {"learning_rate": 1e-4},
+              "message": "training failed at step 5: RuntimeError: CUDA error: device-side assert triggered\nCUDA "
+                         "kernel errors might be asynchronously reported at some other API call, so the stacktrace "
+                         "below might be incorrect.\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1\nCompile "
+                         "with `TORCH_USE_CUDA_DSA` to enable device-side assertions.",
+              "hint": "This is a bug or an unexpected library error; the traceback is in the log."}
+
+
+# The area in a 1024×700 and a 1366×768 window.
+@pytest.mark.parametrize(("width", "height"), [(870, 678), (1212, 746)])
+@pytest.mark.parametrize("error", [None, LONG_ERROR], ids=["usual-error", "long-error"])
+def test_a_failed_runs_explanation_leaves_the_run_list_its_rows(qtbot, studio_home, width, height, error):
+    """At 1024×700 a failed run's error, hint and fix under the list squeezed it to 2½ rows."""
+    now = time.time()
+    for i in range(9):
+        make_run(f"20261128-{10 + i:02d}0000-lora", "completed", started=now - 1000 + i * 10, final=True)
+    failed = failed_run("20261128-200000-lora", logged=4, failed_at=5, started=now - 50, error=error or USUAL_ERROR)
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.resize(width, height)
+    area.show()
+    qtbot.waitExposed(area)
+    area.show_run(failed)
+    settle()
+    assert area.fix_button.isVisible() and "Hint:" in area.summary.text()
+    assert visible_rows(area.table) >= 7
+    # The explanation is whole: laid out at its full height, shown at once or scrolled to.
+    label, box = area.summary, area.details
+    assert label.height() >= label.heightForWidth(label.width())
+    shown = box.viewport().height()
+    if error is None:  # a usual error, hint and fix: shown whole
+        assert shown >= label.height() and not box.verticalScrollBar().isVisible()
+    else:  # a library's exception: it scrolls, in a box of a few lines
+        assert box.verticalScrollBar().isVisible()
+        assert box.verticalScrollBar().maximum() >= label.height() - shown > 0
+        assert shown >= 5 * label.fontMetrics().lineSpacing()
+    assert area.plot.height() >= 150  # and the curves keep their room
+    area.select_paths([area.model.runs[-1].path])  # a completed run: one line, no empty box left
+    settle()
+    assert box.height() <= 2 * label.fontMetrics().lineSpacing()
+
+
 def test_an_empty_config_value_is_shown_as_a_dash_when_comparing(qtbot, studio_home):
     """A default run name ('') differs from a named one: the comparison must show both values."""
     a = make_run("20261128-150000-lora", "completed")
