@@ -33,6 +33,7 @@ from engine.runs import (
     curve_end,
     losses_at_step,
     read_summary,
+    retired_error,
     rewind_metrics,
     run_info,
     write_summary,
@@ -134,7 +135,7 @@ def rewind(run_dir: str | Path, checkpoint: str | int | Path) -> Rewound:
     ended = {"finished": info.last_written} if not summary.get("finished") and info.last_written else {}
     write_summary(run_dir, **ended, status="stopped", step=step, final_dir=None, final_step=None, final_from=None,
                   final_loss=last, final_loss_mean=mean, final_loss_window=window or None, best_eval_loss=best_eval,
-                  early_stopped=False,
+                  early_stopped=False, **retired_error(summary),
                   rewound={"to": source.name, "step": step, "from_step": summary.get("step"),
                            "superseded": superseded.name if superseded else None, "at": time.time()})
     clamp_config_changes(run_dir, step)  # a value changed after it now takes effect at step + 1

@@ -138,6 +138,21 @@ def write_summary(output_dir: Path, /, **changes: Any) -> dict[str, Any]:
     return data
 
 
+def retired_error(summary: dict[str, Any], *, keep: bool = True) -> dict[str, Any]:
+    """The summary.json changes that end a failed leg's error when the run goes on (a resume, a rewind):
+    ``error`` becomes None, so the run no longer reads as failed with an old message ("Stopped at step
+    9: out of memory at step 5"), and with ``keep`` the error goes to ``earlier_errors`` with the leg
+    it ended. ``{}`` when the summary holds no error."""
+    error = summary.get("error")
+    if not error:
+        return {}
+    if not keep:
+        return {"error": None}
+    earlier = summary.get("earlier_errors")
+    entry = {**(error if isinstance(error, dict) else {"message": str(error)}), "leg": int(summary.get("legs") or 1)}
+    return {"error": None, "earlier_errors": [*(earlier if isinstance(earlier, list) else []), entry]}
+
+
 # How a run's config came to change between its steps (summary.json's ``config_changes``).
 CHANGE_REASONS = {"resume": "on resume", "oom": "after running out of memory", "nonfinite": "after a non-finite loss"}
 
@@ -909,6 +924,7 @@ def run_details(path: Path) -> dict[str, Any]:
         "final_loss_window": curve_end(path)[3] if info.status == "interrupted" or
         summary.get("final_loss_window") is None else summary.get("final_loss_window"),
         "error": error.get("message") if isinstance(error, dict) else error,
+        "earlier_errors": [e for e in summary.get("earlier_errors") or [] if isinstance(e, dict)],
         "checkpoints": [{"name": c.name, "step": checkpoint_step(c), "path": str(c)} for c in checkpoints(path)],
         "final_dir": str(final) if final.is_dir() else None,
         "gguf": [{"name": g.name, "bytes": g.stat().st_size} for g in gguf_files(path)],
@@ -1094,6 +1110,9 @@ def cli_show(args: Any) -> int:
     fields += [("config changed", line) for line in describe_config_changes(d["config_changes"])]
     if d["error"]:
         fields.append(("error", str(d["error"])))
+    fields += [("earlier failure", f"leg {e.get('leg', '?')}"
+                + (f", step {e['step']}" if isinstance(e.get("step"), int) else "") + f": {e.get('message')}"
+                + " (resumed since)") for e in d.get("earlier_errors") or []]
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
         print(f"{key:{width}}  {value}")

@@ -57,6 +57,7 @@ from engine.runs import (
     read_summary,
     record_config_change,
     remember_run_folder,
+    retired_error,
     rewind_metrics,
     run_ref,
     trained_nothing,
@@ -1735,6 +1736,8 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
             # Resuming without a checkpoint starts over: the earlier legs' time is not its own.
             earlier_s, legs = training_time_so_far(prep.output_dir) if ckpt is not None else (0.0, 0)
             first = (first_start(prep.output_dir) if ckpt is not None else None) or started
+            # A leg that failed before this one: its error is history now (a run that starts over keeps none).
+            retired = retired_error(read_summary(prep.output_dir), keep=ckpt is not None)
             (prep.output_dir / "worker.pid").write_text(str(os.getpid()))
             mirror = open(prep.output_dir / "events.jsonl", "a", encoding="utf-8")
             writer.mirror = mirror
@@ -1744,7 +1747,7 @@ def run_training(cfg: RunConfig, writer: EventWriter | None = None, *, resume: b
                           config=prep.resumed_from[0] if prep.resumed_from and prep.resumed_from[0] else
                           cfg.to_dict(), dataset_hash=prep.data_stats["hash"],
                           dataset_records=prep.data_stats["records"], pid=os.getpid(),
-                          world_size=state.num_processes, probe=prep.probe)
+                          world_size=state.num_processes, probe=prep.probe, **retired)
             atomic_write_text(prep.output_dir / "dataset.json", json.dumps(
                 {**prep.data_stats, "problems": prep.dropped_records}, indent=2, ensure_ascii=False))
             if cfg.keep_awake:

@@ -8,6 +8,7 @@ by the trainer's fault injector, so they run on a CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -228,6 +229,38 @@ def test_nonfinite_loss_with_policy_stop_reports_step_batch_and_advice(tiny_mode
     assert error["fix"] == {"learning_rate": 5e-3} and "lower the learning rate (now 0.01)" in error["hint"].lower()
     assert error["message"].startswith(f"{error['what']} became non-finite at step 2 (loss=")
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_a_failed_run_resumed_no_longer_reads_as_failed_and_keeps_its_failure_as_history(
+        tiny_model_dir, small_dataset, tmp_path, capsys):
+    """summary.json kept the failed leg's error through a resume: a resumed run that was then stopped
+    read "Stopped at step 3: the loss became non-finite..." in the Runs area, and `runs show` printed it
+    as the run's error."""
+    from engine.cli import main
+    from engine.runs import read_summary, run_details, run_info
+    from gui.runs.area import failure_text
+
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_model_dir, small_dataset, out, max_steps=4, save_steps=1, nan_policy="stop")
+    assert train(cfg, fault_injector=poison_once(2))[0]["status"] == "failed"  # during step 3
+    failed = read_summary(out)["error"]
+    assert failed["step"] == 3 and run_info(out).failed_step == 3
+    resumed, _, _ = train(cfg, resume=True)
+    assert resumed["status"] == "completed"
+    summary = read_summary(out)
+    assert summary["error"] is None
+    (earlier,) = summary["earlier_errors"]
+    assert earlier["message"] == failed["message"] and earlier["step"] == 3 and earlier["leg"] == 1
+    info = run_info(out)
+    assert info.status == "completed" and info.failed_step is None and failure_text(info) == ""
+    # Had the resumed leg been stopped, the Runs area would have said why the earlier leg failed.
+    assert failure_text(dataclasses.replace(info, status="stopped")) == ""
+    d = run_details(out)
+    assert d["error"] is None and d["earlier_errors"][0]["step"] == 3
+    assert main(["runs", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "\nerror " not in shown
+    assert re.search(r"\nearlier failure +leg 1, step 3: .*non-finite.*\(resumed since\)\n", shown)
 
 
 @pytest.mark.parametrize("loss, grad, subject, numbers", [
