@@ -746,8 +746,12 @@ class TrainArea(QWidget):
 
         # Right: gauge, progress, plots, advice and log.
         self.gauge = VramGauge()
-        gauge_box = QGroupBox("Memory")
-        QVBoxLayout(gauge_box).addWidget(self.gauge)
+        # Untitled: the gauge's first line is its title ("GPU memory estimate"); a "Memory" over it said
+        # the same again in 20 px that the pane lacked at 1360x860 after a run (it scrolled).
+        gauge_box = QGroupBox()
+        box_layout = QVBoxLayout(gauge_box)
+        box_layout.setContentsMargins(9, 6, 9, 6)  # (Qt's 9 above and below left a run's pane scrolling 6 px)
+        box_layout.addWidget(self.gauge)
         # Not Maximum: that capped the box at its size hint, which a wrapped label reckons at a wider
         # width than a 960- or 1024-px window's pane gives it, and cut the gauge's last line in half.
         gauge_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
@@ -761,7 +765,12 @@ class TrainArea(QWidget):
         # A finished run's line ends with its folder: wrapped, and never widening the right pane
         # (its one-line width squeezed the form on the left until its fields were clipped).
         self.progress_label.setWordWrap(True)
-        self.progress_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # A new policy drops the height-for-width that setWordWrap set: without it the layout gave
+        # the label the height of its text wrapped at its size hint's width, 3 lines for 1 or 2,
+        # and the pane scrolled at 1360x860 after a run.
+        policy.setHeightForWidth(True)
+        self.progress_label.setSizePolicy(policy)
         self.try_button = QPushButton("Try it")
         self.try_button.setToolTip("Open the trained adapter in the Adapters playground")
         self.try_button.hide()

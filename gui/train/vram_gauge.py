@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.wording import a_number
+from gui.train.model_picker import human_count
 
 GiB = 2**30
 # One fixed colour per breakdown term (engine.memory.BREAKDOWN_KEYS), so a term keeps its
@@ -74,6 +75,20 @@ def fmt_percent(fraction: float) -> str:
     """A share as people read it: 1.0 -> '100%', 0.0102 -> '1%', 0.000123 -> '0.012%'."""
     pct = 100 * fraction
     return f"{pct:.0f}%" if pct >= 10 else f"{pct:.2g}%"
+
+
+def share_text(trainable: int | None, total: int | None) -> str:
+    """The trainable share of the parameters, for the end of the gauge's first line ("" without counts).
+
+    Counts are rounded as the model picker's ("150K of 1.15M"): the exact ones made the line too
+    long for the 1360-px window's pane (its "(13%)" wrapped onto a line of its own), and are the
+    details' tooltip. The share never breaks inside: a pane too narrow for it moves it whole to
+    the next line.
+    """
+    if trainable is None or not total:
+        return ""
+    return (f"<span style='white-space:nowrap'>trainable {human_count(trainable)} of {human_count(total)} "
+            f"parameters ({fmt_percent(trainable / total)})</span>")
 
 
 def field(obj: Any, key: str, default: Any = None) -> Any:
@@ -343,6 +358,7 @@ class VramGauge(QWidget):
         self.measured: int | None = None
         self.measured_note = ""
         self.data_note = ""  # said in place of the line with this dataset while it has none
+        self._data_tip = ""  # why there is none, in full: the details' tooltip (with the exact parameter counts)
         self._stale_data: tuple[dict, int | None] | None = None  # the previous line's data and seq_len,
         # shown greyed while the records are measured again
         self._stale_timer = QTimer(self)
@@ -471,7 +487,7 @@ class VramGauge(QWidget):
         then the previous line stays, greyed)."""
         shown = field(self.estimate, "data") if self.estimate is not None else None
         self.data_note = "<span style='color:palette(mid)'>With this dataset: measuring its records…</span>"
-        self.details.setToolTip("")
+        self._data_tip = ""
         self._set_stale((shown, field(self.estimate, "seq_len")) if shown else self._stale_data)
         if self._stale_data is not None:
             self._stale_timer.start()
@@ -481,7 +497,8 @@ class VramGauge(QWidget):
         short grey reason where the line with this dataset goes; the whole message as its tooltip."""
         self.data_note = (f"<span style='color:palette(mid)'>No estimate with this dataset: "
                           f"{html.escape(short_reason(message))}</span>")
-        self.details.setToolTip(f"No estimate with this dataset: {message}")
+        self._data_tip = f"No estimate with this dataset: {message}"
+        self.details.setToolTip(self._data_tip)  # (and with the estimate's counts, once there is one: _render)
         self._set_stale(None)
 
     def set_folded(self, folded: bool) -> None:
@@ -621,8 +638,10 @@ class VramGauge(QWidget):
             self.verdict.setText("")
             self.verdict.setToolTip("")
         trainable, total = field(est, "trainable_params"), field(est, "total_params")
-        share = (f"trainable {trainable:,} of {total:,} parameters ({fmt_percent(trainable / total)})"
-                 if trainable is not None and total else "")
+        share = share_text(trainable, total)
+        # The exact counts (as PEFT prints them) where the line has the rounded ones.
+        exact = f"Trainable parameters: {trainable:,} of {total:,}" if share else ""
+        self.details.setToolTip("\n\n".join(t for t in (exact, self._data_tip) if t))
         if judged:
             # The peak the badge judges first, the one at the full seq_len under it.
             first = data_line(judged, None, gpu, muted=muted, primary=True)
@@ -632,7 +651,7 @@ class VramGauge(QWidget):
             lines = [(f"Peak at seq_len {seq_len}" if seq_len else "Peak") + f" ≈{NBSP}<b>{fmt_bytes(peak)}</b>"
                      + (f" of {fmt_bytes(gpu)}" if gpu else "")]
             # The largest micro-batch beside the peak, as on the line with this dataset below it; the
-            # trainable share last, where a narrow pane wraps it.
+            # trainable share last, where a narrow pane wraps it (whole: share_text).
             mbs = field(est, "max_batch_size")
             if gpu and mbs is not None:
                 lines.append(f"largest{NBSP}micro-batch{NBSP}that{NBSP}fits:{NBSP}<b>{mbs}</b>" if mbs > 0 else

@@ -149,6 +149,26 @@ def test_the_trainable_share_of_a_full_run_reads_100_percent(qtbot):
     assert "parameters (0.012%)" in gauge.details.text()
 
 
+def test_the_trainable_share_is_rounded_and_whole_with_the_exact_counts_as_the_tooltip(qtbot):
+    """'trainable 149,504 of 1,150,080 parameters (13%)' ran past the 1360-px window's pane and
+    wrapped its '(13%)' onto a line of its own."""
+    from gui.train.vram_gauge import VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    gauge.set_estimate({"peak_bytes": GiB, "breakdown": {"weights": GiB}, "trainable_params": 149_504,
+                        "total_params": 1_150_080, "notes": []})
+    text = gauge.details.text()
+    assert "<span style='white-space:nowrap'>trainable 150K of 1.15M parameters (13%)</span>" in text
+    assert gauge.details.toolTip() == "Trainable parameters: 149,504 of 1,150,080"
+    # The records' failure keeps its place in the tooltip, after the counts.
+    gauge.set_data_failed("no tokenizer in /models/x (tokenizer.json, tokenizer.model)")
+    assert gauge.details.toolTip() == ("Trainable parameters: 149,504 of 1,150,080\n\nNo estimate with this dataset: "
+                                       "no tokenizer in /models/x (tokenizer.json, tokenizer.model)")
+    gauge.set_data_measuring()
+    assert gauge.details.toolTip() == "Trainable parameters: 149,504 of 1,150,080"
+
+
 def test_gauge_fits_a_narrow_pane_without_clipping(qtbot):
     """Narrow: "Plan for" wraps under the title and the legend takes fewer columns; wide: back."""
     from types import SimpleNamespace

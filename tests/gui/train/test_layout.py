@@ -10,6 +10,7 @@ from gui.main_window import MainWindow
 from gui.train.advisor import Advice
 from gui.train.area import TABS_MIN_HEIGHT
 
+GiB = 2**30
 FAILED = ("Run failed: the gradient norm became non-finite at step 5 (loss=13.8232, grad_norm=nan); it happened "
           "again after 2 rollbacks. Its batch held the records at lines 304, 356, 220, 210, 66, 55, 1, 40 of the "
           "dataset file")
@@ -163,3 +164,26 @@ def test_the_answers_tab_keeps_its_room_when_the_window_is_resized_while_it_is_o
     win.resize(1366, 768)
     qtbot.waitUntil(lambda: area.plots.loss.widget.height() == LOSS_MIN_SIZE[1])
     assert area.tabs.height() >= area_module.ANSWERS_ROOM and scroll.verticalScrollBar().maximum() == 0
+
+
+def test_the_pane_does_not_scroll_at_the_default_window_size_after_a_cpu_run(qtbot, monkeypatch):
+    """docs/img/train-after.png at the default 1360x860: the pane scrolled (34 px under the Advice
+    tab), and the gauge's first line, narrowed by the scroll bar, wrapped its "(13%)" onto a line of
+    its own. Now, with the demo's estimate in, nothing scrolls: without a GPU to plan for, and
+    planning for a 24 GiB one (the trainable share then wraps under the peak, whole)."""
+    win, area = _train_area_after_a_run(qtbot, monkeypatch, (1360, 860))
+    area.gauge.set_measured(None, "The last run trained on the CPU: no GPU peak to compare.")  # as _on_finished
+    assert area.wait_ready(180_000)
+    details, scroll = area.gauge.details, area.right_scroll
+    qtbot.waitUntil(lambda: scroll.verticalScrollBar().maximum() == 0)
+    assert area.tabs.currentWidget() is area.advisor_panel
+    # Five lines, none wrapped: with this dataset (the trainable share at its end), at the full seq_len,
+    # the CPU run, disk, no GPU to compare with.
+    assert "(13%)" in details.text() and details.text().count("<br>") == 4
+    assert details.heightForWidth(details.width()) <= 5 * details.fontMetrics().lineSpacing() + 2
+
+    assert area.gauge.select_target(24 * GiB)
+    assert area.wait_ready(180_000)
+    qtbot.wait(100)
+    assert "of 24.00 GiB" in details.text() and "trained on the CPU" in details.text()
+    assert scroll.verticalScrollBar().maximum() == 0
