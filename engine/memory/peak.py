@@ -84,6 +84,11 @@ class Estimate:
         correction: The per-GPU factor applied (1.0 when none).
         measured: Peaks measured by earlier runs of an equivalent config on this machine.
         notes: Caveats (no GPU, uncalibrated terms, architecture guesses).
+        notes_by_kind: The notes that say in words what other fields hold, by kind -> the
+            note as it is in ``notes``: ``"gpu_others"`` (what other programs hold:
+            ``gpu_others_bytes``, ``gpu_others``), ``"no_gpu_detected"`` (``gpu_bytes`` is None on
+            a run config for the GPU; the note says to give ``--gpu-memory``). A program that shows
+            those fields its own way leaves these notes out by this, not by their wording.
         disk: The run's checkpoint and ``final/`` sizes and the free space where it will be
             written (:func:`engine.disk.estimate_from_config`).
         data: The estimate with this dataset, when its records were measured (see
@@ -105,6 +110,7 @@ class Estimate:
     correction: float = 1.0
     measured: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    notes_by_kind: dict[str, str] = field(default_factory=dict)
     disk: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] | None = None
     seq_len: int | None = None
@@ -135,6 +141,7 @@ class Estimate:
             "correction": self.correction,
             "measured": [dict(m) for m in self.measured],
             "notes": list(self.notes),
+            "notes_by_kind": dict(self.notes_by_kind),
             "disk": dict(self.disk),
             "data": dict(self.data) if self.data is not None else None,
         }
@@ -172,6 +179,7 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
     st = model_structure(cfg)
     setup = Setup.from_config(cfg, assumptions)
     notes = list(st.notes)
+    by_kind: dict[str, str] = {}
     source: str | None = "given" if gpu_bytes is not None else None
     others = list(gpu_others or [])
     if gpu_bytes is None and cfg.device != "cpu":
@@ -181,8 +189,11 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
             gpu_others_bytes, others = info.others_bytes, list(info.others)
     if gpu_bytes is None:
         gpu_others_bytes, others = None, []
-        notes.append("no GPU detected: give --gpu-memory GiB to check whether it fits"
-                     if cfg.device != "cpu" else "device is cpu: this is the GPU memory the run would need")
+        if cfg.device == "cpu":
+            notes.append("device is cpu: this is the GPU memory the run would need")
+        else:
+            by_kind["no_gpu_detected"] = "no GPU detected: give --gpu-memory GiB to check whether it fits"
+            notes.append(by_kind["no_gpu_detected"])
     factor = history.correction_factor(gpu_name) if gpu_name else 1.0
     peak, breakdown, phase = peak_breakdown(st, setup, factor)
     if factor != 1.0:
@@ -208,8 +219,9 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         from engine.nvsmi import describe_others
 
         who = describe_others(gpu_others_bytes, others)
-        notes.append(f"other programs hold {gpu_others_bytes / GIB:.2f} GiB of this GPU now"
-                     + (f" ({who})" if who else "") + f": the verdict is for the {room / GIB:.2f} GiB left")
+        by_kind["gpu_others"] = (f"other programs hold {gpu_others_bytes / GIB:.2f} GiB of this GPU now"
+                                 + (f" ({who})" if who else "") + f": the verdict is for the {room / GIB:.2f} GiB left")
+        notes.append(by_kind["gpu_others"])
     fits = verdict(peak, room)
     max_b = max_batch_size(st, setup, room, factor) if room else None
     suggestions = [] if fits == "yes" else suggest(cfg, setup, room, factor, data=data)
@@ -228,6 +240,7 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         correction=factor,
         measured=history.measured_peaks(cfg) if with_measured else [],
         notes=notes,
+        notes_by_kind=by_kind,
         disk=_disk(cfg, st),
         data=(data_estimate(cfg, setup, data, peak, max_b, room, factor, breakdown=breakdown)
               if data is not None else None),

@@ -50,11 +50,13 @@ STALE_BADGE = "#9e9e9e"
 """The badge's colour while it still judges the previous dataset line (greyed, STALE_MS at most)."""
 PLAN_SIZES_GIB = (8, 12, 16, 24, 40, 48, 80, 141)
 DATA_COLOR = "#1565c0"
+"""The tick of the peak with this dataset, and the mark before its line (the measured peak's is red)."""
 OTHERS_COLOR = "#7a7a7a"
 """The memory other programs hold on the GPU: hatched at the bar's GPU end, and its legend mark."""
-OTHERS_NOTE = "other programs hold "
-"""How the engine's note on them begins (the gauge's own line says it instead)."""
-"""The tick of the peak with this dataset, and the mark before its line (the measured peak's is red)."""
+SAID_OTHERWISE = ("gpu_others", "no_gpu_detected")
+"""The kinds of the engine's notes (``Estimate.notes_by_kind``) the gauge leaves out: what other programs
+hold has a line of its own, with the GPU's numbers; "no GPU detected" speaks CLI (``--gpu-memory``),
+where the "Plan for" list does that here."""
 STALE_MS = 400
 """While the records are measured again (seq_len typed, a dataset saved), the previous line with this
 dataset stays, greyed, this long: a quick re-measure then replaces it without a flash of "measuring"."""
@@ -678,8 +680,10 @@ class VramGauge(QWidget):
         disk = field(est, "disk") or {}
         if disk.get("checkpoint_bytes"):
             text += "<br>" + disk_line(disk)
-        # The engine's "no GPU" note speaks CLI (--gpu-memory); here the "Plan for" list does that.
-        notes = [n for n in (field(est, "notes") or []) if n and not n.startswith(("no GPU detected", OTHERS_NOTE))]
+        # Left out by their kind, not their wording: the engine may word them as it likes.
+        by_kind = field(est, "notes_by_kind") or {}
+        said = {by_kind[kind] for kind in SAID_OTHERWISE if kind in by_kind}
+        notes = [n for n in (field(est, "notes") or []) if n and n not in said]
         if others and gpu < total_gpu:
             text += (f"<br><span style='color:#b26b00'>Other programs hold {fmt_bytes(others)} of this "
                      f"{fmt_bytes(total_gpu)} GPU now</span>: the numbers above are of the {fmt_bytes(gpu)} they "

@@ -535,6 +535,10 @@ def test_no_suggestions_when_it_fits_and_no_verdict_without_a_gpu(monkeypatch):
     est = estimate(cfg)
     assert est.gpu_bytes is None and est.fits is None and est.max_batch_size is None
     assert any("no GPU detected" in n for n in est.notes)
+    assert est.notes_by_kind["no_gpu_detected"] in est.notes and "--gpu-memory" in est.notes_by_kind["no_gpu_detected"]
+    # A run config for the CPU says so, and nothing in it is marked: that note is not one the GUI says otherwise.
+    on_cpu = estimate(cfg.replace(device="cpu"))
+    assert any("device is cpu" in n for n in on_cpu.notes) and on_cpu.notes_by_kind == {}
 
 
 def test_re_estimate_after_an_edit_reuses_the_cached_structure():
@@ -632,7 +636,8 @@ def test_cli_json_is_the_documented_contract(tmp_path, studio_home):
     assert code == 0, err
     d = json.loads(out)
     for key in ("schema_version", "peak_bytes", "breakdown", "trainable_params", "total_params", "gpu_bytes",
-                "fits", "max_batch_size", "suggestions", "peak_phase", "gpu_source", "measured", "notes"):
+                "fits", "max_batch_size", "suggestions", "peak_phase", "gpu_source", "measured", "notes",
+                "notes_by_kind"):
         assert key in d
     assert (d["trainable_params"], d["total_params"]) == (4_194_304, 6_742_609_920)
     assert d["gpu_bytes"] == 24 * GIB and d["gpu_source"] == "given"

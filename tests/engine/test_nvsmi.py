@@ -151,6 +151,11 @@ def test_the_verdict_judges_what_other_programs_leave():
     d = busy.to_dict()
     assert (d["gpu_bytes"], d["gpu_others_bytes"], d["gpu_available_bytes"]) == (gpu, 19 * GIB, 5 * GIB)
     assert d["gpu_others"] == others
+    # That note is marked by its kind, in the JSON too (the gauge says it its own way and leaves it out),
+    # and stays in "notes" for what reads those: the JSON only gained a key.
+    assert d["notes_by_kind"] == {"gpu_others": next(n for n in busy.notes if "other programs hold" in n)}
+    assert d["notes_by_kind"]["gpu_others"] in d["notes"]
+    assert alone.notes_by_kind == {} and alone.to_dict()["notes_by_kind"] == {}
     # A GPU that others fill completely: "no", not "no GPU".
     full = estimate(cfg, gpu, gpu_others_bytes=30 * GIB)
     assert (full.fits, full.max_batch_size, full.gpu_available_bytes) == ("no", 0, 1)

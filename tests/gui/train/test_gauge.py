@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 
+from engine.config import RunConfig
 from gui.train.vram_gauge import NBSP, FitDialog, fmt_bytes
 
 GiB = 2**30
@@ -167,6 +168,43 @@ def test_the_trainable_share_is_rounded_and_whole_with_the_exact_counts_as_the_t
                                        "no tokenizer in /models/x (tokenizer.json, tokenizer.model)")
     gauge.set_data_measuring()
     assert gauge.details.toolTip() == "Trainable parameters: 149,504 of 1,150,080"
+
+
+def test_the_gauge_leaves_out_the_notes_it_says_otherwise_by_their_kind(qtbot):
+    """What other programs hold has the gauge's own line, and 'no GPU detected' speaks CLI: the gauge
+    leaves those notes out by ``notes_by_kind``, whatever their wording, and shows every other note."""
+    from engine.memory import estimate
+    from gui.train.vram_gauge import VramGauge
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    others = "3 processes keep 9.00 GiB of this GPU busy (python (pid 4242) 8.00 GiB)"  # a new wording
+    est = {"peak_bytes": 6 * GiB, "breakdown": {"weights": 6 * GiB}, "trainable_params": 1, "total_params": 2,
+           "gpu_bytes": 24 * GiB, "gpu_others_bytes": 9 * GiB, "gpu_available_bytes": 15 * GiB, "fits": "yes",
+           "max_batch_size": 8, "seq_len": 512,
+           "notes": ["DoRA's temporaries are estimated from PEFT's code, not measured", others,
+                     "other programs hold tea cups: not the engine's note on them, so it shows"],
+           "notes_by_kind": {"gpu_others": others}}
+    gauge.set_estimate(est)
+    text = gauge.details.text()
+    assert others not in text and "Other programs hold 9.00 GiB of this 24.00 GiB GPU now" in text
+    assert "DoRA's temporaries are estimated" in text and "other programs hold tea cups" in text
+    gauge.set_estimate({**est, "gpu_bytes": None, "gpu_others_bytes": None, "gpu_available_bytes": None,
+                        "notes": ["GPUs are hard to find", "DoRA's temporaries are estimated"],
+                        "notes_by_kind": {"no_gpu_detected": "GPUs are hard to find"}})
+    text = gauge.details.text()
+    assert "GPUs are hard to find" not in text and "DoRA's temporaries are estimated" in text
+    assert "no GPU to compare with: pick a size under “Plan for”" in text
+    # The engine's own estimate, as the estimate process sends it: its note on the other programs is
+    # left out, and the gauge's line names them.
+    cfg = RunConfig.from_dict({"model": str(REPO / "bench" / "model_configs" / "llama3.2-1b"), "method": "lora",
+                               "seq_len": 1024, "gradient_checkpointing": True, "batch_size": 4})
+    real = estimate(cfg, 24 * GiB, gpu_others_bytes=19 * GiB,
+                    gpu_others=[{"pid": 4242, "name": "/home/ana/.venv/bin/python", "bytes": 18 * GiB}]).to_dict()
+    gauge.set_estimate(real)
+    text = gauge.details.text()
+    assert real["notes_by_kind"]["gpu_others"] in real["notes"] and real["notes_by_kind"]["gpu_others"] not in text
+    assert "Other programs hold 19.00 GiB of this 24.00 GiB GPU now" in text
 
 
 def test_gauge_fits_a_narrow_pane_without_clipping(qtbot):
