@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QProcess, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QStandardItem, QStandardItemModel
+from PySide6.QtCore import QProcess, QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -52,6 +52,8 @@ HEADERS = ["Model", "Answer loss", "Perplexity", "vs base", "Best on", "Trained 
 ANSWER_COLUMNS = (6, 7)  # shown when the comparison scored answers (--answer)
 ANSWER_CHOICES = ("none", "20 records", "50 records", "100 records", "200 records", "all held-out records")
 BASE_NAME = "(base)"
+SIZE = QSize(980, 720)
+"""The dialog's size where the screen has room: the table and the answers need it."""
 
 
 @dataclass
@@ -98,6 +100,17 @@ def default_dataset(cards: list[lib.AdapterCard | WholeModel]) -> str:
     return found.pop() if len(found) == 1 else ""
 
 
+def size_on_screen(widget: QWidget, wanted: QSize) -> QSize:
+    """``wanted``, shrunk to the screen ``widget`` opens on: its free area (without the panels), less
+    room for the window's title bar. At 720 px tall the dialog ran past a 1366x768 laptop's screen
+    under its panel, and its Compare and Close buttons were off the bottom."""
+    screen = widget.screen() or QGuiApplication.primaryScreen()
+    if screen is None:
+        return wanted
+    room = screen.availableGeometry()
+    return QSize(min(wanted.width(), int(room.width() * 0.95)), min(wanted.height(), int(room.height() * 0.9)))
+
+
 def _fmt(v: float | None, digits: int = 3) -> str:
     if v is None:
         return "–"
@@ -118,7 +131,7 @@ class CompareDialog(QDialog):
                  dataset: str | None = None, load_in: str = "auto"):
         super().__init__(parent)
         self.setWindowTitle("Compare on a dataset")
-        self.resize(980, 720)
+        self.resize(size_on_screen(parent or self, SIZE))
         self.base = base
         self.load_in = load_in
         self.cards = list(cards)

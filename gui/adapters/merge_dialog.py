@@ -78,6 +78,9 @@ class MergeDialog(QDialog):
                        + " It loads with <code>AutoModelForCausalLM.from_pretrained</code>, without PEFT.")
         intro.setWordWrap(True)
         form = QFormLayout()
+        # As in the Compare and Split dialogs: the weights' spin boxes stay small (stretched to
+        # the dialog's width, "1.00" sat at the left of a 400 px box), the output folder grows.
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         for card in self.cards:
             spin = QDoubleSpinBox()
             spin.setRange(-10.0, 10.0)
