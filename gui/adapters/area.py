@@ -47,7 +47,7 @@ from engine.runs import read_run_config
 from gui.adapters.compare_dialog import CompareDialog, WholeModel, compare_problem
 from gui.adapters.generation_thread import GenerationThread
 from gui.adapters.gguf_dialog import GgufDialog
-from gui.adapters.library_model import METHOD_LABELS, AdapterCardDelegate, AdapterLibraryModel, PathRole
+from gui.adapters.library_model import AdapterCardDelegate, AdapterLibraryModel, PathRole, method_label
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
 from gui.flow_layout import FlowLayout
@@ -475,7 +475,7 @@ class AdaptersArea(QWidget):
         self.list.setStyleSheet("QListView { border: none; background: transparent; }")
         self.list.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
         self.model.dataChanged.connect(lambda *_: self._update_buttons())
-        self.empty_hint = QLabel("No adapters yet. Train a LoRA, IA3 or prompt-tuning run, or add a PEFT "
+        self.empty_hint = QLabel("No adapters yet. Train a LoRA, IA3 or prompt tuning run, or add a PEFT "
                                  "adapter folder.")
         self.empty_hint.setWordWrap(True)
         self.empty_hint.setStyleSheet("color: palette(placeholder-text); padding: 12px;")
@@ -712,7 +712,7 @@ class AdaptersArea(QWidget):
             self.columns[BASE] = OutputColumn(BASE, title, subtitle, BASE_COLOR)
             self.columns[BASE].subtitle.setToolTip(self.base_text())
         for i, (card, name) in enumerate(zip(cards, names, strict=True)):
-            parts = [METHOD_LABELS.get(card.method or "", card.method or "?") + (f" r{card.rank}" if card.rank else "")]
+            parts = [method_label(card.method) + (f" r{card.rank}" if card.rank else "")]
             if card.dataset_records is not None:
                 parts.append(f"{card.dataset_records} records")
             if card.best_eval_loss is not None:
@@ -732,7 +732,7 @@ class AdaptersArea(QWidget):
         if not cfg:
             return "Base", f"{base} · adapters off"
         method = str(cfg.get("method") or "")
-        subtitle = f"{METHOD_LABELS.get(method, method or 'trained')} run · trained from {lib.base_label(cfg.get('model'))}"
+        subtitle = f"{method_label(method) if method else 'trained'} run · trained from {lib.base_label(cfg.get('model'))}"
         return folder.parent.name, subtitle + (" · adapters off" if adapters else "")
 
     # ---- Worker

@@ -31,9 +31,46 @@ OK_COLOR = QColor("#1e7b34")
 BAD_COLOR = QColor("#b3261e")
 UNKNOWN_COLOR = QColor("#8a6d00")
 
-# How people write the methods' names (a card's method is the run config's, lower case).
+# How people write the methods' names. A run's card has the run config's method (lower case); an
+# added folder's has its PEFT type, lower-cased ("prompt_tuning"), which must read the same.
 METHOD_LABELS = {"lora": "LoRA", "qlora": "QLoRA", "ia3": "IA3", "prefix": "Prefix tuning",
-                 "prompt": "Prompt tuning", "adapter": "Bottleneck adapter", "full": "Full", "freeze": "Freeze"}
+                 "prompt": "Prompt tuning", "adapter": "Bottleneck adapter", "full": "Full", "freeze": "Freeze",
+                 "prefix_tuning": "Prefix tuning", "prompt_tuning": "Prompt tuning", "p_tuning": "P-tuning",
+                 "adalora": "AdaLoRA", "loha": "LoHa", "lokr": "LoKr", "oft": "OFT", "boft": "BOFT", "vera": "VeRA"}
+
+PROBLEM_LINES = 2
+"""Lines a card gives to why it can't load or doesn't fit: its last words say what to do."""
+
+
+def method_label(method: str | None, *, in_sentence: bool = False) -> str:
+    """A card's method as people write it ("Prompt tuning" for ``prompt`` and ``prompt_tuning`` alike).
+
+    Args:
+        method: The card's method: the run's, else the adapter's PEFT type in lower case.
+        in_sentence: For the middle of a sentence: "prompt tuning"; "LoRA" and "IA3" stay as they are.
+    """
+    label = METHOD_LABELS.get((method or "").lower(), method or "?")
+    return label[0].lower() + label[1:] if in_sentence and label[1:2].islower() else label
+
+
+def wrap_text(text: str, fm: QFontMetrics, width: int, most: int) -> list[str]:
+    """``text`` in at most ``most`` lines no wider than ``width``, broken between words; the last
+    line ends in "…" when the text is longer (the card's tooltip has it whole)."""
+    words = text.split()
+    lines: list[str] = []
+    line = ""
+    for i, word in enumerate(words):
+        trial = f"{line} {word}" if line else word
+        if not line or fm.horizontalAdvance(trial) <= width:
+            line = trial
+            continue
+        lines.append(line)
+        if len(lines) == most - 1:
+            line = " ".join(words[i:])
+            break
+        line = word
+    lines.append(line)
+    return [fm.elidedText(ln, Qt.TextElideMode.ElideRight, width) for ln in lines]
 
 
 # Llama-style projection order, so "q k v o gate up down" reads like the architecture.
@@ -57,7 +94,7 @@ def _short_targets(targets: list[str] | str | None) -> str:
 
 def card_summary(card: AdapterCard) -> list[str]:
     """The three detail lines under a card's name."""
-    method = METHOD_LABELS.get(card.method or "", card.method or "?")
+    method = method_label(card.method)
     rank = f" r{card.rank}" + (f" α{card.alpha:g}" if card.alpha else "") if card.rank else ""
     if card.extra.get("init"):  # a PiSSA/OLoRA run's final/: rank 2r as saved, r as trained
         rank += f" ({card.extra['init']} r{card.extra.get('trained_rank')})"
@@ -202,7 +239,42 @@ class AdapterCardDelegate(QStyledItemDelegate):
     PAD = 8
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
-        return QSize(option.rect.width() or 300, self.HEIGHT)
+        card: AdapterCard | None = index.data(CardRole)
+        extra = 0
+        if card is not None and self.problem(card, index.data(MatchRole)):
+            extra = (PROBLEM_LINES - 1) * (QFontMetrics(self._small_font(option.font)).height() + 1)
+        return QSize(option.rect.width() or 300, self.HEIGHT + extra)
+
+    # ---- Public API
+    @staticmethod
+    def problem(card: AdapterCard, match: BaseMatch | None) -> str:
+        """Why the card can't be used with the base ("" when it can): shown in red, on two lines."""
+        if card.problem:
+            return card.problem
+        if match is not None and match.ok is False:
+            return "other base: " + (", ".join(match.differences) or match.message)
+        return ""
+
+    def detail_lines(self, card: AdapterCard, match: BaseMatch | None, font: QFont,
+                     width: int) -> list[tuple[str, bool]]:
+        """The lines under the card's name, ``width`` px wide: (text, is the problem)."""
+        first, data, source = card_summary(card)
+        problem = self.problem(card, match)
+        if not problem:
+            return [(first, False), (data, False), (source, False)]
+        wrapped = wrap_text(problem, QFontMetrics(self._small_font(font)), width, PROBLEM_LINES)
+        return [(first, False), *((line, True) for line in wrapped), (source, False)]
+
+    def text_span(self, row: QRect) -> tuple[int, int]:
+        """The left and right x of a card's text in a row of the list (``option.rect``)."""
+        rect = row.adjusted(4, 3, -4, -3)
+        return self._check_rect(rect).right() + 10, rect.right() - self.PAD
+
+    @staticmethod
+    def _small_font(font: QFont) -> QFont:
+        small = QFont(font)
+        small.setPointSizeF(max(font.pointSizeF() - 1, 7))
+        return small
 
     def _check_rect(self, rect: QRect) -> QRect:
         return QRect(rect.left() + self.PAD + 2, rect.top() + self.PAD + 4, 16, 16)
@@ -232,8 +304,7 @@ class AdapterCardDelegate(QStyledItemDelegate):
         if style is not None:
             style.drawPrimitive(QStyle.PrimitiveElement.PE_IndicatorCheckBox, box, painter, option.widget)
 
-        left = box.rect.right() + 10
-        right = rect.right() - self.PAD
+        left, right = self.text_span(option.rect)
         text_color = pal.color(QPalette.ColorRole.Text)
         muted = pal.color(QPalette.ColorRole.PlaceholderText)
         name_font = QFont(option.font)
@@ -244,8 +315,7 @@ class AdapterCardDelegate(QStyledItemDelegate):
         fm = QFontMetrics(name_font)
         top = rect.top() + self.PAD
         verdict, color = self._verdict(card, match)
-        small = QFont(option.font)
-        small.setPointSizeF(max(option.font.pointSizeF() - 1, 7))
+        small = self._small_font(option.font)
         sfm = QFontMetrics(small)
         verdict_w = sfm.horizontalAdvance(verdict) + 4 if verdict else 0
         name = fm.elidedText(card.name, Qt.TextElideMode.ElideRight, max(right - left - verdict_w - 8, 40))
@@ -257,13 +327,9 @@ class AdapterCardDelegate(QStyledItemDelegate):
                              verdict)
         painter.setFont(small)
         y = top + fm.height() + 3
-        lines = card_summary(card)
-        if card.problem:
-            lines = [lines[0], card.problem, lines[2]]
-        elif match is not None and match.ok is False:
-            lines = [lines[0], "other base: " + (", ".join(match.differences) or match.message), lines[2]]
-        for i, line in enumerate(lines):
-            problem_line = i == 1 and (card.problem or (match is not None and match.ok is False))
+        # Why a card can't be used wraps onto a second line: cut to one, "the folder no longer
+        # exists (deleted or moved): select…" lost the "press Remove" that says what to do.
+        for i, (line, problem_line) in enumerate(self.detail_lines(card, match, option.font, right - left)):
             painter.setPen(BAD_COLOR if problem_line else (text_color if i == 0 else muted))
             painter.drawText(QRect(left, y, right - left, sfm.height()), Qt.AlignmentFlag.AlignLeft,
                              sfm.elidedText(line, Qt.TextElideMode.ElideRight, right - left))

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from engine import adapters as lib
 from engine.gguf_export import TYPES as GGUF_TYPES
 from engine.paths import data_home
+from gui.adapters.library_model import method_label
 from gui.engine_process import cli_failure, command_label, command_text, engine_process, start_engine
 
 MERGEABLE = ("LORA", "IA3")
@@ -47,8 +48,8 @@ def merge_problem(cards: list[lib.AdapterCard], matches: dict | None = None) -> 
         if match is not None and match.ok is False:
             return f"{card.name} doesn't fit the base: {match.message}"
         if (card.peft_type or "").upper() not in MERGEABLE:
-            return (f"{card.name} is a {card.method} adapter; only LoRA and IA3 adapters merge into the "
-                    "weights (prompt learning and bottleneck adapters add layers instead).")
+            return (f"{card.name} is a {method_label(card.method, in_sentence=True)} adapter; only LoRA and IA3 "
+                    "adapters merge into the weights (prompt learning and bottleneck adapters add layers instead).")
     if len(cards) > 1 and any((c.peft_type or "").upper() != "LORA" for c in cards):
         return "Combining several adapters works for LoRA adapters only."
     return None

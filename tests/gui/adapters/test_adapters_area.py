@@ -910,3 +910,62 @@ def test_deleting_a_saved_prompt_asks_first(make_area, monkeypatch):
     monkeypatch.setattr(area, "_confirm_delete_prompt", lambda saved: True)
     area.delete_prompt_button.click()
     assert PromptStore().names() == [] and area.saved_box.count() == 0
+
+
+def _painted_details(area, path) -> list[tuple[str, bool]]:
+    """The lines the delegate paints under a card's name, at the width the area gives the card."""
+    from gui.adapters.library_model import CardRole
+
+    index = area.model.index(area.model.row_of(path))
+    delegate = area.list.itemDelegate()
+    left, right = delegate.text_span(area.list.visualRect(index))
+    return delegate.detail_lines(index.data(CardRole), index.data(MatchRole), area.list.font(), right - left)
+
+
+def test_why_a_card_cannot_be_used_is_shown_whole_not_cut_at_the_card_edge(qtbot, make_area, runs_home, tmp_path,
+                                                                        tiny_model_dir):
+    """Cut to one line, the gone folder's card read "…(deleted or moved): select…", and the
+    refused one "other base: hidden_size 32 vs 128, num_hidden_layer…"."""
+    from engine.adapters import add_adapter
+
+    mine = tmp_path / "mine"
+    shutil.copytree(runs_home["medical"], mine)
+    add_adapter(mine)
+    shutil.rmtree(mine)
+    area = make_area()
+    area.resize(1024, 700)  # the narrowest window: the library pane at its minimum width
+    area.show()
+    qtbot.waitExposed(area)
+    area.refresh()
+    gone, fine = (area.list.visualRect(area.model.index(area.model.row_of(p))) for p in (mine, runs_home["medical"]))
+    assert gone.height() > fine.height()  # the card is as tall as its lines
+    problem = [text for text, is_problem in _painted_details(area, mine) if is_problem]
+    assert " ".join(problem) == ("the folder no longer exists (deleted or moved): select it and press Remove to "
+                                 "forget it")
+    # A base the adapters don't fit: each card grows to say how, when the base changes.
+    area.base_box.setCurrentText(str(tiny_model_dir))
+    area._update_matches()
+    qtbot.waitUntil(lambda: area.list.visualRect(area.model.index(area.model.row_of(runs_home["medical"]))).height()
+                    > fine.height())
+    problem = [text for text, is_problem in _painted_details(area, runs_home["medical"]) if is_problem]
+    assert len(problem) == 2 and problem[0].startswith("other base: hidden_size 128 vs 32")
+    assert "num_hidden_layers 4 vs 2" in " ".join(problem)
+
+
+def test_an_added_folders_method_reads_as_a_runs_does(make_area, demo_base, tmp_path):
+    """An added prompt tuning folder's card said "prompt_tuning on demo" (its PEFT type), and its
+    refused merge "is a prompt_tuning adapter", where the GGUF export says "prompt tuning"."""
+    from engine.adapters import add_adapter
+    from gui.adapters.library_model import CardRole, card_summary
+    from tests.engine.conftest import other_type_adapter
+
+    prompt = add_adapter(other_type_adapter(demo_base, tmp_path / "soft-prompt", "prompt")).path
+    area = make_area()
+    area.refresh()
+    card = area.model.index(area.model.row_of(prompt)).data(CardRole)
+    assert card.method == "prompt_tuning"  # the engine's: the PEFT type of a folder without a run
+    assert card_summary(card)[0] == "Prompt tuning on demo"
+    area._select(prompt)
+    assert area.open_merge_dialog() is None
+    assert area.banner.text().startswith("soft-prompt is a prompt tuning adapter; only LoRA and IA3 adapters")
+
