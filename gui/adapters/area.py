@@ -979,12 +979,27 @@ class AdaptersArea(QWidget):
             cards = [card] if card is not None else []
         return cards
 
+    def base_problem(self) -> str | None:
+        """Why the base in the Base box can't be loaded (a folder that doesn't exist, a hub id that
+        is not in the cache), in the engine's words; None when it can. Merge… and Compare… say it
+        before their dialog opens: their child process would only fail on it after a while."""
+        base = self.base_text()
+        if base == "demo":
+            return None  # built on first use, when it is missing
+        from engine.models import resolve_model_path
+
+        try:
+            resolve_model_path(base)
+        except StudioError as e:
+            return f"The base in the Base box can't be loaded: {e.message}." + (f" {e.hint}" if e.hint else "")
+        return None
+
     def open_merge_dialog(self) -> MergeDialog | None:
         """The merge dialog for :meth:`merge_cards` onto the current base (None, with a banner, if impossible)."""
         cards = self.merge_cards()
         if self._gone_since_read(cards):
             return None
-        problem = merge_problem(cards, self.model.matches)
+        problem = merge_problem(cards, self.model.matches) or (self.base_problem() if cards else None)
         if problem:
             self._show_banner(problem)
             return None
@@ -1010,6 +1025,7 @@ class AdaptersArea(QWidget):
         if self._gone_since_read(cards):
             return None
         problem = compare_problem(cards, self.model.matches) if cards or not wholes else None
+        problem = problem or self.base_problem()
         if problem:
             self._show_banner(problem)
             return None

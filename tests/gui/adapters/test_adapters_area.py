@@ -969,3 +969,21 @@ def test_an_added_folders_method_reads_as_a_runs_does(make_area, demo_base, tmp_
     assert area.open_merge_dialog() is None
     assert area.banner.text().startswith("soft-prompt is a prompt tuning adapter; only LoRA and IA3 adapters")
 
+
+def test_merge_and_compare_say_at_once_that_the_base_is_not_there(make_area, runs_home, tmp_path):
+    """A Base of a folder that doesn't exist: the dialogs opened, took their settings, and only their
+    child process said "no such folder", after loading the engine."""
+    area = make_area()
+    area.base_box.setCurrentText(str(tmp_path / "no-such-model"))
+    area._update_matches()
+    assert area.model.set_checked(str(runs_home["medical"]), True)  # undecided without a base: "checked on load"
+    for opener in (area.open_merge_dialog, area.open_compare_dialog):
+        area._show_banner("")
+        assert opener() is None
+        text = area.banner.text()
+        assert area.banner.isVisibleTo(area) and text.startswith("The base in the Base box can't be loaded: ")
+        assert f"'{tmp_path / 'no-such-model'}': no such folder" in text and "config.json" in text
+    area.base_box.setCurrentText("demo")  # a base that loads: the dialogs open
+    dialog = area.open_merge_dialog()
+    assert dialog is not None and area.banner.isHidden()
+    dialog.deleteLater()
