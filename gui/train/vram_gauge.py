@@ -232,8 +232,15 @@ class FitDialog(QDialog):
             self.list.addItem(item)
         self.list.setCurrentRow(self.best_index(suggestions))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Apply | QDialogButtonBox.StandardButton.Cancel)
-        buttons.button(QDialogButtonBox.StandardButton.Apply).clicked.connect(self.accept)
+        apply = buttons.button(QDialogButtonBox.StandardButton.Apply)
+        apply.clicked.connect(self.accept)
+        # Apply is what the dialog is for: Enter takes the selected step (Cancel was drawn as the default),
+        # and so does a double-click on one.
+        apply.setDefault(True)
+        buttons.button(QDialogButtonBox.StandardButton.Cancel).setAutoDefault(False)
+        self.list.itemDoubleClicked.connect(lambda _item: self.accept())
         buttons.rejected.connect(self.reject)
+        self.buttons = buttons
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addWidget(self.list)

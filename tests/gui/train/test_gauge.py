@@ -268,6 +268,30 @@ def test_the_fit_dialog_wraps_each_suggestion_instead_of_cutting_it(qtbot):
             assert needed > 2 * metrics.lineSpacing()  # longer than the two lines it was cut to
 
 
+def test_the_fit_dialog_applies_on_enter_and_on_a_double_click(qtbot):
+    """Cancel was drawn as the default button: Enter dismissed the dialog the user opened to apply a step."""
+    from PySide6.QtWidgets import QDialog, QDialogButtonBox
+
+    gib = 2**30
+    suggestions = [{"description": "gradient checkpointing", "changes": {"gradient_checkpointing": True},
+                    "peak_bytes": 30 * gib, "fits": "no"},
+                   {"description": "batch 1", "changes": {"batch_size": 1}, "peak_bytes": 15 * gib, "fits": "yes"}]
+    for how in ("enter", "double-click"):
+        dialog = FitDialog(suggestions, 24 * gib)
+        qtbot.addWidget(dialog)
+        dialog.show()
+        qtbot.waitExposed(dialog)
+        if how == "enter":
+            qtbot.keyClick(dialog.list, Qt.Key.Key_Return)
+        else:
+            item = dialog.list.item(0)
+            dialog.list.setCurrentItem(item)
+            dialog.list.itemDoubleClicked.emit(item)
+        assert dialog.result() == QDialog.DialogCode.Accepted, how
+        assert dialog.list.currentRow() == (1 if how == "enter" else 0)
+        assert dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Apply).isDefault()
+
+
 def test_plan_for_sizes_read_with_the_right_article(qtbot):
     from gui.train.vram_gauge import VramGauge
 
