@@ -1100,11 +1100,24 @@ class DatasetEditor(QWidget):
     def _action(self, text: str, slot, shortcuts=(), tip: str = "", toolbar: bool = True,
                 context=Qt.ShortcutContext.WidgetWithChildrenShortcut) -> QAction:
         act = QAction(text, self)
-        keys = [QKeySequence(s) for s in shortcuts]
+        # A standard key is every key the platform binds to it (Redo: Ctrl+Y and Ctrl+Shift+Z), not
+        # just its first: QKeySequence(Redo) alone is Ctrl+Y where that comes first, and the same key
+        # twice on one action is an "ambiguous shortcut" that does nothing.
+        keys: list[QKeySequence] = []
+        for s in shortcuts:
+            for k in QKeySequence.keyBindings(s) if isinstance(s, QKeySequence.StandardKey) else [QKeySequence(s)]:
+                if not k.isEmpty() and k not in keys:
+                    keys.append(k)
         if keys:
             act.setShortcuts(keys)
         act.setShortcutContext(context)
-        shown = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in keys)
+        # The tooltip names each key asked for once (a standard key by its first binding).
+        named = []
+        for s in shortcuts:
+            k = QKeySequence(s).toString(QKeySequence.SequenceFormat.NativeText)
+            if k and k not in named:
+                named.append(k)
+        self._shown_keys[act] = shown = ", ".join(named)
         act.setToolTip(f"{tip or text}" + (f" ({shown})" if shown else ""))
         act.triggered.connect(slot)
         self.addAction(act)
@@ -1114,6 +1127,7 @@ class DatasetEditor(QWidget):
 
     def _build_actions(self) -> None:
         K = QKeySequence.StandardKey  # noqa: N806 - Qt's naming
+        self._shown_keys: dict[QAction, str] = {}  # an action's keys as its tooltip names them
         self.act_open = self._action("Open…", self._on_open, [K.Open], "Open a dataset file")
         self.act_open_hub = self._action("Open from the Hugging Face cache…", self._on_open_hub, [],
                                          "Copy a dataset you downloaded with huggingface_hub or datasets into a "
@@ -1133,7 +1147,7 @@ class DatasetEditor(QWidget):
                                       "eval_split and seed would split them")
         self.toolbar.addSeparator()
         self.act_undo = self._action("Undo", self._on_undo, [K.Undo])
-        self.act_redo = self._action("Redo", self._on_redo, [K.Redo, "Ctrl+Y"])
+        self.act_redo = self._action("Redo", self._on_redo, [K.Redo, "Ctrl+Shift+Z", "Ctrl+Y"])
         self.toolbar.addSeparator()
         self.act_add = self._action("Add", self.add_record, ["Ctrl+N"], "Add a record after the current one")
         self.act_duplicate = self._action("Duplicate", self.duplicate_records, ["Ctrl+D"],
@@ -1765,10 +1779,10 @@ class DatasetEditor(QWidget):
         sel = has and self.table.currentIndex().isValid()
         self.act_undo.setEnabled(self.undo_stack.canUndo())
         self.act_redo.setEnabled(self.undo_stack.canRedo())
-        self.act_undo.setToolTip(f"Undo {self.undo_stack.undoText()} (Ctrl+Z)" if self.undo_stack.canUndo()
-                                 else "Nothing to undo")
-        self.act_redo.setToolTip(f"Redo {self.undo_stack.redoText()} (Ctrl+Shift+Z)" if self.undo_stack.canRedo()
-                                 else "Nothing to redo")
+        self.act_undo.setToolTip(f"Undo {self.undo_stack.undoText()} ({self._shown_keys[self.act_undo]})"
+                                 if self.undo_stack.canUndo() else "Nothing to undo")
+        self.act_redo.setToolTip(f"Redo {self.undo_stack.redoText()} ({self._shown_keys[self.act_redo]})"
+                                 if self.undo_stack.canRedo() else "Nothing to redo")
         for act in (self.act_save, self.act_save_as, self.act_add, self.act_find, self.act_next_finding):
             act.setEnabled(has)
         self.act_split.setEnabled(has and self.path() is not None)

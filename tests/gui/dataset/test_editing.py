@@ -196,7 +196,8 @@ def test_keyboard_navigation(make_editor, small_dataset):
     # The shortcuts an annotator uses without the mouse.
     keys = {a.text(): [k.toString() for k in a.shortcuts()] for a in ed.actions()}
     assert "Alt+Down" in keys["Next record"] and "Ctrl+J" in keys["Next record"]
-    assert keys["Next finding"] == ["F8"] and keys["Save"] == ["Ctrl+S"] and keys["Find"] == ["Ctrl+F"]
+    # A standard key brings every key the platform binds to it (a keyboard's own Save key too).
+    assert keys["Next finding"] == ["F8"] and "Ctrl+S" in keys["Save"] and "Ctrl+F" in keys["Find"]
     assert "Ctrl+Z" in keys["Undo"]
 
 
