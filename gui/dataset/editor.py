@@ -156,6 +156,34 @@ class CellDelegate(QStyledItemDelegate):
         editor.setGeometry(rect)
 
 
+class RecordTable(QTableView):
+    """The records table, with :meth:`jump_to` for the editor's jumps to a record.
+
+    Qt's setCurrentIndex decides from the keys held down whether it extends the selection, and
+    leaves the start of a Shift+arrow selection where the keyboard last left it: after Shift+F8
+    back to record 5, Shift+Down selected from a row left long before to record 6, a thousand
+    records that Delete then removed, record 5 not among them.
+    """
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._jumping = False
+
+    def jump_to(self, index: QModelIndex) -> None:
+        """Make ``index`` current and select its row alone, starting a new Shift+arrow selection
+        there, even while Shift is held (Shift+F8, Shift+F3, Alt+Shift+Up)."""
+        self._jumping = True
+        try:
+            self.setCurrentIndex(index)
+        finally:
+            self._jumping = False
+
+    def selectionCommand(self, index, event=None):  # noqa: N802 - Qt's name
+        if self._jumping:
+            return QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+        return super().selectionCommand(index, event)
+
+
 class Banner(QFrame):
     """A one-line notice above the table with up to two action buttons and a close button."""
 
@@ -628,8 +656,7 @@ class DatasetEditor(QWidget):
             pidx = self._proxy_index_of(index, column)
         if not pidx.isValid():
             return False
-        self.table.selectionModel().setCurrentIndex(
-            pidx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.table.jump_to(pidx)
         self.table.scrollTo(pidx)
         return True
 
@@ -939,8 +966,7 @@ class DatasetEditor(QWidget):
         row = 0 if not cur.isValid() else max(0, min(n - 1, cur.row() + delta))
         col = cur.column() if cur.isValid() else self._first_text_column()
         pidx = self.proxy.index(row, col)
-        self.table.selectionModel().setCurrentIndex(
-            pidx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.table.jump_to(pidx)
         self.table.scrollTo(pidx)
 
     def goto_finding(self, delta: int = 1) -> bool:
@@ -1031,7 +1057,7 @@ class DatasetEditor(QWidget):
         filter_row.addLayout(filter_top)
         filter_row.addLayout(filter_bottom)
 
-        self.table = QTableView()
+        self.table = RecordTable()
         self.table.setObjectName("records")
         self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -1938,8 +1964,7 @@ class DatasetEditor(QWidget):
         idx = self.model.index_of_record(rec, hint=current) if rec is not None else -1
         pidx = self._proxy_index_of(idx, None) if idx >= 0 else QModelIndex()
         if pidx.isValid():
-            self.table.selectionModel().setCurrentIndex(
-                pidx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+            self.table.jump_to(pidx)
             self.table.scrollTo(pidx, QAbstractItemView.ScrollHint.PositionAtCenter)
         elif self.proxy.rowCount():
             self.goto_record(0)

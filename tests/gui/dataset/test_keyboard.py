@@ -56,3 +56,28 @@ def test_redo_keys_redo(shown_editor, small_dataset, qtbot, keys, where):
     assert "Ctrl+Shift+Z" in tip and "Ctrl+Y" in tip
     bound = [k.toString() for k in ed.act_redo.shortcuts()]
     assert "Ctrl+Shift+Z" in bound and bound.count("Ctrl+Y") == 1
+
+
+@pytest.mark.parametrize("jump", ["shift-f8", "shift-f3"])
+def test_shift_arrow_after_a_jump_selects_from_the_record_jumped_to(shown_editor, small_dataset, qtbot, jump):
+    """Shift+Down after a jump made while Shift was held (Shift+F8, Shift+F3) selects the record
+    jumped to and the next one: it used to select from the row the keyboard had left before, 30
+    records without the one jumped to, which Delete then removed."""
+    ed = shown_editor(small_dataset)
+    table = ed.table
+    ed.select_record(40)
+    table.setFocus()
+    qtbot.keyClick(table, Qt.Key.Key_Down)  # the keyboard leaves the table at record 41
+    target = 10
+    if jump == "shift-f8":
+        ed.model.set_findings({id(ed.dataset().records[target]): (ed.dataset().records[target], ["a finding"])})
+        qtbot.keyClick(table, Qt.Key.Key_F8, SHIFT)
+    else:
+        ed.find_bar.find.setText(ed.dataset().records[target].peek()["instruction"])
+        qtbot.keyClick(table, Qt.Key.Key_F3, SHIFT)
+    assert ed.current_record_index() == target
+    table.setFocus()
+    qtbot.keyClick(table, Qt.Key.Key_Down, SHIFT)
+    assert ed.selected_record_indices() == [target, target + 1]
+    qtbot.keyClick(table, Qt.Key.Key_Delete)
+    assert len(ed.dataset().records) == 62  # the two records selected, no more
