@@ -969,6 +969,24 @@ class DatasetEditor(QWidget):
         self.table.jump_to(pidx)
         self.table.scrollTo(pidx)
 
+    def edit_in_form(self) -> bool:
+        """Show the form and put the cursor in the box of the current cell's column (Enter in the
+        table). False when no record is current."""
+        if self.current_record_index() < 0:
+            return False
+        self.tabs.setCurrentWidget(self.form)
+        col = self.table.currentIndex().column()
+        key = self.model.columns()[col].key if 0 <= col < self.model.columnCount() else None
+        return self.form.focus_box(key) is not None
+
+    def back_to_table(self) -> None:
+        """Put the keyboard back in the table, on the current record (Esc in the form). The typing
+        in the form is committed as an undo step of its own."""
+        self.form.seal()
+        self.table.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        if self.table.currentIndex().isValid():
+            self.table.scrollTo(self.table.currentIndex())
+
     def goto_finding(self, delta: int = 1) -> bool:
         """Go to the next (or previous) record with a lint finding or broken JSON."""
         if self._ds is None:
@@ -1206,6 +1224,19 @@ class DatasetEditor(QWidget):
         # Delete alone must stay a text key in the form: only the table maps it to "delete records".
         QShortcut(QKeySequence(Qt.Key.Key_Delete), self.table, activated=self.delete_records,
                   context=Qt.ShortcutContext.WidgetShortcut)
+        # Table and form without the mouse: Enter in the table (not in an open cell editor, which
+        # has the focus then) goes to the form's box for the current column; Esc in the form comes back.
+        self.act_edit_in_form = QAction("Edit in the form", self.table)
+        self.act_edit_in_form.setShortcuts([QKeySequence(Qt.Key.Key_Return), QKeySequence(Qt.Key.Key_Enter)])
+        self.act_edit_in_form.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        self.act_edit_in_form.triggered.connect(self.edit_in_form)
+        self.table.addAction(self.act_edit_in_form)
+        self.act_back_to_table = QAction("Back to the table", self.form)
+        self.act_back_to_table.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        self.act_back_to_table.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.act_back_to_table.triggered.connect(self.back_to_table)
+        self.form.addAction(self.act_back_to_table)
+        self.tabs.setTabToolTip(0, "The selected record. Enter in the table: edit it here; Esc: back to the table")
 
     def _wire(self) -> None:
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
@@ -2063,11 +2094,7 @@ class DatasetEditor(QWidget):
 
     def _focus_form(self) -> None:
         self.tabs.setCurrentWidget(self.form)
-        edit = self.form.field_edit("instruction") if self._ds.format == RecordFormat.ALPACA else None
-        if edit is None and self.form.turns:
-            edit = self.form.turns[0].content
-        if edit is not None:
-            edit.setFocus()
+        self.form.focus_box()
 
     def _selected_text(self) -> str:
         w = QApplication.focusWidget()

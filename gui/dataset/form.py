@@ -41,6 +41,7 @@ from engine.data.records import (
     CONVERSATION_KEY,
     ERROR_PLACE,
     MESSAGE_ROLES,
+    SHAREGPT_ROLES,
     Record,
     RecordFormat,
     turn_content,
@@ -278,7 +279,8 @@ class RecordForm(QWidget):
         head.addWidget(self.json_button)
 
         # Page 0: nothing selected.
-        empty = QLabel("Select a record to edit it.\n\nAlt+Down / Alt+Up: next / previous record")
+        empty = QLabel("Select a record to edit it.\n\nEnter in the table: edit the record here\n"
+                       "Esc: back to the table\nAlt+Down / Alt+Up: next / previous record")
         empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         empty.setStyleSheet("color: palette(mid);")
 
@@ -545,6 +547,40 @@ class RecordForm(QWidget):
         edit.setTextCursor(cursor)
         edit.ensureCursorVisible()
         self.scroll.ensureWidgetVisible(edit)
+
+    def focus_box(self, key: str | None = None) -> QWidget | None:
+        """Put the cursor at the end of the box that edits the table column ``key`` (a field, or
+        ``@user``/``@assistant``/``@system`` of a conversation: the turn that column shows), else in
+        the record's first box. Returns the box, or None when no record is shown."""
+        page = self.pages.currentIndex()
+        box: QWidget | None = None
+        if page == 3:
+            box = self.raw
+        elif page == 1:
+            std = next((k for k, own in self._own.items() if own == key), key)
+            box = self.fields.get(std) or self._extra_edits.get(key) or self.fields["instruction"]
+        elif page == 2:
+            box = self._extra_edits.get(key)
+            role = key[1:] if key and key.startswith("@") else None
+            if role == "system" and self.chat_system.isVisible():
+                box = self.chat_system
+            elif role is not None:
+                said = [t for t in self.turns if SHAREGPT_ROLES.get(t.role.currentText(), t.role.currentText()) == role]
+                if said:  # the table shows the first user turn and the last assistant turn
+                    box = (said[-1] if role == "assistant" else said[0]).content
+            if box is None and self.turns:
+                box = self.turns[0].content
+            if box is None:
+                box = self.chat_system if self.chat_system.isVisible() else self.add_turn_button
+        if box is None:
+            return None
+        box.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        if isinstance(box, QPlainTextEdit):
+            box.moveCursor(QTextCursor.MoveOperation.End)
+        elif isinstance(box, QLineEdit):
+            box.end(False)
+        self.scroll.ensureWidgetVisible(box)
+        return box
 
     def field_edit(self, key: str) -> QPlainTextEdit | None:
         """The box of an Alpaca field (``instruction``...), ``raw``, or ``system`` of a chat."""

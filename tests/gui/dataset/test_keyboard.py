@@ -81,3 +81,44 @@ def test_shift_arrow_after_a_jump_selects_from_the_record_jumped_to(shown_editor
     assert ed.selected_record_indices() == [target, target + 1]
     qtbot.keyClick(table, Qt.Key.Key_Delete)
     assert len(ed.dataset().records) == 62  # the two records selected, no more
+
+
+def test_enter_in_the_table_edits_the_current_cell_in_the_form_and_escape_comes_back(shown_editor, small_dataset,
+                                                                                     qtbot):
+    """Enter in the table puts the cursor at the end of the form's box for the current column;
+    Esc in the form puts the keyboard back in the table, on the same record, the typing kept.
+    Neither key did anything: the only way between them was the mouse."""
+    from PySide6.QtWidgets import QApplication
+
+    ed = shown_editor(small_dataset)
+    ed.tabs.setCurrentWidget(ed.lint_panel)  # the form is shown by Enter, whatever tab was up
+    ed.select_record(3, ed.model.column_of("output"))
+    ed.table.setFocus()
+    qtbot.keyClick(ed.table, Qt.Key.Key_Return)
+    box = ed.form.field_edit("output")
+    assert ed.tabs.currentWidget() is ed.form
+    assert QApplication.focusWidget() is box
+    assert box.textCursor().atEnd()
+    before = ed.dataset().records[3].peek()["output"]
+    qtbot.keyClicks(box, " Checked.")
+    qtbot.keyClick(box, Qt.Key.Key_Escape)
+    assert QApplication.focusWidget() is ed.table
+    assert ed.current_record_index() == 3
+    assert ed.dataset().records[3].peek()["output"] == before + " Checked."
+    qtbot.keyClick(ed.table, Qt.Key.Key_Down)  # the keyboard goes on in the table
+    assert ed.current_record_index() == 4
+    ed.select_record(4, ed.model.column_of("instruction"))
+    qtbot.keyClick(ed.table, Qt.Key.Key_Enter)
+    assert QApplication.focusWidget() is ed.form.field_edit("instruction")
+
+
+def test_enter_on_a_conversations_assistant_column_edits_the_turn_it_shows(shown_editor, messages_file, qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    ed = shown_editor(messages_file)
+    ed.select_record(0, ed.model.column_of("@assistant"))
+    ed.table.setFocus()
+    qtbot.keyClick(ed.table, Qt.Key.Key_Return)
+    assert QApplication.focusWidget() is ed.form.turns[2].content  # "Hello!", the assistant's turn
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Escape)
+    assert QApplication.focusWidget() is ed.table
