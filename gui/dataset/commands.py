@@ -49,6 +49,10 @@ class ReplaceRecordsCommand(QUndoCommand):
         """Stop later commits from merging into this step (the user moved on)."""
         self._merge_key = None
 
+    def touched(self, undone: bool) -> list[int]:
+        """The record indices this step changed, as they are after it was undone or redone."""
+        return [i for i, _ in self._changes]
+
 
 class InsertRecordsCommand(QUndoCommand):
     """Insert records at an index (add, duplicate, paste)."""
@@ -62,6 +66,10 @@ class InsertRecordsCommand(QUndoCommand):
 
     def undo(self) -> None:
         self._model.remove_records(list(range(self._index, self._index + len(self._records))))
+
+    def touched(self, undone: bool) -> list[int]:
+        """The inserted records after a redo; after an undo, the place they were taken from."""
+        return [self._index] if undone else list(range(self._index, self._index + len(self._records)))
 
     @property
     def index(self) -> int:
@@ -82,6 +90,10 @@ class RemoveRecordsCommand(QUndoCommand):
 
     def undo(self) -> None:
         self._model.restore_records(self._removed)
+
+    def touched(self, undone: bool) -> list[int]:
+        """The records put back after an undo; after a redo, the place the first was taken from."""
+        return list(self._indices) if undone else self._indices[:1]
 
 
 class MoveRecordsCommand(QUndoCommand):
@@ -118,3 +130,7 @@ class MoveRecordsCommand(QUndoCommand):
     def undo(self) -> None:
         for i, j in reversed(self._moves):
             self._model.move_record(j, i)
+
+    def touched(self, undone: bool) -> list[int]:
+        """Where the moved records are after the undo or redo."""
+        return sorted(i for i, _ in self._moves) if undone else sorted(self.new_indices)

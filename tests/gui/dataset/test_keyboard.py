@@ -122,3 +122,35 @@ def test_enter_on_a_conversations_assistant_column_edits_the_turn_it_shows(shown
     assert QApplication.focusWidget() is ed.form.turns[2].content  # "Hello!", the assistant's turn
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Escape)
     assert QApplication.focusWidget() is ed.table
+
+
+def test_undo_and_redo_show_the_record_they_change(shown_editor, small_dataset, qtbot):
+    """Undoing edits of several records one by one shows each record as its edit is undone (it
+    went on showing the record last selected, the change out of sight); an undone delete selects
+    the records it puts back."""
+    ed = shown_editor(small_dataset)
+    for i in (2, 5, 9):
+        _type_in_output(ed, qtbot, i, f" edit {i}")
+        ed.form.seal()
+    ed.select_record(20)
+    ed.table.setFocus()
+    outputs = lambda: [ed.dataset().records[i].peek()["output"] for i in (2, 5, 9)]  # noqa: E731
+    qtbot.keyClick(ed.table, Qt.Key.Key_Z, CTRL)
+    assert ed.current_record_index() == 9 and not outputs()[2].endswith(" edit 9")
+    assert ed.form.field_edit("output").toPlainText() == outputs()[2]  # the form shows the undone text
+    qtbot.keyClick(ed.table, Qt.Key.Key_Z, CTRL)
+    assert ed.current_record_index() == 5 and not outputs()[1].endswith(" edit 5")
+    qtbot.keyClick(ed.table, Qt.Key.Key_Y, CTRL)
+    assert ed.current_record_index() == 5 and outputs()[1].endswith(" edit 5")
+    qtbot.keyClick(ed.table, Qt.Key.Key_Y, CTRL)
+    assert ed.current_record_index() == 9 and outputs()[2].endswith(" edit 9")
+
+    ed.select_record(30)
+    for _ in range(2):
+        qtbot.keyClick(ed.table, Qt.Key.Key_Down, SHIFT)
+    kept = [ed.dataset().records[i] for i in (30, 31, 32)]
+    qtbot.keyClick(ed.table, Qt.Key.Key_Delete)
+    ed.select_record(50)
+    qtbot.keyClick(ed.table, Qt.Key.Key_Z, CTRL)
+    assert ed.selected_record_indices() == [30, 31, 32]
+    assert [ed.dataset().records[i] for i in (30, 31, 32)] == kept
