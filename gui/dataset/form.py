@@ -17,7 +17,7 @@ import json
 import re
 from typing import NamedTuple
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFontDatabase, QKeySequence, QTextCursor
 from PySide6.QtWidgets import (
     QComboBox,
@@ -78,11 +78,16 @@ class FieldEdit(QPlainTextEdit):
         self._fit()
 
     def event(self, e) -> bool:
-        # Let Undo/Redo reach the editor's shortcuts instead of this box.
-        if e.type() == QEvent.Type.ShortcutOverride and (
-                e.matches(QKeySequence.StandardKey.Undo) or e.matches(QKeySequence.StandardKey.Redo)):
-            e.ignore()
-            return False
+        if e.type() == QEvent.Type.ShortcutOverride:
+            # Let Undo/Redo reach the editor's shortcuts instead of this box.
+            if e.matches(QKeySequence.StandardKey.Undo) or e.matches(QKeySequence.StandardKey.Redo):
+                e.ignore()
+                return False
+            # Deleting a word is the box's: Ctrl+Delete is also the editor's "Delete records", and in
+            # a box it deleted the record being typed in instead of the next word.
+            if e.matches(QKeySequence.StandardKey.DeleteEndOfWord) or e.matches(QKeySequence.StandardKey.DeleteStartOfWord):
+                e.accept()
+                return True
         return super().event(e)
 
     def resizeEvent(self, e) -> None:  # noqa: N802 - Qt's name
@@ -119,6 +124,26 @@ class FieldEdit(QPlainTextEdit):
             self.setFixedHeight(int(height))
 
 
+class _UndoToStack(QObject):
+    """Sends Undo/Redo typed in a one-line box of the form (a turn's role, an other field) to the
+    editor's undo stack, as :class:`FieldEdit` does: the box's own undo took them, so Ctrl+Z in a
+    role box after "Remove turn" (where the focus goes next) did not bring the turn back."""
+
+    def eventFilter(self, watched, e) -> bool:  # noqa: N802 - Qt's name
+        if e.type() == QEvent.Type.ShortcutOverride and (
+                e.matches(QKeySequence.StandardKey.Undo) or e.matches(QKeySequence.StandardKey.Redo)):
+            e.ignore()
+            return True  # not overridden: the shortcut fires
+        return False
+
+
+def _undo_to_stack(box: QWidget) -> None:
+    keys = _UndoToStack(box)
+    box.installEventFilter(keys)
+    if isinstance(box, QComboBox) and box.lineEdit() is not None:
+        box.lineEdit().installEventFilter(keys)
+
+
 def _caption(text: str) -> QLabel:
     label = QLabel(text)
     label.setStyleSheet(_CAPTION_STYLE)
@@ -151,6 +176,7 @@ class TurnEdit(QFrame):
         self.role.setCurrentText(tag if isinstance(tag, str) else "")
         self.role.setMinimumContentsLength(9)
         self.role.setToolTip("Who speaks this turn")
+        _undo_to_stack(self.role)
         self.content = FieldEdit(2, 12)
         text = turn.get(text_key) if is_turn else turn
         if is_turn and turn.get("tool_calls"):  # an OpenAI tool call: shown as the text it trains as
@@ -727,6 +753,7 @@ class RecordForm(QWidget):
             for k, v in text_extras.items():
                 edit = QLineEdit(v)
                 edit.setObjectName(f"extra_{k}")
+                _undo_to_stack(edit)
                 edit.textChanged.connect(lambda _t, k=k: self._on_field_changed(k))
                 self._extra_edits[k] = edit
                 form.addRow(k, edit)

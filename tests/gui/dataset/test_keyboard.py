@@ -154,3 +154,43 @@ def test_undo_and_redo_show_the_record_they_change(shown_editor, small_dataset, 
     qtbot.keyClick(ed.table, Qt.Key.Key_Z, CTRL)
     assert ed.selected_record_indices() == [30, 31, 32]
     assert [ed.dataset().records[i] for i in (30, 31, 32)] == kept
+
+
+def test_ctrl_delete_in_a_form_box_deletes_a_word_not_the_record(shown_editor, small_dataset, qtbot):
+    ed = shown_editor(small_dataset)
+    ed.select_record(3)
+    box = ed.form.field_edit("output")
+    box.setPlainText("first second third")
+    ed.form.flush()
+    box.setFocus()
+    box.moveCursor(box.textCursor().MoveOperation.Start)
+    qtbot.keyClick(box, Qt.Key.Key_Delete, CTRL)
+    ed.form.flush()
+    assert len(ed.dataset().records) == 64  # it was "Delete records": record 4 went
+    assert ed.current_record_index() == 3
+    assert ed.dataset().records[3].peek()["output"].split() == ["second", "third"]
+    ed.table.setFocus()
+    qtbot.keyClick(ed.table, Qt.Key.Key_Delete, CTRL)  # in the table it still deletes the record
+    assert len(ed.dataset().records) == 63
+
+
+def test_ctrl_z_in_a_role_box_undoes_the_removed_turn(shown_editor, messages_file, qtbot):
+    """After ✕ on a turn the focus goes to a role box; Ctrl+Z there went to that box's own undo
+    and the turn stayed removed. A one-line box of the form sends Undo/Redo to the editor."""
+    from PySide6.QtWidgets import QToolButton
+
+    ed = shown_editor(messages_file)
+    ed.select_record(0)
+    before = ed.dataset().records[0].peek()["messages"]
+    remove = next(b for b in ed.form.turns[1].findChildren(QToolButton) if b.text() == "✕")
+    remove.setFocus()
+    qtbot.keyClick(remove, Qt.Key.Key_Space)
+    assert len(ed.dataset().records[0].peek()["messages"]) == 2
+    role = ed.form.turns[1].role
+    role.setFocus()
+    qtbot.keyClick(role, Qt.Key.Key_Z, CTRL)
+    assert ed.dataset().records[0].peek()["messages"] == before
+    role = ed.form.turns[1].role
+    role.setFocus()
+    qtbot.keyClick(role, Qt.Key.Key_Y, CTRL)
+    assert len(ed.dataset().records[0].peek()["messages"]) == 2
