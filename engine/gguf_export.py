@@ -131,11 +131,13 @@ class GgufResult:
     seconds: float
     fallbacks: list[str] = field(default_factory=list)
     """Tensors written as f16 because their rows don't split into q8_0 blocks."""
+    renamed: str | None = None
+    """Why ``general.name`` in the file differs from the name asked for (:func:`llama_cpp_name`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "type": self.type, "arch": self.arch, "tokenizer": self.tokenizer,
                 "pre_tokenizer": self.pre_tokenizer, "tensors": self.tensors, "bytes": self.bytes,
-                "seconds": round(self.seconds, 2), "f16_fallbacks": self.fallbacks}
+                "seconds": round(self.seconds, 2), "f16_fallbacks": self.fallbacks, "renamed": self.renamed}
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -242,8 +244,9 @@ def tokenizer_kind(tok_json: dict[str, Any]) -> tuple[str, str | None]:
                      hint="llama.cpp's convert_hf_to_gguf.py handles more tokenizers.")
 
 
-def _bpe_vocab(model_dir: Path, vocab_size: int, trust_remote_code: bool) -> tuple[list[str], list[int]]:
-    """Byte-level BPE tokens and types, id by id up to the model's vocab size (as llama.cpp's converter lists them)."""
+def _bpe_vocab(model_dir: Path, vocab_size: int, trust_remote_code: bool) -> tuple[list[str], list[int], bool]:
+    """Byte-level BPE tokens and types, id by id up to the model's vocab size (as llama.cpp's converter lists
+    them), and whether the tokenizer puts its BOS token before the text."""
     import gguf
     from transformers import AutoTokenizer
 
@@ -271,7 +274,11 @@ def _bpe_vocab(model_dir: Path, vocab_size: int, trust_remote_code: bool) -> tup
         else:
             types.append(gguf.TokenType.NORMAL)
         tokens.append(token)
-    return tokens, types
+    return tokens, types, _adds_bos(tok)
+
+
+def _adds_bos(tok) -> bool:
+    return tok.bos_token_id is not None and tok("a").input_ids[:1] == [tok.bos_token_id]
 
 
 def _spm_vocab(model_dir: Path, vocab_size: int,
@@ -324,8 +331,7 @@ def _spm_vocab(model_dir: Path, vocab_size: int,
             types.append(T.USER_DEFINED)
         else:
             types.append(T.NORMAL)
-    ids = tok("a").input_ids
-    return tokens, scores, types, tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id]
+    return tokens, scores, types, _adds_bos(tok)
 
 
 def chosen_pre(model_dir: Path, pre_override: str | None) -> tuple[str, str | None]:
@@ -354,7 +360,8 @@ def chosen_pre(model_dir: Path, pre_override: str | None) -> tuple[str, str | No
 
 
 def _write_vocab(writer, model_dir: Path, vocab_size: int, pre_override: str | None,
-                 trust_remote_code: bool) -> tuple[str, str | None]:
+                 trust_remote_code: bool) -> tuple[str, str | None, list[str], list[int]]:
+    """The tokenizer as a GGUF vocabulary; returns its kind, pre-tokenizer, tokens and token types."""
     import gguf
 
     kind, pre = chosen_pre(model_dir, pre_override)
@@ -364,7 +371,7 @@ def _write_vocab(writer, model_dir: Path, vocab_size: int, pre_override: str | N
                              f"({', '.join(PRE_TOKENIZERS)}); llama.cpp needs its name to split text as the "
                              "model was trained", hint="Name it with --pre (e.g. --pre llama-bpe) if you know "
                              "it, or convert with llama.cpp's convert_hf_to_gguf.py.")
-        tokens, types = _bpe_vocab(model_dir, vocab_size, trust_remote_code)
+        tokens, types, adds_bos = _bpe_vocab(model_dir, vocab_size, trust_remote_code)
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(pre)
         writer.add_token_list(tokens)
@@ -379,10 +386,45 @@ def _write_vocab(writer, model_dir: Path, vocab_size: int, pre_override: str | N
         writer.add_token_types(types)
         writer.add_add_space_prefix(adds_space_prefix(_tokenizer_json(model_dir)))
         special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=len(tokens))
-        if "bos" not in special.add_special_token:  # llama.cpp adds BOS to such a vocabulary unless told
-            special.add_special_token["bos"] = adds_bos
+    # llama.cpp adds BOS to a SentencePiece-style or llama-bpe vocabulary unless told otherwise
+    # (llama-vocab.cpp); say what the tokenizer does where its files don't.
+    if "bos" not in special.add_special_token:
+        special.add_special_token["bos"] = adds_bos
     special.add_to_gguf(writer, quiet=True)
-    return kind, pre
+    return kind, pre, tokens, types
+
+
+_PHI3_NAME = re.compile(r"phi-?3", re.IGNORECASE)
+_PHI3_UNSTRIPPED = ("<unk>", "<s>", "<|endoftext|>")
+
+
+def llama_cpp_name(name: str, tokens: list[str], types: list[int], tok_json: dict[str, Any]) -> tuple[str, str | None]:
+    """``general.name`` for the file, and why it differs from ``name`` (None when it doesn't).
+
+    GGUF has no key for a special token's ``rstrip`` (it eats the whitespace after it). llama.cpp
+    infers it from the name instead (llama-vocab.cpp): when ``general.name`` contains "phi3" or
+    "phi-3" in any case, every special token strips but ``<unk>``, ``<s>`` and ``<|endoftext|>``,
+    and ``</s>`` does too, as in Phi-3's tokenizer.json; and a vocabulary lacking one of those four
+    then fails to load. So the name says Phi-3 when that is closer to the tokenizer's own flags
+    than no stripping ("(Phi-3)" is added), and otherwise doesn't ("Phi-3"/"phi3" become
+    "Phi 3"/"phi 3", as llama.cpp's converter titles a Phi-3 folder).
+    """
+    import gguf
+
+    special = {t for t, k in zip(tokens, types, strict=True)
+               if k in (gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED, gguf.TokenType.UNKNOWN)}
+    strips = {t["content"] for t in tok_json.get("added_tokens") or [] if t.get("rstrip")}
+    as_phi3 = (special - set(_PHI3_UNSTRIPPED)) | {"</s>"}
+    phi3 = set(_PHI3_UNSTRIPPED + ("</s>",)) <= set(tokens) and len(as_phi3 ^ strips) < len(strips)
+    says_phi3 = bool(_PHI3_NAME.search(name))
+    if phi3 and not says_phi3:
+        return f"{name} (Phi-3)", ("'(Phi-3)' added to the name: llama.cpp strips the whitespace after special "
+                                   "tokens, as this tokenizer does, only in a model named Phi-3")
+    if says_phi3 and not phi3:
+        renamed = _PHI3_NAME.sub(lambda m: m.group(0)[:3] + " 3", name)
+        return renamed, (f"named '{renamed}': llama.cpp takes a model whose name contains 'phi3' or 'phi-3' "
+                         "for one with Phi-3's tokenizer, which this one isn't")
+    return name, None
 
 
 # ---------------------------------------------------------------------------- hyper-parameters
@@ -414,9 +456,8 @@ def _llama3_rope_factors(config):
     return (default / scaled).float().numpy()
 
 
-def _write_hparams(writer, config, name: str, family: Family) -> list[tuple[str, Any]]:
+def _write_hparams(writer, config, family: Family) -> list[tuple[str, Any]]:
     """Model keys; returns extra tensors (name, float32 array) the rope scaling needs."""
-    writer.add_name(name)
     writer.add_context_length(int(config.max_position_embeddings))
     writer.add_embedding_length(int(config.hidden_size))
     writer.add_block_count(int(config.num_hidden_layers))
@@ -724,10 +765,13 @@ def export_gguf(model_dir: str | Path, out: str | Path, *, out_type: str = "q8_0
     tmp = _temp_beside(out)
     writer = gguf.GGUFWriter(tmp, arch)
     try:
-        extra = _write_hparams(writer, config, name or model_dir.name, family)
+        extra = _write_hparams(writer, config, family)
         writer.add_file_type(ftype)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        kind, pre = _write_vocab(writer, model_dir, int(config.vocab_size), pre_tokenizer, trust_remote_code)
+        kind, pre, tokens, types = _write_vocab(writer, model_dir, int(config.vocab_size), pre_tokenizer,
+                                                trust_remote_code)
+        name, renamed = llama_cpp_name(name or model_dir.name, tokens, types, _tokenizer_json(model_dir))
+        writer.add_name(name)
         for tname, arr in extra:
             writer.add_tensor_info(tname, arr.shape, arr.dtype, arr.nbytes)
         for p in plans:
@@ -751,7 +795,7 @@ def export_gguf(model_dir: str | Path, out: str | Path, *, out_type: str = "q8_0
         tmp.unlink(missing_ok=True)
         raise
     return GgufResult(out, out_type, arch, kind, pre, len(plans) + len(extra), out.stat().st_size,
-                      time.perf_counter() - t0, fallbacks)
+                      time.perf_counter() - t0, fallbacks, renamed)
 
 
 def _check_out(out: str | Path, overwrite: bool) -> Path:
@@ -1244,6 +1288,8 @@ def describe(result: GgufResult) -> str:
     if result.fallbacks:
         text += (f"\n  {len(result.fallbacks)} tensor(s) kept in f16: their rows don't split into q8_0 blocks "
                  f"({', '.join(result.fallbacks[:3])}{'...' if len(result.fallbacks) > 3 else ''})")
+    if result.renamed:
+        text += f"\n  {result.renamed}"
     return text
 
 

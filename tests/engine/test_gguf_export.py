@@ -55,19 +55,26 @@ def _words() -> list[str]:
     return [w for t in texts for w in t.split(" ") if w]
 
 
-def tiny_spm_tokenizer(out: Path) -> None:
+def tiny_spm_tokenizer(out: Path, *, phi3_specials: bool = False) -> None:
     """A SentencePiece-style BPE as Llama 2's and Mistral's tokenizer.json are: byte fallback,
-    ``▁`` for spaces, ``<0xXX>`` byte tokens, ``<unk>``/``<s>``/``</s>``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    ``▁`` for spaces, ``<0xXX>`` byte tokens, ``<unk>``/``<s>``/``</s>``. With ``phi3_specials``,
+    Phi-3-mini's added tokens as its tokenizer.json has them: each strips the whitespace after it
+    (``rstrip``), except ``<|endoftext|>``, and so does ``</s>``."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                      decoders.Strip(" ", 1, 0)])
-    specials = ["<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))]
+    eos = AddedToken("</s>", rstrip=True, special=True, normalized=False) if phi3_specials else "</s>"
+    specials = ["<unk>", "<s>", eos, *(f"<0x{i:02X}>" for i in range(256))]
     tok.train_from_iterator(_words(), trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
                                                           limit_alphabet=100, show_progress=False))
+    if phi3_specials:
+        tok.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)] + [
+            AddedToken(t, rstrip=True, special=True, normalized=False)
+            for t in ("<|assistant|>", "<|system|>", "<|end|>", "<|user|>")])
     PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                             pad_token="<unk>").save_pretrained(out)
 
@@ -95,9 +102,10 @@ def tiny_gemma_tokenizer(out: Path) -> None:
 
 
 def tiny_model(out: Path, arch: str, *, pattern: str | None = None, spm: bool = False, vocab_extra: int = 0,
-               **shape) -> Path:
+               phi3_specials: bool = False, **shape) -> Path:
     """A tiny random model of ``arch`` saved with safetensors and its own tokenizer (byte-level
-    BPE split by ``pattern``, SentencePiece-style with ``spm``, Gemma's for Gemma)."""
+    BPE split by ``pattern``, SentencePiece-style with ``spm`` (with Phi-3-mini's added tokens with
+    ``phi3_specials``), Gemma's for Gemma)."""
     import torch
     from transformers import (
         AutoTokenizer,
@@ -114,7 +122,7 @@ def tiny_model(out: Path, arch: str, *, pattern: str | None = None, spm: bool = 
     if gemma:
         tiny_gemma_tokenizer(out)
     elif spm:
-        tiny_spm_tokenizer(out)
+        tiny_spm_tokenizer(out, phi3_specials=phi3_specials)
     else:
         tiny_tokenizer(out, pattern)
     tok = AutoTokenizer.from_pretrained(out)
@@ -257,7 +265,8 @@ def test_sentencepiece_style_tokenizer_is_written_as_a_llama_vocab(tmp_path):
 # Phi-3 and Gemma: tiny models shaped as the released ones are where llama.cpp fixes a shape in
 # its code (Gemma: tied embeddings, attention scaled by head_dim, every 2nd / 6th layer global).
 FAMILIES = {
-    "phi3": dict(spm=True, bos_token_id=1, eos_token_id=2),  # Phi-3/3.5-mini: a Llama 2 style tokenizer
+    # Phi-3/3.5-mini: a Llama 2 style tokenizer with Phi-3's added tokens
+    "phi3": dict(spm=True, phi3_specials=True, bos_token_id=1, eos_token_id=2),
     "gemma2": {},
     "gemma3": dict(num_hidden_layers=7, sliding_window=8),  # layer 5 global; a window shorter than the text
 }
@@ -310,6 +319,50 @@ def test_phi3_and_gemma_round_trip_exactly(tmp_path, arch):
     else:
         assert fields["gemma3.rope.freq_base"] == 1_000_000.0  # the global layers'; llama.cpp fixes the local 10k
         assert "gemma3.final_logit_softcapping" not in fields and "gemma3.attn_logit_softcapping" not in fields
+
+
+def test_the_name_tells_llama_cpp_whether_the_tokenizer_strips_as_phi3s(tmp_path):
+    """llama.cpp (llama-vocab.cpp) reads no strip flags from the file: when general.name contains
+    "phi3" or "phi-3", it makes every special token but <unk>, <s> and <|endoftext|> eat the
+    whitespace after it, as Phi-3's tokenizer.json does, and it can't load a vocabulary that lacks
+    one of those four. So the name says Phi-3 exactly when the tokenizer strips as Phi-3's, whatever
+    the folder or run is called."""
+    from transformers import AutoTokenizer
+
+    from engine.gguf_export import describe
+
+    phi3 = tiny_model(tmp_path / "legal-assistant", "phi3", **FAMILIES["phi3"])
+    tok = AutoTokenizer.from_pretrained(phi3)
+    assert tok.convert_ids_to_tokens(tok("<|user|>\nhello</s> hello").input_ids) == ["<|user|>", "▁hello", "</s>",
+                                                                                     "▁hello"]
+    result = export_gguf(phi3, tmp_path / "phi3.gguf", out_type="f16")
+    assert re.fullmatch(r"legal-assistant \(.*Phi-3.*\)", _fields(result.path)["general.name"])
+    assert "Phi-3" in describe(result)
+
+    # Named after Phi-3, with tokenizers that aren't Phi-3's: a Llama 2 style one (no <|endoftext|>),
+    # and Phi-4-mini's shape (byte-level, no <s>); llama.cpp would refuse to load either file.
+    for folder, arch, kw in (("my-Phi-3-run", "mistral", dict(spm=True, bos_token_id=1, eos_token_id=2)),
+                             ("phi3-mini-test", "phi3", dict(pattern=PRE["llama-bpe"]))):
+        model_dir = tiny_model(tmp_path / folder, arch, **kw)
+        result = export_gguf(model_dir, tmp_path / f"{folder}.gguf", out_type="f16")
+        name = _fields(result.path)["general.name"]
+        assert name == folder.replace("Phi-3", "Phi 3").replace("phi3", "phi 3"), name
+        assert f"'{name}'" in describe(result)
+    assert _fields(export_gguf(phi3, tmp_path / "n.gguf", out_type="f16", name="phi-3 legal").path)[
+        "general.name"] == "phi-3 legal"  # already says so: kept
+
+
+@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", "gpt-2"])
+def test_the_file_says_whether_a_byte_level_tokenizer_adds_bos(tmp_path, pre):
+    """llama.cpp adds BOS to a llama-bpe vocabulary unless the file says otherwise (llama-vocab.cpp),
+    as Llama 3's tokenizer does; one that adds none (Phi-4-mini's, these) must say so."""
+    from transformers import AutoTokenizer
+
+    model_dir = tiny_model(tmp_path / "tiny", "llama", pattern=PRE.get(pre))  # none: gpt-2
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert tok("a").input_ids == tok("a", add_special_tokens=False).input_ids  # no BOS
+    assert _fields(export_gguf(model_dir, tmp_path / "t.gguf", out_type="f16").path)[
+        "tokenizer.ggml.add_bos_token"] is False
 
 
 def test_gemma_softcapping_and_gemma3_rope_scaling_are_written_as_configured(tmp_path):
