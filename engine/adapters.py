@@ -579,12 +579,15 @@ class BaseMatch:
         exact: The recorded base is the same folder as the loaded base.
         differences: For a refusal, each differing signature key as ``"key A vs B"``
             (adapter's base vs loaded base).
+        base_missing: The base itself can't be loaded (no such folder, a hub id not in the
+            cache), so nothing can be checked, now or on load.
     """
 
     ok: bool | None
     message: str
     exact: bool = False
     differences: list[str] = field(default_factory=list)
+    base_missing: bool = False
 
 
 def signature(config: dict[str, Any]) -> dict[str, Any]:
@@ -646,7 +649,10 @@ def check_base_match(adapter: str | Path, base: str | Path) -> BaseMatch:
     adapter_dir = Path(adapter).expanduser().resolve()
     base_dir = _resolve_quietly(str(base))
     if base_dir is None:
-        return BaseMatch(None, f"the base '{base}' is not on this machine")
+        if str(base) == "demo":  # built on first use: the adapter's shapes are checked then
+            return BaseMatch(None, "the demo base is built when it first loads; shapes are checked then")
+        return BaseMatch(None, f"the base '{base}' can't be loaded: it is not on this machine (no such folder, "
+                         "or a hub id not in the cache); choose another base", base_missing=True)
     names = recorded_bases(adapter_dir)
     if not names:
         return BaseMatch(None, "the adapter doesn't record its base model; its shapes are checked when it loads")

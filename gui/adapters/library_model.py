@@ -346,6 +346,8 @@ class AdapterCardDelegate(QStyledItemDelegate):
             return "✓ fits base", OK_COLOR
         if match.ok is False:
             return "✗ other base", BAD_COLOR
+        if match.base_missing:  # "checked on load" would promise a load that can't happen
+            return "✗ base can't load", BAD_COLOR
         return "? checked on load", UNKNOWN_COLOR
 
     def editorEvent(self, event: QEvent, model: Any, option: QStyleOptionViewItem,  # noqa: N802

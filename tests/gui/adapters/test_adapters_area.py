@@ -987,3 +987,24 @@ def test_merge_and_compare_say_at_once_that_the_base_is_not_there(make_area, run
     dialog = area.open_merge_dialog()
     assert dialog is not None and area.banner.isHidden()
     dialog.deleteLater()
+
+
+def test_a_base_that_does_not_exist_is_what_each_card_says(make_area, runs_home, tmp_path):
+    """With a Base of a folder that doesn't exist, every card said "? checked on load": a load
+    that could never happen. Now they say the base can't load, and the tooltip why."""
+    from gui.adapters.library_model import AdapterCardDelegate, CardRole
+
+    area = make_area()
+    area.refresh()
+    missing = tmp_path / "no-such-model"
+    area.base_box.setCurrentText(str(missing))
+    area._update_matches()
+    index = area.model.index(area.model.row_of(runs_home["medical"]))
+    verdict, _ = AdapterCardDelegate._verdict(index.data(CardRole), index.data(MatchRole))
+    assert verdict == "✗ base can't load"
+    tip = index.data(Qt.ItemDataRole.ToolTipRole)
+    assert f"the base '{missing}' can't be loaded: it is not on this machine" in tip and "choose another base" in tip
+    # The demo base, not built yet, is built on load: still undecided, not refused.
+    from engine.adapters import check_base_match
+
+    assert check_base_match(runs_home["medical"], "demo").base_missing is False
