@@ -1237,6 +1237,17 @@ def adapter_kind(card: Any) -> str:
     return f"{'an' if what[:1] in 'aeiou' else 'a'} {what} adapter"
 
 
+def unmergeable(card: Any) -> str | None:
+    """Why an adapter card can't become a GGUF file at all (its kind doesn't merge), or None.
+
+    Cheap (the card's recorded PEFT type only), so the GUI can ask it on every selection change.
+    """
+    if (card.peft_type or "").upper() in ("LORA", "IA3"):
+        return None
+    return (f"{card.name} is {adapter_kind(card)}: only LoRA and IA3 adapters merge into the weights, "
+            "and a GGUF file holds plain weights.")
+
+
 def export_problem(ref: str, base: str | None = None) -> str | None:
     """Why ``export-gguf REF`` can't work, found from files alone (no torch), or None.
 
@@ -1251,9 +1262,8 @@ def export_problem(ref: str, base: str | None = None) -> str | None:
             from engine.models import resolve_model_path
 
             card = read_card(folder)
-            if (card.peft_type or "").upper() not in ("LORA", "IA3"):
-                return (f"{card.name} is {adapter_kind(card)}: only LoRA and IA3 adapters merge into the weights, "
-                        "and a GGUF file holds plain weights.")
+            if why := unmergeable(card):
+                return why
             if not (base or card.base_model):
                 return f"{card.name} records no base model; give one."
             folder = resolve_model_path(base or card.base_model)

@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
 from engine import adapters as lib
 from engine.errors import StudioError
 from engine.generate import BASE, LOAD_CHOICES, GenerationSettings, type_groups
+from engine.gguf_export import unmergeable
 from engine.runs import read_run_config
 from gui.adapters.compare_dialog import CompareDialog, WholeModel, compare_problem
 from gui.adapters.generation_thread import GenerationThread
@@ -489,6 +490,7 @@ class AdaptersArea(QWidget):
         export_menu = QMenu(self.export_button)
         self.export_folder_action = export_menu.addAction("Adapter folder…", self._on_export_clicked)
         self.export_gguf_action = export_menu.addAction("GGUF file (merged into its base)…", self._on_gguf_clicked)
+        export_menu.setToolTipsVisible(True)  # says why "GGUF file" is greyed out for an adapter that can't merge
         self.export_button.setMenu(export_menu)
         self.merge_button = QPushButton("Merge…")
         self.merge_button.setToolTip("Merge the ticked LoRA/IA3 adapters (or the selected one) into the base "
@@ -1207,6 +1209,14 @@ class AdaptersArea(QWidget):
         card = self._card(self._selected_path())
         self.remove_button.setEnabled(card is not None and card.source == "added")
         self.export_button.setEnabled(card is not None and card.loadable)
+        # A prompt tuning, prefix or bottleneck adapter has no GGUF form: greyed out with why, not
+        # a dialog that opens only to say so.
+        why = unmergeable(card) if card is not None else None
+        self.export_gguf_action.setEnabled(why is None)
+        self.export_gguf_action.setToolTip(
+            f"{why} Use Adapter folder… to copy it for PEFT, or train a LoRA or IA3 adapter for a GGUF file."
+            if why else "Write the adapter merged into its base as one GGUF file for llama.cpp, Ollama and "
+            "LM Studio")
         self.merge_button.setEnabled(bool(self.model.checked) or card is not None)
         self.compare_button.setEnabled(bool(self.model.checked) or card is not None)
         self.generate_button.setEnabled(not self.busy)

@@ -1008,3 +1008,24 @@ def test_a_base_that_does_not_exist_is_what_each_card_says(make_area, runs_home,
     from engine.adapters import check_base_match
 
     assert check_base_match(runs_home["medical"], "demo").base_missing is False
+
+
+def test_the_gguf_export_entry_is_greyed_out_with_why_for_an_adapter_that_cant_merge(make_area, runs_home,
+                                                                                   demo_base, tmp_path):
+    """"GGUF file…" was offered for a prompt tuning adapter, and its dialog only said after it
+    opened that the export can't work."""
+    from engine.adapters import add_adapter
+    from tests.engine.conftest import other_type_adapter
+
+    prompt = add_adapter(other_type_adapter(demo_base, tmp_path / "soft-prompt", "prompt")).path
+    area = make_area()
+    area.refresh()
+    area._select(prompt)
+    action = area.export_gguf_action
+    assert area.export_button.isEnabled() and area.export_folder_action.isEnabled()  # the folder copy still works
+    assert not action.isEnabled()
+    assert action.toolTip().startswith("soft-prompt is a prompt tuning adapter: only LoRA and IA3 adapters merge")
+    assert "Use Adapter folder…" in action.toolTip() and "train a LoRA or IA3 adapter" in action.toolTip()
+    assert area.export_button.menu().toolTipsVisible()
+    area._select(str(runs_home["medical"]))  # a LoRA: offered again
+    assert action.isEnabled() and "merged into its base" in action.toolTip()
