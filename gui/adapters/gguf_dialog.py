@@ -331,12 +331,19 @@ class GgufDialog(QDialog):
                   "line is <code>FROM FILE</code>.")
         self._say(html.escape(f"Wrote {path} ({format_size(result['bytes'])}, {result['type']}, "
                               f"{result['tensors']} tensors, {result['seconds']:.1f} s).{note}", quote=False)
-                  + run_it, "#1b5e20")
+                  + run_it + self._renamed_note(result.get("renamed")), "#1b5e20")
         self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
         self.export_button.setEnabled(False)
         self.written = path
         self.folder_button.show()
         self.sig_exported.emit(path)
+
+    @staticmethod
+    def _renamed_note(renamed: str | None) -> str:
+        """The model name in the file isn't the one asked for (for llama.cpp's sake): why, as the CLI says."""
+        if not renamed:
+            return ""
+        return "<br>" + html.escape(renamed[:1].upper() + renamed[1:] + ".", quote=False)
 
     def _on_open_folder(self) -> None:
         if self.written:

@@ -1029,3 +1029,28 @@ def test_the_gguf_export_entry_is_greyed_out_with_why_for_an_adapter_that_cant_m
     assert area.export_button.menu().toolTipsVisible()
     area._select(str(runs_home["medical"]))  # a LoRA: offered again
     assert action.isEnabled() and "merged into its base" in action.toolTip()
+
+
+def test_the_gguf_dialog_says_when_the_model_was_renamed_for_llama_cpp(qtbot, runs_home, tmp_path):
+    """The export may change the model name written into the file (``llama_cpp_name``); the CLI
+    printed why, the dialog's success text didn't."""
+    import gguf
+
+    from engine.gguf_export import GgufResult, llama_cpp_name
+    from gui.adapters.gguf_dialog import GgufDialog
+
+    name, why = llama_cpp_name("my-phi3-chat", ["a", "b"], [gguf.TokenType.NORMAL] * 2, {})
+    assert name == "my-phi 3-chat" and why
+    dialog = GgufDialog(str(runs_home["medical"]), "medical")
+    qtbot.addWidget(dialog)
+    result = GgufResult(tmp_path / "medical.gguf", "q8_0", "llama", "llama-bpe", None, 12, 2_000_000, 1.5,
+                        renamed=why)
+    dialog.output = json.dumps(result.to_dict()) + "\n"
+    with qtbot.waitSignal(dialog.sig_exported):
+        dialog._on_finished(0, None)
+    text = dialog.status.text()
+    assert text.startswith(f"Wrote {tmp_path / 'medical.gguf'}")
+    assert "<br>Named 'my-phi 3-chat': llama.cpp takes a model whose name contains 'phi3' or 'phi-3'" in text
+    assert text.endswith("which this one isn't.")
+    dialog.resize(640, dialog.sizeHint().height())
+    assert dialog.grab().save(str(tmp_path / "gguf-renamed.png"))
