@@ -689,7 +689,10 @@ class AdaptersArea(QWidget):
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setStretchFactor(1, 1)
+        # A wider window gives the library a third of what it adds: at 1920 px the cards show whole
+        # names and target lists instead of staying at the minimum beside a mostly empty playground.
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 2)
         # The cards need their width: answer columns appearing must not squeeze the library.
         left.setMinimumWidth(372)
         splitter.setSizes([360, 900])

@@ -1054,3 +1054,26 @@ def test_the_gguf_dialog_says_when_the_model_was_renamed_for_llama_cpp(qtbot, ru
     assert text.endswith("which this one isn't.")
     dialog.resize(640, dialog.sizeHint().height())
     assert dialog.grab().save(str(tmp_path / "gguf-renamed.png"))
+
+
+def test_the_library_pane_takes_a_share_of_a_wide_window(qtbot, make_area, runs_home):
+    """At 1920 px the library stayed at its 372 px minimum, cutting card names and targets, beside
+    a playground with room to spare; at 1024 px it must stay at that minimum."""
+    from PySide6.QtWidgets import QSplitter
+
+    area = make_area()
+    area.refresh()
+    area.show()
+    qtbot.waitExposed(area)
+    splitter = area.findChild(QSplitter)
+    library = splitter.widget(0)
+    area.resize(1024, 700)
+    qtbot.waitUntil(lambda: splitter.width() == 1024)
+    assert library.width() == library.minimumWidth()  # the playground keeps all it had
+    area.resize(1920, 1080)
+    qtbot.waitUntil(lambda: splitter.width() == 1920)
+    library_w, playground_w = splitter.sizes()
+    assert 0.25 * 1920 < library_w < playground_w / 2  # a share of the room, the playground still first
+    area.resize(1024, 700)  # and back: the library gives it up again
+    qtbot.waitUntil(lambda: splitter.width() == 1024)
+    assert library.width() == library.minimumWidth()
