@@ -14,8 +14,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt
-from PySide6.QtWidgets import QLabel, QProgressBar
+from PySide6.QtCore import QMimeData, QObject, QProcess, QProcessEnvironment, Qt
+from PySide6.QtGui import QResizeEvent, QTextOption
+from PySide6.QtWidgets import QFrame, QProgressBar, QSizePolicy, QTextEdit, QWidget
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -102,13 +103,71 @@ def read_progress(proc: QProcess, bar: QProgressBar, unit: str = "") -> tuple[st
     return rest, moved
 
 
-def command_label() -> QLabel:
+# U+2060 WORD JOINER: no line break here. Put after each hyphen of the shown text only; copying strips it.
+_NO_BREAK = "\u2060"
+
+
+class CommandView(QTextEdit):
+    """The grey, selectable command line under a dialog's form, as tall as its wrapped text.
+
+    A ``QLabel`` wraps after any hyphen (Unicode line breaking), so ``--out`` could read
+    ``--`` / ``out`` on two lines, and ``medical-assistant`` too. Here a word joiner follows each
+    hyphen on screen, so lines break at spaces (or at a path's ``/``, for a path wider than the
+    line), and what is copied is the exact command: :meth:`createMimeDataFromSelection` removes them.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._text = ""
+        self.setReadOnly(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
+                                     | Qt.TextInteractionFlag.TextSelectableByKeyboard)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self.document().setDocumentMargin(0)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.setStyleSheet("QTextEdit { color: palette(placeholder-text); background: transparent; "
+                           "font-family: monospace; }")
+        self._fit_height()
+
+    # ---- Public API
+    def text(self) -> str:
+        """The command, exactly as set (and as copied)."""
+        return self._text
+
+    def setText(self, text: str) -> None:  # noqa: N802 - QLabel's name: the dialogs set it as they did a label
+        self._text = text
+        self.setPlainText(text.replace("-", "-" + _NO_BREAK))
+        self._fit_height()
+
+    def shown_lines(self) -> list[str]:
+        """The lines as wrapped on screen, word joiners removed (for tests and checks)."""
+        layout = self.document().firstBlock().layout()
+        shown = self.document().firstBlock().text()
+        return [shown[(line := layout.lineAt(i)).textStart():line.textStart() + line.textLength()]
+                .replace(_NO_BREAK, "") for i in range(layout.lineCount())]
+
+    # ---- Qt overrides
+    def createMimeDataFromSelection(self) -> QMimeData:  # noqa: N802
+        mime = QMimeData()
+        mime.setText(self.textCursor().selection().toPlainText().replace(_NO_BREAK, ""))
+        return mime
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        self.document().setTextWidth(self.viewport().width())
+        lines = max(round(self.document().size().height()), self.fontMetrics().lineSpacing())
+        self.setFixedHeight(lines + 2 * self.frameWidth())
+
+
+def command_label() -> CommandView:
     """The grey, selectable line under a dialog's form that shows the command it runs."""
-    label = QLabel()
-    label.setWordWrap(True)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    label.setStyleSheet("color: palette(placeholder-text); font-family: monospace;")
-    return label
+    return CommandView()
 
 
 def command_text(args: list[str]) -> str:

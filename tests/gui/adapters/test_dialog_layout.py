@@ -46,3 +46,41 @@ def test_the_merge_dialogs_weights_stay_small_and_its_output_folder_grows(qtbot)
     for spin in (*dialog.weights, dialog.density):
         assert spin.width() <= spin.sizeHint().width() + 8, spin.toolTip()
     assert dialog.out_edit.width() > 2 * dialog.weights[0].width()
+
+
+def test_a_dialogs_command_line_wraps_between_arguments_and_copies_exactly(qtbot):
+    """Qt wraps a label after any hyphen: the merge command read "--" at one line's end and
+    "out /home/…" on the next, and "medical-" / "assistant". Lines now break at spaces (or at a
+    long path's "/"), and what is copied is the command, without the marks that hold hyphens."""
+    from PySide6.QtGui import QGuiApplication
+
+    from engine.adapters import AdapterCard
+    from gui.adapters.merge_dialog import MergeDialog
+
+    cards = [AdapterCard(name=n, path=f"/home/user/finetune/runs/{n}-2026-12-05/final", source="run")
+             for n in ("medical-assistant", "legal")]
+    dialog = MergeDialog("demo", cards)
+    qtbot.addWidget(dialog)
+    dialog.out_edit.setText("/home/user/finetune/merged/medical-assistant-plus-legal-out")
+    dialog.out_edit.textEdited.emit(dialog.out_edit.text())
+    view = dialog.command_label
+    command = view.text()
+    assert " --out /home/user/finetune/merged/medical-assistant-plus-legal-out" in command
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    wrapped = 0
+    for width in range(dialog.minimumWidth(), 800, 6):  # at 560 px a line ended in "--"
+        dialog.resize(width, dialog.height())
+        qtbot.waitUntil(lambda w=width: dialog.width() == w)
+        lines = view.shown_lines()
+        assert "".join(lines) == command
+        wrapped += len(lines) > 1
+        for line in lines[:-1]:
+            last = line.split(" ")[-1]  # "" when the line ends at a space
+            # Only a path wider than the rest of the line breaks inside, and then after a "/".
+            assert last == "" or last.endswith("/"), (width, lines)
+        assert view.height() >= len(lines) * view.fontMetrics().lineSpacing()  # every line shows
+    assert wrapped
+    view.selectAll()
+    view.copy()
+    assert QGuiApplication.clipboard().text() == command
