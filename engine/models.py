@@ -209,6 +209,18 @@ def has_tokenizer_files(names: set[str]) -> bool:
     return bool(names & TOKENIZER_FILES) or any(n.endswith(".tiktoken") for n in names)
 
 
+def check_tokenizer_files(path: Path) -> None:
+    """Refuse a model folder saved without its tokenizer (``save_pretrained`` of the model alone).
+
+    Raises:
+        ModelError: the folder holds none of :data:`TOKENIZER_FILES`.
+    """
+    if not has_tokenizer_files({p.name for p in path.iterdir()}):
+        raise ModelError(f"model folder '{path}' has no tokenizer ({', '.join(sorted(TOKENIZER_FILES))})",
+                         hint="Copy the tokenizer files of the model's repository into the folder (a model "
+                         "saved without its tokenizer lacks them).")
+
+
 def check_weights_safe(path: Path, allow_pickle: bool) -> None:
     """Refuse pickle-only checkpoints unless the user consented.
 
@@ -237,10 +249,7 @@ def load_tokenizer(model: str, *, trust_remote_code: bool = False, add_tokens: S
     from transformers import AutoTokenizer
 
     path = resolve_model_path(model)
-    if not has_tokenizer_files({p.name for p in path.iterdir()}):
-        raise ModelError(f"model folder '{path}' has no tokenizer ({', '.join(sorted(TOKENIZER_FILES))})",
-                         hint="Copy the tokenizer files of the model's repository into the folder (a model "
-                         "saved without its tokenizer lacks them).")
+    check_tokenizer_files(path)
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as e:

@@ -555,12 +555,17 @@ def _path_errors(cfg: RunConfig) -> list[ConfigError]:
 
 def _missing_model(cfg: RunConfig) -> list[ConfigError]:
     from engine.errors import ModelError
-    from engine.models import resolve_model_path
+    from engine.models import check_tokenizer_files, check_weights_safe, resolve_model_path
 
     if cfg.model == "demo":
         return []  # embedded: built on first use (with torch), never missing
     try:
-        resolve_model_path(cfg.model)
+        path = resolve_model_path(cfg.model)
+        # A folder saved without its tokenizer or its weights failed the run after its folder was
+        # made (or a queued run, unattended); both are a look at the file names. Pickle-only weights
+        # are there: setup refuses them with the allow_pickle fix that the Train area offers.
+        check_tokenizer_files(path)
+        check_weights_safe(path, allow_pickle=True)
     except ModelError as e:
         return [ConfigError(e.message, key="model", hint=e.hint, fix=e.fix)]
     return []

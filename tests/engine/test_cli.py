@@ -335,6 +335,9 @@ def test_train_refuses_a_missing_data_file_before_torch_loads_with_exit_2(tmp_pa
     ("notes.txt", "notes.txt' is a file, not a model folder\n  hint: Give a folder with config.json"),
     ("llama.gguf", "llama.gguf' is a GGUF file: GGUF is for running a model (llama.cpp, Ollama), not for loading "
                    "it here"),
+    # These two made a run folder and failed in it ("failed: ... --resume starts it over", exit 1).
+    ("weights-only", "weights-only' has no tokenizer (sentencepiece.bpe.model, spiece.model, tokenizer.json"),
+    ("no-weights", "no-weights' has no weights (.safetensors files)"),
 ])
 def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_starts(tmp_path, studio_home,
                                                                                         capsys, model, said):
@@ -345,6 +348,11 @@ def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_
         (tmp_path / "empty" / "config.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "llama.gguf").write_bytes(b"GGUF")
+    for folder, files in (("weights-only", ("config.json", "model.safetensors")),
+                          ("no-weights", ("config.json", "tokenizer.json"))):
+        (tmp_path / folder).mkdir()
+        for name in files:
+            (tmp_path / folder / name).write_text("{}")
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(f"model: {model}\ndataset: demo\n", encoding="utf-8")
     assert main(["train", str(run_yaml)]) == 2

@@ -361,6 +361,12 @@ def test_queue_add_refuses_a_config_whose_model_or_data_is_not_there_and_queues_
     assert "finetune-studio queue add: dataset 'typo.jsonl': no such file" in err and "hint: Give a JSON" in err
     assert main(["queue", "add", str(source), "--model", str(tmp_path / "no-model")]) == 2
     assert f"model '{tmp_path / 'no-model'}': no such folder" in capsys.readouterr().err
+    # A model saved without its tokenizer was queued, and failed when the runner reached it.
+    (tmp_path / "weights-only").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / "weights-only" / name).write_text("{}")
+    assert main(["queue", "add", str(source), "--model", str(tmp_path / "weights-only")]) == 2
+    assert f"model folder '{tmp_path / 'weights-only'}' has no tokenizer (" in capsys.readouterr().err
     # In a grid, the error names the point, and the good points are not queued either.
     assert main(["queue", "add", str(source), "--grid", f"dataset={small_dataset},typo.jsonl"]) == 2
     assert "grid point dataset=typo.jsonl: dataset 'typo.jsonl': no such file" in capsys.readouterr().err
