@@ -67,11 +67,26 @@ def resolve_model_path(model: str) -> Path:
         found = _from_hf_cache(model)
         if found is not None:
             return found
-        raise ModelError(f"model '{model}' is not in the local Hugging Face cache and Finetune Studio "
-                         "does not download models", hint="Download it once with `hf download "
-                         f"{model}` on a connected machine, or pick a local folder.")
-    raise ModelError(f"model '{model}': no such folder", hint="Give a folder with config.json, a "
-                     "Hugging Face id from your cache, or 'demo'.")
+        if not path.parent.is_dir():  # 'org/name' with no folder 'org' here: a hub id
+            raise ModelError(f"model '{model}' is not in the local Hugging Face cache and Finetune Studio "
+                             "does not download models", hint="Download it once with `hf download "
+                             f"{model}` on a connected machine, or pick a local folder.")
+    # A local path (its folder is there): `hf download models/my-modle` was no advice for a typo.
+    raise ModelError(f"model '{model}': no such folder" + _nearest_folder(path), hint="Give a folder with "
+                     "config.json, a Hugging Face id from your cache, or 'demo'.")
+
+
+def _nearest_folder(path: Path) -> str:
+    """``"; did you mean 'models/qwen'?"`` when ``path``'s folder holds a model folder (with config.json)
+    of a close name, else ``""``."""
+    import difflib
+
+    try:
+        names = [p.name for p in path.parent.iterdir() if (p / "config.json").is_file()]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f"; did you mean '{path.parent / close[0]}'?" if close else ""
 
 
 def _refuse_run_or_adapter_folder(path: Path) -> None:

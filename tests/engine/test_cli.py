@@ -362,6 +362,26 @@ def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_
     assert not (studio_home / "runs").exists()
 
 
+def test_a_typo_in_a_local_model_path_names_the_model_folder_it_likely_meant(tmp_path, studio_home, monkeypatch,
+                                                                             capsys):
+    """`model: models/my-modle` said it was not in the Hugging Face cache and advised `hf download
+    models/my-modle`, though the folder models/ is right there."""
+    (tmp_path / "models" / "my-model").mkdir(parents=True)
+    (tmp_path / "models" / "my-model" / "config.json").write_text("{}")
+    (tmp_path / "models" / "notes").mkdir()  # a folder that holds no model is no suggestion
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.yaml").write_text("model: models/my-modle\ndataset: demo\n", encoding="utf-8")
+    assert main(["train", "run.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("finetune-studio train: model 'models/my-modle': no such folder; did you mean "
+                          "'models/my-model'?\n  hint: Give a folder with config.json") and "hf download" not in err
+    assert main(["train", "run.yaml", "--model", str(tmp_path / "models" / "my-mdl")]) == 2
+    assert f"no such folder; did you mean '{tmp_path / 'models' / 'my-model'}'?" in capsys.readouterr().err
+    assert main(["train", "run.yaml", "--model", "models/note"]) == 2
+    assert "model 'models/note': no such folder\n" in capsys.readouterr().err
+    assert not (studio_home / "runs").exists()
+
+
 @pytest.mark.parametrize(("argv", "said"), [
     # `data check --seq-len -5` reported "366 truncated to seq_len -5" and exited 0.
     (["data", "check", "d.jsonl", "--seq-len", "-5"], "argument --seq-len: must be at least 1, got -5"),
