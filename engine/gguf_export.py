@@ -1073,6 +1073,20 @@ def default_out(ref: str, source: Path, out_type: str, run: Path | None = None, 
     return data_home() / "gguf" / f"{name}-{kind}.gguf"
 
 
+def _refuse_default_taken(target: Path) -> None:
+    """Refuse to write over the file an earlier export of the same source and type left where no
+    ``--out`` was given; the error named ``--out``, a flag the user never typed.
+
+    Raises:
+        ConfigError: ``target`` exists.
+    """
+    if target.exists():
+        raise ConfigError(f"'{target}' already exists: an earlier export of this source as this type (the file "
+                          "export-gguf writes when no --out is given); GGUF export doesn't write over a file",
+                          key="out", hint=f"Give another file with --out FILE.gguf, or delete {target.name} to "
+                          "export it again (after more training, say).")
+
+
 def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", base: str | None = None,
                   pre_tokenizer: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
                   progress: Callable[[int, int], None] | None = None,
@@ -1101,10 +1115,14 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
         card = read_card(folder)
         target = Path(out) if out else default_out(ref, folder, out_type,
                                                    Path(card.run_dir) if card.run_dir else None, lora=True)
+        if not out:
+            _refuse_default_taken(target)
         return export_lora_gguf(folder, target, base=base or card.base_model, out_type=out_type,
                                 trust_remote_code=trust_remote_code)
     if kind == "model":
         target = Path(out) if out else default_out(ref, folder, out_type, run)
+        if not out:
+            _refuse_default_taken(target)
         if pre_tokenizer:
             chosen_pre(folder, pre_tokenizer)
         check_space(ref, target, base, out_type)
@@ -1119,7 +1137,9 @@ def export_source(ref: str, out: str | Path | None, *, out_type: str = "q8_0", b
         raise ConfigError(f"adapter '{card.name}' records no base model", key="base",
                           hint="Give the base with --base.")
     target = Path(out) if out else default_out(ref, folder, out_type, Path(card.run_dir) if card.run_dir else None)
-    if target.exists():
+    if not out:
+        _refuse_default_taken(target)
+    elif target.exists():
         raise ConfigError(f"--out '{target}' already exists; GGUF export doesn't write over a file", key="out")
     if pre_tokenizer:  # before the merge: the merged folder takes the base's tokenizer
         from engine.models import resolve_model_path

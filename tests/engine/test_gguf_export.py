@@ -731,7 +731,18 @@ def test_cli_writes_next_to_the_run_by_default(runs_home, capsys):
     assert path == runs_home["legal"].parent / "legal-q8_0.gguf" and path.is_file()
     assert out["type"] == "q8_0" and out["tensors"] == 38
     assert main(["export-gguf", "legal", "--type", "q8_0"]) == 2  # no overwrite
-    assert "already exists" in capsys.readouterr().err
+    # It named "--out", which this command was not given.
+    assert capsys.readouterr().err == (
+        f"finetune-studio export-gguf: '{path}' already exists: an earlier export of this source as this type (the "
+        "file export-gguf writes when no --out is given); GGUF export doesn't write over a file\n"
+        "  hint: Give another file with --out FILE.gguf, or delete legal-q8_0.gguf to export it again (after more "
+        "training, say).\n")
+    assert main(["export-gguf", "legal", "--type", "q8_0", "--out", str(path)]) == 2
+    assert f"--out '{path}' already exists" in capsys.readouterr().err
+    assert main(["export-gguf", "demo", "--type", "f32"]) == 0
+    demo_file = Path(capsys.readouterr().out.split()[1])
+    assert main(["export-gguf", "demo", "--type", "f32"]) == 2
+    assert capsys.readouterr().err.startswith(f"finetune-studio export-gguf: '{demo_file}' already exists: an earlier")
     assert main(["runs", "show", "legal"]) == 0  # the run lists its export
     shown = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("gguf"))
     assert "legal-q8_0.gguf (" in shown
