@@ -200,7 +200,8 @@ class RunConfig:
                          "stop).", min=0, max=10**9, group="run")
     save_total_limit: int = _f(3, "Keep at most this many checkpoints (0 = keep all).", min=0,
                                max=10**6, group="run")
-    logging_steps: int = _f(1, "Log loss and metrics every N optimizer steps.", min=1, max=10**6,
+    logging_steps: int = _f(1, "Log loss and metrics every N optimizer steps, and at the last step; each "
+                            "logged loss is the mean of the steps since the previous log.", min=1, max=10**6,
                             group="run")
     eval_steps: int = _f(0, "Evaluate every N steps (0 = once per epoch when there is eval data).",
                          min=0, max=10**9, group="run")

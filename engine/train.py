@@ -1137,6 +1137,10 @@ def _make_callback_class():
                 control.should_training_stop = True
                 self.writer.emit(ev.WARNING, kind="stopping", message=f"stopping after step "
                                  f"{state.global_step}; saving a checkpoint")
+            if control.should_training_stop:
+                # The last step logs whatever logging_steps says (Trainer logs it only on a multiple):
+                # a run shorter than logging_steps had no loss at all, a longer one lost its last steps'.
+                control.should_log = True
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}

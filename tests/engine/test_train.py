@@ -334,6 +334,19 @@ def test_oom_at_micro_batch_one_fails_with_the_next_levers_in_order(tiny_model_d
 
 
 # ---------------------------------------------------------------- Outputs
+@pytest.mark.parametrize(("max_steps", "logged"), [(3, [3]), (7, [5, 7])])
+def test_the_last_step_is_logged_whatever_logging_steps_says(tiny_model_dir, small_dataset, tmp_path, max_steps,
+                                                             logged):
+    """The lora preset (logging_steps 5) run for 4 steps ended "completed: ... (no step was logged)", its final
+    loss "-"; at 7 steps the loss of steps 6-7 was never logged."""
+    out = tmp_path / "run"
+    result, rec, _ = train(make_cfg(tiny_model_dir, small_dataset, out, max_steps=max_steps, logging_steps=5))
+    assert result["status"] == "completed"
+    assert [r["step"] for r in read_metrics(out) if "loss" in r] == logged == [e["step"] for e in rec.of("step")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_loss"] == pytest.approx(rec.of("step")[-1]["loss"])
+
+
 def test_run_folder_outputs(tiny_model_dir, small_dataset, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
