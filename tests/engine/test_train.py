@@ -546,11 +546,14 @@ def test_cli_train_with_a_missing_dataset_names_the_key_and_leaves_no_run(tiny_m
 def test_cli_train_on_a_model_without_sdpa_says_use_eager_and_leaves_no_run(small_dataset, tmp_path, capsys):
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from engine.paths import runs_dir
+    from engine.paths import demo_model_dir, runs_dir
 
     model = tmp_path / "gemma2"
     Gemma2ForCausalLM(Gemma2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, head_dim=8)).save_pretrained(model)
+    # With a tokenizer: a folder without one is refused before the attention is looked at.
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(demo_model_dir() / name, model / name)
     run_yaml = tmp_path / "run.yaml"
     make_cfg(model, small_dataset, "").save(run_yaml)
     code = cli_train(run_yaml)
