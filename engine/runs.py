@@ -384,6 +384,28 @@ def final_loss_mean(output_dir: Path, window: int = 10) -> tuple[float | None, i
     return (sum(tail) / len(tail), len(tail)) if tail else (None, 0)
 
 
+def steps_in_mean(output_dir: Path, window: int, up_to: int | None = None) -> int:
+    """How many optimizer steps the mean of the last ``window`` logged losses (up to step ``up_to``)
+    covers: Trainer logs the mean loss of the steps since its last log, so with ``logging_steps: 5``
+    the last 10 logged losses are the last 50 steps. ``window`` when there is no curve to read."""
+    curve = [step for step, _ in _train_curve(output_dir) if up_to is None or step <= up_to]
+    if not curve or window < 1:
+        return window
+    before = curve[-window - 1] if len(curve) > window else 0
+    return curve[-1] - before
+
+
+def mean_of_last(window: int, steps: int) -> str:
+    """``"the mean of the last 10 steps"``, or with ``logging_steps`` above 1 ``"the mean of the 10
+    losses logged over the last 50 steps"``: the number of logged losses read as steps understated
+    what the mean covers (the last 50 steps said to be the last 10)."""
+    if steps == window:
+        return "the last step's" if window == 1 else f"the mean of the last {window} steps"
+    if window == 1:
+        return f"the loss logged over the last {steps} steps"
+    return f"the mean of the {window} losses logged over the last {steps} steps"
+
+
 def losses_at_step(output_dir: Path, step: int, window: int = 10) -> tuple[float | None, float | None]:
     """``(final_loss_mean, best_eval_loss)`` as they stood at ``step``: what a run's
     ``checkpoint-<step>`` was saved with, from the metrics.jsonl rows logged up to that step.
@@ -1064,16 +1086,19 @@ def cli_show(args: Any) -> int:
         print(json.dumps(d, indent=2, ensure_ascii=False, default=str))
         return 0
     m = d["metrics"]
+    window = d.get("final_loss_window") or 10
+    covered = steps_in_mean(Path(d["path"]), window, d.get("final_step"))
     fields = [
         ("run", d["name"]), ("folder", d["path"]), ("status", d["status"]), ("method", d["method"]),
         ("model", d["model"]), ("started", _time(d.get("first_started") or d["started"])
                                    + (f" (last resumed {_time(d['started'])})" if (d.get("legs") or 1) > 1 else "")), ("finished", _time(d["finished"])),
         ("duration", duration_text(run_info(path))),
         ("steps", steps_detail(d["steps"], d.get("failed_step"))),
-        ("final loss", _num(_final(d)) + (f" (mean of the last {d.get('final_loss_window') or 10} steps; "
-                                          f"last step {_num(d['final_loss'])})"
+        ("final loss", _num(_final(d)) + (f" ({mean_of_last(window, covered).removeprefix('the ')}"
+                                          + (f"; last {'step' if covered == window else 'logged'} "
+                                             f"{_num(d['final_loss'])})" if window > 1 else ")")
                                           if d.get("final_loss_mean") is not None
-                                          and (d.get("final_loss_window") or 10) > 1 else "")),
+                                          and covered > 1 else "")),
         ("best eval loss", _num(d["best_eval_loss"])),
         ("lowest train loss", _at_step(m["lowest_loss"], m["lowest_loss_step"])),
         ("metrics rows", f"{m['train_rows']} train, {m['eval_rows']} eval"),

@@ -2202,10 +2202,11 @@ def _print_event(kind: str, data: dict[str, Any], out: Any) -> None:
             at = f" at step {err['step']}" if isinstance(err.get("step"), int) else ""
             print(f"failed{at}: {data.get('output_dir')} ({_how_to_continue(data.get('output_dir'))})", file=out)
         elif isinstance(data.get("final_loss_mean"), (int, float)) and data.get("final_loss_window"):
-            n = data.get("final_loss_window")
-            print(f"{data.get('status')}: {data.get('output_dir')} (final loss "
-                  f"{_fmt(data.get('final_loss_mean'))}, " + ("the last step's)" if n == 1 else
-                                                             f"the mean of the last {n} steps)"), file=out)
+            from engine.runs import mean_of_last, steps_in_mean
+
+            n = data["final_loss_window"]
+            print(f"{data.get('status')}: {data.get('output_dir')} (final loss {_fmt(data.get('final_loss_mean'))}, "
+                  f"{mean_of_last(n, steps_in_mean(Path(data['output_dir']), n))})", file=out)
         else:  # failed (or stopped) before a step was logged: no loss to speak of
             print(f"{data.get('status')}: {data.get('output_dir')} (no step was logged)", file=out)
     out.flush()  # a closed pipe shows here, in emit's try, not in a later library print

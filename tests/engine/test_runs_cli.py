@@ -77,6 +77,28 @@ def test_show_plain_text(capsys):
         assert line in out
 
 
+def test_the_final_loss_says_how_many_steps_its_mean_covers_when_logging_skips_steps(capsys):
+    """With logging_steps 5, the mean of the last 10 logged losses (steps 11-60) read "the mean of the last 10
+    steps", in `runs show` and at the end of `train`; and the last logged loss, of steps 56-60, "last step"."""
+    from engine.events import FINISHED
+    from engine.train import _print_event
+
+    path = make_run("20261128-100000-every5", steps=60, logging_steps=5)
+    losses = {step: 3.0 / step for step in range(5, 61, 5)}
+    (path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in losses.items()))
+    mean = sum(list(losses.values())[-10:]) / 10
+    summary = json.loads((path / "summary.json").read_text())
+    summary.update(final_loss=losses[60], final_loss_mean=mean, final_loss_window=10)
+    (path / "summary.json").write_text(json.dumps(summary))
+    assert cli_show(show(path, as_json=False)) == 0
+    assert (f"final loss         {mean:.4f} (mean of the 10 losses logged over the last 50 steps; last logged "
+            f"{losses[60]:.4f})\n") in capsys.readouterr().out
+    _print_event(FINISHED, {"status": "completed", "output_dir": str(path), "final_loss_mean": mean,
+                            "final_loss_window": 10}, sys.stdout)
+    assert capsys.readouterr().out == (f"completed: {path} (final loss {mean:.4f}, the mean of the 10 losses logged "
+                                       "over the last 50 steps)\n")
+
+
 def test_show_names_the_eval_data(capsys):
     make_run("20261128-100000-lora")
     make_run("20261128-110000-lora", eval_split=0.05)
