@@ -146,8 +146,11 @@ def format_probe(report: dict[str, Any]) -> list[str]:
         tps = f"; {report['tokens_per_s']:,.0f} tokens/s" if report.get("tokens_per_s") else ""
         lines.append(f"time per step: {per_step:.2f} s (median after {WARMUP_STEPS} warm-up steps){tps}")
         if report.get("projected_train_s"):
-            lines.append(f"full run: {report['full_steps']:,} steps, about {_duration(report['projected_train_s'])} "
-                         "of training (evaluations and checkpoints come on top)")
+            took = report["projected_train_s"]
+            # "about 0 s" for a tiny model's run that takes a fraction of a second.
+            how_long = "under a second" if took < 0.5 else f"about {_duration(took)}"
+            lines.append(f"full run: {report['full_steps']:,} steps, {how_long} of training (evaluations and "
+                         "checkpoints come on top)")
     else:
         lines.append("time per step: not measured (too few steps after the warm-up)")
     peak = report.get("peak_gpu_bytes")

@@ -47,6 +47,16 @@ def test_a_probe_trains_saves_nothing_and_projects_the_full_run(tmp_path, tiny_m
     assert lines[-1] == "GPU memory: not measured (the probe trained on the CPU)"
 
 
+@pytest.mark.parametrize(("projected", "said"), [(0.2, "under a second"), (0.6, "about 1 s"), (75, "about 75 s"),
+                                                  (2280, "about 38 min")])
+def test_the_projected_duration_never_reads_about_0_s(projected, said):
+    """A tiny model's 20 steps read "full run: 20 steps, about 0 s of training"."""
+    report = {"seconds_per_step": projected / 20, "tokens_per_s": 1000.0, "projected_train_s": projected,
+              "full_steps": 20}
+    assert format_probe(report)[1] == (f"full run: 20 steps, {said} of training (evaluations and checkpoints come "
+                                       "on top)")
+
+
 def test_full_run_steps_is_what_trainer_counts(tmp_path, tiny_model_dir, small_dataset):
     cfg = make_cfg(tiny_model_dir, small_dataset, tmp_path / "run", max_steps=-1, num_epochs=1.5, batch_size=5,
                    gradient_accumulation_steps=2, eval_split=0.1)
