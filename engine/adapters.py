@@ -1125,13 +1125,20 @@ def cli_add(args: argparse.Namespace) -> int:
 
     Args:
         args: ``path`` (str): a PEFT adapter folder (with ``adapter_config.json``), or a run
-            folder whose ``final/`` holds one.
+            (its folder, or its name as ``runs list`` gives it) whose ``final/`` holds one.
 
     Returns:
         0 (also when it was listed already); errors are raised as StudioError (exit 2).
     """
+    from engine.runs import find_run
+
     known = {Path(c.path) for c in list_adapters()}
-    card = add_adapter(args.path)
+    path = args.path
+    if not Path(path).expanduser().exists():
+        # A run's name, as generate, export-gguf and adapters compare take it: "there is no folder
+        # '<cwd>/medical'" sent the user looking for a path.
+        path = find_run(path) or path
+    card = add_adapter(path)
     base = base_label(card.base_model)
     if Path(card.path) in known:
         print(f"already in the library ({card.source}): {card.name}, {card.method or '?'} on {base} - {card.path}")

@@ -301,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     al = asub.add_parser("list", help="list adapters from runs and added folders")
     al.add_argument("--json", action="store_true")
     aa = asub.add_parser("add", help="add a PEFT adapter folder to the library")
-    aa.add_argument("path", metavar="PATH", help="an adapter folder, or a run folder with final/")
+    aa.add_argument("path", metavar="PATH|RUN", help="an adapter folder, or a run: its folder or its name "
+                    "(a run's adapter is listed already; this says so)")
     ar = asub.add_parser("remove", help="forget an added folder (its files stay)")
     ar.add_argument("path", metavar="PATH", help="an added folder, or its name in 'adapters list'")
     ax = asub.add_parser("export", help="copy an adapter on its own to a folder")

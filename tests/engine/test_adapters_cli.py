@@ -74,6 +74,20 @@ def test_remove_explains_what_it_cannot_remove(tmp_path):
         cli_remove(ns(other))
 
 
+def test_add_takes_a_run_by_its_name(tmp_path, capsys, monkeypatch):
+    """`adapters add medical` said "there is no folder '<cwd>/medical'", though generate, export-gguf and adapters
+    compare all take a run by its name."""
+    run = runs_dir() / "20261129-033950-medical"
+    fake_adapter(run / "final")
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "config": {"run_name": "medical"}}))
+    (run / "run.yaml").write_text("run_name: medical\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["adapters", "add", "medical"]) == 0
+    assert capsys.readouterr().out.startswith("already in the library (run): ")
+    assert main(["adapters", "add", "medicl"]) == 2  # no run of that name: the path it looked for
+    assert f"there is no folder '{tmp_path / 'medicl'}'" in capsys.readouterr().err
+
+
 def test_add_refuses_a_folder_without_adapter_config(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["adapters", "add", str(tmp_path / "empty")]) == 2
