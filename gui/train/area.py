@@ -47,7 +47,7 @@ from engine.errors import ConfigError, ConfigErrors, StudioError
 from engine.methods import rate_note
 from engine.paths import presets_dir
 from engine.probe import PROBE_STEPS
-from engine.runs import format_duration, read_samples
+from engine.runs import format_duration, mean_of_last, read_samples, steps_in_mean
 from gui.adapters.gguf_dialog import GgufDialog
 from gui.elided_combo import ElidedComboBox
 from gui.flow_layout import FlowLayout
@@ -1352,7 +1352,10 @@ class TrainArea(QWidget):
             final_loss = data.get("final_loss")
         loss_text = f"; final loss {final_loss:.4f}" if isinstance(final_loss, (int, float)) else ""
         if isinstance(data.get("final_loss_mean"), (int, float)):
-            loss_text += f" (mean of the last {data.get('final_loss_window')} steps)"
+            # With logging_steps above 1 the window's logged losses cover more steps than their number.
+            window = int(data.get("final_loss_window") or 10)
+            steps = steps_in_mean(Path(self.run_dir), window) if self.run_dir else window
+            loss_text += f" ({mean_of_last(window, steps).removeprefix('the ').removesuffix(chr(39) + 's')})"
         self._show_progress_end(status, data)
         took = f" in {format_duration(time.time() - self._started_at)}" if self._started_at else ""
         if not self._probing:

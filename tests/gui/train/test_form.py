@@ -265,6 +265,23 @@ def test_a_long_run_status_line_wraps_instead_of_squeezing_the_form(make_area, q
     assert area.progress_label.wordWrap()
 
 
+@pytest.mark.parametrize(("every", "said"), [(1, "(mean of the last 10 steps)"),
+                                              (5, "(mean of the 10 losses logged over the last 50 steps)")])
+def test_the_end_line_says_how_many_steps_the_final_loss_covers(make_area, tmp_path, every, said):
+    """With logging_steps 5 the line said "mean of the last 10 steps" for a mean over 50 steps, as `train`
+    and `runs show` did."""
+    import json
+
+    area = make_area()
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "loss": 2.0} for s in range(every, 60 + 1, every)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    area._on_finished({"status": "completed", "output_dir": str(run), "final_loss": 2.0,
+                       "final_loss_mean": 2.0, "final_loss_window": 10})
+    assert f"final loss 2.0000 {said}" in area.progress_label.text()
+
+
 def test_warmup_steps_lock_the_warmup_ratio_saying_why(make_area, qtbot):
     area = make_area()
     ratio = area.editors["warmup_ratio"]
