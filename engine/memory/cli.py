@@ -111,6 +111,9 @@ def data_text(data: dict, gpu_bytes: int | None) -> str:
         text += f"): {format_gib(data['peak_bytes'])}"
     if gpu_bytes:
         text += f" -> fits: {data['fits']}, largest micro-batch that fits: {data['max_batch_size']}"
+        if (data.get("max_batch_size") or 0) >= n > 0:
+            # The memory's answer, but no batch holds more records than there are ("10000" for 200 records).
+            text += f" (more than the {n:,} records: a batch of all of them fits)"
     return text
 
 

@@ -290,7 +290,9 @@ def data_line(data: dict, config_seq_len: int | None, gpu: int | None, *, muted:
     if primary:
         if gpu:
             text += f" of {fmt_bytes(gpu)}"
-            if mbs is not None:
+            if mbs is not None and mbs >= n > 0:  # no batch holds more records than there are
+                text += f" · a{NBSP}batch{NBSP}of{NBSP}all{NBSP}{n:,}{NBSP}records{NBSP}fits"
+            elif mbs is not None:
                 text += (f" · largest{NBSP}micro-batch{NBSP}that{NBSP}fits:{NBSP}<b>{mbs}</b>" if mbs > 0 else
                          " · even micro-batch 1 does not fit")
         return text

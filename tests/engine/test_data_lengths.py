@@ -148,6 +148,17 @@ def test_cli_gives_the_estimate_with_the_data(llama_1b, tmp_path):
     assert code == 0 and json.loads(out)["data"] is None
 
 
+def test_the_data_line_never_offers_a_batch_larger_than_the_data():
+    """`estimate` said "largest micro-batch that fits: 10000" for a 200-record dataset."""
+    from engine.memory.cli import data_text
+
+    data = {"records": 200, "longest_record": 90, "truncated": 0, "seq_len": 90, "peak_bytes": 2**30,
+            "fits": "yes", "max_batch_size": 10000}
+    assert data_text(data, 24 * 2**30).endswith(
+        "largest micro-batch that fits: 10000 (more than the 200 records: a batch of all of them fits)")
+    assert data_text({**data, "max_batch_size": 64}, 24 * 2**30).endswith("largest micro-batch that fits: 64")
+
+
 def test_cli_without_a_tokenizer_estimates_and_says_why_there_is_no_data_line(tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()

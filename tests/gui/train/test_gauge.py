@@ -467,6 +467,18 @@ def test_the_data_line_says_when_records_reach_seq_len(qtbot):
     assert "Measured peak 4.00 GiB (whole GPU) (estimate +75%, with this dataset +25%)" in gauge.details.text()
 
 
+def test_the_judged_data_line_offers_no_batch_larger_than_the_data():
+    """The line the badge judges said "largest micro-batch that fits: 10000" for a 200-record dataset."""
+    from gui.train.vram_gauge import data_line
+
+    data = {"records": 200, "longest_record": 90, "truncated": 0, "seq_len": 90, "peak_bytes": GiB,
+            "fits": "yes", "max_batch_size": 10000}
+    text = data_line(data, 512, 24 * GiB, primary=True).replace(NBSP, " ")
+    assert "a batch of all 200 records fits" in text and "10000" not in text
+    text = data_line({**data, "max_batch_size": 64}, 512, 24 * GiB, primary=True).replace(NBSP, " ")
+    assert "largest micro-batch that fits: <b>64</b>" in text
+
+
 def test_measurements_wait_for_the_first_estimate_and_the_newest_request_wins(qtbot):
     """One measurement in flight; requests made meanwhile collapse into the newest, and the answer
     to an older one is never said. Nothing is measured before release() (the first estimate)."""
