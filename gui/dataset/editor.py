@@ -258,6 +258,9 @@ class Banner(QFrame):
 class FindBar(QFrame):
     """Find and replace: text or regex, case, in one field or all; Enter finds the next match."""
 
+    sig_closed = Signal()
+    """The user closed the bar (Escape or ✕)."""
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
@@ -304,9 +307,13 @@ class FindBar(QFrame):
         lay.setSpacing(4)
         lay.addLayout(top)
         lay.addLayout(bottom)
-        self.close_button.clicked.connect(self.hide)
-        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.hide,
+        self.close_button.clicked.connect(self.close_bar)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.close_bar,
                   context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+
+    def close_bar(self) -> None:
+        self.hide()
+        self.sig_closed.emit()
 
     def query(self) -> TextQuery:
         field = self.field.currentData()
@@ -366,6 +373,8 @@ class DatasetEditor(QWidget):
         self._last_match: tuple[Record, tuple, int, int] | None = None
         self._restoring = False
         self._broken_banner_parked = False  # the broken-records banner, hidden while no record is broken
+        self._focus_before_find: QWidget | None = None  # the table or form box the find bar was opened from
+        self._replaced: tuple | None = None  # (the last replace-all's undo command, what the find bar said)
 
         self.undo_stack = QUndoStack(self)
         self.model = RecordTableModel(self)
@@ -896,10 +905,13 @@ class DatasetEditor(QWidget):
                     continue
                 changes.append((idx, fixed_record(rec, new) if rec.broken else with_data(rec, new)))
                 total += n
+        said = f"Replaced {total:,} in {len(changes):,} records"
         if changes:
-            self.undo_stack.push(ReplaceRecordsCommand(
-                self.model, changes, f"Replace all '{query.text}' ({total} in {len(changes)} records)"))
-        self.find_bar.status.setText(f"Replaced {total:,} in {len(changes):,} records" if total else "No match")
+            cmd = ReplaceRecordsCommand(self.model, changes,
+                                        f"Replace all '{query.text}' ({total} in {len(changes)} records)")
+            self.undo_stack.push(cmd)
+            self._replaced = (cmd, said)
+        self.find_bar.status.setText(said if total else "No match")
         return total
 
     def add_record(self) -> None:
@@ -1237,6 +1249,19 @@ class DatasetEditor(QWidget):
         self.act_back_to_table.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.act_back_to_table.triggered.connect(self.back_to_table)
         self.form.addAction(self.act_back_to_table)
+        # The filter box from the keyboard: Esc clears it, and when it is empty goes back to the
+        # table; Down (and Enter, below) goes to the records it shows. Each key did nothing.
+        self.act_clear_filter = QAction("Clear the filter", self.filter_edit)
+        self.act_clear_filter.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        self.act_clear_filter.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        self.act_clear_filter.triggered.connect(self._on_filter_escape)
+        self.filter_edit.addAction(self.act_clear_filter)
+        self.act_filter_to_table = QAction("Go to the records shown", self.filter_edit)
+        self.act_filter_to_table.setShortcut(QKeySequence(Qt.Key.Key_Down))
+        self.act_filter_to_table.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        self.act_filter_to_table.triggered.connect(self._on_filter_to_table)
+        self.filter_edit.addAction(self.act_filter_to_table)
+        self.filter_edit.setToolTip("Enter or Down: go to the first record shown; Esc: clear the filter")
         self.tabs.setTabToolTip(0, "The selected record. Enter in the table: edit it here; Esc: back to the table")
 
     def _wire(self) -> None:
@@ -1271,6 +1296,7 @@ class DatasetEditor(QWidget):
         self.preview.sig_add_tokens_changed.connect(lambda: self._relint_timer.start())
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.filter_edit.textChanged.connect(lambda _t: self._filter_timer.start())
+        self.filter_edit.returnPressed.connect(self._on_filter_to_table)
         self.filter_regex.toggled.connect(lambda _b: self._apply_filter())
         self.filter_field.currentIndexChanged.connect(lambda _i: self._apply_filter())
         self.filter_rule.currentIndexChanged.connect(lambda _i: self._apply_filter())
@@ -1282,6 +1308,7 @@ class DatasetEditor(QWidget):
         fb.replace.returnPressed.connect(self.replace_current)
         fb.replace_button.clicked.connect(self.replace_current)
         fb.replace_all_button.clicked.connect(self.replace_all)
+        fb.sig_closed.connect(self._on_find_closed)
 
     # ---- Dataset lifecycle
     def _set_dataset(self, ds: DatasetFile, baseline: tuple[Record, ...]) -> None:
@@ -1315,6 +1342,10 @@ class DatasetEditor(QWidget):
         self._update_count()
         if ds.records:
             self.select_record(0, self._first_text_column())
+        # The keyboard starts on the records (Down, Enter), not in the filter box, which comes
+        # first in the tab order and took the focus when the window was shown. Set while hidden,
+        # it is the focus the window gives when shown.
+        self.table.setFocus(Qt.FocusReason.OtherFocusReason)
         self.lint_panel.set_running(True)
         self.refresh_audit()
         self.run_lint()
@@ -1441,6 +1472,25 @@ class DatasetEditor(QWidget):
     def _on_stack_index_changed(self, _i: int) -> None:
         self._update_title()
         self._update_actions()
+        self._update_replaced_status()
+
+    def _update_replaced_status(self) -> None:
+        """Keep the find bar's "Replaced N in M records" true when that replace-all is undone or
+        redone (it went on saying so after Ctrl+Z had put every record back)."""
+        if self._replaced is None:
+            return
+        cmd, said = self._replaced
+        undone = f"Undone: {said[0].lower()}{said[1:]}"
+        if self.find_bar.status.text() not in (said, undone):  # the bar says something newer (a find)
+            self._replaced = None
+            return
+        stack = self.undo_stack
+        at = next((i for i in range(stack.count()) if stack.command(i) is cmd), None)
+        if at is None:  # gone from the stack (another file, or a new edit after undoing it)
+            self._replaced = None
+            self.find_bar.status.clear()
+            return
+        self.find_bar.status.setText(said if at < stack.index() else undone)
 
     def _on_records_changed(self) -> None:
         self.autosaver.touch()
@@ -1593,6 +1643,9 @@ class DatasetEditor(QWidget):
         return True
 
     def _on_find(self) -> None:
+        was = QApplication.focusWidget()
+        if was is not None and not self.find_bar.isAncestorOf(was):
+            self._focus_before_find = was  # where Esc in the bar goes back to
         self.find_bar.show()
         text = self._selected_text()
         if text:
@@ -1609,9 +1662,39 @@ class DatasetEditor(QWidget):
         self.find_bar.status.clear()
         self.find_bar.find.setStyleSheet("")
 
+    def _on_find_closed(self) -> None:
+        """Esc or ✕ in the find bar: the keyboard goes back to the table or form box it came from
+        (Qt gave it to the next widget in the tab order, the filter box)."""
+        back, self._focus_before_find = self._focus_before_find, None
+        try:
+            usable = back is not None and back.isVisible() and back.isEnabled() and self.isAncestorOf(back)
+        except RuntimeError:  # deleted since (a conversation's turn boxes are rebuilt per record)
+            usable = False
+        (back if usable else self.table).setFocus(Qt.FocusReason.ShortcutFocusReason)
+
     def _on_focus_filter(self) -> None:
         self.filter_edit.setFocus()
         self.filter_edit.selectAll()
+
+    def _on_filter_escape(self) -> None:
+        if self.filter_edit.text():
+            self.filter_edit.clear()
+            self._filter_timer.stop()
+            self._apply_filter()
+        else:
+            self.back_to_table()
+
+    def _on_filter_to_table(self) -> None:
+        """Enter or Down in the filter box: the filter applies now (not after the typing pause)
+        and the keyboard goes to the first record it shows; with no filter text, to the current record."""
+        if self._filter_timer.isActive():
+            self._filter_timer.stop()
+            self._apply_filter()
+        if self.filter_edit.text() and self.proxy.rowCount():
+            cur = self.table.currentIndex()
+            first = self.proxy.index(0, cur.column() if cur.isValid() else self._first_text_column())
+            self.table.jump_to(first)
+        self.back_to_table()
 
     def _on_finding_activated(self, finding) -> None:
         if finding.index is None or finding.index >= len(self._report_records):

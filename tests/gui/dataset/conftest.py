@@ -36,6 +36,20 @@ def make_editor(qtbot):
 
 
 @pytest.fixture
+def shown_editor(make_editor, qtbot):
+    """An editor on a file, shown in an active window: shortcuts only fire in one."""
+
+    def _make(path):
+        ed = make_editor(path)
+        ed.show()
+        ed.activateWindow()
+        qtbot.waitUntil(ed.isActiveWindow)
+        return ed
+
+    return _make
+
+
+@pytest.fixture
 def demo_copy(tmp_path) -> Path:
     """The whole demo dataset, copied so tests can save over it."""
     dst = tmp_path / "demo.jsonl"

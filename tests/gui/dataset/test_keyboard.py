@@ -11,20 +11,6 @@ SHIFT = Qt.KeyboardModifier.ShiftModifier
 ALT = Qt.KeyboardModifier.AltModifier
 
 
-@pytest.fixture
-def shown_editor(make_editor, qtbot):
-    """An editor on a file, shown in an active window: shortcuts only fire in one."""
-
-    def _make(path):
-        ed = make_editor(path)
-        ed.show()
-        ed.activateWindow()
-        qtbot.waitUntil(ed.isActiveWindow)
-        return ed
-
-    return _make
-
-
 def _type_in_output(ed, qtbot, index: int, text: str) -> None:
     ed.select_record(index)
     box = ed.form.field_edit("output")
