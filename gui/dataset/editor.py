@@ -90,8 +90,18 @@ SAVE_FILTERS = {"JSON lines (*.jsonl)": "jsonl", "JSON (*.json)": "json", "CSV (
 """The file dialog's filters for writing a dataset, and the container each one writes."""
 
 RELINT_MS = 1500  # after the last edit, small files are checked again
+# Big files (above LintRunner.in_process_max) are checked again in a child process after a longer
+# pause: a child costs ~1 s to start and ~0.12 ms of CPU per record (docs/dataset-bench.md), and a
+# newer check cancels a running one, so a short pause would keep a core busy through an editing
+# session and seldom finish. The editor's own share is small (measured in docs/dataset-bench.md).
+RELINT_BIG_MS = 10_000
 FILTER_MS = 250  # typing pause before the filter applies
 ASYNC_FILTER_MIN = 20_000  # from this many records a text filter is matched in slices between frames
+# From this many records a pass over every record (replace all, a find that wraps, a filter) shows
+# the wait cursor: replacing a common word in 2,000 records took 0.1 s here, the delay a user
+# notices, and 20,000 records 1.8 s (docs/dataset-bench.md). It was 20,000, so a 0.3-1.8 s
+# replace-all on a 20k-record file showed nothing.
+BUSY_MIN = 2_000
 SCAN_SLICE_S = 0.012  # time per slice: the window repaints and takes input between slices
 WATCH_MS = 300  # file-change notifications come in bursts (write, rename, chmod)
 _BANNER_STYLES = {
@@ -873,7 +883,7 @@ class DatasetEditor(QWidget):
     @contextmanager
     def _busy(self, wanted: bool = True):
         """A wait cursor around work that visits every record of a big file."""
-        big = wanted and self._ds is not None and len(self._ds.records) > 20_000
+        big = wanted and self._ds is not None and len(self._ds.records) >= BUSY_MIN
         if big:
             QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
@@ -905,12 +915,12 @@ class DatasetEditor(QWidget):
                     continue
                 changes.append((idx, fixed_record(rec, new) if rec.broken else with_data(rec, new)))
                 total += n
-        said = f"Replaced {total:,} in {len(changes):,} records"
-        if changes:
-            cmd = ReplaceRecordsCommand(self.model, changes,
-                                        f"Replace all '{query.text}' ({total} in {len(changes)} records)")
-            self.undo_stack.push(cmd)
-            self._replaced = (cmd, said)
+            said = f"Replaced {total:,} in {len(changes):,} records"
+            if changes:  # applying them is part of the wait: every changed row is updated
+                cmd = ReplaceRecordsCommand(self.model, changes,
+                                            f"Replace all '{query.text}' ({total} in {len(changes)} records)")
+                self.undo_stack.push(cmd)
+                self._replaced = (cmd, said)
         self.find_bar.status.setText(said if total else "No match")
         return total
 
@@ -1285,15 +1295,16 @@ class DatasetEditor(QWidget):
         self.form.sig_edited.connect(self._on_form_edited)
         self.form.sig_message.connect(self.sig_status)
         self.lint_panel.sig_finding_activated.connect(self._on_finding_activated)
+        self.lint_panel.sig_finding_opened.connect(self._on_finding_opened)
         self.lint_panel.sig_filter_rule.connect(lambda rule: self.set_filter(rule=rule))
         self.lint_panel.sig_recheck.connect(self.run_lint)
         self.lint_panel.sig_per_answer.connect(self._on_export_per_answer)
         self.lint_panel.sig_audit_toggled.connect(lambda _on: self._lint is not None and self._show_findings())
-        self.lint_panel.sig_seq_len_changed.connect(lambda _n: self._relint_timer.start())
+        self.lint_panel.sig_seq_len_changed.connect(lambda _n: self._relint_later())
         self.preview.sig_tokenizer_loaded.connect(self._on_tokenizer_loaded)
         # Token lengths follow the format the run will use (the preview follows the Train area).
-        self.preview.template.currentTextChanged.connect(lambda _t: self._relint_timer.start())
-        self.preview.sig_add_tokens_changed.connect(lambda: self._relint_timer.start())
+        self.preview.template.currentTextChanged.connect(lambda _t: self._relint_later())
+        self.preview.sig_add_tokens_changed.connect(lambda: self._relint_later())
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.filter_edit.textChanged.connect(lambda _t: self._filter_timer.start())
         self.filter_edit.returnPressed.connect(self._on_filter_to_table)
@@ -1497,9 +1508,16 @@ class DatasetEditor(QWidget):
         self._refresh_broken_banner()
         self._lint_stale = True
         self.lint_panel.set_stale(True)
-        if self._ds is not None and len(self._ds.records) <= self.lint_runner.in_process_max:
-            self._relint_timer.start()
+        self._relint_later()
         self._update_status()
+
+    def _relint_later(self) -> None:
+        """Check the records again after a pause in the edits: big files too (they waited for
+        Ctrl+Shift+L, so a fixed finding stayed in the Checks tab), after a longer pause."""
+        if self._ds is None:
+            return
+        big = len(self._ds.records) > self.lint_runner.in_process_max
+        self._relint_timer.start(RELINT_BIG_MS if big else RELINT_MS)
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         self.form.seal()
@@ -1696,18 +1714,29 @@ class DatasetEditor(QWidget):
             self.table.jump_to(first)
         self.back_to_table()
 
-    def _on_finding_activated(self, finding) -> None:
+    def _on_finding_activated(self, finding) -> bool:
+        """A click on a finding: its record is selected, the Checks tab stays up to click the next."""
         if finding.index is None or finding.index >= len(self._report_records):
             self.sig_status.emit(finding.message)
-            return
+            return False
         rec = self._report_records[finding.index]
         idx = self.model.index_of_record(rec, hint=finding.index)
         if idx < 0:
             self.sig_status.emit("That record was edited or deleted since the check; re-check to refresh")
-            return
+            return False
         col = self.model.column_of(finding.key) if getattr(finding, "key", None) else -1
         self.select_record(idx, col if col >= 0 else self._first_text_column())
         self.tabs.setCurrentWidget(self.lint_panel)
+        return True
+
+    def _on_finding_opened(self, finding) -> None:
+        """Enter or a double-click on a finding: fix it. The Record tab comes up with the cursor in
+        the box of the field the finding names (the record's first box when it names none); the
+        Checks tab used to stay up, the record out of reach of the keyboard."""
+        if not self._on_finding_activated(finding):
+            return
+        self.tabs.setCurrentWidget(self.form)
+        self.form.focus_box(getattr(finding, "key", None))
 
     def _on_lint_started(self, in_child: bool) -> None:
         self.lint_panel.set_running(True)

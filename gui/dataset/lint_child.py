@@ -69,9 +69,12 @@ def run_job(job: dict[str, Any]):
     return lint(ds, seq_len=job.get("seq_len") or None)
 
 
-def main(conn, job: dict[str, Any]) -> None:
-    """Child process entry: lint, send ``(report, None)`` or ``(None, message)``, exit."""
+def main(conn, job_conn) -> None:
+    """Child process entry: read the job from ``job_conn``, lint, send ``(report, None)`` or
+    ``(None, message)`` on ``conn``, exit."""
     try:
+        job = job_conn.recv()
+        job_conn.close()
         report = run_job(job)
     except BaseException as e:  # noqa: BLE001 - the parent shows the message
         conn.send((None, f"{type(e).__name__}: {e}"))

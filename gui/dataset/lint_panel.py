@@ -83,7 +83,10 @@ class LintPanel(QWidget):
     """Findings by rule, and the balance and length charts."""
 
     sig_finding_activated = Signal(object)
-    """A finding was clicked or activated with Enter (the Finding)."""
+    """A finding was clicked: show its record (the Finding)."""
+
+    sig_finding_opened = Signal(object)
+    """A finding was activated (Enter, double-click): edit the field it names (the Finding)."""
 
     sig_filter_rule = Signal(str)
     """Show only the records with findings of this rule."""
@@ -152,7 +155,7 @@ class LintPanel(QWidget):
         self.tree.header().setSectionResizeMode(0, self.tree.header().ResizeMode.Stretch)
         self.tree.header().setSectionResizeMode(1, self.tree.header().ResizeMode.ResizeToContents)
         self.tree.itemClicked.connect(self._on_item_activated)
-        self.tree.itemActivated.connect(self._on_item_activated)
+        self.tree.itemActivated.connect(self._on_item_opened)
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.tree.customContextMenuRequested.connect(self._on_context_menu)
 
@@ -217,8 +220,8 @@ class LintPanel(QWidget):
                  f"{c.get('infos', 0)} info"]
         took = f" in {seconds:.1f} s" if seconds is not None else ""
         self.summary.setText(f"<b>{' · '.join(parts)}</b>")
-        self.detail.setText(f"{c.get('records', 0):,} records checked{took}. Click a finding to open its "
-                            "record; right-click a rule to filter the table.")
+        self.detail.setText(f"{c.get('records', 0):,} records checked{took}. Click a finding to show its "
+                            "record, Enter or double-click to edit it; right-click a rule to filter the table.")
         self._fill_tree(report)
         self._draw_balance(report.stats)
         self._draw_lengths(report.stats)
@@ -345,6 +348,11 @@ class LintPanel(QWidget):
         finding = item.data(0, FindingRole)
         if finding is not None and not isinstance(finding, str):
             self.sig_finding_activated.emit(finding)
+
+    def _on_item_opened(self, item: QTreeWidgetItem, _column: int = 0) -> None:
+        finding = item.data(0, FindingRole)
+        if finding is not None and not isinstance(finding, str):
+            self.sig_finding_opened.emit(finding)
 
     def _on_context_menu(self, pos) -> None:
         item = self.tree.itemAt(pos)

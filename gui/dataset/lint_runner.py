@@ -125,19 +125,28 @@ class LintRunner(QObject):
                "seq_len": seq_len}
         ctx = multiprocessing.get_context("spawn")
         recv, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=lint_child.main, args=(send, job), name="dataset-lint", daemon=True)
+        job_recv, job_send = ctx.Pipe(duplex=False)
+        # The job goes through a pipe from the waiting thread, not as the process's argument: an
+        # argument is written to the child's bootstrap pipe by start(), which blocks until the new
+        # interpreter reads it, ~1 s on this GUI thread for a 100k-record job (measured, a stall
+        # on every open and re-check of a big file).
+        proc = ctx.Process(target=lint_child.main, args=(send, job_recv), name="dataset-lint", daemon=True)
         proc.start()
         send.close()
+        job_recv.close()
         self._process = proc
-        threading.Thread(target=self._wait_process, args=(token, proc, recv), daemon=True,
+        threading.Thread(target=self._wait_process, args=(token, proc, recv, job_send, job), daemon=True,
                          name="dataset-lint-wait").start()
 
-    def _wait_process(self, token: int, proc, recv) -> None:
+    def _wait_process(self, token: int, proc, recv, job_send, job) -> None:
         try:
+            job_send.send(job)
+            job_send.close()
             report, error = recv.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # a broken pipe too: the child was cancelled or died
             report, error = None, "the lint process ended without a result"
         finally:
+            job_send.close()
             recv.close()
         proc.join()
         if proc.exitcode not in (0, None) and report is None and proc.exitcode < 0:

@@ -87,3 +87,43 @@ def test_undoing_a_replace_all_says_so_in_the_find_bar(shown_editor, small_datas
     assert "undone" in ed.find_bar.status.text().lower()
     qtbot.keyClick(ed.table, Qt.Key.Key_Y, CTRL)
     assert ed.find_bar.status.text().startswith("Replaced")
+
+
+def _finding_item(panel, rule: str):
+    top = next(panel.tree.topLevelItem(i) for i in range(panel.tree.topLevelItemCount())
+               if panel.tree.topLevelItem(i).text(0).split()[1] == rule)
+    return top.child(0)
+
+
+def test_enter_on_a_finding_edits_the_field_it_names_and_the_fix_clears_it(shown_editor, small_dataset, qtbot):
+    """A click on a finding shows its record and keeps the list up; Enter (or a double-click) brings
+    up the Record tab with the cursor in the field the finding names: the Checks tab stayed up, the
+    keyboard left in the list. Once fixed, the finding leaves the list by itself."""
+    import json
+
+    lines = small_dataset.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[6])
+    row["output"] = ""
+    lines[6] = json.dumps(row, ensure_ascii=False)
+    small_dataset.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ed = shown_editor(small_dataset)
+    ed.tabs.setCurrentWidget(ed.lint_panel)
+    tree = ed.lint_panel.tree
+    item = _finding_item(ed.lint_panel, "empty-field")
+    tree.scrollToItem(item)
+    qtbot.mouseClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=tree.visualItemRect(item).center())
+    assert ed.current_record_index() == 6 and ed.tabs.currentWidget() is ed.lint_panel
+
+    ed.select_record(30)
+    tree.setFocus()
+    tree.setCurrentItem(item)
+    qtbot.keyClick(tree, Qt.Key.Key_Return)
+    assert ed.current_record_index() == 6
+    assert ed.tabs.currentWidget() is ed.form
+    assert QApplication.focusWidget() is ed.form.field_edit("output")
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        qtbot.keyClicks(QApplication.focusWidget(), "Fixed.")
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Escape)
+    assert ed.dataset().records[6].peek()["output"] == "Fixed."
+    assert not any(f.rule == "empty-field" for f in ed.lint_report().findings)
+    assert not any(tree.topLevelItem(i).text(0).split()[1] == "empty-field" for i in range(tree.topLevelItemCount()))

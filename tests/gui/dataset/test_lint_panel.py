@@ -165,3 +165,22 @@ def test_a_run_audits_flagged_records_show_as_findings(make_editor, demo_copy, q
         ed.open_file(demo_copy)
     assert [f.index for f in ed.lint_report().by_rule()[HARD_RULE]] == [39]
     assert "1 more was edited or deleted since" in ed.lint_panel.audit_note.text()
+
+
+def test_big_files_are_checked_again_after_a_pause_in_the_edits(make_editor, small_dataset, qtbot):
+    """Above in_process_max an edit left the findings as they were until Ctrl+Shift+L: a fixed
+    finding stayed in the Checks tab. The child-process check now runs after a longer pause."""
+    import gui.dataset.editor as editor_module
+
+    ed = make_editor(small_dataset)
+    ed.lint_runner.in_process_max = 10  # treat this file as big
+    ed.proxy.setData(ed.proxy.index(0, ed.model.column_of("output")), "")
+    assert ed._relint_timer.isActive() and ed._relint_timer.interval() == editor_module.RELINT_BIG_MS
+    ed._relint_timer.setInterval(50)  # not 10 s in a test
+    with qtbot.waitSignal(ed.lint_runner.sig_started, timeout=5000) as started:
+        pass
+    assert started.args == [True]  # in the child process
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=60000) as sig:
+        pass
+    assert (0, "empty-field") in {(f.index, f.rule) for f in sig.args[0].findings}
+    assert ed.lint_report() is sig.args[0]  # shown in the Checks tab
