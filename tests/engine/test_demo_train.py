@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -13,10 +12,8 @@ import pytest
 @pytest.mark.slow
 def test_demo_preset_trains_lora_with_falling_loss(tmp_path):
     out = tmp_path / "run"
-    t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "engine", "train", "resources/presets/demo.yaml",
                            "--output_dir", str(out)], capture_output=True, text=True, timeout=600)
-    elapsed = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
@@ -25,8 +22,7 @@ def test_demo_preset_trains_lora_with_falling_loss(tmp_path):
     assert last < 0.7 * first, (first, last)  # clearly falling, not noise
     evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
     assert evals and evals[-1] < evals[0]
-    # Under two minutes on a quiet 2-core CPU (measured ~25 s); generous here for loaded CI boxes.
-    assert elapsed < 240, elapsed
+    # How fast it trains is bench/demo_train_time.py's question (docs/throughput.md), not a test's.
 
     import torch
     from peft import PeftModel
