@@ -542,21 +542,15 @@ def test_no_suggestions_when_it_fits_and_no_verdict_without_a_gpu(monkeypatch):
 
 
 def test_re_estimate_after_an_edit_reuses_the_cached_structure():
-    import time
-
     cfg = _cfg(CONFIGS / "llama2-7b", method="lora", lora_target_modules="all-linear")
     st = model_structure(cfg)
     edits = [dict(batch_size=16), dict(seq_len=4096), dict(lora_r=64), dict(load_in="fp32"),
              dict(gradient_checkpointing=True), dict(optimizer="adamw_8bit")]
-    times = []
     for e in edits:
         edited = cfg.replace(**e)
+        # No rebuild per edit: the meta-model is the cached one (bench/estimate_speed.py measures ~2 ms).
         assert model_structure(edited) is st
-        t = time.perf_counter()
-        estimate(edited, 24 * GIB)
-        times.append(time.perf_counter() - t)
-    # bench/estimate_speed.py measures ~2 ms; this only catches a rebuild per edit.
-    assert sorted(times)[len(times) // 2] < 0.2
+        assert estimate(edited, 24 * GIB).peak_bytes > 0
 
 
 # ---------------------------------------------------------------- Learning from real runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -23,17 +24,16 @@ def test_gauge_updates_on_a_config_change_without_blocking(make_area, qtbot):
     assert "Peak" in area.gauge.details.text()
     spin = area.editors["batch_size"].spin
     with qtbot.waitSignal(area.estimator.sig_estimate, timeout=10_000) as blocker:
-        t0 = time.perf_counter()
         spin.setValue(spin.value() * 4)  # what a keystroke in the spin box does
-        ui_ms = (time.perf_counter() - t0) * 1000
-    est, latency_ms = blocker.args
+        # The change returns before the new estimate exists: it is computed elsewhere, not on the UI thread.
+        assert area.gauge.estimate is first
+    est, _latency_ms = blocker.args
     assert est.peak_bytes > first.peak_bytes  # more activations
     assert est.breakdown["activations"] > first.breakdown["activations"]
     assert area.gauge.estimate is est
-    # The change itself costs the UI thread little: the estimate runs elsewhere.
-    assert ui_ms < 50, f"a config change blocked the UI thread for {ui_ms:.1f} ms"
-    # Debounce (5 ms) + a cached estimate: well under a second even on a loaded 2-core CI box.
-    assert latency_ms < 1000, latency_ms
+    # Elsewhere is the estimate child process (its latency is bench/ui_stall.py's to measure: docs/ui-stall.md).
+    proc = area.estimator.process._proc
+    assert proc is not None and proc.poll() is None and proc.pid != os.getpid()
 
 
 def test_the_gauge_says_what_the_run_writes_to_disk(make_area):
