@@ -1249,30 +1249,30 @@ class DatasetEditor(QWidget):
                   context=Qt.ShortcutContext.WidgetShortcut)
         # Table and form without the mouse: Enter in the table (not in an open cell editor, which
         # has the focus then) goes to the form's box for the current column; Esc in the form comes back.
-        self.act_edit_in_form = QAction("Edit in the form", self.table)
-        self.act_edit_in_form.setShortcuts([QKeySequence(Qt.Key.Key_Return), QKeySequence(Qt.Key.Key_Enter)])
-        self.act_edit_in_form.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
-        self.act_edit_in_form.triggered.connect(self.edit_in_form)
-        self.table.addAction(self.act_edit_in_form)
-        self.act_back_to_table = QAction("Back to the table", self.form)
-        self.act_back_to_table.setShortcut(QKeySequence(Qt.Key.Key_Escape))
-        self.act_back_to_table.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        self.act_back_to_table.triggered.connect(self.back_to_table)
-        self.form.addAction(self.act_back_to_table)
+        widget_only, with_children = Qt.ShortcutContext.WidgetShortcut, Qt.ShortcutContext.WidgetWithChildrenShortcut
+        self.act_edit_in_form = self._local_action(self.table, "Edit in the form", [Qt.Key.Key_Return, Qt.Key.Key_Enter],
+                                                   widget_only, self.edit_in_form)
+        self.act_back_to_table = self._local_action(self.form, "Back to the table", [Qt.Key.Key_Escape],
+                                                    with_children, self.back_to_table)
         # The filter box from the keyboard: Esc clears it, and when it is empty goes back to the
         # table; Down (and Enter, below) goes to the records it shows. Each key did nothing.
-        self.act_clear_filter = QAction("Clear the filter", self.filter_edit)
-        self.act_clear_filter.setShortcut(QKeySequence(Qt.Key.Key_Escape))
-        self.act_clear_filter.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
-        self.act_clear_filter.triggered.connect(self._on_filter_escape)
-        self.filter_edit.addAction(self.act_clear_filter)
-        self.act_filter_to_table = QAction("Go to the records shown", self.filter_edit)
-        self.act_filter_to_table.setShortcut(QKeySequence(Qt.Key.Key_Down))
-        self.act_filter_to_table.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
-        self.act_filter_to_table.triggered.connect(self._on_filter_to_table)
-        self.filter_edit.addAction(self.act_filter_to_table)
+        self.act_clear_filter = self._local_action(self.filter_edit, "Clear the filter", [Qt.Key.Key_Escape],
+                                                   widget_only, self._on_filter_escape)
+        self.act_filter_to_table = self._local_action(self.filter_edit, "Go to the records shown", [Qt.Key.Key_Down],
+                                                      widget_only, self._on_filter_to_table)
         self.filter_edit.setToolTip("Enter or Down: go to the first record shown; Esc: clear the filter")
         self.tabs.setTabToolTip(0, "The selected record. Enter in the table: edit it here; Esc: back to the table")
+
+    @staticmethod
+    def _local_action(widget: QWidget, text: str, keys: list, context: Qt.ShortcutContext, slot) -> QAction:
+        """An action on ``widget`` alone (``context``), triggered by ``keys``: keys that mean something
+        else elsewhere (Enter, Esc, Down) act here only where the keyboard is."""
+        action = QAction(text, widget)
+        action.setShortcuts([QKeySequence(k) for k in keys])
+        action.setShortcutContext(context)
+        action.triggered.connect(slot)
+        widget.addAction(action)
+        return action
 
     def _wire(self) -> None:
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
