@@ -130,11 +130,8 @@ class _Parser(argparse.ArgumentParser):
         flag out (``generate --promt hi``: argparse says only that ``--prompt`` is required)."""
         if message.startswith("the following arguments are required"):
             declared = {o for a in self._actions for o in a.option_strings}
-            meant = {}
-            for arg in getattr(self, "_typed", []):
-                flag = arg.partition("=")[0]
-                if flag.startswith("--") and flag not in declared and (close := _closest_flag(self, flag)):
-                    meant.setdefault(flag, close)
+            meant = _flags_meant(self, [a for a in getattr(self, "_typed", [])
+                                        if a.startswith("--") and a.partition("=")[0] not in declared])
             if meant:
                 message += " (" + ", ".join(f"{flag}: did you mean {close}?" for flag, close in meant.items()) + ")"
         super().error(message)
@@ -171,14 +168,21 @@ def _closest_flag(parser: argparse.ArgumentParser, typed: str) -> str | None:
     return best if best and _likeness(typed, best) >= 0.6 else None  # difflib's own cutoff
 
 
-def _refuse_unrecognized(parser: argparse.ArgumentParser, rest: list[str]) -> None:
-    """Exit as argparse does on arguments ``parser`` doesn't take, naming the flag each unknown option most
-    likely means (argparse said only ``unrecognized arguments: --temprature 2``)."""
-    meant = {}
-    for arg in rest:
+def _flags_meant(parser: argparse.ArgumentParser, typed: list[str]) -> dict[str, str]:
+    """``{typed option: the flag of parser it most likely means}`` for the options among ``typed``
+    (``--temprature=2`` counts as ``--temprature``) that have a close flag."""
+    meant: dict[str, str] = {}
+    for arg in typed:
         flag = arg.partition("=")[0]
         if flag.startswith("-") and flag not in meant and (close := _closest_flag(parser, flag)):
             meant[flag] = close
+    return meant
+
+
+def _refuse_unrecognized(parser: argparse.ArgumentParser, rest: list[str]) -> None:
+    """Exit as argparse does on arguments ``parser`` doesn't take, naming the flag each unknown option most
+    likely means (argparse said only ``unrecognized arguments: --temprature 2``)."""
+    meant = _flags_meant(parser, rest)
     said = ", ".join(close if len(meant) == 1 else f"{close} for {flag}" for flag, close in meant.items())
     parser.error(f"unrecognized arguments: {' '.join(rest)}" + (f" (did you mean {said}?)" if said else ""))
 
