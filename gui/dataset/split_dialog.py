@@ -38,6 +38,9 @@ from gui.engine_process import command_label, command_text
 class SplitDialog(QDialog):
     """Ask for the ratio, seed and folder; write the two files; say where they went."""
 
+    STATUS_LINES = 5
+    """Lines of message the dialog keeps room for from the start."""
+
     sig_train_on = Signal(str, str)
     """"Train on these": (the train file, the eval file) for the Train area's dataset and eval file."""
 
@@ -60,7 +63,9 @@ class SplitDialog(QDialog):
         self.ratio.setSingleStep(0.05)
         self.ratio.setDecimals(2)
         self.ratio.setValue(0.1)
-        self.ratio.setToolTip("Share of records held out for the eval file (a run's eval_split)")
+        # The Train area's label for the same setting; the tooltip names the config key and the flag.
+        self.ratio.setToolTip("Fraction of records held out for the eval file, as a run's eval_split "
+                              "(--eval-ratio of data split): 0.1 holds out 10%")
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(int(meta["seed"]["default"]))
@@ -74,7 +79,7 @@ class SplitDialog(QDialog):
         self.force = QCheckBox("Replace the files if they exist")
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
-        form.addRow("Eval share:", self.ratio)
+        form.addRow("Eval split:", self.ratio)
         form.addRow("Seed:", self.seed)
         form.addRow("Folder:", out_row)
         form.addRow("", self.force)
@@ -83,6 +88,10 @@ class SplitDialog(QDialog):
         self.status.setWordWrap(True)
         self.status.setTextFormat(Qt.TextFormat.RichText)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        # Room for the usual message (two written files and a three-line note), held from the start,
+        # so the dialog doesn't jump as messages come and go.
+        self.status.setMinimumHeight(self.STATUS_LINES * self.status.fontMetrics().lineSpacing())
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.split_button = self.buttons.addButton("Split", QDialogButtonBox.ButtonRole.ActionRole)
         self.split_button.setDefault(True)
@@ -145,6 +154,11 @@ class SplitDialog(QDialog):
         self.train_button.setFocus()
         return True
 
+    # ---- Qt overrides
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        self._grow_to_fit()  # the size it opens at is the size it keeps: the first edit mustn't grow it
+
     def _on_train_on(self) -> None:
         if self.result is not None:
             self.sig_train_on.emit(self.result["train"]["path"], self.result["eval"]["path"])
@@ -153,10 +167,26 @@ class SplitDialog(QDialog):
     def _say(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet("color: #be1e1e;" if error else "")
         self.status.setText(text)
-        self.adjustSize()  # a wrapped message of more lines must not be cut
+        # A message longer than the room held for one (long paths wrap) grows the room, and the
+        # dialog with it, rather than being cut; the room never shrinks, so the dialog doesn't jump back.
+        needed = self.status.heightForWidth(self.status.width())
+        if needed > self.status.minimumHeight():
+            self.status.setMinimumHeight(needed)
+        self._grow_to_fit()
 
     def _update(self) -> None:
         self.command_label.setText(command_text(self.command()))
+        self._grow_to_fit()
+
+    def _grow_to_fit(self) -> None:
+        """Taller when what is shown needs it (a long folder wraps the command), never shorter."""
+        lay = self.layout()
+        if lay is None:
+            return
+        lay.activate()
+        wanted = lay.heightForWidth(self.width()) if lay.hasHeightForWidth() else lay.sizeHint().height()
+        if wanted > self.height():
+            self.resize(self.width(), wanted)
 
     def _on_browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the train and eval files", self.out_edit.text())

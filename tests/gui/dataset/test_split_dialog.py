@@ -102,3 +102,36 @@ def test_the_eval_share_takes_what_the_engine_takes(make_editor, demo_copy, tmp_
     dialog.out_edit.setText(str(tmp_path / "half"))
     assert dialog.split()
     assert dialog.grab().save(str(tmp_path / "split-half.png"))
+
+
+def test_the_dialog_keeps_its_size_as_messages_come_and_go(make_editor, demo_copy, tmp_path, qtbot):
+    """Each message used to resize the dialog (adjustSize), so it jumped under the user's pointer."""
+    ed = make_editor(demo_copy)
+    dialog = ed.open_split_dialog()
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    size = dialog.size()
+    dialog.out_edit.setText("")
+    assert not dialog.split() and "Choose a folder" in dialog.status.text()
+    assert dialog.size() == size
+    dialog.out_edit.setText(str(tmp_path / "out"))
+    assert dialog.split()  # the longest usual message: two files and a three-line note
+    assert dialog.size() == size
+    assert dialog.status.height() >= dialog.status.heightForWidth(dialog.status.width())  # none of it cut
+    assert not dialog.split() and "exists" in dialog.status.text()
+    assert dialog.size() == size
+    dialog.out_edit.setText(str(tmp_path / "out2"))
+    assert dialog.split()
+    assert dialog.size() == size
+
+
+def test_the_ratio_is_named_as_the_train_area_names_it(make_editor, demo_copy):
+    from PySide6.QtWidgets import QFormLayout
+
+    from gui.train.fields import label_for
+
+    dialog = make_editor(demo_copy).open_split_dialog()
+    form = next(item.layout() for item in (dialog.layout().itemAt(i) for i in range(dialog.layout().count()))
+                if isinstance(item.layout(), QFormLayout))
+    assert form.labelForField(dialog.ratio).text() == label_for("eval_split") + ":"
+    assert "eval_split" in dialog.ratio.toolTip()  # the tooltip names the config key the user may meet
