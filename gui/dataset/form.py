@@ -18,8 +18,9 @@ import re
 from typing import NamedTuple
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFontDatabase, QKeySequence, QTextCursor
+from PySide6.QtGui import QAction, QColor, QFontDatabase, QKeySequence, QTextCursor
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QFormLayout,
     QFrame,
@@ -56,6 +57,14 @@ COMMIT_MS = 400  # pause in typing after which the edit becomes an undo step
 _SHAREGPT_TAGS = ("human", "gpt", "system", "function_call", "observation")
 _ALPACA_FIELDS = (("instruction", 3), ("input", 2), ("output", 4), ("system", 2))
 _ERROR_STYLE = "color: #b71c1c;"
+# A conversation's turns from the keyboard, in the box of a turn. Each is the record key's shift
+# variant where there is one (Ctrl+N adds a record, Ctrl+Delete deletes records in the table,
+# Alt+Shift+Up/Down move records): none of them is a key of the editor or of a text box.
+TURN_KEYS = {"add": "Ctrl+Shift+N", "remove": "Ctrl+Shift+Delete", "up": "Ctrl+Shift+Up", "down": "Ctrl+Shift+Down"}
+
+
+def _key_text(name: str) -> str:
+    return QKeySequence(TURN_KEYS[name]).toString(QKeySequence.SequenceFormat.NativeText)
 _FINDING_STYLE = "color: #8a5a00;"
 _CAPTION_STYLE = "color: #555; font-weight: 600; margin-top: 6px;"
 
@@ -202,10 +211,13 @@ class TurnEdit(QFrame):
             self.role.setToolTip("Not a turn object {...}: click Edit as JSON to fix it. Kept as it is when "
                                  "other turns are edited.")
         up, down, remove = QToolButton(), QToolButton(), QToolButton()
-        for b, t, tip in ((up, "↑", "Move turn up"), (down, "↓", "Move turn down"), (remove, "✕", "Remove turn")):
+        for b, t, tip, key in ((up, "↑", "Move turn up", "up"), (down, "↓", "Move turn down", "down"),
+                               (remove, "✕", "Remove turn", "remove")):
             b.setText(t)
-            b.setToolTip(tip)
+            b.setToolTip(f"{tip} ({_key_text(key)})")
             b.setAutoRaise(True)
+            # Tab goes role -> text -> the next turn's role; the buttons' keys act from the boxes.
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         up.clicked.connect(lambda: self.sig_move.emit(self, -1))
         down.clicked.connect(lambda: self.sig_move.emit(self, 1))
         remove.clicked.connect(lambda: self.sig_remove.emit(self))
@@ -351,7 +363,8 @@ class RecordForm(QWidget):
         self.turns_layout.setSpacing(6)
         cl.addWidget(self.turns_box)
         self.add_turn_button = QPushButton("+ Add turn")
-        self.add_turn_button.clicked.connect(self._on_add_turn)
+        self.add_turn_button.setToolTip(f"Add a turn at the end ({_key_text('add')} in a turn adds one after it)")
+        self.add_turn_button.clicked.connect(lambda: self._on_add_turn())
         row = QHBoxLayout()
         row.addWidget(self.add_turn_button)
         row.addStretch(1)
@@ -362,6 +375,14 @@ class RecordForm(QWidget):
         cl.addWidget(self.chat_extras)
         cl.addStretch(1)
         self.turns: list[TurnEdit] = []
+        # Keys for the turn the keyboard is in, through the same undo steps as the buttons.
+        self.act_add_turn = self._turn_action(chat, "Add a turn after this one", "add", self._on_add_turn_key)
+        self.act_remove_turn = self._turn_action(chat, "Remove this turn", "remove",
+                                                 lambda: self._on_turn_key(self._on_remove_turn))
+        self.act_turn_up = self._turn_action(chat, "Move this turn up", "up",
+                                             lambda: self._on_turn_key(lambda t: self._on_move_turn(t, -1)))
+        self.act_turn_down = self._turn_action(chat, "Move this turn down", "down",
+                                               lambda: self._on_turn_key(lambda t: self._on_move_turn(t, 1)))
 
         # Page 3: raw JSON (broken records, or "Edit as JSON").
         raw = QWidget()
@@ -616,6 +637,35 @@ class RecordForm(QWidget):
             return self.chat_system
         return self.fields.get(key)
 
+    # ---- Qt overrides
+    def focusNextPrevChild(self, forward: bool) -> bool:  # noqa: N802 - Qt's name
+        if self.pages.currentIndex() == 2:
+            chain = self._chat_chain()
+            focus = QApplication.focusWidget()
+            at = next((i for i, w in enumerate(chain) if focus is w or w.isAncestorOf(focus)), None)
+            to = None if at is None else at + (1 if forward else -1)
+            if to is not None and 0 <= to < len(chain):
+                chain[to].setFocus(Qt.FocusReason.TabFocusReason if forward else Qt.FocusReason.BacktabFocusReason)
+                return True
+        return super().focusNextPrevChild(forward)
+
+    @staticmethod
+    def _turn_action(page: QWidget, text: str, key: str, slot) -> QAction:
+        action = QAction(f"{text}", page)
+        action.setShortcut(QKeySequence(TURN_KEYS[key]))
+        action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        action.setToolTip(f"{text} ({_key_text(key)})")
+        action.triggered.connect(slot)
+        page.addAction(action)
+        return action
+
+    def current_turn(self) -> TurnEdit | None:
+        """The turn whose box has the keyboard focus, if any."""
+        w = QApplication.focusWidget()
+        while w is not None and not isinstance(w, TurnEdit):
+            w = w.parentWidget()
+        return w if w in self.turns else None
+
     # ---- Pages
     def _show_header(self, index: int, record: Record | None, findings: list | None, total: int | None) -> None:
         if record is None:
@@ -708,6 +758,15 @@ class RecordForm(QWidget):
             self._add_turn_widget(t)  # one that isn't an object is shown, and kept as it is
         self._build_extras(data, {key, "system"}, self.chat_extras_layout)
 
+    def _chat_chain(self) -> list[QWidget]:
+        """The boxes Tab goes through in a conversation, in reading order: the system prompt, each
+        turn's role then text, then "Add turn". Qt's focus chain follows the order widgets are
+        made in (and a turn's ↑ ↓ ✕ were in it), so an added or moved turn was reached out of place."""
+        chain: list[QWidget] = [self.chat_system] if self.chat_system.isVisibleTo(self) else []
+        for t in self.turns:
+            chain += [w for w in (t.role, t.content) if w.isEnabled()]
+        return chain + [self.add_turn_button]
+
     def _clear_turns(self) -> None:
         for t in self.turns:
             t.setParent(None)
@@ -719,7 +778,7 @@ class RecordForm(QWidget):
             return "from", "value", _SHAREGPT_TAGS
         return "role", "content", MESSAGE_ROLES
 
-    def _add_turn_widget(self, turn) -> TurnEdit:
+    def _add_turn_widget(self, turn, at: int | None = None) -> TurnEdit:
         tag_key, text_key, roles = self._tag_keys()
         keys = turn if isinstance(turn, dict) else {}
         if tag_key not in keys and ("role" in keys or "from" in keys):
@@ -730,8 +789,9 @@ class RecordForm(QWidget):
         w.sig_changed.connect(lambda: self._on_field_changed("turns", w))
         w.sig_move.connect(self._on_move_turn)
         w.sig_remove.connect(self._on_remove_turn)
-        self.turns_layout.addWidget(w)
-        self.turns.append(w)
+        at = len(self.turns) if at is None else at
+        self.turns_layout.insertWidget(at, w)
+        self.turns.insert(at, w)
         return w
 
     def _build_extras(self, data: dict, standard: set[str], layout: QVBoxLayout) -> None:
@@ -881,15 +941,30 @@ class RecordForm(QWidget):
         rec, self._record = self._record, None  # force a rebuild
         self.set_record(self._index, rec, findings=None)
 
-    def _on_add_turn(self) -> None:
+    def _on_add_turn(self, after: TurnEdit | None = None) -> None:
+        """Add a turn after ``after`` (at the end when None), answering it: an assistant turn after
+        a user's, else a user's. The cursor goes into its text."""
         self.seal()  # typing before it is an undo step of its own
         tag_key, text_key, _ = self._tag_keys()
-        last = self.turns[-1].role.currentText() if self.turns else ""
+        at = self.turns.index(after) + 1 if after in self.turns else len(self.turns)
+        before = self.turns[at - 1].role.currentText() if at else ""
         user, assistant = ("human", "gpt") if self._fmt == RecordFormat.SHAREGPT else ("user", "assistant")
-        role = assistant if last in ("human", "user") else user
-        w = self._add_turn_widget({tag_key: role, text_key: ""})
-        w.content.setFocus()
+        role = assistant if before in ("human", "user") else user
+        w = self._add_turn_widget({tag_key: role, text_key: ""}, at)
+        w.content.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.scroll.ensureWidgetVisible(w)
         self._commit_turns("Add turn")
+
+    def _on_add_turn_key(self) -> None:
+        if self.pages.currentIndex() == 2:
+            self._on_add_turn(self.current_turn())
+
+    def _on_turn_key(self, slot) -> None:
+        turn = self.current_turn()
+        if turn is None:
+            self.sig_message.emit("Put the cursor in a turn first: the key acts on the turn it is in.")
+            return
+        slot(turn)
 
     def _on_move_turn(self, turn: TurnEdit, delta: int) -> None:
         i = self.turns.index(turn)
@@ -900,13 +975,19 @@ class RecordForm(QWidget):
         self.turns[i], self.turns[j] = self.turns[j], self.turns[i]
         self.turns_layout.removeWidget(turn)
         self.turns_layout.insertWidget(j, turn)
+        self.scroll.ensureWidgetVisible(turn)
         self._commit_turns("Move turn up" if delta < 0 else "Move turn down")
 
     def _on_remove_turn(self, turn: TurnEdit) -> None:
         self.seal()
+        i = self.turns.index(turn)
+        had_focus = turn.isAncestorOf(QApplication.focusWidget())
         self.turns.remove(turn)
         turn.setParent(None)
         turn.deleteLater()
+        if had_focus:  # the keyboard stays in the conversation: the next turn's text, or the one before
+            nxt = self.turns[min(i, len(self.turns) - 1)].content if self.turns else self.add_turn_button
+            nxt.setFocus(Qt.FocusReason.ShortcutFocusReason)
         self._commit_turns("Remove turn")
 
     def _commit_turns(self, label: str) -> None:

@@ -180,3 +180,89 @@ def test_ctrl_z_in_a_role_box_undoes_the_removed_turn(shown_editor, messages_fil
     role.setFocus()
     qtbot.keyClick(role, Qt.Key.Key_Y, CTRL)
     assert len(ed.dataset().records[0].peek()["messages"]) == 2
+
+
+def _in(widget, focus) -> bool:
+    return focus is widget or widget.isAncestorOf(focus)
+
+
+def test_tab_goes_role_then_text_then_the_next_turn(shown_editor, messages_file, qtbot):
+    """Each turn took five Tab stops (role, text, ↑, ↓, ✕); an added turn came after the other fields."""
+    from PySide6.QtWidgets import QApplication
+
+    ed = shown_editor(messages_file)
+    ed.select_record(0)
+    form = ed.form
+    form.turns[0].role.setFocus()
+    expected = [form.turns[0].content] + [w for t in form.turns[1:] for w in (t.role, t.content)] + \
+        [form.add_turn_button]
+    for want in expected:
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
+        assert _in(want, QApplication.focusWidget())
+    # An added turn (Ctrl+Shift+N in the first turn) is reached in its place too.
+    form.turns[0].content.setFocus()
+    qtbot.keyClick(form.turns[0].content, Qt.Key.Key_N, CTRL | SHIFT)
+    new = form.turns[1]
+    assert QApplication.focusWidget() is new.content
+    qtbot.keyClick(new.content, Qt.Key.Key_Tab)
+    assert _in(form.turns[2].role, QApplication.focusWidget())
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Backtab, SHIFT)
+    assert QApplication.focusWidget() is new.content
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Backtab, SHIFT)
+    assert _in(new.role, QApplication.focusWidget())
+
+
+def test_turn_keys_add_remove_and_move_the_turn_the_cursor_is_in_as_undo_steps(shown_editor, messages_file, qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    ed = shown_editor(messages_file)
+    ed.select_record(0)
+    form = ed.form
+    turns = lambda: [(t["role"], t["content"]) for t in ed.dataset().records[0].peek()["messages"]]  # noqa: E731
+    start = turns()
+    assert start == [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello!")]
+
+    # Add after the user's turn: an assistant turn, the cursor in its text, one undo step.
+    form.turns[1].content.setFocus()
+    qtbot.keyClick(form.turns[1].content, Qt.Key.Key_N, CTRL | SHIFT)
+    assert turns() == start[:2] + [("assistant", "")] + start[2:]
+    assert QApplication.focusWidget() is form.turns[2].content
+    qtbot.keyClicks(form.turns[2].content, "Hey")
+    form.flush()
+    assert turns()[2] == ("assistant", "Hey")
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Z, CTRL)  # the typing
+    assert turns()[2] == ("assistant", "")
+    form.turns[2].content.setFocus()
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Z, CTRL)  # the added turn
+    assert turns() == start
+
+    # Move the assistant's turn up and back down: the cursor stays in it.
+    box = form.turns[2].content
+    box.setFocus()
+    qtbot.keyClick(box, Qt.Key.Key_Up, CTRL | SHIFT)
+    assert turns() == [start[0], start[2], start[1]]
+    assert QApplication.focusWidget() is box and form.turns[1].content is box
+    qtbot.keyClick(box, Qt.Key.Key_Down, CTRL | SHIFT)
+    assert turns() == start and QApplication.focusWidget() is box
+    assert ed.undo_stack.undoText() == "Move turn down"
+
+    # Remove the user's turn from its role box: the cursor goes to the next turn's text; Ctrl+Z puts it back.
+    form.turns[1].role.setFocus()
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Delete, CTRL | SHIFT)
+    assert turns() == [start[0], start[2]]
+    assert QApplication.focusWidget() is form.turns[1].content
+    assert len(ed.dataset().records) == 2  # the record itself stays
+    assert ed.undo_stack.undoText() == "Remove turn"
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Z, CTRL)
+    assert turns() == start
+
+
+def test_the_turn_buttons_name_their_keys(make_editor, messages_file):
+    from PySide6.QtWidgets import QToolButton
+
+    ed = make_editor(messages_file)
+    ed.select_record(0)
+    tips = {b.text(): b.toolTip() for b in ed.form.turns[0].findChildren(QToolButton)}
+    assert tips == {"↑": "Move turn up (Ctrl+Shift+Up)", "↓": "Move turn down (Ctrl+Shift+Down)",
+                    "✕": "Remove turn (Ctrl+Shift+Del)"}
+    assert "Ctrl+Shift+N" in ed.form.add_turn_button.toolTip()
