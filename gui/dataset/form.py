@@ -54,6 +54,7 @@ from gui.dataset.severity import COLORS, MARKS, by_severity, severity
 from gui.dataset.table_model import fixed_record, with_data
 
 COMMIT_MS = 400  # pause in typing after which the edit becomes an undo step
+_PLACES = 200  # records edited in this session whose cursor place the form keeps
 _SHAREGPT_TAGS = ("human", "gpt", "system", "function_call", "observation")
 _ALPACA_FIELDS = (("instruction", 3), ("input", 2), ("output", 4), ("system", 2))
 _ERROR_STYLE = "color: #b71c1c;"
@@ -295,6 +296,12 @@ class RecordForm(QWidget):
         self._target: object = None  # what the pending typing edits: a field's key, or a TurnEdit
         self._json_mode = False
         self._building = False
+        self._edited_here = False  # a commit was made since the record was shown
+        self._typed_box: QWidget | None = None  # the box last typed in, while the record is shown
+        self._restored_box: QWidget | None = None  # the box whose cursor a return to an edited record put back
+        # Where editing was left in records edited in this session, newest last: (record, box, cursor).
+        # A record is matched by identity, so one changed since (an undo) opens at the start again.
+        self._places: list[tuple[Record, tuple, tuple[int, int]]] = []
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(COMMIT_MS)
@@ -442,8 +449,26 @@ class RecordForm(QWidget):
                 self._set_raw_error(record.error)
                 self._mark_error_column()
             return
+        # The same record changed under the form (an undo, a redo, a replace): the keyboard stays in
+        # the box it was in, at its place. Another record: its boxes open at their start, unless it
+        # is a record edited in this session, which opens where its editing was left.
+        focus = QApplication.focusWidget()
+        focus_slot = self._slot_of(focus) if focus is not None and self.isAncestorOf(focus) else None
+        same = record is not None and self._record is not None and index == self._index
+        if same:
+            kept = _cursor_of(focus) if focus_slot is not None else None
+        else:
+            left = focus if focus_slot is not None else self._typed_box
+            left_slot = self._slot_of(left) if left is not None else None
+            left_cursor = _cursor_of(left) if left_slot is not None else None
         if self._dirty_fields and record is not self._record:
             self.flush(leaving=True)
+        if not same and self._record is not None and left_slot is not None \
+                and (self._edited_here or self._place_of(self._record) is not None):
+            self._remember(self._record, left_slot, left_cursor)
+        if not same:
+            self._edited_here = False
+        self._typed_box = None
         self._burst += 1
         self._record, self._index, self._expected = record, index, None
         self._dirty_fields.clear()
@@ -465,6 +490,30 @@ class RecordForm(QWidget):
         finally:
             self._building = False
         self.json_button.setEnabled(record is not None and not record.broken)
+        self._restored_box = None
+        if record is None:
+            return
+        if same:
+            box = (self._box_at(focus_slot) or self._first_box()) if focus_slot is not None else None
+            if box is not None:
+                box.setFocus(Qt.FocusReason.OtherFocusReason)
+                _put_cursor(box, *kept)
+            return
+        # These boxes stay from record to record (a broken record's cursor is on its error already).
+        for box in (*self.fields.values(), self.chat_system, *(() if record.broken else (self.raw,))):
+            box.moveCursor(QTextCursor.MoveOperation.Start)
+        place = self._place_of(record)
+        box = self._box_at(place[0]) if place is not None else None
+        if box is not None:
+            _put_cursor(box, *place[1])
+            self._restored_box = box
+        elif focus_slot is not None:
+            box = self._box_at(focus_slot) or self._first_box()
+        if box is not None and focus_slot is not None:
+            box.setFocus(Qt.FocusReason.OtherFocusReason)
+            if isinstance(box, QPlainTextEdit):
+                box.ensureCursorVisible()
+            self.scroll.ensureWidgetVisible(box)
 
     def record(self) -> Record | None:
         return self._record
@@ -513,6 +562,7 @@ class RecordForm(QWidget):
             self.sig_message.emit(f"Record {self._index + 1} is kept as text: its JSON doesn't parse "
                                   f"({new.error}). Fix it in the form, or undo.")
         self._expected = new
+        self._edited_here = True
         target = self._target
         if isinstance(target, TurnEdit):  # a key that outlives the widget: the turn's place
             target = ("turn", self.turns.index(target) if target in self.turns else -1)
@@ -622,7 +672,9 @@ class RecordForm(QWidget):
         if box is None:
             return None
         box.setFocus(Qt.FocusReason.ShortcutFocusReason)
-        if isinstance(box, QPlainTextEdit):
+        if box is self._restored_box:  # a record edited in this session: where its editing was left
+            pass
+        elif isinstance(box, QPlainTextEdit):
             box.moveCursor(QTextCursor.MoveOperation.End)
         elif isinstance(box, QLineEdit):
             box.end(False)
@@ -665,6 +717,63 @@ class RecordForm(QWidget):
         while w is not None and not isinstance(w, TurnEdit):
             w = w.parentWidget()
         return w if w in self.turns else None
+
+    # ---- Where the keyboard is
+    def _slot_of(self, w: QWidget) -> tuple | None:
+        """Which box of the record ``w`` is, as a place that outlives the widgets: ("field", key),
+        ("system",), ("raw",), ("turn", i, "role" | "content"), ("extra", key), ("other",)."""
+        for key, edit in self.fields.items():
+            if w is edit:
+                return ("field", key)
+        if w is self.chat_system:
+            return ("system",)
+        if w is self.raw:
+            return ("raw",)
+        for i, t in enumerate(self.turns):
+            if w is t.content:
+                return ("turn", i, "content")
+            if w is t.role or t.role.isAncestorOf(w):
+                return ("turn", i, "role")
+        for key, edit in self._extra_edits.items():
+            if w is edit:
+                return ("extra", key)
+        if self._extra_json is not None and w is self._extra_json:
+            return ("other",)
+        return None
+
+    def _box_at(self, slot: tuple) -> QWidget | None:
+        """The box at ``slot`` in the record shown (the last turn for a turn past its end), if any."""
+        page, kind = self.pages.currentIndex(), slot[0]
+        if kind == "field" and page == 1:
+            return self.fields.get(slot[1])
+        if kind == "system" and page == 2 and self.chat_system.isVisibleTo(self):
+            return self.chat_system
+        if kind == "raw" and page == 3:
+            return self.raw
+        if kind == "turn" and page == 2 and self.turns:
+            turn = self.turns[min(slot[1], len(self.turns) - 1)]
+            return turn.content if slot[2] == "content" else turn.role
+        if kind == "extra" and page in (1, 2):
+            return self._extra_edits.get(slot[1])
+        if kind == "other" and page in (1, 2):
+            return self._extra_json
+        return None
+
+    def _first_box(self) -> QWidget | None:
+        page = self.pages.currentIndex()
+        if page == 1:
+            return self.fields["instruction"]
+        if page == 2:
+            return self.turns[0].content if self.turns else \
+                self.chat_system if self.chat_system.isVisibleTo(self) else self.add_turn_button
+        return self.raw if page == 3 else None
+
+    def _remember(self, record: Record, slot: tuple, cursor: tuple[int, int]) -> None:
+        self._places = [p for p in self._places if p[0] is not record][-(_PLACES - 1):]
+        self._places.append((record, slot, cursor))
+
+    def _place_of(self, record: Record | None) -> tuple[tuple, tuple[int, int]] | None:
+        return next(((slot, cursor) for rec, slot, cursor in reversed(self._places) if rec is record), None)
 
     # ---- Pages
     def _show_header(self, index: int, record: Record | None, findings: list | None, total: int | None) -> None:
@@ -931,6 +1040,9 @@ class RecordForm(QWidget):
             self._dirty_turns.add(turn)
         if key == "raw":
             self.raw.setExtraSelections([])  # the error position may have moved
+        focus = QApplication.focusWidget()
+        if focus is not None and self._slot_of(focus) is not None:
+            self._typed_box = focus
         self._dirty_fields.add(key)
         self._timer.start()
         self.sig_typed.emit()
@@ -1003,6 +1115,31 @@ class RecordForm(QWidget):
         finally:
             self._label = None
         self._burst += 1
+
+
+def _cursor_of(box: QWidget) -> tuple[int, int]:
+    """(position, anchor) of the text cursor in a box of the form."""
+    if isinstance(box, QPlainTextEdit):
+        cursor = box.textCursor()
+        return cursor.position(), cursor.anchor()
+    line = box.lineEdit() if isinstance(box, QComboBox) else box
+    if isinstance(line, QLineEdit):
+        return line.cursorPosition(), line.cursorPosition()
+    return 0, 0
+
+
+def _put_cursor(box: QWidget, position: int, anchor: int) -> None:
+    """Put the text cursor of ``box`` at ``position`` (selecting from ``anchor``), within its text."""
+    if isinstance(box, QPlainTextEdit):
+        end = box.document().characterCount() - 1
+        cursor = box.textCursor()
+        cursor.setPosition(min(anchor, end))
+        cursor.setPosition(min(position, end), QTextCursor.MoveMode.KeepAnchor)
+        box.setTextCursor(cursor)
+        return
+    line = box.lineEdit() if isinstance(box, QComboBox) else box
+    if isinstance(line, QLineEdit):
+        line.setCursorPosition(min(position, len(line.text())))
 
 
 def _spliced(data: dict, standard: set[str], other_text: str) -> str:

@@ -232,7 +232,7 @@ def test_turn_keys_add_remove_and_move_the_turn_the_cursor_is_in_as_undo_steps(s
     assert turns()[2] == ("assistant", "Hey")
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Z, CTRL)  # the typing
     assert turns()[2] == ("assistant", "")
-    form.turns[2].content.setFocus()
+    assert QApplication.focusWidget() is form.turns[2].content  # the keyboard stays in the turn: Ctrl+Z again works
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Z, CTRL)  # the added turn
     assert turns() == start
 
@@ -266,3 +266,77 @@ def test_the_turn_buttons_name_their_keys(make_editor, messages_file):
     assert tips == {"↑": "Move turn up (Ctrl+Shift+Up)", "↓": "Move turn down (Ctrl+Shift+Down)",
                     "✕": "Remove turn (Ctrl+Shift+Del)"}
     assert "Ctrl+Shift+N" in ed.form.add_turn_button.toolTip()
+
+
+def _cursor(box) -> int:
+    return box.textCursor().position()
+
+
+def test_each_record_opens_at_the_start_and_an_edited_one_where_its_editing_was_left(shown_editor, small_dataset,
+                                                                                      qtbot):
+    """The cursor's offset went from record to record: after typing at character 42 of one record's
+    output, the next record's output opened with the cursor at 42."""
+    from PySide6.QtWidgets import QApplication
+
+    ed = shown_editor(small_dataset)
+    ed.select_record(0)
+    box = ed.form.field_edit("output")
+    box.setFocus()
+    cursor = box.textCursor()
+    cursor.setPosition(40)
+    box.setTextCursor(cursor)
+    qtbot.keyClicks(box, "XY")
+    assert _cursor(box) == 42
+    qtbot.keyClick(box, Qt.Key.Key_Down, ALT)  # the next record
+    assert ed.current_record_index() == 1 and QApplication.focusWidget() is box
+    assert _cursor(box) == 0 and _cursor(ed.form.field_edit("instruction")) == 0
+    cursor.setPosition(30)  # only looked at, not edited
+    box.setTextCursor(cursor)
+    qtbot.keyClick(box, Qt.Key.Key_Down, ALT)
+    assert ed.current_record_index() == 2 and _cursor(box) == 0
+    qtbot.keyClick(box, Qt.Key.Key_Up, ALT)
+    assert ed.current_record_index() == 1 and _cursor(box) == 0
+    qtbot.keyClick(box, Qt.Key.Key_Up, ALT)  # back to the record edited: where the typing stopped
+    assert ed.current_record_index() == 0 and QApplication.focusWidget() is box and _cursor(box) == 42
+    assert ed.dataset().records[0].peek()["output"][40:42] == "XY"
+    # From the table, Enter goes to that place too (to the end of the box in a record not edited).
+    ed.select_record(0, ed.model.column_of("output"))
+    ed.table.setFocus()
+    qtbot.keyClick(ed.table, Qt.Key.Key_Return)
+    assert QApplication.focusWidget() is box and _cursor(box) == 42
+    qtbot.keyClick(box, Qt.Key.Key_Down, ALT)
+    ed.table.setFocus()
+    qtbot.keyClick(ed.table, Qt.Key.Key_Return)
+    assert ed.current_record_index() == 1 and _cursor(box) == len(box.toPlainText())
+
+
+def test_the_keyboard_stays_in_a_conversation_from_record_to_record(shown_editor, tmp_path, qtbot):
+    """A conversation's turn boxes are made anew for each record: Alt+Down from a turn left the
+    keyboard nowhere, and so did Ctrl+Z after typing in a turn."""
+    import json
+
+    from PySide6.QtWidgets import QApplication
+
+    path = tmp_path / "chats.jsonl"
+    rows = [{"conversations": [{"from": "human", "value": f"Question {i} " * 5}, {"from": "gpt", "value": f"Answer {i} " * 8},
+                               {"from": "human", "value": "Thanks"}], "system": "Be kind."} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    ed = shown_editor(path)
+    ed.select_record(0)
+    form = ed.form
+    box = form.turns[1].content
+    box.setFocus()
+    box.moveCursor(box.textCursor().MoveOperation.End)
+    qtbot.keyClicks(box, " more")
+    form.flush()
+    qtbot.keyClick(box, Qt.Key.Key_Z, CTRL)
+    assert QApplication.focusWidget() is form.turns[1].content  # the same turn of the record put back
+    assert _cursor(form.turns[1].content) == len(rows[0]["conversations"][1]["value"])
+    qtbot.keyClicks(QApplication.focusWidget(), " again")
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Down, ALT)
+    assert ed.current_record_index() == 1
+    assert QApplication.focusWidget() is form.turns[1].content and _cursor(form.turns[1].content) == 0
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Up, ALT)  # the record edited: where the typing stopped
+    assert QApplication.focusWidget() is form.turns[1].content
+    assert form.turns[1].content.toPlainText().endswith(" again")
+    assert _cursor(form.turns[1].content) == len(rows[0]["conversations"][1]["value"] + " again")
