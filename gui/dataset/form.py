@@ -302,6 +302,7 @@ class RecordForm(QWidget):
         # Where editing was left in records edited in this session, newest last: (record, box, cursor).
         # A record is matched by identity, so one changed since (an undo) opens at the start again.
         self._places: list[tuple[Record, tuple, tuple[int, int]]] = []
+        self._header: tuple[list | None, int | None] = (None, None)  # the findings and record count shown
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(COMMIT_MS)
@@ -777,6 +778,7 @@ class RecordForm(QWidget):
 
     # ---- Pages
     def _show_header(self, index: int, record: Record | None, findings: list | None, total: int | None) -> None:
+        self._header = (findings, total)
         if record is None:
             self.title.setText("No record selected")
             self.findings.hide()
@@ -1051,7 +1053,8 @@ class RecordForm(QWidget):
         self.flush(leaving=True)
         self._json_mode = on
         rec, self._record = self._record, None  # force a rebuild
-        self.set_record(self._index, rec, findings=None)
+        # The same header: "Edit as JSON" dropped the record's findings and the "of N" of its title.
+        self.set_record(self._index, rec, findings=self._header[0], total=self._header[1])
 
     def _on_add_turn(self, after: TurnEdit | None = None) -> None:
         """Add a turn after ``after`` (at the end when None), answering it: an assistant turn after

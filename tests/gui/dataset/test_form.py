@@ -735,3 +735,21 @@ def test_a_turn_typed_while_the_other_fields_json_does_not_parse_is_its_own_undo
     assert json.loads(path.read_text(encoding="utf-8")) == {
         "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"}],
         "meta": {"src": "b"}}
+
+
+def test_edit_as_json_keeps_the_records_findings_and_count(make_editor, tmp_path):
+    """Toggling "Edit as JSON" dropped the record's findings and the "of N" of its title, on and off."""
+    import json
+
+    path = tmp_path / "chats.jsonl"
+    row = {"system": "Be kind.", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": ""}]}
+    path.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n", encoding="utf-8")
+    ed = make_editor(path)
+    ed.select_record(1)
+    form = ed.form
+    title, findings = form.title.text(), form.findings.text()
+    assert "of 2" in title and findings  # the empty answer, the duplicate
+    form.json_button.setChecked(True)
+    assert form.title.text() == title and form.findings.text() == findings and not form.findings.isHidden()
+    form.json_button.setChecked(False)
+    assert form.title.text() == title and form.findings.text() == findings and not form.findings.isHidden()
