@@ -871,12 +871,14 @@ class RecordForm(QWidget):
 
     def _chat_chain(self) -> list[QWidget]:
         """The boxes Tab goes through in a conversation, in reading order: the system prompt, each
-        turn's role then text, then "Add turn". Qt's focus chain follows the order widgets are
-        made in (and a turn's ↑ ↓ ✕ were in it), so an added or moved turn was reached out of place."""
+        turn's role then text, "Add turn", then the other fields. Qt's focus chain follows the
+        order widgets are made in (and a turn's ↑ ↓ ✕ were in it), so an added or moved turn was
+        reached out of place, and Tab on "Add turn" went back to the first turn."""
         chain: list[QWidget] = [self.chat_system] if self.chat_system.isVisibleTo(self) else []
         for t in self.turns:
             chain += [w for w in (t.role, t.content) if w.isEnabled()]
-        return chain + [self.add_turn_button]
+        chain += [self.add_turn_button, *self._extra_edits.values()]
+        return chain + ([self._extra_json] if self._extra_json is not None else [])
 
     def _clear_turns(self) -> None:
         for t in self.turns:

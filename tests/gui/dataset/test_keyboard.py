@@ -199,6 +199,10 @@ def test_tab_goes_role_then_text_then_the_next_turn(shown_editor, messages_file,
     for want in expected:
         qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
         assert _in(want, QApplication.focusWidget())
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)  # then the other fields ("id"), not turn 1 again
+    assert QApplication.focusWidget() is form._extra_json
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Backtab, SHIFT)
+    assert QApplication.focusWidget() is form.add_turn_button
     # An added turn (Ctrl+Shift+N in the first turn) is reached in its place too.
     form.turns[0].content.setFocus()
     qtbot.keyClick(form.turns[0].content, Qt.Key.Key_N, CTRL | SHIFT)
