@@ -114,6 +114,7 @@ class Comparison:
     records_in_file: int = 0
     skipped: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sampled_from: int = 0       # usable records a limited sample was drawn from; 0 when all were scored
 
     @property
     def held_out(self) -> int:
@@ -131,10 +132,50 @@ class Comparison:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Comparison:
         data = {k: v for k, v in data.items() if k not in ("held_out", "schema_version")}
+        if "sampled_from" not in data:
+            # Kept before the sample had its own field: its note ended in the CLI's flag, which the
+            # GUI must not show; each surface now says how to score all in its own words.
+            notes = []
+            for note in data.get("notes", []):
+                found = _OLD_SAMPLE_NOTE.match(note)
+                if found:
+                    data["sampled_from"] = int(found["usable"])
+                    note = found["note"]
+                notes.append(note)
+            data["notes"] = notes
         data["models"] = [ModelScore(**m) for m in data.get("models", [])]
         data["records"] = [RecordScores(**r) for r in data.get("records", [])]
         data["samples"] = [Sample(**s) for s in data.get("samples", [])]
         return cls(**data)
+
+
+_OLD_SAMPLE_NOTE = re.compile(r"(?P<note>scored (?:a random )?\d+ of the (?P<usable>\d+) usable records .*); "
+                              r"give limit 0 for all$", re.DOTALL)
+
+
+def format_change(v: float | None) -> str:
+    """A relative change as the "vs base" column prints it, in the GUI and the CLI alike.
+
+    Whole percents from 10% on; one decimal below, so a 0.45% drop reads "-0.5%", not "-0%".
+    A change too small for one decimal still shows its direction ("-<0.1%"); "±0.0%" is kept
+    for no change at all.
+
+    Args:
+        v: The change as a fraction (-0.4 = 40% lower); None when there is nothing to compare.
+
+    Returns:
+        The signed percentage, or "–" for None or a non-finite value.
+    """
+    if v is None or not math.isfinite(v):
+        return "–"
+    pct = v * 100
+    if abs(pct) >= 9.95:  # would print "10.0%" with a decimal
+        return f"{pct:+.0f}%"
+    if round(pct, 1) != 0:
+        return f"{pct:+.1f}%"
+    if pct == 0:
+        return "±0.0%"
+    return f"{'-' if pct < 0 else '+'}<0.1%"
 
 
 # Scripts written without spaces count a character as a word (Chinese, Japanese, Korean, Thai).
@@ -507,6 +548,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
                           hint=describe_problems(stats.problems) or None)
     all_digests = [record_digest(good[src].messages()) for src in stats.sources]
     chosen = list(range(len(rows)))
+    sampled_from = 0
     if limit and limit < len(rows):
         # The headline counts only records no compared model trained on: a limited sample takes
         # those first, so a small limit still measures something.
@@ -516,11 +558,12 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
         taken = set(first)
         rest = rng.sample([i for i in chosen if i not in taken], limit - len(first))
         chosen = sorted(first + rest)
-        notes.append(f"scored a random {limit} of the {len(rows)} usable records (seed {seed}); give limit 0 for all"
+        # How to score them all is said by each surface in its own words (--limit 0, Records: all).
+        sampled_from = len(rows)
+        notes.append(f"scored a random {limit} of the {len(rows)} usable records (seed {seed})"
                      if len(unseen) in (0, len(rows)) else
                      f"scored {limit} of the {len(rows)} usable records (seed {seed}): {len(first)} of the "
-                     f"{len(unseen)} no compared model trained on, then {len(rest)} of the others; give limit 0 "
-                     "for all")
+                     f"{len(unseen)} no compared model trained on, then {len(rest)} of the others")
     rows = [rows[i] for i in chosen]
     sources = [stats.sources[i] for i in chosen]
     digests = [all_digests[i] for i in chosen]
@@ -633,7 +676,7 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
                       load_in=resolved_load_in,
                       template=template, seq_len=seq_len, seconds=round(time.perf_counter() - started, 2),
                       models=models, records=records, samples=out_samples, records_in_file=len(ds.records),
-                      skipped=skipped, notes=notes)
+                      skipped=skipped, notes=notes, sampled_from=sampled_from)
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -662,6 +705,8 @@ def format_comparison(c: Comparison, top: int = 10) -> str:
     lines = [f"{len(c.records)} records of {c.dataset} scored on {c.device} in {c.seconds:.1f} s "
              f"(template {c.template}, seq_len {c.seq_len})"]
     lines += [f"note: {n}" for n in c.notes]
+    if c.sampled_from:
+        lines.append(f"note: --limit 0 scores all {c.sampled_from} usable records")
     held = c.held_out
     scope = (f"over the {held} records no compared model trained on (the other {len(c.records) - held} are in "
              "a training split)" if held and held < len(c.records) else "over all records")
@@ -675,7 +720,7 @@ def format_comparison(c: Comparison, top: int = 10) -> str:
         trained = "–" if m is base else (str(m.trained_on) if m.train_split_known else "?")
         lines.append(f"  {m.name:<{width}}  {_num(m.mean_loss if held else m.mean_loss_all):>8}  "
                      f"{_num(m.perplexity if held else m.perplexity_all, 2):>10}  "
-                     f"{'–' if m is base or vs is None else f'{vs:+.0%}':>8}  {m.best_on:>7}  {trained:>10}")
+                     f"{'–' if m is base else format_change(vs):>8}  {m.best_on:>7}  {trained:>10}")
     if held and held < len(c.records):
         lines.append("  over all records: " + ", ".join(f"{m.name} {_num(m.mean_loss_all)}" for m in c.models))
     if base.answered:

@@ -31,14 +31,16 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSpinBox,
+    QSplitter,
     QTableView,
     QTextBrowser,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from engine import adapters as lib
-from engine.compare import Comparison, describe_saved, new_comparison_path, saved_comparisons
+from engine.compare import Comparison, describe_saved, format_change, new_comparison_path, saved_comparisons
 from gui.engine_process import (
     cli_failure,
     command_label,
@@ -221,11 +223,12 @@ class CompareDialog(QDialog):
             self.table.horizontalHeader().setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         self.answers = QTextBrowser()
         self.answers.setOpenLinks(False)
-        self.results = QWidget()
-        res_lay = QVBoxLayout(self.results)
-        res_lay.setContentsMargins(0, 0, 0, 0)
-        res_lay.addWidget(self.table)
-        res_lay.addWidget(self.answers, 1)
+        # The user can give the table or the answers more room; the answers take what is left.
+        self.results = QSplitter(Qt.Orientation.Vertical)
+        self.results.setChildrenCollapsible(False)
+        self.results.addWidget(self.table)
+        self.results.addWidget(self.answers)
+        self.results.setStretchFactor(1, 1)
         self.results.setVisible(False)
 
         self.placeholder = QLabel("Press Compare. The base loads once in a child process; each model's answer "
@@ -240,10 +243,26 @@ class CompareDialog(QDialog):
         self.run_button.clicked.connect(self.start)
         self.buttons.rejected.connect(self._on_close)
 
+        # The settings fold away under one line once there are results: on a 700 px laptop screen
+        # they left the answers about 100 px. The line says what Compare runs, and opens them.
+        self.setup = QWidget()
+        setup_lay = QVBoxLayout(self.setup)
+        setup_lay.setContentsMargins(0, 0, 0, 0)
+        setup_lay.addWidget(intro)
+        setup_lay.addLayout(form)
+        setup_lay.addWidget(self.command_label)
+        self.setup_toggle = QToolButton()
+        self.setup_toggle.setCheckable(True)
+        self.setup_toggle.setChecked(True)
+        self.setup_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.setup_toggle.setAutoRaise(True)
+        self.setup_toggle.setToolTip("Show or hide what Compare scores: the dataset, records, answers")
+        self.setup_toggle.toggled.connect(self._on_setup_toggled)
+        self.setup_toggle.setVisible(False)
+
         lay = QVBoxLayout(self)
-        lay.addWidget(intro)
-        lay.addLayout(form)
-        lay.addWidget(self.command_label)
+        lay.addWidget(self.setup_toggle)
+        lay.addWidget(self.setup)
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addWidget(self.results, 1)
@@ -308,7 +327,7 @@ class CompareDialog(QDialog):
             trained = "–" if m is base else (f"{m.trained_on:,}" if m.train_split_known else "unknown")
             cells = [m.name if m is not base else f"{BASE_NAME} {Path(comparison.base).name}",
                      _fmt(loss), _fmt(m.perplexity if headline else m.perplexity_all, 2),
-                     "–" if m is base or vs is None else f"{vs:+.0%}", f"{m.best_on:,}", trained,
+                     "–" if m is base else format_change(vs), f"{m.best_on:,}", trained,
                      "–" if m.exact is None else f"{m.exact:.0%}", _fmt(m.f1)]
             items = [QStandardItem(c) for c in cells]
             for col, item in enumerate(items):
@@ -324,10 +343,12 @@ class CompareDialog(QDialog):
             self.table_model.appendRow(items)
         for col in ANSWER_COLUMNS:
             self.table.setColumnHidden(col, not base.answered)
-        # The table as tall as its rows: the answers get the rest.
-        height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth() + sum(
-            self.table.rowHeight(r) for r in range(self.table_model.rowCount()))
-        self.table.setFixedHeight(height + 4)
+        # The table no taller than its rows, and at first as tall as them up to five; the answers get the rest.
+        rows = [self.table.rowHeight(r) for r in range(self.table_model.rowCount())]
+        frame = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth() + 4
+        self.table.setMinimumHeight(frame + sum(rows[:2]))
+        self.table.setMaximumHeight(frame + sum(rows))
+        self.results.setSizes([frame + sum(rows[:5]), 10_000])
         scope = (f"over the {held:,} records none of them trained on (the other "
                  f"{len(comparison.records) - held:,} are in a training split)" if held and held < len(comparison.records)
                  else "over every record" if held else "over every record, <b>all of them trained on</b>")
@@ -338,6 +359,8 @@ class CompareDialog(QDialog):
             text += (f" · Exact and F1: every model's greedy answers to {base.answered:,} held-out records, "
                      "against the records' own")
         notes = [html.escape(n) for n in comparison.notes]
+        if comparison.sampled_from:
+            notes.append(f"Set Records: to all to score all {comparison.sampled_from:,} usable records.")
         if notes:
             text += "<br><span style='color:#8a5a00'>" + "<br>".join(notes) + "</span>"
         if self.out_file is not None:
@@ -346,6 +369,8 @@ class CompareDialog(QDialog):
         self.answers.setHtml(self._answers_html(comparison))
         self.placeholder.setVisible(False)
         self.results.setVisible(True)
+        self.setup_toggle.setVisible(True)
+        self.setup_toggle.setChecked(False)
 
     def reload_earlier(self) -> None:
         """List the kept comparisons, newest first."""
@@ -388,6 +413,15 @@ class CompareDialog(QDialog):
 
     def _update(self) -> None:
         self.command_label.setText(command_text(self.command()))
+        dataset = self.dataset_edit.text().strip()
+        self.setup_toggle.setText(
+            f"Settings — Dataset: {Path(dataset).name or dataset or '(none)'} · Records: {self.limit.text()} · "
+            f"Answers to read: {self.samples.value()} · Score answers of: {self.answer.currentText()} · "
+            f"Max new tokens: {self.max_tokens.value()}")
+
+    def _on_setup_toggled(self, shown: bool) -> None:
+        self.setup.setVisible(shown)
+        self.setup_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def _say(self, text: str, colour: str | None = None) -> None:
         self.status.setStyleSheet(f"color: {colour};" if colour else "")

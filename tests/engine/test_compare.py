@@ -119,6 +119,10 @@ def test_limit_scores_a_seeded_sample(runs_home, tmp_path):
     assert len(a.records) == 6 and [r.record for r in a.records] == [r.record for r in b.records]
     assert [r.record for r in a.records] != [r.record for r in c.records]
     assert any("random 6 of the 20" in n for n in a.notes) and not a.samples
+    # How to score them all is each surface's to say (the GUI has no "limit"): the CLI names its flag.
+    assert a.sampled_from == 20 and not any("limit" in n for n in a.notes)
+    assert "note: --limit 0 scores all 20 usable records" in format_comparison(a)
+    assert Comparison.from_dict(json.loads(json.dumps(a.to_dict()))).sampled_from == 20
 
 
 def test_cli_prints_the_table_and_writes_json(runs_home, tmp_path, capsys):
@@ -303,3 +307,42 @@ def test_answers_are_scored_against_the_references(runs_home, tmp_path, capsys):
         for key in ("answered", "exact", "f1"):
             m.pop(key)
     assert Comparison.from_dict(old).model("legal").exact is None
+
+
+def scored(losses: dict[str, float], notes: list[str] | None = None) -> Comparison:
+    """A comparison of these answer losses over one record (the first is the base), without a model."""
+    from engine.compare import ModelScore, RecordScores
+
+    models = [ModelScore(name, None, loss, None, loss, 1.0) for name, loss in losses.items()]
+    return Comparison(base="demo", dataset="data.jsonl", device="cpu", load_in="fp32", template="auto",
+                      seq_len=512, seconds=1.0, models=models,
+                      records=[RecordScores(record=1, line=1, instruction="q", tokens=3, losses=dict(losses))],
+                      notes=notes or [])
+
+
+@pytest.mark.parametrize(("change", "text"), [
+    (-0.0046, "-0.5%"), (0.49, "+49%"), (-0.4, "-40%"), (0.0995, "+10%"), (0.0949, "+9.5%"),
+    (0.0, "±0.0%"), (-0.0004, "-<0.1%"), (0.0004, "+<0.1%"), (None, "–"), (float("nan"), "–")])
+def test_a_change_against_the_base_is_printed_honestly(change, text):
+    from engine.compare import format_change
+
+    assert format_change(change) == text
+
+
+def test_the_cli_table_prints_a_small_change_with_a_decimal():
+    """A 0.5% lower loss read "-0%" in the vs base column."""
+    text = format_comparison(scored({BASE: 2.0, "legal": 1.99, "medical": 2.0}))
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("  ")}
+    assert rows["legal"][3] == "-0.5%" and rows["medical"][3] == "±0.0%" and rows[BASE][3] == "–"
+
+
+def test_a_kept_comparisons_old_sample_note_loses_the_cli_flag():
+    """Comparisons kept before ``sampled_from`` ended their sample note in "give limit 0 for all"."""
+    old = scored({BASE: 2.0, "legal": 1.0}, notes=[
+        "legal: its run's dataset 'legal.jsonl' is gone, so which records it trained on is unknown",
+        "scored 6 of the 20 usable records (seed 0): 2 of the 4 no compared model trained on, then 4 of the "
+        "others; give limit 0 for all"]).to_dict()
+    del old["sampled_from"]
+    kept = Comparison.from_dict(old)
+    assert kept.sampled_from == 20 and kept.notes[0] == old["notes"][0]
+    assert kept.notes[1].endswith("then 4 of the others")

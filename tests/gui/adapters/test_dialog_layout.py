@@ -84,3 +84,63 @@ def test_a_dialogs_command_line_wraps_between_arguments_and_copies_exactly(qtbot
     view.selectAll()
     view.copy()
     assert QGuiApplication.clipboard().text() == command
+
+
+def small_comparison(losses: dict[str, float], *, sampled_from: int = 0) -> object:
+    """A comparison of these answer losses (the first is the base's), with scored answers and three
+    answers to read, as ``adapters compare --answer`` writes it; no model is loaded."""
+    from engine.compare import Comparison, ModelScore, RecordScores, Sample
+
+    models = [ModelScore(name, f"/runs/{name}/final", loss, 2.0, loss, 2.0, best_on=1, answered=20, exact=0.5,
+                         f1=0.5) for name, loss in losses.items()]
+    answer = "A long answer that wraps over two lines of the answers pane in a dialog on a laptop. " * 2
+    samples = [Sample(record=n, prompt=f"Question {n}: what does this record ask of the model, in a sentence?",
+                      reference="The record's own answer.", answers=dict.fromkeys(losses, answer),
+                      losses=dict(losses)) for n in (1, 2, 3)]
+    records = [RecordScores(record=n, line=n, instruction="q", tokens=3, losses=dict(losses)) for n in (1, 2, 3)]
+    return Comparison(base="demo", dataset="data.jsonl", device="cpu", load_in="fp32", template="auto", seq_len=512,
+                      seconds=1.0, models=models, records=records, samples=samples, sampled_from=sampled_from,
+                      notes=["medical: its run's dataset 'medical.jsonl' is gone, so which records it trained on "
+                             "is unknown", "scored a random 3 of the 366 usable records (seed 0)"])
+
+
+@pytest.mark.parametrize("screen", [(1024, 660), (1280, 680)])  # 700 and 720 px tall, less a panel
+def test_the_answers_have_room_on_a_laptop_screen_once_compared(qtbot, monkeypatch, tmp_path, screen):
+    """The settings above the results left the answers ~100 px of a 600 px dialog; they fold under
+    one line that says what Compare runs, and open again from it."""
+    width, height = screen
+    monkeypatch.setattr(QScreen, "availableGeometry", lambda _self: QRect(0, 0, width, height))
+    dialog = CompareDialog("demo", [WholeModel("medical", "/runs/medical/final"),
+                                    WholeModel("legal", "/runs/legal/final")])
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    assert dialog.dataset_edit.isVisible()
+    dialog.show_result(small_comparison({"(base)": 2.0, "medical": 1.5, "legal": 1.9}))
+    # Before: 94 px of a 594 px dialog (1024x700), 112 of 612 (1280x720).
+    qtbot.waitUntil(lambda: dialog.answers.isVisible() and dialog.answers.height() >= 0.45 * dialog.height())
+    rows = sum(dialog.table.rowHeight(r) for r in range(dialog.table_model.rowCount()))
+    assert dialog.table.viewport().height() >= rows  # every model's row, no scrolling
+    assert not dialog.dataset_edit.isVisible()
+    assert dialog.setup_toggle.isVisible() and "Dataset: demo · Records: 500 · Answers to read: 3" in dialog.setup_toggle.text()
+    dialog.samples.setValue(5)  # what the line says follows the settings
+    assert "Answers to read: 5" in dialog.setup_toggle.text()
+    dialog.setup_toggle.click()
+    assert dialog.dataset_edit.isVisible() and dialog.answers.isVisible()
+    assert dialog.buttons.geometry().bottom() < dialog.height()
+    dialog.grab().save(str(tmp_path / f"compare-{width}.png"))
+
+
+def test_the_vs_base_column_shows_a_small_change_and_the_notes_say_records(qtbot):
+    """A 0.5% lower loss read "-0%"; the sample's note told the GUI user to "give limit 0"."""
+    from engine.compare import format_comparison
+
+    dialog = CompareDialog("demo", [WholeModel("legal", "/runs/legal/final")])
+    qtbot.addWidget(dialog)
+    comparison = small_comparison({"(base)": 2.0, "legal": 1.99, "same": 2.0}, sampled_from=366)
+    dialog.show_result(comparison)
+    cells = [dialog.table_model.item(r, 3).text() for r in range(3)]
+    assert cells == ["–", "-0.5%", "±0.0%"]
+    assert "-0.5%" in format_comparison(comparison)  # the CLI says the same
+    status = dialog.status.text()
+    assert "Set Records: to all to score all 366 usable records" in status and "limit" not in status.lower()
