@@ -249,6 +249,21 @@ class AdaptersArea(QWidget):
         if selected:
             self._select(selected)
 
+    def refresh_library(self) -> str:
+        """The Refresh button: read the library again and say in the status line what it found (a
+        click that changed nothing looked like a click that did nothing). Returns that line."""
+        before = {c.path: c.name for c in self.model.cards}
+        self.refresh()
+        after = {c.path: c.name for c in self.model.cards}
+        n = len(after)
+        changes = [f"{len(names)} {what} ({', '.join(names[:2])}{', …' if len(names) > 2 else ''})"
+                   for what, names in (("new", [after[p] for p in after if p not in before]),
+                                       ("gone", [before[p] for p in before if p not in after])) if names]
+        text = (f"library read again: {n} adapter{'' if n == 1 else 's'}, "
+                + (", ".join(changes) if changes else "nothing new or gone"))
+        self.status.setText(text)
+        return text
+
     def try_adapter(self, path: str | Path) -> None:
         """Open the playground on one adapter (a run's "Try it"): add it, fit the base, load it.
 
@@ -501,10 +516,12 @@ class AdaptersArea(QWidget):
                                        "answers where they differ most")
         self.compare_button.clicked.connect(self._on_compare_clicked)
         self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setToolTip("Read the library again: runs finished or deleted since, the library folder, "
+                                       "added folders")
         self.merge_button.clicked.connect(self._on_merge_clicked)
         self.add_button.clicked.connect(self._on_add_clicked)
         self.remove_button.clicked.connect(self._on_remove_clicked)
-        self.refresh_button.clicked.connect(self.refresh)
+        self.refresh_button.clicked.connect(self.refresh_library)
         # Two rows keep the library pane narrow: what acts on the selection, then the library itself.
         lib_buttons = QGridLayout()
         lib_buttons.setHorizontalSpacing(6)
@@ -1176,7 +1193,8 @@ class AdaptersArea(QWidget):
         row = self.model.row_of(path)
         if row >= 0:
             index = self.model.index(row)
-            self.list.selectionModel().select(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            # The current index too: the arrow keys go on from the card, not from the top of the list.
+            self.list.selectionModel().setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
             self.list.scrollTo(index)
 
     def _gone_since_read(self, cards: list[lib.AdapterCard]) -> bool:

@@ -826,6 +826,24 @@ def test_a_ticked_adapter_whose_folder_is_deleted_is_unticked_on_refresh(make_ar
     assert [c.name for c in area.model.checked_cards()] == ["legal"]
 
 
+def test_refresh_says_what_it_found_and_keeps_the_selected_card(make_area, runs_home):
+    """A click on Refresh that found nothing new looked like one that did nothing."""
+    from engine.paths import runs_dir
+
+    area = make_area()
+    area.show()
+    area._select(str(runs_home["legal"]))
+    shutil.copytree(runs_home["legal"].parent, runs_dir() / "legal-again")
+    shutil.rmtree(runs_home["medical"].parent)
+    area.refresh_button.click()
+    assert area.status.text() == "library read again: 2 adapters, 1 new (legal-again), 1 gone (medical)"
+    assert area.library_title.text() == "Adapter library (2)"
+    legal = area.model.row_of(runs_home["legal"])
+    assert area._selected_path() == str(runs_home["legal"]) and area.list.currentIndex().row() == legal
+    area.refresh_button.click()
+    assert area.status.text() == "library read again: 2 adapters, nothing new or gone"
+
+
 def test_acting_on_an_adapter_deleted_since_the_library_was_read_says_so_and_starts_nothing(make_area, runs_home,
                                                                                            tmp_path):
     """Generate, Compare, Merge and the exports check the folders first: no worker or child process
