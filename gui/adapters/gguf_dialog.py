@@ -90,7 +90,7 @@ class GgufDialog(QDialog):
         self.output = ""
         self.errors = ""
         self._auto_out = True
-        self.size: int | None = None
+        self.file_size: int | None = None  # not "size": that would hide QWidget.size()
         self.need: int | None = None
 
         self.intro = QLabel()
@@ -256,9 +256,9 @@ class GgufDialog(QDialog):
         out_type = self.type_box.currentData()
         self.type_note.setText(TYPE_NOTES[out_type] if not self.as_lora() else LORA_TYPE_NOTES[out_type])
         if self.as_lora():
-            self.size = self.need = estimate_lora_size(self.source, out_type)
+            self.file_size = self.need = estimate_lora_size(self.source, out_type)
         else:
-            self.size = estimate_size(self.source, self.base, out_type)
+            self.file_size = estimate_size(self.source, self.base, out_type)
             self.need = space_needed(self.source, self.base, out_type)
         if self._auto_out:
             self.out_edit.setText(str(self.default_out()))
@@ -278,10 +278,10 @@ class GgufDialog(QDialog):
             self.size_label.setText("none: this export can't be made (see below)")
             self.size_label.setStyleSheet("color: palette(placeholder-text);")
             return
-        text = f"about {format_size(self.size)}" if self.size else "unknown"
+        text = f"about {format_size(self.file_size)}" if self.file_size else "unknown"
         free = free_space(Path(self.out_edit.text().strip() or ".").parent)
         short = self.need is not None and free is not None and free < self.need
-        if self.need and self.size and self.need > self.size:
+        if self.need and self.file_size and self.need > self.file_size:
             text += f"; {format_size(self.need)} free needed while the merged base is written"
         if short:
             text += f"; only {format_size(free)} free there"

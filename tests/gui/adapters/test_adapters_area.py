@@ -635,6 +635,19 @@ def test_gguf_dialog_refuses_an_adapter_that_cant_merge(qtbot, tmp_path):
     dialog.grab().save(str(tmp_path / "gguf-refused.png"))
 
 
+def test_the_gguf_dialog_keeps_qts_size(qtbot, runs_home):
+    """Its estimated file size was kept in ``self.size``, an int hiding ``QWidget.size()``: any
+    caller of ``dialog.size()`` (a layout check, a screenshot script) failed with "'int' object is
+    not callable"."""
+    from PySide6.QtCore import QSize
+
+    from gui.adapters.gguf_dialog import GgufDialog
+
+    dialog = GgufDialog(str(runs_home["legal"]), "legal")
+    qtbot.addWidget(dialog)
+    assert isinstance(dialog.size(), QSize) and dialog.file_size > 0
+
+
 def test_a_pissa_runs_card_gives_the_saved_and_the_trained_rank():
     from engine.adapters import AdapterCard
     from gui.adapters.library_model import card_summary
