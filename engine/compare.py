@@ -663,7 +663,8 @@ def compare_adapters(adapters: list[str | Path], dataset: str | Path, *, base: s
                 m.exact = round(sum(answer_matches(a, r) for a, r in pairs) / len(pairs), 4)
                 m.f1 = round(sum(token_f1(a, r) for a, r in pairs) / len(pairs), 4)
             if any(len(tokenizer(conv[j][1])["input_ids"]) > max_new_tokens for j in matched):
-                notes.append(f"some reference answers are longer than max_new_tokens ({max_new_tokens}): "
+                # "max new tokens": the GUI's label and the CLI's --max_new_tokens both read it.
+                notes.append(f"some reference answers are longer than the max new tokens ({max_new_tokens}): "
                              "those answers are cut short, which lowers exact match and F1")
         for j in picked:
             out_samples.append(Sample(record=records[j].record, prompt=first_user_turn(conv[j][0], 400),

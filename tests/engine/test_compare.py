@@ -299,6 +299,10 @@ def test_answers_are_scored_against_the_references(runs_home, tmp_path, capsys):
     # A count: the first N held-out records; the CLI takes N or "all", nothing else.
     two = compare_adapters(["legal"], data, load_in="fp32", device="cpu", samples=0, answer=2, max_new_tokens=16)
     assert [m.answered for m in two.models] == [2, 2]
+    # Said in words both the GUI ("Max new tokens:") and the CLI (--max_new_tokens) read.
+    cut = compare_adapters(["legal"], data, load_in="fp32", device="cpu", samples=0, answer=1, max_new_tokens=3)
+    assert any("longer than the max new tokens (3)" in n for n in cut.notes)
+    assert not any("max_new_tokens" in n for n in cut.notes)
     assert cli_main(["adapters", "compare", "legal", "--dataset", str(data), "--answer", "some"]) == 2
     assert "--answer takes a number of records or 'all'" in capsys.readouterr().err
     # Older kept comparisons (no answer figures) still load.
