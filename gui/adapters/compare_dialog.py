@@ -291,7 +291,10 @@ class CompareDialog(QDialog):
             self._say("Choose a dataset file.", "#be1e1e")
             return False
         if dataset != "demo" and not Path(dataset).expanduser().is_file():
-            self._say(html.escape(f"{dataset} is not a file."), "#be1e1e")
+            # Where it looked: a relative name is read from the folder the app started in.
+            where = Path(dataset).expanduser().absolute()
+            self._say(html.escape(f"Dataset: {dataset} is not a file" + (f" ({where})." if str(where) != dataset
+                                                                           else ".")), "#be1e1e")
             return False
         self.out_file = new_comparison_path()
         self.out_file.parent.mkdir(parents=True, exist_ok=True)

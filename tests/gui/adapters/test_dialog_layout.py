@@ -144,3 +144,15 @@ def test_the_vs_base_column_shows_a_small_change_and_the_notes_say_records(qtbot
     assert "-0.5%" in format_comparison(comparison)  # the CLI says the same
     status = dialog.status.text()
     assert "Set Records: to all to score all 366 usable records" in status and "limit" not in status.lower()
+
+
+def test_a_dataset_that_is_not_there_says_where_it_was_looked_for(qtbot, tmp_path, monkeypatch):
+    """The message "nowhere.jsonl is not a file." left the user guessing which folder a relative name meant."""
+    monkeypatch.chdir(tmp_path)
+    dialog = CompareDialog("demo", [WholeModel("full-run", "/runs/full-run/final")])
+    qtbot.addWidget(dialog)
+    dialog.dataset_edit.setText("nowhere.jsonl")
+    assert not dialog.start() and dialog.proc is None
+    assert dialog.status.text() == f"Dataset: nowhere.jsonl is not a file ({tmp_path / 'nowhere.jsonl'})."
+    dialog.dataset_edit.setText(str(tmp_path / "gone.jsonl"))
+    assert not dialog.start() and dialog.status.text() == f"Dataset: {tmp_path / 'gone.jsonl'} is not a file."
