@@ -355,7 +355,8 @@ class CompareDialog(QDialog):
         scope = (f"over the {held:,} records none of them trained on (the other "
                  f"{len(comparison.records) - held:,} are in a training split)" if held and held < len(comparison.records)
                  else "over every record" if held else "over every record, <b>all of them trained on</b>")
-        text = ("<b>A kept comparison</b> (not of the models above until you press Compare): " if kept else "")
+        # Not "the models above": the settings that name them are folded away once results show.
+        text = ("<b>A kept comparison</b>, made earlier (Compare scores the models chosen now): " if kept else "")
         text += (f"{len(comparison.records):,} records of {html.escape(Path(comparison.dataset).name)} scored on "
                 f"{html.escape(comparison.device)} in {comparison.seconds:.1f} s · answer loss {scope}")
         if base.answered:

@@ -127,6 +127,11 @@ def test_the_answers_have_room_on_a_laptop_screen_once_compared(qtbot, monkeypat
     assert "Answers to read: 5" in dialog.setup_toggle.text()
     dialog.setup_toggle.click()
     assert dialog.dataset_edit.isVisible() and dialog.answers.isVisible()
+    # A kept one shown from "Earlier" folds them too, so its note can't point "above" at the models.
+    dialog.show_result(small_comparison({"(base)": 2.0, "legal": 1.9}), kept=True)
+    assert not dialog.dataset_edit.isVisible() and "above" not in dialog.status.text()
+    assert "A kept comparison</b>, made earlier" in dialog.status.text()
+    dialog.setup_toggle.click()
     assert dialog.buttons.geometry().bottom() < dialog.height()
     dialog.grab().save(str(tmp_path / f"compare-{width}.png"))
 
