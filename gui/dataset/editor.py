@@ -1779,6 +1779,8 @@ class DatasetEditor(QWidget):
     def _on_tab_changed(self, _i: int) -> None:
         if self.tabs.currentWidget() is self.preview:
             self.preview.activate()
+        elif self.tabs.currentWidget() is self.form:
+            self.form.restore_focus()
 
     def _on_tokenizer_loaded(self, _tok) -> None:
         if self._ds is not None and len(self._ds.records) <= self.lint_runner.in_process_max:

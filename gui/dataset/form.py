@@ -302,6 +302,9 @@ class RecordForm(QWidget):
         # Where editing was left in records edited in this session, newest last: (record, box, cursor).
         # A record is matched by identity, so one changed since (an undo) opens at the start again.
         self._places: list[tuple[Record, tuple, tuple[int, int]]] = []
+        # Where the keyboard was when the form was last hidden (another tab came up): (record index,
+        # box, cursor), put back by :meth:`restore_focus`.
+        self._left: tuple[int, tuple, tuple[int, int]] | None = None
         self._header: tuple[list | None, int | None] = (None, None)  # the findings and record count shown
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -371,7 +374,8 @@ class RecordForm(QWidget):
         self.turns_layout.setSpacing(6)
         cl.addWidget(self.turns_box)
         self.add_turn_button = QPushButton("+ Add turn")
-        self.add_turn_button.setToolTip(f"Add a turn at the end ({_key_text('add')} in a turn adds one after it)")
+        self.add_turn_button.setToolTip(f"Add a turn at the end ({_key_text('add')} in a turn adds one after it, in the "
+                                        "system prompt a first turn)")
         self.add_turn_button.clicked.connect(lambda: self._on_add_turn())
         row = QHBoxLayout()
         row.addWidget(self.add_turn_button)
@@ -682,6 +686,23 @@ class RecordForm(QWidget):
         self.scroll.ensureWidgetVisible(box)
         return box
 
+    def restore_focus(self) -> None:
+        """Put the keyboard back in the box, and at the cursor, that it left for another tab, when
+        the form comes up again with the keyboard in it: Qt gave it to the first box that takes
+        Tab (a turn's role). Nothing moves when the keyboard is elsewhere (the table)."""
+        focus = QApplication.focusWidget()
+        if self._left is None or focus is None or not self.isAncestorOf(focus):
+            return
+        index, slot, cursor = self._left
+        box = self._box_at(slot) if index == self._index else None
+        if box is None or box is focus:
+            return
+        box.setFocus(Qt.FocusReason.OtherFocusReason)
+        _put_cursor(box, *cursor)
+        if isinstance(box, QPlainTextEdit):
+            box.ensureCursorVisible()
+        self.scroll.ensureWidgetVisible(box)
+
     def field_edit(self, key: str) -> QPlainTextEdit | None:
         """The box of an Alpaca field (``instruction``...), ``raw``, or ``system`` of a chat."""
         if key == "raw":
@@ -691,6 +712,15 @@ class RecordForm(QWidget):
         return self.fields.get(key)
 
     # ---- Qt overrides
+    def hideEvent(self, e) -> None:  # noqa: N802 - Qt's name
+        # Qt moves the keyboard out of a hidden widget after this event: where it is now is where the user left it.
+        focus = QApplication.focusWidget()
+        slot = self._slot_of(focus) if focus is not None and self.isAncestorOf(focus) else None
+        if slot is None and focus in (self.add_turn_button, self.json_button):
+            slot = ("widget", focus)
+        self._left = (self._index, slot, _cursor_of(focus)) if slot is not None else None
+        super().hideEvent(e)
+
     def focusNextPrevChild(self, forward: bool) -> bool:  # noqa: N802 - Qt's name
         if self.pages.currentIndex() == 2:
             chain = self._chat_chain()
@@ -758,6 +788,8 @@ class RecordForm(QWidget):
             return self._extra_edits.get(slot[1])
         if kind == "other" and page in (1, 2):
             return self._extra_json
+        if kind == "widget":  # a button of the form that stays from record to record
+            return slot[1] if slot[1].isVisibleTo(self) else None
         return None
 
     def _first_box(self) -> QWidget | None:
@@ -1058,12 +1090,12 @@ class RecordForm(QWidget):
         # The same header: "Edit as JSON" dropped the record's findings and the "of N" of its title.
         self.set_record(self._index, rec, findings=self._header[0], total=self._header[1])
 
-    def _on_add_turn(self, after: TurnEdit | None = None) -> None:
-        """Add a turn after ``after`` (at the end when None), answering it: an assistant turn after
-        a user's, else a user's. The cursor goes into its text."""
+    def _on_add_turn(self, after: TurnEdit | None = None, first: bool = False) -> None:
+        """Add a turn after ``after`` (at the end when None; ``first``: before every turn), answering
+        it: an assistant turn after a user's, else a user's. The cursor goes into its text."""
         self.seal()  # typing before it is an undo step of its own
         tag_key, text_key, _ = self._tag_keys()
-        at = self.turns.index(after) + 1 if after in self.turns else len(self.turns)
+        at = 0 if first else self.turns.index(after) + 1 if after in self.turns else len(self.turns)
         before = self.turns[at - 1].role.currentText() if at else ""
         user, assistant = ("human", "gpt") if self._fmt == RecordFormat.SHAREGPT else ("user", "assistant")
         role = assistant if before in ("human", "user") else user
@@ -1073,8 +1105,11 @@ class RecordForm(QWidget):
         self._commit_turns("Add turn")
 
     def _on_add_turn_key(self) -> None:
-        if self.pages.currentIndex() == 2:
-            self._on_add_turn(self.current_turn())
+        if self.pages.currentIndex() != 2:
+            return
+        # In the system prompt the turn after it is the first one: the end of the conversation was
+        # far from where the cursor was.
+        self._on_add_turn(self.current_turn(), first=QApplication.focusWidget() is self.chat_system)
 
     def _on_turn_key(self, slot) -> None:
         turn = self.current_turn()

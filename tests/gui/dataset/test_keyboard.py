@@ -344,3 +344,66 @@ def test_the_keyboard_stays_in_a_conversation_from_record_to_record(shown_editor
     assert QApplication.focusWidget() is form.turns[1].content
     assert form.turns[1].content.toPlainText().endswith(" again")
     assert _cursor(form.turns[1].content) == len(rows[0]["conversations"][1]["value"] + " again")
+
+
+def test_ctrl_shift_n_in_the_system_prompt_adds_the_first_turn(shown_editor, tmp_path, qtbot):
+    """Ctrl+Shift+N in the system prompt's box added the turn at the end of the conversation, far
+    from the box the cursor was in; it goes first, after the system prompt, the cursor in it."""
+    import json
+
+    from PySide6.QtWidgets import QApplication
+
+    path = tmp_path / "chats.jsonl"
+    row = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}], "system": "Be kind."}
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    ed = shown_editor(path)
+    ed.select_record(0)
+    form = ed.form
+    form.chat_system.setFocus()
+    qtbot.keyClick(form.chat_system, Qt.Key.Key_N, CTRL | SHIFT)
+    turns = ed.dataset().records[0].peek()["conversations"]
+    assert turns == [{"from": "human", "value": ""}, *row["conversations"]]
+    assert ed.dataset().records[0].peek()["system"] == "Be kind."
+    assert QApplication.focusWidget() is form.turns[0].content
+    qtbot.keyClicks(form.turns[0].content, "First")
+    form.flush()
+    assert ed.dataset().records[0].peek()["conversations"][0] == {"from": "human", "value": "First"}
+    assert ed.undo_stack.undoText() == "Edit turns"
+    ed.undo_stack.undo()
+    ed.undo_stack.undo()
+    assert ed.dataset().records[0].peek() == row
+
+
+@pytest.mark.parametrize("tab", ["Checks", "Prompt preview"])
+def test_back_on_the_record_tab_the_keyboard_is_where_it_was_left(shown_editor, messages_file, qtbot, tab):
+    """Back from the Checks tab (or the Prompt preview) to the Record tab, the keyboard landed on a
+    turn's role box: the box and the cursor the user left are put back."""
+    from PySide6.QtWidgets import QApplication
+
+    ed = shown_editor(messages_file)
+    ed.select_record(0)
+    form = ed.form
+    box = form.turns[2].content
+    box.setFocus()
+    cursor = box.textCursor()
+    cursor.setPosition(2)
+    cursor.setPosition(4, cursor.MoveMode.KeepAnchor)
+    box.setTextCursor(cursor)
+    bar = ed.tabs.tabBar()
+    names = [ed.tabs.tabText(i) for i in range(ed.tabs.count())]
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(names.index(tab)).center())
+    assert ed.tabs.currentIndex() == names.index(tab)
+    assert not form.isAncestorOf(QApplication.focusWidget())
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(names.index("Record")).center())
+    assert ed.tabs.currentWidget() is form
+    assert QApplication.focusWidget() is box
+    assert (box.textCursor().anchor(), box.textCursor().position()) == (2, 4)
+    # Left in the system prompt of record 2 this time, after going to another record and back.
+    ed.select_record(1)
+    ed.select_record(0)
+    form.turns[0].content.setFocus()  # the system turn
+    form.turns[0].content.moveCursor(cursor.MoveOperation.End)
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(names.index(tab)).center())
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(names.index("Record")).center())
+    assert QApplication.focusWidget() is form.turns[0].content
+    assert _cursor(form.turns[0].content) == len("Be brief.")
