@@ -527,6 +527,34 @@ def format_fields(fmt: str) -> tuple[str, ...]:
     return (CONVERSATION_KEY[fmt], "system")
 
 
+def opens_with_system(turns: Any) -> bool:
+    """Whether a conversation's first turn is its system prompt (``{"from": "system"}`` or
+    ``{"role": "system"}``)."""
+    first = turns[0] if isinstance(turns, list) and turns else None
+    tag = first.get("role", first.get("from")) if isinstance(first, dict) else None
+    return isinstance(tag, str) and SHAREGPT_ROLES.get(tag) == "system"
+
+
+def system_in_turns(fmt: str, records: list[Record], sample: int = 1000) -> bool:
+    """Whether a file of conversations holds a system prompt as a first ``system`` turn rather than
+    as a top-level ``system`` key, so that a prompt added to a record is held as the file holds them.
+
+    The first record of the first ``sample`` that has a system prompt decides. In a file where none
+    has one, the format's usual place: a first turn for OpenAI messages; the ``system`` key for
+    ShareGPT, as LLaMA-Factory's ShareGPT has it (its ``system`` column).
+    """
+    key = CONVERSATION_KEY.get(fmt)
+    for r in records[:sample]:
+        if r.broken:
+            continue
+        data = r.peek()
+        if isinstance(data.get("system"), str):
+            return False
+        if opens_with_system(data.get(key)):
+            return True
+    return fmt == RecordFormat.MESSAGES
+
+
 @dataclass
 class DatasetFile:
     """A dataset file in memory: its records and what is needed to write it back the same way.

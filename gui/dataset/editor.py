@@ -55,7 +55,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.data import load_dataset_file, save_dataset_file
-from engine.data.records import CONVERSATION_KEY, DatasetFile, Record, RecordFormat
+from engine.data.records import CONVERSATION_KEY, DatasetFile, Record, RecordFormat, system_in_turns
 from engine.errors import StudioError
 from engine.paths import data_home, demo_dataset_path, resources_dir
 from gui.dataset import recovery
@@ -1325,6 +1325,7 @@ class DatasetEditor(QWidget):
     def _set_dataset(self, ds: DatasetFile, baseline: tuple[Record, ...]) -> None:
         self._restoring = True
         self.form.container = ds.container
+        self.form.system_in_turns = lambda: system_in_turns(ds.format, ds.records)
         self.form.set_record(-1, None, ds.format)
         self.undo_stack.clear()
         self.proxy.pin(None)

@@ -15,6 +15,7 @@ import copy
 import html
 import json
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
@@ -45,6 +46,7 @@ from engine.data.records import (
     SHAREGPT_ROLES,
     Record,
     RecordFormat,
+    opens_with_system,
     turn_content,
 )
 from engine.errors import DataError
@@ -306,6 +308,10 @@ class RecordForm(QWidget):
         # box, cursor), put back by :meth:`restore_focus`.
         self._left: tuple[int, tuple, tuple[int, int]] | None = None
         self._header: tuple[list | None, int | None] = (None, None)  # the findings and record count shown
+        self.system_in_turns: Callable[[], bool] = lambda: self._fmt == RecordFormat.MESSAGES
+        """Whether the file holds a conversation's system prompt as a first turn rather than a
+        ``system`` key: where "+ Add system prompt" puts it. The editor sets it from the file."""
+        self._system_other = False  # the record's "system" is neither text nor null: only Edit as JSON changes it
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(COMMIT_MS)
@@ -362,10 +368,34 @@ class RecordForm(QWidget):
         cl = QVBoxLayout(chat)
         cl.setContentsMargins(0, 0, 0, 0)
         cl.setSpacing(4)
+        # The system prompt held as a "system" key: a caption with its ✕, and its box; a record without
+        # a system prompt has "+ Add system prompt" in their place.
         self.chat_system_caption = _caption("system")
+        self.remove_system_button = QToolButton()
+        self.remove_system_button.setText("✕")
+        self.remove_system_button.setToolTip(f"Remove the system prompt ({_key_text('remove')})")
+        self.remove_system_button.setAutoRaise(True)
+        self.remove_system_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # its key acts from the box
+        self.remove_system_button.clicked.connect(self._on_remove_system)
+        self.system_head = QWidget()
+        sh = QHBoxLayout(self.system_head)
+        sh.setContentsMargins(0, 0, 7, 0)  # its ✕ under the turns' ✕
+        sh.addWidget(self.chat_system_caption)
+        sh.addStretch(1)
+        sh.addWidget(self.remove_system_button)
         self.chat_system = FieldEdit(2, 8)
         self.chat_system.textChanged.connect(lambda: self._on_field_changed("system"))
-        cl.addWidget(self.chat_system_caption)
+        self.add_system_button = QPushButton("+ Add system prompt")
+        self.add_system_button.setToolTip("Give this conversation a system prompt, held as the file holds them "
+                                          "(a 'system' key, or a first system turn)")
+        self.add_system_button.clicked.connect(self._on_add_system)
+        self.add_system_row = QWidget()
+        ar = QHBoxLayout(self.add_system_row)
+        ar.setContentsMargins(0, 4, 0, 0)
+        ar.addWidget(self.add_system_button)
+        ar.addStretch(1)
+        cl.addWidget(self.add_system_row)
+        cl.addWidget(self.system_head)
         cl.addWidget(self.chat_system)
         cl.addWidget(_caption("turns"))
         self.turns_box = QWidget()
@@ -389,8 +419,7 @@ class RecordForm(QWidget):
         self.turns: list[TurnEdit] = []
         # Keys for the turn the keyboard is in, through the same undo steps as the buttons.
         self.act_add_turn = self._turn_action(chat, "Add a turn after this one", "add", self._on_add_turn_key)
-        self.act_remove_turn = self._turn_action(chat, "Remove this turn", "remove",
-                                                 lambda: self._on_turn_key(self._on_remove_turn))
+        self.act_remove_turn = self._turn_action(chat, "Remove this turn", "remove", self._on_remove_key)
         self.act_turn_up = self._turn_action(chat, "Move this turn up", "up",
                                              lambda: self._on_turn_key(lambda t: self._on_move_turn(t, -1)))
         self.act_turn_down = self._turn_action(chat, "Move this turn down", "down",
@@ -670,6 +699,8 @@ class RecordForm(QWidget):
                 said = [t for t in self.turns if SHAREGPT_ROLES.get(t.role.currentText(), t.role.currentText()) == role]
                 if said:  # the table shows the first user turn and the last assistant turn
                     box = (said[-1] if role == "assistant" else said[0]).content
+            if box is None and role == "system" and self.add_system_button.isVisibleTo(self):
+                box = self.add_system_button  # none yet: where it would be
             if box is None and self.turns:
                 box = self.turns[0].content
             if box is None:
@@ -756,7 +787,7 @@ class RecordForm(QWidget):
         for key, edit in self.fields.items():
             if w is edit:
                 return ("field", key)
-        if w is self.chat_system:
+        if w is self.chat_system or w is self.add_system_button:  # the prompt, or where it would be
             return ("system",)
         if w is self.raw:
             return ("raw",)
@@ -777,8 +808,9 @@ class RecordForm(QWidget):
         page, kind = self.pages.currentIndex(), slot[0]
         if kind == "field" and page == 1:
             return self.fields.get(slot[1])
-        if kind == "system" and page == 2 and self.chat_system.isVisibleTo(self):
-            return self.chat_system
+        if kind == "system" and page == 2:
+            return self.chat_system if self.chat_system.isVisibleTo(self) else \
+                self.add_system_button if self.add_system_button.isVisibleTo(self) else None
         if kind == "raw" and page == 3:
             return self.raw
         if kind == "turn" and page == 2 and self.turns:
@@ -893,12 +925,13 @@ class RecordForm(QWidget):
         system = data.get("system")
         has_system = isinstance(system, str)
         self.chat_system.set_text_quietly(system if has_system else "")
-        self.chat_system.setVisible(has_system)
-        self.chat_system_caption.setVisible(has_system)
+        self._show_system_box(has_system)
+        self._system_other = not has_system and system is not None
         self._clear_turns()
         turns = data.get(key)
         for t in turns if isinstance(turns, list) else []:
             self._add_turn_widget(t)  # one that isn't an object is shown, and kept as it is
+        self._sync_add_system()
         self._build_extras(data, {key, "system"}, self.chat_extras_layout)
 
     def _chat_chain(self) -> list[QWidget]:
@@ -906,11 +939,22 @@ class RecordForm(QWidget):
         turn's role then text, "Add turn", then the other fields. Qt's focus chain follows the
         order widgets are made in (and a turn's ↑ ↓ ✕ were in it), so an added or moved turn was
         reached out of place, and Tab on "Add turn" went back to the first turn."""
-        chain: list[QWidget] = [self.chat_system] if self.chat_system.isVisibleTo(self) else []
+        chain: list[QWidget] = [w for w in (self.add_system_button, self.chat_system) if w.isVisibleTo(self)]
         for t in self.turns:
             chain += [w for w in (t.role, t.content) if w.isEnabled()]
         chain += [self.add_turn_button, *self._extra_edits.values()]
         return chain + ([self._extra_json] if self._extra_json is not None else [])
+
+    def _show_system_box(self, on: bool) -> None:
+        self.system_head.setVisible(on)
+        self.chat_system.setVisible(on)
+
+    def _sync_add_system(self) -> None:
+        """Offer "+ Add system prompt" while the conversation has none: no "system" key (or a null one)
+        and no first system turn."""
+        first = self.turns[0].value() if self.turns else None
+        has = not self.chat_system.isHidden() or self._system_other or opens_with_system([first])
+        self.add_system_row.setVisible(not has)
 
     def _clear_turns(self) -> None:
         for t in self.turns:
@@ -1007,7 +1051,15 @@ class RecordForm(QWidget):
                 data[CONVERSATION_KEY[self._fmt]] = [t.value() if t in self._dirty_turns else copy.deepcopy(t.committed)
                                                      for t in self.turns]
             if "system" in dirty:
-                data["system"] = plain_text(self.chat_system, rec.peek().get("system"))
+                if self.chat_system.isHidden():  # removed
+                    data.pop("system", None)
+                elif "system" in data:
+                    data["system"] = plain_text(self.chat_system, rec.peek().get("system"))
+                else:  # added: after the conversation, where LLaMA-Factory's ShareGPT has it
+                    items = list(data.items())
+                    at = next((i + 1 for i, (k, _) in enumerate(items) if k == CONVERSATION_KEY[self._fmt]),
+                              len(items))
+                    data = dict([*items[:at], ("system", plain_text(self.chat_system)), *items[at:]])
         for k, edit in self._extra_edits.items():
             if k in dirty:
                 data[k] = edit.text()
@@ -1074,6 +1126,7 @@ class RecordForm(QWidget):
             self._target = target
         if turn is not None:
             self._dirty_turns.add(turn)
+            self._sync_add_system()  # the first turn's role made "system", or made another
         if key == "raw":
             self.raw.setExtraSelections([])  # the error position may have moved
         focus = QApplication.focusWidget()
@@ -1102,7 +1155,39 @@ class RecordForm(QWidget):
         w = self._add_turn_widget({tag_key: role, text_key: ""}, at)
         w.content.setFocus(Qt.FocusReason.ShortcutFocusReason)
         self.scroll.ensureWidgetVisible(w)
-        self._commit_turns("Add turn")
+        self._commit_step("Add turn")
+
+    def _on_add_system(self) -> None:
+        """Give the conversation a system prompt, held as its file holds them (:attr:`system_in_turns`),
+        as one undo step; the cursor goes into it."""
+        self.seal()  # typing before it is an undo step of its own
+        if self.system_in_turns():
+            tag_key, text_key, _ = self._tag_keys()
+            box, field = self._add_turn_widget({tag_key: "system", text_key: ""}, 0).content, "turns"
+        else:
+            self.chat_system.set_text_quietly("")
+            self._show_system_box(True)
+            box, field = self.chat_system, "system"
+        box.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self._sync_add_system()
+        self.scroll.ensureWidgetVisible(box)
+        self._commit_step("Add system prompt", field)
+
+    def _on_remove_system(self) -> None:
+        """Remove the conversation's "system" key, as one undo step ("+ Add system prompt" takes its place)."""
+        self.seal()  # its typing first, as an undo step of its own
+        had_focus = self.chat_system.hasFocus()
+        self.add_system_row.show()
+        if had_focus:  # the keyboard stays where the prompt was
+            self.add_system_button.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self._show_system_box(False)
+        self._commit_step("Remove system prompt", "system")
+
+    def _on_remove_key(self) -> None:
+        if self.pages.currentIndex() == 2 and QApplication.focusWidget() is self.chat_system:
+            self._on_remove_system()
+        else:
+            self._on_turn_key(self._on_remove_turn)
 
     def _on_add_turn_key(self) -> None:
         if self.pages.currentIndex() != 2:
@@ -1128,7 +1213,7 @@ class RecordForm(QWidget):
         self.turns_layout.removeWidget(turn)
         self.turns_layout.insertWidget(j, turn)
         self.scroll.ensureWidgetVisible(turn)
-        self._commit_turns("Move turn up" if delta < 0 else "Move turn down")
+        self._commit_step("Move turn up" if delta < 0 else "Move turn down")
 
     def _on_remove_turn(self, turn: TurnEdit) -> None:
         self.seal()
@@ -1140,15 +1225,16 @@ class RecordForm(QWidget):
         if had_focus:  # the keyboard stays in the conversation: the next turn's text, or the one before
             nxt = self.turns[min(i, len(self.turns) - 1)].content if self.turns else self.add_turn_button
             nxt.setFocus(Qt.FocusReason.ShortcutFocusReason)
-        self._commit_turns("Remove turn")
+        self._commit_step("Remove turn")
 
-    def _commit_turns(self, label: str) -> None:
-        """Commit a change to the list of turns as one undo step of its own, named ``label``: it
-        never merges with the typing before or after it, so Undo takes back just the add, move or
-        remove."""
+    def _commit_step(self, label: str, field: str = "turns") -> None:
+        """Commit a change to the list of turns (or to ``field``: the system prompt added or removed)
+        as one undo step of its own, named ``label``: it never merges with the typing before or after
+        it, so Undo takes back just the add, move or remove."""
         if self._building or self._record is None:
             return
-        self._dirty_fields.add("turns")
+        self._sync_add_system()
+        self._dirty_fields.add(field)
         self._label = label
         try:
             self.flush()

@@ -605,3 +605,23 @@ def test_a_broken_json_array_element_knows_the_column_its_text_starts_at(tmp_pat
     assert (broken.start_column, broken.column, broken.error) == (
         reopened.start_column, reopened.column, reopened.error)
     assert broken.raw[broken.column - broken.start_column:].startswith('"output"')
+
+
+# ---- Where a file holds a conversation's system prompt
+
+
+@pytest.mark.parametrize(("fmt", "rows", "in_turns"), [
+    ("sharegpt", [{"conversations": [{"from": "human", "value": "Hi"}]},
+                  {"conversations": [{"from": "system", "value": "Be kind."}, {"from": "human", "value": "Hi"}]}], True),
+    ("sharegpt", [{"conversations": [], "system": "Be kind."},
+                  {"conversations": [{"from": "system", "value": "Be kind."}]}], False),  # the first one decides
+    ("sharegpt", [{"conversations": [{"from": "human", "value": "Hi"}]}], False),
+    ("messages", [{"messages": [{"role": "user", "content": "Hi"}]}], True),
+    ("messages", [{"messages": [{"role": "user", "content": "Hi"}], "system": "Be kind."}], False),
+])
+def test_a_system_prompt_is_held_where_the_file_holds_them(fmt, rows, in_turns):
+    from engine.data.records import system_in_turns
+
+    records = [Record(None, raw="{oops", error="line 1, column 2: Expecting property name"),
+               *(Record(r) for r in rows)]
+    assert system_in_turns(fmt, records) is in_turns

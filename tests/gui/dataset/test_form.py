@@ -753,3 +753,103 @@ def test_edit_as_json_keeps_the_records_findings_and_count(make_editor, tmp_path
     assert form.title.text() == title and form.findings.text() == findings and not form.findings.isHidden()
     form.json_button.setChecked(False)
     assert form.title.text() == title and form.findings.text() == findings and not form.findings.isHidden()
+
+
+_HI = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]
+_HI_MESSAGES = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+
+
+@pytest.mark.parametrize(("fmt", "first", "added"), [
+    # ShareGPT holds it as the file does: a top-level key, or a first {"from": "system"} turn.
+    ("sharegpt", {"conversations": _HI, "system": "Be kind.", "id": 0}, "key"),
+    ("sharegpt", {"conversations": [{"from": "system", "value": "Be kind."}, *_HI], "id": 0}, "turn"),
+    ("sharegpt", {"conversations": _HI, "id": 0}, "key"),  # none has one: LLaMA-Factory's key
+    ("messages", {"messages": [{"role": "system", "content": "Be kind."}, *_HI_MESSAGES], "id": 0}, "turn"),
+    ("messages", {"messages": _HI_MESSAGES, "id": 0}, "turn"),
+    ("messages", {"messages": _HI_MESSAGES, "system": "Be kind.", "id": 0}, "key"),
+], ids=["sharegpt-key", "sharegpt-turn", "sharegpt-none", "messages-turn", "messages-none", "messages-key"])
+def test_a_conversation_without_a_system_prompt_gets_one_as_its_file_holds_them(make_editor, tmp_path, qtbot, fmt,
+                                                                               first, added):
+    """A conversation with no system prompt could only get one through "Edit as JSON"."""
+    from PySide6.QtWidgets import QApplication
+
+    key = "conversations" if fmt == "sharegpt" else "messages"
+    bare = {key: _HI if fmt == "sharegpt" else _HI_MESSAGES, "id": 1}
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (first, bare)), encoding="utf-8")
+    ed = make_editor(path)
+    ed.show()
+    ed.activateWindow()
+    qtbot.waitUntil(ed.isActiveWindow)
+    ed.select_record(1)
+    form = ed.form
+    assert form.add_system_button.isVisibleTo(form) and not form.chat_system.isVisibleTo(form)
+    qtbot.mouseClick(form.add_system_button, Qt.MouseButton.LeftButton)
+    data = ed.dataset().records[1].peek()
+    tag, text = ("from", "value") if fmt == "sharegpt" else ("role", "content")
+    if added == "key":  # after the conversation, before the other fields
+        assert list(data.items()) == [(key, bare[key]), ("system", ""), ("id", 1)]
+        box = form.chat_system
+    else:
+        assert data == {key: [{tag: "system", text: ""}, *bare[key]], "id": 1}
+        box = form.turns[0].content
+    assert QApplication.focusWidget() is box
+    qtbot.waitUntil(lambda: box.isVisibleTo(form))  # a turn's widgets are shown by the event loop
+    assert not form.add_system_button.isVisibleTo(form)
+    assert ed.undo_stack.undoText() == "Add system prompt"
+    qtbot.keyClicks(box, "Answer in French.")
+    form.flush()
+    data = ed.dataset().records[1].peek()
+    said = data["system"] if added == "key" else data[key][0][text]
+    assert said == "Answer in French."
+    assert ed.model.data(ed.model.index(1, ed.model.column_of("@system"))) == "Answer in French."
+    ed.undo_stack.undo()
+    ed.undo_stack.undo()
+    assert ed.dataset().records[1].peek() == bare
+    assert form.add_system_button.isVisibleTo(form)
+
+
+def test_the_system_prompt_is_removed_with_its_cross_or_its_key_and_the_checks_follow(make_editor, tmp_path, qtbot):
+    """The same question with two answers is a conflict; a system prompt that sets the second
+    answer apart ends it, and removing the prompt brings it back."""
+    from PySide6.QtWidgets import QApplication
+
+    path = tmp_path / "chats.jsonl"
+    rows = [{"conversations": _HI}, {"conversations": [_HI[0], {"from": "gpt", "value": "Bonjour !"}]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    ed = make_editor(path)
+    ed.show()
+    ed.activateWindow()
+    qtbot.waitUntil(ed.isActiveWindow)
+    rules = lambda: {f.rule for f in ed.model.findings_for(ed.dataset().records[1])}  # noqa: E731
+    assert "conflicting-output" in rules()
+    ed.select_record(1)
+    form = ed.form
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        qtbot.mouseClick(form.add_system_button, Qt.MouseButton.LeftButton)
+        qtbot.keyClicks(form.chat_system, "Answer in French.")
+        form.flush()
+    qtbot.waitUntil(lambda: "conflicting-output" not in rules(), timeout=20000)
+    assert ed.dataset().records[1].peek()["system"] == "Answer in French."
+    assert form.remove_system_button.toolTip() == "Remove the system prompt (Ctrl+Shift+Del)"
+
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        qtbot.mouseClick(form.remove_system_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "conflicting-output" in rules(), timeout=20000)
+    assert ed.dataset().records[1].peek() == rows[1]
+    assert ed.undo_stack.undoText() == "Remove system prompt"
+    assert form.add_system_button.isVisibleTo(form) and not form.chat_system.isVisibleTo(form)
+    assert not ed.model.data(ed.model.index(1, ed.model.column_of("@system")))
+    ed.undo_stack.undo()
+    assert ed.dataset().records[1].peek()["system"] == "Answer in French."
+    assert form.chat_system.isVisibleTo(form) and form.chat_system.toPlainText() == "Answer in French."
+
+    # From the keyboard: Ctrl+Shift+Delete in the box removes it; the keyboard stays where it was.
+    form.chat_system.setFocus()
+    qtbot.keyClick(form.chat_system, Qt.Key.Key_Delete, Qt.KeyboardModifier.ControlModifier
+                   | Qt.KeyboardModifier.ShiftModifier)
+    assert "system" not in ed.dataset().records[1].peek()
+    assert QApplication.focusWidget() is form.add_system_button
+    qtbot.keyClick(form.add_system_button, Qt.Key.Key_Space)
+    assert ed.dataset().records[1].peek()["system"] == ""
+    assert QApplication.focusWidget() is form.chat_system
