@@ -151,8 +151,14 @@ class CommandView(QTextEdit):
 
     # ---- Qt overrides
     def createMimeDataFromSelection(self) -> QMimeData:  # noqa: N802
-        mime = QMimeData()
-        mime.setText(self.textCursor().selection().toPlainText().replace(_NO_BREAK, ""))
+        # Qt's own object, changed, not a new QMimeData: the clipboard keeps what is copied until
+        # the process exits, and a Python-made one is then deleted after Python has finished,
+        # which crashed every exit after a copy (SIGSEGV in shiboken).
+        mime = super().createMimeDataFromSelection()
+        text = mime.text().replace(_NO_BREAK, "")  # text() first: Qt fills the formats in on first read
+        for kind in mime.formats():
+            mime.removeFormat(kind)
+        mime.setText(text)
         return mime
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802

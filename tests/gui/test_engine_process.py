@@ -40,3 +40,31 @@ def test_read_progress_moves_the_bar_and_keeps_the_other_lines(qtbot):
     assert bar.format() == "1,200 / 1,200 tensors"
     assert rest == "warning: slow disk\nprogress x 2\n"  # a malformed line is not progress
     assert read_progress(proc, bar) == ("", False)  # nothing new
+
+
+COPY_THEN_EXIT = """
+import sys
+from PySide6.QtWidgets import QApplication
+from gui.engine_process import command_label
+app = QApplication(sys.argv)
+view = command_label()
+view.setText("finetune-studio merge demo medical-assistant --out /tmp/merged-out")
+view.selectAll()
+view.copy()
+copied = QApplication.clipboard().text()
+print(copied == view.text() and "\\u2060" not in QApplication.clipboard().mimeData().data("text/html").data().decode())
+"""
+
+
+def test_copying_a_command_line_leaves_an_exit_that_does_not_crash():
+    """The copied text stays on the clipboard until the process ends; a QMimeData made in Python
+    was then deleted after Python had finished, and every exit after a copy died of SIGSEGV."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.run([sys.executable, "-c", COPY_THEN_EXIT], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "True"), proc.stderr[-2000:]
