@@ -83,7 +83,9 @@ version="$(basename "$wheel" | cut -d- -f2)"
 detect_python="$(command -v python3 || true)"
 [ -n "$detect_python" ] || detect_python="$("$uv" python find 2>/dev/null || true)"
 variant_reason="chosen with --variant"
+auto_variant=0
 if [ "$variant" = auto ]; then
+    auto_variant=1
     [ -n "$detect_python" ] || die "no python3 to run the driver detection; pass --variant cpu|cu126|cu130"
     detection="$("$detect_python" "$src/torch_variant.py" --json)" || die "driver detection failed"
     variant="$("$detect_python" -c 'import json,sys; print(json.load(sys.stdin)["variant"])' <<< "$detection")"
@@ -92,10 +94,10 @@ if [ "$variant" = auto ]; then
 fi
 lock="$src/locks/linux-$variant.txt"
 if [ ! -f "$lock" ]; then
-    have="$(cd "$src/locks" && ls linux-*.txt 2>/dev/null | sed 's/^linux-//; s/\.txt$//' | tr '\n' ' ')"
+    have="$(cd "$src/locks" && ls linux-*.txt 2>/dev/null | sed 's/^linux-//; s/\.txt$//' | paste -sd' ' || true)"
     die "this package has no lock for the $variant build (it has: ${have:-none}). Rebuild the package \
-with a $variant lock (packaging/lock.sh linux-$variant on a connected machine), or install another \
-build with --variant"
+with a $variant lock (packaging/lock.sh linux-$variant on a connected machine), or install a build it \
+has: $0 --variant ${have%% *}"
 fi
 header="$(grep -m1 '^# finetune-studio lock:' "$lock")" || die "$lock has no finetune-studio header"
 lock_field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< "$header"; }
@@ -104,6 +106,15 @@ torch_index="$(lock_field torch-index)"
 
 if [ -z "$wheelhouse" ] && [ -d "$src/wheelhouse/linux-$variant" ]; then
     wheelhouse="$src/wheelhouse/linux-$variant"
+fi
+bundled="$(cd "$src" && ls -d wheelhouse/linux-* 2>/dev/null | sed 's|^wheelhouse/linux-||' | paste -sd' ' || true)"
+if [ -z "$wheelhouse" ] && [ -n "$bundled" ] && [ "$auto_variant" = 1 ]; then
+    # An offline package carried to a machine whose driver calls for another build: going online
+    # would hang on a machine without network, so stop and say how to stay offline.
+    die "this machine's driver calls for the $variant build ($variant_reason), but this package's \
+offline wheelhouse has only: $bundled. Install that build offline with: $0 --variant ${bundled%% *}
+  or rebuild the package with WHEELHOUSE=\"$variant\" (packaging/README.md), or, on a machine \
+that reaches the package index, download the $variant build with: $0 --variant $variant"
 fi
 if [ -n "$wheelhouse" ]; then
     [ -d "$wheelhouse" ] || die "wheelhouse $wheelhouse is not a folder"
@@ -121,7 +132,7 @@ else
 fi
 
 say "Finetune Studio $version, $variant build ($variant_reason)"
-say "installing for $([ $scope = user ] && echo "user $USER" || echo "every user") into $app_dir, $mode"
+say "installing for $([ $scope = user ] && echo "user ${USER:-$(id -un)}" || echo "every user") into $app_dir, $mode"
 
 # ---- build the environment beside the current one ----------------------------------------------
 mkdir -p "$app_dir/envs"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -65,8 +66,49 @@ def test_install_names_a_missing_lock(tmp_path: Path):
     shutil.copy(PACKAGING / "locks" / "linux-cpu.txt", tmp_path / "locks")
     result = _run([tmp_path / "install.sh", "--variant", "cu126"], env={**os.environ, "HOME": str(tmp_path)})
     assert result.returncode != 0
-    assert "no lock for the cu126 build (it has: cpu" in result.stderr
+    assert "no lock for the cu126 build (it has: cpu)" in result.stderr
     assert "lock.sh linux-cu126" in result.stderr
+    assert "install.sh --variant cpu" in result.stderr  # the command that works, not just "--variant"
+
+
+def _fake_package(root: Path, locks=("cpu", "cu130"), wheelhouses=("cpu",)) -> Path:
+    """A package folder whose uv leaves a mark when called, so a test sees whether the install began."""
+    for sub in ("bin", "dist", "locks"):
+        (root / sub).mkdir(parents=True)
+    for name in ("install.sh", "torch_variant.py"):
+        shutil.copy(PACKAGING / name, root)
+    (root / "bin" / "uv").write_text(f"#!/bin/sh\ntouch '{root}/uv-was-called'\nexit 1\n")
+    (root / "bin" / "uv").chmod(0o755)
+    (root / "dist" / "finetune_studio-0.1.0-py3-none-any.whl").write_bytes(b"")
+    for variant in locks:
+        shutil.copy(PACKAGING / "locks" / f"linux-{variant}.txt", root / "locks")
+    for variant in wheelhouses:
+        (root / "wheelhouse" / f"linux-{variant}").mkdir(parents=True)
+    return root
+
+
+def _fake_nvidia_smi(folder: Path, line: str) -> dict:
+    folder.mkdir()
+    (folder / "nvidia-smi").write_text(f"#!/bin/sh\necho '{line}'\n")
+    (folder / "nvidia-smi").chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}", "HOME": str(folder)}
+
+
+def test_install_stays_offline_when_the_wheelhouse_lacks_the_drivers_build(tmp_path: Path):
+    """A package with only the CPU wheelhouse, on a machine whose driver calls for cu130: going
+    online would hang an offline lab machine, so stop before building anything and name the way."""
+    pkg = _fake_package(tmp_path / "pkg")
+    env = _fake_nvidia_smi(tmp_path / "gpu", "NVIDIA RTX A4000, 580.65.06, 8.6, 16376")
+    result = _run([pkg / "install.sh"], env=env)
+    assert result.returncode != 0
+    assert "calls for the cu130 build" in result.stderr
+    assert "offline wheelhouse has only: cpu" in result.stderr
+    assert "install.sh --variant cpu" in result.stderr and 'WHEELHOUSE="cu130"' in result.stderr
+    assert not (pkg / "uv-was-called").exists()
+
+    # Chosen by hand, the build without a wheelhouse is the admin's call: the install goes on.
+    _run([pkg / "install.sh", "--variant", "cu130"], env=env)
+    assert (pkg / "uv-was-called").exists()
 
 
 def test_uninstall_refuses_outside_an_install(tmp_path: Path):
@@ -108,3 +150,13 @@ def test_uninstall_keeps_data_and_purges_on_request(tmp_path: Path):
     result = _run([app / "uninstall", "--purge", "--yes"], env=env)
     assert result.returncode == 0, result.stderr
     assert not (home / ".local/share/finetune-studio").exists() and not settings.parent.exists()
+
+
+def test_install_runs_without_USER_set(tmp_path: Path):
+    """cron, systemd units and `env -i` leave USER unset; set -u must not stop the install there."""
+    pkg = _fake_package(tmp_path / "pkg", wheelhouses=())
+    env = {k: v for k, v in os.environ.items() if k != "USER"} | {"HOME": str(tmp_path)}
+    result = _run([pkg / "install.sh", "--variant", "cpu"], env=env)
+    assert "unbound variable" not in result.stderr
+    assert f"installing for user {pwd.getpwuid(os.getuid()).pw_name} into" in result.stdout
+    assert (pkg / "uv-was-called").exists()
