@@ -22,7 +22,6 @@ PYTHON="${PYTHON:-$( [ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/py
 WHEELHOUSE="${WHEELHOUSE:-}"
 die() { echo "build.sh: $*" >&2; exit 1; }
 say() { echo "build.sh: $*"; }
-[ -n "$UV" ] || die "uv not found: pip install uv, or set UV=/path/to/uv"
 version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/engine/__init__.py")"
 [ -n "$version" ] || die "no __version__ in engine/__init__.py"
 
@@ -116,6 +115,15 @@ build_windows() {
 
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(linux windows)
+if [ -z "$UV" ]; then
+    # No uv installed (the dev venv does not carry one): build with the hash-pinned uv that the
+    # Linux package bundles anyway, so `make package` works from a fresh clone.
+    [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] \
+        || die "uv not found: pip install uv (the version in packaging/locks/uv.txt), or set UV=/path/to/uv"
+    fetch_uv linux
+    UV="$out/uv/linux/uv"
+    say "uv not installed: building with the bundled $("$UV" --version)"
+fi
 build_wheel
 for t in "${targets[@]}"; do
     case "$t" in

@@ -160,3 +160,23 @@ def test_install_runs_without_USER_set(tmp_path: Path):
     assert "unbound variable" not in result.stderr
     assert f"installing for user {pwd.getpwuid(os.getuid()).pw_name} into" in result.stdout
     assert (pkg / "uv-was-called").exists()
+
+
+@pytest.mark.skipif(shutil.which("uv", path="/usr/bin:/bin") is not None, reason="a system uv is on PATH")
+def test_build_without_uv_uses_the_bundled_one(tmp_path: Path):
+    """`make package` from a fresh clone: the dev venv has no uv, and the package bundles a
+    hash-pinned one anyway, so build.sh builds with that instead of stopping."""
+    (tmp_path / "packaging").mkdir()
+    shutil.copy(PACKAGING / "build.sh", tmp_path / "packaging")
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "__init__.py").write_text('__version__ = "0.1.0"\n')
+    bundled = tmp_path / "packaging" / "out" / "uv" / "linux" / "uv"  # as fetch_uv leaves it
+    bundled.parent.mkdir(parents=True)
+    calls = tmp_path / "uv-calls"
+    bundled.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n[ "$1" = --version ] && echo "uv 0.13.9" && exit 0\nexit 1\n')
+    bundled.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": sys.executable}
+    result = _run([tmp_path / "packaging" / "build.sh", "linux"], env=env)
+    assert "uv not found" not in result.stderr
+    assert "building with the bundled uv 0.13.9" in result.stdout
+    assert any(line.startswith("build ") for line in calls.read_text().splitlines())
