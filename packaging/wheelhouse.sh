@@ -47,12 +47,40 @@ fi
 mkdir -p "$dest"
 echo "downloading $target wheels into $dest"
 start=$SECONDS
-# --no-deps: the lock is already the complete, resolved set; --only-binary: nothing is built
-# on the lab machine; a lock line whose hash does not match the downloaded file aborts.
-"${PIP[@]}" download --no-deps --only-binary=:all: --require-hashes -r "$lock" \
-    "${platforms[@]}" --python-version "$python_version" --implementation cp \
-    --abi "$abi" --abi abi3 --abi none \
-    ${extra[@]+"${extra[@]}"} --dest "$dest" --progress-bar off --quiet
+download() {  # download REQUIREMENTS [pip options...]
+    local requirements="$1"; shift
+    # --no-deps: the lock is already the complete, resolved set; --only-binary: nothing is built
+    # on the lab machine; a lock line whose hash does not match the downloaded file aborts.
+    "${PIP[@]}" download --no-deps --only-binary=:all: --require-hashes -r "$requirements" \
+        "${platforms[@]}" --python-version "$python_version" --implementation cp \
+        --abi "$abi" --abi abi3 --abi none \
+        "$@" --dest "$dest" --progress-bar off --quiet
+}
+if [ ${#extra[@]} -eq 0 ]; then
+    download "$lock"
+else
+    # Only the pins with a local version (torch==2.13.0+cpu) live on the PyTorch index. Asking it
+    # for every other pin too made pip retry each of them when the index is unreachable (a lab
+    # proxy, a build machine that reaches only PyPI): minutes of warnings for nothing. So two passes.
+    split="$(mktemp -d)"
+    trap 'rm -rf "$split"' EXIT
+    python3 - "$lock" "$split" <<'EOF'
+import pathlib, re, sys
+lock, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+blocks = re.split(r"(?m)^(?=[A-Za-z0-9])", lock.read_text())  # one block per pin, with its hashes
+pins = [b for b in blocks if re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*==\S+", b)]
+local = [b for b in pins if "+" in b.split()[0]]
+(out / "torch-index.txt").write_text("".join(local))
+(out / "rest.txt").write_text("".join(b for b in pins if b not in local))
+EOF
+    download "$split/rest.txt"
+    if [ -s "$split/torch-index.txt" ]; then
+        wanted="$(grep -o '^[A-Za-z0-9][^ ]*==[^ ]*' "$split/torch-index.txt" | paste -sd' ')"
+        download "$split/torch-index.txt" "${extra[@]}" \
+            || die "could not download $wanted from ${TORCH_FIND_LINKS:-$index}. If this machine \
+cannot reach it, put the wheel(s) in a folder and run again with TORCH_FIND_LINKS=that-folder"
+    fi
+fi
 # Re-running after a lock change keeps the old wheels that pip finds again; drop the rest, so the
 # wheelhouse is exactly the lock.
 python3 - "$lock" "$dest" <<'EOF'

@@ -180,3 +180,35 @@ def test_build_without_uv_uses_the_bundled_one(tmp_path: Path):
     assert "uv not found" not in result.stderr
     assert "building with the bundled uv 0.13.9" in result.stdout
     assert any(line.startswith("build ") for line in calls.read_text().splitlines())
+
+
+def test_wheelhouse_asks_the_torch_index_only_for_torch(tmp_path: Path):
+    """A build machine (or lab proxy) that reaches PyPI but not download.pytorch.org: asking that
+    index for every pin made pip retry each one, minutes of warnings; only the +cpu pin needs it."""
+    calls = tmp_path / "pip-calls"
+    stub = tmp_path / "pip"
+    stub.write_text(f'#!/bin/sh\necho "CALL $*" >> "{calls}"\n'
+                    f'while [ $# -gt 0 ]; do [ "$1" = -r ] && cat "$2" >> "{calls}"; shift; done\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PIP": str(stub)}
+    env.pop("TORCH_FIND_LINKS", None)
+    result = _run([PACKAGING / "wheelhouse.sh", "linux-cpu", tmp_path / "wh"], env=env)
+    assert result.returncode == 0, result.stderr
+    passes = calls.read_text().split("CALL ")[1:]
+    assert len(passes) == 2
+    rest, torch = passes
+    assert "--extra-index-url" not in rest and "torch==" not in rest and "numpy==" in rest
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in torch
+    assert "torch==2.13.0+cpu" in torch and "--hash=sha256:" in torch and "numpy==" not in torch
+
+
+def test_wheelhouse_names_TORCH_FIND_LINKS_when_torch_is_not_found(tmp_path: Path):
+    stub = tmp_path / "pip"
+    stub.write_text('#!/bin/sh\ncase "$*" in *extra-index-url*) exit 1 ;; esac\nexit 0\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PIP": str(stub)}
+    env.pop("TORCH_FIND_LINKS", None)
+    result = _run([PACKAGING / "wheelhouse.sh", "linux-cpu", tmp_path / "wh"], env=env)
+    assert result.returncode != 0
+    assert "could not download torch==2.13.0+cpu from https://download.pytorch.org/whl/cpu" in result.stderr
+    assert "TORCH_FIND_LINKS=" in result.stderr
