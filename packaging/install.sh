@@ -214,7 +214,11 @@ install -m 755 "$src/uninstall.sh" "$app_dir/uninstall"
 say "installed Finetune Studio $version ($variant) in $((SECONDS - start)) s"
 say "  start it: $launcher   (or from the start menu)"
 say "  check it: $launcher --self-check"
-say "  remove it: $app_dir/uninstall   (add --purge to also delete user data)"
+if [ "$scope" = user ]; then
+    say "  remove it: $app_dir/uninstall   (add --purge to also delete your runs and settings)"
+else
+    say "  remove it: $app_dir/uninstall   (users' runs and settings stay in their homes)"
+fi
 case ":$PATH:" in *":$bin_dir:"*) ;; *) say "  note: $bin_dir is not on your PATH" ;; esac
 
 if [ "$run_self_check" = 1 ]; then

@@ -69,6 +69,11 @@ if [ "$purge" = 0 ]; then
     [ -d "$config_dir" ] && say "kept your settings in $config_dir"
     exit 0
 fi
-[ ${#purge_targets[@]} -gt 0 ] || say "no user data to purge for ${USER:-this user}"
+[ ${#purge_targets[@]} -gt 0 ] || say "no user data to purge for ${USER:-$(id -un)}"
 for d in ${purge_targets[@]+"${purge_targets[@]}"}; do rm -rf "$d" && say "deleted $d"; done
+if [ "$SCOPE" = system ]; then
+    # An admin running this with sudo would otherwise believe every user's runs are gone.
+    say "--purge deleted only the data of ${USER:-$(id -un)}: every other user's runs, adapters and \
+settings stay in their own ~/.local/share/$APP and ~/.config/$APP (each user can delete them)"
+fi
 [ -z "${FINETUNE_STUDIO_HOME:-}" ] || say "left FINETUNE_STUDIO_HOME=$FINETUNE_STUDIO_HOME alone"

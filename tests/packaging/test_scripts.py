@@ -212,3 +212,17 @@ def test_wheelhouse_names_TORCH_FIND_LINKS_when_torch_is_not_found(tmp_path: Pat
     assert result.returncode != 0
     assert "could not download torch==2.13.0+cpu from https://download.pytorch.org/whl/cpu" in result.stderr
     assert "TORCH_FIND_LINKS=" in result.stderr
+
+
+def test_uninstall_purge_of_a_system_install_says_whose_data_went(tmp_path: Path):
+    """sudo .../uninstall --purge --yes on a --prefix install deletes root's data only; say so."""
+    home, app = tmp_path / "root", tmp_path / "prefix/lib/finetune-studio"
+    (app / "envs").mkdir(parents=True)
+    (home / ".local/share/finetune-studio/runs").mkdir(parents=True)
+    shutil.copy(PACKAGING / "uninstall.sh", app / "uninstall")
+    (app / "install.env").write_text(f"APP_DIR={app}\nLAUNCHER=''\nDESKTOP_FILE=''\nICON_FILE=''\nSCOPE=system\n")
+    result = _run([app / "uninstall", "--purge", "--yes"],
+                  env={"PATH": os.environ["PATH"], "HOME": str(home), "USER": "root"})
+    assert result.returncode == 0, result.stderr
+    assert not (home / ".local/share/finetune-studio").exists()
+    assert "deleted only the data of root: every other user's runs" in result.stdout
