@@ -139,7 +139,7 @@ mkdir -p "$app_dir/envs"
 # Managed Pythons (when the machine has no suitable one) live inside the app, so that a
 # system-wide install does not point into root's home and uninstall removes them.
 export UV_PYTHON_INSTALL_DIR="$app_dir/python"
-env_id="$version-$variant-$(date +%Y%m%d-%H%M%S)"
+env_id="$version-$variant-$(date +%Y%m%d-%H%M%S)-$$"  # the PID: two installs in one second never share a folder
 env_dir="$app_dir/envs/$env_id"
 # Any failure from here on removes the half-built env; the current install stays as it was.
 trap 'rm -rf "$env_dir"' EXIT
@@ -176,8 +176,23 @@ trap - EXIT
 # Switch atomically: a rename of a symlink, so a crash leaves either the old or the new env.
 ln -sfn "envs/$env_id" "$app_dir/current.new"
 mv -T "$app_dir/current.new" "$app_dir/current"
+# An open window, a training worker or an overnight queue still runs from the old environment:
+# deleting it under them breaks their lazy imports and kills the run. Keep it for the next install.
+in_use_by() {  # the PIDs whose command line runs from folder $1
+    local proc
+    for proc in /proc/[0-9]*; do
+        if tr '\0' ' ' < "$proc/cmdline" 2>/dev/null | grep -qF "$1/"; then echo "${proc#/proc/}"; fi
+    done
+}
 for old in "$app_dir"/envs/*; do
-    [ "$old" = "$env_dir" ] || rm -rf "$old"
+    [ "$old" != "$env_dir" ] || continue
+    pids="$(in_use_by "$old" | paste -sd' ' || true)"
+    if [ -n "$pids" ]; then
+        say "kept the previous environment $(basename "$old"): Finetune Studio still runs from it (pid $pids); \
+restart the app for $version. The next install or the uninstall removes it"
+    else
+        rm -rf "$old"
+    fi
 done
 
 # ---- launcher, start-menu entry, uninstaller ---------------------------------------------------

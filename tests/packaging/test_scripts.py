@@ -226,3 +226,34 @@ def test_uninstall_purge_of_a_system_install_says_whose_data_went(tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert not (home / ".local/share/finetune-studio").exists()
     assert "deleted only the data of root: every other user's runs" in result.stdout
+
+
+def test_upgrade_keeps_the_environment_a_running_app_uses(tmp_path: Path):
+    """An admin upgrades while a user's window (or overnight queue) is open: the old environment
+    must stay until nothing runs from it, or the running app loses its modules mid-run."""
+    pkg = _fake_package(tmp_path / "pkg", wheelhouses=())
+    shutil.copy(PACKAGING / "uninstall.sh", pkg)
+    # A uv that "builds" an environment whose python passes install.sh's import checks.
+    (pkg / "bin" / "uv").write_text(
+        '#!/bin/sh\nif [ "$1" = venv ]; then for a; do dir="$a"; done\n'
+        '  mkdir -p "$dir/bin" && printf "#!/bin/sh\\nexit 0\\n" > "$dir/bin/python" && chmod +x "$dir/bin/python"\nfi\nexit 0\n')
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    envs = tmp_path / "home/.local/share/finetune-studio/app/envs"
+
+    def install() -> subprocess.CompletedProcess:
+        result = _run([pkg / "install.sh", "--variant", "cpu", "--no-desktop"], env=env)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    install()
+    (first,) = envs.iterdir()
+    app = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(first / "bin/finetune-studio")])
+    try:
+        result = install()
+        assert first.is_dir() and len(list(envs.iterdir())) == 2
+        assert f"kept the previous environment {first.name}: Finetune Studio still runs from it (pid {app.pid})" in result.stdout
+    finally:
+        app.kill()
+        app.wait()
+    install()
+    assert not first.exists() and len(list(envs.iterdir())) == 1
