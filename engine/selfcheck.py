@@ -346,10 +346,12 @@ def check_torch(facts: dict | None, smi_gpus: list[str]) -> Check:
         if facts.get("cuda_build"):
             why = facts.get("cuda_error", "torch.cuda.is_available() is False")
             return Check("torch", FAIL, f"{head}, but CUDA does not work with the GPU nvidia-smi "
-                         f"sees ({seen}): {why}. Check the driver version against packaging/README.md "
-                         "and re-run the installer", facts)
+                         f"sees ({seen}): {why}. Compare the driver with the table 'Which torch build' in the "
+                         "installer package's README.md, then re-run its install.sh without --variant "
+                         "(it picks the build from the driver)", facts)
         return Check("torch", WARN, f"{head} on a machine with an NVIDIA GPU ({seen}): training runs on "
-                     "the CPU. Re-run the installer (it picks the CUDA build from the driver)", facts)
+                     "the CPU. Re-run the installer without --variant (it picks the CUDA build from the driver; "
+                     "offline, the package needs that build's wheelhouse)", facts)
     return Check("torch", OK, f"{head}; no NVIDIA GPU, training runs on the CPU", facts)
 
 

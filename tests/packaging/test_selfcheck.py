@@ -101,8 +101,10 @@ CUDA_OK = {"version": "2.13.0", "cuda_build": "13.0", "cuda_available": True,
 def test_check_torch():
     assert sc.check_torch(CPU, []).status == sc.OK
     warn = sc.check_torch(CPU, ["NVIDIA RTX A4000, 550.54"])
-    assert warn.status == sc.WARN and "Re-run the installer" in warn.detail
+    assert warn.status == sc.WARN and "Re-run the installer without --variant" in warn.detail
     fail = sc.check_torch(CUDA_BROKEN, ["NVIDIA RTX A4000, 550.54"])
+    # An installed machine has the package's README.md, not the repository's packaging/ folder.
+    assert "packaging/README.md" not in fail.detail and "'Which torch build'" in fail.detail
     assert fail.status == sc.FAIL and "too old" in fail.detail
     ok = sc.check_torch(CUDA_OK, ["NVIDIA H100, 580.65.06"])
     assert ok.status == sc.OK and "NVIDIA H100, 80.0 GiB, sm_90" in ok.detail
