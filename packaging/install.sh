@@ -146,8 +146,10 @@ trap 'rm -rf "$env_dir"' EXIT
 
 start=$SECONDS
 "$uv" venv --quiet --python "$python_spec" "$env_dir" \
-    || die "no Python $python_spec found. Install it (Debian 12: apt-get install python3; others: \
-online installs fetch it automatically), or pass --python /path/to/python3.11"
+    || die "no Python $python_spec found, and the locked wheels are for Python $(lock_field python) only. \
+Install it (Debian 12: apt-get install python3; Ubuntu 22.04: apt-get install python3.11; RHEL 9: \
+dnf install python3.11) and, if it is not on PATH, pass --python /path/to/python$(lock_field python). \
+$([ -n "$wheelhouse" ] && echo "This offline install downloads no Python." || echo "Online, uv downloads one when the index allows it.")"
 # --compile-bytecode: a --prefix install is read-only for users, so without it every start
 # would recompile all of torch/transformers in memory; it also makes the first start fast.
 "$uv" pip sync --quiet --compile-bytecode --python "$env_dir/bin/python" --require-hashes ${source_args[@]+"${source_args[@]}"} "$lock"

@@ -257,3 +257,14 @@ def test_upgrade_keeps_the_environment_a_running_app_uses(tmp_path: Path):
         app.wait()
     install()
     assert not first.exists() and len(list(envs.iterdir())) == 1
+
+
+def test_install_without_the_locks_python_says_how_to_get_it(tmp_path: Path):
+    """Offline, uv can't download a Python: name the version the wheels need and the package."""
+    pkg = _fake_package(tmp_path / "pkg")
+    result = _run([pkg / "install.sh", "--variant", "cpu", "--python", "3.12"],
+                  env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode != 0
+    assert "no Python 3.12 found, and the locked wheels are for Python 3.11 only" in result.stderr
+    assert "Ubuntu 22.04: apt-get install python3.11" in result.stderr
+    assert "This offline install downloads no Python" in result.stderr
