@@ -122,6 +122,9 @@ if [ -n "$wheelhouse" ]; then
     # Offline: no index at all, no Python downloads; every wheel must be in the wheelhouse.
     source_args=(--offline --no-index --find-links "$wheelhouse")
     export UV_PYTHON_DOWNLOADS=never UV_OFFLINE=1
+    # The wheels are local already: a cache would only leave a second copy of the environment
+    # (~2 GB CPU, more with CUDA) in ~/.cache/uv that the uninstall never removes.
+    [ -n "${UV_CACHE_DIR:-}" ] || export UV_NO_CACHE=1
     mode="offline from $wheelhouse"
 else
     source_args=()

@@ -268,3 +268,14 @@ def test_install_without_the_locks_python_says_how_to_get_it(tmp_path: Path):
     assert "no Python 3.12 found, and the locked wheels are for Python 3.11 only" in result.stderr
     assert "Ubuntu 22.04: apt-get install python3.11" in result.stderr
     assert "This offline install downloads no Python" in result.stderr
+
+
+def test_offline_install_leaves_no_uv_cache(tmp_path: Path):
+    """From a wheelhouse, uv's cache would keep a second copy of the environment in ~/.cache/uv
+    that nothing removes; the install runs uv without one."""
+    pkg = _fake_package(tmp_path / "pkg")
+    log = tmp_path / "uv-env"
+    (pkg / "bin" / "uv").write_text(f'#!/bin/sh\necho "$1 UV_NO_CACHE=$UV_NO_CACHE" >> "{log}"\nexit 1\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")} | {"HOME": str(tmp_path)}
+    _run([pkg / "install.sh", "--variant", "cpu"], env=env)
+    assert log.read_text().splitlines()[0] == "venv UV_NO_CACHE=1"
