@@ -74,6 +74,14 @@ else
 fi
 
 # ---- what to install ---------------------------------------------------------------------------
+# A copy cut short on a USB stick or a share otherwise fails deep inside uv or unzip.
+if [ -f "$src/SHA256SUMS" ]; then
+    if ! damaged="$(cd "$src" && sha256sum --quiet -c SHA256SUMS 2>&1)"; then
+        echo "$damaged" >&2
+        die "the package in $src is damaged or incomplete (the files above do not match its \
+SHA256SUMS): copy or unpack it again"
+    fi
+fi
 uv="$src/bin/uv"
 [ -x "$uv" ] || die "$uv is missing: this folder is not a complete package (build it with make package)"
 wheel="$(ls "$src"/dist/finetune_studio-*-py3-none-any.whl 2>/dev/null | head -n1)"

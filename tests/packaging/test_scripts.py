@@ -279,3 +279,17 @@ def test_offline_install_leaves_no_uv_cache(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")} | {"HOME": str(tmp_path)}
     _run([pkg / "install.sh", "--variant", "cpu"], env=env)
     assert log.read_text().splitlines()[0] == "venv UV_NO_CACHE=1"
+
+
+def test_install_refuses_a_damaged_package(tmp_path: Path):
+    """A wheel cut short on the way to machine 17: stop before building, naming the file."""
+    pkg = _fake_package(tmp_path / "pkg")
+    wheel = pkg / "dist" / "finetune_studio-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"the whole wheel")
+    sums = subprocess.run(["sha256sum", "dist/" + wheel.name], cwd=pkg, capture_output=True, text=True).stdout
+    (pkg / "SHA256SUMS").write_text(sums)
+    wheel.write_bytes(b"the whole")
+    result = _run([pkg / "install.sh", "--variant", "cpu"], env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode != 0
+    assert f"dist/{wheel.name}: FAILED" in result.stderr and "damaged or incomplete" in result.stderr
+    assert not (pkg / "uv-was-called").exists()
