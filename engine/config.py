@@ -317,7 +317,9 @@ class RunConfig:
         file's folder ``base``, so a config and its data can move together. A YAML path that isn't
         there but is in the current folder is taken from there (configs written for running from
         a project folder). A model or dataset found nowhere is kept as written: it may be a Hugging
-        Face id ('org/name'), and otherwise its error names it as the user wrote it.
+        Face id ('org/name'), and otherwise its error names it as the user wrote it; except a model
+        whose folder is next to the YAML (see ``engine.models.missing_model_in``), made absolute so
+        its error names that folder and the model folder there it likely meant.
         """
         changes = {}
         for key in ("model", "dataset", "eval_dataset", "output_dir", "deepspeed", "template"):
@@ -332,6 +334,13 @@ class RunConfig:
                 candidate = here
             if candidate.exists() or key == "output_dir":
                 changes[key] = str(candidate.resolve())
+            elif key == "model" and key not in typed:
+                from engine.models import missing_model_in
+
+                # A mistyped local model next to the YAML: its error should name that folder's models.
+                meant = missing_model_in(value, base)
+                if meant is not None:
+                    changes[key] = str(meant)
         return dataclasses.replace(self, **changes) if changes else self
 
     def replace(self, **changes: Any) -> RunConfig:

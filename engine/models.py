@@ -71,9 +71,33 @@ def resolve_model_path(model: str) -> Path:
             raise ModelError(f"model '{model}' is not in the local Hugging Face cache and Finetune Studio "
                              "does not download models", hint="Download it once with `hf download "
                              f"{model}` on a connected machine, or pick a local folder.")
-    # A local path (its folder is there): `hf download models/my-modle` was no advice for a typo.
-    raise ModelError(f"model '{model}': no such folder" + _nearest_folder(path), hint="Give a folder with "
-                     "config.json, a Hugging Face id from your cache, or 'demo'.")
+    # A local path (its folder is there): `hf download models/my-modle` was no advice for a typo. A
+    # relative one through a folder names that folder: which one 'models/' is depends on where it ran.
+    where = "" if path.is_absolute() or path.parent == Path() else f" in {path.parent.resolve()}"
+    raise ModelError(f"model '{model}': no such folder{where}" + _nearest_folder(path), hint="Give a folder "
+                     "with config.json, a Hugging Face id from your cache, or 'demo'.")
+
+
+def missing_model_in(model: str, folder: Path) -> Path | None:
+    """Where a run config's relative ``model``, found neither in the YAML file's ``folder`` nor in the
+    current folder, was meant: ``folder / model`` (absolute) when its parent folder is there and either
+    holds a model folder of a close name or the current folder has no such parent; ``None`` when the
+    model is a Hugging Face id in the cache, or nothing points at ``folder``.
+
+    Without this, ``models/tiny-qwn2`` in /tmp/x/run.yaml run from elsewhere was taken for a hub id and
+    got `hf download` advice; now :func:`resolve_model_path` says "no such folder" there and names the
+    close one in /tmp/x/models.
+    """
+    path = Path(os.path.expanduser(model))
+    if path.is_absolute() or model == "demo":
+        return None
+    meant = (folder / path).absolute()
+    here = Path.cwd() / path.parent
+    if not meant.parent.is_dir() or here.is_dir() and (here.samefile(meant.parent) or not _nearest_folder(meant)):
+        return None  # the current folder's says as much, in the user's words
+    if "/" in model and not model.startswith((".", "~")) and _from_hf_cache(model) is not None:
+        return None
+    return meant
 
 
 def _nearest_folder(path: Path) -> str:

@@ -373,12 +373,43 @@ def test_a_typo_in_a_local_model_path_names_the_model_folder_it_likely_meant(tmp
     (tmp_path / "run.yaml").write_text("model: models/my-modle\ndataset: demo\n", encoding="utf-8")
     assert main(["train", "run.yaml"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("finetune-studio train: model 'models/my-modle': no such folder; did you mean "
-                          "'models/my-model'?\n  hint: Give a folder with config.json") and "hf download" not in err
+    assert err.startswith(f"finetune-studio train: model 'models/my-modle': no such folder in {tmp_path / 'models'}; "
+                          "did you mean 'models/my-model'?\n  hint: Give a folder with config.json")
+    assert "hf download" not in err
     assert main(["train", "run.yaml", "--model", str(tmp_path / "models" / "my-mdl")]) == 2
     assert f"no such folder; did you mean '{tmp_path / 'models' / 'my-model'}'?" in capsys.readouterr().err
     assert main(["train", "run.yaml", "--model", "models/note"]) == 2
-    assert "model 'models/note': no such folder\n" in capsys.readouterr().err
+    assert f"model 'models/note': no such folder in {tmp_path / 'models'}\n" in capsys.readouterr().err
+    assert not (studio_home / "runs").exists()
+
+
+def test_a_typo_in_a_model_path_relative_to_a_yaml_elsewhere_names_that_folders_model(tmp_path, studio_home,
+                                                                                     monkeypatch, capsys):
+    """`model: models/tiny-qwn2` in /x/run.yaml, run from another folder, was taken for a hub id: "not in
+    the local Hugging Face cache ... hf download models/tiny-qwn2", though /x/models/tiny-qwen2 is there."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "models" / "tiny-qwen2").mkdir(parents=True)
+    (project / "models" / "tiny-qwen2" / "config.json").write_text("{}")
+    (project / "run.yaml").write_text("model: models/tiny-qwn2\ndataset: demo\n", encoding="utf-8")
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", str(project / "run.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio train: model '{project / 'models' / 'tiny-qwn2'}': no such folder; "
+                          f"did you mean '{project / 'models' / 'tiny-qwen2'}'?\n")
+    assert "hf download" not in err
+    # A models/ folder here too, with nothing close in it: the YAML's folder still holds the likely one.
+    (elsewhere / "models" / "other").mkdir(parents=True)
+    (elsewhere / "models" / "other" / "config.json").write_text("{}")
+    assert main(["train", str(project / "run.yaml")]) == 2
+    assert f"did you mean '{project / 'models' / 'tiny-qwen2'}'?" in capsys.readouterr().err
+    # The close one only here (the YAML's models/ has none): the message names this folder's.
+    (project / "models" / "tiny-qwen2").rename(project / "models" / "unrelated")
+    (elsewhere / "models" / "tiny-qwen2").mkdir()
+    (elsewhere / "models" / "tiny-qwen2" / "config.json").write_text("{}")
+    assert main(["train", str(project / "run.yaml")]) == 2
+    assert (f"model 'models/tiny-qwn2': no such folder in {elsewhere / 'models'}; did you mean 'models/tiny-qwen2'?"
+            in capsys.readouterr().err)
     assert not (studio_home / "runs").exists()
 
 
