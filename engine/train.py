@@ -1290,9 +1290,39 @@ class _IndexedCollator:
         return batch
 
 
+CHECKPOINT_ORDER_NOTE = "mtime may not be reliable on this filesystem"
+"""The start of transformers' note (``trainer_utils.sort_checkpoints``) that it orders checkpoints by step."""
+
+
+class _StepOrderedCheckpoints:
+    """A logging filter that drops transformers' "mtime may not be reliable on this filesystem, falling
+    back to numerical ordering", and nothing else.
+
+    Trainer rotates checkpoints (``save_total_limit``) after each save, sorting them by mtime, and
+    takes an oldest-to-newest spread under a second for a filesystem with fake mtimes. Ours are
+    real: the checkpoints were simply written within a second (a small model, a fast GPU, no sample
+    answers between saves). The fallback it announces, ordering checkpoint-N by N, is exactly our
+    step order, so the line told the user of a problem that wasn't there.
+    """
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.msg).startswith(CHECKPOINT_ORDER_NOTE)
+
+
+def _quiet_checkpoint_order_note() -> None:
+    """Install :class:`_StepOrderedCheckpoints` on transformers' trainer_utils logger (once)."""
+    from transformers.utils import logging as hf_logging
+
+    logger = hf_logging.get_logger("transformers.trainer_utils")
+    if not any(isinstance(f, _StepOrderedCheckpoints) for f in logger.filters):
+        logger.addFilter(_StepOrderedCheckpoints())
+
+
 def _trainer_class():
     import torch
     from transformers import Trainer
+
+    _quiet_checkpoint_order_note()  # every Trainer of ours comes from here: worker, CLI, launch, queue
 
     class StudioTrainer(Trainer):
         """Trainer plus what the guards need.

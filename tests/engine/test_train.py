@@ -480,6 +480,39 @@ def test_ctrl_c_stops_after_the_step_and_a_second_stops_at_once_even_within_one_
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_checkpoints_saved_within_a_second_do_not_print_transformers_mtime_note(tiny_model_dir, small_dataset,
+                                                                                tmp_path):
+    """Trainer's checkpoint rotation sorts by mtime and, when the checkpoints were written within a
+    second of each other (fast steps, no sample answers between saves), printed "mtime may not be
+    reliable on this filesystem, falling back to numerical ordering" in a `train`'s output: a
+    filesystem problem that wasn't there, since checkpoint-N by N is the right order.
+
+    The child gives every checkpoint folder the same mtime, so that the rotation meets the case
+    every time, however fast this machine saves."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "run"
+    run_yaml = tmp_path / "run.yaml"
+    make_cfg(tiny_model_dir, small_dataset, out, max_steps=3, save_steps=1, save_total_limit=2,
+             sample_answers=0).save(run_yaml)
+    same_second = ("import os, sys\n"
+                   "real = os.path.getmtime\n"
+                   "os.path.getmtime = lambda p: 1.0e9 if os.path.basename(p).startswith('checkpoint-') else real(p)\n"
+                   "from engine.cli import main\n"
+                   "sys.exit(main(['train', sys.argv[1]]))\n")
+    proc = subprocess.run([sys.executable, "-c", same_second, str(run_yaml)], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said[-3000:]
+    assert "mtime may not be reliable" not in said
+    # The rotation still ran, in step order: the newest two are kept.
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    assert f"saved {out / 'checkpoint-3'}" in said
+
+
 def test_ctrl_c_in_cli_train_exits_130_and_says_how_to_continue(tiny_model_dir, small_dataset, tmp_path):
     """A run stopped with Ctrl-C exited 0, as if it had finished: a script couldn't tell."""
     import os
