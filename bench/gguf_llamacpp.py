@@ -9,7 +9,8 @@ transformers' own GGUF loader instead.
 Cases: the demo model (Llama, tied embeddings, GPT-2 pre-tokenizer); a LoRA trained on the
 demo model to give one answer, merged and exported in one step (``export_source``); tiny
 random models with the Llama 3 (``llama-bpe``) and Qwen 2 (``qwen2``) pre-tokenizers, as
-Llama, Mistral, Qwen2 (with biases) and Qwen3 (with q/k norms), and a Mistral with a
+Llama, Mistral, Qwen2 (with biases) and Qwen3 (with q/k norms), a Phi-3 with GPT-4o's (``gpt-4o``,
+Phi-4-mini's), and a Mistral with a
 SentencePiece-style tokenizer (byte fallback, as Llama 2's and Mistral's); the tiny Phi-3 and
 Gemma models of tests/engine/test_gguf_export.py: Phi-3 (fused qkv/gate_up, Llama 2 style
 tokenizer), Phi-3 with longrope and a partial rotary width (Phi-4-mini's shape, byte-level BPE),
@@ -197,6 +198,8 @@ def main() -> int:
             extra = {"head_dim": 128} if arch == "qwen3" else {}
             d = tiny_model(tmp / f"tiny-{arch}", arch, pattern=PRE[pre], **extra)
             cases.append((f"tiny {arch} ({pre} pre)", d, STRINGS[0], 256))
+        d = tiny_model(tmp / "tiny-phi4mini", "phi3", pattern=PRE["gpt-4o"], tie_word_embeddings=True)
+        cases.append(("tiny phi3 (gpt-4o pre, Phi-4-mini's pattern)", d, STRINGS[0], 256))
         d = tiny_model(tmp / "tiny-spm", "mistral", spm=True, bos_token_id=1, eos_token_id=2)
         cases.append(("tiny mistral (SentencePiece-style)", d, STRINGS[0], 256))
         cases += _phi3_and_gemma_cases(tmp, tiny_model, FAMILIES, PRE, SAMPLE)

@@ -27,7 +27,7 @@ layers slide, the attention scale, Gemma 3's local rope); a model that differs i
 fine-tune saved as text-only), not the vision model.
 
 Tokenizers: byte-level BPE (GPT-2 style: Llama 3, Qwen 2/2.5/3, the demo model) with a
-pre-tokenizer llama.cpp knows (``gpt-2``, ``llama-bpe``, ``qwen2``; recognised from the
+pre-tokenizer llama.cpp knows (``gpt-2``, ``llama-bpe``, ``qwen2``, ``gpt-4o``; recognised from the
 pre-tokenizer's split pattern in ``tokenizer.json``, or named with ``pre_tokenizer``), and
 SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B, Phi-3, Gemma), written with each
 merged token scored by its merge's rank (:func:`_spm_vocab`), with whether it puts ``▁`` and BOS
@@ -112,8 +112,14 @@ _PRE_PATTERNS = {
         "llama-bpe",
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
         "qwen2",
+    # GPT-4o's o200k pattern (Phi-4-mini): llama.cpp's "gpt-4o" (llama-vocab.cpp quotes it as "original
+    # regex from tokenizer.json"; convert_hf_to_gguf.py names it after Xenova/gpt-4o's tokenizer).
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "gpt-4o",
 }
-PRE_TOKENIZERS = ("gpt-2", "llama-bpe", "qwen2")
+PRE_TOKENIZERS = ("gpt-2", "llama-bpe", "qwen2", "gpt-4o")
 """Pre-tokenizer names recognised here; ``pre_tokenizer=`` may name any llama.cpp knows."""
 
 

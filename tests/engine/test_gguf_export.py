@@ -238,6 +238,29 @@ def test_other_architectures_round_trip_exactly(tmp_path, arch, pre, extra):
         assert "blk.0.attn_q_norm.weight" in fields["_tensors"] and fields["qwen3.attention.key_length"] == 128
 
 
+# GPT-4o's o200k split pattern, as Phi-4-mini's tokenizer.json has it: llama.cpp's llama-vocab.cpp
+# quotes it ("original regex from tokenizer.json") under LLAMA_VOCAB_PRE_TYPE_GPT4O, read from a file
+# whose tokenizer.ggml.pre is "gpt-4o".
+O200K = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+         r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+         r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def test_a_phi4_mini_style_tokenizer_is_recognised_as_gpt_4o_without_pre(tmp_path):
+    """Phi-4-mini splits text with GPT-4o's o200k pattern, which wasn't recognised: its export was
+    refused until --pre named the pre-tokenizer. It is llama.cpp's "gpt-4o"."""
+    model_dir = tiny_model(tmp_path / "phi4-mini", "phi3", pattern=O200K, tie_word_embeddings=True)
+    assert tokenizer_kind(json.loads((model_dir / "tokenizer.json").read_text())) == ("gpt2", "gpt-4o")
+    result = export_gguf(model_dir, tmp_path / "p.gguf", out_type="f32")
+    fields = _fields(result.path)
+    assert result.pre_tokenizer == "gpt-4o" and fields["tokenizer.ggml.pre"] == "gpt-4o"
+    assert fields["tokenizer.ggml.add_bos_token"] is False
+    a, b = _logits(model_dir, None), _logits(model_dir, result.path)
+    assert (a - b).abs().max().item() < 1e-4
+    with pytest.raises(ConfigError, match="split pattern is gpt-4o's"):  # a contradicting --pre is refused
+        export_gguf(model_dir, tmp_path / "q.gguf", pre_tokenizer="qwen2")
+
+
 def test_sentencepiece_style_tokenizer_is_written_as_a_llama_vocab(tmp_path):
     """Llama 2 / Mistral tokenizers: a "llama" vocabulary whose merged tokens are scored by
     merge rank (llama.cpp merges by score), bytes as BYTE, the specials typed."""
@@ -583,7 +606,7 @@ def test_a_pre_tokenizer_name_that_cant_be_right_is_refused_before_writing(demo_
     assert said == []
     model_dir = tiny_model(tmp_path / "custom", "llama", pattern=r"\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+|\s+")
     export_source(str(model_dir), tmp_path / "c.gguf", pre_tokenizer="llama-bep", note=said.append)  # a typo?
-    assert "--pre llama-bep is not a name this exporter knows (gpt-2, llama-bpe, qwen2)" in said[0]
+    assert "--pre llama-bep is not a name this exporter knows (gpt-2, llama-bpe, qwen2, gpt-4o)" in said[0]
 
 
 def test_base_is_refused_for_a_model_and_pre_for_a_lora_gguf(runs_home, demo_base, tmp_path):
