@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from engine.data import json_text
 from engine.data.records import (
     ALPACA_FIELDS,
     CONVERSATION_KEY,
@@ -376,7 +377,7 @@ def _sniff_json_container(path: Path) -> str:
     # Starts with "{": JSON lines if the first line is a whole object by itself and more follows.
     first = stripped.split(b"\n", 1)[0]
     try:
-        json.loads(first)
+        json_text.loads(first)
     except (json.JSONDecodeError, UnicodeDecodeError):
         # A pretty-printed object (.json: _read_json names the top-level problem) or a broken line.
         return RecordFormat.JSON if path.suffix.lower() == ".json" else RecordFormat.JSONL
@@ -463,7 +464,7 @@ def _read_jsonl(path: Path, ds: DatasetFile) -> None:
                 continue
             try:
                 value = loads(chunk)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, a too-long integer
                 value = None
             if type(value) is not dict:
                 records.append(_broken(chunk, lineno, *_jsonl_problem(chunk, lineno)))
@@ -489,7 +490,7 @@ def _jsonl_problem(chunk: bytes, lineno: int) -> tuple[str, int] | None:
     """Why a JSONL line at ``lineno`` is not a record, with the 1-based column (None if it is one):
     the reader's words, and a save's for a broken record it wrote (whose line may have moved)."""
     try:
-        value = json.loads(chunk)
+        value = json_text.loads(chunk)
     except json.JSONDecodeError:
         e = _decode_error(chunk)
         return f"line {lineno}, column {e.colno}: {json_problem(e)}", e.colno
@@ -503,7 +504,7 @@ def _jsonl_problem(chunk: bytes, lineno: int) -> tuple[str, int] | None:
 def _decode_error(chunk: bytes) -> json.JSONDecodeError:
     """The parser's error for one JSONL line, positioned within the line (not past its line ending)."""
     try:
-        json.loads(chunk.rstrip(b"\r\n"))
+        json_text.loads(chunk.rstrip(b"\r\n"))
     except json.JSONDecodeError as e:
         return e
     return json.JSONDecodeError("Extra data", chunk.decode("utf-8", "replace"), 0)
@@ -632,7 +633,7 @@ def _read_json(path: Path, ds: DatasetFile) -> None:
         start = i
         line, start_column = lines.at(start)
         try:
-            value, end = decoder.raw_decode(text, start)
+            value, end = json_text.raw_decode(decoder, text, start)
         except json.JSONDecodeError:
             end = _element_end(text, start)
             value = None
@@ -683,7 +684,7 @@ def _json_element_problem(text: str, start: int, lines: _LineIndex) -> tuple[str
     with the 1-based column (None if it is one): the reader's words, and a save's for a broken
     element it wrote (whose place in the file may have moved)."""
     try:
-        value, _ = json.JSONDecoder().raw_decode(text, start)
+        value, _ = json_text.raw_decode(json.JSONDecoder(), text, start)
     except json.JSONDecodeError as e:
         return f"line {e.lineno}, column {e.colno}: {json_problem(e)}", e.colno
     if type(value) is dict:
@@ -694,7 +695,7 @@ def _json_element_problem(text: str, start: int, lines: _LineIndex) -> tuple[str
 
 def _top_level_error(path: Path, text: str) -> None:
     try:
-        value = json.loads(text)
+        value = json_text.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"not valid JSON: {json_problem(e)}", path=str(path), line=e.lineno, column=e.colno,
                         hint="A JSON dataset is a list of records [{...}, ...]; JSON Lines has one "
@@ -985,7 +986,7 @@ def _row_dict(row: list[str], ds: DatasetFile) -> dict:
         v = data.get(c)
         if isinstance(v, str) and v.lstrip().startswith(("[", "{")):
             try:
-                data[c] = json.loads(v)
+                data[c] = json_text.loads(v)
             except json.JSONDecodeError:
                 pass  # left as text; lint reports the wrong type with the reason
     return data

@@ -57,6 +57,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.data import json_text
 from engine.data.records import (
     CONVERSATION_KEY,
     DatasetFile,
@@ -669,7 +670,7 @@ def _json_error(text: str) -> str | None:
     if t.startswith("```"):
         t = t.split("\n", 1)[-1].rsplit("```", 1)[0]
     try:
-        json.loads(t)
+        json_text.loads(t)
     except json.JSONDecodeError as e:
         return f"line {e.lineno}, column {e.colno}: {json_problem(e)}"
     return None

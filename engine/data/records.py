@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.data import json_text
 from engine.errors import DataError, json_problem
 
 
@@ -230,7 +231,7 @@ class Record:
             True when ``text`` parsed as a JSON object.
         """
         try:
-            value = json.loads(text)
+            value = json_text.loads(text)
         except json.JSONDecodeError as e:
             self._set_broken(text, f"line {e.lineno}, column {e.colno}: {json_problem(e)}", e.colno)
             return False

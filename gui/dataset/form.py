@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.data import json_text
 from engine.data.records import (
     CONVERSATION_KEY,
     ERROR_PLACE,
@@ -1083,7 +1084,7 @@ class RecordForm(QWidget):
         """The "other fields (JSON)" box's object; None, with the error shown under the box (if
         ``show``), when its text doesn't parse to one."""
         try:
-            other = json.loads(plain_text(self._extra_json) or "{}")
+            other = json_text.loads(plain_text(self._extra_json) or "{}")
             if not isinstance(other, dict):
                 raise ValueError("expected a JSON object {...}")
         except ValueError as e:
@@ -1296,7 +1297,7 @@ def _json_text_record(rec: Record, text: str) -> tuple[Record | None, str | None
         new = fixed_record(rec, text)
         return new, new.error
     try:
-        value = json.loads(text)
+        value = json_text.loads(text)
     except ValueError as e:
         return None, str(e)
     if not isinstance(value, dict):

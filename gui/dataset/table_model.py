@@ -28,6 +28,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
+from engine.data import json_text
 from engine.data.records import CONVERSATION_KEY, SHAREGPT_ROLES, DatasetFile, Record
 from gui.dataset.severity import MARKS, worst
 
@@ -367,7 +368,7 @@ class RecordTableModel(QAbstractTableModel):
         if current is not None and not isinstance(current, str):
             # A number, list or object was edited as JSON text; keep its type when it parses.
             try:
-                parsed: Any = json.loads(text)
+                parsed: Any = json_text.loads(text)
             except ValueError:
                 parsed = text
         else:

@@ -625,3 +625,43 @@ def test_a_system_prompt_is_held_where_the_file_holds_them(fmt, rows, in_turns):
     records = [Record(None, raw="{oops", error="line 1, column 2: Expecting property name"),
                *(Record(r) for r in rows)]
     assert system_in_turns(fmt, records) is in_turns
+
+
+# ---- Brackets nested too deep and integers too long
+
+DEEP = "[" * 5000 + "]" * 5000  # deeper than Python's parser recurses: a RecursionError, not a JSON error
+LONG_INT = "9" * 5000  # more digits than int() reads (sys.get_int_max_str_digits): a bare ValueError
+
+
+@pytest.mark.parametrize("name,text,line,column,error", [
+    ("deep.jsonl", '{"instruction": "a", "output": "A"}\n{"instruction": "b", "x": ' + DEEP + "}\n", 2, 126,
+     "nested more than 100 levels deep (brackets inside brackets), too deep to read"),
+    ("deep.json", '[{"instruction": "a", "output": "A"},\n {"instruction": "b", "x": ' + DEEP + "}]", 2, 127,
+     "nested more than 100 levels deep (brackets inside brackets), too deep to read"),
+    ("long.jsonl", '{"instruction": "a", "output": "A"}\n{"instruction": "b", "n": ' + LONG_INT + "}\n", 2, 27,
+     "a number with 5000 digits, more than the 4300 a JSON reader takes; write it as a string"),
+    ("long.json", '[{"instruction": "a", "output": "A"},\n {"instruction": "b", "n": ' + LONG_INT + "}]", 2, 28,
+     "a number with 5000 digits, more than the 4300 a JSON reader takes; write it as a string"),
+])
+def test_json_python_cannot_parse_is_a_broken_record_with_its_place(tmp_path, name, text, line, column, error):
+    """Too-deep brackets and too-long integers are JSON Python's parser refuses with a RecursionError
+    or a bare ValueError, neither saying where: a broken record at the bracket or number, the others loaded."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    ds = load_dataset_file(path)
+    assert ds.records[0].data["output"] == "A"
+    bad = ds.records[1]
+    assert bad.broken and (bad.line, bad.column) == (line, column)
+    assert bad.error == f"line {line}, column {column}: {error}"
+    assert [(e.line, e.column) for e in ds.errors] == [(line, column)]
+    assert not bad.fix(bad.raw) and error in bad.error  # retyped in the editor: the same words
+
+
+@pytest.mark.parametrize("cell", [DEEP, f"[[{LONG_INT}, 1]]"])
+def test_a_csv_json_cell_python_cannot_parse_is_kept_as_text(tmp_path, cell):
+    path = tmp_path / "h.csv"
+    path.write_text(f'instruction,output,history\na,b,"{cell}"\n', encoding="utf-8")
+    ds = load_dataset_file(path)
+    assert ds.records[0].data["history"] == cell
+    with pytest.raises(DataError, match="'history' is a string, expected a list"):
+        ds.records[0].messages()

@@ -150,6 +150,21 @@ def test_output_format_within_a_task(tmp_path):
     assert "6 of 8 'extraction' outputs are JSON" in report.for_record(7)[0].message
 
 
+@pytest.mark.parametrize("output,words", [
+    ("[" * 5000 + "]" * 5000, "line 1, column 101: nested more than 100 levels deep"),
+    ('{"id": ' + "9" * 5000 + "}", "line 1, column 8: a number with 5000 digits"),
+])
+def test_output_json_python_cannot_parse_is_named_not_a_crash(tmp_path, output, words):
+    """An output the JSON parser fails on with a RecursionError or a bare ValueError is an output-format
+    error where it fails, as any other invalid JSON, instead of stopping the whole check."""
+    records = [{"instruction": f"Extract the id from text {i}.", "input": f"id {i}", "output": json.dumps({"id": i}),
+                "task": "extraction"} for i in range(4)]
+    records.append({"instruction": "Extract the id.", "input": "a big one", "output": output, "task": "extraction"})
+    report = lint(make(tmp_path, records))
+    assert rules(report, "output-format") == [(4, 5, "error")]
+    assert f"output is not valid JSON ({words}" in report.for_record(4)[0].message
+
+
 def test_label_spellings_in_classification(tmp_path):
     labels = ["positive"] * 5 + ["negative"] * 4 + ["Positive", "pos", "Negative."]
     records = [{"instruction": f"What is the sentiment of review {i}?", "input": f"review text {i}",

@@ -253,6 +253,23 @@ def test_editing_the_other_fields_of_a_conversation_keeps_its_system_prompt(make
     assert ed.dataset().records[0].peek() == {**row, "meta": {"src": "b"}}
 
 
+def test_json_typed_too_deep_to_parse_is_kept_as_text_with_its_place(make_editor, small_dataset, qtbot):
+    """Brackets nested deeper than Python's parser recurses: a RecursionError, which used to escape
+    the form (a traceback, the typing lost); now JSON that doesn't parse, placed at the bracket."""
+    ed = make_editor(small_dataset)
+    form = ed.form
+    ed.select_record(0)
+    form.json_button.setChecked(True)
+    typed = '{"instruction": "a", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    form.raw.setPlainText(typed)
+    form.flush()
+    ed.select_record(1)
+    rec = ed.dataset().records[0]
+    assert rec.broken and rec.raw == typed
+    assert rec.error == ("line 1, column 126: nested more than 100 levels deep (brackets inside brackets), "
+                         "too deep to read")
+
+
 def test_json_that_does_not_parse_is_kept_as_text_when_the_record_is_left(make_editor, small_dataset, qtbot):
     """While typing, the record keeps its last valid version; leaving it (another record, undo,
     closing) keeps the typed text as a broken record, which undo turns back."""
