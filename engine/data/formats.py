@@ -493,12 +493,26 @@ def _jsonl_problem(chunk: bytes, lineno: int) -> tuple[str, int] | None:
         value = json_text.loads(chunk)
     except json.JSONDecodeError:
         e = _decode_error(chunk)
-        return f"line {lineno}, column {e.colno}: {json_problem(e)}", e.colno
+        return f"line {lineno}, column {e.colno}: {_line_problem(e)}", e.colno
     except UnicodeDecodeError as e:
         return f"line {lineno}, column {e.start + 1}: invalid UTF-8 byte 0x{chunk[e.start]:02x}", e.start + 1
     if type(value) is dict:
         return None
     return f"line {lineno}, column 1: expected a record object {{...}}, got {_json_type(value)}", 1
+
+
+def _line_problem(e: json.JSONDecodeError) -> str:
+    """The parser's words for a JSONL line, where its "Extra data" says nothing a person can act on:
+    more follows the line's record, or, after a lone CR, the next record (a file whose lines end in
+    CR alone, as classic Mac OS wrote them, is one line to JSON Lines)."""
+    if e.msg != "Extra data":
+        return json_problem(e)
+    gap = e.doc[:e.pos]
+    gap = gap[len(gap.rstrip(" \t\r\n")):]
+    if "\r" in gap:
+        return ("another record starts here after a carriage return (CR): lines that end in CR alone are one "
+                "line in JSON Lines; end them with LF or CRLF")
+    return "more text after the record ends; JSON Lines holds one record per line"
 
 
 def _decode_error(chunk: bytes) -> json.JSONDecodeError:
@@ -582,13 +596,36 @@ _WS = re.compile(r"[ \t\r\n]*")
 
 def _refuse_utf16(path: Path) -> None:
     """A text file in UTF-16 or UTF-32 (what Windows PowerShell's ``>`` writes) named as such, not as
-    a file whose every line has an invalid UTF-8 byte."""
+    a file whose every line has an invalid UTF-8 byte. Without a byte-order mark (.NET's and Java's
+    UTF-16 writers leave it out) its zero bytes tell: text that is UTF-8 has none."""
     with open(path, "rb") as fh:
-        name = foreign_encoding(fh.read(4))
+        head = fh.read(8)
+    name = foreign_encoding(head)
+    how = "its byte-order mark says so"
+    if name is None:
+        name = _unmarked_encoding(head)
+        how = "no byte-order mark, but a zero byte beside each of its first characters"
     if name:
-        raise DataError(f"the file is {name} text (its byte-order mark says so), not UTF-8", path=str(path),
+        raise DataError(f"the file is {name} text ({how}), not UTF-8", path=str(path),
                         hint="Save it as UTF-8, e.g. in an editor's Save As / Encoding, or with "
                         f"iconv -f {name} -t UTF-8 IN > OUT.")
+
+
+def _unmarked_encoding(head: bytes) -> str | None:
+    """UTF-16 or UTF-32 (LE or BE) without a byte-order mark, from a file's first two characters:
+    each an ASCII byte (the ``{``, ``[``, quotes, letters and spaces files start with) padded with
+    zero bytes. (JSON's own encoding detection, RFC 4627 section 3, reads the same pattern.)"""
+    def ascii_(b: int) -> bool:
+        return b in (9, 10, 13) or 32 <= b < 127
+
+    for size in (4, 2):
+        units = (head[:size], head[size:2 * size])
+        if len(units[1]) < size:
+            continue
+        for order, char, pad in (("LE", 0, slice(1, None)), ("BE", size - 1, slice(0, -1))):
+            if all(ascii_(u[char]) and not any(u[pad]) for u in units):
+                return f"UTF-{size * 8}{order}"
+    return None
 
 
 def _read_text(path: Path, ds: DatasetFile) -> str:

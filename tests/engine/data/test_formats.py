@@ -434,6 +434,40 @@ def test_a_utf16_file_is_named_as_such(tmp_path, name, encoding, label):
     assert f"iconv -f {label} -t UTF-8" in e.value.hint
 
 
+@pytest.mark.parametrize("name,encoding,label", [("u.jsonl", "utf-16-le", "UTF-16LE"), ("u.json", "utf-16-be", "UTF-16BE"),
+                                                 ("u.csv", "utf-16-le", "UTF-16LE"), ("u.jsonl", "utf-32-le", "UTF-32LE")])
+def test_a_utf16_file_without_a_byte_order_mark_is_named_as_such(tmp_path, name, encoding, label):
+    """.NET's and Java's UTF-16 writers leave the mark out: the file was read as UTF-8, so some lines
+    were "invalid UTF-8" and others (json.loads guesses UTF-16 from zero bytes) quietly records."""
+    path = tmp_path / name
+    text = ('instruction,output\na,b\n' if name.endswith(".csv") else
+            '{"instruction": "a", "output": "b"}\n' * 3 if name.endswith(".jsonl") else '[{"instruction": "a"}]')
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(DataError) as e:
+        load_dataset_file(path)
+    assert e.value.message == (f"{path}: the file is {label} text (no byte-order mark, but a zero byte beside each "
+                               "of its first characters), not UTF-8")
+    assert f"iconv -f {label} -t UTF-8" in e.value.hint
+
+
+@pytest.mark.parametrize("text,column,error", [
+    ('{"instruction": "a", "output": "b"}\r{"instruction": "c", "output": "d"}\r', 37,
+     "another record starts here after a carriage return (CR): lines that end in CR alone are one line in JSON "
+     "Lines; end them with LF or CRLF"),
+    ('{"instruction": "a", "output": "b"} {"instruction": "c", "output": "d"}\n', 37,
+     "more text after the record ends; JSON Lines holds one record per line"),
+    ('{"instruction": "a", "output": "b"},\n', 36, "more text after the record ends; JSON Lines holds one record per line"),
+])
+def test_text_after_a_jsonl_lines_record_says_what_follows_it(tmp_path, text, column, error):
+    """Python's "Extra data" named nothing to fix; a file whose lines end in a lone CR (classic Mac)
+    is one JSONL line, so its cause is named."""
+    path = tmp_path / "cr.jsonl"
+    path.write_bytes(text.encode())
+    ds = load_dataset_file(path)
+    assert [r.error for r in ds.records] == [f"line 1, column {column}: {error}"]
+    assert (ds.errors[0].line, ds.errors[0].column) == (1, column)
+
+
 @pytest.mark.parametrize("name,text", [("l.json", '[{"instruction": "a",\n  "output": "caf\xe9"}]'),
                                        ("l.csv", "instruction,output\na,caf\xe9\n")])
 def test_a_latin1_byte_in_a_whole_file_format_is_named_with_its_line_and_column(tmp_path, name, text):
