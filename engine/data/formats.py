@@ -873,6 +873,19 @@ class _LineIndex:
 # ---- CSV
 
 
+# csv's default limit on a field, 128 KiB, guards a server against hostile input; a dataset's answer
+# (a long document, a whole file of code) is often longer, and every row over it was refused as broken.
+# The largest a C long holds everywhere (it is 32 bits on Windows).
+_CSV_FIELD_LIMIT = 2**31 - 1
+
+
+def _csv_reader(lines: Any, delimiter: str, strict: bool = False) -> Any:
+    """``csv.reader`` over ``lines`` that takes a field of any length a dataset holds."""
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)  # process-wide: csv has no per-reader limit
+    return csv.reader(lines, delimiter=delimiter, strict=strict)
+
+
 class _LineTap:
     """Feeds lines to csv.reader and remembers them, so each row keeps its original text."""
 
@@ -899,7 +912,7 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
     tap = _LineTap(io.StringIO(text, newline=""))
     # strict: a quote never closed, or text after a closing quote, is an error on that row rather
     # than a silently changed value (a stray quote would swallow the rest of the file into one field).
-    reader = csv.reader(tap, delimiter=delimiter, strict=True)
+    reader = _csv_reader(tap, delimiter, strict=True)
     ds.style = {"delimiter": delimiter, "columns": [], "json_columns": []}
     try:
         header = next(reader)
@@ -967,7 +980,7 @@ def _csv_row_problem(chunk: str, line: int, ds: DatasetFile) -> tuple[str, int |
     """Why the CSV row ``chunk`` at ``line`` is broken, as the reader would say it; None if it reads."""
     delimiter = ds.style.get("delimiter", ",")
     try:
-        row = next(csv.reader(io.StringIO(chunk, newline=""), delimiter=delimiter, strict=True), [])
+        row = next(_csv_reader(io.StringIO(chunk, newline=""), delimiter, strict=True), [])
     except csv.Error as e:
         return _csv_error(chunk, line, delimiter, e)
     fields = len(ds.style.get("columns") or [])
@@ -1030,7 +1043,7 @@ def _row_dict(row: list[str], ds: DatasetFile) -> dict:
 
 
 def _parse_csv_row(source: str, ds: DatasetFile) -> dict:
-    row = next(csv.reader(io.StringIO(source, newline=""), delimiter=ds.style.get("delimiter", ",")), [])
+    row = next(_csv_reader(io.StringIO(source, newline=""), ds.style.get("delimiter", ",")), [])
     return _row_dict(row, ds)
 
 
@@ -1082,7 +1095,7 @@ def _csv_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
             cells = [_csv_cell(data.get(c)) for c in columns]
             if same_columns and isinstance(r._source, str):
                 # The cells the edit didn't touch keep their text: a JSON cell its own spacing.
-                was = next(csv.reader(io.StringIO(r._source, newline=""), delimiter=style.get("delimiter", ",")), [])
+                was = next(_csv_reader(io.StringIO(r._source, newline=""), style.get("delimiter", ",")), [])
                 old = _row_dict(was, ds)
                 cells = [was[i] if i < len(was) and c in old and old[c] == data.get(c) else cell
                          for i, (c, cell) in enumerate(zip(columns, cells, strict=True))]

@@ -535,6 +535,22 @@ def test_a_csv_row_edited_keeps_its_other_cells_text_and_a_blank_new_field_adds_
     assert alpaca.read_text(encoding="utf-8") == "instruction,output\nq,a\nnew,b\n"
 
 
+def test_a_csv_field_longer_than_csvs_default_limit_is_read_not_broken(tmp_path):
+    """csv refuses a field over 128 KiB by default ("field larger than field limit"): a long answer
+    made its row a broken record. It reads, and an edit to it or to another row saves it whole."""
+    long = "word " * 40_000  # 200 KB
+    path = tmp_path / "long.csv"
+    path.write_text(f'instruction,output\na,"{long}"\nb,{long.strip()}\n', encoding="utf-8")
+    ds = load_dataset_file(path)
+    assert ds.broken_indices() == [] and ds.records[0].data["output"] == long
+    ds.records[0].data["instruction"] = "A"
+    ds.records[1].data["output"] += "!"
+    save_dataset_file(ds)
+    again = load_dataset_file(path)
+    assert [r.data for r in again.records] == [{"instruction": "A", "output": long},
+                                               {"instruction": "b", "output": long.strip() + "!"}]
+
+
 def test_a_semicolon_separated_csv_reads_and_saves_as_such(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_text('id;question;answer\n1;"Is 1,5 > 1?";yes\n2;Two?;"no; never"\n', encoding="utf-8")
