@@ -464,7 +464,9 @@ def _read_jsonl(path: Path, ds: DatasetFile) -> None:
                 continue
             try:
                 value = loads(chunk)
-            except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, a too-long integer
+                if b"\\ud" in chunk or b"\\uD" in chunk:  # the rare line that may hold half an emoji
+                    json_text.refuse_lone_surrogate(chunk)
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, a too-long integer, not text
                 value = None
             if type(value) is not dict:
                 records.append(_broken(chunk, lineno, *_jsonl_problem(chunk, lineno)))

@@ -3,9 +3,12 @@
 Python's parser fails in two more ways on text a dataset file can hold: brackets nested a few
 hundred levels deep end in a ``RecursionError`` (the C scanner recurses once per level), and an
 integer of more than 4300 digits in a ``ValueError`` (``sys.get_int_max_str_digits``, CPython's
-guard against quadratic int parsing). Neither says where it is. The readers place JSON errors
-by ``lineno``/``colno``; these functions turn both into a ``JSONDecodeError`` at the bracket or
-number, so the same code names the line and column, and the records around it still load.
+guard against quadratic int parsing). Neither says where it is. And it accepts an escape of half
+a surrogate pair (``"\\ud83d"`` without the ``"\\ude00"`` that makes the emoji), giving a string
+that is not text: hashing, tokenizing or saving it fails later, far from the file. The readers
+place JSON errors by ``lineno``/``colno``; these functions turn all three into a
+``JSONDecodeError`` at the bracket, number or escape, so the same code names the line and
+column, and the records around it still load.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ DEPTH_SHOWN = 100
 
 # A string token (skipped, so digits inside text never count) or a number token.
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?')
+# A \\uXXXX escape (not an escaped backslash followed by "u"): its hex digits.
+_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u([0-9a-fA-F]{4})")
 _BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[{\]}]')
 
 
@@ -31,25 +36,57 @@ def loads(text: str | bytes) -> Any:
         UnicodeDecodeError: ``text`` is bytes that are not UTF-8 (as ``json.loads``).
     """
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except RecursionError:
         raise too_deep(_as_text(text), 0) from None
     except ValueError as e:
         if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)):
             raise
         raise _too_long(_as_text(text), 0, e) from None
+    refuse_lone_surrogate(text)
+    return value
 
 
 def raw_decode(decoder: json.JSONDecoder, text: str, start: int) -> tuple[Any, int]:
     """``decoder.raw_decode(text, start)``, raising only ``JSONDecodeError``, placed in ``text``."""
     try:
-        return decoder.raw_decode(text, start)
+        value, end = decoder.raw_decode(text, start)
     except RecursionError:
         raise too_deep(text, start) from None
     except ValueError as e:
         if isinstance(e, json.JSONDecodeError):
             raise
         raise _too_long(text, start, e) from None
+    refuse_lone_surrogate(text, start, end)
+    return value, end
+
+
+def refuse_lone_surrogate(text: str | bytes, start: int = 0, end: int | None = None) -> None:
+    """Raise at the first escape in ``text[start:end]`` of half a surrogate pair without its other half.
+
+    Raises:
+        json.JSONDecodeError: placed at the escape's backslash.
+    """
+    stop = len(text) if end is None else end
+    needles = ("\\ud", "\\uD") if isinstance(text, str) else (b"\\ud", b"\\uD")
+    if all(text.find(n, start, stop) < 0 for n in needles):
+        return  # the quick answer for nearly every record
+    if isinstance(text, (bytes, bytearray)):  # a JSONL line, read whole: placed in its characters
+        text = _as_text(text)
+        stop = len(text)
+    paired_at = -1  # where the low half that completes the last high half starts
+    for m in _ESCAPE.finditer(text, start, stop):
+        unit = int(m.group(1), 16)
+        at = m.end() - 6
+        if 0xD800 <= unit < 0xDC00:
+            low = _ESCAPE.match(text, m.end())
+            if low and low.end() - 6 == m.end() and 0xDC00 <= int(low.group(1), 16) < 0xE000:
+                paired_at = m.end()
+                continue
+        elif not 0xDC00 <= unit < 0xE000 or at == paired_at:
+            continue
+        raise json.JSONDecodeError(f"'\\u{m.group(1)}' is half of a surrogate pair (how JSON escapes a character "
+                                   "such as an emoji) without its other half: not text", text, at)
 
 
 def too_deep(text: str, start: int) -> json.JSONDecodeError:

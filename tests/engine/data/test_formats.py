@@ -681,6 +681,9 @@ def test_a_system_prompt_is_held_where_the_file_holds_them(fmt, rows, in_turns):
 
 DEEP = "[" * 5000 + "]" * 5000  # deeper than Python's parser recurses: a RecursionError, not a JSON error
 LONG_INT = "9" * 5000  # more digits than int() reads (sys.get_int_max_str_digits): a bare ValueError
+# json.loads takes it, but the string is not text: hashing, tokenizing or saving it raised UnicodeEncodeError.
+HALF_EMOJI = ("'\\ud83d' is half of a surrogate pair (how JSON escapes a character such as an emoji) without its "
+              "other half: not text")
 
 
 @pytest.mark.parametrize("name,text,line,column,error", [
@@ -692,10 +695,16 @@ LONG_INT = "9" * 5000  # more digits than int() reads (sys.get_int_max_str_digit
      "a number with 5000 digits, more than the 4300 a JSON reader takes; write it as a string"),
     ("long.json", '[{"instruction": "a", "output": "A"},\n {"instruction": "b", "n": ' + LONG_INT + "}]", 2, 28,
      "a number with 5000 digits, more than the 4300 a JSON reader takes; write it as a string"),
+    ("half.jsonl", '{"instruction": "a", "output": "A"}\n{"instruction": "b \\ud83d\\ude00", "output": "\\ud83d!"}\n',
+     2, 46, HALF_EMOJI),
+    ("half.json", '[{"instruction": "a", "output": "A"},\n {"instruction": "b\\\\ud83d", "output": "\\ude00"}]', 2, 41,
+     HALF_EMOJI.replace("ud83d", "ude00")),
 ])
 def test_json_python_cannot_parse_is_a_broken_record_with_its_place(tmp_path, name, text, line, column, error):
     """Too-deep brackets and too-long integers are JSON Python's parser refuses with a RecursionError
-    or a bare ValueError, neither saying where: a broken record at the bracket or number, the others loaded."""
+    or a bare ValueError, neither saying where; half an escaped surrogate pair it takes, but it is no text.
+    Each is a broken record at the bracket, number or escape, the others loaded (an escaped backslash
+    before "u", or a whole pair, is text)."""
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     ds = load_dataset_file(path)
