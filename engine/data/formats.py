@@ -187,6 +187,7 @@ def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container
     alive = {id(r) for r in ds.records}
     ds._gaps = {k: v for k, v in ds._gaps.items() if k in alive}
     ds.errors = []
+    ds.file_errors = []
     _collect_errors(ds)
     ds.detected = describe(ds)
     return path
@@ -691,7 +692,14 @@ def _read_json(path: Path, ds: DatasetFile) -> None:
             break
         if text[j] == ",":
             k = _WS.match(text, j + 1).end()
-            if k < len(text) and text[k] == "]":
+            if k >= len(text):  # a file cut short after a record: more records may be missing
+                ln, cl = lines.at(j)
+                ds.errors.append(DataError("the file ends after a comma, without the list's closing ']': it may be "
+                                           "cut short, and records after this one missing", path=str(path),
+                                           line=ln, column=cl))
+                end = j  # the comma stays in the trailer, so an unedited save is identical
+                break
+            if text[k] == "]":
                 ds.errors.append(DataError("a comma after the last record", path=str(path),
                                            line=lines.at(j)[0], column=lines.at(j)[1]))
                 close = k
@@ -710,10 +718,10 @@ def _read_json(path: Path, ds: DatasetFile) -> None:
     ds._trailer = text[end:] if records else text[close:] if close is not None else "]"
     ds._gaps = {id(r): s for r, s in zip(records, seps, strict=False)}
     ds.style = _json_style(records, text[pos + 1:first_start], ds.newline)
-    errors = ds.errors
+    ds.file_errors = ds.errors
     ds.errors = []
     _collect_errors(ds)
-    ds.errors.extend(errors)
+    ds.errors.extend(ds.file_errors)
     if not records:
         ds.errors.insert(0, DataError("the file has no records: the list is empty", path=str(path)))
 

@@ -5,6 +5,8 @@ index and line; dataset-wide findings have neither):
 
 Consistency
     ``broken-record`` (error): text that isn't a JSON object. ``empty-file`` (error).
+    ``file-structure`` (error): the file around the records is not valid (a JSON array's comma
+    after the last record, or its closing ``]`` missing: a file cut short).
     ``wrong-type`` (error): a field of the wrong type, e.g. ``output`` is a number or a list.
     ``missing-field`` (error): no ``output`` / no assistant turn / no instruction / every
     assistant turn with ``weight`` 0 (nothing trains). A ``weight`` other than 0, 1, true or
@@ -200,6 +202,12 @@ def lint(ds: DatasetFile, *, tokenizer: Any = None, seq_len: int | None = None,
     n = len(ds.records)
     if n == 0:
         out.append(Finding(None, None, "empty-file", "error", "the file has no records"))
+    for e in ds.file_errors:
+        # The error's message starts "PATH:LINE:COLUMN: "; a finding says its place as a broken record's does.
+        at = (f":{e.line}" + (f":{e.column}" if e.column is not None else "")) if e.line is not None else ""
+        said = e.message.removeprefix(f"{e.path}{at}: ")
+        where = f"line {e.line}, column {e.column}: " if e.column else f"line {e.line}: " if e.line else ""
+        out.append(Finding(None, e.line, "file-structure", "error", where + said))
     scan = _Scan(ds.schema, out)
     for i, r in enumerate(ds.records):
         scan.add(i, r)

@@ -569,6 +569,8 @@ class DatasetFile:
         bom: The file started with a UTF-8 byte order mark (kept on save).
         newline: The file's line ending, ``"\\n"`` or ``"\\r\\n"`` (used for new lines on save).
         errors: File-level and per-record read problems as :class:`DataError` (path, line, column).
+        file_errors: Those of ``errors`` outside any record, in a file whose records all loaded but that
+            is not valid as a whole: a JSON array's comma after the last record, its ']' missing.
         mapping: Column/role renames given at load, e.g. ``{"prompt": "instruction"}``.
     """
 
@@ -580,6 +582,7 @@ class DatasetFile:
     bom: bool = False
     newline: str = "\n"
     errors: list[DataError] = field(default_factory=list)
+    file_errors: list[DataError] = field(default_factory=list)
     mapping: dict[str, str] = field(default_factory=dict)
     # How the file was written (JSON separators, ensure_ascii, indent; CSV header), so that
     # edited records are serialised in the file's own style.

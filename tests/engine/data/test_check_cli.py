@@ -59,6 +59,28 @@ def test_clean_file_exits_0(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["counts"]["errors"] == 0
 
 
+RECORD = '{"instruction": "Explain idea 1", "output": "Idea 1 is 1."}'
+
+
+@pytest.mark.parametrize("text,line,words", [
+    (f"[\n  {RECORD},\n  {RECORD.replace('1', '2')},\n", 3, "line 3, column 62: the file ends after a comma, without "
+     "the list's closing ']': it may be cut short, and records after this one missing"),
+    (f"[\n  {RECORD},\n]\n", 2, "line 2, column 62: a comma after the last record"),
+    (f"[\n  {RECORD}\n  {RECORD.replace('1', '2')}]\n", 3, "line 3, column 3: expected ',' or ']' after the record "
+     "that starts at line 2"),
+    (f"[\n  {RECORD}\n", 2, "line 2: the list of records is not closed: ']' is missing at the end"),
+])
+def test_a_json_array_that_is_not_valid_around_its_records_is_an_error(tmp_path, capsys, text, line, words):
+    """Every record loads, but the file is not valid JSON (and a file cut short after a comma may have lost
+    records): the reader said so only to the editor's banner; check found nothing and exited 0."""
+    path = tmp_path / "cut.json"
+    path.write_text(text, encoding="utf-8")
+    assert cli_check(check(path)) == 1
+    found = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] == "file-structure"]
+    assert found == [{"index": None, "line": line, "rule": "file-structure", "severity": "error",
+                      "message": words, "key": None}]
+
+
 @pytest.mark.parametrize("name", ["top_level_object.json", "nope.jsonl"])
 def test_unreadable_file_exits_2(name, capsys):
     assert cli_check(check(FIXTURES / name)) == 2
