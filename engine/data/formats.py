@@ -118,6 +118,19 @@ def load_dataset_file(path: str | Path, fmt: str = "auto", mapping: dict[str, st
     mapping = dict(mapping or {})
     container = fmt if fmt in RecordFormat.CONTAINERS else None
     ds = DatasetFile(path=path, mapping=mapping)
+    try:
+        _read_records(path, ds, container)
+    except OSError as e:  # no read permission, a file on a drive that went away: said, never a traceback
+        raise DataError(f"can't read the file: {e.strerror or e}", path=str(path),
+                        hint="Check that you may read it (its permissions, or the drive it is on).") from None
+    _settle_format(ds, fmt if fmt in RecordFormat.FORMATS else "auto")
+    ds._loaded = tuple(ds.records)
+    ds.detected = describe(ds)
+    return ds
+
+
+def _read_records(path: Path, ds: DatasetFile, container: str | None) -> None:
+    """Fill ``ds`` from ``path`` in the given container, or the one its name or first bytes say."""
     if container == RecordFormat.PARQUET or (container is None and path.suffix.lower() == ".parquet"):
         ds.container = RecordFormat.PARQUET
         _read_parquet(path, ds)
@@ -132,10 +145,6 @@ def load_dataset_file(path: str | Path, fmt: str = "auto", mapping: dict[str, st
             _read_jsonl(path, ds)
         else:
             _read_json(path, ds)
-    _settle_format(ds, fmt if fmt in RecordFormat.FORMATS else "auto")
-    ds._loaded = tuple(ds.records)
-    ds.detected = describe(ds)
-    return ds
 
 
 def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container: str | None = None,

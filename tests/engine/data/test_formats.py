@@ -368,6 +368,30 @@ def test_missing_and_unreadable_files():
         load_dataset_file(FIXTURES / "broken.jsonl", "parquet")
 
 
+@pytest.mark.parametrize("name", ["d.jsonl", "d.json", "d.csv"])
+def test_a_file_that_cant_be_read_is_a_data_error_naming_it(tmp_path, monkeypatch, name):
+    """No read permission (faked: the tests may run as root, whom permissions don't stop) raised a bare
+    PermissionError: a traceback in the editor's Open, 'training failed: PermissionError' called a bug."""
+    import builtins
+
+    from engine.data import formats
+
+    path = tmp_path / name
+    path.write_text('[{"instruction": "a", "output": "b"}]' if name.endswith(".json") else "instruction,output\na,b\n")
+
+    def refused(file, *args, **kwargs):
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(formats, "open", refused, raising=False)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: refused(self))
+    with pytest.raises(DataError) as e:
+        load_dataset_file(path)
+    assert e.value.message == f"{path}: can't read the file: Permission denied"
+    assert "permissions" in e.value.hint
+
+
 def test_export_refuses_broken_records(tmp_path):
     ds = load_dataset_file(FIXTURES / "broken.jsonl")
     with pytest.raises(DataError, match="2 broken record.*line 2"):
