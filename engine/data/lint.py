@@ -62,6 +62,7 @@ from typing import Any
 from engine.data import json_text
 from engine.data.records import (
     CONVERSATION_KEY,
+    RECORD_AT,
     DatasetFile,
     Record,
     RecordFormat,
@@ -324,9 +325,10 @@ class _Scan:
         if any(f.severity == "error" and f.rule in ("wrong-type", "unknown-role") for f in out[before:]):
             return
         try:
-            msgs = to_messages(data, schema, f"record {i + 1}")
+            msgs = to_messages(data, schema)  # its errors start "record: ", cut: the finding names the record
         except DataError as e:  # a shape the checks above didn't foresee: still reported, never lost
-            out.append(Finding(i, line, "wrong-type", "error", e.message))
+            if not any(f.severity == "error" for f in out[before:]):  # else they named it, in their words
+                out.append(Finding(i, line, "wrong-type", "error", RECORD_AT.sub("", e.message, count=1)))
             return
         users = "\n".join(m["content"] for m in msgs if m["role"] == "user")
         answers = [m["content"] for m in msgs if m["role"] == "assistant"]

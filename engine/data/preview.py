@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.data.records import Record
+from engine.data.records import RECORD_AT, Record
 
 
 def preview(record: Record | list[dict], tokenizer: Any, template: str = "auto", *,
@@ -127,7 +127,8 @@ def cli_preview(args: Any) -> int:
         # The exact counts, from the labels preview() marks by (its texts are decoded runs).
         row = render_record(messages, tokenizer, template, loss_on=loss_on)
     except DataError as e:
-        raise DataError(f"record {index + 1}: {e.message}", path=path, line=record.line, fix=e.fix,
+        raise DataError(f"record {index + 1}: {RECORD_AT.sub('', e.message, count=1)}", path=path, line=record.line,
+                        fix=e.fix,
                         hint=e.hint) from None
     context = [i for i, m in enumerate(messages) if m.get("weight") is False]  # never trained, by their weight
     tokens = len(row["input_ids"])

@@ -89,6 +89,8 @@ class Schema:
 
 
 _MISSING = object()
+RECORD_AT = re.compile(r"^record( at line \d+)?: ")
+"""How :func:`to_messages`' errors start (``"record at line 3: "``): cut where the record is named already."""
 ERROR_PLACE = re.compile(r"line (\d+)(?:, column (\d+))?: ")
 """How a broken record's :attr:`Record.error` starts when it names a place: ``"line 3, column 67: "``."""
 # What a turn's role and content are read from; any other key of a turn is the turn's own (a

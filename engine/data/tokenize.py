@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.data.records import turn_trains
+from engine.data.records import RECORD_AT, turn_trains
 from engine.data.templates import Rendering, alpaca_text, resolve
 from engine.errors import DataError
 
@@ -248,7 +247,7 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
             convs.append(rec.messages(weights=True))  # an answer's weight decides whether it trains
         except DataError as e:
             convs.append(None)
-            unreadable[index] = _RECORD_AT.sub("", e.message, count=1)
+            unreadable[index] = RECORD_AT.sub("", e.message, count=1)
     good = [c for c in convs if c is not None]
     good_rendered = iter(_render_with_datasets(good, tokenizer, template, loss_on, num_proc, cache_dir)
                          if good and cache_dir is not None or (num_proc > 1 and len(good) >= PARALLEL_FROM)
@@ -282,9 +281,6 @@ def tokenize_records(records: list[Any], tokenizer: Any, template: str | Renderi
             stats.cut_rows.add(len(rows))
         rows.append(row)
     return rows, stats
-
-
-_RECORD_AT = re.compile(r"^record( at line \d+)?: ")
 
 
 def describe_problems(problems: list[dict], limit: int = 3, total: int | None = None) -> str:

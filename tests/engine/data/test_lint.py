@@ -69,6 +69,21 @@ def test_wrong_field_types_name_record_and_key(tmp_path):
     ]
 
 
+def test_a_turn_without_a_role_or_a_record_without_turns_is_one_finding(tmp_path):
+    """The checks name it, and the conversion to messages fails on it too: that second wording was
+    a second finding, starting "record 3:" inside a finding that names the record already."""
+    report = lint(make(tmp_path, [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+        {"messages": [{"role": None, "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+        {"messages": [{"content": "hi"}, {"role": "assistant", "content": "yo"}]},
+        {"messages": None},
+    ]))
+    found = [(f.index, f.rule, f.message) for f in report.findings if f.severity == "error"]
+    assert found == [(1, "missing-field", "messages[0] has no role ('role' or 'from')"),
+                     (2, "missing-field", "messages[0] has no role ('role' or 'from')"),
+                     (3, "missing-field", "no 'messages' list of turns")]
+
+
 def test_missing_and_empty_fields(tmp_path):
     report = lint(make(tmp_path, [
         {"instruction": "no output here"},

@@ -118,6 +118,14 @@ def test_broken_record_and_missing_answer_name_the_line(demo_base, tmp_path):
     assert e.value.line == 3
 
 
+def test_a_field_of_the_wrong_type_names_the_record_once(demo_base, tmp_path):
+    path = tmp_path / "typed.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 5, "output": "b"}\n')
+    with pytest.raises(DataError) as e:
+        cli_preview(args(path, index=1))
+    assert e.value.message == f"{path}:2: record 2: 'instruction' is a number, expected text"  # not "record at line 2: "
+
+
 def test_preview_runs_as_a_command(demo_base, small_dataset):
     proc = subprocess.run([sys.executable, "-m", "engine", "data", "preview", str(small_dataset), "--index", "1",
                            "--template", "alpaca"], capture_output=True, text=True, cwd=REPO)
