@@ -7,6 +7,8 @@ Consistency
     ``broken-record`` (error): text that isn't a JSON object. ``empty-file`` (error).
     ``file-structure`` (error): the file around the records is not valid (a JSON array's comma
     after the last record, or its closing ``]`` missing: a file cut short).
+    ``duplicate-key`` (warning): an object of the record has a key twice; JSON readers (this one
+    too) keep the last value, so the first is never seen, and an edit drops it from the file.
     ``wrong-type`` (error): a field of the wrong type, e.g. ``output`` is a number or a list.
     ``missing-field`` (error): no ``output`` / no assistant turn / no instruction / every
     assistant turn with ``weight`` 0 (nothing trains). A ``weight`` other than 0, 1, true or
@@ -318,6 +320,7 @@ class _Scan:
             return
         data = r.peek()
         before = len(out)
+        _duplicate_keys(i, line, r, out)
         if schema.format == RecordFormat.ALPACA:
             _check_alpaca(i, line, data, schema, out)
         else:
@@ -412,6 +415,52 @@ class _Scan:
 
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _duplicate_keys(i: int, line: int | None, r: Record, out: list[Finding]) -> None:
+    """Warn of a key written twice in one object of the record's text (a JSONL line, a JSON element).
+
+    The parsed record can't tell (a dict keeps the last value), so its text is read again, keeping
+    every pair; only where its text has more ``":`` than the record has keys, which a duplicate needs.
+    """
+    src = r.source
+    if src is None or not isinstance(src, (str, bytes)):
+        return  # a record made in the editor: a dict, which can't hold a key twice
+    text = src.decode("utf-8", "replace") if isinstance(src, bytes) else src
+    try:
+        if len(_KEY_END.findall(text)) <= _count_keys(r.peek()):
+            return
+    except RecursionError:  # nested too deep to walk (it parsed, a little shallower than the limit)
+        return
+    seen: list[tuple[str, str]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        keys = [k for k, _ in items]
+        seen.extend((k, json.dumps(v, ensure_ascii=False)[:40]) for k, v in items if keys.count(k) > 1)
+        return dict(items)
+
+    try:
+        json.loads(text, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return  # it parsed once; a second reading that fails says nothing new
+    if seen:
+        key = seen[0][0]
+        values = [v for k, v in seen if k == key]
+        times = "twice" if len(values) == 2 else f"{len(values)} times"
+        out.append(Finding(i, line, "duplicate-key", "warning",
+                           f"the key '{key}' is written {times} in one object ({', '.join(values)}); "
+                           "only the last value is read, and an edit of the record drops the others", key))
+
+
+_KEY_END = re.compile(r'"\s*:')  # how a key ends; a string value holding '":' counts too, hence "at most"
+
+
+def _count_keys(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_count_keys(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_count_keys(v) for v in value)
+    return 0
 
 
 def _check_alpaca(i: int, line: int | None, data: dict, schema: Schema, out: list[Finding]) -> None:

@@ -84,6 +84,24 @@ def test_a_turn_without_a_role_or_a_record_without_turns_is_one_finding(tmp_path
                      (3, "missing-field", "no 'messages' list of turns")]
 
 
+@pytest.mark.parametrize("name", ["d.jsonl", "d.json"])
+def test_a_key_written_twice_in_a_record_is_a_warning(tmp_path, name):
+    """json keeps the last of two equal keys: the first value was dropped without a word."""
+    path = tmp_path / name
+    lines = ['{"instruction": "a", "instruction": "b", "output": "c"}',
+             '{"messages": [{"role": "user", "content": "hi", "content": "ho"}, {"role": "assistant", "content": "x"}],'
+             ' "messages2": "no key twice here: \\": \\": \\":"}',
+             '{"instruction": "q", "output": "o", "note": "quotes \\": inside a value are no keys"}']
+    path.write_text("\n".join(lines) + "\n" if name.endswith(".jsonl") else "[" + ",\n".join(lines) + "]")
+    report = lint(load_dataset_file(path, "alpaca"))
+    found = [(f.index, f.line, f.key, f.message) for f in report.findings if f.rule == "duplicate-key"]
+    assert found == [(0, 1, "instruction", "the key 'instruction' is written twice in one object (\"a\", \"b\"); only "
+                      "the last value is read, and an edit of the record drops the others"),
+                     (1, 2, "content", "the key 'content' is written twice in one object (\"hi\", \"ho\"); only the "
+                      "last value is read, and an edit of the record drops the others")]
+    assert {f.severity for f in report.findings if f.rule == "duplicate-key"} == {"warning"}
+
+
 def test_missing_and_empty_fields(tmp_path):
     report = lint(make(tmp_path, [
         {"instruction": "no output here"},
