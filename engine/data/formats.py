@@ -86,7 +86,8 @@ def open_dataset(name: str | Path, fmt: str = "auto") -> DatasetFile:
             raise DataError(f"the files of '{hub.describe(*ref, files)}' hold different formats "
                             f"({', '.join(sorted(f'{f} {c}' for f, c in kinds))})", path=str(files[0].parent))
         ds = DatasetFile(path=None, format=ds.format, container=ds.container, mapping=ds.mapping,
-                         records=[r for p in parts for r in p.records], errors=[e for p in parts for e in p.errors])
+                         records=[r for p in parts for r in p.records], errors=[e for p in parts for e in p.errors],
+                         file_errors=[e for p in parts for e in p.file_errors])
     ds.detected = f"{describe(ds)}, from the Hugging Face cache: {hub.describe(*ref, files)}"
     return ds
 
@@ -372,14 +373,18 @@ def container_from_suffix(path: Path) -> str | None:
 
 
 def _sniff_json_container(path: Path) -> str:
-    """JSON array or JSON lines, from the first bytes (not the extension alone: many .json are JSONL)."""
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return RecordFormat.JSONL
+    """JSON array or JSON lines, from the first bytes (not the extension alone: many .json are JSONL,
+    and a .jsonl file that starts with a '[' line is a JSON array, as no JSON line is)."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
     if head.startswith(BOM):
         head = head[3:]
     stripped = head.lstrip()
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        first = stripped.split(b"\n", 1)[0]
+        if not stripped.startswith(b"[") or (stripped[len(first):].strip() and _whole_value(first)):
+            return RecordFormat.JSONL  # a whole array on a line with more lines after it: a broken JSON line
+        return RecordFormat.JSON
     if stripped.startswith(b"["):
         return RecordFormat.JSON
     if not stripped.startswith(b"{"):
@@ -394,6 +399,14 @@ def _sniff_json_container(path: Path) -> str:
     if path.suffix.lower() != ".json":
         return RecordFormat.JSONL
     return RecordFormat.JSONL if stripped[len(first):].strip() else RecordFormat.JSON
+
+
+def _whole_value(line: bytes) -> bool:
+    try:
+        json_text.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def _settle_format(ds: DatasetFile, fmt: str) -> None:

@@ -195,6 +195,26 @@ def test_json_extension_with_jsonl_content_is_read_as_jsonl(tmp_path):
     assert ds.container == "jsonl" and len(ds.records) == 2
 
 
+@pytest.mark.parametrize("text,container,good", [
+    ('[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c", "output": "d"}\n]\n', "json", ["b", "d"]),
+    ('[{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]\n', "json", ["b", "d"]),
+    ('{"instruction": "a", "output": "b"}\n[{"instruction": "c", "output": "d"}]\n', "jsonl", ["b"]),
+    ('[{"instruction": "a", "output": "b"}]\n{"instruction": "c", "output": "d"}\n', "jsonl", ["d"]),
+])
+def test_a_jsonl_file_holding_a_json_array_is_read_as_one(tmp_path, text, container, good):
+    """A .jsonl name on a JSON array (no JSON line starts with '['): every line but a few was a broken
+    record ("Expecting value", "Extra data") and the records were lost to training. A line that is a
+    whole array among JSON lines stays a broken JSON line."""
+    path = tmp_path / "array.jsonl"
+    path.write_text(text, encoding="utf-8")
+    ds = load_dataset_file(path)
+    assert ds.container == container and len(ds.broken_indices()) == 2 - len(good)
+    assert [r.data["output"] for r in ds.records if not r.broken] == good
+    if container == "json":
+        save_dataset_file(ds)  # unedited: the same bytes
+        assert path.read_text(encoding="utf-8") == text
+
+
 @pytest.mark.parametrize("name,fmt,container", [
     ("sharegpt.json", "sharegpt", "json"), ("messages.jsonl", "messages", "jsonl"),
     ("alpaca_indent2.json", "alpaca", "json"), ("odd_columns.csv", "alpaca", "csv"),
