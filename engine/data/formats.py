@@ -489,6 +489,8 @@ def _read_jsonl(path: Path, ds: DatasetFile) -> None:
                 value = loads(chunk)
                 if b"\\ud" in chunk or b"\\uD" in chunk:  # the rare line that may hold half an emoji
                     json_text.refuse_lone_surrogate(chunk)
+                if b"\x00" in chunk:  # json.loads took it as UTF-16: not this file's UTF-8 (json_text says so)
+                    value = None
             except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, a too-long integer, not text
                 value = None
             if type(value) is not dict:
@@ -735,6 +737,13 @@ def _read_json(path: Path, ds: DatasetFile) -> None:
                                    path=str(path), line=ln, column=cl))
         seps.append(text[end:j])
         i = j
+    after = _WS.match(text, close + 1).end() if close is not None else len(text)
+    if after < len(text):  # kept in the trailer, so a save writes it back, but never read as records
+        ln, cl = lines.at(after)
+        said = ("zero bytes after the list's closing ']', as a write cut short leaves; they are not read"
+                if text[after] == "\x00" else "text after the list's closing ']' is not read; records there belong "
+                "inside the list")
+        ds.errors.append(DataError(said, path=str(path), line=ln, column=cl))
     ds.records = records
     ds._preamble = text[:first_start] if records else text[: (close if close is not None else len(text))]
     ds._trailer = text[end:] if records else text[close:] if close is not None else "]"

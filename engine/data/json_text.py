@@ -32,9 +32,14 @@ def loads(text: str | bytes) -> Any:
     """``json.loads``, raising only ``JSONDecodeError`` (see the module docstring).
 
     Raises:
-        json.JSONDecodeError: not JSON, nested too deeply, or an integer too long to read.
+        json.JSONDecodeError: not JSON, nested too deeply, or an integer too long to read; or bytes
+            with a zero byte (UTF-8 JSON has none), which ``json.loads`` would read as UTF-16 or UTF-32.
         UnicodeDecodeError: ``text`` is bytes that are not UTF-8 (as ``json.loads``).
     """
+    if isinstance(text, (bytes, bytearray)) and b"\x00" in text:
+        doc = _as_text(text)
+        raise json.JSONDecodeError("a zero byte: the line is UTF-16 text (as Windows PowerShell's >> appends "
+                                   "it), or binary, not UTF-8", doc, doc.index("\x00"))
     try:
         value = json.loads(text)
     except RecursionError:

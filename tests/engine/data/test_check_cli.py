@@ -69,10 +69,15 @@ RECORD = '{"instruction": "Explain idea 1", "output": "Idea 1 is 1."}'
     (f"[\n  {RECORD}\n  {RECORD.replace('1', '2')}]\n", 3, "line 3, column 3: expected ',' or ']' after the record "
      "that starts at line 2"),
     (f"[\n  {RECORD}\n", 2, "line 2: the list of records is not closed: ']' is missing at the end"),
+    (f"[\n  {RECORD}\n]\n{RECORD}\n", 4, "line 4, column 1: text after the list's closing ']' is not read; records "
+     "there belong inside the list"),
+    (f"[\n  {RECORD}\n]\n" + "\0" * 8, 4, "line 4, column 1: zero bytes after the list's closing ']', as a write cut "
+     "short leaves; they are not read"),
 ])
 def test_a_json_array_that_is_not_valid_around_its_records_is_an_error(tmp_path, capsys, text, line, words):
     """Every record loads, but the file is not valid JSON (and a file cut short after a comma may have lost
-    records): the reader said so only to the editor's banner; check found nothing and exited 0."""
+    records): the reader said so only to the editor's banner; check found nothing and exited 0. Text after
+    the closing ']' (a record appended to the file) was not even said: never read, silently."""
     path = tmp_path / "cut.json"
     path.write_text(text, encoding="utf-8")
     assert cli_check(check(path)) == 1

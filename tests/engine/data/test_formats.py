@@ -494,6 +494,20 @@ def test_a_utf16_file_without_a_byte_order_mark_is_named_as_such(tmp_path, name,
     assert f"iconv -f {label} -t UTF-8" in e.value.hint
 
 
+def test_a_utf16_line_in_a_utf8_jsonl_file_is_broken_not_read_as_utf16(tmp_path):
+    """Windows PowerShell's >> appends UTF-16 to a UTF-8 file; json.loads reads bytes with zero bytes as
+    UTF-16, so such a line loaded as a good record (and was saved back as UTF-16), and its neighbour
+    said "invalid UTF-8 byte 0x0a"."""
+    path = tmp_path / "appended.jsonl"
+    line = '{"instruction": "c", "output": "d"}\r\n'
+    path.write_bytes(b'{"instruction": "a", "output": "b"}\r\n' + line.encode("utf-16-le") * 2)
+    ds = load_dataset_file(path)
+    assert [r.broken for r in ds.records] == [False, True, True, True]
+    zero = "a zero byte: the line is UTF-16 text (as Windows PowerShell's >> appends it), or binary, not UTF-8"
+    assert [r.error for r in ds.records[1:]] == [f"line 2, column 2: {zero}", f"line 3, column 1: {zero}",
+                                                 f"line 4, column 1: {zero}"]
+
+
 @pytest.mark.parametrize("text,column,error", [
     ('{"instruction": "a", "output": "b"}\r{"instruction": "c", "output": "d"}\r', 37,
      "another record starts here after a carriage return (CR): lines that end in CR alone are one line in JSON "
