@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from peft import PeftConfig, PeftModel
     from torch import nn
 
+# The value of each target-modules key that targets without names: what check_targets' hint offers.
+ALL_TARGETS = {"lora_target_modules": "all-linear", "ia3_target_modules": "auto (PEFT's default for the architecture)"}
+
 
 def wrap(model: nn.Module, peft_config: PeftConfig, *, key: str) -> PeftModel:
     """``get_peft_model`` with PEFT's config errors turned into a ``ConfigError`` on ``key``."""
@@ -46,7 +49,7 @@ def check_targets(model: nn.Module, targets: object, key: str) -> None:
                          if isinstance(m, nn.Linear) and m is not model.get_output_embeddings()})
         raise ConfigError(f"'{key}': {', '.join(missing)} {'matches' if len(missing) == 1 else 'match'} no module "
                           f"of this model; its linear layers are {', '.join(linear)}", key=key,
-                          hint="Use those names, or all-linear.")
+                          hint=f"Use those names, or {ALL_TARGETS.get(key, 'all-linear')}.")
 
 
 def token_targets(model: nn.Module, ids: list[int]) -> dict[str, list[int]]:

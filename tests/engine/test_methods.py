@@ -275,6 +275,9 @@ def test_lora_unknown_target_names_the_key(base_dir):
         assert e.value.key == key
         assert e.value.message.startswith(f"'{key}': vv_proj matches no module of this model; its linear layers "
                                           "are down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")
+        # The hint's other way out is a value this key takes (IA3's was "all-linear", which it refuses).
+        offered = e.value.hint.split(" or ", 1)[1].split()[0].rstrip(".")
+        assert RunConfig.from_dict({"method": method, key: offered}).to_dict()[key] == offered
     # Whole dotted names and suffixes still match, as PEFT matches them.
     get_method("lora").apply(fresh_base(base_dir), make_cfg({"method": "lora",
                                                              "lora_target_modules": ["self_attn.q_proj", "v_proj"]}))
