@@ -214,6 +214,9 @@ class TrainArea(QWidget):
         self._line_before_refusal: str | None = None
         self._refusal_line: str | None = None
         self._split_before_answers: list[int] = []  # the plots' and tabs' heights before Answers took room
+        # What the estimate found the form's config can't do with its model (a ConfigError the run would
+        # stop at once the model is loaded): said at its field and in the banner, and Start waits for it.
+        self._model_problem: ConfigError | None = None
 
         self._build()
         self._connect()
@@ -362,6 +365,10 @@ class TrainArea(QWidget):
         except ConfigErrors as e:
             self._on_config_changed(set())  # shows the problems in the banner
             self._say_refused(_refusal_line(e.errors, button))
+            return False
+        if self._model_problem is not None:  # Start pressed before the button followed the estimate
+            self._on_model_problem(self._model_problem.to_dict())
+            self._say_refused(_refusal_line([self._model_problem], button))
             return False
         from engine.train import missing_inputs
 
@@ -925,6 +932,7 @@ class TrainArea(QWidget):
         self.gauge.sig_fit_requested.connect(self._on_fit)
         self.gauge.sig_target_changed.connect(lambda _: self._request_estimate())
         self.estimator.sig_estimate.connect(self._on_estimate)
+        self.estimator.sig_problem.connect(self._on_model_problem)
         self.estimator.sig_failed.connect(self.gauge.set_error)
         # The records are measured once the estimate process has answered: never before the first estimate.
         self.estimator.sig_failed.connect(lambda _: self.data_lengths.release())
@@ -962,6 +970,7 @@ class TrainArea(QWidget):
 
     def _on_config_changed(self, keys: set[str]) -> None:
         self._unsay_refused()  # the form changed: the banner's "Not started" goes, and the run line's with it
+        self._model_problem = None  # the estimate asked for below says it again if it still holds
         values = self.config_model.values()
         if "eval_dataset" in keys and "eval_split" not in keys and values["eval_dataset"] \
                 and values["eval_split"]:
@@ -1101,7 +1110,7 @@ class TrainArea(QWidget):
 
     def _update_buttons(self, *, run_changed: bool = False) -> None:
         active = self.run.is_active()
-        valid = not self.config_model.errors()
+        valid = not self.config_model.errors() and self._model_problem is None
         if run_changed:  # reads the run folder: only when the run's state changed, not per keystroke
             from engine.resume import resume_point
             from engine.runs import read_run_config
@@ -1226,6 +1235,24 @@ class TrainArea(QWidget):
                 probe = RunConfig(optimizer=choice, load_in="fp32", mixed_precision="no", method="lora")
                 errs = [e.message for e in environment_errors(probe, env) if e.key == "optimizer"]
                 opt.set_item_enabled(choice, not errs, " ".join(errs))
+
+    def _on_model_problem(self, problem: dict) -> None:
+        """The estimate found that the config can't work with its model (``problem``: a ConfigError's
+        ``to_dict()``): said beside the key's field and in the banner, in the words `finetune-studio
+        estimate` and `train` use, and Start waits until the form changes. The config's own rules
+        can't see it (it needs the model's structure: its layer count, its module names)."""
+        key, message = problem.get("key") or "", problem.get("message") or ""
+        self._model_problem = ConfigError(message, key=key or None, fix=problem.get("fix"), hint=problem.get("hint"))
+        if key == "model":
+            self.model_picker.show_problem(message)
+        elif key in self.editors:
+            self.editors[key].set_error(message)
+        if not self.config_model.errors():  # else the banner lists those, and this one once they are fixed
+            field = f"{label_for(key)} ({key})" if key else "Config"
+            hint = problem.get("hint")
+            self._show_banner(f"This config can't run with this model:\n• {field}: {_without_key(key, message)}"
+                              + (f"\n  {hint}" if hint else ""))
+        self._update_buttons()
 
     def _on_estimate(self, est: Any, latency_ms: float) -> None:
         self.estimate = est
@@ -1582,10 +1609,11 @@ def _refusal_line(problems: list[ConfigError], button: str) -> str:
 
 def _without_key(key: str, message: str) -> str:
     """A config error after its field's label: "Learning rate (learning_rate): must be between…",
-    not "…: 'learning_rate' must be between…" (each line of it, when several problems share the key)."""
+    not "…: 'learning_rate' must be between…" nor "…: 'ia3_target_modules': x matches no module…" (each
+    line of it, when several problems share the key)."""
     if not key:
         return message
-    return "\n".join(line.removeprefix(f"'{key}' ") for line in message.split("\n"))
+    return "\n".join(line.removeprefix(f"'{key}': ").removeprefix(f"'{key}' ") for line in message.split("\n"))
 
 
 def _duration(seconds: float | None) -> str:

@@ -9,7 +9,10 @@ Request: ``{"config": {...RunConfig.to_dict()...}, "gpu_bytes": int|null, "gpu_n
 (and ``"gpu_others_bytes"``, ``"gpu_others"``: what other programs hold on that GPU now),
 optionally with ``"data": {...DataLengths.to_dict()...}`` (the answer to ``data_lengths`` below):
 the estimate then also holds the one at the data's longest record (``Estimate.data``).
-Answer: ``{"ok": true, "estimate": Estimate.to_dict()}`` or ``{"ok": false, "error": "..."}``.
+Answer: ``{"ok": true, "estimate": Estimate.to_dict()}`` or ``{"ok": false, "error": "..."}``, with
+``"problem": ConfigError.to_dict()`` when the config can't work with this model and the error names
+its key (``freeze_trainable_layers`` above the model's layer count, a target module it doesn't have):
+the run would stop there too, after loading the model.
 
 Request ``{"call": "data_lengths", "config": {...}}``: the run's training records tokenized as the
 run will (``engine.data.lengths.data_lengths``: seconds to minutes on a large dataset, the first
@@ -41,7 +44,7 @@ def serve(stdin=None, stdout=None) -> int:
     if stdout is None:
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # library prints must not corrupt the answers
     from engine.config import RunConfig
-    from engine.errors import StudioError
+    from engine.errors import ConfigError, StudioError
 
     kept: dict[tuple, object] = {}  # the last tokenizer loaded (_kept)
 
@@ -69,6 +72,8 @@ def serve(stdin=None, stdout=None) -> int:
                 answer = {"ok": True, "estimate": est.to_dict()}
         except StudioError as e:
             answer = {"ok": False, "error": e.message}
+            if isinstance(e, ConfigError) and e.key:  # what the run would stop at, said at its field first
+                answer["problem"] = e.to_dict()
         except Exception as e:  # noqa: BLE001 - one bad request must not end the service
             answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         out.write(json.dumps(answer) + "\n")

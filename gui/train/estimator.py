@@ -33,6 +33,16 @@ from gui.train.background import BackgroundCalls
 DEBOUNCE_MS = 5  # coalesces the changes of one event-loop pass; in-flight coalescing does the rest
 
 
+class ConfigProblem(RuntimeError):
+    """The estimate found a problem of the config with this model, tied to a run-config key: the
+    ``ConfigError`` the run would stop at after loading the model (``freeze_trainable_layers`` above
+    its layer count, a target module it doesn't have). ``problem``: its ``to_dict()``."""
+
+    def __init__(self, message: str, problem: dict):
+        super().__init__(message)
+        self.problem = problem
+
+
 class EstimateProcess:
     """The estimate child process: one JSON request line in, one answer line out.
 
@@ -75,7 +85,8 @@ class EstimateProcess:
                 reading): the verdict judges what they leave.
 
         Raises:
-            RuntimeError: the estimate failed (the message says why) or the process died.
+            ConfigProblem: the config can't work with this model (a key's value).
+            RuntimeError: the estimate failed otherwise (the message says why) or the process died.
         """
         request = {"config": cfg.to_dict(), "gpu_bytes": gpu_bytes, "gpu_name": gpu_name}
         if data:
@@ -115,6 +126,8 @@ class EstimateProcess:
                 raise RuntimeError(f"the estimate process ended (exit code {proc.poll()})")
             answer = json.loads(line)
         if not answer.get("ok"):
+            if answer.get("problem"):
+                raise ConfigProblem(answer["error"], answer["problem"])
             raise RuntimeError(answer.get("error", "estimate failed"))
         return answer
 
@@ -151,6 +164,10 @@ class EstimateScheduler(QObject):
     """A new estimate (``engine.memory.Estimate``) and the ms from the change to the result."""
     sig_failed = Signal(str)
     """The estimate raised: a one-line message."""
+    sig_problem = Signal(object)
+    """The newest config can't work with this model (:class:`ConfigProblem`'s ``problem``: ``key``,
+    ``message``, ``fix``, ``hint``); emitted before ``sig_failed`` with its message. The next request
+    may be fine: every ``sig_estimate`` or ``sig_failed`` without it means the problem went."""
     sig_slow = Signal(bool)
     """True when a request has been waiting for its estimate longer than SLOW_MS (the gauge then
     says its numbers are the previous config's); False when it came."""
@@ -231,8 +248,11 @@ class EstimateScheduler(QObject):
         self._inflight = self._generation  # one job at a time (_busy)
 
         def job() -> tuple[Any, float]:
-            return self.process.estimate(cfg, gpu_bytes, gpu_name if gpu_bytes else None, data,
-                                         others if gpu_bytes else None), t0
+            try:
+                return self.process.estimate(cfg, gpu_bytes, gpu_name if gpu_bytes else None, data,
+                                             others if gpu_bytes else None), t0
+            except ConfigProblem as e:  # an answer about the config, not a failure of the estimate
+                return e, t0
 
         self._calls.submit("estimate", job)
 
@@ -247,7 +267,11 @@ class EstimateScheduler(QObject):
             return  # a newer config is on its way; this result is already stale
         if self._inflight == self._generation:  # else cancelled while it was computed
             self._say_slow(False)
-            self.sig_estimate.emit(est, self.last_latency_ms)
+            if isinstance(est, ConfigProblem):
+                self.sig_problem.emit(est.problem)
+                self.sig_failed.emit(str(est))
+            else:
+                self.sig_estimate.emit(est, self.last_latency_ms)
 
     def _on_failed(self, tag: str, message: str, trace: str) -> None:
         self._busy = False

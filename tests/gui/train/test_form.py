@@ -701,3 +701,42 @@ def test_queue_lets_a_grid_over_datasets_decide_when_the_forms_dataset_is_missin
     entries = RunQueue().entries()
     assert sorted(e.changes["dataset"] for e in entries) == [str(first), str(second)]
     assert "Queued" in area.progress_label.text()
+
+
+@pytest.mark.parametrize(("changes", "key", "fixed"), [
+    ({"method": "freeze", "freeze_trainable_layers": 10}, "freeze_trainable_layers", 4),
+    ({"method": "ia3", "ia3_target_modules": ["nope_proj"]}, "ia3_target_modules", ["v_proj"]),
+])
+def test_a_setting_the_model_cant_take_is_said_at_its_field_and_blocks_start(make_area, qtbot, monkeypatch,
+                                                                             changes, key, fixed):
+    """Ten trainable top layers of the demo's four, or an IA3 target it doesn't have: the config's own rules
+    pass, so the form let Start launch a worker that loaded the model and stopped there; only the gauge said
+    it ("No estimate: ..."). Now the estimate's problem is said at the field and in the banner, in the words
+    `finetune-studio estimate` prints for the same config, and Start waits until the value is fixed."""
+    from engine.errors import ConfigError
+    from engine.memory import estimate
+    from gui.train import worker_thread
+
+    launched: list = []
+    monkeypatch.setattr(worker_thread.WorkerClient, "start", lambda *a, **k: launched.append(a))
+    area = make_area()
+    area.config_model.update(changes)
+    assert area.estimator.wait(120_000)
+    qtbot.waitUntil(lambda: not area.start_button.isEnabled(), timeout=5_000)
+    with pytest.raises(ConfigError) as cli:  # what `finetune-studio estimate` prints for this config
+        estimate(area.config())
+    said = cli.value.message
+    assert said.startswith(f"'{key}'")
+    assert area.editors[key].toolTip().startswith(f"⚠ {said}")
+    assert area.banner.isVisible() and said.removeprefix(f"'{key}' ").removeprefix(f"'{key}': ") \
+        in area.banner.text()
+    assert area.start_run() is False and not area.run.is_active()
+    qtbot.wait(200)
+    assert launched == []
+    assert area.progress_label.text().startswith("Not started: ")
+
+    area.config_model.set(key, fixed)
+    assert area.estimator.wait(120_000)
+    qtbot.waitUntil(lambda: area.start_button.isEnabled(), timeout=5_000)
+    assert not area.banner.isVisible() and not area.editors[key].toolTip().startswith("⚠")
+    assert area.gauge.estimate is not None
