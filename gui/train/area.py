@@ -446,6 +446,12 @@ class TrainArea(QWidget):
         except ConfigErrors:
             self._on_config_changed(set())  # shows the problems in the banner
             return 0
+        problem = self._model_problem
+        if problem is not None and problem.key not in points and "model" not in points:
+            # The estimate found it (freeze_trainable_layers past the model's layers): each run would stop at it.
+            self._on_model_problem(problem.to_dict())
+            self._show_banner(f"Not queued: {problem.message}")
+            return 0
         # As `queue add`: a run whose model or data files aren't there is refused now, not failed later,
         # unattended. The form's own (a key the grid doesn't set) is said beside its field too, as Start does.
         if self._refuse_missing([x for x in missing_inputs(cfg) if x.key not in points], "Not queued"):

@@ -708,7 +708,7 @@ def test_queue_lets_a_grid_over_datasets_decide_when_the_forms_dataset_is_missin
     ({"method": "ia3", "ia3_target_modules": ["nope_proj"]}, "ia3_target_modules", ["v_proj"]),
 ])
 def test_a_setting_the_model_cant_take_is_said_at_its_field_and_blocks_start(make_area, qtbot, monkeypatch,
-                                                                             changes, key, fixed):
+                                                                             studio_home, changes, key, fixed):
     """Ten trainable top layers of the demo's four, or an IA3 target it doesn't have: the config's own rules
     pass, so the form let Start launch a worker that loaded the model and stopped there; only the gauge said
     it ("No estimate: ..."). Now the estimate's problem is said at the field and in the banner, in the words
@@ -734,6 +734,11 @@ def test_a_setting_the_model_cant_take_is_said_at_its_field_and_blocks_start(mak
     qtbot.wait(200)
     assert launched == []
     assert area.progress_label.text().startswith("Not started: ")
+    # Queue refuses it too (each queued run would stop at it), unless a grid varies that key.
+    assert area.queue_run() == 0 and area.banner.text() == f"Not queued: {said}"
+    from engine.runqueue import RunQueue
+
+    assert RunQueue().pending() == []
 
     area.config_model.set(key, fixed)
     assert area.estimator.wait(120_000)
