@@ -150,6 +150,11 @@ def shell_quote(text: str) -> str:
     return shlex.quote(text)
 
 
+TRY_TIP = "Open the trained adapter in the Adapters playground"
+COMPARE_TIP = ("Score the trained model and its base on the run's held-out records, side by side, and read their "
+               "answers (Adapters area, Compare on data)")
+
+
 class TrainArea(QWidget):
     """Choose, check, run, watch, fix and resume a fine-tuning run."""
 
@@ -785,7 +790,7 @@ class TrainArea(QWidget):
         policy.setHeightForWidth(True)
         self.progress_label.setSizePolicy(policy)
         self.try_button = QPushButton("Try it")
-        self.try_button.setToolTip("Open the trained adapter in the Adapters playground")
+        self.try_button.setToolTip(TRY_TIP)
         self.try_button.hide()
         self.audit_button = QPushButton("Audit records")
         self.audit_button.setToolTip("Rank this run's records by how unlikely the trained model still finds their "
@@ -793,8 +798,7 @@ class TrainArea(QWidget):
                                      "mistakes")
         self.audit_button.hide()
         self.compare_button = QPushButton("Compare with base")
-        self.compare_button.setToolTip("Score the trained model and its base on the run's held-out records, side by "
-                                       "side, and read their answers (Adapters area, Compare on data)")
+        self.compare_button.setToolTip(COMPARE_TIP)
         self.compare_button.hide()
         self.gguf_button = QPushButton("Export GGUF…")
         self.gguf_button.setToolTip("Write the trained model (an adapter merged into its base) as one GGUF file for "
@@ -1454,10 +1458,25 @@ class TrainArea(QWidget):
             self.progress.setFormat(f"{status} at step %v of %m")
 
     def _show_after_run(self, visible: bool) -> None:
-        """Try it, Audit records, Compare with base and Export GGUF: for a run that completed."""
+        """Try it, Audit records, Compare with base and Export GGUF: for a run that completed. Try it and
+        Compare load its final/ as a whole model or a PEFT adapter: for a bottleneck adapter (Finetune
+        Studio's own format) they are greyed, with the reason the Adapters area would give after switching."""
         for button in self.after_run_buttons:
             button.setVisible(visible)
         self.after_run_row.setVisible(visible)
+        problem = None
+        final = Path(self.run_dir) / "final" if visible and self.run_dir else None
+        if final is not None and not (final / "config.json").exists():
+            from engine.adapters import read_card
+
+            try:
+                card = read_card(final)
+                problem = None if card.loadable else card.problem
+            except StudioError as e:
+                problem = e.message
+        for button, tip in ((self.try_button, TRY_TIP), (self.compare_button, COMPARE_TIP)):
+            button.setEnabled(problem is None)
+            button.setToolTip(tip if problem is None else f"Not for this run: {problem}")
 
     def open_gguf_dialog(self) -> GgufDialog | None:
         """The GGUF export of the finished run's final/ (None without one)."""

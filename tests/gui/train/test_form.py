@@ -745,3 +745,28 @@ def test_a_setting_the_model_cant_take_is_said_at_its_field_and_blocks_start(mak
     qtbot.waitUntil(lambda: area.start_button.isEnabled(), timeout=5_000)
     assert not area.banner.isVisible() and not area.editors[key].toolTip().startswith("⚠")
     assert area.gauge.estimate is not None
+
+
+@pytest.mark.parametrize(("config", "can_try"), [
+    ({"format": "finetune-studio-bottleneck", "style": "pfeiffer", "base_model_name_or_path": "demo"}, False),
+    ({"peft_type": "LORA", "r": 8, "base_model_name_or_path": "demo"}, True),
+])
+def test_try_it_and_compare_are_greyed_with_the_reason_for_a_bottleneck_adapter_run(make_area, tmp_path, config,
+                                                                                    can_try):
+    """A bottleneck-adapter run completed with Try it and Compare with base offered; both switched to the Adapters
+    area, which then said the adapter can't be loaded. They are greyed now, saying why, as the library says it."""
+    from engine.adapters import read_card
+
+    final = tmp_path / "run" / "final"
+    final.mkdir(parents=True)
+    (final / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (final / "adapter_model.safetensors").write_bytes(b"")
+    area = make_area()
+    area.run_dir = str(final.parent)
+    area._show_after_run(True)
+    for button in (area.try_button, area.compare_button):
+        assert button.isVisibleTo(area) and button.isEnabled() is can_try
+    if not can_try:
+        assert area.try_button.toolTip() == f"Not for this run: {read_card(final).problem}"
+        assert "PEFT adapters only" in area.compare_button.toolTip()
+    assert area.audit_button.isEnabled() and area.gguf_button.isEnabled()
