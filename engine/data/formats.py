@@ -520,12 +520,33 @@ def _jsonl_problem(chunk: bytes, lineno: int) -> tuple[str, int] | None:
         value = json_text.loads(chunk)
     except json.JSONDecodeError:
         e = _decode_error(chunk)
+        said = _not_a_line_record(chunk, e)
+        if said is not None:
+            return f"line {lineno}, column {said[1]}: {said[0]}", said[1]
         return f"line {lineno}, column {e.colno}: {_line_problem(e)}", e.colno
     except UnicodeDecodeError as e:
         return f"line {lineno}, column {e.start + 1}: invalid UTF-8 byte 0x{chunk[e.start]:02x}", e.start + 1
     if type(value) is dict:
         return None
     return f"line {lineno}, column 1: expected a record object {{...}}, got {_json_type(value)}", 1
+
+
+def _not_a_line_record(chunk: bytes, e: json.JSONDecodeError) -> tuple[str, int] | None:
+    """What a JSONL line that fails is, where the parser's words ("Expecting property name enclosed
+    in double quotes", "Expecting value") miss it, with the 1-based column: a comment, or the first
+    line of a pretty-printed object (one that ends before its object does, and has a line ending)."""
+    text = e.doc
+    body = text.lstrip(" \t")
+    column = len(text) - len(body) + 1
+    if body.startswith(("#", "//")):
+        return "a comment line: JSON Lines has no comments", column
+    # Pretty-printers end such a line with the '{' itself or after a key's value ',', or open a list
+    # or object there; a record missing only its '}' (which ends in the last value) is not one.
+    if (body.startswith("{") and e.pos >= len(text.rstrip()) and text.rstrip().endswith(("{", ",", "[", ":"))
+            and chunk.endswith(b"\n")):
+        return ("the line starts a JSON object spread over several lines: JSON Lines needs one record per "
+                "line (or save it as .json)"), column
+    return None
 
 
 def _line_problem(e: json.JSONDecodeError) -> str:

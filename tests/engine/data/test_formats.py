@@ -782,3 +782,35 @@ def test_a_csv_json_cell_python_cannot_parse_is_kept_as_text(tmp_path, cell):
     assert ds.records[0].data["history"] == cell
     with pytest.raises(DataError, match="'history' is a string, expected a list"):
         ds.records[0].messages()
+
+
+@pytest.mark.parametrize("text,first_error", [
+    ('{\n  "instruction": "a",\n  "output": "b"\n}\n',
+     "line 1, column 1: the line starts a JSON object spread over several lines: JSON Lines needs one record per "
+     "line (or save it as .json)"),
+    ('  {"instruction": "a",\n   "output": "b"}\n',
+     "line 1, column 3: the line starts a JSON object spread over several lines: JSON Lines needs one record per "
+     "line (or save it as .json)"),
+    ('# exported 2024-05-01\n{"instruction": "a", "output": "b"}\n',
+     "line 1, column 1: a comment line: JSON Lines has no comments"),
+    ('{"instruction": "a", "output": "b"}\n  // the next batch\n', "line 2, column 3: a comment line: JSON Lines has no comments"),
+])
+def test_a_pretty_printed_object_or_a_comment_in_jsonl_is_said_as_such(tmp_path, text, first_error):
+    """The parser's own words ("Expecting property name enclosed in double quotes", "Expecting value")
+    named neither; a save's re-check of the broken record says the same."""
+    path = tmp_path / "pretty.jsonl"
+    path.write_bytes(text.encode())
+    ds = load_dataset_file(path)
+    assert [r.error for r in ds.records if r.broken][0] == first_error
+    save_dataset_file(ds)
+    assert path.read_bytes() == text.encode()
+    assert [r.error for r in ds.records if r.broken][0] == first_error
+
+
+def test_a_jsonl_line_cut_short_or_missing_its_brace_is_not_called_a_spread_object(tmp_path):
+    path = tmp_path / "cut.jsonl"
+    path.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "c", ')
+    ds = load_dataset_file(path)
+    assert ds.records[1].error == "line 2, column 22: Expecting property name enclosed in double quotes"
+    path.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"\n')
+    assert load_dataset_file(path).records[1].error == "line 2, column 35: Expecting ',' delimiter"
