@@ -359,7 +359,8 @@ def describe(ds: DatasetFile) -> str:
         parts.append("UTF-8 with BOM" if ds.bom else "UTF-8")
         parts.append("CRLF" if ds.newline == "\r\n" else "LF")
     if ds.mapping:
-        parts.append("mapped " + ", ".join(f"{k}→{v}" for k, v in ds.mapping.items()))
+        # A name with spaces around it (a CSV header's ' instruction ') quoted, so they show.
+        parts.append("mapped " + ", ".join(f"{k if k == k.strip() else repr(k)}→{v}" for k, v in ds.mapping.items()))
     return ", ".join(parts)
 
 
@@ -423,7 +424,9 @@ def _settle_format(ds: DatasetFile, fmt: str) -> None:
         if votes:
             ds.format = max(votes, key=votes.get)
         elif good:
-            alias = _alias_mapping(good[0].peek())
+            alias = _alias_mapping({ds.mapping.get(k, k): k for k in good[0].peek()})
+            if alias is None and ds.container == RecordFormat.CSV:
+                raise _unknown_header(ds)
             if alias is None:
                 keys = ", ".join(list(good[0].peek())[:12]) or "(none)"
                 raise DataError(
@@ -440,16 +443,36 @@ def _settle_format(ds: DatasetFile, fmt: str) -> None:
     _ = ds.schema  # attaches the shared schema to every record
 
 
-def _alias_mapping(data: dict) -> dict[str, str] | None:
+def _alias_mapping(names: dict[str, str]) -> dict[str, str] | None:
+    """The mapping from a record's alias names (prompt, response...) to the standard ones, or None
+    when they don't give an instruction and an output. ``names``: each key's name as read (a CSV
+    column spelled ``Prompt`` reads as ``prompt``) -> the key in the record."""
     mapping = {}
-    for standard, names in ALIASES.items():
-        for name in names:
-            if name in data and name not in mapping:
-                mapping[name] = standard
+    for standard, aliases in ALIASES.items():
+        for name in aliases:
+            if name in names and names[name] not in mapping:
+                mapping[names[name]] = standard
                 break
     if "instruction" in mapping.values() and "output" in mapping.values():
         return {k: v for k, v in mapping.items() if k != v}
     return None
+
+
+def _unknown_header(ds: DatasetFile) -> DataError:
+    """A CSV file whose header names no record format: its columns as found (quoted, so that spaces
+    show), the names taken, and a .tsv file that is comma-separated said so."""
+    columns = ds.style.get("columns") or []
+    found = ", ".join(repr(c) for c in columns[:12]) + (f" and {len(columns) - 12} more" if len(columns) > 12 else "")
+    said = (f"can't tell the record format: the header has the columns {found}; expected instruction and output "
+            "(Alpaca; input and system optional), conversations (ShareGPT) or messages, or "
+            f"{'/'.join(ALIASES['instruction'][:-1])} with {'/'.join(ALIASES['output'][:-1])} (any case, "
+            "spaces around a name ignored)")
+    hint = ("Rename the columns, or give a mapping from your names to the standard ones, e.g. "
+            '{"prompt": "instruction", "response": "output"}.')
+    if ds.style.get("delimiter") == "\t" and len(columns) == 1 and "," in columns[0]:
+        said += "; the header has no tab but has commas: this .tsv file is comma-separated"
+        hint = "Rename it to .csv: a .tsv file is read tab-separated."
+    return DataError(said, path=str(ds.path), line=1, hint=hint)
 
 
 # ---- JSONL
@@ -991,6 +1014,7 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
         raise DataError(f"the header has the column(s) {', '.join(map(repr, dupes))} more than once",
                         path=str(path), line=1)
     ds.style["columns"] = header
+    ds.mapping.update(_header_spellings(header, ds.mapping))
     ds.style["json_columns"] = [c for c in header if ds.mapping.get(c, c) in JSON_COLUMNS]
     line = 2
     records: list[Record] = []
@@ -1025,6 +1049,25 @@ def _read_csv(path: Path, ds: DatasetFile) -> None:
     _collect_errors(ds)
     if not records:
         ds.errors.insert(0, DataError("the file has a header but no records", path=str(path)))
+
+
+def _standard_name(column: str) -> str:
+    """A CSV column's name as the record formats spell theirs: spreadsheets write ``Instruction``, or
+    `` instruction `` when cells are padded."""
+    return column.strip().lower()
+
+
+def _header_spellings(header: list[str], mapping: dict[str, str]) -> dict[str, str]:
+    """A mapping to the standard field names (and the alias names, see :data:`ALIASES`) from the
+    header's columns that spell them in another case or with spaces around them. Only the reading
+    goes through it: the file keeps its header as written. A column the user mapped, or a name
+    that two columns spell, is left as it is."""
+    known = {*ALPACA_FIELDS, *JSON_COLUMNS, *(n for names in ALIASES.values() for n in names)}
+    spelled: dict[str, list[str]] = {}
+    for c in header:
+        spelled.setdefault(_standard_name(c), []).append(c)
+    return {c: name for name, cols in spelled.items() for c in cols
+            if name in known and len(cols) == 1 and c != name and c not in mapping}
 
 
 def _csv_error(chunk: str, line: int, delimiter: str, e: csv.Error) -> tuple[str, int | None]:

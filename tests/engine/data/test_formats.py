@@ -814,3 +814,45 @@ def test_a_jsonl_line_cut_short_or_missing_its_brace_is_not_called_a_spread_obje
     assert ds.records[1].error == "line 2, column 22: Expecting property name enclosed in double quotes"
     path.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"\n')
     assert load_dataset_file(path).records[1].error == "line 2, column 35: Expecting ',' delimiter"
+
+
+@pytest.mark.parametrize("header,names", [
+    ("Instruction,Input,Output", ("Instruction", "Input", "Output")),
+    (" instruction , input ,OUTPUT ", (" instruction ", " input ", "OUTPUT ")),
+    ("Prompt,Response", ("Prompt", None, "Response")),
+])
+def test_a_csv_header_in_another_case_or_padded_reads_and_is_written_back_as_it_was(tmp_path, header, names):
+    """Spreadsheet users write Instruction/Output, or pad cells with spaces; both were 'can't tell the
+    record format'. The names read case- and space-insensitively, and a save keeps the header."""
+    path = tmp_path / "sheet.csv"
+    rows = ["What is 2+2?,,4", "Say hi,,hi"] if names[1] else ["What is 2+2?,4", "Say hi,hi"]
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    ds = load_dataset_file(path)
+    assert ds.format == "alpaca" and not ds.broken_indices()
+    assert [(m["role"], m["content"]) for m in ds.records[0].messages(ds.schema)] == [
+        ("user", "What is 2+2?"), ("assistant", "4")]
+    old = ds.records[1]
+    ds.records[1] = Record(dict(old.peek(), **{names[2]: "hello"}), 3, source=old._source)
+    save_dataset_file(ds)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == header
+    assert lines[2].endswith(",hello")
+    assert load_dataset_file(path).records[1].messages(ds.schema)[-1]["content"] == "hello"
+
+
+@pytest.mark.parametrize("name,text,said,hint", [
+    ("odd.csv", "Frage, Antwort\nWer?,Ich\n", "the header has the columns 'Frage', ' Antwort'; expected instruction "
+     "and output (Alpaca; input and system optional), conversations (ShareGPT) or messages, or "
+     "prompt/question/query with completion/response/answer (any case, spaces around a name ignored)", "mapping"),
+    ("commas.tsv", "instruction,output\nhi,there\n", "the header has the columns 'instruction,output'; expected",
+     "Rename it to .csv: a .tsv file is read tab-separated."),
+])
+def test_a_csv_header_that_names_no_format_is_listed_as_found(tmp_path, name, text, said, hint):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_dataset_file(path)
+    assert f"{path}:1: can't tell the record format: {said}" in err.value.message
+    assert hint in err.value.hint
+    if name.endswith(".tsv"):
+        assert err.value.message.endswith("; the header has no tab but has commas: this .tsv file is comma-separated")
