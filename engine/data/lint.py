@@ -206,11 +206,7 @@ def lint(ds: DatasetFile, *, tokenizer: Any = None, seq_len: int | None = None,
     if n == 0:
         out.append(Finding(None, None, "empty-file", "error", "the file has no records"))
     for e in ds.file_errors:
-        # The error's message starts "PATH:LINE:COLUMN: "; a finding says its place as a broken record's does.
-        at = (f":{e.line}" + (f":{e.column}" if e.column is not None else "")) if e.line is not None else ""
-        said = e.message.removeprefix(f"{e.path}{at}: ")
-        where = f"line {e.line}, column {e.column}: " if e.column else f"line {e.line}: " if e.line else ""
-        out.append(Finding(None, e.line, "file-structure", "error", where + said))
+        out.append(Finding(None, e.line, "file-structure", "error", file_error_words(e)))
     scan = _Scan(ds.schema, out)
     for i, r in enumerate(ds.records):
         scan.add(i, r)
@@ -232,6 +228,16 @@ def lint(ds: DatasetFile, *, tokenizer: Any = None, seq_len: int | None = None,
 
     out.sort(key=_finding_order)
     return LintReport(out, _counts(out, n, stats["broken"]), stats)
+
+
+def file_error_words(e: DataError) -> str:
+    """A file-structure error (one of ``DatasetFile.file_errors``) as the ``file-structure`` finding
+    says it: its place as a broken record's ("line 4, column 2: ..."), without the file's path."""
+    # The error's message starts "PATH:LINE:COLUMN: ".
+    at = (f":{e.line}" + (f":{e.column}" if e.column is not None else "")) if e.line is not None else ""
+    said = e.message.removeprefix(f"{e.path}{at}: ")
+    where = f"line {e.line}, column {e.column}: " if e.column else f"line {e.line}: " if e.line else ""
+    return where + said
 
 
 def _finding_order(f: Finding) -> tuple:

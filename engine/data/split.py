@@ -80,7 +80,9 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
     In the file's own container and record format, split by :func:`train_eval_split` exactly
     as a run with ``eval_split: eval_ratio`` and ``seed`` splits (a run splits the records left
     after tokenization, so the two agree when the run dropped none). Broken records are
-    refused, as by :func:`engine.data.formats.export`.
+    refused, as by :func:`engine.data.formats.export`, and so is a file with file-structure errors
+    (``data check``'s, such as a JSON array without its closing ``]``): records may be missing
+    from it, and a split would leave them out of both parts without a word.
 
     Args:
         src: The dataset file, ``demo`` (the embedded sample dataset) or a dataset in the Hugging
@@ -97,8 +99,9 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
         eval: {path, records}}``; ``content_hash`` is the ``dataset_hash`` such a run records.
 
     Raises:
-        DataError: a ratio out of range, broken records, fewer than two records, or an output that
-            exists (without ``force``) or is not a folder.
+        DataError: a ratio out of range, broken records, a file-structure error (a JSON array cut
+            short, or with text after its ']'), fewer than two records, or an output that exists
+            (without ``force``) or is not a folder.
     """
     from engine.config import RunConfig  # not at the top: engine.config imports engine.data
     from engine.data.formats import check_output_path, open_dataset, save_dataset_file
@@ -123,6 +126,18 @@ def split_file(src: str | Path, eval_ratio: float, out_dir: str | Path, *, seed:
         raise DataError(f"{len(broken)} broken record(s) can't be split; the first is at line {first.line}: "
                         f"{first.error}", path=str(source), line=first.line, column=first.column,
                         hint="Fix or delete them first; `finetune-studio data check` lists every one.")
+    if ds.file_errors:
+        # A JSON array cut short (no closing ']', or ending after a comma) loads the records before
+        # the cut: a split of them would write an eval set short of records without a word.
+        from engine.data.lint import file_error_words
+
+        count = len(ds.file_errors)
+        first = ds.file_errors[0]
+        which = f"; the first of {count}: " if count > 1 else ": "
+        raise DataError("the file has a file-structure error, so records may be missing from it, and it isn't "
+                        f"split{which}{file_error_words(first)}", path=first.path or str(source),
+                        hint="Fix the file first (one cut short: copy it again from where it came); "
+                             "`finetune-studio data check` lists every problem.")
     n = len(ds.records)
     train_idx, eval_idx = train_eval_split(n, ratio, seed)
     if not train_idx or not eval_idx:

@@ -83,6 +83,27 @@ def test_broken_records_and_single_record_are_refused(tmp_path):
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
 
+@pytest.mark.parametrize("tail,words", [
+    ("\n", "line 4: the list of records is not closed: ']' is missing at the end"),
+    (",\n", "line 4, column 40: the file ends after a comma, without the list's closing ']': it may be cut short, "
+     "and records after this one missing"),
+])
+def test_a_json_array_cut_short_is_refused_in_data_checks_words(tmp_path, capsys, tail, words):
+    """Its records up to the cut load; split, they made an eval file short of the lost records without a word."""
+    path = tmp_path / "cut.json"
+    rows = [f'  {{"instruction": "q{i}", "output": "a{i}"}}' for i in range(3)]
+    path.write_text("[\n" + ",\n".join(rows) + tail, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        split(path, tmp_path / "s", 0.34)
+    assert err.value.message == (f"{path}: the file has a file-structure error, so records may be missing from it, "
+                                 f"and it isn't split: {words}")
+    assert "data check" in err.value.hint
+    assert not (tmp_path / "s").exists()
+    # The same words as data check's finding.
+    assert cli_check(argparse.Namespace(file=str(path), json=False, format="auto")) == 1
+    assert f"file-structure (error, 1)\n  {path}:4: {words}" in capsys.readouterr().out
+
+
 def test_check_prints_the_content_hash_of_the_usable_records(capsys):
     path = FIXTURES / "broken.jsonl"
     ds = load_dataset_file(path)
