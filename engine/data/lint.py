@@ -9,6 +9,9 @@ Consistency
     after the last record, or its closing ``]`` missing: a file cut short).
     ``duplicate-key`` (warning): an object of the record has a key twice; JSON readers (this one
     too) keep the last value, so the first is never seen, and an edit drops it from the file.
+    ``non-finite-number`` (warning): ``NaN``, ``Infinity`` or ``-Infinity`` as a value; Python's
+    JSON reader takes them (and a save writes them back as they are), but they are not JSON:
+    most other tools refuse the file.
     ``wrong-type`` (error): a field of the wrong type, e.g. ``output`` is a number or a list.
     ``missing-field`` (error): no ``output`` / no assistant turn / no instruction / every
     assistant turn with ``weight`` 0 (nothing trains). A ``weight`` other than 0, 1, true or
@@ -207,7 +210,7 @@ def lint(ds: DatasetFile, *, tokenizer: Any = None, seq_len: int | None = None,
         out.append(Finding(None, None, "empty-file", "error", "the file has no records"))
     for e in ds.file_errors:
         out.append(Finding(None, e.line, "file-structure", "error", file_error_words(e)))
-    scan = _Scan(ds.schema, out)
+    scan = _Scan(ds.schema, out, ds.container)
     for i, r in enumerate(ds.records):
         scan.add(i, r)
     rows = scan.rows
@@ -311,8 +314,8 @@ class _Row:
 class _Scan:
     """One pass over the records: per-record rules, exact duplicates, and per-row facts."""
 
-    def __init__(self, schema: Schema, out: list[Finding]):
-        self.schema, self.out = schema, out
+    def __init__(self, schema: Schema, out: list[Finding], container: str | None = None):
+        self.schema, self.out, self.container = schema, out, container
         self.rows: list[_Row] = []
         self.seen: dict[int, _Row] = {}
         self.prompts: dict[int, _Row] = {}
@@ -327,6 +330,8 @@ class _Scan:
         data = r.peek()
         before = len(out)
         _duplicate_keys(i, line, r, out)
+        if self.container != RecordFormat.PARQUET:  # Parquet's float columns hold NaN: no JSON there
+            _non_finite_numbers(i, line, r, out, located=self.container != RecordFormat.CSV)
         if schema.format == RecordFormat.ALPACA:
             _check_alpaca(i, line, data, schema, out)
         else:
@@ -456,6 +461,62 @@ def _duplicate_keys(i: int, line: int | None, r: Record, out: list[Finding]) -> 
         out.append(Finding(i, line, "duplicate-key", "warning",
                            f"the key '{key}' is written {times} in one object ({', '.join(values)}); "
                            "only the last value is read, and an edit of the record drops the others", key))
+
+
+def _non_finite_numbers(i: int, line: int | None, r: Record, out: list[Finding], *, located: bool = True) -> None:
+    """Warn of NaN, Infinity or -Infinity in the record: Python's ``json`` reads them as floats, but
+    they are not JSON (RFC 8259 has no such numbers), and most tools refuse a file that holds them.
+
+    Placed at the first one's line and column in the record's text (a JSONL line, a JSON array
+    element; a CSV row's JSON cell gives the row's line only, and an element's first line no
+    column: where it starts on that line is not kept for a record that reads). ``located``: the
+    record's text is JSON (not a CSV row's), so a place in it is a place in the file."""
+    src = r.source
+    if isinstance(src, (str, bytes)):
+        text = src.decode("utf-8", "replace") if isinstance(src, bytes) else src
+        if "NaN" not in text and "Infinity" not in text:
+            return  # the quick answer for nearly every record
+    else:
+        text = None
+    found = _first_non_finite(r.peek(), "")
+    if found is None:
+        return  # the words are inside strings
+    path, value = found
+    where = f"line {line}: " if line else ""
+    if text is not None and located and line:
+        token = next((m for m in _NON_FINITE.finditer(text) if m.group(1)), None)
+        if token is not None:
+            at = token.start(1)
+            below = text.count("\n", 0, at)
+            if below or isinstance(src, bytes):  # a JSONL line starts at column 1
+                where = f"line {line + below}, column {at - (text.rfind(chr(10), 0, at) + 1) + 1}: "
+            else:
+                where = f"line {line}: "
+    out.append(Finding(i, line, "non-finite-number", "warning",
+                       f"{where}'{path}' is {value}, which is not a JSON number: Python reads it, but most JSON "
+                       "tools refuse the file (a save writes it back as it is); write null, a number or a string "
+                       "instead", path.split(".")[0].split("[")[0]))
+
+
+# A string token (skipped: a word inside text is no number) or a non-finite number's literal.
+_NON_FINITE = re.compile(r'"(?:[^"\\]|\\.)*"?|(-?Infinity|NaN)')
+
+
+def _first_non_finite(value: Any, path: str) -> tuple[str, str] | None:
+    """The path (``score``, ``messages[1].weight``) and JSON literal of the first NaN or infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{n}]", v) for n, v in enumerate(value))
+    else:
+        return None
+    for p, v in items:
+        found = _first_non_finite(v, p)
+        if found is not None:
+            return found
+    return None
 
 
 _KEY_END = re.compile(r'"\s*:')  # how a key ends; a string value holding '":' counts too, hence "at most"

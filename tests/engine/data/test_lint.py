@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.data import load_dataset_file
+from engine.data import load_dataset_file, save_dataset_file
 from engine.data.lint import approx_tokens, detect_language, infer_task, lint, normalize
 from engine.paths import demo_dataset_path
 
@@ -488,3 +488,43 @@ def test_answer_weights_a_run_cannot_read_or_that_leave_nothing_to_train(tmp_pat
     assert rules(report, "missing-field") == [(2, 3, "error")]
     assert "every assistant turn has weight 0: nothing to train on" in next(
         f.message for f in report.findings if f.rule == "missing-field")
+
+
+NOT_JSON = ("which is not a JSON number: Python reads it, but most JSON tools refuse the file (a save writes it "
+            "back as it is); write null, a number or a string instead")
+
+
+@pytest.mark.parametrize("name,text,found", [
+    ("d.jsonl", '{"instruction": "a", "output": "b", "score": NaN}\n{"instruction": "NaN Infinity", "output": "d"}\n'
+     '{"instruction": "e", "output": "f", "w": [1, -Infinity]}\n',
+     [(0, 1, f"line 1, column 46: 'score' is NaN, {NOT_JSON}", "score"),
+      (2, 3, f"line 3, column 46: 'w[1]' is -Infinity, {NOT_JSON}", "w")]),
+    ("d.json", '[\n  {"instruction": "a", "output": "b",\n   "meta": {"score": Infinity}},\n'
+     '  {"instruction": "c", "output": "d", "w": -Infinity}\n]\n',
+     [(0, 2, f"line 3, column 22: 'meta.score' is Infinity, {NOT_JSON}", "meta"),
+      (1, 4, f"line 4: 'w' is -Infinity, {NOT_JSON}", "w")]),
+    ("d.csv", 'instruction,output,history\na,b,"[[""q"", ""r""]]"\nNaN,d,"[[""q"", NaN]]"\n',
+     [(1, 3, f"line 3: 'history[0][1]' is NaN, {NOT_JSON}", "history")]),
+])
+def test_nan_and_infinity_are_a_non_finite_number_warning(tmp_path, name, text, found):
+    """Python's json takes NaN, Infinity and -Infinity; other tools refuse the file. The word inside a
+    string (and a CSV cell's text) is no number."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    report = lint(load_dataset_file(path))
+    assert [(f.index, f.line, f.message, f.key) for f in report.findings if f.rule == "non-finite-number"] == found
+    assert all(f.severity == "warning" for f in report.findings if f.rule == "non-finite-number")
+
+
+def test_a_save_writes_nan_and_infinity_back_as_they_were(tmp_path):
+    """Edited or not, a record keeps its NaN and -Infinity literals (json.dumps writes them back), so a
+    save changes nothing the file had; the lint warning is what says they are not JSON."""
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"instruction": "a", "output": "b", "score": NaN}\n'
+                    '{"instruction": "c", "output": "d", "w": -Infinity}\n', encoding="utf-8")
+    ds = load_dataset_file(path)
+    ds.records[0].data = dict(ds.records[0].data, output="B")
+    save_dataset_file(ds)
+    assert path.read_text(encoding="utf-8") == ('{"instruction": "a", "output": "B", "score": NaN}\n'
+                                                '{"instruction": "c", "output": "d", "w": -Infinity}\n')
+    assert [f.line for f in lint(load_dataset_file(path)).findings if f.rule == "non-finite-number"] == [1, 2]
