@@ -557,16 +557,15 @@ def _jsonl_problem(chunk: bytes, lineno: int) -> tuple[str, int] | None:
 def _not_a_line_record(chunk: bytes, e: json.JSONDecodeError) -> tuple[str, int] | None:
     """What a JSONL line that fails is, where the parser's words ("Expecting property name enclosed
     in double quotes", "Expecting value") miss it, with the 1-based column: a comment, or the first
-    line of a pretty-printed object (one that ends before its object does, and has a line ending)."""
+    line of a pretty-printed object (a '{' alone on a line, with a line ending)."""
     text = e.doc
     body = text.lstrip(" \t")
     column = len(text) - len(body) + 1
     if body.startswith(("#", "//")):
         return "a comment line: JSON Lines has no comments", column
-    # Pretty-printers end such a line with the '{' itself or after a key's value ',', or open a list
-    # or object there; a record missing only its '}' (which ends in the last value) is not one.
-    if (body.startswith("{") and e.pos >= len(text.rstrip()) and text.rstrip().endswith(("{", ",", "[", ":"))
-            and chunk.endswith(b"\n")):
+    # Pretty-printers (json.dumps with an indent, jq, JSON.stringify) put the '{' alone on its line; a
+    # line with a key after it that ends early is a record cut short or missing its '}', said as such.
+    if body.rstrip() == "{" and chunk.endswith(b"\n"):
         return ("the line starts a JSON object spread over several lines: JSON Lines needs one record per "
                 "line (or save it as .json)"), column
     return None

@@ -788,8 +788,8 @@ def test_a_csv_json_cell_python_cannot_parse_is_kept_as_text(tmp_path, cell):
     ('{\n  "instruction": "a",\n  "output": "b"\n}\n',
      "line 1, column 1: the line starts a JSON object spread over several lines: JSON Lines needs one record per "
      "line (or save it as .json)"),
-    ('  {"instruction": "a",\n   "output": "b"}\n',
-     "line 1, column 3: the line starts a JSON object spread over several lines: JSON Lines needs one record per "
+    ('\t{ \r\n\t\t"instruction": "a",\r\n\t\t"output": "b"\r\n\t}\r\n',
+     "line 1, column 2: the line starts a JSON object spread over several lines: JSON Lines needs one record per "
      "line (or save it as .json)"),
     ('# exported 2024-05-01\n{"instruction": "a", "output": "b"}\n',
      "line 1, column 1: a comment line: JSON Lines has no comments"),
@@ -809,6 +809,8 @@ def test_a_pretty_printed_object_or_a_comment_in_jsonl_is_said_as_such(tmp_path,
 
 def test_a_jsonl_line_cut_short_or_missing_its_brace_is_not_called_a_spread_object(tmp_path):
     path = tmp_path / "cut.jsonl"
+    path.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "c", \n{"instruction": "e", "output": "f"}\n')
+    assert load_dataset_file(path).records[1].error == "line 2, column 22: Expecting property name enclosed in double quotes"
     path.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "c", ')
     ds = load_dataset_file(path)
     assert ds.records[1].error == "line 2, column 22: Expecting property name enclosed in double quotes"
