@@ -633,7 +633,7 @@ def _folder_text(e: Entry) -> str:
 def cli_add(args: Any) -> int:
     """``finetune-studio queue add RUN.yaml [--grid KEY=V1,V2 ...] [--KEY VALUE ...] [--json]``."""
     from engine.config import RunConfig, keys_in
-    from engine.train import missing_inputs
+    from engine.train import missing_inputs, model_problems
 
     q = RunQueue()
     cfg = RunConfig.load(args.config, args.overrides)
@@ -652,7 +652,7 @@ def cli_add(args: Any) -> int:
         print(f"note: {note}", file=sys.stderr)
     given = {*keys_in(args.config), *args.overrides}
     added = q.add(cfg, changes=dict(args.overrides), source=str(Path(args.config).resolve()), grid=grid,
-                  given=given, check=missing_inputs)
+                  given=given, check=lambda c: missing_inputs(c) or model_problems(c))
     for note in advice_for(added):  # said now: the runs train unattended
         print(f"note: {note}", file=sys.stderr)
     if args.json:

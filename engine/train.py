@@ -533,6 +533,28 @@ def missing_inputs(cfg: RunConfig) -> list[ConfigError]:
     return [*_missing_model(cfg), *data_file_errors(cfg), *_path_errors(cfg)]
 
 
+def model_problems(cfg: RunConfig) -> list[ConfigError]:
+    """What the method's settings ask of this model that it doesn't have, from its config.json on the
+    meta device (:func:`engine.memory.structure.model_structure`, cached; no weights are read):
+    ``freeze_trainable_layers`` above its layer count, a target or extra module it has no such layer
+    for. The run stopped at these only after its folder was made and the model loaded, with a
+    ``--resume`` hint that could not help. Imports torch: ``train`` and ``queue add`` ask it (the GUI
+    hears the same from its estimate process). A model the structure can't be built for is left to
+    the run, which says why if it fails.
+    """
+    if missing_inputs(cfg):
+        return []  # said by missing_inputs; nothing to build the structure from
+    from engine.memory.structure import model_structure
+
+    try:
+        model_structure(cfg)
+    except ConfigError as e:
+        return [e] if e.key else []
+    except Exception:  # noqa: BLE001 - a model it can't build (ModelError, a family's quirk): never stop a run
+        return []  # not a settings problem: the run's own loading says it, with its context
+    return []
+
+
 def _path_errors(cfg: RunConfig) -> list[ConfigError]:
     """``deepspeed`` names no file; ``output_dir`` can't be a folder because it or a folder above it is
     a file (both failed the run as "training failed: FileExistsError ... This is a bug")."""
@@ -2413,6 +2435,10 @@ def cli_train(args: Any) -> int:
     errors = missing_inputs(cfg)
     if errors:
         raise ConfigErrors(errors)  # one reads as itself, with its hint
+    # Before the run's folder: a setting the model can't take is a bad value too, not a failed run.
+    errors = model_problems(cfg)
+    if errors:
+        raise ConfigErrors(errors)
     from engine.adapters import quiet_loading
 
     quiet_loading()  # the run prints its own progress: no "Loading weights" bar in a line-based log

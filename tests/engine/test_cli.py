@@ -362,6 +362,32 @@ def test_train_refuses_a_model_that_is_not_there_as_a_bad_value_before_anything_
     assert not (studio_home / "runs").exists()
 
 
+@pytest.mark.parametrize(("overrides", "said", "fix"), [
+    (["--method", "freeze", "--freeze_trainable_layers", "10"],
+     "'freeze_trainable_layers' is 10 but the model has only 4 decoder layers", "fix: --freeze_trainable_layers 4"),
+    (["--method", "ia3", "--ia3_target_modules", "nope_proj"],
+     "'ia3_target_modules': nope_proj matches no module of this model; its linear layers are down_proj", "hint: "),
+])
+def test_a_setting_the_model_cant_take_is_a_bad_value_before_a_run_folder_is_made(studio_home, capsys, overrides,
+                                                                                  said, fix):
+    """These made a run folder, loaded the model and failed in it ("failed: ... --resume starts it
+    over", exit 1): a resume that could not help. Queue add queued them to fail unattended."""
+    from pathlib import Path
+
+    demo = str(Path(__file__).resolve().parents[2] / "resources" / "presets" / "demo.yaml")
+    assert main(["train", demo, *overrides, "--max_steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio train: {said}") and fix in err and "--resume" not in err
+    assert not (studio_home / "runs").exists()
+    assert main(["queue", "add", demo, *overrides]) == 2
+    assert said in capsys.readouterr().err
+    assert main(["queue", "add", demo, "--method", "lora", "--grid", "lora_target_modules=q_proj,nope"]) == 2
+    assert "grid point lora_target_modules=nope: 'lora_target_modules': nope matches no module" in \
+        capsys.readouterr().err
+    assert main(["queue", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == []
+
+
 def test_a_typo_in_a_local_model_path_names_the_model_folder_it_likely_meant(tmp_path, studio_home, monkeypatch,
                                                                              capsys):
     """`model: models/my-modle` said it was not in the Hugging Face cache and advised `hf download
