@@ -18,6 +18,7 @@ from PySide6.QtCore import QProcess, QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -424,7 +425,10 @@ class CompareDialog(QDialog):
             f"Max new tokens: {self.max_tokens.value()}")
 
     def _on_setup_toggled(self, shown: bool) -> None:
+        had_keyboard = self.setup.isAncestorOf(QApplication.focusWidget())
         self.setup.setVisible(shown)
+        if had_keyboard and not shown:  # Qt passed it to the table, framing its first cell: the answers are next
+            self.answers.setFocus(Qt.FocusReason.OtherFocusReason)
         self.setup_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def _say(self, text: str, colour: str | None = None) -> None:
