@@ -51,6 +51,8 @@ class _EventPump(QThread):
         self._lock = lock
         self.client: Any = None
         self.pending: list[str] = []  # commands asked for before the client existed
+        self.kill_requested = False  # Kill pressed before the client existed
+        self.handover = threading.Lock()  # the client's arrival vs. a command or Kill asked meanwhile
 
     def _push(self, kind: str, data: dict[str, Any]) -> None:
         with self._lock:
@@ -66,7 +68,11 @@ class _EventPump(QThread):
                                   "hint": getattr(e, "hint", None)})
             self._push(ev.FINISHED, {"status": "failed", "message": message})
             return
-        self.client = client
+        with self.handover:
+            self.client = client
+            pending, self.pending, kill = self.pending, [], self.kill_requested
+        if kill:  # Kill pressed while the worker was being spawned: it was ignored, and the run trained on
+            client.kill()
         if self._nice and client.proc is not None and hasattr(os, "setpriority"):
             # Right after the spawn, before the worker starts its compute threads (which
             # inherit the niceness on Linux, where it is per thread).
@@ -75,7 +81,7 @@ class _EventPump(QThread):
             except OSError:
                 pass
         self._push("launched", {"output_dir": str(client.output_dir), "pid": client.pid})
-        for cmd in self.pending:
+        for cmd in pending:
             client.send(cmd)
         if client.proc is None:  # re-attached: follow its events.jsonl, interruptibly, right here
             for event in client.events(should_stop=self.isInterruptionRequested):
@@ -168,7 +174,12 @@ class RunClient(QObject):
 
     def kill(self) -> None:
         """Last resort: end the worker process now (progress since the last checkpoint is lost)."""
-        client = self._pump.client if self._pump else None
+        pump = self._pump
+        if pump is None:
+            return
+        with pump.handover:
+            pump.kill_requested = True  # the pump kills it on arrival when it isn't there yet
+            client = pump.client
         if client is not None:
             client.kill()
 
@@ -237,10 +248,12 @@ class RunClient(QObject):
         pump = self._pump
         if pump is None or self._finished:
             return False
-        if pump.client is None:
-            pump.pending.append(cmd)
-            return True
-        return pump.client.send(cmd)
+        with pump.handover:
+            client = pump.client
+            if client is None:
+                pump.pending.append(cmd)
+                return True
+        return client.send(cmd)
 
     def _emit(self, event: Any) -> None:
         kind, data = event.type, event.data

@@ -234,3 +234,37 @@ def test_the_progress_bar_says_how_a_failed_run_ended(make_area, qtbot, tmp_path
     area.progress.setValue(3)
     area._show_progress_end("failed", {"status": "failed", "error": {"kind": "nonfinite", "step": 5}})
     assert area.progress.text() == "failed at step 5 of 30"
+
+
+def test_kill_right_after_start_ends_the_worker_it_was_spawning(qtbot, studio_home, monkeypatch):
+    """Kill pressed while the pump thread was still spawning the worker found no client and did
+    nothing: the run trained on (a test waiting for it left a worker training for minutes)."""
+    import os
+    import threading
+
+    from engine.client import WorkerClient, pid_alive
+    from gui.train.worker_thread import RunClient
+
+    spawning, spawned = threading.Event(), []
+    real_start = WorkerClient.start.__func__
+
+    def slow_start(cls, *args, **kwargs):
+        spawning.wait(30)  # Kill is pressed while this runs
+        spawned.append(real_start(cls, *args, **kwargs))
+        return spawned[-1]
+
+    monkeypatch.setattr(WorkerClient, "start", classmethod(slow_start))
+    cfg = RunConfig.load(Path(__file__).resolve().parents[3] / "resources" / "presets" / "demo.yaml",
+                         {**FAST, "max_steps": 2000, "save_steps": 0, "eval_split": 0.0})
+    run = RunClient()
+    run.start(cfg)
+    run.kill()
+    spawning.set()
+    try:
+        with qtbot.waitSignal(run.sig_finished, timeout=60_000):
+            pass
+        assert spawned and not pid_alive(spawned[0].pid)
+    finally:
+        if spawned and pid_alive(spawned[0].pid):
+            os.kill(spawned[0].pid, 9)
+        run.shutdown()
