@@ -13,10 +13,11 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QMimeData, QObject, QProcess, QProcessEnvironment, Qt
 from PySide6.QtGui import QResizeEvent, QTextOption
-from PySide6.QtWidgets import QFrame, QProgressBar, QSizePolicy, QTextEdit, QWidget
+from PySide6.QtWidgets import QAbstractButton, QFrame, QProgressBar, QSizePolicy, QTextEdit, QWidget
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -101,6 +102,106 @@ def read_progress(proc: QProcess, bar: QProgressBar, unit: str = "") -> tuple[st
         elif line.strip():
             rest += line + "\n"
     return rest, moved
+
+
+class EngineCommandMixin:
+    """A dialog's (or panel's) one ``finetune-studio`` command at a time, run in a child process.
+
+    Mixed into a widget (before it: ``class MergeDialog(EngineCommandMixin, QDialog)``) that has a
+    ``progress`` bar. While the child runs, the button that started it is disabled and the bar shows
+    a busy state; ``progress DONE TOTAL`` lines on stderr move the bar (:func:`read_progress`), the
+    other stderr lines are kept in ``errors`` and stdout in ``output`` (also handed to
+    :meth:`_on_output` as it comes). At the end the bar hides and the button comes back, and
+    :meth:`_on_succeeded` gets the output, or :meth:`_on_failed` the command's own error line
+    (:func:`cli_failure`): a child killed mid-way is a failure too.
+    """
+
+    CLI_COMMAND = ""
+    """The command as its error lines name it (``finetune-studio CLI_COMMAND: message``)."""
+    PROGRESS_UNIT = ""
+    """What the progress bar counts (``1,200 / 1,200 tensors``)."""
+
+    proc: QProcess | None = None
+    output = ""
+    """The child's stdout (with stderr when started ``merged``)."""
+    errors = ""
+    """The child's stderr lines that are not progress lines."""
+    progress: QProgressBar
+    _engine_button: QAbstractButton | None = None
+
+    # ---- Public API
+    def wait(self, msecs: int = 300_000) -> bool:
+        """Block until the child process ends (tests and scripts)."""
+        return self.proc is not None and self.proc.waitForFinished(msecs)
+
+    # ---- For the dialog
+    def _start_engine(self, args: list[str], button: QAbstractButton, *, merged: bool = False) -> None:
+        """Run ``finetune-studio ARGS`` with ``button`` disabled until it ends (``merged``: stderr
+        comes with stdout, for a dialog that shows the child's whole output as it comes)."""
+        self.proc = engine_process(self, merged=merged)  # type: ignore[arg-type]  # self: the widget mixed into
+        self.proc.readyReadStandardError.connect(self._on_stderr)
+        self.proc.readyReadStandardOutput.connect(self._on_stdout)
+        self.proc.finished.connect(self._on_finished)
+        self.output = self.errors = ""
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self._engine_button = button
+        button.setEnabled(False)
+        start_engine(self.proc, args)
+
+    def _kill_engine(self) -> bool:
+        """Kill a running child (its end is reported as a failure); True when one was running."""
+        if self.proc is None or self.proc.state() == QProcess.ProcessState.NotRunning:
+            return False
+        self.proc.kill()
+        self.proc.waitForFinished(5000)
+        return True
+
+    def _on_output(self, text: str) -> None:
+        """More of the child's stdout came (already added to ``output``)."""
+
+    def _on_progress(self) -> None:
+        """A progress line moved the bar (say what is being done)."""
+
+    def _on_succeeded(self, output: str) -> None:
+        """The child exited 0; ``output``: its stdout."""
+
+    def _on_failed(self, why: str) -> None:
+        """The child failed; ``why``: its own error line, else its last line, else its exit code."""
+
+    # ---- Internals
+    def _on_stderr(self) -> None:
+        if self.proc is not None:
+            self._read(self.proc)
+
+    def _on_stdout(self) -> None:
+        if self.proc is not None:
+            self._read_stdout(self.proc)
+
+    def _read_stdout(self, proc: QProcess) -> None:
+        text = bytes(proc.readAllStandardOutput().data()).decode("utf-8", errors="replace")
+        if text:
+            self.output += text
+            self._on_output(text)
+
+    def _read(self, proc: QProcess) -> None:
+        text, moved = read_progress(proc, self.progress, self.PROGRESS_UNIT)
+        self.errors += text
+        if moved:
+            self._on_progress()
+
+    def _on_finished(self, code: int, status: Any) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            self._read(proc)
+            self._read_stdout(proc)
+        self.progress.setVisible(False)
+        if self._engine_button is not None:
+            self._engine_button.setEnabled(True)
+        if code == 0 and status != QProcess.ExitStatus.CrashExit:
+            self._on_succeeded(self.output)
+        else:
+            self._on_failed(cli_failure(self.errors + self.output, self.CLI_COMMAND, code))
 
 
 # U+2060 WORD JOINER: no line break here. Put after each hyphen of the shown text only; copying strips it.

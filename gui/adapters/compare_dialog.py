@@ -12,9 +12,8 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from PySide6.QtCore import QProcess, QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -42,14 +41,7 @@ from PySide6.QtWidgets import (
 
 from engine import adapters as lib
 from engine.compare import Comparison, describe_saved, format_change, new_comparison_path, saved_comparisons
-from gui.engine_process import (
-    cli_failure,
-    command_label,
-    command_text,
-    engine_process,
-    read_progress,
-    start_engine,
-)
+from gui.engine_process import EngineCommandMixin, command_label, command_text
 
 HEADERS = ["Model", "Answer loss", "Perplexity", "vs base", "Best on", "Trained on", "Exact", "F1"]
 ANSWER_COLUMNS = (6, 7)  # shown when the comparison scored answers (--answer)
@@ -122,8 +114,10 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if v < 1e4 else f"{v:.3g}"
 
 
-class CompareDialog(QDialog):
+class CompareDialog(EngineCommandMixin, QDialog):
     """Ask which records, run the comparison in a child process, show the table and the answers."""
+
+    CLI_COMMAND = "adapters compare"
 
     sig_starting = Signal()
     """The comparison is about to load the base (a playground holding the GPU may let it go)."""
@@ -138,9 +132,6 @@ class CompareDialog(QDialog):
         self.base = base
         self.load_in = load_in
         self.cards = list(cards)
-        self.proc: QProcess | None = None
-        self.output = ""
-        self.errors = ""
         self.result: Comparison | None = None
         self.out_file: Path | None = None
 
@@ -300,21 +291,10 @@ class CompareDialog(QDialog):
         self.out_file = new_comparison_path()
         self.out_file.parent.mkdir(parents=True, exist_ok=True)
         self.sig_starting.emit()
-        self.proc = engine_process(self, merged=False)
-        self.proc.readyReadStandardError.connect(self._on_stderr)
-        self.proc.finished.connect(self._on_finished)
-        self.output = self.errors = ""
-        self.progress.setRange(0, 0)
-        self.progress.setVisible(True)
         self.results.setVisible(False)
         self._say("Loading the base once and each adapter beside it, in a child process…")
-        self.run_button.setEnabled(False)
-        start_engine(self.proc, [*self.command(), "--json", "--progress", "--out", str(self.out_file)])
+        self._start_engine([*self.command(), "--json", "--progress", "--out", str(self.out_file)], self.run_button)
         return True
-
-    def wait(self, msecs: int = 300_000) -> bool:
-        """Block until the comparison process ends (tests and scripts)."""
-        return self.proc is not None and self.proc.waitForFinished(msecs)
 
     def show_result(self, comparison: Comparison, kept: bool = False) -> None:
         """Fill the table and the answers from a comparison (``kept``: one made earlier, not the
@@ -441,38 +421,22 @@ class CompareDialog(QDialog):
         if path:
             self.dataset_edit.setText(path)
 
-    def _on_stderr(self) -> None:
-        if self.proc is not None:
-            self._read(self.proc)
+    def _on_progress(self) -> None:
+        self._say("Scoring each record with each model, then answering…")
 
-    def _read(self, proc: QProcess) -> None:
-        text, moved = read_progress(proc, self.progress)
-        self.errors += text
-        if moved:
-            self._say("Scoring each record with each model, then answering…")
+    def _on_succeeded(self, output: str) -> None:
+        try:
+            comparison = Comparison.from_dict(json.loads(output.strip().splitlines()[-1]))
+        except (ValueError, IndexError, TypeError, KeyError) as e:
+            self._say(html.escape(f"The comparison's result can't be read: {e}"), "#be1e1e")
+            return
+        self.show_result(comparison)
+        self.reload_earlier()
+        self.sig_compared.emit(str(self.out_file))
 
-    def _on_finished(self, code: int, _status: Any) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            self._read(proc)
-            self.output = bytes(proc.readAllStandardOutput().data()).decode("utf-8", errors="replace")
-        self.progress.setVisible(False)
-        self.run_button.setEnabled(True)
-        if code == 0:
-            try:
-                comparison = Comparison.from_dict(json.loads(self.output.strip().splitlines()[-1]))
-            except (ValueError, IndexError, TypeError, KeyError) as e:
-                self._say(html.escape(f"The comparison's result can't be read: {e}"), "#be1e1e")
-                return
-            self.show_result(comparison)
-            self.reload_earlier()
-            self.sig_compared.emit(str(self.out_file))
-        else:
-            self._say(html.escape("The comparison failed: "
-                                  + cli_failure(self.errors + self.output, "adapters compare", code)), "#be1e1e")
+    def _on_failed(self, why: str) -> None:
+        self._say(html.escape("The comparison failed: " + why), "#be1e1e")
 
     def _on_close(self) -> None:
-        if self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning:
-            self.proc.kill()
-            self.proc.waitForFinished(5000)
+        self._kill_engine()
         self.reject()

@@ -12,9 +12,8 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
-from PySide6.QtCore import QProcess, Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QComboBox,
@@ -45,14 +44,7 @@ from engine.gguf_export import (
 )
 from engine.paths import data_home
 from engine.runs import find_run
-from gui.engine_process import (
-    cli_failure,
-    command_label,
-    command_text,
-    engine_process,
-    read_progress,
-    start_engine,
-)
+from gui.engine_process import EngineCommandMixin, command_label, command_text
 
 TYPE_NOTES = {
     "q8_0": "8-bit blocks: about half of f16, and the answers barely change (the usual choice)",
@@ -68,8 +60,11 @@ LORA_TYPE_NOTES = {
 }
 
 
-class GgufDialog(QDialog):
+class GgufDialog(EngineCommandMixin, QDialog):
     """Ask for the type and the file, run the export, say where the file went."""
+
+    CLI_COMMAND = "export-gguf"
+    PROGRESS_UNIT = "tensors"
 
     sig_exported = Signal(str)
     """The export finished: the .gguf file."""
@@ -85,10 +80,7 @@ class GgufDialog(QDialog):
         self.base = base
         self.is_adapter = (Path(source) / "adapter_config.json").exists()
         self.run = find_run(Path(source).parent) if Path(source).name == "final" else None
-        self.proc: QProcess | None = None
         self.started_at = 0.0
-        self.output = ""
-        self.errors = ""
         self._auto_out = True
         self.file_size: int | None = None  # not "size": that would hide QWidget.size()
         self.need: int | None = None
@@ -201,22 +193,11 @@ class GgufDialog(QDialog):
                       "#be1e1e")
             return False
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = engine_process(self, merged=False)
-        self.proc.readyReadStandardError.connect(self._on_stderr)
-        self.proc.finished.connect(self._on_finished)
-        self.output = self.errors = ""
-        self.progress.setRange(0, 0)
-        self.progress.setVisible(True)
         self._say("Writing the adapter…" if self.as_lora() else
                   "Merging the adapter into the base…" if self.is_adapter else "Reading the model…")
-        self.export_button.setEnabled(False)
         self.started_at = time.time()
-        start_engine(self.proc, [*self.command(), "--json", "--progress"])
+        self._start_engine([*self.command(), "--json", "--progress"], self.export_button)
         return True
-
-    def wait(self, msecs: int = 300_000) -> bool:
-        """Block until the export process ends (tests and scripts)."""
-        return self.proc is not None and self.proc.waitForFinished(msecs)
 
     # ---- Internals
     def _say(self, text: str, color: str | None = None) -> None:
@@ -294,30 +275,16 @@ class GgufDialog(QDialog):
             self._auto_out = False
             self.out_edit.setText(path if path.lower().endswith(".gguf") else path + ".gguf")
 
-    def _on_stderr(self) -> None:
-        if self.proc is not None:
-            self._read(self.proc)
+    def _on_progress(self) -> None:
+        self._say("Converting and writing tensors…")
 
-    def _read(self, proc: QProcess) -> None:
-        text, moved = read_progress(proc, self.progress, "tensors")
-        self.errors += text
-        if moved:
-            self._say("Converting and writing tensors…")
+    def _on_failed(self, why: str) -> None:
+        self._say(html.escape(f"The export failed: {why}", quote=False), "#be1e1e")
+        self.sig_failed.emit(why)
 
-    def _on_finished(self, code: int, _status: Any) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            self._read(proc)
-            self.output = bytes(proc.readAllStandardOutput().data()).decode("utf-8", errors="replace")
-        self.progress.setVisible(False)
-        self.export_button.setEnabled(True)
-        if code != 0:
-            why = cli_failure(self.errors + self.output, "export-gguf", code)
-            self._say(html.escape(f"The export failed: {why}", quote=False), "#be1e1e")
-            self.sig_failed.emit(why)
-            return
+    def _on_succeeded(self, output: str) -> None:
         try:
-            result = json.loads(self.output.strip().splitlines()[-1])
+            result = json.loads(output.strip().splitlines()[-1])
         except (ValueError, IndexError) as e:
             self._say(html.escape(f"The export's result can't be read: {e}", quote=False), "#be1e1e")
             self.sig_failed.emit(f"its result can't be read: {e}")
@@ -350,9 +317,7 @@ class GgufDialog(QDialog):
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(self.written).parent)))
 
     def _on_cancel(self) -> None:
-        if self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning:
-            self.proc.kill()
-            self.proc.waitForFinished(5000)
+        if self._kill_engine():
             self._remove_leftovers()
         self.reject()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -31,7 +31,7 @@ from engine import adapters as lib
 from engine.gguf_export import TYPES as GGUF_TYPES
 from engine.paths import data_home
 from gui.adapters.library_model import method_label
-from gui.engine_process import cli_failure, command_label, command_text, engine_process, start_engine
+from gui.engine_process import EngineCommandMixin, command_label, command_text
 
 MERGEABLE = ("LORA", "IA3")
 
@@ -55,8 +55,10 @@ def merge_problem(cards: list[lib.AdapterCard], matches: dict | None = None) -> 
     return None
 
 
-class MergeDialog(QDialog):
+class MergeDialog(EngineCommandMixin, QDialog):
     """Ask where and how to merge, run the merge in a child process, report the outcome."""
+
+    CLI_COMMAND = "merge"
 
     sig_merged = Signal(str)
     """The merge finished: the output folder."""
@@ -69,8 +71,6 @@ class MergeDialog(QDialog):
         self.setMinimumWidth(560)
         self.base = base
         self.cards = list(cards)
-        self.proc: QProcess | None = None
-        self.output = ""
         self.weights: list[QDoubleSpinBox] = []
 
         intro = QLabel(f"Writes a plain safetensors model folder: <b>{base}</b> with "
@@ -189,21 +189,11 @@ class MergeDialog(QDialog):
         if out.exists() and any(out.iterdir()):
             self._fail(f"{out} already exists and is not an empty folder; choose a new one.")
             return False
-        self.proc = engine_process(self)
-        self.proc.readyReadStandardOutput.connect(self._on_output)
-        self.proc.finished.connect(self._on_finished)
-        self.output = ""
         self.log.clear()
         self.result.setText("Merging… the base loads, the adapters are applied and the folder is written.")
         self.result.setStyleSheet("")
-        self.progress.setVisible(True)
-        self.merge_button.setEnabled(False)
-        start_engine(self.proc, self.command())
+        self._start_engine(self.command(), self.merge_button, merged=True)
         return True
-
-    def wait(self, msecs: int = 300_000) -> bool:
-        """Block until the merge process ends (for tests and scripts)."""
-        return self.proc is not None and self.proc.waitForFinished(msecs)
 
     # ---- Internals
     def _default_out(self) -> Path:
@@ -230,31 +220,23 @@ class MergeDialog(QDialog):
         if folder:
             self.out_edit.setText(str(Path(folder) / Path(self.out_edit.text()).name))
 
-    def _on_output(self) -> None:
-        assert self.proc is not None
-        text = bytes(self.proc.readAllStandardOutput().data()).decode("utf-8", errors="replace")
-        self.output += text
+    def _on_output(self, text: str) -> None:
         self.log.setVisible(True)
         self.log.appendPlainText(text.rstrip("\n"))
 
-    def _on_finished(self, code: int, _status) -> None:
-        self.progress.setVisible(False)
-        self.merge_button.setEnabled(True)
-        if code == 0:
-            out = self.out_edit.text().strip()
-            gguf = [ln.split(" ", 2)[1] for ln in self.output.splitlines() if ln.startswith("wrote ")]
-            self.result.setText(f"Merged into {out}. Load it as a base model in the playground or in the "
-                                "Train area." + (f" GGUF file: {gguf[-1]}" if gguf else ""))
-            self.result.setStyleSheet("color: #1b5e20;")
-            self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
-            self.sig_merged.emit(out)
-        else:
-            why = cli_failure(self.output, "merge", code)
-            self._fail(f"The merge failed: {why}")
-            self.sig_failed.emit(why)
+    def _on_succeeded(self, output: str) -> None:
+        out = self.out_edit.text().strip()
+        gguf = [ln.split(" ", 2)[1] for ln in output.splitlines() if ln.startswith("wrote ")]
+        self.result.setText(f"Merged into {out}. Load it as a base model in the playground or in the "
+                            "Train area." + (f" GGUF file: {gguf[-1]}" if gguf else ""))
+        self.result.setStyleSheet("color: #1b5e20;")
+        self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
+        self.sig_merged.emit(out)
+
+    def _on_failed(self, why: str) -> None:
+        self._fail(f"The merge failed: {why}")
+        self.sig_failed.emit(why)
 
     def _on_cancel(self) -> None:
-        if self.proc is not None and self.proc.state() != QProcess.ProcessState.NotRunning:
-            self.proc.kill()
-            self.proc.waitForFinished(5000)
+        self._kill_engine()
         self.reject()

@@ -16,7 +16,6 @@ from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
     QPersistentModelIndex,
-    QProcess,
     QSortFilterProxyModel,
     Qt,
     Signal,
@@ -48,7 +47,7 @@ from engine.audit import (
 from engine.errors import StudioError
 from engine.runs import RunInfo
 from gui.dataset.severity import COLORS
-from gui.engine_process import cli_failure, engine_process, read_progress, start_engine
+from gui.engine_process import EngineCommandMixin
 
 COLUMNS = ("Loss", "× median", "Base loss", "Fell by", "Record", "Split", "Tokens", "Instruction")
 BASE_COLUMNS = ("Base loss", "Fell by")  # shown when the audit compared with the base model
@@ -137,8 +136,11 @@ class AuditTableModel(QAbstractTableModel):
         return None
 
 
-class AuditPanel(QWidget):
+class AuditPanel(EngineCommandMixin, QWidget):
     """Audit a run's records in a child process and show them, hardest first."""
+
+    CLI_COMMAND = "runs audit"
+    PROGRESS_UNIT = "records"
 
     sig_open_record = Signal(str, int, str)
     """(dataset file, record index from 0, its first user turn as audited): show this record
@@ -150,8 +152,6 @@ class AuditPanel(QWidget):
         super().__init__(parent)
         self.run: RunInfo | None = None
         self.auditing: Path | None = None  # the run folder the running audit scores
-        self.proc: QProcess | None = None
-        self.output = ""
         self.model = AuditTableModel(self)
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
@@ -232,26 +232,14 @@ class AuditPanel(QWidget):
         if self.run is None or self.proc is not None or not self._has_weights(self.run):
             return False
         self.auditing = self.run.path
-        self.proc = engine_process(self, merged=False)
-        self.proc.readyReadStandardError.connect(self._on_stderr)
-        self.proc.finished.connect(self._on_finished)
-        self.output = ""
-        self.progress.setRange(0, 0)
-        self.progress.setVisible(True)
         self._say(html.escape(f"Auditing {self.run.name}: loading its model and tokenizing the records in a child process…"))
-        start_engine(self.proc, ["runs", "audit", str(self.run.path), "--json", "--progress"]
-                     + (["--compare-base"] if self.compare_base.isChecked() else []))
+        self._start_engine(["runs", "audit", str(self.run.path), "--json", "--progress"]
+                           + (["--compare-base"] if self.compare_base.isChecked() else []), self.audit_button)
         self._update()
         return True
 
-    def wait(self, msecs: int = 300_000) -> bool:
-        """Block until the audit process ends (tests and scripts)."""
-        return self.proc is not None and self.proc.waitForFinished(msecs)
-
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.waitForFinished(5000)
+        self._kill_engine()
 
     # ---- Internals
     @staticmethod
@@ -314,33 +302,22 @@ class AuditPanel(QWidget):
             text += "<br><span style='color:#8a5a00'>" + "<br>".join(notes) + "</span>"
         return text + "<br><span style='color:palette(mid)'>Double-click a record to open it in the Dataset editor.</span>"
 
-    def _on_stderr(self) -> None:
-        if self.proc is not None:
-            self._read(self.proc)
-
-    def _read(self, proc: QProcess) -> None:
-        text, moved = read_progress(proc, self.progress, "records")
-        self.output += text
-        if moved and self.run is not None and self.run.path == self.auditing:
+    def _on_progress(self) -> None:
+        if self.run is not None and self.run.path == self.auditing:
             self._say(html.escape(f"Auditing {self.run.name}: scoring records…"))
 
-    def _on_finished(self, code: int, _status: Any) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            self._read(proc)
-        self.progress.setVisible(False)
+    def _on_succeeded(self, _output: str) -> None:
+        audited, self.auditing = self.auditing, None
+        self._show(read_audit(self.run.path) if self.run is not None else None)  # the shown run's, this one or another
+        self.sig_audited.emit(str(audited))
+
+    def _on_failed(self, why: str) -> None:
         audited, self.auditing = self.auditing, None
         if self.run is None or self.run.path != audited:
             self._show(read_audit(self.run.path) if self.run is not None else None)  # another run is shown
-            if code == 0:
-                self.sig_audited.emit(str(audited))
             return
-        if code == 0:
-            self._show(read_audit(audited))
-            self.sig_audited.emit(str(audited))
-        else:
-            self._say(html.escape(f"The audit failed: {cli_failure(self.output, 'runs audit', code)}"), "#be1e1e")
-            self._update()
+        self._say(html.escape(f"The audit failed: {why}"), "#be1e1e")
+        self._update()
 
     def _records(self, path: str) -> list:
         """The dataset's records, re-read only when the file changed (a dataset in the Hugging Face
