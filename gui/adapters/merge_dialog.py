@@ -31,6 +31,7 @@ from engine import adapters as lib
 from engine.gguf_export import TYPES as GGUF_TYPES
 from engine.paths import data_home
 from gui.adapters.library_model import method_label
+from gui.dialog_size import grow_to_fit
 from gui.engine_process import EngineCommandMixin, command_label, command_text
 
 MERGEABLE = ("LORA", "IA3")
@@ -100,6 +101,7 @@ class MergeDialog(EngineCommandMixin, QDialog):
         self.combination.setToolTip("How PEFT's add_weighted_adapter combines the adapters; 'cat' merges exactly "
                                     "the weighted sum of their changes, the others approximate it")
         # What the chosen combination does, under it: "linear" reads as the weighted sum and isn't.
+        # A row of its own across the form: in the field column (~240 px) "linear"'s text took 6 lines.
         self.combination_help = QLabel()
         self.combination_help.setWordWrap(True)
         self.combination_help.setStyleSheet("color: palette(placeholder-text);")
@@ -110,7 +112,7 @@ class MergeDialog(EngineCommandMixin, QDialog):
         self.density.setToolTip("Fraction of weights kept by the ties, dare_* and magnitude_prune types")
         if len(cards) > 1:
             form.addRow("Combination:", self.combination)
-            form.addRow("", self.combination_help)
+            form.addRow(self.combination_help)
             form.addRow("Density:", self.density)
             self.combination.currentTextChanged.connect(self._update)
         self.dtype = QComboBox()
@@ -156,6 +158,7 @@ class MergeDialog(EngineCommandMixin, QDialog):
         lay.addWidget(self.progress)
         lay.addWidget(self.result)
         lay.addWidget(self.log)
+        lay.addStretch(1)  # room a longer text once needed stays below the form, above the buttons
         lay.addWidget(self.buttons)
         self._update()
 
@@ -195,6 +198,11 @@ class MergeDialog(EngineCommandMixin, QDialog):
         self._start_engine(self.command(), self.merge_button, merged=True)
         return True
 
+    # ---- Qt overrides
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        grow_to_fit(self)  # Qt opens it at its layout's minimum height, which ignores the wrapped lines
+
     # ---- Internals
     def _default_out(self) -> Path:
         stem = "+".join(c.name for c in self.cards)[:80] or "merged"
@@ -210,10 +218,12 @@ class MergeDialog(EngineCommandMixin, QDialog):
         self.density.setEnabled(self.combination.currentData() in lib.NEEDS_DENSITY)
         self.combination_help.setText(lib.COMBINATION_HELP.get(self.combination.currentData(), ""))
         self.command_label.setText(command_text(self.command()))
+        grow_to_fit(self)  # a longer combination text or command wraps to more lines: not cut
 
     def _fail(self, text: str) -> None:
         self.result.setText(text)
         self.result.setStyleSheet("color: #8a1c14;")
+        grow_to_fit(self)
 
     def _on_browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Parent folder for the merged model")

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from engine.config import RunConfig
 from engine.data.split import split_file
 from engine.errors import StudioError
+from gui.dialog_size import grow_to_fit
 from gui.engine_process import command_label, command_text
 
 
@@ -180,13 +181,7 @@ class SplitDialog(QDialog):
 
     def _grow_to_fit(self) -> None:
         """Taller when what is shown needs it (a long folder wraps the command), never shorter."""
-        lay = self.layout()
-        if lay is None:
-            return
-        lay.activate()
-        wanted = lay.heightForWidth(self.width()) if lay.hasHeightForWidth() else lay.sizeHint().height()
-        if wanted > self.height():
-            self.resize(self.width(), wanted)
+        grow_to_fit(self)
 
     def _on_browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the train and eval files", self.out_edit.text())

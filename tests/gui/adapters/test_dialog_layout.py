@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QRect, QSize
+from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QScreen
 
 from gui.adapters.compare_dialog import CompareDialog, WholeModel
@@ -166,3 +166,28 @@ def test_a_dataset_that_is_not_there_says_where_it_was_looked_for(qtbot, tmp_pat
     assert dialog.status.text() == f"Dataset: nowhere.jsonl is not a file ({tmp_path / 'nowhere.jsonl'})."
     dialog.dataset_edit.setText(str(tmp_path / "gone.jsonl"))
     assert not dialog.start() and dialog.status.text() == f"Dataset: {tmp_path / 'gone.jsonl'} is not a file."
+
+
+def test_the_merge_dialogs_combination_text_is_shown_whole_across_the_form(qtbot):
+    """In the field column (~240 px) the text took up to 6 lines and was cut at 3; a fixed 4-line
+    room left a gap under the short ones. Now it spans the form, as tall as its lines, never cut."""
+    from engine.adapters import COMBINATIONS, AdapterCard
+    from gui.adapters.merge_dialog import MergeDialog
+
+    cards = [AdapterCard(name=n, path=f"/home/user/finetune/runs/{n}/final", source="run")
+             for n in ("medical-assistant", "legal-qa", "support-tone")]
+    dialog = MergeDialog("Qwen/Qwen2.5-0.5B-Instruct", cards)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    text = dialog.combination_help
+    line = text.fontMetrics().lineSpacing()
+    for name in COMBINATIONS:
+        dialog.combination.setCurrentIndex(dialog.combination.findData(name))
+        qtbot.wait(0)  # the layout settles on the next event-loop pass
+        # The text's own lines at the label's width (QLabel.heightForWidth would count a minimum height in).
+        needed = text.fontMetrics().boundingRect(QRect(0, 0, text.contentsRect().width(), 10_000),
+                                                 Qt.TextFlag.TextWordWrap, text.text()).height()
+        assert needed <= text.height() < needed + line, name  # every line shown, no empty line below
+        assert text.geometry().bottom() < dialog.density.geometry().top(), name  # not under the next row
+        assert text.x() < dialog.combination.x() and text.width() > 2 * dialog.combination.width(), name  # across the form
