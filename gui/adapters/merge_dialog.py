@@ -193,8 +193,7 @@ class MergeDialog(EngineCommandMixin, QDialog):
             self._fail(f"{out} already exists and is not an empty folder; choose a new one.")
             return False
         self.log.clear()
-        self.result.setText("Merging… the base loads, the adapters are applied and the folder is written.")
-        self.result.setStyleSheet("")
+        self._show_result("Merging… the base loads, the adapters are applied and the folder is written.")
         self._start_engine(self.command(), self.merge_button, merged=True)
         return True
 
@@ -221,9 +220,12 @@ class MergeDialog(EngineCommandMixin, QDialog):
         grow_to_fit(self)  # a longer combination text or command wraps to more lines: not cut
 
     def _fail(self, text: str) -> None:
+        self._show_result(text, "color: #8a1c14;")
+
+    def _show_result(self, text: str, style: str = "") -> None:
         self.result.setText(text)
-        self.result.setStyleSheet("color: #8a1c14;")
-        grow_to_fit(self)
+        self.result.setStyleSheet(style)
+        grow_to_fit(self)  # a long folder wraps it to more lines: not cut
 
     def _on_browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Parent folder for the merged model")
@@ -237,9 +239,8 @@ class MergeDialog(EngineCommandMixin, QDialog):
     def _on_succeeded(self, output: str) -> None:
         out = self.out_edit.text().strip()
         gguf = [ln.split(" ", 2)[1] for ln in output.splitlines() if ln.startswith("wrote ")]
-        self.result.setText(f"Merged into {out}. Load it as a base model in the playground or in the "
-                            "Train area." + (f" GGUF file: {gguf[-1]}" if gguf else ""))
-        self.result.setStyleSheet("color: #1b5e20;")
+        self._show_result(f"Merged into {out}. Load it as a base model in the playground or in the "
+                          "Train area." + (f" GGUF file: {gguf[-1]}" if gguf else ""), "color: #1b5e20;")
         self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
         self.sig_merged.emit(out)
 

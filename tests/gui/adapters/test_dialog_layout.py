@@ -191,3 +191,14 @@ def test_the_merge_dialogs_combination_text_is_shown_whole_across_the_form(qtbot
         assert needed <= text.height() < needed + line, name  # every line shown, no empty line below
         assert text.geometry().bottom() < dialog.density.geometry().top(), name  # not under the next row
         assert text.x() < dialog.combination.x() and text.width() > 2 * dialog.combination.width(), name  # across the form
+
+    # The outcome under the command line, with a long folder: shown whole too, above the buttons.
+    dialog.out_edit.setText("/home/user/finetune/merged/" + "medical-assistant+legal-qa+support-tone-" * 3)
+    dialog.output = "wrote /home/user/finetune/merged/a-very-long-name-q8_0.gguf (512 MiB)\n"
+    dialog._on_succeeded(dialog.output)
+    qtbot.wait(0)
+    result = dialog.result
+    needed = result.fontMetrics().boundingRect(QRect(0, 0, result.contentsRect().width(), 10_000),
+                                               Qt.TextFlag.TextWordWrap, result.text()).height()
+    assert result.text().startswith("Merged into") and needed <= result.height()
+    assert result.geometry().bottom() < dialog.buttons.geometry().top()
