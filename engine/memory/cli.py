@@ -25,12 +25,16 @@ def cli_estimate(args: argparse.Namespace) -> int:
     """
     from engine.config import RunConfig
     from engine.memory.peak import estimate
+    from engine.precision import detect_environment
 
     cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
     # --gpu-memory is a positive, finite number: the CLI's argparse type refuses the rest by name.
     gpu_bytes = None if getattr(args, "gpu_memory", None) is None else int(args.gpu_memory * GIB)
     data, why = (None, "") if getattr(args, "no_data", False) else _data(cfg)
-    result = estimate(cfg, gpu_bytes, with_measured=True, data=data)
+    # The machine is checked even with --gpu-memory: a note says when this one can't run the config
+    # (train refuses it), while the estimate still plans it for a GPU that can.
+    result = estimate(cfg, gpu_bytes, with_measured=True, data=data,
+                      env=detect_environment(free_memory=False))
     if why:
         result.notes.append(why)
     if getattr(args, "json", False):

@@ -30,6 +30,7 @@ from engine.memory.terms import GIB, Assumptions, Setup
 if TYPE_CHECKING:
     from engine.config import RunConfig
     from engine.data.lengths import DataLengths
+    from engine.precision import Environment
 
 SCHEMA_VERSION = 1
 BREAKDOWN_KEYS = ("weights", "quant_constants", "gradients", "optimizer_states", "autocast_weight_copies",
@@ -87,7 +88,9 @@ class Estimate:
         notes_by_kind: The notes that say in words what other fields hold, by kind -> the
             note as it is in ``notes``: ``"gpu_others"`` (what other programs hold:
             ``gpu_others_bytes``, ``gpu_others``), ``"no_gpu_detected"`` (``gpu_bytes`` is None on
-            a run config for the GPU; the note says to give ``--gpu-memory``). A program that shows
+            a run config for the GPU; the note says to give ``--gpu-memory``), ``"cannot_run_here"``
+            (this machine can't run the config, in the words ``train`` refuses it with; the estimate
+            is still for a GPU that can). A program that shows
             those fields its own way leaves these notes out by this, not by their wording.
         disk: The run's checkpoint and ``final/`` sizes and the free space where it will be
             written (:func:`engine.disk.estimate_from_config`).
@@ -151,7 +154,7 @@ class Estimate:
 def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | None = None,
              assumptions: Assumptions | None = None, with_measured: bool = False,
              data: DataLengths | None = None, gpu_others_bytes: int | None = None,
-             gpu_others: list[dict[str, Any]] | None = None) -> Estimate:
+             gpu_others: list[dict[str, Any]] | None = None, env: Environment | None = None) -> Estimate:
     """Estimate the peak GPU memory of training ``cfg``, from config.json alone.
 
     Args:
@@ -169,6 +172,11 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
             adds the estimate at the data's longest record (``Estimate.data``), and, when the
             config doesn't fit, ``seq_len`` cut to the data's longest record as the first,
             free, suggestion.
+        env: This machine (``engine.precision.detect_environment``): when it can't run ``cfg``
+            (no CUDA for ``load_in: nf4``, fp16 autocast or an 8-bit optimizer, no bitsandbytes,
+            no native bf16), a ``cannot_run_here`` note says why. The estimate is not refused: it
+            is how a run is planned for another machine. None (the GUI, which shows the same
+            reasons in its banner) adds no such note.
 
     Raises:
         ModelError: the model or its config.json can't be read or built.
@@ -194,6 +202,18 @@ def estimate(cfg: RunConfig, gpu_bytes: int | None = None, *, gpu_name: str | No
         else:
             by_kind["no_gpu_detected"] = "no GPU detected: give --gpu-memory GiB to check whether it fits"
             notes.append(by_kind["no_gpu_detected"])
+    if env is not None:
+        from engine.methods import method_errors
+        from engine.precision import environment_errors
+
+        # The same words train refuses the run with, so the two commands never disagree; the
+        # method's own rules are no fault of this machine, so they are not said to be.
+        own = {e.message for e in method_errors(cfg)}
+        why = " ".join(e.message for e in environment_errors(cfg, env) if e.message not in own)
+        if why:
+            by_kind["cannot_run_here"] = (f"this machine can't run it (train refuses it): {why} "
+                                          "The estimate is for a CUDA GPU that can.")
+            notes.append(by_kind["cannot_run_here"])
     factor = history.correction_factor(gpu_name) if gpu_name else 1.0
     peak, breakdown, phase = peak_breakdown(st, setup, factor)
     if factor != 1.0:

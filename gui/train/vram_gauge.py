@@ -53,10 +53,11 @@ DATA_COLOR = "#1565c0"
 """The tick of the peak with this dataset, and the mark before its line (the measured peak's is red)."""
 OTHERS_COLOR = "#7a7a7a"
 """The memory other programs hold on the GPU: hatched at the bar's GPU end, and its legend mark."""
-SAID_OTHERWISE = ("gpu_others", "no_gpu_detected")
+SAID_OTHERWISE = ("gpu_others", "no_gpu_detected", "cannot_run_here")
 """The kinds of the engine's notes (``Estimate.notes_by_kind``) the gauge leaves out: what other programs
 hold has a line of its own, with the GPU's numbers; "no GPU detected" speaks CLI (``--gpu-memory``),
-where the "Plan for" list does that here."""
+where the "Plan for" list does that here; why this machine can't run the config is the Train area's
+banner, with its fix buttons."""
 STALE_MS = 400
 """While the records are measured again (seq_len typed, a dataset saved), the previous line with this
 dataset stays, greyed, this long: a quick re-measure then replaces it without a flash of "measuring"."""

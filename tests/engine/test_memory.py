@@ -647,6 +647,35 @@ def test_cli_json_is_the_documented_contract(tmp_path, studio_home):
     assert "disk: checkpoints of 49.0 MiB each, up to 4 at once" in text
 
 
+def test_cli_estimates_a_config_this_machine_cant_run_and_says_so_in_trains_words(tmp_path, studio_home, monkeypatch):
+    """`estimate` of a QLoRA run with fp16 autocast and an 8-bit optimizer on a machine without CUDA
+    estimated it as if all were well, while `train` refused it. It still estimates (a plan for another
+    machine, --gpu-memory or not), and a `cannot_run_here` note gives train's reasons."""
+    import engine.precision as precision
+
+    monkeypatch.setattr(precision, "detect_environment", lambda **kw: precision.Environment.cpu_only())
+    run = tmp_path / "run.yaml"
+    run.write_text(f"model: {CONFIGS / 'llama2-7b'}\nmethod: qlora\nload_in: nf4\nmixed_precision: fp16\n"
+                   "optimizer: paged_adamw_8bit\nseq_len: 512\n", encoding="utf-8")
+    cfg = RunConfig.load(run)
+    reasons = [e.message for e in precision.environment_errors(cfg, precision.Environment.cpu_only())]
+    assert len(reasons) == 3
+    for gpu_memory in (24.0, None):
+        code, out, err = _cli(run, gpu_memory=gpu_memory)
+        assert code == 0, err
+        d = json.loads(out)
+        assert d["peak_bytes"] > 0 and d["breakdown"]["quant_constants"] > 0  # estimated for the GPU as asked
+        note = d["notes_by_kind"]["cannot_run_here"]
+        assert note in d["notes"] and note.startswith("this machine can't run it (train refuses it): ")
+        assert all(r in note for r in reasons) and note.endswith("The estimate is for a CUDA GPU that can.")
+    code, text, _ = _cli(run, json=False, gpu_memory=24.0)
+    assert code == 0 and f"note: {note}" in text and "Estimated peak GPU memory" in text
+    # A config this machine can run has no such note.
+    code, out, _ = _cli(run, gpu_memory=24.0, overrides={"method": "lora", "load_in": "bf16",
+                                                         "mixed_precision": "bf16", "optimizer": "adamw"})
+    assert code == 0 and "cannot_run_here" not in json.loads(out)["notes_by_kind"]
+
+
 def test_cli_reports_config_errors_on_stderr_with_exit_2(tmp_path, capsys):
     from engine.cli import main
 

@@ -172,7 +172,8 @@ def test_the_trainable_share_is_rounded_and_whole_with_the_exact_counts_as_the_t
 
 def test_the_gauge_leaves_out_the_notes_it_says_otherwise_by_their_kind(qtbot):
     """What other programs hold has the gauge's own line, and 'no GPU detected' speaks CLI: the gauge
-    leaves those notes out by ``notes_by_kind``, whatever their wording, and shows every other note."""
+    leaves those notes out by ``notes_by_kind``, whatever their wording, and shows every other note. So is
+    why this machine can't run the config, which the Train area's banner says."""
     from engine.memory import estimate
     from gui.train.vram_gauge import VramGauge
 
@@ -195,6 +196,12 @@ def test_the_gauge_leaves_out_the_notes_it_says_otherwise_by_their_kind(qtbot):
     text = gauge.details.text()
     assert "GPUs are hard to find" not in text and "DoRA's temporaries are estimated" in text
     assert "no GPU to compare with: pick a size under “Plan for”" in text
+    # Why this machine can't run it is the Train area's banner: the gauge doesn't say it a second time.
+    cant = "this machine can't run it (train refuses it): no CUDA here, in any words"
+    gauge.set_estimate({**est, "notes": [cant, "DoRA's temporaries are estimated"],
+                        "notes_by_kind": {"cannot_run_here": cant}})
+    text = gauge.details.text()
+    assert "no CUDA here" not in text and "DoRA's temporaries are estimated" in text
     # The engine's own estimate, as the estimate process sends it: its note on the other programs is
     # left out, and the gauge's line names them.
     cfg = RunConfig.from_dict({"model": str(REPO / "bench" / "model_configs" / "llama3.2-1b"), "method": "lora",
