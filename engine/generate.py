@@ -999,6 +999,29 @@ def unknown_base_error(base: str) -> ModelError:
                       hint=(f"Did you mean {said}? " if said else "") + f"Give {takes}.")
 
 
+def no_base_error(given: str, base: str, *, whole_model_run: bool) -> ConfigError:
+    """The refusal of ``--no-base`` with no adapter to answer, said before anything is printed or
+    loaded. A full or freeze run given as ``--base`` was announced as "generating with the model it
+    trained" and then refused as "leaves nothing": its model *is* the base here, so say that.
+
+    Args:
+        given: what the user gave as ``--base``.
+        base: the model that stands for it (:func:`base_from_run`).
+        whole_model_run: ``given`` is a run that saved a whole model (no adapter).
+    """
+    if whole_model_run:
+        from engine.runs import find_run, run_model
+
+        run_dir = find_run(given)
+        method = run_model(run_dir).method if run_dir is not None else "full"
+        return ConfigError(
+            f"--no-base leaves nothing to generate: {given} is a {method} run, which trained the whole model "
+            f"({base}), so that model is the base here and there is no adapter to answer without it. Drop "
+            "--no-base to generate with the model it trained, or add --adapter for adapters trained on it.",
+            key="no_base")
+    return ConfigError("--no-base leaves nothing to generate: give at least one --adapter", key="no_base")
+
+
 def cli_generate(args: argparse.Namespace) -> int:
     """``finetune-studio generate``: print one block per answer, base first.
 
@@ -1032,6 +1055,8 @@ def cli_generate(args: argparse.Namespace) -> int:
         "top_p": getattr(args, "top_p", 1.0), "repetition_penalty": getattr(args, "repetition_penalty", 1.0),
         "seed": getattr(args, "seed", 0)})
     base, run_adapter, note = base_from_run(args.base)
+    if getattr(args, "no_base", False) and run_adapter is None and not getattr(args, "adapter", None):
+        raise no_base_error(args.base, base, whole_model_run=note is not None)
     refs: list[tuple[str, Path]] = [(str(run_adapter), run_adapter)] if run_adapter is not None else []
     refs += [(str(a), resolve_adapter(a)) for a in (getattr(args, "adapter", None) or [])]
     if note:
@@ -1043,8 +1068,6 @@ def cli_generate(args: argparse.Namespace) -> int:
                 print(f"note: {ref} is {folder}, given already: it answers once", file=sys.stderr)
             continue
         folders.append(folder)
-    if getattr(args, "no_base", False) and not folders:
-        raise ConfigError("--no-base leaves nothing to generate: give at least one --adapter", key="no_base")
     allow_pickle = getattr(args, "allow_pickle", False)
     base_path = resolve_model_path(base)
     cards = [check_adapter(f, base_path, allow_pickle=allow_pickle) for f in folders]  # before the slow load

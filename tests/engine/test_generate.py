@@ -382,6 +382,19 @@ def test_cli_generate_with_a_full_run_as_base_loads_the_trained_model(tiny_model
     got = capsys.readouterr()
     assert [x for x in got.out.splitlines() if x.startswith("=== ")] == [f"=== base: {run / 'final'} ==="]
     assert f"is a full run: generating with the model it trained, {run / 'final'}" in got.err
+    # --no-base with it said "generating with the model it trained" and then refused with "--no-base
+    # leaves nothing": its model is the base here, and the one line up front says so.
+    assert cli_main(["generate", "--base", str(run), "--prompt", PROMPT, "--no-base"]) == 2
+    got = capsys.readouterr()
+    assert got.out == "" and "generating with" not in got.err and "loaded" not in got.err
+    assert got.err.strip().splitlines() == [
+        f"finetune-studio generate: --no-base leaves nothing to generate: {run} is a full run, which trained the "
+        f"whole model ({run / 'final'}), so that model is the base here and there is no adapter to answer without "
+        "it. Drop --no-base to generate with the model it trained, or add --adapter for adapters trained on it."]
+    # A model that is no run keeps the short line: it has a base answer, and --no-base left it out.
+    assert cli_main(["generate", "--base", str(tiny_model_dir), "--prompt", PROMPT, "--no-base"]) == 2
+    assert capsys.readouterr().err == ("finetune-studio generate: --no-base leaves nothing to generate: give at "
+                                       "least one --adapter\n")
 
 
 def test_a_run_without_final_is_refused_with_what_to_do(tiny_model_dir, tmp_path, capsys):
