@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -53,6 +56,10 @@ LABELS = {
     "trust_remote_code": "Trust remote code", "allow_pickle": "Allow pickle weights",
     "attn_implementation": "Attention", "deepspeed": "DeepSpeed config",
 }
+ERROR_COLOR = "#d0342c"
+"""The frame of a field whose value can't run."""
+WARNING_COLOR = "#c77800"
+"""The frame of a field whose value can run but looks wrong."""
 # QSpinBox holds a C int; IntEditor takes a QDoubleSpinBox for keys that go past it.
 _INT_MAX = 2**31 - 1
 
@@ -88,6 +95,39 @@ def format_number(x: float) -> str:
     return text
 
 
+class _Mark(QWidget):
+    """A coloured frame painted over a field's inputs (line edits, combo and spin boxes).
+
+    A style sheet border (``QSpinBox { border: ... }``) makes Qt draw the whole box from the style
+    sheet: a spin box's up/down buttons lost their arrows and were squashed into a sliver. Painted
+    on top, the frame leaves each input drawn by its own style, arrows and all.
+    """
+
+    INPUTS = (QLineEdit, QComboBox, QAbstractSpinBox)
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.color: str | None = None
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)  # clicks and tooltips go through
+        self.hide()
+
+    def set_color(self, color: str | None) -> None:
+        self.color = color
+        self.setVisible(color is not None)
+        if color is not None:
+            self.setGeometry(self.parentWidget().rect())
+            self.raise_()  # above inputs added after it
+            self.update()
+
+    def paintEvent(self, _event: Any) -> None:
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(QColor(self.color), 1))
+        for w in self.parentWidget().findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
+            if isinstance(w, self.INPUTS) and w.isVisible():
+                painter.drawRoundedRect(QRectF(w.geometry()).adjusted(0.5, 0.5, -0.5, -0.5), 2, 2)
+
+
 class FieldEditor(QWidget):
     """Edits one key of a :class:`ConfigModel`; shows the key's validation error in red."""
 
@@ -102,6 +142,7 @@ class FieldEditor(QWidget):
         self._layout.setSpacing(4)
         self.setToolTip(self._tooltip)
         self.setObjectName(f"field_{key}")
+        self._mark = _Mark(self)
         model.sig_changed.connect(self._on_model_changed)
 
     # ---- Public API
@@ -120,8 +161,7 @@ class FieldEditor(QWidget):
             self.set_warning(warning)  # the error went: the warning shows again
             return
         self.setToolTip(self._help() if not message else f"⚠ {message}\n\n{self._help()}")
-        self.setStyleSheet("" if not message else
-                           "QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox { border: 1px solid #d0342c; }")
+        self._mark.set_color(ERROR_COLOR if message else None)
 
     def set_warning(self, message: str | None) -> None:
         """An amber border and a ⚠ tooltip: the value can run but looks wrong (an error wins)."""
@@ -131,8 +171,11 @@ class FieldEditor(QWidget):
         if getattr(self, "_error", None):
             return
         self.setToolTip(self._help() if not message else f"⚠ {message}\n\n{self._help()}")
-        self.setStyleSheet("" if not message else
-                           "QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox { border: 1px solid #c77800; }")
+        self._mark.set_color(WARNING_COLOR if message else None)
+
+    def mark_color(self) -> str | None:
+        """The colour of the frame around the inputs: ERROR_COLOR, WARNING_COLOR, or None."""
+        return self._mark.color
 
     def set_note(self, note: str) -> None:
         """A line shown before the key's help in the tooltips (why the field is locked, say)."""
@@ -148,6 +191,10 @@ class FieldEditor(QWidget):
         return f"{self._note}\n\n{self._tooltip}" if self._note else self._tooltip
 
     # ---- Internals
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._mark.setGeometry(self.rect())
+
     def _commit(self, *_: Any) -> None:
         self.model.set(self.key, self.value())
 

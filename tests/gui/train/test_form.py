@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QScrollArea
 
 from engine.config import RunConfig
 from engine.paths import presets_dir
+from gui.train.fields import ERROR_COLOR, WARNING_COLOR
 
 
 def test_every_config_key_has_an_editor_with_its_help_as_tooltip(make_area):
@@ -440,7 +441,7 @@ def test_switching_method_takes_its_usual_learning_rate_and_a_far_one_is_advised
     card = area.advisor_panel.cards["warning:learning_rate"]
     assert "Learning rate 0.0002 is 10x above Full fine-tuning's usual 2e-5" in card.advice.text
     assert "is 10x above" in area.editors["learning_rate"].toolTip()
-    assert "#c77800" in area.editors["learning_rate"].styleSheet()
+    assert area.editors["learning_rate"].mark_color() == WARNING_COLOR
     # Dismissed, it stays away while other fields change; a new far rate brings it back.
     area.advisor_panel.remove("warning:learning_rate")
     model.set("batch_size", 2)
@@ -452,7 +453,7 @@ def test_switching_method_takes_its_usual_learning_rate_and_a_far_one_is_advised
     qtbot.mouseClick(card.fix_button, Qt.MouseButton.LeftButton)
     assert model.get("learning_rate") == 2e-5
     qtbot.waitUntil(lambda: "warning:learning_rate" not in area.advisor_panel.cards)
-    assert area.editors["learning_rate"].styleSheet() == "" and not picker.rate_button.isVisibleTo(picker)
+    assert area.editors["learning_rate"].mark_color() is None and not picker.rate_button.isVisibleTo(picker)
     assert picker.rate_label.toolTip() == ""  # the warning's tooltip went with it
     model.set("learning_rate", 2e-4)
     picker.rate_button.click()  # the method picker's own fix
@@ -745,6 +746,32 @@ def test_a_setting_the_model_cant_take_is_said_at_its_field_and_blocks_start(mak
     qtbot.waitUntil(lambda: area.start_button.isEnabled(), timeout=5_000)
     assert not area.banner.isVisible() and not area.editors[key].toolTip().startswith("⚠")
     assert area.gauge.estimate is not None
+
+
+def test_an_error_frames_a_spin_box_in_red_and_leaves_its_arrows_as_they_were(make_area, qtbot):
+    """Ten trainable top layers of the demo's four turn the field red. The red was a style sheet border,
+    which made Qt draw the whole spin box from the style sheet: its up/down arrows were squashed into a
+    blank sliver. Now the mark is a frame on top, and inside it the box is drawn exactly as without it."""
+    from PySide6.QtGui import QColor
+
+    area = make_area()
+    area.config_model.update({"method": "freeze", "freeze_trainable_layers": 10})
+    assert area.estimator.wait(120_000)
+    editor = area.editors["freeze_trainable_layers"]
+    qtbot.waitUntil(lambda: editor.toolTip().startswith("⚠"), timeout=5_000)
+    assert editor.mark_color() == ERROR_COLOR
+    marked = editor.grab().toImage()
+    box = editor.spin.geometry()
+    editor.set_error(None)
+    assert editor.mark_color() is None and editor.spin.geometry() == box
+    plain = editor.grab().toImage()
+    inside = box.adjusted(2, 2, -2, -2)  # the arrows, the text, the background: all but the frame
+    changed = [(x, y) for x in range(inside.left(), inside.right() + 1)
+               for y in range(inside.top(), inside.bottom() + 1) if marked.pixel(x, y) != plain.pixel(x, y)]
+    assert changed == []
+    middle = box.center().y()
+    assert {QColor(marked.pixel(x, middle)).name() for x in (box.left(), box.right())} == {ERROR_COLOR}
+    assert QColor(plain.pixel(box.left(), middle)).name() != ERROR_COLOR
 
 
 @pytest.mark.parametrize(("config", "can_try"), [
