@@ -104,25 +104,37 @@ def test_the_eval_share_takes_what_the_engine_takes(make_editor, demo_copy, tmp_
     assert dialog.grab().save(str(tmp_path / "split-half.png"))
 
 
-def test_the_dialog_keeps_its_size_as_messages_come_and_go(make_editor, demo_copy, tmp_path, qtbot):
-    """Each message used to resize the dialog (adjustSize), so it jumped under the user's pointer."""
-    ed = make_editor(demo_copy)
-    dialog = ed.open_split_dialog()
-    dialog.show()
-    qtbot.waitExposed(dialog)
-    size = dialog.size()
-    dialog.out_edit.setText("")
-    assert not dialog.split() and "Choose a folder" in dialog.status.text()
-    assert dialog.size() == size
-    dialog.out_edit.setText(str(tmp_path / "out"))
-    assert dialog.split()  # the longest usual message: two files and a three-line note
-    assert dialog.size() == size
-    assert dialog.status.height() >= dialog.status.heightForWidth(dialog.status.width())  # none of it cut
-    assert not dialog.split() and "exists" in dialog.status.text()
-    assert dialog.size() == size
-    dialog.out_edit.setText(str(tmp_path / "out2"))
-    assert dialog.split()
-    assert dialog.size() == size
+def test_the_dialog_keeps_its_size_as_messages_come_and_go(make_editor, demo_copy, qtbot):
+    """Each message used to resize the dialog (adjustSize), so it jumped under the user's pointer.
+    Room for the usual messages is kept from the start; only a longer one grows it, and nothing
+    shrinks it back. (A short folder here: pytest's own tmp_path is long enough to wrap each path.)"""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="s-"))
+    try:
+        ed = make_editor(demo_copy)
+        dialog = ed.open_split_dialog()
+        dialog.show()
+        qtbot.waitExposed(dialog)
+        size = dialog.size()
+        dialog.out_edit.setText("")
+        assert not dialog.split() and "Choose a folder" in dialog.status.text()
+        assert dialog.size() == size
+        dialog.out_edit.setText(str(folder / "out"))
+        assert dialog.split()  # the longest usual message: two files and a three-line note
+        assert dialog.status.height() >= dialog.status.heightForWidth(dialog.status.width())  # none of it cut
+        short = len(str(folder)) <= 24  # each path on one line: no growing at all
+        assert dialog.size() == size if short else dialog.size().height() >= size.height()
+        grown = dialog.size()
+        assert not dialog.split() and "exists" in dialog.status.text()
+        assert dialog.size() == grown  # a shorter message doesn't shrink it
+        dialog.out_edit.setText(str(folder / "out2"))
+        assert dialog.split()
+        assert dialog.size() == grown if short else dialog.size().height() >= grown.height()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_ratio_is_named_as_the_train_area_names_it(make_editor, demo_copy):
