@@ -538,12 +538,10 @@ def model_problems(cfg: RunConfig) -> list[ConfigError]:
     meta device (:func:`engine.memory.structure.model_structure`, cached; no weights are read):
     ``freeze_trainable_layers`` above its layer count, a target or extra module it has no such layer
     for. The run stopped at these only after its folder was made and the model loaded, with a
-    ``--resume`` hint that could not help. Imports torch: ``train`` and ``queue add`` ask it (the GUI
-    hears the same from its estimate process). A model the structure can't be built for is left to
-    the run, which says why if it fails.
+    ``--resume`` hint that could not help. Imports torch: ``train`` and ``queue add`` ask it after
+    :func:`missing_inputs` (the GUI hears the same from its estimate process). A model the structure
+    can't be built for (one that isn't there included) is left to those and to the run.
     """
-    if missing_inputs(cfg):
-        return []  # said by missing_inputs; nothing to build the structure from
     from engine.memory.structure import model_structure
 
     try:
