@@ -800,6 +800,22 @@ def keys_in(path: str | os.PathLike) -> set[str]:
         return set()
 
 
+def located_in(path: str | os.PathLike, overrides: Collection[str], errors: list[ConfigError]) -> ConfigErrors:
+    """Problems found after :meth:`RunConfig.load` (a method's rules, what the model lacks, a
+    missing input), each located in the file as load's own are: ``RUN.yaml:4:1: ...`` where the
+    key is written, ``--KEY`` where it was typed (``overrides``), ``RUN.yaml: ...`` for a default.
+
+    Read after load succeeded on the file; one that can't be read again gets its path only.
+    """
+    path = Path(path)
+    try:
+        occurrences = _key_occurrences(_decoded(path, path.read_bytes()))
+    except (OSError, ConfigErrors, yaml.YAMLError):
+        occurrences = {}
+    positions = {key: places[-1] for key, places in occurrences.items()}
+    return _located(ConfigErrors(list(errors)), path, positions, set(overrides))
+
+
 def _times(n: int) -> str:
     return "twice" if n == 2 else f"{n} times"
 

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.config import RunConfig
-from engine.errors import ConfigError, ConfigErrors
+from engine.config import RunConfig, located_in
+from engine.errors import ConfigError
 from engine.files import atomic_write_text
 
 # The keys HF Trainer fills when they are "auto" (transformers' HfTrainerDeepSpeedConfig.trainer_config_process).
@@ -173,15 +173,20 @@ def export_launch(cfg: RunConfig, out_dir: Path, *, zero: int = 2, offload: bool
 
 def cli_export_launch(args: Any) -> int:
     """``finetune-studio export-launch RUN.yaml [--out DIR] [--zero 2|3] [--offload] [--num-processes N]``."""
-    cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
+    overrides = getattr(args, "overrides", None) or {}
+    cfg = RunConfig.load(args.config, overrides)
     check_launch(cfg, zero=args.zero, num_processes=args.num_processes)  # before a run folder is made
-    from engine.train import missing_inputs
+    from engine.methods import method_errors
+    from engine.train import missing_inputs, model_problems
 
-    # A launch of a model or dataset that isn't here fails only when started, on every GPU, and left
-    # a run folder that never trained: refused now, as train refuses it.
+    # A launch of a model or dataset that isn't here, or of settings the method or the model can't
+    # take, fails only when started, on every GPU, and left a run folder that never trained: refused
+    # now, as train refuses it, in its words. (What only this machine lacks, a CUDA GPU for nf4, is
+    # no reason: the launch is for the machine with the GPUs.)
     errors = [e for e in missing_inputs(cfg) if e.key != "deepspeed"]  # the launch writes its own
+    errors = errors or method_errors(cfg) or model_problems(cfg)
     if errors:
-        raise ConfigErrors(errors)  # one reads as itself, with its hint
+        raise located_in(args.config, overrides, errors)  # one reads as itself, with its hint
     if args.out:
         out = Path(args.out)
         if out.exists() and not out.is_dir():

@@ -632,7 +632,7 @@ def _folder_text(e: Entry) -> str:
 
 def cli_add(args: Any) -> int:
     """``finetune-studio queue add RUN.yaml [--grid KEY=V1,V2 ...] [--KEY VALUE ...] [--json]``."""
-    from engine.config import RunConfig, keys_in
+    from engine.config import RunConfig, keys_in, located_in
     from engine.train import missing_inputs, model_problems
 
     q = RunQueue()
@@ -651,8 +651,13 @@ def cli_add(args: Any) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     given = {*keys_in(args.config), *args.overrides}
-    added = q.add(cfg, changes=dict(args.overrides), source=str(Path(args.config).resolve()), grid=grid,
-                  given=given, check=lambda c: missing_inputs(c) or model_problems(c))
+    try:
+        added = q.add(cfg, changes=dict(args.overrides), source=str(Path(args.config).resolve()), grid=grid,
+                      given=given, check=lambda c: missing_inputs(c) or model_problems(c))
+    except ConfigError as e:
+        if grid:  # each grid point's problem names the point, and where its key came from
+            raise
+        raise located_in(args.config, args.overrides, getattr(e, "errors", [e])) from None  # as train says it
     for note in advice_for(added):  # said now: the runs train unattended
         print(f"note: {note}", file=sys.stderr)
     if args.json:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import events as ev
-from engine.config import RunConfig
+from engine.config import RunConfig, located_in
 from engine.errors import ConfigError, ConfigErrors, DataError, NonFiniteLoss, OutOfMemory, StudioError
 from engine.events import EventWriter
 from engine.files import atomic_write_text, write_nowhere
@@ -2429,14 +2429,15 @@ def cli_train(args: Any) -> int:
         _refuse_a_resume_of_no_run(config, cfg)
         if "output_dir" not in args.overrides:
             _refuse_another_runs_folder(config, cfg)
-    # Before torch loads: a typo'd path is told at once, as a bad value.
+    # Before torch loads: a typo'd path is told at once, as a bad value. Both are said where the
+    # key is written (RUN.yaml:LINE:COLUMN) or typed (--KEY), as load's own problems are.
     errors = missing_inputs(cfg)
     if errors:
-        raise ConfigErrors(errors)  # one reads as itself, with its hint
+        raise located_in(config, args.overrides, errors)  # one reads as itself, with its hint
     # Before the run's folder: a setting the model can't take is a bad value too, not a failed run.
     errors = model_problems(cfg)
     if errors:
-        raise ConfigErrors(errors)
+        raise located_in(config, args.overrides, errors)
     from engine.adapters import quiet_loading
 
     quiet_loading()  # the run prints its own progress: no "Loading weights" bar in a line-based log

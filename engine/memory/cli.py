@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.errors import StudioError
+from engine.errors import ConfigError, StudioError
 from engine.memory.terms import GIB
 
 
@@ -23,18 +23,22 @@ def cli_estimate(args: argparse.Namespace) -> int:
         StudioError: the config, the model or the calibration file is unusable (the CLI prints
             it as every command's errors, ``finetune-studio estimate: ...``, and exits 2).
     """
-    from engine.config import RunConfig
+    from engine.config import RunConfig, located_in
     from engine.memory.peak import estimate
     from engine.precision import detect_environment
 
-    cfg = RunConfig.load(args.config, getattr(args, "overrides", None) or {})
+    overrides = getattr(args, "overrides", None) or {}
+    cfg = RunConfig.load(args.config, overrides)
     # --gpu-memory is a positive, finite number: the CLI's argparse type refuses the rest by name.
     gpu_bytes = None if getattr(args, "gpu_memory", None) is None else int(args.gpu_memory * GIB)
     data, why = (None, "") if getattr(args, "no_data", False) else _data(cfg)
     # The machine is checked even with --gpu-memory: a note says when this one can't run the config
     # (train refuses it), while the estimate still plans it for a GPU that can.
-    result = estimate(cfg, gpu_bytes, with_measured=True, data=data,
-                      env=detect_environment(free_memory=False))
+    try:
+        result = estimate(cfg, gpu_bytes, with_measured=True, data=data,
+                          env=detect_environment(free_memory=False))
+    except ConfigError as e:  # a method's rule, a module the model lacks: said where the key is, as train says it
+        raise located_in(args.config, overrides, getattr(e, "errors", [e])) from None
     if why:
         result.notes.append(why)
     if getattr(args, "json", False):

@@ -377,10 +377,13 @@ def test_a_setting_the_model_cant_take_is_a_bad_value_before_a_run_folder_is_mad
     demo = str(Path(__file__).resolve().parents[2] / "resources" / "presets" / "demo.yaml")
     assert main(["train", demo, *overrides, "--max_steps", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"finetune-studio train: {said}") and fix in err and "--resume" not in err
+    # Typed as an option, it is said by the option (as a bad value typed so is), not by a file's key.
+    typed = said.replace("'freeze_trainable_layers'", "--freeze_trainable_layers")
+    assert err.startswith(f"finetune-studio train: {typed}")
+    assert fix in err and "--resume" not in err
     assert not (studio_home / "runs").exists()
     assert main(["queue", "add", demo, *overrides]) == 2
-    assert said in capsys.readouterr().err
+    assert typed in capsys.readouterr().err
     assert main(["queue", "add", demo, "--method", "lora", "--grid", "lora_target_modules=q_proj,nope"]) == 2
     assert "grid point lora_target_modules=nope: 'lora_target_modules': nope matches no module" in \
         capsys.readouterr().err
@@ -399,7 +402,7 @@ def test_a_typo_in_a_local_model_path_names_the_model_folder_it_likely_meant(tmp
     (tmp_path / "run.yaml").write_text("model: models/my-modle\ndataset: demo\n", encoding="utf-8")
     assert main(["train", "run.yaml"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"finetune-studio train: model 'models/my-modle': no such folder in {tmp_path / 'models'}; "
+    assert err.startswith(f"finetune-studio train: run.yaml:1:1: model 'models/my-modle': no such folder in {tmp_path / 'models'}; "
                           "did you mean 'models/my-model'?\n  hint: Give a folder with config.json")
     assert "hf download" not in err
     assert main(["train", "run.yaml", "--model", str(tmp_path / "models" / "my-mdl")]) == 2
@@ -421,7 +424,7 @@ def test_a_typo_in_a_model_path_relative_to_a_yaml_elsewhere_names_that_folders_
     monkeypatch.chdir(elsewhere)
     assert main(["train", str(project / "run.yaml")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"finetune-studio train: model '{project / 'models' / 'tiny-qwn2'}': no such folder; "
+    assert err.startswith(f"finetune-studio train: {project / 'run.yaml'}:1:1: model '{project / 'models' / 'tiny-qwn2'}': no such folder; "
                           f"did you mean '{project / 'models' / 'tiny-qwen2'}'?\n")
     assert "hf download" not in err
     # A models/ folder here too, with nothing close in it: the YAML's folder still holds the likely one.
@@ -713,13 +716,13 @@ def test_an_output_dir_that_is_a_file_or_a_missing_deepspeed_file_is_refused_bef
     (tmp_path / "notes.txt").write_text("x")
     assert main(["train", str(run_yaml), "--output_dir", str(tmp_path / "notes.txt")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"finetune-studio train: output_dir '{tmp_path / 'notes.txt'}' is a file, not a folder\n"
+    assert err.startswith(f"finetune-studio train: --output_dir '{tmp_path / 'notes.txt'}' is a file, not a folder\n"
                           "  hint: Give a folder")
     assert main(["train", str(run_yaml), "--output_dir", str(tmp_path / "notes.txt" / "run")]) == 2
-    assert capsys.readouterr().err.startswith(f"finetune-studio train: output_dir '{tmp_path / 'notes.txt' / 'run'}' is "
+    assert capsys.readouterr().err.startswith(f"finetune-studio train: --output_dir '{tmp_path / 'notes.txt' / 'run'}' is "
                                               f"inside '{tmp_path / 'notes.txt'}', which is a file, not a folder")
     assert main(["train", str(run_yaml), "--deepspeed", str(tmp_path / "ds.json")]) == 2
-    assert capsys.readouterr().err.startswith(f"finetune-studio train: deepspeed '{tmp_path / 'ds.json'}': no such "
+    assert capsys.readouterr().err.startswith(f"finetune-studio train: --deepspeed '{tmp_path / 'ds.json'}': no such "
                                               "file\n  hint: Give the DeepSpeed config JSON")
     assert not (studio_home / "runs").exists()
 
@@ -742,3 +745,24 @@ def test_commands_do_not_print_the_kernels_offline_line(tmp_path):
                          cwd=tmp_path)
     assert "RC 0 40" in out.stdout, out.stderr
     assert "publisher trust" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("command", [["train"], ["estimate"], ["queue", "add"]])
+def test_a_problem_found_after_the_config_is_read_is_said_where_its_key_is_written(tmp_path, studio_home, capsys,
+                                                                                   command):
+    """A method's rule or a module the model lacks was said without the file, line and column that a
+    bad value read from the file gets; typed as an option it names no file."""
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: demo\n# prefix tuning\nmethod: prefix\n"
+                        "gradient_checkpointing: true\n", encoding="utf-8")
+    assert main([*command, str(run_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio {' '.join(command)}: {run_yaml}:5:1: method 'prefix' can't be "
+                          "combined with gradient checkpointing")
+    assert "fix: --gradient_checkpointing false" in err
+    run_yaml.write_text("model: demo\ndataset: demo\n", encoding="utf-8")
+    assert main([*command, str(run_yaml), "--method", "freeze", "--freeze_trainable_layers", "9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio {' '.join(command)}: --freeze_trainable_layers is 9 but the model has "
+                          "only 4 decoder layers")
+    assert str(run_yaml) not in err and not (studio_home / "runs").exists()

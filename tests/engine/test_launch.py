@@ -136,10 +136,10 @@ def test_export_launch_refuses_a_model_or_dataset_that_is_not_there_and_makes_no
     run_yaml.write_text(f"model: {tmp_path / 'no-model'}\n", encoding="utf-8")
     assert main(["export-launch", str(run_yaml)]) == 2
     err = capsys.readouterr().err
-    assert f"finetune-studio export-launch: model '{tmp_path / 'no-model'}': no such folder\n  hint: " in err
+    assert f"finetune-studio export-launch: {run_yaml}:1:1: model '{tmp_path / 'no-model'}': no such folder\n  hint: " in err
     run_yaml.write_text("model: demo\ndataset: typo.jsonl\n", encoding="utf-8")
     assert main(["export-launch", str(run_yaml), "--out", str(tmp_path / "launch")]) == 2
-    assert "finetune-studio export-launch: dataset 'typo.jsonl': no such file" in capsys.readouterr().err
+    assert f"finetune-studio export-launch: {run_yaml}:2:1: dataset 'typo.jsonl': no such file" in capsys.readouterr().err
     assert not (studio_home / "runs").exists() and not (tmp_path / "launch").exists()
     # --out naming a file said only "File exists: ...".
     run_yaml.write_text("model: demo\n", encoding="utf-8")
@@ -186,3 +186,29 @@ def test_ddp_two_cpu_processes_train_one_run(tiny_model_dir, small_dataset, tmp_
     model = PeftModel.from_pretrained(base, out / "final")
     with torch.no_grad():
         assert torch.isfinite(model(torch.tensor([[5, 6, 7]])).logits).all()
+
+
+@pytest.mark.parametrize(("body", "said", "fix"), [
+    ("method: prefix\ngradient_checkpointing: true\n",
+     "run.yaml:4:1: method 'prefix' can't be combined with gradient checkpointing", "fix: --gradient_checkpointing false"),
+    ("method: freeze\nfreeze_trainable_layers: 40\n",
+     "run.yaml:4:1: 'freeze_trainable_layers' is 40 but the model has only 4 decoder layers",
+     "fix: --freeze_trainable_layers 4"),
+])
+def test_export_launch_refuses_what_the_method_or_the_model_cant_take_where_it_is_written(tmp_path, studio_home,
+                                                                                          capsys, body, said, fix):
+    """It wrote launch files for settings train refuses on every machine: the launch failed on every GPU."""
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: demo\n" + body, encoding="utf-8")
+    assert main(["export-launch", str(run_yaml), "--out", str(tmp_path / "launch")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio export-launch: {tmp_path / said}") and fix in err
+    assert not (tmp_path / "launch").exists() and not (studio_home / "runs").exists()
+
+
+def test_export_launch_plans_an_nf4_run_this_machine_cant_train(tmp_path, studio_home, capsys):
+    """What only this machine lacks (a CUDA GPU for nf4) is no reason: the launch is for the GPU machine."""
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: demo\nmethod: qlora\nload_in: nf4\n", encoding="utf-8")
+    assert main(["export-launch", str(run_yaml), "--out", str(tmp_path / "launch")]) == 0
+    assert (tmp_path / "launch" / "launch.sh").is_file()

@@ -358,7 +358,7 @@ def test_queue_add_refuses_a_config_whose_model_or_data_is_not_there_and_queues_
     source.write_text(f"model: demo\ndataset: {small_dataset}\nmax_steps: 2\n", encoding="utf-8")
     assert main(["queue", "add", str(source), "--dataset", "typo.jsonl"]) == 2
     err = capsys.readouterr().err
-    assert "finetune-studio queue add: dataset 'typo.jsonl': no such file" in err and "hint: Give a JSON" in err
+    assert "finetune-studio queue add: --dataset 'typo.jsonl': no such file" in err and "hint: Give a JSON" in err
     assert main(["queue", "add", str(source), "--model", str(tmp_path / "no-model")]) == 2
     assert f"model '{tmp_path / 'no-model'}': no such folder" in capsys.readouterr().err
     # A model saved without its tokenizer was queued, and failed when the runner reached it.
