@@ -7,8 +7,10 @@ only with ``allow_pickle: true``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,6 +281,69 @@ def check_weights_safe(path: Path, allow_pickle: bool) -> None:
         raise ModelError(f"'{path}' holds only pickle weights (.bin), which can run arbitrary code when "
                          "loaded", fix={"allow_pickle": True},
                          hint="Convert it to safetensors, or allow pickle weights only if you trust its source.")
+    if safe:
+        check_weights_complete(path)
+
+
+def check_weights_complete(path: Path) -> None:
+    """Refuse safetensors weights that are cut short, unreadable, padded or missing a shard.
+
+    An interrupted download or copy leaves a file shorter than its header says, or an index that
+    names shards the folder lacks; loading then failed inside the run ("SafetensorError: incomplete
+    metadata, file not fully covered", told as a bug) after its folder was made. Reads only the
+    headers (cached by size and time), so the Train form can ask it as the user types.
+
+    Raises:
+        ModelError: which file, and what is wrong with it.
+    """
+    files = sorted(path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"'{index}' can't be read as a safetensors index (no weight_map of tensor names to "
+                             "files)", hint=_COPY_AGAIN) from None
+        missing = [name for name in shards if not (path / name).is_file()]
+        if missing:
+            raise ModelError(f"weights in '{path}': {len(missing)} of the {len(shards)} files its "
+                             f"model.safetensors.index.json names are missing: {', '.join(missing[:3])}"
+                             + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""), hint=_COPY_AGAIN)
+    for file in files:
+        st = file.stat()
+        problem = _safetensors_problem(str(file), st.st_size, st.st_mtime_ns)
+        if problem:
+            raise ModelError(f"weights in '{path}': {file.name} {problem}", hint=_COPY_AGAIN)
+
+
+_COPY_AGAIN = ("An interrupted download or copy leaves weights like this: download or copy the model's files "
+               "again (hf download resumes a partial download).")
+
+
+@functools.lru_cache(maxsize=256)
+def _safetensors_problem(file: str, size: int, mtime_ns: int) -> str | None:
+    """What is wrong with a safetensors file of this size (None: its header covers it exactly)."""
+    from engine.adapters import safetensors_header
+
+    if size < 8:
+        return f"is cut short ({size} bytes: no safetensors header)"
+    try:
+        header = safetensors_header(Path(file))
+        with open(file, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+    except ModelError:
+        return "is not a safetensors file (its header can't be read): it may be cut short"
+    ends = [int(t["data_offsets"][1]) for t in header.values() if isinstance(t, dict) and "data_offsets" in t]
+    expected = 8 + n + max(ends, default=0)
+    if size < expected:
+        return f"is cut short: {_size(size)} of the {_size(expected)} its header describes"
+    if size > expected:  # safetensors refuses it too ("file not fully covered")
+        return f"holds {size - expected:,} bytes more than its header describes ({size:,} bytes, not {expected:,})"
+    return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
 
 def load_tokenizer(model: str, *, trust_remote_code: bool = False, add_tokens: Sequence[str] = ()):

@@ -766,3 +766,24 @@ def test_a_problem_found_after_the_config_is_read_is_said_where_its_key_is_writt
     assert err.startswith(f"finetune-studio {' '.join(command)}: --freeze_trainable_layers is 9 but the model has "
                           "only 4 decoder layers")
     assert str(run_yaml) not in err and not (studio_home / "runs").exists()
+
+
+def test_train_refuses_weights_cut_short_as_a_bad_model_before_a_run_folder_is_made(tmp_path, studio_home, capsys):
+    """It made a run folder and failed in it: "training failed: SafetensorError: Error while deserializing
+    header: incomplete metadata, file not fully covered", with "This is a bug or an unexpected library
+    error" and a --resume that could not help (exit 1)."""
+    from engine.demo import ensure_demo_model
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in ensure_demo_model().iterdir():
+        data = f.read_bytes()
+        (model / f.name).write_bytes(data[: len(data) // 3] if f.name == "model.safetensors" else data)
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(f"dataset: demo\nmodel: {model}\nmax_steps: 2\n", encoding="utf-8")
+    assert main(["train", str(run_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio train: {run_yaml}:2:1: weights in '{model}': model.safetensors is cut "
+                          "short: ")
+    assert "hint: An interrupted download or copy" in err and "bug" not in err and "--resume" not in err
+    assert not (studio_home / "runs").exists()

@@ -131,6 +131,60 @@ def test_a_model_folder_missing_its_tokenizer_or_weights_or_in_gguf_form_says_wh
         load_model(cfg(load_in="fp32", mixed_precision="no"), bare, CPU)
 
 
+def test_weights_cut_short_padded_or_missing_a_shard_are_refused_by_file_before_loading(model_dir, tmp_path):
+    """An interrupted download or copy failed inside the run: "SafetensorError: incomplete metadata, file
+    not fully covered", told as a bug, after the run's folder was made."""
+    from transformers import AutoModelForCausalLM
+
+    from engine.models import check_weights_complete
+
+    def copy(name: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in model_dir.iterdir():
+            (folder / f.name).write_bytes(f.read_bytes())
+        return folder
+
+    weights = (model_dir / "model.safetensors").read_bytes()
+    short = copy("short")
+    (short / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ModelError) as e:
+        load_model(cfg(load_in="fp32", mixed_precision="no"), short, CPU)
+    assert e.value.message.startswith(f"weights in '{short}': model.safetensors is cut short: ")
+    assert e.value.message.endswith(f"cut short: {len(weights) // 2:,} bytes of the {len(weights):,} bytes its header "
+                                    "describes")
+    assert "download or copy the model's files again" in e.value.hint
+    (short / "model.safetensors").write_bytes(weights[:5])
+    with pytest.raises(ModelError, match=r"model.safetensors is cut short \(5 bytes: no safetensors header\)"):
+        check_weights_complete(short)
+    (short / "model.safetensors").write_bytes(weights[:100])  # inside the JSON header
+    with pytest.raises(ModelError, match="model.safetensors is not a safetensors file .* it may be cut short"):
+        check_weights_complete(short)
+    padded = copy("padded")
+    (padded / "model.safetensors").write_bytes(weights + b"junk")
+    with pytest.raises(ModelError, match=f"holds 4 bytes more than its header describes \\({len(weights) + 4:,} bytes"):
+        check_weights_complete(padded)
+    # A sharded save with one shard gone; then whole again, it loads.
+    sharded = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(model_dir).save_pretrained(sharded, max_shard_size="20KB")
+    for f in model_dir.iterdir():
+        if "token" in f.name:
+            (sharded / f.name).write_bytes(f.read_bytes())
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 2
+    kept = shards[1].read_bytes()
+    shards[1].unlink()
+    with pytest.raises(ModelError) as e:
+        load_model(cfg(load_in="fp32", mixed_precision="no"), sharded, CPU)
+    assert e.value.message == (f"weights in '{sharded}': 1 of the {len(shards)} files its model.safetensors.index.json "
+                               f"names are missing: {shards[1].name}")
+    shards[1].write_bytes(kept)
+    assert load_model(cfg(load_in="fp32", mixed_precision="no"), sharded, CPU).config.hidden_size == 32
+    (sharded / "model.safetensors.index.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ModelError, match="can't be read as a safetensors index"):
+        check_weights_complete(sharded)
+
+
 @pytest.mark.parametrize("load_in", ["int8", "nf4"])
 def test_quantized_load_on_cpu_is_refused_before_loading(load_in, tmp_path):
     # tmp_path holds no model at all: the refusal must come before any file is read.
