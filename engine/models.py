@@ -283,6 +283,52 @@ def check_weights_safe(path: Path, allow_pickle: bool) -> None:
                          hint="Convert it to safetensors, or allow pickle weights only if you trust its source.")
     if safe:
         check_weights_complete(path)
+    check_json_files(path)  # every loader asks this before loading: the folder's JSON too
+
+
+MODEL_JSON_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "added_tokens.json", "preprocessor_config.json")
+"""A model folder's JSON files that transformers reads when it loads the model or its tokenizer."""
+
+
+def check_json_files(path: Path) -> None:
+    """Refuse a model folder whose JSON files (:data:`MODEL_JSON_FILES`) aren't JSON: cut short by an
+    interrupted copy, or edited by hand. The run failed after its folder was made, with "OSError: It looks
+    like the config file ... is not a valid JSON file" told as a bug, or the decoder's message about a
+    byte. Each file is read once per size and time.
+
+    Raises:
+        ModelError: ``FILE:LINE:COLUMN: invalid JSON: ...`` (or the byte that isn't UTF-8).
+    """
+    for name in MODEL_JSON_FILES:
+        file = path / name
+        try:
+            st = file.stat()
+        except OSError:
+            continue
+        problem = _json_problem(str(file), st.st_size, st.st_mtime_ns)
+        if problem:
+            raise ModelError(problem, hint="A copy or download cut short leaves a file like this: copy or download "
+                             "the model's files again (or undo the edit).")
+
+
+@functools.lru_cache(maxsize=64)
+def _json_problem(file: str, size: int, mtime_ns: int) -> str | None:
+    text = ""
+    try:
+        text = Path(file).read_bytes().decode("utf-8")
+        json.loads(text)
+    except UnicodeDecodeError as e:
+        return f"{file}: not UTF-8 text at byte {e.start:,} of {size:,}" + (
+            " (the file ends inside a character: cut short)" if e.reason == "unexpected end of data" else "")
+    except json.JSONDecodeError as e:
+        # The end of the text inside a value or a string (no closing quote follows it): cut short.
+        cut = (" (the file ends here: cut short)" if e.pos >= len(text.rstrip())
+               else " (the file ends inside it: cut short)" if e.msg.startswith("Unterminated string") else "")
+        return f"{file}:{e.lineno}:{e.colno}: invalid JSON: {json_problem(e)}{cut}"
+    except (OSError, RecursionError) as e:
+        return f"{file}: can't be read: {getattr(e, 'strerror', None) or e}"
+    return None
 
 
 def check_weights_complete(path: Path) -> None:
@@ -354,6 +400,7 @@ def load_tokenizer(model: str, *, trust_remote_code: bool = False, add_tokens: S
 
     path = resolve_model_path(model)
     check_tokenizer_files(path)
+    check_json_files(path)
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as e:

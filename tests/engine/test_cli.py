@@ -787,3 +787,11 @@ def test_train_refuses_weights_cut_short_as_a_bad_model_before_a_run_folder_is_m
                           "short: ")
     assert "hint: An interrupted download or copy" in err and "bug" not in err and "--resume" not in err
     assert not (studio_home / "runs").exists()
+    # config.json cut short: "training failed: OSError: ... is not a valid JSON file", told as a bug.
+    (model / "model.safetensors").write_bytes((ensure_demo_model() / "model.safetensors").read_bytes())
+    (model / "config.json").write_text('{"architectures": ["Llama', encoding="utf-8")
+    assert main(["train", str(run_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio train: {run_yaml}:2:1: {model / 'config.json'}:1:20: invalid JSON: "
+                          "Unterminated string starting here (the file ends inside it: cut short)\n")
+    assert not (studio_home / "runs").exists()

@@ -185,6 +185,42 @@ def test_weights_cut_short_padded_or_missing_a_shard_are_refused_by_file_before_
         check_weights_complete(sharded)
 
 
+def test_a_model_folders_json_cut_short_or_edited_is_refused_at_its_line_and_column(model_dir, tmp_path):
+    """config.json cut short failed the run as "OSError: It looks like the config file ... is not a valid
+    JSON file" (told as a bug); tokenizer.json cut inside a character as "'utf-8' codec can't decode byte"."""
+    from engine.models import check_weights_safe, load_tokenizer
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for f in model_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "added_tokens": [{"content": "é"}]}', encoding="utf-8")
+    check_weights_safe(folder, allow_pickle=False)  # all of it JSON: no complaint
+    config = (folder / "config.json").read_text(encoding="utf-8")
+    (folder / "config.json").write_text(config[: config.index('"hidden_size"') + 5], encoding="utf-8")
+    with pytest.raises(ModelError) as e:
+        load_model(cfg(load_in="fp32", mixed_precision="no"), folder, CPU)
+    line = config[: config.index('"hidden_size"')].count("\n") + 1
+    assert e.value.message.startswith(f"{folder / 'config.json'}:{line}:")
+    assert e.value.message.endswith("invalid JSON: Unterminated string starting here (the file ends inside it: cut "
+                                    "short)")
+    assert "copy or download the model's files again" in e.value.hint
+    (folder / "config.json").write_text(config, encoding="utf-8")
+    tokenizer = (folder / "tokenizer.json").read_bytes()
+    (folder / "tokenizer.json").write_bytes(tokenizer[: tokenizer.index("é".encode()) + 1])
+    with pytest.raises(ModelError, match=f"tokenizer.json: not UTF-8 text at byte {tokenizer.index('é'.encode()):,} "
+                       r"of [0-9,]+ \(the file ends inside a character: cut short\)"):
+        load_tokenizer(str(folder))
+    (folder / "tokenizer.json").write_bytes(tokenizer[: tokenizer.index(b'"added')])
+    with pytest.raises(ModelError, match=r"tokenizer.json:1:20: invalid JSON: Expecting property name enclosed in "
+                       r"double quotes \(the file ends here: cut short\)"):
+        check_weights_safe(folder, allow_pickle=False)
+    (folder / "tokenizer.json").write_bytes(tokenizer.replace(b'"1.0",', b'"1.0"'))  # an edit, not a cut
+    with pytest.raises(ModelError) as e:
+        check_weights_safe(folder, allow_pickle=False)
+    assert e.value.message.endswith("tokenizer.json:1:19: invalid JSON: Expecting ',' delimiter")
+
+
 @pytest.mark.parametrize("load_in", ["int8", "nf4"])
 def test_quantized_load_on_cpu_is_refused_before_loading(load_in, tmp_path):
     # tmp_path holds no model at all: the refusal must come before any file is read.
