@@ -197,8 +197,11 @@ def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container
     alive = {id(r) for r in ds.records}
     ds._gaps = {k: v for k, v in ds._gaps.items() if k in alive}
     ds.errors = []
-    ds.file_errors = []
+    # A JSON array's text around its records (a stray comma, text after its ']') is written back as it
+    # was, never dropped: the written file still has the problem, so the Checks still name it.
+    ds.file_errors = _written_file_errors(written, path) if written is not None and ds.file_errors else []
     _collect_errors(ds)
+    ds.errors.extend(ds.file_errors)
     ds.detected = describe(ds)
     return path
 
@@ -217,6 +220,13 @@ class _WrittenJson:
             self._text = data.decode("utf-8")
             self._index = _LineIndex(self._text)
         return self._text, self._index
+
+
+def _written_file_errors(written: _WrittenJson, path: Path) -> list[DataError]:
+    """The file-structure errors of a JSON array file as just written, as reopening it gives them."""
+    again = DatasetFile(path=path)
+    _parse_json(written.text()[0], path, again)
+    return again.file_errors
 
 
 def _replace_error(r: Record, written: bytes | str, line: int, ds: DatasetFile,
@@ -715,7 +725,11 @@ def _read_text(path: Path, ds: DatasetFile) -> str:
 
 
 def _read_json(path: Path, ds: DatasetFile) -> None:
-    text = _read_text(path, ds)
+    _parse_json(_read_text(path, ds), path, ds)
+
+
+def _parse_json(text: str, path: Path, ds: DatasetFile) -> None:
+    """Fill ``ds`` from a JSON array file's ``text`` (after its BOM)."""
     ds.newline = "\r\n" if "\r\n" in text[: 1 << 16] else "\n"
     pos = _WS.match(text, 0).end()
     if pos == len(text):
@@ -906,11 +920,16 @@ def _json_bytes(ds: DatasetFile, starts: list[int] | None = None) -> tuple[bytes
     if ds._preamble is not None and ds.records and ds._loaded:
         preamble = ds._preamble
         trailer = ds._trailer
+    elif ds._preamble is not None and ds.file_errors:
+        # Text after the ']' (or the file cut short) is kept even with no record now, or none read: a
+        # save never drops text it didn't read. A comma after a last record that is gone is no text.
+        preamble = ds._preamble
+        trailer = ds._trailer if ds.records else re.sub(r"^[ \t\r\n]*,", "", ds._trailer)
     elif indent is None:
         preamble, trailer = "[", "]" + nl
     else:
         preamble, trailer = "[" + nl + pad, nl + "]" + nl
-    if not ds.records:
+    if not ds.records and not ds.file_errors:
         preamble, trailer = "[", "]" + nl
     parts = [preamble]
     sources: list = []

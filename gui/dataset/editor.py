@@ -513,7 +513,8 @@ class DatasetEditor(QWidget):
         finally:
             QApplication.restoreOverrideCursor()
         self._after_write(path)
-        self.sig_status.emit(f"Saved {len(ds.records):,} records to {path} ({time.perf_counter() - t0:.1f} s)")
+        self.sig_status.emit(f"Saved {len(ds.records):,} records to {path} ({time.perf_counter() - t0:.1f} s)"
+                             + self._kept_words())
         self.sig_saved.emit(str(path))
         return True
 
@@ -543,7 +544,7 @@ class DatasetEditor(QWidget):
             self.watcher.removePaths(self.watcher.files() + self.watcher.directories())
         self._after_write(Path(written))
         remember_file(Path(written))
-        self.sig_status.emit(f"Saved {len(ds.records):,} records to {written}")
+        self.sig_status.emit(f"Saved {len(ds.records):,} records to {written}" + self._kept_words())
         self.sig_saved.emit(str(written))
         return True
 
@@ -1369,6 +1370,13 @@ class DatasetEditor(QWidget):
             return True
         return self._ask_overwrite_changed(path) == QMessageBox.StandardButton.Save
 
+    def _kept_words(self) -> str:
+        """Said after "Saved ..." when the save wrote back text it didn't read (a JSON array's text after its
+        ']', the comma it ends on): nothing was dropped, and the file still has the problem."""
+        errors = self._ds.file_errors if self._ds is not None else []
+        return (f"; its text outside the records is kept as it was: {len(errors)} file-structure "
+                f"error{'s' if len(errors) > 1 else ''} left (Checks)" if errors else "")
+
     def _after_write(self, path: Path) -> None:
         self.banner.clear_topic("disk", "write")
         self.undo_stack.setClean()
@@ -1380,11 +1388,20 @@ class DatasetEditor(QWidget):
         self._refresh_broken_banner()  # a save that moved a broken record gave it a new line
         self.model.headerDataChanged.emit(Qt.Orientation.Vertical, 0, max(0, self.model.rowCount() - 1))
         self._show_current()
+        # A save keeps the text a JSON array has around its records: where the checks named it, check the
+        # saved file again (its place may have moved).
+        rules = {f.rule for f in self._lint[0].findings} if self._lint is not None else set()
+        if "file-structure" in rules:
+            self.run_lint()
+        if not self.banner.isHidden() and self.banner.topic == "load":  # its lines as the saved file has them
+            self._show_load_problems(self._ds)
+            if not self._ds.errors and self.banner.topic == "load":
+                self.banner.hide()
 
     def _show_load_problems(self, ds: DatasetFile) -> None:
         self._broken_banner_parked = False
         if not self._show_broken_banner(ds) and ds.errors:
-            self.banner.show_message("warning", "; ".join(e.message for e in ds.errors[:3]))
+            self.banner.show_message("warning", "; ".join(e.message for e in ds.errors[:3]), topic="load")
 
     def _show_broken_banner(self, ds: DatasetFile) -> bool:
         """Say how many records are kept as text and where the first is; False when none is."""

@@ -858,3 +858,39 @@ def test_a_csv_header_that_names_no_format_is_listed_as_found(tmp_path, name, te
     assert hint in err.value.hint
     if name.endswith(".tsv"):
         assert err.value.message.endswith("; the header has no tab but has commas: this .tsv file is comma-separated")
+
+
+# ---- A JSON array's text around its records
+
+
+APPENDED = '[\n  {"instruction": "a", "output": "b"}\n]\n{"instruction": "appended", "output": "late"}\n'
+CUT_SHORT = '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c", "output": "d"},\n'
+
+
+@pytest.mark.parametrize("text,edit,ends", [
+    (APPENDED, "edit", '\n]\n{"instruction": "appended", "output": "late"}\n'),
+    (APPENDED, "delete all", '\n]\n{"instruction": "appended", "output": "late"}\n'),
+    (CUT_SHORT, "edit", '"output": "d"},\n'),
+], ids=["text-after-edit", "text-after-delete-all", "cut-short-edit"])
+def test_a_save_keeps_a_json_arrays_unread_text_and_its_file_structure_error(tmp_path, text, edit, ends):
+    """A save wrote the text after ']' (or the comma of a file cut short) back, but cleared the error, so the
+    checks said the file was fine; and with every record deleted it wrote '[]', dropping that text unsaid."""
+    from engine.data.lint import lint
+
+    def said(ds: DatasetFile) -> list[str]:  # without the place: a save moves it
+        return [f.message.split(": ", 1)[1] for f in lint(ds).findings if f.rule == "file-structure"]
+
+    path = tmp_path / "cut.json"
+    path.write_text(text, encoding="utf-8")
+    ds = load_dataset_file(path)
+    before = said(ds)
+    assert len(before) == 1
+    if edit == "edit":
+        ds.records[0].data["output"] = "B"
+    else:
+        ds.records.clear()
+    save_dataset_file(ds)
+    assert path.read_text(encoding="utf-8").endswith(ends)
+    assert said(ds) == before
+    assert [f.message for f in lint(load_dataset_file(path)).findings if f.rule == "file-structure"] == \
+        [f.message for f in lint(ds).findings if f.rule == "file-structure"]

@@ -804,3 +804,37 @@ def test_the_session_ending_autosaves_while_the_window_is_open(make_editor, smal
     assert app.receivers(commit) == before + 1
     ed.shutdown()
     assert app.receivers(commit) == before
+
+
+# ---- A JSON array's text around its records survives a save
+
+
+def _rules(ed) -> list[tuple[str, int | None]]:
+    return [(f.rule, f.index) for f in ed.lint_report().findings if f.severity in ("error", "warning")]
+
+
+def test_a_json_arrays_text_after_its_bracket_is_kept_by_a_save_and_still_in_the_checks(make_editor, tmp_path,
+                                                                                         qtbot):
+    """Save wrote the text after ']' back but cleared its file-structure error, so the Checks said nothing was
+    wrong with a file that still had it; with every record deleted, Save wrote '[]' and the text was gone."""
+    path = tmp_path / "appended.json"
+    stray = '{"instruction": "Appended", "output": "after the list"}\n'
+    path.write_text('[\n  {"instruction": "Say hi", "output": "Hi!"}\n]\n' + stray, encoding="utf-8")
+    ed = make_editor(path)
+    assert _rules(ed) == [("file-structure", None)]
+    said: list[str] = []
+    ed.sig_status.connect(said.append)
+    _edit_output(ed, 0, "Hello!")
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        assert ed.save()
+    assert path.read_text(encoding="utf-8").endswith("]\n" + stray)
+    assert _rules(ed) == [("file-structure", None)]
+    assert said[-1].endswith("; its text outside the records is kept as it was: 1 file-structure error left (Checks)")
+    assert ed.banner.label.text().startswith(f"{path}:7:1: text after the list's closing ']'")  # where it now is
+    ed.select_record(0)
+    ed.act_delete.trigger()
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        assert ed.save()
+    assert path.read_text(encoding="utf-8").endswith("]\n" + stray)
+    assert ("file-structure", None) in _rules(ed)
+    assert ("file-structure", None) in _rules(make_editor(path))
