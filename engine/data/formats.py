@@ -186,7 +186,8 @@ def save_dataset_file(ds: DatasetFile, path: str | Path | None = None, container
                 r._source = sources[i]
                 if lines is not None:
                     _replace_error(r, sources[i], lines[i], ds, written, i)
-            elif record_changed(r, ds):
+            elif record_changed(r, ds) or (container == RecordFormat.JSONL and sources[i] != r._source):
+                # (JSONL: a record read over several lines was written on one, as the file now holds it)
                 r._source = sources[i] if container != RecordFormat.PARQUET else _dumps(r.peek())
         r._edited = False
         if lines is not None:
@@ -288,7 +289,9 @@ def export(ds: DatasetFile, path: str | Path, container: str | None = None, fmt:
                         f"{first.error_words()}", path=str(ds.path) if ds.path else None, line=first.line,
                         column=first.column if first.error_in_file else None, hint="Fix or delete them first.")
     schema = ds.schema
-    out = DatasetFile(path=path, format=fmt, container=container, newline=ds.newline,
+    # A lone CR line ending (classic Mac OS) is kept in JSON Lines; JSON and CSV are written with LF.
+    newline = "\n" if ds.newline == "\r" and container != RecordFormat.JSONL else ds.newline
+    out = DatasetFile(path=path, format=fmt, container=container, newline=newline,
                       bom=ds.bom and container in (RecordFormat.JSON, RecordFormat.JSONL, RecordFormat.CSV),
                       style=dict(_DEFAULT_STYLE))
     if container == RecordFormat.JSON:
@@ -367,7 +370,7 @@ def describe(ds: DatasetFile) -> str:
         parts[-1] += f" ({broken} broken)"
     if ds.container != RecordFormat.PARQUET:
         parts.append("UTF-8 with BOM" if ds.bom else "UTF-8")
-        parts.append("CRLF" if ds.newline == "\r\n" else "LF")
+        parts.append({"\r\n": "CRLF", "\r": "CR"}.get(ds.newline, "LF"))
     if ds.mapping:
         # A name with spaces around it (a CSV header's ' instruction ') quoted, so they show.
         parts.append("mapped " + ", ".join(f"{k if k == k.strip() else repr(k)}→{v}" for k, v in ds.mapping.items()))
@@ -392,7 +395,7 @@ def _sniff_json_container(path: Path) -> str:
         head = head[3:]
     stripped = head.lstrip()
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        first = stripped.split(b"\n", 1)[0]
+        first = _first_line(stripped)
         if not stripped.startswith(b"[") or (stripped[len(first):].strip() and _whole_value(first)):
             return RecordFormat.JSONL  # a whole array on a line with more lines after it: a broken JSON line
         return RecordFormat.JSON
@@ -401,7 +404,7 @@ def _sniff_json_container(path: Path) -> str:
     if not stripped.startswith(b"{"):
         return RecordFormat.JSON if path.suffix.lower() == ".json" else RecordFormat.JSONL
     # Starts with "{": JSON lines if the first line is a whole object by itself and more follows.
-    first = stripped.split(b"\n", 1)[0]
+    first = _first_line(stripped)
     try:
         json_text.loads(first)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -410,6 +413,12 @@ def _sniff_json_container(path: Path) -> str:
     if path.suffix.lower() != ".json":
         return RecordFormat.JSONL
     return RecordFormat.JSONL if stripped[len(first):].strip() else RecordFormat.JSON
+
+
+def _first_line(head: bytes) -> bytes:
+    """The first line of ``head``, without its line ending (LF, CRLF or a lone CR)."""
+    m = _LINE.match(head)
+    return m.group().rstrip(b"\r\n") if m else b""
 
 
 def _whole_value(line: bytes) -> bool:
@@ -488,12 +497,62 @@ def _unknown_header(ds: DatasetFile) -> DataError:
 # ---- JSONL
 
 
+class _JsonlLines:
+    """A JSONL file's lines, with the readers' line endings: LF, CRLF, and a lone CR (classic Mac OS).
+
+    Lines come as the file object splits them (at LF, so a CRLF line keeps its CR). A line that holds
+    a lone CR before its end is split there on request (:meth:`split`), as ``str.splitlines`` would:
+    only a line that doesn't read as it is, since a CR between a record's tokens is JSON whitespace.
+    Iterating is a generator over the file's own iteration (the reader's hot loop: 200k lines).
+    """
+
+    def __init__(self, fh: Any):
+        self._back: list[bytes] = []  # lines split off or looked at, read before the file's next
+        self._it = self._lines(fh)
+
+    def _lines(self, fh: Any):
+        back = self._back
+        for chunk in fh:
+            yield chunk
+            while back:
+                yield back.pop()
+
+    def __iter__(self):
+        return self._it
+
+    def put_back(self, *chunks: bytes) -> None:
+        """Have the next reads give ``chunks``, in order."""
+        self._back.extend(reversed(chunks))
+
+    @staticmethod
+    def has_lone_cr(chunk: bytes) -> bool:
+        """Whether ``chunk`` holds a CR that ends a line before its own line ending (not in UTF-16 text,
+        where a CR is followed by a zero byte: that line is said as a whole)."""
+        return _LONE_CR.search(chunk, 0, len(chunk.rstrip(b"\r\n"))) is not None and b"\x00" not in chunk
+
+    def split(self, chunk: bytes) -> bytes:
+        """The first line of ``chunk`` (split at lone CRs); the rest are read next."""
+        first, *rest = _LINE.findall(chunk)
+        self.put_back(*rest)
+        return first
+
+
+_LONE_CR = re.compile(rb"\r(?!\n)")
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+_BRACKET_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[{\]}]')
+
+
 def _read_jsonl(path: Path, ds: DatasetFile) -> None:
-    """One record per line, validated now, parsed again lazily on access (see records.py)."""
+    """One record per line, validated now, parsed again lazily on access (see records.py).
+
+    A record written over several lines, as a pretty-printer writes it (``json.dumps(obj, indent=2)``
+    pasted in: a '{' alone on its line), is read as one record from its '{' to its '}', as jq reads it;
+    the ``multi-line-record`` check says the file isn't JSON Lines, and a save writes it on one line.
+    """
     records: list[Record] = []
     gaps: dict[int, bytes] = {}
     preamble = b""
-    crlf = lf = 0
+    endings = {b"\r\n": 0, b"\n": 0, b"\r": 0}
     loads = json.loads
     style_candidates = [
         {"separators": (", ", ": "), "ensure_ascii": False, "indent": None},
@@ -502,16 +561,18 @@ def _read_jsonl(path: Path, ds: DatasetFile) -> None:
         {"separators": (",", ":"), "ensure_ascii": True, "indent": None},
     ]
     styled = 0
+    lineno = 0
     with open(path, "rb") as fh:
-        for lineno, chunk in enumerate(fh, 1):
+        lines = _JsonlLines(fh)
+        for chunk in lines:
+            lineno += 1
             if lineno == 1 and chunk.startswith(BOM):
                 ds.bom = True
                 chunk = chunk[3:]
-            if chunk.endswith(b"\r\n"):
-                crlf += 1
-            elif chunk.endswith(b"\n"):
-                lf += 1
             if chunk.isspace() or not chunk:
+                if _JsonlLines.has_lone_cr(chunk):
+                    chunk = lines.split(chunk)
+                _count_ending(chunk, endings)
                 if records:
                     key = id(records[-1])
                     gaps[key] = gaps.get(key, b"") + chunk
@@ -526,6 +587,23 @@ def _read_jsonl(path: Path, ds: DatasetFile) -> None:
                     value = None
             except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, a too-long integer, not text
                 value = None
+            if type(value) is not dict and _JsonlLines.has_lone_cr(chunk):
+                lines.put_back(lines.split(chunk))  # lines that end in a CR alone: read one by one
+                lineno -= 1
+                continue
+            if type(value) is not dict and chunk.strip() == b"{" and chunk.endswith((b"\n", b"\r")):
+                parts = _spread_record(chunk, lines)
+                for part in parts:
+                    _count_ending(part, endings)
+                whole = b"".join(parts)
+                problem = _jsonl_problem(whole, lineno)
+                records.append(Record(None, lineno, source=whole) if problem is None else _broken(whole, lineno, *problem))
+                lineno += len(parts) - 1
+                continue
+            if chunk.endswith(b"\n"):  # (inline: the hot loop)
+                endings[b"\r\n" if chunk.endswith(b"\r\n") else b"\n"] += 1
+            elif chunk.endswith(b"\r"):
+                endings[b"\r"] += 1
             if type(value) is not dict:
                 records.append(_broken(chunk, lineno, *_jsonl_problem(chunk, lineno)))
                 continue
@@ -539,29 +617,98 @@ def _read_jsonl(path: Path, ds: DatasetFile) -> None:
     ds.records = records
     ds._gaps = gaps
     ds._preamble = preamble
-    ds.newline = "\r\n" if crlf > lf else "\n"
+    ds.newline = max(("\n", "\r\n", "\r"), key=lambda nl: endings[nl.encode()])  # a tie: LF
     ds.style = dict(style_candidates[0])
     _collect_errors(ds)
     if not records:
         ds.errors.insert(0, DataError("the file is empty: no records", path=str(path)))
 
 
+def _count_ending(chunk: bytes, endings: dict[bytes, int]) -> None:
+    if chunk.endswith(b"\r\n"):
+        endings[b"\r\n"] += 1
+    elif chunk.endswith((b"\n", b"\r")):
+        endings[chunk[-1:]] += 1
+
+
+def _spread_record(first: bytes, lines: _JsonlLines) -> list[bytes]:
+    """The lines of a record written over several, from ``first`` (its '{' alone on a line) to the line
+    that closes it, counting brackets outside strings. It ends sooner at a line that starts another
+    record, a '{' no further indented than this one's (a record after one left unclosed), or at the end."""
+    indent = len(first) - len(first.lstrip(b" \t"))
+    parts, depth = [first], 1
+    for chunk in lines:
+        if _JsonlLines.has_lone_cr(chunk):
+            chunk = lines.split(chunk)
+        body = chunk.lstrip(b" \t")
+        if body.startswith(b"{") and len(chunk) - len(body) <= indent:
+            lines.put_back(chunk)
+            break
+        parts.append(chunk)
+        for m in _BRACKET_TOKENS.finditer(chunk):
+            tok = m.group()
+            if tok in (b"{", b"["):
+                depth += 1
+            elif tok in (b"}", b"]"):
+                depth -= 1
+        if depth <= 0:
+            break
+    while len(parts) > 1 and parts[-1].isspace():  # blank lines after one left unclosed: a gap, not the record
+        lines.put_back(parts.pop())
+    return parts
+
+
 def _jsonl_problem(chunk: bytes, lineno: int) -> tuple[str, int] | None:
     """Why a JSONL line at ``lineno`` is not a record, with the 1-based column (None if it is one):
-    the reader's words, and a save's for a broken record it wrote (whose line may have moved)."""
+    the reader's words, and a save's for a broken record it wrote (whose line may have moved). A
+    record written over several lines (see :func:`_spread_record`) is placed at the line in it that
+    fails, and said to be spread over its lines."""
+    spread = _line_count(chunk)
     try:
         value = json_text.loads(chunk)
     except json.JSONDecodeError:
         e = _decode_error(chunk)
-        said = _not_a_line_record(chunk, e)
+        said = _not_a_line_record(chunk, e) if spread == 1 else None
         if said is not None:
             return f"line {lineno}, column {said[1]}: {said[0]}", said[1]
-        return f"line {lineno}, column {e.colno}: {_line_problem(e)}", e.colno
+        below, column = _place(e.doc, e.pos)
+        why = _line_problem(e)
+        if spread > 1:
+            last = lineno + spread - 1
+            why = ("the record's '{' on line " + str(lineno) + " is never closed: '}' is missing"
+                   if e.pos >= len(e.doc.rstrip()) and e.msg != "Extra data" else why)
+            why += (f" (in the record written over lines {lineno}–{last}: JSON Lines holds one record per "
+                    "line, not pretty-printed JSON)")
+        return f"line {lineno + below}, column {column}: {why}", column
     except UnicodeDecodeError as e:
-        return f"line {lineno}, column {e.start + 1}: invalid UTF-8 byte 0x{chunk[e.start]:02x}", e.start + 1
+        below, column = _place(chunk[:e.start].decode("latin-1"), e.start)  # a byte's column, as a byte is the fault
+        return (f"line {lineno + below}, column {column}: invalid UTF-8 byte 0x{chunk[e.start]:02x}",
+                column)
     if type(value) is dict:
         return None
     return f"line {lineno}, column 1: expected a record object {{...}}, got {_json_type(value)}", 1
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def _place(text: str, pos: int) -> tuple[int, int]:
+    """(lines below the first, 1-based column) of offset ``pos`` in ``text``, a line ending being LF,
+    CRLF or a lone CR (``JSONDecodeError.lineno`` counts LF only)."""
+    ends = list(_NEWLINE.finditer(text, 0, pos))
+    return len(ends), pos - (ends[-1].end() if ends else 0) + 1
+
+
+def _ending_count(chunk: bytes) -> int:
+    """How many line endings (LF, CRLF or a lone CR) ``chunk`` holds."""
+    if b"\r" not in chunk or b"\x00" in chunk:  # (UTF-16 text's CR is followed by a zero byte: no line end)
+        return chunk.count(b"\n")
+    return chunk.count(b"\n") + len(_LONE_CR.findall(chunk))
+
+
+def _line_count(chunk: bytes) -> int:
+    """How many lines ``chunk`` (a record's text, with its line ending) is written over."""
+    return _ending_count(chunk.rstrip(b"\r\n")) + 1
 
 
 def _not_a_line_record(chunk: bytes, e: json.JSONDecodeError) -> tuple[str, int] | None:
@@ -643,7 +790,7 @@ def _jsonl_bytes(ds: DatasetFile) -> tuple[list[bytes], list, list[int]]:
         out.append(ds._preamble)
     sources: list[bytes | None] = []
     lines: list[int] = []
-    line = 1 + (ds._preamble or b"").count(b"\n")
+    line = 1 + _ending_count(ds._preamble or b"")
     last = len(ds.records) - 1
     for i, r in enumerate(ds.records):
         src = r._source
@@ -651,20 +798,20 @@ def _jsonl_bytes(ds: DatasetFile) -> tuple[list[bytes], list, list[int]]:
             src = src.encode("utf-8")
         if r.broken:
             chunk = src if src is not None and r.raw == _raw_text(src) else r.raw.encode("utf-8") + nl
-        elif src is not None and not record_changed(r, ds) and b"\n" not in src.rstrip(b"\r\n"):
-            chunk = src
+        elif src is not None and not record_changed(r, ds) and _line_count(src) == 1:
+            chunk = src  # (a record read over several lines is written on one: JSON Lines)
         else:
             chunk = _dumps(r.data, style).encode("utf-8") + nl
-        if i < last and not chunk.endswith(b"\n"):
+        if i < last and not chunk.endswith((b"\n", b"\r")):
             chunk += nl  # the old last line had no line ending and now has records after it
         out.append(chunk)
         sources.append(chunk)
         lines.append(line)
-        line += chunk.count(b"\n")
+        line += _ending_count(chunk)
         gap = ds._gaps.get(id(r))
         if gap:
             out.append(gap)
-            line += gap.count(b"\n")
+            line += _ending_count(gap)
     return out, sources, lines
 
 

@@ -9,6 +9,8 @@ Consistency
     after the last record, or its closing ``]`` missing: a file cut short).
     ``duplicate-key`` (warning): an object of the record has a key twice; JSON readers (this one
     too) keep the last value, so the first is never seen, and an edit drops it from the file.
+    ``multi-line-record`` (warning): a JSONL record written over several lines (pretty-printed); it
+    is read from its '{' to its '}', but other JSON Lines readers refuse the file; a save writes it on one line.
     ``non-finite-number`` (warning): ``NaN``, ``Infinity`` or ``-Infinity`` as a value; Python's
     JSON reader takes them (and a save writes them back as they are), but they are not JSON:
     most other tools refuse the file.
@@ -329,6 +331,8 @@ class _Scan:
             return
         data = r.peek()
         before = len(out)
+        if self.container == RecordFormat.JSONL:
+            _multi_line_record(i, line, r, out)
         _duplicate_keys(i, line, r, out)
         if self.container != RecordFormat.PARQUET:  # Parquet's float columns hold NaN: no JSON there
             _non_finite_numbers(i, line, r, out, located=self.container != RecordFormat.CSV)
@@ -461,6 +465,25 @@ def _duplicate_keys(i: int, line: int | None, r: Record, out: list[Finding]) -> 
         out.append(Finding(i, line, "duplicate-key", "warning",
                            f"the key '{key}' is written {times} in one object ({', '.join(values)}); "
                            "only the last value is read, and an edit of the record drops the others", key))
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _multi_line_record(i: int, line: int | None, r: Record, out: list[Finding]) -> None:
+    """Warn of a JSONL record written over several lines (pretty-printed JSON pasted in): the reader
+    takes it as jq does, but it is not JSON Lines, and most tools that read JSON Lines refuse the file."""
+    src = r.source
+    if not isinstance(src, bytes) or line is None:
+        return
+    below = len(_LINE_END.findall(src.rstrip(b"\r\n")))
+    if not below:
+        return
+    out.append(Finding(i, line, "multi-line-record", "warning",
+                       f"lines {line}–{line + below}: the record is written over {below + 1} lines (pretty-printed "
+                       "JSON); it is read, but JSON Lines holds one record per line, and other tools (pandas "
+                       "read_json(lines=True), Hugging Face datasets) refuse the file. Save in the Dataset editor, or "
+                       "`finetune-studio data convert FILE NEW.jsonl`, writes each record on one line"))
 
 
 def _non_finite_numbers(i: int, line: int | None, r: Record, out: list[Finding], *, located: bool = True) -> None:

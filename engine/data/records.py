@@ -569,7 +569,8 @@ class DatasetFile:
         records: The records in file order, broken ones included.
         detected: What was detected, in words: "Alpaca JSONL, 320 records, UTF-8 with BOM, CRLF".
         bom: The file started with a UTF-8 byte order mark (kept on save).
-        newline: The file's line ending, ``"\\n"`` or ``"\\r\\n"`` (used for new lines on save).
+        newline: The file's line ending, ``"\\n"``, ``"\\r\\n"`` or, in JSON Lines, ``"\\r"`` (a lone CR, as classic
+            Mac OS wrote it); used for new lines on save.
         errors: File-level and per-record read problems as :class:`DataError` (path, line, column).
         file_errors: Those of ``errors`` outside any record, in a file whose records all loaded but that
             is not valid as a whole: a JSON array's comma after the last record, its ']' missing.

@@ -499,10 +499,11 @@ class DatasetEditor(QWidget):
         if not self._may_overwrite(Path(ds.path)):
             return False  # asked first: a cancel leaves the records as they were
         if ds.container == RecordFormat.JSONL:
-            # A broken record is written back as its raw text, one line per record: keep it one line.
+            # A broken record is written back as its raw text, one line per record: keep it one line
+            # (one read over several lines, as pretty-printed JSON, too; a lone CR ends a line as well).
             for r in ds.records:
-                if r.broken and r.raw and "\n" in r.raw:
-                    r.raw = r.raw.replace("\r\n", " ").replace("\n", " ")
+                if r.broken and r.raw and ("\n" in r.raw or "\r" in r.raw):
+                    r.raw = re.sub(r"\r\n|\r|\n", " ", r.raw)
         t0 = time.perf_counter()
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
@@ -1388,10 +1389,10 @@ class DatasetEditor(QWidget):
         self._refresh_broken_banner()  # a save that moved a broken record gave it a new line
         self.model.headerDataChanged.emit(Qt.Orientation.Vertical, 0, max(0, self.model.rowCount() - 1))
         self._show_current()
-        # A save keeps the text a JSON array has around its records: where the checks named it, check the
-        # saved file again (its place may have moved).
+        # A save writes a record read over several lines on one line, and keeps the text a JSON array has
+        # around its records: where the checks named either, check the saved file again.
         rules = {f.rule for f in self._lint[0].findings} if self._lint is not None else set()
-        if "file-structure" in rules:
+        if rules & {"multi-line-record", "file-structure"}:
             self.run_lint()
         if not self.banner.isHidden() and self.banner.topic == "load":  # its lines as the saved file has them
             self._show_load_problems(self._ds)

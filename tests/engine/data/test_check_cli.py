@@ -161,3 +161,47 @@ def test_with_a_model_it_names_the_format_tokens_the_model_never_trained(tiny_mo
     assert not [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] == "untrained-tokens"]
     assert main(["data", "check", str(data), "--model", str(tiny_model_dir), "--template", "chatml", "--json"]) == 0
     assert not [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] == "untrained-tokens"]
+
+
+def _check_preview_and_train(path: Path, capsys, record: int) -> tuple[int, list[dict], dict, dict]:
+    """``data check --json``'s exit code and findings, ``data preview --record N --json`` and the trainer's
+    reading (``load_training_records``) of one file: the three readers a user meets."""
+    from engine.cli import main
+    from engine.config import RunConfig
+    from engine.train import load_training_records
+
+    rc = main(["data", "check", str(path), "--json"])
+    found = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["severity"] != "info"]
+    assert main(["data", "preview", str(path), "--record", str(record), "--json"]) == 0
+    preview = json.loads(capsys.readouterr().out)
+    _, info = load_training_records(RunConfig(dataset=str(path)))
+    return rc, found, preview, info
+
+
+def test_a_pretty_printed_record_in_jsonl_is_one_warning_and_every_reader_takes_it(tmp_path, capsys):
+    """``json.dumps(obj, indent=2)`` pasted into a .jsonl: check named its first line a spread object and each
+    of the next ones a broken record of its own (exit 1), and the trainer left it out; check, preview and the
+    trainer now all read the record, and check warns once, naming its lines and the fix."""
+    path = tmp_path / "pasted.jsonl"
+    pretty = json.dumps({"instruction": "Explain idea 2", "output": "Idea 2 is 2."}, indent=2)  # 4 lines
+    path.write_text(f"{RECORD}\n{pretty}\n{RECORD.replace('1', '3')}\n", encoding="utf-8")
+    rc, found, preview, info = _check_preview_and_train(path, capsys, 2)
+    assert rc == 0
+    assert [(f["rule"], f["index"], f["line"]) for f in found] == [("multi-line-record", 1, 2)]
+    assert found[0]["message"].startswith("lines 2–5: the record is written over 4 lines (pretty-printed JSON); it "
+                                          "is read, but JSON Lines holds one record per line")
+    assert "Dataset editor" in found[0]["message"] and "data convert" in found[0]["message"]
+    assert (preview["line"], preview["segments"][-1]["text"]) == (2, "Idea 2 is 2.<|im_end|>\n")
+    assert (info["records"], info["broken"]) == (3, 0)
+
+
+def test_a_jsonl_file_with_lone_cr_line_endings_reads_line_by_line_everywhere(tmp_path, capsys):
+    """Lines that end in a CR alone were one line: check said so and read no record, the trainer read none."""
+    path = tmp_path / "mac.jsonl"
+    path.write_bytes(f"{RECORD}\r{RECORD.replace('1', '2')}\r\r{{\"instruction\": \"x\", bad}}\r".encode())
+    rc, found, preview, info = _check_preview_and_train(path, capsys, 2)
+    assert rc == 1
+    assert [(f["rule"], f["index"], f["line"], f["message"]) for f in found] == [
+        ("broken-record", 2, 4, "not a valid record: line 4, column 22: Expecting property name enclosed in double quotes")]
+    assert (preview["line"], preview["segments"][-1]["text"]) == (2, "Idea 2 is 2.<|im_end|>\n")
+    assert (info["records"], info["broken"], info["broken_records"][0]["line"]) == (2, 1, 4)

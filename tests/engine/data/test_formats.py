@@ -509,16 +509,12 @@ def test_a_utf16_line_in_a_utf8_jsonl_file_is_broken_not_read_as_utf16(tmp_path)
 
 
 @pytest.mark.parametrize("text,column,error", [
-    ('{"instruction": "a", "output": "b"}\r{"instruction": "c", "output": "d"}\r', 37,
-     "another record starts here after a carriage return (CR): lines that end in CR alone are one line in JSON "
-     "Lines; end them with LF or CRLF"),
     ('{"instruction": "a", "output": "b"} {"instruction": "c", "output": "d"}\n', 37,
      "more text after the record ends; JSON Lines holds one record per line"),
     ('{"instruction": "a", "output": "b"},\n', 36, "more text after the record ends; JSON Lines holds one record per line"),
 ])
 def test_text_after_a_jsonl_lines_record_says_what_follows_it(tmp_path, text, column, error):
-    """Python's "Extra data" named nothing to fix; a file whose lines end in a lone CR (classic Mac)
-    is one JSONL line, so its cause is named."""
+    """Python's "Extra data" named nothing to fix."""
     path = tmp_path / "cr.jsonl"
     path.write_bytes(text.encode())
     ds = load_dataset_file(path)
@@ -785,17 +781,11 @@ def test_a_csv_json_cell_python_cannot_parse_is_kept_as_text(tmp_path, cell):
 
 
 @pytest.mark.parametrize("text,first_error", [
-    ('{\n  "instruction": "a",\n  "output": "b"\n}\n',
-     "line 1, column 1: the line starts a JSON object spread over several lines: JSON Lines needs one record per "
-     "line (or save it as .json)"),
-    ('\t{ \r\n\t\t"instruction": "a",\r\n\t\t"output": "b"\r\n\t}\r\n',
-     "line 1, column 2: the line starts a JSON object spread over several lines: JSON Lines needs one record per "
-     "line (or save it as .json)"),
     ('# exported 2024-05-01\n{"instruction": "a", "output": "b"}\n',
      "line 1, column 1: a comment line: JSON Lines has no comments"),
     ('{"instruction": "a", "output": "b"}\n  // the next batch\n', "line 2, column 3: a comment line: JSON Lines has no comments"),
 ])
-def test_a_pretty_printed_object_or_a_comment_in_jsonl_is_said_as_such(tmp_path, text, first_error):
+def test_a_comment_in_jsonl_is_said_as_such(tmp_path, text, first_error):
     """The parser's own words ("Expecting property name enclosed in double quotes", "Expecting value")
     named neither; a save's re-check of the broken record says the same."""
     path = tmp_path / "pretty.jsonl"
@@ -860,7 +850,95 @@ def test_a_csv_header_that_names_no_format_is_listed_as_found(tmp_path, name, te
         assert err.value.message.endswith("; the header has no tab but has commas: this .tsv file is comma-separated")
 
 
-# ---- A JSON array's text around its records
+# ---- JSON Lines written over several lines, or with lone-CR line endings
+
+
+PRETTY_RECORD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], "id": 2}
+
+
+def _pretty_file(path: Path, newline: str = "\n") -> list[dict]:
+    """A JSONL file with ``json.dumps(obj, indent=2)`` pasted in as its second record (lines 2-14)."""
+    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "id": 1},
+            PRETTY_RECORD,
+            {"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}], "id": 3}]
+    text = json.dumps(rows[0]) + "\n" + json.dumps(rows[1], indent=2) + "\n" + json.dumps(rows[2]) + "\n"
+    path.write_bytes(text.replace("\n", newline).encode())
+    return rows
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_a_pretty_printed_record_in_jsonl_is_read_as_one_record_and_a_save_writes_it_on_one_line(tmp_path, newline):
+    """Its first line was said to start a spread object and each of the next 12 lines was a broken record of its
+    own; the record is now read from its '{' to its '}', one warning names its lines, and a save (as ``data
+    convert``) writes it as JSON Lines, the other records as they were."""
+    from engine.data.lint import lint
+
+    path = tmp_path / "pasted.jsonl"
+    rows = _pretty_file(path, newline)
+    before = path.read_bytes().split(newline.encode())
+    ds = load_dataset_file(path)
+    assert [r.peek() for r in ds.records] == rows and not ds.broken_indices() and not ds.errors
+    assert [r.line for r in ds.records] == [1, 2, 15]
+    assert ds.newline == newline
+    found = [(f.rule, f.line, f.message.split(":")[0]) for f in lint(ds).findings if f.severity != "info"]
+    assert found == [("multi-line-record", 2, "lines 2–14")]
+    save_dataset_file(ds)
+    after = path.read_bytes()
+    assert after.split(newline.encode()) == [before[0], json.dumps(PRETTY_RECORD).encode(), before[-2], b""]
+    assert [r.line for r in ds.records] == [1, 2, 3]
+    assert not [f for f in lint(ds).findings if f.rule == "multi-line-record"]  # the checks say what the file holds
+    again = load_dataset_file(path)
+    assert [r.peek() for r in again.records] == rows and not [f for f in lint(again).findings
+                                                               if f.rule == "multi-line-record"]
+
+
+def test_a_broken_pretty_printed_record_is_one_broken_record_over_its_lines(tmp_path):
+    path = tmp_path / "pasted.jsonl"
+    path.write_bytes(b'{"instruction": "a", "output": "b"}\n'
+                     b'{\n  "instruction": "c",\n  "output": "d"\n  "x": 1\n}\n'  # lines 2-6: a comma missing
+                     b'{"instruction": "e", "output": "f"}\n'
+                     b'{\n  "instruction": "g",\n  "output": "h",\n\n'  # lines 8-10: never closed
+                     b'{"instruction": "i", "output": "j"}\n')
+    ds = load_dataset_file(path)
+    assert [(r.line, r.broken) for r in ds.records] == [(1, False), (2, True), (7, False), (8, True), (12, False)]
+    assert ds.records[1].error == ("line 5, column 3: Expecting ',' delimiter (in the record written over lines 2–6: "
+                                   "JSON Lines holds one record per line, not pretty-printed JSON)")
+    assert ds.records[3].error == ("line 10, column 17: the record's '{' on line 8 is never closed: '}' is missing (in "
+                                   "the record written over lines 8–10: JSON Lines holds one record per line, not "
+                                   "pretty-printed JSON)")
+    assert [(e.line, e.column) for e in ds.errors] == [(5, 3), (10, 17)]
+    before = path.read_bytes()
+    save_dataset_file(ds)  # kept as it was, said the same
+    assert path.read_bytes() == before and ds.records[3].error.startswith("line 10, column 17: ")
+
+
+def test_a_jsonl_file_with_lone_cr_line_endings_is_read_and_saved_with_them(tmp_path):
+    """Lines that end in a CR alone (classic Mac OS) were one JSONL line, the whole file one broken record; they
+    are lines, counted as such in a message, and a save keeps the CR as it keeps a CRLF."""
+    path = tmp_path / "mac.jsonl"
+    text = '{"instruction": "a", "output": "b"}\r{"instruction": "c", "output": "d"}\r\r{"instruction": "e", bad}\r'
+    path.write_bytes(text.encode())
+    ds = load_dataset_file(path)
+    assert [r.line for r in ds.records] == [1, 2, 4] and ds.newline == "\r"
+    assert ds.detected == "Alpaca JSONL, 3 records (1 broken), UTF-8, CR"
+    assert ds.records[2].error == "line 4, column 22: Expecting property name enclosed in double quotes"
+    assert (ds.errors[0].line, ds.errors[0].column) == (4, 22)
+    save_dataset_file(ds)
+    assert path.read_bytes() == text.encode()
+    ds.records[1].data["output"] = "D"
+    ds.records.append(ds.new_record({"instruction": "f", "input": "", "output": "g"}))
+    save_dataset_file(ds)
+    assert path.read_bytes() == (text.replace('"d"', '"D"') + '{"instruction": "f", "input": "", "output": "g"}\r').encode()
+    assert [r.line for r in ds.records] == [1, 2, 4, 5]
+    again = load_dataset_file(path)
+    assert [r.peek() for r in again.records] == [r.peek() for r in ds.records] and again.newline == "\r"
+
+
+def test_a_cr_between_a_records_tokens_is_whitespace_not_a_line_end(tmp_path):
+    path = tmp_path / "cr.jsonl"
+    path.write_bytes(b'{"instruction": "a",\r "output": "b"}\n{"instruction": "c", "output": "d"}\n')
+    ds = load_dataset_file(path)
+    assert [r.peek()["output"] for r in ds.records] == ["b", "d"] and [r.line for r in ds.records] == [1, 2]
 
 
 APPENDED = '[\n  {"instruction": "a", "output": "b"}\n]\n{"instruction": "appended", "output": "late"}\n'
@@ -894,3 +972,13 @@ def test_a_save_keeps_a_json_arrays_unread_text_and_its_file_structure_error(tmp
     assert said(ds) == before
     assert [f.message for f in lint(load_dataset_file(path)).findings if f.rule == "file-structure"] == \
         [f.message for f in lint(ds).findings if f.rule == "file-structure"]
+
+
+def test_a_pretty_printed_record_left_unclosed_ends_where_the_next_record_starts(tmp_path):
+    path = tmp_path / "pasted.jsonl"
+    path.write_bytes(b'{\n  "instruction": "a",\n  "output": "b"\n{"instruction": "c", bad}\n{\n  "instruction": "d",\n'
+                     b'  "output": "e"\n}\n')
+    ds = load_dataset_file(path)
+    assert [(r.line, r.broken) for r in ds.records] == [(1, True), (4, True), (5, False)]
+    assert ds.records[0].error.startswith("line 3, column 16: the record's '{' on line 1 is never closed")
+    assert ds.records[1].error == "line 4, column 22: Expecting property name enclosed in double quotes"

@@ -806,11 +806,51 @@ def test_the_session_ending_autosaves_while_the_window_is_open(make_editor, smal
     assert app.receivers(commit) == before
 
 
-# ---- A JSON array's text around its records survives a save
+# ---- Files the editor reads as they are: a record over several lines, lone-CR lines, a JSON array's stray text
 
 
 def _rules(ed) -> list[tuple[str, int | None]]:
     return [(f.rule, f.index) for f in ed.lint_report().findings if f.severity in ("error", "warning")]
+
+
+def test_a_pretty_printed_jsonl_record_opens_as_one_record_and_a_save_puts_it_on_one_line(make_editor, tmp_path,
+                                                                                           qtbot):
+    """``json.dumps(obj, indent=2)`` pasted into a .jsonl opened as four broken rows (of six); it is one record with one
+    warning, Save writes JSON Lines (each record on its line), and the Checks then say so."""
+    path = tmp_path / "pasted.jsonl"
+    rows = [{"instruction": "Say hi", "output": "Hi!"}, {"instruction": "Name a colour", "output": "Blue"},
+            {"instruction": "Capital of France?", "output": "Paris"}]
+    path.write_text(f"{json.dumps(rows[0])}\n{json.dumps(rows[1], indent=2)}\n{json.dumps(rows[2])}\n", encoding="utf-8")
+    ed = make_editor(path)
+    assert ed.model.rowCount() == 3 and records_data(ed) == rows
+    assert _rules(ed) == [("multi-line-record", 1)]
+    said: list[str] = []
+    ed.sig_status.connect(said.append)
+    with qtbot.waitSignal(ed.sig_lint_finished, timeout=20000):
+        assert ed.save()
+    assert path.read_text(encoding="utf-8").splitlines() == [json.dumps(r) for r in rows]
+    assert _rules(ed) == [] and [r.line for r in ed.dataset().records] == [1, 2, 3]
+    assert said[-1].startswith("Saved 3 records to ")
+    again = make_editor(path)
+    assert records_data(again) == rows and _rules(again) == []
+
+
+def test_a_lone_cr_jsonl_file_opens_line_by_line_and_an_edit_keeps_its_line_endings(make_editor, tmp_path, qtbot):
+    """A file whose lines end in a CR alone opened as one broken record; its lines are records, and a save
+    writes an edited one with a CR, as it does a CRLF file's."""
+    path = tmp_path / "mac.jsonl"
+    lines = [json.dumps({"instruction": "Say hi", "output": "Hi!"}), '{"instruction": "Count", bad}',
+             json.dumps({"instruction": "Name a colour", "output": "Blue"})]
+    path.write_bytes("\r".join(lines).encode() + b"\r")
+    ed = make_editor(path)
+    assert ed.model.rowCount() == 3 and [r.broken for r in ed.dataset().records] == [False, True, False]
+    assert ed.dataset().records[1].error == "line 2, column 26: Expecting property name enclosed in double quotes"
+    _edit_output(ed, 2, "Green")
+    assert ed.save()
+    assert path.read_bytes() == "\r".join([*lines[:2], lines[2].replace("Blue", "Green")]).encode() + b"\r"
+    again = make_editor(path)
+    assert [r.line for r in again.dataset().records] == [1, 2, 3] and records_data(again) == records_data(ed)
+    assert again.dataset().newline == "\r"
 
 
 def test_a_json_arrays_text_after_its_bracket_is_kept_by_a_save_and_still_in_the_checks(make_editor, tmp_path,
@@ -838,3 +878,22 @@ def test_a_json_arrays_text_after_its_bracket_is_kept_by_a_save_and_still_in_the
     assert path.read_text(encoding="utf-8").endswith("]\n" + stray)
     assert ("file-structure", None) in _rules(ed)
     assert ("file-structure", None) in _rules(make_editor(path))
+
+
+def test_a_broken_pretty_printed_jsonl_record_is_one_row_and_a_save_writes_it_on_one_line(make_editor, tmp_path):
+    """It opened as a row per line, each broken its own way; it is one broken row, its error where it fails,
+    and Save keeps its text on one line (JSON Lines), where reopening finds the same record."""
+    path = tmp_path / "pasted.jsonl"
+    good = json.dumps({"instruction": "Say hi", "output": "Hi!"})
+    path.write_text(f'{good}\n{{\n  "instruction": "Count",\n  "output": "1, 2"\n  "x": 1\n}}\n{good}\n', encoding="utf-8")
+    ed = make_editor(path)
+    assert [r.broken for r in ed.dataset().records] == [False, True, False]
+    assert ed.dataset().records[1].error.startswith("line 5, column 3: Expecting ',' delimiter (in the record written "
+                                                    "over lines 2–6")
+    assert _rules(ed) == [("broken-record", 1), ("duplicate", 2)]
+    assert ed.save()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines == [good, '{   "instruction": "Count",   "output": "1, 2"   "x": 1 }', good]
+    again = make_editor(path)
+    assert [r.broken for r in again.dataset().records] == [False, True, False]
+    assert again.dataset().records[1].error == ed.dataset().records[1].error == "line 2, column 50: Expecting ',' delimiter"
