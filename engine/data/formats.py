@@ -730,15 +730,9 @@ def _not_a_line_record(chunk: bytes, e: json.JSONDecodeError) -> tuple[str, int]
 
 def _line_problem(e: json.JSONDecodeError) -> str:
     """The parser's words for a JSONL line, where its "Extra data" says nothing a person can act on:
-    more follows the line's record, or, after a lone CR, the next record (a file whose lines end in
-    CR alone, as classic Mac OS wrote them, is one line to JSON Lines)."""
+    more follows the line's record. (Lines that end in a lone CR are split before they get here.)"""
     if e.msg != "Extra data":
         return json_problem(e)
-    gap = e.doc[:e.pos]
-    gap = gap[len(gap.rstrip(" \t\r\n")):]
-    if "\r" in gap:
-        return ("another record starts here after a carriage return (CR): lines that end in CR alone are one "
-                "line in JSON Lines; end them with LF or CRLF")
     return "more text after the record ends; JSON Lines holds one record per line"
 
 
