@@ -514,7 +514,7 @@ class DatasetEditor(QWidget):
         finally:
             QApplication.restoreOverrideCursor()
         self._after_write(path)
-        self.sig_status.emit(f"Saved {len(ds.records):,} records to {path} ({time.perf_counter() - t0:.1f} s)"
+        self.sig_status.emit(f"Saved {len(ds.records):,} record{'' if len(ds.records) == 1 else 's'} to {path} ({time.perf_counter() - t0:.1f} s)"
                              + self._kept_words())
         self.sig_saved.emit(str(path))
         return True
@@ -545,7 +545,7 @@ class DatasetEditor(QWidget):
             self.watcher.removePaths(self.watcher.files() + self.watcher.directories())
         self._after_write(Path(written))
         remember_file(Path(written))
-        self.sig_status.emit(f"Saved {len(ds.records):,} records to {written}" + self._kept_words())
+        self.sig_status.emit(f"Saved {len(ds.records):,} record{'' if len(ds.records) == 1 else 's'} to {written}" + self._kept_words())
         self.sig_saved.emit(str(written))
         return True
 

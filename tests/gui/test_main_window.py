@@ -283,6 +283,11 @@ def test_the_dataset_areas_messages_reach_the_status_bar(qtbot, tmp_path):
     editor.select_record(1)
     assert "Record 1 is kept as text: its JSON doesn't parse" in win.statusBar().currentMessage()
     editor.undo_stack.setClean()  # closing must not ask about the broken record
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"instruction": "a", "output": "b"}\n', encoding="utf-8")
+    editor.open_file(one)
+    assert editor.save_as(tmp_path / "one-copy.jsonl")
+    assert win.statusBar().currentMessage().startswith(f"Saved 1 record to {tmp_path / 'one-copy.jsonl'}")  # "1 records"
 
 
 def test_starting_a_run_replaces_the_last_runs_line_in_the_status_bar(qtbot, monkeypatch):
