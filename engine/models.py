@@ -245,6 +245,52 @@ def vocab_matrices(path: Path) -> list[tuple[Path, str, int]]:
             if t["shape"] == shape and t["dtype"] in ("F32", "F16", "BF16")]
 
 
+def architecture_problem(path: Path, trust_remote_code: bool = False) -> ModelError | None:
+    """Why transformers can't build this folder's model as a causal LM from its config.json (None when
+    it can, or when config.json can't say: loading then says what is wrong).
+
+    The architectures it doesn't know (a model newer than this transformers, a typo in model_type),
+    one that has no causal-LM head (T5, a vision-language model transformers loads only with its
+    processor), and one that ships its own code without ``trust_remote_code``. These failed a run after
+    its folder was made, in transformers' words (a paragraph about installing it from GitHub).
+    Imports transformers' auto mappings (names only, no model code).
+    """
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    model_type = config.get("model_type")
+    auto_map = config.get("auto_map") if isinstance(config.get("auto_map"), dict) else {}
+    own_code = "AutoModelForCausalLM" in auto_map
+    where = path / "config.json"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (own_code and trust_remote_code):
+        return None
+    if own_code:
+        return ModelError(f"{where}: the model ships its own code ({auto_map['AutoModelForCausalLM']}), which "
+                          "runs only with trust_remote_code: true", fix={"trust_remote_code": True},
+                          hint="Turn it on only if you trust the model's source: its Python code runs on this "
+                          "machine.")
+    if not isinstance(model_type, str) or not model_type:
+        return ModelError(f"{where}: no model_type, so transformers can't tell which architecture it is",
+                          hint="Copy the model's config.json from its repository again.")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        return ModelError(f"{where}: model_type '{model_type}' is no architecture transformers "
+                          f"{transformers.__version__} knows",
+                          hint="A model newer than this transformers needs a newer one, installed in Finetune "
+                          "Studio's environment; check the spelling of model_type otherwise.")
+    return ModelError(f"{where}: a '{model_type}' model has no causal language-model head in transformers "
+                      "(AutoModelForCausalLM): Finetune Studio trains decoder language models such as Llama, "
+                      "Qwen, Mistral, Gemma and Phi",
+                      hint="Pick a decoder (causal) language model; encoder-decoder (T5) and vision-language "
+                      "models that transformers loads only with their processor can't be trained here.")
+
+
 def has_tokenizer_files(names: set[str]) -> bool:
     """Whether a folder holding these file names has a tokenizer to load."""
     return bool(names & TOKENIZER_FILES) or any(n.endswith(".tiktoken") for n in names)

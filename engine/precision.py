@@ -212,13 +212,19 @@ def check_environment(cfg: RunConfig, env: Environment) -> None:
 def model_errors(cfg: RunConfig, model_path: Path) -> list[ConfigError]:
     """Problems of this config with this model, found from its config.json without loading weights.
 
-    Today: an attention kernel the model's class doesn't offer (Gemma 2 has no SDPA attention,
-    and transformers refuses it only once loading has begun, with a message about GitHub).
-    A model whose class transformers doesn't know (remote code) is not checked here.
+    An architecture transformers can't build as a causal LM (:func:`engine.models.architecture_problem`),
+    and an attention kernel the model's class doesn't offer (Gemma 2 has no SDPA attention, and
+    transformers refuses it only once loading has begun, with a message about GitHub). A model that
+    runs its own code (trust_remote_code) is not checked further.
     """
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
+    from engine.models import architecture_problem
+
+    problem = architecture_problem(Path(model_path), cfg.trust_remote_code)
+    if problem is not None:
+        return [ConfigError(problem.message, key="model", fix=problem.fix, hint=problem.hint)]
     try:
         config = AutoConfig.from_pretrained(model_path, local_files_only=True,
                                             trust_remote_code=cfg.trust_remote_code)

@@ -479,6 +479,26 @@ class SetupProgress:
     whose record a failed resume leaves as it was)."""
 
 
+def _parquet_problem(path: Path) -> str | None:
+    """Why a .parquet file can't be read, from its first and last 4 bytes (a Parquet file starts and
+    ends with ``PAR1``): the run read it only after its folder was made."""
+    if path.suffix.lower() != ".parquet":
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(size - 4, 0))
+            tail = fh.read(4)
+    except OSError as e:
+        return f"can't be read: {e.strerror}"
+    if head != b"PAR1":
+        return "not a Parquet file (it doesn't start with PAR1)"
+    if size < 12 or tail != b"PAR1":
+        return f"not a readable Parquet file: it ends without its footer ({size:,} bytes): cut short"
+    return None
+
+
 def check_data_files(cfg: RunConfig) -> None:
     """The run's data files are there: its dataset and eval dataset (a file, or a split in the
     Hugging Face cache) and a template file. :func:`setup` checks them before it makes the run
@@ -515,6 +535,12 @@ def data_file_errors(cfg: RunConfig) -> list[ConfigError]:
                 key=key, hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read from the run "
                 "config's folder), a dataset in the Hugging Face cache ('org/name' or 'org/name:split'), or "
                 "'demo'."))
+        elif name and name != "demo":
+            problem = _parquet_problem(Path(name))
+            if problem:
+                errors.append(ConfigError(f"{key} '{name}': {problem}", key=key, hint=(
+                    "Copy the file again, or write it again from where it was made." if "cut short" in problem
+                    else "A file in another format needs its own extension: .jsonl, .json or .csv.")))
     if is_template_file(cfg.template):
         try:
             read_template_file(cfg.template)
@@ -543,7 +569,14 @@ def model_problems(cfg: RunConfig) -> list[ConfigError]:
     can't be built for (one that isn't there included) is left to those and to the run.
     """
     from engine.memory.structure import model_structure
+    from engine.models import architecture_problem, resolve_model_path
 
+    try:
+        problem = architecture_problem(resolve_model_path(cfg.model), cfg.trust_remote_code)
+    except StudioError:
+        problem = None  # a model that isn't there: missing_inputs says so
+    if problem is not None:  # no such architecture, or no causal-LM head: no run can load it
+        return [ConfigError(problem.message, key="model", fix=problem.fix, hint=problem.hint)]
     try:
         model_structure(cfg)
     except ConfigError as e:

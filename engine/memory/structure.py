@@ -310,6 +310,11 @@ def meta_model(model_dir: Path, *, trust_remote_code: bool = False) -> nn.Module
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from engine.models import architecture_problem
+
+    problem = architecture_problem(Path(model_dir), trust_remote_code)
+    if problem is not None:
+        raise problem
     try:
         config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
                                             trust_remote_code=trust_remote_code)

@@ -795,3 +795,56 @@ def test_train_refuses_weights_cut_short_as_a_bad_model_before_a_run_folder_is_m
     assert err.startswith(f"finetune-studio train: {run_yaml}:2:1: {model / 'config.json'}:1:20: invalid JSON: "
                           "Unterminated string starting here (the file ends inside it: cut short)\n")
     assert not (studio_home / "runs").exists()
+
+
+@pytest.mark.parametrize(("change", "said", "more"), [
+    ({"model_type": "llama9"}, "model_type 'llama9' is no architecture transformers ", "hint: A model newer than"),
+    ({"model_type": "t5"}, "a 't5' model has no causal language-model head in transformers", "hint: Pick a decoder"),
+    ({"model_type": "llama9", "auto_map": {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}},
+     "the model ships its own code (modeling_x.XForCausalLM), which runs only with trust_remote_code: true",
+     "fix: --trust_remote_code true"),
+])
+def test_a_model_transformers_cant_build_as_a_causal_lm_is_refused_before_a_run_folder(tmp_path, studio_home, capsys,
+                                                                                       change, said, more):
+    """These made a run folder and failed in it with transformers' paragraph ("... install Transformers
+    from source with the command pip install git+https://github.com/...") and a --resume that could not help."""
+    from engine.demo import ensure_demo_model
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in ensure_demo_model().iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    (model / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(f"model: {model}\ndataset: demo\nmax_steps: 2\n", encoding="utf-8")
+    for command in (["train"], ["estimate", "--no-data"], ["queue", "add"]):
+        assert main([command[0], str(run_yaml), *command[1:]] if command[0] != "queue" else
+                    [*command, str(run_yaml)]) == 2
+        err = capsys.readouterr().err
+        assert f"{model / 'config.json'}: {said}" in err.splitlines()[0] and more in err, (command, err)
+        assert "git+https" not in err
+    assert not (studio_home / "runs").exists()
+
+
+def test_a_parquet_dataset_cut_short_or_in_another_format_is_refused_before_a_run_folder(tmp_path, studio_home,
+                                                                                         capsys):
+    """It made a run folder and failed in it: "not a readable Parquet file: ... Parquet magic bytes not
+    found in footer", with a --resume that could not help (exit 1)."""
+    import pandas as pd
+
+    good = tmp_path / "good.parquet"
+    pd.DataFrame([{"instruction": f"Say {i}.", "output": str(i)} for i in range(40)]).to_parquet(good)
+    data = good.read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    (tmp_path / "lines.parquet").write_text('{"instruction": "a", "output": "b"}\n', encoding="utf-8")
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: demo\ndataset: cut.parquet\nmax_steps: 2\n", encoding="utf-8")
+    assert main(["train", str(run_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"finetune-studio train: {run_yaml}:2:1: dataset '{tmp_path / 'cut.parquet'}': not a "
+                          f"readable Parquet file: it ends without its footer ({len(data) // 2:,} bytes): cut short\n")
+    assert main(["train", str(run_yaml), "--dataset", str(tmp_path / "lines.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "not a Parquet file (it doesn't start with PAR1)" in err and "its own extension: .jsonl" in err
+    assert not (studio_home / "runs").exists()
