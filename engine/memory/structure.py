@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ModelError
+from engine.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -305,7 +305,9 @@ def meta_model(model_dir: Path, *, trust_remote_code: bool = False) -> nn.Module
     """``AutoModelForCausalLM.from_config`` on the meta device: shapes only, no memory.
 
     Raises:
-        ModelError: transformers doesn't know the architecture, or the config is invalid.
+        ConfigError: (key ``model``) transformers has no causal LM of this architecture, or it runs
+            its own code and ``trust_remote_code`` is off (:func:`engine.models.architecture_problem`).
+        ModelError: the config is invalid.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -313,8 +315,8 @@ def meta_model(model_dir: Path, *, trust_remote_code: bool = False) -> nn.Module
     from engine.models import architecture_problem
 
     problem = architecture_problem(Path(model_dir), trust_remote_code)
-    if problem is not None:
-        raise problem
+    if problem is not None:  # a bad value of the config's model: said at its field (the Train form holds Start)
+        raise ConfigError(problem.message, key="model", fix=problem.fix, hint=problem.hint)
     try:
         config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
                                             trust_remote_code=trust_remote_code)

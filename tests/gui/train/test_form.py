@@ -797,3 +797,31 @@ def test_try_it_and_compare_are_greyed_with_the_reason_for_a_bottleneck_adapter_
         assert area.try_button.toolTip() == f"Not for this run: {read_card(final).problem}"
         assert "PEFT adapters only" in area.compare_button.toolTip()
     assert area.audit_button.isEnabled() and area.gguf_button.isEnabled()
+
+
+def test_a_model_transformers_cant_build_as_a_causal_lm_is_said_at_the_model_field(make_area, qtbot, monkeypatch,
+                                                                                   studio_home, tmp_path):
+    """A model folder whose model_type has no causal-LM head (here t5): the gauge said "No estimate" with
+    transformers' paragraph about installing it from GitHub, and Start launched a run that failed."""
+    import json
+
+    from engine.demo import ensure_demo_model
+    from gui.train import worker_thread
+
+    launched: list = []
+    monkeypatch.setattr(worker_thread.WorkerClient, "start", lambda *a, **k: launched.append(a))
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in ensure_demo_model().iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    (model / "config.json").write_text(json.dumps({**config, "model_type": "t5"}), encoding="utf-8")
+    area = make_area()
+    area.config_model.set("model", str(model))
+    assert area.estimator.wait(120_000)
+    qtbot.waitUntil(lambda: not area.start_button.isEnabled(), timeout=5_000)
+    said = f"{model / 'config.json'}: a 't5' model has no causal language-model head in transformers"
+    assert area.model_picker.problem.isVisible() and area.model_picker.problem.text().startswith(said)
+    assert area.banner.isVisible() and said in area.banner.text() and "git+https" not in area.banner.text()
+    area.grab().save(str(tmp_path / "t5.png"))
+    assert area.start_run() is False and launched == []
