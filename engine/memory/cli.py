@@ -31,6 +31,7 @@ def cli_estimate(args: argparse.Namespace) -> int:
     cfg = RunConfig.load(args.config, overrides)
     # --gpu-memory is a positive, finite number: the CLI's argparse type refuses the rest by name.
     gpu_bytes = None if getattr(args, "gpu_memory", None) is None else int(args.gpu_memory * GIB)
+    _refuse_an_architecture(cfg, args.config, overrides)  # before the data's tokenizer: its warnings would come first
     data, why = (None, "") if getattr(args, "no_data", False) else _data(cfg)
     # The machine is checked even with --gpu-memory: a note says when this one can't run the config
     # (train refuses it), while the estimate still plans it for a GPU that can.
@@ -46,6 +47,20 @@ def cli_estimate(args: argparse.Namespace) -> int:
     else:
         print(format_text(result.to_dict(), model=cfg.model))
     return 0
+
+
+def _refuse_an_architecture(cfg, config: str, overrides: dict) -> None:
+    """A model transformers can't build as a causal LM is said at once, at the model key's line."""
+    from engine.config import located_in
+    from engine.models import architecture_problem, resolve_model_path
+
+    try:
+        problem = architecture_problem(resolve_model_path(cfg.model), cfg.trust_remote_code)
+    except StudioError:
+        return  # a model that isn't there: the estimate says it
+    if problem is not None:
+        raise located_in(config, overrides, [ConfigError(problem.message, key="model", fix=problem.fix,
+                                                         hint=problem.hint)])
 
 
 def _data(cfg) -> tuple:

@@ -818,7 +818,7 @@ def test_a_model_transformers_cant_build_as_a_causal_lm_is_refused_before_a_run_
     (model / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(f"model: {model}\ndataset: demo\nmax_steps: 2\n", encoding="utf-8")
-    for command in (["train"], ["estimate", "--no-data"], ["queue", "add"]):
+    for command in (["train"], ["estimate"], ["queue", "add"]):
         assert main([command[0], str(run_yaml), *command[1:]] if command[0] != "queue" else
                     [*command, str(run_yaml)]) == 2
         err = capsys.readouterr().err
