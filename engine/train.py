@@ -479,26 +479,6 @@ class SetupProgress:
     whose record a failed resume leaves as it was)."""
 
 
-def _parquet_problem(path: Path) -> str | None:
-    """Why a .parquet file can't be read, from its first and last 4 bytes (a Parquet file starts and
-    ends with ``PAR1``): the run read it only after its folder was made."""
-    if path.suffix.lower() != ".parquet":
-        return None
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(size - 4, 0))
-            tail = fh.read(4)
-    except OSError as e:
-        return f"can't be read: {e.strerror}"
-    if head != b"PAR1":
-        return "not a Parquet file (it doesn't start with PAR1)"
-    if size < 12 or tail != b"PAR1":
-        return f"not a readable Parquet file: it ends without its footer ({size:,} bytes): cut short"
-    return None
-
-
 def check_data_files(cfg: RunConfig) -> None:
     """The run's data files are there: its dataset and eval dataset (a file, or a split in the
     Hugging Face cache) and a template file. :func:`setup` checks them before it makes the run
@@ -518,6 +498,7 @@ def data_file_errors(cfg: RunConfig) -> list[ConfigError]:
     """What is wrong with the run's data files, one error per key (see :func:`check_data_files`);
     reads no record and imports no torch, so a form can ask on every change."""
     from engine.data import hub
+    from engine.data.formats import parquet_problem
     from engine.data.templates import is_template_file, read_template_file
 
     errors = []
@@ -535,8 +516,8 @@ def data_file_errors(cfg: RunConfig) -> list[ConfigError]:
                 key=key, hint="Give a JSON, JSONL, CSV or Parquet file (a relative path is read from the run "
                 "config's folder), a dataset in the Hugging Face cache ('org/name' or 'org/name:split'), or "
                 "'demo'."))
-        elif name and name != "demo":
-            problem = _parquet_problem(Path(name))
+        elif name and name != "demo" and Path(name).suffix.lower() == ".parquet":
+            problem = parquet_problem(Path(name))
             if problem:
                 errors.append(ConfigError(f"{key} '{name}': {problem}", key=key, hint=(
                     "Copy the file again, or write it again from where it was made." if "cut short" in problem

@@ -1384,6 +1384,25 @@ def _csv_bytes(ds: DatasetFile) -> tuple[bytes, list, list[int]]:
 # ---- Parquet
 
 
+def parquet_problem(path: Path) -> str | None:
+    """Why a .parquet file can't be read, from its first and last 4 bytes (a Parquet file starts and
+    ends with ``PAR1``), in words a person can act on: pyarrow says "Parquet magic bytes not found in
+    footer" for both. ``train`` asks it before it makes a run folder (it read the file only after)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            size = fh.seek(0, 2)  # the end
+            fh.seek(max(size - 4, 0))
+            tail = fh.read(4)
+    except OSError as e:
+        return f"can't be read: {e.strerror}"
+    if head != b"PAR1":
+        return "not a Parquet file (it doesn't start with PAR1)"
+    if size < 12 or tail != b"PAR1":
+        return f"not a readable Parquet file: it ends without its footer ({size:,} bytes): cut short"
+    return None
+
+
 def _read_parquet(path: Path, ds: DatasetFile) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -1391,7 +1410,7 @@ def _read_parquet(path: Path, ds: DatasetFile) -> None:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"not a readable Parquet file: {e}", path=str(path)) from None
+        raise DataError(parquet_problem(path) or f"not a readable Parquet file: {e}", path=str(path)) from None
     # The columns' Arrow types, so that a save writes each column as it was: int32 stays int32, a
     # timestamp a timestamp, a column that is null in every row stays (a read drops nulls).
     ds.style = {"columns": table.column_names, "arrow_schema": table.schema}

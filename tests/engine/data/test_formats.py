@@ -384,8 +384,21 @@ def test_a_bad_csv_row_names_the_quote_s_line_and_column(tmp_path, row, where):
 def test_missing_and_unreadable_files():
     with pytest.raises(DataError, match="no such file"):
         load_dataset_file(FIXTURES / "nope.jsonl")
-    with pytest.raises(DataError, match="not a readable Parquet file"):
+    with pytest.raises(DataError, match=r"broken.jsonl: not a Parquet file \(it doesn't start with PAR1\)"):
         load_dataset_file(FIXTURES / "broken.jsonl", "parquet")
+
+
+def test_a_parquet_file_cut_short_is_said_so(tmp_path):
+    """pyarrow's words, "Parquet magic bytes not found in footer. Either the file is corrupted or this is not a
+    parquet file", were all a cut-short copy got."""
+    ds = load_dataset_file(FIXTURES / "alpaca_indent2.json")
+    export(ds, tmp_path / "d.parquet")
+    data = (tmp_path / "d.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[:-10])
+    with pytest.raises(DataError) as e:
+        load_dataset_file(tmp_path / "cut.parquet")
+    assert e.value.message == (f"{tmp_path / 'cut.parquet'}: not a readable Parquet file: it ends without its footer "
+                               f"({len(data) - 10:,} bytes): cut short")
 
 
 @pytest.mark.parametrize("name", ["d.jsonl", "d.json", "d.csv"])
