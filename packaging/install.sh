@@ -194,7 +194,9 @@ mv -T "$app_dir/current.new" "$app_dir/current"
 in_use_by() {  # the PIDs whose command line runs from folder $1
     local proc
     for proc in /proc/[0-9]*; do
-        if tr '\0' ' ' < "$proc/cmdline" 2>/dev/null | grep -qF "$1/"; then echo "${proc#/proc/}"; fi
+        # A process may exit between the listing and the read. Silence comes first: bash opens
+        # redirections left to right, and a failed `<` would report before a later `2>`.
+        if tr '\0' ' ' 2>/dev/null < "$proc/cmdline" | grep -qF "$1/"; then echo "${proc#/proc/}"; fi
     done
 }
 for old in "$app_dir"/envs/*; do

@@ -293,3 +293,26 @@ def test_install_refuses_a_damaged_package(tmp_path: Path):
     assert result.returncode != 0
     assert f"dist/{wheel.name}: FAILED" in result.stderr and "damaged or incomplete" in result.stderr
     assert not (pkg / "uv-was-called").exists()
+
+
+def test_upgrade_is_quiet_while_processes_come_and_go(tmp_path: Path):
+    """On a busy machine processes exit between the installer's listing of /proc and its read of
+    each one's command line: that is no error, and the admin must not see 'No such file'."""
+    pkg = _fake_package(tmp_path / "pkg", wheelhouses=())
+    shutil.copy(PACKAGING / "uninstall.sh", pkg)
+    (pkg / "bin" / "uv").write_text(
+        '#!/bin/sh\nif [ "$1" = venv ]; then for a; do dir="$a"; done\n'
+        '  mkdir -p "$dir/bin" && printf "#!/bin/sh\\nexit 0\\n" > "$dir/bin/python" && chmod +x "$dir/bin/python"\nfi\nexit 0\n')
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    install = [pkg / "install.sh", "--variant", "cpu", "--no-desktop"]
+    first = _run(install, env=env)
+    assert first.returncode == 0, first.stderr
+    # Short-lived processes all through the upgrade: some are listed, then gone when read.
+    churn = subprocess.Popen(["bash", "-c", "while :; do sleep 0.005; done"])
+    try:
+        result = _run(install, env=env)
+    finally:
+        churn.kill()
+        churn.wait()
+    assert result.returncode == 0, result.stderr
+    assert "/proc/" not in result.stderr
