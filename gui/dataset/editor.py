@@ -530,6 +530,7 @@ class DatasetEditor(QWidget):
         self.form.flush()
         ds = self._ds
         converting = (container or ds.container) != ds.container or (fmt or ds.format) != ds.format
+        old = self.path()  # before the write: save_dataset_file moves ds.path to the new file
         try:
             written = save_dataset_file(ds, path, container=container, fmt=fmt)
         except Exception as e:  # noqa: BLE001 - whatever failed, the edits stay and the user is told
@@ -539,7 +540,6 @@ class DatasetEditor(QWidget):
         if converting:
             self.sig_status.emit(f"Exported {len(ds.records):,} records to {written}")
             return True
-        old = self.path()
         if old is not None and old != Path(written):
             self.autosaver.discard(old)
             self.watcher.removePaths(self.watcher.files() + self.watcher.directories())

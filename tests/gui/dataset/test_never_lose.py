@@ -262,6 +262,19 @@ def test_undoing_back_to_the_saved_file_drops_the_recovery_copy(make_editor, sma
     assert ed.autosaver.save_now(wait=True) and path.exists()
 
 
+def test_save_as_drops_the_recovery_copy_of_the_file_it_leaves(make_editor, small_dataset, tmp_path):
+    """The edits are in the new file now: a later start must not offer to 'restore' them into the
+    old one (seen for real: the demo saved as a copy, then 'Restore unsaved edits?' at the next start)."""
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "mine")
+    assert ed.autosaver.save_now(wait=True)  # the autosave's timer fired before Save as
+    assert recovery.recovery_path(small_dataset).exists()
+    copy = tmp_path / "copy.jsonl"
+    assert ed.save_as(copy)
+    assert ed.path() == copy and not ed.is_dirty()
+    assert not recovery.list_recoveries()
+
+
 def test_a_parquet_file_with_dates_and_bytes_is_autosaved_and_restored_with_its_types(make_editor, tmp_path):
     import datetime
     import decimal
