@@ -1383,6 +1383,9 @@ class DatasetEditor(QWidget):
         self.undo_stack.setClean()
         self._baseline = tuple(self._ds.records)
         self.autosaver.discard(path)
+        # The recovery copy went with the save: the note and its tooltip would name a deleted file.
+        self.autosave_label.clear()
+        self.autosave_label.setToolTip("")
         self._watch(path)
         self._update_title()
         self._update_status()

@@ -275,6 +275,18 @@ def test_save_as_drops_the_recovery_copy_of_the_file_it_leaves(make_editor, smal
     assert not recovery.list_recoveries()
 
 
+def test_a_save_clears_the_autosaved_note(make_editor, small_dataset, qtbot):
+    """Seen for real: 'Autosaved 10:09:16' stayed after Ctrl+S, its tooltip naming a recovery file
+    the save had deleted."""
+    ed = make_editor(small_dataset)
+    _edit_output(ed, 0, "mine")
+    with qtbot.waitSignal(ed.autosaver.sig_autosaved):
+        assert ed.autosaver.save_now()
+    assert ed.autosave_label.text().startswith("Autosaved ") and "until you save" in ed.autosave_label.toolTip()
+    assert ed.save()
+    assert ed.autosave_label.text() == "" and ed.autosave_label.toolTip() == ""
+
+
 def test_a_parquet_file_with_dates_and_bytes_is_autosaved_and_restored_with_its_types(make_editor, tmp_path):
     import datetime
     import decimal
