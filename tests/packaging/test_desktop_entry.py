@@ -39,6 +39,10 @@ def test_required_keys_and_values():
     for key in ("Categories", "Keywords"):
         assert entry[key].endswith(";"), f"{key} is a list and must end with ';'"
     assert MAIN_CATEGORIES & set(entry["Categories"].split(";"))
+    # X11 docks group the window under this entry by WM_CLASS, whose class Qt's xcb plugin takes from the
+    # application name (its instance is argv[0]: '__main__.py' under python -m, so it can't be that).
+    app_py = (PACKAGING.parent / "gui" / "app.py").read_text(encoding="utf-8")
+    assert f'app.setApplicationName("{entry["StartupWMClass"]}")' in app_py
 
 
 def test_install_fills_in_every_placeholder():
