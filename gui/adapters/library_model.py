@@ -235,7 +235,7 @@ class AdapterLibraryModel(QAbstractListModel):
 class AdapterCardDelegate(QStyledItemDelegate):
     """Paints a library row as a card: check box, name, method and base, data and losses, fit."""
 
-    HEIGHT = 86
+    HEIGHT = 86  # at the default font; a larger one gets the height its lines need (text_height)
     PAD = 8
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
@@ -243,7 +243,15 @@ class AdapterCardDelegate(QStyledItemDelegate):
         extra = 0
         if card is not None and self.problem(card, index.data(MatchRole)):
             extra = (PROBLEM_LINES - 1) * (QFontMetrics(self._small_font(option.font)).height() + 1)
-        return QSize(option.rect.width() or 300, self.HEIGHT + extra)
+        # Under the name, three lines of the small font: at 13 pt the third was drawn past the
+        # card's bottom, over the next card.
+        needed = 2 * (3 + self.PAD) + self.text_height(option.font, 3) + extra
+        return QSize(option.rect.width() or 300, max(self.HEIGHT + extra, needed))
+
+    def text_height(self, font: QFont, lines: int) -> int:
+        """The height :meth:`paint` draws text in: the name, then ``lines`` detail lines."""
+        return (QFontMetrics(self._name_font(font)).height() + 3
+                + lines * (QFontMetrics(self._small_font(font)).height() + 1))
 
     # ---- Public API
     @staticmethod
@@ -269,6 +277,13 @@ class AdapterCardDelegate(QStyledItemDelegate):
         """The left and right x of a card's text in a row of the list (``option.rect``)."""
         rect = row.adjusted(4, 3, -4, -3)
         return self._check_rect(rect).right() + 10, rect.right() - self.PAD
+
+    @staticmethod
+    def _name_font(font: QFont) -> QFont:
+        name = QFont(font)
+        name.setBold(True)
+        name.setPointSizeF(font.pointSizeF() + 1)
+        return name
 
     @staticmethod
     def _small_font(font: QFont) -> QFont:
@@ -307,9 +322,7 @@ class AdapterCardDelegate(QStyledItemDelegate):
         left, right = self.text_span(option.rect)
         text_color = pal.color(QPalette.ColorRole.Text)
         muted = pal.color(QPalette.ColorRole.PlaceholderText)
-        name_font = QFont(option.font)
-        name_font.setBold(True)
-        name_font.setPointSizeF(option.font.pointSizeF() + 1)
+        name_font = self._name_font(option.font)
         painter.setFont(name_font)
         painter.setPen(text_color if card.loadable else muted)
         fm = QFontMetrics(name_font)

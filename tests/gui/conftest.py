@@ -40,3 +40,24 @@ def no_unanswered_dialogs(monkeypatch):
         monkeypatch.setattr(QInputDialog, name, staticmethod(refuse(f"QInputDialog.{name}")))
     for cls in (QDialog, QMessageBox, QFileDialog, QInputDialog):  # each may bind its own exec()
         monkeypatch.setattr(cls, "exec", refuse(f"{cls.__name__}.exec()"))
+
+
+@pytest.fixture
+def app_font_pt(qapp):
+    """Raise the application font as a low-vision user does (``app_font_pt(16)``); restored after.
+
+    Widgets created after the call take the font, as they do when the desktop's font is raised
+    before the app starts.
+    """
+    from PySide6.QtGui import QFont
+
+    before = QFont(qapp.font())
+
+    def _set(points: float) -> QFont:
+        font = QFont(before)
+        font.setPointSizeF(points)
+        qapp.setFont(font)
+        return font
+
+    yield _set
+    qapp.setFont(before)

@@ -1108,3 +1108,38 @@ def test_the_library_pane_takes_a_share_of_a_wide_window(qtbot, make_area, runs_
     area.resize(1024, 700)  # and back: the library gives it up again
     qtbot.waitUntil(lambda: splitter.width() == 1024)
     assert library.width() == library.minimumWidth()
+
+
+@pytest.mark.parametrize("points", [9, 13, 16])
+def test_a_card_holds_its_lines_at_a_large_font(qtbot, app_font_pt, points):
+    """At 13 pt the card's last line (date, size, source) was painted past its bottom, over the next card."""
+    from PySide6.QtGui import QImage, QPainter
+    from PySide6.QtWidgets import QListView, QStyleOptionViewItem
+
+    from engine.adapters import AdapterCard
+    from gui.adapters.library_model import AdapterCardDelegate
+
+    app_font_pt(points)
+    model = AdapterLibraryModel()
+    model.set_cards([AdapterCard(name="medical-assistant", path="/runs/medical-assistant/final", source="run",
+                                 method="lora", base_model="demo", date="2026-12-05 09:54", size_bytes=745_400)])
+    view = QListView()
+    qtbot.addWidget(view)
+    view.setModel(model)
+    delegate = AdapterCardDelegate(view)
+    option = QStyleOptionViewItem()
+    option.initFrom(view)
+    option.font = view.font()
+    option.widget = view
+    index = model.index(0)
+    height = delegate.sizeHint(option, index).height()
+    option.rect = QRect(0, 0, 360, height)
+    below = 80
+    image = QImage(360, height + below, QImage.Format.Format_ARGB32)
+    image.fill(0)
+    painter = QPainter(image)
+    delegate.paint(painter, option, index)
+    painter.end()
+    painted_below = [(x, y) for y in range(height, height + below) for x in range(0, 360, 2)
+                     if image.pixelColor(x, y).alpha()]
+    assert not painted_below, f"text painted under the card's {height} px at {points} pt: {painted_below[:5]}"
