@@ -44,6 +44,7 @@ from engine.gguf_export import (
 )
 from engine.paths import data_home
 from engine.runs import find_run
+from gui.dialog_size import text_width
 from gui.engine_process import EngineCommandMixin, command_label, command_text
 
 TYPE_NOTES = {
@@ -74,7 +75,7 @@ class GgufDialog(EngineCommandMixin, QDialog):
     def __init__(self, source: str, name: str, *, base: str | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Export GGUF")
-        self.setMinimumWidth(600)
+        self.setMinimumWidth(text_width(self, 100))  # 600 px at the default font
         self.source = source
         self.name = name
         self.base = base

@@ -31,7 +31,7 @@ from engine import adapters as lib
 from engine.gguf_export import TYPES as GGUF_TYPES
 from engine.paths import data_home
 from gui.adapters.library_model import method_label
-from gui.dialog_size import grow_to_fit
+from gui.dialog_size import grow_to_fit, text_width
 from gui.engine_process import EngineCommandMixin, command_label, command_text
 
 MERGEABLE = ("LORA", "IA3")
@@ -69,7 +69,7 @@ class MergeDialog(EngineCommandMixin, QDialog):
     def __init__(self, base: str, cards: list[lib.AdapterCard], parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Merge into the base model")
-        self.setMinimumWidth(560)
+        self.setMinimumWidth(text_width(self, 94))  # 564 px at the default font
         self.base = base
         self.cards = list(cards)
         self.weights: list[QDoubleSpinBox] = []

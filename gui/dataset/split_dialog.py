@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 from engine.config import RunConfig
 from engine.data.split import split_file
 from engine.errors import StudioError
-from gui.dialog_size import grow_to_fit
+from gui.dialog_size import grow_to_fit, text_width
 from gui.engine_process import command_label, command_text
 
 
@@ -48,7 +48,7 @@ class SplitDialog(QDialog):
     def __init__(self, path: str | Path, parent: QWidget | None = None, out_dir: str | Path | None = None):
         super().__init__(parent)
         self.setWindowTitle("Split into train and eval files")
-        self.setMinimumWidth(560)
+        self.setMinimumWidth(text_width(self, 94))  # 564 px at the default font
         self.path = Path(path)
         self.result: dict[str, Any] | None = None
 

@@ -202,3 +202,50 @@ def test_the_merge_dialogs_combination_text_is_shown_whole_across_the_form(qtbot
                                                Qt.TextFlag.TextWordWrap, result.text()).height()
     assert result.text().startswith("Merged into") and needed <= result.height()
     assert result.geometry().bottom() < dialog.buttons.geometry().top()
+
+
+def _cut_controls(dialog) -> list[str]:
+    """The dialog's visible buttons and boxes narrower than the text they show."""
+    from PySide6.QtWidgets import QComboBox, QPushButton
+
+    cut = []
+    for button in dialog.findChildren(QPushButton):
+        if button.isVisible() and button.width() < button.fontMetrics().horizontalAdvance(button.text()):
+            cut.append(f"button {button.text()!r}: {button.width()} px")
+    for box in dialog.findChildren(QComboBox):
+        if box.isVisible() and box.width() < box.fontMetrics().horizontalAdvance(box.currentText()):
+            cut.append(f"box {box.currentText()!r}: {box.width()} px")
+    return cut
+
+
+@pytest.mark.parametrize("dialog_name", ["merge", "gguf", "split"])
+def test_a_dialog_at_its_minimum_width_shows_its_controls_whole_at_16_pt(qtbot, app_font_pt, tmp_path, dialog_name):
+    """At 16 pt the Merge dialog's 560 px minimum cut "cat (exact)" to "cat (exa" and "Browse…" to "rowse"."""
+    from engine.adapters import AdapterCard
+    from gui.adapters.gguf_dialog import GgufDialog
+    from gui.adapters.merge_dialog import MergeDialog
+    from gui.dataset.split_dialog import SplitDialog
+
+    def make():
+        if dialog_name == "merge":
+            cards = [AdapterCard(name=n, path=f"/runs/{n}/final", source="run")
+                     for n in ("20261205-095443-tiny-lora-b", "20261205-095142-tiny-lora-a")]
+            return MergeDialog("demo", cards)
+        if dialog_name == "gguf":
+            (tmp_path / "final").mkdir(exist_ok=True)
+            return GgufDialog(str(tmp_path / "final"), "20261205-095142-tiny-lora-a", base="demo")
+        data = tmp_path / "dataset.jsonl"
+        data.write_text('{"instruction": "a", "output": "b"}\n')
+        return SplitDialog(data)
+
+    default = make()
+    qtbot.addWidget(default)
+    app_font_pt(16)
+    dialog = make()
+    qtbot.addWidget(dialog)
+    assert dialog.minimumWidth() > default.minimumWidth()
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    dialog.resize(dialog.minimumWidth(), dialog.height())
+    qtbot.waitUntil(lambda: dialog.width() == dialog.minimumWidth())
+    assert not _cut_controls(dialog)
