@@ -52,6 +52,7 @@ from gui.adapters.library_model import AdapterCardDelegate, AdapterLibraryModel,
 from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
 from gui.flow_layout import FlowLayout
+from gui.fonts import set_relative_font
 from gui.settings import kept_dict, studio_settings
 from gui.train.model_picker import recent_models, remember_model
 
@@ -123,7 +124,8 @@ class OutputColumn(QFrame):
         self.setStyleSheet(f"QFrame#outputColumn {{ border: 1px solid palette(mid); border-top: 3px solid {color}; "
                            "border-radius: 4px; }")
         self.title = ElidedLabel(title)  # a long run name ends in "…" inside the column, not past its edge
-        self.title.setStyleSheet(f"font-weight: bold; font-size: 13px; color: {color}; border: none;")
+        self.title.setStyleSheet(f"color: {color}; border: none;")
+        set_relative_font(self.title, 0.75, bold=True)  # 13 px at the default font, and follows a raised one
         self.subtitle = ElidedLabel(subtitle)  # "/long/path/to/base · adapters off" ends in "…", not mid-word
         self.subtitle.setStyleSheet("color: palette(placeholder-text); border: none;")
         self.text = QPlainTextEdit()
@@ -479,7 +481,7 @@ class AdaptersArea(QWidget):
     def _build(self) -> None:
         # Left: the library.
         self.library_title = QLabel("Adapter library")
-        self.library_title.setStyleSheet("font-weight: bold; font-size: 14px;")
+        set_relative_font(self.library_title, 1.5, bold=True)
         self.model = AdapterLibraryModel(self)
         self.list = QListView()
         self.list.setModel(self.model)
@@ -533,6 +535,7 @@ class AdaptersArea(QWidget):
         lib_buttons.addWidget(self.refresh_button, 1, 3)
         lib_buttons.setColumnStretch(2, 1)
         lib_hint = QLabel("Tick adapters to compare them in the playground.")
+        lib_hint.setWordWrap(True)  # at a large font it was cut at the pane's edge
         lib_hint.setStyleSheet("color: palette(placeholder-text);")
         left = QWidget()
         left_lay = QVBoxLayout(left)
@@ -545,7 +548,7 @@ class AdaptersArea(QWidget):
 
         # Right: the playground.
         title = QLabel("Playground")
-        title.setStyleSheet("font-weight: bold; font-size: 14px;")
+        set_relative_font(title, 1.5, bold=True)
         self.base_box = QComboBox()
         self.base_box.setEditable(True)
         self.base_box.addItem("demo")
@@ -710,8 +713,10 @@ class AdaptersArea(QWidget):
         # names and target lists instead of staying at the minimum beside a mostly empty playground.
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 2)
-        # The cards need their width: answer columns appearing must not squeeze the library.
-        left.setMinimumWidth(372)
+        # The cards need their width: answer columns appearing must not squeeze the library. A
+        # minimum width replaces the layout's own, so that one is kept when larger: at 13 pt the
+        # buttons' row needs more, and "Compare on data…" was cut to "ompare on data.".
+        left.setMinimumWidth(max(372, left.minimumSizeHint().width()))
         splitter.setSizes([360, 900])
         splitter.setChildrenCollapsible(False)
         lay = QVBoxLayout(self)

@@ -1143,3 +1143,22 @@ def test_a_card_holds_its_lines_at_a_large_font(qtbot, app_font_pt, points):
     painted_below = [(x, y) for y in range(height, height + below) for x in range(0, 360, 2)
                      if image.pixelColor(x, y).alpha()]
     assert not painted_below, f"text painted under the card's {height} px at {points} pt: {painted_below[:5]}"
+
+
+def test_the_library_pane_at_13_pt_shows_its_buttons_and_titles_whole(qtbot, app_font_pt, make_area):
+    """At 13 pt on a 1280-px screen "Compare on data…" was cut to "ompare on data.", the hint to
+    "Tick adapters to compare them in the play", and the 14-px titles were smaller than the text."""
+    from PySide6.QtWidgets import QPushButton
+
+    app_font_pt(13)
+    area = make_area()
+    area.resize(1280 - 150, 720)  # what the main window leaves beside its sidebar
+    area.show()
+    qtbot.waitExposed(area)
+    for button in (area.compare_button, area.merge_button, area.refresh_button, area.add_button):
+        assert button.width() >= button.fontMetrics().horizontalAdvance(button.text()), button.text()
+    assert [b.text() for b in area.findChildren(QPushButton) if b.isVisible() and b.visibleRegion().isEmpty()] == []
+    hint = next(label for label in area.findChildren(type(area.library_title))
+                if label.text().startswith("Tick adapters"))
+    assert hint.heightForWidth(hint.width()) <= hint.height()  # wrapped, not cut
+    assert area.library_title.fontInfo().pointSizeF() > area.font().pointSizeF()
