@@ -29,7 +29,9 @@ from PySide6.QtWidgets import (
 
 from engine.data.lint import task_types_note
 from gui.dataset.severity import COLORS, MARKS
+from gui.fonts import set_relative_font
 
+MIN_CHART_HEIGHT = 130  # at the default font; the task-type chart grows with its rows' text
 MAX_ITEMS_PER_RULE = 300  # a rule with 10,000 hits is filtered in the table, not listed here
 FindingRole = Qt.ItemDataRole.UserRole + 1
 _SEVERITY_COLORS = {sev: QColor(color) for sev, color in COLORS.items()}
@@ -46,7 +48,13 @@ def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
     plot.setMenuEnabled(False)
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
-    plot.setMinimumHeight(130)
+    plot.setMinimumHeight(MIN_CHART_HEIGHT)
+
+
+def _title_size(widget: QWidget) -> str:
+    """A chart title's size: the widget's font (9 pt by default), not a fixed 9 pt that stays
+    small when the desktop font is raised."""
+    return f"{widget.font().pointSizeF():g}pt"
 
 
 def balance_note_text(source: str, languages: str = "") -> str:
@@ -161,17 +169,18 @@ class LintPanel(QWidget):
 
         self.balance_plot = pg.PlotWidget()
         _style_plot(self.balance_plot, self.palette())
-        self.balance_plot.setTitle("Task types (share of records)", size="9pt")
+        self.balance_plot.setTitle("Task types (share of records)", size=_title_size(self))
         self.balance_plot.setLabel("bottom", "% of records")
         self.balance_bars = pg.BarGraphItem(x0=[], y=[], height=0.6, width=[], brush=QColor(70, 130, 180))
         self.balance_plot.addItem(self.balance_bars)
         self.balance_labels: list[pg.TextItem] = []
         self.balance_note = NoteLabel()
-        self.balance_note.setStyleSheet("color: #666; font-size: 11px;")
+        self.balance_note.setStyleSheet("color: #666;")
+        set_relative_font(self.balance_note, -0.75)  # 11 px at the default font
 
         self.length_plot = pg.PlotWidget()
         _style_plot(self.length_plot, self.palette())
-        self.length_plot.setTitle("Token length (records per bin)", size="9pt")
+        self.length_plot.setTitle("Token length (records per bin)", size=_title_size(self))
         self.length_plot.setLabel("bottom", "tokens")
         self.length_curve = pg.PlotDataItem([0, 1], [0], stepMode="center", fillLevel=0,
                                             brush=QColor(70, 130, 180, 160), pen=QColor(70, 130, 180))
@@ -181,7 +190,8 @@ class LintPanel(QWidget):
                                         label="seq_len", labelOpts={"position": 0.9, "color": (200, 40, 40)})
         self.length_plot.addItem(self.seq_line)
         self.length_note = NoteLabel()
-        self.length_note.setStyleSheet("color: #666; font-size: 11px;")
+        self.length_note.setStyleSheet("color: #666;")
+        set_relative_font(self.length_note, -0.75)
 
         # The two charts share one tabbed area under the findings: stacked, at the window's minimum
         # size they squeezed the findings to three rows and themselves to unreadable strips.
@@ -313,6 +323,11 @@ class LintPanel(QWidget):
         self.balance_plot.getViewBox().disableAutoRange()
         self.balance_plot.setXRange(0, max(widths + [10]) * 1.18, padding=0)
         self.balance_plot.setYRange(-0.6, max(len(ys) - 0.4, 0.6), padding=0)
+        # A row per task type, each a line of the axis text high: at 13 pt six names in the
+        # chart's 130 px were drawn over each other. Four more lines hold the title, the ticks and
+        # the axis title under the bars.
+        line = self.balance_plot.fontMetrics().lineSpacing()
+        self.balance_plot.setMinimumHeight(max(MIN_CHART_HEIGHT, (len(ys) + 4) * line))
         langs = (stats.get("languages") or {}).get("shares") or {}
         lang_text = ", ".join(f"{k} {v:.0%}" for k, v in langs.items())
         source = tt.get("source", "")

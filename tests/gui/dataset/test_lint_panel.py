@@ -184,3 +184,24 @@ def test_big_files_are_checked_again_after_a_pause_in_the_edits(make_editor, sma
         pass
     assert (0, "empty-field") in {(f.index, f.rule) for f in sig.args[0].findings}
     assert ed.lint_report() is sig.args[0]  # shown in the Checks tab
+
+
+def test_at_13_pt_the_task_type_names_have_a_line_each_and_the_notes_follow_the_font(
+        make_editor, demo_copy, qtbot, app_font_pt):
+    """At 13 pt on a 1280x720 screen the six task-type names were drawn over each other in the
+    chart's 130 px, and the 11-px notes under the charts stayed smaller than the 9-pt default."""
+    app_font_pt(13)
+    ed = make_editor(demo_copy)
+    ed.resize(1280 - 150, 640)
+    ed.show()
+    panel = ed.lint_panel
+    ed.tabs.setCurrentWidget(panel)
+    qtbot.waitExposed(panel)
+    qtbot.waitUntil(lambda: len(panel.balance_labels) >= 2)
+    qtbot.wait(50)  # the layout takes the new minimum
+    view = panel.balance_plot.getViewBox()
+    (_, _), (y0, y1) = view.viewRange()
+    row_px = view.height() / (y1 - y0)
+    assert row_px >= panel.balance_plot.fontMetrics().height(), (row_px, len(panel.balance_labels))
+    assert panel.balance_note.fontInfo().pointSizeF() > 9
+    assert panel.balance_plot.getPlotItem().titleLabel.opts["size"] == "13pt"
