@@ -55,6 +55,7 @@ from gui.dataset.plain_text import plain_text
 from gui.dataset.search import copy_data
 from gui.dataset.severity import COLORS, MARKS, by_severity, severity
 from gui.dataset.table_model import fixed_record, with_data
+from gui.fonts import set_relative_font
 
 COMMIT_MS = 400  # pause in typing after which the edit becomes an undo step
 _PLACES = 200  # records edited in this session whose cursor place the form keeps
@@ -320,7 +321,8 @@ class RecordForm(QWidget):
 
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
         self.title = QLabel()
-        self.title.setStyleSheet("font-weight: 600; font-size: 13px;")
+        self.title.setStyleSheet("font-weight: 600;")
+        set_relative_font(self.title, 0.75)  # 13 px at the default font, and follows a raised one
         self.json_button = QPushButton("Edit as JSON")
         self.json_button.setCheckable(True)
         self.json_button.setToolTip("Edit the whole record as JSON (add or rename fields)")

@@ -870,3 +870,14 @@ def test_the_system_prompt_is_removed_with_its_cross_or_its_key_and_the_checks_f
     qtbot.keyClick(form.add_system_button, Qt.Key.Key_Space)
     assert ed.dataset().records[1].peek()["system"] == ""
     assert QApplication.focusWidget() is form.chat_system
+
+
+@pytest.mark.parametrize("points", [13, 16])
+def test_the_record_title_follows_a_raised_font(qtbot, app_font_pt, points):
+    """"Record 1 of 366 · line 1" was 13 px: at a raised font, smaller than the fields under it."""
+    from gui.dataset.form import RecordForm
+
+    app_font_pt(points)
+    form = RecordForm()
+    qtbot.addWidget(form)
+    assert form.title.fontInfo().pointSizeF() > points
