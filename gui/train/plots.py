@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, Qt, QTimer, Signal
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsItem,
@@ -32,8 +33,12 @@ SMALL_PLOT_EVERY = 3  # the small plots redraw every 3rd frame
 MAX_RANGE_CHANGES_PER_FRAME = 1  # axis regenerations per redraw tick (each 7-9 ms in software)
 GiB = 2**30
 LOSS_MIN_SIZE = (160, 170)
-TITLE_SIZE = "10pt"
-KEY_SIZE = "8pt"
+# Titles and keys are sized against the plot's font (9 pt by default: a 10-pt title, an 8-pt key),
+# so a raised desktop font raises them too; fixed point sizes stayed small beside 16-pt text.
+TITLE_POINTS = 1.0
+KEY_POINTS = -1.0
+AXIS_WIDTH = 46  # px at the default font; wider when "0.0005" needs more (see _Panel)
+AXIS_SAMPLE = "0.0005"  # the widest tick text a learning rate shows
 KEY_LINE = "━"
 KEY_GLYPHS = {"o": "━●━"}  # a curve drawn with points is keyed by one
 SMALL_MIN_SIZE = (80, 120)  # heights; the width comes from NARROW's choice of columns
@@ -188,6 +193,39 @@ class _Grid(pg.GraphicsObject):
         self.update()
 
 
+class _TextAxis(pg.AxisItem):
+    """An axis whose major ticks are at least a tick text apart.
+
+    pyqtgraph spaces ticks by the axis's length in pixels, never fewer than about three intervals,
+    whatever the text's size: at 16 pt the empty memory plot's "1.0 0.8 0.6 0.4 0.2 0" were drawn
+    over each other, and "0.20.40.60.8" ran together under it. Where the text needs more room, the
+    major spacing steps up (1, 2, 5 × 10^n) until it fits; at the default font nothing changes.
+    """
+
+    SAMPLE = "0.00"  # a typical tick text: its width is what a horizontal axis's ticks need apart
+
+    def tickSpacing(self, minVal, maxVal, size):  # noqa: N802, N803 (pyqtgraph's API)
+        levels = super().tickSpacing(minVal, maxVal, size)
+        if not levels or size <= 0 or maxVal == minVal:
+            return levels
+        fm = QFontMetrics(self.style["tickFont"] or self.font())
+        need = (fm.height() if self.orientation in ("left", "right")
+                else fm.horizontalAdvance(self.SAMPLE) + fm.averageCharWidth())
+        px_per_unit = size / abs(maxVal - minVal)
+        spacing = levels[0][0]
+        if spacing * px_per_unit >= need:
+            return levels
+        while spacing * px_per_unit < need:
+            exponent = math.floor(math.log10(spacing))
+            mantissa = round(spacing / 10 ** exponent)
+            spacing = (2 if mantissa < 2 else 5 if mantissa < 5 else 10) * 10 ** exponent
+        return [(spacing, 0)]
+
+
+def _plot_widget() -> pg.PlotWidget:
+    return pg.PlotWidget(axisItems={name: _TextAxis(name) for name in ("left", "bottom")})
+
+
 class _Panel:
     """One plot with its curves; curves are created once and fed by ``Series``."""
 
@@ -199,7 +237,10 @@ class _Panel:
         self.key_entries: list[tuple[str, str, str | None]] = []  # (label, colour, symbol) of each keyed curve
         self.key_shown = False
         self.key_inline = key_inline
-        widget.setTitle(title, size=TITLE_SIZE)
+        font = widget.font()
+        self.title_size = f"{font.pointSizeF() + TITLE_POINTS:g}pt"
+        self.key_size = f"{max(font.pointSizeF() + KEY_POINTS, 6):g}pt"
+        widget.setTitle(title, size=self.title_size)
         # The title row spans the axis column too: a small plot's key needs that width.
         plot = widget.getPlotItem()
         plot.layout.removeItem(plot.titleLabel)
@@ -225,7 +266,11 @@ class _Panel:
             widget.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         # A fixed width: the axis would otherwise resize itself as tick texts change
         # (another re-layout per frame), and a cached axis can miss that resize.
-        widget.getAxis("left").setWidth(46)
+        # At 16 pt "0.003" needed more than 46 px and the learning-rate axis showed only "0".
+        left = widget.getAxis("left")
+        left.setWidth(max(AXIS_WIDTH, widget.fontMetrics().horizontalAdvance(AXIS_SAMPLE)
+                          + left.style["tickTextOffset"][0]))
+
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.series: dict[str, Series] = {}
         self.dirty = False
@@ -263,8 +308,8 @@ class _Panel:
                 for label, color, symbol in self.key_entries)
             # A small plot's title row has no room beside the title: the key goes under it.
             sep = "&nbsp;&nbsp;&nbsp;&nbsp;" if self.key_inline else "<br>"
-            text += f"{sep}<span style='font-size:{KEY_SIZE}; color:#555'>{keys}</span>"
-        self.widget.setTitle(text, size=TITLE_SIZE)
+            text += f"{sep}<span style='font-size:{self.key_size}; color:#555'>{keys}</span>"
+        self.widget.setTitle(text, size=self.title_size)
 
     def set_key_inline(self, inline: bool) -> None:
         """Put the key beside the title (a wide plot) or under it (a narrow one)."""
@@ -318,20 +363,20 @@ class TrainPlots(QWidget):
         grid = QGridLayout()
         grid.setSpacing(6)
         grid.setContentsMargins(0, 0, 0, 0)
-        self.loss = _Panel(pg.PlotWidget(), "Loss", step_label=True)
+        self.loss = _Panel(_plot_widget(), "Loss", step_label=True)
         # 1-pixel (cosmetic) pens: wider lines go through Qt's stroker, which made the
         # curves the costliest part of a frame (docs/ui-stall.md).
         self.loss.add("loss", "#b7cde6", legend="raw")
         self.loss.add("smoothed", "#1f5fa8", legend=True)
         self.loss.add("eval", "#d9822b", symbol="o", legend=True)
         self.loss.curves["loss"].setZValue(-1)
-        self.lr = _Panel(pg.PlotWidget(), "Learning rate")
+        self.lr = _Panel(_plot_widget(), "Learning rate")
         self.lr.add("lr", "#6a51a3")
-        self.grad = _Panel(pg.PlotWidget(), "Gradient norm")
+        self.grad = _Panel(_plot_widget(), "Gradient norm")
         self.grad.add("grad_norm", "#2a9d8f")
-        self.speed = _Panel(pg.PlotWidget(), "Tokens / s")
+        self.speed = _Panel(_plot_widget(), "Tokens / s")
         self.speed.add("tokens_per_s", "#e76f51")
-        self.memory = _Panel(pg.PlotWidget(), "VRAM (GiB)", key_inline=False)
+        self.memory = _Panel(_plot_widget(), "VRAM (GiB)", key_inline=False)
         self.memory.add("allocated", "#264653", legend=True)
         self.memory.add("reserved", "#8ab17d", legend=True)
         self.panels = [self.loss, self.lr, self.grad, self.speed, self.memory]

@@ -232,3 +232,38 @@ def test_the_curves_key_sits_in_the_title_row_not_over_the_data(qtbot):
     qtbot.waitUntil(lambda: "<br>" in plots.loss.key_text)  # narrow: under it, not cut off
     plots.clear()
     assert plots.loss.key_text == "Loss"
+
+
+def _major_ticks(axis, lo: float, hi: float, length: float) -> tuple[float, list[str]]:
+    """The pixels between an axis's major ticks and their texts, as pyqtgraph draws them."""
+    spacing, values = axis.tickValues(lo, hi, length)[0]
+    return spacing * length / (hi - lo), axis.tickStrings(values, axis.scale, spacing)
+
+
+@pytest.mark.parametrize("points", [9, 13, 16])
+def test_tick_texts_fit_their_axes_at_a_raised_font(qtbot, app_font_pt, points):
+    """At 16 pt the learning-rate axis, 46 px wide, showed only "0" of "0.003 0.002 0.001 0", and
+    the empty memory plot's "0.2 0.4 0.6 0.8" ran together on its bottom axis."""
+    app_font_pt(points)
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.resize(1360 - 150 - 610, 600)  # the Train area's plot pane at 1360 px: four small plots in a row
+    plots.show()
+    qtbot.waitExposed(plots)
+    plots.add_steps([{"step": i, "loss": 4.0 - i / 10, "lr": 0.003 * (1 - i / 12), "grad_norm": 1.5}
+                     for i in range(1, 13)])
+    plots.redraw()
+    qtbot.wait(50)
+    fm = plots.lr.widget.fontMetrics()
+    left = plots.lr.widget.getAxis("left")
+    (y0, y1) = plots.lr.widget.getViewBox().viewRange()[1]
+    _, texts = _major_ticks(left, y0, y1, left.height())
+    assert max(fm.horizontalAdvance(t) for t in texts) + left.style["tickTextOffset"][0] <= left.width(), texts
+    bottom = plots.memory.widget.getAxis("bottom")
+    (x0, x1), (y0, y1) = plots.memory.widget.getViewBox().viewRange()
+    gap, texts = _major_ticks(bottom, x0, x1, bottom.width())
+    assert max(fm.horizontalAdvance(t) for t in texts) < gap, (gap, texts)
+    left = plots.memory.widget.getAxis("left")
+    gap, texts = _major_ticks(left, y0, y1, left.height())
+    assert gap >= fm.height(), (gap, texts)
+    assert plots.loss.title_size == f"{points + 1:g}pt"
