@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import __version__
+from gui.fonts import set_relative_font
 from gui.settings import last_file, studio_settings
 
 # key -> (label, "module:Class", tooltip)
@@ -38,6 +39,9 @@ AREAS = {
     "runs": ("Runs", "gui.runs.area:RunsArea", "Run history: compare curves, resume, try adapters"),
 }
 
+NAV_WIDTH = 150  # px at the default font; wider when a raised font's area names need it
+NAV_PAD = 14  # an area name's padding left and right, px
+NAV_MARGIN = 6  # between an area's highlight and the sidebar's edges, px
 STATUS_MS = 30_000
 """How long an area's status message stays (as long as a run's end is said there: gui.train.notify)."""
 
@@ -59,11 +63,13 @@ class MainWindow(QMainWindow):
 
         self.nav = QListWidget()
         self.nav.setObjectName("nav")
-        self.nav.setFixedWidth(150)
         self.nav.setSpacing(2)
+        # The font in points above the window's (14 px at the default 9 pt): a style sheet's 14 px
+        # stayed put when the desktop font was raised, smaller than the areas' text.
+        set_relative_font(self.nav, 1.5)
         self.nav.setStyleSheet(
-            "QListWidget#nav { border: none; outline: 0; background: palette(window); font-size: 14px; padding-top: 8px; }"
-            "QListWidget#nav::item { padding: 10px 14px; border-radius: 6px; margin: 1px 6px; }"
+            "QListWidget#nav { border: none; outline: 0; background: palette(window); padding-top: 8px; }"
+            f"QListWidget#nav::item {{ padding: 10px {NAV_PAD}px; border-radius: 6px; margin: 1px {NAV_MARGIN}px; }}"
             "QListWidget#nav::item:selected { background: palette(highlight); color: palette(highlighted-text); }"
         )
         self.stack = QStackedWidget()
@@ -75,6 +81,10 @@ class MainWindow(QMainWindow):
             area = self._build_area(key, target)
             self.areas[key] = area
             self.stack.addWidget(area)
+        # As wide as the longest name needs with the item's padding, and never under the 150 px
+        # of the default font.
+        longest = max(self.nav.fontMetrics().horizontalAdvance(label) for label, _, _ in AREAS.values())
+        self.nav.setFixedWidth(max(NAV_WIDTH, longest + 2 * (NAV_PAD + NAV_MARGIN) + 2 * self.nav.frameWidth()))
         version = QLabel(f"v{__version__}")
         version.setStyleSheet("color: palette(mid); padding: 8px 14px;")
         side = QWidget()

@@ -21,6 +21,24 @@ def test_all_areas_load_and_navigate(qtbot):
         assert win.current_area() == key
 
 
+def test_the_sidebar_follows_a_raised_font_and_shows_each_area_name_whole(qtbot, app_font_pt):
+    """The sidebar's 14-px style sheet size stayed 14 px at a 16-pt desktop font, smaller than the
+    areas' text; its width is now what the names need."""
+    app_font_pt(16)
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    nav = win.nav
+    assert nav.fontInfo().pointSizeF() > 16
+    for row in range(nav.count()):
+        item = nav.item(row)
+        rect = nav.visualItemRect(item)
+        assert rect.right() < nav.viewport().width(), item.text()
+        assert nav.fontMetrics().horizontalAdvance(item.text()) <= rect.width() - 2 * 14, item.text()
+    win.discard_for_screenshot()
+
+
 def test_the_checks_tab_counts_truncation_against_the_train_areas_seq_len(qtbot):
     win = MainWindow(load_demo=False, restore_geometry=False)
     qtbot.addWidget(win)
