@@ -112,6 +112,9 @@ def _base_choice(recorded: str | None) -> str | None:
     return "demo" if lib.base_label(recorded) == "demo" else recorded
 
 
+PROMPT_LINES = 4  # the prompt box's height, in lines of text
+
+
 class OutputColumn(QFrame):
     """One answer: who answered, the streamed text, and its speed."""
 
@@ -579,7 +582,11 @@ class AdaptersArea(QWidget):
         self.prompt_edit = QPlainTextEdit()
         self.prompt_edit.setPlaceholderText("Prompt: the same text goes to the base and to each ticked adapter "
                                             "(Ctrl+Enter to generate)")
-        self.prompt_edit.setFixedHeight(72)
+        # Four lines of the font, never under the 72 px of the default one: at 16 pt the 72 px held
+        # two and a half.
+        doc = self.prompt_edit.document()
+        self.prompt_edit.setFixedHeight(max(72, PROMPT_LINES * self.prompt_edit.fontMetrics().lineSpacing()
+                                            + int(2 * doc.documentMargin()) + 2 * self.prompt_edit.frameWidth()))
         self.system_edit = QLineEdit()
         self.system_edit.setPlaceholderText("System message (optional)")
 

@@ -1162,3 +1162,14 @@ def test_the_library_pane_at_13_pt_shows_its_buttons_and_titles_whole(qtbot, app
                 if label.text().startswith("Tick adapters"))
     assert hint.heightForWidth(hint.width()) <= hint.height()  # wrapped, not cut
     assert area.library_title.fontInfo().pointSizeF() > area.font().pointSizeF()
+
+
+def test_the_prompt_box_holds_four_lines_at_16_pt(qtbot, app_font_pt, make_area):
+    """Its fixed 72 px held two and a half lines of a 16-pt font."""
+    app_font_pt(16)
+    area = make_area()
+    edit = area.prompt_edit
+    edit.setPlainText("one\ntwo\nthree\nfour")
+    area.show()
+    qtbot.waitExposed(area)
+    assert edit.viewport().height() >= 4 * edit.fontMetrics().lineSpacing()
