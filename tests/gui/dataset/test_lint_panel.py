@@ -205,3 +205,28 @@ def test_at_13_pt_the_task_type_names_have_a_line_each_and_the_notes_follow_the_
     assert row_px >= panel.balance_plot.fontMetrics().height(), (row_px, len(panel.balance_labels))
     assert panel.balance_note.fontInfo().pointSizeF() > 9
     assert panel.balance_plot.getPlotItem().titleLabel.opts["size"] == "13pt"
+
+
+def test_at_16_pt_the_summary_wraps_rather_than_being_cut(qtbot, app_font_pt):
+    """In a 1280-px window at 16 pt the Checks pane is ~680 px: beside seq_len and Re-check,
+    "0 errors · 8 warnings · 1 info" was cut to "… · 1 inf" under the seq_len label."""
+    from PySide6.QtGui import QFont, QFontMetrics, QTextDocumentFragment
+
+    from gui.dataset.lint_panel import LintPanel
+
+    app_font_pt(16)
+    panel = LintPanel()
+    qtbot.addWidget(panel)
+    panel.summary.setText("<b>0 errors · 8 warnings · 1 info</b>")
+    # Its one-line summary made the panel 695 px at least: the window squeezed it below that, and
+    # the label was drawn under the seq_len label.
+    assert panel.minimumSizeHint().width() <= 680
+    panel.resize(680, 600)
+    panel.show()
+    qtbot.waitExposed(panel)
+    label = panel.summary
+    bold = QFont(label.font())
+    bold.setBold(True)
+    shown = QTextDocumentFragment.fromHtml(label.text()).toPlainText()
+    one_line = QFontMetrics(bold).horizontalAdvance(shown) <= label.contentsRect().width()
+    assert one_line or (label.wordWrap() and label.heightForWidth(label.width()) <= label.height()), shown
