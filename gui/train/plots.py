@@ -202,20 +202,26 @@ class _TextAxis(pg.AxisItem):
     major spacing steps up (1, 2, 5 × 10^n) until it fits; at the default font nothing changes.
     """
 
-    SAMPLE = "0.00"  # a typical tick text: its width is what a horizontal axis's ticks need apart
-
     def tickSpacing(self, minVal, maxVal, size):  # noqa: N802, N803 (pyqtgraph's API)
         levels = super().tickSpacing(minVal, maxVal, size)
         if not levels or size <= 0 or maxVal == minVal:
             return levels
         fm = QFontMetrics(self.style["tickFont"] or self.font())
-        need = (fm.height() if self.orientation in ("left", "right")
-                else fm.horizontalAdvance(self.SAMPLE) + fm.averageCharWidth())
         px_per_unit = size / abs(maxVal - minVal)
+        lo, hi = sorted((minVal, maxVal))
+
+        def fits(spacing: float) -> bool:
+            if self.orientation in ("left", "right"):
+                return spacing * px_per_unit >= fm.height()
+            values = np.arange(math.ceil(lo / spacing), math.floor(hi / spacing) + 1) * spacing
+            texts = self.tickStrings(list(values), self.scale, spacing) if len(values) else []
+            widest = max((fm.horizontalAdvance(t) for t in texts), default=0)
+            return spacing * px_per_unit >= widest + fm.averageCharWidth()
+
         spacing = levels[0][0]
-        if spacing * px_per_unit >= need:
+        if fits(spacing):
             return levels
-        while spacing * px_per_unit < need:
+        while not fits(spacing):
             exponent = math.floor(math.log10(spacing))
             mantissa = round(spacing / 10 ** exponent)
             spacing = (2 if mantissa < 2 else 5 if mantissa < 5 else 10) * 10 ** exponent
