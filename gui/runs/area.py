@@ -475,7 +475,9 @@ class RunsArea(QWidget):
         self.plot.getPlotItem().setMenuEnabled(False)
         # The key to the right of the view, in the plot's layout: inside the view (pyqtgraph's
         # default) it covered the curves that ran through the top right.
-        self.legend = pg.LegendItem(labelTextSize="8pt")
+        # A point under the plot's font (8 pt at the default 9): a fixed 8 pt stayed small at a
+        # raised desktop font, half the size of the ticks beside it.
+        self.legend = pg.LegendItem(labelTextSize=f"{max(self.font().pointSizeF() - 1, 6):g}pt")
         # Its own height, at the top: given the row's, its entries spread apart from their lines.
         self.legend.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.plot.getPlotItem().layout.addItem(self.legend, 2, 3, Qt.AlignmentFlag.AlignTop)

@@ -112,6 +112,21 @@ def test_overlay_curves_of_selected_runs(qtbot, runs):
 
 
 
+def test_the_curves_key_follows_a_raised_font(qtbot, runs, app_font_pt):
+    """At 16 pt the key's names stayed 8 pt beside 16-pt ticks."""
+    app_font_pt(16)
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.resize(1130, 720)
+    area.show()
+    qtbot.waitExposed(area)
+    area.select_paths([runs["done"], runs["stopped"]])
+    qtbot.waitUntil(lambda: area.legend.width() > 0)
+    line = area.plot.fontMetrics().height()
+    for _sample, label in area.legend.items:
+        assert label.item.document().size().height() >= line, label.text
+
+
 def test_the_curves_key_sits_beside_the_plot_not_over_its_curves(qtbot, runs):
     area = RunsArea()
     qtbot.addWidget(area)
