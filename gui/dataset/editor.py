@@ -179,6 +179,9 @@ class RecordTable(QTableView):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._jumping = False
+        # Tab leaves the table for the next control (the form, the filter...): with Qt's default
+        # it went from cell to cell and the keyboard never got out. The arrows move between cells.
+        self.setTabKeyNavigation(False)
 
     def jump_to(self, index: QModelIndex) -> None:
         """Make ``index`` current and select its row alone, starting a new Shift+arrow selection

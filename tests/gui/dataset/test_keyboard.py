@@ -407,3 +407,20 @@ def test_back_on_the_record_tab_the_keyboard_is_where_it_was_left(shown_editor, 
     qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(names.index("Record")).center())
     assert QApplication.focusWidget() is form.turns[0].content
     assert _cursor(form.turns[0].content) == len("Be brief.")
+
+
+def test_tab_leaves_the_table_and_visits_every_control_of_the_area_in_reading_order(shown_editor, small_dataset):
+    """Tab in the records table went from cell to cell (Qt's tabKeyNavigation) and never left it:
+    the form, the filter and its options were out of the keyboard's reach."""
+    from tests.gui.keyboard_audit import describe, tab_chain, tab_stops
+
+    ed = shown_editor(small_dataset)
+    chain = [w for w in tab_chain(ed.table) if ed.isAncestorOf(w)]
+    assert all(w.isVisible() and w.isEnabled() for w in chain)
+    missed = [describe(w) for w in tab_stops(ed) if w not in chain]
+    assert not missed
+    # Reading order: the filter row above the table, the table, then the record's form beside it.
+    order = [ed.filter_edit, ed.table, ed.form.field_edit("instruction"), ed.form.field_edit("output")]
+    where = [chain.index(w) for w in order]
+    rotated = where[where.index(min(where)):] + where[:where.index(min(where))]
+    assert rotated == sorted(rotated), [describe(w) for w in chain]
