@@ -487,6 +487,7 @@ class AdaptersArea(QWidget):
         set_relative_font(self.library_title, 1.5, bold=True)
         self.model = AdapterLibraryModel(self)
         self.list = QListView()
+        self.list.setAccessibleName("Adapter library")
         self.list.setModel(self.model)
         self.list.setItemDelegate(AdapterCardDelegate(self.list))
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -572,10 +573,13 @@ class AdaptersArea(QWidget):
         self.status.setStyleSheet("color: palette(placeholder-text);")
         self.status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         base_row = QHBoxLayout()
-        base_row.addWidget(QLabel("Base"))
+        base_label, precision_label = QLabel("Base"), QLabel("Precision")
+        base_label.setBuddy(self.base_box)  # a screen reader names each box by its label
+        precision_label.setBuddy(self.precision_box)
+        base_row.addWidget(base_label)
         base_row.addWidget(self.base_box, 1)
         base_row.addWidget(self.browse_button)
-        base_row.addWidget(QLabel("Precision"))
+        base_row.addWidget(precision_label)
         base_row.addWidget(self.precision_box)
         base_row.addWidget(self.load_button)
 
@@ -587,8 +591,13 @@ class AdaptersArea(QWidget):
         doc = self.prompt_edit.document()
         self.prompt_edit.setFixedHeight(max(72, PROMPT_LINES * self.prompt_edit.fontMetrics().lineSpacing()
                                             + int(2 * doc.documentMargin()) + 2 * self.prompt_edit.frameWidth()))
+        # Tab goes on to the next control: a tab character in a prompt is rarely meant, and in this
+        # box Tab trapped the keyboard (every press typed one more).
+        self.prompt_edit.setTabChangesFocus(True)
+        self.prompt_edit.setAccessibleName("Prompt")
         self.system_edit = QLineEdit()
         self.system_edit.setPlaceholderText("System message (optional)")
+        self.system_edit.setAccessibleName("System message")
 
         d = GenerationSettings()
         b = GenerationSettings.BOUNDS
@@ -627,6 +636,7 @@ class AdaptersArea(QWidget):
                 ("Top-p", self.top_p, "top_p"), ("Rep. penalty", self.repetition, "repetition_penalty"),
                 ("Seed", self.seed, "seed")):
             lab = QLabel(label)
+            lab.setBuddy(w)  # a screen reader names the box by its label
             lab.setToolTip(f"{w.toolTip()} ({tip})")
             w.setMinimumWidth(64)
             w.setMaximumWidth(90)
@@ -659,6 +669,7 @@ class AdaptersArea(QWidget):
         self.generate_button.setObjectName("generateButton")
         self.generate_button.setStyleSheet("QPushButton#generateButton { font-weight: bold; padding: 4px 18px; }")
         self.generate_button.setDefault(True)
+        self.generate_button.setToolTip("Answer the prompt with the base and each ticked adapter (Ctrl+Enter)")
         self.generate_button.clicked.connect(self.generate)
         # Saved prompts on one row, Stop and Generate on the next, right-aligned: in one row at 1024 px
         # the buttons were cut ("ave prompt.", "enera").
@@ -675,7 +686,11 @@ class AdaptersArea(QWidget):
         actions.setSpacing(4)
         actions.addLayout(prompts_row)
         actions.addLayout(run_row)
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
+        # Ctrl with either Enter key (the main one is Return to Qt; the keypad's is Enter).
+        self.generate_shortcut = QShortcut(self)
+        self.generate_shortcut.setKeys([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        self.generate_shortcut.activated.connect(self.generate)
+        self.generate_shortcut.setWhatsThis("Generate")
 
         self.banner = QLabel("")
         self.banner.setWordWrap(True)

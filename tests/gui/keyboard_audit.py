@@ -127,3 +127,22 @@ def duplicate_mnemonics(window: QWidget) -> dict[str, list[str]]:
         if (i := plain.find("&")) >= 0 and i + 1 < len(plain):
             letters[plain[i + 1].lower()].append(text)
     return {k: v for k, v in letters.items() if len(v) > 1}
+
+
+def spoken_name(w: QWidget) -> str:
+    """What a screen reader says a widget is: its accessible name, or for a combo box (whose name is
+    its current text on Linux, where the label comes by the "labelled by" relation) its label's text."""
+    from PySide6.QtGui import QAccessible
+
+    iface = QAccessible.queryAccessibleInterface(w)
+    if iface.role() == QAccessible.Role.ComboBox:
+        labels = [other.text(QAccessible.Text.Name) for other, _ in iface.relations(QAccessible.RelationFlag.Label)]
+        if labels:
+            return labels[0]
+    return iface.text(QAccessible.Text.Name)
+
+
+def spoken_description(w: QWidget) -> str:
+    from PySide6.QtGui import QAccessible
+
+    return QAccessible.queryAccessibleInterface(w).text(QAccessible.Text.Description)

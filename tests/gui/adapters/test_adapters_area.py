@@ -1173,3 +1173,40 @@ def test_the_prompt_box_holds_four_lines_at_16_pt(qtbot, app_font_pt, make_area)
     area.show()
     qtbot.waitExposed(area)
     assert edit.viewport().height() >= 4 * edit.fontMetrics().lineSpacing()
+
+
+def test_tab_leaves_the_prompt_and_ctrl_with_either_enter_key_generates(make_area, qtbot):
+    """Tab in the prompt box typed a tab character, press after press: the settings, Save prompt and
+    Generate were out of the keyboard's reach. Ctrl+Enter (the placeholder's words) on the keypad's
+    Enter did nothing: only Ctrl+Return was bound."""
+    from tests.gui.keyboard_audit import describe, tab_chain, tab_stops
+
+    area = make_area()
+    area.show()
+    area.activateWindow()
+    qtbot.waitUntil(area.isActiveWindow)
+    chain = tab_chain(area.list)
+    assert area.prompt_edit.toPlainText() == ""  # no tab typed into it
+    assert not [describe(w) for w in tab_stops(area) if w not in chain]
+    assert chain.index(area.system_edit) == chain.index(area.prompt_edit) + 1
+    assert chain.index(area.generate_button) > chain.index(area.seed)
+    for key, mods in ((Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier),
+                      (Qt.Key.Key_Enter, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.KeypadModifier)):
+        area.banner.hide()
+        area.prompt_edit.setFocus()
+        qtbot.keyClick(area.prompt_edit, key, mods)
+        assert area.banner.isVisible() and "Type a prompt" in area.banner.text(), key  # generate() ran
+    assert "Ctrl+Enter" in area.generate_button.toolTip()
+
+
+def test_a_screen_reader_names_the_playgrounds_boxes(make_area):
+    """The prompt, the settings and the base boxes had no accessible name: a screen reader said
+    "edit text, 128" with no word of what the box is."""
+    from tests.gui.keyboard_audit import spoken_name
+
+    area = make_area()
+    area.show()
+    named = {w: spoken_name(w) for w in (area.list, area.prompt_edit, area.system_edit, area.base_box, area.precision_box,
+                       area.max_tokens, area.temperature, area.top_p, area.repetition, area.seed)}
+    assert list(named.values()) == ["Adapter library", "Prompt", "System message", "Base", "Precision",
+                                    "Max tokens", "Temperature", "Top-p", "Rep. penalty", "Seed"]
