@@ -240,6 +240,10 @@ class _Panel:
         self.widget = widget
         widget.setMinimumSize(80, 60)  # TrainPlots sets each plot's readable minimum
         self.title = title
+        # Painted: a screen reader has the title and, in words, the last point of each curve
+        # (kept up to date at the redraw: :meth:`describe`).
+        widget.setAccessibleName(f"{title} plot")
+        widget.setAccessibleDescription("No data yet.")
         self.key_entries: list[tuple[str, str, str | None]] = []  # (label, colour, symbol) of each keyed curve
         self.key_shown = False
         self.key_inline = key_inline
@@ -279,6 +283,7 @@ class _Panel:
 
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.series: dict[str, Series] = {}
+        self.labels: dict[str, str] = {}  # a keyed curve's name as its key shows it
         self.dirty = False
         self.ranging: bool | None = None  # auto-ranging on data (True) or showing the empty 0..1 frame
         self.fit_pending = False  # drawn since its y range was last checked
@@ -289,6 +294,7 @@ class _Panel:
         plot's key (see :meth:`show_key`)."""
         if legend:
             self.key_entries.append((legend if isinstance(legend, str) else name, color, symbol))
+            self.labels[name] = self.key_entries[-1][0]  # (a plot of one curve: its title says what it is)
         kw = {"pen": pg.mkPen(color, width=width)}
         if symbol:
             kw.update(symbol=symbol, symbolSize=6, symbolBrush=color, symbolPen=None)
@@ -324,6 +330,15 @@ class _Panel:
             if self.key_shown:
                 self.key_shown = False
                 self.show_key(True)
+
+    def describe(self) -> None:
+        """Say the last point of each curve as the plot's accessible description ("smoothed 1.234 at
+        step 40"): what a sighted user reads off the curve's end."""
+        said = [f"{self.labels.get(name, '')} {s.ys[-1]:.4g} at step {s.xs[-1]:g}".strip()
+                for name, s in self.series.items() if len(s)]
+        text = "; ".join(said) + "." if said else "No data yet."
+        if text != self.widget.accessibleDescription():
+            self.widget.setAccessibleDescription(text)
 
     @property
     def key_text(self) -> str:
@@ -597,6 +612,7 @@ class TrainPlots(QWidget):
                 continue
             for name, s in p.series.items():
                 p.curves[name].setData(s.xs, s.ys)
+            p.describe()
             p.dirty = False
             p.fit_pending = True
             drew = True

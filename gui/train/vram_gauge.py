@@ -115,6 +115,9 @@ class VramBar(QWidget):
         self.others = 0
         self.setMinimumHeight(34)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        # Painted: a screen reader has only these words (VramGauge keeps the description up to date).
+        self.setAccessibleName("GPU memory estimate")
+        self.setAccessibleDescription("Estimating…")
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         return QSize(400, 38)
@@ -704,6 +707,8 @@ class VramGauge(QWidget):
             text += "<br><span style='color:palette(mid)'>" + "; ".join(notes) + "</span>"
         self.details.setText(text)
         shown = judged["peak_bytes"] if judged else peak
+        self.bar.setAccessibleDescription(self._spoken(est, judged, gpu, verdict if gpu else None, muted, others,
+                                                       total_gpu))
         self.summary.setText(f"<span style='color:palette(mid)'>≈ {fmt_bytes(shown)}"
                              + (f" of {fmt_bytes(gpu)}" if gpu else "")
                              # (with a GPU the badge says "with this dataset")
@@ -714,6 +719,29 @@ class VramGauge(QWidget):
                                    f"It fits with this dataset; this makes it fit at the full seq_len {seq_len} "
                                    "too, which a longer record added later would reach (the first step, seq_len "
                                    "cut to the dataset's longest record, changes nothing in training). Asks first")
+
+    def _spoken(self, est: Any, judged: dict | None, gpu: int | None, verdict: str | None, muted: bool,
+                others: int, total_gpu: int | None) -> str:
+        """The bar in words, for a screen reader: the peak it judges, of how much memory, the verdict
+        ("Estimated 7.30 GiB of 24.00 GiB — fits"), then what else it marks."""
+        peak, seq_len = field(est, "peak_bytes"), field(est, "seq_len")
+        if judged:
+            said = f"Estimated {fmt_bytes(judged['peak_bytes'])} with this dataset"
+        else:
+            said = f"Estimated {fmt_bytes(peak)}" + (f" at seq_len {seq_len}" if seq_len else "")
+        said += f" of {fmt_bytes(gpu)}" if gpu else ", no GPU to compare with"
+        if verdict in FITS_TEXT:
+            said += f" — {FITS_TEXT[verdict][0]}"
+        if muted:
+            said += " (the previous records' estimate, while they are measured again)"
+        parts = [said]
+        if judged and peak:
+            parts.append(f"{fmt_bytes(peak)} at the full seq_len {seq_len}")
+        if self.measured:
+            parts.append(f"measured peak {fmt_bytes(self.measured)}")
+        if others and total_gpu:
+            parts.append(f"other programs hold {fmt_bytes(others)} of the {fmt_bytes(total_gpu)} GPU")
+        return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
 
     def _verdict_tip(self, est: Any, judged: dict | None, gpu: int | None) -> str:
         """What the badge judged, in words: the peak with this dataset, or the one at seq_len."""

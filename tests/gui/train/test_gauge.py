@@ -621,3 +621,23 @@ def test_the_fit_dialog_says_the_run_fits_with_this_dataset_already(qtbot):
     plain = FitDialog(est["suggestions"], 12 * GiB)
     qtbot.addWidget(plain)
     assert "With this dataset" not in " ".join(label.text() for label in plain.findChildren(QLabel))
+
+
+def test_a_screen_reader_reads_the_painted_bar_in_words_as_it_changes(qtbot):
+    """The bar is painted: a screen reader found a nameless, wordless widget where the estimate is."""
+    from gui.train.vram_gauge import VramGauge
+    from tests.gui.keyboard_audit import spoken_description, spoken_name
+
+    gauge = VramGauge()
+    qtbot.addWidget(gauge)
+    gauge.show()
+    assert spoken_name(gauge.bar) == "GPU memory estimate"
+    gauge.set_estimate({**_config_and_data(), "data": None})
+    assert spoken_description(gauge.bar) == "Estimated 33.00 GiB at seq_len 1024 of 12.00 GiB — does not fit."
+    gauge.set_estimate(_config_and_data())  # judged with the data
+    assert spoken_description(gauge.bar) == ("Estimated 9.00 GiB with this dataset of 12.00 GiB — fits. "
+                                             "33.00 GiB at the full seq_len 1024.")
+    gauge.set_measured(int(10.5 * GiB))
+    assert spoken_description(gauge.bar).endswith("33.00 GiB at the full seq_len 1024. Measured peak 10.50 GiB.")
+    gauge.set_estimate({**_config_and_data(), "data": None, "gpu_bytes": None})  # no GPU, no size picked
+    assert spoken_description(gauge.bar).startswith("Estimated 33.00 GiB at seq_len 1024, no GPU to compare with.")

@@ -267,3 +267,25 @@ def test_tick_texts_fit_their_axes_at_a_raised_font(qtbot, app_font_pt, points):
     gap, texts = _major_ticks(left, y0, y1, left.height())
     assert gap >= fm.height(), (gap, texts)
     assert plots.loss.title_size == f"{points + 1:g}pt"
+
+
+def test_a_screen_reader_reads_each_plots_name_and_last_points_as_they_come(qtbot):
+    """The plots are painted: a screen reader found five nameless "graphics view"s."""
+    from tests.gui.keyboard_audit import spoken_description, spoken_name
+
+    plots = TrainPlots()
+    qtbot.addWidget(plots)
+    plots.show()
+    assert [spoken_name(p.widget) for p in plots.panels] == [
+        "Loss plot", "Learning rate plot", "Gradient norm plot", "Tokens / s plot", "VRAM (GiB) plot"]
+    assert spoken_description(plots.loss.widget) == "No data yet."
+    plots.add_steps([{"step": 1, "loss": 2.5, "lr": 3e-4}, {"step": 2, "loss": 2.0, "lr": 2e-4}])
+    plots.add_eval({"step": 2, "eval_loss": 2.25})
+    plots.redraw()
+    assert spoken_description(plots.loss.widget) == "raw 2 at step 2; smoothed 2.237 at step 2; eval 2.25 at step 2."
+    plots.add_steps([{"step": 3, "loss": 1.5}])
+    plots.redraw()  # the 10 Hz timer's redraw says the new end
+    assert spoken_description(plots.loss.widget).startswith("raw 1.5 at step 3; smoothed ")
+    for _ in range(3):  # the small plots redraw at a third of the rate
+        plots.redraw()
+    assert spoken_description(plots.lr.widget) == "0.0002 at step 2."
