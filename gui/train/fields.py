@@ -162,6 +162,7 @@ class FieldEditor(QWidget):
             return
         self.setToolTip(self._help() if not message else f"⚠ {message}\n\n{self._help()}")
         self._mark.set_color(ERROR_COLOR if message else None)
+        self._say_mark("Error", message)
 
     def set_warning(self, message: str | None) -> None:
         """An amber border and a ⚠ tooltip: the value can run but looks wrong (an error wins)."""
@@ -172,6 +173,7 @@ class FieldEditor(QWidget):
             return
         self.setToolTip(self._help() if not message else f"⚠ {message}\n\n{self._help()}")
         self._mark.set_color(WARNING_COLOR if message else None)
+        self._say_mark("Warning", message)
 
     def mark_color(self) -> str | None:
         """The colour of the frame around the inputs: ERROR_COLOR, WARNING_COLOR, or None."""
@@ -186,6 +188,24 @@ class FieldEditor(QWidget):
             w.setToolTip(self._help())
         if getattr(self, "_error", None):
             self.setToolTip(f"⚠ {self._error}\n\n{self._help()}")
+
+    def name_inputs(self) -> None:
+        """Name the inputs after the field's label for a screen reader: the form's label is the
+        buddy of this editor, not of the box inside it that has the keyboard, and a "…" button
+        says nothing of what it browses for."""
+        label = label_for(self.key)
+        for w in self.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
+            if isinstance(w, QToolButton):
+                w.setAccessibleName(f"Browse for {label.lower()}")
+            elif isinstance(w, (*_Mark.INPUTS, QCheckBox)):
+                w.setAccessibleName(label)
+
+    def _say_mark(self, kind: str, message: str | None) -> None:
+        """The painted frame in words: the inputs' accessible description says the error or the
+        warning (without one, a description falls back to the input's tooltip, the key's help)."""
+        for w in self.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
+            if isinstance(w, (*_Mark.INPUTS, QCheckBox)):
+                w.setAccessibleDescription(f"{kind}: {message}" if message else "")
 
     def _help(self) -> str:
         return f"{self._note}\n\n{self._tooltip}" if self._note else self._tooltip
@@ -413,20 +433,22 @@ class TextEditor(FieldEditor):
 
 
 def make_editor(model: ConfigModel, key: str, parent: QWidget | None = None) -> FieldEditor:
-    """The right editor for ``key`` according to its metadata."""
+    """The right editor for ``key`` according to its metadata, its inputs named after its label."""
     meta = RunConfig.field_meta()[key]
     kind = meta["type"]
     if kind == "bool":
-        return BoolEditor(model, key, parent)
-    if meta.get("choices"):
-        return ChoiceEditor(model, key, parent)
-    if kind == "int":
-        return IntEditor(model, key, parent)
-    if key in ("dataset", "eval_dataset"):
-        return TextEditor(model, key, parent,
-                          browse="Datasets (*.json *.jsonl *.csv *.parquet);;All files (*)")
-    if key == "output_dir":
-        return TextEditor(model, key, parent, browse="dir")
-    if key == "deepspeed":
-        return TextEditor(model, key, parent, browse="DeepSpeed config (*.json);;All files (*)")
-    return TextEditor(model, key, parent)
+        editor: FieldEditor = BoolEditor(model, key, parent)
+    elif meta.get("choices"):
+        editor = ChoiceEditor(model, key, parent)
+    elif kind == "int":
+        editor = IntEditor(model, key, parent)
+    elif key in ("dataset", "eval_dataset"):
+        editor = TextEditor(model, key, parent, browse="Datasets (*.json *.jsonl *.csv *.parquet);;All files (*)")
+    elif key == "output_dir":
+        editor = TextEditor(model, key, parent, browse="dir")
+    elif key == "deepspeed":
+        editor = TextEditor(model, key, parent, browse="DeepSpeed config (*.json);;All files (*)")
+    else:
+        editor = TextEditor(model, key, parent)
+    editor.name_inputs()
+    return editor

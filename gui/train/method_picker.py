@@ -217,6 +217,9 @@ class PrecisionGrid(QWidget):
             for c, mp in enumerate(MIXED_PRECISION, start=1):
                 cell = QRadioButton()
                 cell.setObjectName(f"precision_{li}_{mp}")
+                # Its text is "" or "✕": a screen reader needs the row and column in words (the
+                # tooltip, its description, says whether it is possible and why not).
+                cell.setAccessibleName(f"{LOAD_LABELS[li]} weights, {MIXED_LABELS[mp]}")
                 self.cells[(li, mp)] = cell
                 self.group.addButton(cell)
                 grid.addWidget(cell, r, c, Qt.AlignmentFlag.AlignHCenter)

@@ -825,3 +825,30 @@ def test_a_model_transformers_cant_build_as_a_causal_lm_is_said_at_the_model_fie
     assert area.banner.isVisible() and said in area.banner.text() and "git+https" not in area.banner.text()
     area.grab().save(str(tmp_path / "t5.png"))
     assert area.start_run() is False and launched == []
+
+
+def test_a_screen_reader_names_each_input_and_says_its_painted_error_mark(make_area, qtbot):
+    """The form's labels named the field editors, not the boxes in them that take the keyboard: a screen
+    reader said "edit text" and "check box" with no name, "✕" for an impossible precision cell and "…"
+    for Browse; and the red or amber frame an error paints was not said at all."""
+    from gui.train.fields import label_for
+    from tests.gui.keyboard_audit import spoken_description, spoken_name
+
+    area = make_area()
+    area.show()
+    editors = area.editors
+    for key, box in (("learning_rate", editors["learning_rate"].edit), ("seq_len", editors["seq_len"].spin),
+                     ("seed", editors["seed"].spin), ("use_dora", editors["use_dora"].box)):
+        assert spoken_name(box) == label_for(key), key
+    assert spoken_name(editors["dataset"].button) == f"Browse for {label_for('dataset').lower()}"
+    assert editors["optimizer"].combo.accessibleName() == label_for("optimizer")  # (Linux reads a combo's text)
+    cell = area.precision_grid.cells[("nf4", "bf16")]
+    assert cell.text() == "✕" and spoken_name(cell) == "nf4 (4-bit) weights, bf16 AMP"
+    assert "Not possible" in spoken_description(cell)
+    edit = editors["learning_rate"].edit
+    edit.clear()
+    qtbot.keyClicks(edit, "fast")
+    assert spoken_description(edit).startswith("Error: ") and "learning_rate" in spoken_description(edit)
+    edit.clear()
+    qtbot.keyClicks(edit, "1e-4")
+    assert not spoken_description(edit).startswith("Error")  # the key's help again
