@@ -211,6 +211,7 @@ class Banner(QFrame):
         close.setText("✕")
         close.setAutoRaise(True)
         close.setToolTip("Dismiss")
+        close.setAccessibleName("Dismiss")  # not "multiplication x"
         close.clicked.connect(self.hide)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 6, 6)
@@ -279,12 +280,15 @@ class FindBar(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.find = QLineEdit()
         self.find.setPlaceholderText("Find")
+        self.find.setAccessibleName("Find")  # (a placeholder is no name to a screen reader)
         self.find.setClearButtonEnabled(True)
         self.replace = QLineEdit()
         self.replace.setPlaceholderText("Replace with (regex: \\1 for groups)")
+        self.replace.setAccessibleName("Replace with")
         self.regex = QCheckBox("Regex")
         self.case = QCheckBox("Aa")
         self.case.setToolTip("Match case")
+        self.case.setAccessibleName("Match case")  # its text "Aa" says nothing read aloud
         self.field = QComboBox()
         self.field.setToolTip("Look in this field only")
         self.prev_button = QPushButton("◀")
@@ -299,6 +303,7 @@ class FindBar(QFrame):
         self.status.setStyleSheet("color: palette(mid);")
         self.close_button = QToolButton()
         self.close_button.setText("✕")
+        self.close_button.setAccessibleName("Close the find bar")
         self.close_button.setAutoRaise(True)
         self.close_button.setToolTip("Close (Escape)")
         top = QHBoxLayout()
@@ -1075,6 +1080,7 @@ class DatasetEditor(QWidget):
 
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("Filter records (Ctrl+Shift+F)")
+        self.filter_edit.setAccessibleName("Filter records")
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.setMinimumWidth(120)
         self.filter_regex = QCheckBox("Regex")
@@ -1105,6 +1111,7 @@ class DatasetEditor(QWidget):
 
         self.table = RecordTable()
         self.table.setObjectName("records")
+        self.table.setAccessibleName("Records")
         self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)

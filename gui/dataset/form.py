@@ -53,7 +53,7 @@ from engine.data.records import (
 from engine.errors import DataError
 from gui.dataset.plain_text import plain_text
 from gui.dataset.search import copy_data
-from gui.dataset.severity import COLORS, MARKS, by_severity, severity
+from gui.dataset.severity import COLORS, MARKS, WORDS, by_severity, severity
 from gui.dataset.table_model import fixed_record, with_data
 from gui.fonts import set_relative_font
 
@@ -190,6 +190,7 @@ class TurnEdit(QFrame):
         self.role.setCurrentText(tag if isinstance(tag, str) else "")
         self.role.setMinimumContentsLength(9)
         self.role.setToolTip("Who speaks this turn")
+        self.role.setAccessibleName("Role")
         _undo_to_stack(self.role)
         self.content = FieldEdit(2, 12)
         text = turn.get(text_key) if is_turn else turn
@@ -219,6 +220,7 @@ class TurnEdit(QFrame):
         for b, t, tip, key in ((up, "↑", "Move turn up", "up"), (down, "↓", "Move turn down", "down"),
                                (remove, "✕", "Remove turn", "remove")):
             b.setText(t)
+            b.setAccessibleName(tip)  # a screen reader would say "upwards arrow", "multiplication x"
             b.setToolTip(f"{tip} ({_key_text(key)})")
             b.setAutoRaise(True)
             # Tab goes role -> text -> the next turn's role; the buttons' keys act from the boxes.
@@ -242,8 +244,15 @@ class TurnEdit(QFrame):
         lay.addWidget(self.content)
         self.committed = self.value()
         """The turn as the record holds it: what this turn is when another turn's typing is committed."""
+        self._name_content()
+        self.role.currentTextChanged.connect(self._name_content)
         self.role.currentTextChanged.connect(lambda: self._touch("role"))
         self.content.textChanged.connect(lambda: self._touch("content"))
+
+    def _name_content(self) -> None:
+        """The text box's name for a screen reader, after its role ("assistant turn")."""
+        role = self.role.currentText().strip()
+        self.content.setAccessibleName(f"{role} turn" if role else "turn")
 
     def _touch(self, part: str) -> None:
         self._touched.add(part)
@@ -358,6 +367,7 @@ class RecordForm(QWidget):
             edit.textChanged.connect(lambda k=key: self._on_field_changed(k))
             self.fields[key] = edit
             self._captions[key] = _caption(key)
+            self._captions[key].setBuddy(edit)  # the box's name for a screen reader, as its caption reads
             al.addWidget(self._captions[key])
             al.addWidget(edit)
         self.alpaca_extras = QWidget()
@@ -376,6 +386,7 @@ class RecordForm(QWidget):
         self.chat_system_caption = _caption("system")
         self.remove_system_button = QToolButton()
         self.remove_system_button.setText("✕")
+        self.remove_system_button.setAccessibleName("Remove the system prompt")
         self.remove_system_button.setToolTip(f"Remove the system prompt ({_key_text('remove')})")
         self.remove_system_button.setAutoRaise(True)
         self.remove_system_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # its key acts from the box
@@ -387,6 +398,7 @@ class RecordForm(QWidget):
         sh.addStretch(1)
         sh.addWidget(self.remove_system_button)
         self.chat_system = FieldEdit(2, 8)
+        self.chat_system.setAccessibleName("system prompt")
         self.chat_system.textChanged.connect(lambda: self._on_field_changed("system"))
         self.add_system_button = QPushButton("+ Add system prompt")
         self.add_system_button.setToolTip("Give this conversation a system prompt, held as the file holds them "
@@ -439,6 +451,7 @@ class RecordForm(QWidget):
         self.raw = FieldEdit(6, 40)
         self.raw.setFont(mono)
         self.raw.setObjectName("field_raw")
+        self.raw.setAccessibleName("record as JSON")
         self.raw.setTabChangesFocus(False)
         self.raw.textChanged.connect(lambda: self._on_field_changed("raw"))
         rl.addWidget(self.raw_error)
@@ -865,6 +878,10 @@ class RecordForm(QWidget):
         if len(shown) > 8:
             lines.append(f"… {len(shown) - 8} more (Checks tab)")
         self.findings.setText("<br>".join(lines))
+        # The marks and colours in words for a screen reader ("Error: empty-output: ...").
+        self.findings.setAccessibleName("; ".join(
+            f"{WORDS[severity(f)].capitalize()}: {getattr(f, 'rule', '?')}: {getattr(f, 'message', f)}"
+            for f in shown))
         self.findings.setVisible(bool(lines))
 
     def _show_raw(self, text: str, error: str | None) -> None:
@@ -1014,6 +1031,7 @@ class RecordForm(QWidget):
         if other:
             layout.addWidget(_caption("other fields (JSON)"))
             self._extra_json = FieldEdit(2, 10)
+            self._extra_json.setAccessibleName("other fields (JSON)")
             self._extra_json.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
             self._extra_json.setPlainText(json.dumps(other, ensure_ascii=False, indent=1, default=str))
             self._extra_json.textChanged.connect(lambda: self._on_field_changed("other fields"))

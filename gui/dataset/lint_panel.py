@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.data.lint import task_types_note
-from gui.dataset.severity import COLORS, MARKS
+from gui.dataset.severity import COLORS, MARKS, WORDS
 from gui.fonts import set_relative_font
 
 MIN_CHART_HEIGHT = 130  # at the default font; the task-type chart grows with its rows' text
@@ -282,6 +282,11 @@ class LintPanel(QWidget):
             sev = min((f.severity for f in findings), key=lambda s: order.get(s, 3))
             top = QTreeWidgetItem([f"{_SEVERITY_MARK.get(sev, '')} {rule} ({len(findings):,})", ""])
             top.setData(0, FindingRole, rule)
+            # The mark and the colour in words for a screen reader (a finding less severe than its
+            # rule's worst differs by its colour alone).
+            top.setData(0, Qt.ItemDataRole.AccessibleTextRole,
+                        f"{rule}: {len(findings):,} finding{'s' if len(findings) != 1 else ''}, "
+                        f"the worst {'an' if sev == 'error' else 'a'} {WORDS.get(sev, sev)}")
             top.setForeground(0, QBrush(_SEVERITY_COLORS.get(sev, QColor(0, 0, 0))))
             font = top.font(0)
             font.setBold(True)
@@ -293,6 +298,8 @@ class LintPanel(QWidget):
                     f" · line {f.line}" if f.line else "")
                 item = QTreeWidgetItem([f.message, where])
                 item.setData(0, FindingRole, f)
+                item.setData(0, Qt.ItemDataRole.AccessibleTextRole,
+                             f"{WORDS.get(f.severity, f.severity).capitalize()}: {f.message}")
                 item.setToolTip(0, f.message)
                 if f.severity != sev:
                     item.setForeground(0, QBrush(_SEVERITY_COLORS.get(f.severity, QColor(0, 0, 0))))

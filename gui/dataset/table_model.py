@@ -30,7 +30,7 @@ from PySide6.QtGui import QBrush, QColor
 
 from engine.data import json_text
 from engine.data.records import CONVERSATION_KEY, SHAREGPT_ROLES, DatasetFile, Record
-from gui.dataset.severity import MARKS, worst
+from gui.dataset.severity import MARKS, spoken, worst
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
 """data() role returning the row's engine :class:`Record`."""
@@ -47,7 +47,8 @@ _BROKEN_BRUSH, _ERROR_BRUSH, _WARN_BRUSH, _MUTED_BRUSH = (QBrush(c) for c in (_B
 _DISPLAY, _EDIT, _TOOLTIP = Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole, Qt.ItemDataRole.ToolTipRole
 _BACKGROUND, _FOREGROUND = Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.ForegroundRole
 _ALIGN = Qt.ItemDataRole.TextAlignmentRole
-_HANDLED_ROLES = frozenset({_DISPLAY, _EDIT, _TOOLTIP, _BACKGROUND, _FOREGROUND, _ALIGN, RecordRole})
+_SPOKEN = Qt.ItemDataRole.AccessibleTextRole
+_HANDLED_ROLES = frozenset({_DISPLAY, _EDIT, _TOOLTIP, _BACKGROUND, _FOREGROUND, _ALIGN, RecordRole, _SPOKEN})
 _CENTER = int(Qt.AlignmentFlag.AlignCenter)
 _SELECTABLE = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 _EDITABLE = _SELECTABLE | Qt.ItemFlag.ItemIsEditable
@@ -333,6 +334,8 @@ class RecordTableModel(QAbstractTableModel):
             return rec
         if role == _TOOLTIP:
             return self._tooltip(rec, column, col)
+        if role == _SPOKEN and column.key == "#status":  # the mark and its colour, in words
+            return "broken record: not valid JSON" if rec.broken else (spoken(self.findings_for(rec)) or "no findings")
         return None
 
     def setData(self, index, value, role=Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
