@@ -467,6 +467,7 @@ class RunsArea(QWidget):
         self.log_y = QCheckBox("Log scale")
         pg.setConfigOptions(antialias=False, background="w", foreground="#333")
         self.plot = pg.PlotWidget(axisItems={"bottom": StepAxis(orientation="bottom")})
+        self.plot.setAccessibleName("Run curves plot")
         self.plot.showGrid(x=True, y=True, alpha=1.0)  # opaque light lines: cheap to draw, calm to read
         for name in ("left", "bottom"):
             self.plot.getAxis(name).setPen(pg.mkPen("#555"))
@@ -776,6 +777,7 @@ class RunsArea(QWidget):
         self.curves.clear()
         self.legend.clear()
         plotted = 0
+        said = []  # each curve's end in words: the plot is painted
         for i, run in enumerate(runs):
             rows = [r for r in self._metrics(run.path) if r.get(key) is not None and r.get("step") is not None]
             if not rows:
@@ -795,14 +797,20 @@ class RunsArea(QWidget):
             self.legend.addItem(curve, run.name)
             self.curves[str(run.path)] = curve
             plotted += 1
+            if np.isfinite(y).any():
+                last = int(np.flatnonzero(np.isfinite(y))[-1])
+                said.append(f"{run.name}: {y[last]:.4g} at step {x[last]:g}")
         self.plot_hint.setVisible(plotted == 0)
         if plotted == 0:
-            self.plot_hint.setText("Select one or more runs to compare their curves" if not runs else
-                                   f"No {METRICS[key].lower()} recorded for the selected runs")
+            hint = ("Select one or more runs to compare their curves" if not runs else
+                    f"No {METRICS[key].lower()} recorded for the selected runs")
+            self.plot_hint.setText(hint)
+            self.plot.setAccessibleDescription(hint)
             self.plot.setXRange(0, 1)
             self.plot.setYRange(0, 1)
         else:
             self.plot.enableAutoRange()
+            self.plot.setAccessibleDescription(f"{METRICS[key]}: " + "; ".join(said) + ".")
 
     def show_queue(self) -> None:
         self.bottom_tabs.setCurrentWidget(self.queue_panel)

@@ -414,8 +414,10 @@ class TrainPlots(QWidget):
 
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
-        controls.addWidget(QLabel("Smoothing"))
+        smoothing_label = QLabel("Smoothing")
+        controls.addWidget(smoothing_label)
         self.slider = QSlider(Qt.Orientation.Horizontal)
+        smoothing_label.setBuddy(self.slider)  # the slider's name for a screen reader
         self.slider.setRange(0, 99)
         self.slider.setValue(int(self.smoothing * 100))
         self.slider.setMaximumWidth(160)

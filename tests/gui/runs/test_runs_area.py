@@ -955,3 +955,18 @@ def test_acting_on_a_run_deleted_since_the_list_was_read_says_so(qtbot, runs, mo
     shutil.rmtree(done / "final")
     area.try_button.click()
     assert not sent and plain(area.summary).startswith(f"{done.name}: its final/ folder was deleted or moved")
+
+
+def test_a_screen_reader_reads_the_compared_curves_ends_in_words(qtbot, runs):
+    """The curves plot is painted: a screen reader found a nameless graphics view."""
+    from tests.gui.keyboard_audit import spoken_description, spoken_name
+
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.show()
+    assert spoken_name(area.plot) == "Run curves plot"
+    area.select_paths([runs["done"]])
+    said = spoken_description(area.plot)
+    assert said.startswith(f"Training loss: {runs['done'].name}: ") and said.endswith(" at step 20."), said
+    area.metric_combo.setCurrentIndex(area.metric_combo.findData("grad_norm"))
+    assert spoken_description(area.plot) == "No gradient norm recorded for the selected runs"
