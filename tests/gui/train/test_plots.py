@@ -279,6 +279,7 @@ def test_a_screen_reader_reads_each_plots_name_and_last_points_as_they_come(qtbo
     assert [spoken_name(p.widget) for p in plots.panels] == [
         "Loss plot", "Learning rate plot", "Gradient norm plot", "Tokens / s plot", "VRAM (GiB) plot"]
     assert spoken_description(plots.loss.widget) == "No data yet."
+    assert spoken_name(plots.slider) == "Smoothing"
     plots.add_steps([{"step": 1, "loss": 2.5, "lr": 3e-4}, {"step": 2, "loss": 2.0, "lr": 2e-4}])
     plots.add_eval({"step": 2, "eval_loss": 2.25})
     plots.redraw()
