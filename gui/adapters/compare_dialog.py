@@ -151,6 +151,7 @@ class CompareDialog(EngineCommandMixin, QDialog):
                                      "Best a held-out file; the adapters' own run dataset works too: the "
                                      "records they trained on are set aside.")
         browse = QPushButton("Browse…")
+        browse.setAutoDefault(False)  # Return in the form is the dialog's action, not a folder picker
         browse.clicked.connect(self._on_browse)
         row = QHBoxLayout()
         row.addWidget(self.dataset_edit, 1)
@@ -231,7 +232,6 @@ class CompareDialog(EngineCommandMixin, QDialog):
 
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.run_button = self.buttons.addButton("Compare", QDialogButtonBox.ButtonRole.ActionRole)
-        self.run_button.setDefault(True)
         self.run_button.clicked.connect(self.start)
         self.buttons.rejected.connect(self._on_close)
 
@@ -260,6 +260,9 @@ class CompareDialog(EngineCommandMixin, QDialog):
         lay.addWidget(self.results, 1)
         lay.addWidget(self.placeholder, 1)
         lay.addWidget(self.buttons)
+        # Default once the button box is in the dialog: set before, Qt had no dialog to tell, and at show
+        # it made the first button after the focus the default: Return in the form pressed Browse….
+        self.run_button.setDefault(True)
         self._update()
 
     # ---- Public API

@@ -111,6 +111,7 @@ class GgufDialog(EngineCommandMixin, QDialog):
         form.addRow("Type:", type_col)
         self.out_edit = QLineEdit()
         browse = QPushButton("Browse…")
+        browse.setAutoDefault(False)  # Return in the form is the dialog's action, not a folder picker
         browse.clicked.connect(self._on_browse)
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit, 1)
@@ -144,6 +145,9 @@ class GgufDialog(EngineCommandMixin, QDialog):
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addWidget(self.buttons)
+        # Default once the button box is in the dialog: set before, Qt had no dialog to tell, and at show
+        # it made the first button after the focus the default: Return in the form pressed Browse….
+        self.export_button.setDefault(True)
 
         self.type_box.currentIndexChanged.connect(self._on_type)
         self.form_box.currentIndexChanged.connect(self._on_form)

@@ -129,6 +129,7 @@ class MergeDialog(EngineCommandMixin, QDialog):
         form.addRow("Also write GGUF:", self.gguf)
         self.out_edit = QLineEdit(str(self._default_out()))
         browse = QPushButton("Browse…")
+        browse.setAutoDefault(False)  # Return in the form is the dialog's action, not a folder picker
         browse.clicked.connect(self._on_browse)
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit, 1)
@@ -160,6 +161,9 @@ class MergeDialog(EngineCommandMixin, QDialog):
         lay.addWidget(self.log)
         lay.addStretch(1)  # room a longer text once needed stays below the form, above the buttons
         lay.addWidget(self.buttons)
+        # Default once the button box is in the dialog: set before, Qt had no dialog to tell, and at show
+        # it made the first button after the focus the default: Return in the form pressed Browse….
+        self.merge_button.setDefault(True)
         self._update()
 
     # ---- Public API

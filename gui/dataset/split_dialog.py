@@ -73,6 +73,7 @@ class SplitDialog(QDialog):
         self.seed.setToolTip("The run's seed: the same seed and ratio hold out the same records")
         self.out_edit = QLineEdit(str(out_dir or self.path.parent))
         browse = QPushButton("Browse…")
+        browse.setAutoDefault(False)  # Return in the form is the dialog's action, not a folder picker
         browse.clicked.connect(self._on_browse)
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit, 1)
@@ -95,7 +96,6 @@ class SplitDialog(QDialog):
         self.status.setMinimumHeight(self.STATUS_LINES * self.status.fontMetrics().lineSpacing())
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.split_button = self.buttons.addButton("Split", QDialogButtonBox.ButtonRole.ActionRole)
-        self.split_button.setDefault(True)
         self.split_button.clicked.connect(self.split)
         self.train_button = self.buttons.addButton("Train on these", QDialogButtonBox.ButtonRole.ActionRole)
         self.train_button.setToolTip("Open the Train area with the train file as the dataset and the eval file "
@@ -115,6 +115,9 @@ class SplitDialog(QDialog):
         lay.addWidget(self.status)
         lay.addStretch(1)
         lay.addWidget(self.buttons)
+        # Default once the button box is in the dialog: set before, Qt had no dialog to tell, and at show
+        # it made the first button after the focus the default: Return in the form pressed Browse….
+        self.split_button.setDefault(True)
         self._update()
 
     def command(self) -> list[str]:
