@@ -73,9 +73,9 @@ class MainWindow(QMainWindow):
             "QListWidget#nav::item:selected { background: palette(highlight); color: palette(highlighted-text); }"
         )
         self.stack = QStackedWidget()
-        for key, (label, target, tip) in AREAS.items():
+        for i, (key, (label, target, tip)) in enumerate(AREAS.items()):
             item = QListWidgetItem(label)
-            item.setToolTip(tip)
+            item.setToolTip(f"{tip} ({self._area_key(i).toString(QKeySequence.SequenceFormat.NativeText)})")
             item.setData(Qt.ItemDataRole.UserRole, key)
             self.nav.addItem(item)
             area = self._build_area(key, target)
@@ -101,7 +101,7 @@ class MainWindow(QMainWindow):
         self.nav.currentRowChanged.connect(self._on_nav_changed)
         self._wire_areas()
         for i, key in enumerate(AREAS):
-            QShortcut(QKeySequence(f"Ctrl+{i + 1}"), self, activated=lambda k=key: self.show_area(k))
+            QShortcut(self._area_key(i), self, activated=lambda k=key: self.show_area(k))
         self.statusBar().showMessage("Ready")
 
         s = studio_settings()
@@ -166,6 +166,11 @@ class MainWindow(QMainWindow):
         self._screenshot_mode = True
 
     # ---- Internals
+    @staticmethod
+    def _area_key(index: int) -> QKeySequence:
+        """The key that shows the ``index``-th area (its sidebar item's tooltip names it)."""
+        return QKeySequence(f"Ctrl+{index + 1}")
+
     def _build_area(self, key: str, target: str) -> QWidget:
         module, cls = target.split(":")
         try:
