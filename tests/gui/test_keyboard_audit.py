@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from PySide6.QtWidgets import QAbstractButton
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QAbstractButton, QPushButton
 
 from gui.main_window import AREAS, MainWindow
 from tests.gui.keyboard_audit import ambiguous_shortcuts, describe, duplicate_mnemonics, tab_chain, tab_stops
@@ -64,8 +65,11 @@ def _dialogs():
     }
 
 
-@pytest.mark.parametrize("name", ["compare", "merge", "gguf", "split", "fit"])
-def test_each_dialog_tabs_through_every_control_without_clashing_keys(qtbot, name):
+@pytest.mark.parametrize(("name", "action"), [("compare", "Compare"), ("merge", "Merge"), ("gguf", "Export"),
+                                              ("split", "Split"), ("fit", "Apply")])
+def test_each_dialog_tabs_through_every_control_without_clashing_keys(qtbot, name, action):
+    """Return in the Compare and Split dialogs pressed "Browse…" (a folder picker), not the dialog's
+    action: its default was set before the button box was in the dialog, where Qt could not record it."""
     dialog = _dialogs()[name]()
     qtbot.addWidget(dialog)
     dialog.show()
@@ -74,8 +78,37 @@ def test_each_dialog_tabs_through_every_control_without_clashing_keys(qtbot, nam
     first = dialog.focusWidget()
     # The first focus is where the user starts (an input, a list), not a button that ends the dialog.
     assert first is not None and not isinstance(first, QAbstractButton), describe(first)
+    # Return there presses the dialog's action (checked before Tab gives a button the focus).
+    assert [b.text() for b in dialog.findChildren(QPushButton) if b.isDefault()] == [action]
     chain = tab_chain(first)
     assert all(dialog.isAncestorOf(w) and w.isVisible() and w.isEnabled() for w in chain)
     assert not [describe(w) for w in tab_stops(dialog) if w not in chain]
     assert not ambiguous_shortcuts(dialog)
     assert not duplicate_mnemonics(dialog)
+
+
+def test_return_in_the_split_dialogs_fields_splits(qtbot, small_dataset, tmp_path):
+    from gui.dataset.split_dialog import SplitDialog
+
+    dialog = SplitDialog(small_dataset, out_dir=tmp_path / "parts")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.activateWindow()
+    qtbot.waitUntil(dialog.isActiveWindow)
+    dialog.seed.setFocus()
+    qtbot.keyClick(dialog.seed, Qt.Key.Key_Return)  # (Browse… opened a folder picker: a modal dialog)
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["small-eval.jsonl", "small-train.jsonl"]
+
+
+def test_the_sidebar_names_each_areas_key_and_the_key_shows_it(qtbot):
+    """Ctrl+1..4 showed the areas, but nothing on screen said so."""
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    win.show()
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow)
+    for i, key in reversed(list(enumerate(AREAS))):
+        assert win.nav.item(i).toolTip().endswith(f"(Ctrl+{i + 1})")
+        qtbot.keyClick(win.nav, getattr(Qt.Key, f"Key_{i + 1}"), Qt.KeyboardModifier.ControlModifier)
+        assert win.current_area() == key
+    win.discard_for_screenshot()
