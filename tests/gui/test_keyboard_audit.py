@@ -112,3 +112,23 @@ def test_the_sidebar_names_each_areas_key_and_the_key_shows_it(qtbot):
         qtbot.keyClick(win.nav, getattr(Qt.Key, f"Key_{i + 1}"), Qt.KeyboardModifier.ControlModifier)
         assert win.current_area() == key
     win.discard_for_screenshot()
+
+
+def test_docs_keyboard_md_names_every_key_the_window_binds(qtbot, chat_file):
+    """The keyboard list in docs/ is the window's: each key of each action and shortcut (the editor's,
+    the form's turn keys, the filter's, the playground's, the area keys) is in it. Media keys that
+    the platform adds to a standard key (the keyboard's Open, Save, Undo keys) are left out."""
+    from pathlib import Path
+
+    from PySide6.QtGui import QAction, QShortcut
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "keyboard.md").read_text(encoding="utf-8")
+    win = MainWindow(load_demo=False, restore_geometry=False, open_path=chat_file)
+    qtbot.addWidget(win)
+    keys = {k for a in win.findChildren(QAction) for k in a.shortcuts()}
+    keys |= {k for s in win.findChildren(QShortcut) for k in s.keys()}
+    media = {Qt.Key.Key_Open, Qt.Key.Key_Save, Qt.Key.Key_Find, Qt.Key.Key_Undo, Qt.Key.Key_Redo}
+    spelled = {k.toString() for k in keys if k[0].key() not in media}
+    assert len(spelled) > 30
+    assert not sorted(k for k in spelled if f"`{k}`" not in doc)
+    win.discard_for_screenshot()
