@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import REWRITING_INITS
-from engine.errors import ConfigError, ModelError, json_problem
+from engine.errors import ConfigError, ModelError, StudioError, json_problem
 from engine.files import atomic_write_text, folder_bytes
 from engine.paths import adapters_dir, data_home, runs_dir
 
@@ -377,6 +377,24 @@ def read_card(path: str | Path, source: str = "added") -> AdapterCard:
 # files don't hold. Where the folder is, its size and whether it loads are read from the files.
 EXPORTED_CARD_FIELDS = ("base_model", "method", "dataset", "dataset_hash", "dataset_records", "final_loss", "weights_from",
                         "best_eval_loss", "status")
+
+
+def final_problem(final: str | Path) -> str | None:
+    """Why the playground and Compare on data can't load a run's ``final/``, or None.
+
+    A whole model (``config.json``) and a PEFT adapter load; a bottleneck adapter (our own
+    format) and an unreadable ``adapter_config.json`` don't. Cheap (reads the card only), so
+    the Train and Runs areas ask it to grey Try it and Compare with the reason, rather than
+    let them fail once the base has loaded.
+    """
+    final = Path(final)
+    if (final / "config.json").exists():
+        return None
+    try:
+        card = read_card(final)
+    except StudioError as e:
+        return e.message
+    return None if card.loadable else card.problem
 
 
 def _apply_exported_card(card: AdapterCard, folder: Path, date: str | None,

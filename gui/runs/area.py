@@ -49,7 +49,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.adapters import format_size
+from engine.adapters import final_problem, format_size
 from engine.promote import describe_offer, promotion_offer
 from engine.resume import resume_point, resume_verdict
 from engine.runs import (
@@ -194,17 +194,35 @@ def best_tip(run: RunInfo | None, offer: tuple[Path, float, float | None] | None
             "loss logged at their step; early stopping already keeps the best)")
 
 
-def try_tip(run: RunInfo | None, resumable: bool = False) -> str:
+def try_tip(run: RunInfo | None, resumable: bool = False, problem: str | None = None) -> str:
     """The "Try it" tooltip: what it opens, or why there is nothing to try (``resumable``: from
-    :func:`resume_state`, to say that resuming would finish it)."""
+    :func:`resume_state`, to say that resuming would finish it; ``problem``: from
+    :func:`engine.adapters.final_problem`, why its final/ can't be loaded, as the Train area says it)."""
     if run is None:
         return "Select one run to try its adapter"
+    if problem:
+        return f"Not for this run: {problem}"
     if (run.path / "final").is_dir():
         return "Open this run's adapter (its final/ folder) in the Adapters playground"
     if run.status == "running":
         return "This run is still training: its adapter is saved to final/ when it ends"
     tip = f"This run {_ended(run)} before saving its adapter (no final/ folder)"
     return tip + (": resume it to finish it" if resumable else "")
+
+
+def gguf_problem(final: Path) -> str | None:
+    """Why a run's final/ adapter has no GGUF form (a prefix, prompt or bottleneck adapter), or None
+    (a whole model, a LoRA or IA3 adapter): the Adapters area greys its Export GGUF the same way."""
+    if (final / "config.json").exists():
+        return None
+    from engine.adapters import read_card
+    from engine.errors import StudioError
+    from engine.gguf_export import unmergeable
+
+    try:
+        return unmergeable(read_card(final))
+    except StudioError as e:
+        return e.message
 
 
 class StepAxis(pg.AxisItem):
@@ -648,20 +666,29 @@ class RunsArea(QWidget):
                 + ("Resume there continues this run from its last checkpoint with it; " if resumable else "")
                 + "Start there makes a new run with it.")
         self._fill_rewind_menu(run, summary)
-        self.try_button.setEnabled(run is not None and (run.path / "final").is_dir())
-        self.try_button.setToolTip(try_tip(run, resumable))
+        final = run.path / "final" if run is not None else None
+        # A bottleneck adapter's final/ is our own format: the playground and Compare can't load it.
+        problem = final_problem(final) if final is not None and final.is_dir() else None
+        self.try_button.setEnabled(final is not None and final.is_dir() and problem is None)
+        self.try_button.setToolTip(try_tip(run, resumable, problem))
         finals = self.selected_finals()
-        self.compare_data_button.setEnabled(bool(finals) and len(finals) == len(self.selected_runs()))
+        unloadable = [(r.name, why) for r in self.selected_runs() if str(r.path / "final") in finals
+                      and (why := final_problem(r.path / "final"))]
+        self.compare_data_button.setEnabled(bool(finals) and len(finals) == len(self.selected_runs())
+                                            and not unloadable)
         self.compare_data_button.setToolTip(
             "Score the selected runs' models and their base on a dataset's records, leaving out what each "
             "trained on (Adapters area)" if self.compare_data_button.isEnabled() else
             "Select one or more finished runs (a final/ folder) to compare them on data" if not finals else
-            "Every selected run needs a final/ folder; a run that hasn't finished has none yet")
-        final = run.path / "final" if run is not None else None
-        self.gguf_button.setEnabled(final is not None and str(final) in finals)
+            "Every selected run needs a final/ folder; a run that hasn't finished has none yet"
+            if len(finals) < len(self.selected_runs()) else
+            f"Not for {unloadable[0][0]}: {unloadable[0][1]}")
+        unmerged = gguf_problem(final) if final is not None and str(final) in finals else None
+        self.gguf_button.setEnabled(final is not None and str(final) in finals and unmerged is None)
         self.gguf_button.setToolTip(
             "Write this run's model (an adapter merged into its base) as one GGUF file for llama.cpp, Ollama "
             "and LM Studio" if self.gguf_button.isEnabled() else
+            f"{unmerged} Train a LoRA or IA3 adapter for a GGUF file." if unmerged else
             "Select one finished run (with a final/ folder) to export it as GGUF")
         offer = promotion_offer(run.path) if run is not None else None
         self.best_button.setEnabled(offer is not None and self._promote is None)

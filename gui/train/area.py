@@ -1465,15 +1465,10 @@ class TrainArea(QWidget):
             button.setVisible(visible)
         self.after_run_row.setVisible(visible)
         problem = None
-        final = Path(self.run_dir) / "final" if visible and self.run_dir else None
-        if final is not None and not (final / "config.json").exists():
-            from engine.adapters import read_card
+        if visible and self.run_dir:
+            from engine.adapters import final_problem
 
-            try:
-                card = read_card(final)
-                problem = None if card.loadable else card.problem
-            except StudioError as e:
-                problem = e.message
+            problem = final_problem(Path(self.run_dir) / "final")
         for button, tip in ((self.try_button, TRY_TIP), (self.compare_button, COMPARE_TIP)):
             button.setEnabled(problem is None)
             button.setToolTip(tip if problem is None else f"Not for this run: {problem}")

@@ -27,8 +27,10 @@ def make_run(name: str, status: str, *, steps: int = 20, started: float | None =
     (path / "summary.json").write_text(json.dumps(summary))
     rows = [{"step": i, "loss": 3.0 / i, "lr": 1e-4} for i in range(1, steps + 1)] + [{"step": steps, "eval_loss": 1.2}]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if final:
+    if final:  # a LoRA adapter as far as its files say (Try it and Compare read its card)
         (path / "final").mkdir()
+        (path / "final" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+        (path / "final" / "adapter_model.safetensors").write_bytes(b"")
     if checkpoint:
         (path / f"checkpoint-{steps}").mkdir()
         (path / f"checkpoint-{steps}" / "trainer_state.json").write_text("{}")
@@ -970,3 +972,30 @@ def test_a_screen_reader_reads_the_compared_curves_ends_in_words(qtbot, runs):
     assert said.startswith(f"Training loss: {runs['done'].name}: ") and said.endswith(" at step 20."), said
     area.metric_combo.setCurrentIndex(area.metric_combo.findData("grad_norm"))
     assert spoken_description(area.plot) == "No gradient norm recorded for the selected runs"
+
+
+def test_a_bottleneck_runs_try_it_compare_and_gguf_are_greyed_with_why_as_in_the_train_area(qtbot, runs):
+    """A bottleneck adapter's final/ is Finetune Studio's own format: the playground, Compare on
+    data and GGUF export can't load it. The Train area greys Try it and Compare with the reason;
+    the Runs area offered all three for one."""
+    from engine.adapters import BOTTLENECK_FORMAT
+
+    bneck = make_run("20261128-130000-adapter", "completed", final=True)
+    (bneck / "final" / "adapter_config.json").write_text(json.dumps({"format": BOTTLENECK_FORMAT,
+                                                                      "base_model_name_or_path": "demo"}))
+    (runs["done"] / "final" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.select_paths([bneck])
+    for button in (area.try_button, area.gguf_button):
+        assert not button.isEnabled()
+    assert area.try_button.toolTip().startswith("Not for this run: a bottleneck adapter")
+    assert "playground and merge load PEFT adapters only" in area.try_button.toolTip()
+    assert "is a bottleneck adapter: only LoRA and IA3" in area.gguf_button.toolTip()
+    assert not area.compare_data_button.isEnabled()
+    assert area.compare_data_button.toolTip().startswith(f"Not for {bneck.name}: a bottleneck adapter")
+    area.select_paths([bneck, runs["done"]])
+    assert not area.compare_data_button.isEnabled() and "bottleneck" in area.compare_data_button.toolTip()
+    # A LoRA run's stay offered.
+    area.select_paths([runs["done"]])
+    assert area.try_button.isEnabled() and area.gguf_button.isEnabled() and area.compare_data_button.isEnabled()
