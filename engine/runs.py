@@ -594,6 +594,12 @@ def run_info(path: Path) -> RunInfo:
         final_mean = curve_mean if final_mean is None else final_mean
         final_loss = curve_last if final_loss is None else final_loss
         steps = curve_step if steps is None or (ended_early and (curve_step or 0) > steps) else steps
+    if status == "running":
+        # The summary gets a step at each checkpoint only: between them (and before the first)
+        # the curve is where the run is, as the Train area's progress bar says.
+        curve_step = curve_end(path)[2]
+        if curve_step is not None and (not isinstance(steps, int) or curve_step > steps):
+            steps = curve_step
     error = s.get("error")
     # (Only a failed run's: a run resumed after failing keeps its old error in summary.json.)
     failed_step = error.get("step") if status in ("failed", "crashed") and isinstance(error, dict) else None

@@ -583,3 +583,23 @@ def test_a_run_whose_run_yaml_is_corrupt_names_the_file_when_its_base_model_is_a
     assert e.value.message == (f"run 'lora-run' trained an adapter ({path / 'final'}) but records no base model "
                                f"(its run.yaml can't be read: {path / 'run.yaml'}:3:1: invalid YAML: expected the "
                                "node content, but found '<stream end>')")
+
+
+@pytest.mark.parametrize("since_checkpoint", [None, 4])
+def test_a_running_runs_steps_are_the_ones_it_has_logged(capsys, since_checkpoint):
+    """The summary gets a step at each checkpoint only: a running run read "0" in ``runs list``,
+    "-" in ``runs show`` and the Runs area until its first checkpoint, and its checkpoint's step
+    after it, while the Train area showed it steps further on."""
+    from engine.runs import cli_list, run_info
+
+    path = make_run("20261128-100000-lora", steps=7)
+    summary = json.loads((path / "summary.json").read_text())
+    summary.update(status="running", finished=None, step=since_checkpoint)
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "worker.pid").write_text(str(os.getpid()))  # alive: still training
+    assert run_info(path).status == "running" and run_info(path).steps == 7
+    assert cli_list(argparse.Namespace(json=False)) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("20261128-100000-lora"))
+    assert row.split()[1:4] == ["running", "lora", "7"]
+    assert cli_show(show(path, as_json=True)) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 7
