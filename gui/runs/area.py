@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QMenu,
     QMessageBox,
     QPushButton,
@@ -419,6 +420,16 @@ class RunsArea(QWidget):
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(Qt.ItemDataRole.UserRole)
+        # Every column's text, so "ia3", "failed", "sweep" or "2026-12-05" each narrow the list.
+        self.proxy.setFilterKeyColumn(-1)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter: name, method, status…")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.setToolTip("Show only the runs with this text in a column: part of a name, a method "
+                                    "(ia3), a status (failed), a model, a date (2026-12-05)")
+        self.filter_edit.setMinimumWidth(200)
+        self.filter_edit.textChanged.connect(self._on_filter)
         self.table = QTableView()
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
@@ -474,7 +485,7 @@ class RunsArea(QWidget):
         buttons = FlowLayout(self.button_row)
         for b in (self.refresh_button, self.config_button, self.fix_button, self.resume_button, self.rewind_button,
                   self.folder_button, self.try_button, self.best_button, self.compare_data_button, self.gguf_button,
-                  self.free_button, self.delete_button):
+                  self.free_button, self.delete_button, self.filter_edit):
             buttons.addWidget(b)
 
         self.metric_combo = QComboBox()
@@ -725,11 +736,20 @@ class RunsArea(QWidget):
             self.summary.setText(text)
         elif len(runs) > 1:
             self.summary.setText(self._differences_text(runs))
+        elif self.model.rowCount() and not self.proxy.rowCount():
+            self.summary.setText(html.escape(f"No run matches “{self.filter_edit.text()}”: clear the filter to "
+                                             f"see all {self.model.rowCount()} runs."))
         elif self.model.rowCount():
             self.summary.setText("Select a run for its actions; select several to compare their curves.")
         else:  # no runs: the empty view says what to do
             self.summary.setText("")
         self._replot()
+
+    def _on_filter(self, text: str) -> None:
+        self.proxy.setFilterFixedString(text)
+        # Again whatever the selection did: when the filter hides every run (nothing was selected,
+        # so nothing changed) the summary says so, rather than "Select a run" over an empty list.
+        self._on_selection()
 
     def _gone_since_read(self, runs: list[RunInfo], inside: str = "") -> bool:
         """Whether a run's folder (or its ``inside`` subfolder, e.g. ``final``) was deleted or moved

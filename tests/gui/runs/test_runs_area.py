@@ -999,3 +999,31 @@ def test_a_bottleneck_runs_try_it_compare_and_gguf_are_greyed_with_why_as_in_the
     # A LoRA run's stay offered.
     area.select_paths([runs["done"]])
     assert area.try_button.isEnabled() and area.gguf_button.isEnabled() and area.compare_data_button.isEnabled()
+
+
+def test_the_filter_narrows_the_list_by_any_column_and_the_selection_follows(qtbot, runs):
+    """A dozen runs of several methods and states: typing part of a name, a method or a status
+    leaves the matching rows; a selected run the filter hides leaves the curves and details."""
+    make_run("20261128-130000-ia3", "failed")
+    area = RunsArea()
+    qtbot.addWidget(area)
+    assert area.proxy.rowCount() == 4
+
+    def shown() -> set[str]:
+        return {area.proxy.index(r, 0).data() for r in range(area.proxy.rowCount())}
+
+    area.filter_edit.setText("FULL")  # the name's part, any case
+    assert shown() == {"20261128-120000-full"}
+    area.filter_edit.setText("interrupted")  # a status as shown (the dead worker's run)
+    assert shown() == {"20261128-120000-full"}
+    area.filter_edit.clear()
+    area.select_paths([runs["done"], runs["stopped"]])
+    assert len(area.curves) == 2
+    area.filter_edit.setText("110000")
+    assert shown() == {"20261128-110000-lora"}
+    assert [r.path for r in area.selected_runs()] == [runs["stopped"]]
+    assert list(area.curves) == [str(runs["stopped"])]
+    area.filter_edit.setText("qlora")
+    assert not shown() and "No run matches “qlora”" in area.summary.text() and "all 4 runs" in area.summary.text()
+    area.filter_edit.clear()
+    assert len(shown()) == 4
