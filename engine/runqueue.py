@@ -612,8 +612,8 @@ def format_queue(entries: list[Entry], runner: int | None) -> str:
     lines = [f"{'id':<19}  {'state':<11}  run"]
     for e in entries:
         lines.append(f"{e.id:<19}  {e.state:<11}  {e.describe()}")
-        if e.message:
-            lines.append(f"{'':<19}  {'':<11}  {e.message}")
+        if e.message or progress(e):
+            lines.append(f"{'':<19}  {'':<11}  {e.message or progress(e)}")
         if e.state != PENDING:
             lines.append(f"{'':<19}  {'':<11}  {_folder_text(e)}")
     pending = sum(1 for e in entries if e.state == PENDING)
@@ -621,6 +621,21 @@ def format_queue(entries: list[Entry], runner: int | None) -> str:
     lines.append(f"{pending} pending; " + (f"being trained by process {runner}" if runner
                                            else "not running (finetune-studio queue run)"))
     return "\n".join(lines)
+
+
+def progress(e: Entry) -> str:
+    """Where an entry in training is, from its run folder: "step 5 of 8", or "" (not training, or
+    no step logged yet). ``queue.json`` changes only when a run starts or ends, so without this
+    ``queue list`` and the Queue tab said nothing of the run in between."""
+    if e.state != RUNNING or not e.run_dir or not Path(e.run_dir).is_dir():
+        return ""
+    from engine.runs import read_summary, run_info
+
+    steps = run_info(Path(e.run_dir)).steps
+    if not steps:
+        return ""
+    planned = (read_summary(Path(e.run_dir)).get("config") or {}).get("max_steps")
+    return f"step {steps} of {planned}" if isinstance(planned, int) and planned > 0 else f"step {steps}"
 
 
 def _folder_text(e: Entry) -> str:

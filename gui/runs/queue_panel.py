@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import StudioError
-from engine.runqueue import ENDED, PENDING, RUNNING, Entry, RunQueue
+from engine.runqueue import ENDED, PENDING, RUNNING, Entry, RunQueue, progress
 from engine.runs import pid_alive
 from gui.dataset.severity import COLORS
 from gui.flow_layout import FlowLayout
@@ -77,7 +77,7 @@ class QueueTableModel(QAbstractTableModel):
             if col == "Changes":
                 return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.changes.items())
             if col == "Result":
-                return e.message
+                return e.message or progress(e)
         if role == Qt.ItemDataRole.ForegroundRole and col == "State" and e.state in STATE_COLORS:
             return QColor(STATE_COLORS[e.state])
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -191,6 +191,7 @@ class QueuePanel(QWidget):
         except OSError:
             stamp = ()
         if not force and stamp == self._stamp and (self._runner is None or pid_alive(self._runner)):
+            self._show_progress()
             return False  # the file is as read, and its runner (if any) lives: nothing to re-read
         try:
             runner = self.queue.runner_pid()
@@ -284,6 +285,14 @@ class QueuePanel(QWidget):
         self._timer.stop()
 
     # ---- Internals
+    def _show_progress(self) -> None:
+        """Repaint the training entry's Result ("step 5 of 8"): its run moves on while queue.json
+        stays as it is."""
+        for row, e in enumerate(self.model.entries):
+            if e.state == RUNNING:
+                cell = self.model.index(row, COLUMNS.index("Result"))
+                self.model.dataChanged.emit(cell, cell, [Qt.ItemDataRole.DisplayRole])
+
     def _show_status(self, override: str | None = None) -> None:
         entries = self.model.entries
         pending = sum(1 for e in entries if e.state == PENDING)

@@ -389,3 +389,25 @@ def test_a_key_given_both_as_an_option_and_in_the_grid_is_refused(tmp_path, stud
     assert "finetune-studio queue add: --lora_r 4 and --grid lora_r=... both set 'lora_r'; give its values in one " \
            "place\n  hint: To queue it with 4 too, add that value to the grid." in err
     assert RunQueue().entries() == []
+
+
+def test_queue_list_says_how_far_the_run_in_training_is(studio_home):
+    """queue.json changes only when a run starts or ends: ``queue list`` (and the Queue tab, which
+    shows the same words) said nothing of the run in training between the two."""
+    import os
+
+    from engine.runqueue import RUNNING, Entry, format_queue, progress
+    from tests.engine.test_runs_cli import make_run
+
+    path = make_run("20261128-100000-sweep-lr3e-3", steps=5)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["config"]["max_steps"] = 8
+    summary.update(status="running", finished=None, step=4)  # checkpoint-4; step 5 logged since
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "worker.pid").write_text(str(os.getpid()))
+    training = Entry(id="20261128-095959-002", name="sweep-lr3e-3", config="x.yaml", state=RUNNING,
+                     run_dir=str(path))
+    waiting = Entry(id="20261128-095959-003", name="sweep-lr1e-2", config="y.yaml")
+    assert progress(training) == "step 5 of 8" and progress(waiting) == ""
+    listed = format_queue([training, waiting], runner=os.getpid()).splitlines()
+    assert listed[2].split() == ["step", "5", "of", "8"] and listed[3].strip() == str(path)

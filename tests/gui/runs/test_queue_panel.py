@@ -108,3 +108,31 @@ def test_retry_queues_a_stopped_run_to_continue_and_a_failed_one_afresh(qtbot, t
     assert "Queued 2 again (1 continues from its checkpoint)." in panel.status.text()
     assert [e.id for e in panel.selected()] == [stopped.id, failed.id]  # the selection survives the reload
     assert panel.model.data(panel.model.index(2, 1)) == f"{stopped.name} (resumed)"
+
+
+def test_the_run_in_training_shows_its_step_in_result(qtbot, studio_home):
+    """The Result of the entry in training follows its run ("step 5 of 8"), repainted at each poll
+    though queue.json stays as it is."""
+    import json
+    import os
+
+    from engine.runqueue import RUNNING, Entry
+    from gui.runs.queue_panel import COLUMNS, QueuePanel
+    from tests.engine.test_runs_cli import make_run
+
+    path = make_run("20261128-100000-sweep", steps=3)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["config"]["max_steps"] = 8
+    summary.update(status="running", finished=None, step=None)
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "worker.pid").write_text(str(os.getpid()))
+    panel = QueuePanel()
+    qtbot.addWidget(panel)
+    panel.model.set_entries([Entry(id="1", name="sweep", config="x.yaml", state=RUNNING, run_dir=str(path))])
+    cell = panel.model.index(0, COLUMNS.index("Result"))
+    assert cell.data() == "step 3 of 8"
+    with (path / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 4, "loss": 0.5}) + "\n")
+    with qtbot.waitSignal(panel.model.dataChanged):
+        panel.reload()  # the queue file as read: only the step moved on
+    assert cell.data() == "step 4 of 8"
