@@ -38,7 +38,7 @@ def main() -> int:
     if not panel.start():
         print("the queue did not start", file=sys.stderr)
         return 1
-    end = time.time() + 300
+    end = time.time() + 900  # 3 runs of 60 steps: ~15 s each on 2 idle cores, minutes on busy ones
     while time.time() < end:
         spin(0.5)
         states = [e.state for e in panel.model.entries]
@@ -46,6 +46,8 @@ def main() -> int:
             break
     else:
         print(f"timed out: {[e.state for e in panel.model.entries]}", file=sys.stderr)
+        panel.stop(now=True)  # the runner is a process of its own: left alone it trains on in the temporary home
+        spin(3.0)
         return 1
     runs.table.selectRow(0)
     spin(1.0)
