@@ -1,6 +1,6 @@
 """Start Qt: preflight checks, the application object, the main window, screenshots.
 
-``python -m gui [--screenshot OUT.png --tab dataset|train|adapters|runs]``;
+``python -m gui [--screenshot OUT.png --tab dataset|train|adapters|runs] [--color-scheme light|dark]``;
 ``finetune-studio`` with no command hands over to this.
 """
 
@@ -25,6 +25,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--demo", action="store_true",
                    help="open the demo dataset and the demo preset, not the file and Train form of when the app "
                         "last closed")
+    p.add_argument("--color-scheme", choices=("system", "light", "dark"),
+                   help="light or dark colours for this start (and for --screenshot), instead of the Appearance "
+                        "setting; system follows the desktop")
     return p.parse_args(argv)
 
 
@@ -42,9 +45,13 @@ def offscreen_platform(width: int = 1920, height: int = 1200) -> str:
     return f"offscreen:configfile={path}"
 
 
-def make_app(argv: list[str] | None = None):
+def make_app(argv: list[str] | None = None, color_scheme: str | None = None):
+    """The application object; ``color_scheme`` ("system", "light" or "dark") overrides the
+    Appearance setting for this start."""
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
+
+    from gui.scheme import apply_color_scheme, saved_scheme
 
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
     app.setApplicationName("Finetune Studio")
@@ -54,16 +61,19 @@ def make_app(argv: list[str] | None = None):
     icon = Path(__file__).parent / "resources" / "icon.svg"
     if icon.exists():
         app.setWindowIcon(QIcon(str(icon)))
+    scheme = color_scheme or saved_scheme()
+    if scheme != "system":  # "system" is what Qt does anyway; leave its palette untouched
+        apply_color_scheme(scheme)
     return app
 
 
-def screenshot(out: str, tab: str = "dataset", size: str = "1360x860") -> int:
+def screenshot(out: str, tab: str = "dataset", size: str = "1360x860", color_scheme: str | None = None) -> int:
     """Render the main window offscreen with the demo loaded and save a PNG."""
     from PySide6.QtCore import QCoreApplication
 
     from gui.main_window import MainWindow
 
-    app = make_app()
+    app = make_app(color_scheme=color_scheme)
     win = MainWindow(load_demo=True, restore_geometry=False)
     w, h = (int(x) for x in size.lower().split("x"))
     win.resize(w, h)
@@ -103,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr)
         return 3
     if args.screenshot:
-        return screenshot(args.screenshot, args.tab, args.size)
+        return screenshot(args.screenshot, args.tab, args.size, args.color_scheme)
     from gui.main_window import MainWindow
 
-    app = make_app()
+    app = make_app(color_scheme=args.color_scheme)
     win = MainWindow(load_demo=True, reopen_last=not args.demo, open_path=args.open)
     win.show()
     win.after_show()

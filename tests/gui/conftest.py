@@ -61,3 +61,33 @@ def app_font_pt(qapp):
 
     yield _set
     qapp.setFont(before)
+
+
+@pytest.fixture
+def dark_palette(qapp):
+    """The application under a dark palette (``gui.scheme.dark_palette``, what ``--color-scheme dark``
+    sets where the platform has none of its own, as offscreen); the previous one is put back after."""
+    from gui.scheme import dark_palette as palette
+
+    old = qapp.palette()
+    qapp.setPalette(palette())
+    yield qapp.palette()
+    qapp.setPalette(old)
+
+
+@pytest.fixture
+def painted_contrast():
+    """``painted_contrast(widget, background=None)``: see ``_painted_contrast``."""
+    return _painted_contrast
+
+
+def _painted_contrast(widget, background=None) -> float:
+    """The WCAG contrast of what ``widget`` paints, as rendered: its most contrasting pixel against
+    ``background`` (by default the colour at its top-left corner, where no text reaches)."""
+    from PySide6.QtGui import QColor
+
+    from gui.scheme import contrast
+
+    image = widget.grab().toImage()
+    bg = QColor(background) if background is not None else image.pixelColor(0, 0)
+    return max(contrast(image.pixelColor(x, y), bg) for x in range(image.width()) for y in range(image.height()))
