@@ -83,6 +83,7 @@ from gui.dataset.search import (
 )
 from gui.dataset.split_dialog import SplitDialog
 from gui.dataset.table_model import RecordTableModel, fixed_record, with_data
+from gui.scheme import MARK_CONTRAST, hint_style, ink, keep_styled, on_palette_change, tint
 from gui.settings import RECENT_FILES_KEY, forget, recent_files, remember_file
 
 SAVE_FILTERS = {"JSON lines (*.jsonl)": "jsonl", "JSON (*.json)": "json", "CSV (*.csv)": "csv",
@@ -104,11 +105,20 @@ ASYNC_FILTER_MIN = 20_000  # from this many records a text filter is matched in 
 BUSY_MIN = 2_000
 SCAN_SLICE_S = 0.012  # time per slice: the window repaints and takes input between slices
 WATCH_MS = 300  # file-change notifications come in bursts (write, rename, chmod)
-_BANNER_STYLES = {
-    "info": "background: #e8f1fb; border: 1px solid #b6d0ee; border-radius: 4px;",
-    "warning": "background: #fff4d6; border: 1px solid #e9cf85; border-radius: 4px;",
-    "error": "background: #fde7e6; border: 1px solid #eeb3ae; border-radius: 4px;",
-}
+_BANNER_COLORS = {"info": ("#e8f1fb", "#b6d0ee"), "warning": ("#fff4d6", "#e9cf85"), "error": ("#fde7e6", "#eeb3ae")}
+
+
+def _banner_style(kind: str) -> str:
+    """The banner's tint and border for ``kind`` (a dark shade of the same hue under a dark palette)."""
+    if kind not in _BANNER_COLORS:
+        return ""
+    background, border = _BANNER_COLORS[kind]
+    return (f"background: {tint(background)}; border: 1px solid {ink(border, target=MARK_CONTRAST)}; "
+            "border-radius: 4px;")
+
+
+def _error_border() -> str:
+    return f"QLineEdit {{ border: 1px solid {ink('#c62828', target=MARK_CONTRAST)}; }}"
 
 
 class CellDelegate(QStyledItemDelegate):
@@ -224,6 +234,7 @@ class Banner(QFrame):
             b.clicked.connect(lambda _c=False, i=i: self._on_button(i))
         self.kind = ""
         self.topic = ""
+        on_palette_change(self, lambda: self.setStyleSheet(f"Banner {{ {_banner_style(self.kind)} }}"))
         self.hide()
 
     def clear_topic(self, *topics: str) -> None:
@@ -249,7 +260,7 @@ class Banner(QFrame):
         "disk" (the file changed on disk) or "write" (a save failed): a successful save hides them."""
         self.kind = kind
         self.topic = topic
-        self.setStyleSheet(f"Banner {{ {_BANNER_STYLES.get(kind, '')} }}")
+        self.setStyleSheet(f"Banner {{ {_banner_style(kind)} }}")
         self.label.setText(text)
         actions = actions or []
         for i, b in enumerate(self.buttons):
@@ -1065,6 +1076,10 @@ class DatasetEditor(QWidget):
         self._update_title()
         self.refresh_audit()
 
+    def _count_style(self) -> str:
+        """The record count's colour: red while the filter's regex is bad, else a hint's grey."""
+        return f"color: {ink('#c62828')};" if getattr(self, "_filter_error", "") else hint_style()
+
     def prepare_screenshot(self) -> None:
         if self._ds is not None and self.current_record_index() < 0 and self._ds.records:
             self.select_record(0, self._first_text_column())
@@ -1090,7 +1105,7 @@ class DatasetEditor(QWidget):
         self.filter_rule.setToolTip("Show only records with this lint finding")
         self.filter_rule.setMinimumContentsLength(14)
         self.count_label = QLabel()
-        self.count_label.setStyleSheet("color: #666;")
+        keep_styled(self.count_label, self._count_style)
         # Two rows: in one, at the window's minimum width the widgets were drawn over each other.
         filter_top = QHBoxLayout()
         filter_top.setContentsMargins(0, 0, 0, 0)
@@ -1160,9 +1175,9 @@ class DatasetEditor(QWidget):
         self.splitter.splitterMoved.connect(self._on_splitter_moved)
         self._split_done = False  # the user dragged the splitter: their split stands
         self.status = QLabel()
-        self.status.setStyleSheet("color: #666;")
+        keep_styled(self.status, hint_style)
         self.autosave_label = QLabel()
-        self.autosave_label.setStyleSheet("color: #666;")
+        keep_styled(self.autosave_label, hint_style)
         status_row = QHBoxLayout()
         status_row.addWidget(self.status, 1)
         status_row.addWidget(self.autosave_label)
@@ -2003,7 +2018,7 @@ class DatasetEditor(QWidget):
         text = f"{shown:,} of {total:,}" if shown != total else _records(total)
         error = self._filter_error
         self.count_label.setText(f"bad regex · {text}" if error else text)
-        self.count_label.setStyleSheet("color: #c62828;" if error else "color: #666;")
+        self.count_label.setStyleSheet(self._count_style())
         self.count_label.setToolTip(error)
 
     def _update_actions(self) -> None:
@@ -2123,7 +2138,7 @@ class DatasetEditor(QWidget):
             if text:
                 query.pattern()
         except re.error as e:
-            self.filter_edit.setStyleSheet("QLineEdit { border: 1px solid #c62828; }")
+            self.filter_edit.setStyleSheet(_error_border())
             self.filter_edit.setToolTip(f"Not a valid regular expression: {e.msg} at position {e.pos}")
             # Said where the eye is, beside the count: the table still shows the last filter's records.
             self._filter_error = f"Not a valid regular expression: {e.msg} at position {e.pos}. The table " \
@@ -2186,7 +2201,7 @@ class DatasetEditor(QWidget):
         try:
             q.pattern()
         except re.error as e:
-            self.find_bar.find.setStyleSheet("QLineEdit { border: 1px solid #c62828; }")
+            self.find_bar.find.setStyleSheet(_error_border())
             self.find_bar.status.setText(f"Bad regex: {e.msg}")
             return None
         self.find_bar.find.setStyleSheet("")
@@ -2195,7 +2210,7 @@ class DatasetEditor(QWidget):
 
     def _bad_replacement(self, e: re.error) -> int:
         """A regex replacement text that can't be used (``\\2`` with one group, a bad escape)."""
-        self.find_bar.replace.setStyleSheet("QLineEdit { border: 1px solid #c62828; }")
+        self.find_bar.replace.setStyleSheet(_error_border())
         where = f" at position {e.pos + 1}" if e.pos is not None else ""
         self.find_bar.status.setText(f"Bad replacement{where}: {e.msg} (nothing replaced; a literal \\ is "
                                      "written \\\\)")

@@ -56,12 +56,12 @@ from gui.dataset.search import copy_data
 from gui.dataset.severity import COLORS, MARKS, WORDS, by_severity, severity
 from gui.dataset.table_model import fixed_record, with_data
 from gui.fonts import set_relative_font
+from gui.scheme import hint_style, ink, keep_styled, tint_color
 
 COMMIT_MS = 400  # pause in typing after which the edit becomes an undo step
 _PLACES = 200  # records edited in this session whose cursor place the form keeps
 _SHAREGPT_TAGS = ("human", "gpt", "system", "function_call", "observation")
 _ALPACA_FIELDS = (("instruction", 3), ("input", 2), ("output", 4), ("system", 2))
-_ERROR_STYLE = "color: #b71c1c;"
 # A conversation's turns from the keyboard, in the box of a turn. Each is the record key's shift
 # variant where there is one (Ctrl+N adds a record, Ctrl+Delete deletes records in the table,
 # Alt+Shift+Up/Down move records): none of them is a key of the editor or of a text box.
@@ -70,8 +70,18 @@ TURN_KEYS = {"add": "Ctrl+Shift+N", "remove": "Ctrl+Shift+Delete", "up": "Ctrl+S
 
 def _key_text(name: str) -> str:
     return QKeySequence(TURN_KEYS[name]).toString(QKeySequence.SequenceFormat.NativeText)
-_FINDING_STYLE = "color: #8a5a00;"
-_CAPTION_STYLE = "color: #555; font-weight: 600; margin-top: 6px;"
+
+
+def _error_style() -> str:
+    return f"color: {ink('#b71c1c')};"
+
+
+def _finding_style() -> str:
+    return f"color: {ink('#8a5a00')};"
+
+
+def _caption_style() -> str:
+    return f"color: {ink('#555555')}; font-weight: 600; margin-top: 6px;"
 
 
 class FieldEdit(QPlainTextEdit):
@@ -160,7 +170,7 @@ def _undo_to_stack(box: QWidget) -> None:
 
 def _caption(text: str) -> QLabel:
     label = QLabel(text)
-    label.setStyleSheet(_CAPTION_STYLE)
+    keep_styled(label, _caption_style)
     return label
 
 
@@ -339,7 +349,7 @@ class RecordForm(QWidget):
         self.findings = QLabel()
         self.findings.setWordWrap(True)
         self.findings.setTextFormat(Qt.TextFormat.RichText)
-        self.findings.setStyleSheet(_FINDING_STYLE)
+        keep_styled(self.findings, _finding_style)
         self.findings.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         head = QHBoxLayout()
         head.addWidget(self.title, 1)
@@ -446,7 +456,7 @@ class RecordForm(QWidget):
         rl.setContentsMargins(0, 0, 0, 0)
         self.raw_error = QLabel()
         self.raw_error.setWordWrap(True)
-        self.raw_error.setStyleSheet(_ERROR_STYLE)
+        self.raw_error.setStyleSheet(_error_style())
         self.raw_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.raw = FieldEdit(6, 40)
         self.raw.setFont(mono)
@@ -874,7 +884,7 @@ class RecordForm(QWidget):
         for f in shown[:8]:
             sev = severity(f)
             text = html.escape(f"{MARKS[sev]} {getattr(f, 'rule', '?')}: {getattr(f, 'message', f)}")
-            lines.append(f"<span style='color:{COLORS[sev]}'>{text}</span>")
+            lines.append(f"<span style='color:{ink(COLORS[sev])}'>{text}</span>")
         if len(shown) > 8:
             lines.append(f"… {len(shown) - 8} more (Checks tab)")
         self.findings.setText("<br>".join(lines))
@@ -902,7 +912,7 @@ class RecordForm(QWidget):
             mark = QTextEdit.ExtraSelection()
             mark.cursor = self.raw.textCursor()
             mark.cursor.movePosition(QTextCursor.MoveOperation.Right, QTextCursor.MoveMode.KeepAnchor)
-            mark.format.setBackground(QColor(255, 170, 160))
+            mark.format.setBackground(tint_color(QColor(255, 170, 160)))
             selections.append(mark)
         self.raw.setExtraSelections(selections)
 
@@ -926,7 +936,7 @@ class RecordForm(QWidget):
                                    "is kept as it is until it parses, and is never dropped.")
         else:
             self.raw_error.setText("Editing the record as JSON; changes apply when the text parses.")
-        self.raw_error.setStyleSheet(_ERROR_STYLE if error else "color: #666;")
+        self.raw_error.setStyleSheet(_error_style() if error else hint_style())
 
     def _show_alpaca(self, data: dict) -> None:
         self.pages.setCurrentIndex(1)
@@ -1037,7 +1047,7 @@ class RecordForm(QWidget):
             self._extra_json.textChanged.connect(lambda: self._on_field_changed("other fields"))
             self._extra_json_error = QLabel()
             self._extra_json_error.setWordWrap(True)
-            self._extra_json_error.setStyleSheet(_ERROR_STYLE)
+            self._extra_json_error.setStyleSheet(_error_style())
             self._extra_json_error.hide()
             layout.addWidget(self._extra_json)
             layout.addWidget(self._extra_json_error)

@@ -30,12 +30,19 @@ from PySide6.QtWidgets import (
 from engine.data.lint import task_types_note
 from gui.dataset.severity import COLORS, MARKS, WORDS
 from gui.fonts import set_relative_font
+from gui.scheme import MARK_CONTRAST, app_palette, hint_style, ink, ink_color, on_palette_change
 
 MIN_CHART_HEIGHT = 130  # at the default font; the task-type chart grows with its rows' text
 MAX_ITEMS_PER_RULE = 300  # a rule with 10,000 hits is filtered in the table, not listed here
 FindingRole = Qt.ItemDataRole.UserRole + 1
-_SEVERITY_COLORS = {sev: QColor(color) for sev, color in COLORS.items()}
 _SEVERITY_MARK = MARKS
+
+
+_SEVERITY_ROLE = Qt.ItemDataRole.UserRole + 2  # a rule's item: its worst severity, to recolour it
+
+
+def _severity_color(sev: str) -> QColor:
+    return ink_color(COLORS[sev]) if sev in COLORS else app_palette().color(QPalette.ColorRole.Text)
 
 
 def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
@@ -119,7 +126,6 @@ class LintPanel(QWidget):
         # to "… · 1 inf" under the seq_len label.
         self.summary.setWordWrap(True)
         self.detail = QLabel()
-        self.detail.setStyleSheet("color: #666;")
         self.detail.setWordWrap(True)
         self.seq_len = QSpinBox()
         self.seq_len.setRange(16, 1_048_576)
@@ -148,7 +154,6 @@ class LintPanel(QWidget):
         self.audit_box.toggled.connect(self.sig_audit_toggled)
         self.audit_note = QLabel()
         self.audit_note.setWordWrap(True)
-        self.audit_note.setStyleSheet("color: #666;")
         audit_row = QHBoxLayout()
         audit_row.addWidget(self.audit_box, 0, Qt.AlignmentFlag.AlignTop)
         audit_row.addWidget(self.audit_note, 1)
@@ -171,29 +176,24 @@ class LintPanel(QWidget):
         self.tree.customContextMenuRequested.connect(self._on_context_menu)
 
         self.balance_plot = pg.PlotWidget()
-        _style_plot(self.balance_plot, self.palette())
         self.balance_plot.setTitle("Task types (share of records)", size=_title_size(self))
         self.balance_plot.setLabel("bottom", "% of records")
         self.balance_bars = pg.BarGraphItem(x0=[], y=[], height=0.6, width=[], brush=QColor(70, 130, 180))
         self.balance_plot.addItem(self.balance_bars)
         self.balance_labels: list[pg.TextItem] = []
         self.balance_note = NoteLabel()
-        self.balance_note.setStyleSheet("color: #666;")
         set_relative_font(self.balance_note, -0.75)  # 11 px at the default font
 
         self.length_plot = pg.PlotWidget()
-        _style_plot(self.length_plot, self.palette())
         self.length_plot.setTitle("Token length (records per bin)", size=_title_size(self))
         self.length_plot.setLabel("bottom", "tokens")
         self.length_curve = pg.PlotDataItem([0, 1], [0], stepMode="center", fillLevel=0,
                                             brush=QColor(70, 130, 180, 160), pen=QColor(70, 130, 180))
         self.length_plot.addItem(self.length_curve)
         self.seq_line = pg.InfiniteLine(angle=90, movable=False,
-                                        pen=pg.mkPen(QColor(200, 40, 40), width=2, style=Qt.PenStyle.DashLine),
-                                        label="seq_len", labelOpts={"position": 0.9, "color": (200, 40, 40)})
+                                        label="seq_len", labelOpts={"position": 0.9})
         self.length_plot.addItem(self.seq_line)
         self.length_note = NoteLabel()
-        self.length_note.setStyleSheet("color: #666;")
         set_relative_font(self.length_note, -0.75)
 
         # The two charts share one tabbed area under the findings: stacked, at the window's minimum
@@ -223,6 +223,8 @@ class LintPanel(QWidget):
         lay.addWidget(self.audit_row)
         lay.addWidget(split, 1)
         self._report = None
+        self._recolor()
+        on_palette_change(self, self._recolor)
 
     def show_report(self, report, seconds: float | None = None, stale: bool = False) -> None:
         """Show a lint report (findings tree, summary and charts)."""
@@ -252,7 +254,7 @@ class LintPanel(QWidget):
         self.recheck.setEnabled(not running)
 
     def show_error(self, message: str) -> None:
-        self.summary.setText(f"<span style='color:#b71c1c'>The checks failed: {message}</span>")
+        self.summary.setText(f"<span style='color:{ink('#b71c1c')}'>The checks failed: {message}</span>")
 
     def report(self):
         return self._report
@@ -272,6 +274,33 @@ class LintPanel(QWidget):
                 for i in range(self.tree.topLevelItemCount())}
 
     # ---- Internals
+    def _recolor(self) -> None:
+        """Colours that follow the palette (built, and again on a light/dark switch)."""
+        palette = self.palette()
+        for label in (self.detail, self.audit_note):
+            label.setStyleSheet(hint_style())
+        for note in (self.balance_note, self.length_note):
+            note.setStyleSheet(hint_style())  # its size: set_relative_font, which follows the font
+        for plot in (self.balance_plot, self.length_plot):
+            _style_plot(plot, palette)
+        seq_color = ink_color(QColor(200, 40, 40), palette, on=palette.color(QPalette.ColorRole.Base),
+                              target=MARK_CONTRAST)
+        self.seq_line.setPen(pg.mkPen(seq_color, width=2, style=Qt.PenStyle.DashLine))
+        self.seq_line.label.setColor(seq_color)
+        for label in self.balance_labels:
+            label.setColor(palette.color(QPalette.ColorRole.Text))
+        for i in range(self.tree.topLevelItemCount()):
+            top = self.tree.topLevelItem(i)
+            sev = top.data(0, _SEVERITY_ROLE)
+            top.setForeground(0, QBrush(_severity_color(sev)))
+            for j in range(top.childCount()):
+                child = top.child(j)
+                finding = child.data(0, FindingRole)
+                if finding is None:  # the "… more" line
+                    child.setForeground(0, QBrush(ink_color(QColor(120, 120, 120), palette)))
+                elif finding.severity != sev:
+                    child.setForeground(0, QBrush(_severity_color(finding.severity)))
+
     def _fill_tree(self, report) -> None:
         self.tree.setUpdatesEnabled(False)
         self.tree.clear()
@@ -287,7 +316,8 @@ class LintPanel(QWidget):
             top.setData(0, Qt.ItemDataRole.AccessibleTextRole,
                         f"{rule}: {len(findings):,} finding{'s' if len(findings) != 1 else ''}, "
                         f"the worst {'an' if sev == 'error' else 'a'} {WORDS.get(sev, sev)}")
-            top.setForeground(0, QBrush(_SEVERITY_COLORS.get(sev, QColor(0, 0, 0))))
+            top.setData(0, _SEVERITY_ROLE, sev)
+            top.setForeground(0, QBrush(_severity_color(sev)))
             font = top.font(0)
             font.setBold(True)
             top.setFont(0, font)
@@ -302,12 +332,12 @@ class LintPanel(QWidget):
                              f"{WORDS.get(f.severity, f.severity).capitalize()}: {f.message}")
                 item.setToolTip(0, f.message)
                 if f.severity != sev:
-                    item.setForeground(0, QBrush(_SEVERITY_COLORS.get(f.severity, QColor(0, 0, 0))))
+                    item.setForeground(0, QBrush(_severity_color(f.severity)))
                 children.append(item)
             if len(findings) > MAX_ITEMS_PER_RULE:
                 more = QTreeWidgetItem([f"… {len(findings) - MAX_ITEMS_PER_RULE:,} more: right-click "
                                         f"'{rule}' to filter the table to them", ""])
-                more.setForeground(0, QBrush(QColor(120, 120, 120)))
+                more.setForeground(0, QBrush(ink_color(QColor(120, 120, 120))))
                 children.append(more)
             top.addChildren(children)
             self.tree.addTopLevelItem(top)

@@ -29,6 +29,7 @@ from engine.data.records import Record
 from engine.data.templates import TEMPLATE_CHOICES
 from engine.paths import demo_model_dir
 from gui.dataset.token_service import TokenService
+from gui.scheme import ink, ink_color, on_palette_change, tint, tint_color
 
 _TRAINED_BG = QColor(200, 240, 195)
 _PROMPT_FG = QColor(95, 95, 95)
@@ -112,9 +113,7 @@ class PreviewPane(QWidget):
         head.addWidget(self.template)
         head.addWidget(self.load_button)
         head.addWidget(self.choose_button)
-        legend = QLabel(f"<span style='background:{_TRAINED_BG.name()}'>&nbsp;trained (answer) tokens&nbsp;"
-                        f"</span> &nbsp; <span style='color:{_PROMPT_FG.name()}'>prompt tokens (masked, "
-                        "label -100)</span>")
+        self.legend = legend = QLabel()
         self.stats = QLabel()
         self.stats.setWordWrap(True)
         self.stats.setStyleSheet("color: palette(mid);")
@@ -131,6 +130,8 @@ class PreviewPane(QWidget):
         default = demo_model_dir()
         self._tokenizer_path = str(default) if (default / "tokenizer_config.json").exists() else None
         self._show_source()
+        self._recolor()
+        on_palette_change(self, self._on_palette_change)
 
     def load_tokenizer(self, path: str | None = None) -> None:
         """Start loading the tokenizer of a model folder (the demo model by default)."""
@@ -226,7 +227,7 @@ class PreviewPane(QWidget):
         self._loading = False
         if not ok:
             self._show_source()
-            self.source.setText(f"<span style='color:#b71c1c'>Can't load the tokenizer of {path}: "
+            self.source.setText(f"<span style='color:{ink('#b71c1c')}'>Can't load the tokenizer of {path}: "
                                 f"{error}</span>")
             return
         self._loaded = path
@@ -239,6 +240,18 @@ class PreviewPane(QWidget):
         if path:
             self._loaded = None
             self.load_tokenizer(path)
+
+    def _recolor(self) -> None:
+        """The loss-mask colours follow the palette: set when built, and again (with the record
+        rendered anew) on a light/dark switch."""
+        self.legend.setText(f"<span style='background:{tint(_TRAINED_BG)}'>&nbsp;trained (answer) tokens&nbsp;"
+                            f"</span> &nbsp; <span style='color:{ink(_PROMPT_FG)}'>prompt tokens (masked, "
+                            "label -100)</span>")
+
+    def _on_palette_change(self) -> None:
+        self._recolor()
+        if self._record is not None and self._loaded is not None:
+            self._render()
 
     def _render(self) -> None:
         self._seq += 1  # whatever was asked before is stale now
@@ -263,23 +276,23 @@ class PreviewPane(QWidget):
 
         self.text.clear()
         if answer is None:
-            self.stats.setText(f"<span style='color:#b71c1c'>{html.escape(error)}</span>")
+            self.stats.setText(f"<span style='color:{ink('#b71c1c')}'>{html.escape(error)}</span>")
             self.sig_rendered.emit()
             return
         cursor = self.text.textCursor()
         trained_fmt = QTextCharFormat()
-        trained_fmt.setBackground(_TRAINED_BG)
+        trained_fmt.setBackground(tint_color(_TRAINED_BG))
         prompt_fmt = QTextCharFormat()
-        prompt_fmt.setForeground(_PROMPT_FG)
+        prompt_fmt.setForeground(ink_color(_PROMPT_FG))
         for text, trained in answer["pieces"]:
             cursor.insertText(text, trained_fmt if trained else prompt_fmt)
         self.text.moveCursor(QTextCursor.MoveOperation.Start)
         total, trained = answer["total"], answer["trained"]
         skipped, split = answer["skipped"], answer["split"]
         template = self.template.currentText()
-        note = (f"<br><span style='color:#8a5a00'>Note: {untrained_note(skipped)}.</span>" if skipped else "")
+        note = (f"<br><span style='color:{ink('#8a5a00')}'>Note: {untrained_note(skipped)}.</span>" if skipped else "")
         if split:
-            note += (f"<br><span style='color:#8a5a00'>Note: this tokenizer splits the {template} "
+            note += (f"<br><span style='color:{ink('#8a5a00')}'>Note: this tokenizer splits the {template} "
                      f"markers into pieces ({html.escape(', '.join(split))}); the model would learn them as "
                      "text. Add them as tokens (Train area, Add tokens: "
                      f"{html.escape(', '.join(answer['split_tokens']))}; method LoRA, "

@@ -34,6 +34,7 @@ from engine.data.split import split_file
 from engine.errors import StudioError
 from gui.dialog_size import grow_to_fit, text_width
 from gui.engine_process import command_label, command_text
+from gui.scheme import ink
 
 
 class SplitDialog(QDialog):
@@ -169,7 +170,7 @@ class SplitDialog(QDialog):
             self.accept()
 
     def _say(self, text: str, error: bool = False) -> None:
-        self.status.setStyleSheet("color: #be1e1e;" if error else "")
+        self.status.setStyleSheet(f"color: {ink('#be1e1e')};" if error else "")
         self.status.setText(text)
         # A message longer than the room held for one (long paths wrap) grows the room, and the
         # dialog with it, rather than being cut; the room never shrinks, so the dialog doesn't jump back.

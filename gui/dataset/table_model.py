@@ -31,6 +31,7 @@ from PySide6.QtGui import QBrush, QColor
 from engine.data import json_text
 from engine.data.records import CONVERSATION_KEY, SHAREGPT_ROLES, DatasetFile, Record
 from gui.dataset.severity import MARKS, spoken, worst
+from gui.scheme import app_palette, ink_color, tint_color
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
 """data() role returning the row's engine :class:`Record`."""
@@ -42,8 +43,21 @@ _BROKEN_BG = QColor(255, 228, 225)
 _ERROR_FG = QColor(190, 30, 30)
 _WARN_FG = QColor(170, 110, 0)
 _MUTED_FG = QColor(130, 130, 130)
-_BROKEN_BRUSH, _ERROR_BRUSH, _WARN_BRUSH, _MUTED_BRUSH = (QBrush(c) for c in (_BROKEN_BG, _ERROR_FG, _WARN_FG,
-                                                                              _MUTED_FG))
+_brushes_by_palette: dict[int, tuple[QBrush, QBrush, QBrush, QBrush]] = {}
+
+
+def _brushes() -> tuple[QBrush, QBrush, QBrush, QBrush]:
+    """The broken-row tint and the error, warning and muted text, for the palette in use: data()
+    asks for them per cell, so they are made once per palette (a light/dark switch makes new ones)."""
+    palette = app_palette()
+    key = palette.cacheKey()
+    if key not in _brushes_by_palette:
+        broken = tint_color(_BROKEN_BG, palette)
+        _brushes_by_palette.clear()
+        _brushes_by_palette[key] = (QBrush(broken), QBrush(ink_color(_ERROR_FG, palette, on=broken)),
+                                    QBrush(ink_color(_WARN_FG, palette)), QBrush(ink_color(_MUTED_FG, palette)))
+    return _brushes_by_palette[key]
+
 _DISPLAY, _EDIT, _TOOLTIP = Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole, Qt.ItemDataRole.ToolTipRole
 _BACKGROUND, _FOREGROUND = Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.ForegroundRole
 _ALIGN = Qt.ItemDataRole.TextAlignmentRole
@@ -315,14 +329,15 @@ class RecordTableModel(QAbstractTableModel):
                 return self._status_text(rec)
             return cell_text(self._value(rec, column, col))
         if role == _BACKGROUND:
-            return _BROKEN_BRUSH if rec.broken else None
+            return _brushes()[0] if rec.broken else None
         if role == _FOREGROUND:
+            _, error, warn, muted = _brushes()
             if column.key == "#status":
                 sev = worst(self.findings_for(rec))
                 if rec.broken or sev == "error":
-                    return _ERROR_BRUSH
-                return _WARN_BRUSH if sev == "warning" else _MUTED_BRUSH
-            return _MUTED_BRUSH if column.key == "#turns" else None
+                    return error
+                return warn if sev == "warning" else muted
+            return muted if column.key == "#turns" else None
         if role == _ALIGN:
             return _CENTER if column.key in ("#status", "#turns") else None
         if role == _EDIT:
