@@ -77,6 +77,7 @@ from gui.engine_process import cli_failure, json_message, run_engine
 from gui.flow_layout import FlowLayout
 from gui.runs.audit_panel import AuditPanel
 from gui.runs.queue_panel import QueuePanel
+from gui.scheme import PlotColors, ink, ink_color, on_palette_change
 from gui.train.plots import debiased_ema
 
 GiB = 2**30
@@ -357,7 +358,7 @@ class RunsTableModel(QAbstractTableModel):
                 return Path(str(raw)).name
             return str(raw)
         if role == Qt.ItemDataRole.ForegroundRole and col == "Status":
-            return QColor(STATUS_COLORS.get(status, "#555"))
+            return ink_color(STATUS_COLORS.get(status, "#555"))
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == "Status" and (failure := failure_text(r)):
                 return failure
@@ -477,7 +478,7 @@ class RunsArea(QWidget):
         self._removing: QProcess | None = None
         self._promote_output = ""
         self.summary = QLabel("")
-        self.summary.setStyleSheet("color: #555;")  # what a selection holds: readable, not the hint grey
+        self.summary.setStyleSheet(f"color: {ink('#555')};")  # what a selection holds: readable, not the hint grey
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # A row that wraps: in one row a 1024-px window cut them to "e best checkpo".
@@ -498,9 +499,7 @@ class RunsArea(QWidget):
         self.plot = pg.PlotWidget(axisItems={"bottom": StepAxis(orientation="bottom")})
         self.plot.setAccessibleName("Run curves plot")
         self.plot.showGrid(x=True, y=True, alpha=1.0)  # opaque light lines: cheap to draw, calm to read
-        for name in ("left", "bottom"):
-            self.plot.getAxis(name).setPen(pg.mkPen("#555"))
-            self.plot.getAxis(name).setTickPen(pg.mkPen("#e6e6e6"))
+        self.plot_colors = PlotColors()
         self.plot.setLabel("bottom", "step")
         self.plot.getPlotItem().setMenuEnabled(False)
         # The key to the right of the view, in the plot's layout: inside the view (pyqtgraph's
@@ -511,11 +510,11 @@ class RunsArea(QWidget):
         # Its own height, at the top: given the row's, its entries spread apart from their lines.
         self.legend.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.plot.getPlotItem().layout.addItem(self.legend, 2, 3, Qt.AlignmentFlag.AlignTop)
-        self.plot_hint = pg.TextItem("Select one or more runs to compare their curves", color="#888",
-                                     anchor=(0.5, 0.5))
+        self.plot_hint = pg.TextItem("Select one or more runs to compare their curves", anchor=(0.5, 0.5))
         self.plot.addItem(self.plot_hint, ignoreBounds=True)
         self.plot_hint.setPos(0.5, 0.5)
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self._recolor_plot()
         plot_controls = QHBoxLayout()
         plot_controls.addWidget(QLabel("Compare"))
         plot_controls.addWidget(self.metric_combo)
@@ -584,6 +583,7 @@ class RunsArea(QWidget):
         self.delete_button.clicked.connect(lambda: self.remove_selected(prune=False))
         self.table.installEventFilter(self)  # the Delete key deletes the selected runs (after asking)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
+        on_palette_change(self, self._on_palette_change)
         self.table.doubleClicked.connect(lambda _: self._on_open_config())
         self.audit_panel.sig_open_record.connect(self.sig_open_record)
         self.metric_combo.currentIndexChanged.connect(self._replot)
@@ -719,20 +719,20 @@ class RunsArea(QWidget):
                                + (f" · final/ holds {promoted}" if promoted else "")
                                + (" · GGUF: " + ", ".join(g.name for g in ggufs) if ggufs else "")
                                + rewound_text(summary.get("rewound")))
-            text += "".join("<br><span style='color:#555'>Config changed " + html.escape(line) + "</span>"
+            text += "".join(f"<br><span style='color:{ink('#555')}'>Config changed " + html.escape(line) + "</span>"
                             for line in describe_config_changes(summary.get("config_changes")))
             problem = recorded_config(run.path).problem  # as `runs show` says it, and a resume would refuse it
             if problem:
-                text += "<br><span style='color:#d0342c'>" + html.escape(f"run.yaml can't be read: {problem}") + "</span>"
+                text += f"<br><span style='color:{ink('#d0342c')}'>" + html.escape(f"run.yaml can't be read: {problem}") + "</span>"
             failure = failure_text(run)
             if failure:
-                text += "<br><span style='color:#d0342c'>" + html.escape(failure).replace("\n", "<br>") + "</span>"
+                text += f"<br><span style='color:{ink('#d0342c')}'>" + html.escape(failure).replace("\n", "<br>") + "</span>"
             elif offer is not None:
-                text += "<br><span style='color:#8a5a00'>" + html.escape(offer_text(offer)) + "</span>"
+                text += f"<br><span style='color:{ink('#8a5a00')}'>" + html.escape(offer_text(offer)) + "</span>"
             elif run.status == "interrupted":  # the curve as it is now (cached while unchanged)
                 logged = max((r["step"] for r in self._metrics(run.path) if isinstance(r.get("step"), int)),
                              default=None)
-                text += "<br><span style='color:#b06f00'>" + html.escape(interrupted_text(ckpt, logged)) + "</span>"
+                text += f"<br><span style='color:{ink('#b06f00')}'>" + html.escape(interrupted_text(ckpt, logged)) + "</span>"
             self.summary.setText(text)
         elif len(runs) > 1:
             self.summary.setText(self._differences_text(runs))
@@ -764,7 +764,7 @@ class RunsArea(QWidget):
         names = ", ".join(r.name for r in gone)
         where = gone[0].path if whole or not inside else gone[0].path / inside
         self.refresh()
-        self.summary.setText("<span style='color:#d0342c'>" + html.escape(
+        self.summary.setText(f"<span style='color:{ink('#d0342c')}'>" + html.escape(
             f"{names}: {'its' if len(gone) == 1 else 'their'} {what} was deleted or moved since the list was read "
             f"({where}{', …' if len(gone) > 1 else ''}). The list was read again; nothing was done.") + "</span>")
         return True
@@ -778,8 +778,8 @@ class RunsArea(QWidget):
             return f"{len(runs)} runs selected (their configs could not be compared: {e})"
         diffs = compared["config_differences"]
         note = ("" if compared["same_eval_data"] else
-                f"<br><span style='color:#8a5a00'>Note: {html.escape(DIFFERENT_EVAL_DATA)}.</span>")
-        note += "".join(f"<br><span style='color:#d0342c'>Note: {html.escape(config_problem_text(d))}.</span>"
+                f"<br><span style='color:{ink('#8a5a00')}'>Note: {html.escape(DIFFERENT_EVAL_DATA)}.</span>")
+        note += "".join(f"<br><span style='color:{ink('#d0342c')}'>Note: {html.escape(config_problem_text(d))}.</span>"
                         for d in compared["runs"] if d.get("config_problem"))
         if not diffs:
             return f"{len(runs)} runs selected · same config" + note
@@ -799,9 +799,9 @@ class RunsArea(QWidget):
 
         parts = []
         for key, values in list(diffs.items())[:shown]:
-            colored = " / ".join(f"<span style='color:{CURVE_COLORS[i]}'>{value(key, i, v)}</span>"
+            colored = " / ".join(f"<span style='color:{ink(CURVE_COLORS[i])}'>{value(key, i, v)}</span>"
                                  for i, v in enumerate(values))
-            parts.append(f"<b style='color:#333'>{key}</b> {colored}")
+            parts.append(f"<b style='color:{ink('#333')}'>{key}</b> {colored}")
         more = f" · +{len(diffs) - shown} more" if len(diffs) > shown else ""
         self.summary.setToolTip("\n".join(f"{k}: {' / '.join(full(k, i, x) for i, x in enumerate(v))}"
                                            for k, v in diffs.items()))
@@ -815,6 +815,25 @@ class RunsArea(QWidget):
             cached = (mtime, read_metrics(path))
             self._metrics_cache[str(path)] = cached
         return cached[1]
+
+    def _recolor_plot(self) -> None:
+        """The plot's background, axes, grid and key in the palette's colours (built, and again on a
+        light/dark switch)."""
+        colors = self.plot_colors = PlotColors(self.palette())
+        self.plot.setBackground(colors.background)
+        for name in ("left", "bottom"):
+            axis = self.plot.getAxis(name)
+            axis.setPen(pg.mkPen(colors.axis))
+            axis.setTextPen(colors.foreground)
+            axis.setTickPen(pg.mkPen(colors.grid_major if colors.dark else QColor("#e6e6e6")))
+        self.legend.setLabelTextColor(colors.foreground)
+        self.plot_hint.setColor(colors.hint)
+
+    def _on_palette_change(self) -> None:
+        self._recolor_plot()
+        self.summary.setStyleSheet(f"color: {ink('#555')};")
+        self._replot()
+        self._on_selection()  # the summary's coloured notes
 
     def _replot(self, *_: Any) -> None:
         key = self.metric_combo.currentData()
@@ -836,9 +855,10 @@ class RunsArea(QWidget):
             # A line needs two points: a run that logged one step (failed at step 2) gets a dot,
             # or its legend entry would name a curve nobody can see.
             dots = key == "eval_loss" or np.isfinite(y).sum() < 2
-            curve = self.plot.plot(x, y, pen=pg.mkPen(CURVE_COLORS[i], width=2), name=run.name,
+            color = self.plot_colors.line(CURVE_COLORS[i])
+            curve = self.plot.plot(x, y, pen=pg.mkPen(color, width=2), name=run.name,
                                    symbol="o" if dots else None, symbolSize=5 if key == "eval_loss" else 7,
-                                   symbolBrush=CURVE_COLORS[i], symbolPen=None)
+                                   symbolBrush=color, symbolPen=None)
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
             self.legend.addItem(curve, run.name)
@@ -935,7 +955,7 @@ class RunsArea(QWidget):
         try:
             done = rewind(run_path, checkpoint)
         except StudioError as e:
-            self.summary.setText("<span style='color:#be1e1e'>" + html.escape(f"Not rewound: {e.message}")
+            self.summary.setText(f"<span style='color:{ink('#be1e1e')}'>" + html.escape(f"Not rewound: {e.message}")
                                  + "</span>")
             return False
         self.refresh()
@@ -987,11 +1007,11 @@ class RunsArea(QWidget):
         self.refresh()
         if code == 0:
             text = json_message(output, "final/ now holds the best checkpoint")
-            self.summary.setText("<span style='color:#1b5e20'>" + html.escape(
+            self.summary.setText(f"<span style='color:{ink('#1b5e20')}'>" + html.escape(
                 f"{text}. Try it, merge and export use it from now on.") + "</span>")
             self.sig_promoted.emit(str(path))
         else:
-            self.summary.setText("<span style='color:#be1e1e'>" + html.escape(
+            self.summary.setText(f"<span style='color:{ink('#be1e1e')}'>" + html.escape(
                 f"Not changed: {cli_failure(output, 'runs promote', code)}") + "</span>")
 
     def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
@@ -1067,12 +1087,12 @@ class RunsArea(QWidget):
         if code == 0:
             total = format_size(sum(p.bytes for p in plans))
             names = ", ".join(p.run_dir.name for p in plans)
-            self.summary.setText("<span style='color:#1b5e20'>" + html.escape(
+            self.summary.setText(f"<span style='color:{ink('#1b5e20')}'>" + html.escape(
                 f"Freed {total}: older checkpoints of {names} removed." if prune else
                 f"Deleted {names} ({total}).") + "</span>")
         else:
             command = "runs prune" if prune else "runs delete"
-            self.summary.setText("<span style='color:#be1e1e'>" + html.escape(
+            self.summary.setText(f"<span style='color:{ink('#be1e1e')}'>" + html.escape(
                 f"Not done: {cli_failure(output, command, code)}") + "</span>")
         self.sig_removed.emit([str(p.run_dir) for p in plans])
 

@@ -20,7 +20,6 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -48,6 +47,7 @@ from engine.errors import StudioError
 from engine.runs import RunInfo
 from gui.dataset.severity import COLORS
 from gui.engine_process import EngineCommandMixin
+from gui.scheme import ink, ink_color, tint_color
 
 COLUMNS = ("Loss", "× median", "Base loss", "Fell by", "Record", "Split", "Tokens", "Instruction")
 BASE_COLUMNS = ("Base loss", "Fell by")  # shown when the audit compared with the base model
@@ -116,12 +116,12 @@ class AuditTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and col != "Instruction" and col != "Split":
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.BackgroundRole and r.record in self.flagged:
-            return QColor(FLAG_BACKGROUND)
+            return tint_color(FLAG_BACKGROUND)
         if role == Qt.ItemDataRole.ForegroundRole and r.record in self.flagged and col == "× median":
-            return QColor(COLORS["warning"])
+            return ink_color(COLORS["warning"], on=tint_color(FLAG_BACKGROUND))
         if role == Qt.ItemDataRole.ForegroundRole and col == "Fell by" and r.split == "train" and \
                 r.fell is not None and r.fell <= 0:
-            return QColor(COLORS["error"])
+            return ink_color(COLORS["error"])
         if role == Qt.ItemDataRole.ToolTipRole:
             tip = f"Record {r.record}" + (f", line {r.line}" if r.line else "") + f" ({r.split} split)"
             if r.record in self.flagged:
@@ -254,7 +254,7 @@ class AuditPanel(EngineCommandMixin, QWidget):
         self.flagged_only.setEnabled(self.model.audit is not None)
 
     def _say(self, text: str, colour: str | None = None) -> None:
-        self.status.setStyleSheet(f"color: {colour};" if colour else "")
+        self.status.setStyleSheet(f"color: {ink(colour)};" if colour else "")
         self.status.setText(text)
 
     def _show(self, audit: Audit | None) -> None:
@@ -285,13 +285,13 @@ class AuditPanel(EngineCommandMixin, QWidget):
         text = (f"{len(audit.records):,} records scored with {Path(audit.weights).name} on {audit.device} "
                 f"in {audit.seconds:.1f} s · median loss {medians} · ")
         one = len(flagged) == 1
-        text += (f"<b style='color:{COLORS['warning']}'>{len(flagged)} flagged</b> at ≥ {OUTLIER_FACTOR:g}× the "
+        text += (f"<b style='color:{ink(COLORS['warning'])}'>{len(flagged)} flagged</b> at ≥ {OUTLIER_FACTOR:g}× the "
                  f"median of {'its' if one else 'their'} split: check {'its answer' if one else 'their answers'}"
                  if flagged else "nothing stands out")
         if audit.compared_with_base:
             stuck = audit.not_learned()
             text += (f" · median loss under the base model {audit.base_median():.3f}; "
-                     + (f"<b style='color:{COLORS['error']}'>{len(stuck)} training record"
+                     + (f"<b style='color:{ink(COLORS['error'])}'>{len(stuck)} training record"
                         f"{'s' if len(stuck) != 1 else ''} no easier</b> than before training"
                         if stuck else "every training record got easier"))
         text = text.replace("\n", " ")
@@ -299,7 +299,7 @@ class AuditPanel(EngineCommandMixin, QWidget):
         if audit.skipped:
             notes.append(f"{len(audit.skipped)} record(s) had nothing to score (the prompt fills seq_len)")
         if notes:
-            text += "<br><span style='color:#8a5a00'>" + "<br>".join(notes) + "</span>"
+            text += f"<br><span style='color:{ink('#8a5a00')}'>" + "<br>".join(notes) + "</span>"
         return text + "<br><span style='color:palette(mid)'>Double-click a record to open it in the Dataset editor.</span>"
 
     def _on_progress(self) -> None:
@@ -340,22 +340,22 @@ class AuditPanel(EngineCommandMixin, QWidget):
         try:
             records = self._records(audit.dataset)
         except (OSError, StudioError) as e:
-            self.preview.setHtml(f"<p style='color:#be1e1e'>{html.escape(f'Can not read {audit.dataset}: {e}')}</p>")
+            self.preview.setHtml(f"<p style='color:{ink('#be1e1e')}'>{html.escape(f'Can not read {audit.dataset}: {e}')}</p>")
             return
         head = f"<p><b>Record {r.record}</b>" + (f" · line {r.line}" if r.line else "") + f" · {r.split} split · " \
                f"loss {r.loss:.3f}" + (f" (base {r.base_loss:.3f})" if r.base_loss is not None else "") + "</p>"
         if not 0 < r.record <= len(records):
-            self.preview.setHtml(head + f"<p style='color:#be1e1e'>The file has {len(records)} records now: it "
+            self.preview.setHtml(head + f"<p style='color:{ink('#be1e1e')}'>The file has {len(records)} records now: it "
                                  "changed since the audit.</p>")
             return
         record = records[r.record - 1]
         warn = "" if still_the_audited_record(record, r.instruction) else (
-            "<p style='color:#8a5a00'>⚠ This is not the record the audit scored: the file changed since. "
+            f"<p style='color:{ink('#8a5a00')}'>⚠ This is not the record the audit scored: the file changed since. "
             "Audit the run again.</p>")
         try:
             turns = record.messages()
         except StudioError as e:
-            self.preview.setHtml(head + warn + f"<p style='color:#be1e1e'>{html.escape(str(e))}</p>")
+            self.preview.setHtml(head + warn + f"<p style='color:{ink('#be1e1e')}'>{html.escape(str(e))}</p>")
             return
         body = "".join(f"<p style='margin-bottom:2px'><b>{html.escape(m.get('role', '?'))}</b></p>"
                        f"<p style='white-space:pre-wrap; margin-top:0'>{html.escape(str(m.get('content', '')))}</p>"

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
-from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -30,6 +29,7 @@ from engine.runqueue import ENDED, PENDING, RUNNING, Entry, RunQueue, progress
 from engine.runs import pid_alive
 from gui.dataset.severity import COLORS
 from gui.flow_layout import FlowLayout
+from gui.scheme import ink, ink_color
 
 COLUMNS = ("State", "Run", "Changes", "Result")
 STATE_COLORS = {"failed": COLORS["error"], "interrupted": COLORS["warning"], RUNNING: "#1565c0",
@@ -79,7 +79,7 @@ class QueueTableModel(QAbstractTableModel):
             if col == "Result":
                 return e.message or progress(e)
         if role == Qt.ItemDataRole.ForegroundRole and col == "State" and e.state in STATE_COLORS:
-            return QColor(STATE_COLORS[e.state])
+            return ink_color(STATE_COLORS[e.state])
         if role == Qt.ItemDataRole.ToolTipRole:
             lines = [f"{e.id}: {e.state}", f"config: {e.config}"]
             if e.source:
@@ -201,7 +201,7 @@ class QueuePanel(QWidget):
                 return False
             entries = self.queue.entries()
         except StudioError as e:
-            self._show_status(f"<span style='color:{COLORS['error']}'>{e}</span>")
+            self._show_status(f"<span style='color:{ink(COLORS['error'])}'>{e}</span>")
             return False
         self._stamp, self._runner = stamp, runner
         keep = {e.id for e in self.selected()}
@@ -236,7 +236,7 @@ class QueuePanel(QWidget):
         try:
             pid = self.queue.start_runner()
         except (OSError, StudioError) as e:
-            self._message = f"<span style='color:{COLORS['error']}'>Could not start the queue: {e}</span>"
+            self._message = f"<span style='color:{ink(COLORS['error'])}'>Could not start the queue: {e}</span>"
             self._show_status()
             return False
         self._message = f"Started the queue (process {pid}); the Train area follows each run it starts."
@@ -262,7 +262,7 @@ class QueuePanel(QWidget):
         try:
             self.queue.remove(ids)
         except StudioError as e:
-            self._message = f"<span style='color:{COLORS['error']}'>{e}</span>"
+            self._message = f"<span style='color:{ink(COLORS['error'])}'>{e}</span>"
         self.reload(force=True)
 
     def retry_selected(self) -> int:
@@ -273,7 +273,7 @@ class QueuePanel(QWidget):
                 try:
                     again.append(self.queue.retry(e.id))
                 except StudioError as err:
-                    self._message = f"<span style='color:{COLORS['error']}'>{err}</span>"
+                    self._message = f"<span style='color:{ink(COLORS['error'])}'>{err}</span>"
         if again:
             resumed = sum(1 for e in again if e.resume)
             cont = "1 continues from its checkpoint" if resumed == 1 else f"{resumed} continue from their checkpoints"

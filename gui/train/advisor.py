@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -25,6 +26,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from gui.scheme import ink
 
 LEVEL_COLORS = {"error": "#d0342c", "warning": "#d98e04", "info": "#1f5fa8", "ok": "#2e8540"}
 
@@ -269,7 +272,7 @@ class _AdviceCard(QFrame):
     def __init__(self, advice: Advice, panel: AdvisorPanel):
         super().__init__()
         self.advice = advice
-        color = LEVEL_COLORS.get(advice.level, "#888")
+        color = ink(LEVEL_COLORS.get(advice.level, "#888"), on=self.palette().color(QPalette.ColorRole.Base))
         self.setObjectName("adviceCard")
         self.setStyleSheet(f"QFrame#adviceCard {{ border: 1px solid palette(mid); border-left: 4px solid {color};"
                            " border-radius: 4px; background: palette(base); }")

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtGui import QPainter, QPen
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QCheckBox,
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import RunConfig
+from gui.scheme import MARK_CONTRAST, ink_color
 from gui.train.config_model import ConfigModel
 
 LABELS = {
@@ -122,7 +123,8 @@ class _Mark(QWidget):
     def paintEvent(self, _event: Any) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setPen(QPen(QColor(self.color), 1))
+        # The light-palette colour, lightened to read as a mark on a dark one.
+        painter.setPen(QPen(ink_color(self.color, self.palette(), target=MARK_CONTRAST), 1))
         for w in self.parentWidget().findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
             if isinstance(w, self.INPUTS) and w.isVisible():
                 painter.drawRoundedRect(QRectF(w.geometry()).adjusted(0.5, 0.5, -0.5, -0.5), 2, 2)

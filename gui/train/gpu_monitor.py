@@ -14,6 +14,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from gui.scheme import ink
+
 INTERVAL_MS = 3000
 
 
@@ -102,7 +104,7 @@ def describe_reading(r: dict[str, Any] | None) -> str:
         from engine.nvsmi import describe_others
 
         who = describe_others(r["others_bytes"], r["others"], limit=2)
-        parts.append(f"<span style='color:#b26b00'>{r['others_bytes'] / gib:.1f} GiB by other programs</span>"
+        parts.append(f"<span style='color:{ink('#b26b00')}'>{r['others_bytes'] / gib:.1f} GiB by other programs</span>"
                      + (f" [{who}]" if who else ""))
     if g.get("utilization_pct") is not None:
         parts.append(f"{g['utilization_pct']}% busy")

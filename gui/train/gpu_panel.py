@@ -18,6 +18,8 @@ from typing import Any
 
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from gui.scheme import ink
+
 GiB = 2**30
 
 
@@ -31,7 +33,7 @@ def describe_environment(env: Any) -> str:
     free = f", {env.gpu_free_bytes / GiB:.1f} GiB free" if env.gpu_free_bytes is not None else ""
     cc = f", compute capability {env.compute_capability[0]}.{env.compute_capability[1]}" \
         if env.compute_capability else ""
-    bf16 = "bf16 supported" if env.bf16_supported else "<span style='color:#d98e04'>no native bf16</span> " \
+    bf16 = "bf16 supported" if env.bf16_supported else f"<span style='color:{ink('#d98e04')}'>no native bf16</span> " \
         "(use fp16 mixed precision)"
     bnb = "" if env.bnb_available else "; bitsandbytes missing (no 4/8-bit)"
     return f"<b>{env.gpu_name}</b>: {env.gpu_total_bytes / GiB:.1f} GiB total{free}; {bf16}{cc}{bnb}."
@@ -114,5 +116,5 @@ class GpuPanel(QWidget):
         self.now.setVisible(bool(text))
 
     def set_error(self, message: str) -> None:
-        self.label.setText(f"<span style='color:#d0342c'>Could not detect the GPU: {message}</span>. "
+        self.label.setText(f"<span style='color:{ink('#d0342c')}'>Could not detect the GPU: {message}</span>. "
                            "Training will try the CPU.")

@@ -27,12 +27,14 @@ from PySide6.QtWidgets import (
 
 from engine.config import LOAD_IN, MIXED_PRECISION
 from engine.methods import METHODS, invalid_reason, rate_note
+from gui.scheme import MARK_CONTRAST, ink, keep_styled
 from gui.train.config_model import ConfigModel
 from gui.train.fields import FieldEditor, format_number, label_for, make_editor, tooltip_for
 
 LOAD_LABELS = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8 (LLM.int8)", "nf4": "nf4 (4-bit)"}
 MIXED_LABELS = {"no": "no AMP", "fp16": "fp16 AMP", "bf16": "bf16 AMP"}
-CHOSEN_IMPOSSIBLE_STYLE = "QRadioButton { color: #b71c1c; font-weight: bold; }"
+def chosen_impossible_style() -> str:
+    return f"QRadioButton {{ color: {ink('#b71c1c')}; font-weight: bold; }}"
 # When a new method rules out the current precision, the first valid one of these is chosen.
 PREFERRED = (("bf16", "bf16"), ("nf4", "bf16"), ("fp32", "no"), ("fp32", "bf16"), ("fp16", "fp16"),
              ("fp32", "fp16"), ("int8", "bf16"), ("int8", "no"), ("nf4", "no"), ("nf4", "fp16"))
@@ -141,7 +143,7 @@ class MethodPicker(QWidget):
             self.rate_label.setText(f"Usual learning rate: {format_number(method.learning_rate)} "
                                     f"({method.learning_rate_source}).")
         else:
-            self.rate_label.setStyleSheet("color: #8a5a00;")
+            self.rate_label.setStyleSheet(f"color: {ink('#8a5a00')};")
             self.rate_label.setText(f"⚠ {note['finding'][:1].upper()}{note['finding'][1:]}.")
             self.rate_button.setText(f"Use {format_number(method.learning_rate)}")
         self.rate_label.setToolTip(f"{note['message'][:1].upper()}{note['message'][1:]}. {note['hint']}" if note
@@ -196,9 +198,9 @@ class PrecisionGrid(QWidget):
         self.cells: dict[tuple[str, str], QRadioButton] = {}
         self.reasons: dict[tuple[str, str], str | None] = {}
         # A disabled radio button looks almost like an enabled one; show an ✕ instead.
-        self.setStyleSheet("QRadioButton:disabled { color: #b0b0b0; spacing: 0px; }"
-                           "QRadioButton::indicator:disabled { image: none; border: none; width: 0px; "
-                           "height: 0px; }")
+        keep_styled(self, lambda: f"QRadioButton:disabled {{ color: {ink('#b0b0b0', target=MARK_CONTRAST)}; "
+                    "spacing: 0px; } QRadioButton::indicator:disabled { image: none; border: none; width: 0px; "
+                    "height: 0px; }")
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setHorizontalSpacing(10)
@@ -243,7 +245,7 @@ class PrecisionGrid(QWidget):
             chosen = reason is not None and (li, mp) == current
             cell.setEnabled(reason is None or chosen)
             cell.setText("" if reason is None else "✕")
-            cell.setStyleSheet(CHOSEN_IMPOSSIBLE_STYLE if chosen else "")
+            cell.setStyleSheet(chosen_impossible_style() if chosen else "")
             where = f"load_in: {li}, mixed_precision: {mp}\n"
             if chosen:
                 cell.setToolTip(where + f"Chosen, but not possible: {reason}\nPick one of the possible cells.")

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.scheme import ink
 from gui.settings import recent_list, remember
 from gui.train.background import BackgroundCalls
 from gui.train.config_model import ConfigModel
@@ -150,7 +151,7 @@ class ModelPicker(QWidget):
             form.addRow(name, value)
         self.problem = QLabel("")
         self.problem.setWordWrap(True)
-        self.problem.setStyleSheet("color: #d0342c;")
+        self.problem.setStyleSheet(f"color: {ink('#d0342c')};")
         self.problem.hide()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -259,18 +260,18 @@ class ModelPicker(QWidget):
         stored = result["stored_dtype"]
         lab["dtype"].setText(str(info.dtype or "not stated") + (f" (stored {stored})" if stored else ""))
         if not info.has_tokenizer:
-            lab["chat"].setText("<span style='color:#d0342c'>no tokenizer files</span>: copy the tokenizer of "
+            lab["chat"].setText(f"<span style='color:{ink('#d0342c')}'>no tokenizer files</span>: copy the tokenizer of "
                                 "the model's repository into the folder")
         else:
             lab["chat"].setText("yes" if info.has_chat_template else
-                                "<span style='color:#d98e04'>no</span>: the Alpaca prompt is used")
+                                f"<span style='color:{ink('#d98e04')}'>no</span>: the Alpaca prompt is used")
         if info.safetensors:
             lab["weights"].setText("safetensors")
         elif info.pickle_only:
-            lab["weights"].setText("<span style='color:#d0342c'>pickle only (.bin)</span>: needs allow_pickle, "
+            lab["weights"].setText(f"<span style='color:{ink('#d0342c')}'>pickle only (.bin)</span>: needs allow_pickle, "
                                    "which can run code")
         else:
-            lab["weights"].setText("<span style='color:#d0342c'>none found</span>: training needs the .safetensors "
+            lab["weights"].setText(f"<span style='color:{ink('#d0342c')}'>none found</span>: training needs the .safetensors "
                                    "files")
         self.sig_info.emit(result)
 

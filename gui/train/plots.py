@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, Qt, QTimer, Signal
-from PySide6.QtGui import QFontMetrics
+from PySide6.QtGui import QColor, QFontMetrics, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsItem,
@@ -28,6 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.scheme import PlotColors, on_palette_change
+
+SMOOTHED_COLOR = "#1f5fa8"
 REDRAW_INTERVAL_MS = 100
 SMALL_PLOT_EVERY = 3  # the small plots redraw every 3rd frame
 MAX_RANGE_CHANGES_PER_FRAME = 1  # axis regenerations per redraw tick (each 7-9 ms in software)
@@ -143,18 +146,19 @@ class _Grid(pg.GraphicsObject):
     nothing to the axes, which stay small and cached.
     """
 
-    MAJOR = "#e3e3e3"
-    MINOR = "#f1f1f1"
-
     def __init__(self, plot: pg.PlotItem):
         super().__init__()
         self._plot = plot
         self._vb = plot.getViewBox()
-        self._pens = (pg.mkPen(self.MAJOR), pg.mkPen(self.MINOR))
+        self.set_colors(PlotColors())
         self._key: tuple = ()
         self._lines: tuple[list, list] = ([], [])
         self.setZValue(-1000)
         self._vb.sigRangeChanged.connect(self._on_range)
+
+    def set_colors(self, colors: PlotColors) -> None:
+        self._pens = (pg.mkPen(colors.grid_major), pg.mkPen(colors.grid_minor))
+        self.update()
 
     def dataBounds(self, axis, frac=1.0, orthoRange=None):  # noqa: N802 (pyqtgraph's API)
         return None  # never part of auto-range
@@ -244,13 +248,15 @@ class _Panel:
         # (kept up to date at the redraw: :meth:`describe`).
         widget.setAccessibleName(f"{title} plot")
         widget.setAccessibleDescription("No data yet.")
-        self.key_entries: list[tuple[str, str, str | None]] = []  # (label, colour, symbol) of each keyed curve
+        self.key_entries: list[tuple[str, str, str | None]] = []  # (label, curve name, symbol) of each keyed curve
+        self.curve_colors: dict[str, tuple[str, str | None]] = {}  # name -> (light colour, colour it is faint under)
+        self.colors = PlotColors()
         self.key_shown = False
         self.key_inline = key_inline
         font = widget.font()
         self.title_size = f"{font.pointSizeF() + TITLE_POINTS:g}pt"
         self.key_size = f"{max(font.pointSizeF() + KEY_POINTS, 6):g}pt"
-        widget.setTitle(title, size=self.title_size)
+        widget.setTitle(title, size=self.title_size, color=self.colors.foreground)
         # The title row spans the axis column too: a small plot's key needs that width.
         plot = widget.getPlotItem()
         plot.layout.removeItem(plot.titleLabel)
@@ -260,8 +266,10 @@ class _Panel:
         # cached pixmap (24 ms on the loss plot, against 6 ms without; docs/ui-stall.md).
         self.grid = _Grid(widget.getPlotItem())
         widget.addItem(self.grid, ignoreBounds=True)
+        widget.setBackground(self.colors.background)
         for name in ("left", "bottom"):
-            widget.getAxis(name).setPen(pg.mkPen("#555"))
+            widget.getAxis(name).setPen(pg.mkPen(self.colors.axis))
+            widget.getAxis(name).setTextPen(self.colors.foreground)
         if step_label:
             widget.setLabel("bottom", "step")
         if unit:
@@ -289,12 +297,16 @@ class _Panel:
         self.fit_pending = False  # drawn since its y range was last checked
 
     def add(self, name: str, color: str, *, width: float = 1, symbol: str | None = None,
-            legend: bool | str = False) -> None:
+            legend: bool | str = False, faint_under: str | None = None) -> None:
         """A curve fed by ``series[name]``; ``legend`` True (or the label to show) lists it in the
-        plot's key (see :meth:`show_key`)."""
+        plot's key (see :meth:`show_key`). ``color`` is its colour under a light palette;
+        ``faint_under``: the light-palette colour of the curve it sits quietly under (see
+        ``PlotColors.faint``)."""
         if legend:
-            self.key_entries.append((legend if isinstance(legend, str) else name, color, symbol))
+            self.key_entries.append((legend if isinstance(legend, str) else name, name, symbol))
             self.labels[name] = self.key_entries[-1][0]  # (a plot of one curve: its title says what it is)
+        self.curve_colors[name] = (color, faint_under)
+        color = self._curve_color(name)
         kw = {"pen": pg.mkPen(color, width=width)}
         if symbol:
             kw.update(symbol=symbol, symbolSize=6, symbolBrush=color, symbolPen=None)
@@ -303,6 +315,33 @@ class _Panel:
         curve.setClipToView(True)
         self.curves[name] = curve
         self.series[name] = Series()
+
+    def _curve_color(self, name: str) -> QColor:
+        color, faint_under = self.curve_colors[name]
+        if faint_under is not None:
+            return self.colors.faint(color, faint_under)
+        return self.colors.line(color)
+
+    def recolor(self, colors: PlotColors) -> None:
+        """Paint with ``colors`` (a light/dark switch): background, axes, grid, curves, title."""
+        self.colors = colors
+        self.widget.setBackground(colors.background)
+        for axis in ("left", "bottom"):
+            self.widget.getAxis(axis).setPen(pg.mkPen(colors.axis))
+            self.widget.getAxis(axis).setTextPen(colors.foreground)
+        self.grid.set_colors(colors)
+        for name, curve in self.curves.items():
+            color = self._curve_color(name)
+            pen = curve.opts["pen"]
+            curve.setPen(pg.mkPen(color, width=pen.widthF() if isinstance(pen, QPen) else 1))
+            if curve.opts.get("symbol"):
+                curve.setSymbolBrush(color)
+        shown, self.key_shown = self.key_shown, None
+        if self.key_entries:
+            self.show_key(shown)
+        else:
+            self.key_shown = shown
+            self.widget.setTitle(self.title, size=self.title_size, color=colors.foreground)
 
     def show_key(self, on: bool) -> None:
         """Show which curve is which in the title row, beside the title, while the plot has data.
@@ -316,12 +355,13 @@ class _Panel:
         text = self.title
         if on:
             keys = "&nbsp;&nbsp;".join(
-                f"<span style='color:{color}'>{KEY_GLYPHS.get(symbol or '', KEY_LINE)}</span>&nbsp;{label}"
-                for label, color, symbol in self.key_entries)
+                f"<span style='color:{self._curve_color(name).name()}'>{KEY_GLYPHS.get(symbol or '', KEY_LINE)}"
+                f"</span>&nbsp;{label}"
+                for label, name, symbol in self.key_entries)
             # A small plot's title row has no room beside the title: the key goes under it.
             sep = "&nbsp;&nbsp;&nbsp;&nbsp;" if self.key_inline else "<br>"
-            text += f"{sep}<span style='font-size:{self.key_size}; color:#555'>{keys}</span>"
-        self.widget.setTitle(text, size=self.title_size)
+            text += f"{sep}<span style='font-size:{self.key_size}; color:{self.colors.axis.name()}'>{keys}</span>"
+        self.widget.setTitle(text, size=self.title_size, color=self.colors.foreground)
 
     def set_key_inline(self, inline: bool) -> None:
         """Put the key beside the title (a wide plot) or under it (a narrow one)."""
@@ -387,8 +427,8 @@ class TrainPlots(QWidget):
         self.loss = _Panel(_plot_widget(), "Loss", step_label=True)
         # 1-pixel (cosmetic) pens: wider lines go through Qt's stroker, which made the
         # curves the costliest part of a frame (docs/ui-stall.md).
-        self.loss.add("loss", "#b7cde6", legend="raw")
-        self.loss.add("smoothed", "#1f5fa8", legend=True)
+        self.loss.add("loss", "#b7cde6", legend="raw", faint_under=SMOOTHED_COLOR)
+        self.loss.add("smoothed", SMOOTHED_COLOR, legend=True)
         self.loss.add("eval", "#d9822b", symbol="o", legend=True)
         self.loss.curves["loss"].setZValue(-1)
         self.lr = _Panel(_plot_widget(), "Learning rate")
@@ -439,11 +479,12 @@ class TrainPlots(QWidget):
         layout.addLayout(controls)
         layout.addLayout(grid, 1)
 
-        self._placeholder = pg.TextItem("Start a run to see live curves", color="#888", anchor=(0.5, 0.5))
+        hint = self.loss.colors.hint
+        self._placeholder = pg.TextItem("Start a run to see live curves", color=hint, anchor=(0.5, 0.5))
         self.loss.widget.addItem(self._placeholder, ignoreBounds=True)
         self._placeholder.setPos(0.5, 0.5)
         self._gpu = True
-        self._no_gpu_text = pg.TextItem("no GPU:\nCPU run", color="#888", anchor=(0.5, 0.5))
+        self._no_gpu_text = pg.TextItem("no GPU:\nCPU run", color=hint, anchor=(0.5, 0.5))
         self.memory.widget.addItem(self._no_gpu_text, ignoreBounds=True)
         self._no_gpu_text.setPos(0.5, 0.5)
         self._no_gpu_text.hide()
@@ -463,6 +504,7 @@ class TrainPlots(QWidget):
         for p in self.panels:
             p.dirty = True
         self.redraw()
+        on_palette_change(self, self._recolor)
 
     NARROW = 620
     """Below this width (px) the four small plots go two by two: a quarter of a narrower row
@@ -693,6 +735,13 @@ class TrainPlots(QWidget):
         self._ema_k = len(loss)
         self._ema_last = float(ys[-1] * (1 - w ** self._ema_k)) if len(ys) and w > 0 else 0.0
         self.loss.dirty = True
+
+    def _recolor(self) -> None:
+        colors = PlotColors(self.palette())
+        for p in self.panels:
+            p.recolor(colors)
+        self._placeholder.setColor(colors.hint)
+        self._no_gpu_text.setColor(colors.hint)
 
     def _on_slider(self, value: int) -> None:
         self.smoothing = value / 100

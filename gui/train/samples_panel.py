@@ -11,6 +11,8 @@ import html
 
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
 
+from gui.scheme import ink, on_palette_change, tint
+
 _MODEL_BG = "#e8f3e8"
 _REFERENCE_FG = "#5f6368"
 EMPTY = ("At each evaluation (each checkpoint when there is no eval data) and at the end, the model answers a few "
@@ -43,6 +45,7 @@ class SamplesPanel(QWidget):
         lay.addLayout(head)
         lay.addWidget(self.view, 1)
         self._show()
+        on_palette_change(self, self._show)  # the answers' tint and the reference's grey follow the palette
 
     # ---- Public API
     def set_rows(self, rows: list[dict]) -> None:
@@ -79,7 +82,7 @@ class SamplesPanel(QWidget):
         if row is None:
             # Not a placeholder: QTextEdit draws that on one line, cut at the view's width.
             self.about.setText("")
-            self.view.setHtml(f"<p style='color:{_REFERENCE_FG}'>{html.escape(EMPTY)}</p>")
+            self.view.setHtml(f"<p style='color:{ink(_REFERENCE_FG)}'>{html.escape(EMPTY)}</p>")
             return
         where = "held-out records" if row.get("source") == "eval" else "training records (no eval data)"
         self.about.setText(f"{len(row.get('samples') or [])} {where}, greedy, {row.get('time_s', 0):.1f} s")
@@ -90,7 +93,7 @@ class SamplesPanel(QWidget):
             parts.append(
                 f"<p style='margin:6px 0 2px 0'><b>{line}</b> &nbsp;{html.escape(s.get('prompt') or '')}</p>"
                 f"<table width='100%' cellspacing='0' cellpadding='4'>"
-                f"<tr><td width='80' valign='top'>model</td><td style='background:{_MODEL_BG}'>{answer}</td></tr>"
-                f"<tr><td valign='top' style='color:{_REFERENCE_FG}'>reference</td>"
-                f"<td style='color:{_REFERENCE_FG}'>{html.escape(s.get('reference') or '')}</td></tr></table>")
+                f"<tr><td width='80' valign='top'>model</td><td style='background:{tint(_MODEL_BG)}'>{answer}</td></tr>"
+                f"<tr><td valign='top' style='color:{ink(_REFERENCE_FG)}'>reference</td>"
+                f"<td style='color:{ink(_REFERENCE_FG)}'>{html.escape(s.get('reference') or '')}</td></tr></table>")
         self.view.setHtml("".join(parts))

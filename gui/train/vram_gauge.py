@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QPainter, QPen
+from PySide6.QtGui import QBrush, QColor, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.wording import a_number
+from gui.scheme import MARK_CONTRAST, ink, ink_color, is_dark, on_palette_change
 from gui.train.model_picker import human_count
 
 GiB = 2**30
@@ -148,6 +149,8 @@ class VramBar(QWidget):
         p.setPen(QPen(self.palette().mid().color()))
         p.setBrush(self.palette().base())
         p.drawRoundedRect(rect, 4, 4)
+        palette = self.palette()
+        base = palette.color(QPalette.ColorRole.Base)
         total = sum(b for _, b, _ in self.parts)
         scale = max(total, self.gpu_bytes or 0, self.measured or 0, self.full_peak or 0) * 1.04 or 1
         x = rect.left()
@@ -156,7 +159,7 @@ class VramBar(QWidget):
             p.setOpacity(0.45)
         for _name, nbytes, color in self.parts:
             w = rect.width() * nbytes / scale
-            p.setBrush(color)
+            p.setBrush(ink_color(color, palette, on=base, target=MARK_CONTRAST))
             p.drawRect(QRectF(x, rect.top() + 1, max(w, 0), rect.height() - 2))
             x += w
         p.setOpacity(1.0)
@@ -172,27 +175,32 @@ class VramBar(QWidget):
             gx = rect.left() + rect.width() * (self.gpu_bytes - self.others) / scale
             if self.others:
                 ex = rect.left() + rect.width() * self.gpu_bytes / scale
-                p.setBrush(QBrush(QColor(OTHERS_COLOR), Qt.BrushStyle.BDiagPattern))
+                others_color = ink_color(OTHERS_COLOR, palette, on=base, target=MARK_CONTRAST)
+                p.setBrush(QBrush(others_color, Qt.BrushStyle.BDiagPattern))
                 p.drawRect(QRectF(gx, rect.top() + 1, ex - gx, rect.height() - 2))
-                p.setPen(QPen(QColor(OTHERS_COLOR), 1))
+                p.setPen(QPen(others_color, 1))
                 p.drawLine(int(ex), int(rect.top()), int(ex), int(rect.bottom()))
                 p.setPen(Qt.PenStyle.NoPen)
             if total > self.gpu_bytes - self.others:
                 p.setBrush(QColor(208, 52, 44, 70))
                 p.drawRect(QRectF(gx, rect.top(), x - gx, rect.height()))
-            p.setPen(QPen(QColor("#222"), 2, Qt.PenStyle.DashLine))
+            # The GPU's line: near-black on a light palette, the text colour on a dark one.
+            gpu_line = palette.color(QPalette.ColorRole.Text) if is_dark(palette) else QColor("#222")
+            p.setPen(QPen(gpu_line, 2, Qt.PenStyle.DashLine))
             p.drawLine(int(gx), int(rect.top()) - 5, int(gx), int(rect.bottom()) + 5)
         if self.data_peak:
             # Over the bar only (the GPU and measured markers reach past it): a light halo keeps the
             # tick visible on the dark segments it crosses.
             dx = int(rect.left() + rect.width() * self.data_peak / scale)
-            p.setPen(QPen(QColor(255, 255, 255, 200), 4))
+            halo = QColor(base if is_dark(palette) else QColor(255, 255, 255))  # the background's colour
+            halo.setAlpha(200)
+            p.setPen(QPen(halo, 4))
             p.drawLine(dx, int(rect.top()) + 1, dx, int(rect.bottom()) - 1)
-            p.setPen(QPen(QColor(DATA_COLOR), 2))
+            p.setPen(QPen(ink_color(DATA_COLOR, palette, on=base, target=MARK_CONTRAST), 2))
             p.drawLine(dx, int(rect.top()) - 2, dx, int(rect.bottom()) + 2)
         if self.measured:
             mx = rect.left() + rect.width() * self.measured / scale
-            p.setPen(QPen(QColor("#d0342c"), 2))
+            p.setPen(QPen(ink_color("#d0342c", palette, on=base, target=MARK_CONTRAST), 2))
             p.drawLine(int(mx), int(rect.top()) - 5, int(mx), int(rect.bottom()) + 5)
         p.end()
 
@@ -278,7 +286,7 @@ def data_line(data: dict, config_seq_len: int | None, gpu: int | None, *, muted:
     ``seq_len`` is when it is the one judged; the badge says the verdict.
     """
     n = data["records"]
-    mark = "" if muted else f"<span style='color:{DATA_COLOR}'>▍</span>"
+    mark = "" if muted else f"<span style='color:{ink(DATA_COLOR, target=MARK_CONTRAST)}'>▍</span>"
     text = f"{mark}With this dataset ({n:,} record{'s' if n != 1 else ''}, longest {data['longest_record']:,} tokens)"
     cut = data.get("truncated") or 0
     if cut or (config_seq_len and data["seq_len"] >= config_seq_len):
@@ -302,7 +310,7 @@ def data_line(data: dict, config_seq_len: int | None, gpu: int | None, *, muted:
         return text
     if gpu and fits in FITS_TEXT:
         word, color = FITS_TEXT[fits]
-        text += f" — {word}" if muted else f" — <span style='color:{color}'>{word}</span>"
+        text += f" — {word}" if muted else f" — <span style='color:{ink(color)}'>{word}</span>"
         if mbs:
             text += f", largest{NBSP}micro-batch{NBSP}{mbs}"
     return text
@@ -354,7 +362,7 @@ def disk_line(disk: dict) -> str:
     if disk.get("need_bytes") and free is not None:
         text += f": needs {size(disk['need_bytes'])}, {size(free)} free"
     if disk.get("fits") is False:
-        return (f"<span style='color:#d0342c'>{text}: not enough; lower save_total_limit or choose another "
+        return (f"<span style='color:{ink('#d0342c')}'>{text}: not enough; lower save_total_limit or choose another "
                 "output folder</span>")
     return text
 
@@ -373,6 +381,7 @@ class VramGauge(QWidget):
         self.measured: int | None = None
         self.measured_note = ""
         self.data_note = ""  # said in place of the line with this dataset while it has none
+        on_palette_change(self, self._render)  # its text's colours are the palette's
         self._data_tip = ""  # why there is none, in full: the details' tooltip (with the exact parameter counts)
         self._stale_data: tuple[dict, int | None] | None = None  # the previous line's data and seq_len,
         # shown greyed while the records are measured again
@@ -540,8 +549,8 @@ class VramGauge(QWidget):
         self.verdict.setText("")
         self.bar.set_data([], self.target_bytes(), self.measured)
         self._fill_legend([])
-        self.details.setText(f"<span style='color:#d0342c'>No estimate: {message}</span>")
-        self.summary.setText("<span style='color:#d0342c'>no estimate</span>")
+        self.details.setText(f"<span style='color:{ink('#d0342c')}'>No estimate: {message}</span>")
+        self.summary.setText(f"<span style='color:{ink('#d0342c')}'>no estimate</span>")
         self.fit_button.setEnabled(False)
 
     def set_measured(self, nbytes: int | None, note: str = "") -> None:
@@ -604,7 +613,7 @@ class VramGauge(QWidget):
         for i, label in enumerate(self._legend_labels):
             if i < len(parts):
                 name, nbytes, color = parts[i]
-                text = (f"<span style='color:{color.name()}'>■</span> {name.replace('_', ' ')} "
+                text = (f"<span style='color:{ink(color, target=MARK_CONTRAST)}'>■</span> {name.replace('_', ' ')} "
                         f"<span style='color:palette(mid)'>{fmt_bytes(nbytes)}</span>")
                 if label.text() != text:
                     label.setText(text)
@@ -670,7 +679,7 @@ class VramGauge(QWidget):
             mbs = field(est, "max_batch_size")
             if gpu and mbs is not None:
                 lines.append(f"largest{NBSP}micro-batch{NBSP}that{NBSP}fits:{NBSP}<b>{mbs}</b>" if mbs > 0 else
-                             "<span style='color:#d0342c'>even micro-batch 1 does not fit</span>")
+                             f"<span style='color:{ink('#d0342c')}'>even micro-batch 1 does not fit</span>")
             if share:
                 lines.append(share)
             text = " · ".join(lines)
@@ -686,7 +695,7 @@ class VramGauge(QWidget):
             vs = f"estimate {diff:+.0f}%"
             if below:  # the run's batches were this data's: its estimate is the one to hold against the peak
                 vs += f", with this dataset {(data['peak_bytes'] - self.measured) / self.measured * 100:+.0f}%"
-            text += (f"<br><span style='color:#d0342c'>▍</span>Measured peak {fmt_bytes(self.measured)}"
+            text += (f"<br><span style='color:{ink('#d0342c', target=MARK_CONTRAST)}'>▍</span>Measured peak {fmt_bytes(self.measured)}"
                      f"{' ' + self.measured_note if self.measured_note else ''} ({vs})")
         elif self.measured_note:
             text += f"<br>{self.measured_note}"
@@ -698,7 +707,7 @@ class VramGauge(QWidget):
         said = {by_kind[kind] for kind in SAID_OTHERWISE if kind in by_kind}
         notes = [n for n in (field(est, "notes") or []) if n and n not in said]
         if others and gpu < total_gpu:
-            text += (f"<br><span style='color:#b26b00'>Other programs hold {fmt_bytes(others)} of this "
+            text += (f"<br><span style='color:{ink('#b26b00')}'>Other programs hold {fmt_bytes(others)} of this "
                      f"{fmt_bytes(total_gpu)} GPU now</span>: the numbers above are of the {fmt_bytes(gpu)} they "
                      "leave (who holds it: under Model and machine)")
         if not gpu:
