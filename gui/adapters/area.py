@@ -53,13 +53,12 @@ from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
 from gui.flow_layout import FlowLayout
 from gui.fonts import set_relative_font
+from gui.scheme import MARK_CONTRAST, error_banner_style, ink, keep_styled, on_palette_change
 from gui.settings import kept_dict, studio_settings
 from gui.train.model_picker import recent_models, remember_model
 
 COLUMN_COLORS = ("#1565c0", "#2e7d32", "#ad1457", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037")
 BASE_COLOR = "#616161"
-BANNER_STYLE = ("background: #fdecea; color: #8a1c14; border: 1px solid #f0b4ae; border-radius: 4px; "
-                "padding: 6px;")
 PLAYGROUND_KEY = "adapters/playground"
 """The settings key of the playground as the user left it (JSON): the base and its precision, the
 ticked adapters, the prompt and system message, the generation settings, "Compare with base"."""
@@ -124,10 +123,10 @@ class OutputColumn(QFrame):
         self.setObjectName("outputColumn")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setMinimumWidth(260)
-        self.setStyleSheet(f"QFrame#outputColumn {{ border: 1px solid palette(mid); border-top: 3px solid {color}; "
-                           "border-radius: 4px; }")
+        keep_styled(self, lambda: f"QFrame#outputColumn {{ border: 1px solid palette(mid); "
+                    f"border-top: 3px solid {ink(color, target=MARK_CONTRAST)}; border-radius: 4px; }}")
         self.title = ElidedLabel(title)  # a long run name ends in "…" inside the column, not past its edge
-        self.title.setStyleSheet(f"color: {color}; border: none;")
+        keep_styled(self.title, lambda: f"color: {ink(color)}; border: none;")
         set_relative_font(self.title, 0.75, bold=True)  # 13 px at the default font, and follows a raised one
         self.subtitle = ElidedLabel(subtitle)  # "/long/path/to/base · adapters off" ends in "…", not mid-word
         self.subtitle.setStyleSheet("color: palette(placeholder-text); border: none;")
@@ -179,7 +178,7 @@ class OutputColumn(QFrame):
         self.done = True
         self.error = message
         self.text.setPlainText(message)
-        self.text.setStyleSheet("color: #b3261e;")
+        self.text.setStyleSheet(f"color: {ink('#b3261e')};")
         self.stats.setText("failed")
 
     def answer(self) -> str:
@@ -695,7 +694,8 @@ class AdaptersArea(QWidget):
         self.banner = QLabel("")
         self.banner.setWordWrap(True)
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.banner.setStyleSheet(BANNER_STYLE)
+        self.banner.setStyleSheet(error_banner_style())
+        on_palette_change(self.banner, lambda: self.banner.setStyleSheet(error_banner_style()))
         self.banner.hide()
 
         self.columns_host = QWidget()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication, QStandardItem, QStandardItemModel
+from PySide6.QtGui import QBrush, QFont, QGuiApplication, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 from engine import adapters as lib
 from engine.compare import Comparison, describe_saved, format_change, new_comparison_path, saved_comparisons
 from gui.engine_process import EngineCommandMixin, command_label, command_text
+from gui.scheme import ink, ink_color
 
 HEADERS = ["Model", "Answer loss", "Perplexity", "vs base", "Best on", "Trained on", "Exact", "F1"]
 ANSWER_COLUMNS = (6, 7)  # shown when the comparison scored answers (--answer)
@@ -326,7 +327,7 @@ class CompareDialog(EngineCommandMixin, QDialog):
                 font.setBold(True)
                 for item in items:
                     item.setFont(font)
-                    item.setForeground(QBrush(QColor("#1b5e20")))
+                    item.setForeground(QBrush(ink_color("#1b5e20")))
             self.table_model.appendRow(items)
         for col in ANSWER_COLUMNS:
             self.table.setColumnHidden(col, not base.answered)
@@ -350,7 +351,7 @@ class CompareDialog(EngineCommandMixin, QDialog):
         if comparison.sampled_from:
             notes.append(f"Set Records: to all to score all {comparison.sampled_from:,} usable records.")
         if notes:
-            text += "<br><span style='color:#8a5a00'>" + "<br>".join(notes) + "</span>"
+            text += f"<br><span style='color:{ink('#8a5a00')}'>" + "<br>".join(notes) + "</span>"
         if self.out_file is not None:
             text += f"<br><span style='color:palette(mid)'>All scores: {html.escape(str(self.out_file))}</span>"
         self._say(text)
@@ -384,15 +385,15 @@ class CompareDialog(EngineCommandMixin, QDialog):
     @staticmethod
     def _answers_html(c: Comparison) -> str:
         if not c.samples:
-            return "<p style='color:gray'>No answers asked for.</p>"
+            return f"<p style='color:{ink('gray')}'>No answers asked for.</p>"
         parts = ["<h3 style='margin:0'>Where the models differ most</h3>"]
         for s in c.samples:
             parts.append(f"<p style='margin-top:10px'><b>Record {s.record}</b>: {html.escape(s.prompt)}</p>"
                          "<table cellspacing='0' cellpadding='4' width='100%' style='border-collapse:collapse'>")
             rows = [("reference", s.reference, None)] + [(n, t, s.losses.get(n)) for n, t in s.answers.items()]
             for name, text, loss in rows:
-                colour = "#1b5e20" if name == "reference" else "#333"
-                label = html.escape(name) + (f"<br><span style='color:gray'>loss {_fmt(loss)}</span>"
+                colour = ink("#1b5e20" if name == "reference" else "#333")
+                label = html.escape(name) + (f"<br><span style='color:{ink('gray')}'>loss {_fmt(loss)}</span>"
                                              if loss is not None else "")
                 parts.append(f"<tr><td width='22%' valign='top' style='color:{colour}'>{label}</td>"
                              f"<td valign='top'>{html.escape(text) or '<i>(empty)</i>'}</td></tr>")
@@ -415,7 +416,7 @@ class CompareDialog(EngineCommandMixin, QDialog):
         self.setup_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def _say(self, text: str, colour: str | None = None) -> None:
-        self.status.setStyleSheet(f"color: {colour};" if colour else "")
+        self.status.setStyleSheet(f"color: {ink(colour)};" if colour else "")
         self.status.setText(text)
 
     def _on_browse(self) -> None:

@@ -46,6 +46,7 @@ from engine.paths import data_home
 from engine.runs import find_run
 from gui.dialog_size import text_width
 from gui.engine_process import EngineCommandMixin, command_label, command_text
+from gui.scheme import ink
 
 TYPE_NOTES = {
     "q8_0": "8-bit blocks: about half of f16, and the answers barely change (the usual choice)",
@@ -207,7 +208,7 @@ class GgufDialog(EngineCommandMixin, QDialog):
     # ---- Internals
     def _say(self, text: str, color: str | None = None) -> None:
         self.status.setText(text)
-        self.status.setStyleSheet(f"color: {color};" if color else "")
+        self.status.setStyleSheet(f"color: {ink(color)};" if color else "")
 
     def _on_form(self) -> None:
         lora = self.as_lora()
@@ -272,7 +273,7 @@ class GgufDialog(EngineCommandMixin, QDialog):
         if short:
             text += f"; only {format_size(free)} free there"
         self.size_label.setText(text)
-        self.size_label.setStyleSheet("color: #be1e1e;" if short else "")
+        self.size_label.setStyleSheet(f"color: {ink('#be1e1e')};" if short else "")
 
     def _on_browse(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "GGUF file", self.out_edit.text(), "GGUF files (*.gguf)")

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.adapters import AdapterCard, BaseMatch, base_label, format_size
+from gui.scheme import blend, ink, ink_color, is_dark
 
 CardRole = Qt.ItemDataRole.UserRole + 1
 MatchRole = Qt.ItemDataRole.UserRole + 2
@@ -196,7 +197,7 @@ class AdapterLibraryModel(QAbstractListModel):
             if match is not None:
                 lines.append(match.message)
             if card.problem:
-                lines.append(f"<span style='color:#b3261e'>{card.problem}</span>")
+                lines.append(f"<span style='color:{ink('#b3261e')}'>{card.problem}</span>")
             return "<br>".join(lines)
         if role == CardRole:
             return card
@@ -303,7 +304,11 @@ class AdapterCardDelegate(QStyledItemDelegate):
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        bg = pal.color(QPalette.ColorRole.Highlight).lighter(185) if selected else pal.color(QPalette.ColorRole.Base)
+        highlight, base = pal.color(QPalette.ColorRole.Highlight), pal.color(QPalette.ColorRole.Base)
+        # A pale highlight under a light palette; under a dark one the highlight's hue, dark, that the
+        # palette's light text reads on (its lighter() was near-white behind white text).
+        selected_bg = blend(base, highlight, 0.35) if is_dark(pal) else highlight.lighter(185)
+        bg = selected_bg if selected else base
         border = pal.color(QPalette.ColorRole.Highlight) if selected else pal.color(QPalette.ColorRole.Mid)
         painter.setPen(border)
         painter.setBrush(bg)
@@ -335,7 +340,7 @@ class AdapterCardDelegate(QStyledItemDelegate):
         painter.drawText(QRect(left, top, right - left, fm.height()), Qt.AlignmentFlag.AlignLeft, name)
         if verdict:
             painter.setFont(small)
-            painter.setPen(color)
+            painter.setPen(ink_color(color, pal, on=bg))
             painter.drawText(QRect(right - verdict_w, top + 2, verdict_w, sfm.height()), Qt.AlignmentFlag.AlignRight,
                              verdict)
         painter.setFont(small)
@@ -343,7 +348,7 @@ class AdapterCardDelegate(QStyledItemDelegate):
         # Why a card can't be used wraps onto a second line: cut to one, "the folder no longer
         # exists (deleted or moved): select…" lost the "press Remove" that says what to do.
         for i, (line, problem_line) in enumerate(self.detail_lines(card, match, option.font, right - left)):
-            painter.setPen(BAD_COLOR if problem_line else (text_color if i == 0 else muted))
+            painter.setPen(ink_color(BAD_COLOR, pal, on=bg) if problem_line else (text_color if i == 0 else muted))
             painter.drawText(QRect(left, y, right - left, sfm.height()), Qt.AlignmentFlag.AlignLeft,
                              sfm.elidedText(line, Qt.TextElideMode.ElideRight, right - left))
             y += sfm.height() + 1

@@ -33,6 +33,7 @@ from engine.paths import data_home
 from gui.adapters.library_model import method_label
 from gui.dialog_size import grow_to_fit, text_width
 from gui.engine_process import EngineCommandMixin, command_label, command_text
+from gui.scheme import ink
 
 MERGEABLE = ("LORA", "IA3")
 
@@ -224,7 +225,7 @@ class MergeDialog(EngineCommandMixin, QDialog):
         grow_to_fit(self)  # a longer combination text or command wraps to more lines: not cut
 
     def _fail(self, text: str) -> None:
-        self._show_result(text, "color: #8a1c14;")
+        self._show_result(text, f"color: {ink('#8a1c14')};")
 
     def _show_result(self, text: str, style: str = "") -> None:
         self.result.setText(text)
@@ -244,7 +245,7 @@ class MergeDialog(EngineCommandMixin, QDialog):
         out = self.out_edit.text().strip()
         gguf = [ln.split(" ", 2)[1] for ln in output.splitlines() if ln.startswith("wrote ")]
         self._show_result(f"Merged into {out}. Load it as a base model in the playground or in the "
-                          "Train area." + (f" GGUF file: {gguf[-1]}" if gguf else ""), "color: #1b5e20;")
+                          "Train area." + (f" GGUF file: {gguf[-1]}" if gguf else ""), f"color: {ink('#1b5e20')};")
         self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
         self.sig_merged.emit(out)
 
