@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tab", choices=["dataset", "train", "adapters", "runs"], default="dataset",
                    help="with --screenshot: which area to show")
     p.add_argument("--open", metavar="FILE", help="open the app on this dataset file")
+    p.add_argument("--color-scheme", choices=["system", "light", "dark"],
+                   help="light or dark colours for this start (and for --screenshot), instead of the app's "
+                        "Appearance setting; system follows the desktop")
     p.add_argument("--demo", action="store_true", help="open the app on the demo dataset and preset (without it, "
                    "the app opens the dataset file and the Train form as they were when it last closed)")
     p.add_argument("--self-check", action="store_true", help="check that the installed app works "
@@ -755,6 +758,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             gui_args += ["--open", str(Path(args.open).resolve())]
         if args.demo:
             gui_args.append("--demo")
+        if args.color_scheme:
+            gui_args += ["--color-scheme", args.color_scheme]
         return _run_gui(gui_args)
     try:
         return int(_handler(key)(args) or 0)

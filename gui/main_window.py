@@ -12,20 +12,24 @@ import traceback
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QActionGroup, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMenu,
     QSplitter,
     QStackedWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from engine import __version__
 from gui.fonts import set_relative_font
+from gui.scheme import SCHEME_KEY, apply_color_scheme, saved_scheme
 from gui.settings import last_file, studio_settings
 
 # key -> (label, "module:Class", tooltip)
@@ -91,7 +95,12 @@ class MainWindow(QMainWindow):
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)
         side_layout.addWidget(self.nav, 1)
-        side_layout.addWidget(version)
+        bottom = QHBoxLayout()
+        bottom.setContentsMargins(0, 0, 6, 0)
+        bottom.addWidget(version)
+        bottom.addStretch(1)
+        bottom.addWidget(self._appearance_button())
+        side_layout.addLayout(bottom)
         splitter = QSplitter()
         splitter.addWidget(side)
         splitter.addWidget(self.stack)
@@ -170,6 +179,36 @@ class MainWindow(QMainWindow):
     def _area_key(index: int) -> QKeySequence:
         """The key that shows the ``index``-th area (its sidebar item's tooltip names it)."""
         return QKeySequence(f"Ctrl+{index + 1}")
+
+
+    def _appearance_button(self) -> QToolButton:
+        """A small button beside the version: Appearance, follow the system or force light or dark.
+        Qt switches the palette itself where the platform honours the request (Windows, macOS, GNOME,
+        KDE); elsewhere ``apply_color_scheme`` sets one. The choice is kept in the settings file."""
+        button = QToolButton()
+        button.setObjectName("appearanceButton")
+        button.setText("◐")
+        button.setAccessibleName("Appearance")  # a screen reader would say the symbol's name
+        button.setAutoRaise(True)
+        button.setToolTip("Appearance: follow the system, or always light or dark")
+        button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu("Appearance", button)
+        self.appearance_actions = QActionGroup(menu)
+        current = saved_scheme()
+        for scheme, label in (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
+            action = menu.addAction(label)
+            action.setCheckable(True)
+            action.setChecked(scheme == current)
+            action.setData(scheme)
+            self.appearance_actions.addAction(action)
+        self.appearance_actions.triggered.connect(self._on_appearance)
+        button.setMenu(menu)
+        return button
+
+    def _on_appearance(self, action) -> None:
+        scheme = action.data()
+        studio_settings().setValue(SCHEME_KEY, scheme)
+        apply_color_scheme(scheme)
 
     def _build_area(self, key: str, target: str) -> QWidget:
         module, cls = target.split(":")

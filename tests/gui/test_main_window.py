@@ -355,3 +355,50 @@ def test_a_failed_runs_fix_opens_its_config_in_the_train_area_with_the_fix(qtbot
     assert win.current_area() == "train"
     values = train.config_model.values()
     assert values["learning_rate"] == 1.25 and values["max_steps"] == 20
+
+
+def test_the_appearance_menu_switches_light_and_dark_at_once_and_is_remembered(qtbot, qapp):
+    from PySide6.QtGui import QPalette
+
+    from gui.scheme import SCHEME_KEY, is_dark
+
+    old = qapp.palette()
+    win = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(win)
+    plot = win.areas["train"].plots.loss.widget
+    actions = {a.data(): a for a in win.appearance_actions.actions()}
+    assert set(actions) == {"system", "light", "dark"} and actions["system"].isChecked()
+    try:
+        actions["dark"].trigger()
+        assert settings().value(SCHEME_KEY) == "dark" and is_dark(qapp.palette())
+        base = qapp.palette().color(QPalette.ColorRole.Base)
+        qtbot.waitUntil(lambda: plot.backgroundBrush().color() == base)  # the plots follow while it runs
+        actions["system"].trigger()
+        assert settings().value(SCHEME_KEY) == "system" and not is_dark(qapp.palette())
+        qtbot.waitUntil(lambda: plot.backgroundBrush().color() == qapp.palette().color(QPalette.ColorRole.Base))
+    finally:
+        qapp.setPalette(old)
+    again = MainWindow(load_demo=False, restore_geometry=False)
+    qtbot.addWidget(again)
+    assert {a.data(): a.isChecked() for a in again.appearance_actions.actions()}["system"]
+
+
+def test_the_color_scheme_flag_takes_only_known_schemes(capsys):
+    import pytest
+
+    from gui.app import _parse
+
+    assert _parse(["--color-scheme", "dark"]).color_scheme == "dark"
+    assert _parse([]).color_scheme is None  # the Appearance setting decides
+    with pytest.raises(SystemExit):
+        _parse(["--color-scheme", "dim"])
+    assert "--color-scheme: invalid choice: 'dim'" in capsys.readouterr().err
+
+
+def test_the_command_hands_the_color_scheme_to_the_window(monkeypatch):
+    from engine import cli
+
+    handed = []
+    monkeypatch.setattr(cli, "_run_gui", lambda argv: handed.append(list(argv)) or 0)
+    assert cli._main(["--screenshot", "out.png", "--tab", "runs", "--color-scheme", "dark"]) == 0
+    assert handed == [["--screenshot", "out.png", "--tab", "runs", "--color-scheme", "dark"]]
