@@ -248,7 +248,7 @@ class PlotColors:
         # Titles and tick labels: the dark grey they always were; on a dark palette, the text colour
         # a little toward the background (a grey lifted to 4.5:1 read as disabled).
         self.foreground = blend(on, text, 0.8) if self.dark else QColor("#333333")
-        self.axis = ink_color("#555555", palette, on=on, target=MARK_CONTRAST)
+        self.axis = ink_color("#555555", palette, on=on)  # axis lines, and the axis label ("step") with them
         self.hint = ink_color("#888888", palette, on=on)  # "Start a run to see live curves"
         self.grid_major = blend(on, text, 0.16) if self.dark else QColor("#e3e3e3")
         self.grid_minor = blend(on, text, 0.08) if self.dark else QColor("#f1f1f1")

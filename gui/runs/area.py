@@ -823,8 +823,8 @@ class RunsArea(QWidget):
         self.plot.setBackground(colors.background)
         for name in ("left", "bottom"):
             axis = self.plot.getAxis(name)
-            axis.setPen(pg.mkPen(colors.axis))
             axis.setTextPen(colors.foreground)
+            axis.setPen(pg.mkPen(colors.axis))  # after: it colours the axis label too, as it always did
             axis.setTickPen(pg.mkPen(colors.grid_major if colors.dark else QColor("#e6e6e6")))
         self.legend.setLabelTextColor(colors.foreground)
         self.plot_hint.setColor(colors.hint)

@@ -268,8 +268,9 @@ class _Panel:
         widget.addItem(self.grid, ignoreBounds=True)
         widget.setBackground(self.colors.background)
         for name in ("left", "bottom"):
-            widget.getAxis(name).setPen(pg.mkPen(self.colors.axis))
+            # Tick labels in the foreground; the axis label ("step") takes the axis pen's colour.
             widget.getAxis(name).setTextPen(self.colors.foreground)
+            widget.getAxis(name).setPen(pg.mkPen(self.colors.axis))
         if step_label:
             widget.setLabel("bottom", "step")
         if unit:
@@ -327,8 +328,8 @@ class _Panel:
         self.colors = colors
         self.widget.setBackground(colors.background)
         for axis in ("left", "bottom"):
-            self.widget.getAxis(axis).setPen(pg.mkPen(colors.axis))
             self.widget.getAxis(axis).setTextPen(colors.foreground)
+            self.widget.getAxis(axis).setPen(pg.mkPen(colors.axis))
         self.grid.set_colors(colors)
         for name, curve in self.curves.items():
             color = self._curve_color(name)

@@ -59,6 +59,7 @@ def test_the_train_plots_follow_a_switch_to_dark_and_back(qtbot, qapp):
                 assert contrast(curve.opts["pen"].color(), base) >= MARK_CONTRAST or name == "loss", (panel.title, name)
             for axis in ("left", "bottom"):
                 assert contrast(panel.widget.getAxis(axis).textPen().color(), base) >= TEXT_CONTRAST
+                assert contrast(QColor(panel.widget.getAxis(axis).labelStyle['color']), base) >= TEXT_CONTRAST
         assert colors.dark and contrast(colors.hint, base) >= TEXT_CONTRAST
         assert f"color:{plots.loss._curve_color('smoothed').name()}" in plots.loss.key_text
     finally:
