@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from engine import __version__
 from gui.fonts import set_relative_font
-from gui.scheme import SCHEME_KEY, apply_color_scheme, saved_scheme
+from gui.scheme import SCHEME_KEY, apply_color_scheme, follow_palette, saved_scheme
 from gui.settings import last_file, studio_settings
 
 # key -> (label, "module:Class", tooltip)
@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
         for i, key in enumerate(AREAS):
             QShortcut(self._area_key(i), self, activated=lambda k=key: self.show_area(k))
         self.statusBar().showMessage("Ready")
+        follow_palette(self)  # a light/dark switch re-colours the areas while the window is open
 
         s = studio_settings()
         if restore_geometry and s.value("main/geometry"):

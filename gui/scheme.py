@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
 TEXT_CONTRAST = 4.5  # WCAG 2.1 SC 1.4.3: normal-size text
@@ -123,14 +123,64 @@ def hint_style() -> str:
 
 
 # ---- Following a scheme change at run time
-class _PaletteWatcher(QObject):
-    """Calls back once the application's palette has changed.
+class _PaletteHub(QObject):
+    """Tells every watcher once the application's palette has changed, and first gives each widget
+    with a style sheet its sheet again: a sheet's colours (``palette(window)``, the ones
+    ``keep_styled`` makes) are resolved when it is applied, and Qt does not redo that when the
+    application palette changes. It watches the windows it is given (``follow_palette``): a window
+    gets ApplicationPaletteChange; an application-wide event filter would run Python for every
+    event of the app."""
 
-    A window gets ApplicationPaletteChange, the widgets inside it PaletteChange as the palette
-    propagates. But a style sheet with colours sends a PaletteChange too, so a callback that sets
-    one would call itself: only a change of the application's palette counts. And not at once:
-    the event can come before the widget has taken the new palette, so the call waits for the
-    event loop, and a burst of events makes one call.
+    sig_changed = Signal()
+    """The application's palette changed (after the event loop turned once)."""
+
+    def __init__(self, app: QObject):
+        super().__init__(app)
+        self._seen = app_palette().cacheKey()
+        self._pending = False
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange, QEvent.Type.ThemeChange):
+            self.check()
+        return False
+
+    def check(self) -> None:
+        key = app_palette().cacheKey()
+        if key != self._seen and not self._pending:
+            self._seen = key
+            self._pending = True
+            QTimer.singleShot(0, self, self._fire)
+
+    def _fire(self) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        self._pending = False
+        for widget in QApplication.allWidgets():
+            sheet = widget.styleSheet()
+            if sheet:
+                widget.setStyleSheet(sheet)
+        self.sig_changed.emit()
+
+
+def _hub() -> _PaletteHub:
+    app = QGuiApplication.instance()
+    hub = app.findChild(_PaletteHub)
+    return hub if hub is not None else _PaletteHub(app)
+
+
+def follow_palette(window: QObject) -> None:
+    """Re-colour the app when ``window`` (the main window) sees the application palette change."""
+    window.installEventFilter(_hub())
+
+
+class _PaletteWatcher(QObject):
+    """Calls back once the application's palette has changed: on the hub's word, or on an event
+    of its own widget (a widget outside the followed windows: a test's, a lone dialog's).
+
+    A style sheet with colours sends its widget a PaletteChange too, so a callback that sets one
+    would call itself: only a change of the application's palette counts. And not at once: the
+    event can come before the widget has taken the new palette, so the call waits for the event
+    loop, and a burst of events makes one call.
     """
 
     def __init__(self, target: QObject, callback: Callable[[], None]):
@@ -139,19 +189,26 @@ class _PaletteWatcher(QObject):
         self._pending = False
         self._seen = app_palette().cacheKey()
         target.installEventFilter(self)
+        _hub().sig_changed.connect(self._on_hub)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange,
                             QEvent.Type.ThemeChange) and not self._pending:
-            key = app_palette().cacheKey()
-            if key != self._seen:
-                self._seen = key
+            if app_palette().cacheKey() != self._seen:
                 self._pending = True
                 QTimer.singleShot(0, self, self._fire)
         return False
 
+    def _on_hub(self) -> None:
+        if app_palette().cacheKey() != self._seen:
+            self._fire()
+
     def _fire(self) -> None:
         self._pending = False
+        key = app_palette().cacheKey()
+        if key == self._seen:
+            return  # the hub's call came first
+        self._seen = key
         self._callback()
 
 
@@ -215,8 +272,9 @@ def apply_color_scheme(scheme: str) -> None:
     hints.setColorScheme(wanted)
     if scheme == "system" or hints.colorScheme() == wanted:
         app.setPalette(QPalette())  # back to what the style and platform give
-        return
-    app.setPalette(dark_palette() if scheme == "dark" else app.style().standardPalette())
+    else:
+        app.setPalette(dark_palette() if scheme == "dark" else app.style().standardPalette())
+    _hub().check()
 
 
 def saved_scheme() -> str:

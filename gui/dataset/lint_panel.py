@@ -276,7 +276,7 @@ class LintPanel(QWidget):
     # ---- Internals
     def _recolor(self) -> None:
         """Colours that follow the palette (built, and again on a light/dark switch)."""
-        palette = self.palette()
+        palette = app_palette()  # not self.palette(): a hidden widget may not have taken it yet
         for label in (self.detail, self.audit_note):
             label.setStyleSheet(hint_style())
         for note in (self.balance_note, self.length_note):

@@ -819,7 +819,7 @@ class RunsArea(QWidget):
     def _recolor_plot(self) -> None:
         """The plot's background, axes, grid and key in the palette's colours (built, and again on a
         light/dark switch)."""
-        colors = self.plot_colors = PlotColors(self.palette())
+        colors = self.plot_colors = PlotColors()  # the application's palette (a hidden widget may lag)
         self.plot.setBackground(colors.background)
         for name in ("left", "bottom"):
             axis = self.plot.getAxis(name)

@@ -738,7 +738,7 @@ class TrainPlots(QWidget):
         self.loss.dirty = True
 
     def _recolor(self) -> None:
-        colors = PlotColors(self.palette())
+        colors = PlotColors()  # the application's: a hidden widget may not have taken it yet
         for p in self.panels:
             p.recolor(colors)
         self._placeholder.setColor(colors.hint)
