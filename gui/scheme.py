@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
+from PySide6.QtWidgets import QWidget
 
 TEXT_CONTRAST = 4.5  # WCAG 2.1 SC 1.4.3: normal-size text
 MARK_CONTRAST = 3.0  # WCAG 2.1 SC 1.4.11: graphical objects (plot lines, marks)
@@ -35,6 +36,14 @@ Role = QPalette.ColorRole
 def app_palette() -> QPalette:
     app = QGuiApplication.instance()
     return app.palette() if app is not None else QPalette()
+
+
+def _signature() -> tuple[int, ...]:
+    """What the application palette paints with, to tell a real change from an event that only
+    says one might have happened (a reparented widget gets a PaletteChange too)."""
+    palette = app_palette()
+    return tuple(palette.color(role).rgba() for role in (Role.Window, Role.WindowText, Role.Base, Role.Text,
+                                                            Role.Highlight, Role.Mid, Role.PlaceholderText))
 
 
 def is_dark(palette: QPalette | None = None) -> bool:
@@ -136,7 +145,7 @@ class _PaletteHub(QObject):
 
     def __init__(self, app: QObject):
         super().__init__(app)
-        self._seen = app_palette().cacheKey()
+        self._seen = _signature()
         self._pending = False
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
@@ -145,7 +154,7 @@ class _PaletteHub(QObject):
         return False
 
     def check(self) -> None:
-        key = app_palette().cacheKey()
+        key = _signature()
         if key != self._seen and not self._pending:
             self._seen = key
             self._pending = True
@@ -187,27 +196,30 @@ class _PaletteWatcher(QObject):
         super().__init__(target)
         self._callback = callback
         self._pending = False
-        self._seen = app_palette().cacheKey()
+        self._seen = _signature()
         target.installEventFilter(self)
         _hub().sig_changed.connect(self._on_hub)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange,
-                            QEvent.Type.ThemeChange) and not self._pending:
-            if app_palette().cacheKey() != self._seen:
+                            QEvent.Type.ThemeChange, QEvent.Type.Show) and not self._pending:
+            if _signature() != self._seen:
                 self._pending = True
                 QTimer.singleShot(0, self, self._fire)
         return False
 
     def _on_hub(self) -> None:
-        if app_palette().cacheKey() != self._seen:
+        if _signature() != self._seen:
             self._fire()
 
     def _fire(self) -> None:
         self._pending = False
-        key = app_palette().cacheKey()
+        key = _signature()
         if key == self._seen:
             return  # the hub's call came first
+        target = self.parent()
+        if isinstance(target, QWidget) and not target.isVisible():
+            return  # done when it is shown (a hidden area, or a closed window on its way out)
         self._seen = key
         self._callback()
 

@@ -158,7 +158,8 @@ class _Grid(pg.GraphicsObject):
 
     def set_colors(self, colors: PlotColors) -> None:
         self._pens = (pg.mkPen(colors.grid_major), pg.mkPen(colors.grid_minor))
-        self.update()
+        if self.scene() is not None:  # not while it is built, before it is in a plot
+            self.update()
 
     def dataBounds(self, axis, frac=1.0, orthoRange=None):  # noqa: N802 (pyqtgraph's API)
         return None  # never part of auto-range

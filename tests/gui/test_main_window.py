@@ -369,12 +369,13 @@ def test_the_appearance_menu_switches_light_and_dark_at_once_and_is_remembered(q
     actions = {a.data(): a for a in win.appearance_actions.actions()}
     assert set(actions) == {"system", "light", "dark"} and actions["system"].isChecked()
     try:
+        win.show()
+        win.show_area("train")
         actions["dark"].trigger()
         assert settings().value(SCHEME_KEY) == "dark" and is_dark(qapp.palette())
         base = qapp.palette().color(QPalette.ColorRole.Base)
         qtbot.waitUntil(lambda: plot.backgroundBrush().color() == base)  # the plots follow while it runs
         # So do widgets with a style sheet (the area list's palette(window)), which Qt left light.
-        win.show()
         qtbot.waitUntil(lambda: win.nav.grab().toImage().pixelColor(3, win.nav.height() - 3).lightnessF() < 0.5)
         actions["system"].trigger()
         assert settings().value(SCHEME_KEY) == "system" and not is_dark(qapp.palette())
