@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QWidget
 
 TEXT_CONTRAST = 4.5  # WCAG 2.1 SC 1.4.3: normal-size text
 MARK_CONTRAST = 3.0  # WCAG 2.1 SC 1.4.11: graphical objects (plot lines, marks)
@@ -38,7 +37,7 @@ def app_palette() -> QPalette:
     return app.palette() if app is not None else QPalette()
 
 
-def _signature() -> tuple[int, ...]:
+def palette_signature() -> tuple[int, ...]:
     """What the application palette paints with, to tell a real change from an event that only
     says one might have happened (a reparented widget gets a PaletteChange too)."""
     palette = app_palette()
@@ -140,13 +139,11 @@ class _PaletteHub(QObject):
     gets ApplicationPaletteChange; an application-wide event filter would run Python for every
     event of the app."""
 
-    sig_changed = Signal()
-    """The application's palette changed (after the event loop turned once)."""
-
     def __init__(self, app: QObject):
         super().__init__(app)
-        self._seen = _signature()
+        self._seen = palette_signature()
         self._pending = False
+        self.styled: dict[int, tuple[QObject, Callable[[], str]]] = {}  # keep_styled's widgets
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange, QEvent.Type.ThemeChange):
@@ -154,7 +151,7 @@ class _PaletteHub(QObject):
         return False
 
     def check(self) -> None:
-        key = _signature()
+        key = palette_signature()
         if key != self._seen and not self._pending:
             self._seen = key
             self._pending = True
@@ -166,9 +163,11 @@ class _PaletteHub(QObject):
         self._pending = False
         for widget in QApplication.allWidgets():
             sheet = widget.styleSheet()
-            if sheet:
+            style = self.styled.get(id(widget))
+            if style is not None and style[0] is widget:
+                widget.setStyleSheet(style[1]())
+            elif sheet:
                 widget.setStyleSheet(sheet)
-        self.sig_changed.emit()
 
 
 def _hub() -> _PaletteHub:
@@ -182,60 +181,47 @@ def follow_palette(window: QObject) -> None:
     window.installEventFilter(_hub())
 
 
-class _PaletteWatcher(QObject):
-    """Calls back once the application's palette has changed: on the hub's word, or on an event
-    of its own widget (a widget outside the followed windows: a test's, a lone dialog's).
+class FollowsPalette:
+    """For a QWidget whose colours a palette doesn't reach by itself (a plot's background and
+    pens, rich text with colours baked in): ``_on_palette_change()`` runs after the application
+    palette changed (the user switched between light and dark while the app runs).
 
-    A style sheet with colours sends its widget a PaletteChange too, so a callback that sets one
-    would call itself: only a change of the application's palette counts. And not at once: the
-    event can come before the widget has taken the new palette, so the call waits for the event
-    loop, and a burst of events makes one call.
+    From its own change event, after the event loop turned (the palette reaches the children
+    after the event); only on a real change of colours (a reparented widget gets a PaletteChange
+    too); and for a hidden widget when it is shown (a hidden area, a closed window on its way out).
+    Put it before QWidget among the bases.
     """
 
-    def __init__(self, target: QObject, callback: Callable[[], None]):
-        super().__init__(target)
-        self._callback = callback
-        self._pending = False
-        self._seen = _signature()
-        target.installEventFilter(self)
-        _hub().sig_changed.connect(self._on_hub)
+    def _on_palette_change(self) -> None:
+        raise NotImplementedError
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange,
-                            QEvent.Type.ThemeChange, QEvent.Type.Show) and not self._pending:
-            if _signature() != self._seen:
-                self._pending = True
-                QTimer.singleShot(0, self, self._fire)
-        return False
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            QTimer.singleShot(0, self, self._follow_palette)
 
-    def _on_hub(self) -> None:
-        if _signature() != self._seen:
-            self._fire()
+    def showEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self._follow_palette()
 
-    def _fire(self) -> None:
-        self._pending = False
-        key = _signature()
-        if key == self._seen:
-            return  # the hub's call came first
-        target = self.parent()
-        if isinstance(target, QWidget) and not target.isVisible():
-            return  # done when it is shown (a hidden area, or a closed window on its way out)
-        self._seen = key
-        self._callback()
-
-
-def on_palette_change(widget: QObject, callback: Callable[[], None]) -> None:
-    """Call ``callback`` whenever ``widget``'s palette changes (the user switched between light
-    and dark while the app runs), for colours a palette doesn't reach by itself: a plot's
-    background and pens, rich text with colours baked in."""
-    _PaletteWatcher(widget, callback)
+    def _follow_palette(self) -> None:
+        now = palette_signature()
+        seen = getattr(self, "_painted_with", None)
+        if seen is None:
+            self._painted_with = now  # built with the palette of the moment
+        elif now != seen and self.isVisible():
+            self._painted_with = now
+            self._on_palette_change()
 
 
 def keep_styled(widget: QObject, style: Callable[[], str]) -> None:
     """Give ``widget`` the style sheet ``style()`` makes, now and again after each palette change
     (for a style sheet whose colours come from ``ink`` or ``tint``)."""
     widget.setStyleSheet(style())
-    on_palette_change(widget, lambda: widget.setStyleSheet(style()))
+    styled = _hub().styled
+    key = id(widget)
+    styled[key] = (widget, style)
+    widget.destroyed.connect(lambda *_: styled.pop(key, None))
 
 
 # ---- The Appearance choice

@@ -53,7 +53,7 @@ from gui.adapters.merge_dialog import MergeDialog, merge_problem
 from gui.adapters.prompts import PromptStore, SavedPrompt
 from gui.flow_layout import FlowLayout
 from gui.fonts import set_relative_font
-from gui.scheme import MARK_CONTRAST, error_banner_style, ink, keep_styled, on_palette_change
+from gui.scheme import MARK_CONTRAST, error_banner_style, ink, keep_styled
 from gui.settings import kept_dict, studio_settings
 from gui.train.model_picker import recent_models, remember_model
 
@@ -694,8 +694,7 @@ class AdaptersArea(QWidget):
         self.banner = QLabel("")
         self.banner.setWordWrap(True)
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.banner.setStyleSheet(error_banner_style())
-        on_palette_change(self.banner, lambda: self.banner.setStyleSheet(error_banner_style()))
+        keep_styled(self.banner, error_banner_style)
         self.banner.hide()
 
         self.columns_host = QWidget()

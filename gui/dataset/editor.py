@@ -83,7 +83,7 @@ from gui.dataset.search import (
 )
 from gui.dataset.split_dialog import SplitDialog
 from gui.dataset.table_model import RecordTableModel, fixed_record, with_data
-from gui.scheme import MARK_CONTRAST, hint_style, ink, keep_styled, on_palette_change, tint
+from gui.scheme import MARK_CONTRAST, hint_style, ink, keep_styled, tint
 from gui.settings import RECENT_FILES_KEY, forget, recent_files, remember_file
 
 SAVE_FILTERS = {"JSON lines (*.jsonl)": "jsonl", "JSON (*.json)": "json", "CSV (*.csv)": "csv",
@@ -234,7 +234,7 @@ class Banner(QFrame):
             b.clicked.connect(lambda _c=False, i=i: self._on_button(i))
         self.kind = ""
         self.topic = ""
-        on_palette_change(self, lambda: self.setStyleSheet(f"Banner {{ {_banner_style(self.kind)} }}"))
+        keep_styled(self, lambda: f"Banner {{ {_banner_style(self.kind)} }}" if self.kind else "")
         self.hide()
 
     def clear_topic(self, *topics: str) -> None:

@@ -30,7 +30,15 @@ from PySide6.QtWidgets import (
 from engine.data.lint import task_types_note
 from gui.dataset.severity import COLORS, MARKS, WORDS
 from gui.fonts import set_relative_font
-from gui.scheme import MARK_CONTRAST, app_palette, hint_style, ink, ink_color, on_palette_change
+from gui.scheme import (
+    MARK_CONTRAST,
+    FollowsPalette,
+    app_palette,
+    hint_style,
+    ink,
+    ink_color,
+    palette_signature,
+)
 
 MIN_CHART_HEIGHT = 130  # at the default font; the task-type chart grows with its rows' text
 MAX_ITEMS_PER_RULE = 300  # a rule with 10,000 hits is filtered in the table, not listed here
@@ -45,13 +53,17 @@ def _severity_color(sev: str) -> QColor:
     return ink_color(COLORS[sev]) if sev in COLORS else app_palette().color(QPalette.ColorRole.Text)
 
 
-def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
+def _color_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
     plot.setBackground(palette.color(QPalette.ColorRole.Base))
     text = palette.color(QPalette.ColorRole.Text)
     for name in ("left", "bottom"):
         axis = plot.getAxis(name)
         axis.setTextPen(text)
         axis.setPen(palette.color(QPalette.ColorRole.Mid))
+
+
+def _style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
+    _color_plot(plot, palette)
     plot.setMenuEnabled(False)
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
@@ -94,7 +106,7 @@ class NoteLabel(QLabel):
             self.setMinimumHeight(need)
 
 
-class LintPanel(QWidget):
+class LintPanel(FollowsPalette, QWidget):
     """Findings by rule, and the balance and length charts."""
 
     sig_finding_activated = Signal(object)
@@ -176,6 +188,7 @@ class LintPanel(QWidget):
         self.tree.customContextMenuRequested.connect(self._on_context_menu)
 
         self.balance_plot = pg.PlotWidget()
+        _style_plot(self.balance_plot, self.palette())
         self.balance_plot.setTitle("Task types (share of records)", size=_title_size(self))
         self.balance_plot.setLabel("bottom", "% of records")
         self.balance_bars = pg.BarGraphItem(x0=[], y=[], height=0.6, width=[], brush=QColor(70, 130, 180))
@@ -185,6 +198,7 @@ class LintPanel(QWidget):
         set_relative_font(self.balance_note, -0.75)  # 11 px at the default font
 
         self.length_plot = pg.PlotWidget()
+        _style_plot(self.length_plot, self.palette())
         self.length_plot.setTitle("Token length (records per bin)", size=_title_size(self))
         self.length_plot.setLabel("bottom", "tokens")
         self.length_curve = pg.PlotDataItem([0, 1], [0], stepMode="center", fillLevel=0,
@@ -224,7 +238,7 @@ class LintPanel(QWidget):
         lay.addWidget(split, 1)
         self._report = None
         self._recolor()
-        on_palette_change(self, self._recolor)
+        self._painted_with = palette_signature()  # the palette its colours are from (FollowsPalette)
 
     def show_report(self, report, seconds: float | None = None, stale: bool = False) -> None:
         """Show a lint report (findings tree, summary and charts)."""
@@ -274,6 +288,9 @@ class LintPanel(QWidget):
                 for i in range(self.tree.topLevelItemCount())}
 
     # ---- Internals
+    def _on_palette_change(self) -> None:
+        self._recolor()
+
     def _recolor(self) -> None:
         """Colours that follow the palette (built, and again on a light/dark switch)."""
         palette = app_palette()  # not self.palette(): a hidden widget may not have taken it yet
@@ -282,7 +299,7 @@ class LintPanel(QWidget):
         for note in (self.balance_note, self.length_note):
             note.setStyleSheet(hint_style())  # its size: set_relative_font, which follows the font
         for plot in (self.balance_plot, self.length_plot):
-            _style_plot(plot, palette)
+            _color_plot(plot, palette)  # only colours: the menus and mouse are set once, when built
         seq_color = ink_color(QColor(200, 40, 40), palette, on=palette.color(QPalette.ColorRole.Base),
                               target=MARK_CONTRAST)
         self.seq_line.setPen(pg.mkPen(seq_color, width=2, style=Qt.PenStyle.DashLine))

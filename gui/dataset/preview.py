@@ -29,7 +29,7 @@ from engine.data.records import Record
 from engine.data.templates import TEMPLATE_CHOICES
 from engine.paths import demo_model_dir
 from gui.dataset.token_service import TokenService
-from gui.scheme import ink, ink_color, on_palette_change, tint, tint_color
+from gui.scheme import FollowsPalette, ink, ink_color, palette_signature, tint, tint_color
 
 _TRAINED_BG = QColor(200, 240, 195)
 _PROMPT_FG = QColor(95, 95, 95)
@@ -66,7 +66,7 @@ class _TokenizerJob(QObject):
         self.sig_rendered.emit(seq, answer, "")
 
 
-class PreviewPane(QWidget):
+class PreviewPane(FollowsPalette, QWidget):
     """Shows how the trainer sees one record: prompt tokens grey, trained tokens highlighted."""
 
     sig_add_tokens_changed = Signal()
@@ -131,7 +131,7 @@ class PreviewPane(QWidget):
         self._tokenizer_path = str(default) if (default / "tokenizer_config.json").exists() else None
         self._show_source()
         self._recolor()
-        on_palette_change(self, self._on_palette_change)
+        self._painted_with = palette_signature()  # the palette its colours are from (FollowsPalette)
 
     def load_tokenizer(self, path: str | None = None) -> None:
         """Start loading the tokenizer of a model folder (the demo model by default)."""

@@ -77,7 +77,7 @@ from gui.engine_process import cli_failure, json_message, run_engine
 from gui.flow_layout import FlowLayout
 from gui.runs.audit_panel import AuditPanel
 from gui.runs.queue_panel import QueuePanel
-from gui.scheme import PlotColors, ink, ink_color, on_palette_change
+from gui.scheme import FollowsPalette, PlotColors, ink, ink_color, palette_signature
 from gui.train.plots import debiased_ema
 
 GiB = 2**30
@@ -390,7 +390,7 @@ class RunsTableModel(QAbstractTableModel):
         return None
 
 
-class RunsArea(QWidget):
+class RunsArea(FollowsPalette, QWidget):
     """Run history with overlaid curves, resume, open config and folder, and "Try it"."""
 
     sig_try_adapter = Signal(str)
@@ -583,7 +583,7 @@ class RunsArea(QWidget):
         self.delete_button.clicked.connect(lambda: self.remove_selected(prune=False))
         self.table.installEventFilter(self)  # the Delete key deletes the selected runs (after asking)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
-        on_palette_change(self, self._on_palette_change)
+        self._painted_with = palette_signature()  # the palette its colours are from (FollowsPalette)
         self.table.doubleClicked.connect(lambda _: self._on_open_config())
         self.audit_panel.sig_open_record.connect(self.sig_open_record)
         self.metric_combo.currentIndexChanged.connect(self._replot)

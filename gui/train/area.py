@@ -51,7 +51,7 @@ from engine.runs import format_duration, mean_of_last, read_samples, steps_in_me
 from gui.adapters.gguf_dialog import GgufDialog
 from gui.elided_combo import ElidedComboBox
 from gui.flow_layout import FlowLayout
-from gui.scheme import error_banner_style, on_palette_change
+from gui.scheme import error_banner_style, keep_styled
 from gui.settings import kept_dict, studio_settings
 from gui.train.advisor import Advice, Advisor, AdvisorPanel
 from gui.train.background import BackgroundCalls
@@ -701,8 +701,7 @@ class TrainArea(QWidget):
         self.banner = QLabel("")
         self.banner.setWordWrap(True)
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.banner.setStyleSheet(error_banner_style())
-        on_palette_change(self.banner, lambda: self.banner.setStyleSheet(error_banner_style()))
+        keep_styled(self.banner, error_banner_style)
         self.banner.hide()
 
         # Left: the form.

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.scheme import PlotColors, on_palette_change
+from gui.scheme import FollowsPalette, PlotColors, palette_signature
 
 SMOOTHED_COLOR = "#1f5fa8"
 REDRAW_INTERVAL_MS = 100
@@ -413,7 +413,7 @@ class _Note(QLabel):
         self.setText(next((w for w in self.wordings if self.fontMetrics().horizontalAdvance(w) <= room), ""))
 
 
-class TrainPlots(QWidget):
+class TrainPlots(FollowsPalette, QWidget):
     """Loss (raw, smoothed, eval), learning rate, gradient norm, tokens/s and GPU memory."""
 
     sig_smoothing_changed = Signal(float)
@@ -506,7 +506,7 @@ class TrainPlots(QWidget):
         for p in self.panels:
             p.dirty = True
         self.redraw()
-        on_palette_change(self, self._recolor)
+        self._painted_with = palette_signature()  # the palette its colours are from (FollowsPalette)
 
     NARROW = 620
     """Below this width (px) the four small plots go two by two: a quarter of a narrower row
@@ -738,7 +738,7 @@ class TrainPlots(QWidget):
         self._ema_last = float(ys[-1] * (1 - w ** self._ema_k)) if len(ys) and w > 0 else 0.0
         self.loss.dirty = True
 
-    def _recolor(self) -> None:
+    def _on_palette_change(self) -> None:
         colors = PlotColors()  # the application's: a hidden widget may not have taken it yet
         for p in self.panels:
             p.recolor(colors)

@@ -11,7 +11,7 @@ import html
 
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
 
-from gui.scheme import ink, on_palette_change, tint
+from gui.scheme import FollowsPalette, ink, palette_signature, tint
 
 _MODEL_BG = "#e8f3e8"
 _REFERENCE_FG = "#5f6368"
@@ -20,7 +20,7 @@ EMPTY = ("At each evaluation (each checkpoint when there is no eval data) and at
          "checkpoints).")
 
 
-class SamplesPanel(QWidget):
+class SamplesPanel(FollowsPalette, QWidget):
     """Step picker + the answers of that step, one block per record."""
 
     def __init__(self, parent: QWidget | None = None):
@@ -45,7 +45,7 @@ class SamplesPanel(QWidget):
         lay.addLayout(head)
         lay.addWidget(self.view, 1)
         self._show()
-        on_palette_change(self, self._show)  # the answers' tint and the reference's grey follow the palette
+        self._painted_with = palette_signature()  # the palette its colours are from (FollowsPalette)
 
     # ---- Public API
     def set_rows(self, rows: list[dict]) -> None:
@@ -76,6 +76,9 @@ class SamplesPanel(QWidget):
         return self.step.currentData()
 
     # ---- Internals
+    def _on_palette_change(self) -> None:
+        self._show()  # the answers' tint and the reference's grey are the palette's
+
     def _show(self) -> None:
         row = next((r for r in self.rows if r.get("step") == self.step.currentData()), None)
         self.step.setEnabled(bool(self.rows))

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.wording import a_number
-from gui.scheme import MARK_CONTRAST, ink, ink_color, is_dark, on_palette_change
+from gui.scheme import MARK_CONTRAST, FollowsPalette, ink, ink_color, is_dark, palette_signature
 from gui.train.model_picker import human_count
 
 GiB = 2**30
@@ -367,7 +367,7 @@ def disk_line(disk: dict) -> str:
     return text
 
 
-class VramGauge(QWidget):
+class VramGauge(FollowsPalette, QWidget):
     """Header (verdict, target GPU, Fit button), the bar, a legend and the numbers."""
 
     sig_fit_requested = Signal()
@@ -381,7 +381,7 @@ class VramGauge(QWidget):
         self.measured: int | None = None
         self.measured_note = ""
         self.data_note = ""  # said in place of the line with this dataset while it has none
-        on_palette_change(self, self._render)  # its text's colours are the palette's
+        self._painted_with = palette_signature()  # the palette its colours are from (FollowsPalette)
         self._data_tip = ""  # why there is none, in full: the details' tooltip (with the exact parameter counts)
         self._stale_data: tuple[dict, int | None] | None = None  # the previous line's data and seq_len,
         # shown greyed while the records are measured again
@@ -619,6 +619,9 @@ class VramGauge(QWidget):
                     label.setText(text)
             label.setVisible(i < len(parts))
         self._reflow()
+
+    def _on_palette_change(self) -> None:
+        self._render()  # its text's colours are the palette's
 
     def _render(self) -> None:
         est = self.estimate
