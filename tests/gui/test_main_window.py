@@ -254,6 +254,9 @@ def test_a_run_that_ends_in_the_train_area_is_the_one_selected_in_the_runs_area(
     def make_run(name: str, summary: dict) -> str:
         path = runs_dir() / name
         (path / "final").mkdir(parents=True)
+        # A LoRA adapter as far as its files say: Try it reads its card (an empty final/ can't be tried).
+        (path / "final" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+        (path / "final" / "adapter_model.safetensors").write_bytes(b"")
         RunConfig(max_steps=10).save(path / "run.yaml")
         (path / "summary.json").write_text(json.dumps({"started": time.time() - 60, "finished": time.time(),
                                                        "step": 10, **summary}))

@@ -1027,3 +1027,19 @@ def test_the_filter_narrows_the_list_by_any_column_and_the_selection_follows(qtb
     assert not shown() and "No run matches “qlora”" in area.summary.text() and "all 4 runs" in area.summary.text()
     area.filter_edit.clear()
     assert len(shown()) == 4
+
+
+def test_a_run_shown_after_it_ends_stays_selected_while_ctrl_is_held(qtbot, runs):
+    """show_run made the run current with the view's setCurrentIndex, which selects by the keyboard's
+    modifiers: with Ctrl held it toggled the just-selected run off, and the area said "Select a run"."""
+    area = RunsArea()
+    qtbot.addWidget(area)
+    area.show()
+    area.select_paths([runs["stopped"]])
+    qtbot.keyPress(area.table, Qt.Key.Key_Control, Qt.KeyboardModifier.ControlModifier)
+    try:
+        area.show_run(runs["done"])
+        assert [str(r.path) for r in area.selected_runs()] == [str(runs["done"])]
+        assert area.table.currentIndex().row() == area.table.selectionModel().selectedRows()[0].row()
+    finally:
+        qtbot.keyRelease(area.table, Qt.Key.Key_Control)
