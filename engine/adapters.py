@@ -713,15 +713,30 @@ def safetensors_header(path: Path) -> dict[str, dict]:
     The format is an 8-byte little-endian header length, then a JSON header
     (https://github.com/huggingface/safetensors#format).
     """
+    return read_safetensors_header(path)[1]
+
+
+def read_safetensors_header(path: Path) -> tuple[int, dict[str, dict]]:
+    """``(header length in bytes, tensors)`` of a safetensors file (see :func:`safetensors_header`):
+    the tensors' data starts at 8 + that length.
+
+    Raises:
+        ModelError: not a safetensors file (a header too long or not JSON, or no 8-byte length).
+    """
     with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelError(f"'{path}' is not a safetensors file ({len(head)} bytes)")
+        (n,) = struct.unpack("<Q", head)
         if n > 100 * 2**20:
             raise ModelError(f"'{path}' is not a safetensors file (header of {n} bytes)")
         try:
             header = json.loads(fh.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ModelError(f"'{path}' is not a safetensors file (unreadable header)") from None
-    return {k: v for k, v in header.items() if k != "__metadata__"}
+    if not isinstance(header, dict):
+        raise ModelError(f"'{path}' is not a safetensors file (unreadable header)")
+    return n, {k: v for k, v in header.items() if k != "__metadata__"}
 
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:

@@ -800,13 +800,17 @@ def keys_in(path: str | os.PathLike) -> set[str]:
         return set()
 
 
-def located_in(path: str | os.PathLike, overrides: Collection[str], errors: list[ConfigError]) -> ConfigErrors:
+def located_in(path: str | os.PathLike, overrides: Collection[str],
+               errors: ConfigError | list[ConfigError]) -> ConfigErrors:
     """Problems found after :meth:`RunConfig.load` (a method's rules, what the model lacks, a
     missing input), each located in the file as load's own are: ``RUN.yaml:4:1: ...`` where the
     key is written, ``--KEY`` where it was typed (``overrides``), ``RUN.yaml: ...`` for a default.
+    ``errors``: a list, one error, or a :class:`ConfigErrors` (its errors).
 
     Read after load succeeded on the file; one that can't be read again gets its path only.
     """
+    if isinstance(errors, ConfigError):
+        errors = errors.errors if isinstance(errors, ConfigErrors) else [errors]
     path = Path(path)
     try:
         occurrences = _key_occurrences(_decoded(path, path.read_bytes()))

@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ModelError, json_problem
+from engine.errors import ConfigError, ModelError, StudioError, json_problem
 from engine.paths import demo_model_dir
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
@@ -245,9 +244,10 @@ def vocab_matrices(path: Path) -> list[tuple[Path, str, int]]:
             if t["shape"] == shape and t["dtype"] in ("F32", "F16", "BF16")]
 
 
-def architecture_problem(path: Path, trust_remote_code: bool = False) -> ModelError | None:
-    """Why transformers can't build this folder's model as a causal LM from its config.json (None when
-    it can, or when config.json can't say: loading then says what is wrong).
+def architecture_problem(path: Path, trust_remote_code: bool = False) -> ConfigError | None:
+    """Why transformers can't build this folder's model as a causal LM from its config.json, as a bad
+    value of the key ``model`` (None when it can, or when config.json can't say: loading then says
+    what is wrong).
 
     The architectures it doesn't know (a model newer than this transformers, a typo in model_type),
     one that has no causal-LM head (T5, a vision-language model transformers loads only with its
@@ -260,8 +260,8 @@ def architecture_problem(path: Path, trust_remote_code: bool = False) -> ModelEr
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        config = read_model_config(str(path))
+    except (StudioError, OSError, UnicodeDecodeError):
         return None
     if not isinstance(config, dict):
         return None
@@ -272,23 +272,23 @@ def architecture_problem(path: Path, trust_remote_code: bool = False) -> ModelEr
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (own_code and trust_remote_code):
         return None
     if own_code:
-        return ModelError(f"{where}: the model ships its own code ({auto_map['AutoModelForCausalLM']}), which "
-                          "runs only with trust_remote_code: true", fix={"trust_remote_code": True},
-                          hint="Turn it on only if you trust the model's source: its Python code runs on this "
-                          "machine.")
+        return ConfigError(f"{where}: the model ships its own code ({auto_map['AutoModelForCausalLM']}), which "
+                           "runs only with trust_remote_code: true", key="model", fix={"trust_remote_code": True},
+                           hint="Turn it on only if you trust the model's source: its Python code runs on this "
+                           "machine.")
     if not isinstance(model_type, str) or not model_type:
-        return ModelError(f"{where}: no model_type, so transformers can't tell which architecture it is",
-                          hint="Copy the model's config.json from its repository again.")
+        return ConfigError(f"{where}: no model_type, so transformers can't tell which architecture it is",
+                           key="model", hint="Copy the model's config.json from its repository again.")
     if model_type not in CONFIG_MAPPING_NAMES:
-        return ModelError(f"{where}: model_type '{model_type}' is no architecture transformers "
-                          f"{transformers.__version__} knows",
-                          hint="A model newer than this transformers needs a newer one, installed in Finetune "
-                          "Studio's environment; check the spelling of model_type otherwise.")
-    return ModelError(f"{where}: a '{model_type}' model has no causal language-model head in transformers "
-                      "(AutoModelForCausalLM): Finetune Studio trains decoder language models such as Llama, "
-                      "Qwen, Mistral, Gemma and Phi",
-                      hint="Pick a decoder (causal) language model; encoder-decoder (T5) and vision-language "
-                      "models that transformers loads only with their processor can't be trained here.")
+        return ConfigError(f"{where}: model_type '{model_type}' is no architecture transformers "
+                           f"{transformers.__version__} knows", key="model",
+                           hint="A model newer than this transformers needs a newer one, installed in Finetune "
+                           "Studio's environment; check the spelling of model_type otherwise.")
+    return ConfigError(f"{where}: a '{model_type}' model has no causal language-model head in transformers "
+                       "(AutoModelForCausalLM): Finetune Studio trains decoder language models such as Llama, "
+                       "Qwen, Mistral, Gemma and Phi", key="model",
+                       hint="Pick a decoder (causal) language model; encoder-decoder (T5) and vision-language "
+                       "models that transformers loads only with their processor can't be trained here.")
 
 
 def has_tokenizer_files(names: set[str]) -> bool:
@@ -415,14 +415,12 @@ _COPY_AGAIN = ("An interrupted download or copy leaves weights like this: downlo
 @functools.lru_cache(maxsize=256)
 def _safetensors_problem(file: str, size: int, mtime_ns: int) -> str | None:
     """What is wrong with a safetensors file of this size (None: its header covers it exactly)."""
-    from engine.adapters import safetensors_header
+    from engine.adapters import read_safetensors_header
 
     if size < 8:
         return f"is cut short ({size} bytes: no safetensors header)"
     try:
-        header = safetensors_header(Path(file))
-        with open(file, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
+        n, header = read_safetensors_header(Path(file))
     except ModelError:
         return "is not a safetensors file (its header can't be read): it may be cut short"
     ends = [int(t["data_offsets"][1]) for t in header.values() if isinstance(t, dict) and "data_offsets" in t]
@@ -435,7 +433,10 @@ def _safetensors_problem(file: str, size: int, mtime_ns: int) -> str | None:
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
+    """Exact bytes below 1 MiB (a few bytes short is worth seeing), else as the estimate writes sizes."""
+    from engine.memory.cli import format_gib
+
+    return f"{n:,} bytes" if n < 2**20 else format_gib(n)
 
 
 def load_tokenizer(model: str, *, trust_remote_code: bool = False, add_tokens: Sequence[str] = ()):

@@ -224,7 +224,7 @@ def model_errors(cfg: RunConfig, model_path: Path) -> list[ConfigError]:
 
     problem = architecture_problem(Path(model_path), cfg.trust_remote_code)
     if problem is not None:
-        return [ConfigError(problem.message, key="model", fix=problem.fix, hint=problem.hint)]
+        return [problem]
     try:
         config = AutoConfig.from_pretrained(model_path, local_files_only=True,
                                             trust_remote_code=cfg.trust_remote_code)

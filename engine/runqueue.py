@@ -672,7 +672,7 @@ def cli_add(args: Any) -> int:
     except ConfigError as e:
         if grid:  # each grid point's problem names the point, and where its key came from
             raise
-        raise located_in(args.config, args.overrides, getattr(e, "errors", [e])) from None  # as train says it
+        raise located_in(args.config, args.overrides, e) from None  # as train says it
     for note in advice_for(added):  # said now: the runs train unattended
         print(f"note: {note}", file=sys.stderr)
     if args.json:

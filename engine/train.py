@@ -550,16 +550,9 @@ def model_problems(cfg: RunConfig) -> list[ConfigError]:
     can't be built for (one that isn't there included) is left to those and to the run.
     """
     from engine.memory.structure import model_structure
-    from engine.models import architecture_problem, resolve_model_path
 
     try:
-        problem = architecture_problem(resolve_model_path(cfg.model), cfg.trust_remote_code)
-    except StudioError:
-        problem = None  # a model that isn't there: missing_inputs says so
-    if problem is not None:  # no such architecture, or no causal-LM head: no run can load it
-        return [ConfigError(problem.message, key="model", fix=problem.fix, hint=problem.hint)]
-    try:
-        model_structure(cfg)
+        model_structure(cfg)  # (a model transformers can't build as a causal LM is the model key's problem)
     except ConfigError as e:
         return [e] if e.key else []
     except Exception:  # noqa: BLE001 - a model it can't build (ModelError, a family's quirk): never stop a run

@@ -39,7 +39,7 @@ def cli_estimate(args: argparse.Namespace) -> int:
         result = estimate(cfg, gpu_bytes, with_measured=True, data=data,
                           env=detect_environment(free_memory=False))
     except ConfigError as e:  # a method's rule, a module the model lacks: said where the key is, as train says it
-        raise located_in(args.config, overrides, getattr(e, "errors", [e])) from None
+        raise located_in(args.config, overrides, e) from None
     if why:
         result.notes.append(why)
     if getattr(args, "json", False):
@@ -59,8 +59,7 @@ def _refuse_an_architecture(cfg, config: str, overrides: dict) -> None:
     except StudioError:
         return  # a model that isn't there: the estimate says it
     if problem is not None:
-        raise located_in(config, overrides, [ConfigError(problem.message, key="model", fix=problem.fix,
-                                                         hint=problem.hint)])
+        raise located_in(config, overrides, problem)
 
 
 def _data(cfg) -> tuple:

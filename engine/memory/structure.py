@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ConfigError, ModelError
+from engine.errors import ModelError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -316,7 +316,7 @@ def meta_model(model_dir: Path, *, trust_remote_code: bool = False) -> nn.Module
 
     problem = architecture_problem(Path(model_dir), trust_remote_code)
     if problem is not None:  # a bad value of the config's model: said at its field (the Train form holds Start)
-        raise ConfigError(problem.message, key="model", fix=problem.fix, hint=problem.hint)
+        raise problem
     try:
         config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
                                             trust_remote_code=trust_remote_code)
