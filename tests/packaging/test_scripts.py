@@ -228,15 +228,21 @@ def test_uninstall_purge_of_a_system_install_says_whose_data_went(tmp_path: Path
     assert "deleted only the data of root: every other user's runs" in result.stdout
 
 
-def test_upgrade_keeps_the_environment_a_running_app_uses(tmp_path: Path):
-    """An admin upgrades while a user's window (or overnight queue) is open: the old environment
-    must stay until nothing runs from it, or the running app loses its modules mid-run."""
+def _upgradable_package(tmp_path: Path) -> Path:
+    """A fake package with uninstall.sh and a uv that "builds" an environment whose python passes
+    install.sh's import checks: enough to install, upgrade and uninstall for real."""
     pkg = _fake_package(tmp_path / "pkg", wheelhouses=())
     shutil.copy(PACKAGING / "uninstall.sh", pkg)
-    # A uv that "builds" an environment whose python passes install.sh's import checks.
     (pkg / "bin" / "uv").write_text(
         '#!/bin/sh\nif [ "$1" = venv ]; then for a; do dir="$a"; done\n'
         '  mkdir -p "$dir/bin" && printf "#!/bin/sh\\nexit 0\\n" > "$dir/bin/python" && chmod +x "$dir/bin/python"\nfi\nexit 0\n')
+    return pkg
+
+
+def test_upgrade_keeps_the_environment_a_running_app_uses(tmp_path: Path):
+    """An admin upgrades while a user's window (or overnight queue) is open: the old environment
+    must stay until nothing runs from it, or the running app loses its modules mid-run."""
+    pkg = _upgradable_package(tmp_path)
     env = {**os.environ, "HOME": str(tmp_path / "home")}
     envs = tmp_path / "home/.local/share/finetune-studio/app/envs"
 
@@ -298,11 +304,7 @@ def test_install_refuses_a_damaged_package(tmp_path: Path):
 def test_upgrade_is_quiet_while_processes_come_and_go(tmp_path: Path):
     """On a busy machine processes exit between the installer's listing of /proc and its read of
     each one's command line: that is no error, and the admin must not see 'No such file'."""
-    pkg = _fake_package(tmp_path / "pkg", wheelhouses=())
-    shutil.copy(PACKAGING / "uninstall.sh", pkg)
-    (pkg / "bin" / "uv").write_text(
-        '#!/bin/sh\nif [ "$1" = venv ]; then for a; do dir="$a"; done\n'
-        '  mkdir -p "$dir/bin" && printf "#!/bin/sh\\nexit 0\\n" > "$dir/bin/python" && chmod +x "$dir/bin/python"\nfi\nexit 0\n')
+    pkg = _upgradable_package(tmp_path)
     env = {**os.environ, "HOME": str(tmp_path / "home")}
     install = [pkg / "install.sh", "--variant", "cpu", "--no-desktop"]
     first = _run(install, env=env)
